@@ -1,0 +1,72 @@
+"""The ``allinone-ir`` command line.
+
+Each sub-command lives in its own module exposing ``add_parser(subparsers)`` (which
+registers the sub-command and sets ``func`` on its parser via ``set_defaults``).
+Modules are imported only when their command is used, so a missing optional
+dependency of one command never breaks the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: sub-command name -> (module that implements it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("allinone_ir.demo", "train a small all-in-one model on bundled photos and show the results"),
+    "train": ("allinone_ir.training.cli", "train a network from a YAML/TOML config file"),
+    "restore": ("allinone_ir.commands.restore", "restore images, folders or globs (tiling, TTA, npz export)"),
+    "evaluate": ("allinone_ir.commands.evaluate", "PSNR/SSIM over paired folders, per degradation"),
+    "info": ("allinone_ir.commands.info", "parameters, FLOPs and latency of a network"),
+    "convert": ("allinone_ir.commands.convert", "convert an official checkpoint to safetensors"),
+    "bench": ("allinone_ir.benchmark", "throughput and memory benchmark of the networks"),
+    "models": ("allinone_ir.commands.models", "list the registered networks"),
+}
+
+
+def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Build the argument parser; only the modules of ``commands`` (default: all available) are imported."""
+    parser = argparse.ArgumentParser(prog="allinone-ir", description="All-in-one image restoration.")
+    parser.add_argument("--version", action="version", version=f"allinone-ir {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in commands if commands is not None else COMMANDS:
+        module_name, help_text = COMMANDS[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and exc.name.startswith("allinone_ir"):
+                continue  # command not part of this build
+            sub.add_parser(name, help=f"{help_text} (unavailable: {exc})").set_defaults(
+                func=lambda _a, _e=exc: _missing(_e)
+            )
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def _missing(exc: ModuleNotFoundError) -> int:
+    print(f"error: this command needs the optional package {exc.name!r}: pip install 'allinone-ir[all]'",
+          file=sys.stderr)  # fmt: skip
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``allinone-ir``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wanted = [argv[0]] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(wanted)
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0 if not argv else 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Implementations of the ``allinone-ir`` sub-commands (one module per command)."""

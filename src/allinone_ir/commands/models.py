@@ -1,0 +1,35 @@
+"""``allinone-ir models``: list the registered networks with their parameter counts."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..models import create_model, list_models
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``models`` sub-command."""
+    p = subparsers.add_parser("models", help="list the registered networks")
+    p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'nafnet*'")
+    p.add_argument("--params", action="store_true", help="also build each network and count its parameters")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print one registered model name per line (with parameter counts if asked)."""
+    for name in list_models(args.pattern):
+        if args.params:
+            with _meta_device():
+                n = sum(p.numel() for p in create_model(name).parameters())
+            print(f"{name:28s} {n:>14,d}")
+        else:
+            print(name)
+    return 0
+
+
+def _meta_device():  # building on the meta device makes counting free
+    import torch
+
+    return torch.device("meta")

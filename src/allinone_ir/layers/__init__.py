@@ -1,0 +1,28 @@
+"""Building blocks shared by the networks of :mod:`allinone_ir.models`."""
+
+from .attention import MDTA, channel_attention
+from .feedforward import GDFN
+from .naf import NAFBlock, SimpleGate, SimplifiedChannelAttention
+from .norm import LayerNorm2d, RestormerLayerNorm, layer_norm_2d
+from .padding import pad_to_multiple
+from .promptir import PromptGenBlock, PromptInteraction
+from .transformer import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample
+
+__all__ = [
+    "GDFN",
+    "MDTA",
+    "Downsample",
+    "LayerNorm2d",
+    "NAFBlock",
+    "OverlapPatchEmbed",
+    "PromptGenBlock",
+    "PromptInteraction",
+    "RestormerLayerNorm",
+    "SimpleGate",
+    "SimplifiedChannelAttention",
+    "TransformerBlock",
+    "Upsample",
+    "channel_attention",
+    "layer_norm_2d",
+    "pad_to_multiple",
+]

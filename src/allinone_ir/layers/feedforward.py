@@ -1,0 +1,45 @@
+"""Gated-Dconv feed-forward network (GDFN) of Restormer."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["GDFN"]
+
+
+class GDFN(nn.Module):
+    """Gated-Dconv feed-forward network.
+
+    ``hidden = int(dim * ffn_expansion_factor)``; ``project_in`` (1x1, C->2*hidden),
+    ``dwconv`` (depthwise 3x3), split in two halves ``x1, x2``, ``gelu(x1) * x2``,
+    ``project_out`` (1x1, hidden->C).
+
+    Args:
+        dim: Number of channels ``C``.
+        ffn_expansion_factor: Hidden width relative to ``dim`` (2.66 in Restormer).
+        bias: Whether the convolutions have a bias.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`
+        - Output: :math:`(N, C, H, W)`
+
+    Examples:
+        >>> GDFN(16)(torch.randn(1, 16, 8, 8)).shape
+        torch.Size([1, 16, 8, 8])
+    """
+
+    def __init__(self, dim: int, ffn_expansion_factor: float = 2.66, bias: bool = False) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.hidden_features = hidden
+        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
+        self.dwconv = nn.Conv2d(
+            hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias
+        )
+        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(x1) * x2)

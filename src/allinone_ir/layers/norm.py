@@ -1,0 +1,117 @@
+"""Layer normalisation over the channel axis of NCHW feature maps.
+
+The statistics are computed on a channels-last *view* of the input
+(``x.permute(0, 2, 3, 1)``): for a tensor stored in ``torch.channels_last``
+memory format that view is contiguous, so no copy is made, and for an NCHW
+contiguous tensor it costs one copy instead of the two ``rearrange`` round trips
+of the reference implementations.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["LayerNorm2d", "RestormerLayerNorm", "layer_norm_2d"]
+
+NormKind = Literal["WithBias", "BiasFree"]
+
+
+def layer_norm_2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Normalise an NCHW map over its channels at every pixel.
+
+    With ``bias`` given this is the usual layer norm
+    ``(x - mean) / sqrt(var + eps) * weight + bias``. With ``bias=None`` it is the
+    *bias-free* kind of Restormer: ``x / sqrt(var + eps) * weight`` where the mean
+    is used for the (biased) variance but **not** subtracted from ``x``.
+
+    Args:
+        x: Feature map.
+        weight: Per-channel scale.
+        bias: Per-channel shift, or ``None`` for the bias-free kind.
+        eps: Added to the variance.
+
+    Returns:
+        The normalised map, in the memory format of ``x``.
+
+    Shape:
+        - x: :math:`(N, C, H, W)`
+        - weight, bias: :math:`(C,)`
+        - output: :math:`(N, C, H, W)`
+    """
+    xp = x.permute(0, 2, 3, 1)  # (N, H, W, C); a free view for channels-last storage
+    if bias is not None:
+        out = F.layer_norm(xp, (xp.shape[-1],), weight, bias, eps)
+    else:
+        stats = xp if xp.dtype in (torch.float32, torch.float64) else xp.float()
+        var = stats.var(dim=-1, keepdim=True, unbiased=False)
+        out = (xp * torch.rsqrt(var + eps).to(xp.dtype)) * weight.to(xp.dtype)
+    return out.permute(0, 3, 1, 2)
+
+
+class LayerNorm2d(nn.Module):
+    """Layer normalisation over channels of an NCHW map (NAFNet / Restormer style).
+
+    Args:
+        num_channels: Number of channels ``C``.
+        bias: ``True`` for the with-bias kind (subtract mean, learnable shift),
+            ``False`` for the bias-free kind of Restormer (no mean subtraction,
+            no shift).
+        eps: Added to the variance (``1e-5`` in Restormer, ``1e-6`` in NAFNet).
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`
+        - Output: :math:`(N, C, H, W)`, same memory format as the input.
+
+    Examples:
+        >>> norm = LayerNorm2d(8)
+        >>> norm(torch.randn(2, 8, 5, 5)).shape
+        torch.Size([2, 8, 5, 5])
+    """
+
+    def __init__(self, num_channels: int, *, bias: bool = True, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm_2d(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, bias={self.bias is not None}, eps={self.eps}"
+
+
+class RestormerLayerNorm(nn.Module):
+    """Restormer's channel layer norm, keeping the official ``body.weight`` key names.
+
+    A thin wrapper around :class:`LayerNorm2d` whose only job is to place the
+    parameters at ``<name>.body.weight`` / ``<name>.body.bias`` as in the official
+    Restormer, PromptIR and PIP checkpoints.
+
+    Args:
+        dim: Number of channels.
+        kind: ``"WithBias"`` or ``"BiasFree"`` (the official ``LayerNorm_type``).
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`
+        - Output: :math:`(N, C, H, W)`
+    """
+
+    def __init__(self, dim: int, kind: NormKind = "WithBias") -> None:
+        super().__init__()
+        if kind not in ("WithBias", "BiasFree"):
+            raise ValueError(f"LayerNorm kind must be 'WithBias' or 'BiasFree', got {kind!r}")
+        self.body = LayerNorm2d(dim, bias=kind == "WithBias", eps=1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)

@@ -1,0 +1,46 @@
+"""Padding an image to a size a network can process, and cropping back."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["pad_to_multiple"]
+
+
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int, mode: str = "reflect"
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad the bottom and right of an image so that ``H`` and ``W`` are multiples of ``multiple``.
+
+    Reflect padding is used where the image is large enough for it (the padding
+    must be smaller than the side); otherwise the edge is replicated, so any
+    ``H, W >= 1`` works.
+
+    Args:
+        x: Image batch.
+        multiple: The required multiple (e.g. 8 for three 2x downsamplings).
+        mode: ``"reflect"``, ``"replicate"`` or ``"constant"`` (zeros).
+
+    Returns:
+        The padded tensor and the original ``(H, W)`` to crop back to.
+
+    Shape:
+        - x: :math:`(N, C, H, W)`
+        - output: :math:`(N, C, \\lceil H/m \\rceil m, \\lceil W/m \\rceil m)`
+
+    Examples:
+        >>> y, (h, w) = pad_to_multiple(torch.rand(1, 3, 37, 53), 8)
+        >>> tuple(y.shape), h, w
+        ((1, 3, 40, 56), 37, 53)
+    """
+    h, w = x.shape[-2:]
+    ph = (multiple - h % multiple) % multiple
+    pw = (multiple - w % multiple) % multiple
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    if mode == "reflect" and (ph >= h or pw >= w):
+        mode = "replicate"
+    if mode == "constant":
+        return F.pad(x, (0, pw, 0, ph), mode="constant", value=0.0), (h, w)
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)

@@ -1,0 +1,80 @@
+"""Common behaviour of the restoration networks: input checks, padding to a multiple, config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..layers.padding import pad_to_multiple
+
+__all__ = ["RestorationModel", "check_image_batch"]
+
+
+def check_image_batch(x: Any, channels: int, name: str = "input") -> None:
+    """Raise ``ValueError`` unless ``x`` is a floating ``(N, channels, H, W)`` tensor with ``N, H, W >= 1``.
+
+    Args:
+        x: The object to check.
+        channels: The expected channel count.
+        name: How to call ``x`` in the message.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(
+            f"{name} must be a torch.Tensor of shape (N, {channels}, H, W), got {type(x).__name__}"
+        )
+    if x.ndim != 4:
+        raise ValueError(
+            f"{name} must have shape (N, {channels}, H, W), got a {x.ndim}-D tensor of shape {tuple(x.shape)}"
+            + ("; add a batch dimension with x.unsqueeze(0)" if x.ndim == 3 else "")
+        )
+    if x.shape[1] != channels:
+        raise ValueError(
+            f"{name} must have {channels} channels (shape (N, {channels}, H, W)), got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{name} must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}; "
+            "convert with x.float() / 255 for 8-bit images"
+        )
+    if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{name} must have N, H, W >= 1, got shape {tuple(x.shape)}")
+
+
+class RestorationModel(nn.Module):
+    """Base class of the networks: validates inputs, pads to the needed multiple, records its config.
+
+    Subclasses set ``in_channels``, ``out_channels``, ``pad_multiple`` and ``config``
+    (the constructor arguments, so :mod:`allinone_ir.hub` can rebuild the network)
+    and implement ``forward``.
+
+    Attributes:
+        in_channels: Channels of the input image.
+        out_channels: Channels of the output image.
+        pad_multiple: ``H`` and ``W`` are padded to a multiple of this.
+        pad_mode: How the input is padded (``"reflect"`` by default).
+        config: Constructor arguments.
+    """
+
+    in_channels: int
+    out_channels: int
+    pad_multiple: int = 1
+    pad_mode: str = "reflect"
+    config: dict[str, Any]
+
+    def _pad_input(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        check_image_batch(x, self.in_channels)
+        return pad_to_multiple(x, self.pad_multiple, self.pad_mode)
+
+    @staticmethod
+    def _crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return x[..., : size[0], : size[1]]
+
+    @property
+    def num_parameters(self) -> int:
+        """Total number of parameters."""
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())

@@ -1,0 +1,106 @@
+"""Model registry in the style of timm: ``register_model``, ``create_model``, ``list_models``."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch import nn
+
+__all__ = ["create_model", "get_model_class", "is_model", "list_models", "register_model"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_ARCHITECTURES: dict[str, type[nn.Module]] = {}
+
+F = TypeVar("F", bound=Callable[..., nn.Module])
+C = TypeVar("C", bound=type)
+
+
+def register_model(fn: F) -> F:
+    """Register a factory function under its ``__name__`` (decorator).
+
+    Args:
+        fn: A function returning an ``nn.Module``; keyword arguments override its defaults.
+
+    Returns:
+        ``fn`` unchanged.
+
+    Raises:
+        ValueError: If a different function is already registered under the same name.
+    """
+    name = fn.__name__
+    if name in _MODELS and _MODELS[name] is not fn:
+        existing = _MODELS[name]
+        if (existing.__module__, existing.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"a model named {name!r} is already registered by {existing.__module__}")
+    _MODELS[name] = fn
+    return fn
+
+
+def register_architecture(cls: C) -> C:
+    """Register a network class so that saved configs can rebuild it by class name (decorator)."""
+    _ARCHITECTURES[cls.__name__] = cls
+    return cls
+
+
+def get_model_class(name: str) -> type[nn.Module]:
+    """Return the registered network class called ``name`` (e.g. ``"PromptIR"``).
+
+    Raises:
+        KeyError: If no such class is registered; the message lists the known ones.
+    """
+    if name not in _ARCHITECTURES:
+        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(sorted(_ARCHITECTURES))}")
+    return _ARCHITECTURES[name]
+
+
+def is_model(name: str) -> bool:
+    """Whether a factory called ``name`` is registered."""
+    return name in _MODELS
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted names of the registered models, optionally filtered by a shell-style pattern.
+
+    Args:
+        pattern: e.g. ``"nafnet*"``; ``None`` lists all.
+
+    Examples:
+        >>> "promptir" in list_models()
+        True
+        >>> list_models("restormer*")[0]
+        'restormer'
+    """
+    names = sorted(_MODELS)
+    if pattern is not None:
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return names
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered model, with keyword arguments overriding its defaults.
+
+    Args:
+        name: A name from :func:`list_models`.
+        **overrides: Constructor arguments, e.g. ``dim=24`` for a smaller network.
+
+    Returns:
+        The network (randomly initialised).
+
+    Raises:
+        ValueError: If the name is unknown; the message lists close matches.
+
+    Examples:
+        >>> net = create_model("promptir", dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
+        >>> net(torch.rand(1, 3, 20, 20)).shape
+        torch.Size([1, 3, 20, 20])
+    """
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}.{hint} See allinone_ir.list_models() for all names.")
+    model = _MODELS[name](**overrides)
+    model.model_name = name  # type: ignore[assignment]
+    return model

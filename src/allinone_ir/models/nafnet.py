@@ -1,0 +1,140 @@
+"""NAFNet (Chen et al., ECCV 2022): a nonlinear-activation-free U-Net baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..layers.naf import NAFBlock
+from ._base import RestorationModel
+from ._registry import register_architecture, register_model
+
+__all__ = [
+    "NAFNet", "nafnet", "nafnet_gopro_width32", "nafnet_sidd_width64", "nafnet_width32", "nafnet_width64",
+]  # fmt: skip
+
+
+@register_architecture
+class NAFNet(RestorationModel):
+    """NAFNet: U-Net of NAF blocks with additive skips and a global residual.
+
+    Key names equal the official ones (``intro``, ``encoders.i.j``, ``downs.i``,
+    ``middle_blks.j``, ``ups.i.0``, ``decoders.i.j``, ``ending``). The default is the
+    SIDD width-32 configuration (29,159,715 parameters). Any ``H, W >= 1`` works
+    (reflect padding to a multiple of ``2 ** len(enc_blk_nums)``, cropped back).
+
+    Args:
+        in_channels: Image channels (input and output).
+        width: Channels of the first level (doubled at each level).
+        middle_blk_num: NAF blocks in the bottleneck.
+        enc_blk_nums: NAF blocks per encoder level.
+        dec_blk_nums: NAF blocks per decoder level (same length as ``enc_blk_nums``).
+        drop_out_rate: Dropout inside the blocks.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`, float, values nominally in [0, 1]
+        - Output: :math:`(N, C, H, W)`
+
+    Examples:
+        >>> net = NAFNet(width=8, middle_blk_num=1, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1))
+        >>> net(torch.rand(1, 3, 11, 7)).shape
+        torch.Size([1, 3, 11, 7])
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        width: int = 32,
+        middle_blk_num: int = 12,
+        enc_blk_nums: Sequence[int] = (2, 2, 4, 8),
+        dec_blk_nums: Sequence[int] = (2, 2, 2, 2),
+        drop_out_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(enc_blk_nums) != len(dec_blk_nums):
+            raise ValueError(
+                f"enc_blk_nums and dec_blk_nums need the same length, got {list(enc_blk_nums)} and "
+                f"{list(dec_blk_nums)}"
+            )
+        self.in_channels = self.out_channels = in_channels
+        self.pad_multiple = 2 ** len(enc_blk_nums)
+        self.config: dict[str, Any] = dict(
+            in_channels=in_channels, width=width, middle_blk_num=middle_blk_num,
+            enc_blk_nums=list(enc_blk_nums), dec_blk_nums=list(dec_blk_nums), drop_out_rate=drop_out_rate,
+        )  # fmt: skip
+        self.intro = nn.Conv2d(in_channels, width, kernel_size=3, padding=1, bias=True)
+        self.ending = nn.Conv2d(width, in_channels, kernel_size=3, padding=1, bias=True)
+        self.encoders = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        chan = width
+        for num in enc_blk_nums:
+            self.encoders.append(
+                nn.Sequential(*[NAFBlock(chan, drop_out_rate=drop_out_rate) for _ in range(num)])
+            )
+            self.downs.append(nn.Conv2d(chan, chan * 2, kernel_size=2, stride=2))
+            chan *= 2
+        self.middle_blks = nn.Sequential(
+            *[NAFBlock(chan, drop_out_rate=drop_out_rate) for _ in range(middle_blk_num)]
+        )
+        for num in dec_blk_nums:
+            self.ups.append(
+                nn.Sequential(nn.Conv2d(chan, chan * 2, kernel_size=1, bias=False), nn.PixelShuffle(2))
+            )
+            chan //= 2
+            self.decoders.append(
+                nn.Sequential(*[NAFBlock(chan, drop_out_rate=drop_out_rate) for _ in range(num)])
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inp, size = self._pad_input(x)
+        h = self.intro(inp)
+        skips = []
+        for encoder, down in zip(self.encoders, self.downs):
+            h = encoder(h)
+            skips.append(h)
+            h = down(h)
+        h = self.middle_blks(h)
+        for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips)):
+            h = decoder(up(h) + skip)
+        out = self.ending(h) + inp
+        return self._crop(out, size)
+
+
+@register_model
+def nafnet(**kwargs: Any) -> NAFNet:
+    """NAFNet, SIDD width-32 configuration (enc [2,2,4,8], middle 12, dec [2,2,2,2]; 29,159,715 parameters)."""
+    return NAFNet(**kwargs)
+
+
+@register_model
+def nafnet_width32(**kwargs: Any) -> NAFNet:
+    """NAFNet width 32, enc [2,2,4,8], middle 12, dec [2,2,2,2] (SIDD denoising; 29,159,715 parameters)."""
+    return NAFNet(**{"width": 32, "enc_blk_nums": (2, 2, 4, 8), "middle_blk_num": 12,
+                     "dec_blk_nums": (2, 2, 2, 2), **kwargs})  # fmt: skip
+
+
+@register_model
+def nafnet_width64(**kwargs: Any) -> NAFNet:
+    """NAFNet width 64, enc [1,1,1,28], middle 1, dec [1,1,1,1] (GoPro deblurring; 67,888,835 parameters)."""
+    return NAFNet(**{"width": 64, "enc_blk_nums": (1, 1, 1, 28), "middle_blk_num": 1,
+                     "dec_blk_nums": (1, 1, 1, 1), **kwargs})  # fmt: skip
+
+
+@register_model
+def nafnet_sidd_width64(**kwargs: Any) -> NAFNet:
+    """NAFNet width 64, enc [2,2,4,8], middle 12, dec [2,2,2,2] (SIDD; 115,982,915 parameters)."""
+    return NAFNet(**{"width": 64, "enc_blk_nums": (2, 2, 4, 8), "middle_blk_num": 12,
+                     "dec_blk_nums": (2, 2, 2, 2), **kwargs})  # fmt: skip
+
+
+@register_model
+def nafnet_gopro_width32(**kwargs: Any) -> NAFNet:
+    """NAFNet width 32, enc [1,1,1,28], middle 1, dec [1,1,1,1] (GoPro; 17,111,907 parameters)."""
+    return NAFNet(**{"width": 32, "enc_blk_nums": (1, 1, 1, 28), "middle_blk_num": 1,
+                     "dec_blk_nums": (1, 1, 1, 1), **kwargs})  # fmt: skip
