@@ -164,7 +164,7 @@ class TestErrors:
             self.model(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
 
     def test_not_a_tensor(self) -> None:
-        with pytest.raises(ValueError, match="torch.Tensor"):
+        with pytest.raises(ValueError, match=r"torch\.Tensor"):
             self.model([[1.0]])  # type: ignore[arg-type]
 
     def test_bad_configs(self) -> None:
