@@ -1,0 +1,1 @@
+"""Loss functions, as function + module pairs (kornia style)."""
