@@ -194,3 +194,19 @@ class TestRegistry:
 
         with pytest.raises(ValueError, match="already registered"):
             register_model(promptir)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_grad_checkpointing_same_output_and_grads(name: str) -> None:
+    model = _tiny(name).train()
+    x = torch.rand(2, 3, 16, 16)
+    model(x).mean().backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    assert model.grad_checkpointing_stages()
+    model(x).mean().backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, ref[n], atol=1e-6, rtol=1e-5, msg=n)
+    with pytest.raises(ValueError, match="not checkpointable"):
+        model.set_grad_checkpointing(True, ["no_such_level"])

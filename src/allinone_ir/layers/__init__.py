@@ -6,6 +6,7 @@ from .naf import NAFBlock, SimpleGate, SimplifiedChannelAttention
 from .norm import LayerNorm2d, RestormerLayerNorm, layer_norm_2d
 from .padding import pad_to_multiple
 from .promptir import PromptGenBlock, PromptInteraction
+from .stage import Stage
 from .transformer import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "RestormerLayerNorm",
     "SimpleGate",
     "SimplifiedChannelAttention",
+    "Stage",
     "TransformerBlock",
     "Upsample",
     "channel_attention",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..layers.padding import pad_to_multiple
+from ..layers.stage import Stage
 
 __all__ = ["RestorationModel", "check_image_batch"]
 
@@ -55,7 +57,11 @@ class RestorationModel(nn.Module):
         pad_multiple: ``H`` and ``W`` are padded to a multiple of this.
         pad_mode: How the input is padded (``"reflect"`` by default).
         config: Constructor arguments.
+        accepts_degradation: Whether ``forward`` takes a ``degradation`` argument (PIP networks);
+            :func:`allinone_ir.restore` and the trainer pass the user's degradation only to those.
     """
+
+    accepts_degradation: ClassVar[bool] = False
 
     in_channels: int
     out_channels: int
@@ -70,6 +76,29 @@ class RestorationModel(nn.Module):
     @staticmethod
     def _crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return x[..., : size[0], : size[1]]
+
+    def grad_checkpointing_stages(self) -> list[str]:
+        """Names of the levels (:class:`~allinone_ir.layers.Stage` modules) that can be checkpointed."""
+        return [name for name, m in self.named_modules() if isinstance(m, Stage)]
+
+    def set_grad_checkpointing(self, enable: bool = True, stages: Iterable[str] | None = None) -> None:
+        """Recompute the activations of U-Net levels in the backward pass to save memory.
+
+        Args:
+            enable: Switch checkpointing on or off.
+            stages: Level names (see :meth:`grad_checkpointing_stages`), e.g. ``["encoder_level1"]``;
+                ``None`` means all levels.
+
+        Raises:
+            ValueError: If a name is not a level of this network.
+        """
+        known = dict((name, m) for name, m in self.named_modules() if isinstance(m, Stage))
+        names = list(known) if stages is None else list(stages)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"not checkpointable levels: {unknown}; levels are {list(known)}")
+        for n in names:
+            known[n].grad_checkpointing = enable
 
     @property
     def num_parameters(self) -> int:

@@ -9,12 +9,18 @@ import torch
 from torch import nn
 
 from ..layers.naf import NAFBlock
+from ..layers.stage import Stage
 from ._base import RestorationModel
 from ._registry import register_architecture, register_model
 
 __all__ = [
-    "NAFNet", "nafnet", "nafnet_gopro_width32", "nafnet_sidd_width64", "nafnet_width32", "nafnet_width64",
+    "NAFNet", "naf_stage", "nafnet", "nafnet_gopro_width32", "nafnet_sidd_width64", "nafnet_width32", "nafnet_width64",
 ]  # fmt: skip
+
+
+def naf_stage(channels: int, depth: int, drop_out_rate: float = 0.0) -> Stage:
+    """``depth`` NAF blocks in a row (one U-Net level)."""
+    return Stage(*[NAFBlock(channels, drop_out_rate=drop_out_rate) for _ in range(depth)])
 
 
 @register_architecture

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..layers.norm import NormKind
+from ..layers.stage import Stage
 from ..layers.transformer import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample
 from ._base import RestorationModel
 from ._registry import register_architecture, register_model
@@ -18,9 +19,9 @@ __all__ = ["Restormer", "RestormerEncoderMixin", "restormer", "restormer_biasfre
 
 def transformer_stage(
     dim: int, num_heads: int, depth: int, ffn_expansion_factor: float, bias: bool, layer_norm_type: NormKind
-) -> nn.Sequential:
+) -> Stage:
     """``depth`` transformer blocks in a row (one U-Net level)."""
-    return nn.Sequential(
+    return Stage(
         *[TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, layer_norm_type) for _ in range(depth)]
     )
 

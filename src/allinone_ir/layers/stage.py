@@ -1,0 +1,36 @@
+"""A U-Net level: a sequence of blocks with optional activation checkpointing."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["Stage"]
+
+
+class Stage(nn.Sequential):
+    """``nn.Sequential`` of blocks forming one encoder/decoder level.
+
+    Behaves exactly like ``nn.Sequential`` (same state-dict keys ``<name>.0...``) but
+    can recompute its activations in the backward pass instead of storing them
+    (``grad_checkpointing = True``), trading compute for memory. Networks switch
+    it on per level through ``model.set_grad_checkpointing()``.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`
+        - Output: whatever the last block returns
+
+    Examples:
+        >>> stage = Stage(nn.Conv2d(4, 4, 3, padding=1), nn.GELU())
+        >>> stage.grad_checkpointing = True
+        >>> stage(torch.randn(1, 4, 8, 8, requires_grad=True)).shape
+        torch.Size([1, 4, 8, 8])
+    """
+
+    grad_checkpointing: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if self.grad_checkpointing and torch.is_grad_enabled() and len(self) > 0:
+            return checkpoint(super().forward, x, use_reentrant=False)
+        return super().forward(x)
