@@ -80,22 +80,16 @@ class NAFNet(RestorationModel):
         self.ups = nn.ModuleList()
         chan = width
         for num in enc_blk_nums:
-            self.encoders.append(
-                nn.Sequential(*[NAFBlock(chan, drop_out_rate=drop_out_rate) for _ in range(num)])
-            )
+            self.encoders.append(naf_stage(chan, num, drop_out_rate))
             self.downs.append(nn.Conv2d(chan, chan * 2, kernel_size=2, stride=2))
             chan *= 2
-        self.middle_blks = nn.Sequential(
-            *[NAFBlock(chan, drop_out_rate=drop_out_rate) for _ in range(middle_blk_num)]
-        )
+        self.middle_blks = naf_stage(chan, middle_blk_num, drop_out_rate)
         for num in dec_blk_nums:
             self.ups.append(
                 nn.Sequential(nn.Conv2d(chan, chan * 2, kernel_size=1, bias=False), nn.PixelShuffle(2))
             )
             chan //= 2
-            self.decoders.append(
-                nn.Sequential(*[NAFBlock(chan, drop_out_rate=drop_out_rate) for _ in range(num)])
-            )
+            self.decoders.append(naf_stage(chan, num, drop_out_rate))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp, size = self._pad_input(x)
