@@ -1,1 +1,5 @@
 """Loss functions, as function + module pairs (kornia style)."""
+
+from .frequency import FFTLoss, GuidedFrequencyLoss, fft_loss, guided_frequency_loss, laplacian_pyramid
+from .pixel import CharbonnierLoss, L1Loss, MSELoss, PSNRLoss, charbonnier_loss, l1_loss, mse_loss, psnr_loss
+from .ssim import L1SSIMLoss, SSIMLoss, l1_ssim_loss, ssim_loss

@@ -1,0 +1,228 @@
+"""Frequency-domain losses: an FFT L1 loss and the Guided Frequency Loss (report 003)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .pixel import charbonnier_loss, check_loss_inputs
+
+__all__ = [
+    "FFTLoss",
+    "GuidedFrequencyLoss",
+    "fft_loss",
+    "guided_frequency_loss",
+    "laplacian_pyramid",
+]
+
+
+def _check4d(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
+    check_loss_inputs(pred, target, name)
+    if pred.ndim != 4:
+        raise ValueError(f"{name} expects (N, C, H, W) tensors, got shape {tuple(pred.shape)}")
+
+
+def fft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    r"""L1 distance between the 2-D spectra (real and imaginary parts), as BasicSR's ``FFTLoss``.
+
+    .. math:: \mathrm{mean}\,|\Re(\mathcal{F}p - \mathcal{F}t)| + |\Im(\mathcal{F}p - \mathcal{F}t)|
+
+    The FFT (``torch.fft.fft2``, no normalisation) runs in float32 even under autocast.
+
+    Args:
+        pred: Network output.
+        target: Reference.
+
+    Returns:
+        Scalar loss.
+
+    Shape:
+        - pred, target: :math:`(N, C, H, W)`
+
+    Examples:
+        >>> x = torch.zeros(1, 1, 4, 4)
+        >>> float(fft_loss(x + 1, x))  # the DC term is 16, the rest 0; mean over 2*16 numbers
+        0.5
+    """
+    _check4d(pred, target, "fft_loss")
+    fp = torch.fft.fft2(pred.float())
+    ft = torch.fft.fft2(target.float())
+    return (torch.view_as_real(fp) - torch.view_as_real(ft)).abs().mean()
+
+
+_BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    k1 = torch.tensor(_BINOMIAL, dtype=x.dtype, device=x.device) / 16.0
+    k = torch.outer(k1, k1).expand(x.shape[1], 1, 5, 5)
+    mode = "reflect" if min(x.shape[-2:]) > 2 else "replicate"
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode=mode), k, groups=x.shape[1])
+
+
+def laplacian_pyramid(x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
+    """Band-pass levels of a Laplacian pyramid (5x5 binomial blur, factor-2 steps) plus the residual.
+
+    Args:
+        x: Images.
+        levels: Number of band-pass levels (the low-pass residual is appended).
+
+    Returns:
+        ``levels + 1`` tensors, halving in size each level.
+
+    Shape:
+        - x: :math:`(N, C, H, W)`
+
+    Examples:
+        >>> [t.shape[-1] for t in laplacian_pyramid(torch.rand(1, 3, 32, 32), 3)]
+        [32, 16, 8, 4]
+    """
+    if levels < 1:
+        raise ValueError(f"laplacian_pyramid: levels must be >= 1, got {levels}")
+    out = []
+    cur = x
+    for _ in range(levels):
+        if min(cur.shape[-2:]) < 2:
+            break
+        down = _blur(cur)[..., ::2, ::2]
+        up = F.interpolate(down, size=cur.shape[-2:], mode="bilinear", align_corners=False)
+        out.append(cur - up)
+        cur = down
+    out.append(cur)
+    return out
+
+
+def gradual_cutoff(progress: float, omega0: float, omega_final: float, num_stages: int) -> float:
+    """Frequency cutoff of the Guided Frequency Loss at a training ``progress`` in [0, 1].
+
+    The cutoff rises from ``omega0`` to ``omega_final`` in ``num_stages`` equal steps.
+
+    Examples:
+        >>> gradual_cutoff(0.0, 0.1, 0.5, 5), gradual_cutoff(0.99, 0.1, 0.5, 5)
+        (0.1, 0.5)
+    """
+    if num_stages < 1:
+        raise ValueError(f"num_stages must be >= 1, got {num_stages}")
+    stage = min(int(max(progress, 0.0) * num_stages), num_stages - 1)
+    if num_stages == 1:
+        return omega_final
+    return omega0 + (omega_final - omega0) * stage / (num_stages - 1)
+
+
+def guided_frequency_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    progress: float = 1.0,
+    eps: float = 1e-3,
+    omega0: float = 0.1,
+    omega_final: float = math.sqrt(0.5),
+    num_stages: int = 5,
+    levels: int = 3,
+) -> torch.Tensor:
+    r"""Guided Frequency Loss (Benjdira et al., 2023; the loss of report 003).
+
+    Three components computed in parallel and joined as
+
+    .. math:: \sqrt{C_{ch}^2 + C_{lap} + C_{freq}}
+
+    - :math:`C_{ch}`: the Charbonnier loss.
+    - :math:`C_{lap}`: the MSE between Laplacian pyramids (:func:`laplacian_pyramid`), averaged over levels.
+    - :math:`C_{freq}`: the mean squared magnitude of the spectrum difference (orthonormal FFT) inside the
+      band of normalised frequencies with radius below a cutoff that widens as training progresses
+      (:func:`gradual_cutoff`, from ``omega0`` to ``omega_final``; ``sqrt(0.5)`` covers the whole spectrum),
+      so low frequencies are fitted first and high ones gradually added.
+
+    Args:
+        pred: Network output.
+        target: Reference.
+        progress: Fraction of training done, in [0, 1] (the trainer sets it on the module form).
+        eps: Charbonnier constant.
+        omega0: First cutoff (cycles per pixel).
+        omega_final: Last cutoff.
+        num_stages: Number of cutoff steps.
+        levels: Laplacian pyramid levels.
+
+    Returns:
+        Scalar loss (float32).
+
+    Shape:
+        - pred, target: :math:`(N, C, H, W)`
+
+    Examples:
+        >>> x = torch.rand(1, 3, 16, 16)
+        >>> round(float(guided_frequency_loss(x, x, eps=1e-3)), 6)
+        0.001
+    """
+    _check4d(pred, target, "guided_frequency_loss")
+    p, t = pred.float(), target.float()
+    ch = charbonnier_loss(p, t, eps=eps)
+    lap = torch.stack([(a - b).pow(2).mean() for a, b in zip(laplacian_pyramid(p, levels), laplacian_pyramid(t, levels))]).mean()
+    h, w = p.shape[-2:]
+    fy = torch.fft.fftfreq(h, device=p.device).view(h, 1)
+    fx = torch.fft.fftfreq(w, device=p.device).view(1, w)
+    cutoff = gradual_cutoff(progress, omega0, omega_final, num_stages)
+    mask = (torch.sqrt(fy * fy + fx * fx) <= cutoff + 1e-9).to(p.dtype)
+    diff = torch.fft.fft2(p, norm="ortho") - torch.fft.fft2(t, norm="ortho")
+    freq = (diff.abs().pow(2) * mask).mean()
+    return torch.sqrt(ch * ch + lap + freq)
+
+
+class FFTLoss(nn.Module):
+    """Module form of :func:`fft_loss`.
+
+    Examples:
+        >>> x = torch.rand(1, 3, 8, 8)
+        >>> float(FFTLoss()(x, x))
+        0.0
+    """
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return fft_loss(pred, target)
+
+
+class GuidedFrequencyLoss(nn.Module):
+    """Module form of :func:`guided_frequency_loss` that tracks training progress.
+
+    :class:`~allinone_ir.training.Trainer` calls :meth:`set_progress` every step with the
+    fraction of training done; a manual loop can do the same.
+
+    Args:
+        eps: Charbonnier constant.
+        omega0: First frequency cutoff.
+        omega_final: Last frequency cutoff.
+        num_stages: Number of cutoff steps.
+        levels: Laplacian pyramid levels.
+
+    Examples:
+        >>> loss = GuidedFrequencyLoss()
+        >>> loss.set_progress(0.5)
+        >>> loss.progress
+        0.5
+    """
+
+    def __init__(
+        self,
+        eps: float = 1e-3,
+        omega0: float = 0.1,
+        omega_final: float = math.sqrt(0.5),
+        num_stages: int = 5,
+        levels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.eps, self.omega0, self.omega_final = eps, omega0, omega_final
+        self.num_stages, self.levels = num_stages, levels
+        self.progress = 0.0
+
+    def set_progress(self, progress: float) -> None:
+        """Set the fraction of training done (clamped to [0, 1])."""
+        self.progress = float(min(max(progress, 0.0), 1.0))
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return guided_frequency_loss(
+            pred, target, progress=self.progress, eps=self.eps, omega0=self.omega0,
+            omega_final=self.omega_final, num_stages=self.num_stages, levels=self.levels,
+        )  # fmt: skip

@@ -1,0 +1,362 @@
+"""Image-quality metrics with explicit protocols: PSNR and SSIM.
+
+Published restoration numbers are computed in different ways, and the differences
+are larger than the gaps between methods. The functions here make every choice
+explicit:
+
+- ``data_range``: the value span of the images (1 for float images in [0, 1]).
+- ``crop_border``: pixels removed on every side before measuring.
+- ``y_channel``: measure the luma of ITU-R BT.601 (as BasicSR and MATLAB's ``rgb2ycbcr``:
+  ``Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255`` for RGB in [0, 1]) instead of RGB.
+- ``window``: the SSIM window, ``"uniform"`` (scikit-image's default: 7x7 box, sample
+  covariance) or ``"gaussian"`` (11x11, sigma 1.5, as Wang et al., MATLAB and BasicSR).
+
+Two named protocols cover what the papers report with:
+:data:`PROMPTIR_PROTOCOL` (PromptIR and PIP: scikit-image on RGB, data range 1, no crop)
+and :data:`BASICSR_PROTOCOL` (Y channel, Gaussian window, on 8-bit values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "BASICSR_PROTOCOL",
+    "PROMPTIR_PROTOCOL",
+    "PROTOCOLS",
+    "MetricProtocol",
+    "get_protocol",
+    "psnr",
+    "rgb_to_y",
+    "ssim",
+    "ssim_map",
+    "ssim_window",
+]
+
+Reduction = Literal["mean", "none"]
+Window = Literal["uniform", "gaussian"]
+
+_Y_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+
+
+def rgb_to_y(x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Luma of ITU-R BT.601 (studio swing) as BasicSR's ``rgb2ycbcr(y_only=True)`` and MATLAB.
+
+    Args:
+        x: RGB images with values in ``[0, data_range]``.
+        data_range: The value span of ``x``.
+
+    Returns:
+        The Y channel in the same value scale (``16/255 * data_range`` to ``235/255 * data_range``).
+
+    Shape:
+        - x: :math:`(N, 3, H, W)`
+        - output: :math:`(N, 1, H, W)`
+
+    Examples:
+        >>> float(rgb_to_y(torch.ones(1, 3, 1, 1)))  # white -> 235/255
+        0.9215686...
+    """
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"rgb_to_y expects (N, 3, H, W) RGB images, got shape {tuple(x.shape)}")
+    w = torch.tensor(_Y_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True) + 16.0 / 255.0 * data_range
+
+
+def _prepare(
+    pred: torch.Tensor, target: torch.Tensor, data_range: float, crop_border: int, y_channel: bool, name: str
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Check shapes, add a batch dim, crop, convert to Y, cast to float64."""
+    for arg, t in (("pred", pred), ("target", target)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
+        if t.ndim not in (3, 4):
+            raise ValueError(f"{name}: {arg} must have shape (N, C, H, W) or (C, H, W), got {tuple(t.shape)}")
+    if pred.shape != target.shape:
+        raise ValueError(f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    if data_range <= 0:
+        raise ValueError(f"{name}: data_range must be positive, got {data_range}")
+    if crop_border < 0:
+        raise ValueError(f"{name}: crop_border must be >= 0, got {crop_border}")
+    single = pred.ndim == 3
+    if single:
+        pred, target = pred.unsqueeze(0), target.unsqueeze(0)
+    if crop_border:
+        h, w = pred.shape[-2:]
+        if 2 * crop_border >= min(h, w):
+            raise ValueError(f"{name}: crop_border {crop_border} leaves nothing of a {h}x{w} image")
+        pred = pred[..., crop_border:-crop_border, crop_border:-crop_border]
+        target = target[..., crop_border:-crop_border, crop_border:-crop_border]
+    pred, target = pred.to(torch.float64), target.to(torch.float64)
+    if y_channel:
+        if pred.shape[1] != 3:
+            raise ValueError(f"{name}: y_channel=True needs 3-channel RGB images, got {pred.shape[1]} channels")
+        pred, target = rgb_to_y(pred, data_range), rgb_to_y(target, data_range)
+    return pred, target, single
+
+
+def _reduce(values: torch.Tensor, reduction: str, single: bool) -> torch.Tensor:
+    if reduction == "mean":
+        return values.mean()
+    if reduction == "none":
+        return values[0] if single else values
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+def psnr(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    data_range: float = 1.0,
+    crop_border: int = 0,
+    y_channel: bool = False,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    r"""Peak signal-to-noise ratio in dB, per image, as scikit-image's ``peak_signal_noise_ratio``.
+
+    .. math:: \mathrm{PSNR} = 10 \log_{10} \frac{\mathrm{data\_range}^2}{\mathrm{MSE}}
+
+    The MSE is taken over all channels and pixels of one image; ``reduction="mean"``
+    averages the per-image PSNRs (not the MSEs). Identical images give ``inf``.
+    Computed in float64.
+
+    Args:
+        pred: Restored images.
+        target: Reference images.
+        data_range: Value span of the images (1 for [0, 1], 255 for 8-bit values).
+        crop_border: Pixels removed on every side first.
+        y_channel: Measure the BT.601 luma instead of RGB.
+        reduction: ``"mean"`` (a scalar) or ``"none"`` (one value per image).
+
+    Returns:
+        A float64 scalar, or shape ``(N,)`` with ``reduction="none"``.
+
+    Raises:
+        ValueError: On mismatched shapes, a bad ``crop_border`` / ``data_range`` / ``reduction``.
+        TypeError: If an input is not a tensor.
+
+    Shape:
+        - pred, target: :math:`(N, C, H, W)` or :math:`(C, H, W)`
+
+    Examples:
+        >>> x = torch.zeros(1, 3, 8, 8)
+        >>> round(float(psnr(x + 0.1, x)), 4)
+        20.0
+    """
+    p, t, single = _prepare(pred, target, data_range, crop_border, y_channel, "psnr")
+    mse = (p - t).pow(2).flatten(1).mean(dim=1)
+    values = 10.0 * torch.log10(data_range**2 / mse)
+    return _reduce(values, reduction, single)
+
+
+def ssim_window(window: Window = "uniform", size: int | None = None, sigma: float = 1.5) -> torch.Tensor:
+    """The 2-D SSIM window, normalised to sum to one (float64).
+
+    Args:
+        window: ``"uniform"`` (box) or ``"gaussian"``.
+        size: Side length (odd); defaults to 7 for uniform, 11 for gaussian.
+        sigma: Standard deviation of the Gaussian window.
+
+    Returns:
+        Tensor of shape ``(size, size)``.
+
+    Examples:
+        >>> ssim_window("gaussian").shape
+        torch.Size([11, 11])
+    """
+    if window not in ("uniform", "gaussian"):
+        raise ValueError(f"window must be 'uniform' or 'gaussian', got {window!r}")
+    size = (7 if window == "uniform" else 11) if size is None else size
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"SSIM window size must be odd and positive, got {size}")
+    if window == "uniform":
+        w1 = torch.full((size,), 1.0 / size, dtype=torch.float64)
+    else:
+        r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+        w1 = torch.exp(-(r**2) / (2 * sigma**2))
+        w1 = w1 / w1.sum()
+    return torch.outer(w1, w1)
+
+
+def ssim_map(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    data_range: float = 1.0,
+    window: Window = "uniform",
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """The SSIM map over the valid region (windows wholly inside the image), differentiable.
+
+    Used by :func:`ssim` and the SSIM losses; computes in the dtype of ``pred``.
+    The uniform window uses the sample covariance (``N / (N - 1)``) as scikit-image does
+    by default; the Gaussian window the population covariance (Wang et al., BasicSR).
+
+    Shape:
+        - pred, target: :math:`(N, C, H, W)` with ``H, W >=`` the window size
+        - output: :math:`(N, C, H - s + 1, W - s + 1)` for window size ``s``
+    """
+    win = ssim_window(window).to(device=pred.device, dtype=pred.dtype)
+    s = win.shape[0]
+    n, c, h, w = pred.shape
+    if h < s or w < s:
+        raise ValueError(f"SSIM with a {s}x{s} {window} window needs images of at least {s}x{s}, got {h}x{w}")
+    kernel = win.expand(c, 1, s, s)
+    cov_norm = s * s / (s * s - 1.0) if window == "uniform" else 1.0
+
+    def filt(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(z, kernel, groups=c)
+
+    mu_x, mu_y = filt(pred), filt(target)
+    vx = cov_norm * (filt(pred * pred) - mu_x * mu_x)
+    vy = cov_norm * (filt(target * target) - mu_y * mu_y)
+    vxy = cov_norm * (filt(pred * target) - mu_x * mu_y)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    num = (2 * mu_x * mu_y + c1) * (2 * vxy + c2)
+    den = (mu_x * mu_x + mu_y * mu_y + c1) * (vx + vy + c2)
+    return num / den
+
+
+def ssim(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    data_range: float = 1.0,
+    crop_border: int = 0,
+    y_channel: bool = False,
+    window: Window = "uniform",
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Structural similarity per image, matching scikit-image's ``structural_similarity``.
+
+    ``window="uniform"`` equals ``structural_similarity(a, b, data_range=..., channel_axis=...)``
+    (7x7 box, sample covariance); ``window="gaussian"`` equals ``gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False`` (11x11), which is BasicSR's / MATLAB's SSIM.
+    The map is averaged over the valid region and the channels. Computed in float64.
+
+    Args:
+        pred: Restored images.
+        target: Reference images.
+        data_range: Value span of the images.
+        crop_border: Pixels removed on every side first.
+        y_channel: Measure the BT.601 luma instead of RGB.
+        window: ``"uniform"`` or ``"gaussian"``.
+        reduction: ``"mean"`` (a scalar) or ``"none"`` (one value per image).
+
+    Returns:
+        A float64 scalar, or shape ``(N,)`` with ``reduction="none"``.
+
+    Raises:
+        ValueError: On mismatched shapes, images smaller than the window, bad options.
+
+    Shape:
+        - pred, target: :math:`(N, C, H, W)` or :math:`(C, H, W)`
+
+    Examples:
+        >>> x = torch.rand(1, 3, 16, 16)
+        >>> float(ssim(x, x))
+        1.0
+    """
+    p, t, single = _prepare(pred, target, data_range, crop_border, y_channel, "ssim")
+    values = ssim_map(p, t, data_range=data_range, window=window).flatten(1).mean(dim=1)
+    return _reduce(values, reduction, single)
+
+
+@dataclass(frozen=True)
+class MetricProtocol:
+    """How PSNR and SSIM are computed, so results can be compared with a paper.
+
+    Attributes:
+        name: Short name (see :func:`get_protocol`).
+        data_range: Value span of the images the metric sees.
+        crop_border: Pixels removed on every side.
+        y_channel: Measure the BT.601 luma instead of RGB.
+        ssim_window: ``"uniform"`` (scikit-image default) or ``"gaussian"`` (MATLAB / BasicSR).
+        quantize: Round predictions and targets to 8-bit levels first (as BasicSR's ``tensor2img``).
+        clamp: Clamp predictions to ``[0, 1]`` first (as every official test script does).
+
+    Examples:
+        >>> x = torch.rand(2, 3, 16, 16)
+        >>> PROMPTIR_PROTOCOL.compute(x, x)["ssim"]
+        1.0
+    """
+
+    name: str
+    data_range: float = 1.0
+    crop_border: int = 0
+    y_channel: bool = False
+    ssim_window: Window = "uniform"
+    quantize: bool = False
+    clamp: bool = True
+
+    def _inputs(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pred, target = pred.detach().to(torch.float64), target.detach().to(torch.float64)
+        if self.clamp:
+            pred = pred.clamp(0, 1)
+        if self.quantize:
+            pred, target = torch.round(pred * 255.0) / 255.0, torch.round(target * 255.0) / 255.0
+        return pred * self.data_range, target * self.data_range
+
+    def compute_per_image(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """PSNR and SSIM of every image of a batch of [0, 1] images.
+
+        Returns:
+            ``{"psnr": (N,), "ssim": (N,)}`` float64 tensors.
+        """
+        p, t = self._inputs(pred, target)
+        kw = dict(data_range=self.data_range, crop_border=self.crop_border, y_channel=self.y_channel)
+        if p.ndim == 3:
+            p, t = p.unsqueeze(0), t.unsqueeze(0)
+        return {
+            "psnr": psnr(p, t, reduction="none", **kw),
+            "ssim": ssim(p, t, window=self.ssim_window, reduction="none", **kw),
+        }
+
+    def compute(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """Mean PSNR (dB) and SSIM over a batch of [0, 1] images.
+
+        Args:
+            pred: Restored images, values nominally in [0, 1].
+            target: Reference images in [0, 1].
+
+        Returns:
+            ``{"psnr": float, "ssim": float}``.
+
+        Shape:
+            - pred, target: :math:`(N, C, H, W)` or :math:`(C, H, W)`
+        """
+        per = self.compute_per_image(pred, target)
+        return {k: float(v.mean()) for k, v in per.items()}
+
+
+#: PromptIR / PIP official evaluation: scikit-image on RGB floats, data range 1, 7x7 uniform SSIM.
+PROMPTIR_PROTOCOL = MetricProtocol(name="promptir")
+#: BasicSR / MATLAB style: Y channel of 8-bit images, Gaussian 11x11 sigma 1.5 SSIM.
+BASICSR_PROTOCOL = MetricProtocol(name="basicsr", y_channel=True, ssim_window="gaussian", quantize=True)
+
+#: Named protocols for :func:`get_protocol`.
+PROTOCOLS: dict[str, MetricProtocol] = {"promptir": PROMPTIR_PROTOCOL, "basicsr": BASICSR_PROTOCOL}
+
+
+def get_protocol(name: str | MetricProtocol) -> MetricProtocol:
+    """A protocol by name (``"promptir"``, ``"basicsr"``); a protocol object is returned as is.
+
+    Raises:
+        ValueError: If the name is unknown (the message lists the known ones).
+
+    Examples:
+        >>> get_protocol("basicsr").y_channel
+        True
+    """
+    if isinstance(name, MetricProtocol):
+        return name
+    key = str(name).lower()
+    if key not in PROTOCOLS:
+        raise ValueError(f"unknown metric protocol {name!r}; known: {sorted(PROTOCOLS)}")
+    return PROTOCOLS[key]
+
