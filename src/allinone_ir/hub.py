@@ -1,0 +1,608 @@
+"""Checkpoints: official PromptIR / Restormer / NAFNet files, safetensors, architecture detection.
+
+- :func:`load_checkpoint` reads the official PromptIR Lightning ``.ckpt`` (``state_dict`` with a
+  ``net.`` prefix, the six unused modules' keys dropped), the official Restormer and NAFNet ``.pth``
+  files (``params`` / ``params_ema`` / ``state_dict`` wrappers, ``module.`` prefixes) and this
+  library's own files, and builds the network; without ``arch`` the architecture and its
+  hyper-parameters are detected from the key names and tensor shapes.
+- :func:`save_pretrained` / :func:`from_pretrained`: a folder with ``model.safetensors`` and
+  ``config.json`` from which the network is rebuilt without knowing its class.
+- :func:`convert_checkpoint`: official checkpoint in, safetensors out.
+
+Every ``torch.load`` here uses ``weights_only=True``. safetensors is an optional dependency
+(``pip install 'allinone-ir[hub]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._version import __version__
+from .models import PROMPTIR_UNUSED_MODULES, create_model, get_model_class, is_model
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "CheckpointError",
+    "convert_checkpoint",
+    "detect_architecture",
+    "extract_state_dict",
+    "from_pretrained",
+    "load_checkpoint",
+    "save_pretrained",
+]
+
+#: File names inside a :func:`save_pretrained` folder.
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+#: safetensors metadata key holding the JSON config (so a single ``.safetensors`` file is self-describing).
+_META_KEY = "allinone_ir_config"
+_FORMAT_VERSION = 1
+#: Wrapper keys of checkpoint dicts, in order of preference (EMA weights first).
+_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "model", "net", "network")
+_PREFIXES = ("module.", "_orig_mod.", "net.", "model.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be read or does not match the network; the message says why."""
+
+
+def _require_safetensors() -> Any:
+    try:
+        import safetensors.torch as st
+    except ImportError as exc:
+        raise ImportError(
+            "safetensors files need the safetensors package: pip install 'allinone-ir[hub]'"
+        ) from exc
+    return st
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _torch_load(path: Path, map_location: str | torch.device) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        if not isinstance(exc, __import__("pickle").UnpicklingError):
+            raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # pragma: no cover - depends on the torch version
+            unsafe = []
+        raise CheckpointError(
+            f"{path} contains Python objects that torch.load(weights_only=True) refuses to load"
+            + (f" ({', '.join(unsafe)})" if unsafe else "")
+            + ". If you trust the file, extract the weights once: "
+            "torch.save(torch.load(path, weights_only=False)['state_dict'], 'weights.pth')"
+        ) from exc
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    st = _require_safetensors()
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    state = st.load_file(str(path))
+    config = json.loads(meta[_META_KEY]) if _META_KEY in meta else None
+    return state, config
+
+
+def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str, Any] | None, str]:
+    """Raw checkpoint object, its saved config (if any) and a description for messages."""
+    if isinstance(source, Mapping):
+        return source, None, "the given state dict"
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"expected a path or a state dict, got {type(source).__name__}")
+    path = Path(source)
+    if path.is_dir():
+        weights, cfg_file = path / WEIGHTS_NAME, path / CONFIG_NAME
+        if not weights.is_file() or not cfg_file.is_file():
+            raise CheckpointError(
+                f"{path} is not a save_pretrained folder (needs {WEIGHTS_NAME} and {CONFIG_NAME})"
+            )
+        state, _ = _read_safetensors(weights)
+        return state, json.loads(cfg_file.read_text()), str(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        state, config = _read_safetensors(path)
+        sidecar = path.with_name(CONFIG_NAME)
+        if config is None and sidecar.is_file():
+            config = json.loads(sidecar.read_text())
+        return state, config, str(path)
+    return _torch_load(path, map_location), None, str(path)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
+    """The network weights inside a checkpoint object, with wrapper prefixes removed.
+
+    Unwraps ``params_ema`` / ``params`` (BasicSR: Restormer, NAFNet; EMA weights preferred),
+    ``state_dict`` (Lightning: PromptIR), ``model_state_dict`` / ``model`` / ``net``; strips
+    ``module.`` (DataParallel), ``_orig_mod.`` (``torch.compile``) and a ``net.`` / ``model.``
+    prefix shared by the network's keys (Lightning modules keep non-network keys, e.g. of a loss,
+    next to them; those are dropped).
+
+    Args:
+        checkpoint: What ``torch.load`` returned, or a state dict.
+
+    Returns:
+        A flat ``{name: tensor}`` dict.
+
+    Raises:
+        CheckpointError: If no tensors are found.
+
+    Examples:
+        >>> w = torch.zeros(1)
+        >>> ckpt = {"state_dict": {"net.conv.weight": w, "net.conv.bias": w}, "epoch": 119}
+        >>> list(extract_state_dict(ckpt))
+        ['conv.weight', 'conv.bias']
+    """
+    obj = checkpoint
+    for _ in range(3):
+        if _is_state_dict(obj):
+            break
+        if not isinstance(obj, Mapping):
+            raise CheckpointError(f"expected a dict of tensors in the checkpoint, got {type(obj).__name__}")
+        inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+        if inner is None:
+            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+            if not tensors:
+                raise CheckpointError(
+                    f"no weights found in the checkpoint; its top-level keys are {sorted(map(str, obj))[:20]}"
+                )
+            obj = tensors
+            break
+        obj = inner
+    state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            hits = [k for k in state if k.startswith(prefix)]
+            # strip a prefix carried by (almost) all keys; keys without it belong to something else
+            if hits and (
+                len(hits) == len(state) or (prefix in ("net.", "model.") and len(hits) >= 0.9 * len(state))
+            ):
+                state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                changed = True
+    return state
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def _count(state: Mapping[str, torch.Tensor], prefix: str) -> int:
+    """Number of blocks ``prefix.<i>.`` (1 + the largest index; 0 if none)."""
+    pat = re.compile(re.escape(prefix) + r"\.(\d+)\.")
+    idx = [int(m.group(1)) for k in state if (m := pat.match(k))]
+    return max(idx) + 1 if idx else 0
+
+
+def _heads(state: Mapping[str, torch.Tensor], names: tuple[str, ...], default: int) -> int:
+    for name in names:
+        t = state.get(f"{name}.0.attn.temperature", state.get(f"{name}.attn.temperature"))
+        if t is not None:
+            return int(t.shape[0])
+    return default
+
+
+def _ffn_factor(state: Mapping[str, torch.Tensor]) -> float:
+    pairs = [
+        (int(v.shape[0]), int(v.shape[1])) for k, v in state.items() if k.endswith("ffn.project_out.weight")
+    ]
+    if not pairs:
+        return 2.66
+    c0, h0 = pairs[0]
+    for f in (2.66, 2.0, 4.0, 3.0, 1.0, h0 / c0, (h0 + 0.5) / c0):
+        if all(int(c * f) == h for c, h in pairs):
+            return f
+    raise CheckpointError(
+        f"cannot find a feed-forward expansion factor matching the hidden sizes {pairs[:4]}"
+    )
+
+
+def _detect_restormer_family(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
+    embed = state["patch_embed.proj.weight"]
+    default_heads = (1, 2, 4, 8)
+    heads = [
+        _heads(state, ("encoder_level1", "decoder_level1", "refinement"), default_heads[0]),
+        _heads(state, ("encoder_level2", "decoder_level2"), default_heads[1]),
+        _heads(state, ("encoder_level3", "decoder_level3"), default_heads[2]),
+        _heads(state, ("latent",), default_heads[3]),
+    ]
+    config: dict[str, Any] = dict(
+        in_channels=int(embed.shape[1]),
+        out_channels=int(state["output.weight"].shape[0]),
+        dim=int(embed.shape[0]),
+        num_blocks=[
+            _count(state, n) for n in ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
+        ],
+        num_refinement_blocks=_count(state, "refinement"),
+        heads=heads,
+        ffn_expansion_factor=_ffn_factor(state),
+        bias="patch_embed.proj.bias" in state,
+        layer_norm_type="WithBias" if any(k.endswith("norm1.body.bias") for k in state) else "BiasFree",
+    )
+    if "prompt1.prompt_param" not in state:
+        return "Restormer", config
+    params = [state[f"prompt{i}.prompt_param"] for i in (1, 2, 3)]
+    params = [p[0] if p.dim() == 5 else p for p in params]  # official (1, L, C, S, S)
+    config["prompt_dims"] = [int(p.shape[1]) for p in params]
+    config["prompt_sizes"] = [int(p.shape[-1]) for p in params]
+    config["prompt_len"] = int(params[0].shape[0])
+    ih = _heads(state, ("noise_level1", "noise_level2", "noise_level3"), heads[2])
+    config["interaction_heads"] = None if ih == heads[2] else ih
+    return "PromptIR", config
+
+
+def _detect_nafnet(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
+    intro = state["intro.weight"]
+    levels = _count(state, "downs")
+    config: dict[str, Any] = dict(
+        in_channels=int(intro.shape[1]),
+        width=int(intro.shape[0]),
+        middle_blk_num=_count(state, "middle_blks"),
+        enc_blk_nums=[_count(state, f"encoders.{i}") for i in range(levels)],
+        dec_blk_nums=[_count(state, f"decoders.{i}") for i in range(levels)],
+    )
+    return "NAFNet", config
+
+
+def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
+    """Recognise the network of a state dict and recover its constructor arguments.
+
+    Reads the first width from ``patch_embed`` / ``intro``, blocks per level from the largest
+    block index, attention heads from the ``temperature`` shapes, prompt channels / length /
+    size from ``prompt_param``, the feed-forward factor from the hidden widths, ``bias`` from
+    the presence of bias tensors and the LayerNorm kind from ``norm*.body.bias``.
+
+    Args:
+        state_dict: Weights with the official key names (prefixes already removed, see
+            :func:`extract_state_dict`).
+
+    Returns:
+        ``(class_name, config)``: e.g. ``("PromptIR", {"dim": 48, ...})`` for
+        ``get_model_class(class_name)(**config)``.
+
+    Raises:
+        CheckpointError: If the keys belong to no known architecture.
+
+    Examples:
+        >>> from allinone_ir import create_model
+        >>> net = create_model("nafnet", width=8, middle_blk_num=1, enc_blk_nums=(1, 2), dec_blk_nums=(1, 1))
+        >>> name, cfg = detect_architecture(net.state_dict())
+        >>> name, cfg["width"], cfg["enc_blk_nums"]
+        ('NAFNet', 8, [1, 2])
+    """
+    if "patch_embed.proj.weight" in state_dict and "output.weight" in state_dict:
+        return _detect_restormer_family(state_dict)
+    if "intro.weight" in state_dict and "ending.weight" in state_dict:
+        return _detect_nafnet(state_dict)
+    keys = sorted(state_dict)
+    raise CheckpointError(
+        "cannot detect the architecture of this checkpoint (known: PromptIR, Restormer, NAFNet; pass "
+        f"arch= for others); it has {len(keys)} keys, e.g. {keys[:8]}"
+    )
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _class(name: str) -> type[nn.Module]:
+    try:
+        return get_model_class(name)
+    except KeyError:
+        import importlib
+
+        try:  # classes registered by optional modules (PIP networks)
+            importlib.import_module("allinone_ir.models.pip")
+        except ImportError:
+            pass
+        return get_model_class(name)
+
+
+def _drop_unused(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Drop keys of the six modules the official PromptIR builds but never uses."""
+    own = {name.split(".")[0] for name, _ in model.named_parameters()}
+    return {
+        k: v
+        for k, v in state.items()
+        if not (k.split(".")[0] in PROMPTIR_UNUSED_MODULES and k.split(".")[0] not in own)
+    }
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool) -> nn.Module:
+    state = _drop_unused(state, model)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    if mismatched or (strict and (missing or unexpected)):
+
+        def show(items: list[str]) -> str:
+            return ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
+
+        cfg = getattr(model, "config", None)
+        raise CheckpointError(
+            f"{source} does not match {type(model).__name__}"
+            + (f" with config {cfg}" if cfg else "")
+            + f": {len(missing)} missing keys [{show(missing)}]; {len(unexpected)} unexpected keys "
+            f"[{show(unexpected)}]; {len(mismatched)} shape mismatches [{show(mismatched)}]. "
+            "Is it a checkpoint of another architecture? Try arch=None to detect it."
+        )
+    model.load_state_dict(state, strict=strict)
+    return model
+
+
+def load_checkpoint(
+    path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
+    arch: str | nn.Module | None = None,
+    *,
+    strict: bool = True,
+    map_location: str | torch.device = "cpu",
+    **overrides: Any,
+) -> nn.Module:
+    """Build a network from a checkpoint: official PromptIR / Restormer / NAFNet files or our own.
+
+    Args:
+        path_or_state_dict: A ``.ckpt`` / ``.pth`` / ``.safetensors`` file, a :func:`save_pretrained`
+            folder, or an already loaded checkpoint dict / state dict.
+        arch: ``None`` to use the file's saved config or detect the architecture and its
+            hyper-parameters from the weights; a registered model name (``"promptir"``,
+            ``"nafnet_width64"``) or class name (``"PromptIR"``); or a network to load into.
+            A name of the detected class takes the detected hyper-parameters; a name of another
+            class builds that network with its defaults (plus ``overrides``), which then fails
+            with the list of missing and unexpected keys.
+        strict: Require every key to match (shape mismatches always fail).
+        map_location: Where ``torch.load`` puts the tensors.
+        **overrides: Constructor arguments replacing detected / default ones.
+
+    Returns:
+        The network in eval mode, on the CPU (or ``map_location``).
+
+    Raises:
+        CheckpointError: If the file cannot be read safely, the architecture cannot be detected,
+            or the weights do not match the network (the message lists missing, unexpected and
+            mismatched keys).
+        FileNotFoundError: If the path does not exist.
+        ImportError: For ``.safetensors`` files without the safetensors package.
+
+    Examples:
+        >>> from allinone_ir import create_model
+        >>> net = create_model("restormer", dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
+        >>> official = {"params": {"module." + k: v for k, v in net.state_dict().items()}}
+        >>> type(load_checkpoint(official)).__name__
+        'Restormer'
+    """
+    raw, saved, source = _read(path_or_state_dict, map_location)
+    if (
+        saved is None
+        and isinstance(raw, Mapping)
+        and isinstance(raw.get("architecture"), str)
+        and "config" in raw
+    ):
+        saved = {"architecture": raw["architecture"], "config": raw["config"]}
+    state = extract_state_dict(raw)
+    if isinstance(arch, nn.Module):
+        return _load_into(arch, state, source, strict).eval()
+
+    if saved is not None:
+        detected: tuple[str, dict[str, Any]] | None = (saved["architecture"], dict(saved["config"]))
+    else:
+        try:
+            detected = detect_architecture(state)
+        except CheckpointError:
+            if arch is None:
+                raise
+            detected = None
+
+    if arch is None:
+        assert detected is not None
+        model = _class(detected[0])(**{**detected[1], **overrides})
+    elif is_model(arch):
+        with torch.device("meta"):
+            cls_name = type(create_model(arch)).__name__
+        if detected is not None and detected[0] == cls_name:
+            model = create_model(arch, **{**detected[1], **overrides})
+        else:
+            model = create_model(arch, **overrides)
+    else:
+        cls = _class(arch)
+        if detected is not None and detected[0] == cls.__name__:
+            model = cls(**{**detected[1], **overrides})
+        else:
+            model = cls(**overrides)
+    if saved is not None and saved.get("model_name"):
+        model.model_name = saved["model_name"]  # type: ignore[assignment]
+    return _load_into(model, state, source, strict).eval()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
+    name = type(model).__name__
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, Mapping):
+        raise TypeError(
+            f"{name} has no `config` dict of constructor arguments; it cannot be saved for rebuilding"
+        )
+    try:
+        registered = _class(name)
+    except KeyError as exc:
+        raise TypeError(f"{name} is not a registered architecture (use @register_architecture)") from exc
+    if registered is not type(model):
+        raise TypeError(f"the architecture registered as {name!r} is {registered}, not {type(model)}")
+    from .metrics import get_protocol
+
+    get_protocol(protocol)  # validate the name
+    out = {
+        "architecture": name,
+        "config": dict(cfg),
+        "model_name": getattr(model, "model_name", None),
+        "library": "allinone-ir",
+        "library_version": __version__,
+        "format_version": _FORMAT_VERSION,
+        "input_range": [0.0, 1.0],
+        "metric_protocol": protocol,
+    }
+    try:
+        json.dumps(out)
+    except TypeError as exc:
+        raise TypeError(f"{name}.config is not JSON-serialisable: {exc}") from exc
+    return out
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    # clone: safetensors refuses tensors sharing storage and non-contiguous views
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write via ``write(tmp_path)`` to a temporary file in the same folder, then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _save_safetensors(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
+    st = _require_safetensors()
+    meta = {"format": "pt", _META_KEY: json.dumps(config)}
+    _atomic_write(path, lambda tmp: st.save_file(_tensors(model), tmp, metadata=meta))
+
+
+def save_pretrained(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    protocol: str = "promptir",
+) -> Path:
+    """Save a network as ``directory/model.safetensors`` + ``directory/config.json``.
+
+    ``config.json`` holds the architecture class name, the constructor arguments
+    (``model.config``), the registered model name, the library version, the input range
+    ``[0, 1]`` and the metric protocol the network is meant to be evaluated with; the same
+    JSON is stored in the safetensors metadata. Both files are written atomically.
+
+    Args:
+        model: A registered network with a ``config`` dict.
+        directory: Folder to write (created if missing).
+        overwrite: Replace existing files; otherwise ``FileExistsError``.
+        protocol: Name of the metric protocol (see :func:`allinone_ir.metrics.get_protocol`).
+
+    Returns:
+        The folder.
+
+    Raises:
+        FileExistsError: If a file would be replaced and ``overwrite`` is ``False``.
+        TypeError: If the network cannot be rebuilt from a config.
+        ImportError: Without the safetensors package.
+    """
+    _require_safetensors()
+    folder = Path(directory)
+    config = _model_config(model, protocol)
+    weights, cfg_file = folder / WEIGHTS_NAME, folder / CONFIG_NAME
+    existing = [str(p) for p in (weights, cfg_file) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True)")
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_safetensors(weights, model, config)
+    text = json.dumps(config, indent=2) + "\n"
+    _atomic_write(cfg_file, lambda tmp: Path(tmp).write_text(text))
+    return folder
+
+
+def from_pretrained(
+    directory: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", strict: bool = True
+) -> nn.Module:
+    """Rebuild a network saved by :func:`save_pretrained` (or a self-describing ``.safetensors`` file).
+
+    Args:
+        directory: The folder (or a ``.safetensors`` file written by :func:`convert_checkpoint`).
+        map_location: Device of the loaded weights.
+        strict: Require every key to match.
+
+    Returns:
+        The network in eval mode.
+
+    Raises:
+        CheckpointError: If the folder has no saved config or the weights do not match it.
+    """
+    raw, saved, source = _read(directory, map_location)
+    if saved is None:
+        raise CheckpointError(
+            f"{source} has no saved config; use load_checkpoint() to detect the architecture"
+        )
+    model = load_checkpoint(raw, _class(saved["architecture"])(**saved["config"]), strict=strict)
+    if saved.get("model_name"):
+        model.model_name = saved["model_name"]  # type: ignore[assignment]
+    return model.to(map_location)
+
+
+def convert_checkpoint(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    arch: str | None = None,
+    overwrite: bool = False,
+    protocol: str = "promptir",
+    **overrides: Any,
+) -> Path:
+    """Convert a checkpoint (e.g. the official PromptIR ``.ckpt``) to safetensors.
+
+    Args:
+        src: Any file :func:`load_checkpoint` reads.
+        dst: A ``.safetensors`` file (self-describing: the config is in its metadata) or a folder
+            (written by :func:`save_pretrained`).
+        arch: Architecture, see :func:`load_checkpoint` (``None``: detect).
+        overwrite: Replace existing files.
+        protocol: Metric protocol name recorded in the config.
+        **overrides: Constructor arguments for :func:`load_checkpoint`.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileExistsError: If ``dst`` exists and ``overwrite`` is ``False``.
+        ValueError: If ``dst`` is ``src``.
+    """
+    src_p, dst_p = Path(src), Path(dst)
+    if dst_p.resolve() == src_p.resolve():
+        raise ValueError("the converted checkpoint must not replace its source")
+    model = load_checkpoint(src_p, arch, **overrides)
+    if dst_p.suffix != ".safetensors":
+        return save_pretrained(model, dst_p, overwrite=overwrite, protocol=protocol)
+    if dst_p.exists() and not overwrite:
+        raise FileExistsError(f"refusing to overwrite {dst_p} (pass overwrite=True)")
+    dst_p.parent.mkdir(parents=True, exist_ok=True)
+    _save_safetensors(dst_p, model, _model_config(model, protocol))
+    return dst_p

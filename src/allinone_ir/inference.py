@@ -1,0 +1,491 @@
+"""Restoring whole images: seamless overlapping tiles, test-time augmentation, any input kind.
+
+:func:`restore` runs a network on an image of any size. With ``tile`` set, the image is
+cut into overlapping tiles that are restored in batches and blended with a smooth
+separable window, normalised by the accumulated weight, so that no seam is visible
+and peak memory depends on the tile size, not on the image size. ``tta`` averages the
+outputs over flips (and 90-degree rotations for the x8 self-ensemble).
+
+Blending window (per axis, for a tile edge that borders another tile; ``O`` = overlap):
+the outermost ``O // 4`` pixels get weight 0 (they see the tile's padding), the next
+``O - 2 * (O // 4)`` pixels a raised-cosine ramp from 0 to 1, the rest weight 1. Ramps of
+two neighbouring tiles sum to one, and a network whose receptive field reaches less
+than ``O // 4`` pixels gives exactly the whole-image result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .io import array_to_tensor, read_image_array, tensor_to_array, write_image
+
+__all__ = ["TTA_MODES", "blend_window", "restore", "tile_starts", "tta_transforms"]
+
+TTAMode = Literal["flip", "x8"]
+#: Accepted ``tta`` values other than ``False``/``None``: ``True`` is ``"x8"``.
+TTA_MODES: tuple[str, ...] = ("flip", "x8")
+
+Transform = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+
+
+def tta_transforms(mode: TTAMode | bool) -> list[Transform]:
+    """Forward and inverse transforms of a test-time augmentation mode.
+
+    Args:
+        mode: ``"x8"`` (or ``True``): the eight flips / 90-degree rotations (the dihedral group);
+            ``"flip"``: identity, horizontal, vertical and both flips (4 runs, no transposition).
+
+    Returns:
+        A list of ``(forward, inverse)`` pairs acting on ``(N, C, H, W)`` tensors; the first is the identity.
+
+    Raises:
+        ValueError: On an unknown mode.
+
+    Examples:
+        >>> x = torch.arange(6.0).view(1, 1, 2, 3)
+        >>> all(torch.equal(inv(fwd(x)), x) for fwd, inv in tta_transforms("x8"))
+        True
+        >>> len(tta_transforms("flip"))
+        4
+    """
+    if mode is True:
+        mode = "x8"
+    if mode not in TTA_MODES:
+        raise ValueError(f"tta must be False, True, 'flip' or 'x8', got {mode!r}")
+    pairs: list[Transform] = []
+    rotations = (0, 1, 2, 3) if mode == "x8" else (0, 2)
+    for k in rotations:
+        for flip in (False, True):  # with rotations (0, 2): identity, h-flip, both flips, v-flip
+
+            def fwd(t: torch.Tensor, k: int = k, flip: bool = flip) -> torch.Tensor:
+                t = torch.rot90(t, k, dims=(-2, -1)) if k else t
+                return t.flip(-1) if flip else t
+
+            def inv(t: torch.Tensor, k: int = k, flip: bool = flip) -> torch.Tensor:
+                t = t.flip(-1) if flip else t
+                return torch.rot90(t, -k, dims=(-2, -1)) if k else t
+
+            pairs.append((fwd, inv))
+    return pairs
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``length`` pixels with at least ``overlap`` overlap.
+
+    The last tile is shifted back so that it ends at the border (it then overlaps its
+    neighbour by more than ``overlap``).
+
+    Args:
+        length: Image size along the axis.
+        tile: Tile size (clipped to ``length``).
+        overlap: Minimum overlap of neighbouring tiles, ``0 <= overlap < tile``.
+
+    Returns:
+        Sorted start offsets.
+
+    Examples:
+        >>> tile_starts(100, 40, 8)
+        [0, 32, 60]
+        >>> tile_starts(30, 40, 8)
+        [0]
+    """
+    tile = min(tile, length)
+    if tile >= length:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def blend_window(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> torch.Tensor:
+    """One axis of the tile blending window (see the module docstring).
+
+    Args:
+        size: Tile size along the axis.
+        overlap: Overlap ``O`` with the neighbouring tiles.
+        ramp_start: Whether the tile has a neighbour before it (its start is not the image border).
+        ramp_end: Whether the tile has a neighbour after it.
+
+    Returns:
+        float32 weights of shape ``(size,)`` in [0, 1].
+
+    Examples:
+        >>> w = blend_window(16, 8, True, False)
+        >>> [round(float(v), 3) for v in w[:8]]
+        [0.0, 0.0, 0.038, 0.309, 0.691, 0.962, 1.0, 1.0]
+        >>> float(w[2] + w[5])  # neighbouring ramps sum to one
+        1.0
+    """
+    w = torch.ones(size, dtype=torch.float64)
+    if overlap > 0:
+        margin = overlap // 4
+        length = overlap - 2 * margin
+        j = torch.arange(overlap, dtype=torch.float64)
+        ramp = torch.sin(0.5 * math.pi * ((j - margin + 0.5) / length).clamp(0, 1)) ** 2
+        ramp[:margin] = 0.0
+        n = min(overlap, size)
+        if ramp_start:
+            w[:n] *= ramp[:n]
+        if ramp_end:
+            w[size - n :] *= ramp[:n].flip(0)
+    return w.float()
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _progress(total: int, enabled: bool | None, desc: str) -> Any:
+    """A tqdm bar (or ``None``): ``enabled=None`` shows it on a terminal for more than one step."""
+    if enabled is False or (enabled is None and total <= 1):
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        if enabled:
+            warnings.warn(
+                "progress bars need tqdm: pip install 'allinone-ir[progress]'", RuntimeWarning, stacklevel=3
+            )
+        return None
+    return tqdm(total=total, desc=desc, unit="tile", disable=None if enabled is None else False, leave=False)
+
+
+class _Runner:
+    """Runs the network on batches: device transfer, autocast, degradation and TTA."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        dtype: torch.dtype | None,
+        tta: TTAMode | bool,
+        degradation: Any,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.transforms = tta_transforms(tta) if tta else None
+        self.degradation = degradation
+        self.takes_degradation = bool(getattr(model, "accepts_degradation", False))
+        if degradation is not None and not self.takes_degradation:
+            raise ValueError(
+                f"{type(model).__name__} does not take a degradation (only PIP networks do); "
+                "drop the degradation argument"
+            )
+        self.autocast_dtype = dtype if dtype not in (None, torch.float32) else None
+
+    def _degradation_for(self, index: Sequence[int]) -> Any:
+        deg = self.degradation
+        if deg is None or isinstance(deg, (str, int)):
+            return deg
+        if isinstance(deg, torch.Tensor) and deg.ndim == 0:
+            return deg
+        if isinstance(deg, torch.Tensor):
+            return deg[torch.as_tensor(index, device=deg.device)].to(self.device)
+        return [deg[i] for i in index]
+
+    def _forward(self, x: torch.Tensor, deg: Any) -> torch.Tensor:
+        if self.takes_degradation:
+            return self.model(x, degradation=deg)
+        return self.model(x)
+
+    def __call__(self, x: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
+        """Restore the batch ``x`` (on CPU, float32) of images ``index``; returns float32 on CPU."""
+        x = x.to(self.device, non_blocking=True)
+        deg = self._degradation_for(index)
+        ctx = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else nullcontext()
+        )
+        with ctx:
+            if self.transforms is None:
+                out = self._forward(x, deg).float()
+            else:
+                out = None
+                for fwd, inv in self.transforms:
+                    y = inv(self._forward(fwd(x), deg).float())
+                    out = y if out is None else out + y
+                out = out / len(self.transforms)
+        return out.cpu()
+
+
+def _restore_whole(x: torch.Tensor, run: _Runner, batch_size: int, progress: bool | None) -> torch.Tensor:
+    n = x.shape[0]
+    outs = []
+    bar = _progress(math.ceil(n / batch_size), progress, "restore")
+    for i in range(0, n, batch_size):
+        outs.append(run(x[i : i + batch_size], list(range(i, min(i + batch_size, n)))))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return torch.cat(outs)
+
+
+def _tiles(n: int, ys: list[int], xs: list[int]) -> Iterator[tuple[int, int, int]]:
+    for b in range(n):
+        for y in ys:
+            for x in xs:
+                yield b, y, x
+
+
+def _restore_tiled(
+    x: torch.Tensor,
+    run: _Runner,
+    tile: tuple[int, int],
+    overlap: int,
+    batch_size: int,
+    progress: bool | None,
+    out_channels: int,
+) -> torch.Tensor:
+    n, _, h, w = x.shape
+    th, tw = min(tile[0], h), min(tile[1], w)
+    oy, ox = min(overlap, th - 1), min(overlap, tw - 1)
+    ys, xs = tile_starts(h, th, oy), tile_starts(w, tw, ox)
+    wy = {y: blend_window(th, oy, y > 0, y + th < h) for y in ys}
+    wx = {s: blend_window(tw, ox, s > 0, s + tw < w) for s in xs}
+    # The window is separable and the tiles form a grid, so the accumulated weight is the outer
+    # product of the per-axis sums; only the weighted outputs need a full-size buffer.
+    norm_y = torch.zeros(h)
+    for y in ys:
+        norm_y[y : y + th] += wy[y]
+    norm_x = torch.zeros(w)
+    for s in xs:
+        norm_x[s : s + tw] += wx[s]
+    acc = torch.zeros(n, out_channels, h, w)
+    jobs = list(_tiles(n, ys, xs))
+    bar = _progress(len(jobs), progress, "tiles")
+    for i in range(0, len(jobs), batch_size):
+        chunk = jobs[i : i + batch_size]
+        batch = torch.stack([x[b, :, y : y + th, s : s + tw] for b, y, s in chunk])
+        out = run(batch, [b for b, _, _ in chunk])
+        for (b, y, s), o in zip(chunk, out):
+            acc[b, :, y : y + th, s : s + tw].addcmul_(o, wy[y][:, None] * wx[s][None, :])
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return acc.div_(norm_y[:, None] * norm_x[None, :])
+
+
+def _check_finite(x: torch.Tensor) -> None:
+    if not bool(torch.isfinite(x).all()):
+        bad = "NaN" if bool(torch.isnan(x).any()) else "infinite"
+        raise ValueError(f"the input image contains {bad} values; restore() needs finite values in [0, 1]")
+
+
+def _to_tiles_arg(tile: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if tile is None:
+        return None
+    size = (tile, tile) if isinstance(tile, int) else tuple(int(t) for t in tile)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"tile must be a positive int or (height, width), got {tile!r}")
+    return size  # type: ignore[return-value]
+
+
+def _restore_tensor(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    tile: int | Sequence[int] | None,
+    overlap: int,
+    tta: TTAMode | bool,
+    degradation: Any,
+    batch_size: int,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    clamp: bool,
+    progress: bool | None,
+) -> torch.Tensor:
+    """Restore an ``(N, C, H, W)`` float tensor; returns float32 on the CPU."""
+    tile_hw = _to_tiles_arg(tile)
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    if tile_hw is not None and overlap >= min(tile_hw):
+        raise ValueError(f"overlap ({overlap}) must be smaller than the tile size ({tile_hw})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_finite(x)
+    dev = _device_of(model) if device is None else torch.device(device)
+    if device is not None and _device_of(model) != dev:
+        model.to(dev)
+    run = _Runner(model, dev, dtype, tta, degradation)
+    out_channels = int(getattr(model, "out_channels", x.shape[1]))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            x = x.detach().to("cpu", torch.float32)
+            if tile_hw is None:
+                out = _restore_whole(x, run, batch_size, progress)
+            else:
+                out = _restore_tiled(x, run, tile_hw, overlap, batch_size, progress, out_channels)
+    finally:
+        model.train(was_training)
+    return out.clamp_(0, 1) if clamp else out
+
+
+def _pil_image_class() -> Any:
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    return Image.Image
+
+
+def restore(
+    model: nn.Module,
+    image: Any,
+    *,
+    tile: int | Sequence[int] | None = None,
+    overlap: int = 32,
+    tta: TTAMode | bool = False,
+    degradation: Any = None,
+    batch_size: int = 4,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    clamp: bool = True,
+    progress: bool | None = None,
+    output: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> Any:
+    """Restore an image of any size with a network, optionally tiled and with test-time augmentation.
+
+    The network runs in eval mode under ``torch.no_grad`` (its train/eval mode is
+    restored afterwards). Tiles are taken on the CPU, sent to ``device`` ``batch_size`` at
+    a time and blended back into a float32 CPU buffer, so the device only ever holds one
+    batch of tiles.
+
+    Args:
+        model: A restoration network taking ``(N, C, H, W)`` images in [0, 1].
+        image: One of
+
+            - a float tensor ``(C, H, W)`` or ``(N, C, H, W)`` with values in [0, 1];
+            - a numpy array ``(H, W, C)`` (or ``(H, W)``): ``uint8``, ``uint16`` or float in [0, 1];
+            - a ``PIL.Image.Image``;
+            - a path to an image file.
+
+        tile: Tile size (``int`` or ``(height, width)``); ``None`` restores the whole image at once.
+            Multiples of the network's padding multiple (8 for Restormer/PromptIR) avoid padding.
+        overlap: Overlap of neighbouring tiles in pixels (the blending width), ``< tile``.
+        tta: ``False``; ``"flip"`` (average over 4 flips); ``"x8"`` or ``True`` (self-ensemble over the
+            8 flips and 90-degree rotations).
+        degradation: For networks with ``accepts_degradation`` (PIP): ``None`` (blind), a name such
+            as ``"rain"``, an int label, a list of names / a tensor with one entry per image, or
+            ``(N, T)`` weights. Other networks reject it.
+        batch_size: Tiles (or, untiled, images) per forward pass.
+        device: Where the network runs; ``None`` uses the network's device. The network is moved
+            there if it is elsewhere.
+        dtype: Compute dtype for autocast (e.g. ``torch.bfloat16``); ``None`` runs in the network's dtype.
+        clamp: Clamp the result to [0, 1]; ``False`` keeps raw values for float outputs (integer
+            outputs are always clamped).
+        progress: Show a tqdm progress bar: ``None`` shows it on a terminal for jobs of more than
+            one step (when tqdm is installed), ``True`` always, ``False`` never.
+        output: For a path ``image`` only: where to write the result (PNG, 8-bit or 16-bit as the
+            input). Without it nothing is written.
+        overwrite: Allow ``output`` to replace an existing file.
+
+    Returns:
+        The restored image as the same kind as ``image``: a float tensor of the same shape, dtype
+        and device; a numpy array of the same shape and dtype; a PIL image of the same mode;
+        for a path, the written path if ``output`` is given, else an ``(H, W, 3)`` array of the
+        file's dtype (``uint8`` or ``uint16``).
+
+    Raises:
+        ValueError: On NaN/infinite input, a wrong shape or channel count, a bad tile/overlap, or a
+            degradation given to a network that does not take one.
+        TypeError: On an unsupported image type.
+
+    Shape:
+        - tensor image: :math:`(C, H, W)` or :math:`(N, C, H, W)`; output of the same shape.
+
+    Examples:
+        >>> from allinone_ir import create_model
+        >>> net = create_model("nafnet", width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,))
+        >>> restore(net, torch.rand(3, 40, 50), tile=24, overlap=8).shape
+        torch.Size([3, 40, 50])
+    """
+    opts: dict[str, Any] = dict(
+        tile=tile, overlap=overlap, tta=tta, degradation=degradation, batch_size=batch_size,
+        device=device, dtype=dtype, progress=progress,
+    )  # fmt: skip
+    in_ch = int(getattr(model, "in_channels", 3))
+
+    if output is not None and not isinstance(image, (str, os.PathLike)):
+        raise ValueError("output= is only used with a path input; write the returned image yourself")
+
+    if isinstance(image, torch.Tensor):
+        if image.ndim not in (3, 4):
+            raise ValueError(
+                f"a tensor image must be (C, H, W) or (N, C, H, W), got shape {tuple(image.shape)}"
+            )
+        if not image.is_floating_point():
+            raise ValueError(
+                f"a tensor image must be floating point in [0, 1], got {image.dtype}; use x.float() / 255"
+            )
+        batch = image if image.ndim == 4 else image.unsqueeze(0)
+        if batch.shape[1] != in_ch:
+            raise ValueError(f"the network takes {in_ch} channels, the image has shape {tuple(image.shape)}")
+        out = _restore_tensor(model, batch, clamp=clamp, **opts)
+        out = out if image.ndim == 4 else out[0]
+        return out.to(device=image.device, dtype=image.dtype)
+
+    if isinstance(image, np.ndarray):
+        return _restore_array(model, image, clamp, opts, in_ch)
+
+    pil_cls = _pil_image_class()
+    if pil_cls is not None and isinstance(image, pil_cls):
+        mode = image.mode
+        arr = np.asarray(image if mode in ("RGB", "L", "I;16") else image.convert("RGB"))
+        if arr.ndim == 2 and in_ch == 3:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        res = _restore_array(model, arr, True, opts, in_ch)
+        from PIL import Image
+
+        pil = Image.fromarray(res)
+        return pil.convert(mode) if mode in ("L", "I;16") and pil.mode != mode else pil
+
+    if isinstance(image, (str, os.PathLike)):
+        arr = read_image_array(image)
+        res = _restore_array(model, arr, True, opts, in_ch)
+        if output is None:
+            return res
+        if Path(output).resolve() == Path(image).resolve():
+            raise ValueError(f"output {output} is the input file; refusing to overwrite an input")
+        return write_image(output, res, bits=16 if res.dtype == np.uint16 else 8, overwrite=overwrite)
+
+    raise TypeError(
+        "image must be a torch.Tensor, a numpy array, a PIL image or a path, got " + type(image).__name__
+    )
+
+
+def _restore_array(
+    model: nn.Module, arr: np.ndarray, clamp: bool, opts: dict[str, Any], in_ch: int
+) -> np.ndarray:
+    squeeze = arr.ndim == 2
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"a numpy image must be (H, W, C) or (H, W), got shape {arr.shape}")
+    x = array_to_tensor(arr)
+    if x.shape[0] != in_ch:
+        raise ValueError(f"the network takes {in_ch} channels, the array has shape {arr.shape} (H, W, C)")
+    out = _restore_tensor(model, x.unsqueeze(0), clamp=clamp, **opts)[0]
+    if np.issubdtype(arr.dtype, np.floating):
+        res = out.permute(1, 2, 0).numpy().astype(arr.dtype)
+    else:
+        res = tensor_to_array(out, arr.dtype)
+    return res[:, :, 0] if squeeze else res
