@@ -77,7 +77,9 @@ def _prepare(
         if t.ndim not in (3, 4):
             raise ValueError(f"{name}: {arg} must have shape (N, C, H, W) or (C, H, W), got {tuple(t.shape)}")
     if pred.shape != target.shape:
-        raise ValueError(f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+        raise ValueError(
+            f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}"
+        )
     if data_range <= 0:
         raise ValueError(f"{name}: data_range must be positive, got {data_range}")
     if crop_border < 0:
@@ -94,7 +96,9 @@ def _prepare(
     pred, target = pred.to(torch.float64), target.to(torch.float64)
     if y_channel:
         if pred.shape[1] != 3:
-            raise ValueError(f"{name}: y_channel=True needs 3-channel RGB images, got {pred.shape[1]} channels")
+            raise ValueError(
+                f"{name}: y_channel=True needs 3-channel RGB images, got {pred.shape[1]} channels"
+            )
         pred, target = rgb_to_y(pred, data_range), rgb_to_y(target, data_range)
     return pred, target, single
 
@@ -203,7 +207,7 @@ def ssim_map(
     """
     win = ssim_window(window).to(device=pred.device, dtype=pred.dtype)
     s = win.shape[0]
-    n, c, h, w = pred.shape
+    c, h, w = pred.shape[1:]
     if h < s or w < s:
         raise ValueError(f"SSIM with a {s}x{s} {window} window needs images of at least {s}x{s}, got {h}x{w}")
     kernel = win.expand(c, 1, s, s)
@@ -359,4 +363,3 @@ def get_protocol(name: str | MetricProtocol) -> MetricProtocol:
     if key not in PROTOCOLS:
         raise ValueError(f"unknown metric protocol {name!r}; known: {sorted(PROTOCOLS)}")
     return PROTOCOLS[key]
-

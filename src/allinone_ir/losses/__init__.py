@@ -3,3 +3,23 @@
 from .frequency import FFTLoss, GuidedFrequencyLoss, fft_loss, guided_frequency_loss, laplacian_pyramid
 from .pixel import CharbonnierLoss, L1Loss, MSELoss, PSNRLoss, charbonnier_loss, l1_loss, mse_loss, psnr_loss
 from .ssim import L1SSIMLoss, SSIMLoss, l1_ssim_loss, ssim_loss
+
+__all__ = [
+    "CharbonnierLoss",
+    "FFTLoss",
+    "GuidedFrequencyLoss",
+    "L1Loss",
+    "L1SSIMLoss",
+    "MSELoss",
+    "PSNRLoss",
+    "SSIMLoss",
+    "charbonnier_loss",
+    "fft_loss",
+    "guided_frequency_loss",
+    "l1_loss",
+    "l1_ssim_loss",
+    "laplacian_pyramid",
+    "mse_loss",
+    "psnr_loss",
+    "ssim_loss",
+]

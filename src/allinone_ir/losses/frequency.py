@@ -160,7 +160,9 @@ def guided_frequency_loss(
     _check4d(pred, target, "guided_frequency_loss")
     p, t = pred.float(), target.float()
     ch = charbonnier_loss(p, t, eps=eps)
-    lap = torch.stack([(a - b).pow(2).mean() for a, b in zip(laplacian_pyramid(p, levels), laplacian_pyramid(t, levels))]).mean()
+    lap = torch.stack(
+        [(a - b).pow(2).mean() for a, b in zip(laplacian_pyramid(p, levels), laplacian_pyramid(t, levels))]
+    ).mean()
     h, w = p.shape[-2:]
     fy = torch.fft.fftfreq(h, device=p.device).view(h, 1)
     fx = torch.fft.fftfreq(w, device=p.device).view(1, w)

@@ -37,7 +37,9 @@ def check_loss_inputs(pred: torch.Tensor, target: torch.Tensor, name: str) -> No
         if not t.is_floating_point():
             raise TypeError(f"{name}: {arg} must be a floating-point tensor, got {t.dtype}")
     if pred.shape != target.shape:
-        raise ValueError(f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+        raise ValueError(
+            f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}"
+        )
 
 
 def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -222,4 +224,3 @@ class PSNRLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return psnr_loss(pred, target, self.eps)
-

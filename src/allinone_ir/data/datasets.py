@@ -1,0 +1,518 @@
+"""Datasets of degraded / clean pairs: paired folders, the PromptIR layout, on-the-fly synthesis.
+
+Every dataset returns dict samples ``{"degraded": (3, h, w), "clean": (3, h, w), "label": int,
+"degradation": str, "name": str}`` (plus ``"task"``, e.g. ``"noise_25"``, where one degradation
+has several settings). Randomness (crops, flips, synthetic degradations) is derived from
+``(seed, epoch, index)``, so a sample is the same whatever the worker, process or resume point;
+call :meth:`set_epoch` each epoch (the trainer does).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ..io import list_images, read_image
+from .augment import AUGMENT_MODES, paired_random_augment, paired_random_crop
+from .degradations import DEGRADATION_LABELS, add_gaussian_noise, synthesize
+
+__all__ = [
+    "PROMPTIR_LAYOUT",
+    "PROMPTIR_REPEATS",
+    "DatasetError",
+    "MixedDataset",
+    "PairedImageDataset",
+    "SyntheticDegradationDataset",
+    "promptir_dataset",
+]
+
+PathLike = str | os.PathLike[str]
+NameMap = Callable[[str], str] | tuple[str, str] | None
+
+
+class DatasetError(ValueError):
+    """A dataset problem (missing partner, size mismatch, unreadable file); the message names the files."""
+
+
+def _sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + epoch * 7_919 + index * 104_729) % (2**63 - 1))
+    return g
+
+
+def _label_index(name: str, classes: Mapping[str, int] | None) -> int:
+    table = DEGRADATION_LABELS if classes is None else classes
+    if name not in table:
+        raise DatasetError(f"degradation {name!r} has no label; known: {sorted(table)} (pass classes=...)")
+    return int(table[name])
+
+
+def _prefix_of(stem: str) -> str:
+    return re.split(r"[-_ .]", stem, maxsplit=1)[0]
+
+
+class _Geometry:
+    """Shared crop + flip/rot behaviour of the datasets."""
+
+    patch_size: int | None
+    augment_modes: tuple[int, ...]
+    seed: int
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch, which changes the random crops and augmentations (called by the trainer)."""
+        self.epoch = int(epoch)
+
+    def _geometry(
+        self, images: list[torch.Tensor], g: torch.Generator, names: Sequence[str]
+    ) -> list[torch.Tensor]:
+        if self.patch_size:
+            images = paired_random_crop(images, self.patch_size, rng=g, names=names)
+        if self.augment_modes:
+            images = paired_random_augment(images, modes=self.augment_modes, rng=g)
+        return [im.contiguous() for im in images]
+
+
+@dataclass(frozen=True)
+class _Pair:
+    degraded: Path
+    clean: Path
+    degradation: str
+
+
+class PairedImageDataset(Dataset, _Geometry):
+    """Degraded / clean image pairs from two folders, with a degradation label per pair.
+
+    Matching rule: a degraded file ``D`` pairs with the clean file named ``name_map(D)``
+    (by default the same name). ``name_map`` is a function of the file name or a
+    ``(regex, replacement)`` pair applied with :func:`re.sub`, e.g.
+    ``(r"^(\\w+)-(\\d+)", r"\\1_clean-\\2")`` maps ``rain-12.png`` to ``rain_clean-12.png``.
+    If the mapped name does not exist, a file with the same stem and another image
+    extension is accepted.
+
+    The degradation of a pair comes from ``label_from``: ``"subfolder"`` (the first folder
+    under ``degraded_dir``; the scan is recursive), ``"prefix"`` (the file name up to the first
+    ``-``, ``_``, space or dot: ``rain-12.png`` -> ``rain``), a mapping from file name or stem to
+    degradation, or a single degradation name for all pairs. ``classes`` maps degradation
+    names to integer labels (default: :data:`~allinone_ir.data.degradations.DEGRADATION_LABELS`
+    where every name is in it, else the sorted names).
+
+    Missing partners raise :class:`DatasetError` at construction listing every one; size
+    mismatches and unreadable files raise when the pair is loaded, naming both files;
+    :meth:`validate` reads every pair and reports all problems at once.
+
+    Args:
+        degraded_dir: Folder of degraded images.
+        clean_dir: Folder of clean images.
+        name_map: How a degraded file name becomes its clean partner's name.
+        label_from: ``"subfolder"``, ``"prefix"``, a mapping, or a degradation name.
+        classes: Degradation name -> label (a sequence means its order).
+        patch_size: Random crop side (``None``: whole images).
+        augment_modes: Flip / rot90 modes to draw from (see :func:`~allinone_ir.data.augment.augment_mode`):
+            ``range(8)`` all, ``(0, 1)`` vertical flip only, ``()`` none.
+        seed: Base seed of the crops and augmentations.
+        recursive: Scan ``degraded_dir`` recursively (always on with ``label_from="subfolder"``).
+
+    Examples:
+        >>> ds = PairedImageDataset("train/degraded", "train/clean",  # doctest: +SKIP
+        ...     name_map=(r"^(\\w+)-(\\d+)", r"\\1_clean-\\2"), label_from="prefix",
+        ...     classes=["rain", "snow"], patch_size=128)
+    """
+
+    def __init__(
+        self,
+        degraded_dir: PathLike,
+        clean_dir: PathLike,
+        *,
+        name_map: NameMap = None,
+        label_from: str | Mapping[str, str] = "prefix",
+        classes: Mapping[str, int] | Sequence[str] | None = None,
+        patch_size: int | None = None,
+        augment_modes: Sequence[int] = tuple(range(AUGMENT_MODES)),
+        seed: int = 0,
+        recursive: bool = False,
+    ) -> None:
+        self.degraded_dir, self.clean_dir = Path(degraded_dir), Path(clean_dir)
+        for what, d in (("degraded_dir", self.degraded_dir), ("clean_dir", self.clean_dir)):
+            if not d.is_dir():
+                raise DatasetError(f"{what} is not a folder: {d}")
+        self.patch_size = patch_size
+        self.augment_modes = tuple(augment_modes)
+        self.seed = seed
+        self._map = self._make_name_map(name_map)
+        sub = label_from == "subfolder"
+        degraded = list_images(self.degraded_dir, recursive=recursive or sub)
+        if not degraded:
+            raise DatasetError(f"no images found in {self.degraded_dir}")
+        clean_index: dict[str, list[Path]] = {}
+        for p in list_images(self.clean_dir, recursive=recursive or sub):
+            clean_index.setdefault(p.stem, []).append(p)
+        pairs, missing = [], []
+        for d in degraded:
+            rel = d.relative_to(self.degraded_dir)
+            target = self._map(d.name)
+            c = self.clean_dir / rel.parent / target
+            if not c.is_file():
+                c = self.clean_dir / target
+            if not c.is_file():
+                alts = clean_index.get(Path(target).stem, [])
+                c = alts[0] if len(alts) >= 1 else c
+            if not c.is_file():
+                missing.append(f"{d} -> expected clean partner {self.clean_dir / target}")
+                continue
+            pairs.append(_Pair(d, c, self._degradation_of(d, rel, label_from)))
+        if missing:
+            raise DatasetError(
+                f"{len(missing)} degraded image(s) without a clean partner:\n  " + "\n  ".join(missing)
+            )
+        self.pairs = pairs
+        names = sorted({p.degradation for p in pairs})
+        if classes is None:
+            classes = (
+                {n: DEGRADATION_LABELS[n] for n in names}
+                if all(n in DEGRADATION_LABELS for n in names)
+                else names
+            )
+        self.classes: dict[str, int] = (
+            dict(classes) if isinstance(classes, Mapping) else {n: i for i, n in enumerate(classes)}
+        )
+        for n in names:
+            _label_index(n, self.classes)
+
+    @staticmethod
+    def _make_name_map(name_map: NameMap) -> Callable[[str], str]:
+        if name_map is None:
+            return lambda s: s
+        if callable(name_map):
+            return name_map
+        if isinstance(name_map, (tuple, list)) and len(name_map) == 2:
+            pattern, repl = re.compile(name_map[0]), name_map[1]
+            return lambda s: pattern.sub(repl, s)
+        raise TypeError(f"name_map must be a callable or a (regex, replacement) pair, got {name_map!r}")
+
+    @staticmethod
+    def _degradation_of(path: Path, rel: Path, label_from: str | Mapping[str, str]) -> str:
+        if isinstance(label_from, Mapping):
+            for key in (path.name, path.stem, str(rel)):
+                if key in label_from:
+                    return str(label_from[key])
+            raise DatasetError(
+                f"label_from mapping has no entry for {path} (tried {path.name!r}, {path.stem!r})"
+            )
+        if label_from == "subfolder":
+            if len(rel.parts) < 2:
+                raise DatasetError(
+                    f"label_from='subfolder' but {path} is not inside a sub-folder of the degraded folder"
+                )
+            return rel.parts[0]
+        if label_from == "prefix":
+            return _prefix_of(path.stem)
+        return str(label_from)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _load(self, pair: _Pair) -> tuple[torch.Tensor, torch.Tensor]:
+        deg, clean = read_image(pair.degraded), read_image(pair.clean)
+        if deg.shape != clean.shape:
+            raise DatasetError(
+                f"size mismatch: {pair.degraded} is {deg.shape[2]}x{deg.shape[1]} but its clean partner "
+                f"{pair.clean} is {clean.shape[2]}x{clean.shape[1]}"
+            )
+        return deg, clean
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        pair = self.pairs[index]
+        deg, clean = self._load(pair)
+        g = _sample_generator(self.seed, self.epoch, index)
+        deg, clean = self._geometry([deg, clean], g, (str(pair.degraded), str(pair.clean)))
+        return {
+            "degraded": deg,
+            "clean": clean,
+            "label": self.classes[pair.degradation],
+            "degradation": pair.degradation,
+            "task": pair.degradation,
+            "name": pair.degraded.stem,
+        }
+
+    def validate(self, raise_on_error: bool = True) -> list[str]:
+        """Read every pair and collect all problems (unreadable files, size mismatches, too small).
+
+        Args:
+            raise_on_error: Raise one :class:`DatasetError` listing every problem.
+
+        Returns:
+            The problems found (empty when the dataset is fine).
+        """
+        problems: list[str] = []
+        for pair in self.pairs:
+            try:
+                deg, _ = self._load(pair)
+            except (OSError, DatasetError) as exc:
+                problems.append(str(exc))
+                continue
+            if self.patch_size and min(deg.shape[-2:]) < self.patch_size:
+                problems.append(
+                    f"{pair.degraded}: {deg.shape[2]}x{deg.shape[1]} is smaller than patch_size {self.patch_size}"
+                )
+        if problems and raise_on_error:
+            raise DatasetError(f"{len(problems)} problem(s) in the dataset:\n  " + "\n  ".join(problems))
+        return problems
+
+
+def _parse_task(task: str) -> tuple[str, float | None]:
+    """``"noise_25"`` -> ``("noise", 25.0)``; ``"rain"`` -> ``("rain", None)``."""
+    m = re.fullmatch(r"noise_?(\d+(?:\.\d+)?)", task)
+    if m:
+        return "noise", float(m.group(1))
+    return task, None
+
+
+class SyntheticDegradationDataset(Dataset, _Geometry):
+    """Degraded / clean pairs synthesised on the fly from clean photos.
+
+    Each clean image appears once per task in ``tasks`` (so the length is
+    ``len(images) * len(tasks) * repeat``). A task is a degradation name of
+    :data:`~allinone_ir.data.degradations.DEGRADATIONS` (random parameters) or
+    ``"noise_<sigma>"`` (Gaussian noise of a fixed sigma, official 8-bit recipe, as the
+    PromptIR denoising tasks ``noise_15``, ``noise_25``, ``noise_50``). The crop and
+    augmentation happen before the degradation; everything is drawn from
+    ``(seed, epoch, index)``, so ``fixed=True`` (epoch ignored) gives a fixed validation set.
+
+    Args:
+        clean: A folder of clean images, a list of image paths, or a list of ``(3, H, W)`` tensors.
+        tasks: Degradations to synthesise.
+        patch_size: Random crop side (``None``: whole images).
+        augment_modes: Flip / rot90 modes to draw from.
+        seed: Base seed.
+        repeat: How many times each (image, task) appears per epoch.
+        classes: Degradation name -> label (default :data:`DEGRADATION_LABELS`).
+        fixed: Ignore the epoch (the same samples every epoch: validation).
+        cache: Keep decoded clean images in memory.
+
+    Examples:
+        >>> ds = SyntheticDegradationDataset([torch.rand(3, 32, 32)], tasks=["noise_25", "rain"], patch_size=16)
+        >>> len(ds), ds[1]["degradation"], ds[0]["task"]
+        (2, 'rain', 'noise_25')
+    """
+
+    def __init__(
+        self,
+        clean: PathLike | Sequence[PathLike] | Sequence[torch.Tensor],
+        tasks: Sequence[str] = ("noise", "rain", "haze", "snow"),
+        *,
+        patch_size: int | None = 128,
+        augment_modes: Sequence[int] = tuple(range(AUGMENT_MODES)),
+        seed: int = 0,
+        repeat: int = 1,
+        classes: Mapping[str, int] | Sequence[str] | None = None,
+        fixed: bool = False,
+        cache: bool = True,
+    ) -> None:
+        if isinstance(clean, (str, os.PathLike)):
+            self.images: list[Path | torch.Tensor] = list(list_images(clean))
+            if not self.images:
+                raise DatasetError(f"no images found in {clean}")
+        else:
+            self.images = [c if isinstance(c, torch.Tensor) else Path(c) for c in clean]
+            if not self.images:
+                raise DatasetError("no clean images given")
+        if not tasks:
+            raise ValueError("tasks must name at least one degradation")
+        if repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {repeat}")
+        from .degradations import DEGRADATIONS
+
+        for t in tasks:
+            base, _ = _parse_task(t)
+            if base not in DEGRADATIONS:
+                raise ValueError(f"unknown task {t!r}; use one of {sorted(DEGRADATIONS)} or 'noise_<sigma>'")
+        self.tasks = tuple(tasks)
+        self.classes: dict[str, int] = (
+            dict(DEGRADATION_LABELS) if classes is None
+            else dict(classes) if isinstance(classes, Mapping) else {n: i for i, n in enumerate(classes)}
+        )  # fmt: skip
+        for t in self.tasks:
+            _label_index(_parse_task(t)[0], self.classes)
+        self.patch_size, self.augment_modes, self.seed = patch_size, tuple(augment_modes), seed
+        self.repeat, self.fixed, self.cache = repeat, fixed, cache
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.images) * len(self.tasks) * self.repeat
+
+    def _clean(self, i: int) -> tuple[torch.Tensor, str]:
+        item = self.images[i]
+        if isinstance(item, torch.Tensor):
+            return item.float(), f"image{i:04d}"
+        if i in self._cache:
+            return self._cache[i], item.stem
+        img = read_image(item)
+        if self.cache:
+            self._cache[i] = img
+        return img, item.stem
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        k = index % (len(self.images) * len(self.tasks))
+        img_i, task = k // len(self.tasks), self.tasks[k % len(self.tasks)]
+        clean, name = self._clean(img_i)
+        g = _sample_generator(self.seed, 0 if self.fixed else self.epoch, index)
+        (clean,) = self._geometry([clean], g, (name,))
+        base, sigma = _parse_task(task)
+        deg = add_gaussian_noise(clean, sigma, rng=g) if sigma is not None else synthesize(clean, base, rng=g)
+        return {
+            "degraded": deg,
+            "clean": clean,
+            "label": self.classes[base],
+            "degradation": base,
+            "task": task,
+            "name": name,
+        }
+
+
+class MixedDataset(Dataset):
+    """Several datasets as one, each repeated by a factor (the official recipes' task balancing).
+
+    Index ``i`` walks the datasets in order, each one ``repeat`` times; ``set_epoch`` is
+    forwarded to every part.
+
+    Args:
+        parts: ``(dataset, repeat)`` pairs (or datasets, repeat 1).
+
+    Examples:
+        >>> a = SyntheticDegradationDataset([torch.rand(3, 16, 16)], tasks=["rain"], patch_size=8)
+        >>> b = SyntheticDegradationDataset([torch.rand(3, 16, 16)], tasks=["haze"], patch_size=8)
+        >>> ds = MixedDataset([(a, 3), (b, 1)])
+        >>> len(ds), [ds[i]["degradation"] for i in range(4)]
+        (4, ['rain', 'rain', 'rain', 'haze'])
+    """
+
+    def __init__(self, parts: Sequence[Dataset | tuple[Dataset, int]]) -> None:
+        self.parts: list[tuple[Dataset, int]] = []
+        for p in parts:
+            ds, rep = p if isinstance(p, tuple) else (p, 1)
+            if int(rep) < 1:
+                raise ValueError(f"repeat factors must be >= 1, got {rep}")
+            self.parts.append((ds, int(rep)))
+        if not self.parts:
+            raise ValueError("MixedDataset needs at least one dataset")
+        self._ends: list[int] = []
+        total = 0
+        for ds, rep in self.parts:
+            total += len(ds) * rep  # type: ignore[arg-type]
+            self._ends.append(total)
+
+    def __len__(self) -> int:
+        return self._ends[-1]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        j = bisect.bisect_right(self._ends, index)
+        start = self._ends[j - 1] if j else 0
+        ds, _ = self.parts[j]
+        return ds[(index - start) % len(ds)]  # type: ignore[arg-type]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward the epoch to every part."""
+        for ds, _ in self.parts:
+            if hasattr(ds, "set_epoch"):
+                ds.set_epoch(epoch)
+
+    def validate(self, raise_on_error: bool = True) -> list[str]:
+        """Run :meth:`PairedImageDataset.validate` on every part that has it; report all problems together."""
+        problems: list[str] = []
+        for ds, _ in self.parts:
+            if hasattr(ds, "validate"):
+                problems += ds.validate(raise_on_error=False)
+        if problems and raise_on_error:
+            raise DatasetError(f"{len(problems)} problem(s) in the dataset:\n  " + "\n  ".join(problems))
+        return problems
+
+
+#: Where each task's data lives under the root, following the official PromptIR ``data/`` folder:
+#: denoising uses clean images only; the others are ``(degraded folder, clean folder, name map)``.
+PROMPTIR_LAYOUT: dict[str, Any] = {
+    "denoise": "Train/Denoise",
+    "derain": ("Train/Derain/rainy", "Train/Derain/gt", (r"^rain-", "norain-")),
+    "dehaze": ("Train/Dehaze/synthetic", "Train/Dehaze/original", (r"^([^_]+)_.*$", r"\1")),
+    "deblur": ("Train/Deblur/blur", "Train/Deblur/sharp", None),
+    "lowlight": ("Train/LowLight/low", "Train/LowLight/high", None),
+}
+
+#: Resampling ratios of the PIP paper (Table S1); PromptIR uses the same for its three tasks
+#: (each denoising sigma once, rain x120, haze x1).
+PROMPTIR_REPEATS: dict[str, int] = {"denoise": 1, "derain": 120, "dehaze": 1, "deblur": 5, "lowlight": 20}
+
+_TASK_DEGRADATION = {"derain": "rain", "dehaze": "haze", "deblur": "blur", "lowlight": "lowlight"}
+
+
+def promptir_dataset(
+    root: PathLike,
+    tasks: Sequence[str] = ("denoise", "derain", "dehaze"),
+    *,
+    patch_size: int = 128,
+    sigmas: Sequence[float] = (15, 25, 50),
+    repeats: Mapping[str, int] | None = None,
+    layout: Mapping[str, Any] | None = None,
+    augment_modes: Sequence[int] = tuple(range(1, AUGMENT_MODES)),
+    seed: int = 0,
+) -> MixedDataset:
+    """The all-in-one training mix of PromptIR (three tasks) or PIP (five tasks).
+
+    Denoising synthesises Gaussian noise of each sigma in ``sigmas`` from clean images
+    (official 8-bit recipe; tasks ``noise_15``, ``noise_25``, ``noise_50``); the other tasks
+    read paired folders. Default folders are :data:`PROMPTIR_LAYOUT` under ``root`` and the
+    default repeat factors :data:`PROMPTIR_REPEATS`; both can be overridden per task.
+    Augmentation draws one of the 7 non-identity flip / rotation modes, as the official code.
+
+    Args:
+        root: Data root (the official ``data/`` folder).
+        tasks: Any of ``"denoise"``, ``"derain"``, ``"dehaze"``, ``"deblur"``, ``"lowlight"``.
+        patch_size: Random crop side.
+        sigmas: Noise levels of the denoising tasks.
+        repeats: Repeat factor per task (overrides the defaults).
+        layout: Folder layout per task (overrides :data:`PROMPTIR_LAYOUT` entries).
+        augment_modes: Flip / rotation modes.
+        seed: Base seed.
+
+    Returns:
+        A :class:`MixedDataset` whose samples carry PIP labels (noise 0, rain 1, haze 2, blur 3, low-light 4).
+
+    Raises:
+        ValueError: For an unknown task.
+        DatasetError: For missing folders or partners.
+    """
+    root = Path(root)
+    lay = dict(PROMPTIR_LAYOUT, **(layout or {}))
+    reps = dict(PROMPTIR_REPEATS, **(repeats or {}))
+    parts: list[tuple[Dataset, int]] = []
+    for i, task in enumerate(tasks):
+        if task not in PROMPTIR_LAYOUT and task not in lay:
+            raise ValueError(f"unknown task {task!r}; known: {sorted(PROMPTIR_LAYOUT)}")
+        common = dict(patch_size=patch_size, augment_modes=augment_modes, seed=seed + 1000 * i)
+        if task == "denoise":
+            folder = root / lay["denoise"]
+            if not folder.is_dir():
+                raise DatasetError(f"denoise task: clean image folder not found: {folder}")
+            ds = SyntheticDegradationDataset(
+                folder, tasks=[f"noise_{s:g}" for s in sigmas], cache=False, **common
+            )
+        else:
+            deg, clean, name_map = lay[task]
+            ds = PairedImageDataset(
+                root / deg, root / clean, name_map=name_map, label_from=_TASK_DEGRADATION.get(task, task),
+                recursive=True, **common,
+            )  # fmt: skip
+        parts.append((ds, int(reps.get(task, 1))))
+    return MixedDataset(parts)
