@@ -20,4 +20,8 @@ TINY: dict[str, dict[str, Any]] = {
     "nafnet_width64": _NAF,
     "nafnet_sidd_width64": _NAF,
     "nafnet_gopro_width32": _NAF,
+    "pip_restormer": dict(
+        _RESTORMER, prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 4), p2f_heads=2, classifier_widths=(4, 8)
+    ),
+    "pip_nafnet": dict(_NAF, prompt_dims=(8, 8), prompt_sizes=(8, 4), p2f_heads=2, classifier_widths=(4, 8)),
 }

@@ -9,18 +9,25 @@ from ._registry import (
     register_architecture,
     register_model,
 )
+from .classifier import DegradationClassifier, degradation_classification_loss
 from .nafnet import NAFNet
+from .pip import PIPNAFNet, PIPRestormer, PIPUNet
 from .promptir import PROMPTIR_UNUSED_MODULES, PromptIR
 from .restormer import Restormer
 
 __all__ = [
     "PROMPTIR_UNUSED_MODULES",
+    "DegradationClassifier",
     "NAFNet",
+    "PIPNAFNet",
+    "PIPRestormer",
+    "PIPUNet",
     "PromptIR",
     "RestorationModel",
     "Restormer",
     "check_image_batch",
     "create_model",
+    "degradation_classification_loss",
     "get_model_class",
     "is_model",
     "list_models",

@@ -1,0 +1,200 @@
+"""PIP's directional decoupled loss: keep the degradation-aware prompts pointing in different directions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+__all__ = [
+    "DEFAULT_DDL_ALPHA",
+    "DirectionalDecoupledLoss",
+    "collect_degradation_prompts",
+    "directional_decoupled_loss",
+]
+
+#: Weight of the loss in PIP's total loss ``L1 + alpha * L_ddl`` (paper Eq. 10 and section 4.1).
+DEFAULT_DDL_ALPHA: float = 0.002
+
+Form = Literal["angle", "cosine"]
+
+
+def _acos_bounded_grad(c: torch.Tensor, min_sq: float) -> torch.Tensor:
+    """``acos(c)`` with its exact value but a gradient bounded where ``|c| -> 1``.
+
+    The derivative ``-1 / sqrt(1 - c^2)`` is evaluated with ``1 - c^2`` clamped to at least
+    ``min_sq``, so (nearly) parallel prompts give large but finite gradients.
+    """
+    value = torch.acos(c.clamp(-1.0, 1.0))
+    slope = -torch.rsqrt((1.0 - c.square()).clamp_min(min_sq))
+    return value.detach() + (c - c.detach()) * slope.detach()
+
+
+def _pairwise_cosines(prompts: torch.Tensor, eps: float) -> torch.Tensor:
+    """Cosines ``d_i . d_j / max(|d_i| |d_j|, eps)`` of all pairs ``i < j`` (element-wise, not autocast)."""
+    acc = torch.promote_types(prompts.dtype, torch.float32)
+    d = prompts.reshape(prompts.shape[0], -1).to(acc)
+    t = d.shape[0]
+    i, j = torch.triu_indices(t, t, offset=1, device=d.device)
+    dots = (d[i] * d[j]).sum(dim=-1)
+    norms = torch.linalg.vector_norm(d, dim=-1)
+    return dots / (norms[i] * norms[j]).clamp_min(eps)
+
+
+def directional_decoupled_loss(
+    prompts: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    threshold: float = 90.0,
+    form: Form = "angle",
+    eps: float = 1e-8,
+    reduction: Literal["mean", "sum"] = "mean",
+) -> torch.Tensor:
+    """Directional decoupled loss (PIP paper, Eq. 4) on ``T`` degradation-aware prompts.
+
+    With ``theta_ij`` the angle between prompts ``d_i`` and ``d_j``
+    (``cos theta_ij = d_i . d_j / max(|d_i| |d_j|, eps)``):
+
+    - ``form="angle"`` (the paper): ``max(0, theta_thre - theta_ij)``, angles in radians;
+    - ``form="cosine"`` (the official code): ``relu(cos theta_ij - cos theta_thre)``.
+
+    The terms are averaged over the ``T (T - 1) / 2`` pairs ``i < j`` (``reduction="mean"``,
+    Eq. 4) or summed (``"sum"``; the official code sums and multiplies by 0.01). For a
+    sequence of prompt tensors (one per PIP block) the per-tensor losses are summed, as
+    the official code sums its levels. Computed in at least fp32 whatever the prompts'
+    dtype and device, and outside autocast. The loss is zero once all pairs are at least
+    ``threshold`` degrees apart; its gradient stays finite for (nearly) parallel prompts.
+    Weight it by :data:`DEFAULT_DDL_ALPHA` (0.002) in the total loss.
+
+    Args:
+        prompts: A ``(T, C)`` tensor (any ``(T, ...)`` shape is flattened per prompt), or a
+            sequence of them.
+        threshold: ``theta_thre`` in degrees (90 by default, i.e. pairwise orthogonality).
+        form: ``"angle"`` or ``"cosine"``.
+        eps: Lower bound of the product of norms in the cosine.
+        reduction: ``"mean"`` or ``"sum"`` over pairs.
+
+    Returns:
+        A scalar tensor (``float32``, or ``float64`` for double prompts).
+
+    Raises:
+        ValueError: For fewer than two prompts, an empty sequence, or bad options.
+
+    Shape:
+        - prompts: :math:`(T, C)` or :math:`(T, *)`
+        - output: scalar
+
+    Examples:
+        >>> directional_decoupled_loss(torch.eye(3))  # orthogonal prompts
+        tensor(0.)
+        >>> directional_decoupled_loss(torch.ones(2, 4))  # identical prompts: the threshold in radians
+        tensor(1.5708)
+    """
+    if form not in ("angle", "cosine"):
+        raise ValueError(f"form must be 'angle' or 'cosine', got {form!r}")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if not 0.0 <= threshold <= 180.0:
+        raise ValueError(f"threshold must be an angle in degrees in [0, 180], got {threshold}")
+    if isinstance(prompts, torch.Tensor):
+        return _ddl_one(prompts, threshold, form, eps, reduction)
+    tensors = list(prompts)
+    if not tensors:
+        raise ValueError("no prompts given; does the model contain PIP blocks?")
+    total = _ddl_one(tensors[0], threshold, form, eps, reduction)
+    for p in tensors[1:]:
+        total = total + _ddl_one(p, threshold, form, eps, reduction).to(total.device)
+    return total
+
+
+def _ddl_one(prompts: torch.Tensor, threshold: float, form: Form, eps: float, reduction: str) -> torch.Tensor:
+    if prompts.ndim < 2 or prompts.shape[0] < 2:
+        raise ValueError(f"need at least two prompts stacked as (T, C), got shape {tuple(prompts.shape)}")
+    cos = _pairwise_cosines(prompts, eps)
+    theta_thre = math.radians(threshold)
+    if form == "angle":
+        # bound on 1 - cos^2 for the gradient: about the resolution of the dtype near |cos| = 1
+        min_sq = 4 * torch.finfo(cos.dtype).eps
+        terms = (theta_thre - _acos_bounded_grad(cos, min_sq)).clamp_min(0.0)
+    else:
+        terms = (cos - math.cos(theta_thre)).clamp_min(0.0)
+    return terms.mean() if reduction == "mean" else terms.sum()
+
+
+def collect_degradation_prompts(model: nn.Module) -> list[torch.Tensor]:
+    """The degradation-aware prompt tensors ``d`` (``(T, C)`` each) of every PIP block in ``model``.
+
+    Finds every :class:`~allinone_ir.layers.DegradationAwarePrompt` (one per
+    :class:`~allinone_ir.layers.PIPBlock`), in ``named_modules()`` order. Works on
+    wrapped models (DDP, ``torch.compile``) as well, since it walks the module tree.
+
+    Args:
+        model: A network containing PIP blocks.
+
+    Returns:
+        The parameters themselves (gradients flow back to them).
+
+    Examples:
+        >>> from allinone_ir.layers import PIPBlock
+        >>> [tuple(p.shape) for p in collect_degradation_prompts(PIPBlock(16, 8, 4, 5, p2f_heads=2))]
+        [(5, 8)]
+    """
+    from ..layers.pip import DegradationAwarePrompt  # the layers do not depend on the losses
+
+    return [m.prompts for m in model.modules() if isinstance(m, DegradationAwarePrompt)]
+
+
+class DirectionalDecoupledLoss(nn.Module):
+    """Module form of :func:`directional_decoupled_loss`; also accepts a model and collects its prompts.
+
+    Use as ``loss = restoration + ddl.alpha * ddl(model)``.
+
+    Args:
+        threshold: ``theta_thre`` in degrees.
+        form: ``"angle"`` (paper Eq. 4) or ``"cosine"`` (official code).
+        eps: Lower bound of the product of norms in the cosine.
+        reduction: ``"mean"`` or ``"sum"`` over pairs.
+        alpha: The weight the caller should give the loss (stored, not applied; 0.002 as in the paper).
+
+    Shape:
+        - input: a model, a :math:`(T, C)` tensor or a sequence of them
+        - output: scalar
+
+    Examples:
+        >>> ddl = DirectionalDecoupledLoss()
+        >>> float(ddl(torch.tensor([[1.0, 0.0], [1.0, 1.0]])))  # 45 degrees apart: pi/4 short of 90
+        0.7853981852531433
+    """
+
+    def __init__(
+        self,
+        threshold: float = 90.0,
+        *,
+        form: Form = "angle",
+        eps: float = 1e-8,
+        reduction: Literal["mean", "sum"] = "mean",
+        alpha: float = DEFAULT_DDL_ALPHA,
+    ) -> None:
+        super().__init__()
+        self.threshold, self.form, self.eps, self.reduction, self.alpha = (
+            threshold,
+            form,
+            eps,
+            reduction,
+            alpha,
+        )
+        directional_decoupled_loss(
+            torch.eye(2), threshold=threshold, form=form, reduction=reduction
+        )  # checks
+
+    def forward(self, prompts: nn.Module | torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        if isinstance(prompts, nn.Module):
+            prompts = collect_degradation_prompts(prompts)
+        return directional_decoupled_loss(
+            prompts, threshold=self.threshold, form=self.form, eps=self.eps, reduction=self.reduction
+        )
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, form={self.form!r}, reduction={self.reduction!r}, alpha={self.alpha}"

@@ -1,0 +1,145 @@
+"""A small ResNet-style degradation classifier that predicts PIP's degradation weights from an image."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["BasicBlock", "DegradationClassifier", "degradation_classification_loss"]
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 convolutions with batch norm, a (projected) shortcut, ReLU.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        stride: Stride of the first convolution (and of the shortcut projection).
+
+    Shape:
+        - Input: :math:`(N, C_{in}, H, W)`
+        - Output: :math:`(N, C_{out}, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class DegradationClassifier(nn.Module):
+    """Predict which degradation an image suffers from (PIP paper, supplementary C.1).
+
+    A 3x3 stem at full resolution (noise and rain live in the high frequencies, so the
+    image is not downscaled first), then one stage of :class:`BasicBlock` s per entry of
+    ``widths``, each halving the resolution, global average pooling and a linear layer
+    to ``T`` logits. ``softmax(logits)`` serves as PIP's degradation weights ``omega``
+    when the user gives none. Any ``H, W >= 1`` works.
+
+    Train it jointly with the restoration network (``model(x, labels, return_logits=True)``
+    and :func:`degradation_classification_loss`) or on its own, then load it into
+    ``model.classifier``.
+
+    Args:
+        in_channels: Image channels.
+        num_degradations: Number of classes ``T``.
+        widths: Channels of the stages (the stem has ``widths[0]``).
+        blocks_per_stage: Basic blocks per stage.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`
+        - Output: :math:`(N, T)` logits
+
+    Examples:
+        >>> clf = DegradationClassifier(num_degradations=5, widths=(8, 16))
+        >>> clf(torch.rand(2, 3, 33, 20)).shape
+        torch.Size([2, 5])
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        num_degradations: int = 5,
+        widths: Sequence[int] = (16, 32, 64),
+        blocks_per_stage: int = 1,
+    ) -> None:
+        super().__init__()
+        if not widths or blocks_per_stage < 1 or num_degradations < 1:
+            raise ValueError(
+                f"need at least one stage width, blocks_per_stage >= 1 and num_degradations >= 1, got "
+                f"{list(widths)}, {blocks_per_stage}, {num_degradations}"
+            )
+        self.config: dict[str, Any] = dict(
+            in_channels=in_channels, num_degradations=num_degradations, widths=list(widths),
+            blocks_per_stage=blocks_per_stage,
+        )  # fmt: skip
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        stages = []
+        chan = widths[0]
+        for w in widths:
+            blocks = [BasicBlock(chan, w, stride=2)]
+            blocks += [BasicBlock(w, w) for _ in range(blocks_per_stage - 1)]
+            stages.append(nn.Sequential(*blocks))
+            chan = w
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Linear(chan, num_degradations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stages(self.stem(x))
+        return self.head(h.mean(dim=(-2, -1)))
+
+
+def degradation_classification_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the classifier's logits against labels or (mixed) degradation weights.
+
+    Args:
+        logits: Classifier output.
+        target: Integer labels, or non-negative weights (rows are normalised to sum to 1,
+            so a rain + noise mixture targets 0.5 / 0.5).
+
+    Returns:
+        The mean cross-entropy (a scalar).
+
+    Raises:
+        ValueError: If the shapes do not match.
+
+    Shape:
+        - logits: :math:`(N, T)`
+        - target: :math:`(N,)` labels or :math:`(N, T)` weights
+
+    Examples:
+        >>> logits = torch.tensor([[10.0, 0.0], [0.0, 10.0]])
+        >>> float(degradation_classification_loss(logits, torch.tensor([0, 1]))) < 1e-3
+        True
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape (N, T), got {tuple(logits.shape)}")
+    if target.is_floating_point():
+        if target.shape != logits.shape:
+            raise ValueError(f"weights {tuple(target.shape)} must match logits {tuple(logits.shape)}")
+        probs = target / target.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return F.cross_entropy(logits.float(), probs.float())
+    if target.shape != logits.shape[:1]:
+        raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(target.shape)}")
+    return F.cross_entropy(logits.float(), target.long())

@@ -1,0 +1,492 @@
+"""PIP (Prompt-In-Prompt) networks: PIP on Restormer, on NAFNet, and on any U-Net of your own.
+
+All three take ``model(image, degradation=None, *, return_weights=False, return_logits=False)``:
+
+- ``degradation`` controls the degradation-aware prompts: an int label or labels ``(N,)``,
+  a name (``"rain"``, ``"rain+noise"``), a list of names, a mapping ``{"rain": 0.7, "noise": 0.3}``
+  or a weight tensor ``(N, T)`` (see :func:`~allinone_ir.layers.pip.resolve_degradation_weights`);
+- ``degradation=None`` restores blind: the built-in :class:`~allinone_ir.models.classifier.DegradationClassifier`
+  estimates ``omega = softmax(logits)``;
+- ``return_weights=True`` also returns the ``omega`` used (the estimate, when blind);
+- ``return_logits=True`` also returns the classifier's logits, running the classifier even when
+  ``degradation`` is given: one forward for joint training (restoration loss on the labelled
+  prompts + :func:`~allinone_ir.models.classifier.degradation_classification_loss`), which also keeps
+  every parameter in use for DDP.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..layers.norm import NormKind
+from ..layers.pip import DEFAULT_DEGRADATIONS, DegradationSpec, PIPBlock, resolve_degradation_weights
+from ..layers.transformer import Upsample
+from ._base import RestorationModel
+from ._registry import register_architecture, register_model
+from .classifier import DegradationClassifier
+from .nafnet import NAFNet
+from .restormer import RestormerEncoderMixin, transformer_stage
+
+__all__ = ["PIPNAFNet", "PIPRestormer", "PIPUNet", "pip_nafnet", "pip_restormer"]
+
+PIPOutput = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+class _PIPControl:
+    """Degradation control shared by the PIP networks: names, the optional classifier, ``omega``."""
+
+    degradations: tuple[str, ...]
+    classifier: DegradationClassifier | None
+    in_channels: int
+
+    def _build_control(
+        self, degradations: Sequence[str], classifier: bool, classifier_widths: Sequence[int]
+    ) -> None:
+        names = tuple(str(n) for n in degradations)
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"degradations must be distinct names, got {list(degradations)}")
+        self.degradations = names
+        self.classifier = (
+            DegradationClassifier(
+                in_channels=self.in_channels, num_degradations=len(names), widths=classifier_widths
+            )
+            if classifier
+            else None
+        )
+
+    @property
+    def num_degradations(self) -> int:
+        """Number of degradation types ``T``."""
+        return len(self.degradations)
+
+    def classify(self, image: torch.Tensor) -> torch.Tensor:
+        """Degradation logits ``(N, T)`` of the built-in classifier.
+
+        Raises:
+            RuntimeError: If the network was built with ``classifier=False``.
+        """
+        if self.classifier is None:
+            raise RuntimeError("this network has no degradation classifier (built with classifier=False)")
+        return self.classifier(image)
+
+    def _omega(
+        self, image: torch.Tensor, degradation: DegradationSpec | None, need_logits: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = None
+        if degradation is None or need_logits:
+            if self.classifier is None:
+                raise ValueError(
+                    "degradation=None needs the degradation classifier, but this network was built with "
+                    f"classifier=False; pass degradation= one of {list(self.degradations)}, labels or weights"
+                )
+            logits = self.classifier(image)
+        if degradation is None:
+            assert logits is not None
+            omega = logits.float().softmax(dim=-1)
+        else:
+            omega = resolve_degradation_weights(
+                degradation, batch_size=image.shape[0], names=self.degradations, device=image.device
+            )
+        return omega, logits
+
+    @staticmethod
+    def _pack(
+        out: torch.Tensor,
+        omega: torch.Tensor,
+        logits: torch.Tensor | None,
+        return_weights: bool,
+        return_logits: bool,
+    ) -> PIPOutput:
+        extra = ([omega] if return_weights else []) + ([logits] if return_logits else [])
+        return (out, *extra) if extra else out
+
+
+def _check_levels(name: str, values: Sequence[Any], n: int) -> list[Any]:
+    if len(values) != n:
+        raise ValueError(f"{name} needs {n} entries (one per skip connection), got {list(values)}")
+    return list(values)
+
+
+@register_architecture
+class PIPRestormer(_PIPControl, RestormerEncoderMixin):
+    """PIP on Restormer: a :class:`~allinone_ir.layers.PIPBlock` on each of the three skip connections.
+
+    The Restormer encoder (same module names as :class:`~allinone_ir.models.Restormer`)
+    produces skips ``e1, e2, e3``; each is modulated by its PIP block (``pip_level1..3``)
+    before the decoder concatenates it. The decoder follows the official PIP network:
+    the latent is reduced ``8 dim -> 4 dim`` by ``chnl_reduce3`` before ``up4_3``, so
+    ``reduce_chan_level3`` maps ``2 dim + 4 dim -> 4 dim``. Any ``H, W >= 1`` works
+    (reflect padding to a multiple of 8, output cropped back).
+
+    Defaults: dim 48, blocks [4,6,6,8], refinement 4, prompt dims [64,128,256], sizes
+    [64,32,16], 5 degradations, P2P 2 heads, P2F 4 heads; 27,287,099 parameters, of which
+    the degradation classifier has 78,005 (see ``notes/issue-3.md`` for how this compares
+    with the paper's 26.82 M and the official 27.32 M).
+
+    Args:
+        in_channels: Input image channels.
+        out_channels: Output image channels.
+        dim: Channels of the first level.
+        num_blocks: Transformer blocks per level (encoder/decoder levels 1-3 and the latent).
+        num_refinement_blocks: Transformer blocks after the decoder.
+        heads: Attention heads per level.
+        ffn_expansion_factor: GDFN width factor.
+        bias: Whether the convolutions have a bias.
+        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
+        prompt_dims: Prompt channels at skips 1, 2, 3 (shallow to deep).
+        prompt_sizes: Basic-restoration-prompt sizes at skips 1, 2, 3.
+        degradations: Degradation names in label order (their number is ``T``).
+        p2p_heads: Heads of the prompt-to-prompt attention.
+        p2f_heads: Heads of the prompt-to-feature attention (must divide every prompt dim).
+        classifier: Build the degradation classifier used when ``degradation=None``.
+        classifier_widths: Stage widths of the classifier.
+
+    Shape:
+        - image: :math:`(N, C_{in}, H, W)`, float, values nominally in [0, 1]
+        - output: :math:`(N, C_{out}, H, W)`; with ``return_weights`` also ``omega`` :math:`(N, T)`
+
+    Examples:
+        >>> net = PIPRestormer(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1,
+        ...                    prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 4), p2f_heads=2,
+        ...                    classifier_widths=(4, 8))
+        >>> net(torch.rand(2, 3, 17, 30), degradation="rain").shape
+        torch.Size([2, 3, 17, 30])
+        >>> out, omega = net(torch.rand(1, 3, 16, 16), return_weights=True)  # blind
+        >>> omega.shape
+        torch.Size([1, 5])
+    """
+
+    accepts_degradation = True
+    pad_multiple = 8
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        dim: int = 48,
+        num_blocks: Sequence[int] = (4, 6, 6, 8),
+        num_refinement_blocks: int = 4,
+        heads: Sequence[int] = (1, 2, 4, 8),
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        layer_norm_type: NormKind = "WithBias",
+        prompt_dims: Sequence[int] = (64, 128, 256),
+        prompt_sizes: Sequence[int] = (64, 32, 16),
+        degradations: Sequence[str] = DEFAULT_DEGRADATIONS,
+        p2p_heads: int = 2,
+        p2f_heads: int = 4,
+        classifier: bool = True,
+        classifier_widths: Sequence[int] = (16, 32, 64),
+    ) -> None:
+        super().__init__()
+        prompt_dims = _check_levels("prompt_dims", prompt_dims, 3)
+        prompt_sizes = _check_levels("prompt_sizes", prompt_sizes, 3)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.config: dict[str, Any] = dict(
+            in_channels=in_channels, out_channels=out_channels, dim=dim, num_blocks=list(num_blocks),
+            num_refinement_blocks=num_refinement_blocks, heads=list(heads),
+            ffn_expansion_factor=ffn_expansion_factor, bias=bias, layer_norm_type=layer_norm_type,
+            prompt_dims=prompt_dims, prompt_sizes=prompt_sizes, degradations=list(degradations),
+            p2p_heads=p2p_heads, p2f_heads=p2f_heads, classifier=classifier,
+            classifier_widths=list(classifier_widths),
+        )  # fmt: skip
+        args = (ffn_expansion_factor, bias, layer_norm_type)
+        self._build_encoder(in_channels, dim, num_blocks, heads, *args)
+        self._build_control(degradations, classifier, classifier_widths)
+        for level, (fdim, pdim, size) in enumerate(
+            zip((dim, dim * 2, dim * 4), prompt_dims, prompt_sizes), 1
+        ):
+            block = PIPBlock(
+                fdim, pdim, size, self.num_degradations, p2p_heads=p2p_heads, p2f_heads=p2f_heads,
+                ffn_expansion_factor=ffn_expansion_factor, bias=bias, layer_norm_type=layer_norm_type,
+            )  # fmt: skip
+            self.add_module(f"pip_level{level}", block)
+        self.chnl_reduce3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
+        self.up4_3 = Upsample(dim * 4)
+        self.reduce_chan_level3 = nn.Conv2d(dim * 6, dim * 4, kernel_size=1, bias=bias)
+        self.decoder_level3 = transformer_stage(dim * 4, heads[2], num_blocks[2], *args)
+        self.up3_2 = Upsample(dim * 4)
+        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
+        self.decoder_level2 = transformer_stage(dim * 2, heads[1], num_blocks[1], *args)
+        self.up2_1 = Upsample(dim * 2)
+        self.decoder_level1 = transformer_stage(dim * 2, heads[0], num_blocks[0], *args)
+        self.refinement = transformer_stage(dim * 2, heads[0], num_refinement_blocks, *args)
+        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        degradation: DegradationSpec | None = None,
+        *,
+        return_weights: bool = False,
+        return_logits: bool = False,
+    ) -> PIPOutput:
+        inp, size = self._pad_input(x)
+        omega, logits = self._omega(x, degradation, return_logits)
+        e1, e2, e3, latent = self._encode(inp)
+        e3 = self.pip_level3(e3, omega)
+        d3 = self.up4_3(self.chnl_reduce3(latent))
+        d3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([d3, e3], 1)))
+        e2 = self.pip_level2(e2, omega)
+        d2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(d3), e2], 1)))
+        e1 = self.pip_level1(e1, omega)
+        d1 = self.decoder_level1(torch.cat([self.up2_1(d2), e1], 1))
+        out = self.output(self.refinement(d1))
+        if self.in_channels == self.out_channels:
+            out = out + inp
+        return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
+
+
+@register_architecture
+class PIPNAFNet(_PIPControl, NAFNet):
+    """PIP on NAFNet: a :class:`~allinone_ir.layers.PIPBlock` on each skip connection (paper Table S3).
+
+    The NAFNet modules keep their official names (``intro``, ``encoders``, ``downs``,
+    ``middle_blks``, ``ups``, ``decoders``, ``ending``); the PIP blocks are
+    ``pips.0`` (shallowest) to ``pips.{L-1}``. Each encoder output is modulated by its
+    PIP block before it is added to the upsampled decoder feature. Defaults: width 64,
+    enc [2,2,4,8], middle 12, dec [2,2,2,2], prompt dims [64,96,128,128], sizes
+    [64,32,16,16], P2P 2 heads, P2F 4 heads.
+
+    Args:
+        in_channels: Image channels (input and output).
+        width: Channels of the first level (doubled at each level).
+        middle_blk_num: NAF blocks in the bottleneck.
+        enc_blk_nums: NAF blocks per encoder level.
+        dec_blk_nums: NAF blocks per decoder level.
+        drop_out_rate: Dropout inside the blocks.
+        prompt_dims: Prompt channels per skip (shallow to deep), one per encoder level.
+        prompt_sizes: Basic-restoration-prompt sizes per skip.
+        degradations: Degradation names in label order.
+        p2p_heads: Heads of the prompt-to-prompt attention.
+        p2f_heads: Heads of the prompt-to-feature attention (must divide every prompt dim).
+        ffn_expansion_factor: GDFN width factor inside the PIP blocks.
+        classifier: Build the degradation classifier used when ``degradation=None``.
+        classifier_widths: Stage widths of the classifier.
+
+    Shape:
+        - image: :math:`(N, C, H, W)`
+        - output: :math:`(N, C, H, W)`
+
+    Examples:
+        >>> net = PIPNAFNet(width=8, middle_blk_num=1, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1),
+        ...                 prompt_dims=(8, 8), prompt_sizes=(8, 4), p2f_heads=2, classifier_widths=(4,))
+        >>> net(torch.rand(2, 3, 13, 9), degradation=torch.tensor([0, 4])).shape
+        torch.Size([2, 3, 13, 9])
+    """
+
+    accepts_degradation = True
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        width: int = 64,
+        middle_blk_num: int = 12,
+        enc_blk_nums: Sequence[int] = (2, 2, 4, 8),
+        dec_blk_nums: Sequence[int] = (2, 2, 2, 2),
+        drop_out_rate: float = 0.0,
+        prompt_dims: Sequence[int] = (64, 96, 128, 128),
+        prompt_sizes: Sequence[int] = (64, 32, 16, 16),
+        degradations: Sequence[str] = DEFAULT_DEGRADATIONS,
+        p2p_heads: int = 2,
+        p2f_heads: int = 4,
+        ffn_expansion_factor: float = 2.66,
+        classifier: bool = True,
+        classifier_widths: Sequence[int] = (16, 32, 64),
+    ) -> None:
+        super().__init__(
+            in_channels=in_channels, width=width, middle_blk_num=middle_blk_num, enc_blk_nums=enc_blk_nums,
+            dec_blk_nums=dec_blk_nums, drop_out_rate=drop_out_rate,
+        )  # fmt: skip
+        levels = len(enc_blk_nums)
+        prompt_dims = _check_levels("prompt_dims", prompt_dims, levels)
+        prompt_sizes = _check_levels("prompt_sizes", prompt_sizes, levels)
+        self.config.update(
+            prompt_dims=prompt_dims, prompt_sizes=prompt_sizes, degradations=list(degradations),
+            p2p_heads=p2p_heads, p2f_heads=p2f_heads, ffn_expansion_factor=ffn_expansion_factor,
+            classifier=classifier, classifier_widths=list(classifier_widths),
+        )  # fmt: skip
+        self._build_control(degradations, classifier, classifier_widths)
+        kw = dict(p2p_heads=p2p_heads, p2f_heads=p2f_heads, ffn_expansion_factor=ffn_expansion_factor)
+        self.pips = nn.ModuleList(
+            PIPBlock(width * 2**i, pdim, size, self.num_degradations, **kw)
+            for i, (pdim, size) in enumerate(zip(prompt_dims, prompt_sizes))
+        )
+
+    def forward(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        degradation: DegradationSpec | None = None,
+        *,
+        return_weights: bool = False,
+        return_logits: bool = False,
+    ) -> PIPOutput:
+        inp, size = self._pad_input(x)
+        omega, logits = self._omega(x, degradation, return_logits)
+        h = self.intro(inp)
+        skips = []
+        for encoder, down in zip(self.encoders, self.downs):
+            h = encoder(h)
+            skips.append(h)
+            h = down(h)
+        h = self.middle_blks(h)
+        for decoder, up, skip, pip in zip(self.decoders, self.ups, reversed(skips), reversed(self.pips)):
+            h = decoder(up(h) + pip(skip, omega))
+        out = self.ending(h) + inp
+        return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
+
+
+class PIPUNet(_PIPControl, RestorationModel):
+    """Plug PIP into a U-Net of your own, without touching its code.
+
+    Design: PIP modulates skip tensors, so the wrapper needs to know which tensors are
+    skips. Name the sub-modules of your network whose **outputs** are the skip features;
+    the wrapper builds one :class:`~allinone_ir.layers.PIPBlock` per name and registers a
+    forward hook on each module that replaces its output by ``pip(output, omega)`` while
+    :meth:`forward` runs (``omega`` is resolved once per call from ``degradation``, or
+    estimated by the classifier). Outside :meth:`forward` the hooks do nothing, so the
+    wrapped network still runs unmodified when called directly.
+
+    The named module's output is replaced wherever it is used. If your encoder output
+    feeds both the skip and the next level and you want to modulate only the skip (as
+    PIP does), give the skip path its own module, e.g. ``self.skip1 = nn.Identity()`` and
+    ``torch.cat([up, self.skip1(e1)], 1)`` in the decoder, and name ``"skip1"``. Each named
+    module must run once per forward. For full control instead, call
+    :class:`~allinone_ir.layers.PIPBlock` yourself: ``e1 = pip(e1, omega)`` with
+    ``omega = resolve_degradation_weights(degradation, batch_size=N)``.
+
+    Args:
+        backbone: Your network; ``backbone(x)`` must return the restored image.
+        skips: ``{module name: feature channels}`` for each skip (names as in ``named_modules()``).
+        prompt_dims: Prompt channels per skip, in the order of ``skips`` (default: the feature channels).
+        prompt_sizes: Basic-restoration-prompt size per skip, or one size for all.
+        degradations: Degradation names in label order.
+        in_channels: Image channels of the input (checked).
+        out_channels: Image channels of the output.
+        pad_multiple: Pad ``H, W`` to a multiple of this before the backbone (e.g. ``2 ** levels``)
+            and crop back; 1 for no padding.
+        p2p_heads: Heads of the prompt-to-prompt attention.
+        p2f_heads: Heads of the prompt-to-feature attention (must divide every prompt dim).
+        ffn_expansion_factor: GDFN width factor inside the PIP blocks.
+        classifier: Build the degradation classifier used when ``degradation=None``.
+        classifier_widths: Stage widths of the classifier.
+
+    Raises:
+        ValueError: If a name is not a sub-module of ``backbone`` or the lengths disagree.
+
+    Shape:
+        - image: :math:`(N, C_{in}, H, W)`
+        - output: whatever ``backbone`` returns, cropped to :math:`H \\times W`
+
+    Examples:
+        >>> class TinyUNet(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.enc = nn.Conv2d(3, 8, 3, padding=1)
+        ...         self.skip = nn.Identity()
+        ...         self.down = nn.Conv2d(8, 8, 2, stride=2)
+        ...         self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        ...         self.out = nn.Conv2d(16, 3, 3, padding=1)
+        ...     def forward(self, x):
+        ...         e = self.enc(x)
+        ...         return x + self.out(torch.cat([self.up(self.down(e)), self.skip(e)], 1))
+        >>> net = PIPUNet(TinyUNet(), skips={"skip": 8}, prompt_sizes=8, p2f_heads=2,
+        ...               pad_multiple=2, classifier_widths=(4,))
+        >>> net(torch.rand(2, 3, 15, 12), degradation=["rain", "haze"]).shape
+        torch.Size([2, 3, 15, 12])
+    """
+
+    accepts_degradation = True
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        skips: Mapping[str, int],
+        prompt_dims: Sequence[int] | None = None,
+        prompt_sizes: Sequence[int] | int = 16,
+        degradations: Sequence[str] = DEFAULT_DEGRADATIONS,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        pad_multiple: int = 1,
+        p2p_heads: int = 2,
+        p2f_heads: int = 4,
+        ffn_expansion_factor: float = 2.66,
+        classifier: bool = True,
+        classifier_widths: Sequence[int] = (16, 32, 64),
+    ) -> None:
+        super().__init__()
+        if not skips:
+            raise ValueError("skips must name at least one module, e.g. {'encoder1': 32}")
+        modules = dict(backbone.named_modules())
+        unknown = [name for name in skips if name not in modules or name == ""]
+        if unknown:
+            raise ValueError(
+                f"{unknown} are not sub-modules of the backbone; some names: {list(modules)[1:9]}"
+            )
+        names, channels = list(skips), [int(c) for c in skips.values()]
+        dims = channels if prompt_dims is None else _check_levels("prompt_dims", prompt_dims, len(names))
+        sizes = [prompt_sizes] * len(names) if isinstance(prompt_sizes, int) else list(prompt_sizes)
+        sizes = _check_levels("prompt_sizes", sizes, len(names))
+        self.in_channels, self.out_channels, self.pad_multiple = in_channels, out_channels, pad_multiple
+        self.config: dict[str, Any] = dict(
+            skips=dict(skips), prompt_dims=list(dims), prompt_sizes=sizes, degradations=list(degradations),
+            in_channels=in_channels, out_channels=out_channels, pad_multiple=pad_multiple,
+            p2p_heads=p2p_heads, p2f_heads=p2f_heads, ffn_expansion_factor=ffn_expansion_factor,
+            classifier=classifier, classifier_widths=list(classifier_widths),
+        )  # fmt: skip
+        self.backbone = backbone
+        self._build_control(degradations, classifier, classifier_widths)
+        self.pips = nn.ModuleDict()
+        self._omega_now: torch.Tensor | None = None
+        for name, c, pdim, size in zip(names, channels, dims, sizes):
+            key = re.sub(r"\W", "_", name)
+            self.pips[key] = PIPBlock(
+                c, pdim, size, self.num_degradations, p2p_heads=p2p_heads, p2f_heads=p2f_heads,
+                ffn_expansion_factor=ffn_expansion_factor,
+            )  # fmt: skip
+            modules[name].register_forward_hook(self._make_hook(key))
+
+    def _make_hook(self, key: str):
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
+            if self._omega_now is None:  # the backbone was called on its own: leave it unmodified
+                return None
+            return self.pips[key](output, self._omega_now)
+
+        return hook
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        degradation: DegradationSpec | None = None,
+        *,
+        return_weights: bool = False,
+        return_logits: bool = False,
+    ) -> PIPOutput:
+        inp, size = self._pad_input(x)
+        omega, logits = self._omega(x, degradation, return_logits)
+        self._omega_now = omega
+        try:
+            out = self.backbone(inp)
+        finally:
+            self._omega_now = None
+        return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
+
+
+@register_model
+def pip_restormer(**kwargs: Any) -> PIPRestormer:
+    """PIP on Restormer, the paper's configuration (prompt dims [64,128,256], sizes [64,32,16], 5 degradations)."""
+    return PIPRestormer(**kwargs)
+
+
+@register_model
+def pip_nafnet(**kwargs: Any) -> PIPNAFNet:
+    """PIP on NAFNet width 64 (enc [2,2,4,8], middle 12, dec [2,2,2,2]; prompt dims [64,96,128,128])."""
+    return PIPNAFNet(**kwargs)
