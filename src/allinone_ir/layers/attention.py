@@ -6,7 +6,52 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MDTA", "channel_attention"]
+__all__ = ["MDTA", "channel_attention", "projected_channel_attention"]
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """Whether the channels of a 4-D map (or a channel slice of one) are its innermost, unit-stride axis."""
+    return x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1 and not x.is_contiguous()
+
+
+def _heads_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``(N, C, H, W) -> (N, heads, C/heads, H*W)`` as a view for NCHW and channels-last storage."""
+    n, c, h, w = x.shape
+    return x.reshape(n, num_heads, c // num_heads, h * w)
+
+
+def _head_gram(qh: torch.Tensor, kh: torch.Tensor) -> torch.Tensor:
+    """``qh @ kh^T`` per head, one batched matmul per head so that strided views are never copied.
+
+    ``torch.matmul`` folds the ``(N, heads)`` batch axes into one, which copies both operands
+    whenever ``N > 1`` (the channel slices of ``qkv`` are not uniformly strided over the two
+    axes); per head the batch axis is ``N`` alone and BLAS reads the views directly.
+    """
+    if qh.shape[1] == 1:
+        return (qh[:, 0] @ kh[:, 0].transpose(-2, -1)).unsqueeze(1)
+    return torch.stack([qh[:, i] @ kh[:, i].transpose(-2, -1) for i in range(qh.shape[1])], dim=1)
+
+
+def _attention_weights(
+    qh: torch.Tensor,
+    kh: torch.Tensor,
+    sq_q: torch.Tensor,
+    sq_k: torch.Tensor,
+    temperature: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    """Softmax of the cosine-similarity Gram matrix, from the raw Gram and the squared row norms.
+
+    Shape:
+        - qh, kh: :math:`(N, heads, c, P)`
+        - sq_q, sq_k: :math:`(N, heads, c)` (sums of squares over ``P``, at least fp32)
+        - output: :math:`(N, heads, c, c)`, at least fp32
+    """
+    acc = sq_q.dtype
+    qn = sq_q.sqrt().clamp_min(eps).unsqueeze(-1)
+    kn = sq_k.sqrt().clamp_min(eps).unsqueeze(-2)
+    gram = _head_gram(qh, kh).to(acc)
+    return (gram * (temperature.to(acc) / (qn * kn))).softmax(dim=-1)
 
 
 def channel_attention(
@@ -28,6 +73,8 @@ def channel_attention(
     outer product of the row norms, which is equal to normalising ``q`` and ``k``
     first but never writes the normalised tensors. ``q`` may have a different
     spatial size from ``k`` and ``v`` only if it has the same number of pixels.
+    Works on NCHW and channels-last storage (and on channel slices of either)
+    without copies; the output has the memory format of ``v``.
 
     Args:
         q: Queries.
@@ -43,21 +90,89 @@ def channel_attention(
     Shape:
         - q, k, v: :math:`(N, C, H, W)`
         - output: :math:`(N, C, H, W)`
+
+    Examples:
+        >>> q, k, v = torch.randn(3, 2, 8, 5, 5).unbind(0)
+        >>> channel_attention(q, k, v, torch.ones(2, 1, 1), num_heads=2).shape
+        torch.Size([2, 8, 5, 5])
     """
     n, c, h, w = q.shape
-    heads = num_heads
-    # (N, C, H, W) -> (N, heads, C/heads, H*W): a view both for NCHW and channels-last storage.
-    qh = q.reshape(n, heads, c // heads, h * w)
-    kh = k.reshape(n, heads, c // heads, -1)
-    vh = v.reshape(n, heads, c // heads, -1)
     acc = torch.promote_types(q.dtype, torch.float32)  # statistics in at least fp32 (bf16/fp16 safe)
-    qn = torch.linalg.vector_norm(qh, dim=-1, keepdim=True, dtype=acc).clamp_min(eps)
-    kn = torch.linalg.vector_norm(kh, dim=-1, keepdim=True, dtype=acc).clamp_min(eps)
-    gram = qh @ kh.transpose(-2, -1)
-    scale = temperature.to(acc) / (qn * kn.transpose(-2, -1))
-    attn = (gram.to(acc) * scale).softmax(dim=-1).to(vh.dtype)
-    out = attn @ vh
-    return out.reshape(n, c, h, w)
+    qh, kh, vh = _heads_view(q, num_heads), _heads_view(k, num_heads), _heads_view(v, num_heads)
+    sq_q = qh.square().sum(dim=-1, dtype=acc)
+    sq_k = kh.square().sum(dim=-1, dtype=acc)
+    attn = _attention_weights(qh, kh, sq_q, sq_k, temperature, eps)
+    if _is_channels_last(v):
+        # out^T = v^T attn^T per head, written straight into channels-last order
+        vt = v.permute(0, 2, 3, 1).reshape(n, h * w, num_heads, c // num_heads)
+        out = torch.einsum("nphj,nhij->nphi", vt, attn.to(vt.dtype))
+        return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
+    return (attn.to(vh.dtype) @ vh).reshape(n, c, h, w)
+
+
+def projected_channel_attention(
+    qkv: torch.Tensor,
+    temperature: torch.Tensor,
+    num_heads: int,
+    proj_weight: torch.Tensor,
+    proj_bias: torch.Tensor | None = None,
+    eps: float = 1e-12,
+) -> torch.Tensor:
+    """:func:`channel_attention` on the stacked ``qkv`` followed by a 1x1 projection, fused.
+
+    Equal to ``conv1x1(channel_attention(q, k, v), proj_weight, proj_bias)`` with
+    ``q, k, v = qkv.chunk(3, dim=1)``, computed faster:
+
+    - the squared norms of ``q`` and ``k`` are one reduction over both;
+    - the projection is folded into the attention matrix,
+      ``W_{proj}\\,\\mathrm{blockdiag}(A_1..A_h)`` (a ``C x C`` matrix per sample, cheap), so
+      ``attn @ v`` and the projection become a single ``(C x C) @ (C x HW)`` product;
+    - nothing is copied for NCHW or channels-last ``qkv``; the output keeps its memory format.
+
+    Args:
+        qkv: Queries, keys and values stacked along channels.
+        temperature: Per-head scale of shape ``(heads, 1, 1)``.
+        num_heads: Number of heads; must divide ``C``.
+        proj_weight: Weight of the 1x1 output projection, ``(C_out, C, 1, 1)`` or ``(C_out, C)``.
+        proj_bias: Its bias ``(C_out,)`` or ``None``.
+        eps: Lower bound on the row norms.
+
+    Returns:
+        The projected attention output.
+
+    Shape:
+        - qkv: :math:`(N, 3C, H, W)`
+        - output: :math:`(N, C_{out}, H, W)`
+
+    Examples:
+        >>> qkv = torch.randn(2, 12, 5, 6)
+        >>> projected_channel_attention(qkv, torch.ones(2, 1, 1), 2, torch.randn(4, 4, 1, 1)).shape
+        torch.Size([2, 4, 5, 6])
+    """
+    n, c3, h, w = qkv.shape
+    c = c3 // 3
+    cp = c // num_heads
+    p = h * w
+    acc = torch.promote_types(qkv.dtype, torch.float32)
+    weight = proj_weight.reshape(proj_weight.shape[0], num_heads, cp)
+    if _is_channels_last(qkv):
+        t = qkv.permute(0, 2, 3, 1).reshape(n, p, 3, num_heads, cp)  # a view
+        qh = t[:, :, 0].permute(0, 2, 3, 1)  # (N, heads, c, P)
+        kh = t[:, :, 1].permute(0, 2, 3, 1)
+        sq = t[:, :, :2].square().sum(dim=1, dtype=acc)  # (N, 2, heads, c)
+        attn = _attention_weights(qh, kh, sq[:, 0], sq[:, 1], temperature, eps)
+        mix = torch.einsum("ohi,nhij->nhjo", weight.to(attn.dtype), attn).reshape(n, c, -1)
+        vt = t[:, :, 2].reshape(n, p, c)  # (N, P, C), a strided view
+        out = (vt @ mix.to(vt.dtype)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
+    else:
+        t = qkv.reshape(n, 3, num_heads, cp, p)
+        sq = t[:, :2].square().sum(dim=-1, dtype=acc)
+        attn = _attention_weights(t[:, 0], t[:, 1], sq[:, 0], sq[:, 1], temperature, eps)
+        mix = torch.einsum("ohi,nhij->nohj", weight.to(attn.dtype), attn).reshape(n, -1, c)
+        out = (mix.to(qkv.dtype) @ t[:, 2].reshape(n, c, p)).reshape(n, -1, h, w)
+    if proj_bias is not None:
+        out = out + proj_bias.to(out.dtype).view(1, -1, 1, 1)
+    return out
 
 
 class MDTA(nn.Module):
@@ -93,9 +208,10 @@ class MDTA(nn.Module):
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        out = channel_attention(q, k, v, self.temperature, self.num_heads)
-        return self.project_out(out)
+        qkv = self.qkv_dwconv(self.qkv(x))
+        return projected_channel_attention(
+            qkv, self.temperature, self.num_heads, self.project_out.weight, self.project_out.bias
+        )
 
 
 def _reference_mdta_attention(

@@ -70,9 +70,22 @@ class PromptGenBlock(nn.Module):
         h, w = x.shape[-2:]
         weights = self.prompt_weights(x)
         components = self.prompt_param  # (L, C, S, S)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        if x.shape[0] > components.shape[0]:
+            # Resizing and the bias-free convolution are linear, so for batches larger than L it is cheaper
+            # to resize and convolve the L components once and mix the results per sample.
+            basis = F.interpolate(components, size=(h, w), mode="bilinear", align_corners=False)
+            if channels_last:
+                basis = basis.contiguous(memory_format=torch.channels_last)
+            basis = self.conv3x3(basis)
+            weights = weights.to(basis.dtype)
+            if channels_last:  # mix on the (L, H*W*C) view of channels-last storage: no copy
+                mixed = weights @ basis.permute(0, 2, 3, 1).reshape(basis.shape[0], -1)
+                return mixed.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
+            return (weights @ basis.reshape(basis.shape[0], -1)).reshape(x.shape[0], -1, h, w)
         prompt = torch.einsum("nl,lchw->nchw", weights.to(components.dtype), components)
         prompt = F.interpolate(prompt, size=(h, w), mode="bilinear", align_corners=False)
-        if x.is_contiguous(memory_format=torch.channels_last):
+        if channels_last:
             prompt = prompt.contiguous(memory_format=torch.channels_last)
         return self.conv3x3(prompt)
 

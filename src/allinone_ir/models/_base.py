@@ -71,7 +71,33 @@ class RestorationModel(nn.Module):
 
     def _pad_input(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         check_image_batch(x, self.in_channels)
-        return pad_to_multiple(x, self.pad_multiple, self.pad_mode)
+        x, size = pad_to_multiple(x, self.pad_multiple, self.pad_mode)
+        if self.uses_channels_last() and not x.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)  # keep the whole network in one layout
+        return x, size
+
+    def uses_channels_last(self) -> bool:
+        """Whether the convolution weights are stored channels-last (the fast layout on CPU and GPU).
+
+        After ``model.to(memory_format=torch.channels_last)`` the network converts its input to
+        channels-last as well, so every feature map stays in that layout end to end and the
+        output is channels-last (values are the same as with NCHW, within float rounding).
+
+        Returns:
+            ``True`` if the first 4-D parameter whose layout is unambiguous is channels-last.
+
+        Examples:
+            >>> from allinone_ir.models import NAFNet
+            >>> net = NAFNet(width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,))
+            >>> net.uses_channels_last(), net.to(memory_format=torch.channels_last).uses_channels_last()
+            (False, True)
+        """
+        for p in self.parameters():
+            if p.dim() == 4:  # 1x1 kernels are both NCHW and channels-last contiguous: look further
+                channels_last, nchw = p.is_contiguous(memory_format=torch.channels_last), p.is_contiguous()
+                if channels_last != nchw:
+                    return channels_last
+        return False
 
     @staticmethod
     def _crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
