@@ -1,0 +1,285 @@
+"""restore(): tiling with blending, TTA, input kinds, checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from allinone_ir import create_model, restore
+from allinone_ir.inference import blend_window, tile_starts, tta_transforms
+from allinone_ir.io import read_image, write_image
+
+from .tiny_configs import TINY
+
+PIL = pytest.importorskip("PIL.Image")
+
+
+class LocalNet(nn.Module):
+    """Two 3x3 convolutions with zero padding: each output pixel sees a 5x5 neighbourhood."""
+
+    in_channels = out_channels = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.GELU(), nn.Conv2d(6, 3, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class Recorder(nn.Module):
+    """Wraps a network and records the shape of every batch it is given."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.in_channels = self.out_channels = 3
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        return self.net(x)
+
+
+class DegradationNet(nn.Module):
+    """A fake PIP network: adds the degradation label / 10 and records what it was given."""
+
+    accepts_degradation = True
+    in_channels = out_channels = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[object] = []
+
+    def forward(self, x: torch.Tensor, degradation: object = None) -> torch.Tensor:
+        self.seen.append(degradation)
+        if isinstance(degradation, torch.Tensor):
+            return x + degradation.view(-1, 1, 1, 1).float() / 10
+        return x
+
+
+def _astronaut(size: int = 64) -> torch.Tensor:
+    from allinone_ir.assets import sample_image
+
+    x = read_image(sample_image("astronaut"))
+    return torch.nn.functional.interpolate(x[None], size=(size, size), mode="area", antialias=False)[0]
+
+
+# ----------------------------------------------------------------------------- tiling
+
+
+def test_tile_starts_cover_with_overlap() -> None:
+    for length, tile, overlap in [(100, 40, 8), (64, 32, 16), (33, 32, 4), (7, 32, 4), (95, 24, 23)]:
+        starts = tile_starts(length, tile, overlap)
+        t = min(tile, length)
+        assert starts[0] == 0 and starts[-1] + t == length
+        assert all(b - a <= t - overlap for a, b in zip(starts, starts[1:]))
+        assert all(b > a for a, b in zip(starts, starts[1:]))
+
+
+def test_blend_window_partition_of_unity() -> None:
+    w = blend_window(32, 16, True, True)
+    assert w[:4].eq(0).all() and w[-4:].eq(0).all()  # the outer quarter of the overlap is dropped
+    assert w[16:16].numel() == 0 and w[14:18].eq(1).all()
+    # the falling ramp of one tile plus the rising ramp of the next (overlap exactly 16) is one
+    left, right = blend_window(32, 16, False, True), blend_window(32, 16, True, False)
+    torch.testing.assert_close(left[16:] + right[:16], torch.ones(16), rtol=0, atol=1e-6)
+    # smooth: no step larger than the raised-cosine slope
+    assert float(w.diff().abs().max()) < 0.2
+    # an edge at the image border is not ramped
+    assert blend_window(16, 8, False, False).eq(1).all()
+
+
+def test_tiled_equals_whole_for_local_network() -> None:
+    net = LocalNet()
+    x = torch.rand(2, 3, 50, 70)
+    whole = restore(net, x)
+    for tile, overlap, bs in [(24, 16, 1), ((16, 40), 8, 3), (32, 12, 8)]:
+        tiled = restore(net, x, tile=tile, overlap=overlap, batch_size=bs)
+        torch.testing.assert_close(tiled, whole, rtol=0, atol=2e-6)
+    # without overlap the tile borders see zero padding: the result differs, so the test above can fail
+    naive = restore(net, x, tile=24, overlap=0)
+    assert float((naive - whole).abs().max()) > 1e-3
+
+
+def test_blending_is_normalised() -> None:
+    """An identity network gives the input back exactly, whatever the tiling."""
+    ident = Recorder(nn.Identity())
+    x = torch.rand(1, 3, 45, 61)
+    for tile, overlap in [(16, 8), (20, 19), (64, 32), ((8, 30), 5)]:
+        torch.testing.assert_close(restore(ident, x, tile=tile, overlap=overlap, clamp=False), x, rtol=0, atol=1e-6)
+
+
+def test_tiles_are_batched_and_bounded() -> None:
+    rec = Recorder(LocalNet())
+    restore(rec, torch.rand(2, 3, 100, 90), tile=32, overlap=8, batch_size=3)
+    # 2 images x 4 x 4 tiles = 32 tiles in batches of at most 3, each 32 x 32
+    assert sum(s[0] for s in rec.shapes) == 2 * len(tile_starts(100, 32, 8)) * len(tile_starts(90, 32, 8))
+    assert max(s[0] for s in rec.shapes) == 3
+    assert {s[1:] for s in rec.shapes} == {(3, 32, 32)}
+
+
+def _seam_ratio(diff: torch.Tensor, boundaries: list[int]) -> float:
+    """Mean jump of the difference map across tile boundaries / mean jump elsewhere (columns)."""
+    jumps = (diff[..., 1:] - diff[..., :-1]).abs().flatten(0, -2).mean(0)  # (W-1,)
+    at = torch.tensor([b - 1 for b in boundaries])
+    mask = torch.ones_like(jumps, dtype=torch.bool)
+    mask[at] = False
+    return float(jumps[at].mean() / jumps[mask].mean())
+
+
+def test_promptir_tiles_show_no_seam() -> None:
+    """PromptIR (global prompts, channel attention) on a photo: blended tiles leave no grid."""
+    net = create_model("promptir", **TINY["promptir"]).eval()
+    x = _astronaut(64)
+    whole = restore(net, x)
+    naive = restore(net, x, tile=32, overlap=0)
+    blended = restore(net, x, tile=32, overlap=16)
+    starts = tile_starts(64, 32, 16)
+    naive_ratio = _seam_ratio(naive - whole, [32])
+    blended_ratio = _seam_ratio(blended - whole, sorted(set(starts[1:]) | {s + 32 for s in starts[:-1]}))
+    assert naive_ratio > 2.5  # abutting tiles: a visible step at the boundary (3.7 here)
+    assert blended_ratio < 1.5  # blended: boundaries look like any other column (0.9 here)
+    assert float((blended - whole).abs().mean()) < float((naive - whole).abs().mean())
+
+
+# ----------------------------------------------------------------------------- TTA
+
+
+def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    x = torch.rot90(x, k, (2, 3))
+    return torch.flip(x, (3,)) if flip else x
+
+
+def _undo(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    y = torch.flip(y, (3,)) if flip else y
+    return torch.rot90(y, -k, (2, 3))
+
+
+def test_tta_x8_is_mean_of_eight_runs() -> None:
+    net = create_model("nafnet", **TINY["nafnet"]).eval()
+    for block in net.modules():  # NAF blocks start as the identity; make them act
+        if hasattr(block, "beta"):
+            block.beta.data.fill_(0.5)
+            block.gamma.data.fill_(0.5)
+    x = torch.rand(1, 3, 20, 28)
+    with torch.no_grad():
+        runs = [_undo(net(_dihedral(x, k, f)), k, f) for k in range(4) for f in (False, True)]
+    expected = torch.stack(runs).mean(0).clamp(0, 1)
+    torch.testing.assert_close(restore(net, x, tta=True), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(restore(net, x, tta="x8"), expected, rtol=0, atol=1e-6)
+    flips = torch.stack([runs[0], runs[1], runs[4], runs[5]]).mean(0).clamp(0, 1)  # id, h, rot180, rot180+h
+    torch.testing.assert_close(restore(net, x, tta="flip"), flips, rtol=0, atol=1e-6)
+    assert float((restore(net, x) - expected).abs().max()) > 1e-4  # TTA changes the result
+    # tiled TTA equals TTA of the local network's whole image (transforms commute with tiling)
+    local = LocalNet()
+    torch.testing.assert_close(
+        restore(local, x, tta=True, tile=16, overlap=8), restore(local, x, tta=True), rtol=0, atol=2e-6
+    )
+
+
+def test_tta_transforms_invert() -> None:
+    x = torch.rand(1, 2, 3, 5)
+    outs = [fwd(x) for fwd, _ in tta_transforms("x8")]
+    assert len({tuple(o.flatten().tolist()) for o in outs}) == 8  # eight distinct transforms
+    with pytest.raises(ValueError, match="tta"):
+        tta_transforms("x4")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- input kinds
+
+
+def test_input_kinds_agree(tmp_path) -> None:
+    net = LocalNet()
+    arr = (np.random.default_rng(0).random((21, 34, 3)) * 255).astype(np.uint8)
+    t = torch.from_numpy(arr).permute(2, 0, 1).float() / 255
+    ref = restore(net, t)
+    assert ref.shape == (3, 21, 34) and ref.dtype == torch.float32
+    batched = restore(net, torch.stack([t, t.flip(-1)]))
+    torch.testing.assert_close(batched[0], ref)
+
+    out8 = restore(net, arr)
+    assert out8.dtype == np.uint8 and out8.shape == arr.shape
+    np.testing.assert_array_equal(out8, np.rint(ref.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+
+    out16 = restore(net, arr.astype(np.uint16) * 257)
+    assert out16.dtype == np.uint16 and abs(int(out16.astype(int).max()) - int(out8.max()) * 257) <= 257
+
+    outf = restore(net, arr.astype(np.float64) / 255)
+    assert outf.dtype == np.float64
+    np.testing.assert_allclose(outf, ref.permute(1, 2, 0).numpy(), atol=1e-6)
+
+    pil = restore(net, PIL.fromarray(arr))
+    assert isinstance(pil, PIL.Image) and pil.size == (34, 21) and pil.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(pil), out8)
+    assert restore(net, PIL.fromarray(arr[:, :, 0])).mode == "L"
+
+    path = tmp_path / "in.png"
+    write_image(path, arr)
+    before = sorted(tmp_path.iterdir())
+    np.testing.assert_array_equal(restore(net, path), out8)
+    assert sorted(tmp_path.iterdir()) == before  # nothing written without output=
+    written = restore(net, str(path), output=tmp_path / "out.png")
+    np.testing.assert_array_equal(np.asarray(PIL.open(written)), out8)
+    with pytest.raises(FileExistsError):
+        restore(net, path, output=tmp_path / "out.png")
+    with pytest.raises(ValueError, match="input"):
+        restore(net, path, output=path, overwrite=True)
+
+
+def test_clamp_and_half_precision() -> None:
+    class Double(nn.Module):
+        in_channels = out_channels = 3
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * x
+
+    x = torch.full((3, 8, 8), 0.75)
+    assert float(restore(Double(), x).max()) == 1.0
+    assert float(restore(Double(), x, clamp=False).max()) == 1.5
+    net = create_model("restormer", **TINY["restormer"]).eval()
+    y = torch.rand(1, 3, 24, 24)
+    torch.testing.assert_close(restore(net, y, dtype=torch.bfloat16), restore(net, y), rtol=0, atol=0.05)
+
+
+def test_mode_restored_and_bad_inputs() -> None:
+    net = LocalNet().train()
+    restore(net, torch.rand(3, 8, 8))
+    assert net.training
+    x = torch.rand(3, 16, 16)
+    x[0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        restore(net, x)
+    with pytest.raises(ValueError, match="channels"):
+        restore(net, torch.rand(1, 4, 8, 8))
+    with pytest.raises(ValueError, match="floating"):
+        restore(net, torch.zeros(3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="overlap"):
+        restore(net, torch.rand(3, 8, 8), tile=16, overlap=16)
+    with pytest.raises(ValueError, match="degradation"):
+        restore(net, torch.rand(3, 8, 8), degradation="rain")
+    with pytest.raises(TypeError, match="numpy"):
+        restore(net, [[0.0]])
+
+
+def test_degradation_follows_tiles() -> None:
+    net = DegradationNet()
+    x = torch.zeros(2, 3, 16, 16)
+    out = restore(net, x, tile=8, overlap=2, batch_size=3, degradation=torch.tensor([1, 3]))
+    torch.testing.assert_close(out[:, 0, 0, 0], torch.tensor([0.1, 0.3]))
+    assert all(isinstance(d, torch.Tensor) for d in net.seen)
+    net.seen.clear()
+    restore(net, x, tile=8, overlap=2, batch_size=3, degradation=["rain", "haze"])
+    flat = [d for batch in net.seen for d in batch]  # type: ignore[attr-defined]
+    assert flat == ["rain"] * 9 + ["haze"] * 9
+    net.seen.clear()
+    restore(net, x, degradation="rain")
+    assert net.seen == ["rain"]
+
+
+def test_progress_bar(capsys) -> None:
+    pytest.importorskip("tqdm")
+    restore(LocalNet(), torch.rand(3, 40, 40), tile=16, overlap=4, progress=True)
+    assert "tiles" in capsys.readouterr().err
