@@ -123,7 +123,7 @@ def add_gaussian_noise(
 def motion_kernel(length: float, angle: float, size: int | None = None) -> torch.Tensor:
     """A normalised linear motion-blur kernel: a line of ``length`` pixels at ``angle`` degrees.
 
-    The line is sampled densely and splatted bilinearly, so any real length and angle work.
+    The line is sampled densely and each sample added to its nearest pixel, so any real length and angle work.
 
     Args:
         length: Length of the motion in pixels (>= 1).
@@ -145,21 +145,12 @@ def motion_kernel(length: float, angle: float, size: int | None = None) -> torch
         raise ValueError(f"motion_kernel: size must be odd, got {size}")
     k = torch.zeros(size, size, dtype=torch.float64)
     c = (size - 1) / 2
-    n = max(int(length * 8), 2)
-    t = torch.linspace(-(length - 1) / 2, (length - 1) / 2, n, dtype=torch.float64)
+    n = max(int(length * 8), 8)
+    t = (torch.arange(n, dtype=torch.float64) + 0.5) / n * length - length / 2
     a = math.radians(angle)
-    xs, ys = c + t * math.cos(a), c - t * math.sin(a)
-    x0, y0 = torch.floor(xs).long(), torch.floor(ys).long()
-    fx, fy = xs - x0, ys - y0
-    for dx, dy, w in (
-        (0, 0, (1 - fx) * (1 - fy)),
-        (1, 0, fx * (1 - fy)),
-        (0, 1, (1 - fx) * fy),
-        (1, 1, fx * fy),
-    ):
-        xi, yi = x0 + dx, y0 + dy
-        ok = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
-        k.index_put_((yi[ok], xi[ok]), w[ok], accumulate=True)
+    xi = torch.round(c + t * math.cos(a)).long().clamp(0, size - 1)
+    yi = torch.round(c - t * math.sin(a)).long().clamp(0, size - 1)
+    k.index_put_((yi, xi), torch.ones(n, dtype=torch.float64), accumulate=True)
     return (k / k.sum()).float()
 
 

@@ -1,0 +1,109 @@
+"""Staged fine-tuning: freeze a network, unfreeze named module groups, list what trains.
+
+Report 003 fine-tunes PromptIR in two stages: first continue with milder augmentation,
+then freeze the network and retrain a few core modules (the refinement blocks, the
+first decoder level, the prompts ...). With these helpers that is::
+
+    freeze(model)
+    unfreeze(model, ["refinement", "output", "decoder_level1", "prompt*"])
+    print(format_groups(model))
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+
+from torch import nn
+
+__all__ = ["PROMPTIR_STAGE2_GROUPS", "format_groups", "freeze", "module_groups", "unfreeze"]
+
+#: A second-stage choice for PromptIR in the spirit of report 003: the output end of the
+#: network (refinement, output conv, first decoder level and its prompt interaction).
+PROMPTIR_STAGE2_GROUPS: tuple[str, ...] = (
+    "refinement", "output", "decoder_level1", "prompt1", "noise_level1", "reduce_noise_level1",
+)  # fmt: skip
+
+
+def module_groups(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Top-level module groups with ``(trainable, total)`` parameter counts.
+
+    Parameters registered directly on the model appear under their own names.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+        >>> module_groups(net)
+        {'0': (6, 6), '1': (3, 3)}
+    """
+    groups: dict[str, tuple[int, int]] = {}
+    for name, p in model.named_parameters():
+        g = name.split(".", 1)[0]
+        t, n = groups.get(g, (0, 0))
+        groups[g] = (t + (p.numel() if p.requires_grad else 0), n + p.numel())
+    return groups
+
+
+def _select(model: nn.Module, patterns: Iterable[str]) -> list[nn.Parameter]:
+    patterns = list(patterns)
+    names = [n for n, _ in model.named_parameters()]
+    chosen: dict[str, nn.Parameter] = {}
+    params = dict(model.named_parameters())
+    unknown = []
+    for pat in patterns:
+        hits = [n for n in names if n == pat or n.startswith(pat + ".") or fnmatch.fnmatchcase(n.split(".", 1)[0], pat)
+                or fnmatch.fnmatchcase(n, pat)]  # fmt: skip
+        if not hits:
+            unknown.append(pat)
+        chosen.update((n, params[n]) for n in hits)
+    if unknown:
+        raise ValueError(f"no parameters match {unknown}; module groups are {sorted(module_groups(model))}")
+    return list(chosen.values())
+
+
+def freeze(model: nn.Module, groups: Iterable[str] | None = None) -> int:
+    """Stop gradients for ``groups`` (names, dotted prefixes or glob patterns; ``None``: everything).
+
+    Returns:
+        The number of parameters frozen.
+
+    Raises:
+        ValueError: If a name matches nothing (the message lists the groups).
+    """
+    params = list(model.parameters()) if groups is None else _select(model, groups)
+    for p in params:
+        p.requires_grad_(False)
+    return sum(p.numel() for p in params)
+
+
+def unfreeze(model: nn.Module, groups: Iterable[str] | None = None) -> int:
+    """Let gradients flow again for ``groups`` (``None``: everything).
+
+    Returns:
+        The number of parameters made trainable.
+
+    Raises:
+        ValueError: If a name matches nothing (the message lists the groups).
+
+    Examples:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+        >>> _ = freeze(net)
+        >>> unfreeze(net, ["1"])
+        3
+    """
+    params = list(model.parameters()) if groups is None else _select(model, groups)
+    for p in params:
+        p.requires_grad_(True)
+    return sum(p.numel() for p in params)
+
+
+def format_groups(model: nn.Module) -> str:
+    """A table of module groups with trainable / total parameters, and the totals."""
+    groups = module_groups(model)
+    width = max([len(g) for g in groups] + [5])
+    lines = [f"{'group':<{width}}  {'trainable':>12}  {'total':>12}"]
+    for g, (t, n) in groups.items():
+        lines.append(f"{g:<{width}}  {t:>12,}  {n:>12,}")
+    tt = sum(t for t, _ in groups.values())
+    nn_ = sum(n for _, n in groups.values())
+    lines.append(f"{'TOTAL':<{width}}  {tt:>12,}  {nn_:>12,}")
+    return "\n".join(lines)

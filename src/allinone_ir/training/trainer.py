@@ -1,0 +1,636 @@
+"""The training loop: AMP, accumulation, clipping, EMA, validation, exact resume, DDP."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .. import losses as L
+from ..metrics import get_protocol
+from .config import TrainerConfig
+from .distributed import DistInfo, EpochSampler, init_distributed, resolve_device
+from .ema import ModelEMA
+from .finetune import freeze, unfreeze
+from .schedule import warmup_cosine_factor
+
+__all__ = ["LOSSES", "LossTerm", "Trainer", "TrainingDivergedError", "build_loss"]
+
+#: Main losses by name (``TrainerConfig.loss``).
+LOSSES: dict[str, Callable[..., nn.Module]] = {
+    "l1": L.L1Loss,
+    "mse": L.MSELoss,
+    "charbonnier": L.CharbonnierLoss,
+    "psnr": L.PSNRLoss,
+    "ssim": L.SSIMLoss,
+    "l1_ssim": L.L1SSIMLoss,
+    "fft": L.FFTLoss,
+    "gfl": L.GuidedFrequencyLoss,
+}
+
+
+def build_loss(name: str, **kwargs: Any) -> nn.Module:
+    """A loss module by name (see :data:`LOSSES`).
+
+    Raises:
+        ValueError: For an unknown name or bad keyword arguments (the message names them).
+
+    Examples:
+        >>> build_loss("charbonnier", eps=1e-3)
+        CharbonnierLoss()
+    """
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
+    try:
+        return LOSSES[name](**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad arguments for loss {name!r}: {exc}") from exc
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the message says at which step and which checkpoint is good."""
+
+
+@dataclass
+class LossTerm:
+    """An extra loss added to the main one: ``weight * fn(model, batch, output)``.
+
+    ``model`` is the unwrapped network (so a term can read its prompts, as PIP's
+    directional decoupled loss does), ``batch`` the batch dict on the device, ``output``
+    the network's output.
+
+    Attributes:
+        fn: The term.
+        weight: Its weight (PIP: 0.002 for the directional decoupled loss).
+        name: Name used in the logs.
+    """
+
+    fn: Callable[[nn.Module, dict[str, Any], torch.Tensor], torch.Tensor]
+    weight: float = 1.0
+    name: str = "extra"
+
+
+def _atomic_write_bytes(path: Path, writer: Callable[[str], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    def w(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, default=float)
+
+    _atomic_write_bytes(path, w)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()  # noqa: NPY002 - the user's global numpy state is what we restore
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": {"version": version, "state": list(internal), "gauss": gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))  # noqa: NPY002
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"]), py["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _collate_keys(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if channels_last and v.ndim == 4:
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+class Trainer:
+    """Train a restoration network on a dataset of ``{"degraded", "clean", "label", ...}`` samples.
+
+    One object does what the course reports wrote by hand: AdamW / Adam, linear warm-up and
+    cosine decay to a floor (per update), gradient accumulation and clipping, bf16 / fp16
+    autocast (fp16 with a gradient scaler; bf16 falls back to fp32 where the GPU lacks it),
+    EMA weights, channels-last, optional ``torch.compile``, validation with PSNR / SSIM per
+    degradation under a named metric protocol, best-checkpoint tracking, CSV / JSON logs,
+    a progress bar, PNG curves, atomic checkpoints with everything needed for an exact
+    resume (``resume="auto"``), and DDP when launched by ``torchrun``.
+
+    Networks with ``accepts_degradation = True`` (PIP) receive ``batch["label"]`` as
+    ``degradation``. Extra loss terms (:class:`LossTerm`) are added to the main loss.
+    A loss with a ``set_progress`` method (the Guided Frequency Loss) is told the
+    fraction of training done before every update.
+
+    Args:
+        model: The network.
+        config: The run's settings.
+        train_data: Training dataset (dict samples); the trainer builds its loader.
+        val_data: Optional validation dataset.
+        loss: Main loss (default: ``build_loss(config.loss, **config.loss_kwargs)``).
+        extra_losses: Extra :class:`LossTerm` s.
+        batch_augment: Optional callable applied to every batch on the device (e.g.
+            :class:`~allinone_ir.data.BatchAugment`); its ``state_dict`` is checkpointed when it has one.
+
+    Examples:
+        >>> from allinone_ir import create_model
+        >>> from allinone_ir.data import SyntheticDegradationDataset
+        >>> data = SyntheticDegradationDataset([torch.rand(3, 32, 32)], tasks=["noise_25"], patch_size=16)
+        >>> net = create_model("nafnet", width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,))
+        >>> cfg = TrainerConfig(output_dir=tempfile.mkdtemp(), max_steps=2, batch_size=1, progress_bar=False)
+        >>> Trainer(net, cfg, data).fit()["step"]
+        2
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainerConfig,
+        train_data: Dataset,
+        val_data: Dataset | None = None,
+        *,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        extra_losses: Sequence[LossTerm] = (),
+        batch_augment: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        if not isinstance(config, TrainerConfig):
+            raise TypeError(f"config must be a TrainerConfig, got {type(config).__name__}")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        self.config = config
+        cfg = config
+        self.out_dir = Path(cfg.output_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        probe = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist: DistInfo = init_distributed(probe.type)
+        self.device = resolve_device(cfg.device, self.dist.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.precision = self._resolve_precision(cfg.precision)
+        self.model = model.to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if cfg.init_weights:
+            self._load_init_weights(cfg.init_weights)
+        if cfg.trainable is not None:
+            freeze(self.model)
+            unfreeze(self.model, cfg.trainable)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters (check TrainerConfig.trainable)")
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        min_factor = cfg.min_lr / cfg.lr
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: warmup_cosine_factor(
+                s, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps,
+                warmup_start_factor=cfg.warmup_start_factor, min_factor=min_factor,
+                cosine=cfg.schedule == "cosine",
+            ),
+        )  # fmt: skip
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        self.loss_fn = loss if loss is not None else build_loss(cfg.loss, **cfg.loss_kwargs)
+        if isinstance(self.loss_fn, nn.Module):
+            self.loss_fn = self.loss_fn.to(self.device)
+        self.extra_losses = list(extra_losses)
+        self.batch_augment = batch_augment
+        self.train_data, self.val_data = train_data, val_data
+        self.protocol = get_protocol(cfg.metric_protocol)
+        self.net: nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DDP(self.model, device_ids=ids)
+        if cfg.compile:
+            self.net = torch.compile(self.net)  # type: ignore[assignment]
+        self.sampler = EpochSampler(
+            len(train_data),
+            seed=cfg.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,  # type: ignore[arg-type]
+        )
+        per_epoch = len(self.sampler) // cfg.batch_size
+        if per_epoch < 1:
+            raise ValueError(
+                f"the training set has {len(train_data)} samples, fewer than one global batch of "  # type: ignore[arg-type]
+                f"{cfg.batch_size * self.dist.world_size}; lower batch_size or add data"
+            )
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.best: dict[str, Any] = {"psnr": -math.inf, "step": -1}
+        self.history: list[dict[str, Any]] = []
+        self._iter: Iterator[dict[str, Any]] | None = None
+        self.last_checkpoint: Path | None = None
+        if cfg.resume:
+            path = self.find_latest_checkpoint() if cfg.resume == "auto" else Path(cfg.resume)
+            if path is not None:
+                self.load_checkpoint(path)
+            elif cfg.resume != "auto":
+                raise FileNotFoundError(f"resume checkpoint not found: {cfg.resume}")
+
+    # ------------------------------------------------------------------ setup helpers
+    def _resolve_precision(self, precision: str) -> str:
+        if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            warnings.warn("bf16 is not supported on this GPU; training in fp32", stacklevel=3)
+            return "fp32"
+        return precision
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _load_init_weights(self, path: str) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state.get("ema") or state["model"]
+        self.model.load_state_dict(state)
+
+    # ------------------------------------------------------------------ data
+    def _loader(self) -> Iterator[dict[str, Any]]:
+        if hasattr(self.train_data, "set_epoch"):
+            self.train_data.set_epoch(self.epoch)
+        self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.config.batch_size)
+        loader = DataLoader(
+            self.train_data, batch_size=self.config.batch_size, sampler=self.sampler, drop_last=True,
+            num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
+        return iter(loader)
+
+    def _next_batch(self) -> dict[str, Any]:
+        if self._iter is None:
+            self._iter = self._loader()
+        try:
+            batch = next(self._iter)
+        except StopIteration:
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            self._iter = self._loader()
+            batch = next(self._iter)
+        self.batch_in_epoch += 1
+        return batch
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, net: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Run ``net`` on ``batch["degraded"]``, passing ``batch["label"]`` to PIP networks."""
+        if getattr(self.model, "accepts_degradation", False) and "label" in batch:
+            return net(batch["degraded"], degradation=batch["label"])
+        return net(batch["degraded"])
+
+    def _loss(self, batch: dict[str, Any], out: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        main = self.loss_fn(out.float(), batch["clean"].float())
+        parts = {"loss_main": float(main.detach())}
+        total = main
+        for term in self.extra_losses:
+            v = term.fn(self.model, batch, out)
+            parts[f"loss_{term.name}"] = float(v.detach())
+            total = total + term.weight * v
+        return total, parts
+
+    # ------------------------------------------------------------------ training
+    def train_step(self) -> dict[str, float]:
+        """One optimizer update (``grad_accum_steps`` batches); returns the logged values.
+
+        Raises:
+            TrainingDivergedError: If the loss is NaN or infinite.
+        """
+        cfg = self.config
+        self.net.train()
+        if hasattr(self.loss_fn, "set_progress"):
+            self.loss_fn.set_progress(self.step / cfg.max_steps)
+        total, parts_sum = 0.0, {}
+        for micro in range(cfg.grad_accum_steps):
+            batch = _collate_keys(self._next_batch(), self.device, cfg.channels_last)
+            if self.batch_augment is not None:
+                batch = self.batch_augment(batch)
+            last = micro == cfg.grad_accum_steps - 1
+            sync = (
+                self.net.no_sync()
+                if (self.dist.enabled and not last and hasattr(self.net, "no_sync"))
+                else contextlib.nullcontext()
+            )
+            with sync:
+                with self._autocast():
+                    out = self.forward(self.net, batch)
+                loss, parts = self._loss(batch, out)
+                self._check_finite(loss)
+                self.scaler.scale(loss / cfg.grad_accum_steps).backward()
+            total += float(loss.detach()) / cfg.grad_accum_steps
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v / cfg.grad_accum_steps
+        grad_norm = None
+        if cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in self.optimizer.param_groups for p in g["params"]], cfg.grad_clip
+                )
+            )
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        row = {"step": self.step, "loss": total, "lr": lr, **parts_sum}
+        if grad_norm is not None:
+            row["grad_norm"] = grad_norm
+        return row
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=self.device)
+        if self.dist.enabled:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bad.item() > 0:
+            good = self.last_checkpoint or self.find_latest_checkpoint()
+            where = f"the last good checkpoint is {good}" if good else "no checkpoint had been written yet"
+            raise TrainingDivergedError(
+                f"loss is {float(loss.detach())} at step {self.step + 1} (epoch {self.epoch}); training stopped "
+                f"without saving the broken weights; {where}. Try a lower lr, grad_clip, or bf16/fp32 instead of fp16."
+            )
+
+    def fit(self, steps: int | None = None) -> dict[str, Any]:
+        """Train until ``config.max_steps`` (or only until update ``steps``, to simulate an interruption).
+
+        Returns:
+            A summary: ``step``, ``loss`` (last logged), ``best`` (best validation PSNR and its step),
+            ``val`` (last validation metrics) and ``output_dir``.
+        """
+        cfg = self.config
+        stop = cfg.max_steps if steps is None else min(steps, cfg.max_steps)
+        main = self.dist.is_main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(
+                self.out_dir / "config.json",
+                {"trainer": cfg.to_dict(), "model": getattr(self.model, "config", None)},
+            )
+        bar = self._progress(stop) if main and cfg.progress_bar else None
+        t0, seen, acc, acc_n = time.perf_counter(), 0, 0.0, 0
+        last_val: dict[str, Any] = {}
+        row: dict[str, Any] = {}
+        while self.step < stop:
+            row = self.train_step()
+            seen += cfg.batch_size * cfg.grad_accum_steps * self.dist.world_size
+            acc, acc_n = acc + row["loss"], acc_n + 1
+            speed = seen / max(time.perf_counter() - t0, 1e-9)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", img_s=f"{speed:.1f}")
+            if main and (self.step % cfg.log_every == 0 or self.step == stop):
+                self._log_train({**row, "loss": acc / acc_n, "epoch": self.epoch, "images_per_s": speed})
+                acc, acc_n = 0.0, 0
+            is_end = self.step == cfg.max_steps
+            if self.val_data is not None and ((cfg.val_every and self.step % cfg.val_every == 0) or is_end):
+                last_val = self.validate()
+            if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == stop:
+                self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+        if main and cfg.plot:
+            self.plot_curves()
+        return {"step": self.step, "loss": row.get("loss"), "best": dict(self.best), "val": last_val,
+                "output_dir": str(self.out_dir)}  # fmt: skip
+
+    def _progress(self, total: int) -> Any:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return None
+        return tqdm(
+            total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr
+        )
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def evaluate(self, dataset: Dataset | None = None) -> dict[str, dict[str, float]]:
+        """PSNR / SSIM of the (EMA) model on a dataset, per degradation task and overall.
+
+        Also reports the metrics of the degraded inputs (``input_psnr``, ``input_ssim``), so
+        the gain is visible. Groups come from ``sample["task"]`` (e.g. ``noise_25``) when
+        present, else ``sample["degradation"]``.
+
+        Returns:
+            ``{group: {"psnr", "ssim", "input_psnr", "input_ssim", "count"}}`` with an ``"all"`` group.
+        """
+        data = dataset if dataset is not None else self.val_data
+        if data is None:
+            raise ValueError("no validation dataset given")
+        net = self.ema.module if self.ema is not None else self.model
+        was_training = net.training
+        net.eval()
+        loader = DataLoader(
+            data, batch_size=self.config.val_batch_size, shuffle=False, num_workers=self.config.num_workers
+        )
+        sums: dict[str, dict[str, float]] = {}
+        for batch in loader:
+            batch = _collate_keys(batch, self.device, self.config.channels_last)
+            with self._autocast():
+                out = self.forward(net, batch)
+            m = self.protocol.compute_per_image(out.float(), batch["clean"])
+            mi = self.protocol.compute_per_image(batch["degraded"], batch["clean"])
+            groups = batch.get("task", batch.get("degradation", ["all"] * out.shape[0]))
+            for i, g in enumerate(groups):
+                for key in (str(g), "all") if str(g) != "all" else ("all",):
+                    s = sums.setdefault(
+                        key, {"psnr": 0.0, "ssim": 0.0, "input_psnr": 0.0, "input_ssim": 0.0, "count": 0}
+                    )
+                    s["psnr"] += float(m["psnr"][i])
+                    s["ssim"] += float(m["ssim"][i])
+                    s["input_psnr"] += float(mi["psnr"][i])
+                    s["input_ssim"] += float(mi["ssim"][i])
+                    s["count"] += 1
+        net.train(was_training)
+        return {
+            g: {k: (v / s["count"] if k != "count" else v) for k, v in s.items()} for g, s in sums.items()
+        }
+
+    def validate(self) -> dict[str, Any]:
+        """Evaluate on the validation set (main process), log it and update the best checkpoint."""
+        res: dict[str, Any] = {}
+        if self.dist.is_main:
+            res = self.evaluate()
+            self._log_val(res)
+            if res["all"]["psnr"] > self.best["psnr"]:
+                self.best = {"psnr": res["all"]["psnr"], "ssim": res["all"]["ssim"], "step": self.step}
+                self.save_checkpoint(self.ckpt_dir / "best.pt", periodic=False)
+        if self.dist.enabled:
+            dist.barrier()
+        return res
+
+    # ------------------------------------------------------------------ logging
+    def _log_train(self, row: dict[str, Any]) -> None:
+        self.history.append({"kind": "train", **row})
+        self._append_csv(self.out_dir / "train_log.csv", row)
+        _write_json(self.out_dir / "history.json", self.history)
+
+    def _log_val(self, res: dict[str, dict[str, float]]) -> None:
+        for g, m in res.items():
+            row = {"step": self.step, "degradation": g, **m}
+            self.history.append({"kind": "val", **row})
+            self._append_csv(self.out_dir / "val_log.csv", row)
+        _write_json(self.out_dir / "history.json", self.history)
+        if self.config.progress_bar:
+            parts = ", ".join(f"{g} {m['psnr']:.2f} dB" for g, m in res.items())
+            print(f"[step {self.step}] val PSNR: {parts}", file=sys.stderr)
+
+    @staticmethod
+    def _append_csv(path: Path, row: Mapping[str, Any]) -> None:
+        new = not path.exists()
+        header = list(row) if new else next(csv.reader(open(path)))
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def plot_curves(self) -> Path | None:
+        """Save ``curves.png`` (training loss; validation PSNR per degradation) if matplotlib is installed.
+
+        Returns:
+            The PNG path, or ``None`` without matplotlib or without logged values.
+        """
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return None
+        train = [h for h in self.history if h["kind"] == "train"]
+        val = [h for h in self.history if h["kind"] == "val"]
+        if not train:
+            return None
+        fig, axes = plt.subplots(1, 2 if val else 1, figsize=(10 if val else 5, 3.5), squeeze=False)
+        ax = axes[0][0]
+        ax.plot([h["step"] for h in train], [h["loss"] for h in train])
+        ax.set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
+        if val:
+            ax = axes[0][1]
+            for g in sorted({h["degradation"] for h in val}):
+                pts = [h for h in val if h["degradation"] == g]
+                ax.plot([h["step"] for h in pts], [h["psnr"] for h in pts], marker="o", label=g)
+            ax.set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = self.out_dir / "curves.png"
+        _atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+        plt.close(fig)
+        return path
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything an exact resume needs (model, optimizer, scheduler, scaler, EMA, counters, RNG, config)."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best": {k: float(v) if isinstance(v, float) else v for k, v in self.best.items()},
+            "rng": _rng_state(),
+            "config": self.config.to_dict(),
+            "model_config": getattr(self.model, "config", None),
+            "arch": type(self.model).__name__,
+            "history": self.history,
+        }
+        if hasattr(self.batch_augment, "state_dict"):
+            state["batch_augment"] = self.batch_augment.state_dict()  # type: ignore[union-attr]
+        if hasattr(self.loss_fn, "state_dict") and isinstance(self.loss_fn, nn.Module):
+            state["loss"] = self.loss_fn.state_dict()
+        return state
+
+    def save_checkpoint(
+        self, path: str | os.PathLike[str] | None = None, *, periodic: bool = True
+    ) -> Path | None:
+        """Write a checkpoint atomically (main process only); periodic ones are rotated (``keep_last``).
+
+        Returns:
+            The path written (``None`` on other processes).
+        """
+        if not self.dist.is_main:
+            return None
+        p = Path(path) if path is not None else self.ckpt_dir / f"step_{self.step:08d}.pt"
+        state = self.state_dict()
+        _atomic_write_bytes(p, lambda tmp: torch.save(state, tmp))
+        if periodic:
+            self.last_checkpoint = p
+            olds = sorted(self.ckpt_dir.glob("step_*.pt"))
+            for old in olds[: -self.config.keep_last]:
+                old.unlink()
+        return p
+
+    def find_latest_checkpoint(self) -> Path | None:
+        """The periodic checkpoint with the highest step in ``output_dir/checkpoints``, if any."""
+        if not self.ckpt_dir.is_dir():
+            return None
+        found = [
+            (int(m.group(1)), p)
+            for p in self.ckpt_dir.glob("step_*.pt")
+            if (m := re.fullmatch(r"step_(\d+)\.pt", p.name))
+        ]
+        return max(found)[1] if found else None
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint` (``weights_only`` loading)."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.best = dict(state["best"])
+        self.history = list(state.get("history", []))
+        _set_rng_state(state["rng"])
+        if "batch_augment" in state and hasattr(self.batch_augment, "load_state_dict"):
+            self.batch_augment.load_state_dict(state["batch_augment"])  # type: ignore[union-attr]
+        self._iter = None
+        self.last_checkpoint = Path(path)
