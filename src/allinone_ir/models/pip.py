@@ -124,9 +124,11 @@ class PIPRestormer(_PIPControl, RestormerEncoderMixin):
     (reflect padding to a multiple of 8, output cropped back).
 
     Defaults: dim 48, blocks [4,6,6,8], refinement 4, prompt dims [64,128,256], sizes
-    [64,32,16], 5 degradations, P2P 2 heads, P2F 4 heads; 27,287,099 parameters, of which
-    the degradation classifier has 78,005 (see ``notes/issue-3.md`` for how this compares
-    with the paper's 26.82 M and the official 27.32 M).
+    [64,32,16], 5 degradations, P2P 2 heads, P2F 4 heads: 27,287,099 parameters. The
+    official code builds 27,316,614 (without its unused modules); the prompt-to-feature
+    projections here need 107,520 fewer (see :class:`~allinone_ir.layers.SelectivePromptToFeature`)
+    and the degradation classifier adds 78,005. (The paper's 26.82 M equals the official
+    network counted without the parameters that are not convolution or linear weights.)
 
     Args:
         in_channels: Input image channels.
@@ -361,6 +363,10 @@ class PIPUNet(_PIPControl, RestorationModel):
     module must run once per forward. For full control instead, call
     :class:`~allinone_ir.layers.PIPBlock` yourself: ``e1 = pip(e1, omega)`` with
     ``omega = resolve_degradation_weights(degradation, batch_size=N)``.
+
+    ``config`` records the wrapper's arguments but not the backbone, and the wrapper is not
+    in the model registry: to reload weights, wrap the same backbone again and use
+    ``load_state_dict``.
 
     Args:
         backbone: Your network; ``backbone(x)`` must return the restored image.
