@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -75,8 +77,8 @@ def test_tile_starts_cover_with_overlap() -> None:
         starts = tile_starts(length, tile, overlap)
         t = min(tile, length)
         assert starts[0] == 0 and starts[-1] + t == length
-        assert all(b - a <= t - overlap for a, b in zip(starts, starts[1:]))
-        assert all(b > a for a, b in zip(starts, starts[1:]))
+        assert all(b - a <= t - overlap for a, b in itertools.pairwise(starts))
+        assert all(b > a for a, b in itertools.pairwise(starts))
 
 
 def test_blend_window_partition_of_unity() -> None:
@@ -109,7 +111,9 @@ def test_blending_is_normalised() -> None:
     ident = Recorder(nn.Identity())
     x = torch.rand(1, 3, 45, 61)
     for tile, overlap in [(16, 8), (20, 19), (64, 32), ((8, 30), 5)]:
-        torch.testing.assert_close(restore(ident, x, tile=tile, overlap=overlap, clamp=False), x, rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            restore(ident, x, tile=tile, overlap=overlap, clamp=False), x, rtol=0, atol=1e-6
+        )
 
 
 def test_tiles_are_batched_and_bounded() -> None:

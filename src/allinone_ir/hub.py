@@ -19,6 +19,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,8 @@ def _detect_restormer_family(state: Mapping[str, torch.Tensor]) -> tuple[str, di
         bias="patch_embed.proj.bias" in state,
         layer_norm_type="WithBias" if any(k.endswith("norm1.body.bias") for k in state) else "BiasFree",
     )
+    if "pip_level1.basic_prompt.prompt" in state:
+        return "PIPRestormer", {**config, **_detect_pip(state, [f"pip_level{i}" for i in (1, 2, 3)])}
     if "prompt1.prompt_param" not in state:
         return "Restormer", config
     params = [state[f"prompt{i}.prompt_param"] for i in (1, 2, 3)]
@@ -264,7 +267,43 @@ def _detect_nafnet(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, An
         enc_blk_nums=[_count(state, f"encoders.{i}") for i in range(levels)],
         dec_blk_nums=[_count(state, f"decoders.{i}") for i in range(levels)],
     )
+    if "pips.0.basic_prompt.prompt" in state:
+        pip = _detect_pip(state, [f"pips.{i}" for i in range(levels)])
+        return "PIPNAFNet", {**config, **pip, "ffn_expansion_factor": _ffn_factor(state)}
     return "NAFNet", config
+
+
+def _detect_pip(state: Mapping[str, torch.Tensor], blocks: list[str]) -> dict[str, Any]:
+    """Prompt sizes, degradation count, heads and classifier of the PIP blocks named ``blocks``."""
+    from .layers.pip import DEFAULT_DEGRADATIONS
+
+    prompts = [state[f"{b}.basic_prompt.prompt"] for b in blocks]
+    num = int(state[f"{blocks[0]}.degradation_prompt.prompts"].shape[0])
+    names = list(DEFAULT_DEGRADATIONS)
+    if num != len(names):
+        names = (
+            names[:num] if num < len(names) else names + [f"degradation{i}" for i in range(len(names), num)]
+        )
+        warnings.warn(
+            f"the checkpoint has {num} degradation prompts; their names are not stored in the weights, "
+            f"calling them {names} (pass degradations=[...] to name them)",
+            stacklevel=4,
+        )
+    widths = [
+        int(state[f"classifier.stages.{i}.0.conv1.weight"].shape[0])
+        for i in range(_count(state, "classifier.stages"))
+    ]
+    config: dict[str, Any] = dict(
+        prompt_dims=[int(p.shape[0]) for p in prompts],
+        prompt_sizes=[int(p.shape[-1]) for p in prompts],
+        degradations=names,
+        p2p_heads=_heads(state, (f"{blocks[0]}.p2p",), 2),
+        p2f_heads=_heads(state, (f"{blocks[0]}.p2f",), 4),
+        classifier=bool(widths),
+    )
+    if widths:
+        config["classifier_widths"] = widths
+    return config
 
 
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
@@ -273,7 +312,9 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
     Reads the first width from ``patch_embed`` / ``intro``, blocks per level from the largest
     block index, attention heads from the ``temperature`` shapes, prompt channels / length /
     size from ``prompt_param``, the feed-forward factor from the hidden widths, ``bias`` from
-    the presence of bias tensors and the LayerNorm kind from ``norm*.body.bias``.
+    the presence of bias tensors and the LayerNorm kind from ``norm*.body.bias``; for PIP networks
+    the prompt sizes, the number of degradations, the heads and the classifier widths (degradation
+    names are not stored in weights: the defaults are assumed).
 
     Args:
         state_dict: Weights with the official key names (prefixes already removed, see
@@ -299,7 +340,8 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
         return _detect_nafnet(state_dict)
     keys = sorted(state_dict)
     raise CheckpointError(
-        "cannot detect the architecture of this checkpoint (known: PromptIR, Restormer, NAFNet; pass "
+        "cannot detect the architecture of this checkpoint (known: PromptIR, Restormer, NAFNet, PIP-Restormer, "
+        "PIP-NAFNet; pass "
         f"arch= for others); it has {len(keys)} keys, e.g. {keys[:8]}"
     )
 

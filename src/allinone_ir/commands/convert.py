@@ -1,0 +1,44 @@
+"""``allinone-ir convert``: an official (or any readable) checkpoint in, safetensors out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``convert`` sub-command."""
+    p = subparsers.add_parser(
+        "convert",
+        help="convert an official checkpoint to safetensors",
+        description="Read an official PromptIR .ckpt, Restormer/NAFNet .pth or our own file and write "
+        "safetensors: a .safetensors file (config in its metadata) or a save_pretrained folder.",
+    )
+    p.add_argument("src", help="checkpoint to read")
+    p.add_argument("dst", help="output .safetensors file or folder")
+    p.add_argument("--arch", default=None, help="architecture name (default: detected from the weights)")
+    p.add_argument("--model-args", default=None, help="JSON constructor overrides")
+    p.add_argument("--protocol", default="promptir", help="metric protocol recorded in the config")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert ``src`` to ``dst``; prints what was detected. Returns the exit status."""
+    from ..hub import CheckpointError, convert_checkpoint, from_pretrained
+
+    try:
+        overrides = json.loads(args.model_args) if args.model_args else {}
+        out = convert_checkpoint(
+            args.src, args.dst, arch=args.arch, overwrite=args.overwrite, protocol=args.protocol, **overrides
+        )
+    except (CheckpointError, ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    model = from_pretrained(out)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out}: {type(model).__name__}, {n:,d} parameters, config {json.dumps(model.config)}")
+    return 0

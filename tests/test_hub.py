@@ -1,0 +1,201 @@
+"""Checkpoints: official formats, architecture detection, safetensors round trips."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from allinone_ir import __version__, create_model, list_models
+from allinone_ir.hub import (
+    CheckpointError,
+    convert_checkpoint,
+    detect_architecture,
+    extract_state_dict,
+    from_pretrained,
+    load_checkpoint,
+    save_pretrained,
+)
+from allinone_ir.models import PROMPTIR_UNUSED_MODULES, PromptIR
+
+from .tiny_configs import TINY
+
+pytest.importorskip("safetensors")
+
+
+def _tiny(name: str) -> nn.Module:
+    net = create_model(name, **TINY[name]).eval()
+    with torch.no_grad():  # make every parameter matter (NAF blocks start as identities)
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+def _same_outputs(a: nn.Module, b: nn.Module, size: tuple[int, int] = (24, 20)) -> None:
+    x = torch.rand(1, 3, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(a.eval()(x), b.eval()(x), rtol=0, atol=0)
+
+
+def _unused_modules(cfg: dict) -> dict[str, torch.Tensor]:
+    """The six modules the official PromptIR builds and never uses, with the official shapes."""
+    dim, (p1, p2, p3) = cfg["dim"], cfg["prompt_dims"]
+    shapes = {
+        "chnl_reduce1": (p1, p1), "chnl_reduce2": (p2, p2), "chnl_reduce3": (dim * 16 // 3, p3),
+        "reduce_noise_channel_1": (dim, dim + p1), "reduce_noise_channel_2": (dim * 2, dim * 2 + p2),
+        "reduce_noise_channel_3": (dim * 4, dim * 4 + dim * 16 // 3),
+    }  # fmt: skip
+    assert set(shapes) == set(PROMPTIR_UNUSED_MODULES)
+    return {f"{k}.weight": torch.randn(o, i, 1, 1) for k, (o, i) in shapes.items()}
+
+
+def _official_promptir_ckpt(net: PromptIR) -> dict:
+    state = {f"net.{k}": v.clone() for k, v in net.state_dict().items()}
+    state.update({f"net.{k}": v for k, v in _unused_modules(net.config).items()})
+    assert state["net.prompt1.prompt_param"].dim() == 5  # official (1, L, C, S, S) layout
+    return {"epoch": 119, "global_step": 1000, "pytorch-lightning_version": "2.0.0", "state_dict": state,
+            "optimizer_states": [], "lr_schedulers": []}  # fmt: skip
+
+
+def test_official_promptir_lightning_checkpoint(tmp_path) -> None:
+    net = _tiny("promptir")
+    path = tmp_path / "model.ckpt"
+    torch.save(_official_promptir_ckpt(net), path)
+    loaded = load_checkpoint(path)
+    assert isinstance(loaded, PromptIR) and not loaded.training
+    assert loaded.config == net.config
+    _same_outputs(loaded, net)
+    # into an existing network and with an explicit name
+    _same_outputs(load_checkpoint(path, create_model("promptir", **TINY["promptir"])), net)
+    _same_outputs(load_checkpoint(path, "promptir"), net)
+
+
+def test_full_size_promptir_detection() -> None:
+    """The official configuration is recovered from (meta) tensors of the released checkpoint's shapes."""
+    with torch.device("meta"):
+        net = create_model("promptir")
+        state = dict(net.state_dict())
+        state.update({k: v.to("meta") for k, v in _unused_modules(net.config).items()})
+    assert sum(v.numel() for v in state.values()) == 35_592_263  # ARCHITECTURE_FACTS: with unused modules
+    name, cfg = detect_architecture(
+        extract_state_dict({"state_dict": {f"net.{k}": v for k, v in state.items()}})
+    )
+    assert name == "PromptIR"
+    assert cfg == net.config
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_detect_architecture_of_tiny_models(name: str) -> None:
+    net = _tiny(name)
+    cls_name, cfg = detect_architecture(net.state_dict())
+    assert cls_name == type(net).__name__
+    assert {k: v for k, v in net.config.items() if k in cfg} == cfg
+    _same_outputs(load_checkpoint(net.state_dict()), net)
+
+
+def test_detect_other_hyper_parameters() -> None:
+    net = create_model(
+        "restormer", dim=6, num_blocks=(2, 1, 3, 1), num_refinement_blocks=2, heads=(1, 3, 2, 6),
+        ffn_expansion_factor=2.0, bias=True, layer_norm_type="BiasFree",
+    )  # fmt: skip
+    assert detect_architecture(net.state_dict()) == ("Restormer", net.config)
+    naf = create_model("nafnet", width=4, middle_blk_num=0, enc_blk_nums=(2, 0, 1), dec_blk_nums=(1, 1, 3))
+    assert detect_architecture(naf.state_dict())[1] == {
+        k: v for k, v in naf.config.items() if k != "drop_out_rate"
+    }
+    p = create_model("promptir", **{**TINY["promptir"], "interaction_heads": 4, "prompt_len": 2})
+    assert detect_architecture(p.state_dict())[1] == p.config
+
+
+def test_official_restormer_and_nafnet_pth(tmp_path) -> None:
+    restormer = _tiny("restormer")
+    path = tmp_path / "deraining.pth"
+    torch.save({"params": {f"module.{k}": v for k, v in restormer.state_dict().items()}}, path)
+    _same_outputs(load_checkpoint(path), restormer)
+
+    naf, other = _tiny("nafnet"), _tiny("nafnet")
+    path = tmp_path / "NAFNet-SIDD-width32.pth"
+    torch.save({"params": other.state_dict(), "params_ema": naf.state_dict()}, path)
+    _same_outputs(load_checkpoint(path), naf)  # EMA weights preferred
+    torch.save({"state_dict": {f"_orig_mod.{k}": v for k, v in naf.state_dict().items()}}, path)
+    _same_outputs(load_checkpoint(path, "nafnet_width64"), naf)  # detected sizes beat the variant's defaults
+
+
+def test_wrong_architecture_lists_keys() -> None:
+    naf = _tiny("nafnet")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(naf.state_dict(), "restormer", **TINY["restormer"])
+    msg = str(err.value)
+    assert "missing keys" in msg and "patch_embed.proj.weight" in msg
+    assert "unexpected keys" in msg and "intro.weight" in msg
+    wider = create_model("promptir", **{**TINY["promptir"], "dim": 16})
+    with pytest.raises(CheckpointError, match=r"shape mismatches.*patch_embed\.proj\.weight"):
+        load_checkpoint(_tiny("promptir").state_dict(), wider)
+    with pytest.raises(CheckpointError, match="cannot detect"):
+        load_checkpoint({"foo.weight": torch.zeros(2)})
+
+
+def test_weights_only_refuses_pickled_objects(tmp_path) -> None:
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": _tiny("nafnet").state_dict(), "obj": nn.ReLU()}, path)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_save_pretrained_round_trip(tmp_path) -> None:
+    net = _tiny("promptir")
+    folder = save_pretrained(net, tmp_path / "m", protocol="basicsr")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]  # no temp files
+    cfg = json.loads((folder / "config.json").read_text())
+    assert (
+        cfg["architecture"] == "PromptIR" and cfg["config"] == net.config and cfg["model_name"] == "promptir"
+    )
+    assert cfg["library_version"] == __version__ and cfg["input_range"] == [0.0, 1.0]
+    assert cfg["metric_protocol"] == "basicsr"
+    loaded = from_pretrained(folder)
+    assert type(loaded) is PromptIR and loaded.model_name == "promptir"
+    _same_outputs(loaded, net, (17, 33))
+    _same_outputs(load_checkpoint(folder), net)
+    _same_outputs(load_checkpoint(folder / "model.safetensors"), net)
+
+    with pytest.raises(FileExistsError, match="overwrite"):
+        save_pretrained(_tiny("promptir"), folder)
+    _same_outputs(from_pretrained(folder), net)  # untouched
+    other = _tiny("promptir")
+    save_pretrained(other, folder, overwrite=True)
+    _same_outputs(from_pretrained(folder), other)
+    with pytest.raises(ValueError, match="protocol"):
+        save_pretrained(net, tmp_path / "x", protocol="nope")
+
+
+@pytest.mark.parametrize(
+    "name", sorted({n for n in list_models() if n in TINY and not n.startswith("nafnet_")})
+)
+def test_every_network_round_trips(tmp_path, name: str) -> None:
+    net = _tiny(name)
+    _same_outputs(from_pretrained(save_pretrained(net, tmp_path / name)), net)
+
+
+def test_convert_official_checkpoint(tmp_path) -> None:
+    net = _tiny("promptir")
+    src = tmp_path / "promptir.ckpt"
+    torch.save(_official_promptir_ckpt(net), src)
+    single = convert_checkpoint(src, tmp_path / "promptir.safetensors")
+    _same_outputs(from_pretrained(single), net)  # the config travels in the safetensors metadata
+    folder = convert_checkpoint(src, tmp_path / "converted")
+    _same_outputs(from_pretrained(folder), net)
+    with pytest.raises(FileExistsError):
+        convert_checkpoint(src, single)
+    with pytest.raises(ValueError, match="source"):
+        convert_checkpoint(src, src)
+
+
+def test_missing_safetensors_message(monkeypatch, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(ImportError, match=r"allinone-ir\[hub\]"):
+        save_pretrained(_tiny("nafnet"), tmp_path / "m")
