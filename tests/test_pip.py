@@ -21,7 +21,7 @@ from allinone_ir.layers import (
     resolve_degradation_weights,
     top_m_channel_attention,
 )
-from allinone_ir.layers.pip import top_m_sizes
+from allinone_ir.layers.pip import _reference_top_m_attention, top_m_sizes
 from allinone_ir.models import DegradationClassifier, degradation_classification_loss, get_model_class
 
 from .tiny_configs import TINY
@@ -155,6 +155,8 @@ class TestTopM:
         out = top_m_channel_attention(q, k, v, temperature, heads, ms, weights)
         ref = _eq78_reference(q, k, v, temperature, heads, ms, weights)
         torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+        unfused = _reference_top_m_attention(q, k, v, temperature, heads, ms, weights)
+        torch.testing.assert_close(out, unfused, atol=1e-5, rtol=1e-5)
 
     def test_keeping_every_entry_is_dense_attention(self) -> None:
         q, k, v = (torch.randn(2, 8, 4, 4) for _ in range(3))

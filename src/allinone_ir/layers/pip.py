@@ -373,6 +373,32 @@ def top_m_channel_attention(
     return out.reshape(n, c, h, w)
 
 
+def _reference_top_m_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    temperature: torch.Tensor,
+    num_heads: int,
+    top_m: Sequence[int],
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """Unfused form of :func:`top_m_channel_attention` (kept for tests and benchmarks).
+
+    Builds each mask from ``topk`` indices with ``scatter`` and multiplies ``v`` once per mask.
+    """
+    n, c, h, w = q.shape
+    qh = F.normalize(q.reshape(n, num_heads, c // num_heads, -1), dim=-1)
+    kh = F.normalize(k.reshape(n, num_heads, c // num_heads, -1), dim=-1)
+    vh = v.reshape(n, num_heads, c // num_heads, -1)
+    attn = qh @ kh.transpose(-2, -1) * temperature
+    out = torch.zeros_like(vh)
+    for i, m in enumerate(top_m):
+        mask = torch.zeros_like(attn).scatter_(-1, attn.topk(m, dim=-1).indices, 1.0)
+        probs = attn.masked_fill(mask == 0, float("-inf")).softmax(dim=-1)
+        out = out + (probs @ vh) * weights[i]
+    return out.reshape(n, c, h, w)
+
+
 class CrossChannelAttention(nn.Module):
     """MDTA-style transposed cross attention between a query map and a context map.
 
