@@ -1,0 +1,249 @@
+"""Datasets (pairing rules, labels, identical geometry, error messages), mixing and augmentations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from allinone_ir.data import (
+    BatchAugment,
+    DatasetError,
+    MixedDataset,
+    PairedImageDataset,
+    SyntheticDegradationDataset,
+    augment_mode,
+    cutblur,
+    dmix,
+    mixup,
+    paired_random_crop,
+    promptir_dataset,
+)
+from allinone_ir.io import write_image
+
+
+def _write(path: Path, img: torch.Tensor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, img)
+
+
+def _q(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x * 255) / 255
+
+
+@pytest.fixture
+def course(tmp_path: Path) -> Path:
+    """The course task layout: degraded/rain-1.png pairs with clean/rain_clean-1.png."""
+    g = torch.Generator().manual_seed(0)
+    for kind in ("rain", "snow"):
+        for i in (1, 2):
+            clean = _q(torch.rand(3, 20, 24, generator=g))
+            _write(tmp_path / "clean" / f"{kind}_clean-{i}.png", clean)
+            _write(tmp_path / "degraded" / f"{kind}-{i}.png", 1 - clean)
+    return tmp_path
+
+
+COURSE_MAP = (r"^(\w+)-(\d+)", r"\1_clean-\2")
+
+
+def test_paired_course_layout_labels_and_identical_geometry(course: Path) -> None:
+    ds = PairedImageDataset(
+        course / "degraded", course / "clean", name_map=COURSE_MAP, label_from="prefix",
+        classes=["rain", "snow"], patch_size=8, seed=3,
+    )  # fmt: skip
+    assert len(ds) == 4 and ds.validate() == []
+    labels = sorted((s["name"], s["label"], s["degradation"]) for s in (ds[i] for i in range(4)))
+    assert labels == [
+        ("rain-1", 0, "rain"),
+        ("rain-2", 0, "rain"),
+        ("snow-1", 1, "snow"),
+        ("snow-2", 1, "snow"),
+    ]
+    seen_modes = set()
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        s = ds[0]
+        assert s["degraded"].shape == (3, 8, 8)
+        assert torch.allclose(s["degraded"], 1 - s["clean"], atol=1e-6)  # same crop, flip, rotation
+        seen_modes.add(tuple(s["clean"].flatten()[:4].tolist()))
+    assert len(seen_modes) > 1  # the epoch changes the crop / augmentation
+    ds.set_epoch(2)
+    assert torch.equal(ds[1]["clean"], ds[1]["clean"])  # deterministic per (seed, epoch, index)
+
+
+def test_label_from_subfolder_mapping_and_default_classes(tmp_path: Path) -> None:
+    for sub in ("rain", "haze"):
+        _write(tmp_path / "deg" / sub / "a.png", torch.rand(3, 8, 8))
+        _write(tmp_path / "clean" / sub / "a.png", torch.rand(3, 8, 8))
+    ds = PairedImageDataset(tmp_path / "deg", tmp_path / "clean", label_from="subfolder")
+    assert sorted((s["degradation"], s["label"]) for s in ds) == [("haze", 2), ("rain", 1)]  # PIP labels
+    ds = PairedImageDataset(tmp_path / "deg" / "rain", tmp_path / "clean" / "rain", label_from={"a": "snow"})
+    assert ds[0]["degradation"] == "snow" and ds.classes == {"snow": 5}
+    with pytest.raises(DatasetError, match="no label"):
+        PairedImageDataset(
+            tmp_path / "deg" / "rain", tmp_path / "clean" / "rain", label_from="fog", classes=["rain"]
+        )
+
+
+def test_missing_partners_are_all_named(course: Path) -> None:
+    (course / "clean" / "rain_clean-2.png").unlink()
+    (course / "clean" / "snow_clean-1.png").unlink()
+    with pytest.raises(DatasetError) as exc:
+        PairedImageDataset(course / "degraded", course / "clean", name_map=COURSE_MAP)
+    msg = str(exc.value)
+    assert "2 degraded image(s) without a clean partner" in msg
+    assert "rain-2.png" in msg and "rain_clean-2.png" in msg and "snow-1.png" in msg
+
+
+def test_size_mismatch_and_unreadable_files_named_and_collected(course: Path) -> None:
+    (course / "clean" / "rain_clean-1.png").unlink()
+    _write(course / "clean" / "rain_clean-1.png", torch.rand(3, 21, 24))
+    (course / "degraded" / "snow-2.png").write_bytes(b"not a png")
+    ds = PairedImageDataset(course / "degraded", course / "clean", name_map=COURSE_MAP, patch_size=22)
+    with pytest.raises(
+        DatasetError, match=r"rain-1\.png is 24x20 but its clean partner .*rain_clean-1\.png is 24x21"
+    ):
+        ds[ds.pairs.index(next(p for p in ds.pairs if p.degraded.name == "rain-1.png"))]
+    problems = ds.validate(raise_on_error=False)
+    assert len(problems) == 4  # mismatch, unreadable, and two images smaller than the 22 px crop
+    assert any("snow-2.png" in p and "cannot read" in p for p in problems)
+    assert sum("smaller than patch_size 22" in p for p in problems) == 2
+    with pytest.raises(DatasetError, match="4 problem"):
+        ds.validate()
+
+
+def test_bad_folders_and_name_map(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not a folder"):
+        PairedImageDataset(tmp_path / "nope", tmp_path)
+    (tmp_path / "a").mkdir()
+    with pytest.raises(DatasetError, match="no images"):
+        PairedImageDataset(tmp_path / "a", tmp_path)
+    _write(tmp_path / "a" / "x.png", torch.rand(3, 4, 4))
+    with pytest.raises(TypeError, match="name_map"):
+        PairedImageDataset(tmp_path / "a", tmp_path / "a", name_map=42)  # type: ignore[arg-type]
+
+
+def test_synthetic_dataset_seeded_and_fixed() -> None:
+    imgs = [torch.rand(3, 32, 32), torch.rand(3, 32, 32)]
+    ds = SyntheticDegradationDataset(imgs, tasks=["noise_15", "rain", "haze"], patch_size=16, seed=1)
+    assert len(ds) == 6
+    assert [ds[i]["task"] for i in range(3)] == ["noise_15", "rain", "haze"]
+    assert [ds[i]["label"] for i in range(3)] == [0, 1, 2]
+    a = ds[1]
+    assert torch.equal(a["degraded"], ds[1]["degraded"])
+    ds.set_epoch(1)
+    assert not torch.equal(a["degraded"], ds[1]["degraded"])
+    fixed = SyntheticDegradationDataset(imgs, tasks=["snow"], patch_size=16, fixed=True)
+    s0 = fixed[0]["degraded"]
+    fixed.set_epoch(5)
+    assert torch.equal(s0, fixed[0]["degraded"])
+    with pytest.raises(ValueError, match="unknown task"):
+        SyntheticDegradationDataset(imgs, tasks=["fog"])
+    with pytest.raises(IndexError):
+        ds[6]
+
+
+def test_promptir_layout_repeats_and_labels(tmp_path: Path) -> None:
+    for i in range(2):
+        _write(tmp_path / "Train" / "Denoise" / f"{i}.png", torch.rand(3, 20, 20))
+    _write(tmp_path / "Train" / "Derain" / "rainy" / "rain-1.png", torch.rand(3, 20, 20))
+    _write(tmp_path / "Train" / "Derain" / "gt" / "norain-1.png", torch.rand(3, 20, 20))
+    _write(tmp_path / "Train" / "Dehaze" / "synthetic" / "part1" / "0001_0.8_0.2.png", torch.rand(3, 20, 20))
+    _write(tmp_path / "Train" / "Dehaze" / "original" / "0001.png", torch.rand(3, 20, 20))
+    ds = promptir_dataset(tmp_path, patch_size=16)
+    assert len(ds) == 2 * 3 + 1 * 120 + 1 * 1  # three sigmas, rain x120, haze x1
+    tasks = [ds[i]["task"] for i in (0, 1, 2, 6, 125, 126)]
+    assert tasks == ["noise_15", "noise_25", "noise_50", "rain", "rain", "haze"]
+    assert [ds[i]["label"] for i in (0, 6, 126)] == [0, 1, 2]
+    assert ds.validate() == []
+    small = promptir_dataset(tmp_path, tasks=["derain"], repeats={"derain": 2}, patch_size=16)
+    assert len(small) == 2
+    with pytest.raises(ValueError, match="unknown task"):
+        promptir_dataset(tmp_path, tasks=["desnow"])
+    with pytest.raises(DatasetError, match="not a folder"):
+        promptir_dataset(tmp_path, tasks=["deblur"])
+
+
+def test_mixed_dataset_forwards_epoch() -> None:
+    a = SyntheticDegradationDataset([torch.rand(3, 16, 16)], tasks=["rain"], patch_size=8)
+    ds = MixedDataset([(a, 2), a])
+    assert len(ds) == 3
+    before = ds[0]["degraded"]
+    ds.set_epoch(3)
+    assert a.epoch == 3 and not torch.equal(before, ds[0]["degraded"])
+    with pytest.raises(ValueError, match="repeat"):
+        MixedDataset([(a, 0)])
+
+
+def test_augment_modes_are_the_eight_symmetries() -> None:
+    x = torch.arange(9.0).view(1, 3, 3)
+    outs = {tuple(augment_mode(x, m).flatten().tolist()) for m in range(8)}
+    assert len(outs) == 8
+    assert torch.equal(augment_mode(x, 2), torch.rot90(x, 1, (-2, -1)))
+    with pytest.raises(ValueError, match=r"0\.\.7"):
+        augment_mode(x, 8)
+    with pytest.raises(ValueError, match="smaller than"):
+        paired_random_crop([torch.rand(3, 4, 4)], 8, names=["a.png"])
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "degraded": torch.rand(4, 3, 8, 8, generator=g),
+        "clean": torch.rand(4, 3, 8, 8, generator=g),
+        "label": torch.tensor([0, 1, 2, 3]),
+    }
+
+
+def test_dmix_swaps_halves_and_mixes_labels() -> None:
+    b = _batch()
+    out = dmix(b, num_classes=5, rng=1)
+    g = torch.Generator().manual_seed(1)  # replay the draws: permutation, then the split axis
+    perm = torch.randperm(4, generator=g)
+    along_h = bool(torch.rand((), generator=g) < 0.5)
+    for key in ("degraded", "clean"):
+        ref = b[key].clone()
+        if along_h:
+            ref[..., 4:, :] = b[key][perm][..., 4:, :]
+        else:
+            ref[..., :, 4:] = b[key][perm][..., :, 4:]
+        assert torch.equal(out[key], ref)
+    onehot = torch.nn.functional.one_hot(b["label"], 5).float()
+    assert torch.equal(out["label"], 0.5 * onehot + 0.5 * onehot[perm])
+    assert not torch.equal(perm, torch.arange(4))
+    with pytest.raises(ValueError, match="label"):
+        dmix({"degraded": b["degraded"], "clean": b["clean"]}, num_classes=5)
+
+
+def test_mixup_and_cutblur() -> None:
+    b = _batch()
+    out = mixup(b, num_classes=5, rng=2)
+    w = out["label"]
+    lam = float(w.max(dim=1).values.min())
+    assert torch.allclose(w.sum(1), torch.ones(4)) and 0 < lam <= 1
+    # the same blend applies to degraded and clean images
+    d = out["degraded"] - out["clean"]
+    assert d.shape == b["degraded"].shape
+    assert torch.equal(mixup(b, rng=2)["clean"], mixup(b, rng=2)["clean"])
+    cb = cutblur(b, alpha=0.5, rng=0)
+    changed = (cb["degraded"] != b["degraded"]).any(dim=(0, 1))
+    assert 0 < int(changed.sum()) < 64 and torch.equal(cb["clean"], b["clean"])
+    # the pasted region holds the clean (or the degraded in a clean image) content
+    region = changed
+    assert torch.equal(cb["degraded"][..., region], b["clean"][..., region]) or torch.equal(
+        cb["degraded"][..., ~region], b["clean"][..., ~region]
+    )
+
+
+def test_batch_augment_probabilities_and_state() -> None:
+    aug = BatchAugment(dmix=1.0, num_classes=5, seed=4)
+    state = aug.state_dict()
+    first = aug(_batch())["label"]
+    aug.load_state_dict(state)
+    assert torch.equal(aug(_batch())["label"], first)
+    assert BatchAugment()(_batch())["label"].ndim == 1  # nothing enabled: unchanged
+    with pytest.raises(ValueError, match="sum to more than 1"):
+        BatchAugment(mixup=0.6, cutblur=0.6)
+    with pytest.raises(ValueError, match="num_classes"):
+        BatchAugment(dmix=0.5)
