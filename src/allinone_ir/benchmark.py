@@ -1,0 +1,518 @@
+"""Throughput and memory benchmark of the networks (``allinone-ir bench`` and ``benchmarks/bench.py``).
+
+A grid of models x image sizes x batch sizes x dtypes x memory formats x ``torch.compile``
+is timed (median over repeats, after warm-up), and each row reports images per second,
+the FLOPs of one call (counted with :class:`torch.utils.flop_counter.FlopCounterMode`),
+the achieved GFLOP/s against a measured dense matmul peak, and the peak memory:
+
+- CPU: the peak resident set size of the process during the timed calls, above the resident
+  set before them (Linux ``/proc/self/status`` ``VmHWM``, reset through ``/proc/self/clear_refs``;
+  elsewhere the lifetime peak from :mod:`resource`). Run with ``MALLOC_MMAP_THRESHOLD_=65536``
+  so that glibc returns freed blocks to the system and the figure reflects the tensors alive.
+- CUDA: ``torch.cuda.max_memory_allocated`` above the memory allocated before the calls.
+
+Examples:
+    >>> row = benchmark("nafnet", size=16, batch=1, repeats=1, warmup=0,
+    ...                 model_kwargs=dict(width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,)))
+    >>> row.model, row.images_per_s > 0, row.gflop > 0
+    ('nafnet', True, True)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import itertools
+import json
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "BenchResult",
+    "add_parser",
+    "benchmark",
+    "count_flops",
+    "environment",
+    "format_table",
+    "main",
+    "measure_matmul_peak",
+    "run",
+    "run_grid",
+]
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+@dataclasses.dataclass
+class BenchResult:
+    """One row of the benchmark.
+
+    Attributes:
+        model: Registered model name.
+        mode: ``"infer"`` (forward under ``torch.inference_mode``) or ``"train"`` (forward, L1 loss,
+            backward, AdamW step).
+        size: Image side in pixels (square images).
+        batch: Batch size.
+        dtype: ``"fp32"``, or the autocast dtype ``"bf16"`` / ``"fp16"`` (weights stay fp32).
+        memory_format: ``"contiguous"`` (NCHW) or ``"channels_last"`` (weights and input).
+        compiled: Whether the model was wrapped in ``torch.compile``.
+        grad_checkpointing: Whether activation checkpointing was on for every level (train only).
+        device: ``"cpu"`` or ``"cuda"``.
+        median_s: Median seconds per call.
+        images_per_s: ``batch / median_s``.
+        gflop: GFLOP of one call (multiply-add = 2 FLOP; convolutions and matmuls only).
+        gflops: Achieved ``gflop / median_s``.
+        peak_fraction: ``gflops`` over the measured matmul peak of the same dtype.
+        peak_mem_mib: Peak memory of the timed calls above the memory in use before them (MiB).
+        compile_s: Seconds of the first (compiling) call, if compiled.
+        times_s: Every timed call.
+    """
+
+    model: str
+    mode: str
+    size: int
+    batch: int
+    dtype: str
+    memory_format: str
+    compiled: bool
+    grad_checkpointing: bool
+    device: str
+    median_s: float
+    images_per_s: float
+    gflop: float
+    gflops: float
+    peak_fraction: float
+    peak_mem_mib: float
+    compile_s: float | None
+    times_s: list[float]
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """Describe the machine: CPU model, threads, torch version, and the GPU if ``device`` is CUDA.
+
+    Returns:
+        A JSON-serialisable dict.
+    """
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        match = re.search(r"model name\s*:\s*(.+)", open("/proc/cpuinfo").read())
+        cpu = match.group(1).strip() if match else cpu
+    env: dict[str, Any] = {
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_matmul_peak(
+    dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", n: int = 2048, repeats: int = 5
+) -> float:
+    """Achieved GFLOP/s of a large square matmul: the practical peak the networks are compared with.
+
+    Args:
+        dtype: Element type of the matmul (``torch.float32``, ``torch.bfloat16``, ``torch.float16``).
+        device: Where to run it.
+        n: Matrix side.
+        repeats: Timed calls (the best is kept: it is a peak).
+
+    Returns:
+        GFLOP/s of the fastest call.
+
+    Raises:
+        ValueError: If ``n`` or ``repeats`` is not positive.
+    """
+    if n < 1 or repeats < 1:
+        raise ValueError(f"n and repeats must be positive, got {n} and {repeats}")
+    dev = torch.device(device)
+    a = torch.randn(n, n, device=dev).to(dtype)
+    b = torch.randn(n, n, device=dev).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(dev)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of ``fn`` (convolutions and matmuls, forward and any backward inside it).
+
+    Args:
+        fn: A function with no arguments, e.g. ``lambda: model(x)``.
+
+    Returns:
+        The FLOP count (a multiply-add counts 2).
+
+    Examples:
+        >>> count_flops(lambda: torch.ones(4, 8) @ torch.ones(8, 3))
+        192
+
+    Note:
+        The backward of grouped (depthwise) convolutions is counted correctly here; torch's
+        default formula counts it as a dense convolution.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mapping = {torch.ops.aten.convolution_backward: _conv_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _conv_backward_flops(
+    grad_out_shape: list[int], x_shape: list[int], w_shape: list[int], _bias: Any, _stride: Any,
+    _padding: Any, _dilation: Any, transposed: bool, _output_padding: Any, _groups: int,
+    output_mask: Sequence[bool], out_shape: Any = None, **kwargs: Any,
+) -> int:  # fmt: skip
+    """Each of grad-input and grad-weight costs exactly the forward's multiply-adds.
+
+    torch's own formula (2.13) counts the grad-input of a grouped convolution as if it were
+    dense, which overstates depthwise convolutions ``groups``-fold.
+    """
+    from torch.utils.flop_counter import conv_flop_count
+
+    fwd = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
+    return fwd * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+class _PeakMemory:
+    """Peak memory above the starting point: CPU resident set (Linux) or CUDA max allocated."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.base = 0.0
+
+    @staticmethod
+    def _status(key: str) -> float | None:
+        try:
+            text = open("/proc/self/status").read()
+        except OSError:
+            return None
+        match = re.search(key + r":\s+(\d+)\s+kB", text)
+        return float(match.group(1)) * 1024 if match else None
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = float(torch.cuda.memory_allocated(self.device))
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current resident set
+        except OSError:
+            pass
+        self.base = self._status("VmRSS") or 0.0
+
+    def peak_bytes(self) -> float:
+        if self.device.type == "cuda":
+            return float(torch.cuda.max_memory_allocated(self.device)) - self.base
+        peak = self._status("VmHWM")
+        if peak is None:
+            import resource
+
+            scale = 1 if sys.platform == "darwin" else 1024
+            peak = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+        return max(peak - self.base, 0.0)
+
+
+def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_DTYPES[dtype])
+
+
+def benchmark(
+    model: str | nn.Module,
+    *,
+    size: int = 256,
+    batch: int = 1,
+    dtype: str = "fp32",
+    memory_format: str = "channels_last",
+    compile: bool = False,
+    mode: str = "infer",
+    grad_checkpointing: bool = False,
+    repeats: int = 5,
+    warmup: int = 1,
+    device: str = "cpu",
+    model_kwargs: dict[str, Any] | None = None,
+    peak_gflops: float | None = None,
+) -> BenchResult:
+    """Time one configuration of one network.
+
+    Args:
+        model: A registered model name (built with ``model_kwargs``) or a network.
+        size: Side of the square input images.
+        batch: Batch size.
+        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (the last two through autocast).
+        memory_format: ``"contiguous"`` or ``"channels_last"``.
+        compile: Wrap the network in ``torch.compile`` (the first call is timed separately).
+        mode: ``"infer"`` or ``"train"`` (forward, L1 loss, backward and an AdamW step).
+        grad_checkpointing: Recompute every level's activations in the backward pass (train only).
+        repeats: Timed calls; the median is reported.
+        warmup: Untimed calls before timing.
+        device: ``"cpu"`` or ``"cuda"``.
+        model_kwargs: Constructor overrides when ``model`` is a name.
+        peak_gflops: The matmul peak to compare with (measured if ``None``).
+
+    Returns:
+        The result row.
+
+    Raises:
+        ValueError: For an unknown dtype, memory format or mode, or non-positive sizes.
+    """
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    if memory_format not in _FORMATS:
+        raise ValueError(f"memory_format must be one of {sorted(_FORMATS)}, got {memory_format!r}")
+    if mode not in ("infer", "train"):
+        raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
+    if size < 1 or batch < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(
+            f"size, batch, repeats must be >= 1 and warmup >= 0, got {size}, {batch}, {repeats}, {warmup}"
+        )
+    dev = torch.device(device)
+    if isinstance(model, str):
+        from .models import create_model
+
+        name, net = model, create_model(model, **(model_kwargs or {}))
+    else:
+        name, net = getattr(model, "model_name", type(model).__name__), model
+    fmt = _FORMATS[memory_format]
+    net = net.to(device=dev, memory_format=fmt)
+    if hasattr(net, "set_grad_checkpointing"):
+        net.set_grad_checkpointing(grad_checkpointing and mode == "train")
+    net.train(mode == "train")
+    x = torch.rand(batch, getattr(net, "in_channels", 3), size, size, device=dev).contiguous(
+        memory_format=fmt
+    )
+    runner = torch.compile(net) if compile else net
+
+    if mode == "infer":
+
+        def call() -> None:
+            with torch.inference_mode(), _autocast(dev, dtype):
+                runner(x)
+
+    else:
+        target = torch.rand_like(x)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
+
+        def call() -> None:
+            opt.zero_grad(set_to_none=True)
+            with _autocast(dev, dtype):
+                loss = F.l1_loss(runner(x).float(), target)
+            loss.backward()
+            opt.step()
+
+    compile_s = None
+    if compile:
+        _sync(dev)
+        t0 = time.perf_counter()
+        call()
+        _sync(dev)
+        compile_s = time.perf_counter() - t0
+    for _ in range(warmup):
+        call()
+    flops = count_flops(call) if not compile else count_flops(_eager_twin(net, x, mode, dtype, dev))
+    mem = _PeakMemory(dev)
+    times = []
+    mem.reset()
+    for _ in range(repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        call()
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    peak_mem = mem.peak_bytes()
+    med = statistics.median(times)
+    if peak_gflops is None:
+        peak_gflops = measure_matmul_peak(_DTYPES[dtype], dev)
+    gflops = flops / med / 1e9
+    return BenchResult(
+        model=name, mode=mode, size=size, batch=batch, dtype=dtype, memory_format=memory_format,
+        compiled=compile, grad_checkpointing=grad_checkpointing and mode == "train", device=dev.type,
+        median_s=med, images_per_s=batch / med, gflop=flops / 1e9, gflops=gflops,
+        peak_fraction=gflops / peak_gflops, peak_mem_mib=peak_mem / 2**20, compile_s=compile_s, times_s=times,
+    )  # fmt: skip
+
+
+def _eager_twin(
+    net: nn.Module, x: torch.Tensor, mode: str, dtype: str, dev: torch.device
+) -> Callable[[], Any]:
+    """The uncompiled computation, for counting the FLOPs of a compiled network."""
+
+    def call() -> None:
+        if mode == "infer":
+            with torch.inference_mode(), _autocast(dev, dtype):
+                net(x)
+            return
+        with _autocast(dev, dtype):
+            out = net(x)
+        out.float().sum().backward()
+        net.zero_grad(set_to_none=True)
+
+    return call
+
+
+def run_grid(
+    models: Sequence[str],
+    sizes: Sequence[int],
+    batches: Sequence[int],
+    dtypes: Sequence[str] = ("fp32",),
+    memory_formats: Sequence[str] = ("channels_last",),
+    compile_options: Sequence[bool] = (False,),
+    **kwargs: Any,
+) -> Iterator[BenchResult]:
+    """Benchmark every combination; yields rows as they are measured.
+
+    Args:
+        models: Registered model names.
+        sizes: Image sides.
+        batches: Batch sizes.
+        dtypes: Any of ``"fp32"``, ``"bf16"``, ``"fp16"``.
+        memory_formats: Any of ``"contiguous"``, ``"channels_last"``.
+        compile_options: ``False`` and/or ``True``.
+        **kwargs: Passed to :func:`benchmark` (``mode``, ``repeats``, ``device``, ...).
+
+    Yields:
+        One :class:`BenchResult` per combination.
+    """
+    device = torch.device(kwargs.get("device", "cpu"))
+    peaks = {d: measure_matmul_peak(_DTYPES[d], device) for d in dict.fromkeys(dtypes)}
+    for model, size, batch, dtype, fmt, comp in itertools.product(
+        models, sizes, batches, dtypes, memory_formats, compile_options
+    ):
+        yield benchmark(
+            model, size=size, batch=batch, dtype=dtype, memory_format=fmt, compile=comp,
+            peak_gflops=peaks[dtype], **kwargs,
+        )  # fmt: skip
+
+
+_COLUMNS = (
+    ("model", "{}"), ("mode", "{}"), ("size", "{}"), ("batch", "{}"), ("dtype", "{}"),
+    ("memory_format", "{}"), ("compiled", "{}"), ("median_s", "{:.4f}"), ("images_per_s", "{:.2f}"),
+    ("gflop", "{:.1f}"), ("gflops", "{:.1f}"), ("peak_fraction", "{:.0%}"), ("peak_mem_mib", "{:.0f}"),
+)  # fmt: skip
+
+
+def format_table(rows: Sequence[BenchResult]) -> str:
+    """A Markdown table of the rows (one line per configuration).
+
+    Args:
+        rows: Benchmark results.
+
+    Returns:
+        The table as a string (header, separator, one line per row).
+    """
+    header = [name for name, _ in _COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt.format(getattr(r, name)) for name, fmt in _COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        return [kind(t) for t in text.split(",") if t]
+
+    return parse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``bench`` sub-command."""
+    p = subparsers.add_parser(
+        "bench",
+        help="throughput and memory benchmark of the networks",
+        description="Time models x sizes x batch x dtype x memory format x compile; print a table and JSON.",
+    )
+    _add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", type=_csv(str), default=["promptir"], help="comma-separated registered names")
+    p.add_argument("--sizes", type=_csv(int), default=[256], help="comma-separated image sides")
+    p.add_argument("--batch", type=_csv(int), default=[1], help="comma-separated batch sizes")
+    p.add_argument("--dtypes", type=_csv(str), default=["fp32"], help="fp32, bf16, fp16 (autocast)")
+    p.add_argument(
+        "--memory-formats", type=_csv(str), default=["channels_last"], help="contiguous, channels_last"
+    )
+    p.add_argument(
+        "--compile", choices=["off", "on", "both"], default="off", help="torch.compile the network"
+    )
+    p.add_argument("--mode", choices=["infer", "train"], default="infer")
+    p.add_argument("--grad-checkpointing", action="store_true", help="checkpoint every level (train mode)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--model-kwargs", type=json.loads, default=None, help="JSON overrides, e.g. '{\"dim\": 16}'"
+    )
+    p.add_argument("--json", default=None, help="write the rows and the environment to this file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the grid described by the parsed arguments, print the table, optionally write JSON."""
+    from pathlib import Path
+
+    from .models import list_models
+
+    unknown = [m for m in args.models if m not in list_models()]
+    if unknown:
+        print(f"error: unknown models {unknown}; see `allinone-ir models`", file=sys.stderr)
+        return 2
+    path = Path(args.json) if args.json else None
+    if path is not None and path.exists():
+        print(f"error: {path} exists; not overwriting it", file=sys.stderr)
+        return 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    compile_options = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    rows = []
+    for row in run_grid(
+        args.models, args.sizes, args.batch, args.dtypes, args.memory_formats, compile_options,
+        mode=args.mode, grad_checkpointing=args.grad_checkpointing, repeats=args.repeats,
+        warmup=args.warmup, device=args.device, model_kwargs=args.model_kwargs,
+    ):  # fmt: skip
+        rows.append(row)
+        print(format_table([row]).splitlines()[-1] if len(rows) > 1 else format_table([row]), flush=True)
+    if path is not None:
+        payload = {"environment": environment(args.device), "results": [dataclasses.asdict(r) for r in rows]}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.replace(path)  # atomic; the existence check above keeps user files safe
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point (``python benchmarks/bench.py ...``), same options as ``allinone-ir bench``."""
+    parser = argparse.ArgumentParser(prog="bench", description="allinone-ir throughput and memory benchmark")
+    _add_arguments(parser)
+    return run(parser.parse_args(argv))
