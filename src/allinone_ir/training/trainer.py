@@ -10,7 +10,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import losses as L
+from ..hub import _atomic_write
 from ..metrics import get_protocol
 from .config import TrainerConfig
 from .distributed import DistInfo, EpochSampler, init_distributed, resolve_device
@@ -90,14 +90,7 @@ class LossTerm:
 
 def _atomic_write_bytes(path: Path, writer: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    _atomic_write(path, writer)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -169,6 +162,7 @@ class Trainer:
             :class:`~allinone_ir.data.BatchAugment`); its ``state_dict`` is checkpointed when it has one.
 
     Examples:
+        >>> import tempfile
         >>> from allinone_ir import create_model
         >>> from allinone_ir.data import SyntheticDegradationDataset
         >>> data = SyntheticDegradationDataset([torch.rand(3, 32, 32)], tasks=["noise_25"], patch_size=16)
