@@ -178,12 +178,18 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     assert _same(single.model.state_dict(), ddp, atol=1e-6)
 
 
-def test_bf16_autocast_run_has_no_nan(tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_run_has_no_nan(tmp_path: Path, precision: str) -> None:
     torch.manual_seed(0)
-    t = Trainer(_tiny_promptir(), _cfg(tmp_path, precision="bf16", max_steps=3, channels_last=True), _data())
+    cfg = _cfg(tmp_path, precision=precision, max_steps=3, channels_last=True, save_every=3)
+    t = Trainer(_tiny_promptir(), cfg, _data())
     out = t.fit()
     assert math.isfinite(out["loss"])
     assert all(torch.isfinite(p).all() for p in t.model.parameters())
+    assert t.scaler.is_enabled() == (precision == "fp16")
+    ckpt = torch.load(tmp_path / "checkpoints" / "step_00000003.pt", weights_only=True)
+    if precision == "fp16":
+        assert ckpt["scaler"]["scale"] > 0  # the gradient scaler's state is checkpointed
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
