@@ -210,6 +210,18 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
+def test_grad_checkpointing_gives_the_same_update(tmp_path: Path) -> None:
+    runs = []
+    for gc in (False, True):
+        torch.manual_seed(0)
+        t = Trainer(_tiny_promptir(), _cfg(tmp_path / str(gc), max_steps=1, grad_checkpointing=gc), _data())
+        t.fit()
+        runs.append(t.model.state_dict())
+    assert _same(runs[0], runs[1], atol=1e-6)
+    with pytest.raises(ValueError, match="set_grad_checkpointing"):
+        Trainer(nn.Conv2d(3, 3, 1), _cfg(tmp_path / "x", grad_checkpointing=True), _data())
+
+
 class _RecordingPIP(nn.Module):
     """Stands in for a PIP network: records the degradation it receives."""
 

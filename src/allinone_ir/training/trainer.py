@@ -202,6 +202,12 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         if cfg.init_weights:
             self._load_init_weights(cfg.init_weights)
+        if cfg.grad_checkpointing:
+            if not hasattr(self.model, "set_grad_checkpointing"):
+                raise ValueError(
+                    f"grad_checkpointing: {type(model).__name__} has no set_grad_checkpointing()"
+                )
+            self.model.set_grad_checkpointing(True)
         if cfg.trainable is not None:
             freeze(self.model)
             unfreeze(self.model, cfg.trainable)
