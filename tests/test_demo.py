@@ -110,3 +110,14 @@ def test_make_grid_layout_and_errors() -> None:
         make_grid([[a, b], [a]])
     with pytest.raises(ValueError, match="channels"):
         make_grid([[a, torch.zeros(1, 2, 3)]])
+
+
+def test_demo_trains_pip_with_its_degradations(tmp_path: Path) -> None:
+    res = run_demo(tmp_path / "pip", model="pip", steps=2, smoke=True, progress=False, device="cpu",
+                   log=lambda _s: None)  # fmt: skip
+    model = from_pretrained(res.out_dir / "model").eval()
+    assert type(model).__name__ == "PIPRestormer" and res.model_name == "pip_restormer"
+    assert tuple(model.degradations) == DEMO_DEGRADATIONS
+    x = read_image(res.out_dir / "inputs" / "chelsea_rain.png")[None]
+    with torch.no_grad():  # the demo trained the classifier too, so the network also runs blind
+        assert model(x, degradation="rain").shape == model(x).shape == x.shape

@@ -222,7 +222,7 @@ def run_demo(
     model: str = "promptir",
     device: str = "auto",
     holdout: str = "chelsea",
-    patch_size: int = 64,
+    patch_size: int = 48,
     batch_size: int = 8,
     lr: float = 1e-3,
     loss: str = "psnr",
@@ -459,7 +459,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--holdout", default="chelsea", help="bundled photo kept for testing (default: chelsea)")
-    p.add_argument("--patch-size", type=int, default=64, help="training crop size (default: 64)")
+    p.add_argument("--patch-size", type=int, default=48, help="training crop size (default: 48)")
     p.add_argument("--batch-size", type=int, default=8, help="crops per update (default: 8)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
     p.add_argument("--loss", default="psnr", help="training loss (default: psnr, i.e. log MSE per image)")
