@@ -25,7 +25,7 @@ Schema (YAML shown; TOML has the same tables)::
 ``patch_size``, ``repeat``, ``fixed``; ``type: promptir`` takes ``root``, ``tasks``
 (``denoise``, ``derain``, ``dehaze``, ``deblur``, ``lowlight``), ``patch_size``, ``sigmas``,
 ``repeats``, ``layout``. Relative paths are resolved against the config file's folder.
-Every error names the offending key (``data.train.patch_size: expected an integer``).
+Every error names the offending key (``data.train.patch_size: expected int, got 'big'``).
 """
 
 from __future__ import annotations
