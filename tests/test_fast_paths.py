@@ -17,6 +17,7 @@ from allinone_ir import create_model
 from allinone_ir.benchmark import BenchResult, benchmark, count_flops, format_table, main
 from allinone_ir.layers import GDFN, MDTA, PromptGenBlock, channel_attention
 from allinone_ir.layers.attention import _reference_mdta_attention, projected_channel_attention
+from allinone_ir.layers.feedforward import gelu_gate
 
 from .tiny_configs import TINY
 
@@ -100,6 +101,20 @@ def test_gdfn_split_halves_equal_chunked_definition(grad: bool) -> None:
     with torch.set_grad_enabled(grad):
         torch.testing.assert_close(m(x), ref)
         torch.testing.assert_close(m.to(memory_format=CL)(x.contiguous(memory_format=CL)), ref)
+    if grad:  # the memory-saving gelu_gate recomputes gelu in backward: same gradients
+        params = list(m.parameters())
+        got = torch.autograd.grad(m(x).square().sum(), params)
+        want = torch.autograd.grad(ref.square().sum(), params)
+        for g, r in zip(got, want, strict=True):
+            torch.testing.assert_close(g, r)
+
+
+def test_gelu_gate_gradcheck() -> None:
+    a = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(gelu_gate(a, b), F.gelu(a) * b)
+    assert torch.autograd.gradcheck(gelu_gate, (a, b))
+    assert torch.autograd.gradcheck(lambda t: gelu_gate(t, b.detach()), (a,))
 
 
 class TestPromptBasisMixing:

@@ -2,11 +2,55 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GDFN"]
+__all__ = ["GDFN", "gelu_gate"]
+
+
+class _GeluGate(torch.autograd.Function):
+    """``gelu(a) * b`` that saves only ``a`` and ``b`` and recomputes ``gelu(a)`` in the backward pass."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        return F.gelu(a) * b
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        a, b = ctx.saved_tensors
+        grad_a = torch.ops.aten.gelu_backward(grad * b, a) if ctx.needs_input_grad[0] else None
+        grad_b = grad * F.gelu(a) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
+def gelu_gate(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``F.gelu(a) * b``, keeping less memory for the backward pass.
+
+    The plain expression keeps ``gelu(a)`` alive until the backward pass (the product needs it);
+    this recomputes it there instead, which saves one hidden-width activation per GDFN when
+    training at the cost of one extra GELU.
+
+    Args:
+        a: Gate input.
+        b: Value, same shape as ``a``.
+
+    Returns:
+        ``gelu(a) * b``.
+
+    Shape:
+        - a, b: any, equal
+        - output: same
+
+    Examples:
+        >>> a, b = torch.randn(2, 3), torch.randn(2, 3)
+        >>> torch.allclose(gelu_gate(a, b), torch.nn.functional.gelu(a) * b)
+        True
+    """
+    return _GeluGate.apply(a, b)
 
 
 class GDFN(nn.Module):
@@ -51,6 +95,6 @@ class GDFN(nn.Module):
         x1 = F.conv2d(x1, w_dw[:hidden], None if b_dw is None else b_dw[:hidden], padding=1, groups=hidden)
         x2 = F.conv2d(x, w_in[hidden:], None if b_in is None else b_in[hidden:])
         x2 = F.conv2d(x2, w_dw[hidden:], None if b_dw is None else b_dw[hidden:], padding=1, groups=hidden)
-        gated = F.gelu(x1)
-        gated = gated.mul_(x2) if not torch.is_grad_enabled() else gated * x2
-        return self.project_out(gated)
+        if torch.is_grad_enabled() and (x1.requires_grad or x2.requires_grad):
+            return self.project_out(gelu_gate(x1, x2))
+        return self.project_out(F.gelu(x1).mul_(x2))
