@@ -479,7 +479,7 @@ def load_checkpoint(
             model = cls(**overrides)
     if saved is not None and saved.get("model_name"):
         model.model_name = saved["model_name"]  # type: ignore[assignment]
-    return _load_into(model, state, source, strict).eval()
+    return _load_into(model, state, source, strict).eval().to(map_location)
 
 
 # --------------------------------------------------------------------------- writing
