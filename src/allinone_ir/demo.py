@@ -13,8 +13,8 @@ that training never saw, and writes to the output folder:
 - ``inputs/``: the degraded test images, to try that command on;
 - the trainer's logs (``train_log.csv``, ``history.json``, ``config.json``) and last checkpoint.
 
-A few CPU minutes give a network that clearly removes noise and haze; rain and snow need longer
-(the summary says so when a gain is small).
+A few CPU minutes give a network that clearly removes noise, rain streaks and haze; snow, which it
+confuses with haze, needs much longer (the summary says so whenever a gain is small).
 """
 
 from __future__ import annotations
