@@ -414,3 +414,17 @@ def test_tiny_promptir_learns_to_denoise(tmp_path: Path) -> None:
     print(f"learning test: input {res['input_psnr']:.2f} dB -> restored {res['psnr']:.2f} dB "
           f"(SSIM {res['input_ssim']:.3f} -> {res['ssim']:.3f}) on {int(res['count'])} held-out 64x64 crops")  # fmt: skip
     assert res["psnr"] - res["input_psnr"] >= 3.0
+
+
+def test_curves_with_negative_loss_use_linear_axis(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    torch.manual_seed(0)
+    t = Trainer(_tiny_nafnet(), _cfg(tmp_path, max_steps=2, loss="psnr", plot=False), _data())
+    t.fit()
+    assert min(h["loss"] for h in t.history if h["kind"] == "train") < 0  # the PSNR loss is negative
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a log axis on negative values would warn
+        path = t.plot_curves()
+    assert path is not None and path.read_bytes()[:4] == b"\x89PNG"

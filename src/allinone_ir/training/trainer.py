@@ -546,8 +546,12 @@ class Trainer:
             return None
         fig, axes = plt.subplots(1, 2 if val else 1, figsize=(10 if val else 5, 3.5), squeeze=False)
         ax = axes[0][0]
-        ax.plot([h["step"] for h in train], [h["loss"] for h in train])
-        ax.set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
+        losses = [h["loss"] for h in train]
+        ax.plot([h["step"] for h in train], losses)
+        # a log axis only where every loss is positive (a PSNR loss, for one, is negative)
+        ax.set(
+            xlabel="step", ylabel="training loss", yscale="log" if min(losses) > 0 else "linear", title="loss"
+        )
         if val:
             ax = axes[0][1]
             for g in sorted({h["degradation"] for h in val}):
