@@ -12,7 +12,7 @@ the achieved GFLOP/s against a measured dense matmul peak, and the peak memory:
 - CUDA: ``torch.cuda.max_memory_allocated`` above the memory allocated before the calls.
 
 Examples:
-    >>> row = benchmark("nafnet", size=16, batch=1, repeats=1, warmup=0,
+    >>> row = benchmark("nafnet", size=16, batch=1, repeats=1, warmup=0, peak_gflops=100.0,
     ...                 model_kwargs=dict(width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,)))
     >>> row.model, row.images_per_s > 0, row.gflop > 0
     ('nafnet', True, True)
