@@ -281,6 +281,23 @@ def test_degradation_follows_tiles() -> None:
     net.seen.clear()
     restore(net, x, degradation="rain")
     assert net.seen == ["rain"]
+    net.seen.clear()
+    mix = {"rain": 0.5, "noise": 0.5}  # a mixture applies to every image, not one entry per image
+    restore(net, x, tile=8, overlap=2, batch_size=4, degradation=mix)
+    assert net.seen and all(d == mix for d in net.seen)
+
+
+def test_mixture_degradation_on_pip() -> None:
+    from allinone_ir import create_model
+
+    from .tiny_configs import TINY
+
+    net = create_model("pip_restormer", **TINY["pip_restormer"]).eval()
+    x = torch.rand(2, 3, 16, 16)
+    mix = {"rain": 0.5, "noise": 0.5}
+    with torch.no_grad():
+        ref = net(x, degradation=mix)
+    torch.testing.assert_close(restore(net, x, degradation=mix, clamp=False), ref, atol=1e-5, rtol=1e-4)
 
 
 def test_progress_bar(capsys) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
@@ -190,7 +190,7 @@ class _Runner:
 
     def _degradation_for(self, index: Sequence[int]) -> Any:
         deg = self.degradation
-        if deg is None or isinstance(deg, (str, int)):
+        if deg is None or isinstance(deg, (str, int, Mapping)):  # one spec for every image
             return deg
         if isinstance(deg, torch.Tensor) and deg.ndim == 0:
             return deg
