@@ -240,3 +240,16 @@ class TestBenchmark:
         assert "| nafnet | infer | 16 | 1 | fp32 |" in capsys.readouterr().out
         assert main([*args, "--json", str(out)]) == 1  # refuses to overwrite
         assert main(["--models", "no_such_model"]) == 2
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_layer_norm_under_bf16_autocast_stays_bf16_and_close(bias: bool) -> None:
+    from allinone_ir.layers import layer_norm_2d
+
+    x = torch.randn(2, 8, 5, 6).contiguous(memory_format=CL)
+    w, b = torch.rand(8) + 0.5, (torch.randn(8) if bias else None)
+    ref = layer_norm_2d(x, w, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer_norm_2d(x.bfloat16(), w, b)  # no fp32 round trip of the activations
+    assert out.dtype == torch.bfloat16 and out.stride(1) == 1
+    torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.02)

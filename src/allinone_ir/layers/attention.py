@@ -159,14 +159,14 @@ def projected_channel_attention(
         t = qkv.permute(0, 2, 3, 1).reshape(n, p, 3, num_heads, cp)  # a view
         qh = t[:, :, 0].permute(0, 2, 3, 1)  # (N, heads, c, P)
         kh = t[:, :, 1].permute(0, 2, 3, 1)
-        sq = t[:, :, :2].square().sum(dim=1, dtype=acc)  # (N, 2, heads, c)
+        sq = t[:, :, :2].square().sum(dim=1).to(acc)  # (N, 2, heads, c); reductions accumulate in fp32
         attn = _attention_weights(qh, kh, sq[:, 0], sq[:, 1], temperature, eps)
         mix = torch.einsum("ohi,nhij->nhjo", weight.to(attn.dtype), attn).reshape(n, c, -1)
         vt = t[:, :, 2].reshape(n, p, c)  # (N, P, C), a strided view
         out = (vt @ mix.to(vt.dtype)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
     else:
         t = qkv.reshape(n, 3, num_heads, cp, p)
-        sq = t[:, :2].square().sum(dim=-1, dtype=acc)
+        sq = t[:, :2].square().sum(dim=-1).to(acc)
         attn = _attention_weights(t[:, 0], t[:, 1], sq[:, 0], sq[:, 1], temperature, eps)
         mix = torch.einsum("ohi,nhij->nohj", weight.to(attn.dtype), attn).reshape(n, -1, c)
         out = (mix.to(qkv.dtype) @ t[:, 2].reshape(n, c, p)).reshape(n, -1, h, w)

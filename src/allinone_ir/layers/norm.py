@@ -47,6 +47,11 @@ def layer_norm_2d(
         - weight, bias: :math:`(C,)`
         - output: :math:`(N, C, H, W)`
     """
+    if x.dtype in (torch.bfloat16, torch.float16) and torch.is_autocast_enabled(x.device.type):
+        # Autocast would run layer_norm in fp32: two full-size casts per norm. The kernel accumulates its
+        # statistics in fp32 for half inputs anyway, so normalise in the input's dtype.
+        with torch.autocast(x.device.type, enabled=False):
+            return layer_norm_2d(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), eps)
     xp = x.permute(0, 2, 3, 1)  # (N, H, W, C); a free view for channels-last storage
     if bias is not None:
         out = F.layer_norm(xp, (xp.shape[-1],), weight, bias, eps)
