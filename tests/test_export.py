@@ -4,8 +4,8 @@ Compile tests trace with ``fullgraph=True`` (no graph break allowed) and ``dynam
 tiny configurations; every network goes through Dynamo with the ``eager`` backend (graph capture is
 what breaks on Python-side control flow; code generation does not depend on the network's Python),
 and one network runs the full Inductor code generation. The ONNX tests need
-``pip install 'allinone-ir[export]'`` (onnx, onnxscript, onnxruntime): they take several minutes
-on a 2-core CPU, so they are not part of the ``test`` extra.
+onnx, onnxscript and onnxruntime (in the ``export`` and ``test`` extras, so CI runs them; about
+2.5 minutes on a 2-core CPU).
 
 ONNX notes (what cannot be exported, and why):
 
