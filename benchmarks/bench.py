@@ -3,7 +3,7 @@
 Same options as ``allinone-ir bench`` (see ``python benchmarks/bench.py --help`` and
 ``benchmarks/README.md``). Example::
 
-    MALLOC_MMAP_THRESHOLD_=65536 python benchmarks/bench.py --models promptir,restormer --sizes 256 \\
+    python benchmarks/bench.py --models promptir,restormer --sizes 256 \\
         --dtypes fp32,bf16 --memory-formats contiguous,channels_last --threads 2 --json bench.json
 """
 

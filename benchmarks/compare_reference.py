@@ -4,7 +4,7 @@ The official files are *not* part of this repository; fetch them yourself and pa
 
     git clone https://github.com/va1shn9v/PromptIR            # net/model.py
     git clone https://github.com/swz30/Restormer              # basicsr/models/archs/restormer_arch.py
-    MALLOC_MMAP_THRESHOLD_=65536 python benchmarks/compare_reference.py --model promptir \\
+    python benchmarks/compare_reference.py --model promptir \\
         --reference PromptIR/net/model.py --mode infer --size 256 --repeats 5 --threads 2
 
 Modes: ``infer`` (fp32; ours channels-last), ``bf16`` (ours channels-last under bf16 autocast against
