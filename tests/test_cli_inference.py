@@ -125,6 +125,39 @@ def test_evaluate_restores_input(tmp_path, model_dir, capsys) -> None:
     assert f"{ref['psnr']:.3f}" in out
 
 
+def test_evaluate_degradation_from_folder_for_pip(tmp_path, model_dir, capsys) -> None:
+    torch.manual_seed(0)
+    pip = create_model("pip_restormer", **TINY["pip_restormer"]).eval()
+    with torch.no_grad():
+        for p in pip.parameters():
+            p.add_(0.02 * torch.randn_like(p))  # small: large weights saturate the output to 0/1
+    pip_dir = save_pretrained(pip, tmp_path / "pip")
+    for deg in ("rain", "haze"):
+        _images(tmp_path / "clean" / deg, ["x.png"], size=(16, 16))
+        _images(tmp_path / "noisy" / deg, ["x.png"], size=(16, 16))
+    args = ["evaluate", "--input", str(tmp_path / "noisy"), "--target", str(tmp_path / "clean"),
+            "--model", str(pip_dir)]  # fmt: skip
+    blind, told = tmp_path / "blind.json", tmp_path / "told.json"
+    assert main([*args, "--json", str(blind)]) == 0
+    assert main([*args, "--degradation-from-folder", "--json", str(told)]) == 0
+    from allinone_ir.metrics import PROMPTIR_PROTOCOL
+
+    net = from_pretrained(pip_dir)
+    x, y = (
+        read_image(tmp_path / "noisy" / "haze" / "x.png"),
+        read_image(tmp_path / "clean" / "haze" / "x.png"),
+    )
+    expected = PROMPTIR_PROTOCOL.compute(restore(net, x, degradation="haze"), y)["psnr"]
+    told_r = json.loads(told.read_text())["results"]
+    blind_r = json.loads(blind.read_text())["results"]
+    assert told_r["haze"]["psnr"] == pytest.approx(expected, abs=1e-6)
+    assert told_r["haze"]["psnr"] != pytest.approx(blind_r["haze"]["psnr"], abs=1e-6)
+    capsys.readouterr()
+    # a network without degradation control refuses the option
+    assert main([*args[:-1], str(model_dir), "--degradation-from-folder"]) == 2
+    assert "PIP" in capsys.readouterr().err
+
+
 def test_info_counts(model_dir, capsys) -> None:
     assert main(["info", "--model", str(model_dir), "--size", "32", "48", "--runs", "1"]) == 0
     out = capsys.readouterr().out

@@ -41,6 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tta", nargs="?", const="x8", default=None, choices=("flip", "x8"), help="test-time augmentation"
     )
+    p.add_argument(
+        "--degradation-from-folder",
+        action="store_true",
+        help="with --input and a PIP network: pass each sub-folder's name (rain, haze, ...) as the "
+        "degradation instead of restoring blind",
+    )
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=run)
 
@@ -93,7 +99,8 @@ def evaluate_folders(
         pairs: From :func:`pair_folders`.
         protocol: Metric protocol name.
         restore_fn: ``None`` to score the source images as they are, or a function
-            ``(3, H, W) tensor -> (3, H, W) tensor`` applied to each source image first.
+            ``(image, group) -> image`` (``(3, H, W)`` tensors; ``group`` is the degradation
+            sub-folder's name) applied to each source image first.
 
     Returns:
         ``{degradation: {"n": count, "psnr": dB, "ssim": value}}`` plus an ``"average"`` entry
@@ -109,7 +116,7 @@ def evaluate_folders(
         for src, tgt in items:
             pred, target = read_image(src), read_image(tgt)
             if restore_fn is not None:
-                pred = restore_fn(pred)
+                pred = restore_fn(pred, name)
             if pred.shape != target.shape:
                 raise ValueError(f"{src} has shape {tuple(pred.shape)}, {tgt} has {tuple(target.shape)}")
             m = proto.compute(pred, target)
@@ -135,11 +142,18 @@ def run(args: argparse.Namespace) -> int:
             from ..inference import restore
 
             model = load_model_from_args(args)
-
-            def restore_fn(x: Any) -> Any:
-                return restore(
-                    model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False, progress=False
+            by_folder = getattr(args, "degradation_from_folder", False)
+            if by_folder and not getattr(model, "accepts_degradation", False):
+                raise ValueError(
+                    f"--degradation-from-folder needs a network that takes a degradation (PIP); "
+                    f"{type(model).__name__} does not"
                 )
+
+            def restore_fn(x: Any, group: str) -> Any:
+                return restore(
+                    model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False, progress=False,
+                    degradation=group if by_folder else None,
+                )  # fmt: skip
 
         results = evaluate_folders(pairs, args.protocol, restore_fn)
     except (ValueError, FileNotFoundError, KeyError) as exc:
