@@ -13,33 +13,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from allinone_ir import create_model
 from allinone_ir.benchmark import BenchResult, benchmark, count_flops, format_table, main
 from allinone_ir.layers import GDFN, MDTA, PromptGenBlock, channel_attention
 from allinone_ir.layers.attention import _reference_mdta_attention, projected_channel_attention
 from allinone_ir.layers.feedforward import gelu_gate
 
-from .tiny_configs import TINY
+from .tiny_configs import randomise as _randomise
+from .tiny_configs import tiny_model as _tiny
 
 CL = torch.channels_last
 FAST_MODELS = ["restormer", "promptir", "nafnet"]
-
-
-def _randomise(module: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn_like(p) * scale)
-    return module
-
-
-def _tiny(name: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model(name, **TINY[name])
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if pname.endswith(("beta", "gamma")):
-                p.fill_(0.1)
-    return model
 
 
 class TestProjectedAttention:

@@ -25,15 +25,9 @@ from allinone_ir.layers import (
 )
 from allinone_ir.layers.attention import _reference_mdta_attention
 
+from .tiny_configs import randomise as _randomise
+
 CL = torch.channels_last
-
-
-def _randomise(module: torch.nn.Module) -> torch.nn.Module:
-    """Give every parameter random values so identities (ones/zeros inits) cannot hide bugs."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn_like(p) * 0.5)
-    return module
 
 
 class TestLayerNorm2d:

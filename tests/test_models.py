@@ -9,20 +9,10 @@ from allinone_ir import NAFNet, PromptIR, Restormer, create_model, list_models
 from allinone_ir.models import PROMPTIR_UNUSED_MODULES, get_model_class, register_model
 
 from .tiny_configs import TINY
+from .tiny_configs import tiny_model as _tiny
 
 CL = torch.channels_last
 ALL = list_models()
-
-
-def _tiny(name: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model(name, **TINY[name])
-    # break the zero-initialised residual scales so every parameter influences the output
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if pname.endswith(("beta", "gamma")):
-                p.fill_(0.1)
-    return model
 
 
 def test_every_registered_model_has_a_tiny_config() -> None:

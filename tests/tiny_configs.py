@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
+from allinone_ir import create_model
+
 _RESTORMER = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 2, 4))
 _NAF = dict(width=8, middle_blk_num=1, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1))
 
@@ -25,3 +29,23 @@ TINY: dict[str, dict[str, Any]] = {
     ),
     "pip_nafnet": dict(_NAF, prompt_dims=(8, 8), prompt_sizes=(8, 4), p2f_heads=2, classifier_widths=(4, 8)),
 }
+
+
+def tiny_model(name: str) -> torch.nn.Module:
+    """Seeded tiny network whose zero-initialised residual scales (NAFNet's beta, gamma) are set to 0.1,
+    so that every parameter influences the output."""
+    torch.manual_seed(0)
+    model = create_model(name, **TINY[name])
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.endswith(("beta", "gamma")):
+                p.fill_(0.1)
+    return model
+
+
+def randomise(module: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:
+    """Give every parameter random values (``scale * N(0, 1)``) so identity inits cannot hide bugs."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn_like(p) * scale)
+    return module

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from ._version import __version__
+from .io import atomic_write
 from .models import PROMPTIR_UNUSED_MODULES, create_model, get_model_class, is_model
 
 __all__ = [
@@ -523,22 +523,10 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via ``write(tmp_path)`` to a temporary file in the same folder, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _save_safetensors(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
     st = _require_safetensors()
     meta = {"format": "pt", _META_KEY: json.dumps(config)}
-    _atomic_write(path, lambda tmp: st.save_file(_tensors(model), tmp, metadata=meta))
+    atomic_write(path, lambda tmp: st.save_file(_tensors(model), tmp, metadata=meta))
 
 
 def save_pretrained(
@@ -579,7 +567,7 @@ def save_pretrained(
     folder.mkdir(parents=True, exist_ok=True)
     _save_safetensors(weights, model, config)
     text = json.dumps(config, indent=2) + "\n"
-    _atomic_write(cfg_file, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(cfg_file, lambda tmp: Path(tmp).write_text(text))
     return folder
 
 

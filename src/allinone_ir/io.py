@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
     "array_to_tensor",
+    "atomic_write",
     "list_images",
     "read_image",
     "read_image_array",
@@ -46,6 +48,39 @@ def require_pillow() -> Any:
             "reading and writing image files needs Pillow: pip install 'allinone-ir[data]'"
         ) from exc
     return Image
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
+    """Write a file atomically: ``write(tmp)`` fills a temporary file in the same folder, then it is renamed.
+
+    A crash or an exception inside ``write`` never leaves a half-written ``path``; the temporary
+    file is removed. Missing parent folders are created. Used for images, checkpoints, configs
+    and logs alike.
+
+    Args:
+        path: The destination (replaced if it exists: callers decide whether that is allowed).
+        write: Called with the temporary file's path; must write the whole content there.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Examples:
+        >>> import tempfile
+        >>> p = atomic_write(Path(tempfile.mkdtemp()) / "a.txt", lambda tmp: Path(tmp).write_text("hi"))
+        >>> p.read_text()
+        'hi'
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return p
 
 
 def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
@@ -183,13 +218,5 @@ def write_image(
     im = Image.fromarray(arr.astype(np.uint16) if arr.dtype == np.uint16 else arr)
     if arr.dtype == np.uint16:
         im = im.convert("I;16") if im.mode != "I;16" else im
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=p.suffix)
-    os.close(fd)
-    try:
-        im.save(tmp, format=Image.registered_extensions().get(p.suffix.lower()))
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return p
+    image_format = Image.registered_extensions().get(p.suffix.lower())
+    return atomic_write(p, lambda tmp: im.save(tmp, format=image_format))

@@ -32,6 +32,31 @@ def _head_gram(qh: torch.Tensor, kh: torch.Tensor) -> torch.Tensor:
     return torch.stack([qh[:, i] @ kh[:, i].transpose(-2, -1) for i in range(qh.shape[1])], dim=1)
 
 
+def _cosine_logits(
+    qh: torch.Tensor,
+    kh: torch.Tensor,
+    sq_q: torch.Tensor,
+    sq_k: torch.Tensor,
+    temperature: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    """Cosine-similarity Gram matrix times the temperature, from the raw Gram and the squared row norms.
+
+    Equal to ``normalize(qh) @ normalize(kh)^T * temperature`` without writing normalised copies.
+    Shared by the dense attention here and PIP's top-m attention.
+
+    Shape:
+        - qh, kh: :math:`(N, heads, c, P)` (the batch axes may broadcast)
+        - sq_q, sq_k: :math:`(N, heads, c)` (sums of squares over ``P``, at least fp32)
+        - output: :math:`(N, heads, c, c)`, at least fp32
+    """
+    acc = sq_q.dtype
+    qn = sq_q.sqrt().clamp_min(eps).unsqueeze(-1)
+    kn = sq_k.sqrt().clamp_min(eps).unsqueeze(-2)
+    gram = _head_gram(qh, kh).to(acc)
+    return gram * (temperature.to(acc) / (qn * kn))
+
+
 def _attention_weights(
     qh: torch.Tensor,
     kh: torch.Tensor,
@@ -40,18 +65,8 @@ def _attention_weights(
     temperature: torch.Tensor,
     eps: float,
 ) -> torch.Tensor:
-    """Softmax of the cosine-similarity Gram matrix, from the raw Gram and the squared row norms.
-
-    Shape:
-        - qh, kh: :math:`(N, heads, c, P)`
-        - sq_q, sq_k: :math:`(N, heads, c)` (sums of squares over ``P``, at least fp32)
-        - output: :math:`(N, heads, c, c)`, at least fp32
-    """
-    acc = sq_q.dtype
-    qn = sq_q.sqrt().clamp_min(eps).unsqueeze(-1)
-    kn = sq_k.sqrt().clamp_min(eps).unsqueeze(-2)
-    gram = _head_gram(qh, kh).to(acc)
-    return (gram * (temperature.to(acc) / (qn * kn))).softmax(dim=-1)
+    """Softmax over the last axis of :func:`_cosine_logits`."""
+    return _cosine_logits(qh, kh, sq_q, sq_k, temperature, eps).softmax(dim=-1)
 
 
 def channel_attention(

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import channel_attention
+from .attention import _cosine_logits, _heads_view, channel_attention
 from .feedforward import GDFN
 from .norm import NormKind, RestormerLayerNorm
 
@@ -353,14 +353,10 @@ def top_m_channel_attention(
         - output: :math:`(N, C, H, W)`
     """
     n, c, h, w = q.shape
-    ch = c // num_heads
-    qh = q.reshape(n, num_heads, ch, h * w)
-    kh = k.reshape(k.shape[0], num_heads, ch, -1)
-    vh = v.reshape(v.shape[0], num_heads, ch, -1)
+    qh, kh, vh = _heads_view(q, num_heads), _heads_view(k, num_heads), _heads_view(v, num_heads)
     acc = torch.promote_types(q.dtype, torch.float32)  # logits, masks and softmax in >= fp32
-    qn = torch.linalg.vector_norm(qh, dim=-1, keepdim=True, dtype=acc).clamp_min(eps)
-    kn = torch.linalg.vector_norm(kh, dim=-1, keepdim=True, dtype=acc).clamp_min(eps)
-    attn = (qh @ kh.transpose(-2, -1)).to(acc) * (temperature.to(acc) / (qn * kn.transpose(-2, -1)))
+    sq_q, sq_k = qh.square().sum(dim=-1, dtype=acc), kh.square().sum(dim=-1, dtype=acc)
+    attn = _cosine_logits(qh, kh, sq_q, sq_k, temperature, eps)
     # thresholds: the m-th largest value of each row, from one sorted top-k with the largest m
     kth = torch.topk(attn, max(top_m), dim=-1).values.detach()
     probs = None

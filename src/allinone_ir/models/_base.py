@@ -118,7 +118,7 @@ class RestorationModel(nn.Module):
         Raises:
             ValueError: If a name is not a level of this network.
         """
-        known = dict((name, m) for name, m in self.named_modules() if isinstance(m, Stage))
+        known = {name: self.get_submodule(name) for name in self.grad_checkpointing_stages()}
         names = list(known) if stages is None else list(stages)
         unknown = [n for n in names if n not in known]
         if unknown:

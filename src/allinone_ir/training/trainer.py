@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import losses as L
-from ..hub import _atomic_write
+from ..io import atomic_write
 from ..metrics import get_protocol
 from .config import TrainerConfig
 from .distributed import DistInfo, EpochSampler, init_distributed, resolve_device
@@ -88,17 +88,12 @@ class LossTerm:
     name: str = "extra"
 
 
-def _atomic_write_bytes(path: Path, writer: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, writer)
-
-
 def _write_json(path: Path, data: Any) -> None:
     def w(tmp: str) -> None:
         with open(tmp, "w") as f:
             json.dump(data, f, indent=2, default=float)
 
-    _atomic_write_bytes(path, w)
+    atomic_write(path, w)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -561,7 +556,7 @@ class Trainer:
             ax.legend(fontsize=8)
         fig.tight_layout()
         path = self.out_dir / "curves.png"
-        _atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
         plt.close(fig)
         return path
 
@@ -602,7 +597,7 @@ class Trainer:
             return None
         p = Path(path) if path is not None else self.ckpt_dir / f"step_{self.step:08d}.pt"
         state = self.state_dict()
-        _atomic_write_bytes(p, lambda tmp: torch.save(state, tmp))
+        atomic_write(p, lambda tmp: torch.save(state, tmp))
         if periodic:
             self.last_checkpoint = p
             olds = sorted(self.ckpt_dir.glob("step_*.pt"))
