@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from ._version import __version__
+from .errors import AllInOneIRError, MissingDependencyError, TrainingDivergedError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -57,15 +59,47 @@ def _missing(exc: ModuleNotFoundError) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``allinone-ir``; returns the exit status."""
+    """Entry point of ``allinone-ir``; returns the exit status.
+
+    The one exit path of every sub-command: the library's own errors
+    (:class:`~allinone_ir.errors.AllInOneIRError`), ``OSError`` (a missing file, a full disk,
+    a permission) and a missing optional package become one ``error: ...`` line on standard
+    error and exit status 2 (1 for a diverged training run); ``KeyboardInterrupt`` becomes
+    ``interrupted`` and status 130. Set ``ALLINONE_IR_TRACEBACK=1`` to see the traceback instead.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 1 when the command ran but something failed (files skipped,
+        training diverged), 2 for a usage, input or configuration error, 130 when interrupted.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     wanted = [argv[0]] if argv and argv[0] in COMMANDS else None
-    parser = build_parser(wanted)
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 0 if not argv else 2
-    return int(args.func(args) or 0)
+    try:
+        parser = build_parser(wanted)
+        args = parser.parse_args(argv)
+        if getattr(args, "func", None) is None:
+            parser.print_help()
+            return 0 if not argv else 2
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (AllInOneIRError, OSError, ImportError) as exc:
+        if os.environ.get("ALLINONE_IR_TRACEBACK"):
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1 if isinstance(exc, TrainingDivergedError) else 2
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ImportError) and not isinstance(exc, MissingDependencyError):
+        name = exc.name or "a package"
+        return f"{name} is not installed ({exc}); pip install 'allinone-ir[all]'"
+    if isinstance(exc, OSError) and not isinstance(exc, AllInOneIRError) and exc.filename:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

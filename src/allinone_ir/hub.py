@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ._version import __version__
+from .errors import CheckpointError, require
 from .io import atomic_write
 from .models import PROMPTIR_UNUSED_MODULES, create_model, get_model_class, is_model
 
@@ -53,18 +54,8 @@ _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "mode
 _PREFIXES = ("module.", "_orig_mod.", "net.", "model.")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint could not be read or does not match the network; the message says why."""
-
-
 def _require_safetensors() -> Any:
-    try:
-        import safetensors.torch as st
-    except ImportError as exc:
-        raise ImportError(
-            "safetensors files need the safetensors package: pip install 'allinone-ir[hub]'"
-        ) from exc
-    return st
+    return require("safetensors.torch", extra="hub", purpose="safetensors files")
 
 
 # --------------------------------------------------------------------------- reading

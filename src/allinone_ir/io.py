@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import ImageReadError, require
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
@@ -35,19 +37,9 @@ __all__ = [
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class ImageReadError(OSError):
-    """An image file could not be read; the message names the file."""
-
-
 def require_pillow() -> Any:
     """Import and return ``PIL.Image``, or raise an ``ImportError`` saying how to install it."""
-    try:
-        from PIL import Image
-    except ImportError as exc:  # pragma: no cover - exercised only without Pillow
-        raise ImportError(
-            "reading and writing image files needs Pillow: pip install 'allinone-ir[data]'"
-        ) from exc
-    return Image
+    return require("PIL.Image", extra="data", purpose="reading and writing image files")
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import DatasetError
 from ..io import list_images, read_image
 from .augment import AUGMENT_MODES, paired_random_augment, paired_random_crop
 from .degradations import DEGRADATION_LABELS, add_gaussian_noise, synthesize
@@ -36,10 +37,6 @@ __all__ = [
 
 PathLike = str | os.PathLike[str]
 NameMap = Callable[[str], str] | tuple[str, str] | None
-
-
-class DatasetError(ValueError):
-    """A dataset problem (missing partner, size mismatch, unreadable file); the message names the files."""
 
 
 def _sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:

@@ -1,6 +1,6 @@
 """Full restoration networks and the model registry."""
 
-from ._base import RestorationModel, check_image_batch
+from ._base import AuxiliaryLoss, RestorationModel, check_image_batch
 from ._registry import (
     create_model,
     get_model_class,
@@ -17,6 +17,7 @@ from .restormer import Restormer
 
 __all__ = [
     "PROMPTIR_UNUSED_MODULES",
+    "AuxiliaryLoss",
     "DegradationClassifier",
     "NAFNet",
     "PIPNAFNet",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from ..layers.padding import pad_to_multiple
 from ..layers.stage import Stage
 
-__all__ = ["RestorationModel", "check_image_batch"]
+__all__ = ["AuxiliaryLoss", "RestorationModel", "check_image_batch"]
 
 
 def check_image_batch(x: Any, channels: int, name: str = "input") -> None:
@@ -42,6 +43,27 @@ def check_image_batch(x: Any, channels: int, name: str = "input") -> None:
         )
     if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"{name} must have N, H, W >= 1, got shape {tuple(x.shape)}")
+
+
+@dataclass(frozen=True)
+class AuxiliaryLoss:
+    """A training term that a model family declares: ``weight * fn(model, batch, extras)``.
+
+    A family lists its terms in :meth:`RestorationModel.auxiliary_losses`; the
+    :class:`~allinone_ir.training.Trainer`, the config files and the demo all add them to the
+    main loss, so the recipe lives with the network, not in each script.
+
+    Attributes:
+        name: Name in the logs (``loss_<name>``) and in config overrides (``trainer.aux_weights``).
+        weight: Default weight of the term.
+        fn: ``fn(model, batch, extras) -> scalar tensor``: ``model`` is the unwrapped network,
+            ``batch`` the batch on the device, ``extras`` what :meth:`RestorationModel.split_training_output`
+            returned besides the image (e.g. PIP's ``{"logits": ...}``).
+    """
+
+    name: str
+    weight: float
+    fn: Callable[[nn.Module, Mapping[str, Any], Mapping[str, torch.Tensor]], torch.Tensor]
 
 
 class RestorationModel(nn.Module):
@@ -125,6 +147,31 @@ class RestorationModel(nn.Module):
             raise ValueError(f"not checkpointable levels: {unknown}; levels are {list(known)}")
         for n in names:
             known[n].grad_checkpointing = enable
+
+    # ------------------------------------------------------------------ training recipe of the family
+    def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for ``forward`` during training, read from a batch (default: none).
+
+        Everything a training step needs must come out of the one ``forward`` call, so that DDP
+        sees every parameter used (PIP asks for the classifier's logits here as well as passing
+        the labels).
+
+        Args:
+            batch: The batch dict on the device (``degraded``, ``clean``, ``label``, ...).
+        """
+        return {}
+
+    def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Split what ``forward(**training_forward_kwargs(batch))`` returned into the image and extras.
+
+        Shape:
+            - image: :math:`(N, C_{out}, H, W)`
+        """
+        return output, {}
+
+    def auxiliary_losses(self) -> list[AuxiliaryLoss]:
+        """The family's auxiliary training terms, added to the main loss by the trainer (default: none)."""
+        return []
 
     @property
     def num_parameters(self) -> int:

@@ -37,11 +37,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError, require
+
 __all__ = ["ConfigError", "add_parser", "build_from_config", "load_config", "run"]
-
-
-class ConfigError(ValueError):
-    """A problem in a training config file; the message starts with the offending key."""
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -63,12 +61,7 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
     elif suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError as exc:
-            raise ImportError(
-                "YAML configs need PyYAML: pip install 'allinone-ir[train]' (or use TOML)"
-            ) from exc
+        yaml = require("yaml", extra="train", purpose="YAML configs (or use TOML)")
         try:
             data = yaml.safe_load(p.read_text())
         except yaml.YAMLError as exc:

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import losses as L
+from ..errors import TrainingDivergedError
 from ..io import atomic_write
 from ..metrics import get_protocol
 from .config import TrainerConfig
@@ -63,10 +64,6 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
         return LOSSES[name](**kwargs)
     except TypeError as exc:
         raise ValueError(f"bad arguments for loss {name!r}: {exc}") from exc
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the message says at which step and which checkpoint is good."""
 
 
 @dataclass

@@ -1,0 +1,108 @@
+"""The library's error types: one base class, :class:`AllInOneIRError`, for everything it raises on purpose.
+
+Each error also derives from the built-in exception that code written before this module
+caught (``ValueError``, ``OSError``, ``RuntimeError``, ``ImportError``), so ``except ValueError``
+keeps working, while ``except AllInOneIRError`` catches every problem the library diagnosed
+itself. The command line (:func:`allinone_ir.cli.main`) turns any of them into one line on
+standard error and an exit status, never a traceback.
+
+Examples:
+    >>> from allinone_ir.errors import AllInOneIRError, CheckpointError
+    >>> try:
+    ...     raise CheckpointError("model.ckpt: 3 missing keys: a, b, c")
+    ... except AllInOneIRError as exc:
+    ...     print(type(exc).__name__, "-", exc)
+    CheckpointError - model.ckpt: 3 missing keys: a, b, c
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "AllInOneIRError",
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "ImageReadError",
+    "MissingDependencyError",
+    "TrainingDivergedError",
+    "require",
+]
+
+
+class AllInOneIRError(Exception):
+    """Base class of the errors this library raises on purpose; the message says what was expected."""
+
+
+class ConfigError(AllInOneIRError, ValueError):
+    """A problem in a training config file; the message starts with the offending key."""
+
+
+class CheckpointError(AllInOneIRError, ValueError):
+    """A checkpoint could not be read or does not match the network; the message says why."""
+
+
+class DatasetError(AllInOneIRError, ValueError):
+    """A dataset problem (missing partner, size mismatch, unreadable file); the message names the files."""
+
+
+class ImageReadError(AllInOneIRError, OSError):
+    """An image file could not be read; the message names the file."""
+
+
+class TrainingDivergedError(AllInOneIRError, RuntimeError):
+    """The loss became NaN or infinite; the message says at which step and which checkpoint is good."""
+
+
+class MissingDependencyError(AllInOneIRError, ImportError):
+    """An optional package is not installed; the message names the ``pip install`` that adds it.
+
+    Attributes:
+        package: The importable name that is missing (e.g. ``"PIL"``).
+        extra: The ``allinone-ir`` extra that provides it (e.g. ``"data"``).
+    """
+
+    def __init__(self, message: str, *, package: str = "", extra: str = "") -> None:
+        super().__init__(message, name=package or None)
+        self.package = package
+        self.extra = extra
+
+
+def require(module: str, *, extra: str, purpose: str) -> Any:
+    """Import an optional dependency, or raise :class:`MissingDependencyError` naming the extra to install.
+
+    Args:
+        module: The module to import, e.g. ``"PIL.Image"`` or ``"safetensors.torch"``.
+        extra: The ``allinone-ir`` extra that installs it, e.g. ``"data"``.
+        purpose: What needs it, for the message (e.g. ``"reading image files"``).
+
+    Returns:
+        The imported module.
+
+    Raises:
+        MissingDependencyError: If the import fails; the message is
+            ``"<purpose> needs <package>: pip install 'allinone-ir[<extra>]'"``.
+
+    Examples:
+        >>> require("json", extra="data", purpose="testing").__name__
+        'json'
+        >>> require("no_such_module_xyz", extra="data", purpose="testing")
+        Traceback (most recent call last):
+        ...
+        allinone_ir.errors.MissingDependencyError: testing needs no_such_module_xyz: pip install 'allinone-ir[data]'
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        raise MissingDependencyError(
+            f"{purpose} needs {_PACKAGE_NAMES.get(top, top)}: pip install 'allinone-ir[{extra}]'",
+            package=top,
+            extra=extra,
+        ) from exc
+
+
+#: Import name -> distribution name, where they differ.
+_PACKAGE_NAMES = {"PIL": "Pillow", "yaml": "PyYAML", "skimage": "scikit-image"}
