@@ -12,6 +12,13 @@ All three take ``model(image, degradation=None, *, return_weights=False, return_
   ``degradation`` is given: one forward for joint training (restoration loss on the labelled
   prompts + :func:`~allinone_ir.models.classifier.degradation_classification_loss`), which also keeps
   every parameter in use for DDP.
+
+The family declares its own training recipe (see :meth:`_PIPControl.auxiliary_losses`), which the
+:class:`~allinone_ir.training.Trainer`, the config files and the demo use as it is: the training
+forward gets the labels (and asks for the classifier's logits), and two terms are added to the
+restoration loss, ``ddl`` (the directional decoupled loss on the degradation-aware prompts, weight
+:data:`~allinone_ir.losses.DEFAULT_DDL_ALPHA` = 0.002, paper Eq. 10) and ``classifier`` (the
+classifier's cross-entropy against the labels, weight :data:`DEFAULT_CLASSIFIER_WEIGHT` = 0.1).
 """
 
 from __future__ import annotations
@@ -23,18 +30,69 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import DatasetError
 from ..layers.norm import NormKind
 from ..layers.pip import DEFAULT_DEGRADATIONS, DegradationSpec, PIPBlock, resolve_degradation_weights
 from ..layers.transformer import Upsample
-from ._base import RestorationModel
+from ..losses.decoupled import DEFAULT_DDL_ALPHA, collect_degradation_prompts, directional_decoupled_loss
+from ._base import AuxiliaryLoss, RestorationModel
 from ._registry import register_architecture, register_model
-from .classifier import DegradationClassifier
+from .classifier import DegradationClassifier, degradation_classification_loss
 from .nafnet import NAFNet
 from .restormer import RestormerEncoderMixin, transformer_stage
 
-__all__ = ["PIPNAFNet", "PIPRestormer", "PIPUNet", "pip_nafnet", "pip_restormer"]
+__all__ = [
+    "DEFAULT_CLASSIFIER_WEIGHT",
+    "PIPNAFNet",
+    "PIPRestormer",
+    "PIPUNet",
+    "pip_nafnet",
+    "pip_restormer",
+]
 
 PIPOutput = torch.Tensor | tuple[torch.Tensor, ...]
+
+#: Default weight of the degradation classifier's cross-entropy in the PIP family's training recipe.
+#: The classifier has parameters of its own and, when labels drive the prompts, its logits do not
+#: reach the image, so this weight trades nothing off against the restoration loss: under Adam it
+#: barely changes the classifier's updates (Adam is invariant to the scale of a gradient); it sets
+#: the term's share of the logged loss and of the gradient norm that ``grad_clip`` clips. At 0.1 the
+#: term starts at ``0.1 ln T`` (0.16 for five classes), the size of an L1 loss, so clipping still
+#: acts on the restoration gradient rather than on the classifier's.
+DEFAULT_CLASSIFIER_WEIGHT: float = 0.1
+
+
+def _ddl_term(model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The ``ddl`` term: paper Eq. 4 on the network's own degradation-aware prompts, summed over its blocks."""
+    return directional_decoupled_loss(collect_degradation_prompts(model))
+
+
+def _classifier_term(
+    model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """The ``classifier`` term: cross-entropy of the training forward's logits against ``batch["label"]``.
+
+    Zero for a batch without labels (blind training: the classifier learns through the restoration
+    loss alone). Labels of any form :func:`~allinone_ir.layers.pip.resolve_degradation_weights` reads
+    (integer labels, ``(N, T)`` weights from Degradation-Mix or mixup, names) are turned into
+    normalised target weights, so a 50/50 mixture targets 0.5 / 0.5.
+
+    Raises:
+        ValueError: If the batch has labels but ``extras`` has no ``"logits"`` (the forward was not
+            run with :meth:`~_PIPControl.training_forward_kwargs`).
+    """
+    label = batch.get("label")
+    if label is None:
+        return batch["degraded"].new_zeros((), dtype=torch.float32)
+    logits = extras.get("logits")
+    if logits is None:
+        raise ValueError(
+            "the 'classifier' term needs the classifier's logits in extras['logits']: run "
+            "forward(x, **model.training_forward_kwargs(batch)) and split it with model.split_training_output"
+        )
+    names = getattr(model, "degradations", DEFAULT_DEGRADATIONS)
+    target = resolve_degradation_weights(label, batch_size=logits.shape[0], names=names, device=logits.device)
+    return degradation_classification_loss(logits, target)
 
 
 class _PIPControl:
@@ -73,6 +131,97 @@ class _PIPControl:
         if self.classifier is None:
             raise RuntimeError("this network has no degradation classifier (built with classifier=False)")
         return self.classifier(image)
+
+    # ------------------------------------------------------------------ training recipe of the family
+    def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """How to call ``forward`` in a training step: with the batch's labels, and for the classifier's logits.
+
+        - labels (``batch["label"]``: int labels ``(N,)``, or ``(N, T)`` weights from
+          Degradation-Mix / mixup) and a classifier: ``{"degradation": labels, "return_logits": True}``,
+          so the labels drive the prompts (as in the paper) and the classifier's logits come out
+          of the same forward for the ``classifier`` term;
+        - labels and no classifier (``classifier=False``): ``{"degradation": labels}``;
+        - no labels: ``{}``, i.e. blind training, where the classifier's ``omega`` drives the
+          prompts and the classifier learns through the restoration loss only (legitimate when
+          the degradation of the training data is unknown; the ``classifier`` term is then 0).
+
+        Every parameter is used by this one forward, as DDP without ``find_unused_parameters``
+        requires.
+
+        Args:
+            batch: The batch dict on the device.
+
+        Returns:
+            Keyword arguments for ``forward``.
+
+        Raises:
+            DatasetError: Without labels when the network has no classifier: nothing could
+                supply ``omega``.
+        """
+        label = batch.get("label")
+        if label is None:
+            if self.classifier is None:
+                raise DatasetError(
+                    f"training {type(self).__name__} (built with classifier=False) needs degradation labels, "
+                    f"but the batch has no 'label' (keys: {sorted(batch)}); use a dataset that labels its "
+                    "samples, or build the network with classifier=True to train blind"
+                )
+            return {}
+        if self.classifier is None:
+            return {"degradation": label}
+        return {"degradation": label, "return_logits": True}
+
+    def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Split the training forward's output into the image and ``{"logits": ...}`` (when asked for).
+
+        Args:
+            output: What ``forward(x, **training_forward_kwargs(batch))`` returned: the image, or
+                ``(image, logits)``.
+
+        Returns:
+            ``(image, extras)``; ``extras`` is ``{"logits": logits}`` or empty.
+
+        Raises:
+            ValueError: For any other output (e.g. one made with ``return_weights=True``).
+
+        Shape:
+            - image: :math:`(N, C_{out}, H, W)`
+            - logits: :math:`(N, T)`
+        """
+        if isinstance(output, torch.Tensor):
+            return output, {}
+        pair = isinstance(output, tuple) and len(output) == 2
+        if pair and all(isinstance(t, torch.Tensor) for t in output):
+            return output[0], {"logits": output[1]}
+        kind = f"a tuple of {len(output)}" if isinstance(output, tuple) else type(output).__name__
+        raise ValueError(
+            "expected the output of forward(x, **training_forward_kwargs(batch)): an image tensor or "
+            f"(image, logits), got {kind}"
+        )
+
+    def auxiliary_losses(self) -> list[AuxiliaryLoss]:
+        """PIP's training terms, added to the restoration loss by the trainer, the configs and the demo.
+
+        - ``ddl``, weight :data:`~allinone_ir.losses.DEFAULT_DDL_ALPHA` (0.002): the directional
+          decoupled loss (paper Eq. 4, angle form, 90 degrees) on the degradation-aware prompts of
+          every PIP block, summed over the blocks; the paper's total loss is ``L1 + 0.002 L_ddl``
+          (Eq. 10);
+        - ``classifier``, weight :data:`DEFAULT_CLASSIFIER_WEIGHT` (0.1), only when the network has
+          a classifier: the cross-entropy of its logits against the labels. The classifier sees the
+          degraded image only and, as the labels drive the prompts, the restoration loss does not
+          reach it, nor does this term reach the restoration path: the classifier is trained as in
+          the paper (supplementary C.1), only jointly. Without labels the term is 0.
+
+        Change a weight by name (``trainer.aux_weights: {classifier: 0.5}`` in a config); weight 0
+        switches a term's effect off.
+
+        Returns:
+            The terms (``fn(model, batch, extras)``, ``model`` the unwrapped network).
+        """
+        terms = [AuxiliaryLoss("ddl", DEFAULT_DDL_ALPHA, _ddl_term)]
+        if self.classifier is not None:
+            terms.append(AuxiliaryLoss("classifier", DEFAULT_CLASSIFIER_WEIGHT, _classifier_term))
+        return terms
 
     def _omega(
         self, image: torch.Tensor, degradation: DegradationSpec | None, need_logits: bool
@@ -345,24 +494,54 @@ class PIPNAFNet(_PIPControl, NAFNet):
         return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
 
 
+#: Attribute of a tapped backbone module that holds ``(PIP block, omega)`` while :meth:`PIPUNet.forward` runs.
+_TAP_ATTR = "_allinone_ir_pip_tap"
+
+
+def _pip_tap_hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
+    """Forward hook of a tapped backbone module: apply the PIP block that :meth:`PIPUNet.forward` handed it.
+
+    The hook holds no state and no reference to any wrapper: what it applies is stored on the
+    module itself, and only for the duration of the wrapper's call. So ``copy.deepcopy``,
+    pickling and ``ModelEMA`` give copies that apply their own blocks, and the backbone called
+    on its own is unchanged.
+    """
+    active = getattr(module, _TAP_ATTR, None)
+    if active is None:  # the backbone was called on its own: leave it unmodified
+        return None
+    block, omega = active
+    return block(output, omega)
+
+
 class PIPUNet(_PIPControl, RestorationModel):
     """Plug PIP into a U-Net of your own, without touching its code.
 
     Design: PIP modulates skip tensors, so the wrapper needs to know which tensors are
     skips. Name the sub-modules of your network whose **outputs** are the skip features;
-    the wrapper builds one :class:`~allinone_ir.layers.PIPBlock` per name and registers a
-    forward hook on each module that replaces its output by ``pip(output, omega)`` while
-    :meth:`forward` runs (``omega`` is resolved once per call from ``degradation``, or
-    estimated by the classifier). Outside :meth:`forward` the hooks do nothing, so the
-    wrapped network still runs unmodified when called directly.
+    the wrapper builds one :class:`~allinone_ir.layers.PIPBlock` per name (``pips.<name>``,
+    with ``.`` in the name written ``_``) and taps each named module with a stateless forward
+    hook. :meth:`forward` resolves ``omega`` once per call (from ``degradation``, or estimated
+    by the classifier), hands each tapped module its block and ``omega`` for the duration of
+    the call, and the hook replaces the module's output by ``pip(output, omega)``. Outside
+    :meth:`forward` the hooks do nothing, so the wrapped network still runs unmodified when
+    called directly.
+
+    Nothing refers back to the wrapper, so copies are independent: ``copy.deepcopy`` (what
+    :class:`~allinone_ir.training.ema.ModelEMA` does), pickling, ``.to()``, DDP and
+    ``torch.compile`` all give a network that applies its own PIP blocks. The backbone's
+    modules keep their types, attributes and state-dict keys (``backbone.<name>.*``; the blocks
+    are ``pips.<name>.*``), so weights of the plain backbone load with
+    ``net.backbone.load_state_dict(...)``.
 
     The named module's output is replaced wherever it is used. If your encoder output
     feeds both the skip and the next level and you want to modulate only the skip (as
     PIP does), give the skip path its own module, e.g. ``self.skip1 = nn.Identity()`` and
     ``torch.cat([up, self.skip1(e1)], 1)`` in the decoder, and name ``"skip1"``. Each named
-    module must run once per forward. For full control instead, call
-    :class:`~allinone_ir.layers.PIPBlock` yourself: ``e1 = pip(e1, omega)`` with
-    ``omega = resolve_degradation_weights(degradation, batch_size=N)``.
+    module must run once per forward, be called as ``module(x)`` (hooks do not run for
+    ``module.forward(x)``), and lie outside activation-checkpointed regions of the backbone
+    (their recomputation runs after :meth:`forward` has returned, without PIP). For full
+    control instead, call :class:`~allinone_ir.layers.PIPBlock` yourself: ``e1 = pip(e1, omega)``
+    with ``omega = resolve_degradation_weights(degradation, batch_size=N)``.
 
     ``config`` records the wrapper's arguments but not the backbone, and the wrapper is not
     in the model registry: to reload weights, wrap the same backbone again and use
@@ -384,8 +563,14 @@ class PIPUNet(_PIPControl, RestorationModel):
         classifier: Build the degradation classifier used when ``degradation=None``.
         classifier_widths: Stage widths of the classifier.
 
+    Attributes:
+        backbone: Your network, its named modules tapped.
+        pips: The PIP blocks, ``{block name: PIPBlock}``.
+        taps: ``(module name in the backbone, block name in pips)`` of each skip.
+
     Raises:
-        ValueError: If a name is not a sub-module of ``backbone`` or the lengths disagree.
+        ValueError: If a name is not a sub-module of ``backbone``, two names are the same module
+            or give the same block name, or the lengths disagree.
 
     Shape:
         - image: :math:`(N, C_{in}, H, W)`
@@ -438,6 +623,11 @@ class PIPUNet(_PIPControl, RestorationModel):
                 f"{unknown} are not sub-modules of the backbone; some names: {list(modules)[1:9]}"
             )
         names, channels = list(skips), [int(c) for c in skips.values()]
+        keys = [re.sub(r"\W", "_", name) for name in names]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"skips {names} give the same PIP block names {keys}; name distinct modules")
+        if len({id(modules[name]) for name in names}) != len(names):
+            raise ValueError(f"skips {names} name the same module twice; each skip needs a module of its own")
         dims = channels if prompt_dims is None else _check_levels("prompt_dims", prompt_dims, len(names))
         sizes = [prompt_sizes] * len(names) if isinstance(prompt_sizes, int) else list(prompt_sizes)
         sizes = _check_levels("prompt_sizes", sizes, len(names))
@@ -451,22 +641,28 @@ class PIPUNet(_PIPControl, RestorationModel):
         self.backbone = backbone
         self._build_control(degradations, classifier, classifier_widths)
         self.pips = nn.ModuleDict()
-        self._omega_now: torch.Tensor | None = None
-        for name, c, pdim, size in zip(names, channels, dims, sizes):
-            key = re.sub(r"\W", "_", name)
+        self.taps: tuple[tuple[str, str], ...] = tuple(zip(names, keys))
+        for name, key, c, pdim, size in zip(names, keys, channels, dims, sizes):
             self.pips[key] = PIPBlock(
                 c, pdim, size, self.num_degradations, p2p_heads=p2p_heads, p2f_heads=p2f_heads,
                 ffn_expansion_factor=ffn_expansion_factor,
             )  # fmt: skip
-            modules[name].register_forward_hook(self._make_hook(key))
+            module = modules[name]
+            setattr(module, _TAP_ATTR, None)
+            if not any(hook is _pip_tap_hook for hook in module._forward_hooks.values()):
+                module.register_forward_hook(_pip_tap_hook)  # once, even if wrapped again
 
-    def _make_hook(self, key: str):
-        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
-            if self._omega_now is None:  # the backbone was called on its own: leave it unmodified
-                return None
-            return self.pips[key](output, self._omega_now)
-
-        return hook
+    def _tapped_modules(self) -> list[nn.Module]:
+        found = []
+        for name, _ in self.taps:
+            module = self.backbone.get_submodule(name)
+            if not hasattr(module, _TAP_ATTR):
+                raise RuntimeError(
+                    f"backbone module {name!r} was replaced after PIPUNet wrapped the backbone, so it has no "
+                    "PIP tap; wrap the modified backbone again"
+                )
+            found.append(module)
+        return found
 
     def forward(
         self,
@@ -478,11 +674,14 @@ class PIPUNet(_PIPControl, RestorationModel):
     ) -> PIPOutput:
         inp, size = self._pad_input(x)
         omega, logits = self._omega(x, degradation, return_logits)
-        self._omega_now = omega
+        tapped = self._tapped_modules()
+        for module, (_, key) in zip(tapped, self.taps):
+            setattr(module, _TAP_ATTR, (self.pips[key], omega))
         try:
             out = self.backbone(inp)
         finally:
-            self._omega_now = None
+            for module in tapped:
+                setattr(module, _TAP_ATTR, None)
         return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
 
 
