@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import os
+import pickle
+import socket
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -10,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from allinone_ir import PIPNAFNet, PIPRestormer, PIPUNet, create_model
+from allinone_ir.errors import AllInOneIRError, DatasetError
 from allinone_ir.layers import (
     DEFAULT_DEGRADATIONS,
     BasicRestorationPrompt,
@@ -22,9 +29,12 @@ from allinone_ir.layers import (
     top_m_channel_attention,
 )
 from allinone_ir.layers.pip import _reference_top_m_attention, top_m_sizes
+from allinone_ir.losses import DEFAULT_DDL_ALPHA, collect_degradation_prompts
 from allinone_ir.models import DegradationClassifier, degradation_classification_loss, get_model_class
+from allinone_ir.models.pip import DEFAULT_CLASSIFIER_WEIGHT
+from allinone_ir.training.ema import ModelEMA
 
-from .tiny_configs import TINY
+from .tiny_configs import TINY, tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -378,6 +388,73 @@ class TestPIPUNet:
         with pytest.raises(ValueError, match=r"\(N, 7, H, W\)"):
             net(torch.rand(1, 3, 8, 8), "rain")
 
+    def test_copies_apply_pip(self) -> None:
+        net = self._net()
+        x = torch.rand(2, 3, 16, 12)
+        with torch.no_grad():
+            y, bare = net(x, "rain"), net.backbone(x)
+            clone = copy.deepcopy(net)
+            assert torch.equal(clone(x, "rain"), y)
+            assert torch.equal(ModelEMA(net, decay=0.9)(x, "rain"), y)  # what validation and best.pt judge
+            assert torch.equal(pickle.loads(pickle.dumps(net))(x, "rain"), y)
+            assert (y - bare).abs().max() > 1e-3  # ... which is not the bare backbone
+            # the copy uses its own blocks: changing them changes the copy only
+            clone.pips["skip1"].basic_prompt.prompt.add_(1.0)
+            assert not torch.allclose(clone(x, "rain"), y) and torch.equal(net(x, "rain"), y)
+            assert torch.equal(clone.backbone(x), bare)  # the copy's backbone alone is unchanged too
+
+    def test_ema_tracks_the_pip_blocks(self) -> None:
+        net = self._net()
+        ema = ModelEMA(net, decay=0.5)
+        with torch.no_grad():
+            net.pips["enc2"].basic_prompt.prompt.add_(2.0)
+            ema.update(net)
+            expected = net.pips["enc2"].basic_prompt.prompt - 1.0  # halfway from the old value
+        torch.testing.assert_close(ema.module.pips["enc2"].basic_prompt.prompt, expected)
+
+    def test_state_dict_keys_are_unchanged_and_plain_backbone_weights_load(self) -> None:
+        net = self._net(skips={"skip1": 8}, prompt_dims=(8,), prompt_sizes=4, classifier=False)
+        keys = list(net.state_dict())
+        # the keys a state dict saved before the taps were made copy-safe has (42 in all)
+        assert keys[:8] == [
+            f"backbone.{m}.{p}" for m in ("enc1", "enc2", "up", "out") for p in ("weight", "bias")
+        ]
+        assert len(keys) == 42 and all(k.startswith("pips.skip1.") for k in keys[8:])
+        assert keys[8:10] == ["pips.skip1.degradation_prompt.prompts", "pips.skip1.basic_prompt.prompt"]
+        plain = _UNet()
+        net.backbone.load_state_dict(plain.state_dict())  # pretrained weights of the plain U-Net
+        assert torch.equal(net.backbone.enc2.weight, plain.enc2.weight) and isinstance(
+            net.backbone.enc2, nn.Conv2d
+        )
+        other = self._net(skips={"skip1": 8}, prompt_dims=(8,), prompt_sizes=4, classifier=False)
+        other.load_state_dict(net.state_dict())
+        x = torch.rand(1, 3, 8, 8)
+        with torch.no_grad():
+            assert torch.equal(other(x, "haze"), net(x, "haze"))
+
+    def test_two_wrappers_of_one_backbone_apply_their_own_blocks(self) -> None:
+        first = self._net()
+        torch.manual_seed(1)
+        second = PIPUNet(first.backbone, skips={"skip1": 8, "enc2": 16}, prompt_dims=(8, 8), prompt_sizes=(8, 4),
+                         p2f_heads=2, pad_multiple=2, classifier_widths=(4,)).eval()  # fmt: skip
+        assert len(first.backbone.skip1._forward_hooks) == 1  # tapped once
+        x = torch.rand(1, 3, 8, 8)
+        with torch.no_grad():
+            a, b = first(x, "rain"), second(x, "rain")
+            second.load_state_dict(first.state_dict())
+            assert (a - b).abs().max() > 1e-4 and torch.equal(second(x, "rain"), a)
+
+    def test_replaced_module_and_clashing_names(self) -> None:
+        net = self._net()
+        net.backbone.skip1 = nn.Identity()  # the tapped module is gone: PIP would silently not apply
+        with pytest.raises(RuntimeError, match="'skip1' was replaced after PIPUNet wrapped"):
+            net(torch.rand(1, 3, 8, 8), "rain")
+        bb = _UNet()
+        bb.blk = nn.Sequential(nn.Identity())
+        bb.blk_0 = nn.Identity()
+        with pytest.raises(ValueError, match="same PIP block names"):
+            PIPUNet(bb, skips={"blk.0": 8, "blk_0": 8})
+
 
 class TestClassifier:
     def test_shapes_any_size_and_loss(self) -> None:
@@ -416,6 +493,245 @@ class TestClassifier:
         with torch.no_grad():
             acc = (clf.eval()(x).argmax(-1) == y).float().mean().item()
         assert acc >= 0.9
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The family's training recipe: training_forward_kwargs, split_training_output, auxiliary_losses
+# ----------------------------------------------------------------------------------------------------------
+RECIPE_NETS = ["pip_restormer", "pip_nafnet", "pip_unet"]
+SOFT = torch.tensor([[0.5, 0.5, 0.0, 0.0, 0.0], [0.0, 0.0, 0.3, 0.0, 0.7]])  # Degradation-Mix weights
+
+
+def _recipe_net(kind: str, **kw: Any) -> nn.Module:
+    """A seeded tiny PIPRestormer, PIPNAFNet or PIPUNet (every parameter influences the output)."""
+    torch.manual_seed(0)
+    if kind == "pip_unet":
+        return PIPUNet(_UNet(), skips={"skip1": 8, "enc2": 16}, prompt_dims=(8, 8), prompt_sizes=(8, 4),
+                       p2f_heads=2, pad_multiple=2, classifier_widths=(4,), **kw)  # fmt: skip
+    if not kw:
+        return tiny_model(kind)
+    model = create_model(kind, **{**TINY[kind], **kw})
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("beta", "gamma")):
+                p.fill_(0.1)
+    return model
+
+
+def _batch(labels: str, n: int = 2, size: int = 16, seed: int = 0) -> dict[str, Any]:
+    gen = torch.Generator().manual_seed(seed)
+    batch: dict[str, Any] = {
+        "degraded": torch.rand(n, 3, size, size, generator=gen),
+        "clean": torch.rand(n, 3, size, size, generator=gen),
+    }
+    if labels == "int":
+        batch["label"] = torch.randint(0, 5, (n,), generator=gen)
+    elif labels == "soft":
+        batch["label"] = SOFT.repeat(n // 2, 1)
+    return batch
+
+
+def _recipe_loss(
+    model: nn.Module, batch: dict[str, Any], net: nn.Module | None = None
+) -> dict[str, torch.Tensor]:
+    """One training forward as the Trainer runs it (``net`` may be the DDP wrapper of ``model``)."""
+    output = (net or model)(batch["degraded"], **model.training_forward_kwargs(batch))
+    image, extras = model.split_training_output(output)
+    parts = {"main": F.l1_loss(image, batch["clean"])}
+    for term in model.auxiliary_losses():
+        parts[term.name] = term.weight * term.fn(model, batch, extras)
+    return parts
+
+
+class TestTrainingRecipe:
+    @pytest.mark.parametrize("kind", RECIPE_NETS)
+    def test_declared_terms_and_weights(self, kind: str) -> None:
+        terms = _recipe_net(kind).auxiliary_losses()
+        assert [(t.name, t.weight) for t in terms] == [("ddl", 0.002), ("classifier", 0.1)]
+        assert DEFAULT_DDL_ALPHA == 0.002 and DEFAULT_CLASSIFIER_WEIGHT == 0.1
+        assert [t.name for t in _recipe_net(kind, classifier=False).auxiliary_losses()] == ["ddl"]
+
+    def test_training_forward_kwargs(self) -> None:
+        model = _recipe_net("pip_restormer")
+        labels = torch.tensor([1, 3])
+        kw = model.training_forward_kwargs({"degraded": torch.rand(2, 3, 8, 8), "label": labels})
+        assert (
+            kw.keys() == {"degradation", "return_logits"}
+            and kw["degradation"] is labels
+            and kw["return_logits"]
+        )
+        assert (
+            model.training_forward_kwargs({"label": SOFT})["degradation"] is SOFT
+        )  # mixed weights pass through
+        assert model.training_forward_kwargs({"degraded": torch.rand(2, 3, 8, 8)}) == {}  # blind
+        bare = _recipe_net("pip_restormer", classifier=False)
+        assert bare.training_forward_kwargs({"label": labels}) == {"degradation": labels}
+        with pytest.raises(
+            DatasetError, match=r"classifier=False\) needs degradation labels.*keys: \['clean', "
+        ):
+            bare.training_forward_kwargs({"clean": 0, "degraded": 0})
+        assert issubclass(DatasetError, AllInOneIRError)
+
+    def test_split_training_output(self) -> None:
+        model = _recipe_net("pip_nafnet")
+        image, logits = torch.rand(2, 3, 4, 4), torch.rand(2, 5)
+        out, extras = model.split_training_output(image)
+        assert out is image and extras == {}
+        out, extras = model.split_training_output((image, logits))
+        assert out is image and extras.keys() == {"logits"} and extras["logits"] is logits
+        with pytest.raises(ValueError, match="\\(image, logits\\), got a tuple of 3"):
+            model.split_training_output((image, logits, logits))
+
+    @pytest.mark.parametrize("kind", RECIPE_NETS)
+    def test_ddl_term_is_eq4_on_the_networks_own_prompts(self, kind: str) -> None:
+        model = _recipe_net(kind)
+        ddl = next(t for t in model.auxiliary_losses() if t.name == "ddl")
+        prompts = collect_degradation_prompts(model)
+        assert len(prompts) == {"pip_restormer": 3, "pip_nafnet": 2, "pip_unet": 2}[kind]
+        with torch.no_grad():
+            for p in prompts:  # identical prompts: every pair is 90 degrees short of the threshold
+                p.copy_(torch.ones_like(p))
+        value = ddl.fn(model, {}, {})
+        assert value.item() == pytest.approx(len(prompts) * math.pi / 2, rel=1e-6)
+        with torch.no_grad():
+            prompts[0].copy_(torch.eye(*prompts[0].shape))  # orthogonal: this block adds nothing
+        assert ddl.fn(model, {}, {}).item() == pytest.approx((len(prompts) - 1) * math.pi / 2, rel=1e-6)
+
+    def test_classifier_term_values(self) -> None:
+        model = _recipe_net("pip_restormer")
+        fn = next(t for t in model.auxiliary_losses() if t.name == "classifier").fn
+        logits = torch.tensor([[2.0, 0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 3.0, 0.0]])
+        labels = torch.tensor([0, 3])
+        lp = logits.log_softmax(-1)
+        expected = -(lp[0, 0] + lp[1, 3]).item() / 2
+        x = torch.rand(2, 3, 8, 8)
+        assert fn(model, {"degraded": x, "label": labels}, {"logits": logits}).item() == pytest.approx(
+            expected
+        )
+        soft = -((0.5 * lp[0, 0] + 0.5 * lp[0, 1]) + (0.3 * lp[1, 2] + 0.7 * lp[1, 4])).item() / 2
+        assert fn(model, {"degraded": x, "label": SOFT}, {"logits": logits}).item() == pytest.approx(soft)
+        assert fn(
+            model, {"degraded": x, "label": ["noise", "blur"]}, {"logits": logits}
+        ).item() == pytest.approx(expected)  # names read like labels
+        assert fn(model, {"degraded": x}, {}).item() == 0.0  # blind: no labels, nothing to learn from
+        with pytest.raises(ValueError, match="needs the classifier's logits"):
+            fn(model, {"degraded": x, "label": labels}, {})
+
+    @pytest.mark.parametrize("labels", ["int", "soft", "blind"])
+    @pytest.mark.parametrize("kind", RECIPE_NETS)
+    def test_one_training_forward_uses_every_parameter(self, kind: str, labels: str) -> None:
+        """What DDP without find_unused_parameters needs: one forward, every gradient present and finite."""
+        model = _recipe_net(kind).train()
+        parts = _recipe_loss(model, _batch(labels))
+        assert set(parts) == {"main", "ddl", "classifier"}
+        assert parts["classifier"].item() > 0 if labels != "blind" else parts["classifier"].item() == 0
+        sum(parts.values()).backward()
+        bad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+        assert bad == []
+
+    @pytest.mark.parametrize("kind", RECIPE_NETS)
+    def test_classifier_learns_only_from_its_term(self, kind: str) -> None:
+        """With labels the classifier sees the degraded image only: the two gradients do not mix."""
+        model = _recipe_net(kind).train()
+        parts = _recipe_loss(model, _batch("int"))
+        clf = {n for n, _ in model.named_parameters() if n.startswith("classifier.")}
+        (parts["main"] + parts["ddl"]).backward(retain_graph=True)
+        reached = {n for n, p in model.named_parameters() if p.grad is not None}
+        assert reached.isdisjoint(clf) and len(reached) == len(list(model.parameters())) - len(clf)
+        model.zero_grad(set_to_none=True)
+        parts["classifier"].backward()
+        assert {n for n, p in model.named_parameters() if p.grad is not None} == clf
+
+    def test_recipe_trains_the_classifier_for_blind_restoration(self) -> None:
+        """Training with the declared recipe makes the blind omega right (it was random before)."""
+        model = _recipe_net("pip_unet", degradations=("noise", "lowlight"))
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(0)
+
+        def batch() -> dict[str, Any]:
+            clean = torch.rand(16, 3, 16, 16, generator=gen) * 0.5 + 0.25
+            labels = torch.arange(16) % 2
+            noisy = clean + 0.2 * torch.randn(clean.shape, generator=gen)
+            return {"degraded": torch.where(labels.view(-1, 1, 1, 1) == 0, noisy, clean * 0.3),
+                    "clean": clean, "label": labels}  # fmt: skip
+
+        def accuracy() -> float:
+            b = batch()
+            with torch.no_grad():
+                _, omega = model.eval()(b["degraded"], return_weights=True)
+            model.train()
+            return (omega.argmax(-1) == b["label"]).float().mean().item()
+
+        before = accuracy()
+        for _ in range(30):
+            loss = sum(_recipe_loss(model, batch()).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert before <= 0.75 and accuracy() >= 0.9
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_DDP_STEPS, _DDP_LR = 3, 0.1
+
+
+def _ddp_recipe_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One of two gloo processes: 3 SGD steps of a tiny PIPRestormer with the family's recipe under DDP."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = _recipe_net("pip_restormer").train()
+        net = DistributedDataParallel(model)  # find_unused_parameters=False: every parameter must be used
+        opt = torch.optim.SGD(model.parameters(), lr=_DDP_LR)
+        for step in range(_DDP_STEPS):
+            full = _batch("int", n=2 * world, seed=step)
+            local = {k: v[2 * rank : 2 * rank + 2] for k, v in full.items()}
+            loss = sum(_recipe_loss(model, local, net).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if rank == 0:
+            torch.save(dict(model.named_parameters()), Path(out) / "ddp.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes_train_with_the_recipe(tmp_path: Path) -> None:
+    """DDP without find_unused_parameters runs the recipe (it failed at step 2 when the classifier's
+    loss was computed outside the forward), and equals averaging the two processes' gradients by hand."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_recipe_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    model = _recipe_net("pip_restormer").train()
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=_DDP_LR)
+    for step in range(_DDP_STEPS):
+        full = _batch("int", n=4, seed=step)
+        grads: dict[str, torch.Tensor] = {}
+        for rank in range(2):
+            model.zero_grad(set_to_none=True)
+            sum(
+                _recipe_loss(model, {k: v[2 * rank : 2 * rank + 2] for k, v in full.items()}).values()
+            ).backward()
+            for n, p in model.named_parameters():
+                grads[n] = grads.get(n, 0) + p.grad / 2
+        for n, p in model.named_parameters():
+            p.grad = grads[n]
+        opt.step()
+    assert ddp.keys() == start.keys()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(ddp[n], p.detach(), atol=1e-5, rtol=1e-4, msg=n)
+    moved = [n for n in start if not torch.equal(ddp[n], start[n])]
+    assert any(n.startswith("classifier.") for n in moved) and any(".degradation_prompt." in n for n in moved)
 
 
 def test_exports() -> None:
