@@ -157,7 +157,8 @@ class _TinyUNet(nn.Module):
 
 
 def _train_tiny_pip(alpha: float, steps: int = 25) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train a tiny PIP U-Net on five toy noise levels; return the d prompts' angles before and after."""
+    """Train a tiny PIP U-Net on five toy noise levels with the recipe the PIP family declares (its
+    ``ddl`` term weighted ``alpha``); return the d prompts' angles before and after."""
     torch.manual_seed(0)
     model = PIPUNet(_TinyUNet(), skips={"skip": 8}, prompt_dims=(16,), prompt_sizes=8, p2f_heads=2,
                     pad_multiple=2, classifier=False)  # fmt: skip
@@ -168,12 +169,14 @@ def _train_tiny_pip(alpha: float, steps: int = 25) -> tuple[torch.Tensor, torch.
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(1)
     labels = torch.arange(5)
+    (term,) = model.auxiliary_losses()  # classifier=False: the directional decoupled loss only
+    assert (term.name, term.weight) == ("ddl", DEFAULT_DDL_ALPHA)
     for _ in range(steps):
         clean = torch.rand(5, 3, 8, 8, generator=gen)
         noisy = clean + 0.05 * (labels.view(-1, 1, 1, 1) + 1) * torch.randn(clean.shape, generator=gen)
-        loss = F.l1_loss(model(noisy, labels), clean)
-        if alpha:
-            loss = loss + alpha * directional_decoupled_loss(collect_degradation_prompts(model))
+        batch = {"degraded": noisy, "clean": clean, "label": labels}
+        out, extras = model.split_training_output(model(noisy, **model.training_forward_kwargs(batch)))
+        loss = F.l1_loss(out, clean) + alpha * term.fn(model, batch, extras)
         opt.zero_grad()
         loss.backward()
         opt.step()
