@@ -105,9 +105,19 @@ def test_evaluate_per_degradation(tmp_path, capsys) -> None:
     two = PROMPTIR_PROTOCOL.compute(read_image(pred / "rain" / "2.png"), read_image(clean / "rain" / "2.png"))
     assert r["rain"]["psnr"] == pytest.approx((one["psnr"] + two["psnr"]) / 2)
     assert r["rain"]["ssim"] == pytest.approx((one["ssim"] + two["ssim"]) / 2)
+    # a target without prediction: the others are scored and the count is said; --all-targets refuses
     (pred / "haze" / "2.png").unlink()
+    assert main(["evaluate", "--pred", str(pred), "--target", str(clean)]) == 0
+    out = capsys.readouterr().out
+    assert "scored 3 image(s)" in out and "1 target image(s) have no prediction" in out
+    assert main(["evaluate", "--pred", str(pred), "--target", str(clean), "--all-targets"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "haze/2.png" in err and "no prediction" in err
+    # a prediction without target is an error naming it
+    write_image(pred / "haze" / "3.png", torch.zeros(3, 24, 24))
     assert main(["evaluate", "--pred", str(pred), "--target", str(clean)]) == 2
-    assert "2.png" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: 1 of 4 image(s)") and "haze/3.png" in err and "--skip-unpaired" in err
 
 
 def test_evaluate_restores_input(tmp_path, model_dir, capsys) -> None:

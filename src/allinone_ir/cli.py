@@ -9,13 +9,15 @@ dependency of one command never breaks the others.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 from ._version import __version__
-from .errors import AllInOneIRError, MissingDependencyError, TrainingDivergedError
+from .errors import AllInOneIRError, MissingDependencyError, TrainingDivergedError, install_hint
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -53,7 +55,7 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
 
 
 def _missing(exc: ModuleNotFoundError) -> int:
-    print(f"error: this command needs the optional package {exc.name!r}: pip install 'allinone-ir[all]'",
+    print(f"error: this command needs the optional package {exc.name!r}: {install_hint(exc.name)}",
           file=sys.stderr)  # fmt: skip
     return 2
 
@@ -65,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (:class:`~allinone_ir.errors.AllInOneIRError`), ``OSError`` (a missing file, a full disk,
     a permission) and a missing optional package become one ``error: ...`` line on standard
     error and exit status 2 (1 for a diverged training run); ``KeyboardInterrupt`` becomes
-    ``interrupted`` and status 130. Set ``ALLINONE_IR_TRACEBACK=1`` to see the traceback instead.
+    ``interrupted`` and status 130. Python warnings are shown as one ``warning: ...`` line each.
+    Set ``ALLINONE_IR_TRACEBACK=1`` to see the traceback instead.
 
     Args:
         argv: The arguments (default: ``sys.argv[1:]``).
@@ -73,19 +76,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 1 when the command ran but something failed (files skipped,
         training diverged), 2 for a usage, input or configuration error, 130 when interrupted.
+
+    Examples:
+        >>> main(["models", "promptir"])
+        promptir
+        0
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     wanted = [argv[0]] if argv and argv[0] in COMMANDS else None
     try:
-        parser = build_parser(wanted)
-        args = parser.parse_args(argv)
-        if getattr(args, "func", None) is None:
-            parser.print_help()
-            return 0 if not argv else 2
-        return int(args.func(args) or 0)
+        with _one_line_warnings():
+            parser = build_parser(wanted)
+            args = parser.parse_args(argv)
+            if getattr(args, "func", None) is None:
+                parser.print_help()
+                return 0 if not argv else 2
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `allinone-ir models | head -1`: the reader left; not an error of ours
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (AllInOneIRError, OSError, ImportError) as exc:
         if os.environ.get("ALLINONE_IR_TRACEBACK"):
             raise
@@ -93,10 +106,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if isinstance(exc, TrainingDivergedError) else 2
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show each Python warning as ``warning: message`` (no source line) while a command runs."""
+
+    def show(
+        message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None, line=None
+    ):
+        print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        if not os.environ.get("ALLINONE_IR_TRACEBACK"):
+            warnings.showwarning = show
+        yield
+
+
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, ImportError) and not isinstance(exc, MissingDependencyError):
         name = exc.name or "a package"
-        return f"{name} is not installed ({exc}); pip install 'allinone-ir[all]'"
+        return f"{name} is not installed ({exc}); {install_hint(exc.name)}"
     if isinstance(exc, OSError) and not isinstance(exc, AllInOneIRError) and exc.filename:
         return f"{exc.strerror or exc}: {exc.filename}"
     return " ".join(str(exc).split()) or type(exc).__name__

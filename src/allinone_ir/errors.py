@@ -18,6 +18,7 @@ Examples:
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "ImageReadError",
     "MissingDependencyError",
     "TrainingDivergedError",
+    "UsageError",
+    "install_hint",
     "require",
 ]
 
@@ -49,11 +52,35 @@ class DatasetError(AllInOneIRError, ValueError):
 
 
 class ImageReadError(AllInOneIRError, OSError):
-    """An image file could not be read; the message names the file."""
+    """An image file could not be read; the message names the file.
+
+    Attributes:
+        path: The file that could not be read (``None`` if not given).
+        reason: Why, without the file name (e.g. ``"empty file (0 bytes)"``); the whole message if
+            not given.
+
+    Examples:
+        >>> exc = ImageReadError("cannot read image file a.png: empty file (0 bytes)",
+        ...                      path="a.png", reason="empty file (0 bytes)")
+        >>> exc.reason, isinstance(exc, OSError)
+        ('empty file (0 bytes)', True)
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason or message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_image_read_error, (str(self), self.path, self.reason))
 
 
 class TrainingDivergedError(AllInOneIRError, RuntimeError):
     """The loss became NaN or infinite; the message says at which step and which checkpoint is good."""
+
+
+class UsageError(AllInOneIRError, ValueError):
+    """A command-line option or an input the user gave cannot be used; the message names it."""
 
 
 class MissingDependencyError(AllInOneIRError, ImportError):
@@ -104,5 +131,48 @@ def require(module: str, *, extra: str, purpose: str) -> Any:
         ) from exc
 
 
+def install_hint(module: str | None) -> str:
+    """What to run to install the package that provides ``module``: the ``allinone-ir`` extra holding it.
+
+    Args:
+        module: An importable name (``"PIL"``, ``"safetensors.torch"``); ``None`` when unknown.
+
+    Returns:
+        ``"pip install 'allinone-ir[<extra>]'"`` for the packages of an extra, else
+        ``"pip install <package>"`` (``"pip install 'allinone-ir[all]'"`` when ``module`` is ``None``).
+
+    Examples:
+        >>> install_hint("PIL.Image")
+        "pip install 'allinone-ir[data]'"
+        >>> install_hint("yaml")
+        "pip install 'allinone-ir[train]'"
+        >>> install_hint("somethingelse")
+        'pip install somethingelse'
+    """
+    if not module:
+        return "pip install 'allinone-ir[all]'"
+    top = module.split(".")[0]
+    extra = _EXTRAS.get(top)
+    return f"pip install 'allinone-ir[{extra}]'" if extra else f"pip install {_PACKAGE_NAMES.get(top, top)}"
+
+
+def _rebuild_image_read_error(message: str, path: Any, reason: str) -> ImageReadError:
+    return ImageReadError(message, path=path, reason=reason)
+
+
 #: Import name -> distribution name, where they differ.
 _PACKAGE_NAMES = {"PIL": "Pillow", "yaml": "PyYAML", "skimage": "scikit-image"}
+
+#: Import name -> the smallest ``allinone-ir`` extra that installs it (see ``pyproject.toml``).
+_EXTRAS = {
+    "PIL": "data",
+    "tqdm": "progress",
+    "safetensors": "hub",
+    "yaml": "train",
+    "matplotlib": "train",
+    "onnx": "export",
+    "onnxscript": "export",
+    "onnxruntime": "export",
+    "skimage": "test",
+    "sphinx": "docs",
+}

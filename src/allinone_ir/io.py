@@ -2,15 +2,24 @@
 
 Images are exchanged as float32 tensors of shape ``(C, H, W)`` with values in
 ``[0, 1]``. 8-bit and 16-bit PNG (and anything else Pillow reads) are supported;
-grayscale is promoted to RGB and an alpha channel is dropped with a warning.
-Writing is atomic and never replaces an existing file unless asked to.
+:func:`read_image` promotes grayscale to RGB and drops an alpha channel with a warning,
+while ``read_image_array(path, keep_channels=True)`` returns the channels and bit depth as
+stored, so a grayscale or 16-bit file can be written back as it came.
+
+Pillow reads and writes 16-bit PNG only for grayscale; 16-bit colour PNG (with or without
+alpha) is decoded and encoded here with :mod:`zlib` (the PNG format: filtered big-endian
+scanlines), so 16-bit colour survives a round trip. Writing is atomic, never replaces an
+existing file unless asked to, and new files get the permissions the umask gives an ordinary
+file (:func:`file_mode_for`).
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +34,7 @@ __all__ = [
     "ImageReadError",
     "array_to_tensor",
     "atomic_write",
+    "file_mode_for",
     "list_images",
     "read_image",
     "read_image_array",
@@ -46,8 +56,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     """Write a file atomically: ``write(tmp)`` fills a temporary file in the same folder, then it is renamed.
 
     A crash or an exception inside ``write`` never leaves a half-written ``path``; the temporary
-    file is removed. Missing parent folders are created. Used for images, checkpoints, configs
-    and logs alike.
+    file is removed. Missing parent folders are created. The file gets the permissions of an
+    ordinary new file (``0o666`` minus the umask, e.g. ``0o644``), or keeps those of the file it
+    replaces (:func:`file_mode_for`). Used for images, checkpoints, configs and logs alike.
 
     Args:
         path: The destination (replaced if it exists: callers decide whether that is allowed).
@@ -68,11 +79,52 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode_for(p))
         os.replace(tmp, p)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return p
+
+
+def file_mode_for(path: str | os.PathLike[str]) -> int:
+    """The permission bits a file written to ``path`` should get, as ``open(path, "w")`` would give it.
+
+    An existing file keeps its own permissions; a new one gets ``0o666 & ~umask`` (``0o644`` with
+    the usual umask ``022``). Temporary files made by :func:`tempfile.mkstemp` are ``0o600``;
+    :func:`atomic_write` applies this before renaming them, so a shared output folder stays
+    readable to others. The umask is read from ``/proc/self/status`` where the system has it (no
+    change to the process state); elsewhere it is read by setting and restoring it.
+
+    Args:
+        path: The destination file.
+
+    Returns:
+        The mode bits, e.g. ``0o644``.
+
+    Examples:
+        >>> import tempfile
+        >>> new = Path(tempfile.mkdtemp()) / "new.txt"
+        >>> file_mode_for(new) == 0o666 & ~_current_umask()
+        True
+    """
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_current_umask()
+
+
+def _current_umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)  # no other way to read it; restored at once
+    os.umask(old)
+    return old
 
 
 def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
@@ -84,14 +136,35 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list
     return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def read_image_array(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as an ``(H, W, 3)`` array, ``uint8`` or ``uint16`` as stored.
+def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = False) -> np.ndarray:
+    """Read an image file as an ``(H, W, C)`` array, ``uint8`` or ``uint16`` as stored.
 
-    Grayscale becomes RGB; an alpha channel is dropped with a warning.
+    By default ``C`` is 3: grayscale becomes RGB and an alpha channel is dropped with a warning.
+    With ``keep_channels=True`` the channels are those stored: 1 (grayscale), 2 (grayscale and
+    alpha), 3 (RGB) or 4 (RGBA); palette images become RGB (RGBA if they have transparency),
+    other colour spaces (CMYK, YCbCr) RGB. The dtype always tells the bit depth: ``uint16`` for
+    16-bit files (PNG in every colour type, TIFF grayscale), else ``uint8``.
+
+    Args:
+        path: The image file.
+        keep_channels: Return the stored channels instead of RGB.
+
+    Returns:
+        The pixels, ``(H, W, C)``.
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ImageReadError: If the file is not a readable image (the path is in the message).
+        ImageReadError: If the file is not a readable image; the message names the file and its
+            ``reason`` says why (empty, not an image, truncated, permission denied).
+
+    Examples:
+        >>> import tempfile
+        >>> gray = np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000
+        >>> p = write_image(Path(tempfile.mkdtemp()) / "g16.png", gray)
+        >>> read_image_array(p, keep_channels=True).shape, read_image_array(p).shape
+        ((3, 4, 1), (3, 4, 3))
+        >>> int(read_image_array(p, keep_channels=True)[2, 3, 0])
+        55000
     """
     Image = require_pillow()
     p = Path(path)
@@ -99,26 +172,74 @@ def read_image_array(path: str | os.PathLike[str]) -> np.ndarray:
         raise FileNotFoundError(f"image file not found: {p}")
     try:
         with Image.open(p) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
-                warnings.warn(f"{p}: alpha channel dropped", stacklevel=2)
-            if mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.int64)
-                arr = np.clip(arr, 0, 65535).astype(np.uint16)
-            elif mode in ("L", "RGB"):
-                arr = np.asarray(im)
-            else:
-                arr = np.asarray(im.convert("RGBA" if "A" in mode or mode == "P" else "RGB"))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"cannot read image file {p}: {exc}") from exc
+            arr = _pixels(im, p)
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        zlib.error,
+        struct.error,
+        Image.DecompressionBombError,
+    ) as exc:
+        reason = _read_failure(exc, p)
+        raise ImageReadError(f"cannot read image file {p}: {reason}", path=p, reason=reason) from exc
     if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    elif arr.shape[2] == 2:
-        arr = np.repeat(arr[:, :, :1], 3, axis=2)
+        arr = arr[:, :, None]
+    if keep_channels:
+        return np.ascontiguousarray(arr)
+    if arr.shape[2] in (2, 4):
+        warnings.warn(f"{p}: alpha channel dropped", stacklevel=2)
+        arr = arr[:, :, : arr.shape[2] - 1]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
     return np.ascontiguousarray(arr)
+
+
+def _pixels(im: Any, p: Path) -> np.ndarray:
+    """The stored pixels of an open Pillow image: (H, W) or (H, W, C), uint8 or uint16."""
+    mode = im.mode
+    if im.format == "PNG" and mode in ("RGB", "RGBA", "LA") and _png_bit_depth(p) == 16:
+        return _decode_png(p.read_bytes())  # Pillow keeps only 8 of the 16 bits
+    colour16 = mode in ("RGB", "RGBA") and _stored_16bit(im)  # the tiles are gone after load()
+    im.load()
+    if colour16:
+        warnings.warn(
+            f"{p}: 16-bit colour {im.format} read as 8-bit (save 16-bit colour as PNG)", stacklevel=3
+        )
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        return np.clip(np.asarray(im, dtype=np.int64), 0, 65535).astype(np.uint16)
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return np.asarray(im)
+    if mode == "1":
+        return np.asarray(im.convert("L"))
+    has_alpha = "A" in mode or "a" in mode or "transparency" in im.info
+    if mode == "P" and has_alpha and im.palette is not None and im.palette.mode.startswith("L"):
+        return np.asarray(im.convert("LA"))
+    return np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+
+
+def _stored_16bit(im: Any) -> bool:
+    """Whether Pillow decodes this image from 16-bit samples (and so drops the low 8 bits of colour)."""
+    try:
+        return any(";16" in str(tile[3]) for tile in im.tile or ())
+    except (AttributeError, IndexError, TypeError):
+        return False
+
+
+def _read_failure(exc: BaseException, p: Path) -> str:
+    """Why ``p`` could not be read, in words and without the file name."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    try:
+        if p.stat().st_size == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass
+    if type(exc).__name__ == "UnidentifiedImageError":
+        return "not an image file (or a format Pillow cannot read)"
+    text = " ".join(str(exc).replace(str(p), "").split()).strip(" :")
+    return text or type(exc).__name__
 
 
 def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
@@ -178,17 +299,28 @@ def write_image(
     """Write a ``(C, H, W)`` float tensor in [0, 1] (or an ``(H, W, C)`` array) to an image file, atomically.
 
     The file is written to a temporary name in the same folder and renamed, so a
-    crash never leaves a half-written image.
+    crash never leaves a half-written image. ``C`` is 1 (grayscale), 2 (grayscale and alpha),
+    3 (RGB) or 4 (RGBA). 16-bit images of any of these are written as 16-bit PNG (colour with
+    this module's own encoder, as Pillow cannot); in other formats 16-bit grayscale is kept where
+    Pillow can store it and 16-bit colour is written as 8-bit with a warning.
 
     Args:
-        path: Destination; the format follows the extension (16-bit needs ``.png``).
-        image: Tensor ``(C, H, W)`` in [0, 1] or array ``(H, W, C)`` (uint8, uint16 or float in [0, 1]).
-        bits: 8 or 16 (16-bit is written as 16-bit grayscale or, for RGB, as 8-bit with a warning
-            where Pillow cannot store 16-bit RGB).
+        path: Destination; the format follows the extension.
+        image: Tensor ``(C, H, W)`` in [0, 1] or array ``(H, W, C)`` / ``(H, W)`` (uint8, uint16 or
+            float in [0, 1]); an integer array is written at its own bit depth.
+        bits: 8 or 16: the bit depth of a tensor or float array.
         overwrite: Replace an existing file; otherwise ``FileExistsError``.
 
     Returns:
         The path written.
+
+    Examples:
+        >>> import tempfile
+        >>> rgb16 = np.full((2, 3, 3), 40000, dtype=np.uint16)
+        >>> p = write_image(Path(tempfile.mkdtemp()) / "rgb16.png", rgb16)
+        >>> back = read_image_array(p)
+        >>> back.dtype, back.shape, int(back[1, 2, 0])
+        (dtype('uint16'), (2, 3, 3), 40000)
     """
     Image = require_pillow()
     p = Path(path)
@@ -199,16 +331,188 @@ def write_image(
     if isinstance(image, torch.Tensor):
         arr = tensor_to_array(image, np.uint16 if bits == 16 else np.uint8)
     else:
-        arr = image
+        arr = np.asarray(image)
         if np.issubdtype(arr.dtype, np.floating):
             arr = tensor_to_array(array_to_tensor(arr), np.uint16 if bits == 16 else np.uint8)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.dtype == np.uint16 and arr.ndim == 3:
-        warnings.warn(f"{p}: Pillow cannot write 16-bit RGB; writing 8-bit", stacklevel=2)
-        arr = (arr // 257).astype(np.uint8)
-    im = Image.fromarray(arr.astype(np.uint16) if arr.dtype == np.uint16 else arr)
-    if arr.dtype == np.uint16:
-        im = im.convert("I;16") if im.mode != "I;16" else im
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(
+            f"expected an (H, W, C) image with C in 1..4 of uint8, uint16 or float, got shape {arr.shape} "
+            f"and dtype {arr.dtype}"
+        )
     image_format = Image.registered_extensions().get(p.suffix.lower())
+    if arr.dtype == np.uint16 and image_format == "PNG":
+        data = _encode_png(arr)
+        return atomic_write(p, lambda tmp: Path(tmp).write_bytes(data))
+    if arr.dtype == np.uint16 and arr.shape[2] != 1:
+        warnings.warn(f"{p}: 16-bit colour can only be written as PNG; writing 8-bit", stacklevel=2)
+        arr = _to_8bit(arr)
+    im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    if arr.dtype == np.uint16 and im.mode != "I;16":
+        im = im.convert("I;16")
     return atomic_write(p, lambda tmp: im.save(tmp, format=image_format))
+
+
+def _to_8bit(arr: np.ndarray) -> np.ndarray:
+    return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+# --- PNG, for the 16-bit colour images Pillow cannot hold --------------------------------------------
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: PNG colour type -> channels (grayscale, RGB, grayscale + alpha, RGBA); palettes are left to Pillow.
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_bit_depth(p: Path) -> int:
+    """The bit depth in a PNG file's header (0 if the header cannot be read)."""
+    with open(p, "rb") as f:
+        head = f.read(33)
+    if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return 0
+    return head[24]
+
+
+def _encode_png(arr: np.ndarray, filter_type: int | None = None) -> bytes:
+    """PNG file bytes of an ``(H, W, C)`` uint8 / uint16 array, C in 1..4, not interlaced.
+
+    ``filter_type`` 0..4 uses one PNG filter on every row; ``None`` picks, per row, the filter with
+    the smallest sum of absolute differences (libpng's heuristic).
+    """
+    h, w, c = arr.shape
+    depth = 16 if arr.dtype == np.uint16 else 8
+    bpp = c * depth // 8
+    rows = np.ascontiguousarray(arr.astype(">u2") if depth == 16 else arr).view(np.uint8).reshape(h, w * bpp)
+    filtered = np.empty((h, 1 + w * bpp), dtype=np.uint8)
+    block = max(1, (1 << 22) // max(1, w * bpp))  # rows per step: about 4 MB of bytes at a time
+    for r0 in range(0, h, block):
+        r1 = min(h, r0 + block)
+        x = rows[max(0, r0 - 1) : r1].astype(np.int16)  # with the row above the block, if any
+        left = np.zeros_like(x)
+        left[:, bpp:] = x[:, :-bpp]
+        up = np.zeros_like(x)
+        up[1:] = x[:-1]
+        up_left = np.zeros_like(x)
+        up_left[1:, bpp:] = x[:-1, :-bpp]
+        if r0 > 0:
+            x, left, up, up_left = x[1:], left[1:], up[1:], up_left[1:]
+        pa, pb, pc = np.abs(up - up_left), np.abs(left - up_left), np.abs(left + up - 2 * up_left)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, up_left))
+        candidates = np.stack([x, x - left, x - up, x - (left + up) // 2, x - paeth]).astype(np.uint8)
+        if filter_type is None:
+            chosen = np.abs(candidates.view(np.int8).astype(np.int32)).sum(axis=2).argmin(axis=0)
+        else:
+            chosen = np.full(r1 - r0, filter_type)
+        filtered[r0:r1, 0] = chosen
+        filtered[r0:r1, 1:] = candidates[chosen, np.arange(r1 - r0)]
+    header = struct.pack(">IIBBBBB", w, h, depth, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
+    return b"".join(
+        [
+            _PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6)),
+            _png_chunk(b"IEND", b""),
+        ]
+    )
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    """Pixels of a non-palette PNG file, ``(H, W, C)`` uint8 / uint16 (8- and 16-bit depths).
+
+    Raises:
+        ValueError: If the file is corrupt or truncated (the message says how).
+    """
+    if data[:8] != _PNG_SIGNATURE:
+        raise ValueError("not a PNG file")
+    pos, header, idat = 8, b"", []
+    while pos < len(data):
+        if pos + 8 > len(data):
+            raise ValueError("truncated PNG file (a chunk header is cut off)")
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body, crc = data[pos + 8 : pos + 8 + length], data[pos + 8 + length : pos + 12 + length]
+        if len(body) < length or len(crc) < 4:
+            raise ValueError(f"truncated PNG file (the {kind.decode('latin-1')} chunk is cut off)")
+        if struct.unpack(">I", crc)[0] != zlib.crc32(kind + body):
+            raise ValueError(f"corrupt PNG file (bad checksum of the {kind.decode('latin-1')} chunk)")
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if len(header) != 13:
+        raise ValueError("corrupt PNG file (no image header)")
+    w, h, depth, color, _compression, _filter, interlace = struct.unpack(">IIBBBBB", header)
+    if color not in _PNG_CHANNELS or depth not in (8, 16) or interlace not in (0, 1) or not (w and h):
+        raise ValueError(f"unsupported PNG ({depth}-bit, colour type {color}, interlace {interlace})")
+    c = _PNG_CHANNELS[color]
+    bpp = c * depth // 8
+    inflater = zlib.decompressobj()
+    raw = inflater.decompress(b"".join(idat))
+    if not inflater.eof:
+        raise ValueError("truncated PNG file (the image data is cut off)")
+    out = np.zeros((h, w * bpp), dtype=np.uint8)
+    pos = 0
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    for x0, y0, dx, dy in passes:
+        pw, ph = -(-(w - x0) // dx), -(-(h - y0) // dy)
+        if pw <= 0 or ph <= 0:
+            continue
+        size = ph * (1 + pw * bpp)
+        if pos + size > len(raw):
+            raise ValueError("truncated PNG file (too little image data)")
+        sub = _unfilter(raw[pos : pos + size], ph, pw * bpp, bpp)
+        pos += size
+        out.reshape(h, w, bpp)[y0::dy, x0::dx] = sub.reshape(ph, pw, bpp)
+    pixels = out.reshape(h, w, c, depth // 8)
+    if depth == 16:
+        return (pixels[..., 0].astype(np.uint16) << 8) | pixels[..., 1]
+    return pixels[..., 0].copy()
+
+
+def _unfilter(raw: bytes, h: int, stride: int, bpp: int) -> np.ndarray:
+    """Undo the PNG row filters of ``h`` rows of ``stride`` bytes (each preceded by its filter type).
+
+    None, Sub and Up are undone a row at a time. Average and Paeth need the byte just decoded to
+    the left, so images using them are decoded along anti-diagonals instead: every pixel with
+    ``y + x = k`` depends only on diagonals ``k - 1`` and ``k - 2``, so each step is vectorised.
+    """
+    data = np.frombuffer(raw, dtype=np.uint8, count=h * (stride + 1)).reshape(h, stride + 1)
+    kinds = data[:, 0].astype(np.int64)
+    if kinds.max(initial=0) > 4:
+        raise ValueError(f"corrupt PNG file (unknown row filter {kinds.max()})")
+    lines = data[:, 1:]
+    if kinds.max(initial=0) <= 2:
+        out = np.empty((h, stride), dtype=np.uint8)
+        prev = np.zeros(stride, dtype=np.uint8)
+        for y in range(h):
+            if kinds[y] == 0:
+                out[y] = lines[y]
+            elif kinds[y] == 1:  # Sub: a running sum along the row, per byte of a pixel
+                out[y] = np.cumsum(lines[y].reshape(-1, bpp), axis=0, dtype=np.uint8).reshape(-1)
+            else:  # Up
+                out[y] = lines[y] + prev
+            prev = out[y]
+        return out
+    w = stride // bpp
+    filt = lines.reshape(h, w, bpp).astype(np.int32)
+    rec = np.zeros((h + 1, w + 1, bpp), dtype=np.int32)  # a zero row above and column to the left
+    flat = rec.reshape(-1, bpp)
+    for k in range(h + w - 1):
+        ys = np.arange(max(0, k - w + 1), min(h - 1, k) + 1)
+        xs = k - ys
+        here = (ys + 1) * (w + 1) + xs + 1
+        a, b, c = flat[here - 1], flat[here - w - 1], flat[here - w - 2]  # left, up, up-left
+        pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
+        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+        kind = kinds[ys][:, None]
+        pred = np.where(kind == 1, a, np.where(kind == 2, b, np.where(kind == 3, (a + b) >> 1, 0)))
+        flat[here] = (filt[ys, xs] + np.where(kind == 4, paeth, pred)) & 0xFF
+    return rec[1:, 1:].reshape(h, stride).astype(np.uint8)

@@ -1,23 +1,52 @@
-"""``allinone-ir evaluate``: PSNR / SSIM over paired folders, per degradation, with a named protocol.
+"""``allinone-ir evaluate``: PSNR / SSIM of predictions against targets, per degradation, with a named protocol.
 
-Folder layout: ``TARGET`` holds the clean images. If it has sub-folders with images, each
-sub-folder is one degradation (``TARGET/rain/*.png``, ``TARGET/haze/*.png``, ...) and the
-predictions (``--pred``) or degraded inputs (``--input``) use the same sub-folder names;
-otherwise the whole folder is one group. Images are paired by file stem, so ``x.jpg`` and
-``x.png`` match.
+Pairing is driven by the predictions (``--pred``) or degraded inputs (``--input``): each one is
+scored against the target whose file name ``--name-map REGEX REPLACEMENT`` gives (a regular
+expression substitution on the file name, as the training data's ``name_map``:
+``--name-map '^(\\w+)-(\\d+)' '\\1_clean-\\2'`` pairs ``rain-6.png`` with ``rain_clean-6.png``;
+by default the same name). A target with the same stem and another extension also matches, so
+``x.jpg`` and ``x.png`` pair. The target folder may hold more images than there are predictions
+(held-out pairs scored against the whole ``train/clean``); a prediction without a target is an
+error unless ``--skip-unpaired`` is given, and ``--all-targets`` demands a prediction for every target.
+
+Degradations (``--group-by``): ``folder`` takes the first sub-folder (``pred/rain/*.png``,
+``pred/haze/*.png``; targets in the same sub-folder or directly in the target folder);
+``prefix`` the file name up to the first ``-``, ``_``, space or dot (``rain-6.png`` -> ``rain``,
+as the training data's ``label_from="prefix"``); ``none`` scores everything as one group.
+``auto`` (default) uses ``folder`` when the images are in sub-folders, ``prefix`` when every
+file name has a prefix with a letter and there are at least two of them, else ``none``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .restore import add_model_arguments, load_model_from_args
+from ..errors import AllInOneIRError, DatasetError, UsageError
+from .restore import _non_negative_int, _positive_int, add_model_arguments, load_model_from_args
 
-__all__ = ["add_parser", "evaluate_folders", "pair_folders", "run"]
+__all__ = [
+    "GROUP_BY",
+    "Pairing",
+    "add_parser",
+    "evaluate_folders",
+    "group_of",
+    "pair_folders",
+    "pair_images",
+    "run",
+]
+
+#: The ways of grouping images into degradations (see the module's description).
+GROUP_BY: tuple[str, ...] = ("auto", "folder", "prefix", "none")
+
+#: Where a file name's degradation prefix ends: the rule of ``PairedImageDataset(label_from="prefix")``.
+_PREFIX_END = re.compile(r"[-_ .]")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,64 +57,262 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--target", required=True, help="folder of clean images (sub-folders = degradations)")
+    p.add_argument("--target", required=True, help="folder of clean images (targets)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred", help="folder of restored images to score")
     src.add_argument(
         "--input", help="folder of degraded images to restore with --model/--checkpoint, then score"
     )
-    add_model_arguments(p)
+    p.add_argument(
+        "--name-map",
+        nargs=2,
+        metavar=("REGEX", "REPLACEMENT"),
+        default=None,
+        help="map a prediction's file name to its target's with re.sub, e.g. '^(\\w+)-(\\d+)' '\\1_clean-\\2'",
+    )
+    p.add_argument(
+        "--group-by",
+        choices=GROUP_BY,
+        default="auto",
+        help="degradation of an image: its sub-folder, its file-name prefix, none (one group) or auto "
+        "(default)",
+    )
+    p.add_argument(
+        "--skip-unpaired",
+        action="store_true",
+        help="score the predictions that have a target and list the others, instead of failing",
+    )
+    p.add_argument(
+        "--all-targets",
+        action="store_true",
+        help="fail unless every target image has a prediction (a complete test set)",
+    )
+    add_model_arguments(p, random_weights_option=True)
     p.add_argument("--protocol", default="promptir", help="metric protocol: promptir (default) or basicsr")
-    p.add_argument("--tile", type=int, default=None, help="tile size for --input restoration")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap")
+    p.add_argument("--tile", type=_positive_int, default=None, help="tile size for --input restoration")
+    p.add_argument("--overlap", type=_non_negative_int, default=32, help="tile overlap")
     p.add_argument(
         "--tta", nargs="?", const="x8", default=None, choices=("flip", "x8"), help="test-time augmentation"
     )
     p.add_argument(
+        "--degradation-from-group",
         "--degradation-from-folder",
+        dest="degradation_from_folder",
         action="store_true",
-        help="with --input and a PIP network: pass each sub-folder's name (rain, haze, ...) as the "
-        "degradation instead of restoring blind",
+        help="with --input and a PIP network: pass each group's name (rain, haze, ...: the sub-folder or "
+        "file-name prefix) as the degradation instead of restoring blind",
     )
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file (a new file)")
     p.set_defaults(func=run)
 
 
-def _groups(root: Path) -> dict[str, Path]:
-    from ..io import list_images
+@dataclass
+class Pairing:
+    """Source images (predictions or degraded inputs) paired with their targets, grouped by degradation.
 
-    subs = sorted(d for d in root.iterdir() if d.is_dir() and list_images(d))
-    return {d.name: d for d in subs} if subs else {root.name: root}
+    Attributes:
+        groups: ``{degradation: [(source_image, target_image), ...]}``, groups and images sorted.
+        group_by: The grouping used: ``"folder"``, ``"prefix"`` or ``"none"``.
+        unpaired: Source images without a target (only with ``skip_unpaired=True``; else an error).
+        unmatched_targets: Target images no source image was paired with.
+    """
+
+    groups: dict[str, list[tuple[Path, Path]]]
+    group_by: str
+    unpaired: list[Path] = field(default_factory=list)
+    unmatched_targets: list[Path] = field(default_factory=list)
+
+    @property
+    def n_pairs(self) -> int:
+        """How many pairs will be scored."""
+        return sum(len(v) for v in self.groups.values())
 
 
-def pair_folders(source: str | Path, target: str | Path) -> dict[str, list[tuple[Path, Path]]]:
-    """Pair images of ``source`` and ``target`` by degradation sub-folder and file stem.
+def group_of(rel: Path, group_by: str) -> str:
+    """The degradation of an image from its path relative to the source folder.
+
+    Args:
+        rel: The path under the source folder, e.g. ``rain/1.png`` or ``rain-6.png``.
+        group_by: ``"folder"`` (first sub-folder; ``"all"`` for a file directly in the folder),
+            ``"prefix"`` (file name up to the first ``-``, ``_``, space or dot) or ``"none"`` (``"all"``).
 
     Returns:
-        ``{degradation: [(source_image, target_image), ...]}``.
+        The group's name.
+
+    Examples:
+        >>> group_of(Path("rain-6.png"), "prefix"), group_of(Path("snow_12.png"), "prefix")
+        ('rain', 'snow')
+        >>> group_of(Path("haze/0001.png"), "folder"), group_of(Path("x.png"), "none")
+        ('haze', 'all')
+    """
+    if group_by == "folder":
+        return rel.parts[0] if len(rel.parts) > 1 else "all"
+    if group_by == "prefix":
+        return _PREFIX_END.split(rel.stem, maxsplit=1)[0]
+    if group_by == "none":
+        return "all"
+    raise ValueError(f"group_by must be one of folder, prefix, none, got {group_by!r}")
+
+
+def _auto_group_by(rels: list[Path]) -> str:
+    if any(len(r.parts) > 1 for r in rels):
+        return "folder"
+    prefixes = set()
+    for r in rels:
+        parts = _PREFIX_END.split(r.stem, maxsplit=1)
+        if len(parts) < 2 or not any(ch.isalpha() for ch in parts[0]):
+            return "none"
+        prefixes.add(parts[0])
+    return "prefix" if len(prefixes) >= 2 else "none"
+
+
+def _name_mapper(name_map: tuple[str, str] | None) -> Callable[[str], str]:
+    if name_map is None:
+        return lambda name: name
+    pattern_text, replacement = name_map
+    try:
+        pattern = re.compile(pattern_text)
+    except re.error as exc:
+        raise UsageError(f"--name-map: {pattern_text!r} is not a valid regular expression ({exc})") from exc
+
+    def mapped(name: str) -> str:
+        try:
+            return pattern.sub(replacement, name)
+        except (re.error, IndexError) as exc:
+            raise UsageError(
+                f"--name-map: cannot apply the replacement {replacement!r} to {name!r} ({exc})"
+            ) from exc
+
+    return mapped
+
+
+def pair_images(
+    source: str | Path,
+    target: str | Path,
+    *,
+    name_map: tuple[str, str] | None = None,
+    group_by: str = "auto",
+    skip_unpaired: bool = False,
+    all_targets: bool = False,
+) -> Pairing:
+    """Pair every image of ``source`` with its target in ``target``, grouped by degradation.
+
+    Args:
+        source: Folder of predictions (or degraded inputs); with ``group_by="folder"`` (or ``"auto"``
+            finding sub-folders) its first-level sub-folders are scanned too.
+        target: Folder of targets: the mapped name is looked for in the source image's sub-folder
+            of ``target``, then in ``target`` itself; a file with the same stem and another image
+            extension also matches.
+        name_map: ``(regex, replacement)`` applied to the source file name with :func:`re.sub`
+            (``None``: the same name).
+        group_by: One of :data:`GROUP_BY`.
+        skip_unpaired: Leave out source images without a target (listed in ``Pairing.unpaired``)
+            instead of raising.
+        all_targets: Raise if a target image has no source image.
+
+    Returns:
+        The :class:`Pairing`.
 
     Raises:
-        FileNotFoundError: If a folder is missing or a target image has no partner.
-    """
-    from ..io import list_images
+        FileNotFoundError: If a folder is missing.
+        DatasetError: If ``source`` has no images, a source image has no target (naming it and the
+            name it was mapped to), nothing pairs, or (``all_targets``) a target is left over.
+        UsageError: If ``name_map`` is not a valid regular expression and replacement.
 
+    Examples:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from allinone_ir.io import write_image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for name in ("pred/rain-6.png", "pred/snow-3.png", "clean/rain_clean-6.png",
+        ...              "clean/snow_clean-3.png", "clean/rain_clean-7.png"):
+        ...     _ = write_image(root / name, np.zeros((4, 4, 3), np.uint8))
+        >>> pairing = pair_images(root / "pred", root / "clean", name_map=(r"^(\\w+)-(\\d+)", r"\\1_clean-\\2"))
+        >>> pairing.group_by, {g: [(s.name, t.name) for s, t in v] for g, v in pairing.groups.items()}
+        ('prefix', {'rain': [('rain-6.png', 'rain_clean-6.png')], 'snow': [('snow-3.png', 'snow_clean-3.png')]})
+        >>> [t.name for t in pairing.unmatched_targets]
+        ['rain_clean-7.png']
+    """
+    from ..io import IMAGE_EXTENSIONS, list_images
+
+    if group_by not in GROUP_BY:
+        raise UsageError(f"group_by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
     src_root, tgt_root = Path(source), Path(target)
     for r in (src_root, tgt_root):
         if not r.is_dir():
             raise FileNotFoundError(f"not a folder: {r}")
-    tgt_groups = _groups(tgt_root)
-    single = list(tgt_groups.values()) == [tgt_root]
-    pairs: dict[str, list[tuple[Path, Path]]] = {}
-    for name, tgt_dir in tgt_groups.items():
-        src_dir = src_root if single else src_root / name
-        if not src_dir.is_dir():
-            raise FileNotFoundError(f"{src_dir} is missing (target has the degradation folder {name!r})")
-        by_stem = {p.stem: p for p in list_images(src_dir)}
-        missing = [t.name for t in list_images(tgt_dir) if t.stem not in by_stem]
-        if missing:
-            raise FileNotFoundError(f"no image in {src_dir} for {len(missing)} target(s): {missing[:5]}")
-        pairs[name] = [(by_stem[t.stem], t) for t in list_images(tgt_dir)]
-    return pairs
+    sources = list_images(src_root)
+    if group_by in ("auto", "folder"):
+        sources += [p for d in sorted(src_root.iterdir()) if d.is_dir() for p in list_images(d)]
+    rels = [p.relative_to(src_root) for p in sources]
+    if not sources:
+        raise DatasetError(f"no images in {src_root}")
+    if group_by == "auto":
+        group_by = _auto_group_by(rels)
+    mapper = _name_mapper(name_map)
+    stems: dict[Path, dict[str, Path]] = {}
+
+    def by_stem(folder: Path) -> dict[str, Path]:
+        if folder not in stems:
+            stems[folder] = {}
+            if folder.is_dir():
+                for p in list_images(folder):
+                    stems[folder].setdefault(p.stem, p)
+        return stems[folder]
+
+    groups: dict[str, list[tuple[Path, Path]]] = {}
+    unpaired: list[tuple[Path, str]] = []
+    for src, rel in zip(sources, rels):
+        wanted = mapper(src.name)
+        folders = [tgt_root / rel.parent, tgt_root] if rel.parent != Path() else [tgt_root]
+        found = next((f / wanted for f in folders if (f / wanted).is_file()), None)
+        if found is None or found.suffix.lower() not in IMAGE_EXTENSIONS:
+            found = next(
+                (by_stem(f)[Path(wanted).stem] for f in folders if Path(wanted).stem in by_stem(f)), None
+            )
+        if found is None:
+            unpaired.append((src, str(tgt_root / rel.parent / wanted)))
+            continue
+        groups.setdefault(group_of(rel, group_by), []).append((src, found))
+    if unpaired and not skip_unpaired:
+        shown = "; ".join(f"{s} -> {t}" for s, t in unpaired[:5]) + ("; ..." if len(unpaired) > 5 else "")
+        hint = "" if name_map else " (pass --name-map REGEX REPLACEMENT if the names differ)"
+        raise DatasetError(
+            f"{len(unpaired)} of {len(sources)} image(s) in {src_root} have no target{hint}: {shown}; "
+            "pass --skip-unpaired to score only the others"
+        )
+    if not groups:
+        raise DatasetError(f"no image in {src_root} has a target in {tgt_root}")
+    used = {t.resolve() for pairs in groups.values() for _, t in pairs}
+    every_target = list_images(tgt_root, recursive=True)
+    unmatched = [t for t in every_target if t.resolve() not in used]
+    if all_targets and unmatched:
+        names = ", ".join(str(t.relative_to(tgt_root)) for t in unmatched[:5]) + (
+            ", ..." if len(unmatched) > 5 else ""
+        )
+        raise DatasetError(f"{len(unmatched)} target image(s) in {tgt_root} have no prediction: {names}")
+    return Pairing(
+        groups={g: sorted(groups[g]) for g in sorted(groups)},
+        group_by=group_by,
+        unpaired=[s for s, _ in unpaired],
+        unmatched_targets=unmatched,
+    )
+
+
+def pair_folders(
+    source: str | Path, target: str | Path, **options: Any
+) -> dict[str, list[tuple[Path, Path]]]:
+    """Pair images of ``source`` and ``target`` by degradation; :func:`pair_images`'s groups.
+
+    Args:
+        source: Folder of predictions or degraded inputs.
+        target: Folder of targets.
+        **options: Passed to :func:`pair_images` (``name_map``, ``group_by``, ``skip_unpaired``, ``all_targets``).
+
+    Returns:
+        ``{degradation: [(source_image, target_image), ...]}``.
+    """
+    return pair_images(source, target, **options).groups
 
 
 def evaluate_folders(
@@ -96,15 +323,18 @@ def evaluate_folders(
     """Mean PSNR / SSIM per degradation (and ``"average"`` over degradations).
 
     Args:
-        pairs: From :func:`pair_folders`.
+        pairs: From :func:`pair_folders` (or ``pair_images(...).groups``).
         protocol: Metric protocol name.
         restore_fn: ``None`` to score the source images as they are, or a function
-            ``(image, group) -> image`` (``(3, H, W)`` tensors; ``group`` is the degradation
-            sub-folder's name) applied to each source image first.
+            ``(image, group) -> image`` (``(3, H, W)`` tensors; ``group`` is the degradation's
+            name) applied to each source image first.
 
     Returns:
         ``{degradation: {"n": count, "psnr": dB, "ssim": value}}`` plus an ``"average"`` entry
-        (unweighted mean over degradations, as the papers' tables).
+        (unweighted mean over degradations, as the papers' tables) when there are several.
+
+    Raises:
+        DatasetError: If an image and its target differ in size (naming both).
     """
     from ..io import read_image
     from ..metrics import get_protocol
@@ -118,7 +348,10 @@ def evaluate_folders(
             if restore_fn is not None:
                 pred = restore_fn(pred, name)
             if pred.shape != target.shape:
-                raise ValueError(f"{src} has shape {tuple(pred.shape)}, {tgt} has {tuple(target.shape)}")
+                raise DatasetError(
+                    f"size mismatch: {src} is {pred.shape[2]}x{pred.shape[1]} but its target {tgt} is "
+                    f"{target.shape[2]}x{target.shape[1]}"
+                )
             m = proto.compute(pred, target)
             psnrs.append(m["psnr"])
             ssims.append(m["ssim"])
@@ -133,40 +366,74 @@ def evaluate_folders(
     return results
 
 
+_GROUPING_WORDS = {"folder": "sub-folder", "prefix": "file-name prefix", "none": "none"}
+
+
 def run(args: argparse.Namespace) -> int:
     """Score predictions (or restore ``--input`` first) and print a table. Returns the exit status."""
+    from ..io import atomic_write
+    from ..metrics import get_protocol
+
     try:
-        pairs = pair_folders(args.pred or args.input, args.target)
-        restore_fn = None
-        if args.input:
-            from ..inference import restore
+        get_protocol(args.protocol)
+    except ValueError as exc:
+        raise UsageError(f"--protocol: {exc}") from exc
+    report = Path(args.json) if args.json else None
+    if report is not None and report.exists():
+        raise FileExistsError(f"{report} exists; not overwritten (choose another --json file)")
+    source = args.pred or args.input
+    pairing = pair_images(
+        source, args.target, name_map=tuple(args.name_map) if args.name_map else None,
+        group_by=args.group_by, skip_unpaired=args.skip_unpaired, all_targets=args.all_targets,
+    )  # fmt: skip
+    restore_fn = None
+    if args.input:
+        from ..inference import restore
 
-            model = load_model_from_args(args)
-            by_folder = getattr(args, "degradation_from_folder", False)
-            if by_folder and not getattr(model, "accepts_degradation", False):
-                raise ValueError(
-                    f"--degradation-from-folder needs a network that takes a degradation (PIP); "
-                    f"{type(model).__name__} does not"
-                )
+        model = load_model_from_args(args, require_weights=True)
+        by_group = getattr(args, "degradation_from_folder", False)
+        if by_group and not getattr(model, "accepts_degradation", False):
+            raise UsageError(
+                f"--degradation-from-group needs a network that takes a degradation (PIP); "
+                f"{type(model).__name__} does not"
+            )
 
-            def restore_fn(x: Any, group: str) -> Any:
+        def restore_fn(x: Any, group: str) -> Any:
+            try:
                 return restore(
                     model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False, progress=False,
-                    degradation=group if by_folder else None,
+                    degradation=group if by_group else None,
                 )  # fmt: skip
+            except AllInOneIRError:
+                raise
+            except ValueError as exc:  # the network's own checks (channels, degradation name, tile)
+                raise UsageError(f"cannot restore an image of group {group!r}: {exc}") from exc
 
-        results = evaluate_folders(pairs, args.protocol, restore_fn)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    results = evaluate_folders(pairing.groups, args.protocol, restore_fn)
+    summary = f"scored {pairing.n_pairs} image(s) of {source} against {args.target}"
+    summary += f" (degradation from: {_GROUPING_WORDS[pairing.group_by]})"
+    if pairing.unmatched_targets:
+        summary += f"; {len(pairing.unmatched_targets)} target image(s) have no prediction"
+    if pairing.unpaired:
+        summary += f"; skipped {len(pairing.unpaired)} without a target"
+        names = ", ".join(p.name for p in pairing.unpaired[:10]) + (
+            ", ..." if len(pairing.unpaired) > 10 else ""
+        )
+        print(f"skipped {len(pairing.unpaired)} image(s) without a target: {names}", file=sys.stderr)
+    print(summary)
     print(f"protocol: {args.protocol}")
     print(f"{'degradation':<16s} {'images':>6s} {'PSNR':>8s} {'SSIM':>7s}")
     for name, r in results.items():
         print(f"{name:<16s} {int(r['n']):>6d} {r['psnr']:>8.3f} {r['ssim']:>7.4f}")
-    if args.json:
-        out = Path(args.json)
-        if out.exists():
-            print(f"error: {out} exists; not overwritten", file=sys.stderr)
-            return 2
-        out.write_text(json.dumps({"protocol": args.protocol, "results": results}, indent=2) + "\n")
+    if report is not None:
+        doc = {
+            "protocol": args.protocol,
+            "group_by": pairing.group_by,
+            "scored": pairing.n_pairs,
+            "skipped_without_target": [str(p) for p in pairing.unpaired],
+            "targets_without_prediction": len(pairing.unmatched_targets),
+            "results": results,
+        }
+        text = json.dumps(doc, indent=2) + "\n"
+        atomic_write(report, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return 0

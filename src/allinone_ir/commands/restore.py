@@ -1,7 +1,11 @@
 """``allinone-ir restore``: restore files, folders and globs; PNG outputs and/or one ``.npz`` archive.
 
+Each output PNG keeps its input's bit depth (8 or 16) and channels: a grayscale file comes back
+grayscale, an alpha channel is copied back untouched. A file that cannot be read is reported as
+``skipped FILE: reason`` and the others are still restored (exit status 1 when any was skipped).
+
 Also holds the model options shared by ``restore``, ``evaluate`` and ``info``
-(``--model`` / ``--checkpoint`` / ``--model-args``).
+(``--model`` / ``--checkpoint`` / ``--model-args`` / ``--random-weights``).
 """
 
 from __future__ import annotations
@@ -13,17 +17,39 @@ import os
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["add_model_arguments", "add_parser", "collect_inputs", "load_model_from_args", "run"]
+from ..errors import AllInOneIRError, ImageReadError, UsageError
+
+__all__ = [
+    "LUMA_WEIGHTS",
+    "add_model_arguments",
+    "add_parser",
+    "collect_inputs",
+    "load_model_from_args",
+    "restore_array",
+    "run",
+]
+
+#: ITU-R BT.601 luma weights (R, G, B): how a colour network's output becomes a grayscale file
+#: (the weights Pillow's ``convert("L")`` uses). A grayscale input is given to a colour network as
+#: three equal channels, so its output is nearly gray and the weights barely matter.
+LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """Add ``--model``, ``--checkpoint``, ``--model-args`` and ``--device`` to a sub-command parser."""
+def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bool = False) -> None:
+    """Add ``--model``, ``--checkpoint``, ``--model-args`` and ``--device`` to a sub-command parser.
+
+    Args:
+        p: The sub-command's parser.
+        random_weights_option: Also add ``--random-weights``; :func:`load_model_from_args` then
+            refuses a registered architecture without weights unless it is given. Commands whose
+            results mean nothing with an untrained network (``restore``, ``evaluate``) set it.
+    """
     g = p.add_argument_group("network")
     g.add_argument(
         "--model",
@@ -35,34 +61,82 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--model-args", default=None, help="JSON constructor overrides, e.g. '{\"dim\": 24}'")
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    if random_weights_option:
+        g.add_argument(
+            "--random-weights",
+            action="store_true",
+            help="allow --model NAME without --checkpoint: the untrained network, to try the command out "
+            "(its output is not a restoration)",
+        )
 
 
-def load_model_from_args(args: argparse.Namespace) -> Any:
+def load_model_from_args(args: argparse.Namespace, *, require_weights: bool | None = None) -> Any:
     """Build the network chosen by the options of :func:`add_model_arguments` (eval mode, on ``--device``).
 
+    ``--checkpoint`` loads weights (``--model`` then names the architecture); ``--model FOLDER``
+    loads a :func:`~allinone_ir.hub.save_pretrained` folder; ``--model NAME`` alone builds a
+    registered architecture with random weights, which is refused when weights are required,
+    unless ``--random-weights`` was given.
+
+    Args:
+        args: The parsed options.
+        require_weights: Refuse a network with random weights. ``None`` (default): required when
+            the command offers ``--random-weights`` (``add_model_arguments(p, random_weights_option=True)``);
+            ``info`` needs no weights and passes ``False``.
+
+    Returns:
+        The network, in eval mode, on ``--device``.
+
     Raises:
-        SystemExit: (via ``argparse``-style message) if neither ``--model`` nor ``--checkpoint`` is given.
+        UsageError: If neither ``--model`` nor ``--checkpoint`` is given, ``--model-args`` is not a
+            JSON object the network accepts, ``--model`` names neither a registered network nor a
+            folder, or the network would have random weights and they are not allowed.
+        CheckpointError: If the weights cannot be read or do not fit the network.
     """
     import torch
 
     from ..hub import from_pretrained, load_checkpoint
     from ..models import create_model
 
-    overrides = json.loads(args.model_args) if args.model_args else {}
+    try:
+        overrides = json.loads(args.model_args) if args.model_args else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--model-args is not valid JSON ({exc}): {args.model_args!r}") from exc
     if not isinstance(overrides, dict):
-        raise ValueError(f"--model-args must be a JSON object, got {args.model_args!r}")
-    if args.checkpoint:
-        model = load_checkpoint(args.checkpoint, args.model, **overrides)
-    elif args.model and Path(args.model).is_dir():
-        model = from_pretrained(args.model)
-    elif args.model:
-        model = create_model(args.model, **overrides)
-        print(
-            f"warning: {args.model} has random weights; pass --checkpoint for trained ones",
-            file=sys.stderr,
+        raise UsageError(
+            f"--model-args must be a JSON object such as '{{\"dim\": 24}}', got {args.model_args!r}"
         )
-    else:
-        raise ValueError("give --model NAME|FOLDER or --checkpoint PATH")
+    if require_weights is None:
+        require_weights = hasattr(args, "random_weights")
+    model_path = Path(args.model) if args.model else None
+    try:
+        if args.checkpoint:
+            model = load_checkpoint(args.checkpoint, args.model, **overrides)
+        elif model_path is not None and model_path.is_dir():
+            model = from_pretrained(model_path)
+        elif model_path is not None and model_path.is_file():
+            raise UsageError(f"--model {args.model} is a file; pass weights as --checkpoint {args.model}")
+        elif args.model:
+            if require_weights and not getattr(args, "random_weights", False):
+                raise UsageError(
+                    f"--model {args.model} without --checkpoint would run the network with random weights; "
+                    "pass --checkpoint PATH (or a save_pretrained folder as --model), or --random-weights "
+                    "to run it untrained anyway"
+                )
+            if os.sep in args.model or "/" in args.model:
+                raise UsageError(f"--model {args.model}: no such folder (and not a registered model name)")
+            model = create_model(args.model, **overrides)
+            print(
+                f"warning: {args.model} has random weights; pass --checkpoint for trained ones",
+                file=sys.stderr,
+            )
+        else:
+            raise UsageError("give --model NAME|FOLDER or --checkpoint PATH")
+    except AllInOneIRError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:  # unknown name, constructor arguments it does not take
+        what = f"--model {args.model}" if args.model else f"--checkpoint {args.checkpoint}"
+        raise UsageError(f"{what}: {exc}") from exc
     return model.to(torch.device(args.device)).eval()
 
 
@@ -94,26 +168,59 @@ def collect_inputs(items: Iterable[str]) -> list[Path]:
     return list(unique.values())
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``restore`` sub-command."""
     p = subparsers.add_parser(
         "restore",
         help="restore images, folders or globs (tiling, TTA, npz export)",
-        description="Restore images with a network. Inputs are never overwritten.",
+        description="Restore images with a network. Inputs are never overwritten. Each PNG written keeps "
+        "its input's bit depth (8/16) and channels (grayscale stays grayscale, alpha is copied back). "
+        "A file that cannot be read is reported as 'skipped FILE: reason' and the others are still "
+        "restored; the exit status is then 1.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    add_model_arguments(p)
+    add_model_arguments(p, random_weights_option=True)
     p.add_argument("--out", help="output folder for PNG files (<input stem>.png)")
-    p.add_argument("--npz", help="also write all results to this .npz archive, keyed by input file name")
-    p.add_argument("--layout", choices=("chw", "hwc"), default="hwc", help="array layout in the npz (uint8)")
-    p.add_argument("--tile", type=int, default=None, help="tile size in pixels (default: whole image)")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default: 32)")
+    p.add_argument(
+        "--npz",
+        help="also write all results to this .npz archive, keyed by input file name (the network's output "
+        "channels; only the images restored)",
+    )
+    p.add_argument(
+        "--layout", choices=("chw", "hwc"), default="hwc", help="array layout in the npz (default: hwc)"
+    )
+    p.add_argument(
+        "--npz-dtype",
+        choices=("uint8", "uint16", "float32"),
+        default="uint8",
+        help="array type in the npz (default: uint8, whatever the inputs' bit depth; float32 in [0, 1])",
+    )
+    p.add_argument(
+        "--tile", type=_positive_int, default=None, help="tile size in pixels (default: whole image)"
+    )
+    p.add_argument(
+        "--overlap", type=_non_negative_int, default=32, help="tile overlap in pixels (default: 32)"
+    )
     p.add_argument(
         "--tta", nargs="?", const="x8", default=None, choices=("flip", "x8"),
         help="test-time augmentation: x8 self-ensemble (default when given) or flip",
     )  # fmt: skip
     p.add_argument("--degradation", default=None, help="degradation name for PIP networks, e.g. rain")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -126,12 +233,12 @@ def _plan_outputs(inputs: list[Path], out_dir: Path | None) -> list[Path | None]
     seen: dict[Path, Path] = {}
     for src, dst in zip(inputs, outs):
         if dst in seen:
-            raise ValueError(f"{seen[dst]} and {src} would both be written to {dst}; restore them separately")
+            raise UsageError(f"{seen[dst]} and {src} would both be written to {dst}; restore them separately")
         seen[dst] = src
     resolved_inputs = {p.resolve() for p in inputs}
     clash = [str(d) for d in outs if d.resolve() in resolved_inputs]
     if clash:
-        raise ValueError(
+        raise UsageError(
             f"refusing to overwrite input files: {', '.join(clash)}; choose another --out folder"
         )
     return outs  # type: ignore[return-value]
@@ -141,7 +248,7 @@ def _npz_keys(inputs: list[Path]) -> list[str]:
     keys = [p.name for p in inputs]
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
-        raise ValueError(f"several inputs share the file name(s) {dup}; the npz is keyed by file name")
+        raise UsageError(f"several inputs share the file name(s) {dup}; the npz is keyed by file name")
     return keys
 
 
@@ -150,6 +257,7 @@ class _NpzWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.count = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
@@ -158,75 +266,172 @@ class _NpzWriter:
     def add(self, key: str, array: np.ndarray) -> None:
         with self.zip.open(f"{key}.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+        self.count += 1
 
     def close(self, commit: bool) -> None:
+        from ..io import file_mode_for
+
         self.zip.close()
         if commit:
+            os.chmod(self.tmp, file_mode_for(self.path))  # mkstemp made it 0600
             os.replace(self.tmp, self.path)
         elif os.path.exists(self.tmp):
             os.unlink(self.tmp)
 
 
+def restore_array(
+    model: Any, arr: np.ndarray, restore_fn: Callable[[Any], Any] | None = None
+) -> tuple[Any, np.ndarray]:
+    """Restore the pixels of one file, keeping its bit depth and channels.
+
+    Colour channels go through the network; a grayscale image is given to a 3-channel network as
+    three equal channels and its output turned back to one channel with :data:`LUMA_WEIGHTS`; an
+    alpha channel is copied back untouched.
+
+    Args:
+        model: The network (its ``in_channels`` attribute, default 3, is the channels it takes).
+        arr: ``(H, W, C)`` pixels as stored (``read_image_array(path, keep_channels=True)``): C is 1
+            (grayscale), 2 (grayscale + alpha), 3 (RGB) or 4 (RGBA); uint8 or uint16.
+        restore_fn: ``(C, H, W) float tensor -> (C, H, W) tensor`` running the network (default:
+            :func:`~allinone_ir.inference.restore` with its defaults).
+
+    Returns:
+        The network's output, a float ``(C_out, H, W)`` tensor in [0, 1], and the pixels to write:
+        ``(H, W, C)`` with the input's C and dtype.
+
+    Raises:
+        UsageError: If the network takes another number of channels than the image has (a 1-channel
+            network and a colour image).
+
+    Shape:
+        - arr: :math:`(H, W, C)`, C in 1..4
+        - outputs: :math:`(C_{out}, H, W)` and :math:`(H, W, C)`
+
+    Examples:
+        >>> import torch
+        >>> class Identity(torch.nn.Module):
+        ...     def forward(self, x):
+        ...         return x
+        >>> gray = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)[:, :, None]
+        >>> y, pixels = restore_array(Identity(), gray)
+        >>> tuple(y.shape), pixels.dtype, pixels[:, :, 0].tolist()
+        ((3, 2, 2), dtype('uint16'), [[0, 1000], [30000, 65535]])
+    """
+    import torch
+
+    from ..io import array_to_tensor, tensor_to_array
+
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected (H, W, C) pixels with C in 1..4, got shape {arr.shape}")
+    n_colour = 1 if arr.shape[2] <= 2 else 3
+    x = array_to_tensor(arr[:, :, :n_colour])
+    in_ch = int(getattr(model, "in_channels", 3))
+    if n_colour == 1 and in_ch == 3:
+        x = x.expand(3, -1, -1).contiguous()
+    elif n_colour != in_ch:
+        kind = "grayscale" if n_colour == 1 else "colour"
+        raise UsageError(
+            f"the network takes {in_ch}-channel images; this image is {kind} ({n_colour} channels)"
+        )
+    if restore_fn is None:
+        from ..inference import restore
+
+        def restore_fn(t: Any) -> Any:
+            return restore(model, t, progress=False)
+
+    y = restore_fn(x)
+    y_file = y
+    if n_colour == 1 and y.shape[0] == 3:
+        weights = torch.tensor(LUMA_WEIGHTS, dtype=y.dtype, device=y.device).view(3, 1, 1)
+        y_file = (y * weights).sum(dim=0, keepdim=True)
+    pixels = tensor_to_array(y_file, arr.dtype)
+    if arr.shape[2] in (2, 4):
+        pixels = np.concatenate([pixels, arr[:, :, n_colour:]], axis=2)
+    return y, pixels
+
+
 def run(args: argparse.Namespace) -> int:
-    """Restore every input; write PNGs to ``--out`` and/or the ``--npz`` archive. Returns the exit status."""
+    """Restore every input; write PNGs to ``--out`` and/or the ``--npz`` archive.
+
+    Returns:
+        0 when every input was restored, 1 when some file could not be read (each reported as
+        ``skipped FILE: reason``). Problems with the options, the network or the outputs raise
+        (:func:`allinone_ir.cli.main` turns them into one ``error:`` line and status 2).
+    """
+    import torch
+
     from ..inference import restore
     from ..io import read_image_array, tensor_to_array, write_image
 
-    try:
-        if not args.out and not args.npz:
-            raise ValueError("give --out DIR and/or --npz FILE")
-        inputs = collect_inputs(args.inputs)
-        out_dir = Path(args.out) if args.out else None
-        outs = _plan_outputs(inputs, out_dir)
-        npz = Path(args.npz) if args.npz else None
-        keys = _npz_keys(inputs) if npz else []
-        if npz is not None:
-            if npz.resolve() in {p.resolve() for p in inputs}:
-                raise ValueError(f"refusing to overwrite input file {npz}")
-            if npz.suffix != ".npz":
-                raise ValueError(f"--npz must end with .npz, got {npz}")
-            if npz.exists() and not args.overwrite:
-                raise FileExistsError(f"{npz} exists; pass --overwrite to replace it")
-        existing = [str(o) for o in outs if o is not None and o.exists()]
-        if existing and not args.overwrite:
-            raise FileExistsError(f"output files exist ({', '.join(existing[:5])}); pass --overwrite")
-        model = load_model_from_args(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if not args.out and not args.npz:
+        raise UsageError("give --out DIR and/or --npz FILE")
+    inputs = collect_inputs(args.inputs)
+    out_dir = Path(args.out) if args.out else None
+    outs = _plan_outputs(inputs, out_dir)
+    npz = Path(args.npz) if args.npz else None
+    keys = _npz_keys(inputs) if npz else []
+    if npz is not None:
+        if npz.resolve() in {p.resolve() for p in inputs}:
+            raise UsageError(f"refusing to overwrite input file {npz}")
+        if npz.suffix != ".npz":
+            raise UsageError(f"--npz must end with .npz, got {npz}")
+        if npz.exists() and not args.overwrite:
+            raise FileExistsError(f"{npz} exists; pass --overwrite to replace it")
+    existing = [str(o) for o in outs if o is not None and o.exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"output files exist ({', '.join(existing[:5])}); pass --overwrite")
+    model = load_model_from_args(args, require_weights=True)
+    device = torch.device(args.device)
 
-    import torch
+    def run_network(x: Any) -> Any:
+        return restore(
+            model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False,
+            degradation=args.degradation, batch_size=args.batch_size, device=device,
+            progress=False if args.quiet else None,
+        )  # fmt: skip
 
-    from ..io import array_to_tensor
+    files: Iterable[Path] = inputs
+    say: Callable[..., None] = print
+    if not args.quiet and len(inputs) > 1:
+        try:
+            from tqdm.auto import tqdm
 
+            files, say = tqdm(inputs, desc="images", unit="img"), tqdm.write  # write: lines above the bar
+        except ImportError:
+            pass
     writer = _NpzWriter(npz) if npz is not None else None
+    skipped: list[Path] = []
     ok = False
-    files = inputs
     try:
-        if not args.quiet and len(inputs) > 1:
-            try:
-                from tqdm.auto import tqdm
-
-                files = tqdm(inputs, desc="images", unit="img")
-            except ImportError:
-                pass
         for i, src in enumerate(files):
-            arr = read_image_array(src)
-            x = array_to_tensor(arr)
-            y = restore(
-                model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False,
-                degradation=args.degradation, batch_size=args.batch_size, device=torch.device(args.device),
-                progress=False if args.quiet else None,
-            )  # fmt: skip
+            try:
+                arr = read_image_array(src, keep_channels=True)
+            except ImageReadError as exc:
+                skipped.append(src)
+                say(f"skipped {src}: {exc.reason}", file=sys.stderr)
+                continue
+            try:
+                y, pixels = restore_array(model, arr, run_network)
+            except UsageError as exc:
+                raise UsageError(f"cannot restore {src}: {exc}") from exc
+            except AllInOneIRError:
+                raise
+            except ValueError as exc:  # the network's or restore()'s own checks: not the file's fault
+                raise UsageError(f"cannot restore {src}: {exc}") from exc
             if outs[i] is not None:
-                write_image(outs[i], y, overwrite=args.overwrite)
+                write_image(outs[i], pixels, overwrite=args.overwrite)
             if writer is not None:
-                a = tensor_to_array(y, np.uint8)
+                a = tensor_to_array(y, np.dtype(args.npz_dtype))
                 writer.add(keys[i], a.transpose(2, 0, 1) if args.layout == "chw" else a)
         ok = True
     finally:
         if writer is not None:
-            writer.close(commit=ok)
-    where = [str(x) for x in (out_dir, npz) if x is not None]
-    print(f"restored {len(inputs)} image(s) -> {', '.join(where)}", file=sys.stderr)
-    return 0
+            writer.close(commit=ok and writer.count > 0)
+    done = len(inputs) - len(skipped)
+    where = [str(x) for x in (out_dir, npz if writer is not None and writer.count else None) if x is not None]
+    if not skipped:
+        print(f"restored {done} image(s) -> {', '.join(where)}", file=sys.stderr)
+        return 0
+    target = f" -> {', '.join(where)}" if done else " (nothing written)"
+    print(f"restored {done} of {len(inputs)} image(s){target}; skipped {len(skipped)}", file=sys.stderr)
+    return 1
