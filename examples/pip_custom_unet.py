@@ -5,6 +5,12 @@ Run ``python examples/pip_custom_unet.py`` (a few minutes on CPU) or with ``--sm
 The U-Net below is ordinary PyTorch. The only PIP-specific line is the ``PIPUNet(...)`` call: it
 names the modules whose outputs are the skip features (here the ``skip1`` / ``skip2`` identities,
 which lie on the skip path only) and inserts a PIP block on each.
+
+The training loop is written out to show what PIP's recipe is; the recipe itself comes from the
+network: ``model.training_forward_kwargs(batch)`` (pass the labels, ask for the classifier's logits),
+``model.split_training_output(...)`` and ``model.auxiliary_losses()`` (the directional decoupled loss,
+weight 0.002, and the classifier's cross-entropy, weight 0.1). ``allinone_ir.Trainer`` does the same
+by itself: ``Trainer(model, config, dataset).fit()``.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from allinone_ir import PIPUNet
-from allinone_ir.losses import DEFAULT_DDL_ALPHA, directional_decoupled_loss
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -72,20 +77,25 @@ def main(argv: list[str] | None = None) -> int:
         degradations=("noise", "lowlight"),
         pad_multiple=4,  # two 2x downsamplings
     )
+    terms = model.auxiliary_losses()  # PIP's own training terms, declared by the family
+    print("PIP's training terms:", ", ".join(f"{t.name} x {t.weight:g}" for t in terms))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for step in range(steps):
         clean = torch.rand(8, 3, size, size)
         labels = torch.randint(0, 2, (8,))
-        out, logits = model(degrade(clean, labels), labels, return_logits=True)  # joint training
-        loss = F.l1_loss(out, clean) + DEFAULT_DDL_ALPHA * directional_decoupled_loss(
-            [block.degradation_prompt.prompts for block in model.pips.values()]
-        )
-        loss = loss + 0.1 * F.cross_entropy(logits, labels)
+        batch = {"degraded": degrade(clean, labels), "clean": clean, "label": labels}
+        # one forward: the labels drive the prompts, and the classifier's logits come out too
+        output = model(batch["degraded"], **model.training_forward_kwargs(batch))
+        out, extras = model.split_training_output(output)
+        parts = {"l1": F.l1_loss(out, clean)}
+        parts.update({t.name: t.weight * t.fn(model, batch, extras) for t in terms})
+        loss = sum(parts.values())
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % max(1, steps // 5) == 0 or step == steps - 1:
-            print(f"step {step:4d}  loss {loss.item():.4f}")
+            detail = "  ".join(f"{k} {v.item():.4f}" for k, v in parts.items())
+            print(f"step {step:4d}  loss {loss.item():.4f}  ({detail})")
 
     model.eval()
     clean = torch.rand(2, 3, size + 3, size + 1)  # any size works
