@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +57,243 @@ def test_never_overwrites(tmp_path: Path) -> None:
     write_image(p, torch.ones(3, 2, 2), overwrite=True)
     assert read_image(p).min() == 1
     assert [q.name for q in list_images(tmp_path)] == ["x.png"]
+
+
+# --- channels and bit depth as stored --------------------------------------------------------------
+
+
+def test_keep_channels_gives_stored_channels_and_depth(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (5, 6), dtype=np.uint8)
+    PIL.fromarray(gray).save(tmp_path / "g.png")
+    la = rng.integers(0, 256, (5, 6, 2), dtype=np.uint8)
+    PIL.fromarray(la).save(tmp_path / "la.png")
+    rgba = rng.integers(0, 256, (5, 6, 4), dtype=np.uint8)
+    PIL.fromarray(rgba).save(tmp_path / "rgba.png")
+    pal = PIL.fromarray(rgba[:, :, :3]).convert("P", palette=PIL.Palette.ADAPTIVE, colors=8)
+    pal.info["transparency"] = 0
+    pal.save(tmp_path / "p.png", transparency=0)
+
+    g = read_image_array(tmp_path / "g.png", keep_channels=True)
+    assert g.dtype == np.uint8 and g.shape == (5, 6, 1)
+    np.testing.assert_array_equal(g[:, :, 0], gray)
+    np.testing.assert_array_equal(read_image_array(tmp_path / "la.png", keep_channels=True), la)
+    np.testing.assert_array_equal(read_image_array(tmp_path / "rgba.png", keep_channels=True), rgba)
+    p = read_image_array(tmp_path / "p.png", keep_channels=True)
+    assert p.shape == (5, 6, 4)
+    np.testing.assert_array_equal(p, np.asarray(PIL.open(tmp_path / "p.png").convert("RGBA")))
+    with pytest.warns(UserWarning, match=r"la\.png: alpha channel dropped"):
+        rgb = read_image_array(tmp_path / "la.png")
+    np.testing.assert_array_equal(rgb, np.repeat(la[:, :, :1], 3, axis=2))
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_16bit_round_trip_every_colour_type(tmp_path: Path, channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    arr = rng.integers(0, 65536, (9, 7, channels), dtype=np.uint16)
+    arr[0, 0] = 0x12FF  # low and high bytes differ: an 8-bit shortcut would fail
+    p = write_image(tmp_path / "x.png", arr)
+    back = read_image_array(p, keep_channels=True)
+    assert back.dtype == np.uint16 and back.shape == arr.shape
+    np.testing.assert_array_equal(back, arr)
+    # an independent decoder agrees: Pillow keeps 16 bits of grayscale, the high byte of colour
+    pil = np.asarray(PIL.open(p))
+    if channels == 1:
+        np.testing.assert_array_equal(pil, arr[:, :, 0])
+    else:
+        pil = pil[:, :, [0, 3]] if channels == 2 else pil  # Pillow opens 16-bit LA as RGBA
+        np.testing.assert_array_equal(pil, (arr >> 8).astype(np.uint8))
+
+
+def test_16bit_rgb_tensor_written_at_16_bits(tmp_path: Path) -> None:
+    x = torch.rand(3, 6, 5, dtype=torch.float64).float()
+    p = write_image(tmp_path / "t.png", x, bits=16)
+    back = read_image(p)
+    assert (back - x).abs().max() <= 0.5 / 65535 + 1e-7  # 8 bits would be off by up to 1/510
+    assert read_image_array(p).dtype == np.uint16
+
+
+def test_16bit_colour_other_formats_warn(tmp_path: Path) -> None:
+    arr = np.full((2, 2, 3), 0x8000, dtype=np.uint16)
+    with pytest.warns(UserWarning, match=r"16-bit colour can only be written as PNG; writing 8-bit"):
+        p = write_image(tmp_path / "x.tif", arr)
+    back = read_image_array(p)
+    assert back.dtype == np.uint8 and int(back[0, 0, 0]) == 128
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "c16.tif", arr, photometric="rgb")
+    with pytest.warns(UserWarning, match=r"c16\.tif: 16-bit colour TIFF read as 8-bit"):
+        assert read_image_array(tmp_path / "c16.tif").dtype == np.uint8
+
+
+# --- the PNG codec behind 16-bit colour --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("filter_type", [None, 0, 1, 2, 3, 4])
+@pytest.mark.parametrize("shape", [(13, 11, 3), (1, 9, 4), (8, 1, 2), (6, 5, 1)])
+def test_png_filters_round_trip(filter_type: int | None, shape: tuple[int, int, int]) -> None:
+    from allinone_ir.io import _decode_png, _encode_png
+
+    rng = np.random.default_rng(sum(shape))
+    arr = rng.integers(0, 65536, shape, dtype=np.uint16)
+    arr[: shape[0] // 2] = (
+        np.linspace(0, 65535, shape[1] * shape[2]).reshape(shape[1], shape[2]).astype(np.uint16)
+    )
+    data = _encode_png(arr, filter_type)
+    np.testing.assert_array_equal(_decode_png(data), arr)
+    import io as _io
+
+    pil = np.asarray(PIL.open(_io.BytesIO(data)))  # Pillow decodes the filters independently
+    expected = arr[:, :, 0] if shape[2] == 1 else (arr >> 8).astype(np.uint8)
+    pil = pil[:, :, [0, 3]] if shape[2] == 2 else pil
+    np.testing.assert_array_equal(pil, expected)
+    eight = (arr >> 8).astype(np.uint8)
+    np.testing.assert_array_equal(_decode_png(_encode_png(eight, filter_type)), eight)
+
+
+def test_png_decoder_reads_pillow_files_with_paeth_rows(tmp_path: Path) -> None:
+    import zlib
+
+    from allinone_ir.io import _decode_png
+
+    rng = np.random.default_rng(0)
+    g = (np.add.outer(np.arange(50), np.arange(60)) * 700 % 65536).astype(np.uint16)
+    g += rng.integers(0, 300, g.shape, dtype=np.uint16)
+    PIL.fromarray(g).save(tmp_path / "g.png")
+    data = (tmp_path / "g.png").read_bytes()
+    raw = zlib.decompress(data[data.index(b"IDAT") + 4 :])
+    assert {1, 2, 4} <= set(raw[:: 60 * 2 + 1])  # Sub, Up and Paeth rows from Pillow's encoder
+    np.testing.assert_array_equal(_decode_png(data)[:, :, 0], g)
+
+
+def _adam7_png(arr: np.ndarray) -> bytes:
+    """An interlaced 16-bit PNG (filter None), written independently of the library's encoder."""
+    import struct
+    import zlib
+
+    h, w, c = arr.shape
+    passes = (
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    )
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        sub = arr[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\0" + row.astype(">u2").tobytes() for row in sub)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 3: 2}[c], 0, 0, 1)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_png_decoder_interlaced(tmp_path: Path, channels: int) -> None:
+    arr = np.random.default_rng(1).integers(0, 65536, (11, 10, channels), dtype=np.uint16)
+    (tmp_path / "i.png").write_bytes(_adam7_png(arr))
+    pil = np.asarray(PIL.open(tmp_path / "i.png"))  # the test's encoder is right: Pillow agrees
+    np.testing.assert_array_equal(pil, arr[:, :, 0] if channels == 1 else (arr >> 8).astype(np.uint8))
+    np.testing.assert_array_equal(read_image_array(tmp_path / "i.png", keep_channels=True), arr)
+
+
+# --- files that cannot be read ------------------------------------------------------------------------
+
+
+def _reason(path: Path) -> str:
+    with pytest.raises(ImageReadError) as info:
+        read_image_array(path)
+    assert str(path) in str(info.value) and info.value.path == path
+    return info.value.reason
+
+
+def test_unreadable_files_say_why(tmp_path: Path) -> None:
+    good = write_image(tmp_path / "good.png", torch.rand(3, 40, 40))
+    data = good.read_bytes()
+    (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello, I am not a picture\n")
+    assert "truncated" in _reason(tmp_path / "trunc.png")
+    assert _reason(tmp_path / "empty.png") == "empty file (0 bytes)"
+    assert _reason(tmp_path / "text.png") == "not an image file (or a format Pillow cannot read)"
+
+
+def test_unreadable_16bit_colour_png_says_why(tmp_path: Path) -> None:
+    p = write_image(
+        tmp_path / "c16.png", np.random.default_rng(0).integers(0, 65536, (30, 30, 3), dtype=np.uint16)
+    )
+    data = bytearray(p.read_bytes())
+    (tmp_path / "trunc.png").write_bytes(bytes(data[: len(data) - 40]))
+    assert _reason(tmp_path / "trunc.png").startswith("truncated PNG file")
+    data[60] ^= 0xFF  # inside the image data: its checksum no longer matches
+    (tmp_path / "crc.png").write_bytes(bytes(data))
+    assert _reason(tmp_path / "crc.png") == "corrupt PNG file (bad checksum of the IDAT chunk)"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_permission(tmp_path: Path) -> None:
+    p = write_image(tmp_path / "locked.png", torch.rand(3, 4, 4))
+    p.chmod(0)
+    try:
+        assert _reason(p) == "permission denied"
+    finally:
+        p.chmod(0o644)
+
+
+# --- permissions of written files -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask():
+    def set_umask(value: int) -> None:
+        os.umask(value)
+
+    old = os.umask(0o022)
+    yield set_umask
+    os.umask(old)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path: Path, umask, monkeypatch) -> None:
+    from allinone_ir import io as io_module
+    from allinone_ir.io import atomic_write, file_mode_for
+
+    umask(0o022)
+    assert io_module._current_umask() == 0o022
+    p = write_image(tmp_path / "a.png", torch.rand(3, 4, 4))
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644  # mkstemp alone gives 0600
+    q = atomic_write(tmp_path / "sub" / "b.txt", lambda tmp: Path(tmp).write_text("x"))
+    assert stat.S_IMODE(q.stat().st_mode) == 0o644
+    umask(0o077)
+    assert file_mode_for(tmp_path / "new.bin") == 0o600
+    assert stat.S_IMODE(write_image(tmp_path / "c.png", torch.rand(3, 4, 4)).stat().st_mode) == 0o600
+    # a replaced file keeps its permissions, as open(path, "w") would
+    p.chmod(0o640)
+    write_image(p, torch.rand(3, 4, 4), overwrite=True)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o640
+    # without /proc the umask is read by setting and restoring it
+    umask(0o027)
+
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(io_module, "open", no_proc, raising=False)
+    assert io_module._current_umask() == 0o027
+    assert os.umask(0o027) == 0o027  # and it is left as it was
+
+
+def test_permission_denied_reason_without_chmod(tmp_path: Path, monkeypatch) -> None:
+    """The same message where the tests run as root (which reads a chmod 000 file)."""
+    p = write_image(tmp_path / "locked.png", torch.rand(3, 4, 4))
+
+    def denied(fp, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(fp))
+
+    monkeypatch.setattr(PIL, "open", denied)
+    assert _reason(p) == "permission denied"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from ..errors import AllInOneIRError, UsageError
 
 __all__ = ["add_parser", "run"]
 
@@ -27,17 +28,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Convert ``src`` to ``dst``; prints what was detected. Returns the exit status."""
-    from ..hub import CheckpointError, convert_checkpoint, from_pretrained
+    """Convert ``src`` to ``dst``; prints what was detected. Returns the exit status.
+
+    Raises:
+        UsageError: If ``--model-args`` is not a JSON object the network accepts, or ``--arch`` is unknown.
+        CheckpointError: If ``src`` cannot be read or its weights do not fit the architecture.
+        FileExistsError: If ``dst`` exists and ``--overwrite`` was not given.
+    """
+    from ..hub import convert_checkpoint, from_pretrained
 
     try:
         overrides = json.loads(args.model_args) if args.model_args else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--model-args is not valid JSON ({exc}): {args.model_args!r}") from exc
+    if not isinstance(overrides, dict):
+        raise UsageError(
+            f"--model-args must be a JSON object such as '{{\"dim\": 24}}', got {args.model_args!r}"
+        )
+    try:
         out = convert_checkpoint(
             args.src, args.dst, arch=args.arch, overwrite=args.overwrite, protocol=args.protocol, **overrides
         )
-    except (CheckpointError, ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (AllInOneIRError, OSError):
+        raise
+    except (ValueError, TypeError, KeyError) as exc:  # unknown --arch, arguments the network does not take
+        raise UsageError(f"cannot convert {args.src}: {exc}") from exc
     model = from_pretrained(out)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {out}: {type(model).__name__}, {n:,d} parameters, config {json.dumps(model.config)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UsageError
 from ..models import create_model, list_models
 
 __all__ = ["add_parser", "run"]
@@ -18,8 +19,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print one registered model name per line (with parameter counts if asked)."""
-    for name in list_models(args.pattern):
+    """Print one registered model name per line (with parameter counts if asked).
+
+    Raises:
+        UsageError: If no registered name matches the pattern (the message lists the names).
+    """
+    names = list_models(args.pattern)
+    if not names:
+        raise UsageError(
+            f"no registered model matches {args.pattern!r}; the models are {', '.join(list_models())}"
+        )
+    for name in names:
         if args.params:
             with _meta_device():
                 n = sum(p.numel() for p in create_model(name).parameters())
