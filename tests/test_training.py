@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import os
+import signal
 import socket
 import textwrap
 from pathlib import Path
@@ -17,6 +18,7 @@ from torch import nn
 
 from allinone_ir import create_model
 from allinone_ir.cli import main
+from allinone_ir.errors import CheckpointError
 from allinone_ir.data import SyntheticDegradationDataset
 from allinone_ir.io import read_image, write_image
 from allinone_ir.training import (
@@ -24,6 +26,7 @@ from allinone_ir.training import (
     Trainer,
     TrainerConfig,
     TrainingDivergedError,
+    TrainingInterrupted,
     format_groups,
     freeze,
     module_groups,
@@ -130,6 +133,10 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     torch.manual_seed(123)  # a fresh process: other init, other global RNG
     resumed = Trainer(_tiny_nafnet(), _cfg(tmp_path / "b", resume="auto", **kw), _data())
     assert resumed.step == 3 and resumed.epoch == part.epoch
+    assert (
+        resumed.start_message
+        == f"resumed from {tmp_path / 'b' / 'checkpoints' / 'step_00000003.pt'} at step 3"
+    )
     resumed.fit()
     assert resumed.step == 6
     assert _same(full.model.state_dict(), resumed.model.state_dict())
@@ -138,9 +145,165 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     ckpt = torch.load(tmp_path / "b" / "checkpoints" / "step_00000006.pt", weights_only=True)
     assert set(ckpt) >= {"model", "optimizer", "scheduler", "scaler", "ema", "step", "rng", "config"}
     assert ckpt["config"]["grad_accum_steps"] == 2
-    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("step_*.pt")) == [
-        "step_00000003.pt", "step_00000006.pt",
+    # keep_last=1 (default): the newest periodic checkpoint only
+    assert [p.name for p in (tmp_path / "b" / "checkpoints").glob("step_*.pt")] == ["step_00000006.pt"]
+
+
+def _steps(path: Path) -> list[str]:
+    return [line.split(",")[0] for line in path.read_text().splitlines()[1:]]
+
+
+def test_resume_cuts_logs_back_and_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    """A run killed after logging step 5 but checkpointing step 3 resumes at 3: no duplicated log rows."""
+    val = SyntheticDegradationDataset([torch.rand(3, 16, 16)], tasks=["rain"], patch_size=None, fixed=True)
+    kw = dict(max_steps=6, save_every=3, log_every=2, val_every=2, keep_last=3)
+    torch.manual_seed(0)
+    full = Trainer(_tiny_nafnet(), _cfg(tmp_path / "a", **kw), _data(), val)
+    full.fit()
+    torch.manual_seed(0)
+    part = Trainer(_tiny_nafnet(), _cfg(tmp_path / "b", **kw), _data(), val)
+    part.fit(steps=5)
+    ckpts = tmp_path / "b" / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("step_*.pt")) == ["step_00000003.pt", "step_00000005.pt"]
+    (ckpts / "step_00000005.pt").unlink()  # killed before the step-5 checkpoint was written
+    (ckpts / ".step_00000005.pt.abc123.tmp").write_bytes(b"half")  # what a kill -9 mid-write leaves
+    assert _steps(tmp_path / "b" / "train_log.csv") == ["2", "4"]
+    resumed = Trainer(_tiny_nafnet(), _cfg(tmp_path / "b", **kw), _data(), val)  # resume="auto" by default
+    assert resumed.step == 3
+    resumed.fit()
+    for name in ("train_log.csv", "val_log.csv"):
+        assert _steps(tmp_path / "b" / name) == _steps(tmp_path / "a" / name)
+    assert _steps(tmp_path / "b" / "train_log.csv") == ["2", "4", "6"]
+    a = (tmp_path / "a" / "train_log.csv").read_text().splitlines()
+    b = (tmp_path / "b" / "train_log.csv").read_text().splitlines()
+    # the loss column averages the same updates (the window is checkpointed); speed differs
+    assert [r.split(",")[:4] for r in a] == [r.split(",")[:4] for r in b]
+    history = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert [(h["kind"], h["step"]) for h in history] == [
+        (h["kind"], h["step"]) for h in json.loads((tmp_path / "a" / "history.json").read_text())
+    ]
+    assert _same(full.model.state_dict(), resumed.model.state_dict())
+    assert not list(ckpts.glob(".*.tmp"))  # the half-written file was removed
+    assert resumed.best == full.best
+
+
+def test_resume_never_path_and_errors(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    Trainer(_tiny_nafnet(), _cfg(tmp_path, max_steps=2), _data()).fit()
+    first = tmp_path / "checkpoints" / "step_00000002.pt"
+    again = Trainer(_tiny_nafnet(), _cfg(tmp_path, max_steps=1, resume="never"), _data())
+    assert again.step == 0
+    assert again.start_message == (
+        f"resume=never: starting at step 0; this run replaces the 1 checkpoint(s) and the logs of an earlier "
+        f"run in {tmp_path}"
+    )
+    again.fit()
+    assert not first.exists() and (tmp_path / "checkpoints" / "step_00000001.pt").is_file()
+    assert _steps(tmp_path / "train_log.csv") == ["1"]
+    for never in (None, False, "none", "false", "NEVER"):
+        assert _cfg(tmp_path, resume=never).resume == "never"
+    with pytest.raises(ValueError, match="TrainerConfig.resume must be 'auto', 'never' or a checkpoint path"):
+        _cfg(tmp_path, resume="")
+    with pytest.raises(CheckpointError, match=r"resume checkpoint not found: .*nothing\.pt"):
+        Trainer(_tiny_nafnet(), _cfg(tmp_path, resume=str(tmp_path / "nothing.pt")), _data())
+    path = Trainer(_tiny_nafnet(), _cfg(tmp_path / "p", resume=str(tmp_path / "checkpoints" / "step_00000001.pt")),
+                   _data())  # fmt: skip
+    assert (
+        path.step == 1
+        and path.start_message.startswith("resumed from ")
+        and path.start_message.endswith("step_00000001.pt at step 1")
+    )
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*junk\.pt"):
+        Trainer(_tiny_nafnet(), _cfg(tmp_path / "q", resume=str(tmp_path / "junk.pt")), _data())
+
+
+def test_checkpoint_that_does_not_fit_is_one_line(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    Trainer(_tiny_promptir(), _cfg(tmp_path, max_steps=1), _data()).fit()
+    bigger = create_model("promptir", **{**TINY["promptir"], "dim": 16})
+    with pytest.raises(CheckpointError) as exc:
+        Trainer(bigger, _cfg(tmp_path, max_steps=2), _data())
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert msg.startswith(
+        f"checkpoint {tmp_path / 'checkpoints' / 'step_00000001.pt'} does not fit the configured model "
+        "(PromptIR with dim=16; the checkpoint has dim=8: "
+    )
+    assert "shape mismatches (patch_embed.proj.weight: (8, 3, 3, 3) vs (16, 3, 3, 3)" in msg
+    assert msg.endswith("start again with --resume never (resume='never') or use another --output-dir")
+    deeper = create_model("promptir", **{**TINY["promptir"], "num_refinement_blocks": 2})
+    with pytest.raises(CheckpointError, match=r"\d+ missing keys \(refinement\.1\."):
+        Trainer(deeper, _cfg(tmp_path, max_steps=2), _data())
+
+
+def test_checkpoints_by_time_rotation_and_size(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    t = Trainer(
+        _tiny_nafnet(), _cfg(tmp_path / "t", max_steps=3, save_every_minutes=1e-9, keep_last=5), _data()
+    )
+    t.fit()
+    assert sorted(p.name for p in (tmp_path / "t" / "checkpoints").glob("*.pt")) == [
+        "step_00000001.pt", "step_00000002.pt", "step_00000003.pt",
     ]  # fmt: skip
+    t = Trainer(_tiny_nafnet(), _cfg(tmp_path / "n", max_steps=3, save_every_minutes=0, keep_last=5), _data())
+    t.fit()
+    written = tmp_path / "n" / "checkpoints" / "step_00000003.pt"
+    assert [p.name for p in written.parent.glob("*.pt")] == [written.name]
+    # the estimate: weights + Adam's two moments (no EMA), within the file's small overhead
+    n = sum(p.numel() for p in t.model.parameters())
+    assert t.checkpoint_size() == 3 * 4 * n
+    assert 3 * 4 * n < written.stat().st_size < 3 * 4 * n + 200_000
+
+
+def test_channels_last_is_the_default(tmp_path: Path) -> None:
+    assert TrainerConfig().channels_last is True
+    t = Trainer(_tiny_promptir(), _cfg(tmp_path), _data())
+    assert t.model.uses_channels_last()  # type: ignore[operator]
+    t = Trainer(_tiny_promptir(), _cfg(tmp_path / "b", channels_last=False), _data())
+    assert not t.model.uses_channels_last()  # type: ignore[operator]
+
+
+def _signal_loss(sig: int, at: int, times: int = 1) -> Any:
+    calls = {"n": 0}
+
+    def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == at:
+            for _ in range(times):
+                os.kill(os.getpid(), sig)
+        return (pred - target).abs().mean()
+
+    return loss
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_finishes_the_update_saves_and_resumes_exactly(tmp_path: Path, sig: int) -> None:
+    torch.manual_seed(0)
+    full = Trainer(_tiny_nafnet(), _cfg(tmp_path / "a", max_steps=4), _data())
+    full.fit()
+    torch.manual_seed(0)
+    t = Trainer(_tiny_nafnet(), _cfg(tmp_path / "b", max_steps=4), _data(), loss=_signal_loss(sig, at=2))
+    with pytest.raises(TrainingInterrupted) as exc:
+        t.fit()
+    ckpt = tmp_path / "b" / "checkpoints" / "step_00000002.pt"
+    assert (exc.value.signum, exc.value.step, exc.value.checkpoint) == (sig, 2, ckpt)
+    assert exc.value.exit_status == 128 + sig and isinstance(exc.value, KeyboardInterrupt)
+    assert ckpt.is_file() and signal.getsignal(sig) is not None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    resumed = Trainer(_tiny_nafnet(), _cfg(tmp_path / "b", max_steps=4), _data())
+    assert resumed.step == 2
+    resumed.fit()
+    assert _same(full.model.state_dict(), resumed.model.state_dict())
+
+
+def test_second_sigint_aborts_without_a_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    t = Trainer(_tiny_nafnet(), _cfg(tmp_path, max_steps=4), _data(), loss=_signal_loss(signal.SIGINT, 2, 2))
+    with pytest.raises(KeyboardInterrupt) as exc:
+        t.fit()
+    assert not isinstance(exc.value, TrainingInterrupted)
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))
 
 
 def _free_port() -> int:
@@ -305,7 +468,10 @@ def _photos(folder: Path, n: int = 2) -> None:
         write_image(folder / f"p{i}.png", torch.rand(3, 24, 24, generator=g))
 
 
-def test_cli_train_toml_and_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_train_toml_and_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative paths are resolved against the working directory
     _photos(tmp_path / "photos")
     toml = textwrap.dedent("""
         [model]
@@ -331,10 +497,14 @@ def test_cli_train_toml_and_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[s
     """)
     (tmp_path / "c.toml").write_text(toml)
     assert main(["train", "--config", str(tmp_path / "c.toml")]) == 0
-    assert "done: 2 steps" in capsys.readouterr().out
+    out = capsys.readouterr()
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000002.pt"
+    assert out.out.startswith(f"done: 2 steps in {tmp_path / 'run'}; checkpoint {ckpt} (")
+    assert out.err.startswith(f"no checkpoint in {tmp_path / 'run' / 'checkpoints'}: starting at step 0\n")
     assert (tmp_path / "run" / "checkpoints" / "step_00000002.pt").is_file()
     # resume="auto" from the command line continues (nothing left to do at max_steps)
     assert main(["train", "--config", str(tmp_path / "c.toml"), "--resume", "auto", "--max-steps", "3"]) == 0
+    assert f"resumed from {ckpt} at step 2" in capsys.readouterr().err
     assert (tmp_path / "run" / "checkpoints" / "step_00000003.pt").is_file()
     yaml_text = (
         "model: {name: nafnet, args: {width: 8, middle_blk_num: 1, enc_blk_nums: [1], dec_blk_nums: [1]}}\n"
@@ -354,11 +524,22 @@ def test_cli_train_toml_and_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[s
         ({"trainer": {"lr": -1.0}}, "trainer.lr:"),
         ({"model": {"name": "promptirr"}}, "model.name: unknown model 'promptirr'"),
         ({"data": {"train": {"type": "synthetic", "clean_dir": "photos", "patch_size": "big"}}},
-         "data.train.patch_size: expected int"),
+         'data.train.patch_size: expected int or "full" (whole images), got \'big\''),
         ({"data": {"train": {"type": "paired", "degraded_dir": "photos", "clean_dir": "photos", "colour": 1}}},
          "data.train.colour: unknown key"),
         ({"data": {"train": {"type": "paired", "degraded_dir": "photos", "clean_dir": "nowhere"}}},
-         "data.train: clean_dir is not a folder"),
+         "data.train.clean_dir: folder not found: {tmp}/nowhere (relative paths are resolved against {tmp})"),
+        ({"data": {"train": {"type": "synthetic", "clean_dir": "photos", "val_split": 0.1}}},
+         "data.train.val_split: only data.train of type 'paired' can hold out pairs (this is type 'synthetic'"),
+        ({"data": {"train": {"type": "paired", "degraded_dir": "photos", "clean_dir": "photos", "val_split": 0.1},
+                   "val": {"type": "paired", "degraded_dir": "photos", "clean_dir": "photos"}}},
+         "data.train.val_split: give either data.train.val_split or a data.val section, not both"),
+        ({"data": {"train": {"type": "paired", "degraded_dir": "photos", "clean_dir": "photos", "val_split": 1.5}}},
+         "data.train.val_split: val_split must be a fraction in (0, 1) or a whole number of pairs, got 1.5"),
+        ({"data": {"train": {"type": "paired", "degraded_dir": "photos", "clean_dir": "photos", "val_split": 1}}},
+         "data.train.val_split: val_split needs at least 2 pairs (one to train on), the dataset has 1"),
+        ({"trainer": {"aux_weights": {"ddl": 0.1}}},
+         "trainer.aux_weights: 'ddl' is not a training term of NAFNet; it declares none"),
         ({"optimiser": {}}, "optimiser: unknown top-level section"),
         ({"extra_losses": [{"name": "perceptual"}]}, "extra_losses[0].name: unknown extra loss"),
     ],
@@ -373,7 +554,7 @@ def test_cli_config_errors_name_the_key(tmp_path: Path, patch: dict[str, Any], m
     cfg.update(patch)
     with pytest.raises(ConfigError) as exc:
         build_from_config(cfg, tmp_path)
-    assert message in str(exc.value)
+    assert message.format(tmp=tmp_path.resolve()) in str(exc.value)
 
 
 def test_cli_reports_errors_with_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,17 +5,22 @@ Every dataset returns dict samples ``{"degraded": (3, h, w), "clean": (3, h, w),
 has several settings). Randomness (crops, flips, synthetic degradations) is derived from
 ``(seed, epoch, index)``, so a sample is the same whatever the worker, process or resume point;
 call :meth:`set_epoch` each epoch (the trainer does).
+
+``patch_size`` is a crop side in pixels, or ``None`` / ``"full"`` for whole images (``"full"`` is
+for configuration files: TOML cannot write ``None``). :meth:`PairedImageDataset.split` holds out a
+deterministic, per-degradation share of the pairs for validation on whole images.
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import Dataset
@@ -32,11 +37,34 @@ __all__ = [
     "MixedDataset",
     "PairedImageDataset",
     "SyntheticDegradationDataset",
+    "normalize_patch_size",
     "promptir_dataset",
 ]
 
 PathLike = str | os.PathLike[str]
 NameMap = Callable[[str], str] | tuple[str, str] | None
+PatchSize = int | Literal["full"] | None
+
+
+def normalize_patch_size(value: Any, name: str = "patch_size") -> int | None:
+    """A crop side in pixels, or ``None`` for whole images; ``"full"`` means ``None``.
+
+    Args:
+        value: A positive integer, ``None`` or ``"full"``.
+        name: How to call the value in the message.
+
+    Raises:
+        ValueError: For anything else.
+
+    Examples:
+        >>> normalize_patch_size(128), normalize_patch_size("full"), normalize_patch_size(None)
+        (128, None, None)
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() == "full"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{name} must be a positive integer, "full" or None (whole images), got {value!r}')
+    return int(value)
 
 
 def _sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -112,11 +140,15 @@ class PairedImageDataset(Dataset, _Geometry):
         name_map: How a degraded file name becomes its clean partner's name.
         label_from: ``"subfolder"``, ``"prefix"``, a mapping, or a degradation name.
         classes: Degradation name -> label (a sequence means its order).
-        patch_size: Random crop side (``None``: whole images).
+        patch_size: Random crop side (``None`` or ``"full"``: whole images).
         augment_modes: Flip / rot90 modes to draw from (see :func:`~allinone_ir.data.augment.augment_mode`):
             ``range(8)`` all, ``(0, 1)`` vertical flip only, ``()`` none.
         seed: Base seed of the crops and augmentations.
         recursive: Scan ``degraded_dir`` recursively (always on with ``label_from="subfolder"``).
+
+    Attributes:
+        pairs: The matched pairs, sorted by degraded file (``.degraded``, ``.clean``, ``.degradation``).
+        classes: Degradation name -> label.
 
     Examples:
         >>> ds = PairedImageDataset("train/degraded", "train/clean",  # doctest: +SKIP
@@ -132,7 +164,7 @@ class PairedImageDataset(Dataset, _Geometry):
         name_map: NameMap = None,
         label_from: str | Mapping[str, str] = "prefix",
         classes: Mapping[str, int] | Sequence[str] | None = None,
-        patch_size: int | None = None,
+        patch_size: PatchSize = None,
         augment_modes: Sequence[int] = tuple(range(AUGMENT_MODES)),
         seed: int = 0,
         recursive: bool = False,
@@ -141,7 +173,7 @@ class PairedImageDataset(Dataset, _Geometry):
         for what, d in (("degraded_dir", self.degraded_dir), ("clean_dir", self.clean_dir)):
             if not d.is_dir():
                 raise DatasetError(f"{what} is not a folder: {d}")
-        self.patch_size = patch_size
+        self.patch_size = normalize_patch_size(patch_size)
         self.augment_modes = tuple(augment_modes)
         self.seed = seed
         self._map = self._make_name_map(name_map)
@@ -240,6 +272,70 @@ class PairedImageDataset(Dataset, _Geometry):
             "name": pair.degraded.stem,
         }
 
+    def split(
+        self, val_split: float | int, *, seed: int | None = None, stratify: bool = True
+    ) -> tuple[PairedImageDataset, PairedImageDataset]:
+        """Hold out pairs for validation: a deterministic, per-degradation share of the dataset.
+
+        Within each degradation (all pairs together with ``stratify=False``) the pairs are
+        shuffled by ``seed`` and the first ones held out; the number held out per degradation is
+        proportional to its size (largest remainders), and every degradation keeps at least one
+        training pair. The same ``seed`` and files give the same split on every machine.
+
+        Args:
+            val_split: A fraction in (0, 1) (at least one pair is held out) or a number of pairs.
+            seed: Seed of the shuffle (default: the dataset's seed).
+            stratify: Hold out the same share of every degradation.
+
+        Returns:
+            ``(train, val)``: ``train`` keeps this dataset's crops and augmentation; ``val`` gives whole
+            images (``patch_size=None``) without augmentation.
+
+        Raises:
+            ValueError: If ``val_split`` is not a fraction in (0, 1) or a count in ``[1, len - 1]``.
+
+        Examples:
+            >>> train, val = dataset.split(0.05)  # doctest: +SKIP
+            >>> len(val), val.patch_size  # doctest: +SKIP
+            (160, None)
+        """
+        n = len(self.pairs)
+        what = f"val_split must be a fraction in (0, 1) or a whole number of pairs, got {val_split!r}"
+        if isinstance(val_split, bool) or not isinstance(val_split, (int, float)):
+            raise ValueError(what)
+        if isinstance(val_split, float):
+            if not 0 < val_split < 1:
+                raise ValueError(what)
+            total = max(1, round(val_split * n))
+        else:
+            total = val_split
+        if n < 2:
+            raise ValueError(f"val_split needs at least 2 pairs (one to train on), the dataset has {n}")
+        if not 1 <= total <= n - 1:
+            raise ValueError(
+                f"val_split {val_split!r} holds out {total} of {n} pairs; hold out between 1 and {n - 1}"
+            )
+        groups: dict[str, list[int]] = {}
+        for i, pair in enumerate(self.pairs):
+            groups.setdefault(pair.degradation if stratify else "", []).append(i)
+        names = sorted(groups)
+        exact = {g: total * len(groups[g]) / n for g in names}
+        take = {g: int(exact[g]) for g in names}
+        for g in sorted(names, key=lambda g: (-(exact[g] - take[g]), g))[: total - sum(take.values())]:
+            take[g] += 1
+        gen = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        held: list[int] = []
+        for g in names:
+            members = sorted(groups[g], key=lambda i: str(self.pairs[i].degraded))
+            order = torch.randperm(len(members), generator=gen).tolist()
+            held += [members[j] for j in order[: min(take[g], len(members) - 1)]]
+        held_set = set(held)
+        train, val = copy.copy(self), copy.copy(self)
+        train.pairs = [p for i, p in enumerate(self.pairs) if i not in held_set]
+        val.pairs = [self.pairs[i] for i in sorted(held_set)]
+        val.patch_size, val.augment_modes = None, ()
+        return train, val
+
     def validate(self, raise_on_error: bool = True) -> list[str]:
         """Read every pair and collect all problems (unreadable files, size mismatches, too small).
 
@@ -287,7 +383,7 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
     Args:
         clean: A folder of clean images, a list of image paths, or a list of ``(3, H, W)`` tensors.
         tasks: Degradations to synthesise.
-        patch_size: Random crop side (``None``: whole images).
+        patch_size: Random crop side (``None`` or ``"full"``: whole images).
         augment_modes: Flip / rot90 modes to draw from.
         seed: Base seed.
         repeat: How many times each (image, task) appears per epoch.
@@ -306,7 +402,7 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         clean: PathLike | Sequence[PathLike] | Sequence[torch.Tensor],
         tasks: Sequence[str] = ("noise", "rain", "haze", "snow"),
         *,
-        patch_size: int | None = 128,
+        patch_size: PatchSize = 128,
         augment_modes: Sequence[int] = tuple(range(AUGMENT_MODES)),
         seed: int = 0,
         repeat: int = 1,
@@ -339,7 +435,8 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         )  # fmt: skip
         for t in self.tasks:
             _label_index(_parse_task(t)[0], self.classes)
-        self.patch_size, self.augment_modes, self.seed = patch_size, tuple(augment_modes), seed
+        self.patch_size = normalize_patch_size(patch_size)
+        self.augment_modes, self.seed = tuple(augment_modes), seed
         self.repeat, self.fixed, self.cache = repeat, fixed, cache
         self._cache: dict[int, torch.Tensor] = {}
 
@@ -458,7 +555,7 @@ def promptir_dataset(
     root: PathLike,
     tasks: Sequence[str] = ("denoise", "derain", "dehaze"),
     *,
-    patch_size: int = 128,
+    patch_size: PatchSize = 128,
     sigmas: Sequence[float] = (15, 25, 50),
     repeats: Mapping[str, int] | None = None,
     layout: Mapping[str, Any] | None = None,
@@ -476,7 +573,7 @@ def promptir_dataset(
     Args:
         root: Data root (the official ``data/`` folder).
         tasks: Any of ``"denoise"``, ``"derain"``, ``"dehaze"``, ``"deblur"``, ``"lowlight"``.
-        patch_size: Random crop side.
+        patch_size: Random crop side (``None`` or ``"full"``: whole images).
         sigmas: Noise levels of the denoising tasks.
         repeats: Repeat factor per task (overrides the defaults).
         layout: Folder layout per task (overrides :data:`PROMPTIR_LAYOUT` entries).

@@ -1,9 +1,10 @@
-"""Training: the :class:`Trainer`, its :class:`TrainerConfig`, staged fine-tuning helpers."""
+"""Training: the :class:`Trainer`, its :class:`TrainerConfig`, checkpoints and resume, staged fine-tuning helpers."""
 
-from .config import TrainerConfig
+from .config import TrainerConfig, normalize_resume
 from .ema import ModelEMA
 from .finetune import PROMPTIR_STAGE2_GROUPS, format_groups, freeze, module_groups, unfreeze
 from .schedule import warmup_cosine_factor
+from .signals import TrainingInterrupted
 from .trainer import LOSSES, LossTerm, Trainer, TrainingDivergedError, build_loss
 
 __all__ = [
@@ -14,10 +15,12 @@ __all__ = [
     "Trainer",
     "TrainerConfig",
     "TrainingDivergedError",
+    "TrainingInterrupted",
     "build_loss",
     "format_groups",
     "freeze",
     "module_groups",
+    "normalize_resume",
     "unfreeze",
     "warmup_cosine_factor",
 ]

@@ -8,24 +8,45 @@ Schema (YAML shown; TOML has the same tables)::
     data:                       # required
       train:                    # required; "type" picks the dataset
         type: paired            # paired | synthetic | promptir
-        degraded_dir: data/train/degraded
-        clean_dir: data/train/clean
+        degraded_dir: train/degraded
+        clean_dir: train/clean
         name_map: ['^(\\w+)-(\\d+)', '\\1_clean-\\2']   # optional (regex, replacement)
         label_from: prefix      # prefix | subfolder | <degradation name>
         classes: [rain, snow]   # optional label order
-        patch_size: 128
+        patch_size: 128         # crop side, or "full" for whole images
         augment_modes: [0, 1]   # optional flip/rot90 modes (default all 8)
+        val_split: 0.05         # optional (paired): hold out this fraction (or number) of the pairs
         validate: true          # read every pair before training (default true)
-      val: {...}                # optional, same keys (patch_size null for whole images)
-    trainer: {...}              # TrainerConfig fields (max_steps, batch_size, lr, precision, ...)
+      val: {...}                # optional, same keys; default patch_size "full", no augmentation
+    trainer: {...}              # TrainerConfig fields (max_steps, batch_size, lr, precision, resume, ...)
     augment: {cutblur: 0.0, mixup: 0.0, dmix: 0.0}           # optional batch augmentations
-    extra_losses: [{name: ddl, weight: 0.002}]               # optional; "ddl" = PIP's loss
+    extra_losses: [{name: ddl, weight: 0.002}]               # optional, for networks that lack the term
 
 ``type: synthetic`` takes ``clean_dir`` (clean photos), ``tasks`` (e.g. ``[noise_25, rain, haze]``),
 ``patch_size``, ``repeat``, ``fixed``; ``type: promptir`` takes ``root``, ``tasks``
 (``denoise``, ``derain``, ``dehaze``, ``deblur``, ``lowlight``), ``patch_size``, ``sigmas``,
-``repeats``, ``layout``. Relative paths are resolved against the config file's folder.
-Every error names the offending key (``data.train.patch_size: expected int, got 'big'``).
+``repeats``, ``layout``.
+
+Relative paths (data folders, ``trainer.output_dir``, ``trainer.init_weights``) are resolved against
+the working directory, not the config file's folder: run from the folder that holds your data.
+
+``val_split`` holds out a deterministic (by ``seed``) share of every degradation's pairs, validated on
+whole images without augmentation; their degraded files are listed in ``OUTPUT_DIR/held_out.txt``.
+It replaces ``data.val``: give one or the other.
+
+A network family's own training terms (PIP: ``classifier`` and ``ddl``) are always added;
+``trainer.aux_weights: {ddl: 0.004}`` changes their weights (0 switches one off). Naming such a term in
+``extra_losses`` is an error (it would be counted twice).
+
+Resume (``--resume`` or ``trainer.resume``; default ``auto``): ``auto`` continues from the newest
+``OUTPUT_DIR/checkpoints/step_*.pt`` if there is one, ``never`` starts at step 0 (replacing the
+folder's earlier checkpoints and logs), a path continues from that file. The first line says which:
+``resumed from FILE at step N`` or ``no checkpoint in DIR: starting at step 0``. Checkpoints are
+written every ``save_every`` steps, every ``save_every_minutes`` (default 5) and on Ctrl-C / SIGTERM
+(exit status 130 / 143 after writing it); ``keep_last`` (default 1) periodic ones are kept, plus
+``best.pt`` (the validated weights only).
+
+Every error names the offending key (``data.train.patch_size: expected int or "full", got 'big'``).
 """
 
 from __future__ import annotations
@@ -38,6 +59,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, require
+from ..io import atomic_write
+from .signals import signal_name
 
 __all__ = ["ConfigError", "add_parser", "build_from_config", "load_config", "run"]
 
@@ -112,28 +135,63 @@ def _path(base: Path, value: str) -> str:
     return str(p if p.is_absolute() else base / p)
 
 
+def _folder(sec: dict[str, Any], key: str, where: str, base: Path) -> str:
+    path = Path(_path(base, _take(sec, key, where, str)))
+    if not path.is_dir():
+        rule = (
+            f"the working directory {base}, not the config file's folder"
+            if base == Path.cwd().resolve()
+            else str(base)
+        )
+        what = "not a folder" if path.exists() else "folder not found"
+        raise ConfigError(f"{where}.{key}: {what}: {path} (relative paths are resolved against {rule})")
+    return str(path)
+
+
+def _patch_size(sec: dict[str, Any], where: str, default: int | None) -> int | None:
+    from ..data.datasets import normalize_patch_size
+
+    value = sec.get("patch_size", default)
+    try:
+        return normalize_patch_size(value)
+    except ValueError:
+        raise ConfigError(
+            f'{where}.patch_size: expected int or "full" (whole images), got {value!r}'
+        ) from None
+
+
 _DATA_KEYS = {
     "paired": {"type", "degraded_dir", "clean_dir", "name_map", "label_from", "classes", "patch_size", "augment_modes",
-               "recursive", "seed", "validate"},
+               "recursive", "seed", "validate", "val_split"},
     "synthetic": {"type", "clean_dir", "tasks", "patch_size", "augment_modes", "repeat", "fixed", "seed", "classes"},
     "promptir": {"type", "root", "tasks", "patch_size", "sigmas", "repeats", "layout", "augment_modes", "seed",
                  "validate"},
 }  # fmt: skip
 
 
-def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> Any:
+def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tuple[Any, Any]:
+    """The dataset of ``data.train`` or ``data.val``, and the pairs ``val_split`` holds out (or ``None``).
+
+    Validation sets default to whole images (``patch_size: full``) without augmentation.
+    """
     from ..data import PairedImageDataset, SyntheticDegradationDataset, promptir_dataset
 
+    is_val = where.endswith(".val")
     kind = _take(sec, "type", where, str, "paired")
     if kind not in _DATA_KEYS:
         raise ConfigError(f"{where}.type: must be one of {sorted(_DATA_KEYS)}, got {kind!r}")
-    unknown = sorted(set(sec) - _DATA_KEYS[kind])
+    unknown = sorted(set(sec) - _DATA_KEYS[kind] - ({"val_split"} if kind == "paired" and is_val else set()))
+    if "val_split" in sec and (is_val or kind != "paired"):
+        raise ConfigError(
+            f"{where}.val_split: only data.train of type 'paired' can hold out pairs"
+            + ("" if is_val else f" (this is type {kind!r}: give a data.val section)")
+        )
     if unknown:
         raise ConfigError(
             f"{where}.{unknown[0]}: unknown key for type {kind!r}; known: {sorted(_DATA_KEYS[kind])}"
         )
     common: dict[str, Any] = {
-        "patch_size": _take(sec, "patch_size", where, int, 128, nullable=True),
+        "patch_size": _patch_size(sec, where, None if is_val else 128),
         "seed": _take(sec, "seed", where, int, seed),
     }
     if "augment_modes" in sec:
@@ -141,13 +199,15 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> An
         if not all(isinstance(m, int) and 0 <= m < 8 for m in modes):
             raise ConfigError(f"{where}.augment_modes: expected integers in 0..7, got {modes!r}")
         common["augment_modes"] = tuple(modes)
+    elif is_val:
+        common["augment_modes"] = ()
     try:
         if kind == "paired":
             name_map = _take(sec, "name_map", where, list, None, nullable=True)
             if name_map is not None and (len(name_map) != 2 or not all(isinstance(s, str) for s in name_map)):
                 raise ConfigError(f"{where}.name_map: expected [regex, replacement], got {name_map!r}")
             ds = PairedImageDataset(
-                _path(base, _take(sec, "degraded_dir", where, str)), _path(base, _take(sec, "clean_dir", where, str)),
+                _folder(sec, "degraded_dir", where, base), _folder(sec, "clean_dir", where, base),
                 name_map=tuple(name_map) if name_map else None,
                 label_from=_take(sec, "label_from", where, (str, dict), "prefix"),
                 classes=_take(sec, "classes", where, (list, dict), None, nullable=True),
@@ -155,33 +215,41 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> An
             )  # fmt: skip
         elif kind == "synthetic":
             ds = SyntheticDegradationDataset(
-                _path(base, _take(sec, "clean_dir", where, str)),
+                _folder(sec, "clean_dir", where, base),
                 tasks=_take(sec, "tasks", where, list, ["noise", "rain", "haze", "snow"]),
-                repeat=_take(sec, "repeat", where, int, 1), fixed=_take(sec, "fixed", where, bool, False),
+                repeat=_take(sec, "repeat", where, int, 1), fixed=_take(sec, "fixed", where, bool, is_val),
                 classes=_take(sec, "classes", where, (list, dict), None, nullable=True), **common,
             )  # fmt: skip
         else:
             ds = promptir_dataset(
-                _path(base, _take(sec, "root", where, str)),
+                _folder(sec, "root", where, base),
                 tasks=_take(sec, "tasks", where, list, ["denoise", "derain", "dehaze"]),
                 sigmas=_take(sec, "sigmas", where, list, [15, 25, 50]),
                 repeats=_take(sec, "repeats", where, dict, None, nullable=True),
                 layout=_take(sec, "layout", where, dict, None, nullable=True),
-                **{k: v for k, v in common.items() if v is not None},
+                **common,
             )  # fmt: skip
     except ConfigError:
         raise
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+    held_out = None
+    if "val_split" in sec:
+        try:
+            ds, held_out = ds.split(sec["val_split"], seed=common["seed"])
+        except ValueError as exc:
+            raise ConfigError(f"{where}.val_split: {exc}") from exc
     if _take(sec, "validate", where, bool, True) and hasattr(ds, "validate"):
         try:
             ds.validate()
+            if held_out is not None:
+                held_out.validate()
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
-    return ds
+    return ds, held_out
 
 
-def _extra_losses(items: Any) -> list[Any]:
+def _extra_losses(items: Any, family_terms: dict[str, float], family: str) -> list[Any]:
     from ..losses import DirectionalDecoupledLoss
     from .trainer import LossTerm
 
@@ -194,6 +262,11 @@ def _extra_losses(items: Any) -> list[Any]:
         if not isinstance(item, dict):
             raise ConfigError(f"{where}: expected a mapping, got {item!r}")
         name = _take(item, "name", where, str)
+        if name in family_terms:
+            raise ConfigError(
+                f"{where}.name: {name!r} is already a training term of {family} (weight {family_terms[name]:g}); "
+                f"remove it from extra_losses (set its weight with trainer.aux_weights: {{{name}: ...}})"
+            )
         if name not in factories:
             raise ConfigError(f"{where}.name: unknown extra loss {name!r}; known: {sorted(factories)}")
         kwargs = _take(item, "args", where, dict, {})
@@ -209,15 +282,22 @@ def _extra_losses(items: Any) -> list[Any]:
 def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] = ".") -> Any:
     """Build a :class:`~allinone_ir.training.Trainer` from a parsed config (see the module docstring).
 
+    Args:
+        cfg: The parsed config.
+        base_dir: Folder that relative paths are resolved against (the command line passes the working
+            directory).
+
     Raises:
         ConfigError: Naming the offending key.
+        CheckpointError: If the checkpoint to resume from is missing or does not fit the model.
     """
     from ..data import BatchAugment
     from ..models import create_model, list_models
+    from ..models._base import RestorationModel
     from .config import TrainerConfig
     from .trainer import Trainer
 
-    base = Path(base_dir)
+    base = Path(base_dir).expanduser().resolve()
     unknown = sorted(set(cfg) - {"model", "data", "trainer", "augment", "extra_losses"})
     if unknown:
         raise ConfigError(
@@ -230,12 +310,13 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
         msg = str(exc)
         key = msg.split("TrainerConfig.", 1)[1].split(" ", 1)[0] if "TrainerConfig." in msg else ""
         raise ConfigError(f"trainer.{key}: {msg}" if key else f"trainer: {msg}") from exc
-    if tcfg.output_dir and not Path(tcfg.output_dir).is_absolute():
-        tcfg.output_dir = str(base / tcfg.output_dir)
-    for k in ("init_weights",):
-        v = getattr(tcfg, k)
-        if v and not Path(v).is_absolute():
-            setattr(tcfg, k, str(base / v))
+    tcfg.output_dir = _path(base, tcfg.output_dir)
+    if tcfg.init_weights:
+        tcfg.init_weights = _path(base, tcfg.init_weights)
+        if not Path(tcfg.init_weights).is_file():
+            raise ConfigError(f"trainer.init_weights: file not found: {tcfg.init_weights}")
+    if tcfg.resume not in ("auto", "never"):
+        tcfg.resume = _path(base, tcfg.resume)
     msec = _section(cfg, "model", "")
     name = _take(msec, "name", "model", str)
     if name not in list_models():
@@ -255,10 +336,16 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
     bad = sorted(set(dsec) - {"train", "val"})
     if bad:
         raise ConfigError(f"data.{bad[0]}: unknown key; known: train, val")
-    train = _build_dataset(_section(dsec, "train", "data."), "data.train", base, tcfg.seed)
-    val = _build_dataset(dsec["val"], "data.val", base, tcfg.seed) if dsec.get("val") is not None else None
-    if val is not None and not isinstance(dsec["val"], dict):
+    train_sec = _section(dsec, "train", "data.")
+    if dsec.get("val") is not None and not isinstance(dsec["val"], dict):
         raise ConfigError("data.val: expected a mapping")
+    if "val_split" in train_sec and dsec.get("val") is not None:
+        raise ConfigError(
+            "data.train.val_split: give either data.train.val_split or a data.val section, not both"
+        )
+    train, val = _build_dataset(train_sec, "data.train", base, tcfg.seed)
+    if dsec.get("val") is not None:
+        val, _ = _build_dataset(dsec["val"], "data.val", base, tcfg.seed)
     asec = _section(cfg, "augment", "", required=False)
     augment = None
     if asec:
@@ -273,7 +360,12 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
             )  # fmt: skip
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"augment: {exc}") from exc
-    extra = _extra_losses(cfg["extra_losses"]) if cfg.get("extra_losses") else []
+    family = (
+        {t.name: t.weight for t in model.auxiliary_losses()} if isinstance(model, RestorationModel) else {}
+    )
+    extra = (
+        _extra_losses(cfg["extra_losses"], family, type(model).__name__) if cfg.get("extra_losses") else []
+    )
     return Trainer(model, tcfg, train, val, extra_losses=extra, batch_augment=augment)
 
 
@@ -284,7 +376,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     p.add_argument("--config", required=True, help="training config (.yaml, .yml or .toml)")
-    p.add_argument("--resume", default=None, help="'auto' or a checkpoint path (overrides trainer.resume)")
+    p.add_argument(
+        "--resume", default=None, metavar="auto|never|PATH",
+        help="auto: continue from the newest checkpoint in the output folder (default); never: start at step 0; "
+        "PATH: continue from that checkpoint (overrides trainer.resume)",
+    )  # fmt: skip
     p.add_argument("--max-steps", type=int, default=None, help="override trainer.max_steps")
     p.add_argument("--output-dir", default=None, help="override trainer.output_dir")
     p.add_argument("--device", default=None, help="override trainer.device (auto, cpu, cuda, mps)")
@@ -292,36 +388,64 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``allinone-ir train``; returns the exit status (2 for config errors)."""
-    from .trainer import TrainingDivergedError
+def _write_held_out(trainer: Any) -> str:
+    """List the held-out pairs' degraded files in ``OUTPUT_DIR/held_out.txt``; returns the summary line."""
+    from collections import Counter
 
-    try:
-        cfg = load_config(args.config)
-        tsec = dict(cfg.get("trainer") or {})
-        for key, value in (("resume", args.resume), ("max_steps", args.max_steps), ("output_dir", args.output_dir),
-                           ("device", args.device)):  # fmt: skip
-            if value is not None:
-                tsec[key] = value
-        cfg["trainer"] = tsec
-        base = Path(args.config).resolve().parent
-        if args.output_dir is not None:
-            tsec["output_dir"] = str(Path(args.output_dir).resolve())
-        trainer = build_from_config(cfg, base)
-    except (ConfigError, FileNotFoundError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    pairs = trainer.val_data.pairs
+    path = Path(trainer.out_dir) / "held_out.txt"
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(f"{p.degraded}\n" for p in pairs)))
+    counts = Counter(p.degradation for p in pairs)
+    per = ", ".join(f"{n} {d}" for d, n in sorted(counts.items()))
+    total = len(pairs) + len(trainer.train_data)
+    return f"held out {len(pairs)} of {total} pairs for validation ({per}) on whole images; listed in {path}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``allinone-ir train``; returns the exit status (128 + the signal when interrupted).
+
+    Errors (a bad config, a missing or misfitting checkpoint) propagate as the library's exceptions, which
+    :func:`allinone_ir.cli.main` prints as one line with exit status 2.
+    """
+    from .checkpoint import format_bytes
+    from .trainer import TrainingInterrupted
+
+    cfg = load_config(args.config)
+    tsec = dict(cfg.get("trainer") or {})
+    for key, value in (("resume", args.resume), ("max_steps", args.max_steps), ("output_dir", args.output_dir),
+                       ("device", args.device)):  # fmt: skip
+        if value is not None:
+            tsec[key] = value
+    cfg["trainer"] = tsec
+    trainer = build_from_config(cfg, Path.cwd())
+    main = trainer.dist.is_main
+    if main:
+        n = sum(p.numel() for p in trainer.model.parameters())
+        print(
+            f"{type(trainer.model).__name__}: {n:,} parameters; a training checkpoint weighs about "
+            f"{format_bytes(trainer.checkpoint_size())} (the newest {trainer.config.keep_last} kept, plus best.pt)",
+            file=sys.stderr,
+        )
+        if hasattr(trainer.val_data, "pairs") and "val_split" in ((cfg.get("data") or {}).get("train") or {}):
+            print(_write_held_out(trainer), file=sys.stderr)
     try:
         summary = trainer.fit()
-    except TrainingDivergedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if trainer.dist.is_main:
+    except TrainingInterrupted as exc:
+        if main:
+            print(
+                f"interrupted by {signal_name(exc.signum)} at step {exc.step}: saved {exc.checkpoint}; "
+                "run the same command to resume",
+                file=sys.stderr,
+            )
+        return exc.exit_status
+    if main:
         best = summary["best"]
         extra = (
-            f", best val PSNR {best['psnr']:.2f} dB at step {best['step']}"
+            f", best val PSNR {best['psnr']:.2f} dB at step {best['step']} ({trainer.ckpt_dir / 'best.pt'})"
             if best.get("step", -1) >= 0
             else ""
         )
-        print(f"done: {summary['step']} steps in {summary['output_dir']}{extra}")
+        ckpt = summary["checkpoint"]
+        size = f" ({format_bytes(Path(ckpt).stat().st_size)})" if ckpt and Path(ckpt).is_file() else ""
+        print(f"done: {summary['step']} steps in {summary['output_dir']}; checkpoint {ckpt}{size}{extra}")
     return 0

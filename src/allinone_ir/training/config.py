@@ -3,12 +3,45 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["TrainerConfig"]
+__all__ = ["TrainerConfig", "normalize_resume"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
+
+
+_NEVER = ("never", "none", "false", "no", "off")
+
+
+def normalize_resume(value: Any) -> str:
+    """``"auto"``, ``"never"`` or a checkpoint path, from what a user or a config file wrote.
+
+    ``None``, ``False`` and the strings ``never``, ``none``, ``false``, ``no``, ``off`` (any case) mean
+    ``"never"``; ``True`` and ``"auto"`` mean ``"auto"``; any other non-empty string is a path.
+
+    Raises:
+        ValueError: For an empty string or another type (the message lists what is accepted).
+
+    Examples:
+        >>> normalize_resume(None), normalize_resume("None"), normalize_resume(True), normalize_resume("a.pt")
+        ('never', 'never', 'auto', 'a.pt')
+    """
+    if value is None or value is False:
+        return "never"
+    if value is True:
+        return "auto"
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"TrainerConfig.resume must be 'auto', 'never' or a checkpoint path, got {value!r}")
+    low = value.strip().lower()
+    if low in _NEVER:
+        return "never"
+    if low == "auto":
+        return "auto"
+    return value
 
 
 @dataclass
@@ -36,7 +69,8 @@ class TrainerConfig:
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 uses a gradient scaler).
         ema_decay: Keep an exponential moving average of the weights with this decay (``None``: off);
             validation and the best checkpoint then use the EMA weights.
-        channels_last: Use the channels-last memory format.
+        channels_last: Use the channels-last memory format (default on: 1.4-2x faster for these networks on
+            CPU and GPU; ``False`` for NCHW).
         grad_checkpointing: Recompute activations in the backward pass (networks with
             ``set_grad_checkpointing``): much less memory for about a third more compute.
         compile: Wrap the model in ``torch.compile``.
@@ -45,17 +79,25 @@ class TrainerConfig:
         val_every: Validate every this many updates (0: only at the end).
         val_batch_size: Batch size of validation (1 allows images of different sizes).
         metric_protocol: ``"promptir"`` or ``"basicsr"`` (see :mod:`allinone_ir.metrics`).
-        save_every: Write a checkpoint every this many updates (0: only at the end).
-        keep_last: How many periodic checkpoints to keep (the best one is kept apart).
+        save_every: Write a checkpoint every this many updates (0: only by time, on a signal and at the end).
+        save_every_minutes: Also write one when this many minutes have passed since the last one
+            (0: off), so a killed run loses at most that much work.
+        keep_last: How many periodic checkpoints (``checkpoints/step_*.pt``) to keep; ``best.pt`` (the
+            validated weights only) is kept apart.
         log_every: Log the training loss every this many updates.
         seed: Seed of the model initialisation (where the trainer builds it), data order and augmentation.
         num_workers: DataLoader worker processes.
         device: ``"auto"`` (CUDA, else MPS, else CPU), or a device string.
-        resume: ``None``, ``"auto"`` (latest checkpoint in ``output_dir`` if any) or a checkpoint path.
+        resume: ``"auto"`` (the latest checkpoint in ``output_dir/checkpoints`` if any, else step 0),
+            ``"never"`` (start at step 0; ``None``, ``False``, ``"none"`` and ``"false"`` mean the same) or
+            a checkpoint path.
         init_weights: Checkpoint whose model weights start the run (staged fine-tuning).
         trainable: If set, freeze everything but these module groups (names, dotted prefixes or globs).
         progress_bar: Show a tqdm progress bar (when tqdm is installed) on the main process.
         plot: Save loss / PSNR curves as PNG (when matplotlib is installed).
+        aux_weights: Weights of the network family's own training terms by name, replacing their defaults
+            (PIP: ``{"ddl": 0.002, "classifier": 0.1}``; see
+            :meth:`~allinone_ir.models.RestorationModel.auxiliary_losses`); 0 switches a term off.
     """
 
     output_dir: str = "runs/train"
@@ -73,7 +115,7 @@ class TrainerConfig:
     grad_clip: float | None = None
     precision: Precision = "fp32"
     ema_decay: float | None = None
-    channels_last: bool = False
+    channels_last: bool = True
     grad_checkpointing: bool = False
     compile: bool = False
     loss: str = "l1"
@@ -82,16 +124,18 @@ class TrainerConfig:
     val_batch_size: int = 1
     metric_protocol: str = "promptir"
     save_every: int = 0
-    keep_last: int = 2
+    save_every_minutes: float = 5.0
+    keep_last: int = 1
     log_every: int = 10
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
-    resume: str | None = None
+    resume: str | None = "auto"
     init_weights: str | None = None
     trainable: list[str] | None = None
     progress_bar: bool = True
     plot: bool = True
+    aux_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -111,7 +155,7 @@ class TrainerConfig:
                 raise TypeError(f"TrainerConfig.{name} must be an integer, got {v!r}")
             if v < 0:
                 raise ValueError(f"TrainerConfig.{name} must be >= 0, got {v}")
-        for name in ("lr", "min_lr", "weight_decay", "warmup_start_factor"):
+        for name in ("lr", "min_lr", "weight_decay", "warmup_start_factor", "save_every_minutes"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise TypeError(f"TrainerConfig.{name} must be a number, got {v!r}")
@@ -149,6 +193,15 @@ class TrainerConfig:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         if not isinstance(self.loss_kwargs, dict):
             raise TypeError(f"TrainerConfig.loss_kwargs must be a mapping, got {self.loss_kwargs!r}")
+        self.resume = normalize_resume(self.resume)
+        if not isinstance(self.aux_weights, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for k, v in self.aux_weights.items()
+        ):
+            raise TypeError(
+                f"TrainerConfig.aux_weights must map term names to weights >= 0, got {self.aux_weights!r}"
+            )
+        self.aux_weights = {k: float(v) for k, v in self.aux_weights.items()}
         if self.trainable is not None:
             if isinstance(self.trainable, str) or not all(isinstance(t, str) for t in self.trainable):
                 raise TypeError(f"TrainerConfig.trainable must be a list of names, got {self.trainable!r}")

@@ -1,14 +1,18 @@
-"""The training loop: AMP, accumulation, clipping, EMA, validation, exact resume, DDP."""
+"""The training loop: AMP, accumulation, clipping, EMA, validation, exact resume, signals, DDP.
+
+A network family's own training terms (:meth:`~allinone_ir.models.RestorationModel.auxiliary_losses`,
+e.g. PIP's classifier cross-entropy and directional decoupled loss) are added to the main loss
+through one forward call (:meth:`~allinone_ir.models.RestorationModel.training_forward_kwargs`),
+so DDP sees every parameter used. Checkpoints, logs and signals: see
+:mod:`allinone_ir.training.checkpoint`, :mod:`allinone_ir.training.logs`, :mod:`allinone_ir.training.signals`.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
+import dataclasses
 import math
 import os
-import random
-import re
 import sys
 import time
 import warnings
@@ -17,23 +21,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import losses as L
-from ..errors import TrainingDivergedError
+from ..errors import CheckpointError, ConfigError, TrainingDivergedError
 from ..io import atomic_write
 from ..metrics import get_protocol
+from ..models._base import AuxiliaryLoss, RestorationModel
+from .checkpoint import (
+    checkpoint_bytes,
+    describe_misfit,
+    find_latest_checkpoint,
+    periodic_checkpoints,
+    read_checkpoint,
+    remove_stale_temporaries,
+    rng_state,
+    rotate_checkpoints,
+    set_rng_state,
+    step_checkpoint_name,
+)
 from .config import TrainerConfig
 from .distributed import DistInfo, EpochSampler, init_distributed, resolve_device
 from .ema import ModelEMA
 from .finetune import freeze, unfreeze
+from .logs import append_csv, truncate_logs, write_json
 from .schedule import warmup_cosine_factor
+from .signals import StopSignals, TrainingInterrupted
 
-__all__ = ["LOSSES", "LossTerm", "Trainer", "TrainingDivergedError", "build_loss"]
+__all__ = ["LOSSES", "LossTerm", "Trainer", "TrainingDivergedError", "TrainingInterrupted", "build_loss"]
 
 #: Main losses by name (``TrainerConfig.loss``).
 LOSSES: dict[str, Callable[..., nn.Module]] = {
@@ -70,50 +88,19 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
 class LossTerm:
     """An extra loss added to the main one: ``weight * fn(model, batch, output)``.
 
-    ``model`` is the unwrapped network (so a term can read its prompts, as PIP's
-    directional decoupled loss does), ``batch`` the batch dict on the device, ``output``
-    the network's output.
+    ``model`` is the unwrapped network, ``batch`` the batch dict on the device, ``output`` the
+    restored image. A network family's own terms (PIP's) come from the network itself
+    (:meth:`~allinone_ir.models.RestorationModel.auxiliary_losses`); ``LossTerm`` is for your own.
 
     Attributes:
         fn: The term.
-        weight: Its weight (PIP: 0.002 for the directional decoupled loss).
-        name: Name used in the logs.
+        weight: Its weight.
+        name: Name used in the logs (``loss_<name>``); must differ from the family's terms.
     """
 
     fn: Callable[[nn.Module, dict[str, Any], torch.Tensor], torch.Tensor]
     weight: float = 1.0
     name: str = "extra"
-
-
-def _write_json(path: Path, data: Any) -> None:
-    def w(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, default=float)
-
-    atomic_write(path, w)
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()  # noqa: NPY002 - the user's global numpy state is what we restore
-    version, internal, gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
-        "python": {"version": version, "state": list(internal), "gauss": gauss},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))  # noqa: NPY002
-    py = state["python"]
-    random.setstate((py["version"], tuple(int(v) for v in py["state"]), py["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _collate_keys(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
@@ -133,15 +120,25 @@ class Trainer:
     One object does what the course reports wrote by hand: AdamW / Adam, linear warm-up and
     cosine decay to a floor (per update), gradient accumulation and clipping, bf16 / fp16
     autocast (fp16 with a gradient scaler; bf16 falls back to fp32 where the GPU lacks it),
-    EMA weights, channels-last, optional ``torch.compile``, validation with PSNR / SSIM per
-    degradation under a named metric protocol, best-checkpoint tracking, CSV / JSON logs,
-    a progress bar, PNG curves, atomic checkpoints with everything needed for an exact
-    resume (``resume="auto"``), and DDP when launched by ``torchrun``.
+    EMA weights, channels-last (default), optional ``torch.compile``, validation with PSNR / SSIM per
+    degradation under a named metric protocol, best-weights tracking, CSV / JSON logs,
+    a progress bar, PNG curves, and DDP when launched by ``torchrun``.
 
-    Networks with ``accepts_degradation = True`` (PIP) receive ``batch["label"]`` as
-    ``degradation``. Extra loss terms (:class:`LossTerm`) are added to the main loss.
-    A loss with a ``set_progress`` method (the Guided Frequency Loss) is told the
-    fraction of training done before every update.
+    Never more than a few minutes lost: a checkpoint is written atomically every ``save_every``
+    updates, every ``save_every_minutes`` and when SIGINT / SIGTERM arrives (the update in progress
+    finishes, the checkpoint is written, :class:`TrainingInterrupted` is raised); ``resume="auto"``
+    (the default) continues from the newest one, and the logs are cut back to that step, so a
+    resumed run's weights and logs equal an uninterrupted run's. One line on standard error says
+    where the run starts: ``resumed from FILE at step N`` or ``no checkpoint in DIR: starting at step 0``.
+
+    A :class:`~allinone_ir.models.RestorationModel` is called as
+    ``net(degraded, **model.training_forward_kwargs(batch))`` (PIP: with the labels and asking for
+    the classifier's logits), the output split by ``model.split_training_output`` and the family's
+    :meth:`~allinone_ir.models.RestorationModel.auxiliary_losses` added with their weights
+    (``config.aux_weights`` overrides them by name; logged as ``loss_<name>``). Other modules are
+    called as ``net(degraded)`` (with ``degradation=batch["label"]`` when ``accepts_degradation``).
+    Extra terms of your own (:class:`LossTerm`) are added as well. A loss with a ``set_progress``
+    method (the Guided Frequency Loss) is told the fraction of training done before every update.
 
     Args:
         model: The network.
@@ -152,6 +149,16 @@ class Trainer:
         extra_losses: Extra :class:`LossTerm` s.
         batch_augment: Optional callable applied to every batch on the device (e.g.
             :class:`~allinone_ir.data.BatchAugment`); its ``state_dict`` is checkpointed when it has one.
+
+    Attributes:
+        start_message: The line printed at construction (where the run starts).
+        aux_losses: The family's training terms with the weights in use.
+
+    Raises:
+        ConfigError: For an ``aux_weights`` name the network does not declare, or an extra term named
+            like one of the family's.
+        CheckpointError: If the checkpoint to resume from is missing, unreadable, or does not fit the
+            network (one line naming the file and the mismatch).
 
     Examples:
         >>> import tempfile
@@ -223,6 +230,7 @@ class Trainer:
         if isinstance(self.loss_fn, nn.Module):
             self.loss_fn = self.loss_fn.to(self.device)
         self.extra_losses = list(extra_losses)
+        self.aux_losses: list[AuxiliaryLoss] = self._family_terms()
         self.batch_augment = batch_augment
         self.train_data, self.val_data = train_data, val_data
         self.protocol = get_protocol(cfg.metric_protocol)
@@ -252,13 +260,13 @@ class Trainer:
         self.best: dict[str, Any] = {"psnr": -math.inf, "step": -1}
         self.history: list[dict[str, Any]] = []
         self._iter: Iterator[dict[str, Any]] | None = None
+        self._window = [0.0, 0]  # sum and count of the training losses since the last log row
+        self._saved_step = -1
+        self._replaced: list[Path] = []
         self.last_checkpoint: Path | None = None
-        if cfg.resume:
-            path = self.find_latest_checkpoint() if cfg.resume == "auto" else Path(cfg.resume)
-            if path is not None:
-                self.load_checkpoint(path)
-            elif cfg.resume != "auto":
-                raise FileNotFoundError(f"resume checkpoint not found: {cfg.resume}")
+        self.start_message = self._resume()
+        if self.dist.is_main:
+            print(self.start_message, file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ setup helpers
     def _resolve_precision(self, precision: str) -> str:
@@ -277,7 +285,53 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state.get("ema") or state["model"]
+        misfit = describe_misfit(self.model, state)
+        if misfit:
+            raise CheckpointError(f"init_weights {path} does not fit the configured model ({misfit})")
         self.model.load_state_dict(state)
+
+    def _family_terms(self) -> list[AuxiliaryLoss]:
+        declared = self.model.auxiliary_losses() if isinstance(self.model, RestorationModel) else []
+        names = [t.name for t in declared]
+        family = type(self.model).__name__
+        unknown = sorted(set(self.config.aux_weights) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"trainer.aux_weights: {unknown[0]!r} is not a training term of {family}; "
+                + (f"its terms are {names}" if names else "it declares none")
+            )
+        for term in self.extra_losses:
+            if term.name in names:
+                raise ConfigError(
+                    f"extra loss {term.name!r} is already a training term of {family} (weight "
+                    f"{dict(zip(names, [t.weight for t in declared], strict=True))[term.name]}); remove it from "
+                    f"the extra losses and set its weight with trainer.aux_weights = {{{term.name} = ...}} instead"
+                )
+        return [
+            dataclasses.replace(t, weight=float(self.config.aux_weights.get(t.name, t.weight)))
+            for t in declared
+        ]
+
+    def checkpoint_size(self) -> int:
+        """Approximate bytes of one training checkpoint of this run (weights, optimizer state, EMA)."""
+        return checkpoint_bytes(self.model, ema=self.ema is not None)
+
+    # ------------------------------------------------------------------ resume
+    def _resume(self) -> str:
+        mode = self.config.resume
+        if mode == "never":
+            self._replaced = [p for _, p in periodic_checkpoints(self.ckpt_dir)]
+            if self._replaced:
+                return (
+                    f"resume=never: starting at step 0; this run replaces the {len(self._replaced)} "
+                    f"checkpoint(s) and the logs of an earlier run in {self.out_dir}"
+                )
+            return f"resume=never: starting at step 0 in {self.out_dir}"
+        path = self.find_latest_checkpoint() if mode == "auto" else Path(mode)
+        if path is None:
+            return f"no checkpoint in {self.ckpt_dir}: starting at step 0"
+        self.load_checkpoint(path)
+        return f"resumed from {path} at step {self.step}"
 
     # ------------------------------------------------------------------ data
     def _loader(self) -> Iterator[dict[str, Any]]:
@@ -305,15 +359,39 @@ class Trainer:
 
     # ------------------------------------------------------------------ forward
     def forward(self, net: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-        """Run ``net`` on ``batch["degraded"]``, passing ``batch["label"]`` to PIP networks."""
+        """Run ``net`` on ``batch["degraded"]`` for evaluation, passing ``batch["label"]`` to PIP networks.
+
+        Shape:
+            - Output: :math:`(N, C_{out}, H, W)`
+        """
         if getattr(self.model, "accepts_degradation", False) and "label" in batch:
             return net(batch["degraded"], degradation=batch["label"])
         return net(batch["degraded"])
 
-    def _loss(self, batch: dict[str, Any], out: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training forward pass through the (DDP) wrapper: the restored image and the family's extras.
+
+        Returns:
+            ``(image, extras)``; ``extras`` is what the family's auxiliary terms read (PIP: ``{"logits"}``).
+
+        Shape:
+            - image: :math:`(N, C_{out}, H, W)`
+        """
+        if isinstance(self.model, RestorationModel):
+            out = self.net(batch["degraded"], **self.model.training_forward_kwargs(batch))
+            return self.model.split_training_output(out)
+        return self.forward(self.net, batch), {}
+
+    def _loss(
+        self, batch: dict[str, Any], out: torch.Tensor, extras: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         main = self.loss_fn(out.float(), batch["clean"].float())
         parts = {"loss_main": float(main.detach())}
         total = main
+        for aux in self.aux_losses:
+            v = aux.fn(self.model, batch, extras)
+            parts[f"loss_{aux.name}"] = float(v.detach())
+            total = total + aux.weight * v  # weight 0 still uses the term's parameters (DDP)
         for term in self.extra_losses:
             v = term.fn(self.model, batch, out)
             parts[f"loss_{term.name}"] = float(v.detach())
@@ -344,8 +422,8 @@ class Trainer:
             )
             with sync:
                 with self._autocast():
-                    out = self.forward(self.net, batch)
-                loss, parts = self._loss(batch, out)
+                    out, extras = self.training_forward(batch)
+                loss, parts = self._loss(batch, out, extras)
                 self._check_finite(loss)
                 self.scaler.scale(loss / cfg.grad_accum_steps).backward()
             total += float(loss.detach()) / cfg.grad_accum_steps
@@ -384,48 +462,97 @@ class Trainer:
                 f"without saving the broken weights; {where}. Try a lower lr, grad_clip, or bf16/fp32 instead of fp16."
             )
 
+    def _agreed_signal(self, stop: StopSignals) -> int:
+        """The stop signal, agreed by every process (0: none); all ranks stop at the same update."""
+        if not self.dist.enabled:
+            return stop.requested or 0
+        flag = torch.tensor(float(stop.requested or 0), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+    def _start_run_folder(self) -> None:
+        """Main process, before the first update: config, stale temporaries, logs cut back to this step."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(
+            self.out_dir / "config.json",
+            {"trainer": self.config.to_dict(), "model": getattr(self.model, "config", None)},
+        )
+        remove_stale_temporaries(self.ckpt_dir)
+        for p in self._replaced:
+            p.unlink(missing_ok=True)
+        self._replaced = []
+        truncate_logs(self.out_dir, self.step, self.history)
+        self.history = [h for h in self.history if h.get("step", 0) <= self.step]
+
     def fit(self, steps: int | None = None) -> dict[str, Any]:
         """Train until ``config.max_steps`` (or only until update ``steps``, to simulate an interruption).
 
+        SIGINT / SIGTERM (main thread only) stop training after the update in progress, with a
+        checkpoint (see the class description).
+
         Returns:
             A summary: ``step``, ``loss`` (last logged), ``best`` (best validation PSNR and its step),
-            ``val`` (last validation metrics) and ``output_dir``.
+            ``val`` (last validation metrics), ``output_dir`` and ``checkpoint`` (the last one written).
+
+        Raises:
+            TrainingInterrupted: On SIGINT / SIGTERM, after writing the checkpoint (every process raises it).
+            TrainingDivergedError: If the loss becomes NaN or infinite.
         """
         cfg = self.config
-        stop = cfg.max_steps if steps is None else min(steps, cfg.max_steps)
+        stop_at = cfg.max_steps if steps is None else min(steps, cfg.max_steps)
         main = self.dist.is_main
         if main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(
-                self.out_dir / "config.json",
-                {"trainer": cfg.to_dict(), "model": getattr(self.model, "config", None)},
-            )
-        bar = self._progress(stop) if main and cfg.progress_bar else None
-        t0, seen, acc, acc_n = time.perf_counter(), 0, 0.0, 0
+            self._start_run_folder()
+        bar = self._progress(stop_at) if main and cfg.progress_bar else None
+        t0, seen = time.perf_counter(), 0
+        self._last_save_time = time.monotonic()
         last_val: dict[str, Any] = {}
         row: dict[str, Any] = {}
-        while self.step < stop:
-            row = self.train_step()
-            seen += cfg.batch_size * cfg.grad_accum_steps * self.dist.world_size
-            acc, acc_n = acc + row["loss"], acc_n + 1
-            speed = seen / max(time.perf_counter() - t0, 1e-9)
+        try:
+            with StopSignals(announce=main) as stop:
+                while self.step < stop_at:
+                    row = self.train_step()
+                    seen += cfg.batch_size * cfg.grad_accum_steps * self.dist.world_size
+                    self._window = [self._window[0] + row["loss"], self._window[1] + 1]
+                    speed = seen / max(time.perf_counter() - t0, 1e-9)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(
+                            loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", img_s=f"{speed:.1f}"
+                        )
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        if main:
+                            mean = self._window[0] / self._window[1]
+                            self._log_train({**row, "loss": mean, "epoch": self.epoch, "images_per_s": speed})
+                        self._window = [0.0, 0]
+                    is_end = self.step == cfg.max_steps
+                    if self.val_data is not None and (
+                        (cfg.val_every and self.step % cfg.val_every == 0) or is_end
+                    ):
+                        last_val = self.validate()
+                    minutes = (time.monotonic() - self._last_save_time) / 60
+                    if (
+                        (cfg.save_every and self.step % cfg.save_every == 0)
+                        or self.step == stop_at
+                        or (cfg.save_every_minutes and minutes >= cfg.save_every_minutes)
+                    ):
+                        self.save_checkpoint()
+                    signum = self._agreed_signal(stop)
+                    if signum:
+                        path = (
+                            self.save_checkpoint() if self._saved_step != self.step else self.last_checkpoint
+                        )
+                        if bar is not None:
+                            bar.close()
+                            bar = None
+                        raise TrainingInterrupted(signum, self.step, path if main else None)
+        finally:
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", img_s=f"{speed:.1f}")
-            if main and (self.step % cfg.log_every == 0 or self.step == stop):
-                self._log_train({**row, "loss": acc / acc_n, "epoch": self.epoch, "images_per_s": speed})
-                acc, acc_n = 0.0, 0
-            is_end = self.step == cfg.max_steps
-            if self.val_data is not None and ((cfg.val_every and self.step % cfg.val_every == 0) or is_end):
-                last_val = self.validate()
-            if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == stop:
-                self.save_checkpoint()
-        if bar is not None:
-            bar.close()
+                bar.close()
         if main and cfg.plot:
             self.plot_curves()
         return {"step": self.step, "loss": row.get("loss"), "best": dict(self.best), "val": last_val,
-                "output_dir": str(self.out_dir)}  # fmt: skip
+                "output_dir": str(self.out_dir), "checkpoint": self.last_checkpoint}  # fmt: skip
 
     def _progress(self, total: int) -> Any:
         try:
@@ -488,7 +615,7 @@ class Trainer:
             self._log_val(res)
             if res["all"]["psnr"] > self.best["psnr"]:
                 self.best = {"psnr": res["all"]["psnr"], "ssim": res["all"]["ssim"], "step": self.step}
-                self.save_checkpoint(self.ckpt_dir / "best.pt", periodic=False)
+                self.save_best()
         if self.dist.enabled:
             dist.barrier()
         return res
@@ -496,28 +623,18 @@ class Trainer:
     # ------------------------------------------------------------------ logging
     def _log_train(self, row: dict[str, Any]) -> None:
         self.history.append({"kind": "train", **row})
-        self._append_csv(self.out_dir / "train_log.csv", row)
-        _write_json(self.out_dir / "history.json", self.history)
+        append_csv(self.out_dir / "train_log.csv", row)
+        write_json(self.out_dir / "history.json", self.history)
 
     def _log_val(self, res: dict[str, dict[str, float]]) -> None:
         for g, m in res.items():
             row = {"step": self.step, "degradation": g, **m}
             self.history.append({"kind": "val", **row})
-            self._append_csv(self.out_dir / "val_log.csv", row)
-        _write_json(self.out_dir / "history.json", self.history)
+            append_csv(self.out_dir / "val_log.csv", row)
+        write_json(self.out_dir / "history.json", self.history)
         if self.config.progress_bar:
             parts = ", ".join(f"{g} {m['psnr']:.2f} dB" for g, m in res.items())
             print(f"[step {self.step}] val PSNR: {parts}", file=sys.stderr)
-
-    @staticmethod
-    def _append_csv(path: Path, row: Mapping[str, Any]) -> None:
-        new = not path.exists()
-        header = list(row) if new else next(csv.reader(open(path)))
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
 
     def plot_curves(self) -> Path | None:
         """Save ``curves.png`` (training loss; validation PSNR per degradation) if matplotlib is installed.
@@ -559,7 +676,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Everything an exact resume needs (model, optimizer, scheduler, scaler, EMA, counters, RNG, config)."""
+        """Everything an exact resume needs (model, optimizer, scheduler, scaler, EMA, counters, RNG, config, logs)."""
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -570,11 +687,12 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "best": {k: float(v) if isinstance(v, float) else v for k, v in self.best.items()},
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "config": self.config.to_dict(),
             "model_config": getattr(self.model, "config", None),
             "arch": type(self.model).__name__,
             "history": self.history,
+            "log_window": [float(self._window[0]), int(self._window[1])],
         }
         if hasattr(self.batch_augment, "state_dict"):
             state["batch_augment"] = self.batch_augment.state_dict()  # type: ignore[union-attr]
@@ -582,42 +700,78 @@ class Trainer:
             state["loss"] = self.loss_fn.state_dict()
         return state
 
-    def save_checkpoint(
-        self, path: str | os.PathLike[str] | None = None, *, periodic: bool = True
-    ) -> Path | None:
-        """Write a checkpoint atomically (main process only); periodic ones are rotated (``keep_last``).
+    def save_checkpoint(self, path: str | os.PathLike[str] | None = None) -> Path | None:
+        """Write a training checkpoint atomically (main process only).
+
+        Without ``path`` it is ``checkpoints/step_XXXXXXXX.pt``, and older periodic checkpoints are
+        removed down to ``keep_last`` (with any of a higher step left by an earlier run in the folder).
+
+        Returns:
+            The path written (``None`` on other processes).
+        """
+        self._last_save_time = time.monotonic()
+        self._saved_step = self.step
+        if not self.dist.is_main:
+            return None
+        periodic = path is None
+        p = self.ckpt_dir / step_checkpoint_name(self.step) if path is None else Path(path)
+        state = self.state_dict()
+        atomic_write(p, lambda tmp: torch.save(state, tmp))
+        if periodic:
+            self.last_checkpoint = p
+            rotate_checkpoints(self.ckpt_dir, self.step, self.config.keep_last)
+        return p
+
+    def save_best(self) -> Path | None:
+        """Write ``checkpoints/best.pt``: the validated weights (EMA ones with ``ema_decay``), config and metrics.
+
+        It holds no optimizer state (a quarter of a training checkpoint with Adam and EMA); load it with
+        :func:`allinone_ir.load_checkpoint`, ``allinone-ir restore --checkpoint``, or ``trainer.init_weights``.
 
         Returns:
             The path written (``None`` on other processes).
         """
         if not self.dist.is_main:
             return None
-        p = Path(path) if path is not None else self.ckpt_dir / f"step_{self.step:08d}.pt"
-        state = self.state_dict()
+        net = self.ema.module if self.ema is not None else self.model
+        state = {
+            "model": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+            "arch": type(self.model).__name__,
+            "model_config": getattr(self.model, "config", None),
+            "step": self.step,
+            "best": {k: float(v) if isinstance(v, float) else v for k, v in self.best.items()},
+            "ema": self.ema is not None,
+        }
+        p = self.ckpt_dir / "best.pt"
         atomic_write(p, lambda tmp: torch.save(state, tmp))
-        if periodic:
-            self.last_checkpoint = p
-            olds = sorted(self.ckpt_dir.glob("step_*.pt"))
-            for old in olds[: -self.config.keep_last]:
-                old.unlink()
         return p
 
     def find_latest_checkpoint(self) -> Path | None:
         """The periodic checkpoint with the highest step in ``output_dir/checkpoints``, if any."""
-        if not self.ckpt_dir.is_dir():
-            return None
-        found = [
-            (int(m.group(1)), p)
-            for p in self.ckpt_dir.glob("step_*.pt")
-            if (m := re.fullmatch(r"step_(\d+)\.pt", p.name))
-        ]
-        return max(found)[1] if found else None
+        return find_latest_checkpoint(self.ckpt_dir)
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Restore a checkpoint written by :meth:`save_checkpoint` (``weights_only`` loading)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        """Restore a checkpoint written by :meth:`save_checkpoint` (``weights_only`` loading).
+
+        Raises:
+            CheckpointError: If the file is missing or unreadable, is not a training checkpoint, or does not
+                fit the configured network or optimizer (one line naming the file and the mismatch).
+        """
+        state = read_checkpoint(path)
+        misfit = describe_misfit(self.model, state["model"], state.get("model_config"))
+        if misfit is not None:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit the configured model ({misfit}); start again with "
+                "--resume never (resume='never') or use another --output-dir"
+            )
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit the configured optimizer ({exc}; did trainer.trainable change?); "
+                "start again with --resume never or use another --output-dir"
+            ) from exc
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema") is not None:
@@ -625,8 +779,13 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best = dict(state["best"])
         self.history = list(state.get("history", []))
-        _set_rng_state(state["rng"])
+        window = state.get("log_window", [0.0, 0])
+        self._window = [float(window[0]), int(window[1])]
+        set_rng_state(state["rng"])
         if "batch_augment" in state and hasattr(self.batch_augment, "load_state_dict"):
             self.batch_augment.load_state_dict(state["batch_augment"])  # type: ignore[union-attr]
+        if "loss" in state and isinstance(self.loss_fn, nn.Module):
+            self.loss_fn.load_state_dict(state["loss"])
         self._iter = None
         self.last_checkpoint = Path(path)
+        self._saved_step = self.step
