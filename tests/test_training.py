@@ -18,8 +18,8 @@ from torch import nn
 
 from allinone_ir import create_model
 from allinone_ir.cli import main
-from allinone_ir.errors import CheckpointError
 from allinone_ir.data import SyntheticDegradationDataset
+from allinone_ir.errors import CheckpointError
 from allinone_ir.io import read_image, write_image
 from allinone_ir.training import (
     LossTerm,
@@ -202,7 +202,9 @@ def test_resume_never_path_and_errors(tmp_path: Path) -> None:
     assert _steps(tmp_path / "train_log.csv") == ["1"]
     for never in (None, False, "none", "false", "NEVER"):
         assert _cfg(tmp_path, resume=never).resume == "never"
-    with pytest.raises(ValueError, match="TrainerConfig.resume must be 'auto', 'never' or a checkpoint path"):
+    with pytest.raises(
+        ValueError, match=r"TrainerConfig\.resume must be 'auto', 'never' or a checkpoint path"
+    ):
         _cfg(tmp_path, resume="")
     with pytest.raises(CheckpointError, match=r"resume checkpoint not found: .*nothing\.pt"):
         Trainer(_tiny_nafnet(), _cfg(tmp_path, resume=str(tmp_path / "nothing.pt")), _data())
