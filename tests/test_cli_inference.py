@@ -205,3 +205,286 @@ def test_convert_cli(tmp_path, capsys) -> None:
         torch.testing.assert_close(from_pretrained(dst)(x), net(x), rtol=0, atol=0)
     assert main(["convert", str(tmp_path / "epoch=3.ckpt"), str(dst)]) == 2
     assert "overwrite" in capsys.readouterr().err
+
+
+# --- restore keeps what the user gave: bit depth, channels, alpha; permissions; bad files ---------------
+
+
+def test_restore_keeps_depth_channels_and_alpha(tmp_path, model_dir) -> None:
+    from allinone_ir.io import array_to_tensor, tensor_to_array
+
+    rng = np.random.default_rng(3)
+    src = tmp_path / "in"
+    src.mkdir()
+    gray8 = rng.integers(0, 256, (12, 14), dtype=np.uint8)
+    gray16 = rng.integers(0, 65536, (12, 14), dtype=np.uint16)
+    rgb16 = rng.integers(0, 65536, (12, 14, 3), dtype=np.uint16)
+    rgba8 = rng.integers(0, 256, (12, 14, 4), dtype=np.uint8)
+    for name, arr in (("g8.png", gray8), ("g16.png", gray16), ("c16.png", rgb16), ("a8.png", rgba8)):
+        write_image(src / name, arr)
+    out, npz = tmp_path / "out", tmp_path / "p.npz"
+    assert (
+        main(
+            ["restore", str(src), "--model", str(model_dir), "--out", str(out), "--npz", str(npz), "--quiet"]
+        )
+        == 0
+    )
+    net = from_pretrained(model_dir)
+
+    got = read_image_array(out / "g16.png", keep_channels=True)
+    assert got.dtype == np.uint16 and got.shape == (12, 14, 1)
+    y = restore(net, array_to_tensor(gray16).expand(3, -1, -1).contiguous())
+    luma = 0.299 * y[0] + 0.587 * y[1] + 0.114 * y[2]
+    np.testing.assert_array_equal(got[:, :, 0], tensor_to_array(luma[None], np.uint16)[:, :, 0])
+    assert len(np.unique(got)) > 100  # really 16-bit levels, not 8-bit ones scaled up
+
+    got = read_image_array(out / "g8.png", keep_channels=True)
+    assert got.dtype == np.uint8 and got.shape == (12, 14, 1)
+    assert PIL_mode(out / "g8.png") == "L" and PIL_mode(out / "g16.png") == "I;16"
+
+    got = read_image_array(out / "c16.png", keep_channels=True)
+    assert got.dtype == np.uint16 and got.shape == (12, 14, 3)
+    np.testing.assert_array_equal(got, tensor_to_array(restore(net, array_to_tensor(rgb16)), np.uint16))
+
+    got = read_image_array(out / "a8.png", keep_channels=True)
+    assert got.shape == (12, 14, 4)
+    np.testing.assert_array_equal(got[:, :, 3], rgba8[:, :, 3])  # alpha copied back untouched
+    np.testing.assert_array_equal(got[:, :, :3], restore(net, rgba8[:, :, :3]))
+
+    with np.load(npz) as z:  # the course format: the network's uint8 RGB output
+        assert sorted(z.files) == ["a8.png", "c16.png", "g16.png", "g8.png"]
+        assert all(z[k].dtype == np.uint8 and z[k].shape == (12, 14, 3) for k in z.files)
+        np.testing.assert_array_equal(z["c16.png"], tensor_to_array(restore(net, array_to_tensor(rgb16))))
+
+
+def PIL_mode(path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.mode
+
+
+def test_restore_npz_dtype_and_permissions(tmp_path, model_dir) -> None:
+    import os
+    import stat
+
+    from allinone_ir.io import tensor_to_array
+
+    src = _images(tmp_path / "in", ["a.png"])[0]
+    old = os.umask(0o022)
+    try:
+        assert main(["restore", str(src), "--model", str(model_dir), "--out", str(tmp_path / "out"),
+                     "--npz", str(tmp_path / "f.npz"), "--npz-dtype", "float32", "--layout", "chw"]) == 0  # fmt: skip
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out" / "a.png").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "f.npz").stat().st_mode) == 0o644
+    y = restore(from_pretrained(model_dir), read_image(src))
+    with np.load(tmp_path / "f.npz") as z:
+        assert z["a.png"].dtype == np.float32 and z["a.png"].shape == (3, 20, 28)
+        np.testing.assert_allclose(z["a.png"], tensor_to_array(y, np.float32).transpose(2, 0, 1), atol=1e-6)
+
+
+def test_restore_skips_unreadable_files(tmp_path, model_dir, capsys) -> None:
+    src = tmp_path / "in"
+    _images(src, ["a.png", "c.png"])
+    (src / "b.png").write_text("not a picture")
+    (src / "d.png").write_bytes(b"")
+    out, npz = tmp_path / "out", tmp_path / "pred.npz"
+    assert main(["restore", str(src), "--model", str(model_dir), "--out", str(out), "--npz", str(npz)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert f"skipped {src / 'b.png'}: not an image file (or a format Pillow cannot read)" in err
+    assert f"skipped {src / 'd.png'}: empty file (0 bytes)" in err
+    assert err[-1] == f"restored 2 of 4 image(s) -> {out}, {npz}; skipped 2"
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+    with np.load(npz) as z:
+        assert sorted(z.files) == ["a.png", "c.png"]
+    # nothing readable: nothing written, status 1
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.png").write_bytes(b"")
+    assert (
+        main(["restore", str(only_bad), "--model", str(model_dir), "--npz", str(tmp_path / "none.npz")]) == 1
+    )
+    assert capsys.readouterr().err.splitlines()[-1] == "restored 0 of 1 image(s) (nothing written); skipped 1"
+    assert not (tmp_path / "none.npz").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_restore_refuses_random_weights(tmp_path, capsys) -> None:
+    src = _images(tmp_path / "in", ["a.png"], size=(8, 8))[0]
+    out = tmp_path / "out"
+    assert main(["restore", str(src), "--model", "promptir", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1
+        and "random weights" in err
+        and "--checkpoint" in err
+        and "--random-weights" in err
+    )
+    assert not out.exists()
+    tiny = json.dumps({"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1], "dec_blk_nums": [1]})
+    assert main(["restore", str(src), "--model", "nafnet", "--model-args", tiny, "--random-weights",
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert "warning: nafnet has random weights" in capsys.readouterr().err
+    assert (out / "a.png").is_file()
+    assert main(["restore", str(src), "--model", "nafnet", "--model-args", "{bad json", "--random-weights",
+                 "--out", str(tmp_path / "o2")]) == 2  # fmt: skip
+    assert "--model-args is not valid JSON" in capsys.readouterr().err
+    assert main(["restore", str(src), "--model", "no_such_net", "--random-weights",
+                 "--out", str(tmp_path / "o3")]) == 2  # fmt: skip
+    assert "unknown model 'no_such_net'" in capsys.readouterr().err
+    assert main(["restore", str(src), "--model", "runs/missing/model", "--out", str(tmp_path / "o4")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_restore_model_side_error_is_not_a_bad_file(tmp_path, capsys) -> None:
+    gray_net = create_model(
+        "nafnet", in_channels=1, width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,)
+    )
+    net_dir = save_pretrained(gray_net.eval(), tmp_path / "gray_net")
+    src = _images(tmp_path / "in", ["colour.png"], size=(8, 8))[0]
+    assert main(["restore", str(src), "--model", str(net_dir), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: cannot restore {src}: the network takes 1-channel images; this image is colour (3 channels)\n"
+    )
+    # a grayscale file suits it
+    write_image(tmp_path / "g" / "g.png", np.full((8, 8), 100, dtype=np.uint8))
+    assert main(["restore", str(tmp_path / "g"), "--model", str(net_dir), "--out", str(tmp_path / "o")]) == 0
+    assert read_image_array(tmp_path / "o" / "g.png", keep_channels=True).shape == (8, 8, 1)
+    with pytest.raises(SystemExit) as exc:  # argparse's usage error
+        main(["restore", str(src), "--model", str(net_dir), "--out", str(tmp_path / "o5"), "--tile", "0"])
+    assert exc.value.code == 2
+    assert "argument --tile: expected an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+# --- evaluate: the course layout ------------------------------------------------------------------------
+
+
+def _course(tmp_path, rng):
+    """train/clean/{rain,snow}_clean-{1..4}.png and noisy flat predictions for a subset of them."""
+    clean, pred = tmp_path / "train" / "clean", tmp_path / "pred"
+    for deg in ("rain", "snow"):
+        for i in range(1, 5):
+            write_image(clean / f"{deg}_clean-{i}.png", (rng.random((16, 16, 3)) * 255).astype(np.uint8))
+    noise = {"rain": 0.02, "snow": 0.1}
+    for deg, i in (("rain", 1), ("rain", 3), ("snow", 2)):
+        x = read_image(clean / f"{deg}_clean-{i}.png")
+        write_image(pred / f"{deg}-{i}.png", (x + noise[deg] * torch.randn_like(x)).clamp(0, 1))
+    return clean, pred
+
+
+NAME_MAP = ["--name-map", r"^(\w+)-(\d+)", r"\1_clean-\2"]
+
+
+def test_evaluate_name_map_and_prefix_groups(tmp_path, capsys) -> None:
+    from allinone_ir.metrics import PROMPTIR_PROTOCOL
+
+    clean, pred = _course(tmp_path, np.random.default_rng(0))
+    report = tmp_path / "r.json"
+    assert (
+        main(["evaluate", "--pred", str(pred), "--target", str(clean), *NAME_MAP, "--json", str(report)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "scored 3 image(s)" in out and "(degradation from: file-name prefix)" in out
+    assert "5 target image(s) have no prediction" in out
+
+    def score(deg: str, i: int) -> dict[str, float]:
+        return PROMPTIR_PROTOCOL.compute(
+            read_image(pred / f"{deg}-{i}.png"), read_image(clean / f"{deg}_clean-{i}.png")
+        )
+
+    rain = [score("rain", 1), score("rain", 3)]
+    snow = score("snow", 2)
+    doc = json.loads(report.read_text())
+    r = doc["results"]
+    assert (doc["group_by"], doc["scored"], doc["targets_without_prediction"]) == ("prefix", 3, 5)
+    assert r["rain"]["n"] == 2 and r["rain"]["psnr"] == pytest.approx((rain[0]["psnr"] + rain[1]["psnr"]) / 2)
+    assert r["snow"]["psnr"] == pytest.approx(snow["psnr"]) and r["snow"]["ssim"] == pytest.approx(
+        snow["ssim"]
+    )
+    assert r["average"]["psnr"] == pytest.approx((r["rain"]["psnr"] + r["snow"]["psnr"]) / 2)
+    assert f"rain                  2 {r['rain']['psnr']:>8.3f}" in out
+    # one group when asked
+    assert (
+        main(["evaluate", "--pred", str(pred), "--target", str(clean), *NAME_MAP, "--group-by", "none"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "\nall " in out and "average" not in out and "rain " not in out
+    # the json is never overwritten, and that is said before any work
+    assert (
+        main(["evaluate", "--pred", str(pred), "--target", str(clean), *NAME_MAP, "--json", str(report)]) == 2
+    )
+    assert "r.json exists" in capsys.readouterr().err
+
+
+def test_evaluate_pairing_errors(tmp_path, capsys) -> None:
+    clean, pred = _course(tmp_path, np.random.default_rng(1))
+    assert main(["evaluate", "--pred", str(pred), "--target", str(clean)]) == 2  # no --name-map
+    err = capsys.readouterr().err
+    assert err.startswith("error: 3 of 3 image(s) in") and "--name-map" in err
+    assert f"{pred / 'rain-1.png'} -> {clean / 'rain-1.png'}" in err
+    write_image(pred / "haze-9.png", torch.zeros(3, 16, 16))
+    assert main(["evaluate", "--pred", str(pred), "--target", str(clean), *NAME_MAP]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 4 image(s)" in err and "haze_clean-9.png" in err and "--skip-unpaired" in err
+    assert main(["evaluate", "--pred", str(pred), "--target", str(clean), *NAME_MAP, "--skip-unpaired"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 1 image(s) without a target: haze-9.png" in captured.err
+    assert "scored 3 image(s)" in captured.out and "skipped 1 without a target" in captured.out
+    assert main(["evaluate", "--pred", str(pred), "--target", str(clean), "--name-map", "(", "x"]) == 2
+    assert "--name-map: '(' is not a valid regular expression" in capsys.readouterr().err
+    assert main(["evaluate", "--pred", str(pred), "--target", str(clean), "--name-map", "a", r"\3"]) == 2
+    assert "cannot apply the replacement" in capsys.readouterr().err
+    write_image(tmp_path / "small" / "rain-1.png", torch.zeros(3, 8, 8))
+    assert main(["evaluate", "--pred", str(tmp_path / "small"), "--target", str(clean), *NAME_MAP]) == 2
+    assert "size mismatch" in capsys.readouterr().err
+
+
+def test_evaluate_prefix_rule_is_the_datasets(tmp_path) -> None:
+    from allinone_ir.commands.evaluate import group_of, pair_images
+    from allinone_ir.data import PairedImageDataset
+
+    names = ["rain-1.png", "snow_2.png", "haze 3.png", "noise.4.png", "lowlight-x_1.png"]
+    for n in names:
+        write_image(tmp_path / "d" / n, torch.zeros(3, 4, 4))
+        write_image(tmp_path / "c" / n, torch.zeros(3, 4, 4))
+    ds = PairedImageDataset(tmp_path / "d", tmp_path / "c", label_from="prefix")
+    from pathlib import Path
+
+    assert {p.degraded.name: p.degradation for p in ds.pairs} == {
+        n: group_of(Path(n), "prefix") for n in names
+    }
+    assert sorted(pair_images(tmp_path / "d", tmp_path / "c").groups) == [
+        "haze",
+        "lowlight",
+        "noise",
+        "rain",
+        "snow",
+    ]
+    # numbered files have no degradation prefix: one group
+    for n in ("0001.png", "0002.png"):
+        write_image(tmp_path / "n" / n, torch.zeros(3, 4, 4))
+    assert pair_images(tmp_path / "n", tmp_path / "n").group_by == "none"
+
+
+def test_evaluate_input_with_name_map(tmp_path, model_dir, capsys) -> None:
+    from allinone_ir.metrics import PROMPTIR_PROTOCOL
+
+    clean, degraded = _course(tmp_path, np.random.default_rng(2))
+    report = tmp_path / "r.json"
+    assert main(["evaluate", "--input", str(degraded), "--target", str(clean), *NAME_MAP,
+                 "--model", str(model_dir), "--json", str(report)]) == 0  # fmt: skip
+    net = from_pretrained(model_dir)
+    x, y = read_image(degraded / "snow-2.png"), read_image(clean / "snow_clean-2.png")
+    expected = PROMPTIR_PROTOCOL.compute(restore(net, x), y)
+    assert json.loads(report.read_text())["results"]["snow"]["psnr"] == pytest.approx(
+        expected["psnr"], abs=1e-6
+    )
+    capsys.readouterr()
+    assert (
+        main(["evaluate", "--input", str(degraded), "--target", str(clean), *NAME_MAP, "--model", "nafnet"])
+        == 2
+    )
+    assert "random weights" in capsys.readouterr().err

@@ -117,14 +117,14 @@ def load_model_from_args(args: argparse.Namespace, *, require_weights: bool | No
         elif model_path is not None and model_path.is_file():
             raise UsageError(f"--model {args.model} is a file; pass weights as --checkpoint {args.model}")
         elif args.model:
+            if os.sep in args.model or "/" in args.model:
+                raise UsageError(f"--model {args.model}: no such folder (and not a registered model name)")
             if require_weights and not getattr(args, "random_weights", False):
                 raise UsageError(
                     f"--model {args.model} without --checkpoint would run the network with random weights; "
                     "pass --checkpoint PATH (or a save_pretrained folder as --model), or --random-weights "
                     "to run it untrained anyway"
                 )
-            if os.sep in args.model or "/" in args.model:
-                raise UsageError(f"--model {args.model}: no such folder (and not a registered model name)")
             model = create_model(args.model, **overrides)
             print(
                 f"warning: {args.model} has random weights; pass --checkpoint for trained ones",
@@ -168,18 +168,22 @@ def collect_inputs(items: Iterable[str]) -> list[Path]:
     return list(unique.values())
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+    return _int_at_least(text, 0)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
