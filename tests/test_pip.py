@@ -7,6 +7,8 @@ import math
 import os
 import pickle
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,11 @@ from allinone_ir.layers import (
 from allinone_ir.layers.pip import _reference_top_m_attention, top_m_sizes
 from allinone_ir.losses import DEFAULT_DDL_ALPHA, collect_degradation_prompts
 from allinone_ir.models import DegradationClassifier, degradation_classification_loss, get_model_class
+from allinone_ir.models.classifier import BasicBlock
 from allinone_ir.models.pip import DEFAULT_CLASSIFIER_WEIGHT
 from allinone_ir.training.ema import ModelEMA
 
-from .tiny_configs import TINY, tiny_model
+from .tiny_configs import TINY, randomise, tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -470,6 +473,35 @@ class TestClassifier:
         assert degradation_classification_loss(logits, soft).item() == pytest.approx(ref)
         with pytest.raises(ValueError, match="labels must have shape"):
             degradation_classification_loss(logits, torch.tensor([0, 1]))
+
+    def test_projection_shortcut_is_a_strided_1x1_convolution(self) -> None:
+        block = randomise(BasicBlock(4, 8, stride=2)).eval()
+        assert block.shortcut[0].weight.shape == (8, 4, 1, 1)  # ResNet's projection, same parameters
+        x = torch.rand(2, 4, 9, 7)
+        with torch.no_grad():
+            main = block.bn2(block.conv2(F.relu(block.bn1(block.conv1(x)))))
+            skip = block.shortcut[1](F.conv2d(x, block.shortcut[0].weight, stride=2))
+            torch.testing.assert_close(block(x), F.relu(main + skip))
+        assert block(x).shape == (2, 8, 5, 4)
+
+    def test_narrow_classifier_trains_channels_last(self) -> None:
+        """torch 2.13's oneDNN corrupts the heap in the backward of a strided 1x1 convolution with fewer than
+        8 input channels in channels-last; the classifier must not use one (run apart: a crash is fatal)."""
+        code = (
+            "import torch\n"
+            "from allinone_ir.models import DegradationClassifier\n"
+            "torch.manual_seed(0)\n"
+            "clf = DegradationClassifier(num_degradations=2, widths=(4, 8)).to(memory_format=torch.channels_last)\n"
+            "for _ in range(5):\n"
+            "    x = torch.rand(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)\n"
+            "    clf(x).logsumexp(-1).mean().backward()\n"
+            "print('grad', float(clf.stem[0].weight.grad.abs().sum()) > 0)\n"
+        )
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert proc.returncode == 0 and "grad True" in proc.stdout, proc.stderr[-2000:]
 
     def test_learns_to_separate_two_toy_degradations(self) -> None:
         torch.manual_seed(0)

@@ -15,6 +15,12 @@ __all__ = ["BasicBlock", "DegradationClassifier", "degradation_classification_lo
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3x3 convolutions with batch norm, a (projected) shortcut, ReLU.
 
+    The projection shortcut is ResNet's 1x1 convolution of stride ``s``, computed as a 1x1
+    convolution of stride 1 on every ``s``-th pixel (the same values and parameters): in
+    torch 2.13 on CPU, the backward pass of a strided 1x1 convolution in channels-last memory
+    format corrupts the heap when it has fewer than 8 input channels (oneDNN), which small
+    classifiers such as ``widths=(4, 8)`` trained channels-last would hit.
+
     Args:
         in_channels: Input channels.
         out_channels: Output channels.
@@ -27,6 +33,7 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
+        self.stride = stride
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
@@ -34,13 +41,14 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.Conv2d(in_channels, out_channels, 1, bias=False),  # stride: subsampled in forward
                 nn.BatchNorm2d(out_channels),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+        skip = x if self.stride == 1 else x[:, :, :: self.stride, :: self.stride]
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(skip))
 
 
 class DegradationClassifier(nn.Module):
