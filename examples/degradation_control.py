@@ -4,9 +4,11 @@ PIP networks take ``model(image, degradation=...)``: a name (``"rain"``), an int
 (``{"rain": 0.5, "noise": 0.5}`` or ``"rain+noise"``), one entry per image, or an ``(N, T)`` weight
 tensor; with ``degradation=None`` the built-in classifier estimates the weights. This script
 
-1. trains a small PIP-Restormer on synthetic noise and rain made from the bundled photos (with the
-   directional decoupled loss on its prompts and its classifier trained jointly), or loads one
-   (``--checkpoint``, e.g. after ``allinone-ir demo --model pip``);
+1. trains a small PIP-Restormer on synthetic noise and rain made from the bundled photos, or loads
+   one (``--checkpoint``, e.g. after ``allinone-ir demo --model pip``). The trainer applies PIP's
+   recipe as the network declares it (``model.auxiliary_losses()``): the labels drive the prompts,
+   the directional decoupled loss (weight 0.002) keeps the prompts apart and the classifier is
+   trained jointly on its cross-entropy (weight 0.1), so blind restoration works afterwards;
 2. restores a rainy and a noisy version of a photo it never saw with every kind of control;
 3. sweeps the weights from "all noise" to "all rain" to show how the output follows them.
 
@@ -25,10 +27,8 @@ from allinone_ir.assets import sample_images
 from allinone_ir.data import SyntheticDegradationDataset
 from allinone_ir.data.degradations import synthesize
 from allinone_ir.io import read_image
-from allinone_ir.losses import DEFAULT_DDL_ALPHA, DirectionalDecoupledLoss
 from allinone_ir.metrics import psnr
-from allinone_ir.models.classifier import degradation_classification_loss
-from allinone_ir.training import LossTerm, Trainer, TrainerConfig
+from allinone_ir.training import Trainer, TrainerConfig
 
 DEGRADATIONS = ("noise", "rain")
 
@@ -42,19 +42,13 @@ def train_small_pip(steps: int, smoke: bool) -> torch.nn.Module:
     photos = [p for p in sample_images() if p.stem != "coffee"]
     data = SyntheticDegradationDataset(photos, tasks=DEGRADATIONS, patch_size=32 if smoke else 48, repeat=32,
                                        classes=DEGRADATIONS)  # fmt: skip
-    ddl = DirectionalDecoupledLoss()  # keeps the per-degradation prompts apart (paper Eq. 4)
-    terms = [
-        LossTerm(lambda m, b, o: ddl(m), weight=DEFAULT_DDL_ALPHA, name="ddl"),
-        LossTerm(
-            lambda m, b, o: degradation_classification_loss(m.classify(b["degraded"]), b["label"]),
-            weight=0.1,
-            name="classifier",
-        ),
-    ]
+    # PIP's recipe comes with the network; the Trainer adds these terms by itself (change a weight
+    # with TrainerConfig(aux_weights={"classifier": 0.5}))
+    print("PIP's training terms:", ", ".join(f"{t.name} x {t.weight:g}" for t in model.auxiliary_losses()))
     config = TrainerConfig(output_dir=tempfile.mkdtemp(prefix="allinone_pip_"), max_steps=steps,
                            batch_size=4 if smoke else 8, lr=1e-3, min_lr=1e-5, warmup_steps=steps // 10,
                            grad_clip=1.0, progress_bar=not smoke, plot=False)  # fmt: skip
-    Trainer(model, config, data, extra_losses=terms).fit()
+    Trainer(model, config, data).fit()
     return model
 
 
