@@ -109,7 +109,7 @@ def file_mode_for(path: str | os.PathLike[str]) -> int:
         True
     """
     try:
-        return os.stat(path).st_mode & 0o7777
+        return os.stat(path).st_mode & 0o777
     except OSError:
         return 0o666 & ~_current_umask()
 

@@ -90,7 +90,8 @@ def load_model_from_args(args: argparse.Namespace, *, require_weights: bool | No
     Raises:
         UsageError: If neither ``--model`` nor ``--checkpoint`` is given, ``--model-args`` is not a
             JSON object the network accepts, ``--model`` names neither a registered network nor a
-            folder, or the network would have random weights and they are not allowed.
+            folder, the network would have random weights and they are not allowed, or ``--device``
+            is not available.
         CheckpointError: If the weights cannot be read or do not fit the network.
     """
     import torch
@@ -137,7 +138,10 @@ def load_model_from_args(args: argparse.Namespace, *, require_weights: bool | No
     except (ValueError, TypeError, KeyError) as exc:  # unknown name, constructor arguments it does not take
         what = f"--model {args.model}" if args.model else f"--checkpoint {args.checkpoint}"
         raise UsageError(f"{what}: {exc}") from exc
-    return model.to(torch.device(args.device)).eval()
+    try:
+        return model.to(torch.device(args.device)).eval()
+    except (RuntimeError, AssertionError, ValueError) as exc:  # unknown device, or no CUDA in this torch
+        raise UsageError(f"--device {args.device}: {' '.join(str(exc).split())}") from exc
 
 
 def collect_inputs(items: Iterable[str]) -> list[Path]:
