@@ -488,3 +488,60 @@ def test_evaluate_input_with_name_map(tmp_path, model_dir, capsys) -> None:
         == 2
     )
     assert "random weights" in capsys.readouterr().err
+
+
+def test_restore_interrupted_leaves_no_archive(tmp_path, model_dir, monkeypatch, capsys) -> None:
+    import allinone_ir.inference as inference
+
+    _images(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    real, calls = inference.restore, []
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "restore", interrupt_second)
+    npz = tmp_path / "out" / "pred.npz"
+    assert (
+        main(["restore", str(tmp_path / "in"), "--model", str(model_dir), "--npz", str(npz), "--quiet"])
+        == 130
+    )
+    assert capsys.readouterr().err.endswith("interrupted\n")
+    assert list((tmp_path / "out").iterdir()) == []  # neither the archive nor its temporary file
+
+
+def test_unusable_options_are_one_line(tmp_path, model_dir, capsys) -> None:
+    src = _images(tmp_path / "in", ["a.png"], size=(8, 8))[0]
+    assert (
+        main(
+            [
+                "restore",
+                str(src),
+                "--model",
+                str(model_dir),
+                "--out",
+                str(tmp_path / "o"),
+                "--device",
+                "bogus",
+            ]
+        )
+        == 2
+    )
+    assert capsys.readouterr().err.startswith("error: --device bogus: ")
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "in"),
+                "--target",
+                str(tmp_path / "in"),
+                "--protocol",
+                "nope",
+            ]
+        )
+        == 2
+    )
+    assert capsys.readouterr().err.startswith("error: --protocol: unknown metric protocol 'nope'")
