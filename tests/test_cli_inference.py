@@ -545,3 +545,36 @@ def test_unusable_options_are_one_line(tmp_path, model_dir, capsys) -> None:
         == 2
     )
     assert capsys.readouterr().err.startswith("error: --protocol: unknown metric protocol 'nope'")
+
+
+def test_restore_file_removed_after_listing_is_skipped(tmp_path, model_dir, monkeypatch, capsys) -> None:
+    import allinone_ir.commands.restore as restore_command
+
+    a, _ = _images(tmp_path / "in", ["a.png", "b.png"], size=(8, 8))
+    real = restore_command.collect_inputs
+
+    def listed_then_removed(items):
+        found = real(items)
+        a.unlink()
+        return found
+
+    monkeypatch.setattr(restore_command, "collect_inputs", listed_then_removed)
+    assert (
+        main(
+            [
+                "restore",
+                str(tmp_path / "in"),
+                "--model",
+                str(model_dir),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"skipped {a}: no such file (removed?)",
+        f"restored 1 of 2 image(s) -> {tmp_path / 'o'}; skipped 1",
+    ]

@@ -414,9 +414,10 @@ def run(args: argparse.Namespace) -> int:
         for i, src in enumerate(files):
             try:
                 arr = read_image_array(src, keep_channels=True)
-            except ImageReadError as exc:
+            except (ImageReadError, FileNotFoundError) as exc:  # unreadable, or gone since it was listed
                 skipped.append(src)
-                say(f"skipped {src}: {exc.reason}", file=sys.stderr)
+                reason = exc.reason if isinstance(exc, ImageReadError) else "no such file (removed?)"
+                say(f"skipped {src}: {reason}", file=sys.stderr)
                 continue
             try:
                 y, pixels = restore_array(model, arr, run_network)
