@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from allinone_ir.cli import main
-from allinone_ir.demo import DEMO_DEGRADATIONS, DemoResult, make_grid, run_demo, summary_lines
+from allinone_ir.demo import (
+    COLOUR_TOLERANCE,
+    DEMO_DEGRADATIONS,
+    DemoResult,
+    check_dependencies,
+    make_grid,
+    mean_rgb,
+    render_grid,
+    run_demo,
+    summary_lines,
+    verdicts,
+)
+from allinone_ir.errors import MissingDependencyError
 from allinone_ir.hub import from_pretrained
 from allinone_ir.io import read_image
 
@@ -30,13 +43,38 @@ def test_demo_writes_every_output(smoke_run: DemoResult) -> None:
     for m in data["metrics"].values():
         assert m["gain_db"] == pytest.approx(m["psnr_out"] - m["psnr_in"], abs=1e-3)
         assert 5.0 < m["psnr_in"] < 60.0 and 0.0 < m["ssim_in"] <= 1.0
+    for d, c in data["mean_rgb"].items():
+        m = data["metrics"][d]
+        assert set(c) == {"clean", "degraded", "restored"} and all(len(v) == 3 for v in c.values())
+        assert all(0.0 <= v <= 255.0 for v in c["clean"] + c["restored"])
+        assert m["ssim_change"] == pytest.approx(m["ssim_out"] - m["ssim_in"], abs=1e-3)
+        worst = max(abs(a - b) for a, b in zip(c["restored"], c["clean"]))
+        assert m["colour_error"] == pytest.approx(worst, abs=0.02)
+    assert data["colour_tolerance"] == COLOUR_TOLERANCE == 6.0
     table = (out / "metrics.md").read_text()
     assert all(f"| {d} |" in table for d in DEMO_DEGRADATIONS)
-    # grid: 4 rows (degradations) x 3 columns (degraded | restored | clean) of 64x96 crops, 4 px gaps
+    assert "SSIM change" in table and "mean RGB restored" in table
+    # grid: labelled, 4 rows of 64x96 corners, 3 columns (clean | degraded | restored) and captions
     grid = read_image(out / "grid.png")
-    assert tuple(grid.shape) == (3, 4 * 64 + 5 * 4, 3 * 96 + 4 * 4)
+    assert grid.shape[0] == 3 and grid.shape[1] > 4 * (64 + 3 * 18) and grid.shape[2] > 3 * 96 + 40
+    degraded = read_image(smoke_run.files["input_haze"])
+    assert smoke_run.colours["haze"]["degraded"] == pytest.approx(mean_rgb(degraded), abs=0.51)
     inputs = sorted(p.name for p in (out / "inputs").iterdir())
     assert inputs == sorted(f"chelsea_{d}.png" for d in DEMO_DEGRADATIONS)
+    # the degraded corner written to inputs/ is pasted unscaled in the grid (row 'noise', column 'degraded')
+    noisy = read_image(out / "inputs" / "chelsea_noise.png")
+    assert _find(grid, noisy)
+
+
+def _find(big: torch.Tensor, small: torch.Tensor) -> bool:
+    """Whether ``small`` appears exactly (8-bit) somewhere in ``big``."""
+    b, s = (big * 255).round(), (small * 255).round()
+    h, w = s.shape[1:]
+    for y in range(big.shape[1] - h + 1):
+        for x in torch.nonzero((b[:, y, : big.shape[2] - w + 1] == s[:, 0, :1]).all(0)).flatten().tolist():
+            if torch.equal(b[:, y : y + h, x : x + w], s):
+                return True
+    return False
 
 
 def test_demo_model_reloads_and_restores(smoke_run: DemoResult) -> None:
@@ -84,20 +122,139 @@ def test_demo_rejects_bad_arguments(tmp_path: Path) -> None:
         run_demo(tmp_path / "c", model="unet", smoke=True, steps=1, log=lambda _s: None)
 
 
-def test_summary_is_honest_about_small_gains() -> None:
+def _result(
+    metrics: dict[str, dict[str, float]], colours: dict | None = None, curves: bool = False
+) -> DemoResult:
+    files = {"model": Path("out/model"), "grid": Path("out/grid.png")}
+    if curves:
+        files["curves"] = Path("out/curves.png")
+    return DemoResult(Path("out"), metrics, 100, 60.0, 70.0, "promptir", 1, files, colours or {})
+
+
+def _m(psnr_in: float, psnr_out: float, ssim_in: float, ssim_out: float, colour_error: float = 0.0) -> dict:
+    return dict(psnr_in=psnr_in, psnr_out=psnr_out, ssim_in=ssim_in, ssim_out=ssim_out,
+                gain_db=psnr_out - psnr_in, ssim_change=ssim_out - ssim_in, colour_error=colour_error)  # fmt: skip
+
+
+def test_summary_is_honest_about_small_gains_and_ssim_drops() -> None:
     metrics = {
-        "noise": dict(psnr_in=20.0, psnr_out=27.5, ssim_in=0.5, ssim_out=0.8, gain_db=7.5),
-        "rain": dict(psnr_in=22.0, psnr_out=22.4, ssim_in=0.7, ssim_out=0.7, gain_db=0.4),
-        "snow": dict(psnr_in=21.0, psnr_out=20.0, ssim_in=0.8, ssim_out=0.7, gain_db=-1.0),
+        "noise": _m(20.0, 27.5, 0.5, 0.8),
+        "rain": _m(22.0, 22.4, 0.7, 0.7),
+        "haze": _m(12.0, 20.0, 0.768, 0.821, colour_error=18.0),
+        "snow": _m(21.19, 22.5, 0.839, 0.829),  # the issue's case: +1.3 dB, yet SSIM fell
     }
-    res = DemoResult(Path("out"), metrics, 100, 60.0, 70.0, "promptir", 1, {"model": Path("out/model"),
-                     "grid": Path("out/grid.png")})  # fmt: skip
-    text = "\n".join(summary_lines(res, "chelsea"))
-    assert "+7.50 dB" in text
-    assert "rain: only a small gain (+0.40 dB)" in text
-    assert "snow: worse than the input (-1.00 dB)" in text
+    colours = {
+        "haze": {
+            "clean": (153.0, 118.0, 95.0),
+            "degraded": (190.0, 170.0, 157.0),
+            "restored": (156.0, 100.0, 73.0),
+        }
+    }
+    lines = summary_lines(_result(metrics, colours), "chelsea")
+    text = "\n".join(lines)
+    assert "  noise  PSNR  20.00 ->  27.50 dB (+7.50)   SSIM 0.500 -> 0.800 (+0.300)" in lines
+    assert "  snow   PSNR  21.19 ->  22.50 dB (+1.31)   SSIM 0.839 -> 0.829 (-0.010)" in lines
+    assert "note: rain: only a small PSNR gain (+0.40 dB)" in text
+    assert "note: snow: SSIM dropped 0.839 -> 0.829 after 100 updates" in text
+    assert "note: haze: colour cast (mean colour off by 18.0 levels)" in text
+    assert (
+        "haze   restored  156/100/73  clean  153/118/95  (degraded 190/170/157)  largest difference 18.0: COLOUR CAST"
+        in text
+    )
     assert "noise: " not in text.split("note:", 1)[1]  # no note for a clear gain
-    assert "no loss curve" in text  # no curves file recorded
+    assert "every degradation" not in text
+    assert "improved (PSNR +1 dB or more, SSIM not lower, colour kept): 1 of 4 (noise)" in text
+    assert "no loss curve: it needs matplotlib: pip install 'allinone-ir[train]'" in text
+
+
+def test_summary_claims_success_only_when_true() -> None:
+    good = {"noise": _m(20.0, 27.5, 0.5, 0.8, 2.0), "haze": _m(12.0, 20.0, 0.7, 0.9, COLOUR_TOLERANCE)}
+    colours = {d: {"clean": (10.0, 20.0, 30.0), "degraded": (0.0, 0.0, 0.0), "restored": (12.0, 20.0, 30.0)}
+               for d in good}  # fmt: skip
+    text = "\n".join(summary_lines(_result(good, colours, curves=True), "chelsea"))
+    assert "every degradation gained at least 1 dB PSNR, kept or raised its SSIM and kept its colour" in text
+    assert "note:" not in text and "COLOUR CAST" not in text and text.count(": kept") == 2
+    assert "curves.png    training loss" in text
+    worse = dict(good, snow=_m(21.0, 20.0, 0.8, 0.7))
+    text = "\n".join(summary_lines(_result(worse), "chelsea"))
+    assert "note: snow: PSNR worse than the input (-1.00 dB); SSIM dropped 0.800 -> 0.700" in text
+    assert "every degradation" not in text and "2 of 3 (noise, haze)" in text
+
+
+def test_verdicts_thresholds() -> None:
+    v = verdicts({
+        "a": _m(20.0, 21.0, 0.5, 0.5),  # exactly +1 dB, SSIM unchanged: improved
+        "b": _m(20.0, 20.99, 0.5, 0.6),
+        "c": _m(20.0, 25.0, 0.5, 0.4999),
+        "d": _m(20.0, 25.0, 0.5, 0.6, colour_error=6.01),
+    })  # fmt: skip
+    assert v == {
+        "a": [],
+        "b": ["only a small PSNR gain (+0.99 dB)"],
+        "c": ["SSIM dropped 0.500 -> 0.500"],
+        "d": ["colour cast (mean colour off by 6.0 levels)"],
+    }
+
+
+def test_mean_rgb() -> None:
+    img = torch.zeros(3, 2, 2)
+    img[0] = 1.0
+    img[1, 0] = 0.5
+    img[2] = 2.0  # clamped, as when saved
+    assert mean_rgb(img) == pytest.approx((255.0, 63.75, 255.0))
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        mean_rgb(torch.zeros(1, 3, 2, 2))
+
+
+def test_render_grid_labels_and_placement() -> None:
+    a = torch.zeros(3, 20, 30)
+    a[0] = 1.0  # red
+    b = torch.zeros(3, 20, 30)
+    b[2] = 1.0  # blue
+    fig = render_grid(
+        [[a, b], [b, a]], row_names=["noise", "haze"], column_titles=["clean", "restored"],
+        captions=[[["x"], [("PSNR 1.00 dB", "#b00000")]], [[], []]], title="demo", pad=6, font_size=12,
+    )  # fmt: skip
+    assert fig.shape[0] == 3 and 0.0 <= float(fig.min()) and float(fig.max()) <= 1.0
+
+    def cells(colour: int) -> int:  # pure red or pure blue 20x30 blocks
+        mask = (fig[colour] == 1) & (fig.sum(0) == 1)
+        return int(mask.sum())
+
+    assert cells(0) == cells(2) == 2 * 20 * 30
+    red = torch.nonzero((fig[0] == 1) & (fig.sum(0) == 1))
+    top, left = red.min(0).values.tolist()
+    label_w = left - 6
+    assert label_w > 30  # the row names sit left of the images
+    text = fig.sum(0) < 2.5  # dark pixels: text (and the images, masked below)
+    assert text[:top, :].any()  # title and column titles above the first row
+    assert text[top : top + 20, :label_w].any()  # "noise" left of the first row
+    # the red caption "PSNR 1.00 dB" under the blue image of row 0: reddish, not black, pixels
+    below = fig[:, top + 20 : top + 40, :]
+    assert bool(((below[0] > 0.5) & (below[1] < 0.3)).any())
+    with pytest.raises(ValueError, match="row names"):
+        render_grid([[a]], row_names=[], column_titles=["x"])
+    with pytest.raises(ValueError, match="every row"):
+        render_grid([[a, b], [a]], row_names=["1", "2"], column_titles=["x", "y"])
+    with pytest.raises(ValueError, match="captions"):
+        render_grid([[a]], row_names=["1"], column_titles=["x"], captions=[[["a"]], [["b"]]])
+
+
+def test_check_dependencies_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    check_dependencies()  # all installed here
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)  # import PIL.Image now fails
+    with pytest.raises(MissingDependencyError, match=r"pip install 'allinone-ir\[train\]'"):
+        check_dependencies()
+    assert main(["demo", "--smoke", "--out", "never_created"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(
+        "error: allinone-ir demo (reading the bundled photos, drawing grid.png) needs Pillow:"
+    )
+    assert not Path("never_created").exists()
 
 
 def test_make_grid_layout_and_errors() -> None:

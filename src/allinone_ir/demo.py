@@ -5,16 +5,26 @@ The demo synthesises noise, rain, haze and snow on the sample photographs shippe
 configuration) with :class:`~allinone_ir.training.Trainer` for a time budget, restores a photograph
 that training never saw, and writes to the output folder:
 
-- ``grid.png``: one row per degradation, columns degraded | restored | clean;
-- ``metrics.md`` / ``metrics.json``: PSNR and SSIM before and after, per degradation (PromptIR protocol);
+- ``grid.png``: one labelled row per degradation, columns clean | degraded | restored, with the PSNR /
+  SSIM of every degraded and restored image against the clean one;
+- ``metrics.md`` / ``metrics.json``: PSNR and SSIM before and after, and the mean colour of the clean,
+  degraded and restored images, per degradation (PromptIR protocol);
 - ``curves.png``: the training-loss curve (when matplotlib is installed);
 - ``model/``: the trained network (``model.safetensors`` + ``config.json``), usable with
   ``allinone-ir restore --checkpoint OUT/model``;
 - ``inputs/``: the degraded test images, to try that command on;
 - the trainer's logs (``train_log.csv``, ``history.json``, ``config.json``) and last checkpoint.
 
-A few CPU minutes give a network that clearly removes noise, rain streaks and haze; snow, which it
-confuses with haze, needs much longer (the summary says so whenever a gain is small).
+The summary it prints is honest: the PSNR gain *and* the SSIM change of every degradation, a note
+for each one that did not improve in both (an SSIM drop is a regression even when PSNR rose), and
+whether each restored image keeps the clean image's mean colour within :data:`COLOUR_TOLERANCE`
+levels per channel.
+
+Training shuffles the colour channels of every crop (:func:`~allinone_ir.data.augment.channel_shuffle`,
+exact for these degradations, which treat the three channels alike): with three training
+photographs, one of them a warm-toned coffee cup, a network trained without it learns "hazy and warm
+means coffee colours" and gave the test cat a strong warm cast (mean RGB 156/100/73 against
+153/118/95).
 """
 
 from __future__ import annotations
@@ -34,16 +44,24 @@ import torch
 from torch import nn
 
 from .assets import sample_images
+from .errors import require
 
 __all__ = [
+    "COLOUR_TOLERANCE",
     "DEMO_DEGRADATIONS",
     "DEMO_MODELS",
+    "SMALL_GAIN_DB",
+    "CaptionLine",
     "DemoResult",
     "add_parser",
+    "check_dependencies",
     "make_grid",
+    "mean_rgb",
+    "render_grid",
     "run",
     "run_demo",
     "summary_lines",
+    "verdicts",
 ]
 
 #: The degradations the demo synthesises and learns, in label order.
@@ -67,11 +85,21 @@ DEMO_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 # --smoke: the same networks, as small as they go (for tests and CI).
 _SMOKE_OVERRIDES: dict[str, Any] = dict(dim=8, prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 4))
 
+# --smoke without --steps: this many updates, whatever --minutes says.
+_SMOKE_STEPS = 2
+
 # Files and folders the demo writes; --overwrite removes exactly these before a new run.
 _OUTPUTS = ("grid.png", "metrics.md", "metrics.json", "curves.png", "model", "inputs", "train_log.csv",
             "val_log.csv", "history.json", "config.json", "checkpoints")  # fmt: skip
 
-_SMALL_GAIN_DB = 1.0
+#: A degradation counts as improved when PSNR rose by at least this many dB (and SSIM did not drop).
+SMALL_GAIN_DB = 1.0
+
+#: Largest difference, in 8-bit levels per channel, between the restored and the clean image's mean colour
+#: that the summary accepts as "the colour is kept"; more is reported as a colour cast.
+COLOUR_TOLERANCE = 6.0
+
+_COLUMNS = ("clean", "degraded", "restored")
 
 
 @dataclass
@@ -80,13 +108,18 @@ class DemoResult:
 
     Attributes:
         out_dir: The output folder.
-        metrics: Per degradation: ``psnr_in``, ``psnr_out``, ``ssim_in``, ``ssim_out``, ``gain_db``.
+        metrics: Per degradation: ``psnr_in``, ``psnr_out``, ``ssim_in``, ``ssim_out``, ``gain_db``
+            (``psnr_out - psnr_in``), ``ssim_change`` (``ssim_out - ssim_in``) and ``colour_error``
+            (largest per-channel difference, in 0-255 levels, between the restored and the clean mean
+            colour).
         steps: Optimizer updates done.
         train_seconds: Wall-clock time of the training.
         total_seconds: Wall-clock time of the whole demo.
         model_name: Registered name of the network trained.
         num_parameters: Its parameter count.
         files: Name -> path of every file written (``curves`` is missing without matplotlib).
+        colours: Per degradation: the mean RGB colour (0-255) of the ``clean``, ``degraded`` and
+            ``restored`` test image.
     """
 
     out_dir: Path
@@ -97,6 +130,29 @@ class DemoResult:
     model_name: str
     num_parameters: int
     files: dict[str, Path] = field(default_factory=dict)
+    colours: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
+
+
+def mean_rgb(image: torch.Tensor) -> tuple[float, float, float]:
+    """The mean colour of a ``(3, H, W)`` image in [0, 1], in 8-bit levels (0-255) per channel.
+
+    Args:
+        image: An RGB image (values outside [0, 1] are clamped first, as when it is saved).
+
+    Returns:
+        ``(red, green, blue)`` means on the 0-255 scale.
+
+    Raises:
+        ValueError: If ``image`` is not a 3-channel ``(3, H, W)`` tensor.
+
+    Examples:
+        >>> mean_rgb(torch.stack([torch.full((2, 2), 1.0), torch.zeros(2, 2), torch.full((2, 2), 0.5)]))
+        (255.0, 0.0, 127.5)
+    """
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"mean_rgb needs a (3, H, W) tensor, got {getattr(image, 'shape', type(image))}")
+    r, g, b = (image.detach().float().clamp(0, 1).mean(dim=(1, 2)) * 255).tolist()
+    return (r, g, b)
 
 
 def make_grid(rows: Sequence[Sequence[torch.Tensor]], pad: int = 4, value: float = 1.0) -> torch.Tensor:
@@ -144,6 +200,152 @@ def make_grid(rows: Sequence[Sequence[torch.Tensor]], pad: int = 4, value: float
     return out
 
 
+#: A caption line: its text, or ``(text, colour)`` with a Pillow colour such as ``"#b00000"``.
+CaptionLine = str | tuple[str, str]
+
+
+def _font(size: int) -> Any:
+    """Pillow's default font at ``size`` px (its scalable version where FreeType is there, else the bitmap one)."""
+    font_mod = require("PIL.ImageFont", extra="data", purpose="drawing the labels of the demo's grid")
+    try:
+        return font_mod.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1, or built without FreeType
+        return font_mod.load_default()
+
+
+def render_grid(
+    rows: Sequence[Sequence[torch.Tensor]],
+    *,
+    row_names: Sequence[str],
+    column_titles: Sequence[str],
+    captions: Sequence[Sequence[Sequence[CaptionLine]]] | None = None,
+    title: str = "",
+    pad: int = 6,
+    font_size: int = 14,
+) -> torch.Tensor:
+    """A labelled comparison figure: a title, column titles, row names and captions under the images.
+
+    Each image is pasted unscaled in its cell (cells are as large as the largest image of their
+    row and column, or as wide as their widest caption); text is drawn in black on white with
+    Pillow's default font, so no font file is needed.
+
+    Args:
+        rows: Rows of ``(3, H, W)`` images in [0, 1].
+        row_names: One name per row, written left of it.
+        column_titles: One title per column, written above it.
+        captions: ``captions[r][c]``: the lines under image ``(r, c)`` (each a string or
+            ``(text, colour)``); ``None`` for none.
+        title: A line above everything (empty for none).
+        pad: Gap in pixels between cells and around the figure.
+        font_size: Text height in pixels.
+
+    Returns:
+        The figure, a ``(3, H_total, W_total)`` float tensor in [0, 1] (write it with
+        :func:`allinone_ir.io.write_image`).
+
+    Raises:
+        ValueError: If the rows, names, titles or captions do not match, or an image is not ``(3, H, W)``.
+        MissingDependencyError: If Pillow is not installed.
+
+    Examples:
+        >>> img = torch.zeros(3, 20, 30)
+        >>> fig = render_grid([[img, img]], row_names=["noise"], column_titles=["clean", "restored"])
+        >>> fig.shape[0], bool(fig[:, -26:-6, -36:-6].eq(0).all())  # the last image, bottom right
+        (3, True)
+    """
+    if not rows or not rows[0]:
+        raise ValueError("render_grid needs at least one row with one image")
+    ncol = len(rows[0])
+    if any(len(r) != ncol for r in rows):
+        raise ValueError(f"every row needs {ncol} images, got {[len(r) for r in rows]}")
+    if len(row_names) != len(rows) or len(column_titles) != ncol:
+        raise ValueError(
+            f"need {len(rows)} row names and {ncol} column titles, got {len(row_names)} and {len(column_titles)}"
+        )
+    if any(img.ndim != 3 or img.shape[0] != 3 for r in rows for img in r):
+        raise ValueError("render_grid needs (3, H, W) RGB images")
+    caps: list[list[list[CaptionLine]]] = (
+        [[[] for _ in range(ncol)] for _ in rows]
+        if captions is None
+        else [[list(c) for c in r] for r in captions]
+    )
+    if len(caps) != len(rows) or any(len(r) != ncol for r in caps):
+        raise ValueError(f"captions must be {len(rows)} rows of {ncol} cells")
+    image_mod = require("PIL.Image", extra="data", purpose="drawing the demo's grid")
+    draw_mod = require("PIL.ImageDraw", extra="data", purpose="drawing the demo's grid")
+    font = _font(font_size)
+    probe = draw_mod.Draw(image_mod.new("RGB", (1, 1)))
+
+    def text_width(text: str) -> int:
+        left, _, right, _ = probe.textbbox((0, 0), text, font=font)
+        return int(right - left)
+
+    def line_text(line: CaptionLine) -> str:
+        return line if isinstance(line, str) else line[0]
+
+    line_h = font_size + 4
+    n_lines = max((len(c) for r in caps for c in r), default=0)
+    widths = [
+        max([r[j].shape[2] for r in rows] + [text_width(line_text(t)) for r in caps for t in r[j]]
+            + [text_width(column_titles[j])])
+        for j in range(ncol)
+    ]  # fmt: skip
+    heights = [max(img.shape[1] for img in r) for r in rows]
+    label_w = max(text_width(n) for n in row_names) + 2 * pad
+    title_h = line_h + pad if title else 0
+    top = pad + title_h + line_h
+    cell_h = [h + n_lines * line_h for h in heights]
+    width = max(label_w + sum(widths) + pad * (ncol + 1), text_width(title) + 2 * pad)
+    height = top + sum(cell_h) + pad * (len(rows) + 1)
+    canvas = image_mod.new("RGB", (width, height), (255, 255, 255))
+    draw = draw_mod.Draw(canvas)
+    if title:
+        draw.text((pad, pad), title, fill=(0, 0, 0), font=font)
+    x = label_w + pad
+    for j, w in enumerate(widths):
+        tw = text_width(column_titles[j])
+        draw.text((x + (w - tw) // 2, pad + title_h), column_titles[j], fill=(0, 0, 0), font=font)
+        x += w + pad
+    y = top + pad
+    for r, (row, h) in enumerate(zip(rows, heights)):
+        draw.text((pad, y + h // 2 - line_h // 2), row_names[r], fill=(0, 0, 0), font=font)
+        x = label_w + pad
+        for j, (img, w) in enumerate(zip(row, widths)):
+            arr = (
+                (img.detach().float().clamp(0, 1) * 255)
+                .round()
+                .to(torch.uint8)
+                .permute(1, 2, 0)
+                .cpu()
+                .numpy()
+            )
+            canvas.paste(image_mod.fromarray(arr, "RGB"), (x, y))
+            for k, line in enumerate(caps[r][j]):
+                text, colour = (line, "#000000") if isinstance(line, str) else line
+                draw.text((x, y + img.shape[1] + 2 + k * line_h), text, fill=colour, font=font)
+            x += w + pad
+        y += cell_h[r] + pad
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).float() / 255.0
+
+
+def check_dependencies() -> None:
+    """Fail fast, before any training, when a package the demo needs is missing.
+
+    The demo reads the bundled photographs and writes ``grid.png`` with Pillow and saves the
+    trained model with safetensors; both come with the ``train`` extra (matplotlib, for the loss
+    curve, is optional: the demo says when it is missing).
+
+    Raises:
+        MissingDependencyError: Naming ``pip install 'allinone-ir[train]'``.
+    """
+    require(
+        "PIL.Image", extra="train", purpose="allinone-ir demo (reading the bundled photos, drawing grid.png)"
+    )
+    require("safetensors.torch", extra="train", purpose="allinone-ir demo (saving the trained model)")
+
+
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} exists and is not a folder")
@@ -176,37 +378,20 @@ def _build_model(choice: str, smoke: bool) -> tuple[str, nn.Module]:
     return name, create_model(name, **kwargs)
 
 
-def _extra_losses(model: nn.Module) -> list[Any]:
-    """PIP: the directional decoupled loss on its prompts, and its degradation classifier trained jointly."""
-    if not getattr(model, "accepts_degradation", False):
-        return []
-    from .losses import DEFAULT_DDL_ALPHA, DirectionalDecoupledLoss
-    from .models.classifier import degradation_classification_loss
-    from .training import LossTerm
-
-    ddl = DirectionalDecoupledLoss()
-    terms = [LossTerm(lambda m, _batch, _out: ddl(m), weight=DEFAULT_DDL_ALPHA, name="ddl")]
-    if getattr(model, "classifier", None) is not None:
-
-        def classification(m: nn.Module, batch: dict[str, Any], _out: torch.Tensor) -> torch.Tensor:
-            return degradation_classification_loss(m.classify(batch["degraded"]), batch["label"])
-
-        terms.append(LossTerm(classification, weight=0.1, name="classifier"))
-    return terms
-
-
 def _seconds_per_step(model: nn.Module, batch: dict[str, Any], device: torch.device) -> float:
-    """Time one forward + backward on a real batch (gradients are discarded, weights unchanged)."""
-    x = batch["degraded"].to(device)
-    y = batch["clean"].to(device)
-    kwargs = (
-        {"degradation": batch["label"].to(device)} if getattr(model, "accepts_degradation", False) else {}
-    )
+    """Time one training forward + backward on a real batch (gradients are discarded, weights unchanged)."""
+    on_device = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    x, y = on_device["degraded"], on_device["clean"]
+    from .models import RestorationModel
+
+    family = isinstance(model, RestorationModel)
     model.to(device).train()
     times = []
     for _ in range(2):  # the first pass warms up the kernels
         t0 = time.perf_counter()
-        (model(x, **kwargs) - y).abs().mean().backward()
+        out = model(x, **model.training_forward_kwargs(on_device)) if family else model(x)
+        image = model.split_training_output(out)[0] if family else out
+        (image - y).abs().mean().backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
@@ -254,7 +439,8 @@ def run_demo(
             gradients of the other degradations as it does with L1.
         seed: Seed of the initialisation, the crops and the degradations.
         overwrite: Allow a non-empty ``out_dir``; only the demo's own files in it are replaced.
-        smoke: The smallest networks and crops (for tests): the pipeline runs, the results mean little.
+        smoke: The smallest networks and crops, 2 updates unless ``steps`` is given and the test image's
+            corner (for tests): the pipeline runs in seconds, the results mean little.
         progress: Show the trainer's progress bar.
         log: Where the summary lines go.
 
@@ -266,6 +452,8 @@ def run_demo(
         ValueError: For an unknown model or holdout name, or a non-positive budget.
     """
     from .data import SyntheticDegradationDataset
+    from .data.augment import channel_shuffle
+    from .data.degradations import make_generator
     from .hub import save_pretrained
     from .inference import restore
     from .io import write_image
@@ -275,6 +463,7 @@ def run_demo(
 
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
         raise ValueError(f"minutes must be a positive number, got {minutes!r}")
+    check_dependencies()
     t_start = time.perf_counter()
     photos = sample_images()
     names = [p.stem for p in photos]
@@ -299,6 +488,8 @@ def run_demo(
         seed=seed + 1, fixed=True, classes=classes,
     )  # fmt: skip
 
+    if smoke and steps is None:
+        steps = _SMOKE_STEPS
     probe = torch.utils.data.default_collate([train_set[i] for i in range(batch_size)])
     per_step = _seconds_per_step(net, probe, dev)
     if steps is None:
@@ -314,19 +505,27 @@ def run_demo(
         f"about {per_step:.2f} s per update -> {steps} updates of {batch_size} crops of {patch_size} px "
         f"({budget}); testing on '{holdout}', which training never sees"
     )
+    # Shuffle the colour channels of every training pair: three photographs are too few for a colour
+    # prior, and without it the network paints their colours (the warm coffee cup) onto the test photo.
+    shuffle_rng = make_generator(seed + 2)
+
+    def augment(batch: dict[str, Any]) -> dict[str, Any]:
+        return channel_shuffle(batch, rng=shuffle_rng)
+
     config = TrainerConfig(
         output_dir=str(out), max_steps=steps, batch_size=batch_size, lr=lr, min_lr=lr / 100,
         warmup_steps=min(50, steps // 10), grad_clip=1.0, loss=loss, seed=seed, device=str(dev),
         log_every=max(1, min(10, steps // 20)), progress_bar=progress, plot=False,
     )  # fmt: skip
-    trainer = Trainer(net, config, train_set, extra_losses=_extra_losses(net))
+    trainer = Trainer(net, config, train_set, batch_augment=augment)
     t0 = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - t0
 
     files: dict[str, Path] = {}
     metrics: dict[str, dict[str, float]] = {}
-    rows = []
+    colours: dict[str, dict[str, tuple[float, float, float]]] = {}
+    rows, captions = [], []
     (out / "inputs").mkdir()
     pip = getattr(net, "accepts_degradation", False)
     for i in range(len(test_set)):
@@ -337,23 +536,57 @@ def run_demo(
         # PIP is told the degradation, as the trainer's validation does; PromptIR restores blind.
         restored = restore(trainer.model, degraded, progress=False, **({"degradation": name} if pip else {}))
         before, after = PROMPTIR_PROTOCOL.compute(degraded, clean), PROMPTIR_PROTOCOL.compute(restored, clean)
+        colours[name] = {
+            "clean": mean_rgb(clean),
+            "degraded": mean_rgb(degraded),
+            "restored": mean_rgb(restored),
+        }
         metrics[name] = {
             "psnr_in": before["psnr"], "psnr_out": after["psnr"], "ssim_in": before["ssim"],
             "ssim_out": after["ssim"], "gain_db": after["psnr"] - before["psnr"],
+            "ssim_change": after["ssim"] - before["ssim"],
+            "colour_error": max(abs(r - c) for r, c in zip(colours[name]["restored"], colours[name]["clean"])),
         }  # fmt: skip
-        rows.append([degraded, restored, clean])
+        rows.append([clean, degraded, restored])
+        captions.append([_caption(metrics[name], colours[name], c) for c in _COLUMNS])
         files[f"input_{name}"] = Path(write_image(out / "inputs" / f"{holdout}_{name}.png", degraded))
-    files["grid"] = Path(write_image(out / "grid.png", make_grid(rows)))
+    title = (
+        f"allinone-ir demo: {model_name}, {trainer.step} updates; test photo '{holdout}' (unseen in training)"
+    )
+    grid = render_grid(rows, row_names=list(metrics), column_titles=_COLUMNS, captions=captions, title=title)
+    files["grid"] = Path(write_image(out / "grid.png", grid))
     files["model"] = save_pretrained(trainer.model, out / "model")
     curves = _plot_loss(trainer.history, out / "curves.png", loss)
     if curves is not None:
         files["curves"] = curves
     total_seconds = time.perf_counter() - t_start
-    result = DemoResult(out, metrics, trainer.step, train_seconds, total_seconds, model_name, n_params, files)
+    result = DemoResult(
+        out, metrics, trainer.step, train_seconds, total_seconds, model_name, n_params, files, colours
+    )
     files["metrics_json"], files["metrics_md"] = _write_metrics(result, holdout)
     for line in summary_lines(result, holdout):
         log(line)
     return result
+
+
+def _caption(
+    m: dict[str, float], colours: dict[str, tuple[float, float, float]], column: str
+) -> list[CaptionLine]:
+    """The lines under a grid cell: PSNR / SSIM against clean (with the change, red if worse), mean colour."""
+    red, black = "#b00000", "#000000"
+    if column == "clean":
+        return ["reference", f"mean RGB {_rgb(colours['clean'])}"]
+    if column == "degraded":
+        return [
+            f"PSNR {m['psnr_in']:.2f} dB",
+            f"SSIM {m['ssim_in']:.3f}",
+            f"mean RGB {_rgb(colours['degraded'])}",
+        ]
+    return [
+        (f"PSNR {m['psnr_out']:.2f} dB ({m['gain_db']:+.2f})", red if m["gain_db"] < 0 else black),
+        (f"SSIM {m['ssim_out']:.3f} ({m['ssim_change']:+.3f})", red if m["ssim_change"] < 0 else black),
+        (f"mean RGB {_rgb(colours['restored'])}", red if m["colour_error"] > COLOUR_TOLERANCE else black),
+    ]
 
 
 def _plot_loss(history: list[dict[str, Any]], path: Path, loss: str) -> Path | None:
@@ -379,12 +612,18 @@ def _plot_loss(history: list[dict[str, Any]], path: Path, loss: str) -> Path | N
     return path
 
 
+def _rgb(c: Sequence[float]) -> str:
+    return "/".join(f"{v:.0f}" for v in c)
+
+
 def _write_metrics(result: DemoResult, holdout: str) -> tuple[Path, Path]:
     out = result.out_dir
     data = {
         "model": result.model_name, "parameters": result.num_parameters, "steps": result.steps,
         "train_seconds": round(result.train_seconds, 1), "test_image": holdout, "protocol": "promptir",
+        "colour_tolerance": COLOUR_TOLERANCE,
         "metrics": {d: {k: round(v, 4) for k, v in m.items()} for d, m in result.metrics.items()},
+        "mean_rgb": {d: {k: [round(v, 2) for v in c] for k, c in cs.items()} for d, cs in result.colours.items()},
     }  # fmt: skip
     json_path = out / "metrics.json"
     json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -392,48 +631,115 @@ def _write_metrics(result: DemoResult, holdout: str) -> tuple[Path, Path]:
         f"# allinone-ir demo: {result.model_name}, {result.steps} updates in {result.train_seconds / 60:.1f} min",
         "",
         f"Test image: `{holdout}` (not used for training). PSNR / SSIM: PromptIR protocol "
-        "(RGB, data range 1, 7x7 uniform SSIM window).",
+        "(RGB, data range 1, 7x7 uniform SSIM window). Mean colour: RGB, 0-255.",
         "",
-        "| degradation | PSNR before | PSNR after | gain (dB) | SSIM before | SSIM after |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| degradation | PSNR before | PSNR after | gain (dB) | SSIM before | SSIM after | SSIM change "
+        "| mean RGB clean | mean RGB restored | colour error |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for d, m in result.metrics.items():
+        c = result.colours.get(d, {})
+        clean_rgb, restored_rgb = (_rgb(c[k]) if k in c else "-" for k in ("clean", "restored"))
         lines.append(
             f"| {d} | {m['psnr_in']:.2f} | {m['psnr_out']:.2f} | {m['gain_db']:+.2f} | "
-            f"{m['ssim_in']:.4f} | {m['ssim_out']:.4f} |"
+            f"{m['ssim_in']:.4f} | {m['ssim_out']:.4f} | {m['ssim_change']:+.4f} | {clean_rgb} | {restored_rgb} | "
+            f"{m['colour_error']:.1f} |"
         )
     md_path = out / "metrics.md"
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return json_path, md_path
 
 
+def verdicts(metrics: dict[str, dict[str, float]]) -> dict[str, list[str]]:
+    """What went wrong per degradation: an empty list when it improved in both PSNR and SSIM.
+
+    A degradation is *improved* when its PSNR rose by at least :data:`SMALL_GAIN_DB` dB, its SSIM
+    did not drop and (where ``colour_error`` is given) its mean colour stayed within
+    :data:`COLOUR_TOLERANCE` levels of the clean one; otherwise each failing measure gets a phrase.
+
+    Args:
+        metrics: Per degradation, the ``gain_db``, ``ssim_in``, ``ssim_out``, ``ssim_change`` and
+            optionally ``colour_error`` of :attr:`DemoResult.metrics`.
+
+    Returns:
+        Degradation -> phrases such as ``"SSIM dropped 0.839 -> 0.829"``, in the order of ``metrics``.
+
+    Examples:
+        >>> verdicts({"snow": dict(gain_db=1.5, ssim_in=0.839, ssim_out=0.829, ssim_change=-0.01)})
+        {'snow': ['SSIM dropped 0.839 -> 0.829']}
+    """
+    out: dict[str, list[str]] = {}
+    for d, m in metrics.items():
+        problems = []
+        g = m["gain_db"]
+        if g < 0:
+            problems.append(f"PSNR worse than the input ({g:+.2f} dB)")
+        elif g < SMALL_GAIN_DB:
+            problems.append(f"only a small PSNR gain ({g:+.2f} dB)")
+        if m["ssim_change"] < 0:
+            problems.append(f"SSIM dropped {m['ssim_in']:.3f} -> {m['ssim_out']:.3f}")
+        if m.get("colour_error", 0.0) > COLOUR_TOLERANCE:
+            problems.append(f"colour cast (mean colour off by {m['colour_error']:.1f} levels)")
+        out[d] = problems
+    return out
+
+
 def summary_lines(result: DemoResult, holdout: str) -> list[str]:
-    """The human-readable end-of-run summary: gains per degradation, honest notes, files written."""
-    lines = ["", f"PSNR on '{holdout}' (dB), before -> after restoration:"]
-    small = []
+    """The human-readable end-of-run summary: PSNR and SSIM per degradation, colour, honest notes, files.
+
+    Args:
+        result: What :func:`run_demo` produced.
+        holdout: Name of the test photograph.
+
+    Returns:
+        The lines, without newlines.
+    """
+    lines = ["", f"Test photo '{holdout}' (never seen in training), before -> after restoration:"]
     for d, m in result.metrics.items():
         lines.append(
-            f"  {d:6s} {m['psnr_in']:6.2f} -> {m['psnr_out']:6.2f}  ({m['gain_db']:+.2f} dB)   "
-            f"SSIM {m['ssim_in']:.3f} -> {m['ssim_out']:.3f}"
+            f"  {d:6s} PSNR {m['psnr_in']:6.2f} -> {m['psnr_out']:6.2f} dB ({m['gain_db']:+.2f})   "
+            f"SSIM {m['ssim_in']:.3f} -> {m['ssim_out']:.3f} ({m['ssim_change']:+.3f})"
         )
-        if m["gain_db"] < _SMALL_GAIN_DB:
-            small.append(d)
-    for d in small:
-        g = result.metrics[d]["gain_db"]
-        verdict = "worse than the input" if g < 0 else "only a small gain"
+    if result.colours:
         lines.append(
-            f"  note: {d}: {verdict} ({g:+.2f} dB) after {result.steps} updates; this network needs "
-            "longer training for it (try --minutes 15, or a GPU with --device cuda)"
+            f"Mean colour (RGB, 0-255), restored vs clean; kept if within {COLOUR_TOLERANCE:g} levels per channel:"
         )
-    if not small:
-        lines.append(f"  every degradation gained at least {_SMALL_GAIN_DB:g} dB")
+        for d, c in result.colours.items():
+            err = result.metrics[d]["colour_error"]
+            verdict = "kept" if err <= COLOUR_TOLERANCE else "COLOUR CAST"
+            lines.append(
+                f"  {d:6s} restored {_rgb(c['restored']):>11s}  clean {_rgb(c['clean']):>11s}  "
+                f"(degraded {_rgb(c['degraded'])})  largest difference {err:4.1f}: {verdict}"
+            )
+    problems = verdicts(result.metrics)
+    improved = [d for d, p in problems.items() if not p]
+    for d, p in problems.items():
+        if p:
+            lines.append(
+                f"  note: {d}: {'; '.join(p)} after {result.steps} updates; this network needs longer "
+                "training for it (try --minutes 15, or a GPU with --device cuda)"
+            )
+    if len(improved) == len(problems):
+        lines.append(
+            f"  every degradation gained at least {SMALL_GAIN_DB:g} dB PSNR, kept or raised its SSIM "
+            "and kept its colour"
+        )
+    else:
+        lines.append(
+            f"  improved (PSNR +{SMALL_GAIN_DB:g} dB or more, SSIM not lower, colour kept): "
+            f"{len(improved)} of {len(problems)}" + (f" ({', '.join(improved)})" if improved else "")
+        )
     lines.append("")
     lines.append(f"wrote to {result.out_dir}/ in {result.total_seconds / 60:.1f} min:")
     f = result.files
-    lines.append(f"  grid.png      rows: {', '.join(result.metrics)}; columns: degraded | restored | clean")
-    lines.append("  metrics.md    the table above (also metrics.json)")
     lines.append(
-        "  curves.png    training loss" if "curves" in f else "  (no loss curve: pip install matplotlib)"
+        f"  grid.png      rows: {', '.join(result.metrics)}; columns: {' | '.join(_COLUMNS)}, with PSNR/SSIM"
+    )
+    lines.append("  metrics.md    the table above, with the mean colours (also metrics.json)")
+    lines.append(
+        "  curves.png    training loss"
+        if "curves" in f
+        else "  (no loss curve: it needs matplotlib: pip install 'allinone-ir[train]')"
     )
     lines.append(f"  model/        try: allinone-ir restore --checkpoint {f['model']} {f['grid'].parent}/inputs "
                  f"--out {result.out_dir}/restored")  # fmt: skip
@@ -468,7 +774,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="reuse a non-empty --out (replaces the demo's files)"
     )
     p.add_argument(
-        "--smoke", action="store_true", help="smallest network and crops: checks the pipeline only"
+        "--smoke", action="store_true", help="smallest network and crops, 2 updates: checks the pipeline only"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

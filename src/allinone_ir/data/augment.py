@@ -3,7 +3,8 @@
 Per-sample transforms (:func:`paired_random_crop`, :func:`augment_mode`,
 :func:`paired_random_augment`) work on ``(C, H, W)`` tensors and apply the same
 geometry to the degraded and the clean image. Batch augmentations (:func:`cutblur`,
-:func:`mixup`, :func:`dmix`, and :class:`BatchAugment` that picks among them) work on
+:func:`mixup`, :func:`dmix`, :func:`channel_shuffle`, and :class:`BatchAugment` that picks among the
+first three) work on
 a batch dict ``{"degraded", "clean", "label", ...}`` and may replace integer labels by
 soft degradation weights ``(N, T)``, which PIP networks accept.
 """
@@ -23,6 +24,7 @@ __all__ = [
     "AUGMENT_MODES",
     "BatchAugment",
     "augment_mode",
+    "channel_shuffle",
     "cutblur",
     "dmix",
     "label_weights",
@@ -147,6 +149,41 @@ def _check_batch(batch: dict[str, Any], name: str) -> None:
             raise ValueError(f"{name}: batch[{key!r}] must be an (N, C, H, W) tensor")
     if batch["degraded"].shape != batch["clean"].shape:
         raise ValueError(f"{name}: degraded and clean batches differ in shape")
+
+
+def channel_shuffle(batch: dict[str, Any], *, rng: Rng = None) -> dict[str, Any]:
+    """Permute the colour channels of every pair at random, identically for its degraded and clean image.
+
+    With few training photographs a network learns their colours as a prior (e.g. "hazy and warm
+    means the warm coffee photo") and casts them onto new images; shuffling the channels removes
+    that shortcut. It is exact for degradations that treat the channels alike (every synthetic one
+    of :mod:`~allinone_ir.data.degradations`: per-channel i.i.d. noise, grey rain, snow and
+    airlight, blur, low light), so degrading then shuffling equals shuffling then degrading.
+    Not for real paired data whose degradation has a colour (e.g. a tinted haze).
+
+    Args:
+        batch: Dict with ``degraded`` and ``clean`` ``(N, C, H, W)`` batches.
+        rng: Seed or generator (pass one generator for a new draw on every call).
+
+    Returns:
+        A new batch dict (the input is not modified); other keys are kept as they are.
+
+    Examples:
+        >>> b = {"degraded": torch.arange(3.0).view(1, 3, 1, 1), "clean": torch.arange(3.0).view(1, 3, 1, 1)}
+        >>> out = channel_shuffle(b, rng=1)
+        >>> sorted(out["clean"].flatten().tolist()), torch.equal(out["degraded"], out["clean"])
+        ([0.0, 1.0, 2.0], True)
+    """
+    _check_batch(batch, "channel_shuffle")
+    g = make_generator(rng)
+    n, c = batch["clean"].shape[:2]
+    order = torch.stack([torch.randperm(c, generator=g) for _ in range(n)])
+    out = dict(batch)
+    for key in ("degraded", "clean"):
+        t = batch[key]
+        index = order.to(t.device).view(n, c, 1, 1).expand_as(t)
+        out[key] = torch.gather(t, 1, index)
+    return out
 
 
 def mixup(
