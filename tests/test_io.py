@@ -125,83 +125,55 @@ def test_16bit_colour_other_formats_warn(tmp_path: Path) -> None:
         assert read_image_array(tmp_path / "c16.tif").dtype == np.uint8
 
 
-# --- the PNG codec behind 16-bit colour --------------------------------------------------------------
+# --- 16-bit colour PNG through pypng ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("filter_type", [None, 0, 1, 2, 3, 4])
-@pytest.mark.parametrize("shape", [(13, 11, 3), (1, 9, 4), (8, 1, 2), (6, 5, 1)])
-def test_png_filters_round_trip(filter_type: int | None, shape: tuple[int, int, int]) -> None:
-    from allinone_ir.io import _decode_png, _encode_png
-
-    rng = np.random.default_rng(sum(shape))
-    arr = rng.integers(0, 65536, shape, dtype=np.uint16)
-    arr[: shape[0] // 2] = (
-        np.linspace(0, 65535, shape[1] * shape[2]).reshape(shape[1], shape[2]).astype(np.uint16)
-    )
-    data = _encode_png(arr, filter_type)
-    np.testing.assert_array_equal(_decode_png(data), arr)
-    import io as _io
-
-    pil = np.asarray(PIL.open(_io.BytesIO(data)))  # Pillow decodes the filters independently
-    expected = arr[:, :, 0] if shape[2] == 1 else (arr >> 8).astype(np.uint8)
-    pil = pil[:, :, [0, 3]] if shape[2] == 2 else pil
-    np.testing.assert_array_equal(pil, expected)
-    eight = (arr >> 8).astype(np.uint8)
-    np.testing.assert_array_equal(_decode_png(_encode_png(eight, filter_type)), eight)
-
-
-def test_png_decoder_reads_pillow_files_with_paeth_rows(tmp_path: Path) -> None:
-    import zlib
-
-    from allinone_ir.io import _decode_png
-
-    rng = np.random.default_rng(0)
-    g = (np.add.outer(np.arange(50), np.arange(60)) * 700 % 65536).astype(np.uint16)
-    g += rng.integers(0, 300, g.shape, dtype=np.uint16)
-    PIL.fromarray(g).save(tmp_path / "g.png")
-    data = (tmp_path / "g.png").read_bytes()
-    raw = zlib.decompress(data[data.index(b"IDAT") + 4 :])
-    assert {1, 2, 4} <= set(raw[:: 60 * 2 + 1])  # Sub, Up and Paeth rows from Pillow's encoder
-    np.testing.assert_array_equal(_decode_png(data)[:, :, 0], g)
-
-
-def _adam7_png(arr: np.ndarray) -> bytes:
-    """An interlaced 16-bit PNG (filter None), written independently of the library's encoder."""
-    import struct
-    import zlib
-
+def _pypng_write(path: Path, arr: np.ndarray, **kwargs) -> None:
+    """Write a 16-bit PNG with pypng directly, not through the library."""
+    png = pytest.importorskip("png")
     h, w, c = arr.shape
-    passes = (
-        (0, 0, 8, 8),
-        (4, 0, 8, 8),
-        (0, 4, 4, 8),
-        (2, 0, 4, 4),
-        (0, 2, 2, 4),
-        (1, 0, 2, 2),
-        (0, 1, 1, 2),
-    )
-    raw = b""
-    for x0, y0, dx, dy in passes:
-        sub = arr[y0::dy, x0::dx]
-        if sub.size:
-            raw += b"".join(b"\0" + row.astype(">u2").tobytes() for row in sub)
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 3: 2}[c], 0, 0, 1)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-    )
+    writer = png.Writer(w, h, greyscale=c <= 2, alpha=c in (2, 4), bitdepth=16, **kwargs)
+    with open(path, "wb") as f:
+        writer.write_array(f, arr.reshape(-1).tolist())
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_png_decoder_interlaced(tmp_path: Path, channels: int) -> None:
-    arr = np.random.default_rng(1).integers(0, 65536, (11, 10, channels), dtype=np.uint16)
-    (tmp_path / "i.png").write_bytes(_adam7_png(arr))
-    pil = np.asarray(PIL.open(tmp_path / "i.png"))  # the test's encoder is right: Pillow agrees
-    np.testing.assert_array_equal(pil, arr[:, :, 0] if channels == 1 else (arr >> 8).astype(np.uint8))
-    np.testing.assert_array_equal(read_image_array(tmp_path / "i.png", keep_channels=True), arr)
+@pytest.mark.parametrize("interlace", [False, True])
+def test_16bit_rgb_written_by_pypng_read_exactly(tmp_path: Path, interlace: bool) -> None:
+    arr = np.random.default_rng(1).integers(0, 65536, (11, 10, 3), dtype=np.uint16)
+    arr[0, 0] = 0x12FF
+    _pypng_write(tmp_path / "c.png", arr, interlace=interlace)
+    pil = np.asarray(PIL.open(tmp_path / "c.png"))  # the file is right: Pillow agrees on the high bytes
+    np.testing.assert_array_equal(pil, (arr >> 8).astype(np.uint8))
+    back = read_image_array(tmp_path / "c.png", keep_channels=True)
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, arr)
+    np.testing.assert_array_equal(read_image_array(tmp_path / "c.png"), arr)
+
+
+def test_16bit_rgba_read_without_keep_channels_drops_alpha(tmp_path: Path) -> None:
+    arr = np.random.default_rng(2).integers(0, 65536, (4, 5, 4), dtype=np.uint16)
+    _pypng_write(tmp_path / "a.png", arr)
+    with pytest.warns(UserWarning, match=r"a\.png: alpha channel dropped"):
+        rgb = read_image_array(tmp_path / "a.png")
+    assert rgb.dtype == np.uint16
+    np.testing.assert_array_equal(rgb, arr[:, :, :3])
+
+
+def test_16bit_colour_png_without_pypng_says_what_to_install(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    from allinone_ir.errors import MissingDependencyError
+
+    arr = np.full((2, 2, 3), 40000, dtype=np.uint16)
+    _pypng_write(tmp_path / "c.png", arr)
+    monkeypatch.setitem(sys.modules, "png", None)  # `import png` now fails
+    for call in (lambda: read_image_array(tmp_path / "c.png"), lambda: write_image(tmp_path / "d.png", arr)):
+        with pytest.raises(MissingDependencyError, match=r"needs pypng: pip install 'allinone-ir\[data\]'"):
+            call()
+    assert not (tmp_path / "d.png").exists()
+    # 16-bit grayscale and 8-bit colour still need only Pillow
+    np.testing.assert_array_equal(read_image_array(write_image(tmp_path / "g.png", arr[:, :, 0])), arr)
+    assert read_image_array(write_image(tmp_path / "e.png", (arr >> 8).astype(np.uint8))).dtype == np.uint8
 
 
 # --- files that cannot be read ------------------------------------------------------------------------
@@ -231,10 +203,28 @@ def test_unreadable_16bit_colour_png_says_why(tmp_path: Path) -> None:
     )
     data = bytearray(p.read_bytes())
     (tmp_path / "trunc.png").write_bytes(bytes(data[: len(data) - 40]))
-    assert _reason(tmp_path / "trunc.png").startswith("truncated PNG file")
+    reason = _reason(tmp_path / "trunc.png")
+    assert reason.startswith("corrupt or truncated PNG file") and "IDAT" in reason and "short" in reason
     data[60] ^= 0xFF  # inside the image data: its checksum no longer matches
     (tmp_path / "crc.png").write_bytes(bytes(data))
-    assert _reason(tmp_path / "crc.png") == "corrupt PNG file (bad checksum of the IDAT chunk)"
+    reason = _reason(tmp_path / "crc.png")
+    assert reason.startswith("corrupt or truncated PNG file") and "Checksum error in IDAT chunk" in reason
+
+
+def test_16bit_colour_png_with_too_few_rows_says_why(tmp_path: Path) -> None:
+    """Every chunk is whole, but the image data holds only half the rows."""
+    import struct
+    import zlib
+
+    png = pytest.importorskip("png")
+    arr = np.random.default_rng(3).integers(0, 65536, (8, 5, 3), dtype=np.uint16)
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in arr[:4])
+    with open(tmp_path / "short.png", "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        png.write_chunk(f, b"IHDR", struct.pack(">IIBBBBB", 5, 8, 16, 2, 0, 0, 0))
+        png.write_chunk(f, b"IDAT", zlib.compress(rows))
+        png.write_chunk(f, b"IEND")
+    assert _reason(tmp_path / "short.png") == "truncated PNG file (too little image data)"
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file")

@@ -161,7 +161,7 @@ def _rebuild_image_read_error(message: str, path: Any, reason: str) -> ImageRead
 
 
 #: Import name -> distribution name, where they differ.
-_PACKAGE_NAMES = {"PIL": "Pillow", "yaml": "PyYAML", "skimage": "scikit-image"}
+_PACKAGE_NAMES = {"PIL": "Pillow", "png": "pypng", "yaml": "PyYAML", "skimage": "scikit-image"}
 
 #: Import name -> the smallest ``allinone-ir`` extra that installs it (see ``pyproject.toml``).
 _EXTRAS = {

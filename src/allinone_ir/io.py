@@ -6,11 +6,11 @@ Images are exchanged as float32 tensors of shape ``(C, H, W)`` with values in
 while ``read_image_array(path, keep_channels=True)`` returns the channels and bit depth as
 stored, so a grayscale or 16-bit file can be written back as it came.
 
-Pillow reads and writes 16-bit PNG only for grayscale; 16-bit colour PNG (with or without
-alpha) is decoded and encoded here with :mod:`zlib` (the PNG format: filtered big-endian
-scanlines), so 16-bit colour survives a round trip. Writing is atomic, never replaces an
-existing file unless asked to, and new files get the permissions the umask gives an ordinary
-file (:func:`file_mode_for`).
+Pillow reads and writes 16-bit PNG only for grayscale; 16-bit colour PNG (RGB, RGBA and
+grayscale with alpha) is read and written with `pypng <https://pypi.org/project/pypng/>`_
+(``png``, also in the ``data`` extra), so 16-bit colour survives a round trip. Writing is
+atomic, never replaces an existing file unless asked to, and new files get the permissions the
+umask gives an ordinary file (:func:`file_mode_for`).
 """
 
 from __future__ import annotations
@@ -199,8 +199,8 @@ def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = Fals
 def _pixels(im: Any, p: Path) -> np.ndarray:
     """The stored pixels of an open Pillow image: (H, W) or (H, W, C), uint8 or uint16."""
     mode = im.mode
-    if im.format == "PNG" and mode in ("RGB", "RGBA", "LA") and _png_bit_depth(p) == 16:
-        return _decode_png(p.read_bytes())  # Pillow keeps only 8 of the 16 bits
+    if im.format == "PNG" and _is_png16_colour(p):
+        return _read_png16(p)  # Pillow keeps only 8 of the 16 bits
     colour16 = mode in ("RGB", "RGBA") and _stored_16bit(im)  # the tiles are gone after load()
     im.load()
     if colour16:
@@ -301,8 +301,8 @@ def write_image(
     The file is written to a temporary name in the same folder and renamed, so a
     crash never leaves a half-written image. ``C`` is 1 (grayscale), 2 (grayscale and alpha),
     3 (RGB) or 4 (RGBA). 16-bit images of any of these are written as 16-bit PNG (colour with
-    this module's own encoder, as Pillow cannot); in other formats 16-bit grayscale is kept where
-    Pillow can store it and 16-bit colour is written as 8-bit with a warning.
+    pypng, as Pillow cannot); in other formats 16-bit grayscale is kept where Pillow can store it
+    and 16-bit colour is written as 8-bit with a warning.
 
     Args:
         path: Destination; the format follows the extension.
@@ -342,9 +342,8 @@ def write_image(
             f"and dtype {arr.dtype}"
         )
     image_format = Image.registered_extensions().get(p.suffix.lower())
-    if arr.dtype == np.uint16 and image_format == "PNG":
-        data = _encode_png(arr)
-        return atomic_write(p, lambda tmp: Path(tmp).write_bytes(data))
+    if arr.dtype == np.uint16 and image_format == "PNG" and arr.shape[2] != 1:
+        return atomic_write(p, lambda tmp: _write_png16(tmp, arr))
     if arr.dtype == np.uint16 and arr.shape[2] != 1:
         warnings.warn(f"{p}: 16-bit colour can only be written as PNG; writing 8-bit", stacklevel=2)
         arr = _to_8bit(arr)
@@ -358,161 +357,50 @@ def _to_8bit(arr: np.ndarray) -> np.ndarray:
     return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
-# --- PNG, for the 16-bit colour images Pillow cannot hold --------------------------------------------
+# --- 16-bit colour PNG, which Pillow reads as 8-bit and cannot write: pypng ---------------------------
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-#: PNG colour type -> channels (grayscale, RGB, grayscale + alpha, RGBA); palettes are left to Pillow.
-_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
-def _png_bit_depth(p: Path) -> int:
-    """The bit depth in a PNG file's header (0 if the header cannot be read)."""
+def _is_png16_colour(p: Path) -> bool:
+    """Whether the header of ``p`` says 16-bit PNG with colour or alpha (colour types 2, 4, 6)."""
     with open(p, "rb") as f:
-        head = f.read(33)
+        head = f.read(33)  # the signature and the IHDR chunk
     if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        return 0
-    return head[24]
+        return False
+    return head[24] == 16 and head[25] in (2, 4, 6)
 
 
-def _encode_png(arr: np.ndarray, filter_type: int | None = None) -> bytes:
-    """PNG file bytes of an ``(H, W, C)`` uint8 / uint16 array, C in 1..4, not interlaced.
-
-    ``filter_type`` 0..4 uses one PNG filter on every row; ``None`` picks, per row, the filter with
-    the smallest sum of absolute differences (libpng's heuristic).
-    """
-    h, w, c = arr.shape
-    depth = 16 if arr.dtype == np.uint16 else 8
-    bpp = c * depth // 8
-    rows = np.ascontiguousarray(arr.astype(">u2") if depth == 16 else arr).view(np.uint8).reshape(h, w * bpp)
-    filtered = np.empty((h, 1 + w * bpp), dtype=np.uint8)
-    block = max(1, (1 << 22) // max(1, w * bpp))  # rows per step: about 4 MB of bytes at a time
-    for r0 in range(0, h, block):
-        r1 = min(h, r0 + block)
-        x = rows[max(0, r0 - 1) : r1].astype(np.int16)  # with the row above the block, if any
-        left = np.zeros_like(x)
-        left[:, bpp:] = x[:, :-bpp]
-        up = np.zeros_like(x)
-        up[1:] = x[:-1]
-        up_left = np.zeros_like(x)
-        up_left[1:, bpp:] = x[:-1, :-bpp]
-        if r0 > 0:
-            x, left, up, up_left = x[1:], left[1:], up[1:], up_left[1:]
-        pa, pb, pc = np.abs(up - up_left), np.abs(left - up_left), np.abs(left + up - 2 * up_left)
-        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, up_left))
-        candidates = np.stack([x, x - left, x - up, x - (left + up) // 2, x - paeth]).astype(np.uint8)
-        if filter_type is None:
-            chosen = np.abs(candidates.view(np.int8).astype(np.int32)).sum(axis=2).argmin(axis=0)
-        else:
-            chosen = np.full(r1 - r0, filter_type)
-        filtered[r0:r1, 0] = chosen
-        filtered[r0:r1, 1:] = candidates[chosen, np.arange(r1 - r0)]
-    header = struct.pack(">IIBBBBB", w, h, depth, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
-    return b"".join(
-        [
-            _PNG_SIGNATURE,
-            _png_chunk(b"IHDR", header),
-            _png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6)),
-            _png_chunk(b"IEND", b""),
-        ]
-    )
+def _require_png() -> Any:
+    return require("png", extra="data", purpose="reading and writing 16-bit colour PNG files")
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _decode_png(data: bytes) -> np.ndarray:
-    """Pixels of a non-palette PNG file, ``(H, W, C)`` uint8 / uint16 (8- and 16-bit depths).
+def _read_png16(p: Path) -> np.ndarray:
+    """Pixels of a 16-bit PNG file, ``(H, W, C)`` uint16, decoded by pypng.
 
     Raises:
         ValueError: If the file is corrupt or truncated (the message says how).
     """
-    if data[:8] != _PNG_SIGNATURE:
-        raise ValueError("not a PNG file")
-    pos, header, idat = 8, b"", []
-    while pos < len(data):
-        if pos + 8 > len(data):
-            raise ValueError("truncated PNG file (a chunk header is cut off)")
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        body, crc = data[pos + 8 : pos + 8 + length], data[pos + 8 + length : pos + 12 + length]
-        if len(body) < length or len(crc) < 4:
-            raise ValueError(f"truncated PNG file (the {kind.decode('latin-1')} chunk is cut off)")
-        if struct.unpack(">I", crc)[0] != zlib.crc32(kind + body):
-            raise ValueError(f"corrupt PNG file (bad checksum of the {kind.decode('latin-1')} chunk)")
-        if kind == b"IHDR":
-            header = body
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        pos += 12 + length
-    if len(header) != 13:
-        raise ValueError("corrupt PNG file (no image header)")
-    w, h, depth, color, _compression, _filter, interlace = struct.unpack(">IIBBBBB", header)
-    if color not in _PNG_CHANNELS or depth not in (8, 16) or interlace not in (0, 1) or not (w and h):
-        raise ValueError(f"unsupported PNG ({depth}-bit, colour type {color}, interlace {interlace})")
-    c = _PNG_CHANNELS[color]
-    bpp = c * depth // 8
-    inflater = zlib.decompressobj()
-    raw = inflater.decompress(b"".join(idat))
-    if not inflater.eof:
-        raise ValueError("truncated PNG file (the image data is cut off)")
-    out = np.zeros((h, w * bpp), dtype=np.uint8)
-    pos = 0
-    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
-    for x0, y0, dx, dy in passes:
-        pw, ph = -(-(w - x0) // dx), -(-(h - y0) // dy)
-        if pw <= 0 or ph <= 0:
-            continue
-        size = ph * (1 + pw * bpp)
-        if pos + size > len(raw):
-            raise ValueError("truncated PNG file (too little image data)")
-        sub = _unfilter(raw[pos : pos + size], ph, pw * bpp, bpp)
-        pos += size
-        out.reshape(h, w, bpp)[y0::dy, x0::dx] = sub.reshape(ph, pw, bpp)
-    pixels = out.reshape(h, w, c, depth // 8)
-    if depth == 16:
-        return (pixels[..., 0].astype(np.uint16) << 8) | pixels[..., 1]
-    return pixels[..., 0].copy()
+    png = _require_png()
+    try:
+        with open(p, "rb") as f:
+            width, height, rows, info = png.Reader(file=f).read()
+            data = b"".join(rows)  # rows of array("H"): native byte order
+    except png.Error as exc:
+        raise ValueError(f"corrupt or truncated PNG file ({' '.join(map(str, exc.args))})") from exc
+    if info["bitdepth"] != 16:
+        raise ValueError(f"expected a 16-bit PNG file, got {info['bitdepth']}-bit")
+    planes = info["planes"]
+    if len(data) != width * height * planes * 2:
+        raise ValueError("truncated PNG file (too little image data)")
+    return np.frombuffer(data, dtype=np.uint16).reshape(height, width, planes).copy()
 
 
-def _unfilter(raw: bytes, h: int, stride: int, bpp: int) -> np.ndarray:
-    """Undo the PNG row filters of ``h`` rows of ``stride`` bytes (each preceded by its filter type).
-
-    None, Sub and Up are undone a row at a time. Average and Paeth need the byte just decoded to
-    the left, so images using them are decoded along anti-diagonals instead: every pixel with
-    ``y + x = k`` depends only on diagonals ``k - 1`` and ``k - 2``, so each step is vectorised.
-    """
-    data = np.frombuffer(raw, dtype=np.uint8, count=h * (stride + 1)).reshape(h, stride + 1)
-    kinds = data[:, 0].astype(np.int64)
-    if kinds.max(initial=0) > 4:
-        raise ValueError(f"corrupt PNG file (unknown row filter {kinds.max()})")
-    lines = data[:, 1:]
-    if kinds.max(initial=0) <= 2:
-        out = np.empty((h, stride), dtype=np.uint8)
-        prev = np.zeros(stride, dtype=np.uint8)
-        for y in range(h):
-            if kinds[y] == 0:
-                out[y] = lines[y]
-            elif kinds[y] == 1:  # Sub: a running sum along the row, per byte of a pixel
-                out[y] = np.cumsum(lines[y].reshape(-1, bpp), axis=0, dtype=np.uint8).reshape(-1)
-            else:  # Up
-                out[y] = lines[y] + prev
-            prev = out[y]
-        return out
-    w = stride // bpp
-    filt = lines.reshape(h, w, bpp).astype(np.int32)
-    rec = np.zeros((h + 1, w + 1, bpp), dtype=np.int32)  # a zero row above and column to the left
-    flat = rec.reshape(-1, bpp)
-    for k in range(h + w - 1):
-        ys = np.arange(max(0, k - w + 1), min(h - 1, k) + 1)
-        xs = k - ys
-        here = (ys + 1) * (w + 1) + xs + 1
-        a, b, c = flat[here - 1], flat[here - w - 1], flat[here - w - 2]  # left, up, up-left
-        pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
-        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-        kind = kinds[ys][:, None]
-        pred = np.where(kind == 1, a, np.where(kind == 2, b, np.where(kind == 3, (a + b) >> 1, 0)))
-        flat[here] = (filt[ys, xs] + np.where(kind == 4, paeth, pred)) & 0xFF
-    return rec[1:, 1:].reshape(h, stride).astype(np.uint8)
+def _write_png16(path: str, arr: np.ndarray) -> None:
+    """Write an ``(H, W, C)`` uint16 array, C in 1..4, as a 16-bit PNG file with pypng."""
+    png = _require_png()
+    h, w, c = arr.shape
+    writer = png.Writer(w, h, greyscale=c <= 2, alpha=c in (2, 4), bitdepth=16, compression=6)
+    rows = np.ascontiguousarray(arr, dtype=">u2").reshape(h, w * c)  # PNG samples are big-endian
+    with open(path, "wb") as f:
+        writer.write_packed(f, (row.tobytes() for row in rows))
