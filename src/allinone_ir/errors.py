@@ -166,6 +166,7 @@ _PACKAGE_NAMES = {"PIL": "Pillow", "png": "pypng", "yaml": "PyYAML", "skimage": 
 #: Import name -> the smallest ``allinone-ir`` extra that installs it (see ``pyproject.toml``).
 _EXTRAS = {
     "PIL": "data",
+    "png": "data",
     "tqdm": "progress",
     "safetensors": "hub",
     "yaml": "train",
