@@ -260,7 +260,7 @@ class Trainer:
         self.best: dict[str, Any] = {"psnr": -math.inf, "step": -1}
         self.history: list[dict[str, Any]] = []
         self._iter: Iterator[dict[str, Any]] | None = None
-        self._window = [0.0, 0]  # sum and count of the training losses since the last log row
+        self._window: dict[str, float] = {}  # sums of the losses since the last log row, and "count"
         self._saved_step = -1
         self._replaced: list[Path] = []
         self.last_checkpoint: Path | None = None
@@ -420,7 +420,10 @@ class Trainer:
                 if (self.dist.enabled and not last and hasattr(self.net, "no_sync"))
                 else contextlib.nullcontext()
             )
-            with sync:
+            with sync, warnings.catch_warnings():
+                # channels-last: the gradients of weights whose layout is the same either way (depthwise
+                # 3x3, 1x1) come in either stride order, and DDP then copies them into its buckets and warns
+                warnings.filterwarnings("ignore", message=".*Grad strides do not match bucket view strides")
                 with self._autocast():
                     out, extras = self.training_forward(batch)
                 loss, parts = self._loss(batch, out, extras)
@@ -461,6 +464,17 @@ class Trainer:
                 f"loss is {float(loss.detach())} at step {self.step + 1} (epoch {self.epoch}); training stopped "
                 f"without saving the broken weights; {where}. Try a lower lr, grad_clip, or bf16/fp32 instead of fp16."
             )
+
+    def _accumulate(self, row: Mapping[str, Any]) -> None:
+        for k, v in row.items():
+            if k == "loss" or k.startswith("loss_"):
+                self._window[k] = self._window.get(k, 0.0) + float(v)
+        self._window["count"] = self._window.get("count", 0.0) + 1
+
+    def _window_means(self) -> dict[str, float]:
+        """Every loss averaged over the updates since the last log row (the CSV's loss columns)."""
+        n = self._window.get("count", 0.0) or 1.0
+        return {k: v / n for k, v in self._window.items() if k != "count"}
 
     def _agreed_signal(self, stop: StopSignals) -> int:
         """The stop signal, agreed by every process (0: none); all ranks stop at the same update."""
@@ -513,7 +527,7 @@ class Trainer:
                 while self.step < stop_at:
                     row = self.train_step()
                     seen += cfg.batch_size * cfg.grad_accum_steps * self.dist.world_size
-                    self._window = [self._window[0] + row["loss"], self._window[1] + 1]
+                    self._accumulate(row)
                     speed = seen / max(time.perf_counter() - t0, 1e-9)
                     if bar is not None:
                         bar.update(1)
@@ -522,9 +536,10 @@ class Trainer:
                         )
                     if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                         if main:
-                            mean = self._window[0] / self._window[1]
-                            self._log_train({**row, "loss": mean, "epoch": self.epoch, "images_per_s": speed})
-                        self._window = [0.0, 0]
+                            self._log_train(
+                                {**row, **self._window_means(), "epoch": self.epoch, "images_per_s": speed}
+                            )
+                        self._window = {}
                     is_end = self.step == cfg.max_steps
                     if self.val_data is not None and (
                         (cfg.val_every and self.step % cfg.val_every == 0) or is_end
@@ -692,7 +707,7 @@ class Trainer:
             "model_config": getattr(self.model, "config", None),
             "arch": type(self.model).__name__,
             "history": self.history,
-            "log_window": [float(self._window[0]), int(self._window[1])],
+            "log_window": dict(self._window),
         }
         if hasattr(self.batch_augment, "state_dict"):
             state["batch_augment"] = self.batch_augment.state_dict()  # type: ignore[union-attr]
@@ -779,8 +794,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best = dict(state["best"])
         self.history = list(state.get("history", []))
-        window = state.get("log_window", [0.0, 0])
-        self._window = [float(window[0]), int(window[1])]
+        self._window = {str(k): float(v) for k, v in state.get("log_window", {}).items()}
         set_rng_state(state["rng"])
         if "batch_augment" in state and hasattr(self.batch_augment, "load_state_dict"):
             self.batch_augment.load_state_dict(state["batch_augment"])  # type: ignore[union-attr]
