@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from allinone_ir import create_model
@@ -21,6 +22,7 @@ from allinone_ir.cli import main
 from allinone_ir.data import SyntheticDegradationDataset
 from allinone_ir.errors import CheckpointError
 from allinone_ir.io import read_image, write_image
+from allinone_ir.models import AuxiliaryLoss, RestorationModel
 from allinone_ir.training import (
     LossTerm,
     Trainer,
@@ -314,33 +316,131 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+class _FamilyNet(RestorationModel):
+    """A network family with its own training term, read from an output that only training asks for.
+
+    ``head`` is used only for the logits the ``aux`` term reads: DDP fails with "parameters that were not
+    used in producing loss" unless the trainer asks for them in the one forward (``training_forward_kwargs``).
+    """
+
+    in_channels = out_channels = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = {"width": 3}
+        self.body = nn.Conv2d(3, 3, 3, padding=1)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor, *, return_logits: bool = False) -> Any:
+        y = x + self.body(x)
+        return (y, self.head(x.mean(dim=(2, 3)))) if return_logits else y
+
+    def training_forward_kwargs(self, batch: Any) -> dict[str, Any]:
+        return {"return_logits": True}
+
+    def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return output[0], {"logits": output[1]}
+
+    def auxiliary_losses(self) -> list[AuxiliaryLoss]:
+        return [
+            AuxiliaryLoss(
+                "aux", 0.5, lambda m, batch, extras: F.cross_entropy(extras["logits"], batch["label"])
+            )
+        ]
+
+
+def _make(kind: str) -> nn.Module:
+    return _tiny_nafnet() if kind == "nafnet" else _FamilyNet()
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str, kind: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))  # fmt: skip
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    trainer = Trainer(
-        _tiny_nafnet(), _cfg(Path(out) / "ddp", batch_size=1, max_steps=3, device="cpu"), _data()
-    )
+    trainer = Trainer(_make(kind), _cfg(Path(out) / "ddp", batch_size=1, max_steps=3, device="cpu"), _data())
     trainer.fit()
     if rank == 0:
         torch.save(trainer.model.state_dict(), Path(out) / "ddp_weights.pt")
     torch.distributed.destroy_process_group()
 
 
-def test_ddp_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["nafnet", "family"])
+def test_ddp_two_gloo_processes_match_one_process(tmp_path: Path, kind: str) -> None:
+    """Also for a family term whose parameters only the training forward uses (PIP's classifier)."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), kind), nprocs=2, join=True)
     torch.manual_seed(0)
-    single = Trainer(
-        _tiny_nafnet(), _cfg(tmp_path / "single", batch_size=2, max_steps=3, device="cpu"), _data()
-    )
+    single = Trainer(_make(kind), _cfg(tmp_path / "single", batch_size=2, max_steps=3, device="cpu"), _data())
     single.fit()
     ddp = torch.load(tmp_path / "ddp_weights.pt", weights_only=True)
-    init = _tiny_nafnet().state_dict()
+    torch.manual_seed(0)
+    init = _make(kind).state_dict()
     assert not _same(init, ddp, atol=1e-4)  # it trained
+    if kind == "family":
+        assert not torch.allclose(init["head.weight"], ddp["head.weight"])  # through the family's term only
     assert _same(single.model.state_dict(), ddp, atol=1e-6)
+
+
+def test_family_terms_are_added_weighted_logged_and_checked(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = _FamilyNet()
+    head = net.head.weight.detach().clone()
+    t = Trainer(net, _cfg(tmp_path, max_steps=2, aux_weights={"aux": 0.25}), _data())
+    assert [(a.name, a.weight) for a in t.aux_losses] == [("aux", 0.25)]
+    t.fit()
+    rows = [h for h in json.loads((tmp_path / "history.json").read_text()) if h["kind"] == "train"]
+    assert rows[0]["loss"] == pytest.approx(rows[0]["loss_main"] + 0.25 * rows[0]["loss_aux"], rel=1e-6)
+    assert rows[0]["loss_aux"] == pytest.approx(math.log(2), abs=0.3)  # a cross-entropy of two classes
+    assert not torch.equal(head, net.head.weight)  # the term's gradient reached the head
+    default = Trainer(_FamilyNet(), _cfg(tmp_path / "d", max_steps=1), _data())
+    assert [(a.name, a.weight) for a in default.aux_losses] == [("aux", 0.5)]
+    with pytest.raises(ConfigError, match=r"trainer\.aux_weights: 'ddl' is not a training term of _FamilyNet; "
+                                          r"its terms are \['aux'\]"):  # fmt: skip
+        Trainer(_FamilyNet(), _cfg(tmp_path / "e", aux_weights={"ddl": 1.0}), _data())
+    dup = LossTerm(lambda m, b, o: o.mean(), 1.0, "aux")
+    with pytest.raises(
+        ConfigError, match=r"extra loss 'aux' is already a training term of _FamilyNet \(weight 0\.5\)"
+    ):
+        Trainer(_FamilyNet(), _cfg(tmp_path / "f"), _data(), extra_losses=[dup])
+    with pytest.raises(TypeError, match=r"TrainerConfig\.aux_weights must map term names to weights >= 0"):
+        _cfg(tmp_path, aux_weights={"aux": -1})
+
+
+def test_pip_config_extra_ddl_is_refused_and_validation_passes_labels(tmp_path: Path) -> None:
+    """configs that still list PIP's ddl as an extra loss would count it twice: one clear error instead."""
+    _photos(tmp_path / "photos", 1)
+    pip_args = dict(TINY["pip_restormer"], classifier_widths=[8, 16])
+    cfg: dict[str, Any] = {
+        "model": {"name": "pip_restormer", "args": pip_args},
+        "data": {
+            "train": {"type": "synthetic", "clean_dir": "photos", "tasks": ["rain", "haze"], "patch_size": 16}
+        },
+        "trainer": {
+            "max_steps": 1,
+            "batch_size": 2,
+            "output_dir": "run",
+            "progress_bar": False,
+            "plot": False,
+        },
+        "extra_losses": [{"name": "ddl", "weight": 0.002}],
+    }
+    with pytest.raises(ConfigError, match=r"^extra_losses\[0\]\.name: 'ddl' is already a training term of "
+                                          r"PIPRestormer \(weight 0\.002\); remove it from extra_losses"):  # fmt: skip
+        build_from_config(cfg, tmp_path)
+    del cfg["extra_losses"]
+    cfg["data"]["val"] = {"type": "synthetic", "clean_dir": "photos", "tasks": ["rain", "haze"]}
+    cfg["trainer"]["aux_weights"] = {"classifier": 0.5}
+    t = build_from_config(cfg, tmp_path)
+    assert {a.name: a.weight for a in t.aux_losses} == {"ddl": 0.002, "classifier": 0.5}
+    seen: list[Any] = []
+    t.model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(dict(kwargs)), with_kwargs=True)
+    t.fit()
+    train_kwargs, val_kwargs = seen[0], seen[-1]
+    assert train_kwargs["return_logits"] is True and train_kwargs["degradation"].tolist() in ([1, 2], [2, 1])
+    assert "return_logits" not in val_kwargs and val_kwargs["degradation"].tolist() in ([1], [2])
+    assert t.val_data.patch_size is None and t.val_data.fixed  # whole images, the same every time
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
