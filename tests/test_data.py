@@ -20,6 +20,7 @@ from allinone_ir.data import (
     paired_random_crop,
     promptir_dataset,
 )
+from allinone_ir.data.datasets import normalize_patch_size
 from allinone_ir.io import write_image
 
 
@@ -70,6 +71,60 @@ def test_paired_course_layout_labels_and_identical_geometry(course: Path) -> Non
     assert len(seen_modes) > 1  # the epoch changes the crop / augmentation
     ds.set_epoch(2)
     assert torch.equal(ds[1]["clean"], ds[1]["clean"])  # deterministic per (seed, epoch, index)
+
+
+def _course_pairs(root: Path, rain: int, snow: int, size: tuple[int, int] = (12, 16)) -> Path:
+    g = torch.Generator().manual_seed(1)
+    for kind, n in (("rain", rain), ("snow", snow)):
+        for i in range(1, n + 1):
+            clean = _q(torch.rand(3, *size, generator=g))
+            _write(root / "clean" / f"{kind}_clean-{i}.png", clean)
+            _write(root / "degraded" / f"{kind}-{i}.png", 1 - clean)
+    return root
+
+
+def test_val_split_is_deterministic_stratified_and_whole_images(tmp_path: Path) -> None:
+    root = _course_pairs(tmp_path, rain=30, snow=10)
+    ds = PairedImageDataset(root / "degraded", root / "clean", name_map=COURSE_MAP, patch_size=8, seed=5)
+    train, val = ds.split(0.1)
+    names = sorted(p.degraded.name for p in val.pairs)
+    # 10% of 40 = 4 pairs, proportional to each degradation: 3 of 30 rain, 1 of 10 snow
+    assert [p.degradation for p in val.pairs].count("rain") == 3 and len(names) == 4
+    assert len(train) == 36 and not {p.degraded.name for p in train.pairs} & set(names)
+    assert names == sorted(p.degraded.name for p in ds.split(0.1)[1].pairs)  # the same split every time
+    assert names != sorted(
+        p.degraded.name for p in ds.split(0.1, seed=6)[1].pairs
+    )  # another seed, another split
+    s = val[0]
+    assert s["degraded"].shape == (3, 12, 16) and torch.allclose(s["degraded"], 1 - s["clean"], atol=1e-6)
+    assert val.patch_size is None and val.augment_modes == ()
+    assert train[0]["degraded"].shape == (3, 8, 8) and ds.patch_size == 8  # the original is unchanged
+    _, seven = ds.split(7)  # a count: 5.25 rain + 1.75 snow -> 5 + 2 by the largest remainders
+    assert sorted(p.degradation for p in seven.pairs) == ["rain"] * 5 + ["snow"] * 2
+    _, mixed = ds.split(4, stratify=False)
+    assert len(mixed) == 4
+    for bad in (0.0, 1.0, 40, 0, -1, "5%", True):
+        with pytest.raises(ValueError, match=r"val_split"):
+            ds.split(bad)  # type: ignore[arg-type]
+
+
+def test_val_split_keeps_a_training_pair_of_every_degradation(tmp_path: Path) -> None:
+    root = _course_pairs(tmp_path, rain=1, snow=3)
+    ds = PairedImageDataset(root / "degraded", root / "clean", name_map=COURSE_MAP)
+    train, val = ds.split(2)
+    assert "rain" in {p.degradation for p in train.pairs}  # the one rain pair is never held out
+    assert [p.degradation for p in val.pairs] == ["snow"]
+
+
+def test_patch_size_full_means_whole_images(course: Path) -> None:
+    ds = PairedImageDataset(course / "degraded", course / "clean", name_map=COURSE_MAP, patch_size="full")
+    assert ds.patch_size is None and ds[0]["degraded"].shape == (3, 20, 24)
+    syn = SyntheticDegradationDataset([torch.rand(3, 10, 14)], tasks=["rain"], patch_size="full")
+    assert syn[0]["clean"].shape == (3, 10, 14)
+    assert normalize_patch_size("FULL") is None and normalize_patch_size(64) == 64
+    for bad in (0, "big", 2.5, True):
+        with pytest.raises(ValueError, match=r'patch_size must be a positive integer, "full" or None'):
+            PairedImageDataset(course / "degraded", course / "clean", name_map=COURSE_MAP, patch_size=bad)
 
 
 def test_label_from_subfolder_mapping_and_default_classes(tmp_path: Path) -> None:
