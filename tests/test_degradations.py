@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from allinone_ir.data.augment import channel_shuffle
 from allinone_ir.data.degradations import (
     DEGRADATION_LABELS,
     DEGRADATIONS,
@@ -104,3 +105,34 @@ def test_bad_inputs() -> None:
         add_rain(_img(), rng="seed")  # type: ignore[arg-type]
     assert DEGRADATION_LABELS["noise"] == 0 and DEGRADATION_LABELS["lowlight"] == 4
     assert not math.isnan(float(synthesize(_img(), "lowlight", rng=0).mean()))
+
+
+@pytest.mark.parametrize("name", sorted(DEGRADATIONS))
+def test_channel_shuffle_commutes_with_every_synthetic_degradation(name: str) -> None:
+    # the demo shuffles colour channels after synthesis; that is exact only because every degradation
+    # treats the channels alike: degrading a channel-permuted image = permuting the degraded image
+    x = _img()
+    order = torch.tensor([2, 0, 1])
+    degraded = synthesize(x, name, rng=5)
+    shuffled = channel_shuffle({"degraded": degraded[None], "clean": x[None]}, rng=0)
+    drawn = [
+        int(torch.nonzero(torch.all(shuffled["clean"][0, i] == x, dim=(1, 2))).flatten()[0]) for i in range(3)
+    ]
+    assert sorted(drawn) == [0, 1, 2] and torch.equal(shuffled["degraded"][0], degraded[drawn])
+    if name not in (
+        "noise",
+        "lowlight",
+    ):  # noise (low light has some) is drawn channel by channel: only its law
+        # is symmetric, not its values
+        assert torch.allclose(synthesize(x[order], name, rng=5), degraded[order], atol=1e-6)
+
+
+def test_channel_shuffle_draws_every_order_and_checks_the_batch() -> None:
+    x = torch.arange(3.0).view(1, 3, 1, 1).expand(600, 3, 2, 2)
+    out = channel_shuffle({"degraded": x + 10, "clean": x, "label": torch.zeros(600)}, rng=3)
+    orders = {tuple(int(v) for v in o) for o in out["clean"][:, :, 0, 0]}
+    assert len(orders) == 6  # all permutations of three channels
+    assert torch.equal(out["degraded"], out["clean"] + 10) and torch.equal(out["label"], torch.zeros(600))
+    assert torch.equal(channel_shuffle({"degraded": x, "clean": x}, rng=3)["clean"], out["clean"])
+    with pytest.raises(ValueError, match="channel_shuffle"):
+        channel_shuffle({"degraded": torch.zeros(3, 2, 2), "clean": torch.zeros(3, 2, 2)})
