@@ -588,7 +588,7 @@ class Trainer:
         present, else ``sample["degradation"]``.
 
         Returns:
-            ``{group: {"psnr", "ssim", "input_psnr", "input_ssim", "count"}}`` with an ``"all"`` group.
+            ``{group: {"psnr", "ssim", "input_psnr", "input_ssim", "count"}}``, groups by name and then ``"all"``.
         """
         data = dataset if dataset is not None else self.val_data
         if data is None:
@@ -618,8 +618,11 @@ class Trainer:
                     s["input_ssim"] += float(mi["ssim"][i])
                     s["count"] += 1
         net.train(was_training)
+        order = [*sorted(g for g in sums if g != "all"), "all"]  # degradations by name, then the average
         return {
-            g: {k: (v / s["count"] if k != "count" else v) for k, v in s.items()} for g, s in sums.items()
+            g: {k: (v / sums[g]["count"] if k != "count" else v) for k, v in sums[g].items()}
+            for g in order
+            if g in sums
         }
 
     def validate(self) -> dict[str, Any]:
