@@ -14,7 +14,9 @@ no ``find_unused_parameters``.
     torchrun --nproc_per_node=2 examples/ddp_training.py --smoke                          # 2 CPU processes
     python examples/ddp_training.py --smoke                                                # 1 process
 
-An interrupted run continues where it stopped with the same command (``resume="auto"``).
+An interrupted run continues where it stopped with the same command (``resume="auto"``, the default):
+checkpoints are written every ``save_every`` updates, every 5 minutes and on Ctrl-C / SIGTERM (all ranks
+stop at the same update; rank 0 writes it).
 """
 
 from __future__ import annotations
