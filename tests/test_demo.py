@@ -278,3 +278,8 @@ def test_demo_trains_pip_with_its_degradations(tmp_path: Path) -> None:
     x = read_image(res.out_dir / "inputs" / "chelsea_rain.png")[None]
     with torch.no_grad():  # the demo trained the classifier too, so the network also runs blind
         assert model(x, degradation="rain").shape == model(x).shape == x.shape
+    # PIP's own declared terms (no special case in the demo): the decoupled loss and the classifier
+    history = json.loads((res.out_dir / "history.json").read_text())
+    logged = [h for h in history if h.get("kind") == "train"]
+    assert logged and all(h["loss_classifier"] > 0 and h["loss_ddl"] >= 0 for h in logged)
+    assert {t.name for t in model.auxiliary_losses()} == {"ddl", "classifier"}
