@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import os
+import re
 import signal
 import socket
 import textwrap
@@ -236,6 +237,10 @@ def test_checkpoint_that_does_not_fit_is_one_line(tmp_path: Path) -> None:
     )
     assert "shape mismatches (patch_embed.proj.weight: (8, 3, 3, 3) vs (16, 3, 3, 3)" in msg
     assert msg.endswith("start again with --resume never (resume='never') or use another --output-dir")
+    ckpt = tmp_path / "checkpoints" / "step_00000001.pt"
+    with pytest.raises(CheckpointError, match=rf"^init_weights {re.escape(str(ckpt))} does not fit the configured "
+                                              r"model \(PromptIR: \d+ shape mismatches"):  # fmt: skip
+        Trainer(bigger, _cfg(tmp_path / "other", init_weights=str(ckpt)), _data())
     deeper = create_model("promptir", **{**TINY["promptir"], "num_refinement_blocks": 2})
     with pytest.raises(CheckpointError, match=r"\d+ missing keys \(refinement\.1\."):
         Trainer(deeper, _cfg(tmp_path, max_steps=2), _data())
@@ -537,6 +542,16 @@ def test_validation_per_degradation_best_checkpoint_and_logs(tmp_path: Path) -> 
     assert set(res) == {"noise_25", "rain", "all"} and res["all"]["count"] == 2
     assert res["all"]["psnr"] == pytest.approx((res["noise_25"]["psnr"] + res["rain"]["psnr"]) / 2)
     assert out["best"]["step"] in (1, 2) and (tmp_path / "checkpoints" / "best.pt").is_file()
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
+    assert set(best) == {"model", "arch", "model_config", "step", "best", "ema_weights"}  # no optimizer state
+    assert best["step"] == out["best"]["step"] and best["arch"] == "NAFNet" and best["ema_weights"] is False
+    # it starts another run (init_weights) and restores (load_checkpoint) with the validated weights
+    again = Trainer(_tiny_nafnet(), _cfg(tmp_path / "again", init_weights=str(tmp_path / "checkpoints" / "best.pt")),
+                    _data())  # fmt: skip
+    assert _same(again.model.state_dict(), best["model"])
+    from allinone_ir import load_checkpoint
+
+    assert _same(load_checkpoint(tmp_path / "checkpoints" / "best.pt").state_dict(), best["model"])
     header = (tmp_path / "val_log.csv").read_text().splitlines()[0]
     assert header == "step,degradation,psnr,ssim,input_psnr,input_ssim,count"
     assert len((tmp_path / "train_log.csv").read_text().splitlines()) == 3

@@ -283,8 +283,8 @@ class Trainer:
 
     def _load_init_weights(self, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state.get("ema") or state["model"]
+        if isinstance(state, dict) and isinstance(state.get("model"), dict):  # ours: the EMA weights if any
+            state = state["ema"] if isinstance(state.get("ema"), dict) else state["model"]
         misfit = describe_misfit(self.model, state)
         if misfit:
             raise CheckpointError(f"init_weights {path} does not fit the configured model ({misfit})")
@@ -758,7 +758,7 @@ class Trainer:
             "model_config": getattr(self.model, "config", None),
             "step": self.step,
             "best": {k: float(v) if isinstance(v, float) else v for k, v in self.best.items()},
-            "ema": self.ema is not None,
+            "ema_weights": self.ema is not None,
         }
         p = self.ckpt_dir / "best.pt"
         atomic_write(p, lambda tmp: torch.save(state, tmp))
