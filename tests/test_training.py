@@ -218,9 +218,19 @@ def test_resume_never_path_and_errors(tmp_path: Path) -> None:
         and path.start_message.startswith("resumed from ")
         and path.start_message.endswith("step_00000001.pt at step 1")
     )
+    with pytest.raises(CheckpointError, match=r"resume checkpoint .* is a folder; give a checkpoint file"):
+        Trainer(_tiny_nafnet(), _cfg(tmp_path / "r", resume=str(tmp_path)), _data())
+    with pytest.raises(CheckpointError, match=r"best\.pt is not a training checkpoint \(no optimizer state"):
+        Trainer(_tiny_nafnet(), _cfg(tmp_path / "s", resume=str(_best_weights(tmp_path))), _data())
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*junk\.pt"):
         Trainer(_tiny_nafnet(), _cfg(tmp_path / "q", resume=str(tmp_path / "junk.pt")), _data())
+
+
+def _best_weights(folder: Path) -> Path:
+    path = folder / "best.pt"
+    torch.save({"model": _tiny_nafnet().state_dict(), "step": 1}, path)
+    return path
 
 
 def test_checkpoint_that_does_not_fit_is_one_line(tmp_path: Path) -> None:

@@ -136,6 +136,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             (e.g. ``best.pt`` or exported weights: no optimizer state).
     """
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(
+            f"resume checkpoint {p} is a folder; give a checkpoint file (its checkpoints/step_*.pt), or resume "
+            "'auto' with that run's output_dir"
+        )
     if not p.is_file():
         raise CheckpointError(
             f"resume checkpoint not found: {p} (use resume 'auto', 'never' or an existing file)"
