@@ -57,6 +57,7 @@ def _tiny_config(tmp_path: Path, **trainer: Any) -> Path:
         batch_size=6,
         warmup_steps=0,
         precision="fp32",
+        device="cpu",
         progress_bar=False,
         plot=False,
         **trainer,
@@ -118,7 +119,7 @@ def _run_killing_the_group(cmd: list[str], cwd: Path, timeout: float) -> tuple[i
 
 
 def test_pip_config_runs_under_torchrun_with_two_gloo_processes(tmp_path: Path) -> None:
-    config = _tiny_config(tmp_path, max_steps=3, log_every=1, device="cpu")
+    config = _tiny_config(tmp_path, max_steps=3, log_every=1)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "allinone_ir.cli", "train", "--config", str(config)]  # fmt: skip
     code, output = _run_killing_the_group(cmd, tmp_path, timeout=240)
