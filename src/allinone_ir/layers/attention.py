@@ -222,11 +222,23 @@ class MDTA(nn.Module):
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv_dwconv(self.qkv(x))
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The attention after the ``qkv`` 1x1 convolution: depthwise convolution, attention, projection.
+
+        Shape:
+            - qkv: :math:`(N, 3C, H, W)` (the output of ``self.qkv``)
+            - output: :math:`(N, C, H, W)`
+        """
         return projected_channel_attention(
-            qkv, self.temperature, self.num_heads, self.project_out.weight, self.project_out.bias
+            self.qkv_dwconv(qkv),
+            self.temperature,
+            self.num_heads,
+            self.project_out.weight,
+            self.project_out.bias,
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attend(self.qkv(x))
 
 
 def _reference_mdta_attention(

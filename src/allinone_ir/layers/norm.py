@@ -9,13 +9,15 @@ of the reference implementations.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerNorm2d", "RestormerLayerNorm", "layer_norm_2d"]
+__all__ = ["LayerNorm2d", "RestormerLayerNorm", "layer_norm_2d", "norm_conv1x1"]
 
 NormKind = Literal["WithBias", "BiasFree"]
 
@@ -120,3 +122,111 @@ class RestormerLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+
+def _autocast_state(device_type: str) -> tuple[bool, torch.dtype]:
+    return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+
+
+class _NormConv1x1(torch.autograd.Function):
+    """``conv1x1(layer_norm_2d(x), w_i, b_i)`` for several weights, saving ``x`` instead of the normalised map.
+
+    The normalised map is what the 1x1 convolutions would save for their weight gradients; it is
+    recomputed in the backward pass (one cheap normalisation) instead of being stored: one
+    activation of the block's width less per norm.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, nw: torch.Tensor, nb: torch.Tensor | None, eps: float,
+                *wb: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        ctx.eps = eps
+        ctx.device_type = x.device.type
+        ctx.autocast = _autocast_state(x.device.type)
+        ctx.has_bias = [b is not None for b in wb[1::2]]
+        ln = layer_norm_2d(x, nw, nb, eps)
+        outs = tuple(F.conv2d(ln, w, b) for w, b in zip(wb[0::2], wb[1::2], strict=True))
+        ctx.conv_dtype = outs[0].dtype
+        ctx.save_for_backward(x, nw, nb, *wb)
+        return outs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        x, nw, nb, *wb = ctx.saved_tensors
+        enabled, dtype = ctx.autocast
+        cast = torch.autocast(ctx.device_type, dtype=dtype) if enabled else nullcontext()
+        needs = ctx.needs_input_grad
+        with torch.enable_grad(), cast:
+            inputs = [t.detach().requires_grad_(bool(n)) if t is not None else None
+                      for t, n in zip((x, nw, nb), needs[:3])]  # fmt: skip
+            ln = layer_norm_2d(inputs[0], inputs[1], inputs[2], ctx.eps)
+        dt = ctx.conv_dtype
+        ln_c = ln.detach().to(dt)
+        grad_ln: torch.Tensor | None = None
+        grad_wb: list[torch.Tensor | None] = []
+        for i, (grad, has_bias) in enumerate(zip(grads, ctx.has_bias, strict=True)):
+            w, b = wb[2 * i], wb[2 * i + 1]
+            if grad is None:
+                grad_wb += [None, None]
+                continue
+            mask = [True, bool(needs[4 + 2 * i]), has_bias and bool(needs[5 + 2 * i])]
+            gi, gw, gb = torch.ops.aten.convolution_backward(
+                grad.to(dt), ln_c, w.to(dt), [w.shape[0]] if has_bias else None,
+                [1, 1], [0, 0], [1, 1], False, [0, 0], 1, mask,
+            )  # fmt: skip
+            grad_ln = gi if grad_ln is None else grad_ln + gi
+            grad_wb += [None if gw is None else gw.to(w.dtype), None if gb is None else gb.to(b.dtype)]
+        wanted = [t for t in inputs if t is not None and t.requires_grad]
+        got = iter(torch.autograd.grad(ln, wanted, grad_ln.to(ln.dtype)) if wanted and grad_ln is not None
+                   else [None] * len(wanted))  # fmt: skip
+        grad_in = [next(got) if t is not None and t.requires_grad else None for t in inputs]
+        return (*grad_in, None, *grad_wb)
+
+
+def norm_conv1x1(
+    x: torch.Tensor,
+    norm: LayerNorm2d,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor | None] | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """Channel layer norm followed by several 1x1 convolutions of the normalised map.
+
+    Equal to ``tuple(F.conv2d(norm(x), w, b) for w, b in zip(weights, biases))``. When gradients
+    are recorded (eager training) the normalised map is not kept for the backward pass: it is
+    recomputed there from ``x``, which the norm keeps anyway, so a transformer block stores one
+    activation of its width less per norm. Under ``torch.compile`` the plain expression is
+    traced (the compiler plans recomputation itself).
+
+    Args:
+        x: Feature map.
+        norm: The layer norm (its weight, bias and eps are used).
+        weights: 1x1 convolution weights ``(C_out_i, C, 1, 1)``.
+        biases: Their biases (``None`` entries or ``None``: no bias).
+
+    Returns:
+        One output per weight, in the memory format of ``x`` and the weights.
+
+    Shape:
+        - x: :math:`(N, C, H, W)`
+        - outputs: :math:`(N, C_{out,i}, H, W)`
+
+    Examples:
+        >>> norm, w = LayerNorm2d(4), torch.randn(6, 4, 1, 1)
+        >>> x = torch.randn(2, 4, 3, 5)
+        >>> torch.allclose(norm_conv1x1(x, norm, [w])[0], F.conv2d(norm(x), w), atol=1e-6)
+        True
+    """
+    bs = list(biases) if biases is not None else [None] * len(weights)
+    if len(bs) != len(weights) or not weights:
+        raise ValueError(
+            f"norm_conv1x1 needs one bias (or None) per weight, got {len(weights)} and {len(bs)}"
+        )
+    record = torch.is_grad_enabled() and (
+        x.requires_grad
+        or any(t is not None and t.requires_grad for t in (norm.weight, norm.bias, *weights, *bs))
+    )
+    if not record or torch.compiler.is_compiling():
+        ln = norm(x)
+        return tuple(F.conv2d(ln, w, b) for w, b in zip(weights, bs, strict=True))
+    wb = [t for pair in zip(weights, bs, strict=True) for t in pair]
+    return _NormConv1x1.apply(x, norm.weight, norm.bias, norm.eps, *wb)

@@ -7,7 +7,7 @@ from torch import nn
 
 from .attention import MDTA
 from .feedforward import GDFN
-from .norm import NormKind, RestormerLayerNorm
+from .norm import NormKind, RestormerLayerNorm, norm_conv1x1
 
 __all__ = ["Downsample", "OverlapPatchEmbed", "TransformerBlock", "Upsample"]
 
@@ -45,9 +45,24 @@ class TransformerBlock(nn.Module):
         self.norm2 = RestormerLayerNorm(dim, layer_norm_type)
         self.ffn = GDFN(dim, ffn_expansion_factor, bias)
 
+    def _fusable(self) -> bool:
+        """Whether the norms can be fused with the 1x1 convolutions that follow them (no hooks, stock parts)."""
+        parts = (self.norm1, self.norm2, self.norm1.body, self.norm2.body, self.attn, self.attn.qkv, self.ffn)
+        return (
+            type(self.norm1) is RestormerLayerNorm and type(self.norm2) is RestormerLayerNorm
+            and type(self.attn) is MDTA and type(self.ffn) is GDFN
+            and not any(m._forward_hooks or m._forward_pre_hooks for m in parts)
+        )  # fmt: skip
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
+        if not self._fusable():
+            x = x + self.attn(self.norm1(x))
+            return x + self.ffn(self.norm2(x))
+        # Same computation; in training the normalised maps are recomputed in backward (norm_conv1x1).
+        (qkv,) = norm_conv1x1(x, self.norm1.body, [self.attn.qkv.weight], [self.attn.qkv.bias])
+        x = x + self.attn.attend(qkv)
+        x1, x2 = norm_conv1x1(x, self.norm2.body, *self.ffn.input_projections())
+        return x + self.ffn.from_projections(x1, x2)
 
 
 class OverlapPatchEmbed(nn.Module):
