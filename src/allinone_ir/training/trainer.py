@@ -155,8 +155,9 @@ class Trainer:
         aux_losses: The family's training terms with the weights in use.
 
     Raises:
-        ConfigError: For an ``aux_weights`` name the network does not declare, or an extra term named
-            like one of the family's.
+        ConfigError: Naming the setting (``trainer.<field>: ...``): an unknown loss or unavailable device,
+            ``trainable`` groups that match nothing, fewer samples than one batch, an ``aux_weights`` name the
+            network does not declare, or an extra term named like one of the family's.
         CheckpointError: If the checkpoint to resume from is missing, unreadable, or does not fit the
             network (one line naming the file and the mismatch).
 
@@ -190,7 +191,10 @@ class Trainer:
         cfg = config
         self.out_dir = Path(cfg.output_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
-        probe = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+        try:
+            probe = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+        except ValueError as exc:
+            raise ConfigError(f"trainer.device: {exc}") from exc
         self.dist: DistInfo = init_distributed(probe.type)
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         if self.device.type == "cuda":
@@ -203,16 +207,19 @@ class Trainer:
             self._load_init_weights(cfg.init_weights)
         if cfg.grad_checkpointing:
             if not hasattr(self.model, "set_grad_checkpointing"):
-                raise ValueError(
-                    f"grad_checkpointing: {type(model).__name__} has no set_grad_checkpointing()"
+                raise ConfigError(
+                    f"trainer.grad_checkpointing: {type(model).__name__} has no set_grad_checkpointing()"
                 )
             self.model.set_grad_checkpointing(True)
         if cfg.trainable is not None:
             freeze(self.model)
-            unfreeze(self.model, cfg.trainable)
+            try:
+                unfreeze(self.model, cfg.trainable)
+            except ValueError as exc:
+                raise ConfigError(f"trainer.trainable: {exc}") from exc
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
-            raise ValueError("the model has no trainable parameters (check TrainerConfig.trainable)")
+            raise ConfigError("trainer.trainable: the model has no trainable parameters")
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         min_factor = cfg.min_lr / cfg.lr
@@ -226,7 +233,10 @@ class Trainer:
         )  # fmt: skip
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
-        self.loss_fn = loss if loss is not None else build_loss(cfg.loss, **cfg.loss_kwargs)
+        try:
+            self.loss_fn = loss if loss is not None else build_loss(cfg.loss, **cfg.loss_kwargs)
+        except ValueError as exc:
+            raise ConfigError(f"trainer.loss: {exc}") from exc
         if isinstance(self.loss_fn, nn.Module):
             self.loss_fn = self.loss_fn.to(self.device)
         self.extra_losses = list(extra_losses)
@@ -250,8 +260,8 @@ class Trainer:
         )
         per_epoch = len(self.sampler) // cfg.batch_size
         if per_epoch < 1:
-            raise ValueError(
-                f"the training set has {len(train_data)} samples, fewer than one global batch of "  # type: ignore[arg-type]
+            raise ConfigError(
+                f"trainer.batch_size: the training set has {len(train_data)} samples, fewer than one global batch of "  # type: ignore[arg-type]
                 f"{cfg.batch_size * self.dist.world_size}; lower batch_size or add data"
             )
         self.step = 0
