@@ -6,6 +6,13 @@ separable window, normalised by the accumulated weight, so that no seam is visib
 and peak memory depends on the tile size, not on the image size. ``tta`` averages the
 outputs over flips (and 90-degree rotations for the x8 self-ensemble).
 
+The fast path is the default: :func:`prepare_for_inference` (called by :func:`restore`) moves
+the network to its device and stores its weights in the memory format that is fastest there
+(channels-last on CPU and CUDA, where it is 1.4-2x faster for these networks), so that every
+feature map stays in that layout. ``restore(..., dtype=torch.bfloat16)`` runs under autocast
+(the networks keep their statistics, softmax and residual stream in float32), and
+``compile=True`` wraps the network in ``torch.compile`` (with CUDA graphs on a GPU).
+
 Blending window (per axis, for a tile edge that borders another tile; ``O`` = overlap):
 the outermost ``O // 4`` pixels get weight 0 (they see the tile's padding), the next
 ``O - 2 * (O // 4)`` pixels a raised-cosine ramp from 0 to 1, the rest weight 1. Ramps of
@@ -15,9 +22,11 @@ than ``O // 4`` pixels gives exactly the whole-image result.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -29,7 +38,17 @@ from torch import nn
 
 from .io import array_to_tensor, read_image_array, tensor_to_array, write_image
 
-__all__ = ["TTA_MODES", "blend_window", "restore", "tile_starts", "tta_transforms"]
+__all__ = [
+    "TTA_MODES",
+    "blend_window",
+    "compiled_for_inference",
+    "native_low_precision",
+    "prefers_channels_last",
+    "prepare_for_inference",
+    "restore",
+    "tile_starts",
+    "tta_transforms",
+]
 
 TTAMode = Literal["flip", "x8"]
 #: Accepted ``tta`` values other than ``False``/``None``: ``True`` is ``"x8"``.
@@ -150,6 +169,132 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def prefers_channels_last(device: str | torch.device) -> bool:
+    """Whether the channels-last memory format is the fast layout for these networks on ``device``.
+
+    True on CPU (oneDNN's depthwise and 1x1 convolutions, measured 1.4-2x faster end to end) and on
+    CUDA (tensor-core convolutions); false elsewhere (e.g. MPS), where NCHW is kept.
+
+    Args:
+        device: The device the network runs on.
+
+    Returns:
+        Whether to store weights and activations channels-last.
+
+    Examples:
+        >>> prefers_channels_last("cpu"), prefers_channels_last("mps")
+        (True, False)
+    """
+    return torch.device(device).type in ("cpu", "cuda")
+
+
+def native_low_precision(dtype: torch.dtype, device: str | torch.device) -> bool:
+    """Whether ``device`` computes ``dtype`` (bf16 / fp16) convolutions and matmuls natively (fast).
+
+    On CPU this needs AVX-512 BF16 / AMX (bf16) or AVX-512 FP16 / AMX-FP16 (fp16), as oneDNN reports;
+    elsewhere the convolutions are emulated and much slower than float32. On CUDA bf16 needs compute
+    capability 8.0 or newer; fp16 always runs natively.
+
+    Args:
+        dtype: ``torch.bfloat16`` or ``torch.float16`` (``torch.float32`` is always native).
+        device: The device.
+
+    Returns:
+        Whether the low-precision path can be faster than float32 there.
+
+    Examples:
+        >>> native_low_precision(torch.float32, "cpu")
+        True
+    """
+    dev = torch.device(device)
+    if dtype in (torch.float32, torch.float64):
+        return True
+    if dev.type == "cpu":
+        ops = torch.ops.mkldnn
+        if dtype == torch.bfloat16:
+            return bool(ops._is_mkldnn_bf16_supported())
+        if dtype == torch.float16:
+            return bool(ops._is_mkldnn_fp16_supported())
+        return False
+    if dev.type == "cuda":
+        return dtype == torch.float16 or (dtype == torch.bfloat16 and torch.cuda.is_bf16_supported())
+    return False
+
+
+def prepare_for_inference(
+    model: nn.Module, device: str | torch.device | None = None, *, channels_last: bool | None = None
+) -> nn.Module:
+    """Put a network on its device in the fastest memory format there, in place (values are unchanged).
+
+    This is what :func:`restore` does before running a network; call it yourself to run the network
+    directly at the same speed. Weights of 4-D convolutions are stored channels-last where
+    :func:`prefers_channels_last` says so; the networks of this library then convert their input and
+    keep every feature map in that layout. Parameter values, names and the state dict are unchanged
+    (only strides), so checkpoints, training and export work as before.
+
+    Args:
+        model: The network (modified in place, like ``model.to``).
+        device: Where it runs; ``None`` keeps its device.
+        channels_last: ``True``/``False`` forces the layout; ``None`` (default) picks the fastest for
+            the device.
+
+    Returns:
+        ``model`` itself.
+
+    Examples:
+        >>> from allinone_ir import create_model
+        >>> net = create_model("nafnet", width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,))
+        >>> prepare_for_inference(net, "cpu").uses_channels_last()
+        True
+    """
+    dev = _device_of(model) if device is None else torch.device(device)
+    if _device_of(model) != dev:
+        model.to(dev)
+    want = prefers_channels_last(dev) if channels_last is None else channels_last
+    fmt = torch.channels_last if want else torch.contiguous_format
+    if _is_channels_last(model) != want:
+        model.to(memory_format=fmt)
+    return model
+
+
+def _is_channels_last(model: nn.Module) -> bool:
+    uses = getattr(model, "uses_channels_last", None)
+    if callable(uses):
+        return bool(uses())
+    for p in model.parameters():  # first 4-D parameter whose layout is unambiguous
+        if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) != p.is_contiguous():
+            return p.is_contiguous(memory_format=torch.channels_last)
+    return False
+
+
+_COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Module]] = weakref.WeakKeyDictionary()
+
+
+def compiled_for_inference(model: nn.Module, mode: bool | str = True) -> nn.Module:
+    """``torch.compile(model)`` for inference, cached per network and mode.
+
+    ``mode=True`` uses ``"reduce-overhead"`` (CUDA graphs) on a GPU and the default mode on CPU;
+    a string is passed to ``torch.compile`` as its ``mode``. The first call of every new input shape
+    compiles (minutes for the full networks on a CPU); tiles of one size compile once.
+
+    Args:
+        model: The network.
+        mode: ``True`` or a ``torch.compile`` mode (``"default"``, ``"reduce-overhead"``,
+            ``"max-autotune"``, ...).
+
+    Returns:
+        The compiled module (it shares the network's parameters).
+    """
+    if mode is True:
+        mode = "reduce-overhead" if _device_of(model).type == "cuda" else "default"
+    if not isinstance(mode, str):
+        raise ValueError(f"compile must be True, False or a torch.compile mode, got {mode!r}")
+    cache = _COMPILED.setdefault(model, {})
+    if mode not in cache:
+        cache[mode] = torch.compile(model, mode=mode)  # type: ignore[assignment]
+    return cache[mode]
+
+
 def _progress(total: int, enabled: bool | None, desc: str) -> Any:
     """A tqdm bar (or ``None``): ``enabled=None`` shows it on a terminal for more than one step."""
     if enabled is False or (enabled is None and total <= 1):
@@ -166,7 +311,7 @@ def _progress(total: int, enabled: bool | None, desc: str) -> Any:
 
 
 class _Runner:
-    """Runs the network on batches: device transfer, autocast, degradation and TTA."""
+    """Runs the network on batches: device transfer, layout, autocast, degradation and TTA."""
 
     def __init__(
         self,
@@ -175,9 +320,13 @@ class _Runner:
         dtype: torch.dtype | None,
         tta: TTAMode | bool,
         degradation: Any,
+        channels_last: bool = False,
+        compile: bool | str = False,
     ) -> None:
-        self.model = model
+        self.model = compiled_for_inference(model, compile) if compile else model
+        self.cuda_graphs = bool(compile) and device.type == "cuda" and compile in (True, "reduce-overhead")
         self.device = device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.transforms = tta_transforms(tta) if tta else None
         self.degradation = degradation
         self.takes_degradation = bool(getattr(model, "accepts_degradation", False))
@@ -187,6 +336,13 @@ class _Runner:
                 "drop the degradation argument"
             )
         self.autocast_dtype = dtype if dtype not in (None, torch.float32) else None
+        if self.autocast_dtype is not None and not native_low_precision(self.autocast_dtype, device):
+            warnings.warn(
+                f"{self.autocast_dtype} is emulated on this {device.type} (no native support), so it runs "
+                "much slower than float32; use dtype=None here",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
     def _degradation_for(self, index: Sequence[int]) -> Any:
         deg = self.degradation
@@ -199,20 +355,30 @@ class _Runner:
         return [deg[i] for i in index]
 
     def _forward(self, x: torch.Tensor, deg: Any) -> torch.Tensor:
-        if self.takes_degradation:
-            return self.model(x, degradation=deg)
-        return self.model(x)
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        out = self.model(x, degradation=deg) if self.takes_degradation else self.model(x)
+        return out.clone() if self.cuda_graphs else out  # CUDA graphs reuse their output buffers
+
+    def _backend_flags(self) -> contextlib.AbstractContextManager[Any]:
+        """cuDNN autotuning for the fixed shapes of whole images and tiles (unless determinism is asked for)."""
+        cudnn = torch.backends.cudnn
+        if self.device.type != "cuda" or cudnn.deterministic or torch.are_deterministic_algorithms_enabled():
+            return nullcontext()
+        return cudnn.flags(
+            enabled=cudnn.enabled, benchmark=True, deterministic=False, allow_tf32=cudnn.allow_tf32
+        )
 
     def __call__(self, x: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
         """Restore the batch ``x`` (on CPU, float32) of images ``index``; returns float32 on CPU."""
-        x = x.to(self.device, non_blocking=True)
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         deg = self._degradation_for(index)
         ctx = (
             torch.autocast(self.device.type, dtype=self.autocast_dtype)
             if self.autocast_dtype is not None
             else nullcontext()
         )
-        with ctx:
+        with ctx, self._backend_flags():
             if self.transforms is None:
                 out = self._forward(x, deg).float()
             else:
@@ -221,7 +387,7 @@ class _Runner:
                     y = inv(self._forward(fwd(x), deg).float())
                     out = y if out is None else out + y
                 out = out / len(self.transforms)
-        return out.cpu()
+        return out.contiguous().cpu()  # NCHW whatever layout the network computed in
 
 
 def _restore_whole(x: torch.Tensor, run: _Runner, batch_size: int, progress: bool | None) -> torch.Tensor:
@@ -309,6 +475,8 @@ def _restore_tensor(
     batch_size: int,
     device: str | torch.device | None,
     dtype: torch.dtype | None,
+    channels_last: bool | None,
+    compile: bool | str,
     clamp: bool,
     progress: bool | None,
 ) -> torch.Tensor:
@@ -322,9 +490,8 @@ def _restore_tensor(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     _check_finite(x)
     dev = _device_of(model) if device is None else torch.device(device)
-    if device is not None and _device_of(model) != dev:
-        model.to(dev)
-    run = _Runner(model, dev, dtype, tta, degradation)
+    prepare_for_inference(model, dev, channels_last=channels_last)
+    run = _Runner(model, dev, dtype, tta, degradation, _is_channels_last(model), compile)
     out_channels = int(getattr(model, "out_channels", x.shape[1]))
     was_training = model.training
     model.eval()
@@ -359,6 +526,8 @@ def restore(
     batch_size: int = 4,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    channels_last: bool | None = None,
+    compile: bool | str = False,
     clamp: bool = True,
     progress: bool | None = None,
     output: str | os.PathLike[str] | None = None,
@@ -370,6 +539,10 @@ def restore(
     restored afterwards). Tiles are taken on the CPU, sent to ``device`` ``batch_size`` at
     a time and blended back into a float32 CPU buffer, so the device only ever holds one
     batch of tiles.
+
+    The fast path needs no options: the network is moved to ``device`` and its weights are stored
+    channels-last where that is faster (CPU, CUDA), in place, as :func:`prepare_for_inference`
+    does (values unchanged). ``dtype=torch.bfloat16`` is the one switch for low precision.
 
     Args:
         model: A restoration network taking ``(N, C, H, W)`` images in [0, 1].
@@ -391,7 +564,16 @@ def restore(
         batch_size: Tiles (or, untiled, images) per forward pass.
         device: Where the network runs; ``None`` uses the network's device. The network is moved
             there if it is elsewhere.
-        dtype: Compute dtype for autocast (e.g. ``torch.bfloat16``); ``None`` runs in the network's dtype.
+        dtype: Compute dtype for autocast (``torch.bfloat16`` or ``torch.float16``): convolutions and
+            matmuls run in it while norms, softmax and the residual stream stay float32; ``None`` runs in
+            the network's dtype. A dtype the device only emulates (bf16 on CPUs without AVX-512 BF16 /
+            AMX, see :func:`native_low_precision`) is slower than float32 and warns.
+        channels_last: Memory format of the weights and activations: ``None`` (default) picks the
+            fastest for the device (:func:`prefers_channels_last`); ``True``/``False`` forces it.
+        compile: ``True`` runs the network through ``torch.compile`` (``"reduce-overhead"``, i.e. CUDA
+            graphs, on a GPU), or a ``torch.compile`` mode string; cached per network. Every new
+            input shape compiles once (minutes on a CPU), so it pays off for many images or tiles of
+            one size.
         clamp: Clamp the result to [0, 1]; ``False`` keeps raw values for float outputs (integer
             outputs are always clamped).
         progress: Show a tqdm progress bar: ``None`` shows it on a terminal for jobs of more than
@@ -422,7 +604,7 @@ def restore(
     """
     opts: dict[str, Any] = dict(
         tile=tile, overlap=overlap, tta=tta, degradation=degradation, batch_size=batch_size,
-        device=device, dtype=dtype, progress=progress,
+        device=device, dtype=dtype, channels_last=channels_last, compile=compile, progress=progress,
     )  # fmt: skip
     in_ch = int(getattr(model, "in_channels", 3))
 
