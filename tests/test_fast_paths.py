@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from allinone_ir.benchmark import BenchResult, benchmark, count_flops, format_table, main
-from allinone_ir.layers import GDFN, MDTA, PromptGenBlock, channel_attention
+from allinone_ir.layers import GDFN, MDTA, LayerNorm2d, PromptGenBlock, TransformerBlock, channel_attention
 from allinone_ir.layers.attention import _reference_mdta_attention, projected_channel_attention
-from allinone_ir.layers.feedforward import gelu_gate
+from allinone_ir.layers.feedforward import gelu_gate, gelu_gate_conv1x1
+from allinone_ir.layers.norm import norm_conv1x1
 
 from .tiny_configs import randomise as _randomise
 from .tiny_configs import tiny_model as _tiny
@@ -98,6 +99,126 @@ def test_gelu_gate_gradcheck() -> None:
     torch.testing.assert_close(gelu_gate(a, b), F.gelu(a) * b)
     assert torch.autograd.gradcheck(gelu_gate, (a, b))
     assert torch.autograd.gradcheck(lambda t: gelu_gate(t, b.detach()), (a,))
+
+
+def _plain_block(blk: TransformerBlock, x: torch.Tensor) -> torch.Tensor:
+    """The textbook transformer block (unfused norms, chunked GDFN, unfused attention) with ``blk``'s weights."""
+
+    def ln(norm: torch.nn.Module, t: torch.Tensor) -> torch.Tensor:
+        body = norm.body
+        tp = t.permute(0, 2, 3, 1)
+        if body.bias is not None:
+            return F.layer_norm(tp, (tp.shape[-1],), body.weight, body.bias, body.eps).permute(0, 3, 1, 2)
+        var = tp.var(dim=-1, keepdim=True, unbiased=False)
+        return (tp / torch.sqrt(var + body.eps) * body.weight).permute(0, 3, 1, 2)
+
+    a, f = blk.attn, blk.ffn
+    qkv = F.conv2d(F.conv2d(ln(blk.norm1, x), a.qkv.weight, a.qkv.bias), a.qkv_dwconv.weight, a.qkv_dwconv.bias,
+                   padding=1, groups=a.qkv_dwconv.groups)  # fmt: skip
+    att = _reference_mdta_attention(*qkv.chunk(3, 1), a.temperature, a.num_heads)
+    x = x + F.conv2d(att, a.project_out.weight, a.project_out.bias)
+    y = F.conv2d(F.conv2d(ln(blk.norm2, x), f.project_in.weight, f.project_in.bias), f.dwconv.weight,
+                 f.dwconv.bias, padding=1, groups=f.dwconv.groups)  # fmt: skip
+    hid = f.hidden_features
+    return x + F.conv2d(F.gelu(y[:, :hid]) * y[:, hid:], f.project_out.weight, f.project_out.bias)
+
+
+def _saved_bytes(fn: object) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass of ``fn()``."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()  # type: ignore[operator]
+    return sum(seen.values())
+
+
+class TestTrainingRecompute:
+    """Training recomputes the norms and the GDFN's inner maps in backward: same values and gradients."""
+
+    @pytest.mark.parametrize("kind", ["WithBias", "BiasFree"])
+    @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+    @pytest.mark.parametrize("bias", [False, True])
+    def test_block_values_and_gradients_equal_textbook(self, kind: str, layout: str, bias: bool) -> None:
+        torch.manual_seed(0)
+        blk = _randomise(TransformerBlock(8, 2, bias=bias, layer_norm_type=kind)).double()
+        x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+        if layout == "channels_last":
+            blk, x = blk.to(memory_format=CL), x.contiguous(memory_format=CL)
+        x.requires_grad_()
+        out, ref = blk(x), _plain_block(blk, x)
+        torch.testing.assert_close(out, ref)
+        g = torch.randn_like(ref)
+        inputs = [x, *blk.parameters()]
+        for got, want in zip(
+            torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, inputs, g), strict=True
+        ):
+            torch.testing.assert_close(got, want)
+
+    def test_frozen_parameters_get_no_gradient(self) -> None:
+        blk = _randomise(TransformerBlock(8, 2)).double()
+        for p in (
+            blk.norm1.body.weight,
+            blk.attn.qkv.weight,
+            blk.ffn.dwconv.weight,
+            blk.ffn.project_out.weight,
+        ):
+            p.requires_grad_(False)
+        x = torch.randn(1, 8, 4, 4, dtype=torch.float64, requires_grad=True)
+        blk(x).sum().backward()
+        assert blk.attn.qkv.weight.grad is None and blk.ffn.dwconv.weight.grad is None
+        assert blk.norm2.body.weight.grad is not None and x.grad is not None
+
+    def test_block_keeps_less_for_backward(self) -> None:
+        """Two hidden-width maps and one norm output fewer per block: about 0.6x the textbook's saved activations."""
+        blk = _randomise(TransformerBlock(16, 2)).to(memory_format=CL)
+        x = torch.randn(2, 16, 32, 32).contiguous(memory_format=CL).requires_grad_()
+        params = sum(p.numel() * p.element_size() for p in blk.parameters())
+        ours = _saved_bytes(lambda: blk(x)) - params
+        plain = _saved_bytes(lambda: _plain_block(blk, x)) - params
+        assert ours < 0.65 * plain
+
+    def test_norm_conv1x1_equals_norm_then_convs(self) -> None:
+        norm = _randomise(LayerNorm2d(6)).double()
+        ws = [torch.randn(4, 6, 1, 1, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+        bs = [None, torch.randn(4, dtype=torch.float64, requires_grad=True)]
+        x = torch.randn(2, 6, 3, 5, dtype=torch.float64, requires_grad=True)
+        outs = norm_conv1x1(x, norm, ws, bs)
+        refs = [F.conv2d(norm(x), w, b) for w, b in zip(ws, bs, strict=True)]
+        for o, r in zip(outs, refs, strict=True):
+            torch.testing.assert_close(o, r)
+        leaves = [x, norm.weight, norm.bias, ws[0], ws[1], bs[1]]
+        got = torch.autograd.grad(sum(o.square().sum() for o in outs), leaves)
+        want = torch.autograd.grad(sum(r.square().sum() for r in refs), leaves)
+        for g, r in zip(got, want, strict=True):
+            torch.testing.assert_close(g, r)
+        with pytest.raises(ValueError, match="one bias"):
+            norm_conv1x1(x, norm, ws, [None])
+
+    def test_gelu_gate_conv1x1_gradcheck(self) -> None:
+        a = torch.randn(1, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(1, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(2, 3, 1, 1, dtype=torch.float64, requires_grad=True)
+        bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
+        torch.testing.assert_close(gelu_gate_conv1x1(a, b, w, bias), F.conv2d(F.gelu(a) * b, w, bias))
+        assert torch.autograd.gradcheck(gelu_gate_conv1x1, (a, b, w, bias))
+
+    def test_bf16_autocast_training_gradients_close_to_fp32(self) -> None:
+        torch.manual_seed(0)
+        blk = TransformerBlock(16, 2).to(memory_format=CL)
+        x = torch.randn(2, 16, 8, 8).contiguous(memory_format=CL)
+        blk(x).square().mean().backward()
+        ref = {n: p.grad.clone() for n, p in blk.named_parameters()}
+        blk.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = blk(x)
+        out.float().square().mean().backward()
+        for n, p in blk.named_parameters():
+            assert p.grad.dtype == torch.float32, n
+            assert (p.grad - ref[n]).norm() <= 0.05 * ref[n].norm() + 1e-6, n
 
 
 class TestPromptBasisMixing:
@@ -220,9 +341,110 @@ class TestBenchmark:
         data = json.loads(out.read_text())
         assert [r["memory_format"] for r in data["results"]] == ["contiguous", "channels_last"]
         assert data["environment"]["torch"] == torch.__version__
-        assert "| nafnet | infer | 16 | 1 | fp32 |" in capsys.readouterr().out
+        assert "| nafnet | allinone-ir | infer | 16 | 1 | fp32 |" in capsys.readouterr().out
         assert main([*args, "--json", str(out)]) == 1  # refuses to overwrite
         assert main(["--models", "no_such_model"]) == 2
+
+
+_FAKE_PROMPTIR = """
+import torch
+from torch import nn
+
+class PromptIR(nn.Module):
+    def __init__(self, decoder=False):
+        super().__init__()
+        self.decoder = decoder
+        self.body = nn.Conv2d(3, 3, 1)
+        for name in ("chnl_reduce1", "chnl_reduce2", "chnl_reduce3", "reduce_noise_channel_1",
+                     "reduce_noise_channel_2", "reduce_noise_channel_3"):
+            setattr(self, name, nn.Conv2d(3, 3, 1))
+
+    def forward(self, x):
+        return x + self.body(x)
+"""
+
+_FAKE_PIP_NET = """
+import sys
+sys.path.append("..")
+from net.PIP import *  # the official layout: src/net/PIP_Net.py imports its sibling as net.PIP
+"""
+
+_FAKE_PIP = """
+import clip
+import torchvision
+import torch
+from torch import nn
+
+class PIPNet_Restormer_onskip_inter(nn.Module):
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.kwargs = kwargs
+        self.body = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x, noise_emb=None, degradation_class=None):
+        assert degradation_class is not None and degradation_class.dtype == torch.long
+        return x + self.body(x), []
+"""
+
+
+class TestReferenceLoading:
+    """load_reference builds the official networks from their files (fakes with the official layout here)."""
+
+    def test_promptir_drops_unused_modules(self, tmp_path) -> None:
+        from allinone_ir.benchmark import load_reference
+
+        path = tmp_path / "model.py"
+        path.write_text(_FAKE_PROMPTIR)
+        ref = load_reference("promptir", str(path))
+        assert (
+            ref.decoder
+            and not hasattr(ref, "chnl_reduce1")
+            and set(ref.state_dict()) == {"body.weight", "body.bias"}
+        )
+        with pytest.raises(FileNotFoundError):
+            load_reference("promptir", str(tmp_path / "missing.py"))
+        with pytest.raises(ValueError, match="no reference"):
+            load_reference("nafnet", str(path))
+
+    def test_pip_stubs_imports_and_takes_labels(self, tmp_path, monkeypatch) -> None:
+        import sys
+
+        from allinone_ir.benchmark import load_reference
+
+        net_dir = tmp_path / "src" / "net"
+        net_dir.mkdir(parents=True)
+        (net_dir / "__init__.py").write_text("")
+        (net_dir / "PIP_Net.py").write_text(_FAKE_PIP_NET)
+        (net_dir / "PIP.py").write_text(_FAKE_PIP)
+        monkeypatch.setattr(sys, "path", list(sys.path))
+        for name in ("net", "net.PIP", "clip", "torchvision"):
+            monkeypatch.delitem(sys.modules, name, raising=False)
+        ref = load_reference("pip_restormer", str(net_dir / "PIP_Net.py"))
+        assert ref.accepts_degradation and ref.net.kwargs["prompt_interaction_mode"] == "pip_cross_topm"
+        assert ref.net.kwargs["low_prompt_dims"] == [64, 128, 256]
+        x = torch.rand(2, 3, 4, 4)
+        assert ref(x).shape == x.shape and ref(x, degradation=torch.tensor([1, 2])).shape == x.shape
+
+    def test_bench_cli_side_by_side(self, tmp_path, capsys, monkeypatch) -> None:
+        import allinone_ir.benchmark as bench
+        from allinone_ir.models import create_model
+
+        def fake_load(model: str, path: str) -> torch.nn.Module:
+            assert path == "official.py"
+            return create_model("nafnet", **TestBenchmark._NAF)
+
+        monkeypatch.setattr(bench, "load_reference", fake_load)
+        monkeypatch.setitem(bench.REFERENCE_MODELS, "nafnet", "test")
+        args = ["--models", "nafnet", "--sizes", "16", "--repeats", "1", "--warmup", "0",
+                "--model-kwargs", json.dumps(TestBenchmark._NAF), "--reference", "official.py"]  # fmt: skip
+        assert main([*args, "--json", str(tmp_path / "b.json")]) == 0
+        rows = json.loads((tmp_path / "b.json").read_text())["results"]
+        assert [(r["implementation"], r["memory_format"]) for r in rows] == [
+            ("official", "contiguous"), ("allinone-ir", "channels_last"),
+        ]  # fmt: skip
+        assert "the official images/s" in capsys.readouterr().out
+        assert main(["--models", "nafnet,restormer", "--reference", "official.py"]) == 2  # whose file?
+        assert main(["--models", "nafnet", "--reference", "unet=official.py"]) == 2  # no reference for it
 
 
 @pytest.mark.parametrize("bias", [True, False])

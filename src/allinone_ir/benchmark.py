@@ -38,17 +38,26 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "REFERENCE_MODELS",
     "BenchResult",
     "add_parser",
     "benchmark",
     "count_flops",
     "environment",
     "format_table",
+    "load_reference",
     "main",
     "measure_matmul_peak",
     "run",
     "run_grid",
 ]
+
+#: Models that :func:`load_reference` can build from an official file, and the file each one needs.
+REFERENCE_MODELS: dict[str, str] = {
+    "promptir": "va1shn9v/PromptIR: net/model.py",
+    "restormer": "swz30/Restormer: basicsr/models/archs/restormer_arch.py",
+    "pip_restormer": "longzilicart/pip_universal: src/net/PIP_Net.py (clip and torchvision are stubbed if missing)",
+}
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -77,6 +86,8 @@ class BenchResult:
         peak_mem_mib: Peak memory of the timed calls above the memory in use before them (MiB).
         compile_s: Seconds of the first (compiling) call, if compiled.
         times_s: Every timed call.
+        implementation: ``"allinone-ir"``, or ``"official"`` for a reference network
+            (:func:`load_reference`).
     """
 
     model: str
@@ -96,6 +107,7 @@ class BenchResult:
     peak_mem_mib: float
     compile_s: float | None
     times_s: list[float]
+    implementation: str = "allinone-ir"
 
 
 def environment(device: str = "cpu") -> dict[str, Any]:
@@ -239,6 +251,99 @@ class _PeakMemory:
         return max(peak - self.base, 0.0)
 
 
+def _import_file(path: str, extra_sys_path: str | None = None) -> Any:
+    """Import a Python file by path (the official model files are not packages)."""
+    import importlib.util
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such reference file: {path}")
+    if extra_sys_path is not None and extra_sys_path not in sys.path:
+        sys.path.insert(0, extra_sys_path)
+    spec = importlib.util.spec_from_file_location(f"reference_{Path(path).stem}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stub_modules(*names: str) -> None:
+    """Empty stand-ins for optional imports of the official PIP code that the networks never use."""
+    import importlib.util
+    import types
+
+    for name in names:
+        if name not in sys.modules and importlib.util.find_spec(name) is None:
+            sys.modules[name] = types.ModuleType(name)
+
+
+class _OfficialPIP(nn.Module):
+    """The official PIP-Restormer behind this library's calling convention: ``forward(x, degradation=labels)``.
+
+    The official network needs integer degradation labels (``degradation_class``) and returns
+    ``(image, prompts)``; this wrapper passes labels (default: 0 for every image) and returns the image.
+    """
+
+    accepts_degradation = True
+    in_channels = out_channels = 3
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, degradation: Any = None) -> torch.Tensor:
+        if not isinstance(degradation, torch.Tensor):
+            degradation = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return self.net(x, degradation_class=degradation.to(x.device))[0]
+
+
+def load_reference(model: str, path: str) -> nn.Module:
+    """Build the official implementation of ``model`` from its source file, in its default configuration.
+
+    The official code is not part of this library; fetch it yourself (see :data:`REFERENCE_MODELS`)
+    and pass the file. PromptIR is built as trained officially (``decoder=True``) without the six
+    modules it never uses, so its state dict loads into ours; PIP-Restormer as the official trainer
+    builds it (``pip_cross_topm`` interaction, prompt dims 64/128/256, sizes 64/32/16), wrapped to take
+    ``degradation=`` labels (see :class:`_OfficialPIP`). Its ``clip`` and ``torchvision`` imports are
+    replaced by empty modules when those packages are missing (the network does not use them).
+
+    Args:
+        model: A key of :data:`REFERENCE_MODELS`.
+        path: The official source file.
+
+    Returns:
+        The official network (random weights, train mode, NCHW as constructed).
+
+    Raises:
+        ValueError: For a model without a reference.
+        FileNotFoundError: If ``path`` does not exist.
+    """
+    from pathlib import Path
+
+    if model == "promptir":
+        from .models import PROMPTIR_UNUSED_MODULES
+
+        ref = _import_file(path).PromptIR(decoder=True)
+        for name in PROMPTIR_UNUSED_MODULES:  # built but never used by the official code
+            delattr(ref, name)
+        return ref
+    if model == "restormer":
+        return _import_file(path).Restormer()
+    if model == "pip_restormer":
+        _stub_modules("clip", "torchvision")
+        src = str(Path(path).resolve().parent.parent)  # the official files import `net.PIP` from src/
+        official = _import_file(path, extra_sys_path=src)
+        net = official.PIPNet_Restormer_onskip_inter(
+            inp_channels=3, out_channels=3, decoder=True, use_detask_label=True, use_detask_prompt=True,
+            use_CLIP_prompt=False, use_SAM_prompt=False, use_degradation_sensor=False, high_prompt_dim=1,
+            low_prompt_dims=[64, 128, 256], prompt_interaction_mode="pip_cross_topm", degradation_num=5,
+            low_prompt_sizes=[64, 32, 16],
+        )  # fmt: skip
+        return _OfficialPIP(net)
+    raise ValueError(f"no reference implementation for {model!r}; known: {sorted(REFERENCE_MODELS)}")
+
+
 def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
     if dtype == "fp32":
         return contextlib.nullcontext()
@@ -260,8 +365,12 @@ def benchmark(
     device: str = "cpu",
     model_kwargs: dict[str, Any] | None = None,
     peak_gflops: float | None = None,
+    implementation: str = "allinone-ir",
 ) -> BenchResult:
     """Time one configuration of one network.
+
+    Networks that take a ``degradation`` (PIP) are given integer labels (0 for every image), as the
+    official PIP code requires. fp16 training uses a gradient scaler.
 
     Args:
         model: A registered model name (built with ``model_kwargs``) or a network.
@@ -277,6 +386,7 @@ def benchmark(
         device: ``"cpu"`` or ``"cuda"``.
         model_kwargs: Constructor overrides when ``model`` is a name.
         peak_gflops: The matmul peak to compare with (measured if ``None``).
+        implementation: Label of the row (``"official"`` for a reference network).
 
     Returns:
         The result row.
@@ -310,23 +420,28 @@ def benchmark(
         memory_format=fmt
     )
     runner = torch.compile(net) if compile else net
+    kwargs: dict[str, Any] = {}
+    if getattr(net, "accepts_degradation", False):
+        kwargs["degradation"] = torch.zeros(batch, dtype=torch.long, device=dev)
 
     if mode == "infer":
 
         def call() -> None:
             with torch.inference_mode(), _autocast(dev, dtype):
-                runner(x)
+                runner(x, **kwargs)
 
     else:
         target = torch.rand_like(x)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
+        scaler = torch.amp.GradScaler(dev.type, enabled=dtype == "fp16")
 
         def call() -> None:
             opt.zero_grad(set_to_none=True)
             with _autocast(dev, dtype):
-                loss = F.l1_loss(runner(x).float(), target)
-            loss.backward()
-            opt.step()
+                loss = F.l1_loss(runner(x, **kwargs).float(), target)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
 
     compile_s = None
     if compile:
@@ -337,7 +452,7 @@ def benchmark(
         compile_s = time.perf_counter() - t0
     for _ in range(warmup):
         call()
-    flops = count_flops(call) if not compile else count_flops(_eager_twin(net, x, mode, dtype, dev))
+    flops = count_flops(call) if not compile else count_flops(_eager_twin(net, x, mode, dtype, dev, kwargs))
     mem = _PeakMemory(dev)
     times = []
     mem.reset()
@@ -357,21 +472,22 @@ def benchmark(
         compiled=compile, grad_checkpointing=grad_checkpointing and mode == "train", device=dev.type,
         median_s=med, images_per_s=batch / med, gflop=flops / 1e9, gflops=gflops,
         peak_fraction=gflops / peak_gflops, peak_mem_mib=peak_mem / 2**20, compile_s=compile_s, times_s=times,
+        implementation=implementation,
     )  # fmt: skip
 
 
 def _eager_twin(
-    net: nn.Module, x: torch.Tensor, mode: str, dtype: str, dev: torch.device
+    net: nn.Module, x: torch.Tensor, mode: str, dtype: str, dev: torch.device, kwargs: dict[str, Any]
 ) -> Callable[[], Any]:
     """The uncompiled computation, for counting the FLOPs of a compiled network."""
 
     def call() -> None:
         if mode == "infer":
             with torch.inference_mode(), _autocast(dev, dtype):
-                net(x)
+                net(x, **kwargs)
             return
         with _autocast(dev, dtype):
-            out = net(x)
+            out = net(x, **kwargs)
         out.float().sum().backward()
         net.zero_grad(set_to_none=True)
 
@@ -385,9 +501,14 @@ def run_grid(
     dtypes: Sequence[str] = ("fp32",),
     memory_formats: Sequence[str] = ("channels_last",),
     compile_options: Sequence[bool] = (False,),
+    references: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> Iterator[BenchResult]:
     """Benchmark every combination; yields rows as they are measured.
+
+    With ``references`` (model name -> official file, see :func:`load_reference`), each
+    configuration of such a model is first timed on the official network (as constructed: NCHW,
+    eager, the same dtype), then on ours, so the two rows are side by side.
 
     Args:
         models: Registered model names.
@@ -396,6 +517,7 @@ def run_grid(
         dtypes: Any of ``"fp32"``, ``"bf16"``, ``"fp16"``.
         memory_formats: Any of ``"contiguous"``, ``"channels_last"``.
         compile_options: ``False`` and/or ``True``.
+        references: Official files to compare with, by model name.
         **kwargs: Passed to :func:`benchmark` (``mode``, ``repeats``, ``device``, ...).
 
     Yields:
@@ -403,9 +525,21 @@ def run_grid(
     """
     device = torch.device(kwargs.get("device", "cpu"))
     peaks = {d: measure_matmul_peak(_DTYPES[d], device) for d in dict.fromkeys(dtypes)}
+    references = references or {}
+    done: set[tuple[Any, ...]] = set()
     for model, size, batch, dtype, fmt, comp in itertools.product(
         models, sizes, batches, dtypes, memory_formats, compile_options
     ):
+        if model in references and (model, size, batch, dtype) not in done:
+            done.add((model, size, batch, dtype))
+            ref = load_reference(model, references[model])
+            ref.model_name = model  # type: ignore[assignment]
+            opts = {k: v for k, v in kwargs.items() if k not in ("model_kwargs", "grad_checkpointing")}
+            yield benchmark(
+                ref, size=size, batch=batch, dtype=dtype, memory_format="contiguous", compile=False,
+                peak_gflops=peaks[dtype], implementation="official", **opts,
+            )  # fmt: skip
+            del ref
         yield benchmark(
             model, size=size, batch=batch, dtype=dtype, memory_format=fmt, compile=comp,
             peak_gflops=peaks[dtype], **kwargs,
@@ -413,7 +547,7 @@ def run_grid(
 
 
 _COLUMNS = (
-    ("model", "{}"), ("mode", "{}"), ("size", "{}"), ("batch", "{}"), ("dtype", "{}"),
+    ("model", "{}"), ("implementation", "{}"), ("mode", "{}"), ("size", "{}"), ("batch", "{}"), ("dtype", "{}"),
     ("memory_format", "{}"), ("compiled", "{}"), ("median_s", "{:.4f}"), ("images_per_s", "{:.2f}"),
     ("gflop", "{:.1f}"), ("gflops", "{:.1f}"), ("peak_fraction", "{:.0%}"), ("peak_mem_mib", "{:.0f}"),
 )  # fmt: skip
@@ -475,6 +609,14 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         "--model-kwargs", type=json.loads, default=None, help="JSON overrides, e.g. '{\"dim\": 16}'"
     )
     p.add_argument("--json", default=None, help="write the rows and the environment to this file")
+    p.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="[MODEL=]FILE",
+        help="time the official implementation from FILE side by side (promptir, restormer, pip_restormer); "
+        "repeat as MODEL=FILE for several models",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -491,17 +633,44 @@ def run(args: argparse.Namespace) -> int:
     if path is not None and path.exists():
         print(f"error: {path} exists; not overwriting it", file=sys.stderr)
         return 1
+    references: dict[str, str] = {}
+    for item in args.reference:
+        model, sep, file = item.partition("=")
+        if not sep:
+            if len(args.models) != 1:
+                print("error: with several --models give --reference MODEL=FILE", file=sys.stderr)
+                return 2
+            model, file = args.models[0], item
+        if model not in REFERENCE_MODELS:
+            print(f"error: no reference implementation for {model!r}; known: {sorted(REFERENCE_MODELS)}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        references[model] = file
     if args.threads:
         torch.set_num_threads(args.threads)
     compile_options = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     rows = []
     for row in run_grid(
         args.models, args.sizes, args.batch, args.dtypes, args.memory_formats, compile_options,
-        mode=args.mode, grad_checkpointing=args.grad_checkpointing, repeats=args.repeats,
-        warmup=args.warmup, device=args.device, model_kwargs=args.model_kwargs,
+        references=references, mode=args.mode, grad_checkpointing=args.grad_checkpointing,
+        repeats=args.repeats, warmup=args.warmup, device=args.device, model_kwargs=args.model_kwargs,
     ):  # fmt: skip
         rows.append(row)
         print(format_table([row]).splitlines()[-1] if len(rows) > 1 else format_table([row]), flush=True)
+    for ref in (r for r in rows if r.implementation == "official"):
+        for ours in rows:
+            same = (ours.model, ours.size, ours.batch, ours.dtype) == (
+                ref.model,
+                ref.size,
+                ref.batch,
+                ref.dtype,
+            )
+            if ours.implementation != "official" and same:
+                print(
+                    f"{ours.model} {ours.mode} {ours.size}px x{ours.batch} {ours.dtype} {ours.memory_format}"
+                    f"{' compiled' if ours.compiled else ''}: {ours.images_per_s / ref.images_per_s:.2f}x "
+                    f"the official images/s, peak memory {ours.peak_mem_mib / max(ref.peak_mem_mib, 1e-9):.2f}x"
+                )
     if path is not None:
         payload = {"environment": environment(args.device), "results": [dataclasses.asdict(r) for r in rows]}
         tmp = path.with_name(path.name + ".tmp")
