@@ -50,7 +50,7 @@ CONFIG_NAME = "config.json"
 _META_KEY = "allinone_ir_config"
 _FORMAT_VERSION = 1
 #: Wrapper keys of checkpoint dicts, in order of preference (EMA weights first).
-_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "model", "net", "network")
+_WRAPPER_KEYS = ("params_ema", "params", "ema", "state_dict", "model_state_dict", "model", "net", "network")
 _PREFIXES = ("module.", "_orig_mod.", "net.", "model.")
 
 
@@ -128,6 +128,7 @@ def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
     """The network weights inside a checkpoint object, with wrapper prefixes removed.
 
     Unwraps ``params_ema`` / ``params`` (BasicSR: Restormer, NAFNet; EMA weights preferred),
+    ``ema`` (this library's :class:`~allinone_ir.training.Trainer` checkpoints, EMA preferred too),
     ``state_dict`` (Lightning: PromptIR), ``model_state_dict`` / ``model`` / ``net``; strips
     ``module.`` (DataParallel), ``_orig_mod.`` (``torch.compile``) and a ``net.`` / ``model.``
     prefix shared by the network's keys (Lightning modules keep non-network keys, e.g. of a loss,
@@ -438,6 +439,13 @@ def load_checkpoint(
         and "config" in raw
     ):
         saved = {"architecture": raw["architecture"], "config": raw["config"]}
+    if (  # a Trainer checkpoint: rebuild from its recorded class and config (EMA weights preferred)
+        saved is None
+        and isinstance(raw, Mapping)
+        and isinstance(raw.get("arch"), str)
+        and isinstance(raw.get("model_config"), Mapping)
+    ):
+        saved = {"architecture": raw["arch"], "config": raw["model_config"]}
     state = extract_state_dict(raw)
     if isinstance(arch, nn.Module):
         return _load_into(arch, state, source, strict).eval()
