@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +12,14 @@ import torch
 from torch import nn
 
 from allinone_ir import create_model, restore
-from allinone_ir.inference import blend_window, tile_starts, tta_transforms
+from allinone_ir.inference import (
+    blend_window,
+    native_low_precision,
+    prefers_channels_last,
+    prepare_for_inference,
+    tile_starts,
+    tta_transforms,
+)
 from allinone_ir.io import read_image, write_image
 
 from .tiny_configs import TINY
@@ -245,7 +254,100 @@ def test_clamp_and_half_precision() -> None:
     assert float(restore(Double(), x, clamp=False).max()) == 1.5
     net = create_model("restormer", **TINY["restormer"]).eval()
     y = torch.rand(1, 3, 24, 24)
-    torch.testing.assert_close(restore(net, y, dtype=torch.bfloat16), restore(net, y), rtol=0, atol=0.05)
+    with (
+        pytest.warns(RuntimeWarning, match="emulated")
+        if not native_low_precision(torch.bfloat16, "cpu")
+        else contextlib.nullcontext()
+    ):
+        y16 = restore(net, y, dtype=torch.bfloat16)
+    torch.testing.assert_close(y16, restore(net, y), rtol=0, atol=0.05)
+
+
+# ----------------------------------------------------------------------------- the default fast path
+
+
+@pytest.mark.parametrize("name", ["promptir", "nafnet", "pip_restormer"])
+def test_default_path_is_channels_last_and_equals_fp32_nchw(name: str) -> None:
+    """restore() with no options converts the network to channels-last and gives the NCHW fp32 result."""
+    torch.manual_seed(0)
+    net = create_model(name, **TINY[name]).eval()
+    x = torch.rand(2, 3, 21, 30)
+    with torch.no_grad():
+        ref = net(x, degradation="rain") if name == "pip_restormer" else net(x)  # plain NCHW fp32 eager
+    assert not net.uses_channels_last()
+    kw = {"degradation": "rain"} if name == "pip_restormer" else {}
+    out = restore(net, x, clamp=False, **kw)
+    assert net.uses_channels_last() and out.is_contiguous()
+    assert float((out - ref).abs().max()) < 1e-4
+    tiled = restore(net, x, tile=16, overlap=4, clamp=False, **kw)  # tiles run on the same path
+    assert tiled.shape == x.shape and tiled.is_contiguous()
+
+
+def test_channels_last_option_and_prepare_for_inference() -> None:
+    net = create_model("restormer", **TINY["restormer"]).eval()
+    x = torch.rand(1, 3, 16, 16)
+    restore(net, x, channels_last=False)
+    assert not net.uses_channels_last()
+    assert prepare_for_inference(net) is net and net.uses_channels_last()
+    prepare_for_inference(net, channels_last=False)
+    assert not net.uses_channels_last()
+    local = prepare_for_inference(LocalNet(), "cpu")  # any network with 4-D convolution weights
+    assert local.body[0].weight.is_contiguous(memory_format=torch.channels_last)
+    nchw = LocalNet()
+    nchw.load_state_dict(local.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(restore(local, x)[0], nchw(x).clamp(0, 1)[0], atol=1e-5, rtol=1e-5)
+    assert prefers_channels_last("cpu") and prefers_channels_last(torch.device("cuda", 1))
+    assert not prefers_channels_last("mps") and not prefers_channels_last("meta")
+
+
+def test_native_low_precision_on_this_cpu() -> None:
+    assert native_low_precision(torch.float32, "cpu")
+    assert native_low_precision(torch.bfloat16, "cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert native_low_precision(torch.float16, "cpu") == bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    assert not native_low_precision(torch.bfloat16, "meta")
+
+
+def test_low_precision_warns_only_when_emulated(monkeypatch) -> None:
+    import allinone_ir.inference as inf
+
+    net = LocalNet()
+    x = torch.rand(3, 8, 8)
+    monkeypatch.setattr(inf, "native_low_precision", lambda dtype, device: False)
+    with pytest.warns(RuntimeWarning, match="emulated"):
+        restore(net, x, dtype=torch.bfloat16)
+    monkeypatch.setattr(inf, "native_low_precision", lambda dtype, device: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        restore(net, x, dtype=torch.bfloat16)
+        restore(net, x)  # fp32 never warns
+
+
+def test_compile_option_compiles_once_per_mode(monkeypatch) -> None:
+    """compile=True goes through torch.compile (here its eager backend: no code generation), cached."""
+    import allinone_ir.inference as inf
+
+    modes: list[str] = []
+    real = torch.compile
+
+    def fake_compile(model: nn.Module, mode: str | None = None) -> nn.Module:
+        modes.append(str(mode))
+        return real(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    torch._dynamo.reset()
+    net = create_model("restormer", **TINY["restormer"]).eval()
+    x = torch.rand(2, 3, 16, 16)
+    expected = restore(net, x)
+    torch.testing.assert_close(restore(net, x, compile=True), expected)
+    torch.testing.assert_close(
+        restore(net, x, compile=True, tile=8, overlap=2), restore(net, x, tile=8, overlap=2)
+    )
+    assert modes == ["default"]  # CPU: the default mode, compiled once for both calls
+    restore(net, x, compile="max-autotune-no-cudagraphs")
+    assert modes == ["default", "max-autotune-no-cudagraphs"]
+    with pytest.raises(ValueError, match="compile"):
+        inf.compiled_for_inference(net, 3)  # type: ignore[arg-type]
 
 
 def test_mode_restored_and_bad_inputs() -> None:
