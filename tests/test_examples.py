@@ -14,7 +14,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 # What each example must print (a line that only appears when its last step worked).
 EXPECTED = {
-    "quickstart.py": "reloaded model gives identical output: True",
+    "quickstart.py": "reloaded model gives the same output: True",
     "train_paired_folders.py": "pred.npz (",
     "degradation_control.py": "rain weight : PSNR",
     "tiled_restoration.py": "tiled + TTA x8:",
