@@ -50,46 +50,23 @@ def _cosine_logits(
         - sq_q, sq_k: :math:`(N, heads, c)` (sums of squares over ``P``, at least fp32)
         - output: :math:`(N, heads, c, c)`, at least fp32
     """
-    return _logits_from_norms(qh, kh, sq_q.sqrt(), sq_k.sqrt(), temperature, eps)
-
-
-def _logits_from_norms(
-    qh: torch.Tensor,
-    kh: torch.Tensor,
-    norm_q: torch.Tensor,
-    norm_k: torch.Tensor,
-    temperature: torch.Tensor,
-    eps: float,
-) -> torch.Tensor:
-    """:func:`_cosine_logits` from the row norms themselves (``sqrt`` of the squared sums).
-
-    Shape:
-        - qh, kh: :math:`(N, heads, c, P)`
-        - norm_q, norm_k: :math:`(N, heads, c)`, at least fp32
-        - output: :math:`(N, heads, c, c)`, at least fp32
-    """
-    acc = norm_q.dtype
-    qn = norm_q.clamp_min(eps).unsqueeze(-1)
-    kn = norm_k.clamp_min(eps).unsqueeze(-2)
+    acc = sq_q.dtype
+    qn = sq_q.sqrt().clamp_min(eps).unsqueeze(-1)
+    kn = sq_k.sqrt().clamp_min(eps).unsqueeze(-2)
     gram = _head_gram(qh, kh).to(acc)
     return gram * (temperature.to(acc) / (qn * kn))
-
-
-def _row_norms(x: torch.Tensor, dim: int, acc: torch.dtype) -> torch.Tensor:
-    """L2 norms along ``dim`` accumulated in ``acc``, in one pass (no squared copy of ``x`` is written)."""
-    return torch.linalg.vector_norm(x, dim=dim, dtype=acc)
 
 
 def _attention_weights(
     qh: torch.Tensor,
     kh: torch.Tensor,
-    norm_q: torch.Tensor,
-    norm_k: torch.Tensor,
+    sq_q: torch.Tensor,
+    sq_k: torch.Tensor,
     temperature: torch.Tensor,
     eps: float,
 ) -> torch.Tensor:
-    """Softmax over the last axis of :func:`_logits_from_norms` (given the row norms)."""
-    return _logits_from_norms(qh, kh, norm_q, norm_k, temperature, eps).softmax(dim=-1)
+    """Softmax over the last axis of :func:`_cosine_logits`."""
+    return _cosine_logits(qh, kh, sq_q, sq_k, temperature, eps).softmax(dim=-1)
 
 
 def channel_attention(
@@ -137,7 +114,9 @@ def channel_attention(
     n, c, h, w = q.shape
     acc = torch.promote_types(q.dtype, torch.float32)  # statistics in at least fp32 (bf16/fp16 safe)
     qh, kh, vh = _heads_view(q, num_heads), _heads_view(k, num_heads), _heads_view(v, num_heads)
-    attn = _attention_weights(qh, kh, _row_norms(qh, -1, acc), _row_norms(kh, -1, acc), temperature, eps)
+    sq_q = qh.square().sum(dim=-1, dtype=acc)
+    sq_k = kh.square().sum(dim=-1, dtype=acc)
+    attn = _attention_weights(qh, kh, sq_q, sq_k, temperature, eps)
     if _is_channels_last(v):
         # out^T = v^T attn^T per head, written straight into channels-last order
         vt = v.permute(0, 2, 3, 1).reshape(n, h * w, num_heads, c // num_heads)
@@ -159,7 +138,7 @@ def projected_channel_attention(
     Equal to ``conv1x1(channel_attention(q, k, v), proj_weight, proj_bias)`` with
     ``q, k, v = qkv.chunk(3, dim=1)``, computed faster:
 
-    - the norms of ``q`` and ``k`` are one reduction over both (no squared copy is written);
+    - the squared norms of ``q`` and ``k`` are one reduction over both;
     - the projection is folded into the attention matrix,
       ``W_{proj}\\,\\mathrm{blockdiag}(A_1..A_h)`` (a ``C x C`` matrix per sample, cheap), so
       ``attn @ v`` and the projection become a single ``(C x C) @ (C x HW)`` product;
@@ -195,15 +174,15 @@ def projected_channel_attention(
         t = qkv.permute(0, 2, 3, 1).reshape(n, p, 3, num_heads, cp)  # a view
         qh = t[:, :, 0].permute(0, 2, 3, 1)  # (N, heads, c, P)
         kh = t[:, :, 1].permute(0, 2, 3, 1)
-        norms = _row_norms(t[:, :, :2], 1, acc)  # (N, 2, heads, c), accumulated in >= fp32
-        attn = _attention_weights(qh, kh, norms[:, 0], norms[:, 1], temperature, eps)
+        sq = t[:, :, :2].square().sum(dim=1).to(acc)  # (N, 2, heads, c); reductions accumulate in fp32
+        attn = _attention_weights(qh, kh, sq[:, 0], sq[:, 1], temperature, eps)
         mix = torch.einsum("ohi,nhij->nhjo", weight.to(attn.dtype), attn).reshape(n, c, -1)
         vt = t[:, :, 2].reshape(n, p, c)  # (N, P, C), a strided view
         out = (vt @ mix.to(vt.dtype)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
     else:
         t = qkv.reshape(n, 3, num_heads, cp, p)
-        norms = _row_norms(t[:, :2], -1, acc)
-        attn = _attention_weights(t[:, 0], t[:, 1], norms[:, 0], norms[:, 1], temperature, eps)
+        sq = t[:, :2].square().sum(dim=-1).to(acc)
+        attn = _attention_weights(t[:, 0], t[:, 1], sq[:, 0], sq[:, 1], temperature, eps)
         mix = torch.einsum("ohi,nhij->nohj", weight.to(attn.dtype), attn).reshape(n, -1, c)
         out = (mix.to(qkv.dtype) @ t[:, 2].reshape(n, c, p)).reshape(n, -1, h, w)
     if proj_bias is not None:

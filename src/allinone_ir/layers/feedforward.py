@@ -197,38 +197,12 @@ def gelu_gate_conv1x1(
     return F.conv2d(F.gelu(a).mul_(b), weight, bias)
 
 
-def _onednn_fusion_ok(*xs: torch.Tensor) -> bool:
-    """Whether oneDNN's fused convolution post-ops can run: CPU inference in fp32 (or bf16 where native)."""
-    x = xs[0]
-    if x.device.type != "cpu" or (torch.is_grad_enabled() and any(t.requires_grad for t in xs)):
-        return False
-    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
-        return False
-    if torch.compiler.is_compiling() or (torch.is_autocast_enabled("cpu") and x.dtype == torch.float32):
-        return False  # the compiler fuses by itself; fp32 maps under CPU autocast would need casting here
-    if x.dtype == torch.bfloat16:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return x.dtype == torch.float32
-
-
-#: GDFN hidden widths are padded to a multiple of this (see :attr:`GDFN.padded_hidden`).
-_HIDDEN_MULTIPLE = 16
-
-
-def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
-    """``t`` with zero rows appended along dim 0 up to ``rows`` (differentiable; ``t`` itself if no padding)."""
-    if t.shape[0] == rows:
-        return t
-    return torch.cat([t, t.new_zeros(rows - t.shape[0], *t.shape[1:])], dim=0)
-
-
 class GDFN(nn.Module):
     """Gated-Dconv feed-forward network.
 
     ``hidden = int(dim * ffn_expansion_factor)``; ``project_in`` (1x1, C->2*hidden),
     ``dwconv`` (depthwise 3x3), split in two halves ``x1, x2``, ``gelu(x1) * x2``,
-    ``project_out`` (1x1, hidden->C). The computation runs at a hidden width padded with
-    zero-weight channels to a multiple of 16 (:attr:`padded_hidden`), which is faster and equal.
+    ``project_out`` (1x1, hidden->C).
 
     Args:
         dim: Number of channels ``C``.
@@ -254,75 +228,37 @@ class GDFN(nn.Module):
         )
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
 
-    @property
-    def padded_hidden(self) -> int:
-        """The hidden width the computation runs at: ``hidden`` rounded up to a multiple of 16.
-
-        Restormer's widths (``int(C * 2.66)``: 127, 255, 510, 1021, ...) are not multiples of the SIMD
-        width; the 1x1 convolution producing 127 channels ran 2x slower than one producing 128 on a CPU
-        (and tensor cores want multiples of 8 or 16). The extra channels have zero weights, so they stay
-        exactly zero and add exact zeros to ``project_out``: same function, same parameters.
-        """
-        return -(-self.hidden_features // _HIDDEN_MULTIPLE) * _HIDDEN_MULTIPLE
-
     def input_projections(self) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-        """Weights and biases of the two halves of ``project_in`` (gate half first), zero-padded.
+        """Weights and biases of the two halves of ``project_in`` (gate half first).
 
         The two halves are computed by separate (sliced-weight) convolutions rather than chunked from
         one output: a channel slice of a channels-last map is strided, and the GELU kernel runs several
-        times slower on it than on a dense tensor. Each half is padded with zero rows to
-        :attr:`padded_hidden` output channels.
+        times slower on it than on a dense tensor. Same arithmetic, same parameters.
         """
-        hidden, hp = self.hidden_features, self.padded_hidden
+        hidden = self.hidden_features
         w, b = self.project_in.weight, self.project_in.bias
-        ws = [_pad_rows(w[:hidden], hp), _pad_rows(w[hidden:], hp)]
-        bs = [None, None] if b is None else [_pad_rows(b[:hidden], hp), _pad_rows(b[hidden:], hp)]
-        return ws, bs
+        return [w[:hidden], w[hidden:]], [
+            None if b is None else b[:hidden],
+            None if b is None else b[hidden:],
+        ]
 
     def from_projections(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """The rest of the GDFN after ``project_in``: depthwise convolutions, gate and ``project_out``.
 
         Shape:
-            - x1, x2: :math:`(N, hidden_p, H, W)`, the two halves of ``project_in``'s output as
-              :meth:`input_projections` gives them (:attr:`padded_hidden` channels)
+            - x1, x2: :math:`(N, hidden, H, W)` (the two halves of ``project_in``'s output)
             - output: :math:`(N, C, H, W)`
         """
-        hidden, hp = self.hidden_features, self.padded_hidden
+        hidden = self.hidden_features
         w_dw, b_dw = self.dwconv.weight, self.dwconv.bias
-        w1, w2 = _pad_rows(w_dw[:hidden], hp), _pad_rows(w_dw[hidden:], hp)
-        b1, b2 = (
-            (None, None) if b_dw is None else (_pad_rows(b_dw[:hidden], hp), _pad_rows(b_dw[hidden:], hp))
-        )
+        w1, w2 = w_dw[:hidden], w_dw[hidden:]
+        b1, b2 = (None, None) if b_dw is None else (b_dw[:hidden], b_dw[hidden:])
         w, b = self.project_out.weight, self.project_out.bias
-        if hp != hidden:  # zero input columns for the padding channels
-            w = torch.cat([w, w.new_zeros(w.shape[0], hp - hidden, *w.shape[2:])], dim=1)
         if _records(x1, x2, w_dw, b_dw, w, b) and not torch.compiler.is_compiling():
             # training: only x1 and x2 are kept; the rest is recomputed in backward (_GatedDwProject)
             return _GatedDwProject.apply(x1, x2, w1, b1, w2, b2, w, b)
-        if _onednn_fusion_ok(x1, x2):
-            # one pass each: dw(x1) with GELU fused, then dw(x2) times that (oneDNN post-ops, CPU inference)
-            cast = x1.dtype
-            gate = torch.ops.mkldnn._convolution_pointwise(
-                x1, w1.to(cast), _cast(b1, cast), [1, 1], [1, 1], [1, 1], hp, "gelu", [], "none"
-            )
-            gated = torch.ops.mkldnn._convolution_pointwise.binary(
-                x2,
-                gate,
-                w2.to(cast),
-                _cast(b2, cast),
-                [1, 1],
-                [1, 1],
-                [1, 1],
-                hp,
-                "mul",
-                None,
-                None,
-                [],
-                None,
-            )
-            return F.conv2d(gated, w, b)
-        x1 = F.conv2d(x1, w1, b1, padding=1, groups=hp)
-        x2 = F.conv2d(x2, w2, b2, padding=1, groups=hp)
+        x1 = F.conv2d(x1, w1, b1, padding=1, groups=hidden)
+        x2 = F.conv2d(x2, w2, b2, padding=1, groups=hidden)
         return gelu_gate_conv1x1(x1, x2, w, b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
