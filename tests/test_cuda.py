@@ -1,0 +1,261 @@
+"""The GPU suite: fast paths, low-precision training, ``restore()`` and DDP on CUDA.
+
+Every test is marked ``cuda`` and skipped without a GPU. Run it on a GPU machine with::
+
+    PYTHONPATH=src python -m pytest -m cuda tests/test_cuda.py
+
+Comparisons with fp32 turn TF32 off (cuDNN uses it for convolutions by default), so that
+"equal" means equal within float32 rounding. No timing thresholds: speed is measured by
+``allinone-ir bench --device cuda`` (see ``docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from allinone_ir import create_model, restore
+from allinone_ir.inference import native_low_precision, prefers_channels_last
+from allinone_ir.layers import TransformerBlock
+
+from .tiny_configs import TINY, tiny_model
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+CL = torch.channels_last
+DEV = torch.device("cuda")
+MODELS = ["restormer", "promptir", "nafnet", "pip_restormer"]
+
+
+@pytest.fixture(autouse=True)
+def _exact_fp32() -> Iterator[None]:
+    """No TF32 in convolutions and matmuls, so fp32 results agree to float32 rounding."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _call(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x, degradation="rain") if getattr(model, "accepts_degradation", False) else model(x)
+
+
+def _kw(model: nn.Module) -> dict[str, str]:
+    return {"degradation": "rain"} if getattr(model, "accepts_degradation", False) else {}
+
+
+class _LocalNet(nn.Module):
+    """Two 3x3 convolutions: each output pixel sees 5x5 input pixels (tiling is exact with enough overlap)."""
+
+    in_channels = out_channels = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GELU(), nn.Conv2d(8, 3, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+# ----------------------------------------------------------------------------- fast paths
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_cuda_channels_last_equals_cpu_fp32(name: str) -> None:
+    model = tiny_model(name).eval()
+    x = torch.rand(2, 3, 19, 26)
+    with torch.no_grad():
+        ref = _call(model, x)
+        gpu = model.to(DEV).to(memory_format=CL)
+        out = _call(gpu, x.to(DEV))
+    assert out.is_cuda and out.stride(1) == 1
+    torch.testing.assert_close(out.cpu(), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_low_precision_autocast_close_to_fp32(name: str, dtype: torch.dtype) -> None:
+    if not native_low_precision(dtype, DEV):
+        pytest.skip(f"{dtype} is not native on this GPU")
+    model = tiny_model(name).eval().to(DEV).to(memory_format=CL)
+    x = torch.rand(1, 3, 24, 24, device=DEV)
+    with torch.no_grad():
+        ref = _call(model, x)
+        with torch.autocast("cuda", dtype=dtype):
+            out = _call(model, x)
+    assert torch.isfinite(out).all()
+    assert (out.float() - ref).abs().max() < 0.1 and (out.float() - ref).abs().mean() < 0.02
+
+
+def test_cuda_training_recompute_gradients_equal_plain() -> None:
+    """The memory-saving training path (norms and GDFN maps recomputed in backward) on CUDA, float64."""
+    blk = TransformerBlock(16, 2, bias=True).double().to(DEV).to(memory_format=CL)
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    x = (
+        torch.randn(2, 16, 9, 7, dtype=torch.float64, device=DEV)
+        .contiguous(memory_format=CL)
+        .requires_grad_()
+    )
+    out = blk(x)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, *blk.parameters()], g)
+    hook = blk.norm1.register_forward_hook(lambda *a: None)  # hooks: the unfused module-by-module path
+    try:
+        plain = blk(x)
+        want = torch.autograd.grad(plain, [x, *blk.parameters()], g)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(out, plain)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+# ----------------------------------------------------------------------------- low-precision training
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_low_precision_training_learns(precision: str) -> None:
+    """A few autocast steps on one batch (fp16 with the gradient scaler) lower the loss and stay finite."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if not native_low_precision(dtype, DEV):
+        pytest.skip(f"{dtype} is not native on this GPU")
+    model = tiny_model("promptir").to(DEV).to(memory_format=CL).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    x = torch.rand(4, 3, 32, 32, device=DEV)
+    y = (x * 0.8).clamp(0, 1)
+    losses = []
+    for _ in range(8):
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=dtype):
+            loss = F.l1_loss(model(x).float(), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0]
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
+    if precision == "fp16":
+        assert 0 < scaler.get_scale() < float("inf")
+
+
+def test_cuda_training_memory_below_textbook_block() -> None:
+    """Peak CUDA memory of a block's forward+backward is lower with the recompute path than without it."""
+    blk = TransformerBlock(48, 1).to(DEV).to(memory_format=CL)
+    x = torch.randn(4, 48, 128, 128, device=DEV).contiguous(memory_format=CL).requires_grad_()
+
+    def peak(hooked: bool) -> int:
+        handle = blk.norm1.register_forward_hook(lambda *a: None) if hooked else None
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        blk(x).float().square().mean().backward()
+        torch.cuda.synchronize()
+        if handle is not None:
+            handle.remove()
+        blk.zero_grad(set_to_none=True)
+        x.grad = None
+        return torch.cuda.max_memory_allocated() - base
+
+    assert peak(hooked=False) < peak(hooked=True)
+
+
+# ----------------------------------------------------------------------------- restore()
+
+
+def test_cuda_restore_default_fast_path_and_tiling() -> None:
+    assert prefers_channels_last(DEV)
+    net = create_model("promptir", **TINY["promptir"]).eval()
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        ref = net(x)
+    out = restore(net, x, device="cuda", clamp=False)
+    assert net.uses_channels_last() and next(net.parameters()).is_cuda
+    assert out.device.type == "cpu" and out.is_contiguous()
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    xg = x.to(DEV)
+    assert restore(net, xg).is_cuda  # the result lives where the input does
+    local = _LocalNet().to(DEV)
+    whole = restore(local, xg, clamp=False)
+    tiled = restore(local, xg, tile=24, overlap=16, batch_size=2, clamp=False)
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_restore_low_precision(dtype: torch.dtype) -> None:
+    if not native_low_precision(dtype, DEV):
+        pytest.skip(f"{dtype} is not native on this GPU")
+    net = create_model("restormer", **TINY["restormer"]).eval()
+    x = torch.rand(2, 3, 32, 32)
+    ref = restore(net, x, device="cuda")
+    out = restore(net, x, device="cuda", dtype=dtype, tile=16, overlap=4)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=0.05, rtol=0)
+
+
+def test_cuda_restore_compiled_with_cuda_graphs() -> None:
+    """compile=True: inductor with CUDA graphs; replays (tiles of one size, TTA) give the eager result."""
+    torch._dynamo.reset()
+    net = create_model("restormer", **TINY["restormer"]).eval().to(DEV)
+    x = torch.rand(1, 3, 48, 48)
+    eager = restore(net, x, tile=16, overlap=4, tta="flip", clamp=False)
+    for _ in range(2):  # the second call replays the captured graphs
+        out = restore(net, x, tile=16, overlap=4, tta="flip", clamp=False, compile=True)
+        torch.testing.assert_close(out, eager, atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_cuda_ddp_nccl_single_process_matches_plain() -> None:
+    """DDP over nccl with one process: no unused parameters (find_unused_parameters=False) and the plain gradients."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if not dist.is_nccl_available():
+        pytest.skip("this torch build has no nccl")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ["MASTER_PORT"] = str(_free_port())
+    dist.init_process_group("nccl", rank=0, world_size=1)
+    try:
+        for name in ("promptir", "restormer"):
+            model = tiny_model(name).to(DEV).to(memory_format=CL).train()
+            x = torch.rand(2, 3, 32, 32, device=DEV)
+            model(x).square().mean().backward()
+            ref = {n: p.grad.clone() for n, p in model.named_parameters()}
+            model.zero_grad(set_to_none=True)
+            ddp = DDP(model, device_ids=[0], find_unused_parameters=False)
+            ddp(x).square().mean().backward()
+            for n, p in model.named_parameters():
+                torch.testing.assert_close(p.grad, ref[n], atol=1e-5, rtol=1e-4, msg=n)
+    finally:
+        dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def test_cuda_bench_row() -> None:
+    from allinone_ir.benchmark import benchmark
+
+    row = benchmark("promptir", size=32, batch=2, dtype="bf16", mode="train", repeats=1, warmup=0, device="cuda",
+                    model_kwargs=TINY["promptir"], peak_gflops=1.0)  # fmt: skip
+    assert row.device == "cuda" and row.peak_mem_mib > 0 and row.images_per_s > 0
