@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from allinone_ir.demo import (
     render_grid,
     run_demo,
     summary_lines,
+    tone_variants,
     verdicts,
 )
 from allinone_ir.errors import MissingDependencyError
@@ -283,3 +285,21 @@ def test_demo_trains_pip_with_its_degradations(tmp_path: Path) -> None:
     logged = [h for h in history if h.get("kind") == "train"]
     assert logged and all(h["loss_classifier"] > 0 and h["loss_ddl"] >= 0 for h in logged)
     assert {t.name for t in model.auxiliary_losses()} == {"ddl", "classifier"}
+
+
+def test_tone_variants_lift_midtones_and_keep_black_and_white() -> None:
+    x = torch.linspace(0, 1, 11).view(1, 1, 11).expand(3, 4, 11).contiguous()
+    variants = tone_variants(x, 5, rng=0)
+    assert len(variants) == 5 and variants[0] is x
+    for v in variants[1:]:
+        assert (
+            v.shape == x.shape and torch.equal(v[..., 0], x[..., 0]) and torch.equal(v[..., -1], x[..., -1])
+        )
+        assert bool((v[..., 1:-1] > x[..., 1:-1]).all())  # brighter mid-tones
+        assert torch.allclose(v[0], v[1], atol=1e-6) and torch.allclose(v[1], v[2], atol=1e-6)  # one curve
+        gamma = math.log(float(v[0, 0, 5])) / math.log(0.5)
+        assert 0.5 <= gamma < 1.0
+    assert [torch.equal(a, b) for a, b in zip(tone_variants(x, 5, rng=0), variants)] == [True] * 5
+    assert len(tone_variants(x, 1)) == 1
+    with pytest.raises(ValueError, match="count"):
+        tone_variants(x, 0)
