@@ -60,8 +60,8 @@ def test_demo_smoke_journey(run_cli, tmp_path: Path) -> None:
     assert list(colours) == list(DEMO_DEGRADATIONS)
     for d, m in colours.items():
         rgb = data["mean_rgb"][d]
-        assert m["r"] == "/".join(f"{v:.0f}" for v in rgb["restored"])
-        assert m["c"] == "/".join(f"{v:.0f}" for v in rgb["clean"])
+        for printed, recorded in ((m["r"], rgb["restored"]), (m["c"], rgb["clean"])):
+            assert all(abs(int(a) - b) <= 0.51 for a, b in zip(printed.split("/"), recorded, strict=True))
         err = max(abs(a - b) for a, b in zip(rgb["restored"], rgb["clean"]))
         assert abs(float(m["err"]) - err) <= 0.06
         assert m["verdict"] == ("kept" if err <= COLOUR_TOLERANCE else "COLOUR CAST")
