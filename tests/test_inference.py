@@ -406,3 +406,46 @@ def test_progress_bar(capsys) -> None:
     pytest.importorskip("tqdm")
     restore(LocalNet(), torch.rand(3, 40, 40), tile=16, overlap=4, progress=True)
     assert "tiles" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- low-precision policy
+
+
+def test_low_precision_policy_flags_and_restores() -> None:
+    from allinone_ir.inference import low_precision_policy
+
+    net = create_model("promptir", **TINY["promptir"]).eval()
+    with low_precision_policy(net) as names:
+        assert names == ["patch_embed", "encoder_level1.0.attn", "decoder_level1.0.attn", "refinement.0.attn"]
+        assert net.patch_embed.float32 and net.encoder_level1[0].attn.float32_dwconv
+        assert not net.encoder_level2[0].attn.float32_dwconv  # only the full-resolution levels
+    assert not net.patch_embed.float32 and not net.encoder_level1[0].attn.float32_dwconv
+    net.refinement[0].attn.float32_dwconv = True  # a user's own setting survives the context
+    with low_precision_policy(net):
+        pass
+    assert net.refinement[0].attn.float32_dwconv
+    with low_precision_policy(net, enabled=False) as names:
+        assert names == [] and not net.patch_embed.float32
+    with low_precision_policy(create_model("nafnet", **TINY["nafnet"])) as names:
+        assert names == []  # other families are left as they are
+
+
+def test_restore_low_precision_runs_the_policy_layers_in_float32() -> None:
+    """Under restore(dtype=bf16) the patch embedding and full-resolution depthwise convs see float32."""
+    net = create_model("restormer", **TINY["restormer"]).eval()
+    seen: dict[str, torch.dtype] = {}
+    for name in ("patch_embed.proj", "encoder_level1.0.attn.qkv_dwconv", "encoder_level2.0.attn.qkv_dwconv",
+                 "latent.0.attn.qkv"):  # fmt: skip
+        net.get_submodule(name).register_forward_hook(
+            lambda m, args, out, name=name: seen.__setitem__(name, out.dtype)
+        )
+    x = torch.rand(1, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # bf16 may be emulated on this CPU
+        out = restore(net, x, dtype=torch.bfloat16, clamp=False)
+    assert seen["patch_embed.proj"] == torch.float32
+    assert seen["encoder_level1.0.attn.qkv_dwconv"] == torch.float32
+    assert seen["encoder_level2.0.attn.qkv_dwconv"] == torch.bfloat16
+    assert seen["latent.0.attn.qkv"] == torch.bfloat16
+    assert not net.patch_embed.float32  # the flags are the network's own again afterwards
+    torch.testing.assert_close(out, restore(net, x, clamp=False), atol=0.05, rtol=0)

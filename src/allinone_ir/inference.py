@@ -9,8 +9,9 @@ outputs over flips (and 90-degree rotations for the x8 self-ensemble).
 The fast path is the default: :func:`prepare_for_inference` (called by :func:`restore`) moves
 the network to its device and stores its weights in the memory format that is fastest there
 (channels-last on CPU and CUDA, where it is 1.4-2x faster for these networks), so that every
-feature map stays in that layout. ``restore(..., dtype=torch.bfloat16)`` runs under autocast
-(the networks keep their statistics, softmax and residual stream in float32), and
+feature map stays in that layout. ``restore(..., dtype=torch.bfloat16)`` runs under autocast with
+:func:`low_precision_policy` (statistics and softmax in float32, and the few layers that bf16
+perturbs most kept in float32), and
 ``compile=True`` wraps the network in ``torch.compile`` (with CUDA graphs on a GPU).
 
 Blending window (per axis, for a tile edge that borders another tile; ``O`` = overlap):
@@ -42,6 +43,7 @@ __all__ = [
     "TTA_MODES",
     "blend_window",
     "compiled_for_inference",
+    "low_precision_policy",
     "native_low_precision",
     "prefers_channels_last",
     "prepare_for_inference",
@@ -267,6 +269,65 @@ def _is_channels_last(model: nn.Module) -> bool:
     return False
 
 
+#: Levels that run at the full input resolution in the Restormer family (Restormer, PromptIR, PIP).
+FULL_RESOLUTION_LEVELS: tuple[str, ...] = ("encoder_level1", "decoder_level1", "refinement")
+
+
+@contextlib.contextmanager
+def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[list[str]]:
+    """Keep the parts of a network that bf16/fp16 perturbs most in float32 while autocast runs the rest.
+
+    Measured on a trained PromptIR (fp32 vs bf16 PSNR per degradation, ``docs/benchmarks.md``): the
+    drift comes from rounding convolution *weights*, and most of it from two places, the patch
+    embedding (the first convolution, which also sees the rounded image) and the depthwise
+    convolution of the attention at the full-resolution levels, whose few weights per channel set
+    ``q`` and ``k`` and so the softmax logits. Both run in float32 inside this context
+    (:attr:`~allinone_ir.layers.OverlapPatchEmbed.float32`,
+    :attr:`~allinone_ir.layers.MDTA.float32_dwconv`); everything else, including every 1x1
+    convolution and matmul, stays in the autocast dtype. :func:`restore` uses it for ``dtype=``
+    bf16/fp16. Networks without a ``patch_embed`` / :data:`FULL_RESOLUTION_LEVELS` are left as they are.
+
+    Args:
+        model: The network (its flags are restored on exit).
+        enabled: ``False`` makes this a no-op.
+
+    Yields:
+        The names of the modules kept in float32.
+
+    Examples:
+        >>> from allinone_ir import create_model
+        >>> net = create_model("restormer", dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
+        >>> with low_precision_policy(net) as names:
+        ...     names
+        ['patch_embed', 'encoder_level1.0.attn', 'decoder_level1.0.attn', 'refinement.0.attn']
+    """
+    from .layers.attention import MDTA
+    from .layers.transformer import OverlapPatchEmbed
+
+    flags: list[tuple[nn.Module, str, Any]] = []
+    if enabled:
+        embed = getattr(model, "patch_embed", None)
+        if isinstance(embed, OverlapPatchEmbed):
+            flags.append((embed, "float32", "patch_embed"))
+        for level in FULL_RESOLUTION_LEVELS:
+            stage = getattr(model, level, None)
+            if isinstance(stage, nn.Module):
+                for name, m in stage.named_modules():
+                    if isinstance(m, MDTA):
+                        flags.append((m, "float32_dwconv", f"{level}.{name}"))
+    saved = [(m, attr, m.__dict__.get(attr, None)) for m, attr, _ in flags]
+    try:
+        for m, attr, _ in flags:
+            setattr(m, attr, True)
+        yield [name for _, _, name in flags]
+    finally:
+        for m, attr, old in saved:
+            if old is None:
+                m.__dict__.pop(attr, None)  # back to the class default
+            else:
+                setattr(m, attr, old)
+
+
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Module]] = weakref.WeakKeyDictionary()
 
 
@@ -324,6 +385,7 @@ class _Runner:
         compile: bool | str = False,
     ) -> None:
         self.model = compiled_for_inference(model, compile) if compile else model
+        self.policy_model = model
         self.cuda_graphs = bool(compile) and device.type == "cuda" and compile in (True, "reduce-overhead")
         self.device = device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -378,7 +440,8 @@ class _Runner:
             if self.autocast_dtype is not None
             else nullcontext()
         )
-        with ctx, self._backend_flags():
+        policy = low_precision_policy(self.policy_model, enabled=self.autocast_dtype is not None)
+        with ctx, self._backend_flags(), policy:
             if self.transforms is None:
                 out = self._forward(x, deg).float()
             else:
@@ -565,8 +628,9 @@ def restore(
         device: Where the network runs; ``None`` uses the network's device. The network is moved
             there if it is elsewhere.
         dtype: Compute dtype for autocast (``torch.bfloat16`` or ``torch.float16``): convolutions and
-            matmuls run in it while norms, softmax and the residual stream stay float32; ``None`` runs in
-            the network's dtype. A dtype the device only emulates (bf16 on CPUs without AVX-512 BF16 /
+            matmuls run in it, attention statistics and softmax in float32, and the layers that low
+            precision perturbs most stay float32 (:func:`low_precision_policy`); ``None`` runs in the
+            network's dtype. A dtype the device only emulates (bf16 on CPUs without AVX-512 BF16 /
             AMX, see :func:`native_low_precision`) is slower than float32 and warns.
         channels_last: Memory format of the weights and activations: ``None`` (default) picks the
             fastest for the device (:func:`prefers_channels_last`); ``True``/``False`` forces it.

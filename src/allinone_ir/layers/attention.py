@@ -6,7 +6,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MDTA", "channel_attention", "projected_channel_attention"]
+__all__ = ["MDTA", "channel_attention", "low_precision_autocast", "projected_channel_attention"]
+
+
+def low_precision_autocast(device_type: str) -> torch.dtype | None:
+    """The autocast dtype if autocast to a 16-bit type is on for ``device_type``, else ``None``.
+
+    Examples:
+        >>> low_precision_autocast("cpu") is None
+        True
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+        ...     low_precision_autocast("cpu")
+        torch.bfloat16
+    """
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    dtype = torch.get_autocast_dtype(device_type)
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -222,6 +238,12 @@ class MDTA(nn.Module):
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
 
+    #: Run the depthwise convolution in float32 under bf16/fp16 autocast (the result is cast back to the
+    #: autocast dtype). Its few weights per channel set ``q`` and ``k`` and so the attention logits,
+    #: which low precision perturbs most; :func:`allinone_ir.inference.low_precision_policy` sets it
+    #: for the full-resolution levels.
+    float32_dwconv: bool = False
+
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """The attention after the ``qkv`` 1x1 convolution: depthwise convolution, attention, projection.
 
@@ -229,8 +251,15 @@ class MDTA(nn.Module):
             - qkv: :math:`(N, 3C, H, W)` (the output of ``self.qkv``)
             - output: :math:`(N, C, H, W)`
         """
+        low = low_precision_autocast(qkv.device.type)
+        if self.float32_dwconv and low is not None:
+            with torch.autocast(qkv.device.type, enabled=False):
+                qkv = self.qkv_dwconv(qkv.float())
+            qkv = qkv.to(low)
+        else:
+            qkv = self.qkv_dwconv(qkv)
         return projected_channel_attention(
-            self.qkv_dwconv(qkv),
+            qkv,
             self.temperature,
             self.num_heads,
             self.project_out.weight,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import MDTA
+from .attention import MDTA, low_precision_autocast
 from .feedforward import GDFN
 from .norm import NormKind, RestormerLayerNorm, norm_conv1x1
 
@@ -82,7 +82,15 @@ class OverlapPatchEmbed(nn.Module):
         super().__init__()
         self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=3, padding=1, bias=bias)
 
+    #: Run in float32 under bf16/fp16 autocast: rounding the image (8 mantissa bits, half an 8-bit grey
+    #: level) and these weights moves the output most per FLOP; the convolution is tiny.
+    #: :func:`allinone_ir.inference.low_precision_policy` sets it.
+    float32: bool = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.float32 and low_precision_autocast(x.device.type) is not None:
+            with torch.autocast(x.device.type, enabled=False):
+                return self.proj(x.float())
         return self.proj(x)
 
 
