@@ -264,7 +264,9 @@ def add_haze(
     .. math:: I = J\,t + A\,(1 - t), \qquad t = e^{-\beta d}
 
     Without a ``depth`` map, a smooth random one is drawn (a vertical gradient, far at
-    the top, plus a smooth random field), scaled to [0.2, 1].
+    the top, plus a smooth random field), scaled to [0.2, 1]. The map spans the image whatever its
+    size: a 48-pixel training crop gets the whole depth range, as a whole photograph does, so its haze
+    changes over fewer pixels. The airlight is grey (the same on every channel), as in RESIDE.
 
     Args:
         image: Clean image(s) ``J`` in [0, 1].
