@@ -156,16 +156,18 @@ def test_summary_is_honest_about_small_gains_and_ssim_drops() -> None:
     text = "\n".join(lines)
     assert "  noise  PSNR  20.00 ->  27.50 dB (+7.50)   SSIM 0.500 -> 0.800 (+0.300)" in lines
     assert "  snow   PSNR  21.19 ->  22.50 dB (+1.31)   SSIM 0.839 -> 0.829 (-0.010)" in lines
-    assert "note: rain: only a small PSNR gain (+0.40 dB)" in text
-    assert "note: snow: SSIM dropped 0.839 -> 0.829 after 100 updates" in text
-    assert "note: haze: colour cast (mean colour off by 18.0 levels)" in text
+    assert "  note: rain: only a small PSNR gain (+0.40 dB)" in lines
+    assert "  note: snow: SSIM dropped 0.839 -> 0.829" in lines
+    assert "  note: haze: colour cast (mean colour off by 18.0 levels)" in lines
+    assert "after 100 updates this small network has not learnt these yet" in text
     assert (
         "haze   restored  156/100/73  clean  153/118/95  (degraded 190/170/157)  largest difference 18.0: COLOUR CAST"
         in text
     )
     assert "noise: " not in text.split("note:", 1)[1]  # no note for a clear gain
     assert "every degradation" not in text
-    assert "improved (PSNR +1 dB or more, SSIM not lower, colour kept): 1 of 4 (noise)" in text
+    assert "  improved (PSNR +1 dB or more and SSIM not lower): 2 of 4 (noise, haze); not rain, snow" in lines
+    assert "  mean colour kept (within 6 levels per channel): 3 of 4 (noise, rain, snow); not haze" in lines
     assert "no loss curve: it needs matplotlib: pip install 'allinone-ir[train]'" in text
 
 
@@ -180,7 +182,8 @@ def test_summary_claims_success_only_when_true() -> None:
     worse = dict(good, snow=_m(21.0, 20.0, 0.8, 0.7))
     text = "\n".join(summary_lines(_result(worse), "chelsea"))
     assert "note: snow: PSNR worse than the input (-1.00 dB); SSIM dropped 0.800 -> 0.700" in text
-    assert "every degradation" not in text and "2 of 3 (noise, haze)" in text
+    assert "every degradation" not in text and "2 of 3 (noise, haze); not snow" in text
+    assert "mean colour kept (within 6 levels per channel): 3 of 3 (noise, haze, snow)\n" in text + "\n"
 
 
 def test_verdicts_thresholds() -> None:

@@ -90,6 +90,11 @@ _SMOKE_OVERRIDES: dict[str, Any] = dict(dim=8, prompt_dims=(8, 8, 16), prompt_si
 # --smoke without --steps: this many updates, whatever --minutes says.
 _SMOKE_STEPS = 2
 
+# The training tasks: haze twice as often as the others. It is the hardest to learn (a global, multiplicative
+# change: removing the veil is not enough, contrast and colour must be scaled back up by 1 / transmission),
+# and with an equal share the restored test cat came out grey (mean red 15-35 levels too low).
+_TRAIN_TASKS = ("noise", "rain", "haze", "haze", "snow")
+
 # Each training photograph is used in this many tones (itself and brighter gamma curves), see tone_variants.
 _TONE_VARIANTS = 8
 
@@ -459,7 +464,7 @@ def run_demo(
     model: str = "promptir",
     device: str = "auto",
     holdout: str = "chelsea",
-    patch_size: int = 48,
+    patch_size: int = 64,
     batch_size: int = 8,
     lr: float = 1e-3,
     loss: str = "psnr",
@@ -535,7 +540,7 @@ def run_demo(
         v for p in photos if p.stem != holdout for v in tone_variants(read_image(p), _TONE_VARIANTS, tone_rng)
     ]
     train_set = SyntheticDegradationDataset(
-        clean_train, tasks=DEMO_DEGRADATIONS, patch_size=patch_size, seed=seed, repeat=64 // _TONE_VARIANTS,
+        clean_train, tasks=_TRAIN_TASKS, patch_size=patch_size, seed=seed, repeat=64 // _TONE_VARIANTS,
         classes=classes,
     )  # fmt: skip
     test_set = SyntheticDegradationDataset(
@@ -767,23 +772,38 @@ def summary_lines(result: DemoResult, holdout: str) -> list[str]:
                 f"(degraded {_rgb(c['degraded'])})  largest difference {err:4.1f}: {verdict}"
             )
     problems = verdicts(result.metrics)
-    improved = [d for d, p in problems.items() if not p]
     for d, p in problems.items():
         if p:
-            lines.append(
-                f"  note: {d}: {'; '.join(p)} after {result.steps} updates; this network needs longer "
-                "training for it (try --minutes 15, or a GPU with --device cuda)"
-            )
-    if len(improved) == len(problems):
+            lines.append(f"  note: {d}: {'; '.join(p)}")
+    if any(problems.values()):
+        lines.append(
+            f"  after {result.steps} updates this small network has not learnt these yet: "
+            "try --minutes 15, or a GPU with --device cuda"
+        )
+    names = list(result.metrics)
+    better = [
+        d
+        for d in names
+        if result.metrics[d]["gain_db"] >= SMALL_GAIN_DB and result.metrics[d]["ssim_change"] >= 0
+    ]
+    kept = [d for d in names if result.metrics[d].get("colour_error", 0.0) <= COLOUR_TOLERANCE]
+    if len(better) == len(kept) == len(names):
         lines.append(
             f"  every degradation gained at least {SMALL_GAIN_DB:g} dB PSNR, kept or raised its SSIM "
             "and kept its colour"
         )
     else:
-        lines.append(
-            f"  improved (PSNR +{SMALL_GAIN_DB:g} dB or more, SSIM not lower, colour kept): "
-            f"{len(improved)} of {len(problems)}" + (f" ({', '.join(improved)})" if improved else "")
-        )
+
+        def split(good: list[str]) -> str:
+            bad = [d for d in names if d not in good]
+            return (
+                f"{len(good)} of {len(names)}"
+                + (f" ({', '.join(good)})" if good else "")
+                + (f"; not {', '.join(bad)}" if bad else "")
+            )
+
+        lines.append(f"  improved (PSNR +{SMALL_GAIN_DB:g} dB or more and SSIM not lower): {split(better)}")
+        lines.append(f"  mean colour kept (within {COLOUR_TOLERANCE:g} levels per channel): {split(kept)}")
     lines.append("")
     lines.append(f"wrote to {result.out_dir}/ in {result.total_seconds / 60:.1f} min:")
     f = result.files
@@ -820,7 +840,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--holdout", default="chelsea", help="bundled photo kept for testing (default: chelsea)")
-    p.add_argument("--patch-size", type=int, default=48, help="training crop size (default: 48)")
+    p.add_argument("--patch-size", type=int, default=64, help="training crop size (default: 64)")
     p.add_argument("--batch-size", type=int, default=8, help="crops per update (default: 8)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
     p.add_argument("--loss", default="psnr", help="training loss (default: psnr, i.e. log MSE per image)")

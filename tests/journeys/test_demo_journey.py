@@ -45,15 +45,21 @@ def test_demo_smoke_journey(run_cli, tmp_path: Path) -> None:
     assert text.startswith(f"allinone-ir demo: promptir ({data['parameters']:,} parameters) on cpu")
     assert "-> 2 updates of 4 crops of 32 px" in text
 
-    # the per-degradation lines say what metrics.json says, to the printed precision
+    # the per-degradation lines say what metrics.json says (4 decimals), to the printed precision
     rows = {m["d"]: m for m in _LINE.finditer(text)}
     assert list(rows) == list(DEMO_DEGRADATIONS)
     for d, m in rows.items():
         rec = data["metrics"][d]
-        assert float(m["pin"]) == round(rec["psnr_in"], 2) and float(m["pout"]) == round(rec["psnr_out"], 2)
+        assert (
+            abs(float(m["pin"]) - rec["psnr_in"]) <= 0.006
+            and abs(float(m["pout"]) - rec["psnr_out"]) <= 0.006
+        )
         assert abs(float(m["gain"]) - rec["gain_db"]) <= 0.006
         assert abs(float(m["dssim"]) - rec["ssim_change"]) <= 0.0006
-        assert float(m["sin"]) == round(rec["ssim_in"], 3) and float(m["sout"]) == round(rec["ssim_out"], 3)
+        assert (
+            abs(float(m["sin"]) - rec["ssim_in"]) <= 0.0006
+            and abs(float(m["sout"]) - rec["ssim_out"]) <= 0.0006
+        )
 
     # the mean colour of every restored image against the clean one, with the verdict the numbers give
     colours = {m["d"]: m for m in _COLOUR.finditer(text)}
@@ -67,12 +73,16 @@ def test_demo_smoke_journey(run_cli, tmp_path: Path) -> None:
         assert m["verdict"] == ("kept" if err <= COLOUR_TOLERANCE else "COLOUR CAST")
 
     # honesty: a note for every degradation that did not improve, no blanket claim unless all did
-    failed = [d for d, rec in data["metrics"].items()
-              if rec["gain_db"] < SMALL_GAIN_DB or rec["ssim_change"] < 0 or rec["colour_error"] > COLOUR_TOLERANCE]  # fmt: skip
-    for d in failed:
-        assert f"  note: {d}: " in text
-    assert ("every degradation gained" in text) == (not failed)
-    assert f"{len(DEMO_DEGRADATIONS) - len(failed)} of {len(DEMO_DEGRADATIONS)}" in text or not failed
+    recs = data["metrics"]
+    better = [d for d, r in recs.items() if r["gain_db"] >= SMALL_GAIN_DB and r["ssim_change"] >= 0]
+    kept = [d for d, r in recs.items() if r["colour_error"] <= COLOUR_TOLERANCE]
+    for d in DEMO_DEGRADATIONS:
+        assert (f"  note: {d}: " in text) == (d not in better or d not in kept)
+    n = len(DEMO_DEGRADATIONS)
+    assert ("every degradation gained" in text) == (len(better) == len(kept) == n)
+    if len(better) < n or len(kept) < n:
+        assert f"improved (PSNR +1 dB or more and SSIM not lower): {len(better)} of {n}" in text
+        assert f"mean colour kept (within 6 levels per channel): {len(kept)} of {n}" in text
 
     # the grid: labelled, larger than its 4 x 3 images of 64 x 96
     grid = read_image(out / "grid.png")
