@@ -376,7 +376,8 @@ def benchmark(
         model: A registered model name (built with ``model_kwargs``) or a network.
         size: Side of the square input images.
         batch: Batch size.
-        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (the last two through autocast).
+        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (the last two through autocast; inference with
+            :func:`~allinone_ir.inference.low_precision_policy`, as ``restore(dtype=...)``).
         memory_format: ``"contiguous"`` or ``"channels_last"``.
         compile: Wrap the network in ``torch.compile`` (the first call is timed separately).
         mode: ``"infer"`` or ``"train"`` (forward, L1 loss, backward and an AdamW step).
@@ -425,9 +426,11 @@ def benchmark(
         kwargs["degradation"] = torch.zeros(batch, dtype=torch.long, device=dev)
 
     if mode == "infer":
+        from .inference import low_precision_policy
 
         def call() -> None:
-            with torch.inference_mode(), _autocast(dev, dtype):
+            # bf16/fp16: what restore(dtype=...) runs, the float32-sensitive layers kept in float32
+            with torch.inference_mode(), _autocast(dev, dtype), low_precision_policy(net, dtype != "fp32"):
                 runner(x, **kwargs)
 
     else:
