@@ -107,7 +107,8 @@ _SMOKE_STEPS = 2
 # and with an equal share the restored test cat came out grey (mean red 15-35 levels too low).
 _TRAIN_TASKS = ("noise", "rain", "haze", "haze", "snow")
 
-# Exponential moving average of the weights that the demo tests and saves (a window of about 50 updates).
+# Exponential moving average of the weights that the demo tests and saves: a window of about 50 updates,
+# shorter in short runs (1 - 10 / steps), so that the initial weights weigh e^-10 at most.
 _EMA_DECAY = 0.98
 
 # Each training photograph is used in this many tones (itself and brighter gamma curves), see tone_variants.
@@ -590,7 +591,8 @@ def run_demo(
     config = TrainerConfig(
         output_dir=str(out), max_steps=steps, batch_size=batch_size, lr=lr, min_lr=lr / 100,
         warmup_steps=min(50, steps // 10), grad_clip=1.0, loss=loss, seed=seed, device=str(dev),
-        ema_decay=_EMA_DECAY, log_every=max(1, min(10, steps // 20)), progress_bar=progress, plot=False,
+        ema_decay=max(0.5, min(_EMA_DECAY, 1 - 10 / steps)), log_every=max(1, min(10, steps // 20)),
+        progress_bar=progress, plot=False,
     )  # fmt: skip
     trainer = Trainer(net, config, train_set, batch_augment=augment)
     t0 = time.perf_counter()
