@@ -18,8 +18,13 @@ def low_precision_autocast(device_type: str) -> torch.dtype | None:
         >>> with torch.autocast("cpu", dtype=torch.bfloat16):
         ...     low_precision_autocast("cpu")
         torch.bfloat16
+        >>> low_precision_autocast("meta") is None  # a device type autocast does not know
+        True
     """
-    if not torch.is_autocast_enabled(device_type):
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+    except RuntimeError:  # "meta" and other device types without autocast
         return None
     dtype = torch.get_autocast_dtype(device_type)
     return dtype if dtype in (torch.bfloat16, torch.float16) else None

@@ -49,7 +49,7 @@ def layer_norm_2d(
         - weight, bias: :math:`(C,)`
         - output: :math:`(N, C, H, W)`
     """
-    if x.dtype in (torch.bfloat16, torch.float16) and torch.is_autocast_enabled(x.device.type):
+    if x.dtype in (torch.bfloat16, torch.float16) and _autocast_state(x.device.type)[0]:
         # Autocast would run layer_norm in fp32: two full-size casts per norm. The kernel accumulates its
         # statistics in fp32 for half inputs anyway, so normalise in the input's dtype.
         with torch.autocast(x.device.type, enabled=False):
@@ -125,7 +125,10 @@ class RestormerLayerNorm(nn.Module):
 
 
 def _autocast_state(device_type: str) -> tuple[bool, torch.dtype]:
-    return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    try:
+        return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    except RuntimeError:  # "meta" and other device types without autocast
+        return False, torch.float32
 
 
 class _NormConv1x1(torch.autograd.Function):
