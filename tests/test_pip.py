@@ -30,7 +30,7 @@ from allinone_ir.layers import (
     resolve_degradation_weights,
     top_m_channel_attention,
 )
-from allinone_ir.layers.pip import _reference_top_m_attention, top_m_sizes
+from allinone_ir.layers.attention import _reference_top_m_attention, top_m_sizes
 from allinone_ir.losses import DEFAULT_DDL_ALPHA, collect_degradation_prompts
 from allinone_ir.models import DegradationClassifier, degradation_classification_loss, get_model_class
 from allinone_ir.models.classifier import BasicBlock

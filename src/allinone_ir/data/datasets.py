@@ -25,10 +25,11 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset
 
+from ..degradation_types import DEGRADATION_LABELS, canonical_name
 from ..errors import DatasetError
 from ..io import list_images, read_image
 from .augment import AUGMENT_MODES, paired_random_augment, paired_random_crop
-from .degradations import DEGRADATION_LABELS, add_gaussian_noise, synthesize
+from .degradations import add_gaussian_noise, synthesize
 
 __all__ = [
     "PROMPTIR_LAYOUT",
@@ -127,8 +128,9 @@ class PairedImageDataset(Dataset, _Geometry):
     under ``degraded_dir``; the scan is recursive), ``"prefix"`` (the file name up to the first
     ``-``, ``_``, space or dot: ``rain-12.png`` -> ``rain``), a mapping from file name or stem to
     degradation, or a single degradation name for all pairs. ``classes`` maps degradation
-    names to integer labels (default: :data:`~allinone_ir.data.degradations.DEGRADATION_LABELS`
-    where every name is in it, else the sorted names).
+    names to integer labels (default: the vocabulary's
+    :data:`~allinone_ir.degradation_types.DEGRADATION_LABELS` where every name is in it, else the
+    sorted names).
 
     Missing partners raise :class:`DatasetError` at construction listing every one; size
     mismatches and unreadable files raise when the pair is loaded, naming both files;
@@ -387,7 +389,8 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         augment_modes: Flip / rot90 modes to draw from.
         seed: Base seed.
         repeat: How many times each (image, task) appears per epoch.
-        classes: Degradation name -> label (default :data:`DEGRADATION_LABELS`).
+        classes: Degradation name -> label (default the vocabulary's
+            :data:`~allinone_ir.degradation_types.DEGRADATION_LABELS`).
         fixed: Ignore the epoch (the same samples every epoch: validation).
         cache: Keep decoded clean images in memory.
 
@@ -548,7 +551,13 @@ PROMPTIR_LAYOUT: dict[str, Any] = {
 #: (each denoising sigma once, rain x120, haze x1).
 PROMPTIR_REPEATS: dict[str, int] = {"denoise": 1, "derain": 120, "dehaze": 1, "deblur": 5, "lowlight": 20}
 
-_TASK_DEGRADATION = {"derain": "rain", "dehaze": "haze", "deblur": "blur", "lowlight": "lowlight"}
+
+def _task_degradation(task: str) -> str:
+    """The degradation of a PromptIR-layout task: ``"derain"`` -> ``"rain"`` (the vocabulary's aliases)."""
+    try:
+        return canonical_name(task)
+    except ValueError:
+        return task  # a task of the user's own layout, named as its degradation
 
 
 def promptir_dataset(
@@ -605,7 +614,7 @@ def promptir_dataset(
         else:
             deg, clean, name_map = lay[task]
             ds = PairedImageDataset(
-                root / deg, root / clean, name_map=name_map, label_from=_TASK_DEGRADATION.get(task, task),
+                root / deg, root / clean, name_map=name_map, label_from=_task_degradation(task),
                 recursive=True, **common,
             )  # fmt: skip
         parts.append((ds, int(reps.get(task, 1))))

@@ -6,7 +6,8 @@ in [0, 1]. Randomness comes only from ``rng`` (an ``int`` seed or a
 ``torch.Generator``; ``None`` draws from torch's global generator), so a seed
 reproduces an image exactly. :func:`synthesize` draws the parameters of a named
 degradation from ranges that look like the public training sets, so an
-all-in-one model can be trained from a folder of clean photos.
+all-in-one model can be trained from a folder of clean photos. The names and labels are those of
+the degradation vocabulary, :mod:`allinone_ir.degradation_types`.
 
 Only torch is used (no OpenCV / SciPy).
 """
@@ -18,6 +19,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from ..degradation_types import DEGRADATION_LABELS, canonical_name
 
 __all__ = [
     "DEGRADATIONS",
@@ -34,10 +37,6 @@ __all__ = [
 ]
 
 Rng = int | torch.Generator | None
-
-#: Class index of each degradation: PIP's five classes (noise 0, rain 1, haze 2, blur 3, low-light 4),
-#: then snow (the course task's second weather type).
-DEGRADATION_LABELS: dict[str, int] = {"noise": 0, "rain": 1, "haze": 2, "blur": 3, "lowlight": 4, "snow": 5}
 
 
 def make_generator(rng: Rng, device: torch.device | str = "cpu") -> torch.Generator | None:
@@ -430,7 +429,8 @@ def _random_lowlight(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor
     )
 
 
-#: Name -> ``f(image, generator)`` drawing random parameters from realistic ranges.
+#: Name -> ``f(image, generator)`` drawing random parameters from realistic ranges; one entry per
+#: degradation of :data:`~allinone_ir.degradation_types.DEGRADATION_TABLE`.
 DEGRADATIONS: dict[str, Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]] = {
     "noise": _random_noise,
     "rain": _random_rain,
@@ -451,7 +451,8 @@ def synthesize(image: torch.Tensor, degradation: str, *, rng: Rng = None) -> tor
     Args:
         image: Clean image(s) in [0, 1].
         degradation: One of :data:`DEGRADATIONS` (``"noise"``, ``"rain"``, ``"haze"``, ``"blur"``,
-            ``"lowlight"``, ``"snow"``).
+            ``"lowlight"``, ``"snow"``), or an alias of one
+            (:func:`~allinone_ir.degradation_types.canonical_name`: ``"derain"``, ``"low-light"``).
         rng: Seed or generator.
 
     Returns:
@@ -465,6 +466,10 @@ def synthesize(image: torch.Tensor, degradation: str, *, rng: Rng = None) -> tor
         >>> torch.equal(synthesize(x, "rain", rng=4), synthesize(x, "rain", rng=4))
         True
     """
-    if degradation not in DEGRADATIONS:
+    try:
+        name = canonical_name(degradation)
+    except ValueError:
+        name = ""
+    if name not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {degradation!r}; known: {sorted(DEGRADATIONS)}")
-    return DEGRADATIONS[degradation](image, make_generator(rng))
+    return DEGRADATIONS[name](image, make_generator(rng))

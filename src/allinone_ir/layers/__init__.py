@@ -1,19 +1,30 @@
-"""Building blocks shared by the networks of :mod:`allinone_ir.models`."""
+"""Building blocks shared by the networks of :mod:`allinone_ir.models`.
 
-from .attention import MDTA, channel_attention
+The layers import nothing from the rest of the package. ``DEFAULT_DEGRADATIONS`` and
+``resolve_degradation_weights``, which read degradation names, live in
+:mod:`allinone_ir.degradation_types`; they are still importable from here (looked up on first use).
+"""
+
+from typing import Any
+
+from .attention import (
+    MDTA,
+    TOP_M_FRACTIONS,
+    CrossChannelAttention,
+    channel_attention,
+    top_m_channel_attention,
+    top_m_sizes,
+)
 from .feedforward import GDFN
 from .naf import NAFBlock, SimpleGate, SimplifiedChannelAttention
 from .norm import LayerNorm2d, RestormerLayerNorm, layer_norm_2d
 from .padding import pad_to_multiple
 from .pip import (
-    DEFAULT_DEGRADATIONS,
     BasicRestorationPrompt,
     DegradationAwarePrompt,
     PIPBlock,
     PromptToPrompt,
     SelectivePromptToFeature,
-    resolve_degradation_weights,
-    top_m_channel_attention,
 )
 from .promptir import PromptGenBlock, PromptInteraction
 from .stage import Stage
@@ -23,7 +34,9 @@ __all__ = [
     "DEFAULT_DEGRADATIONS",
     "GDFN",
     "MDTA",
+    "TOP_M_FRACTIONS",
     "BasicRestorationPrompt",
+    "CrossChannelAttention",
     "DegradationAwarePrompt",
     "Downsample",
     "LayerNorm2d",
@@ -45,4 +58,13 @@ __all__ = [
     "pad_to_multiple",
     "resolve_degradation_weights",
     "top_m_channel_attention",
+    "top_m_sizes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    from . import pip  # names that moved to allinone_ir.degradation_types, resolved there on first use
+
+    if name in pip._MOVED_TO_DEGRADATION_TYPES:
+        return getattr(pip, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

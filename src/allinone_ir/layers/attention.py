@@ -1,12 +1,34 @@
-"""Multi-Dconv head transposed attention (MDTA) of Restormer."""
+"""Channel ("transposed") attention: the functions and the modules built on them.
+
+- :func:`channel_attention` (dense) and :func:`projected_channel_attention` (dense, fused with the
+  output projection), and :func:`top_m_channel_attention`, PIP's selective attention that keeps
+  the top-m entries of every row (:func:`top_m_sizes`, :data:`TOP_M_FRACTIONS`);
+- :class:`MDTA`, Restormer's multi-Dconv head transposed self-attention;
+- :class:`CrossChannelAttention`, the MDTA-style cross attention between a query map and a context
+  map (dense or top-m) that PIP's prompt interactions use.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MDTA", "channel_attention", "low_precision_autocast", "projected_channel_attention"]
+__all__ = [
+    "MDTA",
+    "TOP_M_FRACTIONS",
+    "CrossChannelAttention",
+    "channel_attention",
+    "low_precision_autocast",
+    "projected_channel_attention",
+    "top_m_channel_attention",
+    "top_m_sizes",
+]
+
+#: Fractions of the per-head channels kept by the four top-m masks of PIP's selective P2F (paper B.2).
+TOP_M_FRACTIONS: tuple[tuple[int, int], ...] = ((1, 2), (2, 3), (3, 4), (4, 5))
 
 
 def low_precision_autocast(device_type: str) -> torch.dtype | None:
@@ -64,7 +86,7 @@ def _cosine_logits(
     """Cosine-similarity Gram matrix times the temperature, from the raw Gram and the squared row norms.
 
     Equal to ``normalize(qh) @ normalize(kh)^T * temperature`` without writing normalised copies.
-    Shared by the dense attention here and PIP's top-m attention.
+    Shared by the dense attention and the top-m attention.
 
     Shape:
         - qh, kh: :math:`(N, heads, c, P)` (the batch axes may broadcast)
@@ -273,6 +295,170 @@ class MDTA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.attend(self.qkv(x))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Selective (top-m) attention and cross attention (PIP)
+# ----------------------------------------------------------------------------------------------------------
+def top_m_sizes(channels_per_head: int, fractions: Sequence[tuple[int, int]] = TOP_M_FRACTIONS) -> list[int]:
+    """The ``m`` of each top-m mask: ``int(c * a / b)`` for each fraction ``a/b``, at least 1.
+
+    Examples:
+        >>> top_m_sizes(16)
+        [8, 10, 12, 12]
+        >>> top_m_sizes(1)
+        [1, 1, 1, 1]
+    """
+    return [max(1, (channels_per_head * a) // b) for a, b in fractions]
+
+
+def top_m_channel_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    temperature: torch.Tensor,
+    num_heads: int,
+    top_m: Sequence[int],
+    weights: torch.Tensor,
+    eps: float = 1e-12,
+) -> torch.Tensor:
+    """Selective transposed attention: several top-m masked softmaxes, summed with learnable weights.
+
+    Per head, ``q``, ``k`` and ``v`` are ``(c, H*W)`` matrices; rows of ``q`` and ``k`` are
+    L2-normalised and ``A = q k^T * temperature`` (``c x c``). For each ``m`` in ``top_m``
+    the mask ``M_ij = [A_ij >= m-th largest of row i]`` (Eq. 7 of the paper) keeps the
+    ``m`` strongest entries of every row; the others get ``-inf`` before the softmax
+    (Eq. 8). The output is ``sum_i weights_i softmax(A masked by M_i) v``; the
+    weighted attention maps are summed before the single product with ``v``.
+
+    Args:
+        q: Queries.
+        k: Keys.
+        v: Values.
+        temperature: Per-head scale, shape ``(heads, 1, 1)``.
+        num_heads: Heads; must divide ``C``.
+        top_m: The ``m`` of each mask (each ``1 <= m <= C / heads``).
+        weights: One learnable weight per mask, shape ``(len(top_m),)``.
+        eps: Lower bound on the row norms.
+
+    Returns:
+        The attention output with the shape of ``q``.
+
+    Shape:
+        - q, k, v: :math:`(N, C, H, W)` (``k`` and ``v`` may have any size with ``H*W`` pixels)
+        - output: :math:`(N, C, H, W)`
+    """
+    n, c, h, w = q.shape
+    qh, kh, vh = _heads_view(q, num_heads), _heads_view(k, num_heads), _heads_view(v, num_heads)
+    acc = torch.promote_types(q.dtype, torch.float32)  # logits, masks and softmax in >= fp32
+    sq_q, sq_k = qh.square().sum(dim=-1, dtype=acc), kh.square().sum(dim=-1, dtype=acc)
+    attn = _cosine_logits(qh, kh, sq_q, sq_k, temperature, eps)
+    # thresholds: the m-th largest value of each row, from one sorted top-k with the largest m
+    kth = torch.topk(attn, max(top_m), dim=-1).values.detach()
+    probs = None
+    for i, m in enumerate(top_m):
+        masked = attn.masked_fill(attn < kth[..., m - 1 : m], float("-inf"))
+        p = masked.softmax(dim=-1) * weights[i].to(acc)
+        probs = p if probs is None else probs + p
+    assert probs is not None
+    out = probs.to(vh.dtype) @ vh
+    return out.reshape(n, c, h, w)
+
+
+def _reference_top_m_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    temperature: torch.Tensor,
+    num_heads: int,
+    top_m: Sequence[int],
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """Unfused form of :func:`top_m_channel_attention` (kept for tests and benchmarks).
+
+    Builds each mask from ``topk`` indices with ``scatter`` and multiplies ``v`` once per mask.
+    """
+    n, c, h, w = q.shape
+    qh = F.normalize(q.reshape(n, num_heads, c // num_heads, -1), dim=-1)
+    kh = F.normalize(k.reshape(n, num_heads, c // num_heads, -1), dim=-1)
+    vh = v.reshape(n, num_heads, c // num_heads, -1)
+    attn = qh @ kh.transpose(-2, -1) * temperature
+    out = torch.zeros_like(vh)
+    for i, m in enumerate(top_m):
+        mask = torch.zeros_like(attn).scatter_(-1, attn.topk(m, dim=-1).indices, 1.0)
+        probs = attn.masked_fill(mask == 0, float("-inf")).softmax(dim=-1)
+        out = out + (probs @ vh) * weights[i]
+    return out.reshape(n, c, h, w)
+
+
+class CrossChannelAttention(nn.Module):
+    """MDTA-style transposed cross attention between a query map and a context map.
+
+    ``q = q_dwconv(q(query))`` (1x1 ``query_dim -> dim`` then depthwise 3x3),
+    ``k, v = kv_dwconv(kv(context))`` (1x1 ``dim -> 2 dim`` then depthwise 3x3), attention
+    over channels (per head, L2-normalised, learnable temperature), ``project_out``
+    1x1 ``dim -> out_dim``. With ``top_m_fractions`` the attention is the selective
+    top-m one (:func:`top_m_channel_attention`) with one learnable weight per mask,
+    initialised to 0.2; otherwise it is the dense :func:`channel_attention`.
+
+    Args:
+        query_dim: Channels of the query map.
+        dim: Channels of the context map and of the attention.
+        num_heads: Heads; must divide ``dim``.
+        bias: Whether the convolutions have a bias.
+        out_dim: Output channels (default ``query_dim``).
+        top_m_fractions: Fractions of the per-head channels kept by each mask, or ``None``.
+
+    Shape:
+        - query: :math:`(N_q, C_q, H, W)` with :math:`N_q \\in \\{1, N\\}` (a shared query is broadcast)
+        - context: :math:`(N, C, H', W')` with :math:`H'W' = HW`
+        - output: :math:`(N, C_{out}, H, W)`
+
+    Examples:
+        >>> attn = CrossChannelAttention(6, 8, num_heads=2, top_m_fractions=TOP_M_FRACTIONS)
+        >>> attn.top_m, attn(torch.randn(1, 6, 5, 4), torch.randn(3, 8, 2, 10)).shape
+        ([2, 2, 3, 3], torch.Size([3, 6, 5, 4]))
+    """
+
+    def __init__(
+        self,
+        query_dim: int,
+        dim: int,
+        num_heads: int,
+        bias: bool = False,
+        out_dim: int | None = None,
+        top_m_fractions: Sequence[tuple[int, int]] | None = None,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"attention dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.q = nn.Conv2d(query_dim, dim, kernel_size=1, bias=bias)
+        self.q_dwconv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=bias)
+        self.kv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
+        self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, kernel_size=3, padding=1, groups=dim * 2, bias=bias)
+        self.project_out = nn.Conv2d(dim, out_dim or query_dim, kernel_size=1, bias=bias)
+        if top_m_fractions is not None:
+            self.top_m = top_m_sizes(dim // num_heads, top_m_fractions)
+            self.top_m_weights = nn.Parameter(torch.full((len(self.top_m),), 0.2))
+        else:
+            self.top_m = []
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        k, v = self.kv_dwconv(self.kv(context)).chunk(2, dim=1)
+        q = self.q_dwconv(self.q(query))
+        if q.shape[0] != k.shape[0]:
+            q = q.expand(k.shape[0], -1, -1, -1)
+        if self.top_m:
+            out = top_m_channel_attention(q, k, v, self.temperature, self.num_heads, self.top_m,
+                                          self.top_m_weights)  # fmt: skip
+        else:
+            out = channel_attention(q, k, v, self.temperature, self.num_heads)
+        return self.project_out(out)
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}" + (f", top_m={self.top_m}" if self.top_m else "")
 
 
 def _reference_mdta_attention(
