@@ -1,4 +1,4 @@
-"""Directional decoupled loss (PIP Eq. 4): hand-computed values, gradients, dtypes, and decoupling in training."""
+"""Directional decoupled loss (PIP Eq. 4 and the official trainer's two forms): values, gradients, dtypes, training."""
 
 from __future__ import annotations
 
@@ -41,13 +41,15 @@ class TestValues:
     def test_orthogonal_prompts_give_zero(self) -> None:
         d = torch.eye(5, 12) * torch.arange(1.0, 6.0).unsqueeze(1)  # orthogonal, different lengths
         assert directional_decoupled_loss(d).item() == 0.0
-        assert directional_decoupled_loss(d, form="cosine").item() == 0.0
+        assert directional_decoupled_loss(d, form="cosine_hinge").item() == 0.0
+        assert directional_decoupled_loss(d, form="abs_cosine").item() == 0.0
 
     def test_identical_prompts_give_the_threshold_in_radians(self) -> None:
         d = torch.tensor([[0.3, -1.2, 2.0], [0.3, -1.2, 2.0]])
         assert directional_decoupled_loss(d).item() == pytest.approx(PI / 2, abs=1e-6)
         assert directional_decoupled_loss(d, threshold=60.0).item() == pytest.approx(PI / 3, abs=1e-6)
-        assert directional_decoupled_loss(d, form="cosine").item() == pytest.approx(1.0, abs=1e-6)
+        assert directional_decoupled_loss(d, form="cosine_hinge").item() == pytest.approx(1.0, abs=1e-6)
+        assert directional_decoupled_loss(d, form="abs_cosine").item() == pytest.approx(1.0, abs=1e-6)
 
     def test_hand_computed_three_prompts(self) -> None:
         # pairs: (0,1) 45 deg, (0,2) 90 deg, (1,2) 45 deg -> mean of pi/4, 0, pi/4
@@ -55,7 +57,9 @@ class TestValues:
         assert directional_decoupled_loss(d).item() == pytest.approx(PI / 6, abs=1e-6)
         assert directional_decoupled_loss(d, reduction="sum").item() == pytest.approx(PI / 2, abs=1e-6)
         cos45 = math.cos(PI / 4)
-        assert directional_decoupled_loss(d, form="cosine").item() == pytest.approx(2 * cos45 / 3, abs=1e-6)
+        assert directional_decoupled_loss(d, form="cosine_hinge").item() == pytest.approx(
+            2 * cos45 / 3, abs=1e-6
+        )
         # threshold 30 deg: every pair is already wider
         assert directional_decoupled_loss(d, threshold=30.0).item() == 0.0
         # threshold 60 deg: the two 45 deg pairs miss it by 15 deg
@@ -66,6 +70,38 @@ class TestValues:
     def test_obtuse_pairs_cost_nothing(self) -> None:
         d = torch.tensor([[1.0, 0.0], [math.cos(2 * PI / 3), math.sin(2 * PI / 3)]])  # 120 deg
         assert directional_decoupled_loss(d).item() == 0.0
+        assert directional_decoupled_loss(d, form="cosine_hinge").item() == 0.0
+        # except under the absolute cosine, which pulls them back to 90 degrees
+        assert directional_decoupled_loss(d, form="abs_cosine").item() == pytest.approx(0.5, abs=1e-6)
+
+    def test_the_official_trainers_two_options(self) -> None:
+        # the official PIP trainer (longzilicart/pip_universal, src/net/PIP.py, Basic_prompt), restated:
+        # option "angle": 0.01 * sum over pairs i < j of relu(cos); option "cosine" (its default):
+        # 0.01 * sum of |cos| over the cosine matrix minus the identity (both triangles)
+        d = torch.randn(5, 12, dtype=torch.float64)
+        n = F.normalize(d, dim=1)
+        cos = n @ n.T
+        i, j = torch.triu_indices(5, 5, 1)
+        official_angle = 0.01 * cos[i, j].relu().sum()
+        official_cosine = 0.01 * (cos - torch.eye(5, dtype=torch.float64)).abs().sum()
+        hinge = directional_decoupled_loss(d, form="cosine_hinge", reduction="sum")
+        absolute = directional_decoupled_loss(d, form="abs_cosine", reduction="sum")
+        assert (0.01 * hinge).item() == pytest.approx(official_angle.item(), rel=1e-12)
+        assert (0.02 * absolute).item() == pytest.approx(official_cosine.item(), rel=1e-9)
+
+    def test_angle_is_the_angle_hinge_and_cosine_is_deprecated(self) -> None:
+        d = torch.randn(4, 6)
+        assert torch.equal(directional_decoupled_loss(d, form="angle"), directional_decoupled_loss(d))
+        assert torch.equal(
+            directional_decoupled_loss(d, form="angle_hinge"), directional_decoupled_loss(d, form="angle")
+        )
+        with pytest.warns(DeprecationWarning, match="form='cosine_hinge'.*form='abs_cosine'"):
+            old = directional_decoupled_loss(d, form="cosine")
+        assert torch.equal(old, directional_decoupled_loss(d, form="cosine_hinge"))
+        with pytest.warns(DeprecationWarning, match="deprecated"):
+            module = DirectionalDecoupledLoss(form="cosine")
+        assert module.form == "cosine_hinge" and DirectionalDecoupledLoss().form == "angle_hinge"
+        assert torch.equal(module(d), old)
 
     def test_equals_eq4_on_random_prompts(self) -> None:
         d = torch.randn(7, 33, dtype=torch.float64)
@@ -125,6 +161,16 @@ class TestGradientsAndTypes:
             directional_decoupled_loss(torch.randn(2, 4), form="sine")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="degrees"):
             DirectionalDecoupledLoss(threshold=200.0)
+        with pytest.raises(ValueError, match="threshold must be 90"):
+            directional_decoupled_loss(torch.randn(2, 4), form="abs_cosine", threshold=60.0)
+
+    @pytest.mark.parametrize("form", ["cosine_hinge", "abs_cosine"])
+    def test_cosine_forms_have_finite_gradients_that_open_the_angle(self, form: str) -> None:
+        d = torch.tensor([[1.0, 0.1, 0.0], [1.0, 0.0, 0.1]], requires_grad=True)
+        directional_decoupled_loss(d, form=form).backward()
+        assert d.grad is not None and torch.isfinite(d.grad).all() and d.grad.abs().sum() > 0
+        with torch.no_grad():
+            assert _angles_deg(d - 0.5 * d.grad).item() > _angles_deg(d).item() + 1.0
 
 
 class TestModelHelpers:
