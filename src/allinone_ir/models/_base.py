@@ -1,8 +1,10 @@
-"""Common behaviour of the restoration networks: input checks, padding to a multiple, config."""
+"""Common behaviour of the restoration networks: input checks, padding to a multiple, config, family knowledge."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -12,7 +14,7 @@ from torch import nn
 from ..layers.padding import pad_to_multiple
 from ..layers.stage import Stage
 
-__all__ = ["AuxiliaryLoss", "RestorationModel", "check_image_batch"]
+__all__ = ["AuxiliaryLoss", "RecordsConfig", "RestorationModel", "check_image_batch"]
 
 
 def check_image_batch(x: Any, channels: int, name: str = "input") -> None:
@@ -66,12 +68,94 @@ class AuxiliaryLoss:
     fn: Callable[[nn.Module, Mapping[str, Any], Mapping[str, torch.Tensor]], torch.Tensor]
 
 
-class RestorationModel(nn.Module):
+def _plain(value: Any) -> Any:
+    """A config value as JSON writes it back: sequences (not strings) as lists, mappings as dicts."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return list(value)
+    return value
+
+
+def _recording(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a constructor so that it stores its keyword-only arguments (defaults filled in) as ``self.config``."""
+    sig = inspect.signature(init)
+    names = [n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        bound = sig.bind(self, *args, **kwargs)  # a wrong argument fails here, as the call itself would
+        bound.apply_defaults()
+        # The outermost constructor records first; the constructors it reaches through super() leave
+        # the record alone, unless the outer one forwards ``**kwargs`` to them: then their record
+        # (the forwarded arguments with their defaults) is merged in after.
+        outer = "config" not in self.__dict__
+        if outer:
+            object.__setattr__(self, "config", {n: _plain(bound.arguments[n]) for n in names})
+            if var_kw:
+                object.__setattr__(self, "_config_merge", True)
+        elif self.__dict__.pop("_config_merge", False):
+            own = {n: _plain(bound.arguments[n]) for n in names}
+            self.__dict__["config"].update({k: v for k, v in own.items() if k not in self.__dict__["config"]})
+        init(self, *args, **kwargs)
+        if outer:
+            self.__dict__.pop("_config_merge", None)
+
+    __init__.__records_config__ = True  # type: ignore[attr-defined]
+    return __init__
+
+
+class RecordsConfig:
+    """Mixin: every subclass's constructor records its keyword-only arguments as ``self.config``.
+
+    Each ``__init__`` defined in a subclass is wrapped (in ``__init_subclass__``) so that, before
+    its body runs, the keyword-only arguments of the call, with the defaults filled in, are stored
+    as ``config``: sequences as lists and mappings as dicts, i.e. as they come back from JSON, so
+    ``type(model)(**model.config)`` rebuilds the network and :func:`allinone_ir.hub.save_pretrained`
+    writes it as is. Only the outermost constructor counts (a subclass calling ``super().__init__``
+    with some of its arguments records all of its own), and a subclass without a constructor of its
+    own records its parent's arguments. Positional arguments (e.g. a wrapped backbone) are not
+    configuration and are left out. No network writes a ``config`` dict by hand.
+
+    Attributes:
+        config: The keyword-only constructor arguments of the instance.
+
+    Examples:
+        >>> class Net(RecordsConfig, nn.Module):
+        ...     def __init__(self, *, width: int = 8, depths: Sequence[int] = (1, 2)) -> None:
+        ...         super().__init__()
+        ...         self.conv = nn.Conv2d(3, width, 1)
+        >>> Net(depths=(3,)).config
+        {'width': 8, 'depths': [3]}
+    """
+
+    config: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "__records_config__", False):
+            cls.__init__ = _recording(init)  # type: ignore[misc]
+
+
+class RestorationModel(RecordsConfig, nn.Module):
     """Base class of the networks: validates inputs, pads to the needed multiple, records its config.
 
-    Subclasses set ``in_channels``, ``out_channels``, ``pad_multiple`` and ``config``
-    (the constructor arguments, so :mod:`allinone_ir.hub` can rebuild the network)
-    and implement ``forward``.
+    Subclasses set ``in_channels``, ``out_channels`` and ``pad_multiple`` and implement
+    ``forward``; their keyword-only constructor arguments are recorded as ``config`` (see
+    :class:`RecordsConfig`), so :mod:`allinone_ir.hub` can rebuild the network.
+
+    A family also declares what the rest of the library needs to know about it, so that
+    :mod:`allinone_ir.hub`, the trainer and the CLI name no family:
+
+    - :meth:`detect`: recognise a state dict of the family and read the constructor arguments
+      from its keys and shapes (used by :func:`allinone_ir.hub.load_checkpoint` without ``arch``);
+    - :meth:`filter_state_dict`: turn an official checkpoint's weights into this network's keys;
+    - :attr:`finetune_groups`: named selections of modules for staged fine-tuning
+      (:func:`allinone_ir.training.finetune.unfreeze` accepts their names);
+    - :meth:`auxiliary_losses` (and :meth:`training_forward_kwargs`, :meth:`split_training_output`):
+      the family's training terms.
 
     Attributes:
         in_channels: Channels of the input image.
@@ -84,6 +168,10 @@ class RestorationModel(nn.Module):
     """
 
     accepts_degradation: ClassVar[bool] = False
+    #: Named selections of module groups for staged fine-tuning: ``{name: (pattern, ...)}`` with
+    #: patterns as :func:`~allinone_ir.training.finetune.unfreeze` reads them (top-level module
+    #: names, dotted prefixes or globs). Names must not be top-level module names of the network.
+    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     in_channels: int
     out_channels: int
@@ -179,4 +267,43 @@ class RestorationModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.config.items())
+        return ", ".join(f"{k}={v}" for k, v in getattr(self, "config", {}).items())
+
+    # ------------------------------------------------------------------ checkpoints of the family
+    @classmethod
+    def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+        """Recognise a state dict of this class and read its constructor arguments (default: never).
+
+        :func:`allinone_ir.hub.detect_architecture` asks every registered class; when several
+        claim a state dict, the one whose network's keys and shapes match it best wins (so a
+        class may claim the state dicts of related classes too, e.g. Restormer's reader accepts
+        PromptIR's keys: PromptIR's own claim matches exactly and wins).
+
+        Args:
+            state_dict: Weights with the wrapper prefixes removed (see
+                :func:`allinone_ir.hub.extract_state_dict`), possibly official ones, possibly on
+                the ``meta`` device (read shapes, not values).
+
+        Returns:
+            Keyword arguments for ``cls(**kwargs)``, or ``None`` if the keys are not of this class.
+
+        Raises:
+            CheckpointError: If the keys are of this class but a hyper-parameter cannot be read.
+        """
+        return None
+
+    @classmethod
+    def filter_state_dict(cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+        """Turn a checkpoint's weights into ``model``'s keys (official renames, dropped modules; default: as is).
+
+        Runs before the keys are compared with the network's, for every checkpoint loaded into a
+        network of this class.
+
+        Args:
+            state_dict: Weights with the wrapper prefixes removed.
+            model: The network they are loaded into.
+
+        Returns:
+            A new dict (``state_dict`` is not modified).
+        """
+        return dict(state_dict)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._base import RecordsConfig
 
 __all__ = ["BasicBlock", "DegradationClassifier", "degradation_classification_loss"]
 
@@ -51,7 +52,7 @@ class BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(y)) + self.shortcut(skip))
 
 
-class DegradationClassifier(nn.Module):
+class DegradationClassifier(RecordsConfig, nn.Module):
     """Predict which degradation an image suffers from (PIP paper, supplementary C.1).
 
     A 3x3 stem at full resolution (noise and rain live in the high frequencies, so the
@@ -94,10 +95,6 @@ class DegradationClassifier(nn.Module):
                 f"need at least one stage width, blocks_per_stage >= 1 and num_degradations >= 1, got "
                 f"{list(widths)}, {blocks_per_stage}, {num_degradations}"
             )
-        self.config: dict[str, Any] = dict(
-            in_channels=in_channels, num_degradations=num_degradations, widths=list(widths),
-            blocks_per_stage=blocks_per_stage,
-        )  # fmt: skip
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
             nn.BatchNorm2d(widths[0]),

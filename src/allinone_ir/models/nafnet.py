@@ -12,6 +12,7 @@ from ..layers.naf import NAFBlock
 from ..layers.stage import Stage
 from ._base import RestorationModel
 from ._registry import register_architecture, register_model
+from ._unet import UNetHooks
 
 __all__ = [
     "NAFNet", "naf_stage", "nafnet", "nafnet_gopro_width32", "nafnet_sidd_width64", "nafnet_width32", "nafnet_width64",
@@ -24,7 +25,7 @@ def naf_stage(channels: int, depth: int, drop_out_rate: float = 0.0) -> Stage:
 
 
 @register_architecture
-class NAFNet(RestorationModel):
+class NAFNet(UNetHooks, RestorationModel):
     """NAFNet: U-Net of NAF blocks with additive skips and a global residual.
 
     Key names equal the official ones (``intro``, ``encoders.i.j``, ``downs.i``,
@@ -68,10 +69,6 @@ class NAFNet(RestorationModel):
             )
         self.in_channels = self.out_channels = in_channels
         self.pad_multiple = 2 ** len(enc_blk_nums)
-        self.config: dict[str, Any] = dict(
-            in_channels=in_channels, width=width, middle_blk_num=middle_blk_num,
-            enc_blk_nums=list(enc_blk_nums), dec_blk_nums=list(dec_blk_nums), drop_out_rate=drop_out_rate,
-        )  # fmt: skip
         self.intro = nn.Conv2d(in_channels, width, kernel_size=3, padding=1, bias=True)
         self.ending = nn.Conv2d(width, in_channels, kernel_size=3, padding=1, bias=True)
         self.encoders = nn.ModuleList()
@@ -93,17 +90,33 @@ class NAFNet(RestorationModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp, size = self._pad_input(x)
-        h = self.intro(inp)
+        return self._crop(self._unet_forward(inp), size)
+
+    def _unet_forward(self, x: torch.Tensor, ctx: Any = None) -> torch.Tensor:
+        """The U-Net, written once for NAFNet and PIP-NAFNet, with the hooks of
+        :class:`~allinone_ir.models._unet.UNetHooks` (levels ``1`` shallowest to ``L`` deepest)::
+
+            h = intro(x); e_l = encoders[l-1](h); h = downs[l-1](e_l)      for l = 1..L
+            h = _latent_hook(middle_blks(h))
+            h = _decoder_hook(l, decoders[L-l](ups[L-l](h) + _skip_hook(l, e_l)))   for l = L..1
+            out = ending(h) + x
+
+        Shape:
+            - x: :math:`(N, C, H, W)`, ``H, W`` multiples of ``pad_multiple``
+            - output: :math:`(N, C, H, W)`
+        """
+        h = self.intro(x)
         skips = []
         for encoder, down in zip(self.encoders, self.downs):
             h = encoder(h)
             skips.append(h)
             h = down(h)
-        h = self.middle_blks(h)
+        h = self._latent_hook(self.middle_blks(h), ctx)
+        level = len(skips)
         for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips)):
-            h = decoder(up(h) + skip)
-        out = self.ending(h) + inp
-        return self._crop(out, size)
+            h = self._decoder_hook(level, decoder(up(h) + self._skip_hook(level, skip, ctx)), ctx)
+            level -= 1
+        return self.ending(h) + x
 
 
 @register_model

@@ -33,13 +33,12 @@ from torch import nn
 from ..errors import DatasetError
 from ..layers.norm import NormKind
 from ..layers.pip import DEFAULT_DEGRADATIONS, DegradationSpec, PIPBlock, resolve_degradation_weights
-from ..layers.transformer import Upsample
 from ..losses.decoupled import DEFAULT_DDL_ALPHA, collect_degradation_prompts, directional_decoupled_loss
 from ._base import AuxiliaryLoss, RestorationModel
 from ._registry import register_architecture, register_model
 from .classifier import DegradationClassifier, degradation_classification_loss
 from .nafnet import NAFNet
-from .restormer import RestormerEncoderMixin, transformer_stage
+from .restormer import RestormerUNet
 
 __all__ = [
     "DEFAULT_CLASSIFIER_WEIGHT",
@@ -257,6 +256,16 @@ class _PIPControl:
         return (out, *extra) if extra else out
 
 
+def _apply_pip(block: nn.Module, feature: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """Modulate a skip feature with its PIP block: the one step every PIP network runs per skip.
+
+    :class:`PIPRestormer` and :class:`PIPNAFNet` call it from their U-Net's skip hook
+    (:meth:`~allinone_ir.models._unet.UNetHooks._skip_hook`), :class:`PIPUNet` from the forward hook
+    it puts on the named modules of a user's network.
+    """
+    return block(feature, omega)
+
+
 def _check_levels(name: str, values: Sequence[Any], n: int) -> list[Any]:
     if len(values) != n:
         raise ValueError(f"{name} needs {n} entries (one per skip connection), got {list(values)}")
@@ -264,7 +273,7 @@ def _check_levels(name: str, values: Sequence[Any], n: int) -> list[Any]:
 
 
 @register_architecture
-class PIPRestormer(_PIPControl, RestormerEncoderMixin):
+class PIPRestormer(_PIPControl, RestormerUNet):
     """PIP on Restormer: a :class:`~allinone_ir.layers.PIPBlock` on each of the three skip connections.
 
     The Restormer encoder (same module names as :class:`~allinone_ir.models.Restormer`)
@@ -341,14 +350,6 @@ class PIPRestormer(_PIPControl, RestormerEncoderMixin):
         prompt_dims = _check_levels("prompt_dims", prompt_dims, 3)
         prompt_sizes = _check_levels("prompt_sizes", prompt_sizes, 3)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.config: dict[str, Any] = dict(
-            in_channels=in_channels, out_channels=out_channels, dim=dim, num_blocks=list(num_blocks),
-            num_refinement_blocks=num_refinement_blocks, heads=list(heads),
-            ffn_expansion_factor=ffn_expansion_factor, bias=bias, layer_norm_type=layer_norm_type,
-            prompt_dims=prompt_dims, prompt_sizes=prompt_sizes, degradations=list(degradations),
-            p2p_heads=p2p_heads, p2f_heads=p2f_heads, classifier=classifier,
-            classifier_widths=list(classifier_widths),
-        )  # fmt: skip
         args = (ffn_expansion_factor, bias, layer_norm_type)
         self._build_encoder(in_channels, dim, num_blocks, heads, *args)
         self._build_control(degradations, classifier, classifier_widths)
@@ -361,16 +362,16 @@ class PIPRestormer(_PIPControl, RestormerEncoderMixin):
             )  # fmt: skip
             self.add_module(f"pip_level{level}", block)
         self.chnl_reduce3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
-        self.up4_3 = Upsample(dim * 4)
-        self.reduce_chan_level3 = nn.Conv2d(dim * 6, dim * 4, kernel_size=1, bias=bias)
-        self.decoder_level3 = transformer_stage(dim * 4, heads[2], num_blocks[2], *args)
-        self.up3_2 = Upsample(dim * 4)
-        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
-        self.decoder_level2 = transformer_stage(dim * 2, heads[1], num_blocks[1], *args)
-        self.up2_1 = Upsample(dim * 2)
-        self.decoder_level1 = transformer_stage(dim * 2, heads[0], num_blocks[0], *args)
-        self.refinement = transformer_stage(dim * 2, heads[0], num_refinement_blocks, *args)
-        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
+        for level in (3, 2, 1):
+            up = dim * 4 if level == 3 else None  # the latent, reduced by chnl_reduce3
+            self._build_decoder_level(level, dim, num_blocks, heads, *args, up_channels=up)
+        self._build_head(dim, num_refinement_blocks, heads, out_channels, *args)
+
+    def _latent_hook(self, x: torch.Tensor, ctx: Any) -> torch.Tensor:
+        return self.chnl_reduce3(x)
+
+    def _skip_hook(self, level: int, skip: torch.Tensor, ctx: Any) -> torch.Tensor:
+        return _apply_pip(getattr(self, f"pip_level{level}"), skip, ctx)
 
     def forward(
         self,
@@ -382,17 +383,7 @@ class PIPRestormer(_PIPControl, RestormerEncoderMixin):
     ) -> PIPOutput:
         inp, size = self._pad_input(x)
         omega, logits = self._omega(x, degradation, return_logits)
-        e1, e2, e3, latent = self._encode(inp)
-        e3 = self.pip_level3(e3, omega)
-        d3 = self.up4_3(self.chnl_reduce3(latent))
-        d3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([d3, e3], 1)))
-        e2 = self.pip_level2(e2, omega)
-        d2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(d3), e2], 1)))
-        e1 = self.pip_level1(e1, omega)
-        d1 = self.decoder_level1(torch.cat([self.up2_1(d2), e1], 1))
-        out = self.output(self.refinement(d1))
-        if self.in_channels == self.out_channels:
-            out = out + inp
+        out = self._unet_forward(inp, omega)
         return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
 
 
@@ -461,11 +452,6 @@ class PIPNAFNet(_PIPControl, NAFNet):
         levels = len(enc_blk_nums)
         prompt_dims = _check_levels("prompt_dims", prompt_dims, levels)
         prompt_sizes = _check_levels("prompt_sizes", prompt_sizes, levels)
-        self.config.update(
-            prompt_dims=prompt_dims, prompt_sizes=prompt_sizes, degradations=list(degradations),
-            p2p_heads=p2p_heads, p2f_heads=p2f_heads, ffn_expansion_factor=ffn_expansion_factor,
-            classifier=classifier, classifier_widths=list(classifier_widths),
-        )  # fmt: skip
         self._build_control(degradations, classifier, classifier_widths)
         kw = dict(p2p_heads=p2p_heads, p2f_heads=p2f_heads, ffn_expansion_factor=ffn_expansion_factor)
         self.pips = nn.ModuleList(
@@ -483,17 +469,11 @@ class PIPNAFNet(_PIPControl, NAFNet):
     ) -> PIPOutput:
         inp, size = self._pad_input(x)
         omega, logits = self._omega(x, degradation, return_logits)
-        h = self.intro(inp)
-        skips = []
-        for encoder, down in zip(self.encoders, self.downs):
-            h = encoder(h)
-            skips.append(h)
-            h = down(h)
-        h = self.middle_blks(h)
-        for decoder, up, skip, pip in zip(self.decoders, self.ups, reversed(skips), reversed(self.pips)):
-            h = decoder(up(h) + pip(skip, omega))
-        out = self.ending(h) + inp
+        out = self._unet_forward(inp, omega)
         return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
+
+    def _skip_hook(self, level: int, skip: torch.Tensor, ctx: Any) -> torch.Tensor:
+        return _apply_pip(self.pips[level - 1], skip, ctx)
 
 
 #: Attribute of a tapped backbone module that holds ``(PIP block, omega)`` while :meth:`PIPUNet.forward` runs.
@@ -512,7 +492,7 @@ def _pip_tap_hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch
     if active is None:  # the backbone was called on its own: leave it unmodified
         return None
     block, omega = active
-    return block(output, omega)
+    return _apply_pip(block, output, omega)
 
 
 class PIPUNet(_PIPControl, RestorationModel):
@@ -634,12 +614,6 @@ class PIPUNet(_PIPControl, RestorationModel):
         sizes = [prompt_sizes] * len(names) if isinstance(prompt_sizes, int) else list(prompt_sizes)
         sizes = _check_levels("prompt_sizes", sizes, len(names))
         self.in_channels, self.out_channels, self.pad_multiple = in_channels, out_channels, pad_multiple
-        self.config: dict[str, Any] = dict(
-            skips=dict(skips), prompt_dims=list(dims), prompt_sizes=sizes, degradations=list(degradations),
-            in_channels=in_channels, out_channels=out_channels, pad_multiple=pad_multiple,
-            p2p_heads=p2p_heads, p2f_heads=p2f_heads, ffn_expansion_factor=ffn_expansion_factor,
-            classifier=classifier, classifier_widths=list(classifier_widths),
-        )  # fmt: skip
         self.backbone = backbone
         self._build_control(degradations, classifier, classifier_widths)
         self.pips = nn.ModuleDict()

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from ..layers.norm import NormKind
-from ..layers.promptir import PromptGenBlock
-from ..layers.transformer import TransformerBlock, Upsample
+from ..layers.promptir import PromptGenBlock, PromptInteraction
+from ..layers.transformer import TransformerBlock
 from ._registry import register_architecture, register_model
-from .restormer import RestormerEncoderMixin, transformer_stage
+from .restormer import RestormerUNet
 
 __all__ = ["PROMPTIR_UNUSED_MODULES", "PromptIR", "promptir"]
 
@@ -24,7 +24,7 @@ PROMPTIR_UNUSED_MODULES: tuple[str, ...] = (
 
 
 @register_architecture
-class PromptIR(RestormerEncoderMixin):
+class PromptIR(RestormerUNet):
     """PromptIR: all-in-one restoration with prompt generation and interaction in the decoder.
 
     A Restormer encoder; at the latent and after decoder levels 3 and 2 a
@@ -90,56 +90,36 @@ class PromptIR(RestormerEncoderMixin):
             )
         ih = heads[2] if interaction_heads is None else interaction_heads
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.config: dict[str, Any] = dict(
-            in_channels=in_channels, out_channels=out_channels, dim=dim, num_blocks=list(num_blocks),
-            num_refinement_blocks=num_refinement_blocks, heads=list(heads),
-            ffn_expansion_factor=ffn_expansion_factor, bias=bias, layer_norm_type=layer_norm_type,
-            prompt_dims=list(prompt_dims), prompt_sizes=list(prompt_sizes), prompt_len=prompt_len,
-            interaction_heads=interaction_heads,
-        )  # fmt: skip
         args = (ffn_expansion_factor, bias, layer_norm_type)
-        p1, p2, p3 = prompt_dims
         self._build_encoder(in_channels, dim, num_blocks, heads, *args)
+        # Per level, in the official order: the prompt block on the feature entering the level
+        # (latent: 8 dim; decoder levels 3, 2: 4 dim, 2 dim), then the decoder level it feeds.
+        for level, feature, out in ((3, dim * 8, dim * 4), (2, dim * 4, dim * 4), (1, dim * 2, dim * 2)):
+            pdim, size = prompt_dims[level - 1], prompt_sizes[level - 1]
+            joint = feature + pdim
+            self.add_module(f"prompt{level}", PromptGenBlock(pdim, prompt_len, size, feature))
+            self.add_module(f"noise_level{level}", TransformerBlock(joint, ih, *args))
+            self.add_module(f"reduce_noise_level{level}", nn.Conv2d(joint, out, kernel_size=1, bias=bias))
+            up = dim * 4 if level == 3 else None
+            self._build_decoder_level(level, dim, num_blocks, heads, *args, up_channels=up)
+        self._build_head(dim, num_refinement_blocks, heads, out_channels, *args)
 
-        self.prompt3 = PromptGenBlock(p3, prompt_len, prompt_sizes[2], dim * 8)
-        self.noise_level3 = TransformerBlock(dim * 8 + p3, ih, *args)
-        self.reduce_noise_level3 = nn.Conv2d(dim * 8 + p3, dim * 4, kernel_size=1, bias=bias)
-        self.up4_3 = Upsample(dim * 4)
-        self.reduce_chan_level3 = nn.Conv2d(dim * 6, dim * 4, kernel_size=1, bias=bias)
-        self.decoder_level3 = transformer_stage(dim * 4, heads[2], num_blocks[2], *args)
+    def _prompt(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        """Prompt level ``level``: ``prompt{level}`` generates, :class:`PromptInteraction` mixes it in."""
+        prompt = getattr(self, f"prompt{level}")(x)
+        block, reduce = getattr(self, f"noise_level{level}"), getattr(self, f"reduce_noise_level{level}")
+        return PromptInteraction.interact(x, prompt, block, reduce)
 
-        self.prompt2 = PromptGenBlock(p2, prompt_len, prompt_sizes[1], dim * 4)
-        self.noise_level2 = TransformerBlock(dim * 4 + p2, ih, *args)
-        self.reduce_noise_level2 = nn.Conv2d(dim * 4 + p2, dim * 4, kernel_size=1, bias=bias)
-        self.up3_2 = Upsample(dim * 4)
-        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
-        self.decoder_level2 = transformer_stage(dim * 2, heads[1], num_blocks[1], *args)
+    def _latent_hook(self, x: torch.Tensor, ctx: Any) -> torch.Tensor:
+        return self._prompt(3, x)
 
-        self.prompt1 = PromptGenBlock(p1, prompt_len, prompt_sizes[0], dim * 2)
-        self.noise_level1 = TransformerBlock(dim * 2 + p1, ih, *args)
-        self.reduce_noise_level1 = nn.Conv2d(dim * 2 + p1, dim * 2, kernel_size=1, bias=bias)
-        self.up2_1 = Upsample(dim * 2)
-        self.decoder_level1 = transformer_stage(dim * 2, heads[0], num_blocks[0], *args)
-        self.refinement = transformer_stage(dim * 2, heads[0], num_refinement_blocks, *args)
-        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
-
-    @staticmethod
-    def _interact(x: torch.Tensor, prompt: nn.Module, block: nn.Module, reduce: nn.Module) -> torch.Tensor:
-        return reduce(block(torch.cat([x, prompt(x)], dim=1)))
+    def _decoder_hook(self, level: int, x: torch.Tensor, ctx: Any) -> torch.Tensor:
+        # The outputs of decoder levels 3 and 2 get prompt levels 2 and 1; level 1 goes to refinement.
+        return self._prompt(level - 1, x) if level > 1 else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp, size = self._pad_input(x)
-        e1, e2, e3, latent = self._encode(inp)
-        latent = self._interact(latent, self.prompt3, self.noise_level3, self.reduce_noise_level3)
-        d3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), e3], 1)))
-        d3 = self._interact(d3, self.prompt2, self.noise_level2, self.reduce_noise_level2)
-        d2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(d3), e2], 1)))
-        d2 = self._interact(d2, self.prompt1, self.noise_level1, self.reduce_noise_level1)
-        d1 = self.decoder_level1(torch.cat([self.up2_1(d2), e1], 1))
-        out = self.output(self.refinement(d1))
-        if self.in_channels == self.out_channels:
-            out = out + inp
-        return self._crop(out, size)
+        return self._crop(self._unet_forward(inp), size)
 
 
 @register_model

@@ -13,6 +13,7 @@ from ..layers.stage import Stage
 from ..layers.transformer import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample
 from ._base import RestorationModel
 from ._registry import register_architecture, register_model
+from ._unet import UNetHooks
 
 __all__ = ["Restormer", "RestormerEncoderMixin", "restormer", "restormer_biasfree"]
 
@@ -64,8 +65,103 @@ class RestormerEncoderMixin(RestorationModel):
         return e1, e2, e3, latent
 
 
+class RestormerUNet(UNetHooks, RestormerEncoderMixin):
+    """Restormer's U-Net, written once for Restormer, PromptIR and PIP-Restormer, with per-level hooks.
+
+    The modules keep the official names, built by :meth:`_build_encoder`,
+    :meth:`_build_decoder_level` (``up{l+1}_{l}``, ``reduce_chan_level{l}`` for ``l > 1``,
+    ``decoder_level{l}``) and :meth:`_build_head` (``refinement``, ``output``), so a network
+    calls these where its official constructor builds the modules (keeping their order, hence
+    the seeded initialisation and the key order), adds its own modules and overrides the
+    :class:`~allinone_ir.models._unet.UNetHooks` it needs. :meth:`_unet_forward` is the loop::
+
+        e1, e2, e3, h = encoder(x)
+        h = _latent_hook(h)
+        h = decoder_level3(reduce_chan_level3(cat(up4_3(h), _skip_hook(3, e3))));  h = _decoder_hook(3, h)
+        h = decoder_level2(reduce_chan_level2(cat(up3_2(h), _skip_hook(2, e2))));  h = _decoder_hook(2, h)
+        h = decoder_level1(cat(up2_1(h), _skip_hook(1, e1)));                     h = _decoder_hook(1, h)
+        out = output(refinement(h)) (+ x when the input and output channels agree)
+
+    Shape:
+        - Input of :meth:`_unet_forward`: :math:`(N, C_{in}, H, W)`, ``H, W`` multiples of 8
+        - Output: :math:`(N, C_{out}, H, W)`
+    """
+
+    up4_3: nn.Module
+    reduce_chan_level3: nn.Module
+    decoder_level3: nn.Module
+    up3_2: nn.Module
+    reduce_chan_level2: nn.Module
+    decoder_level2: nn.Module
+    up2_1: nn.Module
+    decoder_level1: nn.Module
+    refinement: nn.Module
+    output: nn.Module
+
+    def _build_decoder_level(
+        self,
+        level: int,
+        dim: int,
+        num_blocks: Sequence[int],
+        heads: Sequence[int],
+        ffn_expansion_factor: float,
+        bias: bool,
+        layer_norm_type: NormKind,
+        *,
+        up_channels: int | None = None,
+    ) -> None:
+        """Build decoder ``level`` (1 to 3): its upsampling, input reduction (levels 2, 3) and blocks.
+
+        ``up_channels`` are the channels that reach ``up{level+1}_{level}`` (default twice the
+        level's ``dim * 2 ** (level - 1)``, as in Restormer; PromptIR and PIP-Restormer reduce the
+        latent to ``4 dim`` first). The upsampled feature (half of them) is concatenated with the
+        skip and, at levels 2 and 3, reduced back to the level's channels by a 1x1 convolution.
+        """
+        channels = dim * 2 ** (level - 1)
+        up_in = 2 * channels if up_channels is None else up_channels
+        self.add_module(f"up{level + 1}_{level}", Upsample(up_in))
+        width = up_in // 2 + channels
+        if level > 1:
+            self.add_module(f"reduce_chan_level{level}", nn.Conv2d(width, channels, kernel_size=1, bias=bias))
+            width = channels
+        stage = transformer_stage(
+            width, heads[level - 1], num_blocks[level - 1], ffn_expansion_factor, bias, layer_norm_type
+        )
+        self.add_module(f"decoder_level{level}", stage)
+
+    def _build_head(
+        self,
+        dim: int,
+        num_refinement_blocks: int,
+        heads: Sequence[int],
+        out_channels: int,
+        ffn_expansion_factor: float,
+        bias: bool,
+        layer_norm_type: NormKind,
+    ) -> None:
+        """Build ``refinement`` (transformer blocks at ``2 dim``) and ``output`` (3x3 conv to the image)."""
+        args = (ffn_expansion_factor, bias, layer_norm_type)
+        self.refinement = transformer_stage(dim * 2, heads[0], num_refinement_blocks, *args)
+        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
+
+    def _unet_forward(self, x: torch.Tensor, ctx: Any = None) -> torch.Tensor:
+        """Run the U-Net on a padded input, calling the hooks with ``ctx`` (see the class docstring)."""
+        e1, e2, e3, h = self._encode(x)
+        h = self._latent_hook(h, ctx)
+        h = self.reduce_chan_level3(torch.cat([self.up4_3(h), self._skip_hook(3, e3, ctx)], 1))
+        h = self._decoder_hook(3, self.decoder_level3(h), ctx)
+        h = self.reduce_chan_level2(torch.cat([self.up3_2(h), self._skip_hook(2, e2, ctx)], 1))
+        h = self._decoder_hook(2, self.decoder_level2(h), ctx)
+        h = torch.cat([self.up2_1(h), self._skip_hook(1, e1, ctx)], 1)
+        h = self._decoder_hook(1, self.decoder_level1(h), ctx)
+        out = self.output(self.refinement(h))
+        if self.in_channels == self.out_channels:
+            out = out + x
+        return out
+
+
 @register_architecture
-class Restormer(RestormerEncoderMixin):
+class Restormer(RestormerUNet):
     """Restormer: a four-level transformer U-Net with MDTA attention and GDFN feed-forward blocks.
 
     Defaults are the official configuration (26,126,644 parameters). Any ``H, W >= 1``
@@ -111,34 +207,15 @@ class Restormer(RestormerEncoderMixin):
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.config: dict[str, Any] = dict(
-            in_channels=in_channels, out_channels=out_channels, dim=dim, num_blocks=list(num_blocks),
-            num_refinement_blocks=num_refinement_blocks, heads=list(heads),
-            ffn_expansion_factor=ffn_expansion_factor, bias=bias, layer_norm_type=layer_norm_type,
-        )  # fmt: skip
         args = (ffn_expansion_factor, bias, layer_norm_type)
         self._build_encoder(in_channels, dim, num_blocks, heads, *args)
-        self.up4_3 = Upsample(dim * 8)
-        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
-        self.decoder_level3 = transformer_stage(dim * 4, heads[2], num_blocks[2], *args)
-        self.up3_2 = Upsample(dim * 4)
-        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
-        self.decoder_level2 = transformer_stage(dim * 2, heads[1], num_blocks[1], *args)
-        self.up2_1 = Upsample(dim * 2)
-        self.decoder_level1 = transformer_stage(dim * 2, heads[0], num_blocks[0], *args)
-        self.refinement = transformer_stage(dim * 2, heads[0], num_refinement_blocks, *args)
-        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
+        for level in (3, 2, 1):
+            self._build_decoder_level(level, dim, num_blocks, heads, *args)
+        self._build_head(dim, num_refinement_blocks, heads, out_channels, *args)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp, size = self._pad_input(x)
-        e1, e2, e3, latent = self._encode(inp)
-        d3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), e3], 1)))
-        d2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(d3), e2], 1)))
-        d1 = self.decoder_level1(torch.cat([self.up2_1(d2), e1], 1))
-        out = self.output(self.refinement(d1))
-        if self.in_channels == self.out_channels:
-            out = out + inp
-        return self._crop(out, size)
+        return self._crop(self._unet_forward(inp), size)
 
 
 @register_model
