@@ -1,0 +1,143 @@
+"""The degradation vocabulary: one table used by the PIP networks, the synthesis, the datasets; layers by concern."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+import allinone_ir.layers as layers
+import allinone_ir.layers.pip as layers_pip
+from allinone_ir import degradation_types as vocab
+from allinone_ir.data import DEGRADATION_LABELS as DATA_LABELS
+from allinone_ir.data import DEGRADATIONS, synthesize
+from allinone_ir.data.datasets import _task_degradation
+from allinone_ir.degradation_types import (
+    DEFAULT_DEGRADATIONS,
+    DEGRADATION_LABELS,
+    DEGRADATION_TABLE,
+    Degradation,
+    canonical_name,
+    default_names,
+    degradation_label,
+    display_name,
+    resolve_degradation_weights,
+)
+from allinone_ir.layers import PIPBlock
+from allinone_ir.layers.attention import CrossChannelAttention, top_m_channel_attention, top_m_sizes
+
+
+class TestTable:
+    def test_labels_keep_their_meaning(self) -> None:
+        # PIP's five classes as the paper and its official code number them, then snow: checkpoints,
+        # configs/pip_five_task.yaml and configs/promptir_three_task.yaml rely on these numbers
+        assert DEGRADATION_LABELS == {"noise": 0, "rain": 1, "haze": 2, "blur": 3, "lowlight": 4, "snow": 5}
+        assert DEFAULT_DEGRADATIONS == ("noise", "rain", "haze", "blur", "lowlight")
+        assert [d.label for d in DEGRADATION_TABLE] == list(range(len(DEGRADATION_TABLE)))
+
+    def test_names_and_aliases_are_unique(self) -> None:
+        keys = [
+            k
+            for d in DEGRADATION_TABLE
+            for k in {n.replace(" ", "") for n in (d.name, d.display_name, *d.aliases)}
+        ]
+        assert len(keys) == len(set(keys))
+        assert all(d.name == d.name.lower() and d.name.isalpha() for d in DEGRADATION_TABLE)
+        assert isinstance(DEGRADATION_TABLE[5], Degradation) and DEGRADATION_TABLE[5].display_name == "snow"
+
+    def test_every_user_reads_the_same_table(self) -> None:
+        assert DATA_LABELS is DEGRADATION_LABELS  # data synthesis and datasets
+        assert set(DEGRADATIONS) == set(DEGRADATION_LABELS)  # one synthesiser per degradation
+        # the old homes of the moved names give the same objects
+        assert layers.DEFAULT_DEGRADATIONS is DEFAULT_DEGRADATIONS is layers_pip.DEFAULT_DEGRADATIONS
+        assert layers.resolve_degradation_weights is resolve_degradation_weights
+        assert layers_pip.resolve_degradation_weights is resolve_degradation_weights
+        assert layers_pip.DegradationSpec is vocab.DegradationSpec
+        assert PIPBlock(8, 8, 4, p2f_heads=2).degradation_prompt.num_degradations == len(DEFAULT_DEGRADATIONS)
+        with pytest.raises(AttributeError, match=r"allinone_ir\.layers' has no attribute 'nothing'"):
+            _ = layers.nothing
+        with pytest.raises(AttributeError, match=r"allinone_ir\.layers\.pip' has no attribute 'nothing'"):
+            _ = layers_pip.nothing
+
+    def test_promptir_layout_tasks_map_to_the_pip_labels(self) -> None:
+        tasks = ["denoise", "derain", "dehaze", "deblur", "lowlight"]  # configs/pip_five_task.yaml
+        assert [DEGRADATION_LABELS[_task_degradation(t)] for t in tasks] == [0, 1, 2, 3, 4]
+        assert _task_degradation("my_own_task") == "my_own_task"  # a user's layout entry keeps its name
+
+
+class TestLookups:
+    def test_canonical_names_labels_and_display_names(self) -> None:
+        assert [canonical_name(n) for n in ("Low-Light", "low light", "ENHANCE", "derain", "de-snow")] == [
+            "lowlight", "lowlight", "lowlight", "rain", "snow",
+        ]  # fmt: skip
+        assert [degradation_label(n) for n in ("denoise", "haze", "deblur", "snow")] == [0, 2, 3, 5]
+        assert display_name("lowlight") == "low light" and display_name("my-fog") == "my-fog"
+        assert default_names(5) == DEFAULT_DEGRADATIONS
+        assert default_names(8) == (*DEGRADATION_LABELS, "degradation6", "degradation7")
+        assert default_names(0) == ()
+
+    def test_errors_name_the_known_degradations(self) -> None:
+        with pytest.raises(ValueError, match=r"unknown degradation name 'rian'.*did you mean 'rain'"):
+            canonical_name("rian")
+        with pytest.raises(ValueError, match=r"'fire'; the known degradations are \['noise', .*'snow'\]$"):
+            degradation_label("fire")
+        with pytest.raises(ValueError, match="count"):
+            default_names(-1)
+
+    def test_network_names_first_then_aliases(self) -> None:
+        # a network's own names win; the vocabulary's aliases reach them otherwise
+        names = ("rain", "snow")
+        assert resolve_degradation_weights("desnow", batch_size=1, names=names).tolist() == [[0.0, 1.0]]
+        assert resolve_degradation_weights(["Rain", "snow+derain"], batch_size=2, names=names).tolist() == [
+            [1.0, 0.0], [0.5, 0.5],
+        ]  # fmt: skip
+        with pytest.raises(ValueError, match=r"'haze'; this network knows \['rain', 'snow'\]"):
+            resolve_degradation_weights("haze", batch_size=1, names=names)
+
+    def test_synthesis_accepts_the_aliases(self) -> None:
+        x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(synthesize(x, "derain", rng=3), synthesize(x, "rain", rng=3))
+        assert torch.equal(synthesize(x, "Low-Light", rng=3), synthesize(x, "lowlight", rng=3))
+        with pytest.raises(ValueError, match="unknown degradation 'fog'"):
+            synthesize(x, "fog")
+
+
+def _module_level_imports(path: Path) -> list[tuple[int, str]]:
+    """``(level, module)`` of the import statements run when the file is imported (not in functions)."""
+    found: list[tuple[int, str]] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.ImportFrom):
+                found.append((node.level, node.module or ""))
+            elif isinstance(node, ast.Import):
+                found.extend((0, a.name) for a in node.names)
+            elif isinstance(node, (ast.If, ast.Try)):
+                visit(node.body + node.orelse + getattr(node, "finalbody", []))
+
+    visit(ast.parse(path.read_text()).body)
+    return found
+
+
+class TestLayersByConcern:
+    def test_layers_import_nothing_of_the_rest_of_the_package(self) -> None:
+        files = sorted(Path(layers.__file__).parent.glob("*.py"))
+        assert len(files) >= 9
+        for f in files:
+            for level, module in _module_level_imports(f):
+                assert level <= 1, f"{f.name} imports from outside allinone_ir.layers: {'.' * level}{module}"
+                assert level == 1 or not module.startswith("allinone_ir"), f"{f.name} imports {module}"
+
+    def test_attention_functions_live_together(self) -> None:
+        # the top-m attention and the cross attention are attention, next to the dense functions
+        assert (
+            top_m_channel_attention.__module__
+            == CrossChannelAttention.__module__
+            == "allinone_ir.layers.attention"
+        )
+        assert layers_pip.top_m_channel_attention is top_m_channel_attention  # former home still works
+        assert layers_pip.top_m_sizes is top_m_sizes
+        assert "resolve_degradation_weights" not in vars(layers_pip)  # parsing is outside layers/
+        assert not hasattr(layers_pip, "difflib")
