@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from allinone_ir.layers import (
     GDFN,
     MDTA,
+    CrossChannelAttention,
     Downsample,
     LayerNorm2d,
     NAFBlock,
@@ -22,6 +23,7 @@ from allinone_ir.layers import (
     Upsample,
     channel_attention,
     pad_to_multiple,
+    top_m_channel_attention,
 )
 from allinone_ir.layers.attention import _reference_mdta_attention
 
@@ -118,6 +120,37 @@ class TestMDTA:
         m = _randomise(MDTA(8, num_heads=2))
         x = torch.randn(2, 8, 6, 10)
         torch.testing.assert_close(m.to(memory_format=CL)(x.to(memory_format=CL)), m(x), atol=1e-5, rtol=1e-4)
+
+
+class TestCrossChannelAttention:
+    def test_dense_equals_manual_pipeline_and_keys(self) -> None:
+        m = _randomise(CrossChannelAttention(6, 8, num_heads=2, out_dim=5)).double()
+        assert set(m.state_dict()) == {
+            "temperature", "q.weight", "q_dwconv.weight", "kv.weight", "kv_dwconv.weight", "project_out.weight",
+        }  # fmt: skip
+        query, context = (
+            torch.randn(1, 6, 4, 5, dtype=torch.float64),
+            torch.randn(3, 8, 4, 5, dtype=torch.float64),
+        )
+        q = F.conv2d(F.conv2d(query, m.q.weight), m.q_dwconv.weight, padding=1, groups=8)
+        k, v = F.conv2d(F.conv2d(context, m.kv.weight), m.kv_dwconv.weight, padding=1, groups=16).chunk(2, 1)
+        attn = _reference_mdta_attention(q.expand(3, -1, -1, -1), k, v, m.temperature, 2)
+        out = m(query, context)  # the batch-1 query is shared by the three contexts
+        assert out.shape == (3, 5, 4, 5)
+        torch.testing.assert_close(out, F.conv2d(attn, m.project_out.weight))
+        with pytest.raises(ValueError, match="divisible"):
+            CrossChannelAttention(6, 9, num_heads=2)
+
+    def test_top_m_variant(self) -> None:
+        m = CrossChannelAttention(8, 8, num_heads=2, top_m_fractions=((1, 2), (3, 4)))
+        assert m.top_m == [2, 3] and m.top_m_weights.tolist() == pytest.approx([0.2, 0.2])
+        m = _randomise(m)
+        x, ctx = torch.randn(2, 8, 3, 3), torch.randn(2, 8, 3, 3)
+        q = m.q_dwconv(m.q(x))
+        k, v = m.kv_dwconv(m.kv(ctx)).chunk(2, 1)
+        ref = m.project_out(top_m_channel_attention(q, k, v, m.temperature, 2, [2, 3], m.top_m_weights))
+        torch.testing.assert_close(m(x, ctx), ref)
+        assert "top_m=[2, 3]" in repr(m)
 
 
 def test_gdfn_equals_manual() -> None:
