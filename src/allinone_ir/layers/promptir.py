@@ -141,4 +141,34 @@ class PromptInteraction(nn.Module):
         self.reduce = nn.Conv2d(joint, out_dim or feature_dim, kernel_size=1, bias=bias)
 
     def forward(self, feature: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
-        return self.reduce(self.transformer(torch.cat([feature, prompt], dim=1)))
+        return self.interact(feature, prompt, self.transformer, self.reduce)
+
+    @staticmethod
+    def interact(
+        feature: torch.Tensor, prompt: torch.Tensor, transformer: nn.Module, reduce: nn.Module
+    ) -> torch.Tensor:
+        """The block's computation with the given modules: ``reduce(transformer(cat[feature, prompt]))``.
+
+        :class:`~allinone_ir.models.PromptIR` runs its prompt interactions through this, with its
+        modules under the official names (``noise_level{l}`` as ``transformer``,
+        ``reduce_noise_level{l}`` as ``reduce``), so the block documented here is the one the
+        network runs and the official state-dict keys are kept.
+
+        Args:
+            feature: The feature map.
+            prompt: The prompt (from a :class:`PromptGenBlock` of the feature).
+            transformer: A transformer block on ``C_f + C_p`` channels.
+            reduce: The reduction to the output channels.
+
+        Shape:
+            - feature: :math:`(N, C_f, H, W)`
+            - prompt: :math:`(N, C_p, H, W)`
+            - output: :math:`(N, C_{out}, H, W)`
+
+        Examples:
+            >>> block = PromptInteraction(feature_dim=16, prompt_dim=8, num_heads=2)
+            >>> f, p = torch.randn(1, 16, 6, 6), torch.randn(1, 8, 6, 6)
+            >>> torch.equal(PromptInteraction.interact(f, p, block.transformer, block.reduce), block(f, p))
+            True
+        """
+        return reduce(transformer(torch.cat([feature, prompt], dim=1)))
