@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from torch import nn
 from ._version import __version__
 from .errors import CheckpointError, require
 from .io import atomic_write
-from .models import PROMPTIR_UNUSED_MODULES, create_model, get_model_class, is_model
+from .models import create_model, get_model_class, is_model, list_architectures
 
 __all__ = [
     "CONFIG_NAME",
@@ -183,130 +181,58 @@ def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- detection
 
 
-def _count(state: Mapping[str, torch.Tensor], prefix: str) -> int:
-    """Number of blocks ``prefix.<i>.`` (1 + the largest index; 0 if none)."""
-    pat = re.compile(re.escape(prefix) + r"\.(\d+)\.")
-    idx = [int(m.group(1)) for k in state if (m := pat.match(k))]
-    return max(idx) + 1 if idx else 0
+def _claims(
+    state_dict: Mapping[str, torch.Tensor],
+) -> tuple[list[tuple[type[nn.Module], dict[str, Any]]], list[str]]:
+    """``(class, config)`` of every registered class whose ``detect`` recognises the state dict, and errors."""
+    claims: list[tuple[type[nn.Module], dict[str, Any]]] = []
+    errors: list[str] = []
+    for name in list_architectures():
+        cls = get_model_class(name)
+        detect = getattr(cls, "detect", None)
+        if detect is None:
+            continue
+        try:
+            config = detect(state_dict)
+        except CheckpointError as exc:
+            errors.append(f"{name}: {exc}")
+            continue
+        if config is not None:
+            claims.append((cls, dict(config)))
+    return claims, errors
 
 
-def _heads(state: Mapping[str, torch.Tensor], names: tuple[str, ...], default: int) -> int:
-    for name in names:
-        t = state.get(f"{name}.0.attn.temperature", state.get(f"{name}.attn.temperature"))
-        if t is not None:
-            return int(t.shape[0])
-    return default
+def _filter(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict as ``model``'s family reads it (its ``filter_state_dict``: official renames, dropped keys)."""
+    filt = getattr(type(model), "filter_state_dict", None)
+    return dict(state_dict) if filt is None else dict(filt(state_dict, model))
 
 
-def _ffn_factor(state: Mapping[str, torch.Tensor]) -> float:
-    pairs = [
-        (int(v.shape[0]), int(v.shape[1])) for k, v in state.items() if k.endswith("ffn.project_out.weight")
-    ]
-    if not pairs:
-        return 2.66
-    c0, h0 = pairs[0]
-    for f in (2.66, 2.0, 4.0, 3.0, 1.0, h0 / c0, (h0 + 0.5) / c0):
-        if all(int(c * f) == h for c, h in pairs):
-            return f
-    raise CheckpointError(
-        f"cannot find a feed-forward expansion factor matching the hidden sizes {pairs[:4]}"
-    )
-
-
-def _detect_restormer_family(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
-    embed = state["patch_embed.proj.weight"]
-    default_heads = (1, 2, 4, 8)
-    heads = [
-        _heads(state, ("encoder_level1", "decoder_level1", "refinement"), default_heads[0]),
-        _heads(state, ("encoder_level2", "decoder_level2"), default_heads[1]),
-        _heads(state, ("encoder_level3", "decoder_level3"), default_heads[2]),
-        _heads(state, ("latent",), default_heads[3]),
-    ]
-    config: dict[str, Any] = dict(
-        in_channels=int(embed.shape[1]),
-        out_channels=int(state["output.weight"].shape[0]),
-        dim=int(embed.shape[0]),
-        num_blocks=[
-            _count(state, n) for n in ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
-        ],
-        num_refinement_blocks=_count(state, "refinement"),
-        heads=heads,
-        ffn_expansion_factor=_ffn_factor(state),
-        bias="patch_embed.proj.bias" in state,
-        layer_norm_type="WithBias" if any(k.endswith("norm1.body.bias") for k in state) else "BiasFree",
-    )
-    if "pip_level1.basic_prompt.prompt" in state:
-        return "PIPRestormer", {**config, **_detect_pip(state, [f"pip_level{i}" for i in (1, 2, 3)])}
-    if "prompt1.prompt_param" not in state:
-        return "Restormer", config
-    params = [state[f"prompt{i}.prompt_param"] for i in (1, 2, 3)]
-    params = [p[0] if p.dim() == 5 else p for p in params]  # official (1, L, C, S, S)
-    config["prompt_dims"] = [int(p.shape[1]) for p in params]
-    config["prompt_sizes"] = [int(p.shape[-1]) for p in params]
-    config["prompt_len"] = int(params[0].shape[0])
-    ih = _heads(state, ("noise_level1", "noise_level2", "noise_level3"), heads[2])
-    config["interaction_heads"] = None if ih == heads[2] else ih
-    return "PromptIR", config
-
-
-def _detect_nafnet(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
-    intro = state["intro.weight"]
-    levels = _count(state, "downs")
-    config: dict[str, Any] = dict(
-        in_channels=int(intro.shape[1]),
-        width=int(intro.shape[0]),
-        middle_blk_num=_count(state, "middle_blks"),
-        enc_blk_nums=[_count(state, f"encoders.{i}") for i in range(levels)],
-        dec_blk_nums=[_count(state, f"decoders.{i}") for i in range(levels)],
-    )
-    if "pips.0.basic_prompt.prompt" in state:
-        pip = _detect_pip(state, [f"pips.{i}" for i in range(levels)])
-        return "PIPNAFNet", {**config, **pip, "ffn_expansion_factor": _ffn_factor(state)}
-    return "NAFNet", config
-
-
-def _detect_pip(state: Mapping[str, torch.Tensor], blocks: list[str]) -> dict[str, Any]:
-    """Prompt sizes, degradation count, heads and classifier of the PIP blocks named ``blocks``."""
-    from .layers.pip import DEFAULT_DEGRADATIONS
-
-    prompts = [state[f"{b}.basic_prompt.prompt"] for b in blocks]
-    num = int(state[f"{blocks[0]}.degradation_prompt.prompts"].shape[0])
-    names = list(DEFAULT_DEGRADATIONS)
-    if num != len(names):
-        names = (
-            names[:num] if num < len(names) else names + [f"degradation{i}" for i in range(len(names), num)]
-        )
-        warnings.warn(
-            f"the checkpoint has {num} degradation prompts; their names are not stored in the weights, "
-            f"calling them {names} (pass degradations=[...] to name them)",
-            stacklevel=4,
-        )
-    widths = [
-        int(state[f"classifier.stages.{i}.0.conv1.weight"].shape[0])
-        for i in range(_count(state, "classifier.stages"))
-    ]
-    config: dict[str, Any] = dict(
-        prompt_dims=[int(p.shape[0]) for p in prompts],
-        prompt_sizes=[int(p.shape[-1]) for p in prompts],
-        degradations=names,
-        p2p_heads=_heads(state, (f"{blocks[0]}.p2p",), 2),
-        p2f_heads=_heads(state, (f"{blocks[0]}.p2f",), 4),
-        classifier=bool(widths),
-    )
-    if widths:
-        config["classifier_widths"] = widths
-    return config
+def _mismatches(cls: type[nn.Module], config: dict[str, Any], state_dict: Mapping[str, torch.Tensor]) -> int:
+    """Missing + unexpected + wrongly shaped keys of ``state_dict`` for ``cls(**config)`` (built on ``meta``)."""
+    try:
+        with torch.device("meta"):
+            model = cls(**config)
+    except Exception:  # a claim whose config does not even build
+        return len(state_dict) + 1
+    state = _filter(model, state_dict)
+    expected = model.state_dict()
+    wrong = sum(1 for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape))
+    return len(expected.keys() ^ state.keys()) + wrong
 
 
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
     """Recognise the network of a state dict and recover its constructor arguments.
 
-    Reads the first width from ``patch_embed`` / ``intro``, blocks per level from the largest
-    block index, attention heads from the ``temperature`` shapes, prompt channels / length /
-    size from ``prompt_param``, the feed-forward factor from the hidden widths, ``bias`` from
-    the presence of bias tensors and the LayerNorm kind from ``norm*.body.bias``; for PIP networks
-    the prompt sizes, the number of degradations, the heads and the classifier widths (degradation
-    names are not stored in weights: the defaults are assumed).
+    Every registered class (see :func:`~allinone_ir.models.register_architecture`) with a
+    ``detect`` classmethod is asked (see :meth:`allinone_ir.models.RestorationModel.detect`):
+    each family reads its own hyper-parameters from the key names and tensor shapes (widths,
+    blocks per level from the largest block index, heads from the ``temperature`` shapes, PromptIR's
+    prompts, PIP's prompt sizes and classifier, ...). When several classes recognise the state
+    dict (Restormer's reader accepts PromptIR's keys, say), each candidate network is built on the
+    ``meta`` device and the one whose keys and shapes match the state dict best wins (the earlier
+    registered one on a tie). This module names no family: a class registered by your own code
+    takes part in the same way.
 
     Args:
         state_dict: Weights with the official key names (prefixes already removed, see
@@ -317,7 +243,9 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
         ``get_model_class(class_name)(**config)``.
 
     Raises:
-        CheckpointError: If the keys belong to no known architecture.
+        CheckpointError: If the keys belong to no registered architecture (the message lists
+            the families that can be detected), or a family recognises them but cannot read
+            a hyper-parameter.
 
     Examples:
         >>> from allinone_ir import create_model
@@ -326,46 +254,29 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
         >>> name, cfg["width"], cfg["enc_blk_nums"]
         ('NAFNet', 8, [1, 2])
     """
-    if "patch_embed.proj.weight" in state_dict and "output.weight" in state_dict:
-        return _detect_restormer_family(state_dict)
-    if "intro.weight" in state_dict and "ending.weight" in state_dict:
-        return _detect_nafnet(state_dict)
-    keys = sorted(state_dict)
-    raise CheckpointError(
-        "cannot detect the architecture of this checkpoint (known: PromptIR, Restormer, NAFNet, PIP-Restormer, "
-        "PIP-NAFNet; pass "
-        f"arch= for others); it has {len(keys)} keys, e.g. {keys[:8]}"
-    )
+    claims, errors = _claims(state_dict)
+    if not claims:
+        if errors:
+            raise CheckpointError("; ".join(errors))
+        keys = sorted(state_dict)
+        known = [n for n in list_architectures() if getattr(get_model_class(n), "detect", None) is not None]
+        raise CheckpointError(
+            f"cannot detect the architecture of this checkpoint (known: {', '.join(known)}; register "
+            "yours with @register_architecture and a detect() classmethod, or pass arch= for others); "
+            f"it has {len(keys)} keys, e.g. {keys[:8]}"
+        )
+    if len(claims) > 1:
+        scores = [_mismatches(cls, cfg, state_dict) for cls, cfg in claims]
+        claims = [claims[scores.index(min(scores))]]
+    cls, config = claims[0]
+    return cls.__name__, config
 
 
 # --------------------------------------------------------------------------- building
 
 
-def _class(name: str) -> type[nn.Module]:
-    try:
-        return get_model_class(name)
-    except KeyError:
-        import importlib
-
-        try:  # classes registered by optional modules (PIP networks)
-            importlib.import_module("allinone_ir.models.pip")
-        except ImportError:
-            pass
-        return get_model_class(name)
-
-
-def _drop_unused(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Drop keys of the six modules the official PromptIR builds but never uses."""
-    own = {name.split(".")[0] for name, _ in model.named_parameters()}
-    return {
-        k: v
-        for k, v in state.items()
-        if not (k.split(".")[0] in PROMPTIR_UNUSED_MODULES and k.split(".")[0] not in own)
-    }
-
-
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool) -> nn.Module:
-    state = _drop_unused(state, model)
+    state = _filter(model, state)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -391,6 +302,15 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, st
     return model
 
 
+def _own_claim(cls: type[nn.Module], state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+    """What ``cls.detect`` reads from the state dict (``None``: not its keys, no ``detect``, unreadable)."""
+    detect = getattr(cls, "detect", None)
+    try:
+        return None if detect is None else detect(state_dict)
+    except CheckpointError:
+        return None
+
+
 def load_checkpoint(
     path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
     arch: str | nn.Module | None = None,
@@ -407,9 +327,10 @@ def load_checkpoint(
         arch: ``None`` to use the file's saved config or detect the architecture and its
             hyper-parameters from the weights; a registered model name (``"promptir"``,
             ``"nafnet_width64"``) or class name (``"PromptIR"``); or a network to load into.
-            A name of the detected class takes the detected hyper-parameters; a name of another
-            class builds that network with its defaults (plus ``overrides``), which then fails
-            with the list of missing and unexpected keys.
+            A name takes the hyper-parameters that its class reads from the weights (its
+            ``detect``), or the saved config when that is of the same class; otherwise it builds
+            the network with its defaults (plus ``overrides``), which then fails with the list of
+            missing and unexpected keys.
         strict: Require every key to match (shape mismatches always fail).
         map_location: Where ``torch.load`` puts the tensors.
         **overrides: Constructor arguments replacing detected / default ones.
@@ -450,32 +371,25 @@ def load_checkpoint(
     if isinstance(arch, nn.Module):
         return _load_into(arch, state, source, strict).eval()
 
-    if saved is not None:
-        detected: tuple[str, dict[str, Any]] | None = (saved["architecture"], dict(saved["config"]))
-    else:
-        try:
-            detected = detect_architecture(state)
-        except CheckpointError:
-            if arch is None:
-                raise
-            detected = None
-
     if arch is None:
-        assert detected is not None
-        model = _class(detected[0])(**{**detected[1], **overrides})
-    elif is_model(arch):
-        with torch.device("meta"):
-            cls_name = type(create_model(arch)).__name__
-        if detected is not None and detected[0] == cls_name:
-            model = create_model(arch, **{**detected[1], **overrides})
-        else:
-            model = create_model(arch, **overrides)
+        name, config = (
+            (saved["architecture"], dict(saved["config"]))
+            if saved is not None
+            else detect_architecture(state)
+        )
+        model = get_model_class(name)(**{**config, **overrides})
     else:
-        cls = _class(arch)
-        if detected is not None and detected[0] == cls.__name__:
-            model = cls(**{**detected[1], **overrides})
+        if is_model(arch):
+            with torch.device("meta"):
+                cls = type(create_model(arch))
         else:
-            model = cls(**overrides)
+            cls = get_model_class(arch)
+        if saved is not None:
+            found = dict(saved["config"]) if saved["architecture"] == cls.__name__ else None
+        else:
+            found = _own_claim(cls, state)
+        kwargs = {**(found or {}), **overrides}
+        model = create_model(arch, **kwargs) if is_model(arch) else cls(**kwargs)
     if saved is not None and saved.get("model_name"):
         model.model_name = saved["model_name"]  # type: ignore[assignment]
     return _load_into(model, state, source, strict).eval().to(map_location)
@@ -492,7 +406,7 @@ def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
             f"{name} has no `config` dict of constructor arguments; it cannot be saved for rebuilding"
         )
     try:
-        registered = _class(name)
+        registered = get_model_class(name)
     except KeyError as exc:
         raise TypeError(f"{name} is not a registered architecture (use @register_architecture)") from exc
     if registered is not type(model):
@@ -591,7 +505,7 @@ def from_pretrained(
         raise CheckpointError(
             f"{source} has no saved config; use load_checkpoint() to detect the architecture"
         )
-    model = load_checkpoint(raw, _class(saved["architecture"])(**saved["config"]), strict=strict)
+    model = load_checkpoint(raw, get_model_class(saved["architecture"])(**saved["config"]), strict=strict)
     if saved.get("model_name"):
         model.model_name = saved["model_name"]  # type: ignore[assignment]
     return model.to(map_location)

@@ -293,7 +293,9 @@ class RestorationModel(RecordsConfig, nn.Module):
         return None
 
     @classmethod
-    def filter_state_dict(cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    def filter_state_dict(
+        cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
+    ) -> dict[str, torch.Tensor]:
         """Turn a checkpoint's weights into ``model``'s keys (official renames, dropped modules; default: as is).
 
         Runs before the keys are compared with the network's, for every checkpoint loaded into a

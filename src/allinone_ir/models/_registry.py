@@ -9,7 +9,15 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["create_model", "get_model_class", "is_model", "list_models", "register_model"]
+__all__ = [
+    "create_model",
+    "get_model_class",
+    "is_model",
+    "list_architectures",
+    "list_models",
+    "register_architecture",
+    "register_model",
+]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _ARCHITECTURES: dict[str, type[nn.Module]] = {}
@@ -40,9 +48,32 @@ def register_model(fn: F) -> F:
 
 
 def register_architecture(cls: C) -> C:
-    """Register a network class so that saved configs can rebuild it by class name (decorator)."""
+    """Register a network class so that saved configs can rebuild it by class name (decorator).
+
+    A registered class takes part in everything the library does with checkpoints, without any
+    other file naming it: :func:`allinone_ir.hub.save_pretrained` / :func:`~allinone_ir.hub.from_pretrained`
+    rebuild it from its ``config``, and :func:`~allinone_ir.hub.load_checkpoint` recognises its raw
+    state dicts when it defines a ``detect`` classmethod and adapts official keys with its
+    ``filter_state_dict`` (see :class:`~allinone_ir.models.RestorationModel`).
+
+    Args:
+        cls: The network class; registered under ``cls.__name__``.
+
+    Returns:
+        ``cls`` unchanged.
+    """
     _ARCHITECTURES[cls.__name__] = cls
     return cls
+
+
+def list_architectures() -> list[str]:
+    """Names of the registered network classes, in registration order (the built-in ones first).
+
+    Examples:
+        >>> {"NAFNet", "PromptIR", "Restormer"} <= set(list_architectures())
+        True
+    """
+    return list(_ARCHITECTURES)
 
 
 def get_model_class(name: str) -> type[nn.Module]:

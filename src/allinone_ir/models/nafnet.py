@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -11,6 +11,7 @@ from torch import nn
 from ..layers.naf import NAFBlock
 from ..layers.stage import Stage
 from ._base import RestorationModel
+from ._detect import count_blocks
 from ._registry import register_architecture, register_model
 from ._unet import UNetHooks
 
@@ -118,6 +119,30 @@ class NAFNet(UNetHooks, RestorationModel):
             level -= 1
         return self.ending(h) + x
 
+    # ------------------------------------------------------------------ what the family declares
+    #: ``encoder`` (intro, encoder levels, downsampling, bottleneck) and ``decoder`` (the rest).
+    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "encoder": ("intro", "encoders", "downs", "middle_blks"),
+        "decoder": ("ups", "decoders", "ending"),
+    }
+
+    @classmethod
+    def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+        """Constructor arguments of a NAFNet-layout state dict (``intro`` ... ``ending``), else ``None``.
+
+        Reads the channels and width from ``intro``, the number of levels from ``downs`` and the
+        blocks per level from the largest block indices (``drop_out_rate`` has no weights: the
+        default is assumed). PIP-NAFNet state dicts have the same layout plus ``pips``, so its own
+        ``detect`` wins on them.
+
+        Args:
+            state_dict: Weights with the wrapper prefixes removed.
+
+        Returns:
+            Keyword arguments for ``NAFNet(**kwargs)``, or ``None``.
+        """
+        return _read_nafnet_layout(state_dict)
+
 
 @register_model
 def nafnet(**kwargs: Any) -> NAFNet:
@@ -151,3 +176,18 @@ def nafnet_gopro_width32(**kwargs: Any) -> NAFNet:
     """NAFNet width 32, enc [1,1,1,28], middle 1, dec [1,1,1,1] (GoPro; 17,111,907 parameters)."""
     return NAFNet(**{"width": 32, "enc_blk_nums": (1, 1, 1, 28), "middle_blk_num": 1,
                      "dec_blk_nums": (1, 1, 1, 1), **kwargs})  # fmt: skip
+
+
+def _read_nafnet_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+    """NAFNet's constructor arguments read from a state dict with its layout (shared by PIP-NAFNet)."""
+    if "intro.weight" not in state_dict or "ending.weight" not in state_dict:
+        return None
+    intro = state_dict["intro.weight"]
+    levels = count_blocks(state_dict, "downs")
+    return dict(
+        in_channels=int(intro.shape[1]),
+        width=int(intro.shape[0]),
+        middle_blk_num=count_blocks(state_dict, "middle_blks"),
+        enc_blk_nums=[count_blocks(state_dict, f"encoders.{i}") for i in range(levels)],
+        dec_blk_nums=[count_blocks(state_dict, f"decoders.{i}") for i in range(levels)],
+    )

@@ -24,8 +24,9 @@ classifier's cross-entropy against the labels, weight :data:`DEFAULT_CLASSIFIER_
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -386,6 +387,39 @@ class PIPRestormer(_PIPControl, RestormerUNet):
         out = self._unet_forward(inp, omega)
         return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
 
+    # ------------------------------------------------------------------ what the family declares
+    #: Restormer's ``encoder`` and ``decoder`` (with ``chnl_reduce3``) and ``prompts`` (the PIP blocks).
+    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
+        "decoder": ("chnl_reduce3", "up*", "reduce_chan_level*", "decoder_level*", "refinement", "output"),
+        "prompts": ("pip_level*",),
+    }
+
+    @classmethod
+    def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+        """Constructor arguments of a PIP-Restormer state dict, else ``None``.
+
+        Restormer's layout (see :meth:`Restormer.detect <allinone_ir.models.Restormer.detect>`) plus
+        ``pip_level1..3``: prompt channels and sizes, the number of degradations, the heads and the
+        classifier widths. Degradation names are not stored in weights: the defaults are assumed
+        (with a warning when their number differs).
+
+        Args:
+            state_dict: Weights with the wrapper prefixes removed.
+
+        Returns:
+            Keyword arguments for ``PIPRestormer(**kwargs)``, or ``None``.
+
+        Raises:
+            CheckpointError: If no feed-forward factor fits the hidden widths.
+        """
+        from .restormer import _read_restormer_layout
+
+        config = _read_restormer_layout(state_dict)
+        if config is None or "pip_level1.basic_prompt.prompt" not in state_dict:
+            return None
+        return {**config, **_read_pip_blocks(state_dict, [f"pip_level{i}" for i in (1, 2, 3)])}
+
 
 @register_architecture
 class PIPNAFNet(_PIPControl, NAFNet):
@@ -474,6 +508,39 @@ class PIPNAFNet(_PIPControl, NAFNet):
 
     def _skip_hook(self, level: int, skip: torch.Tensor, ctx: Any) -> torch.Tensor:
         return _apply_pip(self.pips[level - 1], skip, ctx)
+
+    # ------------------------------------------------------------------ what the family declares
+    #: NAFNet's ``encoder`` and ``decoder`` and ``prompts`` (the PIP blocks).
+    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        **NAFNet.finetune_groups,
+        "prompts": ("pips",),
+    }
+
+    @classmethod
+    def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+        """Constructor arguments of a PIP-NAFNet state dict, else ``None``.
+
+        NAFNet's layout (see :meth:`NAFNet.detect <allinone_ir.models.NAFNet.detect>`) plus
+        ``pips.0..L-1``: prompt channels and sizes, the number of degradations, the heads, the
+        feed-forward factor and the classifier widths (degradation names: the defaults).
+
+        Args:
+            state_dict: Weights with the wrapper prefixes removed.
+
+        Returns:
+            Keyword arguments for ``PIPNAFNet(**kwargs)``, or ``None``.
+
+        Raises:
+            CheckpointError: If no feed-forward factor fits the hidden widths.
+        """
+        from ._detect import ffn_expansion_factor
+        from .nafnet import _read_nafnet_layout
+
+        config = _read_nafnet_layout(state_dict)
+        if config is None or "pips.0.basic_prompt.prompt" not in state_dict:
+            return None
+        pips = _read_pip_blocks(state_dict, [f"pips.{i}" for i in range(len(config["enc_blk_nums"]))])
+        return {**config, **pips, "ffn_expansion_factor": ffn_expansion_factor(state_dict)}
 
 
 #: Attribute of a tapped backbone module that holds ``(PIP block, omega)`` while :meth:`PIPUNet.forward` runs.
@@ -671,3 +738,36 @@ def pip_restormer(**kwargs: Any) -> PIPRestormer:
 def pip_nafnet(**kwargs: Any) -> PIPNAFNet:
     """PIP on NAFNet width 64 (enc [2,2,4,8], middle 12, dec [2,2,2,2]; prompt dims [64,96,128,128])."""
     return PIPNAFNet(**kwargs)
+
+
+def _read_pip_blocks(state_dict: Mapping[str, torch.Tensor], blocks: list[str]) -> dict[str, Any]:
+    """Prompt sizes, degradation count, heads and classifier of the PIP blocks named ``blocks``."""
+    from ._detect import attention_heads, count_blocks
+
+    prompts = [state_dict[f"{b}.basic_prompt.prompt"] for b in blocks]
+    num = int(state_dict[f"{blocks[0]}.degradation_prompt.prompts"].shape[0])
+    names = list(DEFAULT_DEGRADATIONS)
+    if num != len(names):
+        names = (
+            names[:num] if num < len(names) else names + [f"degradation{i}" for i in range(len(names), num)]
+        )
+        warnings.warn(
+            f"the checkpoint has {num} degradation prompts; their names are not stored in the weights, "
+            f"calling them {names} (pass degradations=[...] to name them)",
+            stacklevel=5,  # the caller of load_checkpoint / detect_architecture
+        )
+    widths = [
+        int(state_dict[f"classifier.stages.{i}.0.conv1.weight"].shape[0])
+        for i in range(count_blocks(state_dict, "classifier.stages"))
+    ]
+    config: dict[str, Any] = dict(
+        prompt_dims=[int(p.shape[0]) for p in prompts],
+        prompt_sizes=[int(p.shape[-1]) for p in prompts],
+        degradations=names,
+        p2p_heads=attention_heads(state_dict, (f"{blocks[0]}.p2p",), 2),
+        p2f_heads=attention_heads(state_dict, (f"{blocks[0]}.p2f",), 4),
+        classifier=bool(widths),
+    )
+    if widths:
+        config["classifier_widths"] = widths
+    return config

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -120,6 +120,80 @@ class PromptIR(RestormerUNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp, size = self._pad_input(x)
         return self._crop(self._unet_forward(inp), size)
+
+    # ------------------------------------------------------------------ what the family declares
+    #: Restormer's ``encoder`` and ``decoder``; ``prompts`` (generation and interaction at the three
+    #: levels); ``stage2``: the output end of the network (refinement, output conv, first decoder level
+    #: and its prompt interaction), a second-stage choice in the spirit of report 003.
+    _STAGE2: ClassVar[tuple[str, ...]] = (
+        "refinement", "output", "decoder_level1", "prompt1", "noise_level1", "reduce_noise_level1",
+    )  # fmt: skip
+    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
+        "decoder": ("up*", "reduce_chan_level*", "decoder_level*", "refinement", "output"),
+        "prompts": ("prompt*", "noise_level*", "reduce_noise_level*"),
+        "stage2": _STAGE2,
+    }
+
+    @classmethod
+    def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+        """Constructor arguments of a PromptIR state dict (official or ours), else ``None``.
+
+        Restormer's layout (see :meth:`Restormer.detect <allinone_ir.models.Restormer.detect>`)
+        plus ``prompt1..3.prompt_param`` (official ``(1, L, C, S, S)`` or ``(L, C, S, S)``), which give
+        the prompt channels, sizes and length; the interaction heads come from ``noise_level*``.
+
+        Args:
+            state_dict: Weights with the wrapper prefixes removed.
+
+        Returns:
+            Keyword arguments for ``PromptIR(**kwargs)``, or ``None``.
+
+        Raises:
+            CheckpointError: If no feed-forward factor fits the hidden widths.
+        """
+        from ._detect import attention_heads
+        from .restormer import _read_restormer_layout
+
+        config = _read_restormer_layout(state_dict)
+        keys = [f"prompt{i}.prompt_param" for i in (1, 2, 3)]
+        if config is None or not all(k in state_dict for k in keys):
+            return None
+        params = [state_dict[k] for k in keys]
+        params = [p[0] if p.dim() == 5 else p for p in params]  # official (1, L, C, S, S)
+        config["prompt_dims"] = [int(p.shape[1]) for p in params]
+        config["prompt_sizes"] = [int(p.shape[-1]) for p in params]
+        config["prompt_len"] = int(params[0].shape[0])
+        ih = attention_heads(state_dict, ("noise_level1", "noise_level2", "noise_level3"), config["heads"][2])
+        config["interaction_heads"] = None if ih == config["heads"][2] else ih
+        return config
+
+    @classmethod
+    def filter_state_dict(
+        cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
+    ) -> dict[str, torch.Tensor]:
+        """Drop the keys of :data:`PROMPTIR_UNUSED_MODULES` and give ``prompt_param`` the official 5-D shape.
+
+        The official network builds six modules it never uses (the released checkpoint has their
+        weights); they are not built here, so their keys are dropped unless ``model`` has a
+        module of that name. ``(L, C, S, S)`` prompts become ``(1, L, C, S, S)``, the shape of
+        the official keys and of this network's state dict.
+
+        Args:
+            state_dict: Weights with the wrapper prefixes removed.
+            model: The network they are loaded into.
+
+        Returns:
+            A new dict.
+        """
+        own = {name.split(".")[0] for name, _ in model.named_parameters()}
+        out = {}
+        for k, v in state_dict.items():
+            top = k.split(".")[0]
+            if top in PROMPTIR_UNUSED_MODULES and top not in own:
+                continue
+            out[k] = v.unsqueeze(0) if k.endswith("prompt_param") and v.dim() == 4 else v
+        return out
 
 
 @register_model

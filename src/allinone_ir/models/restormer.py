@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -12,6 +12,7 @@ from ..layers.norm import NormKind
 from ..layers.stage import Stage
 from ..layers.transformer import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample
 from ._base import RestorationModel
+from ._detect import attention_heads, count_blocks, ffn_expansion_factor
 from ._registry import register_architecture, register_model
 from ._unet import UNetHooks
 
@@ -47,7 +48,9 @@ class RestormerEncoderMixin(RestorationModel):
         if len(num_blocks) != 4 or len(heads) != 4:
             raise ValueError(f"num_blocks and heads need 4 entries, got {list(num_blocks)} and {list(heads)}")
         args = (ffn_expansion_factor, bias, layer_norm_type)
-        self.patch_embed = OverlapPatchEmbed(in_channels, dim, bias)
+        # the official networks build OverlapPatchEmbed(in_c, dim) without passing `bias`: no bias even
+        # with bias=True, so that official bias=True checkpoints (no patch_embed.proj.bias) load
+        self.patch_embed = OverlapPatchEmbed(in_channels, dim)
         self.encoder_level1 = transformer_stage(dim, heads[0], num_blocks[0], *args)
         self.down1_2 = Downsample(dim)
         self.encoder_level2 = transformer_stage(dim * 2, heads[1], num_blocks[1], *args)
@@ -217,6 +220,34 @@ class Restormer(RestormerUNet):
         inp, size = self._pad_input(x)
         return self._crop(self._unet_forward(inp), size)
 
+    # ------------------------------------------------------------------ what the family declares
+    #: ``encoder`` (patch embedding, encoder levels, downsampling, latent) and ``decoder`` (the rest).
+    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
+        "decoder": ("up*", "reduce_chan_level*", "decoder_level*", "refinement", "output"),
+    }
+
+    @classmethod
+    def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+        """Constructor arguments of a Restormer-layout state dict (``patch_embed`` ... ``output``), else ``None``.
+
+        Reads ``dim`` and the channels from ``patch_embed`` / ``output``, the blocks per level,
+        the heads, the feed-forward factor, ``bias`` from ``output.bias`` / the ``qkv`` biases
+        (never from ``patch_embed``, which has no bias in the official networks) and the
+        LayerNorm kind from ``norm*.body.bias``. PromptIR and PIP-Restormer state dicts have the
+        same layout plus their own modules, so their own ``detect`` wins on them.
+
+        Args:
+            state_dict: Weights with the wrapper prefixes removed.
+
+        Returns:
+            Keyword arguments for ``Restormer(**kwargs)``, or ``None``.
+
+        Raises:
+            CheckpointError: If no feed-forward factor fits the hidden widths.
+        """
+        return _read_restormer_layout(state_dict)
+
 
 @register_model
 def restormer(**kwargs: Any) -> Restormer:
@@ -228,3 +259,29 @@ def restormer(**kwargs: Any) -> Restormer:
 def restormer_biasfree(**kwargs: Any) -> Restormer:
     """Restormer with BiasFree LayerNorm, as for Gaussian denoising (26,111,668 parameters)."""
     return Restormer(**{"layer_norm_type": "BiasFree", **kwargs})
+
+
+def _read_restormer_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+    """Restormer's constructor arguments read from a state dict with its layout (shared by PromptIR, PIP)."""
+    if "patch_embed.proj.weight" not in state_dict or "output.weight" not in state_dict:
+        return None
+    embed = state_dict["patch_embed.proj.weight"]
+    default_heads = (1, 2, 4, 8)
+    heads = [
+        attention_heads(state_dict, ("encoder_level1", "decoder_level1", "refinement"), default_heads[0]),
+        attention_heads(state_dict, ("encoder_level2", "decoder_level2"), default_heads[1]),
+        attention_heads(state_dict, ("encoder_level3", "decoder_level3"), default_heads[2]),
+        attention_heads(state_dict, ("latent",), default_heads[3]),
+    ]
+    levels = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
+    return dict(
+        in_channels=int(embed.shape[1]),
+        out_channels=int(state_dict["output.weight"].shape[0]),
+        dim=int(embed.shape[0]),
+        num_blocks=[count_blocks(state_dict, n) for n in levels],
+        num_refinement_blocks=count_blocks(state_dict, "refinement"),
+        heads=heads,
+        ffn_expansion_factor=ffn_expansion_factor(state_dict),
+        bias="output.bias" in state_dict or any(k.endswith(".attn.qkv.bias") for k in state_dict),
+        layer_norm_type="WithBias" if any(k.endswith("norm1.body.bias") for k in state_dict) else "BiasFree",
+    )
