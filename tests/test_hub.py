@@ -124,6 +124,37 @@ def test_official_restormer_and_nafnet_pth(tmp_path) -> None:
     _same_outputs(load_checkpoint(path, "nafnet_width64"), naf)  # detected sizes beat the variant's defaults
 
 
+@pytest.mark.parametrize("name", ["restormer", "promptir"])
+def test_official_bias_true_checkpoints_load(name: str) -> None:
+    """The official networks never give ``patch_embed`` a bias (``OverlapPatchEmbed(in_c, dim)``), not even with
+    ``bias=True``: every other convolution has one. ``bias`` is read from those, and such files load.
+
+    (Checked against the official code too, outside the test suite: official Restormer and PromptIR built
+    with ``bias=True`` and random weights, loaded here, give the official outputs within float rounding.)
+    """
+    net = create_model(name, **TINY[name], bias=True)
+    state = net.state_dict()
+    assert "patch_embed.proj.bias" not in state and "output.bias" in state
+    assert "encoder_level1.0.attn.qkv.bias" in state and "reduce_chan_level2.bias" in state
+    plain = create_model(name, **TINY[name]).state_dict()
+    extra = [k for k in state if k not in plain]
+    assert all(k.endswith(".bias") for k in extra)  # bias=True adds the conv biases and nothing else
+    assert net.num_parameters == sum(v.numel() for v in plain.values()) + sum(state[k].numel() for k in extra)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert detect_architecture(state)[1]["bias"] is True
+    if name == "promptir":
+        unused = _unused_modules(net.config)
+        unused.update({k.replace(".weight", ".bias"): torch.randn(v.shape[0]) for k, v in unused.items()})
+        ckpt = {"state_dict": {f"net.{k}": v for k, v in {**state, **unused}.items()}, "epoch": 119}
+    else:
+        ckpt = {"params": {f"module.{k}": v for k, v in state.items()}}
+    loaded = load_checkpoint(ckpt)
+    assert loaded.config == net.config
+    _same_outputs(loaded, net)
+
+
 def test_wrong_architecture_lists_keys() -> None:
     naf = _tiny("nafnet")
     with pytest.raises(CheckpointError) as err:

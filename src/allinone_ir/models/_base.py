@@ -85,7 +85,11 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        bound = sig.bind(self, *args, **kwargs)  # a wrong argument fails here, as the call itself would
+        try:
+            bound = sig.bind(self, *args, **kwargs)
+        except TypeError:  # a wrong argument: let the constructor raise its usual message
+            init(self, *args, **kwargs)
+            raise
         bound.apply_defaults()
         # The outermost constructor records first; the constructors it reaches through super() leave
         # the record alone, unless the outer one forwards ``**kwargs`` to them: then their record

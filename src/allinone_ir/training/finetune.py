@@ -7,6 +7,11 @@ first decoder level, the prompts ...). With these helpers that is::
     freeze(model)
     unfreeze(model, ["refinement", "output", "decoder_level1", "prompt*"])
     print(format_groups(model))
+
+Each model family names its useful selections in ``finetune_groups`` (see
+:func:`finetune_groups`), and those names are accepted wherever module names are:
+``unfreeze(model, ["stage2"])`` for PromptIR's second stage, ``["prompts"]`` for the prompt
+modules of PromptIR and the PIP networks, ``["decoder"]`` ... This module names no family.
 """
 
 from __future__ import annotations
@@ -16,13 +21,37 @@ from collections.abc import Iterable
 
 from torch import nn
 
-__all__ = ["PROMPTIR_STAGE2_GROUPS", "format_groups", "freeze", "module_groups", "unfreeze"]
+from ..models.promptir import PromptIR
 
-#: A second-stage choice for PromptIR in the spirit of report 003: the output end of the
-#: network (refinement, output conv, first decoder level and its prompt interaction).
-PROMPTIR_STAGE2_GROUPS: tuple[str, ...] = (
-    "refinement", "output", "decoder_level1", "prompt1", "noise_level1", "reduce_noise_level1",
-)  # fmt: skip
+__all__ = [
+    "PROMPTIR_STAGE2_GROUPS", "finetune_groups", "format_groups", "freeze", "module_groups", "unfreeze",
+]  # fmt: skip
+
+#: PromptIR's ``stage2`` selection (``PromptIR.finetune_groups["stage2"]``), kept under its old name:
+#: the output end of the network (refinement, output conv, first decoder level and its prompt interaction).
+PROMPTIR_STAGE2_GROUPS: tuple[str, ...] = tuple(PromptIR.finetune_groups["stage2"])
+
+
+def finetune_groups(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """The named selections of module groups that the network's family declares for fine-tuning.
+
+    :func:`freeze` and :func:`unfreeze` accept these names next to module names and patterns.
+
+    Args:
+        model: A network (its class's ``finetune_groups``; none for other modules).
+
+    Returns:
+        ``{name: (pattern, ...)}``, e.g. ``{"encoder": (...), "decoder": (...), "prompts": (...), "stage2": (...)}``
+        for PromptIR.
+
+    Examples:
+        >>> from allinone_ir.models import NAFNet
+        >>> net = NAFNet(width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,))
+        >>> finetune_groups(net)["decoder"]
+        ('ups', 'decoders', 'ending')
+    """
+    declared = getattr(type(model), "finetune_groups", None) or {}
+    return {str(k): tuple(v) for k, v in declared.items()}
 
 
 def module_groups(model: nn.Module) -> dict[str, tuple[int, int]]:
@@ -44,7 +73,8 @@ def module_groups(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 
 def _select(model: nn.Module, patterns: Iterable[str]) -> list[nn.Parameter]:
-    patterns = list(patterns)
+    declared = finetune_groups(model)
+    patterns = [p for pat in patterns for p in declared.get(pat, (pat,))]
     names = [n for n, _ in model.named_parameters()]
     chosen: dict[str, nn.Parameter] = {}
     params = dict(model.named_parameters())
@@ -56,12 +86,18 @@ def _select(model: nn.Module, patterns: Iterable[str]) -> list[nn.Parameter]:
             unknown.append(pat)
         chosen.update((n, params[n]) for n in hits)
     if unknown:
-        raise ValueError(f"no parameters match {unknown}; module groups are {sorted(module_groups(model))}")
+        named = f" and the named groups {sorted(declared)}" if declared else ""
+        raise ValueError(
+            f"no parameters match {unknown}; module groups are {sorted(module_groups(model))}{named}"
+        )
     return list(chosen.values())
 
 
 def freeze(model: nn.Module, groups: Iterable[str] | None = None) -> int:
-    """Stop gradients for ``groups`` (names, dotted prefixes or glob patterns; ``None``: everything).
+    """Stop gradients for ``groups`` (``None``: everything).
+
+    ``groups`` are top-level module names, dotted prefixes, glob patterns or the names of the
+    family's :func:`finetune_groups` (e.g. ``"prompts"``).
 
     Returns:
         The number of parameters frozen.
@@ -76,7 +112,7 @@ def freeze(model: nn.Module, groups: Iterable[str] | None = None) -> int:
 
 
 def unfreeze(model: nn.Module, groups: Iterable[str] | None = None) -> int:
-    """Let gradients flow again for ``groups`` (``None``: everything).
+    """Let gradients flow again for ``groups`` (as for :func:`freeze`; ``None``: everything).
 
     Returns:
         The number of parameters made trainable.
