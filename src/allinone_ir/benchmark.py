@@ -1,4 +1,4 @@
-"""Throughput and memory benchmark of the networks (``allinone-ir bench`` and ``benchmarks/bench.py``).
+"""Throughput and memory benchmark of the networks (the library behind ``allinone-ir bench``).
 
 A grid of models x image sizes x batch sizes x dtypes x memory formats x ``torch.compile``
 is timed (median over repeats, after warm-up), and each row reports images per second,
@@ -20,11 +20,9 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import itertools
-import json
 import platform
 import re
 import statistics
@@ -36,6 +34,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._runtime import PRECISIONS, autocast
+
+# The command line (``allinone-ir bench``, ``benchmarks/bench.py``) lives in allinone_ir.commands.bench;
+# its entry points stay importable from here, as they always were.
+from .commands.bench import add_parser, main, run
+from .profiling import count_flops
 
 __all__ = [
     "REFERENCE_MODELS",
@@ -59,7 +64,6 @@ REFERENCE_MODELS: dict[str, str] = {
     "pip_restormer": "longzilicart/pip_universal: src/net/PIP_Net.py (clip and torchvision are stubbed if missing)",
 }
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
@@ -167,47 +171,6 @@ def measure_matmul_peak(
         _sync(dev)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
-
-
-def count_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs of one call of ``fn`` (convolutions and matmuls, forward and any backward inside it).
-
-    Args:
-        fn: A function with no arguments, e.g. ``lambda: model(x)``.
-
-    Returns:
-        The FLOP count (a multiply-add counts 2).
-
-    Examples:
-        >>> count_flops(lambda: torch.ones(4, 8) @ torch.ones(8, 3))
-        192
-
-    Note:
-        The backward of grouped (depthwise) convolutions is counted correctly here; torch's
-        default formula counts it as a dense convolution.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    mapping = {torch.ops.aten.convolution_backward: _conv_backward_flops}
-    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def _conv_backward_flops(
-    grad_out_shape: list[int], x_shape: list[int], w_shape: list[int], _bias: Any, _stride: Any,
-    _padding: Any, _dilation: Any, transposed: bool, _output_padding: Any, _groups: int,
-    output_mask: Sequence[bool], out_shape: Any = None, **kwargs: Any,
-) -> int:  # fmt: skip
-    """Each of grad-input and grad-weight costs exactly the forward's multiply-adds.
-
-    torch's own formula (2.13) counts the grad-input of a grouped convolution as if it were
-    dense, which overstates depthwise convolutions ``groups``-fold.
-    """
-    from torch.utils.flop_counter import conv_flop_count
-
-    fwd = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
-    return fwd * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
 class _PeakMemory:
@@ -344,12 +307,6 @@ def load_reference(model: str, path: str) -> nn.Module:
     raise ValueError(f"no reference implementation for {model!r}; known: {sorted(REFERENCE_MODELS)}")
 
 
-def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=_DTYPES[dtype])
-
-
 def benchmark(
     model: str | nn.Module,
     *,
@@ -395,8 +352,8 @@ def benchmark(
     Raises:
         ValueError: For an unknown dtype, memory format or mode, or non-positive sizes.
     """
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    if dtype not in PRECISIONS:
+        raise ValueError(f"dtype must be one of {sorted(PRECISIONS)}, got {dtype!r}")
     if memory_format not in _FORMATS:
         raise ValueError(f"memory_format must be one of {sorted(_FORMATS)}, got {memory_format!r}")
     if mode not in ("infer", "train"):
@@ -430,7 +387,7 @@ def benchmark(
 
         def call() -> None:
             # bf16/fp16: what restore(dtype=...) runs, the float32-sensitive layers kept in float32
-            with torch.inference_mode(), _autocast(dev, dtype), low_precision_policy(net, dtype != "fp32"):
+            with torch.inference_mode(), autocast(dev, dtype), low_precision_policy(net, dtype != "fp32"):
                 runner(x, **kwargs)
 
     else:
@@ -440,7 +397,7 @@ def benchmark(
 
         def call() -> None:
             opt.zero_grad(set_to_none=True)
-            with _autocast(dev, dtype):
+            with autocast(dev, dtype):
                 loss = F.l1_loss(runner(x, **kwargs).float(), target)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -468,7 +425,7 @@ def benchmark(
     peak_mem = mem.peak_bytes()
     med = statistics.median(times)
     if peak_gflops is None:
-        peak_gflops = measure_matmul_peak(_DTYPES[dtype], dev)
+        peak_gflops = measure_matmul_peak(PRECISIONS[dtype], dev)
     gflops = flops / med / 1e9
     return BenchResult(
         model=name, mode=mode, size=size, batch=batch, dtype=dtype, memory_format=memory_format,
@@ -486,10 +443,10 @@ def _eager_twin(
 
     def call() -> None:
         if mode == "infer":
-            with torch.inference_mode(), _autocast(dev, dtype):
+            with torch.inference_mode(), autocast(dev, dtype):
                 net(x, **kwargs)
             return
-        with _autocast(dev, dtype):
+        with autocast(dev, dtype):
             out = net(x, **kwargs)
         out.float().sum().backward()
         net.zero_grad(set_to_none=True)
@@ -527,7 +484,7 @@ def run_grid(
         One :class:`BenchResult` per combination.
     """
     device = torch.device(kwargs.get("device", "cpu"))
-    peaks = {d: measure_matmul_peak(_DTYPES[d], device) for d in dict.fromkeys(dtypes)}
+    peaks = {d: measure_matmul_peak(PRECISIONS[d], device) for d in dict.fromkeys(dtypes)}
     references = references or {}
     done: set[tuple[Any, ...]] = set()
     for model, size, batch, dtype, fmt, comp in itertools.product(
@@ -570,121 +527,3 @@ def format_table(rows: Sequence[BenchResult]) -> str:
     for r in rows:
         lines.append("| " + " | ".join(fmt.format(getattr(r, name)) for name, fmt in _COLUMNS) + " |")
     return "\n".join(lines)
-
-
-def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
-    def parse(text: str) -> list[Any]:
-        return [kind(t) for t in text.split(",") if t]
-
-    return parse
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``bench`` sub-command."""
-    p = subparsers.add_parser(
-        "bench",
-        help="throughput and memory benchmark of the networks",
-        description="Time models x sizes x batch x dtype x memory format x compile; print a table and JSON.",
-    )
-    _add_arguments(p)
-    p.set_defaults(func=run)
-    return p
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", type=_csv(str), default=["promptir"], help="comma-separated registered names")
-    p.add_argument("--sizes", type=_csv(int), default=[256], help="comma-separated image sides")
-    p.add_argument("--batch", type=_csv(int), default=[1], help="comma-separated batch sizes")
-    p.add_argument("--dtypes", type=_csv(str), default=["fp32"], help="fp32, bf16, fp16 (autocast)")
-    p.add_argument(
-        "--memory-formats", type=_csv(str), default=["channels_last"], help="contiguous, channels_last"
-    )
-    p.add_argument(
-        "--compile", choices=["off", "on", "both"], default="off", help="torch.compile the network"
-    )
-    p.add_argument("--mode", choices=["infer", "train"], default="infer")
-    p.add_argument("--grad-checkpointing", action="store_true", help="checkpoint every level (train mode)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--model-kwargs", type=json.loads, default=None, help="JSON overrides, e.g. '{\"dim\": 16}'"
-    )
-    p.add_argument("--json", default=None, help="write the rows and the environment to this file")
-    p.add_argument(
-        "--reference",
-        action="append",
-        default=[],
-        metavar="[MODEL=]FILE",
-        help="time the official implementation from FILE side by side (promptir, restormer, pip_restormer); "
-        "repeat as MODEL=FILE for several models",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the grid described by the parsed arguments, print the table, optionally write JSON."""
-    from pathlib import Path
-
-    from .models import list_models
-
-    unknown = [m for m in args.models if m not in list_models()]
-    if unknown:
-        print(f"error: unknown models {unknown}; see `allinone-ir models`", file=sys.stderr)
-        return 2
-    path = Path(args.json) if args.json else None
-    if path is not None and path.exists():
-        print(f"error: {path} exists; not overwriting it", file=sys.stderr)
-        return 1
-    references: dict[str, str] = {}
-    for item in args.reference:
-        model, sep, file = item.partition("=")
-        if not sep:
-            if len(args.models) != 1:
-                print("error: with several --models give --reference MODEL=FILE", file=sys.stderr)
-                return 2
-            model, file = args.models[0], item
-        if model not in REFERENCE_MODELS:
-            print(f"error: no reference implementation for {model!r}; known: {sorted(REFERENCE_MODELS)}",
-                  file=sys.stderr)  # fmt: skip
-            return 2
-        references[model] = file
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    compile_options = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
-    rows = []
-    for row in run_grid(
-        args.models, args.sizes, args.batch, args.dtypes, args.memory_formats, compile_options,
-        references=references, mode=args.mode, grad_checkpointing=args.grad_checkpointing,
-        repeats=args.repeats, warmup=args.warmup, device=args.device, model_kwargs=args.model_kwargs,
-    ):  # fmt: skip
-        rows.append(row)
-        print(format_table([row]).splitlines()[-1] if len(rows) > 1 else format_table([row]), flush=True)
-    for ref in (r for r in rows if r.implementation == "official"):
-        for ours in rows:
-            same = (ours.model, ours.size, ours.batch, ours.dtype) == (
-                ref.model,
-                ref.size,
-                ref.batch,
-                ref.dtype,
-            )
-            if ours.implementation != "official" and same:
-                print(
-                    f"{ours.model} {ours.mode} {ours.size}px x{ours.batch} {ours.dtype} {ours.memory_format}"
-                    f"{' compiled' if ours.compiled else ''}: {ours.images_per_s / ref.images_per_s:.2f}x "
-                    f"the official images/s, peak memory {ours.peak_mem_mib / max(ref.peak_mem_mib, 1e-9):.2f}x"
-                )
-    if path is not None:
-        payload = {"environment": environment(args.device), "results": [dataclasses.asdict(r) for r in rows]}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        tmp.replace(path)  # atomic; the existence check above keeps user files safe
-        print(f"wrote {path}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point (``python benchmarks/bench.py ...``), same options as ``allinone-ir bench``."""
-    parser = argparse.ArgumentParser(prog="bench", description="allinone-ir throughput and memory benchmark")
-    _add_arguments(parser)
-    return run(parser.parse_args(argv))

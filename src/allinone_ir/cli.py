@@ -1,9 +1,11 @@
-"""The ``allinone-ir`` command line.
+"""The ``allinone-ir`` command line: the dispatcher and its one exit path.
 
-Each sub-command lives in its own module exposing ``add_parser(subparsers)`` (which
-registers the sub-command and sets ``func`` on its parser via ``set_defaults``).
-Modules are imported only when their command is used, so a missing optional
-dependency of one command never breaks the others.
+Every sub-command lives in its own module of :mod:`allinone_ir.commands` exposing
+``add_parser(subparsers)`` (which registers the sub-command and sets ``func`` on its parser via
+``set_defaults``); what several commands share (the network options, option types, the progress
+over files) is in ``allinone_ir.commands._common``. This module only dispatches: it imports a
+command's module only when that command is used, so a missing optional dependency of one command
+never breaks the others, and :func:`main` turns every error into one line and an exit status.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: sub-command name -> (module that implements it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("allinone_ir.demo", "train a small all-in-one model on bundled photos and show the results"),
-    "train": ("allinone_ir.training.cli", "train a network from a YAML/TOML config file"),
+    "demo": (
+        "allinone_ir.commands.demo",
+        "train a small all-in-one model on bundled photos and show the results",
+    ),
+    "train": ("allinone_ir.commands.train", "train a network from a YAML/TOML config file"),
     "restore": ("allinone_ir.commands.restore", "restore images, folders or globs (tiling, TTA, npz export)"),
     "evaluate": ("allinone_ir.commands.evaluate", "PSNR/SSIM over paired folders, per degradation"),
     "info": ("allinone_ir.commands.info", "parameters, FLOPs and latency of a network"),
     "convert": ("allinone_ir.commands.convert", "convert an official checkpoint to safetensors"),
-    "bench": ("allinone_ir.benchmark", "throughput and memory benchmark of the networks"),
+    "bench": ("allinone_ir.commands.bench", "throughput and memory benchmark of the networks"),
     "models": ("allinone_ir.commands.models", "list the registered networks"),
 }
 
@@ -41,16 +46,14 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in commands if commands is not None else COMMANDS:
         module_name, help_text = COMMANDS[name]
-        try:
-            module = importlib.import_module(module_name)
+        try:  # a command's module may import the library modules it needs as it registers itself
+            importlib.import_module(module_name).add_parser(sub)
         except ModuleNotFoundError as exc:
             if exc.name is not None and exc.name.startswith("allinone_ir"):
                 continue  # command not part of this build
             sub.add_parser(name, help=f"{help_text} (unavailable: {exc})").set_defaults(
                 func=lambda _a, _e=exc: _missing(_e)
             )
-            continue
-        module.add_parser(sub)
     return parser
 
 

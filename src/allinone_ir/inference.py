@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._runtime import autocast, low_precision_dtype, progress_bar
 from .io import array_to_tensor, read_image_array, tensor_to_array, write_image
 
 __all__ = [
@@ -360,15 +361,10 @@ def _progress(total: int, enabled: bool | None, desc: str) -> Any:
     """A tqdm bar (or ``None``): ``enabled=None`` shows it on a terminal for more than one step."""
     if enabled is False or (enabled is None and total <= 1):
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        if enabled:
-            warnings.warn(
-                "progress bars need tqdm: pip install 'allinone-ir[progress]'", RuntimeWarning, stacklevel=3
-            )
-        return None
-    return tqdm(total=total, desc=desc, unit="tile", disable=None if enabled is None else False, leave=False)
+    return progress_bar(
+        total=total, desc=desc, unit="tile", disable=None if enabled is None else False, leave=False,
+        warn=bool(enabled), stacklevel=3,
+    )  # fmt: skip
 
 
 class _Runner:
@@ -397,7 +393,7 @@ class _Runner:
                 f"{type(model).__name__} does not take a degradation (only PIP networks do); "
                 "drop the degradation argument"
             )
-        self.autocast_dtype = dtype if dtype not in (None, torch.float32) else None
+        self.autocast_dtype = low_precision_dtype(dtype)
         if self.autocast_dtype is not None and not native_low_precision(self.autocast_dtype, device):
             warnings.warn(
                 f"{self.autocast_dtype} is emulated on this {device.type} (no native support), so it runs "
@@ -435,11 +431,7 @@ class _Runner:
         """Restore the batch ``x`` (on CPU, float32) of images ``index``; returns float32 on CPU."""
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         deg = self._degradation_for(index)
-        ctx = (
-            torch.autocast(self.device.type, dtype=self.autocast_dtype)
-            if self.autocast_dtype is not None
-            else nullcontext()
-        )
+        ctx = autocast(self.device, self.autocast_dtype)
         policy = low_precision_policy(self.policy_model, enabled=self.autocast_dtype is not None)
         with ctx, self._backend_flags(), policy:
             if self.transforms is None:

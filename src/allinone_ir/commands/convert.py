@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..errors import AllInOneIRError, UsageError
+from ._common import parse_model_args
 
 __all__ = ["add_parser", "run"]
 
@@ -37,14 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from ..hub import convert_checkpoint, from_pretrained
 
-    try:
-        overrides = json.loads(args.model_args) if args.model_args else {}
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--model-args is not valid JSON ({exc}): {args.model_args!r}") from exc
-    if not isinstance(overrides, dict):
-        raise UsageError(
-            f"--model-args must be a JSON object such as '{{\"dim\": 24}}', got {args.model_args!r}"
-        )
+    overrides = parse_model_args(args.model_args)
     try:
         out = convert_checkpoint(
             args.src, args.dst, arch=args.arch, overwrite=args.overwrite, protocol=args.protocol, **overrides

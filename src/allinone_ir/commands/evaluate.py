@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AllInOneIRError, DatasetError, UsageError
-from .restore import _non_negative_int, _positive_int, add_model_arguments, load_model_from_args
+from ._common import add_model_arguments, load_model_from_args, non_negative_int, positive_int
 
 __all__ = [
     "GROUP_BY",
@@ -89,8 +89,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(p, random_weights_option=True)
     p.add_argument("--protocol", default="promptir", help="metric protocol: promptir (default) or basicsr")
-    p.add_argument("--tile", type=_positive_int, default=None, help="tile size for --input restoration")
-    p.add_argument("--overlap", type=_non_negative_int, default=32, help="tile overlap")
+    p.add_argument("--tile", type=positive_int, default=None, help="tile size for --input restoration")
+    p.add_argument("--overlap", type=non_negative_int, default=32, help="tile overlap")
     p.add_argument(
         "--tta", nargs="?", const="x8", default=None, choices=("flip", "x8"), help="test-time augmentation"
     )

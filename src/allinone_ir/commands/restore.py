@@ -4,15 +4,15 @@ Each output PNG keeps its input's bit depth (8 or 16) and channels: a grayscale 
 grayscale, an alpha channel is copied back untouched. A file that cannot be read is reported as
 ``skipped FILE: reason`` and the others are still restored (exit status 1 when any was skipped).
 
-Also holds the model options shared by ``restore``, ``evaluate`` and ``info``
-(``--model`` / ``--checkpoint`` / ``--model-args`` / ``--random-weights``).
+The network options shared by ``restore``, ``evaluate`` and ``info`` (``--model`` / ``--checkpoint`` /
+``--model-args`` / ``--random-weights``) live in :mod:`allinone_ir.commands._common`;
+:func:`add_model_arguments` and :func:`load_model_from_args` are importable from here as before.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import sys
 import tempfile
@@ -24,6 +24,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import AllInOneIRError, ImageReadError, UsageError
+from ._common import (
+    add_model_arguments,
+    load_model_from_args,
+    non_negative_int,
+    positive_int,
+    with_progress,
+)
 
 __all__ = [
     "LUMA_WEIGHTS",
@@ -39,109 +46,6 @@ __all__ = [
 #: (the weights Pillow's ``convert("L")`` uses). A grayscale input is given to a colour network as
 #: three equal channels, so its output is nearly gray and the weights barely matter.
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
-
-
-def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bool = False) -> None:
-    """Add ``--model``, ``--checkpoint``, ``--model-args`` and ``--device`` to a sub-command parser.
-
-    Args:
-        p: The sub-command's parser.
-        random_weights_option: Also add ``--random-weights``; :func:`load_model_from_args` then
-            refuses a registered architecture without weights unless it is given. Commands whose
-            results mean nothing with an untrained network (``restore``, ``evaluate``) set it.
-    """
-    g = p.add_argument_group("network")
-    g.add_argument(
-        "--model",
-        help="registered model name (see `allinone-ir models`) or a save_pretrained folder; with --checkpoint "
-        "it names the architecture",
-    )
-    g.add_argument(
-        "--checkpoint", help="weights: official .ckpt/.pth, .safetensors or a save_pretrained folder"
-    )
-    g.add_argument("--model-args", default=None, help="JSON constructor overrides, e.g. '{\"dim\": 24}'")
-    g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    if random_weights_option:
-        g.add_argument(
-            "--random-weights",
-            action="store_true",
-            help="allow --model NAME without --checkpoint: the untrained network, to try the command out "
-            "(its output is not a restoration)",
-        )
-
-
-def load_model_from_args(args: argparse.Namespace, *, require_weights: bool | None = None) -> Any:
-    """Build the network chosen by the options of :func:`add_model_arguments` (eval mode, on ``--device``).
-
-    ``--checkpoint`` loads weights (``--model`` then names the architecture); ``--model FOLDER``
-    loads a :func:`~allinone_ir.hub.save_pretrained` folder; ``--model NAME`` alone builds a
-    registered architecture with random weights, which is refused when weights are required,
-    unless ``--random-weights`` was given.
-
-    Args:
-        args: The parsed options.
-        require_weights: Refuse a network with random weights. ``None`` (default): required when
-            the command offers ``--random-weights`` (``add_model_arguments(p, random_weights_option=True)``);
-            ``info`` needs no weights and passes ``False``.
-
-    Returns:
-        The network, in eval mode, on ``--device``.
-
-    Raises:
-        UsageError: If neither ``--model`` nor ``--checkpoint`` is given, ``--model-args`` is not a
-            JSON object the network accepts, ``--model`` names neither a registered network nor a
-            folder, the network would have random weights and they are not allowed, or ``--device``
-            is not available.
-        CheckpointError: If the weights cannot be read or do not fit the network.
-    """
-    import torch
-
-    from ..hub import from_pretrained, load_checkpoint
-    from ..models import create_model
-
-    try:
-        overrides = json.loads(args.model_args) if args.model_args else {}
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--model-args is not valid JSON ({exc}): {args.model_args!r}") from exc
-    if not isinstance(overrides, dict):
-        raise UsageError(
-            f"--model-args must be a JSON object such as '{{\"dim\": 24}}', got {args.model_args!r}"
-        )
-    if require_weights is None:
-        require_weights = hasattr(args, "random_weights")
-    model_path = Path(args.model) if args.model else None
-    try:
-        if args.checkpoint:
-            model = load_checkpoint(args.checkpoint, args.model, **overrides)
-        elif model_path is not None and model_path.is_dir():
-            model = from_pretrained(model_path)
-        elif model_path is not None and model_path.is_file():
-            raise UsageError(f"--model {args.model} is a file; pass weights as --checkpoint {args.model}")
-        elif args.model:
-            if os.sep in args.model or "/" in args.model:
-                raise UsageError(f"--model {args.model}: no such folder (and not a registered model name)")
-            if require_weights and not getattr(args, "random_weights", False):
-                raise UsageError(
-                    f"--model {args.model} without --checkpoint would run the network with random weights; "
-                    "pass --checkpoint PATH (or a save_pretrained folder as --model), or --random-weights "
-                    "to run it untrained anyway"
-                )
-            model = create_model(args.model, **overrides)
-            print(
-                f"warning: {args.model} has random weights; pass --checkpoint for trained ones",
-                file=sys.stderr,
-            )
-        else:
-            raise UsageError("give --model NAME|FOLDER or --checkpoint PATH")
-    except AllInOneIRError:
-        raise
-    except (ValueError, TypeError, KeyError) as exc:  # unknown name, constructor arguments it does not take
-        what = f"--model {args.model}" if args.model else f"--checkpoint {args.checkpoint}"
-        raise UsageError(f"{what}: {exc}") from exc
-    try:
-        return model.to(torch.device(args.device)).eval()
-    except (RuntimeError, AssertionError, ValueError) as exc:  # unknown device, or no CUDA in this torch
-        raise UsageError(f"--device {args.device}: {' '.join(str(exc).split())}") from exc
 
 
 def collect_inputs(items: Iterable[str]) -> list[Path]:
@@ -172,24 +76,6 @@ def collect_inputs(items: Iterable[str]) -> list[Path]:
     return list(unique.values())
 
 
-def _int_at_least(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
-    if value < low:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _int_at_least(text, 1)
-
-
-def _non_negative_int(text: str) -> int:
-    return _int_at_least(text, 0)
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``restore`` sub-command."""
     p = subparsers.add_parser(
@@ -218,17 +104,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="array type in the npz (default: uint8, whatever the inputs' bit depth; float32 in [0, 1])",
     )
     p.add_argument(
-        "--tile", type=_positive_int, default=None, help="tile size in pixels (default: whole image)"
+        "--tile", type=positive_int, default=None, help="tile size in pixels (default: whole image)"
     )
     p.add_argument(
-        "--overlap", type=_non_negative_int, default=32, help="tile overlap in pixels (default: 32)"
+        "--overlap", type=non_negative_int, default=32, help="tile overlap in pixels (default: 32)"
     )
     p.add_argument(
         "--tta", nargs="?", const="x8", default=None, choices=("flip", "x8"),
         help="test-time augmentation: x8 self-ensemble (default when given) or flip",
     )  # fmt: skip
     p.add_argument("--degradation", default=None, help="degradation name for PIP networks, e.g. rain")
-    p.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="tiles per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -398,15 +284,7 @@ def run(args: argparse.Namespace) -> int:
             progress=False if args.quiet else None,
         )  # fmt: skip
 
-    files: Iterable[Path] = inputs
-    say: Callable[..., None] = print
-    if not args.quiet and len(inputs) > 1:
-        try:
-            from tqdm.auto import tqdm
-
-            files, say = tqdm(inputs, desc="images", unit="img"), tqdm.write  # write: lines above the bar
-        except ImportError:
-            pass
+    files, say = with_progress(inputs, quiet=args.quiet, desc="images", unit="img")
     writer = _NpzWriter(npz) if npz is not None else None
     skipped: list[Path] = []
     ok = False

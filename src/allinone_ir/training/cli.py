@@ -51,16 +51,15 @@ Every error names the offending key (``data.train.patch_size: expected int or "f
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+# The command line (the parser and run(args) of ``allinone-ir train``) lives in allinone_ir.commands.train;
+# this module is the config file's schema and reader. The entry points stay importable from here.
+from ..commands.train import add_parser, run
 from ..errors import ConfigError, require
-from ..io import atomic_write
-from .signals import signal_name
 
 __all__ = ["ConfigError", "add_parser", "build_from_config", "load_config", "run"]
 
@@ -367,85 +366,3 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
         _extra_losses(cfg["extra_losses"], family, type(model).__name__) if cfg.get("extra_losses") else []
     )
     return Trainer(model, tcfg, train, val, extra_losses=extra, batch_augment=augment)
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``train`` on the ``allinone-ir`` dispatcher."""
-    p = subparsers.add_parser(
-        "train", help="train a network from a YAML/TOML config file", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    p.add_argument("--config", required=True, help="training config (.yaml, .yml or .toml)")
-    p.add_argument(
-        "--resume", default=None, metavar="auto|never|PATH",
-        help="auto: continue from the newest checkpoint in the output folder (default); never: start at step 0; "
-        "PATH: continue from that checkpoint (overrides trainer.resume)",
-    )  # fmt: skip
-    p.add_argument("--max-steps", type=int, default=None, help="override trainer.max_steps")
-    p.add_argument("--output-dir", default=None, help="override trainer.output_dir")
-    p.add_argument("--device", default=None, help="override trainer.device (auto, cpu, cuda, mps)")
-    p.set_defaults(func=run)
-    return p
-
-
-def _write_held_out(trainer: Any) -> str:
-    """List the held-out pairs' degraded files in ``OUTPUT_DIR/held_out.txt``; returns the summary line."""
-    from collections import Counter
-
-    pairs = trainer.val_data.pairs
-    path = Path(trainer.out_dir) / "held_out.txt"
-    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(f"{p.degraded}\n" for p in pairs)))
-    counts = Counter(p.degradation for p in pairs)
-    per = ", ".join(f"{n} {d}" for d, n in sorted(counts.items()))
-    total = len(pairs) + len(trainer.train_data)
-    return f"held out {len(pairs)} of {total} pairs for validation ({per}) on whole images; listed in {path}"
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``allinone-ir train``; returns the exit status (128 + the signal when interrupted).
-
-    Errors (a bad config, a missing or misfitting checkpoint) propagate as the library's exceptions, which
-    :func:`allinone_ir.cli.main` prints as one line with exit status 2.
-    """
-    from .checkpoint import format_bytes
-    from .trainer import TrainingInterrupted
-
-    cfg = load_config(args.config)
-    tsec = dict(cfg.get("trainer") or {})
-    for key, value in (("resume", args.resume), ("max_steps", args.max_steps), ("output_dir", args.output_dir),
-                       ("device", args.device)):  # fmt: skip
-        if value is not None:
-            tsec[key] = value
-    cfg["trainer"] = tsec
-    trainer = build_from_config(cfg, Path.cwd())
-    main = trainer.dist.is_main
-    if main:
-        n = sum(p.numel() for p in trainer.model.parameters())
-        print(
-            f"{type(trainer.model).__name__}: {n:,} parameters; a training checkpoint weighs about "
-            f"{format_bytes(trainer.checkpoint_size())} (the newest {trainer.config.keep_last} kept, plus best.pt)",
-            file=sys.stderr,
-        )
-        if hasattr(trainer.val_data, "pairs") and "val_split" in ((cfg.get("data") or {}).get("train") or {}):
-            print(_write_held_out(trainer), file=sys.stderr)
-    try:
-        summary = trainer.fit()
-    except TrainingInterrupted as exc:
-        if main:
-            print(
-                f"interrupted by {signal_name(exc.signum)} at step {exc.step}: saved {exc.checkpoint}; "
-                "run the same command to resume",
-                file=sys.stderr,
-            )
-        return exc.exit_status
-    if main:
-        best = summary["best"]
-        extra = (
-            f", best val PSNR {best['psnr']:.2f} dB at step {best['step']} ({trainer.ckpt_dir / 'best.pt'})"
-            if best.get("step", -1) >= 0
-            else ""
-        )
-        ckpt = summary["checkpoint"]
-        size = f" ({format_bytes(Path(ckpt).stat().st_size)})" if ckpt and Path(ckpt).is_file() else ""
-        print(f"done: {summary['step']} steps in {summary['output_dir']}; checkpoint {ckpt}{size}{extra}")
-    return 0

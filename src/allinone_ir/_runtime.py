@@ -1,0 +1,103 @@
+"""Helpers the library and the command line share: the autocast context and the progress bar.
+
+One place decides how a compute dtype becomes an autocast context (:func:`autocast`: ``restore``,
+the trainer, the benchmark, ``allinone-ir info``) and how a progress bar is made when tqdm is
+installed (:func:`progress_bar`: ``restore``, the trainer, ``allinone-ir restore``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+__all__ = ["PRECISIONS", "autocast", "low_precision_dtype", "progress_bar"]
+
+#: Compute dtypes by name, as the options and configs spell them (``--dtype``, ``trainer.precision``).
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def low_precision_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """The autocast dtype of a compute dtype: ``None`` for float32 (no autocast), else bf16 or fp16.
+
+    Args:
+        dtype: A name of :data:`PRECISIONS` (``"fp32"``, ``"bf16"``, ``"fp16"``), a torch dtype, or
+            ``None`` (float32).
+
+    Returns:
+        ``None`` for float32, else the torch dtype.
+
+    Raises:
+        ValueError: For an unknown name.
+
+    Examples:
+        >>> low_precision_dtype("bf16"), low_precision_dtype(torch.float32), low_precision_dtype(None)
+        (torch.bfloat16, None, None)
+    """
+    if isinstance(dtype, str):
+        if dtype not in PRECISIONS:
+            raise ValueError(f"dtype must be one of {sorted(PRECISIONS)}, got {dtype!r}")
+        dtype = PRECISIONS[dtype]
+    return None if dtype in (None, torch.float32) else dtype
+
+
+def autocast(
+    device: str | torch.device, dtype: str | torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` on ``device``'s type for a low ``dtype``; a null context for float32.
+
+    Args:
+        device: Where the computation runs (``"cpu"``, ``"cuda:1"``, a :class:`torch.device`).
+        dtype: See :func:`low_precision_dtype`.
+
+    Returns:
+        The context manager.
+
+    Examples:
+        >>> with autocast("cpu", "bf16"):
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.bfloat16
+        >>> with autocast("cpu", "fp32"):
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.float32
+    """
+    low = low_precision_dtype(dtype)
+    if low is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=low)
+
+
+def progress_bar(
+    iterable: Iterable[Any] | None = None, *, warn: bool = False, stacklevel: int = 2, **options: Any
+) -> Any:
+    """A tqdm progress bar, or ``None`` when tqdm is not installed.
+
+    Args:
+        iterable: What the bar iterates over (``None``: update it by hand, give ``total``).
+        warn: Warn (``RuntimeWarning``) when tqdm is missing: the caller asked for a bar explicitly.
+        stacklevel: The warning's stack level, counted from the caller of this function.
+        **options: Passed to ``tqdm`` (``total``, ``desc``, ``unit``, ``file``, ``leave``, ...).
+
+    Returns:
+        The ``tqdm`` bar (its ``write`` prints a line above it), or ``None``.
+
+    Examples:
+        >>> import io
+        >>> bar = progress_bar(range(3), desc="demo", file=io.StringIO())
+        >>> sum(bar)
+        3
+    """
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        if warn:
+            warnings.warn(
+                "progress bars need tqdm: pip install 'allinone-ir[progress]'",
+                RuntimeWarning,
+                stacklevel=stacklevel + 1,
+            )
+        return None
+    return tqdm(iterable, **options)

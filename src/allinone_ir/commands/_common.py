@@ -1,0 +1,213 @@
+"""What the sub-commands share: the network options, option types and the progress over files.
+
+- :func:`add_model_arguments` / :func:`load_model_from_args`: ``--model``, ``--checkpoint``,
+  ``--model-args``, ``--device`` (and ``--random-weights``) of ``restore``, ``evaluate`` and ``info``;
+- :func:`parse_model_args`: the ``--model-args`` JSON object (also ``convert``'s);
+- option types: :func:`positive_int`, :func:`non_negative_int`, :func:`comma_list`;
+- :data:`DTYPE_NAMES`: the compute dtypes an option accepts (``info --dtype``, ``bench --dtypes``);
+- :func:`with_progress`: iterate over files with a progress bar, printing lines above it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import AllInOneIRError, UsageError
+
+__all__ = [
+    "DTYPE_NAMES",
+    "add_model_arguments",
+    "comma_list",
+    "load_model_from_args",
+    "non_negative_int",
+    "parse_model_args",
+    "positive_int",
+    "with_progress",
+]
+
+T = TypeVar("T")
+
+#: Compute dtypes by option value (bf16/fp16 run under autocast); see ``allinone_ir._runtime.PRECISIONS``.
+DTYPE_NAMES: tuple[str, ...] = ("bf16", "fp16", "fp32")
+
+
+def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bool = False) -> None:
+    """Add ``--model``, ``--checkpoint``, ``--model-args`` and ``--device`` to a sub-command parser.
+
+    Args:
+        p: The sub-command's parser.
+        random_weights_option: Also add ``--random-weights``; :func:`load_model_from_args` then
+            refuses a registered architecture without weights unless it is given. Commands whose
+            results mean nothing with an untrained network (``restore``, ``evaluate``) set it.
+    """
+    g = p.add_argument_group("network")
+    g.add_argument(
+        "--model",
+        help="registered model name (see `allinone-ir models`) or a save_pretrained folder; with --checkpoint "
+        "it names the architecture",
+    )
+    g.add_argument(
+        "--checkpoint", help="weights: official .ckpt/.pth, .safetensors or a save_pretrained folder"
+    )
+    g.add_argument("--model-args", default=None, help="JSON constructor overrides, e.g. '{\"dim\": 24}'")
+    g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    if random_weights_option:
+        g.add_argument(
+            "--random-weights",
+            action="store_true",
+            help="allow --model NAME without --checkpoint: the untrained network, to try the command out "
+            "(its output is not a restoration)",
+        )
+
+
+def parse_model_args(text: str | None) -> dict[str, Any]:
+    """The ``--model-args`` JSON object (``{}`` when the option is not given).
+
+    Raises:
+        UsageError: If it is not valid JSON or not an object.
+
+    Examples:
+        >>> parse_model_args('{"dim": 24}'), parse_model_args(None)
+        ({'dim': 24}, {})
+    """
+    try:
+        overrides = json.loads(text) if text else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--model-args is not valid JSON ({exc}): {text!r}") from exc
+    if not isinstance(overrides, dict):
+        raise UsageError(f"--model-args must be a JSON object such as '{{\"dim\": 24}}', got {text!r}")
+    return overrides
+
+
+def load_model_from_args(args: argparse.Namespace, *, require_weights: bool | None = None) -> Any:
+    """Build the network chosen by the options of :func:`add_model_arguments` (eval mode, on ``--device``).
+
+    ``--checkpoint`` loads weights (``--model`` then names the architecture); ``--model FOLDER``
+    loads a :func:`~allinone_ir.hub.save_pretrained` folder; ``--model NAME`` alone builds a
+    registered architecture with random weights, which is refused when weights are required,
+    unless ``--random-weights`` was given.
+
+    Args:
+        args: The parsed options.
+        require_weights: Refuse a network with random weights. ``None`` (default): required when
+            the command offers ``--random-weights`` (``add_model_arguments(p, random_weights_option=True)``);
+            ``info`` needs no weights and passes ``False``.
+
+    Returns:
+        The network, in eval mode, on ``--device``.
+
+    Raises:
+        UsageError: If neither ``--model`` nor ``--checkpoint`` is given, ``--model-args`` is not a
+            JSON object the network accepts, ``--model`` names neither a registered network nor a
+            folder, the network would have random weights and they are not allowed, or ``--device``
+            is not available.
+        CheckpointError: If the weights cannot be read or do not fit the network.
+    """
+    import torch
+
+    from ..hub import from_pretrained, load_checkpoint
+    from ..models import create_model
+
+    overrides = parse_model_args(args.model_args)
+    if require_weights is None:
+        require_weights = hasattr(args, "random_weights")
+    model_path = Path(args.model) if args.model else None
+    try:
+        if args.checkpoint:
+            model = load_checkpoint(args.checkpoint, args.model, **overrides)
+        elif model_path is not None and model_path.is_dir():
+            model = from_pretrained(model_path)
+        elif model_path is not None and model_path.is_file():
+            raise UsageError(f"--model {args.model} is a file; pass weights as --checkpoint {args.model}")
+        elif args.model:
+            if os.sep in args.model or "/" in args.model:
+                raise UsageError(f"--model {args.model}: no such folder (and not a registered model name)")
+            if require_weights and not getattr(args, "random_weights", False):
+                raise UsageError(
+                    f"--model {args.model} without --checkpoint would run the network with random weights; "
+                    "pass --checkpoint PATH (or a save_pretrained folder as --model), or --random-weights "
+                    "to run it untrained anyway"
+                )
+            model = create_model(args.model, **overrides)
+            print(
+                f"warning: {args.model} has random weights; pass --checkpoint for trained ones",
+                file=sys.stderr,
+            )
+        else:
+            raise UsageError("give --model NAME|FOLDER or --checkpoint PATH")
+    except AllInOneIRError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:  # unknown name, constructor arguments it does not take
+        what = f"--model {args.model}" if args.model else f"--checkpoint {args.checkpoint}"
+        raise UsageError(f"{what}: {exc}") from exc
+    try:
+        return model.to(torch.device(args.device)).eval()
+    except (RuntimeError, AssertionError, ValueError) as exc:  # unknown device, or no CUDA in this torch
+        raise UsageError(f"--device {args.device}: {' '.join(str(exc).split())}") from exc
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """Option type: an integer >= 1 (argparse reports anything else as the option's error).
+
+    Examples:
+        >>> positive_int("3")
+        3
+    """
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """Option type: an integer >= 0.
+
+    Examples:
+        >>> non_negative_int("0")
+        0
+    """
+    return _int_at_least(text, 0)
+
+
+def comma_list(kind: Callable[[str], T]) -> Callable[[str], list[T]]:
+    """Option type: a comma-separated list, each item converted by ``kind`` (empty items skipped).
+
+    Examples:
+        >>> comma_list(int)("64,128,")
+        [64, 128]
+    """
+
+    def parse(text: str) -> list[T]:
+        return [kind(t) for t in text.split(",") if t]
+
+    return parse
+
+
+def with_progress(
+    items: list[T], *, quiet: bool, desc: str, unit: str
+) -> tuple[Iterable[T], Callable[..., None]]:
+    """``items`` with a progress bar (unless ``quiet``, a single item or no tqdm), and how to print a line.
+
+    Returns:
+        What to iterate over, and a ``print``-like function that writes its line above the bar
+        (``print`` itself when there is no bar).
+    """
+    from .._runtime import progress_bar
+
+    bar = None if quiet or len(items) <= 1 else progress_bar(items, desc=desc, unit=unit)
+    if bar is None:
+        return items, print
+    return bar, bar.write

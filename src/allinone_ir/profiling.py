@@ -1,0 +1,159 @@
+"""What a network costs: FLOPs (torch's flop counter) and the latency of :func:`allinone_ir.restore`.
+
+:func:`count_flops` counts either one call of a function (``allinone-ir bench`` counts a training
+step's forward and backward this way) or a network's forward pass on one image, rebuilt on the
+``meta`` device so that nothing is computed (``allinone-ir info``). :func:`measure_latency` times
+the path users get: :func:`~allinone_ir.inference.restore` with its defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["count_flops", "measure_latency"]
+
+
+def count_flops(
+    target: Callable[[], Any] | nn.Module, size: tuple[int, int] | None = None, in_channels: int = 3
+) -> int:
+    """FLOPs of one call of a function, or of a network's forward pass on one ``(1, C, H, W)`` image.
+
+    Convolutions and matrix products are counted by :class:`torch.utils.flop_counter.FlopCounterMode`
+    (a multiply-add counts 2 FLOPs, so the papers' MACs are about half of it), forward and any
+    backward inside the call. The backward of grouped (depthwise) convolutions is counted correctly
+    here; torch's default formula counts it as a dense convolution.
+
+    Args:
+        target: A function with no arguments (e.g. ``lambda: model(x)``), called once; or a network,
+            whose forward pass is counted on the ``meta`` device (rebuilt there from its ``config``
+            when it is a registered architecture, else a copy moved there): nothing is computed and
+            no memory is used.
+        size: ``(H, W)`` of the image; required for a network, not allowed for a function.
+        in_channels: Channels of the image given to a network.
+
+    Returns:
+        The FLOP count.
+
+    Raises:
+        TypeError: If ``size`` is missing for a network, or given with a function.
+
+    Shape:
+        - image given to a network: :math:`(1, C_{in}, H, W)`
+
+    Examples:
+        >>> count_flops(lambda: torch.ones(4, 8) @ torch.ones(8, 3))
+        192
+        >>> from allinone_ir import create_model
+        >>> net = create_model("nafnet", width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,))
+        >>> count_flops(net, (32, 32)) > 0
+        True
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if isinstance(target, nn.Module):
+        if size is None:
+            raise TypeError("count_flops(network, size): give the image size (H, W)")
+        meta, x = _on_meta(target), torch.zeros(1, in_channels, *size, device="meta")
+
+        def call() -> None:
+            with torch.no_grad():
+                meta(x)
+
+    elif size is not None:
+        raise TypeError("count_flops(fn): size is only for a network; the function is called as it is")
+    else:
+        call = target
+    mapping = {torch.ops.aten.convolution_backward: _conv_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        call()
+    return int(counter.get_total_flops())
+
+
+def _on_meta(model: nn.Module) -> nn.Module:
+    """The network on the meta device: rebuilt there from its config (no memory), else a copy moved there."""
+    from .models import get_model_class
+
+    cfg = getattr(model, "config", None)
+    try:
+        with torch.device("meta"):
+            return get_model_class(type(model).__name__)(**cfg)
+    except (KeyError, TypeError):
+        return copy.deepcopy(model).to("meta")
+
+
+def _conv_backward_flops(
+    grad_out_shape: list[int], x_shape: list[int], w_shape: list[int], _bias: Any, _stride: Any,
+    _padding: Any, _dilation: Any, transposed: bool, _output_padding: Any, _groups: int,
+    output_mask: Sequence[bool], out_shape: Any = None, **kwargs: Any,
+) -> int:  # fmt: skip
+    """Each of grad-input and grad-weight costs exactly the forward's multiply-adds.
+
+    torch's own formula (2.13) counts the grad-input of a grouped convolution as if it were
+    dense, which overstates depthwise convolutions ``groups``-fold.
+    """
+    from torch.utils.flop_counter import conv_flop_count
+
+    fwd = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
+    return fwd * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def measure_latency(
+    model: nn.Module,
+    size: tuple[int, int],
+    runs: int,
+    device: str | torch.device,
+    in_channels: int = 3,
+    *,
+    dtype: torch.dtype | None = None,
+    compile: bool = False,
+) -> float:
+    """Median seconds of :func:`allinone_ir.restore` on a random ``(1, C, H, W)`` image (after one warm-up).
+
+    This is the path users get: the network is prepared for ``device`` (channels-last weights on
+    CPU and CUDA) and run under ``torch.no_grad`` in eval mode, with autocast for a low ``dtype``.
+
+    Args:
+        model: The network.
+        size: ``(H, W)``.
+        runs: Timed calls.
+        device: Where to run.
+        in_channels: Image channels.
+        dtype: ``None`` (float32) or the autocast dtype.
+        compile: Time the ``torch.compile``'d network (the warm-up call compiles).
+
+    Returns:
+        The median seconds per call.
+
+    Shape:
+        - image: :math:`(1, C_{in}, H, W)`
+
+    Examples:
+        >>> from allinone_ir import create_model
+        >>> net = create_model("nafnet", width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,))
+        >>> measure_latency(net, (16, 16), 1, "cpu") > 0
+        True
+    """
+    from .inference import restore
+
+    dev = torch.device(device)
+    x = torch.rand(1, in_channels, *size, device=dev)
+
+    def call() -> None:
+        restore(model, x, device=dev, dtype=dtype, compile=compile, clamp=False, progress=False)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    call()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
