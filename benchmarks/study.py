@@ -82,8 +82,13 @@ WEATHER_CLASSES: dict[str, int] = {"rain": 0, "snow": 1}
 
 #: The losses compared (registered names of ``allinone_ir.training.LOSSES``).
 STUDY_LOSSES: tuple[str, ...] = ("l1", "charbonnier", "l1_ssim", "psnr", "gfl")
-LOSS_LABELS = {"l1": "L1", "charbonnier": "Charbonnier", "l1_ssim": "L1 + SSIM", "psnr": "PSNR loss",
-               "gfl": "guided frequency"}  # fmt: skip
+LOSS_LABELS = {
+    "l1": "L1",
+    "charbonnier": "Charbonnier",
+    "l1_ssim": "L1 + SSIM",
+    "psnr": "PSNR loss",
+    "gfl": "guided frequency",
+}
 TTA_MODES: tuple[Any, ...] = (False, "flip", "x8")
 
 # Seed of the test degradations: the same test images for every run and seed.
@@ -147,7 +152,10 @@ def model_specs(scale: str) -> dict[str, tuple[str, dict[str, Any]]]:
 
     ``small`` (CPU default): one Restormer backbone (dim 16, blocks 2/3/3/4, 2 refinement blocks) for
     Restormer, PromptIR and PIP-Restormer; PromptIR's prompts shrunk so that it is about as much larger
-    than Restormer as in the papers (+26 %); one NAFNet backbone (width 16) for NAFNet and PIP-NAFNet.
+    than Restormer as in the papers (+26 %); one NAFNet backbone (width 16, blocks 1/1/2/2, 2 middle
+    blocks) for NAFNet and PIP-NAFNet. Parameters: Restormer 1,728,382, PromptIR 2,174,023,
+    PIP-Restormer 1,757,291, NAFNet 1,754,099, PIP-NAFNet 2,257,030. ``large`` doubles the widths
+    (6.7-8.8 M); ``smoke`` is as small as the networks go (20-280 k).
     """
     three = tuple(THREE_CLASSES)
     if scale == "smoke":
@@ -162,9 +170,14 @@ def model_specs(scale: str) -> dict[str, tuple[str, dict[str, Any]]]:
         d = dict(dim=dim, num_blocks=(2, 3, 3, 4), num_refinement_blocks=2, heads=(1, 2, 4, 8))
         e = dict(width=width, middle_blk_num=2, enc_blk_nums=(1, 1, 2, 2), dec_blk_nums=(1, 1, 1, 1))
         pr = dict(prompt_dims=(dim, 2 * dim, 3 * dim), prompt_sizes=(32, 16, 8), prompt_len=3)
-        pp = dict(prompt_dims=(dim, 2 * dim, 4 * dim), prompt_sizes=(32, 16, 8), classifier_widths=(8, 16, 32))
-        pn = dict(prompt_dims=(width, 2 * width, 4 * width, 4 * width), prompt_sizes=(32, 16, 8, 8),
-                  classifier_widths=(8, 16, 32))  # fmt: skip
+        pp = dict(
+            prompt_dims=(dim, 2 * dim, 4 * dim), prompt_sizes=(32, 16, 8), classifier_widths=(8, 16, 32)
+        )
+        pn = dict(
+            prompt_dims=(width, 2 * width, 4 * width, 4 * width),
+            prompt_sizes=(32, 16, 8, 8),
+            classifier_widths=(8, 16, 32),
+        )
     return {
         "restormer": ("restormer", d),
         "promptir": ("promptir", {**d, **pr}),
@@ -174,8 +187,13 @@ def model_specs(scale: str) -> dict[str, tuple[str, dict[str, Any]]]:
     }
 
 
-MODEL_LABELS = {"restormer": "Restormer", "promptir": "PromptIR", "pip_restormer": "PIP-Restormer",
-                "nafnet": "NAFNet", "pip_nafnet": "PIP-NAFNet"}  # fmt: skip
+MODEL_LABELS = {
+    "restormer": "Restormer",
+    "promptir": "PromptIR",
+    "pip_restormer": "PIP-Restormer",
+    "nafnet": "NAFNet",
+    "pip_nafnet": "PIP-NAFNet",
+}
 
 
 @dataclass
@@ -200,8 +218,18 @@ class Settings:
 
     @classmethod
     def smoke(cls) -> Settings:
-        return cls(scale="smoke", seeds=(0,), steps=2, loss_steps=2, batch_size=2, patch_size=32,
-                   eval_size=48, val_size=32, test_draws=1, val_points=1)  # fmt: skip
+        return cls(
+            scale="smoke",
+            seeds=(0,),
+            steps=2,
+            loss_steps=2,
+            batch_size=2,
+            patch_size=32,
+            eval_size=48,
+            val_size=32,
+            test_draws=1,
+            val_points=1,
+        )
 
     @classmethod
     def large(cls) -> Settings:
@@ -238,7 +266,9 @@ class Study:
         if not self.inventory["train"] or not self.inventory["test"]:
             raise SystemExit(f"need training and test photographs, found {self.inventory}")
         self.train_images = [read_image(p) for _, p in self.inventory["train"]]
-        self.test_images = [_centre_crop(read_image(p), settings.eval_size) for _, p in self.inventory["test"]]
+        self.test_images = [
+            _centre_crop(read_image(p), settings.eval_size) for _, p in self.inventory["test"]
+        ]
         self.val_images = [_centre_crop(read_image(p), settings.val_size) for _, p in self.inventory["test"]]
         self.specs = model_specs(settings.scale)
         self.results: dict[str, dict[str, Any]] = {}
@@ -260,14 +290,21 @@ class Study:
             parts.append((ds, len(noise)))
         return MixedDataset(parts)
 
-    def test_set(self, tasks: Sequence[str], classes: dict[str, int], images: list[torch.Tensor],
-                 draws: int) -> list[dict[str, Any]]:  # fmt: skip
+    def test_set(
+        self, tasks: Sequence[str], classes: dict[str, int], images: list[torch.Tensor], draws: int
+    ) -> list[dict[str, Any]]:
         from allinone_ir.data import SyntheticDegradationDataset
 
         ds = SyntheticDegradationDataset(
-            images, tasks=tasks, patch_size=None, augment_modes=(0,), seed=TEST_SEED, repeat=draws,
-            fixed=True, classes=classes,
-        )  # fmt: skip
+            images,
+            tasks=tasks,
+            patch_size=None,
+            augment_modes=(0,),
+            seed=TEST_SEED,
+            repeat=draws,
+            fixed=True,
+            classes=classes,
+        )
         names = [n for n, _ in self.inventory["test"]]
         samples = []
         for i in range(len(ds)):
@@ -287,23 +324,44 @@ class Study:
         torch.manual_seed(seed)
         return create_model(name, **kwargs)
 
-    def run(self, spec: RunSpec) -> dict[str, Any]:
-        """Train one run (or read its finished result) and evaluate it."""
-        from allinone_ir import Trainer, TrainerConfig
+    def finished(self, spec: RunSpec) -> dict[str, Any] | None:
+        """The result of a finished run made with these settings, else ``None`` (not finished).
 
+        Raises:
+            SystemExit: If the run's folder holds a result made with other settings.
+        """
         run_dir = self.out / "runs" / spec.run_id
         result_file = run_dir / "result.json"
-        want = _plain({"spec": {**spec.__dict__, "aux_weights": dict(spec.aux_weights)},
-                       "model_kwargs": self.specs[spec.model][1], "settings": self._run_settings()})
-        if result_file.is_file():
-            done = json.loads(result_file.read_text())
-            if {k: done.get(k) for k in want} == want:
-                self.results[spec.run_id] = done
-                return done
+        if not result_file.is_file():
+            return None
+        done = json.loads(result_file.read_text())
+        if {k: done.get(k) for k in self._want(spec)} != self._want(spec):
             raise SystemExit(
                 f"{result_file} was made with other settings than this command's; use another --out "
                 f"or delete {run_dir}"
             )
+        self.results[spec.run_id] = done
+        return done
+
+    def _want(self, spec: RunSpec) -> dict[str, Any]:
+        return _plain(
+            {
+                "spec": {**spec.__dict__, "aux_weights": dict(spec.aux_weights)},
+                "model_kwargs": self.specs[spec.model][1],
+                "settings": self._run_settings(),
+            }
+        )
+
+    def run(self, spec: RunSpec) -> dict[str, Any]:
+        """Train one run (or read its finished result) and evaluate it."""
+        from allinone_ir import Trainer, TrainerConfig
+
+        done = self.finished(spec)
+        if done is not None:
+            return done
+        run_dir = self.out / "runs" / spec.run_id
+        result_file = run_dir / "result.json"
+        want = self._want(spec)
         tasks, classes = self.setting(spec.part)
         net = self.build(spec.model, spec.seed)
         params = sum(p.numel() for p in net.parameters())
@@ -311,12 +369,24 @@ class Study:
         angles_init = prompt_angles(net) if pip else None
         s = self.s
         cfg = TrainerConfig(
-            output_dir=str(run_dir), max_steps=spec.steps, batch_size=s.batch_size, lr=s.lr,
-            min_lr=s.lr / 100, warmup_steps=max(1, spec.steps // 20), grad_clip=1.0, loss=spec.loss,
-            seed=spec.seed, device=s.device, log_every=max(1, spec.steps // 50),
-            val_every=max(1, spec.steps // s.val_points), save_every_minutes=5.0, progress_bar=False,
-            plot=False, aux_weights=dict(spec.aux_weights), resume="auto",
-        )  # fmt: skip
+            output_dir=str(run_dir),
+            max_steps=spec.steps,
+            batch_size=s.batch_size,
+            lr=s.lr,
+            min_lr=s.lr / 100,
+            warmup_steps=max(1, spec.steps // 20),
+            grad_clip=1.0,
+            loss=spec.loss,
+            seed=spec.seed,
+            device=s.device,
+            log_every=max(1, spec.steps // 50),
+            val_every=max(1, spec.steps // s.val_points),
+            save_every_minutes=5.0,
+            progress_bar=False,
+            plot=False,
+            aux_weights=dict(spec.aux_weights),
+            resume="auto",
+        )
         val = self.test_set(tasks, classes, self.val_images, 1)
         train = self.train_set(tasks, classes, spec.seed)
         trainer = Trainer(net, cfg, train, _ListDataset(val))
@@ -340,15 +410,23 @@ class Study:
             "metrics": summarise(per_image),
             "per_image": per_image,
             "curve": {
-                "train": [[h["step"], h["loss"]] for h in trainer.history if h["kind"] == "train"],
-                "val": [[h["step"], h["psnr"]] for h in trainer.history
-                        if h["kind"] == "val" and h["degradation"] == "all"],
-            },  # fmt: skip
+                "train": [
+                    [h["step"], h.get("loss_main", h["loss"])]
+                    for h in trainer.history
+                    if h["kind"] == "train"
+                ],
+                "val": [
+                    [h["step"], h["psnr"]]
+                    for h in trainer.history
+                    if h["kind"] == "val" and h["degradation"] == "all"
+                ],
+            },
         }
         if pip:
             names = list(model.degradations)
             result["control"] = {
-                mode: summarise(evaluate(model, test, mode, device=trainer.device)) for mode in ("blind", "wrong")
+                mode: summarise(evaluate(model, test, mode, device=trainer.device))
+                for mode in ("blind", "wrong")
             }
             result["control"]["label"] = result["metrics"]
             result["classifier"] = classifier_accuracy(model, test, names, trainer.device)
@@ -365,23 +443,46 @@ class Study:
 
     def _run_settings(self) -> dict[str, Any]:
         s = self.s
-        return {k: getattr(s, k) for k in ("scale", "batch_size", "patch_size", "lr", "eval_size", "val_size",
-                                          "test_draws", "val_points")}  # fmt: skip
+        return {
+            k: getattr(s, k)
+            for k in (
+                "scale",
+                "batch_size",
+                "patch_size",
+                "lr",
+                "eval_size",
+                "val_size",
+                "test_draws",
+                "val_points",
+            )
+        }
 
     # ---------------------------------------------------------------- parts
     def model_runs(self) -> list[RunSpec]:
         return [RunSpec("models", m, seed, self.s.steps) for m in self.s.models for seed in self.s.seeds]
 
     def ddl_off_runs(self) -> list[RunSpec]:
-        return [RunSpec("pip_control", "pip_restormer", seed, self.s.steps, aux_weights=(("ddl", 0.0),),
-                        variant="ddl0") for seed in self.s.seeds]  # fmt: skip
+        return [
+            RunSpec(
+                "pip_control",
+                "pip_restormer",
+                seed,
+                self.s.steps,
+                aux_weights=(("ddl", 0.0),),
+                variant="ddl0",
+            )
+            for seed in self.s.seeds
+        ]
 
     def ddl_on_runs(self) -> list[RunSpec]:
         return [RunSpec("models", "pip_restormer", seed, self.s.steps) for seed in self.s.seeds]
 
     def loss_runs(self) -> list[RunSpec]:
-        return [RunSpec("losses", self.s.loss_model, seed, self.s.loss_steps, loss=loss, variant=loss)
-                for loss in STUDY_LOSSES for seed in self.s.seeds]  # fmt: skip
+        return [
+            RunSpec("losses", self.s.loss_model, seed, self.s.loss_steps, loss=loss, variant=loss)
+            for loss in STUDY_LOSSES
+            for seed in self.s.seeds
+        ]
 
     def tta(self, spec: RunSpec) -> dict[str, Any]:
         """Flip and x8 TTA on one finished run of the losses part (cached in ``tta.json``)."""
@@ -419,7 +520,13 @@ class Study:
                 left = len(todo) - i - 1
                 self.log(f"    {i + 1}/{len(todo)} done; {left} left")
         tta = {r.run_id: self.tta(r) for r in self.loss_runs()} if "tta" in parts else {}
-        return {"runs": [self.results[r.run_id] for r in todo], "tta": tta}
+        # the report covers every finished run of this study in OUT, whichever parts this call ran
+        for spec in self.model_runs() + self.ddl_on_runs() + self.ddl_off_runs() + self.loss_runs():
+            if self.finished(spec) is not None and spec.part == "losses" and spec.run_id not in tta:
+                path = self.out / "runs" / spec.run_id / "tta.json"
+                if path.is_file():
+                    tta[spec.run_id] = json.loads(path.read_text())
+        return {"tta": tta}
 
 
 class _ListDataset(torch.utils.data.Dataset):
@@ -442,8 +549,14 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def evaluate(net: torch.nn.Module, samples: list[dict[str, Any]], pip_mode: str | None, *,
-             device: torch.device, tta: Any = False) -> list[dict[str, Any]]:  # fmt: skip
+def evaluate(
+    net: torch.nn.Module,
+    samples: list[dict[str, Any]],
+    pip_mode: str | None,
+    *,
+    device: torch.device,
+    tta: Any = False,
+) -> list[dict[str, Any]]:
     """PSNR / SSIM (PromptIR protocol) of every test sample, restored with :func:`allinone_ir.restore`.
 
     ``pip_mode`` for PIP networks: ``"label"`` (the right degradation), ``"blind"`` (the classifier) or
@@ -464,21 +577,27 @@ def evaluate(net: torch.nn.Module, samples: list[dict[str, Any]], pip_mode: str 
             kw["degradation"] = None
         out = restore(net, s["degraded"], tta=tta, progress=False, device=device, **kw)
         m = PROMPTIR_PROTOCOL.compute_per_image(out[None].float().cpu(), s["clean"][None])
-        rows.append({"task": s["task"], "photo": s["photo"], "psnr": float(m["psnr"][0]),
-                     "ssim": float(m["ssim"][0])})  # fmt: skip
+        rows.append(
+            {"task": s["task"], "photo": s["photo"], "psnr": float(m["psnr"][0]), "ssim": float(m["ssim"][0])}
+        )
     return rows
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Mean PSNR / SSIM per task, and ``average``: the mean over tasks (as the papers' tables)."""
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    out = {t: {k: statistics.fmean(r[k] for r in rows if r["task"] == t) for k in ("psnr", "ssim")} for t in tasks}
+    out = {
+        t: {k: statistics.fmean(r[k] for r in rows if r["task"] == t) for k in ("psnr", "ssim")}
+        for t in tasks
+    }
     out["average"] = {k: statistics.fmean(out[t][k] for t in tasks) for k in ("psnr", "ssim")}
     return out
 
 
 @torch.no_grad()
-def classifier_accuracy(net: Any, samples: list[dict[str, Any]], names: list[str], device: torch.device) -> dict:
+def classifier_accuracy(
+    net: Any, samples: list[dict[str, Any]], names: list[str], device: torch.device
+) -> dict:
     """Share of test images whose degradation PIP's classifier names correctly, per task and overall."""
     hits: dict[str, list[bool]] = {}
     for s in samples:
@@ -502,8 +621,9 @@ def prompt_angles(net: Any) -> dict[str, dict[str, float]]:
         cos = (v @ v.T).clamp(-1, 1)
         res[f"level{level}"] = {
             f"{names[i]}-{names[j]}": math.degrees(math.acos(float(cos[i, j])))
-            for i in range(len(names)) for j in range(i + 1, len(names))
-        }  # fmt: skip
+            for i in range(len(names))
+            for j in range(i + 1, len(names))
+        }
     return res
 
 
@@ -525,15 +645,28 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _by(runs: list[dict[str, Any]], part: str, model: str | None = None, variant: str | None = None) -> list[dict]:
-    return [r for r in runs if r["spec"]["part"] == part and (model is None or r["spec"]["model"] == model)
-            and (variant is None or r["spec"]["variant"] == variant)]  # fmt: skip
+def _by(
+    runs: list[dict[str, Any]], part: str, model: str | None = None, variant: str | None = None
+) -> list[dict]:
+    return [
+        r
+        for r in runs
+        if r["spec"]["part"] == part
+        and (model is None or r["spec"]["model"] == model)
+        and (variant is None or r["spec"]["variant"] == variant)
+    ]
 
 
-def metric_table(groups: dict[str, list[dict[str, dict[str, float]]]], tasks: Sequence[str], metric: str,
-                 first: str, digits: int, extra: dict[str, str] | None = None) -> str:  # fmt: skip
+def metric_table(
+    groups: dict[str, list[dict[str, dict[str, float]]]],
+    tasks: Sequence[str],
+    metric: str,
+    first: str,
+    digits: int,
+    extra: dict[str, str] | None = None,
+) -> str:
     cols = [*tasks, "average"]
-    header = [first, *( [next(iter(extra))] if extra else []), *cols]
+    header = [first, *([next(iter(extra))] if extra else []), *cols]
     rows = []
     for name, metrics in groups.items():
         if not metrics:
@@ -556,7 +689,8 @@ def write_report(study: Study, data: dict[str, Any], args_line: str, wall_s: flo
         "",
         f"Command: `{args_line}`  ",
         f"Wall time: {wall_s / 60:.1f} min on {platform.processor() or platform.machine()} "
-        f"({torch.get_num_threads()} threads, device {s.device}); torch {torch.__version__}.  ",
+        f"({torch.get_num_threads()} threads, device {', '.join(sorted({r['device'] for r in runs}))}); "
+        f"torch {torch.__version__}.  ",
         f"Scale `{s.scale}`; seeds {', '.join(map(str, s.seeds))}; {s.steps} updates per run of {s.batch_size} "
         f"crops of {s.patch_size} px (models, PIP control), {s.loss_steps} for the loss study ({s.loss_model}); "
         f"AdamW lr {s.lr:g}, warm-up then cosine to lr/100, gradient clipping 1.0.  ",
@@ -567,21 +701,44 @@ def write_report(study: Study, data: dict[str, Any], args_line: str, wall_s: flo
     ]
     # ---- budget
     rows = []
-    for m in dict.fromkeys(r["spec"]["model"] for r in runs):
-        rs = [r for r in runs if r["spec"]["model"] == m]
-        rows.append([MODEL_LABELS[m], f"{rs[0]['params']:,}", f"{statistics.fmean(r['seconds_per_step'] for r in rs):.3f}",
-                     f"{statistics.fmean(r['train_seconds'] for r in rs):.0f}", str(len(rs))])  # fmt: skip
-    md += ["## Budget", "", _table(["model", "parameters", "s / update", "train s / run", "runs"], rows), ""]
+    for part, m in dict.fromkeys((r["spec"]["part"], r["spec"]["model"]) for r in runs):
+        rs = [r for r in runs if r["spec"]["model"] == m and r["spec"]["part"] == part]
+        rows.append(
+            [
+                part,
+                MODEL_LABELS[m],
+                f"{rs[0]['params']:,}",
+                str(rs[0]["spec"]["steps"]),
+                f"{statistics.fmean(r['seconds_per_step'] for r in rs):.3f}",
+                f"{statistics.fmean(r['train_seconds'] for r in rs):.0f}",
+                f"{statistics.fmean(r['eval_seconds'] for r in rs):.0f}",
+                str(len(rs)),
+            ]
+        )
+    header = ["part", "model", "parameters", "updates", "s / update", "train s / run", "test s / run", "runs"]
+    md += ["## Budget", "", _table(header, rows), ""]
     # ---- models
     mr = _by(runs, "models")
     if mr:
         groups = {MODEL_LABELS[m]: [r["metrics"] for r in _by(mr, "models", m)] for m in s.models}
-        params = {MODEL_LABELS[m]: f"{_by(mr, 'models', m)[0]['params']:,}" for m in s.models if _by(mr, "models", m)}
+        params = {
+            MODEL_LABELS[m]: f"{_by(mr, 'models', m)[0]['params']:,}"
+            for m in s.models
+            if _by(mr, "models", m)
+        }
         params["__title__"] = "parameters"
-        md += ["## Three tasks: networks", "",
-               "PSNR (dB), mean ± standard deviation over seeds; PIP networks are given the degradation label.", "",
-               metric_table(groups, THREE_TASKS, "psnr", "model", 2, params), "", "SSIM:", "",
-               metric_table(groups, THREE_TASKS, "ssim", "model", 4), ""]  # fmt: skip
+        md += [
+            "## Three tasks: networks",
+            "",
+            "PSNR (dB), mean ± standard deviation over seeds; PIP networks are given the degradation label.",
+            "",
+            metric_table(groups, THREE_TASKS, "psnr", "model", 2, params),
+            "",
+            "SSIM:",
+            "",
+            metric_table(groups, THREE_TASKS, "ssim", "model", 4),
+            "",
+        ]
         md += _figure_links(out, ["fig_models.png", "fig_curves_models.png", "grid_models.png"])
     # ---- PIP control
     on = [r for r in _by(runs, "models", "pip_restormer") if "control" in r]
@@ -589,48 +746,97 @@ def write_report(study: Study, data: dict[str, Any], args_line: str, wall_s: flo
     if on:
         groups = {}
         for tag, rs in (("ddl on", on), ("ddl off", off)):
-            for mode, label in (("label", "right label"), ("blind", "blind (classifier)"), ("wrong", "wrong label")):
+            for mode, label in (
+                ("label", "right label"),
+                ("blind", "blind (classifier)"),
+                ("wrong", "wrong label"),
+            ):
                 groups[f"{label}, {tag}"] = [r["control"][mode] for r in rs]
-        md += ["## PIP control", "", "PIP-Restormer, PSNR (dB) by what it is told about the degradation:", "",
-               metric_table(groups, THREE_TASKS, "psnr", "PIP-Restormer", 2), ""]  # fmt: skip
+        md += [
+            "## PIP control",
+            "",
+            "PIP-Restormer, PSNR (dB) by what it is told about the degradation:",
+            "",
+            metric_table(groups, THREE_TASKS, "psnr", "PIP-Restormer", 2),
+            "",
+        ]
         acc_cols = [*THREE_TASKS, "all"]
-        rows = [[tag, *[_fmt([100 * r["classifier"][c] for r in rs], 1) for c in acc_cols]]
-                for tag, rs in (("ddl on", on), ("ddl off", off)) if rs]  # fmt: skip
-        md += ["Classifier accuracy on the held-out photographs (%):", "", _table(["run", *acc_cols], rows), ""]
+        rows = [
+            [tag, *[_fmt([100 * r["classifier"][c] for r in rs], 1) for c in acc_cols]]
+            for tag, rs in (("ddl on", on), ("ddl off", off))
+            if rs
+        ]
+        md += [
+            "Classifier accuracy on the held-out photographs (%):",
+            "",
+            _table(["run", *acc_cols], rows),
+            "",
+        ]
         rows = []
-        for tag, rs, key in (("initialisation", on, "init"), ("ddl on", on, "final"), ("ddl off", off, "final")):
+        for tag, rs, key in (
+            ("initialisation", on, "init"),
+            ("ddl on", on, "final"),
+            ("ddl off", off, "final"),
+        ):
             if not rs:
                 continue
             for level in rs[0]["angles"][key]:
                 pairs = rs[0]["angles"][key][level]
                 rows.append([tag, level, *[_fmt([r["angles"][key][level][p] for r in rs], 1) for p in pairs]])
         pairs = list(on[0]["angles"]["init"]["level1"])
-        md += ["Pairwise angles between the degradation prompts (degrees):", "",
-               _table(["weights", "block", *pairs], rows), ""]  # fmt: skip
+        md += [
+            "Pairwise angles between the degradation prompts (degrees):",
+            "",
+            _table(["weights", "block", *pairs], rows),
+            "",
+        ]
         md += _figure_links(out, ["fig_pip_control.png", "fig_angles.png"])
     # ---- losses
     lr_ = _by(runs, "losses")
     if lr_:
-        groups = {LOSS_LABELS[l]: [r["metrics"] for r in _by(lr_, "losses", variant=l)] for l in STUDY_LOSSES}
-        md += [f"## Rain + snow: losses ({MODEL_LABELS[s.loss_model]})", "", "PSNR (dB):", "",
-               metric_table(groups, WEATHER_TASKS, "psnr", "loss", 2), "", "SSIM:", "",
-               metric_table(groups, WEATHER_TASKS, "ssim", "loss", 4), ""]  # fmt: skip
+        groups = {LOSS_LABELS[x]: [r["metrics"] for r in _by(lr_, "losses", variant=x)] for x in STUDY_LOSSES}
+        md += [
+            f"## Rain + snow: losses ({MODEL_LABELS[s.loss_model]})",
+            "",
+            "PSNR (dB):",
+            "",
+            metric_table(groups, WEATHER_TASKS, "psnr", "loss", 2),
+            "",
+            "SSIM:",
+            "",
+            metric_table(groups, WEATHER_TASKS, "ssim", "loss", 4),
+            "",
+        ]
         md += _figure_links(out, ["fig_losses.png", "fig_curves_losses.png", "grid_losses.png"])
     # ---- TTA
     tta = data.get("tta") or {}
     if tta:
         rows = []
-        for l in STUDY_LOSSES:
-            ids = [r["run_id"] for r in _by(lr_, "losses", variant=l) if r["run_id"] in tta]
+        for loss in STUDY_LOSSES:
+            ids = [r["run_id"] for r in _by(lr_, "losses", variant=loss) if r["run_id"] in tta]
             if not ids:
                 continue
             base = [tta[i]["False"]["average"]["psnr"] for i in ids]
             flip = [tta[i]["flip"]["average"]["psnr"] for i in ids]
             x8 = [tta[i]["x8"]["average"]["psnr"] for i in ids]
-            rows.append([LOSS_LABELS[l], _fmt(base), _fmt(flip), _fmt(x8),
-                         _fmt([a - b for a, b in zip(flip, base)]), _fmt([a - b for a, b in zip(x8, base)])])  # fmt: skip
-        md += ["## Test-time augmentation (rain + snow)", "", "Average PSNR (dB) over rain and snow:", "",
-               _table(["trained with", "no TTA", "flip (x4)", "x8", "flip gain", "x8 gain"], rows), ""]  # fmt: skip
+            rows.append(
+                [
+                    LOSS_LABELS[loss],
+                    _fmt(base),
+                    _fmt(flip),
+                    _fmt(x8),
+                    _fmt([a - b for a, b in zip(flip, base)]),
+                    _fmt([a - b for a, b in zip(x8, base)]),
+                ]
+            )
+        md += [
+            "## Test-time augmentation (rain + snow)",
+            "",
+            "Average PSNR (dB) over rain and snow:",
+            "",
+            _table(["trained with", "no TTA", "flip (x4)", "x8", "flip gain", "x8 gain"], rows),
+            "",
+        ]
         md += _figure_links(out, ["fig_tta.png"])
     text = "\n".join(md)
     (out / "study.md").write_text(text + "\n", encoding="utf-8")
@@ -657,34 +863,71 @@ def make_figures(study: Study, data: dict[str, Any]) -> list[str]:
         mr = _by(runs, "models")
         if mr:
             groups = {MODEL_LABELS[m]: [r["metrics"] for r in _by(mr, "models", m)] for m in s.models}
-            written.append(_bars(plt, out / "fig_models.png", groups, [*THREE_TASKS, "average"],
-                                 "3-task setting: test PSNR by network"))  # fmt: skip
+            written.append(
+                _bars(
+                    plt,
+                    out / "fig_models.png",
+                    groups,
+                    [*THREE_TASKS, "average"],
+                    "3-task setting: test PSNR by network",
+                )
+            )
             curves = {MODEL_LABELS[m]: _by(mr, "models", m) for m in s.models}
-            written.append(_curves(plt, out / "fig_curves_models.png", curves, "3-task training"))
+            written.append(_curves(plt, out / "fig_curves_models.png", curves, "3-task training", s.val_size))
         on = [r for r in _by(runs, "models", "pip_restormer") if "control" in r]
         if on:
-            groups = {label: [r["control"][mode] for r in on] for mode, label in
-                      (("label", "right label"), ("blind", "blind"), ("wrong", "wrong label"))}  # fmt: skip
-            written.append(_bars(plt, out / "fig_pip_control.png", groups, [*THREE_TASKS, "average"],
-                                 "PIP-Restormer told the right, no, or a wrong degradation"))  # fmt: skip
+            groups = {
+                label: [r["control"][mode] for r in on]
+                for mode, label in (("label", "right label"), ("blind", "blind"), ("wrong", "wrong label"))
+            }
+            written.append(
+                _bars(
+                    plt,
+                    out / "fig_pip_control.png",
+                    groups,
+                    [*THREE_TASKS, "average"],
+                    "PIP-Restormer told the right, no, or a wrong degradation",
+                )
+            )
             off = _by(runs, "pip_control", "pip_restormer", "ddl0")
             written.append(_angle_bars(plt, out / "fig_angles.png", on, off))
         lr_ = _by(runs, "losses")
         if lr_:
-            groups = {LOSS_LABELS[l]: [r["metrics"] for r in _by(lr_, "losses", variant=l)] for l in STUDY_LOSSES}
-            written.append(_bars(plt, out / "fig_losses.png", groups, [*WEATHER_TASKS, "average"],
-                                 f"rain + snow: test PSNR by training loss ({MODEL_LABELS[s.loss_model]})"))
-            curves = {LOSS_LABELS[l]: _by(lr_, "losses", variant=l) for l in STUDY_LOSSES}
-            written.append(_curves(plt, out / "fig_curves_losses.png", curves, "rain + snow training"))
+            groups = {
+                LOSS_LABELS[x]: [r["metrics"] for r in _by(lr_, "losses", variant=x)] for x in STUDY_LOSSES
+            }
+            written.append(
+                _bars(
+                    plt,
+                    out / "fig_losses.png",
+                    groups,
+                    [*WEATHER_TASKS, "average"],
+                    f"rain + snow: test PSNR by training loss ({MODEL_LABELS[s.loss_model]})",
+                )
+            )
+            curves = {LOSS_LABELS[x]: _by(lr_, "losses", variant=x) for x in STUDY_LOSSES}
+            written.append(
+                _curves(plt, out / "fig_curves_losses.png", curves, "rain + snow training", s.val_size)
+            )
         tta = data.get("tta") or {}
         if tta:
             groups = {}
             for m in TTA_MODES:
                 label = {"False": "no TTA", "flip": "flip (x4)", "x8": "x8"}[str(m)]
-                groups[label] = [{LOSS_LABELS[r["spec"]["variant"]]: tta[r["run_id"]][str(m)]["average"]}
-                                 for r in lr_ if r["run_id"] in tta]  # fmt: skip
-            written.append(_bars(plt, out / "fig_tta.png", _by_seed(groups), [LOSS_LABELS[l] for l in STUDY_LOSSES],
-                                 "rain + snow: average PSNR with test-time augmentation"))  # fmt: skip
+                groups[label] = [
+                    {LOSS_LABELS[r["spec"]["variant"]]: tta[r["run_id"]][str(m)]["average"]}
+                    for r in lr_
+                    if r["run_id"] in tta
+                ]
+            written.append(
+                _bars(
+                    plt,
+                    out / "fig_tta.png",
+                    _by_seed(groups),
+                    [LOSS_LABELS[x] for x in STUDY_LOSSES],
+                    "rain + snow: average PSNR with test-time augmentation",
+                )
+            )
     written += _grids(study)
     return [w for w in written if w]
 
@@ -695,15 +938,16 @@ def _by_seed(groups: dict[str, list[dict[str, dict[str, float]]]]) -> dict[str, 
     for g, items in groups.items():
         per: dict[str, list[dict]] = {}
         for it in items:
-            (k, v), = it.items()
+            ((k, v),) = it.items()
             per.setdefault(k, []).append(v)
         n = min(len(v) for v in per.values())
         res[g] = [{k: per[k][i] for k in per} for i in range(n)]
     return res
 
 
-def _bars(plt: Any, path: Path, groups: dict[str, list[dict]], cols: Sequence[str], title: str,
-          metric: str = "psnr") -> str:  # fmt: skip
+def _bars(
+    plt: Any, path: Path, groups: dict[str, list[dict]], cols: Sequence[str], title: str, metric: str = "psnr"
+) -> str:
     groups = {k: v for k, v in groups.items() if v}
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(cols) * max(1, len(groups)) / 2), 3.6))
     width = 0.8 / max(1, len(groups))
@@ -724,7 +968,7 @@ def _bars(plt: Any, path: Path, groups: dict[str, list[dict]], cols: Sequence[st
     return path.name
 
 
-def _curves(plt: Any, path: Path, groups: dict[str, list[dict]], title: str) -> str:
+def _curves(plt: Any, path: Path, groups: dict[str, list[dict]], title: str, val_size: int) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for name, rs in groups.items():
         if not rs:
@@ -735,10 +979,14 @@ def _curves(plt: Any, path: Path, groups: dict[str, list[dict]], title: str) -> 
                 continue
             n = min(len(c) for c in series)
             steps = [c[0] for c in series[0][:n]]
-            ax.plot(steps, [statistics.fmean(c[i][1] for c in series) for i in range(n)], marker="." if n < 20 else None,
-                    label=name)  # fmt: skip
-    axes[0].set(xlabel="update", ylabel="training loss (mean over seeds)", title=f"{title}: loss")
-    axes[1].set(xlabel="update", ylabel="PSNR (dB)", title="PSNR on 128 px crops of the test photos")
+            ax.plot(
+                steps,
+                [statistics.fmean(c[i][1] for c in series) for i in range(n)],
+                marker="." if n < 20 else None,
+                label=name,
+            )
+    axes[0].set(xlabel="update", ylabel="main training loss (mean over seeds)", title=f"{title}: loss")
+    axes[1].set(xlabel="update", ylabel="PSNR (dB)", title=f"PSNR on {val_size} px crops of the test photos")
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -781,9 +1029,11 @@ def _grids(study: Study) -> list[str]:
     s = study.s
     seed = s.seeds[0]
     for part, cols, label in (("models", s.models, MODEL_LABELS), ("losses", STUDY_LOSSES, LOSS_LABELS)):
-        key = (lambda c: f"{part}/{c}/seed{seed}") if part == "models" else (
-            lambda c: f"{part}/{s.loss_model}-{c}/seed{seed}")  # fmt: skip
-        ids = [key(c) for c in cols if key(c) in study.results]
+        keys = [
+            f"models/{c}/seed{seed}" if part == "models" else f"losses/{s.loss_model}-{c}/seed{seed}"
+            for c in cols
+        ]
+        ids = [k for k in keys if k in study.results]
         if not ids:
             continue
         tasks, classes = study.setting(part)
@@ -792,8 +1042,9 @@ def _grids(study: Study) -> list[str]:
         for rid in ids:
             spec = study.results[rid]["spec"]
             net = study.build(spec["model"], spec["seed"])
-            net.load_state_dict(torch.load(study.out / "runs" / rid / "weights.pt", map_location="cpu",
-                                           weights_only=True))  # fmt: skip
+            net.load_state_dict(
+                torch.load(study.out / "runs" / rid / "weights.pt", map_location="cpu", weights_only=True)
+            )
             nets.append(net.eval())
         rows, caps = [], []
         from allinone_ir import restore
@@ -811,12 +1062,20 @@ def _grids(study: Study) -> list[str]:
                 cap.append([f"{float(m['psnr'][0]):.2f} dB"])
             rows.append(row)
             caps.append(cap)
-        names = ["clean", "degraded", *[label[i.split("/")[1].split("-")[-1] if part == "losses" else i.split("/")[1]]
-                                          for i in ids]]  # fmt: skip
-        fig = render_grid(rows, row_names=[smp["task"] for smp in test], column_titles=names, captions=caps,
-                          title=f"{study.inventory['test'][0][0]} (held out), seed {seed}")  # fmt: skip
+        names = [
+            "clean",
+            "degraded",
+            *[label[i.split("/")[1].split("-")[-1] if part == "losses" else i.split("/")[1]] for i in ids],
+        ]
+        fig = render_grid(
+            rows,
+            row_names=[smp["task"] for smp in test],
+            column_titles=names,
+            captions=caps,
+            title=f"{study.inventory['test'][0][0]} (held out), seed {seed}",
+        )
         path = study.out / f"grid_{part}.png"
-        write_image(path, fig)
+        write_image(path, fig, overwrite=True)
         written.append(path.name)
     return written
 
@@ -842,19 +1101,45 @@ def _clock(seconds: float) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--smoke", action="store_true", help="tiny networks, 1 seed, 2 updates, 32 px: the whole pipeline in < 1 min")
-    p.add_argument("--scale", choices=("small", "large"), default="small",
-                   help="small: ~1.7-2.3 M parameters, CPU budget (default); large: x4 parameters, 128 px, 4000 updates (GPU)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny networks, 1 seed, 2 updates, 32 px: the whole pipeline in < 1 min",
+    )
+    p.add_argument(
+        "--scale",
+        choices=("small", "large"),
+        default="small",
+        help="small: 1.7-2.3 M parameters, the CPU budget (default); large: 6.7-8.8 M, 128 px, 4000 updates (GPU)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    p.add_argument("--out", default="study_out", help="output folder (default study_out); finished runs in it are kept")
+    p.add_argument(
+        "--out", default="study_out", help="output folder (default study_out); finished runs in it are kept"
+    )
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; smoke 0)")
-    p.add_argument("--steps", type=int, default=None, help="updates per run of the models and PIP parts (default 300)")
-    p.add_argument("--loss-steps", type=int, default=None, help="updates per run of the loss study (default 600)")
-    p.add_argument("--loss-model", choices=("nafnet", "restormer", "promptir"), default=None,
-                   help="network of the loss / TTA study (default nafnet: the one the CPU budget affords)")
-    p.add_argument("--models", default=None, help="comma-separated networks of the models part (default all five)")
-    p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts out of {','.join(PARTS)} (default all)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="updates per run of the models and PIP parts (default 300)"
+    )
+    p.add_argument(
+        "--loss-steps", type=int, default=None, help="updates per run of the loss study (default 600)"
+    )
+    p.add_argument(
+        "--loss-model",
+        choices=("nafnet", "restormer", "promptir"),
+        default=None,
+        help="network of the loss / TTA study (default nafnet: the one the CPU budget affords)",
+    )
+    p.add_argument(
+        "--models", default=None, help="comma-separated networks of the models part (default all five)"
+    )
+    p.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts out of {','.join(PARTS)} (default all)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default torch's)")
     return p.parse_args(argv)
 
@@ -878,7 +1163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings.device = args.device
     parts = [x for x in args.only.split(",") if x]
     if set(parts) - set(PARTS):
-        raise SystemExit(f"--only: unknown part(s) {sorted(set(parts) - set(PARTS))}; choose from {list(PARTS)}")
+        raise SystemExit(
+            f"--only: unknown part(s) {sorted(set(parts) - set(PARTS))}; choose from {list(PARTS)}"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
