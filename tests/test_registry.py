@@ -269,3 +269,27 @@ def test_promptir_stage2_group() -> None:
     with pytest.raises(ValueError, match=r"named groups \['decoder', 'encoder', 'prompts', 'stage2'\]"):
         unfreeze(net, ["stage3"])
     assert finetune_groups(nn.Linear(2, 2)) == {}
+
+
+def test_pipunet_records_its_arguments_not_its_backbone() -> None:
+    from allinone_ir.models import PIPUNet
+
+    class Backbone(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = nn.Conv2d(3, 8, 3, padding=1)
+            self.skip = nn.Identity()
+            self.out = nn.Conv2d(8, 3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.out(self.skip(self.enc(x)))
+
+    net = PIPUNet(Backbone(), skips={"skip": 8}, prompt_sizes=4, p2f_heads=2, classifier_widths=(4,))
+    assert "backbone" not in net.config and net.config["skips"] == {"skip": 8}
+    assert net.config["prompt_sizes"] == 4 and net.config["classifier_widths"] == [4]
+    again = PIPUNet(Backbone(), **net.config)
+    assert {k: v.shape for k, v in again.state_dict().items()} == {
+        k: v.shape for k, v in net.state_dict().items()
+    }
+    freeze(net)
+    assert unfreeze(net, ["prompts"]) == module_groups(net)["pips"][1]

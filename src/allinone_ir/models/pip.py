@@ -279,7 +279,9 @@ class PIPRestormer(_PIPControl, RestormerUNet):
 
     The Restormer encoder (same module names as :class:`~allinone_ir.models.Restormer`)
     produces skips ``e1, e2, e3``; each is modulated by its PIP block (``pip_level1..3``)
-    before the decoder concatenates it. The decoder follows the official PIP network:
+    before the decoder concatenates it (the skip hook of Restormer's U-Net,
+    :class:`~allinone_ir.models.restormer.RestormerUNet`, where :class:`PIPUNet` would tap a
+    user's network). The decoder follows the official PIP network:
     the latent is reduced ``8 dim -> 4 dim`` by ``chnl_reduce3`` before ``up4_3``, so
     ``reduce_chan_level3`` maps ``2 dim + 4 dim -> 4 dim``. Any ``H, W >= 1`` works
     (reflect padding to a multiple of 8, output cropped back).
@@ -428,7 +430,8 @@ class PIPNAFNet(_PIPControl, NAFNet):
     The NAFNet modules keep their official names (``intro``, ``encoders``, ``downs``,
     ``middle_blks``, ``ups``, ``decoders``, ``ending``); the PIP blocks are
     ``pips.0`` (shallowest) to ``pips.{L-1}``. Each encoder output is modulated by its
-    PIP block before it is added to the upsampled decoder feature. Defaults: width 64,
+    PIP block before it is added to the upsampled decoder feature (NAFNet's skip hook, see
+    :class:`~allinone_ir.models._unet.UNetHooks`). Defaults: width 64,
     enc [2,2,4,8], middle 12, dec [2,2,2,2], prompt dims [64,96,128,128], sizes
     [64,32,16,16], P2P 2 heads, P2F 4 heads.
 
@@ -726,6 +729,10 @@ class PIPUNet(_PIPControl, RestorationModel):
             for module in tapped:
                 setattr(module, _TAP_ATTR, None)
         return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
+
+    # ------------------------------------------------------------------ what the family declares
+    #: ``prompts``: the PIP blocks (the backbone is ``backbone``, the classifier ``classifier``).
+    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {"prompts": ("pips",)}
 
 
 @register_model
