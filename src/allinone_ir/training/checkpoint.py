@@ -5,6 +5,10 @@ optimizer, scheduler, scaler, EMA, counters, random states, logs; the newest ``k
 and ``checkpoints/best.pt`` (only the validated weights and their metrics). Every file is written
 atomically (a temporary file renamed into place), so a ``kill -9`` never leaves a half-written
 checkpoint; the temporaries such a kill leaves behind are removed by :func:`remove_stale_temporaries`.
+
+The trainer decides what goes into a checkpoint; this module writes and reads the files:
+:func:`write_checkpoint`, :func:`best_weights_state`, :func:`read_checkpoint` /
+:func:`read_resume_checkpoint` (resume) and :func:`load_init_weights` (the weights a run starts from).
 """
 
 from __future__ import annotations
@@ -22,19 +26,24 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..io import atomic_write
 
 __all__ = [
+    "best_weights_state",
     "checkpoint_bytes",
     "describe_misfit",
     "find_latest_checkpoint",
     "format_bytes",
+    "load_init_weights",
     "periodic_checkpoints",
     "read_checkpoint",
+    "read_resume_checkpoint",
     "remove_stale_temporaries",
     "rng_state",
     "rotate_checkpoints",
     "set_rng_state",
     "step_checkpoint_name",
+    "write_checkpoint",
 ]
 
 _STEP_FILE = re.compile(r"step_(\d+)\.pt")
@@ -156,6 +165,126 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "only weights): resume from checkpoints/step_*.pt, or start from its weights with trainer.init_weights"
         )
     return state
+
+
+def write_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
+    """Save ``state`` with ``torch.save``, atomically (a killed write leaves the previous file intact).
+
+    Returns:
+        The path written.
+
+    Examples:
+        >>> import tempfile
+        >>> p = write_checkpoint(Path(tempfile.mkdtemp()) / "checkpoints" / "x.pt", {"step": 3})
+        >>> torch.load(p, weights_only=True)
+        {'step': 3}
+    """
+    return atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
+
+
+def plain_metrics(best: Mapping[str, Any]) -> dict[str, Any]:
+    """The best-metrics record with Python floats (a ``weights_only``-loadable checkpoint holds no numpy floats)."""
+    return {k: float(v) if isinstance(v, float) else v for k, v in best.items()}
+
+
+def best_weights_state(
+    weights: nn.Module, model: nn.Module, *, step: int, best: Mapping[str, Any], ema_weights: bool
+) -> dict[str, Any]:
+    """What ``best.pt`` holds: the validated weights on the CPU, the architecture, its config and the metrics.
+
+    No optimizer state (a quarter of a training checkpoint with Adam and EMA); it loads with
+    :func:`allinone_ir.load_checkpoint`, ``allinone-ir restore --checkpoint`` or ``trainer.init_weights``.
+
+    Args:
+        weights: The network whose weights are saved (the EMA copy when there is one).
+        model: The trained network (its class and ``config`` name the architecture).
+        step: The update the weights are of.
+        best: The metrics that made them the best (``psnr``, ``ssim``, ``step``).
+        ema_weights: Whether ``weights`` are the EMA ones.
+
+    Returns:
+        The dict to save.
+
+    Examples:
+        >>> net = nn.Linear(2, 2)
+        >>> state = best_weights_state(net, net, step=5, best={"psnr": 30.0, "step": 5}, ema_weights=False)
+        >>> sorted(state), state["arch"]
+        (['arch', 'best', 'ema_weights', 'model', 'model_config', 'step'], 'Linear')
+    """
+    return {
+        "model": {k: v.detach().cpu().contiguous() for k, v in weights.state_dict().items()},
+        "arch": type(model).__name__,
+        "model_config": getattr(model, "config", None),
+        "step": step,
+        "best": plain_metrics(best),
+        "ema_weights": ema_weights,
+    }
+
+
+def read_resume_checkpoint(path: str | os.PathLike[str], model: nn.Module) -> dict[str, Any]:
+    """Read the training checkpoint a run resumes from, and check that its weights fit ``model``.
+
+    Raises:
+        CheckpointError: As :func:`read_checkpoint`, or when the weights do not fit the configured
+            network (one line naming the file, the mismatch and the way out).
+    """
+    state = read_checkpoint(path)
+    misfit = describe_misfit(model, state["model"], state.get("model_config"))
+    if misfit is not None:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the configured model ({misfit}); start again with "
+            "--resume never (resume='never') or use another --output-dir"
+        )
+    return state
+
+
+def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load the weights a run starts from (``trainer.init_weights``) into ``model``, in place.
+
+    Any file :func:`allinone_ir.load_checkpoint` reads will do: a training checkpoint or ``best.pt``
+    (the EMA weights when it has them), a ``.safetensors`` file, a ``save_pretrained`` folder or an
+    official checkpoint. The network keeps its device, layout and train/eval mode.
+
+    Args:
+        model: The configured network.
+        path: The checkpoint.
+
+    Raises:
+        CheckpointError: If the file cannot be read, or its weights do not fit ``model`` (one line
+            naming the file and the mismatch).
+        FileNotFoundError: If ``path`` does not exist.
+
+    Examples:
+        >>> import tempfile
+        >>> a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+        >>> p = write_checkpoint(Path(tempfile.mkdtemp()) / "w.pt", {"model": a.state_dict()})
+        >>> load_init_weights(b, p)
+        >>> torch.equal(a.weight, b.weight)
+        True
+    """
+    from ..hub import load_checkpoint
+
+    training = model.training
+    try:
+        load_checkpoint(path, model, strict=True)
+    except CheckpointError as exc:
+        misfit = _misfit_of_file(model, path)
+        if misfit is None:
+            raise CheckpointError(f"init_weights {path}: {' '.join(str(exc).split())}") from exc
+        raise CheckpointError(f"init_weights {path} does not fit the configured model ({misfit})") from exc
+    finally:
+        model.train(training)
+
+
+def _misfit_of_file(model: nn.Module, path: str | os.PathLike[str]) -> str | None:
+    """:func:`describe_misfit` of the weights in ``path`` (``None`` if they cannot be read on their own)."""
+    from ..hub import load_checkpoint
+
+    try:  # the file's own network, as saved or detected
+        theirs = load_checkpoint(path)
+    except (CheckpointError, ValueError, TypeError, KeyError, RuntimeError):
+        return None
+    return describe_misfit(model, theirs.state_dict())
 
 
 def _show(items: list[str], limit: int = 3) -> str:

@@ -3,8 +3,9 @@
 A network family's own training terms (:meth:`~allinone_ir.models.RestorationModel.auxiliary_losses`,
 e.g. PIP's classifier cross-entropy and directional decoupled loss) are added to the main loss
 through one forward call (:meth:`~allinone_ir.models.RestorationModel.training_forward_kwargs`),
-so DDP sees every parameter used. Checkpoints, logs and signals: see
-:mod:`allinone_ir.training.checkpoint`, :mod:`allinone_ir.training.logs`, :mod:`allinone_ir.training.signals`.
+so DDP sees every parameter used. The trainer holds the loop; the files are other modules' work:
+checkpoints in :mod:`allinone_ir.training.checkpoint`, logs in :mod:`allinone_ir.training.logs`, curves in
+:mod:`allinone_ir.training.plots`, signals in :mod:`allinone_ir.training.signals`.
 """
 
 from __future__ import annotations
@@ -27,27 +28,31 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import losses as L
+from .._runtime import autocast, progress_bar
 from ..errors import CheckpointError, ConfigError, TrainingDivergedError
-from ..io import atomic_write
 from ..metrics import get_protocol
 from ..models._base import AuxiliaryLoss, RestorationModel
 from .checkpoint import (
+    best_weights_state,
     checkpoint_bytes,
-    describe_misfit,
     find_latest_checkpoint,
+    load_init_weights,
     periodic_checkpoints,
-    read_checkpoint,
+    plain_metrics,
+    read_resume_checkpoint,
     remove_stale_temporaries,
     rng_state,
     rotate_checkpoints,
     set_rng_state,
     step_checkpoint_name,
+    write_checkpoint,
 )
 from .config import TrainerConfig
 from .distributed import DistInfo, EpochSampler, init_distributed, resolve_device
 from .ema import ModelEMA
 from .finetune import freeze, unfreeze
-from .logs import append_csv, truncate_logs, write_json
+from .logs import RunLog, write_json
+from .plots import plot_training_curves
 from .schedule import warmup_cosine_factor
 from .signals import StopSignals, TrainingInterrupted
 
@@ -153,6 +158,8 @@ class Trainer:
     Attributes:
         start_message: The line printed at construction (where the run starts).
         aux_losses: The family's training terms with the weights in use.
+        log: The run's logs (:class:`~allinone_ir.training.logs.RunLog`): the history written to
+            ``history.json`` and the CSV files.
 
     Raises:
         ConfigError: Naming the setting (``trainer.<field>: ...``): an unknown loss or unavailable device,
@@ -188,9 +195,29 @@ class Trainer:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         self.config = config
-        cfg = config
-        self.out_dir = Path(cfg.output_dir)
+        self.out_dir = Path(config.output_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
+        self._setup_device()
+        self.model = self._prepare_model(model)
+        self.optimizer, self.scheduler, self.scaler = self._build_optimization()
+        self.ema = ModelEMA(self.model, config.ema_decay) if config.ema_decay else None
+        self.loss_fn = self._build_main_loss(loss)
+        self.extra_losses = list(extra_losses)
+        self.aux_losses: list[AuxiliaryLoss] = self._family_terms()
+        self.batch_augment = batch_augment
+        self.train_data, self.val_data = train_data, val_data
+        self.protocol = get_protocol(config.metric_protocol)
+        self.net = self._wrap_network()
+        self.sampler = self._build_sampler()
+        self._reset_counters()
+        self.start_message = self._resume()
+        if self.dist.is_main:
+            print(self.start_message, file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------ setup steps (in __init__'s order)
+    def _setup_device(self) -> None:
+        """The process group (under torchrun), this process's device and the precision it supports."""
+        cfg = self.config
         try:
             probe = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
         except ValueError as exc:
@@ -200,105 +227,117 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.precision = self._resolve_precision(cfg.precision)
-        self.model = model.to(self.device)
+
+    def _prepare_model(self, model: nn.Module) -> nn.Module:
+        """The network on the device and layout, with its initial weights, recomputation and frozen parts."""
+        cfg = self.config
+        model = model.to(self.device)
         if cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)
         if cfg.init_weights:
-            self._load_init_weights(cfg.init_weights)
+            load_init_weights(model, cfg.init_weights)
         if cfg.grad_checkpointing:
-            if not hasattr(self.model, "set_grad_checkpointing"):
+            if not hasattr(model, "set_grad_checkpointing"):
                 raise ConfigError(
                     f"trainer.grad_checkpointing: {type(model).__name__} has no set_grad_checkpointing()"
                 )
-            self.model.set_grad_checkpointing(True)
+            model.set_grad_checkpointing(True)
         if cfg.trainable is not None:
-            freeze(self.model)
+            freeze(model)
             try:
-                unfreeze(self.model, cfg.trainable)
+                unfreeze(model, cfg.trainable)
             except ValueError as exc:
                 raise ConfigError(f"trainer.trainable: {exc}") from exc
+        return model
+
+    def _build_optimization(
+        self,
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, torch.amp.GradScaler]:
+        """The optimizer of the trainable weights, its warm-up / cosine schedule and the gradient scaler."""
+        cfg = self.config
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError("trainer.trainable: the model has no trainable parameters")
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        optimizer = opt_cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         min_factor = cfg.min_lr / cfg.lr
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
             lambda s: warmup_cosine_factor(
                 s, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps,
                 warmup_start_factor=cfg.warmup_start_factor, min_factor=min_factor,
                 cosine=cfg.schedule == "cosine",
             ),
         )  # fmt: skip
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        return optimizer, scheduler, torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def _build_main_loss(
+        self, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The given main loss, or ``config.loss`` by name; a loss module goes to the device."""
         try:
-            self.loss_fn = loss if loss is not None else build_loss(cfg.loss, **cfg.loss_kwargs)
+            loss_fn = loss if loss is not None else build_loss(self.config.loss, **self.config.loss_kwargs)
         except ValueError as exc:
             raise ConfigError(f"trainer.loss: {exc}") from exc
-        if isinstance(self.loss_fn, nn.Module):
-            self.loss_fn = self.loss_fn.to(self.device)
-        self.extra_losses = list(extra_losses)
-        self.aux_losses: list[AuxiliaryLoss] = self._family_terms()
-        self.batch_augment = batch_augment
-        self.train_data, self.val_data = train_data, val_data
-        self.protocol = get_protocol(cfg.metric_protocol)
-        self.net: nn.Module = self.model
+        return loss_fn.to(self.device) if isinstance(loss_fn, nn.Module) else loss_fn
+
+    def _wrap_network(self) -> nn.Module:
+        """What the training forward pass calls: the network, in DDP under torchrun, compiled if asked."""
+        net: nn.Module = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DDP(self.model, device_ids=ids)
-        if cfg.compile:
-            self.net = torch.compile(self.net)  # type: ignore[assignment]
-        self.sampler = EpochSampler(
-            len(train_data),
+            net = DDP(self.model, device_ids=ids)
+        if self.config.compile:
+            net = torch.compile(net)  # type: ignore[assignment]
+        return net
+
+    def _build_sampler(self) -> EpochSampler:
+        """This process's share of every epoch, resumable mid-epoch; at least one global batch per epoch."""
+        cfg = self.config
+        sampler = EpochSampler(
+            len(self.train_data),  # type: ignore[arg-type]
             seed=cfg.seed,
             rank=self.dist.rank,
-            world_size=self.dist.world_size,  # type: ignore[arg-type]
+            world_size=self.dist.world_size,
         )
-        per_epoch = len(self.sampler) // cfg.batch_size
-        if per_epoch < 1:
+        if len(sampler) // cfg.batch_size < 1:
             raise ConfigError(
-                f"trainer.batch_size: the training set has {len(train_data)} samples, fewer than one global batch of "  # type: ignore[arg-type]
-                f"{cfg.batch_size * self.dist.world_size}; lower batch_size or add data"
+                f"trainer.batch_size: the training set has {len(self.train_data)} samples, fewer than one global "  # type: ignore[arg-type]
+                f"batch of {cfg.batch_size * self.dist.world_size}; lower batch_size or add data"
             )
+        return sampler
+
+    def _reset_counters(self) -> None:
+        """Step 0: the counters, the best validation, the logs in memory and the checkpoint bookkeeping."""
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
         self.best: dict[str, Any] = {"psnr": -math.inf, "step": -1}
-        self.history: list[dict[str, Any]] = []
+        self.log = RunLog(self.out_dir)
         self._iter: Iterator[dict[str, Any]] | None = None
-        self._window: dict[str, float] = {}  # sums of the losses since the last log row, and "count"
         self._saved_step = -1
         self._replaced: list[Path] = []
         self.last_checkpoint: Path | None = None
-        self.start_message = self._resume()
-        if self.dist.is_main:
-            print(self.start_message, file=sys.stderr, flush=True)
 
-    # ------------------------------------------------------------------ setup helpers
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Every logged row of the run (``{"kind": "train" | "val", "step", ...}``), as in ``history.json``."""
+        return self.log.history
+
+    @history.setter
+    def history(self, rows: list[dict[str, Any]]) -> None:
+        self.log.history = rows
+
     def _resolve_precision(self, precision: str) -> str:
         if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            warnings.warn("bf16 is not supported on this GPU; training in fp32", stacklevel=3)
+            warnings.warn("bf16 is not supported on this GPU; training in fp32", stacklevel=4)
             return "fp32"
         return precision
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
-    def _load_init_weights(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):  # ours: the EMA weights if any
-            state = state["ema"] if isinstance(state.get("ema"), dict) else state["model"]
-        misfit = describe_misfit(self.model, state)
-        if misfit:
-            raise CheckpointError(f"init_weights {path} does not fit the configured model ({misfit})")
-        self.model.load_state_dict(state)
+        return autocast(self.device, self.precision)
 
     def _family_terms(self) -> list[AuxiliaryLoss]:
         declared = self.model.auxiliary_losses() if isinstance(self.model, RestorationModel) else []
@@ -475,17 +514,6 @@ class Trainer:
                 f"without saving the broken weights; {where}. Try a lower lr, grad_clip, or bf16/fp32 instead of fp16."
             )
 
-    def _accumulate(self, row: Mapping[str, Any]) -> None:
-        for k, v in row.items():
-            if k == "loss" or k.startswith("loss_"):
-                self._window[k] = self._window.get(k, 0.0) + float(v)
-        self._window["count"] = self._window.get("count", 0.0) + 1
-
-    def _window_means(self) -> dict[str, float]:
-        """Every loss averaged over the updates since the last log row (the CSV's loss columns)."""
-        n = self._window.get("count", 0.0) or 1.0
-        return {k: v / n for k, v in self._window.items() if k != "count"}
-
     def _agreed_signal(self, stop: StopSignals) -> int:
         """The stop signal, agreed by every process (0: none); all ranks stop at the same update."""
         if not self.dist.enabled:
@@ -505,8 +533,7 @@ class Trainer:
         for p in self._replaced:
             p.unlink(missing_ok=True)
         self._replaced = []
-        truncate_logs(self.out_dir, self.step, self.history)
-        self.history = [h for h in self.history if h.get("step", 0) <= self.step]
+        self.log.start(self.step)
 
     def fit(self, steps: int | None = None) -> dict[str, Any]:
         """Train until ``config.max_steps`` (or only until update ``steps``, to simulate an interruption).
@@ -527,7 +554,7 @@ class Trainer:
         main = self.dist.is_main
         if main:
             self._start_run_folder()
-        bar = self._progress(stop_at) if main and cfg.progress_bar else None
+        bar = self._progress_bar(stop_at) if main and cfg.progress_bar else None
         t0, seen = time.perf_counter(), 0
         self._last_save_time = time.monotonic()
         last_val: dict[str, Any] = {}
@@ -537,7 +564,7 @@ class Trainer:
                 while self.step < stop_at:
                     row = self.train_step()
                     seen += cfg.batch_size * cfg.grad_accum_steps * self.dist.world_size
-                    self._accumulate(row)
+                    self.log.accumulate(row)
                     speed = seen / max(time.perf_counter() - t0, 1e-9)
                     if bar is not None:
                         bar.update(1)
@@ -546,10 +573,10 @@ class Trainer:
                         )
                     if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                         if main:
-                            self._log_train(
-                                {**row, **self._window_means(), "epoch": self.epoch, "images_per_s": speed}
+                            self.log.log_train(
+                                {**row, **self.log.window_means(), "epoch": self.epoch, "images_per_s": speed}
                             )
-                        self._window = {}
+                        self.log.reset_window()
                     is_end = self.step == cfg.max_steps
                     if self.val_data is not None and (
                         (cfg.val_every and self.step % cfg.val_every == 0) or is_end
@@ -579,12 +606,9 @@ class Trainer:
         return {"step": self.step, "loss": row.get("loss"), "best": dict(self.best), "val": last_val,
                 "output_dir": str(self.out_dir), "checkpoint": self.last_checkpoint}  # fmt: skip
 
-    def _progress(self, total: int) -> Any:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return None
-        return tqdm(
+    def _progress_bar(self, total: int) -> Any:
+        """The training progress bar from the current step (``None`` without tqdm)."""
+        return progress_bar(
             total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr
         )
 
@@ -640,7 +664,10 @@ class Trainer:
         res: dict[str, Any] = {}
         if self.dist.is_main:
             res = self.evaluate()
-            self._log_val(res)
+            self.log.log_val(self.step, res)
+            if self.config.progress_bar:
+                parts = ", ".join(f"{g} {m['psnr']:.2f} dB" for g, m in res.items())
+                print(f"[step {self.step}] val PSNR: {parts}", file=sys.stderr)
             if res["all"]["psnr"] > self.best["psnr"]:
                 self.best = {"psnr": res["all"]["psnr"], "ssim": res["all"]["ssim"], "step": self.step}
                 self.save_best()
@@ -648,59 +675,14 @@ class Trainer:
             dist.barrier()
         return res
 
-    # ------------------------------------------------------------------ logging
-    def _log_train(self, row: dict[str, Any]) -> None:
-        self.history.append({"kind": "train", **row})
-        append_csv(self.out_dir / "train_log.csv", row)
-        write_json(self.out_dir / "history.json", self.history)
-
-    def _log_val(self, res: dict[str, dict[str, float]]) -> None:
-        for g, m in res.items():
-            row = {"step": self.step, "degradation": g, **m}
-            self.history.append({"kind": "val", **row})
-            append_csv(self.out_dir / "val_log.csv", row)
-        write_json(self.out_dir / "history.json", self.history)
-        if self.config.progress_bar:
-            parts = ", ".join(f"{g} {m['psnr']:.2f} dB" for g, m in res.items())
-            print(f"[step {self.step}] val PSNR: {parts}", file=sys.stderr)
-
+    # ------------------------------------------------------------------ curves
     def plot_curves(self) -> Path | None:
         """Save ``curves.png`` (training loss; validation PSNR per degradation) if matplotlib is installed.
 
         Returns:
             The PNG path, or ``None`` without matplotlib or without logged values.
         """
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            return None
-        train = [h for h in self.history if h["kind"] == "train"]
-        val = [h for h in self.history if h["kind"] == "val"]
-        if not train:
-            return None
-        fig, axes = plt.subplots(1, 2 if val else 1, figsize=(10 if val else 5, 3.5), squeeze=False)
-        ax = axes[0][0]
-        losses = [h["loss"] for h in train]
-        ax.plot([h["step"] for h in train], losses)
-        # a log axis only where every loss is positive (a PSNR loss, for one, is negative)
-        ax.set(
-            xlabel="step", ylabel="training loss", yscale="log" if min(losses) > 0 else "linear", title="loss"
-        )
-        if val:
-            ax = axes[0][1]
-            for g in sorted({h["degradation"] for h in val}):
-                pts = [h for h in val if h["degradation"] == g]
-                ax.plot([h["step"] for h in pts], [h["psnr"] for h in pts], marker="o", label=g)
-            ax.set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR")
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = self.out_dir / "curves.png"
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-        plt.close(fig)
-        return path
+        return plot_training_curves(self.history, self.out_dir / "curves.png")
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -714,13 +696,12 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
-            "best": {k: float(v) if isinstance(v, float) else v for k, v in self.best.items()},
+            "best": plain_metrics(self.best),
             "rng": rng_state(),
             "config": self.config.to_dict(),
             "model_config": getattr(self.model, "config", None),
             "arch": type(self.model).__name__,
-            "history": self.history,
-            "log_window": dict(self._window),
+            **self.log.state_dict(),
         }
         if hasattr(self.batch_augment, "state_dict"):
             state["batch_augment"] = self.batch_augment.state_dict()  # type: ignore[union-attr]
@@ -742,9 +723,9 @@ class Trainer:
         if not self.dist.is_main:
             return None
         periodic = path is None
-        p = self.ckpt_dir / step_checkpoint_name(self.step) if path is None else Path(path)
-        state = self.state_dict()
-        atomic_write(p, lambda tmp: torch.save(state, tmp))
+        p = write_checkpoint(
+            self.ckpt_dir / step_checkpoint_name(self.step) if path is None else path, self.state_dict()
+        )
         if periodic:
             self.last_checkpoint = p
             rotate_checkpoints(self.ckpt_dir, self.step, self.config.keep_last)
@@ -761,18 +742,11 @@ class Trainer:
         """
         if not self.dist.is_main:
             return None
-        net = self.ema.module if self.ema is not None else self.model
-        state = {
-            "model": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-            "arch": type(self.model).__name__,
-            "model_config": getattr(self.model, "config", None),
-            "step": self.step,
-            "best": {k: float(v) if isinstance(v, float) else v for k, v in self.best.items()},
-            "ema_weights": self.ema is not None,
-        }
-        p = self.ckpt_dir / "best.pt"
-        atomic_write(p, lambda tmp: torch.save(state, tmp))
-        return p
+        weights = self.ema.module if self.ema is not None else self.model
+        state = best_weights_state(
+            weights, self.model, step=self.step, best=self.best, ema_weights=self.ema is not None
+        )
+        return write_checkpoint(self.ckpt_dir / "best.pt", state)
 
     def find_latest_checkpoint(self) -> Path | None:
         """The periodic checkpoint with the highest step in ``output_dir/checkpoints``, if any."""
@@ -785,13 +759,7 @@ class Trainer:
             CheckpointError: If the file is missing or unreadable, is not a training checkpoint, or does not
                 fit the configured network or optimizer (one line naming the file and the mismatch).
         """
-        state = read_checkpoint(path)
-        misfit = describe_misfit(self.model, state["model"], state.get("model_config"))
-        if misfit is not None:
-            raise CheckpointError(
-                f"checkpoint {path} does not fit the configured model ({misfit}); start again with "
-                "--resume never (resume='never') or use another --output-dir"
-            )
+        state = read_resume_checkpoint(path, self.model)
         self.model.load_state_dict(state["model"])
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -806,8 +774,7 @@ class Trainer:
             self.ema.module.load_state_dict(state["ema"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best = dict(state["best"])
-        self.history = list(state.get("history", []))
-        self._window = {str(k): float(v) for k, v in state.get("log_window", {}).items()}
+        self.log.load_state_dict(state)
         set_rng_state(state["rng"])
         if "batch_augment" in state and hasattr(self.batch_augment, "load_state_dict"):
             self.batch_augment.load_state_dict(state["batch_augment"])  # type: ignore[union-attr]
