@@ -4,7 +4,10 @@
   ``net.`` prefix, the six unused modules' keys dropped), the official Restormer and NAFNet ``.pth``
   files (``params`` / ``params_ema`` / ``state_dict`` wrappers, ``module.`` prefixes) and this
   library's own files, and builds the network; without ``arch`` the architecture and its
-  hyper-parameters are detected from the key names and tensor shapes.
+  hyper-parameters are detected from the key names and tensor shapes. What a family's files
+  look like is known by the family (its ``detect`` and ``filter_state_dict`` classmethods, see
+  :class:`~allinone_ir.models.RestorationModel`); this module asks every registered class and
+  names none.
 - :func:`save_pretrained` / :func:`from_pretrained`: a folder with ``model.safetensors`` and
   ``config.json`` from which the network is rebuilt without knowing its class.
 - :func:`convert_checkpoint`: official checkpoint in, safetensors out.
