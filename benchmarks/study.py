@@ -679,6 +679,78 @@ def metric_table(
     return _table(header, rows)
 
 
+def _paired(a: dict[int, float], b: dict[int, float]) -> list[float]:
+    """Per-seed differences ``a - b`` over the seeds both have."""
+    return [a[k] - b[k] for k in sorted(set(a) & set(b))]
+
+
+def _verdict(diffs: Sequence[float]) -> str:
+    """``holds`` / ``reversed`` when the mean difference is beyond twice its standard error, else unresolved."""
+    if not diffs:
+        return "not measured"
+    m, sd = mean_std(diffs)
+    if len(diffs) < 2:
+        return "holds (one seed)" if m > 0 else "reversed (one seed)"
+    if abs(m) <= 2 * sd / math.sqrt(len(diffs)):
+        return "within the seed spread"
+    return "holds" if m > 0 else "reversed"
+
+
+def claims(study: Study, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every claim of the issue as a per-seed paired difference, with the paper's figure and a verdict."""
+    runs = list(study.results.values())
+
+    def avg(part: str, model: str, variant: str = "", key: str = "metrics") -> dict[int, float]:
+        return {
+            r["spec"]["seed"]: (r[key] if key == "metrics" else r["control"][key])["average"]["psnr"]
+            for r in _by(runs, part, model, variant)
+            if key == "metrics" or "control" in r
+        }
+
+    def angle(part: str, variant: str, which: str) -> dict[int, float]:
+        return {
+            r["spec"]["seed"]: statistics.fmean(
+                a for level in r["angles"][which].values() for a in level.values()
+            )
+            for r in _by(runs, part, "pip_restormer", variant)
+            if "angles" in r
+        }
+
+    rows: list[tuple[str, list[float], str]] = [
+        ("PIP-Restormer - PromptIR, 3-task average PSNR (dB)",
+         _paired(avg("models", "pip_restormer"), avg("models", "promptir")), "+0.85 (32.91 vs 32.06, PIP Table 1)"),
+        ("PIP-Restormer - Restormer, average PSNR (dB)",
+         _paired(avg("models", "pip_restormer"), avg("models", "restormer")), "+0.87 on 5 tasks (PIP Table 2)"),
+        ("PromptIR - Restormer, average PSNR (dB)",
+         _paired(avg("models", "promptir"), avg("models", "restormer")), "> 0 (PromptIR paper)"),
+        ("PIP-NAFNet - NAFNet, average PSNR (dB)",
+         _paired(avg("models", "pip_nafnet"), avg("models", "nafnet")), "> 0 (PIP, prompts on another backbone)"),
+        ("PIP-Restormer: right label - wrong label (dB)",
+         _paired(avg("models", "pip_restormer", key="label"), avg("models", "pip_restormer", key="wrong")),
+         "> 0 (prompts respond to the degradation)"),
+        ("PIP-Restormer: right label - blind (dB)",
+         _paired(avg("models", "pip_restormer", key="label"), avg("models", "pip_restormer", key="blind")),
+         ">= 0 (classifier 98-100 % in the paper)"),
+        ("prompt angle: decoupled loss on - off (degrees)",
+         _paired(angle("models", "", "final"), angle("pip_control", "ddl0", "final")), "> 0 (spreads the prompts)"),
+    ]  # fmt: skip
+    loss = {
+        name: {r["spec"]["seed"]: r["metrics"]["average"]["psnr"] for r in _by(runs, "losses", variant=name)}
+        for name in STUDY_LOSSES
+    }
+    for name in STUDY_LOSSES[1:]:
+        rows.append((f"{LOSS_LABELS[name]} - L1, rain + snow (dB)", _paired(loss[name], loss["l1"]),
+                     "> 0 (course reports)"))  # fmt: skip
+    tta = data.get("tta") or {}
+    for mode, paper in (("x8", "about +0.5 (course reports)"), ("flip", "> 0")):
+        diffs = [t[mode]["average"]["psnr"] - t["False"]["average"]["psnr"] for t in tta.values()]
+        rows.append((f"{mode} TTA - none, rain + snow, all losses and seeds (dB)", diffs, paper))
+    return [
+        {"claim": c, "diffs": d, "paper": p, "verdict": _verdict(d), "mean_std": mean_std(d) if d else None}
+        for c, d, p in rows
+    ]
+
+
 def write_report(study: Study, data: dict[str, Any], args_line: str, wall_s: float) -> str:
     """``OUT/study.md``: the tables; figures and grids are linked when they were written."""
     s, out = study.s, study.out
@@ -697,6 +769,20 @@ def write_report(study: Study, data: dict[str, Any], args_line: str, wall_s: flo
         f"Training photographs: {', '.join(n for n, _ in inv['train'])}; held-out test photographs: "
         f"{', '.join(n for n, _ in inv['test'])} (centre {s.eval_size} px crops, {s.test_draws} degradation "
         f"draws each). PSNR / SSIM: PromptIR protocol (RGB, data range 1, no border crop).",
+        "",
+    ]
+    # ---- the claims, at a glance
+    rows = [
+        [c["claim"], _fmt(c["diffs"]) if c["diffs"] else "-", str(len(c["diffs"])), c["paper"], c["verdict"]]
+        for c in claims(study, data)
+    ]
+    md += [
+        "## The claims at a glance",
+        "",
+        "Differences paired by seed (mean ± standard deviation over the pairs); a claim *holds* or is "
+        "*reversed* when the mean is beyond twice its standard error, else it is *within the seed spread*.",
+        "",
+        _table(["claim", "measured", "pairs", "paper / reports", "verdict"], rows),
         "",
     ]
     # ---- budget
@@ -1190,6 +1276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model_specs": specs,
         "runs": [{k: v for k, v in r.items() if k != "per_image"} for r in study.results.values()],
         "tta": data["tta"],
+        "claims": claims(study, data),
         "figures": figures,
     }
     _write_json(out / "results.json", results)
