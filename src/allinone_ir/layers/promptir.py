@@ -105,6 +105,10 @@ def _prompt_from_official_shape(module: nn.Module, state_dict: dict, prefix: str
 class PromptInteraction(nn.Module):
     """Prompt interaction block: concatenate prompt and feature, transformer block, 1x1 reduction.
 
+    :class:`~allinone_ir.models.PromptIR` runs this computation (:meth:`interact`) at each of its
+    three prompt levels, on its modules under the official names ``noise_level{l}`` and
+    ``reduce_noise_level{l}`` (so its checkpoints keep the official keys).
+
     Args:
         feature_dim: Channels of the feature map.
         prompt_dim: Channels of the prompt.

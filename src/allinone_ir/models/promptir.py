@@ -30,7 +30,11 @@ class PromptIR(RestormerUNet):
     A Restormer encoder; at the latent and after decoder levels 3 and 2 a
     :class:`~allinone_ir.layers.PromptGenBlock` generates an input-conditioned prompt,
     which is concatenated to the feature, mixed by a transformer block
-    (``noise_level*``) and reduced by a 1x1 convolution (``reduce_noise_level*``).
+    (``noise_level*``) and reduced by a 1x1 convolution (``reduce_noise_level*``): the
+    :class:`~allinone_ir.layers.PromptInteraction` block, run on these official modules
+    (:meth:`~allinone_ir.layers.PromptInteraction.interact`). The network is Restormer's
+    U-Net (:class:`~allinone_ir.models.restormer.RestormerUNet`) with the prompt levels in its
+    latent and decoder hooks.
     Defaults are the official configuration (35,376,967 parameters; the six modules
     the official code builds but never uses are not built). State-dict keys equal
     the official ones, so official weights load after stripping the ``net.`` prefix.
