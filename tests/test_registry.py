@@ -26,6 +26,7 @@ from allinone_ir.models import (
     AuxiliaryLoss,
     DegradationClassifier,
     PromptIR,
+    RecordsConfig,
     RestorationModel,
     Restormer,
     _registry,
@@ -33,7 +34,6 @@ from allinone_ir.models import (
     list_architectures,
     register_architecture,
 )
-from allinone_ir.models._base import RecordsConfig
 from allinone_ir.training.finetune import (
     PROMPTIR_STAGE2_GROUPS,
     finetune_groups,

@@ -1,6 +1,6 @@
 """Full restoration networks and the model registry."""
 
-from ._base import AuxiliaryLoss, RestorationModel, check_image_batch
+from ._base import AuxiliaryLoss, RecordsConfig, RestorationModel, check_image_batch
 from ._registry import (
     create_model,
     get_model_class,
@@ -25,6 +25,7 @@ __all__ = [
     "PIPRestormer",
     "PIPUNet",
     "PromptIR",
+    "RecordsConfig",
     "RestorationModel",
     "Restormer",
     "check_image_batch",

@@ -148,7 +148,7 @@ class RestorationModel(RecordsConfig, nn.Module):
 
     Subclasses set ``in_channels``, ``out_channels`` and ``pad_multiple`` and implement
     ``forward``; their keyword-only constructor arguments are recorded as ``config`` (see
-    :class:`RecordsConfig`), so :mod:`allinone_ir.hub` can rebuild the network.
+    :class:`~allinone_ir.models.RecordsConfig`), so :mod:`allinone_ir.hub` can rebuild the network.
 
     A family also declares what the rest of the library needs to know about it, so that
     :mod:`allinone_ir.hub`, the trainer and the CLI name no family:
