@@ -503,6 +503,20 @@ class Study:
         _write_json(path, res)
         return res
 
+    def _eta(self, left: list[RunSpec]) -> str:
+        """The time the remaining runs should take, from the seconds per update (and test time) measured so far."""
+        per: dict[str, tuple[float, float]] = {}
+        for r in self.results.values():
+            per.setdefault(r["spec"]["model"], (r["seconds_per_step"], r["eval_seconds"]))
+        todo = [r for r in left if self.finished(r) is None]
+        if not per or not todo:
+            return f"{len(todo)} runs left"
+        worst = max(per.values())
+        secs = sum(per.get(r.model, worst)[0] * r.steps + per.get(r.model, worst)[1] for r in todo)
+        unseen = sorted({r.model for r in todo} - set(per))
+        note = f" (guessing {', '.join(unseen)} from the slowest so far)" if unseen else ""
+        return f"{len(todo)} runs left, about {secs / 60:.0f} min{note}"
+
     def execute(self, parts: Iterable[str]) -> dict[str, Any]:
         parts = list(parts)
         runs: list[RunSpec] = []
@@ -516,9 +530,8 @@ class Study:
         self.log(f"study: {len(todo)} runs, parts {', '.join(parts)}, out {self.out}")
         for i, spec in enumerate(todo):
             self.run(spec)
-            if self.timing and i + 1 < len(todo):
-                left = len(todo) - i - 1
-                self.log(f"    {i + 1}/{len(todo)} done; {left} left")
+            if i + 1 < len(todo):
+                self.log(f"    {i + 1}/{len(todo)} done; {self._eta(todo[i + 1 :])}")
         tta = {r.run_id: self.tta(r) for r in self.loss_runs()} if "tta" in parts else {}
         # the report covers every finished run of this study in OUT, whichever parts this call ran
         for spec in self.model_runs() + self.ddl_on_runs() + self.ddl_off_runs() + self.loss_runs():
