@@ -293,3 +293,21 @@ def test_pipunet_records_its_arguments_not_its_backbone() -> None:
     }
     freeze(net)
     assert unfreeze(net, ["prompts"]) == module_groups(net)["pips"][1]
+
+
+def test_a_greedy_claim_that_does_not_build_loses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_registry, "_ARCHITECTURES", dict(_registry._ARCHITECTURES))
+
+    @register_architecture
+    class Greedy(RestorationModel):
+        def __init__(self, *, size: int = 1) -> None:
+            super().__init__()
+            raise ValueError("never builds")
+
+        @classmethod
+        def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+            return {"size": len(state_dict)}  # claims every state dict
+
+    net = create_model("nafnet", **TINY["nafnet"])
+    assert detect_architecture(net.state_dict())[0] == "NAFNet"
+    assert detect_architecture({"foo.weight": torch.zeros(1)}) == ("Greedy", {"size": 1})  # the only claim

@@ -216,10 +216,10 @@ def _mismatches(cls: type[nn.Module], config: dict[str, Any], state_dict: Mappin
     try:
         with torch.device("meta"):
             model = cls(**config)
-    except Exception:  # a claim whose config does not even build
+        state = _filter(model, state_dict)
+        expected = model.state_dict()
+    except Exception:  # a claim whose config does not even build (or whose filter fails): the worst match
         return len(state_dict) + 1
-    state = _filter(model, state_dict)
-    expected = model.state_dict()
     wrong = sum(1 for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape))
     return len(expected.keys() ^ state.keys()) + wrong
 
