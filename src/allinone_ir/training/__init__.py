@@ -1,4 +1,10 @@
-"""Training: the :class:`Trainer`, its :class:`TrainerConfig`, checkpoints and resume, staged fine-tuning helpers."""
+"""Training: the :class:`Trainer`, its :class:`TrainerConfig`, checkpoints and resume, staged fine-tuning helpers.
+
+The trainer runs the loop; its files are written by :mod:`~allinone_ir.training.checkpoint`
+(checkpoints, resume, initial weights), :mod:`~allinone_ir.training.logs` (CSV / JSON logs) and
+:mod:`~allinone_ir.training.plots` (curves). :mod:`~allinone_ir.training.cli` reads config files for
+``allinone-ir train`` (whose command line is in :mod:`allinone_ir.commands.train`).
+"""
 
 from .config import TrainerConfig, normalize_resume
 from .ema import ModelEMA
