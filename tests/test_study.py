@@ -84,7 +84,7 @@ def test_smoke_results_are_complete_and_finite(smoke: Path) -> None:
             tta = res["tta"][r["run_id"]]
             assert all(math.isfinite(tta[m]["average"]["psnr"]) for m in ("False", "flip", "x8"))
     # every claim of the issue is measured, with a verdict
-    assert len(res["claims"]) == 13
+    assert len(res["claims"]) == 14
     assert all(c["diffs"] and c["verdict"] != "not measured" for c in res["claims"])
     # the split: no test photograph is trained on
     assert res["photos"]["test"] and not set(res["photos"]["test"]) & set(res["photos"]["train"])
