@@ -43,8 +43,10 @@ def test_every_command_is_a_module_of_commands() -> None:
         name: f"allinone_ir.commands.{name}" for name in COMMANDS
     }
     parser = build_parser()
-    sub = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert list(sub) == list(COMMANDS)
+    action = parser._subparsers._group_actions[0]  # type: ignore[union-attr]
+    assert list(action.choices) == list(COMMANDS)
+    # the one-line help of `allinone-ir --help` is each module's own, the same as COMMANDS says
+    assert {a.dest: a.help for a in action._choices_actions} == {n: text for n, (_, text) in COMMANDS.items()}
 
 
 def test_old_import_paths_are_the_moved_objects() -> None:
