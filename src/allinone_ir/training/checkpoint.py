@@ -36,6 +36,7 @@ __all__ = [
     "format_bytes",
     "load_init_weights",
     "periodic_checkpoints",
+    "plain_metrics",
     "read_checkpoint",
     "read_resume_checkpoint",
     "remove_stale_temporaries",
@@ -183,7 +184,19 @@ def write_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> 
 
 
 def plain_metrics(best: Mapping[str, Any]) -> dict[str, Any]:
-    """The best-metrics record with Python floats (a ``weights_only``-loadable checkpoint holds no numpy floats)."""
+    """The best-metrics record with plain Python floats (float subclasses such as numpy's become ``float``).
+
+    Args:
+        best: ``{"psnr": ..., "ssim": ..., "step": ...}``.
+
+    Returns:
+        A new dict that a ``weights_only`` load reads back.
+
+    Examples:
+        >>> import numpy as np
+        >>> plain_metrics({"psnr": np.float64(30.5), "step": 3})
+        {'psnr': 30.5, 'step': 3}
+    """
     return {k: float(v) if isinstance(v, float) else v for k, v in best.items()}
 
 
@@ -238,7 +251,7 @@ def read_resume_checkpoint(path: str | os.PathLike[str], model: nn.Module) -> di
     return state
 
 
-def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     """Load the weights a run starts from (``trainer.init_weights``) into ``model``, in place.
 
     Any file :func:`allinone_ir.load_checkpoint` reads will do: a training checkpoint or ``best.pt``
@@ -249,6 +262,9 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
         model: The configured network.
         path: The checkpoint.
 
+    Returns:
+        ``model``, with the weights loaded.
+
     Raises:
         CheckpointError: If the file cannot be read, or its weights do not fit ``model`` (one line
             naming the file and the mismatch).
@@ -258,9 +274,8 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
         >>> import tempfile
         >>> a, b = nn.Linear(2, 2), nn.Linear(2, 2)
         >>> p = write_checkpoint(Path(tempfile.mkdtemp()) / "w.pt", {"model": a.state_dict()})
-        >>> load_init_weights(b, p)
-        >>> torch.equal(a.weight, b.weight)
-        True
+        >>> load_init_weights(b, p) is b, torch.equal(a.weight, b.weight)
+        (True, True)
     """
     from ..hub import load_checkpoint
 
@@ -274,6 +289,7 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
         raise CheckpointError(f"init_weights {path} does not fit the configured model ({misfit})") from exc
     finally:
         model.train(training)
+    return model
 
 
 def _misfit_of_file(model: nn.Module, path: str | os.PathLike[str]) -> str | None:
