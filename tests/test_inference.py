@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -240,6 +241,37 @@ def test_input_kinds_agree(tmp_path) -> None:
         restore(net, path, output=tmp_path / "out.png")
     with pytest.raises(ValueError, match="input"):
         restore(net, path, output=path, overwrite=True)
+
+
+def test_restore_path_output_keeps_channels_and_depth(tmp_path: Path) -> None:
+    """restore(path, output=...) writes what the CLI writes: grayscale stays grayscale, alpha is copied back."""
+    from allinone_ir.inference import LUMA_WEIGHTS, restore_array
+    from allinone_ir.io import read_image_array
+
+    class Darken(nn.Module):
+        in_channels = out_channels = 3
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * torch.tensor([0.5, 0.75, 1.0]).view(1, 3, 1, 1)
+
+    rng = np.random.default_rng(0)
+    gray16 = rng.integers(0, 65536, (9, 11), dtype=np.uint16)
+    rgba = rng.integers(0, 256, (9, 11, 4), dtype=np.uint8)
+    for name, arr in (("gray16", gray16), ("rgba", rgba)):
+        src = write_image(tmp_path / f"{name}.png", arr)
+        out = restore(Darken(), src, output=tmp_path / f"{name}_out.png")
+        got = read_image_array(out, keep_channels=True)
+        stored = read_image_array(src, keep_channels=True)
+        assert got.dtype == stored.dtype and got.shape == stored.shape
+        np.testing.assert_array_equal(got, restore_array(Darken(), stored)[1])  # the CLI's pixels
+    # grayscale: the three darkened channels weighted back to luma (0.299*0.5 + 0.587*0.75 + 0.114)
+    luma = sum(w * f for w, f in zip(LUMA_WEIGHTS, (0.5, 0.75, 1.0)))
+    got = read_image_array(tmp_path / "gray16_out.png", keep_channels=True)[:, :, 0].astype(float)
+    np.testing.assert_allclose(got, gray16 * luma, atol=1.0)
+    # alpha copied back untouched, colour darkened per channel
+    got = read_image_array(tmp_path / "rgba_out.png", keep_channels=True)
+    np.testing.assert_array_equal(got[:, :, 3], rgba[:, :, 3])
+    np.testing.assert_allclose(got[:, :, 0], rgba[:, :, 0] * 0.5, atol=0.51)
 
 
 def test_clamp_and_half_precision() -> None:

@@ -38,9 +38,11 @@ import torch
 from torch import nn
 
 from ._runtime import autocast, low_precision_dtype, progress_bar
+from .errors import UsageError
 from .io import array_to_tensor, read_image_array, tensor_to_array, write_image
 
 __all__ = [
+    "LUMA_WEIGHTS",
     "TTA_MODES",
     "blend_window",
     "compiled_for_inference",
@@ -49,6 +51,7 @@ __all__ = [
     "prefers_channels_last",
     "prepare_for_inference",
     "restore",
+    "restore_array",
     "tile_starts",
     "tta_transforms",
 ]
@@ -570,6 +573,78 @@ def _pil_image_class() -> Any:
     return Image.Image
 
 
+#: ITU-R BT.601 luma weights (R, G, B): how a colour network's output becomes a grayscale file
+#: (the weights Pillow's ``convert("L")`` uses). A grayscale input is given to a colour network as
+#: three equal channels, so its output is nearly gray and the weights barely matter.
+LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
+
+
+def restore_array(
+    model: Any, arr: np.ndarray, restore_fn: Callable[[Any], Any] | None = None
+) -> tuple[Any, np.ndarray]:
+    """Restore the pixels of one file, keeping its bit depth and channels.
+
+    Colour channels go through the network; a grayscale image is given to a 3-channel network as
+    three equal channels and its output turned back to one channel with :data:`LUMA_WEIGHTS`; an
+    alpha channel is copied back untouched.
+
+    Args:
+        model: The network (its ``in_channels`` attribute, default 3, is the channels it takes).
+        arr: ``(H, W, C)`` pixels as stored (``read_image_array(path, keep_channels=True)``): C is 1
+            (grayscale), 2 (grayscale + alpha), 3 (RGB) or 4 (RGBA); uint8 or uint16.
+        restore_fn: ``(C, H, W) float tensor -> (C, H, W) tensor`` running the network (default:
+            :func:`~allinone_ir.inference.restore` with its defaults).
+
+    Returns:
+        The network's output, a float ``(C_out, H, W)`` tensor in [0, 1], and the pixels to write:
+        ``(H, W, C)`` with the input's C and dtype.
+
+    Raises:
+        UsageError: If the network takes another number of channels than the image has (a 1-channel
+            network and a colour image).
+
+    Shape:
+        - arr: :math:`(H, W, C)`, C in 1..4
+        - outputs: :math:`(C_{out}, H, W)` and :math:`(H, W, C)`
+
+    Examples:
+        >>> import torch
+        >>> class Identity(torch.nn.Module):
+        ...     def forward(self, x):
+        ...         return x
+        >>> gray = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)[:, :, None]
+        >>> y, pixels = restore_array(Identity(), gray)
+        >>> tuple(y.shape), pixels.dtype, pixels[:, :, 0].tolist()
+        ((3, 2, 2), dtype('uint16'), [[0, 1000], [30000, 65535]])
+    """
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected (H, W, C) pixels with C in 1..4, got shape {arr.shape}")
+    n_colour = 1 if arr.shape[2] <= 2 else 3
+    x = array_to_tensor(arr[:, :, :n_colour])
+    in_ch = int(getattr(model, "in_channels", 3))
+    if n_colour == 1 and in_ch == 3:
+        x = x.expand(3, -1, -1).contiguous()
+    elif n_colour != in_ch:
+        kind = "grayscale" if n_colour == 1 else "colour"
+        raise UsageError(
+            f"the network takes {in_ch}-channel images; this image is {kind} ({n_colour} channels)"
+        )
+    if restore_fn is None:
+
+        def restore_fn(t: Any) -> Any:
+            return restore(model, t, progress=False)
+
+    y = restore_fn(x)
+    y_file = y
+    if n_colour == 1 and y.shape[0] == 3:
+        weights = torch.tensor(LUMA_WEIGHTS, dtype=y.dtype, device=y.device).view(3, 1, 1)
+        y_file = (y * weights).sum(dim=0, keepdim=True)
+    pixels = tensor_to_array(y_file, arr.dtype)
+    if arr.shape[2] in (2, 4):
+        pixels = np.concatenate([pixels, arr[:, :, n_colour:]], axis=2)
+    return y, pixels
+
+
 def restore(
     model: nn.Module,
     image: Any,
@@ -634,8 +709,9 @@ def restore(
             outputs are always clamped).
         progress: Show a tqdm progress bar: ``None`` shows it on a terminal for jobs of more than
             one step (when tqdm is installed), ``True`` always, ``False`` never.
-        output: For a path ``image`` only: where to write the result (PNG, 8-bit or 16-bit as the
-            input). Without it nothing is written.
+        output: For a path ``image`` only: where to write the result, as ``allinone-ir restore`` writes
+            it: PNG of the input's bit depth (8 or 16) and channels (grayscale stays grayscale, an
+            alpha channel is copied back; :func:`restore_array`). Without it nothing is written.
         overwrite: Allow ``output`` to replace an existing file.
 
     Returns:
@@ -699,12 +775,16 @@ def restore(
         return pil.convert(mode) if mode in ("L", "I;16") and pil.mode != mode else pil
 
     if isinstance(image, (str, os.PathLike)):
-        arr = read_image_array(image)
-        res = _restore_array(model, arr, True, opts, in_ch)
         if output is None:
-            return res
+            return _restore_array(model, read_image_array(image), True, opts, in_ch)
         if Path(output).resolve() == Path(image).resolve():
             raise ValueError(f"output {output} is the input file; refusing to overwrite an input")
+        # the file written keeps the input's channels (grayscale stays grayscale, alpha is copied back)
+        _, res = restore_array(
+            model,
+            read_image_array(image, keep_channels=True),
+            lambda t: restore(model, t, clamp=clamp, **opts),
+        )
         return write_image(output, res, bits=16 if res.dtype == np.uint16 else 8, overwrite=overwrite)
 
     raise TypeError(

@@ -17,7 +17,7 @@ import os
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +33,22 @@ from ._common import (
 )
 
 __all__ = [
-    "LUMA_WEIGHTS",
     "add_model_arguments",
     "add_parser",
     "collect_inputs",
     "load_model_from_args",
-    "restore_array",
     "run",
 ]
 
-#: ITU-R BT.601 luma weights (R, G, B): how a colour network's output becomes a grayscale file
-#: (the weights Pillow's ``convert("L")`` uses). A grayscale input is given to a colour network as
-#: three equal channels, so its output is nearly gray and the weights barely matter.
-LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
+
+def __getattr__(name: str) -> Any:
+    # ``LUMA_WEIGHTS`` and ``restore_array`` live in :mod:`allinone_ir.inference` (the library part);
+    # imported on first use so that building the command line does not import torch.
+    if name in ("LUMA_WEIGHTS", "restore_array"):
+        from .. import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def collect_inputs(items: Iterable[str]) -> list[Path]:
@@ -173,77 +176,6 @@ class _NpzWriter:
             os.unlink(self.tmp)
 
 
-def restore_array(
-    model: Any, arr: np.ndarray, restore_fn: Callable[[Any], Any] | None = None
-) -> tuple[Any, np.ndarray]:
-    """Restore the pixels of one file, keeping its bit depth and channels.
-
-    Colour channels go through the network; a grayscale image is given to a 3-channel network as
-    three equal channels and its output turned back to one channel with :data:`LUMA_WEIGHTS`; an
-    alpha channel is copied back untouched.
-
-    Args:
-        model: The network (its ``in_channels`` attribute, default 3, is the channels it takes).
-        arr: ``(H, W, C)`` pixels as stored (``read_image_array(path, keep_channels=True)``): C is 1
-            (grayscale), 2 (grayscale + alpha), 3 (RGB) or 4 (RGBA); uint8 or uint16.
-        restore_fn: ``(C, H, W) float tensor -> (C, H, W) tensor`` running the network (default:
-            :func:`~allinone_ir.inference.restore` with its defaults).
-
-    Returns:
-        The network's output, a float ``(C_out, H, W)`` tensor in [0, 1], and the pixels to write:
-        ``(H, W, C)`` with the input's C and dtype.
-
-    Raises:
-        UsageError: If the network takes another number of channels than the image has (a 1-channel
-            network and a colour image).
-
-    Shape:
-        - arr: :math:`(H, W, C)`, C in 1..4
-        - outputs: :math:`(C_{out}, H, W)` and :math:`(H, W, C)`
-
-    Examples:
-        >>> import torch
-        >>> class Identity(torch.nn.Module):
-        ...     def forward(self, x):
-        ...         return x
-        >>> gray = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)[:, :, None]
-        >>> y, pixels = restore_array(Identity(), gray)
-        >>> tuple(y.shape), pixels.dtype, pixels[:, :, 0].tolist()
-        ((3, 2, 2), dtype('uint16'), [[0, 1000], [30000, 65535]])
-    """
-    import torch
-
-    from ..io import array_to_tensor, tensor_to_array
-
-    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"expected (H, W, C) pixels with C in 1..4, got shape {arr.shape}")
-    n_colour = 1 if arr.shape[2] <= 2 else 3
-    x = array_to_tensor(arr[:, :, :n_colour])
-    in_ch = int(getattr(model, "in_channels", 3))
-    if n_colour == 1 and in_ch == 3:
-        x = x.expand(3, -1, -1).contiguous()
-    elif n_colour != in_ch:
-        kind = "grayscale" if n_colour == 1 else "colour"
-        raise UsageError(
-            f"the network takes {in_ch}-channel images; this image is {kind} ({n_colour} channels)"
-        )
-    if restore_fn is None:
-        from ..inference import restore
-
-        def restore_fn(t: Any) -> Any:
-            return restore(model, t, progress=False)
-
-    y = restore_fn(x)
-    y_file = y
-    if n_colour == 1 and y.shape[0] == 3:
-        weights = torch.tensor(LUMA_WEIGHTS, dtype=y.dtype, device=y.device).view(3, 1, 1)
-        y_file = (y * weights).sum(dim=0, keepdim=True)
-    pixels = tensor_to_array(y_file, arr.dtype)
-    if arr.shape[2] in (2, 4):
-        pixels = np.concatenate([pixels, arr[:, :, n_colour:]], axis=2)
-    return y, pixels
-
-
 def run(args: argparse.Namespace) -> int:
     """Restore every input; write PNGs to ``--out`` and/or the ``--npz`` archive.
 
@@ -254,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     """
     import torch
 
-    from ..inference import restore
+    from ..inference import restore, restore_array
     from ..io import read_image_array, tensor_to_array, write_image
 
     if not args.out and not args.npz:
