@@ -311,3 +311,17 @@ def test_a_greedy_claim_that_does_not_build_loses(monkeypatch: pytest.MonkeyPatc
     net = create_model("nafnet", **TINY["nafnet"])
     assert detect_architecture(net.state_dict())[0] == "NAFNet"
     assert detect_architecture({"foo.weight": torch.zeros(1)}) == ("Greedy", {"size": 1})  # the only claim
+
+
+@pytest.mark.parametrize("num", [3, 6])
+def test_pip_degradation_names_guessed_from_the_vocabulary(num: int) -> None:
+    """Bare PIP weights do not store their degradation names: they are guessed in label order, with a warning."""
+    from allinone_ir.degradation_types import DEGRADATION_TABLE
+
+    kwargs = dict(TINY["pip_nafnet"], degradations=[f"d{i}" for i in range(num)])
+    net = create_model("pip_nafnet", **kwargs)
+    with pytest.warns(UserWarning, match=f"{num} degradation prompts"):
+        loaded = load_checkpoint(net.state_dict())
+    expected = [d.name for d in DEGRADATION_TABLE][:num]
+    assert list(loaded.degradations) == expected  # 6 prompts: ..., "lowlight", "snow"
+    assert expected[-1] == ("haze" if num == 3 else "snow")

@@ -4,7 +4,7 @@ All three take ``model(image, degradation=None, *, return_weights=False, return_
 
 - ``degradation`` controls the degradation-aware prompts: an int label or labels ``(N,)``,
   a name (``"rain"``, ``"rain+noise"``), a list of names, a mapping ``{"rain": 0.7, "noise": 0.3}``
-  or a weight tensor ``(N, T)`` (see :func:`~allinone_ir.layers.pip.resolve_degradation_weights`);
+  or a weight tensor ``(N, T)`` (see :func:`~allinone_ir.degradation_types.resolve_degradation_weights`);
 - ``degradation=None`` restores blind: the built-in :class:`~allinone_ir.models.classifier.DegradationClassifier`
   estimates ``omega = softmax(logits)``;
 - ``return_weights=True`` also returns the ``omega`` used (the estimate, when blind);
@@ -31,9 +31,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..degradation_types import (
+    DEFAULT_DEGRADATIONS,
+    DegradationSpec,
+    default_names,
+    resolve_degradation_weights,
+)
 from ..errors import DatasetError
 from ..layers.norm import NormKind
-from ..layers.pip import DEFAULT_DEGRADATIONS, DegradationSpec, PIPBlock, resolve_degradation_weights
+from ..layers.pip import PIPBlock
 from ..losses.decoupled import DEFAULT_DDL_ALPHA, collect_degradation_prompts, directional_decoupled_loss
 from ._base import AuxiliaryLoss, RestorationModel
 from ._registry import register_architecture, register_model
@@ -75,7 +81,7 @@ def _classifier_term(
     """The ``classifier`` term: cross-entropy of the training forward's logits against ``batch["label"]``.
 
     Zero for a batch without labels (blind training: the classifier learns through the restoration
-    loss alone). Labels of any form :func:`~allinone_ir.layers.pip.resolve_degradation_weights` reads
+    loss alone). Labels of any form :func:`~allinone_ir.degradation_types.resolve_degradation_weights` reads
     (integer labels, ``(N, T)`` weights from Degradation-Mix or mixup, names) are turned into
     normalised target weights, so a 50/50 mixture targets 0.5 / 0.5.
 
@@ -755,9 +761,7 @@ def _read_pip_blocks(state_dict: Mapping[str, torch.Tensor], blocks: list[str]) 
     num = int(state_dict[f"{blocks[0]}.degradation_prompt.prompts"].shape[0])
     names = list(DEFAULT_DEGRADATIONS)
     if num != len(names):
-        names = (
-            names[:num] if num < len(names) else names + [f"degradation{i}" for i in range(len(names), num)]
-        )
+        names = list(default_names(num))  # the vocabulary's names in label order (snow is the sixth)
         warnings.warn(
             f"the checkpoint has {num} degradation prompts; their names are not stored in the weights, "
             f"calling them {names} (pass degradations=[...] to name them)",
