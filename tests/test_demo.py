@@ -306,3 +306,44 @@ def test_tone_variants_lift_midtones_and_keep_black_and_white() -> None:
     assert len(tone_variants(x, 1)) == 1
     with pytest.raises(ValueError, match="count"):
         tone_variants(x, 0)
+
+
+def test_demo_offers_every_family_that_declares_a_small_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A family registered outside the package is offered by the demo (and its --model choices) with no edit."""
+    from torch import nn
+
+    from allinone_ir.demo import _build_model, demo_models
+    from allinone_ir.models import RestorationModel, _registry, register_architecture, register_model
+
+    monkeypatch.setattr(_registry, "_ARCHITECTURES", dict(_registry._ARCHITECTURES))
+    monkeypatch.setattr(_registry, "_MODELS", dict(_registry._MODELS))
+    assert sorted(demo_models()) == ["pip", "promptir"]
+    assert demo_models()["pip"][1]["degradations"] == ("noise", "rain", "haze", "snow")
+    assert demo_models(smoke=True)["promptir"][1]["dim"] == 8
+
+    @register_architecture
+    class Plain(RestorationModel):
+        demo_choices = {"plain": "plain_small"}
+
+        def __init__(self, *, width: int = 4) -> None:
+            super().__init__()
+            self.in_channels = self.out_channels = 3
+            self.body = nn.Conv2d(3, 3, 3, padding=1)
+            self.width = width
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.body(x)
+
+        @classmethod
+        def small_config(cls, *, degradations: tuple[str, ...] = (), smoke: bool = False) -> dict[str, int]:
+            return {"width": 2 if smoke else len(degradations)}
+
+    @register_model
+    def plain_small(**kwargs: int) -> Plain:
+        return Plain(**kwargs)
+
+    assert demo_models()["plain"] == ("plain_small", {"width": 4})
+    name, net = _build_model("plain", smoke=True)
+    assert name == "plain_small" and isinstance(net, Plain) and net.config == {"width": 2}
+    with pytest.raises(ValueError, match=r"one of \['pip', 'plain', 'promptir'\]"):
+        _build_model("nope", smoke=False)

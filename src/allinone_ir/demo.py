@@ -63,12 +63,12 @@ from .errors import require
 __all__ = [
     "COLOUR_TOLERANCE",
     "DEMO_DEGRADATIONS",
-    "DEMO_MODELS",
     "SMALL_GAIN_DB",
     "CaptionLine",
     "DemoResult",
     "add_parser",
     "check_dependencies",
+    "demo_models",
     "make_grid",
     "mean_rgb",
     "render_grid",
@@ -82,23 +82,40 @@ __all__ = [
 #: The degradations the demo synthesises and learns, in label order.
 DEMO_DEGRADATIONS: tuple[str, ...] = ("noise", "rain", "haze", "snow")
 
-#: ``--model`` choice -> (registered model name, reduced constructor arguments).
-DEMO_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
-    "promptir": (
-        "promptir",
-        dict(dim=16, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 4, 8),
-             prompt_dims=(16, 32, 64), prompt_sizes=(16, 8, 4), prompt_len=4),
-    ),
-    "pip": (
-        "pip_restormer",
-        dict(dim=16, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 4, 8),
-             prompt_dims=(16, 32, 64), prompt_sizes=(16, 8, 4), p2f_heads=2,
-             classifier_widths=(8, 16, 32), degradations=DEMO_DEGRADATIONS),
-    ),
-}  # fmt: skip
 
-# --smoke: the same networks, as small as they go (for tests and CI).
-_SMOKE_OVERRIDES: dict[str, Any] = dict(dim=8, prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 4))
+def demo_models(smoke: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The networks the demo offers: ``--model`` choice -> (registered model name, constructor overrides).
+
+    Every registered family that lists :attr:`~allinone_ir.models.RestorationModel.demo_choices` is
+    offered, built with its :meth:`~allinone_ir.models.RestorationModel.small_config` for
+    :data:`DEMO_DEGRADATIONS`; the demo names no family itself, so a new family appears here
+    without an edit.
+
+    Args:
+        smoke: The families' smallest configurations (``--smoke``).
+
+    Examples:
+        >>> sorted(demo_models())
+        ['pip', 'promptir']
+        >>> demo_models()["pip"][0]
+        'pip_restormer'
+    """
+    from .models import get_model_class, list_architectures
+
+    offered: dict[str, tuple[str, dict[str, Any]]] = {}
+    for arch in list_architectures():
+        cls = get_model_class(arch)
+        for choice, model_name in getattr(cls, "demo_choices", {}).items():
+            overrides = cls.small_config(degradations=DEMO_DEGRADATIONS, smoke=smoke)
+            offered[choice] = (model_name, overrides)
+    return offered
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DEMO_MODELS":  # the demo's networks, from the registry at the time of asking
+        return demo_models()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # --smoke without --steps: this many updates, whatever --minutes says.
 _SMOKE_STEPS = 2
@@ -432,14 +449,10 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
 def _build_model(choice: str, smoke: bool) -> tuple[str, nn.Module]:
     from .models import create_model
 
-    if choice not in DEMO_MODELS:
-        raise ValueError(f"--model must be one of {sorted(DEMO_MODELS)}, got {choice!r}")
-    name, kwargs = DEMO_MODELS[choice]
-    kwargs = dict(kwargs)
-    if smoke:
-        kwargs.update(_SMOKE_OVERRIDES)
-        if choice == "pip":
-            kwargs["classifier_widths"] = (4, 8)
+    offered = demo_models(smoke)
+    if choice not in offered:
+        raise ValueError(f"--model must be one of {sorted(offered)}, got {choice!r}")
+    name, kwargs = offered[choice]
     return name, create_model(name, **kwargs)
 
 
@@ -502,7 +515,7 @@ def run_demo(
         out_dir: Output folder; must be empty or missing unless ``overwrite``.
         minutes: Training time budget in minutes.
         steps: Number of optimizer updates; overrides ``minutes`` (for reproducible runs).
-        model: ``"promptir"`` or ``"pip"`` (see :data:`DEMO_MODELS`).
+        model: ``"promptir"`` or ``"pip"`` (see :func:`demo_models`).
         device: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         holdout: Stem of the bundled photograph kept for testing.
         patch_size: Side of the random training crops.

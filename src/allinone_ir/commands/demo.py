@@ -10,7 +10,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``demo`` sub-command."""
-    from ..demo import DEMO_MODELS
+    from ..demo import demo_models
 
     p = subparsers.add_parser(
         "demo",
@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=3.0, help="training time budget (default: 3)")
     p.add_argument("--steps", type=int, default=None, help="number of updates instead of a time budget")
     p.add_argument(
-        "--model", choices=sorted(DEMO_MODELS), default="promptir", help="network (default: promptir)"
+        "--model", choices=sorted(demo_models()), default="promptir", help="network (default: promptir)"
     )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--holdout", default="chelsea", help="bundled photo kept for testing (default: chelsea)")

@@ -176,6 +176,9 @@ class RestorationModel(RecordsConfig, nn.Module):
     #: patterns as :func:`~allinone_ir.training.finetune.unfreeze` reads them (top-level module
     #: names, dotted prefixes or globs). Names must not be top-level module names of the network.
     finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: How ``allinone-ir demo`` offers the family: ``{"--model choice": "registered model name"}``,
+    #: built with the overrides of :meth:`small_config`; empty: the demo does not offer it.
+    demo_choices: ClassVar[Mapping[str, str]] = {}
 
     in_channels: int
     out_channels: int
@@ -264,6 +267,23 @@ class RestorationModel(RecordsConfig, nn.Module):
     def auxiliary_losses(self) -> list[AuxiliaryLoss]:
         """The family's auxiliary training terms, added to the main loss by the trainer (default: none)."""
         return []
+
+    @classmethod
+    def small_config(cls, *, degradations: Sequence[str], smoke: bool = False) -> dict[str, Any]:
+        """Constructor overrides of a small network (about a million parameters) that learns in minutes on a CPU.
+
+        The demo (:func:`allinone_ir.demo.run_demo`) builds the families listed in
+        :attr:`demo_choices` with them; a family that offers no demo need not implement it.
+
+        Args:
+            degradations: The degradations the network will learn, in label order (for networks that
+                take a degradation or classify it).
+            smoke: The smallest configuration that still runs (tests and CI), instead.
+
+        Raises:
+            NotImplementedError: If the family declares no small configuration.
+        """
+        raise NotImplementedError(f"{cls.__name__} declares no small configuration")
 
     @property
     def num_parameters(self) -> int:

@@ -402,6 +402,31 @@ class PIPRestormer(_PIPControl, RestormerUNet):
         "decoder": ("chnl_reduce3", "up*", "reduce_chan_level*", "decoder_level*", "refinement", "output"),
         "prompts": ("pip_level*",),
     }
+    demo_choices: ClassVar[Mapping[str, str]] = {"pip": "pip_restormer"}
+
+    @classmethod
+    def small_config(
+        cls, *, degradations: Sequence[str] = DEFAULT_DEGRADATIONS, smoke: bool = False
+    ) -> dict[str, Any]:
+        """A small PIP-Restormer (one block per level, width 16; the demo's); ``smoke``: the smallest.
+
+        Args:
+            degradations: The degradation names, in label order (one degradation prompt each).
+            smoke: The smallest configuration (width 8, a two-stage classifier), for tests.
+
+        Examples:
+            >>> net = PIPRestormer(**PIPRestormer.small_config(degradations=("noise", "rain")))
+            >>> net.degradations, net.num_parameters > 500_000
+            (('noise', 'rain'), True)
+        """
+        config: dict[str, Any] = dict(
+            dim=16, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 4, 8),
+            prompt_dims=(16, 32, 64), prompt_sizes=(16, 8, 4), p2f_heads=2, classifier_widths=(8, 16, 32),
+            degradations=tuple(degradations),
+        )  # fmt: skip
+        if smoke:
+            config.update(dim=8, prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 4), classifier_widths=(4, 8))
+        return config
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:

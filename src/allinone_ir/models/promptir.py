@@ -138,6 +138,27 @@ class PromptIR(RestormerUNet):
         "prompts": ("prompt*", "noise_level*", "reduce_noise_level*"),
         "stage2": _STAGE2,
     }
+    demo_choices: ClassVar[Mapping[str, str]] = {"promptir": "promptir"}
+
+    @classmethod
+    def small_config(cls, *, degradations: Sequence[str] = (), smoke: bool = False) -> dict[str, Any]:
+        """A 1.3 M-parameter PromptIR (one block per level, width 16; the demo's); ``smoke``: 0.2 M.
+
+        Args:
+            degradations: Unused: PromptIR restores blind and learns any degradations.
+            smoke: The smallest configuration (width 8), for tests.
+
+        Examples:
+            >>> PromptIR(**PromptIR.small_config()).num_parameters
+            1280755
+        """
+        config: dict[str, Any] = dict(
+            dim=16, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 4, 8),
+            prompt_dims=(16, 32, 64), prompt_sizes=(16, 8, 4), prompt_len=4,
+        )  # fmt: skip
+        if smoke:
+            config.update(dim=8, prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 4))
+        return config
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
