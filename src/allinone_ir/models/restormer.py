@@ -16,7 +16,7 @@ from ._detect import attention_heads, count_blocks, ffn_expansion_factor
 from ._registry import register_architecture, register_model
 from ._unet import UNetHooks
 
-__all__ = ["Restormer", "RestormerEncoderMixin", "restormer", "restormer_biasfree"]
+__all__ = ["Restormer", "RestormerEncoderMixin", "RestormerUNet", "restormer", "restormer_biasfree"]
 
 
 def transformer_stage(

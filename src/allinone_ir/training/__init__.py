@@ -8,7 +8,7 @@ The trainer runs the loop; its files are written by :mod:`~allinone_ir.training.
 
 from .config import TrainerConfig, normalize_resume
 from .ema import ModelEMA
-from .finetune import PROMPTIR_STAGE2_GROUPS, format_groups, freeze, module_groups, unfreeze
+from .finetune import PROMPTIR_STAGE2_GROUPS, finetune_groups, format_groups, freeze, module_groups, unfreeze
 from .schedule import warmup_cosine_factor
 from .signals import TrainingInterrupted
 from .trainer import LOSSES, LossTerm, Trainer, TrainingDivergedError, build_loss
@@ -23,6 +23,7 @@ __all__ = [
     "TrainingDivergedError",
     "TrainingInterrupted",
     "build_loss",
+    "finetune_groups",
     "format_groups",
     "freeze",
     "module_groups",

@@ -92,7 +92,9 @@ class TrainerConfig:
             ``"never"`` (start at step 0; ``None``, ``False``, ``"none"`` and ``"false"`` mean the same) or
             a checkpoint path.
         init_weights: Checkpoint whose model weights start the run (staged fine-tuning).
-        trainable: If set, freeze everything but these module groups (names, dotted prefixes or globs).
+        trainable: If set, freeze everything but these module groups (names, dotted prefixes or globs),
+            or the groups the family declares (``encoder``, ``decoder``, ``prompts``, PromptIR's
+            ``stage2``: :func:`~allinone_ir.training.finetune_groups`).
         progress_bar: Show a tqdm progress bar (when tqdm is installed) on the main process.
         plot: Save loss / PSNR curves as PNG (when matplotlib is installed).
         aux_weights: Weights of the network family's own training terms by name, replacing their defaults
