@@ -16,6 +16,7 @@ _RESTORMER = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads
 _NAF = dict(width=8, middle_blk_num=1, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1))
 
 TINY: dict[str, dict[str, Any]] = {
+    "adair": dict(_RESTORMER, dim=16),  # 16: the 1-unit ChannelGate of dim=8 can start dead
     "restormer": _RESTORMER,
     "restormer_biasfree": _RESTORMER,
     "promptir": dict(_RESTORMER, prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 4), prompt_len=3),
@@ -32,13 +33,13 @@ TINY: dict[str, dict[str, Any]] = {
 
 
 def tiny_model(name: str) -> torch.nn.Module:
-    """Seeded tiny network whose zero-initialised residual scales (NAFNet's beta, gamma) are set to 0.1,
-    so that every parameter influences the output."""
+    """Seeded tiny network whose zero-initialised residual scales (NAFNet's beta, gamma, AdaIR's
+    para1) are set to 0.1, so that every parameter influences the output."""
     torch.manual_seed(0)
     model = create_model(name, **TINY[name])
     with torch.no_grad():
         for pname, p in model.named_parameters():
-            if pname.endswith(("beta", "gamma")):
+            if pname.endswith(("beta", "gamma", "para1")):
                 p.fill_(0.1)
     return model
 

@@ -31,6 +31,7 @@ _LAZY: dict[str, str] = {
     "PIPRestormer": "allinone_ir.models.pip",
     "PIPNAFNet": "allinone_ir.models.pip",
     "PIPUNet": "allinone_ir.models.pip",
+    "AdaIR": "allinone_ir.models.adair",
 }
 
 __all__ = [

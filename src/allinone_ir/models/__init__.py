@@ -10,6 +10,7 @@ from ._registry import (
     register_architecture,
     register_model,
 )
+from .adair import ADAIR_UNUSED_MODULES, AdaIR
 from .classifier import DegradationClassifier, degradation_classification_loss
 from .nafnet import NAFNet
 from .pip import PIPNAFNet, PIPRestormer, PIPUNet
@@ -17,7 +18,9 @@ from .promptir import PROMPTIR_UNUSED_MODULES, PromptIR
 from .restormer import Restormer
 
 __all__ = [
+    "ADAIR_UNUSED_MODULES",
     "PROMPTIR_UNUSED_MODULES",
+    "AdaIR",
     "AuxiliaryLoss",
     "DegradationClassifier",
     "NAFNet",
