@@ -31,10 +31,12 @@ class AdaIR(RestormerUNet):
     of the (resized, embedded) degraded image with a per-sample adaptive spectral mask and merges
     them into the feature by cross-channel attention. The decoder channels are Restormer's.
 
-    Defaults are the official configuration: 28,779,784 parameters, plus 4,524 values in
-    ``fre*.rate_conv`` held as buffers (no gradient ever reaches them: the official training
-    leaves them at their initialisation) and 73,179 parameters of the ``conv`` and ``score_gen``
-    modules the official code builds but never uses (not built; 28,857,487 in the official count).
+    Defaults are the official configuration: 28,784,824 values as the official network counts them,
+    of which 28,542,130 are parameters here; 223,956 are buffers, weights no gradient can reach, which
+    the official training leaves at their initial values (``fre*.rate_conv`` and the low-band query
+    of ``fre*.channel_cross_h``, see :class:`~allinone_ir.layers.adair.FreModule`); 18,738 belong to
+    the ``conv`` and ``score_gen`` modules the official code builds and never uses (not built,
+    :data:`ADAIR_UNUSED_MODULES`, dropped on load).
     State-dict keys equal the official ones, so official weights load after stripping the ``net.``
     prefix. Any ``H, W >= 1`` works (reflect padding to a multiple of 8, output cropped back); the
     frequency blocks read the padded image.
@@ -186,5 +188,5 @@ class AdaIR(RestormerUNet):
 
 @register_model
 def adair(**kwargs: Any) -> AdaIR:
-    """AdaIR, official all-in-one configuration (28,779,784 parameters)."""
+    """AdaIR, official all-in-one configuration (28,542,130 parameters, 223,956 buffer values)."""
     return AdaIR(**kwargs)
