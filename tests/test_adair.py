@@ -172,3 +172,20 @@ def test_interpolation_matches_the_official_call() -> None:
         high, _ = block.mine(img, (5, 7))
         ref = block.conv1(F.interpolate(img, (5, 7), mode="bilinear")).abs()
     torch.testing.assert_close(high, ref)
+
+
+def test_three_task_config_is_valid() -> None:
+    from pathlib import Path
+
+    from allinone_ir.training import TrainerConfig
+    from allinone_ir.training.cli import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "adair_three_task.yaml")
+    trainer = TrainerConfig.from_dict(cfg["trainer"])
+    assert cfg["model"]["name"] == "adair" and cfg["data"]["train"]["type"] == "promptir"
+    assert (trainer.lr, trainer.loss, trainer.warmup_steps * 10, trainer.max_steps) == (
+        2e-4,
+        "l1",
+        375000,
+        375000,
+    )
