@@ -13,6 +13,9 @@ import torch
 from allinone_ir import create_model
 
 _RESTORMER = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 2, 4))
+_MOCE = dict(
+    dim=8, num_blocks=(1, 1, 1, 1), num_dec_blocks=(1, 1, 1), num_refinement_blocks=1, routing_noise=False
+)
 _NAF = dict(width=8, middle_blk_num=1, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1))
 
 TINY: dict[str, dict[str, Any]] = {
@@ -29,6 +32,10 @@ TINY: dict[str, dict[str, Any]] = {
         _RESTORMER, prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 4), p2f_heads=2, classifier_widths=(4, 8)
     ),
     "pip_nafnet": dict(_NAF, prompt_dims=(8, 8), prompt_sizes=(8, 4), p2f_heads=2, classifier_widths=(4, 8)),
+    # in training every expert is selected (train_top_k == num_experts), so each gets a non-zero gradient, and no
+    # routing noise, so two training forwards agree (tests/test_moce_ir.py covers top-1 training and the noise)
+    "moce_ir": dict(_MOCE, num_experts=2, train_top_k=2),
+    "moce_ir_s": dict(_MOCE, num_experts=3, train_top_k=3),
 }
 
 

@@ -12,6 +12,7 @@ from ._registry import (
 )
 from .adair import ADAIR_UNUSED_MODULES, AdaIR
 from .classifier import DegradationClassifier, degradation_classification_loss
+from .moce_ir import MoCEIR
 from .nafnet import NAFNet
 from .pip import PIPNAFNet, PIPRestormer, PIPUNet
 from .promptir import PROMPTIR_UNUSED_MODULES, PromptIR
@@ -23,6 +24,7 @@ __all__ = [
     "AdaIR",
     "AuxiliaryLoss",
     "DegradationClassifier",
+    "MoCEIR",
     "NAFNet",
     "PIPNAFNet",
     "PIPRestormer",
