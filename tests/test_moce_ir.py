@@ -193,3 +193,14 @@ def test_trainer_adds_the_balance_term(tmp_path: Path) -> None:
 
 def test_tiny_configs_cover_both_names() -> None:
     assert {"moce_ir", "moce_ir_s"} <= set(TINY)
+
+
+def test_three_task_config_is_valid() -> None:
+    from allinone_ir.training.cli import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "moce_ir_three_task.yaml")
+    trainer = TrainerConfig.from_dict(cfg["trainer"])
+    assert cfg["model"]["name"] == "moce_ir" and cfg["data"]["train"]["type"] == "promptir"
+    assert (trainer.lr, trainer.loss, trainer.warmup_steps, trainer.max_steps) == (2e-4, "l1", 37500, 300000)
+    terms = {a.name: a.weight for a in _meta(cfg["model"]["name"]).auxiliary_losses()}
+    assert trainer.aux_weights == {"balance": 0.01} == terms
