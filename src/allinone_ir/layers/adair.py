@@ -285,15 +285,17 @@ class FreModule(nn.Module):
             - image: :math:`(N, C_{in}, H_0, W_0)`
             - output: two :math:`(N, C, H, W)` maps with ``(H, W) = size``, float32
         """
-        image = F.interpolate(image, size, mode="bilinear", align_corners=False)
         if self.float32 and low_precision_autocast(image.device.type) is not None:
             with torch.autocast(image.device.type, enabled=False):
-                x = self.conv1(image.float())
-                threshold = torch.sigmoid(self.rate_conv(x.mean(dim=(-2, -1), keepdim=True)))
+                x, threshold = self._embed(image.float(), size)
         else:
-            x = self.conv1(image)
-            threshold = torch.sigmoid(self.rate_conv(x.mean(dim=(-2, -1), keepdim=True)))
+            x, threshold = self._embed(image, size)
         return frequency_split(x, threshold, self.band)
+
+    def _embed(self, image: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embedded image at ``size`` and its threshold ``(N, 2, 1, 1)``."""
+        x = self.conv1(F.interpolate(image, size, mode="bilinear", align_corners=False))
+        return x, torch.sigmoid(self.rate_conv(x.mean(dim=(-2, -1), keepdim=True)))
 
     def forward(self, image: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         high, low = self.mine(image, (y.shape[-2], y.shape[-1]))
