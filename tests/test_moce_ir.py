@@ -204,3 +204,29 @@ def test_three_task_config_is_valid() -> None:
     assert (trainer.lr, trainer.loss, trainer.warmup_steps, trainer.max_steps) == (2e-4, "l1", 37500, 300000)
     terms = {a.name: a.weight for a in _meta(cfg["model"]["name"]).auxiliary_losses()}
     assert trainer.aux_weights == {"balance": 0.01} == terms
+
+
+def test_channels_last_bf16_and_checkpointed_training() -> None:
+    torch.manual_seed(0)
+    net = create_model("moce_ir", **TOP1, routing_noise=False).eval()
+    x = torch.rand(2, 3, 19, 22)
+    with torch.no_grad():
+        ref = net(x)
+        net = net.to(memory_format=torch.channels_last)
+        assert net.uses_channels_last()
+        out = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net(x)
+    assert out.stride(1) == 1  # the whole network ran channels-last
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    assert torch.isfinite(low).all() and (low.float() - ref).abs().max() < 0.1
+    net.train()
+    net(x).square().mean().backward()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    net.zero_grad()
+    assert net.grad_checkpointing_stages() == ["enc.0.0.layers", "enc.1.0.layers", "enc.2.0.layers", "latent.layers",
+                                               "refinement.layers"]  # fmt: skip
+    net.set_grad_checkpointing(True)
+    net(x).square().mean().backward()
+    for n, p in net.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], atol=1e-6, rtol=1e-4, msg=n)
