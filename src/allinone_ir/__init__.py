@@ -32,6 +32,7 @@ _LAZY: dict[str, str] = {
     "PIPNAFNet": "allinone_ir.models.pip",
     "PIPUNet": "allinone_ir.models.pip",
     "AdaIR": "allinone_ir.models.adair",
+    "MoCEIR": "allinone_ir.models.moce_ir",
 }
 
 __all__ = [
