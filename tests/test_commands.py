@@ -315,3 +315,15 @@ def test_a_new_family_needs_no_edit_to_the_cli_or_the_trainer(
     trainer = Trainer(create_model(shallow_family), cfg, data)
     saved = torch.load(best, weights_only=True)["model"]
     assert all(torch.equal(saved[k], v.cpu()) for k, v in trainer.model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", sorted(__import__("tests.tiny_configs", fromlist=["TINY"]).TINY))
+def test_info_counts_flops_of_every_registered_network(name: str) -> None:
+    """`allinone-ir info` counts FLOPs on the meta device: every family's forward must run there."""
+    from allinone_ir import create_model
+
+    from .tiny_configs import TINY
+
+    net = create_model(name, **TINY[name])
+    small, large = count_flops(net, size=(32, 32)), count_flops(net, size=(64, 64))
+    assert small > 0 and 3.5 * small < large < 4.5 * small  # convolutions scale with the pixels

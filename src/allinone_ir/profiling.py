@@ -61,6 +61,9 @@ def count_flops(
         if size is None:
             raise TypeError("count_flops(network, size): give the image size (H, W)")
         meta, x = _on_meta(target), torch.zeros(1, in_channels, *size, device="meta")
+        # a throwaway copy: without gradients, no module output is a view of a parameter that requires
+        # grad (PIP's basic prompt), which FlopCounterMode's module tracker cannot hook
+        meta.requires_grad_(False)
 
         def call() -> None:
             with torch.no_grad():

@@ -12,6 +12,8 @@ The modules keep the official attribute names, so official state dicts load with
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -101,7 +103,14 @@ def frequency_split(
         (True, torch.Size([2, 4, 256, 128]))
     """
     h, w = x.shape[-2:]
-    with torch.autocast(x.device.type, enabled=False):
+    # autocast off around the transforms; "meta" (FLOP counting) and other device types without
+    # autocast have none to switch off
+    off = (
+        torch.autocast(x.device.type, enabled=False)
+        if low_precision_autocast(x.device.type)
+        else nullcontext()
+    )
+    with off:
         x = x.float()
         if h // band == 0 or w // band == 0:
             return x.abs(), torch.zeros_like(x)

@@ -378,7 +378,9 @@ class ComplexityExperts(nn.Module):
         self, x: torch.Tensor, freq_emb: torch.Tensor, shared: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         gates, indices, loss = self.routing(x, freq_emb)
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or x.is_meta:
+            # compiled: no data-dependent shapes; meta (FLOP counting): no routing decision to read,
+            # so every expert runs (an upper bound of the cost)
             out = sum(
                 gates[:, i].view(-1, 1, 1, 1).to(x.dtype) * self._expert(i)(x, shared)
                 for i in range(self.num_experts)
