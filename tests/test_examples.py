@@ -25,7 +25,8 @@ EXPECTED = {
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     # One thread: the smoke workloads are tiny, and several threads per process only oversubscribe the cores.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::UserWarning"}
+    # TMPDIR: the examples' default output folders (tempfile.mkdtemp) go inside the test's folder, not /tmp.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::UserWarning", "TMPDIR": str(cwd)}
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )

@@ -39,10 +39,26 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("study") / "out"
-    proc = _run(["--smoke", "--out", str(out)], cwd=out.parent)  # run from elsewhere: no reliance on the cwd
+    # run from elsewhere (no reliance on the cwd), two runs at a time in worker processes
+    proc = _run(["--smoke", "--out", str(out), "--jobs", "2", "--threads", "1"], cwd=out.parent)
     assert proc.returncode == 0, f"study.py --smoke failed:\n{proc.stdout}\n{proc.stderr}"
     assert "done in" in proc.stdout, proc.stdout
+    assert "2 runs at a time" in proc.stdout and "(11/11 done)" in proc.stdout, proc.stdout
     return out
+
+
+def test_a_run_in_a_worker_equals_the_same_run_in_process(smoke: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sequential"
+    args = ["--smoke", "--out", str(out), "--jobs", "1", "--threads", "1", "--only", "models",
+            "--models", "nafnet,pip_restormer"]  # fmt: skip
+    proc = _run(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "at a time" not in proc.stdout
+    for model in ("nafnet", "pip_restormer"):
+        seq = json.loads((out / "runs" / "models" / model / "seed0" / "result.json").read_text())
+        par = json.loads((smoke / "runs" / "models" / model / "seed0" / "result.json").read_text())
+        assert seq["metrics"] == par["metrics"], model  # same seeds, same thread count: same numbers
+        assert seq["curve"]["train"] == par["curve"]["train"], model
 
 
 def test_smoke_writes_every_file(smoke: Path) -> None:
