@@ -828,9 +828,11 @@ def write_report(study: Study, data: dict[str, Any], args_line: str, wall_s: flo
         "# Quality study results",
         "",
         f"Command: `{args_line}`  ",
-        f"Wall time: {wall_s / 60:.1f} min on {platform.processor() or platform.machine()} "
-        f"({torch.get_num_threads()} threads, device {', '.join(sorted({r['device'] for r in runs}))}); "
-        f"torch {torch.__version__}.  ",
+        f"Wall time of this call: {wall_s / 60:.1f} min on {platform.processor() or platform.machine()} "
+        f"({_jobs_text(s)}, device {', '.join(sorted({r['device'] for r in runs}))}); "
+        f"torch {torch.__version__}. Training and testing time summed over the runs (finished runs that this "
+        f"call read back included): {sum(r['train_seconds'] + r['eval_seconds'] for r in runs) / 60:.1f} min, "
+        f"at {'/'.join(str(t) for t in sorted({r['threads'] for r in runs}))} thread(s) per run.  ",
         f"Scale `{s.scale}`; seeds {', '.join(map(str, s.seeds))}; {s.steps} updates per run of {s.batch_size} "
         f"crops of {s.patch_size} px (models, PIP control), {s.loss_steps} for the loss study ({s.loss_model}); "
         f"AdamW lr {s.lr:g}, warm-up then cosine to lr/100, gradient clipping 1.0.  ",
@@ -995,6 +997,11 @@ def write_report(study: Study, data: dict[str, Any], args_line: str, wall_s: flo
     text = "\n".join(md)
     (out / "study.md").write_text(text + "\n", encoding="utf-8")
     return text
+
+
+def _jobs_text(s: Settings) -> str:
+    threads = f"{s.threads_per_job} thread{'s' if s.threads_per_job > 1 else ''}"
+    return f"{s.jobs} runs at a time, {threads} each" if s.jobs > 1 else f"one run at a time, {threads}"
 
 
 def _figure_links(out: Path, names: Sequence[str]) -> list[str]:
