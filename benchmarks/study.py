@@ -25,7 +25,8 @@ At the end ``OUT/results.json``, ``OUT/study.md`` (tables), ``OUT/*.png`` (figur
 
 Usage::
 
-    python benchmarks/study.py                      # the default study (about 90 min on 2 CPU cores)
+    python benchmarks/study.py                      # the default study (about 65 min on 2 CPU cores:
+                                                    # one run per core at a time, --jobs)
     python benchmarks/study.py --smoke --out /tmp/s # the whole pipeline on tiny models, < 1 min (CI)
     python benchmarks/study.py --device cuda --scale large --out study_large
     python benchmarks/study.py --only losses,tta    # some parts only (the others' runs are kept)
@@ -90,6 +91,12 @@ LOSS_LABELS = {
     "gfl": "guided frequency",
 }
 TTA_MODES: tuple[Any, ...] = (False, "flip", "x8")
+#: The eight transforms of x8 TTA, in the order of ``allinone_ir.inference.tta_transforms("x8")``:
+#: rotation by k x 90 degrees, then an optional horizontal flip. "rot90" and "rot270" lay a vertical
+#: streak horizontally; the flips keep the orientation of streaks.
+X8_TRANSFORM_NAMES: tuple[str, ...] = (
+    "identity", "hflip", "rot90", "rot90+hflip", "rot180", "rot180+hflip", "rot270", "rot270+hflip"
+)  # fmt: skip
 
 # Seed of the test degradations: the same test images for every run and seed.
 TEST_SEED = 2026
@@ -490,8 +497,9 @@ class Study:
         """Flip and x8 TTA on one finished run of the losses part (cached in ``tta.json``)."""
         run_dir = self.out / "runs" / spec.run_id
         path = run_dir / "tta.json"
-        if path.is_file():
-            return json.loads(path.read_text())
+        cached = json.loads(path.read_text()) if path.is_file() else None
+        if cached is not None and "transforms" in cached:
+            return cached
         self.run(spec)
         net = self.build(spec.model, spec.seed)
         net.load_state_dict(torch.load(run_dir / "weights.pt", map_location="cpu", weights_only=True))
@@ -500,8 +508,15 @@ class Study:
         test = self.test_set(tasks, classes, self.test_images, self.s.test_draws)
         device = _device(self.s.device)
         t = time.perf_counter()
-        res = {str(m): summarise(evaluate(net, test, None, device=device, tta=m)) for m in TTA_MODES}
-        res["seconds"] = time.perf_counter() - t
+        if cached is not None:  # written before the per-transform results existed: keep, add those
+            res = cached
+        else:
+            res = {str(m): summarise(evaluate(net, test, None, device=device, tta=m)) for m in TTA_MODES}
+            res["seconds"] = time.perf_counter() - t
+        res["transforms"] = {
+            name: summarise(evaluate(net, test, None, device=device, transform=k))
+            for k, name in enumerate(X8_TRANSFORM_NAMES)
+        }
         _write_json(path, res)
         return res
 
@@ -548,7 +563,6 @@ class Study:
                 if path.is_file():
                     tta[spec.run_id] = json.loads(path.read_text())
         return {"tta": tta}
-
 
     def _run_parallel(self, todo: list[RunSpec], jobs: int) -> None:
         """Train the unfinished runs of ``todo`` in ``jobs`` worker processes (``--jobs``).
@@ -623,14 +637,20 @@ def evaluate(
     *,
     device: torch.device,
     tta: Any = False,
+    transform: int | None = None,
 ) -> list[dict[str, Any]]:
     """PSNR / SSIM (PromptIR protocol) of every test sample, restored with :func:`allinone_ir.restore`.
 
     ``pip_mode`` for PIP networks: ``"label"`` (the right degradation), ``"blind"`` (the classifier) or
     ``"wrong"`` (the next degradation of the network's list); ``None`` for the other networks.
+    ``transform``: restore through one of the x8 TTA transforms only (index into
+    :data:`X8_TRANSFORM_NAMES`): the input transformed, restored, transformed back.
     """
     from allinone_ir import restore
+    from allinone_ir.inference import tta_transforms
     from allinone_ir.metrics import PROMPTIR_PROTOCOL
+
+    fwd, inv = tta_transforms("x8")[transform] if transform is not None else (None, None)
 
     rows = []
     names = list(getattr(net, "degradations", ()))
@@ -642,7 +662,11 @@ def evaluate(
             kw["degradation"] = names[(names.index(s["degradation"]) + 1) % len(names)]
         elif pip_mode == "blind":
             kw["degradation"] = None
-        out = restore(net, s["degraded"], tta=tta, progress=False, device=device, **kw)
+        if fwd is None:
+            out = restore(net, s["degraded"], tta=tta, progress=False, device=device, **kw)
+        else:
+            x = fwd(s["degraded"][None])[0].contiguous()
+            out = inv(restore(net, x, progress=False, device=device, **kw)[None])[0]
         m = PROMPTIR_PROTOCOL.compute_per_image(out[None].float().cpu(), s["clean"][None])
         rows.append(
             {"task": s["task"], "photo": s["photo"], "psnr": float(m["psnr"][0]), "ssim": float(m["ssim"][0])}
@@ -993,6 +1017,28 @@ def write_report(study: Study, data: dict[str, Any], args_line: str, wall_s: flo
             _table(["trained with", "no TTA", "flip (x4)", "x8", "flip gain", "x8 gain"], rows),
             "",
         ]
+        with_t = [i for i in tta if "transforms" in tta[i]]
+        if with_t:
+            per = {
+                name: {
+                    task: [tta[i]["transforms"][name][task]["psnr"] for i in with_t]
+                    for task in (*WEATHER_TASKS, "average")
+                }
+                for name in X8_TRANSFORM_NAMES
+            }
+            md += [
+                "One transform at a time (the input transformed, restored, transformed back; no averaging), "
+                f"PSNR (dB), mean ± standard deviation over all {len(with_t)} loss-study networks:",
+                "",
+                _table(
+                    ["transform", *WEATHER_TASKS, "average"],
+                    [
+                        [name, *[_fmt(per[name][t]) for t in (*WEATHER_TASKS, "average")]]
+                        for name in X8_TRANSFORM_NAMES
+                    ],
+                ),
+                "",
+            ]
         md += _figure_links(out, ["fig_tta.png"])
     text = "\n".join(md)
     (out / "study.md").write_text(text + "\n", encoding="utf-8")
@@ -1008,7 +1054,7 @@ def _figure_links(out: Path, names: Sequence[str]) -> list[str]:
     return [f"![{n[:-4]}]({n})" for n in names if (out / n).is_file()] + [""]
 
 
-def make_figures(study: Study, data: dict[str, Any]) -> list[str]:
+def make_figures(study: Study, data: dict[str, Any], *, grids: bool = True) -> list[str]:
     """Bar charts with error bars, training curves and example grids (matplotlib / Pillow when installed)."""
     written = []
     try:
@@ -1089,8 +1135,34 @@ def make_figures(study: Study, data: dict[str, Any]) -> list[str]:
                     "rain + snow: average PSNR with test-time augmentation",
                 )
             )
-    written += _grids(study)
+    if grids:
+        written += _grids(study)
     return [w for w in written if w]
+
+
+def figures_from_results(results: str | Path, out: str | Path) -> list[str]:
+    """Draw the bar charts and training curves of a finished study from its ``results.json`` alone.
+
+    The documentation draws its study figures this way at build time from the ``results.json`` it
+    ships (``docs/study/results.json``); the example grids need the trained weights, so they are not
+    drawn here.
+
+    Args:
+        results: A ``results.json`` written by this script.
+        out: Folder for the PNG files (created).
+
+    Returns:
+        The names of the files written (none without matplotlib).
+    """
+    from types import SimpleNamespace
+
+    res = json.loads(Path(results).read_text(encoding="utf-8"))
+    known = {k: v for k, v in res["settings"].items() if k in Settings.__dataclass_fields__}
+    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in known.items()})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    study = SimpleNamespace(s=settings, out=out, results={r["run_id"]: r for r in res["runs"]})
+    return make_figures(study, {"tta": res["tta"]}, grids=False)  # type: ignore[arg-type]
 
 
 def _by_seed(groups: dict[str, list[dict[str, dict[str, float]]]]) -> dict[str, list[dict]]:

@@ -87,6 +87,23 @@ _figures.draw_all(HERE / "generated" / "figures")
 _cli_help.write_cli_reference(HERE / "generated" / "cli_reference.md")
 
 
+def _draw_study_figures() -> None:
+    """The quality study's bar charts and curves, drawn from the results it recorded (``study_data/``)."""
+    import importlib.util
+
+    results = HERE / "study_data" / "results.json"
+    spec = importlib.util.spec_from_file_location("study_script", HERE.parent / "benchmarks" / "study.py")
+    if not results.is_file() or spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    module.figures_from_results(results, HERE / "generated" / "study")
+
+
+_draw_study_figures()
+
+
 def _drop_missing_benchmarks(app, docname: str, source: list[str]) -> None:
     """``benchmarks.md`` is written by the performance work; until it exists, leave it out of the toctree."""
     if docname == "index" and not (HERE / "benchmarks.md").exists():

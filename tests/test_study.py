@@ -99,6 +99,10 @@ def test_smoke_results_are_complete_and_finite(smoke: Path) -> None:
             assert all(math.isfinite(r["metrics"][t]["psnr"]) for t in (*study.WEATHER_TASKS, "average"))
             tta = res["tta"][r["run_id"]]
             assert all(math.isfinite(tta[m]["average"]["psnr"]) for m in ("False", "flip", "x8"))
+            # one transform at a time: the identity is the plain restoration, the others differ from it
+            assert list(tta["transforms"]) == list(study.X8_TRANSFORM_NAMES)
+            assert tta["transforms"]["identity"] == tta["False"]
+            assert tta["transforms"]["rot90"] != tta["False"]
     # every claim of the issue is measured, with a verdict
     assert len(res["claims"]) == 14
     assert all(c["diffs"] and c["verdict"] != "not measured" for c in res["claims"])
@@ -116,7 +120,8 @@ def test_smoke_tables_name_every_model_task_and_loss(smoke: Path) -> None:
     for label in study.LOSS_LABELS.values():
         assert f"| {label} |" in md, label
     for row in ("right label, ddl on", "blind (classifier), ddl off", "wrong label, ddl on", "x8 gain",
-                "The claims at a glance", "PIP-Restormer - PromptIR", "x8 TTA - none"):  # fmt: skip
+                "The claims at a glance", "PIP-Restormer - PromptIR", "x8 TTA - none",
+                "One transform at a time", "| rot270+hflip |"):  # fmt: skip
         assert row in md, row
     assert "nan" not in md.lower()
 
@@ -147,3 +152,14 @@ def test_photo_split_is_fixed() -> None:
     assert "chelsea" in test  # bundled with the package: held out on every machine
     # the stereo pair never straddles the split
     assert not ({"motorcycle_left", "motorcycle_right"} & test)
+
+
+def test_figures_are_drawn_from_results_json_alone(smoke: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    study = _load_study()
+    names = study.figures_from_results(smoke / "results.json", tmp_path / "figs")
+    expected = {"fig_models.png", "fig_curves_models.png", "fig_pip_control.png", "fig_angles.png",
+                "fig_losses.png", "fig_curves_losses.png", "fig_tta.png"}  # fmt: skip
+    assert set(names) == expected  # the grids need the weights: not drawn from the results
+    for name in expected:  # the same figures as the study run itself drew
+        assert (tmp_path / "figs" / name).stat().st_size > 5000, name

@@ -687,7 +687,10 @@ def restore(
             Multiples of the network's padding multiple (8 for Restormer/PromptIR) avoid padding.
         overlap: Overlap of neighbouring tiles in pixels (the blending width), ``< tile``.
         tta: ``False``; ``"flip"`` (average over 4 flips); ``"x8"`` or ``True`` (self-ensemble over the
-            8 flips and 90-degree rotations).
+            8 flips and 90-degree rotations). Prefer ``"flip"`` for degradations with a direction
+            (rain, snow) unless the network was trained on rotated pairs: x8 also shows it sideways
+            streaks, and on networks trained on this library's synthetic rain and snow (drawn upright
+            after augmentation) x8 lost 1.2 dB where flip gained 0.4 dB (``docs/study.md``).
         degradation: For networks with ``accepts_degradation`` (PIP): ``None`` (blind), a name such
             as ``"rain"``, an int label, a list of names / a tensor with one entry per image, or
             ``(N, T)`` weights. Other networks reject it.
