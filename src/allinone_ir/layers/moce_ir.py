@@ -22,8 +22,9 @@ from torch import nn
 
 from .attention import MDTA, channel_attention
 from .feedforward import GDFN
-from .norm import NormKind, RestormerLayerNorm, norm_conv1x1
+from .norm import NormKind, RestormerLayerNorm, norm_conv1x1, norms_fusable
 from .stage import Stage
+from .transformer import restormer_block
 
 __all__ = [
     "ComplexityExperts",
@@ -68,14 +69,6 @@ def expert_ranks(dim: int, rank: int, num_experts: int, rank_type: str) -> list[
     raise ValueError(f"rank_type must be one of {RANK_TYPES}, got {rank_type!r}")
 
 
-def _fusable(norms: Sequence[nn.Module], *parts: nn.Module) -> bool:
-    """Whether norm + 1x1 convolutions can be computed by :func:`norm_conv1x1` (stock modules, no hooks)."""
-    mods = [*norms, *(n.body for n in norms), *parts]
-    return all(type(n) is RestormerLayerNorm for n in norms) and not any(
-        m._forward_hooks or m._forward_pre_hooks for m in mods
-    )
-
-
 class MoCEEncoderBlock(nn.Module):
     """Restormer block with MoCE-IR's names: ``x + mixer(norms[0](x))``, then ``x + ffn(norms[1](x))``.
 
@@ -109,13 +102,7 @@ class MoCEEncoderBlock(nn.Module):
         self.ffn = GDFN(dim, ffn_expansion_factor, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _fusable(self.norms, self.mixer, self.mixer.qkv, self.ffn) or type(self.mixer) is not MDTA:
-            x = x + self.mixer(self.norms[0](x))
-            return x + self.ffn(self.norms[1](x))
-        (qkv,) = norm_conv1x1(x, self.norms[0].body, [self.mixer.qkv.weight], [self.mixer.qkv.bias])
-        x = x + self.mixer.attend(qkv)
-        x1, x2 = norm_conv1x1(x, self.norms[1].body, *self.ffn.input_projections())
-        return x + self.ffn.from_projections(x1, x2)
+        return restormer_block(x, self.norms[0], self.mixer, self.norms[1], self.ffn)
 
 
 class MoCEBlockGroup(nn.Module):
@@ -496,7 +483,7 @@ class MoCEDecoderBlock(nn.Module):
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor, freq_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fused = _fusable(self.norms, self.proj[0], self.proj[1], self.ffn)
+        fused = norms_fusable(self.norms, self.proj[0], self.proj[1], self.ffn)
         if fused:
             x_s, x_a = norm_conv1x1(
                 x, self.norms[0].body, [p.weight for p in self.proj], [p.bias for p in self.proj]

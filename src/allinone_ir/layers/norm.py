@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerNorm2d", "RestormerLayerNorm", "layer_norm_2d", "norm_conv1x1"]
+__all__ = ["LayerNorm2d", "RestormerLayerNorm", "layer_norm_2d", "norm_conv1x1", "norms_fusable"]
 
 NormKind = Literal["WithBias", "BiasFree"]
 
@@ -184,6 +184,33 @@ class _NormConv1x1(torch.autograd.Function):
                    else [None] * len(wanted))  # fmt: skip
         grad_in = [next(got) if t is not None and t.requires_grad else None for t in inputs]
         return (*grad_in, None, *grad_wb)
+
+
+def norms_fusable(norms: Sequence[nn.Module], *parts: nn.Module) -> bool:
+    """Whether :func:`norm_conv1x1` may compute ``norms`` and the modules after them in one step.
+
+    True when every norm is a stock :class:`RestormerLayerNorm` and no norm, norm body or part has a
+    forward hook (a hook must see the module run, so the plain path is taken then).
+
+    Args:
+        norms: The layer norms to fuse.
+        *parts: The modules whose weights the fused computation reads.
+
+    Returns:
+        Whether the fused path computes the same thing as calling the modules.
+
+    Examples:
+        >>> norm = RestormerLayerNorm(8)
+        >>> norms_fusable([norm], nn.Conv2d(8, 8, 1))
+        True
+        >>> _ = norm.register_forward_hook(lambda *a: None)
+        >>> norms_fusable([norm], nn.Conv2d(8, 8, 1))
+        False
+    """
+    mods = [*norms, *(n.body for n in norms), *parts]
+    return all(type(n) is RestormerLayerNorm for n in norms) and not any(
+        m._forward_hooks or m._forward_pre_hooks for m in mods
+    )
 
 
 def norm_conv1x1(

@@ -7,9 +7,9 @@ from torch import nn
 
 from .attention import MDTA, low_precision_autocast
 from .feedforward import GDFN
-from .norm import NormKind, RestormerLayerNorm, norm_conv1x1
+from .norm import NormKind, RestormerLayerNorm, norm_conv1x1, norms_fusable
 
-__all__ = ["Downsample", "OverlapPatchEmbed", "TransformerBlock", "Upsample"]
+__all__ = ["Downsample", "OverlapPatchEmbed", "TransformerBlock", "Upsample", "restormer_block"]
 
 
 class TransformerBlock(nn.Module):
@@ -45,24 +45,37 @@ class TransformerBlock(nn.Module):
         self.norm2 = RestormerLayerNorm(dim, layer_norm_type)
         self.ffn = GDFN(dim, ffn_expansion_factor, bias)
 
-    def _fusable(self) -> bool:
-        """Whether the norms can be fused with the 1x1 convolutions that follow them (no hooks, stock parts)."""
-        parts = (self.norm1, self.norm2, self.norm1.body, self.norm2.body, self.attn, self.attn.qkv, self.ffn)
-        return (
-            type(self.norm1) is RestormerLayerNorm and type(self.norm2) is RestormerLayerNorm
-            and type(self.attn) is MDTA and type(self.ffn) is GDFN
-            and not any(m._forward_hooks or m._forward_pre_hooks for m in parts)
-        )  # fmt: skip
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._fusable():
-            x = x + self.attn(self.norm1(x))
-            return x + self.ffn(self.norm2(x))
-        # Same computation; in training the normalised maps are recomputed in backward (norm_conv1x1).
-        (qkv,) = norm_conv1x1(x, self.norm1.body, [self.attn.qkv.weight], [self.attn.qkv.bias])
-        x = x + self.attn.attend(qkv)
-        x1, x2 = norm_conv1x1(x, self.norm2.body, *self.ffn.input_projections())
-        return x + self.ffn.from_projections(x1, x2)
+        return restormer_block(x, self.norm1, self.attn, self.norm2, self.ffn)
+
+
+def restormer_block(
+    x: torch.Tensor, norm1: nn.Module, attn: nn.Module, norm2: nn.Module, ffn: nn.Module
+) -> torch.Tensor:
+    """``x + attn(norm1(x))`` then ``x + ffn(norm2(x))``: the step of every Restormer-style block.
+
+    With stock parts (:class:`MDTA`, :class:`GDFN`, norms accepted by :func:`norms_fusable`) each norm is
+    computed together with the 1x1 convolution after it (:func:`norm_conv1x1`; in training the normalised
+    maps are recomputed in backward); otherwise the modules are called. Same result either way.
+
+    Shape:
+        - x: :math:`(N, C, H, W)`
+        - Output: :math:`(N, C, H, W)`
+
+    Examples:
+        >>> b = TransformerBlock(8, num_heads=2)
+        >>> x = torch.randn(1, 8, 5, 6)
+        >>> torch.equal(restormer_block(x, b.norm1, b.attn, b.norm2, b.ffn), b(x))
+        True
+    """
+    stock = type(attn) is MDTA and type(ffn) is GDFN
+    if not (stock and norms_fusable((norm1, norm2), attn, attn.qkv, ffn)):
+        x = x + attn(norm1(x))
+        return x + ffn(norm2(x))
+    (qkv,) = norm_conv1x1(x, norm1.body, [attn.qkv.weight], [attn.qkv.bias])
+    x = x + attn.attend(qkv)
+    x1, x2 = norm_conv1x1(x, norm2.body, *ffn.input_projections())
+    return x + ffn.from_projections(x1, x2)
 
 
 class OverlapPatchEmbed(nn.Module):

@@ -1,4 +1,4 @@
-"""The quality study of issue 13 (``benchmarks/study.py``) runs end to end in its smoke form."""
+"""Journey: the quality study of issue 13 (``benchmarks/study.py``) run as a user runs it, in its smoke form."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "study.py"
 
 pytest.importorskip("PIL")
