@@ -281,7 +281,6 @@ class Study:
         self.val_images = [_centre_crop(read_image(p), settings.val_size) for _, p in self.inventory["test"]]
         self.specs = model_specs(settings.scale)
         self.results: dict[str, dict[str, Any]] = {}
-        self.timing: list[float] = []
         self.t0 = time.perf_counter()
 
     # ---------------------------------------------------------------- data
@@ -443,7 +442,6 @@ class Study:
         result["eval_seconds"] = time.perf_counter() - t
         _write_json(result_file, result)
         self.results[spec.run_id] = result
-        self.timing.append(train_s + result["eval_seconds"])
         self.log(
             f"[{_clock(time.perf_counter() - self.t0)}] {spec.run_id}: {params:,} parameters, {spec.steps} steps "
             f"in {train_s:.0f} s ({train_s / spec.steps:.2f} s/step), test PSNR {result['metrics']['average']['psnr']:.2f} dB"
@@ -497,9 +495,10 @@ class Study:
         """Flip and x8 TTA on one finished run of the losses part (cached in ``tta.json``)."""
         run_dir = self.out / "runs" / spec.run_id
         path = run_dir / "tta.json"
-        cached = json.loads(path.read_text()) if path.is_file() else None
-        if cached is not None and "transforms" in cached:
-            return cached
+        if path.is_file():
+            cached = json.loads(path.read_text())
+            if "transforms" in cached:  # else written by an earlier version: computed again
+                return cached
         self.run(spec)
         net = self.build(spec.model, spec.seed)
         net.load_state_dict(torch.load(run_dir / "weights.pt", map_location="cpu", weights_only=True))
@@ -508,11 +507,10 @@ class Study:
         test = self.test_set(tasks, classes, self.test_images, self.s.test_draws)
         device = _device(self.s.device)
         t = time.perf_counter()
-        if cached is not None:  # written before the per-transform results existed: keep, add those
-            res = cached
-        else:
-            res = {str(m): summarise(evaluate(net, test, None, device=device, tta=m)) for m in TTA_MODES}
-            res["seconds"] = time.perf_counter() - t
+        res: dict[str, Any] = {
+            str(m): summarise(evaluate(net, test, None, device=device, tta=m)) for m in TTA_MODES
+        }
+        res["seconds"] = time.perf_counter() - t
         res["transforms"] = {
             name: summarise(evaluate(net, test, None, device=device, transform=k))
             for k, name in enumerate(X8_TRANSFORM_NAMES)
@@ -586,7 +584,6 @@ class Study:
                 spec = pending[fut]
                 r = self.finished(spec)
                 assert r is not None
-                self.timing.append(r["train_seconds"] + r["eval_seconds"])
                 self.log(
                     f"[{_clock(time.perf_counter() - self.t0)}] {spec.run_id}: {r['params']:,} parameters, "
                     f"{spec.steps} steps in {r['train_seconds']:.0f} s ({r['seconds_per_step']:.2f} s/step), "
