@@ -24,6 +24,11 @@ memory are compared, both given degradation labels. Peak memory in the training 
 resident set during one step (Linux only; run with ``MALLOC_MMAP_THRESHOLD_=65536`` so that it follows
 the live tensors; see ``allinone_ir.benchmark``) or ``max_memory_allocated`` on CUDA.
 
+CPU memory: ours runs the way ``restore()`` and ``Trainer`` run it, inside ``retain_cpu_heap()`` (freed
+feature maps are reused instead of being returned to the system at every layer); the reference with the
+process's default allocator settings, as its users run it. ``--allocator retained`` runs both inside it,
+which leaves only the difference in computation (and ``--path module`` calls ours without it).
+
 On a shared machine use ``--clock cpu --threads 1``: the process CPU time of each call does not count the
 time other processes hold the cores, so the ratios stay meaningful under load (wall-clock ratios do not).
 """
@@ -31,6 +36,7 @@ time other processes hold the cores, so the ratios stay meaningful under load (w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -43,6 +49,7 @@ import torch.nn.functional as F
 
 from allinone_ir import restore
 from allinone_ir.benchmark import _PeakMemory, environment, load_reference
+from allinone_ir.inference import retain_cpu_heap
 from allinone_ir.models import create_model
 
 MODES = ("infer", "bf16", "compile", "train", "train_bf16", "ckpt")
@@ -76,6 +83,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall-clock time, or the process CPU time (robust on a loaded machine; use --threads 1)")  # fmt: skip
     p.add_argument("--device", default="cpu")
+    p.add_argument("--allocator", choices=["as-used", "retained"], default="as-used",
+                   help="CPU: the reference with default allocator settings and ours as restore()/Trainer run it "
+                        "(as-used), or both with freed memory retained (retained)")  # fmt: skip
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -89,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         kwargs["degradation"] = torch.zeros(a.batch, dtype=torch.long, device=dev)
     clock: Callable[[], float] = time.process_time if a.clock == "cpu" else time.perf_counter
     res: dict[str, Any] = {"model": a.model, "mode": a.mode, "path": a.path, "size": a.size, "batch": a.batch,
-                           "clock": a.clock, "environment": environment(a.device)}  # fmt: skip
+                           "clock": a.clock, "allocator": a.allocator, "environment": environment(a.device)}  # fmt: skip
     times: dict[str, list[float]] = {"reference": [], "ours": []}
 
     def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -126,9 +136,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         res["first_call_s"], _ = timed(run_ours)  # warm-up (and compilation, and the layout conversion)
         expected = run_ref()
-        for _ in range(a.repeats):
-            for name, fn in (("reference", run_ref), ("ours", run_ours)):
-                times[name].append(timed(fn)[0])
+        with retain_cpu_heap() if a.allocator == "retained" else contextlib.nullcontext():
+            for _ in range(a.repeats):
+                for name, fn in (("reference", run_ref), ("ours", run_ours)):
+                    times[name].append(timed(fn)[0])
         if a.model != "pip_restormer":
             res["max_abs_diff"] = (run_ours().float() - expected).abs().max().item()
     else:
@@ -140,6 +151,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         opts = {name: torch.optim.AdamW(net.parameters()) for name, net in nets.items()}
 
         def step(name: str) -> None:
+            with (
+                retain_cpu_heap() if name == "ours" or a.allocator == "retained" else contextlib.nullcontext()
+            ):
+                _step(name)
+
+        def _step(name: str) -> None:
             opts[name].zero_grad(set_to_none=True)
             bf16 = a.mode == "train_bf16" and name == "ours"
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):

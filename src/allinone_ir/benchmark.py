@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._heap import malloc_trim
 from ._runtime import PRECISIONS, autocast
 
 # The command line (``allinone-ir bench``, ``benchmarks/bench.py``) lives in allinone_ir.commands.bench;
@@ -195,6 +196,7 @@ class _PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = float(torch.cuda.memory_allocated(self.device))
             return
+        malloc_trim()  # free memory kept in the heap would hide the rise
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # resets VmHWM to the current resident set

@@ -71,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     a permission) and a missing optional package become one ``error: ...`` line on standard
     error and exit status 2 (1 for a diverged training run); ``KeyboardInterrupt`` becomes
     ``interrupted`` and status 130. Python warnings are shown as one ``warning: ...`` line each.
-    Set ``ALLINONE_IR_TRACEBACK=1`` to see the traceback instead.
+    Set ``ALLINONE_IR_TRACEBACK=1`` to see the traceback instead. Every command runs inside
+    :func:`~allinone_ir.inference.retain_cpu_heap` (freed CPU memory is reused, not returned to
+    the system at every layer).
 
     Args:
         argv: The arguments (default: ``sys.argv[1:]``).
@@ -94,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(args, "func", None) is None:
                 parser.print_help()
                 return 0 if not argv else 2
-            return int(args.func(args) or 0)
+            from ._heap import retain_cpu_heap  # no torch import: the command imports what it needs
+
+            with retain_cpu_heap():
+                return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

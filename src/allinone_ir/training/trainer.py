@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import losses as L
+from .._heap import retain_cpu_heap
 from .._runtime import autocast, progress_bar
 from ..errors import CheckpointError, ConfigError, TrainingDivergedError
 from ..metrics import get_protocol
@@ -539,7 +540,9 @@ class Trainer:
         """Train until ``config.max_steps`` (or only until update ``steps``, to simulate an interruption).
 
         SIGINT / SIGTERM (main thread only) stop training after the update in progress, with a
-        checkpoint (see the class description).
+        checkpoint (see the class description). On the CPU the loop runs inside
+        :func:`~allinone_ir.inference.retain_cpu_heap` (freed activations are reused, not returned
+        to the system at every layer; the memory is given back when ``fit`` returns).
 
         Returns:
             A summary: ``step``, ``loss`` (last logged), ``best`` (best validation PSNR and its step),
@@ -559,8 +562,9 @@ class Trainer:
         self._last_save_time = time.monotonic()
         last_val: dict[str, Any] = {}
         row: dict[str, Any] = {}
+        heap = retain_cpu_heap() if self.device.type == "cpu" else contextlib.nullcontext()
         try:
-            with StopSignals(announce=main) as stop:
+            with StopSignals(announce=main) as stop, heap:
                 while self.step < stop_at:
                     row = self.train_step()
                     seen += cfg.batch_size * cfg.grad_accum_steps * self.dist.world_size
