@@ -21,8 +21,8 @@ medians and the per-repeat ratios are printed (and written with ``--json``). Out
 absolute difference) for PromptIR and Restormer, which carry the same weights; PIP-Restormer differs from
 the official network by design (same speed and memory questions, different function), so only speed and
 memory are compared, both given degradation labels. Peak memory in the training modes is the rise of the
-resident set during one step (Linux only; run with ``MALLOC_MMAP_THRESHOLD_=65536`` so that it follows
-the live tensors; see ``allinone_ir.benchmark``) or ``max_memory_allocated`` on CUDA.
+resident set during one step, after the heap is trimmed (Linux only; see ``allinone_ir.benchmark``) or
+``max_memory_allocated`` on CUDA.
 
 CPU memory: ours runs the way ``restore()`` and ``Trainer`` run it, inside ``retain_cpu_heap()`` (freed
 feature maps are reused instead of being returned to the system at every layer); the reference with the

@@ -7,8 +7,10 @@ the achieved GFLOP/s against a measured dense matmul peak, and the peak memory:
 
 - CPU: the peak resident set size of the process during the timed calls, above the resident
   set before them (Linux ``/proc/self/status`` ``VmHWM``, reset through ``/proc/self/clear_refs``;
-  elsewhere the lifetime peak from :mod:`resource`). Run with ``MALLOC_MMAP_THRESHOLD_=65536``
-  so that glibc returns freed blocks to the system and the figure reflects the tensors alive.
+  elsewhere the lifetime peak from :mod:`resource`). The heap is trimmed first (free memory kept
+  by glibc would hide the rise); ``allinone-ir bench`` runs inside
+  :func:`~allinone_ir.inference.retain_cpu_heap`, as ``restore()`` and the ``Trainer`` do, so the
+  figure is the high-water mark of the heap: the live tensors' peak plus fragmentation.
 - CUDA: ``torch.cuda.max_memory_allocated`` above the memory allocated before the calls.
 
 Examples:

@@ -157,4 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="bench", description="allinone-ir throughput and memory benchmark")
     _add_arguments(parser)
-    return run(parser.parse_args(argv))
+    from .._heap import retain_cpu_heap
+
+    with retain_cpu_heap():  # as under ``allinone-ir``
+        return run(parser.parse_args(argv))
