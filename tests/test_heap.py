@@ -34,6 +34,7 @@ def _no_user_malloc_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("MALLOC_") or key in ("GLIBC_TUNABLES", "LD_PRELOAD"):
             monkeypatch.delenv(key)
+    _heap.malloc_trim()  # free memory left resident by earlier tests would absorb the allocations below
 
 
 @glibc
@@ -42,8 +43,12 @@ def test_freed_memory_is_kept_inside_and_returned_at_the_end() -> None:
     start = _rss()
     with retain_cpu_heap() as applied:
         assert applied is True
-        assert _alloc_free(200) > 150  # kept for the next layer
-        assert _alloc_free(200) < 50  # ... which reuses it without growing
+        kept = _alloc_free(200)
+        assert kept > 150  # kept for the next layer
+        more = [_alloc_free(200) for _ in range(6)]
+        # ... and reused: after at most two more (posix_memalign's padding can miss an exact fit)
+        # the heap stops growing, instead of growing 200 MiB per allocation
+        assert sum(more[-4:]) < 50, more
     assert _rss() - start < 50  # given back when the block ends
     assert _alloc_free(200) < 50  # and glibc's behaviour is back
 
@@ -103,7 +108,10 @@ def test_trainer_fit_runs_inside(tmp_path) -> None:
 
         def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
             g = torch.Generator().manual_seed(i)
-            return {"degraded": torch.rand(3, 16, 16, generator=g), "clean": torch.rand(3, 16, 16, generator=g)}
+            return {
+                "degraded": torch.rand(3, 16, 16, generator=g),
+                "clean": torch.rand(3, 16, 16, generator=g),
+            }
 
     net = _DepthProbe()
     cfg = TrainerConfig(output_dir=str(tmp_path), max_steps=2, batch_size=2, num_workers=0, progress_bar=False,
