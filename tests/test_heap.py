@@ -131,3 +131,18 @@ def test_peak_memory_sees_allocations_that_reuse_kept_memory() -> None:
         peak = mem.peak_bytes() / MiB
         del t
     assert 80 < peak < 160
+
+
+@glibc
+def test_every_command_runs_inside(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from allinone_ir import cli
+    from allinone_ir.commands import models as models_command
+
+    seen: list[int] = []
+    run = models_command.run
+    monkeypatch.setattr(models_command, "run", lambda args: seen.append(_heap._depth) or run(args))
+    assert cli.main(["models", "promptir"]) == 0
+    assert capsys.readouterr().out.split() == ["promptir"]
+    assert seen == [1] and _heap._depth == 0
