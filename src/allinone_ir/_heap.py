@@ -30,8 +30,10 @@ __all__ = ["retain_cpu_heap"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-#: Thresholds inside the block: maps up to 1 GiB come from the heap and stay there when freed.
-_RETAIN_BYTES = 1 << 30
+#: Inside the block: maps up to 1 GiB come from the heap, and the heap is not trimmed until it has
+#: 2 GiB free at its top (the largest value ``mallopt`` takes, a C ``int``).
+_RETAIN_MMAP_BYTES = 1 << 30
+_RETAIN_TRIM_BYTES = 2**31 - 1
 #: glibc's thresholds once its dynamic mmap threshold has reached its ceiling (32 MiB on 64-bit,
 #: trim at twice that), which a program handling large buffers reaches at its first large free.
 _STEADY_MMAP_BYTES = 32 << 20
@@ -96,8 +98,8 @@ def retain_cpu_heap() -> Iterator[bool]:
     with _lock:
         _depth += 1
         if _depth == 1:
-            libc.mallopt(_M_MMAP_THRESHOLD, _RETAIN_BYTES)
-            libc.mallopt(_M_TRIM_THRESHOLD, _RETAIN_BYTES)
+            libc.mallopt(_M_MMAP_THRESHOLD, _RETAIN_MMAP_BYTES)
+            libc.mallopt(_M_TRIM_THRESHOLD, _RETAIN_TRIM_BYTES)
     try:
         yield True
     finally:
