@@ -7,7 +7,9 @@ again, page by page, when the next layer allocates: on a 2-core AMD EPYC that wa
 time of a PromptIR forward at 256 px, for the official code and for ours alike. Inside
 :func:`retain_cpu_heap` freed memory stays in the heap and is reused at once; when the outermost
 block ends, glibc's steady-state thresholds are set back and :func:`malloc_trim` gives the free
-memory back to the system, so the resident set after the call is what it would have been.
+memory back to the system, so the resident set after the call is what it would have been. (The
+address space stays reserved: a later allocation may reuse a free region of the heap instead of a
+fresh ``mmap``, and that region then stays resident until the next block ends.)
 
 ``restore()``, ``Trainer.fit()`` on the CPU and every ``allinone-ir`` command run inside it; nothing
 else is changed, and nothing is done where it does not apply (not Linux, not glibc, another
