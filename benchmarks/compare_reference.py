@@ -36,7 +36,6 @@ time other processes hold the cores, so the ratios stay meaningful under load (w
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import time
@@ -136,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         res["first_call_s"], _ = timed(run_ours)  # warm-up (and compilation, and the layout conversion)
         expected = run_ref()
-        with retain_cpu_heap() if a.allocator == "retained" else contextlib.nullcontext():
+        with retain_cpu_heap(enabled=a.allocator == "retained"):
             for _ in range(a.repeats):
                 for name, fn in (("reference", run_ref), ("ours", run_ours)):
                     times[name].append(timed(fn)[0])
@@ -151,18 +150,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         opts = {name: torch.optim.AdamW(net.parameters()) for name, net in nets.items()}
 
         def step(name: str) -> None:
-            with (
-                retain_cpu_heap() if name == "ours" or a.allocator == "retained" else contextlib.nullcontext()
-            ):
-                _step(name)
-
-        def _step(name: str) -> None:
-            opts[name].zero_grad(set_to_none=True)
-            bf16 = a.mode == "train_bf16" and name == "ours"
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                out = nets[name](x, **kwargs)
-            F.l1_loss(out.float(), target).backward()
-            opts[name].step()
+            with retain_cpu_heap(enabled=name == "ours" or a.allocator == "retained"):
+                opts[name].zero_grad(set_to_none=True)
+                bf16 = a.mode == "train_bf16" and name == "ours"
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    out = nets[name](x, **kwargs)
+                F.l1_loss(out.float(), target).backward()
+                opts[name].step()
 
         for name in nets:
             step(name)  # warm-up: optimizer state

@@ -53,6 +53,13 @@ def test_freed_memory_is_kept_inside_and_returned_at_the_end() -> None:
 
 
 @glibc
+def test_a_disabled_block_changes_nothing() -> None:
+    with retain_cpu_heap(enabled=False) as applied:
+        assert applied is False and _heap._depth == 0
+        assert _alloc_free(200) < 50  # glibc's own behaviour
+
+
+@glibc
 def test_only_the_outermost_block_gives_memory_back() -> None:
     with retain_cpu_heap():
         with retain_cpu_heap() as inner:

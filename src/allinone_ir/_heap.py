@@ -60,18 +60,21 @@ def _glibc() -> Any:
     return libc
 
 
-def _user_tuned() -> bool:
-    """Whether the user chose the allocator or its settings (then they are left alone)."""
+def _allocator() -> Any:
+    """:func:`_glibc`, or ``None`` when another allocator is preloaded (jemalloc, tcmalloc)."""
+    return None if "malloc" in os.environ.get("LD_PRELOAD", "") else _glibc()
+
+
+def _user_settings() -> bool:
+    """Whether the user tuned glibc's malloc (then its settings are left alone)."""
     env = os.environ
-    return (
-        any(k.startswith("MALLOC_") and k.endswith("_") for k in env)
-        or "malloc" in env.get("GLIBC_TUNABLES", "")
-        or "malloc" in env.get("LD_PRELOAD", "")
+    return any(k.startswith("MALLOC_") and k.endswith("_") for k in env) or "malloc" in env.get(
+        "GLIBC_TUNABLES", ""
     )
 
 
 @contextlib.contextmanager
-def retain_cpu_heap() -> Iterator[bool]:
+def retain_cpu_heap(enabled: bool = True) -> Iterator[bool]:
     """Keep freed CPU memory in the heap for the duration of the block; give it back at the end.
 
     Reentrant and thread-safe: only the outermost block changes the settings and trims. Run your
@@ -80,8 +83,11 @@ def retain_cpu_heap() -> Iterator[bool]:
     While the block runs, the resident set stays at the peak of the live tensors instead of falling
     between layers; the memory freed inside is returned when it ends.
 
+    Args:
+        enabled: ``False`` makes the block change nothing (``retain_cpu_heap(enabled=dev.type == "cpu")``).
+
     Yields:
-        Whether the settings apply: ``True`` on Linux with glibc's allocator and no user settings
+        Whether the settings apply: ``True`` when enabled, on Linux with glibc's allocator and no user settings
         (``MALLOC_*_`` environment variables, ``GLIBC_TUNABLES`` with malloc tunables, an allocator
         in ``LD_PRELOAD``); ``False`` elsewhere, where the block changes nothing.
 
@@ -93,7 +99,7 @@ def retain_cpu_heap() -> Iterator[bool]:
         1048576.0
     """
     global _depth
-    libc = None if _user_tuned() else _glibc()
+    libc = _allocator() if enabled and not _user_settings() else None
     if libc is None:
         yield False
         return
@@ -123,8 +129,8 @@ def malloc_trim() -> bool:
         >>> isinstance(malloc_trim(), bool)
         True
     """
-    libc = _glibc()
-    if libc is None or "malloc" in os.environ.get("LD_PRELOAD", ""):
+    libc = _allocator()
+    if libc is None:
         return False
     libc.malloc_trim(0)
     return True

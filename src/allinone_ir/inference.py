@@ -557,9 +557,8 @@ def _restore_tensor(
     out_channels = int(getattr(model, "out_channels", x.shape[1]))
     was_training = model.training
     model.eval()
-    heap = retain_cpu_heap() if dev.type == "cpu" else nullcontext()
     try:
-        with torch.no_grad(), heap:
+        with torch.no_grad(), retain_cpu_heap(enabled=dev.type == "cpu"):
             x = x.detach().to("cpu", torch.float32)
             if tile_hw is None:
                 out = _restore_whole(x, run, batch_size, progress)

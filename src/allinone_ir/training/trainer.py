@@ -562,9 +562,8 @@ class Trainer:
         self._last_save_time = time.monotonic()
         last_val: dict[str, Any] = {}
         row: dict[str, Any] = {}
-        heap = retain_cpu_heap() if self.device.type == "cpu" else contextlib.nullcontext()
         try:
-            with StopSignals(announce=main) as stop, heap:
+            with StopSignals(announce=main) as stop, retain_cpu_heap(enabled=self.device.type == "cpu"):
                 while self.step < stop_at:
                     row = self.train_step()
                     seen += cfg.batch_size * cfg.grad_accum_steps * self.dist.world_size
