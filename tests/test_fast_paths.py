@@ -7,6 +7,7 @@ autocast, activation checkpointing and ``torch.compile`` compute the same functi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -324,6 +325,44 @@ class TestBenchmark:
                          peak_gflops=100.0, mode="train", grad_checkpointing=True)  # fmt: skip
         assert ckpt.grad_checkpointing and 3.2 < ckpt.gflop / infer.gflop < 4.0  # plus the recomputed forward
         assert format_table([row, infer]).count("\n") == 3
+
+    @pytest.mark.parametrize("native", [False, True])
+    def test_emulated_low_precision_has_no_peak_fraction(self, monkeypatch, native: bool) -> None:
+        import allinone_ir.benchmark as bench
+        import allinone_ir.inference as inference
+
+        measured: list[torch.dtype] = []
+
+        def fake_peak(dtype: torch.dtype, device: object) -> float:
+            measured.append(dtype)
+            return 50.0
+
+        # the CI machine may or may not have native bf16: decide it here
+        monkeypatch.setattr(
+            inference, "native_low_precision", lambda dtype, device: native or dtype == torch.float32
+        )
+        monkeypatch.setattr(bench, "measure_matmul_peak", fake_peak)
+        grid = bench.run_grid(["nafnet"], [16], [1], dtypes=("fp32", "bf16"), repeats=1, warmup=0,
+                              model_kwargs=self._NAF)  # fmt: skip
+        if native:
+            rows = list(grid)
+        else:
+            with pytest.warns(RuntimeWarning, match="bf16 is emulated on this cpu"):
+                rows = list(grid)
+        fp32, bf16 = rows
+        assert measured == ([torch.float32, torch.bfloat16] if native else [torch.float32])
+        assert fp32.peak_fraction == pytest.approx(fp32.gflops / 50.0)
+        table = format_table(rows).splitlines()
+        if native:
+            assert bf16.peak_fraction == pytest.approx(bf16.gflops / 50.0)
+            assert "emulated" not in format_table(rows)
+        else:
+            assert bf16.peak_fraction is None and "| emulated |" in table[3] and "emulated" not in table[2]
+            # a row timed on its own neither measures the (minutes-long) fallback matmul nor reports a fraction
+            row = bench.benchmark("nafnet", size=16, batch=1, dtype="bf16", repeats=1, warmup=0,
+                                  model_kwargs=self._NAF)  # fmt: skip
+            assert row.peak_fraction is None and measured == [torch.float32]
+            assert json.loads(json.dumps(dataclasses.asdict(row)))["peak_fraction"] is None
 
     def test_bad_arguments(self) -> None:
         with pytest.raises(ValueError, match="dtype"):

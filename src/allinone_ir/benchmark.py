@@ -30,6 +30,7 @@ import re
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -89,7 +90,10 @@ class BenchResult:
         images_per_s: ``batch / median_s``.
         gflop: GFLOP of one call (multiply-add = 2 FLOP; convolutions and matmuls only).
         gflops: Achieved ``gflop / median_s``.
-        peak_fraction: ``gflops`` over the measured matmul peak of the same dtype.
+        peak_fraction: ``gflops`` over the measured matmul peak of the same dtype; ``None`` where the
+            device only emulates that dtype (bf16 on CPUs without AVX-512 BF16 / AMX, see
+            :func:`~allinone_ir.inference.native_low_precision`): its matmuls then run a fallback
+            far slower than its convolutions, so no fraction would mean anything.
         peak_mem_mib: Peak memory of the timed calls above the memory in use before them (MiB).
         compile_s: Seconds of the first (compiling) call, if compiled.
         times_s: Every timed call.
@@ -110,7 +114,7 @@ class BenchResult:
     images_per_s: float
     gflop: float
     gflops: float
-    peak_fraction: float
+    peak_fraction: float | None
     peak_mem_mib: float
     compile_s: float | None
     times_s: list[float]
@@ -136,6 +140,12 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
+
+
+def _native(dtype: str, device: torch.device) -> bool:
+    from .inference import native_low_precision
+
+    return native_low_precision(PRECISIONS[dtype], device)
 
 
 def _sync(device: torch.device) -> None:
@@ -347,7 +357,8 @@ def benchmark(
         warmup: Untimed calls before timing.
         device: ``"cpu"`` or ``"cuda"``.
         model_kwargs: Constructor overrides when ``model`` is a name.
-        peak_gflops: The matmul peak to compare with (measured if ``None``).
+        peak_gflops: The matmul peak to compare with (measured if ``None``). Not used, nor measured,
+            for a dtype the device only emulates (``peak_fraction`` is then ``None``).
         implementation: Label of the row (``"official"`` for a reference network).
 
     Returns:
@@ -428,14 +439,16 @@ def benchmark(
         times.append(time.perf_counter() - t0)
     peak_mem = mem.peak_bytes()
     med = statistics.median(times)
-    if peak_gflops is None:
-        peak_gflops = measure_matmul_peak(PRECISIONS[dtype], dev)
     gflops = flops / med / 1e9
+    fraction = None
+    if _native(dtype, dev):
+        peak = measure_matmul_peak(PRECISIONS[dtype], dev) if peak_gflops is None else peak_gflops
+        fraction = gflops / peak
     return BenchResult(
         model=name, mode=mode, size=size, batch=batch, dtype=dtype, memory_format=memory_format,
         compiled=compile, grad_checkpointing=grad_checkpointing and mode == "train", device=dev.type,
         median_s=med, images_per_s=batch / med, gflop=flops / 1e9, gflops=gflops,
-        peak_fraction=gflops / peak_gflops, peak_mem_mib=peak_mem / 2**20, compile_s=compile_s, times_s=times,
+        peak_fraction=fraction, peak_mem_mib=peak_mem / 2**20, compile_s=compile_s, times_s=times,
         implementation=implementation,
     )  # fmt: skip
 
@@ -488,7 +501,18 @@ def run_grid(
         One :class:`BenchResult` per combination.
     """
     device = torch.device(kwargs.get("device", "cpu"))
-    peaks = {d: measure_matmul_peak(PRECISIONS[d], device) for d in dict.fromkeys(dtypes)}
+    peaks: dict[str, float | None] = {}
+    for d in dict.fromkeys(dtypes):
+        if _native(d, device):
+            peaks[d] = measure_matmul_peak(PRECISIONS[d], device)
+        else:  # its matmul fallback takes minutes at 2048 and says nothing about bf16 hardware
+            peaks[d] = None
+            warnings.warn(
+                f"{d} is emulated on this {device.type} (no native support): its rows show this machine's "
+                "fallback, far slower than float32 and than bf16 hardware, and no peak_fraction",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     references = references or {}
     done: set[tuple[Any, ...]] = set()
     for model, size, batch, dtype, fmt, comp in itertools.product(
@@ -524,10 +548,17 @@ def format_table(rows: Sequence[BenchResult]) -> str:
         rows: Benchmark results.
 
     Returns:
-        The table as a string (header, separator, one line per row).
+        The table as a string (header, separator, one line per row); ``peak_fraction`` reads
+        ``emulated`` where the dtype is not native to the device.
     """
     header = [name for name, _ in _COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(fmt.format(getattr(r, name)) for name, fmt in _COLUMNS) + " |")
+        cells = [
+            "emulated"
+            if name == "peak_fraction" and r.peak_fraction is None
+            else fmt.format(getattr(r, name))
+            for name, fmt in _COLUMNS
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
