@@ -285,15 +285,18 @@ FULL_RESOLUTION_LEVELS: tuple[str, ...] = ("encoder_level1", "decoder_level1", "
 def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[list[str]]:
     """Keep the parts of a network that bf16/fp16 perturbs most in float32 while autocast runs the rest.
 
-    Measured on a trained PromptIR (fp32 vs bf16 PSNR per degradation, ``docs/benchmarks.md``): the
-    drift comes from rounding convolution *weights*, and most of it from two places, the patch
-    embedding (the first convolution, which also sees the rounded image) and the depthwise
-    convolution of the attention at the full-resolution levels, whose few weights per channel set
-    ``q`` and ``k`` and so the softmax logits. Both run in float32 inside this context
-    (:attr:`~allinone_ir.layers.OverlapPatchEmbed.float32`,
-    :attr:`~allinone_ir.layers.MDTA.float32_dwconv`); everything else, including every 1x1
-    convolution and matmul, stays in the autocast dtype. :func:`restore` uses it for ``dtype=``
-    bf16/fp16. Networks without a ``patch_embed`` / :data:`FULL_RESOLUTION_LEVELS` are left as they are.
+    Two places run in float32 inside this context: the patch embedding (the first convolution, which
+    also sees the rounded image; :attr:`~allinone_ir.layers.OverlapPatchEmbed.float32`) and the
+    depthwise convolution of the attention at the full-resolution levels, whose few weights per
+    channel set ``q`` and ``k`` and so the softmax logits
+    (:attr:`~allinone_ir.layers.MDTA.float32_dwconv`). The patch embedding's float32 output also
+    keeps the *residual stream* of the full-resolution levels in float32 (each block adds its
+    low-precision branch to it; the skip concatenation carries it into ``decoder_level1``), while
+    every convolution and matmul there still computes in the autocast dtype. Measured on a trained
+    PromptIR (``docs/benchmarks.md``), the float32 stream keeps the output closest to fp32 on noise,
+    rain and snow, the depthwise convolution on haze. The lower levels run entirely in the autocast
+    dtype. :func:`restore` uses it for ``dtype=`` bf16/fp16. Networks without a ``patch_embed`` /
+    :data:`FULL_RESOLUTION_LEVELS` are left as they are.
 
     Args:
         model: The network (its flags are restored on exit).

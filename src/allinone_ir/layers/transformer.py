@@ -96,8 +96,9 @@ class OverlapPatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=3, padding=1, bias=bias)
 
     #: Run in float32 under bf16/fp16 autocast: rounding the image (8 mantissa bits, half an 8-bit grey
-    #: level) and these weights moves the output most per FLOP; the convolution is tiny.
-    #: :func:`allinone_ir.inference.low_precision_policy` sets it.
+    #: level) and these weights moves the output most per FLOP; the convolution is tiny. The output stays
+    #: float32, so the residual stream it starts stays float32 too (measured: most of what keeps bf16
+    #: close to fp32). :func:`allinone_ir.inference.low_precision_policy` sets it.
     float32: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
