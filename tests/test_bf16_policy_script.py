@@ -77,11 +77,15 @@ def test_table_on_a_saved_network(tmp_path: Path, capsys: pytest.CaptureFixture[
     clean = torch.rand(3, 24, 32)
     (tmp_path / "inputs").mkdir()
     for name, noise in (("a_noise", 0.1), ("b_noise", 0.2)):
-        write_image(tmp_path / "inputs" / f"{name}.png", (clean + noise * torch.randn_like(clean)).clamp(0, 1))
+        write_image(
+            tmp_path / "inputs" / f"{name}.png", (clean + noise * torch.randn_like(clean)).clamp(0, 1)
+        )
     write_image(tmp_path / "clean.png", clean)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        script.main([str(tmp_path / "model"), str(tmp_path / "inputs"), "--clean", str(tmp_path / "clean.png")])
+        script.main(
+            [str(tmp_path / "model"), str(tmp_path / "inputs"), "--clean", str(tmp_path / "clean.png")]
+        )
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and lines[0].count("vs fp32 dB") == 4
     assert lines[2].startswith("| a_noise |") and lines[3].startswith("| b_noise |")
