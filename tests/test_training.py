@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -458,6 +459,29 @@ def test_pip_config_extra_ddl_is_refused_and_validation_passes_labels(tmp_path: 
     assert t.val_data.patch_size is None and t.val_data.fixed  # whole images, the same every time
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_emulated_low_precision_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    import allinone_ir.inference as inference
+
+    # whether this CPU has native bf16 is decided here, so the test means the same on every machine
+    monkeypatch.setattr(
+        inference, "native_low_precision", lambda dtype, device: native or dtype == torch.float32
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t = Trainer(_tiny_nafnet(), _cfg(tmp_path / "bf16", precision="bf16"), _data())
+        Trainer(_tiny_nafnet(), _cfg(tmp_path / "fp32"), _data())
+    emulated = [str(w.message) for w in caught if "emulated" in str(w.message)]
+    assert t.precision == "bf16"  # the run keeps the precision it was asked for
+    if native:
+        assert emulated == []
+    else:
+        assert len(emulated) == 1 and emulated[0].startswith("bf16 is emulated on this CPU")
+        assert "precision: fp32" in emulated[0]
+        assert caught[0].filename == __file__  # points at the user's line
+
+
+@pytest.mark.filterwarnings("ignore:.*is emulated on this CPU:RuntimeWarning")
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_autocast_run_has_no_nan(tmp_path: Path, precision: str) -> None:
     torch.manual_seed(0)

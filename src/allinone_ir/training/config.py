@@ -66,7 +66,9 @@ class TrainerConfig:
         warmup_start_factor: Warm-up starts at ``lr * warmup_start_factor`` (PIP: 0.1).
         schedule: ``"cosine"`` (warm-up then cosine to ``min_lr``) or ``"constant"`` (warm-up then flat).
         grad_clip: Max global gradient norm (``None``: no clipping).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 uses a gradient scaler).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 uses a gradient scaler). On a
+            CPU that only emulates the low-precision dtype (no AVX-512 BF16 / AMX; see
+            :func:`~allinone_ir.inference.native_low_precision`) the Trainer warns: it runs ~20x slower.
         ema_decay: Keep an exponential moving average of the weights with this decay (``None``: off);
             validation and the best checkpoint then use the EMA weights.
         channels_last: Use the channels-last memory format (default on: 1.4-2x faster for these networks on

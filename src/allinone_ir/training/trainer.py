@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import losses as L
 from .._heap import retain_cpu_heap
-from .._runtime import autocast, progress_bar
+from .._runtime import PRECISIONS, autocast, progress_bar
 from ..errors import CheckpointError, ConfigError, TrainingDivergedError
 from ..metrics import get_protocol
 from ..models._base import AuxiliaryLoss, RestorationModel
@@ -335,6 +335,16 @@ class Trainer:
         if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             warnings.warn("bf16 is not supported on this GPU; training in fp32", stacklevel=4)
             return "fp32"
+        if precision != "fp32" and self.device.type == "cpu":
+            from ..inference import native_low_precision
+
+            if not native_low_precision(PRECISIONS[precision], self.device):
+                warnings.warn(
+                    f"{precision} is emulated on this CPU (no native support), so training runs much slower "
+                    "than in fp32; use precision fp32 here (trainer: {precision: fp32} in a config)",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
         return precision
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
