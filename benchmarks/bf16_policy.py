@@ -22,7 +22,12 @@ The policies (Restormer family: PromptIR, Restormer, PIP-Restormer):
   attention's depthwise convolution at those levels in float32;
 - ``bf16-stream``: the same float32 layers, but the patch embedding's output cast back to bf16, so the
   residual stream is bf16 everywhere;
-- ``embed-only``: the patch embedding alone in float32 (float32 stream, depthwise convolutions in bf16).
+- ``embed-only``: the patch embedding alone in float32 (float32 stream, depthwise convolutions in bf16);
+- ``float32-norms``: ``policy`` with every layer norm computed in float32 and returning float32, as
+  autocast would run it (the fast path normalises a bf16 map in bf16, with float32 statistics);
+  ``float32-norms:A+B`` only inside the top-level modules ``A`` and ``B``;
+- ``float32:A+B``: ``policy`` with the top-level modules ``A`` and ``B`` of the network (``encoder_level1``,
+  ``latent``, ``noise_level1``, ...) computed entirely in float32, to find where drift comes from.
 
 On a CPU without native bf16 the bf16 runs are emulated (slow, same rounding).
 """
@@ -33,8 +38,9 @@ import argparse
 import contextlib
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import torch
@@ -43,16 +49,69 @@ from allinone_ir import from_pretrained
 from allinone_ir import inference as inf
 from allinone_ir.assets import sample_images
 from allinone_ir.io import read_image
-from allinone_ir.layers import OverlapPatchEmbed
+from allinone_ir.layers import OverlapPatchEmbed, norm
 from allinone_ir.metrics import PROMPTIR_PROTOCOL
 
 POLICIES = ("plain", "policy", "bf16-stream", "embed-only")
 
 
+def _in_float32(module: torch.nn.Module) -> Callable[..., Any]:
+    """``module.forward`` with autocast off and its floating-point tensor arguments in float32."""
+    forward = module.forward
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        device = next(a.device.type for a in args if torch.is_tensor(a))
+        with torch.autocast(device, enabled=False):
+            return forward(
+                *(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args), **kwargs
+            )
+
+    return run
+
+
 @contextlib.contextmanager
-def policy(name: str) -> Iterator[None]:
-    """Run ``restore(dtype=bf16)`` under the named policy (see the module docstring)."""
-    if name == "policy":
+def policy(name: str, model: torch.nn.Module | None = None) -> Iterator[None]:
+    """Run ``restore(dtype=bf16)`` under the named policy (see the module docstring).
+
+    ``float32:A+B`` needs the ``model`` whose top-level modules ``A`` and ``B`` run in float32.
+    """
+    if name.startswith("float32:"):
+        if model is None:
+            raise ValueError("a float32:MODULES policy needs the model")
+        modules = [model.get_submodule(m) for m in name.split(":", 1)[1].split("+")]
+        for m in modules:
+            m.forward = _in_float32(m)  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            for m in modules:
+                del m.forward
+    elif name == "float32-norms" or name.startswith("float32-norms:"):
+        real_norm = norm.layer_norm_2d
+        inside = [0 if ":" in name else 1]  # > 0 while one of the named modules runs
+
+        def layer_norm_2d(
+            x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float
+        ) -> Any:
+            if not inside[0]:
+                return real_norm(x, weight, bias, eps)
+            with torch.autocast(x.device.type, enabled=False):
+                return real_norm(x.float(), weight.float(), None if bias is None else bias.float(), eps)
+
+        hooks = []
+        for m in name.split(":", 1)[1].split("+") if ":" in name else []:
+            if model is None:
+                raise ValueError("a float32-norms:MODULES policy needs the model")
+            module = model.get_submodule(m)
+            hooks.append(module.register_forward_pre_hook(lambda *_: inside.__setitem__(0, inside[0] + 1)))
+            hooks.append(module.register_forward_hook(lambda *_: inside.__setitem__(0, inside[0] - 1)))
+        try:
+            with mock.patch.object(norm, "layer_norm_2d", layer_norm_2d):
+                yield
+        finally:
+            for h in hooks:
+                h.remove()
+    elif name == "policy":
         yield
     elif name == "plain":
         real = inf.low_precision_policy
@@ -71,7 +130,9 @@ def policy(name: str) -> Iterator[None]:
         with mock.patch.object(inf, "FULL_RESOLUTION_LEVELS", ()):
             yield
     else:
-        raise ValueError(f"policy must be one of {POLICIES}, got {name!r}")
+        raise ValueError(
+            f"policy must be one of {POLICIES}, float32-norms[:MODULES] or float32:MODULES, got {name!r}"
+        )
 
 
 def _db(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -89,7 +150,7 @@ def count_casts(size: int, names: list[str]) -> None:
     x = torch.rand(1, 3, size, size).contiguous(memory_format=torch.channels_last)
     width = {"float": 4, "c10::BFloat16": 2, "c10::Half": 2}
     for name in names:
-        with policy(name), warnings.catch_warnings():
+        with policy(name, model), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
                 with inf.low_precision_policy(model, name != "plain"):
@@ -116,7 +177,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--casts", type=int, metavar="SIZE", help="count the casts at SIZE px instead")
     parser.add_argument("--clean", type=Path, default=None, help="clean image (default: the bundled chelsea)")
     parser.add_argument(
-        "--policies", default=",".join(POLICIES), help="comma-separated subset of " + ", ".join(POLICIES)
+        "--policies",
+        default=",".join(POLICIES),
+        help="comma-separated: "
+        + ", ".join(POLICIES)
+        + ", float32-norms[:MODULE+MODULE], float32:MODULE+MODULE",
     )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -138,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         base = PROMPTIR_PROTOCOL.compute(ref.clamp(0, 1), clean)["psnr"]
         cells = [path.stem, f"{base:.3f}"]
         for name in names:
-            with policy(name), warnings.catch_warnings():
+            with policy(name, model), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # emulated bf16 warns
                 y = inf.restore(model, x, dtype=torch.bfloat16, clamp=False, progress=False)
             psnr = PROMPTIR_PROTOCOL.compute(y.clamp(0, 1), clean)["psnr"]
