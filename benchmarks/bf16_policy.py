@@ -18,8 +18,9 @@ The policies (Restormer family: PromptIR, Restormer, PIP-Restormer):
 
 - ``plain``: bf16 autocast everywhere;
 - ``policy``: what ``restore(dtype=torch.bfloat16)`` runs (``low_precision_policy``): the patch embedding
-  in float32, whose float32 output keeps the full-resolution levels' residual stream in float32, and the
-  attention's depthwise convolution at those levels in float32;
+  in float32, whose float32 output keeps the full-resolution levels' residual stream in float32, the
+  attention's depthwise convolution at those levels in float32, and the latent level's layer norms in
+  float32;
 - ``bf16-stream``: the same float32 layers, but the patch embedding's output cast back to bf16, so the
   residual stream is bf16 everywhere;
 - ``embed-only``: the patch embedding alone in float32 (float32 stream, depthwise convolutions in bf16);
@@ -127,7 +128,10 @@ def policy(name: str, model: torch.nn.Module | None = None) -> Iterator[None]:
         with mock.patch.object(OverlapPatchEmbed, "forward", forward):
             yield
     elif name == "embed-only":
-        with mock.patch.object(inf, "FULL_RESOLUTION_LEVELS", ()):
+        with (
+            mock.patch.object(inf, "FULL_RESOLUTION_LEVELS", ()),
+            mock.patch.object(inf, "FLOAT32_NORM_LEVELS", ()),
+        ):
             yield
     else:
         raise ValueError(

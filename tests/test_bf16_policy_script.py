@@ -84,14 +84,14 @@ def test_policies_set_the_dtypes_they_name() -> None:
     net = _randomise(create_model("promptir", **TINY["promptir"]), scale=0.3).eval()
     x = torch.rand(1, 3, 16, 16)
     outs = []
-    for name in ("policy", "float32-norms:latent", "float32-norms:latent", "float32-norms"):
+    for name in ("policy", "float32-norms:encoder_level3", "float32-norms:encoder_level3", "float32-norms"):
         with script.policy(name, net), torch.no_grad(), torch.autocast("cpu", dtype=bf):
             with low_precision_policy(net):
                 outs.append(net(x).float())
     assert not torch.equal(outs[0], outs[1]) and torch.equal(outs[1], outs[2])
-    assert not torch.equal(outs[1], outs[3])  # the other levels' norms stay bf16 under :latent
+    assert not torch.equal(outs[1], outs[3])  # the other levels' norms stay bf16 under :encoder_level3
     assert (outs[1] - outs[0]).abs().max() < 0.05 * outs[0].abs().max()  # a rounding difference, no more
-    assert not net.latent._forward_pre_hooks and not net.latent._forward_hooks
+    assert not net.encoder_level3._forward_pre_hooks and not net.encoder_level3._forward_hooks
     assert norm.layer_norm_2d is real_norm
     with low_precision_policy(net) as names:  # nothing is left patched afterwards
         assert "encoder_level1.0.attn" in names

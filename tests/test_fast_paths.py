@@ -497,3 +497,34 @@ def test_layer_norm_under_bf16_autocast_stays_bf16_and_close(bias: bool) -> None
         out = layer_norm_2d(x.bfloat16(), w, b)  # no fp32 round trip of the activations
     assert out.dtype == torch.bfloat16 and out.stride(1) == 1
     torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_float32_layer_norm_flag_under_bf16_autocast(bias: bool) -> None:
+    """``LayerNorm2d.float32`` (the latent level under low_precision_policy): float32 in and out, in
+    training's fused path too; a no-op without autocast."""
+    from allinone_ir.layers import LayerNorm2d
+    from allinone_ir.layers.norm import norm_conv1x1
+
+    torch.manual_seed(0)
+    norm = LayerNorm2d(8, bias=bias)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(2, 8, 5, 6).contiguous(memory_format=CL).bfloat16()
+    exact = norm(x.float())  # fp32 norm of the rounded map
+    norm.float32 = True
+    try:
+        assert torch.equal(norm(x.float()), exact)  # no autocast: unchanged
+        w = torch.randn(4, 8, 1, 1, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = norm(x)
+            (fused,) = norm_conv1x1(x.float().requires_grad_(), norm, [w])  # the training path
+            (plain,) = (F.conv2d(norm(x.float()), w),)
+        assert out.dtype == torch.float32 and out.stride(1) == 1
+        torch.testing.assert_close(out, exact, atol=1e-6, rtol=0)  # not the bf16-rounded result
+        torch.testing.assert_close(fused, plain, atol=0, rtol=0)
+    finally:
+        del norm.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = norm(x)
+    assert fast.dtype == torch.bfloat16 and (fast.float() - exact).abs().max() > 1e-4  # the flag matters

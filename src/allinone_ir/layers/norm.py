@@ -91,7 +91,17 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels)) if bias else None
 
+    #: Normalise in float32 under bf16/fp16 autocast (a float32 copy of the input, float32 output), as
+    #: autocast itself would, instead of normalising a low-precision map in its own dtype (the fast path,
+    #: which saves two full-size casts per norm). :func:`allinone_ir.inference.low_precision_policy` sets it
+    #: for the latent level, where the fast path moved a trained PromptIR's output most.
+    float32: bool = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.float32 and _autocast_state(x.device.type)[0]:
+            with torch.autocast(x.device.type, enabled=False):
+                bias = None if self.bias is None else self.bias.float()
+                return layer_norm_2d(x.float(), self.weight.float(), bias, self.eps)
         return layer_norm_2d(x, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
@@ -255,7 +265,7 @@ def norm_conv1x1(
         x.requires_grad
         or any(t is not None and t.requires_grad for t in (norm.weight, norm.bias, *weights, *bs))
     )
-    if not record or torch.compiler.is_compiling():
+    if not record or torch.compiler.is_compiling() or getattr(norm, "float32", False):
         ln = norm(x)
         return tuple(F.conv2d(ln, w, b) for w, b in zip(weights, bs, strict=True))
     wb = [t for pair in zip(weights, bs, strict=True) for t in pair]
