@@ -329,18 +329,16 @@ def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[lis
         embed = getattr(model, "patch_embed", None)
         if isinstance(embed, OverlapPatchEmbed):
             flags.append((embed, "float32", "patch_embed"))
-        for level in FULL_RESOLUTION_LEVELS:
-            stage = getattr(model, level, None)
-            if isinstance(stage, nn.Module):
-                for name, m in stage.named_modules():
-                    if isinstance(m, MDTA):
-                        flags.append((m, "float32_dwconv", f"{level}.{name}"))
-        for level in FLOAT32_NORM_LEVELS:
-            stage = getattr(model, level, None)
-            if isinstance(stage, nn.Module):
-                for name, m in stage.named_modules():
-                    if isinstance(m, LayerNorm2d):
-                        flags.append((m, "float32", f"{level}.{name}"))
+        for levels, kind, attr in (
+            (FULL_RESOLUTION_LEVELS, MDTA, "float32_dwconv"),
+            (FLOAT32_NORM_LEVELS, LayerNorm2d, "float32"),
+        ):
+            for level in levels:
+                stage = getattr(model, level, None)
+                if isinstance(stage, nn.Module):
+                    flags += [
+                        (m, attr, f"{level}.{n}") for n, m in stage.named_modules() if isinstance(m, kind)
+                    ]
     saved = [(m, attr, m.__dict__.get(attr, None)) for m, attr, _ in flags]
     try:
         for m, attr, _ in flags:
