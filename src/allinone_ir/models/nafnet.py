@@ -32,7 +32,7 @@ class NAFNet(UNetHooks, RestorationModel):
     Key names equal the official ones (``intro``, ``encoders.i.j``, ``downs.i``,
     ``middle_blks.j``, ``ups.i.0``, ``decoders.i.j``, ``ending``). The default is the
     SIDD width-32 configuration (29,159,715 parameters). Any ``H, W >= 1`` works
-    (reflect padding to a multiple of ``2 ** len(enc_blk_nums)``, cropped back).
+    (zero padding to a multiple of ``2 ** len(enc_blk_nums)``, as the official code, cropped back).
 
     Args:
         in_channels: Image channels (input and output).
@@ -51,6 +51,8 @@ class NAFNet(UNetHooks, RestorationModel):
         >>> net(torch.rand(1, 3, 11, 7)).shape
         torch.Size([1, 3, 11, 7])
     """
+
+    pad_mode = "constant"  # zeros, as the official check_image_size: official weights give official outputs
 
     def __init__(
         self,
