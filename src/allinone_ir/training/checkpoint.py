@@ -13,6 +13,7 @@ The trainer decides what goes into a checkpoint; this module writes and reads th
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -171,8 +172,15 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def write_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
     """Save ``state`` with ``torch.save``, atomically (a killed write leaves the previous file intact).
 
+    A failed write leaves no partial file and no temporary one, and every earlier file as it was.
+
     Returns:
         The path written.
+
+    Raises:
+        OSError: With ``errno.ENOSPC`` when the disk fills up: ``no space left on device while writing
+            PATH; earlier checkpoints are intact`` (``torch.save`` itself reports an ``enforce fail ...
+            unexpected pos`` ``RuntimeError``); other write errors as they come.
 
     Examples:
         >>> import tempfile
@@ -180,7 +188,30 @@ def write_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> 
         >>> torch.load(p, weights_only=True)
         {'step': 3}
     """
-    return atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a Python file: the system's error comes with torch's
+            torch.save(dict(state), f)
+
+    try:
+        return atomic_write(path, save)
+    except (RuntimeError, OSError) as exc:
+        if not _disk_full(exc):
+            raise
+        full = OSError(f"no space left on device while writing {path}; earlier checkpoints are intact")
+        full.errno = errno.ENOSPC
+        raise full from exc
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it was raised from or while handling, is a full disk or quota."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 def plain_metrics(best: Mapping[str, Any]) -> dict[str, Any]:
@@ -234,14 +265,21 @@ def best_weights_state(
     }
 
 
-def read_resume_checkpoint(path: str | os.PathLike[str], model: nn.Module) -> dict[str, Any]:
+def read_resume_checkpoint(
+    path: str | os.PathLike[str], model: nn.Module, *, state: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Read the training checkpoint a run resumes from, and check that its weights fit ``model``.
+
+    Args:
+        path: The checkpoint.
+        model: The configured network.
+        state: The checkpoint's content when it has been read already (only checked then).
 
     Raises:
         CheckpointError: As :func:`read_checkpoint`, or when the weights do not fit the configured
             network (one line naming the file, the mismatch and the way out).
     """
-    state = read_checkpoint(path)
+    state = read_checkpoint(path) if state is None else dict(state)
     misfit = describe_misfit(model, state["model"], state.get("model_config"))
     if misfit is not None:
         raise CheckpointError(

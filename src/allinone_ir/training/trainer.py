@@ -28,11 +28,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import losses as L
-from .._heap import retain_cpu_heap
 from .._runtime import PRECISIONS, autocast, progress_bar
+from ..data.datasets import _match_labels
 from ..errors import CheckpointError, ConfigError, TrainingDivergedError
 from ..metrics import get_protocol
 from ..models._base import AuxiliaryLoss, RestorationModel
+from ._lock import RunFolderLock
 from .checkpoint import (
     best_weights_state,
     checkpoint_bytes,
@@ -40,6 +41,7 @@ from .checkpoint import (
     load_init_weights,
     periodic_checkpoints,
     plain_metrics,
+    read_checkpoint,
     read_resume_checkpoint,
     remove_stale_temporaries,
     rng_state,
@@ -109,6 +111,20 @@ class LossTerm:
     name: str = "extra"
 
 
+def _val_line(results: Mapping[str, Mapping[str, float]]) -> str:
+    """``val PSNR: rain 27.10 dB (input 21.00, +6.10), ...``: each group's restored and degraded PSNR.
+
+    Examples:
+        >>> _val_line({"rain": {"psnr": 27.1, "input_psnr": 21.0}, "all": {"psnr": 25.0, "input_psnr": 25.5}})
+        'val PSNR: rain 27.10 dB (input 21.00, +6.10), all 25.00 dB (input 25.50, -0.50)'
+    """
+    parts = [
+        f"{g} {m['psnr']:.2f} dB (input {m['input_psnr']:.2f}, {m['psnr'] - m['input_psnr']:+.2f})"
+        for g, m in results.items()
+    ]
+    return "val PSNR: " + ", ".join(parts)
+
+
 def _collate_keys(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
     out = {}
     for k, v in batch.items():
@@ -167,7 +183,15 @@ class Trainer:
             ``trainable`` groups that match nothing, fewer samples than one batch, an ``aux_weights`` name the
             network does not declare, or an extra term named like one of the family's.
         CheckpointError: If the checkpoint to resume from is missing, unreadable, or does not fit the
-            network (one line naming the file and the mismatch).
+            network (one line naming the file and the mismatch). With ``resume="auto"`` an unreadable
+            newest checkpoint is set aside (renamed ``NAME.unreadable``, never deleted) and the newest
+            intact one is used, with a warning naming both; the error comes when none is readable.
+        UsageError: If another run holds the output folder: one run per folder, locked from construction
+            until :meth:`fit` returns (the message names the holder's process id, host and start time).
+        DatasetError: For a network told the degradation (PIP), before training, when a degradation of the
+            data is not one of the network's (matched by name, aliases included; the datasets of
+            :mod:`allinone_ir.data` are relabelled to the network's positions) or comes from file names
+            that name none.
 
     Examples:
         >>> import tempfile
@@ -195,25 +219,41 @@ class Trainer:
             raise TypeError(f"config must be a TrainerConfig, got {type(config).__name__}")
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if getattr(model, "accepts_degradation", False) and getattr(model, "degradations", None):
+            # labels are positions in the network's degradations, matched by name before training
+            for data in (train_data, val_data):
+                _match_labels(data, model.degradations, type(model).__name__)
         self.config = config
         self.out_dir = Path(config.output_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self._setup_device()
-        self.model = self._prepare_model(model)
-        self.optimizer, self.scheduler, self.scaler = self._build_optimization()
-        self.ema = ModelEMA(self.model, config.ema_decay) if config.ema_decay else None
-        self.loss_fn = self._build_main_loss(loss)
-        self.extra_losses = list(extra_losses)
-        self.aux_losses: list[AuxiliaryLoss] = self._family_terms()
-        self.batch_augment = batch_augment
-        self.train_data, self.val_data = train_data, val_data
-        self.protocol = get_protocol(config.metric_protocol)
-        self.net = self._wrap_network()
-        self.sampler = self._build_sampler()
-        self._reset_counters()
-        self.start_message = self._resume()
+        # one run per output folder, from before the resume reads it until fit() returns
+        self._lock = RunFolderLock(self.out_dir)
+        if self.dist.is_main:
+            self._lock.acquire()
+        try:
+            self.model = self._prepare_model(model)
+            self.optimizer, self.scheduler, self.scaler = self._build_optimization()
+            self.ema = ModelEMA(self.model, config.ema_decay) if config.ema_decay else None
+            self.loss_fn = self._build_main_loss(loss)
+            self.extra_losses = list(extra_losses)
+            self.aux_losses: list[AuxiliaryLoss] = self._family_terms()
+            self.batch_augment = batch_augment
+            self.train_data, self.val_data = train_data, val_data
+            self.protocol = get_protocol(config.metric_protocol)
+            self.net = self._wrap_network()
+            self.sampler = self._build_sampler()
+            self._reset_counters()
+            self._resume_notes: list[str] | None = []  # said after the start message
+            self.start_message = self._resume()
+        except BaseException:
+            self._lock.release(remove_empty_folder=True)
+            raise
+        notes, self._resume_notes = self._resume_notes, None
         if self.dist.is_main:
             print(self.start_message, file=sys.stderr, flush=True)
+            for note in notes:
+                warnings.warn(note, UserWarning, stacklevel=2)
 
     # ------------------------------------------------------------------ setup steps (in __init__'s order)
     def _setup_device(self) -> None:
@@ -387,11 +427,47 @@ class Trainer:
                     f"checkpoint(s) and the logs of an earlier run in {self.out_dir}"
                 )
             return f"resume=never: starting at step 0 in {self.out_dir}"
-        path = self.find_latest_checkpoint() if mode == "auto" else Path(mode)
-        if path is None:
+        if mode != "auto":
+            self.load_checkpoint(mode)
+            return f"resumed from {mode} at step {self.step}"
+        found = periodic_checkpoints(self.ckpt_dir)
+        if not found:
             return f"no checkpoint in {self.ckpt_dir}: starting at step 0"
-        self.load_checkpoint(path)
-        return f"resumed from {path} at step {self.step}"
+        bad: list[tuple[Path, str]] = []
+        for _, path in reversed(found):  # the newest intact one
+            try:
+                state = read_checkpoint(path)
+            except CheckpointError as exc:
+                bad.append((path, str(exc)))
+                continue
+            self._load_state(path, state)
+            for bad_path, reason in bad:
+                self._set_aside(bad_path, reason, used=path)
+            return f"resumed from {path} at step {self.step}"
+        reasons = "; ".join(reason for _, reason in bad)
+        raise CheckpointError(
+            f"no readable checkpoint in {self.ckpt_dir} ({reasons}); start again with --resume never "
+            "(resume='never') or use another --output-dir"
+        )
+
+    def _set_aside(self, path: Path, reason: str, *, used: Path) -> None:
+        """Rename an unreadable periodic checkpoint to ``NAME.unreadable`` (kept, never rotated away); say so."""
+        kept = path.with_name(path.name + ".unreadable")
+        if self.dist.is_main:
+            try:
+                os.replace(path, kept)
+            except OSError:
+                kept = (
+                    path  # left where it is (another process of the run moved it, or the folder is read-only)
+                )
+        note = (
+            f"{reason}; resumed from the newest intact checkpoint {used} instead; the unreadable file is kept "
+            f"as {kept}"
+        )
+        if self._resume_notes is not None:
+            self._resume_notes.append(note)
+        elif self.dist.is_main:
+            warnings.warn(note, UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ data
     def _loader(self) -> Iterator[dict[str, Any]]:
@@ -550,9 +626,9 @@ class Trainer:
         """Train until ``config.max_steps`` (or only until update ``steps``, to simulate an interruption).
 
         SIGINT / SIGTERM (main thread only) stop training after the update in progress, with a
-        checkpoint (see the class description). On the CPU the loop runs inside
-        :func:`~allinone_ir.inference.retain_cpu_heap` (freed activations are reused, not returned
-        to the system at every layer; the memory is given back when ``fit`` returns).
+        checkpoint (see the class description). The output folder is locked while the run lasts
+        (``OUTPUT_DIR/.train.lock``, an operating-system lock the system releases if the process dies):
+        another trainer on the same folder, in this process or another, is refused at once.
 
         Returns:
             A summary: ``step``, ``loss`` (last logged), ``best`` (best validation PSNR and its step),
@@ -561,7 +637,18 @@ class Trainer:
         Raises:
             TrainingInterrupted: On SIGINT / SIGTERM, after writing the checkpoint (every process raises it).
             TrainingDivergedError: If the loss becomes NaN or infinite.
+            UsageError: If another run holds the output folder (naming its process id, host and start time).
+            OSError: If the disk fills up while a checkpoint is written (``errno.ENOSPC``; the message names
+                the file; the earlier checkpoints are intact).
         """
+        if self.dist.is_main:
+            self._lock.acquire()
+        try:
+            return self._fit(steps)
+        finally:
+            self._lock.release()
+
+    def _fit(self, steps: int | None) -> dict[str, Any]:
         cfg = self.config
         stop_at = cfg.max_steps if steps is None else min(steps, cfg.max_steps)
         main = self.dist.is_main
@@ -573,7 +660,7 @@ class Trainer:
         last_val: dict[str, Any] = {}
         row: dict[str, Any] = {}
         try:
-            with StopSignals(announce=main) as stop, retain_cpu_heap(enabled=self.device.type == "cpu"):
+            with StopSignals(announce=main) as stop:
                 while self.step < stop_at:
                     row = self.train_step()
                     seen += cfg.batch_size * cfg.grad_accum_steps * self.dist.world_size
@@ -679,8 +766,7 @@ class Trainer:
             res = self.evaluate()
             self.log.log_val(self.step, res)
             if self.config.progress_bar:
-                parts = ", ".join(f"{g} {m['psnr']:.2f} dB" for g, m in res.items())
-                print(f"[step {self.step}] val PSNR: {parts}", file=sys.stderr)
+                print(f"[step {self.step}] {_val_line(res)}", file=sys.stderr)
             if res["all"]["psnr"] > self.best["psnr"]:
                 self.best = {"psnr": res["all"]["psnr"], "ssim": res["all"]["ssim"], "step": self.step}
                 self.save_best()
@@ -768,11 +854,22 @@ class Trainer:
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint` (``weights_only`` loading).
 
+        When this run's :class:`TrainerConfig` differs from the checkpoint's, a warning names each
+        changed field and the value used: this run's, made consistent with the restored state (the
+        optimizer's settings and the learning-rate schedule are this run's, continued at the restored
+        step), except ``init_weights`` (the weights come from the checkpoint). ``config`` then holds
+        what actually runs, and so do ``config.json`` and later checkpoints.
+
         Raises:
             CheckpointError: If the file is missing or unreadable, is not a training checkpoint, or does not
                 fit the configured network or optimizer (one line naming the file and the mismatch).
         """
-        state = read_resume_checkpoint(path, self.model)
+        self._load_state(path, read_checkpoint(path))
+
+    def _load_state(self, path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+        """Restore ``state``, read from ``path``, then make this run's settings and the restored state agree."""
+        read_resume_checkpoint(path, self.model, state=state)  # the weights fit, or one line saying why not
+        fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.model.load_state_dict(state["model"])
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -782,17 +879,99 @@ class Trainer:
                 "start again with --resume never or use another --output-dir"
             ) from exc
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.module.load_state_dict(state["ema"])
+        if state.get("scaler") or not self.scaler.is_enabled():  # empty: saved by a run without fp16
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema") is not None:
+                self.ema.module.load_state_dict(state["ema"])
+            else:  # EMA switched on at this resume: it starts from the restored weights
+                self.ema = ModelEMA(self.model, self.ema.decay)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best = dict(state["best"])
         self.log.load_state_dict(state)
         set_rng_state(state["rng"])
         if "batch_augment" in state and hasattr(self.batch_augment, "load_state_dict"):
             self.batch_augment.load_state_dict(state["batch_augment"])  # type: ignore[union-attr]
-        if "loss" in state and isinstance(self.loss_fn, nn.Module):
+        saved = state.get("config") or {}
+        if (
+            "loss" in state
+            and isinstance(self.loss_fn, nn.Module)
+            and saved.get("loss", self.config.loss) == self.config.loss
+        ):
             self.loss_fn.load_state_dict(state["loss"])
         self._iter = None
         self.last_checkpoint = Path(path)
         self._saved_step = self.step
+        note = self._reconcile_config(path, saved, fresh_groups)
+        if note is None:
+            return
+        if self._resume_notes is not None:
+            self._resume_notes.append(note)
+        elif self.dist.is_main:
+            warnings.warn(note, UserWarning, stacklevel=3)
+
+    #: Fields that say where a run is and how it shows progress, not what it trains: not compared on resume.
+    _UNCOMPARED = frozenset({"output_dir", "resume", "progress_bar", "plot", "num_workers", "device"})
+    #: Fields whose value on resume is the checkpoint's, with the reason.
+    _KEPT_ON_RESUME = {"init_weights": "the weights come from the checkpoint"}
+    #: Fields that shape the optimizer's hyper-parameters and the learning-rate schedule.
+    _OPTIMIZATION = frozenset(
+        {"optimizer", "lr", "min_lr", "weight_decay", "betas", "warmup_steps", "warmup_start_factor", "schedule",
+         "max_steps"}
+    )  # fmt: skip
+
+    def _reconcile_config(
+        self, path: str | os.PathLike[str], saved: Mapping[str, Any], fresh_groups: list[dict[str, Any]]
+    ) -> str | None:
+        """After a resume: apply this run's settings where they differ from the checkpoint's; the note saying so.
+
+        Every changed field takes this run's value, made consistent with the restored state: the
+        optimizer's hyper-parameters and the learning-rate schedule are those of this run's config,
+        evaluated at the restored step (never the old ``lr`` under a new schedule); a changed
+        ``batch_size`` continues the epoch at the same sample (rounded down to a whole batch). The
+        fields of ``_KEPT_ON_RESUME`` keep the checkpoint's value, and ``self.config`` is updated to
+        what runs. Returns ``None`` when nothing differs.
+        """
+        ours = self.config.to_dict()
+        changed = [k for k in ours if k in saved and k not in self._UNCOMPARED and saved[k] != ours[k]]
+        if not changed:
+            return None
+        kept = [k for k in changed if k in self._KEPT_ON_RESUME]
+        used = [k for k in changed if k not in kept]
+        if kept:
+            self.config = dataclasses.replace(self.config, **{k: saved[k] for k in kept})
+        if any(k in self._OPTIMIZATION for k in used):
+            for group, fresh in zip(self.optimizer.param_groups, fresh_groups, strict=True):
+                group.update({k: v for k, v in fresh.items() if k != "lr"})  # this run's betas, decay, ...
+            self.scheduler.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+            lrs = [
+                base * f(self.scheduler.last_epoch)
+                for base, f in zip(self.scheduler.base_lrs, self.scheduler.lr_lambdas, strict=True)
+            ]
+            for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+                group["lr"] = lr
+            self.scheduler._last_lr = lrs  # what get_last_lr() reports
+        if "batch_size" in used:
+            self.batch_in_epoch = self.batch_in_epoch * int(saved["batch_size"]) // self.config.batch_size
+
+        def show(k: str) -> str:
+            return f"{k} {saved[k]!r} -> {ours[k]!r}"
+
+        parts = []
+        if used:
+            parts.append(
+                f"{', '.join(show(k) for k in used)}: this run's values are used"
+                + (
+                    f" (the learning-rate schedule is this run's, continued at step {self.step}: "
+                    f"lr {self.optimizer.param_groups[0]['lr']:.3g} now)"
+                    if any(k in self._OPTIMIZATION for k in used)
+                    else ""
+                )
+            )
+        for k in kept:
+            parts.append(f"{show(k)}: the checkpoint's value is kept ({self._KEPT_ON_RESUME[k]})")
+        return (
+            f"the config differs from checkpoint {path}'s: "
+            + "; ".join(parts)
+            + "; config.json records what runs"
+        )
