@@ -287,3 +287,211 @@ def test_permission_denied_reason_without_chmod(tmp_path: Path, monkeypatch) -> 
 
     monkeypatch.setattr(PIL, "open", denied)
     assert _reason(p) == "permission denied"
+
+
+# --- EXIF orientation, every Pillow mode, full disk, symbolic-link loops (issue 20) ---------------------
+
+_ORIENTATIONS = range(1, 9)
+
+
+def _exif(orientation: int) -> object:
+    exif = PIL.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+@pytest.mark.parametrize("orientation", _ORIENTATIONS)
+def test_exif_orientation_applied_as_viewers_show(tmp_path: Path, orientation: int) -> None:
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    # a lossless file with the tag: the pixels must be exactly exif_transpose's
+    stored = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    PIL.fromarray(stored).save(tmp_path / "o.png", exif=_exif(orientation))
+    with PIL.open(tmp_path / "o.png") as im:
+        want = np.asarray(ImageOps.exif_transpose(im))
+    got = read_image_array(tmp_path / "o.png")
+    assert got.shape == want.shape == ((7, 5, 3) if orientation >= 5 else (5, 7, 3))
+    assert np.array_equal(got, want)
+    assert read_image(tmp_path / "o.png").shape == (3, *want.shape[:2])
+    # Pillow itself turns TIFF pixels on load (and drops the tag): turned once, not twice
+    PIL.fromarray(stored).save(tmp_path / "o.tif", exif=_exif(orientation))
+    assert np.array_equal(read_image_array(tmp_path / "o.tif"), want)
+
+
+def test_exif_orientation_of_a_jpeg_and_of_a_16bit_colour_png(tmp_path: Path) -> None:
+    # a phone photograph: landscape sensor, Orientation 6 (viewers rotate it 90 degrees clockwise)
+    stored = np.zeros((40, 64, 3), np.uint8)
+    stored[:8, :, 0] = 255  # a red band along the stored top edge: the right edge once rotated
+    PIL.fromarray(stored).save(tmp_path / "phone.jpg", exif=_exif(6), quality=95)
+    got = read_image_array(tmp_path / "phone.jpg")
+    assert got.shape == (64, 40, 3)
+    assert got[:, -8:, 0].mean() > 200 and got[:, :8, 0].mean() < 50
+
+    # 16-bit colour PNG (read by pypng, not Pillow) with an eXIf chunk
+    rgb16 = np.arange(2 * 3 * 3, dtype=np.uint16).reshape(2, 3, 3) * 3000
+    p = write_image(tmp_path / "c16.png", rgb16)
+    with PIL.open(p) as im:
+        assert im.mode == "RGB"  # Pillow alone would keep 8 of the 16 bits
+    PIL.open(p).save(tmp_path / "c8.png", exif=_exif(8))  # borrow the eXIf chunk layout
+    data = (tmp_path / "c8.png").read_bytes()
+    exif_chunk = data[data.index(b"eXIf") - 4 :]
+    exif_chunk = exif_chunk[: 12 + int.from_bytes(exif_chunk[:4], "big")]
+    raw = p.read_bytes()
+    at = raw.index(b"IDAT") - 4
+    (tmp_path / "c16x.png").write_bytes(raw[:at] + exif_chunk + raw[at:])
+    got16 = read_image_array(tmp_path / "c16x.png", keep_channels=True)
+    assert got16.dtype == np.uint16
+    assert np.array_equal(got16, np.rot90(rgb16, 1))  # Orientation 8: 90 degrees counter-clockwise
+
+
+def _save_mode(path: Path, im: object) -> Path:
+    im.save(path)
+    return path
+
+
+def test_float_tiff_read_in_zero_one_range(tmp_path: Path) -> None:
+    values = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    p = _save_mode(tmp_path / "f.tif", PIL.fromarray(values))
+    with PIL.open(p) as im:
+        assert im.mode == "F"
+    arr = read_image_array(p, keep_channels=True)
+    assert arr.dtype == np.float32 and arr.shape == (3, 4, 1)
+    assert np.array_equal(arr[:, :, 0], values)  # not a black image
+    t = read_image(p)
+    assert t.shape == (3, 3, 4) and torch.equal(t[1], torch.from_numpy(values))
+
+
+@pytest.mark.parametrize(
+    ("values", "why"),
+    [
+        (np.linspace(0, 4000, 12, dtype=np.float32), r"mode F.* 0 to 4000.*\[0, 1\]"),
+        (np.linspace(-1, 1, 12, dtype=np.float32), r"mode F.* -1 to 1.*\[0, 1\]"),
+        (np.array([0.5] * 11 + [np.nan], np.float32), r"mode F.*NaN"),
+    ],
+)
+def test_float_tiff_outside_zero_one_refused_by_name(tmp_path: Path, values: np.ndarray, why: str) -> None:
+    p = _save_mode(tmp_path / "f.tif", PIL.fromarray(values.reshape(3, 4)))
+    with pytest.raises(ImageReadError, match=r"f\.tif.*" + why) as info:
+        read_image_array(p)
+    assert "mode F" in info.value.reason and "f.tif" not in info.value.reason
+
+
+def test_16bit_integer_modes_exact(tmp_path: Path) -> None:
+    values = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000 + 7).astype(np.uint16)
+    little = _save_mode(tmp_path / "le.tif", PIL.fromarray(values))  # I;16
+    big = _save_mode(tmp_path / "be.tif", PIL.frombytes("I;16B", (4, 3), values.astype(">u2").tobytes()))
+    as_i = _save_mode(tmp_path / "i.tif", PIL.fromarray(values.astype(np.int32)))  # 32-bit signed
+    for p, mode in ((little, "I;16"), (big, "I;16B"), (as_i, "I")):
+        with PIL.open(p) as im:
+            assert im.mode == mode
+        arr = read_image_array(p, keep_channels=True)
+        assert arr.dtype == np.uint16 and np.array_equal(arr[:, :, 0], values), mode
+
+
+@pytest.mark.parametrize("bad", [70000, -3])
+def test_32bit_integer_outside_16bit_range_refused_by_name(tmp_path: Path, bad: int) -> None:
+    values = np.zeros((3, 4), np.int32)
+    values[1, 2] = bad
+    p = _save_mode(tmp_path / "i32.tif", PIL.fromarray(values))
+    with pytest.raises(ImageReadError, match=rf"i32\.tif: .*mode I.*{bad}.*0\.\.65535"):
+        read_image_array(p)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "want"),
+    [
+        ("1", "png", (255, 255, 255)),
+        ("L", "png", (7, 7, 7)),
+        ("LA", "png", (7, 7, 7)),
+        ("P", "png", (10, 20, 30)),
+        ("PA", "tif", (10, 20, 30)),
+        ("RGB", "png", (10, 20, 30)),
+        ("RGBA", "png", (10, 20, 30)),
+        ("CMYK", "tif", (245, 235, 225)),
+        ("YCbCr", "tif", None),
+        ("LAB", "tif", None),
+    ],
+)
+def test_every_pillow_mode_read_as_its_colours(tmp_path: Path, mode: str, fmt: str, want) -> None:
+    src = PIL.new("RGB", (4, 3), (10, 20, 30))
+    if mode in ("L", "LA"):
+        im = PIL.new(mode, (4, 3), 7 if mode == "L" else (7, 99))
+    elif mode == "1":
+        im = PIL.new("1", (4, 3), 1)
+    elif mode == "P":
+        im = src.quantize(4)
+    elif mode == "PA":
+        im = src.quantize(4).convert("PA")
+    elif mode == "CMYK":
+        im = PIL.new("CMYK", (4, 3), (10, 20, 30, 0))
+    else:
+        im = src.convert(mode)
+    p = _save_mode(tmp_path / f"m.{fmt}", im)
+    with PIL.open(p) as back:
+        assert back.mode == mode
+    arr = read_image_array(p) if "A" not in mode else read_image_array(p, keep_channels=True)[:, :, :-1]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    assert arr.dtype == np.uint8 and arr.shape == (3, 4, 3)
+    if want is None:  # colour spaces converted by Pillow: close to the colour they encode
+        assert np.abs(arr.astype(int) - [10, 20, 30]).max() <= 3, arr[0, 0]
+    else:
+        assert arr[0, 0].tolist() == list(want)
+
+
+def test_colour_float_tiff_pillow_cannot_read_is_named(tmp_path: Path) -> None:
+    import struct
+
+    h, w = 2, 3
+    data = np.random.default_rng(0).random((h, w, 3)).astype("<f4").tobytes()
+    n = 10
+    ifd = 8
+    extra = ifd + 2 + n * 12 + 4
+    tags = [
+        (256, 3, 1, w), (257, 3, 1, h), (258, 3, 3, extra), (259, 3, 1, 1), (262, 3, 1, 2),
+        (273, 4, 1, extra + 12), (277, 3, 1, 3), (278, 3, 1, h), (279, 4, 1, len(data)), (339, 3, 3, extra + 6),
+    ]  # fmt: skip
+    out = b"II*\x00" + struct.pack("<IH", ifd, n)
+    for tag, typ, count, value in tags:
+        out += struct.pack("<HHIHH" if typ == 3 and count == 1 else "<HHII", tag, typ, count, value, *(
+            (0,) if typ == 3 and count == 1 else ()))  # fmt: skip
+    out += struct.pack("<I", 0) + struct.pack("<3H", 32, 32, 32) + struct.pack("<3H", 3, 3, 3) + data
+    (tmp_path / "rgbf.tif").write_bytes(out)
+    with pytest.raises(ImageReadError, match=r"rgbf\.tif: a TIFF layout Pillow cannot read"):
+        read_image_array(tmp_path / "rgbf.tif")
+
+
+def test_symlink_loop_is_an_unreadable_file(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    (tmp_path / "gone.png").symlink_to("nowhere.png")
+    # listed, so that a reader reports them instead of the files silently missing
+    assert [p.name for p in list_images(tmp_path)] == ["a.png", "gone.png", "loop.png"]
+    with pytest.raises(ImageReadError, match=r"loop\.png: symbolic link loop") as info:
+        read_image_array(tmp_path / "loop.png")
+    assert info.value.reason == "symbolic link loop"
+    with pytest.raises(FileNotFoundError, match=r"gone\.png.*nowhere\.png"):
+        read_image_array(tmp_path / "gone.png")
+
+
+def test_full_disk_removes_the_temporary_and_says_so(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from allinone_ir import io as aio
+
+    def full(tmp: str) -> None:
+        Path(tmp).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"^no space left on device while writing .*out\.bin$") as info:
+        aio.atomic_write(tmp_path / "out.bin", full)
+    assert info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+    def denied(tmp: str) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(PermissionError):  # other failures pass through as they are
+        aio.atomic_write(tmp_path / "out.bin", denied)
+    assert list(tmp_path.iterdir()) == []

@@ -4,7 +4,14 @@ Images are exchanged as float32 tensors of shape ``(C, H, W)`` with values in
 ``[0, 1]``. 8-bit and 16-bit PNG (and anything else Pillow reads) are supported;
 :func:`read_image` promotes grayscale to RGB and drops an alpha channel with a warning,
 while ``read_image_array(path, keep_channels=True)`` returns the channels and bit depth as
-stored, so a grayscale or 16-bit file can be written back as it came.
+stored, so a grayscale or 16-bit file can be written back as it came. Pixels come the way
+viewers show them: an EXIF orientation (a phone photograph taken upright) is applied on read.
+
+Value ranges: 8-bit files hold 0..255 and 16-bit files 0..65535 (both mean 0 to 1); 32-bit
+integer grayscale (Pillow's mode ``I``) is read as 16-bit when its values fit in 0..65535;
+32-bit float grayscale (mode ``F``, e.g. a float TIFF) is read as float32 and must hold values
+in [0, 1]. A file outside these ranges is refused by name (:class:`ImageReadError`), never
+clipped or rescaled silently.
 
 Pillow reads and writes 16-bit PNG only for grayscale; 16-bit colour PNG (RGB, RGBA and
 grayscale with alpha) is read and written with `pypng <https://pypi.org/project/pypng/>`_
@@ -15,6 +22,7 @@ umask gives an ordinary file (:func:`file_mode_for`).
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import tempfile
@@ -56,7 +64,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     """Write a file atomically: ``write(tmp)`` fills a temporary file in the same folder, then it is renamed.
 
     A crash or an exception inside ``write`` never leaves a half-written ``path``; the temporary
-    file is removed. Missing parent folders are created. The file gets the permissions of an
+    file is removed whatever fails. A full disk (or quota) is reported as ``OSError`` (errno
+    ``ENOSPC`` / ``EDQUOT``) saying "no space left on device while writing PATH". Missing parent
+    folders are created. The file gets the permissions of an
     ordinary new file (``0o666`` minus the umask, e.g. ``0o644``), or keeps those of the file it
     replaces (:func:`file_mode_for`). Used for images, checkpoints, configs and logs alike.
 
@@ -67,6 +77,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
 
+    Raises:
+        OSError: If the file cannot be written (a full disk: "no space left on device while
+            writing PATH"); nothing is left behind.
+
     Examples:
         >>> import tempfile
         >>> p = atomic_write(Path(tempfile.mkdtemp()) / "a.txt", lambda tmp: Path(tmp).write_text("hi"))
@@ -75,16 +89,33 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, file_mode_for(p))
         os.replace(tmp, p)
+    except OSError as exc:
+        full = _disk_full(exc, p)
+        if full is None:
+            raise
+        raise full from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.lexists(tmp):
             os.unlink(tmp)
     return p
+
+
+def _disk_full(exc: BaseException, path: str | os.PathLike[str]) -> OSError | None:
+    """``exc`` said in words when it means a full disk or quota (its errno kept), else ``None``."""
+    code = getattr(exc, "errno", None)
+    if code not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    what = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
+    err = OSError(f"{what} while writing {path}")
+    err.errno = code  # set afterwards, so that the message stays the one line above
+    return err
 
 
 def file_mode_for(path: str | os.PathLike[str]) -> int:
@@ -128,22 +159,43 @@ def _current_umask() -> int:
 
 
 def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
-    """Sorted image files in ``folder`` (by extension, case-insensitive)."""
+    """Sorted image files in ``folder`` (by extension, case-insensitive).
+
+    A symbolic link with an image's name that cannot be followed (dangling, or a loop) is listed
+    too, so that reading it reports the problem instead of the file silently missing.
+
+    Args:
+        folder: The folder.
+        recursive: Also list the images of its sub-folders.
+
+    Returns:
+        The paths, sorted.
+
+    Raises:
+        FileNotFoundError: If ``folder`` is not a folder.
+    """
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"not a folder: {root}")
     it = root.rglob("*") if recursive else root.iterdir()
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(
+        p
+        for p in it
+        if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or (p.is_symlink() and not p.is_dir()))
+    )
 
 
 def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = False) -> np.ndarray:
-    """Read an image file as an ``(H, W, C)`` array, ``uint8`` or ``uint16`` as stored.
+    """Read an image file as an ``(H, W, C)`` array, ``uint8``, ``uint16`` or ``float32`` as stored.
 
     By default ``C`` is 3: grayscale becomes RGB and an alpha channel is dropped with a warning.
     With ``keep_channels=True`` the channels are those stored: 1 (grayscale), 2 (grayscale and
     alpha), 3 (RGB) or 4 (RGBA); palette images become RGB (RGBA if they have transparency),
-    other colour spaces (CMYK, YCbCr) RGB. The dtype always tells the bit depth: ``uint16`` for
-    16-bit files (PNG in every colour type, TIFF grayscale), else ``uint8``.
+    bilevel images 8-bit grayscale, other colour spaces (CMYK, YCbCr, LAB, HSV) RGB. The dtype
+    tells the bit depth: ``uint16`` for 16-bit files (PNG in every colour type, TIFF grayscale,
+    32-bit integer grayscale whose values fit in 0..65535), ``float32`` (values in [0, 1]) for
+    32-bit float grayscale, else ``uint8``. The EXIF orientation is applied, so the array is the
+    picture viewers show (``PIL.ImageOps.exif_transpose``).
 
     Args:
         path: The image file.
@@ -153,9 +205,10 @@ def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = Fals
         The pixels, ``(H, W, C)``.
 
     Raises:
-        FileNotFoundError: If the file does not exist.
+        FileNotFoundError: If the file does not exist (or is a link to nothing).
         ImageReadError: If the file is not a readable image; the message names the file and its
-            ``reason`` says why (empty, not an image, truncated, permission denied).
+            ``reason`` says why (empty, not an image, truncated, permission denied, a symbolic
+            link loop, pixels outside the value ranges of the module docstring, with the mode).
 
     Examples:
         >>> import tempfile
@@ -168,11 +221,12 @@ def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = Fals
     """
     Image = require_pillow()
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"image file not found: {p}")
+    _check_is_file(p)
     try:
         with Image.open(p) as im:
-            arr = _pixels(im, p)
+            arr = _oriented(_pixels(im, p), _orientation(im))
+    except ImageReadError:
+        raise
     except (
         OSError,
         SyntaxError,
@@ -196,27 +250,119 @@ def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = Fals
     return np.ascontiguousarray(arr)
 
 
+def _check_is_file(p: Path) -> None:
+    """Raise ``FileNotFoundError`` (missing, a link to nothing) or ``ImageReadError`` (a link loop, no access)."""
+    try:
+        os.stat(p)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        if p.is_symlink():
+            target = os.readlink(p)
+            raise FileNotFoundError(
+                f"image file not found: {p} is a link to {target}, which does not exist"
+            ) from exc
+        raise FileNotFoundError(f"image file not found: {p}") from exc
+    except OSError as exc:
+        reason = "symbolic link loop" if exc.errno == errno.ELOOP else _read_failure(exc, p)
+        raise _refuse(p, reason) from exc
+    if not p.is_file():
+        raise FileNotFoundError(f"image file not found: {p}")
+
+
+#: EXIF orientation -> how to turn the stored (H, W, C) pixels into the picture viewers show
+#: (as ``PIL.ImageOps.exif_transpose`` does).
+_ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _orientation(im: Any) -> int:
+    """The EXIF orientation (1..8) of an image Pillow has loaded; 1 when absent or unreadable.
+
+    Read after loading: Pillow turns TIFF pixels itself on load and then drops the tag.
+    """
+    try:
+        value = int(im.getexif().get(0x0112, 1))
+    except Exception:  # a damaged EXIF block: the pixels as stored
+        return 1
+    return value if value in _ORIENT else 1
+
+
+def _oriented(arr: np.ndarray, orientation: int) -> np.ndarray:
+    turn = _ORIENT.get(orientation)
+    return arr if turn is None else np.ascontiguousarray(turn(arr))
+
+
 def _pixels(im: Any, p: Path) -> np.ndarray:
-    """The stored pixels of an open Pillow image: (H, W) or (H, W, C), uint8 or uint16."""
+    """The stored pixels of an open Pillow image: (H, W) or (H, W, C), uint8, uint16 or float32.
+
+    Raises:
+        ImageReadError: Pixels outside the value ranges of the module docstring (names the mode).
+    """
     mode = im.mode
     if im.format == "PNG" and _is_png16_colour(p):
-        return _read_png16(p)  # Pillow keeps only 8 of the 16 bits
+        arr = _read_png16(p)  # Pillow keeps only 8 of the 16 bits
+        im.load()  # for the EXIF block, which may follow the pixels
+        return arr
     colour16 = mode in ("RGB", "RGBA") and _stored_16bit(im)  # the tiles are gone after load()
     im.load()
+    mode = im.mode
     if colour16:
         warnings.warn(
             f"{p}: 16-bit colour {im.format} read as 8-bit (save 16-bit colour as PNG)", stacklevel=3
         )
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        return np.clip(np.asarray(im, dtype=np.int64), 0, 65535).astype(np.uint16)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(im).astype(np.uint16)  # native byte order
+    if mode == "I" or mode.startswith("I;"):
+        return _integer_pixels(np.asarray(im, dtype=np.int64), mode, p)
+    if mode == "F" or mode.startswith("F;"):
+        return _float_pixels(np.asarray(im, dtype=np.float32), mode, p)
     if mode in ("L", "LA", "RGB", "RGBA"):
         return np.asarray(im)
     if mode == "1":
         return np.asarray(im.convert("L"))
+    if mode == "La":  # premultiplied alpha: Pillow converts it to LA only
+        return np.asarray(im.convert("LA"))
     has_alpha = "A" in mode or "a" in mode or "transparency" in im.info
     if mode == "P" and has_alpha and im.palette is not None and im.palette.mode.startswith("L"):
         return np.asarray(im.convert("LA"))
     return np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+
+
+def _refuse(p: Path, reason: str) -> ImageReadError:
+    return ImageReadError(f"cannot read image file {p}: {reason}", path=p, reason=reason)
+
+
+def _integer_pixels(arr: np.ndarray, mode: str, p: Path) -> np.ndarray:
+    """32-bit integer grayscale as 16-bit samples, or refused when the values do not fit."""
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    if lo < 0 or hi > 65535:
+        raise _refuse(
+            p,
+            f"32-bit integer pixels (mode {mode}) from {lo} to {hi}; integer pixels must be in 0..65535 "
+            "(16-bit); save the image as 16-bit or as float in [0, 1]",
+        )
+    return arr.astype(np.uint16)
+
+
+def _float_pixels(arr: np.ndarray, mode: str, p: Path) -> np.ndarray:
+    """32-bit float grayscale, values in [0, 1], or refused by name."""
+    if arr.size and not np.isfinite(arr).all():
+        bad = "NaN" if np.isnan(arr).any() else "infinite"
+        raise _refuse(p, f"32-bit float pixels (mode {mode}) contain {bad} values; expected values in [0, 1]")
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if lo < 0 or hi > 1:
+        raise _refuse(
+            p,
+            f"32-bit float pixels (mode {mode}) from {lo:g} to {hi:g}; float images must hold values in "
+            "[0, 1] (scale them first)",
+        )
+    return arr
 
 
 def _stored_16bit(im: Any) -> bool:
@@ -237,9 +383,22 @@ def _read_failure(exc: BaseException, p: Path) -> str:
     except OSError:
         pass
     if type(exc).__name__ == "UnidentifiedImageError":
+        if _is_tiff(p):
+            return (
+                "a TIFF layout Pillow cannot read (e.g. colour with 32-bit float samples); save it as "
+                "16-bit PNG or one float channel"
+            )
         return "not an image file (or a format Pillow cannot read)"
     text = " ".join(str(exc).replace(str(p), "").split()).strip(" :")
     return text or type(exc).__name__
+
+
+def _is_tiff(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            return f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+    except OSError:
+        return False
 
 
 def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
@@ -281,7 +440,20 @@ def tensor_to_array(x: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.nd
 
 
 def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Read an image file as a float32 ``(3, H, W)`` tensor in [0, 1] (8- and 16-bit files).
+    """Read an image file as a float32 ``(3, H, W)`` tensor in [0, 1] (8-, 16-bit and float files).
+
+    The pixels of :func:`read_image_array` (EXIF orientation applied, grayscale as RGB, alpha
+    dropped with a warning), scaled to [0, 1].
+
+    Args:
+        path: The image file.
+
+    Returns:
+        The image.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ImageReadError: If it is not a readable image (the message names the file and says why).
 
     Shape:
         - output: :math:`(3, H, W)`
