@@ -32,7 +32,7 @@ from allinone_ir.layers.attention import CrossChannelAttention, top_m_channel_at
 class TestTable:
     def test_labels_keep_their_meaning(self) -> None:
         # PIP's five classes as the paper and its official code number them, then snow: checkpoints,
-        # configs/pip_five_task.yaml and configs/promptir_three_task.yaml rely on these numbers
+        # the shipped pip_five_task.yaml and promptir_three_task.yaml rely on these numbers
         assert DEGRADATION_LABELS == {"noise": 0, "rain": 1, "haze": 2, "blur": 3, "lowlight": 4, "snow": 5}
         assert DEFAULT_DEGRADATIONS == ("noise", "rain", "haze", "blur", "lowlight")
         assert [d.label for d in DEGRADATION_TABLE] == list(range(len(DEGRADATION_TABLE)))
@@ -62,7 +62,7 @@ class TestTable:
             _ = layers_pip.nothing
 
     def test_promptir_layout_tasks_map_to_the_pip_labels(self) -> None:
-        tasks = ["denoise", "derain", "dehaze", "deblur", "lowlight"]  # configs/pip_five_task.yaml
+        tasks = ["denoise", "derain", "dehaze", "deblur", "lowlight"]  # the shipped pip_five_task.yaml
         assert [DEGRADATION_LABELS[_task_degradation(t)] for t in tasks] == [0, 1, 2, 3, 4]
         assert _task_degradation("my_own_task") == "my_own_task"  # a user's layout entry keeps its name
 
@@ -100,7 +100,7 @@ class TestLookups:
         x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
         assert torch.equal(synthesize(x, "derain", rng=3), synthesize(x, "rain", rng=3))
         assert torch.equal(synthesize(x, "Low-Light", rng=3), synthesize(x, "lowlight", rng=3))
-        with pytest.raises(ValueError, match="unknown degradation 'fog'"):
+        with pytest.raises(ValueError, match="unknown degradation name 'fog'"):
             synthesize(x, "fog")
 
 

@@ -28,7 +28,11 @@ and a network agree when they are given the same list (as the demo and
 ``configs/course_rain_snow.toml`` do).
 
 Names are matched without regard to case, spaces, ``-`` and ``_`` (``"Low-Light"`` is
-``lowlight``); the aliases are the task names of the official code. :func:`resolve_degradation_weights`
+``lowlight``); the aliases are the task names of the official code. One grammar,
+:func:`parse_degradation`, reads a degradation *specification* everywhere (synthesis, the synthetic
+dataset's tasks, ``evaluate``'s groups, PIP's degradation control): a name or alias, and for noise an
+optional level in 8-bit units, ``noise_<sigma>`` (``noise_25``, ``denoise-50``, ``Noise 15``).
+:func:`resolve_degradation_weights`
 reads every form a user may give (labels, names, ``"rain+noise"`` mixtures, mappings, tensors) into
 PIP's degradation weights ``omega``.
 """
@@ -36,6 +40,7 @@ PIP's degradation weights ``omega``.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +58,7 @@ __all__ = [
     "default_names",
     "degradation_label",
     "display_name",
+    "parse_degradation",
     "resolve_degradation_weights",
 ]
 
@@ -141,6 +147,55 @@ def canonical_name(name: str) -> str:
     return found.name
 
 
+# a name followed by a number: "noise_25", "denoise-50", "Noise 15", "noise25"
+_WITH_LEVEL = re.compile(r"^(.*?[^\d\s_-])[\s_-]*(\d+(?:\.\d+)?)$")
+
+#: The degradations whose specification may carry a level, and what the level is.
+_LEVELS: dict[str, str] = {"noise": "sigma"}
+
+
+def parse_degradation(spec: str) -> tuple[str, float | None]:
+    """Read a degradation specification: a name or alias, and for noise an optional level.
+
+    The one grammar of the library (synthesis, the synthetic dataset's ``tasks``, ``evaluate``'s
+    groups, PIP's ``degradation=``): ``<name>`` or ``noise_<sigma>``, the name being any name,
+    display name or alias of the vocabulary (case, spaces, ``-`` and ``_`` ignored) and ``sigma`` the
+    noise standard deviation on the 0-255 scale, separated by ``_``, ``-``, a space or nothing.
+
+    Args:
+        spec: E.g. ``"rain"``, ``"derain"``, ``"noise_25"``, ``"denoise-50"``, ``"Low light"``.
+
+    Returns:
+        ``(canonical name, level)``; the level is ``None`` when the specification has none.
+
+    Raises:
+        ValueError: For a name the vocabulary does not know (with the closest known names), or a level
+            given to a degradation that takes none (``"rain_15"``).
+
+    Examples:
+        >>> parse_degradation("noise_15"), parse_degradation("Denoise 50"), parse_degradation("derain")
+        (('noise', 15.0), ('noise', 50.0), ('rain', None))
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"a degradation specification must be a string, got {type(spec).__name__}")
+    found = _LOOKUP.get(_normalise_name(spec))
+    if found is not None:
+        return found.name, None
+    m = _WITH_LEVEL.match(spec.strip())
+    base = _LOOKUP.get(_normalise_name(m.group(1))) if m else None
+    if m is None or base is None:
+        known = [d.name for d in DEGRADATION_TABLE]
+        err = _unknown(spec, known, "the known degradations are")
+        raise ValueError(f"{err}; noise also takes a level: noise_<sigma>, e.g. noise_25")
+    if base.name not in _LEVELS:
+        raise ValueError(
+            f"degradation {spec!r}: {base.name} takes no level; only "
+            + ", ".join(f"{n}_<{what}>" for n, what in _LEVELS.items())
+            + " does (e.g. noise_25)"
+        )
+    return base.name, float(m.group(2))
+
+
 def degradation_label(name: str) -> int:
     """The label of :data:`DEGRADATION_TABLE` for a name, display name or alias.
 
@@ -182,15 +237,53 @@ def default_names(count: int) -> tuple[str, ...]:
 # ----------------------------------------------------------------------------------------------------------
 # Degradation specifications -> PIP's degradation weights
 # ----------------------------------------------------------------------------------------------------------
+def _canonical_or_self(name: str) -> str:
+    """The normalised canonical name of ``name`` (level dropped: ``noise_25`` is noise), else ``name`` normalised."""
+    try:
+        return parse_degradation(name)[0]
+    except (ValueError, TypeError):
+        return _normalise_name(name)
+
+
 def _name_index(name: str, names: Sequence[str]) -> int:
-    """Position of ``name`` in a network's ``names``: the name itself, else its vocabulary alias."""
-    table = {_normalise_name(n): i for i, n in enumerate(names)}
+    """Position of ``name`` in a network's ``names``, both sides read through the vocabulary.
+
+    ``derain`` finds a network's ``rain`` and ``rain`` a network's ``derain``; ``noise_25`` finds
+    ``noise``; a name outside the vocabulary (a user's ``fog``) is matched as written.
+    """
+    exact = {_normalise_name(n): i for i, n in enumerate(names)}
     key = _normalise_name(name)
-    if key not in table and key in _LOOKUP:
-        key = _normalise_name(_LOOKUP[key].name)
+    if key in exact:
+        return exact[key]
+    table: dict[str, int] = {}
+    for i, n in enumerate(names):
+        table.setdefault(_canonical_or_self(n), i)
+    key = _canonical_or_self(name)
     if key not in table:
         raise _unknown(name, names, "this network knows")
     return table[key]
+
+
+def _match_names(classes: Sequence[str], names: Sequence[str]) -> dict[str, int]:
+    """Each of ``classes`` (a dataset's degradation names) -> its position in a network's ``names``.
+
+    Raises:
+        ValueError: Listing the classes the network cannot represent and both vocabularies.
+    """
+    out: dict[str, int] = {}
+    missing: list[str] = []
+    for c in classes:
+        try:
+            out[c] = _name_index(c, names)
+        except ValueError:
+            missing.append(c)
+    if missing:
+        raise ValueError(
+            f"the network cannot represent the degradation(s) {missing} of the data: the data's degradations "
+            f"are {list(classes)}, the network's are {list(names)} (labels are matched by name, aliases "
+            "included)"
+        )
+    return out
 
 
 def _label_index(label: int, names: Sequence[str]) -> int:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset
 
-from ..degradation_types import DEGRADATION_LABELS, canonical_name
+from ..degradation_types import DEGRADATION_LABELS, _match_names, canonical_name, parse_degradation
 from ..errors import DatasetError
 from ..io import list_images, read_image
 from .augment import AUGMENT_MODES, paired_random_augment, paired_random_crop
@@ -85,6 +85,25 @@ def _prefix_of(stem: str) -> str:
     return re.split(r"[-_ .]", stem, maxsplit=1)[0]
 
 
+def _vocabulary_label(name: str) -> int | None:
+    """The vocabulary's label of a degradation specification (``derain``, ``noise_25``), or ``None``."""
+    try:
+        return DEGRADATION_LABELS[parse_degradation(name)[0]]
+    except (TypeError, ValueError):
+        return None
+
+
+#: How many problems a dataset error lists before it counts the rest.
+_MAX_LISTED = 20
+
+
+def _problem_list(problems: Sequence[str]) -> str:
+    shown = list(problems[:_MAX_LISTED])
+    if len(problems) > _MAX_LISTED:
+        shown.append(f"... and {len(problems) - _MAX_LISTED} more")
+    return "\n  " + "\n  ".join(shown)
+
+
 class _Geometry:
     """Shared crop + flip/rot behaviour of the datasets."""
 
@@ -132,9 +151,16 @@ class PairedImageDataset(Dataset, _Geometry):
     :data:`~allinone_ir.degradation_types.DEGRADATION_LABELS` where every name is in it, else the
     sorted names).
 
-    Missing partners raise :class:`DatasetError` at construction listing every one; size
-    mismatches and unreadable files raise when the pair is loaded, naming both files;
-    :meth:`validate` reads every pair and reports all problems at once.
+    Missing partners raise :class:`DatasetError` at construction listing every one; with
+    ``validate=True`` the construction also reads every pair and the one error lists every problem
+    together: missing partners, size mismatches, unreadable files, images smaller than the crop (the
+    first 20, then a count). Without it, size mismatches and unreadable files raise when the pair is
+    loaded, naming both files, and :meth:`validate` reads every pair and reports all problems at once.
+
+    With ``label_from="prefix"`` and no ``classes``, a prefix that names no degradation of the
+    vocabulary (``img`` of ``img_001.png``) still becomes a class, so a network that ignores labels
+    trains as usual; a network that is told the degradation (PIP) refuses such a class before training
+    (see :attr:`unrecognised_prefixes`).
 
     Args:
         degraded_dir: Folder of degraded images.
@@ -147,10 +173,17 @@ class PairedImageDataset(Dataset, _Geometry):
             ``range(8)`` all, ``(0, 1)`` vertical flip only, ``()`` none.
         seed: Base seed of the crops and augmentations.
         recursive: Scan ``degraded_dir`` recursively (always on with ``label_from="subfolder"``).
+        validate: Read every pair at construction and report all problems in one error.
 
     Attributes:
         pairs: The matched pairs, sorted by degraded file (``.degraded``, ``.clean``, ``.degradation``).
         classes: Degradation name -> label.
+        unrecognised_prefixes: Classes read from file-name prefixes that name no degradation (with
+            ``label_from="prefix"`` and no ``classes``), each with an example file.
+
+    Raises:
+        DatasetError: For a missing folder, no images, missing partners, a class outside ``classes``,
+            and (``validate=True``) every unreadable or mismatched pair.
 
     Examples:
         >>> ds = PairedImageDataset("train/degraded", "train/clean",  # doctest: +SKIP
@@ -170,6 +203,7 @@ class PairedImageDataset(Dataset, _Geometry):
         augment_modes: Sequence[int] = tuple(range(AUGMENT_MODES)),
         seed: int = 0,
         recursive: bool = False,
+        validate: bool = False,
     ) -> None:
         self.degraded_dir, self.clean_dir = Path(degraded_dir), Path(clean_dir)
         for what, d in (("degraded_dir", self.degraded_dir), ("clean_dir", self.clean_dir)):
@@ -200,18 +234,24 @@ class PairedImageDataset(Dataset, _Geometry):
                 missing.append(f"{d} -> expected clean partner {self.clean_dir / target}")
                 continue
             pairs.append(_Pair(d, c, self._degradation_of(d, rel, label_from)))
-        if missing:
-            raise DatasetError(
-                f"{len(missing)} degraded image(s) without a clean partner:\n  " + "\n  ".join(missing)
-            )
         self.pairs = pairs
-        names = sorted({p.degradation for p in pairs})
-        if classes is None:
-            classes = (
-                {n: DEGRADATION_LABELS[n] for n in names}
-                if all(n in DEGRADATION_LABELS for n in names)
-                else names
+        if missing and not validate:
+            raise DatasetError(
+                f"{len(missing)} degraded image(s) without a clean partner:" + _problem_list(missing)
             )
+        if validate:
+            problems = [f"no clean partner: {m}" for m in missing] + self.validate(raise_on_error=False)
+            if problems:
+                raise DatasetError(f"{len(problems)} problem(s) in the dataset:" + _problem_list(problems))
+        names = sorted({p.degradation for p in pairs})
+        self.unrecognised_prefixes: dict[str, Path] = {}
+        if classes is None:
+            labels = {n: _vocabulary_label(n) for n in names}
+            classes = labels if all(v is not None for v in labels.values()) else names  # type: ignore[assignment]
+            if label_from == "prefix":
+                for p in pairs:
+                    if labels[p.degradation] is None:
+                        self.unrecognised_prefixes.setdefault(p.degradation, p.degraded)
         self.classes: dict[str, int] = (
             dict(classes) if isinstance(classes, Mapping) else {n: i for i, n in enumerate(classes)}
         )
@@ -359,24 +399,29 @@ class PairedImageDataset(Dataset, _Geometry):
                     f"{pair.degraded}: {deg.shape[2]}x{deg.shape[1]} is smaller than patch_size {self.patch_size}"
                 )
         if problems and raise_on_error:
-            raise DatasetError(f"{len(problems)} problem(s) in the dataset:\n  " + "\n  ".join(problems))
+            raise DatasetError(f"{len(problems)} problem(s) in the dataset:" + _problem_list(problems))
         return problems
 
 
 def _parse_task(task: str) -> tuple[str, float | None]:
-    """``"noise_25"`` -> ``("noise", 25.0)``; ``"rain"`` -> ``("rain", None)``."""
-    m = re.fullmatch(r"noise_?(\d+(?:\.\d+)?)", task)
-    if m:
-        return "noise", float(m.group(1))
-    return task, None
+    """``"noise_25"`` -> ``("noise", 25.0)``; ``"derain"`` -> ``("rain", None)`` (the one grammar).
+
+    Raises:
+        ValueError: For a task the grammar does not read, naming it.
+    """
+    try:
+        return parse_degradation(task)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"unknown task {task!r}: {exc}") from None
 
 
 class SyntheticDegradationDataset(Dataset, _Geometry):
     """Degraded / clean pairs synthesised on the fly from clean photos.
 
     Each clean image appears once per task in ``tasks`` (so the length is
-    ``len(images) * len(tasks) * repeat``). A task is a degradation name of
-    :data:`~allinone_ir.data.degradations.DEGRADATIONS` (random parameters) or
+    ``len(images) * len(tasks) * repeat``). A task is a degradation specification as
+    :func:`~allinone_ir.degradation_types.parse_degradation` reads it: a degradation name or alias
+    of :data:`~allinone_ir.data.degradations.DEGRADATIONS` (random parameters) or
     ``"noise_<sigma>"`` (Gaussian noise of a fixed sigma, official 8-bit recipe, as the
     PromptIR denoising tasks ``noise_15``, ``noise_25``, ``noise_50``). The crop and
     augmentation happen before the degradation; everything is drawn from
@@ -425,12 +470,8 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
             raise ValueError("tasks must name at least one degradation")
         if repeat < 1:
             raise ValueError(f"repeat must be >= 1, got {repeat}")
-        from .degradations import DEGRADATIONS
-
         for t in tasks:
-            base, _ = _parse_task(t)
-            if base not in DEGRADATIONS:
-                raise ValueError(f"unknown task {t!r}; use one of {sorted(DEGRADATIONS)} or 'noise_<sigma>'")
+            _parse_task(t)
         self.tasks = tuple(tasks)
         self.classes: dict[str, int] = (
             dict(DEGRADATION_LABELS) if classes is None
@@ -533,7 +574,7 @@ class MixedDataset(Dataset):
             if hasattr(ds, "validate"):
                 problems += ds.validate(raise_on_error=False)
         if problems and raise_on_error:
-            raise DatasetError(f"{len(problems)} problem(s) in the dataset:\n  " + "\n  ".join(problems))
+            raise DatasetError(f"{len(problems)} problem(s) in the dataset:" + _problem_list(problems))
         return problems
 
 
@@ -619,3 +660,71 @@ def promptir_dataset(
             )  # fmt: skip
         parts.append((ds, int(reps.get(task, 1))))
     return MixedDataset(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Labels for a network that is told the degradation (PIP): matched by name
+# ----------------------------------------------------------------------------------------------------------
+def _parts(dataset: Any) -> list[Any]:
+    """The datasets that make up ``dataset`` (a :class:`MixedDataset`'s parts, a ``Subset``'s dataset)."""
+    if isinstance(dataset, MixedDataset):
+        return [q for ds, _ in dataset.parts for q in _parts(ds)]
+    if isinstance(dataset, torch.utils.data.Subset):
+        return _parts(dataset.dataset)
+    return [dataset]
+
+
+def _part_classes(ds: Any) -> dict[str, int] | None:
+    """The degradations the samples of one dataset carry, with their labels; ``None`` for a foreign dataset."""
+    if isinstance(ds, PairedImageDataset):
+        return {p.degradation: ds.classes[p.degradation] for p in ds.pairs}
+    if isinstance(ds, SyntheticDegradationDataset):
+        return {b: ds.classes[b] for b in (_parse_task(t)[0] for t in ds.tasks)}
+    return None
+
+
+def _label_classes(dataset: Any, network: str = "the network") -> list[str] | None:
+    """The degradation names the samples of ``dataset`` carry, in label order (``None`` if it cannot say).
+
+    Raises:
+        DatasetError: If a class was read from file-name prefixes that name no degradation
+            (``img_001.png``): a network told the degradation cannot be trained on such labels.
+    """
+    found: dict[str, int] = {}
+    for ds in _parts(dataset):
+        classes = _part_classes(ds)
+        if classes is None:
+            return None
+        for name, path in getattr(ds, "unrecognised_prefixes", {}).items():
+            raise DatasetError(
+                f"{network} is told the degradation of every image, but file names such as {path.name} "
+                f"give none: their prefix {name!r} names no degradation (known: "
+                f"{', '.join(DEGRADATION_LABELS)}); put the images in sub-folders named by degradation "
+                "(label_from: subfolder), give one degradation for all (label_from: rain), or name your "
+                "prefixes as classes (classes: [...])"
+            )
+        for name, label in classes.items():
+            found.setdefault(name, label)
+    return sorted(found, key=lambda n: (found[n], n))
+
+
+def _match_labels(dataset: Any, names: Sequence[str], network: str = "the network") -> None:
+    """Relabel ``dataset`` by name for a network whose degradations are ``names``.
+
+    Every sample's ``label`` becomes the position of its degradation in ``names`` (aliases through the
+    vocabulary: a dataset's ``derain`` is a network's ``rain``). A dataset this module does not know
+    keeps its labels.
+
+    Raises:
+        DatasetError: Before any training, for a class the network cannot represent (listing both
+            vocabularies) or one read from file-name prefixes that name no degradation.
+    """
+    classes = _label_classes(dataset, network)
+    if classes is None:
+        return
+    try:
+        mapping = _match_names(classes, names)
+    except ValueError as exc:
+        raise DatasetError(f"{network}: {exc}") from None
+    for ds in _parts(dataset):
+        ds.classes = {name: mapping[name] for name in _part_classes(ds) or {}}

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..degradation_types import DEGRADATION_LABELS, canonical_name
+from ..degradation_types import DEGRADATION_LABELS, parse_degradation
 
 __all__ = [
     "DEGRADATIONS",
@@ -450,26 +450,30 @@ def synthesize(image: torch.Tensor, degradation: str, *, rng: Rng = None) -> tor
 
     Args:
         image: Clean image(s) in [0, 1].
-        degradation: One of :data:`DEGRADATIONS` (``"noise"``, ``"rain"``, ``"haze"``, ``"blur"``,
-            ``"lowlight"``, ``"snow"``), or an alias of one
-            (:func:`~allinone_ir.degradation_types.canonical_name`: ``"derain"``, ``"low-light"``).
+        degradation: A degradation specification
+            (:func:`~allinone_ir.degradation_types.parse_degradation`): one of :data:`DEGRADATIONS`
+            (``"noise"``, ``"rain"``, ``"haze"``, ``"blur"``, ``"lowlight"``, ``"snow"``) or an alias
+            (``"derain"``, ``"low-light"``), or ``"noise_<sigma>"`` for Gaussian noise of that sigma
+            (8-bit units, the official recipe of :func:`add_gaussian_noise`: ``"noise_25"``).
         rng: Seed or generator.
 
     Returns:
         Degraded image(s), same shape.
 
     Raises:
-        ValueError: For an unknown name.
+        ValueError: For an unknown name, or a level given to a degradation other than noise.
 
     Examples:
         >>> x = torch.rand(3, 16, 16)
         >>> torch.equal(synthesize(x, "rain", rng=4), synthesize(x, "rain", rng=4))
         True
+        >>> torch.equal(synthesize(x, "noise_15", rng=4), add_gaussian_noise(x, 15, rng=4))
+        True
     """
     try:
-        name = canonical_name(degradation)
-    except ValueError:
-        name = ""
-    if name not in DEGRADATIONS:
-        raise ValueError(f"unknown degradation {degradation!r}; known: {sorted(DEGRADATIONS)}")
+        name, level = parse_degradation(degradation)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"synthesize: {exc}") from None
+    if level is not None:  # parse_degradation gives a level to noise only
+        return add_gaussian_noise(image, level, rng=make_generator(rng))
     return DEGRADATIONS[name](image, make_generator(rng))

@@ -59,7 +59,7 @@ from typing import Any
 # The command line (the parser and run(args) of ``allinone-ir train``) lives in allinone_ir.commands.train;
 # this module is the config file's schema and reader. The entry points stay importable from here.
 from ..commands.train import add_parser, run
-from ..errors import ConfigError, require
+from ..errors import ConfigError, DatasetError, require
 
 __all__ = ["ConfigError", "add_parser", "build_from_config", "load_config", "run"]
 
@@ -189,6 +189,7 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
         raise ConfigError(
             f"{where}.{unknown[0]}: unknown key for type {kind!r}; known: {sorted(_DATA_KEYS[kind])}"
         )
+    check = _take(sec, "validate", where, bool, True)
     common: dict[str, Any] = {
         "patch_size": _patch_size(sec, where, None if is_val else 128),
         "seed": _take(sec, "seed", where, int, seed),
@@ -210,7 +211,7 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
                 name_map=tuple(name_map) if name_map else None,
                 label_from=_take(sec, "label_from", where, (str, dict), "prefix"),
                 classes=_take(sec, "classes", where, (list, dict), None, nullable=True),
-                recursive=_take(sec, "recursive", where, bool, False), **common,
+                recursive=_take(sec, "recursive", where, bool, False), validate=check, **common,
             )  # fmt: skip
         elif kind == "synthetic":
             ds = SyntheticDegradationDataset(
@@ -238,11 +239,9 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
             ds, held_out = ds.split(sec["val_split"], seed=common["seed"])
         except ValueError as exc:
             raise ConfigError(f"{where}.val_split: {exc}") from exc
-    if _take(sec, "validate", where, bool, True) and hasattr(ds, "validate"):
+    if check and kind != "paired" and hasattr(ds, "validate"):  # paired folders check every pair when built
         try:
             ds.validate()
-            if held_out is not None:
-                held_out.validate()
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
     return ds, held_out
@@ -278,6 +277,43 @@ def _extra_losses(items: Any, family_terms: dict[str, float], family: str) -> li
     return terms
 
 
+def _build_model(name: str, margs: dict[str, Any], train: Any, seed: int) -> Any:
+    """The network of ``model``; one told the degradation (PIP) takes the data's degradations as its own.
+
+    Unless ``model.args.degradations`` fixes them, a PIP network gets one prompt per degradation of the
+    training data, named as the data names them (the vocabulary's canonical names, in label order): a PIP
+    trained on rain and snow has prompts named ``rain`` and ``snow``.
+    """
+    import torch
+
+    from ..data.datasets import _label_classes, _vocabulary_label
+    from ..degradation_types import parse_degradation
+    from ..models import create_model
+
+    def build(args: dict[str, Any]) -> Any:
+        torch.manual_seed(seed)
+        try:
+            return create_model(name, **args)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model.args: {exc}") from exc
+
+    model = build(margs)
+    if "degradations" in margs or not getattr(model, "accepts_degradation", False):
+        return model
+    try:
+        classes = _label_classes(train, type(model).__name__)
+    except DatasetError as exc:
+        raise ConfigError(f"data.train.label_from: {exc}") from None
+    if classes is None:
+        return model
+    names = list(
+        dict.fromkeys(parse_degradation(c)[0] if _vocabulary_label(c) is not None else c for c in classes)
+    )
+    if names == list(model.degradations):
+        return model
+    return build({**margs, "degradations": names})
+
+
 def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] = ".") -> Any:
     """Build a :class:`~allinone_ir.training.Trainer` from a parsed config (see the module docstring).
 
@@ -291,7 +327,8 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
         CheckpointError: If the checkpoint to resume from is missing or does not fit the model.
     """
     from ..data import BatchAugment
-    from ..models import create_model, list_models
+    from ..data.datasets import _match_labels
+    from ..models import list_models
     from ..models._base import RestorationModel
     from .config import TrainerConfig
     from .trainer import Trainer
@@ -324,13 +361,6 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
     bad = sorted(set(msec) - {"name", "args"})
     if bad:
         raise ConfigError(f"model.{bad[0]}: unknown key; known: args, name")
-    import torch
-
-    torch.manual_seed(tcfg.seed)
-    try:
-        model = create_model(name, **margs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model.args: {exc}") from exc
     dsec = _section(cfg, "data", "")
     bad = sorted(set(dsec) - {"train", "val"})
     if bad:
@@ -345,6 +375,13 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
     train, val = _build_dataset(train_sec, "data.train", base, tcfg.seed)
     if dsec.get("val") is not None:
         val, _ = _build_dataset(dsec["val"], "data.val", base, tcfg.seed)
+    model = _build_model(name, margs, train, tcfg.seed)
+    if getattr(model, "accepts_degradation", False):
+        for where, data in (("data.train", train), ("data.val", val)):
+            try:
+                _match_labels(data, model.degradations, type(model).__name__)
+            except DatasetError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
     asec = _section(cfg, "augment", "", required=False)
     augment = None
     if asec:
