@@ -180,7 +180,7 @@ def test_three_task_config_is_valid() -> None:
     from allinone_ir.training import TrainerConfig
     from allinone_ir.training.cli import load_config
 
-    cfg = load_config(Path(__file__).parents[1] / "configs" / "adair_three_task.yaml")
+    cfg = load_config(Path(__file__).parents[1] / "src" / "allinone_ir" / "configs" / "adair_three_task.yaml")
     trainer = TrainerConfig.from_dict(cfg["trainer"])
     assert cfg["model"]["name"] == "adair" and cfg["data"]["train"]["type"] == "promptir"
     assert (trainer.lr, trainer.loss, trainer.warmup_steps * 10, trainer.max_steps) == (

@@ -198,7 +198,9 @@ def test_tiny_configs_cover_both_names() -> None:
 def test_three_task_config_is_valid() -> None:
     from allinone_ir.training.cli import load_config
 
-    cfg = load_config(Path(__file__).parents[1] / "configs" / "moce_ir_three_task.yaml")
+    cfg = load_config(
+        Path(__file__).parents[1] / "src" / "allinone_ir" / "configs" / "moce_ir_three_task.yaml"
+    )
     trainer = TrainerConfig.from_dict(cfg["trainer"])
     assert cfg["model"]["name"] == "moce_ir" and cfg["data"]["train"]["type"] == "promptir"
     assert (trainer.lr, trainer.loss, trainer.warmup_steps, trainer.max_steps) == (2e-4, "l1", 37500, 300000)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from allinone_ir.cli import COMMANDS, build_parser
+from allinone_ir.commands.config import _shipped_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -91,19 +92,24 @@ def test_readme_commands_exist_and_parse() -> None:
     commands = cli_commands(_readme())
     named = {args[0] for args in commands}
     assert named <= set(COMMANDS), f"the README names unknown commands: {sorted(named - set(COMMANDS))}"
-    assert {"demo", "train", "restore", "evaluate", "convert"} <= named
+    assert {"demo", "train", "restore", "evaluate", "convert", "config"} <= named
+    written: set[str] = set()
     for args in commands:
+        if ">" in args:  # a shell redirection: the file the output goes to
+            written.add(args[args.index(">") + 1])
+            args = args[: args.index(">")]
         parser = build_parser([args[0]])
         try:
             parser.parse_args(args)
         except SystemExit as exc:  # argparse's way of refusing
             pytest.fail(f"README command 'allinone-ir {shlex.join(args)}' does not parse (exit {exc.code})")
-        for flag in ("--config",):
-            if flag in args:
-                path = ROOT / args[args.index(flag) + 1]
-                assert path.is_file(), (
-                    f"README names {path.relative_to(ROOT)}, which is not in the repository"
-                )
+        if "--config" in args:  # a shipped config's name, or a file the README wrote in an earlier line
+            value = args[args.index("--config") + 1]
+            assert value in _shipped_configs() or value in written, (
+                f"README trains from {value!r}, which is neither a shipped config nor a file it wrote"
+            )
+        if args[:2] == ["config", "show"]:
+            assert args[2] in _shipped_configs(), f"README shows {args[2]!r}, which is not a shipped config"
 
 
 def test_readme_lists_every_command() -> None:

@@ -41,7 +41,7 @@ from allinone_ir.training.cli import ConfigError, build_from_config, load_config
 
 from .tiny_configs import TINY
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "allinone_ir" / "configs"
 
 
 @pytest.fixture(autouse=True)

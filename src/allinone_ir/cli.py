@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("allinone_ir.commands.convert", "convert an official checkpoint to safetensors"),
     "bench": ("allinone_ir.commands.bench", "throughput and memory benchmark of the networks"),
     "models": ("allinone_ir.commands.models", "list the registered networks"),
+    "config": ("allinone_ir.commands.config", "list the shipped training configs, or print one"),
 }
 
 

@@ -1,9 +1,10 @@
 """Journey: the course task, exactly as a student has it.
 
 The course folder holds ``train/degraded/rain-N.png`` with ``train/clean/rain_clean-N.png`` (the same
-for snow) and ``test/degraded/N.png``, and no validation folder. The student copies
-``configs/course_rain_snow.toml`` into it, makes the model tiny, runs it from there, restores the test
-set into ``pred.npz`` for the grader and scores the held-out pairs with ``allinone-ir evaluate``.
+for snow) and ``test/degraded/N.png``, and no validation folder. The student gets the shipped config
+into it (``allinone-ir config show course_rain_snow > course_rain_snow.toml``), makes the model tiny,
+runs it from there, restores the test set into ``pred.npz`` for the grader and scores the held-out
+pairs with ``allinone-ir evaluate``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from allinone_ir.io import write_image
 
 from .conftest import assert_no_traceback
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "course_rain_snow.toml"
 TINY_PROMPTIR = (
     "args = { dim = 8, num_blocks = [1, 1, 1, 1], num_refinement_blocks = 1, heads = [1, 2, 2, 4], "
     "prompt_dims = [8, 8, 16], prompt_sizes = [8, 4, 4], prompt_len = 2 }"
@@ -40,13 +40,15 @@ def _course_folder(root: Path) -> None:
 
 
 def _sub(text: str, old: str, new: str) -> str:
-    assert text.count(old) == 1, f"configs/course_rain_snow.toml no longer has {old!r}"
+    assert text.count(old) == 1, f"the shipped course_rain_snow config no longer has {old!r}"
     return text.replace(old, new)
 
 
-def _tiny_course_config(root: Path) -> Path:
+def _tiny_course_config(run_cli, root: Path) -> Path:
     """The shipped config with a tiny network and a few updates; data paths, val_split etc. as shipped."""
-    text = CONFIG.read_text()
+    shown = run_cli("config", "show", "course_rain_snow")  # what `... > course_rain_snow.toml` writes
+    assert shown.returncode == 0 and shown.stderr == "", shown.output
+    text = shown.stdout
     for old, new in [
         ('name = "promptir"\n', f'name = "promptir"\n{TINY_PROMPTIR}\n'),
         ("patch_size = 128", "patch_size = 16"),
@@ -66,7 +68,7 @@ def _tiny_course_config(root: Path) -> Path:
 
 def test_course_train_restore_npz_and_score_held_out_pairs(run_cli, tmp_path: Path) -> None:
     _course_folder(tmp_path)
-    _tiny_course_config(tmp_path)
+    _tiny_course_config(run_cli, tmp_path)
     run = tmp_path / "runs" / "course"
 
     result = run_cli("train", "--config", "course_rain_snow.toml")  # from the course folder

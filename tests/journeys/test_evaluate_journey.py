@@ -28,7 +28,7 @@ from .conftest import assert_no_traceback
 pytest.importorskip("PIL")
 pytest.importorskip("safetensors")
 
-NAME_MAP = ("--name-map", r"^(\w+)-(\d+)", r"\1_clean-\2")  # as in configs/course_rain_snow.toml
+NAME_MAP = ("--name-map", r"^(\w+)-(\d+)", r"\1_clean-\2")  # as in the shipped course_rain_snow.toml
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Journey: PIP trained from ``configs/pip_five_task.yaml`` does what the paper does.
+"""Journey: PIP trained from the shipped ``pip_five_task.yaml`` config does what the paper does.
 
 The user shrinks the shipped config (a tiny network, synthetic degradations of a few photos instead of
 the five public datasets), trains it, and restores blind afterwards: the degradation classifier must have
@@ -30,11 +30,12 @@ from .conftest import assert_no_traceback, journey_env
 
 yaml = pytest.importorskip("yaml")
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pip_five_task.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "src" / "allinone_ir" / "configs" / "pip_five_task.yaml"
 # classifier_widths of at least 8: PyTorch 2.13's oneDNN crashes in the weight gradient of a stride-2
 # 1x1 convolution with fewer than 8 input channels in channels-last (the classifier's shortcut)
 TINY_PIP = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 2, 4], prompt_dims=[8, 8, 16],
-                prompt_sizes=[8, 4, 4], p2f_heads=2, classifier_widths=[8, 16])  # fmt: skip
+                prompt_sizes=[8, 4, 4], p2f_heads=2, classifier_widths=[8, 16],
+                degradations=["noise", "rain", "haze", "blur", "lowlight"])  # the five of the shipped config  # fmt: skip
 TASKS = ["noise_50", "rain", "haze"]  # three of the five (labels 0, 1, 2), told apart within 40 updates
 
 
@@ -46,7 +47,7 @@ def _photos(folder: Path) -> Path:
 
 
 def _tiny_config(tmp_path: Path, **trainer: Any) -> Path:
-    """configs/pip_five_task.yaml with a tiny network and synthetic data; everything else as shipped."""
+    """The shipped pip_five_task.yaml with a tiny network and synthetic data; everything else as shipped."""
     cfg = yaml.safe_load(CONFIG.read_text())
     assert "extra_losses" not in cfg  # PIP's terms come from the network: nothing to add by hand
     cfg["model"]["args"] = TINY_PIP

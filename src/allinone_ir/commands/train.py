@@ -1,4 +1,4 @@
-"""``allinone-ir train --config FILE.yaml|.toml``: the command line of the config-driven training.
+"""``allinone-ir train --config FILE|NAME``: the command line of the config-driven training.
 
 The config file's schema and its reading are :mod:`allinone_ir.training.cli`'s (its description is
 this command's ``--help``); this module parses the options, builds the trainer and reports the run.
@@ -7,6 +7,7 @@ this command's ``--help``); this module parses the options, builds the trainer a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "train", help="train a network from a YAML/TOML config file", description=config_schema.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    p.add_argument("--config", required=True, help="training config (.yaml, .yml or .toml)")
+    p.add_argument(
+        "--config", required=True, metavar="FILE|NAME",
+        help="training config: a .yaml, .yml or .toml file, or the name of a shipped one (allinone-ir config list); "
+        "an existing file wins over a name",
+    )  # fmt: skip
     p.add_argument(
         "--resume", default=None, metavar="auto|never|PATH",
         help="auto: continue from the newest checkpoint in the output folder (default); never: start at step 0; "
@@ -59,8 +64,16 @@ def run(args: argparse.Namespace) -> int:
     from ..training.checkpoint import format_bytes
     from ..training.cli import build_from_config, load_config
     from ..training.signals import TrainingInterrupted, signal_name
+    from .config import _resolve_config
 
-    cfg = load_config(args.config)
+    path, shipped = _resolve_config(args.config)
+    if shipped and os.environ.get("RANK", "0") == "0":
+        print(
+            f"config {args.config}: the shipped {path.name}; relative paths in it are resolved against "
+            f"the working directory {Path.cwd()}",
+            file=sys.stderr,
+        )
+    cfg = load_config(path)
     tsec = dict(cfg.get("trainer") or {})
     for key, value in (("resume", args.resume), ("max_steps", args.max_steps), ("output_dir", args.output_dir),
                        ("device", args.device)):  # fmt: skip

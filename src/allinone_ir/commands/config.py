@@ -1,0 +1,112 @@
+"""``allinone-ir config list | show NAME``: the training configs shipped with the package.
+
+The package ships ready-made training configs (the official recipes of the networks and a worked
+example on a small rain + snow task). ``allinone-ir config list`` names them, ``allinone-ir config
+show NAME`` prints one (redirect it into a file to edit a copy), and ``allinone-ir train --config
+NAME`` uses one as is. Relative paths inside a config are resolved against the working directory,
+whether the config is given by name or as a file: run from the folder that holds the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+from ..errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+_SUFFIXES = (".yaml", ".yml", ".toml")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``config`` (with ``list`` and ``show``) on the ``allinone-ir`` dispatcher."""
+    p = subparsers.add_parser(
+        "config", help="list the shipped training configs, or print one", description=__doc__.split("\n\n")[1],
+    )  # fmt: skip
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="name and describe the shipped configs").set_defaults(func=run)
+    show = actions.add_parser(
+        "show", help="print a shipped config (allinone-ir config show NAME > my.toml to edit a copy)"
+    )
+    show.add_argument("name", metavar="NAME", help="a shipped config's name (see allinone-ir config list)")
+    show.set_defaults(func=run)
+    return p
+
+
+def _shipped_configs() -> dict[str, Path]:
+    """The configs shipped with the package, by name (the file name without its extension)."""
+    folder = resources.files("allinone_ir") / "configs"
+    found = (Path(str(p)) for p in folder.iterdir()) if folder.is_dir() else iter(())
+    return {p.stem: p for p in sorted(found) if p.suffix in _SUFFIXES}
+
+
+def _describe(path: Path) -> str:
+    """The first line of a config's header comment that says what it is."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        text = line.lstrip("#").strip()
+        if not line.startswith("#"):
+            break
+        if text and not text.startswith(
+            ("Shipped with allinone-ir", "`allinone-ir config show", "paths below")
+        ):
+            return text
+    return ""
+
+
+def _shipped(name: str) -> Path:
+    """The shipped config called ``name`` (with or without its extension).
+
+    Raises:
+        ConfigError: If no shipped config has that name (the message lists them).
+    """
+    configs = _shipped_configs()
+    stem = Path(name).stem if Path(name).suffix in _SUFFIXES else name
+    if stem in configs and (stem == name or configs[stem].name == name):
+        return configs[stem]
+    raise ConfigError(
+        f"no shipped config named {name!r}; shipped: {', '.join(configs) or 'none'} (allinone-ir config list)"
+    )
+
+
+def _resolve_config(value: str) -> tuple[Path, bool]:
+    """The file that ``--config VALUE`` means, and whether it is a shipped config.
+
+    A path that exists wins; otherwise ``VALUE`` names a shipped config.
+
+    Raises:
+        ConfigError: If ``VALUE`` is neither an existing file nor a shipped config's name.
+    """
+    path = Path(value).expanduser()
+    if path.exists():
+        return path, False
+    if os.sep not in value and "/" not in value:
+        try:
+            return _shipped(value), True
+        except ConfigError:
+            pass
+    configs = ", ".join(_shipped_configs()) or "none"
+    raise ConfigError(
+        f"config file not found: {path}; give a config file or a shipped config's name ({configs}; "
+        "allinone-ir config list)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``allinone-ir config list`` or ``allinone-ir config show NAME``; returns the exit status."""
+    if args.action == "show":
+        sys.stdout.write(_shipped(args.name).read_text(encoding="utf-8"))
+        return 0
+    configs = _shipped_configs()
+    width = max(map(len, configs), default=0)
+    for name, path in configs.items():
+        print(f"{name:<{width}}  {path.suffix[1:].upper():<4}  {_describe(path)}".rstrip())
+    print(
+        "use one as is with `allinone-ir train --config NAME`, or edit a copy: "
+        "`allinone-ir config show NAME > my.yaml` (my.toml for a TOML one)",
+        file=sys.stderr,
+    )
+    return 0
