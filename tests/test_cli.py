@@ -50,3 +50,24 @@ def test_help_texts_name_the_new_options(capsys: pytest.CaptureFixture[str]) -> 
         text = " ".join(capsys.readouterr().out.split())
         for option in options:
             assert option in text, (command, option)
+
+
+@pytest.mark.parametrize("command", [None, *__import__("allinone_ir.cli", fromlist=["COMMANDS"]).COMMANDS])
+def test_help_is_plain_text(command: str | None, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` (and the CLI page of the docs, made from it) shows no reST markup."""
+    with pytest.raises(SystemExit):
+        main(["--help"] if command is None else [command, "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: allinone-ir")
+    for markup in ("``", ":func:", ":class:", ":mod:", ":meth:", ":data:", ":doc:", "::\n"):
+        assert markup not in out, (command, markup, out)
+
+
+def test_train_help_reads_the_schema_as_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "'type: synthetic' takes clean_dir (clean photos), tasks (e.g. '[noise_25, rain, haze]')" in out
+    assert "Schema (YAML shown; TOML has the same tables):\n\n    model:" in out  # the literal block is kept
+    assert "--config FILE|NAME" in out and "allinone-ir config list" in out
+    assert max(len(line) for line in out.split("options:")[0].splitlines()) <= 110

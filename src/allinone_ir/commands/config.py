@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError
+from .train import _plain_text
 
 __all__ = ["add_parser", "run"]
 
@@ -25,7 +26,7 @@ _SUFFIXES = (".yaml", ".yml", ".toml")
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``config`` (with ``list`` and ``show``) on the ``allinone-ir`` dispatcher."""
     p = subparsers.add_parser(
-        "config", help="list the shipped training configs, or print one", description=__doc__.split("\n\n")[1],
+        "config", help="list the shipped training configs, or print one", description=_plain_text(__doc__.split("\n\n")[1]),
     )  # fmt: skip
     actions = p.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="name and describe the shipped configs").set_defaults(func=run)

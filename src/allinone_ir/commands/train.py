@@ -8,20 +8,60 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 __all__ = ["add_parser", "run"]
 
 
+_FIRST_LINE = """``allinone-ir train --config FILE|NAME``: training driven by a config file, a ``.yaml``, ``.yml`` or
+``.toml`` file or the name of a config shipped with the package (``allinone-ir config list``; a file that
+exists wins over a name).
+
+"""
+
+
+def _plain_text(text: str, width: int = 100) -> str:
+    """A docstring's reST as plain terminal text.
+
+    ``code`` becomes code (quoted when it holds a space), a cross-reference (:func:`~pkg.name`) its
+    name, a literal-block marker ``::`` at the end of a line a colon; prose paragraphs are refilled to
+    ``width`` columns, indented blocks kept as they are.
+
+    Examples:
+        >>> _plain_text("Use ``--tile`` (:func:`~allinone_ir.inference.restore`) or ``type: paired``; schema::")
+        "Use --tile (restore) or 'type: paired'; schema:"
+    """
+
+    def code(m: re.Match[str]) -> str:
+        span = " ".join(m.group(1).split())
+        return f"'{span}'" if " " in span and "'" not in span else span
+
+    text = re.sub(
+        r":[a-z]+:`(~?)([^`]+)`", lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text
+    )
+    text = re.sub(r"``(.+?)``", code, text, flags=re.S)
+    text = re.sub(r"::$", ":", text, flags=re.M)
+    blocks = text.strip("\n").split("\n\n")
+    return "\n\n".join(
+        b
+        if any(line.startswith(" ") for line in b.splitlines())
+        else textwrap.fill(" ".join(b.split()), width)
+        for b in blocks
+    )
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``train`` on the ``allinone-ir`` dispatcher."""
     from ..training import cli as config_schema
 
+    schema = (config_schema.__doc__ or "").split("\n\n", 1)[-1]  # its first line names the old form
     p = subparsers.add_parser(
-        "train", help="train a network from a YAML/TOML config file", description=config_schema.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train", help="train a network from a YAML/TOML config file",
+        description=_plain_text(_FIRST_LINE + schema), formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     p.add_argument(
         "--config", required=True, metavar="FILE|NAME",
