@@ -19,14 +19,10 @@ The policies (Restormer family: PromptIR, Restormer, PIP-Restormer):
 - ``plain``: bf16 autocast everywhere;
 - ``policy``: what ``restore(dtype=torch.bfloat16)`` runs (``low_precision_policy``): the patch embedding
   in float32, whose float32 output keeps the full-resolution levels' residual stream in float32, the
-  attention's depthwise convolution at those levels in float32, and the latent level's layer norms in
-  float32;
+  attention's depthwise convolution at those levels in float32;
 - ``bf16-stream``: the same float32 layers, but the patch embedding's output cast back to bf16, so the
   residual stream is bf16 everywhere;
 - ``embed-only``: the patch embedding alone in float32 (float32 stream, depthwise convolutions in bf16);
-- ``float32-norms``: ``policy`` with every layer norm computed in float32 and returning float32, as
-  autocast would run it (the fast path normalises a bf16 map in bf16, with float32 statistics);
-  ``float32-norms:A+B`` only inside the top-level modules ``A`` and ``B``;
 - ``float32:A+B``: ``policy`` with the top-level modules ``A`` and ``B`` of the network (``encoder_level1``,
   ``latent``, ``noise_level1``, ...) computed entirely in float32, to find where drift comes from.
 
@@ -50,7 +46,7 @@ from allinone_ir import from_pretrained
 from allinone_ir import inference as inf
 from allinone_ir.assets import sample_images
 from allinone_ir.io import read_image
-from allinone_ir.layers import OverlapPatchEmbed, norm
+from allinone_ir.layers import OverlapPatchEmbed
 from allinone_ir.metrics import PROMPTIR_PROTOCOL
 
 POLICIES = ("plain", "policy", "bf16-stream", "embed-only")
@@ -87,31 +83,6 @@ def policy(name: str, model: torch.nn.Module | None = None) -> Iterator[None]:
         finally:
             for m in modules:
                 del m.forward
-    elif name == "float32-norms" or name.startswith("float32-norms:"):
-        real_norm = norm.layer_norm_2d
-        inside = [0 if ":" in name else 1]  # > 0 while one of the named modules runs
-
-        def layer_norm_2d(
-            x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float
-        ) -> Any:
-            if not inside[0]:
-                return real_norm(x, weight, bias, eps)
-            with torch.autocast(x.device.type, enabled=False):
-                return real_norm(x.float(), weight.float(), None if bias is None else bias.float(), eps)
-
-        hooks = []
-        for m in name.split(":", 1)[1].split("+") if ":" in name else []:
-            if model is None:
-                raise ValueError("a float32-norms:MODULES policy needs the model")
-            module = model.get_submodule(m)
-            hooks.append(module.register_forward_pre_hook(lambda *_: inside.__setitem__(0, inside[0] + 1)))
-            hooks.append(module.register_forward_hook(lambda *_: inside.__setitem__(0, inside[0] - 1)))
-        try:
-            with mock.patch.object(norm, "layer_norm_2d", layer_norm_2d):
-                yield
-        finally:
-            for h in hooks:
-                h.remove()
     elif name == "policy":
         yield
     elif name == "plain":
@@ -128,15 +99,17 @@ def policy(name: str, model: torch.nn.Module | None = None) -> Iterator[None]:
         with mock.patch.object(OverlapPatchEmbed, "forward", forward):
             yield
     elif name == "embed-only":
-        with (
-            mock.patch.object(inf, "FULL_RESOLUTION_LEVELS", ()),
-            mock.patch.object(inf, "FLOAT32_NORM_LEVELS", ()),
-        ):
+        from allinone_ir.models import restormer
+
+        real_flags = restormer.restormer_low_precision_flags
+
+        def embed_only(model: torch.nn.Module) -> list:
+            return [f for f in real_flags(model) if f[0] == "patch_embed"]
+
+        with mock.patch.object(restormer, "restormer_low_precision_flags", embed_only):
             yield
     else:
-        raise ValueError(
-            f"policy must be one of {POLICIES}, float32-norms[:MODULES] or float32:MODULES, got {name!r}"
-        )
+        raise ValueError(f"policy must be one of {POLICIES} or float32:MODULES, got {name!r}")
 
 
 def _db(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -183,9 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--policies",
         default=",".join(POLICIES),
-        help="comma-separated: "
-        + ", ".join(POLICIES)
-        + ", float32-norms[:MODULE+MODULE], float32:MODULE+MODULE",
+        help="comma-separated: " + ", ".join(POLICIES) + ", float32:MODULE+MODULE",
     )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)

@@ -277,34 +277,14 @@ def _is_channels_last(model: nn.Module) -> bool:
     return False
 
 
-#: Levels that run at the full input resolution in the Restormer family (Restormer, PromptIR, PIP).
-FULL_RESOLUTION_LEVELS: tuple[str, ...] = ("encoder_level1", "decoder_level1", "refinement")
-
-#: Levels whose layer norms :func:`low_precision_policy` computes in float32 (the latent level: its
-#: norms were the part of the bf16 drift that a layer norm causes, and it holds an eighth of the
-#: elements of a full-resolution map).
-FLOAT32_NORM_LEVELS: tuple[str, ...] = ("latent",)
-
-
 @contextlib.contextmanager
 def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[list[str]]:
     """Keep the parts of a network that bf16/fp16 perturbs most in float32 while autocast runs the rest.
 
-    Two places run in float32 inside this context: the patch embedding (the first convolution, which
-    also sees the rounded image; :attr:`~allinone_ir.layers.OverlapPatchEmbed.float32`) and the
-    depthwise convolution of the attention at the full-resolution levels, whose few weights per
-    channel set ``q`` and ``k`` and so the softmax logits
-    (:attr:`~allinone_ir.layers.MDTA.float32_dwconv`). The patch embedding's float32 output also
-    keeps the *residual stream* of the full-resolution levels in float32 (each block adds its
-    low-precision branch to it; the skip concatenation carries it into ``decoder_level1``), while
-    every convolution and matmul there still computes in the autocast dtype. Measured on a trained
-    PromptIR (``docs/benchmarks.md``), the float32 stream keeps the output closest to fp32 on noise,
-    rain and snow, the depthwise convolution on haze. The layer norms of the latent level
-    (:data:`FLOAT32_NORM_LEVELS`) normalise in float32 (:attr:`~allinone_ir.layers.LayerNorm2d.float32`):
-    elsewhere the fast path normalises a low-precision map in its own dtype, which moved the output
-    measurably only there (haze, -0.052 dB to -0.039 dB against fp32). Everything else at the lower levels
-    runs in the autocast dtype. :func:`restore` uses it for ``dtype=`` bf16/fp16. Networks without a
-    ``patch_embed`` / :data:`FULL_RESOLUTION_LEVELS` / :data:`FLOAT32_NORM_LEVELS` are left as they are.
+    The network's family declares them: ``model.low_precision_flags()`` returns
+    ``(name, module, attribute)`` triples, and each ``module.attribute`` is set to ``True`` inside this
+    context (the Restormer family's choice: :func:`~allinone_ir.models.restormer.restormer_low_precision_flags`).
+    A network that declares nothing is left as it is. :func:`restore` uses it for ``dtype=`` bf16/fp16.
 
     Args:
         model: The network (its flags are restored on exit).
@@ -318,32 +298,15 @@ def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[lis
         >>> net = create_model("restormer", dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
         >>> with low_precision_policy(net) as names:
         ...     names
-        ['patch_embed', 'encoder_level1.0.attn', 'decoder_level1.0.attn', 'refinement.0.attn', 'latent.0.norm1.body', 'latent.0.norm2.body']
+        ['patch_embed', 'encoder_level1.0.attn', 'decoder_level1.0.attn', 'refinement.0.attn']
     """
-    from .layers.attention import MDTA
-    from .layers.norm import LayerNorm2d
-    from .layers.transformer import OverlapPatchEmbed
-
-    flags: list[tuple[nn.Module, str, Any]] = []
-    if enabled:
-        embed = getattr(model, "patch_embed", None)
-        if isinstance(embed, OverlapPatchEmbed):
-            flags.append((embed, "float32", "patch_embed"))
-        for levels, kind, attr in (
-            (FULL_RESOLUTION_LEVELS, MDTA, "float32_dwconv"),
-            (FLOAT32_NORM_LEVELS, LayerNorm2d, "float32"),
-        ):
-            for level in levels:
-                stage = getattr(model, level, None)
-                if isinstance(stage, nn.Module):
-                    flags += [
-                        (m, attr, f"{level}.{n}") for n, m in stage.named_modules() if isinstance(m, kind)
-                    ]
-    saved = [(m, attr, m.__dict__.get(attr, None)) for m, attr, _ in flags]
+    declared = getattr(model, "low_precision_flags", None)
+    flags: list[tuple[str, nn.Module, str]] = list(declared()) if enabled and callable(declared) else []
+    saved = [(m, attr, m.__dict__.get(attr, None)) for _, m, attr in flags]
     try:
-        for m, attr, _ in flags:
+        for _, m, attr in flags:
             setattr(m, attr, True)
-        yield [name for _, _, name in flags]
+        yield [name for name, _, _ in flags]
     finally:
         for m, attr, old in saved:
             if old is None:

@@ -266,18 +266,12 @@ class MDTA(nn.Module):
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
 
     #: Run the depthwise convolution in float32 under bf16/fp16 autocast (the result is cast back to the
-    #: autocast dtype). Its few weights per channel set ``q`` and ``k`` and so the attention logits,
-    #: which low precision perturbs most; :func:`allinone_ir.inference.low_precision_policy` sets it
-    #: for the full-resolution levels.
+    #: autocast dtype): its few weights per channel set ``q`` and ``k`` and so the attention logits.
+    #: Set by the family's ``low_precision_policy``.
     float32_dwconv: bool = False
 
-    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
-        """The attention after the ``qkv`` 1x1 convolution: depthwise convolution, attention, projection.
-
-        Shape:
-            - qkv: :math:`(N, 3C, H, W)` (the output of ``self.qkv``)
-            - output: :math:`(N, C, H, W)`
-        """
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv(x)
         low = low_precision_autocast(qkv.device.type)
         if self.float32_dwconv and low is not None:
             with torch.autocast(qkv.device.type, enabled=False):
@@ -286,15 +280,8 @@ class MDTA(nn.Module):
         else:
             qkv = self.qkv_dwconv(qkv)
         return projected_channel_attention(
-            qkv,
-            self.temperature,
-            self.num_heads,
-            self.project_out.weight,
-            self.project_out.bias,
+            qkv, self.temperature, self.num_heads, self.project_out.weight, self.project_out.bias
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attend(self.qkv(x))
 
 
 # ----------------------------------------------------------------------------------------------------------

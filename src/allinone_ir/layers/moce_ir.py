@@ -22,9 +22,8 @@ from torch import nn
 
 from .attention import MDTA, channel_attention
 from .feedforward import GDFN
-from .norm import NormKind, RestormerLayerNorm, norm_conv1x1, norms_fusable
+from .norm import NormKind, RestormerLayerNorm
 from .stage import Stage
-from .transformer import restormer_block
 
 __all__ = [
     "ComplexityExperts",
@@ -102,7 +101,8 @@ class MoCEEncoderBlock(nn.Module):
         self.ffn = GDFN(dim, ffn_expansion_factor, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return restormer_block(x, self.norms[0], self.mixer, self.norms[1], self.ffn)
+        x = x + self.mixer(self.norms[0](x))
+        return x + self.ffn(self.norms[1](x))
 
 
 class MoCEBlockGroup(nn.Module):
@@ -483,20 +483,11 @@ class MoCEDecoderBlock(nn.Module):
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor, freq_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fused = norms_fusable(self.norms, self.proj[0], self.proj[1], self.ffn)
-        if fused:
-            x_s, x_a = norm_conv1x1(
-                x, self.norms[0].body, [p.weight for p in self.proj], [p.bias for p in self.proj]
-            )
-        else:
-            h = self.norms[0](x)
-            x_s, x_a = self.proj[0](h), self.proj[1](h)
+        h = self.norms[0](x)
+        x_s, x_a = self.proj[0](h), self.proj[1](h)
         x_s = self.shared(x_s)
         x_a, loss = self.adapter(x_a, freq_emb, x_s)
         x = x + self.mixer(x_a, x_s)
-        if fused:
-            x1, x2 = norm_conv1x1(x, self.norms[1].body, *self.ffn.input_projections())
-            return x + self.ffn.from_projections(x1, x2), loss
         return x + self.ffn(self.norms[1](x)), loss
 
 

@@ -7,9 +7,9 @@ from torch import nn
 
 from .attention import MDTA, low_precision_autocast
 from .feedforward import GDFN
-from .norm import NormKind, RestormerLayerNorm, norm_conv1x1, norms_fusable
+from .norm import NormKind, RestormerLayerNorm
 
-__all__ = ["Downsample", "OverlapPatchEmbed", "TransformerBlock", "Upsample", "restormer_block"]
+__all__ = ["Downsample", "OverlapPatchEmbed", "TransformerBlock", "Upsample"]
 
 
 class TransformerBlock(nn.Module):
@@ -46,36 +46,8 @@ class TransformerBlock(nn.Module):
         self.ffn = GDFN(dim, ffn_expansion_factor, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return restormer_block(x, self.norm1, self.attn, self.norm2, self.ffn)
-
-
-def restormer_block(
-    x: torch.Tensor, norm1: nn.Module, attn: nn.Module, norm2: nn.Module, ffn: nn.Module
-) -> torch.Tensor:
-    """``x + attn(norm1(x))`` then ``x + ffn(norm2(x))``: the step of every Restormer-style block.
-
-    With stock parts (:class:`MDTA`, :class:`GDFN`, norms accepted by :func:`norms_fusable`) each norm is
-    computed together with the 1x1 convolution after it (:func:`norm_conv1x1`; in training the normalised
-    maps are recomputed in backward); otherwise the modules are called. Same result either way.
-
-    Shape:
-        - x: :math:`(N, C, H, W)`
-        - Output: :math:`(N, C, H, W)`
-
-    Examples:
-        >>> b = TransformerBlock(8, num_heads=2)
-        >>> x = torch.randn(1, 8, 5, 6)
-        >>> torch.equal(restormer_block(x, b.norm1, b.attn, b.norm2, b.ffn), b(x))
-        True
-    """
-    stock = type(attn) is MDTA and type(ffn) is GDFN
-    if not (stock and norms_fusable((norm1, norm2), attn, attn.qkv, ffn)):
-        x = x + attn(norm1(x))
-        return x + ffn(norm2(x))
-    (qkv,) = norm_conv1x1(x, norm1.body, [attn.qkv.weight], [attn.qkv.bias])
-    x = x + attn.attend(qkv)
-    x1, x2 = norm_conv1x1(x, norm2.body, *ffn.input_projections())
-    return x + ffn.from_projections(x1, x2)
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -95,10 +67,8 @@ class OverlapPatchEmbed(nn.Module):
         super().__init__()
         self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=3, padding=1, bias=bias)
 
-    #: Run in float32 under bf16/fp16 autocast: rounding the image (8 mantissa bits, half an 8-bit grey
-    #: level) and these weights moves the output most per FLOP; the convolution is tiny. The output stays
-    #: float32, so the residual stream it starts stays float32 too (measured: most of what keeps bf16
-    #: close to fp32). :func:`allinone_ir.inference.low_precision_policy` sets it.
+    #: Run in float32 under bf16/fp16 autocast (the output stays float32, so the residual stream it
+    #: starts stays float32 too). Set by the family's ``low_precision_policy``.
     float32: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

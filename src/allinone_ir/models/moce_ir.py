@@ -30,6 +30,7 @@ from ..layers.transformer import Downsample, OverlapPatchEmbed, Upsample
 from ._base import AuxiliaryLoss, RestorationModel
 from ._detect import count_blocks
 from ._registry import register_architecture, register_model
+from .restormer import restormer_low_precision_flags
 
 __all__ = ["DEFAULT_BALANCE_WEIGHT", "MoCEIR", "moce_ir", "moce_ir_s"]
 
@@ -231,6 +232,10 @@ class MoCEIR(RestorationModel):
         return out
 
     # ------------------------------------------------------------------ training recipe of the family
+    def low_precision_flags(self) -> list[tuple[str, nn.Module, str]]:
+        """The modules kept in float32 under bf16/fp16 (Restormer's choice, on MoCE-IR's names)."""
+        return restormer_low_precision_flags(self)
+
     def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """Ask the training forward for the routers' balancing loss as well (one forward, as DDP needs)."""
         return {"return_balance_loss": True}

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..layers.attention import MDTA
 from ..layers.norm import NormKind
 from ..layers.stage import Stage
 from ..layers.transformer import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample
@@ -26,6 +27,36 @@ def transformer_stage(
     return Stage(
         *[TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, layer_norm_type) for _ in range(depth)]
     )
+
+
+def restormer_low_precision_flags(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """The float32 flags of a Restormer-layout network under bf16/fp16 autocast, as ``(name, module, attribute)``.
+
+    Two parts compute in float32 while autocast runs the rest: the patch embedding
+    (:attr:`OverlapPatchEmbed.float32 <allinone_ir.layers.OverlapPatchEmbed.float32>`: the first
+    convolution sees the rounded image, and its float32 output keeps the residual stream of the
+    full-resolution levels in float32), the attention's depthwise convolution at the
+    full-resolution levels ``encoder_level1``, ``decoder_level1``, ``refinement``
+    (:attr:`MDTA.float32_dwconv <allinone_ir.layers.MDTA.float32_dwconv>`: its few weights per
+    channel set the attention logits). A level or module the network does not have is skipped. What each part buys is measured in ``docs/benchmarks.md``.
+
+    Args:
+        model: A network with Restormer's module names.
+
+    Returns:
+        The flags :func:`~allinone_ir.inference.low_precision_policy` sets while it runs.
+    """
+    flags: list[tuple[str, nn.Module, str]] = []
+    embed = getattr(model, "patch_embed", None)
+    if isinstance(embed, OverlapPatchEmbed):
+        flags.append(("patch_embed", embed, "float32"))
+    for level in ("encoder_level1", "decoder_level1", "refinement"):
+        stage = getattr(model, level, None)
+        if isinstance(stage, nn.Module):
+            flags += [
+                (f"{level}.{n}", m, "float32_dwconv") for n, m in stage.named_modules() if isinstance(m, MDTA)
+            ]
+    return flags
 
 
 class RestormerEncoderMixin(RestorationModel):
@@ -58,6 +89,10 @@ class RestormerEncoderMixin(RestorationModel):
         self.encoder_level3 = transformer_stage(dim * 4, heads[2], num_blocks[2], *args)
         self.down3_4 = Downsample(dim * 4)
         self.latent = transformer_stage(dim * 8, heads[3], num_blocks[3], *args)
+
+    def low_precision_flags(self) -> list[tuple[str, nn.Module, str]]:
+        """The modules kept in float32 under bf16/fp16 (see :func:`restormer_low_precision_flags`)."""
+        return restormer_low_precision_flags(self)
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return the three skip features and the latent."""
