@@ -51,6 +51,7 @@ Every error names the offending key (``data.train.patch_size: expected int or "f
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -190,6 +191,15 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
             f"{where}.{unknown[0]}: unknown key for type {kind!r}; known: {sorted(_DATA_KEYS[kind])}"
         )
     check = _take(sec, "validate", where, bool, True)
+    split = sec.get("val_split")
+    if "val_split" in sec and (
+        isinstance(split, bool)
+        or not isinstance(split, (int, float))
+        or not 0 < split < (1 if isinstance(split, float) else math.inf)
+    ):  # before the folders are read: the form of the value
+        raise ConfigError(
+            f"{where}.val_split: val_split must be a fraction in (0, 1) or a whole number of pairs, got {split!r}"
+        )
     common: dict[str, Any] = {
         "patch_size": _patch_size(sec, where, None if is_val else 128),
         "seed": _take(sec, "seed", where, int, seed),
@@ -277,6 +287,43 @@ def _extra_losses(items: Any, family_terms: dict[str, float], family: str) -> li
     return terms
 
 
+def _check_model_args(name: str, margs: dict[str, Any]) -> None:
+    """Check ``model.args`` against the constructor of the network ``name`` builds: names and types.
+
+    Raises:
+        ConfigError: ``model.args.<key>: ...`` for an argument the network does not take or a value of
+            the wrong type (``width: "eight"``: expected an integer).
+    """
+    import inspect
+    import typing
+
+    from ..models._registry import _MODELS
+    from .config import _describe, _matches
+
+    factory = _MODELS.get(name)
+    try:
+        cls = typing.get_type_hints(factory).get("return") if factory is not None else None
+        own = inspect.signature(factory).parameters.values() if factory is not None else ()
+        if not isinstance(cls, type) or any(p.kind is not inspect.Parameter.VAR_KEYWORD for p in own):
+            return  # a factory with arguments of its own: build and see
+        params = inspect.signature(cls.__init__).parameters
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError, ValueError):  # a factory or constructor this cannot read: build and see
+        return
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        known = [
+            k for k, p in params.items() if k != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL
+        ]
+        for key in margs:
+            if key not in params or key == "self":
+                raise ConfigError(
+                    f"model.args.{key}: not an argument of {cls.__name__} ({name}); known: {', '.join(known)}"
+                )
+    for key, value in margs.items():
+        if key in hints and not _matches(value, hints[key]):
+            raise ConfigError(f"model.args.{key}: expected {_describe(hints[key])}, got {value!r}")
+
+
 def _build_model(name: str, margs: dict[str, Any], train: Any, seed: int) -> Any:
     """The network of ``model``; one told the degradation (PIP) takes the data's degradations as its own.
 
@@ -289,6 +336,8 @@ def _build_model(name: str, margs: dict[str, Any], train: Any, seed: int) -> Any
     from ..data.datasets import _label_classes, _vocabulary_label
     from ..degradation_types import parse_degradation
     from ..models import create_model
+
+    _check_model_args(name, margs)
 
     def build(args: dict[str, Any]) -> Any:
         torch.manual_seed(seed)
@@ -343,9 +392,12 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
     try:
         tcfg = TrainerConfig.from_dict(tsec)
     except (TypeError, ValueError) as exc:
-        msg = str(exc)
-        key = msg.split("TrainerConfig.", 1)[1].split(" ", 1)[0] if "TrainerConfig." in msg else ""
-        raise ConfigError(f"trainer.{key}: {msg}" if key else f"trainer: {msg}") from exc
+        msg = str(exc)  # "TrainerConfig.lr: expected ..." names the field
+        raise ConfigError(
+            "trainer." + msg.removeprefix("TrainerConfig.")
+            if msg.startswith("TrainerConfig.")
+            else f"trainer: {msg}"
+        ) from None
     tcfg.output_dir = _path(base, tcfg.output_dir)
     if tcfg.init_weights:
         tcfg.init_weights = _path(base, tcfg.init_weights)

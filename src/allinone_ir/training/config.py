@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -13,6 +17,87 @@ Precision = Literal["fp32", "bf16", "fp16"]
 
 
 _NEVER = ("never", "none", "false", "no", "off")
+
+
+def _describe(hint: Any) -> str:
+    """How a message says what a type hint expects: ``int``, ``a list of int``, ``one of 'a', 'b'``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return "null"
+    if hint is float:
+        return "a finite number"
+    if isinstance(hint, type):
+        return {"int": "an integer", "str": "a string", "bool": "true or false"}.get(
+            hint.__name__, hint.__name__
+        )
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return f"a list of {len(args)} ({', '.join(_describe(a) for a in args)})"
+    if origin in (list, tuple, collections.abc.Sequence):
+        return f"a list of {_plural(args[0])}" if args else "a list"
+    if origin in (dict, collections.abc.Mapping):
+        return f"a mapping of {_plural(args[0])} to {_plural(args[1])}" if args else "a mapping"
+    return str(hint)
+
+
+def _plural(hint: Any) -> str:
+    names = {
+        int: "integers",
+        float: "finite numbers",
+        str: "strings",
+        bool: "true/false values",
+        Any: "values",
+    }
+    return names.get(hint, _describe(hint))
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (as a config file gives it) fits ``hint``; a hint this does not read fits anything.
+
+    Floats must be finite; ints are accepted where floats are, bools are not numbers; lists are
+    accepted for tuples and sequences, strings are not sequences here.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (str, bool):
+        return isinstance(value, hint)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin in (list, tuple, collections.abc.Sequence):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return not args or all(_matches(v, args[0]) for v in value)
+    if origin in (dict, collections.abc.Mapping):
+        if not isinstance(value, dict):
+            return False
+        return not args or all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    return True
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """``"expected <what>, got <value>"`` when ``value`` does not fit ``hint``, else ``None``.
+
+    Examples:
+        >>> _type_problem("eight", int)
+        "expected an integer, got 'eight'"
+        >>> _type_problem([1, 2], collections.abc.Sequence[int]) is None
+        True
+    """
+    return None if _matches(value, hint) else f"expected {_describe(hint)}, got {value!r}"
 
 
 def normalize_resume(value: Any) -> str:
@@ -35,7 +120,9 @@ def normalize_resume(value: Any) -> str:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"TrainerConfig.resume must be 'auto', 'never' or a checkpoint path, got {value!r}")
+        raise ValueError(
+            f"TrainerConfig.resume: expected 'auto', 'never' or a checkpoint path, got {value!r}"
+        )
     low = value.strip().lower()
     if low in _NEVER:
         return "never"
@@ -145,70 +232,57 @@ class TrainerConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Check every field; raise ``ValueError`` / ``TypeError`` naming the offending one."""
-        positive = ("max_steps", "batch_size", "grad_accum_steps", "val_batch_size", "log_every", "keep_last")
-        for name in positive:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"TrainerConfig.{name} must be an integer, got {v!r}")
-            if v < 1:
-                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {v}")
-        for name in ("warmup_steps", "val_every", "save_every", "num_workers", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"TrainerConfig.{name} must be an integer, got {v!r}")
-            if v < 0:
-                raise ValueError(f"TrainerConfig.{name} must be >= 0, got {v}")
-        for name in ("lr", "min_lr", "weight_decay", "warmup_start_factor", "save_every_minutes"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise TypeError(f"TrainerConfig.{name} must be a number, got {v!r}")
-            if v < 0:
-                raise ValueError(f"TrainerConfig.{name} must be >= 0, got {v}")
-        if self.lr <= 0:
-            raise ValueError(f"TrainerConfig.lr must be > 0, got {self.lr}")
-        if self.min_lr > self.lr:
-            raise ValueError(f"TrainerConfig.min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
-        choices = {
-            "optimizer": ("adamw", "adam"),
-            "schedule": ("cosine", "constant"),
-            "precision": ("fp32", "bf16", "fp16"),
-            "metric_protocol": ("promptir", "basicsr"),
+        """Check every field against its type and range.
+
+        Raises:
+            TypeError: ``TrainerConfig.<field>: expected <what>, got <value>`` for a value of the wrong
+                type (every field is checked against its annotation; numbers must be finite).
+            ValueError: The same form for a value out of range, an unparseable or unavailable
+                ``device``, or ``min_lr`` above ``lr``.
+        """
+        ranges: dict[str, tuple[str, Any]] = {
+            **dict.fromkeys(
+                ("max_steps", "batch_size", "grad_accum_steps", "val_batch_size", "log_every", "keep_last"),
+                ("an integer >= 1", lambda v: v >= 1),
+            ),
+            **dict.fromkeys(
+                ("warmup_steps", "val_every", "save_every", "num_workers", "seed"),
+                ("an integer >= 0", lambda v: v >= 0),
+            ),
+            "lr": ("a finite positive number", lambda v: v > 0),
+            **dict.fromkeys(
+                ("min_lr", "weight_decay", "warmup_start_factor", "save_every_minutes"),
+                ("a finite number >= 0", lambda v: v >= 0),
+            ),
+            "grad_clip": ("a finite positive number or null", lambda v: v is None or v > 0),
+            "ema_decay": ("a number in (0, 1) or null", lambda v: v is None or 0.0 < v < 1.0),
+            "betas": ("two numbers in [0, 1)", lambda v: all(0.0 <= b < 1.0 for b in v)),
+            "aux_weights": (
+                "a mapping of term names to numbers >= 0",
+                lambda v: all(w >= 0 for w in v.values()),
+            ),
         }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"TrainerConfig.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
-                )
-        if self.grad_clip is not None and not (
-            isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0
-        ):
-            raise ValueError(
-                f"TrainerConfig.grad_clip must be a positive number or None, got {self.grad_clip!r}"
-            )
-        if self.ema_decay is not None and not (
-            isinstance(self.ema_decay, float) and 0.0 < self.ema_decay < 1.0
-        ):
-            raise ValueError(
-                f"TrainerConfig.ema_decay must be a float in (0, 1) or None, got {self.ema_decay!r}"
-            )
-        if len(tuple(self.betas)) != 2:
-            raise ValueError(f"TrainerConfig.betas must have two numbers, got {self.betas!r}")
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        if not isinstance(self.loss_kwargs, dict):
-            raise TypeError(f"TrainerConfig.loss_kwargs must be a mapping, got {self.loss_kwargs!r}")
         self.resume = normalize_resume(self.resume)
-        if not isinstance(self.aux_weights, dict) or not all(
-            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-            for k, v in self.aux_weights.items()
-        ):
-            raise TypeError(
-                f"TrainerConfig.aux_weights must map term names to weights >= 0, got {self.aux_weights!r}"
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _matches(value, hints[f.name]):
+                what = ranges[f.name][0] if f.name in ranges else _describe(hints[f.name])
+                raise TypeError(f"TrainerConfig.{f.name}: expected {what}, got {value!r}")
+        for name, (what, ok) in ranges.items():
+            value = getattr(self, name)
+            if not ok(value):
+                raise ValueError(f"TrainerConfig.{name}: expected {what}, got {value!r}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"TrainerConfig.min_lr: {self.min_lr} must not exceed lr ({self.lr})")
+        self.device = _check_device(self.device)
+        if self.metric_protocol not in ("promptir", "basicsr"):
+            raise ValueError(
+                f"TrainerConfig.metric_protocol: expected 'promptir' or 'basicsr', got {self.metric_protocol!r}"
             )
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
         self.aux_weights = {k: float(v) for k, v in self.aux_weights.items()}
         if self.trainable is not None:
-            if isinstance(self.trainable, str) or not all(isinstance(t, str) for t in self.trainable):
-                raise TypeError(f"TrainerConfig.trainable must be a list of names, got {self.trainable!r}")
             self.trainable = list(self.trainable)
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,6 +304,39 @@ class TrainerConfig:
         if unknown:
             raise ValueError(f"unknown TrainerConfig key(s) {unknown}; known keys: {sorted(known)}")
         data = dict(data)
-        if "betas" in data and data["betas"] is not None:
+        if isinstance(data.get("betas"), list):
             data["betas"] = tuple(data["betas"])
         return cls(**data)
+
+
+def _check_device(name: Any) -> str:
+    """``"auto"`` or a device string ``torch.device`` reads and this machine has; the string as given.
+
+    Raises:
+        ValueError: ``TrainerConfig.device: ...`` for a string torch cannot read, or a device that is not
+            available (no CUDA / MPS, or a GPU index beyond the GPUs present).
+    """
+    if name == "auto":
+        return name
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(
+            f"TrainerConfig.device: expected 'auto' or a device such as 'cpu', 'cuda', 'cuda:1' or 'mps', "
+            f"got {name!r}"
+        ) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index is not None and dev.index >= count):
+            have = f"{count} CUDA device(s)" if count else "no CUDA"
+            raise ValueError(f"TrainerConfig.device: {name!r} is not available (this machine has {have})")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise ValueError(f"TrainerConfig.device: {name!r} is not available (no MPS on this machine)")
+    elif dev.type != "cpu":
+        raise ValueError(
+            f"TrainerConfig.device: {name!r} is not a device the Trainer runs on (cpu, cuda, mps)"
+        )
+    return name
