@@ -22,6 +22,8 @@ from allinone_ir.io import write_image
 
 from .conftest import assert_no_traceback
 
+pytestmark = pytest.mark.slow  # trains: run by CI and `python -m pytest`, not by `-m "not slow"`
+
 TINY_PROMPTIR = (
     "args = { dim = 8, num_blocks = [1, 1, 1, 1], num_refinement_blocks = 1, heads = [1, 2, 2, 4], "
     "prompt_dims = [8, 8, 16], prompt_sizes = [8, 4, 4], prompt_len = 2 }"

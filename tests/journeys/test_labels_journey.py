@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from allinone_ir.data import synthesize
@@ -67,6 +68,7 @@ plot = false
     return path
 
 
+@pytest.mark.slow  # trains
 def test_pip_from_the_course_config_gets_prompts_named_rain_and_snow(run_cli, tmp_path: Path) -> None:
     _pairs(tmp_path)
     config = _config(tmp_path, data='classes = ["rain", "snow"]')  # as the shipped course config
@@ -90,6 +92,7 @@ def test_pip_from_the_course_config_gets_prompts_named_rain_and_snow(run_cli, tm
     assert_no_traceback(r)
 
 
+@pytest.mark.slow  # trains
 def test_restore_degradation_rain_uses_the_prompt_the_rain_pairs_trained(run_cli, tmp_path: Path) -> None:
     from allinone_ir import create_model, load_checkpoint
 

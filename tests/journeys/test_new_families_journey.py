@@ -56,6 +56,7 @@ def test_official_release_converted_inspected_and_used(run_cli, tmp_path: Path, 
     assert (read_image(out) - expected).abs().max().item() <= 1 / 255 + 1e-6
 
 
+@pytest.mark.slow  # trains
 def test_moce_ir_trained_from_a_config_logs_its_balance_term(run_cli, tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()

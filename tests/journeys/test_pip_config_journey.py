@@ -30,6 +30,8 @@ from .conftest import assert_no_traceback, journey_env
 
 yaml = pytest.importorskip("yaml")
 
+pytestmark = pytest.mark.slow  # trains: run by CI and `python -m pytest`, not by `-m "not slow"`
+
 CONFIG = Path(__file__).resolve().parents[2] / "src" / "allinone_ir" / "configs" / "pip_five_task.yaml"
 # classifier_widths of at least 8: PyTorch 2.13's oneDNN crashes in the weight gradient of a stride-2
 # 1x1 convolution with fewer than 8 input channels in channels-last (the classifier's shortcut)
