@@ -1,10 +1,10 @@
 """Journey: a new user runs ``allinone-ir demo`` from the README, reads its summary and uses the model.
 
-Through the console script in a subprocess: the smoke demo writes every file it announces, its
-summary states PSNR, SSIM and mean colour per degradation exactly as ``metrics.json`` records them,
-never claims success it did not have, and the ``allinone-ir restore`` command it suggests works;
-a second run into the same folder is refused in one line; with only the core install, the demo
-stops at once with one line naming the extra to install.
+Through the console script in a subprocess: the smoke demo writes every file it announces, says
+whether the network was told the degradation, prints PSNR, SSIM and mean colour per degradation
+exactly as ``metrics.json`` records them, never claims success it did not have, and the
+``allinone-ir restore`` command it suggests works; a second run into the same folder is refused
+in one line; with only the core install, the demo stops at once naming the extra to install.
 """
 
 from __future__ import annotations
@@ -14,19 +14,14 @@ import re
 import shlex
 from pathlib import Path
 
-from allinone_ir.demo import COLOUR_TOLERANCE, DEMO_DEGRADATIONS, SMALL_GAIN_DB
 from allinone_ir.io import read_image
 
 from .conftest import assert_no_traceback, journey_env
 
+DEGRADATIONS = ["noise", "rain", "haze", "snow"]
 _LINE = re.compile(
     r"^  (?P<d>\w+) +PSNR +(?P<pin>[\d.]+) -> +(?P<pout>[\d.]+) dB \((?P<gain>[+-][\d.]+)\) +"
-    r"SSIM (?P<sin>[\d.]+) -> (?P<sout>[\d.]+) \((?P<dssim>[+-][\d.]+)\)$",
-    re.MULTILINE,
-)
-_COLOUR = re.compile(
-    r"^  (?P<d>\w+) +restored +(?P<r>\d+/\d+/\d+) +clean +(?P<c>\d+/\d+/\d+) +\(degraded \d+/\d+/\d+\) +"
-    r"largest difference +(?P<err>[\d.]+): (?P<verdict>kept|COLOUR CAST)$",
+    r"SSIM (?P<sin>[\d.]+) -> (?P<sout>[\d.]+) \((?P<dssim>[+-][\d.]+)\) +mean colour off by (?P<col>[\d.]+)$",
     re.MULTILINE,
 )
 
@@ -37,55 +32,38 @@ def test_demo_smoke_journey(run_cli, tmp_path: Path) -> None:
     assert result.returncode == 0, result.output
     out = tmp_path / "demo_out"
     for name in ("grid.png", "metrics.md", "metrics.json", "curves.png", "model/model.safetensors",
-                 "model/config.json", *(f"inputs/chelsea_{d}.png" for d in DEMO_DEGRADATIONS)):  # fmt: skip
+                 "model/config.json", *(f"inputs/chelsea_{d}.png" for d in DEGRADATIONS)):  # fmt: skip
         assert (out / name).is_file(), name
     data = json.loads((out / "metrics.json").read_text())
-    assert data["steps"] == 2 and data["test_image"] == "chelsea" and data["model"] == "promptir"
+    assert (data["steps"], data["test_image"], data["model"]) == (2, "chelsea", "promptir")
     text = result.stdout
-    assert text.startswith(f"allinone-ir demo: promptir ({data['parameters']:,} parameters) on cpu")
-    assert "-> 2 updates of 4 crops of 32 px" in text
+    assert text.startswith(
+        f"allinone-ir demo: promptir ({data['parameters']:,} parameters; blind: not told the degradation); "
+        "2 updates of 4 crops of 32 px from 3 photos; testing on 'chelsea', which training never sees\n"
+    )
 
-    # the per-degradation lines say what metrics.json says (4 decimals), to the printed precision
+    # the per-degradation lines say what metrics.json says, to the printed precision
     rows = {m["d"]: m for m in _LINE.finditer(text)}
-    assert list(rows) == list(DEMO_DEGRADATIONS)
+    assert list(rows) == DEGRADATIONS
     for d, m in rows.items():
         rec = data["metrics"][d]
-        assert (
-            abs(float(m["pin"]) - rec["psnr_in"]) <= 0.006
-            and abs(float(m["pout"]) - rec["psnr_out"]) <= 0.006
-        )
-        assert abs(float(m["gain"]) - rec["gain_db"]) <= 0.006
-        assert abs(float(m["dssim"]) - rec["ssim_change"]) <= 0.0006
-        assert (
-            abs(float(m["sin"]) - rec["ssim_in"]) <= 0.0006
-            and abs(float(m["sout"]) - rec["ssim_out"]) <= 0.0006
-        )
-
-    # the mean colour of every restored image against the clean one, with the verdict the numbers give
-    colours = {m["d"]: m for m in _COLOUR.finditer(text)}
-    assert list(colours) == list(DEMO_DEGRADATIONS)
-    for d, m in colours.items():
-        rgb = data["mean_rgb"][d]
-        for printed, recorded in ((m["r"], rgb["restored"]), (m["c"], rgb["clean"])):
-            assert all(abs(int(a) - b) <= 0.51 for a, b in zip(printed.split("/"), recorded, strict=True))
-        err = max(abs(a - b) for a, b in zip(rgb["restored"], rgb["clean"]))
-        assert abs(float(m["err"]) - err) <= 0.06
-        assert m["verdict"] == ("kept" if err <= COLOUR_TOLERANCE else "COLOUR CAST")
+        for key, printed, tol in (("psnr_in", "pin", 0.006), ("psnr_out", "pout", 0.006), ("gain_db", "gain", 0.006),
+                                  ("ssim_in", "sin", 6e-4), ("ssim_out", "sout", 6e-4),
+                                  ("ssim_change", "dssim", 6e-4), ("colour_error", "col", 0.06)):  # fmt: skip
+            assert abs(float(m[printed]) - rec[key]) <= tol, (d, key)
 
     # honesty: a note for every degradation that did not improve, no blanket claim unless all did
-    recs = data["metrics"]
-    better = [d for d, r in recs.items() if r["gain_db"] >= SMALL_GAIN_DB and r["ssim_change"] >= 0]
-    kept = [d for d, r in recs.items() if r["colour_error"] <= COLOUR_TOLERANCE]
-    for d in DEMO_DEGRADATIONS:
-        assert (f"  note: {d}: " in text) == (d not in better or d not in kept)
-    n = len(DEMO_DEGRADATIONS)
-    assert ("every degradation gained" in text) == (len(better) == len(kept) == n)
-    if len(better) < n or len(kept) < n:
-        assert f"improved (PSNR +1 dB or more and SSIM not lower): {len(better)} of {n}" in text
-        assert f"mean colour kept (within 6 levels per channel): {len(kept)} of {n}" in text
+    good = [d for d, r in data["metrics"].items()
+            if r["gain_db"] >= 1.0 and r["ssim_change"] >= 0 and r["colour_error"] <= 6.0]  # fmt: skip
+    for d in DEGRADATIONS:
+        assert (f"  note: {d}: " in text) == (d not in good)
+    assert ("every degradation restored" in text) == (len(good) == 4)
+    assert (f"restored {len(good)} of 4 " in text) == (len(good) < 4)
+    assert (
+        "restored 4 of 4" not in text and "every degradation restored" not in text
+    )  # 2 updates restore nothing
 
-    # the grid: labelled, larger than its 4 x 3 images of 64 x 96
-    grid = read_image(out / "grid.png")
+    grid = read_image(out / "grid.png")  # labelled, larger than its 4 x 3 images of 64 x 96
     assert grid.shape[1] > 4 * 64 and grid.shape[2] > 3 * 96
 
     # the command the summary suggests works as printed
@@ -94,7 +72,7 @@ def test_demo_smoke_journey(run_cli, tmp_path: Path) -> None:
     restored = run_cli(*shlex.split(suggested.group(1)))
     assert_no_traceback(restored)
     assert restored.returncode == 0, restored.output
-    for d in DEMO_DEGRADATIONS:
+    for d in DEGRADATIONS:
         assert read_image(out / "restored" / f"chelsea_{d}.png").shape == (3, 64, 96)
 
 

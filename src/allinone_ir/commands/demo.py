@@ -1,44 +1,64 @@
-"""``allinone-ir demo``: the command line of :func:`allinone_ir.demo.run_demo`."""
+"""``allinone-ir demo``: train a small all-in-one network on the bundled photographs and show the result."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UsageError, require
 
 __all__ = ["add_parser", "run"]
+
+_DEGRADATIONS = ("noise", "rain", "haze", "snow")
+_HOLDOUT = "chelsea"  # the bundled photograph kept out of training and restored at the end
+_STEPS, _SMOKE_STEPS = 300, 2
+_PATCH, _BATCH, _LR = 64, 8, 2e-3
+_TASKS = ("noise", "rain", "haze", "haze", "snow")  # haze, the global change, is drawn twice as often
+_TONES = 8  # each training photograph also in brighter tones (gamma < 1): clean need not mean deep shadows
+_MIN_GAIN_DB, _COLOUR_TOLERANCE = 1.0, 6.0  # "restored": PSNR +1 dB, SSIM not lower, mean colour within 6/255
+_COLUMNS = ("clean", "degraded", "restored")
+_OUTPUTS = ("grid.png", "metrics.md", "metrics.json", "curves.png", "model", "inputs", "restored",
+            "train_log.csv", "val_log.csv", "history.json", "config.json", "checkpoints")  # fmt: skip
+
+
+def _choices(smoke: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``--model`` choice -> (registered model, small configuration), for every family that offers a demo."""
+    from ..models import get_model_class, list_architectures
+
+    offered = {}
+    for arch in list_architectures():
+        cls = get_model_class(arch)
+        for choice, name in getattr(cls, "demo_choices", {}).items():
+            offered[choice] = (name, cls.small_config(degradations=_DEGRADATIONS, smoke=smoke))
+    return offered
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``demo`` sub-command."""
-    from ..demo import demo_models
-
     p = subparsers.add_parser(
         "demo",
         help="train a small all-in-one model on bundled photos and show the results",
-        description=(
-            "Synthesise noise, rain, haze and snow on the bundled photographs, train a small all-in-one "
-            "network for a few minutes, restore a photograph training never saw, and write a comparison "
-            "grid, a PSNR/SSIM table, the loss curve and the trained model."
-        ),
+        description="Synthesise noise, rain, haze and snow on the bundled photographs, train a small "
+        "all-in-one network, restore a photograph training never saw, and write a comparison grid, a "
+        "PSNR/SSIM table, the loss curve and the trained model.",
     )
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--minutes", type=float, default=3.0, help="training time budget (default: 3)")
-    p.add_argument("--steps", type=int, default=None, help="number of updates instead of a time budget")
-    p.add_argument(
-        "--model", choices=sorted(demo_models()), default="promptir", help="network (default: promptir)"
-    )
+    p.add_argument("--steps", type=int, help=f"training updates (default: {_STEPS}; --smoke: {_SMOKE_STEPS})")
+    p.add_argument("--model", choices=sorted(_choices()), default="promptir",
+                   help="promptir (default; restores blind) or pip (told each image's degradation)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--holdout", default="chelsea", help="bundled photo kept for testing (default: chelsea)")
-    p.add_argument("--patch-size", type=int, default=64, help="training crop size (default: 64)")
-    p.add_argument("--batch-size", type=int, default=8, help="crops per update (default: 8)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
-    p.add_argument("--loss", default="psnr", help="training loss (default: psnr, i.e. log MSE per image)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, crops and degradations")
     p.add_argument(
         "--overwrite", action="store_true", help="reuse a non-empty --out (replaces the demo's files)"
     )
     p.add_argument(
-        "--smoke", action="store_true", help="smallest network and crops, 2 updates: checks the pipeline only"
+        "--smoke", action="store_true", help=f"tiny network, {_SMOKE_STEPS} updates: checks the pipeline"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -46,16 +66,189 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo from parsed arguments; returns the exit status."""
-    from ..demo import run_demo
+    require(
+        "PIL.Image", extra="train", purpose="allinone-ir demo (reading the bundled photos, drawing grid.png)"
+    )
+    require("safetensors.torch", extra="train", purpose="allinone-ir demo (saving the trained model)")
+    from ..assets import sample_images
+    from ..data import SyntheticDegradationDataset
+    from ..data.augment import channel_shuffle
+    from ..hub import save_pretrained
+    from ..inference import restore
+    from ..io import read_image, write_image
+    from ..metrics import PROMPTIR_PROTOCOL
+    from ..models import create_model
+    from ..training import Trainer, TrainerConfig
+
+    steps = args.steps if args.steps is not None else _SMOKE_STEPS if args.smoke else _STEPS
+    if steps < 1:
+        raise UsageError(f"--steps must be a positive integer, got {steps}")
+    patch, batch = (32, 4) if args.smoke else (_PATCH, _BATCH)
+    out = Path(args.out)
+    _prepare(out, args.overwrite)
+    t_start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    model_name, kwargs = _choices(args.smoke)[args.model]
+    net = create_model(model_name, **kwargs)
+    told = bool(getattr(net, "accepts_degradation", False))
+    photos = sample_images()
+    train_images = [read_image(p) for p in photos if p.stem != _HOLDOUT]
+    tone_rng = torch.Generator().manual_seed(args.seed + 3)
+    gammas = 0.5 + 0.5 * torch.rand(len(train_images), _TONES - 1, generator=tone_rng)
+    train_set = SyntheticDegradationDataset(
+        [img.pow(g) for img, gs in zip(train_images, gammas.tolist()) for g in [1.0, *gs]], tasks=_TASKS,
+        patch_size=patch,
+        seed=args.seed, repeat=8, classes=_DEGRADATIONS,
+    )  # fmt: skip
+    test_set = SyntheticDegradationDataset(
+        [p for p in photos if p.stem == _HOLDOUT], tasks=_DEGRADATIONS, patch_size=None, augment_modes=(0,),
+        seed=args.seed + 1, fixed=True, classes=_DEGRADATIONS,
+    )  # fmt: skip
+    how = "told each image's degradation" if told else "blind: not told the degradation"
+    print(f"allinone-ir demo: {model_name} ({net.num_parameters:,} parameters; {how}); {steps} updates of "
+          f"{batch} crops of {patch} px from {len(train_images)} photos; testing on '{_HOLDOUT}', "
+          "which training never sees", flush=True)  # fmt: skip
+    shuffle_rng = torch.Generator().manual_seed(args.seed + 2)
+    config = TrainerConfig(
+        output_dir=str(out), max_steps=steps, batch_size=batch, lr=_LR, min_lr=_LR / 100,
+        warmup_steps=min(50, steps // 10), grad_clip=1.0, loss="psnr", seed=args.seed, device=args.device,
+        ema_decay=max(0.5, min(0.98, 1 - 10 / steps)), log_every=max(1, min(10, steps // 20)),
+        progress_bar=not args.no_progress,
+    )  # fmt: skip
+    trainer = Trainer(net, config, train_set, batch_augment=lambda b: channel_shuffle(b, rng=shuffle_rng))
+    trainer.fit()
+    train_seconds = time.perf_counter() - t_start
+    trained = trainer.ema.module if trainer.ema is not None else trainer.model
+
+    metrics: dict[str, dict[str, Any]] = {}
+    rows = []
+    (out / "inputs").mkdir()
+    for sample in (test_set[i] for i in range(len(test_set))):
+        degraded, clean, name = sample["degraded"], sample["clean"], sample["degradation"]
+        if args.smoke:  # a corner is enough to check the pipeline
+            degraded, clean = degraded[:, :64, :96], clean[:, :64, :96]
+        restored = restore(trained, degraded, progress=False, **({"degradation": name} if told else {}))
+        before, after = PROMPTIR_PROTOCOL.compute(degraded, clean), PROMPTIR_PROTOCOL.compute(restored, clean)
+        rgb = {k: (v.clamp(0, 1).mean(dim=(1, 2)) * 255).tolist() for k, v in
+               (("clean", clean), ("degraded", degraded), ("restored", restored))}  # fmt: skip
+        metrics[name] = {
+            "psnr_in": before["psnr"], "psnr_out": after["psnr"], "gain_db": after["psnr"] - before["psnr"],
+            "ssim_in": before["ssim"], "ssim_out": after["ssim"], "ssim_change": after["ssim"] - before["ssim"],
+            "colour_error": max(abs(a - b) for a, b in zip(rgb["restored"], rgb["clean"])), "mean_rgb": rgb,
+        }  # fmt: skip
+        rows.append((name, (clean, degraded, restored)))
+        write_image(out / "inputs" / f"{_HOLDOUT}_{name}.png", degraded)
+    title = (
+        f"allinone-ir demo: {model_name} ({how}), {trainer.step} updates; test photo '{_HOLDOUT}' (unseen)"
+    )
+    _grid(rows, metrics, title).save(out / "grid.png")
+    save_pretrained(trained, out / "model")
+    report = {
+        "model": model_name, "parameters": net.num_parameters, "told_degradation": told, "steps": trainer.step,
+        "batch_size": batch, "patch_size": patch, "train_seconds": round(train_seconds, 1),
+        "test_image": _HOLDOUT, "protocol": "promptir", "colour_tolerance": _COLOUR_TOLERANCE,
+        "metrics": {d: {k: v if k == "mean_rgb" else round(v, 4) for k, v in m.items()} for d, m in metrics.items()},
+    }  # fmt: skip
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    lines = _summary(metrics)
+    (out / "metrics.md").write_text(
+        f"# allinone-ir demo: {model_name}, {trainer.step} updates\n\n{how.capitalize()}. Test image "
+        f"`{_HOLDOUT}` (not used for training). PSNR / SSIM: PromptIR protocol (RGB, data range 1). "
+        "Mean colour: RGB, 0-255.\n\n" + _table(metrics) + "\n" + "\n".join(lines[1:]) + "\n", encoding="utf-8"
+    )  # fmt: skip
+    minutes = (time.perf_counter() - t_start) / 60
+    print("\n".join(["", *lines, "", f"wrote to {out}/ in {minutes:.1f} min ({trainer.step} updates):",
+                     f"  grid.png      rows {', '.join(metrics)}; columns {' | '.join(_COLUMNS)}, PSNR/SSIM under each",
+                     "  metrics.md    this table (also metrics.json); curves.png: the training loss",
+                     f"  model/        try: allinone-ir restore --checkpoint {out / 'model'} {out / 'inputs'} "
+                     f"--out {out / 'restored'}"]))  # fmt: skip
+    return 0
+
+
+def _prepare(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UsageError(f"output folder {out} is not empty; choose another --out or pass --overwrite "
+                             "(which replaces only the demo's own files)")  # fmt: skip
+        for p in (out / name for name in _OUTPUTS):
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _problems(m: dict[str, Any]) -> list[str]:
+    problems = []
+    if m["gain_db"] < _MIN_GAIN_DB:
+        problems.append(f"PSNR {'worse than the input' if m['gain_db'] < 0 else 'gain under 1 dB'} "
+                        f"({m['gain_db']:+.2f} dB)")  # fmt: skip
+    if m["ssim_change"] < 0:
+        problems.append(f"SSIM dropped {m['ssim_in']:.3f} -> {m['ssim_out']:.3f}")
+    if m["colour_error"] > _COLOUR_TOLERANCE:
+        problems.append(f"colour cast (mean colour off by {m['colour_error']:.1f} levels)")
+    return problems
+
+
+def _summary(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [f"Test photo '{_HOLDOUT}' (never seen in training), before -> after restoration:"]
+    for d, m in metrics.items():
+        lines.append(f"  {d:6s} PSNR {m['psnr_in']:6.2f} -> {m['psnr_out']:6.2f} dB ({m['gain_db']:+.2f})   "
+                     f"SSIM {m['ssim_in']:.3f} -> {m['ssim_out']:.3f} ({m['ssim_change']:+.3f})   "
+                     f"mean colour off by {m['colour_error']:.1f}")  # fmt: skip
+    bad = {d: p for d, m in metrics.items() if (p := _problems(m))}
+    lines += [f"  note: {d}: {'; '.join(p)}" for d, p in bad.items()]
+    if bad:
+        lines.append(f"restored {len(metrics) - len(bad)} of {len(metrics)} (PSNR +{_MIN_GAIN_DB:g} dB or more, "
+                     f"SSIM not lower, mean colour within {_COLOUR_TOLERANCE:g} levels); not {', '.join(bad)}")  # fmt: skip
+    else:
+        lines.append(f"every degradation restored: PSNR +{_MIN_GAIN_DB:g} dB or more, SSIM higher, "
+                     f"mean colour within {_COLOUR_TOLERANCE:g} levels")  # fmt: skip
+    return lines
+
+
+def _table(metrics: dict[str, dict[str, Any]]) -> str:
+    rows = ["| degradation | PSNR before | PSNR after | gain (dB) | SSIM before | SSIM after | SSIM change "
+            "| mean colour error |", "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    rows += [f"| {d} | {m['psnr_in']:.2f} | {m['psnr_out']:.2f} | {m['gain_db']:+.2f} | {m['ssim_in']:.4f} | "
+             f"{m['ssim_out']:.4f} | {m['ssim_change']:+.4f} | {m['colour_error']:.1f} |" for d, m in metrics.items()]  # fmt: skip
+    return "\n".join(rows) + "\n"
+
+
+def _grid(
+    rows: list[tuple[str, tuple[torch.Tensor, ...]]], metrics: dict[str, dict[str, Any]], title: str
+) -> Any:
+    """The comparison figure: a row per degradation, columns clean | degraded | restored, scores under each."""
+    from PIL import Image, ImageDraw, ImageFont
 
     try:
-        run_demo(
-            args.out, minutes=args.minutes, steps=args.steps, model=args.model, device=args.device,
-            holdout=args.holdout, patch_size=args.patch_size, batch_size=args.batch_size, lr=args.lr,
-            loss=args.loss, seed=args.seed, overwrite=args.overwrite, smoke=args.smoke,
-            progress=not args.no_progress,
-        )  # fmt: skip
-    except (FileExistsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        font = ImageFont.load_default(size=14)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1 or without FreeType
+        font = ImageFont.load_default()
+    pad, line = 6, 18
+    h, w = (max(img.shape[i] for _, imgs in rows for img in imgs) for i in (1, 2))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = max(int(probe.textlength(name, font=font)) for name, _ in rows) + 2 * pad
+    cell_w, cell_h = max(w, 170), h + 2 * line + pad
+    width = max(label_w + 3 * (cell_w + pad), int(probe.textlength(title, font=font)) + 2 * pad)
+    top = pad + 2 * line
+    canvas = Image.new("RGB", (width, top + len(rows) * (cell_h + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, pad), title, fill="black", font=font)
+    for j, col in enumerate(_COLUMNS):
+        draw.text((label_w + j * (cell_w + pad), pad + line), col, fill="black", font=font)
+    for r, (name, images) in enumerate(rows):
+        y, m = top + r * (cell_h + pad), metrics[name]
+        draw.text((pad, y + h // 2 - line // 2), name, fill="black", font=font)
+        captions = [
+            [("reference", "black")],
+            [(f"PSNR {m['psnr_in']:.2f} dB", "black"), (f"SSIM {m['ssim_in']:.3f}", "black")],
+            [(f"PSNR {m['psnr_out']:.2f} dB ({m['gain_db']:+.2f})", "#b00000" if m["gain_db"] < 0 else "black"),
+             (f"SSIM {m['ssim_out']:.3f} ({m['ssim_change']:+.3f})", "#b00000" if m["ssim_change"] < 0 else "black")],
+        ]  # fmt: skip
+        for j, (img, caption) in enumerate(zip(images, captions)):
+            x = label_w + j * (cell_w + pad)
+            pixels = img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+            canvas.paste(Image.fromarray(pixels, "RGB"), (x, y))
+            for k, (text, colour) in enumerate(caption):
+                draw.text((x, y + img.shape[1] + 2 + k * line), text, fill=colour, font=font)
+    return canvas
