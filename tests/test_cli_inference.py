@@ -578,3 +578,95 @@ def test_restore_file_removed_after_listing_is_skipped(tmp_path, model_dir, monk
         f"skipped {a}: no such file (removed?)",
         f"restored 1 of 2 image(s) -> {tmp_path / 'o'}; skipped 1",
     ]
+
+
+# --- issue 20: a full disk, link loops, the --overwrite flag named ---------------------------------------
+
+
+def test_restore_npz_full_disk_leaves_no_temporary(tmp_path, model_dir, monkeypatch, capsys) -> None:
+    import errno
+
+    _images(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    real, calls = np.lib.format.write_array, []
+
+    def disk_fills(f, array, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b"\0" * 100)  # part of the array made it
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(f, array, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", disk_fills)
+    npz = tmp_path / "out" / "pred.npz"
+    code = main(["restore", str(tmp_path / "in"), "--model", str(model_dir), "--npz", str(npz), "--quiet"])
+    assert code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: no space left on device while writing {npz}"
+    assert list((tmp_path / "out").iterdir()) == []  # neither the archive nor its temporary file
+
+
+def test_restore_npz_full_disk_at_the_central_directory(tmp_path, model_dir, monkeypatch, capsys) -> None:
+    import errno
+    import zipfile
+
+    _images(tmp_path / "in", ["a.png"])
+
+    def full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "_write_end_record", full)
+    npz = tmp_path / "out" / "pred.npz"
+    code = main(["restore", str(tmp_path / "in"), "--model", str(model_dir), "--npz", str(npz), "--quiet"])
+    assert code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: no space left on device while writing {npz}"
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["folder", "file", "glob"])
+def test_restore_link_loop_is_skipped_like_a_bad_file(tmp_path, model_dir, capsys, how) -> None:
+    _images(tmp_path / "in", ["a.png", "b.png"])
+    (tmp_path / "in" / "loop.png").symlink_to("loop.png")
+    (tmp_path / "in" / "gone.png").symlink_to("nowhere.png")
+    inputs = {
+        "folder": [str(tmp_path / "in")],
+        "file": [str(tmp_path / "in" / n) for n in ("a.png", "loop.png", "gone.png", "b.png")],
+        "glob": [str(tmp_path / "in" / "*.png")],
+    }[how]
+    out = tmp_path / "out"
+    assert main(["restore", *inputs, "--model", str(model_dir), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert f"skipped {tmp_path / 'in' / 'loop.png'}: symbolic link loop" in err
+    assert f"skipped {tmp_path / 'in' / 'gone.png'}: a link to nowhere.png, which does not exist" in err
+    assert err[-1] == f"restored 2 of 4 image(s) -> {out}; skipped 2"
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+
+
+def test_restore_output_appearing_meanwhile_names_the_flag(tmp_path, model_dir, monkeypatch, capsys) -> None:
+    import allinone_ir.inference as inference
+
+    _images(tmp_path / "in", ["a.png"])
+    out = tmp_path / "out"
+    real = inference.restore
+
+    def someone_writes(*args, **kwargs):  # another program writes the output while the network runs
+        write_image(out / "a.png", np.zeros((2, 2, 3), np.uint8))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "restore", someone_writes)
+    assert (
+        main(["restore", str(tmp_path / "in"), "--model", str(model_dir), "--out", str(out), "--quiet"]) == 2
+    )
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == f"error: refusing to overwrite existing file {out / 'a.png'} (pass --overwrite)"
+    assert read_image_array(out / "a.png").max() == 0  # the other program's file kept
+
+
+def test_overwrite_flag_translates_only_the_library_hint() -> None:
+    from allinone_ir.commands._common import overwrite_flag
+
+    with (
+        pytest.raises(FileExistsError, match=r"^refusing to overwrite x \(pass --force\)$"),
+        overwrite_flag("--force"),
+    ):
+        raise FileExistsError("refusing to overwrite x (pass overwrite=True)")
+    with pytest.raises(FileExistsError, match=r"^output files exist; pass --overwrite$"), overwrite_flag():
+        raise FileExistsError("output files exist; pass --overwrite")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import warnings
 from pathlib import Path
 
@@ -485,3 +486,82 @@ def test_restore_low_precision_runs_the_policy_layers_in_float32() -> None:
     assert seen["encoder_level2"] == torch.bfloat16
     assert not net.patch_embed.float32  # the flags are the network's own again afterwards
     torch.testing.assert_close(out, restore(net, x, clamp=False), atol=0.05, rtol=0)
+
+
+# --- issue 20: what restore() gives back for a file, PIL modes, process state -------------------------------
+
+
+def test_restore_path_returns_the_pixels_output_would_write(tmp_path: Path) -> None:
+    from allinone_ir.io import read_image_array
+
+    net = LocalNet()
+    rng = np.random.default_rng(0)
+    files = {
+        "gray16.png": rng.integers(0, 65536, (9, 11), dtype=np.uint16),
+        "rgba.png": rng.integers(0, 256, (9, 11, 4), dtype=np.uint8),
+        "rgb.png": rng.integers(0, 256, (9, 11, 3), dtype=np.uint8),
+    }
+    for name, arr in files.items():
+        src = write_image(tmp_path / name, arr)
+        pixels = restore(net, src)
+        written = read_image_array(restore(net, src, output=tmp_path / f"out_{name}"), keep_channels=True)
+        assert isinstance(pixels, np.ndarray)
+        assert pixels.dtype == written.dtype == arr.dtype and pixels.shape == written.shape
+        np.testing.assert_array_equal(pixels, written)
+    assert restore(net, tmp_path / "gray16.png").shape == (9, 11, 1)
+    # a float TIFF: float32 pixels in [0, 1], written as a 16-bit PNG
+    values = rng.random((9, 11)).astype(np.float32)
+    PIL.fromarray(values).save(tmp_path / "f.tif")
+    got = restore(net, tmp_path / "f.tif")
+    assert got.dtype == np.float32 and got.shape == (9, 11, 1)
+    want = restore(net, np.repeat(values[:, :, None], 3, axis=2))
+    np.testing.assert_allclose(got[:, :, 0], want @ np.array([0.299, 0.587, 0.114], np.float32), atol=1e-5)
+    out16 = read_image_array(restore(net, tmp_path / "f.tif", output=tmp_path / "f.png"), keep_channels=True)
+    assert out16.dtype == np.uint16 and np.abs(out16 / 65535 - got).max() <= 0.5 / 65535 + 1e-7
+
+
+@pytest.mark.parametrize("mode", ["F", "I;16", "I", "LA", "RGBA", "CMYK", "P", "1"])
+def test_restore_pil_image_of_every_mode(mode: str) -> None:
+    net = LocalNet()
+    rgb = PIL.fromarray(np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8))
+    if mode == "F":
+        im = PIL.fromarray(np.asarray(rgb.convert("L"), np.float32) / 255)
+    elif mode in ("I;16", "I"):
+        im = PIL.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257)
+        im = im if mode == "I;16" else im.convert("I")
+    elif mode == "P":
+        im = rgb.quantize(8)
+    else:
+        im = rgb.convert(mode)
+    out = restore(net, im)
+    want_mode = {"P": "RGB", "1": "L"}.get(mode, mode)
+    assert isinstance(out, PIL.Image) and out.mode == want_mode and out.size == (11, 9)
+    gray = np.asarray(im.convert("L") if mode not in ("F", "I;16", "I") else im, np.float64)
+    scale = {"F": 1.0, "I;16": 65535.0, "I": 65535.0}.get(mode, 255.0)
+    if mode in ("F", "I;16", "I"):  # the restored luma of the values, not of a black image
+        restored = np.asarray(out, np.float64) / scale
+        want = restore(net, np.repeat(gray[:, :, None] / scale, 3, 2)) @ np.array([0.299, 0.587, 0.114])
+        np.testing.assert_allclose(restored, want, atol=1e-4)
+
+
+def test_restore_pil_float_outside_range_is_refused_by_mode() -> None:
+    with pytest.raises(ValueError, match=r"PIL image: 32-bit float pixels \(mode F\) from 0 to 300"):
+        restore(LocalNet(), PIL.fromarray(np.linspace(0, 300, 20, dtype=np.float32).reshape(4, 5)))
+
+
+def test_restore_leaves_the_process_as_it_found_it(monkeypatch) -> None:
+    """A library call changes no process-wide state: no C allocator calls, threads, environment or signals."""
+    import ctypes
+    import signal
+
+    def no_c_library(*args, **kwargs):
+        raise AssertionError(f"restore() opened a C library {args!r} (allocator settings are the program's)")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_c_library)
+    monkeypatch.setattr(ctypes.cdll, "LoadLibrary", no_c_library)
+    threads, env = torch.get_num_threads(), dict(os.environ)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out = restore(LocalNet(), torch.rand(1, 3, 32, 32), tile=16, overlap=4, progress=False)
+    assert out.shape == (1, 3, 32, 32)
+    assert torch.get_num_threads() == threads and dict(os.environ) == env
+    assert {s: signal.getsignal(s) for s in handlers} == handlers

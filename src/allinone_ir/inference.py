@@ -12,9 +12,9 @@ the network to its device and stores its weights in the memory format that is fa
 feature map stays in that layout. ``restore(..., dtype=torch.bfloat16)`` runs under autocast with
 :func:`low_precision_policy` (statistics and softmax in float32, and the few layers that bf16
 perturbs most kept in float32), and
-``compile=True`` wraps the network in ``torch.compile`` (with CUDA graphs on a GPU). On the CPU,
-:func:`restore` runs inside :func:`retain_cpu_heap`, so that freed feature maps are reused instead of
-being returned to the system and faulted in again at every layer (1.6x on a 2-core AMD EPYC).
+``compile=True`` wraps the network in ``torch.compile`` (with CUDA graphs on a GPU). :func:`restore`
+leaves the process as it found it (allocator, threads and environment untouched); a program that
+restores many images on a CPU runs faster with jemalloc or tcmalloc preloaded (``docs/benchmarks.md``).
 
 Blending window (per axis, for a tile edge that borders another tile; ``O`` = overlap):
 the outermost ``O // 4`` pixels get weight 0 (they see the tile's padding), the next
@@ -32,17 +32,15 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._heap import retain_cpu_heap
 from ._runtime import autocast, low_precision_dtype, progress_bar
 from .errors import UsageError
-from .io import array_to_tensor, read_image_array, tensor_to_array, write_image
+from .io import _mode_pixels, array_to_tensor, read_image_array, tensor_to_array, write_image
 
 __all__ = [
     "LUMA_WEIGHTS",
@@ -55,7 +53,6 @@ __all__ = [
     "prepare_for_inference",
     "restore",
     "restore_array",
-    "retain_cpu_heap",
     "tile_starts",
     "tta_transforms",
 ]
@@ -537,7 +534,7 @@ def _restore_tensor(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), retain_cpu_heap(enabled=dev.type == "cpu"):
+        with torch.no_grad():
             x = x.detach().to("cpu", torch.float32)
             if tile_hw is None:
                 out = _restore_whole(x, run, batch_size, progress)
@@ -574,7 +571,7 @@ def restore_array(
     Args:
         model: The network (its ``in_channels`` attribute, default 3, is the channels it takes).
         arr: ``(H, W, C)`` pixels as stored (``read_image_array(path, keep_channels=True)``): C is 1
-            (grayscale), 2 (grayscale + alpha), 3 (RGB) or 4 (RGBA); uint8 or uint16.
+            (grayscale), 2 (grayscale + alpha), 3 (RGB) or 4 (RGBA); uint8, uint16 or float32 in [0, 1].
         restore_fn: ``(C, H, W) float tensor -> (C, H, W) tensor`` running the network (default:
             :func:`~allinone_ir.inference.restore` with its defaults).
 
@@ -696,20 +693,28 @@ def restore(
         progress: Show a tqdm progress bar: ``None`` shows it on a terminal for jobs of more than
             one step (when tqdm is installed), ``True`` always, ``False`` never.
         output: For a path ``image`` only: where to write the result, as ``allinone-ir restore`` writes
-            it: PNG of the input's bit depth (8 or 16) and channels (grayscale stays grayscale, an
-            alpha channel is copied back; :func:`restore_array`). Without it nothing is written.
+            it: PNG of the input's bit depth (8 or 16; float files as 16-bit) and channels
+            (grayscale stays grayscale, an alpha channel is copied back; :func:`restore_array`).
+            Without it nothing is written.
         overwrite: Allow ``output`` to replace an existing file.
 
     Returns:
-        The restored image as the same kind as ``image``: a float tensor of the same shape, dtype
-        and device; a numpy array of the same shape and dtype; a PIL image of the same mode;
-        for a path, the written path if ``output`` is given, else an ``(H, W, 3)`` array of the
-        file's dtype (``uint8`` or ``uint16``).
+        A tensor, an array or a PIL image comes back as the same kind: a float tensor of the same
+        shape, dtype and device; a numpy array of the same shape and dtype; a PIL image of the
+        same mode (palette and bilevel images come back as RGB / RGBA / ``L``, premultiplied
+        alpha as straight alpha). A path is a file, not an image: without ``output`` the result
+        is the restored pixels as a numpy array, exactly those ``output=`` would write (as
+        ``read_image_array(path, keep_channels=True)`` reads them: ``(H, W, C)`` with the file's
+        channels and dtype, ``uint8``, ``uint16`` or ``float32``, EXIF orientation applied); with
+        ``output``, the path written.
 
     Raises:
         ValueError: On NaN/infinite input, a wrong shape or channel count, a bad tile/overlap, or a
             degradation given to a network that does not take one.
         TypeError: On an unsupported image type.
+        FileNotFoundError: If a path ``image`` does not exist.
+        ImageReadError: If a path ``image`` is not a readable image (:func:`~allinone_ir.io.read_image_array`).
+        FileExistsError: If ``output`` exists and ``overwrite`` is ``False``.
 
     Shape:
         - tensor image: :math:`(C, H, W)` or :math:`(N, C, H, W)`; output of the same shape.
@@ -719,6 +724,13 @@ def restore(
         >>> net = create_model("nafnet", width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,))
         >>> restore(net, torch.rand(3, 40, 50), tile=24, overlap=8).shape
         torch.Size([3, 40, 50])
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from allinone_ir.io import write_image
+        >>> gray = write_image(Path(tempfile.mkdtemp()) / "gray16.png", np.zeros((20, 30), np.uint16))
+        >>> pixels = restore(net, gray)  # a file: its restored pixels, its channels and depth
+        >>> pixels.shape, pixels.dtype
+        ((20, 30, 1), dtype('uint16'))
     """
     opts: dict[str, Any] = dict(
         tile=tile, overlap=overlap, tta=tta, degradation=degradation, batch_size=batch_size,
@@ -750,32 +762,55 @@ def restore(
 
     pil_cls = _pil_image_class()
     if pil_cls is not None and isinstance(image, pil_cls):
-        mode = image.mode
-        arr = np.asarray(image if mode in ("RGB", "L", "I;16") else image.convert("RGB"))
-        if arr.ndim == 2 and in_ch == 3:
-            arr = np.repeat(arr[:, :, None], 3, axis=2)
-        res = _restore_array(model, arr, True, opts, in_ch)
-        from PIL import Image
-
-        pil = Image.fromarray(res)
-        return pil.convert(mode) if mode in ("L", "I;16") and pil.mode != mode else pil
+        return _restore_pil(model, image, lambda t: restore(model, t, clamp=True, **opts))
 
     if isinstance(image, (str, os.PathLike)):
-        if output is None:
-            return _restore_array(model, read_image_array(image), True, opts, in_ch)
-        if Path(output).resolve() == Path(image).resolve():
+        if output is not None and _same_file(output, image):
             raise ValueError(f"output {output} is the input file; refusing to overwrite an input")
-        # the file written keeps the input's channels (grayscale stays grayscale, alpha is copied back)
+        # the pixels keep the file's channels (grayscale stays grayscale, alpha is copied back) and depth
         _, res = restore_array(
             model,
             read_image_array(image, keep_channels=True),
             lambda t: restore(model, t, clamp=clamp, **opts),
         )
-        return write_image(output, res, bits=16 if res.dtype == np.uint16 else 8, overwrite=overwrite)
+        if output is None:
+            return res
+        return write_image(output, res, bits=8 if res.dtype == np.uint8 else 16, overwrite=overwrite)
 
     raise TypeError(
         "image must be a torch.Tensor, a numpy array, a PIL image or a path, got " + type(image).__name__
     )
+
+
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)  # Path.resolve raises on a link loop
+
+
+#: Pillow modes a restored PIL image is converted back to (from the RGB / 16-bit pixels restored).
+_PIL_MODES_BACK: tuple[str, ...] = ("CMYK", "YCbCr", "LAB", "HSV", "I", "RGBX")
+
+
+def _restore_pil(model: nn.Module, image: Any, restore_fn: Callable[[Any], Any]) -> Any:
+    """Restore a PIL image through its pixels (as a file of that mode is read); same mode where Pillow can."""
+    from PIL import Image
+
+    from .errors import ImageReadError
+
+    mode = image.mode
+    try:
+        arr = _mode_pixels(image, "the PIL image")
+    except ImageReadError as exc:
+        raise ValueError(f"cannot restore the PIL image: {exc.reason}") from exc
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    _, res = restore_array(model, arr, restore_fn)
+    if res.shape[2] == 1:
+        pil = Image.fromarray(res[:, :, 0])
+    else:
+        pil = Image.fromarray(res, "LA" if res.shape[2] == 2 else None)
+    if pil.mode != mode and (mode in _PIL_MODES_BACK or mode.startswith("I;16")):
+        pil = pil.convert(mode)
+    return pil
 
 
 def _restore_array(

@@ -311,11 +311,22 @@ def _pixels(im: Any, p: Path) -> np.ndarray:
         return arr
     colour16 = mode in ("RGB", "RGBA") and _stored_16bit(im)  # the tiles are gone after load()
     im.load()
-    mode = im.mode
     if colour16:
         warnings.warn(
             f"{p}: 16-bit colour {im.format} read as 8-bit (save 16-bit colour as PNG)", stacklevel=3
         )
+    return _mode_pixels(im, p)
+
+
+def _mode_pixels(im: Any, where: str | os.PathLike[str]) -> np.ndarray:
+    """The pixels of a loaded Pillow image by its mode: (H, W) or (H, W, C), uint8, uint16 or float32.
+
+    Raises:
+        ImageReadError: Pixels outside the value ranges of the module docstring (names the mode
+            and ``where`` they come from).
+    """
+    p = Path(where)
+    mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return np.asarray(im).astype(np.uint16)  # native byte order
     if mode == "I" or mode.startswith("I;"):
@@ -415,7 +426,7 @@ def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
     elif arr.dtype == np.uint16:
         x = torch.from_numpy(arr.astype(np.float32) / 65535.0)
     elif np.issubdtype(arr.dtype, np.floating):
-        x = torch.from_numpy(arr.astype(np.float32, copy=False))
+        x = torch.from_numpy(arr.astype(np.float32, copy=not arr.flags.writeable))
     else:
         raise ValueError(f"unsupported image dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
     return x.permute(2, 0, 1).contiguous()

@@ -5,16 +5,18 @@
 - :func:`parse_model_args`: the ``--model-args`` JSON object (also ``convert``'s);
 - option types: :func:`positive_int`, :func:`non_negative_int`, :func:`comma_list`;
 - :data:`DTYPE_NAMES`: the compute dtypes an option accepts (``info --dtype``, ``bench --dtypes``);
-- :func:`with_progress`: iterate over files with a progress bar, printing lines above it.
+- :func:`with_progress`: iterate over files with a progress bar, printing lines above it;
+- :func:`overwrite_flag`: library refusals to replace a file name the command's ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +28,7 @@ __all__ = [
     "comma_list",
     "load_model_from_args",
     "non_negative_int",
+    "overwrite_flag",
     "parse_model_args",
     "positive_int",
     "with_progress",
@@ -211,3 +214,38 @@ def with_progress(
     if bar is None:
         return items, print
     return bar, bar.write
+
+
+#: How the library's refusals to replace a file say how to allow it (``io.write_image``,
+#: ``hub.save_pretrained``, ``hub.convert_checkpoint``): a Python argument, which a command names
+#: by its option instead.
+_LIBRARY_OVERWRITE_HINT = "pass overwrite=True"
+
+
+@contextlib.contextmanager
+def overwrite_flag(flag: str = "--overwrite") -> Iterator[None]:
+    """Inside, a library call that refuses to replace a file says ``pass --overwrite``, not ``overwrite=True``.
+
+    The library's ``FileExistsError`` tells a Python caller to pass ``overwrite=True``; a command
+    line user has an option for it. The error is raised again with the option in its place (the
+    same type, the original chained), so :func:`allinone_ir.cli.main` prints it as one line.
+
+    Args:
+        flag: The command's option.
+
+    Raises:
+        FileExistsError: The library's, naming ``flag``.
+
+    Examples:
+        >>> with overwrite_flag():
+        ...     raise FileExistsError("refusing to overwrite out.png (pass overwrite=True)")
+        Traceback (most recent call last):
+        FileExistsError: refusing to overwrite out.png (pass --overwrite)
+    """
+    try:
+        yield
+    except FileExistsError as exc:
+        text = str(exc)
+        if _LIBRARY_OVERWRITE_HINT not in text or exc.filename is not None:
+            raise
+        raise FileExistsError(text.replace(_LIBRARY_OVERWRITE_HINT, f"pass {flag}")) from exc

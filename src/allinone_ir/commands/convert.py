@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..errors import AllInOneIRError, UsageError
-from ._common import parse_model_args
+from ._common import overwrite_flag, parse_model_args
 
 __all__ = ["add_parser", "run"]
 
@@ -40,9 +40,15 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = parse_model_args(args.model_args)
     try:
-        out = convert_checkpoint(
-            args.src, args.dst, arch=args.arch, overwrite=args.overwrite, protocol=args.protocol, **overrides
-        )
+        with overwrite_flag():
+            out = convert_checkpoint(
+                args.src,
+                args.dst,
+                arch=args.arch,
+                overwrite=args.overwrite,
+                protocol=args.protocol,
+                **overrides,
+            )
     except (AllInOneIRError, OSError):
         raise
     except (ValueError, TypeError, KeyError) as exc:  # unknown --arch, arguments the network does not take

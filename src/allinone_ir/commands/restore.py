@@ -28,6 +28,7 @@ from ._common import (
     add_model_arguments,
     load_model_from_args,
     non_negative_int,
+    overwrite_flag,
     positive_int,
     with_progress,
 )
@@ -73,10 +74,21 @@ def collect_inputs(items: Iterable[str]) -> list[Path]:
         if not paths:
             raise FileNotFoundError(f"no images found for {item!r}")
         found.extend(paths)
-    unique: dict[Path, Path] = {}
+    unique: dict[str, Path] = {}
     for p in found:
-        unique.setdefault(p.resolve(), p)
+        unique.setdefault(_real(p), p)
     return list(unique.values())
+
+
+def _real(p: Path) -> str:
+    """The path with links followed as far as they go (``Path.resolve`` raises on a link loop)."""
+    return os.path.realpath(p)
+
+
+def _not_found(src: Path) -> str:
+    if src.is_symlink():
+        return f"a link to {os.readlink(src)}, which does not exist"
+    return "no such file (removed?)"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -132,8 +144,8 @@ def _plan_outputs(inputs: list[Path], out_dir: Path | None) -> list[Path | None]
         if dst in seen:
             raise UsageError(f"{seen[dst]} and {src} would both be written to {dst}; restore them separately")
         seen[dst] = src
-    resolved_inputs = {p.resolve() for p in inputs}
-    clash = [str(d) for d in outs if d.resolve() in resolved_inputs]
+    resolved_inputs = {_real(p) for p in inputs}
+    clash = [str(d) for d in outs if _real(d) in resolved_inputs]
     if clash:
         raise UsageError(
             f"refusing to overwrite input files: {', '.join(clash)}; choose another --out folder"
@@ -150,7 +162,12 @@ def _npz_keys(inputs: list[Path]) -> list[str]:
 
 
 class _NpzWriter:
-    """Writes arrays one by one into an .npz (a zip of .npy files), atomically on close."""
+    """Writes arrays one by one into an .npz (a zip of .npy files), atomically on close.
+
+    The archive grows in a temporary file next to ``path``, renamed on a committed close; any
+    failure (a full disk included, reported as "no space left on device while writing PATH")
+    removes the temporary file.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -158,22 +175,50 @@ class _NpzWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
-        self.zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        try:
+            self.zip: zipfile.ZipFile | None = zipfile.ZipFile(
+                self.tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True
+            )
+        except BaseException:
+            os.unlink(self.tmp)
+            raise
 
     def add(self, key: str, array: np.ndarray) -> None:
-        with self.zip.open(f"{key}.npy", "w", force_zip64=True) as f:
-            np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+        assert self.zip is not None
+        try:
+            with self.zip.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+        except OSError as exc:
+            raise self._said(exc) from exc
         self.count += 1
 
     def close(self, commit: bool) -> None:
+        """Finish the archive and rename it to ``path`` (``commit``), or drop it; never leaves the temporary."""
         from ..io import file_mode_for
 
-        self.zip.close()
-        if commit:
-            os.chmod(self.tmp, file_mode_for(self.path))  # mkstemp made it 0600
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        zf, self.zip = self.zip, None
+        try:
+            if zf is not None:
+                try:
+                    zf.close()  # writes the central directory: may fail on a full disk too
+                except (OSError, ValueError) as exc:
+                    if commit:
+                        raise self._said(exc) from exc
+                    if zf.fp is not None:  # left open by a failed close
+                        zf.fp.close()
+            if commit:
+                os.chmod(self.tmp, file_mode_for(self.path))  # mkstemp made it 0600
+                os.replace(self.tmp, self.path)
+        except OSError as exc:
+            raise self._said(exc) from exc
+        finally:
+            if os.path.lexists(self.tmp):
+                os.unlink(self.tmp)
+
+    def _said(self, exc: BaseException) -> BaseException:
+        from ..io import _disk_full
+
+        return _disk_full(exc, self.path) or exc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     npz = Path(args.npz) if args.npz else None
     keys = _npz_keys(inputs) if npz else []
     if npz is not None:
-        if npz.resolve() in {p.resolve() for p in inputs}:
+        if _real(npz) in {_real(p) for p in inputs}:
             raise UsageError(f"refusing to overwrite input file {npz}")
         if npz.suffix != ".npz":
             raise UsageError(f"--npz must end with .npz, got {npz}")
@@ -226,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
                 arr = read_image_array(src, keep_channels=True)
             except (ImageReadError, FileNotFoundError) as exc:  # unreadable, or gone since it was listed
                 skipped.append(src)
-                reason = exc.reason if isinstance(exc, ImageReadError) else "no such file (removed?)"
+                reason = exc.reason if isinstance(exc, ImageReadError) else _not_found(src)
                 say(f"skipped {src}: {reason}", file=sys.stderr)
                 continue
             try:
@@ -237,8 +282,10 @@ def run(args: argparse.Namespace) -> int:
                 raise
             except ValueError as exc:  # the network's or restore()'s own checks: not the file's fault
                 raise UsageError(f"cannot restore {src}: {exc}") from exc
-            if outs[i] is not None:
-                write_image(outs[i], pixels, overwrite=args.overwrite)
+            if outs[i] is not None:  # float files (values in [0, 1]) as 16-bit PNG
+                bits = 8 if pixels.dtype == np.uint8 else 16
+                with overwrite_flag():  # a file that appeared since the check above
+                    write_image(outs[i], pixels, bits=bits, overwrite=args.overwrite)
             if writer is not None:
                 a = tensor_to_array(y, np.dtype(args.npz_dtype))
                 writer.add(keys[i], a.transpose(2, 0, 1) if args.layout == "chw" else a)
