@@ -767,3 +767,143 @@ def test_curves_with_negative_loss_use_linear_axis(tmp_path: Path) -> None:
         warnings.simplefilter("error")  # a log axis on negative values would warn
         path = t.plot_curves()
     assert path is not None and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_one_trainer_per_output_folder(tmp_path: Path) -> None:
+    from allinone_ir.errors import UsageError
+
+    torch.manual_seed(0)
+    first = Trainer(_tiny_nafnet(), _cfg(tmp_path, max_steps=2), _data())  # holds the folder from here
+    info = json.loads((tmp_path / ".train.lock").read_text())
+    assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
+    with pytest.raises(UsageError) as exc:
+        Trainer(_tiny_nafnet(), _cfg(tmp_path, max_steps=4, lr=5e-4), _data())
+    assert str(exc.value) == (
+        f"output folder {tmp_path} is in use by another training run (pid {os.getpid()} on "
+        f"{socket.gethostname()}, started {info['started']}); wait for it to end or stop it, or use another "
+        "--output-dir (trainer.output_dir)"
+    )
+    first.fit()
+    assert not (tmp_path / ".train.lock").exists()  # released when fit returns
+    second = Trainer(_tiny_nafnet(), _cfg(tmp_path, max_steps=3), _data())
+    assert second.fit()["step"] == 3
+    # a constructor that fails lets go, and leaves no folder it created
+    with pytest.raises(ConfigError, match=r"^trainer\.batch_size"):
+        Trainer(_tiny_nafnet(), _cfg(tmp_path / "new", batch_size=64), _data())
+    assert not (tmp_path / "new").exists()
+    assert Trainer(_tiny_nafnet(), _cfg(tmp_path / "new", max_steps=1), _data()).fit()["step"] == 1
+
+
+def test_a_changed_config_on_resume_is_used_consistently_and_recorded(tmp_path: Path) -> None:
+    from allinone_ir.training import warmup_cosine_factor
+
+    torch.manual_seed(0)
+    Trainer(_tiny_nafnet(), _cfg(tmp_path, max_steps=2), _data()).fit()
+    ckpt = tmp_path / "checkpoints" / "step_00000002.pt"
+    init = tmp_path / "init.pt"
+    init.write_bytes(ckpt.read_bytes())
+    new = dict(max_steps=6, lr=5e-4, betas=(0.8, 0.99), weight_decay=0.05, warmup_steps=3, ema_decay=0.5,
+               batch_size=1, init_weights=str(init))  # fmt: skip
+    with pytest.warns(UserWarning) as record:
+        t = Trainer(_tiny_nafnet(), _cfg(tmp_path, **new), _data())
+    (note,) = [str(w.message) for w in record if "config differs" in str(w.message)]
+    lr_now = 5e-4 * warmup_cosine_factor(
+        2, max_steps=6, warmup_steps=3, warmup_start_factor=0.1, min_factor=1e-6 / 5e-4
+    )
+    assert note == (
+        f"the config differs from checkpoint {ckpt}'s: max_steps 2 -> 6, batch_size 2 -> 1, lr 0.001 -> 0.0005, "
+        "weight_decay 0.01 -> 0.05, betas [0.9, 0.999] -> [0.8, 0.99], warmup_steps 0 -> 3, ema_decay None -> 0.5: "
+        f"this run's values are used (the learning-rate schedule is this run's, continued at step 2: lr {lr_now:.3g} "
+        f"now); init_weights None -> {str(init)!r}: the checkpoint's value is kept (the weights come from the "
+        "checkpoint); config.json records what runs"
+    )
+    # the optimizer and the schedule are this run's, at the restored step: no mix of old and new
+    group = t.optimizer.param_groups[0]
+    assert (group["betas"], group["weight_decay"], group["initial_lr"]) == ((0.8, 0.99), 0.05, 5e-4)
+    assert group["lr"] == pytest.approx(lr_now) and t.scheduler.get_last_lr() == [group["lr"]]
+    assert t.config.init_weights is None and t.config.lr == 5e-4
+    assert t.batch_in_epoch == 4  # 2 batches of 2 images: the epoch goes on at the same sample
+    assert _same(t.ema.module.state_dict(), t.model.state_dict())  # type: ignore[union-attr]  # EMA from the weights
+    t.fit()
+    lrs = [h["lr"] for h in t.history if h["kind"] == "train" and h["step"] > 2]
+    expected = [5e-4 * warmup_cosine_factor(s, max_steps=6, warmup_steps=3, warmup_start_factor=0.1,
+                                            min_factor=1e-6 / 5e-4) for s in range(2, 6)]  # fmt: skip
+    assert lrs == pytest.approx(expected, rel=1e-9)
+    recorded = json.loads((tmp_path / "config.json").read_text())["trainer"]
+    assert (recorded["lr"], recorded["betas"], recorded["init_weights"]) == (5e-4, [0.8, 0.99], None)
+    saved = torch.load(tmp_path / "checkpoints" / "step_00000006.pt", weights_only=True)
+    assert saved["config"] == recorded
+    # the config that ran, again: nothing to say (init_weights is still not what runs: said again)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(_tiny_nafnet(), _cfg(tmp_path, **{**new, "init_weights": None}), _data()).fit()
+    with pytest.warns(UserWarning, match=r"differs from checkpoint .*: init_weights None -> .*init\.pt'"):
+        Trainer(_tiny_nafnet(), _cfg(tmp_path, **new), _data())
+
+
+def test_auto_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    Trainer(_tiny_nafnet(), _cfg(tmp_path, max_steps=4, save_every=2, keep_last=2), _data()).fit()
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / "step_00000004.pt").write_bytes((ckpts / "step_00000004.pt").read_bytes()[:1000])
+    with pytest.warns(UserWarning, match=r"cannot read checkpoint .*step_00000004\.pt: .*; resumed from the newest "
+                                         r"intact checkpoint .*step_00000002\.pt instead; the unreadable file is "
+                                         r"kept as .*step_00000004\.pt\.unreadable$"):  # fmt: skip
+        t = Trainer(_tiny_nafnet(), _cfg(tmp_path, max_steps=4, save_every=2, keep_last=2), _data())
+    assert t.step == 2 and t.start_message == f"resumed from {ckpts / 'step_00000002.pt'} at step 2"
+    assert (ckpts / "step_00000004.pt.unreadable").stat().st_size == 1000
+    t.fit()
+    assert sorted(p.name for p in ckpts.iterdir()) == [
+        "step_00000002.pt", "step_00000004.pt", "step_00000004.pt.unreadable"
+    ]  # fmt: skip
+
+
+def _full_disk_save(real: Any) -> Any:
+    """``torch.save`` on a disk that fills up, as torch reports it: a RuntimeError raised while handling ENOSPC."""
+    import errno
+
+    def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        f.write(b"PK\x03\x04" + bytes(100))
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"
+            ) from None
+
+    return save
+
+
+def test_a_full_disk_is_one_clear_error_and_keeps_the_earlier_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from allinone_ir.training.checkpoint import write_checkpoint
+
+    path = write_checkpoint(tmp_path / "step_00000001.pt", {"step": 1})
+    before = path.read_bytes()
+    monkeypatch.setattr(torch, "save", _full_disk_save(torch.save))
+    with pytest.raises(OSError) as exc:
+        write_checkpoint(path, {"step": 2})
+    assert exc.value.errno == errno.ENOSPC
+    assert str(exc.value) == f"no space left on device while writing {path}; earlier checkpoints are intact"
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["step_00000001.pt"]
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match=r"^other$"):  # another failure is not called a full disk
+        write_checkpoint(path, {"step": 2})
+
+
+def test_validation_prints_the_input_psnr_and_the_gain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    val = SyntheticDegradationDataset([torch.rand(3, 16, 16)], tasks=["rain"], patch_size=None, fixed=True)
+    torch.manual_seed(0)
+    t = Trainer(_tiny_nafnet(), _cfg(tmp_path, max_steps=1, progress_bar=True), _data(), val)
+    t.fit()
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("[step 1] val PSNR")]
+    r, a = (next(h for h in t.history if h.get("degradation") == g) for g in ("rain", "all"))
+    assert line == (
+        f"[step 1] val PSNR: rain {r['psnr']:.2f} dB (input {r['input_psnr']:.2f}, {r['psnr'] - r['input_psnr']:+.2f}), "
+        f"all {a['psnr']:.2f} dB (input {a['input_psnr']:.2f}, {a['psnr'] - a['input_psnr']:+.2f})"
+    )

@@ -441,8 +441,8 @@ class Trainer:
                 bad.append((path, str(exc)))
                 continue
             self._load_state(path, state)
-            for bad_path, reason in bad:
-                self._set_aside(bad_path, reason, used=path)
+            if self._resume_notes is not None:  # first why this checkpoint, then what differs from it
+                self._resume_notes[:0] = [self._set_aside(p, reason, used=path) for p, reason in bad]
             return f"resumed from {path} at step {self.step}"
         reasons = "; ".join(reason for _, reason in bad)
         raise CheckpointError(
@@ -450,8 +450,8 @@ class Trainer:
             "(resume='never') or use another --output-dir"
         )
 
-    def _set_aside(self, path: Path, reason: str, *, used: Path) -> None:
-        """Rename an unreadable periodic checkpoint to ``NAME.unreadable`` (kept, never rotated away); say so."""
+    def _set_aside(self, path: Path, reason: str, *, used: Path) -> str:
+        """Rename an unreadable periodic checkpoint to ``NAME.unreadable`` (kept, never rotated away); the note."""
         kept = path.with_name(path.name + ".unreadable")
         if self.dist.is_main:
             try:
@@ -460,14 +460,10 @@ class Trainer:
                 kept = (
                     path  # left where it is (another process of the run moved it, or the folder is read-only)
                 )
-        note = (
+        return (
             f"{reason}; resumed from the newest intact checkpoint {used} instead; the unreadable file is kept "
             f"as {kept}"
         )
-        if self._resume_notes is not None:
-            self._resume_notes.append(note)
-        elif self.dist.is_main:
-            warnings.warn(note, UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ data
     def _loader(self) -> Iterator[dict[str, Any]]:
@@ -654,7 +650,7 @@ class Trainer:
         main = self.dist.is_main
         if main:
             self._start_run_folder()
-        bar = self._progress_bar(stop_at) if main and cfg.progress_bar else None
+        bar = self._bar = self._progress_bar(stop_at) if main and cfg.progress_bar else None
         t0, seen = time.perf_counter(), 0
         self._last_save_time = time.monotonic()
         last_val: dict[str, Any] = {}
@@ -699,6 +695,7 @@ class Trainer:
                             bar = None
                         raise TrainingInterrupted(signum, self.step, path if main else None)
         finally:
+            self._bar = None
             if bar is not None:
                 bar.close()
         if main and cfg.plot:
@@ -766,7 +763,12 @@ class Trainer:
             res = self.evaluate()
             self.log.log_val(self.step, res)
             if self.config.progress_bar:
-                print(f"[step {self.step}] {_val_line(res)}", file=sys.stderr)
+                line = f"[step {self.step}] {_val_line(res)}"
+                bar = getattr(self, "_bar", None)
+                if bar is not None and hasattr(bar, "write"):  # above the progress bar, not glued to it
+                    bar.write(line, file=sys.stderr)
+                else:
+                    print(line, file=sys.stderr)
             if res["all"]["psnr"] > self.best["psnr"]:
                 self.best = {"psnr": res["all"]["psnr"], "ssim": res["all"]["ssim"], "step": self.step}
                 self.save_best()
