@@ -4,7 +4,8 @@ Pairing is driven by the predictions (``--pred``) or degraded inputs (``--input`
 scored against the target whose file name ``--name-map REGEX REPLACEMENT`` gives (a regular
 expression substitution on the file name, as the training data's ``name_map``:
 ``--name-map '^(\\w+)-(\\d+)' '\\1_clean-\\2'`` pairs ``rain-6.png`` with ``rain_clean-6.png``;
-by default the same name). A target with the same stem and another extension also matches, so
+by default the same name). ``--name-map`` may be given several times: each file name takes the
+first one whose REGEX matches it. A target with the same stem and another extension also matches, so
 ``x.jpg`` and ``x.png`` pair. The target folder may hold more images than there are predictions
 (held-out pairs scored against the whole ``train/clean``); a prediction without a target is an
 error unless ``--skip-unpaired`` is given, and ``--all-targets`` demands a prediction for every target.
@@ -15,6 +16,11 @@ Degradations (``--group-by``): ``folder`` takes the first sub-folder (``pred/rai
 as the training data's ``label_from="prefix"``); ``none`` scores everything as one group.
 ``auto`` (default) uses ``folder`` when the images are in sub-folders, ``prefix`` when every
 file name has a prefix with a letter and there are at least two of them, else ``none``.
+
+With ``--input`` the table shows, beside the restored images' PSNR and SSIM, the degraded inputs'
+own scores and the gain in dB. ``--degradation-from-group`` reads each group's name with the
+library's one degradation grammar: ``rain``, ``derain``, and ``noise_15`` / ``noise_25`` /
+``noise_50`` folders (noise) all name a PIP degradation.
 """
 
 from __future__ import annotations
@@ -66,9 +72,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--name-map",
         nargs=2,
+        action="append",
         metavar=("REGEX", "REPLACEMENT"),
         default=None,
-        help="map a prediction's file name to its target's with re.sub, e.g. '^(\\w+)-(\\d+)' '\\1_clean-\\2'",
+        help="map a prediction's file name to its target's with re.sub, e.g. '^(\\w+)-(\\d+)' '\\1_clean-\\2'; "
+        "may be repeated: a file name takes the first REGEX that matches it",
     )
     p.add_argument(
         "--group-by",
@@ -166,22 +174,34 @@ def _auto_group_by(rels: list[Path]) -> str:
     return "prefix" if len(prefixes) >= 2 else "none"
 
 
-def _name_mapper(name_map: tuple[str, str] | None) -> Callable[[str], str]:
-    if name_map is None:
+NameMaps = tuple[str, str] | list[tuple[str, str]] | tuple[tuple[str, str], ...] | None
+
+
+def _name_mapper(name_map: NameMaps) -> Callable[[str], str]:
+    """One ``(regex, replacement)`` or several: a name takes the first whose regex matches it (else it is kept)."""
+    if not name_map:
         return lambda name: name
-    pattern_text, replacement = name_map
-    try:
-        pattern = re.compile(pattern_text)
-    except re.error as exc:
-        raise UsageError(f"--name-map: {pattern_text!r} is not a valid regular expression ({exc})") from exc
+    maps = [name_map] if isinstance(name_map[0], str) else list(name_map)
+    compiled = []
+    for pattern_text, replacement in maps:  # type: ignore[misc]
+        try:
+            compiled.append((re.compile(pattern_text), replacement))
+        except re.error as exc:
+            raise UsageError(
+                f"--name-map: {pattern_text!r} is not a valid regular expression ({exc})"
+            ) from exc
 
     def mapped(name: str) -> str:
-        try:
-            return pattern.sub(replacement, name)
-        except (re.error, IndexError) as exc:
-            raise UsageError(
-                f"--name-map: cannot apply the replacement {replacement!r} to {name!r} ({exc})"
-            ) from exc
+        for pattern, replacement in compiled:
+            if pattern.search(name) is None:
+                continue
+            try:
+                return pattern.sub(replacement, name)
+            except (re.error, IndexError) as exc:
+                raise UsageError(
+                    f"--name-map: cannot apply the replacement {replacement!r} to {name!r} ({exc})"
+                ) from exc
+        return name
 
     return mapped
 
@@ -190,7 +210,7 @@ def pair_images(
     source: str | Path,
     target: str | Path,
     *,
-    name_map: tuple[str, str] | None = None,
+    name_map: NameMaps = None,
     group_by: str = "auto",
     skip_unpaired: bool = False,
     all_targets: bool = False,
@@ -204,7 +224,8 @@ def pair_images(
             of ``target``, then in ``target`` itself; a file with the same stem and another image
             extension also matches.
         name_map: ``(regex, replacement)`` applied to the source file name with :func:`re.sub`
-            (``None``: the same name).
+            (``None``: the same name), or a list of them: each name takes the first whose regex
+            matches it (a name none matches is kept).
         group_by: One of :data:`GROUP_BY`.
         skip_unpaired: Leave out source images without a target (listed in ``Pairing.unpaired``)
             instead of raising.
@@ -327,11 +348,14 @@ def evaluate_folders(
         protocol: Metric protocol name.
         restore_fn: ``None`` to score the source images as they are, or a function
             ``(image, group) -> image`` (``(3, H, W)`` tensors; ``group`` is the degradation's
-            name) applied to each source image first.
+            name) applied to each source image first; the source images (the degraded inputs) are
+            then scored too.
 
     Returns:
         ``{degradation: {"n": count, "psnr": dB, "ssim": value}}`` plus an ``"average"`` entry
-        (unweighted mean over degradations, as the papers' tables) when there are several.
+        (unweighted mean over degradations, as the papers' tables) when there are several. With
+        ``restore_fn`` every entry also has ``"input_psnr"``, ``"input_ssim"`` (the degraded inputs
+        against the targets) and ``"gain_db"`` (``psnr - input_psnr``).
 
     Raises:
         DatasetError: If an image and its target differ in size (naming both).
@@ -340,30 +364,47 @@ def evaluate_folders(
     from ..metrics import get_protocol
 
     proto = get_protocol(protocol)
+    keys = ("psnr", "ssim", "input_psnr", "input_ssim") if restore_fn is not None else ("psnr", "ssim")
     results: dict[str, dict[str, float]] = {}
     for name, items in pairs.items():
-        psnrs, ssims = [], []
+        sums = dict.fromkeys(keys, 0.0)
         for src, tgt in items:
-            pred, target = read_image(src), read_image(tgt)
-            if restore_fn is not None:
-                pred = restore_fn(pred, name)
-            if pred.shape != target.shape:
-                raise DatasetError(
-                    f"size mismatch: {src} is {pred.shape[2]}x{pred.shape[1]} but its target {tgt} is "
-                    f"{target.shape[2]}x{target.shape[1]}"
-                )
+            source, target = read_image(src), read_image(tgt)
+            pred = restore_fn(source, name) if restore_fn is not None else source
+            for image in (source, pred):
+                if image.shape != target.shape:
+                    raise DatasetError(
+                        f"size mismatch: {src} is {image.shape[2]}x{image.shape[1]} but its target {tgt} is "
+                        f"{target.shape[2]}x{target.shape[1]}"
+                    )
             m = proto.compute(pred, target)
-            psnrs.append(m["psnr"])
-            ssims.append(m["ssim"])
-        results[name] = {"n": len(items), "psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims)}
+            sums["psnr"] += m["psnr"]
+            sums["ssim"] += m["ssim"]
+            if restore_fn is not None:
+                m_in = proto.compute(source, target)
+                sums["input_psnr"] += m_in["psnr"]
+                sums["input_ssim"] += m_in["ssim"]
+        results[name] = {"n": len(items), **{k: v / len(items) for k, v in sums.items()}}
     if len(results) > 1:
         groups = list(results.values())
         results["average"] = {
             "n": sum(g["n"] for g in groups),
-            "psnr": sum(g["psnr"] for g in groups) / len(groups),
-            "ssim": sum(g["ssim"] for g in groups) / len(groups),
+            **{k: sum(g[k] for g in groups) / len(groups) for k in keys},
         }
+    if restore_fn is not None:
+        for r in results.values():
+            r["gain_db"] = r["psnr"] - r["input_psnr"]
     return results
+
+
+def _group_degradation(group: str) -> str:
+    """The degradation a group's name gives PIP: ``noise_25`` -> ``noise`` (the one grammar); else the name."""
+    from ..degradation_types import parse_degradation
+
+    try:
+        return parse_degradation(group)[0]
+    except (TypeError, ValueError):
+        return group  # a name of the network's own (or one it refuses, naming its degradations)
 
 
 _GROUPING_WORDS = {"folder": "sub-folder", "prefix": "file-name prefix", "none": "none"}
@@ -383,7 +424,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{report} exists; not overwritten (choose another --json file)")
     source = args.pred or args.input
     pairing = pair_images(
-        source, args.target, name_map=tuple(args.name_map) if args.name_map else None,
+        source, args.target, name_map=[tuple(m) for m in args.name_map] if args.name_map else None,
         group_by=args.group_by, skip_unpaired=args.skip_unpaired, all_targets=args.all_targets,
     )  # fmt: skip
     restore_fn = None
@@ -402,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 return restore(
                     model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False, progress=False,
-                    degradation=group if by_group else None,
+                    degradation=_group_degradation(group) if by_group else None,
                 )  # fmt: skip
             except AllInOneIRError:
                 raise
@@ -422,9 +463,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {len(pairing.unpaired)} image(s) without a target: {names}", file=sys.stderr)
     print(summary)
     print(f"protocol: {args.protocol}")
-    print(f"{'degradation':<16s} {'images':>6s} {'PSNR':>8s} {'SSIM':>7s}")
+    with_input = restore_fn is not None
+    header = f"{'degradation':<16s} {'images':>6s} {'PSNR':>8s} {'SSIM':>7s}"
+    print(header + (f" {'input PSNR':>10s} {'gain dB':>8s} {'input SSIM':>10s}" if with_input else ""))
     for name, r in results.items():
-        print(f"{name:<16s} {int(r['n']):>6d} {r['psnr']:>8.3f} {r['ssim']:>7.4f}")
+        row = f"{name:<16s} {int(r['n']):>6d} {r['psnr']:>8.3f} {r['ssim']:>7.4f}"
+        if with_input:
+            row += f" {r['input_psnr']:>10.3f} {r['gain_db']:>+8.3f} {r['input_ssim']:>10.4f}"
+        print(row)
     if report is not None:
         doc = {
             "protocol": args.protocol,
