@@ -21,12 +21,12 @@ medians and the per-repeat ratios are printed (and written with ``--json``). Out
 absolute difference) for PromptIR and Restormer, which carry the same weights; PIP-Restormer differs from
 the official network by design (same speed and memory questions, different function), so only speed and
 memory are compared, both given degradation labels. Peak memory in the training modes is the rise of the
-resident set during one step, after the heap is trimmed (Linux only; see ``allinone_ir.benchmark``) or
+resident set during one step, after the heap is trimmed (Linux only; see ``harness.py``) or
 ``max_memory_allocated`` on CUDA.
 
-CPU memory: ours runs the way ``restore()`` and ``Trainer`` run it, inside ``retain_cpu_heap()`` (freed
-feature maps are reused instead of being returned to the system at every layer); the reference with the
-process's default allocator settings, as its users run it. ``--allocator retained`` runs both inside it,
+CPU memory: ours runs inside ``heap.retain_cpu_heap()`` (freed feature maps are reused instead of being
+returned to the system at every layer, as jemalloc or tcmalloc in ``LD_PRELOAD`` would do); the reference
+with the process's default allocator settings, as its users run it. ``--allocator retained`` runs both inside it,
 which leaves only the difference in computation (and ``--path module`` calls ours without it).
 
 On a shared machine use ``--clock cpu --threads 1``: the process CPU time of each call does not count the
@@ -45,10 +45,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from harness import _PeakMemory, environment, load_reference
+from heap import retain_cpu_heap
 
 from allinone_ir import restore
-from allinone_ir.benchmark import _PeakMemory, environment, load_reference
-from allinone_ir.inference import retain_cpu_heap
 from allinone_ir.models import create_model
 
 MODES = ("infer", "bf16", "compile", "train", "train_bf16", "ckpt")

@@ -1252,6 +1252,7 @@ def _grids(study: Study) -> list[str]:
     """``grid_models.png`` / ``grid_losses.png``: one test photograph, one row per task, the first seed."""
     try:
         from allinone_ir.demo import render_grid
+
         from allinone_ir.io import write_image
     except ImportError:
         return []

@@ -49,30 +49,6 @@ def test_every_command_is_a_module_of_commands() -> None:
     assert {a.dest: a.help for a in action._choices_actions} == {n: text for n, (_, text) in COMMANDS.items()}
 
 
-def test_old_import_paths_are_the_moved_objects() -> None:
-    import allinone_ir.benchmark as benchmark
-    import allinone_ir.commands.bench as bench_cmd
-    import allinone_ir.commands.demo as demo_cmd
-    import allinone_ir.commands.info as info_cmd
-    import allinone_ir.commands.restore as restore_cmd
-    import allinone_ir.commands.train as train_cmd
-    import allinone_ir.demo as demo
-    import allinone_ir.profiling as profiling
-    import allinone_ir.training.cli as training_cli
-
-    assert (demo.add_parser, demo.run) == (demo_cmd.add_parser, demo_cmd.run)
-    assert (training_cli.add_parser, training_cli.run) == (train_cmd.add_parser, train_cmd.run)
-    assert (benchmark.add_parser, benchmark.run, benchmark.main) == (
-        bench_cmd.add_parser,
-        bench_cmd.run,
-        bench_cmd.main,
-    )
-    assert benchmark.count_flops is info_cmd.count_flops is profiling.count_flops
-    assert info_cmd.measure_latency is profiling.measure_latency
-    assert restore_cmd.add_model_arguments is _common.add_model_arguments
-    assert restore_cmd.load_model_from_args is _common.load_model_from_args
-
-
 # --------------------------------------------------------------------------- shared option helpers
 
 

@@ -254,7 +254,11 @@ def test_cuda_ddp_nccl_single_process_matches_plain() -> None:
 
 
 def test_cuda_bench_row() -> None:
-    from allinone_ir.benchmark import benchmark
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from harness import benchmark
 
     row = benchmark("promptir", size=32, batch=2, dtype="bf16", mode="train", repeats=1, warmup=0, device="cuda",
                     model_kwargs=TINY["promptir"], peak_gflops=1.0)  # fmt: skip

@@ -34,7 +34,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("allinone_ir.commands.evaluate", "PSNR/SSIM over paired folders, per degradation"),
     "info": ("allinone_ir.commands.info", "parameters, FLOPs and latency of a network"),
     "convert": ("allinone_ir.commands.convert", "convert an official checkpoint to safetensors"),
-    "bench": ("allinone_ir.commands.bench", "throughput and memory benchmark of the networks"),
     "models": ("allinone_ir.commands.models", "list the registered networks"),
     "config": ("allinone_ir.commands.config", "list the shipped training configs, or print one"),
 }
@@ -72,9 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a permission) and a missing optional package become one ``error: ...`` line on standard
     error and exit status 2 (1 for a diverged training run); ``KeyboardInterrupt`` becomes
     ``interrupted`` and status 130. Python warnings are shown as one ``warning: ...`` line each.
-    Set ``ALLINONE_IR_TRACEBACK=1`` to see the traceback instead. Every command runs inside
-    :func:`~allinone_ir.inference.retain_cpu_heap` (freed CPU memory is reused, not returned to
-    the system at every layer).
+    Set ``ALLINONE_IR_TRACEBACK=1`` to see the traceback instead. The process's allocator is
+    left as it is (for faster CPU runs preload jemalloc or tcmalloc, see ``docs/benchmarks.md``).
 
     Args:
         argv: The arguments (default: ``sys.argv[1:]``).
@@ -97,10 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(args, "func", None) is None:
                 parser.print_help()
                 return 0 if not argv else 2
-            from ._heap import retain_cpu_heap  # no torch import: the command imports what it needs
-
-            with retain_cpu_heap():
-                return int(args.func(args) or 0)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

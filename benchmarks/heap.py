@@ -11,8 +11,9 @@ memory back to the system, so the resident set after the call is what it would h
 address space stays reserved: a later allocation may reuse a free region of the heap instead of a
 fresh ``mmap``, and that region then stays resident until the next block ends.)
 
-``restore()``, ``Trainer.fit()`` on the CPU and every ``allinone-ir`` command run inside it; nothing
-else is changed, and nothing is done where it does not apply (not Linux, not glibc, another
+A benchmark's own process tuning (``benchmarks/`` only; the library never changes the allocator: use
+jemalloc or tcmalloc through ``LD_PRELOAD`` for the same effect in your program). Nothing is done
+where it does not apply (not Linux, not glibc, another
 allocator in ``LD_PRELOAD``, or malloc tuned by the user through ``MALLOC_*_`` or ``GLIBC_TUNABLES``).
 This module does not import torch.
 """

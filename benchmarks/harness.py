@@ -1,4 +1,4 @@
-"""Throughput and memory benchmark of the networks (the library behind ``allinone-ir bench``).
+"""Throughput and memory benchmark of the networks (what ``benchmarks/bench.py`` runs).
 
 A grid of models x image sizes x batch sizes x dtypes x memory formats x ``torch.compile``
 is timed (median over repeats, after warm-up), and each row reports images per second,
@@ -8,8 +8,7 @@ the achieved GFLOP/s against a measured dense matmul peak, and the peak memory:
 - CPU: the peak resident set size of the process during the timed calls, above the resident
   set before them (Linux ``/proc/self/status`` ``VmHWM``, reset through ``/proc/self/clear_refs``;
   elsewhere the lifetime peak from :mod:`resource`). The heap is trimmed first (free memory kept
-  by glibc would hide the rise); ``allinone-ir bench`` runs inside
-  :func:`~allinone_ir.inference.retain_cpu_heap`, as ``restore()`` and the ``Trainer`` do, so the
+  by glibc would hide the rise); ``benchmarks/bench.py`` runs inside ``heap.retain_cpu_heap``, so the
   figure is the high-water mark of the heap: the live tensors' peak plus fragmentation.
 - CUDA: ``torch.cuda.max_memory_allocated`` above the memory allocated before the calls.
 
@@ -36,28 +35,21 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from heap import malloc_trim
 from torch import nn
 
-from ._heap import malloc_trim
-from ._runtime import PRECISIONS, autocast
-
-# The command line (``allinone-ir bench``, ``benchmarks/bench.py``) lives in allinone_ir.commands.bench;
-# its entry points stay importable from here, as they always were.
-from .commands.bench import add_parser, main, run
-from .profiling import count_flops
+from allinone_ir._runtime import PRECISIONS, autocast
+from allinone_ir.profiling import count_flops
 
 __all__ = [
     "REFERENCE_MODELS",
     "BenchResult",
-    "add_parser",
     "benchmark",
     "count_flops",
     "environment",
     "format_table",
     "load_reference",
-    "main",
     "measure_matmul_peak",
-    "run",
     "run_grid",
 ]
 
@@ -143,7 +135,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
 
 
 def _native(dtype: str, device: torch.device) -> bool:
-    from .inference import native_low_precision
+    from allinone_ir.inference import native_low_precision
 
     return native_low_precision(PRECISIONS[dtype], device)
 
@@ -299,7 +291,7 @@ def load_reference(model: str, path: str) -> nn.Module:
     from pathlib import Path
 
     if model == "promptir":
-        from .models import PROMPTIR_UNUSED_MODULES
+        from allinone_ir.models import PROMPTIR_UNUSED_MODULES
 
         ref = _import_file(path).PromptIR(decoder=True)
         for name in PROMPTIR_UNUSED_MODULES:  # built but never used by the official code
@@ -379,7 +371,7 @@ def benchmark(
         )
     dev = torch.device(device)
     if isinstance(model, str):
-        from .models import create_model
+        from allinone_ir.models import create_model
 
         name, net = model, create_model(model, **(model_kwargs or {}))
     else:
@@ -398,7 +390,7 @@ def benchmark(
         kwargs["degradation"] = torch.zeros(batch, dtype=torch.long, device=dev)
 
     if mode == "infer":
-        from .inference import low_precision_policy
+        from allinone_ir.inference import low_precision_policy
 
         def call() -> None:
             # bf16/fp16: what restore(dtype=...) runs, the float32-sensitive layers kept in float32
