@@ -302,3 +302,81 @@ def test_batch_augment_probabilities_and_state() -> None:
         BatchAugment(mixup=0.6, cutblur=0.6)
     with pytest.raises(ValueError, match="num_classes"):
         BatchAugment(dmix=0.5)
+
+
+def test_validate_at_construction_lists_every_problem_at_once(course: Path) -> None:
+    (course / "clean" / "rain_clean-2.png").unlink()  # a missing partner
+    (course / "clean" / "rain_clean-1.png").unlink()
+    _write(course / "clean" / "rain_clean-1.png", torch.rand(3, 21, 24))  # a size mismatch
+    (course / "degraded" / "snow-2.png").write_bytes(b"not a png")  # an unreadable file
+    with pytest.raises(DatasetError) as exc:
+        PairedImageDataset(course / "degraded", course / "clean", name_map=COURSE_MAP, validate=True)
+    msg = str(exc.value)
+    assert msg.startswith("3 problem(s) in the dataset:")
+    assert "no clean partner: " in msg and "rain-2.png" in msg
+    assert "rain-1.png is 24x20 but its clean partner" in msg
+    assert "snow-2.png" in msg and "cannot read" in msg
+    with pytest.raises(
+        DatasetError, match=r"^1 degraded image\(s\) without a clean partner"
+    ):  # without validate
+        PairedImageDataset(course / "degraded", course / "clean", name_map=COURSE_MAP)
+
+
+def test_long_problem_lists_are_capped_with_a_count(tmp_path: Path) -> None:
+    for i in range(25):
+        _write(tmp_path / "deg" / f"rain-{i:02d}.png", torch.rand(3, 4, 4))
+    (tmp_path / "clean").mkdir()
+    with pytest.raises(DatasetError) as exc:
+        PairedImageDataset(tmp_path / "deg", tmp_path / "clean", validate=True)
+    msg = str(exc.value)
+    assert msg.startswith("25 problem(s) in the dataset: (1) no clean partner: ") and "\n" not in msg
+    assert "(20) no clean partner: " in msg and "(21)" not in msg and msg.endswith("; ... and 5 more")
+
+
+def test_labels_are_matched_by_name_to_a_network(course: Path) -> None:
+    from allinone_ir.data.datasets import _label_classes, _match_labels
+
+    ds = PairedImageDataset(course / "degraded", course / "clean", name_map=COURSE_MAP)
+    assert ds.classes == {"rain": 1, "snow": 5} and _label_classes(ds) == ["rain", "snow"]
+    _match_labels(ds, ("snow", "derain"))  # the network's names, an alias among them
+    assert {s["degradation"]: s["label"] for s in ds} == {"rain": 1, "snow": 0}
+    ds = PairedImageDataset(course / "degraded", course / "clean", name_map=COURSE_MAP)
+    with pytest.raises(DatasetError, match=r"cannot represent the degradation\(s\) \['snow'\].*"
+                                           r"\['rain', 'snow'\].*\['noise', 'rain', 'haze', 'blur', 'lowlight'\]"):  # fmt: skip
+        _match_labels(ds, ("noise", "rain", "haze", "blur", "lowlight"), "PIPRestormer")
+    synth = SyntheticDegradationDataset([torch.rand(3, 16, 16)], tasks=["noise_25", "derain"], patch_size=8)
+    mixed = MixedDataset([synth, ds])
+    assert _label_classes(mixed) == ["noise", "rain", "snow"]
+    _match_labels(mixed, ("rain", "snow", "noise"))
+    assert [synth[i]["label"] for i in range(2)] == [2, 0] and synth[1]["degradation"] == "rain"
+
+
+def test_prefixes_that_name_no_degradation_are_refused_for_a_labelled_network(tmp_path: Path) -> None:
+    from allinone_ir.data.datasets import _label_classes, _match_labels
+
+    for i in range(2):
+        _write(tmp_path / "deg" / f"img_{i:03d}.png", torch.rand(3, 8, 8))
+        _write(tmp_path / "clean" / f"img_{i:03d}.png", torch.rand(3, 8, 8))
+    ds = PairedImageDataset(tmp_path / "deg", tmp_path / "clean")
+    assert ds.classes == {"img": 0} and ds.unrecognised_prefixes == {"img": tmp_path / "deg" / "img_000.png"}
+    with pytest.raises(DatasetError, match=r"file names such as img_000\.png give none: their prefix 'img'"):
+        _match_labels(ds, ("noise", "rain"), "PIPRestormer")
+    named = PairedImageDataset(tmp_path / "deg", tmp_path / "clean", classes=["img"])  # the user's own class
+    assert named.unrecognised_prefixes == {} and _label_classes(named) == ["img"]
+    rain = PairedImageDataset(tmp_path / "deg", tmp_path / "clean", label_from="rain")
+    _match_labels(rain, ("noise", "rain"))
+    assert rain[0]["label"] == 1
+
+
+def test_one_spec_grammar_for_synthetic_tasks() -> None:
+    x = [torch.rand(3, 16, 16)]
+    ds = SyntheticDegradationDataset(x, tasks=["Noise 15", "denoise-50", "derain"], patch_size=8)
+    assert [(ds[i]["degradation"], ds[i]["label"]) for i in range(3)] == [
+        ("noise", 0),
+        ("noise", 0),
+        ("rain", 1),
+    ]
+    with pytest.raises(
+        ValueError, match=r"unknown task 'rain_15': degradation 'rain_15': rain takes no level"
+    ):
+        SyntheticDegradationDataset(x, tasks=["rain_15"])

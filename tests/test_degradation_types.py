@@ -23,6 +23,7 @@ from allinone_ir.degradation_types import (
     default_names,
     degradation_label,
     display_name,
+    parse_degradation,
     resolve_degradation_weights,
 )
 from allinone_ir.layers import PIPBlock
@@ -141,3 +142,42 @@ class TestLayersByConcern:
         assert layers_pip.top_m_sizes is top_m_sizes
         assert "resolve_degradation_weights" not in vars(layers_pip)  # parsing is outside layers/
         assert not hasattr(layers_pip, "difflib")
+
+
+class TestSpecGrammar:
+    """One grammar for a degradation specification: synthesis, synthetic tasks, evaluate's groups, PIP control."""
+
+    @pytest.mark.parametrize(
+        ("spec", "parsed"),
+        [("noise_15", ("noise", 15.0)), ("noise25", ("noise", 25.0)), ("Denoise-50", ("noise", 50.0)),
+         ("noise 12.5", ("noise", 12.5)), ("noise", ("noise", None)), ("derain", ("rain", None)),
+         ("Low light", ("lowlight", None))],
+    )  # fmt: skip
+    def test_parses(self, spec: str, parsed: tuple[str, float | None]) -> None:
+        assert parse_degradation(spec) == parsed
+
+    def test_refuses_with_the_reason(self) -> None:
+        with pytest.raises(ValueError, match=r"'rain_15': rain takes no level; only noise_<sigma> does"):
+            parse_degradation("rain_15")
+        with pytest.raises(ValueError, match=r"unknown degradation name 'img'.*noise also takes a level"):
+            parse_degradation("img")
+        with pytest.raises(ValueError, match=r"unknown degradation name 'fog_3'"):
+            parse_degradation("fog_3")
+
+    def test_everywhere(self) -> None:
+        x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+        from allinone_ir.data.degradations import add_gaussian_noise
+
+        assert torch.equal(synthesize(x, "noise_15", rng=2), add_gaussian_noise(x, 15, rng=2))  # was refused
+        assert torch.equal(synthesize(x, "denoise_50", rng=2), add_gaussian_noise(x, 50, rng=2))
+        with pytest.raises(ValueError, match="rain takes no level"):
+            synthesize(x, "rain_15")
+        w = resolve_degradation_weights("noise_25", batch_size=1, names=("rain", "noise"))
+        assert w.tolist() == [[0.0, 1.0]]
+        # a network's names are read through the vocabulary too: its "derain" is the data's "rain"
+        assert resolve_degradation_weights("rain", batch_size=1, names=("noise", "derain")).tolist() == [
+            [0.0, 1.0]
+        ]
+        assert resolve_degradation_weights("fog", batch_size=1, names=("fog", "rain")).tolist() == [
+            [1.0, 0.0]
+        ]

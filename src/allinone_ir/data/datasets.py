@@ -98,10 +98,11 @@ _MAX_LISTED = 20
 
 
 def _problem_list(problems: Sequence[str]) -> str:
-    shown = list(problems[:_MAX_LISTED])
+    """`` (1) ...; (2) ...; ... and N more``: one line (the command line prints errors as one line)."""
+    shown = [f"({i}) {p}" for i, p in enumerate(problems[:_MAX_LISTED], 1)]
     if len(problems) > _MAX_LISTED:
         shown.append(f"... and {len(problems) - _MAX_LISTED} more")
-    return "\n  " + "\n  ".join(shown)
+    return " " + "; ".join(shown)
 
 
 class _Geometry:
