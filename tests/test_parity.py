@@ -59,6 +59,18 @@ EXPECTED: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         dict(_RESTORMER, dim=8, num_blocks=[1, 1, 1, 1], ffn_expansion_factor=2.66, bias=False, layer_norm_type="WithBias", fre_heads=None),
         {},
     ),
+    "moce_ir": (
+        "MoCEIR",
+        dict(
+            in_channels=3, out_channels=3, dim=8, num_blocks=[1, 1, 1], num_dec_blocks=[1, 2], num_refinement_blocks=1,
+            heads=[1, 2, 4], ffn_expansion_factor=2.0, bias=False, layer_norm_type="WithBias", num_experts=4, rank=2,
+            rank_type="spread", top_k=1, complexity_scale="max", eval_routing_noise=False, routing_noise=True,
+            train_top_k=None,
+            # official with_complexity=True: a training-loss option that leaves no trace in the weights
+            with_complexity=False,
+        ),
+        {},
+    ),
     "nafnet": (
         "NAFNet",
         dict(in_channels=3, width=4, middle_blk_num=2, enc_blk_nums=[1, 2, 1], dec_blk_nums=[1, 1, 2], drop_out_rate=0.0),
@@ -151,3 +163,20 @@ def test_adair_low_frequency_mask_at_512px() -> None:
         out = fre3(image, feature)
     assert _max_abs(out[..., ::8, ::8], io["fre3_output64_stride8"]) <= TOLERANCE
     assert _max_abs(out.mean(dim=(-2, -1)), io["fre3_output64_mean"]) <= TOLERANCE
+
+
+def test_moce_ir_official_eval_routing_noise() -> None:
+    """The official MoCE-IR adds its routing noise in eval mode too (``torch.randn_like`` on the logits of
+    each router in turn); with ``eval_routing_noise=True`` and the same seed ours draws the same noise.
+    The fixture's noise seed changes the first router's expert on both inputs, so the noisy outputs
+    differ from the noise-free ones."""
+    meta = MANIFEST["moce_ir"]
+    io = safetensors_torch.load_file(str(FIXTURES / meta["io"]))
+    net = load_checkpoint(FIXTURES / meta["weights"], eval_routing_noise=True)
+    for h, w in meta["sizes"]:
+        x = io[f"input_{h}x{w}"]
+        assert _max_abs(io[f"noisy_output_{h}x{w}"], io[f"output_{h}x{w}"]) > 10 * TOLERANCE
+        with torch.random.fork_rng(), torch.no_grad():
+            torch.manual_seed(meta["noise_seed"])
+            out = net(x)
+        assert _max_abs(out, io[f"noisy_output_{h}x{w}"]) <= TOLERANCE

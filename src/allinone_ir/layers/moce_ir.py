@@ -177,6 +177,7 @@ class FFTAttention(nn.Module):
         out = torch.fft.irfft2(prod, s=(p, p), dim=dims)
         n, c, hp, _, wp, _ = out.shape
         out = out.reshape(n, c, hp * p, wp * p)[:, :, :h, :w]
+        out = out.to(torch.promote_types(out.dtype, v.dtype))  # float64 networks: back to float64
         out = self.norm(out.contiguous(memory_format=torch.channels_last) if _channels_last(v) else out)
         return self.proj_out(out * v)
 
