@@ -23,9 +23,12 @@ it is built with ``degradations=[...]``.
 
 The labels of a *network* are positions in its own ``degradations`` list: a PIP network built with
 ``degradations=("noise", "rain", "haze", "snow")`` calls snow 3. Datasets label with this table by
-default (:data:`DEGRADATION_LABELS`) and with the classes they are given otherwise, so a dataset
-and a network agree when they are given the same list (as the demo and
-``configs/course_rain_snow.toml`` do).
+default (:data:`DEGRADATION_LABELS`) and with the classes they are given otherwise; before training a
+network that is told the degradation (PIP), the :class:`~allinone_ir.training.Trainer` matches the
+data's degradations to the network's **by name** (aliases included: the data's ``derain`` is the
+network's ``rain``) and relabels the samples with the network's positions, so the numbers never have
+to agree. A degradation of the data the network does not have is an error listing both lists, before
+any update; a PIP network built from a config without ``degradations`` takes the data's.
 
 Names are matched without regard to case, spaces, ``-`` and ``_`` (``"Low-Light"`` is
 ``lowlight``); the aliases are the task names of the official code. One grammar,

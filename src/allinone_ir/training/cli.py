@@ -12,7 +12,7 @@ Schema (YAML shown; TOML has the same tables)::
         clean_dir: train/clean
         name_map: ['^(\\w+)-(\\d+)', '\\1_clean-\\2']   # optional (regex, replacement)
         label_from: prefix      # prefix | subfolder | <degradation name>
-        classes: [rain, snow]   # optional label order
+        classes: [rain, snow]   # optional: the degradations, in label order
         patch_size: 128         # crop side, or "full" for whole images
         augment_modes: [0, 1]   # optional flip/rot90 modes (default all 8)
         val_split: 0.05         # optional (paired): hold out this fraction (or number) of the pairs
@@ -33,6 +33,19 @@ the working directory, not the config file's folder: run from the folder that ho
 ``val_split`` holds out a deterministic (by ``seed``) share of every degradation's pairs, validated on
 whole images without augmentation; their degraded files are listed in ``OUTPUT_DIR/held_out.txt``.
 It replaces ``data.val``: give one or the other.
+
+A network told the degradation of every image (PIP) has its labels matched **by name** to its
+``degradations`` (aliases included), before training; without ``model.args.degradations`` it takes the
+training data's degradations as its own (a PIP trained on rain and snow has prompts named ``rain`` and
+``snow``, which ``restore --degradation rain`` then uses). A degradation the network does not have is
+an error listing both. File names whose prefix names no degradation (``img_001.png``) give no label: use
+``label_from: subfolder``, a degradation name for all pairs, or ``classes`` naming the prefixes.
+
+Values are checked when the config is read, each error naming its key: every ``trainer`` field against
+its type (numbers finite: ``lr: .nan`` and ``lr: .inf`` are refused), ``trainer.device`` parsed and
+available, ``model.args`` against the network's constructor (``model.args.width: expected an integer,
+got 'eight'``). Paired folders are read whole before training (``validate: false`` skips it): missing
+partners, size mismatches and unreadable files come in one error.
 
 A network family's own training terms (PIP: ``classifier`` and ``ddl``) are always added;
 ``trainer.aux_weights: {ddl: 0.004}`` changes their weights (0 switches one off). Naming such a term in
