@@ -12,6 +12,7 @@ The network options shared by ``restore``, ``evaluate`` and ``info`` (``--model`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import sys
@@ -202,10 +203,11 @@ class _NpzWriter:
                 try:
                     zf.close()  # writes the central directory: may fail on a full disk too
                 except (OSError, ValueError) as exc:
+                    if zf.fp is not None:  # left open by a failed close (its flush may fail too)
+                        with contextlib.suppress(OSError):
+                            zf.fp.close()
                     if commit:
                         raise self._said(exc) from exc
-                    if zf.fp is not None:  # left open by a failed close
-                        zf.fp.close()
             if commit:
                 os.chmod(self.tmp, file_mode_for(self.path))  # mkstemp made it 0600
                 os.replace(self.tmp, self.path)
