@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from allinone_ir import load_checkpoint
+from allinone_ir.errors import CheckpointError
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
@@ -98,7 +99,7 @@ def _official_file(family: str, directory: Path) -> Path:
 
 
 def test_every_fixture_is_checked() -> None:
-    assert sorted(MANIFEST) == sorted(EXPECTED)
+    assert sorted(MANIFEST) == sorted([*EXPECTED, "pip_restormer"])
     for family, meta in MANIFEST.items():
         assert (FIXTURES / meta["weights"]).stat().st_size < 1_300_000, family
         assert len(meta["sizes"]) == 2, family
@@ -180,3 +181,21 @@ def test_moce_ir_official_eval_routing_noise() -> None:
             torch.manual_seed(meta["noise_seed"])
             out = net(x)
         assert _max_abs(out, io[f"noisy_output_{h}x{w}"]) <= TOLERANCE
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=(CheckpointError, AssertionError),
+    reason="official PIP key names (prompt1..3.*, low_prompt_interaction_level1..3.*) are not mapped to PIPRestormer's",
+)
+def test_pip_restormer_official_checkpoint() -> None:
+    """The official PIP-Restormer (``PIPNet_Restormer_onskip_inter`` as its trainer builds it), with the
+    degradation label of each input (``degradation_class`` there, ``degradation`` here)."""
+    meta = MANIFEST["pip_restormer"]
+    io = safetensors_torch.load_file(str(FIXTURES / meta["io"]))
+    net = load_checkpoint(FIXTURES / meta["weights"])
+    assert type(net).__name__ == "PIPRestormer"
+    for (h, w), label in zip(meta["sizes"], meta["degradation_class"]):
+        with torch.no_grad():
+            out = net(io[f"input_{h}x{w}"], degradation=torch.tensor([label]))
+        assert _max_abs(out, io[f"output_{h}x{w}"]) <= TOLERANCE
