@@ -207,7 +207,7 @@ def test_resume_never_path_and_errors(tmp_path: Path) -> None:
     for never in (None, False, "none", "false", "NEVER"):
         assert _cfg(tmp_path, resume=never).resume == "never"
     with pytest.raises(
-        ValueError, match=r"TrainerConfig\.resume must be 'auto', 'never' or a checkpoint path"
+        ValueError, match=r"TrainerConfig\.resume: expected 'auto', 'never' or a checkpoint path"
     ):
         _cfg(tmp_path, resume="")
     with pytest.raises(CheckpointError, match=r"resume checkpoint not found: .*nothing\.pt"):
@@ -420,7 +420,9 @@ def test_family_terms_are_added_weighted_logged_and_checked(tmp_path: Path) -> N
         ConfigError, match=r"extra loss 'aux' is already a training term of _FamilyNet \(weight 0\.5\)"
     ):
         Trainer(_FamilyNet(), _cfg(tmp_path / "f"), _data(), extra_losses=[dup])
-    with pytest.raises(TypeError, match=r"TrainerConfig\.aux_weights must map term names to weights >= 0"):
+    with pytest.raises(
+        ValueError, match=r"TrainerConfig\.aux_weights: expected a mapping of term names to numbers >= 0"
+    ):
         _cfg(tmp_path, aux_weights={"aux": -1})
 
 
