@@ -6,7 +6,7 @@ Every test is marked ``cuda`` and skipped without a GPU. Run it on a GPU machine
 
 Comparisons with fp32 turn TF32 off (cuDNN uses it for convolutions by default), so that
 "equal" means equal within float32 rounding. No timing thresholds: speed is measured by
-``allinone-ir bench --device cuda`` (see ``docs/benchmarks.md``).
+``python benchmarks/bench.py --device cuda`` (see ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 import torch
 
 import allinone_ir.layers as layers
 import allinone_ir.layers.pip as layers_pip
-from allinone_ir import degradation_types as vocab
 from allinone_ir.data import DEGRADATION_LABELS as DATA_LABELS
 from allinone_ir.data import DEGRADATIONS, synthesize
 from allinone_ir.data.datasets import _task_degradation
@@ -27,7 +23,7 @@ from allinone_ir.degradation_types import (
     resolve_degradation_weights,
 )
 from allinone_ir.layers import PIPBlock
-from allinone_ir.layers.attention import CrossChannelAttention, top_m_channel_attention, top_m_sizes
+from allinone_ir.layers.attention import CrossChannelAttention, top_m_channel_attention
 
 
 class TestTable:
@@ -51,16 +47,10 @@ class TestTable:
     def test_every_user_reads_the_same_table(self) -> None:
         assert DATA_LABELS is DEGRADATION_LABELS  # data synthesis and datasets
         assert set(DEGRADATIONS) == set(DEGRADATION_LABELS)  # one synthesiser per degradation
-        # the old homes of the moved names give the same objects
-        assert layers.DEFAULT_DEGRADATIONS is DEFAULT_DEGRADATIONS is layers_pip.DEFAULT_DEGRADATIONS
-        assert layers.resolve_degradation_weights is resolve_degradation_weights
-        assert layers_pip.resolve_degradation_weights is resolve_degradation_weights
-        assert layers_pip.DegradationSpec is vocab.DegradationSpec
         assert PIPBlock(8, 8, 4, p2f_heads=2).degradation_prompt.num_degradations == len(DEFAULT_DEGRADATIONS)
-        with pytest.raises(AttributeError, match=r"allinone_ir\.layers' has no attribute 'nothing'"):
-            _ = layers.nothing
-        with pytest.raises(AttributeError, match=r"allinone_ir\.layers\.pip' has no attribute 'nothing'"):
-            _ = layers_pip.nothing
+        # the layers take numbers; names are read here only
+        for name in ("DEFAULT_DEGRADATIONS", "resolve_degradation_weights", "DegradationSpec"):
+            assert not hasattr(layers, name) and not hasattr(layers_pip, name)
 
     def test_promptir_layout_tasks_map_to_the_pip_labels(self) -> None:
         tasks = ["denoise", "derain", "dehaze", "deblur", "lowlight"]  # the shipped pip_five_task.yaml
@@ -105,32 +95,7 @@ class TestLookups:
             synthesize(x, "fog")
 
 
-def _module_level_imports(path: Path) -> list[tuple[int, str]]:
-    """``(level, module)`` of the import statements run when the file is imported (not in functions)."""
-    found: list[tuple[int, str]] = []
-
-    def visit(body: list[ast.stmt]) -> None:
-        for node in body:
-            if isinstance(node, ast.ImportFrom):
-                found.append((node.level, node.module or ""))
-            elif isinstance(node, ast.Import):
-                found.extend((0, a.name) for a in node.names)
-            elif isinstance(node, (ast.If, ast.Try)):
-                visit(node.body + node.orelse + getattr(node, "finalbody", []))
-
-    visit(ast.parse(path.read_text()).body)
-    return found
-
-
 class TestLayersByConcern:
-    def test_layers_import_nothing_of_the_rest_of_the_package(self) -> None:
-        files = sorted(Path(layers.__file__).parent.glob("*.py"))
-        assert len(files) >= 9
-        for f in files:
-            for level, module in _module_level_imports(f):
-                assert level <= 1, f"{f.name} imports from outside allinone_ir.layers: {'.' * level}{module}"
-                assert level == 1 or not module.startswith("allinone_ir"), f"{f.name} imports {module}"
-
     def test_attention_functions_live_together(self) -> None:
         # the top-m attention and the cross attention are attention, next to the dense functions
         assert (
@@ -138,8 +103,6 @@ class TestLayersByConcern:
             == CrossChannelAttention.__module__
             == "allinone_ir.layers.attention"
         )
-        assert layers_pip.top_m_channel_attention is top_m_channel_attention  # former home still works
-        assert layers_pip.top_m_sizes is top_m_sizes
         assert "resolve_degradation_weights" not in vars(layers_pip)  # parsing is outside layers/
         assert not hasattr(layers_pip, "difflib")
 

@@ -1,8 +1,7 @@
 """allinone-ir: all-in-one image restoration in PyTorch.
 
-Networks (PromptIR, PIP, Restormer, NAFNet), their building blocks, training,
-tiled inference and checkpoint tools. Heavier parts (inference, hub, training)
-are imported on first use.
+Networks (PromptIR, PIP, Restormer, NAFNet, AdaIR, MoCE-IR), their building blocks, training,
+tiled inference and checkpoint tools. Importing the package imports nothing beyond PyTorch and NumPy.
 
 Examples:
     >>> import torch
@@ -14,46 +13,32 @@ Examples:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from ._version import __version__
+from .hub import from_pretrained, load_checkpoint, save_pretrained
+from .inference import restore
 from .models import NAFNet, PromptIR, Restormer, create_model, list_models, register_model
-
-# Public names that live in optional / heavier submodules, imported lazily on first access.
-_LAZY: dict[str, str] = {
-    "restore": "allinone_ir.inference",
-    "load_checkpoint": "allinone_ir.hub",
-    "save_pretrained": "allinone_ir.hub",
-    "from_pretrained": "allinone_ir.hub",
-    "Trainer": "allinone_ir.training",
-    "TrainerConfig": "allinone_ir.training",
-    "PIPRestormer": "allinone_ir.models.pip",
-    "PIPNAFNet": "allinone_ir.models.pip",
-    "PIPUNet": "allinone_ir.models.pip",
-    "AdaIR": "allinone_ir.models.adair",
-    "MoCEIR": "allinone_ir.models.moce_ir",
-}
+from .models.adair import AdaIR
+from .models.moce_ir import MoCEIR
+from .models.pip import PIPNAFNet, PIPRestormer, PIPUNet
+from .training import Trainer, TrainerConfig
 
 __all__ = [
+    "AdaIR",
+    "MoCEIR",
     "NAFNet",
+    "PIPNAFNet",
+    "PIPRestormer",
+    "PIPUNet",
     "PromptIR",
     "Restormer",
+    "Trainer",
+    "TrainerConfig",
     "__version__",
     "create_model",
+    "from_pretrained",
     "list_models",
+    "load_checkpoint",
     "register_model",
-    *_LAZY,
+    "restore",
+    "save_pretrained",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'allinone_ir' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))

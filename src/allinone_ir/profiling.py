@@ -1,6 +1,6 @@
 """What a network costs: FLOPs (torch's flop counter) and the latency of :func:`allinone_ir.restore`.
 
-:func:`count_flops` counts either one call of a function (``allinone-ir bench`` counts a training
+:func:`count_flops` counts either one call of a function (``benchmarks/bench.py`` counts a training
 step's forward and backward this way) or a network's forward pass on one image, rebuilt on the
 ``meta`` device so that nothing is computed (``allinone-ir info``). :func:`measure_latency` times
 the path users get: :func:`~allinone_ir.inference.restore` with its defaults.

@@ -4,7 +4,7 @@
   ``--model-args``, ``--device`` (and ``--random-weights``) of ``restore``, ``evaluate`` and ``info``;
 - :func:`parse_model_args`: the ``--model-args`` JSON object (also ``convert``'s);
 - option types: :func:`positive_int`, :func:`non_negative_int`, :func:`comma_list`;
-- :data:`DTYPE_NAMES`: the compute dtypes an option accepts (``info --dtype``, ``bench --dtypes``);
+- :data:`DTYPE_NAMES`: the compute dtypes an option accepts (``info --dtype``; ``benchmarks/bench.py --dtypes``);
 - :func:`with_progress`: iterate over files with a progress bar, printing lines above it;
 - :func:`overwrite_flag`: library refusals to replace a file name the command's ``--overwrite``.
 """
@@ -15,7 +15,9 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -249,3 +251,33 @@ def overwrite_flag(flag: str = "--overwrite") -> Iterator[None]:
         if _LIBRARY_OVERWRITE_HINT not in text or exc.filename is not None:
             raise
         raise FileExistsError(text.replace(_LIBRARY_OVERWRITE_HINT, f"pass {flag}")) from exc
+
+
+def _plain_text(text: str, width: int = 100) -> str:
+    """A docstring's reST as plain terminal text.
+
+    ``code`` becomes code (quoted when it holds a space), a cross-reference (:func:`~pkg.name`) its
+    name, a literal-block marker ``::`` at the end of a line a colon; prose paragraphs are refilled to
+    ``width`` columns, indented blocks kept as they are.
+
+    Examples:
+        >>> _plain_text("Use ``--tile`` (:func:`~allinone_ir.inference.restore`) or ``type: paired``; schema::")
+        "Use --tile (restore) or 'type: paired'; schema:"
+    """
+
+    def code(m: re.Match[str]) -> str:
+        span = " ".join(m.group(1).split())
+        return f"'{span}'" if " " in span and "'" not in span else span
+
+    text = re.sub(
+        r":[a-z]+:`(~?)([^`]+)`", lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text
+    )
+    text = re.sub(r"``(.+?)``", code, text, flags=re.S)
+    text = re.sub(r"::$", ":", text, flags=re.M)
+    blocks = text.strip("\n").split("\n\n")
+    return "\n\n".join(
+        b
+        if any(line.startswith(" ") for line in b.splitlines())
+        else textwrap.fill(" ".join(b.split()), width)
+        for b in blocks
+    )

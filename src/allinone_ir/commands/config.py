@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError
-from .train import _plain_text
+from ._common import _plain_text
 
 __all__ = ["add_parser", "run"]
 

@@ -5,8 +5,7 @@ grayscale, an alpha channel is copied back untouched. A file that cannot be read
 ``skipped FILE: reason`` and the others are still restored (exit status 1 when any was skipped).
 
 The network options shared by ``restore``, ``evaluate`` and ``info`` (``--model`` / ``--checkpoint`` /
-``--model-args`` / ``--random-weights``) live in :mod:`allinone_ir.commands._common`;
-:func:`add_model_arguments` and :func:`load_model_from_args` are importable from here as before.
+``--model-args`` / ``--random-weights``) live in :mod:`allinone_ir.commands._common`.
 """
 
 from __future__ import annotations
@@ -41,16 +40,6 @@ __all__ = [
     "load_model_from_args",
     "run",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # ``LUMA_WEIGHTS`` and ``restore_array`` live in :mod:`allinone_ir.inference` (the library part);
-    # imported on first use so that building the command line does not import torch.
-    if name in ("LUMA_WEIGHTS", "restore_array"):
-        from .. import inference
-
-        return getattr(inference, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def collect_inputs(items: Iterable[str]) -> list[Path]:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
+
+from ._common import _plain_text
 
 __all__ = ["add_parser", "run"]
 
@@ -22,36 +22,6 @@ _FIRST_LINE = """``allinone-ir train --config FILE|NAME``: training driven by a 
 exists wins over a name).
 
 """
-
-
-def _plain_text(text: str, width: int = 100) -> str:
-    """A docstring's reST as plain terminal text.
-
-    ``code`` becomes code (quoted when it holds a space), a cross-reference (:func:`~pkg.name`) its
-    name, a literal-block marker ``::`` at the end of a line a colon; prose paragraphs are refilled to
-    ``width`` columns, indented blocks kept as they are.
-
-    Examples:
-        >>> _plain_text("Use ``--tile`` (:func:`~allinone_ir.inference.restore`) or ``type: paired``; schema::")
-        "Use --tile (restore) or 'type: paired'; schema:"
-    """
-
-    def code(m: re.Match[str]) -> str:
-        span = " ".join(m.group(1).split())
-        return f"'{span}'" if " " in span and "'" not in span else span
-
-    text = re.sub(
-        r":[a-z]+:`(~?)([^`]+)`", lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text
-    )
-    text = re.sub(r"``(.+?)``", code, text, flags=re.S)
-    text = re.sub(r"::$", ":", text, flags=re.M)
-    blocks = text.strip("\n").split("\n\n")
-    return "\n\n".join(
-        b
-        if any(line.startswith(" ") for line in b.splitlines())
-        else textwrap.fill(" ".join(b.split()), width)
-        for b in blocks
-    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -70,12 +70,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-# The command line (the parser and run(args) of ``allinone-ir train``) lives in allinone_ir.commands.train;
-# this module is the config file's schema and reader. The entry points stay importable from here.
-from ..commands.train import add_parser, run
 from ..errors import ConfigError, DatasetError, require
 
-__all__ = ["ConfigError", "add_parser", "build_from_config", "load_config", "run"]
+__all__ = ["ConfigError", "build_from_config", "load_config"]
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
