@@ -19,7 +19,9 @@ from allinone_ir.errors import (
     DatasetError,
     ImageReadError,
     MissingDependencyError,
+    ModelArgumentError,
     TrainingDivergedError,
+    UnknownNameError,
     UsageError,
     install_hint,
     require,
@@ -33,6 +35,8 @@ BUILTINS = {
     ImageReadError: OSError,
     TrainingDivergedError: RuntimeError,
     MissingDependencyError: ImportError,
+    UnknownNameError: KeyError,
+    ModelArgumentError: TypeError,
 }
 
 
@@ -51,6 +55,13 @@ def test_each_error_is_ours_and_its_builtin(cls: type[Exception]) -> None:
         raise cls("the message")
     with pytest.raises(BUILTINS[cls], match=r"^the message$"):  # older `except ValueError` still catches it
         raise cls("the message")
+
+
+def test_unknown_name_error_is_also_a_value_error_and_prints_plainly() -> None:
+    exc = UnknownNameError("unknown model 'x'. Known: a, b.")
+    assert isinstance(exc, ValueError) and isinstance(exc, KeyError)
+    assert str(exc) == "unknown model 'x'. Known: a, b."  # a plain KeyError would print the quoted repr
+    assert pickle.loads(pickle.dumps(exc)).args == exc.args
 
 
 def test_image_read_error_keeps_path_and_reason() -> None:

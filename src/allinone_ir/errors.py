@@ -26,9 +26,12 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DatasetError",
+    "DownloadError",
     "ImageReadError",
     "MissingDependencyError",
+    "ModelArgumentError",
     "TrainingDivergedError",
+    "UnknownNameError",
     "UsageError",
     "install_hint",
     "require",
@@ -45,6 +48,25 @@ class ConfigError(AllInOneIRError, ValueError):
 
 class CheckpointError(AllInOneIRError, ValueError):
     """A checkpoint could not be read or does not match the network; the message says why."""
+
+
+class UnknownNameError(AllInOneIRError, KeyError, ValueError):
+    """A name that is not registered (a model, an architecture); the message lists close matches and the known names.
+
+    It is also a ``KeyError`` and a ``ValueError`` (what a failed lookup raised before), and prints as
+    its message (a plain ``KeyError`` prints the quoted repr).
+
+    Examples:
+        >>> str(UnknownNameError("unknown model 'promtir'. Did you mean: promptir?"))
+        "unknown model 'promtir'. Did you mean: promptir?"
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelArgumentError(AllInOneIRError, TypeError):
+    """A network was given a constructor argument it does not take; the message lists those it takes."""
 
 
 class DatasetError(AllInOneIRError, ValueError):
@@ -81,6 +103,10 @@ class TrainingDivergedError(AllInOneIRError, RuntimeError):
 
 class UsageError(AllInOneIRError, ValueError):
     """A command-line option or an input the user gave cannot be used; the message names it."""
+
+
+class DownloadError(AllInOneIRError, OSError):
+    """Pretrained weights could not be fetched; the message names the URLs tried and what to do instead."""
 
 
 class MissingDependencyError(AllInOneIRError, ImportError):

@@ -18,8 +18,13 @@ Every ``torch.load`` here uses ``weights_only=True``. safetensors is an optional
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pickle
+import re
+import warnings
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,9 +33,10 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .errors import CheckpointError, require
+from .errors import AllInOneIRError, CheckpointError, ModelArgumentError, UnknownNameError, require
 from .io import atomic_write
-from .models import create_model, get_model_class, is_model, list_architectures
+from .models import create_model, get_model_class, is_model, list_architectures, list_models
+from .models._registry import _unknown
 
 __all__ = [
     "CONFIG_NAME",
@@ -53,6 +59,13 @@ _FORMAT_VERSION = 1
 #: Wrapper keys of checkpoint dicts, in order of preference (EMA weights first).
 _WRAPPER_KEYS = ("params_ema", "params", "ema", "state_dict", "model_state_dict", "model", "net", "network")
 _PREFIXES = ("module.", "_orig_mod.", "net.", "model.")
+#: Prefixes of a training wrapper's network (Lightning's ``self.net``): stripped even when the wrapper
+#: keeps entries of its own beside them (see :data:`_NON_NETWORK`).
+_WRAPPER_PREFIXES = ("net.", "model.")
+#: Top-level names of what a training wrapper keeps beside its network: losses, metrics, a discriminator.
+_NON_NETWORK = re.compile(
+    r"^(loss|losses|loss_fn|\w*_loss|criterion\w*|metrics?|\w*discriminator\w*|net_d|perceptual\w*|lpips)\."
+)
 
 
 def _require_safetensors() -> Any:
@@ -66,29 +79,99 @@ def _torch_load(path: Path, map_location: str | torch.device) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        if not isinstance(exc, __import__("pickle").UnpicklingError):
-            raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-        try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # pragma: no cover - depends on the torch version
-            unsafe = []
-        raise CheckpointError(
-            f"{path} contains Python objects that torch.load(weights_only=True) refuses to load"
-            + (f" ({', '.join(unsafe)})" if unsafe else "")
-            + ". If you trust the file, extract the weights once: "
-            "torch.save(torch.load(path, weights_only=False)['state_dict'], 'weights.pth')"
-        ) from exc
+        unsafe = _disallowed_globals(path, exc)
+        if unsafe and not any(_is_missing_torch_name(name) for name in unsafe):
+            raise CheckpointError(
+                f"{path} contains Python objects that torch.load(weights_only=True) refuses to load"
+                f" ({', '.join(unsafe)}). If you trust the file, extract the weights once: "
+                "torch.save(torch.load(path, weights_only=False)['state_dict'], 'weights.pth')"
+            ) from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {_torch_load_problem(path, exc)}") from exc
+
+
+def _disallowed_globals(path: Path, exc: Exception) -> list[str]:
+    """The Python objects a well-formed pickle names that ``weights_only`` refuses (empty: not that problem)."""
+    if not isinstance(exc, pickle.UnpicklingError):
+        return []
+    try:
+        found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # a legacy (non-zip) file, or a torch without the function: read the message
+        found = []
+    return found or re.findall(r"Unsupported global: GLOBAL (\S+) was not an allowed global", str(exc))
+
+
+def _is_missing_torch_name(name: str) -> bool:
+    """Whether a pickled global names something of torch that does not exist (a cut-off name: truncation)."""
+    module, _, attr = name.rpartition(".")
+    if not module.startswith("torch"):
+        return False
+    try:
+        return not hasattr(importlib.import_module(module), attr)
+    except ImportError:
+        return True
+
+
+def _torch_load_problem(path: Path, exc: Exception) -> str:
+    """What is wrong with a file ``torch.load`` could not read, from its first bytes and the error."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    first = " ".join(str(exc).split()).split(". ")[0]
+    if head.startswith(b"PK\x03\x04"):
+        return f"truncated or corrupt PyTorch checkpoint (a zip archive that cannot be read: {first or type(exc).__name__})"
+    if head[:1] == b"\x80":
+        return "truncated or corrupt PyTorch checkpoint (a pickle in the legacy format that cannot be read)"
+    return (
+        f"not a PyTorch checkpoint: neither a zip archive nor a pickle (it starts with {head!r}); "
+        "the file is corrupt or of another format"
+    )
+
+
+def _empty(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"cannot read checkpoint {path}: empty file (0 bytes)")
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """Whether a file starts like safetensors (an 8-byte header length, then a JSON object)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     st = _require_safetensors()
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    state = st.load_file(str(path))
-    config = json.loads(meta[_META_KEY]) if _META_KEY in meta else None
+    _empty(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = st.load_file(str(path))
+    except Exception as exc:  # safetensors' SafetensorError (header, truncation), or an OSError
+        if isinstance(exc, OSError):
+            raise
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: not a valid safetensors file, truncated or corrupt "
+            f"({' '.join(str(exc).split())})"
+        ) from exc
+    config = _parse_config(meta[_META_KEY], f"the metadata of {path}") if _META_KEY in meta else None
     return state, config
+
+
+def _parse_config(text: str, where: str) -> dict[str, Any]:
+    """A saved config (``{"architecture": ..., "config": {...}}``) read from JSON text, checked."""
+    try:
+        saved = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{where} is not valid JSON ({exc})") from exc
+    if not isinstance(saved, Mapping):
+        raise CheckpointError(f"{where} must hold a JSON object, got {type(saved).__name__}")
+    if not isinstance(saved.get("architecture"), str) or not isinstance(saved.get("config"), Mapping):
+        raise CheckpointError(
+            f'{where} must name the network: {{"architecture": "ClassName", "config": {{...}}}} '
+            f"(it has the keys {sorted(saved)})"
+        )
+    return dict(saved)
 
 
 def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str, Any] | None, str]:
@@ -104,15 +187,17 @@ def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str,
             raise CheckpointError(
                 f"{path} is not a save_pretrained folder (needs {WEIGHTS_NAME} and {CONFIG_NAME})"
             )
+        saved = _parse_config(cfg_file.read_text(), str(cfg_file))
         state, _ = _read_safetensors(weights)
-        return state, json.loads(cfg_file.read_text()), str(path)
+        return state, saved, str(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
+    _empty(path)
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         state, config = _read_safetensors(path)
         sidecar = path.with_name(CONFIG_NAME)
         if config is None and sidecar.is_file():
-            config = json.loads(sidecar.read_text())
+            config = _parse_config(sidecar.read_text(), str(sidecar))
         return state, config, str(path)
     return _torch_load(path, map_location), None, str(path)
 
@@ -166,19 +251,49 @@ def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
             obj = tensors
             break
         obj = inner
-    state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    return _strip_prefixes({str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)})
+
+
+def _is_non_network(key: str) -> bool:
+    """Whether a key belongs to what a training wrapper keeps beside the network (a loss, a metric, ...)."""
+    return _NON_NETWORK.match(key) is not None
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove wrapper prefixes (``module.``, ``_orig_mod.``, ``net.``, ``model.``); never drop a key silently."""
     changed = True
     while changed:
         changed = False
         for prefix in _PREFIXES:
             hits = [k for k in state if k.startswith(prefix)]
-            # strip a prefix carried by (almost) all keys; keys without it belong to something else
-            if hits and (
-                len(hits) == len(state) or (prefix in ("net.", "model.") and len(hits) >= 0.9 * len(state))
-            ):
-                state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-                changed = True
+            others = [k for k in state if not k.startswith(prefix)]
+            if not hits or (others and prefix not in _WRAPPER_PREFIXES):
+                continue
+            unknown = [k for k in others if not _is_non_network(k)]
+            if unknown and len(hits) < len(others):
+                continue  # mostly other keys: ``net.`` is a module of the network, not a wrapper
+            stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            clash = sorted(k for k in unknown if k in stripped)
+            if clash:
+                raise CheckpointError(
+                    f"the checkpoint has both {prefix}{clash[0]} and {clash[0]} ({len(clash)} such keys): "
+                    "it holds two networks; extract the one you want and pass its state dict"
+                )
+            dropped = [k for k in others if _is_non_network(k)]
+            if dropped:
+                warnings.warn(
+                    f"ignored {len(dropped)} checkpoint entries beside the network's {prefix!r} weights that "
+                    f"belong to the training wrapper (losses, metrics): {_show(dropped, 6)}",
+                    stacklevel=3,
+                )
+            # keys that are neither are kept: loading reports them as unexpected keys
+            state = {**stripped, **{k: state[k] for k in unknown}}
+            changed = True
     return state
+
+
+def _show(items: list[str], limit: int = 12) -> str:
+    return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
 # --------------------------------------------------------------------------- detection
@@ -258,9 +373,17 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
         ('NAFNet', 8, [1, 2])
     """
     claims, errors = _claims(state_dict)
+    # a family that knows the keys could not read them: say why, unless another family fits exactly
+    if claims and errors:
+        scores = [_mismatches(cls, cfg, state_dict) for cls, cfg in claims]
+        claims = [claims[scores.index(min(scores))]] if min(scores) == 0 else []
     if not claims:
-        if errors:
-            raise CheckpointError("; ".join(errors))
+        if errors:  # families sharing a layout give the same reason once
+            by_reason: dict[str, list[str]] = {}
+            for entry in errors:
+                name, _, reason = entry.partition(": ")
+                by_reason.setdefault(reason, []).append(name)
+            raise CheckpointError("; ".join(f"{', '.join(names)}: {why}" for why, names in by_reason.items()))
         keys = sorted(state_dict)
         known = [n for n in list_architectures() if getattr(get_model_class(n), "detect", None) is not None]
         raise CheckpointError(
@@ -278,7 +401,9 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
 # --------------------------------------------------------------------------- building
 
 
-def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool) -> nn.Module:
+def _load_into(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool, *, detected: bool = False
+) -> nn.Module:
     state = _filter(model, state)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -289,20 +414,86 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, st
         if k in state and state[k].shape != expected[k].shape
     ]
     if mismatched or (strict and (missing or unexpected)):
-
-        def show(items: list[str]) -> str:
-            return ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
-
-        cfg = getattr(model, "config", None)
+        cls, cfg = type(model), getattr(model, "config", None)
+        odd = _odd_tensors(cls, dict(cfg), state) if detected and mismatched and cfg else None
+        if odd is not None:
+            raise CheckpointError(f"{source}: {odd}; the file is corrupt or was edited")
+        problems = [
+            f"{n} {what} [{_show(items)}]"
+            for n, what, items in (
+                (len(missing), "missing keys", missing),
+                (len(unexpected), "unexpected keys", unexpected),
+                (len(mismatched), "shape mismatches", mismatched),
+            )
+            if n
+        ]
         raise CheckpointError(
-            f"{source} does not match {type(model).__name__}"
+            f"{source} does not match {cls.__name__}"
             + (f" with config {cfg}" if cfg else "")
-            + f": {len(missing)} missing keys [{show(missing)}]; {len(unexpected)} unexpected keys "
-            f"[{show(unexpected)}]; {len(mismatched)} shape mismatches [{show(mismatched)}]. "
-            "Is it a checkpoint of another architecture? Try arch=None to detect it."
+            + f": {'; '.join(problems)}."
+            + ("" if detected else " Is it a checkpoint of another architecture? Try arch=None to detect it.")
         )
     model.load_state_dict(state, strict=strict)
     return model
+
+
+def _shape_misfits(
+    cls: type[nn.Module], config: dict[str, Any], state: Mapping[str, torch.Tensor]
+) -> tuple[int, list[tuple[str, tuple[int, ...], tuple[int, ...]]]] | None:
+    """Missing + unexpected key count and ``(key, checkpoint shape, network shape)`` of ``cls(**config)`` on ``meta``."""
+    try:
+        with torch.device("meta"):
+            model = cls(**config)
+        state = _filter(model, state)
+    except Exception:  # a candidate that does not build: no answer
+        return None
+    expected = model.state_dict()
+    wrong = [
+        (k, tuple(state[k].shape), tuple(v.shape))
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    return len(expected.keys() ^ state.keys()), wrong
+
+
+def _odd_tensors(
+    cls: type[nn.Module], config: dict[str, Any], state: Mapping[str, torch.Tensor]
+) -> str | None:
+    """Name the few tensors whose shapes disagree with the rest, when a detected config does not fit.
+
+    A family reads a hyper-parameter from one tensor (the width from the first convolution, say):
+    when that tensor alone has a wrong shape, the network built from the reading mismatches nearly
+    every key. Each mismatch votes for the value of an integer hyper-parameter (or list entry)
+    that would fit it; the most voted values are tried on the ``meta`` device, and one that leaves
+    fewer mismatched tensors names them. ``None`` when no such value is found.
+    """
+    base = _shape_misfits(cls, config, state)
+    if base is None or not base[1]:
+        return None
+    votes: Counter[tuple[str, int | None, int]] = Counter()
+    for field, value in config.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            entries: list[tuple[int | None, int]] = [(None, value)]
+        elif isinstance(value, list):
+            entries = [(i, v) for i, v in enumerate(value) if isinstance(v, int) and not isinstance(v, bool)]
+        else:
+            continue
+        for idx, v in entries:
+            for _, ours, theirs in base[1]:
+                for a, b in zip(ours, theirs) if len(ours) == len(theirs) else ():
+                    if a != b and b > 0 and v * a % b == 0 and v * a // b > 0:
+                        votes[(field, idx, v * a // b)] += 1
+    for (field, idx, new), _ in votes.most_common(4):
+        candidate = dict(config)
+        candidate[field] = new if idx is None else [*config[field][:idx], new, *config[field][idx + 1 :]]
+        found = _shape_misfits(cls, candidate, state)
+        if found is None or found[0] != base[0] or not 0 < len(found[1]) < min(len(base[1]), 4):
+            continue
+        wrong = ", ".join(f"key {k} has shape {ours}, expected {theirs}" for k, ours, theirs in found[1])
+        n_fit = len(state) - len(found[1])
+        setting = f"{field}={candidate[field]}"
+        return f"{wrong} (the other {n_fit} tensors fit {cls.__name__} with {setting})"
+    return None
 
 
 def _own_claim(cls: type[nn.Module], state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
@@ -375,13 +566,17 @@ def load_checkpoint(
         return _load_into(arch, state, source, strict).eval()
 
     if arch is None:
-        name, config = (
-            (saved["architecture"], dict(saved["config"]))
-            if saved is not None
-            else detect_architecture(state)
-        )
-        model = get_model_class(name)(**{**config, **overrides})
+        if saved is not None:
+            cls, config = _saved_class(saved, source), dict(saved["config"])
+        else:
+            name, config = detect_architecture(state)
+            cls = get_model_class(name)
+        model = _build(cls, {**config, **overrides}, source, detected=saved is None)
     else:
+        if not is_model(arch) and arch not in list_architectures():
+            raise UnknownNameError(
+                _unknown("model or architecture", arch, [*list_models(), *list_architectures()])
+            )
         if is_model(arch):
             with torch.device("meta"):
                 cls = type(create_model(arch))
@@ -395,7 +590,38 @@ def load_checkpoint(
         model = create_model(arch, **kwargs) if is_model(arch) else cls(**kwargs)
     if saved is not None and saved.get("model_name"):
         model.model_name = saved["model_name"]  # type: ignore[assignment]
-    return _load_into(model, state, source, strict).eval().to(map_location)
+    detected = arch is None and saved is None
+    return _load_into(model, state, source, strict, detected=detected).eval().to(map_location)
+
+
+def _saved_class(saved: Mapping[str, Any], source: str) -> type[nn.Module]:
+    """The registered class a saved config names."""
+    try:
+        return get_model_class(saved["architecture"])
+    except UnknownNameError as exc:
+        raise CheckpointError(
+            f"{source} was saved from {exc}; is the module that registers it imported?"
+        ) from exc
+
+
+def _build(cls: type[nn.Module], config: dict[str, Any], source: str, *, detected: bool) -> nn.Module:
+    """``cls(**config)``; a config read from the file that the class refuses is the file's problem."""
+    try:
+        return cls(**config)
+    except ModelArgumentError as exc:
+        where = "the weights" if detected else "its saved config"
+        raise CheckpointError(
+            f"{source}: {where} name {cls.__name__} with arguments it refuses: {exc}"
+        ) from exc
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, AllInOneIRError) and not isinstance(exc, ModelArgumentError):
+            raise
+        what = (
+            f"the hyper-parameters read from its weights {config}"
+            if detected
+            else f"its saved config {config}"
+        )
+        raise CheckpointError(f"{source}: {cls.__name__} cannot be built with {what}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- writing
@@ -508,7 +734,8 @@ def from_pretrained(
         raise CheckpointError(
             f"{source} has no saved config; use load_checkpoint() to detect the architecture"
         )
-    model = load_checkpoint(raw, get_model_class(saved["architecture"])(**saved["config"]), strict=strict)
+    model = _build(_saved_class(saved, source), dict(saved["config"]), source, detected=False)
+    model = load_checkpoint(raw, model, strict=strict)
     if saved.get("model_name"):
         model.model_name = saved["model_name"]  # type: ignore[assignment]
     return model.to(map_location)

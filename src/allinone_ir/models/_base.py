@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -11,6 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import ModelArgumentError
 from ..layers.padding import pad_to_multiple
 from ..layers.stage import Stage
 
@@ -77,6 +79,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _argument_problem(
+    init: Callable[..., None], sig: inspect.Signature, kwargs: Mapping[str, Any], exc: TypeError
+) -> str:
+    """Why a constructor call does not bind, with the keyword arguments it takes (and close matches)."""
+    owner = init.__qualname__.rsplit(".", 2)[-2] if "." in init.__qualname__ else init.__qualname__
+    takes = [n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = [k for k in kwargs if k not in sig.parameters]
+    if not unknown:
+        return f"{owner}: {exc}"
+    hints = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, takes, n=3, cutoff=0.6)
+        hints.append(f"{k!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+    return f"{owner} does not take the argument{'s' * (len(unknown) > 1)} {', '.join(hints)}; it takes: {', '.join(takes)}"
+
+
 def _recording(init: Callable[..., None]) -> Callable[..., None]:
     """Wrap a constructor so that it stores its keyword-only arguments (defaults filled in) as ``self.config``."""
     sig = inspect.signature(init)
@@ -87,9 +105,8 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         try:
             bound = sig.bind(self, *args, **kwargs)
-        except TypeError:  # a wrong argument: let the constructor raise its usual message
-            init(self, *args, **kwargs)
-            raise
+        except TypeError as exc:
+            raise ModelArgumentError(_argument_problem(init, sig, kwargs, exc)) from None
         bound.apply_defaults()
         # The outermost constructor records first; the constructors it reaches through super() leave
         # the record alone, unless the outer one forwards ``**kwargs`` to them: then their record

@@ -8,7 +8,9 @@ the ``temperature`` shapes, the feed-forward expansion factor from the hidden wi
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -34,23 +36,46 @@ def count_blocks(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
 
 
 def attention_heads(state_dict: Mapping[str, torch.Tensor], names: Sequence[str], default: int) -> int:
-    """Heads of the first attention found under ``names`` (its ``attn.temperature`` has shape ``(heads, 1, 1)``).
+    """Heads of the attentions under ``names`` (each ``attn.temperature`` has shape ``(heads, 1, 1)``).
+
+    They all have the same number of heads; a tensor that disagrees with the others is named.
 
     Args:
         state_dict: Weights.
-        names: Modules to look in, in order: a stage (``name.0.attn.temperature``) or a block
+        names: Modules to look in: stages (``name.<i>.attn.temperature``) or blocks
             (``name.attn.temperature``).
         default: The answer when none of them has an attention (e.g. a level with no blocks).
+
+    Raises:
+        CheckpointError: If the attentions disagree (the message names the odd tensors).
 
     Examples:
         >>> attention_heads({"latent.0.attn.temperature": torch.ones(8, 1, 1)}, ["latent"], 1)
         8
     """
-    for name in names:
-        t = state_dict.get(f"{name}.0.attn.temperature", state_dict.get(f"{name}.attn.temperature"))
-        if t is not None:
-            return int(t.shape[0])
-    return default
+    pats = [re.compile(re.escape(name) + r"(\.\d+)?\.attn\.temperature$") for name in names]
+    found = {k: int(v.shape[0]) for k, v in state_dict.items() if any(p.match(k) for p in pats)}
+    if not found:
+        return default
+    return _agreed(
+        found, "attention heads", lambda k, n: f"({n}, 1, 1)", lambda k: tuple(state_dict[k].shape)
+    )
+
+
+def _agreed(found: Mapping[str, int], what: str, shape_for: Any, shape_of: Any) -> int:
+    """The value every key of ``found`` agrees on; else name the keys that disagree with the majority."""
+    counts = Counter(found.values())
+    (value, n), *rest = counts.most_common()
+    if not rest:
+        return value
+    odd = [k for k, v in found.items() if v != value]
+    if n > len(found) - n:  # a clear majority: the others are wrong
+        raise CheckpointError(
+            ", ".join(f"key {k} has shape {shape_of(k)}, expected {shape_for(k, value)}" for k in odd[:4])
+            + f" (the other {n} tensors agree on {what} = {value}); the file is corrupt or was edited"
+        )
+    shown = ", ".join(f"{k} {shape_of(k)}" for k in list(found)[:6])
+    raise CheckpointError(f"the tensors disagree on {what}: {shown}; the file is corrupt or was edited")
 
 
 def ffn_expansion_factor(state_dict: Mapping[str, torch.Tensor], default: float = 2.66) -> float:
@@ -61,23 +86,35 @@ def ffn_expansion_factor(state_dict: Mapping[str, torch.Tensor], default: float 
         default: The answer when the state dict has no feed-forward block.
 
     Raises:
-        CheckpointError: If no factor fits every block.
+        CheckpointError: If no factor fits every block (the message names the blocks that do not
+            fit the factor of the others).
 
     Examples:
         >>> ffn_expansion_factor({"b.ffn.project_out.weight": torch.zeros(48, 127, 1, 1)})
         2.66
     """
-    pairs = [
-        (int(v.shape[0]), int(v.shape[1]))
+    pairs = {
+        k: (int(v.shape[0]), int(v.shape[1]))
         for k, v in state_dict.items()
         if k.endswith("ffn.project_out.weight")
-    ]
+    }
     if not pairs:
         return default
-    c0, h0 = pairs[0]
-    for f in (2.66, 2.0, 4.0, 3.0, 1.0, h0 / c0, (h0 + 0.5) / c0):
-        if all(int(c * f) == h for c, h in pairs):
+    c0, h0 = next(iter(pairs.values()))
+    factors = (2.66, 2.0, 4.0, 3.0, 1.0, h0 / c0, (h0 + 0.5) / c0)
+    for f in factors:
+        if all(int(c * f) == h for c, h in pairs.values()):
             return f
+    # the factor most blocks fit: the blocks that do not are the odd ones
+    candidates = [*factors, *(x / c for c, h in pairs.values() if c for x in (h, h + 0.5))]
+    best = max(candidates, key=lambda f: sum(int(c * f) == h for c, h in pairs.values()))  # first max wins
+    odd = [k for k, (c, h) in pairs.items() if int(c * best) != h]
+    if len(odd) < len(pairs) - len(odd):
+        shown = ", ".join(f"key {k} has shape {tuple(state_dict[k].shape)}" for k in odd[:4])
+        raise CheckpointError(
+            f"{shown}, which does not fit the feed-forward expansion factor {best:g} of the other "
+            f"{len(pairs) - len(odd)} blocks (hidden = int(channels * factor)); the file is corrupt or was edited"
+        )
     raise CheckpointError(
-        f"cannot find a feed-forward expansion factor matching the hidden sizes {pairs[:4]}"
+        f"cannot find a feed-forward expansion factor matching the hidden sizes {list(pairs.values())[:4]}"
     )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from torch import nn
+
+from ..errors import UnknownNameError
 
 __all__ = [
     "create_model",
@@ -80,11 +82,21 @@ def get_model_class(name: str) -> type[nn.Module]:
     """Return the registered network class called ``name`` (e.g. ``"PromptIR"``).
 
     Raises:
-        KeyError: If no such class is registered; the message lists the known ones.
+        UnknownNameError: If no such class is registered (also a ``KeyError``); the message lists
+            close matches and the known classes.
     """
     if name not in _ARCHITECTURES:
-        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(sorted(_ARCHITECTURES))}")
+        raise UnknownNameError(_unknown("architecture", name, _ARCHITECTURES))
     return _ARCHITECTURES[name]
+
+
+def _unknown(kind: str, name: object, known: Iterable[str]) -> str:
+    """``"unknown <kind> 'x'. Did you mean: a, b? Known: ..."`` (close matches found case-insensitively)."""
+    known = sorted(known)
+    lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(str(name).lower(), list(lower), n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(lower[c] for c in close)}?" if close else ""
+    return f"unknown {kind} {name!r}.{hint} Known: {', '.join(known)}."
 
 
 def is_model(name: str) -> bool:
@@ -110,18 +122,24 @@ def list_models(pattern: str | None = None) -> list[str]:
     return names
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def create_model(name: str, *, pretrained: bool | str = False, **overrides: Any) -> nn.Module:
     """Build a registered model, with keyword arguments overriding its defaults.
 
     Args:
         name: A name from :func:`list_models`.
-        **overrides: Constructor arguments, e.g. ``dim=24`` for a smaller network.
+        pretrained: ``True`` loads the model's released weights (its entry of
+            :func:`~allinone_ir.weights.list_pretrained`, downloaded once into the cache) and
+            returns the network in ``eval()`` mode; a weights name (``"restormer.real_denoising"``)
+            picks one when the model has several. ``False``: random weights.
+        **overrides: Constructor arguments, e.g. ``dim=24`` for a smaller network (not with ``pretrained``).
 
     Returns:
         The network (randomly initialised).
 
     Raises:
-        ValueError: If the name is unknown; the message lists close matches.
+        UnknownNameError: If the name is unknown (also a ``ValueError`` and a ``KeyError``); the
+            message lists close matches and the registered names.
+        ModelArgumentError: If the network does not take one of ``overrides`` (also a ``TypeError``).
 
     Examples:
         >>> net = create_model("promptir", dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
@@ -129,9 +147,27 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
         torch.Size([1, 3, 20, 20])
     """
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}.{hint} See allinone_ir.list_models() for all names.")
+        raise UnknownNameError(_unknown("model", name, _MODELS))
+    if pretrained:
+        return _create_pretrained(name, pretrained, overrides)
     model = _MODELS[name](**overrides)
     model.model_name = name  # type: ignore[assignment]
     return model
+
+
+def _create_pretrained(name: str, pretrained: bool | str, overrides: dict[str, Any]) -> nn.Module:
+    """``create_model(name, pretrained=...)``: the released weights of ``name`` (eval mode)."""
+    from ..weights import load_pretrained
+    from ._weights import default_weights, get_weights
+
+    entry = default_weights(name) if pretrained is True else get_weights(str(pretrained))
+    if entry.arch != name:
+        raise UnknownNameError(f"pretrained weights {entry.name!r} are for the model {entry.arch!r}, not {name!r}")
+    if overrides:
+        from ..errors import ModelArgumentError
+
+        raise ModelArgumentError(
+            f"create_model({name!r}, pretrained=...) builds the released network; it takes no constructor "
+            f"arguments (got {', '.join(sorted(overrides))})"
+        )
+    return load_pretrained(entry.name)
