@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("allinone_ir.commands.info", "parameters, FLOPs and latency of a network"),
     "convert": ("allinone_ir.commands.convert", "convert an official checkpoint to safetensors"),
     "models": ("allinone_ir.commands.models", "list the registered networks"),
+    "weights": ("allinone_ir.commands.weights", "list, download or import the official pretrained weights"),
     "config": ("allinone_ir.commands.config", "list the shipped training configs, or print one"),
 }
 

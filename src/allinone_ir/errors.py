@@ -26,6 +26,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DatasetError",
+    "DownloadError",
     "ImageReadError",
     "MissingDependencyError",
     "ModelArgumentError",
@@ -102,6 +103,10 @@ class TrainingDivergedError(AllInOneIRError, RuntimeError):
 
 class UsageError(AllInOneIRError, ValueError):
     """A command-line option or an input the user gave cannot be used; the message names it."""
+
+
+class DownloadError(AllInOneIRError, OSError):
+    """Pretrained weights could not be fetched; the message names the URLs tried and what to do instead."""
 
 
 class MissingDependencyError(AllInOneIRError, ImportError):

@@ -1,6 +1,6 @@
 """What the sub-commands share: the network options, option types and the progress over files.
 
-- :func:`add_model_arguments` / :func:`load_model_from_args`: ``--model``, ``--checkpoint``,
+- :func:`add_model_arguments` / :func:`load_model_from_args`: ``--model``, ``--checkpoint``, ``--weights``,
   ``--model-args``, ``--device`` (and ``--random-weights``) of ``restore``, ``evaluate`` and ``info``;
 - :func:`parse_model_args`: the ``--model-args`` JSON object (also ``convert``'s);
 - option types: :func:`positive_int`, :func:`non_negative_int`, :func:`comma_list`;
@@ -60,6 +60,11 @@ def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bo
     g.add_argument(
         "--checkpoint", help="weights: official .ckpt/.pth, .safetensors or a save_pretrained folder"
     )
+    g.add_argument(
+        "--weights",
+        metavar="NAME",
+        help="official pretrained weights by name (see `allinone-ir weights`), downloaded once into the cache",
+    )
     g.add_argument("--model-args", default=None, help="JSON constructor overrides, e.g. '{\"dim\": 24}'")
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     if random_weights_option:
@@ -93,7 +98,9 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
 def load_model_from_args(args: argparse.Namespace, *, require_weights: bool | None = None) -> Any:
     """Build the network chosen by the options of :func:`add_model_arguments` (eval mode, on ``--device``).
 
-    ``--checkpoint`` loads weights (``--model`` then names the architecture); ``--model FOLDER``
+    ``--weights NAME`` (or ``--checkpoint NAME`` naming no file) loads registered pretrained weights
+    (see :func:`allinone_ir.weights.load_pretrained`); ``--checkpoint`` loads weights (``--model`` then
+    names the architecture); ``--model FOLDER``
     loads a :func:`~allinone_ir.hub.save_pretrained` folder; ``--model NAME`` alone builds a
     registered architecture with random weights, which is refused when weights are required,
     unless ``--random-weights`` was given.
@@ -120,6 +127,9 @@ def load_model_from_args(args: argparse.Namespace, *, require_weights: bool | No
     from ..models import create_model
 
     overrides = parse_model_args(args.model_args)
+    weights = _weights_name(args)
+    if weights is not None:
+        return _load_weights(weights, args, overrides)
     if require_weights is None:
         require_weights = hasattr(args, "random_weights")
     model_path = Path(args.model) if args.model else None
@@ -154,6 +164,38 @@ def load_model_from_args(args: argparse.Namespace, *, require_weights: bool | No
     try:
         return model.to(torch.device(args.device)).eval()
     except (RuntimeError, AssertionError, ValueError) as exc:  # unknown device, or no CUDA in this torch
+        raise UsageError(f"--device {args.device}: {' '.join(str(exc).split())}") from exc
+
+
+def _weights_name(args: argparse.Namespace) -> str | None:
+    """The registered weights name of ``--weights``, or of ``--checkpoint NAME`` when no such file exists."""
+    from ..weights import _is_weights_name
+
+    given = getattr(args, "weights", None)
+    if given and args.checkpoint:
+        raise UsageError("give --weights NAME or --checkpoint PATH, not both")
+    if given:
+        return given
+    if args.checkpoint and _is_weights_name(args.checkpoint):
+        return args.checkpoint
+    return None
+
+
+def _load_weights(name: str, args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
+    """The network of the registered weights ``name`` on ``--device`` (``--model`` must agree, if given)."""
+    import torch
+
+    from ..models._weights import get_weights
+    from ..weights import HF_PREFIX, load_pretrained
+
+    if overrides:
+        raise UsageError(f"--weights {name} loads the released network as it is; drop --model-args")
+    if args.model and not name.startswith(HF_PREFIX) and get_weights(name).arch != args.model:
+        raise UsageError(f"--weights {name} is a {get_weights(name).arch} network, not --model {args.model}")
+    model = load_pretrained(name)
+    try:
+        return model.to(torch.device(args.device)).eval()
+    except (RuntimeError, AssertionError, ValueError) as exc:
         raise UsageError(f"--device {args.device}: {' '.join(str(exc).split())}") from exc
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from ..layers.adair import FreModule
 from ..layers.norm import NormKind
 from ._registry import register_architecture, register_model
+from ._weights import PretrainedWeights, WeightsSource, register_weights
 from .restormer import RestormerUNet
 
 __all__ = ["ADAIR_UNUSED_MODULES", "AdaIR", "adair"]
@@ -190,3 +191,25 @@ class AdaIR(RestormerUNet):
 def adair(**kwargs: Any) -> AdaIR:
     """AdaIR, official all-in-one configuration (28,542,130 parameters, 223,956 buffer values)."""
     return AdaIR(**kwargs)
+
+
+# --------------------------------------------------------------------------- released weights
+# The AdaIR authors (github.com/c-yn/AdaIR) link their checkpoints on Google Drive from the README; the file
+# id could not be read from here, so the source is the README page a person follows. No hash or size published.
+register_weights(
+    PretrainedWeights(
+        name="adair.three_task",
+        arch="adair",
+        file_name="adair3d.ckpt",
+        sources=(
+            WeightsSource(
+                "page", "https://github.com/c-yn/AdaIR#pretrained-models", note="Google Drive link"
+            ),
+        ),
+        num_params=28_542_130,
+        tasks=("noise", "rain", "haze"),
+        training_data="BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)",
+        protocol="PromptIR's three-task protocol (RGB PSNR/SSIM)",
+        notes="Google Drive only: download by hand, then `allinone-ir weights import adair.three_task FILE`",
+    )
+)

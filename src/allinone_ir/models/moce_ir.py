@@ -30,6 +30,7 @@ from ..layers.transformer import Downsample, OverlapPatchEmbed, Upsample
 from ._base import AuxiliaryLoss, RestorationModel
 from ._detect import count_blocks
 from ._registry import register_architecture, register_model
+from ._weights import PretrainedWeights, WeightsSource, register_weights
 from .restormer import restormer_low_precision_flags
 
 __all__ = ["DEFAULT_BALANCE_WEIGHT", "MoCEIR", "moce_ir", "moce_ir_s"]
@@ -342,3 +343,26 @@ def moce_ir(**kwargs: Any) -> MoCEIR:
 def moce_ir_s(**kwargs: Any) -> MoCEIR:
     """MoCE-IR-S, the official small configuration (dim 32; 11,477,752 parameters)."""
     return MoCEIR(**{"dim": 32, **kwargs})
+
+
+# --------------------------------------------------------------------------- released weights
+# The MoCE-IR authors (github.com/eduardzamfir/MoCE-IR) link their checkpoints on Google Drive from the README;
+# the three-task file was replaced on 2025-03-13 (the repository's issue 3). The file id could not be read
+# from here, so the source is the README page. No hash or size published.
+register_weights(
+    PretrainedWeights(
+        name="moce_ir.three_task",
+        arch="moce_ir",
+        file_name="moce_ir_3d.ckpt",
+        sources=(
+            WeightsSource(
+                "page", "https://github.com/eduardzamfir/MoCE-IR#pretrained-models", note="Google Drive link"
+            ),
+        ),
+        num_params=25_353_796,
+        tasks=("noise", "rain", "haze"),
+        training_data="BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)",
+        protocol="PromptIR's three-task protocol (RGB PSNR/SSIM)",
+        notes="Google Drive only; the three-task file was replaced on 2025-03-13 (MoCE-IR issue 3): use the new one",
+    )
+)

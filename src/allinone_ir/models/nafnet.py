@@ -14,6 +14,7 @@ from ._base import RestorationModel
 from ._detect import count_blocks
 from ._registry import register_architecture, register_model
 from ._unet import UNetHooks
+from ._weights import PretrainedWeights, WeightsSource, register_weights
 
 __all__ = [
     "NAFNet", "naf_stage", "nafnet", "nafnet_gopro_width32", "nafnet_sidd_width64", "nafnet_width32", "nafnet_width64",
@@ -193,3 +194,48 @@ def _read_nafnet_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any
         enc_blk_nums=[count_blocks(state_dict, f"encoders.{i}") for i in range(levels)],
         dec_blk_nums=[count_blocks(state_dict, f"decoders.{i}") for i in range(levels)],
     )
+
+
+# --------------------------------------------------------------------------- released weights
+# Facts from the official repository github.com/megvii-research/NAFNet: experiments/pretrained_models/README.md
+# (the Drive links of NAFNet-SIDD-width64 and NAFNet-GoPro-width64), the README's model table (width-32 files
+# on Drive/Baidu), options/test/{SIDD,GoPro}/NAFNet-width*.yml (the configurations), LICENSE (MIT) and the
+# paper (arXiv 2204.04676, Tables 1-2). Hugging Face mirror: nyanko7/nafnet-models (same file names; its
+# LFS pointers publish SHA-256 and size, not readable from here, so none is recorded).
+def _nafnet_weights(
+    variant: str, file_name: str, arch: str, num_params: int, drive: str | None, **facts: Any
+) -> None:
+    sources = [WeightsSource("hf", "nyanko7/nafnet-models", file_name, note="third-party mirror")]
+    if drive:
+        sources.append(WeightsSource("gdrive", drive))
+    register_weights(
+        PretrainedWeights(
+            name=f"nafnet.{variant}",
+            arch=arch,
+            file_name=file_name,
+            sources=tuple(sources),
+            num_params=num_params,
+            license="MIT (LICENSE of megvii-research/NAFNet)",
+            **facts,
+        )
+    )
+
+
+_nafnet_weights(
+    "sidd_width64", "NAFNet-SIDD-width64.pth", "nafnet_sidd_width64", 115_982_915,
+    "14Fht1QQJ2gMlk4N1ERCRuElg8JfjrWWR", tasks=("noise",), training_data="SIDD",
+    reported=("SIDD 40.30/0.962",), protocol="PSNR/SSIM on RGB (SIDD validation blocks)",
+)  # fmt: skip
+_nafnet_weights(
+    "sidd_width32", "NAFNet-SIDD-width32.pth", "nafnet_width32", 29_159_715, None, tasks=("noise",),
+    training_data="SIDD", protocol="PSNR/SSIM on RGB (SIDD validation blocks)",
+)  # fmt: skip
+_nafnet_weights(
+    "gopro_width64", "NAFNet-GoPro-width64.pth", "nafnet_width64", 67_888_835,
+    "1S0PVRbyTakYY9a82kujgZLbMihfNBLfC", tasks=("blur",), training_data="GoPro",
+    reported=("GoPro 33.69/0.967",), protocol="PSNR/SSIM on RGB (GoPro test set)",
+)  # fmt: skip
+_nafnet_weights(
+    "gopro_width32", "NAFNet-GoPro-width32.pth", "nafnet_gopro_width32", 17_111_907, None, tasks=("blur",),
+    training_data="GoPro", protocol="PSNR/SSIM on RGB (GoPro test set)",
+)  # fmt: skip

@@ -807,3 +807,10 @@ def _read_pip_blocks(state_dict: Mapping[str, torch.Tensor], blocks: list[str]) 
     if widths:
         config["classifier_widths"] = widths
     return config
+
+
+# The PIP authors released no weights (github.com/longzilicart/pip_universal: no release, no checkpoint
+# link in the README; its issue 6 asks for them): the weights listing says so.
+from ._weights import register_weights_note  # noqa: E402
+
+register_weights_note("PIP (pip_restormer, pip_nafnet)", "the authors released no weights; train your own")

@@ -16,6 +16,7 @@ from ._base import RestorationModel
 from ._detect import attention_heads, count_blocks, ffn_expansion_factor
 from ._registry import register_architecture, register_model
 from ._unet import UNetHooks
+from ._weights import PretrainedWeights, WeightsSource, register_weights
 
 __all__ = ["Restormer", "RestormerEncoderMixin", "RestormerUNet", "restormer", "restormer_biasfree"]
 
@@ -320,3 +321,67 @@ def _read_restormer_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
         bias="output.bias" in state_dict or any(k.endswith(".attn.qkv.bias") for k in state_dict),
         layer_norm_type="WithBias" if any(k.endswith("norm1.body.bias") for k in state_dict) else "BiasFree",
     )
+
+
+# --------------------------------------------------------------------------- released weights
+# Facts from the official repository github.com/swz30/Restormer: the GitHub release "v1.0" assets
+# (https://github.com/swz30/Restormer/releases/tag/v1.0; also the Drive folders each task's README links),
+# the task options (LayerNorm_type BiasFree for denoising, inp_channels 1 for grayscale)
+# and the paper (arXiv 2111.09881). Hugging Face mirror: deepinv/Restormer (same file names, not verified
+# byte for byte here). No hash or size is published by the authors. License: the repository's LICENSE.md
+# (Academic Public License, non-commercial use).
+_RELEASE = "https://github.com/swz30/Restormer/releases/download/v1.0/"
+_LICENSE = "Academic Public License (non-commercial; LICENSE.md of swz30/Restormer)"
+
+
+def _restormer_weights(
+    variant: str, file_name: str, arch: str, config: dict[str, Any], num_params: int, **facts: Any
+) -> None:
+    register_weights(
+        PretrainedWeights(
+            name=f"restormer.{variant}",
+            arch=arch,
+            config=config,
+            file_name=file_name,
+            sources=(
+                WeightsSource("url", _RELEASE + file_name),
+                WeightsSource("hf", "deepinv/Restormer", file_name, note="third-party mirror (deepinv)"),
+            ),
+            num_params=num_params,
+            license=_LICENSE,
+            **facts,
+        )
+    )
+
+
+_restormer_weights(
+    "deraining", "deraining.pth", "restormer", {}, 26_126_644, tasks=("rain",),
+    training_data="Rain13K", reported=("average of Test100, Rain100H, Rain100L, Test2800, Test1200 33.96/0.935",),
+    protocol="PSNR/SSIM on the Y channel (Deraining/evaluate_PSNR_SSIM.m)", default=True,
+)  # fmt: skip
+_restormer_weights(
+    "motion_deblurring", "motion_deblurring.pth", "restormer", {}, 26_126_644, tasks=("blur",),
+    training_data="GoPro", reported=("GoPro 32.92/0.961",), protocol="PSNR/SSIM on RGB (GoPro test set)",
+)  # fmt: skip
+_restormer_weights(
+    "single_image_defocus_deblurring", "single_image_defocus_deblurring.pth", "restormer", {}, 26_126_644,
+    tasks=("defocus",), training_data="DPDD (single image)", protocol="DPDD test set, 76 scenes",
+)  # fmt: skip
+# dual_pixel_defocus_deblurring.pth is not registered: its network (dual_pixel_task, a skip_conv module)
+# is not an architecture of this library, so it would fail the architecture check.
+_restormer_weights(
+    "real_denoising", "real_denoising.pth", "restormer_biasfree", {}, 26_111_668, tasks=("noise",),
+    training_data="SIDD", reported=("SIDD 40.02/0.960",), protocol="PSNR/SSIM on RGB (SIDD validation blocks)",
+)  # fmt: skip
+for _variant in ("blind", "sigma15", "sigma25", "sigma50"):
+    _restormer_weights(
+        f"gaussian_color_denoising_{_variant}", f"gaussian_color_denoising_{_variant}.pth",
+        "restormer_biasfree", {}, 26_111_668, tasks=("noise",), training_data="DFWB (DIV2K, Flickr2K, BSD400, WED)",
+        protocol="PSNR on RGB (CBSD68, Kodak24, McMaster, Urban100), Gaussian noise of the given sigma",
+    )  # fmt: skip
+    _restormer_weights(
+        f"gaussian_gray_denoising_{_variant}", f"gaussian_gray_denoising_{_variant}.pth", "restormer_biasfree",
+        {"in_channels": 1, "out_channels": 1}, 26_109_076, tasks=("noise",),
+        training_data="DFWB (DIV2K, Flickr2K, BSD400, WED), grayscale",
+        protocol="PSNR on grayscale images (Set12, BSD68, Urban100), Gaussian noise of the given sigma",
+    )  # fmt: skip

@@ -1,0 +1,107 @@
+"""``allinone-ir weights``: list, download and import the official pretrained weights.
+
+- ``allinone-ir weights [PATTERN]``: every registered file with its architecture, parameters, size,
+  tasks, the paper's scores, license and whether it is in the cache (and where the cache is);
+- ``allinone-ir weights download NAME``: fetch, verify and convert one file;
+- ``allinone-ir weights import NAME FILE``: the same for a file fetched by hand (Google Drive).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``weights`` sub-command."""
+    p = subparsers.add_parser(
+        "weights",
+        help="list, download or import the official pretrained weights",
+        description="Without an action: list the registered weights (optionally filtered by a pattern). "
+        "The cache is $ALLINONE_IR_CACHE or <torch hub dir>/allinone_ir; $ALLINONE_IR_MIRROR=BASE_URL "
+        "fetches BASE_URL/<name>/<file> instead of the sources.",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="list",
+        help="list [PATTERN] (default), download NAME, or import NAME FILE",
+    )
+    p.add_argument("args", nargs="*", help="PATTERN, NAME or NAME FILE")
+    p.add_argument(
+        "--cache-dir", default=None, help="cache folder (default: $ALLINONE_IR_CACHE or the torch hub dir)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """List, download or import.
+
+    Raises:
+        UsageError: If the action or its arguments are wrong, or no name matches the pattern.
+    """
+    action, rest = args.action, list(args.args)
+    if action not in ("list", "download", "import"):  # `weights PATTERN`
+        action, rest = "list", [action, *rest]
+    if action == "list":
+        if len(rest) > 1:
+            raise UsageError(f"weights list takes at most one pattern, got {' '.join(rest)}")
+        return _list(rest[0] if rest else None, args.cache_dir)
+    from ..weights import download_weights, import_weights
+
+    if action == "download":
+        if len(rest) != 1:
+            raise UsageError("usage: allinone-ir weights download NAME")
+        folder = download_weights(rest[0], cache_dir=args.cache_dir, progress=not args.quiet)
+    else:
+        if len(rest) != 2:
+            raise UsageError("usage: allinone-ir weights import NAME FILE")
+        folder = import_weights(rest[0], rest[1], cache_dir=args.cache_dir)
+    print(f"{rest[0]}: verified and converted in {folder}")
+    print(f"use it: allinone-ir restore --weights {rest[0]} INPUT --out OUTPUT")
+    return 0
+
+
+def _size(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+def _list(pattern: str | None, directory: str | None) -> int:
+    from ..models._weights import get_weights, list_pretrained, weights_notes
+    from ..weights import CACHE_ENV, MIRROR_ENV, cache_dir, cached_state
+
+    names = list_pretrained(pattern)
+    if not names:
+        raise UsageError(
+            f"no pretrained weights match {pattern!r}; the names are {', '.join(list_pretrained())}"
+        )
+    rows = [("name", "architecture", "params", "size", "tasks", "cached", "license")]
+    for name in names:
+        e = get_weights(name)
+        state = cached_state(name, directory)
+        cached = {"converted": "yes", "file": "file", "no": "no" if e.downloadable else "manual"}[state]
+        params = "-" if e.num_params is None else f"{e.num_params / 1e6:.2f}M"
+        rows.append(
+            (name, e.arch, params, _size(e.size), "+".join(e.tasks), cached, e.license.split(" (")[0])
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print()
+    for name in names:
+        e = get_weights(name)
+        if e.reported:
+            print(f"{name}: {'; '.join(e.reported)} ({e.protocol})")
+    for family, note in weights_notes().items():
+        print(f"{family}: {note}")
+    print(
+        f"cache: {cache_dir(directory)} (set {CACHE_ENV} to change; {MIRROR_ENV}=BASE_URL fetches from a mirror)"
+    )
+    print(
+        "cached: yes = ready; manual = Google Drive / a page only: `allinone-ir weights download NAME` says how"
+    )
+    return 0
