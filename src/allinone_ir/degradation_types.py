@@ -12,12 +12,12 @@ label  name          display name    aliases       used by
 2      ``haze``      haze            ``dehaze``    PIP (default), synthesis, PromptIR/PIP data
 3      ``blur``      blur            ``deblur``    PIP (default), synthesis, PIP data
 4      ``lowlight``  low light       ``enhance``   PIP (default), synthesis, PIP data
-5      ``snow``      snow            ``desnow``    synthesis, course data, demo
+5      ``snow``      snow            ``desnow``    synthesis, demo
 =====  ============  ==============  ============  ===============================================
 
 Labels 0-4 are the five classes of the PIP paper and its official code (noise 0, rain 1, haze 2,
 blur 3, low-light 4), which a PIP network's degradation-aware prompts and classifier are indexed
-by; snow, the course task's second weather type, comes after them so that no PIP label moves.
+by; snow comes after them so that no PIP label moves.
 :data:`DEFAULT_DEGRADATIONS` is the first five names: the degradations of a PIP network unless
 it is built with ``degradations=[...]``.
 

@@ -179,8 +179,8 @@ def _device_of(model: nn.Module) -> torch.device:
 def prefers_channels_last(device: str | torch.device) -> bool:
     """Whether the channels-last memory format is the fast layout for these networks on ``device``.
 
-    True on CPU (oneDNN's depthwise and 1x1 convolutions, measured 1.4-2x faster end to end) and on
-    CUDA (tensor-core convolutions); false elsewhere (e.g. MPS), where NCHW is kept.
+    True on CPU (oneDNN's depthwise and 1x1 convolutions) and on CUDA (tensor-core convolutions);
+    false elsewhere (e.g. MPS), where NCHW is kept. The figures are in ``docs/benchmarks.md``.
 
     Args:
         device: The device the network runs on.
@@ -669,8 +669,7 @@ def restore(
         tta: ``False``; ``"flip"`` (average over 4 flips); ``"x8"`` or ``True`` (self-ensemble over the
             8 flips and 90-degree rotations). Prefer ``"flip"`` for degradations with a direction
             (rain, snow) unless the network was trained on rotated pairs: x8 also shows it sideways
-            streaks, and on networks trained on this library's synthetic rain and snow (drawn upright
-            after augmentation) x8 lost 1.2 dB where flip gained 0.4 dB (``docs/study.md``).
+            streaks (see ``docs/study.md``).
         degradation: For networks with ``accepts_degradation`` (PIP): ``None`` (blind), a name such
             as ``"rain"``, an int label, a list of names / a tensor with one entry per image, or
             ``(N, T)`` weights. Other networks reject it.

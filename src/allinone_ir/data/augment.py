@@ -108,7 +108,7 @@ def paired_random_augment(
     """Apply one random mode from ``modes`` (see :func:`augment_mode`) identically to every image.
 
     ``modes=range(1, 8)`` is the official PromptIR choice (always one of the 7 non-identity
-    modes); ``(0, 1)`` with flips only is what the course reports use.
+    modes); ``(0, 1)`` flips only.
 
     Examples:
         >>> a = torch.rand(3, 4, 4)

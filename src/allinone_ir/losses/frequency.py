@@ -1,4 +1,4 @@
-"""Frequency-domain losses: an FFT L1 loss and the Guided Frequency Loss (report 003)."""
+"""Frequency-domain losses: an FFT L1 loss and the Guided Frequency Loss."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def guided_frequency_loss(
     num_stages: int = 5,
     levels: int = 3,
 ) -> torch.Tensor:
-    r"""Guided Frequency Loss (Benjdira et al., 2023; the loss of report 003).
+    r"""Guided Frequency Loss (Benjdira et al., 2023).
 
     Three components computed in parallel and joined as
 

@@ -99,7 +99,7 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor, reduction: Reduction = "m
 def charbonnier_loss(
     pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3, reduction: Reduction = "mean"
 ) -> torch.Tensor:
-    r"""Charbonnier loss :math:`\sqrt{(p - t)^2 + \epsilon^2}`, a smooth L1 (report 003's baseline).
+    r"""Charbonnier loss :math:`\sqrt{(p - t)^2 + \epsilon^2}`, a smooth L1.
 
     Args:
         pred: Network output.

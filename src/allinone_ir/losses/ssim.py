@@ -1,4 +1,4 @@
-"""SSIM-based losses: ``1 - SSIM`` and the L1 + SSIM mix of report 001 (weight 0.84)."""
+"""SSIM-based losses: ``1 - SSIM`` and the L1 + SSIM mix (L1 weight 0.84 by default)."""
 
 from __future__ import annotations
 
@@ -54,14 +54,14 @@ def l1_ssim_loss(
     window: Window = "gaussian",
     data_range: float = 1.0,
 ) -> torch.Tensor:
-    r"""Mix of L1 and SSIM (Zhao et al., "Loss Functions for Image Restoration"; report 001).
+    r"""Mix of L1 and SSIM (Zhao et al., "Loss Functions for Image Restoration").
 
     .. math:: \alpha \cdot L_1 + (1 - \alpha) \cdot (1 - \mathrm{SSIM})
 
     Args:
         pred: Network output.
         target: Reference.
-        alpha: Weight of the L1 term (0.84 in the paper and the report).
+        alpha: Weight of the L1 term (0.84 in the paper).
         window: SSIM window, ``"gaussian"`` or ``"uniform"``.
         data_range: Value span of the images.
 

@@ -1,8 +1,7 @@
 """Staged fine-tuning: freeze a network, unfreeze named module groups, list what trains.
 
-Report 003 fine-tunes PromptIR in two stages: first continue with milder augmentation,
-then freeze the network and retrain a few core modules (the refinement blocks, the
-first decoder level, the prompts ...). With these helpers that is::
+A second training stage that retrains only a few core modules of a trained network (the
+refinement blocks, the first decoder level, the prompts ...) is::
 
     freeze(model)
     unfreeze(model, ["refinement", "output", "decoder_level1", "prompt*"])

@@ -139,9 +139,8 @@ def _collate_keys(batch: dict[str, Any], device: torch.device, channels_last: bo
 class Trainer:
     """Train a restoration network on a dataset of ``{"degraded", "clean", "label", ...}`` samples.
 
-    One object does what the course reports wrote by hand: AdamW / Adam, linear warm-up and
-    cosine decay to a floor (per update), gradient accumulation and clipping, bf16 / fp16
-    autocast (fp16 with a gradient scaler; bf16 falls back to fp32 where the GPU lacks it),
+    AdamW / Adam, linear warm-up and cosine decay to a floor (per update), gradient accumulation and
+    clipping, bf16 / fp16 autocast (fp16 with a gradient scaler; bf16 falls back to fp32 where the GPU lacks it),
     EMA weights, channels-last (default), optional ``torch.compile``, validation with PSNR / SSIM per
     degradation under a named metric protocol, best-weights tracking, CSV / JSON logs,
     a progress bar, PNG curves, and DDP when launched by ``torchrun``.
