@@ -129,6 +129,7 @@ def _large_block() -> FreModule:
     return block
 
 
+@pytest.mark.slow  # torch.compile
 def test_frequency_block_bf16_autocast_channels_last_and_compile() -> None:
     block = _large_block()
     img, y = torch.rand(1, 3, 512, 512), torch.randn(1, 16, 256, 256)

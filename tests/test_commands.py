@@ -293,6 +293,7 @@ def test_a_new_family_needs_no_edit_to_the_cli_or_the_trainer(
     assert all(torch.equal(saved[k], v.cpu()) for k, v in trainer.model.state_dict().items())
 
 
+@pytest.mark.slow  # every network at full size
 @pytest.mark.parametrize("name", sorted(__import__("tests.tiny_configs", fromlist=["TINY"]).TINY))
 def test_info_counts_flops_of_every_registered_network(name: str) -> None:
     """`allinone-ir info` counts FLOPs on the meta device: every family's forward must run there."""

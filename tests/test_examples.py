@@ -1,4 +1,4 @@
-"""Every script in examples/ runs in its reduced form (``--smoke``) and prints what it promises."""
+"""Every script in the repository's examples/ (not in the wheel) runs in its reduced form (``--smoke``) and prints what it promises."""
 
 from __future__ import annotations
 
@@ -34,9 +34,18 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_every_example_has_an_expectation() -> None:
     assert {p.name for p in EXAMPLES} == set(EXPECTED), "add the new example to EXPECTED"
+    assert set(EXPECTED) > TRAINING
 
 
-@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+# The examples that train (20-70 s each on a busy 2-core CPU) are slow tests; the others stay in `-m "not slow"`.
+TRAINING = {"train_paired_folders.py", "degradation_control.py", "pip_custom_unet.py", "ddp_training.py"}
+
+
+@pytest.mark.parametrize(
+    "script",
+    [pytest.param(p, marks=pytest.mark.slow) if p.name in TRAINING else p for p in EXAMPLES],
+    ids=lambda p: p.name,
+)
 def test_example_smoke(script: Path, tmp_path: Path) -> None:
     proc = _run([str(script), "--smoke"], cwd=tmp_path)  # run from elsewhere: no reliance on the cwd
     assert proc.returncode == 0, f"{script.name} failed:\n{proc.stdout}\n{proc.stderr}"

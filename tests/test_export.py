@@ -56,6 +56,7 @@ def _build(name: str) -> torch.nn.Module:
     return net
 
 
+@pytest.mark.slow  # torch.compile of every network: 10-35 s each on 2 cores
 @pytest.mark.parametrize("name", NAMES)
 def test_compile_fullgraph(name: str) -> None:
     """PIP networks in blind mode (their classifier picks the degradation weights)."""

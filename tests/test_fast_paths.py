@@ -239,6 +239,7 @@ class TestModelFastPaths:
             torch.testing.assert_close(p.grad, ref[n], atol=1e-6, rtol=1e-4, msg=n)
 
 
+@pytest.mark.slow  # torch.compile: about a minute on 2 cores
 def test_torch_compile_tiny_promptir_matches_eager() -> None:
     """Whole network, one graph (``fullgraph``: no graph breaks), forward and backward."""
     torch._dynamo.reset()

@@ -356,6 +356,7 @@ def test_low_precision_warns_only_when_emulated(monkeypatch) -> None:
         restore(net, x)  # fp32 never warns
 
 
+@pytest.mark.slow  # torch.compile: about a minute on 2 cores
 def test_compile_option_compiles_once_per_mode(monkeypatch) -> None:
     """compile=True goes through torch.compile (here its eager backend: no code generation), cached."""
     import allinone_ir.inference as inf

@@ -381,6 +381,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, kind: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # two training processes
 @pytest.mark.parametrize("kind", ["nafnet", "family"])
 def test_ddp_two_gloo_processes_match_one_process(tmp_path: Path, kind: str) -> None:
     """Also for a family term whose parameters only the training forward uses (PIP's classifier)."""
