@@ -12,6 +12,7 @@ from ..layers.norm import NormKind
 from ..layers.promptir import PromptGenBlock, PromptInteraction
 from ..layers.transformer import TransformerBlock
 from ._registry import register_architecture, register_model
+from ._weights import PretrainedWeights, WeightsSource, register_weights
 from .restormer import RestormerUNet
 
 __all__ = ["PROMPTIR_UNUSED_MODULES", "PromptIR", "promptir"]
@@ -225,3 +226,33 @@ class PromptIR(RestormerUNet):
 def promptir(**kwargs: Any) -> PromptIR:
     """PromptIR, official all-in-one configuration (35,376,967 parameters)."""
     return PromptIR(**kwargs)
+
+
+# --------------------------------------------------------------------------- released weights
+# Facts from the official README (github.com/va1shn9v/PromptIR, README.md "Testing": the Drive link and
+# "also available under the releases tab"), LICENSE.md (Academic Public License, non-commercial) and the
+# paper (arXiv 2306.13090, Table 1: all-in-one, three degradations). No hash or size is published.
+register_weights(
+    PretrainedWeights(
+        name="promptir.three_task",
+        arch="promptir",
+        file_name="model.ckpt",
+        sources=(
+            WeightsSource("url", "https://github.com/va1shn9v/PromptIR/releases/download/v1.0/model.ckpt"),
+            WeightsSource("gdrive", "1j-b5Od70pGF7oaCqKAfUzmf-N-xEAjYl"),  # README, "Testing"
+        ),
+        num_params=35_376_967,  # the official configuration built here (the six unused modules not built)
+        tasks=("noise", "rain", "haze"),
+        license="Academic Public License (non-commercial; LICENSE.md)",
+        training_data="BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)",
+        reported=(
+            "SOTS 30.58/0.974",
+            "Rain100L 36.37/0.972",
+            "BSD68 sigma15 33.98/0.933",
+            "BSD68 sigma25 31.31/0.888",
+            "BSD68 sigma50 28.06/0.799",
+        ),  # paper Table 1 (all-in-one)
+        protocol="PSNR/SSIM on RGB, no crop (the official test.py); see allinone_ir.metrics 'promptir'",
+        default=True,
+    )
+)
