@@ -33,6 +33,7 @@ __all__ = [
     "TrainingDivergedError",
     "UnknownNameError",
     "UsageError",
+    "UsageTypeError",
     "install_hint",
     "require",
 ]
@@ -103,6 +104,10 @@ class TrainingDivergedError(AllInOneIRError, RuntimeError):
 
 class UsageError(AllInOneIRError, ValueError):
     """A command-line option or an input the user gave cannot be used; the message names it."""
+
+
+class UsageTypeError(AllInOneIRError, TypeError):
+    """An argument of the wrong type (e.g. a list where a tensor is expected); the message names the type expected."""
 
 
 class DownloadError(AllInOneIRError, OSError):
