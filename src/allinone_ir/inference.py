@@ -6,15 +6,10 @@ separable window, normalised by the accumulated weight, so that no seam is visib
 and peak memory depends on the tile size, not on the image size. ``tta`` averages the
 outputs over flips (and 90-degree rotations for the x8 self-ensemble).
 
-The fast path is the default: :func:`prepare_for_inference` (called by :func:`restore`) moves
-the network to its device and stores its weights in the memory format that is fastest there
-(channels-last on CPU and CUDA, where it is 1.4-2x faster for these networks), so that every
-feature map stays in that layout. ``restore(..., dtype=torch.bfloat16)`` runs under autocast with
-:func:`low_precision_policy` (statistics and softmax in float32, and the few layers that bf16
-perturbs most kept in float32), and
-``compile=True`` wraps the network in ``torch.compile`` (with CUDA graphs on a GPU). :func:`restore`
-leaves the process as it found it (allocator, threads and environment untouched); a program that
-restores many images on a CPU runs faster with jemalloc or tcmalloc preloaded (``docs/benchmarks.md``).
+:func:`prepare_for_inference` (called by :func:`restore`) moves the network to its device and
+stores its weights channels-last where that is faster (CPU, CUDA). ``dtype=torch.bfloat16`` runs
+under autocast with the network's :func:`low_precision_policy`; ``compile=True`` wraps the network in
+``torch.compile``. :func:`restore` changes no process-wide state (allocator, threads, environment).
 
 Blending window (per axis, for a tile edge that borders another tile; ``O`` = overlap):
 the outermost ``O // 4`` pixels get weight 0 (they see the tile's padding), the next
@@ -39,7 +34,7 @@ import torch
 from torch import nn
 
 from ._runtime import autocast, low_precision_dtype, progress_bar
-from .errors import UsageError
+from .errors import UsageError, UsageTypeError
 from .io import _mode_pixels, array_to_tensor, read_image_array, tensor_to_array, write_image
 
 __all__ = [
@@ -87,7 +82,7 @@ def tta_transforms(mode: TTAMode | bool) -> list[Transform]:
     if mode is True:
         mode = "x8"
     if mode not in TTA_MODES:
-        raise ValueError(f"tta must be False, True, 'flip' or 'x8', got {mode!r}")
+        raise UsageError(f"tta must be False, True, 'flip' or 'x8', got {mode!r}")
     pairs: list[Transform] = []
     rotations = (0, 1, 2, 3) if mode == "x8" else (0, 2)
     for k in rotations:
@@ -233,11 +228,9 @@ def prepare_for_inference(
 ) -> nn.Module:
     """Put a network on its device in the fastest memory format there, in place (values are unchanged).
 
-    This is what :func:`restore` does before running a network; call it yourself to run the network
-    directly at the same speed. Weights of 4-D convolutions are stored channels-last where
-    :func:`prefers_channels_last` says so; the networks of this library then convert their input and
-    keep every feature map in that layout. Parameter values, names and the state dict are unchanged
-    (only strides), so checkpoints, training and export work as before.
+    What :func:`restore` does before running a network. 4-D weights are stored channels-last where
+    :func:`prefers_channels_last` says so, and the networks then keep every feature map in that
+    layout; only strides change, not values or the state dict.
 
     Args:
         model: The network (modified in place, like ``model.to``).
@@ -333,7 +326,7 @@ def compiled_for_inference(model: nn.Module, mode: bool | str = True) -> nn.Modu
     if mode is True:
         mode = "reduce-overhead" if _device_of(model).type == "cuda" else "default"
     if not isinstance(mode, str):
-        raise ValueError(f"compile must be True, False or a torch.compile mode, got {mode!r}")
+        raise UsageError(f"compile must be True, False or a torch.compile mode, got {mode!r}")
     cache = _COMPILED.setdefault(model, {})
     if mode not in cache:
         cache[mode] = torch.compile(model, mode=mode)  # type: ignore[assignment]
@@ -372,7 +365,7 @@ class _Runner:
         self.degradation = degradation
         self.takes_degradation = bool(getattr(model, "accepts_degradation", False))
         if degradation is not None and not self.takes_degradation:
-            raise ValueError(
+            raise UsageError(
                 f"{type(model).__name__} does not take a degradation (only PIP networks do); "
                 "drop the degradation argument"
             )
@@ -490,7 +483,7 @@ def _restore_tiled(
 def _check_finite(x: torch.Tensor) -> None:
     if not bool(torch.isfinite(x).all()):
         bad = "NaN" if bool(torch.isnan(x).any()) else "infinite"
-        raise ValueError(f"the input image contains {bad} values; restore() needs finite values in [0, 1]")
+        raise UsageError(f"the input image contains {bad} values; restore() needs finite values in [0, 1]")
 
 
 def _to_tiles_arg(tile: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -498,7 +491,7 @@ def _to_tiles_arg(tile: int | Sequence[int] | None) -> tuple[int, int] | None:
         return None
     size = (tile, tile) if isinstance(tile, int) else tuple(int(t) for t in tile)
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"tile must be a positive int or (height, width), got {tile!r}")
+        raise UsageError(f"tile must be a positive int or (height, width), got {tile!r}")
     return size  # type: ignore[return-value]
 
 
@@ -521,11 +514,11 @@ def _restore_tensor(
     """Restore an ``(N, C, H, W)`` float tensor; returns float32 on the CPU."""
     tile_hw = _to_tiles_arg(tile)
     if overlap < 0:
-        raise ValueError(f"overlap must be >= 0, got {overlap}")
+        raise UsageError(f"overlap must be >= 0, got {overlap}")
     if tile_hw is not None and overlap >= min(tile_hw):
-        raise ValueError(f"overlap ({overlap}) must be smaller than the tile size ({tile_hw})")
+        raise UsageError(f"overlap ({overlap}) must be smaller than the tile size ({tile_hw})")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     _check_finite(x)
     dev = _device_of(model) if device is None else torch.device(device)
     prepare_for_inference(model, dev, channels_last=channels_last)
@@ -598,7 +591,7 @@ def restore_array(
         ((3, 2, 2), dtype('uint16'), [[0, 1000], [30000, 65535]])
     """
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"expected (H, W, C) pixels with C in 1..4, got shape {arr.shape}")
+        raise UsageError(f"expected (H, W, C) pixels with C in 1..4, got shape {arr.shape}")
     n_colour = 1 if arr.shape[2] <= 2 else 3
     x = array_to_tensor(arr[:, :, :n_colour])
     in_ch = int(getattr(model, "in_channels", 3))
@@ -645,14 +638,9 @@ def restore(
 ) -> Any:
     """Restore an image of any size with a network, optionally tiled and with test-time augmentation.
 
-    The network runs in eval mode under ``torch.no_grad`` (its train/eval mode is
-    restored afterwards). Tiles are taken on the CPU, sent to ``device`` ``batch_size`` at
-    a time and blended back into a float32 CPU buffer, so the device only ever holds one
-    batch of tiles.
-
-    The fast path needs no options: the network is moved to ``device`` and its weights are stored
-    channels-last where that is faster (CPU, CUDA), in place, as :func:`prepare_for_inference`
-    does (values unchanged). ``dtype=torch.bfloat16`` is the one switch for low precision.
+    The network runs in eval mode under ``torch.no_grad`` (its mode is restored afterwards) and is
+    prepared in place by :func:`prepare_for_inference`. Tiles are sent to ``device`` ``batch_size``
+    at a time and blended into a float32 CPU buffer, so the device holds one batch of tiles.
 
     Args:
         model: A restoration network taking ``(N, C, H, W)`` images in [0, 1].
@@ -683,10 +671,9 @@ def restore(
             AMX, see :func:`native_low_precision`) is slower than float32 and warns.
         channels_last: Memory format of the weights and activations: ``None`` (default) picks the
             fastest for the device (:func:`prefers_channels_last`); ``True``/``False`` forces it.
-        compile: ``True`` runs the network through ``torch.compile`` (``"reduce-overhead"``, i.e. CUDA
-            graphs, on a GPU), or a ``torch.compile`` mode string; cached per network. Every new
-            input shape compiles once (minutes on a CPU), so it pays off for many images or tiles of
-            one size.
+        compile: ``True`` runs the network through ``torch.compile`` (``"reduce-overhead"`` on a
+            GPU), or a ``torch.compile`` mode string; cached per network. Each new input shape
+            compiles once.
         clamp: Clamp the result to [0, 1]; ``False`` keeps raw values for float outputs (integer
             outputs are always clamped).
         progress: Show a tqdm progress bar: ``None`` shows it on a terminal for jobs of more than
@@ -738,20 +725,20 @@ def restore(
     in_ch = int(getattr(model, "in_channels", 3))
 
     if output is not None and not isinstance(image, (str, os.PathLike)):
-        raise ValueError("output= is only used with a path input; write the returned image yourself")
+        raise UsageError("output= is only used with a path input; write the returned image yourself")
 
     if isinstance(image, torch.Tensor):
         if image.ndim not in (3, 4):
-            raise ValueError(
+            raise UsageError(
                 f"a tensor image must be (C, H, W) or (N, C, H, W), got shape {tuple(image.shape)}"
             )
         if not image.is_floating_point():
-            raise ValueError(
+            raise UsageError(
                 f"a tensor image must be floating point in [0, 1], got {image.dtype}; use x.float() / 255"
             )
         batch = image if image.ndim == 4 else image.unsqueeze(0)
         if batch.shape[1] != in_ch:
-            raise ValueError(f"the network takes {in_ch} channels, the image has shape {tuple(image.shape)}")
+            raise UsageError(f"the network takes {in_ch} channels, the image has shape {tuple(image.shape)}")
         out = _restore_tensor(model, batch, clamp=clamp, **opts)
         out = out if image.ndim == 4 else out[0]
         return out.to(device=image.device, dtype=image.dtype)
@@ -765,7 +752,7 @@ def restore(
 
     if isinstance(image, (str, os.PathLike)):
         if output is not None and _same_file(output, image):
-            raise ValueError(f"output {output} is the input file; refusing to overwrite an input")
+            raise UsageError(f"output {output} is the input file; refusing to overwrite an input")
         # the pixels keep the file's channels (grayscale stays grayscale, alpha is copied back) and depth
         _, res = restore_array(
             model,
@@ -776,7 +763,7 @@ def restore(
             return res
         return write_image(output, res, bits=8 if res.dtype == np.uint8 else 16, overwrite=overwrite)
 
-    raise TypeError(
+    raise UsageTypeError(
         "image must be a torch.Tensor, a numpy array, a PIL image or a path, got " + type(image).__name__
     )
 
@@ -799,7 +786,7 @@ def _restore_pil(model: nn.Module, image: Any, restore_fn: Callable[[Any], Any])
     try:
         arr = _mode_pixels(image, "the PIL image")
     except ImageReadError as exc:
-        raise ValueError(f"cannot restore the PIL image: {exc.reason}") from exc
+        raise UsageError(f"cannot restore the PIL image: {exc.reason}") from exc
     if arr.ndim == 2:
         arr = arr[:, :, None]
     _, res = restore_array(model, arr, restore_fn)
@@ -817,10 +804,10 @@ def _restore_array(
 ) -> np.ndarray:
     squeeze = arr.ndim == 2
     if arr.ndim not in (2, 3):
-        raise ValueError(f"a numpy image must be (H, W, C) or (H, W), got shape {arr.shape}")
+        raise UsageError(f"a numpy image must be (H, W, C) or (H, W), got shape {arr.shape}")
     x = array_to_tensor(arr)
     if x.shape[0] != in_ch:
-        raise ValueError(f"the network takes {in_ch} channels, the array has shape {arr.shape} (H, W, C)")
+        raise UsageError(f"the network takes {in_ch} channels, the array has shape {arr.shape} (H, W, C)")
     out = _restore_tensor(model, x.unsqueeze(0), clamp=clamp, **opts)[0]
     if np.issubdtype(arr.dtype, np.floating):
         res = out.permute(1, 2, 0).numpy().astype(arr.dtype)
