@@ -78,10 +78,8 @@ def frequency_split(
 
     ``low = |ifft2(fft2(x) * m)|`` and ``high = |ifft2(fft2(x) * (1 - m))|`` with ``m`` the mask of
     :func:`low_frequency_mask` (both transforms with ``norm="forward"``, as the official code). Runs
-    in float32 (``torch.fft`` has no bfloat16 kernels): the inputs are cast and autocast is off inside.
-    When the map is smaller than ``band`` in either direction the mask is empty whatever the
-    threshold, so ``low = 0`` and ``high = |x|`` are returned without transforms (the official code
-    computes ``|ifft2(fft2(x))|``, equal up to rounding, about 1e-7 relative).
+    in float32 (``torch.fft`` has no bfloat16 kernels). When the map is smaller than ``band`` in
+    either direction the mask is empty, so ``low = 0`` and ``high = |x|`` are returned directly.
 
     Args:
         x: The map to split.
@@ -228,20 +226,11 @@ class FreModule(nn.Module):
     (``channel_cross_agg``): ``out = para1 * attn + para2 * y`` with ``para1 = 0``, ``para2 = 1``
     at initialisation.
 
-    Weights that no gradient can reach are buffers, not parameters (same keys and values as the
-    official ones; every parameter of the network gets a gradient, so DDP needs no
-    ``find_unused_parameters``, which the official training sets):
-
-    - ``rate_conv``: the threshold reaches the output only through the integer band size;
-    - with ``bias=False``, ``channel_cross_h``'s ``q.weight``, ``q_dwconv.weight`` and
-      ``temperature``: the low band is exactly zero whenever the map is smaller than ``2 band``
-      in either direction (the band size ``floor((H // band) t)`` is 0 for ``H < 2 band``). That is
-      every map of the official training (128 px crops: maps of 16 to 64 px) and of the 3-task test
-      sets, so the official training never changes them; a zero query gives uniform attention,
-      whatever these weights. They still act on larger inputs, with the released values.
-
-    The official module also builds ``conv`` and ``score_gen``, which its forward never uses; they
-    are not built here.
+    Weights no gradient can reach are buffers (same keys and values as the official parameters, so
+    DDP needs no ``find_unused_parameters``): ``rate_conv`` (the threshold only sets the integer band
+    size) and, with ``bias=False``, ``channel_cross_h``'s ``q.weight``, ``q_dwconv.weight`` and
+    ``temperature`` (the low band is zero for maps under ``2 band`` pixels). The official ``conv`` and
+    ``score_gen``, unused by its forward, are not built.
 
     Args:
         dim: Channels of the feature.

@@ -127,12 +127,9 @@ def channel_attention(
 
     .. math:: \\mathrm{out} = \\mathrm{softmax}(\\hat q \\hat k^T \\cdot \\tau)\\, v
 
-    The normalisation is fused: the raw Gram matrix ``q k^T`` is divided by the
-    outer product of the row norms, which is equal to normalising ``q`` and ``k``
-    first but never writes the normalised tensors. ``q`` may have a different
-    spatial size from ``k`` and ``v`` only if it has the same number of pixels.
-    Works on NCHW and channels-last storage (and on channel slices of either)
-    without copies; the output has the memory format of ``v``.
+    The Gram matrix ``q k^T`` is divided by the outer product of the row norms (the normalised
+    tensors are never written). NCHW and channels-last inputs work without copies; the output has
+    the memory format of ``v``.
 
     Args:
         q: Queries.
@@ -179,13 +176,8 @@ def projected_channel_attention(
     """:func:`channel_attention` on the stacked ``qkv`` followed by a 1x1 projection, fused.
 
     Equal to ``conv1x1(channel_attention(q, k, v), proj_weight, proj_bias)`` with
-    ``q, k, v = qkv.chunk(3, dim=1)``, computed faster:
-
-    - the squared norms of ``q`` and ``k`` are one reduction over both;
-    - the projection is folded into the attention matrix,
-      ``W_{proj}\\,\\mathrm{blockdiag}(A_1..A_h)`` (a ``C x C`` matrix per sample, cheap), so
-      ``attn @ v`` and the projection become a single ``(C x C) @ (C x HW)`` product;
-    - nothing is copied for NCHW or channels-last ``qkv``; the output keeps its memory format.
+    ``q, k, v = qkv.chunk(3, dim=1)``; the projection is folded into the ``C x C`` attention matrix,
+    so ``attn @ v`` and the projection are one product. The output keeps ``qkv``'s memory format.
 
     Args:
         qkv: Queries, keys and values stacked along channels.
