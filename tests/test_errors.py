@@ -24,6 +24,7 @@ from allinone_ir.errors import (
     TrainingDivergedError,
     UnknownNameError,
     UsageError,
+    UsageTypeError,
     install_hint,
     require,
 )
@@ -39,6 +40,8 @@ BUILTINS = {
     MissingDependencyError: ImportError,
     UnknownNameError: KeyError,
     ModelArgumentError: TypeError,
+    DownloadError: OSError,
+    UsageTypeError: TypeError,
 }
 
 

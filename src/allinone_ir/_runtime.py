@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from .errors import UsageError
+
 __all__ = ["PRECISIONS", "autocast", "low_precision_dtype", "progress_bar"]
 
 #: Compute dtypes by name, as the options and configs spell them (``--dtype``, ``trainer.precision``).
@@ -39,7 +41,7 @@ def low_precision_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     """
     if isinstance(dtype, str):
         if dtype not in PRECISIONS:
-            raise ValueError(f"dtype must be one of {sorted(PRECISIONS)}, got {dtype!r}")
+            raise UsageError(f"dtype must be one of {sorted(PRECISIONS)}, got {dtype!r}")
         dtype = PRECISIONS[dtype]
     return None if dtype in (None, torch.float32) else dtype
 

@@ -51,6 +51,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .errors import UsageError, UsageTypeError
+
 __all__ = [
     "DEFAULT_DEGRADATIONS",
     "DEGRADATION_LABELS",
@@ -180,7 +182,7 @@ def parse_degradation(spec: str) -> tuple[str, float | None]:
         (('noise', 15.0), ('noise', 50.0), ('rain', None))
     """
     if not isinstance(spec, str):
-        raise TypeError(f"a degradation specification must be a string, got {type(spec).__name__}")
+        raise UsageTypeError(f"a degradation specification must be a string, got {type(spec).__name__}")
     found = _LOOKUP.get(_normalise_name(spec))
     if found is not None:
         return found.name, None
@@ -189,9 +191,9 @@ def parse_degradation(spec: str) -> tuple[str, float | None]:
     if m is None or base is None:
         known = [d.name for d in DEGRADATION_TABLE]
         err = _unknown(spec, known, "the known degradations are")
-        raise ValueError(f"{err}; noise also takes a level: noise_<sigma>, e.g. noise_25")
+        raise UsageError(f"{err}; noise also takes a level: noise_<sigma>, e.g. noise_25")
     if base.name not in _LEVELS:
-        raise ValueError(
+        raise UsageError(
             f"degradation {spec!r}: {base.name} takes no level; only "
             + ", ".join(f"{n}_<{what}>" for n, what in _LEVELS.items())
             + " does (e.g. noise_25)"
@@ -232,7 +234,7 @@ def default_names(count: int) -> tuple[str, ...]:
         ('snow', 'degradation6')
     """
     if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
+        raise UsageError(f"count must be >= 0, got {count}")
     names = [d.name for d in DEGRADATION_TABLE]
     return tuple(names[:count] + [f"degradation{i}" for i in range(len(names), count)])
 
@@ -281,7 +283,7 @@ def _match_names(classes: Sequence[str], names: Sequence[str]) -> dict[str, int]
         except ValueError:
             missing.append(c)
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"the network cannot represent the degradation(s) {missing} of the data: the data's degradations "
             f"are {list(classes)}, the network's are {list(names)} (labels are matched by name, aliases "
             "included)"
@@ -291,7 +293,7 @@ def _match_names(classes: Sequence[str], names: Sequence[str]) -> dict[str, int]
 
 def _label_index(label: int, names: Sequence[str]) -> int:
     if not 0 <= label < len(names):
-        raise ValueError(
+        raise UsageError(
             f"degradation label {label} out of range: labels are 0..{len(names) - 1} for {list(names)}"
         )
     return label
@@ -302,28 +304,28 @@ def _one_sample(spec: Any, names: Sequence[str]) -> list[float]:
     t = len(names)
     row = [0.0] * t
     if isinstance(spec, bool):
-        raise TypeError("a degradation label must be an int or a name, got a bool")
+        raise UsageTypeError("a degradation label must be an int or a name, got a bool")
     if isinstance(spec, int):
         row[_label_index(spec, names)] = 1.0
         return row
     if isinstance(spec, str):
         parts = spec.split("+")
         if any(not p.strip() for p in parts):
-            raise ValueError(f"empty degradation name in {spec!r}; use e.g. 'rain' or 'rain+noise'")
+            raise UsageError(f"empty degradation name in {spec!r}; use e.g. 'rain' or 'rain+noise'")
         for p in parts:  # an equal mixture, as the official code mixes two labels
             row[_name_index(p, names)] += 1.0 / len(parts)
         return row
     if isinstance(spec, Mapping):
         if not spec:
-            raise ValueError("an empty mapping gives no degradation weights; use e.g. {'rain': 1.0}")
+            raise UsageError("an empty mapping gives no degradation weights; use e.g. {'rain': 1.0}")
         for key, value in spec.items():
             idx = _name_index(key, names) if isinstance(key, str) else _label_index(int(key), names)
             w = float(value)
             if not w >= 0.0 or w == float("inf"):
-                raise ValueError(f"degradation weights must be finite and non-negative, got {key!r}: {value}")
+                raise UsageError(f"degradation weights must be finite and non-negative, got {key!r}: {value}")
             row[idx] += w
         return row
-    raise TypeError(
+    raise UsageTypeError(
         f"cannot read a degradation from {type(spec).__name__}; use an int label, a name such as "
         f"{names[0]!r}, 'a+b' for a mixture, or a mapping {{name: weight}}"
     )
@@ -381,11 +383,11 @@ def resolve_degradation_weights(
     """
     names = tuple(names)
     if not names:
-        raise ValueError("the network has no degradation names")
+        raise UsageError("the network has no degradation names")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     if degradation is None:
-        raise TypeError("degradation is None; pass labels, names or weights (or let the network classify)")
+        raise UsageTypeError("degradation is None; pass labels, names or weights (or let the network classify)")
     if isinstance(degradation, torch.Tensor):
         out = _weights_from_tensor(degradation, batch_size, names)
         return out.to(device=device if device is not None else out.device, dtype=dtype)
@@ -393,13 +395,13 @@ def resolve_degradation_weights(
         rows = [_one_sample(degradation, names)] * batch_size
     elif isinstance(degradation, Sequence):
         if len(degradation) != batch_size:
-            raise ValueError(
+            raise UsageError(
                 f"got {len(degradation)} degradations for a batch of {batch_size} images; pass one per "
                 "image, or a single name/label for all"
             )
         rows = [_one_sample(d.item() if isinstance(d, torch.Tensor) else d, names) for d in degradation]
     else:
-        raise TypeError(
+        raise UsageTypeError(
             f"cannot read degradation weights from {type(degradation).__name__}; expected an int, a name, "
             "a mapping, a list of those, or a tensor"
         )
@@ -409,26 +411,26 @@ def resolve_degradation_weights(
 def _weights_from_tensor(w: torch.Tensor, n: int, names: tuple[str, ...]) -> torch.Tensor:
     t = len(names)
     if w.dtype == torch.bool or w.is_complex():
-        raise TypeError(f"degradation tensor must hold integer labels or float weights, got {w.dtype}")
+        raise UsageTypeError(f"degradation tensor must hold integer labels or float weights, got {w.dtype}")
     if not w.is_floating_point():
         if w.ndim == 0:
             w = w.reshape(1).expand(n)
         if w.ndim != 1 or w.shape[0] != n:
-            raise ValueError(
+            raise UsageError(
                 f"integer degradation labels must have shape ({n},) for a batch of {n}, got {tuple(w.shape)}"
             )
         if w.numel() and (int(w.min()) < 0 or int(w.max()) >= t):
-            raise ValueError(f"degradation labels must lie in 0..{t - 1} for {list(names)}, got {w.tolist()}")
+            raise UsageError(f"degradation labels must lie in 0..{t - 1} for {list(names)}, got {w.tolist()}")
         return F.one_hot(w.long(), t).float()
     if w.ndim == 1 and w.shape[0] == t:
         w = w.unsqueeze(0)
     if w.ndim != 2 or w.shape[1] != t or w.shape[0] not in (1, n):
-        raise ValueError(
+        raise UsageError(
             f"degradation weights must have shape ({n}, {t}), (1, {t}) or ({t},) for {list(names)}, "
             f"got {tuple(w.shape)}"
         )
     if not bool(torch.isfinite(w).all()):
-        raise ValueError("degradation weights must be finite")
+        raise UsageError("degradation weights must be finite")
     if bool((w < 0).any()):
-        raise ValueError(f"degradation weights must be non-negative, got minimum {float(w.min())}")
+        raise UsageError(f"degradation weights must be non-negative, got minimum {float(w.min())}")
     return w.expand(n, t)

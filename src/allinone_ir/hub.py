@@ -33,7 +33,15 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .errors import AllInOneIRError, CheckpointError, ModelArgumentError, UnknownNameError, require
+from .errors import (
+    AllInOneIRError,
+    CheckpointError,
+    ModelArgumentError,
+    UnknownNameError,
+    UsageError,
+    UsageTypeError,
+    require,
+)
 from .io import atomic_write
 from .models import create_model, get_model_class, is_model, list_architectures, list_models
 from .models._registry import _unknown
@@ -179,7 +187,7 @@ def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str,
     if isinstance(source, Mapping):
         return source, None, "the given state dict"
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"expected a path or a state dict, got {type(source).__name__}")
+        raise UsageTypeError(f"expected a path or a state dict, got {type(source).__name__}")
     path = Path(source)
     if path.is_dir():
         weights, cfg_file = path / WEIGHTS_NAME, path / CONFIG_NAME
@@ -631,15 +639,15 @@ def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
     name = type(model).__name__
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, Mapping):
-        raise TypeError(
+        raise UsageTypeError(
             f"{name} has no `config` dict of constructor arguments; it cannot be saved for rebuilding"
         )
     try:
         registered = get_model_class(name)
     except KeyError as exc:
-        raise TypeError(f"{name} is not a registered architecture (use @register_architecture)") from exc
+        raise UsageTypeError(f"{name} is not a registered architecture (use @register_architecture)") from exc
     if registered is not type(model):
-        raise TypeError(f"the architecture registered as {name!r} is {registered}, not {type(model)}")
+        raise UsageTypeError(f"the architecture registered as {name!r} is {registered}, not {type(model)}")
     from .metrics import get_protocol
 
     get_protocol(protocol)  # validate the name
@@ -656,7 +664,7 @@ def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
     try:
         json.dumps(out)
     except TypeError as exc:
-        raise TypeError(f"{name}.config is not JSON-serialisable: {exc}") from exc
+        raise UsageTypeError(f"{name}.config is not JSON-serialisable: {exc}") from exc
     return out
 
 
@@ -770,7 +778,7 @@ def convert_checkpoint(
     """
     src_p, dst_p = Path(src), Path(dst)
     if dst_p.resolve() == src_p.resolve():
-        raise ValueError("the converted checkpoint must not replace its source")
+        raise UsageError("the converted checkpoint must not replace its source")
     model = load_checkpoint(src_p, arch, **overrides)
     if dst_p.suffix != ".safetensors":
         return save_pretrained(model, dst_p, overwrite=overwrite, protocol=protocol)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ImageReadError, require
+from .errors import ImageReadError, UsageError, require
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -420,7 +420,7 @@ def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3:
-        raise ValueError(f"expected an (H, W, C) image array, got shape {arr.shape}")
+        raise UsageError(f"expected an (H, W, C) image array, got shape {arr.shape}")
     if arr.dtype == np.uint8:
         x = torch.from_numpy(arr.astype(np.float32) / 255.0)
     elif arr.dtype == np.uint16:
@@ -428,7 +428,7 @@ def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
     elif np.issubdtype(arr.dtype, np.floating):
         x = torch.from_numpy(arr.astype(np.float32, copy=not arr.flags.writeable))
     else:
-        raise ValueError(f"unsupported image dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
+        raise UsageError(f"unsupported image dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
     return x.permute(2, 0, 1).contiguous()
 
 
@@ -438,7 +438,7 @@ def tensor_to_array(x: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.nd
     Values are clamped to [0, 1] and rounded to the nearest integer level.
     """
     if x.ndim != 3:
-        raise ValueError(f"expected a (C, H, W) tensor, got shape {tuple(x.shape)}")
+        raise UsageError(f"expected a (C, H, W) tensor, got shape {tuple(x.shape)}")
     arr = x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
     dt = np.dtype(dtype)
     if dt == np.uint8:
@@ -447,7 +447,7 @@ def tensor_to_array(x: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.nd
         return np.rint(arr * 65535.0).astype(np.uint16)
     if np.issubdtype(dt, np.floating):
         return arr.astype(dt)
-    raise ValueError(f"unsupported output dtype {dt}")
+    raise UsageError(f"unsupported output dtype {dt}")
 
 
 def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
@@ -510,7 +510,7 @@ def write_image(
     if p.exists() and not overwrite:
         raise FileExistsError(f"refusing to overwrite existing file {p} (pass overwrite=True)")
     if bits not in (8, 16):
-        raise ValueError(f"bits must be 8 or 16, got {bits}")
+        raise UsageError(f"bits must be 8 or 16, got {bits}")
     if isinstance(image, torch.Tensor):
         arr = tensor_to_array(image, np.uint16 if bits == 16 else np.uint8)
     else:
@@ -520,7 +520,7 @@ def write_image(
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.dtype not in (np.uint8, np.uint16):
-        raise ValueError(
+        raise UsageError(
             f"expected an (H, W, C) image with C in 1..4 of uint8, uint16 or float, got shape {arr.shape} "
             f"and dtype {arr.dtype}"
         )

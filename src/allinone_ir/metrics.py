@@ -24,6 +24,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .errors import UnknownNameError, UsageError, UsageTypeError
+
 __all__ = [
     "BASICSR_PROTOCOL",
     "PROMPTIR_PROTOCOL",
@@ -62,7 +64,7 @@ def rgb_to_y(x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
         0.9215686...
     """
     if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"rgb_to_y expects (N, 3, H, W) RGB images, got shape {tuple(x.shape)}")
+        raise UsageError(f"rgb_to_y expects (N, 3, H, W) RGB images, got shape {tuple(x.shape)}")
     w = torch.tensor(_Y_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * w).sum(dim=1, keepdim=True) + 16.0 / 255.0 * data_range
 
@@ -73,30 +75,30 @@ def _prepare(
     """Check shapes, add a batch dim, crop, convert to Y, cast to float64."""
     for arg, t in (("pred", pred), ("target", target)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
+            raise UsageTypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
         if t.ndim not in (3, 4):
-            raise ValueError(f"{name}: {arg} must have shape (N, C, H, W) or (C, H, W), got {tuple(t.shape)}")
+            raise UsageError(f"{name}: {arg} must have shape (N, C, H, W) or (C, H, W), got {tuple(t.shape)}")
     if pred.shape != target.shape:
-        raise ValueError(
+        raise UsageError(
             f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}"
         )
     if data_range <= 0:
-        raise ValueError(f"{name}: data_range must be positive, got {data_range}")
+        raise UsageError(f"{name}: data_range must be positive, got {data_range}")
     if crop_border < 0:
-        raise ValueError(f"{name}: crop_border must be >= 0, got {crop_border}")
+        raise UsageError(f"{name}: crop_border must be >= 0, got {crop_border}")
     single = pred.ndim == 3
     if single:
         pred, target = pred.unsqueeze(0), target.unsqueeze(0)
     if crop_border:
         h, w = pred.shape[-2:]
         if 2 * crop_border >= min(h, w):
-            raise ValueError(f"{name}: crop_border {crop_border} leaves nothing of a {h}x{w} image")
+            raise UsageError(f"{name}: crop_border {crop_border} leaves nothing of a {h}x{w} image")
         pred = pred[..., crop_border:-crop_border, crop_border:-crop_border]
         target = target[..., crop_border:-crop_border, crop_border:-crop_border]
     pred, target = pred.to(torch.float64), target.to(torch.float64)
     if y_channel:
         if pred.shape[1] != 3:
-            raise ValueError(
+            raise UsageError(
                 f"{name}: y_channel=True needs 3-channel RGB images, got {pred.shape[1]} channels"
             )
         pred, target = rgb_to_y(pred, data_range), rgb_to_y(target, data_range)
@@ -108,7 +110,7 @@ def _reduce(values: torch.Tensor, reduction: str, single: bool) -> torch.Tensor:
         return values.mean()
     if reduction == "none":
         return values[0] if single else values
-    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    raise UsageError(f"reduction must be 'mean' or 'none', got {reduction!r}")
 
 
 def psnr(
@@ -173,10 +175,10 @@ def ssim_window(window: Window = "uniform", size: int | None = None, sigma: floa
         torch.Size([11, 11])
     """
     if window not in ("uniform", "gaussian"):
-        raise ValueError(f"window must be 'uniform' or 'gaussian', got {window!r}")
+        raise UsageError(f"window must be 'uniform' or 'gaussian', got {window!r}")
     size = (7 if window == "uniform" else 11) if size is None else size
     if size < 1 or size % 2 == 0:
-        raise ValueError(f"SSIM window size must be odd and positive, got {size}")
+        raise UsageError(f"SSIM window size must be odd and positive, got {size}")
     if window == "uniform":
         w1 = torch.full((size,), 1.0 / size, dtype=torch.float64)
     else:
@@ -209,7 +211,7 @@ def ssim_map(
     s = win.shape[0]
     c, h, w = pred.shape[1:]
     if h < s or w < s:
-        raise ValueError(f"SSIM with a {s}x{s} {window} window needs images of at least {s}x{s}, got {h}x{w}")
+        raise UsageError(f"SSIM with a {s}x{s} {window} window needs images of at least {s}x{s}, got {h}x{w}")
     kernel = win.expand(c, 1, s, s)
     cov_norm = s * s / (s * s - 1.0) if window == "uniform" else 1.0
 
@@ -361,5 +363,5 @@ def get_protocol(name: str | MetricProtocol) -> MetricProtocol:
         return name
     key = str(name).lower()
     if key not in PROTOCOLS:
-        raise ValueError(f"unknown metric protocol {name!r}; known: {sorted(PROTOCOLS)}")
+        raise UnknownNameError(f"unknown metric protocol {name!r}; known: {sorted(PROTOCOLS)}")
     return PROTOCOLS[key]

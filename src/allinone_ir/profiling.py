@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import UsageTypeError
+
 __all__ = ["count_flops", "measure_latency"]
 
 
@@ -59,7 +61,7 @@ def count_flops(
 
     if isinstance(target, nn.Module):
         if size is None:
-            raise TypeError("count_flops(network, size): give the image size (H, W)")
+            raise UsageTypeError("count_flops(network, size): give the image size (H, W)")
         meta, x = _on_meta(target), torch.zeros(1, in_channels, *size, device="meta")
         # a throwaway copy: without gradients, no module output is a view of a parameter that requires
         # grad (PIP's basic prompt), which FlopCounterMode's module tracker cannot hook
@@ -70,7 +72,7 @@ def count_flops(
                 meta(x)
 
     elif size is not None:
-        raise TypeError("count_flops(fn): size is only for a network; the function is called as it is")
+        raise UsageTypeError("count_flops(fn): size is only for a network; the function is called as it is")
     else:
         call = target
     mapping = {torch.ops.aten.convolution_backward: _conv_backward_flops}

@@ -14,6 +14,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from ..errors import UnknownNameError
+
 __all__ = ["sample_image", "sample_images"]
 
 
@@ -59,5 +61,5 @@ def sample_image(name: str) -> Path:
     stem = name[:-4] if name.endswith(".png") else name
     by_stem = {p.stem: p for p in sample_images()}
     if stem not in by_stem:
-        raise ValueError(f"no sample image {name!r}; available: {sorted(by_stem)}")
+        raise UnknownNameError(f"no sample image {name!r}; available: {sorted(by_stem)}")
     return by_stem[stem]

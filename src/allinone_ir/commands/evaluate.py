@@ -159,7 +159,7 @@ def group_of(rel: Path, group_by: str) -> str:
         return _PREFIX_END.split(rel.stem, maxsplit=1)[0]
     if group_by == "none":
         return "all"
-    raise ValueError(f"group_by must be one of folder, prefix, none, got {group_by!r}")
+    raise UsageError(f"group_by must be one of folder, prefix, none, got {group_by!r}")
 
 
 def _auto_group_by(rels: list[Path]) -> str:

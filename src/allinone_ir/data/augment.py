@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from .degradations import Rng, make_generator
 
 __all__ = [
@@ -59,7 +60,7 @@ def augment_mode(x: torch.Tensor, mode: int) -> torch.Tensor:
         [[[2.0, 3.0], [0.0, 1.0]]]
     """
     if not 0 <= int(mode) < AUGMENT_MODES:
-        raise ValueError(f"augment mode must be in 0..7, got {mode}")
+        raise UsageError(f"augment mode must be in 0..7, got {mode}")
     mode = int(mode)
     x = torch.rot90(x, k=mode // 2, dims=(-2, -1)) if mode // 2 else x
     return torch.flip(x, dims=(-2,)) if mode % 2 else x
@@ -93,9 +94,9 @@ def paired_random_crop(
     label = f" ({', '.join(map(str, names))})" if names else ""
     for im in images[1:]:
         if im.shape[-2:] != (h, w):
-            raise ValueError(f"paired images differ in size{label}: {[tuple(i.shape[-2:]) for i in images]}")
+            raise UsageError(f"paired images differ in size{label}: {[tuple(i.shape[-2:]) for i in images]}")
     if h < ch or w < cw:
-        raise ValueError(f"image of size {h}x{w} is smaller than the {ch}x{cw} crop{label}")
+        raise UsageError(f"image of size {h}x{w} is smaller than the {ch}x{cw} crop{label}")
     g = make_generator(rng)
     top = int(torch.randint(h - ch + 1, (), generator=g))
     left = int(torch.randint(w - cw + 1, (), generator=g))
@@ -118,7 +119,7 @@ def paired_random_augment(
     """
     modes = tuple(modes)
     if not modes:
-        raise ValueError("modes must not be empty")
+        raise UsageError("modes must not be empty")
     g = make_generator(rng)
     mode = modes[int(torch.randint(len(modes), (), generator=g))]
     return [augment_mode(im, mode) for im in images]
@@ -133,12 +134,12 @@ def label_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """
     if labels.ndim == 2:
         if labels.shape[1] != num_classes:
-            raise ValueError(f"label weights have {labels.shape[1]} classes, expected {num_classes}")
+            raise UsageError(f"label weights have {labels.shape[1]} classes, expected {num_classes}")
         return labels.float()
     if labels.ndim != 1:
-        raise ValueError(f"labels must be (N,) integers or (N, T) weights, got shape {tuple(labels.shape)}")
+        raise UsageError(f"labels must be (N,) integers or (N, T) weights, got shape {tuple(labels.shape)}")
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"labels must be in [0, {num_classes}), got {labels.tolist()}")
+        raise UsageError(f"labels must be in [0, {num_classes}), got {labels.tolist()}")
     return F.one_hot(labels.long(), num_classes).float()
 
 
@@ -146,9 +147,9 @@ def _check_batch(batch: dict[str, Any], name: str) -> None:
     for key in ("degraded", "clean"):
         t = batch.get(key)
         if not isinstance(t, torch.Tensor) or t.ndim != 4:
-            raise ValueError(f"{name}: batch[{key!r}] must be an (N, C, H, W) tensor")
+            raise UsageError(f"{name}: batch[{key!r}] must be an (N, C, H, W) tensor")
     if batch["degraded"].shape != batch["clean"].shape:
-        raise ValueError(f"{name}: degraded and clean batches differ in shape")
+        raise UsageError(f"{name}: degraded and clean batches differ in shape")
 
 
 def channel_shuffle(batch: dict[str, Any], *, rng: Rng = None) -> dict[str, Any]:
@@ -211,7 +212,7 @@ def mixup(
     _check_batch(batch, "mixup")
     g = make_generator(rng)
     if alpha <= 0:
-        raise ValueError(f"mixup: alpha must be positive, got {alpha}")
+        raise UsageError(f"mixup: alpha must be positive, got {alpha}")
     lam = _beta(alpha, g)
     n = batch["degraded"].shape[0]
     perm = torch.randperm(n, generator=g)
@@ -293,7 +294,7 @@ def dmix(batch: dict[str, Any], *, num_classes: int, rng: Rng = None) -> dict[st
     """
     _check_batch(batch, "dmix")
     if "label" not in batch:
-        raise ValueError("dmix needs batch['label'] (degradation labels) to mix")
+        raise UsageError("dmix needs batch['label'] (degradation labels) to mix")
     g = make_generator(rng)
     n = batch["degraded"].shape[0]
     perm = torch.randperm(n, generator=g)
@@ -343,11 +344,11 @@ class BatchAugment:
         probs = {"cutblur": cutblur, "mixup": mixup, "dmix": dmix}
         for k, p in probs.items():
             if not 0.0 <= p <= 1.0:
-                raise ValueError(f"BatchAugment: probability {k} must be in [0, 1], got {p}")
+                raise UsageError(f"BatchAugment: probability {k} must be in [0, 1], got {p}")
         if sum(probs.values()) > 1.0 + 1e-9:
-            raise ValueError(f"BatchAugment: probabilities sum to more than 1: {probs}")
+            raise UsageError(f"BatchAugment: probabilities sum to more than 1: {probs}")
         if dmix > 0 and num_classes is None:
-            raise ValueError("BatchAugment: dmix needs num_classes")
+            raise UsageError("BatchAugment: dmix needs num_classes")
         self.probs = probs
         self.num_classes = num_classes
         self.generator = make_generator(seed)

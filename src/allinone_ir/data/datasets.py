@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..degradation_types import DEGRADATION_LABELS, _match_names, canonical_name, parse_degradation
-from ..errors import DatasetError
+from ..errors import DatasetError, UnknownNameError, UsageError, UsageTypeError
 from ..io import list_images, read_image
 from .augment import AUGMENT_MODES, paired_random_augment, paired_random_crop
 from .degradations import add_gaussian_noise, synthesize
@@ -64,7 +64,7 @@ def normalize_patch_size(value: Any, name: str = "patch_size") -> int | None:
     if value is None or (isinstance(value, str) and value.strip().lower() == "full"):
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{name} must be a positive integer, "full" or None (whole images), got {value!r}')
+        raise UsageError(f'{name} must be a positive integer, "full" or None (whole images), got {value!r}')
     return int(value)
 
 
@@ -268,7 +268,7 @@ class PairedImageDataset(Dataset, _Geometry):
         if isinstance(name_map, (tuple, list)) and len(name_map) == 2:
             pattern, repl = re.compile(name_map[0]), name_map[1]
             return lambda s: pattern.sub(repl, s)
-        raise TypeError(f"name_map must be a callable or a (regex, replacement) pair, got {name_map!r}")
+        raise UsageTypeError(f"name_map must be a callable or a (regex, replacement) pair, got {name_map!r}")
 
     @staticmethod
     def _degradation_of(path: Path, rel: Path, label_from: str | Mapping[str, str]) -> str:
@@ -345,17 +345,17 @@ class PairedImageDataset(Dataset, _Geometry):
         n = len(self.pairs)
         what = f"val_split must be a fraction in (0, 1) or a whole number of pairs, got {val_split!r}"
         if isinstance(val_split, bool) or not isinstance(val_split, (int, float)):
-            raise ValueError(what)
+            raise UsageError(what)
         if isinstance(val_split, float):
             if not 0 < val_split < 1:
-                raise ValueError(what)
+                raise UsageError(what)
             total = max(1, round(val_split * n))
         else:
             total = val_split
         if n < 2:
-            raise ValueError(f"val_split needs at least 2 pairs (one to train on), the dataset has {n}")
+            raise UsageError(f"val_split needs at least 2 pairs (one to train on), the dataset has {n}")
         if not 1 <= total <= n - 1:
-            raise ValueError(
+            raise UsageError(
                 f"val_split {val_split!r} holds out {total} of {n} pairs; hold out between 1 and {n - 1}"
             )
         groups: dict[str, list[int]] = {}
@@ -413,7 +413,7 @@ def _parse_task(task: str) -> tuple[str, float | None]:
     try:
         return parse_degradation(task)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"unknown task {task!r}: {exc}") from None
+        raise UnknownNameError(f"unknown task {task!r}: {exc}") from None
 
 
 class SyntheticDegradationDataset(Dataset, _Geometry):
@@ -468,9 +468,9 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
             if not self.images:
                 raise DatasetError("no clean images given")
         if not tasks:
-            raise ValueError("tasks must name at least one degradation")
+            raise UsageError("tasks must name at least one degradation")
         if repeat < 1:
-            raise ValueError(f"repeat must be >= 1, got {repeat}")
+            raise UsageError(f"repeat must be >= 1, got {repeat}")
         for t in tasks:
             _parse_task(t)
         self.tasks = tuple(tasks)
@@ -541,10 +541,10 @@ class MixedDataset(Dataset):
         for p in parts:
             ds, rep = p if isinstance(p, tuple) else (p, 1)
             if int(rep) < 1:
-                raise ValueError(f"repeat factors must be >= 1, got {rep}")
+                raise UsageError(f"repeat factors must be >= 1, got {rep}")
             self.parts.append((ds, int(rep)))
         if not self.parts:
-            raise ValueError("MixedDataset needs at least one dataset")
+            raise UsageError("MixedDataset needs at least one dataset")
         self._ends: list[int] = []
         total = 0
         for ds, rep in self.parts:
@@ -644,7 +644,7 @@ def promptir_dataset(
     parts: list[tuple[Dataset, int]] = []
     for i, task in enumerate(tasks):
         if task not in PROMPTIR_LAYOUT and task not in lay:
-            raise ValueError(f"unknown task {task!r}; known: {sorted(PROMPTIR_LAYOUT)}")
+            raise UnknownNameError(f"unknown task {task!r}; known: {sorted(PROMPTIR_LAYOUT)}")
         common = dict(patch_size=patch_size, augment_modes=augment_modes, seed=seed + 1000 * i)
         if task == "denoise":
             folder = root / lay["denoise"]

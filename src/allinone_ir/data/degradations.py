@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..degradation_types import DEGRADATION_LABELS, parse_degradation
+from ..errors import UsageError, UsageTypeError
 
 __all__ = [
     "DEGRADATIONS",
@@ -50,7 +51,7 @@ def make_generator(rng: Rng, device: torch.device | str = "cpu") -> torch.Genera
     if rng is None or isinstance(rng, torch.Generator):
         return rng
     if isinstance(rng, bool) or not isinstance(rng, int):
-        raise TypeError(f"rng must be an int seed, a torch.Generator or None, got {type(rng).__name__}")
+        raise UsageTypeError(f"rng must be an int seed, a torch.Generator or None, got {type(rng).__name__}")
     g = torch.Generator(device=device)
     g.manual_seed(rng)
     return g
@@ -58,9 +59,9 @@ def make_generator(rng: Rng, device: torch.device | str = "cpu") -> torch.Genera
 
 def _check(image: torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:
     if not isinstance(image, torch.Tensor):
-        raise TypeError(f"{name}: image must be a torch.Tensor, got {type(image).__name__}")
+        raise UsageTypeError(f"{name}: image must be a torch.Tensor, got {type(image).__name__}")
     if image.ndim not in (3, 4) or not image.is_floating_point():
-        raise ValueError(
+        raise UsageError(
             f"{name}: image must be a float tensor (C, H, W) or (N, C, H, W) in [0, 1], "
             f"got {image.dtype} of shape {tuple(image.shape)}"
         )
@@ -108,7 +109,7 @@ def add_gaussian_noise(
     """
     x, single = _check(image, "add_gaussian_noise")
     if sigma < 0:
-        raise ValueError(f"add_gaussian_noise: sigma must be >= 0, got {sigma}")
+        raise UsageError(f"add_gaussian_noise: sigma must be >= 0, got {sigma}")
     g = make_generator(rng)
     noise = torch.randn(x.shape, generator=g, dtype=torch.float32).to(x.device)
     if quantize:
@@ -138,10 +139,10 @@ def motion_kernel(length: float, angle: float, size: int | None = None) -> torch
         (torch.Size([5, 5]), 1.0, 5)
     """
     if length < 1:
-        raise ValueError(f"motion_kernel: length must be >= 1 pixel, got {length}")
+        raise UsageError(f"motion_kernel: length must be >= 1 pixel, got {length}")
     size = size or (math.ceil(length) // 2 * 2 + 1)
     if size % 2 == 0:
-        raise ValueError(f"motion_kernel: size must be odd, got {size}")
+        raise UsageError(f"motion_kernel: size must be odd, got {size}")
     k = torch.zeros(size, size, dtype=torch.float64)
     c = (size - 1) / 2
     n = max(int(length * 8), 8)
@@ -230,7 +231,7 @@ def add_rain(
     """
     x, single = _check(image, "add_rain")
     if not 0 <= density <= 1:
-        raise ValueError(f"add_rain: density must be in [0, 1], got {density}")
+        raise UsageError(f"add_rain: density must be in [0, 1], got {density}")
     g = make_generator(rng)
     n, _, h, w = x.shape
     seeds = (torch.rand(n, 1, h, w, generator=g) < density).float()
@@ -298,7 +299,7 @@ def add_haze(
         while d.ndim < 4:
             d = d.unsqueeze(0)
         if d.shape[-2:] != (h, w):
-            raise ValueError(f"add_haze: depth has size {tuple(d.shape[-2:])}, the image {(h, w)}")
+            raise UsageError(f"add_haze: depth has size {tuple(d.shape[-2:])}, the image {(h, w)}")
     t = torch.exp(-beta * d.to(x.device))
     y = x.float() * t + airlight * (1 - t)
     return _out(y, image, single)
@@ -384,7 +385,7 @@ def low_light(
     """
     x, single = _check(image, "low_light")
     if gamma <= 0 or scale <= 0:
-        raise ValueError(f"low_light: gamma and scale must be positive, got {gamma}, {scale}")
+        raise UsageError(f"low_light: gamma and scale must be positive, got {gamma}, {scale}")
     y = scale * x.float().clamp(0, 1).pow(gamma)
     if noise_sigma > 0:
         g = make_generator(rng)
@@ -473,7 +474,7 @@ def synthesize(image: torch.Tensor, degradation: str, *, rng: Rng = None) -> tor
     try:
         name, level = parse_degradation(degradation)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"synthesize: {exc}") from None
+        raise UsageError(f"synthesize: {exc}") from None
     if level is not None:  # parse_degradation gives a level to noise only
         return add_gaussian_noise(image, level, rng=make_generator(rng))
     return DEGRADATIONS[name](image, make_generator(rng))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
 from .attention import CrossChannelAttention, low_precision_autocast
 
 __all__ = [
@@ -159,7 +160,7 @@ class ChannelGate(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         if dim < 16:
-            raise ValueError(f"ChannelGate needs at least 16 channels (it reduces them 16-fold), got {dim}")
+            raise UsageError(f"ChannelGate needs at least 16 channels (it reduces them 16-fold), got {dim}")
         self.mlp = nn.Sequential(
             nn.Conv2d(dim, dim // 16, 1, bias=False), nn.ReLU(), nn.Conv2d(dim // 16, dim, 1, bias=False)
         )
@@ -255,7 +256,7 @@ class FreModule(nn.Module):
     ) -> None:
         super().__init__()
         if dim < 16:
-            raise ValueError(f"FreModule needs at least 16 channels, got {dim}")
+            raise UsageError(f"FreModule needs at least 16 channels, got {dim}")
         self.band = band
         self.conv1 = nn.Conv2d(in_dim, dim, kernel_size=3, padding=1, bias=False)
         self.para1 = nn.Parameter(torch.zeros(dim, 1, 1))

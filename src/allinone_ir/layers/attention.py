@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
+
 __all__ = [
     "MDTA",
     "TOP_M_FRACTIONS",
@@ -250,7 +252,7 @@ class MDTA(nn.Module):
     def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
         super().__init__()
         if dim % num_heads != 0:
-            raise ValueError(f"MDTA: dim ({dim}) must be divisible by num_heads ({num_heads})")
+            raise UsageError(f"MDTA: dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
@@ -410,7 +412,7 @@ class CrossChannelAttention(nn.Module):
     ) -> None:
         super().__init__()
         if dim % num_heads != 0:
-            raise ValueError(f"attention dim ({dim}) must be divisible by num_heads ({num_heads})")
+            raise UsageError(f"attention dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.q = nn.Conv2d(query_dim, dim, kernel_size=1, bias=bias)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
 from .attention import MDTA, channel_attention
 from .feedforward import GDFN
 from .norm import NormKind, RestormerLayerNorm
@@ -65,7 +66,7 @@ def expert_ranks(dim: int, rank: int, num_experts: int, rank_type: str) -> list[
         return [rank + 2 * i for i in range(num_experts)]
     if rank_type == "exp":
         return [rank ** (i + 1) for i in range(num_experts)]
-    raise ValueError(f"rank_type must be one of {RANK_TYPES}, got {rank_type!r}")
+    raise UsageError(f"rank_type must be one of {RANK_TYPES}, got {rank_type!r}")
 
 
 class MoCEEncoderBlock(nn.Module):
@@ -272,7 +273,7 @@ class ExpertRouter(nn.Module):
         elif complexity_scale == "max":
             complexity = complexity / complexity.max()
         else:
-            raise ValueError(f"complexity_scale must be 'max' or 'min', got {complexity_scale!r}")
+            raise UsageError(f"complexity_scale must be 'max' or 'min', got {complexity_scale!r}")
         self.register_buffer("complexity", complexity)
         self.k = k
         self.num_experts = num_experts
@@ -348,7 +349,7 @@ class ComplexityExperts(nn.Module):
         super().__init__()
         self.num_experts = len(ranks)
         if not 1 <= top_k <= self.num_experts:
-            raise ValueError(f"top_k must be in [1, {self.num_experts}], got {top_k}")
+            raise UsageError(f"top_k must be in [1, {self.num_experts}], got {top_k}")
         self.experts = nn.ModuleList(
             nn.ModuleList([LowRankExpert(dim, r, patch_size=2 ** (i + 2))]) for i, r in enumerate(ranks)
         )
@@ -418,7 +419,7 @@ class MoCECrossAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
         super().__init__()
         if dim % num_heads != 0:
-            raise ValueError(f"attention dim ({dim}) must be divisible by num_heads ({num_heads})")
+            raise UsageError(f"attention dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.q = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)

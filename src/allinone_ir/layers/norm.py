@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
+
 __all__ = ["LayerNorm2d", "RestormerLayerNorm", "layer_norm_2d"]
 
 NormKind = Literal["WithBias", "BiasFree"]
@@ -110,7 +112,7 @@ class RestormerLayerNorm(nn.Module):
     def __init__(self, dim: int, kind: NormKind = "WithBias") -> None:
         super().__init__()
         if kind not in ("WithBias", "BiasFree"):
-            raise ValueError(f"LayerNorm kind must be 'WithBias' or 'BiasFree', got {kind!r}")
+            raise UsageError(f"LayerNorm kind must be 'WithBias' or 'BiasFree', got {kind!r}")
         self.body = LayerNorm2d(dim, bias=kind == "WithBias", eps=1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

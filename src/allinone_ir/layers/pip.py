@@ -36,6 +36,7 @@ from .attention import top_m_channel_attention as top_m_channel_attention  # re-
 from .attention import top_m_sizes as top_m_sizes  # re-export (former home)
 from .feedforward import GDFN
 from .norm import NormKind, RestormerLayerNorm
+from ..errors import UsageError
 
 __all__ = [
     "BasicRestorationPrompt",
@@ -102,7 +103,7 @@ class DegradationAwarePrompt(nn.Module):
     def forward(self, omega: torch.Tensor) -> torch.Tensor:
         t, c = self.prompts.shape
         if omega.ndim != 2 or omega.shape[1] != t:
-            raise ValueError(f"omega must have shape (N, {t}), got {tuple(omega.shape)}")
+            raise UsageError(f"omega must have shape (N, {t}), got {tuple(omega.shape)}")
         # element-wise product and mean rather than a matmul: exact in fp32 also under autocast
         combined = (omega.to(self.prompts.dtype).unsqueeze(-1) * self.prompts).mean(dim=1)
         return combined.reshape(-1, c, 1, 1)
@@ -319,7 +320,7 @@ class PIPBlock(nn.Module):
             - output: :math:`(N, C_p, S, S)`
         """
         if feature.ndim != 4 or feature.shape[1] != self.feature_dim:
-            raise ValueError(
+            raise UsageError(
                 f"PIPBlock expects a feature of shape (N, {self.feature_dim}, H, W), got {tuple(feature.shape)}"
             )
         if omega.shape[0] != feature.shape[0]:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
 from .norm import NormKind
 from .transformer import TransformerBlock
 
@@ -44,7 +45,7 @@ class PromptGenBlock(nn.Module):
     ) -> None:
         super().__init__()
         if prompt_len < 1 or prompt_size < 1 or prompt_dim < 1:
-            raise ValueError(
+            raise UsageError(
                 f"PromptGenBlock needs positive prompt_dim, prompt_len and prompt_size, got "
                 f"{prompt_dim}, {prompt_len}, {prompt_size}"
             )

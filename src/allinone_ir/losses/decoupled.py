@@ -33,6 +33,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 __all__ = [
     "DEFAULT_DDL_ALPHA",
     "DirectionalDecoupledLoss",
@@ -62,7 +64,7 @@ def _canonical_form(form: str, stacklevel: int) -> str:
         )
         return "cosine_hinge"
     if form not in _FORMS:
-        raise ValueError(f"form must be one of {list(_FORMS)} (or 'angle', 'cosine'), got {form!r}")
+        raise UsageError(f"form must be one of {list(_FORMS)} (or 'angle', 'cosine'), got {form!r}")
     return form
 
 
@@ -148,18 +150,18 @@ def directional_decoupled_loss(
     """
     form = _canonical_form(form, stacklevel=2)
     if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        raise UsageError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     if not 0.0 <= threshold <= 180.0:
-        raise ValueError(f"threshold must be an angle in degrees in [0, 180], got {threshold}")
+        raise UsageError(f"threshold must be an angle in degrees in [0, 180], got {threshold}")
     if form == "abs_cosine" and threshold != 90.0:
-        raise ValueError(
+        raise UsageError(
             f"form='abs_cosine' pushes every pair to 90 degrees; threshold must be 90, got {threshold}"
         )
     if isinstance(prompts, torch.Tensor):
         return _ddl_one(prompts, threshold, form, eps, reduction)
     tensors = list(prompts)
     if not tensors:
-        raise ValueError("no prompts given; does the model contain PIP blocks?")
+        raise UsageError("no prompts given; does the model contain PIP blocks?")
     total = _ddl_one(tensors[0], threshold, form, eps, reduction)
     for p in tensors[1:]:
         total = total + _ddl_one(p, threshold, form, eps, reduction).to(total.device)
@@ -168,7 +170,7 @@ def directional_decoupled_loss(
 
 def _ddl_one(prompts: torch.Tensor, threshold: float, form: str, eps: float, reduction: str) -> torch.Tensor:
     if prompts.ndim < 2 or prompts.shape[0] < 2:
-        raise ValueError(f"need at least two prompts stacked as (T, C), got shape {tuple(prompts.shape)}")
+        raise UsageError(f"need at least two prompts stacked as (T, C), got shape {tuple(prompts.shape)}")
     cos = _pairwise_cosines(prompts, eps)
     theta_thre = math.radians(threshold)
     if form == "angle_hinge":

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
 from .pixel import charbonnier_loss, check_loss_inputs
 
 __all__ = [
@@ -22,7 +23,7 @@ __all__ = [
 def _check4d(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
     check_loss_inputs(pred, target, name)
     if pred.ndim != 4:
-        raise ValueError(f"{name} expects (N, C, H, W) tensors, got shape {tuple(pred.shape)}")
+        raise UsageError(f"{name} expects (N, C, H, W) tensors, got shape {tuple(pred.shape)}")
 
 
 def fft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -81,7 +82,7 @@ def laplacian_pyramid(x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
         [32, 16, 8, 4]
     """
     if levels < 1:
-        raise ValueError(f"laplacian_pyramid: levels must be >= 1, got {levels}")
+        raise UsageError(f"laplacian_pyramid: levels must be >= 1, got {levels}")
     out = []
     cur = x
     for _ in range(levels):
@@ -105,7 +106,7 @@ def gradual_cutoff(progress: float, omega0: float, omega_final: float, num_stage
         (0.1, 0.5)
     """
     if num_stages < 1:
-        raise ValueError(f"num_stages must be >= 1, got {num_stages}")
+        raise UsageError(f"num_stages must be >= 1, got {num_stages}")
     stage = min(int(max(progress, 0.0) * num_stages), num_stages - 1)
     if num_stages == 1:
         return omega_final

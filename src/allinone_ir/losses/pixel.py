@@ -8,6 +8,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..errors import UsageError, UsageTypeError
+
 __all__ = [
     "CharbonnierLoss",
     "L1Loss",
@@ -33,11 +35,11 @@ def check_loss_inputs(pred: torch.Tensor, target: torch.Tensor, name: str) -> No
     """
     for arg, t in (("pred", pred), ("target", target)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
+            raise UsageTypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
         if not t.is_floating_point():
-            raise TypeError(f"{name}: {arg} must be a floating-point tensor, got {t.dtype}")
+            raise UsageTypeError(f"{name}: {arg} must be a floating-point tensor, got {t.dtype}")
     if pred.shape != target.shape:
-        raise ValueError(
+        raise UsageError(
             f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}"
         )
 
@@ -49,7 +51,7 @@ def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
         return x.sum()
     if reduction == "none":
         return x
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    raise UsageError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
@@ -119,7 +121,7 @@ def charbonnier_loss(
     """
     check_loss_inputs(pred, target, "charbonnier_loss")
     if eps <= 0:
-        raise ValueError(f"charbonnier_loss: eps must be positive, got {eps}")
+        raise UsageError(f"charbonnier_loss: eps must be positive, got {eps}")
     return _reduce(torch.sqrt((pred - target).pow(2) + eps * eps), reduction)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..metrics import Window, ssim_map
 from .pixel import check_loss_inputs, l1_loss
 
@@ -40,7 +41,7 @@ def ssim_loss(
     """
     check_loss_inputs(pred, target, "ssim_loss")
     if pred.ndim != 4:
-        raise ValueError(f"ssim_loss expects (N, C, H, W) tensors, got shape {tuple(pred.shape)}")
+        raise UsageError(f"ssim_loss expects (N, C, H, W) tensors, got shape {tuple(pred.shape)}")
     dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
     smap = ssim_map(pred.to(dtype), target.to(dtype), data_range=data_range, window=window)
     return 1.0 - smap.mean()
@@ -77,7 +78,7 @@ def l1_ssim_loss(
         True
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"l1_ssim_loss: alpha must be in [0, 1], got {alpha}")
+        raise UsageError(f"l1_ssim_loss: alpha must be in [0, 1], got {alpha}")
     return alpha * l1_loss(pred, target) + (1.0 - alpha) * ssim_loss(
         pred, target, window=window, data_range=data_range
     )

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import ModelArgumentError
+from ..errors import ModelArgumentError, UsageError
 from ..layers.padding import pad_to_multiple
 from ..layers.stage import Stage
 
@@ -28,25 +28,25 @@ def check_image_batch(x: Any, channels: int, name: str = "input") -> None:
         name: How to call ``x`` in the message.
     """
     if not isinstance(x, torch.Tensor):
-        raise ValueError(
+        raise UsageError(
             f"{name} must be a torch.Tensor of shape (N, {channels}, H, W), got {type(x).__name__}"
         )
     if x.ndim != 4:
-        raise ValueError(
+        raise UsageError(
             f"{name} must have shape (N, {channels}, H, W), got a {x.ndim}-D tensor of shape {tuple(x.shape)}"
             + ("; add a batch dimension with x.unsqueeze(0)" if x.ndim == 3 else "")
         )
     if x.shape[1] != channels:
-        raise ValueError(
+        raise UsageError(
             f"{name} must have {channels} channels (shape (N, {channels}, H, W)), got shape {tuple(x.shape)}"
         )
     if not x.is_floating_point():
-        raise ValueError(
+        raise UsageError(
             f"{name} must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}; "
             "convert with x.float() / 255 for 8-bit images"
         )
     if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
-        raise ValueError(f"{name} must have N, H, W >= 1, got shape {tuple(x.shape)}")
+        raise UsageError(f"{name} must have N, H, W >= 1, got shape {tuple(x.shape)}")
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ class RestorationModel(RecordsConfig, nn.Module):
         names = list(known) if stages is None else list(stages)
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise ValueError(f"not checkpointable levels: {unknown}; levels are {list(known)}")
+            raise UsageError(f"not checkpointable levels: {unknown}; levels are {list(known)}")
         for n in names:
             known[n].grad_checkpointing = enable
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from ..errors import UnknownNameError
+from ..errors import UnknownNameError, UsageError
 
 __all__ = [
     "create_model",
@@ -44,7 +44,7 @@ def register_model(fn: F) -> F:
     if name in _MODELS and _MODELS[name] is not fn:
         existing = _MODELS[name]
         if (existing.__module__, existing.__qualname__) != (fn.__module__, fn.__qualname__):
-            raise ValueError(f"a model named {name!r} is already registered by {existing.__module__}")
+            raise UsageError(f"a model named {name!r} is already registered by {existing.__module__}")
     _MODELS[name] = fn
     return fn
 

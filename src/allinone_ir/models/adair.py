@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..layers.adair import FreModule
 from ..layers.norm import NormKind
 from ._registry import register_architecture, register_model
@@ -82,7 +83,7 @@ class AdaIR(RestormerUNet):
     ) -> None:
         super().__init__()
         if dim < 8:
-            raise ValueError(
+            raise UsageError(
                 f"AdaIR needs dim >= 8 (its frequency blocks reduce 2 dim channels 16-fold), got {dim}"
             )
         fh = heads[2] if fre_heads is None else fre_heads

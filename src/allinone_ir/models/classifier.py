@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
 from ._base import RecordsConfig
 
 __all__ = ["BasicBlock", "DegradationClassifier", "degradation_classification_loss"]
@@ -91,7 +92,7 @@ class DegradationClassifier(RecordsConfig, nn.Module):
     ) -> None:
         super().__init__()
         if not widths or blocks_per_stage < 1 or num_degradations < 1:
-            raise ValueError(
+            raise UsageError(
                 f"need at least one stage width, blocks_per_stage >= 1 and num_degradations >= 1, got "
                 f"{list(widths)}, {blocks_per_stage}, {num_degradations}"
             )
@@ -139,12 +140,12 @@ def degradation_classification_loss(logits: torch.Tensor, target: torch.Tensor) 
         True
     """
     if logits.ndim != 2:
-        raise ValueError(f"logits must have shape (N, T), got {tuple(logits.shape)}")
+        raise UsageError(f"logits must have shape (N, T), got {tuple(logits.shape)}")
     if target.is_floating_point():
         if target.shape != logits.shape:
-            raise ValueError(f"weights {tuple(target.shape)} must match logits {tuple(logits.shape)}")
+            raise UsageError(f"weights {tuple(target.shape)} must match logits {tuple(logits.shape)}")
         probs = target / target.sum(dim=1, keepdim=True).clamp_min(1e-12)
         return F.cross_entropy(logits.float(), probs.float())
     if target.shape != logits.shape[:1]:
-        raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(target.shape)}")
+        raise UsageError(f"labels must have shape ({logits.shape[0]},), got {tuple(target.shape)}")
     return F.cross_entropy(logits.float(), target.long())

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UsageError
 from ..layers.moce_ir import (
     RANK_TYPES,
     ExpertRouter,
@@ -50,7 +50,7 @@ def _balance_term(
     """
     loss = extras.get("balance")
     if loss is None:
-        raise ValueError(
+        raise UsageError(
             "the 'balance' term needs the routers' loss in extras['balance']: run "
             "forward(x, **model.training_forward_kwargs(batch)) and split it with model.split_training_output"
         )
@@ -146,14 +146,14 @@ class MoCEIR(RestorationModel):
         super().__init__()
         levels = len(num_blocks)
         if levels < 2 or len(heads) != levels or len(num_dec_blocks) != levels - 1:
-            raise ValueError(
+            raise UsageError(
                 f"MoCEIR needs len(heads) == len(num_blocks) >= 2 and len(num_dec_blocks) == len(num_blocks) - 1, "
                 f"got {len(num_blocks)}, {len(heads)}, {len(num_dec_blocks)}"
             )
         if train_top_k is not None and not 1 <= train_top_k <= num_experts:
-            raise ValueError(f"train_top_k must be in [1, {num_experts}] or None, got {train_top_k}")
+            raise UsageError(f"train_top_k must be in [1, {num_experts}] or None, got {train_top_k}")
         if rank_type not in RANK_TYPES:
-            raise ValueError(f"rank_type must be one of {RANK_TYPES}, got {rank_type!r}")
+            raise UsageError(f"rank_type must be one of {RANK_TYPES}, got {rank_type!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.pad_multiple = 2 ** (levels - 1)
         self.num_dec_blocks = list(num_dec_blocks)
@@ -255,7 +255,7 @@ class MoCEIR(RestorationModel):
             and all(isinstance(t, torch.Tensor) for t in output)
         ):
             return output[0], {"balance": output[1]}
-        raise ValueError(
+        raise UsageError(
             "expected the output of forward(x, **training_forward_kwargs(batch)): an image tensor or "
             f"(image, balance_loss), got {type(output).__name__}"
         )

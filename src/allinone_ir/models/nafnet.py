@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..layers.naf import NAFBlock
 from ..layers.stage import Stage
 from ._base import RestorationModel
@@ -67,7 +68,7 @@ class NAFNet(UNetHooks, RestorationModel):
     ) -> None:
         super().__init__()
         if len(enc_blk_nums) != len(dec_blk_nums):
-            raise ValueError(
+            raise UsageError(
                 f"enc_blk_nums and dec_blk_nums need the same length, got {list(enc_blk_nums)} and "
                 f"{list(dec_blk_nums)}"
             )

@@ -37,7 +37,7 @@ from ..degradation_types import (
     default_names,
     resolve_degradation_weights,
 )
-from ..errors import DatasetError
+from ..errors import DatasetError, UsageError
 from ..layers.norm import NormKind
 from ..layers.pip import PIPBlock
 from ..losses.decoupled import DEFAULT_DDL_ALPHA, collect_degradation_prompts, directional_decoupled_loss
@@ -94,7 +94,7 @@ def _classifier_term(
         return batch["degraded"].new_zeros((), dtype=torch.float32)
     logits = extras.get("logits")
     if logits is None:
-        raise ValueError(
+        raise UsageError(
             "the 'classifier' term needs the classifier's logits in extras['logits']: run "
             "forward(x, **model.training_forward_kwargs(batch)) and split it with model.split_training_output"
         )
@@ -115,7 +115,7 @@ class _PIPControl:
     ) -> None:
         names = tuple(str(n) for n in degradations)
         if not names or len(set(names)) != len(names):
-            raise ValueError(f"degradations must be distinct names, got {list(degradations)}")
+            raise UsageError(f"degradations must be distinct names, got {list(degradations)}")
         self.degradations = names
         self.classifier = (
             DegradationClassifier(
@@ -202,7 +202,7 @@ class _PIPControl:
         if pair and all(isinstance(t, torch.Tensor) for t in output):
             return output[0], {"logits": output[1]}
         kind = f"a tuple of {len(output)}" if isinstance(output, tuple) else type(output).__name__
-        raise ValueError(
+        raise UsageError(
             "expected the output of forward(x, **training_forward_kwargs(batch)): an image tensor or "
             f"(image, logits), got {kind}"
         )
@@ -237,7 +237,7 @@ class _PIPControl:
         logits = None
         if degradation is None or need_logits:
             if self.classifier is None:
-                raise ValueError(
+                raise UsageError(
                     "degradation=None needs the degradation classifier, but this network was built with "
                     f"classifier=False; pass degradation= one of {list(self.degradations)}, labels or weights"
                 )
@@ -275,7 +275,7 @@ def _apply_pip(block: nn.Module, feature: torch.Tensor, omega: torch.Tensor) -> 
 
 def _check_levels(name: str, values: Sequence[Any], n: int) -> list[Any]:
     if len(values) != n:
-        raise ValueError(f"{name} needs {n} entries (one per skip connection), got {list(values)}")
+        raise UsageError(f"{name} needs {n} entries (one per skip connection), got {list(values)}")
     return list(values)
 
 
@@ -698,19 +698,19 @@ class PIPUNet(_PIPControl, RestorationModel):
     ) -> None:
         super().__init__()
         if not skips:
-            raise ValueError("skips must name at least one module, e.g. {'encoder1': 32}")
+            raise UsageError("skips must name at least one module, e.g. {'encoder1': 32}")
         modules = dict(backbone.named_modules())
         unknown = [name for name in skips if name not in modules or name == ""]
         if unknown:
-            raise ValueError(
+            raise UsageError(
                 f"{unknown} are not sub-modules of the backbone; some names: {list(modules)[1:9]}"
             )
         names, channels = list(skips), [int(c) for c in skips.values()]
         keys = [re.sub(r"\W", "_", name) for name in names]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"skips {names} give the same PIP block names {keys}; name distinct modules")
+            raise UsageError(f"skips {names} give the same PIP block names {keys}; name distinct modules")
         if len({id(modules[name]) for name in names}) != len(names):
-            raise ValueError(f"skips {names} name the same module twice; each skip needs a module of its own")
+            raise UsageError(f"skips {names} name the same module twice; each skip needs a module of its own")
         dims = channels if prompt_dims is None else _check_levels("prompt_dims", prompt_dims, len(names))
         sizes = [prompt_sizes] * len(names) if isinstance(prompt_sizes, int) else list(prompt_sizes)
         sizes = _check_levels("prompt_sizes", sizes, len(names))

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..layers.norm import NormKind
 from ..layers.promptir import PromptGenBlock, PromptInteraction
 from ..layers.transformer import TransformerBlock
@@ -89,7 +90,7 @@ class PromptIR(RestormerUNet):
     ) -> None:
         super().__init__()
         if len(prompt_dims) != 3 or len(prompt_sizes) != 3:
-            raise ValueError(
+            raise UsageError(
                 f"prompt_dims and prompt_sizes need 3 entries (levels 1-3), got {list(prompt_dims)}, "
                 f"{list(prompt_sizes)}"
             )

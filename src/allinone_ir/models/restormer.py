@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..layers.attention import MDTA
 from ..layers.norm import NormKind
 from ..layers.stage import Stage
@@ -78,7 +79,7 @@ class RestormerEncoderMixin(RestorationModel):
         layer_norm_type: NormKind,
     ) -> None:
         if len(num_blocks) != 4 or len(heads) != 4:
-            raise ValueError(f"num_blocks and heads need 4 entries, got {list(num_blocks)} and {list(heads)}")
+            raise UsageError(f"num_blocks and heads need 4 entries, got {list(num_blocks)} and {list(heads)}")
         args = (ffn_expansion_factor, bias, layer_norm_type)
         # the official networks build OverlapPatchEmbed(in_c, dim) without passing `bias`: no bias even
         # with bias=True, so that official bias=True checkpoints (no patch_embed.proj.bias) load

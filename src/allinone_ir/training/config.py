@@ -11,6 +11,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..errors import ConfigError, UsageTypeError
+
 __all__ = ["TrainerConfig", "normalize_resume"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -120,7 +122,7 @@ def normalize_resume(value: Any) -> str:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(
+        raise ConfigError(
             f"TrainerConfig.resume: expected 'auto', 'never' or a checkpoint path, got {value!r}"
         )
     low = value.strip().lower()
@@ -268,16 +270,16 @@ class TrainerConfig:
             value = getattr(self, f.name)
             if not _matches(value, hints[f.name]):
                 what = ranges[f.name][0] if f.name in ranges else _describe(hints[f.name])
-                raise TypeError(f"TrainerConfig.{f.name}: expected {what}, got {value!r}")
+                raise UsageTypeError(f"TrainerConfig.{f.name}: expected {what}, got {value!r}")
         for name, (what, ok) in ranges.items():
             value = getattr(self, name)
             if not ok(value):
-                raise ValueError(f"TrainerConfig.{name}: expected {what}, got {value!r}")
+                raise ConfigError(f"TrainerConfig.{name}: expected {what}, got {value!r}")
         if self.min_lr > self.lr:
-            raise ValueError(f"TrainerConfig.min_lr: {self.min_lr} must not exceed lr ({self.lr})")
+            raise ConfigError(f"TrainerConfig.min_lr: {self.min_lr} must not exceed lr ({self.lr})")
         self.device = _check_device(self.device)
         if self.metric_protocol not in ("promptir", "basicsr"):
-            raise ValueError(
+            raise ConfigError(
                 f"TrainerConfig.metric_protocol: expected 'promptir' or 'basicsr', got {self.metric_protocol!r}"
             )
         self.betas = (float(self.betas[0]), float(self.betas[1]))
@@ -302,7 +304,7 @@ class TrainerConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown TrainerConfig key(s) {unknown}; known keys: {sorted(known)}")
+            raise ConfigError(f"unknown TrainerConfig key(s) {unknown}; known keys: {sorted(known)}")
         data = dict(data)
         if isinstance(data.get("betas"), list):
             data["betas"] = tuple(data["betas"])
@@ -323,7 +325,7 @@ def _check_device(name: Any) -> str:
     try:
         dev = torch.device(name)
     except (RuntimeError, ValueError, TypeError):
-        raise ValueError(
+        raise ConfigError(
             f"TrainerConfig.device: expected 'auto' or a device such as 'cpu', 'cuda', 'cuda:1' or 'mps', "
             f"got {name!r}"
         ) from None
@@ -331,12 +333,12 @@ def _check_device(name: Any) -> str:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0 or (dev.index is not None and dev.index >= count):
             have = f"{count} CUDA device(s)" if count else "no CUDA"
-            raise ValueError(f"TrainerConfig.device: {name!r} is not available (this machine has {have})")
+            raise ConfigError(f"TrainerConfig.device: {name!r} is not available (this machine has {have})")
     elif dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise ValueError(f"TrainerConfig.device: {name!r} is not available (no MPS on this machine)")
+            raise ConfigError(f"TrainerConfig.device: {name!r} is not available (no MPS on this machine)")
     elif dev.type != "cpu":
-        raise ValueError(
+        raise ConfigError(
             f"TrainerConfig.device: {name!r} is not a device the Trainer runs on (cpu, cuda, mps)"
         )
     return name

@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from ..errors import UsageError
+
 __all__ = ["DistInfo", "EpochSampler", "init_distributed", "resolve_device"]
 
 
@@ -46,9 +48,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
+        raise UsageError(f"device {name!r} requested but CUDA is not available")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} requested but MPS is not available")
+        raise UsageError(f"device {name!r} requested but MPS is not available")
     return dev
 
 

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 __all__ = ["ModelEMA"]
 
 
@@ -34,7 +36,7 @@ class ModelEMA(nn.Module):
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
         super().__init__()
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+            raise UsageError(f"EMA decay must be in (0, 1), got {decay}")
         self.module = copy.deepcopy(model).eval()
         self.module.requires_grad_(False)
         self.decay = decay

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from ..errors import UsageError
 from ..models.promptir import PromptIR
 
 __all__ = [
@@ -86,7 +87,7 @@ def _select(model: nn.Module, patterns: Iterable[str]) -> list[nn.Parameter]:
         chosen.update((n, params[n]) for n in hits)
     if unknown:
         named = f" and the named groups {sorted(declared)}" if declared else ""
-        raise ValueError(
+        raise UsageError(
             f"no parameters match {unknown}; module groups are {sorted(module_groups(model))}{named}"
         )
     return list(chosen.values())

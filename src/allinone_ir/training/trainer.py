@@ -30,7 +30,14 @@ from torch.utils.data import DataLoader, Dataset
 from .. import losses as L
 from .._runtime import PRECISIONS, autocast, progress_bar
 from ..data.datasets import _match_labels
-from ..errors import CheckpointError, ConfigError, TrainingDivergedError
+from ..errors import (
+    CheckpointError,
+    ConfigError,
+    TrainingDivergedError,
+    UnknownNameError,
+    UsageError,
+    UsageTypeError,
+)
 from ..metrics import get_protocol
 from ..models._base import AuxiliaryLoss, RestorationModel
 from ._lock import RunFolderLock
@@ -85,11 +92,11 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
         CharbonnierLoss()
     """
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
+        raise UnknownNameError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
     try:
         return LOSSES[name](**kwargs)
     except TypeError as exc:
-        raise ValueError(f"bad arguments for loss {name!r}: {exc}") from exc
+        raise UsageError(f"bad arguments for loss {name!r}: {exc}") from exc
 
 
 @dataclass
@@ -215,9 +222,9 @@ class Trainer:
         batch_augment: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         if not isinstance(config, TrainerConfig):
-            raise TypeError(f"config must be a TrainerConfig, got {type(config).__name__}")
+            raise UsageTypeError(f"config must be a TrainerConfig, got {type(config).__name__}")
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+            raise UsageTypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if getattr(model, "accepts_degradation", False) and getattr(model, "degradations", None):
             # labels are positions in the network's degradations, matched by name before training
             for data in (train_data, val_data):
@@ -722,7 +729,7 @@ class Trainer:
         """
         data = dataset if dataset is not None else self.val_data
         if data is None:
-            raise ValueError("no validation dataset given")
+            raise UsageError("no validation dataset given")
         net = self.ema.module if self.ema is not None else self.model
         was_training = net.training
         net.eval()
