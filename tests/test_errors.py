@@ -40,7 +40,6 @@ BUILTINS = {
     MissingDependencyError: ImportError,
     UnknownNameError: KeyError,
     ModelArgumentError: TypeError,
-    DownloadError: OSError,
     UsageTypeError: TypeError,
 }
 

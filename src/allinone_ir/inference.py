@@ -36,7 +36,6 @@ from torch import nn
 from ._runtime import autocast, low_precision_dtype, progress_bar
 from .errors import UsageError, UsageTypeError
 from .io import _mode_pixels, array_to_tensor, read_image_array, tensor_to_array, write_image
-from .errors import UsageError, UsageTypeError
 
 __all__ = [
     "LUMA_WEIGHTS",

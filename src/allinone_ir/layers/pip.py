@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
 from .attention import TOP_M_FRACTIONS, CrossChannelAttention
 from .attention import top_m_channel_attention as top_m_channel_attention  # re-export (former home)
 from .attention import top_m_sizes as top_m_sizes  # re-export (former home)
 from .feedforward import GDFN
 from .norm import NormKind, RestormerLayerNorm
-from ..errors import UsageError
 
 __all__ = [
     "BasicRestorationPrompt",
