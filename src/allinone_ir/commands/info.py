@@ -23,6 +23,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="parameters, FLOPs and latency of a network",
         description="Parameters, FLOPs and the latency of restore() on the default fast path.",
     )
+    p.add_argument(
+        "name",
+        nargs="?",
+        default=None,
+        metavar="MODEL",
+        help="a registered model name (see `allinone-ir models`), a checkpoint or a save_pretrained folder "
+        "(the same as --model NAME, --checkpoint FILE or --model FOLDER)",
+    )
     add_model_arguments(p)
     p.add_argument("--size", type=int, nargs="+", default=[256], metavar="PX", help="H [W] (default 256)")
     p.add_argument("--runs", type=int, default=3, help="timed forward passes for the latency (0: skip)")
@@ -36,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     """Print parameters, FLOPs and latency. Returns the exit status."""
     import torch
 
+    _resolve_positional(args)
     try:
         model = load_model_from_args(args, require_weights=False)
     except (ValueError, FileNotFoundError, KeyError) as exc:
@@ -69,3 +78,43 @@ def run(args: argparse.Namespace) -> int:
             f"latency       {latency * 1000:.1f} ms on {args.device} ({how}; restore(), median of {args.runs})"
         )
     return 0
+
+
+def _resolve_positional(args: argparse.Namespace) -> None:
+    """Turn the positional ``MODEL`` into ``--model NAME|FOLDER`` or ``--checkpoint FILE``.
+
+    Raises:
+        UsageError: If it is given with ``--model`` / ``--checkpoint``, or is neither an existing
+            path nor a registered model name (the message lists close matches and the names).
+    """
+    from pathlib import Path
+
+    from ..errors import UsageError
+    from ..models import list_models
+    from ..models._registry import _unknown
+
+    name = args.name
+    if name is None:
+        return
+    if args.model or args.checkpoint:
+        raise UsageError(f"give the network once: {name!r} or --model/--checkpoint, not both")
+    path = Path(name)
+    if path.is_dir():
+        args.model = name
+    elif path.is_file():
+        args.checkpoint = name
+    else:
+        names = list_models()
+        exact = [n for n in names if n.lower() == name.lower()]
+        if exact:
+            args.model = exact[0]
+            return
+        starting = [n for n in names if n.startswith(name.lower())]
+        if len(starting) > 1:
+            raise UsageError(
+                f"{name!r} is not a registered model and matches several: {', '.join(starting)}; give one of them"
+            )
+        if len(starting) == 1:
+            args.model = starting[0]
+            return
+        raise UsageError(f"{_unknown('model', name, names)} Or give a checkpoint file or folder that exists.")
