@@ -224,9 +224,12 @@ def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
     Unwraps ``params_ema`` / ``params`` (BasicSR: Restormer, NAFNet; EMA weights preferred),
     ``ema`` (this library's :class:`~allinone_ir.training.Trainer` checkpoints, EMA preferred too),
     ``state_dict`` (Lightning: PromptIR), ``model_state_dict`` / ``model`` / ``net``; strips
-    ``module.`` (DataParallel), ``_orig_mod.`` (``torch.compile``) and a ``net.`` / ``model.``
-    prefix shared by the network's keys (Lightning modules keep non-network keys, e.g. of a loss,
-    next to them; those are dropped).
+    ``module.`` (DataParallel) and ``_orig_mod.`` (``torch.compile``) when every key carries it,
+    and a training wrapper's ``net.`` / ``model.`` prefix (Lightning's ``self.net``). No key is
+    dropped silently: entries a wrapper keeps beside its network that are known not to be weights
+    of it (top-level names such as ``loss``, ``loss_fn``, ``*_loss``, ``criterion``, ``metrics``,
+    ``discriminator``) are dropped with a warning naming them; any other key is kept as it is, so
+    loading reports it as an unexpected key.
 
     Args:
         checkpoint: What ``torch.load`` returned, or a state dict.
@@ -235,7 +238,11 @@ def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
         A flat ``{name: tensor}`` dict.
 
     Raises:
-        CheckpointError: If no tensors are found.
+        CheckpointError: If no tensors are found, or a key is there both with and without the
+            wrapper prefix (two networks in one file).
+
+    Warns:
+        UserWarning: When a wrapper's non-network entries are dropped (the message names them).
 
     Examples:
         >>> w = torch.zeros(1)
@@ -541,9 +548,13 @@ def load_checkpoint(
         The network in eval mode, on the CPU (or ``map_location``).
 
     Raises:
-        CheckpointError: If the file cannot be read safely, the architecture cannot be detected,
-            or the weights do not match the network (the message lists missing, unexpected and
-            mismatched keys).
+        CheckpointError: If the file cannot be read safely (the message names the file and says
+            what is wrong: empty, truncated, not a checkpoint, Python objects in it, a bad saved
+            config), the architecture cannot be detected, or the weights do not match the network
+            (the message names the tensors whose shapes disagree with the rest, or lists missing,
+            unexpected and mismatched keys).
+        UnknownNameError: If ``arch`` names no registered model or class (also a ``KeyError``).
+        ModelArgumentError: If the network does not take one of ``overrides`` (also a ``TypeError``).
         FileNotFoundError: If the path does not exist.
         ImportError: For ``.safetensors`` files without the safetensors package.
 
@@ -735,7 +746,10 @@ def from_pretrained(
         The network in eval mode.
 
     Raises:
-        CheckpointError: If the folder has no saved config or the weights do not match it.
+        CheckpointError: If the folder has no saved config, its files cannot be read (the
+            message names the file: truncated weights, ``config.json`` that is not valid JSON or
+            names an unknown class or arguments the class does not take), or the weights do not
+            match it.
     """
     raw, saved, source = _read(directory, map_location)
     if saved is None:
