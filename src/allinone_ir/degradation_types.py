@@ -21,23 +21,15 @@ by; snow comes after them so that no PIP label moves.
 :data:`DEFAULT_DEGRADATIONS` is the first five names: the degradations of a PIP network unless
 it is built with ``degradations=[...]``.
 
-The labels of a *network* are positions in its own ``degradations`` list: a PIP network built with
-``degradations=("noise", "rain", "haze", "snow")`` calls snow 3. Datasets label with this table by
-default (:data:`DEGRADATION_LABELS`) and with the classes they are given otherwise; before training a
-network that is told the degradation (PIP), the :class:`~allinone_ir.training.Trainer` matches the
-data's degradations to the network's **by name** (aliases included: the data's ``derain`` is the
-network's ``rain``) and relabels the samples with the network's positions, so the numbers never have
-to agree. A degradation of the data the network does not have is an error listing both lists, before
-any update; a PIP network built from a config without ``degradations`` takes the data's.
+The labels of a *network* are positions in its own ``degradations`` list (a PIP network built with
+``degradations=("noise", "rain", "haze", "snow")`` calls snow 3); the
+:class:`~allinone_ir.training.Trainer` matches a dataset's degradations to the network's by name.
 
 Names are matched without regard to case, spaces, ``-`` and ``_`` (``"Low-Light"`` is
-``lowlight``); the aliases are the task names of the official code. One grammar,
-:func:`parse_degradation`, reads a degradation *specification* everywhere (synthesis, the synthetic
-dataset's tasks, ``evaluate``'s groups, PIP's degradation control): a name or alias, and for noise an
-optional level in 8-bit units, ``noise_<sigma>`` (``noise_25``, ``denoise-50``, ``Noise 15``).
-:func:`resolve_degradation_weights`
-reads every form a user may give (labels, names, ``"rain+noise"`` mixtures, mappings, tensors) into
-PIP's degradation weights ``omega``.
+``lowlight``); the aliases are the task names of the official code. :func:`parse_degradation` reads
+a degradation specification (a name or alias; for noise an optional level in 8-bit units,
+``noise_25``); :func:`resolve_degradation_weights` reads every form a user may give (labels, names,
+``"rain+noise"`` mixtures, mappings, tensors) into PIP's degradation weights ``omega``.
 """
 
 from __future__ import annotations

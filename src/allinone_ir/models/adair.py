@@ -33,14 +33,10 @@ class AdaIR(RestormerUNet):
     of the (resized, embedded) degraded image with a per-sample adaptive spectral mask and merges
     them into the feature by cross-channel attention. The decoder channels are Restormer's.
 
-    Defaults are the official configuration: 28,784,824 values as the official network counts them,
-    of which 28,542,130 are parameters here; 223,956 are buffers, weights no gradient can reach, which
-    the official training leaves at their initial values (``fre*.rate_conv`` and the low-band query
-    of ``fre*.channel_cross_h``, see :class:`~allinone_ir.layers.adair.FreModule`); 18,738 belong to
-    the ``conv`` and ``score_gen`` modules the official code builds and never uses (not built,
-    :data:`ADAIR_UNUSED_MODULES`, dropped on load).
-    State-dict keys equal the official ones, so official weights load after stripping the ``net.``
-    prefix. Any ``H, W >= 1`` works (reflect padding to a multiple of 8, output cropped back); the
+    Defaults are the official configuration (28,542,130 parameters; the weights no gradient reaches
+    are buffers, see :class:`~allinone_ir.layers.adair.FreModule`; the official code's unused
+    :data:`ADAIR_UNUSED_MODULES` are not built and dropped on load). State-dict keys equal the
+    official ones. Any ``H, W >= 1`` works (reflect padding to a multiple of 8, output cropped back); the
     frequency blocks read the padded image.
 
     Args:
@@ -195,8 +191,9 @@ def adair(**kwargs: Any) -> AdaIR:
 
 
 # --------------------------------------------------------------------------- released weights
-# The AdaIR authors (github.com/c-yn/AdaIR) link their checkpoints on Google Drive from the README; the file
-# id could not be read from here, so the source is the README page a person follows. No hash or size published.
+# Facts from the official repository github.com/c-yn/AdaIR: README.md "Testing" (the checkpoints are in a
+# Google Drive folder), LICENSE (MIT). The file inside the folder could not be listed from here: the cache
+# keeps it under the name below, whatever its name on Drive. No hash or size is published.
 register_weights(
     PretrainedWeights(
         name="adair.three_task",
@@ -204,13 +201,16 @@ register_weights(
         file_name="adair3d.ckpt",
         sources=(
             WeightsSource(
-                "page", "https://github.com/c-yn/AdaIR#pretrained-models", note="Google Drive link"
+                "page",
+                "https://drive.google.com/drive/folders/1x2LN4kWkO3S65jJlH-1INUFiYt8KFzPH",
+                note="Google Drive folder (README 'Testing'); take the three-degradation checkpoint",
             ),
         ),
         num_params=28_542_130,
         tasks=("noise", "rain", "haze"),
+        license="MIT (LICENSE of c-yn/AdaIR)",
         training_data="BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)",
-        protocol="PromptIR's three-task protocol (RGB PSNR/SSIM)",
+        protocol="PromptIR's three-task protocol (RGB PSNR/SSIM; test.py --mode 5)",
         notes="Google Drive only: download by hand, then `allinone-ir weights import adair.three_task FILE`",
     )
 )
