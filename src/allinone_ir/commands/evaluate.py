@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import AllInOneIRError, DatasetError, UsageError
+from ..errors import DatasetError, UnknownNameError, UsageError
 from ._common import add_model_arguments, load_model_from_args, non_negative_int, positive_int
 
 __all__ = [
@@ -417,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         get_protocol(args.protocol)
-    except ValueError as exc:
+    except UnknownNameError as exc:
         raise UsageError(f"--protocol: {exc}") from exc
     report = Path(args.json) if args.json else None
     if report is not None and report.exists():
@@ -445,9 +445,7 @@ def run(args: argparse.Namespace) -> int:
                     model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False, progress=False,
                     degradation=_group_degradation(group) if by_group else None,
                 )  # fmt: skip
-            except AllInOneIRError:
-                raise
-            except ValueError as exc:  # the network's own checks (channels, degradation name, tile)
+            except UsageError as exc:  # the network's own checks (channels, degradation name, tile)
                 raise UsageError(f"cannot restore an image of group {group!r}: {exc}") from exc
 
     results = evaluate_folders(pairing.groups, args.protocol, restore_fn)

@@ -7,8 +7,8 @@ path (channels-last weights on CPU and CUDA) that ``allinone-ir restore`` uses.
 from __future__ import annotations
 
 import argparse
-import sys
 
+from ..errors import UsageError
 from ..profiling import count_flops, measure_latency
 from ._common import DTYPE_NAMES, add_model_arguments, load_model_from_args
 
@@ -45,14 +45,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     _resolve_positional(args)
-    try:
-        model = load_model_from_args(args, require_weights=False)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    model = load_model_from_args(args, require_weights=False)
     if len(args.size) not in (1, 2):
-        print("error: --size takes H or H W", file=sys.stderr)
-        return 2
+        raise UsageError("--size takes H or H W")
     size = (args.size[0], args.size[-1])
     in_ch = int(getattr(model, "in_channels", 3))
     params = sum(p.numel() for p in model.parameters())
@@ -89,7 +84,6 @@ def _resolve_positional(args: argparse.Namespace) -> None:
     """
     from pathlib import Path
 
-    from ..errors import UsageError
     from ..models import list_models
     from ..models._registry import _unknown
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import AllInOneIRError, ImageReadError, UsageError
+from ..errors import ImageReadError, UsageError
 from ._common import (
     add_model_arguments,
     load_model_from_args,
@@ -267,11 +267,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             try:
                 y, pixels = restore_array(model, arr, run_network)
-            except UsageError as exc:
-                raise UsageError(f"cannot restore {src}: {exc}") from exc
-            except AllInOneIRError:
-                raise
-            except ValueError as exc:  # the network's or restore()'s own checks: not the file's fault
+            except UsageError as exc:  # the network's or restore()'s own checks: not the file's fault
                 raise UsageError(f"cannot restore {src}: {exc}") from exc
             if outs[i] is not None:  # float files (values in [0, 1]) as 16-bit PNG
                 bits = 8 if pixels.dtype == np.uint8 else 16
