@@ -346,23 +346,28 @@ def moce_ir_s(**kwargs: Any) -> MoCEIR:
 
 
 # --------------------------------------------------------------------------- released weights
-# The MoCE-IR authors (github.com/eduardzamfir/MoCE-IR) link their checkpoints on Google Drive from the README;
-# the three-task file was replaced on 2025-03-13 (the repository's issue 3). The file id could not be read
-# from here, so the source is the README page. No hash or size published.
+# Facts from the official repository github.com/eduardzamfir/MoCE-IR (snapshot a1a6e74, 2025-03-14):
+# README.md ("03/04/2025: Full code & models release"; checkpoints and visual results in a Google Drive
+# folder; checkpoint ids MoCE_IR_AIO3 / MoCE_IR_S_AIO3 for three degradations), LICENSE (Apache 2.0).
+# The three-task file was replaced on 2025-03-13 (the repository's issue 3; not readable from here).
+# The file inside the folder could not be listed from here. No hash or size is published.
 register_weights(
     PretrainedWeights(
         name="moce_ir.three_task",
         arch="moce_ir",
-        file_name="moce_ir_3d.ckpt",
+        file_name="MoCE_IR_AIO3.ckpt",
         sources=(
             WeightsSource(
-                "page", "https://github.com/eduardzamfir/MoCE-IR#pretrained-models", note="Google Drive link"
+                "page",
+                "https://drive.google.com/drive/folders/1pQBceb8cCPdIzbqbNNGqV5qNXzzqL4uK",
+                note="Google Drive folder (README); take the MoCE_IR_AIO3 checkpoint",
             ),
         ),
         num_params=25_353_796,
         tasks=("noise", "rain", "haze"),
+        license="Apache-2.0 (LICENSE of eduardzamfir/MoCE-IR)",
         training_data="BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)",
-        protocol="PromptIR's three-task protocol (RGB PSNR/SSIM)",
+        protocol="PromptIR's three-task protocol (RGB PSNR/SSIM; src/test.py --checkpoint_id MoCE_IR_AIO3)",
         notes="Google Drive only; the three-task file was replaced on 2025-03-13 (MoCE-IR issue 3): use the new one",
     )
 )

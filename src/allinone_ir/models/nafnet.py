@@ -198,23 +198,24 @@ def _read_nafnet_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any
 
 
 # --------------------------------------------------------------------------- released weights
-# Facts from the official repository github.com/megvii-research/NAFNet: experiments/pretrained_models/README.md
-# (the Drive links of NAFNet-SIDD-width64 and NAFNet-GoPro-width64), the README's model table (width-32 files
-# on Drive/Baidu), options/test/{SIDD,GoPro}/NAFNet-width*.yml (the configurations), LICENSE (MIT) and the
-# paper (arXiv 2204.04676, Tables 1-2). Hugging Face mirror: nyanko7/nafnet-models (same file names; its
-# LFS pointers publish SHA-256 and size, not readable from here, so none is recorded).
+# Facts from the official repository github.com/megvii-research/NAFNet (snapshot 2b4af71, 2024-03-29):
+# readme.md's model table (file names, PSNR/SSIM, the Google Drive and Baidu links, the configurations
+# options/test/{SIDD,GoPro}/NAFNet-width*.yml) and LICENSE (MIT). The Hugging Face mirror
+# nyanko7/nafnet-models holds the same file names (third party; its LFS pointers publish SHA-256 and
+# size, which could not be read from here, so none is recorded: the architecture check protects users).
 def _nafnet_weights(
-    variant: str, file_name: str, arch: str, num_params: int, drive: str | None, **facts: Any
+    variant: str, file_name: str, arch: str, num_params: int, drive: str, baidu: str, **facts: Any
 ) -> None:
-    sources = [WeightsSource("hf", "nyanko7/nafnet-models", file_name, note="third-party mirror")]
-    if drive:
-        sources.append(WeightsSource("gdrive", drive))
     register_weights(
         PretrainedWeights(
             name=f"nafnet.{variant}",
             arch=arch,
             file_name=file_name,
-            sources=tuple(sources),
+            sources=(
+                WeightsSource("hf", "nyanko7/nafnet-models", file_name, note="third-party mirror"),
+                WeightsSource("gdrive", drive),
+                WeightsSource("baidu", baidu),
+            ),
             num_params=num_params,
             license="MIT (LICENSE of megvii-research/NAFNet)",
             **facts,
@@ -222,21 +223,25 @@ def _nafnet_weights(
     )
 
 
+_SIDD = "PSNR/SSIM on RGB, SIDD validation (1,280 256x256 blocks); readme.md model table"
+_GOPRO = "PSNR/SSIM on RGB, GoPro test set (1,111 images); readme.md model table"
 _nafnet_weights(
     "sidd_width64", "NAFNet-SIDD-width64.pth", "nafnet_sidd_width64", 115_982_915,
-    "14Fht1QQJ2gMlk4N1ERCRuElg8JfjrWWR", tasks=("noise",), training_data="SIDD",
-    reported=("SIDD 40.30/0.962",), protocol="PSNR/SSIM on RGB (SIDD validation blocks)",
+    "14Fht1QQJ2gMlk4N1ERCRuElg8JfjrWWR", "https://pan.baidu.com/s/198kYyVSrY_xZF0jGv9U0sQ?pwd=dton",
+    tasks=("noise",), training_data="SIDD", reported=("SIDD 40.3045/0.9614",), protocol=_SIDD,
 )  # fmt: skip
 _nafnet_weights(
-    "sidd_width32", "NAFNet-SIDD-width32.pth", "nafnet_width32", 29_159_715, None, tasks=("noise",),
-    training_data="SIDD", protocol="PSNR/SSIM on RGB (SIDD validation blocks)",
+    "sidd_width32", "NAFNet-SIDD-width32.pth", "nafnet_width32", 29_159_715,
+    "1lsByk21Xw-6aW7epCwOQxvm6HYCQZPHZ", "https://pan.baidu.com/s/1Xses38SWl-7wuyuhaGNhaw?pwd=um97",
+    tasks=("noise",), training_data="SIDD", reported=("SIDD 39.9672/0.9599",), protocol=_SIDD,
 )  # fmt: skip
 _nafnet_weights(
     "gopro_width64", "NAFNet-GoPro-width64.pth", "nafnet_width64", 67_888_835,
-    "1S0PVRbyTakYY9a82kujgZLbMihfNBLfC", tasks=("blur",), training_data="GoPro",
-    reported=("GoPro 33.69/0.967",), protocol="PSNR/SSIM on RGB (GoPro test set)",
+    "1S0PVRbyTakYY9a82kujgZLbMihfNBLfC", "https://pan.baidu.com/s/1g-E1x6En-PbYXm94JfI1vg?pwd=wnwh",
+    tasks=("blur",), training_data="GoPro", reported=("GoPro 33.7103/0.9668",), protocol=_GOPRO,
 )  # fmt: skip
 _nafnet_weights(
-    "gopro_width32", "NAFNet-GoPro-width32.pth", "nafnet_gopro_width32", 17_111_907, None, tasks=("blur",),
-    training_data="GoPro", protocol="PSNR/SSIM on RGB (GoPro test set)",
+    "gopro_width32", "NAFNet-GoPro-width32.pth", "nafnet_gopro_width32", 17_111_907,
+    "1Fr2QadtDCEXg6iwWX8OzeZLbHOx2t5Bj", "https://pan.baidu.com/s/1AbgG0yoROHmrRQN7dgzDvQ?pwd=so6v",
+    tasks=("blur",), training_data="GoPro", reported=("GoPro 32.8705/0.9606",), protocol=_GOPRO,
 )  # fmt: skip

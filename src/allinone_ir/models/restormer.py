@@ -325,18 +325,42 @@ def _read_restormer_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
 
 
 # --------------------------------------------------------------------------- released weights
-# Facts from the official repository github.com/swz30/Restormer: the GitHub release "v1.0" assets
-# (https://github.com/swz30/Restormer/releases/tag/v1.0; also the Drive folders each task's README links),
+# Facts from the official repository github.com/swz30/Restormer (snapshot df766d5, 2024-04-18): the GitHub
+# release "v1.0" assets (https://github.com/swz30/Restormer/releases/tag/v1.0; file names as demo.py and
+# the task READMEs use them) and the Google Drive folders each task's README links (Deraining/README.md,
+# Motion_Deblurring/README.md, Defocus_Deblurring/README.md, Denoising/README.md),
 # the task options (LayerNorm_type BiasFree for denoising, inp_channels 1 for grayscale)
 # and the paper (arXiv 2111.09881). Hugging Face mirror: deepinv/Restormer (same file names, not verified
 # byte for byte here). No hash or size is published by the authors. License: the repository's LICENSE.md
-# (Academic Public License, non-commercial use).
+# (Academic Public License, non-commercial use). The scores are the paper's tables (Table 1 deraining,
+# Table 2 motion deblurring, Table 6 real denoising, as the task READMEs name them; the README shows
+# them as images).
 _RELEASE = "https://github.com/swz30/Restormer/releases/download/v1.0/"
 _LICENSE = "Academic Public License (non-commercial; LICENSE.md of swz30/Restormer)"
 
 
+def _folder(folder_id: str) -> WeightsSource:
+    """A Google Drive folder of a task's files (the task README's link)."""
+    return WeightsSource(
+        "page", f"https://drive.google.com/drive/folders/{folder_id}", note="Google Drive folder"
+    )
+
+
+_DERAIN_DRIVE = _folder("1ZEDDEVW0UgkpWi-N4Lj_JUoVChGXCu_u")  # Deraining/README.md
+_MOTION_DRIVE = _folder("1czMyfRTQDX3j3ErByYeZ1PM4GVLbJeGK")  # Motion_Deblurring/README.md
+_DEFOCUS_DRIVE = _folder("1bRBG8DG_72AGA6-eRePvChlT5ZO4cwJ4")  # Defocus_Deblurring/README.md
+_GAUSSIAN_DRIVE = _folder("1Qwsjyny54RZWa7zC4Apg7exixLBo4uF0")  # Denoising/README.md, Gaussian models
+_REAL_DRIVE = WeightsSource("gdrive", "1FF_4NTboTWQ7sHCq4xhyLZsSl0U0JfjH")  # Denoising/README.md, real
+
+
 def _restormer_weights(
-    variant: str, file_name: str, arch: str, config: dict[str, Any], num_params: int, **facts: Any
+    variant: str,
+    file_name: str,
+    arch: str,
+    config: dict[str, Any],
+    num_params: int,
+    drive: WeightsSource,
+    **facts: Any,
 ) -> None:
     register_weights(
         PretrainedWeights(
@@ -347,6 +371,7 @@ def _restormer_weights(
             sources=(
                 WeightsSource("url", _RELEASE + file_name),
                 WeightsSource("hf", "deepinv/Restormer", file_name, note="third-party mirror (deepinv)"),
+                drive,
             ),
             num_params=num_params,
             license=_LICENSE,
@@ -356,33 +381,33 @@ def _restormer_weights(
 
 
 _restormer_weights(
-    "deraining", "deraining.pth", "restormer", {}, 26_126_644, tasks=("rain",),
+    "deraining", "deraining.pth", "restormer", {}, 26_126_644, _DERAIN_DRIVE, tasks=("rain",),
     training_data="Rain13K", reported=("average of Test100, Rain100H, Rain100L, Test2800, Test1200 33.96/0.935",),
     protocol="PSNR/SSIM on the Y channel (Deraining/evaluate_PSNR_SSIM.m)", default=True,
 )  # fmt: skip
 _restormer_weights(
-    "motion_deblurring", "motion_deblurring.pth", "restormer", {}, 26_126_644, tasks=("blur",),
+    "motion_deblurring", "motion_deblurring.pth", "restormer", {}, 26_126_644, _MOTION_DRIVE, tasks=("blur",),
     training_data="GoPro", reported=("GoPro 32.92/0.961",), protocol="PSNR/SSIM on RGB (GoPro test set)",
 )  # fmt: skip
 _restormer_weights(
-    "single_image_defocus_deblurring", "single_image_defocus_deblurring.pth", "restormer", {}, 26_126_644,
+    "single_image_defocus_deblurring", "single_image_defocus_deblurring.pth", "restormer", {}, 26_126_644, _DEFOCUS_DRIVE,
     tasks=("defocus",), training_data="DPDD (single image)", protocol="DPDD test set, 76 scenes",
 )  # fmt: skip
 # dual_pixel_defocus_deblurring.pth is not registered: its network (dual_pixel_task, a skip_conv module)
 # is not an architecture of this library, so it would fail the architecture check.
 _restormer_weights(
-    "real_denoising", "real_denoising.pth", "restormer_biasfree", {}, 26_111_668, tasks=("noise",),
+    "real_denoising", "real_denoising.pth", "restormer_biasfree", {}, 26_111_668, _REAL_DRIVE, tasks=("noise",),
     training_data="SIDD", reported=("SIDD 40.02/0.960",), protocol="PSNR/SSIM on RGB (SIDD validation blocks)",
 )  # fmt: skip
 for _variant in ("blind", "sigma15", "sigma25", "sigma50"):
     _restormer_weights(
         f"gaussian_color_denoising_{_variant}", f"gaussian_color_denoising_{_variant}.pth",
-        "restormer_biasfree", {}, 26_111_668, tasks=("noise",), training_data="DFWB (DIV2K, Flickr2K, BSD400, WED)",
+        "restormer_biasfree", {}, 26_111_668, _GAUSSIAN_DRIVE, tasks=("noise",), training_data="DFWB (DIV2K, Flickr2K, BSD400, WED)",
         protocol="PSNR on RGB (CBSD68, Kodak24, McMaster, Urban100), Gaussian noise of the given sigma",
     )  # fmt: skip
     _restormer_weights(
         f"gaussian_gray_denoising_{_variant}", f"gaussian_gray_denoising_{_variant}.pth", "restormer_biasfree",
-        {"in_channels": 1, "out_channels": 1}, 26_109_076, tasks=("noise",),
+        {"in_channels": 1, "out_channels": 1}, 26_109_076, _GAUSSIAN_DRIVE, tasks=("noise",),
         training_data="DFWB (DIV2K, Flickr2K, BSD400, WED), grayscale",
         protocol="PSNR on grayscale images (Set12, BSD68, Urban100), Gaussian noise of the given sigma",
     )  # fmt: skip
