@@ -10,6 +10,7 @@ from ._registry import (
     register_architecture,
     register_model,
 )
+from ._weights import PretrainedWeights, WeightsSource, register_weights
 from .adair import ADAIR_UNUSED_MODULES, AdaIR
 from .classifier import DegradationClassifier, degradation_classification_loss
 from .moce_ir import MoCEIR
@@ -29,10 +30,12 @@ __all__ = [
     "PIPNAFNet",
     "PIPRestormer",
     "PIPUNet",
+    "PretrainedWeights",
     "PromptIR",
     "RecordsConfig",
     "RestorationModel",
     "Restormer",
+    "WeightsSource",
     "check_image_batch",
     "create_model",
     "degradation_classification_loss",
@@ -42,4 +45,5 @@ __all__ = [
     "list_models",
     "register_architecture",
     "register_model",
+    "register_weights",
 ]
