@@ -72,11 +72,9 @@ class MoCEIR(RestorationModel):
     ``net.`` prefix is stripped on load). Any ``H, W >= 1`` works (reflect padding to a multiple of
     ``2^(levels-1)``, output cropped back).
 
-    Routing: in training, Gaussian noise (std ``1/num_experts``) is added to the router logits
-    before the top-k, as in the official code. In eval mode the official code adds the same noise,
-    so its outputs are random; here eval routing is deterministic (noise-free logits) unless
-    ``eval_routing_noise=True``. Each image runs its own top-k experts (the official eval path
-    is correct for a batch of one image only).
+    Routing (:class:`~allinone_ir.layers.moce_ir.ExpertRouter`) adds Gaussian noise to the router
+    logits in training; eval routing is deterministic unless ``eval_routing_noise=True``. Each image
+    runs its own top-k experts.
 
     Args:
         in_channels: Input image channels.
