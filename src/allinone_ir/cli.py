@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from ._version import __version__
 from .errors import AllInOneIRError, MissingDependencyError, TrainingDivergedError, install_hint
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["build_parser", "main"]
 
 #: sub-command name -> (module that implements it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("allinone_ir.commands.train", "train a network from a YAML/TOML config file"),
     "restore": ("allinone_ir.commands.restore", "restore images, folders or globs (tiling, TTA, npz export)"),
     "evaluate": ("allinone_ir.commands.evaluate", "PSNR/SSIM over paired folders, per degradation"),
+    "benchmark": ("allinone_ir.commands.benchmark", "a paper's table on the standard test sets (three-task, five-task)"),
     "info": ("allinone_ir.commands.info", "parameters, FLOPs and latency of a network"),
     "convert": ("allinone_ir.commands.convert", "convert an official checkpoint to safetensors"),
     "models": ("allinone_ir.commands.models", "list the registered networks"),

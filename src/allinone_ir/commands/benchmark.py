@@ -1,0 +1,161 @@
+"""``allinone-ir benchmark``: a paper's table on the standard test sets, with the official layout and protocol.
+
+Suites: ``three-task`` (CBSD68 at sigma 15, 25 and 50, Rain100L, SOTS outdoor) and ``five-task``
+(CBSD68 sigma 25, Rain100L, SOTS outdoor, GoPro, LOL-v1). ``--root`` is the ``test/`` folder of the
+PromptIR / AdaIR layout (or the folder holding ``test/`` or ``data/test/``)::
+
+    denoise/bsd68/*.png                       68 clean images; the noise is drawn as the official test.py
+    derain/Rain100L/{input,target}/N.png      100 pairs, equal names
+    dehaze/{input,target}/                    500 pairs: input/0001_0.8_0.2.jpg -> target/0001.png
+    deblur/gopro/{input,target}/              1111 pairs, equal names (five-task)
+    enhance/lol/{input,target}/               15 pairs, equal names (five-task)
+
+``--check`` says, per task, what is there, what is missing and what is misnamed, and runs no network.
+Without it the tasks that have images are scored (the others are listed as skipped) and the table is
+printed in the paper's column order, with the degraded inputs' scores and the average over the columns.
+See docs/tutorials/benchmarks.md for the protocol and its sources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ._common import add_model_arguments, comma_list, load_model_from_args, non_negative_int, positive_int
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``benchmark`` sub-command."""
+    p = subparsers.add_parser(
+        "benchmark",
+        help="a paper's table on the standard test sets (three-task, five-task)",
+        description=(__doc__ or "").replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--suite", required=True, help="three-task or five-task")
+    p.add_argument("--root", required=True, help="the test/ folder of the layout (see above)")
+    p.add_argument(
+        "--tasks",
+        type=comma_list(str),
+        default=None,
+        help="comma-separated task keys (default: all), e.g. derain,dehaze",
+    )
+    p.add_argument(
+        "--check", action="store_true", help="only say what of the layout is there; run no network"
+    )
+    add_model_arguments(p)
+    p.add_argument(
+        "--tile", type=positive_int, default=None, help="tile size (default: whole images, as the papers)"
+    )
+    p.add_argument("--overlap", type=non_negative_int, default=32, help="tile overlap")
+    p.add_argument(
+        "--tta", nargs="?", const="x8", default=None, choices=("flip", "x8"), help="test-time augmentation"
+    )
+    p.add_argument(
+        "--save-images", default=None, metavar="DIR", help="write the outputs to DIR/<task>/<name>.png"
+    )
+    p.add_argument("--json", default=None, help="also write the results to this JSON file (a new file)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _print_check(report: dict[str, dict[str, Any]]) -> bool:
+    """Print the layout report; True when every task is complete."""
+    for key, r in report.items():
+        state = "complete" if r["complete"] else ("partial" if r["ready"] else "absent")
+        print(f"{key:<11s} {state:<8s} {r['found']:>5d} / {r['expected']:<5d} {r['folder']}")
+        for line in r["missing"][:10]:
+            print(f"    missing: {line}")
+        if len(r["missing"]) > 10:
+            print(f"    ... and {len(r['missing']) - 10} more missing")
+        for line in r["misnamed"][:10]:
+            print(f"    misnamed: {line}")
+        if len(r["misnamed"]) > 10:
+            print(f"    ... and {len(r['misnamed']) - 10} more misnamed")
+    return all(r["complete"] for r in report.values())
+
+
+def _model_label(args: argparse.Namespace) -> str | None:
+    return getattr(args, "weights", None) or args.checkpoint or args.model
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check a suite's layout, or score a network on it and print the table. Returns the exit status."""
+    from .._version import __version__
+    from ..io import atomic_write
+    from ..suites import check_suite, run_suite
+
+    report_path = Path(args.json) if args.json else None
+    if report_path is not None and report_path.exists():
+        raise FileExistsError(f"{report_path} exists; not overwritten (choose another --json file)")
+    report = check_suite(args.suite, args.root, args.tasks)
+    if args.check:
+        complete = _print_check(report)
+        n_ready = sum(r["ready"] for r in report.values())
+        print(f"{n_ready} of {len(report)} task(s) can run" + ("" if complete else "; see the lines above"))
+        return 0 if complete else 1
+    if not any(r["ready"] for r in report.values()):
+        _print_check(report)
+        raise UsageError(f"no task of {args.suite} has images under {args.root} (the layout is above)")
+    if not (args.model or args.checkpoint or getattr(args, "weights", None)):
+        raise UsageError("give the network: --weights NAME, --checkpoint PATH or --model FOLDER")
+    model = load_model_from_args(args, require_weights=True)
+
+    bar: dict[str, Any] = {}
+
+    def progress(key: str, done: int, total: int) -> None:
+        if args.quiet:
+            return
+        from .._runtime import progress_bar
+
+        if key not in bar:
+            bar[key] = progress_bar(total=total, desc=key, unit="img")
+        if bar[key] is not None:
+            bar[key].update(1)
+            if done == total:
+                bar[key].close()
+
+    results = run_suite(
+        model, args.suite, args.root, args.tasks, tile=args.tile, overlap=args.overlap, tta=args.tta or False,
+        device=args.device, save_images=args.save_images, progress=progress,
+    )  # fmt: skip
+    for key, reason in results["skipped"].items():
+        print(f"skipped {key}: {reason}", file=sys.stderr)
+    tasks = results["tasks"]
+    print(f"suite: {args.suite}  protocol: promptir (RGB, scikit-image SSIM, crop to a multiple of 16)")
+    print(
+        f"{'task':<11s} {'images':>6s} {'PSNR':>8s} {'SSIM':>7s} {'input PSNR':>10s} {'input SSIM':>10s} {'img/s':>7s}"
+    )
+    for key, r in tasks.items():
+        print(
+            f"{key:<11s} {int(r['count']):>6d} {r['psnr']:>8.2f} {r['ssim']:>7.4f} {r['input_psnr']:>10.2f} "
+            f"{r['input_ssim']:>10.4f} {r['images_per_s']:>7.2f}"
+        )
+    a = results["average"]
+    label = (
+        "average"
+        if not results["skipped"]
+        else f"average ({len(tasks)} of {len(tasks) + len(results['skipped'])})"
+    )
+    print(
+        f"{label:<11s} {'':>6s} {a['psnr']:>8.2f} {a['ssim']:>7.4f} {a['input_psnr']:>10.2f} {a['input_ssim']:>10.4f}"
+    )
+    if report_path is not None:
+        doc: dict[str, Any] = {
+            "suite": args.suite,
+            "protocol": "promptir",
+            "weights": _model_label(args),
+            "version": __version__,
+            **tasks,
+            "average": a,
+            "skipped": results["skipped"],
+        }
+        text = json.dumps(doc, indent=2) + "\n"
+        atomic_write(report_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return 0
