@@ -43,12 +43,10 @@ from .errors import (
     require,
 )
 from .io import atomic_write
-from .models import create_model, get_model_class, is_model, list_architectures, list_models
-from .models._registry import _unknown
+from .models import create_model, get_model_class, list_architectures, list_models
+from .models._registry import _unknown, is_model
 
 __all__ = [
-    "CONFIG_NAME",
-    "WEIGHTS_NAME",
     "CheckpointError",
     "convert_checkpoint",
     "detect_architecture",
@@ -419,7 +417,7 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
 def _load_into(
     model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool, *, detected: bool = False
 ) -> nn.Module:
-    state = _filter(model, state)
+    raw, state = state, _filter(model, state)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -430,7 +428,7 @@ def _load_into(
     ]
     if mismatched or (strict and (missing or unexpected)):
         cls, cfg = type(model), getattr(model, "config", None)
-        odd = _odd_tensors(cls, dict(cfg), state) if detected and mismatched and cfg else None
+        odd = _explain_odd_tensors(cls, dict(cfg), raw) if detected and mismatched and cfg else None
         if odd is not None:
             raise CheckpointError(f"{source}: {odd}; the file is corrupt or was edited")
         problems = [
@@ -471,20 +469,8 @@ def _shape_misfits(
     return len(expected.keys() ^ state.keys()), wrong
 
 
-def _odd_tensors(
-    cls: type[nn.Module], config: dict[str, Any], state: Mapping[str, torch.Tensor]
-) -> str | None:
-    """Name the few tensors whose shapes disagree with the rest, when a detected config does not fit.
-
-    A family reads a hyper-parameter from one tensor (the width from the first convolution, say):
-    when that tensor alone has a wrong shape, the network built from the reading mismatches nearly
-    every key. Each mismatch votes for the value of an integer hyper-parameter (or list entry)
-    that would fit it; the most voted values are tried on the ``meta`` device, and one that leaves
-    fewer mismatched tensors names them. ``None`` when no such value is found.
-    """
-    base = _shape_misfits(cls, config, state)
-    if base is None or not base[1]:
-        return None
+def _votes(config: dict[str, Any], wrong: list[tuple[str, tuple[int, ...], tuple[int, ...]]]) -> Counter:
+    """For each integer hyper-parameter (or list entry), the values that would fit the mismatched tensors."""
     votes: Counter[tuple[str, int | None, int]] = Counter()
     for field, value in config.items():
         if isinstance(value, int) and not isinstance(value, bool):
@@ -494,21 +480,58 @@ def _odd_tensors(
         else:
             continue
         for idx, v in entries:
-            for _, ours, theirs in base[1]:
+            for _, ours, theirs in wrong:
                 for a, b in zip(ours, theirs) if len(ours) == len(theirs) else ():
                     if a != b and b > 0 and v * a % b == 0 and v * a // b > 0:
                         votes[(field, idx, v * a // b)] += 1
-    for (field, idx, new), _ in votes.most_common(4):
-        candidate = dict(config)
-        candidate[field] = new if idx is None else [*config[field][:idx], new, *config[field][idx + 1 :]]
-        found = _shape_misfits(cls, candidate, state)
-        if found is None or found[0] != base[0] or not 0 < len(found[1]) < min(len(base[1]), 4):
-            continue
-        wrong = ", ".join(f"key {k} has shape {ours}, expected {theirs}" for k, ours, theirs in found[1])
-        n_fit = len(state) - len(found[1])
-        setting = f"{field}={candidate[field]}"
-        return f"{wrong} (the other {n_fit} tensors fit {cls.__name__} with {setting})"
-    return None
+    return votes
+
+
+def _explain_odd_tensors(
+    cls: type[nn.Module], config: dict[str, Any], state: Mapping[str, torch.Tensor]
+) -> str | None:
+    """Name the few tensors whose shapes disagree with the rest, when a detected config does not fit.
+
+    A family reads a hyper-parameter from one tensor (the width from the first convolution, say):
+    when that tensor alone has a wrong shape, the network built from the reading mismatches nearly
+    every key (or does not build). Each mismatch votes for the value of an integer hyper-parameter
+    (or list entry) that would fit it; the most voted values are tried, on the ``meta`` device, in
+    the detected class and in every other class that claims the keys, and the candidate that leaves
+    the fewest tensors mismatched (at most three) names them. ``None`` when there is none.
+    """
+    claims = [(cls, config)] + [(c, cfg) for c, cfg in _claims(state)[0] if c is not cls]
+    bases = [_shape_misfits(c, cfg, state) for c, cfg in claims]
+    votes: Counter[tuple[str, int | None, int]] = Counter()
+    for (_, cfg), base in zip(claims, bases):
+        if base is not None:
+            votes.update(_votes(cfg, base[1]))
+    best: tuple[tuple[int, int], str] | None = None
+    for (c, cfg), base in zip(claims, bases):
+        if best is not None and best[0] == (0, 1):  # one odd tensor, every key known: nothing explains more
+            break
+        for (field, idx, new), _ in votes.most_common(6):
+            if field not in cfg or (
+                idx is not None and not (isinstance(cfg[field], list) and idx < len(cfg[field]))
+            ):
+                continue
+            candidate = dict(cfg)
+            candidate[field] = new if idx is None else [*cfg[field][:idx], new, *cfg[field][idx + 1 :]]
+            found = _shape_misfits(c, candidate, state)
+            if found is None or not 0 < len(found[1]) <= 3:
+                continue
+            if base is not None and (found[0] > base[0] or len(found[1]) >= len(base[1])):
+                continue
+            score = (found[0], len(found[1]))
+            if best is None or score < best[0]:
+                wrong = ", ".join(
+                    f"key {k} has shape {ours}, expected {theirs}" for k, ours, theirs in found[1]
+                )
+                n_fit = len(state) - len(found[1])
+                best = (
+                    score,
+                    f"{wrong} (the other {n_fit} tensors fit {c.__name__} with {field}={candidate[field]})",
+                )
+    return None if best is None else best[1]
 
 
 def _own_claim(cls: type[nn.Module], state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
