@@ -178,13 +178,18 @@ class TestModelHelpers:
         model = create_model("pip_restormer", **TINY["pip_restormer"])
         prompts = collect_degradation_prompts(model)
         assert [tuple(p.shape) for p in prompts] == [(5, 8), (5, 8), (5, 16)]
-        assert prompts[0] is model.pip_level1.degradation_prompt.prompts
+        assert prompts[0].data_ptr() == model.prompt1.detask_prompt_param.data_ptr()  # a view
         ddl = DirectionalDecoupledLoss()
         assert ddl.alpha == DEFAULT_DDL_ALPHA == 0.002
         expected = sum(directional_decoupled_loss(p) for p in prompts)
         torch.testing.assert_close(ddl(model), expected)
         ddl(model).backward()
-        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in prompts)
+        params = [
+            model.prompt1.detask_prompt_param,
+            model.prompt2.detask_prompt_param,
+            model.prompt3.detask_prompt_param,
+        ]
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
         assert collect_degradation_prompts(nn.Linear(2, 2)) == []
 
 
@@ -202,7 +207,7 @@ class _TinyUNet(nn.Module):
         return x + self.out(torch.cat([self.up(F.gelu(self.down(e))), self.skip(e)], 1))
 
 
-def _train_tiny_pip(alpha: float, steps: int = 25) -> tuple[torch.Tensor, torch.Tensor]:
+def _train_tiny_pip(alpha: float, steps: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
     """Train a tiny PIP U-Net on five toy noise levels with the recipe the PIP family declares (its
     ``ddl`` term weighted ``alpha``); return the d prompts' angles before and after."""
     torch.manual_seed(0)
@@ -232,8 +237,8 @@ def _train_tiny_pip(alpha: float, steps: int = 25) -> tuple[torch.Tensor, torch.
 def test_training_with_ddl_decouples_the_degradation_prompts() -> None:
     before, after = _train_tiny_pip(DEFAULT_DDL_ALPHA)
     _, control = _train_tiny_pip(0.0)
-    # figures at the time of writing: min/mean angle 22.6/32.0 deg before; 25 steps with DDL about
-    # 71/87 deg, without DDL about 30/41 deg
+    # figures at the time of writing: min/mean angle 17.2/23.2 deg before; 40 steps with DDL about
+    # 67/92 deg, without DDL about 18/24 deg
     assert before.min() < 25 and before.mean() < 35
     assert after.min() > 60 and after.mean() > 80  # pairwise angles grew towards the 90 deg threshold
     assert after.mean() > control.mean() + 25  # and it is the loss that separates them

@@ -47,7 +47,7 @@ class TestTable:
     def test_every_user_reads_the_same_table(self) -> None:
         assert DATA_LABELS is DEGRADATION_LABELS  # data synthesis and datasets
         assert set(DEGRADATIONS) == set(DEGRADATION_LABELS)  # one synthesiser per degradation
-        assert PIPBlock(8, 8, 4, p2f_heads=2).degradation_prompt.num_degradations == len(DEFAULT_DEGRADATIONS)
+        assert PIPBlock(8, 8, 4, p2f_heads=2).prompt.num_degradations == len(DEFAULT_DEGRADATIONS)
         # the layers take numbers; names are read here only
         for name in ("DEFAULT_DEGRADATIONS", "resolve_degradation_weights", "DegradationSpec"):
             assert not hasattr(layers, name) and not hasattr(layers_pip, name)

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from allinone_ir import load_checkpoint
-from allinone_ir.errors import CheckpointError
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
@@ -183,19 +182,36 @@ def test_moce_ir_official_eval_routing_noise() -> None:
         assert _max_abs(out, io[f"noisy_output_{h}x{w}"]) <= TOLERANCE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(CheckpointError, AssertionError),
-    reason="official PIP key names (prompt1..3.*, low_prompt_interaction_level1..3.*) are not mapped to PIPRestormer's",
-)
-def test_pip_restormer_official_checkpoint() -> None:
-    """The official PIP-Restormer (``PIPNet_Restormer_onskip_inter`` as its trainer builds it), with the
-    degradation label of each input (``degradation_class`` there, ``degradation`` here)."""
+#: The official PIP-Restormer's constructor arguments (manifest) in this library's names: P2P heads are
+#: the official fixed 2, P2F heads the official ``heads[2]``, and an official network has no classifier.
+PIP_CONFIG: dict[str, Any] = dict(
+    _RESTORMER, dim=8, num_blocks=[1, 1, 1, 1], ffn_expansion_factor=2.66, bias=False, layer_norm_type="WithBias",
+    prompt_dims=[8, 8, 16], prompt_sizes=[8, 4, 4], degradations=["noise", "rain", "haze", "blur", "lowlight"],
+    p2p_heads=2, p2f_heads=4, classifier=False, classifier_widths=[16, 32, 64],
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("form", ["official_file", "safetensors"])
+def test_pip_restormer_official_checkpoint(form: str, tmp_path: Path) -> None:
+    """The official PIP-Restormer (``PIPNet_Restormer_onskip_inter`` as its trainer builds it): the
+    official forward takes the degradation label of each input (``degradation_class``, made one-hot
+    inside), ours the same label (``degradation``). Its unused ``reduce_noise_channel_1..3`` are dropped."""
     meta = MANIFEST["pip_restormer"]
-    io = safetensors_torch.load_file(str(FIXTURES / meta["io"]))
-    net = load_checkpoint(FIXTURES / meta["weights"])
+    path = (
+        _official_file("pip_restormer", tmp_path) if form == "official_file" else FIXTURES / meta["weights"]
+    )
+    net = load_checkpoint(path)
     assert type(net).__name__ == "PIPRestormer"
-    for (h, w), label in zip(meta["sizes"], meta["degradation_class"]):
-        with torch.no_grad():
-            out = net(io[f"input_{h}x{w}"], degradation=torch.tensor([label]))
-        assert _max_abs(out, io[f"output_{h}x{w}"]) <= TOLERANCE
+    assert net.config == PIP_CONFIG
+    assert not hasattr(net, "reduce_noise_channel_1") and net.classifier is None
+    io = safetensors_torch.load_file(str(FIXTURES / meta["io"]))
+    for dtype, key in ((torch.float32, "output"), (torch.float64, "output64")):
+        net.to(dtype)
+        for (h, w), label in zip(meta["sizes"], meta["degradation_class"]):
+            with torch.no_grad():
+                out = net(io[f"input_{h}x{w}"].to(dtype), degradation=torch.tensor([label]))
+            err = _max_abs(out, io[f"{key}_{h}x{w}"])
+            assert err <= TOLERANCE, f"pip_restormer {h}x{w} {dtype}: max abs difference {err:.3g}"
+            with torch.no_grad():  # the label matters: another one gives another image
+                other = net(io[f"input_{h}x{w}"].to(dtype), degradation=torch.tensor([(label + 1) % 5]))
+            assert _max_abs(other, io[f"{key}_{h}x{w}"]) > 100 * TOLERANCE

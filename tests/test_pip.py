@@ -18,19 +18,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from allinone_ir import PIPNAFNet, PIPRestormer, PIPUNet, create_model
+from allinone_ir.degradation_types import DEFAULT_DEGRADATIONS, resolve_degradation_weights
 from allinone_ir.errors import AllInOneIRError, DatasetError
 from allinone_ir.layers import (
-    DEFAULT_DEGRADATIONS,
-    BasicRestorationPrompt,
-    DegradationAwarePrompt,
     PIPBlock,
+    PromptInPrompt,
+    PromptToFeature,
     PromptToPrompt,
     SelectivePromptToFeature,
     channel_attention,
-    resolve_degradation_weights,
-    top_m_channel_attention,
 )
-from allinone_ir.layers.attention import _reference_top_m_attention, top_m_sizes
+from allinone_ir.layers.attention import _reference_top_m_attention, top_m_channel_attention, top_m_sizes
 from allinone_ir.losses import DEFAULT_DDL_ALPHA, collect_degradation_prompts
 from allinone_ir.models import DegradationClassifier, degradation_classification_loss, get_model_class
 from allinone_ir.models.classifier import BasicBlock
@@ -108,25 +106,46 @@ class TestDegradationWeights:
 
 class TestPrompts:
     def test_degradation_aware_prompt_is_the_mean_of_weighted_vectors(self) -> None:
-        prompt = DegradationAwarePrompt(num_degradations=4, dim=3)
+        prompt = PromptInPrompt(prompt_dim=3, prompt_size=2, num_degradations=4, p2p_heads=1)
+        assert prompt.detask_prompt_param.shape == (4, 3, 1, 1) and prompt.num_degradations == 4
+        assert prompt.state_dict()["detask_prompt_param"].shape == (1, 4, 3, 1, 1)  # the official shape
+        prompt.to(memory_format=torch.channels_last)  # 4-D: the training option converts it
+        other = PromptInPrompt(prompt_dim=3, prompt_size=2, num_degradations=4, p2p_heads=1)
+        other.load_state_dict(prompt.state_dict())  # loads the official shape
+        assert torch.equal(other.detask_prompt_param, prompt.detask_prompt_param)
         omega = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.5, 0.0]])
-        out = prompt(omega)
+        out = prompt.degradation_prompt(omega)
         assert out.shape == (2, 3, 1, 1)
-        d = prompt.prompts.detach()
+        d = prompt.degradation_prompts.detach()
+        assert d.shape == (4, 3) and d.data_ptr() == prompt.detask_prompt_param.data_ptr()  # a view
         torch.testing.assert_close(out[0].flatten(), d[0] / 4)
         torch.testing.assert_close(out[1].flatten(), (0.5 * d[1] + 0.5 * d[2]) / 4)
         with pytest.raises(ValueError, match=r"\(N, 4\)"):
-            prompt(torch.ones(2, 5))
+            prompt.degradation_prompt(torch.ones(2, 5))
 
-    def test_basic_prompt_and_p2p_shapes(self) -> None:
-        b = BasicRestorationPrompt(8, 6)
-        assert b().shape == (1, 8, 6, 6) and b.prompt.shape == (8, 6, 6)
+    def test_prompt_in_prompt_steps(self) -> None:
+        """D = mean(omega d) * (feature resized to S x S, channels aligned); U = P2P(B, D); outconv(U at H x W)."""
+        torch.manual_seed(0)
+        prompt = PromptInPrompt(prompt_dim=8, prompt_size=6, num_degradations=3).eval()
+        assert prompt.low_prompt_param.shape == (1, 8, 6, 6)
+        omega = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5]])
+        for channels in (5, 8, 11):  # zero-padded, equal, truncated to the prompt's 8
+            z = torch.randn(2, channels, 9, 7)
+            zs = F.interpolate(z, size=(6, 6), mode="bilinear", align_corners=False)
+            zs = F.pad(zs, (0, 0, 0, 0, 0, 8 - channels)) if channels < 8 else zs[:, :8]
+            with torch.no_grad():
+                u = prompt.LGM(prompt.low_prompt_param, prompt.degradation_prompt(omega) * zs)
+                expected = prompt.outconv(F.interpolate(u, size=(9, 7), mode="bilinear", align_corners=False))
+                torch.testing.assert_close(prompt(z, omega), expected)
+
+    def test_p2p_shapes(self) -> None:
+        b = torch.randn(1, 8, 6, 6)
         p2p = PromptToPrompt(8, num_heads=2)
         d = torch.randn(3, 8, 6, 6)
-        u = p2p(b(), d)
+        u = p2p(b, d)
         assert u.shape == (3, 8, 6, 6)
         # a shared (batch 1) query equals the query repeated over the batch
-        torch.testing.assert_close(u, p2p(b().expand(3, -1, -1, -1).contiguous(), d))
+        torch.testing.assert_close(u, p2p(b.expand(3, -1, -1, -1).contiguous(), d))
 
 
 def _eq78_reference(q, k, v, temperature, heads, ms, weights):
@@ -177,13 +196,30 @@ class TestTopM:
         out = top_m_channel_attention(q, k, v, t, 2, [4], torch.ones(1))
         torch.testing.assert_close(out, channel_attention(q, k, v, t, 2), atol=1e-6, rtol=1e-5)
 
-    def test_masks_select_and_gradients_flow(self) -> None:
-        p2f = SelectivePromptToFeature(feature_dim=6, prompt_dim=8, num_heads=2)
+    @pytest.mark.parametrize("feature_dim", [6, 8, 12])  # narrower, equal, wider than the prompt
+    def test_masks_select_and_gradients_flow(self, feature_dim: int) -> None:
+        p2f = SelectivePromptToFeature(feature_dim=feature_dim, prompt_dim=8, num_heads=2)
         assert p2f.attn.top_m == [2, 2, 3, 3]
-        assert p2f.attn.top_m_weights.tolist() == pytest.approx([0.2] * 4)
-        z, u = torch.randn(2, 6, 5, 4), torch.randn(2, 8, 5, 4)
+        weights = [p2f.attn.attn1, p2f.attn.attn2, p2f.attn.attn3, p2f.attn.attn4]
+        assert [w.item() for w in weights] == pytest.approx([0.2] * 4)
+        assert hasattr(p2f, "reduce_channel") == (feature_dim < 8)
+        z, u = torch.randn(2, feature_dim, 5, 4), torch.randn(2, 8, 5, 4)
         p2f(z, u).square().mean().backward()
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in p2f.parameters())
+
+    def test_p2f_is_the_official_block(self) -> None:
+        """Attention on the first C_p channels of the normalised feature, the rest passed as normalised;
+        the residual is the normalised feature; then the dual-gated feed-forward network."""
+        torch.manual_seed(0)
+        p2f = PromptToFeature(feature_dim=12, prompt_dim=8, num_heads=2).eval()
+        block = p2f.prompt_transformer_cross
+        z, u = torch.randn(2, 12, 5, 4), torch.randn(2, 8, 5, 4)
+        with torch.no_grad():
+            zn = block.norm11(z)
+            x = torch.cat([zn[:, :8] + block.attn(zn[:, :8], block.norm12(u)), zn[:, 8:]], dim=1)
+            h1, h2 = block.ffn.dwconv(block.ffn.project_in(block.norm2(x))).chunk(2, dim=1)
+            expected = x + block.ffn.project_out(F.gelu(h2) * h1 + F.gelu(h1) * h2)
+            torch.testing.assert_close(p2f(z, u), expected)
 
     def test_bf16(self) -> None:
         q, k, v = (torch.randn(1, 16, 6, 6) for _ in range(3))
@@ -292,19 +328,21 @@ class TestFullSize:
     def test_pip_restormer_count_breakdown_and_forward(self) -> None:
         model = create_model("pip_restormer").eval()
         count = sum(p.numel() for p in model.parameters())
-        assert count == 27_287_099
-        assert 26_820_000 <= count <= 27_320_000  # paper 26.82 M .. official 27.32 M (no unused modules)
         classifier = sum(p.numel() for p in model.classifier.parameters())
-        pips = sum(p.numel() for n, p in model.named_parameters() if n.startswith("pip_level"))
         assert classifier == 78_005
+        # the official network (27,429,510) without its unused reduce_noise_channel_1..3 (112,896)
+        assert count - classifier == 27_316_614
+        pips = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("prompt", "low_prompt")))
         assert count - classifier - pips == 24_191_284  # the official PIP-Restormer backbone
         sd = model.state_dict()
-        assert sd["pip_level3.degradation_prompt.prompts"].shape == (5, 256)
-        assert sd["pip_level1.basic_prompt.prompt"].shape == (64, 64, 64)
-        assert sd["pip_level2.p2f.attn.q.weight"].shape == (128, 96, 1, 1)
+        assert sd["prompt3.detask_prompt_param"].shape == (1, 5, 256, 1, 1)
+        assert sd["prompt1.low_prompt_param"].shape == (1, 64, 64, 64)
+        cross = "low_prompt_interaction_level2.prompt_transformer_cross"
+        assert sd[f"{cross}.attn.q.weight"].shape == (128, 128, 1, 1)
+        assert sd[f"{cross}.reduce_channel.weight"].shape == (96, 128, 1, 1)  # features narrower than prompts
         assert sd["chnl_reduce3.weight"].shape == (192, 384, 1, 1)
         assert sd["reduce_chan_level3.weight"].shape == (192, 288, 1, 1)
-        assert model.pip_level3.p2f.attn.top_m == [32, 42, 48, 51]  # 64 channels per head
+        assert model.low_prompt_interaction_level3.prompt_transformer_cross.attn.top_m == [32, 42, 48, 51]
         with torch.no_grad():
             y = model(torch.rand(1, 3, 19, 26), degradation="rain")  # the "done" criterion
             blind, omega = model(torch.rand(1, 3, 16, 16), return_weights=True)
@@ -316,10 +354,10 @@ class TestFullSize:
         model = create_model("pip_nafnet").eval()
         assert isinstance(model, PIPNAFNet)
         count = sum(p.numel() for p in model.parameters())
-        assert count == 120_648_176
+        assert count == 120_510_960
         assert count - 78_005 - sum(p.numel() for p in model.pips.parameters()) == 115_982_915  # NAFNet-64
-        assert [b.prompt_dim for b in model.pips] == [64, 96, 128, 128]
-        assert [b.prompt_size for b in model.pips] == [64, 32, 16, 16]
+        assert [b.prompt.prompt_dim for b in model.pips] == [64, 96, 128, 128]
+        assert [b.prompt.prompt_size for b in model.pips] == [64, 32, 16, 16]
         with torch.no_grad():
             y = model(torch.rand(1, 3, 20, 17), degradation=torch.tensor([[0.5, 0.5, 0, 0, 0]]))
         assert y.shape == (1, 3, 20, 17) and torch.isfinite(y).all()
@@ -378,7 +416,7 @@ class TestPIPUNet:
         net(torch.rand(2, 3, 8, 8)).mean().backward()  # blind: the classifier is used too
         missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
         assert missing == []
-        assert any(k.startswith("pips.skip1.degradation_prompt") for k in net.state_dict())
+        assert "pips.skip1.prompt.detask_prompt_param" in net.state_dict()
 
     def test_errors(self) -> None:
         with pytest.raises(ValueError, match=r"\['dec9'\] are not sub-modules"):
@@ -402,7 +440,7 @@ class TestPIPUNet:
             assert torch.equal(pickle.loads(pickle.dumps(net))(x, "rain"), y)
             assert (y - bare).abs().max() > 1e-3  # ... which is not the bare backbone
             # the copy uses its own blocks: changing them changes the copy only
-            clone.pips["skip1"].basic_prompt.prompt.add_(1.0)
+            clone.pips["skip1"].prompt.low_prompt_param.add_(1.0)
             assert not torch.allclose(clone(x, "rain"), y) and torch.equal(net(x, "rain"), y)
             assert torch.equal(clone.backbone(x), bare)  # the copy's backbone alone is unchanged too
 
@@ -410,20 +448,20 @@ class TestPIPUNet:
         net = self._net()
         ema = ModelEMA(net, decay=0.5)
         with torch.no_grad():
-            net.pips["enc2"].basic_prompt.prompt.add_(2.0)
+            net.pips["enc2"].prompt.low_prompt_param.add_(2.0)
             ema.update(net)
-            expected = net.pips["enc2"].basic_prompt.prompt - 1.0  # halfway from the old value
-        torch.testing.assert_close(ema.module.pips["enc2"].basic_prompt.prompt, expected)
+            expected = net.pips["enc2"].prompt.low_prompt_param - 1.0  # halfway from the old value
+        torch.testing.assert_close(ema.module.pips["enc2"].prompt.low_prompt_param, expected)
 
     def test_state_dict_keys_are_unchanged_and_plain_backbone_weights_load(self) -> None:
         net = self._net(skips={"skip1": 8}, prompt_dims=(8,), prompt_sizes=4, classifier=False)
         keys = list(net.state_dict())
-        # the keys a state dict saved before the taps were made copy-safe has (42 in all)
+        # the backbone's keys unchanged, then the PIP block's (45 in all)
         assert keys[:8] == [
             f"backbone.{m}.{p}" for m in ("enc1", "enc2", "up", "out") for p in ("weight", "bias")
         ]
-        assert len(keys) == 42 and all(k.startswith("pips.skip1.") for k in keys[8:])
-        assert keys[8:10] == ["pips.skip1.degradation_prompt.prompts", "pips.skip1.basic_prompt.prompt"]
+        assert len(keys) == 45 and all(k.startswith("pips.skip1.") for k in keys[8:])
+        assert keys[8:10] == ["pips.skip1.prompt.detask_prompt_param", "pips.skip1.prompt.low_prompt_param"]
         plain = _UNet()
         net.backbone.load_state_dict(plain.state_dict())  # pretrained weights of the plain U-Net
         assert torch.equal(net.backbone.enc2.weight, plain.enc2.weight) and isinstance(
@@ -763,7 +801,9 @@ def test_ddp_two_gloo_processes_train_with_the_recipe(tmp_path: Path) -> None:
     for n, p in model.named_parameters():
         torch.testing.assert_close(ddp[n], p.detach(), atol=1e-5, rtol=1e-4, msg=n)
     moved = [n for n in start if not torch.equal(ddp[n], start[n])]
-    assert any(n.startswith("classifier.") for n in moved) and any(".degradation_prompt." in n for n in moved)
+    assert any(n.startswith("classifier.") for n in moved) and any(
+        n.endswith(".detask_prompt_param") for n in moved
+    )
 
 
 def test_exports() -> None:

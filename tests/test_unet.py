@@ -247,6 +247,9 @@ class TestPIPNetworksAndPIPUNetRunTheSameHooks:
             pad_multiple=pip.pad_multiple,
         ).eval()  # fmt: skip
         wrapped.load_state_dict(_as_pipunet_state(pip.state_dict(), {"pips.0": "taps_0", "pips.1": "taps_1"}))
+        wrapped.pad_mode = (
+            pip.pad_mode
+        )  # NAFNet pads with zeros (as the official), PIPUNet reflects by default
         self._compare(pip, wrapped)
 
     def test_pip_restormer(self) -> None:
@@ -263,7 +266,10 @@ class TestPIPNetworksAndPIPUNetRunTheSameHooks:
             prompt_sizes=cfg["prompt_sizes"], p2f_heads=cfg["p2f_heads"], classifier_widths=cfg["classifier_widths"],
             pad_multiple=8,
         ).eval()  # fmt: skip
-        names = {f"pip_level{i + 1}": f"taps_{i}" for i in range(3)}
+        names = {f"prompt{i + 1}": f"taps_{i}.prompt" for i in range(3)}
+        names |= {
+            f"low_prompt_interaction_level{i + 1}": f"taps_{i}.low_prompt_interaction" for i in range(3)
+        }
         wrapped.load_state_dict(_as_pipunet_state(pip.state_dict(), names))
         self._compare(pip, wrapped)
 
@@ -277,11 +283,12 @@ class TestPIPNetworksAndPIPUNetRunTheSameHooks:
             e2 = net.encoder_level2(net.down1_2(e1))
             e3 = net.encoder_level3(net.down2_3(e2))
             h = net.up4_3(net.chnl_reduce3(net.latent(net.down3_4(e3))))
-            h = net.decoder_level3(net.reduce_chan_level3(torch.cat([h, net.pip_level3(e3, omega)], 1)))
-            h = net.decoder_level2(
-                net.reduce_chan_level2(torch.cat([net.up3_2(h), net.pip_level2(e2, omega)], 1))
-            )
-            h = net.decoder_level1(torch.cat([net.up2_1(h), net.pip_level1(e1, omega)], 1))
+            s3 = net.low_prompt_interaction_level3(e3, net.prompt3(e3, omega))
+            h = net.decoder_level3(net.reduce_chan_level3(torch.cat([h, s3], 1)))
+            s2 = net.low_prompt_interaction_level2(e2, net.prompt2(e2, omega))
+            h = net.decoder_level2(net.reduce_chan_level2(torch.cat([net.up3_2(h), s2], 1)))
+            s1 = net.low_prompt_interaction_level1(e1, net.prompt1(e1, omega))
+            h = net.decoder_level1(torch.cat([net.up2_1(h), s1], 1))
             manual = net.output(net.refinement(h)) + x
             assert torch.equal(net(x, labels), manual)
 

@@ -95,7 +95,7 @@ def test_noise_sigma_folders_name_pips_noise_prompt(run_cli, tmp_path: Path) -> 
     net = _tiny("pip", degradations=["noise", "rain"])
     with torch.no_grad():  # prompts far apart, so the one used shows in the score
         for name, p in net.named_parameters():
-            if name.endswith("degradation_prompt.prompts"):
+            if name.endswith("detask_prompt_param"):
                 p[1].add_(3.0)
     save_pretrained(net, tmp_path / "pip")
     result = run_cli("evaluate", "--input", "input", "--target", "clean", "--checkpoint", "pip",

@@ -90,7 +90,7 @@ def test_pip_config_trains_the_classifier(run_cli, tmp_path: Path) -> None:
     result = run_cli("train", "--config", config)
     assert_no_traceback(result)
     assert result.returncode == 0, result.output
-    assert "PIPRestormer: 188,054 parameters" in result.stderr
+    assert "PIPRestormer: 187,414 parameters" in result.stderr
     with open(tmp_path / "run" / "train_log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == list(range(5, 45, 5))

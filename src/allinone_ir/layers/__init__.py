@@ -20,9 +20,9 @@ from .naf import NAFBlock, SimpleGate, SimplifiedChannelAttention
 from .norm import LayerNorm2d, RestormerLayerNorm, layer_norm_2d
 from .padding import pad_to_multiple
 from .pip import (
-    BasicRestorationPrompt,
-    DegradationAwarePrompt,
     PIPBlock,
+    PromptInPrompt,
+    PromptToFeature,
     PromptToPrompt,
     SelectivePromptToFeature,
 )
@@ -35,9 +35,7 @@ __all__ = [
     "GDFN",
     "MDTA",
     "TOP_M_FRACTIONS",
-    "BasicRestorationPrompt",
     "CrossChannelAttention",
-    "DegradationAwarePrompt",
     "Downsample",
     "LayerNorm2d",
     "NAFBlock",
@@ -45,6 +43,8 @@ __all__ = [
     "PIPBlock",
     "PromptGenBlock",
     "PromptInteraction",
+    "PromptInPrompt",
+    "PromptToFeature",
     "PromptToPrompt",
     "RestormerLayerNorm",
     "SelectivePromptToFeature",

@@ -187,24 +187,24 @@ def _ddl_one(prompts: torch.Tensor, threshold: float, form: str, eps: float, red
 def collect_degradation_prompts(model: nn.Module) -> list[torch.Tensor]:
     """The degradation-aware prompt tensors ``d`` (``(T, C)`` each) of every PIP block in ``model``.
 
-    Finds every :class:`~allinone_ir.layers.DegradationAwarePrompt` (one per
-    :class:`~allinone_ir.layers.PIPBlock`), in ``named_modules()`` order. Works on
+    Finds every :class:`~allinone_ir.layers.PromptInPrompt` (one per skip connection) and takes
+    its :attr:`~allinone_ir.layers.PromptInPrompt.degradation_prompts`, in ``named_modules()`` order. Works on
     wrapped models (DDP, ``torch.compile``) as well, since it walks the module tree.
 
     Args:
         model: A network containing PIP blocks.
 
     Returns:
-        The parameters themselves (gradients flow back to them).
+        Views of the parameters (gradients flow back to them).
 
     Examples:
         >>> from allinone_ir.layers import PIPBlock
         >>> [tuple(p.shape) for p in collect_degradation_prompts(PIPBlock(16, 8, 4, 5, p2f_heads=2))]
         [(5, 8)]
     """
-    from ..layers.pip import DegradationAwarePrompt  # the layers do not depend on the losses
+    from ..layers.pip import PromptInPrompt  # the layers do not depend on the losses
 
-    return [m.prompts for m in model.modules() if isinstance(m, DegradationAwarePrompt)]
+    return [m.degradation_prompts for m in model.modules() if isinstance(m, PromptInPrompt)]
 
 
 class DirectionalDecoupledLoss(nn.Module):

@@ -39,7 +39,7 @@ from ..degradation_types import (
 )
 from ..errors import DatasetError, UsageError
 from ..layers.norm import NormKind
-from ..layers.pip import PIPBlock
+from ..layers.pip import PIPBlock, PromptInPrompt, PromptToFeature
 from ..losses.decoupled import DEFAULT_DDL_ALPHA, collect_degradation_prompts, directional_decoupled_loss
 from ._base import AuxiliaryLoss, RestorationModel
 from ._registry import register_architecture, register_model
@@ -47,16 +47,16 @@ from .classifier import DegradationClassifier, degradation_classification_loss
 from .nafnet import NAFNet
 from .restormer import RestormerUNet
 
-__all__ = [
-    "DEFAULT_CLASSIFIER_WEIGHT",
-    "PIPNAFNet",
-    "PIPRestormer",
-    "PIPUNet",
-    "pip_nafnet",
-    "pip_restormer",
-]
+__all__ = ["PIPNAFNet", "PIPRestormer", "PIPUNet"]
 
 PIPOutput = torch.Tensor | tuple[torch.Tensor, ...]
+
+#: Modules the official PIP-Restormer builds but never uses in ``forward``; their checkpoint keys are dropped on load.
+_OFFICIAL_UNUSED_MODULES: tuple[str, ...] = (
+    "reduce_noise_channel_1",
+    "reduce_noise_channel_2",
+    "reduce_noise_channel_3",
+)
 
 #: Default weight of the degradation classifier's cross-entropy in the PIP family's training recipe.
 #: The classifier has parameters of its own and, when labels drive the prompts, its logits do not
@@ -365,11 +365,14 @@ class PIPRestormer(_PIPControl, RestormerUNet):
         for level, (fdim, pdim, size) in enumerate(
             zip((dim, dim * 2, dim * 4), prompt_dims, prompt_sizes), 1
         ):
-            block = PIPBlock(
-                fdim, pdim, size, self.num_degradations, p2p_heads=p2p_heads, p2f_heads=p2f_heads,
-                ffn_expansion_factor=ffn_expansion_factor, bias=bias, layer_norm_type=layer_norm_type,
+            prompt = PromptInPrompt(
+                pdim, size, self.num_degradations, p2p_heads=p2p_heads, ffn_expansion_factor=ffn_expansion_factor,
+                bias=bias, layer_norm_type=layer_norm_type,
             )  # fmt: skip
-            self.add_module(f"pip_level{level}", block)
+            self.add_module(f"prompt{level}", prompt)
+            self.add_module(
+                f"low_prompt_interaction_level{level}", PromptToFeature(fdim, pdim, p2f_heads, *args)
+            )
         self.chnl_reduce3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
         for level in (3, 2, 1):
             up = dim * 4 if level == 3 else None  # the latent, reduced by chnl_reduce3
@@ -380,7 +383,8 @@ class PIPRestormer(_PIPControl, RestormerUNet):
         return self.chnl_reduce3(x)
 
     def _skip_hook(self, level: int, skip: torch.Tensor, ctx: Any) -> torch.Tensor:
-        return _apply_pip(getattr(self, f"pip_level{level}"), skip, ctx)
+        prompt = getattr(self, f"prompt{level}")(skip, ctx)
+        return getattr(self, f"low_prompt_interaction_level{level}")(skip, prompt)
 
     def forward(
         self,
@@ -396,11 +400,11 @@ class PIPRestormer(_PIPControl, RestormerUNet):
         return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
 
     # ------------------------------------------------------------------ what the family declares
-    #: Restormer's ``encoder`` and ``decoder`` (with ``chnl_reduce3``) and ``prompts`` (the PIP blocks).
+    #: Restormer's ``encoder`` and ``decoder`` (with ``chnl_reduce3``) and ``prompts`` (the PIP modules).
     finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
         "decoder": ("chnl_reduce3", "up*", "reduce_chan_level*", "decoder_level*", "refinement", "output"),
-        "prompts": ("pip_level*",),
+        "prompts": ("prompt1", "prompt2", "prompt3", "low_prompt_interaction_level*"),
     }
     demo_choices: ClassVar[Mapping[str, str]] = {"pip": "pip_restormer"}
 
@@ -433,9 +437,10 @@ class PIPRestormer(_PIPControl, RestormerUNet):
         """Constructor arguments of a PIP-Restormer state dict, else ``None``.
 
         Restormer's layout (see :meth:`Restormer.detect <allinone_ir.models.Restormer.detect>`) plus
-        ``pip_level1..3``: prompt channels and sizes, the number of degradations, the heads and the
-        classifier widths. Degradation names are not stored in weights: the defaults are assumed
-        (with a warning when their number differs).
+        the official PIP modules ``prompt1..3`` and ``low_prompt_interaction_level1..3``: prompt
+        channels and sizes, the number of degradations, the heads and the classifier widths (no
+        classifier in an official checkpoint). Degradation names are not stored in weights: the
+        defaults are assumed (with a warning when their number differs).
 
         Args:
             state_dict: Weights with the wrapper prefixes removed.
@@ -449,9 +454,27 @@ class PIPRestormer(_PIPControl, RestormerUNet):
         from .restormer import _read_restormer_layout
 
         config = _read_restormer_layout(state_dict)
-        if config is None or "pip_level1.basic_prompt.prompt" not in state_dict:
+        if config is None or "prompt1.low_prompt_param" not in state_dict:
             return None
-        return {**config, **_read_pip_blocks(state_dict, [f"pip_level{i}" for i in (1, 2, 3)])}
+        prompts = [f"prompt{i}" for i in (1, 2, 3)]
+        interactions = [f"low_prompt_interaction_level{i}" for i in (1, 2, 3)]
+        return {**config, **_read_pip_blocks(state_dict, prompts, interactions)}
+
+    @classmethod
+    def filter_state_dict(
+        cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
+    ) -> dict[str, torch.Tensor]:
+        """Drop the keys of ``reduce_noise_channel_1..3``: modules the official code builds and never uses.
+
+        Args:
+            state_dict: Weights with the wrapper prefixes removed.
+            model: The network they are loaded into.
+
+        Returns:
+            A new dict (``state_dict`` is not modified).
+        """
+        unused = tuple(f"{m}." for m in _OFFICIAL_UNUSED_MODULES if not hasattr(model, m))
+        return {k: v for k, v in state_dict.items() if not k.startswith(unused)}
 
 
 @register_architecture
@@ -571,9 +594,14 @@ class PIPNAFNet(_PIPControl, NAFNet):
         from .nafnet import _read_nafnet_layout
 
         config = _read_nafnet_layout(state_dict)
-        if config is None or "pips.0.basic_prompt.prompt" not in state_dict:
+        if config is None or "pips.0.prompt.low_prompt_param" not in state_dict:
             return None
-        pips = _read_pip_blocks(state_dict, [f"pips.{i}" for i in range(len(config["enc_blk_nums"]))])
+        levels = range(len(config["enc_blk_nums"]))
+        pips = _read_pip_blocks(
+            state_dict,
+            [f"pips.{i}.prompt" for i in levels],
+            [f"pips.{i}.low_prompt_interaction" for i in levels],
+        )
         return {**config, **pips, "ffn_expansion_factor": ffn_expansion_factor(state_dict)}
 
 
@@ -778,12 +806,15 @@ def pip_nafnet(**kwargs: Any) -> PIPNAFNet:
     return PIPNAFNet(**kwargs)
 
 
-def _read_pip_blocks(state_dict: Mapping[str, torch.Tensor], blocks: list[str]) -> dict[str, Any]:
-    """Prompt sizes, degradation count, heads and classifier of the PIP blocks named ``blocks``."""
-    from ._detect import attention_heads, count_blocks
+def _read_pip_blocks(
+    state_dict: Mapping[str, torch.Tensor], prompts: list[str], interactions: list[str]
+) -> dict[str, Any]:
+    """Prompt sizes, degradation count, heads and classifier of the PIP modules named ``prompts``
+    (:class:`~allinone_ir.layers.PromptInPrompt`) and ``interactions`` (:class:`~allinone_ir.layers.PromptToFeature`)."""
+    from ._detect import count_blocks
 
-    prompts = [state_dict[f"{b}.basic_prompt.prompt"] for b in blocks]
-    num = int(state_dict[f"{blocks[0]}.degradation_prompt.prompts"].shape[0])
+    basic = [state_dict[f"{p}.low_prompt_param"] for p in prompts]
+    num = int(state_dict[f"{prompts[0]}.detask_prompt_param"].shape[-3])  # (1, T, C, 1, 1) or (T, C, 1, 1)
     names = list(DEFAULT_DEGRADATIONS)
     if num != len(names):
         names = list(default_names(num))  # the vocabulary's names in label order (snow is the sixth)
@@ -797,11 +828,11 @@ def _read_pip_blocks(state_dict: Mapping[str, torch.Tensor], blocks: list[str]) 
         for i in range(count_blocks(state_dict, "classifier.stages"))
     ]
     config: dict[str, Any] = dict(
-        prompt_dims=[int(p.shape[0]) for p in prompts],
-        prompt_sizes=[int(p.shape[-1]) for p in prompts],
+        prompt_dims=[int(p.shape[1]) for p in basic],
+        prompt_sizes=[int(p.shape[-1]) for p in basic],
         degradations=names,
-        p2p_heads=attention_heads(state_dict, (f"{blocks[0]}.p2p",), 2),
-        p2f_heads=attention_heads(state_dict, (f"{blocks[0]}.p2f",), 4),
+        p2p_heads=int(state_dict[f"{prompts[0]}.LGM.attn.temperature"].shape[0]),
+        p2f_heads=int(state_dict[f"{interactions[0]}.prompt_transformer_cross.attn.temperature"].shape[0]),
         classifier=bool(widths),
     )
     if widths:
