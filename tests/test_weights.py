@@ -290,3 +290,22 @@ def test_cli_list_download_and_restore(tmp_path, server, entry_factory, monkeypa
     assert Image.open(tmp_path / "out" / "in.png").size == (20, 16)
     assert cli.main(["weights", "download", "adair.three_task"]) == 2
     assert "allinone-ir weights import adair.three_task FILE" in capsys.readouterr().err
+
+
+def test_checkpoint_option_takes_a_weights_name_and_refuses_both(
+    tmp_path, server, entry_factory, monkeypatch, capsys
+):
+    body, _ = _official_bytes(tmp_path)
+    server.files["/files/tiny.pth"] = body
+    entry_factory(server.base)
+    monkeypatch.setenv("ALLINONE_IR_CACHE", str(tmp_path / "c"))
+    from PIL import Image
+
+    Image.new("RGB", (9, 13), (1, 2, 3)).save(tmp_path / "in.png")
+    monkeypatch.chdir(tmp_path)  # no file called restormer.tiny_test here: the name is the weights'
+    assert cli.main(["restore", "in.png", "--out", "out", "--checkpoint", NAME]) == 0
+    assert Image.open(tmp_path / "out" / "in.png").size == (9, 13)
+    assert cli.main(["restore", "in.png", "--out", "o2", "--checkpoint", "x.pth", "--weights", NAME]) == 2
+    assert "give --weights NAME or --checkpoint PATH, not both" in capsys.readouterr().err
+    assert cli.main(["restore", "in.png", "--out", "o3", "--weights", NAME, "--model", "promptir"]) == 2
+    assert f"--weights {NAME} is a restormer network, not --model promptir" in capsys.readouterr().err
