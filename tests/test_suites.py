@@ -1,0 +1,179 @@
+"""Benchmark suites: layouts, the official noise recipe, crops, pairing and scores (allinone_ir.suites)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from allinone_ir.errors import DatasetError, UnknownNameError
+from allinone_ir.suites import _crop, _noisy_images, check_suite, list_suites, run_suite
+
+
+def _save(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def _rand(seed: int, h: int, w: int) -> np.ndarray:
+    return np.random.RandomState(seed).randint(0, 256, (h, w, 3)).astype(np.uint8)
+
+
+def make_root(root: Path, *, sots_bad: bool = False, rain_download_names: bool = False) -> Path:
+    """A mini three-task layout with the official names (sizes not multiples of 16)."""
+    for i, name in enumerate(["102061", "101087", "3096"]):  # CBSD68 names, unsorted on purpose
+        _save(root / "denoise/bsd68" / f"{name}.png", _rand(i, 37 + i, 41))
+    for i in range(1, 3):
+        clean = _rand(10 + i, 34, 36)
+        rainy = np.clip(clean.astype(int) + 40, 0, 255).astype(np.uint8)
+        src, tgt = (
+            (f"rain-{i:03d}.png", f"norain-{i:03d}.png") if rain_download_names else (f"{i}.png", f"{i}.png")
+        )
+        _save(root / "derain/Rain100L/input" / src, rainy)
+        _save(root / "derain/Rain100L/target" / tgt, clean)
+    for i in (1, 2):
+        clean = _rand(20 + i, 33, 35)
+        _save(root / "dehaze/target" / f"{i:04d}.png", clean)
+        hazy = (clean * 0.5 + 100).astype(np.uint8)
+        _save(
+            root / "dehaze/input" / (f"{i:04d}.png" if sots_bad and i == 2 else f"{i:04d}_0.8_0.2.png"), hazy
+        )
+    return root
+
+
+def test_list_suites_in_paper_order() -> None:
+    assert list_suites() == {
+        "three-task": ["denoise_15", "denoise_25", "denoise_50", "derain", "dehaze"],
+        "five-task": ["denoise_25", "derain", "dehaze", "deblur", "lowlight"],
+    }
+
+
+def test_check_counts_missing_and_misnamed(tmp_path: Path) -> None:
+    make_root(tmp_path, sots_bad=True, rain_download_names=True)
+    report = check_suite("three-task", tmp_path)
+    assert list(report) == ["denoise_15", "denoise_25", "denoise_50", "derain", "dehaze"]
+    assert report["denoise_15"]["found"] == 3 and report["denoise_15"]["expected"] == 68
+    assert report["denoise_15"]["ready"] and not report["denoise_15"]["complete"]
+    assert report["derain"]["found"] == 0 and report["derain"]["expected"] == 100
+    assert len(report["derain"]["misnamed"]) == 2
+    assert "rain-001.png: rename the pair to the same name" in report["derain"]["misnamed"][0]
+    assert report["dehaze"]["found"] == 1
+    assert report["dehaze"]["misnamed"] == [
+        "0002.png: SOTS hazy images are named <id>_<A>_<beta> (0001_0.8_0.2.jpg pairs with 0001.png)"
+    ]
+    five = check_suite("five-task", tmp_path, ["deblur", "lowlight"])
+    assert five["deblur"]["expected"] == 1111 and five["lowlight"]["expected"] == 15
+    assert five["deblur"]["missing"] == [
+        f"folder {tmp_path / 'deblur/gopro/input'}",
+        f"folder {tmp_path / 'deblur/gopro/target'}",
+    ]
+
+
+def test_check_missing_target_and_root_above_test(tmp_path: Path) -> None:
+    make_root(tmp_path / "data/test")
+    (tmp_path / "data/test/derain/Rain100L/target/2.png").unlink()
+    report = check_suite("three-task", tmp_path, ["derain"])  # the folder above data/test
+    assert report["derain"]["found"] == 1
+    assert report["derain"]["missing"] == [
+        f"target {tmp_path / 'data/test/derain/Rain100L/target/2.png'} (for 2.png)"
+    ]
+
+
+def test_unknown_suite_and_task(tmp_path: Path) -> None:
+    with pytest.raises(
+        UnknownNameError, match="unknown benchmark suite 'four-task'; known: three-task, five-task"
+    ):
+        check_suite("four-task", tmp_path)
+    with pytest.raises(UnknownNameError, match="suite 'three-task' has no task 'deblur'"):
+        check_suite("three-task", tmp_path, ["deblur"])
+    with pytest.raises(DatasetError, match="is not a folder"):
+        check_suite("three-task", tmp_path / "nope")
+
+
+def test_crop_to_multiple_of_16_centred_as_crop_img() -> None:
+    arr = np.arange(37 * 41 * 3).reshape(37, 41, 3)
+    out = _crop(arr)
+    assert out.shape == (32, 32, 3)
+    # crop_img: h % 16 = 5 -> rows 2..34, w % 16 = 9 -> cols 4..36
+    np.testing.assert_array_equal(out, arr[2:34, 4:36])
+
+
+def _official_noise(cleans: list[np.ndarray]) -> dict[int, list[np.ndarray]]:
+    """The official recipe, written out: seed once, sigma 15, 25, 50 in turn, images in order."""
+    state = np.random.get_state()  # noqa: NPY002
+    np.random.seed(0)  # noqa: NPY002
+    out = {}
+    for sigma in (15, 25, 50):
+        out[sigma] = [np.clip(c + np.random.randn(*c.shape) * sigma, 0, 255).astype(np.uint8) for c in cleans]  # noqa: NPY002
+    np.random.set_state(state)  # noqa: NPY002
+    return out
+
+
+def test_noise_is_the_official_recipe_value_for_value() -> None:
+    cleans = [_crop(_rand(i, 37 + i, 41)) for i in range(3)]
+    expected = _official_noise(cleans)
+    before = np.random.get_state()[1].copy()  # noqa: NPY002
+    for sigma in (15, 25, 50):  # each sigma alone continues the stream as the official three passes do
+        got = list(_noisy_images(cleans, sigma))
+        for g, e in zip(got, expected[sigma]):
+            np.testing.assert_array_equal(g, e)
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # the process's random state untouched  # noqa: NPY002
+    # truncation, not rounding: a value of 10.9 becomes 10
+    np.random.seed(0)  # noqa: NPY002
+    c = cleans[0]
+    raw = np.clip(c + np.random.randn(*c.shape) * 15, 0, 255)  # noqa: NPY002
+    assert (expected[15][0] == np.floor(raw)).all() and (np.rint(raw) != np.floor(raw)).any()
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    from skimage.metrics import peak_signal_noise_ratio
+
+    return float(
+        peak_signal_noise_ratio(b.astype(np.float64) / 255, a.astype(np.float64) / 255, data_range=1)
+    )
+
+
+def test_identity_network_scores_the_degraded_inputs_in_sorted_order(tmp_path: Path) -> None:
+    root = make_root(tmp_path / "root")
+    res = run_suite(_identity, "three-task", root, save_images=tmp_path / "out")
+    assert list(res["tasks"]) == ["denoise_15", "denoise_25", "denoise_50", "derain", "dehaze"]
+    names = sorted(p.stem for p in (root / "denoise/bsd68").iterdir())  # 101087, 102061, 3096
+    cleans = [_crop(np.array(Image.open(root / "denoise/bsd68" / f"{n}.png"))) for n in names]
+    noisy = _official_noise(cleans)
+    for sigma in (15, 25, 50):
+        r = res["tasks"][f"denoise_{sigma}"]
+        want = np.mean([_psnr(n, c) for n, c in zip(noisy[sigma], cleans)])
+        assert r["psnr"] == pytest.approx(want, abs=1e-6)  # float32 images, as ToTensor
+        assert r["psnr"] == r["input_psnr"] and r["count"] == 3
+        for n, name in zip(noisy[sigma], names):  # the saved outputs are the noisy inputs, pixel for pixel
+            np.testing.assert_array_equal(
+                np.array(Image.open(tmp_path / "out" / f"denoise_{sigma}" / f"{name}.png")), n
+            )
+    # SOTS: 0001_0.8_0.2.png pairs with target 0001.png, both cropped to 32x32
+    hazy = [_crop(np.array(Image.open(root / "dehaze/input" / f"{i:04d}_0.8_0.2.png"))) for i in (1, 2)]
+    clean = [_crop(np.array(Image.open(root / "dehaze/target" / f"{i:04d}.png"))) for i in (1, 2)]
+    assert hazy[0].shape == (32, 32, 3)
+    assert res["tasks"]["dehaze"]["psnr"] == pytest.approx(
+        np.mean([_psnr(h, c) for h, c in zip(hazy, clean)]), abs=1e-6
+    )
+    avg = np.mean([r["psnr"] for r in res["tasks"].values()])
+    assert res["average"]["psnr"] == pytest.approx(avg) and res["skipped"] == {}
+
+
+def test_partial_layout_skips_absent_tasks_and_refuses_an_empty_one(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    res = run_suite(_identity, "five-task", root)
+    assert list(res["tasks"]) == ["denoise_25", "derain", "dehaze"]
+    assert set(res["skipped"]) == {"deblur", "lowlight"}
+    # five-task's sigma 25 is the second pass of the stream, as AdaIR's test.py --mode 6 draws it
+    three = run_suite(_identity, "three-task", root, ["denoise_25"])
+    assert res["tasks"]["denoise_25"]["psnr"] == three["tasks"]["denoise_25"]["psnr"]
+    with pytest.raises(DatasetError, match="no task of suite 'five-task' has images"):
+        run_suite(_identity, "five-task", root, ["deblur", "lowlight"])
