@@ -39,6 +39,8 @@ def cli_commands(text: str) -> list[list[str]]:
     found = []
     for line in lines:
         words = shlex.split(line, comments=True)
+        if words[:2] == ["git", "clone"]:  # `git clone .../allinone-ir && cd allinone-ir`: the folder
+            continue
         if "allinone-ir" in words:
             args = words[words.index("allinone-ir") + 1 :]
         elif "allinone_ir.cli" in words:
@@ -133,3 +135,31 @@ def test_cli_commands_reads_blocks_and_inline_code() -> None:
         "x = 1\n",
         "y = 2\n",
     ]
+
+
+def test_install_is_from_a_clone_until_released() -> None:
+    """The package is not on PyPI: every install command of the README and the docs works from a clone."""
+    pages = [
+        README,
+        *sorted((ROOT / "docs").glob("*.md")),
+        *sorted((ROOT / "docs" / "tutorials").glob("*.md")),
+    ]
+    for page in pages:
+        for block in fenced_blocks(page.read_text(encoding="utf-8"), "bash"):
+            for line in block.splitlines():
+                assert not re.search(r"pip install ['\"]?allinone-ir", line), (
+                    f"{page.name}: {line!r} (not released)"
+                )
+    install = _readme().split("## Install", 1)[1].split("\n## ", 1)[0]
+    commands = fenced_blocks(install, "bash")[0]
+    assert commands.startswith("git clone ") and 'pip install -e ".[all]"' in commands
+    assert "pip install torch==2.13.0" in commands
+
+
+def test_test_section_gives_a_fast_subset_and_ci_runs_everything() -> None:
+    section = _readme().split("## Test", 1)[1].split("\n## ", 1)[0]
+    lines = fenced_blocks(section, "bash")[0].splitlines()
+    assert lines[0].startswith('python -m pytest -q -m "not slow"') and "minutes" in lines[0]
+    assert lines[1].startswith("python -m pytest -q ") and "minutes" in lines[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "\npython -m pytest -q\n" in ci and "not slow" not in ci  # CI runs every test
