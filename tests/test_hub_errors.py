@@ -52,7 +52,7 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
         "random.safetensors": os.urandom(2000),
         "empty.safetensors": b"",
         "empty.pt": b"",
-        "random.pt": b"\x11" + os.urandom(2000),  # neither zip ("PK") nor pickle (0x80)
+        "random.pt": b"\x11" + bytes(range(256)) * 8,  # neither zip ("PK") nor pickle (0x80)
     }
     torch.save(_restormer().state_dict(), tmp_path / "whole.pt")
     pt = (tmp_path / "whole.pt").read_bytes()
@@ -251,3 +251,17 @@ def test_a_wrapper_prefix_is_stripped_only_when_nothing_is_lost() -> None:
         CheckpointError, match=r"both net\.patch_embed\.proj\.weight and patch_embed\.proj\.weight"
     ):
         extract_state_dict(clash)
+
+
+def test_full_size_promptir_with_one_wrong_width_names_the_tensor() -> None:
+    """The released PromptIR's layout (meta tensors) with ``patch_embed`` one channel wider."""
+    with torch.device("meta"):
+        net = create_model("promptir")
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state["net.patch_embed.proj.weight"] = torch.zeros(49, 3, 3, 3, device="meta")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint({"state_dict": state}, map_location="meta")
+    assert str(info.value) == (
+        "the given state dict: key patch_embed.proj.weight has shape (49, 3, 3, 3), expected (48, 3, 3, 3) "
+        f"(the other {len(state) - 1} tensors fit PromptIR with dim=48); the file is corrupt or was edited"
+    )

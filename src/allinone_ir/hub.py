@@ -34,7 +34,6 @@ from torch import nn
 
 from ._version import __version__
 from .errors import (
-    AllInOneIRError,
     CheckpointError,
     ModelArgumentError,
     UnknownNameError,
@@ -655,9 +654,7 @@ def _build(cls: type[nn.Module], config: dict[str, Any], source: str, *, detecte
         raise CheckpointError(
             f"{source}: {where} name {cls.__name__} with arguments it refuses: {exc}"
         ) from exc
-    except (ValueError, TypeError) as exc:
-        if isinstance(exc, AllInOneIRError) and not isinstance(exc, ModelArgumentError):
-            raise
+    except (ValueError, TypeError) as exc:  # a constructor's check (heads dividing the width, ...)
         what = (
             f"the hyper-parameters read from its weights {config}"
             if detected
