@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from allinone_ir import PIPNAFNet, PIPRestormer, PIPUNet, create_model
+from allinone_ir import PIPNAFNet, PIPRestormer, PIPUNet, create_model, load_checkpoint
 from allinone_ir.degradation_types import DEFAULT_DEGRADATIONS, resolve_degradation_weights
-from allinone_ir.errors import AllInOneIRError, DatasetError
+from allinone_ir.errors import AllInOneIRError, CheckpointError, DatasetError
 from allinone_ir.layers import (
     PIPBlock,
     PromptInPrompt,
@@ -809,3 +809,36 @@ def test_ddp_two_gloo_processes_train_with_the_recipe(tmp_path: Path) -> None:
 def test_exports() -> None:
     assert issubclass(PIPRestormer, nn.Module) and issubclass(PIPUNet, nn.Module)
     assert PIPRestormer.accepts_degradation and PIPNAFNet.accepts_degradation and PIPUNet.accepts_degradation
+
+
+@pytest.mark.parametrize("kind", ["pip_restormer", "pip_nafnet"])
+def test_weights_of_earlier_pip_blocks_are_refused(kind: str, tmp_path: Path) -> None:
+    """Development versions named the PIP blocks ``pip_level1..3`` / ``pips.<i>.basic_prompt`` and computed
+    another function: such weights get one clear error instead of loading as a plain backbone."""
+    state = tiny_model(kind).state_dict()
+    old = {k: v for k, v in state.items() if not k.startswith(("prompt", "low_prompt", "pips."))}
+    old["pip_level1.basic_prompt.prompt" if kind == "pip_restormer" else "pips.0.basic_prompt.prompt"] = (
+        torch.randn(8, 8, 8)
+    )
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="development version of allinone-ir"):
+        load_checkpoint(tmp_path / "old.pt")
+
+
+@pytest.mark.parametrize("kind", ["pip_restormer", "pip_nafnet"])
+def test_saved_weights_load_with_their_configuration(kind: str, tmp_path: Path) -> None:
+    """Bare weights are detected (prompt sizes, degradation count, heads, classifier) and give the same output."""
+    torch.manual_seed(0)
+    net = create_model(kind, **{**TINY[kind], "degradations": ["rain", "haze", "snow"], "classifier": False})
+    net = randomise(net, 0.2).eval()
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    with pytest.warns(UserWarning, match="3 degradation prompts"):
+        loaded = load_checkpoint(tmp_path / "net.pt")
+    assert type(loaded) is type(net) and loaded.num_degradations == 3 and loaded.classifier is None
+    unstored = ("degradations", "classifier_widths")  # names are not in weights; no classifier, no widths
+    assert {k: v for k, v in loaded.config.items() if k not in unstored} == {
+        k: v for k, v in net.config.items() if k not in unstored
+    }
+    x = torch.rand(2, 3, 12, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, torch.tensor([0, 2])), net(x, torch.tensor([0, 2])))

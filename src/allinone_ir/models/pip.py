@@ -37,7 +37,7 @@ from ..degradation_types import (
     default_names,
     resolve_degradation_weights,
 )
-from ..errors import DatasetError, UsageError
+from ..errors import CheckpointError, DatasetError, UsageError
 from ..layers.norm import NormKind
 from ..layers.pip import PIPBlock, PromptInPrompt, PromptToFeature
 from ..losses.decoupled import DEFAULT_DDL_ALPHA, collect_degradation_prompts, directional_decoupled_loss
@@ -281,23 +281,28 @@ def _check_levels(name: str, values: Sequence[Any], n: int) -> list[Any]:
 
 @register_architecture
 class PIPRestormer(_PIPControl, RestormerUNet):
-    """PIP on Restormer: a :class:`~allinone_ir.layers.PIPBlock` on each of the three skip connections.
+    """PIP on Restormer, the official PIP network (longzilicart/pip_universal, ``pip_cross_topm``).
 
     The Restormer encoder (same module names as :class:`~allinone_ir.models.Restormer`)
-    produces skips ``e1, e2, e3``; each is modulated by its PIP block (``pip_level1..3``)
-    before the decoder concatenates it (the skip hook of Restormer's U-Net,
-    :class:`~allinone_ir.models.restormer.RestormerUNet`, where :class:`PIPUNet` would tap a
-    user's network). The decoder follows the official PIP network:
-    the latent is reduced ``8 dim -> 4 dim`` by ``chnl_reduce3`` before ``up4_3``, so
-    ``reduce_chan_level3`` maps ``2 dim + 4 dim -> 4 dim``. Any ``H, W >= 1`` works
+    produces skips ``e1, e2, e3``; each is modulated before the decoder concatenates it (the
+    skip hook of Restormer's U-Net, :class:`~allinone_ir.models.restormer.RestormerUNet`, where
+    :class:`PIPUNet` would tap a user's network): ``prompt<L>``
+    (:class:`~allinone_ir.layers.PromptInPrompt`) makes the level's prompt from the skip and the
+    degradation weights, ``low_prompt_interaction_level<L>``
+    (:class:`~allinone_ir.layers.PromptToFeature`) modulates the skip with it. The decoder
+    follows the official network: the latent is reduced ``8 dim -> 4 dim`` by ``chnl_reduce3``
+    before ``up4_3``, so ``reduce_chan_level3`` maps ``2 dim + 4 dim -> 4 dim``. Module names are
+    the official ones, so official checkpoints load as they are (the three modules the official
+    code builds and never uses, ``reduce_noise_channel_1..3``, are not built and their keys are
+    dropped). The official forward takes integer labels (``degradation_class``, made one-hot);
+    ``degradation`` takes the same labels, or names, mixtures and weights. Any ``H, W >= 1`` works
     (reflect padding to a multiple of 8, output cropped back).
 
     Defaults: dim 48, blocks [4,6,6,8], refinement 4, prompt dims [64,128,256], sizes
-    [64,32,16], 5 degradations, P2P 2 heads, P2F 4 heads: 27,287,099 parameters. The
-    official code builds 27,316,614 (without its unused modules); the prompt-to-feature
-    projections here need 107,520 fewer (see :class:`~allinone_ir.layers.SelectivePromptToFeature`)
-    and the degradation classifier adds 78,005. (The paper's 26.82 M equals the official
-    network counted without the parameters that are not convolution or linear weights.)
+    [64,32,16], 5 degradations, P2P 2 heads, P2F 4 heads: 27,394,619 parameters, the official
+    network's 27,316,614 (without its unused modules) and the degradation classifier's 78,005
+    (``classifier=False`` builds the official network alone). The paper's 26.82 M equals the
+    official network counted without the parameters that are not convolution or linear weights.
 
     Args:
         in_channels: Input image channels.
@@ -449,11 +454,13 @@ class PIPRestormer(_PIPControl, RestormerUNet):
             Keyword arguments for ``PIPRestormer(**kwargs)``, or ``None``.
 
         Raises:
-            CheckpointError: If no feed-forward factor fits the hidden widths.
+            CheckpointError: If no feed-forward factor fits the hidden widths, or the weights have the
+                PIP blocks of a development version (``pip_level1..3``).
         """
         from .restormer import _read_restormer_layout
 
         config = _read_restormer_layout(state_dict)
+        _reject_earlier_layout(state_dict, "pip_level1.basic_prompt.prompt")
         if config is None or "prompt1.low_prompt_param" not in state_dict:
             return None
         prompts = [f"prompt{i}" for i in (1, 2, 3)]
@@ -483,11 +490,13 @@ class PIPNAFNet(_PIPControl, NAFNet):
 
     The NAFNet modules keep their official names (``intro``, ``encoders``, ``downs``,
     ``middle_blks``, ``ups``, ``decoders``, ``ending``); the PIP blocks are
-    ``pips.0`` (shallowest) to ``pips.{L-1}``. Each encoder output is modulated by its
-    PIP block before it is added to the upsampled decoder feature (NAFNet's skip hook, see
-    :class:`~allinone_ir.models._unet.UNetHooks`). Defaults: width 64,
+    ``pips.0`` (shallowest) to ``pips.{L-1}``, each the official PIP-Restormer's two modules of
+    a level (``pips.<i>.prompt``, ``pips.<i>.low_prompt_interaction``). Each encoder output is
+    modulated by its PIP block before it is added to the upsampled decoder feature (NAFNet's skip
+    hook, see :class:`~allinone_ir.models._unet.UNetHooks`). The official code has no PIP-NAFNet
+    (the paper reports one), so there are no official weights for it. Defaults: width 64,
     enc [2,2,4,8], middle 12, dec [2,2,2,2], prompt dims [64,96,128,128], sizes
-    [64,32,16,16], P2P 2 heads, P2F 4 heads.
+    [64,32,16,16], P2P 2 heads, P2F 4 heads: 120,510,960 parameters.
 
     Args:
         in_channels: Image channels (input and output).
@@ -588,12 +597,14 @@ class PIPNAFNet(_PIPControl, NAFNet):
             Keyword arguments for ``PIPNAFNet(**kwargs)``, or ``None``.
 
         Raises:
-            CheckpointError: If no feed-forward factor fits the hidden widths.
+            CheckpointError: If no feed-forward factor fits the hidden widths, or the weights have the
+                PIP blocks of a development version (``pips.<i>.basic_prompt``).
         """
         from ._detect import ffn_expansion_factor
         from .nafnet import _read_nafnet_layout
 
         config = _read_nafnet_layout(state_dict)
+        _reject_earlier_layout(state_dict, "pips.0.basic_prompt.prompt")
         if config is None or "pips.0.prompt.low_prompt_param" not in state_dict:
             return None
         levels = range(len(config["enc_blk_nums"]))
@@ -806,6 +817,15 @@ def pip_nafnet(**kwargs: Any) -> PIPNAFNet:
     return PIPNAFNet(**kwargs)
 
 
+def _reject_earlier_layout(state_dict: Mapping[str, torch.Tensor], key: str) -> None:
+    """Refuse the weights of the PIP blocks of development versions, which computed another function."""
+    if key in state_dict:
+        raise CheckpointError(
+            f"these PIP weights ({key!r}) come from a development version of allinone-ir whose PIP blocks "
+            "differ from the official ones built now; they cannot be converted: train the network again"
+        )
+
+
 def _read_pip_blocks(
     state_dict: Mapping[str, torch.Tensor], prompts: list[str], interactions: list[str]
 ) -> dict[str, Any]:
@@ -814,7 +834,7 @@ def _read_pip_blocks(
     from ._detect import count_blocks
 
     basic = [state_dict[f"{p}.low_prompt_param"] for p in prompts]
-    num = int(state_dict[f"{prompts[0]}.detask_prompt_param"].shape[-3])  # (1, T, C, 1, 1) or (T, C, 1, 1)
+    num = int(state_dict[f"{prompts[0]}.detask_prompt_param"].shape[-4])  # (1, T, C, 1, 1) or (T, C, 1, 1)
     names = list(DEFAULT_DEGRADATIONS)
     if num != len(names):
         names = list(default_names(num))  # the vocabulary's names in label order (snow is the sixth)
