@@ -29,6 +29,8 @@ from allinone_ir.training import warmup_cosine_factor
 
 from .conftest import assert_no_traceback, cli_command, journey_env
 
+pytestmark = pytest.mark.slow  # trains: run by CI and `python -m pytest`, not by `-m "not slow"`
+
 TINY_NAFNET = "{ width = 8, middle_blk_num = 1, enc_blk_nums = [1, 1], dec_blk_nums = [1, 1] }"
 
 
