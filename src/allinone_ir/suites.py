@@ -313,6 +313,7 @@ def run_suite(
     overlap: int = 32,
     tta: bool | str = False,
     device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
     save_images: str | Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -331,6 +332,8 @@ def run_suite(
         overlap: Tile overlap.
         tta: Test-time augmentation (``False``, ``"flip"``, ``"x8"``).
         device: Where the network runs (default: its own device).
+        dtype: Compute dtype: ``None`` / ``"fp32"`` (float32, as the papers), ``"bf16"`` or ``"fp16"``
+            (autocast, see :func:`~allinone_ir.inference.restore`).
         save_images: A folder to write the outputs to, as ``<folder>/<task key>/<name>.png`` (8-bit); an
             existing file is not replaced.
         progress: Called as ``progress(task key, done, total)`` after each image.
@@ -344,10 +347,12 @@ def run_suite(
         DatasetError: If no task of ``tasks`` has an image, or a pair's sizes differ.
         UnknownNameError: If the suite or a task is unknown.
     """
+    from ._runtime import low_precision_dtype
     from .inference import restore
     from .io import write_image
     from .metrics import PROMPTIR_PROTOCOL
 
+    autocast_dtype = low_precision_dtype(dtype)
     base = _root(root)
     chosen = _suite_tasks(name, tasks)
     layouts = [_scan(t, base) for t in chosen]
@@ -369,7 +374,16 @@ def run_suite(
         for done, (stem, degraded, clean) in enumerate(_task_inputs(lay), 1):
             x, target = _to_tensor(degraded), _to_tensor(clean)
             if is_module:
-                y = restore(model, x, tile=tile, overlap=overlap, tta=tta, device=device, progress=False)
+                y = restore(
+                    model,
+                    x,
+                    tile=tile,
+                    overlap=overlap,
+                    tta=tta,
+                    device=device,
+                    dtype=autocast_dtype,
+                    progress=False,
+                )
             else:
                 with torch.no_grad():
                     y = model(x.unsqueeze(0))[0]  # type: ignore[operator]

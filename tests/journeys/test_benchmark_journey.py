@@ -66,7 +66,12 @@ def test_run_three_task_with_json_matches_the_official_recipe(run_cli, tmp_path:
         "average",
     ]  # the paper's order
     doc = json.loads((tmp_path / "scores.json").read_text())
-    assert doc["suite"] == "three-task" and doc["protocol"] == "promptir" and doc["weights"] == "model"
+    assert (
+        doc["suite"] == "three-task"
+        and doc["protocol"] == "promptir"
+        and doc["weights"] == "model"
+        and doc["dtype"] == "fp32"
+    )
     net = from_pretrained(tmp_path / "model").eval()
 
     def run_net(arr: np.ndarray) -> np.ndarray:

@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ._common import add_model_arguments, comma_list, load_model_from_args, non_negative_int, positive_int
+from ._common import (
+    DTYPE_NAMES,
+    add_model_arguments,
+    comma_list,
+    load_model_from_args,
+    non_negative_int,
+    positive_int,
+)
 
 __all__ = ["add_parser"]
 
@@ -56,6 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=non_negative_int, default=32, help="tile overlap")
     p.add_argument(
         "--tta", nargs="?", const="x8", default=None, choices=("flip", "x8"), help="test-time augmentation"
+    )
+    p.add_argument(
+        "--dtype", choices=DTYPE_NAMES, default="fp32", help="compute dtype (default: fp32, as the papers)"
     )
     p.add_argument(
         "--save-images", default=None, metavar="DIR", help="write the outputs to DIR/<task>/<name>.png"
@@ -123,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     results = run_suite(
         model, args.suite, args.root, args.tasks, tile=args.tile, overlap=args.overlap, tta=args.tta or False,
-        device=args.device, save_images=args.save_images, progress=progress,
+        device=args.device, dtype=args.dtype, save_images=args.save_images, progress=progress,
     )  # fmt: skip
     for key, reason in results["skipped"].items():
         print(f"skipped {key}: {reason}", file=sys.stderr)
@@ -152,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             "protocol": "promptir",
             "weights": _model_label(args),
             "version": __version__,
+            "dtype": args.dtype,
             **tasks,
             "average": a,
             "skipped": results["skipped"],
