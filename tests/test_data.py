@@ -13,13 +13,13 @@ from allinone_ir.data import (
     MixedDataset,
     PairedImageDataset,
     SyntheticDegradationDataset,
-    augment_mode,
     cutblur,
     dmix,
     mixup,
     paired_random_crop,
     promptir_dataset,
 )
+from allinone_ir.data.augment import augment_mode
 from allinone_ir.data.datasets import normalize_patch_size
 from allinone_ir.io import write_image
 

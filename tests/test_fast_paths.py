@@ -440,7 +440,7 @@ class TestReferenceLoading:
 @pytest.mark.parametrize("bias", [True, False])
 def test_layer_norm_under_bf16_autocast_stays_bf16_and_rounds_once(bias: bool) -> None:
     """A bf16 map is normalised in float32 with float32 weights and rounded once (no bf16 weights)."""
-    from allinone_ir.layers import layer_norm_2d
+    from allinone_ir.layers.norm import layer_norm_2d
 
     x = torch.randn(2, 8, 5, 6).contiguous(memory_format=CL).bfloat16()
     w, b = torch.rand(8) + 0.5, (torch.randn(8) if bias else None)

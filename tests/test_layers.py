@@ -23,9 +23,8 @@ from allinone_ir.layers import (
     Upsample,
     channel_attention,
     pad_to_multiple,
-    top_m_channel_attention,
 )
-from allinone_ir.layers.attention import _reference_mdta_attention
+from allinone_ir.layers.attention import _reference_mdta_attention, top_m_channel_attention
 
 from .tiny_configs import randomise as _randomise
 

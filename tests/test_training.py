@@ -31,13 +31,13 @@ from allinone_ir.training import (
     TrainerConfig,
     TrainingDivergedError,
     TrainingInterrupted,
-    format_groups,
     freeze,
     module_groups,
     unfreeze,
     warmup_cosine_factor,
 )
 from allinone_ir.training.cli import ConfigError, build_from_config, load_config
+from allinone_ir.training.finetune import format_groups
 
 from .tiny_configs import TINY
 

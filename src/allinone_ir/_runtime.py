@@ -16,8 +16,6 @@ import torch
 
 from .errors import UsageError
 
-__all__ = ["PRECISIONS", "autocast", "low_precision_dtype", "progress_bar"]
-
 #: Compute dtypes by name, as the options and configs spell them (``--dtype``, ``trainer.precision``).
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -47,14 +47,9 @@ from .errors import UsageError, UsageTypeError
 
 __all__ = [
     "DEFAULT_DEGRADATIONS",
-    "DEGRADATION_LABELS",
     "DEGRADATION_TABLE",
     "Degradation",
-    "DegradationSpec",
     "canonical_name",
-    "default_names",
-    "degradation_label",
-    "display_name",
     "parse_degradation",
     "resolve_degradation_weights",
 ]

@@ -34,8 +34,6 @@ __all__ = [
     "UnknownNameError",
     "UsageError",
     "UsageTypeError",
-    "install_hint",
-    "require",
 ]
 
 

@@ -37,20 +37,7 @@ from ._runtime import autocast, low_precision_dtype, progress_bar
 from .errors import UsageError, UsageTypeError
 from .io import _mode_pixels, array_to_tensor, read_image_array, tensor_to_array, write_image
 
-__all__ = [
-    "LUMA_WEIGHTS",
-    "TTA_MODES",
-    "blend_window",
-    "compiled_for_inference",
-    "low_precision_policy",
-    "native_low_precision",
-    "prefers_channels_last",
-    "prepare_for_inference",
-    "restore",
-    "restore_array",
-    "tile_starts",
-    "tta_transforms",
-]
+__all__ = ["low_precision_policy", "native_low_precision", "restore", "restore_array", "tta_transforms"]
 
 TTAMode = Literal["flip", "x8"]
 #: Accepted ``tta`` values other than ``False``/``None``: ``True`` is ``"x8"``.

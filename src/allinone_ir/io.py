@@ -41,12 +41,9 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
     "array_to_tensor",
-    "atomic_write",
-    "file_mode_for",
     "list_images",
     "read_image",
     "read_image_array",
-    "require_pillow",
     "tensor_to_array",
     "write_image",
 ]

@@ -29,14 +29,11 @@ from .errors import UnknownNameError, UsageError, UsageTypeError
 __all__ = [
     "BASICSR_PROTOCOL",
     "PROMPTIR_PROTOCOL",
-    "PROTOCOLS",
     "MetricProtocol",
     "get_protocol",
     "psnr",
     "rgb_to_y",
     "ssim",
-    "ssim_map",
-    "ssim_window",
 ]
 
 Reduction = Literal["mean", "none"]

@@ -24,18 +24,6 @@ from typing import Any, TypeVar
 
 from ..errors import AllInOneIRError, UsageError
 
-__all__ = [
-    "DTYPE_NAMES",
-    "add_model_arguments",
-    "comma_list",
-    "load_model_from_args",
-    "non_negative_int",
-    "overwrite_flag",
-    "parse_model_args",
-    "positive_int",
-    "with_progress",
-]
-
 T = TypeVar("T")
 
 #: Compute dtypes by option value (bf16/fp16 run under autocast); see ``allinone_ir._runtime.PRECISIONS``.

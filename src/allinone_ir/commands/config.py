@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ._common import _plain_text
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser"]
 
 _SUFFIXES = (".yaml", ".yml", ".toml")
 

@@ -8,7 +8,7 @@ import json
 from ..errors import AllInOneIRError, UsageError
 from ._common import overwrite_flag, parse_model_args
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import UsageError, require
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser"]
 
 _DEGRADATIONS = ("noise", "rain", "haze", "snow")
 _HOLDOUT = "chelsea"  # the bundled photograph kept out of training and restored at the end

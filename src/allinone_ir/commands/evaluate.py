@@ -37,16 +37,7 @@ from typing import Any
 from ..errors import DatasetError, UnknownNameError, UsageError
 from ._common import add_model_arguments, load_model_from_args, non_negative_int, positive_int
 
-__all__ = [
-    "GROUP_BY",
-    "Pairing",
-    "add_parser",
-    "evaluate_folders",
-    "group_of",
-    "pair_folders",
-    "pair_images",
-    "run",
-]
+__all__ = ["add_parser"]
 
 #: The ways of grouping images into degradations (see the module's description).
 GROUP_BY: tuple[str, ...] = ("auto", "folder", "prefix", "none")

@@ -13,7 +13,7 @@ from ..profiling import count_flops, measure_latency
 from ._common import DTYPE_NAMES, add_model_arguments, load_model_from_args
 
 # count_flops and measure_latency live in allinone_ir.profiling; importable from here as before
-__all__ = ["add_parser", "count_flops", "measure_latency", "run"]
+__all__ = ["add_parser"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -7,7 +7,7 @@ import argparse
 from ..errors import UsageError
 from ..models import create_model, list_models
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

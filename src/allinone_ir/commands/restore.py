@@ -33,13 +33,7 @@ from ._common import (
     with_progress,
 )
 
-__all__ = [
-    "add_model_arguments",
-    "add_parser",
-    "collect_inputs",
-    "load_model_from_args",
-    "run",
-]
+__all__ = ["add_parser"]
 
 
 def collect_inputs(items: Iterable[str]) -> list[Path]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._common import _plain_text
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser"]
 
 
 _FIRST_LINE = """``allinone-ir train --config FILE|NAME``: training driven by a config file, a ``.yaml``, ``.yml`` or

@@ -12,7 +12,7 @@ import argparse
 
 from ..errors import UsageError
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

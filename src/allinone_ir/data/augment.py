@@ -21,18 +21,7 @@ import torch.nn.functional as F
 from ..errors import UsageError
 from .degradations import Rng, make_generator
 
-__all__ = [
-    "AUGMENT_MODES",
-    "BatchAugment",
-    "augment_mode",
-    "channel_shuffle",
-    "cutblur",
-    "dmix",
-    "label_weights",
-    "mixup",
-    "paired_random_augment",
-    "paired_random_crop",
-]
+__all__ = ["BatchAugment", "cutblur", "dmix", "mixup", "paired_random_crop"]
 
 #: Number of geometric modes: identity, flips and 90-degree rotations (the dihedral group of the square).
 AUGMENT_MODES = 8

@@ -33,12 +33,10 @@ from .degradations import add_gaussian_noise, synthesize
 
 __all__ = [
     "PROMPTIR_LAYOUT",
-    "PROMPTIR_REPEATS",
     "DatasetError",
     "MixedDataset",
     "PairedImageDataset",
     "SyntheticDegradationDataset",
-    "normalize_patch_size",
     "promptir_dataset",
 ]
 

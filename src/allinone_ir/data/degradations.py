@@ -23,19 +23,7 @@ import torch.nn.functional as F
 from ..degradation_types import DEGRADATION_LABELS, parse_degradation
 from ..errors import UsageError, UsageTypeError
 
-__all__ = [
-    "DEGRADATIONS",
-    "DEGRADATION_LABELS",
-    "add_gaussian_noise",
-    "add_haze",
-    "add_rain",
-    "add_snow",
-    "low_light",
-    "make_generator",
-    "motion_blur",
-    "motion_kernel",
-    "synthesize",
-]
+__all__ = ["DEGRADATIONS", "DEGRADATION_LABELS", "synthesize"]
 
 Rng = int | torch.Generator | None
 

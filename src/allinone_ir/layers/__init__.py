@@ -7,17 +7,10 @@ The layers import nothing from the rest of the package. ``DEFAULT_DEGRADATIONS``
 
 from typing import Any
 
-from .attention import (
-    MDTA,
-    TOP_M_FRACTIONS,
-    CrossChannelAttention,
-    channel_attention,
-    top_m_channel_attention,
-    top_m_sizes,
-)
+from .attention import MDTA, CrossChannelAttention, channel_attention
 from .feedforward import GDFN
 from .naf import NAFBlock, SimpleGate, SimplifiedChannelAttention
-from .norm import LayerNorm2d, RestormerLayerNorm, layer_norm_2d
+from .norm import LayerNorm2d, RestormerLayerNorm
 from .padding import pad_to_multiple
 from .pip import (
     PIPBlock,
@@ -27,14 +20,12 @@ from .pip import (
     SelectivePromptToFeature,
 )
 from .promptir import PromptGenBlock, PromptInteraction
-from .stage import Stage
 from .transformer import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample
 
 __all__ = [
     "DEFAULT_DEGRADATIONS",
     "GDFN",
     "MDTA",
-    "TOP_M_FRACTIONS",
     "CrossChannelAttention",
     "Downsample",
     "LayerNorm2d",
@@ -42,8 +33,8 @@ __all__ = [
     "OverlapPatchEmbed",
     "PIPBlock",
     "PromptGenBlock",
-    "PromptInteraction",
     "PromptInPrompt",
+    "PromptInteraction",
     "PromptToFeature",
     "PromptToPrompt",
     "RestormerLayerNorm",

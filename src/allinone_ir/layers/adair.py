@@ -21,14 +21,7 @@ from torch import nn
 from ..errors import UsageError
 from .attention import CrossChannelAttention, low_precision_autocast
 
-__all__ = [
-    "ChannelGate",
-    "FreModule",
-    "FrequencyRefine",
-    "SpatialGate",
-    "frequency_split",
-    "low_frequency_mask",
-]
+__all__: list[str] = []
 
 
 def low_frequency_mask(threshold: torch.Tensor, height: int, width: int, band: int = 128) -> torch.Tensor:

@@ -18,16 +18,7 @@ from torch import nn
 
 from ..errors import UsageError
 
-__all__ = [
-    "MDTA",
-    "TOP_M_FRACTIONS",
-    "CrossChannelAttention",
-    "channel_attention",
-    "low_precision_autocast",
-    "projected_channel_attention",
-    "top_m_channel_attention",
-    "top_m_sizes",
-]
+__all__ = ["MDTA", "CrossChannelAttention", "channel_attention"]
 
 #: Fractions of the per-head channels kept by the four top-m masks of PIP's selective P2F (paper B.2).
 TOP_M_FRACTIONS: tuple[tuple[int, int], ...] = ((1, 2), (2, 3), (3, 4), (4, 5))

@@ -26,18 +26,7 @@ from .feedforward import GDFN
 from .norm import NormKind, RestormerLayerNorm
 from .stage import Stage
 
-__all__ = [
-    "ComplexityExperts",
-    "ExpertRouter",
-    "FFTAttention",
-    "FrequencyEmbedding",
-    "LowRankExpert",
-    "MoCEBlockGroup",
-    "MoCECrossAttention",
-    "MoCEDecoderBlock",
-    "MoCEEncoderBlock",
-    "expert_ranks",
-]
+__all__: list[str] = []
 
 RANK_TYPES = ("constant", "lin", "double", "exp", "spread")
 
@@ -109,13 +98,13 @@ class MoCEEncoderBlock(nn.Module):
 class MoCEBlockGroup(nn.Module):
     """A sequence of blocks kept at ``layers.<i>`` (the official residual groups' key names).
 
-    Encoder blocks are kept in a :class:`~allinone_ir.layers.Stage` (activation checkpointing
+    Encoder blocks are kept in a :class:`~allinone_ir.layers.stage.Stage` (activation checkpointing
     available); decoder blocks, which take the frequency embedding too, in a ``ModuleList`` that
     the network iterates.
 
     Args:
         blocks: The blocks.
-        stage: Keep them in a :class:`~allinone_ir.layers.Stage` (single-input blocks).
+        stage: Keep them in a :class:`~allinone_ir.layers.stage.Stage` (single-input blocks).
 
     Shape:
         - Input: :math:`(N, C, H, W)` (and, for decoder blocks, the frequency embedding)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import UsageError
 
-__all__ = ["LayerNorm2d", "RestormerLayerNorm", "layer_norm_2d"]
+__all__ = ["LayerNorm2d", "RestormerLayerNorm"]
 
 NormKind = Literal["WithBias", "BiasFree"]
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["Stage"]
+__all__: list[str] = []
 
 
 class Stage(nn.Sequential):

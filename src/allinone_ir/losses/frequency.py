@@ -11,13 +11,7 @@ from torch import nn
 from ..errors import UsageError
 from .pixel import charbonnier_loss, check_loss_inputs
 
-__all__ = [
-    "FFTLoss",
-    "GuidedFrequencyLoss",
-    "fft_loss",
-    "guided_frequency_loss",
-    "laplacian_pyramid",
-]
+__all__ = ["FFTLoss", "GuidedFrequencyLoss"]
 
 
 def _check4d(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:

@@ -10,17 +10,7 @@ from torch import nn
 
 from ..errors import UsageError, UsageTypeError
 
-__all__ = [
-    "CharbonnierLoss",
-    "L1Loss",
-    "MSELoss",
-    "PSNRLoss",
-    "charbonnier_loss",
-    "check_loss_inputs",
-    "l1_loss",
-    "mse_loss",
-    "psnr_loss",
-]
+__all__ = ["CharbonnierLoss", "L1Loss", "MSELoss", "PSNRLoss"]
 
 Reduction = Literal["mean", "sum", "none"]
 

@@ -9,7 +9,7 @@ from ..errors import UsageError
 from ..metrics import Window, ssim_map
 from .pixel import check_loss_inputs, l1_loss
 
-__all__ = ["L1SSIMLoss", "SSIMLoss", "l1_ssim_loss", "ssim_loss"]
+__all__ = ["L1SSIMLoss", "SSIMLoss"]
 
 
 def ssim_loss(

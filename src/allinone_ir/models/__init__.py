@@ -1,17 +1,16 @@
 """Full restoration networks and the model registry."""
 
-from ._base import AuxiliaryLoss, RecordsConfig, RestorationModel, check_image_batch
+from ._base import AuxiliaryLoss, RecordsConfig, RestorationModel
 from ._registry import (
     create_model,
     get_model_class,
-    is_model,
     list_architectures,
     list_models,
     register_architecture,
     register_model,
 )
 from ._weights import PretrainedWeights, WeightsSource, register_weights
-from .adair import ADAIR_UNUSED_MODULES, AdaIR
+from .adair import AdaIR
 from .classifier import DegradationClassifier, degradation_classification_loss
 from .moce_ir import MoCEIR
 from .nafnet import NAFNet
@@ -20,7 +19,6 @@ from .promptir import PROMPTIR_UNUSED_MODULES, PromptIR
 from .restormer import Restormer
 
 __all__ = [
-    "ADAIR_UNUSED_MODULES",
     "PROMPTIR_UNUSED_MODULES",
     "AdaIR",
     "AuxiliaryLoss",
@@ -36,11 +34,9 @@ __all__ = [
     "RestorationModel",
     "Restormer",
     "WeightsSource",
-    "check_image_batch",
     "create_model",
     "degradation_classification_loss",
     "get_model_class",
-    "is_model",
     "list_architectures",
     "list_models",
     "register_architecture",

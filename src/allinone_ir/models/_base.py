@@ -16,8 +16,6 @@ from ..errors import ModelArgumentError, UsageError
 from ..layers.padding import pad_to_multiple
 from ..layers.stage import Stage
 
-__all__ = ["AuxiliaryLoss", "RecordsConfig", "RestorationModel", "check_image_batch"]
-
 
 def check_image_batch(x: Any, channels: int, name: str = "input") -> None:
     """Raise ``ValueError`` unless ``x`` is a floating ``(N, channels, H, W)`` tensor with ``N, H, W >= 1``.
@@ -238,7 +236,7 @@ class RestorationModel(RecordsConfig, nn.Module):
         return x[..., : size[0], : size[1]]
 
     def grad_checkpointing_stages(self) -> list[str]:
-        """Names of the levels (:class:`~allinone_ir.layers.Stage` modules) that can be checkpointed."""
+        """Names of the levels (:class:`~allinone_ir.layers.stage.Stage` modules) that can be checkpointed."""
         return [name for name, m in self.named_modules() if isinstance(m, Stage)]
 
     def set_grad_checkpointing(self, enable: bool = True, stages: Iterable[str] | None = None) -> None:

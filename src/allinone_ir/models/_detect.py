@@ -16,8 +16,6 @@ import torch
 
 from ..errors import CheckpointError
 
-__all__ = ["attention_heads", "count_blocks", "ffn_expansion_factor"]
-
 
 def count_blocks(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
     """Number of blocks ``prefix.<i>.`` in a state dict (1 + the largest index; 0 if none).

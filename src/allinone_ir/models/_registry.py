@@ -11,16 +11,6 @@ from torch import nn
 
 from ..errors import UnknownNameError, UsageError
 
-__all__ = [
-    "create_model",
-    "get_model_class",
-    "is_model",
-    "list_architectures",
-    "list_models",
-    "register_architecture",
-    "register_model",
-]
-
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _ARCHITECTURES: dict[str, type[nn.Module]] = {}
 

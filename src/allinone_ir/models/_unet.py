@@ -19,8 +19,6 @@ from typing import Any
 
 import torch
 
-__all__ = ["UNetHooks"]
-
 
 class UNetHooks:
     """Hook points of a U-Net skeleton; each returns its input unchanged unless a subclass overrides it.

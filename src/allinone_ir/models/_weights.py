@@ -16,16 +16,6 @@ from typing import Any
 from ..errors import UnknownNameError
 from ._registry import _unknown
 
-__all__ = [
-    "PretrainedWeights",
-    "WeightsSource",
-    "get_weights",
-    "list_pretrained",
-    "register_weights",
-    "register_weights_note",
-    "weights_notes",
-]
-
 _WEIGHTS: dict[str, PretrainedWeights] = {}
 _NOTES: dict[str, str] = {}
 

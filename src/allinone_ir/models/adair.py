@@ -15,7 +15,7 @@ from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
 from .restormer import RestormerUNet
 
-__all__ = ["ADAIR_UNUSED_MODULES", "AdaIR", "adair"]
+__all__ = ["AdaIR"]
 
 #: Submodules of each official ``FreModule`` (``fre1..3``) that its forward never uses; their
 #: checkpoint keys are dropped on load.

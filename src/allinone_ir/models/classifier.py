@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import UsageError
 from ._base import RecordsConfig
 
-__all__ = ["BasicBlock", "DegradationClassifier", "degradation_classification_loss"]
+__all__ = ["DegradationClassifier", "degradation_classification_loss"]
 
 
 class BasicBlock(nn.Module):

@@ -33,7 +33,7 @@ from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
 from .restormer import restormer_low_precision_flags
 
-__all__ = ["DEFAULT_BALANCE_WEIGHT", "MoCEIR", "moce_ir", "moce_ir_s"]
+__all__ = ["MoCEIR"]
 
 #: Weight of the routers' load-balancing loss in the official recipe (``--balance_loss_weight 0.01``).
 DEFAULT_BALANCE_WEIGHT: float = 0.01

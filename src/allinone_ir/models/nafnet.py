@@ -17,9 +17,7 @@ from ._registry import register_architecture, register_model
 from ._unet import UNetHooks
 from ._weights import PretrainedWeights, WeightsSource, register_weights
 
-__all__ = [
-    "NAFNet", "naf_stage", "nafnet", "nafnet_gopro_width32", "nafnet_sidd_width64", "nafnet_width32", "nafnet_width64",
-]  # fmt: skip
+__all__ = ["NAFNet"]
 
 
 def naf_stage(channels: int, depth: int, drop_out_rate: float = 0.0) -> Stage:

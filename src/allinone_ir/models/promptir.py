@@ -16,7 +16,7 @@ from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
 from .restormer import RestormerUNet
 
-__all__ = ["PROMPTIR_UNUSED_MODULES", "PromptIR", "promptir"]
+__all__ = ["PROMPTIR_UNUSED_MODULES", "PromptIR"]
 
 #: Modules the official PromptIR builds but never uses; their checkpoint keys are dropped on load.
 PROMPTIR_UNUSED_MODULES: tuple[str, ...] = (

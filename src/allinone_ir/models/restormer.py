@@ -19,7 +19,7 @@ from ._registry import register_architecture, register_model
 from ._unet import UNetHooks
 from ._weights import PretrainedWeights, WeightsSource, register_weights
 
-__all__ = ["Restormer", "RestormerEncoderMixin", "RestormerUNet", "restormer", "restormer_biasfree"]
+__all__ = ["Restormer", "RestormerUNet"]
 
 
 def transformer_stage(

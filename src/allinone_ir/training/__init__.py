@@ -6,16 +6,15 @@ The trainer runs the loop; its files are written by :mod:`~allinone_ir.training.
 ``allinone-ir train`` (whose command line is in :mod:`allinone_ir.commands.train`).
 """
 
-from .config import TrainerConfig, normalize_resume
+from .config import TrainerConfig
 from .ema import ModelEMA
-from .finetune import PROMPTIR_STAGE2_GROUPS, finetune_groups, format_groups, freeze, module_groups, unfreeze
+from .finetune import finetune_groups, freeze, module_groups, unfreeze
 from .schedule import warmup_cosine_factor
 from .signals import TrainingInterrupted
 from .trainer import LOSSES, LossTerm, Trainer, TrainingDivergedError, build_loss
 
 __all__ = [
     "LOSSES",
-    "PROMPTIR_STAGE2_GROUPS",
     "LossTerm",
     "ModelEMA",
     "Trainer",
@@ -24,10 +23,8 @@ __all__ = [
     "TrainingInterrupted",
     "build_loss",
     "finetune_groups",
-    "format_groups",
     "freeze",
     "module_groups",
-    "normalize_resume",
     "unfreeze",
     "warmup_cosine_factor",
 ]

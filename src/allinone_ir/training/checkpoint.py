@@ -29,24 +29,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..io import atomic_write
 
-__all__ = [
-    "best_weights_state",
-    "checkpoint_bytes",
-    "describe_misfit",
-    "find_latest_checkpoint",
-    "format_bytes",
-    "load_init_weights",
-    "periodic_checkpoints",
-    "plain_metrics",
-    "read_checkpoint",
-    "read_resume_checkpoint",
-    "remove_stale_temporaries",
-    "rng_state",
-    "rotate_checkpoints",
-    "set_rng_state",
-    "step_checkpoint_name",
-    "write_checkpoint",
-]
+__all__: list[str] = []
 
 _STEP_FILE = re.compile(r"step_(\d+)\.pt")
 

@@ -72,7 +72,7 @@ from typing import Any
 
 from ..errors import ConfigError, DatasetError, require
 
-__all__ = ["ConfigError", "build_from_config", "load_config"]
+__all__ = ["build_from_config", "load_config"]
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError, UsageTypeError
 
-__all__ = ["TrainerConfig", "normalize_resume"]
+__all__ = ["TrainerConfig"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
 

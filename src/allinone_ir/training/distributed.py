@@ -12,7 +12,7 @@ from torch.utils.data import Sampler
 
 from ..errors import UsageError
 
-__all__ = ["DistInfo", "EpochSampler", "init_distributed", "resolve_device"]
+__all__: list[str] = []
 
 
 @dataclass(frozen=True)

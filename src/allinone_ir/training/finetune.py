@@ -23,9 +23,7 @@ from torch import nn
 from ..errors import UsageError
 from ..models.promptir import PromptIR
 
-__all__ = [
-    "PROMPTIR_STAGE2_GROUPS", "finetune_groups", "format_groups", "freeze", "module_groups", "unfreeze",
-]  # fmt: skip
+__all__ = ["finetune_groups", "freeze", "module_groups", "unfreeze"]
 
 #: PromptIR's ``stage2`` selection (``PromptIR.finetune_groups["stage2"]``), kept under its old name:
 #: the output end of the network (refinement, output conv, first decoder level and its prompt interaction).

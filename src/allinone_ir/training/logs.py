@@ -18,7 +18,7 @@ from typing import Any
 
 from ..io import atomic_write
 
-__all__ = ["LOG_FILES", "RunLog", "append_csv", "read_csv", "truncate_logs", "write_json"]
+__all__: list[str] = []
 
 #: The CSV logs of a run folder.
 LOG_FILES: tuple[str, ...] = ("train_log.csv", "val_log.csv")

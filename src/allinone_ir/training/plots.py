@@ -9,7 +9,7 @@ from typing import Any
 
 from ..io import atomic_write
 
-__all__ = ["plot_training_curves"]
+__all__: list[str] = []
 
 
 def plot_training_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path | None:

@@ -14,7 +14,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-__all__ = ["StopSignals", "TrainingInterrupted", "signal_name"]
+__all__ = ["TrainingInterrupted"]
 
 
 def signal_name(signum: int) -> str:
