@@ -18,7 +18,7 @@ __all__ = ["add_parser"]
 _DEGRADATIONS = ("noise", "rain", "haze", "snow")
 _HOLDOUT = "chelsea"  # the bundled photograph kept out of training and restored at the end
 _STEPS, _SMOKE_STEPS = 300, 2
-_PATCH, _BATCH, _LR = 64, 8, 2e-3
+_PATCH, _BATCH, _LR, _LOSS = 64, 8, 2e-3, "psnr"  # psnr: log MSE per image, each image weighs alike
 _TASKS = ("noise", "rain", "haze", "haze", "snow")  # haze, the global change, is drawn twice as often
 _TONES = 8  # each training photograph also in brighter tones (gamma < 1): clean need not mean deep shadows
 _MIN_GAIN_DB, _COLOUR_TOLERANCE = 1.0, 6.0  # "restored": PSNR +1 dB, SSIM not lower, mean colour within 6/255
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     shuffle_rng = torch.Generator().manual_seed(args.seed + 2)
     config = TrainerConfig(
         output_dir=str(out), max_steps=steps, batch_size=batch, lr=_LR, min_lr=_LR / 100,
-        warmup_steps=min(50, steps // 10), grad_clip=1.0, loss="psnr", seed=args.seed, device=args.device,
+        warmup_steps=min(50, steps // 10), grad_clip=1.0, loss=_LOSS, seed=args.seed, device=args.device,
         ema_decay=max(0.5, min(0.98, 1 - 10 / steps)), log_every=max(1, min(10, steps // 20)),
         progress_bar=not args.no_progress,
     )  # fmt: skip
