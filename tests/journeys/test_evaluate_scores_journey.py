@@ -93,10 +93,12 @@ def test_noise_sigma_folders_name_pips_noise_prompt(run_cli, tmp_path: Path) -> 
             tmp_path / "input" / f"noise_{sigma}" / "1.png", add_gaussian_noise(clean, sigma, rng=sigma)
         )
     net = _tiny("pip", degradations=["noise", "rain"])
-    with torch.no_grad():  # prompts far apart, so the one used shows in the score
+    with torch.no_grad():  # prompts far apart, prompt attention strong: the one used shows in the score
         for name, p in net.named_parameters():
             if name.endswith("detask_prompt_param"):
                 p[1].add_(3.0)
+            if name.endswith((".attn1", ".attn2", ".attn3", ".attn4")):  # the top-m weights, 0.2 at the start
+                p.fill_(2.0)
     save_pretrained(net, tmp_path / "pip")
     result = run_cli("evaluate", "--input", "input", "--target", "clean", "--checkpoint", "pip",
                      "--degradation-from-group")  # fmt: skip
