@@ -153,8 +153,8 @@ def blend_window(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> t
 def _device_of(model: nn.Module) -> torch.device:
     for t in model.parameters():
         return t.device
-    for t in model.buffers():
-        return t.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 
@@ -240,7 +240,7 @@ def prepare_for_inference(
     want = prefers_channels_last(dev) if channels_last is None else channels_last
     fmt = torch.channels_last if want else torch.contiguous_format
     if _is_channels_last(model) != want:
-        model.to(memory_format=fmt)
+        model.to(memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs lack memory_format
     return model
 
 
@@ -400,11 +400,12 @@ class _Runner:
             if self.transforms is None:
                 out = self._forward(x, deg).float()
             else:
-                out = None
+                acc: torch.Tensor | None = None
                 for fwd, inv in self.transforms:
                     y = inv(self._forward(fwd(x), deg).float())
-                    out = y if out is None else out + y
-                out = out / len(self.transforms)
+                    acc = y if acc is None else acc + y
+                assert acc is not None  # there is always at least one transform
+                out = acc / len(self.transforms)
         return out.contiguous().cpu()  # NCHW whatever layout the network computed in
 
 

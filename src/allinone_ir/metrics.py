@@ -19,7 +19,7 @@ and :data:`BASICSR_PROTOCOL` (Y channel, Gaussian window, on 8-bit values).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -312,7 +312,9 @@ class MetricProtocol:
             ``{"psnr": (N,), "ssim": (N,)}`` float64 tensors.
         """
         p, t = self._inputs(pred, target)
-        kw = dict(data_range=self.data_range, crop_border=self.crop_border, y_channel=self.y_channel)
+        kw: dict[str, Any] = dict(
+            data_range=self.data_range, crop_border=self.crop_border, y_channel=self.y_channel
+        )
         if p.ndim == 3:
             p, t = p.unsqueeze(0), t.unsqueeze(0)
         return {

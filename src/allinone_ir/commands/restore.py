@@ -263,10 +263,11 @@ def run(args: argparse.Namespace) -> int:
                 y, pixels = restore_array(model, arr, run_network)
             except UsageError as exc:  # the network's or restore()'s own checks: not the file's fault
                 raise UsageError(f"cannot restore {src}: {exc}") from exc
-            if outs[i] is not None:  # float files (values in [0, 1]) as 16-bit PNG
+            out_path = outs[i]
+            if out_path is not None:  # float files (values in [0, 1]) as 16-bit PNG
                 bits = 8 if pixels.dtype == np.uint8 else 16
                 with overwrite_flag():  # a file that appeared since the check above
-                    write_image(outs[i], pixels, bits=bits, overwrite=args.overwrite)
+                    write_image(out_path, pixels, bits=bits, overwrite=args.overwrite)
             if writer is not None:
                 a = tensor_to_array(y, np.dtype(args.npz_dtype))
                 writer.add(keys[i], a.transpose(2, 0, 1) if args.layout == "chw" else a)

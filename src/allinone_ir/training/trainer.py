@@ -280,7 +280,7 @@ class Trainer:
         cfg = self.config
         model = model.to(self.device)
         if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
         if cfg.init_weights:
             load_init_weights(model, cfg.init_weights)
         if cfg.grad_checkpointing:
@@ -547,7 +547,7 @@ class Trainer:
         self.net.train()
         if hasattr(self.loss_fn, "set_progress"):
             self.loss_fn.set_progress(self.step / cfg.max_steps)
-        total, parts_sum = 0.0, {}
+        total, parts_sum = 0.0, dict[str, float]()
         for micro in range(cfg.grad_accum_steps):
             batch = _collate_keys(self._next_batch(), self.device, cfg.channels_last)
             if self.batch_augment is not None:
