@@ -98,7 +98,7 @@ def _official_file(family: str, directory: Path) -> Path:
 
 
 def test_every_fixture_is_checked() -> None:
-    assert sorted(MANIFEST) == sorted([*EXPECTED, "pip_restormer"])
+    assert sorted(MANIFEST) == sorted([*EXPECTED, *PIP_PROMPT_DIMS])
     for family, meta in MANIFEST.items():
         assert (FIXTURES / meta["weights"]).stat().st_size < 1_300_000, family
         assert len(meta["sizes"]) == 2, family
@@ -186,32 +186,38 @@ def test_moce_ir_official_eval_routing_noise() -> None:
 #: the official fixed 2, P2F heads the official ``heads[2]``, and an official network has no classifier.
 PIP_CONFIG: dict[str, Any] = dict(
     _RESTORMER, dim=8, num_blocks=[1, 1, 1, 1], ffn_expansion_factor=2.66, bias=False, layer_norm_type="WithBias",
-    prompt_dims=[8, 8, 16], prompt_sizes=[8, 4, 4], degradations=["noise", "rain", "haze", "blur", "lowlight"],
+    prompt_sizes=[8, 4, 4], degradations=["noise", "rain", "haze", "blur", "lowlight"],
     p2p_heads=2, p2f_heads=4, classifier=False, classifier_widths=[16, 32, 64],
 )  # fmt: skip
 
+#: The PIP fixtures' prompt widths: skips (8, 16, 32 channels) as wide as or wider than their prompts (the
+#: official prompt-to-feature block attends with the first channels and passes the others), and all
+#: narrower (zero padding and ``reduce_channel``, the case of the official full-size network); the
+#: second has batches of two images with different labels.
+PIP_PROMPT_DIMS: dict[str, list[int]] = {"pip_restormer": [8, 8, 16], "pip_restormer_narrow": [16, 24, 48]}
+
 
 @pytest.mark.parametrize("form", ["official_file", "safetensors"])
-def test_pip_restormer_official_checkpoint(form: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("family", sorted(PIP_PROMPT_DIMS))
+def test_pip_restormer_official_checkpoint(family: str, form: str, tmp_path: Path) -> None:
     """The official PIP-Restormer (``PIPNet_Restormer_onskip_inter`` as its trainer builds it): the
     official forward takes the degradation label of each input (``degradation_class``, made one-hot
-    inside), ours the same label (``degradation``). Its unused ``reduce_noise_channel_1..3`` are dropped."""
-    meta = MANIFEST["pip_restormer"]
-    path = (
-        _official_file("pip_restormer", tmp_path) if form == "official_file" else FIXTURES / meta["weights"]
-    )
+    inside), ours the same labels (``degradation``). Its unused ``reduce_noise_channel_1..3`` are dropped."""
+    meta = MANIFEST[family]
+    path = _official_file(family, tmp_path) if form == "official_file" else FIXTURES / meta["weights"]
     net = load_checkpoint(path)
     assert type(net).__name__ == "PIPRestormer"
-    assert net.config == PIP_CONFIG
+    assert net.config == dict(PIP_CONFIG, prompt_dims=PIP_PROMPT_DIMS[family])
     assert not hasattr(net, "reduce_noise_channel_1") and net.classifier is None
     io = safetensors_torch.load_file(str(FIXTURES / meta["io"]))
     for dtype, key in ((torch.float32, "output"), (torch.float64, "output64")):
         net.to(dtype)
         for (h, w), label in zip(meta["sizes"], meta["degradation_class"]):
+            labels = torch.tensor(label).reshape(-1)  # one label per image of the input batch
             with torch.no_grad():
-                out = net(io[f"input_{h}x{w}"].to(dtype), degradation=torch.tensor([label]))
+                out = net(io[f"input_{h}x{w}"].to(dtype), degradation=labels)
             err = _max_abs(out, io[f"{key}_{h}x{w}"])
-            assert err <= TOLERANCE, f"pip_restormer {h}x{w} {dtype}: max abs difference {err:.3g}"
-            with torch.no_grad():  # the label matters: another one gives another image
-                other = net(io[f"input_{h}x{w}"].to(dtype), degradation=torch.tensor([(label + 1) % 5]))
+            assert err <= TOLERANCE, f"{family} {h}x{w} {dtype}: max abs difference {err:.3g}"
+            with torch.no_grad():  # the labels matter: others give other images
+                other = net(io[f"input_{h}x{w}"].to(dtype), degradation=(labels + 1) % 5)
             assert _max_abs(other, io[f"{key}_{h}x{w}"]) > 100 * TOLERANCE
