@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from allinone_ir import cli
+from allinone_ir import cli, create_model
 from allinone_ir.errors import CheckpointError, DownloadError, MissingDependencyError, UnknownNameError
-from allinone_ir.models import create_model
 from allinone_ir.models._weights import (
     _WEIGHTS,
     PretrainedWeights,

@@ -16,11 +16,12 @@ from __future__ import annotations
 from ._version import __version__
 from .hub import from_pretrained, load_checkpoint, save_pretrained
 from .inference import restore
-from .models import NAFNet, PromptIR, Restormer, create_model, list_models, register_model
+from .models import NAFNet, PromptIR, Restormer, list_models, register_model
 from .models.adair import AdaIR
 from .models.moce_ir import MoCEIR
 from .models.pip import PIPNAFNet, PIPRestormer, PIPUNet
 from .training import Trainer, TrainerConfig
+from .weights import create_model
 
 __all__ = [
     "AdaIR",

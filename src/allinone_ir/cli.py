@@ -32,7 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("allinone_ir.commands.train", "train a network from a YAML/TOML config file"),
     "restore": ("allinone_ir.commands.restore", "restore images, folders or globs (tiling, TTA, npz export)"),
     "evaluate": ("allinone_ir.commands.evaluate", "PSNR/SSIM over paired folders, per degradation"),
-    "benchmark": ("allinone_ir.commands.benchmark", "a paper's table on the standard test sets (three-task, five-task)"),
+    "benchmark": (
+        "allinone_ir.commands.benchmark",
+        "a paper's table on the standard test sets (three-task, five-task)",
+    ),
     "info": ("allinone_ir.commands.info", "parameters, FLOPs and latency of a network"),
     "convert": ("allinone_ir.commands.convert", "convert an official checkpoint to safetensors"),
     "models": ("allinone_ir.commands.models", "list the registered networks"),

@@ -374,7 +374,9 @@ def resolve_degradation_weights(
     if batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     if degradation is None:
-        raise UsageTypeError("degradation is None; pass labels, names or weights (or let the network classify)")
+        raise UsageTypeError(
+            "degradation is None; pass labels, names or weights (or let the network classify)"
+        )
     if isinstance(degradation, torch.Tensor):
         out = _weights_from_tensor(degradation, batch_size, names)
         return out.to(device=device if device is not None else out.device, dtype=dtype)

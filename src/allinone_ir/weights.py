@@ -35,7 +35,14 @@ from typing import Any
 from .errors import CheckpointError, DownloadError, require
 from .models._weights import PretrainedWeights, get_weights, is_pretrained, list_pretrained
 
-__all__ = ["cache_dir", "download_weights", "import_weights", "list_pretrained", "load_pretrained"]
+__all__ = [
+    "cache_dir",
+    "create_model",
+    "download_weights",
+    "import_weights",
+    "list_pretrained",
+    "load_pretrained",
+]
 
 #: Environment variables: the cache folder, and a mirror fetched instead of the sources.
 CACHE_ENV = "ALLINONE_IR_CACHE"
@@ -339,6 +346,52 @@ def load_pretrained(
     if type(model) is not expected or get_model_class(type(model).__name__) is not expected:
         raise CheckpointError(f"{folder} does not hold {entry.name}'s {expected.__name__}; delete the folder")
     return model.eval()
+
+
+def create_model(name: str, *, pretrained: bool | str = False, **overrides: Any) -> Any:
+    """Build a registered model, with random weights or its released ones.
+
+    Args:
+        name: A name from :func:`~allinone_ir.models.list_models`.
+        pretrained: ``True`` loads the model's released weights (its entry of :func:`list_pretrained`,
+            downloaded once into the cache) and returns the network in ``eval()`` mode; a weights name
+            (``"restormer.real_denoising"``) picks one when the model has several. ``False``: random
+            weights, built by :func:`allinone_ir.models.create_model`.
+        **overrides: Constructor arguments, e.g. ``dim=24`` for a smaller network (not with ``pretrained``).
+
+    Returns:
+        The network.
+
+    Raises:
+        UnknownNameError: If the model or weights name is unknown, or the weights are another model's.
+        ModelArgumentError: If the network does not take one of ``overrides``, or ``overrides`` are
+            given with ``pretrained``.
+
+    Examples:
+        >>> net = create_model("promptir", dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
+        >>> net.training
+        True
+    """
+    from .errors import ModelArgumentError, UnknownNameError
+    from .models import create_model as build
+    from .models import list_models
+    from .models._weights import default_weights
+
+    if not pretrained:
+        return build(name, **overrides)
+    if name not in list_models():
+        build(name)  # the registry's one message for an unknown name
+    entry = default_weights(name) if pretrained is True else get_weights(str(pretrained))
+    if entry.arch != name:
+        raise UnknownNameError(
+            f"pretrained weights {entry.name!r} are for the model {entry.arch!r}, not {name!r}"
+        )
+    if overrides:
+        raise ModelArgumentError(
+            f"create_model({name!r}, pretrained=...) builds the released network; it takes no constructor "
+            f"arguments (got {', '.join(sorted(overrides))})"
+        )
+    return load_pretrained(entry.name)
 
 
 def _build_meta(entry: PretrainedWeights) -> Any:

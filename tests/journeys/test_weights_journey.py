@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from allinone_ir.models import create_model
+from allinone_ir import create_model
 from tests.journeys.conftest import assert_no_traceback, journey_env
 from tests.test_weights import _Server
 

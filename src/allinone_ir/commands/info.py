@@ -86,6 +86,7 @@ def _resolve_positional(args: argparse.Namespace) -> None:
 
     from ..models import list_models
     from ..models._registry import _unknown
+    from ..weights import _is_weights_name
 
     name = args.name
     if name is None:
@@ -97,6 +98,8 @@ def _resolve_positional(args: argparse.Namespace) -> None:
         args.model = name
     elif path.is_file():
         args.checkpoint = name
+    elif _is_weights_name(name):  # registered pretrained weights, e.g. promptir.three_task
+        args.weights = name
     else:
         names = list_models()
         exact = [n for n in names if n.lower() == name.lower()]

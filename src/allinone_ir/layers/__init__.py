@@ -1,11 +1,8 @@
 """Building blocks shared by the networks of :mod:`allinone_ir.models`.
 
-The layers import nothing from the rest of the package. ``DEFAULT_DEGRADATIONS`` and
-``resolve_degradation_weights``, which read degradation names, live in
-:mod:`allinone_ir.degradation_types`; they are still importable from here (looked up on first use).
+The layers import nothing from the rest of the package; the degradation names and the reading of
+users' degradation specifications live in :mod:`allinone_ir.degradation_types`.
 """
-
-from typing import Any
 
 from .attention import MDTA, CrossChannelAttention, channel_attention
 from .feedforward import GDFN
@@ -23,7 +20,6 @@ from .promptir import PromptGenBlock, PromptInteraction
 from .transformer import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample
 
 __all__ = [
-    "DEFAULT_DEGRADATIONS",
     "GDFN",
     "MDTA",
     "CrossChannelAttention",
@@ -41,21 +37,8 @@ __all__ = [
     "SelectivePromptToFeature",
     "SimpleGate",
     "SimplifiedChannelAttention",
-    "Stage",
     "TransformerBlock",
     "Upsample",
     "channel_attention",
-    "layer_norm_2d",
     "pad_to_multiple",
-    "resolve_degradation_weights",
-    "top_m_channel_attention",
-    "top_m_sizes",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    from . import pip  # names that moved to allinone_ir.degradation_types, resolved there on first use
-
-    if name in pip._MOVED_TO_DEGRADATION_TYPES:
-        return getattr(pip, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

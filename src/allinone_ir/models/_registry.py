@@ -112,16 +112,14 @@ def list_models(pattern: str | None = None) -> list[str]:
     return names
 
 
-def create_model(name: str, *, pretrained: bool | str = False, **overrides: Any) -> nn.Module:
-    """Build a registered model, with keyword arguments overriding its defaults.
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered model with random weights, keyword arguments overriding its defaults.
+
+    :func:`allinone_ir.create_model` is this function plus ``pretrained=`` (released weights).
 
     Args:
         name: A name from :func:`list_models`.
-        pretrained: ``True`` loads the model's released weights (its entry of
-            :func:`~allinone_ir.weights.list_pretrained`, downloaded once into the cache) and
-            returns the network in ``eval()`` mode; a weights name (``"restormer.real_denoising"``)
-            picks one when the model has several. ``False``: random weights.
-        **overrides: Constructor arguments, e.g. ``dim=24`` for a smaller network (not with ``pretrained``).
+        **overrides: Constructor arguments, e.g. ``dim=24`` for a smaller network.
 
     Returns:
         The network (randomly initialised).
@@ -138,28 +136,6 @@ def create_model(name: str, *, pretrained: bool | str = False, **overrides: Any)
     """
     if name not in _MODELS:
         raise UnknownNameError(_unknown("model", name, _MODELS))
-    if pretrained:
-        return _create_pretrained(name, pretrained, overrides)
     model = _MODELS[name](**overrides)
     model.model_name = name  # type: ignore[assignment]
     return model
-
-
-def _create_pretrained(name: str, pretrained: bool | str, overrides: dict[str, Any]) -> nn.Module:
-    """``create_model(name, pretrained=...)``: the released weights of ``name`` (eval mode)."""
-    from ..weights import load_pretrained
-    from ._weights import default_weights, get_weights
-
-    entry = default_weights(name) if pretrained is True else get_weights(str(pretrained))
-    if entry.arch != name:
-        raise UnknownNameError(
-            f"pretrained weights {entry.name!r} are for the model {entry.arch!r}, not {name!r}"
-        )
-    if overrides:
-        from ..errors import ModelArgumentError
-
-        raise ModelArgumentError(
-            f"create_model({name!r}, pretrained=...) builds the released network; it takes no constructor "
-            f"arguments (got {', '.join(sorted(overrides))})"
-        )
-    return load_pretrained(entry.name)
