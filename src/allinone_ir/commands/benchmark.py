@@ -2,7 +2,7 @@
 
 Suites: ``three-task`` (CBSD68 at sigma 15, 25 and 50, Rain100L, SOTS outdoor) and ``five-task``
 (CBSD68 sigma 25, Rain100L, SOTS outdoor, GoPro, LOL-v1). ``--root`` is the ``test/`` folder of the
-PromptIR / AdaIR layout (or the folder holding ``test/`` or ``data/test/``):
+PromptIR / AdaIR layout (or the folder holding ``test/`` or ``data/test/``)::
 
     denoise/bsd68/*.png                       68 clean images; the noise is drawn as the official test.py
     derain/Rain100L/{input,target}/N.png      100 pairs, equal names
