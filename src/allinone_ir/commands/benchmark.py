@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import UsageError
 from ._common import (
     DTYPE_NAMES,
+    _plain_text,
     add_model_arguments,
     comma_list,
     load_model_from_args,
@@ -42,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "benchmark",
         help="a paper's table on the standard test sets (three-task, five-task)",
-        description=(__doc__ or "").replace("``", ""),
+        description=_plain_text(__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--suite", required=True, help="three-task or five-task")
