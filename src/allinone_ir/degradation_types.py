@@ -43,7 +43,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .errors import UsageError, UsageTypeError
+from .errors import UnknownNameError, UsageError, UsageTypeError
 
 __all__ = [
     "DEFAULT_DEGRADATIONS",
@@ -106,13 +106,13 @@ _LOOKUP: dict[str, Degradation] = {
 }
 
 
-def _unknown(name: str, known: Sequence[str], what: str) -> ValueError:
+def _unknown(name: str, known: Sequence[str], what: str) -> UnknownNameError:
     close = difflib.get_close_matches(
         _normalise_name(name), [_normalise_name(k) for k in known], n=3, cutoff=0.6
     )
     by_key = {_normalise_name(k): k for k in known}
     hint = f"; did you mean {', '.join(repr(by_key[c]) for c in close)}?" if close else ""
-    return ValueError(f"unknown degradation name {name!r}; {what} {list(known)}{hint}")
+    return UnknownNameError(f"unknown degradation name {name!r}; {what} {list(known)}{hint}")
 
 
 def canonical_name(name: str) -> str:
@@ -127,7 +127,8 @@ def canonical_name(name: str) -> str:
         The canonical name (``"lowlight"``, ``"rain"``, ``"haze"``).
 
     Raises:
-        ValueError: For a name the vocabulary does not know (with the closest known names).
+        UnknownNameError: For a name the vocabulary does not know (with the closest known names);
+            also a ``ValueError``.
 
     Examples:
         >>> canonical_name("Low light"), canonical_name("derain")
