@@ -1251,9 +1251,7 @@ def _angle_bars(plt: Any, path: Path, on: list[dict], off: list[dict]) -> str:
 def _grids(study: Study) -> list[str]:
     """``grid_models.png`` / ``grid_losses.png``: one test photograph, one row per task, the first seed."""
     try:
-        from allinone_ir.demo import render_grid
-
-        from allinone_ir.io import write_image
+        import PIL.Image  # noqa: F401  (the grids are drawn with Pillow)
     except ImportError:
         return []
     written = []
@@ -1298,7 +1296,7 @@ def _grids(study: Study) -> list[str]:
             "degraded",
             *[label[i.split("/")[1].split("-")[-1] if part == "losses" else i.split("/")[1]] for i in ids],
         ]
-        fig = render_grid(
+        fig = _render_grid(
             rows,
             row_names=[smp["task"] for smp in test],
             column_titles=names,
@@ -1306,9 +1304,54 @@ def _grids(study: Study) -> list[str]:
             title=f"{study.inventory['test'][0][0]} (held out), seed {seed}",
         )
         path = study.out / f"grid_{part}.png"
-        write_image(path, fig, overwrite=True)
+        tmp = path.with_name(path.name + ".tmp.png")
+        fig.save(tmp)
+        os.replace(tmp, path)
         written.append(path.name)
     return written
+
+
+def _render_grid(
+    rows: list[list[torch.Tensor]],
+    *,
+    row_names: list[str],
+    column_titles: list[str],
+    captions: list[list[list[str]]],
+    title: str,
+) -> Any:
+    """A labelled grid of (3, H, W) images in [0, 1]: a title, column titles, row names, captions under each."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=14)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1 or without FreeType
+        font = ImageFont.load_default()
+    pad, line = 6, 18
+    h = max(img.shape[1] for row in rows for img in row)
+    w = max(img.shape[2] for row in rows for img in row)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = max(int(probe.textlength(name, font=font)) for name in row_names) + 2 * pad
+    n_lines = max((len(c) for cap in captions for c in cap), default=0)
+    cell_w, cell_h = max(w, 90), h + n_lines * line + pad
+    ncol = max(len(row) for row in rows)
+    width = max(label_w + ncol * (cell_w + pad), int(probe.textlength(title, font=font)) + 2 * pad)
+    top = pad + 2 * line
+    canvas = Image.new("RGB", (width, top + len(rows) * (cell_h + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, pad), title, fill="black", font=font)
+    for j, col in enumerate(column_titles):
+        draw.text((label_w + j * (cell_w + pad), pad + line), col, fill="black", font=font)
+    for r, (name, row) in enumerate(zip(row_names, rows)):
+        y = top + r * (cell_h + pad)
+        draw.text((pad, y + h // 2 - line // 2), name, fill="black", font=font)
+        for j, img in enumerate(row):
+            x = label_w + j * (cell_w + pad)
+            pixels = img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+            canvas.paste(Image.fromarray(pixels, "RGB"), (x, y))
+            cap = captions[r][j] if j < len(captions[r]) else []
+            for k, text in enumerate(cap):
+                draw.text((x, y + img.shape[1] + 2 + k * line), text, fill="black", font=font)
+    return canvas
 
 
 # -------------------------------------------------------------------------------------------- main
