@@ -215,7 +215,10 @@ def test_load_init_weights_reads_what_hub_reads(tmp_path: Path) -> None:
     ):
         load_init_weights(wider, best)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"^init_weights \S+junk\.pt: \S+junk\.pt "):
+    with pytest.raises(
+        CheckpointError,
+        match=r"^init_weights \S+junk\.pt: cannot read checkpoint \S+junk\.pt: not a PyTorch checkpoint",
+    ):
         load_init_weights(wider, tmp_path / "junk.pt")
 
 
