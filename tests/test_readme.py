@@ -76,7 +76,7 @@ def test_readme_python_snippet(index: int, tmp_path: Path, monkeypatch: pytest.M
         assert "promptir" in ns["list_models"]() and "nafnet" in ns["list_models"]()
         assert ns["tiny"].config["dim"] == 16
     elif index == 1:
-        assert sum(p.numel() for p in ns["pip"].parameters()) == 27_287_099
+        assert sum(p.numel() for p in ns["pip"].parameters()) == 27_394_619
         assert tuple(ns["y"].shape) == (1, 3, 50, 70) and tuple(ns["omega"].shape) == (1, 5)
         assert float(ns["omega"].sum()) == pytest.approx(1.0, abs=1e-5)
         assert tuple(ns["pip"].degradations) == ("noise", "rain", "haze", "blur", "lowlight")
