@@ -37,7 +37,7 @@ def test_docstring_examples(name: str, tmp_path, monkeypatch: pytest.MonkeyPatch
     torch.manual_seed(0)
     finder = doctest.DocTestFinder(exclude_empty=True)
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-    runner = doctest.DocTestRunner(optionflags=flags)
+    runner = doctest.DocTestRunner(optionflags=flags, verbose=False)  # not "-v" in sys.argv: pytest -v
     out: list[str] = []
     for test in finder.find(
         module, name, globs={**vars(module), "torch": torch}
