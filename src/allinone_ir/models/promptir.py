@@ -253,7 +253,7 @@ register_weights(
             "BSD68 sigma25 31.31/0.888",
             "BSD68 sigma50 28.06/0.799",
         ),  # paper Table 1 (all-in-one)
-        protocol="PSNR/SSIM on RGB, no crop (the official test.py); see allinone_ir.metrics 'promptir'",
+        protocol="PSNR/SSIM on RGB, images centre-cropped to a multiple of 16, no border crop (the official test.py); allinone-ir benchmark --suite three-task",
         default=True,
     )
 )
