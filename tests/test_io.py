@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,10 +120,42 @@ def test_16bit_colour_other_formats_warn(tmp_path: Path) -> None:
         p = write_image(tmp_path / "x.tif", arr)
     back = read_image_array(p)
     assert back.dtype == np.uint8 and int(back[0, 0, 0]) == 128
+
+
+@pytest.mark.parametrize("planar", [False, True])
+def test_16bit_colour_tiff_read_at_full_precision(tmp_path: Path, planar: bool) -> None:
     tifffile = pytest.importorskip("tifffile")
-    tifffile.imwrite(tmp_path / "c16.tif", arr, photometric="rgb")
-    with pytest.warns(UserWarning, match=r"c16\.tif: 16-bit colour TIFF read as 8-bit"):
-        assert read_image_array(tmp_path / "c16.tif").dtype == np.uint8
+    arr = (np.arange(4 * 5 * 3).reshape(4, 5, 3) * 1000 + 7).astype(np.uint16)  # low bytes differ
+    data = np.moveaxis(arr, -1, 0) if planar else arr
+    tifffile.imwrite(
+        tmp_path / "c16.tif", data, photometric="rgb", planarconfig="separate" if planar else None
+    )
+    got = read_image_array(tmp_path / "c16.tif")
+    assert got.dtype == np.uint16 and np.array_equal(got, arr)
+    assert torch.equal(
+        read_image(tmp_path / "c16.tif"), torch.from_numpy(arr / 65535).float().permute(2, 0, 1)
+    )
+    # with alpha, kept on request, dropped with a warning by default
+    rgba = np.dstack([arr, np.full((4, 5), 65535, np.uint16)])
+    tifffile.imwrite(tmp_path / "c16a.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    assert np.array_equal(read_image_array(tmp_path / "c16a.tif", keep_channels=True), rgba)
+
+
+def test_16bit_colour_tiff_orientation_applied(tmp_path: Path) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    arr = (np.arange(4 * 5 * 3).reshape(4, 5, 3) * 1000 + 7).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "o.tif", arr, photometric="rgb", extratags=[(274, "H", 1, 6, True)])
+    assert np.array_equal(read_image_array(tmp_path / "o.tif"), np.rot90(arr, -1))
+
+
+def test_16bit_colour_tiff_without_tifffile_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "c16.tif", np.full((2, 2, 3), 40000, np.uint16), photometric="rgb")
+    monkeypatch.setitem(sys.modules, "tifffile", None)  # import fails
+    with pytest.raises(ImageReadError, match=r"c16\.tif: 16-bit colour TIFF.*pip install tifffile"):
+        read_image_array(tmp_path / "c16.tif")
 
 
 # --- 16-bit colour PNG through pypng ---------------------------------------------------------------

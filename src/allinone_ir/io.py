@@ -15,7 +15,9 @@ clipped or rescaled silently.
 
 Pillow reads and writes 16-bit PNG only for grayscale; 16-bit colour PNG (RGB, RGBA and
 grayscale with alpha) is read and written with `pypng <https://pypi.org/project/pypng/>`_
-(``png``, also in the ``data`` extra), so 16-bit colour survives a round trip. Writing is
+(``png``, also in the ``data`` extra), so 16-bit colour survives a round trip; 16-bit colour TIFF
+is read with `tifffile <https://pypi.org/project/tifffile/>`_ when it is installed, else refused
+by name. Writing is
 atomic, never replaces an existing file unless asked to, and new files get the permissions the
 umask gives an ordinary file (:func:`file_mode_for`).
 """
@@ -306,13 +308,34 @@ def _pixels(im: Any, p: Path) -> np.ndarray:
         arr = _read_png16(p)  # Pillow keeps only 8 of the 16 bits
         im.load()  # for the EXIF block, which may follow the pixels
         return arr
-    colour16 = mode in ("RGB", "RGBA") and _stored_16bit(im)  # the tiles are gone after load()
+    if mode in ("RGB", "RGBA") and _stored_16bit(im):  # Pillow would keep 8 of the 16 bits
+        if im.format != "TIFF":
+            raise _refuse(p, f"16-bit colour {im.format}, which Pillow reads as 8-bit; save it as 16-bit PNG")
+        return _read_tiff16(p)  # not loaded: the caller applies the orientation tag
     im.load()
-    if colour16:
-        warnings.warn(
-            f"{p}: 16-bit colour {im.format} read as 8-bit (save 16-bit colour as PNG)", stacklevel=3
-        )
     return _mode_pixels(im, p)
+
+
+def _read_tiff16(p: Path) -> np.ndarray:
+    """The pixels of a 16-bit colour TIFF, ``(H, W, C)`` uint16, decoded by tifffile."""
+    try:
+        import tifffile
+    except ImportError:
+        raise _refuse(
+            p,
+            "16-bit colour TIFF, which Pillow reads as 8-bit; pip install tifffile to read it at 16 bits, "
+            "or save it as 16-bit PNG",
+        ) from None
+    with tifffile.TiffFile(p) as tif:
+        page = tif.pages[0]
+        arr, axes = page.asarray(), page.axes
+    if axes.startswith("S"):  # planar: one plane per channel
+        arr, axes = np.moveaxis(arr, 0, -1), axes[1:] + "S"
+    if axes != "YXS" or arr.dtype != np.uint16:
+        raise _refuse(
+            p, f"16-bit colour TIFF of layout {page.axes} and type {arr.dtype}; save it as 16-bit PNG"
+        )
+    return np.ascontiguousarray(arr)
 
 
 def _mode_pixels(im: Any, where: str | os.PathLike[str]) -> np.ndarray:
@@ -376,8 +399,10 @@ def _float_pixels(arr: np.ndarray, mode: str, p: Path) -> np.ndarray:
 def _stored_16bit(im: Any) -> bool:
     """Whether Pillow decodes this image from 16-bit samples (and so drops the low 8 bits of colour)."""
     try:
+        if im.format == "TIFF":  # planar TIFF tiles name no bit depth
+            return max(im.tag_v2.get(258, (8,))) > 8
         return any(";16" in str(tile[3]) for tile in im.tile or ())
-    except (AttributeError, IndexError, TypeError):
+    except (AttributeError, IndexError, TypeError, ValueError):
         return False
 
 
