@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from allinone_ir.errors import DatasetError, UnknownNameError
-from allinone_ir.suites import _crop, _noisy_images, check_suite, list_suites, run_suite
+from allinone_ir.suites import _crop, _noisy_images, check_suite, list_suites, published_rows, run_suite
 
 
 def _save(path: Path, arr: np.ndarray) -> None:
@@ -48,6 +48,7 @@ def test_list_suites_in_paper_order() -> None:
     assert list_suites() == {
         "three-task": ["denoise_15", "denoise_25", "denoise_50", "derain", "dehaze"],
         "five-task": ["denoise_25", "derain", "dehaze", "deblur", "lowlight"],
+        "restormer-deraining": ["test100", "rain100h", "rain100l", "test2800", "test1200"],
     }
 
 
@@ -177,3 +178,79 @@ def test_partial_layout_skips_absent_tasks_and_refuses_an_empty_one(tmp_path: Pa
     assert res["tasks"]["denoise_25"]["psnr"] == three["tasks"]["denoise_25"]["psnr"]
     with pytest.raises(DatasetError, match="no task of suite 'five-task' has images"):
         run_suite(_identity, "five-task", root, ["deblur", "lowlight"])
+
+
+def _matlab_scores(out: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """Restormer's evaluate_PSNR_SSIM.m written out: rgb2ycbcr luma (uint8), compute_psnr, SSIM_index."""
+    from scipy.signal import correlate2d
+
+    def luma(a: np.ndarray) -> np.ndarray:
+        a = a.astype(np.float64)
+        return np.floor(16 + (65.481 * a[..., 0] + 128.553 * a[..., 1] + 24.966 * a[..., 2]) / 255 + 0.5)
+
+    y1, y2 = luma(out), luma(gt)
+    psnr = 20 * np.log10(255 / np.sqrt(np.mean((y1 - y2) ** 2)))
+    r = np.arange(11) - 5.0
+    g = np.exp(-(r**2) / (2 * 1.5**2))
+    win = np.outer(g, g) / np.outer(g, g).sum()  # fspecial('gaussian', 11, 1.5)
+
+    def f(z: np.ndarray) -> np.ndarray:
+        return correlate2d(z, win, mode="valid")  # filter2(window, z, 'valid')
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    m1, m2 = f(y1), f(y2)
+    s1, s2, s12 = f(y1 * y1) - m1**2, f(y2 * y2) - m2**2, f(y1 * y2) - m1 * m2
+    ssim_map = ((2 * m1 * m2 + c1) * (2 * s12 + c2)) / ((m1**2 + m2**2 + c1) * (s1 + s2 + c2))
+    return float(psnr), float(ssim_map.mean())
+
+
+def test_restormer_deraining_scores_the_y_channel_of_evaluate_psnr_ssim(tmp_path: Path) -> None:
+    test = tmp_path / "Datasets/test"
+    pairs = {}
+    for name, shape in (("1.png", (37, 45)), ("2.jpg", (30, 33))):  # odd sizes: no crop, no padding kept
+        clean = _rand(len(pairs) + 40, *shape)
+        rainy = np.clip(clean.astype(int) + np.random.RandomState(7).randint(0, 60, clean.shape), 0, 255)
+        _save(test / "Rain100L/input" / name, rainy.astype(np.uint8))
+        _save(test / "Rain100L/target" / name.replace(".jpg", ".png"), clean)
+        pairs[name] = (rainy.astype(np.uint8), clean)
+    report = check_suite("restormer-deraining", tmp_path / "Datasets")  # the folder above test/ is accepted
+    assert report["rain100l"]["found"] == 2 and report["rain100l"]["expected"] == 100
+    assert report["test2800"]["expected"] == 2800 and report["test2800"]["found"] == 0
+    res = run_suite(_identity, "restormer-deraining", test, save_images=tmp_path / "out")
+    assert list(res["tasks"]) == ["rain100l"] and set(res["skipped"]) == {
+        "test100",
+        "rain100h",
+        "test2800",
+        "test1200",
+    }
+    assert res["protocol"] == "matlab_y"
+    inputs = [np.array(Image.open(test / "Rain100L/input" / n)) for n in ("1.png", "2.jpg")]
+    want = [_matlab_scores(a, b) for a, (_, b) in zip(inputs, pairs.values())]
+    r = res["tasks"]["rain100l"]
+    assert r["psnr"] == pytest.approx(np.mean([w[0] for w in want]), abs=1e-9)
+    assert r["ssim"] == pytest.approx(np.mean([w[1] for w in want]), abs=1e-9)
+    assert r["psnr"] == r["input_psnr"] and 0.2 < r["ssim"] < 0.99
+    assert np.array(Image.open(tmp_path / "out/rain100l/1.png")).shape == (37, 45, 3)  # uncropped
+
+
+def test_published_rows_and_their_differences(tmp_path: Path) -> None:
+    rows = published_rows("three-task")
+    assert [r["method"] for r in rows] == [
+        "BRDNet", "LPNet", "FDGAN", "MPRNet", "DL", "AirNet", "PromptIR", "PIP-Restormer"
+    ]  # fmt: skip
+    promptir = rows[6]
+    assert promptir["tasks"]["derain"] == {"psnr": 36.37, "ssim": 0.972}
+    assert promptir["tasks"]["denoise_50"] == {"psnr": 28.06, "ssim": 0.799}
+    assert promptir["average"] == {"psnr": 32.06, "ssim": 0.913}
+    five = published_rows("five-task")
+    assert five[-1]["method"] == "PIP-Restormer" and five[-1]["average"] is None
+    assert five[-1]["tasks"]["lowlight"] == {"psnr": 24.06, "ssim": 0.859}
+    assert published_rows("restormer-deraining")[0]["average"] == {"psnr": 33.96, "ssim": 0.935}
+    res = run_suite(_identity, "three-task", make_root(tmp_path), ["derain"])
+    got = published_rows("three-task", res)[6]
+    measured = res["tasks"]["derain"]["psnr"]
+    assert got["tasks"]["derain"]["diff_psnr"] == pytest.approx(measured - 36.37)
+    assert "diff_psnr" not in got["tasks"]["dehaze"]  # not run
+    assert "diff_psnr" not in got["average"]  # the run's average covers one column of five
+    with pytest.raises(UnknownNameError):
+        published_rows("four-task")

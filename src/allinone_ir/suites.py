@@ -24,7 +24,13 @@ PromptIR (``va1shn9v/PromptIR``: ``test.py``, ``utils/dataset_utils.py``, ``util
   images (:data:`allinone_ir.metrics.PROMPTIR_PROTOCOL`); a table's average is the mean of its
   columns.
 
-Use :func:`check_suite` to see what of a layout is there, :func:`run_suite` to score a network.
+The ``restormer-deraining`` suite is Restormer's (``swz30/Restormer``: ``Deraining/test.py``,
+``Deraining/evaluate_PSNR_SSIM.m``): no crop, the output rounded to 8 bits (``img_as_ubyte``, PNG),
+PSNR and SSIM on MATLAB's ``rgb2ycbcr`` luma (rounded to 8 bits) with Wang et al.'s Gaussian SSIM
+(11x11, sigma 1.5, data range 255), averaged over the images, then over the five test sets.
+
+Use :func:`check_suite` to see what of a layout is there, :func:`run_suite` to score a network and
+:func:`published_rows` for the papers' published rows of a suite.
 """
 
 from __future__ import annotations
@@ -34,14 +40,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from .errors import DatasetError, UnknownNameError
 
-__all__ = ["check_suite", "list_suites", "run_suite"]
+__all__ = ["check_suite", "list_suites", "published_rows", "run_suite"]
 
 #: The image extensions a task's folders are searched for (``os.listdir`` takes every file in the official code).
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -84,12 +90,55 @@ _DEHAZE = _Task("dehaze", "SOTS", "dehaze", 500, "sots", "haze")
 _DEBLUR = _Task("deblur", "GoPro", "deblur/gopro", 1111, "same_name", "blur")
 _LOWLIGHT = _Task("lowlight", "LOL", "enhance/lol", 15, "same_name", "lowlight")
 
-_SUITES: dict[str, tuple[_Task, ...]] = {
+# Restormer Deraining/test.py: datasets = ['Rain100L', 'Rain100H', 'Test100', 'Test1200', 'Test2800'], read from
+# <input_dir>/test/<dataset>/input/ (*.png and *.jpg, natsorted), each padded (reflect) to a multiple of 8,
+# restored, clamped and saved as <input stem>.png via img_as_ubyte; no crop. Deraining/evaluate_PSNR_SSIM.m pairs
+# results/<dataset>/ with Datasets/test/<dataset>/target/ by their position in MATLAB's dir() listings, scores the
+# luma of rgb2ycbcr (uint8) with compute_psnr (peak 255) and SSIM_index (fspecial('gaussian', 11, 1.5), L = 255,
+# 'valid' filtering), averages over the images, then over the five sets. The columns follow the paper's Table 1
+# order (Test100, Rain100H, Rain100L, Test2800, Test1200); the counts are those the sets are named after.
+_RESTORMER_DERAIN = tuple(
+    _Task(name.lower(), name, name, count, "same_name", "rain")
+    for name, count in (
+        ("Test100", 100),
+        ("Rain100H", 100),
+        ("Rain100L", 100),
+        ("Test2800", 2800),
+        ("Test1200", 1200),
+    )
+)
+
+
+@dataclass(frozen=True)
+class _Suite:
+    tasks: tuple[_Task, ...]
+    protocol: str  # "promptir" (RGB, scikit-image) or "matlab_y" (Restormer's evaluate_PSNR_SSIM.m)
+    crop: int  # centre crop to a multiple of this (0: none)
+    description: str
+
+
+_SUITES: dict[str, _Suite] = {
     # PromptIR / AdaIR / MoCE-IR / PIP three-task table: CBSD68 15, 25, 50, Rain100L, SOTS (PromptIR Table 1).
-    "three-task": (_DENOISE[15], _DENOISE[25], _DENOISE[50], _DERAIN, _DEHAZE),
+    "three-task": _Suite(
+        (_DENOISE[15], _DENOISE[25], _DENOISE[50], _DERAIN, _DEHAZE),
+        "promptir",
+        _CROP_BASE,
+        "promptir (RGB, scikit-image SSIM, crop to a multiple of 16)",
+    ),
     # AdaIR five-task table (Table 2): dehazing, deraining, denoising (sigma 25), deblurring, low-light; here in
     # the three-task order followed by the two new columns, as AdaIR's test.py --mode 6 runs them.
-    "five-task": (_DENOISE[25], _DERAIN, _DEHAZE, _DEBLUR, _LOWLIGHT),
+    "five-task": _Suite(
+        (_DENOISE[25], _DERAIN, _DEHAZE, _DEBLUR, _LOWLIGHT),
+        "promptir",
+        _CROP_BASE,
+        "promptir (RGB, scikit-image SSIM, crop to a multiple of 16)",
+    ),
+    "restormer-deraining": _Suite(
+        _RESTORMER_DERAIN,
+        "matlab_y",
+        0,
+        "matlab_y (Y of rgb2ycbcr on 8-bit outputs, Gaussian SSIM, no crop; Restormer's evaluate_PSNR_SSIM.m)",
+    ),
 }
 
 # SOTS outdoor hazy images are named <clean id>_<atmospheric light>_<beta>: 0001_0.8_0.2.jpg -> 0001.png.
@@ -108,13 +157,17 @@ def list_suites() -> dict[str, list[str]]:
         >>> list_suites()["three-task"]
         ['denoise_15', 'denoise_25', 'denoise_50', 'derain', 'dehaze']
     """
-    return {name: [t.key for t in tasks] for name, tasks in _SUITES.items()}
+    return {name: [t.key for t in suite.tasks] for name, suite in _SUITES.items()}
+
+
+def _suite(name: str) -> _Suite:
+    if name not in _SUITES:
+        raise UnknownNameError(f"unknown benchmark suite {name!r}; known: {', '.join(_SUITES)}")
+    return _SUITES[name]
 
 
 def _suite_tasks(name: str, tasks: Sequence[str] | None) -> list[_Task]:
-    if name not in _SUITES:
-        raise UnknownNameError(f"unknown benchmark suite {name!r}; known: {', '.join(_SUITES)}")
-    all_tasks = _SUITES[name]
+    all_tasks = _suite(name).tasks
     if tasks is None:
         return list(all_tasks)
     keys = [t.key for t in all_tasks]
@@ -196,14 +249,16 @@ def _scan(task: _Task, root: Path) -> _Layout:
     return _Layout(task, folder, pairs, missing, misnamed)
 
 
-def _root(root: str | Path) -> Path:
+def _root(root: str | Path, tasks: Sequence[_Task]) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"benchmark root {root} is not a folder (expected the test/ folder of the layout)")
-    # accept the folder above test/ (PromptIR: test/..., AdaIR: data/test/...)
-    for above in ("test", "data/test"):
-        if not (root / "denoise").is_dir() and (root / above).is_dir():
-            return root / above
+    # accept the folder above test/ (PromptIR: test/..., AdaIR: data/test/..., Restormer: Datasets/test/...)
+    tops = {t.folder.split("/")[0] for t in tasks}
+    if not any((root / top).is_dir() for top in tops):
+        for above in ("test", "data/test", "Datasets/test"):
+            if (root / above).is_dir():
+                return root / above
     return root
 
 
@@ -212,7 +267,8 @@ def check_suite(name: str, root: str | Path, tasks: Sequence[str] | None = None)
 
     Args:
         name: The suite (see :func:`list_suites`).
-        root: The ``test/`` folder of the layout (or the folder holding ``test/`` or ``data/test/``).
+        root: The ``test/`` folder of the layout (or the folder holding ``test/``, ``data/test/`` or
+            ``Datasets/test/``).
         tasks: Task keys to check (default: all of the suite's).
 
     Returns:
@@ -230,9 +286,10 @@ def check_suite(name: str, root: str | Path, tasks: Sequence[str] | None = None)
         >>> check_suite("three-task", tempfile.mkdtemp())["derain"]["found"]
         0
     """
-    base = _root(root)
+    chosen = _suite_tasks(name, tasks)
+    base = _root(root, chosen)
     report: dict[str, dict[str, Any]] = {}
-    for task in _suite_tasks(name, tasks):
+    for task in chosen:
         lay = _scan(task, base)
         found = len(lay.pairs)
         report[task.key] = {
@@ -254,7 +311,7 @@ def _crop(arr: np.ndarray, base: int = _CROP_BASE) -> np.ndarray:
     return arr[ch // 2 : h - ch + ch // 2, cw // 2 : w - cw + cw // 2]
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def _read_rgb(path: Path, crop: int = _CROP_BASE) -> np.ndarray:
     """An image as cropped ``(H, W, 3)`` uint8 (8-bit files as stored; 16-bit ones scaled to 8 bits)."""
     from .io import read_image_array
 
@@ -264,7 +321,7 @@ def _read_rgb(path: Path) -> np.ndarray:
             np.rint(arr.astype(np.float64) / (65535.0 if arr.dtype == np.uint16 else 1.0) * 255), 0, 255
         )
         arr = arr.astype(np.uint8)
-    return _crop(arr)
+    return _crop(arr, crop) if crop else arr
 
 
 def _noisy_images(cleans: Sequence[np.ndarray], sigma: int) -> Iterator[np.ndarray]:
@@ -286,21 +343,48 @@ def _to_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
-def _task_inputs(lay: _Layout) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+def _task_inputs(lay: _Layout, crop: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """``(name, degraded, clean)`` cropped uint8 arrays of a task, in sorted name order."""
     if lay.task.pairing == "noise":
-        cleans = [_read_rgb(p) for p, _ in lay.pairs]
+        cleans = [_read_rgb(p, crop) for p, _ in lay.pairs]
         for (path, _), clean, noisy in zip(lay.pairs, cleans, _noisy_images(cleans, lay.task.sigma or 0)):
             yield path.stem, noisy, clean
         return
     for src, tgt in lay.pairs:
-        degraded, clean = _read_rgb(src), _read_rgb(tgt)  # type: ignore[arg-type]
+        assert tgt is not None  # paired tasks always have a target
+        degraded, clean = _read_rgb(src, crop), _read_rgb(tgt, crop)
         if degraded.shape != clean.shape:
             raise DatasetError(
-                f"size mismatch after the crop to a multiple of {_CROP_BASE}: {src} is "
+                f"size mismatch{f' after the crop to a multiple of {crop}' if crop else ''}: {src} is "
                 f"{degraded.shape[1]}x{degraded.shape[0]}, its target {tgt} {clean.shape[1]}x{clean.shape[0]}"
             )
         yield src.stem, degraded, clean
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    """A ``(3, H, W)`` image in [0, 1] as ``(H, W, 3)`` uint8, rounded as ``img_as_ubyte``."""
+    return np.rint(image.clamp(0, 1).permute(1, 2, 0).double().numpy() * 255).astype(np.uint8)
+
+
+def _matlab_y(arr: np.ndarray) -> torch.Tensor:
+    """The luma of MATLAB's ``rgb2ycbcr`` on uint8 RGB (rounded to 8 bits as MATLAB does), as ``(1, 1, H, W)``."""
+    rgb = arr.astype(np.float64)
+    y = 16.0 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255.0
+    return torch.from_numpy(np.floor(y + 0.5))[None, None]  # MATLAB rounds halves away from zero
+
+
+def _scores(protocol: str, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """PSNR and SSIM of a ``(3, H, W)`` output in [0, 1] against its target, under the suite's protocol."""
+    from .metrics import PROMPTIR_PROTOCOL, psnr, ssim
+
+    if protocol == "promptir":
+        return PROMPTIR_PROTOCOL.compute(output, target)
+    # evaluate_PSNR_SSIM.m: the results are 8-bit PNGs (img_as_ubyte rounds), the luma is uint8
+    a, b = (_matlab_y(_to_uint8(t)) for t in (output, target))
+    return {
+        "psnr": float(psnr(a, b, data_range=255.0)),
+        "ssim": float(ssim(a, b, data_range=255.0, window="gaussian")),
+    }
 
 
 def run_suite(
@@ -311,7 +395,7 @@ def run_suite(
     *,
     tile: int | None = None,
     overlap: int = 32,
-    tta: bool | str = False,
+    tta: bool | Literal["flip", "x8"] = False,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     save_images: str | Path | None = None,
@@ -341,7 +425,7 @@ def run_suite(
     Returns:
         ``{"tasks": {key: {"psnr", "ssim", "count", "input_psnr", "input_ssim", "seconds", "images_per_s"}},
         "average": {"psnr", "ssim", "input_psnr", "input_ssim", "count"} (mean over the tasks run),
-        "skipped": {key: reason}, "suite": name}``.
+        "skipped": {key: reason}, "suite": name, "protocol": "promptir" or "matlab_y"}``.
 
     Raises:
         DatasetError: If no task of ``tasks`` has an image, or a pair's sizes differ.
@@ -350,11 +434,11 @@ def run_suite(
     from ._runtime import low_precision_dtype
     from .inference import restore
     from .io import write_image
-    from .metrics import PROMPTIR_PROTOCOL
 
     autocast_dtype = low_precision_dtype(dtype)
-    base = _root(root)
+    suite = _suite(name)
     chosen = _suite_tasks(name, tasks)
+    base = _root(root, chosen)
     layouts = [_scan(t, base) for t in chosen]
     skipped = {lay.task.key: f"no images under {lay.folder}" for lay in layouts if not lay.pairs}
     if len(skipped) == len(layouts):
@@ -363,7 +447,6 @@ def run_suite(
             f"--root {root} --check` to see the layout expected"
         )
     out_dir = Path(save_images) if save_images is not None else None
-    is_module = isinstance(model, torch.nn.Module)
     results: dict[str, dict[str, float]] = {}
     for lay in layouts:
         if not lay.pairs:
@@ -371,9 +454,9 @@ def run_suite(
         key, total = lay.task.key, len(lay.pairs)
         sums = dict.fromkeys(("psnr", "ssim", "input_psnr", "input_ssim"), 0.0)
         start = time.perf_counter()
-        for done, (stem, degraded, clean) in enumerate(_task_inputs(lay), 1):
+        for done, (stem, degraded, clean) in enumerate(_task_inputs(lay, suite.crop), 1):
             x, target = _to_tensor(degraded), _to_tensor(clean)
-            if is_module:
+            if isinstance(model, torch.nn.Module):
                 y = restore(
                     model,
                     x,
@@ -386,9 +469,9 @@ def run_suite(
                 )
             else:
                 with torch.no_grad():
-                    y = model(x.unsqueeze(0))[0]  # type: ignore[operator]
+                    y = model(x.unsqueeze(0))[0]
             y = y.detach().float().cpu()
-            m, m_in = PROMPTIR_PROTOCOL.compute(y, target), PROMPTIR_PROTOCOL.compute(x, target)
+            m, m_in = _scores(suite.protocol, y, target), _scores(suite.protocol, x, target)
             sums["psnr"] += m["psnr"]
             sums["ssim"] += m["ssim"]
             sums["input_psnr"] += m_in["psnr"]
@@ -407,4 +490,108 @@ def run_suite(
     metric_keys = ("psnr", "ssim", "input_psnr", "input_ssim")
     average = {k: sum(r[k] for r in results.values()) / len(results) for k in metric_keys}
     average["count"] = sum(int(r["count"]) for r in results.values())
-    return {"suite": name, "tasks": results, "average": average, "skipped": skipped}
+    return {
+        "suite": name,
+        "protocol": suite.protocol,
+        "tasks": results,
+        "average": average,
+        "skipped": skipped,
+    }
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One published row of a paper's table: ``{task key: (PSNR, SSIM)}`` and the paper's average."""
+
+    method: str
+    source: str
+    scores: dict[str, tuple[float, float]]
+    average: tuple[float, float] | None  # None where the paper's average covers other columns
+
+
+def _three(method: str, s15: str, s25: str, s50: str, haze: str, rain: str, avg: str, source: str) -> _Row:
+    def pair(text: str) -> tuple[float, float]:
+        p, q = text.split("/")
+        return float(p), float(q)
+
+    keys = ("denoise_15", "denoise_25", "denoise_50", "dehaze", "derain")
+    return _Row(method, source, dict(zip(keys, map(pair, (s15, s25, s50, haze, rain)))), pair(avg))
+
+
+# The PIP paper (arXiv 2312.05038; ../shared/reference/seeds/004, Table 1 "noise-rain-haze"), columns
+# BSD68 sigma 15, 25, 50, SOTS, Rain100L, average; its PromptIR row equals PromptIR's own Table 1.
+_PIP_T1 = "PIP paper, Table 1"
+_THREE_TASK_ROWS = (
+    _three("BRDNet", "32.26/0.898", "29.76/0.836", "26.34/0.836", "23.23/0.895", "27.42/0.895", "27.80/0.843", _PIP_T1),
+    _three("LPNet", "26.47/0.778", "24.77/0.748", "21.26/0.552", "20.84/0.828", "24.88/0.784", "23.64/0.738", _PIP_T1),
+    _three("FDGAN", "30.25/0.910", "28.81/0.868", "26.43/0.776", "24.71/0.924", "29.89/0.933", "28.02/0.883", _PIP_T1),
+    _three("MPRNet", "33.54/0.927", "30.89/0.880", "27.56/0.779", "25.28/0.954", "33.57/0.954", "30.17/0.899", _PIP_T1),
+    _three("DL", "33.05/0.914", "30.41/0.861", "26.90/0.740", "26.92/0.391", "32.62/0.931", "29.98/0.875", _PIP_T1),
+    _three("AirNet", "33.92/0.933", "31.26/0.888", "28.00/0.797", "27.94/0.962", "34.90/0.967", "31.20/0.910", _PIP_T1),
+    _three("PromptIR", "33.98/0.933", "31.31/0.888", "28.06/0.799", "30.58/0.974", "36.37/0.972", "32.06/0.913",
+           "PromptIR paper, Table 1 (as in PIP's Table 1)"),
+    _three("PIP-Restormer", "34.24/0.936", "31.60/0.893", "28.35/0.806", "32.09/0.981", "38.29/0.984",
+           "32.91/0.920", _PIP_T1),
+)  # fmt: skip
+# PIP paper, Table 2 ("noise-rain-haze-blur-enhance", multi-task rows, all retrained by PIP's authors): columns
+# sigma 15, 25, 50, SOTS, Rain100L, GoPro, LOL; its average is over those seven columns, not this suite's five.
+_PIP_T2 = "PIP paper, Table 2 (trained on five tasks by PIP's authors)"
+_FIVE_TASK_ROWS = tuple(
+    _Row(method, _PIP_T2, dict(zip(("denoise_25", "dehaze", "derain", "deblur", "lowlight"),
+                                   ((a, b), (c, d), (e, f), (g, h), (i, j)))), None)
+    for method, a, b, c, d, e, f, g, h, i, j in (
+        ("Restormer", 30.96, 0.879, 29.50, 0.973, 36.53, 0.974, 27.31, 0.835, 23.00, 0.841),
+        ("NAFNet", 31.12, 0.884, 30.67, 0.975, 37.17, 0.976, 28.32, 0.863, 23.18, 0.856),
+        ("PromptIR", 31.08, 0.883, 30.16, 0.977, 37.16, 0.977, 28.73, 0.868, 23.91, 0.848),
+        ("PIP-NAFNet", 31.45, 0.893, 31.75, 0.978, 37.67, 0.980, 28.08, 0.853, 23.37, 0.854),
+        ("PIP-Restormer", 31.48, 0.891, 32.11, 0.979, 38.09, 0.983, 28.61, 0.861, 24.06, 0.859),
+    )
+)  # fmt: skip
+# AdaIR's and MoCE-IR's tables are images in their READMEs (figs/adair3d.PNG, assets/results_aio_3.png) and
+# their papers' tables could not be read here: no row of theirs is printed rather than an unchecked one.
+_PUBLISHED: dict[str, tuple[_Row, ...]] = {
+    "three-task": _THREE_TASK_ROWS,
+    "five-task": _FIVE_TASK_ROWS,
+    # Restormer paper, Table 1 (the average of the five sets, as the registry's restormer.deraining reports it).
+    "restormer-deraining": (_Row("Restormer", "Restormer paper, Table 1", {}, (33.96, 0.935)),),
+}
+
+
+def published_rows(name: str, results: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The papers' published rows of a suite, with their differences from a run's results.
+
+    Args:
+        name: The suite (see :func:`list_suites`).
+        results: What :func:`run_suite` returned; adds ``diff_psnr`` / ``diff_ssim`` (measured minus
+            published) to every column both have, and to the average when the run covers every column.
+
+    Returns:
+        ``[{"method", "source", "tasks": {key: {"psnr", "ssim"[, "diff_psnr", "diff_ssim"]}},
+        "average": {...} or None}]`` in the papers' order; ``average`` is ``None`` where the paper's
+        average covers other columns than the suite's.
+
+    Raises:
+        UnknownNameError: If the suite is unknown.
+
+    Examples:
+        >>> [r["method"] for r in published_rows("three-task")][-2:]
+        ['PromptIR', 'PIP-Restormer']
+    """
+    keys = {t.key for t in _suite(name).tasks}
+    measured = (results or {}).get("tasks", {})
+    complete = results is not None and set(measured) == keys
+    rows = []
+    for row in _PUBLISHED.get(name, ()):
+        tasks: dict[str, dict[str, float]] = {}
+        for key, (p, q) in row.scores.items():
+            tasks[key] = {"psnr": p, "ssim": q}
+            if key in measured:
+                tasks[key].update(diff_psnr=measured[key]["psnr"] - p, diff_ssim=measured[key]["ssim"] - q)
+        average: dict[str, float] | None = None
+        if row.average is not None:
+            average = {"psnr": row.average[0], "ssim": row.average[1]}
+            if complete and results is not None:
+                got = results["average"]
+                average.update(diff_psnr=got["psnr"] - row.average[0], diff_ssim=got["ssim"] - row.average[1])
+        rows.append({"method": row.method, "source": row.source, "tasks": tasks, "average": average})
+    return rows

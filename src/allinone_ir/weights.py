@@ -28,9 +28,8 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import CheckpointError, DownloadError, require
 from .models._weights import PretrainedWeights, get_weights, is_pretrained, list_pretrained
@@ -99,7 +98,12 @@ def _manual_help(entry: PretrainedWeights, target: Path) -> str:
     )
 
 
-def _progress(total: int | None, desc: str, enabled: bool) -> Callable[[int], None] | Any:
+class _Bar(Protocol):
+    def update(self, n: int) -> Any: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int | None, desc: str, enabled: bool) -> _Bar | None:
     """A progress callback taking byte counts: a tqdm bar with the size, else plain lines on stderr."""
     if not enabled:
         return None

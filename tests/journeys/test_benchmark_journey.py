@@ -53,10 +53,11 @@ def test_run_three_task_with_json_matches_the_official_recipe(run_cli, tmp_path:
     net = create_model("nafnet", width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,)).eval()
     save_pretrained(net, tmp_path / "model")
     result = run_cli("benchmark", "--suite", "three-task", "--root", "test", "--checkpoint", "model",
-                     "--json", "scores.json", "--save-images", "out", "--quiet")  # fmt: skip
+                     "--json", "scores.json", "--save-images", "out", "--quiet", "--compare")  # fmt: skip
     assert_no_traceback(result)
     assert result.returncode == 0, result.output
-    rows = [line.split()[0] for line in result.stdout.splitlines()[2:]]
+    lines = result.stdout.splitlines()
+    rows = [line.split()[0] for line in lines[2:8]]
     assert rows == [
         "denoise_15",
         "denoise_25",
@@ -65,7 +66,18 @@ def test_run_three_task_with_json_matches_the_official_recipe(run_cli, tmp_path:
         "dehaze",
         "average",
     ]  # the paper's order
+    # --compare: the published rows, with measured minus published in brackets
+    assert lines[8] == "published (PSNR/SSIM; in brackets: measured minus published, dB):"
+    promptir = next(line for line in lines if line.split()[:1] == ["PromptIR"])
+    assert "derain 36.37/0.972 [" in promptir and "average 32.06/0.913 [" in promptir
+    assert promptir.endswith("(PromptIR paper, Table 1 (as in PIP's Table 1))")
     doc = json.loads((tmp_path / "scores.json").read_text())
+    compared = {row["method"]: row for row in doc["compare"]}
+    assert list(compared)[-1] == "PIP-Restormer"
+    assert compared["PromptIR"]["tasks"]["derain"]["diff_psnr"] == pytest.approx(
+        doc["derain"]["psnr"] - 36.37
+    )
+    assert compared["PromptIR"]["average"]["diff_psnr"] == pytest.approx(doc["average"]["psnr"] - 32.06)
     assert (
         doc["suite"] == "three-task"
         and doc["protocol"] == "promptir"

@@ -1,8 +1,10 @@
 """``allinone-ir benchmark``: a paper's table on the standard test sets, with the official layout and protocol.
 
-Suites: ``three-task`` (CBSD68 at sigma 15, 25 and 50, Rain100L, SOTS outdoor) and ``five-task``
-(CBSD68 sigma 25, Rain100L, SOTS outdoor, GoPro, LOL-v1). ``--root`` is the ``test/`` folder of the
-PromptIR / AdaIR layout (or the folder holding ``test/`` or ``data/test/``)::
+Suites: ``three-task`` (CBSD68 at sigma 15, 25 and 50, Rain100L, SOTS outdoor), ``five-task``
+(CBSD68 sigma 25, Rain100L, SOTS outdoor, GoPro, LOL-v1) and ``restormer-deraining`` (Test100,
+Rain100H, Rain100L, Test2800, Test1200 in Restormer's Datasets/test/<set>/{input,target}/, scored on
+the Y channel as its evaluate_PSNR_SSIM.m). ``--root`` is the ``test/`` folder of the PromptIR / AdaIR
+layout (or the folder holding ``test/``, ``data/test/`` or ``Datasets/test/``)::
 
     denoise/bsd68/*.png                       68 clean images; the noise is drawn as the official test.py
     derain/Rain100L/{input,target}/N.png      100 pairs, equal names
@@ -12,7 +14,8 @@ PromptIR / AdaIR layout (or the folder holding ``test/`` or ``data/test/``)::
 
 ``--check`` says, per task, what is there, what is missing and what is misnamed, and runs no network.
 Without it the tasks that have images are scored (the others are listed as skipped) and the table is
-printed in the paper's column order, with the degraded inputs' scores and the average over the columns.
+printed in the paper's column order, with the degraded inputs' scores and the average over the columns;
+``--compare`` adds the papers' published rows and the differences (measured minus published).
 See docs/tutorials/benchmarks.md for the protocol and its sources.
 """
 
@@ -46,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=_plain_text(__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--suite", required=True, help="three-task or five-task")
+    p.add_argument("--suite", required=True, help="three-task, five-task or restormer-deraining")
     p.add_argument("--root", required=True, help="the test/ folder of the layout (see above)")
     p.add_argument(
         "--tasks",
@@ -71,6 +74,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--save-images", default=None, metavar="DIR", help="write the outputs to DIR/<task>/<name>.png"
     )
+    p.add_argument(
+        "--compare", action="store_true", help="print the papers' published rows and the differences"
+    )
     p.add_argument("--json", default=None, help="also write the results to this JSON file (a new file)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -92,6 +98,24 @@ def _print_check(report: dict[str, dict[str, Any]]) -> bool:
     return all(r["complete"] for r in report.values())
 
 
+def _print_compare(rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """The published rows: PSNR/SSIM per measured column and the PSNR difference (measured minus published)."""
+    if not rows:
+        print("no published rows are recorded for this suite")
+        return
+    print("published (PSNR/SSIM; in brackets: measured minus published, dB):")
+    for row in rows:
+        cells = []
+        for key in [*keys, "average"]:
+            cell = row["average"] if key == "average" else row["tasks"].get(key)
+            if cell is None:
+                cells.append(f"{key} -")
+                continue
+            diff = f" [{cell['diff_psnr']:+.2f}]" if "diff_psnr" in cell else ""
+            cells.append(f"{key} {cell['psnr']:.2f}/{cell['ssim']:.3f}{diff}")
+        print(f"  {row['method']:<14s} " + "  ".join(cells) + f"  ({row['source']})")
+
+
 def _model_label(args: argparse.Namespace) -> str | None:
     return getattr(args, "weights", None) or args.checkpoint or args.model
 
@@ -100,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     """Check a suite's layout, or score a network on it and print the table. Returns the exit status."""
     from .._version import __version__
     from ..io import atomic_write
-    from ..suites import check_suite, run_suite
+    from ..suites import _SUITES, check_suite, published_rows, run_suite
 
     report_path = Path(args.json) if args.json else None
     if report_path is not None and report_path.exists():
@@ -139,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     for key, reason in results["skipped"].items():
         print(f"skipped {key}: {reason}", file=sys.stderr)
     tasks = results["tasks"]
-    print(f"suite: {args.suite}  protocol: promptir (RGB, scikit-image SSIM, crop to a multiple of 16)")
+    print(f"suite: {args.suite}  protocol: {_SUITES[args.suite].description}")
     print(
         f"{'task':<11s} {'images':>6s} {'PSNR':>8s} {'SSIM':>7s} {'input PSNR':>10s} {'input SSIM':>10s} {'img/s':>7s}"
     )
@@ -157,10 +181,13 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{label:<11s} {'':>6s} {a['psnr']:>8.2f} {a['ssim']:>7.4f} {a['input_psnr']:>10.2f} {a['input_ssim']:>10.4f}"
     )
+    compare = published_rows(args.suite, results) if args.compare else None
+    if compare is not None:
+        _print_compare(compare, list(tasks))
     if report_path is not None:
         doc: dict[str, Any] = {
             "suite": args.suite,
-            "protocol": "promptir",
+            "protocol": results["protocol"],
             "weights": _model_label(args),
             "version": __version__,
             "dtype": args.dtype,
@@ -168,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
             "average": a,
             "skipped": results["skipped"],
         }
+        if compare is not None:
+            doc["compare"] = compare
         text = json.dumps(doc, indent=2) + "\n"
         atomic_write(report_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return 0
