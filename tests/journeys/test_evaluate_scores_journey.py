@@ -131,3 +131,42 @@ def test_name_map_given_twice_uses_both(run_cli, tmp_path: Path) -> None:
     assert result.returncode == 0, result.output
     assert "scored 2 image(s) of pred against clean" in result.stdout
     assert "have no prediction" not in result.stdout  # both targets were found
+
+
+def test_predictions_scored_beside_their_degraded_inputs(run_cli, tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(2)
+    pairs = []
+    for kind in ("rain", "haze"):
+        for i in (1, 2):
+            clean = torch.rand(3, 24, 24, generator=g)
+            degraded = synthesize(clean, kind, rng=i)
+            restored = (0.5 * degraded + 0.5 * clean).clamp(0, 1)  # a prediction halfway to the target
+            write_image(tmp_path / "clean" / f"{kind}-{i}.png", clean)
+            write_image(tmp_path / "degraded" / f"{kind}-{i}.jpg", degraded)  # stems pair across types
+            write_image(tmp_path / "pred" / f"{kind}-{i}.png", restored)
+            pairs.append((kind, f"{kind}-{i}"))
+    result = run_cli("evaluate", "--pred", "pred", "--target", "clean", "--degraded", "degraded",
+                     "--json", "scores.json")  # fmt: skip
+    assert_no_traceback(result)
+    assert result.returncode == 0, result.output
+    assert "input PSNR" in result.stdout and "gain dB" in result.stdout
+    rows = _rows(result.stdout)
+    assert sorted(rows) == ["average", "haze", "rain"]
+    for kind in ("rain", "haze"):
+        stems = [s for k, s in pairs if k == kind]
+        clean = [read_image(tmp_path / "clean" / f"{s}.png") for s in stems]
+        inp = _mean_psnr([(read_image(tmp_path / "degraded" / f"{s}.jpg"), y) for s, y in zip(stems, clean)])
+        out = _mean_psnr([(read_image(tmp_path / "pred" / f"{s}.png"), y) for s, y in zip(stems, clean)])
+        n, psnr, _, input_psnr, gain, _ = rows[kind]
+        assert n == 2 and psnr == pytest.approx(out, abs=6e-4) and input_psnr == pytest.approx(inp, abs=6e-4)
+        assert gain == pytest.approx(psnr - input_psnr, abs=2e-3) and gain > 3
+    report = json.loads((tmp_path / "scores.json").read_text())["results"]
+    assert report["average"]["gain_db"] == pytest.approx(
+        report["average"]["psnr"] - report["average"]["input_psnr"], abs=1e-9
+    )
+    # a prediction without its degraded input is named; --degraded needs --pred
+    (tmp_path / "degraded" / "haze-2.jpg").unlink()
+    result = run_cli("evaluate", "--pred", "pred", "--target", "clean", "--degraded", "degraded")
+    assert_no_traceback(result)
+    assert result.returncode != 0 and "1 prediction(s) have no degraded input" in result.stderr
+    assert "haze-2.png" in result.stderr

@@ -61,6 +61,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--input", help="folder of degraded images to restore with --model/--checkpoint, then score"
     )
     p.add_argument(
+        "--degraded",
+        metavar="DIR",
+        help="with --pred: the degraded inputs the predictions were restored from (same file names); "
+        "their own PSNR/SSIM and the gain are shown beside the predictions'",
+    )
+    p.add_argument(
         "--name-map",
         nargs=2,
         action="append",
@@ -331,6 +337,7 @@ def evaluate_folders(
     pairs: dict[str, list[tuple[Path, Path]]],
     protocol: str = "promptir",
     restore_fn: Any = None,
+    inputs: dict[Path, Path] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Mean PSNR / SSIM per degradation (and ``"average"`` over degradations).
 
@@ -341,11 +348,12 @@ def evaluate_folders(
             ``(image, group) -> image`` (``(3, H, W)`` tensors; ``group`` is the degradation's
             name) applied to each source image first; the source images (the degraded inputs) are
             then scored too.
+        inputs: The degraded input of each source image (a prediction), scored too.
 
     Returns:
         ``{degradation: {"n": count, "psnr": dB, "ssim": value}}`` plus an ``"average"`` entry
         (unweighted mean over degradations, as the papers' tables) when there are several. With
-        ``restore_fn`` every entry also has ``"input_psnr"``, ``"input_ssim"`` (the degraded inputs
+        ``restore_fn`` or ``inputs`` every entry also has ``"input_psnr"``, ``"input_ssim"`` (the degraded inputs
         against the targets) and ``"gain_db"`` (``psnr - input_psnr``).
 
     Raises:
@@ -355,26 +363,27 @@ def evaluate_folders(
     from ..metrics import get_protocol
 
     proto = get_protocol(protocol)
-    keys = ("psnr", "ssim", "input_psnr", "input_ssim") if restore_fn is not None else ("psnr", "ssim")
+    with_input = restore_fn is not None or inputs is not None
+    keys = ("psnr", "ssim", "input_psnr", "input_ssim") if with_input else ("psnr", "ssim")
     results: dict[str, dict[str, float]] = {}
     for name, items in pairs.items():
         sums = dict.fromkeys(keys, 0.0)
         for src, tgt in items:
             source, target = read_image(src), read_image(tgt)
-            pred = restore_fn(source, name) if restore_fn is not None else source
-            for image in (source, pred):
+            scored = [(src, restore_fn(source, name) if restore_fn is not None else source, "")]
+            if restore_fn is not None:
+                scored.append((src, source, "input_"))
+            elif inputs is not None:
+                scored.append((inputs[src], read_image(inputs[src]), "input_"))
+            for path, image, prefix in scored:
                 if image.shape != target.shape:
                     raise DatasetError(
-                        f"size mismatch: {src} is {image.shape[2]}x{image.shape[1]} but its target {tgt} is "
+                        f"size mismatch: {path} is {image.shape[2]}x{image.shape[1]} but its target {tgt} is "
                         f"{target.shape[2]}x{target.shape[1]}"
                     )
-            m = proto.compute(pred, target)
-            sums["psnr"] += m["psnr"]
-            sums["ssim"] += m["ssim"]
-            if restore_fn is not None:
-                m_in = proto.compute(source, target)
-                sums["input_psnr"] += m_in["psnr"]
-                sums["input_ssim"] += m_in["ssim"]
+                m = proto.compute(image, target)
+                sums[prefix + "psnr"] += m["psnr"]
+                sums[prefix + "ssim"] += m["ssim"]
         results[name] = {"n": len(items), **{k: v / len(items) for k, v in sums.items()}}
     if len(results) > 1:
         groups = list(results.values())
@@ -382,7 +391,7 @@ def evaluate_folders(
             "n": sum(g["n"] for g in groups),
             **{k: sum(g[k] for g in groups) / len(groups) for k in keys},
         }
-    if restore_fn is not None:
+    if with_input:
         for r in results.values():
             r["gain_db"] = r["psnr"] - r["input_psnr"]
     return results
@@ -396,6 +405,34 @@ def _group_degradation(group: str) -> str:
         return parse_degradation(group)[0]
     except (TypeError, ValueError):
         return group  # a name of the network's own (or one it refuses, naming its degradations)
+
+
+def _degraded_inputs(pairing: Pairing, pred_root: Path, root: Path) -> dict[Path, Path]:
+    """Each prediction's degraded input in ``root``: the same relative name, or the same stem (any image type)."""
+    from ..io import list_images
+
+    if not root.is_dir():
+        raise FileNotFoundError(f"not a folder: {root}")
+    listed: dict[Path, list[Path]] = {}
+    found, missing = {}, []
+    for pred in (p for pairs in pairing.groups.values() for p, _ in pairs):
+        rel = pred.relative_to(pred_root)
+        for f in dict.fromkeys([root / rel.parent, root]):
+            if f not in listed:
+                listed[f] = list_images(f) if f.is_dir() else []
+            hits = sorted((q for q in listed[f] if q.stem == pred.stem), key=lambda q: q.name != pred.name)
+            if hits:
+                found[pred] = hits[0]
+                break
+        else:
+            missing.append(str(rel))
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise DatasetError(
+            f"{len(missing)} prediction(s) have no degraded input in {root} (the same file name, any image "
+            f"type): {shown}"
+        )
+    return found
 
 
 _GROUPING_WORDS = {"folder": "sub-folder", "prefix": "file-name prefix", "none": "none"}
@@ -439,7 +476,12 @@ def run(args: argparse.Namespace) -> int:
             except UsageError as exc:  # the network's own checks (channels, degradation name, tile)
                 raise UsageError(f"cannot restore an image of group {group!r}: {exc}") from exc
 
-    results = evaluate_folders(pairing.groups, args.protocol, restore_fn)
+    inputs = None
+    if args.degraded:
+        if not args.pred:
+            raise UsageError("--degraded goes with --pred (with --input the inputs are scored anyway)")
+        inputs = _degraded_inputs(pairing, Path(args.pred), Path(args.degraded))
+    results = evaluate_folders(pairing.groups, args.protocol, restore_fn, inputs)
     summary = f"scored {pairing.n_pairs} image(s) of {source} against {args.target}"
     summary += f" (degradation from: {_GROUPING_WORDS[pairing.group_by]})"
     if pairing.unmatched_targets:
@@ -452,7 +494,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {len(pairing.unpaired)} image(s) without a target: {names}", file=sys.stderr)
     print(summary)
     print(f"protocol: {args.protocol}")
-    with_input = restore_fn is not None
+    with_input = restore_fn is not None or inputs is not None
     header = f"{'degradation':<16s} {'images':>6s} {'PSNR':>8s} {'SSIM':>7s}"
     print(header + (f" {'input PSNR':>10s} {'gain dB':>8s} {'input SSIM':>10s}" if with_input else ""))
     for name, r in results.items():
