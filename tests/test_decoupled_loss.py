@@ -89,19 +89,10 @@ class TestValues:
         assert (0.01 * hinge).item() == pytest.approx(official_angle.item(), rel=1e-12)
         assert (0.02 * absolute).item() == pytest.approx(official_cosine.item(), rel=1e-9)
 
-    def test_angle_is_the_angle_hinge_and_cosine_is_deprecated(self) -> None:
-        d = torch.randn(4, 6)
-        assert torch.equal(directional_decoupled_loss(d, form="angle"), directional_decoupled_loss(d))
-        assert torch.equal(
-            directional_decoupled_loss(d, form="angle_hinge"), directional_decoupled_loss(d, form="angle")
-        )
-        with pytest.warns(DeprecationWarning, match="form='cosine_hinge'.*form='abs_cosine'"):
-            old = directional_decoupled_loss(d, form="cosine")
-        assert torch.equal(old, directional_decoupled_loss(d, form="cosine_hinge"))
-        with pytest.warns(DeprecationWarning, match="deprecated"):
-            module = DirectionalDecoupledLoss(form="cosine")
-        assert module.form == "cosine_hinge" and DirectionalDecoupledLoss().form == "angle_hinge"
-        assert torch.equal(module(d), old)
+    def test_only_the_three_forms(self) -> None:
+        for old in ("angle", "cosine"):
+            with pytest.raises(ValueError, match="form must be one of"):
+                directional_decoupled_loss(torch.eye(2), form=old)  # type: ignore[arg-type]
 
     def test_equals_eq4_on_random_prompts(self) -> None:
         d = torch.randn(7, 33, dtype=torch.float64)

@@ -37,8 +37,8 @@ def test_noise_follows_official_uint8_recipe() -> None:
     clean8 = np.round(x.numpy() * 255).astype(np.float32)
     ref = np.clip(clean8 + noise * sigma, 0, 255).astype(np.uint8)  # PromptIR / PIP: clip, then truncate
     assert np.array_equal(np.round(y.numpy() * 255).astype(np.uint8), ref)
-    flat = add_gaussian_noise(torch.full((3, 64, 64), 0.5), 15.0, rng=0, quantize=False)
-    assert float((flat - 0.5).std()) == pytest.approx(15 / 255, rel=0.05)
+    flat = add_gaussian_noise(torch.full((3, 64, 64), 0.5), 15.0, rng=0)
+    assert float((flat - 128 / 255).std()) == pytest.approx(15 / 255, rel=0.05)
     assert not torch.equal(add_gaussian_noise(x, 25, rng=1), add_gaussian_noise(x, 25, rng=2))
     with pytest.raises(ValueError, match="sigma"):
         add_gaussian_noise(x, -1)

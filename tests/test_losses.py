@@ -21,8 +21,7 @@ from allinone_ir.losses import (
     SSIMLoss,
 )
 from allinone_ir.losses.frequency import fft_loss, gradual_cutoff, guided_frequency_loss, laplacian_pyramid
-from allinone_ir.losses.pixel import charbonnier_loss, l1_loss, mse_loss, psnr_loss
-from allinone_ir.losses.ssim import l1_ssim_loss, ssim_loss
+from allinone_ir.losses.pixel import charbonnier_loss, l1_loss, l1_ssim_loss, mse_loss, psnr_loss, ssim_loss
 from allinone_ir.metrics import psnr
 
 

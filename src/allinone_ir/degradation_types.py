@@ -1,35 +1,7 @@
-"""The degradation vocabulary: names, aliases, integer labels and display names, and reading specifications.
+"""The degradation vocabulary: names, aliases and labels, and the one grammar that reads them.
 
-One table, :data:`DEGRADATION_TABLE`, defines every degradation type the library knows. The PIP
-layers' users (the PIP networks), the data synthesis, the datasets and the demo all take their
-names and labels from it:
-
-=====  ============  ==============  ============  ===============================================
-label  name          display name    aliases       used by
-=====  ============  ==============  ============  ===============================================
-0      ``noise``     noise           ``denoise``   PIP (default), synthesis, PromptIR/PIP data
-1      ``rain``      rain            ``derain``    PIP (default), synthesis, PromptIR/PIP data
-2      ``haze``      haze            ``dehaze``    PIP (default), synthesis, PromptIR/PIP data
-3      ``blur``      blur            ``deblur``    PIP (default), synthesis, PIP data
-4      ``lowlight``  low light       ``enhance``   PIP (default), synthesis, PIP data
-5      ``snow``      snow            ``desnow``    synthesis, demo
-=====  ============  ==============  ============  ===============================================
-
-Labels 0-4 are the five classes of the PIP paper and its official code (noise 0, rain 1, haze 2,
-blur 3, low-light 4), which a PIP network's degradation-aware prompts and classifier are indexed
-by; snow comes after them so that no PIP label moves.
-:data:`DEFAULT_DEGRADATIONS` is the first five names: the degradations of a PIP network unless
-it is built with ``degradations=[...]``.
-
-The labels of a *network* are positions in its own ``degradations`` list (a PIP network built with
-``degradations=("noise", "rain", "haze", "snow")`` calls snow 3); the
-:class:`~allinone_ir.training.Trainer` matches a dataset's degradations to the network's by name.
-
-Names are matched without regard to case, spaces, ``-`` and ``_`` (``"Low-Light"`` is
-``lowlight``); the aliases are the task names of the official code. :func:`parse_degradation` reads
-a degradation specification (a name or alias; for noise an optional level in 8-bit units,
-``noise_25``); :func:`resolve_degradation_weights` reads every form a user may give (labels, names,
-``"rain+noise"`` mixtures, mappings, tensors) into PIP's degradation weights ``omega``.
+Labels 0-4 are PIP's five classes (noise, rain, haze, blur, low light); snow is 5. Names are matched
+without regard to case, spaces, ``-`` and ``_``; the aliases are the official code's task names.
 """
 
 from __future__ import annotations
@@ -49,7 +21,6 @@ __all__ = [
     "DEFAULT_DEGRADATIONS",
     "DEGRADATION_TABLE",
     "Degradation",
-    "canonical_name",
     "parse_degradation",
     "resolve_degradation_weights",
 ]
@@ -62,37 +33,35 @@ class Degradation:
     Args:
         label: Integer class label (the row of PIP's degradation prompts for the default networks).
         name: Canonical name, lower case without spaces (``"lowlight"``).
-        display_name: Name for people (figures, tables): ``"low light"``.
         aliases: Other names accepted for it (the task names of the official code).
 
     Examples:
         >>> DEGRADATION_TABLE[4]
-        Degradation(label=4, name='lowlight', display_name='low light', aliases=('enhance',))
+        Degradation(label=4, name='lowlight', aliases=('enhance',))
     """
 
     label: int
     name: str
-    display_name: str
     aliases: tuple[str, ...] = ()
 
 
-#: Every degradation type, in label order (see the module's table).
+#: Every degradation type, in label order.
 DEGRADATION_TABLE: tuple[Degradation, ...] = (
-    Degradation(0, "noise", "noise", ("denoise",)),
-    Degradation(1, "rain", "rain", ("derain",)),
-    Degradation(2, "haze", "haze", ("dehaze",)),
-    Degradation(3, "blur", "blur", ("deblur",)),
-    Degradation(4, "lowlight", "low light", ("enhance",)),
-    Degradation(5, "snow", "snow", ("desnow",)),
+    Degradation(0, "noise", ("denoise",)),
+    Degradation(1, "rain", ("derain",)),
+    Degradation(2, "haze", ("dehaze",)),
+    Degradation(3, "blur", ("deblur",)),
+    Degradation(4, "lowlight", ("enhance",)),
+    Degradation(5, "snow", ("desnow",)),
 )
 
-#: Canonical name -> label, for every degradation of :data:`DEGRADATION_TABLE`.
+#: Canonical name -> label.
 DEGRADATION_LABELS: dict[str, int] = {d.name: d.label for d in DEGRADATION_TABLE}
 
 #: The degradations of a PIP network by default: the five of the paper, labels 0-4.
 DEFAULT_DEGRADATIONS: tuple[str, ...] = tuple(d.name for d in DEGRADATION_TABLE if d.label < 5)
 
-#: What :func:`resolve_degradation_weights` accepts (see there).
+#: What :func:`resolve_degradation_weights` accepts.
 DegradationSpec = int | str | Mapping[Any, float] | Sequence[Any] | torch.Tensor
 
 
@@ -100,60 +69,27 @@ def _normalise_name(name: str) -> str:
     return "".join(ch for ch in name.strip().lower() if ch not in " -_")
 
 
-# normalised name or alias -> the Degradation
 _LOOKUP: dict[str, Degradation] = {
-    _normalise_name(key): d for d in DEGRADATION_TABLE for key in (d.name, d.display_name, *d.aliases)
+    _normalise_name(k): d for d in DEGRADATION_TABLE for k in (d.name, *d.aliases)
 }
 
 
 def _unknown(name: str, known: Sequence[str], what: str) -> UnknownNameError:
-    close = difflib.get_close_matches(
-        _normalise_name(name), [_normalise_name(k) for k in known], n=3, cutoff=0.6
-    )
     by_key = {_normalise_name(k): k for k in known}
+    close = difflib.get_close_matches(_normalise_name(name), list(by_key), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(by_key[c]) for c in close)}?" if close else ""
     return UnknownNameError(f"unknown degradation name {name!r}; {what} {list(known)}{hint}")
-
-
-def canonical_name(name: str) -> str:
-    """The canonical name of a degradation given by name, display name or alias.
-
-    Case, spaces, ``-`` and ``_`` are ignored.
-
-    Args:
-        name: E.g. ``"Low-Light"``, ``"derain"``, ``"haze"``.
-
-    Returns:
-        The canonical name (``"lowlight"``, ``"rain"``, ``"haze"``).
-
-    Raises:
-        UnknownNameError: For a name the vocabulary does not know (with the closest known names);
-            also a ``ValueError``.
-
-    Examples:
-        >>> canonical_name("Low light"), canonical_name("derain")
-        ('lowlight', 'rain')
-    """
-    found = _LOOKUP.get(_normalise_name(name))
-    if found is None:
-        raise _unknown(name, [d.name for d in DEGRADATION_TABLE], "the known degradations are")
-    return found.name
 
 
 # a name followed by a number: "noise_25", "denoise-50", "Noise 15", "noise25"
 _WITH_LEVEL = re.compile(r"^(.*?[^\d\s_-])[\s_-]*(\d+(?:\.\d+)?)$")
 
-#: The degradations whose specification may carry a level, and what the level is.
-_LEVELS: dict[str, str] = {"noise": "sigma"}
-
 
 def parse_degradation(spec: str) -> tuple[str, float | None]:
     """Read a degradation specification: a name or alias, and for noise an optional level.
 
-    The one grammar of the library (synthesis, the synthetic dataset's ``tasks``, ``evaluate``'s
-    groups, PIP's ``degradation=``): ``<name>`` or ``noise_<sigma>``, the name being any name,
-    display name or alias of the vocabulary (case, spaces, ``-`` and ``_`` ignored) and ``sigma`` the
-    noise standard deviation on the 0-255 scale, separated by ``_``, ``-``, a space or nothing.
+    The one grammar of the library (synthesis, synthetic tasks, ``evaluate``'s groups, PIP's control):
+    ``<name>`` or ``noise_<sigma>`` (sigma on the 0-255 scale; ``_``, ``-``, a space or nothing between).
 
     Args:
         spec: E.g. ``"rain"``, ``"derain"``, ``"noise_25"``, ``"denoise-50"``, ``"Low light"``.
@@ -162,8 +98,8 @@ def parse_degradation(spec: str) -> tuple[str, float | None]:
         ``(canonical name, level)``; the level is ``None`` when the specification has none.
 
     Raises:
-        ValueError: For a name the vocabulary does not know (with the closest known names), or a level
-            given to a degradation that takes none (``"rain_15"``).
+        UsageError: For an unknown name (with the closest known names), or a level given to a
+            degradation other than noise (``"rain_15"``).
 
     Examples:
         >>> parse_degradation("noise_15"), parse_degradation("Denoise 50"), parse_degradation("derain")
@@ -177,61 +113,30 @@ def parse_degradation(spec: str) -> tuple[str, float | None]:
     m = _WITH_LEVEL.match(spec.strip())
     base = _LOOKUP.get(_normalise_name(m.group(1))) if m else None
     if m is None or base is None:
-        known = [d.name for d in DEGRADATION_TABLE]
-        err = _unknown(spec, known, "the known degradations are")
+        err = _unknown(spec, list(DEGRADATION_LABELS), "the known degradations are")
         raise UsageError(f"{err}; noise also takes a level: noise_<sigma>, e.g. noise_25")
-    if base.name not in _LEVELS:
+    if base.name != "noise":
         raise UsageError(
-            f"degradation {spec!r}: {base.name} takes no level; only "
-            + ", ".join(f"{n}_<{what}>" for n, what in _LEVELS.items())
-            + " does (e.g. noise_25)"
+            f"degradation {spec!r}: {base.name} takes no level; only noise_<sigma> does (e.g. noise_25)"
         )
     return base.name, float(m.group(2))
 
 
-def degradation_label(name: str) -> int:
-    """The label of :data:`DEGRADATION_TABLE` for a name, display name or alias.
-
-    Examples:
-        >>> degradation_label("snow"), degradation_label("enhance")
-        (5, 4)
-    """
-    return DEGRADATION_LABELS[canonical_name(name)]
-
-
-def display_name(name: str) -> str:
-    """The name to show people for a degradation; a name outside the vocabulary is returned as is.
-
-    Examples:
-        >>> display_name("lowlight"), display_name("derain"), display_name("fog")
-        ('low light', 'rain', 'fog')
-    """
-    found = _LOOKUP.get(_normalise_name(name))
-    return name if found is None else found.display_name
-
-
 def default_names(count: int) -> tuple[str, ...]:
-    """Names for ``count`` degradation classes whose names are unknown (e.g. read from bare weights).
-
-    The table's names in label order, then ``degradation6``, ``degradation7``, ...
+    """Names for ``count`` classes whose names are unknown: the table's, then ``degradation6``, ...
 
     Examples:
-        >>> default_names(2)
-        ('noise', 'rain')
         >>> default_names(7)[-2:]
         ('snow', 'degradation6')
     """
     if count < 0:
         raise UsageError(f"count must be >= 0, got {count}")
-    names = [d.name for d in DEGRADATION_TABLE]
+    names = list(DEGRADATION_LABELS)
     return tuple(names[:count] + [f"degradation{i}" for i in range(len(names), count)])
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Degradation specifications -> PIP's degradation weights
-# ----------------------------------------------------------------------------------------------------------
 def _canonical_or_self(name: str) -> str:
-    """The normalised canonical name of ``name`` (level dropped: ``noise_25`` is noise), else ``name`` normalised."""
+    """The canonical name of ``name`` (``noise_25`` is noise), else ``name`` normalised."""
     try:
         return parse_degradation(name)[0]
     except (ValueError, TypeError):
@@ -239,15 +144,10 @@ def _canonical_or_self(name: str) -> str:
 
 
 def _name_index(name: str, names: Sequence[str]) -> int:
-    """Position of ``name`` in a network's ``names``, both sides read through the vocabulary.
-
-    ``derain`` finds a network's ``rain`` and ``rain`` a network's ``derain``; ``noise_25`` finds
-    ``noise``; a name outside the vocabulary (a user's ``fog``) is matched as written.
-    """
+    """Position of ``name`` in a network's ``names``, exact match first, then through the vocabulary."""
     exact = {_normalise_name(n): i for i, n in enumerate(names)}
-    key = _normalise_name(name)
-    if key in exact:
-        return exact[key]
+    if _normalise_name(name) in exact:
+        return exact[_normalise_name(name)]
     table: dict[str, int] = {}
     for i, n in enumerate(names):
         table.setdefault(_canonical_or_self(n), i)
@@ -258,11 +158,7 @@ def _name_index(name: str, names: Sequence[str]) -> int:
 
 
 def _match_names(classes: Sequence[str], names: Sequence[str]) -> dict[str, int]:
-    """Each of ``classes`` (a dataset's degradation names) -> its position in a network's ``names``.
-
-    Raises:
-        ValueError: Listing the classes the network cannot represent and both vocabularies.
-    """
+    """Each of ``classes`` (a dataset's degradations) -> its position in a network's ``names``."""
     out: dict[str, int] = {}
     missing: list[str] = []
     for c in classes:
@@ -289,21 +185,18 @@ def _label_index(label: int, names: Sequence[str]) -> int:
 
 def _one_sample(spec: Any, names: Sequence[str]) -> list[float]:
     """Weights of one sample from an int label, a name (``"rain+noise"`` for a mixture) or a mapping."""
-    t = len(names)
-    row = [0.0] * t
+    row = [0.0] * len(names)
     if isinstance(spec, bool):
         raise UsageTypeError("a degradation label must be an int or a name, got a bool")
     if isinstance(spec, int):
         row[_label_index(spec, names)] = 1.0
-        return row
-    if isinstance(spec, str):
+    elif isinstance(spec, str):
         parts = spec.split("+")
         if any(not p.strip() for p in parts):
             raise UsageError(f"empty degradation name in {spec!r}; use e.g. 'rain' or 'rain+noise'")
-        for p in parts:  # an equal mixture, as the official code mixes two labels
+        for p in parts:
             row[_name_index(p, names)] += 1.0 / len(parts)
-        return row
-    if isinstance(spec, Mapping):
+    elif isinstance(spec, Mapping):
         if not spec:
             raise UsageError("an empty mapping gives no degradation weights; use e.g. {'rain': 1.0}")
         for key, value in spec.items():
@@ -312,11 +205,12 @@ def _one_sample(spec: Any, names: Sequence[str]) -> list[float]:
             if not w >= 0.0 or w == float("inf"):
                 raise UsageError(f"degradation weights must be finite and non-negative, got {key!r}: {value}")
             row[idx] += w
-        return row
-    raise UsageTypeError(
-        f"cannot read a degradation from {type(spec).__name__}; use an int label, a name such as "
-        f"{names[0]!r}, 'a+b' for a mixture, or a mapping {{name: weight}}"
-    )
+    else:
+        raise UsageTypeError(
+            f"cannot read a degradation from {type(spec).__name__}; use an int label, a name such as "
+            f"{names[0]!r}, 'a+b' for a mixture, or a mapping {{name: weight}}"
+        )
+    return row
 
 
 def resolve_degradation_weights(
@@ -329,22 +223,13 @@ def resolve_degradation_weights(
 ) -> torch.Tensor:
     """Turn the user's degradation control into PIP's degradation weights ``omega``.
 
-    Accepted forms (``T = len(names)``, ``N = batch_size``):
-
-    - an ``int`` label or a name (``"rain"``; ``"rain+noise"`` is an equal mixture; the
-      vocabulary's aliases, e.g. the official task names ``denoise/derain/dehaze/deblur/enhance``,
-      are accepted, and case, spaces, ``-`` and ``_`` are ignored), or a mapping
-      ``{"rain": 0.5, "noise": 0.5}``: the same weights for every sample;
-    - a list/tuple of ``N`` such entries: one per sample;
-    - an integer tensor of shape ``(N,)`` (or a 0-d one): one-hot labels;
-    - a floating tensor of shape ``(N, T)``, ``(1, T)`` or ``(T,)``: the weights themselves
-      (one-hot, or soft mixtures), broadcast over the batch where needed.
-
-    Labels are positions in ``names`` (the network's own degradation list). Weights are used as
-    given (not renormalised), so ``{"rain": 2.0}`` is a stronger rain prompt.
+    Accepted forms: an ``int`` label, a name or alias (``"rain+noise"`` is an equal mixture) or a
+    mapping ``{"rain": 0.5, "noise": 0.5}`` for the whole batch; a list of ``N`` such entries; an
+    integer tensor ``(N,)`` of labels; float weights ``(N, T)``, ``(1, T)`` or ``(T,)``. Labels are
+    positions in ``names``; weights are used as given (not renormalised).
 
     Args:
-        degradation: The control, see above.
+        degradation: The control.
         batch_size: ``N``.
         names: Degradation names of the network, in label order.
         device: Device of the result (defaults to the tensor's own or the CPU).
@@ -354,17 +239,14 @@ def resolve_degradation_weights(
         ``omega``, non-negative.
 
     Raises:
-        ValueError: Wrong shape or length, negative or non-finite weights, labels out of
-            range, unknown names.
-        TypeError: An unsupported type (e.g. ``None`` or a bool tensor).
+        UsageError: Wrong shape or length, negative or non-finite weights, labels out of range,
+            unknown names.
+        UsageTypeError: An unsupported type (e.g. ``None`` or a bool tensor).
 
     Shape:
         - output: :math:`(N, T)`
 
     Examples:
-        >>> resolve_degradation_weights("rain", batch_size=2)
-        tensor([[0., 1., 0., 0., 0.],
-                [0., 1., 0., 0., 0.]])
         >>> resolve_degradation_weights(["noise", "rain+haze"], batch_size=2)
         tensor([[1.0000, 0.0000, 0.0000, 0.0000, 0.0000],
                 [0.0000, 0.5000, 0.5000, 0.0000, 0.0000]])

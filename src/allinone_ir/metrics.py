@@ -1,25 +1,13 @@
 """Image-quality metrics with explicit protocols: PSNR and SSIM.
 
-Published restoration numbers are computed in different ways, and the differences
-are larger than the gaps between methods. The functions here make every choice
-explicit:
-
-- ``data_range``: the value span of the images (1 for float images in [0, 1]).
-- ``crop_border``: pixels removed on every side before measuring.
-- ``y_channel``: measure the luma of ITU-R BT.601 (as BasicSR and MATLAB's ``rgb2ycbcr``:
-  ``Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255`` for RGB in [0, 1]) instead of RGB.
-- ``window``: the SSIM window, ``"uniform"`` (scikit-image's default: 7x7 box, sample
-  covariance) or ``"gaussian"`` (11x11, sigma 1.5, as Wang et al., MATLAB and BasicSR).
-
-Two named protocols cover what the papers report with:
-:data:`PROMPTIR_PROTOCOL` (PromptIR and PIP: scikit-image on RGB, data range 1, no crop)
-and :data:`BASICSR_PROTOCOL` (Y channel, Gaussian window, on 8-bit values).
+:data:`PROMPTIR_PROTOCOL` is what PromptIR and PIP report (scikit-image on RGB, data range 1, no
+crop); :data:`BASICSR_PROTOCOL` is BasicSR / MATLAB's (BT.601 luma of 8-bit values, Gaussian SSIM).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,14 +31,14 @@ _Y_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
 
 
 def rgb_to_y(x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Luma of ITU-R BT.601 (studio swing) as BasicSR's ``rgb2ycbcr(y_only=True)`` and MATLAB.
+    """Luma of ITU-R BT.601 (studio swing), as BasicSR's ``rgb2ycbcr(y_only=True)`` and MATLAB.
 
     Args:
         x: RGB images with values in ``[0, data_range]``.
         data_range: The value span of ``x``.
 
     Returns:
-        The Y channel in the same value scale (``16/255 * data_range`` to ``235/255 * data_range``).
+        The Y channel in the same value scale.
 
     Shape:
         - x: :math:`(N, 3, H, W)`
@@ -119,13 +107,10 @@ def psnr(
     y_channel: bool = False,
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    r"""Peak signal-to-noise ratio in dB, per image, as scikit-image's ``peak_signal_noise_ratio``.
+    r"""Peak signal-to-noise ratio in dB per image, as scikit-image's ``peak_signal_noise_ratio``.
 
-    .. math:: \mathrm{PSNR} = 10 \log_{10} \frac{\mathrm{data\_range}^2}{\mathrm{MSE}}
-
-    The MSE is taken over all channels and pixels of one image; ``reduction="mean"``
-    averages the per-image PSNRs (not the MSEs). Identical images give ``inf``.
-    Computed in float64.
+    The MSE is taken over one image's channels and pixels; ``"mean"`` averages the PSNRs. Identical
+    images give ``inf``. Computed in float64.
 
     Args:
         pred: Restored images.
@@ -136,11 +121,10 @@ def psnr(
         reduction: ``"mean"`` (a scalar) or ``"none"`` (one value per image).
 
     Returns:
-        A float64 scalar, or shape ``(N,)`` with ``reduction="none"``.
+        A float64 scalar, or ``(N,)`` with ``reduction="none"``.
 
     Raises:
-        ValueError: On mismatched shapes, a bad ``crop_border`` / ``data_range`` / ``reduction``.
-        TypeError: If an input is not a tensor.
+        UsageError: On mismatched shapes, a bad ``crop_border`` / ``data_range`` / ``reduction``.
 
     Shape:
         - pred, target: :math:`(N, C, H, W)` or :math:`(C, H, W)`
@@ -152,64 +136,33 @@ def psnr(
     """
     p, t, single = _prepare(pred, target, data_range, crop_border, y_channel, "psnr")
     mse = (p - t).pow(2).flatten(1).mean(dim=1)
-    values = 10.0 * torch.log10(data_range**2 / mse)
-    return _reduce(values, reduction, single)
-
-
-def ssim_window(window: Window = "uniform", size: int | None = None, sigma: float = 1.5) -> torch.Tensor:
-    """The 2-D SSIM window, normalised to sum to one (float64).
-
-    Args:
-        window: ``"uniform"`` (box) or ``"gaussian"``.
-        size: Side length (odd); defaults to 7 for uniform, 11 for gaussian.
-        sigma: Standard deviation of the Gaussian window.
-
-    Returns:
-        Tensor of shape ``(size, size)``.
-
-    Examples:
-        >>> ssim_window("gaussian").shape
-        torch.Size([11, 11])
-    """
-    if window not in ("uniform", "gaussian"):
-        raise UsageError(f"window must be 'uniform' or 'gaussian', got {window!r}")
-    size = (7 if window == "uniform" else 11) if size is None else size
-    if size < 1 or size % 2 == 0:
-        raise UsageError(f"SSIM window size must be odd and positive, got {size}")
-    if window == "uniform":
-        w1 = torch.full((size,), 1.0 / size, dtype=torch.float64)
-    else:
-        r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-        w1 = torch.exp(-(r**2) / (2 * sigma**2))
-        w1 = w1 / w1.sum()
-    return torch.outer(w1, w1)
+    return _reduce(10.0 * torch.log10(data_range**2 / mse), reduction, single)
 
 
 def ssim_map(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    data_range: float = 1.0,
-    window: Window = "uniform",
-    k1: float = 0.01,
-    k2: float = 0.03,
+    pred: torch.Tensor, target: torch.Tensor, *, data_range: float = 1.0, window: Window = "uniform"
 ) -> torch.Tensor:
-    """The SSIM map over the valid region (windows wholly inside the image), differentiable.
+    """The differentiable SSIM map over the valid region, in the dtype of ``pred``.
 
-    Used by :func:`ssim` and the SSIM losses; computes in the dtype of ``pred``.
-    The uniform window uses the sample covariance (``N / (N - 1)``) as scikit-image does
-    by default; the Gaussian window the population covariance (Wang et al., BasicSR).
+    The uniform window (7x7) uses the sample covariance as scikit-image does; the Gaussian window
+    (11x11, sigma 1.5) the population covariance (Wang et al., BasicSR).
 
     Shape:
-        - pred, target: :math:`(N, C, H, W)` with ``H, W >=`` the window size
+        - pred, target: :math:`(N, C, H, W)`
         - output: :math:`(N, C, H - s + 1, W - s + 1)` for window size ``s``
     """
-    win = ssim_window(window).to(device=pred.device, dtype=pred.dtype)
-    s = win.shape[0]
+    if window == "uniform":
+        s, w1 = 7, torch.full((7,), 1.0 / 7, dtype=torch.float64)
+    elif window == "gaussian":
+        s, r = 11, torch.arange(11, dtype=torch.float64) - 5
+        w1 = torch.exp(-(r**2) / (2 * 1.5**2))
+        w1 = w1 / w1.sum()
+    else:
+        raise UsageError(f"window must be 'uniform' or 'gaussian', got {window!r}")
     c, h, w = pred.shape[1:]
     if h < s or w < s:
         raise UsageError(f"SSIM with a {s}x{s} {window} window needs images of at least {s}x{s}, got {h}x{w}")
-    kernel = win.expand(c, 1, s, s)
+    kernel = torch.outer(w1, w1).to(device=pred.device, dtype=pred.dtype).expand(c, 1, s, s)
     cov_norm = s * s / (s * s - 1.0) if window == "uniform" else 1.0
 
     def filt(z: torch.Tensor) -> torch.Tensor:
@@ -219,10 +172,8 @@ def ssim_map(
     vx = cov_norm * (filt(pred * pred) - mu_x * mu_x)
     vy = cov_norm * (filt(target * target) - mu_y * mu_y)
     vxy = cov_norm * (filt(pred * target) - mu_x * mu_y)
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    num = (2 * mu_x * mu_y + c1) * (2 * vxy + c2)
-    den = (mu_x * mu_x + mu_y * mu_y + c1) * (vx + vy + c2)
-    return num / den
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    return (2 * mu_x * mu_y + c1) * (2 * vxy + c2) / ((mu_x * mu_x + mu_y * mu_y + c1) * (vx + vy + c2))
 
 
 def ssim(
@@ -235,12 +186,11 @@ def ssim(
     window: Window = "uniform",
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    """Structural similarity per image, matching scikit-image's ``structural_similarity``.
+    """Structural similarity per image, as scikit-image's ``structural_similarity``.
 
-    ``window="uniform"`` equals ``structural_similarity(a, b, data_range=..., channel_axis=...)``
-    (7x7 box, sample covariance); ``window="gaussian"`` equals ``gaussian_weights=True,
-    sigma=1.5, use_sample_covariance=False`` (11x11), which is BasicSR's / MATLAB's SSIM.
-    The map is averaged over the valid region and the channels. Computed in float64.
+    ``window="uniform"`` is its default (7x7 box, sample covariance); ``"gaussian"`` is
+    ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False`` (BasicSR / MATLAB). The map is
+    averaged over the valid region and the channels, in float64.
 
     Args:
         pred: Restored images.
@@ -252,10 +202,10 @@ def ssim(
         reduction: ``"mean"`` (a scalar) or ``"none"`` (one value per image).
 
     Returns:
-        A float64 scalar, or shape ``(N,)`` with ``reduction="none"``.
+        A float64 scalar, or ``(N,)`` with ``reduction="none"``.
 
     Raises:
-        ValueError: On mismatched shapes, images smaller than the window, bad options.
+        UsageError: On mismatched shapes, images smaller than the window, bad options.
 
     Shape:
         - pred, target: :math:`(N, C, H, W)` or :math:`(C, H, W)`
@@ -297,46 +247,31 @@ class MetricProtocol:
     quantize: bool = False
     clamp: bool = True
 
-    def _inputs(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pred, target = pred.detach().to(torch.float64), target.detach().to(torch.float64)
-        if self.clamp:
-            pred = pred.clamp(0, 1)
-        if self.quantize:
-            pred, target = torch.round(pred * 255.0) / 255.0, torch.round(target * 255.0) / 255.0
-        return pred * self.data_range, target * self.data_range
-
     def compute_per_image(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """PSNR and SSIM of every image of a batch of [0, 1] images.
-
-        Returns:
-            ``{"psnr": (N,), "ssim": (N,)}`` float64 tensors.
-        """
-        p, t = self._inputs(pred, target)
-        kw: dict[str, Any] = dict(
-            data_range=self.data_range, crop_border=self.crop_border, y_channel=self.y_channel
-        )
+        """PSNR and SSIM of every image of a batch of [0, 1] images: ``{"psnr": (N,), "ssim": (N,)}``."""
+        p, t = pred.detach().to(torch.float64), target.detach().to(torch.float64)
+        if self.clamp:
+            p = p.clamp(0, 1)
+        if self.quantize:
+            p, t = torch.round(p * 255.0) / 255.0, torch.round(t * 255.0) / 255.0
+        p, t = p * self.data_range, t * self.data_range
         if p.ndim == 3:
             p, t = p.unsqueeze(0), t.unsqueeze(0)
+        d, c, y = self.data_range, self.crop_border, self.y_channel
         return {
-            "psnr": psnr(p, t, reduction="none", **kw),
-            "ssim": ssim(p, t, window=self.ssim_window, reduction="none", **kw),
+            "psnr": psnr(p, t, data_range=d, crop_border=c, y_channel=y, reduction="none"),
+            "ssim": ssim(
+                p, t, data_range=d, crop_border=c, y_channel=y, window=self.ssim_window, reduction="none"
+            ),
         }
 
     def compute(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-        """Mean PSNR (dB) and SSIM over a batch of [0, 1] images.
-
-        Args:
-            pred: Restored images, values nominally in [0, 1].
-            target: Reference images in [0, 1].
-
-        Returns:
-            ``{"psnr": float, "ssim": float}``.
+        """Mean PSNR (dB) and SSIM over a batch of [0, 1] images: ``{"psnr": float, "ssim": float}``.
 
         Shape:
             - pred, target: :math:`(N, C, H, W)` or :math:`(C, H, W)`
         """
-        per = self.compute_per_image(pred, target)
-        return {k: float(v.mean()) for k, v in per.items()}
+        return {k: float(v.mean()) for k, v in self.compute_per_image(pred, target).items()}
 
 
 #: PromptIR / PIP official evaluation: scikit-image on RGB floats, data range 1, 7x7 uniform SSIM.
@@ -344,7 +279,6 @@ PROMPTIR_PROTOCOL = MetricProtocol(name="promptir")
 #: BasicSR / MATLAB style: Y channel of 8-bit images, Gaussian 11x11 sigma 1.5 SSIM.
 BASICSR_PROTOCOL = MetricProtocol(name="basicsr", y_channel=True, ssim_window="gaussian", quantize=True)
 
-#: Named protocols for :func:`get_protocol`.
 PROTOCOLS: dict[str, MetricProtocol] = {"promptir": PROMPTIR_PROTOCOL, "basicsr": BASICSR_PROTOCOL}
 
 
@@ -352,7 +286,7 @@ def get_protocol(name: str | MetricProtocol) -> MetricProtocol:
     """A protocol by name (``"promptir"``, ``"basicsr"``); a protocol object is returned as is.
 
     Raises:
-        ValueError: If the name is unknown (the message lists the known ones).
+        UnknownNameError: If the name is unknown (the message lists the known ones).
 
     Examples:
         >>> get_protocol("basicsr").y_channel

@@ -1,14 +1,7 @@
 """Datasets of degraded / clean pairs: paired folders, the PromptIR layout, on-the-fly synthesis.
 
-Every dataset returns dict samples ``{"degraded": (3, h, w), "clean": (3, h, w), "label": int,
-"degradation": str, "name": str}`` (plus ``"task"``, e.g. ``"noise_25"``, where one degradation
-has several settings). Randomness (crops, flips, synthetic degradations) is derived from
-``(seed, epoch, index)``, so a sample is the same whatever the worker, process or resume point;
-call :meth:`set_epoch` each epoch (the trainer does).
-
-``patch_size`` is a crop side in pixels, or ``None`` / ``"full"`` for whole images (``"full"`` is
-for configuration files: TOML cannot write ``None``). :meth:`PairedImageDataset.split` holds out a
-deterministic, per-degradation share of the pairs for validation on whole images.
+Samples are dicts ``{"degraded", "clean", "label", "degradation", "task", "name"}``; all randomness
+comes from ``(seed, epoch, index)``, so a sample is the same in any worker or after a resume.
 """
 
 from __future__ import annotations
@@ -25,11 +18,11 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset
 
-from ..degradation_types import DEGRADATION_LABELS, _match_names, canonical_name, parse_degradation
+from ..degradation_types import DEGRADATION_LABELS, _match_names, parse_degradation
 from ..errors import DatasetError, UnknownNameError, UsageError, UsageTypeError
 from ..io import list_images, read_image
 from .augment import AUGMENT_MODES, paired_random_augment, paired_random_crop
-from .degradations import add_gaussian_noise, synthesize
+from .degradations import synthesize
 
 __all__ = [
     "PROMPTIR_LAYOUT",
@@ -43,17 +36,14 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 NameMap = Callable[[str], str] | tuple[str, str] | None
 PatchSize = int | Literal["full"] | None
+Classes = Mapping[str, int] | Sequence[str] | None
 
 
 def normalize_patch_size(value: Any, name: str = "patch_size") -> int | None:
-    """A crop side in pixels, or ``None`` for whole images; ``"full"`` means ``None``.
-
-    Args:
-        value: A positive integer, ``None`` or ``"full"``.
-        name: How to call the value in the message.
+    """A crop side in pixels, or ``None`` for whole images (``"full"`` means ``None``, for TOML).
 
     Raises:
-        ValueError: For anything else.
+        UsageError: For anything but a positive integer, ``None`` or ``"full"``.
 
     Examples:
         >>> normalize_patch_size(128), normalize_patch_size("full"), normalize_patch_size(None)
@@ -72,15 +62,18 @@ def _sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return g
 
 
-def _label_index(name: str, classes: Mapping[str, int] | None) -> int:
-    table = DEGRADATION_LABELS if classes is None else classes
-    if name not in table:
-        raise DatasetError(f"degradation {name!r} has no label; known: {sorted(table)} (pass classes=...)")
-    return int(table[name])
+def _class_table(classes: Classes, default: dict[str, int]) -> dict[str, int]:
+    if classes is None:
+        return dict(default)
+    return dict(classes) if isinstance(classes, Mapping) else {n: i for i, n in enumerate(classes)}
 
 
-def _prefix_of(stem: str) -> str:
-    return re.split(r"[-_ .]", stem, maxsplit=1)[0]
+def _check_classes(names: Sequence[str], classes: Mapping[str, int]) -> None:
+    for name in names:
+        if name not in classes:
+            raise DatasetError(
+                f"degradation {name!r} has no label; known: {sorted(classes)} (pass classes=...)"
+            )
 
 
 def _vocabulary_label(name: str) -> int | None:
@@ -91,12 +84,11 @@ def _vocabulary_label(name: str) -> int | None:
         return None
 
 
-#: How many problems a dataset error lists before it counts the rest.
 _MAX_LISTED = 20
 
 
 def _problem_list(problems: Sequence[str]) -> str:
-    """`` (1) ...; (2) ...; ... and N more``: one line (the command line prints errors as one line)."""
+    """`` (1) ...; (2) ...; ... and N more`` on one line."""
     shown = [f"({i}) {p}" for i, p in enumerate(problems[:_MAX_LISTED], 1)]
     if len(problems) > _MAX_LISTED:
         shown.append(f"... and {len(problems) - _MAX_LISTED} more")
@@ -132,53 +124,62 @@ class _Pair:
     degradation: str
 
 
+def _make_name_map(name_map: NameMap) -> Callable[[str], str]:
+    if name_map is None:
+        return lambda s: s
+    if callable(name_map):
+        return name_map
+    if isinstance(name_map, (tuple, list)) and len(name_map) == 2:
+        pattern, repl = re.compile(name_map[0]), name_map[1]
+        return lambda s: pattern.sub(repl, s)
+    raise UsageTypeError(f"name_map must be a callable or a (regex, replacement) pair, got {name_map!r}")
+
+
+def _degradation_of(path: Path, rel: Path, label_from: str | Mapping[str, str]) -> str:
+    if isinstance(label_from, Mapping):
+        for key in (path.name, path.stem, str(rel)):
+            if key in label_from:
+                return str(label_from[key])
+        raise DatasetError(f"label_from mapping has no entry for {path} (tried {path.name!r}, {path.stem!r})")
+    if label_from == "subfolder":
+        if len(rel.parts) < 2:
+            raise DatasetError(
+                f"label_from='subfolder' but {path} is not inside a sub-folder of the degraded folder"
+            )
+        return rel.parts[0]
+    if label_from == "prefix":
+        return re.split(r"[-_ .]", path.stem, maxsplit=1)[0]
+    return str(label_from)
+
+
 class PairedImageDataset(Dataset, _Geometry):
     """Degraded / clean image pairs from two folders, with a degradation label per pair.
 
-    Matching rule: a degraded file ``D`` pairs with the clean file named ``name_map(D)``
-    (by default the same name). ``name_map`` is a function of the file name or a
-    ``(regex, replacement)`` pair applied with :func:`re.sub`, e.g.
-    ``(r"^(\\w+)-(\\d+)", r"\\1_clean-\\2")`` maps ``rain-12.png`` to ``rain_clean-12.png``.
-    If the mapped name does not exist, a file with the same stem and another image
-    extension is accepted.
-
-    The degradation of a pair comes from ``label_from``: ``"subfolder"`` (the first folder
-    under ``degraded_dir``; the scan is recursive), ``"prefix"`` (the file name up to the first
-    ``-``, ``_``, space or dot: ``rain-12.png`` -> ``rain``), a mapping from file name or stem to
-    degradation, or a single degradation name for all pairs. ``classes`` maps degradation
-    names to integer labels (default: the vocabulary's
-    :data:`~allinone_ir.degradation_types.DEGRADATION_LABELS` where every name is in it, else the
-    sorted names).
-
-    Missing partners raise :class:`DatasetError` at construction listing every one; with
-    ``validate=True`` the construction also reads every pair and the one error lists every problem
-    together: missing partners, size mismatches, unreadable files, images smaller than the crop (the
-    first 20, then a count). Without it, size mismatches and unreadable files raise when the pair is
-    loaded, naming both files, and :meth:`validate` reads every pair and reports all problems at once.
-
-    With ``label_from="prefix"`` and no ``classes``, a prefix that names no degradation of the
-    vocabulary (``img`` of ``img_001.png``) still becomes a class, so a network that ignores labels
-    trains as usual; a network that is told the degradation (PIP) refuses such a class before training
-    (see :attr:`unrecognised_prefixes`).
+    A degraded file pairs with the clean file named ``name_map(name)`` (default: the same name; a
+    clean file with the same stem and another extension is accepted). Missing partners raise one
+    :class:`DatasetError` listing them; ``validate=True`` also reads every pair and lists every
+    problem (size mismatches, unreadable files, images smaller than the crop) in the same error.
+    With ``label_from="prefix"`` and no ``classes``, a prefix that names no degradation (``img`` of
+    ``img_001.png``) still becomes a class; a network told the degradation (PIP) refuses it.
 
     Args:
         degraded_dir: Folder of degraded images.
         clean_dir: Folder of clean images.
-        name_map: How a degraded file name becomes its clean partner's name.
-        label_from: ``"subfolder"``, ``"prefix"``, a mapping, or a degradation name.
-        classes: Degradation name -> label (a sequence means its order).
+        name_map: A function of the file name, or a ``(regex, replacement)`` pair for :func:`re.sub`.
+        label_from: ``"subfolder"``, ``"prefix"`` (the name up to the first ``-``, ``_``, space or dot),
+            a mapping from file name or stem to degradation, or one degradation name for all.
+        classes: Degradation name -> label, or a sequence (its order); default the vocabulary's labels
+            where every name is in it, else the sorted names.
         patch_size: Random crop side (``None`` or ``"full"``: whole images).
-        augment_modes: Flip / rot90 modes to draw from (see :func:`~allinone_ir.data.augment.augment_mode`):
-            ``range(8)`` all, ``(0, 1)`` vertical flip only, ``()`` none.
+        augment_modes: Flip / rot90 modes to draw from (see :func:`~allinone_ir.data.augment.augment_mode`).
         seed: Base seed of the crops and augmentations.
         recursive: Scan ``degraded_dir`` recursively (always on with ``label_from="subfolder"``).
         validate: Read every pair at construction and report all problems in one error.
 
     Attributes:
-        pairs: The matched pairs, sorted by degraded file (``.degraded``, ``.clean``, ``.degradation``).
+        pairs: The matched pairs (``.degraded``, ``.clean``, ``.degradation``).
         classes: Degradation name -> label.
-        unrecognised_prefixes: Classes read from file-name prefixes that name no degradation (with
-            ``label_from="prefix"`` and no ``classes``), each with an example file.
+        unrecognised_prefixes: Prefix classes that name no degradation, each with an example file.
 
     Raises:
         DatasetError: For a missing folder, no images, missing partners, a class outside ``classes``,
@@ -186,8 +187,7 @@ class PairedImageDataset(Dataset, _Geometry):
 
     Examples:
         >>> ds = PairedImageDataset("train/degraded", "train/clean",  # doctest: +SKIP
-        ...     name_map=(r"^(\\w+)-(\\d+)", r"\\1_clean-\\2"), label_from="prefix",
-        ...     classes=["rain", "snow"], patch_size=128)
+        ...     name_map=(r"^(\\w+)-(\\d+)", r"\\1_clean-\\2"), classes=["rain", "snow"], patch_size=128)
     """
 
     def __init__(
@@ -197,7 +197,7 @@ class PairedImageDataset(Dataset, _Geometry):
         *,
         name_map: NameMap = None,
         label_from: str | Mapping[str, str] = "prefix",
-        classes: Mapping[str, int] | Sequence[str] | None = None,
+        classes: Classes = None,
         patch_size: PatchSize = None,
         augment_modes: Sequence[int] = tuple(range(AUGMENT_MODES)),
         seed: int = 0,
@@ -211,81 +211,48 @@ class PairedImageDataset(Dataset, _Geometry):
         self.patch_size = normalize_patch_size(patch_size)
         self.augment_modes = tuple(augment_modes)
         self.seed = seed
-        self._map = self._make_name_map(name_map)
-        sub = label_from == "subfolder"
-        degraded = list_images(self.degraded_dir, recursive=recursive or sub)
+        to_clean = _make_name_map(name_map)
+        recursive = recursive or label_from == "subfolder"
+        degraded = list_images(self.degraded_dir, recursive=recursive)
         if not degraded:
             raise DatasetError(f"no images found in {self.degraded_dir}")
-        clean_index: dict[str, list[Path]] = {}
-        for p in list_images(self.clean_dir, recursive=recursive or sub):
-            clean_index.setdefault(p.stem, []).append(p)
-        pairs, missing = [], []
+        clean_index: dict[str, Path] = {}
+        for p in list_images(self.clean_dir, recursive=recursive):
+            clean_index.setdefault(p.stem, p)
+        self.pairs: list[_Pair] = []
+        missing: list[str] = []
         for d in degraded:
             rel = d.relative_to(self.degraded_dir)
-            target = self._map(d.name)
+            target = to_clean(d.name)
             c = self.clean_dir / rel.parent / target
             if not c.is_file():
                 c = self.clean_dir / target
             if not c.is_file():
-                alts = clean_index.get(Path(target).stem, [])
-                c = alts[0] if len(alts) >= 1 else c
+                c = clean_index.get(Path(target).stem, c)
             if not c.is_file():
                 missing.append(f"{d} -> expected clean partner {self.clean_dir / target}")
                 continue
-            pairs.append(_Pair(d, c, self._degradation_of(d, rel, label_from)))
-        self.pairs = pairs
-        if missing and not validate:
-            raise DatasetError(
-                f"{len(missing)} degraded image(s) without a clean partner:" + _problem_list(missing)
-            )
+            self.pairs.append(_Pair(d, c, _degradation_of(d, rel, label_from)))
         if validate:
             problems = [f"no clean partner: {m}" for m in missing] + self.validate(raise_on_error=False)
             if problems:
                 raise DatasetError(f"{len(problems)} problem(s) in the dataset:" + _problem_list(problems))
-        names = sorted({p.degradation for p in pairs})
+        elif missing:
+            raise DatasetError(
+                f"{len(missing)} degraded image(s) without a clean partner:" + _problem_list(missing)
+            )
+        names = sorted({p.degradation for p in self.pairs})
         self.unrecognised_prefixes: dict[str, Path] = {}
         if classes is None:
             labels = {n: _vocabulary_label(n) for n in names}
-            classes = labels if all(v is not None for v in labels.values()) else names  # type: ignore[assignment]
+            known = {n: v for n, v in labels.items() if v is not None}
+            classes = known if len(known) == len(names) else names
             if label_from == "prefix":
-                for p in pairs:
-                    if labels[p.degradation] is None:
-                        self.unrecognised_prefixes.setdefault(p.degradation, p.degraded)
-        self.classes: dict[str, int] = (
-            dict(classes) if isinstance(classes, Mapping) else {n: i for i, n in enumerate(classes)}
-        )
-        for n in names:
-            _label_index(n, self.classes)
-
-    @staticmethod
-    def _make_name_map(name_map: NameMap) -> Callable[[str], str]:
-        if name_map is None:
-            return lambda s: s
-        if callable(name_map):
-            return name_map
-        if isinstance(name_map, (tuple, list)) and len(name_map) == 2:
-            pattern, repl = re.compile(name_map[0]), name_map[1]
-            return lambda s: pattern.sub(repl, s)
-        raise UsageTypeError(f"name_map must be a callable or a (regex, replacement) pair, got {name_map!r}")
-
-    @staticmethod
-    def _degradation_of(path: Path, rel: Path, label_from: str | Mapping[str, str]) -> str:
-        if isinstance(label_from, Mapping):
-            for key in (path.name, path.stem, str(rel)):
-                if key in label_from:
-                    return str(label_from[key])
-            raise DatasetError(
-                f"label_from mapping has no entry for {path} (tried {path.name!r}, {path.stem!r})"
-            )
-        if label_from == "subfolder":
-            if len(rel.parts) < 2:
-                raise DatasetError(
-                    f"label_from='subfolder' but {path} is not inside a sub-folder of the degraded folder"
-                )
-            return rel.parts[0]
-        if label_from == "prefix":
-            return _prefix_of(path.stem)
-        return str(label_from)
+                for pair in self.pairs:
+                    if labels[pair.degradation] is None:
+                        self.unrecognised_prefixes.setdefault(pair.degradation, pair.degraded)
+        self.classes = _class_table(classes, {})
+        _check_classes(names, self.classes)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -316,29 +283,21 @@ class PairedImageDataset(Dataset, _Geometry):
     def split(
         self, val_split: float | int, *, seed: int | None = None, stratify: bool = True
     ) -> tuple[PairedImageDataset, PairedImageDataset]:
-        """Hold out pairs for validation: a deterministic, per-degradation share of the dataset.
+        """Hold out a deterministic, per-degradation share of the pairs for validation.
 
-        Within each degradation (all pairs together with ``stratify=False``) the pairs are
-        shuffled by ``seed`` and the first ones held out; the number held out per degradation is
-        proportional to its size (largest remainders), and every degradation keeps at least one
-        training pair. The same ``seed`` and files give the same split on every machine.
+        Each degradation gives a share proportional to its size (largest remainders) and keeps at
+        least one training pair; the same ``seed`` and files give the same split everywhere.
 
         Args:
-            val_split: A fraction in (0, 1) (at least one pair is held out) or a number of pairs.
+            val_split: A fraction in (0, 1) (at least one pair) or a number of pairs.
             seed: Seed of the shuffle (default: the dataset's seed).
             stratify: Hold out the same share of every degradation.
 
         Returns:
-            ``(train, val)``: ``train`` keeps this dataset's crops and augmentation; ``val`` gives whole
-            images (``patch_size=None``) without augmentation.
+            ``(train, val)``; ``val`` gives whole images without augmentation.
 
         Raises:
-            ValueError: If ``val_split`` is not a fraction in (0, 1) or a count in ``[1, len - 1]``.
-
-        Examples:
-            >>> train, val = dataset.split(0.05)  # doctest: +SKIP
-            >>> len(val), val.patch_size  # doctest: +SKIP
-            (160, None)
+            UsageError: If ``val_split`` is not a fraction in (0, 1) or a count in ``[1, len - 1]``.
         """
         n = len(self.pairs)
         what = f"val_split must be a fraction in (0, 1) or a whole number of pairs, got {val_split!r}"
@@ -365,15 +324,14 @@ class PairedImageDataset(Dataset, _Geometry):
         for g in sorted(names, key=lambda g: (-(exact[g] - take[g]), g))[: total - sum(take.values())]:
             take[g] += 1
         gen = torch.Generator().manual_seed(self.seed if seed is None else seed)
-        held: list[int] = []
+        held: set[int] = set()
         for g in names:
             members = sorted(groups[g], key=lambda i: str(self.pairs[i].degraded))
             order = torch.randperm(len(members), generator=gen).tolist()
-            held += [members[j] for j in order[: min(take[g], len(members) - 1)]]
-        held_set = set(held)
+            held.update(members[j] for j in order[: min(take[g], len(members) - 1)])
         train, val = copy.copy(self), copy.copy(self)
-        train.pairs = [p for i, p in enumerate(self.pairs) if i not in held_set]
-        val.pairs = [self.pairs[i] for i in sorted(held_set)]
+        train.pairs = [p for i, p in enumerate(self.pairs) if i not in held]
+        val.pairs = [self.pairs[i] for i in sorted(held)]
         val.patch_size, val.augment_modes = None, ()
         return train, val
 
@@ -403,11 +361,7 @@ class PairedImageDataset(Dataset, _Geometry):
 
 
 def _parse_task(task: str) -> tuple[str, float | None]:
-    """``"noise_25"`` -> ``("noise", 25.0)``; ``"derain"`` -> ``("rain", None)`` (the one grammar).
-
-    Raises:
-        ValueError: For a task the grammar does not read, naming it.
-    """
+    """``"noise_25"`` -> ``("noise", 25.0)``; ``"derain"`` -> ``("rain", None)``."""
     try:
         return parse_degradation(task)
     except (TypeError, ValueError) as exc:
@@ -417,14 +371,10 @@ def _parse_task(task: str) -> tuple[str, float | None]:
 class SyntheticDegradationDataset(Dataset, _Geometry):
     """Degraded / clean pairs synthesised on the fly from clean photos.
 
-    Each clean image appears once per task in ``tasks`` (so the length is
-    ``len(images) * len(tasks) * repeat``). A task is a degradation specification as
-    :func:`~allinone_ir.degradation_types.parse_degradation` reads it: a degradation name or alias
-    of :data:`~allinone_ir.data.degradations.DEGRADATIONS` (random parameters) or
-    ``"noise_<sigma>"`` (Gaussian noise of a fixed sigma, official 8-bit recipe, as the
-    PromptIR denoising tasks ``noise_15``, ``noise_25``, ``noise_50``). The crop and
-    augmentation happen before the degradation; everything is drawn from
-    ``(seed, epoch, index)``, so ``fixed=True`` (epoch ignored) gives a fixed validation set.
+    Each clean image appears once per task (length ``len(images) * len(tasks) * repeat``). A task is a
+    degradation specification (:func:`~allinone_ir.degradation_types.parse_degradation`): a name
+    (random parameters, :func:`~allinone_ir.data.synthesize`) or ``"noise_<sigma>"``. The crop and
+    augmentation come before the degradation.
 
     Args:
         clean: A folder of clean images, a list of image paths, or a list of ``(3, H, W)`` tensors.
@@ -433,8 +383,7 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         augment_modes: Flip / rot90 modes to draw from.
         seed: Base seed.
         repeat: How many times each (image, task) appears per epoch.
-        classes: Degradation name -> label (default the vocabulary's
-            :data:`~allinone_ir.degradation_types.DEGRADATION_LABELS`).
+        classes: Degradation name -> label (default the vocabulary's labels).
         fixed: Ignore the epoch (the same samples every epoch: validation).
         cache: Keep decoded clean images in memory.
 
@@ -453,7 +402,7 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         augment_modes: Sequence[int] = tuple(range(AUGMENT_MODES)),
         seed: int = 0,
         repeat: int = 1,
-        classes: Mapping[str, int] | Sequence[str] | None = None,
+        classes: Classes = None,
         fixed: bool = False,
         cache: bool = True,
     ) -> None:
@@ -469,15 +418,9 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
             raise UsageError("tasks must name at least one degradation")
         if repeat < 1:
             raise UsageError(f"repeat must be >= 1, got {repeat}")
-        for t in tasks:
-            _parse_task(t)
         self.tasks = tuple(tasks)
-        self.classes: dict[str, int] = (
-            dict(DEGRADATION_LABELS) if classes is None
-            else dict(classes) if isinstance(classes, Mapping) else {n: i for i, n in enumerate(classes)}
-        )  # fmt: skip
-        for t in self.tasks:
-            _label_index(_parse_task(t)[0], self.classes)
+        self.classes = _class_table(classes, DEGRADATION_LABELS)
+        _check_classes([_parse_task(t)[0] for t in self.tasks], self.classes)
         self.patch_size = normalize_patch_size(patch_size)
         self.augment_modes, self.seed = tuple(augment_modes), seed
         self.repeat, self.fixed, self.cache = repeat, fixed, cache
@@ -505,13 +448,11 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         clean, name = self._clean(img_i)
         g = _sample_generator(self.seed, 0 if self.fixed else self.epoch, index)
         (clean,) = self._geometry([clean], g, (name,))
-        base, sigma = _parse_task(task)
-        deg = add_gaussian_noise(clean, sigma, rng=g) if sigma is not None else synthesize(clean, base, rng=g)
         return {
-            "degraded": deg,
+            "degraded": synthesize(clean, task, rng=g),
             "clean": clean,
-            "label": self.classes[base],
-            "degradation": base,
+            "label": self.classes[_parse_task(task)[0]],
+            "degradation": _parse_task(task)[0],
             "task": task,
             "name": name,
         }
@@ -519,9 +460,6 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
 
 class MixedDataset(Dataset):
     """Several datasets as one, each repeated by a factor (the official recipes' task balancing).
-
-    Index ``i`` walks the datasets in order, each one ``repeat`` times; ``set_epoch`` is
-    forwarded to every part.
 
     Args:
         parts: ``(dataset, repeat)`` pairs (or datasets, repeat 1).
@@ -534,8 +472,8 @@ class MixedDataset(Dataset):
         (4, ['rain', 'rain', 'rain', 'haze'])
     """
 
-    def __init__(self, parts: Sequence[Dataset | tuple[Dataset, int]]) -> None:
-        self.parts: list[tuple[Dataset, int]] = []
+    def __init__(self, parts: Sequence[Any]) -> None:
+        self.parts: list[tuple[Any, int]] = []
         for p in parts:
             ds, rep = p if isinstance(p, tuple) else (p, 1)
             if int(rep) < 1:
@@ -546,7 +484,7 @@ class MixedDataset(Dataset):
         self._ends: list[int] = []
         total = 0
         for ds, rep in self.parts:
-            total += len(ds) * rep  # type: ignore[arg-type]
+            total += len(ds) * rep
             self._ends.append(total)
 
     def __len__(self) -> int:
@@ -557,8 +495,8 @@ class MixedDataset(Dataset):
             raise IndexError(index)
         j = bisect.bisect_right(self._ends, index)
         start = self._ends[j - 1] if j else 0
-        ds, _ = self.parts[j]
-        return ds[(index - start) % len(ds)]  # type: ignore[arg-type]
+        ds = self.parts[j][0]
+        return ds[(index - start) % len(ds)]
 
     def set_epoch(self, epoch: int) -> None:
         """Forward the epoch to every part."""
@@ -567,7 +505,7 @@ class MixedDataset(Dataset):
                 ds.set_epoch(epoch)
 
     def validate(self, raise_on_error: bool = True) -> list[str]:
-        """Run :meth:`PairedImageDataset.validate` on every part that has it; report all problems together."""
+        """Run ``validate`` on every part that has it; report all problems together."""
         problems: list[str] = []
         for ds, _ in self.parts:
             if hasattr(ds, "validate"):
@@ -577,8 +515,8 @@ class MixedDataset(Dataset):
         return problems
 
 
-#: Where each task's data lives under the root, following the official PromptIR ``data/`` folder:
-#: denoising uses clean images only; the others are ``(degraded folder, clean folder, name map)``.
+#: Where each task's data lives under the official PromptIR ``data/`` root: denoising uses clean
+#: images only; the others are ``(degraded folder, clean folder, name map)``.
 PROMPTIR_LAYOUT: dict[str, Any] = {
     "denoise": "Train/Denoise",
     "derain": ("Train/Derain/rainy", "Train/Derain/gt", (r"^rain-", "norain-")),
@@ -587,17 +525,16 @@ PROMPTIR_LAYOUT: dict[str, Any] = {
     "lowlight": ("Train/LowLight/low", "Train/LowLight/high", None),
 }
 
-#: Resampling ratios of the PIP paper (Table S1); PromptIR uses the same for its three tasks
-#: (each denoising sigma once, rain x120, haze x1).
+#: Resampling ratios of the PIP paper (Table S1); PromptIR uses the same for its three tasks.
 PROMPTIR_REPEATS: dict[str, int] = {"denoise": 1, "derain": 120, "dehaze": 1, "deblur": 5, "lowlight": 20}
 
 
 def _task_degradation(task: str) -> str:
-    """The degradation of a PromptIR-layout task: ``"derain"`` -> ``"rain"`` (the vocabulary's aliases)."""
+    """The degradation of a layout task (``"derain"`` -> ``"rain"``); a user's own task keeps its name."""
     try:
-        return canonical_name(task)
+        return parse_degradation(task)[0]
     except ValueError:
-        return task  # a task of the user's own layout, named as its degradation
+        return task
 
 
 def promptir_dataset(
@@ -613,11 +550,8 @@ def promptir_dataset(
 ) -> MixedDataset:
     """The all-in-one training mix of PromptIR (three tasks) or PIP (five tasks).
 
-    Denoising synthesises Gaussian noise of each sigma in ``sigmas`` from clean images
-    (official 8-bit recipe; tasks ``noise_15``, ``noise_25``, ``noise_50``); the other tasks
-    read paired folders. Default folders are :data:`PROMPTIR_LAYOUT` under ``root`` and the
-    default repeat factors :data:`PROMPTIR_REPEATS`; both can be overridden per task.
-    Augmentation draws one of the 7 non-identity flip / rotation modes, as the official code.
+    Denoising synthesises noise of each sigma from clean images (tasks ``noise_15``, ...); the other
+    tasks read paired folders (:data:`PROMPTIR_LAYOUT`, repeated by :data:`PROMPTIR_REPEATS`).
 
     Args:
         root: Data root (the official ``data/`` folder).
@@ -626,44 +560,42 @@ def promptir_dataset(
         sigmas: Noise levels of the denoising tasks.
         repeats: Repeat factor per task (overrides the defaults).
         layout: Folder layout per task (overrides :data:`PROMPTIR_LAYOUT` entries).
-        augment_modes: Flip / rotation modes.
+        augment_modes: Flip / rotation modes (default the 7 non-identity ones, as the official code).
         seed: Base seed.
 
     Returns:
-        A :class:`MixedDataset` whose samples carry PIP labels (noise 0, rain 1, haze 2, blur 3, low-light 4).
+        A :class:`MixedDataset` with PIP labels (noise 0, rain 1, haze 2, blur 3, low light 4).
 
     Raises:
-        ValueError: For an unknown task.
+        UnknownNameError: For an unknown task.
         DatasetError: For missing folders or partners.
     """
     root = Path(root)
     lay = dict(PROMPTIR_LAYOUT, **(layout or {}))
     reps = dict(PROMPTIR_REPEATS, **(repeats or {}))
-    parts: list[tuple[Dataset, int]] = []
+    parts: list[tuple[Any, int]] = []
     for i, task in enumerate(tasks):
-        if task not in PROMPTIR_LAYOUT and task not in lay:
+        if task not in lay:
             raise UnknownNameError(f"unknown task {task!r}; known: {sorted(PROMPTIR_LAYOUT)}")
-        common = dict(patch_size=patch_size, augment_modes=augment_modes, seed=seed + 1000 * i)
+        ds: Any
         if task == "denoise":
             folder = root / lay["denoise"]
             if not folder.is_dir():
                 raise DatasetError(f"denoise task: clean image folder not found: {folder}")
             ds = SyntheticDegradationDataset(
-                folder, tasks=[f"noise_{s:g}" for s in sigmas], cache=False, **common
-            )
+                folder, tasks=[f"noise_{s:g}" for s in sigmas], cache=False, patch_size=patch_size,
+                augment_modes=augment_modes, seed=seed + 1000 * i,
+            )  # fmt: skip
         else:
             deg, clean, name_map = lay[task]
             ds = PairedImageDataset(
                 root / deg, root / clean, name_map=name_map, label_from=_task_degradation(task),
-                recursive=True, **common,
+                recursive=True, patch_size=patch_size, augment_modes=augment_modes, seed=seed + 1000 * i,
             )  # fmt: skip
         parts.append((ds, int(reps.get(task, 1))))
     return MixedDataset(parts)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Labels for a network that is told the degradation (PIP): matched by name
-# ----------------------------------------------------------------------------------------------------------
 def _parts(dataset: Any) -> list[Any]:
     """The datasets that make up ``dataset`` (a :class:`MixedDataset`'s parts, a ``Subset``'s dataset)."""
     if isinstance(dataset, MixedDataset):
@@ -674,7 +606,7 @@ def _parts(dataset: Any) -> list[Any]:
 
 
 def _part_classes(ds: Any) -> dict[str, int] | None:
-    """The degradations the samples of one dataset carry, with their labels; ``None`` for a foreign dataset."""
+    """The degradations one dataset's samples carry, with their labels; ``None`` for a foreign dataset."""
     if isinstance(ds, PairedImageDataset):
         return {p.degradation: ds.classes[p.degradation] for p in ds.pairs}
     if isinstance(ds, SyntheticDegradationDataset):
@@ -683,11 +615,10 @@ def _part_classes(ds: Any) -> dict[str, int] | None:
 
 
 def _label_classes(dataset: Any, network: str = "the network") -> list[str] | None:
-    """The degradation names the samples of ``dataset`` carry, in label order (``None`` if it cannot say).
+    """The degradation names ``dataset``'s samples carry, in label order (``None`` if it cannot say).
 
     Raises:
-        DatasetError: If a class was read from file-name prefixes that name no degradation
-            (``img_001.png``): a network told the degradation cannot be trained on such labels.
+        DatasetError: For a class read from file-name prefixes that name no degradation.
     """
     found: dict[str, int] = {}
     for ds in _parts(dataset):
@@ -708,11 +639,9 @@ def _label_classes(dataset: Any, network: str = "the network") -> list[str] | No
 
 
 def _match_labels(dataset: Any, names: Sequence[str], network: str = "the network") -> None:
-    """Relabel ``dataset`` by name for a network whose degradations are ``names``.
+    """Relabel ``dataset`` by name for a network whose degradations are ``names`` (aliases included).
 
-    Every sample's ``label`` becomes the position of its degradation in ``names`` (aliases through the
-    vocabulary: a dataset's ``derain`` is a network's ``rain``). A dataset this module does not know
-    keeps its labels.
+    A dataset this module does not know keeps its labels.
 
     Raises:
         DatasetError: Before any training, for a class the network cannot represent (listing both

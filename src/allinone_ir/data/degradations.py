@@ -1,15 +1,8 @@
 """Synthetic degradations of clean images: noise, rain, haze, snow, motion blur, low light.
 
-Every function takes a float image tensor in [0, 1] of shape ``(C, H, W)`` or
-``(N, C, H, W)`` and returns a tensor of the same shape, dtype and device, values
-in [0, 1]. Randomness comes only from ``rng`` (an ``int`` seed or a
-``torch.Generator``; ``None`` draws from torch's global generator), so a seed
-reproduces an image exactly. :func:`synthesize` draws the parameters of a named
-degradation from ranges that look like the public training sets, so an
-all-in-one model can be trained from a folder of clean photos. The names and labels are those of
-the degradation vocabulary, :mod:`allinone_ir.degradation_types`.
-
-Only torch is used (no OpenCV / SciPy).
+Every function takes float images in [0, 1], ``(C, H, W)`` or ``(N, C, H, W)``, and returns the same
+shape and dtype in [0, 1]. Randomness comes only from ``rng`` (an ``int`` seed, a ``torch.Generator``,
+or ``None`` for torch's global generator).
 """
 
 from __future__ import annotations
@@ -26,23 +19,16 @@ from ..errors import UsageError, UsageTypeError
 __all__ = ["DEGRADATIONS", "DEGRADATION_LABELS", "synthesize"]
 
 Rng = int | torch.Generator | None
+Generator = torch.Generator | None
 
 
-def make_generator(rng: Rng, device: torch.device | str = "cpu") -> torch.Generator | None:
-    """A ``torch.Generator`` from a seed; a generator is returned as is; ``None`` stays ``None``.
-
-    Examples:
-        >>> g = make_generator(3)
-        >>> torch.rand(1, generator=g).item() == torch.rand(1, generator=make_generator(3)).item()
-        True
-    """
+def make_generator(rng: Rng) -> Generator:
+    """A ``torch.Generator`` seeded by ``rng``; a generator or ``None`` is returned as is."""
     if rng is None or isinstance(rng, torch.Generator):
         return rng
     if isinstance(rng, bool) or not isinstance(rng, int):
         raise UsageTypeError(f"rng must be an int seed, a torch.Generator or None, got {type(rng).__name__}")
-    g = torch.Generator(device=device)
-    g.manual_seed(rng)
-    return g
+    return torch.Generator().manual_seed(rng)
 
 
 def _check(image: torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:
@@ -62,64 +48,49 @@ def _out(x: torch.Tensor, like: torch.Tensor, single: bool) -> torch.Tensor:
     return x[0] if single else x
 
 
-def _uniform(g: torch.Generator | None, lo: float, hi: float) -> float:
+def _uniform(g: Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=g))
 
 
-def add_gaussian_noise(
-    image: torch.Tensor, sigma: float = 25.0, *, rng: Rng = None, quantize: bool = True
-) -> torch.Tensor:
-    """Additive white Gaussian noise, ``sigma`` in 8-bit units (15, 25, 50 in the papers).
+def add_gaussian_noise(image: torch.Tensor, sigma: float = 25.0, *, rng: Rng = None) -> torch.Tensor:
+    """Additive white Gaussian noise, ``sigma`` in 8-bit units, by the PromptIR / PIP recipe.
 
-    With ``quantize=True`` this is the PromptIR / PIP training recipe: the clean image is
-    taken as 8-bit levels, ``N(0, sigma)`` noise is added, the sum is clipped to [0, 255]
-    and truncated to ``uint8`` (``np.clip(x + noise, 0, 255).astype(np.uint8)``), then scaled
-    back to [0, 1]. With ``quantize=False`` the noise ``sigma / 255`` is added to the float
-    image and the result clipped to [0, 1].
+    The image is taken as 8-bit levels, ``N(0, sigma)`` noise added, the sum clipped to [0, 255] and
+    truncated to integers (``np.clip(x + noise, 0, 255).astype(np.uint8)``), then scaled back.
 
     Args:
         image: Clean image(s) in [0, 1].
         sigma: Noise standard deviation on the 0-255 scale.
         rng: Seed or generator.
-        quantize: Follow the official 8-bit recipe.
 
     Returns:
-        Noisy image(s), same shape.
+        Noisy image(s).
 
     Shape:
         - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
 
     Examples:
-        >>> x = torch.full((3, 32, 32), 0.5)
-        >>> y = add_gaussian_noise(x, 25, rng=0)
+        >>> y = add_gaussian_noise(torch.full((3, 32, 32), 0.5), 25, rng=0)
         >>> bool(torch.all(y * 255 == torch.round(y * 255)))  # 8-bit levels
         True
     """
     x, single = _check(image, "add_gaussian_noise")
     if sigma < 0:
         raise UsageError(f"add_gaussian_noise: sigma must be >= 0, got {sigma}")
-    g = make_generator(rng)
-    noise = torch.randn(x.shape, generator=g, dtype=torch.float32).to(x.device)
-    if quantize:
-        levels = torch.round(x.float() * 255.0)
-        y = torch.floor(torch.clamp(levels + noise * sigma, 0.0, 255.0)) / 255.0
-    else:
-        y = x.float() + noise * (sigma / 255.0)
-    return _out(y, image, single)
+    noise = torch.randn(x.shape, generator=make_generator(rng), dtype=torch.float32).to(x.device)
+    levels = torch.round(x.float() * 255.0)
+    return _out(torch.floor(torch.clamp(levels + noise * sigma, 0.0, 255.0)) / 255.0, image, single)
 
 
-def motion_kernel(length: float, angle: float, size: int | None = None) -> torch.Tensor:
+def motion_kernel(length: float, angle: float) -> torch.Tensor:
     """A normalised linear motion-blur kernel: a line of ``length`` pixels at ``angle`` degrees.
-
-    The line is sampled densely and each sample added to its nearest pixel, so any real length and angle work.
 
     Args:
         length: Length of the motion in pixels (>= 1).
         angle: Direction in degrees (0 = horizontal, counter-clockwise).
-        size: Odd kernel side; by default the smallest odd size holding the line.
 
     Returns:
-        Float32 tensor of shape ``(size, size)`` summing to one.
+        Float32 ``(s, s)`` kernel summing to one, ``s`` the smallest odd size holding the line.
 
     Examples:
         >>> k = motion_kernel(5, 0)
@@ -128,9 +99,7 @@ def motion_kernel(length: float, angle: float, size: int | None = None) -> torch
     """
     if length < 1:
         raise UsageError(f"motion_kernel: length must be >= 1 pixel, got {length}")
-    size = size or (math.ceil(length) // 2 * 2 + 1)
-    if size % 2 == 0:
-        raise UsageError(f"motion_kernel: size must be odd, got {size}")
+    size = math.ceil(length) // 2 * 2 + 1
     k = torch.zeros(size, size, dtype=torch.float64)
     c = (size - 1) / 2
     n = max(int(length * 8), 8)
@@ -144,24 +113,15 @@ def motion_kernel(length: float, angle: float, size: int | None = None) -> torch
 
 def _filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Depthwise 2-D filtering with reflect padding (replicate where the image is too small)."""
-    s = kernel.shape[-1]
+    s, c = kernel.shape[-1], x.shape[1]
     p = s // 2
-    c = x.shape[1]
     mode = "reflect" if min(x.shape[-2:]) > p else "replicate"
     w = kernel.to(device=x.device, dtype=x.dtype).expand(c, 1, s, s)
     return F.conv2d(F.pad(x, (p, p, p, p), mode=mode), w, groups=c)
 
 
 def motion_blur(image: torch.Tensor, length: float = 9.0, angle: float = 0.0) -> torch.Tensor:
-    """Linear motion blur (a stand-in for GoPro-style blur), reflect-padded at the borders.
-
-    Args:
-        image: Clean image(s) in [0, 1].
-        length: Motion length in pixels.
-        angle: Motion direction in degrees.
-
-    Returns:
-        Blurred image(s), same shape.
+    """Linear motion blur of ``length`` pixels at ``angle`` degrees, reflect-padded.
 
     Shape:
         - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
@@ -176,8 +136,7 @@ def motion_blur(image: torch.Tensor, length: float = 9.0, angle: float = 0.0) ->
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
-    r = max(math.ceil(3 * sigma), 1)
-    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    t = torch.arange(-max(math.ceil(3 * sigma), 1), max(math.ceil(3 * sigma), 1) + 1, dtype=torch.float32)
     k1 = torch.exp(-(t**2) / (2 * sigma**2))
     k = torch.outer(k1, k1)
     return k / k.sum()
@@ -192,11 +151,7 @@ def add_rain(
     intensity: float = 0.7,
     rng: Rng = None,
 ) -> torch.Tensor:
-    """Rain streaks (Rain100L-like): sparse drops smeared into slanted lines, screen-blended.
-
-    A random sparse seed map (a fraction ``density`` of the pixels, random brightness) is
-    convolved with a motion kernel of ``length`` and ``angle`` and blended as
-    ``1 - (1 - x)(1 - s)``, so streaks brighten the image as real rain does.
+    """Rain streaks: sparse drops smeared by a motion kernel, screen-blended (``1 - (1 - x)(1 - s)``).
 
     Args:
         image: Clean image(s) in [0, 1].
@@ -205,9 +160,6 @@ def add_rain(
         angle: Streak direction in degrees (90 = vertical).
         intensity: Streak brightness.
         rng: Seed or generator.
-
-    Returns:
-        Rainy image(s), same shape.
 
     Shape:
         - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
@@ -226,17 +178,7 @@ def add_rain(
     seeds = seeds * (0.5 + 0.5 * torch.rand(n, 1, h, w, generator=g))
     streaks = _filter(seeds, motion_kernel(length, angle)) * length
     s = (streaks * intensity).clamp(0, 1).to(x.device)
-    y = 1 - (1 - x.float()) * (1 - s)
-    return _out(y, image, single)
-
-
-def _smooth_field(n: int, h: int, w: int, g: torch.Generator | None, cells: int = 4) -> torch.Tensor:
-    """A smooth random field in [0, 1]: a coarse random grid, bicubic-upsampled."""
-    coarse = torch.rand(n, 1, cells, cells, generator=g)
-    f = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
-    lo = f.amin(dim=(2, 3), keepdim=True)
-    hi = f.amax(dim=(2, 3), keepdim=True)
-    return (f - lo) / (hi - lo + 1e-8)
+    return _out(1 - (1 - x.float()) * (1 - s), image, single)
 
 
 def add_haze(
@@ -247,41 +189,33 @@ def add_haze(
     depth: torch.Tensor | None = None,
     rng: Rng = None,
 ) -> torch.Tensor:
-    r"""Haze from the atmospheric scattering model (as the RESIDE / SOTS sets are made).
+    r"""Haze by the atmospheric scattering model, :math:`I = J t + A (1 - t)`, :math:`t = e^{-\beta d}`.
 
-    .. math:: I = J\,t + A\,(1 - t), \qquad t = e^{-\beta d}
-
-    Without a ``depth`` map, a smooth random one is drawn (a vertical gradient, far at
-    the top, plus a smooth random field), scaled to [0.2, 1]. The map spans the image whatever its
-    size: a 48-pixel training crop gets the whole depth range, as a whole photograph does, so its haze
-    changes over fewer pixels. The airlight is grey (the same on every channel), as in RESIDE.
+    Without ``depth``, a smooth random map spanning the image is drawn (far at the top), in [0.2, 1].
 
     Args:
         image: Clean image(s) ``J`` in [0, 1].
         beta: Scattering coefficient (larger is denser haze).
-        airlight: Atmospheric light ``A``.
-        depth: Optional depth in [0, 1] of shape ``(H, W)``, ``(1, H, W)`` or ``(N, 1, H, W)``.
-        rng: Seed or generator (used only to draw the depth map).
-
-    Returns:
-        Hazy image(s), same shape.
+        airlight: Grey atmospheric light ``A``.
+        depth: Depth in [0, 1] of shape ``(H, W)``, ``(1, H, W)`` or ``(N, 1, H, W)``.
+        rng: Seed or generator (for the drawn depth map).
 
     Shape:
         - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
 
     Examples:
-        >>> x = torch.zeros(3, 8, 8)
-        >>> y = add_haze(x, beta=1.0, airlight=1.0, depth=torch.ones(8, 8))
+        >>> y = add_haze(torch.zeros(3, 8, 8), beta=1.0, airlight=1.0, depth=torch.ones(8, 8))
         >>> round(float(y.mean()), 4)  # 1 - exp(-1)
         0.6321
     """
     x, single = _check(image, "add_haze")
     n, _, h, w = x.shape
     if depth is None:
-        g = make_generator(rng)
+        coarse = torch.rand(n, 1, 4, 4, generator=make_generator(rng))
+        f = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
+        lo, hi = f.amin(dim=(2, 3), keepdim=True), f.amax(dim=(2, 3), keepdim=True)
         ramp = torch.linspace(1.0, 0.0, h).view(1, 1, h, 1).expand(n, 1, h, w)
-        d = 0.6 * ramp + 0.4 * _smooth_field(n, h, w, g)
-        d = 0.2 + 0.8 * d
+        d = 0.2 + 0.8 * (0.6 * ramp + 0.4 * (f - lo) / (hi - lo + 1e-8))
     else:
         d = depth.float()
         while d.ndim < 4:
@@ -289,8 +223,7 @@ def add_haze(
         if d.shape[-2:] != (h, w):
             raise UsageError(f"add_haze: depth has size {tuple(d.shape[-2:])}, the image {(h, w)}")
     t = torch.exp(-beta * d.to(x.device))
-    y = x.float() * t + airlight * (1 - t)
-    return _out(y, image, single)
+    return _out(x.float() * t + airlight * (1 - t), image, single)
 
 
 def add_snow(
@@ -303,56 +236,44 @@ def add_snow(
     opacity: float = 0.9,
     rng: Rng = None,
 ) -> torch.Tensor:
-    """Snow: two layers of soft white flakes (large and small), slightly motion-smeared.
+    """Snow: two layers of soft white flakes (small, and large at a quarter of the density), smeared.
 
     Args:
         image: Clean image(s) in [0, 1].
-        density: Fraction of pixels seeding a flake (large flakes use a quarter of it).
+        density: Fraction of pixels seeding a small flake.
         flake_size: Gaussian radius of the small flakes in pixels (large ones are twice as big).
-        motion: Falling-motion smear length in pixels (>= 1 smears; below 1 none).
+        motion: Falling-motion smear in pixels (below 1: none).
         angle: Falling direction in degrees.
         opacity: How white the flake cores get.
         rng: Seed or generator.
-
-    Returns:
-        Snowy image(s), same shape.
 
     Shape:
         - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
 
     Examples:
-        >>> x = torch.zeros(3, 32, 32)
-        >>> y = add_snow(x, density=0.02, rng=1)
-        >>> bool(y.max() > 0.5 and (y >= x).all())
+        >>> y = add_snow(torch.zeros(3, 32, 32), density=0.02, rng=1)
+        >>> bool(y.max() > 0.5 and (y >= 0).all())
         True
     """
     x, single = _check(image, "add_snow")
     g = make_generator(rng)
     n, _, h, w = x.shape
     mask = torch.zeros(n, 1, h, w)
-    for dens, size in ((density, flake_size), (density / 4, flake_size * 2)):
+    for dens, sigma in ((density, flake_size), (density / 4, flake_size * 2)):
         seeds = (torch.rand(n, 1, h, w, generator=g) < dens).float()
-        k = _gaussian_kernel(size)
+        k = _gaussian_kernel(sigma)
         layer = _filter(seeds, k) / k.max()
         if motion >= 1:
             layer = _filter(layer, motion_kernel(motion, angle)) * (0.5 + 0.5 * math.sqrt(motion))
         mask = torch.maximum(mask, layer.clamp(0, 1))
     m = (mask * opacity).to(x.device)
-    y = x.float() * (1 - m) + m
-    return _out(y, image, single)
+    return _out(x.float() * (1 - m) + m, image, single)
 
 
 def low_light(
-    image: torch.Tensor,
-    *,
-    gamma: float = 2.0,
-    scale: float = 0.4,
-    noise_sigma: float = 0.0,
-    rng: Rng = None,
+    image: torch.Tensor, *, gamma: float = 2.0, scale: float = 0.4, noise_sigma: float = 0.0, rng: Rng = None
 ) -> torch.Tensor:
-    r"""Low-light image (LOL-like): darkened by a gamma curve and a gain, with optional sensor noise.
-
-    .. math:: y = s \cdot x^{\gamma} + \mathcal{N}(0, \sigma)
+    r"""Low light: :math:`y = s \cdot x^{\gamma} + \mathcal{N}(0, \sigma)`.
 
     Args:
         image: Clean image(s) in [0, 1].
@@ -360,9 +281,6 @@ def low_light(
         scale: Gain (< 1 darkens).
         noise_sigma: Std of Gaussian noise on the [0, 1] scale (0: none).
         rng: Seed or generator (for the noise).
-
-    Returns:
-        Dark image(s), same shape.
 
     Shape:
         - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
@@ -376,39 +294,37 @@ def low_light(
         raise UsageError(f"low_light: gamma and scale must be positive, got {gamma}, {scale}")
     y = scale * x.float().clamp(0, 1).pow(gamma)
     if noise_sigma > 0:
-        g = make_generator(rng)
-        y = y + noise_sigma * torch.randn(x.shape, generator=g).to(x.device)
+        y = y + noise_sigma * torch.randn(x.shape, generator=make_generator(rng)).to(x.device)
     return _out(y, image, single)
 
 
-def _random_noise(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
-    sigma = (15.0, 25.0, 50.0)[int(torch.randint(3, (), generator=g))]
-    return add_gaussian_noise(x, sigma, rng=g)
+def _random_noise(x: torch.Tensor, g: Generator) -> torch.Tensor:
+    return add_gaussian_noise(x, (15.0, 25.0, 50.0)[int(torch.randint(3, (), generator=g))], rng=g)
 
 
-def _random_rain(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+def _random_rain(x: torch.Tensor, g: Generator) -> torch.Tensor:
     return add_rain(
         x, density=_uniform(g, 0.002, 0.008), length=_uniform(g, 8, 25), angle=_uniform(g, 60, 120),
         intensity=_uniform(g, 0.5, 0.9), rng=g,
     )  # fmt: skip
 
 
-def _random_haze(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+def _random_haze(x: torch.Tensor, g: Generator) -> torch.Tensor:
     return add_haze(x, beta=_uniform(g, 0.6, 1.8), airlight=_uniform(g, 0.7, 1.0), rng=g)
 
 
-def _random_snow(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+def _random_snow(x: torch.Tensor, g: Generator) -> torch.Tensor:
     return add_snow(
         x, density=_uniform(g, 0.001, 0.006), flake_size=_uniform(g, 0.8, 1.8), motion=_uniform(g, 1, 6),
         angle=_uniform(g, 60, 120), opacity=_uniform(g, 0.7, 1.0), rng=g,
     )  # fmt: skip
 
 
-def _random_blur(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+def _random_blur(x: torch.Tensor, g: Generator) -> torch.Tensor:
     return motion_blur(x, length=_uniform(g, 5, 17), angle=_uniform(g, 0, 180))
 
 
-def _random_lowlight(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+def _random_lowlight(x: torch.Tensor, g: Generator) -> torch.Tensor:
     return low_light(
         x,
         gamma=_uniform(g, 1.5, 3.0),
@@ -418,9 +334,8 @@ def _random_lowlight(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor
     )
 
 
-#: Name -> ``f(image, generator)`` drawing random parameters from realistic ranges; one entry per
-#: degradation of :data:`~allinone_ir.degradation_types.DEGRADATION_TABLE`.
-DEGRADATIONS: dict[str, Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]] = {
+#: Name -> ``f(image, generator)`` drawing random parameters; one entry per degradation of the vocabulary.
+DEGRADATIONS: dict[str, Callable[[torch.Tensor, Generator], torch.Tensor]] = {
     "noise": _random_noise,
     "rain": _random_rain,
     "haze": _random_haze,
@@ -431,31 +346,26 @@ DEGRADATIONS: dict[str, Callable[[torch.Tensor, torch.Generator | None], torch.T
 
 
 def synthesize(image: torch.Tensor, degradation: str, *, rng: Rng = None) -> torch.Tensor:
-    """Apply a named degradation with random parameters (seeded by ``rng``).
+    """Apply a degradation specification with random parameters (seeded by ``rng``).
 
-    Ranges: noise sigma in {15, 25, 50} (official recipe); rain density 0.2-0.8 %, length
-    8-25 px; haze beta 0.6-1.8, airlight 0.7-1.0; blur length 5-17 px, any angle; low light
-    gamma 1.5-3, gain 0.25-0.6; snow density 0.1-0.6 %.
+    Ranges: noise sigma in {15, 25, 50}; rain density 0.2-0.8 %, length 8-25 px; haze beta 0.6-1.8,
+    airlight 0.7-1.0; blur 5-17 px at any angle; low light gamma 1.5-3, gain 0.25-0.6; snow density
+    0.1-0.6 %.
 
     Args:
         image: Clean image(s) in [0, 1].
-        degradation: A degradation specification
-            (:func:`~allinone_ir.degradation_types.parse_degradation`): one of :data:`DEGRADATIONS`
-            (``"noise"``, ``"rain"``, ``"haze"``, ``"blur"``, ``"lowlight"``, ``"snow"``) or an alias
-            (``"derain"``, ``"low-light"``), or ``"noise_<sigma>"`` for Gaussian noise of that sigma
-            (8-bit units, the official recipe of :func:`add_gaussian_noise`: ``"noise_25"``).
+        degradation: A name or alias of :data:`DEGRADATIONS`, or ``"noise_<sigma>"`` for noise of that
+            sigma (:func:`~allinone_ir.degradation_types.parse_degradation`).
         rng: Seed or generator.
 
     Returns:
         Degraded image(s), same shape.
 
     Raises:
-        ValueError: For an unknown name, or a level given to a degradation other than noise.
+        UsageError: For an unknown name, or a level given to a degradation other than noise.
 
     Examples:
         >>> x = torch.rand(3, 16, 16)
-        >>> torch.equal(synthesize(x, "rain", rng=4), synthesize(x, "rain", rng=4))
-        True
         >>> torch.equal(synthesize(x, "noise_15", rng=4), add_gaussian_noise(x, 15, rng=4))
         True
     """
@@ -463,6 +373,6 @@ def synthesize(image: torch.Tensor, degradation: str, *, rng: Rng = None) -> tor
         name, level = parse_degradation(degradation)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"synthesize: {exc}") from None
-    if level is not None:  # parse_degradation gives a level to noise only
+    if level is not None:
         return add_gaussian_noise(image, level, rng=make_generator(rng))
     return DEGRADATIONS[name](image, make_generator(rng))

@@ -1,4 +1,4 @@
-"""Loss functions, as function + module pairs (kornia style)."""
+"""Loss functions, as function + module pairs."""
 
 from .decoupled import (
     DEFAULT_DDL_ALPHA,
@@ -7,8 +7,7 @@ from .decoupled import (
     directional_decoupled_loss,
 )
 from .frequency import FFTLoss, GuidedFrequencyLoss
-from .pixel import CharbonnierLoss, L1Loss, MSELoss, PSNRLoss
-from .ssim import L1SSIMLoss, SSIMLoss
+from .pixel import CharbonnierLoss, L1Loss, L1SSIMLoss, MSELoss, PSNRLoss, SSIMLoss
 
 __all__ = [
     "DEFAULT_DDL_ALPHA",

@@ -14,25 +14,10 @@ from .pixel import charbonnier_loss, check_loss_inputs
 __all__ = ["FFTLoss", "GuidedFrequencyLoss"]
 
 
-def _check4d(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
-    check_loss_inputs(pred, target, name)
-    if pred.ndim != 4:
-        raise UsageError(f"{name} expects (N, C, H, W) tensors, got shape {tuple(pred.shape)}")
-
-
 def fft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    r"""L1 distance between the 2-D spectra (real and imaginary parts), as BasicSR's ``FFTLoss``.
+    """Mean L1 distance between the real and imaginary parts of the 2-D spectra (BasicSR's ``FFTLoss``).
 
-    .. math:: \mathrm{mean}\,|\Re(\mathcal{F}p - \mathcal{F}t)| + |\Im(\mathcal{F}p - \mathcal{F}t)|
-
-    The FFT (``torch.fft.fft2``, no normalisation) runs in float32 even under autocast.
-
-    Args:
-        pred: Network output.
-        target: Reference.
-
-    Returns:
-        Scalar loss.
+    The FFT (unnormalised) runs in float32 even under autocast.
 
     Shape:
         - pred, target: :math:`(N, C, H, W)`
@@ -42,31 +27,22 @@ def fft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         >>> float(fft_loss(x + 1, x))  # the DC term is 16, the rest 0; mean over 2*16 numbers
         0.5
     """
-    _check4d(pred, target, "fft_loss")
-    fp = torch.fft.fft2(pred.float())
-    ft = torch.fft.fft2(target.float())
-    return (torch.view_as_real(fp) - torch.view_as_real(ft)).abs().mean()
-
-
-_BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
+    check_loss_inputs(pred, target, "fft_loss", ndim=4)
+    diff = torch.view_as_real(torch.fft.fft2(pred.float())) - torch.view_as_real(
+        torch.fft.fft2(target.float())
+    )
+    return diff.abs().mean()
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
-    k1 = torch.tensor(_BINOMIAL, dtype=x.dtype, device=x.device) / 16.0
+    k1 = torch.tensor((1.0, 4.0, 6.0, 4.0, 1.0), dtype=x.dtype, device=x.device) / 16.0
     k = torch.outer(k1, k1).expand(x.shape[1], 1, 5, 5)
     mode = "reflect" if min(x.shape[-2:]) > 2 else "replicate"
     return F.conv2d(F.pad(x, (2, 2, 2, 2), mode=mode), k, groups=x.shape[1])
 
 
 def laplacian_pyramid(x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
-    """Band-pass levels of a Laplacian pyramid (5x5 binomial blur, factor-2 steps) plus the residual.
-
-    Args:
-        x: Images.
-        levels: Number of band-pass levels (the low-pass residual is appended).
-
-    Returns:
-        ``levels + 1`` tensors, halving in size each level.
+    """Band-pass levels of a Laplacian pyramid (5x5 binomial blur, factor-2 steps), then the residual.
 
     Shape:
         - x: :math:`(N, C, H, W)`
@@ -83,17 +59,14 @@ def laplacian_pyramid(x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
         if min(cur.shape[-2:]) < 2:
             break
         down = _blur(cur)[..., ::2, ::2]
-        up = F.interpolate(down, size=cur.shape[-2:], mode="bilinear", align_corners=False)
-        out.append(cur - up)
+        out.append(cur - F.interpolate(down, size=cur.shape[-2:], mode="bilinear", align_corners=False))
         cur = down
     out.append(cur)
     return out
 
 
 def gradual_cutoff(progress: float, omega0: float, omega_final: float, num_stages: int) -> float:
-    """Frequency cutoff of the Guided Frequency Loss at a training ``progress`` in [0, 1].
-
-    The cutoff rises from ``omega0`` to ``omega_final`` in ``num_stages`` equal steps.
+    """The frequency cutoff at training ``progress`` in [0, 1]: ``omega0`` to ``omega_final`` in equal steps.
 
     Examples:
         >>> gradual_cutoff(0.0, 0.1, 0.5, 5), gradual_cutoff(0.99, 0.1, 0.5, 5)
@@ -101,9 +74,9 @@ def gradual_cutoff(progress: float, omega0: float, omega_final: float, num_stage
     """
     if num_stages < 1:
         raise UsageError(f"num_stages must be >= 1, got {num_stages}")
-    stage = min(int(max(progress, 0.0) * num_stages), num_stages - 1)
     if num_stages == 1:
         return omega_final
+    stage = min(int(max(progress, 0.0) * num_stages), num_stages - 1)
     return omega0 + (omega_final - omega0) * stage / (num_stages - 1)
 
 
@@ -118,23 +91,16 @@ def guided_frequency_loss(
     num_stages: int = 5,
     levels: int = 3,
 ) -> torch.Tensor:
-    r"""Guided Frequency Loss (Benjdira et al., 2023).
+    r"""Guided Frequency Loss (Benjdira et al., 2023): :math:`\sqrt{C_{ch}^2 + C_{lap} + C_{freq}}`.
 
-    Three components computed in parallel and joined as
-
-    .. math:: \sqrt{C_{ch}^2 + C_{lap} + C_{freq}}
-
-    - :math:`C_{ch}`: the Charbonnier loss.
-    - :math:`C_{lap}`: the MSE between Laplacian pyramids (:func:`laplacian_pyramid`), averaged over levels.
-    - :math:`C_{freq}`: the mean squared magnitude of the spectrum difference (orthonormal FFT) inside the
-      band of normalised frequencies with radius below a cutoff that widens as training progresses
-      (:func:`gradual_cutoff`, from ``omega0`` to ``omega_final``; ``sqrt(0.5)`` covers the whole spectrum),
-      so low frequencies are fitted first and high ones gradually added.
+    :math:`C_{ch}` is the Charbonnier loss, :math:`C_{lap}` the MSE between Laplacian pyramids and
+    :math:`C_{freq}` the mean squared spectrum difference (orthonormal FFT) below a cutoff that widens
+    with ``progress`` (:func:`gradual_cutoff`; ``sqrt(0.5)`` is the whole spectrum).
 
     Args:
         pred: Network output.
         target: Reference.
-        progress: Fraction of training done, in [0, 1] (the trainer sets it on the module form).
+        progress: Fraction of training done, in [0, 1].
         eps: Charbonnier constant.
         omega0: First cutoff (cycles per pixel).
         omega_final: Last cutoff.
@@ -152,40 +118,29 @@ def guided_frequency_loss(
         >>> round(float(guided_frequency_loss(x, x, eps=1e-3)), 6)
         0.001
     """
-    _check4d(pred, target, "guided_frequency_loss")
+    check_loss_inputs(pred, target, "guided_frequency_loss", ndim=4)
     p, t = pred.float(), target.float()
     ch = charbonnier_loss(p, t, eps=eps)
-    lap = torch.stack(
-        [(a - b).pow(2).mean() for a, b in zip(laplacian_pyramid(p, levels), laplacian_pyramid(t, levels))]
-    ).mean()
+    pairs = zip(laplacian_pyramid(p, levels), laplacian_pyramid(t, levels))
+    lap = torch.stack([(a - b).pow(2).mean() for a, b in pairs]).mean()
     h, w = p.shape[-2:]
     fy = torch.fft.fftfreq(h, device=p.device).view(h, 1)
     fx = torch.fft.fftfreq(w, device=p.device).view(1, w)
     cutoff = gradual_cutoff(progress, omega0, omega_final, num_stages)
     mask = (torch.sqrt(fy * fy + fx * fx) <= cutoff + 1e-9).to(p.dtype)
     diff = torch.fft.fft2(p, norm="ortho") - torch.fft.fft2(t, norm="ortho")
-    freq = (diff.abs().pow(2) * mask).mean()
-    return torch.sqrt(ch * ch + lap + freq)
+    return torch.sqrt(ch * ch + lap + (diff.abs().pow(2) * mask).mean())
 
 
 class FFTLoss(nn.Module):
-    """Module form of :func:`fft_loss`.
-
-    Examples:
-        >>> x = torch.rand(1, 3, 8, 8)
-        >>> float(FFTLoss()(x, x))
-        0.0
-    """
+    """Module form of :func:`fft_loss`."""
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return fft_loss(pred, target)
 
 
 class GuidedFrequencyLoss(nn.Module):
-    """Module form of :func:`guided_frequency_loss` that tracks training progress.
-
-    :class:`~allinone_ir.training.Trainer` calls :meth:`set_progress` every step with the
-    fraction of training done; a manual loop can do the same.
+    """Module form of :func:`guided_frequency_loss`; the trainer calls :meth:`set_progress` every step.
 
     Args:
         eps: Charbonnier constant.
@@ -193,12 +148,6 @@ class GuidedFrequencyLoss(nn.Module):
         omega_final: Last frequency cutoff.
         num_stages: Number of cutoff steps.
         levels: Laplacian pyramid levels.
-
-    Examples:
-        >>> loss = GuidedFrequencyLoss()
-        >>> loss.set_progress(0.5)
-        >>> loss.progress
-        0.5
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Pixel losses: L1, MSE, Charbonnier and PSNR loss, as function + module pairs."""
+"""Pixel and structural losses: L1, MSE, Charbonnier, PSNR, SSIM and L1 + SSIM (function + module pairs)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,15 @@ import torch
 from torch import nn
 
 from ..errors import UsageError, UsageTypeError
+from ..metrics import Window, ssim_map
 
-__all__ = ["CharbonnierLoss", "L1Loss", "MSELoss", "PSNRLoss"]
+__all__ = ["CharbonnierLoss", "L1Loss", "L1SSIMLoss", "MSELoss", "PSNRLoss", "SSIMLoss"]
 
 Reduction = Literal["mean", "sum", "none"]
 
 
-def check_loss_inputs(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
-    """Raise ``TypeError`` / ``ValueError`` unless ``pred`` and ``target`` are same-shape float tensors.
-
-    Args:
-        pred: Network output.
-        target: Reference.
-        name: The loss's name, used in the message.
-    """
+def check_loss_inputs(pred: torch.Tensor, target: torch.Tensor, name: str, ndim: int | None = None) -> None:
+    """Raise unless ``pred`` and ``target`` are float tensors of one shape (with ``ndim`` dimensions)."""
     for arg, t in (("pred", pred), ("target", target)):
         if not isinstance(t, torch.Tensor):
             raise UsageTypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
@@ -32,6 +27,8 @@ def check_loss_inputs(pred: torch.Tensor, target: torch.Tensor, name: str) -> No
         raise UsageError(
             f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}"
         )
+    if ndim is not None and pred.ndim != ndim:
+        raise UsageError(f"{name} expects (N, C, H, W) tensors, got shape {tuple(pred.shape)}")
 
 
 def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -45,18 +42,7 @@ def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
-    r"""Mean absolute error :math:`|p - t|` (the PromptIR / PIP training loss).
-
-    Args:
-        pred: Network output.
-        target: Reference.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (element-wise).
-
-    Returns:
-        The loss (a scalar unless ``reduction="none"``).
-
-    Shape:
-        - pred, target: any shape, the same for both
+    """Mean absolute error (the PromptIR / PIP training loss); ``reduction="none"`` is element-wise.
 
     Examples:
         >>> float(l1_loss(torch.zeros(4), torch.full((4,), 0.5)))
@@ -67,18 +53,7 @@ def l1_loss(pred: torch.Tensor, target: torch.Tensor, reduction: Reduction = "me
 
 
 def mse_loss(pred: torch.Tensor, target: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
-    r"""Mean squared error :math:`(p - t)^2`.
-
-    Args:
-        pred: Network output.
-        target: Reference.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-
-    Returns:
-        The loss.
-
-    Shape:
-        - pred, target: any shape, the same for both
+    """Mean squared error.
 
     Examples:
         >>> float(mse_loss(torch.zeros(4), torch.full((4,), 0.5)))
@@ -93,18 +68,6 @@ def charbonnier_loss(
 ) -> torch.Tensor:
     r"""Charbonnier loss :math:`\sqrt{(p - t)^2 + \epsilon^2}`, a smooth L1.
 
-    Args:
-        pred: Network output.
-        target: Reference.
-        eps: Smoothing constant :math:`\epsilon`.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-
-    Returns:
-        The loss.
-
-    Shape:
-        - pred, target: any shape, the same for both
-
     Examples:
         >>> round(float(charbonnier_loss(torch.zeros(4), torch.full((4,), 0.3), eps=0.4)), 6)
         0.5
@@ -116,17 +79,7 @@ def charbonnier_loss(
 
 
 def psnr_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    r"""Negative PSNR for [0, 1] images, averaged over the batch (as BasicSR's ``PSNRLoss``).
-
-    .. math:: \frac{10}{\ln 10} \cdot \frac{1}{N}\sum_n \ln(\mathrm{MSE}_n + \epsilon)
-
-    Args:
-        pred: Network output.
-        target: Reference.
-        eps: Keeps the logarithm finite for a perfect prediction.
-
-    Returns:
-        Scalar loss, equal to minus the mean PSNR in dB (up to ``eps``).
+    """Minus the mean PSNR of [0, 1] images (up to ``eps`` in the MSE), as BasicSR's ``PSNRLoss``.
 
     Shape:
         - pred, target: :math:`(N, *)`
@@ -140,15 +93,53 @@ def psnr_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> to
     return (10.0 / math.log(10.0)) * torch.log(mse + eps).mean()
 
 
+def ssim_loss(
+    pred: torch.Tensor, target: torch.Tensor, *, window: Window = "gaussian", data_range: float = 1.0
+) -> torch.Tensor:
+    """``1 - SSIM`` (:func:`~allinone_ir.metrics.ssim`'s map), in at least float32 (safe under autocast).
+
+    Shape:
+        - pred, target: :math:`(N, C, H, W)`
+
+    Examples:
+        >>> x = torch.rand(1, 3, 16, 16)
+        >>> float(ssim_loss(x, x))
+        0.0
+    """
+    check_loss_inputs(pred, target, "ssim_loss", ndim=4)
+    dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
+    return 1.0 - ssim_map(pred.to(dtype), target.to(dtype), data_range=data_range, window=window).mean()
+
+
+def l1_ssim_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    alpha: float = 0.84,
+    window: Window = "gaussian",
+    data_range: float = 1.0,
+) -> torch.Tensor:
+    r"""``alpha * L1 + (1 - alpha) * (1 - SSIM)`` (Zhao et al., "Loss Functions for Image Restoration").
+
+    Shape:
+        - pred, target: :math:`(N, C, H, W)`
+
+    Examples:
+        >>> x = torch.rand(1, 3, 16, 16)
+        >>> float(l1_ssim_loss(x, x))
+        0.0
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"l1_ssim_loss: alpha must be in [0, 1], got {alpha}")
+    ssim_term = ssim_loss(pred, target, window=window, data_range=data_range)
+    return alpha * l1_loss(pred, target) + (1.0 - alpha) * ssim_term
+
+
 class L1Loss(nn.Module):
     """Module form of :func:`l1_loss`.
 
     Args:
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-
-    Examples:
-        >>> float(L1Loss()(torch.zeros(2), torch.ones(2)))
-        1.0
     """
 
     def __init__(self, reduction: Reduction = "mean") -> None:
@@ -164,10 +155,6 @@ class MSELoss(nn.Module):
 
     Args:
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-
-    Examples:
-        >>> float(MSELoss()(torch.zeros(2), torch.full((2,), 2.0)))
-        4.0
     """
 
     def __init__(self, reduction: Reduction = "mean") -> None:
@@ -184,10 +171,6 @@ class CharbonnierLoss(nn.Module):
     Args:
         eps: Smoothing constant.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-
-    Examples:
-        >>> round(float(CharbonnierLoss(eps=1e-3)(torch.zeros(2), torch.ones(2))), 4)
-        1.0
     """
 
     def __init__(self, eps: float = 1e-3, reduction: Reduction = "mean") -> None:
@@ -203,11 +186,6 @@ class PSNRLoss(nn.Module):
 
     Args:
         eps: Keeps the logarithm finite.
-
-    Examples:
-        >>> x = torch.zeros(1, 3, 4, 4)
-        >>> round(float(PSNRLoss(eps=0)(x, x + 0.01)), 3)
-        -40.0
     """
 
     def __init__(self, eps: float = 1e-8) -> None:
@@ -216,3 +194,36 @@ class PSNRLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return psnr_loss(pred, target, self.eps)
+
+
+class SSIMLoss(nn.Module):
+    """Module form of :func:`ssim_loss`.
+
+    Args:
+        window: ``"gaussian"`` (11x11) or ``"uniform"`` (7x7).
+        data_range: Value span of the images.
+    """
+
+    def __init__(self, window: Window = "gaussian", data_range: float = 1.0) -> None:
+        super().__init__()
+        self.window, self.data_range = window, data_range
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ssim_loss(pred, target, window=self.window, data_range=self.data_range)
+
+
+class L1SSIMLoss(nn.Module):
+    """Module form of :func:`l1_ssim_loss`.
+
+    Args:
+        alpha: Weight of the L1 term.
+        window: ``"gaussian"`` or ``"uniform"``.
+        data_range: Value span of the images.
+    """
+
+    def __init__(self, alpha: float = 0.84, window: Window = "gaussian", data_range: float = 1.0) -> None:
+        super().__init__()
+        self.alpha, self.window, self.data_range = alpha, window, data_range
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return l1_ssim_loss(pred, target, alpha=self.alpha, window=self.window, data_range=self.data_range)
