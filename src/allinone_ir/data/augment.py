@@ -1,12 +1,7 @@
-"""Paired augmentations: identical crops / flips / rotations, CutBlur, Mixup and Degradation-Mix.
+"""Paired augmentations: identical crops / flips / rotations, channel shuffle, CutBlur, Mixup, Degradation-Mix.
 
-Per-sample transforms (:func:`paired_random_crop`, :func:`augment_mode`,
-:func:`paired_random_augment`) work on ``(C, H, W)`` tensors and apply the same
-geometry to the degraded and the clean image. Batch augmentations (:func:`cutblur`,
-:func:`mixup`, :func:`dmix`, :func:`channel_shuffle`, and :class:`BatchAugment` that picks among the
-first three) work on
-a batch dict ``{"degraded", "clean", "label", ...}`` and may replace integer labels by
-soft degradation weights ``(N, T)``, which PIP networks accept.
+Per-sample transforms take ``(C, H, W)`` tensors; batch augmentations take a batch dict
+``{"degraded", "clean", "label", ...}`` and may turn integer labels into soft weights ``(N, T)``.
 """
 
 from __future__ import annotations
@@ -23,29 +18,20 @@ from .degradations import Rng, make_generator
 
 __all__ = ["BatchAugment", "cutblur", "dmix", "mixup", "paired_random_crop"]
 
-#: Number of geometric modes: identity, flips and 90-degree rotations (the dihedral group of the square).
+#: Number of geometric modes: identity, flips and 90-degree rotations.
 AUGMENT_MODES = 8
 
 
 def augment_mode(x: torch.Tensor, mode: int) -> torch.Tensor:
     """One of the 8 flip / rot90 combinations, as the official PromptIR ``data_augmentation``.
 
-    Modes: 0 identity, 1 vertical flip, 2 rot90, 3 rot90 + vertical flip, 4 rot180,
-    5 rot180 + vertical flip, 6 rot270, 7 rot270 + vertical flip (rotations counter-clockwise).
-
-    Args:
-        x: Image(s); the last two dimensions are rotated / flipped.
-        mode: 0 to 7.
-
-    Returns:
-        The transformed tensor.
+    Mode ``m`` rotates by ``m // 2`` quarter turns (counter-clockwise), then flips vertically if ``m`` is odd.
 
     Shape:
         - x: :math:`(*, H, W)` -> :math:`(*, H, W)` or :math:`(*, W, H)`
 
     Examples:
-        >>> x = torch.arange(4.0).view(1, 2, 2)
-        >>> augment_mode(x, 1).tolist()
+        >>> augment_mode(torch.arange(4.0).view(1, 2, 2), 1).tolist()
         [[[2.0, 3.0], [0.0, 1.0]]]
     """
     if not 0 <= int(mode) < AUGMENT_MODES:
@@ -58,7 +44,7 @@ def augment_mode(x: torch.Tensor, mode: int) -> torch.Tensor:
 def paired_random_crop(
     images: Sequence[torch.Tensor], size: int | tuple[int, int], *, rng: Rng = None, names: Sequence[str] = ()
 ) -> list[torch.Tensor]:
-    """The same random ``size`` crop of every image (all must have equal ``H, W``).
+    """The same random crop of every image (all of one size).
 
     Args:
         images: ``(C, H, W)`` tensors of one size (degraded, clean, ...).
@@ -70,7 +56,7 @@ def paired_random_crop(
         The crops, in the same order.
 
     Raises:
-        ValueError: If the sizes differ or an image is smaller than the crop (naming the files).
+        UsageError: If the sizes differ or an image is smaller than the crop (naming the files).
 
     Examples:
         >>> a = torch.rand(3, 10, 12)
@@ -81,9 +67,8 @@ def paired_random_crop(
     ch, cw = (size, size) if isinstance(size, int) else size
     h, w = images[0].shape[-2:]
     label = f" ({', '.join(map(str, names))})" if names else ""
-    for im in images[1:]:
-        if im.shape[-2:] != (h, w):
-            raise UsageError(f"paired images differ in size{label}: {[tuple(i.shape[-2:]) for i in images]}")
+    if any(im.shape[-2:] != (h, w) for im in images):
+        raise UsageError(f"paired images differ in size{label}: {[tuple(i.shape[-2:]) for i in images]}")
     if h < ch or w < cw:
         raise UsageError(f"image of size {h}x{w} is smaller than the {ch}x{cw} crop{label}")
     g = make_generator(rng)
@@ -95,32 +80,16 @@ def paired_random_crop(
 def paired_random_augment(
     images: Sequence[torch.Tensor], *, modes: Sequence[int] = tuple(range(AUGMENT_MODES)), rng: Rng = None
 ) -> list[torch.Tensor]:
-    """Apply one random mode from ``modes`` (see :func:`augment_mode`) identically to every image.
-
-    ``modes=range(1, 8)`` is the official PromptIR choice (always one of the 7 non-identity
-    modes); ``(0, 1)`` flips only.
-
-    Examples:
-        >>> a = torch.rand(3, 4, 4)
-        >>> x, y = paired_random_augment([a, a.clone()], rng=1)
-        >>> torch.equal(x, y)
-        True
-    """
+    """Apply one random mode of ``modes`` (:func:`augment_mode`) identically to every image."""
     modes = tuple(modes)
     if not modes:
         raise UsageError("modes must not be empty")
-    g = make_generator(rng)
-    mode = modes[int(torch.randint(len(modes), (), generator=g))]
+    mode = modes[int(torch.randint(len(modes), (), generator=make_generator(rng)))]
     return [augment_mode(im, mode) for im in images]
 
 
-def label_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Integer labels ``(N,)`` -> one-hot float weights ``(N, T)``; weights ``(N, T)`` pass through.
-
-    Examples:
-        >>> label_weights(torch.tensor([1, 0]), 3).tolist()
-        [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
-    """
+def _label_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Integer labels ``(N,)`` -> one-hot weights ``(N, T)``; weights ``(N, T)`` pass through."""
     if labels.ndim == 2:
         if labels.shape[1] != num_classes:
             raise UsageError(f"label weights have {labels.shape[1]} classes, expected {num_classes}")
@@ -142,21 +111,17 @@ def _check_batch(batch: dict[str, Any], name: str) -> None:
 
 
 def channel_shuffle(batch: dict[str, Any], *, rng: Rng = None) -> dict[str, Any]:
-    """Permute the colour channels of every pair at random, identically for its degraded and clean image.
+    """Permute the colour channels of every pair at random, the same way for its degraded and clean image.
 
-    With few training photographs a network learns their colours as a prior (e.g. "hazy and warm
-    means the warm coffee photo") and casts them onto new images; shuffling the channels removes
-    that shortcut. It is exact for degradations that treat the channels alike (every synthetic one
-    of :mod:`~allinone_ir.data.degradations`: per-channel i.i.d. noise, grey rain, snow and
-    airlight, blur, low light), so degrading then shuffling equals shuffling then degrading.
-    Not for real paired data whose degradation has a colour (e.g. a tinted haze).
+    Removes the colour prior a network learns from few photographs. Exact for degradations that treat
+    the channels alike (every synthetic one), not for real data with a coloured degradation.
 
     Args:
         batch: Dict with ``degraded`` and ``clean`` ``(N, C, H, W)`` batches.
-        rng: Seed or generator (pass one generator for a new draw on every call).
+        rng: Seed or generator.
 
     Returns:
-        A new batch dict (the input is not modified); other keys are kept as they are.
+        A new batch dict; other keys are kept.
 
     Examples:
         >>> b = {"degraded": torch.arange(3.0).view(1, 3, 1, 1), "clean": torch.arange(3.0).view(1, 3, 1, 1)}
@@ -171,8 +136,7 @@ def channel_shuffle(batch: dict[str, Any], *, rng: Rng = None) -> dict[str, Any]
     out = dict(batch)
     for key in ("degraded", "clean"):
         t = batch[key]
-        index = order.to(t.device).view(n, c, 1, 1).expand_as(t)
-        out[key] = torch.gather(t, 1, index)
+        out[key] = torch.gather(t, 1, order.to(t.device).view(n, c, 1, 1).expand_as(t))
     return out
 
 
@@ -181,8 +145,8 @@ def mixup(
 ) -> dict[str, Any]:
     """Mixup of restoration pairs (Restormer's ``Mixing_Augment``): blend each pair with a shuffled one.
 
-    ``lam ~ Beta(alpha, alpha)``; degraded and clean images are blended with the same
-    ``lam`` and permutation. With ``num_classes`` the labels become mixed weights ``(N, T)``.
+    ``lam ~ Beta(alpha, alpha)``, the same for degraded and clean images. With ``num_classes`` the
+    labels become mixed weights ``(N, T)``.
 
     Args:
         batch: Dict with ``degraded``, ``clean`` (and ``label``) batches.
@@ -191,7 +155,7 @@ def mixup(
         rng: Seed or generator.
 
     Returns:
-        A new batch dict (the input is not modified).
+        A new batch dict.
 
     Examples:
         >>> b = {"degraded": torch.zeros(2, 3, 4, 4), "clean": torch.ones(2, 3, 4, 4)}
@@ -199,35 +163,27 @@ def mixup(
         True
     """
     _check_batch(batch, "mixup")
-    g = make_generator(rng)
     if alpha <= 0:
         raise UsageError(f"mixup: alpha must be positive, got {alpha}")
-    lam = _beta(alpha, g)
-    n = batch["degraded"].shape[0]
-    perm = torch.randperm(n, generator=g)
+    g = make_generator(rng)
+    # Beta drawn reproducibly: numpy's sampler seeded from the torch generator
+    lam = float(np.random.default_rng(int(torch.randint(2**62, (), generator=g))).beta(alpha, alpha))
+    perm = torch.randperm(batch["degraded"].shape[0], generator=g)
     out = dict(batch)
     for key in ("degraded", "clean"):
         t = batch[key]
         out[key] = lam * t + (1 - lam) * t[perm.to(t.device)]
     if num_classes is not None and "label" in batch:
-        w = label_weights(torch.as_tensor(batch["label"]), num_classes)
+        w = _label_weights(torch.as_tensor(batch["label"]), num_classes)
         out["label"] = lam * w + (1 - lam) * w[perm]
     return out
-
-
-def _beta(alpha: float, g: torch.Generator | None) -> float:
-    """Beta(alpha, alpha) drawn reproducibly: numpy's sampler seeded from the torch generator."""
-    seed = int(torch.randint(2**62, (), generator=g))
-    return float(np.random.default_rng(seed).beta(alpha, alpha))
 
 
 def cutblur(batch: dict[str, Any], *, alpha: float = 0.7, rng: Rng = None) -> dict[str, Any]:
     """CutBlur (Yoo et al., 2020): paste a box of the clean image into the degraded one, or the reverse.
 
-    A box with sides ``cut_ratio * H`` by ``cut_ratio * W`` (``cut_ratio ~ N(alpha, 0.01)``, clipped
-    to [0.1, 1]) is taken at a random place; with probability 1/2 the clean content is pasted into
-    the degraded input, otherwise the degraded content into a clean input. The target stays the
-    clean image, so the network learns where and how much to restore.
+    The box sides are ``ratio * H`` and ``ratio * W`` with ``ratio ~ N(alpha, 0.01)`` clipped to
+    [0.1, 1]; the target stays the clean image.
 
     Args:
         batch: Dict with ``degraded`` and ``clean`` batches.
@@ -239,8 +195,7 @@ def cutblur(batch: dict[str, Any], *, alpha: float = 0.7, rng: Rng = None) -> di
 
     Examples:
         >>> b = {"degraded": torch.zeros(1, 3, 8, 8), "clean": torch.ones(1, 3, 8, 8)}
-        >>> m = float(cutblur(b, rng=0)["degraded"].mean())
-        >>> 0 < m < 1
+        >>> 0 < float(cutblur(b, rng=0)["degraded"].mean()) < 1
         True
     """
     _check_batch(batch, "cutblur")
@@ -251,22 +206,17 @@ def cutblur(batch: dict[str, Any], *, alpha: float = 0.7, rng: Rng = None) -> di
     ch, cw = max(int(h * ratio), 1), max(int(w * ratio), 1)
     top = int(torch.randint(h - ch + 1, (), generator=g))
     left = int(torch.randint(w - cw + 1, (), generator=g))
-    inside_clean = bool(torch.rand((), generator=g) < 0.5)
-    base, patch = (deg, clean) if inside_clean else (clean, deg)
+    base, patch = (deg, clean) if bool(torch.rand((), generator=g) < 0.5) else (clean, deg)
     new = base.clone()
     new[..., top : top + ch, left : left + cw] = patch[..., top : top + ch, left : left + cw]
-    out = dict(batch)
-    out["degraded"] = new
-    return out
+    return {**batch, "degraded": new}
 
 
 def dmix(batch: dict[str, Any], *, num_classes: int, rng: Rng = None) -> dict[str, Any]:
     """Degradation-Mix (PIP, supplementary Sec. B): swap image halves across the batch, mix the labels.
 
-    Every image is split in two halves, along the height or the width (drawn once per
-    batch); the second halves of degraded and clean images are shuffled across the batch
-    with one permutation, and each label becomes the average of the one-hot labels of its
-    two halves, giving weights ``(N, T)``.
+    The second halves (along the height or the width, drawn once per batch) of degraded and clean
+    images are shuffled with one permutation; each label becomes the mean of its halves' labels.
 
     Args:
         batch: Dict with ``degraded``, ``clean`` and ``label`` (``(N,)`` ints or ``(N, T)`` weights).
@@ -274,7 +224,7 @@ def dmix(batch: dict[str, Any], *, num_classes: int, rng: Rng = None) -> dict[st
         rng: Seed or generator.
 
     Returns:
-        A new batch dict with mixed images and ``label`` of shape ``(N, T)``.
+        A new batch dict with ``label`` of shape ``(N, T)``.
 
     Examples:
         >>> b = {"degraded": torch.rand(2, 3, 4, 4), "clean": torch.rand(2, 3, 4, 4), "label": torch.tensor([0, 1])}
@@ -285,34 +235,33 @@ def dmix(batch: dict[str, Any], *, num_classes: int, rng: Rng = None) -> dict[st
     if "label" not in batch:
         raise UsageError("dmix needs batch['label'] (degradation labels) to mix")
     g = make_generator(rng)
-    n = batch["degraded"].shape[0]
-    perm = torch.randperm(n, generator=g)
+    perm = torch.randperm(batch["degraded"].shape[0], generator=g)
     along_h = bool(torch.rand((), generator=g) < 0.5)
     out = dict(batch)
     for key in ("degraded", "clean"):
         t = batch[key].clone()
-        size = t.shape[-2] if along_h else t.shape[-1]
-        half = size // 2
-        p = perm.to(t.device)
+        other = batch[key][perm.to(t.device)]
         if along_h:
-            t[..., half:, :] = batch[key][p][..., half:, :]
+            half = t.shape[-2] // 2
+            t[..., half:, :] = other[..., half:, :]
         else:
-            t[..., :, half:] = batch[key][p][..., :, half:]
+            half = t.shape[-1] // 2
+            t[..., :, half:] = other[..., :, half:]
         out[key] = t
-    w = label_weights(torch.as_tensor(batch["label"]), num_classes)
+    w = _label_weights(torch.as_tensor(batch["label"]), num_classes)
     out["label"] = 0.5 * w + 0.5 * w[perm]
     return out
 
 
 class BatchAugment:
-    """Apply one of several batch augmentations with given probabilities (a trainer hook).
+    """Apply one of :func:`cutblur`, :func:`mixup` and :func:`dmix` with given probabilities (a trainer hook).
 
     Args:
         cutblur: Probability of :func:`cutblur`.
         mixup: Probability of :func:`mixup`.
         dmix: Probability of :func:`dmix` (needs ``num_classes``).
         num_classes: Number of degradation classes, for label mixing.
-        seed: Seed of the augmentation's own generator (reproducible runs).
+        seed: Seed of the augmentation's own generator.
 
     Examples:
         >>> aug = BatchAugment(dmix=1.0, num_classes=3, seed=0)
@@ -340,7 +289,7 @@ class BatchAugment:
             raise UsageError("BatchAugment: dmix needs num_classes")
         self.probs = probs
         self.num_classes = num_classes
-        self.generator = make_generator(seed)
+        self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         u = float(torch.rand((), generator=self.generator))
@@ -356,10 +305,10 @@ class BatchAugment:
         return batch
 
     def state_dict(self) -> dict[str, Any]:
-        """The generator state (saved in checkpoints so resumed runs continue identically)."""
-        return {"generator": self.generator.get_state()} if self.generator is not None else {}
+        """The generator state (checkpointed, so a resumed run continues identically)."""
+        return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the generator state."""
-        if "generator" in state and self.generator is not None:
+        if "generator" in state:
             self.generator.set_state(state["generator"])
