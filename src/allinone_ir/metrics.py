@@ -54,19 +54,24 @@ def rgb_to_y(x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     return (x * w).sum(dim=1, keepdim=True) + 16.0 / 255.0 * data_range
 
 
-def _prepare(
-    pred: torch.Tensor, target: torch.Tensor, data_range: float, crop_border: int, y_channel: bool, name: str
-) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Check shapes, add a batch dim, crop, convert to Y, cast to float64."""
+def _check_pair(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
+    """Raise unless ``pred`` and ``target`` are tensors of one shape."""
     for arg, t in (("pred", pred), ("target", target)):
         if not isinstance(t, torch.Tensor):
             raise UsageTypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
-        if t.ndim not in (3, 4):
-            raise UsageError(f"{name}: {arg} must have shape (N, C, H, W) or (C, H, W), got {tuple(t.shape)}")
     if pred.shape != target.shape:
         raise UsageError(
             f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}"
         )
+
+
+def _prepare(
+    pred: torch.Tensor, target: torch.Tensor, data_range: float, crop_border: int, y_channel: bool, name: str
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Check shapes, add a batch dim, crop, convert to Y, cast to float64."""
+    _check_pair(pred, target, name)
+    if pred.ndim not in (3, 4):
+        raise UsageError(f"{name}: images must have shape (N, C, H, W) or (C, H, W), got {tuple(pred.shape)}")
     if data_range <= 0:
         raise UsageError(f"{name}: data_range must be positive, got {data_range}")
     if crop_border < 0:

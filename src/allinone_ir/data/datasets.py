@@ -281,7 +281,7 @@ class PairedImageDataset(Dataset, _Geometry):
         }
 
     def split(
-        self, val_split: float | int, *, seed: int | None = None, stratify: bool = True
+        self, val_split: float | int, *, seed: int | None = None
     ) -> tuple[PairedImageDataset, PairedImageDataset]:
         """Hold out a deterministic, per-degradation share of the pairs for validation.
 
@@ -291,7 +291,6 @@ class PairedImageDataset(Dataset, _Geometry):
         Args:
             val_split: A fraction in (0, 1) (at least one pair) or a number of pairs.
             seed: Seed of the shuffle (default: the dataset's seed).
-            stratify: Hold out the same share of every degradation.
 
         Returns:
             ``(train, val)``; ``val`` gives whole images without augmentation.
@@ -317,7 +316,7 @@ class PairedImageDataset(Dataset, _Geometry):
             )
         groups: dict[str, list[int]] = {}
         for i, pair in enumerate(self.pairs):
-            groups.setdefault(pair.degradation if stratify else "", []).append(i)
+            groups.setdefault(pair.degradation, []).append(i)
         names = sorted(groups)
         exact = {g: total * len(groups[g]) / n for g in names}
         take = {g: int(exact[g]) for g in names}

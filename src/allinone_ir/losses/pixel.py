@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError, UsageTypeError
-from ..metrics import Window, ssim_map
+from ..metrics import Window, _check_pair, ssim_map
 
 __all__ = ["CharbonnierLoss", "L1Loss", "L1SSIMLoss", "MSELoss", "PSNRLoss", "SSIMLoss"]
 
@@ -18,15 +18,10 @@ Reduction = Literal["mean", "sum", "none"]
 
 def check_loss_inputs(pred: torch.Tensor, target: torch.Tensor, name: str, ndim: int | None = None) -> None:
     """Raise unless ``pred`` and ``target`` are float tensors of one shape (with ``ndim`` dimensions)."""
+    _check_pair(pred, target, name)
     for arg, t in (("pred", pred), ("target", target)):
-        if not isinstance(t, torch.Tensor):
-            raise UsageTypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
         if not t.is_floating_point():
             raise UsageTypeError(f"{name}: {arg} must be a floating-point tensor, got {t.dtype}")
-    if pred.shape != target.shape:
-        raise UsageError(
-            f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}"
-        )
     if ndim is not None and pred.ndim != ndim:
         raise UsageError(f"{name} expects (N, C, H, W) tensors, got shape {tuple(pred.shape)}")
 
