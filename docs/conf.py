@@ -21,6 +21,7 @@ sys.path.insert(0, str(HERE))
 import _cli_help  # noqa: E402
 import _figures  # noqa: E402
 import _inventory  # noqa: E402
+import _weights_table  # noqa: E402
 
 import allinone_ir  # noqa: E402
 
@@ -85,6 +86,7 @@ copybutton_prompt_is_regexp = True
 # Draw the architecture figures before reading the sources.
 _figures.draw_all(HERE / "generated" / "figures")
 _cli_help.write_cli_reference(HERE / "generated" / "cli_reference.md")
+_weights_table.write_weights_table(HERE / "generated" / "weights_table.md")
 
 
 def _draw_study_figures() -> None:

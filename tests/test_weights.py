@@ -308,3 +308,24 @@ def test_checkpoint_option_takes_a_weights_name_and_refuses_both(
     assert "give --weights NAME or --checkpoint PATH, not both" in capsys.readouterr().err
     assert cli.main(["restore", "in.png", "--out", "o3", "--weights", NAME, "--model", "promptir"]) == 2
     assert f"--weights {NAME} is a restormer network, not --model promptir" in capsys.readouterr().err
+
+
+def test_docs_table_is_generated_from_the_registry(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_weights_table", Path(__file__).parents[1] / "docs/_weights_table.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lines = module.write_weights_table(tmp_path / "table.md").read_text(encoding="utf-8").splitlines()
+    rows = [line for line in lines if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == list_pretrained()
+    promptir = next(r for r in rows if r.startswith("| `promptir.three_task`"))
+    assert (
+        "35,376,967" in promptir
+        and "Rain100L 36.37/0.972" in promptir
+        and "(fetched by the library)" in promptir
+    )
+    assert any(line.startswith("- PIP") and "released no weights" in line for line in lines)

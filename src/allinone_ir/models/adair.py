@@ -192,25 +192,34 @@ def adair(**kwargs: Any) -> AdaIR:
 
 # --------------------------------------------------------------------------- released weights
 # Facts from the official repository github.com/c-yn/AdaIR: README.md "Testing" (the checkpoints are in a
-# Google Drive folder), LICENSE (MIT). The file inside the folder could not be listed from here: the cache
-# keeps it under the name below, whatever its name on Drive. No hash or size is published.
-register_weights(
-    PretrainedWeights(
-        name="adair.three_task",
-        arch="adair",
-        file_name="adair3d.ckpt",
-        sources=(
-            WeightsSource(
-                "page",
-                "https://drive.google.com/drive/folders/1x2LN4kWkO3S65jJlH-1INUFiYt8KFzPH",
-                note="Google Drive folder (README 'Testing'); take the three-degradation checkpoint",
+# Google Drive folder, placed in ckpt/; test.py --mode 5 scores the three-degradation setting, --mode 6 the
+# five-degradation one), test.py (--ckpt_name default "adair5d.ckpt"; README figures adair3d / adair5d),
+# LICENSE (MIT). The files inside the folder could not be listed from here: adair3d.ckpt is inferred from
+# adair5d.ckpt and the figures' names. No hash or size is published.
+for _variant, _file, _tasks, _data, _mode in (
+    ("three_task", "adair3d.ckpt", ("noise", "rain", "haze"),
+     "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)", 5),
+    ("five_task", "adair5d.ckpt", ("noise", "rain", "haze", "blur", "lowlight"),
+     "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor, GoPro, LOL-v1", 6),
+):  # fmt: skip
+    register_weights(
+        PretrainedWeights(
+            name=f"adair.{_variant}",
+            arch="adair",
+            file_name=_file,
+            sources=(
+                WeightsSource(
+                    "page",
+                    "https://drive.google.com/drive/folders/1x2LN4kWkO3S65jJlH-1INUFiYt8KFzPH",
+                    note=f"Google Drive folder (README 'Testing'); take {_file}",
+                ),
             ),
-        ),
-        num_params=28_542_130,
-        tasks=("noise", "rain", "haze"),
-        license="MIT (LICENSE of c-yn/AdaIR)",
-        training_data="BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)",
-        protocol="PromptIR's three-task protocol (RGB PSNR/SSIM; test.py --mode 5)",
-        notes="Google Drive only: download by hand, then `allinone-ir weights import adair.three_task FILE`",
+            num_params=28_542_130,
+            tasks=_tasks,
+            license="MIT (LICENSE of c-yn/AdaIR)",
+            training_data=_data,
+            protocol=f"PromptIR's protocol (RGB PSNR/SSIM, crop to a multiple of 16; test.py --mode {_mode})",
+            default=_variant == "three_task",
+            notes=f"Google Drive only: download by hand, then `allinone-ir weights import adair.{_variant} FILE`",
+        )
     )
-)

@@ -345,27 +345,42 @@ def moce_ir_s(**kwargs: Any) -> MoCEIR:
 
 # --------------------------------------------------------------------------- released weights
 # Facts from the official repository github.com/eduardzamfir/MoCE-IR (snapshot a1a6e74, 2025-03-14):
-# README.md ("03/04/2025: Full code & models release"; checkpoints and visual results in a Google Drive
-# folder; checkpoint ids MoCE_IR_AIO3 / MoCE_IR_S_AIO3 for three degradations), LICENSE (Apache 2.0).
+# README.md ("03/04/2025: Full code & models release"; checkpoints and visual results in one Google Drive
+# folder, placed as checkpoints/<checkpoint_id>/last.ckpt by src/test.py; "Evaluation" names the ids
+# [MODEL]_AIO3 and [MODEL]_AIO5 for MODEL in MoCE_IR, MoCE_IR_S, tested without --with_complexity),
+# src/options.py (MoCE_IR dim 48, MoCE_IR_S dim 32, otherwise the same options), LICENSE (Apache 2.0).
 # The three-task file was replaced on 2025-03-13 (the repository's issue 3; not readable from here).
-# The file inside the folder could not be listed from here. No hash or size is published.
-register_weights(
-    PretrainedWeights(
-        name="moce_ir.three_task",
-        arch="moce_ir",
-        file_name="MoCE_IR_AIO3.ckpt",
-        sources=(
-            WeightsSource(
-                "page",
-                "https://drive.google.com/drive/folders/1pQBceb8cCPdIzbqbNNGqV5qNXzzqL4uK",
-                note="Google Drive folder (README); take the MoCE_IR_AIO3 checkpoint",
-            ),
-        ),
-        num_params=25_353_796,
-        tasks=("noise", "rain", "haze"),
-        license="Apache-2.0 (LICENSE of eduardzamfir/MoCE-IR)",
-        training_data="BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)",
-        protocol="PromptIR's three-task protocol (RGB PSNR/SSIM; src/test.py --checkpoint_id MoCE_IR_AIO3)",
-        notes="Google Drive only; the three-task file was replaced on 2025-03-13 (MoCE-IR issue 3): use the new one",
-    )
+# The files inside the folder could not be listed from here. No hash or size is published.
+_MOCE_DRIVE = WeightsSource(
+    "page",
+    "https://drive.google.com/drive/folders/1pQBceb8cCPdIzbqbNNGqV5qNXzzqL4uK",
+    note="Google Drive folder (README 'Usage'); take <checkpoint id>/last.ckpt",
 )
+for _arch, _params, _model in (("moce_ir", 25_353_796, "MoCE_IR"), ("moce_ir_s", 11_477_752, "MoCE_IR_S")):
+    for _variant, _suffix, _tasks, _data in (
+        ("three_task", "AIO3", ("noise", "rain", "haze"), "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor"),
+        ("five_task", "AIO5", ("noise", "rain", "haze", "blur", "lowlight"),
+         "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor, GoPro, LOL-v1"),
+    ):  # fmt: skip
+        register_weights(
+            PretrainedWeights(
+                name=f"{_arch}.{_variant}",
+                arch=_arch,
+                file_name=f"{_model}_{_suffix}.ckpt",
+                sources=(_MOCE_DRIVE,),
+                num_params=_params,
+                tasks=_tasks,
+                license="Apache-2.0 (LICENSE of eduardzamfir/MoCE-IR)",
+                training_data=_data,
+                protocol=f"src/test.py --checkpoint_id {_model}_{_suffix}: RGB PSNR (scikit-image), SSIM with "
+                "a Gaussian window (gaussian_weights=True), crop to a multiple of 16",
+                default=_variant == "three_task",
+                notes="Google Drive only: download <id>/last.ckpt by hand, then `allinone-ir weights import "
+                f"{_arch}.{_variant} FILE`"
+                + (
+                    "; the three-task file was replaced on 2025-03-13 (MoCE-IR issue 3)"
+                    if _suffix == "AIO3"
+                    else ""
+                ),
+            )
+        )

@@ -202,18 +202,24 @@ def _read_nafnet_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any
 # nyanko7/nafnet-models holds the same file names (third party; its LFS pointers publish SHA-256 and
 # size, which could not be read from here, so none is recorded: the architecture check protects users).
 def _nafnet_weights(
-    variant: str, file_name: str, arch: str, num_params: int, drive: str, baidu: str, **facts: Any
+    variant: str,
+    file_name: str,
+    arch: str,
+    num_params: int,
+    drive: str,
+    baidu: str,
+    hf: bool = True,
+    **facts: Any,
 ) -> None:
+    mirror = (
+        (WeightsSource("hf", "nyanko7/nafnet-models", file_name, note="third-party mirror"),) if hf else ()
+    )
     register_weights(
         PretrainedWeights(
             name=f"nafnet.{variant}",
             arch=arch,
             file_name=file_name,
-            sources=(
-                WeightsSource("hf", "nyanko7/nafnet-models", file_name, note="third-party mirror"),
-                WeightsSource("gdrive", drive),
-                WeightsSource("baidu", baidu),
-            ),
+            sources=(*mirror, WeightsSource("gdrive", drive), WeightsSource("baidu", baidu)),
             num_params=num_params,
             license="MIT (LICENSE of megvii-research/NAFNet)",
             **facts,
@@ -236,10 +242,21 @@ _nafnet_weights(
 _nafnet_weights(
     "gopro_width64", "NAFNet-GoPro-width64.pth", "nafnet_width64", 67_888_835,
     "1S0PVRbyTakYY9a82kujgZLbMihfNBLfC", "https://pan.baidu.com/s/1g-E1x6En-PbYXm94JfI1vg?pwd=wnwh",
-    tasks=("blur",), training_data="GoPro", reported=("GoPro 33.7103/0.9668",), protocol=_GOPRO,
+    tasks=("blur",), training_data="GoPro", reported=("GoPro 33.7103/0.9668",), protocol=_GOPRO, default=True,
 )  # fmt: skip
 _nafnet_weights(
     "gopro_width32", "NAFNet-GoPro-width32.pth", "nafnet_gopro_width32", 17_111_907,
     "1Fr2QadtDCEXg6iwWX8OzeZLbHOx2t5Bj", "https://pan.baidu.com/s/1AbgG0yoROHmrRQN7dgzDvQ?pwd=so6v",
     tasks=("blur",), training_data="GoPro", reported=("GoPro 32.8705/0.9606",), protocol=_GOPRO,
+)  # fmt: skip
+# readme.md's table and docs/REDS.md (the Drive and Baidu links, REDS val 300 "deblurring with JPEG artifacts"),
+# options/test/REDS/NAFNet-width64.yml (NAFNetLocal, width 64, enc [1,1,1,28], middle 1, dec [1,1,1,1]: the
+# GoPro width-64 network, whose weights NAFNetLocal uses unchanged; RGB PSNR/SSIM, crop_border 0). The file
+# is not known to be on the Hugging Face mirror. The Baseline-* files are not registered: the Baseline
+# network is not an architecture of this library.
+_nafnet_weights(
+    "reds_width64", "NAFNet-REDS-width64.pth", "nafnet_width64", 67_888_835,
+    "14D4V4raNYIOhETfcuuLI3bGLB-OYIv6X", "https://pan.baidu.com/s/1vg89ccbpIxg3mK9IONBfGg?pwd=9fas", hf=False,
+    tasks=("blur", "jpeg"), training_data="REDS (blur + JPEG)", reported=("REDS val300 29.0903/0.8671",),
+    protocol="PSNR/SSIM on RGB, REDS validation (300 images, lmdb) with test-time local statistics (NAFNetLocal); readme.md",
 )  # fmt: skip
