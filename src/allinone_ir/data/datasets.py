@@ -6,7 +6,6 @@ comes from ``(seed, epoch, index)``, so a sample is the same in any worker or af
 
 from __future__ import annotations
 
-import bisect
 import copy
 import os
 import re
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from ..degradation_types import DEGRADATION_LABELS, _match_names, parse_degradation
 from ..errors import DatasetError, UnknownNameError, UsageError, UsageTypeError
@@ -93,6 +92,10 @@ def _problem_list(problems: Sequence[str]) -> str:
     if len(problems) > _MAX_LISTED:
         shown.append(f"... and {len(problems) - _MAX_LISTED} more")
     return " " + "; ".join(shown)
+
+
+def _problems_error(problems: Sequence[str]) -> DatasetError:
+    return DatasetError(f"{len(problems)} problem(s) in the dataset:" + _problem_list(problems))
 
 
 class _Geometry:
@@ -236,7 +239,7 @@ class PairedImageDataset(Dataset, _Geometry):
         if validate:
             problems = [f"no clean partner: {m}" for m in missing] + self.validate(raise_on_error=False)
             if problems:
-                raise DatasetError(f"{len(problems)} problem(s) in the dataset:" + _problem_list(problems))
+                raise _problems_error(problems)
         elif missing:
             raise DatasetError(
                 f"{len(missing)} degraded image(s) without a clean partner:" + _problem_list(missing)
@@ -355,7 +358,7 @@ class PairedImageDataset(Dataset, _Geometry):
                     f"{pair.degraded}: {deg.shape[2]}x{deg.shape[1]} is smaller than patch_size {self.patch_size}"
                 )
         if problems and raise_on_error:
-            raise DatasetError(f"{len(problems)} problem(s) in the dataset:" + _problem_list(problems))
+            raise _problems_error(problems)
         return problems
 
 
@@ -457,7 +460,7 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         }
 
 
-class MixedDataset(Dataset):
+class MixedDataset(ConcatDataset):
     """Several datasets as one, each repeated by a factor (the official recipes' task balancing).
 
     Args:
@@ -472,30 +475,13 @@ class MixedDataset(Dataset):
     """
 
     def __init__(self, parts: Sequence[Any]) -> None:
-        self.parts: list[tuple[Any, int]] = []
-        for p in parts:
-            ds, rep = p if isinstance(p, tuple) else (p, 1)
-            if int(rep) < 1:
-                raise UsageError(f"repeat factors must be >= 1, got {rep}")
-            self.parts.append((ds, int(rep)))
+        self.parts: list[tuple[Any, int]] = [p if isinstance(p, tuple) else (p, 1) for p in parts]
         if not self.parts:
             raise UsageError("MixedDataset needs at least one dataset")
-        self._ends: list[int] = []
-        total = 0
-        for ds, rep in self.parts:
-            total += len(ds) * rep
-            self._ends.append(total)
-
-    def __len__(self) -> int:
-        return self._ends[-1]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        j = bisect.bisect_right(self._ends, index)
-        start = self._ends[j - 1] if j else 0
-        ds = self.parts[j][0]
-        return ds[(index - start) % len(ds)]
+        for _, rep in self.parts:
+            if int(rep) < 1:
+                raise UsageError(f"repeat factors must be >= 1, got {rep}")
+        super().__init__([ds for ds, rep in self.parts for _ in range(int(rep))])
 
     def set_epoch(self, epoch: int) -> None:
         """Forward the epoch to every part."""
@@ -505,12 +491,11 @@ class MixedDataset(Dataset):
 
     def validate(self, raise_on_error: bool = True) -> list[str]:
         """Run ``validate`` on every part that has it; report all problems together."""
-        problems: list[str] = []
-        for ds, _ in self.parts:
-            if hasattr(ds, "validate"):
-                problems += ds.validate(raise_on_error=False)
+        problems = [
+            q for ds, _ in self.parts if hasattr(ds, "validate") for q in ds.validate(raise_on_error=False)
+        ]
         if problems and raise_on_error:
-            raise DatasetError(f"{len(problems)} problem(s) in the dataset:" + _problem_list(problems))
+            raise _problems_error(problems)
         return problems
 
 
