@@ -1,27 +1,4 @@
-"""``allinone-ir evaluate``: PSNR / SSIM of predictions against targets, per degradation, with a named protocol.
-
-Pairing is driven by the predictions (``--pred``) or degraded inputs (``--input``): each one is
-scored against the target whose file name ``--name-map REGEX REPLACEMENT`` gives (a regular
-expression substitution on the file name, as the training data's ``name_map``:
-``--name-map '^(\\w+)-(\\d+)' '\\1_clean-\\2'`` pairs ``rain-6.png`` with ``rain_clean-6.png``;
-by default the same name). ``--name-map`` may be given several times: each file name takes the
-first one whose REGEX matches it. A target with the same stem and another extension also matches, so
-``x.jpg`` and ``x.png`` pair. The target folder may hold more images than there are predictions
-(held-out pairs scored against the whole ``train/clean``); a prediction without a target is an
-error unless ``--skip-unpaired`` is given, and ``--all-targets`` demands a prediction for every target.
-
-Degradations (``--group-by``): ``folder`` takes the first sub-folder (``pred/rain/*.png``,
-``pred/haze/*.png``; targets in the same sub-folder or directly in the target folder);
-``prefix`` the file name up to the first ``-``, ``_``, space or dot (``rain-6.png`` -> ``rain``,
-as the training data's ``label_from="prefix"``); ``none`` scores everything as one group.
-``auto`` (default) uses ``folder`` when the images are in sub-folders, ``prefix`` when every
-file name has a prefix with a letter and there are at least two of them, else ``none``.
-
-With ``--input`` the table shows, beside the restored images' PSNR and SSIM, the degraded inputs'
-own scores and the gain in dB. ``--degradation-from-group`` reads each group's name with the
-library's one degradation grammar: ``rain``, ``derain``, and ``noise_15`` / ``noise_25`` /
-``noise_50`` folders (noise) all name a PIP degradation.
-"""
+"""``allinone-ir evaluate``: PSNR / SSIM of predictions (or of restored ``--input`` images) against targets, per degradation."""
 
 from __future__ import annotations
 
@@ -29,7 +6,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +16,27 @@ from ._common import add_model_arguments, load_model_from_args, non_negative_int
 
 __all__ = ["add_parser"]
 
-#: The ways of grouping images into degradations (see the module's description).
+_DESCRIPTION = """\
+Pairing starts from the predictions (--pred) or degraded inputs (--input): each is scored against the
+target whose file name --name-map REGEX REPLACEMENT gives (re.sub on the file name, as the training
+data's name_map: --name-map '^(\\w+)-(\\d+)' '\\1_clean-\\2' pairs rain-6.png with rain_clean-6.png;
+by default the same name). --name-map may be repeated: each file name takes the first REGEX that
+matches it. A target with the same stem and another extension also matches. The target folder may
+hold more images than there are predictions; a prediction without a target is an error unless
+--skip-unpaired is given, and --all-targets demands a prediction for every target.
+
+Degradations (--group-by): folder takes the first sub-folder (pred/rain/*.png); prefix the file name
+up to the first -, _, space or dot (rain-6.png -> rain); none scores everything as one group; auto
+(default) uses folder when the images are in sub-folders, prefix when every file name has a prefix
+with a letter and there are at least two of them, else none.
+
+With --input (or --pred and --degraded) the table shows, beside the restored images' PSNR and SSIM,
+the degraded inputs' own scores and the gain in dB. --degradation-from-group reads each group's name
+with the library's degradation grammar: rain, derain and noise_15 / noise_25 / noise_50 all name a
+PIP degradation.
+"""
+
+#: The ways of grouping images into degradations (see the description).
 GROUP_BY: tuple[str, ...] = ("auto", "folder", "prefix", "none")
 
 #: Where a file name's degradation prefix ends: the rule of ``PairedImageDataset(label_from="prefix")``.
@@ -51,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="PSNR/SSIM over paired folders, per degradation",
-        description=(__doc__ or "").replace("``", ""),
+        description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--target", required=True, help="folder of clean images (targets)")
@@ -118,7 +115,7 @@ class Pairing:
     Attributes:
         groups: ``{degradation: [(source_image, target_image), ...]}``, groups and images sorted.
         group_by: The grouping used: ``"folder"``, ``"prefix"`` or ``"none"``.
-        unpaired: Source images without a target (only with ``skip_unpaired=True``; else an error).
+        unpaired: Source images without a target (only with ``skip_unpaired=True``).
         unmatched_targets: Target images no source image was paired with.
     """
 
@@ -138,8 +135,8 @@ def group_of(rel: Path, group_by: str) -> str:
 
     Args:
         rel: The path under the source folder, e.g. ``rain/1.png`` or ``rain-6.png``.
-        group_by: ``"folder"`` (first sub-folder; ``"all"`` for a file directly in the folder),
-            ``"prefix"`` (file name up to the first ``-``, ``_``, space or dot) or ``"none"`` (``"all"``).
+        group_by: ``"folder"``, ``"prefix"`` or ``"none"`` (a file outside any sub-folder, or
+            ``"none"``: ``"all"``).
 
     Returns:
         The group's name.
@@ -171,16 +168,10 @@ def _auto_group_by(rels: list[Path]) -> str:
     return "prefix" if len(prefixes) >= 2 else "none"
 
 
-NameMaps = tuple[str, str] | list[tuple[str, str]] | tuple[tuple[str, str], ...] | None
-
-
-def _name_mapper(name_map: NameMaps) -> Callable[[str], str]:
-    """One ``(regex, replacement)`` or several: a name takes the first whose regex matches it (else it is kept)."""
-    if not name_map:
-        return lambda name: name
-    maps = [name_map] if isinstance(name_map[0], str) else list(name_map)
+def _name_mapper(name_map: Sequence[tuple[str, str]]) -> Callable[[str], str]:
+    """A name takes the first ``(regex, replacement)`` whose regex matches it (else it is kept)."""
     compiled = []
-    for pattern_text, replacement in maps:  # type: ignore[misc]
+    for pattern_text, replacement in name_map:
         try:
             compiled.append((re.compile(pattern_text), replacement))
         except re.error as exc:
@@ -207,7 +198,7 @@ def pair_images(
     source: str | Path,
     target: str | Path,
     *,
-    name_map: NameMaps = None,
+    name_map: Sequence[tuple[str, str]] = (),
     group_by: str = "auto",
     skip_unpaired: bool = False,
     all_targets: bool = False,
@@ -215,17 +206,14 @@ def pair_images(
     """Pair every image of ``source`` with its target in ``target``, grouped by degradation.
 
     Args:
-        source: Folder of predictions (or degraded inputs); with ``group_by="folder"`` (or ``"auto"``
-            finding sub-folders) its first-level sub-folders are scanned too.
+        source: Folder of predictions or degraded inputs (and its first-level sub-folders, with
+            ``group_by`` ``"folder"`` or ``"auto"``).
         target: Folder of targets: the mapped name is looked for in the source image's sub-folder
-            of ``target``, then in ``target`` itself; a file with the same stem and another image
-            extension also matches.
-        name_map: ``(regex, replacement)`` applied to the source file name with :func:`re.sub`
-            (``None``: the same name), or a list of them: each name takes the first whose regex
-            matches it (a name none matches is kept).
+            of ``target``, then in ``target``; the same stem with another extension also matches.
+        name_map: ``(regex, replacement)`` pairs for :func:`re.sub` on the file name; each name
+            takes the first whose regex matches it.
         group_by: One of :data:`GROUP_BY`.
-        skip_unpaired: Leave out source images without a target (listed in ``Pairing.unpaired``)
-            instead of raising.
+        skip_unpaired: Leave out source images without a target (listed in ``Pairing.unpaired``).
         all_targets: Raise if a target image has no source image.
 
     Returns:
@@ -245,7 +233,7 @@ def pair_images(
         >>> for name in ("pred/rain-6.png", "pred/snow-3.png", "clean/rain_clean-6.png",
         ...              "clean/snow_clean-3.png", "clean/rain_clean-7.png"):
         ...     _ = write_image(root / name, np.zeros((4, 4, 3), np.uint8))
-        >>> pairing = pair_images(root / "pred", root / "clean", name_map=(r"^(\\w+)-(\\d+)", r"\\1_clean-\\2"))
+        >>> pairing = pair_images(root / "pred", root / "clean", name_map=[(r"^(\\w+)-(\\d+)", r"\\1_clean-\\2")])
         >>> pairing.group_by, {g: [(s.name, t.name) for s, t in v] for g, v in pairing.groups.items()}
         ('prefix', {'rain': [('rain-6.png', 'rain_clean-6.png')], 'snow': [('snow-3.png', 'snow_clean-3.png')]})
         >>> [t.name for t in pairing.unmatched_targets]
@@ -273,9 +261,8 @@ def pair_images(
     def by_stem(folder: Path) -> dict[str, Path]:
         if folder not in stems:
             stems[folder] = {}
-            if folder.is_dir():
-                for p in list_images(folder):
-                    stems[folder].setdefault(p.stem, p)
+            for p in list_images(folder) if folder.is_dir() else []:
+                stems[folder].setdefault(p.stem, p)
         return stems[folder]
 
     groups: dict[str, list[tuple[Path, Path]]] = {}
@@ -285,9 +272,8 @@ def pair_images(
         folders = [tgt_root / rel.parent, tgt_root] if rel.parent != Path() else [tgt_root]
         found = next((f / wanted for f in folders if (f / wanted).is_file()), None)
         if found is None or found.suffix.lower() not in IMAGE_EXTENSIONS:
-            found = next(
-                (by_stem(f)[Path(wanted).stem] for f in folders if Path(wanted).stem in by_stem(f)), None
-            )
+            stem = Path(wanted).stem
+            found = next((by_stem(f)[stem] for f in folders if stem in by_stem(f)), None)
         if found is None:
             unpaired.append((src, str(tgt_root / rel.parent / wanted)))
             continue
@@ -302,13 +288,13 @@ def pair_images(
     if not groups:
         raise DatasetError(f"no image in {src_root} has a target in {tgt_root}")
     used = {t.resolve() for pairs in groups.values() for _, t in pairs}
-    every_target = list_images(tgt_root, recursive=True)
-    unmatched = [t for t in every_target if t.resolve() not in used]
+    unmatched = [t for t in list_images(tgt_root, recursive=True) if t.resolve() not in used]
     if all_targets and unmatched:
-        names = ", ".join(str(t.relative_to(tgt_root)) for t in unmatched[:5]) + (
-            ", ..." if len(unmatched) > 5 else ""
+        names = ", ".join(str(t.relative_to(tgt_root)) for t in unmatched[:5])
+        more = ", ..." if len(unmatched) > 5 else ""
+        raise DatasetError(
+            f"{len(unmatched)} target image(s) in {tgt_root} have no prediction: {names}{more}"
         )
-        raise DatasetError(f"{len(unmatched)} target image(s) in {tgt_root} have no prediction: {names}")
     return Pairing(
         groups={g: sorted(groups[g]) for g in sorted(groups)},
         group_by=group_by,
@@ -317,44 +303,24 @@ def pair_images(
     )
 
 
-def pair_folders(
-    source: str | Path, target: str | Path, **options: Any
-) -> dict[str, list[tuple[Path, Path]]]:
-    """Pair images of ``source`` and ``target`` by degradation; :func:`pair_images`'s groups.
-
-    Args:
-        source: Folder of predictions or degraded inputs.
-        target: Folder of targets.
-        **options: Passed to :func:`pair_images` (``name_map``, ``group_by``, ``skip_unpaired``, ``all_targets``).
-
-    Returns:
-        ``{degradation: [(source_image, target_image), ...]}``.
-    """
-    return pair_images(source, target, **options).groups
-
-
 def evaluate_folders(
     pairs: dict[str, list[tuple[Path, Path]]],
     protocol: str = "promptir",
-    restore_fn: Any = None,
+    restore_fn: Callable[[Any, str], Any] | None = None,
     inputs: dict[Path, Path] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Mean PSNR / SSIM per degradation (and ``"average"`` over degradations).
+    """Mean PSNR / SSIM per degradation (and ``"average"``, the unweighted mean over several).
 
     Args:
-        pairs: From :func:`pair_folders` (or ``pair_images(...).groups``).
+        pairs: ``Pairing.groups``.
         protocol: Metric protocol name.
-        restore_fn: ``None`` to score the source images as they are, or a function
-            ``(image, group) -> image`` (``(3, H, W)`` tensors; ``group`` is the degradation's
-            name) applied to each source image first; the source images (the degraded inputs) are
-            then scored too.
+        restore_fn: ``(image, group) -> image`` applied to each source image (a degraded input)
+            before scoring; the source image is then scored too.
         inputs: The degraded input of each source image (a prediction), scored too.
 
     Returns:
-        ``{degradation: {"n": count, "psnr": dB, "ssim": value}}`` plus an ``"average"`` entry
-        (unweighted mean over degradations, as the papers' tables) when there are several. With
-        ``restore_fn`` or ``inputs`` every entry also has ``"input_psnr"``, ``"input_ssim"`` (the degraded inputs
-        against the targets) and ``"gain_db"`` (``psnr - input_psnr``).
+        ``{degradation: {"n", "psnr", "ssim"}}``; with ``restore_fn`` or ``inputs`` also
+        ``"input_psnr"``, ``"input_ssim"`` and ``"gain_db"`` (``psnr - input_psnr``).
 
     Raises:
         DatasetError: If an image and its target differ in size (naming both).
@@ -397,16 +363,6 @@ def evaluate_folders(
     return results
 
 
-def _group_degradation(group: str) -> str:
-    """The degradation a group's name gives PIP: ``noise_25`` -> ``noise`` (the one grammar); else the name."""
-    from ..degradation_types import parse_degradation
-
-    try:
-        return parse_degradation(group)[0]
-    except (TypeError, ValueError):
-        return group  # a name of the network's own (or one it refuses, naming its degradations)
-
-
 def _degraded_inputs(pairing: Pairing, pred_root: Path, root: Path) -> dict[Path, Path]:
     """Each prediction's degraded input in ``root``: the same relative name, or the same stem (any image type)."""
     from ..io import list_images
@@ -435,6 +391,16 @@ def _degraded_inputs(pairing: Pairing, pred_root: Path, root: Path) -> dict[Path
     return found
 
 
+def _group_degradation(group: str) -> str:
+    """The degradation a group's name gives PIP (``noise_25`` -> ``noise``); else the name itself."""
+    from ..degradation_types import parse_degradation
+
+    try:
+        return parse_degradation(group)[0]
+    except (TypeError, ValueError):
+        return group  # a name of the network's own (or one it refuses, naming its degradations)
+
+
 _GROUPING_WORDS = {"folder": "sub-folder", "prefix": "file-name prefix", "none": "none"}
 
 
@@ -450,9 +416,11 @@ def run(args: argparse.Namespace) -> int:
     report = Path(args.json) if args.json else None
     if report is not None and report.exists():
         raise FileExistsError(f"{report} exists; not overwritten (choose another --json file)")
+    if args.degraded and not args.pred:
+        raise UsageError("--degraded goes with --pred (with --input the inputs are scored anyway)")
     source = args.pred or args.input
     pairing = pair_images(
-        source, args.target, name_map=[tuple(m) for m in args.name_map] if args.name_map else None,
+        source, args.target, name_map=[(m[0], m[1]) for m in args.name_map or ()],
         group_by=args.group_by, skip_unpaired=args.skip_unpaired, all_targets=args.all_targets,
     )  # fmt: skip
     restore_fn = None
@@ -460,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
         from ..inference import restore
 
         model = load_model_from_args(args, require_weights=True)
-        by_group = getattr(args, "degradation_from_folder", False)
+        by_group = args.degradation_from_folder
         if by_group and not getattr(model, "accepts_degradation", False):
             raise UsageError(
                 f"--degradation-from-group needs a network that takes a degradation (PIP); "
@@ -476,11 +444,7 @@ def run(args: argparse.Namespace) -> int:
             except UsageError as exc:  # the network's own checks (channels, degradation name, tile)
                 raise UsageError(f"cannot restore an image of group {group!r}: {exc}") from exc
 
-    inputs = None
-    if args.degraded:
-        if not args.pred:
-            raise UsageError("--degraded goes with --pred (with --input the inputs are scored anyway)")
-        inputs = _degraded_inputs(pairing, Path(args.pred), Path(args.degraded))
+    inputs = _degraded_inputs(pairing, Path(args.pred), Path(args.degraded)) if args.degraded else None
     results = evaluate_folders(pairing.groups, args.protocol, restore_fn, inputs)
     summary = f"scored {pairing.n_pairs} image(s) of {source} against {args.target}"
     summary += f" (degradation from: {_GROUPING_WORDS[pairing.group_by]})"
