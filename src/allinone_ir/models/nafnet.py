@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from ..layers.naf import NAFBlock
+from ..layers.norm import LayerNorm2d
 from ..layers.stage import Stage
 from ._base import RestorationModel
 from ._detect import count_blocks
@@ -17,7 +17,56 @@ from ._registry import register_architecture, register_model
 from ._unet import UNetHooks
 from ._weights import PretrainedWeights, WeightsSource, register_weights
 
-__all__ = ["NAFNet"]
+__all__ = ["NAFBlock", "NAFNet"]
+
+
+def _simple_gate(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=1)
+    return x1 * x2
+
+
+class NAFBlock(nn.Module):
+    """NAFNet block: norm, 1x1, depthwise 3x3, SimpleGate, channel attention, 1x1, scaled residual; then a gated FFN.
+
+    Args:
+        c: Number of channels.
+        dw_expand: Expansion of the first branch.
+        ffn_expand: Expansion of the feed-forward branch.
+        drop_out_rate: Dropout after each branch.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`
+        - Output: :math:`(N, C, H, W)`
+
+    Examples:
+        >>> NAFBlock(8)(torch.randn(1, 8, 5, 5)).shape
+        torch.Size([1, 8, 5, 5])
+    """
+
+    def __init__(self, c: int, dw_expand: int = 2, ffn_expand: int = 2, drop_out_rate: float = 0.0) -> None:
+        super().__init__()
+        dw = c * dw_expand
+        self.conv1 = nn.Conv2d(c, dw, kernel_size=1, bias=True)
+        self.conv2 = nn.Conv2d(dw, dw, kernel_size=3, padding=1, groups=dw, bias=True)
+        self.conv3 = nn.Conv2d(dw // 2, c, kernel_size=1, bias=True)
+        # simplified channel attention (official keys sca.1.*)
+        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, kernel_size=1, bias=True))
+        ffn = ffn_expand * c
+        self.conv4 = nn.Conv2d(c, ffn, kernel_size=1, bias=True)
+        self.conv5 = nn.Conv2d(ffn // 2, c, kernel_size=1, bias=True)
+        self.norm1 = LayerNorm2d(c, eps=1e-6)
+        self.norm2 = LayerNorm2d(c, eps=1e-6)
+        self.dropout1 = nn.Dropout(drop_out_rate) if drop_out_rate > 0 else nn.Identity()
+        self.dropout2 = nn.Dropout(drop_out_rate) if drop_out_rate > 0 else nn.Identity()
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        x = _simple_gate(self.conv2(self.conv1(self.norm1(inp))))
+        x = self.dropout1(self.conv3(x * self.sca(x)))
+        y = inp + x * self.beta
+        x = self.dropout2(self.conv5(_simple_gate(self.conv4(self.norm2(y)))))
+        return y + x * self.gamma
 
 
 def naf_stage(channels: int, depth: int, drop_out_rate: float = 0.0) -> Stage:
@@ -29,10 +78,9 @@ def naf_stage(channels: int, depth: int, drop_out_rate: float = 0.0) -> Stage:
 class NAFNet(UNetHooks, RestorationModel):
     """NAFNet: U-Net of NAF blocks with additive skips and a global residual.
 
-    Key names equal the official ones (``intro``, ``encoders.i.j``, ``downs.i``,
-    ``middle_blks.j``, ``ups.i.0``, ``decoders.i.j``, ``ending``). The default is the
-    SIDD width-32 configuration (29,159,715 parameters). Any ``H, W >= 1`` works
-    (zero padding to a multiple of ``2 ** len(enc_blk_nums)``, as the official code, cropped back).
+    Key names equal the official ones. The default is the SIDD width-32 configuration (29,159,715
+    parameters). Any ``H, W >= 1`` works (zero padding to a multiple of ``2 ** len(enc_blk_nums)``, as
+    the official code, cropped back).
 
     Args:
         in_channels: Image channels (input and output).
@@ -96,18 +144,7 @@ class NAFNet(UNetHooks, RestorationModel):
         return self._crop(self._unet_forward(inp), size)
 
     def _unet_forward(self, x: torch.Tensor, ctx: Any = None) -> torch.Tensor:
-        """The U-Net, written once for NAFNet and PIP-NAFNet, with the hooks of
-        :class:`~allinone_ir.models._unet.UNetHooks` (levels ``1`` shallowest to ``L`` deepest)::
-
-            h = intro(x); e_l = encoders[l-1](h); h = downs[l-1](e_l)      for l = 1..L
-            h = _latent_hook(middle_blks(h))
-            h = _decoder_hook(l, decoders[L-l](ups[L-l](h) + _skip_hook(l, e_l)))   for l = L..1
-            out = ending(h) + x
-
-        Shape:
-            - x: :math:`(N, C, H, W)`, ``H, W`` multiples of ``pad_multiple``
-            - output: :math:`(N, C, H, W)`
-        """
+        """The U-Net of NAFNet and PIP-NAFNet with the hooks of :class:`~allinone_ir.models._unet.UNetHooks`."""
         h = self.intro(x)
         skips = []
         for encoder, down in zip(self.encoders, self.downs):
@@ -122,7 +159,6 @@ class NAFNet(UNetHooks, RestorationModel):
         return self.ending(h) + x
 
     # ------------------------------------------------------------------ what the family declares
-    #: ``encoder`` (intro, encoder levels, downsampling, bottleneck) and ``decoder`` (the rest).
     finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "encoder": ("intro", "encoders", "downs", "middle_blks"),
         "decoder": ("ups", "decoders", "ending"),
@@ -130,19 +166,7 @@ class NAFNet(UNetHooks, RestorationModel):
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Constructor arguments of a NAFNet-layout state dict (``intro`` ... ``ending``), else ``None``.
-
-        Reads the channels and width from ``intro``, the number of levels from ``downs`` and the
-        blocks per level from the largest block indices (``drop_out_rate`` has no weights: the
-        default is assumed). PIP-NAFNet state dicts have the same layout plus ``pips``, so its own
-        ``detect`` wins on them.
-
-        Args:
-            state_dict: Weights with the wrapper prefixes removed.
-
-        Returns:
-            Keyword arguments for ``NAFNet(**kwargs)``, or ``None``.
-        """
+        """Constructor arguments of a NAFNet-layout state dict (``intro`` ... ``ending``), else ``None``."""
         return _read_nafnet_layout(state_dict)
 
 
@@ -198,28 +222,23 @@ def _read_nafnet_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any
 # --------------------------------------------------------------------------- released weights
 # Facts from the official repository github.com/megvii-research/NAFNet (snapshot 2b4af71, 2024-03-29):
 # readme.md's model table (file names, PSNR/SSIM, the Google Drive and Baidu links, the configurations
-# options/test/{SIDD,GoPro}/NAFNet-width*.yml) and LICENSE (MIT). The Hugging Face mirror
-# nyanko7/nafnet-models holds the same file names (third party; its LFS pointers publish SHA-256 and
-# size, which could not be read from here, so none is recorded: the architecture check protects users).
+# options/test/{SIDD,GoPro}/NAFNet-width*.yml) and LICENSE (MIT). SHA-256 and size: the Git LFS pointers of
+# the Hugging Face mirror nyanko7/nafnet-models, commit 08e8c70 ("Upload 5 files", its commit page); the same
+# hashes are on the LFS pointers uploaded by the NAFNet author chuxiaojie to the Space chuxiaojie/NAFNet
+# (commits 3e2d4f9, SIDD-width64, and 1564274, REDS-width64), so they are taken as the authors' files.
 def _nafnet_weights(
-    variant: str,
-    file_name: str,
-    arch: str,
-    num_params: int,
-    drive: str,
-    baidu: str,
-    hf: bool = True,
-    **facts: Any,
+    variant: str, file_name: str, arch: str, num_params: int, drive: str, baidu: str, **facts: Any
 ) -> None:
-    mirror = (
-        (WeightsSource("hf", "nyanko7/nafnet-models", file_name, note="third-party mirror"),) if hf else ()
-    )
     register_weights(
         PretrainedWeights(
             name=f"nafnet.{variant}",
             arch=arch,
             file_name=file_name,
-            sources=(*mirror, WeightsSource("gdrive", drive), WeightsSource("baidu", baidu)),
+            sources=(
+                WeightsSource("hf", "nyanko7/nafnet-models", file_name, note="third-party mirror"),
+                WeightsSource("gdrive", drive),
+                WeightsSource("baidu", baidu),
+            ),
             num_params=num_params,
             license="MIT (LICENSE of megvii-research/NAFNet)",
             **facts,
@@ -233,30 +252,34 @@ _nafnet_weights(
     "sidd_width64", "NAFNet-SIDD-width64.pth", "nafnet_sidd_width64", 115_982_915,
     "14Fht1QQJ2gMlk4N1ERCRuElg8JfjrWWR", "https://pan.baidu.com/s/198kYyVSrY_xZF0jGv9U0sQ?pwd=dton",
     tasks=("noise",), training_data="SIDD", reported=("SIDD 40.3045/0.9614",), protocol=_SIDD,
+    sha256="cd685efaae01f7c4e9951f2deab05780079c8eb1e49ed664b72f6db04dabb445", size=464_154_961,
 )  # fmt: skip
 _nafnet_weights(
     "sidd_width32", "NAFNet-SIDD-width32.pth", "nafnet_width32", 29_159_715,
     "1lsByk21Xw-6aW7epCwOQxvm6HYCQZPHZ", "https://pan.baidu.com/s/1Xses38SWl-7wuyuhaGNhaw?pwd=um97",
     tasks=("noise",), training_data="SIDD", reported=("SIDD 39.9672/0.9599",), protocol=_SIDD,
+    sha256="89c70e808d1783b6c07911306e106aaf0d4f7f3da8c61078b99ff7f8929a26f4", size=116_861_841,
 )  # fmt: skip
 _nafnet_weights(
     "gopro_width64", "NAFNet-GoPro-width64.pth", "nafnet_width64", 67_888_835,
     "1S0PVRbyTakYY9a82kujgZLbMihfNBLfC", "https://pan.baidu.com/s/1g-E1x6En-PbYXm94JfI1vg?pwd=wnwh",
     tasks=("blur",), training_data="GoPro", reported=("GoPro 33.7103/0.9668",), protocol=_GOPRO, default=True,
+    sha256="329d3ab4077b8d6b7ff61de376e483714667960bf85be027bf4335cda701196f", size=271_778_961,
 )  # fmt: skip
 _nafnet_weights(
     "gopro_width32", "NAFNet-GoPro-width32.pth", "nafnet_gopro_width32", 17_111_907,
     "1Fr2QadtDCEXg6iwWX8OzeZLbHOx2t5Bj", "https://pan.baidu.com/s/1AbgG0yoROHmrRQN7dgzDvQ?pwd=so6v",
     tasks=("blur",), training_data="GoPro", reported=("GoPro 32.8705/0.9606",), protocol=_GOPRO,
+    sha256="19394e6155d12ef6371d1d57496f87f0ec88f92bdffa27c0792690722d5d1a5c", size=68_671_121,
 )  # fmt: skip
 # readme.md's table and docs/REDS.md (the Drive and Baidu links, REDS val 300 "deblurring with JPEG artifacts"),
 # options/test/REDS/NAFNet-width64.yml (NAFNetLocal, width 64, enc [1,1,1,28], middle 1, dec [1,1,1,1]: the
-# GoPro width-64 network, whose weights NAFNetLocal uses unchanged; RGB PSNR/SSIM, crop_border 0). The file
-# is not known to be on the Hugging Face mirror. The Baseline-* files are not registered: the Baseline
-# network is not an architecture of this library.
+# GoPro width-64 network, whose weights NAFNetLocal uses unchanged; RGB PSNR/SSIM, crop_border 0). The
+# Baseline-* and NAFSSR-* files are not registered: their networks are not architectures of this library.
 _nafnet_weights(
     "reds_width64", "NAFNet-REDS-width64.pth", "nafnet_width64", 67_888_835,
-    "14D4V4raNYIOhETfcuuLI3bGLB-OYIv6X", "https://pan.baidu.com/s/1vg89ccbpIxg3mK9IONBfGg?pwd=9fas", hf=False,
+    "14D4V4raNYIOhETfcuuLI3bGLB-OYIv6X", "https://pan.baidu.com/s/1vg89ccbpIxg3mK9IONBfGg?pwd=9fas",
     tasks=("blur", "jpeg"), training_data="REDS (blur + JPEG)", reported=("REDS val300 29.0903/0.8671",),
     protocol="PSNR/SSIM on RGB, REDS validation (300 images, lmdb) with test-time local statistics (NAFNetLocal); readme.md",
+    sha256="175fe8b3cdf3abedfbc87769779c3d9f491e05bb2e73ea9d627883f90a4b2df3", size=271_756_689,
 )  # fmt: skip

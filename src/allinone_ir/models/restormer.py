@@ -330,8 +330,10 @@ def _read_restormer_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
 # the task READMEs use them) and the Google Drive folders each task's README links (Deraining/README.md,
 # Motion_Deblurring/README.md, Defocus_Deblurring/README.md, Denoising/README.md),
 # the task options (LayerNorm_type BiasFree for denoising, inp_channels 1 for grayscale)
-# and the paper (arXiv 2111.09881). Hugging Face mirror: deepinv/Restormer (same file names, not verified
-# byte for byte here). No hash or size is published by the authors. License: the repository's LICENSE.md
+# and the paper (arXiv 2111.09881). Hugging Face mirror: deepinv/Restormer (commit aa2667c "Upload 12 files",
+# same file names, about 105 MB each). No hash or size is published by the authors, and no entry records one:
+# the mirror's pages show its SHA-256s (e.g. real_denoising.pth 4cae18bed8a291b9a5deeeab48756bbe6f61fcf7f31a4cca
+# 0969b24608601387) but not the exact sizes, and the GitHub release (fetched first) may not be the same bytes. License: the repository's LICENSE.md
 # (Academic Public License, non-commercial use). The scores are the paper's tables (Table 1 deraining,
 # Table 2 motion deblurring, Table 6 real denoising, as the task READMEs name them; the README shows
 # them as images).
