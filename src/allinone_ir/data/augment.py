@@ -1,7 +1,7 @@
 """Paired augmentations: identical crops / flips / rotations, channel shuffle, CutBlur, Mixup, Degradation-Mix.
 
 Per-sample transforms take ``(C, H, W)`` tensors; batch augmentations take a batch dict
-``{"degraded", "clean", "label", ...}`` and may turn integer labels into soft weights ``(N, T)``.
+``{"degraded", "clean", "label", ...}`` and return a new one (labels may become weights ``(N, T)``).
 """
 
 from __future__ import annotations
@@ -51,9 +51,6 @@ def paired_random_crop(
         size: Crop side or ``(height, width)``.
         rng: Seed or generator.
         names: File names for the error messages.
-
-    Returns:
-        The crops, in the same order.
 
     Raises:
         UsageError: If the sizes differ or an image is smaller than the crop (naming the files).
@@ -120,9 +117,6 @@ def channel_shuffle(batch: dict[str, Any], *, rng: Rng = None) -> dict[str, Any]
         batch: Dict with ``degraded`` and ``clean`` ``(N, C, H, W)`` batches.
         rng: Seed or generator.
 
-    Returns:
-        A new batch dict; other keys are kept.
-
     Examples:
         >>> b = {"degraded": torch.arange(3.0).view(1, 3, 1, 1), "clean": torch.arange(3.0).view(1, 3, 1, 1)}
         >>> out = channel_shuffle(b, rng=1)
@@ -153,9 +147,6 @@ def mixup(
         alpha: Beta distribution parameter.
         num_classes: Number of degradation classes, to mix the labels.
         rng: Seed or generator.
-
-    Returns:
-        A new batch dict.
 
     Examples:
         >>> b = {"degraded": torch.zeros(2, 3, 4, 4), "clean": torch.ones(2, 3, 4, 4)}
@@ -189,9 +180,6 @@ def cutblur(batch: dict[str, Any], *, alpha: float = 0.7, rng: Rng = None) -> di
         batch: Dict with ``degraded`` and ``clean`` batches.
         alpha: Mean relative box side.
         rng: Seed or generator.
-
-    Returns:
-        A new batch dict; only ``degraded`` changes.
 
     Examples:
         >>> b = {"degraded": torch.zeros(1, 3, 8, 8), "clean": torch.ones(1, 3, 8, 8)}

@@ -63,9 +63,6 @@ def add_gaussian_noise(image: torch.Tensor, sigma: float = 25.0, *, rng: Rng = N
         sigma: Noise standard deviation on the 0-255 scale.
         rng: Seed or generator.
 
-    Returns:
-        Noisy image(s).
-
     Shape:
         - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
 
@@ -357,9 +354,6 @@ def synthesize(image: torch.Tensor, degradation: str, *, rng: Rng = None) -> tor
         degradation: A name or alias of :data:`DEGRADATIONS`, or ``"noise_<sigma>"`` for noise of that
             sigma (:func:`~allinone_ir.degradation_types.parse_degradation`).
         rng: Seed or generator.
-
-    Returns:
-        Degraded image(s), same shape.
 
     Raises:
         UsageError: For an unknown name, or a level given to a degradation other than noise.

@@ -82,9 +82,6 @@ def directional_decoupled_loss(
         eps: Lower bound of the product of norms in the cosine.
         reduction: ``"mean"`` or ``"sum"`` over pairs.
 
-    Returns:
-        A scalar tensor.
-
     Raises:
         UsageError: For fewer than two prompts, an empty sequence, or bad options.
 
