@@ -323,12 +323,8 @@ def _random_blur(x: torch.Tensor, g: Generator) -> torch.Tensor:
 
 def _random_lowlight(x: torch.Tensor, g: Generator) -> torch.Tensor:
     return low_light(
-        x,
-        gamma=_uniform(g, 1.5, 3.0),
-        scale=_uniform(g, 0.25, 0.6),
-        noise_sigma=_uniform(g, 0.0, 0.02),
-        rng=g,
-    )
+        x, gamma=_uniform(g, 1.5, 3.0), scale=_uniform(g, 0.25, 0.6), noise_sigma=_uniform(g, 0.0, 0.02), rng=g,
+    )  # fmt: skip
 
 
 #: Name -> ``f(image, generator)`` drawing random parameters; one entry per degradation of the vocabulary.
@@ -363,10 +359,7 @@ def synthesize(image: torch.Tensor, degradation: str, *, rng: Rng = None) -> tor
         >>> torch.equal(synthesize(x, "noise_15", rng=4), add_gaussian_noise(x, 15, rng=4))
         True
     """
-    try:
-        name, level = parse_degradation(degradation)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"synthesize: {exc}") from None
+    name, level = parse_degradation(degradation)
     if level is not None:
         return add_gaussian_noise(image, level, rng=make_generator(rng))
     return DEGRADATIONS[name](image, make_generator(rng))
