@@ -254,3 +254,40 @@ def test_published_rows_and_their_differences(tmp_path: Path) -> None:
     assert "diff_psnr" not in got["average"]  # the run's average covers one column of five
     with pytest.raises(UnknownNameError):
         published_rows("four-task")
+
+
+def test_moce_ir_protocol_gaussian_ssim_and_its_noise_order(tmp_path: Path) -> None:
+    from skimage.metrics import structural_similarity
+
+    root = make_root(tmp_path)
+    res = run_suite(_identity, "three-task", root, ["dehaze"], protocol="moce_ir")
+    assert res["protocol"] == "moce_ir"
+    hazy = [_crop(np.array(Image.open(root / "dehaze/input" / f"{i:04d}_0.8_0.2.png"))) for i in (1, 2)]
+    clean = [_crop(np.array(Image.open(root / "dehaze/target" / f"{i:04d}.png"))) for i in (1, 2)]
+    want = [  # MoCE-IR's calc_ssim on float32 images, as ToTensor gives them
+        structural_similarity(
+            c.astype(np.float32) / 255,
+            h.astype(np.float32) / 255,
+            channel_axis=2,
+            gaussian_weights=True,
+            data_range=1.0,
+        )
+        for h, c in zip(hazy, clean)
+    ]
+    assert res["tasks"]["dehaze"]["ssim"] == pytest.approx(np.mean(want), abs=1e-7)
+    promptir = run_suite(_identity, "three-task", root, ["dehaze"])
+    assert promptir["tasks"]["dehaze"]["psnr"] == res["tasks"]["dehaze"]["psnr"]
+    assert promptir["tasks"]["dehaze"]["ssim"] != pytest.approx(res["tasks"]["dehaze"]["ssim"], abs=1e-4)
+    # MoCE-IR's README runs five-task's CBSD68 as `--benchmarks denoise_25` alone: the first pass of the stream
+    names = sorted(p.stem for p in (root / "denoise/bsd68").iterdir())
+    cleans = [_crop(np.array(Image.open(root / "denoise/bsd68" / f"{n}.png"))) for n in names]
+    state = np.random.get_state()  # noqa: NPY002
+    np.random.seed(0)  # noqa: NPY002
+    first = [np.clip(c + np.random.randn(*c.shape) * 25, 0, 255).astype(np.uint8) for c in cleans]  # noqa: NPY002
+    np.random.set_state(state)  # noqa: NPY002
+    five = run_suite(_identity, "five-task", root, ["denoise_25"], protocol="moce_ir")
+    assert five["tasks"]["denoise_25"]["psnr"] == pytest.approx(
+        np.mean([_psnr(n, c) for n, c in zip(first, cleans)]), abs=1e-6
+    )
+    with pytest.raises(UnknownNameError, match="scored with matlab_y, not 'moce_ir'"):
+        run_suite(_identity, "restormer-deraining", root, protocol="moce_ir")

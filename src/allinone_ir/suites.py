@@ -114,8 +114,14 @@ class _Suite:
     tasks: tuple[_Task, ...]
     protocol: str  # "promptir" (RGB, scikit-image) or "matlab_y" (Restormer's evaluate_PSNR_SSIM.m)
     crop: int  # centre crop to a multiple of this (0: none)
-    description: str
 
+
+#: What each protocol measures, for the tables' headers.
+PROTOCOL_TEXT = {
+    "promptir": "promptir (RGB, scikit-image SSIM, crop to a multiple of 16)",
+    "moce_ir": "moce_ir (RGB, Gaussian-window SSIM, crop to a multiple of 16; MoCE-IR's src/test.py)",
+    "matlab_y": "matlab_y (Y of rgb2ycbcr on 8-bit outputs, Gaussian SSIM, no crop; Restormer's evaluate_PSNR_SSIM.m)",
+}
 
 _SUITES: dict[str, _Suite] = {
     # PromptIR / AdaIR / MoCE-IR / PIP three-task table: CBSD68 15, 25, 50, Rain100L, SOTS (PromptIR Table 1).
@@ -123,7 +129,6 @@ _SUITES: dict[str, _Suite] = {
         (_DENOISE[15], _DENOISE[25], _DENOISE[50], _DERAIN, _DEHAZE),
         "promptir",
         _CROP_BASE,
-        "promptir (RGB, scikit-image SSIM, crop to a multiple of 16)",
     ),
     # AdaIR five-task table (Table 2): dehazing, deraining, denoising (sigma 25), deblurring, low-light; here in
     # the three-task order followed by the two new columns, as AdaIR's test.py --mode 6 runs them.
@@ -131,13 +136,11 @@ _SUITES: dict[str, _Suite] = {
         (_DENOISE[25], _DERAIN, _DEHAZE, _DEBLUR, _LOWLIGHT),
         "promptir",
         _CROP_BASE,
-        "promptir (RGB, scikit-image SSIM, crop to a multiple of 16)",
     ),
     "restormer-deraining": _Suite(
         _RESTORMER_DERAIN,
         "matlab_y",
         0,
-        "matlab_y (Y of rgb2ycbcr on 8-bit outputs, Gaussian SSIM, no crop; Restormer's evaluate_PSNR_SSIM.m)",
     ),
 }
 
@@ -324,14 +327,16 @@ def _read_rgb(path: Path, crop: int = _CROP_BASE) -> np.ndarray:
     return _crop(arr, crop) if crop else arr
 
 
-def _noisy_images(cleans: Sequence[np.ndarray], sigma: int) -> Iterator[np.ndarray]:
+def _noisy_images(
+    cleans: Sequence[np.ndarray], sigma: int, order: Sequence[int] = _SIGMA_ORDER
+) -> Iterator[np.ndarray]:
     """The official noisy inputs of one sigma, for the cropped clean images in their (sorted) order.
 
     A private ``RandomState(0)`` gives the stream of ``np.random.seed(0)``; the passes of the sigmas before
-    ``sigma`` in 15, 25, 50 order are drawn (and dropped) first. The process's random state is untouched.
+    ``sigma`` in ``order`` are drawn (and dropped) first. The process's random state is untouched.
     """
     rng = np.random.RandomState(_NOISE_SEED)
-    for _earlier in _SIGMA_ORDER[: _SIGMA_ORDER.index(sigma)]:
+    for _earlier in order[: list(order).index(sigma)]:
         for clean in cleans:
             rng.randn(*clean.shape)
     for clean in cleans:
@@ -343,11 +348,14 @@ def _to_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
-def _task_inputs(lay: _Layout, crop: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+def _task_inputs(
+    lay: _Layout, crop: int, order: Sequence[int] = _SIGMA_ORDER
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """``(name, degraded, clean)`` cropped uint8 arrays of a task, in sorted name order."""
     if lay.task.pairing == "noise":
         cleans = [_read_rgb(p, crop) for p, _ in lay.pairs]
-        for (path, _), clean, noisy in zip(lay.pairs, cleans, _noisy_images(cleans, lay.task.sigma or 0)):
+        noisy_images = _noisy_images(cleans, lay.task.sigma or 0, order)
+        for (path, _), clean, noisy in zip(lay.pairs, cleans, noisy_images):
             yield path.stem, noisy, clean
         return
     for src, tgt in lay.pairs:
@@ -373,12 +381,40 @@ def _matlab_y(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.floor(y + 0.5))[None, None]  # MATLAB rounds halves away from zero
 
 
+def _ssim_gaussian_sample(output: torch.Tensor, target: torch.Tensor) -> float:
+    """scikit-image's ``structural_similarity(..., gaussian_weights=True, data_range=1)`` of two RGB images.
+
+    An 11x11 Gaussian window (sigma 1.5) with the sample covariance (121 / 120), as MoCE-IR's ``calc_ssim``.
+    """
+    import torch.nn.functional as F
+
+    r = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-(r**2) / (2 * 1.5**2))
+    kernel = torch.outer(g, g).div(torch.outer(g, g).sum()).expand(3, 1, 11, 11)
+    x, y = output.double().clamp(0, 1)[None], target.double()[None]
+
+    def filt(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(z, kernel, groups=3)
+
+    mx, my, norm = filt(x), filt(y), 121 / 120
+    vx, vy = norm * (filt(x * x) - mx * mx), norm * (filt(y * y) - my * my)
+    vxy = norm * (filt(x * y) - mx * my)
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
 def _scores(protocol: str, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """PSNR and SSIM of a ``(3, H, W)`` output in [0, 1] against its target, under the suite's protocol."""
     from .metrics import PROMPTIR_PROTOCOL, psnr, ssim
 
     if protocol == "promptir":
         return PROMPTIR_PROTOCOL.compute(output, target)
+    if protocol == "moce_ir":  # src/test.py: the same PSNR, SSIM with gaussian_weights=True
+        return {
+            "psnr": PROMPTIR_PROTOCOL.compute(output, target)["psnr"],
+            "ssim": _ssim_gaussian_sample(output, target),
+        }
     # evaluate_PSNR_SSIM.m: the results are 8-bit PNGs (img_as_ubyte rounds), the luma is uint8
     a, b = (_matlab_y(_to_uint8(t)) for t in (output, target))
     return {
@@ -400,6 +436,7 @@ def run_suite(
     dtype: str | torch.dtype | None = None,
     save_images: str | Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    protocol: str | None = None,
 ) -> dict[str, Any]:
     """Score a network on a suite's tasks with the official protocol (see the module's description).
 
@@ -421,15 +458,18 @@ def run_suite(
         save_images: A folder to write the outputs to, as ``<folder>/<task key>/<name>.png`` (8-bit); an
             existing file is not replaced.
         progress: Called as ``progress(task key, done, total)`` after each image.
+        protocol: ``None`` (the suite's), or ``"moce_ir"`` for the all-in-one suites: MoCE-IR's
+            ``src/test.py`` (SSIM with a Gaussian window; the noise of the suite's sigmas drawn in the
+            suite's order only, so five-task's sigma 25 is the first pass).
 
     Returns:
         ``{"tasks": {key: {"psnr", "ssim", "count", "input_psnr", "input_ssim", "seconds", "images_per_s"}},
         "average": {"psnr", "ssim", "input_psnr", "input_ssim", "count"} (mean over the tasks run),
-        "skipped": {key: reason}, "suite": name, "protocol": "promptir" or "matlab_y"}``.
+        "skipped": {key: reason}, "suite": name, "protocol": the protocol's name}``.
 
     Raises:
         DatasetError: If no task of ``tasks`` has an image, or a pair's sizes differ.
-        UnknownNameError: If the suite or a task is unknown.
+        UnknownNameError: If the suite, a task or the protocol is unknown.
     """
     from ._runtime import low_precision_dtype
     from .inference import restore
@@ -438,6 +478,11 @@ def run_suite(
     autocast_dtype = low_precision_dtype(dtype)
     suite = _suite(name)
     chosen = _suite_tasks(name, tasks)
+    protocol = protocol or suite.protocol
+    allowed = ("promptir", "moce_ir") if suite.protocol == "promptir" else (suite.protocol,)
+    if protocol not in allowed:
+        raise UnknownNameError(f"suite {name!r} is scored with {' or '.join(allowed)}, not {protocol!r}")
+    order = _SIGMA_ORDER if protocol == "promptir" else tuple(t.sigma for t in suite.tasks if t.sigma)
     base = _root(root, chosen)
     layouts = [_scan(t, base) for t in chosen]
     skipped = {lay.task.key: f"no images under {lay.folder}" for lay in layouts if not lay.pairs}
@@ -454,7 +499,7 @@ def run_suite(
         key, total = lay.task.key, len(lay.pairs)
         sums = dict.fromkeys(("psnr", "ssim", "input_psnr", "input_ssim"), 0.0)
         start = time.perf_counter()
-        for done, (stem, degraded, clean) in enumerate(_task_inputs(lay, suite.crop), 1):
+        for done, (stem, degraded, clean) in enumerate(_task_inputs(lay, suite.crop, order), 1):
             x, target = _to_tensor(degraded), _to_tensor(clean)
             if isinstance(model, torch.nn.Module):
                 y = restore(
@@ -471,7 +516,7 @@ def run_suite(
                 with torch.no_grad():
                     y = model(x.unsqueeze(0))[0]
             y = y.detach().float().cpu()
-            m, m_in = _scores(suite.protocol, y, target), _scores(suite.protocol, x, target)
+            m, m_in = _scores(protocol, y, target), _scores(protocol, x, target)
             sums["psnr"] += m["psnr"]
             sums["ssim"] += m["ssim"]
             sums["input_psnr"] += m_in["psnr"]
@@ -492,7 +537,7 @@ def run_suite(
     average["count"] = sum(int(r["count"]) for r in results.values())
     return {
         "suite": name,
-        "protocol": suite.protocol,
+        "protocol": protocol,
         "tasks": results,
         "average": average,
         "skipped": skipped,

@@ -75,6 +75,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--save-images", default=None, metavar="DIR", help="write the outputs to DIR/<task>/<name>.png"
     )
     p.add_argument(
+        "--protocol",
+        choices=("promptir", "moce_ir", "matlab_y"),
+        default=None,
+        help="scoring (default: the suite's; moce_ir: MoCE-IR's Gaussian-window SSIM and noise order)",
+    )
+    p.add_argument(
         "--compare", action="store_true", help="print the papers' published rows and the differences"
     )
     p.add_argument("--json", default=None, help="also write the results to this JSON file (a new file)")
@@ -124,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     """Check a suite's layout, or score a network on it and print the table. Returns the exit status."""
     from .._version import __version__
     from ..io import atomic_write
-    from ..suites import _SUITES, check_suite, published_rows, run_suite
+    from ..suites import PROTOCOL_TEXT, check_suite, published_rows, run_suite
 
     report_path = Path(args.json) if args.json else None
     if report_path is not None and report_path.exists():
@@ -159,11 +165,12 @@ def run(args: argparse.Namespace) -> int:
     results = run_suite(
         model, args.suite, args.root, args.tasks, tile=args.tile, overlap=args.overlap, tta=args.tta or False,
         device=args.device, dtype=args.dtype, save_images=args.save_images, progress=progress,
+        protocol=args.protocol,
     )  # fmt: skip
     for key, reason in results["skipped"].items():
         print(f"skipped {key}: {reason}", file=sys.stderr)
     tasks = results["tasks"]
-    print(f"suite: {args.suite}  protocol: {_SUITES[args.suite].description}")
+    print(f"suite: {args.suite}  protocol: {PROTOCOL_TEXT[results['protocol']]}")
     print(
         f"{'task':<11s} {'images':>6s} {'PSNR':>8s} {'SSIM':>7s} {'input PSNR':>10s} {'input SSIM':>10s} {'img/s':>7s}"
     )
