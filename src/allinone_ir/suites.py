@@ -29,6 +29,11 @@ The ``restormer-deraining`` suite is Restormer's (``swz30/Restormer``: ``Deraini
 PSNR and SSIM on MATLAB's ``rgb2ycbcr`` luma (rounded to 8 bits) with Wang et al.'s Gaussian SSIM
 (11x11, sigma 1.5, data range 255), averaged over the images, then over the five test sets.
 
+``protocol="moce_ir"`` scores as MoCE-IR's ``src/test.py``: SSIM with a Gaussian window (scikit-image's
+``gaussian_weights=True``) and the noise of the suite's own sigmas only (its README runs five-task's
+sigma 25 alone: the first pass). PIP's test code draws unseeded noise and scores 50 GoPro images: it
+cannot be reproduced exactly, and the ``promptir`` protocol is the closest.
+
 Use :func:`check_suite` to see what of a layout is there, :func:`run_suite` to score a network and
 :func:`published_rows` for the papers' published rows of a suite.
 """
