@@ -122,6 +122,14 @@ def test_every_registered_entry_builds_with_its_declared_parameter_count():
             assert sum(p.numel() for p in net.parameters()) == entry.num_params, name
         assert entry.sources, name
         assert entry.sha256 is None or len(entry.sha256) == 64
+        if entry.size is not None:  # a float32 state dict: 4 bytes a parameter, plus the pickle's overhead
+            assert 0 < entry.size - 4 * entry.num_params < 0.01 * entry.size, name
+    sized = [n for n in list_pretrained() if get_weights(n).size is not None]
+    assert sized == [
+        f"nafnet.{v}"
+        for v in ("gopro_width32", "gopro_width64", "reds_width64", "sidd_width32", "sidd_width64")
+    ]
+    assert all(get_weights(n).sha256 is not None for n in sized)
 
 
 def test_list_pattern_and_defaults():
