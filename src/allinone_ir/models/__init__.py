@@ -1,5 +1,6 @@
 """Full restoration networks and the model registry."""
 
+from . import mirage  # noqa: F401  (registers mirage_s, mirage_t and their weights)
 from ._base import AuxiliaryLoss, RecordsConfig, RestorationModel
 from ._registry import (
     create_model,

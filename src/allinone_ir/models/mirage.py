@@ -1,0 +1,546 @@
+"""MIRAGE (Ren et al., ICLR 2026): channel-wise functional decomposition and SPD manifold regularisation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UsageError
+from ..layers.attention import channel_attention
+from ..layers.norm import NormKind, RestormerLayerNorm
+from ..layers.stage import Stage
+from ..layers.transformer import Downsample, OverlapPatchEmbed, Upsample
+from ._base import AuxiliaryLoss, RestorationModel
+from ._detect import attention_heads, count_blocks, ffn_expansion_factor
+from ._registry import register_architecture, register_model
+from ._weights import PretrainedWeights, WeightsSource, register_weights
+
+#: Channels of the shallow and latent features the SPD head reduces to (official ``reduce_shallow`` 12,
+#: ``reduce_latent`` 24) and the width of its projections (``spd_proj_*``: 64).
+SPD_CHANNELS: tuple[int, int] = (12, 24)
+SPD_DIM = 64
+#: Weight of the SPD contrastive term (official ``loss_ctr_spd = 0.01 * loss_ctr``) and its temperature.
+DEFAULT_SPD_WEIGHT = 0.01
+SPD_TEMPERATURE = 0.1
+
+
+def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth per sample (timm's ``DropPath``, kept values rescaled by ``1 / (1 - p)``)."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    return x * x.new_empty((x.shape[0], 1, 1, 1)).bernoulli_(keep).div_(keep)
+
+
+class GatedCNNBlock(nn.Module):
+    """MIRAGE's convolution branch: a gated block with a per-sample dynamic depthwise 7x7 convolution.
+
+    ``BatchNorm``, ``gic1`` (1x1, C -> 2 hidden, ``hidden = int(8/3 C)``) split into a gate ``g``
+    (hidden), an identity part ``i`` and a part ``c`` (C channels) convolved depthwise with kernels
+    that ``kernel_generator`` predicts from ``c``'s global average, ``gic2(gelu(g / t) * [i, c])``,
+    a residual with stochastic depth, then ``proj_out`` (1x1).
+
+    Args:
+        dim: Channels ``C``.
+        drop_path: Stochastic-depth rate of the residual branch (official 0.1).
+        kernel_size: Size of the dynamic kernels.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`
+        - Output: :math:`(N, C, H, W)`
+    """
+
+    def __init__(self, dim: int, drop_path: float = 0.1, kernel_size: int = 7) -> None:
+        super().__init__()
+        hidden = int(8 / 3 * dim)
+        self.norm = nn.BatchNorm2d(dim)
+        self.gic1 = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=False)
+        self.split_indices = [hidden, hidden - dim, dim]
+        self.kernel_size = kernel_size
+        self.drop_path = drop_path
+        self.kernel_generator = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(dim, dim, 1, bias=False),
+            nn.GELU(),
+            nn.Conv2d(dim, dim * kernel_size * kernel_size, 1, bias=False),
+        )
+        self.gic2 = nn.Conv2d(hidden, dim, kernel_size=1, bias=False)
+        self.proj_out = nn.Conv2d(dim, dim, kernel_size=1, bias=False)
+        self.temperature = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g, i, c = torch.split(self.gic1(self.norm(x)), self.split_indices, dim=1)
+        n, ch, h, w = c.shape
+        k = self.kernel_size
+        kernel = self.kernel_generator(c).reshape(n * ch, 1, k, k)
+        c = F.conv2d(c.reshape(1, n * ch, h, w), kernel, padding=k // 2, groups=n * ch).reshape(n, ch, h, w)
+        y = self.gic2(F.gelu(g / self.temperature) * torch.cat((i, c), dim=1))
+        return self.proj_out(_drop_path(y, self.drop_path, self.training) + x)
+
+
+class MirageAttention(nn.Module):
+    """MIRAGE's token mixer: the channels split into attention, gated-convolution and MLP branches.
+
+    The first third of the channels goes through Restormer's transposed attention (``qkv``,
+    ``qkv_dwconv``, per-head cosine attention), the second through a
+    :class:`GatedCNNBlock` (``gatedcnn``), the last through a per-pixel MLP (``mlp``, 1x1
+    convolutions with a doubled hidden width). Each branch adds ``alpha * sigmoid(sum of the other
+    two)``; ``project_out`` mixes the concatenation.
+
+    Args:
+        dim: Channels ``C``.
+        num_heads: Heads of the attention branch (``C`` must be 3 x a multiple of them).
+        bias: Whether the convolutions have a bias.
+        drop_path: Stochastic-depth rate of the gated branch.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`
+        - Output: :math:`(N, C, H, W)`
+    """
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = False, drop_path: float = 0.1) -> None:
+        super().__init__()
+        a = dim // 3
+        if dim % 3 or a % num_heads:
+            raise UsageError(
+                f"MIRAGE: the channels ({dim}) must be 3 x a multiple of the heads ({num_heads})"
+            )
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(a, a * 3, kernel_size=1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(a * 3, a * 3, kernel_size=3, padding=1, groups=a * 3, bias=bias)
+        self.gatedcnn = GatedCNNBlock(a, drop_path=drop_path)
+        self.mlp = nn.Sequential(
+            nn.Conv1d(a, a * 2, 1, bias=bias), nn.GELU(), nn.Conv1d(a * 2, a, 1, bias=bias)
+        )
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+        self.alpha_att = nn.Parameter(torch.ones(1))
+        self.alpha_gated = nn.Parameter(torch.ones(1))
+        self.alpha_mlp = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_attn, x_gated, x_mlp = x.chunk(3, dim=1)
+        q, k, v = self.qkv_dwconv(self.qkv(x_attn)).chunk(3, dim=1)
+        att = channel_attention(q, k, v, self.temperature, self.num_heads)
+        gated = self.gatedcnn(x_gated)
+        fc1, fc2 = (
+            cast(nn.Conv1d, self.mlp[0]),
+            cast(nn.Conv1d, self.mlp[2]),
+        )  # Conv1d over pixels, as 1x1 Conv2d
+        mlp = F.conv2d(
+            F.gelu(F.conv2d(x_mlp, fc1.weight.unsqueeze(-1), fc1.bias)), fc2.weight.unsqueeze(-1), fc2.bias
+        )
+        out = torch.cat(
+            (
+                att + self.alpha_att * torch.sigmoid(gated + mlp),
+                gated + self.alpha_gated * torch.sigmoid(att + mlp),
+                mlp + self.alpha_mlp * torch.sigmoid(att + gated),
+            ),
+            dim=1,
+        )
+        return self.project_out(out)
+
+
+class MirageFeedForward(nn.Module):
+    """MIRAGE's feed-forward: Restormer's GDFN with a GELU between ``project_in`` and ``dwconv``.
+
+    Args:
+        dim: Channels ``C``.
+        ffn_expansion_factor: Hidden width ``int(C * factor)``.
+        bias: Whether the convolutions have a bias.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`
+        - Output: :math:`(N, C, H, W)`
+    """
+
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
+        self.dwconv = nn.Conv2d(
+            hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias
+        )
+        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.dwconv(F.gelu(self.project_in(x))).chunk(2, dim=1)
+        return self.project_out(F.gelu(x1) * x2)
+
+
+class MirageBlock(nn.Module):
+    """``x + attn(norm1(x))`` then ``x + ffn(norm2(x))`` with :class:`MirageAttention` and :class:`MirageFeedForward`.
+
+    Args:
+        dim: Channels.
+        num_heads: Heads of the attention branch.
+        ffn_expansion_factor: Feed-forward width factor.
+        bias: Whether the convolutions have a bias.
+        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
+        drop_path: Stochastic-depth rate of the gated branch.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`
+        - Output: :math:`(N, C, H, W)`
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_expansion_factor: float,
+        bias: bool,
+        layer_norm_type: NormKind,
+        drop_path: float,
+    ) -> None:
+        super().__init__()
+        self.norm1 = RestormerLayerNorm(dim, layer_norm_type)
+        self.attn = MirageAttention(dim, num_heads, bias, drop_path)
+        self.norm2 = RestormerLayerNorm(dim, layer_norm_type)
+        self.ffn = MirageFeedForward(dim, ffn_expansion_factor, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+def spd_feature(x: torch.Tensor) -> torch.Tensor:
+    """Flattened channel covariance ``cov + 1e-5 I`` (unbiased, over the pixels), the SPD descriptor.
+
+    Computed in at least float32 (not autocast).
+
+    Shape:
+        - x: :math:`(N, C, H, W)` with ``H * W >= 2``
+        - output: :math:`(N, C^2)`
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.to(torch.promote_types(x.dtype, torch.float32)).flatten(2)
+        x = x - x.mean(dim=2, keepdim=True)
+        cov = torch.bmm(x, x.transpose(1, 2)) / (x.shape[2] - 1)
+        cov = cov + 1e-5 * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    return cov.flatten(1)
+
+
+def spd_contrastive_loss(z_shallow: torch.Tensor, z_latent: torch.Tensor) -> torch.Tensor:
+    """NT-Xent between the shallow and latent SPD embeddings of a batch (sample ``i`` pairs with ``i``).
+
+    ``cross_entropy(normalize(z_s) @ normalize(z_l)^T / 0.1, arange(N))``; 0 for a batch of one.
+
+    Shape:
+        - z_shallow, z_latent: :math:`(N, D)`
+        - output: scalar
+    """
+    logits = F.normalize(z_shallow, dim=1) @ F.normalize(z_latent, dim=1).T / SPD_TEMPERATURE
+    return F.cross_entropy(logits, torch.arange(z_shallow.shape[0], device=z_shallow.device))
+
+
+def _spd_term(model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    if "spd_shallow" not in extras:
+        return next(model.parameters()).new_zeros(())
+    return spd_contrastive_loss(extras["spd_shallow"], extras["spd_latent"])
+
+
+@register_architecture
+class MIRAGE(RestorationModel):
+    """MIRAGE: a Restormer-style U-Net whose blocks split their channels into three branches.
+
+    Every block's token mixer (:class:`MirageAttention`) gives a third of the channels to
+    transposed attention (global context), a third to a gated dynamic convolution (local
+    texture) and the rest to a per-pixel MLP (channel statistics), each modulated by the
+    others. The latent is reduced to ``4 dim`` (``reduce_dim_level3``) before the decoder.
+    For training, an SPD head (``reduce_shallow``, ``reduce_latent``, ``spd_proj_*``) embeds
+    the channel covariances of the first encoder level and of the reduced latent; the ``spd``
+    term (:meth:`auxiliary_losses`) aligns the two across the batch by a contrastive loss.
+    The head does not touch the image: ``spd_head=False`` leaves it out (official checkpoints
+    still load, its keys dropped).
+
+    Defaults are the official MIRAGE-S (9,678,983 parameters and 2,656 BatchNorm buffer values,
+    as the official network; nothing is built and left unused). State-dict keys equal the official
+    ones. Any ``H, W >= 1`` works (reflect padding to a multiple of 8, output cropped back).
+
+    Args:
+        in_channels: Input image channels.
+        out_channels: Output image channels.
+        dim: Channels of the first level (a multiple of 6; doubled per level).
+        num_blocks: Blocks per level (encoder/decoder levels 1-3 and the latent).
+        num_refinement_blocks: Blocks after the decoder.
+        heads: Attention heads per level (each must divide the level's channels / 3).
+        ffn_expansion_factor: Feed-forward width factor.
+        bias: Whether the convolutions have a bias.
+        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
+        drop_path: Stochastic-depth rate of the gated branches (training only).
+        spd_head: Build the SPD head of the training term.
+
+    Shape:
+        - Input: :math:`(N, C_{in}, H, W)`, float, values nominally in [0, 1]
+        - Output: :math:`(N, C_{out}, H, W)`; with ``return_spd=True`` also the two
+          :math:`(N, 64)` unit embeddings.
+
+    Examples:
+        >>> net = MIRAGE(**MIRAGE.small_config(smoke=True))
+        >>> net(torch.rand(2, 3, 17, 30)).shape
+        torch.Size([2, 3, 17, 30])
+    """
+
+    pad_multiple = 8
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        dim: int = 30,
+        num_blocks: Sequence[int] = (3, 5, 5, 7),
+        num_refinement_blocks: int = 3,
+        heads: Sequence[int] = (1, 2, 4, 8),
+        ffn_expansion_factor: float = 2.0,
+        bias: bool = False,
+        layer_norm_type: NormKind = "WithBias",
+        drop_path: float = 0.1,
+        spd_head: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(num_blocks) != 4 or len(heads) != 4:
+            raise UsageError(f"num_blocks and heads need 4 entries, got {list(num_blocks)} and {list(heads)}")
+        if dim % 6:
+            raise UsageError(
+                f"MIRAGE needs dim to be a multiple of 6 (three equal branches, even levels), got {dim}"
+            )
+        self.in_channels, self.out_channels = in_channels, out_channels
+
+        def stage(channels: int, level: int, depth: int) -> Stage:
+            args = (ffn_expansion_factor, bias, layer_norm_type, drop_path)
+            return Stage(*[MirageBlock(channels, heads[level], *args) for _ in range(depth)])
+
+        # official construction order (seeded initialisation and key order as the official network)
+        self.patch_embed = OverlapPatchEmbed(in_channels, dim)
+        self.encoder_level1 = stage(dim, 0, num_blocks[0])
+        self.down1_2 = Downsample(dim)
+        self.encoder_level2 = stage(dim * 2, 1, num_blocks[1])
+        self.down2_3 = Downsample(dim * 2)
+        self.encoder_level3 = stage(dim * 4, 2, num_blocks[2])
+        self.down3_4 = Downsample(dim * 4)
+        self.latent = stage(dim * 8, 3, num_blocks[3])
+        self.up4_3 = Upsample(dim * 4)
+        self.reduce_chan_level3 = nn.Conv2d(dim * 6, dim * 4, kernel_size=1, bias=bias)
+        self.reduce_dim_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
+        self.decoder_level3 = stage(dim * 4, 2, num_blocks[2])
+        self.up3_2 = Upsample(dim * 4)
+        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
+        self.decoder_level2 = stage(dim * 2, 1, num_blocks[1])
+        self.up2_1 = Upsample(dim * 2)
+        self.decoder_level1 = stage(dim * 2, 0, num_blocks[0])
+        self.refinement = stage(dim * 2, 0, num_refinement_blocks)
+        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
+        if spd_head:
+            s, t = SPD_CHANNELS
+            self.reduce_shallow = nn.Conv2d(dim, s, 1)
+            self.reduce_latent = nn.Conv2d(dim * 4, t, 1)
+            self.spd_proj_shallow = nn.Linear(s * s, SPD_DIM)
+            self.spd_proj_latent = nn.Linear(t * t, SPD_DIM)
+
+    def forward(
+        self, x: torch.Tensor, *, return_spd: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        inp, size = self._pad_input(x)
+        e1 = self.encoder_level1(self.patch_embed(inp))
+        e2 = self.encoder_level2(self.down1_2(e1))
+        e3 = self.encoder_level3(self.down2_3(e2))
+        latent = self.reduce_dim_level3(self.latent(self.down3_4(e3)))
+        h = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), e3], 1)))
+        h = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(h), e2], 1)))
+        h = self.decoder_level1(torch.cat([self.up2_1(h), e1], 1))
+        out = self.output(self.refinement(h))
+        if self.in_channels == self.out_channels:
+            out = out + inp
+        out = self._crop(out, size)
+        if not return_spd:
+            return out
+        if not self.config["spd_head"]:
+            raise UsageError("return_spd=True needs the SPD head; this MIRAGE was built with spd_head=False")
+        z_s = F.normalize(self.spd_proj_shallow(spd_feature(self.reduce_shallow(e1))), dim=1)
+        z_l = F.normalize(self.spd_proj_latent(spd_feature(self.reduce_latent(latent))), dim=1)
+        return out, z_s, z_l
+
+    # ------------------------------------------------------------------ what the family declares
+    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
+        "decoder": (
+            "reduce_dim_level3",
+            "up*",
+            "reduce_chan_level*",
+            "decoder_level*",
+            "refinement",
+            "output",
+        ),
+        "spd": ("reduce_shallow", "reduce_latent", "spd_proj_*"),
+    }
+
+    def low_precision_flags(self) -> list[tuple[str, nn.Module, str]]:
+        """Under bf16/fp16 autocast the patch embedding runs in float32 (as Restormer's, see
+        :func:`~allinone_ir.models.restormer.restormer_low_precision_flags`)."""
+        return [("patch_embed", self.patch_embed, "float32")]
+
+    def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Ask the training forward for the SPD embeddings too (when the network has the head)."""
+        return {"return_spd": True} if self.config["spd_head"] else {}
+
+    def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Split ``(image, z_shallow, z_latent)`` into the image and ``{"spd_shallow", "spd_latent"}``.
+
+        Shape:
+            - image: :math:`(N, C_{out}, H, W)`
+        """
+        if isinstance(output, torch.Tensor):
+            return output, {}
+        image, z_s, z_l = output
+        return image, {"spd_shallow": z_s, "spd_latent": z_l}
+
+    def auxiliary_losses(self) -> list[AuxiliaryLoss]:
+        """MIRAGE's training term ``spd`` (weight 0.01): :func:`spd_contrastive_loss` of the SPD embeddings.
+
+        The official recipe's other term, ``0.1 x`` the FFT L1 loss, is a main-loss choice of the
+        config (``mirage_three_task.toml``). 0 without the SPD head.
+        """
+        return [AuxiliaryLoss("spd", DEFAULT_SPD_WEIGHT, _spd_term)]
+
+    @classmethod
+    def small_config(cls, *, degradations: Sequence[str] = (), smoke: bool = False) -> dict[str, Any]:
+        """A small MIRAGE (one block per level, width 24); ``smoke``: width 12, for tests.
+
+        Args:
+            degradations: Unused: MIRAGE restores blind.
+            smoke: The smallest configuration.
+        """
+        return dict(dim=12 if smoke else 24, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
+
+    @classmethod
+    def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+        """Constructor arguments of a MIRAGE state dict (official or ours), else ``None``.
+
+        Recognised by ``reduce_dim_level3`` and the blocks' ``attn.gatedcnn``; the widths, blocks,
+        heads, feed-forward factor, biases, norm kind and SPD head are read from the keys and shapes
+        (``drop_path`` is not stored: the default).
+
+        Args:
+            state_dict: Weights with the wrapper prefixes removed.
+
+        Returns:
+            Keyword arguments for ``MIRAGE(**kwargs)``, or ``None``.
+
+        Raises:
+            CheckpointError: If the blocks disagree on a hyper-parameter.
+        """
+        embed = state_dict.get("patch_embed.proj.weight")
+        if (
+            embed is None
+            or "reduce_dim_level3.weight" not in state_dict
+            or "output.weight" not in state_dict
+            or not any(".attn.gatedcnn.gic1.weight" in k for k in state_dict)
+        ):
+            return None
+        levels: tuple[tuple[str, ...], ...] = (
+            ("encoder_level1", "decoder_level1", "refinement"),
+            ("encoder_level2", "decoder_level2"),
+            ("encoder_level3", "decoder_level3"),
+            ("latent",),
+        )
+        return dict(
+            in_channels=int(embed.shape[1]),
+            out_channels=int(state_dict["output.weight"].shape[0]),
+            dim=int(embed.shape[0]),
+            num_blocks=[
+                count_blocks(state_dict, n)
+                for n in ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
+            ],
+            num_refinement_blocks=count_blocks(state_dict, "refinement"),
+            heads=[attention_heads(state_dict, names, d) for names, d in zip(levels, (1, 2, 4, 8))],
+            ffn_expansion_factor=ffn_expansion_factor(state_dict, default=2.0),
+            bias="output.bias" in state_dict,
+            layer_norm_type="WithBias"
+            if any(k.endswith("norm1.body.bias") for k in state_dict)
+            else "BiasFree",
+            drop_path=0.1,
+            spd_head="spd_proj_latent.weight" in state_dict,
+        )
+
+    @classmethod
+    def filter_state_dict(
+        cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
+    ) -> dict[str, torch.Tensor]:
+        """Drop the SPD head's keys when ``model`` is built without it (``spd_head=False``).
+
+        Args:
+            state_dict: Weights with the wrapper prefixes removed.
+            model: The network they are loaded into.
+
+        Returns:
+            A new dict.
+        """
+        head = ("reduce_shallow", "reduce_latent", "spd_proj_shallow", "spd_proj_latent")
+        own = {name for name, _ in model.named_children()}
+        return {k: v for k, v in state_dict.items() if k.split(".")[0] in own or k.split(".")[0] not in head}
+
+
+@register_model
+def mirage_s(**kwargs: Any) -> MIRAGE:
+    """MIRAGE-S, official configuration (``net/mirage_small.py``: dim 30; 9,678,983 parameters)."""
+    return MIRAGE(**kwargs)
+
+
+@register_model
+def mirage_t(**kwargs: Any) -> MIRAGE:
+    """MIRAGE-T, official configuration (``net/mirage_tiny.py``: dim 24; 6,207,412 parameters)."""
+    return MIRAGE(**{"dim": 24, "num_refinement_blocks": 2, **kwargs})
+
+
+# --------------------------------------------------------------------------- released weights
+# Facts from the official repository github.com/Amazingren/MIRAGE (snapshot 926dc83): README.md "Checkpoints", a
+# table of five Google Drive files (the ids below) with the sizes Drive shows ("72.1M" tiny, "111.8M" small); the
+# test scripts test_{3,5}deg_{tiny,small}.sh name the files 3Deg_small.ckpt etc. and load them with Lightning's
+# MIRAGEModel.load_from_checkpoint (wrapper "state_dict", keys "net."-prefixed); LICENSE: MIT. No hash or exact
+# size is published. Training (train_{3,5}deg_*.sh): three tasks denoise sigma 15/25/50, derain, dehaze; five
+# tasks + deblur, enhance. Test (test_small.py, test_tiny.py): images centre-cropped to a multiple of 16
+# (crop_img(base=16)), no padding; --mode 5 (three tasks); --mode 6 --avg_denoise_sigma 25 (five tasks: the
+# average counts BSD68 sigma 25 only). The CDD11 checkpoint has no test script (README: "TODO"): its file name
+# here is ours. Reported averages (PSNR, dB), as issue 24 lists them from the repository's result figure and the
+# paper (arXiv 2505.18679 v2): three tasks S 32.91, T 32.77; five tasks S 30.68. The per-task numbers, the
+# five-task T and the CDD11 averages were not checked against the paper's tables here.
+_THREE = "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)"
+_P3 = "PromptIR's three-task protocol (RGB PSNR/SSIM, centre crop to a multiple of 16; test_*.py --mode 5)"
+_P5 = "AdaIR's five-task protocol, denoising at sigma 25 in the average (test_*.py --mode 6 --avg_denoise_sigma 25)"
+_FIVE_TASKS = ("noise", "rain", "haze", "blur", "lowlight")
+_RELEASED = (  # name, arch, file, Drive id (README "Checkpoints"), parameters, tasks, training data, protocol, reported
+    ("s_three_task", "mirage_s", "3Deg_small.ckpt", "1kZqS7AQE93QX9tBtc2Aa8mqFEbauXLZy", 9_678_983,
+     ("noise", "rain", "haze"), _THREE, _P3, ("three-task average 32.91 dB",)),
+    ("t_three_task", "mirage_t", "3Deg_tiny.ckpt", "1HH6ZkKr-e-kChrgHUc8nuEPDjXcj5H5E", 6_207_412,
+     ("noise", "rain", "haze"), _THREE, _P3, ("three-task average 32.77 dB",)),
+    ("s_five_task", "mirage_s", "5Deg_small.ckpt", "13C-eso1XB5VlTUCmubzrEAB4b_aSsHzb", 9_678_983,
+     _FIVE_TASKS, _THREE + ", GoPro (blur), LOL-v1 (low light)", _P5, ("five-task average 30.68 dB",)),
+    ("t_five_task", "mirage_t", "5Deg_tiny.ckpt", "1GNjqXsVE7uik5wWpnuPAzC-C05S9DpgO", 6_207_412,
+     _FIVE_TASKS, _THREE + ", GoPro (blur), LOL-v1 (low light)", _P5, ()),
+    ("s_cdd11", "mirage_s", "CDD11_small.ckpt", "1GLRMUDfjgWR7aW4DqnUDJzsPO98-cw5G", 9_678_983,
+     ("lowlight", "haze", "rain", "snow"), "CDD-11 (single, double and triple mixtures of the four)",
+     "CDD-11 test set (test_small.py --trainset CDD11_<subset>)", ()),
+)  # fmt: skip
+for _name, _arch, _file, _drive, _params, _tasks, _data, _protocol, _reported in _RELEASED:
+    register_weights(
+        PretrainedWeights(
+            name=f"mirage.{_name}",
+            arch=_arch,
+            file_name=_file,
+            sources=(WeightsSource("gdrive", _drive, note="README 'Checkpoints'"),),
+            num_params=_params,
+            tasks=_tasks,
+            license="MIT (LICENSE of Amazingren/MIRAGE)",
+            training_data=_data,
+            reported=_reported,
+            protocol=_protocol,
+            default=_name.endswith("three_task"),
+            notes=f"Google Drive only: download by hand, then `allinone-ir weights import mirage.{_name} FILE`",
+        )
+    )
