@@ -131,3 +131,46 @@ def test_run_three_task_with_json_matches_the_official_recipe(run_cli, tmp_path:
         "scores.json",
     )
     assert again.returncode == 2 and "scores.json exists; not overwritten" in again.stderr
+
+
+def test_restormer_deraining_in_its_own_layout_scored_on_the_y_channel(run_cli, tmp_path: Path) -> None:
+    from tests.test_suites import _matlab_scores, _rand
+
+    sets = tmp_path / "Datasets/test/Rain100H"
+    for i, shape in enumerate(((35, 40), (28, 30))):
+        clean = _rand(60 + i, *shape)
+        rainy = np.clip(clean.astype(int) + 50, 0, 255).astype(np.uint8)
+        for sub, arr in (("input", rainy), ("target", clean)):
+            (sets / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(sets / sub / f"{i + 1}.png")
+    check = run_cli("benchmark", "--suite", "restormer-deraining", "--root", "Datasets", "--check")
+    rows = [line.split()[:5] for line in check.stdout.splitlines() if not line.startswith(" ")]
+    assert check.returncode == 1 and rows[1] == ["rain100h", "partial", "2", "/", "100"]
+    assert rows[0][:2] == ["test100", "absent"] and rows[-1][:3] == ["1", "of", "5"]
+    torch.manual_seed(0)
+    net = create_model("nafnet", width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,)).eval()
+    save_pretrained(net, tmp_path / "model")
+    result = run_cli("benchmark", "--suite", "restormer-deraining", "--root", "Datasets", "--checkpoint", "model",
+                     "--json", "derain.json", "--save-images", "out", "--quiet", "--compare")  # fmt: skip
+    assert_no_traceback(result)
+    assert result.returncode == 0, result.output
+    assert result.stdout.startswith("suite: restormer-deraining  protocol: matlab_y (Y of rgb2ycbcr")
+    assert (
+        "Restormer      rain100h -  average 33.96/0.935  (Restormer paper, Table 1)" in result.stdout
+    )  # one set of five: no difference
+    doc = json.loads((tmp_path / "derain.json").read_text())
+    assert doc["protocol"] == "matlab_y" and list(doc["skipped"]) == [
+        "test100",
+        "rain100l",
+        "test2800",
+        "test1200",
+    ]
+    outs = [np.array(Image.open(tmp_path / "out/rain100h" / f"{i}.png")) for i in (1, 2)]
+    gts = [np.array(Image.open(sets / "target" / f"{i}.png")) for i in (1, 2)]
+    ins = [np.array(Image.open(sets / "input" / f"{i}.png")) for i in (1, 2)]
+    want = [_matlab_scores(o, g) for o, g in zip(outs, gts)]  # the saved 8-bit outputs are what was scored
+    assert doc["rain100h"]["psnr"] == pytest.approx(np.mean([w[0] for w in want]), abs=1e-9)
+    assert doc["rain100h"]["ssim"] == pytest.approx(np.mean([w[1] for w in want]), abs=1e-9)
+    assert doc["rain100h"]["input_psnr"] == pytest.approx(
+        np.mean([_matlab_scores(a, g)[0] for a, g in zip(ins, gts)])
+    )
