@@ -1,17 +1,13 @@
-"""Training: the :class:`Trainer`, its :class:`TrainerConfig`, checkpoints and resume, staged fine-tuning helpers.
+"""Training: the :class:`Trainer` and its :class:`TrainerConfig`, checkpoints and resume, staged fine-tuning.
 
-The trainer runs the loop; its files are written by :mod:`~allinone_ir.training.checkpoint`
-(checkpoints, resume, initial weights), :mod:`~allinone_ir.training.logs` (CSV / JSON logs) and
-:mod:`~allinone_ir.training.plots` (curves). :mod:`~allinone_ir.training.cli` reads config files for
-``allinone-ir train`` (whose command line is in :mod:`allinone_ir.commands.train`).
+:mod:`~allinone_ir.training.cli` reads the config files of ``allinone-ir train``.
 """
 
 from .config import TrainerConfig
 from .ema import ModelEMA
 from .finetune import finetune_groups, freeze, module_groups, unfreeze
-from .schedule import warmup_cosine_factor
 from .signals import TrainingInterrupted
-from .trainer import LOSSES, LossTerm, Trainer, TrainingDivergedError, build_loss
+from .trainer import LOSSES, LossTerm, Trainer, TrainingDivergedError, build_loss, warmup_cosine_factor
 
 __all__ = [
     "LOSSES",

@@ -22,48 +22,32 @@ Schema (YAML shown; TOML has the same tables)::
     augment: {cutblur: 0.0, mixup: 0.0, dmix: 0.0}           # optional batch augmentations
     extra_losses: [{name: ddl, weight: 0.002}]               # optional, for networks that lack the term
 
-``type: synthetic`` takes ``clean_dir`` (clean photos), ``tasks`` (e.g. ``[noise_25, rain, haze]``),
-``patch_size``, ``repeat``, ``fixed``; ``type: promptir`` takes ``root``, ``tasks``
-(``denoise``, ``derain``, ``dehaze``, ``deblur``, ``lowlight``), ``patch_size``, ``sigmas``,
-``repeats``, ``layout``.
-
-Relative paths (data folders, ``trainer.output_dir``, ``trainer.init_weights``) are resolved against
-the working directory, not the config file's folder: run from the folder that holds your data.
+``type: synthetic`` takes ``clean_dir``, ``tasks`` (e.g. ``[noise_25, rain, haze]``), ``patch_size``,
+``repeat``, ``fixed``; ``type: promptir`` takes ``root``, ``tasks`` (``denoise``, ``derain``, ``dehaze``,
+``deblur``, ``lowlight``), ``patch_size``, ``sigmas``, ``repeats``, ``layout``. Relative paths are resolved
+against the working directory, not the config file's folder.
 
 ``val_split`` holds out a deterministic (by ``seed``) share of every degradation's pairs, validated on
-whole images without augmentation; their degraded files are listed in ``OUTPUT_DIR/held_out.txt``.
-It replaces ``data.val``: give one or the other.
+whole images and listed in ``OUTPUT_DIR/held_out.txt``; it replaces ``data.val``.
 
-A network told the degradation of every image (PIP) has its labels matched **by name** to its
-``degradations`` (aliases included), before training; without ``model.args.degradations`` it takes the
-training data's degradations as its own (a PIP trained on rain and snow has prompts named ``rain`` and
-``snow``, which ``restore --degradation rain`` then uses). A degradation the network does not have is
-an error listing both. File names whose prefix names no degradation (``img_001.png``) give no label: use
-``label_from: subfolder``, a degradation name for all pairs, or ``classes`` naming the prefixes.
-
-Values are checked when the config is read, each error naming its key: every ``trainer`` field against
-its type (numbers finite: ``lr: .nan`` and ``lr: .inf`` are refused), ``trainer.device`` parsed and
-available, ``model.args`` against the network's constructor (``model.args.width: expected an integer,
-got 'eight'``). Paired folders are read whole before training (``validate: false`` skips it): missing
-partners, size mismatches and unreadable files come in one error.
-
-A network family's own training terms (PIP: ``classifier`` and ``ddl``) are always added;
-``trainer.aux_weights: {ddl: 0.004}`` changes their weights (0 switches one off). Naming such a term in
-``extra_losses`` is an error (it would be counted twice).
+A network told the degradation (PIP) has the data's labels matched to its ``degradations`` by name;
+without ``model.args.degradations`` it takes the training data's degradations as its own. A network
+family's own training terms (PIP: ``classifier``, ``ddl``) are always added; ``trainer.aux_weights:
+{ddl: 0.004}`` changes their weights (0 switches one off).
 
 Resume (``--resume`` or ``trainer.resume``; default ``auto``): ``auto`` continues from the newest
-``OUTPUT_DIR/checkpoints/step_*.pt`` if there is one, ``never`` starts at step 0 (replacing the
-folder's earlier checkpoints and logs), a path continues from that file. The first line says which:
-``resumed from FILE at step N`` or ``no checkpoint in DIR: starting at step 0``. Checkpoints are
-written every ``save_every`` steps, every ``save_every_minutes`` (default 5) and on Ctrl-C / SIGTERM
-(exit status 130 / 143 after writing it); ``keep_last`` (default 1) periodic ones are kept, plus
-``best.pt`` (the validated weights only).
+``OUTPUT_DIR/checkpoints/step_*.pt``, ``never`` starts at step 0 (replacing the folder's earlier
+checkpoints and logs), a path continues from that file. Checkpoints are written every ``save_every``
+steps, every ``save_every_minutes`` (default 5) and on Ctrl-C / SIGTERM (exit status 130 / 143);
+``keep_last`` (default 1) periodic ones are kept, plus ``best.pt`` (the validated weights only).
 
-Every error names the offending key (``data.train.patch_size: expected int or "full", got 'big'``).
+Every value is checked when the config is read, and every error names its key
+(``data.train.patch_size: expected int or "full", got 'big'``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -117,6 +101,12 @@ def _section(cfg: Mapping[str, Any], key: str, where: str, required: bool = True
     return v
 
 
+def _no_unknown(sec: Mapping[str, Any], known: set[str], where: str, what: str = "unknown key") -> None:
+    bad = sorted(set(sec) - known)
+    if bad:
+        raise ConfigError(f"{where}{bad[0]}: {what}; known: {', '.join(sorted(known))}")
+
+
 def _take(
     sec: dict[str, Any],
     key: str,
@@ -158,18 +148,6 @@ def _folder(sec: dict[str, Any], key: str, where: str, base: Path) -> str:
     return str(path)
 
 
-def _patch_size(sec: dict[str, Any], where: str, default: int | None) -> int | None:
-    from ..data.datasets import normalize_patch_size
-
-    value = sec.get("patch_size", default)
-    try:
-        return normalize_patch_size(value)
-    except ValueError:
-        raise ConfigError(
-            f'{where}.patch_size: expected int or "full" (whole images), got {value!r}'
-        ) from None
-
-
 _DATA_KEYS = {
     "paired": {"type", "degraded_dir", "clean_dir", "name_map", "label_from", "classes", "patch_size", "augment_modes",
                "recursive", "seed", "validate", "val_split"},
@@ -180,26 +158,21 @@ _DATA_KEYS = {
 
 
 def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tuple[Any, Any]:
-    """The dataset of ``data.train`` or ``data.val``, and the pairs ``val_split`` holds out (or ``None``).
-
-    Validation sets default to whole images (``patch_size: full``) without augmentation.
-    """
+    """The dataset of ``data.train`` or ``data.val`` (whole images without augmentation by default for
+    validation), and the pairs ``val_split`` holds out (or ``None``)."""
     from ..data import PairedImageDataset, SyntheticDegradationDataset, promptir_dataset
+    from ..data.datasets import normalize_patch_size
 
     is_val = where.endswith(".val")
     kind = _take(sec, "type", where, str, "paired")
     if kind not in _DATA_KEYS:
         raise ConfigError(f"{where}.type: must be one of {sorted(_DATA_KEYS)}, got {kind!r}")
-    unknown = sorted(set(sec) - _DATA_KEYS[kind] - ({"val_split"} if kind == "paired" and is_val else set()))
     if "val_split" in sec and (is_val or kind != "paired"):
         raise ConfigError(
             f"{where}.val_split: only data.train of type 'paired' can hold out pairs"
             + ("" if is_val else f" (this is type {kind!r}: give a data.val section)")
         )
-    if unknown:
-        raise ConfigError(
-            f"{where}.{unknown[0]}: unknown key for type {kind!r}; known: {sorted(_DATA_KEYS[kind])}"
-        )
+    _no_unknown(sec, _DATA_KEYS[kind], f"{where}.", f"unknown key for type {kind!r}")
     check = _take(sec, "validate", where, bool, True)
     split = sec.get("val_split")
     if "val_split" in sec and (
@@ -210,10 +183,14 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
         raise ConfigError(
             f"{where}.val_split: val_split must be a fraction in (0, 1) or a whole number of pairs, got {split!r}"
         )
-    common: dict[str, Any] = {
-        "patch_size": _patch_size(sec, where, None if is_val else 128),
-        "seed": _take(sec, "seed", where, int, seed),
-    }
+    patch = sec.get("patch_size", None if is_val else 128)
+    try:
+        common: dict[str, Any] = {"patch_size": normalize_patch_size(patch)}
+    except ValueError:
+        raise ConfigError(
+            f'{where}.patch_size: expected int or "full" (whole images), got {patch!r}'
+        ) from None
+    common["seed"] = _take(sec, "seed", where, int, seed)
     if "augment_modes" in sec:
         modes = _take(sec, "augment_modes", where, list)
         if not all(isinstance(m, int) and 0 <= m < 8 for m in modes):
@@ -221,6 +198,7 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
         common["augment_modes"] = tuple(modes)
     elif is_val:
         common["augment_modes"] = ()
+    ds: Any
     try:
         if kind == "paired":
             name_map = _take(sec, "name_map", where, list, None, nullable=True)
@@ -267,6 +245,10 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
     return ds, held_out
 
 
+def _on_model(fn: Callable[[Any], Any], model: Any, batch: Any, out: Any) -> Any:
+    return fn(model)
+
+
 def _extra_losses(items: Any, family_terms: dict[str, float], family: str) -> list[Any]:
     from ..losses import DirectionalDecoupledLoss
     from .trainer import LossTerm
@@ -293,17 +275,12 @@ def _extra_losses(items: Any, family_terms: dict[str, float], family: str) -> li
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}.args: {exc}") from exc
         weight = float(_take(item, "weight", where, (int, float), getattr(fn, "alpha", 1.0)))
-        terms.append(LossTerm(lambda model, batch, out, f=fn: f(model), weight=weight, name=name))
+        terms.append(LossTerm(functools.partial(_on_model, fn), weight=weight, name=name))
     return terms
 
 
 def _check_model_args(name: str, margs: dict[str, Any]) -> None:
-    """Check ``model.args`` against the constructor of the network ``name`` builds: names and types.
-
-    Raises:
-        ConfigError: ``model.args.<key>: ...`` for an argument the network does not take or a value of
-            the wrong type (``width: "eight"``: expected an integer).
-    """
+    """Check ``model.args`` against the constructor of the class the network ``name`` builds: names and types."""
     import inspect
     import typing
 
@@ -316,31 +293,24 @@ def _check_model_args(name: str, margs: dict[str, Any]) -> None:
         own = inspect.signature(factory).parameters.values() if factory is not None else ()
         if not isinstance(cls, type) or any(p.kind is not inspect.Parameter.VAR_KEYWORD for p in own):
             return  # a factory with arguments of its own: build and see
-        params = inspect.signature(cls.__init__).parameters
-        hints = typing.get_type_hints(cls.__init__)
-    except (NameError, TypeError, ValueError):  # a factory or constructor this cannot read: build and see
+        params = inspect.signature(cls, eval_str=True).parameters
+    except (NameError, TypeError, ValueError):  # a constructor this cannot read: build and see
         return
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        known = [
-            k for k, p in params.items() if k != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL
-        ]
+        known = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
         for key in margs:
-            if key not in params or key == "self":
+            if key not in params:
                 raise ConfigError(
                     f"model.args.{key}: not an argument of {cls.__name__} ({name}); known: {', '.join(known)}"
                 )
     for key, value in margs.items():
-        if key in hints and not _matches(value, hints[key]):
-            raise ConfigError(f"model.args.{key}: expected {_describe(hints[key])}, got {value!r}")
+        hint = params[key].annotation if key in params else inspect.Parameter.empty
+        if hint is not inspect.Parameter.empty and not _matches(value, hint):
+            raise ConfigError(f"model.args.{key}: expected {_describe(hint)}, got {value!r}")
 
 
 def _build_model(name: str, margs: dict[str, Any], train: Any, seed: int) -> Any:
-    """The network of ``model``; one told the degradation (PIP) takes the data's degradations as its own.
-
-    Unless ``model.args.degradations`` fixes them, a PIP network gets one prompt per degradation of the
-    training data, named as the data names them (the vocabulary's canonical names, in label order): a PIP
-    trained on rain and snow has prompts named ``rain`` and ``snow``.
-    """
+    """The network of ``model``; one told the degradation (PIP) takes the data's degradations as its own."""
     import torch
 
     from ..data.datasets import _label_classes, _vocabulary_label
@@ -393,11 +363,7 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
     from .trainer import Trainer
 
     base = Path(base_dir).expanduser().resolve()
-    unknown = sorted(set(cfg) - {"model", "data", "trainer", "augment", "extra_losses"})
-    if unknown:
-        raise ConfigError(
-            f"{unknown[0]}: unknown top-level section; known: augment, data, extra_losses, model, trainer"
-        )
+    _no_unknown(cfg, {"model", "data", "trainer", "augment", "extra_losses"}, "", "unknown top-level section")
     tsec = _section(cfg, "trainer", "", required=False)
     try:
         tcfg = TrainerConfig.from_dict(tsec)
@@ -420,13 +386,9 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
     if name not in list_models():
         raise ConfigError(f"model.name: unknown model {name!r}; registered: {list_models()}")
     margs = _take(msec, "args", "model", dict, {})
-    bad = sorted(set(msec) - {"name", "args"})
-    if bad:
-        raise ConfigError(f"model.{bad[0]}: unknown key; known: args, name")
+    _no_unknown(msec, {"name", "args"}, "model.")
     dsec = _section(cfg, "data", "")
-    bad = sorted(set(dsec) - {"train", "val"})
-    if bad:
-        raise ConfigError(f"data.{bad[0]}: unknown key; known: train, val")
+    _no_unknown(dsec, {"train", "val"}, "data.")
     train_sec = _section(dsec, "train", "data.")
     if dsec.get("val") is not None and not isinstance(dsec["val"], dict):
         raise ConfigError("data.val: expected a mapping")
@@ -447,9 +409,7 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
     asec = _section(cfg, "augment", "", required=False)
     augment = None
     if asec:
-        bad = sorted(set(asec) - {"cutblur", "mixup", "dmix", "num_classes"})
-        if bad:
-            raise ConfigError(f"augment.{bad[0]}: unknown key; known: cutblur, dmix, mixup, num_classes")
+        _no_unknown(asec, {"cutblur", "mixup", "dmix", "num_classes"}, "augment.")
         num_classes = asec.get("num_classes") or getattr(model, "num_degradations", None)
         try:
             augment = BatchAugment(

@@ -1,4 +1,4 @@
-"""The trainer's typed configuration."""
+"""The trainer's typed configuration, checked field by field against its annotations."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -15,106 +16,75 @@ from ..errors import ConfigError, UsageTypeError
 
 __all__ = ["TrainerConfig"]
 
-Precision = Literal["fp32", "bf16", "fp16"]
-
-
-_NEVER = ("never", "none", "false", "no", "off")
+_SEQUENCES = (list, tuple, collections.abc.Sequence)
+_MAPPINGS = (dict, collections.abc.Mapping)
+_PLURALS = {
+    int: "integers",
+    float: "finite numbers",
+    str: "strings",
+    bool: "true/false values",
+    Any: "values",
+}
 
 
 def _describe(hint: Any) -> str:
-    """How a message says what a type hint expects: ``int``, ``a list of int``, ``one of 'a', 'b'``."""
+    """How a message says what a type hint expects: ``an integer``, ``a list of integers``, ``one of 'a', 'b'``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is type(None):
         return "null"
     if hint is float:
         return "a finite number"
     if isinstance(hint, type):
-        return {"int": "an integer", "str": "a string", "bool": "true or false"}.get(
-            hint.__name__, hint.__name__
-        )
+        return {int: "an integer", str: "a string", bool: "true or false"}.get(hint, hint.__name__)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in args)
     if origin is tuple and args and args[-1] is not Ellipsis:
         return f"a list of {len(args)} ({', '.join(_describe(a) for a in args)})"
-    if origin in (list, tuple, collections.abc.Sequence):
-        return f"a list of {_plural(args[0])}" if args else "a list"
-    if origin in (dict, collections.abc.Mapping):
-        return f"a mapping of {_plural(args[0])} to {_plural(args[1])}" if args else "a mapping"
+    if origin in _SEQUENCES:
+        return f"a list of {_PLURALS.get(args[0], _describe(args[0]))}" if args else "a list"
+    if origin in _MAPPINGS and args:
+        k, v = (_PLURALS.get(a, _describe(a)) for a in args)
+        return f"a mapping of {k} to {v}"
     return str(hint)
-
-
-def _plural(hint: Any) -> str:
-    names = {
-        int: "integers",
-        float: "finite numbers",
-        str: "strings",
-        bool: "true/false values",
-        Any: "values",
-    }
-    return names.get(hint, _describe(hint))
 
 
 def _matches(value: Any, hint: Any) -> bool:
     """Whether ``value`` (as a config file gives it) fits ``hint``; a hint this does not read fits anything.
 
-    Floats must be finite; ints are accepted where floats are, bools are not numbers; lists are
-    accepted for tuples and sequences, strings are not sequences here.
+    Floats must be finite and bools are not numbers; lists stand for tuples, strings are not sequences.
     """
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return True
     if hint is type(None):
         return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint in (str, bool):
         return isinstance(value, hint)
     if origin is Literal:
         return any(value == a and type(value) is type(a) for a in args)
     if origin in (typing.Union, types.UnionType):
         return any(_matches(value, a) for a in args)
-    if origin in (list, tuple, collections.abc.Sequence):
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+    if origin in _SEQUENCES:
+        if not isinstance(value, (list, tuple)):
             return False
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args, strict=True))
         return not args or all(_matches(v, args[0]) for v in value)
-    if origin in (dict, collections.abc.Mapping):
-        if not isinstance(value, dict):
-            return False
-        return not args or all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    if origin in _MAPPINGS:
+        return isinstance(value, dict) and (
+            not args or all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+        )
     return True
 
 
-def _type_problem(value: Any, hint: Any) -> str | None:
-    """``"expected <what>, got <value>"`` when ``value`` does not fit ``hint``, else ``None``.
-
-    Examples:
-        >>> _type_problem("eight", int)
-        "expected an integer, got 'eight'"
-        >>> _type_problem([1, 2], collections.abc.Sequence[int]) is None
-        True
-    """
-    return None if _matches(value, hint) else f"expected {_describe(hint)}, got {value!r}"
-
-
-def normalize_resume(value: Any) -> str:
-    """``"auto"``, ``"never"`` or a checkpoint path, from what a user or a config file wrote.
-
-    ``None``, ``False`` and the strings ``never``, ``none``, ``false``, ``no``, ``off`` (any case) mean
-    ``"never"``; ``True`` and ``"auto"`` mean ``"auto"``; any other non-empty string is a path.
-
-    Raises:
-        ValueError: For an empty string or another type (the message lists what is accepted).
-
-    Examples:
-        >>> normalize_resume(None), normalize_resume("None"), normalize_resume(True), normalize_resume("a.pt")
-        ('never', 'never', 'auto', 'a.pt')
-    """
+def _normalize_resume(value: Any) -> str:
+    """``"auto"``, ``"never"`` (also ``None``, ``False``, ``none``, ``false``, ``no``, ``off``) or a path."""
     if value is None or value is False:
         return "never"
     if value is True:
@@ -126,23 +96,65 @@ def normalize_resume(value: Any) -> str:
             f"TrainerConfig.resume: expected 'auto', 'never' or a checkpoint path, got {value!r}"
         )
     low = value.strip().lower()
-    if low in _NEVER:
+    if low in ("never", "none", "false", "no", "off"):
         return "never"
-    if low == "auto":
-        return "auto"
-    return value
+    return "auto" if low == "auto" else value
+
+
+def _check_device(name: str) -> str:
+    """``"auto"`` or a device string that torch reads and this machine has (:class:`ConfigError` otherwise)."""
+    if name == "auto":
+        return name
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(
+            f"TrainerConfig.device: expected 'auto' or a device such as 'cpu', 'cuda', 'cuda:1' or 'mps', "
+            f"got {name!r}"
+        ) from None
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    count = {"cpu": 1, "cuda": cuda, "mps": int(torch.backends.mps.is_available())}
+    if dev.type not in count:
+        raise ConfigError(
+            f"TrainerConfig.device: {name!r} is not a device the Trainer runs on (cpu, cuda, mps)"
+        )
+    if dev.type != "cpu" and (dev.index or 0) >= count[dev.type]:
+        kind = dev.type.upper()
+        have = f"{count[dev.type]} {kind} device(s)" if count[dev.type] else f"no {kind}"
+        raise ConfigError(f"TrainerConfig.device: {name!r} is not available (this machine has {have})")
+    return name
+
+
+_AT_LEAST_1 = ("an integer >= 1", lambda v: v >= 1)
+_AT_LEAST_0 = ("an integer >= 0", lambda v: v >= 0)
+_NON_NEGATIVE = ("a finite number >= 0", lambda v: v >= 0)
+#: What a field's value must be beyond its type: the message, and the check.
+_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    **dict.fromkeys(
+        ("max_steps", "batch_size", "grad_accum_steps", "val_batch_size", "log_every", "keep_last"),
+        _AT_LEAST_1,
+    ),
+    **dict.fromkeys(("warmup_steps", "val_every", "save_every", "num_workers", "seed"), _AT_LEAST_0),
+    **dict.fromkeys(("min_lr", "weight_decay", "warmup_start_factor", "save_every_minutes"), _NON_NEGATIVE),
+    "lr": ("a finite positive number", lambda v: v > 0),
+    "grad_clip": ("a finite positive number or null", lambda v: v is None or v > 0),
+    "ema_decay": ("a number in (0, 1) or null", lambda v: v is None or 0.0 < v < 1.0),
+    "betas": ("two numbers in [0, 1)", lambda v: all(0.0 <= b < 1.0 for b in v)),
+    "aux_weights": ("a mapping of term names to numbers >= 0", lambda v: all(w >= 0 for w in v.values())),
+    "metric_protocol": ("'promptir' or 'basicsr'", lambda v: v in ("promptir", "basicsr")),
+}
 
 
 @dataclass
 class TrainerConfig:
-    """Everything that shapes a training run; saved in every checkpoint.
+    """Everything that shapes a training run; saved in every checkpoint and checked when built.
 
-    Steps count optimizer updates; one update consumes ``grad_accum_steps`` batches of
-    ``batch_size`` images per process (the global batch is
-    ``batch_size * grad_accum_steps * world_size``).
+    Steps count optimizer updates of ``batch_size * grad_accum_steps * world_size`` images.
 
     Attributes:
-        output_dir: Folder for checkpoints, logs and curves (created).
+        output_dir: Folder for checkpoints, logs and curves.
         max_steps: Number of optimizer updates; the learning-rate schedule spans them.
         batch_size: Images per batch per process.
         grad_accum_steps: Batches accumulated per update.
@@ -152,45 +164,38 @@ class TrainerConfig:
         weight_decay: Weight decay (decoupled for AdamW).
         betas: Adam betas.
         warmup_steps: Linear warm-up length in updates.
-        warmup_start_factor: Warm-up starts at ``lr * warmup_start_factor`` (PIP: 0.1).
-        schedule: ``"cosine"`` (warm-up then cosine to ``min_lr``) or ``"constant"`` (warm-up then flat).
+        warmup_start_factor: Warm-up starts at ``lr * warmup_start_factor``.
+        schedule: ``"cosine"`` (warm-up then cosine to ``min_lr``) or ``"constant"``.
         grad_clip: Max global gradient norm (``None``: no clipping).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 uses a gradient scaler). On a
-            CPU that only emulates the low-precision dtype (no AVX-512 BF16 / AMX; see
-            :func:`~allinone_ir.inference.native_low_precision`) the Trainer warns: it runs ~20x slower.
-        ema_decay: Keep an exponential moving average of the weights with this decay (``None``: off);
-            validation and the best checkpoint then use the EMA weights.
-        channels_last: Use the channels-last memory format (default on: 1.4-2x faster for these networks on
-            CPU and GPU; ``False`` for NCHW).
-        grad_checkpointing: Recompute activations in the backward pass (networks with
-            ``set_grad_checkpointing``): much less memory for about a third more compute.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast (fp16 with a gradient scaler); a CPU that
+            only emulates it (:func:`~allinone_ir.inference.native_low_precision`) is warned about.
+        ema_decay: Keep an EMA of the weights (``None``: off); validation and ``best.pt`` then use it.
+        channels_last: Use the channels-last memory format.
+        grad_checkpointing: Recompute activations in the backward pass (``set_grad_checkpointing``).
         compile: Wrap the model in ``torch.compile``.
-        loss: Name of the main loss (see :data:`allinone_ir.training.LOSSES`), unless one is passed in.
+        loss: Name of the main loss (:data:`allinone_ir.training.LOSSES`), unless one is passed in.
         loss_kwargs: Keyword arguments of that loss.
         val_every: Validate every this many updates (0: only at the end).
         val_batch_size: Batch size of validation (1 allows images of different sizes).
         metric_protocol: ``"promptir"`` or ``"basicsr"`` (see :mod:`allinone_ir.metrics`).
-        save_every: Write a checkpoint every this many updates (0: only by time, on a signal and at the end).
-        save_every_minutes: Also write one when this many minutes have passed since the last one
-            (0: off), so a killed run loses at most that much work.
-        keep_last: How many periodic checkpoints (``checkpoints/step_*.pt``) to keep; ``best.pt`` (the
-            validated weights only) is kept apart.
+        save_every: Write a checkpoint every this many updates (0: by time, on a signal and at the end).
+        save_every_minutes: Also write one after this many minutes since the last (0: off).
+        keep_last: How many periodic checkpoints (``checkpoints/step_*.pt``) to keep, besides ``best.pt``.
         log_every: Log the training loss every this many updates.
-        seed: Seed of the model initialisation (where the trainer builds it), data order and augmentation.
+        seed: Seed of the data order and augmentation (and the model where the config builds it).
         num_workers: DataLoader worker processes.
         device: ``"auto"`` (CUDA, else MPS, else CPU), or a device string.
-        resume: ``"auto"`` (the latest checkpoint in ``output_dir/checkpoints`` if any, else step 0),
-            ``"never"`` (start at step 0; ``None``, ``False``, ``"none"`` and ``"false"`` mean the same) or
-            a checkpoint path.
-        init_weights: Checkpoint whose model weights start the run (staged fine-tuning).
-        trainable: If set, freeze everything but these module groups (names, dotted prefixes or globs),
-            or the groups the family declares (``encoder``, ``decoder``, ``prompts``, PromptIR's
-            ``stage2``: :func:`~allinone_ir.training.finetune_groups`).
-        progress_bar: Show a tqdm progress bar (when tqdm is installed) on the main process.
-        plot: Save loss / PSNR curves as PNG (when matplotlib is installed).
-        aux_weights: Weights of the network family's own training terms by name, replacing their defaults
-            (PIP: ``{"ddl": 0.002, "classifier": 0.1}``; see
-            :meth:`~allinone_ir.models.RestorationModel.auxiliary_losses`); 0 switches a term off.
+        resume: ``"auto"`` (the newest checkpoint in ``output_dir`` if any), ``"never"`` (also ``None``,
+            ``False``, ``"none"``, ``"false"``) or a checkpoint path.
+        init_weights: Checkpoint whose weights start the run (staged fine-tuning).
+        trainable: If set, freeze everything but these module groups (see :func:`~allinone_ir.training.unfreeze`).
+        progress_bar: Show a tqdm progress bar on the main process.
+        plot: Save loss / PSNR curves as PNG (with matplotlib).
+        aux_weights: Weights of the network family's training terms by name (0 switches one off).
+
+    Raises:
+        UsageTypeError: ``TrainerConfig.<field>: expected <what>, got <value>`` for a value of the wrong type.
+        ConfigError: The same for a value out of range or an unavailable ``device``.
     """
 
     output_dir: str = "runs/train"
@@ -206,7 +211,7 @@ class TrainerConfig:
     warmup_start_factor: float = 0.1
     schedule: Literal["cosine", "constant"] = "cosine"
     grad_clip: float | None = None
-    precision: Precision = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     ema_decay: float | None = None
     channels_last: bool = True
     grad_checkpointing: bool = False
@@ -223,7 +228,7 @@ class TrainerConfig:
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
-    resume: str | None = "auto"
+    resume: str = "auto"
     init_weights: str | None = None
     trainable: list[str] | None = None
     progress_bar: bool = True
@@ -231,57 +236,19 @@ class TrainerConfig:
     aux_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Check every field against its type and range.
-
-        Raises:
-            TypeError: ``TrainerConfig.<field>: expected <what>, got <value>`` for a value of the wrong
-                type (every field is checked against its annotation; numbers must be finite).
-            ValueError: The same form for a value out of range, an unparseable or unavailable
-                ``device``, or ``min_lr`` above ``lr``.
-        """
-        ranges: dict[str, tuple[str, Any]] = {
-            **dict.fromkeys(
-                ("max_steps", "batch_size", "grad_accum_steps", "val_batch_size", "log_every", "keep_last"),
-                ("an integer >= 1", lambda v: v >= 1),
-            ),
-            **dict.fromkeys(
-                ("warmup_steps", "val_every", "save_every", "num_workers", "seed"),
-                ("an integer >= 0", lambda v: v >= 0),
-            ),
-            "lr": ("a finite positive number", lambda v: v > 0),
-            **dict.fromkeys(
-                ("min_lr", "weight_decay", "warmup_start_factor", "save_every_minutes"),
-                ("a finite number >= 0", lambda v: v >= 0),
-            ),
-            "grad_clip": ("a finite positive number or null", lambda v: v is None or v > 0),
-            "ema_decay": ("a number in (0, 1) or null", lambda v: v is None or 0.0 < v < 1.0),
-            "betas": ("two numbers in [0, 1)", lambda v: all(0.0 <= b < 1.0 for b in v)),
-            "aux_weights": (
-                "a mapping of term names to numbers >= 0",
-                lambda v: all(w >= 0 for w in v.values()),
-            ),
-        }
-        self.resume = normalize_resume(self.resume)
+        self.resume = _normalize_resume(self.resume)
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if not _matches(value, hints[f.name]):
-                what = ranges[f.name][0] if f.name in ranges else _describe(hints[f.name])
+                what = _RANGES[f.name][0] if f.name in _RANGES else _describe(hints[f.name])
                 raise UsageTypeError(f"TrainerConfig.{f.name}: expected {what}, got {value!r}")
-        for name, (what, ok) in ranges.items():
-            value = getattr(self, name)
-            if not ok(value):
-                raise ConfigError(f"TrainerConfig.{name}: expected {what}, got {value!r}")
+        for name, (what, ok) in _RANGES.items():
+            if not ok(getattr(self, name)):
+                raise ConfigError(f"TrainerConfig.{name}: expected {what}, got {getattr(self, name)!r}")
         if self.min_lr > self.lr:
             raise ConfigError(f"TrainerConfig.min_lr: {self.min_lr} must not exceed lr ({self.lr})")
         self.device = _check_device(self.device)
-        if self.metric_protocol not in ("promptir", "basicsr"):
-            raise ConfigError(
-                f"TrainerConfig.metric_protocol: expected 'promptir' or 'basicsr', got {self.metric_protocol!r}"
-            )
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         self.aux_weights = {k: float(v) for k, v in self.aux_weights.items()}
         if self.trainable is not None:
@@ -289,13 +256,11 @@ class TrainerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (saved in checkpoints and ``config.json``)."""
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
+        return {**dataclasses.asdict(self), "betas": list(self.betas)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainerConfig:
-        """Build from a mapping; unknown keys raise ``ValueError`` naming them.
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainerConfig:
+        """Build from a mapping; unknown keys raise :class:`ConfigError` naming them.
 
         Examples:
             >>> TrainerConfig.from_dict({"max_steps": 5}).max_steps
@@ -309,36 +274,3 @@ class TrainerConfig:
         if isinstance(data.get("betas"), list):
             data["betas"] = tuple(data["betas"])
         return cls(**data)
-
-
-def _check_device(name: Any) -> str:
-    """``"auto"`` or a device string ``torch.device`` reads and this machine has; the string as given.
-
-    Raises:
-        ValueError: ``TrainerConfig.device: ...`` for a string torch cannot read, or a device that is not
-            available (no CUDA / MPS, or a GPU index beyond the GPUs present).
-    """
-    if name == "auto":
-        return name
-    import torch
-
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(
-            f"TrainerConfig.device: expected 'auto' or a device such as 'cpu', 'cuda', 'cuda:1' or 'mps', "
-            f"got {name!r}"
-        ) from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (dev.index is not None and dev.index >= count):
-            have = f"{count} CUDA device(s)" if count else "no CUDA"
-            raise ConfigError(f"TrainerConfig.device: {name!r} is not available (this machine has {have})")
-    elif dev.type == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise ConfigError(f"TrainerConfig.device: {name!r} is not available (no MPS on this machine)")
-    elif dev.type != "cpu":
-        raise ConfigError(
-            f"TrainerConfig.device: {name!r} is not a device the Trainer runs on (cpu, cuda, mps)"
-        )
-    return name

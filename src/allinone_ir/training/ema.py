@@ -16,18 +16,18 @@ __all__ = ["ModelEMA"]
 class ModelEMA(nn.Module):
     r"""A frozen copy of a model whose weights track :math:`w_{ema} \leftarrow d\,w_{ema} + (1 - d)\,w`.
 
-    Floating-point parameters and buffers are averaged; other buffers are copied.
+    Floating-point parameters and buffers are averaged; other buffers are copied. Calling it runs the copy.
 
     Args:
         model: The model to track (its current weights start the average).
-        decay: The decay ``d``.
+        decay: The decay ``d``, in (0, 1).
 
     Examples:
         >>> net = nn.Linear(1, 1, bias=False)
         >>> ema = ModelEMA(net, decay=0.5)
+        >>> w0 = float(ema.module.weight)
         >>> with torch.no_grad():
         ...     _ = net.weight.fill_(1.0)
-        >>> w0 = float(ema.module.weight)
         >>> ema.update(net)
         >>> round(float(ema.module.weight), 4) == round(0.5 * w0 + 0.5, 4)
         True
@@ -37,8 +37,7 @@ class ModelEMA(nn.Module):
         super().__init__()
         if not 0.0 < decay < 1.0:
             raise UsageError(f"EMA decay must be in (0, 1), got {decay}")
-        self.module = copy.deepcopy(model).eval()
-        self.module.requires_grad_(False)
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay = decay
 
     @torch.no_grad()
@@ -46,11 +45,10 @@ class ModelEMA(nn.Module):
         """Move the average towards ``model``'s current weights."""
         src = model.state_dict()
         for name, v in self.module.state_dict().items():
-            s = src[name].detach()
             if v.is_floating_point():
-                v.lerp_(s.to(v.dtype), 1.0 - self.decay)
+                v.lerp_(src[name].detach().to(v.dtype), 1.0 - self.decay)
             else:
-                v.copy_(s)
+                v.copy_(src[name])
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)

@@ -1,16 +1,7 @@
-"""Staged fine-tuning: freeze a network, unfreeze named module groups, list what trains.
+"""Staged fine-tuning: ``freeze(model); unfreeze(model, ["refinement", "output", "prompt*"])``.
 
-A second training stage that retrains only a few core modules of a trained network (the
-refinement blocks, the first decoder level, the prompts ...) is::
-
-    freeze(model)
-    unfreeze(model, ["refinement", "output", "decoder_level1", "prompt*"])
-    print(format_groups(model))
-
-Each model family names its useful selections in ``finetune_groups`` (see
-:func:`finetune_groups`), and those names are accepted wherever module names are:
-``unfreeze(model, ["stage2"])`` for PromptIR's second stage, ``["prompts"]`` for the prompt
-modules of PromptIR and the PIP networks, ``["decoder"]`` ... This module names no family.
+Groups are top-level modules, dotted prefixes, globs, or the selections the family declares
+(:func:`finetune_groups`: PromptIR's ``stage2``, ``prompts``, ``decoder`` ...).
 """
 
 from __future__ import annotations
@@ -25,22 +16,12 @@ from ..models.promptir import PromptIR
 
 __all__ = ["finetune_groups", "freeze", "module_groups", "unfreeze"]
 
-#: PromptIR's ``stage2`` selection (``PromptIR.finetune_groups["stage2"]``), kept under its old name:
-#: the output end of the network (refinement, output conv, first decoder level and its prompt interaction).
+#: PromptIR's ``stage2`` selection: the output end of the network.
 PROMPTIR_STAGE2_GROUPS: tuple[str, ...] = tuple(PromptIR.finetune_groups["stage2"])
 
 
 def finetune_groups(model: nn.Module) -> dict[str, tuple[str, ...]]:
-    """The named selections of module groups that the network's family declares for fine-tuning.
-
-    :func:`freeze` and :func:`unfreeze` accept these names next to module names and patterns.
-
-    Args:
-        model: A network (its class's ``finetune_groups``; none for other modules).
-
-    Returns:
-        ``{name: (pattern, ...)}``, e.g. ``{"encoder": (...), "decoder": (...), "prompts": (...), "stage2": (...)}``
-        for PromptIR.
+    """The named selections of module groups (``{name: (pattern, ...)}``) the network's family declares.
 
     Examples:
         >>> from allinone_ir.models import NAFNet
@@ -55,11 +36,8 @@ def finetune_groups(model: nn.Module) -> dict[str, tuple[str, ...]]:
 def module_groups(model: nn.Module) -> dict[str, tuple[int, int]]:
     """Top-level module groups with ``(trainable, total)`` parameter counts.
 
-    Parameters registered directly on the model appear under their own names.
-
     Examples:
-        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
-        >>> module_groups(net)
+        >>> module_groups(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1)))
         {'0': (6, 6), '1': (3, 3)}
     """
     groups: dict[str, tuple[int, int]] = {}
@@ -70,16 +48,22 @@ def module_groups(model: nn.Module) -> dict[str, tuple[int, int]]:
     return groups
 
 
-def _select(model: nn.Module, patterns: Iterable[str]) -> list[nn.Parameter]:
-    declared = finetune_groups(model)
-    patterns = [p for pat in patterns for p in declared.get(pat, (pat,))]
-    names = [n for n, _ in model.named_parameters()]
-    chosen: dict[str, nn.Parameter] = {}
+def _select(model: nn.Module, groups: Iterable[str] | None) -> list[nn.Parameter]:
     params = dict(model.named_parameters())
+    if groups is None:
+        return list(params.values())
+    declared = finetune_groups(model)
+    chosen: dict[str, nn.Parameter] = {}
     unknown = []
-    for pat in patterns:
-        hits = [n for n in names if n == pat or n.startswith(pat + ".") or fnmatch.fnmatchcase(n.split(".", 1)[0], pat)
-                or fnmatch.fnmatchcase(n, pat)]  # fmt: skip
+    for pat in [p for g in groups for p in declared.get(g, (g,))]:
+        hits = [
+            n
+            for n in params
+            if n == pat
+            or n.startswith(pat + ".")
+            or fnmatch.fnmatchcase(n.split(".", 1)[0], pat)
+            or fnmatch.fnmatchcase(n, pat)
+        ]
         if not hits:
             unknown.append(pat)
         chosen.update((n, params[n]) for n in hits)
@@ -92,31 +76,19 @@ def _select(model: nn.Module, patterns: Iterable[str]) -> list[nn.Parameter]:
 
 
 def freeze(model: nn.Module, groups: Iterable[str] | None = None) -> int:
-    """Stop gradients for ``groups`` (``None``: everything).
-
-    ``groups`` are top-level module names, dotted prefixes, glob patterns or the names of the
-    family's :func:`finetune_groups` (e.g. ``"prompts"``).
-
-    Returns:
-        The number of parameters frozen.
+    """Stop gradients for ``groups`` (``None``: all); returns the number of parameters frozen.
 
     Raises:
-        ValueError: If a name matches nothing (the message lists the groups).
+        UsageError: If a name matches nothing (the message lists the groups).
     """
-    params = list(model.parameters()) if groups is None else _select(model, groups)
+    params = _select(model, groups)
     for p in params:
         p.requires_grad_(False)
     return sum(p.numel() for p in params)
 
 
 def unfreeze(model: nn.Module, groups: Iterable[str] | None = None) -> int:
-    """Let gradients flow again for ``groups`` (as for :func:`freeze`; ``None``: everything).
-
-    Returns:
-        The number of parameters made trainable.
-
-    Raises:
-        ValueError: If a name matches nothing (the message lists the groups).
+    """Let gradients flow again for ``groups`` (as for :func:`freeze`); returns the number of parameters.
 
     Examples:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
@@ -124,20 +96,7 @@ def unfreeze(model: nn.Module, groups: Iterable[str] | None = None) -> int:
         >>> unfreeze(net, ["1"])
         3
     """
-    params = list(model.parameters()) if groups is None else _select(model, groups)
+    params = _select(model, groups)
     for p in params:
         p.requires_grad_(True)
     return sum(p.numel() for p in params)
-
-
-def format_groups(model: nn.Module) -> str:
-    """A table of module groups with trainable / total parameters, and the totals."""
-    groups = module_groups(model)
-    width = max([len(g) for g in groups] + [5])
-    lines = [f"{'group':<{width}}  {'trainable':>12}  {'total':>12}"]
-    for g, (t, n) in groups.items():
-        lines.append(f"{g:<{width}}  {t:>12,}  {n:>12,}")
-    tt = sum(t for t, _ in groups.values())
-    nn_ = sum(n for _, n in groups.values())
-    lines.append(f"{'TOTAL':<{width}}  {tt:>12,}  {nn_:>12,}")
-    return "\n".join(lines)

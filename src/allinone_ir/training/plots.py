@@ -13,17 +13,9 @@ __all__: list[str] = []
 
 
 def plot_training_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path | None:
-    """Save the training loss and the validation PSNR per degradation of a run as one PNG.
+    """Save the training loss and validation PSNR of ``history`` (:attr:`.RunLog.history`) as a PNG at ``path``.
 
-    The loss axis is logarithmic where every loss is positive (a PSNR loss, for one, is negative).
-
-    Args:
-        history: The run's rows (:attr:`allinone_ir.training.logs.RunLog.history`): ``{"kind": "train",
-            "step", "loss", ...}`` and ``{"kind": "val", "step", "degradation", "psnr", ...}``.
-        path: The PNG file to write (atomically).
-
-    Returns:
-        The PNG path, or ``None`` without matplotlib or without training rows.
+    Returns ``path``, or ``None`` without matplotlib or without training rows.
 
     Examples:
         >>> import tempfile
@@ -31,8 +23,6 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | os.PathL
         >>> rows.append({"kind": "val", "step": 3, "degradation": "rain", "psnr": 30.0})
         >>> plot_training_curves(rows, Path(tempfile.mkdtemp()) / "curves.png").name
         'curves.png'
-        >>> plot_training_curves([], Path(tempfile.mkdtemp()) / "none.png") is None
-        True
     """
     try:
         import matplotlib
@@ -46,19 +36,18 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | os.PathL
     if not train:
         return None
     fig, axes = plt.subplots(1, 2 if val else 1, figsize=(10 if val else 5, 3.5), squeeze=False)
-    ax = axes[0][0]
     losses = [h["loss"] for h in train]
-    ax.plot([h["step"] for h in train], losses)
-    ax.set(xlabel="step", ylabel="training loss", yscale="log" if min(losses) > 0 else "linear", title="loss")
+    axes[0][0].plot([h["step"] for h in train], losses)
+    axes[0][0].set(
+        xlabel="step", ylabel="training loss", yscale="log" if min(losses) > 0 else "linear", title="loss"
+    )
     if val:
-        ax = axes[0][1]
         for g in sorted({h["degradation"] for h in val}):
             pts = [h for h in val if h["degradation"] == g]
-            ax.plot([h["step"] for h in pts], [h["psnr"] for h in pts], marker="o", label=g)
-        ax.set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR")
-        ax.legend(fontsize=8)
+            axes[0][1].plot([h["step"] for h in pts], [h["psnr"] for h in pts], marker="o", label=g)
+        axes[0][1].set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR")
+        axes[0][1].legend(fontsize=8)
     fig.tight_layout()
-    out = Path(path)
-    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return out

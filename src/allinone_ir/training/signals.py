@@ -1,9 +1,4 @@
-"""Stop training cleanly on SIGINT (Ctrl-C) or SIGTERM (``kill``, a scheduler's time limit, ``torchrun``).
-
-The first signal only sets a flag; the trainer finishes the current update, writes a checkpoint
-and stops (:class:`TrainingInterrupted`). A second signal of the same kind aborts at once, as
-without the handler.
-"""
+"""Stop training cleanly on SIGINT (Ctrl-C) or SIGTERM: finish the update, write a checkpoint, stop."""
 
 from __future__ import annotations
 
@@ -18,12 +13,7 @@ __all__ = ["TrainingInterrupted"]
 
 
 def signal_name(signum: int) -> str:
-    """``2`` -> ``'SIGINT'``.
-
-    Examples:
-        >>> signal_name(signal.SIGTERM)
-        'SIGTERM'
-    """
+    """``2`` -> ``'SIGINT'``."""
     try:
         return signal.Signals(signum).name
     except ValueError:
@@ -37,50 +27,31 @@ class TrainingInterrupted(KeyboardInterrupt):
         signum: The signal (``signal.SIGINT`` or ``signal.SIGTERM``).
         step: The last completed update.
         checkpoint: The checkpoint written (``None`` on processes other than rank 0).
+        exit_status: 128 + the signal number (130 for SIGINT, 143 for SIGTERM).
     """
 
     def __init__(self, signum: int, step: int, checkpoint: os.PathLike[str] | str | None) -> None:
         self.signum, self.step, self.checkpoint = int(signum), int(step), checkpoint
+        self.exit_status = 128 + self.signum
         where = f"; saved {checkpoint}" if checkpoint is not None else ""
         super().__init__(f"interrupted by {signal_name(signum)} at step {step}{where}")
 
-    @property
-    def exit_status(self) -> int:
-        """The conventional exit status: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
-        return 128 + self.signum
 
+class _StopSignals:
+    """Inside, the first SIGINT / SIGTERM only sets :attr:`requested`; a second of the same kind acts as usual.
 
-class StopSignals:
-    """A context manager that turns SIGINT / SIGTERM into :attr:`requested` (the signal number).
-
-    Handlers are installed only in the main thread (elsewhere signals cannot be caught, and the
-    flag stays unset) and not for signals that were ignored. After the first signal its previous
-    handler comes back, so a second one of the same kind behaves as without this (Ctrl-C raises
-    :class:`KeyboardInterrupt`, SIGTERM ends the process); one of another kind is ignored. All
+    Handlers are installed only in the main thread and not for signals that were ignored; all
     previous handlers come back on exit.
-
-    Args:
-        signals: The signals to catch.
-        announce: Print one line on standard error when a signal arrives.
-
-    Examples:
-        >>> with StopSignals() as stop:
-        ...     os.kill(os.getpid(), signal.SIGINT)
-        ...     stop.requested == signal.SIGINT
-        True
     """
 
-    def __init__(
-        self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM), *, announce: bool = False
-    ) -> None:
-        self.signals = signals
+    def __init__(self, *, announce: bool) -> None:
         self.announce = announce
-        self.requested: int | None = None
+        self.requested = 0
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested is not None:
-            return  # a signal of another kind while stopping (torchrun sends SIGTERM after Ctrl-C): ignored
+        if self.requested:
+            return  # a signal of another kind while stopping (torchrun sends SIGTERM after Ctrl-C)
         self.requested = signum
         signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # the next one of this kind aborts
         if self.announce:
@@ -91,17 +62,15 @@ class StopSignals:
                 flush=True,
             )
 
-    def __enter__(self) -> StopSignals:
+    def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
-            for s in self.signals:
+            for s in (signal.SIGINT, signal.SIGTERM):
                 previous = signal.getsignal(s)
-                if previous == signal.SIG_IGN:
-                    continue  # ignored by whoever started us (a background job): leave it so
-                self._previous[s] = previous
-                signal.signal(s, self._handle)
+                if previous != signal.SIG_IGN:  # ignored by whoever started us (a background job): left so
+                    self._previous[s] = previous
+                    signal.signal(s, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-        self._previous.clear()
