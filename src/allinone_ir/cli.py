@@ -1,12 +1,4 @@
-"""The ``allinone-ir`` command line: the dispatcher and its one exit path.
-
-Every sub-command lives in its own module of :mod:`allinone_ir.commands` exposing
-``add_parser(subparsers)`` (which registers the sub-command and sets ``func`` on its parser via
-``set_defaults``); what several commands share (the network options, option types, the progress
-over files) is in ``allinone_ir.commands._common``. This module only dispatches: it imports a
-command's module only when that command is used, so a missing optional dependency of one command
-never breaks the others, and :func:`main` turns every error into one line and an exit status.
-"""
+"""The ``allinone-ir`` command line: imports only the sub-command used and turns every error into one line."""
 
 from __future__ import annotations
 
@@ -71,20 +63,15 @@ def _missing(exc: ModuleNotFoundError) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``allinone-ir``; returns the exit status.
 
-    The one exit path of every sub-command: the library's own errors
-    (:class:`~allinone_ir.errors.AllInOneIRError`), ``OSError`` (a missing file, a full disk,
-    a permission) and a missing optional package become one ``error: ...`` line on standard
-    error and exit status 2 (1 for a diverged training run); ``KeyboardInterrupt`` becomes
-    ``interrupted`` and status 130. Python warnings are shown as one ``warning: ...`` line each.
-    Set ``ALLINONE_IR_TRACEBACK=1`` to see the traceback instead. The process's allocator is
-    left as it is (for faster CPU runs preload jemalloc or tcmalloc, see ``docs/benchmarks.md``).
+    The library's errors, ``OSError`` and a missing optional package become one ``error: ...``
+    line; warnings one ``warning: ...`` line each (``ALLINONE_IR_TRACEBACK=1``: tracebacks).
 
     Args:
         argv: The arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 on success, 1 when the command ran but something failed (files skipped,
-        training diverged), 2 for a usage, input or configuration error, 130 when interrupted.
+        0 on success, 1 when the command ran but something failed (files skipped, training
+        diverged), 2 for a usage, input or configuration error, 130 when interrupted.
 
     Examples:
         >>> main(["models", "promptir"])

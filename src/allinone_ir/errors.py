@@ -1,10 +1,4 @@
-"""The library's error types: one base class, :class:`AllInOneIRError`, for everything it raises on purpose.
-
-Each error also derives from the built-in exception that code written before this module
-caught (``ValueError``, ``OSError``, ``RuntimeError``, ``ImportError``), so ``except ValueError``
-keeps working, while ``except AllInOneIRError`` catches every problem the library diagnosed
-itself. The command line (:func:`allinone_ir.cli.main`) turns any of them into one line on
-standard error and an exit status, never a traceback.
+"""The library's error types: one base class, :class:`AllInOneIRError`, each also a fitting built-in exception.
 
 Examples:
     >>> from allinone_ir.errors import AllInOneIRError, CheckpointError
@@ -50,10 +44,7 @@ class CheckpointError(AllInOneIRError, ValueError):
 
 
 class UnknownNameError(AllInOneIRError, KeyError, ValueError):
-    """A name that is not registered (a model, an architecture); the message lists close matches and the known names.
-
-    It is also a ``KeyError`` and a ``ValueError`` (what a failed lookup raised before), and prints as
-    its message (a plain ``KeyError`` prints the quoted repr).
+    """A name that is not registered (a model, an architecture); prints as its message, unlike ``KeyError``.
 
     Examples:
         >>> str(UnknownNameError("unknown model 'promtir'. Did you mean: promptir?"))
@@ -76,9 +67,8 @@ class ImageReadError(AllInOneIRError, OSError):
     """An image file could not be read; the message names the file.
 
     Attributes:
-        path: The file that could not be read (``None`` if not given).
-        reason: Why, without the file name (e.g. ``"empty file (0 bytes)"``); the whole message if
-            not given.
+        path: The file (``None`` if not given).
+        reason: Why, without the file name; the whole message if not given.
 
     Examples:
         >>> exc = ImageReadError("cannot read image file a.png: empty file (0 bytes)",
@@ -130,16 +120,9 @@ def require(module: str, *, extra: str, purpose: str) -> Any:
     """Import an optional dependency, or raise :class:`MissingDependencyError` naming the extra to install.
 
     Args:
-        module: The module to import, e.g. ``"PIL.Image"`` or ``"safetensors.torch"``.
+        module: The module to import, e.g. ``"PIL.Image"``.
         extra: The ``allinone-ir`` extra that installs it, e.g. ``"data"``.
-        purpose: What needs it, for the message (e.g. ``"reading image files"``).
-
-    Returns:
-        The imported module.
-
-    Raises:
-        MissingDependencyError: If the import fails; the message is
-            ``"<purpose> needs <package>: pip install 'allinone-ir[<extra>]'"``.
+        purpose: What needs it, for the message.
 
     Examples:
         >>> require("json", extra="data", purpose="testing").__name__
@@ -161,14 +144,7 @@ def require(module: str, *, extra: str, purpose: str) -> Any:
 
 
 def install_hint(module: str | None) -> str:
-    """What to run to install the package that provides ``module``: the ``allinone-ir`` extra holding it.
-
-    Args:
-        module: An importable name (``"PIL"``, ``"safetensors.torch"``); ``None`` when unknown.
-
-    Returns:
-        ``"pip install 'allinone-ir[<extra>]'"`` for the packages of an extra, else
-        ``"pip install <package>"`` (``"pip install 'allinone-ir[all]'"`` when ``module`` is ``None``).
+    """What to run to install the package that provides ``module`` (``None``: unknown): its extra, else the package.
 
     Examples:
         >>> install_hint("PIL.Image")

@@ -1,25 +1,7 @@
-"""Image files in and out (Pillow, an optional dependency: ``pip install 'allinone-ir[data]'``).
+"""Image files in and out: float32 ``(C, H, W)`` tensors in [0, 1], 8-bit, 16-bit and float files.
 
-Images are exchanged as float32 tensors of shape ``(C, H, W)`` with values in
-``[0, 1]``. 8-bit and 16-bit PNG (and anything else Pillow reads) are supported;
-:func:`read_image` promotes grayscale to RGB and drops an alpha channel with a warning,
-while ``read_image_array(path, keep_channels=True)`` returns the channels and bit depth as
-stored, so a grayscale or 16-bit file can be written back as it came. Pixels come the way
-viewers show them: an EXIF orientation (a phone photograph taken upright) is applied on read.
-
-Value ranges: 8-bit files hold 0..255 and 16-bit files 0..65535 (both mean 0 to 1); 32-bit
-integer grayscale (Pillow's mode ``I``) is read as 16-bit when its values fit in 0..65535;
-32-bit float grayscale (mode ``F``, e.g. a float TIFF) is read as float32 and must hold values
-in [0, 1]. A file outside these ranges is refused by name (:class:`ImageReadError`), never
-clipped or rescaled silently.
-
-Pillow reads and writes 16-bit PNG only for grayscale; 16-bit colour PNG (RGB, RGBA and
-grayscale with alpha) is read and written with `pypng <https://pypi.org/project/pypng/>`_
-(``png``, also in the ``data`` extra), so 16-bit colour survives a round trip; 16-bit colour TIFF
-is read with `tifffile <https://pypi.org/project/tifffile/>`_ when it is installed, else refused
-by name. Writing is
-atomic, never replaces an existing file unless asked to, and new files get the permissions the
-umask gives an ordinary file (:func:`file_mode_for`).
+Pillow (``pip install 'allinone-ir[data]'``) reads and writes; 16-bit colour PNG goes through pypng and
+16-bit colour TIFF through tifffile (when installed), as Pillow keeps only 8 of their 16 bits.
 """
 
 from __future__ import annotations
@@ -62,15 +44,11 @@ def require_pillow() -> Any:
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
     """Write a file atomically: ``write(tmp)`` fills a temporary file in the same folder, then it is renamed.
 
-    A crash or an exception inside ``write`` never leaves a half-written ``path``; the temporary
-    file is removed whatever fails. A full disk (or quota) is reported as ``OSError`` (errno
-    ``ENOSPC`` / ``EDQUOT``) saying "no space left on device while writing PATH". Missing parent
-    folders are created. The file gets the permissions of an
-    ordinary new file (``0o666`` minus the umask, e.g. ``0o644``), or keeps those of the file it
-    replaces (:func:`file_mode_for`). Used for images, checkpoints, configs and logs alike.
+    Nothing half-written or temporary is left behind whatever fails; missing parent folders are
+    created; the file gets the permissions :func:`file_mode_for` gives.
 
     Args:
-        path: The destination (replaced if it exists: callers decide whether that is allowed).
+        path: The destination (replaced if it exists).
         write: Called with the temporary file's path; must write the whole content there.
 
     Returns:
@@ -78,7 +56,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
 
     Raises:
         OSError: If the file cannot be written (a full disk: "no space left on device while
-            writing PATH"); nothing is left behind.
+            writing PATH", its errno kept).
 
     Examples:
         >>> import tempfile
@@ -118,19 +96,7 @@ def _disk_full(exc: BaseException, path: str | os.PathLike[str]) -> OSError | No
 
 
 def file_mode_for(path: str | os.PathLike[str]) -> int:
-    """The permission bits a file written to ``path`` should get, as ``open(path, "w")`` would give it.
-
-    An existing file keeps its own permissions; a new one gets ``0o666 & ~umask`` (``0o644`` with
-    the usual umask ``022``). Temporary files made by :func:`tempfile.mkstemp` are ``0o600``;
-    :func:`atomic_write` applies this before renaming them, so a shared output folder stays
-    readable to others. The umask is read from ``/proc/self/status`` where the system has it (no
-    change to the process state); elsewhere it is read by setting and restoring it.
-
-    Args:
-        path: The destination file.
-
-    Returns:
-        The mode bits, e.g. ``0o644``.
+    """The permission bits ``open(path, "w")`` would give: an existing file's own, else ``0o666 & ~umask``.
 
     Examples:
         >>> import tempfile
@@ -158,17 +124,11 @@ def _current_umask() -> int:
 
 
 def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
-    """Sorted image files in ``folder`` (by extension, case-insensitive).
-
-    A symbolic link with an image's name that cannot be followed (dangling, or a loop) is listed
-    too, so that reading it reports the problem instead of the file silently missing.
+    """Sorted image files in ``folder`` (by extension, case-insensitive; broken links too, to be reported).
 
     Args:
         folder: The folder.
         recursive: Also list the images of its sub-folders.
-
-    Returns:
-        The paths, sorted.
 
     Raises:
         FileNotFoundError: If ``folder`` is not a folder.
@@ -187,27 +147,19 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list
 def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = False) -> np.ndarray:
     """Read an image file as an ``(H, W, C)`` array, ``uint8``, ``uint16`` or ``float32`` as stored.
 
-    By default ``C`` is 3: grayscale becomes RGB and an alpha channel is dropped with a warning.
-    With ``keep_channels=True`` the channels are those stored: 1 (grayscale), 2 (grayscale and
-    alpha), 3 (RGB) or 4 (RGBA); palette images become RGB (RGBA if they have transparency),
-    bilevel images 8-bit grayscale, other colour spaces (CMYK, YCbCr, LAB, HSV) RGB. The dtype
-    tells the bit depth: ``uint16`` for 16-bit files (PNG in every colour type, TIFF grayscale,
-    32-bit integer grayscale whose values fit in 0..65535), ``float32`` (values in [0, 1]) for
-    32-bit float grayscale, else ``uint8``. The EXIF orientation is applied, so the array is the
-    picture viewers show (``PIL.ImageOps.exif_transpose``).
+    The EXIF orientation is applied. By default ``C`` is 3 (grayscale as RGB, alpha dropped with a
+    warning); ``keep_channels=True`` keeps 1, 2, 3 or 4 channels (palette images as RGB or RGBA).
+    ``uint16``: 16-bit files and 32-bit integer grayscale within 0..65535; ``float32``: float
+    grayscale, which must hold values in [0, 1]. Other values are refused, never rescaled.
 
     Args:
         path: The image file.
         keep_channels: Return the stored channels instead of RGB.
 
-    Returns:
-        The pixels, ``(H, W, C)``.
-
     Raises:
         FileNotFoundError: If the file does not exist (or is a link to nothing).
-        ImageReadError: If the file is not a readable image; the message names the file and its
-            ``reason`` says why (empty, not an image, truncated, permission denied, a symbolic
-            link loop, pixels outside the value ranges of the module docstring, with the mode).
+        ImageReadError: If the file is not a readable image; the message names the file and
+            ``reason`` says why.
 
     Examples:
         >>> import tempfile
@@ -235,8 +187,7 @@ def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = Fals
         struct.error,
         Image.DecompressionBombError,
     ) as exc:
-        reason = _read_failure(exc, p)
-        raise ImageReadError(f"cannot read image file {p}: {reason}", path=p, reason=reason) from exc
+        raise _refuse(p, _read_failure(exc, p)) from exc
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if keep_channels:
@@ -267,8 +218,7 @@ def _check_is_file(p: Path) -> None:
         raise FileNotFoundError(f"image file not found: {p}")
 
 
-#: EXIF orientation -> how to turn the stored (H, W, C) pixels into the picture viewers show
-#: (as ``PIL.ImageOps.exif_transpose`` does).
+#: EXIF orientation -> how to turn the stored (H, W, C) pixels into the picture viewers show.
 _ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
     2: lambda a: a[:, ::-1],
     3: lambda a: a[::-1, ::-1],
@@ -281,10 +231,7 @@ _ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
 
 
 def _orientation(im: Any) -> int:
-    """The EXIF orientation (1..8) of an image Pillow has loaded; 1 when absent or unreadable.
-
-    Read after loading: Pillow turns TIFF pixels itself on load and then drops the tag.
-    """
+    """The EXIF orientation (1..8); 1 when absent or unreadable (Pillow drops a loaded TIFF's tag: turned once)."""
     try:
         value = int(im.getexif().get(0x0112, 1))
     except Exception:  # a damaged EXIF block: the pixels as stored
@@ -298,11 +245,7 @@ def _oriented(arr: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _pixels(im: Any, p: Path) -> np.ndarray:
-    """The stored pixels of an open Pillow image: (H, W) or (H, W, C), uint8, uint16 or float32.
-
-    Raises:
-        ImageReadError: Pixels outside the value ranges of the module docstring (names the mode).
-    """
+    """The stored pixels of an open Pillow image: (H, W) or (H, W, C), uint8, uint16 or float32."""
     mode = im.mode
     if im.format == "PNG" and _is_png16_colour(p):
         arr = _read_png16(p)  # Pillow keeps only 8 of the 16 bits
@@ -339,12 +282,7 @@ def _read_tiff16(p: Path) -> np.ndarray:
 
 
 def _mode_pixels(im: Any, where: str | os.PathLike[str]) -> np.ndarray:
-    """The pixels of a loaded Pillow image by its mode: (H, W) or (H, W, C), uint8, uint16 or float32.
-
-    Raises:
-        ImageReadError: Pixels outside the value ranges of the module docstring (names the mode
-            and ``where`` they come from).
-    """
+    """The pixels of a loaded Pillow image by its mode: (H, W) or (H, W, C), uint8, uint16 or float32."""
     p = Path(where)
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
@@ -435,10 +373,7 @@ def _is_tiff(p: Path) -> bool:
 
 
 def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
-    """``(H, W, C)`` (or ``(H, W)``) uint8 / uint16 / float array -> float32 ``(C, H, W)`` tensor in [0, 1].
-
-    Floats are taken as already in [0, 1].
-    """
+    """``(H, W, C)`` (or ``(H, W)``) uint8 / uint16 / float array -> float32 ``(C, H, W)`` tensor in [0, 1]."""
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3:
@@ -455,10 +390,7 @@ def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
 
 
 def tensor_to_array(x: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.ndarray:
-    """Float ``(C, H, W)`` tensor in [0, 1] -> ``(H, W, C)`` array of ``dtype`` (uint8, uint16 or float32).
-
-    Values are clamped to [0, 1] and rounded to the nearest integer level.
-    """
+    """Float ``(C, H, W)`` tensor in [0, 1] -> ``(H, W, C)`` array of ``dtype`` (clamped, rounded to levels)."""
     if x.ndim != 3:
         raise UsageError(f"expected a (C, H, W) tensor, got shape {tuple(x.shape)}")
     arr = x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
@@ -473,16 +405,7 @@ def tensor_to_array(x: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.nd
 
 
 def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Read an image file as a float32 ``(3, H, W)`` tensor in [0, 1] (8-, 16-bit and float files).
-
-    The pixels of :func:`read_image_array` (EXIF orientation applied, grayscale as RGB, alpha
-    dropped with a warning), scaled to [0, 1].
-
-    Args:
-        path: The image file.
-
-    Returns:
-        The image.
+    """Read an image file as a float32 ``(3, H, W)`` tensor in [0, 1] (:func:`read_image_array`'s pixels).
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -503,21 +426,15 @@ def write_image(
 ) -> Path:
     """Write a ``(C, H, W)`` float tensor in [0, 1] (or an ``(H, W, C)`` array) to an image file, atomically.
 
-    The file is written to a temporary name in the same folder and renamed, so a
-    crash never leaves a half-written image. ``C`` is 1 (grayscale), 2 (grayscale and alpha),
-    3 (RGB) or 4 (RGBA). 16-bit images of any of these are written as 16-bit PNG (colour with
-    pypng, as Pillow cannot); in other formats 16-bit grayscale is kept where Pillow can store it
-    and 16-bit colour is written as 8-bit with a warning.
+    ``C`` is 1 to 4 (grayscale, +alpha, RGB, RGBA). 16-bit images are written as 16-bit PNG; in
+    other formats 16-bit colour is written as 8-bit with a warning.
 
     Args:
         path: Destination; the format follows the extension.
-        image: Tensor ``(C, H, W)`` in [0, 1] or array ``(H, W, C)`` / ``(H, W)`` (uint8, uint16 or
-            float in [0, 1]); an integer array is written at its own bit depth.
+        image: Tensor ``(C, H, W)`` or array ``(H, W, C)`` / ``(H, W)`` (uint8, uint16 or float in
+            [0, 1]); an integer array is written at its own bit depth.
         bits: 8 or 16: the bit depth of a tensor or float array.
         overwrite: Replace an existing file; otherwise ``FileExistsError``.
-
-    Returns:
-        The path written.
 
     Examples:
         >>> import tempfile
@@ -581,11 +498,7 @@ def _require_png() -> Any:
 
 
 def _read_png16(p: Path) -> np.ndarray:
-    """Pixels of a 16-bit PNG file, ``(H, W, C)`` uint16, decoded by pypng.
-
-    Raises:
-        ValueError: If the file is corrupt or truncated (the message says how).
-    """
+    """Pixels of a 16-bit PNG file, ``(H, W, C)`` uint16, decoded by pypng (``ValueError`` if damaged)."""
     png = _require_png()
     try:
         with open(p, "rb") as f:

@@ -1,13 +1,4 @@
-"""What the sub-commands share: the network options, option types and the progress over files.
-
-- :func:`add_model_arguments` / :func:`load_model_from_args`: ``--model``, ``--checkpoint``, ``--weights``,
-  ``--model-args``, ``--device`` (and ``--random-weights``) of ``restore``, ``evaluate`` and ``info``;
-- :func:`parse_model_args`: the ``--model-args`` JSON object (also ``convert``'s);
-- option types: :func:`positive_int`, :func:`non_negative_int`, :func:`comma_list`;
-- :data:`DTYPE_NAMES`: the compute dtypes an option accepts (``info --dtype``; ``benchmarks/bench.py --dtypes``);
-- :func:`with_progress`: iterate over files with a progress bar, printing lines above it;
-- :func:`overwrite_flag`: library refusals to replace a file name the command's ``--overwrite``.
-"""
+"""What the sub-commands share: the network options, option types, the progress over files, help text."""
 
 from __future__ import annotations
 
@@ -26,18 +17,17 @@ from ..errors import AllInOneIRError, UsageError
 
 T = TypeVar("T")
 
-#: Compute dtypes by option value (bf16/fp16 run under autocast); see ``allinone_ir._runtime.PRECISIONS``.
+#: Compute dtypes by option value (bf16/fp16 run under autocast).
 DTYPE_NAMES: tuple[str, ...] = ("bf16", "fp16", "fp32")
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bool = False) -> None:
-    """Add ``--model``, ``--checkpoint``, ``--model-args`` and ``--device`` to a sub-command parser.
+    """Add ``--model``, ``--checkpoint``, ``--weights``, ``--model-args`` and ``--device`` to a parser.
 
     Args:
         p: The sub-command's parser.
-        random_weights_option: Also add ``--random-weights``; :func:`load_model_from_args` then
-            refuses a registered architecture without weights unless it is given. Commands whose
-            results mean nothing with an untrained network (``restore``, ``evaluate``) set it.
+        random_weights_option: Also add ``--random-weights``, without which :func:`load_model_from_args`
+            refuses an untrained network (``restore``, ``evaluate``).
     """
     g = p.add_argument_group("network")
     g.add_argument(
@@ -65,7 +55,7 @@ def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bo
 
 
 def parse_model_args(text: str | None) -> dict[str, Any]:
-    """The ``--model-args`` JSON object (``{}`` when the option is not given).
+    """The ``--model-args`` JSON object (``{}`` when not given).
 
     Raises:
         UsageError: If it is not valid JSON or not an object.
@@ -84,33 +74,22 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
 
 
 def load_model_from_args(args: argparse.Namespace, *, require_weights: bool | None = None) -> Any:
-    """Build the network chosen by the options of :func:`add_model_arguments` (eval mode, on ``--device``).
+    """The network the options of :func:`add_model_arguments` choose, in eval mode on ``--device``.
 
-    ``--weights NAME`` (or ``--checkpoint NAME`` naming no file) loads registered pretrained weights
-    (see :func:`allinone_ir.weights.load_pretrained`); ``--checkpoint`` loads weights (``--model`` then
-    names the architecture); ``--model FOLDER``
-    loads a :func:`~allinone_ir.hub.save_pretrained` folder; ``--model NAME`` alone builds a
-    registered architecture with random weights, which is refused when weights are required,
-    unless ``--random-weights`` was given.
+    ``--weights NAME`` (or ``--checkpoint NAME`` naming no file) loads registered pretrained weights;
+    ``--checkpoint`` loads weights (``--model`` names the architecture); ``--model FOLDER`` loads a
+    ``save_pretrained`` folder; ``--model NAME`` alone builds an untrained network.
 
     Args:
         args: The parsed options.
-        require_weights: Refuse a network with random weights. ``None`` (default): required when
-            the command offers ``--random-weights`` (``add_model_arguments(p, random_weights_option=True)``);
-            ``info`` needs no weights and passes ``False``.
-
-    Returns:
-        The network, in eval mode, on ``--device``.
+        require_weights: Refuse an untrained network unless ``--random-weights`` is given
+            (``None``: when the command offers ``--random-weights``).
 
     Raises:
-        UsageError: If neither ``--model`` nor ``--checkpoint`` is given, ``--model-args`` is not a
-            JSON object the network accepts, ``--model`` names neither a registered network nor a
-            folder, the network would have random weights and they are not allowed, or ``--device``
-            is not available.
+        UsageError: If the options name no usable network, ``--model-args`` does not fit it, the
+            network would be untrained and that is not allowed, or ``--device`` is not available.
         CheckpointError: If the weights cannot be read or do not fit the network.
     """
-    import torch
-
     from ..hub import from_pretrained, load_checkpoint
     from ..models import create_model
 
@@ -149,10 +128,16 @@ def load_model_from_args(args: argparse.Namespace, *, require_weights: bool | No
     except (ValueError, TypeError, KeyError) as exc:  # unknown name, constructor arguments it does not take
         what = f"--model {args.model}" if args.model else f"--checkpoint {args.checkpoint}"
         raise UsageError(f"{what}: {exc}") from exc
+    return _on_device(model, args.device)
+
+
+def _on_device(model: Any, device: str) -> Any:
+    import torch
+
     try:
-        return model.to(torch.device(args.device)).eval()
+        return model.to(torch.device(device)).eval()
     except (RuntimeError, AssertionError, ValueError) as exc:  # unknown device, or no CUDA in this torch
-        raise UsageError(f"--device {args.device}: {' '.join(str(exc).split())}") from exc
+        raise UsageError(f"--device {device}: {' '.join(str(exc).split())}") from exc
 
 
 def _weights_name(args: argparse.Namespace) -> str | None:
@@ -171,8 +156,6 @@ def _weights_name(args: argparse.Namespace) -> str | None:
 
 def _load_weights(name: str, args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
     """The network of the registered weights ``name`` on ``--device`` (``--model`` must agree, if given)."""
-    import torch
-
     from ..models._weights import get_weights
     from ..weights import HF_PREFIX, load_pretrained
 
@@ -180,11 +163,7 @@ def _load_weights(name: str, args: argparse.Namespace, overrides: dict[str, Any]
         raise UsageError(f"--weights {name} loads the released network as it is; drop --model-args")
     if args.model and not name.startswith(HF_PREFIX) and get_weights(name).arch != args.model:
         raise UsageError(f"--weights {name} is a {get_weights(name).arch} network, not --model {args.model}")
-    model = load_pretrained(name)
-    try:
-        return model.to(torch.device(args.device)).eval()
-    except (RuntimeError, AssertionError, ValueError) as exc:
-        raise UsageError(f"--device {args.device}: {' '.join(str(exc).split())}") from exc
+    return _on_device(load_pretrained(name), args.device)
 
 
 def _int_at_least(text: str, low: int) -> int:
@@ -198,7 +177,7 @@ def _int_at_least(text: str, low: int) -> int:
 
 
 def positive_int(text: str) -> int:
-    """Option type: an integer >= 1 (argparse reports anything else as the option's error).
+    """Option type: an integer >= 1.
 
     Examples:
         >>> positive_int("3")
@@ -218,7 +197,7 @@ def non_negative_int(text: str) -> int:
 
 
 def comma_list(kind: Callable[[str], T]) -> Callable[[str], list[T]]:
-    """Option type: a comma-separated list, each item converted by ``kind`` (empty items skipped).
+    """Option type: a comma-separated list of ``kind`` (empty items skipped).
 
     Examples:
         >>> comma_list(int)("64,128,")
@@ -234,12 +213,7 @@ def comma_list(kind: Callable[[str], T]) -> Callable[[str], list[T]]:
 def with_progress(
     items: list[T], *, quiet: bool, desc: str, unit: str
 ) -> tuple[Iterable[T], Callable[..., None]]:
-    """``items`` with a progress bar (unless ``quiet``, a single item or no tqdm), and how to print a line.
-
-    Returns:
-        What to iterate over, and a ``print``-like function that writes its line above the bar
-        (``print`` itself when there is no bar).
-    """
+    """``items`` with a progress bar (unless ``quiet``, one item or no tqdm), and a ``print`` that writes above it."""
     from .._runtime import progress_bar
 
     bar = None if quiet or len(items) <= 1 else progress_bar(items, desc=desc, unit=unit)
@@ -248,22 +222,13 @@ def with_progress(
     return bar, bar.write
 
 
-#: How the library's refusals to replace a file say how to allow it (``io.write_image``,
-#: ``hub.save_pretrained``, ``hub.convert_checkpoint``): a Python argument, which a command names
-#: by its option instead.
+#: How the library's refusals to replace a file say how to allow it (a Python argument).
 _LIBRARY_OVERWRITE_HINT = "pass overwrite=True"
 
 
 @contextlib.contextmanager
 def overwrite_flag(flag: str = "--overwrite") -> Iterator[None]:
-    """Inside, a library call that refuses to replace a file says ``pass --overwrite``, not ``overwrite=True``.
-
-    The library's ``FileExistsError`` tells a Python caller to pass ``overwrite=True``; a command
-    line user has an option for it. The error is raised again with the option in its place (the
-    same type, the original chained), so :func:`allinone_ir.cli.main` prints it as one line.
-
-    Args:
-        flag: The command's option.
+    """Inside, a library refusal to replace a file says ``pass --overwrite``, not ``pass overwrite=True``.
 
     Raises:
         FileExistsError: The library's, naming ``flag``.
@@ -284,11 +249,7 @@ def overwrite_flag(flag: str = "--overwrite") -> Iterator[None]:
 
 
 def _plain_text(text: str, width: int = 100) -> str:
-    """A docstring's reST as plain terminal text.
-
-    ``code`` becomes code (quoted when it holds a space), a cross-reference (:func:`~pkg.name`) its
-    name, a literal-block marker ``::`` at the end of a line a colon; prose paragraphs are refilled to
-    ``width`` columns, indented blocks kept as they are.
+    """A docstring's reST as plain terminal text: markup dropped, prose refilled, indented blocks kept.
 
     Examples:
         >>> _plain_text("Use ``--tile`` (:func:`~allinone_ir.inference.restore`) or ``type: paired``; schema::")

@@ -1,11 +1,4 @@
-"""``allinone-ir config list | show NAME``: the training configs shipped with the package.
-
-The package ships ready-made training configs (the official recipes of the networks and a worked
-example on a small rain + snow task). ``allinone-ir config list`` names them, ``allinone-ir config
-show NAME`` prints one (redirect it into a file to edit a copy), and ``allinone-ir train --config
-NAME`` uses one as is. Relative paths inside a config are resolved against the working directory,
-whether the config is given by name or as a file: run from the folder that holds the data.
-"""
+"""``allinone-ir config list | show NAME``: the training configs shipped with the package."""
 
 from __future__ import annotations
 
@@ -16,9 +9,16 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._common import _plain_text
 
 __all__ = ["add_parser"]
+
+_DESCRIPTION = (
+    "The package ships ready-made training configs (the official recipes of the networks and a worked example "
+    "on a small rain + snow task). 'allinone-ir config list' names them, 'allinone-ir config show NAME' prints "
+    "one (redirect it into a file to edit a copy), and 'allinone-ir train --config NAME' uses one as is. "
+    "Relative paths inside a config are resolved against the working directory, whether the config is given "
+    "by name or as a file: run from the folder that holds the data."
+)
 
 _SUFFIXES = (".yaml", ".yml", ".toml")
 
@@ -26,7 +26,7 @@ _SUFFIXES = (".yaml", ".yml", ".toml")
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``config`` (with ``list`` and ``show``) on the ``allinone-ir`` dispatcher."""
     p = subparsers.add_parser(
-        "config", help="list the shipped training configs, or print one", description=_plain_text(__doc__.split("\n\n")[1]),
+        "config", help="list the shipped training configs, or print one", description=_DESCRIPTION,
     )  # fmt: skip
     actions = p.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="name and describe the shipped configs").set_defaults(func=run)
@@ -59,11 +59,7 @@ def _describe(path: Path) -> str:
 
 
 def _shipped(name: str) -> Path:
-    """The shipped config called ``name`` (with or without its extension).
-
-    Raises:
-        ConfigError: If no shipped config has that name (the message lists them).
-    """
+    """The shipped config called ``name`` (with or without its extension); ``ConfigError`` listing them if none."""
     configs = _shipped_configs()
     stem = Path(name).stem if Path(name).suffix in _SUFFIXES else name
     if stem in configs and (stem == name or configs[stem].name == name):
@@ -74,13 +70,7 @@ def _shipped(name: str) -> Path:
 
 
 def _resolve_config(value: str) -> tuple[Path, bool]:
-    """The file that ``--config VALUE`` means, and whether it is a shipped config.
-
-    A path that exists wins; otherwise ``VALUE`` names a shipped config.
-
-    Raises:
-        ConfigError: If ``VALUE`` is neither an existing file nor a shipped config's name.
-    """
+    """The file ``--config VALUE`` means (an existing path wins over a shipped config's name), and if shipped."""
     path = Path(value).expanduser()
     if path.exists():
         return path, False

@@ -29,13 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Convert ``src`` to ``dst``; prints what was detected. Returns the exit status.
-
-    Raises:
-        UsageError: If ``--model-args`` is not a JSON object the network accepts, or ``--arch`` is unknown.
-        CheckpointError: If ``src`` cannot be read or its weights do not fit the architecture.
-        FileExistsError: If ``dst`` exists and ``--overwrite`` was not given.
-    """
+    """Convert ``src`` to ``dst`` and print what was detected; returns the exit status."""
     from ..hub import convert_checkpoint, from_pretrained
 
     overrides = parse_model_args(args.model_args)

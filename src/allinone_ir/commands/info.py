@@ -1,8 +1,4 @@
-"""``allinone-ir info``: parameters, FLOPs at a given size (torch's flop counter) and latency.
-
-The latency is that of :func:`allinone_ir.restore` with the given options, i.e. the default fast
-path (channels-last weights on CPU and CUDA) that ``allinone-ir restore`` uses.
-"""
+"""``allinone-ir info``: parameters, FLOPs at a given size and the latency of :func:`allinone_ir.restore`."""
 
 from __future__ import annotations
 
@@ -12,7 +8,6 @@ from ..errors import UsageError
 from ..profiling import count_flops, measure_latency
 from ._common import DTYPE_NAMES, add_model_arguments, load_model_from_args
 
-# count_flops and measure_latency live in allinone_ir.profiling; importable from here as before
 __all__ = ["add_parser"]
 
 
@@ -76,12 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _resolve_positional(args: argparse.Namespace) -> None:
-    """Turn the positional ``MODEL`` into ``--model NAME|FOLDER`` or ``--checkpoint FILE``.
-
-    Raises:
-        UsageError: If it is given with ``--model`` / ``--checkpoint``, or is neither an existing
-            path nor a registered model name (the message lists close matches and the names).
-    """
+    """Turn the positional ``MODEL`` into ``--model NAME|FOLDER``, ``--checkpoint FILE`` or ``--weights NAME``."""
     from pathlib import Path
 
     from ..models import list_models

@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         UsageError: If no registered name matches the pattern (the message lists the names).
     """
+    import torch
+
     names = list_models(args.pattern)
     if not names:
         raise UsageError(
@@ -31,15 +33,9 @@ def run(args: argparse.Namespace) -> int:
         )
     for name in names:
         if args.params:
-            with _meta_device():
+            with torch.device("meta"):  # building on the meta device makes counting free
                 n = sum(p.numel() for p in create_model(name).parameters())
             print(f"{name:28s} {n:>14,d}")
         else:
             print(name)
     return 0
-
-
-def _meta_device():  # building on the meta device makes counting free
-    import torch
-
-    return torch.device("meta")

@@ -1,12 +1,4 @@
-"""``allinone-ir restore``: restore files, folders and globs; PNG outputs and/or one ``.npz`` archive.
-
-Each output PNG keeps its input's bit depth (8 or 16) and channels: a grayscale file comes back
-grayscale, an alpha channel is copied back untouched. A file that cannot be read is reported as
-``skipped FILE: reason`` and the others are still restored (exit status 1 when any was skipped).
-
-The network options shared by ``restore``, ``evaluate`` and ``info`` (``--model`` / ``--checkpoint`` /
-``--model-args`` / ``--random-weights``) live in :mod:`allinone_ir.commands._common`.
-"""
+"""``allinone-ir restore``: restore files, folders and globs; PNG outputs and/or one ``.npz`` archive."""
 
 from __future__ import annotations
 
@@ -60,13 +52,8 @@ def collect_inputs(items: Iterable[str]) -> list[Path]:
         found.extend(paths)
     unique: dict[str, Path] = {}
     for p in found:
-        unique.setdefault(_real(p), p)
+        unique.setdefault(os.path.realpath(p), p)
     return list(unique.values())
-
-
-def _real(p: Path) -> str:
-    """The path with links followed as far as they go (``Path.resolve`` raises on a link loop)."""
-    return os.path.realpath(p)
 
 
 def _not_found(src: Path) -> str:
@@ -128,8 +115,8 @@ def _plan_outputs(inputs: list[Path], out_dir: Path | None) -> list[Path | None]
         if dst in seen:
             raise UsageError(f"{seen[dst]} and {src} would both be written to {dst}; restore them separately")
         seen[dst] = src
-    resolved_inputs = {_real(p) for p in inputs}
-    clash = [str(d) for d in outs if _real(d) in resolved_inputs]
+    resolved_inputs = {os.path.realpath(p) for p in inputs}
+    clash = [str(d) for d in outs if os.path.realpath(d) in resolved_inputs]
     if clash:
         raise UsageError(
             f"refusing to overwrite input files: {', '.join(clash)}; choose another --out folder"
@@ -146,12 +133,7 @@ def _npz_keys(inputs: list[Path]) -> list[str]:
 
 
 class _NpzWriter:
-    """Writes arrays one by one into an .npz (a zip of .npy files), atomically on close.
-
-    The archive grows in a temporary file next to ``path``, renamed on a committed close; any
-    failure (a full disk included, reported as "no space left on device while writing PATH")
-    removes the temporary file.
-    """
+    """Writes arrays one by one into an .npz in a temporary file, renamed on a committed close, else removed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -207,13 +189,7 @@ class _NpzWriter:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Restore every input; write PNGs to ``--out`` and/or the ``--npz`` archive.
-
-    Returns:
-        0 when every input was restored, 1 when some file could not be read (each reported as
-        ``skipped FILE: reason``). Problems with the options, the network or the outputs raise
-        (:func:`allinone_ir.cli.main` turns them into one ``error:`` line and status 2).
-    """
+    """Restore every input to ``--out`` and/or ``--npz``; returns 0, or 1 when some file was skipped (unreadable)."""
     import torch
 
     from ..inference import restore, restore_array
@@ -227,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     npz = Path(args.npz) if args.npz else None
     keys = _npz_keys(inputs) if npz else []
     if npz is not None:
-        if _real(npz) in {_real(p) for p in inputs}:
+        if os.path.realpath(npz) in {os.path.realpath(p) for p in inputs}:
             raise UsageError(f"refusing to overwrite input file {npz}")
         if npz.suffix != ".npz":
             raise UsageError(f"--npz must end with .npz, got {npz}")

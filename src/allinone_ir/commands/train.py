@@ -1,8 +1,4 @@
-"""``allinone-ir train --config FILE|NAME``: the command line of the config-driven training.
-
-The config file's schema and its reading are :mod:`allinone_ir.training.cli`'s (its description is
-this command's ``--help``); this module parses the options, builds the trainer and reports the run.
-"""
+"""``allinone-ir train --config FILE|NAME``: training from a config (its schema: :mod:`allinone_ir.training.cli`)."""
 
 from __future__ import annotations
 
@@ -66,11 +62,7 @@ def _write_held_out(trainer: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``allinone-ir train``; returns the exit status (128 + the signal when interrupted).
-
-    Errors (a bad config, a missing or misfitting checkpoint) propagate as the library's exceptions, which
-    :func:`allinone_ir.cli.main` prints as one line with exit status 2.
-    """
+    """Run ``allinone-ir train``; returns the exit status (128 + the signal when interrupted)."""
     from ..training.checkpoint import format_bytes
     from ..training.cli import build_from_config, load_config
     from ..training.signals import TrainingInterrupted, signal_name
