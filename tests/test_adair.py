@@ -8,9 +8,8 @@ import torch.nn.functional as F
 
 from allinone_ir import create_model
 from allinone_ir.hub import convert_checkpoint, detect_architecture, from_pretrained, load_checkpoint
-from allinone_ir.layers.adair import FreModule, frequency_split, low_frequency_mask
 from allinone_ir.models import AdaIR, Restormer
-from allinone_ir.models.adair import ADAIR_UNUSED_MODULES
+from allinone_ir.models.adair import ADAIR_UNUSED_MODULES, FreModule, frequency_split, low_frequency_mask
 from allinone_ir.training.finetune import finetune_groups, freeze, unfreeze
 
 from .tiny_configs import TINY, randomise, tiny_model

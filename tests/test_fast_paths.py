@@ -16,9 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from allinone_ir.layers import GDFN, MDTA, PromptGenBlock, TransformerBlock, channel_attention
-from allinone_ir.layers.attention import _reference_mdta_attention, projected_channel_attention
+from allinone_ir.layers import GDFN, MDTA, TransformerBlock, channel_attention
+from allinone_ir.layers.attention import projected_channel_attention
+from allinone_ir.models.promptir import PromptGenBlock
 
+from .test_layers import _reference_mdta_attention
 from .tiny_configs import randomise as _randomise
 
 sys.path.insert(
@@ -85,7 +87,7 @@ class TestProjectedAttention:
 @pytest.mark.parametrize("grad", [False, True])
 def test_gdfn_equals_its_definition_in_both_layouts(grad: bool) -> None:
     m = _randomise(GDFN(6, ffn_expansion_factor=2.66, bias=True)).double()
-    hid = m.hidden_features
+    hid = m.project_out.in_channels
     x = torch.randn(2, 6, 5, 4, dtype=torch.float64)
     y = F.conv2d(F.conv2d(x, m.project_in.weight, m.project_in.bias), m.dwconv.weight, m.dwconv.bias,
                  padding=1, groups=2 * hid)  # fmt: skip
@@ -119,7 +121,7 @@ def _plain_block(blk: TransformerBlock, x: torch.Tensor) -> torch.Tensor:
     x = x + F.conv2d(att, a.project_out.weight, a.project_out.bias)
     y = F.conv2d(F.conv2d(ln(blk.norm2, x), f.project_in.weight, f.project_in.bias), f.dwconv.weight,
                  f.dwconv.bias, padding=1, groups=f.dwconv.groups)  # fmt: skip
-    hid = f.hidden_features
+    hid = f.project_out.in_channels
     return x + F.conv2d(F.gelu(y[:, :hid]) * y[:, hid:], f.project_out.weight, f.project_out.bias)
 
 

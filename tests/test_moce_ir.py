@@ -14,8 +14,8 @@ import torch
 
 from allinone_ir import create_model
 from allinone_ir.hub import convert_checkpoint, detect_architecture, from_pretrained, load_checkpoint
-from allinone_ir.layers.moce_ir import ComplexityExperts, ExpertRouter, expert_ranks
 from allinone_ir.models import MoCEIR
+from allinone_ir.models.moce_ir import ComplexityExperts, ExpertRouter, expert_ranks
 from allinone_ir.training import Trainer, TrainerConfig
 
 from .tiny_configs import TINY

@@ -20,21 +20,22 @@ from torch import nn
 from allinone_ir import PIPNAFNet, PIPRestormer, PIPUNet, create_model, load_checkpoint
 from allinone_ir.degradation_types import DEFAULT_DEGRADATIONS, resolve_degradation_weights
 from allinone_ir.errors import AllInOneIRError, CheckpointError, DatasetError
-from allinone_ir.layers import (
+from allinone_ir.layers import channel_attention
+from allinone_ir.layers.attention import top_m_channel_attention, top_m_sizes
+from allinone_ir.losses import DEFAULT_DDL_ALPHA, collect_degradation_prompts
+from allinone_ir.models import DegradationClassifier, degradation_classification_loss, get_model_class
+from allinone_ir.models.classifier import BasicBlock
+from allinone_ir.models.pip import (
+    DEFAULT_CLASSIFIER_WEIGHT,
     PIPBlock,
     PromptInPrompt,
     PromptToFeature,
     PromptToPrompt,
     SelectivePromptToFeature,
-    channel_attention,
 )
-from allinone_ir.layers.attention import _reference_top_m_attention, top_m_channel_attention, top_m_sizes
-from allinone_ir.losses import DEFAULT_DDL_ALPHA, collect_degradation_prompts
-from allinone_ir.models import DegradationClassifier, degradation_classification_loss, get_model_class
-from allinone_ir.models.classifier import BasicBlock
-from allinone_ir.models.pip import DEFAULT_CLASSIFIER_WEIGHT
 from allinone_ir.training.ema import ModelEMA
 
+from .test_layers import _reference_top_m_attention
 from .tiny_configs import TINY, randomise, tiny_model
 
 

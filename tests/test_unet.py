@@ -10,9 +10,9 @@ from torch import nn
 
 from allinone_ir import PIPUNet
 from allinone_ir.degradation_types import resolve_degradation_weights
-from allinone_ir.layers import PromptGenBlock, PromptInteraction
 from allinone_ir.models import NAFNet, Restormer
 from allinone_ir.models._unet import UNetHooks
+from allinone_ir.models.promptir import PromptGenBlock, PromptInteraction
 from allinone_ir.models.restormer import RestormerUNet
 
 from .tiny_configs import TINY, randomise, tiny_model

@@ -1,19 +1,10 @@
-"""Channel ("transposed") attention: the functions and the modules built on them.
-
-- :func:`channel_attention` (dense) and :func:`projected_channel_attention` (dense, fused with the
-  output projection), and :func:`top_m_channel_attention`, PIP's selective attention that keeps
-  the top-m entries of every row (:func:`top_m_sizes`, :data:`TOP_M_FRACTIONS`);
-- :class:`MDTA`, Restormer's multi-Dconv head transposed self-attention;
-- :class:`CrossChannelAttention`, the MDTA-style cross attention between a query map and a context
-  map (dense or top-m) that PIP's prompt interactions use.
-"""
+"""Channel ("transposed") attention: dense, fused with the output projection, top-m; MDTA and cross attention."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
@@ -57,11 +48,10 @@ def _heads_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 def _head_gram(qh: torch.Tensor, kh: torch.Tensor) -> torch.Tensor:
-    """``qh @ kh^T`` per head, one batched matmul per head so that strided views are never copied.
+    """``qh @ kh^T`` with one batched matmul per head, so that strided views are never copied.
 
-    ``torch.matmul`` folds the ``(N, heads)`` batch axes into one, which copies both operands
-    whenever ``N > 1`` (the channel slices of ``qkv`` are not uniformly strided over the two
-    axes); per head the batch axis is ``N`` alone and BLAS reads the views directly.
+    ``torch.matmul`` folds the ``(N, heads)`` batch axes into one, which copies both operands when
+    ``N > 1``; per head the batch axis is ``N`` alone and BLAS reads the views directly.
     """
     if qh.shape[1] == 1:
         return (qh[:, 0] @ kh[:, 0].transpose(-2, -1)).unsqueeze(1)
@@ -76,10 +66,7 @@ def _cosine_logits(
     temperature: torch.Tensor,
     eps: float,
 ) -> torch.Tensor:
-    """Cosine-similarity Gram matrix times the temperature, from the raw Gram and the squared row norms.
-
-    Equal to ``normalize(qh) @ normalize(kh)^T * temperature`` without writing normalised copies.
-    Shared by the dense attention and the top-m attention.
+    """``normalize(qh) @ normalize(kh)^T * temperature`` from the raw Gram matrix and the squared row norms.
 
     Shape:
         - qh, kh: :math:`(N, heads, c, P)` (the batch axes may broadcast)
@@ -93,18 +80,6 @@ def _cosine_logits(
     return gram * (temperature.to(acc) / (qn * kn))
 
 
-def _attention_weights(
-    qh: torch.Tensor,
-    kh: torch.Tensor,
-    sq_q: torch.Tensor,
-    sq_k: torch.Tensor,
-    temperature: torch.Tensor,
-    eps: float,
-) -> torch.Tensor:
-    """Softmax over the last axis of :func:`_cosine_logits`."""
-    return _cosine_logits(qh, kh, sq_q, sq_k, temperature, eps).softmax(dim=-1)
-
-
 def channel_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -115,14 +90,11 @@ def channel_attention(
 ) -> torch.Tensor:
     """Transposed (channel-to-channel) attention with L2-normalised queries and keys.
 
-    For every head with ``c = C / num_heads`` channels, ``q`` and ``k`` are read as
-    ``(c, H*W)`` matrices, each row L2-normalised, and
+    Per head, ``q``, ``k`` and ``v`` are read as ``(C / heads, H*W)`` matrices and
 
     .. math:: \\mathrm{out} = \\mathrm{softmax}(\\hat q \\hat k^T \\cdot \\tau)\\, v
 
-    The Gram matrix ``q k^T`` is divided by the outer product of the row norms (the normalised
-    tensors are never written). NCHW and channels-last inputs work without copies; the output has
-    the memory format of ``v``.
+    NCHW and channels-last inputs work without copies; the output has the memory format of ``v``.
 
     Args:
         q: Queries.
@@ -149,7 +121,7 @@ def channel_attention(
     qh, kh, vh = _heads_view(q, num_heads), _heads_view(k, num_heads), _heads_view(v, num_heads)
     sq_q = qh.square().sum(dim=-1, dtype=acc)
     sq_k = kh.square().sum(dim=-1, dtype=acc)
-    attn = _attention_weights(qh, kh, sq_q, sq_k, temperature, eps)
+    attn = _cosine_logits(qh, kh, sq_q, sq_k, temperature, eps).softmax(dim=-1)
     if _is_channels_last(v):
         # out^T = v^T attn^T per head, written straight into channels-last order
         vt = v.permute(0, 2, 3, 1).reshape(n, h * w, num_heads, c // num_heads)
@@ -168,9 +140,8 @@ def projected_channel_attention(
 ) -> torch.Tensor:
     """:func:`channel_attention` on the stacked ``qkv`` followed by a 1x1 projection, fused.
 
-    Equal to ``conv1x1(channel_attention(q, k, v), proj_weight, proj_bias)`` with
-    ``q, k, v = qkv.chunk(3, dim=1)``; the projection is folded into the ``C x C`` attention matrix,
-    so ``attn @ v`` and the projection are one product. The output keeps ``qkv``'s memory format.
+    Equal to ``conv1x1(channel_attention(*qkv.chunk(3, 1)), proj_weight, proj_bias)``; the projection is
+    folded into the ``C x C`` attention matrix. The output keeps ``qkv``'s memory format.
 
     Args:
         qkv: Queries, keys and values stacked along channels.
@@ -202,15 +173,15 @@ def projected_channel_attention(
         t = qkv.permute(0, 2, 3, 1).reshape(n, p, 3, num_heads, cp)  # a view
         qh = t[:, :, 0].permute(0, 2, 3, 1)  # (N, heads, c, P)
         kh = t[:, :, 1].permute(0, 2, 3, 1)
-        sq = t[:, :, :2].square().sum(dim=1).to(acc)  # (N, 2, heads, c); reductions accumulate in fp32
-        attn = _attention_weights(qh, kh, sq[:, 0], sq[:, 1], temperature, eps)
+        sq = t[:, :, :2].square().sum(dim=1).to(acc)  # (N, 2, heads, c)
+        attn = _cosine_logits(qh, kh, sq[:, 0], sq[:, 1], temperature, eps).softmax(dim=-1)
         mix = torch.einsum("ohi,nhij->nhjo", weight.to(attn.dtype), attn).reshape(n, c, -1)
         vt = t[:, :, 2].reshape(n, p, c)  # (N, P, C), a strided view
         out = (vt @ mix.to(vt.dtype)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
     else:
         t = qkv.reshape(n, 3, num_heads, cp, p)
         sq = t[:, :2].square().sum(dim=-1).to(acc)
-        attn = _attention_weights(t[:, 0], t[:, 1], sq[:, 0], sq[:, 1], temperature, eps)
+        attn = _cosine_logits(t[:, 0], t[:, 1], sq[:, 0], sq[:, 1], temperature, eps).softmax(dim=-1)
         mix = torch.einsum("ohi,nhij->nohj", weight.to(attn.dtype), attn).reshape(n, -1, c)
         out = (mix.to(qkv.dtype) @ t[:, 2].reshape(n, c, p)).reshape(n, -1, h, w)
     if proj_bias is not None:
@@ -221,14 +192,13 @@ def projected_channel_attention(
 class MDTA(nn.Module):
     """Multi-Dconv head transposed attention (Restormer, Zamir et al. 2022).
 
-    ``qkv`` (1x1 conv C->3C) and ``qkv_dwconv`` (depthwise 3x3) produce queries,
-    keys and values; attention is computed across channels per head, so its cost
-    is linear in the number of pixels; ``project_out`` (1x1) maps back.
+    ``qkv`` (1x1 conv C->3C) and ``qkv_dwconv`` (depthwise 3x3) give queries, keys and values; the
+    attention runs across channels per head (cost linear in the pixels); ``project_out`` (1x1) maps back.
 
     Args:
         dim: Number of channels ``C``.
         num_heads: Number of heads; must divide ``dim``.
-        bias: Whether the convolutions have a bias (``False`` in the official configs).
+        bias: Whether the convolutions have a bias.
 
     Shape:
         - Input: :math:`(N, C, H, W)`
@@ -240,6 +210,10 @@ class MDTA(nn.Module):
         torch.Size([1, 16, 9, 7])
     """
 
+    #: Run the depthwise convolution in float32 under bf16/fp16 autocast (its few weights per channel set
+    #: the attention logits). Set by the family's ``low_precision_flags``.
+    float32_dwconv: bool = False
+
     def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
         super().__init__()
         if dim % num_heads != 0:
@@ -249,11 +223,6 @@ class MDTA(nn.Module):
         self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
-
-    #: Run the depthwise convolution in float32 under bf16/fp16 autocast (the result is cast back to the
-    #: autocast dtype): its few weights per channel set ``q`` and ``k`` and so the attention logits.
-    #: Set by the family's ``low_precision_policy``.
-    float32_dwconv: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x)
@@ -269,9 +238,6 @@ class MDTA(nn.Module):
         )
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Selective (top-m) attention and cross attention (PIP)
-# ----------------------------------------------------------------------------------------------------------
 def top_m_sizes(channels_per_head: int, fractions: Sequence[tuple[int, int]] = TOP_M_FRACTIONS) -> list[int]:
     """The ``m`` of each top-m mask: ``int(c * a / b)`` for each fraction ``a/b``, at least 1.
 
@@ -294,14 +260,11 @@ def top_m_channel_attention(
     weights: torch.Tensor,
     eps: float = 1e-12,
 ) -> torch.Tensor:
-    """Selective transposed attention: several top-m masked softmaxes, summed with learnable weights.
+    """Selective transposed attention (PIP): several top-m masked softmaxes, summed with learnable weights.
 
-    Per head, ``q``, ``k`` and ``v`` are ``(c, H*W)`` matrices; rows of ``q`` and ``k`` are
-    L2-normalised and ``A = q k^T * temperature`` (``c x c``). For each ``m`` in ``top_m``
-    the mask ``M_ij = [A_ij >= m-th largest of row i]`` (Eq. 7 of the paper) keeps the
-    ``m`` strongest entries of every row; the others get ``-inf`` before the softmax
-    (Eq. 8). The output is ``sum_i weights_i softmax(A masked by M_i) v``; the
-    weighted attention maps are summed before the single product with ``v``.
+    ``A = normalize(q) normalize(k)^T * temperature`` per head; for each ``m`` the entries of a row
+    below its ``m``-th largest get ``-inf`` before the softmax (paper Eq. 7-8). The output is
+    ``sum_i weights_i softmax(A masked by M_i) v``.
 
     Args:
         q: Queries.
@@ -310,7 +273,7 @@ def top_m_channel_attention(
         temperature: Per-head scale, shape ``(heads, 1, 1)``.
         num_heads: Heads; must divide ``C``.
         top_m: The ``m`` of each mask (each ``1 <= m <= C / heads``).
-        weights: One learnable weight per mask, shape ``(len(top_m),)``.
+        weights: One weight per mask, shape ``(len(top_m),)``.
         eps: Lower bound on the row norms.
 
     Returns:
@@ -327,51 +290,19 @@ def top_m_channel_attention(
     attn = _cosine_logits(qh, kh, sq_q, sq_k, temperature, eps)
     # thresholds: the m-th largest value of each row, from one sorted top-k with the largest m
     kth = torch.topk(attn, max(top_m), dim=-1).values.detach()
-    probs = None
+    probs = torch.zeros_like(attn)
     for i, m in enumerate(top_m):
         masked = attn.masked_fill(attn < kth[..., m - 1 : m], float("-inf"))
-        p = masked.softmax(dim=-1) * weights[i].to(acc)
-        probs = p if probs is None else probs + p
-    assert probs is not None
-    out = probs.to(vh.dtype) @ vh
-    return out.reshape(n, c, h, w)
-
-
-def _reference_top_m_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    temperature: torch.Tensor,
-    num_heads: int,
-    top_m: Sequence[int],
-    weights: torch.Tensor,
-) -> torch.Tensor:
-    """Unfused form of :func:`top_m_channel_attention` (kept for tests and benchmarks).
-
-    Builds each mask from ``topk`` indices with ``scatter`` and multiplies ``v`` once per mask.
-    """
-    n, c, h, w = q.shape
-    qh = F.normalize(q.reshape(n, num_heads, c // num_heads, -1), dim=-1)
-    kh = F.normalize(k.reshape(n, num_heads, c // num_heads, -1), dim=-1)
-    vh = v.reshape(n, num_heads, c // num_heads, -1)
-    attn = qh @ kh.transpose(-2, -1) * temperature
-    out = torch.zeros_like(vh)
-    for i, m in enumerate(top_m):
-        mask = torch.zeros_like(attn).scatter_(-1, attn.topk(m, dim=-1).indices, 1.0)
-        probs = attn.masked_fill(mask == 0, float("-inf")).softmax(dim=-1)
-        out = out + (probs @ vh) * weights[i]
-    return out.reshape(n, c, h, w)
+        probs = probs + masked.softmax(dim=-1) * weights[i].to(acc)
+    return (probs.to(vh.dtype) @ vh).reshape(n, c, h, w)
 
 
 class CrossChannelAttention(nn.Module):
-    """MDTA-style transposed cross attention between a query map and a context map.
+    """MDTA-style transposed cross attention: queries from one map, keys and values from another.
 
-    ``q = q_dwconv(q(query))`` (1x1 ``query_dim -> dim`` then depthwise 3x3),
-    ``k, v = kv_dwconv(kv(context))`` (1x1 ``dim -> 2 dim`` then depthwise 3x3), attention
-    over channels (per head, L2-normalised, learnable temperature), ``project_out``
-    1x1 ``dim -> out_dim``. With ``top_m_fractions`` the attention is the selective
-    top-m one (:func:`top_m_channel_attention`) with one learnable weight per mask,
-    initialised to 0.2; otherwise it is the dense :func:`channel_attention`.
+    ``q = q_dwconv(q(query))`` (1x1 ``query_dim -> dim``, depthwise 3x3), ``k, v = kv_dwconv(kv(context))``
+    (1x1 ``dim -> 2 dim``, depthwise ``kv_kernel``), :func:`channel_attention`, ``project_out``
+    (1x1 ``dim -> out_dim``). Used by AdaIR, MoCE-IR and PIP.
 
     Args:
         query_dim: Channels of the query map.
@@ -379,7 +310,7 @@ class CrossChannelAttention(nn.Module):
         num_heads: Heads; must divide ``dim``.
         bias: Whether the convolutions have a bias.
         out_dim: Output channels (default ``query_dim``).
-        top_m_fractions: Fractions of the per-head channels kept by each mask, or ``None``.
+        kv_kernel: Kernel size of the keys' and values' depthwise convolution (3; 7 in MoCE-IR).
 
     Shape:
         - query: :math:`(N_q, C_q, H, W)` with :math:`N_q \\in \\{1, N\\}` (a shared query is broadcast)
@@ -387,9 +318,9 @@ class CrossChannelAttention(nn.Module):
         - output: :math:`(N, C_{out}, H, W)`
 
     Examples:
-        >>> attn = CrossChannelAttention(6, 8, num_heads=2, top_m_fractions=TOP_M_FRACTIONS)
-        >>> attn.top_m, attn(torch.randn(1, 6, 5, 4), torch.randn(3, 8, 2, 10)).shape
-        ([2, 2, 3, 3], torch.Size([3, 6, 5, 4]))
+        >>> attn = CrossChannelAttention(6, 8, num_heads=2)
+        >>> attn(torch.randn(1, 6, 5, 4), torch.randn(3, 8, 2, 10)).shape
+        torch.Size([3, 6, 5, 4])
     """
 
     def __init__(
@@ -399,7 +330,7 @@ class CrossChannelAttention(nn.Module):
         num_heads: int,
         bias: bool = False,
         out_dim: int | None = None,
-        top_m_fractions: Sequence[tuple[int, int]] | None = None,
+        kv_kernel: int = 3,
     ) -> None:
         super().__init__()
         if dim % num_heads != 0:
@@ -409,37 +340,21 @@ class CrossChannelAttention(nn.Module):
         self.q = nn.Conv2d(query_dim, dim, kernel_size=1, bias=bias)
         self.q_dwconv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=bias)
         self.kv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
-        self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, kernel_size=3, padding=1, groups=dim * 2, bias=bias)
+        self.kv_dwconv = nn.Conv2d(
+            dim * 2, dim * 2, kernel_size=kv_kernel, padding=kv_kernel // 2, groups=dim * 2, bias=bias
+        )
         self.project_out = nn.Conv2d(dim, out_dim or query_dim, kernel_size=1, bias=bias)
-        if top_m_fractions is not None:
-            self.top_m = top_m_sizes(dim // num_heads, top_m_fractions)
-            self.top_m_weights = nn.Parameter(torch.full((len(self.top_m),), 0.2))
-        else:
-            self.top_m = []
 
-    def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def _qkv(self, query: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
         k, v = self.kv_dwconv(self.kv(context)).chunk(2, dim=1)
         q = self.q_dwconv(self.q(query))
         if q.shape[0] != k.shape[0]:
             q = q.expand(k.shape[0], -1, -1, -1)
-        if self.top_m:
-            out = top_m_channel_attention(q, k, v, self.temperature, self.num_heads, self.top_m,
-                                          self.top_m_weights)  # fmt: skip
-        else:
-            out = channel_attention(q, k, v, self.temperature, self.num_heads)
-        return self.project_out(out)
+        return q.to(v.dtype), k, v  # MoCE-IR's experts may hand a float32 query under autocast
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._qkv(query, context)
+        return self.project_out(channel_attention(q, k, v, self.temperature, self.num_heads))
 
     def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}" + (f", top_m={self.top_m}" if self.top_m else "")
-
-
-def _reference_mdta_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, num_heads: int
-) -> torch.Tensor:
-    """Unfused textbook form of :func:`channel_attention` (kept for tests and benchmarks)."""
-    n, c, h, w = q.shape
-    qh = F.normalize(q.reshape(n, num_heads, c // num_heads, -1), dim=-1)
-    kh = F.normalize(k.reshape(n, num_heads, c // num_heads, -1), dim=-1)
-    vh = v.reshape(n, num_heads, c // num_heads, -1)
-    attn = torch.einsum("nhcp,nhdp->nhcd", qh, kh) * temperature
-    return torch.einsum("nhcd,nhdp->nhcp", attn.softmax(-1), vh).reshape(n, c, h, w)
+        return f"num_heads={self.num_heads}"

@@ -10,15 +10,11 @@ __all__ = ["GDFN"]
 
 
 class GDFN(nn.Module):
-    """Gated-Dconv feed-forward network.
-
-    ``hidden = int(dim * ffn_expansion_factor)``; ``project_in`` (1x1, C->2*hidden),
-    ``dwconv`` (depthwise 3x3), split in two halves ``x1, x2``, ``gelu(x1) * x2``,
-    ``project_out`` (1x1, hidden->C).
+    """Gated-Dconv feed-forward network: ``project_out(gelu(x1) * x2)``, ``x1, x2 = dwconv(project_in(x))``.
 
     Args:
         dim: Number of channels ``C``.
-        ffn_expansion_factor: Hidden width relative to ``dim`` (2.66 in Restormer).
+        ffn_expansion_factor: Hidden width ``int(dim * factor)`` (2.66 in Restormer).
         bias: Whether the convolutions have a bias.
 
     Shape:
@@ -33,7 +29,6 @@ class GDFN(nn.Module):
     def __init__(self, dim: int, ffn_expansion_factor: float = 2.66, bias: bool = False) -> None:
         super().__init__()
         hidden = int(dim * ffn_expansion_factor)
-        self.hidden_features = hidden
         self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
         self.dwconv = nn.Conv2d(
             hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias

@@ -1,11 +1,4 @@
-"""Layer normalisation over the channel axis of NCHW feature maps.
-
-The statistics are computed on a channels-last *view* of the input
-(``x.permute(0, 2, 3, 1)``): for a tensor stored in ``torch.channels_last``
-memory format that view is contiguous, so no copy is made, and for an NCHW
-contiguous tensor it costs one copy instead of the two ``rearrange`` round trips
-of the reference implementations.
-"""
+"""Layer normalisation over the channels of NCHW maps, computed on a channels-last view (no copy for channels-last)."""
 
 from __future__ import annotations
 
@@ -23,50 +16,33 @@ NormKind = Literal["WithBias", "BiasFree"]
 
 
 def layer_norm_2d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    eps: float = 1e-5,
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-5
 ) -> torch.Tensor:
     """Normalise an NCHW map over its channels at every pixel.
 
-    With ``bias`` given this is the usual layer norm
-    ``(x - mean) / sqrt(var + eps) * weight + bias``. With ``bias=None`` it is the
-    *bias-free* kind of Restormer: ``x / sqrt(var + eps) * weight`` where the mean
-    is used for the (biased) variance but **not** subtracted from ``x``.
-
-    Args:
-        x: Feature map.
-        weight: Per-channel scale.
-        bias: Per-channel shift, or ``None`` for the bias-free kind.
-        eps: Added to the variance.
-
-    Returns:
-        The normalised map, in the dtype and memory format of ``x`` (a bf16/fp16 map is normalised
-        in float32 and rounded once).
+    With ``bias``: ``(x - mean) / sqrt(var + eps) * weight + bias``. With ``bias=None``, Restormer's
+    bias-free kind: ``x / sqrt(var + eps) * weight`` (the mean is not subtracted). A bf16/fp16 map is
+    normalised in float32 and rounded once.
 
     Shape:
-        - x: :math:`(N, C, H, W)`
-        - weight, bias: :math:`(C,)`
-        - output: :math:`(N, C, H, W)`
+        - x: :math:`(N, C, H, W)`; weight, bias: :math:`(C,)`
+        - output: :math:`(N, C, H, W)`, in the dtype and memory format of ``x``
     """
     xp = x.permute(0, 2, 3, 1)  # (N, H, W, C); a free view for channels-last storage
     if bias is not None:
         out = F.layer_norm(xp, (xp.shape[-1],), weight, bias, eps)
     else:
-        xa = xp.to(torch.promote_types(xp.dtype, torch.float32))  # computed in at least float32
+        xa = xp.to(torch.promote_types(xp.dtype, torch.float32))
         out = (xa * torch.rsqrt(xa.var(dim=-1, keepdim=True, unbiased=False) + eps) * weight).to(xp.dtype)
     return out.permute(0, 3, 1, 2)
 
 
 class LayerNorm2d(nn.Module):
-    """Layer normalisation over channels of an NCHW map (NAFNet / Restormer style).
+    """Layer normalisation over the channels of an NCHW map (NAFNet / Restormer style).
 
     Args:
         num_channels: Number of channels ``C``.
-        bias: ``True`` for the with-bias kind (subtract mean, learnable shift),
-            ``False`` for the bias-free kind of Restormer (no mean subtraction,
-            no shift).
+        bias: ``True``: subtract the mean, learnable shift; ``False``: Restormer's bias-free kind.
         eps: Added to the variance (``1e-5`` in Restormer, ``1e-6`` in NAFNet).
 
     Shape:
@@ -94,11 +70,7 @@ class LayerNorm2d(nn.Module):
 
 
 class RestormerLayerNorm(nn.Module):
-    """Restormer's channel layer norm, keeping the official ``body.weight`` key names.
-
-    A thin wrapper around :class:`LayerNorm2d` whose only job is to place the
-    parameters at ``<name>.body.weight`` / ``<name>.body.bias`` as in the official
-    Restormer, PromptIR and PIP checkpoints.
+    """Restormer's channel layer norm: a :class:`LayerNorm2d` at ``body`` (the official key names).
 
     Args:
         dim: Number of channels.

@@ -1,4 +1,4 @@
-"""Padding an image to a size a network can process, and cropping back."""
+"""Padding an image to a size a network can process."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ def pad_to_multiple(
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad the bottom and right of an image so that ``H`` and ``W`` are multiples of ``multiple``.
 
-    Reflect padding is used where the image is large enough for it (the padding
-    must be smaller than the side); otherwise the edge is replicated, so any
+    Reflect padding falls back to replicating the edge where the image is too small for it, so any
     ``H, W >= 1`` works.
 
     Args:
@@ -41,6 +40,4 @@ def pad_to_multiple(
         return x, (h, w)
     if mode == "reflect" and (ph >= h or pw >= w):
         mode = "replicate"
-    if mode == "constant":
-        return F.pad(x, (0, pw, 0, ph), mode="constant", value=0.0), (h, w)
     return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)

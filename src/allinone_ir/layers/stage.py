@@ -10,16 +10,10 @@ __all__: list[str] = []
 
 
 class Stage(nn.Sequential):
-    """``nn.Sequential`` of blocks forming one encoder/decoder level.
+    """``nn.Sequential`` of blocks (keys ``<name>.0...``) that can recompute its activations in the backward.
 
-    Behaves exactly like ``nn.Sequential`` (same state-dict keys ``<name>.0...``) but
-    can recompute its activations in the backward pass instead of storing them
-    (``grad_checkpointing = True``), trading compute for memory. Networks switch
-    it on per level through ``model.set_grad_checkpointing()``.
-
-    Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: whatever the last block returns
+    ``grad_checkpointing = True`` trades compute for memory; networks switch it on per level with
+    ``model.set_grad_checkpointing()``.
 
     Examples:
         >>> stage = Stage(nn.Conv2d(4, 4, 3, padding=1), nn.GELU())

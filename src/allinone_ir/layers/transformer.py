@@ -1,4 +1,4 @@
-"""Restormer transformer block and the resampling layers of the Restormer U-Net."""
+"""Restormer's transformer block, patch embedding and resampling layers."""
 
 from __future__ import annotations
 
@@ -63,13 +63,13 @@ class OverlapPatchEmbed(nn.Module):
         - Output: :math:`(N, C_{embed}, H, W)`
     """
 
+    #: Run in float32 under bf16/fp16 autocast (the output, and so the residual stream it starts, stays
+    #: float32). Set by the family's ``low_precision_flags``.
+    float32: bool = False
+
     def __init__(self, in_channels: int = 3, embed_dim: int = 48, bias: bool = False) -> None:
         super().__init__()
         self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=3, padding=1, bias=bias)
-
-    #: Run in float32 under bf16/fp16 autocast (the output stays float32, so the residual stream it
-    #: starts stays float32 too). Set by the family's ``low_precision_policy``.
-    float32: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.float32 and low_precision_autocast(x.device.type) is not None:
@@ -78,11 +78,11 @@ class OverlapPatchEmbed(nn.Module):
         return self.proj(x)
 
 
-class Downsample(nn.Module):
+class Downsample(nn.Sequential):
     """Halve the resolution, double the channels: 3x3 conv ``C -> C/2`` then PixelUnshuffle(2).
 
     Args:
-        n_feat: Input channels ``C`` (must be even).
+        n_feat: Input channels ``C`` (even).
 
     Shape:
         - Input: :math:`(N, C, H, W)` with even ``H`` and ``W``
@@ -95,15 +95,12 @@ class Downsample(nn.Module):
             nn.Conv2d(n_feat, n_feat // 2, kernel_size=3, padding=1, bias=False), nn.PixelUnshuffle(2)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
 
-
-class Upsample(nn.Module):
+class Upsample(nn.Sequential):
     """Double the resolution, halve the channels: 3x3 conv ``C -> 2C`` then PixelShuffle(2).
 
     Args:
-        n_feat: Input channels ``C`` (must be even).
+        n_feat: Input channels ``C`` (even).
 
     Shape:
         - Input: :math:`(N, C, H, W)`
@@ -115,6 +112,3 @@ class Upsample(nn.Module):
         self.body = nn.Sequential(
             nn.Conv2d(n_feat, n_feat * 2, kernel_size=3, padding=1, bias=False), nn.PixelShuffle(2)
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)

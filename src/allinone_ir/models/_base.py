@@ -1,4 +1,4 @@
-"""Common behaviour of the restoration networks: input checks, padding to a multiple, config, family knowledge."""
+"""Common behaviour of the restoration networks: input checks, padding, recorded config, family declarations."""
 
 from __future__ import annotations
 
@@ -18,13 +18,7 @@ from ..layers.stage import Stage
 
 
 def check_image_batch(x: Any, channels: int, name: str = "input") -> None:
-    """Raise ``ValueError`` unless ``x`` is a floating ``(N, channels, H, W)`` tensor with ``N, H, W >= 1``.
-
-    Args:
-        x: The object to check.
-        channels: The expected channel count.
-        name: How to call ``x`` in the message.
-    """
+    """Raise :class:`~allinone_ir.errors.UsageError` unless ``x`` is a floating ``(N, channels, H, W)`` tensor."""
     if not isinstance(x, torch.Tensor):
         raise UsageError(
             f"{name} must be a torch.Tensor of shape (N, {channels}, H, W), got {type(x).__name__}"
@@ -51,9 +45,8 @@ def check_image_batch(x: Any, channels: int, name: str = "input") -> None:
 class AuxiliaryLoss:
     """A training term that a model family declares: ``weight * fn(model, batch, extras)``.
 
-    A family lists its terms in :meth:`RestorationModel.auxiliary_losses`; the
-    :class:`~allinone_ir.training.Trainer`, the config files and the demo all add them to the
-    main loss, so the recipe lives with the network, not in each script.
+    The trainer, the config files and the demo add a family's terms (:meth:`RestorationModel.auxiliary_losses`)
+    to the main loss.
 
     Attributes:
         name: Name in the logs (``loss_<name>``) and in config overrides (``trainer.aux_weights``).
@@ -128,14 +121,9 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
 class RecordsConfig:
     """Mixin: every subclass's constructor records its keyword-only arguments as ``self.config``.
 
-    Each ``__init__`` defined in a subclass is wrapped (in ``__init_subclass__``) so that, before
-    its body runs, the keyword-only arguments of the call, with the defaults filled in, are stored
-    as ``config``: sequences as lists and mappings as dicts, i.e. as they come back from JSON, so
-    ``type(model)(**model.config)`` rebuilds the network and :func:`allinone_ir.hub.save_pretrained`
-    writes it as is. Only the outermost constructor counts (a subclass calling ``super().__init__``
-    with some of its arguments records all of its own), and a subclass without a constructor of its
-    own records its parent's arguments. Positional arguments (e.g. a wrapped backbone) are not
-    configuration and are left out. No network writes a ``config`` dict by hand.
+    The keyword-only arguments of the outermost constructor call, defaults filled in, sequences as
+    lists and mappings as dicts (as JSON gives them back), so ``type(model)(**model.config)`` rebuilds
+    the network. Positional arguments (e.g. a wrapped backbone) are not configuration.
 
     Attributes:
         config: The keyword-only constructor arguments of the instance.
@@ -155,26 +143,17 @@ class RecordsConfig:
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "__records_config__", False):
-            cls.__init__ = _recording(init)  # type: ignore[misc]
+            cls.__init__ = _recording(init)  # type: ignore[method-assign]
 
 
 class RestorationModel(RecordsConfig, nn.Module):
     """Base class of the networks: validates inputs, pads to the needed multiple, records its config.
 
-    Subclasses set ``in_channels``, ``out_channels`` and ``pad_multiple`` and implement
-    ``forward``; their keyword-only constructor arguments are recorded as ``config`` (see
-    :class:`~allinone_ir.models.RecordsConfig`), so :mod:`allinone_ir.hub` can rebuild the network.
-
-    A family also declares what the rest of the library needs to know about it, so that
-    :mod:`allinone_ir.hub`, the trainer and the CLI name no family:
-
-    - :meth:`detect`: recognise a state dict of the family and read the constructor arguments
-      from its keys and shapes (used by :func:`allinone_ir.hub.load_checkpoint` without ``arch``);
-    - :meth:`filter_state_dict`: turn an official checkpoint's weights into this network's keys;
-    - :attr:`finetune_groups`: named selections of modules for staged fine-tuning
-      (:func:`allinone_ir.training.finetune.unfreeze` accepts their names);
-    - :meth:`auxiliary_losses` (and :meth:`training_forward_kwargs`, :meth:`split_training_output`):
-      the family's training terms.
+    Subclasses set ``in_channels``, ``out_channels`` and ``pad_multiple`` and implement ``forward``.
+    A family declares what the rest of the library needs to know about it (so that the hub, the
+    trainer and the CLI name no family): :meth:`detect`, :meth:`filter_state_dict`,
+    :attr:`finetune_groups`, :meth:`auxiliary_losses` (with :meth:`training_forward_kwargs` and
+    :meth:`split_training_output`) and, for bf16/fp16, ``low_precision_flags``.
 
     Attributes:
         in_channels: Channels of the input image.
@@ -187,9 +166,8 @@ class RestorationModel(RecordsConfig, nn.Module):
     """
 
     accepts_degradation: ClassVar[bool] = False
-    #: Named selections of module groups for staged fine-tuning: ``{name: (pattern, ...)}`` with
-    #: patterns as :func:`~allinone_ir.training.finetune.unfreeze` reads them (top-level module
-    #: names, dotted prefixes or globs). Names must not be top-level module names of the network.
+    #: Module groups for staged fine-tuning: ``{name: (pattern, ...)}``, patterns as
+    #: :func:`~allinone_ir.training.finetune.unfreeze` reads them; names must not be module names.
     finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     #: How ``allinone-ir demo`` offers the family: ``{"--model choice": "registered model name"}``,
     #: built with the overrides of :meth:`small_config`; empty: the demo does not offer it.
@@ -209,11 +187,7 @@ class RestorationModel(RecordsConfig, nn.Module):
         return x, size
 
     def uses_channels_last(self) -> bool:
-        """Whether the convolution weights are stored channels-last (the fast layout on CPU and GPU).
-
-        After ``model.to(memory_format=torch.channels_last)`` the network converts its input to
-        channels-last as well, so every feature map stays in that layout end to end and the
-        output is channels-last (values are the same as with NCHW, within float rounding).
+        """Whether the convolution weights are stored channels-last (then the input is converted too).
 
         Returns:
             ``True`` if the first 4-D parameter whose layout is unambiguous is channels-last.
@@ -237,7 +211,10 @@ class RestorationModel(RecordsConfig, nn.Module):
 
     def grad_checkpointing_stages(self) -> list[str]:
         """Names of the levels (:class:`~allinone_ir.layers.stage.Stage` modules) that can be checkpointed."""
-        return [name for name, m in self.named_modules() if isinstance(m, Stage)]
+        return list(self._stages())
+
+    def _stages(self) -> dict[str, Stage]:
+        return {name: m for name, m in self.named_modules() if isinstance(m, Stage)}
 
     def set_grad_checkpointing(self, enable: bool = True, stages: Iterable[str] | None = None) -> None:
         """Recompute the activations of U-Net levels in the backward pass to save memory.
@@ -248,9 +225,9 @@ class RestorationModel(RecordsConfig, nn.Module):
                 ``None`` means all levels.
 
         Raises:
-            ValueError: If a name is not a level of this network.
+            UsageError: If a name is not a level of this network.
         """
-        known = {name: self.get_submodule(name) for name in self.grad_checkpointing_stages()}
+        known = self._stages()
         names = list(known) if stages is None else list(stages)
         unknown = [n for n in names if n not in known]
         if unknown:
@@ -260,14 +237,9 @@ class RestorationModel(RecordsConfig, nn.Module):
 
     # ------------------------------------------------------------------ training recipe of the family
     def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """Keyword arguments for ``forward`` during training, read from a batch (default: none).
+        """Keyword arguments for ``forward`` in a training step, read from the batch (default: none).
 
-        Everything a training step needs must come out of the one ``forward`` call, so that DDP
-        sees every parameter used (PIP asks for the classifier's logits here as well as passing
-        the labels).
-
-        Args:
-            batch: The batch dict on the device (``degraded``, ``clean``, ``label``, ...).
+        Everything a step needs comes out of the one ``forward`` call, so that DDP sees every parameter used.
         """
         return {}
 
@@ -287,12 +259,8 @@ class RestorationModel(RecordsConfig, nn.Module):
     def small_config(cls, *, degradations: Sequence[str], smoke: bool = False) -> dict[str, Any]:
         """Constructor overrides of a small network (about a million parameters) that learns in minutes on a CPU.
 
-        The demo (:func:`allinone_ir.demo.run_demo`) builds the families listed in
-        :attr:`demo_choices` with them; a family that offers no demo need not implement it.
-
         Args:
-            degradations: The degradations the network will learn, in label order (for networks that
-                take a degradation or classify it).
+            degradations: The degradations the network will learn, in label order.
             smoke: The smallest configuration that still runs (tests and CI), instead.
 
         Raises:
@@ -313,15 +281,11 @@ class RestorationModel(RecordsConfig, nn.Module):
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
         """Recognise a state dict of this class and read its constructor arguments (default: never).
 
-        :func:`allinone_ir.hub.detect_architecture` asks every registered class; when several
-        claim a state dict, the one whose network's keys and shapes match it best wins (so a
-        class may claim the state dicts of related classes too, e.g. Restormer's reader accepts
-        PromptIR's keys: PromptIR's own claim matches exactly and wins).
+        When several classes claim a state dict, the one whose network matches its keys and shapes best wins.
 
         Args:
-            state_dict: Weights with the wrapper prefixes removed (see
-                :func:`allinone_ir.hub.extract_state_dict`), possibly official ones, possibly on
-                the ``meta`` device (read shapes, not values).
+            state_dict: Weights with the wrapper prefixes removed, possibly official, possibly on the
+                ``meta`` device (read shapes, not values).
 
         Returns:
             Keyword arguments for ``cls(**kwargs)``, or ``None`` if the keys are not of this class.
@@ -337,9 +301,6 @@ class RestorationModel(RecordsConfig, nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Turn a checkpoint's weights into ``model``'s keys (official renames, dropped modules; default: as is).
 
-        Runs before the keys are compared with the network's, for every checkpoint loaded into a
-        network of this class.
-
         Args:
             state_dict: Weights with the wrapper prefixes removed.
             model: The network they are loaded into.
@@ -348,3 +309,13 @@ class RestorationModel(RecordsConfig, nn.Module):
             A new dict (``state_dict`` is not modified).
         """
         return dict(state_dict)
+
+
+def drop_unused_modules(
+    state_dict: Mapping[str, torch.Tensor], model: nn.Module, modules: Iterable[str]
+) -> dict[str, torch.Tensor]:
+    """``state_dict`` without the keys of ``modules`` (dotted names of official modules that the forward
+    never uses) that ``model`` does not build."""
+    own = dict(model.named_modules())
+    drop = tuple(f"{m}." for m in modules if m not in own)
+    return {k: v for k, v in state_dict.items() if not k.startswith(drop)}

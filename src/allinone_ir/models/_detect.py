@@ -1,9 +1,4 @@
-"""Readers of hyper-parameters from state-dict keys and tensor shapes, for the families' ``detect``.
-
-A family's :meth:`~allinone_ir.models.RestorationModel.detect` reads its constructor arguments
-from a checkpoint with these: block counts from the largest block index, attention heads from
-the ``temperature`` shapes, the feed-forward expansion factor from the hidden widths.
-"""
+"""Readers of hyper-parameters from state-dict keys and tensor shapes, for the families' ``detect``."""
 
 from __future__ import annotations
 
@@ -20,10 +15,6 @@ from ..errors import CheckpointError
 def count_blocks(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
     """Number of blocks ``prefix.<i>.`` in a state dict (1 + the largest index; 0 if none).
 
-    Args:
-        state_dict: Weights.
-        prefix: Dotted module name of the container, e.g. ``"encoder_level1"`` or ``"encoders.0"``.
-
     Examples:
         >>> count_blocks({"latent.0.w": torch.zeros(1), "latent.3.w": torch.zeros(1)}, "latent")
         4
@@ -34,15 +25,9 @@ def count_blocks(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
 
 
 def attention_heads(state_dict: Mapping[str, torch.Tensor], names: Sequence[str], default: int) -> int:
-    """Heads of the attentions under ``names`` (each ``attn.temperature`` has shape ``(heads, 1, 1)``).
+    """Heads of the attentions (``attn.temperature``, ``(heads, 1, 1)``) of the stages or blocks ``names``.
 
-    They all have the same number of heads; a tensor that disagrees with the others is named.
-
-    Args:
-        state_dict: Weights.
-        names: Modules to look in: stages (``name.<i>.attn.temperature``) or blocks
-            (``name.attn.temperature``).
-        default: The answer when none of them has an attention (e.g. a level with no blocks).
+    ``default`` when there are none.
 
     Raises:
         CheckpointError: If the attentions disagree (the message names the odd tensors).
@@ -79,13 +64,8 @@ def _agreed(found: Mapping[str, int], what: str, shape_for: Any, shape_of: Any) 
 def ffn_expansion_factor(state_dict: Mapping[str, torch.Tensor], default: float = 2.66) -> float:
     """The GDFN width factor ``f`` with ``int(channels * f) == hidden`` for every ``ffn.project_out``.
 
-    Args:
-        state_dict: Weights.
-        default: The answer when the state dict has no feed-forward block.
-
     Raises:
-        CheckpointError: If no factor fits every block (the message names the blocks that do not
-            fit the factor of the others).
+        CheckpointError: If no factor fits every block (the message names the odd blocks).
 
     Examples:
         >>> ffn_expansion_factor({"b.ffn.project_out.weight": torch.zeros(48, 127, 1, 1)})

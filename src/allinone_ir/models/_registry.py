@@ -19,16 +19,10 @@ C = TypeVar("C", bound=type)
 
 
 def register_model(fn: F) -> F:
-    """Register a factory function under its ``__name__`` (decorator).
-
-    Args:
-        fn: A function returning an ``nn.Module``; keyword arguments override its defaults.
-
-    Returns:
-        ``fn`` unchanged.
+    """Register a factory function (keyword arguments override its defaults) under its ``__name__`` (decorator).
 
     Raises:
-        ValueError: If a different function is already registered under the same name.
+        UsageError: If a different function is already registered under the same name.
     """
     name = fn.__name__
     if name in _MODELS and _MODELS[name] is not fn:
@@ -40,19 +34,10 @@ def register_model(fn: F) -> F:
 
 
 def register_architecture(cls: C) -> C:
-    """Register a network class so that saved configs can rebuild it by class name (decorator).
+    """Register a network class under ``cls.__name__`` (decorator).
 
-    A registered class takes part in everything the library does with checkpoints, without any
-    other file naming it: :func:`allinone_ir.hub.save_pretrained` / :func:`~allinone_ir.hub.from_pretrained`
-    rebuild it from its ``config``, and :func:`~allinone_ir.hub.load_checkpoint` recognises its raw
-    state dicts when it defines a ``detect`` classmethod and adapts official keys with its
-    ``filter_state_dict`` (see :class:`~allinone_ir.models.RestorationModel`).
-
-    Args:
-        cls: The network class; registered under ``cls.__name__``.
-
-    Returns:
-        ``cls`` unchanged.
+    Saved configs rebuild it by name, and :func:`~allinone_ir.hub.load_checkpoint` recognises its state
+    dicts through its ``detect`` and ``filter_state_dict`` (see :class:`~allinone_ir.models.RestorationModel`).
     """
     _ARCHITECTURES[cls.__name__] = cls
     return cls
@@ -72,8 +57,7 @@ def get_model_class(name: str) -> type[nn.Module]:
     """Return the registered network class called ``name`` (e.g. ``"PromptIR"``).
 
     Raises:
-        UnknownNameError: If no such class is registered (also a ``KeyError``); the message lists
-            close matches and the known classes.
+        UnknownNameError: If no such class is registered (the message lists close matches).
     """
     if name not in _ARCHITECTURES:
         raise UnknownNameError(_unknown("architecture", name, _ARCHITECTURES))
@@ -95,10 +79,7 @@ def is_model(name: str) -> bool:
 
 
 def list_models(pattern: str | None = None) -> list[str]:
-    """Sorted names of the registered models, optionally filtered by a shell-style pattern.
-
-    Args:
-        pattern: e.g. ``"nafnet*"``; ``None`` lists all.
+    """Sorted names of the registered models, optionally filtered by a shell-style pattern (``"nafnet*"``).
 
     Examples:
         >>> "promptir" in list_models()
@@ -115,19 +96,15 @@ def list_models(pattern: str | None = None) -> list[str]:
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build a registered model with random weights, keyword arguments overriding its defaults.
 
-    :func:`allinone_ir.create_model` is this function plus ``pretrained=`` (released weights).
+    :func:`allinone_ir.create_model` is this function plus ``pretrained=``.
 
     Args:
         name: A name from :func:`list_models`.
-        **overrides: Constructor arguments, e.g. ``dim=24`` for a smaller network.
-
-    Returns:
-        The network (randomly initialised).
+        **overrides: Constructor arguments, e.g. ``dim=24``.
 
     Raises:
-        UnknownNameError: If the name is unknown (also a ``ValueError`` and a ``KeyError``); the
-            message lists close matches and the registered names.
-        ModelArgumentError: If the network does not take one of ``overrides`` (also a ``TypeError``).
+        UnknownNameError: If the name is unknown (the message lists close matches).
+        ModelArgumentError: If the network does not take one of ``overrides``.
 
     Examples:
         >>> net = create_model("promptir", dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)

@@ -17,20 +17,9 @@ __all__ = ["DegradationClassifier", "degradation_classification_loss"]
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3x3 convolutions with batch norm, a (projected) shortcut, ReLU.
 
-    The projection shortcut is ResNet's 1x1 convolution of stride ``s``, computed as a 1x1
-    convolution of stride 1 on every ``s``-th pixel (the same values and parameters): in
-    torch 2.13 on CPU, the backward pass of a strided 1x1 convolution in channels-last memory
-    format corrupts the heap when it has fewer than 8 input channels (oneDNN), which small
-    classifiers such as ``widths=(4, 8)`` trained channels-last would hit.
-
-    Args:
-        in_channels: Input channels.
-        out_channels: Output channels.
-        stride: Stride of the first convolution (and of the shortcut projection).
-
-    Shape:
-        - Input: :math:`(N, C_{in}, H, W)`
-        - Output: :math:`(N, C_{out}, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+    The strided 1x1 shortcut runs as a stride-1 convolution on every ``s``-th pixel (same values): on
+    CPU, oneDNN's backward of a strided 1x1 channels-last convolution with under 8 input channels
+    corrupts the heap.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
@@ -56,15 +45,9 @@ class BasicBlock(nn.Module):
 class DegradationClassifier(RecordsConfig, nn.Module):
     """Predict which degradation an image suffers from (PIP paper, supplementary C.1).
 
-    A 3x3 stem at full resolution (noise and rain live in the high frequencies, so the
-    image is not downscaled first), then one stage of :class:`BasicBlock` s per entry of
-    ``widths``, each halving the resolution, global average pooling and a linear layer
-    to ``T`` logits. ``softmax(logits)`` serves as PIP's degradation weights ``omega``
-    when the user gives none. Any ``H, W >= 1`` works.
-
-    Train it jointly with the restoration network (``model(x, labels, return_logits=True)``
-    and :func:`degradation_classification_loss`) or on its own, then load it into
-    ``model.classifier``.
+    A 3x3 stem at full resolution, one stage of :class:`BasicBlock` s per entry of ``widths`` (each
+    halving the resolution), global average pooling and a linear layer to ``T`` logits;
+    ``softmax(logits)`` serves as PIP's ``omega`` when the user gives none. Any ``H, W >= 1`` works.
 
     Args:
         in_channels: Image channels.
@@ -128,7 +111,7 @@ def degradation_classification_loss(logits: torch.Tensor, target: torch.Tensor) 
         The mean cross-entropy (a scalar).
 
     Raises:
-        ValueError: If the shapes do not match.
+        UsageError: If the shapes do not match.
 
     Shape:
         - logits: :math:`(N, T)`

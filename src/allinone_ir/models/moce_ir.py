@@ -1,31 +1,24 @@
 """MoCE-IR: mixture of complexity experts for all-in-one restoration (Zamfir et al., CVPR 2025).
 
 A Restormer-style U-Net whose decoder blocks route each image to ``top_k`` of several low-rank
-FFT-attention experts of increasing rank ("complexity"); the routers see the block's input and a
-frequency embedding of the bottleneck. Training adds the routers' load-balancing loss (the
-``balance`` term, weight 0.01 as in the official recipe). Official code: eduardzamfir/MoCE-IR,
-``src/net/moce_ir.py`` (Apache-2.0); the key names are the official ones.
+FFT-attention experts of increasing rank ("complexity"). Official code: eduardzamfir/MoCE-IR,
+``src/net/moce_ir.py`` (Apache-2.0); the attribute (state-dict) names are the official ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, UsageError
-from ..layers.moce_ir import (
-    RANK_TYPES,
-    ExpertRouter,
-    FrequencyEmbedding,
-    MoCEBlockGroup,
-    MoCEDecoderBlock,
-    MoCEEncoderBlock,
-    expert_ranks,
-)
-from ..layers.norm import NormKind
+from ..layers.attention import MDTA, CrossChannelAttention
+from ..layers.feedforward import GDFN
+from ..layers.norm import NormKind, RestormerLayerNorm
+from ..layers.stage import Stage
 from ..layers.transformer import Downsample, OverlapPatchEmbed, Upsample
 from ._base import AuxiliaryLoss, RestorationModel
 from ._detect import count_blocks
@@ -35,19 +28,372 @@ from .restormer import restormer_low_precision_flags
 
 __all__ = ["MoCEIR"]
 
+RANK_TYPES = ("spread", "constant", "lin", "double", "exp")
+
 #: Weight of the routers' load-balancing loss in the official recipe (``--balance_loss_weight 0.01``).
 DEFAULT_BALANCE_WEIGHT: float = 0.01
+
+
+def expert_ranks(dim: int, rank: int, num_experts: int, rank_type: str) -> list[int]:
+    """Ranks of the experts of one level, as the official ``rank_type`` defines them.
+
+    ``"spread"``: ``dim / 2^(E-1-i)`` (the released models), ``"constant"``: ``rank``, ``"lin"``:
+    ``rank + i``, ``"double"``: ``rank + 2i``, ``"exp"``: ``rank^(i+1)``.
+
+    Examples:
+        >>> expert_ranks(48, 2, 4, "spread")
+        [6, 12, 24, 48]
+    """
+    if rank_type == "spread":
+        return [dim // 2**i for i in range(num_experts)][::-1]
+    if rank_type == "constant":
+        return [rank] * num_experts
+    if rank_type == "lin":
+        return [rank + i for i in range(num_experts)]
+    if rank_type == "double":
+        return [rank + 2 * i for i in range(num_experts)]
+    if rank_type == "exp":
+        return [rank ** (i + 1) for i in range(num_experts)]
+    raise UsageError(f"rank_type must be one of {RANK_TYPES}, got {rank_type!r}")
+
+
+class MoCEEncoderBlock(nn.Module):
+    """Restormer block with MoCE-IR's names: ``x + mixer(norms[0](x))``, then ``x + ffn(norms[1](x))``."""
+
+    def __init__(
+        self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, layer_norm_type: NormKind
+    ) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList([RestormerLayerNorm(dim, layer_norm_type) for _ in range(2)])
+        self.mixer = MDTA(dim, num_heads, bias)
+        self.ffn = GDFN(dim, ffn_expansion_factor, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.mixer(self.norms[0](x))
+        return x + self.ffn(self.norms[1](x))
+
+
+class MoCEBlockGroup(nn.Module):
+    """Blocks at ``layers.<i>`` (the official keys): a :class:`Stage`, or for decoder blocks a ``ModuleList``."""
+
+    def __init__(self, blocks: Sequence[nn.Module], *, stage: bool = True) -> None:
+        super().__init__()
+        self.layers: nn.Sequential | nn.ModuleList = Stage(*blocks) if stage else nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class FFTAttention(nn.Module):
+    """Patch-wise Fourier attention of the experts: ``proj_out(LN(patch_corr(q, k)) * v)``.
+
+    ``q = q_dwconv(q(x))`` (1x1, depthwise 3x3), ``k, v = kv_dwconv(kv(x))`` (1x1, depthwise 7x7); ``q``
+    and ``k`` are multiplied in the Fourier domain of each ``patch_size`` patch (zero-padded, float32).
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`
+        - Output: :math:`(N, C, H, W)`
+    """
+
+    def __init__(self, dim: int, *, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.q = nn.Conv2d(dim, dim, kernel_size=1, bias=False)
+        self.q_dwconv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+        self.kv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=False)
+        self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, kernel_size=7, padding=3, groups=dim * 2)
+        self.norm = RestormerLayerNorm(dim, "WithBias")
+        self.proj_out = nn.Conv2d(dim, dim, kernel_size=1)
+
+    def _patches(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` zero-padded and viewed as ``(N, C, H/p, p, W/p, p)``, in float32."""
+        p = self.patch_size
+        n, c, h, w = x.shape
+        x = F.pad(x.float(), (0, (-w) % p, 0, (-h) % p))
+        return x.reshape(n, c, x.shape[2] // p, p, x.shape[3] // p, p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        q = self.q_dwconv(self.q(x))
+        k, v = self.kv_dwconv(self.kv(x)).chunk(2, dim=1)
+        p = self.patch_size
+        dims = (3, 5)
+        prod = torch.fft.rfft2(self._patches(q), dim=dims) * torch.fft.rfft2(self._patches(k), dim=dims)
+        out = torch.fft.irfft2(prod, s=(p, p), dim=dims)
+        n, c, hp, _, wp, _ = out.shape
+        out = out.reshape(n, c, hp * p, wp * p)[:, :, :h, :w]
+        out = out.to(torch.promote_types(out.dtype, v.dtype))  # float64 networks: back to float64
+        out = self.norm(out.contiguous(memory_format=torch.channels_last) if _channels_last(v) else out)
+        return self.proj_out(out * v)
+
+
+class LowRankExpert(nn.Module):
+    """One complexity expert: ``x + proj[2](body(proj[0](x)) * silu(proj[1](shared)))`` (official ``ModExpert``).
+
+    The official ``ModExpert`` repeats this ``depth`` times on the same input and keeps the last result;
+    this is that single computation.
+    """
+
+    def __init__(self, dim: int, rank: int, *, patch_size: int) -> None:
+        super().__init__()
+        self.proj = nn.ModuleList([
+            nn.Conv2d(dim, rank, kernel_size=1, bias=False),
+            nn.Conv2d(dim, rank, kernel_size=1, bias=False),
+            nn.Conv2d(rank, dim, kernel_size=1, bias=False),
+        ])  # fmt: skip
+        self.body = FFTAttention(rank, patch_size=patch_size)
+
+    def forward(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        y = self.body(self.proj[0](x)) * F.silu(self.proj[1](shared))
+        return self.proj[2](y) + x
+
+
+class ExpertRouter(nn.Module):
+    """MoCE-IR's router (official ``RoutingFunction``): noisy top-k gating and its balancing loss.
+
+    ``logits = gate(x) + freq_gate(freq_emb)``; the gates are the top-k of ``softmax(logits + noise)``,
+    ``noise ~ N(0, (1/E)^2)``, not renormalised. The official code adds the noise in eval mode too; here
+    only with :attr:`eval_noise`. The balancing loss is ``0.5 * importance + 0.5 * load`` (squared
+    coefficients of variation of the summed probabilities, weighted by the experts' relative parameter
+    counts with ``use_complexity_bias``, and of the selection probabilities; Shazeer et al. 2017).
+
+    Args:
+        dim: Channels of the routed map.
+        freq_dim: Size of the frequency embedding.
+        complexity: Parameter count of each expert, ``(E,)``.
+        k: Experts selected per image.
+        use_complexity_bias: Weight the importance term by the experts' complexity.
+        complexity_scale: ``"max"`` or ``"min"``: complexity divided by its maximum or minimum.
+
+    Shape:
+        - x: :math:`(N, C, H, W)`; freq_emb: :math:`(N, F)`
+        - output: gates :math:`(N, E)` (zero outside the top k), indices :math:`(N, k)`, the loss (scalar)
+    """
+
+    #: Add the routing noise in eval mode too (the official code does; outputs are then random).
+    eval_noise: bool = False
+    #: Add the routing noise in training (the official code does).
+    train_noise: bool = True
+    #: Experts selected per image in training (``None``: ``k``, as the official code).
+    train_k: int | None = None
+    complexity: torch.Tensor
+
+    def __init__(
+        self,
+        dim: int,
+        freq_dim: int,
+        complexity: torch.Tensor,
+        *,
+        k: int = 1,
+        use_complexity_bias: bool = False,
+        complexity_scale: str = "max",
+    ) -> None:
+        super().__init__()
+        num_experts = int(complexity.numel())
+        self.gate = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(dim, num_experts, bias=False)
+        )
+        self.freq_gate = nn.Linear(freq_dim, num_experts, bias=False)
+        if complexity_scale not in ("max", "min"):
+            raise UsageError(f"complexity_scale must be 'max' or 'min', got {complexity_scale!r}")
+        complexity = complexity.float()
+        scale = complexity.min() if complexity_scale == "min" else complexity.max()
+        self.register_buffer("complexity", complexity / scale)
+        self.k = k
+        self.num_experts = num_experts
+        self.noise_std = 1.0 / num_experts
+        self.use_complexity_bias = use_complexity_bias
+
+    def forward(
+        self, x: torch.Tensor, freq_emb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = (self.gate(x) + self.freq_gate(freq_emb)).float()
+        noisy = self.train_noise if self.training else self.eval_noise
+        noisy_logits = logits + torch.randn_like(logits) * self.noise_std if noisy else logits
+        k = (self.train_k or self.k) if self.training else self.k
+        values, indices = noisy_logits.softmax(dim=-1).topk(k, dim=-1)
+        gates = torch.zeros_like(logits).scatter(1, indices, values)
+        if self.training and self.num_experts > 1:
+            loss = 0.5 * self._importance_loss(logits) + 0.5 * self._load_loss(logits, noisy_logits, k)
+        else:
+            loss = logits.new_zeros(())
+        return gates, indices, loss
+
+    def _importance_loss(self, logits: torch.Tensor) -> torch.Tensor:
+        importance = logits.softmax(dim=-1).sum(dim=0)
+        if self.use_complexity_bias:
+            importance = importance * self.complexity
+        return (importance.std() / (importance.mean() + 1e-8)) ** 2
+
+    def _load_loss(self, logits: torch.Tensor, noisy_logits: torch.Tensor, k: int) -> torch.Tensor:
+        kth = noisy_logits.topk(k, dim=-1).indices[:, -1:]
+        threshold = noisy_logits.gather(1, kth)
+        p = 1.0 - torch.special.ndtr((threshold - logits) / self.noise_std)
+        p_mean = p.mean(dim=0)
+        return (p_mean.std() / (p_mean.mean() + 1e-8)) ** 2
+
+
+class ComplexityExperts(nn.Module):
+    """Mixture of complexity experts (official ``AdapterLayer``): route, run the selected experts, project.
+
+    Expert ``i`` has rank ``ranks[i]`` and FFT patch size ``2^(i+2)``. Each image runs its ``top_k``
+    experts, weighted by their gates; under ``torch.compile`` (and on ``meta``) every expert runs on the
+    whole batch with zero gates for the others. In training an expert no image selected enters the graph
+    with weight 0, so every parameter gets a gradient (DDP without ``find_unused_parameters``).
+
+    Args:
+        dim: Channels.
+        ranks: Rank of each expert (see :func:`expert_ranks`).
+        freq_dim: Size of the frequency embedding.
+        top_k: Experts per image.
+        use_complexity_bias: See :class:`ExpertRouter`.
+        complexity_scale: See :class:`ExpertRouter`.
+
+    Shape:
+        - x, shared: :math:`(N, C, H, W)`; freq_emb: :math:`(N, F)`
+        - output: ``(out, loss)``: :math:`(N, C, H, W)` and a scalar
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        ranks: Sequence[int],
+        *,
+        freq_dim: int,
+        top_k: int = 1,
+        use_complexity_bias: bool = False,
+        complexity_scale: str = "max",
+    ) -> None:
+        super().__init__()
+        self.num_experts = len(ranks)
+        if not 1 <= top_k <= self.num_experts:
+            raise UsageError(f"top_k must be in [1, {self.num_experts}], got {top_k}")
+        self.experts = nn.ModuleList(
+            nn.ModuleList([LowRankExpert(dim, r, patch_size=2 ** (i + 2))]) for i, r in enumerate(ranks)
+        )
+        self.proj_out = nn.Conv2d(dim, dim, kernel_size=1, bias=False)
+        complexity = torch.tensor([sum(p.numel() for p in e.parameters()) for e in self.experts])
+        self.routing = ExpertRouter(
+            dim, freq_dim, complexity, k=top_k,
+            use_complexity_bias=use_complexity_bias, complexity_scale=complexity_scale,
+        )  # fmt: skip
+
+    def _expert(self, i: int) -> LowRankExpert:
+        return self.experts[i][0]  # type: ignore[index,return-value]
+
+    def forward(
+        self, x: torch.Tensor, freq_emb: torch.Tensor, shared: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        gates, indices, loss = self.routing(x, freq_emb)
+        if torch.compiler.is_compiling() or x.is_meta:  # no data-dependent shapes / no decision to read
+            out = torch.zeros_like(x)
+            for i in range(self.num_experts):
+                out = out + gates[:, i].view(-1, 1, 1, 1).to(x.dtype) * self._expert(i)(x, shared)
+            return self.proj_out(out), loss
+        out, unused = torch.zeros_like(x), x.new_zeros(())
+        n = x.shape[0]
+        selected = (indices.unsqueeze(-1) == torch.arange(self.num_experts, device=x.device)).any(dim=1)
+        for i, rows in enumerate(selected.t().tolist()):
+            idx = [b for b, s in enumerate(rows) if s]
+            expert = self._expert(i)
+            if not idx:
+                if self.training and torch.is_grad_enabled():  # zero-weighted: a gradient for DDP
+                    unused = unused + torch.stack([p.reshape(-1)[0] for p in expert.parameters()]).sum().to(
+                        x.dtype
+                    )
+                continue
+            if len(idx) == n:
+                out = out + expert(x, shared) * gates[:, i].view(-1, 1, 1, 1).to(x.dtype)
+                continue
+            sel = torch.tensor(idx, device=x.device)
+            y = expert(x[sel], shared[sel]) * gates[sel, i].view(-1, 1, 1, 1).to(x.dtype)
+            out = out.index_add(0, sel, y.to(out.dtype))
+        return self.proj_out(out + 0.0 * unused), loss
+
+
+class MoCEDecoderBlock(nn.Module):
+    """Decoder block: shared attention and complexity experts, joined by cross attention, then GDFN.
+
+    ``x_s = shared(proj[0](LN(x)))``, ``x_a = adapter(proj[1](LN(x)), freq_emb, x_s)``,
+    ``x = x + mixer(x_a, x_s)``, ``x = x + ffn(LN(x))``.
+
+    Shape:
+        - x: :math:`(N, C, H, W)`; freq_emb: :math:`(N, F)`
+        - output: ``(x, loss)``: :math:`(N, C, H, W)` and the router's balancing loss
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_expansion_factor: float,
+        bias: bool,
+        layer_norm_type: NormKind,
+        *,
+        ranks: Sequence[int],
+        freq_dim: int,
+        top_k: int = 1,
+        use_complexity_bias: bool = False,
+        complexity_scale: str = "max",
+    ) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList([RestormerLayerNorm(dim, layer_norm_type) for _ in range(2)])
+        self.proj = nn.ModuleList([nn.Conv2d(dim, dim, kernel_size=1) for _ in range(2)])
+        self.shared = MDTA(dim, num_heads, bias)
+        self.mixer = CrossChannelAttention(dim, dim, num_heads, bias, kv_kernel=7)
+        self.ffn = GDFN(dim, ffn_expansion_factor, bias)
+        self.adapter = ComplexityExperts(
+            dim, ranks, freq_dim=freq_dim, top_k=top_k,
+            use_complexity_bias=use_complexity_bias, complexity_scale=complexity_scale,
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor, freq_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.norms[0](x)
+        x_s, x_a = self.proj[0](h), self.proj[1](h)
+        x_s = self.shared(x_s)
+        x_a, loss = self.adapter(x_a, freq_emb, x_s)
+        x = x + self.mixer(x_a, x_s)
+        return x + self.ffn(self.norms[1](x)), loss
+
+
+class _HighPass(nn.Module):
+    """Depthwise 3x3 convolution initialised to the Laplacian kernel (trainable, as in the official code)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=False)
+        kernel = torch.full((3, 3), -1.0)
+        kernel[1, 1] = 8.0
+        with torch.no_grad():
+            self.conv.weight.copy_(kernel.expand(dim, 1, 3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class FrequencyEmbedding(nn.Module):
+    """``mlp(mean_hw(gelu(highpass(x))))``: the bottleneck's high frequencies, conditioning the routers.
+
+    The official code means to freeze the high-pass but assigns ``requires_grad_``, so it trains; so does this one.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.high_conv = nn.Sequential(_HighPass(dim), nn.GELU())
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.high_conv(x).mean(dim=(-2, -1)))
 
 
 def _balance_term(
     model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]
 ) -> torch.Tensor:
-    """The ``balance`` term: the routers' load-balancing loss of the training forward (mean over decoder blocks).
-
-    Raises:
-        ValueError: If ``extras`` has no ``"balance"`` (the forward was not run with the network's
-            ``training_forward_kwargs(batch)``).
-    """
+    """The ``balance`` term: the routers' load-balancing loss of the training forward."""
     loss = extras.get("balance")
     if loss is None:
         raise UsageError(
@@ -61,20 +407,12 @@ def _balance_term(
 class MoCEIR(RestorationModel):
     """MoCE-IR: a U-Net with mixtures of complexity experts in its decoder (CVPR 2025).
 
-    Encoder, latent and refinement: Restormer blocks (MDTA + GDFN, with biases, as in the
-    official code). Each decoder block (:class:`~allinone_ir.layers.moce_ir.MoCEDecoderBlock`)
-    has a shared MDTA path and a mixture of ``num_experts`` low-rank FFT-attention experts
-    (ranks ``dim_level / 8, / 4, / 2, / 1`` for ``rank_type="spread"``), joined by cross
-    attention. The routers are conditioned on a frequency embedding of the latent features.
-
-    Defaults are the official MoCE-IR (25,353,796 parameters; ``dim=32``: MoCE-IR-S,
-    11,477,752); every parameter is used. State-dict keys equal the official ones (Lightning's
-    ``net.`` prefix is stripped on load). Any ``H, W >= 1`` works (reflect padding to a multiple of
-    ``2^(levels-1)``, output cropped back).
-
-    Routing (:class:`~allinone_ir.layers.moce_ir.ExpertRouter`) adds Gaussian noise to the router
-    logits in training; eval routing is deterministic unless ``eval_routing_noise=True``. Each image
-    runs its own top-k experts.
+    Encoder, latent and refinement: Restormer blocks (with biases, as the official code). Each decoder
+    block (:class:`MoCEDecoderBlock`) has a shared MDTA path and ``num_experts`` low-rank FFT-attention
+    experts, joined by cross attention; the routers see a frequency embedding of the latent. Defaults
+    are the official MoCE-IR (25,353,796 parameters; ``dim=32``: MoCE-IR-S, 11,477,752). State-dict keys
+    equal the official ones. Any ``H, W >= 1`` works (reflect padding to a multiple of
+    ``2^(levels-1)``, output cropped back). Training adds the routers' balancing loss (``balance``).
 
     Args:
         in_channels: Input image channels.
@@ -85,27 +423,21 @@ class MoCEIR(RestorationModel):
         num_refinement_blocks: Blocks after the decoder.
         heads: Attention heads per level.
         ffn_expansion_factor: GDFN width factor.
-        bias: Whether the decoder's attention/GDFN convolutions, the fusion 1x1 convolutions and
-            the output convolution have a bias (the encoder's always have one, as in the official code).
+        bias: Bias of the decoder's convolutions and the output convolution (the encoder's always have one).
         layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
         num_experts: Experts per decoder block.
         rank: Base expert rank (official ``latent_dim``; unused by ``rank_type="spread"``).
-        rank_type: How expert ranks grow (see :func:`~allinone_ir.layers.moce_ir.expert_ranks`).
+        rank_type: How expert ranks grow (see :func:`expert_ranks`).
         top_k: Experts selected per image.
-        with_complexity: Weight the routers' importance loss by the experts' parameter counts
-            (the official ``--with_complexity`` flag; training only; the released commands leave it off).
+        with_complexity: Weight the routers' importance loss by the experts' parameter counts.
         complexity_scale: ``"max"`` or ``"min"`` normalisation of the complexities.
         eval_routing_noise: Add the routing noise in eval mode too, as the official code does.
-        routing_noise: Add the routing noise in training, as the official code does (``False``:
-            deterministic training forwards, e.g. to compare runs; the load loss is unchanged).
-        train_top_k: Experts selected per image in training (``None``: ``top_k``, as the official
-            code); e.g. ``num_experts`` trains every expert on every image (the tiny test configurations
-            use it so that every parameter gets a non-zero gradient). Eval uses ``top_k``.
+        routing_noise: Add the routing noise in training, as the official code does.
+        train_top_k: Experts selected per image in training (``None``: ``top_k``).
 
     Shape:
         - Input: :math:`(N, C_{in}, H, W)`, float, values nominally in [0, 1]
-        - Output: :math:`(N, C_{out}, H, W)`; with ``return_balance_loss=True`` also the
-          routers' balancing loss (a scalar, 0 in eval mode)
+        - Output: :math:`(N, C_{out}, H, W)`; with ``return_balance_loss=True`` also the balancing loss
 
     Examples:
         >>> net = MoCEIR(dim=8, num_blocks=(1, 1, 1, 1), num_dec_blocks=(1, 1, 1), num_refinement_blocks=1)
@@ -158,12 +490,8 @@ class MoCEIR(RestorationModel):
         dims = [dim * 2**i for i in range(levels)]
 
         def encoder_group(level: int, n: int) -> MoCEBlockGroup:
-            return MoCEBlockGroup(
-                [
-                    MoCEEncoderBlock(dims[level], heads[level], ffn_expansion_factor, True, layer_norm_type)
-                    for _ in range(n)
-                ]
-            )
+            args = (dims[level], heads[level], ffn_expansion_factor, True, layer_norm_type)
+            return MoCEBlockGroup([MoCEEncoderBlock(*args) for _ in range(n)])
 
         self.patch_embed = OverlapPatchEmbed(in_channels, dim, bias=False)
         self.freq_embed = FrequencyEmbedding(dims[-1])
@@ -174,30 +502,14 @@ class MoCEIR(RestorationModel):
         self.dec = nn.ModuleList()
         for level in reversed(range(levels - 1)):  # deepest first, as the official modules are ordered
             d = dims[level]
-            blocks = [
-                MoCEDecoderBlock(
-                    d,
-                    heads[level],
-                    ffn_expansion_factor,
-                    bias,
-                    layer_norm_type,
-                    ranks=expert_ranks(d, rank, num_experts, rank_type),
-                    freq_dim=dims[-1],
-                    top_k=top_k,
-                    use_complexity_bias=with_complexity,
-                    complexity_scale=complexity_scale,
-                )
-                for _ in range(num_dec_blocks[level])
-            ]
-            self.dec.append(
-                nn.ModuleList(
-                    [
-                        Upsample(dims[level + 1]),
-                        nn.Conv2d(2 * d, d, 1, bias=bias),
-                        MoCEBlockGroup(blocks, stage=False),
-                    ]
-                )
-            )
+            experts = dict(
+                ranks=expert_ranks(d, rank, num_experts, rank_type), freq_dim=dims[-1], top_k=top_k,
+                use_complexity_bias=with_complexity, complexity_scale=complexity_scale,
+            )  # fmt: skip
+            args = (d, heads[level], ffn_expansion_factor, bias, layer_norm_type)
+            blocks = [MoCEDecoderBlock(*args, **experts) for _ in range(num_dec_blocks[level])]
+            up, fusion = Upsample(dims[level + 1]), nn.Conv2d(2 * d, d, 1, bias=bias)
+            self.dec.append(nn.ModuleList([up, fusion, MoCEBlockGroup(blocks, stage=False)]))
         self.refinement = encoder_group(0, num_refinement_blocks)
         self.output = nn.Conv2d(dim, out_channels, kernel_size=3, padding=1, bias=bias)
         for m in self.modules():
@@ -205,24 +517,22 @@ class MoCEIR(RestorationModel):
                 m.eval_noise, m.train_noise, m.train_k = eval_routing_noise, routing_noise, train_top_k
 
     def forward(self, x: torch.Tensor, *, return_balance_loss: bool = False) -> Any:
-        """Restore ``x``; with ``return_balance_loss`` also return the routers' balancing loss.
-
-        Returns:
-            The image, or ``(image, balance_loss)``.
-        """
+        """Restore ``x``; with ``return_balance_loss`` return ``(image, balance_loss)``."""
         inp, size = self._pad_input(x)
         feats = self.patch_embed(inp)
         skips = []
-        for group, down in self.enc:  # type: ignore[misc]
+        for level in self.enc:
+            group, down = cast(nn.ModuleList, level)
             feats = group(feats)
             skips.append(feats)
             feats = down(feats)
         feats = self.latent(feats)
         freq_emb = self.freq_embed(feats)
         balance = feats.new_zeros((), dtype=torch.float32)
-        for up, fusion, group in self.dec:  # type: ignore[misc]
+        for level in self.dec:
+            up, fusion, group = cast(nn.ModuleList, level)
             feats = fusion(torch.cat([up(feats), skips.pop()], dim=1))
-            for block in group.layers:
+            for block in cast(MoCEBlockGroup, group).layers:
                 feats, loss = block(feats, freq_emb)
                 balance = balance + loss
         out = self._crop(self.output(self.refinement(feats)) + inp, size)
@@ -230,7 +540,6 @@ class MoCEIR(RestorationModel):
             return out, balance / max(sum(self.num_dec_blocks), 1)
         return out
 
-    # ------------------------------------------------------------------ training recipe of the family
     def low_precision_flags(self) -> list[tuple[str, nn.Module, str]]:
         """The modules kept in float32 under bf16/fp16 (Restormer's choice, on MoCE-IR's names)."""
         return restormer_low_precision_flags(self)
@@ -240,11 +549,7 @@ class MoCEIR(RestorationModel):
         return {"return_balance_loss": True}
 
     def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Split ``(image, balance_loss)`` into the image and ``{"balance": balance_loss}``.
-
-        Shape:
-            - image: :math:`(N, C_{out}, H, W)`
-        """
+        """Split ``(image, balance_loss)`` into the image and ``{"balance": balance_loss}``."""
         if isinstance(output, torch.Tensor):
             return output, {}
         if (
@@ -259,22 +564,17 @@ class MoCEIR(RestorationModel):
         )
 
     def auxiliary_losses(self) -> list[AuxiliaryLoss]:
-        """MoCE-IR's training term: ``balance``, the routers' load-balancing loss, weight 0.01.
+        """``balance``: the routers' load-balancing loss averaged over the decoder blocks, weight 0.01.
 
-        ``0.5 * importance + 0.5 * load`` per decoder block (see
-        :class:`~allinone_ir.layers.moce_ir.ExpertRouter`), averaged over the blocks, as the
-        official ``total_loss``. Change the weight with ``trainer.aux_weights: {balance: ...}``.
+        Change the weight with ``trainer.aux_weights: {balance: ...}``.
         """
         return [AuxiliaryLoss("balance", DEFAULT_BALANCE_WEIGHT, _balance_term)]
 
-    # ------------------------------------------------------------------ checkpoints of the family
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Constructor arguments of a MoCE-IR state dict (official or ours), else ``None``.
+        """Constructor arguments of a MoCE-IR state dict, else ``None``.
 
-        Read from the shapes: channels, levels, block counts, heads, GDFN factor, biases, norm
-        kind, expert count and ranks (``rank_type``). Not stored in the weights, left at the
-        official defaults: ``top_k`` (1), ``with_complexity`` and ``complexity_scale``.
+        ``top_k``, ``with_complexity`` and ``complexity_scale`` are not stored: the official defaults.
 
         Raises:
             CheckpointError: If the expert ranks follow none of the known rank types.
@@ -321,7 +621,7 @@ class MoCEIR(RestorationModel):
         }
         if not ranks:
             return config
-        for rank_type in ("spread", "constant", "lin", "double", "exp"):
+        for rank_type in RANK_TYPES:
             base = 2 if rank_type == "spread" else ranks[0]
             if expert_ranks(dim, base, num_experts, rank_type) == ranks:
                 config.update(rank=base, rank_type=rank_type)

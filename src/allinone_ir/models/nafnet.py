@@ -50,7 +50,9 @@ class NAFBlock(nn.Module):
         self.conv2 = nn.Conv2d(dw, dw, kernel_size=3, padding=1, groups=dw, bias=True)
         self.conv3 = nn.Conv2d(dw // 2, c, kernel_size=1, bias=True)
         # simplified channel attention (official keys sca.1.*)
-        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, kernel_size=1, bias=True))
+        self.sca = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, kernel_size=1, bias=True)
+        )
         ffn = ffn_expand * c
         self.conv4 = nn.Conv2d(c, ffn, kernel_size=1, bias=True)
         self.conv5 = nn.Conv2d(ffn // 2, c, kernel_size=1, bias=True)

@@ -1,24 +1,16 @@
-"""PIP (Prompt-In-Prompt) networks: PIP on Restormer, on NAFNet, and on any U-Net of your own.
+"""PIP (Prompt-In-Prompt, Li et al.): PIP's blocks and the networks built with them.
 
-All three take ``model(image, degradation=None, *, return_weights=False, return_logits=False)``:
-
-- ``degradation`` controls the degradation-aware prompts: an int label or labels ``(N,)``,
-  a name (``"rain"``, ``"rain+noise"``), a list of names, a mapping ``{"rain": 0.7, "noise": 0.3}``
-  or a weight tensor ``(N, T)`` (see :func:`~allinone_ir.degradation_types.resolve_degradation_weights`);
-- ``degradation=None`` restores blind: the built-in :class:`~allinone_ir.models.classifier.DegradationClassifier`
-  estimates ``omega = softmax(logits)``;
-- ``return_weights=True`` also returns the ``omega`` used (the estimate, when blind);
-- ``return_logits=True`` also returns the classifier's logits, running the classifier even when
-  ``degradation`` is given: one forward for joint training (restoration loss on the labelled
-  prompts + :func:`~allinone_ir.models.classifier.degradation_classification_loss`), which also keeps
-  every parameter in use for DDP.
-
-The family declares its own training recipe (each network's ``auxiliary_losses()``), which the
-:class:`~allinone_ir.training.Trainer`, the config files and the demo use as it is: the training
-forward gets the labels (and asks for the classifier's logits), and two terms are added to the
-restoration loss, ``ddl`` (the directional decoupled loss on the degradation-aware prompts, weight
-:data:`~allinone_ir.losses.DEFAULT_DDL_ALPHA` = 0.002, paper Eq. 10) and ``classifier`` (the
-classifier's cross-entropy against the labels, weight :data:`DEFAULT_CLASSIFIER_WEIGHT` = 0.1).
+PIP modulates the skip connections of a U-Net. For one skip feature ``Z`` and degradation weights
+``omega`` (one weight per degradation type), :class:`PromptInPrompt` makes the universal restoration
+prompt ``U`` from learnable degradation-aware prompts, ``Z`` and a basic restoration prompt, and
+:class:`PromptToFeature` modulates ``Z`` with ``U`` by a selective (top-m) cross attention;
+:class:`PIPBlock` bundles the two. The networks (:class:`PIPRestormer`, :class:`PIPNAFNet`,
+:class:`PIPUNet` on a U-Net of your own) take ``model(image, degradation=None, *, return_weights=False,
+return_logits=False)``: ``degradation`` is a label, labels, a name (``"rain+noise"``), names, a mapping
+or ``(N, T)`` weights (:func:`~allinone_ir.degradation_types.resolve_degradation_weights`); ``None``
+restores blind with the built-in :class:`~allinone_ir.models.classifier.DegradationClassifier`.
+Training adds the ``ddl`` (directional decoupled loss) and ``classifier`` terms. Module names are the
+official ones (longzilicart/pip_universal), so official checkpoints load without renaming.
 """
 
 from __future__ import annotations
@@ -29,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..degradation_types import (
@@ -38,16 +31,17 @@ from ..degradation_types import (
     resolve_degradation_weights,
 )
 from ..errors import CheckpointError, DatasetError, UsageError
-from ..layers.norm import NormKind
-from ..layers.pip import PIPBlock, PromptInPrompt, PromptToFeature
+from ..layers.attention import CrossChannelAttention, top_m_channel_attention, top_m_sizes
+from ..layers.feedforward import GDFN
+from ..layers.norm import NormKind, RestormerLayerNorm
 from ..losses.decoupled import DEFAULT_DDL_ALPHA, collect_degradation_prompts, directional_decoupled_loss
-from ._base import AuxiliaryLoss, RestorationModel
+from ._base import AuxiliaryLoss, RestorationModel, drop_unused_modules
 from ._registry import register_architecture, register_model
 from .classifier import DegradationClassifier, degradation_classification_loss
 from .nafnet import NAFNet
 from .restormer import RestormerUNet
 
-__all__ = ["PIPNAFNet", "PIPRestormer", "PIPUNet"]
+__all__ = ["PIPBlock", "PIPNAFNet", "PIPRestormer", "PIPUNet", "PromptInPrompt", "PromptToFeature"]
 
 PIPOutput = torch.Tensor | tuple[torch.Tensor, ...]
 
@@ -58,36 +52,339 @@ _OFFICIAL_UNUSED_MODULES: tuple[str, ...] = (
     "reduce_noise_channel_3",
 )
 
-#: Default weight of the degradation classifier's cross-entropy in the PIP family's training recipe.
-#: The classifier has parameters of its own and, when labels drive the prompts, its logits do not
-#: reach the image, so this weight trades nothing off against the restoration loss: under Adam it
-#: barely changes the classifier's updates (Adam is invariant to the scale of a gradient); it sets
-#: the term's share of the logged loss and of the gradient norm that ``grad_clip`` clips. At weight 1
-#: the cross-entropy's gradient norm is 2.5 times the L1 loss's at initialisation (3.72 vs 1.50,
-#: PIP-Restormer dim 16, batch 8 of 64 px), so clipping would mostly shrink the restoration update;
-#: at 0.1 (0.37) the restoration gradient dominates, and the term starts at ``0.1 ln T`` (0.16 for
-#: five classes), the size of an L1 loss.
+#: Weight of the degradation classifier's cross-entropy in the family's training recipe (small, so that
+#: the restoration gradient dominates what ``grad_clip`` clips; measured in docs/benchmarks.md).
 DEFAULT_CLASSIFIER_WEIGHT: float = 0.1
 
+#: Degradation types of a PIP block by default: the five of the paper.
+_PIP_NUM_DEGRADATIONS = 5
 
+
+# ----------------------------------------------------------------------------------------------------------
+# The blocks
+# ----------------------------------------------------------------------------------------------------------
+class PromptToPrompt(nn.Module):
+    """Prompt-to-prompt (P2P): ``U = B + CAtt(LN(B), LN(D))``, then ``U + GDFN(LN(U))`` (paper Eq. 5-6).
+
+    The basic restoration prompt ``B`` queries the degradation-modulated feature ``D`` (official ``LGM``).
+
+    Shape:
+        - basic: :math:`(1, C, S, S)` or :math:`(N, C, S, S)`; degradation: :math:`(N, C, S, S)`
+        - output: :math:`(N, C, S, S)`
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 2,
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        layer_norm_type: NormKind = "WithBias",
+    ) -> None:
+        super().__init__()
+        self.norm11 = RestormerLayerNorm(dim, layer_norm_type)
+        self.norm12 = RestormerLayerNorm(dim, layer_norm_type)
+        self.attn = CrossChannelAttention(dim, dim, num_heads, bias)
+        self.norm2 = RestormerLayerNorm(dim, layer_norm_type)
+        self.ffn = GDFN(dim, ffn_expansion_factor, bias)
+
+    def forward(self, basic: torch.Tensor, degradation: torch.Tensor) -> torch.Tensor:
+        u = basic + self.attn(self.norm11(basic), self.norm12(degradation))
+        return u + self.ffn(self.norm2(u))
+
+
+def _align_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Keep the first ``channels`` channels, or zero-pad at the end up to ``channels``."""
+    c = x.shape[1]
+    if c > channels:
+        return x[:, :channels]
+    if c < channels:
+        return F.pad(x, (0, 0, 0, 0, 0, channels - c))
+    return x
+
+
+class PromptInPrompt(nn.Module):
+    """The prompt of one skip connection, from the feature and the degradation weights ``omega``.
+
+    ``D = mean_t(omega_t d_t) * Z_s`` (the degradation-aware prompts ``d_t``, ``detask_prompt_param``,
+    scale the feature resized to ``S x S``, its channels truncated or zero-padded to ``C_p``);
+    ``U = P2P(B, D)`` (:class:`PromptToPrompt`, ``LGM``) with the basic restoration prompt ``B``
+    (``low_prompt_param``); ``U`` resized to ``H x W`` and convolved (``outconv``).
+    ``detask_prompt_param`` is stored ``(T, C_p, 1, 1)`` (channels-last works) and shows the official
+    ``(1, T, C_p, 1, 1)`` in the state dict; both shapes load.
+
+    Args:
+        prompt_dim: Prompt channels ``C_p``.
+        prompt_size: Spatial size ``S`` of the basic restoration prompt.
+        num_degradations: Number of degradation types ``T``.
+        p2p_heads: Heads of the prompt-to-prompt attention.
+        ffn_expansion_factor: GDFN width factor of the P2P block.
+        bias: Whether the P2P convolutions have a bias.
+        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
+
+    Shape:
+        - feature: :math:`(N, C_f, H, W)`; omega: :math:`(N, T)`
+        - output: :math:`(N, C_p, H, W)`
+
+    Examples:
+        >>> prompt = PromptInPrompt(prompt_dim=8, prompt_size=4, num_degradations=3)
+        >>> prompt(torch.randn(2, 16, 9, 11), torch.eye(3)[[0, 2]]).shape
+        torch.Size([2, 8, 9, 11])
+    """
+
+    def __init__(
+        self,
+        prompt_dim: int,
+        prompt_size: int,
+        num_degradations: int = _PIP_NUM_DEGRADATIONS,
+        *,
+        p2p_heads: int = 2,
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        layer_norm_type: NormKind = "WithBias",
+    ) -> None:
+        super().__init__()
+        if min(prompt_dim, prompt_size, num_degradations) < 1:
+            raise UsageError(
+                f"need prompt_dim, prompt_size and num_degradations >= 1, got {prompt_dim}, {prompt_size}, "
+                f"{num_degradations}"
+            )
+        self.prompt_dim, self.prompt_size = prompt_dim, prompt_size
+        self.detask_prompt_param = nn.Parameter(torch.randn(num_degradations, prompt_dim, 1, 1))
+        self.low_prompt_param = nn.Parameter(torch.randn(1, prompt_dim, prompt_size, prompt_size))
+        self.LGM = PromptToPrompt(prompt_dim, p2p_heads, ffn_expansion_factor, bias, layer_norm_type)
+        self.outconv = nn.Conv2d(prompt_dim, prompt_dim, kernel_size=3, padding=1, bias=False)
+        self.register_state_dict_post_hook(_detask_to_official_shape)
+        self.register_load_state_dict_pre_hook(_detask_from_official_shape)
+
+    @property
+    def num_degradations(self) -> int:
+        """``T``."""
+        return self.detask_prompt_param.shape[0]
+
+    @property
+    def degradation_prompts(self) -> torch.Tensor:
+        """The degradation-aware prompts as a ``(T, C_p)`` view."""
+        return self.detask_prompt_param.reshape(self.num_degradations, self.prompt_dim)
+
+    def degradation_prompt(self, omega: torch.Tensor) -> torch.Tensor:
+        """``mean_t(omega_t d_t)``, shape ``(N, C_p, 1, 1)``; ``omega`` must be ``(N, T)``."""
+        t = self.num_degradations
+        if omega.ndim != 2 or omega.shape[1] != t:
+            raise UsageError(f"omega must have shape (N, {t}), got {tuple(omega.shape)}")
+        # element-wise product and mean rather than a matmul: exact in fp32 also under autocast
+        weights = omega.to(self.detask_prompt_param.dtype)[:, :, None, None, None]
+        return (weights * self.detask_prompt_param).mean(dim=1)
+
+    def forward(self, feature: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+        if omega.shape[0] != feature.shape[0]:
+            raise UsageError(f"omega has {omega.shape[0]} rows for a batch of {feature.shape[0]}")
+        s = self.prompt_size
+        z = F.interpolate(feature, size=(s, s), mode="bilinear", align_corners=False)
+        d = self.degradation_prompt(omega).to(z.dtype) * _align_channels(z, self.prompt_dim)
+        u = self.LGM(self.low_prompt_param, d)
+        u = F.interpolate(u, size=feature.shape[-2:], mode="bilinear", align_corners=False)
+        if feature.is_contiguous(memory_format=torch.channels_last):
+            u = u.contiguous(memory_format=torch.channels_last)
+        return self.outconv(u)
+
+    def extra_repr(self) -> str:
+        return f"prompt_dim={self.prompt_dim}, prompt_size={self.prompt_size}"
+
+
+def _detask_to_official_shape(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    key = prefix + "detask_prompt_param"
+    if key in state_dict and state_dict[key].dim() == 4:
+        state_dict[key] = state_dict[key].unsqueeze(0)
+
+
+def _detask_from_official_shape(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    key = prefix + "detask_prompt_param"
+    if key in state_dict and state_dict[key].dim() == 5 and state_dict[key].shape[0] == 1:
+        state_dict[key] = state_dict[key][0]
+
+
+class _TopMCrossAttention(CrossChannelAttention):
+    """Top-m cross attention (:func:`~allinone_ir.layers.attention.top_m_channel_attention`), mask weights ``attn1..4``."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
+        super().__init__(dim, dim, num_heads, bias)
+        self.top_m = top_m_sizes(dim // num_heads)
+        self.attn1 = nn.Parameter(torch.tensor([0.2]))
+        self.attn2 = nn.Parameter(torch.tensor([0.2]))
+        self.attn3 = nn.Parameter(torch.tensor([0.2]))
+        self.attn4 = nn.Parameter(torch.tensor([0.2]))
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._qkv(query, context)
+        weights = torch.cat([self.attn1, self.attn2, self.attn3, self.attn4])
+        out = top_m_channel_attention(q, k, v, self.temperature, self.num_heads, self.top_m, weights)
+        return self.project_out(out)
+
+
+class _DualGateFeedForward(GDFN):
+    """GDFN's modules with both halves gating each other: ``gelu(x2) x1 + gelu(x1) x2``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(x2) * x1 + F.gelu(x1) * x2)
+
+
+class SelectivePromptToFeature(nn.Module):
+    """Selective prompt-to-feature (P2F): modulate a feature ``Z`` with the prompt ``U`` (paper Eq. 7-8).
+
+    ``X = Z_n + CAtt_s(Z_n, LN(U))`` with ``Z_n = LN(Z)`` cut or zero-padded to the prompt width
+    ``C_p`` and the top-m cross attention (masks keeping 1/2, 2/3, 3/4, 4/5 of the per-head channels);
+    a wider feature's other channels pass as ``Z_n``, a narrower one is mapped back by
+    ``reduce_channel``. Then ``X + FFN(LN(X))`` with the dual-gated feed-forward network. Official
+    ``Topm_CrossTransformerRestormer_Block_PIM``.
+
+    Shape:
+        - feature: :math:`(N, C_f, H, W)`; prompt: :math:`(N, C_p, H, W)`
+        - output: :math:`(N, C_f, H, W)`
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        prompt_dim: int,
+        num_heads: int = 4,
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        layer_norm_type: NormKind = "WithBias",
+    ) -> None:
+        super().__init__()
+        self.feature_dim, self.prompt_dim = feature_dim, prompt_dim
+        self.norm11 = RestormerLayerNorm(feature_dim, layer_norm_type)
+        self.norm12 = RestormerLayerNorm(prompt_dim, layer_norm_type)
+        self.attn = _TopMCrossAttention(prompt_dim, num_heads, bias)
+        if feature_dim < prompt_dim:
+            self.reduce_channel = nn.Conv2d(prompt_dim, feature_dim, kernel_size=1, bias=False)
+        self.norm2 = RestormerLayerNorm(feature_dim, layer_norm_type)
+        self.ffn = _DualGateFeedForward(feature_dim, ffn_expansion_factor, bias)
+
+    def forward(self, feature: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        z, p = self.norm11(feature), self.norm12(prompt)
+        zi = _align_channels(z, self.prompt_dim)
+        x = zi + self.attn(zi, p)
+        if self.feature_dim > self.prompt_dim:
+            x = torch.cat([x, z[:, self.prompt_dim :]], dim=1)
+        elif self.feature_dim < self.prompt_dim:
+            x = self.reduce_channel(x)
+        return x + self.ffn(self.norm2(x))
+
+
+class PromptToFeature(nn.Module):
+    """The official ``PromptToFeature`` holder: a :class:`SelectivePromptToFeature` at ``prompt_transformer_cross``.
+
+    Args:
+        feature_dim: Feature channels ``C_f``.
+        prompt_dim: Prompt channels ``C_p``.
+        num_heads: Attention heads; must divide ``prompt_dim``.
+        ffn_expansion_factor: Feed-forward width factor.
+        bias: Whether the convolutions have a bias.
+        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
+
+    Shape:
+        - feature: :math:`(N, C_f, H, W)`; prompt: :math:`(N, C_p, H, W)`
+        - output: :math:`(N, C_f, H, W)`
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        prompt_dim: int,
+        num_heads: int = 4,
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        layer_norm_type: NormKind = "WithBias",
+    ) -> None:
+        super().__init__()
+        self.prompt_transformer_cross = SelectivePromptToFeature(
+            feature_dim, prompt_dim, num_heads, ffn_expansion_factor, bias, layer_norm_type
+        )
+
+    def forward(self, feature: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        return self.prompt_transformer_cross(feature, prompt)
+
+
+class PIPBlock(nn.Module):
+    """Prompt-In-Prompt on one skip connection: ``block(feature, omega) -> modulated feature``.
+
+    ``prompt`` (:class:`PromptInPrompt`) makes the prompt, ``low_prompt_interaction``
+    (:class:`PromptToFeature`) modulates the feature with it: the official PIP-Restormer's
+    ``prompt<L>`` and ``low_prompt_interaction_level<L>``. Each sample uses its own row of ``omega``.
+
+    Args:
+        feature_dim: Channels ``C_f`` of the skip feature.
+        prompt_dim: Prompt channels ``C_p``.
+        prompt_size: Spatial size ``S`` of the basic restoration prompt.
+        num_degradations: Number of degradation types ``T``.
+        p2p_heads: Heads of the prompt-to-prompt attention.
+        p2f_heads: Heads of the prompt-to-feature attention; must divide ``prompt_dim``.
+        ffn_expansion_factor: Feed-forward width factor.
+        bias: Whether the convolutions have a bias.
+        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
+
+    Shape:
+        - feature: :math:`(N, C_f, H, W)`; omega: :math:`(N, T)`
+        - output: :math:`(N, C_f, H, W)`
+
+    Examples:
+        >>> block = PIPBlock(feature_dim=16, prompt_dim=8, prompt_size=4, num_degradations=5, p2f_heads=2)
+        >>> omega = torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.5, 0.0, 0.0]])  # rain; noise+haze
+        >>> block(torch.randn(2, 16, 9, 11), omega).shape
+        torch.Size([2, 16, 9, 11])
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        prompt_dim: int,
+        prompt_size: int,
+        num_degradations: int = _PIP_NUM_DEGRADATIONS,
+        *,
+        p2p_heads: int = 2,
+        p2f_heads: int = 4,
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        layer_norm_type: NormKind = "WithBias",
+    ) -> None:
+        super().__init__()
+        self.feature_dim = feature_dim
+        self.prompt = PromptInPrompt(
+            prompt_dim, prompt_size, num_degradations, p2p_heads=p2p_heads, ffn_expansion_factor=ffn_expansion_factor,
+            bias=bias, layer_norm_type=layer_norm_type,
+        )  # fmt: skip
+        self.low_prompt_interaction = PromptToFeature(
+            feature_dim, prompt_dim, p2f_heads, ffn_expansion_factor, bias, layer_norm_type
+        )
+
+    def forward(self, feature: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+        if feature.ndim != 4 or feature.shape[1] != self.feature_dim:
+            raise UsageError(
+                f"PIPBlock expects a feature of shape (N, {self.feature_dim}, H, W), got {tuple(feature.shape)}"
+            )
+        return self.low_prompt_interaction(feature, self.prompt(feature, omega))
+
+    def extra_repr(self) -> str:
+        return f"feature_dim={self.feature_dim}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The networks
+# ----------------------------------------------------------------------------------------------------------
 def _ddl_term(model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The ``ddl`` term: paper Eq. 4 on the network's own degradation-aware prompts, summed over its blocks."""
+    """The ``ddl`` term: paper Eq. 4 on the network's degradation-aware prompts, summed over its blocks."""
     return directional_decoupled_loss(collect_degradation_prompts(model))
 
 
 def _classifier_term(
     model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]
 ) -> torch.Tensor:
-    """The ``classifier`` term: cross-entropy of the training forward's logits against ``batch["label"]``.
+    """The ``classifier`` term: cross-entropy of the logits against ``batch["label"]`` (0 without labels).
 
-    Zero for a batch without labels (blind training: the classifier learns through the restoration
-    loss alone). Labels of any form :func:`~allinone_ir.degradation_types.resolve_degradation_weights` reads
-    (integer labels, ``(N, T)`` weights from Degradation-Mix or mixup, names) are turned into
-    normalised target weights, so a 50/50 mixture targets 0.5 / 0.5.
-
-    Raises:
-        ValueError: If the batch has labels but ``extras`` has no ``"logits"`` (the forward was not
-            run with the network's ``training_forward_kwargs(batch)``).
+    Labels of any form (integer labels, ``(N, T)`` weights, names) become normalised target weights.
     """
     label = batch.get("label")
     if label is None:
@@ -131,40 +428,18 @@ class _PIPControl:
         return len(self.degradations)
 
     def classify(self, image: torch.Tensor) -> torch.Tensor:
-        """Degradation logits ``(N, T)`` of the built-in classifier.
-
-        Raises:
-            RuntimeError: If the network was built with ``classifier=False``.
-        """
+        """Degradation logits ``(N, T)`` of the built-in classifier."""
         if self.classifier is None:
             raise RuntimeError("this network has no degradation classifier (built with classifier=False)")
         return self.classifier(image)
 
-    # ------------------------------------------------------------------ training recipe of the family
     def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """How to call ``forward`` in a training step: with the batch's labels, and for the classifier's logits.
+        """The batch's labels drive the prompts; with a classifier, its logits come out of the same forward.
 
-        - labels (``batch["label"]``: int labels ``(N,)``, or ``(N, T)`` weights from
-          Degradation-Mix / mixup) and a classifier: ``{"degradation": labels, "return_logits": True}``,
-          so the labels drive the prompts (as in the paper) and the classifier's logits come out
-          of the same forward for the ``classifier`` term;
-        - labels and no classifier (``classifier=False``): ``{"degradation": labels}``;
-        - no labels: ``{}``, i.e. blind training, where the classifier's ``omega`` drives the
-          prompts and the classifier learns through the restoration loss only (legitimate when
-          the degradation of the training data is unknown; the ``classifier`` term is then 0).
-
-        Every parameter is used by this one forward, as DDP without ``find_unused_parameters``
-        requires.
-
-        Args:
-            batch: The batch dict on the device.
-
-        Returns:
-            Keyword arguments for ``forward``.
+        Without labels: ``{}``, blind training (the classifier's ``omega`` drives the prompts).
 
         Raises:
-            DatasetError: Without labels when the network has no classifier: nothing could
-                supply ``omega``.
+            DatasetError: Without labels when the network has no classifier.
         """
         label = batch.get("label")
         if label is None:
@@ -180,22 +455,7 @@ class _PIPControl:
         return {"degradation": label, "return_logits": True}
 
     def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Split the training forward's output into the image and ``{"logits": ...}`` (when asked for).
-
-        Args:
-            output: What ``forward(x, **training_forward_kwargs(batch))`` returned: the image, or
-                ``(image, logits)``.
-
-        Returns:
-            ``(image, extras)``; ``extras`` is ``{"logits": logits}`` or empty.
-
-        Raises:
-            ValueError: For any other output (e.g. one made with ``return_weights=True``).
-
-        Shape:
-            - image: :math:`(N, C_{out}, H, W)`
-            - logits: :math:`(N, T)`
-        """
+        """Split the training forward's output (the image or ``(image, logits)``) into the image and extras."""
         if isinstance(output, torch.Tensor):
             return output, {}
         pair = isinstance(output, tuple) and len(output) == 2
@@ -208,23 +468,11 @@ class _PIPControl:
         )
 
     def auxiliary_losses(self) -> list[AuxiliaryLoss]:
-        """PIP's training terms, added to the restoration loss by the trainer, the configs and the demo.
+        """PIP's training terms: ``ddl`` (weight 0.002, paper Eq. 10) and, with a classifier, ``classifier`` (0.1).
 
-        - ``ddl``, weight :data:`~allinone_ir.losses.DEFAULT_DDL_ALPHA` (0.002): the directional
-          decoupled loss (paper Eq. 4, angle form, 90 degrees) on the degradation-aware prompts of
-          every PIP block, summed over the blocks; the paper's total loss is ``L1 + 0.002 L_ddl``
-          (Eq. 10);
-        - ``classifier``, weight :data:`DEFAULT_CLASSIFIER_WEIGHT` (0.1), only when the network has
-          a classifier: the cross-entropy of its logits against the labels. The classifier sees the
-          degraded image only and, as the labels drive the prompts, the restoration loss does not
-          reach it, nor does this term reach the restoration path: the classifier is trained as in
-          the paper (supplementary C.1), only jointly. Without labels the term is 0.
-
-        Change a weight by name (``trainer.aux_weights: {classifier: 0.5}`` in a config); weight 0
-        switches a term's effect off.
-
-        Returns:
-            The terms (``fn(model, batch, extras)``, ``model`` the unwrapped network).
+        ``ddl``: the directional decoupled loss on the degradation-aware prompts of every block;
+        ``classifier``: the classifier's cross-entropy against the labels (0 without labels). Change a
+        weight by name (``trainer.aux_weights: {classifier: 0.5}``).
         """
         terms = [AuxiliaryLoss("ddl", DEFAULT_DDL_ALPHA, _ddl_term)]
         if self.classifier is not None:
@@ -244,11 +492,10 @@ class _PIPControl:
             logits = self.classifier(image)
         if degradation is None:
             assert logits is not None
-            omega = logits.float().softmax(dim=-1)
-        else:
-            omega = resolve_degradation_weights(
-                degradation, batch_size=image.shape[0], names=self.degradations, device=image.device
-            )
+            return logits.float().softmax(dim=-1), logits
+        omega = resolve_degradation_weights(
+            degradation, batch_size=image.shape[0], names=self.degradations, device=image.device
+        )
         return omega, logits
 
     @staticmethod
@@ -259,18 +506,11 @@ class _PIPControl:
         return_weights: bool,
         return_logits: bool,
     ) -> PIPOutput:
-        extra = ([omega] if return_weights else []) + ([logits] if return_logits else [])
+        extra = [omega] if return_weights else []
+        if return_logits:
+            assert logits is not None
+            extra.append(logits)
         return (out, *extra) if extra else out
-
-
-def _apply_pip(block: nn.Module, feature: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
-    """Modulate a skip feature with its PIP block: the one step every PIP network runs per skip.
-
-    :class:`PIPRestormer` and :class:`PIPNAFNet` call it from their U-Net's skip hook
-    (:meth:`~allinone_ir.models._unet.UNetHooks._skip_hook`), :class:`PIPUNet` from the forward hook
-    it puts on the named modules of a user's network.
-    """
-    return block(feature, omega)
 
 
 def _check_levels(name: str, values: Sequence[Any], n: int) -> list[Any]:
@@ -283,26 +523,13 @@ def _check_levels(name: str, values: Sequence[Any], n: int) -> list[Any]:
 class PIPRestormer(_PIPControl, RestormerUNet):
     """PIP on Restormer, the official PIP network (longzilicart/pip_universal, ``pip_cross_topm``).
 
-    The Restormer encoder (same module names as :class:`~allinone_ir.models.Restormer`)
-    produces skips ``e1, e2, e3``; each is modulated before the decoder concatenates it (the
-    skip hook of Restormer's U-Net, :class:`~allinone_ir.models.restormer.RestormerUNet`, where
-    :class:`PIPUNet` would tap a user's network): ``prompt<L>``
-    (:class:`~allinone_ir.layers.PromptInPrompt`) makes the level's prompt from the skip and the
-    degradation weights, ``low_prompt_interaction_level<L>``
-    (:class:`~allinone_ir.layers.PromptToFeature`) modulates the skip with it. The decoder
-    follows the official network: the latent is reduced ``8 dim -> 4 dim`` by ``chnl_reduce3``
-    before ``up4_3``, so ``reduce_chan_level3`` maps ``2 dim + 4 dim -> 4 dim``. Module names are
-    the official ones, so official checkpoints load as they are (the three modules the official
-    code builds and never uses, ``reduce_noise_channel_1..3``, are not built and their keys are
-    dropped). The official forward takes integer labels (``degradation_class``, made one-hot);
-    ``degradation`` takes the same labels, or names, mixtures and weights. Any ``H, W >= 1`` works
-    (reflect padding to a multiple of 8, output cropped back).
-
-    Defaults: dim 48, blocks [4,6,6,8], refinement 4, prompt dims [64,128,256], sizes
-    [64,32,16], 5 degradations, P2P 2 heads, P2F 4 heads: 27,394,619 parameters, the official
-    network's 27,316,614 (without its unused modules) and the degradation classifier's 78,005
-    (``classifier=False`` builds the official network alone). The paper's 26.82 M equals the
-    official network counted without the parameters that are not convolution or linear weights.
+    Restormer's U-Net (:class:`~allinone_ir.models.restormer.RestormerUNet`) whose skips ``e1, e2, e3``
+    are modulated before the decoder concatenates them: ``prompt<L>`` (:class:`PromptInPrompt`) and
+    ``low_prompt_interaction_level<L>`` (:class:`PromptToFeature`). As in the official network the
+    latent is reduced ``8 dim -> 4 dim`` by ``chnl_reduce3`` before ``up4_3``. The official unused
+    ``reduce_noise_channel_1..3`` are not built and their keys are dropped. Any ``H, W >= 1`` works
+    (reflect padding to a multiple of 8, output cropped back). Defaults: the official network
+    (27,316,614 parameters) and the degradation classifier (78,005; ``classifier=False``: none).
 
     Args:
         in_channels: Input image channels.
@@ -419,10 +646,6 @@ class PIPRestormer(_PIPControl, RestormerUNet):
     ) -> dict[str, Any]:
         """A small PIP-Restormer (one block per level, width 16; the demo's); ``smoke``: the smallest.
 
-        Args:
-            degradations: The degradation names, in label order (one degradation prompt each).
-            smoke: The smallest configuration (width 8, a two-stage classifier), for tests.
-
         Examples:
             >>> net = PIPRestormer(**PIPRestormer.small_config(degradations=("noise", "rain")))
             >>> net.degradations, net.num_parameters > 500_000
@@ -439,19 +662,10 @@ class PIPRestormer(_PIPControl, RestormerUNet):
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Constructor arguments of a PIP-Restormer state dict, else ``None``.
+        """Restormer's layout plus ``prompt1..3`` and ``low_prompt_interaction_level1..3``, else ``None``.
 
-        Restormer's layout (see :meth:`Restormer.detect <allinone_ir.models.Restormer.detect>`) plus
-        the official PIP modules ``prompt1..3`` and ``low_prompt_interaction_level1..3``: prompt
-        channels and sizes, the number of degradations, the heads and the classifier widths (no
-        classifier in an official checkpoint). Degradation names are not stored in weights: the
-        defaults are assumed (with a warning when their number differs).
-
-        Args:
-            state_dict: Weights with the wrapper prefixes removed.
-
-        Returns:
-            Keyword arguments for ``PIPRestormer(**kwargs)``, or ``None``.
+        Degradation names are not stored in weights: the defaults are assumed (a warning when their
+        number differs).
 
         Raises:
             CheckpointError: If no feed-forward factor fits the hidden widths, or the weights have the
@@ -471,32 +685,17 @@ class PIPRestormer(_PIPControl, RestormerUNet):
     def filter_state_dict(
         cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
     ) -> dict[str, torch.Tensor]:
-        """Drop the keys of ``reduce_noise_channel_1..3``: modules the official code builds and never uses.
-
-        Args:
-            state_dict: Weights with the wrapper prefixes removed.
-            model: The network they are loaded into.
-
-        Returns:
-            A new dict (``state_dict`` is not modified).
-        """
-        unused = tuple(f"{m}." for m in _OFFICIAL_UNUSED_MODULES if not hasattr(model, m))
-        return {k: v for k, v in state_dict.items() if not k.startswith(unused)}
+        """Drop the keys of ``reduce_noise_channel_1..3``: modules the official code builds and never uses."""
+        return drop_unused_modules(state_dict, model, _OFFICIAL_UNUSED_MODULES)
 
 
 @register_architecture
 class PIPNAFNet(_PIPControl, NAFNet):
-    """PIP on NAFNet: a :class:`~allinone_ir.layers.PIPBlock` on each skip connection (paper Table S3).
+    """PIP on NAFNet: a :class:`PIPBlock` on each skip connection (paper Table S3).
 
-    The NAFNet modules keep their official names (``intro``, ``encoders``, ``downs``,
-    ``middle_blks``, ``ups``, ``decoders``, ``ending``); the PIP blocks are
-    ``pips.0`` (shallowest) to ``pips.{L-1}``, each the official PIP-Restormer's two modules of
-    a level (``pips.<i>.prompt``, ``pips.<i>.low_prompt_interaction``). Each encoder output is
-    modulated by its PIP block before it is added to the upsampled decoder feature (NAFNet's skip
-    hook, see :class:`~allinone_ir.models._unet.UNetHooks`). The official code has no PIP-NAFNet
-    (the paper reports one), so there are no official weights for it. Defaults: width 64,
-    enc [2,2,4,8], middle 12, dec [2,2,2,2], prompt dims [64,96,128,128], sizes
-    [64,32,16,16], P2P 2 heads, P2F 4 heads: 120,510,960 parameters.
+    NAFNet's modules keep their official names; the blocks are ``pips.0`` (shallowest) to
+    ``pips.{L-1}``, applied to each encoder output before it is added to the decoder feature. The
+    official code has no PIP-NAFNet. Defaults: 120,510,960 parameters.
 
     Args:
         in_channels: Image channels (input and output).
@@ -553,11 +752,13 @@ class PIPNAFNet(_PIPControl, NAFNet):
         prompt_dims = _check_levels("prompt_dims", prompt_dims, levels)
         prompt_sizes = _check_levels("prompt_sizes", prompt_sizes, levels)
         self._build_control(degradations, classifier, classifier_widths)
-        kw = dict(p2p_heads=p2p_heads, p2f_heads=p2f_heads, ffn_expansion_factor=ffn_expansion_factor)
-        self.pips = nn.ModuleList(
-            PIPBlock(width * 2**i, pdim, size, self.num_degradations, **kw)
-            for i, (pdim, size) in enumerate(zip(prompt_dims, prompt_sizes))
-        )
+        self.pips = nn.ModuleList()
+        for i, (pdim, size) in enumerate(zip(prompt_dims, prompt_sizes)):
+            block = PIPBlock(
+                width * 2**i, pdim, size, self.num_degradations, p2p_heads=p2p_heads, p2f_heads=p2f_heads,
+                ffn_expansion_factor=ffn_expansion_factor,
+            )  # fmt: skip
+            self.pips.append(block)
 
     def forward(  # type: ignore[override]
         self,
@@ -573,7 +774,7 @@ class PIPNAFNet(_PIPControl, NAFNet):
         return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
 
     def _skip_hook(self, level: int, skip: torch.Tensor, ctx: Any) -> torch.Tensor:
-        return _apply_pip(self.pips[level - 1], skip, ctx)
+        return self.pips[level - 1](skip, ctx)
 
     # ------------------------------------------------------------------ what the family declares
     #: NAFNet's ``encoder`` and ``decoder`` and ``prompts`` (the PIP blocks).
@@ -584,17 +785,7 @@ class PIPNAFNet(_PIPControl, NAFNet):
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Constructor arguments of a PIP-NAFNet state dict, else ``None``.
-
-        NAFNet's layout (see :meth:`NAFNet.detect <allinone_ir.models.NAFNet.detect>`) plus
-        ``pips.0..L-1``: prompt channels and sizes, the number of degradations, the heads, the
-        feed-forward factor and the classifier widths (degradation names: the defaults).
-
-        Args:
-            state_dict: Weights with the wrapper prefixes removed.
-
-        Returns:
-            Keyword arguments for ``PIPNAFNet(**kwargs)``, or ``None``.
+        """NAFNet's layout plus ``pips.0..L-1``, else ``None`` (degradation names: the defaults).
 
         Raises:
             CheckpointError: If no feed-forward factor fits the hidden widths, or the weights have the
@@ -621,53 +812,29 @@ _TAP_ATTR = "_allinone_ir_pip_tap"
 
 
 def _pip_tap_hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
-    """Forward hook of a tapped backbone module: apply the PIP block that :meth:`PIPUNet.forward` handed it.
-
-    The hook holds no state and no reference to any wrapper: what it applies is stored on the
-    module itself, and only for the duration of the wrapper's call. So ``copy.deepcopy``,
-    pickling and ``ModelEMA`` give copies that apply their own blocks, and the backbone called
-    on its own is unchanged.
-    """
+    """Forward hook of a tapped module: apply the PIP block :meth:`PIPUNet.forward` stored on it, if any."""
     active = getattr(module, _TAP_ATTR, None)
-    if active is None:  # the backbone was called on its own: leave it unmodified
+    if active is None:  # the backbone was called on its own
         return None
     block, omega = active
-    return _apply_pip(block, output, omega)
+    return block(output, omega)
 
 
 class PIPUNet(_PIPControl, RestorationModel):
     """Plug PIP into a U-Net of your own, without touching its code.
 
-    Design: PIP modulates skip tensors, so the wrapper needs to know which tensors are
-    skips. Name the sub-modules of your network whose **outputs** are the skip features;
-    the wrapper builds one :class:`~allinone_ir.layers.PIPBlock` per name (``pips.<name>``,
-    with ``.`` in the name written ``_``) and taps each named module with a stateless forward
-    hook. :meth:`forward` resolves ``omega`` once per call (from ``degradation``, or estimated
-    by the classifier), hands each tapped module its block and ``omega`` for the duration of
-    the call, and the hook replaces the module's output by ``pip(output, omega)``. Outside
-    :meth:`forward` the hooks do nothing, so the wrapped network still runs unmodified when
-    called directly.
+    Name the sub-modules of your network whose **outputs** are the skip features: the wrapper builds
+    one :class:`PIPBlock` per name (``pips.<name>``, ``.`` written ``_``) and taps each named module
+    with a stateless forward hook that, during :meth:`forward` only, replaces the module's output by
+    ``pip(output, omega)``. Called directly, the backbone runs unmodified; copies (``deepcopy``, EMA,
+    pickling, DDP, ``torch.compile``) apply their own blocks. The backbone keeps its state-dict keys
+    (``backbone.<name>.*``).
 
-    Nothing refers back to the wrapper, so copies are independent: ``copy.deepcopy`` (what
-    :class:`~allinone_ir.training.ema.ModelEMA` does), pickling, ``.to()``, DDP and
-    ``torch.compile`` all give a network that applies its own PIP blocks. The backbone's
-    modules keep their types, attributes and state-dict keys (``backbone.<name>.*``; the blocks
-    are ``pips.<name>.*``), so weights of the plain backbone load with
-    ``net.backbone.load_state_dict(...)``.
-
-    The named module's output is replaced wherever it is used. If your encoder output
-    feeds both the skip and the next level and you want to modulate only the skip (as
-    PIP does), give the skip path its own module, e.g. ``self.skip1 = nn.Identity()`` and
-    ``torch.cat([up, self.skip1(e1)], 1)`` in the decoder, and name ``"skip1"``. Each named
-    module must run once per forward, be called as ``module(x)`` (hooks do not run for
-    ``module.forward(x)``), and lie outside activation-checkpointed regions of the backbone
-    (their recomputation runs after :meth:`forward` has returned, without PIP). For full
-    control instead, call :class:`~allinone_ir.layers.PIPBlock` yourself: ``e1 = pip(e1, omega)``
-    with ``omega = resolve_degradation_weights(degradation, batch_size=N)``.
-
-    ``config`` records the wrapper's arguments but not the backbone, and the wrapper is not
-    in the model registry: to reload weights, wrap the same backbone again and use
-    ``load_state_dict``.
+    The named module's output is replaced wherever it is used: to modulate only the skip, give the skip
+    path its own module (``self.skip1 = nn.Identity()``, ``torch.cat([up, self.skip1(e1)], 1)``) and
+    name it. Each named module must run once per forward, be called as ``module(x)`` and lie outside
+    activation-checkpointed regions. ``config`` does not record the backbone, and the wrapper is not in
+    the model registry: wrap the same backbone again and use ``load_state_dict``.
 
     Args:
         backbone: Your network; ``backbone(x)`` must return the restored image.
@@ -691,7 +858,7 @@ class PIPUNet(_PIPControl, RestorationModel):
         taps: ``(module name in the backbone, block name in pips)`` of each skip.
 
     Raises:
-        ValueError: If a name is not a sub-module of ``backbone``, two names are the same module
+        UsageError: If a name is not a sub-module of ``backbone``, two names are the same module
             or give the same block name, or the lengths disagree.
 
     Shape:
@@ -818,7 +985,7 @@ def pip_nafnet(**kwargs: Any) -> PIPNAFNet:
 
 
 def _reject_earlier_layout(state_dict: Mapping[str, torch.Tensor], key: str) -> None:
-    """Refuse the weights of the PIP blocks of development versions, which computed another function."""
+    """Refuse the weights of the PIP blocks of development versions (another function)."""
     if key in state_dict:
         raise CheckpointError(
             f"these PIP weights ({key!r}) come from a development version of allinone-ir whose PIP blocks "
@@ -829,8 +996,7 @@ def _reject_earlier_layout(state_dict: Mapping[str, torch.Tensor], key: str) -> 
 def _read_pip_blocks(
     state_dict: Mapping[str, torch.Tensor], prompts: list[str], interactions: list[str]
 ) -> dict[str, Any]:
-    """Prompt sizes, degradation count, heads and classifier of the PIP modules named ``prompts``
-    (:class:`~allinone_ir.layers.PromptInPrompt`) and ``interactions`` (:class:`~allinone_ir.layers.PromptToFeature`)."""
+    """Prompt sizes, degradation count, heads and classifier of the PIP modules ``prompts`` and ``interactions``."""
     from ._detect import count_blocks
 
     basic = [state_dict[f"{p}.low_prompt_param"] for p in prompts]

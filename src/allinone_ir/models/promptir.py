@@ -6,17 +6,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
 from ..layers.norm import NormKind
-from ..layers.promptir import PromptGenBlock, PromptInteraction
 from ..layers.transformer import TransformerBlock
+from ._base import drop_unused_modules
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
 from .restormer import RestormerUNet
 
-__all__ = ["PROMPTIR_UNUSED_MODULES", "PromptIR"]
+__all__ = ["PROMPTIR_UNUSED_MODULES", "PromptGenBlock", "PromptIR", "PromptInteraction"]
 
 #: Modules the official PromptIR builds but never uses; their checkpoint keys are dropped on load.
 PROMPTIR_UNUSED_MODULES: tuple[str, ...] = (
@@ -25,22 +26,151 @@ PROMPTIR_UNUSED_MODULES: tuple[str, ...] = (
 )  # fmt: skip
 
 
+class PromptGenBlock(nn.Module):
+    """Prompt generation block: an input-conditioned mixture of learnable prompt components.
+
+    ``P = conv3x3(resize(sum_l softmax(W GAP(F))_l P_l))``: the feature's global average pool gives
+    ``prompt_len`` weights of the components ``P_l`` (``C_p x S x S``), the mixture is resized to the
+    feature's ``H x W``. ``prompt_param`` is stored ``(L, C_p, S, S)`` (channels-last works) and shows
+    the official ``(1, L, C_p, S, S)`` in the state dict; both shapes load.
+
+    Args:
+        prompt_dim: Channels ``C_p`` of the prompt.
+        prompt_len: Number of prompt components ``L``.
+        prompt_size: Spatial size ``S`` of each component.
+        lin_dim: Channels of the input feature map.
+
+    Shape:
+        - Input: :math:`(N, C_{lin}, H, W)`
+        - Output: :math:`(N, C_p, H, W)`
+
+    Examples:
+        >>> gen = PromptGenBlock(prompt_dim=8, prompt_len=3, prompt_size=4, lin_dim=16)
+        >>> gen(torch.randn(2, 16, 10, 6)).shape
+        torch.Size([2, 8, 10, 6])
+    """
+
+    def __init__(
+        self, prompt_dim: int = 128, prompt_len: int = 5, prompt_size: int = 96, lin_dim: int = 192
+    ) -> None:
+        super().__init__()
+        if prompt_len < 1 or prompt_size < 1 or prompt_dim < 1:
+            raise UsageError(
+                f"PromptGenBlock needs positive prompt_dim, prompt_len and prompt_size, got "
+                f"{prompt_dim}, {prompt_len}, {prompt_size}"
+            )
+        self.prompt_param = nn.Parameter(torch.rand(prompt_len, prompt_dim, prompt_size, prompt_size))
+        self.linear_layer = nn.Linear(lin_dim, prompt_len)
+        self.conv3x3 = nn.Conv2d(prompt_dim, prompt_dim, kernel_size=3, stride=1, padding=1, bias=False)
+        self.register_state_dict_post_hook(_prompt_to_official_shape)
+        self.register_load_state_dict_pre_hook(_prompt_from_official_shape)
+
+    def prompt_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax weights of the prompt components, shape ``(N, L)``."""
+        return self.linear_layer(x.mean(dim=(-2, -1))).softmax(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        weights = self.prompt_weights(x)
+        components = self.prompt_param  # (L, C, S, S)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        if x.shape[0] > components.shape[0]:
+            # resizing and the bias-free convolution are linear: for batches larger than L, resize and
+            # convolve the L components once and mix the results per sample
+            basis = F.interpolate(components, size=(h, w), mode="bilinear", align_corners=False)
+            if channels_last:
+                basis = basis.contiguous(memory_format=torch.channels_last)
+            basis = self.conv3x3(basis)
+            weights = weights.to(basis.dtype)
+            if channels_last:  # mix on the (L, H*W*C) view of channels-last storage: no copy
+                mixed = weights @ basis.permute(0, 2, 3, 1).reshape(basis.shape[0], -1)
+                return mixed.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
+            return (weights @ basis.reshape(basis.shape[0], -1)).reshape(x.shape[0], -1, h, w)
+        prompt = torch.einsum("nl,lchw->nchw", weights.to(components.dtype), components)
+        prompt = F.interpolate(prompt, size=(h, w), mode="bilinear", align_corners=False)
+        if channels_last:
+            prompt = prompt.contiguous(memory_format=torch.channels_last)
+        return self.conv3x3(prompt)
+
+
+def _prompt_to_official_shape(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    key = prefix + "prompt_param"
+    if key in state_dict and state_dict[key].dim() == 4:
+        state_dict[key] = state_dict[key].unsqueeze(0)
+
+
+def _prompt_from_official_shape(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    key = prefix + "prompt_param"
+    if key in state_dict and state_dict[key].dim() == 5 and state_dict[key].shape[0] == 1:
+        state_dict[key] = state_dict[key][0]
+
+
+class PromptInteraction(nn.Module):
+    """Prompt interaction block: ``reduce(transformer(cat[feature, prompt]))`` (:meth:`interact`).
+
+    :class:`PromptIR` runs :meth:`interact` on its modules under the official names ``noise_level{l}``
+    and ``reduce_noise_level{l}``.
+
+    Args:
+        feature_dim: Channels of the feature map.
+        prompt_dim: Channels of the prompt.
+        out_dim: Channels after the 1x1 reduction (defaults to ``feature_dim``).
+        num_heads: Heads of the transformer block (must divide ``feature_dim + prompt_dim``).
+        ffn_expansion_factor: GDFN width factor.
+        bias: Whether the convolutions have a bias.
+        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
+
+    Shape:
+        - feature: :math:`(N, C_f, H, W)`; prompt: :math:`(N, C_p, H, W)`
+        - output: :math:`(N, C_{out}, H, W)`
+
+    Examples:
+        >>> block = PromptInteraction(feature_dim=16, prompt_dim=8, num_heads=2)
+        >>> block(torch.randn(1, 16, 6, 6), torch.randn(1, 8, 6, 6)).shape
+        torch.Size([1, 16, 6, 6])
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        prompt_dim: int,
+        out_dim: int | None = None,
+        num_heads: int = 4,
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        layer_norm_type: NormKind = "WithBias",
+    ) -> None:
+        super().__init__()
+        joint = feature_dim + prompt_dim
+        self.transformer = TransformerBlock(joint, num_heads, ffn_expansion_factor, bias, layer_norm_type)
+        self.reduce = nn.Conv2d(joint, out_dim or feature_dim, kernel_size=1, bias=bias)
+
+    def forward(self, feature: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        return self.interact(feature, prompt, self.transformer, self.reduce)
+
+    @staticmethod
+    def interact(
+        feature: torch.Tensor, prompt: torch.Tensor, transformer: nn.Module, reduce: nn.Module
+    ) -> torch.Tensor:
+        """The block's computation with the given modules: ``reduce(transformer(cat[feature, prompt]))``.
+
+        Shape:
+            - feature: :math:`(N, C_f, H, W)`; prompt: :math:`(N, C_p, H, W)`
+            - output: :math:`(N, C_{out}, H, W)`
+        """
+        return reduce(transformer(torch.cat([feature, prompt], dim=1)))
+
+
 @register_architecture
 class PromptIR(RestormerUNet):
     """PromptIR: all-in-one restoration with prompt generation and interaction in the decoder.
 
-    A Restormer encoder; at the latent and after decoder levels 3 and 2 a
-    :class:`~allinone_ir.layers.PromptGenBlock` generates an input-conditioned prompt,
-    which is concatenated to the feature, mixed by a transformer block
-    (``noise_level*``) and reduced by a 1x1 convolution (``reduce_noise_level*``): the
-    :class:`~allinone_ir.layers.PromptInteraction` block, run on these official modules
-    (:meth:`~allinone_ir.layers.PromptInteraction.interact`). The network is Restormer's
-    U-Net (:class:`~allinone_ir.models.restormer.RestormerUNet`) with the prompt levels in its
-    latent and decoder hooks.
-    Defaults are the official configuration (35,376,967 parameters; the six modules
-    the official code builds but never uses are not built). State-dict keys equal
-    the official ones, so official weights load after stripping the ``net.`` prefix.
-    Any ``H, W >= 1`` works (reflect padding to a multiple of 8, output cropped back).
+    Restormer's U-Net (:class:`~allinone_ir.models.restormer.RestormerUNet`); on the latent and after
+    decoder levels 3 and 2 a :class:`PromptGenBlock` (``prompt{l}``) makes a prompt that
+    :class:`PromptInteraction` mixes in (``noise_level{l}``, ``reduce_noise_level{l}``). Defaults are
+    the official configuration (35,376,967 parameters; the six modules the official code builds but
+    never uses are not built). State-dict keys equal the official ones. Any ``H, W >= 1`` works
+    (reflect padding to a multiple of 8, output cropped back).
 
     Args:
         in_channels: Input image channels.
@@ -54,9 +184,8 @@ class PromptIR(RestormerUNet):
         layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
         prompt_dims: Prompt channels at decoder levels 1, 2, 3.
         prompt_sizes: Spatial size of the prompt components at levels 1, 2, 3.
-        prompt_len: Number of prompt components per level (the reports try 3 to 5).
-        interaction_heads: Heads of the prompt-interaction transformer blocks
-            (default ``heads[2]`` as in the official code).
+        prompt_len: Number of prompt components per level.
+        interaction_heads: Heads of the prompt-interaction blocks (default ``heads[2]``, as the official code).
 
     Shape:
         - Input: :math:`(N, C_{in}, H, W)`, float, values nominally in [0, 1]
@@ -98,8 +227,7 @@ class PromptIR(RestormerUNet):
         self.in_channels, self.out_channels = in_channels, out_channels
         args = (ffn_expansion_factor, bias, layer_norm_type)
         self._build_encoder(in_channels, dim, num_blocks, heads, *args)
-        # Per level, in the official order: the prompt block on the feature entering the level
-        # (latent: 8 dim; decoder levels 3, 2: 4 dim, 2 dim), then the decoder level it feeds.
+        # in the official order: the prompt block on the feature entering a level, then that level
         for level, feature, out in ((3, dim * 8, dim * 4), (2, dim * 4, dim * 4), (1, dim * 2, dim * 2)):
             pdim, size = prompt_dims[level - 1], prompt_sizes[level - 1]
             joint = feature + pdim
@@ -111,7 +239,6 @@ class PromptIR(RestormerUNet):
         self._build_head(dim, num_refinement_blocks, heads, out_channels, *args)
 
     def _prompt(self, level: int, x: torch.Tensor) -> torch.Tensor:
-        """Prompt level ``level``: ``prompt{level}`` generates, :class:`PromptInteraction` mixes it in."""
         prompt = getattr(self, f"prompt{level}")(x)
         block, reduce = getattr(self, f"noise_level{level}"), getattr(self, f"reduce_noise_level{level}")
         return PromptInteraction.interact(x, prompt, block, reduce)
@@ -120,17 +247,14 @@ class PromptIR(RestormerUNet):
         return self._prompt(3, x)
 
     def _decoder_hook(self, level: int, x: torch.Tensor, ctx: Any) -> torch.Tensor:
-        # The outputs of decoder levels 3 and 2 get prompt levels 2 and 1; level 1 goes to refinement.
+        # decoder levels 3 and 2 get prompt levels 2 and 1; level 1 goes to the refinement
         return self._prompt(level - 1, x) if level > 1 else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp, size = self._pad_input(x)
         return self._crop(self._unet_forward(inp), size)
 
-    # ------------------------------------------------------------------ what the family declares
-    #: Restormer's ``encoder`` and ``decoder``; ``prompts`` (generation and interaction at the three
-    #: levels); ``stage2``: the output end of the network (refinement, output conv, first decoder level
-    #: and its prompt interaction), for a second training stage that retrains only those.
+    # ``stage2``: the output end (refinement, output, decoder level 1 and its prompt), for a second stage
     _STAGE2: ClassVar[tuple[str, ...]] = (
         "refinement", "output", "decoder_level1", "prompt1", "noise_level1", "reduce_noise_level1",
     )  # fmt: skip
@@ -146,10 +270,6 @@ class PromptIR(RestormerUNet):
     def small_config(cls, *, degradations: Sequence[str] = (), smoke: bool = False) -> dict[str, Any]:
         """A 1.3 M-parameter PromptIR (one block per level, width 16; the demo's); ``smoke``: 0.2 M.
 
-        Args:
-            degradations: Unused: PromptIR restores blind and learns any degradations.
-            smoke: The smallest configuration (width 8), for tests.
-
         Examples:
             >>> PromptIR(**PromptIR.small_config()).num_parameters
             1280755
@@ -164,21 +284,7 @@ class PromptIR(RestormerUNet):
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Constructor arguments of a PromptIR state dict (official or ours), else ``None``.
-
-        Restormer's layout (see :meth:`Restormer.detect <allinone_ir.models.Restormer.detect>`)
-        plus ``prompt1..3.prompt_param`` (official ``(1, L, C, S, S)`` or ``(L, C, S, S)``), which give
-        the prompt channels, sizes and length; the interaction heads come from ``noise_level*``.
-
-        Args:
-            state_dict: Weights with the wrapper prefixes removed.
-
-        Returns:
-            Keyword arguments for ``PromptIR(**kwargs)``, or ``None``.
-
-        Raises:
-            CheckpointError: If no feed-forward factor fits the hidden widths.
-        """
+        """Restormer's layout plus ``prompt1..3.prompt_param`` (prompt channels, sizes and length)."""
         from ._detect import attention_heads
         from .restormer import _read_restormer_layout
 
@@ -199,28 +305,11 @@ class PromptIR(RestormerUNet):
     def filter_state_dict(
         cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
     ) -> dict[str, torch.Tensor]:
-        """Drop the keys of :data:`PROMPTIR_UNUSED_MODULES` and give ``prompt_param`` the official 5-D shape.
-
-        The official network builds six modules it never uses (the released checkpoint has their
-        weights); they are not built here, so their keys are dropped unless ``model`` has a
-        module of that name. ``(L, C, S, S)`` prompts become ``(1, L, C, S, S)``, the shape of
-        the official keys and of this network's state dict.
-
-        Args:
-            state_dict: Weights with the wrapper prefixes removed.
-            model: The network they are loaded into.
-
-        Returns:
-            A new dict.
-        """
-        own = {name.split(".")[0] for name, _ in model.named_parameters()}
-        out = {}
-        for k, v in state_dict.items():
-            top = k.split(".")[0]
-            if top in PROMPTIR_UNUSED_MODULES and top not in own:
-                continue
-            out[k] = v.unsqueeze(0) if k.endswith("prompt_param") and v.dim() == 4 else v
-        return out
+        """Drop the keys of :data:`PROMPTIR_UNUSED_MODULES`; give ``prompt_param`` the official 5-D shape."""
+        out = drop_unused_modules(state_dict, model, PROMPTIR_UNUSED_MODULES)
+        return {
+            k: v.unsqueeze(0) if k.endswith("prompt_param") and v.dim() == 4 else v for k, v in out.items()
+        }
 
 
 @register_model

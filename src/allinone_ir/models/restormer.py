@@ -32,21 +32,12 @@ def transformer_stage(
 
 
 def restormer_low_precision_flags(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
-    """The float32 flags of a Restormer-layout network under bf16/fp16 autocast, as ``(name, module, attribute)``.
+    """The float32 flags of a Restormer-layout network under bf16/fp16, as ``(name, module, attribute)``.
 
-    Two parts compute in float32 while autocast runs the rest: the patch embedding
-    (:attr:`OverlapPatchEmbed.float32 <allinone_ir.layers.OverlapPatchEmbed.float32>`: the first
-    convolution sees the rounded image, and its float32 output keeps the residual stream of the
-    full-resolution levels in float32), the attention's depthwise convolution at the
-    full-resolution levels ``encoder_level1``, ``decoder_level1``, ``refinement``
-    (:attr:`MDTA.float32_dwconv <allinone_ir.layers.MDTA.float32_dwconv>`: its few weights per
-    channel set the attention logits). A level or module the network does not have is skipped. What each part buys is measured in ``docs/benchmarks.md``.
-
-    Args:
-        model: A network with Restormer's module names.
-
-    Returns:
-        The flags :func:`~allinone_ir.inference.low_precision_policy` sets while it runs.
+    The family's precision policy: the patch embedding (:attr:`OverlapPatchEmbed.float32
+    <allinone_ir.layers.OverlapPatchEmbed.float32>`) and the attention's depthwise convolution at the
+    full-resolution levels (:attr:`MDTA.float32_dwconv <allinone_ir.layers.MDTA.float32_dwconv>`) run in
+    float32; :func:`~allinone_ir.inference.low_precision_policy` sets the flags while it runs.
     """
     flags: list[tuple[str, nn.Module, str]] = []
     embed = getattr(model, "patch_embed", None)
@@ -61,12 +52,33 @@ def restormer_low_precision_flags(model: nn.Module) -> list[tuple[str, nn.Module
     return flags
 
 
-class RestormerEncoderMixin(RestorationModel):
-    """The encoder and latent of Restormer, shared by Restormer, PromptIR and PIP-Restormer.
+class RestormerUNet(UNetHooks, RestorationModel):
+    """Restormer's U-Net, written once for Restormer, PromptIR, AdaIR and PIP-Restormer, with per-level hooks.
 
-    Builds ``patch_embed``, ``encoder_level1..3``, ``down1_2``, ``down2_3``, ``down3_4`` and
-    ``latent`` with the official names; channels are ``dim``, ``2 dim``, ``4 dim``, ``8 dim``.
+    A network builds the official modules with :meth:`_build_encoder` (``patch_embed``,
+    ``encoder_level1..3``, ``down*``, ``latent``), :meth:`_build_decoder_level` and :meth:`_build_head`
+    where its official constructor builds them (keeping the key order and the seeded initialisation),
+    adds its own and overrides the :class:`~allinone_ir.models._unet.UNetHooks` it needs.
+    :meth:`_unet_forward` is the loop::
+
+        e1, e2, e3, h = encoder(x)
+        h = _latent_hook(h)
+        h = decoder_level3(reduce_chan_level3(cat(up4_3(h), _skip_hook(3, e3))));  h = _decoder_hook(3, h)
+        h = decoder_level2(reduce_chan_level2(cat(up3_2(h), _skip_hook(2, e2))));  h = _decoder_hook(2, h)
+        h = decoder_level1(cat(up2_1(h), _skip_hook(1, e1)));                     h = _decoder_hook(1, h)
+        out = output(refinement(h)) (+ x when the input and output channels agree)
     """
+
+    up4_3: nn.Module
+    reduce_chan_level3: nn.Module
+    decoder_level3: nn.Module
+    up3_2: nn.Module
+    reduce_chan_level2: nn.Module
+    decoder_level2: nn.Module
+    up2_1: nn.Module
+    decoder_level1: nn.Module
+    refinement: nn.Module
+    output: nn.Module
 
     def _build_encoder(
         self,
@@ -104,40 +116,6 @@ class RestormerEncoderMixin(RestorationModel):
         latent = self.latent(self.down3_4(e3))
         return e1, e2, e3, latent
 
-
-class RestormerUNet(UNetHooks, RestormerEncoderMixin):
-    """Restormer's U-Net, written once for Restormer, PromptIR and PIP-Restormer, with per-level hooks.
-
-    The modules keep the official names, built by :meth:`_build_encoder`,
-    :meth:`_build_decoder_level` (``up{l+1}_{l}``, ``reduce_chan_level{l}`` for ``l > 1``,
-    ``decoder_level{l}``) and :meth:`_build_head` (``refinement``, ``output``), so a network
-    calls these where its official constructor builds the modules (keeping their order, hence
-    the seeded initialisation and the key order), adds its own modules and overrides the
-    :class:`~allinone_ir.models._unet.UNetHooks` it needs. :meth:`_unet_forward` is the loop::
-
-        e1, e2, e3, h = encoder(x)
-        h = _latent_hook(h)
-        h = decoder_level3(reduce_chan_level3(cat(up4_3(h), _skip_hook(3, e3))));  h = _decoder_hook(3, h)
-        h = decoder_level2(reduce_chan_level2(cat(up3_2(h), _skip_hook(2, e2))));  h = _decoder_hook(2, h)
-        h = decoder_level1(cat(up2_1(h), _skip_hook(1, e1)));                     h = _decoder_hook(1, h)
-        out = output(refinement(h)) (+ x when the input and output channels agree)
-
-    Shape:
-        - Input of :meth:`_unet_forward`: :math:`(N, C_{in}, H, W)`, ``H, W`` multiples of 8
-        - Output: :math:`(N, C_{out}, H, W)`
-    """
-
-    up4_3: nn.Module
-    reduce_chan_level3: nn.Module
-    decoder_level3: nn.Module
-    up3_2: nn.Module
-    reduce_chan_level2: nn.Module
-    decoder_level2: nn.Module
-    up2_1: nn.Module
-    decoder_level1: nn.Module
-    refinement: nn.Module
-    output: nn.Module
-
     def _build_decoder_level(
         self,
         level: int,
@@ -150,12 +128,9 @@ class RestormerUNet(UNetHooks, RestormerEncoderMixin):
         *,
         up_channels: int | None = None,
     ) -> None:
-        """Build decoder ``level`` (1 to 3): its upsampling, input reduction (levels 2, 3) and blocks.
+        """Build decoder ``level`` (1 to 3): ``up{level+1}_{level}``, ``reduce_chan_level{level}`` (levels 2, 3), blocks.
 
-        ``up_channels`` are the channels that reach ``up{level+1}_{level}`` (default twice the
-        level's ``dim * 2 ** (level - 1)``, as in Restormer; PromptIR and PIP-Restormer reduce the
-        latent to ``4 dim`` first). The upsampled feature (half of them) is concatenated with the
-        skip and, at levels 2 and 3, reduced back to the level's channels by a 1x1 convolution.
+        ``up_channels``: the channels reaching the upsampling (default twice the level's).
         """
         channels = dim * 2 ** (level - 1)
         up_in = 2 * channels if up_channels is None else up_channels
@@ -185,7 +160,7 @@ class RestormerUNet(UNetHooks, RestormerEncoderMixin):
         self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
 
     def _unet_forward(self, x: torch.Tensor, ctx: Any = None) -> torch.Tensor:
-        """Run the U-Net on a padded input, calling the hooks with ``ctx`` (see the class docstring)."""
+        """Run the U-Net on a padded input, calling the hooks with ``ctx``."""
         e1, e2, e3, h = self._encode(x)
         h = self._latent_hook(h, ctx)
         h = self.reduce_chan_level3(torch.cat([self.up4_3(h), self._skip_hook(3, e3, ctx)], 1))
@@ -204,10 +179,8 @@ class RestormerUNet(UNetHooks, RestormerEncoderMixin):
 class Restormer(RestormerUNet):
     """Restormer: a four-level transformer U-Net with MDTA attention and GDFN feed-forward blocks.
 
-    Defaults are the official configuration (26,126,644 parameters). Any ``H, W >= 1``
-    works: the input is reflect-padded to a multiple of 8 and the output cropped back.
-    The output is ``output(features) + input`` (a global residual) when the input and
-    output channel counts are equal.
+    Defaults are the official configuration (26,126,644 parameters). Any ``H, W >= 1`` works (reflect
+    padding to a multiple of 8, output cropped back). A global residual when the channel counts agree.
 
     Args:
         in_channels: Input image channels.
@@ -257,8 +230,6 @@ class Restormer(RestormerUNet):
         inp, size = self._pad_input(x)
         return self._crop(self._unet_forward(inp), size)
 
-    # ------------------------------------------------------------------ what the family declares
-    #: ``encoder`` (patch embedding, encoder levels, downsampling, latent) and ``decoder`` (the rest).
     finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
         "decoder": ("up*", "reduce_chan_level*", "decoder_level*", "refinement", "output"),
@@ -267,18 +238,6 @@ class Restormer(RestormerUNet):
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
         """Constructor arguments of a Restormer-layout state dict (``patch_embed`` ... ``output``), else ``None``.
-
-        Reads ``dim`` and the channels from ``patch_embed`` / ``output``, the blocks per level,
-        the heads, the feed-forward factor, ``bias`` from ``output.bias`` / the ``qkv`` biases
-        (never from ``patch_embed``, which has no bias in the official networks) and the
-        LayerNorm kind from ``norm*.body.bias``. PromptIR and PIP-Restormer state dicts have the
-        same layout plus their own modules, so their own ``detect`` wins on them.
-
-        Args:
-            state_dict: Weights with the wrapper prefixes removed.
-
-        Returns:
-            Keyword arguments for ``Restormer(**kwargs)``, or ``None``.
 
         Raises:
             CheckpointError: If no feed-forward factor fits the hidden widths.
