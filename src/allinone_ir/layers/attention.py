@@ -66,13 +66,7 @@ def _cosine_logits(
     temperature: torch.Tensor,
     eps: float,
 ) -> torch.Tensor:
-    """``normalize(qh) @ normalize(kh)^T * temperature`` from the raw Gram matrix and the squared row norms.
-
-    Shape:
-        - qh, kh: :math:`(N, heads, c, P)` (the batch axes may broadcast)
-        - sq_q, sq_k: :math:`(N, heads, c)` (sums of squares over ``P``, at least fp32)
-        - output: :math:`(N, heads, c, c)`, at least fp32
-    """
+    """``normalize(qh) @ normalize(kh)^T * temperature`` from the Gram matrix and the squared row norms (>= fp32)."""
     acc = sq_q.dtype
     qn = sq_q.sqrt().clamp_min(eps).unsqueeze(-1)
     kn = sq_k.sqrt().clamp_min(eps).unsqueeze(-2)
@@ -150,9 +144,6 @@ def projected_channel_attention(
         proj_weight: Weight of the 1x1 output projection, ``(C_out, C, 1, 1)`` or ``(C_out, C)``.
         proj_bias: Its bias ``(C_out,)`` or ``None``.
         eps: Lower bound on the row norms.
-
-    Returns:
-        The projected attention output.
 
     Shape:
         - qkv: :math:`(N, 3C, H, W)`
