@@ -12,6 +12,7 @@ from ._registry import (
 )
 from ._weights import PretrainedWeights, WeightsSource, register_weights
 from .adair import AdaIR
+from .baryir import BaryIR  # noqa: F401  (registers the family; public as create_model("baryir"))
 from .classifier import DegradationClassifier, degradation_classification_loss
 from .dfpir import DFPIR  # noqa: F401  (registers the family; public as create_model("dfpir"))
 from .moce_ir import MoCEIR

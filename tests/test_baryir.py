@@ -1,0 +1,174 @@
+"""BaryIR: parity with the official code (golden fixture), official sizes and keys, latents, weights entries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from allinone_ir import load_checkpoint
+from allinone_ir.errors import UsageError
+from allinone_ir.models import create_model
+from allinone_ir.models._weights import get_weights, list_pretrained
+from allinone_ir.models.baryir import BARYIR_UNUSED_MODULES, BaryIR
+
+FIXTURES = Path(__file__).parent / "fixtures" / "parity"
+TOLERANCE = 1e-5
+TINY = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 2, 4))
+
+#: The fixture's official constructor arguments (manifest) in this library's names.
+FIXTURE_CONFIG: dict[str, Any] = dict(
+    in_channels=3, out_channels=3, dim=4, num_blocks=[2, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 4, 8],
+    ffn_expansion_factor=2.66, bias=False, layer_norm_type="WithBias",
+)  # fmt: skip
+
+
+def _manifest() -> dict[str, Any]:
+    return json.loads((FIXTURES / "manifest.json").read_text())["baryir"]
+
+
+def _extracted_file(tmp_path: Path) -> Path:
+    """The fixture's weights as the extraction the weights entries describe writes them
+    (``torch.save(ckpt["BaryIR"].state_dict(), path)``: the official keys, the unused modules included)."""
+    st = pytest.importorskip("safetensors.torch")
+    path = tmp_path / "baryir.pth"
+    torch.save(st.load_file(str(FIXTURES / _manifest()["weights"])), path)
+    return path
+
+
+@pytest.mark.parametrize("form", ["extracted_file", "safetensors"])
+def test_parity_with_official_code(form: str, tmp_path: Path) -> None:
+    """float32 and float64 outputs (image and the three latents) of the official forward on the fixture."""
+    st = pytest.importorskip("safetensors.torch")
+    meta = _manifest()
+    path = _extracted_file(tmp_path) if form == "extracted_file" else FIXTURES / meta["weights"]
+    net = load_checkpoint(path)
+    assert type(net).__name__ == "BaryIR"
+    assert net.config == FIXTURE_CONFIG
+    assert not net.training
+    io = st.load_file(str(FIXTURES / meta["io"]))
+    for dtype, suffix in ((torch.float32, ""), (torch.float64, "64")):
+        net.to(dtype)
+        for h, w in meta["sizes"]:
+            x = io[f"input_{h}x{w}"].to(dtype)
+            with torch.no_grad():
+                image = net(x)
+                outs = net(x, return_latents=True)
+            assert torch.equal(image, outs[0])
+            for name, out in zip(("output", "source", "bary", "residual"), outs):
+                expected = io[f"{name}{suffix}_{h}x{w}"]
+                assert out.dtype == expected.dtype and out.shape == expected.shape
+                err = (out - expected).abs().max().item()
+                assert err <= TOLERANCE, f"{name} {h}x{w} {dtype}: max abs difference {err:.3g}"
+
+
+def test_fixture_keeps_the_official_keys() -> None:
+    st = pytest.importorskip("safetensors.torch")
+    meta = _manifest()
+    state = st.load_file(str(FIXTURES / meta["weights"]))
+    assert len(state) == meta["num_tensors"] == 205
+    assert sum(v.numel() for v in state.values()) == meta["num_parameters"] == 259_613
+    assert {"chnl_reduce3.weight", "reduce_noise_channel_1.weight", "LN.body.bias"} <= set(state)
+    assert state["noise_level3.attn.temperature"].shape == (4, 1, 1)
+    assert state["resreduce_noise_level3.weight"].shape == (32, 32, 1, 1)
+
+
+class TestFullSize:
+    def test_parameter_count_equals_the_official_network_without_unused_modules(self) -> None:
+        with torch.device("meta"):
+            net = create_model("baryir")
+        assert sum(p.numel() for p in net.parameters()) == 53_549_774
+        assert sum(b.numel() for b in net.buffers()) == 0
+        # the official BaryNet(decoder=True): 53,765,070, of which these never-used modules hold 215,296
+        unused = dict(
+            chnl_reduce1=64 * 64, chnl_reduce2=128 * 128, chnl_reduce3=320 * 256,
+            reduce_noise_channel_1=(48 + 64) * 48, reduce_noise_channel_2=(96 + 128) * 96,
+            reduce_noise_channel_3=(192 + 256) * 192,
+        )  # fmt: skip
+        assert sorted(unused) == sorted(BARYIR_UNUSED_MODULES)
+        assert sum(unused.values()) == 215_296
+        assert 53_549_774 + 215_296 == 53_765_070
+
+    def test_official_keys_order_and_shapes(self) -> None:
+        with torch.device("meta"):
+            sd = create_model("baryir").state_dict()
+        keys = list(sd)
+        assert len(keys) == 760  # the official 766 without the six unused weights
+        assert keys[:3] == [
+            "patch_embed.proj.weight",
+            "encoder_level1.0.norm1.body.weight",
+            "encoder_level1.0.norm1.body.bias",
+        ]
+        assert keys[-1] == "output.weight"
+        i = keys.index("LN.body.weight")
+        assert keys[i - 1].startswith("barylatent.7.") and keys[i + 2] == "up4_3.body.0.weight"
+        assert sd["noise_level3.norm1.body.weight"].shape == (768,)
+        assert sd["noise_level3.attn.temperature"].shape == (4, 1, 1)
+        assert sd["reduce_noise_level3.weight"].shape == (192, 768, 1, 1)
+        assert sd["reduce_chan_level3.weight"].shape == (192, 288, 1, 1)
+        assert sd["resup4_3.body.0.weight"].shape == (768, 384, 3, 3)
+        assert sd["resreduce_noise_level3.weight"].shape == (384, 384, 1, 1)
+        assert sd["noise_level1.attn.temperature"].shape == (4, 1, 1)
+        assert sd["decoder_level1.0.attn.qkv.weight"].shape == (288, 96, 1, 1)
+
+    def test_detect_reads_the_official_configuration(self) -> None:
+        with torch.device("meta"):
+            sd = create_model("baryir").state_dict()
+        assert BaryIR.detect(sd) == dict(
+            in_channels=3, out_channels=3, dim=48, num_blocks=[4, 6, 6, 8], num_refinement_blocks=4,
+            heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False, layer_norm_type="WithBias",
+        )  # fmt: skip
+
+    def test_small_forward(self) -> None:
+        torch.manual_seed(0)
+        net = create_model("baryir").eval()
+        with torch.no_grad():
+            y = net(torch.rand(1, 3, 20, 28))
+        assert y.shape == (1, 3, 20, 28) and torch.isfinite(y).all()
+
+
+class TestLatents:
+    def setup_method(self) -> None:
+        torch.manual_seed(0)
+        self.net = BaryIR(**TINY).eval()
+
+    def test_residual_is_source_minus_barycenter_at_the_padded_eighth(self) -> None:
+        with torch.no_grad():
+            out, source, bary, residual = self.net(torch.rand(2, 3, 17, 30), return_latents=True)
+        assert out.shape == (2, 3, 17, 30)
+        assert source.shape == bary.shape == residual.shape == (2, 64, 3, 4)  # padded to 24x32
+        torch.testing.assert_close(residual, source - bary, rtol=0, atol=0)
+
+    def test_the_residual_branch_reaches_the_output(self) -> None:
+        x = torch.rand(1, 3, 16, 16)
+        with torch.no_grad():
+            ref = self.net(x)
+            self.net.resup2_1.body[0].weight.zero_()
+            changed = self.net(x)
+        assert (changed - ref).abs().max().item() > 1e-4
+
+
+def test_bad_configuration_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="4 entries"):
+        BaryIR(num_blocks=(1, 1, 1))
+
+
+def test_detect_ignores_other_families() -> None:
+    with torch.device("meta"):
+        sd = create_model("restormer").state_dict()
+    assert BaryIR.detect(sd) is None
+
+
+def test_weights_entries() -> None:
+    assert list_pretrained("baryir.*") == ["baryir.five_task", "baryir.three_task"]
+    three, five = get_weights("baryir.three_task"), get_weights("baryir.five_task")
+    assert three.default and not five.default
+    assert three.num_params == five.num_params == 53_549_774
+    assert "average 32.86/0.919" in three.reported
+    assert "average 30.72/0.919" in five.reported
+    assert five.tasks == ("noise", "rain", "haze", "blur", "lowlight")
+    assert all(s.kind == "page" and "1OyGS4UNvLcVPmHPAKwkVw6ryBm9mRIuU" in s.location for s in three.sources)
+    assert "MIT" in three.license
