@@ -13,7 +13,7 @@ from allinone_ir import load_checkpoint
 from allinone_ir.errors import UsageError
 from allinone_ir.models import create_model
 from allinone_ir.models._weights import get_weights, list_pretrained
-from allinone_ir.models.baryir import BARYIR_UNUSED_MODULES, BaryIR
+from allinone_ir.models.baryir import BARYIR_UNUSED_MODULES, BaryIR, barycenter_latent_loss
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parity"
 TOLERANCE = 1e-5
@@ -172,3 +172,53 @@ def test_weights_entries() -> None:
     assert five.tasks == ("noise", "rain", "haze", "blur", "lowlight")
     assert all(s.kind == "page" and "1OyGS4UNvLcVPmHPAKwkVw6ryBm9mRIuU" in s.location for s in three.sources)
     assert "MIT" in three.license
+
+
+class TestBarycenterTerm:
+    """The latent terms against the official training loop (``trainer_bary.py``, run with the sample
+    weights ``Lambda`` 1 and the potentials 0 on these float64 latents)."""
+
+    def _latents(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)
+        s = torch.randn(6, 16, 3, 5, dtype=torch.float64)
+        b = torch.randn(6, 16, 3, 5, dtype=torch.float64) * 0.5 + 0.3 * s
+        return s, b, s - b
+
+    def test_official_values(self) -> None:
+        s, b, r = self._latents()
+        mixed = barycenter_latent_loss(s, b, r, torch.tensor([0, 0, 1, 3, 1, 4]))
+        assert mixed.dtype == torch.float32
+        assert mixed.item() == pytest.approx(0.8613576535081737, abs=1e-6)
+        torch.manual_seed(0)  # the official run drew the second case right after the first
+        _ = torch.randn(12, 16, 3, 5, dtype=torch.float64)
+        s2 = torch.randn(6, 16, 3, 5, dtype=torch.float64)
+        b2 = torch.randn(6, 16, 3, 5, dtype=torch.float64) * 0.5 + 0.3 * s2
+        one = barycenter_latent_loss(s2, b2, s2 - b2, torch.full((6,), 2))
+        assert one.item() == pytest.approx(0.8540945127676677, abs=1e-6)
+        # one degradation: the contrast is 0, as without labels; weights (N, T) are read by their argmax
+        assert barycenter_latent_loss(s2, b2, s2 - b2).item() == pytest.approx(one.item(), abs=1e-7)
+        weights = torch.nn.functional.one_hot(torch.tensor([0, 0, 1, 3, 1, 4]), 5).double() * 0.9
+        assert barycenter_latent_loss(s, b, r, weights).item() == pytest.approx(mixed.item(), abs=1e-7)
+
+    def test_wrong_labels_are_refused(self) -> None:
+        s, b, r = self._latents()
+        with pytest.raises(UsageError, match="labels"):
+            barycenter_latent_loss(s, b, r, torch.tensor([0, 1]))
+
+    def test_training_step_reaches_the_term(self) -> None:
+        torch.manual_seed(0)
+        net = BaryIR(**TINY).train()
+        batch = {"degraded": torch.rand(4, 3, 16, 16), "label": torch.tensor([0, 1, 0, 2])}
+        out = net(batch["degraded"], **net.training_forward_kwargs(batch))
+        image, extras = net.split_training_output(out)
+        assert image.shape == (4, 3, 16, 16) and sorted(extras) == ["bary", "residual", "source"]
+        (term,) = net.auxiliary_losses()
+        assert (term.name, term.weight) == ("barycenter", 1e-4)
+        loss = term.fn(net, batch, extras)
+        expected = barycenter_latent_loss(
+            extras["source"], extras["bary"], extras["residual"], batch["label"]
+        )
+        assert loss.item() == pytest.approx(expected.item()) and loss.item() > 0
+        loss.backward()
+        assert net.barylatent[0].attn.temperature.grad is not None
+        assert net.split_training_output(image) == (image, {})

@@ -11,9 +11,11 @@ has its own decoder whose features are added, scaled by 0.8, to the skips the ma
     main:     cat(b, r) --noise_level3, 1x1--> up --cat(., skip3 + 0.8 r3)--> decoder3 --> ... --> out + x
     residual: r --1x1, up--> r3 --1x1, decoder--> --1x1, up--> r2 --> ... --> r1 (added to each skip)
 
-``LN`` is one layer norm (the same weights) applied to both ``s`` and ``b``. The training terms (the
-barycenter's adversarial potentials, the orthogonality of ``b`` and ``r`` and the contrast of the
-residuals between degradations) need the latents: ``forward(x, return_latents=True)`` gives them.
+``LN`` is one layer norm (the same weights) applied to both ``s`` and ``b``. The training terms need
+the latents (``forward(x, return_latents=True)``): :func:`barycenter_latent_loss` is the alignment of
+``s`` and ``b``, the orthogonality of ``b`` and ``r`` and the contrast of the residuals between
+degradations (the model's ``barycenter`` term); the official training also pushes ``b`` towards the
+barycenter with adversarial Kantorovich potentials, a second network trained in turn, which is not here.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
 from ..layers import Downsample, OverlapPatchEmbed, RestormerLayerNorm, TransformerBlock, Upsample
 from ..layers.norm import NormKind
 from ..layers.stage import Stage
-from ._base import RestorationModel, drop_unused_modules
+from ._base import AuxiliaryLoss, RestorationModel, drop_unused_modules
 from ._detect import attention_heads, count_blocks, ffn_expansion_factor
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
@@ -42,6 +45,76 @@ BARYIR_UNUSED_MODULES: tuple[str, ...] = (
 
 #: Weight of the residual decoder's features added to the main decoder's skips (official constant).
 RESIDUAL_SKIP_SCALE = 0.8
+#: Default weight of the ``barycenter`` term relative to the L1 loss: the official total is
+#: ``bary_loss / N + Sigma * L1`` with ``--Sigma=10000`` (README commands).
+DEFAULT_BARYCENTER_WEIGHT = 1e-4
+
+
+def barycenter_latent_loss(
+    source: torch.Tensor,
+    bary: torch.Tensor,
+    residual: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    temperature: float = 0.07,
+    weight: float = 0.05,
+) -> torch.Tensor:
+    """BaryIR's latent terms without the potentials: alignment, orthogonality and residual contrast.
+
+    Per sample ``i`` (``z``: the flattened latent, L2-normalised), as ``trainer_bary.py`` computes them:
+    ``rms(source_i - bary_i) + weight * (orth_i + contra_i)`` with ``orth_i = sum_j <z(bary_i),
+    z(residual_j)>^2`` over the batch and ``contra_i = -log(pos_i / (pos_i + neg_i))``, where ``pos_i`` sums
+    ``exp(<z(residual_i), z(residual_j)> / temperature)`` over the samples ``j`` of ``i``'s degradation
+    (``i`` included) and ``neg_i`` over the others; the mean over the batch. The official loss also
+    weights each sample by its source's normalised inverse dataset size and subtracts the adversarial
+    Kantorovich potentials of the barycenter (a second network trained in turn); neither is part of
+    this term. Without labels every sample is of one degradation (the contrast is 0).
+
+    Args:
+        source: Source latents (``forward(x, return_latents=True)[1]``).
+        bary: Barycenter embeddings.
+        residual: Residuals ``source - bary``.
+        labels: Degradation label per sample, ``(N,)`` integers or ``(N, T)`` weights (their argmax).
+        temperature: Contrast temperature (official 0.07).
+        weight: Weight of the orthogonality and contrast terms (official 0.05).
+
+    Returns:
+        The scalar loss, float32.
+
+    Shape:
+        - source, bary, residual: :math:`(N, C, h, w)`
+        - labels: :math:`(N,)` or :math:`(N, T)`
+
+    Examples:
+        >>> s, b = torch.randn(4, 8, 2, 2), torch.randn(4, 8, 2, 2)
+        >>> barycenter_latent_loss(s, b, s - b, torch.tensor([0, 0, 1, 1])).shape
+        torch.Size([])
+    """
+    n = source.shape[0]
+    s, b, r = (t.float().reshape(n, -1) for t in (source, bary, residual))
+    align = (s - b).square().mean(1).sqrt()
+    zb, zr = F.normalize(b, dim=1), F.normalize(r, dim=1)
+    orth = (zb @ zr.T).square().sum(1)
+    if labels is None:
+        contra = torch.zeros_like(align)
+    else:
+        lab = labels.argmax(1) if labels.dim() == 2 else labels
+        if lab.shape != (n,):
+            raise UsageError(f"labels must have shape ({n},) or ({n}, T), got {tuple(labels.shape)}")
+        sim = torch.exp(zr @ zr.T / temperature)
+        same = lab.to(sim.device)[:, None] == lab.to(sim.device)[None, :]
+        contra = -torch.log((sim * same).sum(1) / sim.sum(1))
+    return (align + weight * (orth + contra)).mean()
+
+
+def _barycenter_term(
+    model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    if "source" not in extras:
+        return next(model.parameters()).new_zeros((), dtype=torch.float32)
+    label = batch.get("label")
+    labels = None if label is None else torch.as_tensor(label)
+    return barycenter_latent_loss(extras["source"], extras["bary"], extras["residual"], labels)
 
 
 def _stage(dim: int, heads: int, depth: int, args: tuple[float, bool, NormKind]) -> Stage:
@@ -208,6 +281,29 @@ class BaryIR(RestorationModel):
         ),
         "residual": ("res*",),
     }  # fmt: skip
+
+    def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Ask the training forward for the latents (the ``barycenter`` term needs them)."""
+        return {"return_latents": True}
+
+    def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Split ``(image, source, bary, residual)`` into the image and ``{"source", "bary", "residual"}``.
+
+        Shape:
+            - image: :math:`(N, C_{out}, H, W)`
+        """
+        if isinstance(output, torch.Tensor):
+            return output, {}
+        image, source, bary, residual = output
+        return image, {"source": source, "bary": bary, "residual": residual}
+
+    def auxiliary_losses(self) -> list[AuxiliaryLoss]:
+        """BaryIR's ``barycenter`` term (weight 1e-4 relative to L1): :func:`barycenter_latent_loss`.
+
+        The labels come from ``batch["label"]`` when the batch has them. The official adversarial
+        potentials are not part of it.
+        """
+        return [AuxiliaryLoss("barycenter", DEFAULT_BARYCENTER_WEIGHT, _barycenter_term)]
 
     @classmethod
     def small_config(cls, *, degradations: Sequence[str] = (), smoke: bool = False) -> dict[str, Any]:
