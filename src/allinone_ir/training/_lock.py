@@ -45,9 +45,9 @@ class RunFolderLock:
     Examples:
         >>> import tempfile
         >>> lock = RunFolderLock(tempfile.mkdtemp())
-        >>> lock.acquire(); lock.held
+        >>> lock.acquire(); lock.path.is_file()
         True
-        >>> lock.release(); lock.held
+        >>> lock.release(); lock.path.is_file()
         False
     """
 
@@ -56,11 +56,6 @@ class RunFolderLock:
         self.path = self.folder / ".train.lock"
         self._file: IO[str] | None = None
         self._created_folder = False
-
-    @property
-    def held(self) -> bool:
-        """Whether this object holds the lock."""
-        return self._file is not None
 
     def acquire(self) -> None:
         """Take the lock at once, or raise :class:`UsageError` naming the holder."""

@@ -30,16 +30,13 @@ against the working directory, not the config file's folder.
 ``val_split`` holds out a deterministic (by ``seed``) share of every degradation's pairs, validated on
 whole images and listed in ``OUTPUT_DIR/held_out.txt``; it replaces ``data.val``.
 
-A network told the degradation (PIP) has the data's labels matched to its ``degradations`` by name;
-without ``model.args.degradations`` it takes the training data's degradations as its own. A network
-family's own training terms (PIP: ``classifier``, ``ddl``) are always added; ``trainer.aux_weights:
+A PIP network without ``model.args.degradations`` takes the training data's degradations as its own.
+A family's own training terms (PIP: ``classifier``, ``ddl``) are always added; ``trainer.aux_weights:
 {ddl: 0.004}`` changes their weights (0 switches one off).
 
-Resume (``--resume`` or ``trainer.resume``; default ``auto``): ``auto`` continues from the newest
-``OUTPUT_DIR/checkpoints/step_*.pt``, ``never`` starts at step 0 (replacing the folder's earlier
-checkpoints and logs), a path continues from that file. Checkpoints are written every ``save_every``
-steps, every ``save_every_minutes`` (default 5) and on Ctrl-C / SIGTERM (exit status 130 / 143);
-``keep_last`` (default 1) periodic ones are kept, plus ``best.pt`` (the validated weights only).
+Resume (``--resume`` or ``trainer.resume``): ``auto`` (default) continues from the newest checkpoint in
+``OUTPUT_DIR/checkpoints``, ``never`` starts at step 0, a path continues from that file. Checkpoints are
+written every ``save_every`` steps, every ``save_every_minutes`` (default 5) and on Ctrl-C / SIGTERM.
 
 Every value is checked when the config is read, and every error names its key
 (``data.train.patch_size: expected int or "full", got 'big'``).

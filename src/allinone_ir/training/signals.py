@@ -14,10 +14,7 @@ __all__ = ["TrainingInterrupted"]
 
 def signal_name(signum: int) -> str:
     """``2`` -> ``'SIGINT'``."""
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
+    return signal.Signals(signum).name
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -417,7 +417,8 @@ class Trainer:
                     f"trainer.aux_weights = {{{term.name} = ...}} instead"
                 )
         return [
-            dataclasses.replace(t, weight=self.config.aux_weights.get(t.name, t.weight)) for t in declared
+            dataclasses.replace(t, weight=float(self.config.aux_weights.get(t.name, t.weight)))
+            for t in declared
         ]
 
     def _wrap_network(self) -> nn.Module:
@@ -541,12 +542,7 @@ class Trainer:
     def _reconcile_config(
         self, path: str | os.PathLike[str], saved: Mapping[str, Any], fresh_groups: list[dict[str, Any]]
     ) -> list[str]:
-        """Apply this run's settings where they differ from the checkpoint's; the note saying so.
-
-        The optimizer's hyper-parameters and the schedule are this run's, evaluated at the restored
-        step; a changed ``batch_size`` continues the epoch at the same sample; ``_KEPT_ON_RESUME``
-        fields keep the checkpoint's value.
-        """
+        """Apply this run's settings (the schedule at the restored step) where they differ from the checkpoint's."""
         ours = self.config.to_dict()
         changed = [k for k in ours if k in saved and k not in self._UNCOMPARED and saved[k] != ours[k]]
         if not changed:
