@@ -330,8 +330,8 @@ def test_channels_last_option_and_prepare_for_inference() -> None:
     nchw.load_state_dict(local.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(restore(local, x)[0], nchw(x).clamp(0, 1)[0], atol=1e-5, rtol=1e-5)
-    assert prefers_channels_last("cpu") and prefers_channels_last(torch.device("cuda", 1))
-    assert not prefers_channels_last("mps") and not prefers_channels_last("meta")
+    assert prefers_channels_last("cpu")  # measured there (docs/benchmarks.md); other devices run NCHW
+    assert not prefers_channels_last(torch.device("cuda", 1)) and not prefers_channels_last("mps")
 
 
 def test_native_low_precision_on_this_cpu() -> None:
@@ -357,15 +357,13 @@ def test_low_precision_warns_only_when_emulated(monkeypatch) -> None:
 
 
 @pytest.mark.slow  # torch.compile: about a minute on 2 cores
-def test_compile_option_compiles_once_per_mode(monkeypatch) -> None:
+def test_compile_option_compiles_once(monkeypatch) -> None:
     """compile=True goes through torch.compile (here its eager backend: no code generation), cached."""
-    import allinone_ir.inference as inf
-
-    modes: list[str] = []
+    calls: list[nn.Module] = []
     real = torch.compile
 
-    def fake_compile(model: nn.Module, mode: str | None = None) -> nn.Module:
-        modes.append(str(mode))
+    def fake_compile(model: nn.Module) -> nn.Module:
+        calls.append(model)
         return real(model, backend="eager")
 
     monkeypatch.setattr(torch, "compile", fake_compile)
@@ -377,11 +375,7 @@ def test_compile_option_compiles_once_per_mode(monkeypatch) -> None:
     torch.testing.assert_close(
         restore(net, x, compile=True, tile=8, overlap=2), restore(net, x, tile=8, overlap=2)
     )
-    assert modes == ["default"]  # CPU: the default mode, compiled once for both calls
-    restore(net, x, compile="max-autotune-no-cudagraphs")
-    assert modes == ["default", "max-autotune-no-cudagraphs"]
-    with pytest.raises(ValueError, match="compile"):
-        inf.compiled_for_inference(net, 3)  # type: ignore[arg-type]
+    assert calls == [net]  # compiled once for both calls
 
 
 def test_mode_restored_and_bad_inputs() -> None:

@@ -1,9 +1,4 @@
-"""Helpers the library and the command line share: the autocast context and the progress bar.
-
-One place decides how a compute dtype becomes an autocast context (:func:`autocast`: ``restore``,
-the trainer, the benchmark, ``allinone-ir info``) and how a progress bar is made when tqdm is
-installed (:func:`progress_bar`: ``restore``, the trainer, ``allinone-ir restore``).
-"""
+"""The autocast context and the progress bar that the library and the command line share."""
 
 from __future__ import annotations
 
@@ -24,14 +19,13 @@ def low_precision_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     """The autocast dtype of a compute dtype: ``None`` for float32 (no autocast), else bf16 or fp16.
 
     Args:
-        dtype: A name of :data:`PRECISIONS` (``"fp32"``, ``"bf16"``, ``"fp16"``), a torch dtype, or
-            ``None`` (float32).
+        dtype: A name of :data:`PRECISIONS`, a torch dtype, or ``None`` (float32).
 
     Returns:
         ``None`` for float32, else the torch dtype.
 
     Raises:
-        ValueError: For an unknown name.
+        UsageError: For an unknown name.
 
     Examples:
         >>> low_precision_dtype("bf16"), low_precision_dtype(torch.float32), low_precision_dtype(None)
@@ -47,22 +41,12 @@ def low_precision_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 def autocast(
     device: str | torch.device, dtype: str | torch.dtype | None
 ) -> contextlib.AbstractContextManager[Any]:
-    """``torch.autocast`` on ``device``'s type for a low ``dtype``; a null context for float32.
-
-    Args:
-        device: Where the computation runs (``"cpu"``, ``"cuda:1"``, a :class:`torch.device`).
-        dtype: See :func:`low_precision_dtype`.
-
-    Returns:
-        The context manager.
+    """``torch.autocast`` on ``device``'s type for a low ``dtype`` (see :func:`low_precision_dtype`); a null context for float32.
 
     Examples:
         >>> with autocast("cpu", "bf16"):
         ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
         torch.bfloat16
-        >>> with autocast("cpu", "fp32"):
-        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
-        torch.float32
     """
     low = low_precision_dtype(dtype)
     if low is None:
@@ -79,16 +63,10 @@ def progress_bar(
         iterable: What the bar iterates over (``None``: update it by hand, give ``total``).
         warn: Warn (``RuntimeWarning``) when tqdm is missing: the caller asked for a bar explicitly.
         stacklevel: The warning's stack level, counted from the caller of this function.
-        **options: Passed to ``tqdm`` (``total``, ``desc``, ``unit``, ``file``, ``leave``, ...).
+        **options: Passed to ``tqdm``.
 
     Returns:
-        The ``tqdm`` bar (its ``write`` prints a line above it), or ``None``.
-
-    Examples:
-        >>> import io
-        >>> bar = progress_bar(range(3), desc="demo", file=io.StringIO())
-        >>> sum(bar)
-        3
+        The ``tqdm`` bar, or ``None``.
     """
     try:
         from tqdm.auto import tqdm

@@ -1,19 +1,7 @@
 """Checkpoints: official PromptIR / Restormer / NAFNet files, safetensors, architecture detection.
 
-- :func:`load_checkpoint` reads the official PromptIR Lightning ``.ckpt`` (``state_dict`` with a
-  ``net.`` prefix, the six unused modules' keys dropped), the official Restormer and NAFNet ``.pth``
-  files (``params`` / ``params_ema`` / ``state_dict`` wrappers, ``module.`` prefixes) and this
-  library's own files, and builds the network; without ``arch`` the architecture and its
-  hyper-parameters are detected from the key names and tensor shapes. What a family's files
-  look like is known by the family (its ``detect`` and ``filter_state_dict`` classmethods, see
-  :class:`~allinone_ir.models.RestorationModel`); this module asks every registered class and
-  names none.
-- :func:`save_pretrained` / :func:`from_pretrained`: a folder with ``model.safetensors`` and
-  ``config.json`` from which the network is rebuilt without knowing its class.
-- :func:`convert_checkpoint`: official checkpoint in, safetensors out.
-
-Every ``torch.load`` here uses ``weights_only=True``. safetensors is an optional dependency
-(``pip install 'allinone-ir[hub]'``).
+Each family reads its own files (its ``detect`` and ``filter_state_dict`` classmethods); this module
+asks every registered class and names none. Every ``torch.load`` uses ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -55,22 +43,22 @@ __all__ = [
     "save_pretrained",
 ]
 
-#: File names inside a :func:`save_pretrained` folder.
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-#: safetensors metadata key holding the JSON config (so a single ``.safetensors`` file is self-describing).
+#: safetensors metadata key holding the JSON config (a single ``.safetensors`` file describes itself).
 _META_KEY = "allinone_ir_config"
 _FORMAT_VERSION = 1
 #: Wrapper keys of checkpoint dicts, in order of preference (EMA weights first).
 _WRAPPER_KEYS = ("params_ema", "params", "ema", "state_dict", "model_state_dict", "model", "net", "network")
+#: ``module.`` (DataParallel) and ``_orig_mod.`` (torch.compile) are stripped when every key has them;
+#: a training wrapper's ``net.`` / ``model.`` also when the wrapper keeps entries beside it.
 _PREFIXES = ("module.", "_orig_mod.", "net.", "model.")
-#: Prefixes of a training wrapper's network (Lightning's ``self.net``): stripped even when the wrapper
-#: keeps entries of its own beside them (see :data:`_NON_NETWORK`).
 _WRAPPER_PREFIXES = ("net.", "model.")
 #: Top-level names of what a training wrapper keeps beside its network: losses, metrics, a discriminator.
 _NON_NETWORK = re.compile(
     r"^(loss|losses|loss_fn|\w*_loss|criterion\w*|metrics?|\w*discriminator\w*|net_d|perceptual\w*|lpips)\."
 )
+_Misfit = tuple[str, tuple[int, ...], tuple[int, ...]]
 
 
 def _require_safetensors() -> Any:
@@ -95,18 +83,18 @@ def _torch_load(path: Path, map_location: str | torch.device) -> Any:
 
 
 def _disallowed_globals(path: Path, exc: Exception) -> list[str]:
-    """The Python objects a well-formed pickle names that ``weights_only`` refuses (empty: not that problem)."""
+    """The Python objects a well-formed pickle names that ``weights_only`` refuses."""
     if not isinstance(exc, pickle.UnpicklingError):
         return []
     try:
         found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # a legacy (non-zip) file, or a torch without the function: read the message
+    except Exception:  # a legacy (non-zip) file: read the message
         found = []
     return found or re.findall(r"Unsupported global: GLOBAL (\S+) was not an allowed global", str(exc))
 
 
 def _is_missing_torch_name(name: str) -> bool:
-    """Whether a pickled global names something of torch that does not exist (a cut-off name: truncation)."""
+    """Whether a pickled global names something of torch that does not exist (a truncated name)."""
     module, _, attr = name.rpartition(".")
     if not module.startswith("torch"):
         return False
@@ -117,7 +105,6 @@ def _is_missing_torch_name(name: str) -> bool:
 
 
 def _torch_load_problem(path: Path, exc: Exception) -> str:
-    """What is wrong with a file ``torch.load`` could not read, from its first bytes and the error."""
     with open(path, "rb") as f:
         head = f.read(8)
     first = " ".join(str(exc).split()).split(". ")[0]
@@ -131,7 +118,7 @@ def _torch_load_problem(path: Path, exc: Exception) -> str:
     )
 
 
-def _empty(path: Path) -> None:
+def _check_not_empty(path: Path) -> None:
     if path.stat().st_size == 0:
         raise CheckpointError(f"cannot read checkpoint {path}: empty file (0 bytes)")
 
@@ -147,14 +134,14 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     st = _require_safetensors()
     from safetensors import safe_open
 
-    _empty(path)
+    _check_not_empty(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         state = st.load_file(str(path))
-    except Exception as exc:  # safetensors' SafetensorError (header, truncation), or an OSError
-        if isinstance(exc, OSError):
-            raise
+    except OSError:
+        raise
+    except Exception as exc:  # safetensors' SafetensorError: header, truncation
         raise CheckpointError(
             f"cannot read checkpoint {path}: not a valid safetensors file, truncated or corrupt "
             f"({' '.join(str(exc).split())})"
@@ -180,31 +167,43 @@ def _parse_config(text: str, where: str) -> dict[str, Any]:
 
 
 def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str, Any] | None, str]:
-    """Raw checkpoint object, its saved config (if any) and a description for messages."""
+    """The raw checkpoint object, its saved config (if any) and a description for messages.
+
+    The saved config comes from a safetensors file's metadata, a ``config.json`` beside it, or a
+    :class:`~allinone_ir.training.Trainer` checkpoint's ``arch`` and ``model_config``.
+    """
     if isinstance(source, Mapping):
-        return source, None, "the given state dict"
-    if not isinstance(source, (str, os.PathLike)):
+        raw, config, where = source, None, "the given state dict"
+    elif not isinstance(source, (str, os.PathLike)):
         raise UsageTypeError(f"expected a path or a state dict, got {type(source).__name__}")
-    path = Path(source)
-    if path.is_dir():
+    elif Path(source).is_dir():
+        path = Path(source)
         weights, cfg_file = path / WEIGHTS_NAME, path / CONFIG_NAME
         if not weights.is_file() or not cfg_file.is_file():
             raise CheckpointError(
                 f"{path} is not a save_pretrained folder (needs {WEIGHTS_NAME} and {CONFIG_NAME})"
             )
-        saved = _parse_config(cfg_file.read_text(), str(cfg_file))
-        state, _ = _read_safetensors(weights)
-        return state, saved, str(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    _empty(path)
-    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
-        state, config = _read_safetensors(path)
-        sidecar = path.with_name(CONFIG_NAME)
-        if config is None and sidecar.is_file():
-            config = _parse_config(sidecar.read_text(), str(sidecar))
-        return state, config, str(path)
-    return _torch_load(path, map_location), None, str(path)
+        config = _parse_config(cfg_file.read_text(), str(cfg_file))
+        return _read_safetensors(weights)[0], config, str(path)
+    else:
+        path, where = Path(source), str(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        _check_not_empty(path)
+        if path.suffix == ".safetensors" or _looks_like_safetensors(path):
+            raw, config = _read_safetensors(path)
+            sidecar = path.with_name(CONFIG_NAME)
+            if config is None and sidecar.is_file():
+                config = _parse_config(sidecar.read_text(), str(sidecar))
+            return raw, config, where
+        raw, config = _torch_load(path, map_location), None
+    if (
+        isinstance(raw, Mapping)
+        and isinstance(raw.get("arch"), str)
+        and isinstance(raw.get("model_config"), Mapping)
+    ):
+        config = {"architecture": raw["arch"], "config": raw["model_config"]}
+    return raw, config, where
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -218,15 +217,11 @@ def _is_state_dict(obj: Any) -> bool:
 def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
     """The network weights inside a checkpoint object, with wrapper prefixes removed.
 
-    Unwraps ``params_ema`` / ``params`` (BasicSR: Restormer, NAFNet; EMA weights preferred),
-    ``ema`` (this library's :class:`~allinone_ir.training.Trainer` checkpoints, EMA preferred too),
-    ``state_dict`` (Lightning: PromptIR), ``model_state_dict`` / ``model`` / ``net``; strips
-    ``module.`` (DataParallel) and ``_orig_mod.`` (``torch.compile``) when every key carries it,
-    and a training wrapper's ``net.`` / ``model.`` prefix (Lightning's ``self.net``). No key is
-    dropped silently: entries a wrapper keeps beside its network that are known not to be weights
-    of it (top-level names such as ``loss``, ``loss_fn``, ``*_loss``, ``criterion``, ``metrics``,
-    ``discriminator``) are dropped with a warning naming them; any other key is kept as it is, so
-    loading reports it as an unexpected key.
+    Unwraps ``params_ema`` / ``params`` (BasicSR, EMA preferred), ``ema`` (Trainer checkpoints),
+    ``state_dict`` (Lightning), ``model_state_dict`` / ``model`` / ``net``; strips ``module.`` and
+    ``_orig_mod.`` when every key carries them, and a training wrapper's ``net.`` / ``model.``. No
+    key is dropped silently: a wrapper's losses and metrics (``loss_fn.``, ``criterion.``, ...) are
+    dropped with a warning naming them; any other key is kept (loading reports it as unexpected).
 
     Args:
         checkpoint: What ``torch.load`` returned, or a state dict.
@@ -235,11 +230,8 @@ def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
         A flat ``{name: tensor}`` dict.
 
     Raises:
-        CheckpointError: If no tensors are found, or a key is there both with and without the
-            wrapper prefix (two networks in one file).
-
-    Warns:
-        UserWarning: When a wrapper's non-network entries are dropped (the message names them).
+        CheckpointError: If no tensors are found, or a key is there with and without the wrapper
+            prefix (two networks in one file).
 
     Examples:
         >>> w = torch.zeros(1)
@@ -253,53 +245,42 @@ def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
             break
         if not isinstance(obj, Mapping):
             raise CheckpointError(f"expected a dict of tensors in the checkpoint, got {type(obj).__name__}")
-        inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
-            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-            if not tensors:
+            if not any(isinstance(v, torch.Tensor) for v in obj.values()):
                 raise CheckpointError(
                     f"no weights found in the checkpoint; its top-level keys are {sorted(map(str, obj))[:20]}"
                 )
-            obj = tensors
             break
         obj = inner
     return _strip_prefixes({str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)})
 
 
-def _is_non_network(key: str) -> bool:
-    """Whether a key belongs to what a training wrapper keeps beside the network (a loss, a metric, ...)."""
-    return _NON_NETWORK.match(key) is not None
-
-
 def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove wrapper prefixes (``module.``, ``_orig_mod.``, ``net.``, ``model.``); never drop a key silently."""
+    """Remove wrapper prefixes, in any nesting; never drop a key silently."""
     changed = True
     while changed:
         changed = False
         for prefix in _PREFIXES:
-            hits = [k for k in state if k.startswith(prefix)]
-            others = [k for k in state if not k.startswith(prefix)]
-            if not hits or (others and prefix not in _WRAPPER_PREFIXES):
-                continue
-            unknown = [k for k in others if not _is_non_network(k)]
-            if unknown and len(hits) < len(others):
-                continue  # mostly other keys: ``net.`` is a module of the network, not a wrapper
             stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            clash = sorted(k for k in unknown if k in stripped)
+            rest = [k for k in state if not k.startswith(prefix)]
+            if not stripped or (rest and (prefix not in _WRAPPER_PREFIXES or len(stripped) < len(rest))):
+                continue  # absent, or mostly other keys: ``net.`` is then a module of the network
+            dropped = [k for k in rest if _NON_NETWORK.match(k)]
+            kept = [k for k in rest if k not in dropped]
+            clash = sorted(k for k in kept if k in stripped)
             if clash:
                 raise CheckpointError(
                     f"the checkpoint has both {prefix}{clash[0]} and {clash[0]} ({len(clash)} such keys): "
                     "it holds two networks; extract the one you want and pass its state dict"
                 )
-            dropped = [k for k in others if _is_non_network(k)]
             if dropped:
                 warnings.warn(
                     f"ignored {len(dropped)} checkpoint entries beside the network's {prefix!r} weights that "
                     f"belong to the training wrapper (losses, metrics): {_show(dropped, 6)}",
                     stacklevel=3,
                 )
-            # keys that are neither are kept: loading reports them as unexpected keys
-            state = {**stripped, **{k: state[k] for k in unknown}}
+            state = {**stripped, **{k: state[k] for k in kept}}
             changed = True
     return state
 
@@ -311,71 +292,83 @@ def _show(items: list[str], limit: int = 12) -> str:
 # --------------------------------------------------------------------------- detection
 
 
+def _detect(cls: type[nn.Module], state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+    """What ``cls.detect`` reads from the state dict (``None``: not its keys, or no ``detect``)."""
+    detect = getattr(cls, "detect", None)
+    config = None if detect is None else detect(state_dict)
+    return None if config is None else dict(config)
+
+
 def _claims(
     state_dict: Mapping[str, torch.Tensor],
 ) -> tuple[list[tuple[type[nn.Module], dict[str, Any]]], list[str]]:
-    """``(class, config)`` of every registered class whose ``detect`` recognises the state dict, and errors."""
-    claims: list[tuple[type[nn.Module], dict[str, Any]]] = []
-    errors: list[str] = []
+    """``(class, config)`` of every registered class that recognises the state dict, and the errors."""
+    claims, errors = [], []
     for name in list_architectures():
         cls = get_model_class(name)
-        detect = getattr(cls, "detect", None)
-        if detect is None:
-            continue
         try:
-            config = detect(state_dict)
+            config = _detect(cls, state_dict)
         except CheckpointError as exc:
             errors.append(f"{name}: {exc}")
             continue
         if config is not None:
-            claims.append((cls, dict(config)))
+            claims.append((cls, config))
     return claims, errors
 
 
 def _filter(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The state dict as ``model``'s family reads it (its ``filter_state_dict``: official renames, dropped keys)."""
+    """The state dict as ``model``'s family reads it (its ``filter_state_dict``)."""
     filt = getattr(type(model), "filter_state_dict", None)
     return dict(state_dict) if filt is None else dict(filt(state_dict, model))
 
 
-def _mismatches(cls: type[nn.Module], config: dict[str, Any], state_dict: Mapping[str, torch.Tensor]) -> int:
-    """Missing + unexpected + wrongly shaped keys of ``state_dict`` for ``cls(**config)`` (built on ``meta``)."""
+def _misfits(
+    cls: type[nn.Module], config: dict[str, Any], state_dict: Mapping[str, torch.Tensor]
+) -> tuple[int, list[_Misfit]] | None:
+    """Missing + unexpected key count and the wrongly shaped keys of ``cls(**config)`` built on ``meta``."""
     try:
         with torch.device("meta"):
             model = cls(**config)
         state = _filter(model, state_dict)
-        expected = model.state_dict()
-    except Exception:  # a claim whose config does not even build (or whose filter fails): the worst match
-        return len(state_dict) + 1
-    wrong = sum(1 for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape))
-    return len(expected.keys() ^ state.keys()) + wrong
+    except Exception:  # a candidate that does not build
+        return None
+    expected = model.state_dict()
+    wrong = [
+        (k, tuple(state[k].shape), tuple(v.shape))
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    return len(expected.keys() ^ state.keys()), wrong
+
+
+def _best(
+    claims: list[tuple[type[nn.Module], dict[str, Any]]], state_dict: Mapping[str, torch.Tensor]
+) -> tuple[tuple[type[nn.Module], dict[str, Any]], int]:
+    """The claim whose network fits the state dict best (the earlier one on a tie) and its misfit count."""
+    scores = []
+    for cls, cfg in claims:
+        found = _misfits(cls, cfg, state_dict)
+        scores.append(len(state_dict) + 1 if found is None else found[0] + len(found[1]))
+    best = scores.index(min(scores))
+    return claims[best], scores[best]
 
 
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
     """Recognise the network of a state dict and recover its constructor arguments.
 
-    Every registered class (see :func:`~allinone_ir.models.register_architecture`) with a
-    ``detect`` classmethod is asked (see :meth:`allinone_ir.models.RestorationModel.detect`):
-    each family reads its own hyper-parameters from the key names and tensor shapes (widths,
-    blocks per level from the largest block index, heads from the ``temperature`` shapes, PromptIR's
-    prompts, PIP's prompt sizes and classifier, ...). When several classes recognise the state
-    dict (Restormer's reader accepts PromptIR's keys, say), each candidate network is built on the
-    ``meta`` device and the one whose keys and shapes match the state dict best wins (the earlier
-    registered one on a tie). This module names no family: a class registered by your own code
-    takes part in the same way.
+    Every registered class with a ``detect`` classmethod reads its hyper-parameters from the key
+    names and shapes; when several recognise the keys, the network (built on ``meta``) that fits
+    them best wins.
 
     Args:
-        state_dict: Weights with the official key names (prefixes already removed, see
-            :func:`extract_state_dict`).
+        state_dict: Weights with the official key names (prefixes removed, see :func:`extract_state_dict`).
 
     Returns:
-        ``(class_name, config)``: e.g. ``("PromptIR", {"dim": 48, ...})`` for
-        ``get_model_class(class_name)(**config)``.
+        ``(class_name, config)`` for ``get_model_class(class_name)(**config)``.
 
     Raises:
-        CheckpointError: If the keys belong to no registered architecture (the message lists
-            the families that can be detected), or a family recognises them but cannot read
-            a hyper-parameter.
+        CheckpointError: If no registered architecture recognises the keys, or one does but cannot
+            read a hyper-parameter.
 
     Examples:
         >>> from allinone_ir import create_model
@@ -385,10 +378,9 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
         ('NAFNet', 8, [1, 2])
     """
     claims, errors = _claims(state_dict)
-    # a family that knows the keys could not read them: say why, unless another family fits exactly
-    if claims and errors:
-        scores = [_mismatches(cls, cfg, state_dict) for cls, cfg in claims]
-        claims = [claims[scores.index(min(scores))]] if min(scores) == 0 else []
+    if claims and errors:  # a family knows the keys but cannot read them: say why unless another fits exactly
+        best, score = _best(claims, state_dict)
+        claims = [best] if score == 0 else []
     if not claims:
         if errors:  # families sharing a layout give the same reason once
             by_reason: dict[str, list[str]] = {}
@@ -403,10 +395,7 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
             "yours with @register_architecture and a detect() classmethod, or pass arch= for others); "
             f"it has {len(keys)} keys, e.g. {keys[:8]}"
         )
-    if len(claims) > 1:
-        scores = [_mismatches(cls, cfg, state_dict) for cls, cfg in claims]
-        claims = [claims[scores.index(min(scores))]]
-    cls, config = claims[0]
+    cls, config = _best(claims, state_dict)[0]
     return cls.__name__, config
 
 
@@ -431,13 +420,13 @@ def _load_into(
         if odd is not None:
             raise CheckpointError(f"{source}: {odd}; the file is corrupt or was edited")
         problems = [
-            f"{n} {what} [{_show(items)}]"
-            for n, what, items in (
-                (len(missing), "missing keys", missing),
-                (len(unexpected), "unexpected keys", unexpected),
-                (len(mismatched), "shape mismatches", mismatched),
+            f"{len(items)} {what} [{_show(items)}]"
+            for what, items in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches", mismatched),
             )
-            if n
+            if items
         ]
         raise CheckpointError(
             f"{source} does not match {cls.__name__}"
@@ -449,26 +438,7 @@ def _load_into(
     return model
 
 
-def _shape_misfits(
-    cls: type[nn.Module], config: dict[str, Any], state: Mapping[str, torch.Tensor]
-) -> tuple[int, list[tuple[str, tuple[int, ...], tuple[int, ...]]]] | None:
-    """Missing + unexpected key count and ``(key, checkpoint shape, network shape)`` of ``cls(**config)`` on ``meta``."""
-    try:
-        with torch.device("meta"):
-            model = cls(**config)
-        state = _filter(model, state)
-    except Exception:  # a candidate that does not build: no answer
-        return None
-    expected = model.state_dict()
-    wrong = [
-        (k, tuple(state[k].shape), tuple(v.shape))
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    return len(expected.keys() ^ state.keys()), wrong
-
-
-def _votes(config: dict[str, Any], wrong: list[tuple[str, tuple[int, ...], tuple[int, ...]]]) -> Counter:
+def _votes(config: dict[str, Any], wrong: list[_Misfit]) -> Counter[tuple[str, int | None, int]]:
     """For each integer hyper-parameter (or list entry), the values that would fit the mismatched tensors."""
     votes: Counter[tuple[str, int | None, int]] = Counter()
     for field, value in config.items():
@@ -491,15 +461,12 @@ def _explain_odd_tensors(
 ) -> str | None:
     """Name the few tensors whose shapes disagree with the rest, when a detected config does not fit.
 
-    A family reads a hyper-parameter from one tensor (the width from the first convolution, say):
-    when that tensor alone has a wrong shape, the network built from the reading mismatches nearly
-    every key (or does not build). Each mismatch votes for the value of an integer hyper-parameter
-    (or list entry) that would fit it; the most voted values are tried, on the ``meta`` device, in
-    the detected class and in every other class that claims the keys, and the candidate that leaves
-    the fewest tensors mismatched (at most three) names them. ``None`` when there is none.
+    A family reads a hyper-parameter from one tensor; when that tensor alone is wrong, the network
+    built from it mismatches nearly every key. Each mismatch votes for a value of an integer
+    hyper-parameter; the candidate leaving the fewest (at most three) tensors mismatched names them.
     """
     claims = [(cls, config)] + [(c, cfg) for c, cfg in _claims(state)[0] if c is not cls]
-    bases = [_shape_misfits(c, cfg, state) for c, cfg in claims]
+    bases = [_misfits(c, cfg, state) for c, cfg in claims]
     votes: Counter[tuple[str, int | None, int]] = Counter()
     for (_, cfg), base in zip(claims, bases):
         if base is not None:
@@ -509,13 +476,11 @@ def _explain_odd_tensors(
         if best is not None and best[0] == (0, 1):  # one odd tensor, every key known: nothing explains more
             break
         for (field, idx, new), _ in votes.most_common(6):
-            if field not in cfg or (
-                idx is not None and not (isinstance(cfg[field], list) and idx < len(cfg[field]))
-            ):
+            value = cfg.get(field)
+            if value is None or (idx is not None and not (isinstance(value, list) and idx < len(value))):
                 continue
-            candidate = dict(cfg)
-            candidate[field] = new if idx is None else [*cfg[field][:idx], new, *cfg[field][idx + 1 :]]
-            found = _shape_misfits(c, candidate, state)
+            candidate = {**cfg, field: new if idx is None else [*value[:idx], new, *value[idx + 1 :]]}
+            found = _misfits(c, candidate, state)
             if found is None or not 0 < len(found[1]) <= 3:
                 continue
             if base is not None and (found[0] > base[0] or len(found[1]) >= len(base[1])):
@@ -533,15 +498,6 @@ def _explain_odd_tensors(
     return None if best is None else best[1]
 
 
-def _own_claim(cls: type[nn.Module], state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-    """What ``cls.detect`` reads from the state dict (``None``: not its keys, no ``detect``, unreadable)."""
-    detect = getattr(cls, "detect", None)
-    try:
-        return None if detect is None else detect(state_dict)
-    except CheckpointError:
-        return None
-
-
 def load_checkpoint(
     path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
     arch: str | nn.Module | None = None,
@@ -554,31 +510,23 @@ def load_checkpoint(
 
     Args:
         path_or_state_dict: A ``.ckpt`` / ``.pth`` / ``.safetensors`` file, a :func:`save_pretrained`
-            folder, or an already loaded checkpoint dict / state dict.
-        arch: ``None`` to use the file's saved config or detect the architecture and its
-            hyper-parameters from the weights; a registered model name (``"promptir"``,
-            ``"nafnet_width64"``) or class name (``"PromptIR"``); or a network to load into.
-            A name takes the hyper-parameters that its class reads from the weights (its
-            ``detect``), or the saved config when that is of the same class; otherwise it builds
-            the network with its defaults (plus ``overrides``), which then fails with the list of
-            missing and unexpected keys.
+            folder, or a loaded checkpoint / state dict.
+        arch: ``None``: the file's saved config, else the architecture detected from the weights; a
+            registered model or class name (its hyper-parameters read from the weights by its
+            ``detect``, or from a saved config of the same class); or a network to load into.
         strict: Require every key to match (shape mismatches always fail).
-        map_location: Where ``torch.load`` puts the tensors.
+        map_location: Where the tensors are put.
         **overrides: Constructor arguments replacing detected / default ones.
 
     Returns:
-        The network in eval mode, on the CPU (or ``map_location``).
+        The network in eval mode on ``map_location``.
 
     Raises:
-        CheckpointError: If the file cannot be read safely (the message names the file and says
-            what is wrong: empty, truncated, not a checkpoint, Python objects in it, a bad saved
-            config), the architecture cannot be detected, or the weights do not match the network
-            (the message names the tensors whose shapes disagree with the rest, or lists missing,
-            unexpected and mismatched keys).
-        UnknownNameError: If ``arch`` names no registered model or class (also a ``KeyError``).
-        ModelArgumentError: If the network does not take one of ``overrides`` (also a ``TypeError``).
+        CheckpointError: If the file cannot be read safely, the architecture cannot be detected, or
+            the weights do not match the network (the message names the file and the keys).
+        UnknownNameError: If ``arch`` names no registered model or class.
+        ModelArgumentError: If the network does not take one of ``overrides``.
         FileNotFoundError: If the path does not exist.
-        ImportError: For ``.safetensors`` files without the safetensors package.
 
     Examples:
         >>> from allinone_ir import create_model
@@ -588,24 +536,9 @@ def load_checkpoint(
         'Restormer'
     """
     raw, saved, source = _read(path_or_state_dict, map_location)
-    if (
-        saved is None
-        and isinstance(raw, Mapping)
-        and isinstance(raw.get("architecture"), str)
-        and "config" in raw
-    ):
-        saved = {"architecture": raw["architecture"], "config": raw["config"]}
-    if (  # a Trainer checkpoint: rebuild from its recorded class and config (EMA weights preferred)
-        saved is None
-        and isinstance(raw, Mapping)
-        and isinstance(raw.get("arch"), str)
-        and isinstance(raw.get("model_config"), Mapping)
-    ):
-        saved = {"architecture": raw["arch"], "config": raw["model_config"]}
     state = extract_state_dict(raw)
     if isinstance(arch, nn.Module):
         return _load_into(arch, state, source, strict).eval()
-
     if arch is None:
         if saved is not None:
             cls, config = _saved_class(saved, source), dict(saved["config"])
@@ -626,17 +559,19 @@ def load_checkpoint(
         if saved is not None:
             found = dict(saved["config"]) if saved["architecture"] == cls.__name__ else None
         else:
-            found = _own_claim(cls, state)
+            try:
+                found = _detect(cls, state)
+            except CheckpointError:
+                found = None
         kwargs = {**(found or {}), **overrides}
         model = create_model(arch, **kwargs) if is_model(arch) else cls(**kwargs)
     if saved is not None and saved.get("model_name"):
-        model.model_name = saved["model_name"]  # type: ignore[assignment]
+        model.model_name = saved["model_name"]
     detected = arch is None and saved is None
     return _load_into(model, state, source, strict, detected=detected).eval().to(map_location)
 
 
 def _saved_class(saved: Mapping[str, Any], source: str) -> type[nn.Module]:
-    """The registered class a saved config names."""
     try:
         return get_model_class(saved["architecture"])
     except UnknownNameError as exc:
@@ -667,6 +602,8 @@ def _build(cls: type[nn.Module], config: dict[str, Any], source: str, *, detecte
 
 
 def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
+    from .metrics import get_protocol
+
     name = type(model).__name__
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, Mapping):
@@ -679,8 +616,6 @@ def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
         raise UsageTypeError(f"{name} is not a registered architecture (use @register_architecture)") from exc
     if registered is not type(model):
         raise UsageTypeError(f"the architecture registered as {name!r} is {registered}, not {type(model)}")
-    from .metrics import get_protocol
-
     get_protocol(protocol)  # validate the name
     out = {
         "architecture": name,
@@ -699,15 +634,12 @@ def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
     return out
 
 
-def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    # clone: safetensors refuses tensors sharing storage and non-contiguous views
-    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-
-
 def _save_safetensors(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
     st = _require_safetensors()
+    # clone: safetensors refuses tensors sharing storage and non-contiguous views
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {"format": "pt", _META_KEY: json.dumps(config)}
-    atomic_write(path, lambda tmp: st.save_file(_tensors(model), tmp, metadata=meta))
+    atomic_write(path, lambda tmp: st.save_file(tensors, tmp, metadata=meta))
 
 
 def save_pretrained(
@@ -717,18 +649,16 @@ def save_pretrained(
     overwrite: bool = False,
     protocol: str = "promptir",
 ) -> Path:
-    """Save a network as ``directory/model.safetensors`` + ``directory/config.json``.
+    """Save a network as ``directory/model.safetensors`` + ``directory/config.json`` (written atomically).
 
-    ``config.json`` holds the architecture class name, the constructor arguments
-    (``model.config``), the registered model name, the library version, the input range
-    ``[0, 1]`` and the metric protocol the network is meant to be evaluated with; the same
-    JSON is stored in the safetensors metadata. Both files are written atomically.
+    The config (also in the safetensors metadata) holds the class name, the constructor arguments,
+    the registered model name, the library version, the input range and the metric protocol.
 
     Args:
         model: A registered network with a ``config`` dict.
         directory: Folder to write (created if missing).
-        overwrite: Replace existing files; otherwise ``FileExistsError``.
-        protocol: Name of the metric protocol (see :func:`allinone_ir.metrics.get_protocol`).
+        overwrite: Replace existing files.
+        protocol: Metric protocol name (see :func:`allinone_ir.metrics.get_protocol`).
 
     Returns:
         The folder.
@@ -758,7 +688,7 @@ def from_pretrained(
     """Rebuild a network saved by :func:`save_pretrained` (or a self-describing ``.safetensors`` file).
 
     Args:
-        directory: The folder (or a ``.safetensors`` file written by :func:`convert_checkpoint`).
+        directory: The folder, or a ``.safetensors`` file written by :func:`convert_checkpoint`.
         map_location: Device of the loaded weights.
         strict: Require every key to match.
 
@@ -766,10 +696,8 @@ def from_pretrained(
         The network in eval mode.
 
     Raises:
-        CheckpointError: If the folder has no saved config, its files cannot be read (the
-            message names the file: truncated weights, ``config.json`` that is not valid JSON or
-            names an unknown class or arguments the class does not take), or the weights do not
-            match it.
+        CheckpointError: If there is no saved config, a file cannot be read, or the weights do not
+            match (the message names the file).
     """
     raw, saved, source = _read(directory, map_location)
     if saved is None:
@@ -779,7 +707,7 @@ def from_pretrained(
     model = _build(_saved_class(saved, source), dict(saved["config"]), source, detected=False)
     model = load_checkpoint(raw, model, strict=strict)
     if saved.get("model_name"):
-        model.model_name = saved["model_name"]  # type: ignore[assignment]
+        model.model_name = saved["model_name"]
     return model.to(map_location)
 
 
@@ -796,9 +724,8 @@ def convert_checkpoint(
 
     Args:
         src: Any file :func:`load_checkpoint` reads.
-        dst: A ``.safetensors`` file (self-describing: the config is in its metadata) or a folder
-            (written by :func:`save_pretrained`).
-        arch: Architecture, see :func:`load_checkpoint` (``None``: detect).
+        dst: A ``.safetensors`` file (its metadata holds the config) or a folder (:func:`save_pretrained`).
+        arch: Architecture, see :func:`load_checkpoint`.
         overwrite: Replace existing files.
         protocol: Metric protocol name recorded in the config.
         **overrides: Constructor arguments for :func:`load_checkpoint`.
@@ -808,7 +735,7 @@ def convert_checkpoint(
 
     Raises:
         FileExistsError: If ``dst`` exists and ``overwrite`` is ``False``.
-        ValueError: If ``dst`` is ``src``.
+        UsageError: If ``dst`` is ``src``.
     """
     src_p, dst_p = Path(src), Path(dst)
     if dst_p.resolve() == src_p.resolve():

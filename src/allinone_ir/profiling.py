@@ -1,23 +1,19 @@
-"""What a network costs: FLOPs (torch's flop counter) and the latency of :func:`allinone_ir.restore`.
-
-:func:`count_flops` counts either one call of a function (``benchmarks/bench.py`` counts a training
-step's forward and backward this way) or a network's forward pass on one image, rebuilt on the
-``meta`` device so that nothing is computed (``allinone-ir info``). :func:`measure_latency` times
-the path users get: :func:`~allinone_ir.inference.restore` with its defaults.
-"""
+"""What a network costs: FLOPs (torch's flop counter) and the latency of :func:`allinone_ir.restore`."""
 
 from __future__ import annotations
 
 import copy
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import UsageTypeError
+from .inference import restore
+from .models import get_model_class
 
 __all__ = ["count_flops", "measure_latency"]
 
@@ -27,16 +23,12 @@ def count_flops(
 ) -> int:
     """FLOPs of one call of a function, or of a network's forward pass on one ``(1, C, H, W)`` image.
 
-    Convolutions and matrix products are counted by :class:`torch.utils.flop_counter.FlopCounterMode`
-    (a multiply-add counts 2 FLOPs, so the papers' MACs are about half of it), forward and any
-    backward inside the call. The backward of grouped (depthwise) convolutions is counted correctly
-    here; torch's default formula counts it as a dense convolution.
+    A multiply-add counts 2 FLOPs (papers' MACs are about half); any backward inside the call is
+    counted too, grouped convolutions' backward correctly (torch's formula counts it as dense).
 
     Args:
-        target: A function with no arguments (e.g. ``lambda: model(x)``), called once; or a network,
-            whose forward pass is counted on the ``meta`` device (rebuilt there from its ``config``
-            when it is a registered architecture, else a copy moved there): nothing is computed and
-            no memory is used.
+        target: A function with no arguments, called once; or a network, whose forward pass is
+            counted on the ``meta`` device (nothing is computed).
         size: ``(H, W)`` of the image; required for a network, not allowed for a function.
         in_channels: Channels of the image given to a network.
 
@@ -44,10 +36,7 @@ def count_flops(
         The FLOP count.
 
     Raises:
-        TypeError: If ``size`` is missing for a network, or given with a function.
-
-    Shape:
-        - image given to a network: :math:`(1, C_{in}, H, W)`
+        UsageTypeError: If ``size`` is missing for a network, or given with a function.
 
     Examples:
         >>> count_flops(lambda: torch.ones(4, 8) @ torch.ones(8, 3))
@@ -63,9 +52,7 @@ def count_flops(
         if size is None:
             raise UsageTypeError("count_flops(network, size): give the image size (H, W)")
         meta, x = _on_meta(target), torch.zeros(1, in_channels, *size, device="meta")
-        # a throwaway copy: without gradients, no module output is a view of a parameter that requires
-        # grad (PIP's basic prompt), which FlopCounterMode's module tracker cannot hook
-        meta.requires_grad_(False)
+        meta.requires_grad_(False)  # FlopCounterMode cannot hook an output that is a view of a grad parameter
 
         def call() -> None:
             with torch.no_grad():
@@ -83,14 +70,14 @@ def count_flops(
 
 def _on_meta(model: nn.Module) -> nn.Module:
     """The network on the meta device: rebuilt there from its config (no memory), else a copy moved there."""
-    from .models import get_model_class
-
     cfg = getattr(model, "config", None)
-    try:
-        with torch.device("meta"):
-            return get_model_class(type(model).__name__)(**cfg)
-    except (KeyError, TypeError):
-        return copy.deepcopy(model).to("meta")
+    if isinstance(cfg, Mapping):
+        try:
+            with torch.device("meta"):
+                return get_model_class(type(model).__name__)(**cfg)
+        except (KeyError, TypeError):  # not registered, or a config its class does not take
+            pass
+    return copy.deepcopy(model).to("meta")
 
 
 def _conv_backward_flops(
@@ -98,11 +85,7 @@ def _conv_backward_flops(
     _padding: Any, _dilation: Any, transposed: bool, _output_padding: Any, _groups: int,
     output_mask: Sequence[bool], out_shape: Any = None, **kwargs: Any,
 ) -> int:  # fmt: skip
-    """Each of grad-input and grad-weight costs exactly the forward's multiply-adds.
-
-    torch's own formula (2.13) counts the grad-input of a grouped convolution as if it were
-    dense, which overstates depthwise convolutions ``groups``-fold.
-    """
+    """Each of grad-input and grad-weight costs exactly the forward's multiply-adds."""
     from torch.utils.flop_counter import conv_flop_count
 
     fwd = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
@@ -119,34 +102,20 @@ def measure_latency(
     dtype: torch.dtype | None = None,
     compile: bool = False,
 ) -> float:
-    """Median seconds of :func:`allinone_ir.restore` on a random ``(1, C, H, W)`` image (after one warm-up).
-
-    This is the path users get: the network is prepared for ``device`` (channels-last weights on
-    CPU and CUDA) and run under ``torch.no_grad`` in eval mode, with autocast for a low ``dtype``.
+    """Median seconds of :func:`allinone_ir.restore` with its defaults on a random ``(1, C, H, W)`` image.
 
     Args:
         model: The network.
         size: ``(H, W)``.
-        runs: Timed calls.
+        runs: Timed calls (after one warm-up call, which compiles with ``compile``).
         device: Where to run.
         in_channels: Image channels.
         dtype: ``None`` (float32) or the autocast dtype.
-        compile: Time the ``torch.compile``'d network (the warm-up call compiles).
+        compile: Time the ``torch.compile``'d network.
 
     Returns:
         The median seconds per call.
-
-    Shape:
-        - image: :math:`(1, C_{in}, H, W)`
-
-    Examples:
-        >>> from allinone_ir import create_model
-        >>> net = create_model("nafnet", width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,))
-        >>> measure_latency(net, (16, 16), 1, "cpu") > 0
-        True
     """
-    from .inference import restore
-
     dev = torch.device(device)
     x = torch.rand(1, in_channels, *size, device=dev)
 
