@@ -311,6 +311,25 @@ class RestorationModel(RecordsConfig, nn.Module):
         return dict(state_dict)
 
 
+def _to_official_5d(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    key = prefix + str(module.official_5d)
+    if key in state_dict and state_dict[key].dim() == 4:
+        state_dict[key] = state_dict[key].unsqueeze(0)
+
+
+def _from_official_5d(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    key = prefix + str(module.official_5d)
+    if key in state_dict and state_dict[key].dim() == 5 and state_dict[key].shape[0] == 1:
+        state_dict[key] = state_dict[key][0]
+
+
+def official_5d_keys(module: nn.Module) -> None:
+    """Show ``module``'s 4-D parameter named by its ``official_5d`` as the official ``(1, ...)`` 5-D tensor
+    in state dicts, and load either shape (the 4-D storage lets ``channels_last`` conversion work)."""
+    module.register_state_dict_post_hook(_to_official_5d)
+    module.register_load_state_dict_pre_hook(_from_official_5d)
+
+
 def drop_unused_modules(
     state_dict: Mapping[str, torch.Tensor], model: nn.Module, modules: Iterable[str]
 ) -> dict[str, torch.Tensor]:

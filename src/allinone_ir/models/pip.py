@@ -35,7 +35,7 @@ from ..layers.attention import CrossChannelAttention, top_m_channel_attention, t
 from ..layers.feedforward import GDFN
 from ..layers.norm import NormKind, RestormerLayerNorm
 from ..losses.decoupled import DEFAULT_DDL_ALPHA, collect_degradation_prompts, directional_decoupled_loss
-from ._base import AuxiliaryLoss, RestorationModel, drop_unused_modules
+from ._base import AuxiliaryLoss, RestorationModel, drop_unused_modules, official_5d_keys
 from ._registry import register_architecture, register_model
 from .classifier import DegradationClassifier, degradation_classification_loss
 from .nafnet import NAFNet
@@ -132,6 +132,8 @@ class PromptInPrompt(nn.Module):
         torch.Size([2, 8, 9, 11])
     """
 
+    official_5d = "detask_prompt_param"
+
     def __init__(
         self,
         prompt_dim: int,
@@ -154,8 +156,7 @@ class PromptInPrompt(nn.Module):
         self.low_prompt_param = nn.Parameter(torch.randn(1, prompt_dim, prompt_size, prompt_size))
         self.LGM = PromptToPrompt(prompt_dim, p2p_heads, ffn_expansion_factor, bias, layer_norm_type)
         self.outconv = nn.Conv2d(prompt_dim, prompt_dim, kernel_size=3, padding=1, bias=False)
-        self.register_state_dict_post_hook(_detask_to_official_shape)
-        self.register_load_state_dict_pre_hook(_detask_from_official_shape)
+        official_5d_keys(self)
 
     @property
     def num_degradations(self) -> int:
@@ -190,18 +191,6 @@ class PromptInPrompt(nn.Module):
 
     def extra_repr(self) -> str:
         return f"prompt_dim={self.prompt_dim}, prompt_size={self.prompt_size}"
-
-
-def _detask_to_official_shape(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    key = prefix + "detask_prompt_param"
-    if key in state_dict and state_dict[key].dim() == 4:
-        state_dict[key] = state_dict[key].unsqueeze(0)
-
-
-def _detask_from_official_shape(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
-    key = prefix + "detask_prompt_param"
-    if key in state_dict and state_dict[key].dim() == 5 and state_dict[key].shape[0] == 1:
-        state_dict[key] = state_dict[key][0]
 
 
 class _TopMCrossAttention(CrossChannelAttention):

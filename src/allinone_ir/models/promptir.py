@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import UsageError
 from ..layers.norm import NormKind
 from ..layers.transformer import TransformerBlock
-from ._base import drop_unused_modules
+from ._base import drop_unused_modules, official_5d_keys
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
 from .restormer import RestormerUNet
@@ -50,6 +50,8 @@ class PromptGenBlock(nn.Module):
         torch.Size([2, 8, 10, 6])
     """
 
+    official_5d = "prompt_param"
+
     def __init__(
         self, prompt_dim: int = 128, prompt_len: int = 5, prompt_size: int = 96, lin_dim: int = 192
     ) -> None:
@@ -62,8 +64,7 @@ class PromptGenBlock(nn.Module):
         self.prompt_param = nn.Parameter(torch.rand(prompt_len, prompt_dim, prompt_size, prompt_size))
         self.linear_layer = nn.Linear(lin_dim, prompt_len)
         self.conv3x3 = nn.Conv2d(prompt_dim, prompt_dim, kernel_size=3, stride=1, padding=1, bias=False)
-        self.register_state_dict_post_hook(_prompt_to_official_shape)
-        self.register_load_state_dict_pre_hook(_prompt_from_official_shape)
+        official_5d_keys(self)
 
     def prompt_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax weights of the prompt components, shape ``(N, L)``."""
@@ -91,18 +92,6 @@ class PromptGenBlock(nn.Module):
         if channels_last:
             prompt = prompt.contiguous(memory_format=torch.channels_last)
         return self.conv3x3(prompt)
-
-
-def _prompt_to_official_shape(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    key = prefix + "prompt_param"
-    if key in state_dict and state_dict[key].dim() == 4:
-        state_dict[key] = state_dict[key].unsqueeze(0)
-
-
-def _prompt_from_official_shape(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
-    key = prefix + "prompt_param"
-    if key in state_dict and state_dict[key].dim() == 5 and state_dict[key].shape[0] == 1:
-        state_dict[key] = state_dict[key][0]
 
 
 class PromptInteraction(nn.Module):
