@@ -123,16 +123,20 @@ def _ddl_one(prompts: torch.Tensor, threshold: float, form: str, eps: float, red
 
 
 def collect_degradation_prompts(model: nn.Module) -> list[torch.Tensor]:
-    """The degradation-aware prompts ``(T, C)`` of every PIP block in ``model``, in module order.
+    """The degradation-aware prompts ``(T, C)`` of every PIP prompt module in ``model``, in module order.
+
+    A PIP prompt module is one holding the parameter ``detask_prompt_param`` (official name).
 
     Examples:
-        >>> from allinone_ir.layers import PIPBlock
+        >>> from allinone_ir.models.pip import PIPBlock
         >>> [tuple(p.shape) for p in collect_degradation_prompts(PIPBlock(16, 8, 4, 5, p2f_heads=2))]
         [(5, 8)]
     """
-    from ..layers.pip import PromptInPrompt  # the layers do not depend on the losses
-
-    return [m.degradation_prompts for m in model.modules() if isinstance(m, PromptInPrompt)]
+    return [
+        m.degradation_prompts
+        for m in model.modules()
+        if isinstance(getattr(m, "detask_prompt_param", None), nn.Parameter)
+    ]
 
 
 class DirectionalDecoupledLoss(nn.Module):
