@@ -25,7 +25,9 @@ from allinone_ir.models.dfpir import (
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parity"
 TOLERANCE = 1e-5
-TINY = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 2, 4), text_dim=16)
+TINY: dict[str, Any] = dict(
+    dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 2, 4), text_dim=16
+)
 
 #: The fixture's official constructor arguments (manifest) in this library's names; the text width is the
 #: official ``lin_ch`` the fixture set to 32.
@@ -163,6 +165,7 @@ class TestTextEmbedding:
 
     def test_permutation_ignores_autocast(self) -> None:
         block, t = self.net.encoder_shuffle_channel2, torch.randn(4, 16)
+        assert isinstance(block, DegradationGuidedPerturbation)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = block.permutation(t)
         assert torch.equal(low, block.permutation(t))
