@@ -12,7 +12,7 @@ import torch
 from allinone_ir import create_model, load_checkpoint
 from allinone_ir.errors import UsageError
 from allinone_ir.models import AuxiliaryLoss
-from allinone_ir.models.mirage import MIRAGE, spd_contrastive_loss, spd_feature
+from allinone_ir.models.mirage import MIRAGE, spd_contrastive_loss, spd_feature, spectrum_l1_loss
 from allinone_ir.weights import get_weights, list_pretrained
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parity"
@@ -110,7 +110,8 @@ def test_parity_with_official_code(form: str, tmp_path: Path) -> None:
                 assert (out - io[f"{key}_{h}x{w}"]).abs().max().item() <= 1e-5, (h, w, dtype)
             out, z_s, z_l = net(io["spd_input"].to(dtype), return_spd=True)
         assert (out - io[f"spd_{key}"]).abs().max().item() <= 1e-5
-        loss = net.auxiliary_losses()[0].weight * spd_contrastive_loss(z_s, z_l)
+        weight = next(t.weight for t in net.auxiliary_losses() if t.name == "spd")
+        loss = weight * spd_contrastive_loss(z_s, z_l)
         assert abs(loss.item() - io[f"spd_loss{suffix}"].item()) <= 1e-7
         assert loss.item() > 1e-3  # two different images: the term is not the trivial 0 of a batch of one
 
@@ -149,16 +150,30 @@ def test_training_forward_uses_every_parameter() -> None:
     kwargs = net.training_forward_kwargs(batch)
     assert kwargs == {"return_spd": True}
     image, extras = net.split_training_output(net(batch["degraded"], **kwargs))
-    assert set(extras) == {"spd_shallow", "spd_latent"} and extras["spd_latent"].shape == (2, 64)
-    (term,) = net.auxiliary_losses()
-    assert isinstance(term, AuxiliaryLoss) and (term.name, term.weight) == ("spd", 0.01)
-    loss = (image - batch["clean"]).abs().mean() + term.weight * term.fn(net, batch, extras)
+    assert set(extras) == {"image", "spd_shallow", "spd_latent"} and extras["spd_latent"].shape == (2, 64)
+    terms = net.auxiliary_losses()
+    assert all(isinstance(t, AuxiliaryLoss) for t in terms)
+    assert [(t.name, t.weight) for t in terms] == [("fft", 0.1), ("spd", 0.01)]
+    loss = (image - batch["clean"]).abs().mean() + sum(t.weight * t.fn(net, batch, extras) for t in terms)
     loss.backward()
     assert [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
     no_head = _tiny()
     assert no_head.training_forward_kwargs(batch) == {}
-    assert no_head.split_training_output(no_head(batch["degraded"]))[1] == {}
-    assert no_head.auxiliary_losses()[0].fn(no_head, batch, {}).item() == 0.0
+    image, extras = no_head.split_training_output(no_head(batch["degraded"]))
+    assert list(extras) == ["image"]
+    assert no_head.auxiliary_losses()[1].fn(no_head, batch, extras).item() == 0.0
+
+
+def test_spectrum_l1_loss_is_the_official_fft_loss() -> None:
+    """``FFTLoss`` of utils/loss_utils.py: L1 of ``stack([rfft2.real, rfft2.imag], -1)``."""
+    pred, target = torch.rand(2, 3, 8, 6, dtype=torch.float64), torch.rand(2, 3, 8, 6, dtype=torch.float64)
+    p, t = torch.fft.rfft2(pred), torch.fft.rfft2(target)
+    official = (torch.stack([p.real, p.imag], -1) - torch.stack([t.real, t.imag], -1)).abs().mean()
+    torch.testing.assert_close(spectrum_l1_loss(pred, target), official)
+    x = torch.zeros(1, 1, 4, 4)
+    assert spectrum_l1_loss(x + 1, x).item() == pytest.approx(
+        16 / 24
+    )  # the DC term 16, over 4 x 3 x 2 numbers
 
 
 def test_drop_path_only_in_training() -> None:

@@ -23,6 +23,8 @@ from ._weights import PretrainedWeights, WeightsSource, register_weights
 #: ``reduce_latent`` 24) and the width of its projections (``spd_proj_*``: 64).
 SPD_CHANNELS: tuple[int, int] = (12, 24)
 SPD_DIM = 64
+#: Weight of the spectrum L1 term (official ``--fft_loss_weight 0.1`` of every train_*.sh).
+DEFAULT_FFT_WEIGHT = 0.1
 #: Weight of the SPD contrastive term (official ``loss_ctr_spd = 0.01 * loss_ctr``) and its temperature.
 DEFAULT_SPD_WEIGHT = 0.01
 SPD_TEMPERATURE = 0.1
@@ -238,6 +240,23 @@ def spd_contrastive_loss(z_shallow: torch.Tensor, z_latent: torch.Tensor) -> tor
     return F.cross_entropy(logits, torch.arange(z_shallow.shape[0], device=z_shallow.device))
 
 
+def spectrum_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the real and imaginary parts of the ``rfft2`` spectra (official ``FFTLoss``).
+
+    Computed in float32 at least.
+
+    Shape:
+        - pred, target: :math:`(N, C, H, W)`
+        - output: scalar
+    """
+    acc = torch.promote_types(pred.dtype, torch.float32)
+    return torch.view_as_real(torch.fft.rfft2(pred.to(acc)) - torch.fft.rfft2(target.to(acc))).abs().mean()
+
+
+def _fft_term(model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return spectrum_l1_loss(extras["image"], batch["clean"])
+
+
 def _spd_term(model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]) -> torch.Tensor:
     if "spd_shallow" not in extras:
         return next(model.parameters()).new_zeros(())
@@ -390,23 +409,29 @@ class MIRAGE(RestorationModel):
         return {"return_spd": True} if self.config["spd_head"] else {}
 
     def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Split ``(image, z_shallow, z_latent)`` into the image and ``{"spd_shallow", "spd_latent"}``.
+        """Split ``(image, z_shallow, z_latent)`` into the image and ``{"image", "spd_shallow", "spd_latent"}``.
 
         Shape:
             - image: :math:`(N, C_{out}, H, W)`
         """
         if isinstance(output, torch.Tensor):
-            return output, {}
+            return output, {"image": output}
         image, z_s, z_l = output
-        return image, {"spd_shallow": z_s, "spd_latent": z_l}
+        return image, {"image": image, "spd_shallow": z_s, "spd_latent": z_l}
 
     def auxiliary_losses(self) -> list[AuxiliaryLoss]:
-        """MIRAGE's training term ``spd`` (weight 0.01): :func:`spd_contrastive_loss` of the SPD embeddings.
+        """MIRAGE's training terms, added to the main L1 loss as in the official ``train_small.py``.
 
-        The official recipe's other term, ``0.1 x`` the FFT L1 loss, is a main-loss choice of the
-        config (``mirage_three_task.toml``). 0 without the SPD head.
+        - ``fft``, weight 0.1 (the official ``--fft_loss_weight``): :func:`spectrum_l1_loss` of the
+          restored and clean images;
+        - ``spd``, weight 0.01: :func:`spd_contrastive_loss` of the SPD embeddings (0 without the head).
+
+        Change a weight with ``trainer.aux_weights`` (``{fft = 0.0}`` switches a term off).
         """
-        return [AuxiliaryLoss("spd", DEFAULT_SPD_WEIGHT, _spd_term)]
+        return [
+            AuxiliaryLoss("fft", DEFAULT_FFT_WEIGHT, _fft_term),
+            AuxiliaryLoss("spd", DEFAULT_SPD_WEIGHT, _spd_term),
+        ]
 
     @classmethod
     def small_config(cls, *, degradations: Sequence[str] = (), smoke: bool = False) -> dict[str, Any]:
