@@ -30,13 +30,14 @@ _OUTPUTS = ("grid.png", "metrics.md", "metrics.json", "curves.png", "model", "in
 
 def _choices(smoke: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
     """``--model`` choice -> (registered model, small configuration), for every family that offers a demo."""
-    from ..models import get_model_class, list_architectures
+    from ..models import RestorationModel, get_model_class, list_architectures
 
     offered = {}
     for arch in list_architectures():
         cls = get_model_class(arch)
-        for choice, name in getattr(cls, "demo_choices", {}).items():
-            offered[choice] = (name, cls.small_config(degradations=_DEGRADATIONS, smoke=smoke))
+        if issubclass(cls, RestorationModel):
+            for choice, name in cls.demo_choices.items():
+                offered[choice] = (name, cls.small_config(degradations=_DEGRADATIONS, smoke=smoke))
     return offered
 
 
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     trained = trainer.ema.module if trainer.ema is not None else trainer.model
 
     metrics: dict[str, dict[str, Any]] = {}
-    rows = []
+    rows: list[tuple[str, tuple[torch.Tensor, ...]]] = []
     (out / "inputs").mkdir()
     for sample in (test_set[i] for i in range(len(test_set))):
         degraded, clean, name = sample["degraded"], sample["clean"], sample["degradation"]
