@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 from allinone_ir import load_checkpoint
-from allinone_ir.errors import UsageError
+from allinone_ir.errors import CheckpointError, UsageError
 from allinone_ir.models import create_model
 from allinone_ir.models._weights import get_weights, list_pretrained
-from allinone_ir.models.baryir import BARYIR_UNUSED_MODULES, BaryIR, barycenter_latent_loss
+from allinone_ir.models.baryir import (
+    BARYIR_UNUSED_MODULES,
+    BaryIR,
+    barycenter_latent_loss,
+    baryir_official_state_dict,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parity"
 TOLERANCE = 1e-5
@@ -222,3 +230,55 @@ class TestBarycenterTerm:
         loss.backward()
         assert net.barylatent[0].attn.temperature.grad is not None
         assert net.split_training_output(image) == (image, {})
+
+
+class TestOfficialPickle:
+    """``baryir_official_state_dict`` on a file pickled like the official trainer's (module ``model_bary``)."""
+
+    def _save(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str | None = None) -> Path:
+        fake = types.ModuleType("model_bary")
+
+        def cls(name: str) -> type:
+            c = type(name, (nn.Module,), {"__module__": "model_bary"})
+            setattr(fake, name, c)
+            return c
+
+        bary_net, embed, layer_norm, with_bias, upsample = (
+            cls(n) for n in ("BaryNet", "OverlapPatchEmbed", "LayerNorm", "WithBias_LayerNorm", "Upsample")
+        )
+        monkeypatch.setitem(sys.modules, "model_bary", fake)
+        torch.manual_seed(0)
+        net = bary_net()
+        net.patch_embed = embed()
+        net.patch_embed.proj = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        net.LN = layer_norm()
+        net.LN.body = with_bias()
+        net.LN.body.weight = nn.Parameter(torch.rand(32))
+        net.LN.body.normalized_shape = torch.Size([32])
+        net.up4_3 = upsample()
+        net.up4_3.body = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.PixelShuffle(2))
+        if extra is not None:
+            net.other = cls(extra)()
+        path = tmp_path / "model_allBaryNet128__56_1.0.pt"
+        torch.save({"epoch": 56, "BaryIR": net, "Pots": nn.ModuleList([nn.Linear(4, 1)])}, path)
+        self.expected = {k: v.clone() for k, v in net.state_dict().items()}
+        return path
+
+    def test_reads_the_weights_without_the_official_code(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        path = self._save(tmp_path, monkeypatch)
+        monkeypatch.delitem(sys.modules, "model_bary")
+        sd = baryir_official_state_dict(path)
+        assert (
+            list(sd)
+            == list(self.expected)
+            == ["patch_embed.proj.weight", "LN.body.weight", "up4_3.body.0.weight"]
+        )
+        assert all(torch.equal(sd[k], self.expected[k]) for k in sd)
+
+    def test_refuses_other_classes(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        path = self._save(tmp_path, monkeypatch, extra="NotOfficial")
+        monkeypatch.delitem(sys.modules, "model_bary")
+        with pytest.raises(CheckpointError, match="official BaryIR"):
+            baryir_official_state_dict(path)

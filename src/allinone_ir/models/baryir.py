@@ -21,13 +21,14 @@ barycenter with adversarial Kantorovich potentials, a second network trained in 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UsageError
+from ..errors import CheckpointError, UsageError
 from ..layers import Downsample, OverlapPatchEmbed, RestormerLayerNorm, TransformerBlock, Upsample
 from ..layers.norm import NormKind
 from ..layers.stage import Stage
@@ -362,6 +363,48 @@ class BaryIR(RestorationModel):
         return drop_unused_modules(state_dict, model, BARYIR_UNUSED_MODULES)
 
 
+#: Classes of the official ``model_bary.py`` that a training checkpoint pickles.
+_OFFICIAL_CLASSES = (
+    "BaryNet", "Potentials", "TransformerBlock", "Attention", "FeedForward", "LayerNorm", "WithBias_LayerNorm",
+    "BiasFree_LayerNorm", "Downsample", "Upsample", "OverlapPatchEmbed", "resblock",
+)  # fmt: skip
+
+
+def baryir_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The network weights of an official BaryIR training file, read without the official code.
+
+    The official trainer pickles the whole network (``torch.save({"epoch", "BaryIR": BaryNet, "Pots":
+    Potentials})``), which ``torch.load(weights_only=True)`` refuses and a plain ``torch.load`` can only
+    read with ``model_bary.py`` importable (and would run whatever the pickle names). This reads it with
+    ``weights_only=True``, standing in an empty module for each ``model_bary`` class and allowing
+    only the ``torch.nn`` layers the official network uses; no code of the file runs. Save the result
+    (``torch.save(sd, "baryir.pth")``) and load or import that.
+
+    Args:
+        path: The official ``.pt`` / ``.pth`` file.
+
+    Returns:
+        The official state dict of ``BaryIR`` (``"BaryIR"``), keys as the official network names them.
+
+    Raises:
+        CheckpointError: If the file cannot be read this way or holds no ``BaryIR`` network.
+    """
+    stand_ins = [(type(name, (nn.Module,), {}), f"model_bary.{name}") for name in _OFFICIAL_CLASSES]
+    layers = [
+        nn.Conv2d, nn.Sequential, nn.ModuleList, nn.PixelShuffle, nn.PixelUnshuffle, nn.PReLU,
+        nn.LeakyReLU, nn.Flatten, nn.Linear, nn.Identity,
+    ]  # fmt: skip
+    try:
+        with torch.serialization.safe_globals([*stand_ins, *layers]):
+            ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {path} as an official BaryIR training file: {exc}") from exc
+    net = ckpt.get("BaryIR") if isinstance(ckpt, Mapping) else None
+    if not isinstance(net, nn.Module):
+        raise CheckpointError(f"{path} holds no pickled BaryIR network under 'BaryIR'")
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
 @register_model
 def baryir(**kwargs: Any) -> BaryIR:
     """BaryIR with the Restormer backbone, official configuration (53,549,774 parameters)."""
@@ -387,8 +430,8 @@ _LICENSE = "MIT (LICENSE of xl-tang3/BaryIR)"
 _HOW = (
     "Google Drive only: download by hand. The official file pickles the whole network "
     "({{'epoch', 'BaryIR': BaryNet, 'Pots': Potentials}}), which torch.load(weights_only=True) refuses: "
-    "extract the weights once with the official model_bary.py importable, "
-    "torch.save(torch.load(path, weights_only=False)['BaryIR'].state_dict(), 'baryir.pth'), "
+    "extract the weights once with allinone_ir.models.baryir.baryir_official_state_dict (no official code "
+    "needed), torch.save(baryir_official_state_dict(path), 'baryir.pth'), "
     "then `allinone-ir weights import {name} baryir.pth`."
 )
 _PROTOCOL = (
