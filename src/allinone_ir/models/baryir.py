@@ -416,8 +416,8 @@ def baryir(**kwargs: Any) -> BaryIR:
 # weights for 3- and 5-degradation benchmarks" (one Google Drive folder with the 3D and 5D files "based on
 # the Restormer backbone"; the file names are not given, so the cache keeps them under the names below),
 # trainer_bary.py (network BaryNet(decoder=True); save_checkpoint: torch.save({"epoch", "BaryIR": the
-# whole pickled network, "Pots": the potentials}), so the file needs the official model_bary.py to be
-# unpickled), tester_bary.py (torch.load(path)["BaryIR"]; the image cropped to a multiple of 8; PSNR/SSIM
+# whole pickled network, "Pots": the potentials}): a plain torch.load needs the official model_bary.py,
+# baryir_official_state_dict does not), tester_bary.py (torch.load(path)["BaryIR"]; the image cropped to a multiple of 8; PSNR/SSIM
 # by evaluate.py on the saved PNGs), LICENSE (MIT, Copyright (c) 2026 Xiaole Tang), and the README's
 # result figure figs/5Dquant.png (the paper's Tables 1 and 2, rows "BaryIR_Restormer"; the rows
 # "BaryIR_PromptIR" have no released weights). No hash or size is published.
