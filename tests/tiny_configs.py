@@ -16,6 +16,7 @@ _RESTORMER = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads
 _MOCE = dict(
     dim=8, num_blocks=(1, 1, 1, 1), num_dec_blocks=(1, 1, 1), num_refinement_blocks=1, routing_noise=False
 )
+_MIRAGE = dict(dim=6, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, drop_path=0.0, spd_head=False)
 _NAF = dict(width=8, middle_blk_num=1, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1))
 
 TINY: dict[str, dict[str, Any]] = {
@@ -36,6 +37,12 @@ TINY: dict[str, dict[str, Any]] = {
     # routing noise, so two training forwards agree (tests/test_moce_ir.py covers top-1 training and the noise)
     "moce_ir": dict(_MOCE, num_experts=2, train_top_k=2),
     "moce_ir_s": dict(_MOCE, num_experts=3, train_top_k=3),
+    # no stochastic depth (two training forwards must agree); the contrastive head only feeds the training
+    # term, so the image-only backward cannot reach it (tests/test_mirage.py checks the training forward)
+    "mirage_s": _MIRAGE,
+    "mirage_t": _MIRAGE,
+    "dfpir": dict(_RESTORMER, text_dim=16),
+    "baryir": _RESTORMER,
 }
 
 
