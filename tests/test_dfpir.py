@@ -216,3 +216,25 @@ def test_weights_entries() -> None:
     assert "average 32.88/0.919" in three.reported and "average 30.64/0.913" in five.reported
     assert five.tasks == ("noise", "rain", "haze", "blur", "lowlight")
     assert not three.downloadable and {s.kind for s in three.sources} == {"baidu", "page"}
+
+
+def test_released_weights_without_text_warn_once_in_eval_not_in_training() -> None:
+    """No silent wrong result: an eval forward without the text embedding says so, once."""
+    import warnings
+
+    from allinone_ir import create_model
+
+    net = create_model("dfpir", dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, text_dim=16)
+    x = torch.rand(1, 3, 16, 16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net.train()(x)
+        assert not caught
+        net.eval()
+        with torch.no_grad():
+            net(x)
+            net(x)
+            net(x, torch.zeros(16))
+    assert len(caught) == 1
+    assert "no text_embedding" in str(caught[0].message)
+    assert "dfpir_text_embedding" in str(caught[0].message)

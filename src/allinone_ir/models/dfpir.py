@@ -18,6 +18,7 @@ training and are buffers here.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -248,6 +249,7 @@ class DFPIR(RestormerUNet):
             raise UsageError(f"num_blocks and heads need 4 entries, got {list(num_blocks)} and {list(heads)}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.text_dim = text_dim
+        self._told_no_text = False  # the missing-embedding warning is given once per network
         args = (ffn_expansion_factor, bias, layer_norm_type)
         # the official order: each encoder level, then its perturbation block, then the downsampling
         self.patch_embed = OverlapPatchEmbed(in_channels, dim)
@@ -273,6 +275,15 @@ class DFPIR(RestormerUNet):
         dtype = self.latent_shuffle_channel.linear_layer1.weight.dtype
         device = self.patch_embed.proj.weight.device
         if text_embedding is None:
+            if not self.training and not torch.compiler.is_compiling() and not self._told_no_text:
+                self._told_no_text = True
+                warnings.warn(
+                    "DFPIR got no text_embedding and uses the all-zero one: right for a DFPIR trained without "
+                    "text (as the Trainer trains it), wrong for the released weights, which restore as reported "
+                    "only with the CLIP embedding of their degradation's sentence (dfpir_text_embedding)",
+                    UserWarning,
+                    stacklevel=3,
+                )
             return torch.zeros(1, self.text_dim, dtype=dtype, device=device)
         t = text_embedding.unsqueeze(0) if text_embedding.dim() == 1 else text_embedding
         if t.dim() != 2 or t.shape[1] != self.text_dim or t.shape[0] not in (1, batch):
