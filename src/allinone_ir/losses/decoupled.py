@@ -125,18 +125,15 @@ def _ddl_one(prompts: torch.Tensor, threshold: float, form: str, eps: float, red
 def collect_degradation_prompts(model: nn.Module) -> list[torch.Tensor]:
     """The degradation-aware prompts ``(T, C)`` of every PIP prompt module in ``model``, in module order.
 
-    A PIP prompt module is one holding the parameter ``detask_prompt_param`` (official name).
+    A PIP prompt module is one with a ``degradation_prompts`` tensor.
 
     Examples:
         >>> from allinone_ir.models.pip import PIPBlock
         >>> [tuple(p.shape) for p in collect_degradation_prompts(PIPBlock(16, 8, 4, 5, p2f_heads=2))]
         [(5, 8)]
     """
-    return [
-        m.degradation_prompts
-        for m in model.modules()
-        if isinstance(getattr(m, "detask_prompt_param", None), nn.Parameter)
-    ]
+    prompts = [getattr(m, "degradation_prompts", None) for m in model.modules()]
+    return [p for p in prompts if isinstance(p, torch.Tensor)]
 
 
 class DirectionalDecoupledLoss(nn.Module):
