@@ -142,7 +142,7 @@ def test_the_cycle_finder_finds_a_cycle_and_reports_the_chain() -> None:
 
 def test_the_graph_resolves_relative_and_function_level_imports() -> None:
     graph = _graph()
-    assert "allinone_ir.layers.attention" in graph["allinone_ir.layers.pip"]  # from .attention import ...
+    assert "allinone_ir.layers.attention" in graph["allinone_ir.models.pip"]  # from ..layers.attention import
     assert "allinone_ir.models" in graph["allinone_ir"]  # from .models import ...
     assert "allinone_ir.errors" in graph["allinone_ir.io"]
 
