@@ -344,7 +344,8 @@ def _restormer_weights(
 _restormer_weights(
     "deraining", "deraining.pth", "restormer", {}, 26_126_644, _DERAIN_DRIVE, tasks=("rain",),
     training_data="Rain13K", reported=("average of Test100, Rain100H, Rain100L, Test2800, Test1200 33.96/0.935",),
-    protocol="PSNR/SSIM on the Y channel (Deraining/evaluate_PSNR_SSIM.m)", default=True,
+    protocol="PSNR/SSIM on the Y channel (Deraining/evaluate_PSNR_SSIM.m); allinone-ir benchmark --suite restormer-deraining",
+    default=True,
 )  # fmt: skip
 _restormer_weights(
     "motion_deblurring", "motion_deblurring.pth", "restormer", {}, 26_126_644, _MOTION_DRIVE, tasks=("blur",),
