@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -21,7 +22,9 @@ _STEPS, _SMOKE_STEPS = 600, 2
 _PATCH, _BATCH, _LR, _LOSS = 48, 8, 2e-3, "psnr"  # psnr: log MSE per image, each image weighs alike
 # haze (a global change) and snow (dense streaks) are drawn twice as often as noise and rain
 _TASKS = ("noise", "rain", "haze", "haze", "snow", "snow")
-_TONES = 8  # each training photograph also in brighter tones (gamma < 1): clean need not mean deep shadows
+# each training photograph also in 7 other tones, gamma log-uniform in [1/1.5, 1.2]: mostly brighter (clean
+# need not mean deep shadows), sometimes darker (a washed-out photograph must not pass for clean)
+_TONES, _GAMMA_LOW, _GAMMA_HIGH = 8, 1 / 1.5, 1.2
 _MIN_GAIN_DB, _COLOUR_TOLERANCE = 1.0, 6.0  # "restored": PSNR +1 dB, SSIM not lower, mean colour within 6/255
 _COLUMNS = ("clean", "degraded", "restored")
 _OUTPUTS = ("grid.png", "metrics.md", "metrics.json", "curves.png", "model", "inputs", "restored",
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     photos = sample_images()
     train_images = [read_image(p) for p in photos if p.stem != _HOLDOUT]
     tone_rng = torch.Generator().manual_seed(args.seed + 3)
-    gammas = 0.5 + 0.5 * torch.rand(len(train_images), _TONES - 1, generator=tone_rng)
+    log_range = math.log(_GAMMA_HIGH / _GAMMA_LOW)
+    gammas = _GAMMA_LOW * torch.exp(log_range * torch.rand(len(train_images), _TONES - 1, generator=tone_rng))
     train_set = SyntheticDegradationDataset(
         [img.pow(g) for img, gs in zip(train_images, gammas.tolist()) for g in [1.0, *gs]], tasks=_TASKS,
         patch_size=patch,
