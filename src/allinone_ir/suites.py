@@ -582,12 +582,17 @@ _THREE_TASK_ROWS = (
            "PromptIR paper, Table 1 (as in PIP's Table 1)"),
     _three("PIP-Restormer", "34.24/0.936", "31.60/0.893", "28.35/0.806", "32.09/0.981", "38.29/0.984",
            "32.91/0.920", _PIP_T1),
+    # the newer methods' own three-task tables (the registry's weights entries give the same numbers)
+    _three("DFPIR", "34.14/0.935", "31.47/0.893", "28.25/0.806", "31.87/0.980", "38.65/0.982", "32.88/0.919",
+           "DFPIR paper (TxpHome/DFPIR README, fig/3D.png)"),
+    _three("BaryIR", "34.16/0.935", "31.54/0.892", "28.25/0.802", "31.40/0.980", "39.02/0.985", "32.86/0.919",
+           "BaryIR paper, Table 1, Restormer backbone (xl-tang3/BaryIR README, figs/5Dquant.png)"),
 )  # fmt: skip
 # PIP paper, Table 2 ("noise-rain-haze-blur-enhance", multi-task rows, all retrained by PIP's authors): columns
 # sigma 15, 25, 50, SOTS, Rain100L, GoPro, LOL; its average is over those seven columns, not this suite's five.
 _PIP_T2 = "PIP paper, Table 2 (trained on five tasks by PIP's authors)"
-_FIVE_TASK_ROWS = tuple(
-    _Row(method, _PIP_T2, dict(zip(("denoise_25", "dehaze", "derain", "deblur", "lowlight"),
+_FIVE_TASK_ROWS = (
+    *(_Row(method, _PIP_T2, dict(zip(("denoise_25", "dehaze", "derain", "deblur", "lowlight"),
                                    ((a, b), (c, d), (e, f), (g, h), (i, j)))), None)
     for method, a, b, c, d, e, f, g, h, i, j in (
         ("Restormer", 30.96, 0.879, 29.50, 0.973, 36.53, 0.974, 27.31, 0.835, 23.00, 0.841),
@@ -595,7 +600,14 @@ _FIVE_TASK_ROWS = tuple(
         ("PromptIR", 31.08, 0.883, 30.16, 0.977, 37.16, 0.977, 28.73, 0.868, 23.91, 0.848),
         ("PIP-NAFNet", 31.45, 0.893, 31.75, 0.978, 37.67, 0.980, 28.08, 0.853, 23.37, 0.854),
         ("PIP-Restormer", 31.48, 0.891, 32.11, 0.979, 38.09, 0.983, 28.61, 0.861, 24.06, 0.859),
-    )
+    )),
+    # the newer methods' own five-task tables, whose averages are over this suite's five columns
+    _Row("DFPIR", "DFPIR paper (TxpHome/DFPIR README, fig/5D.jpg)",
+         dict(denoise_25=(31.29, 0.889), dehaze=(31.64, 0.979), derain=(37.62, 0.978), deblur=(28.82, 0.873),
+              lowlight=(23.82, 0.843)), (30.64, 0.913)),
+    _Row("BaryIR", "BaryIR paper, Table 2, Restormer backbone (xl-tang3/BaryIR README, figs/5Dquant.png)",
+         dict(denoise_25=(31.43, 0.891), dehaze=(31.20, 0.979), derain=(38.10, 0.982), deblur=(29.51, 0.889),
+              lowlight=(23.37, 0.854)), (30.72, 0.919)),
 )  # fmt: skip
 # AdaIR's and MoCE-IR's tables are images in their READMEs (figs/adair3d.PNG, assets/results_aio_3.png) and
 # their papers' tables could not be read here: no row of theirs is printed rather than an unchecked one.
@@ -624,8 +636,8 @@ def published_rows(name: str, results: dict[str, Any] | None = None) -> list[dic
         UnknownNameError: If the suite is unknown.
 
     Examples:
-        >>> [r["method"] for r in published_rows("three-task")][-2:]
-        ['PromptIR', 'PIP-Restormer']
+        >>> [r["method"] for r in published_rows("three-task")][-4:]
+        ['PromptIR', 'PIP-Restormer', 'DFPIR', 'BaryIR']
     """
     keys = {t.key for t in _suite(name).tasks}
     measured = (results or {}).get("tasks", {})
