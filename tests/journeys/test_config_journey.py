@@ -18,6 +18,7 @@ from .conftest import assert_no_traceback
 SHIPPED = [
     "adair_three_task",
     "course_rain_snow",
+    "mirage_three_task",
     "moce_ir_three_task",
     "pip_five_task",
     "promptir_three_task",
