@@ -67,7 +67,7 @@ def test_train_help_reads_the_schema_as_plain_text(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = capsys.readouterr().out
-    assert "'type: synthetic' takes clean_dir (clean photos), tasks (e.g. '[noise_25, rain, haze]')" in out
+    assert "'type: synthetic' takes clean_dir, tasks (e.g. '[noise_25, rain, haze]')" in out
     assert "Schema (YAML shown; TOML has the same tables):\n\n    model:" in out  # the literal block is kept
     assert "--config FILE|NAME" in out and "allinone-ir config list" in out
     assert max(len(line) for line in out.split("options:")[0].splitlines()) <= 110
