@@ -170,8 +170,11 @@ class DegradationGuidedPerturbation(nn.Module):
             - text: :math:`(N, T)`
             - output: :math:`(N, 2C)`, int64
         """
-        with torch.autocast(text.device.type, enabled=False):
-            w1, w3 = self.linear_layer1, self.linear_layer3
+        w1, w3 = self.linear_layer1, self.linear_layer3
+        if torch.amp.is_autocast_available(text.device.type):  # the scores in the weights' precision
+            with torch.autocast(text.device.type, enabled=False):
+                scores = w3(w1(text.to(w1.weight.dtype)))
+        else:  # the meta device (FLOP counting) has no autocast
             scores = w3(w1(text.to(w1.weight.dtype)))
         return torch.topk(scores, 2 * self.dim, dim=-1).indices
 
