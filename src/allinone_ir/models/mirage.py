@@ -449,7 +449,7 @@ class MIRAGE(RestorationModel):
 
         Recognised by ``reduce_dim_level3`` and the blocks' ``attn.gatedcnn``; the widths, blocks,
         heads, feed-forward factor, biases, norm kind and SPD head are read from the keys and shapes
-        (``drop_path`` is not stored: the default).
+        (``drop_path`` is not stored in the weights: not returned, so the default applies).
 
         Args:
             state_dict: Weights with the wrapper prefixes removed.
@@ -489,7 +489,6 @@ class MIRAGE(RestorationModel):
             layer_norm_type="WithBias"
             if any(k.endswith("norm1.body.bias") for k in state_dict)
             else "BiasFree",
-            drop_path=0.1,
             spd_head="spd_proj_latent.weight" in state_dict,
         )
 
