@@ -156,9 +156,12 @@ def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = Fals
         path: The image file.
         keep_channels: Return the stored channels instead of RGB.
 
+    Returns:
+        The pixels, ``(H, W, C)``.
+
     Raises:
         FileNotFoundError: If the file does not exist (or is a link to nothing).
-        ImageReadError: If the file is not a readable image; the message names the file and
+        ImageReadError: If the file is not a readable image; the message names the file and its
             ``reason`` says why.
 
     Examples:
