@@ -72,6 +72,9 @@ def main() -> None:
     if trainer.dist.is_main:
         save_pretrained(trainer.model, os.path.join(args.out, "model"), overwrite=True)
         print(f"rank 0 saved {args.out}/model")
+    if torch.distributed.is_initialized():  # the Trainer joined torchrun's group: leave it together
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

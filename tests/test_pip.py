@@ -771,6 +771,7 @@ def _ddp_recipe_worker(rank: int, world: int, port: int, out: str) -> None:
             opt.step()
         if rank == 0:
             torch.save(dict(model.named_parameters()), Path(out) / "ddp.pt")
+        torch.distributed.barrier()  # both leave together
     finally:
         torch.distributed.destroy_process_group()
 

@@ -375,6 +375,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, kind: str) -> None:
     trainer.fit()
     if rank == 0:
         torch.save(trainer.model.state_dict(), Path(out) / "ddp_weights.pt")
+    torch.distributed.barrier()  # both leave together: gloo aborts a process whose peer closes mid-write
     torch.distributed.destroy_process_group()
 
 

@@ -61,6 +61,20 @@ def _write_held_out(trainer: Any) -> str:
     return f"held out {len(pairs)} of {total} pairs for validation ({per}) on whole images; listed in {path}"
 
 
+def _leave_process_group(*, barrier: bool) -> None:
+    """Leave torchrun's process group, which the Trainer joined, before the process exits.
+
+    Exiting with the group open lets gloo's threads outlive the interpreter (an abort at exit); the
+    barrier makes every process leave together after a finished run.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``allinone-ir train``; returns the exit status (128 + the signal when interrupted)."""
     from ..training.checkpoint import format_bytes
@@ -96,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = trainer.fit()
     except TrainingInterrupted as exc:
+        _leave_process_group(barrier=False)
         if main:
             print(
                 f"interrupted by {signal_name(exc.signum)} at step {exc.step}: saved {exc.checkpoint}; "
@@ -103,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return exc.exit_status
+    _leave_process_group(barrier=True)
     if main:
         best = summary["best"]
         extra = (
