@@ -20,8 +20,7 @@ from allinone_ir.losses import (
     PSNRLoss,
     SSIMLoss,
 )
-from allinone_ir.losses.frequency import fft_loss, gradual_cutoff, guided_frequency_loss, laplacian_pyramid
-from allinone_ir.losses.pixel import charbonnier_loss, l1_loss, l1_ssim_loss, mse_loss, psnr_loss, ssim_loss
+from allinone_ir.losses.frequency import gradual_cutoff, laplacian_pyramid
 from allinone_ir.metrics import psnr
 
 
@@ -33,22 +32,17 @@ def pair() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_pixel_losses_match_references(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     p, t = pair
-    assert torch.allclose(l1_loss(p, t), F.l1_loss(p, t))
-    assert torch.allclose(mse_loss(p, t), F.mse_loss(p, t))
-    assert torch.allclose(l1_loss(p, t, "sum"), (p - t).abs().sum())
-    assert l1_loss(p, t, "none").shape == p.shape
+    assert torch.allclose(L1Loss()(p, t), F.l1_loss(p, t))
+    assert torch.allclose(MSELoss()(p, t), F.mse_loss(p, t))
+    assert torch.allclose(L1Loss("sum")(p, t), (p - t).abs().sum())
+    assert torch.allclose(MSELoss("none")(p, t), (p - t) ** 2)
     eps = 1e-3
-    assert float(charbonnier_loss(p, t, eps=eps)) == pytest.approx(
+    assert float(CharbonnierLoss(eps=eps)(p, t)) == pytest.approx(
         float(torch.sqrt((p - t) ** 2 + eps**2).mean()), rel=1e-6
     )
-    assert float(psnr_loss(p, t)) == pytest.approx(-float(psnr(p, t)), abs=1e-4)
-    for mod, fn in (
-        (L1Loss(), l1_loss),
-        (MSELoss(), mse_loss),
-        (CharbonnierLoss(), charbonnier_loss),
-        (PSNRLoss(), psnr_loss),
-    ):
-        assert torch.allclose(mod(p, t), fn(p, t))
+    assert float(PSNRLoss()(p, t)) == pytest.approx(-float(psnr(p, t)), abs=1e-4)
+    with pytest.raises(ValueError, match="eps"):
+        CharbonnierLoss(eps=0.0)
 
 
 def test_ssim_losses_match_skimage() -> None:
@@ -60,28 +54,35 @@ def test_ssim_losses_match_skimage() -> None:
         b, a, data_range=1, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
     )
     ref_u = sk_ssim(b, a, data_range=1, channel_axis=-1)
-    assert float(ssim_loss(tb, ta)) == pytest.approx(1 - ref_g, abs=1e-6)
-    assert float(ssim_loss(tb, ta, window="uniform")) == pytest.approx(1 - ref_u, abs=1e-6)
+    assert float(SSIMLoss()(tb, ta)) == pytest.approx(1 - ref_g, abs=1e-6)
+    assert float(SSIMLoss(window="uniform")(tb, ta)) == pytest.approx(1 - ref_u, abs=1e-6)
     l1 = float((tb - ta).abs().mean())
-    assert float(l1_ssim_loss(tb, ta)) == pytest.approx(0.84 * l1 + 0.16 * (1 - ref_g), abs=1e-6)
+    assert float(L1SSIMLoss()(tb, ta)) == pytest.approx(0.84 * l1 + 0.16 * (1 - ref_g), abs=1e-6)
     assert float(L1SSIMLoss(alpha=0.5)(tb, ta)) == pytest.approx(0.5 * l1 + 0.5 * (1 - ref_g), abs=1e-6)
     assert float(SSIMLoss()(ta, ta)) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError, match="alpha"):
-        l1_ssim_loss(ta, tb, alpha=1.5)
+        L1SSIMLoss(alpha=1.5)
 
 
 def test_fft_loss_matches_numpy(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     p, t = pair
     d = np.fft.fft2(p.numpy().astype(np.float64)) - np.fft.fft2(t.numpy().astype(np.float64))
     ref = (np.abs(d.real).sum() + np.abs(d.imag).sum()) / (2 * d.size)
-    assert float(fft_loss(p, t)) == pytest.approx(ref, rel=1e-4)
+    assert float(FFTLoss()(p, t)) == pytest.approx(ref, rel=1e-4)
     assert float(FFTLoss()(p, p)) == 0.0
+
+
+def _gfl(p: torch.Tensor, t: torch.Tensor, progress: float = 1.0, **kwargs: float) -> torch.Tensor:
+    loss = GuidedFrequencyLoss(**kwargs)  # type: ignore[arg-type]
+    loss.set_progress(progress)
+    return loss(p, t)
 
 
 def test_guided_frequency_loss(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     p, t = pair
+    assert GuidedFrequencyLoss().progress == 0.0  # the trainer sets it every step
     # identical images: only the Charbonnier floor eps remains
-    assert float(guided_frequency_loss(t, t, eps=1e-3)) == pytest.approx(1e-3, rel=1e-4)
+    assert float(_gfl(t, t, eps=1e-3)) == pytest.approx(1e-3, rel=1e-4)
     # components by hand at full progress (cutoff covers every frequency -> Parseval: freq term = MSE)
     ch = float(torch.sqrt((p - t) ** 2 + 1e-6).mean())
     lap = float(
@@ -90,18 +91,16 @@ def test_guided_frequency_loss(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
         ).mean()
     )
     mse = float(((p - t) ** 2).mean())
-    assert float(guided_frequency_loss(p, t, progress=1.0)) == pytest.approx(
-        math.sqrt(ch**2 + lap + mse), rel=1e-4
-    )
+    assert float(_gfl(p, t, progress=1.0)) == pytest.approx(math.sqrt(ch**2 + lap + mse), rel=1e-4)
     # early in training the band is narrower, so the loss is smaller
-    assert float(guided_frequency_loss(p, t, progress=0.0)) < float(guided_frequency_loss(p, t, progress=1.0))
+    assert float(_gfl(p, t, progress=0.0)) < float(_gfl(p, t, progress=1.0))
     assert [gradual_cutoff(x, 0.1, 0.5, 5) for x in (0.0, 0.2, 0.5, 1.0)] == pytest.approx(
         [0.1, 0.2, 0.3, 0.5]
     )
     m = GuidedFrequencyLoss()
     m.set_progress(2.0)
     assert m.progress == 1.0
-    assert float(m(p, t)) == pytest.approx(float(guided_frequency_loss(p, t, progress=1.0)))
+    assert float(m(p, t)) == pytest.approx(float(_gfl(p, t, progress=1.0)))
 
 
 def test_laplacian_pyramid_reconstructs() -> None:
@@ -116,14 +115,14 @@ def test_laplacian_pyramid_reconstructs() -> None:
 @pytest.mark.parametrize(
     "fn",
     [
-        l1_loss,
-        mse_loss,
-        charbonnier_loss,
-        psnr_loss,
-        ssim_loss,
-        l1_ssim_loss,
-        fft_loss,
-        guided_frequency_loss,
+        L1Loss(),
+        MSELoss(),
+        CharbonnierLoss(),
+        PSNRLoss(),
+        SSIMLoss(),
+        L1SSIMLoss(),
+        FFTLoss(),
+        GuidedFrequencyLoss(),
     ],
 )
 def test_gradients_and_bf16_inputs(fn, pair) -> None:  # type: ignore[no-untyped-def]
@@ -137,10 +136,10 @@ def test_gradients_and_bf16_inputs(fn, pair) -> None:  # type: ignore[no-untyped
 
 def test_loss_input_errors() -> None:
     with pytest.raises(ValueError, match="shapes differ"):
-        l1_loss(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 5))
+        L1Loss()(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 5))
     with pytest.raises(TypeError, match="floating"):
-        mse_loss(torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
+        MSELoss()(torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="reduction"):
-        l1_loss(torch.rand(2), torch.rand(2), "avg")  # type: ignore[arg-type]
+        L1Loss("avg")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        fft_loss(torch.rand(3, 4, 4), torch.rand(3, 4, 4))
+        FFTLoss()(torch.rand(3, 4, 4), torch.rand(3, 4, 4))

@@ -1,4 +1,4 @@
-"""Loss functions, as function + module pairs."""
+"""Loss modules (and the functional directional decoupled loss of PIP)."""
 
 from .decoupled import (
     DEFAULT_DDL_ALPHA,

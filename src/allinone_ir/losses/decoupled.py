@@ -1,8 +1,7 @@
 """PIP's directional decoupled loss: keep the degradation-aware prompts pointing in different directions.
 
-The official trainer's ``--high_reg_loss angle`` equals ``0.01 * directional_decoupled_loss(d,
-form="cosine_hinge", reduction="sum")`` and its ``cosine`` option ``0.02 * ...(d, form="abs_cosine",
-reduction="sum")``; the PIP networks' own ``ddl`` term is the paper's ``"angle_hinge"``, a mean.
+The official trainer's ``--high_reg_loss angle`` is ``0.01 * directional_decoupled_loss(d, form="cosine_hinge",
+reduction="sum")``, its ``cosine`` ``0.02 * ...(d, form="abs_cosine", reduction="sum")``.
 """
 
 from __future__ import annotations
@@ -37,14 +36,6 @@ def _acos_bounded_grad(c: torch.Tensor, min_sq: float) -> torch.Tensor:
     return value.detach() + (c - c.detach()) * slope.detach()
 
 
-def _pairwise_cosines(prompts: torch.Tensor, eps: float) -> torch.Tensor:
-    """Cosines ``d_i . d_j / max(|d_i| |d_j|, eps)`` of all pairs ``i < j``, in at least fp32."""
-    d = prompts.reshape(prompts.shape[0], -1).to(torch.promote_types(prompts.dtype, torch.float32))
-    i, j = torch.triu_indices(d.shape[0], d.shape[0], offset=1, device=d.device)
-    norms = torch.linalg.vector_norm(d, dim=-1)
-    return (d[i] * d[j]).sum(dim=-1) / (norms[i] * norms[j]).clamp_min(eps)
-
-
 def _check_options(threshold: float, form: str, reduction: str) -> None:
     if form not in get_args(Form):
         raise UsageError(f"form must be one of {list(get_args(Form))}, got {form!r}")
@@ -68,12 +59,11 @@ def directional_decoupled_loss(
 ) -> torch.Tensor:
     """Directional decoupled loss (PIP paper, Eq. 4) on ``T`` degradation-aware prompts.
 
-    With ``theta_ij`` the angle between prompts ``i < j``, the term of a pair is
-    ``max(0, theta_thre - theta_ij)`` in radians (``"angle_hinge"``, Eq. 4),
-    ``max(0, cos theta_ij - cos theta_thre)`` (``"cosine_hinge"``) or ``|cos theta_ij|``
-    (``"abs_cosine"``, threshold 90 only). The terms are averaged or summed over pairs; the losses
-    of a sequence of prompt tensors (one per PIP block) are summed. Computed in at least fp32;
-    the gradient stays finite for (nearly) parallel prompts.
+    With ``theta_ij`` the angle between prompts ``i < j``, a pair costs ``max(0, theta_thre - theta_ij)``
+    in radians (``"angle_hinge"``), ``max(0, cos theta_ij - cos theta_thre)`` (``"cosine_hinge"``) or
+    ``|cos theta_ij|`` (``"abs_cosine"``, threshold 90 only), averaged or summed over pairs; the losses of
+    a sequence of prompt tensors are summed. Computed in at least fp32, with a finite gradient for
+    (nearly) parallel prompts.
 
     Args:
         prompts: A ``(T, ...)`` tensor (flattened per prompt), or a sequence of them.
@@ -111,7 +101,10 @@ def directional_decoupled_loss(
 def _ddl_one(prompts: torch.Tensor, threshold: float, form: str, eps: float, reduction: str) -> torch.Tensor:
     if prompts.ndim < 2 or prompts.shape[0] < 2:
         raise UsageError(f"need at least two prompts stacked as (T, C), got shape {tuple(prompts.shape)}")
-    cos = _pairwise_cosines(prompts, eps)
+    d = prompts.reshape(prompts.shape[0], -1).to(torch.promote_types(prompts.dtype, torch.float32))
+    i, j = torch.triu_indices(d.shape[0], d.shape[0], offset=1, device=d.device)
+    norms = torch.linalg.vector_norm(d, dim=-1)
+    cos = (d[i] * d[j]).sum(dim=-1) / (norms[i] * norms[j]).clamp_min(eps)
     theta_thre = math.radians(threshold)
     if form == "angle_hinge":
         terms = (theta_thre - _acos_bounded_grad(cos, 4 * torch.finfo(cos.dtype).eps)).clamp_min(0.0)
@@ -123,9 +116,7 @@ def _ddl_one(prompts: torch.Tensor, threshold: float, form: str, eps: float, red
 
 
 def collect_degradation_prompts(model: nn.Module) -> list[torch.Tensor]:
-    """The degradation-aware prompts ``(T, C)`` of every PIP prompt module in ``model``, in module order.
-
-    A PIP prompt module is one with a ``degradation_prompts`` tensor.
+    """The ``degradation_prompts`` tensors ``(T, C)`` of the modules of ``model``, in module order.
 
     Examples:
         >>> from allinone_ir.models.pip import PIPBlock
@@ -166,13 +157,8 @@ class DirectionalDecoupledLoss(nn.Module):
     ) -> None:
         super().__init__()
         _check_options(threshold, form, reduction)
-        self.threshold, self.form, self.eps, self.reduction, self.alpha = (
-            threshold,
-            form,
-            eps,
-            reduction,
-            alpha,
-        )
+        self.threshold, self.form, self.eps, self.reduction = threshold, form, eps, reduction
+        self.alpha = alpha
 
     def forward(self, prompts: nn.Module | torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         if isinstance(prompts, nn.Module):
@@ -180,6 +166,3 @@ class DirectionalDecoupledLoss(nn.Module):
         return directional_decoupled_loss(
             prompts, threshold=self.threshold, form=self.form, eps=self.eps, reduction=self.reduction
         )
-
-    def extra_repr(self) -> str:
-        return f"threshold={self.threshold}, form={self.form!r}, reduction={self.reduction!r}, alpha={self.alpha}"

@@ -9,29 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
-from .pixel import charbonnier_loss, check_loss_inputs
+from .pixel import check_loss_inputs
 
 __all__ = ["FFTLoss", "GuidedFrequencyLoss"]
-
-
-def fft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean L1 distance between the real and imaginary parts of the 2-D spectra (BasicSR's ``FFTLoss``).
-
-    The FFT (unnormalised) runs in float32 even under autocast.
-
-    Shape:
-        - pred, target: :math:`(N, C, H, W)`
-
-    Examples:
-        >>> x = torch.zeros(1, 1, 4, 4)
-        >>> float(fft_loss(x + 1, x))  # the DC term is 16, the rest 0; mean over 2*16 numbers
-        0.5
-    """
-    check_loss_inputs(pred, target, "fft_loss", ndim=4)
-    diff = torch.view_as_real(torch.fft.fft2(pred.float())) - torch.view_as_real(
-        torch.fft.fft2(target.float())
-    )
-    return diff.abs().mean()
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
@@ -80,74 +60,48 @@ def gradual_cutoff(progress: float, omega0: float, omega_final: float, num_stage
     return omega0 + (omega_final - omega0) * stage / (num_stages - 1)
 
 
-def guided_frequency_loss(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    progress: float = 1.0,
-    eps: float = 1e-3,
-    omega0: float = 0.1,
-    omega_final: float = math.sqrt(0.5),
-    num_stages: int = 5,
-    levels: int = 3,
-) -> torch.Tensor:
+class FFTLoss(nn.Module):
+    """Mean L1 distance between the real and imaginary parts of the 2-D spectra (BasicSR's ``FFTLoss``).
+
+    The FFT (unnormalised) runs in float32 even under autocast.
+
+    Shape:
+        - pred, target: :math:`(N, C, H, W)`
+
+    Examples:
+        >>> x = torch.zeros(1, 1, 4, 4)
+        >>> float(FFTLoss()(x + 1, x))  # the DC term is 16, the rest 0; mean over 2*16 numbers
+        0.5
+    """
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        check_loss_inputs(pred, target, "FFTLoss", ndim=4)
+        diff = torch.fft.fft2(pred.float()) - torch.fft.fft2(target.float())
+        return torch.view_as_real(diff).abs().mean()
+
+
+class GuidedFrequencyLoss(nn.Module):
     r"""Guided Frequency Loss (Benjdira et al., 2023): :math:`\sqrt{C_{ch}^2 + C_{lap} + C_{freq}}`.
 
     :math:`C_{ch}` is the Charbonnier loss, :math:`C_{lap}` the MSE between Laplacian pyramids and
     :math:`C_{freq}` the mean squared spectrum difference (orthonormal FFT) below a cutoff that widens
-    with ``progress`` (:func:`gradual_cutoff`; ``sqrt(0.5)`` is the whole spectrum).
+    with the training progress (:func:`gradual_cutoff`; ``sqrt(0.5)`` is the whole spectrum). The
+    trainer calls :meth:`set_progress` every step. The result is float32.
 
     Args:
-        pred: Network output.
-        target: Reference.
-        progress: Fraction of training done, in [0, 1].
         eps: Charbonnier constant.
         omega0: First cutoff (cycles per pixel).
         omega_final: Last cutoff.
         num_stages: Number of cutoff steps.
         levels: Laplacian pyramid levels.
 
-    Returns:
-        Scalar loss (float32).
-
     Shape:
         - pred, target: :math:`(N, C, H, W)`
 
     Examples:
         >>> x = torch.rand(1, 3, 16, 16)
-        >>> round(float(guided_frequency_loss(x, x, eps=1e-3)), 6)
+        >>> round(float(GuidedFrequencyLoss(eps=1e-3)(x, x)), 6)
         0.001
-    """
-    check_loss_inputs(pred, target, "guided_frequency_loss", ndim=4)
-    p, t = pred.float(), target.float()
-    ch = charbonnier_loss(p, t, eps=eps)
-    pairs = zip(laplacian_pyramid(p, levels), laplacian_pyramid(t, levels))
-    lap = torch.stack([(a - b).pow(2).mean() for a, b in pairs]).mean()
-    h, w = p.shape[-2:]
-    fy = torch.fft.fftfreq(h, device=p.device).view(h, 1)
-    fx = torch.fft.fftfreq(w, device=p.device).view(1, w)
-    cutoff = gradual_cutoff(progress, omega0, omega_final, num_stages)
-    mask = (torch.sqrt(fy * fy + fx * fx) <= cutoff + 1e-9).to(p.dtype)
-    diff = torch.fft.fft2(p, norm="ortho") - torch.fft.fft2(t, norm="ortho")
-    return torch.sqrt(ch * ch + lap + (diff.abs().pow(2) * mask).mean())
-
-
-class FFTLoss(nn.Module):
-    """Module form of :func:`fft_loss`."""
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return fft_loss(pred, target)
-
-
-class GuidedFrequencyLoss(nn.Module):
-    """Module form of :func:`guided_frequency_loss`; the trainer calls :meth:`set_progress` every step.
-
-    Args:
-        eps: Charbonnier constant.
-        omega0: First frequency cutoff.
-        omega_final: Last frequency cutoff.
-        num_stages: Number of cutoff steps.
-        levels: Laplacian pyramid levels.
     """
 
     def __init__(
@@ -168,7 +122,15 @@ class GuidedFrequencyLoss(nn.Module):
         self.progress = float(min(max(progress, 0.0), 1.0))
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return guided_frequency_loss(
-            pred, target, progress=self.progress, eps=self.eps, omega0=self.omega0,
-            omega_final=self.omega_final, num_stages=self.num_stages, levels=self.levels,
-        )  # fmt: skip
+        check_loss_inputs(pred, target, "GuidedFrequencyLoss", ndim=4)
+        p, t = pred.float(), target.float()
+        ch = torch.sqrt((p - t).pow(2) + self.eps * self.eps).mean()
+        pairs = zip(laplacian_pyramid(p, self.levels), laplacian_pyramid(t, self.levels))
+        lap = torch.stack([(a - b).pow(2).mean() for a, b in pairs]).mean()
+        h, w = p.shape[-2:]
+        fy = torch.fft.fftfreq(h, device=p.device).view(h, 1)
+        fx = torch.fft.fftfreq(w, device=p.device).view(1, w)
+        cutoff = gradual_cutoff(self.progress, self.omega0, self.omega_final, self.num_stages)
+        mask = (torch.sqrt(fy * fy + fx * fx) <= cutoff + 1e-9).to(p.dtype)
+        diff = torch.fft.fft2(p, norm="ortho") - torch.fft.fft2(t, norm="ortho")
+        return torch.sqrt(ch * ch + lap + (diff.abs().pow(2) * mask).mean())
