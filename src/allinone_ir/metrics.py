@@ -1,8 +1,4 @@
-"""Image-quality metrics with explicit protocols: PSNR and SSIM.
-
-:data:`PROMPTIR_PROTOCOL` is what PromptIR and PIP report (scikit-image on RGB, data range 1, no
-crop); :data:`BASICSR_PROTOCOL` is BasicSR / MATLAB's (BT.601 luma of 8-bit values, Gaussian SSIM).
-"""
+"""PSNR and SSIM, and the protocols of the papers (:data:`PROMPTIR_PROTOCOL`, :data:`BASICSR_PROTOCOL`)."""
 
 from __future__ import annotations
 
@@ -31,14 +27,7 @@ _Y_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
 
 
 def rgb_to_y(x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Luma of ITU-R BT.601 (studio swing), as BasicSR's ``rgb2ycbcr(y_only=True)`` and MATLAB.
-
-    Args:
-        x: RGB images with values in ``[0, data_range]``.
-        data_range: The value span of ``x``.
-
-    Returns:
-        The Y channel in the same value scale.
+    """BT.601 luma (studio swing) in the value scale of ``x``, as BasicSR's ``rgb2ycbcr(y_only=True)``.
 
     Shape:
         - x: :math:`(N, 3, H, W)`
@@ -55,7 +44,6 @@ def rgb_to_y(x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
-    """Raise unless ``pred`` and ``target`` are tensors of one shape."""
     for arg, t in (("pred", pred), ("target", target)):
         if not isinstance(t, torch.Tensor):
             raise UsageTypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
@@ -68,7 +56,6 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
 def _prepare(
     pred: torch.Tensor, target: torch.Tensor, data_range: float, crop_border: int, y_channel: bool, name: str
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Check shapes, add a batch dim, crop, convert to Y, cast to float64."""
     _check_pair(pred, target, name)
     if pred.ndim not in (3, 4):
         raise UsageError(f"{name}: images must have shape (N, C, H, W) or (C, H, W), got {tuple(pred.shape)}")
@@ -87,10 +74,6 @@ def _prepare(
         target = target[..., crop_border:-crop_border, crop_border:-crop_border]
     pred, target = pred.to(torch.float64), target.to(torch.float64)
     if y_channel:
-        if pred.shape[1] != 3:
-            raise UsageError(
-                f"{name}: y_channel=True needs 3-channel RGB images, got {pred.shape[1]} channels"
-            )
         pred, target = rgb_to_y(pred, data_range), rgb_to_y(target, data_range)
     return pred, target, single
 
@@ -112,10 +95,9 @@ def psnr(
     y_channel: bool = False,
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    r"""Peak signal-to-noise ratio in dB per image, as scikit-image's ``peak_signal_noise_ratio``.
+    """Peak signal-to-noise ratio in dB per image (float64), as scikit-image's ``peak_signal_noise_ratio``.
 
-    The MSE is taken over one image's channels and pixels; ``"mean"`` averages the PSNRs. Identical
-    images give ``inf``. Computed in float64.
+    Identical images give ``inf``; ``"mean"`` averages the per-image PSNRs.
 
     Args:
         pred: Restored images.
@@ -123,13 +105,10 @@ def psnr(
         data_range: Value span of the images (1 for [0, 1], 255 for 8-bit values).
         crop_border: Pixels removed on every side first.
         y_channel: Measure the BT.601 luma instead of RGB.
-        reduction: ``"mean"`` (a scalar) or ``"none"`` (one value per image).
-
-    Returns:
-        A float64 scalar, or ``(N,)`` with ``reduction="none"``.
+        reduction: ``"mean"`` (a scalar) or ``"none"`` (``(N,)``).
 
     Raises:
-        UsageError: On mismatched shapes, a bad ``crop_border`` / ``data_range`` / ``reduction``.
+        UsageError: On mismatched shapes or bad options.
 
     Shape:
         - pred, target: :math:`(N, C, H, W)` or :math:`(C, H, W)`
@@ -149,8 +128,8 @@ def ssim_map(
 ) -> torch.Tensor:
     """The differentiable SSIM map over the valid region, in the dtype of ``pred``.
 
-    The uniform window (7x7) uses the sample covariance as scikit-image does; the Gaussian window
-    (11x11, sigma 1.5) the population covariance (Wang et al., BasicSR).
+    Uniform 7x7 window with sample covariance (scikit-image), or Gaussian 11x11, sigma 1.5, with
+    population covariance (BasicSR).
 
     Shape:
         - pred, target: :math:`(N, C, H, W)`
@@ -169,14 +148,9 @@ def ssim_map(
         raise UsageError(f"SSIM with a {s}x{s} {window} window needs images of at least {s}x{s}, got {h}x{w}")
     kernel = torch.outer(w1, w1).to(device=pred.device, dtype=pred.dtype).expand(c, 1, s, s)
     cov_norm = s * s / (s * s - 1.0) if window == "uniform" else 1.0
-
-    def filt(z: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(z, kernel, groups=c)
-
-    mu_x, mu_y = filt(pred), filt(target)
-    vx = cov_norm * (filt(pred * pred) - mu_x * mu_x)
-    vy = cov_norm * (filt(target * target) - mu_y * mu_y)
-    vxy = cov_norm * (filt(pred * target) - mu_x * mu_y)
+    stacked = torch.cat([pred, target, pred * pred, target * target, pred * target])
+    mu_x, mu_y, xx, yy, xy = F.conv2d(stacked, kernel, groups=c).chunk(5)
+    vx, vy, vxy = cov_norm * (xx - mu_x * mu_x), cov_norm * (yy - mu_y * mu_y), cov_norm * (xy - mu_x * mu_y)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     return (2 * mu_x * mu_y + c1) * (2 * vxy + c2) / ((mu_x * mu_x + mu_y * mu_y + c1) * (vx + vy + c2))
 
@@ -191,23 +165,10 @@ def ssim(
     window: Window = "uniform",
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    """Structural similarity per image, as scikit-image's ``structural_similarity``.
+    """Structural similarity per image (float64), as scikit-image's ``structural_similarity``.
 
-    ``window="uniform"`` is its default (7x7 box, sample covariance); ``"gaussian"`` is
-    ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False`` (BasicSR / MATLAB). The map is
-    averaged over the valid region and the channels, in float64.
-
-    Args:
-        pred: Restored images.
-        target: Reference images.
-        data_range: Value span of the images.
-        crop_border: Pixels removed on every side first.
-        y_channel: Measure the BT.601 luma instead of RGB.
-        window: ``"uniform"`` or ``"gaussian"``.
-        reduction: ``"mean"`` (a scalar) or ``"none"`` (one value per image).
-
-    Returns:
-        A float64 scalar, or ``(N,)`` with ``reduction="none"``.
+    ``window="uniform"`` is its default; ``"gaussian"`` is ``gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False`` (BasicSR / MATLAB). Other arguments as :func:`psnr`.
 
     Raises:
         UsageError: On mismatched shapes, images smaller than the window, bad options.
@@ -234,9 +195,9 @@ class MetricProtocol:
         data_range: Value span of the images the metric sees.
         crop_border: Pixels removed on every side.
         y_channel: Measure the BT.601 luma instead of RGB.
-        ssim_window: ``"uniform"`` (scikit-image default) or ``"gaussian"`` (MATLAB / BasicSR).
-        quantize: Round predictions and targets to 8-bit levels first (as BasicSR's ``tensor2img``).
-        clamp: Clamp predictions to ``[0, 1]`` first (as every official test script does).
+        ssim_window: ``"uniform"`` or ``"gaussian"``.
+        quantize: Round predictions and targets to 8-bit levels first (BasicSR's ``tensor2img``).
+        clamp: Clamp predictions to ``[0, 1]`` first (every official test script does).
 
     Examples:
         >>> x = torch.rand(2, 3, 16, 16)
@@ -271,11 +232,7 @@ class MetricProtocol:
         }
 
     def compute(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-        """Mean PSNR (dB) and SSIM over a batch of [0, 1] images: ``{"psnr": float, "ssim": float}``.
-
-        Shape:
-            - pred, target: :math:`(N, C, H, W)` or :math:`(C, H, W)`
-        """
+        """Mean PSNR (dB) and SSIM over a batch of [0, 1] images: ``{"psnr": float, "ssim": float}``."""
         return {k: float(v.mean()) for k, v in self.compute_per_image(pred, target).items()}
 
 
@@ -291,7 +248,7 @@ def get_protocol(name: str | MetricProtocol) -> MetricProtocol:
     """A protocol by name (``"promptir"``, ``"basicsr"``); a protocol object is returned as is.
 
     Raises:
-        UnknownNameError: If the name is unknown (the message lists the known ones).
+        UnknownNameError: For an unknown name.
 
     Examples:
         >>> get_protocol("basicsr").y_channel
