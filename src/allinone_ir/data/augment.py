@@ -1,7 +1,6 @@
-"""Paired augmentations: identical crops / flips / rotations, channel shuffle, CutBlur, Mixup, Degradation-Mix.
+"""Paired augmentations: identical crops / flips / rotations; channel shuffle, CutBlur, Mixup, Degradation-Mix.
 
-Per-sample transforms take ``(C, H, W)`` tensors; batch augmentations take a batch dict
-``{"degraded", "clean", "label", ...}`` and return a new one (labels may become weights ``(N, T)``).
+Batch augmentations take a batch dict ``{"degraded", "clean", "label", ...}`` and return a new one.
 """
 
 from __future__ import annotations
@@ -23,9 +22,7 @@ AUGMENT_MODES = 8
 
 
 def augment_mode(x: torch.Tensor, mode: int) -> torch.Tensor:
-    """One of the 8 flip / rot90 combinations, as the official PromptIR ``data_augmentation``.
-
-    Mode ``m`` rotates by ``m // 2`` quarter turns (counter-clockwise), then flips vertically if ``m`` is odd.
+    """Mode ``m`` of PromptIR's ``data_augmentation``: ``m // 2`` quarter turns, then a vertical flip if odd.
 
     Shape:
         - x: :math:`(*, H, W)` -> :math:`(*, H, W)` or :math:`(*, W, H)`
@@ -44,16 +41,10 @@ def augment_mode(x: torch.Tensor, mode: int) -> torch.Tensor:
 def paired_random_crop(
     images: Sequence[torch.Tensor], size: int | tuple[int, int], *, rng: Rng = None, names: Sequence[str] = ()
 ) -> list[torch.Tensor]:
-    """The same random crop of every image (all of one size).
-
-    Args:
-        images: ``(C, H, W)`` tensors of one size (degraded, clean, ...).
-        size: Crop side or ``(height, width)``.
-        rng: Seed or generator.
-        names: File names for the error messages.
+    """The same random crop of every image (all of one size); ``size`` is a side or ``(height, width)``.
 
     Raises:
-        UsageError: If the sizes differ or an image is smaller than the crop (naming the files).
+        UsageError: If the sizes differ or an image is smaller than the crop (naming ``names``).
 
     Examples:
         >>> a = torch.rand(3, 10, 12)
@@ -72,17 +63,6 @@ def paired_random_crop(
     top = int(torch.randint(h - ch + 1, (), generator=g))
     left = int(torch.randint(w - cw + 1, (), generator=g))
     return [im[..., top : top + ch, left : left + cw] for im in images]
-
-
-def paired_random_augment(
-    images: Sequence[torch.Tensor], *, modes: Sequence[int] = tuple(range(AUGMENT_MODES)), rng: Rng = None
-) -> list[torch.Tensor]:
-    """Apply one random mode of ``modes`` (:func:`augment_mode`) identically to every image."""
-    modes = tuple(modes)
-    if not modes:
-        raise UsageError("modes must not be empty")
-    mode = modes[int(torch.randint(len(modes), (), generator=make_generator(rng)))]
-    return [augment_mode(im, mode) for im in images]
 
 
 def _label_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -110,12 +90,7 @@ def _check_batch(batch: dict[str, Any], name: str) -> None:
 def channel_shuffle(batch: dict[str, Any], *, rng: Rng = None) -> dict[str, Any]:
     """Permute the colour channels of every pair at random, the same way for its degraded and clean image.
 
-    Removes the colour prior a network learns from few photographs. Exact for degradations that treat
-    the channels alike (every synthetic one), not for real data with a coloured degradation.
-
-    Args:
-        batch: Dict with ``degraded`` and ``clean`` ``(N, C, H, W)`` batches.
-        rng: Seed or generator.
+    Exact for degradations that treat the channels alike (every synthetic one).
 
     Examples:
         >>> b = {"degraded": torch.arange(3.0).view(1, 3, 1, 1), "clean": torch.arange(3.0).view(1, 3, 1, 1)}
@@ -139,14 +114,8 @@ def mixup(
 ) -> dict[str, Any]:
     """Mixup of restoration pairs (Restormer's ``Mixing_Augment``): blend each pair with a shuffled one.
 
-    ``lam ~ Beta(alpha, alpha)``, the same for degraded and clean images. With ``num_classes`` the
-    labels become mixed weights ``(N, T)``.
-
-    Args:
-        batch: Dict with ``degraded``, ``clean`` (and ``label``) batches.
-        alpha: Beta distribution parameter.
-        num_classes: Number of degradation classes, to mix the labels.
-        rng: Seed or generator.
+    ``lam ~ Beta(alpha, alpha)`` for degraded and clean images; with ``num_classes`` the labels become
+    mixed weights ``(N, T)``.
 
     Examples:
         >>> b = {"degraded": torch.zeros(2, 3, 4, 4), "clean": torch.ones(2, 3, 4, 4)}
@@ -173,13 +142,7 @@ def mixup(
 def cutblur(batch: dict[str, Any], *, alpha: float = 0.7, rng: Rng = None) -> dict[str, Any]:
     """CutBlur (Yoo et al., 2020): paste a box of the clean image into the degraded one, or the reverse.
 
-    The box sides are ``ratio * H`` and ``ratio * W`` with ``ratio ~ N(alpha, 0.01)`` clipped to
-    [0.1, 1]; the target stays the clean image.
-
-    Args:
-        batch: Dict with ``degraded`` and ``clean`` batches.
-        alpha: Mean relative box side.
-        rng: Seed or generator.
+    The box sides are ``ratio * (H, W)``, ``ratio ~ N(alpha, 0.01)`` clipped to [0.1, 1].
 
     Examples:
         >>> b = {"degraded": torch.zeros(1, 3, 8, 8), "clean": torch.ones(1, 3, 8, 8)}
@@ -203,16 +166,8 @@ def cutblur(batch: dict[str, Any], *, alpha: float = 0.7, rng: Rng = None) -> di
 def dmix(batch: dict[str, Any], *, num_classes: int, rng: Rng = None) -> dict[str, Any]:
     """Degradation-Mix (PIP, supplementary Sec. B): swap image halves across the batch, mix the labels.
 
-    The second halves (along the height or the width, drawn once per batch) of degraded and clean
-    images are shuffled with one permutation; each label becomes the mean of its halves' labels.
-
-    Args:
-        batch: Dict with ``degraded``, ``clean`` and ``label`` (``(N,)`` ints or ``(N, T)`` weights).
-        num_classes: Number of degradation classes ``T``.
-        rng: Seed or generator.
-
-    Returns:
-        A new batch dict with ``label`` of shape ``(N, T)``.
+    The second halves (along the height or the width, drawn once per batch) are shuffled with one
+    permutation; each label becomes the mean of its halves' labels, weights ``(N, num_classes)``.
 
     Examples:
         >>> b = {"degraded": torch.rand(2, 3, 4, 4), "clean": torch.rand(2, 3, 4, 4), "label": torch.tensor([0, 1])}
@@ -224,17 +179,12 @@ def dmix(batch: dict[str, Any], *, num_classes: int, rng: Rng = None) -> dict[st
         raise UsageError("dmix needs batch['label'] (degradation labels) to mix")
     g = make_generator(rng)
     perm = torch.randperm(batch["degraded"].shape[0], generator=g)
-    along_h = bool(torch.rand((), generator=g) < 0.5)
+    dim = -2 if bool(torch.rand((), generator=g) < 0.5) else -1
     out = dict(batch)
     for key in ("degraded", "clean"):
         t = batch[key].clone()
-        other = batch[key][perm.to(t.device)]
-        if along_h:
-            half = t.shape[-2] // 2
-            t[..., half:, :] = other[..., half:, :]
-        else:
-            half = t.shape[-1] // 2
-            t[..., :, half:] = other[..., :, half:]
+        half, size = t.shape[dim] // 2, t.shape[dim]
+        t.narrow(dim, half, size - half).copy_(batch[key][perm.to(t.device)].narrow(dim, half, size - half))
         out[key] = t
     w = _label_weights(torch.as_tensor(batch["label"]), num_classes)
     out["label"] = 0.5 * w + 0.5 * w[perm]
@@ -242,13 +192,10 @@ def dmix(batch: dict[str, Any], *, num_classes: int, rng: Rng = None) -> dict[st
 
 
 class BatchAugment:
-    """Apply one of :func:`cutblur`, :func:`mixup` and :func:`dmix` with given probabilities (a trainer hook).
+    """Apply :func:`cutblur`, :func:`mixup` or :func:`dmix` with these probabilities (a trainer hook).
 
     Args:
-        cutblur: Probability of :func:`cutblur`.
-        mixup: Probability of :func:`mixup`.
-        dmix: Probability of :func:`dmix` (needs ``num_classes``).
-        num_classes: Number of degradation classes, for label mixing.
+        num_classes: Number of degradation classes, to mix the labels (needed by ``dmix``).
         seed: Seed of the augmentation's own generator.
 
     Examples:
@@ -293,7 +240,7 @@ class BatchAugment:
         return batch
 
     def state_dict(self) -> dict[str, Any]:
-        """The generator state (checkpointed, so a resumed run continues identically)."""
+        """The generator state (checkpointed: a resumed run continues identically)."""
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

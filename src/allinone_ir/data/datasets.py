@@ -1,7 +1,7 @@
 """Datasets of degraded / clean pairs: paired folders, the PromptIR layout, on-the-fly synthesis.
 
-Samples are dicts ``{"degraded", "clean", "label", "degradation", "task", "name"}``; all randomness
-comes from ``(seed, epoch, index)``, so a sample is the same in any worker or after a resume.
+Samples are dicts ``{"degraded", "clean", "label", "degradation", "task", "name"}``; their randomness
+comes from ``(seed, epoch, index)`` only, so a sample is the same in any worker or after a resume.
 """
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch.utils.data import ConcatDataset, Dataset
@@ -20,7 +19,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from ..degradation_types import DEGRADATION_LABELS, _match_names, parse_degradation
 from ..errors import DatasetError, UnknownNameError, UsageError, UsageTypeError
 from ..io import list_images, read_image
-from .augment import AUGMENT_MODES, paired_random_augment, paired_random_crop
+from .augment import AUGMENT_MODES, augment_mode, paired_random_crop
 from .degradations import synthesize
 
 __all__ = [
@@ -33,16 +32,12 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
-NameMap = Callable[[str], str] | tuple[str, str] | None
 PatchSize = int | Literal["full"] | None
 Classes = Mapping[str, int] | Sequence[str] | None
 
 
-def normalize_patch_size(value: Any, name: str = "patch_size") -> int | None:
+def normalize_patch_size(value: Any) -> int | None:
     """A crop side in pixels, or ``None`` for whole images (``"full"`` means ``None``, for TOML).
-
-    Raises:
-        UsageError: For anything but a positive integer, ``None`` or ``"full"``.
 
     Examples:
         >>> normalize_patch_size(128), normalize_patch_size("full"), normalize_patch_size(None)
@@ -51,28 +46,25 @@ def normalize_patch_size(value: Any, name: str = "patch_size") -> int | None:
     if value is None or (isinstance(value, str) and value.strip().lower() == "full"):
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f'{name} must be a positive integer, "full" or None (whole images), got {value!r}')
+        raise UsageError(
+            f'patch_size must be a positive integer, "full" or None (whole images), got {value!r}'
+        )
     return int(value)
 
 
 def _sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + epoch * 7_919 + index * 104_729) % (2**63 - 1))
-    return g
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7_919 + index * 104_729) % (2**63 - 1))
 
 
-def _class_table(classes: Classes, default: dict[str, int]) -> dict[str, int]:
-    if classes is None:
-        return dict(default)
-    return dict(classes) if isinstance(classes, Mapping) else {n: i for i, n in enumerate(classes)}
-
-
-def _check_classes(names: Sequence[str], classes: Mapping[str, int]) -> None:
+def _class_table(classes: Mapping[str, int] | Sequence[str], names: Sequence[str]) -> dict[str, int]:
+    """``classes`` as name -> label, checked to hold every one of ``names``."""
+    table = dict(classes) if isinstance(classes, Mapping) else {n: i for i, n in enumerate(classes)}
     for name in names:
-        if name not in classes:
+        if name not in table:
             raise DatasetError(
-                f"degradation {name!r} has no label; known: {sorted(classes)} (pass classes=...)"
+                f"degradation {name!r} has no label; known: {sorted(table)} (pass classes=...)"
             )
+    return table
 
 
 def _vocabulary_label(name: str) -> int | None:
@@ -83,14 +75,11 @@ def _vocabulary_label(name: str) -> int | None:
         return None
 
 
-_MAX_LISTED = 20
-
-
-def _problem_list(problems: Sequence[str]) -> str:
+def _problem_list(problems: Sequence[str], limit: int = 20) -> str:
     """`` (1) ...; (2) ...; ... and N more`` on one line."""
-    shown = [f"({i}) {p}" for i, p in enumerate(problems[:_MAX_LISTED], 1)]
-    if len(problems) > _MAX_LISTED:
-        shown.append(f"... and {len(problems) - _MAX_LISTED} more")
+    shown = [f"({i}) {p}" for i, p in enumerate(problems[:limit], 1)]
+    if len(problems) > limit:
+        shown.append(f"... and {len(problems) - limit} more")
     return " " + "; ".join(shown)
 
 
@@ -99,7 +88,7 @@ def _problems_error(problems: Sequence[str]) -> DatasetError:
 
 
 class _Geometry:
-    """Shared crop + flip/rot behaviour of the datasets."""
+    """The random crop and flip / rotation of the datasets."""
 
     patch_size: int | None
     augment_modes: tuple[int, ...]
@@ -116,26 +105,15 @@ class _Geometry:
         if self.patch_size:
             images = paired_random_crop(images, self.patch_size, rng=g, names=names)
         if self.augment_modes:
-            images = paired_random_augment(images, modes=self.augment_modes, rng=g)
+            mode = self.augment_modes[int(torch.randint(len(self.augment_modes), (), generator=g))]
+            images = [augment_mode(im, mode) for im in images]
         return [im.contiguous() for im in images]
 
 
-@dataclass(frozen=True)
-class _Pair:
+class _Pair(NamedTuple):
     degraded: Path
     clean: Path
     degradation: str
-
-
-def _make_name_map(name_map: NameMap) -> Callable[[str], str]:
-    if name_map is None:
-        return lambda s: s
-    if callable(name_map):
-        return name_map
-    if isinstance(name_map, (tuple, list)) and len(name_map) == 2:
-        pattern, repl = re.compile(name_map[0]), name_map[1]
-        return lambda s: pattern.sub(repl, s)
-    raise UsageTypeError(f"name_map must be a callable or a (regex, replacement) pair, got {name_map!r}")
 
 
 def _degradation_of(path: Path, rel: Path, label_from: str | Mapping[str, str]) -> str:
@@ -158,35 +136,24 @@ def _degradation_of(path: Path, rel: Path, label_from: str | Mapping[str, str]) 
 class PairedImageDataset(Dataset, _Geometry):
     """Degraded / clean image pairs from two folders, with a degradation label per pair.
 
-    A degraded file pairs with the clean file named ``name_map(name)`` (default: the same name; a
-    clean file with the same stem and another extension is accepted). Missing partners raise one
-    :class:`DatasetError` listing them; ``validate=True`` also reads every pair and lists every
-    problem (size mismatches, unreadable files, images smaller than the crop) in the same error.
-    With ``label_from="prefix"`` and no ``classes``, a prefix that names no degradation (``img`` of
-    ``img_001.png``) still becomes a class; a network told the degradation (PIP) refuses it.
+    A degraded file pairs with the clean file of the same name (or stem), after ``name_map``. A
+    ``"prefix"`` class that names no degradation (``img`` of ``img_001.png``) is kept in
+    ``unrecognised_prefixes``; a network told the degradation (PIP) refuses it.
 
     Args:
-        degraded_dir: Folder of degraded images.
-        clean_dir: Folder of clean images.
-        name_map: A function of the file name, or a ``(regex, replacement)`` pair for :func:`re.sub`.
+        name_map: A ``(regex, replacement)`` pair for :func:`re.sub` of the file name.
         label_from: ``"subfolder"``, ``"prefix"`` (the name up to the first ``-``, ``_``, space or dot),
             a mapping from file name or stem to degradation, or one degradation name for all.
         classes: Degradation name -> label, or a sequence (its order); default the vocabulary's labels
             where every name is in it, else the sorted names.
         patch_size: Random crop side (``None`` or ``"full"``: whole images).
-        augment_modes: Flip / rot90 modes to draw from (see :func:`~allinone_ir.data.augment.augment_mode`).
-        seed: Base seed of the crops and augmentations.
-        recursive: Scan ``degraded_dir`` recursively (always on with ``label_from="subfolder"``).
-        validate: Read every pair at construction and report all problems in one error.
-
-    Attributes:
-        pairs: The matched pairs (``.degraded``, ``.clean``, ``.degradation``).
-        classes: Degradation name -> label.
-        unrecognised_prefixes: Prefix classes that name no degradation, each with an example file.
+        augment_modes: Flip / rot90 modes to draw from (:func:`~allinone_ir.data.augment.augment_mode`).
+        recursive: Scan the folders recursively (always on with ``label_from="subfolder"``).
+        validate: Read every pair now and report all problems in one error.
 
     Raises:
-        DatasetError: For a missing folder, no images, missing partners, a class outside ``classes``,
-            and (``validate=True``) every unreadable or mismatched pair.
+        DatasetError: For a missing folder, no images, missing partners (all in one error), a class
+            outside ``classes``, and (``validate=True``) every unreadable or mismatched pair.
 
     Examples:
         >>> ds = PairedImageDataset("train/degraded", "train/clean",  # doctest: +SKIP
@@ -198,7 +165,7 @@ class PairedImageDataset(Dataset, _Geometry):
         degraded_dir: PathLike,
         clean_dir: PathLike,
         *,
-        name_map: NameMap = None,
+        name_map: tuple[str, str] | None = None,
         label_from: str | Mapping[str, str] = "prefix",
         classes: Classes = None,
         patch_size: PatchSize = None,
@@ -214,7 +181,8 @@ class PairedImageDataset(Dataset, _Geometry):
         self.patch_size = normalize_patch_size(patch_size)
         self.augment_modes = tuple(augment_modes)
         self.seed = seed
-        to_clean = _make_name_map(name_map)
+        if name_map is not None and (not isinstance(name_map, (tuple, list)) or len(name_map) != 2):
+            raise UsageTypeError(f"name_map must be a (regex, replacement) pair, got {name_map!r}")
         recursive = recursive or label_from == "subfolder"
         degraded = list_images(self.degraded_dir, recursive=recursive)
         if not degraded:
@@ -226,16 +194,17 @@ class PairedImageDataset(Dataset, _Geometry):
         missing: list[str] = []
         for d in degraded:
             rel = d.relative_to(self.degraded_dir)
-            target = to_clean(d.name)
-            c = self.clean_dir / rel.parent / target
-            if not c.is_file():
-                c = self.clean_dir / target
-            if not c.is_file():
-                c = clean_index.get(Path(target).stem, c)
-            if not c.is_file():
+            target = re.sub(name_map[0], name_map[1], d.name) if name_map else d.name
+            found = (
+                self.clean_dir / rel.parent / target,
+                self.clean_dir / target,
+                clean_index.get(Path(target).stem),
+            )
+            c = next((c for c in found if c is not None and c.is_file()), None)
+            if c is None:
                 missing.append(f"{d} -> expected clean partner {self.clean_dir / target}")
-                continue
-            self.pairs.append(_Pair(d, c, _degradation_of(d, rel, label_from)))
+            else:
+                self.pairs.append(_Pair(d, c, _degradation_of(d, rel, label_from)))
         if validate:
             problems = [f"no clean partner: {m}" for m in missing] + self.validate(raise_on_error=False)
             if problems:
@@ -254,8 +223,7 @@ class PairedImageDataset(Dataset, _Geometry):
                 for pair in self.pairs:
                     if labels[pair.degradation] is None:
                         self.unrecognised_prefixes.setdefault(pair.degradation, pair.degraded)
-        self.classes = _class_table(classes, {})
-        _check_classes(names, self.classes)
+        self.classes = _class_table(classes, names)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -286,17 +254,14 @@ class PairedImageDataset(Dataset, _Geometry):
     def split(
         self, val_split: float | int, *, seed: int | None = None
     ) -> tuple[PairedImageDataset, PairedImageDataset]:
-        """Hold out a deterministic, per-degradation share of the pairs for validation.
+        """Hold out a deterministic share of the pairs, per degradation, as ``(train, val)``.
 
         Each degradation gives a share proportional to its size (largest remainders) and keeps at
-        least one training pair; the same ``seed`` and files give the same split everywhere.
+        least one training pair; ``val`` gives whole images without augmentation.
 
         Args:
             val_split: A fraction in (0, 1) (at least one pair) or a number of pairs.
             seed: Seed of the shuffle (default: the dataset's seed).
-
-        Returns:
-            ``(train, val)``; ``val`` gives whole images without augmentation.
 
         Raises:
             UsageError: If ``val_split`` is not a fraction in (0, 1) or a count in ``[1, len - 1]``.
@@ -305,12 +270,9 @@ class PairedImageDataset(Dataset, _Geometry):
         what = f"val_split must be a fraction in (0, 1) or a whole number of pairs, got {val_split!r}"
         if isinstance(val_split, bool) or not isinstance(val_split, (int, float)):
             raise UsageError(what)
-        if isinstance(val_split, float):
-            if not 0 < val_split < 1:
-                raise UsageError(what)
-            total = max(1, round(val_split * n))
-        else:
-            total = val_split
+        if isinstance(val_split, float) and not 0 < val_split < 1:
+            raise UsageError(what)
+        total = max(1, round(val_split * n)) if isinstance(val_split, float) else val_split
         if n < 2:
             raise UsageError(f"val_split needs at least 2 pairs (one to train on), the dataset has {n}")
         if not 1 <= total <= n - 1:
@@ -338,14 +300,7 @@ class PairedImageDataset(Dataset, _Geometry):
         return train, val
 
     def validate(self, raise_on_error: bool = True) -> list[str]:
-        """Read every pair and collect all problems (unreadable files, size mismatches, too small).
-
-        Args:
-            raise_on_error: Raise one :class:`DatasetError` listing every problem.
-
-        Returns:
-            The problems found (empty when the dataset is fine).
-        """
+        """Read every pair; return (or raise in one :class:`DatasetError`) every problem found."""
         problems: list[str] = []
         for pair in self.pairs:
             try:
@@ -371,19 +326,14 @@ def _parse_task(task: str) -> tuple[str, float | None]:
 
 
 class SyntheticDegradationDataset(Dataset, _Geometry):
-    """Degraded / clean pairs synthesised on the fly from clean photos.
+    """Degraded / clean pairs synthesised on the fly (:func:`~allinone_ir.data.synthesize`) from clean photos.
 
-    Each clean image appears once per task (length ``len(images) * len(tasks) * repeat``). A task is a
-    degradation specification (:func:`~allinone_ir.degradation_types.parse_degradation`): a name
-    (random parameters, :func:`~allinone_ir.data.synthesize`) or ``"noise_<sigma>"``. The crop and
-    augmentation come before the degradation.
+    Each clean image appears once per task and ``repeat``; a task is a degradation specification
+    (:func:`~allinone_ir.degradation_types.parse_degradation`). The crop and augmentation come first.
 
     Args:
         clean: A folder of clean images, a list of image paths, or a list of ``(3, H, W)`` tensors.
         tasks: Degradations to synthesise.
-        patch_size: Random crop side (``None`` or ``"full"``: whole images).
-        augment_modes: Flip / rot90 modes to draw from.
-        seed: Base seed.
         repeat: How many times each (image, task) appears per epoch.
         classes: Degradation name -> label (default the vocabulary's labels).
         fixed: Ignore the epoch (the same samples every epoch: validation).
@@ -408,21 +358,20 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         fixed: bool = False,
         cache: bool = True,
     ) -> None:
-        if isinstance(clean, (str, os.PathLike)):
-            self.images: list[Path | torch.Tensor] = list(list_images(clean))
-            if not self.images:
-                raise DatasetError(f"no images found in {clean}")
-        else:
-            self.images = [c if isinstance(c, torch.Tensor) else Path(c) for c in clean]
-            if not self.images:
-                raise DatasetError("no clean images given")
+        self.images: list[Path | torch.Tensor] = (
+            list(list_images(clean))
+            if isinstance(clean, (str, os.PathLike))
+            else [c if isinstance(c, torch.Tensor) else Path(c) for c in clean]
+        )
+        if not self.images:
+            raise DatasetError(f"no images found in {clean}")
         if not tasks:
             raise UsageError("tasks must name at least one degradation")
         if repeat < 1:
             raise UsageError(f"repeat must be >= 1, got {repeat}")
         self.tasks = tuple(tasks)
-        self.classes = _class_table(classes, DEGRADATION_LABELS)
-        _check_classes([_parse_task(t)[0] for t in self.tasks], self.classes)
+        names = [_parse_task(t)[0] for t in self.tasks]
+        self.classes = _class_table(DEGRADATION_LABELS if classes is None else classes, names)
         self.patch_size = normalize_patch_size(patch_size)
         self.augment_modes, self.seed = tuple(augment_modes), seed
         self.repeat, self.fixed, self.cache = repeat, fixed, cache
@@ -450,11 +399,12 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         clean, name = self._clean(img_i)
         g = _sample_generator(self.seed, 0 if self.fixed else self.epoch, index)
         (clean,) = self._geometry([clean], g, (name,))
+        degradation = _parse_task(task)[0]
         return {
             "degraded": synthesize(clean, task, rng=g),
             "clean": clean,
-            "label": self.classes[_parse_task(task)[0]],
-            "degradation": _parse_task(task)[0],
+            "label": self.classes[degradation],
+            "degradation": degradation,
             "task": task,
             "name": name,
         }
@@ -478,9 +428,8 @@ class MixedDataset(ConcatDataset):
         self.parts: list[tuple[Any, int]] = [p if isinstance(p, tuple) else (p, 1) for p in parts]
         if not self.parts:
             raise UsageError("MixedDataset needs at least one dataset")
-        for _, rep in self.parts:
-            if int(rep) < 1:
-                raise UsageError(f"repeat factors must be >= 1, got {rep}")
+        if any(int(rep) < 1 for _, rep in self.parts):
+            raise UsageError(f"repeat factors must be >= 1, got {[rep for _, rep in self.parts]}")
         super().__init__([ds for ds, rep in self.parts for _ in range(int(rep))])
 
     def set_epoch(self, epoch: int) -> None:
@@ -499,8 +448,8 @@ class MixedDataset(ConcatDataset):
         return problems
 
 
-#: Where each task's data lives under the official PromptIR ``data/`` root: denoising uses clean
-#: images only; the others are ``(degraded folder, clean folder, name map)``.
+#: Each task's folders under the official PromptIR ``data/`` root: clean images to add noise to, or
+#: ``(degraded folder, clean folder, name map)``.
 PROMPTIR_LAYOUT: dict[str, Any] = {
     "denoise": "Train/Denoise",
     "derain": ("Train/Derain/rainy", "Train/Derain/gt", (r"^rain-", "norain-")),
@@ -532,23 +481,18 @@ def promptir_dataset(
     augment_modes: Sequence[int] = tuple(range(1, AUGMENT_MODES)),
     seed: int = 0,
 ) -> MixedDataset:
-    """The all-in-one training mix of PromptIR (three tasks) or PIP (five tasks).
+    """The all-in-one training mix of PromptIR (three tasks) or PIP (five tasks), with PIP's labels.
 
-    Denoising synthesises noise of each sigma from clean images (tasks ``noise_15``, ...); the other
-    tasks read paired folders (:data:`PROMPTIR_LAYOUT`, repeated by :data:`PROMPTIR_REPEATS`).
+    Denoising adds noise of each sigma to clean images (tasks ``noise_15``, ...); the other tasks read
+    paired folders (:data:`PROMPTIR_LAYOUT`, repeated by :data:`PROMPTIR_REPEATS`).
 
     Args:
         root: Data root (the official ``data/`` folder).
         tasks: Any of ``"denoise"``, ``"derain"``, ``"dehaze"``, ``"deblur"``, ``"lowlight"``.
-        patch_size: Random crop side (``None`` or ``"full"``: whole images).
         sigmas: Noise levels of the denoising tasks.
         repeats: Repeat factor per task (overrides the defaults).
         layout: Folder layout per task (overrides :data:`PROMPTIR_LAYOUT` entries).
         augment_modes: Flip / rotation modes (default the 7 non-identity ones, as the official code).
-        seed: Base seed.
-
-    Returns:
-        A :class:`MixedDataset` with PIP labels (noise 0, rain 1, haze 2, blur 3, low light 4).
 
     Raises:
         UnknownNameError: For an unknown task.
@@ -581,7 +525,7 @@ def promptir_dataset(
 
 
 def _parts(dataset: Any) -> list[Any]:
-    """The datasets that make up ``dataset`` (a :class:`MixedDataset`'s parts, a ``Subset``'s dataset)."""
+    """The datasets that make up ``dataset`` (through :class:`MixedDataset` and ``Subset``)."""
     if isinstance(dataset, MixedDataset):
         return [q for ds, _ in dataset.parts for q in _parts(ds)]
     if isinstance(dataset, torch.utils.data.Subset):
@@ -599,11 +543,7 @@ def _part_classes(ds: Any) -> dict[str, int] | None:
 
 
 def _label_classes(dataset: Any, network: str = "the network") -> list[str] | None:
-    """The degradation names ``dataset``'s samples carry, in label order (``None`` if it cannot say).
-
-    Raises:
-        DatasetError: For a class read from file-name prefixes that name no degradation.
-    """
+    """The degradation names ``dataset``'s samples carry, in label order (``None`` if it cannot say)."""
     found: dict[str, int] = {}
     for ds in _parts(dataset):
         classes = _part_classes(ds)
@@ -623,13 +563,10 @@ def _label_classes(dataset: Any, network: str = "the network") -> list[str] | No
 
 
 def _match_labels(dataset: Any, names: Sequence[str], network: str = "the network") -> None:
-    """Relabel ``dataset`` by name for a network whose degradations are ``names`` (aliases included).
-
-    A dataset this module does not know keeps its labels.
+    """Relabel ``dataset`` by name (aliases included) for a network whose degradations are ``names``.
 
     Raises:
-        DatasetError: Before any training, for a class the network cannot represent (listing both
-            vocabularies) or one read from file-name prefixes that name no degradation.
+        DatasetError: For a class the network cannot represent, or a file-name prefix naming none.
     """
     classes = _label_classes(dataset, network)
     if classes is None:

@@ -1,8 +1,6 @@
-"""Synthetic degradations of clean images: noise, rain, haze, snow, motion blur, low light.
+"""Synthetic degradations of float images in [0, 1]: noise, rain, haze, snow, motion blur, low light.
 
-Every function takes float images in [0, 1], ``(C, H, W)`` or ``(N, C, H, W)``, and returns the same
-shape and dtype in [0, 1]. Randomness comes only from ``rng`` (an ``int`` seed, a ``torch.Generator``,
-or ``None`` for torch's global generator).
+Randomness comes only from ``rng``: an ``int`` seed, a ``torch.Generator``, or ``None`` (torch's global one).
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ Generator = torch.Generator | None
 
 
 def make_generator(rng: Rng) -> Generator:
-    """A ``torch.Generator`` seeded by ``rng``; a generator or ``None`` is returned as is."""
+    """A generator seeded by ``rng``; a generator or ``None`` is returned as is."""
     if rng is None or isinstance(rng, torch.Generator):
         return rng
     if isinstance(rng, bool) or not isinstance(rng, int):
@@ -53,15 +51,7 @@ def _uniform(g: Generator, lo: float, hi: float) -> float:
 
 
 def add_gaussian_noise(image: torch.Tensor, sigma: float = 25.0, *, rng: Rng = None) -> torch.Tensor:
-    """Additive white Gaussian noise, ``sigma`` in 8-bit units, by the PromptIR / PIP recipe.
-
-    The image is taken as 8-bit levels, ``N(0, sigma)`` noise added, the sum clipped to [0, 255] and
-    truncated to integers (``np.clip(x + noise, 0, 255).astype(np.uint8)``), then scaled back.
-
-    Args:
-        image: Clean image(s) in [0, 1].
-        sigma: Noise standard deviation on the 0-255 scale.
-        rng: Seed or generator.
+    """Gaussian noise of ``sigma`` (0-255 scale) on 8-bit levels, clipped and truncated as PromptIR / PIP.
 
     Shape:
         - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
@@ -80,14 +70,9 @@ def add_gaussian_noise(image: torch.Tensor, sigma: float = 25.0, *, rng: Rng = N
 
 
 def motion_kernel(length: float, angle: float) -> torch.Tensor:
-    """A normalised linear motion-blur kernel: a line of ``length`` pixels at ``angle`` degrees.
+    """A float32 ``(s, s)`` kernel summing to one: a line of ``length`` pixels at ``angle`` degrees.
 
-    Args:
-        length: Length of the motion in pixels (>= 1).
-        angle: Direction in degrees (0 = horizontal, counter-clockwise).
-
-    Returns:
-        Float32 ``(s, s)`` kernel summing to one, ``s`` the smallest odd size holding the line.
+    ``s`` is the smallest odd size holding the line; 0 degrees is horizontal, counter-clockwise.
 
     Examples:
         >>> k = motion_kernel(5, 0)
@@ -109,7 +94,6 @@ def motion_kernel(length: float, angle: float) -> torch.Tensor:
 
 
 def _filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Depthwise 2-D filtering with reflect padding (replicate where the image is too small)."""
     s, c = kernel.shape[-1], x.shape[1]
     p = s // 2
     mode = "reflect" if min(x.shape[-2:]) > p else "replicate"
@@ -118,7 +102,7 @@ def _filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 
 def motion_blur(image: torch.Tensor, length: float = 9.0, angle: float = 0.0) -> torch.Tensor:
-    """Linear motion blur of ``length`` pixels at ``angle`` degrees, reflect-padded.
+    """Linear motion blur of ``length`` pixels at ``angle`` degrees (:func:`motion_kernel`), reflect-padded.
 
     Shape:
         - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
@@ -151,12 +135,10 @@ def add_rain(
     """Rain streaks: sparse drops smeared by a motion kernel, screen-blended (``1 - (1 - x)(1 - s)``).
 
     Args:
-        image: Clean image(s) in [0, 1].
         density: Fraction of pixels seeding a streak.
         length: Streak length in pixels.
         angle: Streak direction in degrees (90 = vertical).
         intensity: Streak brightness.
-        rng: Seed or generator.
 
     Shape:
         - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
@@ -188,14 +170,11 @@ def add_haze(
 ) -> torch.Tensor:
     r"""Haze by the atmospheric scattering model, :math:`I = J t + A (1 - t)`, :math:`t = e^{-\beta d}`.
 
-    Without ``depth``, a smooth random map spanning the image is drawn (far at the top), in [0.2, 1].
-
     Args:
-        image: Clean image(s) ``J`` in [0, 1].
         beta: Scattering coefficient (larger is denser haze).
         airlight: Grey atmospheric light ``A``.
-        depth: Depth in [0, 1] of shape ``(H, W)``, ``(1, H, W)`` or ``(N, 1, H, W)``.
-        rng: Seed or generator (for the drawn depth map).
+        depth: Depth in [0, 1], ``(H, W)``, ``(1, H, W)`` or ``(N, 1, H, W)``; default a smooth random
+            map in [0.2, 1], far at the top.
 
     Shape:
         - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
@@ -236,13 +215,11 @@ def add_snow(
     """Snow: two layers of soft white flakes (small, and large at a quarter of the density), smeared.
 
     Args:
-        image: Clean image(s) in [0, 1].
         density: Fraction of pixels seeding a small flake.
         flake_size: Gaussian radius of the small flakes in pixels (large ones are twice as big).
         motion: Falling-motion smear in pixels (below 1: none).
         angle: Falling direction in degrees.
         opacity: How white the flake cores get.
-        rng: Seed or generator.
 
     Shape:
         - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
@@ -270,14 +247,7 @@ def add_snow(
 def low_light(
     image: torch.Tensor, *, gamma: float = 2.0, scale: float = 0.4, noise_sigma: float = 0.0, rng: Rng = None
 ) -> torch.Tensor:
-    r"""Low light: :math:`y = s \cdot x^{\gamma} + \mathcal{N}(0, \sigma)`.
-
-    Args:
-        image: Clean image(s) in [0, 1].
-        gamma: Gamma (> 1 darkens mid-tones).
-        scale: Gain (< 1 darkens).
-        noise_sigma: Std of Gaussian noise on the [0, 1] scale (0: none).
-        rng: Seed or generator (for the noise).
+    r"""Low light: :math:`y = s \cdot x^{\gamma} + \mathcal{N}(0, \sigma)` (``noise_sigma`` on [0, 1]).
 
     Shape:
         - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
@@ -327,7 +297,7 @@ def _random_lowlight(x: torch.Tensor, g: Generator) -> torch.Tensor:
     )  # fmt: skip
 
 
-#: Name -> ``f(image, generator)`` drawing random parameters; one entry per degradation of the vocabulary.
+#: Name -> ``f(image, generator)`` with random parameters; one per degradation of the vocabulary.
 DEGRADATIONS: dict[str, Callable[[torch.Tensor, Generator], torch.Tensor]] = {
     "noise": _random_noise,
     "rain": _random_rain,
@@ -339,17 +309,11 @@ DEGRADATIONS: dict[str, Callable[[torch.Tensor, Generator], torch.Tensor]] = {
 
 
 def synthesize(image: torch.Tensor, degradation: str, *, rng: Rng = None) -> torch.Tensor:
-    """Apply a degradation specification with random parameters (seeded by ``rng``).
-
-    Ranges: noise sigma in {15, 25, 50}; rain density 0.2-0.8 %, length 8-25 px; haze beta 0.6-1.8,
-    airlight 0.7-1.0; blur 5-17 px at any angle; low light gamma 1.5-3, gain 0.25-0.6; snow density
-    0.1-0.6 %.
+    """Apply a degradation specification with random parameters (:data:`DEGRADATIONS`, seeded by ``rng``).
 
     Args:
-        image: Clean image(s) in [0, 1].
-        degradation: A name or alias of :data:`DEGRADATIONS`, or ``"noise_<sigma>"`` for noise of that
-            sigma (:func:`~allinone_ir.degradation_types.parse_degradation`).
-        rng: Seed or generator.
+        degradation: A name or alias, or ``"noise_<sigma>"``
+            (:func:`~allinone_ir.degradation_types.parse_degradation`).
 
     Raises:
         UsageError: For an unknown name, or a level given to a degradation other than noise.

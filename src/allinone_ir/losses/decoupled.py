@@ -1,7 +1,7 @@
 """PIP's directional decoupled loss: keep the degradation-aware prompts pointing in different directions.
 
-The official trainer's ``--high_reg_loss angle`` is ``0.01 * directional_decoupled_loss(d, form="cosine_hinge",
-reduction="sum")``, its ``cosine`` ``0.02 * ...(d, form="abs_cosine", reduction="sum")``.
+The official trainer's ``--high_reg_loss angle`` is ``0.01 * directional_decoupled_loss(d,
+form="cosine_hinge", reduction="sum")``, its ``cosine`` ``0.02 * ...(d, form="abs_cosine", reduction="sum")``.
 """
 
 from __future__ import annotations
