@@ -1,7 +1,6 @@
-"""The degradation vocabulary: names, aliases and labels, and the one grammar that reads them.
+"""The degradation vocabulary: names, aliases (the official task names) and labels (PIP's 0-4, snow 5).
 
-Labels 0-4 are PIP's five classes (noise, rain, haze, blur, low light); snow is 5. Names are matched
-without regard to case, spaces, ``-`` and ``_``; the aliases are the official code's task names.
+Names are matched without regard to case, spaces, ``-`` and ``_``.
 """
 
 from __future__ import annotations
@@ -28,12 +27,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Degradation:
-    """One degradation type of the vocabulary.
-
-    Args:
-        label: Integer class label (the row of PIP's degradation prompts for the default networks).
-        name: Canonical name, lower case without spaces (``"lowlight"``).
-        aliases: Other names accepted for it (the task names of the official code).
+    """One degradation type: its label (PIP's prompt row), canonical name and aliases.
 
     Examples:
         >>> DEGRADATION_TABLE[4]
@@ -86,20 +80,16 @@ _WITH_LEVEL = re.compile(r"^(.*?[^\d\s_-])[\s_-]*(\d+(?:\.\d+)?)$")
 
 
 def parse_degradation(spec: str) -> tuple[str, float | None]:
-    """Read a degradation specification: a name or alias, and for noise an optional level.
+    """Read ``<name>`` or ``noise_<sigma>`` (0-255 scale; ``_``, ``-``, a space or nothing between).
 
-    The one grammar of the library (synthesis, synthetic tasks, ``evaluate``'s groups, PIP's control):
-    ``<name>`` or ``noise_<sigma>`` (sigma on the 0-255 scale; ``_``, ``-``, a space or nothing between).
-
-    Args:
-        spec: E.g. ``"rain"``, ``"derain"``, ``"noise_25"``, ``"denoise-50"``, ``"Low light"``.
+    The one grammar of the library: synthesis, synthetic tasks, ``evaluate``'s groups, PIP's control.
 
     Returns:
         ``(canonical name, level)``; the level is ``None`` when the specification has none.
 
     Raises:
-        UsageError: For an unknown name (with the closest known names), or a level given to a
-            degradation other than noise (``"rain_15"``).
+        UsageError: For an unknown name (with the closest known names), or a level on another
+            degradation than noise (``"rain_15"``).
 
     Examples:
         >>> parse_degradation("noise_15"), parse_degradation("Denoise 50"), parse_degradation("derain")
@@ -123,7 +113,7 @@ def parse_degradation(spec: str) -> tuple[str, float | None]:
 
 
 def default_names(count: int) -> tuple[str, ...]:
-    """Names for ``count`` classes whose names are unknown: the table's, then ``degradation6``, ...
+    """Names for ``count`` unnamed classes: the table's, then ``degradation6``, ...
 
     Examples:
         >>> default_names(7)[-2:]
@@ -136,7 +126,6 @@ def default_names(count: int) -> tuple[str, ...]:
 
 
 def _canonical_or_self(name: str) -> str:
-    """The canonical name of ``name`` (``noise_25`` is noise), else ``name`` normalised."""
     try:
         return parse_degradation(name)[0]
     except (ValueError, TypeError):
@@ -144,7 +133,7 @@ def _canonical_or_self(name: str) -> str:
 
 
 def _name_index(name: str, names: Sequence[str]) -> int:
-    """Position of ``name`` in a network's ``names``, exact match first, then through the vocabulary."""
+    """Position of ``name`` in ``names``: exact match first, then through the vocabulary."""
     exact = {_normalise_name(n): i for i, n in enumerate(names)}
     if _normalise_name(name) in exact:
         return exact[_normalise_name(name)]
@@ -221,22 +210,15 @@ def resolve_degradation_weights(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Turn the user's degradation control into PIP's degradation weights ``omega``.
+    """Turn the user's degradation control into PIP's non-negative degradation weights ``omega``.
 
-    Accepted forms: an ``int`` label, a name or alias (``"rain+noise"`` is an equal mixture) or a
-    mapping ``{"rain": 0.5, "noise": 0.5}`` for the whole batch; a list of ``N`` such entries; an
-    integer tensor ``(N,)`` of labels; float weights ``(N, T)``, ``(1, T)`` or ``(T,)``. Labels are
-    positions in ``names``; weights are used as given (not renormalised).
+    Accepted: an ``int`` label, a name or alias (``"rain+noise"``: an equal mixture) or a mapping
+    ``{"rain": 0.5, "noise": 0.5}`` for the whole batch; a list of ``N`` such entries; an integer
+    tensor ``(N,)`` of labels; float weights ``(N, T)``, ``(1, T)`` or ``(T,)`` (not renormalised).
 
     Args:
-        degradation: The control.
-        batch_size: ``N``.
         names: Degradation names of the network, in label order.
-        device: Device of the result (defaults to the tensor's own or the CPU).
-        dtype: Floating dtype of the result.
-
-    Returns:
-        ``omega``, non-negative.
+        device: Device of the result (default the tensor's own or the CPU).
 
     Raises:
         UsageError: Wrong shape or length, negative or non-finite weights, labels out of range,

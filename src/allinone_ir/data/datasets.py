@@ -1,7 +1,7 @@
 """Datasets of degraded / clean pairs: paired folders, the PromptIR layout, on-the-fly synthesis.
 
 Samples are dicts ``{"degraded", "clean", "label", "degradation", "task", "name"}``; their randomness
-comes from ``(seed, epoch, index)`` only, so a sample is the same in any worker or after a resume.
+comes from ``(seed, epoch, index)`` only, the same in any worker or after a resume.
 """
 
 from __future__ import annotations
@@ -154,10 +154,6 @@ class PairedImageDataset(Dataset, _Geometry):
     Raises:
         DatasetError: For a missing folder, no images, missing partners (all in one error), a class
             outside ``classes``, and (``validate=True``) every unreadable or mismatched pair.
-
-    Examples:
-        >>> ds = PairedImageDataset("train/degraded", "train/clean",  # doctest: +SKIP
-        ...     name_map=(r"^(\\w+)-(\\d+)", r"\\1_clean-\\2"), classes=["rain", "snow"], patch_size=128)
     """
 
     def __init__(

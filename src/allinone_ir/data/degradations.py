@@ -116,13 +116,6 @@ def motion_blur(image: torch.Tensor, length: float = 9.0, angle: float = 0.0) ->
     return _out(_filter(x.float(), motion_kernel(length, angle)), image, single)
 
 
-def _gaussian_kernel(sigma: float) -> torch.Tensor:
-    t = torch.arange(-max(math.ceil(3 * sigma), 1), max(math.ceil(3 * sigma), 1) + 1, dtype=torch.float32)
-    k1 = torch.exp(-(t**2) / (2 * sigma**2))
-    k = torch.outer(k1, k1)
-    return k / k.sum()
-
-
 def add_rain(
     image: torch.Tensor,
     *,
@@ -235,7 +228,9 @@ def add_snow(
     mask = torch.zeros(n, 1, h, w)
     for dens, sigma in ((density, flake_size), (density / 4, flake_size * 2)):
         seeds = (torch.rand(n, 1, h, w, generator=g) < dens).float()
-        k = _gaussian_kernel(sigma)
+        r = max(math.ceil(3 * sigma), 1)
+        k1 = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float32) ** 2) / (2 * sigma**2))
+        k = torch.outer(k1, k1) / torch.outer(k1, k1).sum()
         layer = _filter(seeds, k) / k.max()
         if motion >= 1:
             layer = _filter(layer, motion_kernel(motion, angle)) * (0.5 + 0.5 * math.sqrt(motion))

@@ -14,13 +14,6 @@ from .pixel import check_loss_inputs
 __all__ = ["FFTLoss", "GuidedFrequencyLoss"]
 
 
-def _blur(x: torch.Tensor) -> torch.Tensor:
-    k1 = torch.tensor((1.0, 4.0, 6.0, 4.0, 1.0), dtype=x.dtype, device=x.device) / 16.0
-    k = torch.outer(k1, k1).expand(x.shape[1], 1, 5, 5)
-    mode = "reflect" if min(x.shape[-2:]) > 2 else "replicate"
-    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode=mode), k, groups=x.shape[1])
-
-
 def laplacian_pyramid(x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
     """Band-pass levels of a Laplacian pyramid (5x5 binomial blur, factor-2 steps), then the residual.
 
@@ -33,12 +26,15 @@ def laplacian_pyramid(x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
     """
     if levels < 1:
         raise UsageError(f"laplacian_pyramid: levels must be >= 1, got {levels}")
+    k1 = torch.tensor((1.0, 4.0, 6.0, 4.0, 1.0), dtype=x.dtype, device=x.device) / 16.0
+    kernel = torch.outer(k1, k1).expand(x.shape[1], 1, 5, 5)
     out = []
     cur = x
     for _ in range(levels):
         if min(cur.shape[-2:]) < 2:
             break
-        down = _blur(cur)[..., ::2, ::2]
+        mode = "reflect" if min(cur.shape[-2:]) > 2 else "replicate"
+        down = F.conv2d(F.pad(cur, (2, 2, 2, 2), mode=mode), kernel, groups=x.shape[1])[..., ::2, ::2]
         out.append(cur - F.interpolate(down, size=cur.shape[-2:], mode="bilinear", align_corners=False))
         cur = down
     out.append(cur)
