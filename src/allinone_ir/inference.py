@@ -1,8 +1,6 @@
 """Restoring whole images: seamless overlapping tiles, test-time augmentation, any input kind.
 
-:func:`restore` runs a network on an image of any size, optionally cut into overlapping tiles that
-are blended with a smooth window (:func:`blend_window`), so that peak memory depends on the tile
-size. It changes no process-wide state (allocator, threads, environment, backend flags).
+:func:`restore` changes no process-wide state (allocator, threads, environment, backend flags).
 """
 
 from __future__ import annotations
@@ -31,14 +29,11 @@ Transform = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor
 
 
 def tta_transforms(mode: TTAMode | bool) -> list[Transform]:
-    """Forward and inverse transforms of a test-time augmentation mode.
+    """Forward and inverse transforms of a test-time augmentation mode, the identity first.
 
     Args:
         mode: ``"x8"`` (or ``True``): the eight flips and 90-degree rotations; ``"flip"``: identity,
             horizontal, vertical and both flips.
-
-    Returns:
-        ``(forward, inverse)`` pairs acting on ``(N, C, H, W)`` tensors; the first is the identity.
 
     Raises:
         UsageError: On an unknown mode.
@@ -71,7 +66,7 @@ def tta_transforms(mode: TTAMode | bool) -> list[Transform]:
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles covering ``length`` pixels with at least ``overlap`` overlap (the last ends at the border).
+    """Start offsets of tiles covering ``length`` pixels, overlapping by at least ``overlap``.
 
     Examples:
         >>> tile_starts(100, 40, 8)
@@ -87,10 +82,8 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 def blend_window(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> torch.Tensor:
     """One axis of the tile blending window, float32 of shape ``(size,)``.
 
-    On an edge that borders another tile (``ramp_start`` / ``ramp_end``) the outermost
-    ``overlap // 4`` pixels get weight 0 (they see the tile's padding), the next
-    ``overlap - 2 * (overlap // 4)`` a raised-cosine ramp to 1. Ramps of neighbouring tiles sum to
-    one, so a network seeing less than ``overlap // 4`` pixels gives exactly the whole-image result.
+    On an edge that borders another tile the outer ``overlap // 4`` pixels get weight 0, the rest of
+    the overlap a raised-cosine ramp to 1; the ramps of neighbouring tiles sum to one.
 
     Examples:
         >>> w = blend_window(16, 8, True, False)
@@ -130,9 +123,6 @@ def prefers_channels_last(device: str | torch.device) -> bool:
 def native_low_precision(dtype: torch.dtype, device: str | torch.device) -> bool:
     """Whether ``device`` computes ``dtype`` convolutions and matmuls natively (else they are emulated, slow).
 
-    CPU: AVX-512 BF16 / AMX for bf16, AVX-512 FP16 / AMX-FP16 for fp16 (as oneDNN reports); CUDA:
-    bf16 from compute capability 8.0, fp16 always.
-
     Examples:
         >>> native_low_precision(torch.float32, "cpu")
         True
@@ -152,15 +142,12 @@ def native_low_precision(dtype: torch.dtype, device: str | torch.device) -> bool
 def prepare_for_inference(
     model: nn.Module, device: str | torch.device | None = None, *, channels_last: bool | None = None
 ) -> nn.Module:
-    """Move a network to ``device`` (``None``: keep) and set its memory format, in place; values are unchanged.
+    """Move a network to ``device`` (``None``: keep) and set its memory format, in place; returns it.
 
     Args:
         model: The network.
         device: Where it runs.
         channels_last: Store 4-D weights channels-last; ``None``: :func:`prefers_channels_last`.
-
-    Returns:
-        ``model`` itself.
 
     Examples:
         >>> from allinone_ir import create_model
@@ -186,12 +173,11 @@ def _is_channels_last(model: nn.Module) -> bool:
 def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[list[str]]:
     """Keep the parts of a network that bf16/fp16 perturbs most in float32 while autocast runs the rest.
 
-    The family declares them: ``model.low_precision_flags()`` returns ``(name, module, attribute)``
-    triples and each ``module.attribute`` is ``True`` inside this context. :func:`restore` uses it
-    for ``dtype=`` bf16/fp16; a network that declares nothing is left as it is.
+    ``model.low_precision_flags()`` declares ``(name, module, attribute)`` triples; each
+    ``module.attribute`` is ``True`` inside the context and restored on exit.
 
     Args:
-        model: The network (its flags are restored on exit).
+        model: The network.
         enabled: ``False`` makes this a no-op.
 
     Yields:
@@ -222,97 +208,67 @@ def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[lis
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
 
 
-def _compiled(model: nn.Module) -> nn.Module:
-    """``torch.compile(model)`` (default mode), once per network: each new input shape compiles once."""
-    if model not in _COMPILED:
-        _COMPILED[model] = torch.compile(model)  # type: ignore[assignment]
-    return _COMPILED[model]
-
-
-class _Runner:
-    """Runs the network on CPU float32 batches: device, layout, autocast, degradation and TTA."""
-
-    def __init__(
-        self, model: nn.Module, device: torch.device, dtype: torch.dtype | None, tta: TTAMode | bool,
-        degradation: Any, compile: bool,
-    ) -> None:  # fmt: skip
-        self.model = _compiled(model) if compile else model
-        self.policy_model = model
-        self.device = device
-        self.memory_format = torch.channels_last if _is_channels_last(model) else torch.contiguous_format
-        self.transforms = tta_transforms(tta) if tta else [(_identity, _identity)]
-        self.degradation = degradation
-        self.takes_degradation = bool(getattr(model, "accepts_degradation", False))
-        if degradation is not None and not self.takes_degradation:
-            raise UsageError(
-                f"{type(model).__name__} does not take a degradation (only PIP networks do); "
-                "drop the degradation argument"
-            )
-        self.autocast_dtype = low_precision_dtype(dtype)
-        if self.autocast_dtype is not None and not native_low_precision(self.autocast_dtype, device):
-            warnings.warn(
-                f"{self.autocast_dtype} is emulated on this {device.type} (no native support), so it runs "
-                "much slower than float32; use dtype=None here",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-
-    def _degradation_for(self, index: Sequence[int]) -> Any:
-        deg = self.degradation
-        if (
-            deg is None
-            or isinstance(deg, (str, int, Mapping))
-            or (isinstance(deg, torch.Tensor) and deg.ndim == 0)
-        ):
-            return deg  # one spec for every image
-        if isinstance(deg, torch.Tensor):
-            return deg[torch.as_tensor(index, device=deg.device)].to(self.device)
-        return [deg[i] for i in index]
-
-    def __call__(self, x: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
-        """Restore the batch ``x`` of images ``index``; returns float32 NCHW on the CPU."""
-        x = x.to(self.device).contiguous(memory_format=self.memory_format)
-        deg = self._degradation_for(index)
-        kwargs = {"degradation": deg} if self.takes_degradation else {}
-        policy = low_precision_policy(self.policy_model, enabled=self.autocast_dtype is not None)
-        out = torch.zeros((), device=self.device)
-        with autocast(self.device, self.autocast_dtype), policy:
-            for fwd, inv in self.transforms:
-                out = out + inv(self.model(fwd(x), **kwargs).float())
-        return (out / len(self.transforms)).contiguous().cpu()
-
-
 def _identity(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _progress(total: int, enabled: bool | None, desc: str) -> Any:
-    """A tqdm bar or ``None``: ``enabled=None`` shows it on a terminal for more than one step."""
-    if enabled is False or (enabled is None and total <= 1):
-        return None
-    return progress_bar(
-        total=total, desc=desc, unit="tile", disable=None if enabled is None else False, leave=False,
-        warn=bool(enabled), stacklevel=3,
-    )  # fmt: skip
+def _runner(
+    model: nn.Module, device: torch.device, dtype: torch.dtype | None, tta: TTAMode | bool, degradation: Any,
+    compile: bool,
+) -> Callable[[torch.Tensor, Sequence[int]], torch.Tensor]:  # fmt: skip
+    """A function restoring a CPU float32 batch of images ``index``: device, layout, autocast, degradation, TTA."""
+    takes_degradation = bool(getattr(model, "accepts_degradation", False))
+    if degradation is not None and not takes_degradation:
+        raise UsageError(
+            f"{type(model).__name__} does not take a degradation (only PIP networks do); "
+            "drop the degradation argument"
+        )
+    low = low_precision_dtype(dtype)
+    if low is not None and not native_low_precision(low, device):
+        warnings.warn(
+            f"{low} is emulated on this {device.type} (no native support), so it runs much slower than "
+            "float32; use dtype=None here",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    if compile and model not in _COMPILED:
+        _COMPILED[model] = torch.compile(model)  # type: ignore[assignment]  # once per network
+    net = _COMPILED[model] if compile else model
+    fmt = torch.channels_last if _is_channels_last(model) else torch.contiguous_format
+    transforms = tta_transforms(tta) if tta else [(_identity, _identity)]
+
+    def run(x: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
+        x = x.to(device).contiguous(memory_format=fmt)
+        kwargs = {}
+        if takes_degradation:
+            kwargs["degradation"] = _degradation_for(degradation, index, device)
+        out = torch.zeros((), device=device)
+        with autocast(device, low), low_precision_policy(model, enabled=low is not None):
+            for fwd, inv in transforms:
+                out = out + inv(net(fwd(x), **kwargs).float())
+        return (out / len(transforms)).contiguous().cpu()
+
+    return run
 
 
-def _restore_whole(x: torch.Tensor, run: _Runner, batch_size: int, progress: bool | None) -> torch.Tensor:
-    n = x.shape[0]
-    bar = _progress(math.ceil(n / batch_size), progress, "restore")
-    outs = []
-    for i in range(0, n, batch_size):
-        outs.append(run(x[i : i + batch_size], range(i, min(i + batch_size, n))))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return torch.cat(outs)
+def _degradation_for(deg: Any, index: Sequence[int], device: torch.device) -> Any:
+    """The degradation of the images ``index``: one spec for all, or their rows / entries."""
+    if (
+        deg is None
+        or isinstance(deg, (str, int, Mapping))
+        or (isinstance(deg, torch.Tensor) and deg.ndim == 0)
+    ):
+        return deg
+    if isinstance(deg, torch.Tensor):
+        return deg[torch.as_tensor(index, device=deg.device)].to(device)
+    return [deg[i] for i in index]
 
 
 def _restore_tiled(
-    x: torch.Tensor, run: _Runner, tile: tuple[int, int], overlap: int, batch_size: int, progress: bool | None,
-    out_channels: int,
+    x: torch.Tensor, run: Callable[[torch.Tensor, Sequence[int]], torch.Tensor], tile: tuple[int, int],
+    overlap: int, batch_size: int, progress: bool | None,
 ) -> torch.Tensor:  # fmt: skip
+    """Restore ``x`` in blended tiles, ``batch_size`` at a time (a tile of the image's size: whole images)."""
     n, _, h, w = x.shape
     th, tw = min(tile[0], h), min(tile[1], w)
     oy, ox = min(overlap, th - 1), min(overlap, tw - 1)
@@ -325,14 +281,21 @@ def _restore_tiled(
         norm_y[y : y + th] += wy[y]
     for s in xs:
         norm_x[s : s + tw] += wx[s]
-    acc = torch.zeros(n, out_channels, h, w)
     jobs = [(b, y, s) for b in range(n) for y in ys for s in xs]
-    bar = _progress(len(jobs), progress, "tiles")
+    bar = None
+    if progress or (progress is None and len(jobs) > batch_size):  # None: on a terminal, more than one step
+        bar = progress_bar(
+            total=len(jobs), desc="tiles", unit="tile", disable=None if progress is None else False, leave=False,
+            warn=bool(progress), stacklevel=3,
+        )  # fmt: skip
+    acc = torch.zeros(0)
     for i in range(0, len(jobs), batch_size):
         chunk = jobs[i : i + batch_size]
         out = run(
             torch.stack([x[b, :, y : y + th, s : s + tw] for b, y, s in chunk]), [b for b, _, _ in chunk]
         )
+        if i == 0:
+            acc = torch.zeros(n, out.shape[1], h, w)
         for (b, y, s), o in zip(chunk, out):
             acc[b, :, y : y + th, s : s + tw].addcmul_(o, wy[y][:, None] * wx[s][None, :])
         if bar is not None:
@@ -348,16 +311,16 @@ def _restore_tensor(
     channels_last: bool | None, compile: bool, clamp: bool, progress: bool | None,
 ) -> torch.Tensor:  # fmt: skip
     """Restore an ``(N, C, H, W)`` float tensor; returns float32 on the CPU."""
-    tile_hw = None
-    if tile is not None:
+    if tile is None:
+        size = [x.shape[2], x.shape[3]]
+    else:
         size = [tile, tile] if isinstance(tile, int) else [int(t) for t in tile]
-        if len(size) != 2 or min(size) < 1:
-            raise UsageError(f"tile must be a positive int or (height, width), got {tile!r}")
-        tile_hw = (size[0], size[1])
+    if len(size) != 2 or min(size) < 1:
+        raise UsageError(f"tile must be a positive int or (height, width), got {tile!r}")
     if overlap < 0:
         raise UsageError(f"overlap must be >= 0, got {overlap}")
-    if tile_hw is not None and overlap >= min(tile_hw):
-        raise UsageError(f"overlap ({overlap}) must be smaller than the tile size ({tile_hw})")
+    if tile is not None and overlap >= min(size):
+        raise UsageError(f"overlap ({overlap}) must be smaller than the tile size ({tuple(size)})")
     if batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     if not bool(torch.isfinite(x).all()):
@@ -365,17 +328,13 @@ def _restore_tensor(
         raise UsageError(f"the input image contains {bad} values; restore() needs finite values in [0, 1]")
     dev = _device_of(model) if device is None else torch.device(device)
     prepare_for_inference(model, dev, channels_last=channels_last)
-    run = _Runner(model, dev, dtype, tta, degradation, compile)
+    run = _runner(model, dev, dtype, tta, degradation, compile)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             x = x.detach().to("cpu", torch.float32)
-            if tile_hw is None:
-                out = _restore_whole(x, run, batch_size, progress)
-            else:
-                out_channels = int(getattr(model, "out_channels", x.shape[1]))
-                out = _restore_tiled(x, run, tile_hw, overlap, batch_size, progress, out_channels)
+            out = _restore_tiled(x, run, (size[0], size[1]), overlap, batch_size, progress)
     finally:
         model.train(was_training)
     return out.clamp_(0, 1) if clamp else out
@@ -390,22 +349,22 @@ def restore_array(
 ) -> tuple[Any, np.ndarray]:
     """Restore the pixels of one file, keeping its bit depth and channels.
 
-    A grayscale image is given to a 3-channel network as three equal channels and its output
-    turned back to one with :data:`LUMA_WEIGHTS`; an alpha channel is copied back untouched.
+    Grayscale goes to a 3-channel network as three equal channels and comes back through
+    :data:`LUMA_WEIGHTS`; an alpha channel is copied back untouched.
 
     Args:
         model: The network (its ``in_channels``, default 3).
-        arr: ``(H, W, C)`` pixels as stored, C in 1..4; uint8, uint16 or float32 in [0, 1].
+        arr: Pixels as stored: uint8, uint16 or float32 in [0, 1].
         restore_fn: ``(C, H, W) tensor -> (C, H, W) tensor`` running the network (default: :func:`restore`).
 
     Returns:
-        The network's float ``(C_out, H, W)`` output, and the ``(H, W, C)`` pixels to write (the input's C and dtype).
+        The network's float output, and the pixels to write (the input's channels and dtype).
 
     Raises:
         UsageError: If the network takes another number of channels than the image has.
 
     Shape:
-        - arr: :math:`(H, W, C)`
+        - arr: :math:`(H, W, C)`, C in 1..4
         - outputs: :math:`(C_{out}, H, W)` and :math:`(H, W, C)`
 
     Examples:
@@ -461,38 +420,31 @@ def restore(
     """Restore an image of any size with a network, optionally tiled and with test-time augmentation.
 
     The network runs in eval mode under ``torch.no_grad`` (its mode is restored afterwards) after
-    :func:`prepare_for_inference`. Tiles go to ``device`` ``batch_size`` at a time and are blended
-    into a float32 CPU buffer.
+    :func:`prepare_for_inference`; tiles are blended into a float32 CPU buffer.
 
     Args:
         model: A network taking ``(N, C, H, W)`` images in [0, 1].
-        image: A float tensor ``(C, H, W)`` / ``(N, C, H, W)`` in [0, 1]; a numpy array ``(H, W, C)``
-            or ``(H, W)`` (uint8, uint16 or float in [0, 1]); a ``PIL.Image.Image``; or a path.
+        image: A float tensor in [0, 1]; a numpy array ``(H, W, C)`` or ``(H, W)`` (uint8, uint16 or
+            float in [0, 1]); a ``PIL.Image.Image``; or a path.
         tile: Tile size (``int`` or ``(height, width)``); ``None`` restores the whole image at once.
         overlap: Overlap of neighbouring tiles in pixels, ``< tile``.
-        tta: ``False``; ``"flip"`` (mean over 4 flips); ``"x8"`` or ``True`` (flips and 90-degree
-            rotations; prefer ``"flip"`` for directional degradations such as rain).
+        tta: ``False``, ``"flip"`` (4 flips), ``"x8"`` or ``True`` (flips and 90-degree rotations).
         degradation: For networks with ``accepts_degradation`` (PIP): ``None`` (blind), a name, an int
             label, one entry per image, or ``(N, T)`` weights.
         batch_size: Tiles (or images) per forward pass.
         device: Where the network runs (it is moved there); ``None``: its device.
-        dtype: Autocast dtype (``torch.bfloat16`` / ``torch.float16``) under the family's
-            :func:`low_precision_policy`; ``None``: the network's dtype. Warns where it is emulated
-            (:func:`native_low_precision`).
+        dtype: Autocast dtype (bf16 / fp16) under :func:`low_precision_policy`; warns where it is emulated.
         channels_last: Memory format; ``None``: :func:`prefers_channels_last`.
-        compile: Run the network through ``torch.compile`` (cached per network; each new input
-            shape compiles once).
+        compile: Run the network through ``torch.compile`` (cached per network).
         clamp: Clamp the result to [0, 1] (integer outputs are always clamped).
         progress: tqdm progress bar: ``None`` on a terminal for more than one step, ``True``, ``False``.
-        output: For a path ``image``: write the result there as ``allinone-ir restore`` does (PNG of
-            the input's bit depth and channels, see :func:`restore_array`).
+        output: For a path ``image``: write the result there as a PNG of the input's bit depth and channels.
         overwrite: Allow ``output`` to replace an existing file.
 
     Returns:
         The kind of ``image``: a tensor of its shape, dtype and device; an array of its shape and
         dtype; a PIL image of its mode (palette and bilevel images come back as RGB / RGBA / ``L``).
-        For a path, the restored ``(H, W, C)`` pixels as :func:`restore_array` gives them, or with
-        ``output`` the path written.
+        For a path, the pixels :func:`restore_array` gives, or with ``output`` the path written.
 
     Raises:
         UsageError: On NaN/infinite input, a wrong shape or channel count, a bad tile/overlap, or a
@@ -576,12 +528,8 @@ def restore(
     )
 
 
-#: Pillow modes a restored PIL image is converted back to (from the RGB / 16-bit pixels restored).
-_PIL_MODES_BACK: tuple[str, ...] = ("CMYK", "YCbCr", "LAB", "HSV", "I", "RGBX")
-
-
 def _restore_pil(model: nn.Module, image: Any, restore_fn: Callable[[Any], Any]) -> Any:
-    """Restore a PIL image through its pixels (as a file of that mode is read); same mode where Pillow can."""
+    """Restore a PIL image through its pixels; the same mode where Pillow can convert back."""
     from PIL import Image
 
     mode = image.mode
@@ -594,6 +542,6 @@ def _restore_pil(model: nn.Module, image: Any, restore_fn: Callable[[Any], Any])
         pil = Image.fromarray(res[:, :, 0])
     else:
         pil = Image.fromarray(res, "LA" if res.shape[2] == 2 else None)
-    if pil.mode != mode and (mode in _PIL_MODES_BACK or mode.startswith("I;16")):
+    if pil.mode != mode and (mode in ("CMYK", "YCbCr", "LAB", "HSV", "I", "RGBX") or mode.startswith("I;16")):
         pil = pil.convert(mode)
     return pil
