@@ -1,4 +1,4 @@
-"""Paired augmentations: identical crops / flips / rotations; channel shuffle, CutBlur, Mixup, Degradation-Mix.
+"""Paired augmentations: identical crops, flips and rotations; channel shuffle, CutBlur, Mixup, D-Mix.
 
 Batch augmentations take a batch dict ``{"degraded", "clean", "label", ...}`` and return a new one.
 """

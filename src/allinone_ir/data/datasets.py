@@ -75,16 +75,12 @@ def _vocabulary_label(name: str) -> int | None:
         return None
 
 
-def _problem_list(problems: Sequence[str], limit: int = 20) -> str:
-    """`` (1) ...; (2) ...; ... and N more`` on one line."""
-    shown = [f"({i}) {p}" for i, p in enumerate(problems[:limit], 1)]
-    if len(problems) > limit:
-        shown.append(f"... and {len(problems) - limit} more")
-    return " " + "; ".join(shown)
-
-
-def _problems_error(problems: Sequence[str]) -> DatasetError:
-    return DatasetError(f"{len(problems)} problem(s) in the dataset:" + _problem_list(problems))
+def _problems_error(problems: Sequence[str], what: str = "problem(s) in the dataset") -> DatasetError:
+    """``N <what>: (1) ...; (2) ...; ... and M more`` on one line."""
+    shown = [f"({i}) {p}" for i, p in enumerate(problems[:20], 1)]
+    if len(problems) > 20:
+        shown.append(f"... and {len(problems) - 20} more")
+    return DatasetError(f"{len(problems)} {what}: " + "; ".join(shown))
 
 
 class _Geometry:
@@ -191,24 +187,21 @@ class PairedImageDataset(Dataset, _Geometry):
         for d in degraded:
             rel = d.relative_to(self.degraded_dir)
             target = re.sub(name_map[0], name_map[1], d.name) if name_map else d.name
-            found = (
-                self.clean_dir / rel.parent / target,
-                self.clean_dir / target,
-                clean_index.get(Path(target).stem),
-            )
-            c = next((c for c in found if c is not None and c.is_file()), None)
-            if c is None:
+            c = self.clean_dir / rel.parent / target
+            if not c.is_file():
+                c = self.clean_dir / target
+            if not c.is_file():
+                c = clean_index.get(Path(target).stem, c)
+            if not c.is_file():
                 missing.append(f"{d} -> expected clean partner {self.clean_dir / target}")
-            else:
-                self.pairs.append(_Pair(d, c, _degradation_of(d, rel, label_from)))
+                continue
+            self.pairs.append(_Pair(d, c, _degradation_of(d, rel, label_from)))
         if validate:
             problems = [f"no clean partner: {m}" for m in missing] + self.validate(raise_on_error=False)
             if problems:
                 raise _problems_error(problems)
         elif missing:
-            raise DatasetError(
-                f"{len(missing)} degraded image(s) without a clean partner:" + _problem_list(missing)
-            )
+            raise _problems_error(missing, "degraded image(s) without a clean partner")
         names = sorted({p.degradation for p in self.pairs})
         self.unrecognised_prefixes: dict[str, Path] = {}
         if classes is None:
@@ -313,10 +306,10 @@ class PairedImageDataset(Dataset, _Geometry):
         return problems
 
 
-def _parse_task(task: str) -> tuple[str, float | None]:
-    """``"noise_25"`` -> ``("noise", 25.0)``; ``"derain"`` -> ``("rain", None)``."""
+def _task_name(task: str) -> str:
+    """The degradation of a synthetic task: ``"noise_25"`` -> ``"noise"``, ``"derain"`` -> ``"rain"``."""
     try:
-        return parse_degradation(task)
+        return parse_degradation(task)[0]
     except (TypeError, ValueError) as exc:
         raise UnknownNameError(f"unknown task {task!r}: {exc}") from None
 
@@ -366,7 +359,7 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         if repeat < 1:
             raise UsageError(f"repeat must be >= 1, got {repeat}")
         self.tasks = tuple(tasks)
-        names = [_parse_task(t)[0] for t in self.tasks]
+        names = [_task_name(t) for t in self.tasks]
         self.classes = _class_table(DEGRADATION_LABELS if classes is None else classes, names)
         self.patch_size = normalize_patch_size(patch_size)
         self.augment_modes, self.seed = tuple(augment_modes), seed
@@ -395,7 +388,7 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         clean, name = self._clean(img_i)
         g = _sample_generator(self.seed, 0 if self.fixed else self.epoch, index)
         (clean,) = self._geometry([clean], g, (name,))
-        degradation = _parse_task(task)[0]
+        degradation = _task_name(task)
         return {
             "degraded": synthesize(clean, task, rng=g),
             "clean": clean,
@@ -534,7 +527,7 @@ def _part_classes(ds: Any) -> dict[str, int] | None:
     if isinstance(ds, PairedImageDataset):
         return {p.degradation: ds.classes[p.degradation] for p in ds.pairs}
     if isinstance(ds, SyntheticDegradationDataset):
-        return {b: ds.classes[b] for b in (_parse_task(t)[0] for t in ds.tasks)}
+        return {b: ds.classes[b] for b in map(_task_name, ds.tasks)}
     return None
 
 
