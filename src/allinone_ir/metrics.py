@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -100,8 +100,6 @@ def psnr(
     Identical images give ``inf``; ``"mean"`` averages the per-image PSNRs.
 
     Args:
-        pred: Restored images.
-        target: Reference images.
         data_range: Value span of the images (1 for [0, 1], 255 for 8-bit values).
         crop_border: Pixels removed on every side first.
         y_channel: Measure the BT.601 luma instead of RGB.
@@ -223,13 +221,9 @@ class MetricProtocol:
         p, t = p * self.data_range, t * self.data_range
         if p.ndim == 3:
             p, t = p.unsqueeze(0), t.unsqueeze(0)
-        d, c, y = self.data_range, self.crop_border, self.y_channel
-        return {
-            "psnr": psnr(p, t, data_range=d, crop_border=c, y_channel=y, reduction="none"),
-            "ssim": ssim(
-                p, t, data_range=d, crop_border=c, y_channel=y, window=self.ssim_window, reduction="none"
-            ),
-        }
+        kw: dict[str, Any] = {"data_range": self.data_range, "crop_border": self.crop_border}
+        kw.update(y_channel=self.y_channel, reduction="none")
+        return {"psnr": psnr(p, t, **kw), "ssim": ssim(p, t, window=self.ssim_window, **kw)}
 
     def compute(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         """Mean PSNR (dB) and SSIM over a batch of [0, 1] images: ``{"psnr": float, "ssim": float}``."""
