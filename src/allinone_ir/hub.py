@@ -1,7 +1,7 @@
-"""Checkpoints: official PromptIR / Restormer / NAFNet files, safetensors, architecture detection.
+"""Checkpoints: official files, safetensors and architecture detection.
 
-Each family reads its own files (its ``detect`` and ``filter_state_dict`` classmethods); this module
-asks every registered class and names none. Every ``torch.load`` uses ``weights_only=True``.
+Each family reads its own files (its ``detect`` and ``filter_state_dict``); this module names none.
+Every ``torch.load`` uses ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -21,14 +21,7 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .errors import (
-    CheckpointError,
-    ModelArgumentError,
-    UnknownNameError,
-    UsageError,
-    UsageTypeError,
-    require,
-)
+from .errors import CheckpointError, ModelArgumentError, UnknownNameError, UsageError, UsageTypeError, require
 from .io import atomic_write
 from .models import create_model, get_model_class, list_architectures, list_models
 from .models._registry import _unknown, is_model
@@ -45,16 +38,13 @@ __all__ = [
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-#: safetensors metadata key holding the JSON config (a single ``.safetensors`` file describes itself).
-_META_KEY = "allinone_ir_config"
-_FORMAT_VERSION = 1
+_META_KEY = "allinone_ir_config"  # safetensors metadata key of the JSON config
 #: Wrapper keys of checkpoint dicts, in order of preference (EMA weights first).
 _WRAPPER_KEYS = ("params_ema", "params", "ema", "state_dict", "model_state_dict", "model", "net", "network")
-#: ``module.`` (DataParallel) and ``_orig_mod.`` (torch.compile) are stripped when every key has them;
-#: a training wrapper's ``net.`` / ``model.`` also when the wrapper keeps entries beside it.
+#: ``module.`` / ``_orig_mod.`` are stripped when every key has them; a training wrapper's ``net.`` /
+#: ``model.`` also when they are the majority.
 _PREFIXES = ("module.", "_orig_mod.", "net.", "model.")
-_WRAPPER_PREFIXES = ("net.", "model.")
-#: Top-level names of what a training wrapper keeps beside its network: losses, metrics, a discriminator.
+#: What a training wrapper keeps beside its network: losses, metrics, a discriminator.
 _NON_NETWORK = re.compile(
     r"^(loss|losses|loss_fn|\w*_loss|criterion\w*|metrics?|\w*discriminator\w*|net_d|perceptual\w*|lpips)\."
 )
@@ -65,80 +55,59 @@ def _require_safetensors() -> Any:
     return require("safetensors.torch", extra="hub", purpose="safetensors files")
 
 
-# --------------------------------------------------------------------------- reading
-
-
-def _torch_load(path: Path, map_location: str | torch.device) -> Any:
+def _torch_load(path: Path, head: bytes, map_location: str | torch.device) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         unsafe = _disallowed_globals(path, exc)
-        if unsafe and not any(_is_missing_torch_name(name) for name in unsafe):
+        if unsafe:
             raise CheckpointError(
                 f"{path} contains Python objects that torch.load(weights_only=True) refuses to load"
                 f" ({', '.join(unsafe)}). If you trust the file, extract the weights once: "
                 "torch.save(torch.load(path, weights_only=False)['state_dict'], 'weights.pth')"
             ) from exc
-        raise CheckpointError(f"cannot read checkpoint {path}: {_torch_load_problem(path, exc)}") from exc
+        if head.startswith(b"PK\x03\x04"):
+            first = " ".join(str(exc).split()).split(". ")[0] or type(exc).__name__
+            problem = f"truncated or corrupt PyTorch checkpoint (a zip archive that cannot be read: {first})"
+        elif head[:1] == b"\x80":
+            problem = (
+                "truncated or corrupt PyTorch checkpoint (a pickle in the legacy format that cannot be read)"
+            )
+        else:
+            problem = (
+                f"not a PyTorch checkpoint: neither a zip archive nor a pickle (it starts with {head[:8]!r}); "
+                "the file is corrupt or of another format"
+            )
+        raise CheckpointError(f"cannot read checkpoint {path}: {problem}") from exc
 
 
 def _disallowed_globals(path: Path, exc: Exception) -> list[str]:
-    """The Python objects a well-formed pickle names that ``weights_only`` refuses."""
+    """The Python objects a pickle names that ``weights_only`` refuses (none if a torch name is cut: corrupt)."""
     if not isinstance(exc, pickle.UnpicklingError):
         return []
     try:
         found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:  # a legacy (non-zip) file: read the message
         found = []
-    return found or re.findall(r"Unsupported global: GLOBAL (\S+) was not an allowed global", str(exc))
-
-
-def _is_missing_torch_name(name: str) -> bool:
-    """Whether a pickled global names something of torch that does not exist (a truncated name)."""
-    module, _, attr = name.rpartition(".")
-    if not module.startswith("torch"):
-        return False
-    try:
-        return not hasattr(importlib.import_module(module), attr)
-    except ImportError:
-        return True
-
-
-def _torch_load_problem(path: Path, exc: Exception) -> str:
-    with open(path, "rb") as f:
-        head = f.read(8)
-    first = " ".join(str(exc).split()).split(". ")[0]
-    if head.startswith(b"PK\x03\x04"):
-        return f"truncated or corrupt PyTorch checkpoint (a zip archive that cannot be read: {first or type(exc).__name__})"
-    if head[:1] == b"\x80":
-        return "truncated or corrupt PyTorch checkpoint (a pickle in the legacy format that cannot be read)"
-    return (
-        f"not a PyTorch checkpoint: neither a zip archive nor a pickle (it starts with {head!r}); "
-        "the file is corrupt or of another format"
-    )
-
-
-def _check_not_empty(path: Path) -> None:
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"cannot read checkpoint {path}: empty file (0 bytes)")
-
-
-def _looks_like_safetensors(path: Path) -> bool:
-    """Whether a file starts like safetensors (an 8-byte header length, then a JSON object)."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+    found = found or re.findall(r"Unsupported global: GLOBAL (\S+) was not an allowed global", str(exc))
+    for name in found:
+        module, _, attr = name.rpartition(".")
+        try:
+            if module.startswith("torch") and not hasattr(importlib.import_module(module), attr):
+                return []
+        except ImportError:
+            return []
+    return found
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    st = _require_safetensors()
+    _require_safetensors()
     from safetensors import safe_open
 
-    _check_not_empty(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        state = st.load_file(str(path))
+            state = {k: f.get_tensor(k) for k in f.keys()}
     except OSError:
         raise
     except Exception as exc:  # safetensors' SafetensorError: header, truncation
@@ -146,8 +115,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
             f"cannot read checkpoint {path}: not a valid safetensors file, truncated or corrupt "
             f"({' '.join(str(exc).split())})"
         ) from exc
-    config = _parse_config(meta[_META_KEY], f"the metadata of {path}") if _META_KEY in meta else None
-    return state, config
+    return state, _parse_config(meta[_META_KEY], f"the metadata of {path}") if _META_KEY in meta else None
 
 
 def _parse_config(text: str, where: str) -> dict[str, Any]:
@@ -167,67 +135,51 @@ def _parse_config(text: str, where: str) -> dict[str, Any]:
 
 
 def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str, Any] | None, str]:
-    """The raw checkpoint object, its saved config (if any) and a description for messages.
-
-    The saved config comes from a safetensors file's metadata, a ``config.json`` beside it, or a
-    :class:`~allinone_ir.training.Trainer` checkpoint's ``arch`` and ``model_config``.
-    """
+    """The raw checkpoint, its saved config (safetensors metadata, a ``config.json`` or a Trainer
+    checkpoint's ``arch`` + ``model_config``; ``None`` if none) and a description for messages."""
     if isinstance(source, Mapping):
-        raw, config, where = source, None, "the given state dict"
+        raw, config = source, None
     elif not isinstance(source, (str, os.PathLike)):
         raise UsageTypeError(f"expected a path or a state dict, got {type(source).__name__}")
-    elif Path(source).is_dir():
-        path = Path(source)
-        weights, cfg_file = path / WEIGHTS_NAME, path / CONFIG_NAME
-        if not weights.is_file() or not cfg_file.is_file():
-            raise CheckpointError(
-                f"{path} is not a save_pretrained folder (needs {WEIGHTS_NAME} and {CONFIG_NAME})"
-            )
-        config = _parse_config(cfg_file.read_text(), str(cfg_file))
-        return _read_safetensors(weights)[0], config, str(path)
     else:
-        path, where = Path(source), str(source)
-        if not path.is_file():
+        path, config = Path(source), None
+        if path.is_dir():
+            if not (path / WEIGHTS_NAME).is_file() or not (path / CONFIG_NAME).is_file():
+                raise CheckpointError(
+                    f"{path} is not a save_pretrained folder (needs {WEIGHTS_NAME} and {CONFIG_NAME})"
+                )
+            config = _parse_config((path / CONFIG_NAME).read_text(), str(path / CONFIG_NAME))
+            path = path / WEIGHTS_NAME
+        elif not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
-        _check_not_empty(path)
-        if path.suffix == ".safetensors" or _looks_like_safetensors(path):
-            raw, config = _read_safetensors(path)
+        size = path.stat().st_size
+        if size == 0:
+            raise CheckpointError(f"cannot read checkpoint {path}: empty file (0 bytes)")
+        with open(path, "rb") as f:
+            head = f.read(9)  # safetensors: an 8-byte header length, then a JSON object
+        if path.suffix == ".safetensors" or (head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size):
+            raw, meta = _read_safetensors(path)
             sidecar = path.with_name(CONFIG_NAME)
-            if config is None and sidecar.is_file():
-                config = _parse_config(sidecar.read_text(), str(sidecar))
-            return raw, config, where
-        raw, config = _torch_load(path, map_location), None
+            if config is None and meta is None and sidecar.is_file():
+                meta = _parse_config(sidecar.read_text(), str(sidecar))
+            return raw, config or meta, str(source)
+        raw = _torch_load(path, head, map_location)
     if (
         isinstance(raw, Mapping)
         and isinstance(raw.get("arch"), str)
         and isinstance(raw.get("model_config"), Mapping)
     ):
         config = {"architecture": raw["arch"], "config": raw["model_config"]}
-    return raw, config, where
-
-
-def _is_state_dict(obj: Any) -> bool:
-    return (
-        isinstance(obj, Mapping)
-        and len(obj) > 0
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    )
+    return raw, config, "the given state dict" if isinstance(source, Mapping) else str(source)
 
 
 def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
-    """The network weights inside a checkpoint object, with wrapper prefixes removed.
+    """The network weights inside a checkpoint object (or a state dict), with wrapper prefixes removed.
 
-    Unwraps ``params_ema`` / ``params`` (BasicSR, EMA preferred), ``ema`` (Trainer checkpoints),
-    ``state_dict`` (Lightning), ``model_state_dict`` / ``model`` / ``net``; strips ``module.`` and
-    ``_orig_mod.`` when every key carries them, and a training wrapper's ``net.`` / ``model.``. No
-    key is dropped silently: a wrapper's losses and metrics (``loss_fn.``, ``criterion.``, ...) are
-    dropped with a warning naming them; any other key is kept (loading reports it as unexpected).
-
-    Args:
-        checkpoint: What ``torch.load`` returned, or a state dict.
-
-    Returns:
-        A flat ``{name: tensor}`` dict.
+    Unwraps ``params_ema`` / ``params`` (BasicSR, EMA preferred), ``ema`` (Trainer), ``state_dict``
+    (Lightning), ``model_state_dict`` / ``model`` / ``net``; strips ``module.`` / ``_orig_mod.`` and a
+    training wrapper's ``net.`` / ``model.``. The wrapper's losses and metrics are dropped with a
+    warning; any other key is kept (loading reports it as unexpected).
 
     Raises:
         CheckpointError: If no tensors are found, or a key is there with and without the wrapper
@@ -241,7 +193,7 @@ def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
     """
     obj = checkpoint
     for _ in range(3):
-        if _is_state_dict(obj):
+        if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             break
         if not isinstance(obj, Mapping):
             raise CheckpointError(f"expected a dict of tensors in the checkpoint, got {type(obj).__name__}")
@@ -264,7 +216,7 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for prefix in _PREFIXES:
             stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             rest = [k for k in state if not k.startswith(prefix)]
-            if not stripped or (rest and (prefix not in _WRAPPER_PREFIXES or len(stripped) < len(rest))):
+            if not stripped or (rest and (prefix in _PREFIXES[:2] or len(stripped) < len(rest))):
                 continue  # absent, or mostly other keys: ``net.`` is then a module of the network
             dropped = [k for k in rest if _NON_NETWORK.match(k)]
             kept = [k for k in rest if k not in dropped]
@@ -289,9 +241,6 @@ def _show(items: list[str], limit: int = 12) -> str:
     return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-# --------------------------------------------------------------------------- detection
-
-
 def _detect(cls: type[nn.Module], state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     """What ``cls.detect`` reads from the state dict (``None``: not its keys, or no ``detect``)."""
     detect = getattr(cls, "detect", None)
@@ -301,15 +250,16 @@ def _detect(cls: type[nn.Module], state_dict: Mapping[str, torch.Tensor]) -> dic
 
 def _claims(
     state_dict: Mapping[str, torch.Tensor],
-) -> tuple[list[tuple[type[nn.Module], dict[str, Any]]], list[str]]:
-    """``(class, config)`` of every registered class that recognises the state dict, and the errors."""
+) -> tuple[list[tuple[type[nn.Module], dict[str, Any]]], list[tuple[str, str]]]:
+    """``(class, config)`` of every registered class that recognises the state dict; ``(name, error)`` of
+    those that recognise it but cannot read it."""
     claims, errors = [], []
     for name in list_architectures():
         cls = get_model_class(name)
         try:
             config = _detect(cls, state_dict)
         except CheckpointError as exc:
-            errors.append(f"{name}: {exc}")
+            errors.append((name, str(exc)))
             continue
         if config is not None:
             claims.append((cls, config))
@@ -317,7 +267,6 @@ def _claims(
 
 
 def _filter(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The state dict as ``model``'s family reads it (its ``filter_state_dict``)."""
     filt = getattr(type(model), "filter_state_dict", None)
     return dict(state_dict) if filt is None else dict(filt(state_dict, model))
 
@@ -341,27 +290,11 @@ def _misfits(
     return len(expected.keys() ^ state.keys()), wrong
 
 
-def _best(
-    claims: list[tuple[type[nn.Module], dict[str, Any]]], state_dict: Mapping[str, torch.Tensor]
-) -> tuple[tuple[type[nn.Module], dict[str, Any]], int]:
-    """The claim whose network fits the state dict best (the earlier one on a tie) and its misfit count."""
-    scores = []
-    for cls, cfg in claims:
-        found = _misfits(cls, cfg, state_dict)
-        scores.append(len(state_dict) + 1 if found is None else found[0] + len(found[1]))
-    best = scores.index(min(scores))
-    return claims[best], scores[best]
-
-
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
-    """Recognise the network of a state dict and recover its constructor arguments.
+    """Recognise the network of a state dict (prefixes removed) and recover its constructor arguments.
 
-    Every registered class with a ``detect`` classmethod reads its hyper-parameters from the key
-    names and shapes; when several recognise the keys, the network (built on ``meta``) that fits
-    them best wins.
-
-    Args:
-        state_dict: Weights with the official key names (prefixes removed, see :func:`extract_state_dict`).
+    Every registered class's ``detect`` reads the key names and shapes; when several recognise the keys,
+    the network (built on ``meta``) that fits them best wins.
 
     Returns:
         ``(class_name, config)`` for ``get_model_class(class_name)(**config)``.
@@ -378,28 +311,24 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
         ('NAFNet', 8, [1, 2])
     """
     claims, errors = _claims(state_dict)
-    if claims and errors:  # a family knows the keys but cannot read them: say why unless another fits exactly
-        best, score = _best(claims, state_dict)
-        claims = [best] if score == 0 else []
-    if not claims:
-        if errors:  # families sharing a layout give the same reason once
-            by_reason: dict[str, list[str]] = {}
-            for entry in errors:
-                name, _, reason = entry.partition(": ")
-                by_reason.setdefault(reason, []).append(name)
-            raise CheckpointError("; ".join(f"{', '.join(names)}: {why}" for why, names in by_reason.items()))
-        keys = sorted(state_dict)
-        known = [n for n in list_architectures() if getattr(get_model_class(n), "detect", None) is not None]
-        raise CheckpointError(
-            f"cannot detect the architecture of this checkpoint (known: {', '.join(known)}; register "
-            "yours with @register_architecture and a detect() classmethod, or pass arch= for others); "
-            f"it has {len(keys)} keys, e.g. {keys[:8]}"
-        )
-    cls, config = _best(claims, state_dict)[0]
-    return cls.__name__, config
-
-
-# --------------------------------------------------------------------------- building
+    if claims:  # a family that knows the keys but cannot read them is heard unless another fits exactly
+        fits = [_misfits(cls, cfg, state_dict) for cls, cfg in claims]
+        scores = [len(state_dict) + 1 if fit is None else fit[0] + len(fit[1]) for fit in fits]
+        best = scores.index(min(scores))  # the first on a tie
+        if scores[best] == 0 or not errors:
+            return claims[best][0].__name__, claims[best][1]
+    if errors:  # families sharing a layout give the same reason once
+        by_reason: dict[str, list[str]] = {}
+        for name, reason in errors:
+            by_reason.setdefault(reason, []).append(name)
+        raise CheckpointError("; ".join(f"{', '.join(names)}: {why}" for why, names in by_reason.items()))
+    keys = sorted(state_dict)
+    known = [n for n in list_architectures() if getattr(get_model_class(n), "detect", None) is not None]
+    raise CheckpointError(
+        f"cannot detect the architecture of this checkpoint (known: {', '.join(known)}; register "
+        "yours with @register_architecture and a detect() classmethod, or pass arch= for others); "
+        f"it has {len(keys)} keys, e.g. {keys[:8]}"
+    )
 
 
 def _load_into(
@@ -461,9 +390,9 @@ def _explain_odd_tensors(
 ) -> str | None:
     """Name the few tensors whose shapes disagree with the rest, when a detected config does not fit.
 
-    A family reads a hyper-parameter from one tensor; when that tensor alone is wrong, the network
-    built from it mismatches nearly every key. Each mismatch votes for a value of an integer
-    hyper-parameter; the candidate leaving the fewest (at most three) tensors mismatched names them.
+    A family reads a hyper-parameter from one tensor; when that tensor alone is wrong, the network built
+    from it mismatches nearly every key. Each mismatch votes for a value of an integer hyper-parameter;
+    the candidate leaving the fewest (at most three) tensors mismatched names them.
     """
     claims = [(cls, config)] + [(c, cfg) for c, cfg in _claims(state)[0] if c is not cls]
     bases = [_misfits(c, cfg, state) for c, cfg in claims]
@@ -485,16 +414,13 @@ def _explain_odd_tensors(
                 continue
             if base is not None and (found[0] > base[0] or len(found[1]) >= len(base[1])):
                 continue
-            score = (found[0], len(found[1]))
-            if best is None or score < best[0]:
+            if best is None or (found[0], len(found[1])) < best[0]:
                 wrong = ", ".join(
                     f"key {k} has shape {ours}, expected {theirs}" for k, ours, theirs in found[1]
                 )
                 n_fit = len(state) - len(found[1])
-                best = (
-                    score,
-                    f"{wrong} (the other {n_fit} tensors fit {c.__name__} with {field}={candidate[field]})",
-                )
+                fit = f"the other {n_fit} tensors fit {c.__name__} with {field}={candidate[field]}"
+                best = ((found[0], len(found[1])), f"{wrong} ({fit})")
     return None if best is None else best[1]
 
 
@@ -506,20 +432,16 @@ def load_checkpoint(
     map_location: str | torch.device = "cpu",
     **overrides: Any,
 ) -> nn.Module:
-    """Build a network from a checkpoint: official PromptIR / Restormer / NAFNet files or our own.
+    """Build a network from a checkpoint (an official file or one of ours), in eval mode on ``map_location``.
 
     Args:
         path_or_state_dict: A ``.ckpt`` / ``.pth`` / ``.safetensors`` file, a :func:`save_pretrained`
             folder, or a loaded checkpoint / state dict.
         arch: ``None``: the file's saved config, else the architecture detected from the weights; a
-            registered model or class name (its hyper-parameters read from the weights by its
-            ``detect``, or from a saved config of the same class); or a network to load into.
+            registered model or class name (hyper-parameters from its ``detect`` or a saved config of
+            the same class); or a network to load into.
         strict: Require every key to match (shape mismatches always fail).
-        map_location: Where the tensors are put.
         **overrides: Constructor arguments replacing detected / default ones.
-
-    Returns:
-        The network in eval mode on ``map_location``.
 
     Raises:
         CheckpointError: If the file cannot be read safely, the architecture cannot be detected, or
@@ -536,16 +458,33 @@ def load_checkpoint(
         'Restormer'
     """
     raw, saved, source = _read(path_or_state_dict, map_location)
-    state = extract_state_dict(raw)
     if isinstance(arch, nn.Module):
-        return _load_into(arch, state, source, strict).eval()
-    if arch is None:
-        if saved is not None:
-            cls, config = _saved_class(saved, source), dict(saved["config"])
-        else:
-            name, config = detect_architecture(state)
-            cls = get_model_class(name)
-        model = _build(cls, {**config, **overrides}, source, detected=saved is None)
+        return _load_into(arch, extract_state_dict(raw), source, strict).eval()
+    return _load(raw, saved, source, arch, strict, map_location, overrides)
+
+
+def _load(
+    raw: Any,
+    saved: dict | None,
+    source: str,
+    arch: str | None,
+    strict: bool,
+    map_location: Any,
+    overrides: dict,
+) -> nn.Module:
+    state = extract_state_dict(raw)
+    detected = arch is None and saved is None
+    if arch is None and saved is not None:
+        try:
+            cls = get_model_class(saved["architecture"])
+        except UnknownNameError as exc:
+            raise CheckpointError(
+                f"{source} was saved from {exc}; is the module that registers it imported?"
+            ) from exc
+        model = _build(cls, {**saved["config"], **overrides}, source, detected=False)
+    elif arch is None:
+        name, config = detect_architecture(state)
+        model = _build(get_model_class(name), {**config, **overrides}, source, detected=True)
     else:
         if not is_model(arch) and arch not in list_architectures():
             raise UnknownNameError(
@@ -567,17 +506,7 @@ def load_checkpoint(
         model = create_model(arch, **kwargs) if is_model(arch) else cls(**kwargs)
     if saved is not None and saved.get("model_name"):
         model.model_name = saved["model_name"]
-    detected = arch is None and saved is None
     return _load_into(model, state, source, strict, detected=detected).eval().to(map_location)
-
-
-def _saved_class(saved: Mapping[str, Any], source: str) -> type[nn.Module]:
-    try:
-        return get_model_class(saved["architecture"])
-    except UnknownNameError as exc:
-        raise CheckpointError(
-            f"{source} was saved from {exc}; is the module that registers it imported?"
-        ) from exc
 
 
 def _build(cls: type[nn.Module], config: dict[str, Any], source: str, *, detected: bool) -> nn.Module:
@@ -598,24 +527,20 @@ def _build(cls: type[nn.Module], config: dict[str, Any], source: str, *, detecte
         raise CheckpointError(f"{source}: {cls.__name__} cannot be built with {what}: {exc}") from exc
 
 
-# --------------------------------------------------------------------------- writing
-
-
 def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
     from .metrics import get_protocol
 
     name = type(model).__name__
     cfg = getattr(model, "config", None)
-    if not isinstance(cfg, Mapping):
+    if (
+        not isinstance(cfg, Mapping)
+        or name not in list_architectures()
+        or get_model_class(name) is not type(model)
+    ):
         raise UsageTypeError(
-            f"{name} has no `config` dict of constructor arguments; it cannot be saved for rebuilding"
+            f"{type(model)} cannot be saved for rebuilding: it needs a `config` dict of its constructor "
+            "arguments and registration with @register_architecture"
         )
-    try:
-        registered = get_model_class(name)
-    except KeyError as exc:
-        raise UsageTypeError(f"{name} is not a registered architecture (use @register_architecture)") from exc
-    if registered is not type(model):
-        raise UsageTypeError(f"the architecture registered as {name!r} is {registered}, not {type(model)}")
     get_protocol(protocol)  # validate the name
     out = {
         "architecture": name,
@@ -623,7 +548,7 @@ def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
         "model_name": getattr(model, "model_name", None),
         "library": "allinone-ir",
         "library_version": __version__,
-        "format_version": _FORMAT_VERSION,
+        "format_version": 1,
         "input_range": [0.0, 1.0],
         "metric_protocol": protocol,
     }
@@ -634,8 +559,11 @@ def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
     return out
 
 
-def _save_safetensors(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
+def _save_safetensors(path: Path, model: nn.Module, config: dict[str, Any], overwrite: bool) -> None:
     st = _require_safetensors()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"refusing to overwrite {path} (pass overwrite=True)")
+    path.parent.mkdir(parents=True, exist_ok=True)
     # clone: safetensors refuses tensors sharing storage and non-contiguous views
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {"format": "pt", _META_KEY: json.dumps(config)}
@@ -649,19 +577,11 @@ def save_pretrained(
     overwrite: bool = False,
     protocol: str = "promptir",
 ) -> Path:
-    """Save a network as ``directory/model.safetensors`` + ``directory/config.json`` (written atomically).
+    """Save a registered network as ``directory/model.safetensors`` + ``config.json`` (written atomically).
 
-    The config (also in the safetensors metadata) holds the class name, the constructor arguments,
-    the registered model name, the library version, the input range and the metric protocol.
-
-    Args:
-        model: A registered network with a ``config`` dict.
-        directory: Folder to write (created if missing).
-        overwrite: Replace existing files.
-        protocol: Metric protocol name (see :func:`allinone_ir.metrics.get_protocol`).
-
-    Returns:
-        The folder.
+    The config (also in the safetensors metadata) holds the class name, the constructor arguments, the
+    registered model name, the library version, the input range and the metric ``protocol`` (see
+    :func:`allinone_ir.metrics.get_protocol`).
 
     Raises:
         FileExistsError: If a file would be replaced and ``overwrite`` is ``False``.
@@ -671,29 +591,19 @@ def save_pretrained(
     _require_safetensors()
     folder = Path(directory)
     config = _model_config(model, protocol)
-    weights, cfg_file = folder / WEIGHTS_NAME, folder / CONFIG_NAME
-    existing = [str(p) for p in (weights, cfg_file) if p.exists()]
+    existing = [str(p) for p in (folder / WEIGHTS_NAME, folder / CONFIG_NAME) if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True)")
-    folder.mkdir(parents=True, exist_ok=True)
-    _save_safetensors(weights, model, config)
+    _save_safetensors(folder / WEIGHTS_NAME, model, config, overwrite=True)
     text = json.dumps(config, indent=2) + "\n"
-    atomic_write(cfg_file, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
     return folder
 
 
 def from_pretrained(
     directory: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", strict: bool = True
 ) -> nn.Module:
-    """Rebuild a network saved by :func:`save_pretrained` (or a self-describing ``.safetensors`` file).
-
-    Args:
-        directory: The folder, or a ``.safetensors`` file written by :func:`convert_checkpoint`.
-        map_location: Device of the loaded weights.
-        strict: Require every key to match.
-
-    Returns:
-        The network in eval mode.
+    """Rebuild a network saved by :func:`save_pretrained` (or a self-describing ``.safetensors``), in eval mode.
 
     Raises:
         CheckpointError: If there is no saved config, a file cannot be read, or the weights do not
@@ -704,11 +614,7 @@ def from_pretrained(
         raise CheckpointError(
             f"{source} has no saved config; use load_checkpoint() to detect the architecture"
         )
-    model = _build(_saved_class(saved, source), dict(saved["config"]), source, detected=False)
-    model = load_checkpoint(raw, model, strict=strict)
-    if saved.get("model_name"):
-        model.model_name = saved["model_name"]
-    return model.to(map_location)
+    return _load(raw, saved, source, None, strict, map_location, {})
 
 
 def convert_checkpoint(
@@ -720,18 +626,11 @@ def convert_checkpoint(
     protocol: str = "promptir",
     **overrides: Any,
 ) -> Path:
-    """Convert a checkpoint (e.g. the official PromptIR ``.ckpt``) to safetensors.
+    """Convert a checkpoint (e.g. the official PromptIR ``.ckpt``) to safetensors; return the path written.
 
     Args:
-        src: Any file :func:`load_checkpoint` reads.
+        src: Any file :func:`load_checkpoint` reads (``arch`` and ``**overrides`` as there).
         dst: A ``.safetensors`` file (its metadata holds the config) or a folder (:func:`save_pretrained`).
-        arch: Architecture, see :func:`load_checkpoint`.
-        overwrite: Replace existing files.
-        protocol: Metric protocol name recorded in the config.
-        **overrides: Constructor arguments for :func:`load_checkpoint`.
-
-    Returns:
-        The path written.
 
     Raises:
         FileExistsError: If ``dst`` exists and ``overwrite`` is ``False``.
@@ -743,8 +642,5 @@ def convert_checkpoint(
     model = load_checkpoint(src_p, arch, **overrides)
     if dst_p.suffix != ".safetensors":
         return save_pretrained(model, dst_p, overwrite=overwrite, protocol=protocol)
-    if dst_p.exists() and not overwrite:
-        raise FileExistsError(f"refusing to overwrite {dst_p} (pass overwrite=True)")
-    dst_p.parent.mkdir(parents=True, exist_ok=True)
-    _save_safetensors(dst_p, model, _model_config(model, protocol))
+    _save_safetensors(dst_p, model, _model_config(model, protocol), overwrite)
     return dst_p

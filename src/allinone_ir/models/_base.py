@@ -17,43 +17,27 @@ from ..layers.padding import pad_to_multiple
 from ..layers.stage import Stage
 
 
-def check_image_batch(x: Any, channels: int, name: str = "input") -> None:
+def check_image_batch(x: Any, channels: int) -> None:
     """Raise :class:`~allinone_ir.errors.UsageError` unless ``x`` is a floating ``(N, channels, H, W)`` tensor."""
-    if not isinstance(x, torch.Tensor):
-        raise UsageError(
-            f"{name} must be a torch.Tensor of shape (N, {channels}, H, W), got {type(x).__name__}"
-        )
-    if x.ndim != 4:
-        raise UsageError(
-            f"{name} must have shape (N, {channels}, H, W), got a {x.ndim}-D tensor of shape {tuple(x.shape)}"
-            + ("; add a batch dimension with x.unsqueeze(0)" if x.ndim == 3 else "")
-        )
-    if x.shape[1] != channels:
-        raise UsageError(
-            f"{name} must have {channels} channels (shape (N, {channels}, H, W)), got shape {tuple(x.shape)}"
-        )
-    if not x.is_floating_point():
-        raise UsageError(
-            f"{name} must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}; "
-            "convert with x.float() / 255 for 8-bit images"
-        )
-    if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
-        raise UsageError(f"{name} must have N, H, W >= 1, got shape {tuple(x.shape)}")
+    tensor = isinstance(x, torch.Tensor)
+    if tensor and x.ndim == 4 and x.shape[1] == channels and x.is_floating_point() and x.numel():
+        return
+    got = f"{x.dtype} of shape {tuple(x.shape)}" if tensor else type(x).__name__
+    hint = "; add a batch dimension with x.unsqueeze(0)" if tensor and x.ndim == 3 else ""
+    raise UsageError(
+        f"input must be a floating-point torch.Tensor with {channels} channels, shape (N, {channels}, H, W), "
+        f"N, H, W >= 1 and values in [0, 1] (x.float() / 255 for 8-bit images); got {got}{hint}"
+    )
 
 
 @dataclass(frozen=True)
 class AuxiliaryLoss:
-    """A training term that a model family declares: ``weight * fn(model, batch, extras)``.
-
-    The trainer, the config files and the demo add a family's terms (:meth:`RestorationModel.auxiliary_losses`)
-    to the main loss.
+    """A training term of a model family, added to the main loss: ``weight * fn(model, batch, extras)``.
 
     Attributes:
         name: Name in the logs (``loss_<name>``) and in config overrides (``trainer.aux_weights``).
-        weight: Default weight of the term.
-        fn: ``fn(model, batch, extras) -> scalar tensor``: ``model`` is the unwrapped network,
-            ``batch`` the batch on the device, ``extras`` what :meth:`RestorationModel.split_training_output`
-            returned besides the image (e.g. PIP's ``{"logits": ...}``).
+        fn: Gets the unwrapped network, the batch on the device and what
+            :meth:`RestorationModel.split_training_output` returned besides the image; returns a scalar.
     """
 
     name: str
@@ -71,7 +55,7 @@ def _plain(value: Any) -> Any:
 
 
 def _argument_problem(
-    init: Callable[..., None], sig: inspect.Signature, kwargs: Mapping[str, Any], exc: TypeError
+    init: Callable[..., None], sig: inspect.Signature, kwargs: Mapping[str, Any], exc: Exception
 ) -> str:
     """Why a constructor call does not bind, with the keyword arguments it takes (and close matches)."""
     owner = init.__qualname__.rsplit(".", 2)[-2] if "." in init.__qualname__ else init.__qualname__
@@ -99,17 +83,17 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
         except TypeError as exc:
             raise ModelArgumentError(_argument_problem(init, sig, kwargs, exc)) from None
         bound.apply_defaults()
-        # The outermost constructor records first; the constructors it reaches through super() leave
-        # the record alone, unless the outer one forwards ``**kwargs`` to them: then their record
-        # (the forwarded arguments with their defaults) is merged in after.
+        own = {n: _plain(bound.arguments[n]) for n in names}
+        # the outermost constructor records; one it reaches through super() only adds the arguments
+        # that the outer one forwarded as ``**kwargs``
         outer = "config" not in self.__dict__
         if outer:
-            object.__setattr__(self, "config", {n: _plain(bound.arguments[n]) for n in names})
+            object.__setattr__(self, "config", own)
             if var_kw:
                 object.__setattr__(self, "_config_merge", True)
         elif self.__dict__.pop("_config_merge", False):
-            own = {n: _plain(bound.arguments[n]) for n in names}
-            self.__dict__["config"].update({k: v for k, v in own.items() if k not in self.__dict__["config"]})
+            config = self.__dict__["config"]
+            config.update({k: v for k, v in own.items() if k not in config})
         init(self, *args, **kwargs)
         if outer:
             self.__dict__.pop("_config_merge", None)
@@ -121,12 +105,8 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
 class RecordsConfig:
     """Mixin: every subclass's constructor records its keyword-only arguments as ``self.config``.
 
-    The keyword-only arguments of the outermost constructor call, defaults filled in, sequences as
-    lists and mappings as dicts (as JSON gives them back), so ``type(model)(**model.config)`` rebuilds
-    the network. Positional arguments (e.g. a wrapped backbone) are not configuration.
-
-    Attributes:
-        config: The keyword-only constructor arguments of the instance.
+    Defaults filled in, sequences as lists (as JSON gives them back): ``type(model)(**model.config)``
+    rebuilds the network.
 
     Examples:
         >>> class Net(RecordsConfig, nn.Module):
@@ -147,30 +127,20 @@ class RecordsConfig:
 
 
 class RestorationModel(RecordsConfig, nn.Module):
-    """Base class of the networks: validates inputs, pads to the needed multiple, records its config.
+    """Base class of the networks: validates inputs, pads to ``pad_multiple``, records its config.
 
-    Subclasses set ``in_channels``, ``out_channels`` and ``pad_multiple`` and implement ``forward``.
-    A family declares what the rest of the library needs to know about it (so that the hub, the
-    trainer and the CLI name no family): :meth:`detect`, :meth:`filter_state_dict`,
-    :attr:`finetune_groups`, :meth:`auxiliary_losses` (with :meth:`training_forward_kwargs` and
-    :meth:`split_training_output`) and, for bf16/fp16, ``low_precision_flags``.
+    Subclasses set ``in_channels`` and ``out_channels`` and implement ``forward``; a family declares what the
+    hub, the trainer and the CLI need to know about it (the methods and class attributes below).
 
     Attributes:
-        in_channels: Channels of the input image.
-        out_channels: Channels of the output image.
-        pad_multiple: ``H`` and ``W`` are padded to a multiple of this.
-        pad_mode: How the input is padded (``"reflect"`` by default).
-        config: Constructor arguments.
-        accepts_degradation: Whether ``forward`` takes a ``degradation`` argument (PIP networks);
-            :func:`allinone_ir.restore` and the trainer pass the user's degradation only to those.
+        accepts_degradation: Whether ``forward`` takes a ``degradation`` argument (PIP networks).
+        finetune_groups: Module groups for staged fine-tuning: ``{name: (pattern, ...)}``
+            (see :func:`~allinone_ir.training.finetune.unfreeze`); names must not be module names.
+        demo_choices: How ``allinone-ir demo`` offers the family: ``{"--model choice": "registered model"}``.
     """
 
     accepts_degradation: ClassVar[bool] = False
-    #: Module groups for staged fine-tuning: ``{name: (pattern, ...)}``, patterns as
-    #: :func:`~allinone_ir.training.finetune.unfreeze` reads them; names must not be module names.
     finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {}
-    #: How ``allinone-ir demo`` offers the family: ``{"--model choice": "registered model name"}``,
-    #: built with the overrides of :meth:`small_config`; empty: the demo does not offer it.
     demo_choices: ClassVar[Mapping[str, str]] = {}
 
     in_channels: int
@@ -188,9 +158,6 @@ class RestorationModel(RecordsConfig, nn.Module):
 
     def uses_channels_last(self) -> bool:
         """Whether the convolution weights are stored channels-last (then the input is converted too).
-
-        Returns:
-            ``True`` if the first 4-D parameter whose layout is unambiguous is channels-last.
 
         Examples:
             >>> from allinone_ir.models import NAFNet
@@ -211,23 +178,15 @@ class RestorationModel(RecordsConfig, nn.Module):
 
     def grad_checkpointing_stages(self) -> list[str]:
         """Names of the levels (:class:`~allinone_ir.layers.stage.Stage` modules) that can be checkpointed."""
-        return list(self._stages())
-
-    def _stages(self) -> dict[str, Stage]:
-        return {name: m for name, m in self.named_modules() if isinstance(m, Stage)}
+        return [name for name, m in self.named_modules() if isinstance(m, Stage)]
 
     def set_grad_checkpointing(self, enable: bool = True, stages: Iterable[str] | None = None) -> None:
-        """Recompute the activations of U-Net levels in the backward pass to save memory.
-
-        Args:
-            enable: Switch checkpointing on or off.
-            stages: Level names (see :meth:`grad_checkpointing_stages`), e.g. ``["encoder_level1"]``;
-                ``None`` means all levels.
+        """Recompute the activations of U-Net levels (``stages``, default all) in the backward pass to save memory.
 
         Raises:
             UsageError: If a name is not a level of this network.
         """
-        known = self._stages()
+        known = {name: m for name, m in self.named_modules() if isinstance(m, Stage)}
         names = list(known) if stages is None else list(stages)
         unknown = [n for n in names if n not in known]
         if unknown:
@@ -235,12 +194,8 @@ class RestorationModel(RecordsConfig, nn.Module):
         for n in names:
             known[n].grad_checkpointing = enable
 
-    # ------------------------------------------------------------------ training recipe of the family
     def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """Keyword arguments for ``forward`` in a training step, read from the batch (default: none).
-
-        Everything a step needs comes out of the one ``forward`` call, so that DDP sees every parameter used.
-        """
+        """Keyword arguments for ``forward`` in a training step, read from the batch (default: none)."""
         return {}
 
     def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -257,15 +212,8 @@ class RestorationModel(RecordsConfig, nn.Module):
 
     @classmethod
     def small_config(cls, *, degradations: Sequence[str], smoke: bool = False) -> dict[str, Any]:
-        """Constructor overrides of a small network (about a million parameters) that learns in minutes on a CPU.
-
-        Args:
-            degradations: The degradations the network will learn, in label order.
-            smoke: The smallest configuration that still runs (tests and CI), instead.
-
-        Raises:
-            NotImplementedError: If the family declares no small configuration.
-        """
+        """Constructor overrides of a small network that learns ``degradations`` (in label order) in minutes
+        on a CPU; ``smoke``: the smallest configuration that runs. ``NotImplementedError`` if none."""
         raise NotImplementedError(f"{cls.__name__} declares no small configuration")
 
     @property
@@ -276,19 +224,10 @@ class RestorationModel(RecordsConfig, nn.Module):
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in getattr(self, "config", {}).items())
 
-    # ------------------------------------------------------------------ checkpoints of the family
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Recognise a state dict of this class and read its constructor arguments (default: never).
-
-        When several classes claim a state dict, the one whose network matches its keys and shapes best wins.
-
-        Args:
-            state_dict: Weights with the wrapper prefixes removed, possibly official, possibly on the
-                ``meta`` device (read shapes, not values).
-
-        Returns:
-            Keyword arguments for ``cls(**kwargs)``, or ``None`` if the keys are not of this class.
+        """Constructor arguments read from a state dict (prefixes removed, possibly official, possibly on
+        ``meta``), or ``None`` if the keys are not of this class.
 
         Raises:
             CheckpointError: If the keys are of this class but a hyper-parameter cannot be read.
@@ -299,15 +238,7 @@ class RestorationModel(RecordsConfig, nn.Module):
     def filter_state_dict(
         cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
     ) -> dict[str, torch.Tensor]:
-        """Turn a checkpoint's weights into ``model``'s keys (official renames, dropped modules; default: as is).
-
-        Args:
-            state_dict: Weights with the wrapper prefixes removed.
-            model: The network they are loaded into.
-
-        Returns:
-            A new dict (``state_dict`` is not modified).
-        """
+        """A new dict of a checkpoint's weights under ``model``'s keys (official renames, dropped modules)."""
         return dict(state_dict)
 
 
@@ -324,8 +255,7 @@ def _from_official_5d(module: nn.Module, state_dict: dict, prefix: str, *args: o
 
 
 def official_5d_keys(module: nn.Module) -> None:
-    """Show ``module``'s 4-D parameter named by its ``official_5d`` as the official ``(1, ...)`` 5-D tensor
-    in state dicts, and load either shape (the 4-D storage lets ``channels_last`` conversion work)."""
+    """Show the 4-D parameter ``module.official_5d`` as the official ``(1, ...)`` tensor in state dicts."""
     module.register_state_dict_post_hook(_to_official_5d)
     module.register_load_state_dict_pre_hook(_from_official_5d)
 
@@ -333,8 +263,7 @@ def official_5d_keys(module: nn.Module) -> None:
 def drop_unused_modules(
     state_dict: Mapping[str, torch.Tensor], model: nn.Module, modules: Iterable[str]
 ) -> dict[str, torch.Tensor]:
-    """``state_dict`` without the keys of ``modules`` (dotted names of official modules that the forward
-    never uses) that ``model`` does not build."""
+    """``state_dict`` without the keys of the official ``modules`` (never used) that ``model`` lacks."""
     own = dict(model.named_modules())
     drop = tuple(f"{m}." for m in modules if m not in own)
     return {k: v for k, v in state_dict.items() if not k.startswith(drop)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 
@@ -27,8 +26,6 @@ def count_blocks(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
 def attention_heads(state_dict: Mapping[str, torch.Tensor], names: Sequence[str], default: int) -> int:
     """Heads of the attentions (``attn.temperature``, ``(heads, 1, 1)``) of the stages or blocks ``names``.
 
-    ``default`` when there are none.
-
     Raises:
         CheckpointError: If the attentions disagree (the message names the odd tensors).
 
@@ -40,25 +37,21 @@ def attention_heads(state_dict: Mapping[str, torch.Tensor], names: Sequence[str]
     found = {k: int(v.shape[0]) for k, v in state_dict.items() if any(p.match(k) for p in pats)}
     if not found:
         return default
-    return _agreed(
-        found, "attention heads", lambda k, n: f"({n}, 1, 1)", lambda k: tuple(state_dict[k].shape)
-    )
-
-
-def _agreed(found: Mapping[str, int], what: str, shape_for: Any, shape_of: Any) -> int:
-    """The value every key of ``found`` agrees on; else name the keys that disagree with the majority."""
-    counts = Counter(found.values())
-    (value, n), *rest = counts.most_common()
+    (value, n), *rest = Counter(found.values()).most_common()
     if not rest:
         return value
-    odd = [k for k, v in found.items() if v != value]
     if n > len(found) - n:  # a clear majority: the others are wrong
+        odd = [k for k, v in found.items() if v != value]
         raise CheckpointError(
-            ", ".join(f"key {k} has shape {shape_of(k)}, expected {shape_for(k, value)}" for k in odd[:4])
-            + f" (the other {n} tensors agree on {what} = {value}); the file is corrupt or was edited"
+            ", ".join(
+                f"key {k} has shape {tuple(state_dict[k].shape)}, expected ({value}, 1, 1)" for k in odd[:4]
+            )
+            + f" (the other {n} tensors agree on attention heads = {value}); the file is corrupt or was edited"
         )
-    shown = ", ".join(f"{k} {shape_of(k)}" for k in list(found)[:6])
-    raise CheckpointError(f"the tensors disagree on {what}: {shown}; the file is corrupt or was edited")
+    shown = ", ".join(f"{k} {tuple(state_dict[k].shape)}" for k in list(found)[:6])
+    raise CheckpointError(
+        f"the tensors disagree on attention heads: {shown}; the file is corrupt or was edited"
+    )
 
 
 def ffn_expansion_factor(state_dict: Mapping[str, torch.Tensor], default: float = 2.66) -> float:

@@ -19,25 +19,23 @@ C = TypeVar("C", bound=type)
 
 
 def register_model(fn: F) -> F:
-    """Register a factory function (keyword arguments override its defaults) under its ``__name__`` (decorator).
+    """Register a factory function under its ``__name__`` (decorator); keyword arguments override its defaults.
 
     Raises:
         UsageError: If a different function is already registered under the same name.
     """
-    name = fn.__name__
-    if name in _MODELS and _MODELS[name] is not fn:
-        existing = _MODELS[name]
-        if (existing.__module__, existing.__qualname__) != (fn.__module__, fn.__qualname__):
-            raise UsageError(f"a model named {name!r} is already registered by {existing.__module__}")
-    _MODELS[name] = fn
+    old = _MODELS.get(fn.__name__)
+    if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
+        raise UsageError(f"a model named {fn.__name__!r} is already registered by {old.__module__}")
+    _MODELS[fn.__name__] = fn
     return fn
 
 
 def register_architecture(cls: C) -> C:
     """Register a network class under ``cls.__name__`` (decorator).
 
-    Saved configs rebuild it by name, and :func:`~allinone_ir.hub.load_checkpoint` recognises its state
-    dicts through its ``detect`` and ``filter_state_dict`` (see :class:`~allinone_ir.models.RestorationModel`).
+    Saved configs rebuild it by name; :func:`~allinone_ir.hub.load_checkpoint` recognises its state dicts
+    through its ``detect`` and ``filter_state_dict``.
     """
     _ARCHITECTURES[cls.__name__] = cls
     return cls
@@ -54,7 +52,7 @@ def list_architectures() -> list[str]:
 
 
 def get_model_class(name: str) -> type[nn.Module]:
-    """Return the registered network class called ``name`` (e.g. ``"PromptIR"``).
+    """The registered network class called ``name`` (e.g. ``"PromptIR"``).
 
     Raises:
         UnknownNameError: If no such class is registered (the message lists close matches).
@@ -82,25 +80,14 @@ def list_models(pattern: str | None = None) -> list[str]:
     """Sorted names of the registered models, optionally filtered by a shell-style pattern (``"nafnet*"``).
 
     Examples:
-        >>> "promptir" in list_models()
-        True
         >>> list_models("restormer*")[0]
         'restormer'
     """
-    names = sorted(_MODELS)
-    if pattern is not None:
-        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    return names
+    return [n for n in sorted(_MODELS) if pattern is None or fnmatch.fnmatchcase(n, pattern)]
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build a registered model with random weights, keyword arguments overriding its defaults.
-
-    :func:`allinone_ir.create_model` is this function plus ``pretrained=``.
-
-    Args:
-        name: A name from :func:`list_models`.
-        **overrides: Constructor arguments, e.g. ``dim=24``.
 
     Raises:
         UnknownNameError: If the name is unknown (the message lists close matches).

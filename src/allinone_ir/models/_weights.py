@@ -1,14 +1,12 @@
-"""The pretrained weights registry: one entry per released file, declared by the family that owns it.
+"""The pretrained weights registry: each family file declares the files its authors released.
 
-A family file (``models/<family>.py``) describes each file its authors released with a
-:class:`PretrainedWeights` and :func:`register_weights`; a family whose authors released none says
-so with :func:`register_weights_note`. :mod:`allinone_ir.weights` downloads, verifies and loads
-them; it names no family.
+:mod:`allinone_ir.weights` downloads, verifies and loads them; it names no family.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,22 +17,17 @@ from ._registry import _unknown
 _WEIGHTS: dict[str, PretrainedWeights] = {}
 _NOTES: dict[str, str] = {}
 
-#: Kinds of :class:`WeightsSource`: fetched by the library (``url``, ``hf``) or by a person (the others).
-SOURCE_KINDS = ("url", "hf", "gdrive", "baidu", "page")
-
 
 @dataclass(frozen=True)
 class WeightsSource:
     """Where a released file can be fetched.
 
     Args:
-        kind: ``"url"`` (a direct HTTP(S) link), ``"hf"`` (a Hugging Face repository and file),
-            ``"gdrive"`` (a Google Drive file id), ``"baidu"`` (a Baidu Pan link) or ``"page"`` (a
-            page, such as the authors' README, that links the file): the last three need a person.
-        location: The URL, the ``owner/repo`` of the Hugging Face repository, the Drive file id,
-            the Baidu link or the page.
+        kind: ``"url"`` or ``"hf"`` (fetched by the library); ``"gdrive"``, ``"baidu"`` or ``"page"`` (a
+            page that links the file) need a person.
+        location: The URL, the Hugging Face ``owner/repo``, the Drive file id, the Baidu link or the page.
         file: The file name inside a Hugging Face repository.
-        note: Anything a user should know about this copy (a mirror's provenance, a replacement).
+        note: Anything a user should know about this copy.
     """
 
     kind: str
@@ -43,10 +36,8 @@ class WeightsSource:
     note: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in SOURCE_KINDS:
-            raise ValueError(f"WeightsSource kind must be one of {SOURCE_KINDS}, got {self.kind!r}")
-        if self.kind == "hf" and not self.file:
-            raise ValueError("a Hugging Face WeightsSource needs the file name (file=...)")
+        if self.kind not in ("url", "hf", "gdrive", "baidu", "page") or (self.kind == "hf" and not self.file):
+            raise ValueError(f"bad WeightsSource {self.kind!r} (url, hf with file=, gdrive, baidu, page)")
 
     @property
     def downloadable(self) -> bool:
@@ -68,22 +59,13 @@ class PretrainedWeights:
     """One released weights file: what network it is, where it is, and what the paper reports.
 
     Args:
-        name: ``family.variant`` (timm style), e.g. ``"promptir.three_task"``.
-        arch: The registered model name that builds the network (see ``list_models()``).
-        config: Constructor arguments for ``create_model(arch, **config)``.
-        file_name: The released file's name (kept in the cache).
+        name: ``family.variant``, e.g. ``"promptir.three_task"``.
+        arch: The registered model name; ``create_model(arch, **config)`` builds the network.
         sources: Every known copy, the library-fetchable ones first.
-        sha256: SHA-256 of the file where published (``None``: unpublished; the architecture
-            check still protects the user).
-        size: Bytes of the file where published.
-        num_params: Parameters of the network (checked against the architecture by the tests).
-        tasks: What the network restores, e.g. ``("noise", "rain", "haze")``.
-        license: The license of the released weights.
-        training_data: The training sets.
-        reported: The paper's scores for this file, e.g. ``("Rain100L 36.37 dB / 0.972",)``.
-        protocol: How ``reported`` was measured (channel, crop, datasets).
+        sha256: SHA-256 of the file, and ``size`` its bytes, where published.
+        reported: The paper's scores for this file, e.g. ``("Rain100L 36.37 dB / 0.972",)``, measured
+            as ``protocol`` says.
         default: The file that ``create_model(arch, pretrained=True)`` loads.
-        notes: Anything else a user should know (a replaced file, a known issue).
     """
 
     name: str
@@ -103,14 +85,10 @@ class PretrainedWeights:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        if "." not in self.name or self.name != self.name.strip():
-            raise ValueError(f"weights names are 'family.variant', got {self.name!r}")
-        if not self.file_name or "/" in self.file_name or "\\" in self.file_name:
-            raise ValueError(f"{self.name}: file_name must be a plain file name, got {self.file_name!r}")
-        if self.sha256 is not None and (len(self.sha256) != 64 or not _is_hex(self.sha256)):
+        if "." not in self.name or not re.fullmatch(r"[^/\\]+", self.file_name) or not self.sources:
+            raise ValueError(f"{self.name!r}: give a 'family.variant' name, a plain file_name and a source")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256):
             raise ValueError(f"{self.name}: sha256 must be 64 hex digits, got {self.sha256!r}")
-        if not self.sources:
-            raise ValueError(f"{self.name}: give at least one source")
 
     @property
     def downloadable(self) -> bool:
@@ -118,60 +96,36 @@ class PretrainedWeights:
         return any(s.downloadable for s in self.sources)
 
 
-def _is_hex(text: str) -> bool:
-    return all(c in "0123456789abcdef" for c in text.lower())
-
-
 def register_weights(entry: PretrainedWeights) -> PretrainedWeights:
-    """Register a released weights file under ``entry.name``.
-
-    Args:
-        entry: The file's description.
-
-    Returns:
-        ``entry``.
+    """Register a released weights file under ``entry.name`` and return it.
 
     Raises:
         ValueError: If a different entry is already registered under the name.
     """
-    old = _WEIGHTS.get(entry.name)
-    if old is not None and old != entry:
+    if _WEIGHTS.get(entry.name, entry) != entry:
         raise ValueError(f"pretrained weights named {entry.name!r} are already registered")
     _WEIGHTS[entry.name] = entry
     return entry
 
 
 def register_weights_note(family: str, text: str) -> None:
-    """Record a line for the weights listing about a family without released weights.
-
-    Args:
-        family: The family as users know it, e.g. ``"PIP"``.
-        text: The line, e.g. ``"the authors released no weights"``.
-    """
+    """Record a line of the weights listing about a family: ``("PIP", "the authors released no weights")``."""
     _NOTES[family] = text
 
 
 def weights_notes() -> dict[str, str]:
-    """``{family: note}`` of the families that declared a note (e.g. no released weights)."""
+    """``{family: note}`` of the families that declared a note."""
     return dict(_NOTES)
 
 
 def list_pretrained(pattern: str | None = None) -> list[str]:
     """Sorted names of the registered pretrained weights, optionally filtered by a shell-style pattern.
 
-    Args:
-        pattern: e.g. ``"restormer.*"``; ``None`` lists all.
-
     Examples:
-        >>> "promptir.three_task" in list_pretrained()
-        True
         >>> list_pretrained("nafnet.sidd*")
         ['nafnet.sidd_width32', 'nafnet.sidd_width64']
     """
-    names = sorted(_WEIGHTS)
-    if pattern is not None:
-        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    return names
+    return [n for n in sorted(_WEIGHTS) if pattern is None or fnmatch.fnmatchcase(n, pattern)]
 
 
 def is_pretrained(name: str) -> bool:
@@ -183,7 +137,7 @@ def get_weights(name: str) -> PretrainedWeights:
     """The registered entry called ``name``.
 
     Raises:
-        UnknownNameError: If there is none; the message lists close matches and the known names.
+        UnknownNameError: If there is none (the message lists close matches).
     """
     if name not in _WEIGHTS:
         raise UnknownNameError(_unknown("pretrained weights", name, _WEIGHTS))
@@ -191,14 +145,12 @@ def get_weights(name: str) -> PretrainedWeights:
 
 
 def default_weights(arch: str) -> PretrainedWeights:
-    """The entry ``create_model(arch, pretrained=True)`` loads.
-
-    The one entry of ``arch``, or the one marked ``default`` among several.
+    """The entry ``create_model(arch, pretrained=True)`` loads: the only one, or the one marked default.
 
     Raises:
         UnknownNameError: If ``arch`` has no released weights, or several and none is the default.
     """
-    entries = [e for e in _WEIGHTS.values() if e.arch == arch]
+    entries = sorted((e for e in _WEIGHTS.values() if e.arch == arch), key=lambda e: e.name)
     chosen = [e for e in entries if e.default] or (entries if len(entries) == 1 else [])
     if len(chosen) == 1:
         return chosen[0]
@@ -209,5 +161,5 @@ def default_weights(arch: str) -> PretrainedWeights:
         )
     raise UnknownNameError(
         f"the model {arch!r} has several pretrained weights; pass one by name: pretrained="
-        + " or ".join(repr(e.name) for e in sorted(entries, key=lambda e: e.name))
+        + " or ".join(repr(e.name) for e in entries)
     )
