@@ -283,8 +283,6 @@ def _weights_from_tensor(w: torch.Tensor, n: int, names: tuple[str, ...]) -> tor
             f"degradation weights must have shape ({n}, {t}), (1, {t}) or ({t},) for {list(names)}, "
             f"got {tuple(w.shape)}"
         )
-    if not bool(torch.isfinite(w).all()):
-        raise UsageError("degradation weights must be finite")
-    if bool((w < 0).any()):
-        raise UsageError(f"degradation weights must be non-negative, got minimum {float(w.min())}")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise UsageError(f"degradation weights must be finite and non-negative, got minimum {float(w.min())}")
     return w.expand(n, t)

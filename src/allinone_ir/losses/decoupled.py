@@ -128,13 +128,9 @@ def collect_degradation_prompts(model: nn.Module) -> list[torch.Tensor]:
 
 
 class DirectionalDecoupledLoss(nn.Module):
-    """Module form of :func:`directional_decoupled_loss`; also accepts a model and collects its prompts.
+    """Module form of :func:`directional_decoupled_loss` (same options); also takes a model's prompts.
 
     Args:
-        threshold: ``theta_thre`` in degrees.
-        form: ``"angle_hinge"``, ``"cosine_hinge"`` or ``"abs_cosine"``.
-        eps: Lower bound of the product of norms in the cosine.
-        reduction: ``"mean"`` or ``"sum"`` over pairs.
         alpha: The weight the caller should give the loss (stored, not applied).
 
     Shape:

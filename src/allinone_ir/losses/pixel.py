@@ -47,10 +47,7 @@ class _ElementwiseLoss(nn.Module):
 
 
 class L1Loss(_ElementwiseLoss):
-    """Mean absolute error (the PromptIR / PIP training loss).
-
-    Args:
-        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (element-wise).
+    """Mean absolute error (the PromptIR / PIP training loss); ``reduction="none"`` is element-wise.
 
     Examples:
         >>> float(L1Loss()(torch.zeros(4), torch.full((4,), 0.5)))
@@ -62,10 +59,7 @@ class L1Loss(_ElementwiseLoss):
 
 
 class MSELoss(_ElementwiseLoss):
-    """Mean squared error.
-
-    Args:
-        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (element-wise).
+    """Mean squared error; ``reduction="none"`` is element-wise.
 
     Examples:
         >>> float(MSELoss()(torch.zeros(4), torch.full((4,), 0.5)))
@@ -81,7 +75,6 @@ class CharbonnierLoss(_ElementwiseLoss):
 
     Args:
         eps: Smoothing constant.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (element-wise).
 
     Examples:
         >>> round(float(CharbonnierLoss(eps=0.4)(torch.zeros(4), torch.full((4,), 0.3))), 6)
