@@ -8,7 +8,7 @@ import importlib
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from ._version import __version__
 from .errors import AllInOneIRError, MissingDependencyError, TrainingDivergedError, install_hint
@@ -17,17 +17,11 @@ __all__ = ["build_parser", "main"]
 
 #: sub-command name -> (module that implements it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": (
-        "allinone_ir.commands.demo",
-        "train a small all-in-one model on bundled photos and show the results",
-    ),
+    "demo": ("allinone_ir.commands.demo", "train a small model on the bundled photos and show the results"),
     "train": ("allinone_ir.commands.train", "train a network from a YAML/TOML config file"),
     "restore": ("allinone_ir.commands.restore", "restore images, folders or globs (tiling, TTA, npz export)"),
     "evaluate": ("allinone_ir.commands.evaluate", "PSNR/SSIM over paired folders, per degradation"),
-    "benchmark": (
-        "allinone_ir.commands.benchmark",
-        "a paper's table on the standard test sets (three-task, five-task)",
-    ),
+    "benchmark": ("allinone_ir.commands.benchmark", "a paper's table on the standard test sets"),
     "info": ("allinone_ir.commands.info", "parameters, FLOPs and latency of a network"),
     "convert": ("allinone_ir.commands.convert", "convert an official checkpoint to safetensors"),
     "models": ("allinone_ir.commands.models", "list the registered networks"),
@@ -43,7 +37,7 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in commands if commands is not None else COMMANDS:
         module_name, help_text = COMMANDS[name]
-        try:  # a command's module may import the library modules it needs as it registers itself
+        try:
             importlib.import_module(module_name).add_parser(sub)
         except ModuleNotFoundError as exc:
             if exc.name is not None and exc.name.startswith("allinone_ir"):
@@ -64,10 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``allinone-ir``; returns the exit status.
 
     The library's errors, ``OSError`` and a missing optional package become one ``error: ...``
-    line; warnings one ``warning: ...`` line each (``ALLINONE_IR_TRACEBACK=1``: tracebacks).
-
-    Args:
-        argv: The arguments (default: ``sys.argv[1:]``).
+    line, warnings one ``warning: ...`` line each (``ALLINONE_IR_TRACEBACK=1``: tracebacks).
 
     Returns:
         0 on success, 1 when the command ran but something failed (files skipped, training
@@ -79,10 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    wanted = [argv[0]] if argv and argv[0] in COMMANDS else None
+    traceback = bool(os.environ.get("ALLINONE_IR_TRACEBACK"))
     try:
-        with _one_line_warnings():
-            parser = build_parser(wanted)
+        with warnings.catch_warnings():
+            if not traceback:
+                warnings.showwarning = _show_warning
+            parser = build_parser([argv[0]] if argv and argv[0] in COMMANDS else None)
             args = parser.parse_args(argv)
             if getattr(args, "func", None) is None:
                 parser.print_help()
@@ -96,31 +89,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except (AllInOneIRError, OSError, ImportError) as exc:
-        if os.environ.get("ALLINONE_IR_TRACEBACK"):
+        if traceback:
             raise
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1 if isinstance(exc, TrainingDivergedError) else 2
 
 
-@contextlib.contextmanager
-def _one_line_warnings() -> Iterator[None]:
-    """Show each Python warning as ``warning: message`` (no source line) while a command runs."""
-
-    def show(
-        message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None, line=None
-    ):
-        print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
-
-    with warnings.catch_warnings():
-        if not os.environ.get("ALLINONE_IR_TRACEBACK"):
-            warnings.showwarning = show
-        yield
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
 
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, ImportError) and not isinstance(exc, MissingDependencyError):
-        name = exc.name or "a package"
-        return f"{name} is not installed ({exc}); {install_hint(exc.name)}"
+        return f"{exc.name or 'a package'} is not installed ({exc}); {install_hint(exc.name)}"
     if isinstance(exc, OSError) and not isinstance(exc, AllInOneIRError) and exc.filename:
         return f"{exc.strerror or exc}: {exc.filename}"
     return " ".join(str(exc).split()) or type(exc).__name__

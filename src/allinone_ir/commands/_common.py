@@ -26,8 +26,7 @@ def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bo
 
     Args:
         p: The sub-command's parser.
-        random_weights_option: Also add ``--random-weights``, without which :func:`load_model_from_args`
-            refuses an untrained network (``restore``, ``evaluate``).
+        random_weights_option: Also add ``--random-weights`` (``restore``, ``evaluate``).
     """
     g = p.add_argument_group("network")
     g.add_argument(
@@ -54,6 +53,18 @@ def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bo
         )
 
 
+def add_restore_arguments(p: argparse.ArgumentParser) -> None:
+    """Add ``--tile``, ``--overlap`` and ``--tta``, the options of :func:`~allinone_ir.inference.restore`."""
+    p.add_argument("--tile", type=positive_int, help="tile size in pixels (default: whole images)")
+    p.add_argument(
+        "--overlap", type=non_negative_int, default=32, help="tile overlap in pixels (default: 32)"
+    )
+    p.add_argument(
+        "--tta", nargs="?", const="x8", choices=("flip", "x8"),
+        help="test-time augmentation: x8 self-ensemble (default when given) or flip",
+    )  # fmt: skip
+
+
 def parse_model_args(text: str | None) -> dict[str, Any]:
     """The ``--model-args`` JSON object (``{}`` when not given).
 
@@ -73,17 +84,12 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
     return overrides
 
 
-def load_model_from_args(args: argparse.Namespace, *, require_weights: bool | None = None) -> Any:
+def load_model_from_args(args: argparse.Namespace, *, require_weights: bool) -> Any:
     """The network the options of :func:`add_model_arguments` choose, in eval mode on ``--device``.
-
-    ``--weights NAME`` (or ``--checkpoint NAME`` naming no file) loads registered pretrained weights;
-    ``--checkpoint`` loads weights (``--model`` names the architecture); ``--model FOLDER`` loads a
-    ``save_pretrained`` folder; ``--model NAME`` alone builds an untrained network.
 
     Args:
         args: The parsed options.
-        require_weights: Refuse an untrained network unless ``--random-weights`` is given
-            (``None``: when the command offers ``--random-weights``).
+        require_weights: Refuse an untrained network unless ``--random-weights`` is given.
 
     Raises:
         UsageError: If the options name no usable network, ``--model-args`` does not fit it, the
@@ -96,9 +102,7 @@ def load_model_from_args(args: argparse.Namespace, *, require_weights: bool | No
     overrides = parse_model_args(args.model_args)
     weights = _weights_name(args)
     if weights is not None:
-        return _load_weights(weights, args, overrides)
-    if require_weights is None:
-        require_weights = hasattr(args, "random_weights")
+        return _on_device(_load_weights(weights, args.model, overrides), args.device)
     model_path = Path(args.model) if args.model else None
     try:
         if args.checkpoint:
@@ -141,29 +145,25 @@ def _on_device(model: Any, device: str) -> Any:
 
 
 def _weights_name(args: argparse.Namespace) -> str | None:
-    """The registered weights name of ``--weights``, or of ``--checkpoint NAME`` when no such file exists."""
+    """The weights name of ``--weights``, or of ``--checkpoint NAME`` when no such file exists."""
     from ..weights import _is_weights_name
 
-    given = getattr(args, "weights", None)
-    if given and args.checkpoint:
+    if args.weights and args.checkpoint:
         raise UsageError("give --weights NAME or --checkpoint PATH, not both")
-    if given:
-        return given
-    if args.checkpoint and _is_weights_name(args.checkpoint):
-        return args.checkpoint
-    return None
+    if not args.weights and args.checkpoint and _is_weights_name(args.checkpoint):
+        return str(args.checkpoint)
+    return args.weights
 
 
-def _load_weights(name: str, args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
-    """The network of the registered weights ``name`` on ``--device`` (``--model`` must agree, if given)."""
+def _load_weights(name: str, arch: str | None, overrides: dict[str, Any]) -> Any:
     from ..models._weights import get_weights
     from ..weights import HF_PREFIX, load_pretrained
 
     if overrides:
         raise UsageError(f"--weights {name} loads the released network as it is; drop --model-args")
-    if args.model and not name.startswith(HF_PREFIX) and get_weights(name).arch != args.model:
-        raise UsageError(f"--weights {name} is a {get_weights(name).arch} network, not --model {args.model}")
-    return _on_device(load_pretrained(name), args.device)
+    if arch and not name.startswith(HF_PREFIX) and get_weights(name).arch != arch:
+        raise UsageError(f"--weights {name} is a {get_weights(name).arch} network, not --model {arch}")
+    return load_pretrained(name)
 
 
 def _int_at_least(text: str, low: int) -> int:
@@ -187,12 +187,7 @@ def positive_int(text: str) -> int:
 
 
 def non_negative_int(text: str) -> int:
-    """Option type: an integer >= 0.
-
-    Examples:
-        >>> non_negative_int("0")
-        0
-    """
+    """Option type: an integer >= 0."""
     return _int_at_least(text, 0)
 
 
@@ -217,21 +212,12 @@ def with_progress(
     from .._runtime import progress_bar
 
     bar = None if quiet or len(items) <= 1 else progress_bar(items, desc=desc, unit=unit)
-    if bar is None:
-        return items, print
-    return bar, bar.write
-
-
-#: How the library's refusals to replace a file say how to allow it (a Python argument).
-_LIBRARY_OVERWRITE_HINT = "pass overwrite=True"
+    return (items, print) if bar is None else (bar, bar.write)
 
 
 @contextlib.contextmanager
 def overwrite_flag(flag: str = "--overwrite") -> Iterator[None]:
     """Inside, a library refusal to replace a file says ``pass --overwrite``, not ``pass overwrite=True``.
-
-    Raises:
-        FileExistsError: The library's, naming ``flag``.
 
     Examples:
         >>> with overwrite_flag():
@@ -242,10 +228,9 @@ def overwrite_flag(flag: str = "--overwrite") -> Iterator[None]:
     try:
         yield
     except FileExistsError as exc:
-        text = str(exc)
-        if _LIBRARY_OVERWRITE_HINT not in text or exc.filename is not None:
+        if "pass overwrite=True" not in str(exc) or exc.filename is not None:
             raise
-        raise FileExistsError(text.replace(_LIBRARY_OVERWRITE_HINT, f"pass {flag}")) from exc
+        raise FileExistsError(str(exc).replace("pass overwrite=True", f"pass {flag}")) from exc
 
 
 def _plain_text(text: str, width: int = 100) -> str:

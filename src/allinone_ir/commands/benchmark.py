@@ -32,10 +32,9 @@ from ._common import (
     DTYPE_NAMES,
     _plain_text,
     add_model_arguments,
+    add_restore_arguments,
     comma_list,
     load_model_from_args,
-    non_negative_int,
-    positive_int,
 )
 
 __all__ = ["add_parser"]
@@ -45,45 +44,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``benchmark`` sub-command."""
     p = subparsers.add_parser(
         "benchmark",
-        help="a paper's table on the standard test sets (three-task, five-task)",
+        help="a paper's table on the standard test sets",
         description=_plain_text(__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--suite", required=True, help="three-task, five-task or restormer-deraining")
     p.add_argument("--root", required=True, help="the test/ folder of the layout (see above)")
     p.add_argument(
-        "--tasks",
-        type=comma_list(str),
-        default=None,
-        help="comma-separated task keys (default: all), e.g. derain,dehaze",
+        "--tasks", type=comma_list(str), help="comma-separated task keys (default: all), e.g. derain,dehaze"
     )
     p.add_argument(
         "--check", action="store_true", help="only say what of the layout is there; run no network"
     )
     add_model_arguments(p)
-    p.add_argument(
-        "--tile", type=positive_int, default=None, help="tile size (default: whole images, as the papers)"
-    )
-    p.add_argument("--overlap", type=non_negative_int, default=32, help="tile overlap")
-    p.add_argument(
-        "--tta", nargs="?", const="x8", default=None, choices=("flip", "x8"), help="test-time augmentation"
-    )
+    add_restore_arguments(p)
     p.add_argument(
         "--dtype", choices=DTYPE_NAMES, default="fp32", help="compute dtype (default: fp32, as the papers)"
     )
-    p.add_argument(
-        "--save-images", default=None, metavar="DIR", help="write the outputs to DIR/<task>/<name>.png"
-    )
+    p.add_argument("--save-images", metavar="DIR", help="write the outputs to DIR/<task>/<name>.png")
     p.add_argument(
         "--protocol",
         choices=("promptir", "moce_ir", "matlab_y"),
-        default=None,
         help="scoring (default: the suite's; moce_ir: MoCE-IR's Gaussian-window SSIM and noise order)",
     )
     p.add_argument(
         "--compare", action="store_true", help="print the papers' published rows and the differences"
     )
-    p.add_argument("--json", default=None, help="also write the results to this JSON file (a new file)")
+    p.add_argument("--json", help="also write the results to this JSON file (a new file)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -93,14 +80,11 @@ def _print_check(report: dict[str, dict[str, Any]]) -> bool:
     for key, r in report.items():
         state = "complete" if r["complete"] else ("partial" if r["ready"] else "absent")
         print(f"{key:<11s} {state:<8s} {r['found']:>5d} / {r['expected']:<5d} {r['folder']}")
-        for line in r["missing"][:10]:
-            print(f"    missing: {line}")
-        if len(r["missing"]) > 10:
-            print(f"    ... and {len(r['missing']) - 10} more missing")
-        for line in r["misnamed"][:10]:
-            print(f"    misnamed: {line}")
-        if len(r["misnamed"]) > 10:
-            print(f"    ... and {len(r['misnamed']) - 10} more misnamed")
+        for kind in ("missing", "misnamed"):
+            for line in r[kind][:10]:
+                print(f"    {kind}: {line}")
+            if len(r[kind]) > 10:
+                print(f"    ... and {len(r[kind]) - 10} more {kind}")
     return all(r["complete"] for r in report.values())
 
 
@@ -122,10 +106,6 @@ def _print_compare(rows: list[dict[str, Any]], keys: list[str]) -> None:
         print(f"  {row['method']:<14s} " + "  ".join(cells) + f"  ({row['source']})")
 
 
-def _model_label(args: argparse.Namespace) -> str | None:
-    return getattr(args, "weights", None) or args.checkpoint or args.model
-
-
 def run(args: argparse.Namespace) -> int:
     """Check a suite's layout, or score a network on it and print the table. Returns the exit status."""
     from .._version import __version__
@@ -144,23 +124,21 @@ def run(args: argparse.Namespace) -> int:
     if not any(r["ready"] for r in report.values()):
         _print_check(report)
         raise UsageError(f"no task of {args.suite} has images under {args.root} (the layout is above)")
-    if not (args.model or args.checkpoint or getattr(args, "weights", None)):
+    if not (args.model or args.checkpoint or args.weights):
         raise UsageError("give the network: --weights NAME, --checkpoint PATH or --model FOLDER")
     model = load_model_from_args(args, require_weights=True)
 
-    bar: dict[str, Any] = {}
+    bars: dict[str, Any] = {}
 
     def progress(key: str, done: int, total: int) -> None:
-        if args.quiet:
-            return
         from .._runtime import progress_bar
 
-        if key not in bar:
-            bar[key] = progress_bar(total=total, desc=key, unit="img")
-        if bar[key] is not None:
-            bar[key].update(1)
+        if key not in bars:
+            bars[key] = None if args.quiet else progress_bar(total=total, desc=key, unit="img")
+        if bars[key] is not None:
+            bars[key].update(1)
             if done == total:
-                bar[key].close()
+                bars[key].close()
 
     results = run_suite(
         model, args.suite, args.root, args.tasks, tile=args.tile, overlap=args.overlap, tta=args.tta or False,
@@ -181,9 +159,9 @@ def run(args: argparse.Namespace) -> int:
         )
     a = results["average"]
     label = (
-        "average"
-        if not results["skipped"]
-        else f"average ({len(tasks)} of {len(tasks) + len(results['skipped'])})"
+        f"average ({len(tasks)} of {len(tasks) + len(results['skipped'])})"
+        if results["skipped"]
+        else "average"
     )
     print(
         f"{label:<11s} {'':>6s} {a['psnr']:>8.2f} {a['ssim']:>7.4f} {a['input_psnr']:>10.2f} {a['input_ssim']:>10.4f}"
@@ -195,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         doc: dict[str, Any] = {
             "suite": args.suite,
             "protocol": results["protocol"],
-            "weights": _model_label(args),
+            "weights": args.weights or args.checkpoint or args.model,
             "version": __version__,
             "dtype": args.dtype,
             **tasks,

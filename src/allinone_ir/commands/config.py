@@ -19,15 +19,16 @@ _DESCRIPTION = (
     "Relative paths inside a config are resolved against the working directory, whether the config is given "
     "by name or as a file: run from the folder that holds the data."
 )
-
 _SUFFIXES = (".yaml", ".yml", ".toml")
+#: The header lines every shipped config starts with (how to use it), not its description.
+_BOILERPLATE = ("Shipped with allinone-ir", "`allinone-ir config show", "paths below")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``config`` (with ``list`` and ``show``) on the ``allinone-ir`` dispatcher."""
     p = subparsers.add_parser(
-        "config", help="list the shipped training configs, or print one", description=_DESCRIPTION,
-    )  # fmt: skip
+        "config", help="list the shipped training configs, or print one", description=_DESCRIPTION
+    )
     actions = p.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="name and describe the shipped configs").set_defaults(func=run)
     show = actions.add_parser(
@@ -41,28 +42,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def _shipped_configs() -> dict[str, Path]:
     """The configs shipped with the package, by name (the file name without its extension)."""
     folder = resources.files("allinone_ir") / "configs"
-    found = (Path(str(p)) for p in folder.iterdir()) if folder.is_dir() else iter(())
-    return {p.stem: p for p in sorted(found) if p.suffix in _SUFFIXES}
+    found = sorted(Path(str(p)) for p in folder.iterdir()) if folder.is_dir() else []
+    return {p.stem: p for p in found if p.suffix in _SUFFIXES}
 
 
 def _describe(path: Path) -> str:
     """The first line of a config's header comment that says what it is."""
     for line in path.read_text(encoding="utf-8").splitlines():
-        text = line.lstrip("#").strip()
         if not line.startswith("#"):
             break
-        if text and not text.startswith(
-            ("Shipped with allinone-ir", "`allinone-ir config show", "paths below")
-        ):
+        text = line.lstrip("#").strip()
+        if text and not text.startswith(_BOILERPLATE):
             return text
     return ""
 
 
 def _shipped(name: str) -> Path:
-    """The shipped config called ``name`` (with or without its extension); ``ConfigError`` listing them if none."""
+    """The shipped config called ``name`` (with or without its extension)."""
     configs = _shipped_configs()
     stem = Path(name).stem if Path(name).suffix in _SUFFIXES else name
-    if stem in configs and (stem == name or configs[stem].name == name):
+    if stem in configs and name in (stem, configs[stem].name):
         return configs[stem]
     raise ConfigError(
         f"no shipped config named {name!r}; shipped: {', '.join(configs) or 'none'} (allinone-ir config list)"
@@ -79,10 +78,9 @@ def _resolve_config(value: str) -> tuple[Path, bool]:
             return _shipped(value), True
         except ConfigError:
             pass
-    configs = ", ".join(_shipped_configs()) or "none"
     raise ConfigError(
-        f"config file not found: {path}; give a config file or a shipped config's name ({configs}; "
-        "allinone-ir config list)"
+        f"config file not found: {path}; give a config file or a shipped config's name "
+        f"({', '.join(_shipped_configs()) or 'none'}; allinone-ir config list)"
     )
 
 

@@ -48,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``demo`` sub-command."""
     p = subparsers.add_parser(
         "demo",
-        help="train a small all-in-one model on bundled photos and show the results",
+        help="train a small model on the bundled photos and show the results",
         description="Synthesise noise, rain, haze and snow on the bundled photographs, train a small "
         "all-in-one network, restore a photograph training never saw, and write a comparison grid, a "
         "PSNR/SSIM table, the loss curve and the trained model.",

@@ -12,28 +12,26 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError, UnknownNameError, UsageError
-from ._common import add_model_arguments, load_model_from_args, non_negative_int, positive_int
+from ._common import add_model_arguments, add_restore_arguments, load_model_from_args
 
 __all__ = ["add_parser"]
 
 _DESCRIPTION = """\
-Pairing starts from the predictions (--pred) or degraded inputs (--input): each is scored against the
-target whose file name --name-map REGEX REPLACEMENT gives (re.sub on the file name, as the training
-data's name_map: --name-map '^(\\w+)-(\\d+)' '\\1_clean-\\2' pairs rain-6.png with rain_clean-6.png;
-by default the same name). --name-map may be repeated: each file name takes the first REGEX that
-matches it. A target with the same stem and another extension also matches. The target folder may
-hold more images than there are predictions; a prediction without a target is an error unless
---skip-unpaired is given, and --all-targets demands a prediction for every target.
+Each prediction (--pred) or degraded input (--input) is scored against the target of the same file
+name, or of the name --name-map REGEX REPLACEMENT gives (re.sub, as the training data's name_map:
+--name-map '^(\\w+)-(\\d+)' '\\1_clean-\\2' pairs rain-6.png with rain_clean-6.png); repeated, a
+name takes the first REGEX that matches. A target with the same stem and another extension also
+matches. A prediction without a target is an error unless --skip-unpaired; --all-targets demands a
+prediction for every target.
 
 Degradations (--group-by): folder takes the first sub-folder (pred/rain/*.png); prefix the file name
 up to the first -, _, space or dot (rain-6.png -> rain); none scores everything as one group; auto
-(default) uses folder when the images are in sub-folders, prefix when every file name has a prefix
-with a letter and there are at least two of them, else none.
+(default) uses folder when there are sub-folders, prefix when every name has a prefix with a letter
+and there are at least two of them, else none.
 
-With --input (or --pred and --degraded) the table shows, beside the restored images' PSNR and SSIM,
-the degraded inputs' own scores and the gain in dB. --degradation-from-group reads each group's name
-with the library's degradation grammar: rain, derain and noise_15 / noise_25 / noise_50 all name a
-PIP degradation.
+With --input (or --pred and --degraded) the degraded inputs' own scores and the gain in dB are shown
+too. --degradation-from-group gives a PIP network each group's name as its degradation (rain,
+derain, noise_25, ...).
 """
 
 #: The ways of grouping images into degradations (see the description).
@@ -58,51 +56,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--input", help="folder of degraded images to restore with --model/--checkpoint, then score"
     )
     p.add_argument(
-        "--degraded",
-        metavar="DIR",
-        help="with --pred: the degraded inputs the predictions were restored from (same file names); "
-        "their own PSNR/SSIM and the gain are shown beside the predictions'",
+        "--degraded", metavar="DIR", help="with --pred: the degraded inputs, scored too (same names)"
     )
     p.add_argument(
         "--name-map",
         nargs=2,
         action="append",
         metavar=("REGEX", "REPLACEMENT"),
-        default=None,
-        help="map a prediction's file name to its target's with re.sub, e.g. '^(\\w+)-(\\d+)' '\\1_clean-\\2'; "
-        "may be repeated: a file name takes the first REGEX that matches it",
+        help="map a prediction's file name to its target's with re.sub (may be repeated)",
+    )
+    p.add_argument("--group-by", choices=GROUP_BY, default="auto", help="how images are grouped (see above)")
+    p.add_argument(
+        "--skip-unpaired", action="store_true", help="score the images that have a target, list the others"
     )
     p.add_argument(
-        "--group-by",
-        choices=GROUP_BY,
-        default="auto",
-        help="degradation of an image: its sub-folder, its file-name prefix, none (one group) or auto "
-        "(default)",
-    )
-    p.add_argument(
-        "--skip-unpaired",
-        action="store_true",
-        help="score the predictions that have a target and list the others, instead of failing",
-    )
-    p.add_argument(
-        "--all-targets",
-        action="store_true",
-        help="fail unless every target image has a prediction (a complete test set)",
+        "--all-targets", action="store_true", help="fail unless every target image has a prediction"
     )
     add_model_arguments(p, random_weights_option=True)
     p.add_argument("--protocol", default="promptir", help="metric protocol: promptir (default) or basicsr")
-    p.add_argument("--tile", type=positive_int, default=None, help="tile size for --input restoration")
-    p.add_argument("--overlap", type=non_negative_int, default=32, help="tile overlap")
-    p.add_argument(
-        "--tta", nargs="?", const="x8", default=None, choices=("flip", "x8"), help="test-time augmentation"
-    )
+    add_restore_arguments(p)
     p.add_argument(
         "--degradation-from-group",
         "--degradation-from-folder",
         dest="degradation_from_folder",
         action="store_true",
-        help="with --input and a PIP network: pass each group's name (rain, haze, ...: the sub-folder or "
-        "file-name prefix) as the degradation instead of restoring blind",
+        help="with --input and a PIP network: each group's name is the degradation (not blind)",
     )
     p.add_argument("--json", default=None, help="also write the results to this JSON file (a new file)")
     p.set_defaults(func=run)
@@ -131,29 +109,17 @@ class Pairing:
 
 
 def group_of(rel: Path, group_by: str) -> str:
-    """The degradation of an image from its path relative to the source folder.
-
-    Args:
-        rel: The path under the source folder, e.g. ``rain/1.png`` or ``rain-6.png``.
-        group_by: ``"folder"``, ``"prefix"`` or ``"none"`` (a file outside any sub-folder, or
-            ``"none"``: ``"all"``).
-
-    Returns:
-        The group's name.
+    """The degradation of an image from its path ``rel`` under the source folder (``"all"`` if none).
 
     Examples:
-        >>> group_of(Path("rain-6.png"), "prefix"), group_of(Path("snow_12.png"), "prefix")
-        ('rain', 'snow')
-        >>> group_of(Path("haze/0001.png"), "folder"), group_of(Path("x.png"), "none")
-        ('haze', 'all')
+        >>> group_of(Path("rain-6.png"), "prefix"), group_of(Path("haze/0001.png"), "folder")
+        ('rain', 'haze')
     """
-    if group_by == "folder":
-        return rel.parts[0] if len(rel.parts) > 1 else "all"
+    if group_by == "folder" and len(rel.parts) > 1:
+        return rel.parts[0]
     if group_by == "prefix":
         return _PREFIX_END.split(rel.stem, maxsplit=1)[0]
-    if group_by == "none":
-        return "all"
-    raise UsageError(f"group_by must be one of folder, prefix, none, got {group_by!r}")
+    return "all"
 
 
 def _auto_group_by(rels: list[Path]) -> str:
@@ -181,14 +147,13 @@ def _name_mapper(name_map: Sequence[tuple[str, str]]) -> Callable[[str], str]:
 
     def mapped(name: str) -> str:
         for pattern, replacement in compiled:
-            if pattern.search(name) is None:
-                continue
-            try:
-                return pattern.sub(replacement, name)
-            except (re.error, IndexError) as exc:
-                raise UsageError(
-                    f"--name-map: cannot apply the replacement {replacement!r} to {name!r} ({exc})"
-                ) from exc
+            if pattern.search(name) is not None:
+                try:
+                    return pattern.sub(replacement, name)
+                except (re.error, IndexError) as exc:
+                    raise UsageError(
+                        f"--name-map: cannot apply the replacement {replacement!r} to {name!r} ({exc})"
+                    ) from exc
         return name
 
     return mapped
@@ -203,26 +168,16 @@ def pair_images(
     skip_unpaired: bool = False,
     all_targets: bool = False,
 ) -> Pairing:
-    """Pair every image of ``source`` with its target in ``target``, grouped by degradation.
+    """Pair every image of ``source`` (and of its sub-folders, unless grouping by prefix) with its target.
 
-    Args:
-        source: Folder of predictions or degraded inputs (and its first-level sub-folders, with
-            ``group_by`` ``"folder"`` or ``"auto"``).
-        target: Folder of targets: the mapped name is looked for in the source image's sub-folder
-            of ``target``, then in ``target``; the same stem with another extension also matches.
-        name_map: ``(regex, replacement)`` pairs for :func:`re.sub` on the file name; each name
-            takes the first whose regex matches it.
-        group_by: One of :data:`GROUP_BY`.
-        skip_unpaired: Leave out source images without a target (listed in ``Pairing.unpaired``).
-        all_targets: Raise if a target image has no source image.
-
-    Returns:
-        The :class:`Pairing`.
+    A target is looked for in the source image's sub-folder of ``target``, then in ``target``, under
+    the name ``name_map`` gives (the first ``(regex, replacement)`` that matches, for :func:`re.sub`);
+    the same stem with another extension also matches.
 
     Raises:
         FileNotFoundError: If a folder is missing.
-        DatasetError: If ``source`` has no images, a source image has no target (naming it and the
-            name it was mapped to), nothing pairs, or (``all_targets``) a target is left over.
+        DatasetError: If ``source`` has no images, a source image has no target (unless
+            ``skip_unpaired``), nothing pairs, or (``all_targets``) a target has no source image.
         UsageError: If ``name_map`` is not a valid regular expression and replacement.
 
     Examples:
@@ -241,8 +196,6 @@ def pair_images(
     """
     from ..io import IMAGE_EXTENSIONS, list_images
 
-    if group_by not in GROUP_BY:
-        raise UsageError(f"group_by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
     src_root, tgt_root = Path(source), Path(target)
     for r in (src_root, tgt_root):
         if not r.is_dir():
@@ -279,7 +232,7 @@ def pair_images(
             continue
         groups.setdefault(group_of(rel, group_by), []).append((src, found))
     if unpaired and not skip_unpaired:
-        shown = "; ".join(f"{s} -> {t}" for s, t in unpaired[:5]) + ("; ..." if len(unpaired) > 5 else "")
+        shown = _first([f"{s} -> {t}" for s, t in unpaired], sep="; ")
         hint = "" if name_map else " (pass --name-map REGEX REPLACEMENT if the names differ)"
         raise DatasetError(
             f"{len(unpaired)} of {len(sources)} image(s) in {src_root} have no target{hint}: {shown}; "
@@ -290,11 +243,8 @@ def pair_images(
     used = {t.resolve() for pairs in groups.values() for _, t in pairs}
     unmatched = [t for t in list_images(tgt_root, recursive=True) if t.resolve() not in used]
     if all_targets and unmatched:
-        names = ", ".join(str(t.relative_to(tgt_root)) for t in unmatched[:5])
-        more = ", ..." if len(unmatched) > 5 else ""
-        raise DatasetError(
-            f"{len(unmatched)} target image(s) in {tgt_root} have no prediction: {names}{more}"
-        )
+        names = _first([str(t.relative_to(tgt_root)) for t in unmatched])
+        raise DatasetError(f"{len(unmatched)} target image(s) in {tgt_root} have no prediction: {names}")
     return Pairing(
         groups={g: sorted(groups[g]) for g in sorted(groups)},
         group_by=group_by,
@@ -309,21 +259,20 @@ def evaluate_folders(
     restore_fn: Callable[[Any, str], Any] | None = None,
     inputs: dict[Path, Path] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Mean PSNR / SSIM per degradation (and ``"average"``, the unweighted mean over several).
+    """Mean PSNR / SSIM per degradation of ``Pairing.groups``, and ``"average"`` over several groups.
 
     Args:
         pairs: ``Pairing.groups``.
         protocol: Metric protocol name.
-        restore_fn: ``(image, group) -> image`` applied to each source image (a degraded input)
-            before scoring; the source image is then scored too.
-        inputs: The degraded input of each source image (a prediction), scored too.
+        restore_fn: ``(image, group) -> image`` restores each source image (a degraded input) first.
+        inputs: The degraded input of each source image (a prediction).
 
     Returns:
-        ``{degradation: {"n", "psnr", "ssim"}}``; with ``restore_fn`` or ``inputs`` also
-        ``"input_psnr"``, ``"input_ssim"`` and ``"gain_db"`` (``psnr - input_psnr``).
+        ``{degradation: {"n", "psnr", "ssim"}}``; with ``restore_fn`` or ``inputs`` also the inputs'
+        ``"input_psnr"``, ``"input_ssim"`` and ``"gain_db"``.
 
     Raises:
-        DatasetError: If an image and its target differ in size (naming both).
+        DatasetError: If an image and its target differ in size.
     """
     from ..io import read_image
     from ..metrics import get_protocol
@@ -365,40 +314,20 @@ def evaluate_folders(
 
 def _degraded_inputs(pairing: Pairing, pred_root: Path, root: Path) -> dict[Path, Path]:
     """Each prediction's degraded input in ``root``: the same relative name, or the same stem (any image type)."""
-    from ..io import list_images
-
-    if not root.is_dir():
-        raise FileNotFoundError(f"not a folder: {root}")
-    listed: dict[Path, list[Path]] = {}
-    found, missing = {}, []
-    for pred in (p for pairs in pairing.groups.values() for p, _ in pairs):
-        rel = pred.relative_to(pred_root)
-        for f in dict.fromkeys([root / rel.parent, root]):
-            if f not in listed:
-                listed[f] = list_images(f) if f.is_dir() else []
-            hits = sorted((q for q in listed[f] if q.stem == pred.stem), key=lambda q: q.name != pred.name)
-            if hits:
-                found[pred] = hits[0]
-                break
-        else:
-            missing.append(str(rel))
+    found = pair_images(pred_root, root, group_by=pairing.group_by, skip_unpaired=True).groups
+    inputs = {pred: degraded for pairs in found.values() for pred, degraded in pairs}
+    missing = [
+        str(p.relative_to(pred_root))
+        for pairs in pairing.groups.values()
+        for p, _ in pairs
+        if p not in inputs
+    ]
     if missing:
-        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         raise DatasetError(
             f"{len(missing)} prediction(s) have no degraded input in {root} (the same file name, any image "
-            f"type): {shown}"
+            f"type): {_first(missing)}"
         )
-    return found
-
-
-def _group_degradation(group: str) -> str:
-    """The degradation a group's name gives PIP (``noise_25`` -> ``noise``); else the name itself."""
-    from ..degradation_types import parse_degradation
-
-    try:
-        return parse_degradation(group)[0]
-    except (TypeError, ValueError):
-        return group  # a name of the network's own (or one it refuses, naming its degradations)
+    return inputs
 
 
 _GROUPING_WORDS = {"folder": "sub-folder", "prefix": "file-name prefix", "none": "none"}
@@ -423,27 +352,7 @@ def run(args: argparse.Namespace) -> int:
         source, args.target, name_map=[(m[0], m[1]) for m in args.name_map or ()],
         group_by=args.group_by, skip_unpaired=args.skip_unpaired, all_targets=args.all_targets,
     )  # fmt: skip
-    restore_fn = None
-    if args.input:
-        from ..inference import restore
-
-        model = load_model_from_args(args, require_weights=True)
-        by_group = args.degradation_from_folder
-        if by_group and not getattr(model, "accepts_degradation", False):
-            raise UsageError(
-                f"--degradation-from-group needs a network that takes a degradation (PIP); "
-                f"{type(model).__name__} does not"
-            )
-
-        def restore_fn(x: Any, group: str) -> Any:
-            try:
-                return restore(
-                    model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False, progress=False,
-                    degradation=_group_degradation(group) if by_group else None,
-                )  # fmt: skip
-            except UsageError as exc:  # the network's own checks (channels, degradation name, tile)
-                raise UsageError(f"cannot restore an image of group {group!r}: {exc}") from exc
-
+    restore_fn = _restorer(args) if args.input else None
     inputs = _degraded_inputs(pairing, Path(args.pred), Path(args.degraded)) if args.degraded else None
     results = evaluate_folders(pairing.groups, args.protocol, restore_fn, inputs)
     summary = f"scored {pairing.n_pairs} image(s) of {source} against {args.target}"
@@ -452,12 +361,9 @@ def run(args: argparse.Namespace) -> int:
         summary += f"; {len(pairing.unmatched_targets)} target image(s) have no prediction"
     if pairing.unpaired:
         summary += f"; skipped {len(pairing.unpaired)} without a target"
-        names = ", ".join(p.name for p in pairing.unpaired[:10]) + (
-            ", ..." if len(pairing.unpaired) > 10 else ""
-        )
+        names = _first([p.name for p in pairing.unpaired], 10)
         print(f"skipped {len(pairing.unpaired)} image(s) without a target: {names}", file=sys.stderr)
-    print(summary)
-    print(f"protocol: {args.protocol}")
+    print(f"{summary}\nprotocol: {args.protocol}")
     with_input = restore_fn is not None or inputs is not None
     header = f"{'degradation':<16s} {'images':>6s} {'PSNR':>8s} {'SSIM':>7s}"
     print(header + (f" {'input PSNR':>10s} {'gain dB':>8s} {'input SSIM':>10s}" if with_input else ""))
@@ -478,3 +384,39 @@ def run(args: argparse.Namespace) -> int:
         text = json.dumps(doc, indent=2) + "\n"
         atomic_write(report, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return 0
+
+
+def _restorer(args: argparse.Namespace) -> Callable[[Any, str], Any]:
+    """``(image, group) -> restored image`` with the network of the options (told the group with PIP)."""
+    from ..degradation_types import parse_degradation
+    from ..inference import restore
+
+    model = load_model_from_args(args, require_weights=True)
+    by_group = args.degradation_from_folder
+    if by_group and not getattr(model, "accepts_degradation", False):
+        raise UsageError(
+            f"--degradation-from-group needs a network that takes a degradation (PIP); "
+            f"{type(model).__name__} does not"
+        )
+
+    def restore_fn(x: Any, group: str) -> Any:
+        degradation = None
+        if by_group:  # noise_25 -> noise; a name of the network's own is passed as it is
+            try:
+                degradation = parse_degradation(group)[0]
+            except (TypeError, ValueError):
+                degradation = group
+        try:
+            return restore(
+                model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False, progress=False,
+                degradation=degradation,
+            )  # fmt: skip
+        except UsageError as exc:  # the network's own checks (channels, degradation name, tile)
+            raise UsageError(f"cannot restore an image of group {group!r}: {exc}") from exc
+
+    return restore_fn
+
+
+def _first(items: list[str], n: int = 5, sep: str = ", ") -> str:
+    """The first ``n`` items joined, ``...`` when there are more."""
+    return sep.join(items[:n]) + (f"{sep}..." if len(items) > n else "")

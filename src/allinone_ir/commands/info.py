@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import UsageError
 from ..profiling import count_flops, measure_latency
@@ -21,7 +22,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "name",
         nargs="?",
-        default=None,
         metavar="MODEL",
         help="a registered model name (see `allinone-ir models`), a checkpoint or a save_pretrained folder "
         "(the same as --model NAME, --checkpoint FILE or --model FOLDER)",
@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("--size", type=int, nargs="+", default=[256], metavar="PX", help="H [W] (default 256)")
     p.add_argument("--runs", type=int, default=3, help="timed forward passes for the latency (0: skip)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for the latency")
+    p.add_argument("--threads", type=int, help="torch CPU threads for the latency")
     p.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32", help="compute dtype (bf16/fp16: autocast)")
     p.add_argument("--compile", action="store_true", help="time the torch.compile'd network")
     p.set_defaults(func=run)
@@ -38,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print parameters, FLOPs and latency. Returns the exit status."""
     import torch
+
+    from .._runtime import low_precision_dtype
+    from ..inference import prefers_channels_last
 
     _resolve_positional(args)
     model = load_model_from_args(args, require_weights=False)
@@ -50,20 +53,15 @@ def run(args: argparse.Namespace) -> int:
     flops = count_flops(model, size, in_ch)
     print(f"network       {type(model).__name__} ({getattr(model, 'model_name', '-')})")
     print(f"parameters    {params:,d} ({params / 1e6:.2f} M; trainable {trainable:,d})")
-    print(
-        f"FLOPs         {flops / 1e9:.2f} G at 1x{in_ch}x{size[0]}x{size[1]} (about {flops / 2e9:.2f} GMAC)"
-    )
+    print(f"FLOPs         {flops / 1e9:.2f} G at 1x{in_ch}x{size[0]}x{size[1]} ({flops / 2e9:.2f} GMAC)")
     if args.runs > 0:
         if args.threads:
             torch.set_num_threads(args.threads)
-        from .._runtime import low_precision_dtype
-        from ..inference import prefers_channels_last
-
-        dtype = low_precision_dtype(args.dtype)
         dev = torch.device(args.device)
+        dtype = low_precision_dtype(args.dtype)
         latency = measure_latency(model, size, args.runs, dev, in_ch, dtype=dtype, compile=args.compile)
-        layout = "channels-last" if prefers_channels_last(dev) else "NCHW"
-        how = f"{args.dtype}, {layout}" + (", compiled" if args.compile else "")
+        how = f"{args.dtype}, {'channels-last' if prefers_channels_last(dev) else 'NCHW'}"
+        how += ", compiled" if args.compile else ""
         print(
             f"latency       {latency * 1000:.1f} ms on {args.device} ({how}; restore(), median of {args.runs})"
         )
@@ -72,8 +70,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _resolve_positional(args: argparse.Namespace) -> None:
     """Turn the positional ``MODEL`` into ``--model NAME|FOLDER``, ``--checkpoint FILE`` or ``--weights NAME``."""
-    from pathlib import Path
-
     from ..models import list_models
     from ..models._registry import _unknown
     from ..weights import _is_weights_name
@@ -83,25 +79,22 @@ def _resolve_positional(args: argparse.Namespace) -> None:
         return
     if args.model or args.checkpoint:
         raise UsageError(f"give the network once: {name!r} or --model/--checkpoint, not both")
-    path = Path(name)
-    if path.is_dir():
+    if Path(name).is_dir():
         args.model = name
-    elif path.is_file():
+    elif Path(name).is_file():
         args.checkpoint = name
     elif _is_weights_name(name):  # registered pretrained weights, e.g. promptir.three_task
         args.weights = name
     else:
         names = list_models()
         exact = [n for n in names if n.lower() == name.lower()]
-        if exact:
-            args.model = exact[0]
-            return
-        starting = [n for n in names if n.startswith(name.lower())]
-        if len(starting) > 1:
+        found = exact or [n for n in names if n.startswith(name.lower())]
+        if len(found) > 1:
             raise UsageError(
-                f"{name!r} is not a registered model and matches several: {', '.join(starting)}; give one of them"
+                f"{name!r} is not a registered model and matches several: {', '.join(found)}; give one of them"
             )
-        if len(starting) == 1:
-            args.model = starting[0]
-            return
-        raise UsageError(f"{_unknown('model', name, names)} Or give a checkpoint file or folder that exists.")
+        if not found:
+            raise UsageError(
+                f"{_unknown('model', name, names)} Or give a checkpoint file or folder that exists."
+            )
+        args.model = found[0]

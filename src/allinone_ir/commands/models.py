@@ -19,11 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print one registered model name per line (with parameter counts if asked).
-
-    Raises:
-        UsageError: If no registered name matches the pattern (the message lists the names).
-    """
+    """Print one registered model name per line (with parameter counts if asked); returns the exit status."""
     import torch
 
     names = list_models(args.pattern)

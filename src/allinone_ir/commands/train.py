@@ -62,11 +62,7 @@ def _write_held_out(trainer: Any) -> str:
 
 
 def _leave_process_group(*, barrier: bool) -> None:
-    """Leave torchrun's process group, which the Trainer joined, before the process exits.
-
-    Exiting with the group open lets gloo's threads outlive the interpreter (an abort at exit); the
-    barrier makes every process leave together after a finished run.
-    """
+    """Leave torchrun's process group (joined by the Trainer) before exiting: gloo's threads abort otherwise."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -90,12 +86,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     cfg = load_config(path)
-    tsec = dict(cfg.get("trainer") or {})
-    for key, value in (("resume", args.resume), ("max_steps", args.max_steps), ("output_dir", args.output_dir),
-                       ("device", args.device)):  # fmt: skip
-        if value is not None:
-            tsec[key] = value
-    cfg["trainer"] = tsec
+    options = {
+        "resume": args.resume,
+        "max_steps": args.max_steps,
+        "output_dir": args.output_dir,
+        "device": args.device,
+    }
+    cfg["trainer"] = {**(cfg.get("trainer") or {}), **{k: v for k, v in options.items() if v is not None}}
     trainer = build_from_config(cfg, Path.cwd())
     main = trainer.dist.is_main
     if main:
@@ -120,13 +117,10 @@ def run(args: argparse.Namespace) -> int:
         return exc.exit_status
     _leave_process_group(barrier=True)
     if main:
-        best = summary["best"]
-        extra = (
-            f", best val PSNR {best['psnr']:.2f} dB at step {best['step']} ({trainer.ckpt_dir / 'best.pt'})"
-            if best.get("step", -1) >= 0
-            else ""
-        )
-        ckpt = summary["checkpoint"]
+        best, ckpt = summary["best"], summary["checkpoint"]
+        extra = ""
+        if best.get("step", -1) >= 0:
+            extra = f", best val PSNR {best['psnr']:.2f} dB at step {best['step']} ({trainer.ckpt_dir / 'best.pt'})"
         size = f" ({format_bytes(Path(ckpt).stat().st_size)})" if ckpt and Path(ckpt).is_file() else ""
         print(f"done: {summary['step']} steps in {summary['output_dir']}; checkpoint {ckpt}{size}{extra}")
     return 0

@@ -1,10 +1,4 @@
-"""``allinone-ir weights``: list, download and import the official pretrained weights.
-
-- ``allinone-ir weights [PATTERN]``: every registered file with its architecture, parameters, size,
-  tasks, the paper's scores, license and whether it is in the cache (and where the cache is);
-- ``allinone-ir weights download NAME``: fetch, verify and convert one file;
-- ``allinone-ir weights import NAME FILE``: the same for a file fetched by hand (Google Drive).
-"""
+"""``allinone-ir weights [PATTERN] | download NAME | import NAME FILE``: the official pretrained weights."""
 
 from __future__ import annotations
 
@@ -31,19 +25,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="list [PATTERN] (default), download NAME, or import NAME FILE",
     )
     p.add_argument("args", nargs="*", help="PATTERN, NAME or NAME FILE")
-    p.add_argument(
-        "--cache-dir", default=None, help="cache folder (default: $ALLINONE_IR_CACHE or the torch hub dir)"
-    )
+    p.add_argument("--cache-dir", help="cache folder (default: $ALLINONE_IR_CACHE or the torch hub dir)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """List, download or import.
-
-    Raises:
-        UsageError: If the action or its arguments are wrong, or no name matches the pattern.
-    """
+    """List, download or import; returns the exit status."""
     action, rest = args.action, list(args.args)
     if action not in ("list", "download", "import"):  # `weights PATTERN`
         action, rest = "list", [action, *rest]
@@ -66,10 +54,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _size(n: int | None) -> str:
-    return "-" if n is None else f"{n / 2**20:.1f} MiB"
-
-
 def _list(pattern: str | None, directory: str | None) -> int:
     from ..models._weights import get_weights, list_pretrained, weights_notes
     from ..weights import CACHE_ENV, MIRROR_ENV, cache_dir, cached_state
@@ -79,21 +63,19 @@ def _list(pattern: str | None, directory: str | None) -> int:
         raise UsageError(
             f"no pretrained weights match {pattern!r}; the names are {', '.join(list_pretrained())}"
         )
+    entries = {name: get_weights(name) for name in names}
     rows = [("name", "architecture", "params", "size", "tasks", "cached", "license")]
-    for name in names:
-        e = get_weights(name)
+    for name, e in entries.items():
         state = cached_state(name, directory)
         cached = {"converted": "yes", "file": "file", "no": "no" if e.downloadable else "manual"}[state]
         params = "-" if e.num_params is None else f"{e.num_params / 1e6:.2f}M"
-        rows.append(
-            (name, e.arch, params, _size(e.size), "+".join(e.tasks), cached, e.license.split(" (")[0])
-        )
+        size = "-" if e.size is None else f"{e.size / 2**20:.1f} MiB"
+        rows.append((name, e.arch, params, size, "+".join(e.tasks), cached, e.license.split(" (")[0]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     print()
-    for name in names:
-        e = get_weights(name)
+    for name, e in entries.items():
         if e.reported:
             print(f"{name}: {'; '.join(e.reported)} ({e.protocol})")
     for family, note in weights_notes().items():
