@@ -82,8 +82,6 @@ _WITH_LEVEL = re.compile(r"^(.*?[^\d\s_-])[\s_-]*(\d+(?:\.\d+)?)$")
 def parse_degradation(spec: str) -> tuple[str, float | None]:
     """Read ``<name>`` or ``noise_<sigma>`` (0-255 scale; ``_``, ``-``, a space or nothing between).
 
-    The one grammar of the library: synthesis, synthetic tasks, ``evaluate``'s groups, PIP's control.
-
     Returns:
         ``(canonical name, level)``; the level is ``None`` when the specification has none.
 

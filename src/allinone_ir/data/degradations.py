@@ -304,11 +304,7 @@ DEGRADATIONS: dict[str, Callable[[torch.Tensor, Generator], torch.Tensor]] = {
 
 
 def synthesize(image: torch.Tensor, degradation: str, *, rng: Rng = None) -> torch.Tensor:
-    """Apply a degradation specification with random parameters (:data:`DEGRADATIONS`, seeded by ``rng``).
-
-    Args:
-        degradation: A name or alias, or ``"noise_<sigma>"``
-            (:func:`~allinone_ir.degradation_types.parse_degradation`).
+    """Apply a degradation (:func:`~allinone_ir.degradation_types.parse_degradation`) with random parameters.
 
     Raises:
         UsageError: For an unknown name, or a level given to a degradation other than noise.

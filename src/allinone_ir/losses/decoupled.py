@@ -68,9 +68,7 @@ def directional_decoupled_loss(
     Args:
         prompts: A ``(T, ...)`` tensor (flattened per prompt), or a sequence of them.
         threshold: ``theta_thre`` in degrees.
-        form: ``"angle_hinge"``, ``"cosine_hinge"`` or ``"abs_cosine"``.
         eps: Lower bound of the product of norms in the cosine.
-        reduction: ``"mean"`` or ``"sum"`` over pairs.
 
     Raises:
         UsageError: For fewer than two prompts, an empty sequence, or bad options.
