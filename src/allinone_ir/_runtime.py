@@ -16,13 +16,7 @@ PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloa
 
 
 def low_precision_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """The autocast dtype of a compute dtype: ``None`` for float32 (no autocast), else bf16 or fp16.
-
-    Args:
-        dtype: A name of :data:`PRECISIONS`, a torch dtype, or ``None`` (float32).
-
-    Returns:
-        ``None`` for float32, else the torch dtype.
+    """The autocast dtype of a compute dtype (a name of :data:`PRECISIONS`, a torch dtype or ``None``): ``None`` for float32.
 
     Raises:
         UsageError: For an unknown name.
@@ -57,16 +51,13 @@ def autocast(
 def progress_bar(
     iterable: Iterable[Any] | None = None, *, warn: bool = False, stacklevel: int = 2, **options: Any
 ) -> Any:
-    """A tqdm progress bar, or ``None`` when tqdm is not installed.
+    """A tqdm progress bar over ``iterable`` (``None``: give ``total``, update by hand), or ``None`` without tqdm.
 
     Args:
-        iterable: What the bar iterates over (``None``: update it by hand, give ``total``).
-        warn: Warn (``RuntimeWarning``) when tqdm is missing: the caller asked for a bar explicitly.
+        iterable: What the bar iterates over.
+        warn: Warn (``RuntimeWarning``, ``stacklevel`` from the caller) when tqdm is missing.
         stacklevel: The warning's stack level, counted from the caller of this function.
         **options: Passed to ``tqdm``.
-
-    Returns:
-        The ``tqdm`` bar, or ``None``.
     """
     try:
         from tqdm.auto import tqdm

@@ -40,7 +40,7 @@ class ConfigError(AllInOneIRError, ValueError):
 
 
 class CheckpointError(AllInOneIRError, ValueError):
-    """A checkpoint could not be read or does not match the network; the message says why."""
+    """A checkpoint could not be read or does not match the network."""
 
 
 class UnknownNameError(AllInOneIRError, KeyError, ValueError):
@@ -71,10 +71,9 @@ class ImageReadError(AllInOneIRError, OSError):
         reason: Why, without the file name; the whole message if not given.
 
     Examples:
-        >>> exc = ImageReadError("cannot read image file a.png: empty file (0 bytes)",
-        ...                      path="a.png", reason="empty file (0 bytes)")
+        >>> exc = ImageReadError("cannot read image file a.png: empty file", path="a.png", reason="empty file")
         >>> exc.reason, isinstance(exc, OSError)
-        ('empty file (0 bytes)', True)
+        ('empty file', True)
     """
 
     def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, reason: str = "") -> None:
@@ -86,6 +85,10 @@ class ImageReadError(AllInOneIRError, OSError):
         return (_rebuild_image_read_error, (str(self), self.path, self.reason))
 
 
+def _rebuild_image_read_error(message: str, path: Any, reason: str) -> ImageReadError:
+    return ImageReadError(message, path=path, reason=reason)
+
+
 class TrainingDivergedError(AllInOneIRError, RuntimeError):
     """The loss became NaN or infinite; the message says at which step and which checkpoint is good."""
 
@@ -95,7 +98,7 @@ class UsageError(AllInOneIRError, ValueError):
 
 
 class UsageTypeError(AllInOneIRError, TypeError):
-    """An argument of the wrong type (e.g. a list where a tensor is expected); the message names the type expected."""
+    """An argument of the wrong type; the message names the type expected."""
 
 
 class DownloadError(AllInOneIRError, OSError):
@@ -125,8 +128,6 @@ def require(module: str, *, extra: str, purpose: str) -> Any:
         purpose: What needs it, for the message.
 
     Examples:
-        >>> require("json", extra="data", purpose="testing").__name__
-        'json'
         >>> require("no_such_module_xyz", extra="data", purpose="testing")
         Traceback (most recent call last):
         ...
@@ -144,15 +145,11 @@ def require(module: str, *, extra: str, purpose: str) -> Any:
 
 
 def install_hint(module: str | None) -> str:
-    """What to run to install the package that provides ``module`` (``None``: unknown): its extra, else the package.
+    """What to run to install the package providing ``module`` (``None``: unknown): its extra, else the package.
 
     Examples:
-        >>> install_hint("PIL.Image")
-        "pip install 'allinone-ir[data]'"
-        >>> install_hint("yaml")
-        "pip install 'allinone-ir[train]'"
-        >>> install_hint("somethingelse")
-        'pip install somethingelse'
+        >>> install_hint("PIL.Image"), install_hint("somethingelse")
+        ("pip install 'allinone-ir[data]'", 'pip install somethingelse')
     """
     if not module:
         return "pip install 'allinone-ir[all]'"
@@ -161,24 +158,10 @@ def install_hint(module: str | None) -> str:
     return f"pip install 'allinone-ir[{extra}]'" if extra else f"pip install {_PACKAGE_NAMES.get(top, top)}"
 
 
-def _rebuild_image_read_error(message: str, path: Any, reason: str) -> ImageReadError:
-    return ImageReadError(message, path=path, reason=reason)
-
-
 #: Import name -> distribution name, where they differ.
 _PACKAGE_NAMES = {"PIL": "Pillow", "png": "pypng", "yaml": "PyYAML", "skimage": "scikit-image"}
 
 #: Import name -> the smallest ``allinone-ir`` extra that installs it (see ``pyproject.toml``).
-_EXTRAS = {
-    "PIL": "data",
-    "png": "data",
-    "tqdm": "progress",
-    "safetensors": "hub",
-    "yaml": "train",
-    "matplotlib": "train",
-    "onnx": "export",
-    "onnxscript": "export",
-    "onnxruntime": "export",
-    "skimage": "test",
-    "sphinx": "docs",
-}
+_EXTRAS = {"PIL": "data", "png": "data", "tqdm": "progress", "safetensors": "hub", "yaml": "train"}
+_EXTRAS.update(matplotlib="train", onnx="export", onnxscript="export", onnxruntime="export")
+_EXTRAS.update(skimage="test", sphinx="docs")

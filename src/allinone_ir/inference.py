@@ -29,14 +29,11 @@ Transform = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor
 
 
 def tta_transforms(mode: TTAMode | bool) -> list[Transform]:
-    """Forward and inverse transforms of a test-time augmentation mode, the identity first.
+    """``(forward, inverse)`` pairs of a TTA mode, the identity first.
 
-    Args:
-        mode: ``"x8"`` (or ``True``): the eight flips and 90-degree rotations; ``"flip"``: identity,
-            horizontal, vertical and both flips.
-
-    Raises:
-        UsageError: On an unknown mode.
+    ``"x8"`` (or ``True``): the eight flips and 90-degree rotations; ``"flip"``: identity, horizontal,
+    vertical and both flips; ``False``: the identity. Raises :class:`~allinone_ir.errors.UsageError`
+    on another mode.
 
     Examples:
         >>> x = torch.arange(6.0).view(1, 1, 2, 3)
@@ -45,13 +42,12 @@ def tta_transforms(mode: TTAMode | bool) -> list[Transform]:
         >>> len(tta_transforms("flip"))
         4
     """
-    if mode is True:
-        mode = "x8"
-    if mode not in ("flip", "x8"):
+    rotations = {False: (0,), True: (0, 1, 2, 3), "x8": (0, 1, 2, 3), "flip": (0, 2)}
+    if mode not in (False, True, "x8", "flip"):
         raise UsageError(f"tta must be False, True, 'flip' or 'x8', got {mode!r}")
     pairs: list[Transform] = []
-    for k in (0, 1, 2, 3) if mode == "x8" else (0, 2):
-        for flip in (False, True):
+    for k in rotations[mode]:
+        for flip in (False, True) if mode else (False,):
 
             def fwd(t: torch.Tensor, k: int = k, flip: bool = flip) -> torch.Tensor:
                 t = torch.rot90(t, k, dims=(-2, -1)) if k else t
@@ -144,10 +140,7 @@ def prepare_for_inference(
 ) -> nn.Module:
     """Move a network to ``device`` (``None``: keep) and set its memory format, in place; returns it.
 
-    Args:
-        model: The network.
-        device: Where it runs.
-        channels_last: Store 4-D weights channels-last; ``None``: :func:`prefers_channels_last`.
+    ``channels_last``: store 4-D weights channels-last; ``None``: :func:`prefers_channels_last`.
 
     Examples:
         >>> from allinone_ir import create_model
@@ -174,11 +167,7 @@ def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[lis
     """Keep the parts of a network that bf16/fp16 perturbs most in float32 while autocast runs the rest.
 
     ``model.low_precision_flags()`` declares ``(name, module, attribute)`` triples; each
-    ``module.attribute`` is ``True`` inside the context and restored on exit.
-
-    Args:
-        model: The network.
-        enabled: ``False`` makes this a no-op.
+    ``module.attribute`` is ``True`` inside the context (unless ``enabled`` is ``False``).
 
     Yields:
         The names of the modules kept in float32.
@@ -208,15 +197,11 @@ def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[lis
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
 
 
-def _identity(t: torch.Tensor) -> torch.Tensor:
-    return t
-
-
 def _runner(
     model: nn.Module, device: torch.device, dtype: torch.dtype | None, tta: TTAMode | bool, degradation: Any,
     compile: bool,
 ) -> Callable[[torch.Tensor, Sequence[int]], torch.Tensor]:  # fmt: skip
-    """A function restoring a CPU float32 batch of images ``index``: device, layout, autocast, degradation, TTA."""
+    """A function restoring a CPU float32 batch of images ``index`` (device, layout, autocast, degradation, TTA)."""
     takes_degradation = bool(getattr(model, "accepts_degradation", False))
     if degradation is not None and not takes_degradation:
         raise UsageError(
@@ -229,13 +214,13 @@ def _runner(
             f"{low} is emulated on this {device.type} (no native support), so it runs much slower than "
             "float32; use dtype=None here",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=3,
         )
     if compile and model not in _COMPILED:
         _COMPILED[model] = torch.compile(model)  # type: ignore[assignment]  # once per network
     net = _COMPILED[model] if compile else model
     fmt = torch.channels_last if _is_channels_last(model) else torch.contiguous_format
-    transforms = tta_transforms(tta) if tta else [(_identity, _identity)]
+    transforms = tta_transforms(tta)
 
     def run(x: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
         x = x.to(device).contiguous(memory_format=fmt)
@@ -305,41 +290,6 @@ def _restore_tiled(
     return acc.div_(norm_y[:, None] * norm_x[None, :])
 
 
-def _restore_tensor(
-    model: nn.Module, x: torch.Tensor, *, tile: int | Sequence[int] | None, overlap: int, tta: TTAMode | bool,
-    degradation: Any, batch_size: int, device: str | torch.device | None, dtype: torch.dtype | None,
-    channels_last: bool | None, compile: bool, clamp: bool, progress: bool | None,
-) -> torch.Tensor:  # fmt: skip
-    """Restore an ``(N, C, H, W)`` float tensor; returns float32 on the CPU."""
-    if tile is None:
-        size = [x.shape[2], x.shape[3]]
-    else:
-        size = [tile, tile] if isinstance(tile, int) else [int(t) for t in tile]
-    if len(size) != 2 or min(size) < 1:
-        raise UsageError(f"tile must be a positive int or (height, width), got {tile!r}")
-    if overlap < 0:
-        raise UsageError(f"overlap must be >= 0, got {overlap}")
-    if tile is not None and overlap >= min(size):
-        raise UsageError(f"overlap ({overlap}) must be smaller than the tile size ({tuple(size)})")
-    if batch_size < 1:
-        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    if not bool(torch.isfinite(x).all()):
-        bad = "NaN" if bool(torch.isnan(x).any()) else "infinite"
-        raise UsageError(f"the input image contains {bad} values; restore() needs finite values in [0, 1]")
-    dev = _device_of(model) if device is None else torch.device(device)
-    prepare_for_inference(model, dev, channels_last=channels_last)
-    run = _runner(model, dev, dtype, tta, degradation, compile)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            x = x.detach().to("cpu", torch.float32)
-            out = _restore_tiled(x, run, (size[0], size[1]), overlap, batch_size, progress)
-    finally:
-        model.train(was_training)
-    return out.clamp_(0, 1) if clamp else out
-
-
 #: ITU-R BT.601 luma weights (R, G, B): how a colour network's output becomes a grayscale file.
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 
@@ -347,13 +297,12 @@ LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 def restore_array(
     model: Any, arr: np.ndarray, restore_fn: Callable[[Any], Any] | None = None
 ) -> tuple[Any, np.ndarray]:
-    """Restore the pixels of one file, keeping its bit depth and channels.
+    """Restore the pixels of one file, keeping its bit depth and channels (alpha copied back untouched).
 
-    Grayscale goes to a 3-channel network as three equal channels and comes back through
-    :data:`LUMA_WEIGHTS`; an alpha channel is copied back untouched.
+    Grayscale goes to a 3-channel network as three equal channels and back through :data:`LUMA_WEIGHTS`.
 
     Args:
-        model: The network (its ``in_channels``, default 3).
+        model: The network.
         arr: Pixels as stored: uint8, uint16 or float32 in [0, 1].
         restore_fn: ``(C, H, W) tensor -> (C, H, W) tensor`` running the network (default: :func:`restore`).
 
@@ -417,20 +366,16 @@ def restore(
     output: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
 ) -> Any:
-    """Restore an image of any size with a network, optionally tiled and with test-time augmentation.
-
-    The network runs in eval mode under ``torch.no_grad`` (its mode is restored afterwards) after
-    :func:`prepare_for_inference`; tiles are blended into a float32 CPU buffer.
+    """Restore an image of any size in eval mode and ``no_grad``, optionally in blended tiles and with TTA.
 
     Args:
         model: A network taking ``(N, C, H, W)`` images in [0, 1].
         image: A float tensor in [0, 1]; a numpy array ``(H, W, C)`` or ``(H, W)`` (uint8, uint16 or
             float in [0, 1]); a ``PIL.Image.Image``; or a path.
-        tile: Tile size (``int`` or ``(height, width)``); ``None`` restores the whole image at once.
+        tile: Tile size (``int`` or ``(height, width)``); ``None``: the whole image at once.
         overlap: Overlap of neighbouring tiles in pixels, ``< tile``.
         tta: ``False``, ``"flip"`` (4 flips), ``"x8"`` or ``True`` (flips and 90-degree rotations).
-        degradation: For networks with ``accepts_degradation`` (PIP): ``None`` (blind), a name, an int
-            label, one entry per image, or ``(N, T)`` weights.
+        degradation: For PIP networks: ``None`` (blind), a name, an int label, one per image, or ``(N, T)`` weights.
         batch_size: Tiles (or images) per forward pass.
         device: Where the network runs (it is moved there); ``None``: its device.
         dtype: Autocast dtype (bf16 / fp16) under :func:`low_precision_policy`; warns where it is emulated.
@@ -442,9 +387,8 @@ def restore(
         overwrite: Allow ``output`` to replace an existing file.
 
     Returns:
-        The kind of ``image``: a tensor of its shape, dtype and device; an array of its shape and
-        dtype; a PIL image of its mode (palette and bilevel images come back as RGB / RGBA / ``L``).
-        For a path, the pixels :func:`restore_array` gives, or with ``output`` the path written.
+        The kind of ``image`` (same shape, dtype, device or PIL mode; palette and bilevel images come back
+        as RGB / RGBA / ``L``); for a path, the pixels :func:`restore_array` gives, or the path written.
 
     Raises:
         UsageError: On NaN/infinite input, a wrong shape or channel count, a bad tile/overlap, or a
@@ -471,28 +415,20 @@ def restore(
         ((20, 30, 1), dtype('uint16'))
     """
     opts: dict[str, Any] = dict(
-        tile=tile, overlap=overlap, tta=tta, degradation=degradation, batch_size=batch_size,
-        device=device, dtype=dtype, channels_last=channels_last, compile=compile, progress=progress,
+        tile=tile, overlap=overlap, tta=tta, degradation=degradation, batch_size=batch_size, device=device,
+        dtype=dtype, channels_last=channels_last, compile=compile, clamp=clamp, progress=progress,
     )  # fmt: skip
     in_ch = int(getattr(model, "in_channels", 3))
     if output is not None and not isinstance(image, (str, os.PathLike)):
         raise UsageError("output= is only used with a path input; write the returned image yourself")
-
-    if isinstance(image, torch.Tensor):
-        if image.ndim not in (3, 4):
-            raise UsageError(
-                f"a tensor image must be (C, H, W) or (N, C, H, W), got shape {tuple(image.shape)}"
-            )
-        if not image.is_floating_point():
-            raise UsageError(
-                f"a tensor image must be floating point in [0, 1], got {image.dtype}; use x.float() / 255"
-            )
-        batch = image if image.ndim == 4 else image.unsqueeze(0)
-        if batch.shape[1] != in_ch:
-            raise UsageError(f"the network takes {in_ch} channels, the image has shape {tuple(image.shape)}")
-        out = _restore_tensor(model, batch, clamp=clamp, **opts)
-        return (out if image.ndim == 4 else out[0]).to(device=image.device, dtype=image.dtype)
-
+    if isinstance(image, (str, os.PathLike)):
+        if output is not None and os.path.realpath(output) == os.path.realpath(image):
+            raise UsageError(f"output {output} is the input file; refusing to overwrite an input")
+        arr = read_image_array(image, keep_channels=True)
+        _, res = restore_array(model, arr, lambda t: restore(model, t, **opts))
+        if output is None:
+            return res
+        return write_image(output, res, bits=8 if res.dtype == np.uint8 else 16, overwrite=overwrite)
     if isinstance(image, np.ndarray):
         if image.ndim not in (2, 3):
             raise UsageError(f"a numpy image must be (H, W, C) or (H, W), got shape {image.shape}")
@@ -501,31 +437,57 @@ def restore(
             raise UsageError(
                 f"the network takes {in_ch} channels, the array has shape {image.shape} (H, W, C)"
             )
-        y = _restore_tensor(model, x.unsqueeze(0), clamp=clamp, **opts)[0]
+        y = restore(model, x, **opts)
         if np.issubdtype(image.dtype, np.floating):
             res = y.permute(1, 2, 0).numpy().astype(image.dtype)
         else:
             res = tensor_to_array(y, image.dtype)
         return res[:, :, 0] if image.ndim == 2 else res
-
-    if isinstance(image, (str, os.PathLike)):
-        if output is not None and os.path.realpath(output) == os.path.realpath(image):
-            raise UsageError(f"output {output} is the input file; refusing to overwrite an input")
-        _, res = restore_array(
-            model,
-            read_image_array(image, keep_channels=True),
-            lambda t: restore(model, t, clamp=clamp, **opts),
-        )
-        if output is None:
-            return res
-        return write_image(output, res, bits=8 if res.dtype == np.uint8 else 16, overwrite=overwrite)
-
     pil = sys.modules.get("PIL.Image")  # an image of it exists only once it is imported
     if pil is not None and isinstance(image, pil.Image):
-        return _restore_pil(model, image, lambda t: restore(model, t, clamp=True, **opts))
-    raise UsageTypeError(
-        "image must be a torch.Tensor, a numpy array, a PIL image or a path, got " + type(image).__name__
-    )
+        return _restore_pil(model, image, lambda t: restore(model, t, **{**opts, "clamp": True}))
+    if not isinstance(image, torch.Tensor):
+        raise UsageTypeError(
+            "image must be a torch.Tensor, a numpy array, a PIL image or a path, got " + type(image).__name__
+        )
+
+    if image.ndim not in (3, 4):
+        raise UsageError(f"a tensor image must be (C, H, W) or (N, C, H, W), got shape {tuple(image.shape)}")
+    if not image.is_floating_point():
+        raise UsageError(
+            f"a tensor image must be floating point in [0, 1], got {image.dtype}; use x.float() / 255"
+        )
+    x = image if image.ndim == 4 else image.unsqueeze(0)
+    if x.shape[1] != in_ch:
+        raise UsageError(f"the network takes {in_ch} channels, the image has shape {tuple(image.shape)}")
+    if tile is None:
+        size = [x.shape[2], x.shape[3]]
+    else:
+        size = [tile, tile] if isinstance(tile, int) else [int(t) for t in tile]
+    if len(size) != 2 or min(size) < 1:
+        raise UsageError(f"tile must be a positive int or (height, width), got {tile!r}")
+    if overlap < 0:
+        raise UsageError(f"overlap must be >= 0, got {overlap}")
+    if tile is not None and overlap >= min(size):
+        raise UsageError(f"overlap ({overlap}) must be smaller than the tile size ({tuple(size)})")
+    if batch_size < 1:
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+    if not bool(torch.isfinite(x).all()):
+        bad = "NaN" if bool(torch.isnan(x).any()) else "infinite"
+        raise UsageError(f"the input image contains {bad} values; restore() needs finite values in [0, 1]")
+    dev = _device_of(model) if device is None else torch.device(device)
+    prepare_for_inference(model, dev, channels_last=channels_last)
+    run = _runner(model, dev, dtype, tta, degradation, compile)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            x = x.detach().to("cpu", torch.float32)
+            out = _restore_tiled(x, run, (size[0], size[1]), overlap, batch_size, progress)
+    finally:
+        model.train(was_training)
+    out = out.clamp_(0, 1) if clamp else out
+    return (out if image.ndim == 4 else out[0]).to(device=image.device, dtype=image.dtype)
 
 
 def _restore_pil(model: nn.Module, image: Any, restore_fn: Callable[[Any], Any]) -> Any:

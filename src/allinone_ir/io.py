@@ -1,11 +1,11 @@
 """Image files in and out: float32 ``(C, H, W)`` tensors in [0, 1], 8-bit, 16-bit and float files.
 
-Pillow (``pip install 'allinone-ir[data]'``) reads and writes; 16-bit colour PNG goes through pypng and
-16-bit colour TIFF through tifffile (when installed), as Pillow keeps only 8 of their 16 bits.
+Pillow reads and writes; 16-bit colour PNG goes through pypng and 16-bit colour TIFF through tifffile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
@@ -34,29 +34,20 @@ __all__ = [
 
 #: File endings treated as images when scanning folders.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: What decoders raise on a damaged or unsupported file.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error)
 
 
 def require_pillow() -> Any:
-    """Import and return ``PIL.Image``, or raise an ``ImportError`` saying how to install it."""
+    """``PIL.Image``, or a :class:`~allinone_ir.errors.MissingDependencyError` saying how to install it."""
     return require("PIL.Image", extra="data", purpose="reading and writing image files")
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
-    """Write a file atomically: ``write(tmp)`` fills a temporary file in the same folder, then it is renamed.
+    """Write a file atomically: ``write(tmp)`` fills a temporary file in the same folder, renamed to ``path``.
 
-    Nothing half-written or temporary is left behind whatever fails; missing parent folders are
-    created; the file gets the permissions :func:`file_mode_for` gives.
-
-    Args:
-        path: The destination (replaced if it exists).
-        write: Called with the temporary file's path; must write the whole content there.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-
-    Raises:
-        OSError: If the file cannot be written (a full disk: "no space left on device while
-            writing PATH", its errno kept).
+    Nothing half-written is left behind; parent folders are created; the permissions are
+    :func:`file_mode_for`'s. A full disk raises ``OSError`` "no space left on device while writing PATH".
 
     Examples:
         >>> import tempfile
@@ -85,13 +76,13 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
 
 
 def _disk_full(exc: BaseException, path: str | os.PathLike[str]) -> OSError | None:
-    """``exc`` said in words when it means a full disk or quota (its errno kept), else ``None``."""
+    """``exc`` in words when it means a full disk or quota (its errno kept), else ``None``."""
     code = getattr(exc, "errno", None)
     if code not in (errno.ENOSPC, errno.EDQUOT):
         return None
     what = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
     err = OSError(f"{what} while writing {path}")
-    err.errno = code  # set afterwards, so that the message stays the one line above
+    err.errno = code  # set afterwards: the message stays the line above
     return err
 
 
@@ -124,11 +115,7 @@ def _current_umask() -> int:
 
 
 def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
-    """Sorted image files in ``folder`` (by extension, case-insensitive; broken links too, to be reported).
-
-    Args:
-        folder: The folder.
-        recursive: Also list the images of its sub-folders.
+    """Sorted image files in ``folder`` (by extension; broken links too, to be reported), ``recursive`` or not.
 
     Raises:
         FileNotFoundError: If ``folder`` is not a folder.
@@ -145,24 +132,15 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list
 
 
 def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = False) -> np.ndarray:
-    """Read an image file as an ``(H, W, C)`` array, ``uint8``, ``uint16`` or ``float32`` as stored.
+    """Read an image file as EXIF-oriented ``(H, W, C)`` pixels, ``uint8``, ``uint16`` or ``float32`` as stored.
 
-    The EXIF orientation is applied. By default ``C`` is 3 (grayscale as RGB, alpha dropped with a
-    warning); ``keep_channels=True`` keeps 1, 2, 3 or 4 channels (palette images as RGB or RGBA).
-    ``uint16``: 16-bit files and 32-bit integer grayscale within 0..65535; ``float32``: float
-    grayscale, which must hold values in [0, 1]. Other values are refused, never rescaled.
-
-    Args:
-        path: The image file.
-        keep_channels: Return the stored channels instead of RGB.
-
-    Returns:
-        The pixels, ``(H, W, C)``.
+    ``C`` is 3 (grayscale as RGB, alpha dropped with a warning), or with ``keep_channels`` the stored
+    1 to 4 (palette images as RGB or RGBA). 32-bit integer grayscale must fit 16 bits, float
+    grayscale [0, 1]: other values are refused, never rescaled.
 
     Raises:
         FileNotFoundError: If the file does not exist (or is a link to nothing).
-        ImageReadError: If the file is not a readable image; the message names the file and its
-            ``reason`` says why.
+        ImageReadError: If the file is not a readable image; its ``reason`` says why.
 
     Examples:
         >>> import tempfile
@@ -178,18 +156,10 @@ def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = Fals
     _check_is_file(p)
     try:
         with Image.open(p) as im:
-            arr = _oriented(_pixels(im, p), _orientation(im))
+            arr = _oriented(_pixels(im, p), im)
     except ImageReadError:
         raise
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        EOFError,
-        zlib.error,
-        struct.error,
-        Image.DecompressionBombError,
-    ) as exc:
+    except (*_DECODE_ERRORS, Image.DecompressionBombError) as exc:
         raise _refuse(p, _read_failure(exc, p)) from exc
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -233,17 +203,12 @@ _ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def _orientation(im: Any) -> int:
-    """The EXIF orientation (1..8); 1 when absent or unreadable (Pillow drops a loaded TIFF's tag: turned once)."""
+def _oriented(arr: np.ndarray, im: Any) -> np.ndarray:
+    """``arr`` turned by the EXIF orientation of ``im`` (Pillow drops a loaded TIFF's tag: turned once)."""
     try:
-        value = int(im.getexif().get(0x0112, 1))
+        turn = _ORIENT.get(int(im.getexif().get(0x0112, 1)))
     except Exception:  # a damaged EXIF block: the pixels as stored
-        return 1
-    return value if value in _ORIENT else 1
-
-
-def _oriented(arr: np.ndarray, orientation: int) -> np.ndarray:
-    turn = _ORIENT.get(orientation)
+        return arr
     return arr if turn is None else np.ascontiguousarray(turn(arr))
 
 
@@ -263,7 +228,7 @@ def _pixels(im: Any, p: Path) -> np.ndarray:
 
 
 def _read_tiff16(p: Path) -> np.ndarray:
-    """The pixels of a 16-bit colour TIFF, ``(H, W, C)`` uint16, decoded by tifffile."""
+    """The ``(H, W, C)`` uint16 pixels of a 16-bit colour TIFF, decoded by tifffile."""
     try:
         import tifffile
     except ImportError:
@@ -290,10 +255,31 @@ def _mode_pixels(im: Any, where: str | os.PathLike[str]) -> np.ndarray:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return np.asarray(im).astype(np.uint16)  # native byte order
-    if mode == "I" or mode.startswith("I;"):
-        return _integer_pixels(np.asarray(im, dtype=np.int64), mode, p)
-    if mode == "F" or mode.startswith("F;"):
-        return _float_pixels(np.asarray(im, dtype=np.float32), mode, p)
+    if mode == "I" or mode.startswith("I;"):  # 32-bit integer grayscale: 16-bit samples, if they fit
+        ints = np.asarray(im, dtype=np.int64)
+        lo, hi = (int(ints.min()), int(ints.max())) if ints.size else (0, 0)
+        if lo < 0 or hi > 65535:
+            raise _refuse(
+                p,
+                f"32-bit integer pixels (mode {mode}) from {lo} to {hi}; integer pixels must be in 0..65535 "
+                "(16-bit); save the image as 16-bit or as float in [0, 1]",
+            )
+        return ints.astype(np.uint16)
+    if mode == "F" or mode.startswith("F;"):  # 32-bit float grayscale: values in [0, 1]
+        arr = np.asarray(im, dtype=np.float32)
+        if arr.size and not np.isfinite(arr).all():
+            bad = "NaN" if np.isnan(arr).any() else "infinite"
+            raise _refuse(
+                p, f"32-bit float pixels (mode {mode}) contain {bad} values; expected values in [0, 1]"
+            )
+        lo_f, hi_f = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if lo_f < 0 or hi_f > 1:
+            raise _refuse(
+                p,
+                f"32-bit float pixels (mode {mode}) from {lo_f:g} to {hi_f:g}; float images must hold values in "
+                "[0, 1] (scale them first)",
+            )
+        return arr
     if mode in ("L", "LA", "RGB", "RGBA"):
         return np.asarray(im)
     if mode == "1":
@@ -308,33 +294,6 @@ def _mode_pixels(im: Any, where: str | os.PathLike[str]) -> np.ndarray:
 
 def _refuse(p: Path, reason: str) -> ImageReadError:
     return ImageReadError(f"cannot read image file {p}: {reason}", path=p, reason=reason)
-
-
-def _integer_pixels(arr: np.ndarray, mode: str, p: Path) -> np.ndarray:
-    """32-bit integer grayscale as 16-bit samples, or refused when the values do not fit."""
-    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
-    if lo < 0 or hi > 65535:
-        raise _refuse(
-            p,
-            f"32-bit integer pixels (mode {mode}) from {lo} to {hi}; integer pixels must be in 0..65535 "
-            "(16-bit); save the image as 16-bit or as float in [0, 1]",
-        )
-    return arr.astype(np.uint16)
-
-
-def _float_pixels(arr: np.ndarray, mode: str, p: Path) -> np.ndarray:
-    """32-bit float grayscale, values in [0, 1], or refused by name."""
-    if arr.size and not np.isfinite(arr).all():
-        bad = "NaN" if np.isnan(arr).any() else "infinite"
-        raise _refuse(p, f"32-bit float pixels (mode {mode}) contain {bad} values; expected values in [0, 1]")
-    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
-    if lo < 0 or hi > 1:
-        raise _refuse(
-            p,
-            f"32-bit float pixels (mode {mode}) from {lo:g} to {hi:g}; float images must hold values in "
-            "[0, 1] (scale them first)",
-        )
-    return arr
 
 
 def _stored_16bit(im: Any) -> bool:
@@ -357,7 +316,10 @@ def _read_failure(exc: BaseException, p: Path) -> str:
     except OSError:
         pass
     if type(exc).__name__ == "UnidentifiedImageError":
-        if _is_tiff(p):
+        is_tiff = False
+        with contextlib.suppress(OSError), open(p, "rb") as f:
+            is_tiff = f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+        if is_tiff:
             return (
                 "a TIFF layout Pillow cannot read (e.g. colour with 32-bit float samples); save it as "
                 "16-bit PNG or one float channel"
@@ -365,14 +327,6 @@ def _read_failure(exc: BaseException, p: Path) -> str:
         return "not an image file (or a format Pillow cannot read)"
     text = " ".join(str(exc).replace(str(p), "").split()).strip(" :")
     return text or type(exc).__name__
-
-
-def _is_tiff(p: Path) -> bool:
-    try:
-        with open(p, "rb") as f:
-            return f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-    except OSError:
-        return False
 
 
 def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
@@ -408,11 +362,7 @@ def tensor_to_array(x: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.nd
 
 
 def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Read an image file as a float32 ``(3, H, W)`` tensor in [0, 1] (:func:`read_image_array`'s pixels).
-
-    Raises:
-        FileNotFoundError: If the file does not exist.
-        ImageReadError: If it is not a readable image (the message names the file and says why).
+    """Read an image file as a float32 RGB tensor in [0, 1]; raises as :func:`read_image_array`.
 
     Shape:
         - output: :math:`(3, H, W)`
@@ -427,13 +377,13 @@ def write_image(
     bits: int = 8,
     overwrite: bool = False,
 ) -> Path:
-    """Write a ``(C, H, W)`` float tensor in [0, 1] (or an ``(H, W, C)`` array) to an image file, atomically.
+    """Write a float tensor in [0, 1] or an array to an image file (format by extension), atomically.
 
-    ``C`` is 1 to 4 (grayscale, +alpha, RGB, RGBA). 16-bit images are written as 16-bit PNG; in
-    other formats 16-bit colour is written as 8-bit with a warning.
+    ``C`` is 1 to 4 (grayscale, +alpha, RGB, RGBA). 16-bit colour is written as 16-bit PNG, in other
+    formats as 8-bit with a warning.
 
     Args:
-        path: Destination; the format follows the extension.
+        path: Destination.
         image: Tensor ``(C, H, W)`` or array ``(H, W, C)`` / ``(H, W)`` (uint8, uint16 or float in
             [0, 1]); an integer array is written at its own bit depth.
         bits: 8 or 16: the bit depth of a tensor or float array.
@@ -471,32 +421,24 @@ def write_image(
         return atomic_write(p, lambda tmp: _write_png16(tmp, arr))
     if arr.dtype == np.uint16 and arr.shape[2] != 1:
         warnings.warn(f"{p}: 16-bit colour can only be written as PNG; writing 8-bit", stacklevel=2)
-        arr = _to_8bit(arr)
+        arr = ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
     if arr.dtype == np.uint16 and im.mode != "I;16":
         im = im.convert("I;16")
     return atomic_write(p, lambda tmp: im.save(tmp, format=image_format))
 
 
-def _to_8bit(arr: np.ndarray) -> np.ndarray:
-    return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-
-
-# --- 16-bit colour PNG, which Pillow reads as 8-bit and cannot write: pypng ---------------------------
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
 def _is_png16_colour(p: Path) -> bool:
     """Whether the header of ``p`` says 16-bit PNG with colour or alpha (colour types 2, 4, 6)."""
     with open(p, "rb") as f:
         head = f.read(33)  # the signature and the IHDR chunk
-    if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+    if len(head) < 33 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         return False
     return head[24] == 16 and head[25] in (2, 4, 6)
 
 
 def _require_png() -> Any:
+    """pypng (Pillow reads 16-bit colour PNG as 8-bit and cannot write it)."""
     return require("png", extra="data", purpose="reading and writing 16-bit colour PNG files")
 
 

@@ -23,17 +23,12 @@ def count_flops(
 ) -> int:
     """FLOPs of one call of a function, or of a network's forward pass on one ``(1, C, H, W)`` image.
 
-    A multiply-add counts 2 FLOPs (papers' MACs are about half); any backward inside the call is
-    counted too, grouped convolutions' backward correctly (torch's formula counts it as dense).
+    A multiply-add counts 2 FLOPs; a backward inside the call is counted too.
 
     Args:
-        target: A function with no arguments, called once; or a network, whose forward pass is
-            counted on the ``meta`` device (nothing is computed).
+        target: A function with no arguments, called once; or a network, counted on the ``meta`` device.
         size: ``(H, W)`` of the image; required for a network, not allowed for a function.
         in_channels: Channels of the image given to a network.
-
-    Returns:
-        The FLOP count.
 
     Raises:
         UsageTypeError: If ``size`` is missing for a network, or given with a function.
@@ -85,7 +80,7 @@ def _conv_backward_flops(
     _padding: Any, _dilation: Any, transposed: bool, _output_padding: Any, _groups: int,
     output_mask: Sequence[bool], out_shape: Any = None, **kwargs: Any,
 ) -> int:  # fmt: skip
-    """Each of grad-input and grad-weight costs exactly the forward's multiply-adds."""
+    """Each of grad-input and grad-weight costs the forward's multiply-adds (torch counts grouped ones as dense)."""
     from torch.utils.flop_counter import conv_flop_count
 
     fwd = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
@@ -102,19 +97,16 @@ def measure_latency(
     dtype: torch.dtype | None = None,
     compile: bool = False,
 ) -> float:
-    """Median seconds of :func:`allinone_ir.restore` with its defaults on a random ``(1, C, H, W)`` image.
+    """Median seconds of :func:`allinone_ir.restore` on a random ``(1, C, H, W)`` image, after one warm-up call.
 
     Args:
         model: The network.
         size: ``(H, W)``.
-        runs: Timed calls (after one warm-up call, which compiles with ``compile``).
+        runs: Timed calls.
         device: Where to run.
         in_channels: Image channels.
         dtype: ``None`` (float32) or the autocast dtype.
         compile: Time the ``torch.compile``'d network.
-
-    Returns:
-        The median seconds per call.
     """
     dev = torch.device(device)
     x = torch.rand(1, in_channels, *size, device=dev)

@@ -76,10 +76,7 @@ _RAIN100L_NAME = re.compile(r"^(?:no)?rain-(\d+)$")
 
 
 def list_suites() -> dict[str, list[str]]:
-    """The suites and their tasks' keys, in the order of the papers' tables.
-
-    Returns:
-        ``{suite: [task key, ...]}``.
+    """``{suite: [task key, ...]}`` in the order of the papers' tables.
 
     Examples:
         >>> list_suites()["three-task"]
@@ -323,10 +320,8 @@ def run_suite(
         name: The suite (see :func:`list_suites`).
         root: The layout's ``test/`` folder (see :func:`check_suite`).
         tasks: Task keys to run (default: all).
-        tile: Tile size for :func:`~allinone_ir.inference.restore` (``None``: whole images, as the papers).
-        overlap: Tile overlap.
-        tta: Test-time augmentation (``False``, ``"flip"``, ``"x8"``).
-        device: Where the network runs (default: its own device).
+        tile: Tile size (``None``: whole images, as the papers); ``overlap``, ``tta``, ``device`` as
+            :func:`~allinone_ir.inference.restore`'s.
         dtype: ``None`` / ``"fp32"`` (as the papers), ``"bf16"`` or ``"fp16"`` (autocast).
         save_images: A folder to write the outputs to as ``<task key>/<name>.png`` (8-bit; no file replaced).
         progress: Called as ``progress(task key, done, total)`` after each image.
@@ -442,13 +437,12 @@ def published_rows(name: str, results: dict[str, Any] | None = None) -> list[dic
 
     Args:
         name: The suite (see :func:`list_suites`).
-        results: What :func:`run_suite` returned; adds ``diff_psnr`` / ``diff_ssim`` (measured minus
+        results: What :func:`run_suite` returned: adds ``diff_psnr`` / ``diff_ssim`` (measured minus
             published) to every column both have, and to the average when the run covers every column.
 
     Returns:
-        ``[{"method", "source", "tasks": {key: {"psnr", "ssim"[, "diff_psnr", "diff_ssim"]}},
-        "average": {...} or None}]`` in the papers' order; ``average`` is ``None`` where the paper's
-        average covers other columns than the suite's.
+        ``[{"method", "source", "tasks": {key: {"psnr", "ssim"[, "diff_psnr", "diff_ssim"]}}, "average"}]``;
+        ``average`` is ``None`` where the paper averages other columns than the suite's.
 
     Raises:
         UnknownNameError: If the suite is unknown.

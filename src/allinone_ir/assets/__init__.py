@@ -1,7 +1,4 @@
-"""Small clean photographs shipped with the package, so the library can be tried with no downloads.
-
-Sources and licences are in ``LICENSES.md`` next to the images.
-"""
+"""Small clean photographs shipped with the package (sources and licences in ``LICENSES.md`` next to them)."""
 
 from __future__ import annotations
 
@@ -36,7 +33,7 @@ def sample_image(name: str) -> Path:
     """Path of one bundled sample photograph by stem (``"coffee"``; a ``.png`` suffix is accepted).
 
     Raises:
-        UnknownNameError: If there is no sample image of that name; the message lists the available ones.
+        UnknownNameError: If there is none of that name; the message lists the available ones.
 
     Examples:
         >>> sample_image("coffee").name
