@@ -1,12 +1,9 @@
-"""AdaIR (Cui et al., ICLR 2025): Restormer with frequency mining and modulation in the decoder.
-
-The modules keep the official attribute names, so official state dicts load with the keys unchanged.
-"""
+"""AdaIR (Cui et al., ICLR 2025): Restormer with frequency mining and modulation in the decoder."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar
 
 import torch
@@ -19,30 +16,34 @@ from ..layers.norm import NormKind
 from ._base import drop_unused_modules
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
-from .restormer import RestormerUNet
+from .restormer import RestormerUNet, _read_restormer_layout
 
 __all__ = ["AdaIR"]
 
-#: Submodules of each official ``FreModule`` (``fre1..3``) that its forward never uses; their
-#: checkpoint keys are dropped on load.
+#: Submodules of each official ``FreModule`` that its forward never uses; their checkpoint keys are dropped.
 ADAIR_UNUSED_MODULES: tuple[str, ...] = ("conv", "score_gen")
 
 
-def low_frequency_mask(threshold: torch.Tensor, height: int, width: int, band: int = 128) -> torch.Tensor:
-    """AdaIR's low-frequency mask, in the (unshifted) layout of ``torch.fft.fft2``.
+def _autocast_off(device_type: str) -> AbstractContextManager[Any]:
+    """Autocast disabled if a 16-bit autocast is on for ``device_type``, else nothing."""
+    if low_precision_autocast(device_type) is None:
+        return nullcontext()
+    return torch.autocast(device_type, enabled=False)
 
-    One on the frequencies ``-h' <= f < h'`` (rows) and ``-w' <= f < w'`` (columns), with
-    ``h' = floor((H // band) * t_0)`` and ``w' = floor((W // band) * t_1)``: the official centred
-    rectangle, without the shift and without a loop over the batch (so it traces and compiles).
+
+def low_frequency_mask(threshold: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """AdaIR's low-frequency mask in the unshifted layout of ``torch.fft.fft2``, without a loop over the batch.
+
+    One on the rows ``-h' <= f < h'`` and columns ``-w' <= f < w'``, ``h' = floor((H // 128) * t_0)``,
+    ``w' = floor((W // 128) * t_1)``: the official centred rectangle.
 
     Args:
         threshold: The predicted fractions ``t``.
         height: ``H``.
         width: ``W``.
-        band: Pixels per unit of the half-size (128 in AdaIR).
 
     Returns:
-        The mask (0 or 1) with the dtype of ``threshold``.
+        The 0/1 mask, with the dtype of ``threshold``.
 
     Shape:
         - threshold: :math:`(N, 2, 1, 1)`
@@ -53,8 +54,8 @@ def low_frequency_mask(threshold: torch.Tensor, height: int, width: int, band: i
         >>> m.sum().item(), m[0, 0, 0, 0].item(), m[0, 0, -1, -2].item(), m[0, 0, 1, 0].item()
         (8.0, 1.0, 1.0, 0.0)
     """
-    half_h = torch.floor((height // band) * threshold[:, 0:1])  # (N, 1, 1, 1)
-    half_w = torch.floor((width // band) * threshold[:, 1:2])
+    half_h = torch.floor((height // 128) * threshold[:, 0:1])
+    half_w = torch.floor((width // 128) * threshold[:, 1:2])
     dev, dt = threshold.device, threshold.dtype
     fh = torch.arange(height, device=dev, dtype=dt)
     fh = torch.where(fh < height - height // 2, fh, fh - height).view(1, 1, height, 1)
@@ -65,21 +66,15 @@ def low_frequency_mask(threshold: torch.Tensor, height: int, width: int, band: i
     return (rows & cols).to(dt)
 
 
-def frequency_split(
-    x: torch.Tensor, threshold: torch.Tensor, band: int = 128
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split a map into the magnitudes of its high- and low-frequency parts (AdaIR's ``fft``).
-
-    ``low = |ifft2(fft2(x) * m)|``, ``high = |ifft2(fft2(x) * (1 - m))|`` with ``m`` from
-    :func:`low_frequency_mask`, in float32 (``torch.fft`` has no bfloat16 kernels).
+def frequency_split(x: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The magnitudes of the high- and low-frequency parts of ``x`` under :func:`low_frequency_mask`, in float32.
 
     Args:
         x: The map to split.
         threshold: The predicted fractions of :func:`low_frequency_mask`.
-        band: See :func:`low_frequency_mask`.
 
     Returns:
-        ``(high, low)``, float32, as the official code orders them.
+        ``(high, low)``, as the official code orders them.
 
     Shape:
         - x: :math:`(N, C, H, W)`; threshold: :math:`(N, 2, 1, 1)`
@@ -92,17 +87,11 @@ def frequency_split(
         (True, torch.Size([2, 4, 256, 128]))
     """
     h, w = x.shape[-2:]
-    # autocast off around the transforms ("meta" and other device types without autocast have none)
-    off = (
-        torch.autocast(x.device.type, enabled=False)
-        if low_precision_autocast(x.device.type)
-        else nullcontext()
-    )
-    with off:
+    with _autocast_off(x.device.type):  # torch.fft has no bfloat16 kernels
         x = x.float()
-        if h // band == 0 or w // band == 0:  # an empty mask
+        if h < 128 or w < 128:
             return x.abs(), torch.zeros_like(x)
-        mask = low_frequency_mask(threshold.float(), h, w, band)
+        mask = low_frequency_mask(threshold.float(), h, w)
         spec = torch.fft.fft2(x, norm="forward", dim=(-2, -1))
         low_spec = spec * mask
         high = torch.fft.ifft2(spec - low_spec, norm="forward", dim=(-2, -1)).abs()
@@ -111,7 +100,7 @@ def frequency_split(
 
 
 class SpatialGate(nn.Module):
-    """``sigmoid(conv7x7([max_c x, mean_c x]))``: a ``(N, 1, H, W)`` gate (AdaIR's H-L unit)."""
+    """``sigmoid(conv7x7([max_c x, mean_c x]))``, a ``(N, 1, H, W)`` gate."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -123,12 +112,10 @@ class SpatialGate(nn.Module):
 
 
 class ChannelGate(nn.Module):
-    """``sigmoid(mlp(avgpool x) + mlp(maxpool x))``, mlp ``C -> C/16 -> C``: a ``(N, C, 1, 1)`` gate (the L-H unit)."""
+    """``sigmoid(mlp(avgpool x) + mlp(maxpool x))``, mlp ``C -> C/16 -> C``, a ``(N, C, 1, 1)`` gate."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        if dim < 16:
-            raise UsageError(f"ChannelGate needs at least 16 channels (it reduces them 16-fold), got {dim}")
         self.mlp = nn.Sequential(
             nn.Conv2d(dim, dim // 16, 1, bias=False), nn.ReLU(), nn.Conv2d(dim // 16, dim, 1, bias=False)
         )
@@ -140,16 +127,15 @@ class ChannelGate(nn.Module):
 
 
 class FrequencyRefine(nn.Module):
-    """Frequency modulation module (official ``FreRefine``): ``proj(low * SpatialGate(high) + high * ChannelGate(low))``.
+    """Frequency modulation (official ``FreRefine``): ``proj(low * SpatialGate(high) + high * ChannelGate(low))``.
 
     Shape:
-        - low, high: :math:`(N, C, H, W)`
-        - output: :math:`(N, C, H, W)`
+        - low, high, output: :math:`(N, C, H, W)`
     """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.SpatialGate = SpatialGate()  # official attribute names (state-dict keys)
+        self.SpatialGate = SpatialGate()
         self.ChannelGate = ChannelGate(dim)
         self.proj = nn.Conv2d(dim, dim, kernel_size=1)
 
@@ -158,34 +144,31 @@ class FrequencyRefine(nn.Module):
 
 
 def _as_buffers(module: nn.Module, names: tuple[str, ...] | None = None) -> nn.Module:
-    """Turn the parameters ``names`` (dotted, default all) of ``module`` into buffers of the same names."""
+    """Turn the parameters ``names`` (default all) of ``module`` into buffers of the same names."""
     for full, p in list(module.named_parameters()):
-        if names is not None and full not in names:
-            continue
-        owner_name, _, name = full.rpartition(".")
-        owner = module.get_submodule(owner_name)
-        delattr(owner, name)
-        owner.register_buffer(name, p.detach())
+        if names is None or full in names:
+            owner_name, _, name = full.rpartition(".")
+            owner = module.get_submodule(owner_name)
+            delattr(owner, name)
+            owner.register_buffer(name, p.detach())
     return module
 
 
 class FreModule(nn.Module):
-    """Adaptive frequency learning block (AFLB): frequency mining of the image, modulation of a feature.
+    """Adaptive frequency learning block: frequency mining of the image, modulation of a feature.
 
-    The image, resized to the feature and embedded (``conv1``), is split by :func:`frequency_split` with
-    a per-sample threshold ``sigmoid(rate_conv(avgpool(.)))``. Each band queries the feature by cross
-    attention (``channel_cross_l`` on the high band, ``channel_cross_h`` on the low band, the official
-    names), :class:`FrequencyRefine` merges them and the feature queries the result
-    (``channel_cross_agg``): ``out = para1 * attn + para2 * y``. Weights no gradient reaches are
-    buffers (same keys; DDP needs no ``find_unused_parameters``): ``rate_conv`` and, with
-    ``bias=False``, ``channel_cross_h``'s ``q.weight``, ``q_dwconv.weight`` and ``temperature``.
+    The image, resized and embedded (``conv1``), is split by :func:`frequency_split` at a per-sample
+    threshold ``sigmoid(rate_conv(avgpool(.)))``; each band queries the feature (``channel_cross_l`` on
+    the high band, ``channel_cross_h`` on the low band), :class:`FrequencyRefine` merges them and the
+    feature queries the result: ``para1 * channel_cross_agg(y, agg) + para2 * y``. The weights no
+    gradient reaches are buffers of the same keys: ``rate_conv`` and, with ``bias=False``,
+    ``channel_cross_h``'s ``q.weight``, ``q_dwconv.weight`` and ``temperature``.
 
     Args:
         dim: Channels of the feature (at least 16).
-        num_heads: Heads of the three cross attentions (must divide ``dim``).
+        num_heads: Heads of the three cross attentions.
         bias: Whether the attention convolutions have a bias.
         in_dim: Channels of the image.
-        band: See :func:`low_frequency_mask`.
 
     Shape:
         - image: :math:`(N, C_{in}, H_0, W_0)`; y: :math:`(N, C, H, W)`
@@ -197,16 +180,10 @@ class FreModule(nn.Module):
         torch.Size([2, 16, 8, 8])
     """
 
-    #: Run the image embedding and the threshold in float32 under bf16/fp16 autocast.
-    float32: bool = True
-
-    def __init__(
-        self, dim: int, num_heads: int, bias: bool = False, in_dim: int = 3, band: int = 128
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, bias: bool = False, in_dim: int = 3) -> None:
         super().__init__()
         if dim < 16:
             raise UsageError(f"FreModule needs at least 16 channels, got {dim}")
-        self.band = band
         self.conv1 = nn.Conv2d(in_dim, dim, kernel_size=3, padding=1, bias=False)
         self.para1 = nn.Parameter(torch.zeros(dim, 1, 1))
         self.para2 = nn.Parameter(torch.ones(dim, 1, 1))
@@ -223,17 +200,13 @@ class FreModule(nn.Module):
         )
 
     def mine(self, image: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The high- and low-frequency maps of ``image`` at ``size``, float32 (the official ``fft``)."""
-        if self.float32 and low_precision_autocast(image.device.type) is not None:
-            with torch.autocast(image.device.type, enabled=False):
-                x, threshold = self._embed(image.float(), size)
-        else:
-            x, threshold = self._embed(image, size)
-        return frequency_split(x, threshold, self.band)
-
-    def _embed(self, image: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.conv1(F.interpolate(image, size, mode="bilinear", align_corners=False))
-        return x, torch.sigmoid(self.rate_conv(x.mean(dim=(-2, -1), keepdim=True)))
+        """The high- and low-frequency maps of ``image`` at ``size``, float32 (embedded in float32 under autocast)."""
+        if low_precision_autocast(image.device.type) is not None:
+            image = image.float()
+        with _autocast_off(image.device.type):
+            x = self.conv1(F.interpolate(image, size, mode="bilinear", align_corners=False))
+            threshold = torch.sigmoid(self.rate_conv(x.mean(dim=(-2, -1), keepdim=True)))
+        return frequency_split(x, threshold)
 
     def forward(self, image: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         high, low = self.mine(image, (y.shape[-2], y.shape[-1]))
@@ -245,26 +218,22 @@ class FreModule(nn.Module):
 
 @register_architecture
 class AdaIR(RestormerUNet):
-    """AdaIR: all-in-one restoration by frequency mining and modulation.
+    """AdaIR: Restormer's U-Net with a :class:`FreModule` on the latent and after decoder levels 3 and 2.
 
-    Restormer's U-Net (:class:`~allinone_ir.models.restormer.RestormerUNet`) with a :class:`FreModule`
-    where PromptIR has its prompt blocks: on the latent (``fre1``) and on the outputs of decoder levels
-    3 (``fre2``) and 2 (``fre3``). Defaults are the official configuration (28,542,130 parameters; the
-    unused :data:`ADAIR_UNUSED_MODULES` are not built and dropped on load). State-dict keys equal the
-    official ones. Any ``H, W >= 1`` works (reflect padding to a multiple of 8, output cropped back);
-    the frequency blocks read the padded image.
+    Defaults: the official configuration; official key names (:data:`ADAIR_UNUSED_MODULES` are not
+    built). Any ``H, W >= 1`` works (reflect padding to a multiple of 8, cropped back).
 
     Args:
         in_channels: Input image channels.
         out_channels: Output image channels.
         dim: Channels of the first level (at least 8).
-        num_blocks: Transformer blocks per level (encoder/decoder levels 1-3 and the latent).
+        num_blocks: Transformer blocks per level (levels 1-3 and the latent).
         num_refinement_blocks: Transformer blocks after the decoder.
         heads: Attention heads per level.
         ffn_expansion_factor: GDFN width factor.
         bias: Whether the convolutions have a bias.
         layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
-        fre_heads: Heads of the frequency blocks' attentions (default ``heads[2]``, as the official code).
+        fre_heads: Heads of the frequency blocks' attentions (default ``heads[2]``).
 
     Shape:
         - Input: :math:`(N, C_{in}, H, W)`, float, values nominally in [0, 1]
@@ -277,9 +246,6 @@ class AdaIR(RestormerUNet):
     """
 
     pad_multiple = 8
-    fre1: FreModule
-    fre2: FreModule
-    fre3: FreModule
 
     def __init__(
         self,
@@ -297,15 +263,14 @@ class AdaIR(RestormerUNet):
     ) -> None:
         super().__init__()
         if dim < 8:
-            raise UsageError(
-                f"AdaIR needs dim >= 8 (its frequency blocks reduce 2 dim channels 16-fold), got {dim}"
-            )
-        fh = heads[2] if fre_heads is None else fre_heads
+            raise UsageError(f"AdaIR needs dim >= 8 (its frequency blocks need 16 channels), got {dim}")
+        fre_heads = heads[2] if fre_heads is None else fre_heads
         self.in_channels, self.out_channels = in_channels, out_channels
         args = (ffn_expansion_factor, bias, layer_norm_type)
         self._build_encoder(in_channels, dim, num_blocks, heads, *args)
-        for i, channels in ((1, dim * 8), (2, dim * 4), (3, dim * 2)):
-            self.add_module(f"fre{i}", FreModule(channels, num_heads=fh, bias=bias, in_dim=in_channels))
+        self.fre1 = FreModule(dim * 8, fre_heads, bias, in_channels)
+        self.fre2 = FreModule(dim * 4, fre_heads, bias, in_channels)
+        self.fre3 = FreModule(dim * 2, fre_heads, bias, in_channels)
         for level in (3, 2, 1):
             self._build_decoder_level(level, dim, num_blocks, heads, *args)
         self._build_head(dim, num_refinement_blocks, heads, out_channels, *args)
@@ -314,12 +279,9 @@ class AdaIR(RestormerUNet):
         return self.fre1(ctx, x)
 
     def _decoder_hook(self, level: int, x: torch.Tensor, ctx: Any) -> torch.Tensor:
-        # decoder levels 3 and 2 get fre2 and fre3; level 1 goes to the refinement
-        if level == 3:
-            return self.fre2(ctx, x)
-        if level == 2:
-            return self.fre3(ctx, x)
-        return x
+        if level == 1:  # goes to the refinement
+            return x
+        return (self.fre2 if level == 3 else self.fre3)(ctx, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp, size = self._pad_input(x)
@@ -341,8 +303,6 @@ class AdaIR(RestormerUNet):
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
         """Restormer's layout plus ``fre1..3.conv1.weight``; the frequency heads from ``fre1``'s temperature."""
-        from .restormer import _read_restormer_layout
-
         if not all(f"fre{i}.conv1.weight" in state_dict for i in (1, 2, 3)):
             return None
         config = _read_restormer_layout(state_dict)
@@ -368,12 +328,9 @@ def adair(**kwargs: Any) -> AdaIR:
     return AdaIR(**kwargs)
 
 
-# --------------------------------------------------------------------------- released weights
-# Facts from the official repository github.com/c-yn/AdaIR: README.md "Testing" (the checkpoints are in a
-# Google Drive folder, placed in ckpt/; test.py --mode 5 scores the three-degradation setting, --mode 6 the
-# five-degradation one), test.py (--ckpt_name default "adair5d.ckpt"; README figures adair3d / adair5d),
-# LICENSE (MIT). The files inside the folder could not be listed from here: adair3d.ckpt is inferred from
-# adair5d.ckpt and the figures' names. No hash or size is published.
+# Released weights. Facts: github.com/c-yn/AdaIR README.md "Testing" (a Google Drive folder; test.py
+# --mode 5: three degradations, --mode 6: five), test.py (--ckpt_name "adair5d.ckpt"; adair3d.ckpt inferred
+# from it), LICENSE (MIT). No hash or size is published.
 for _variant, _file, _tasks, _data, _mode in (
     ("three_task", "adair3d.ckpt", ("noise", "rain", "haze"),
      "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)", 5),

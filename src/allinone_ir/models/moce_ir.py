@@ -1,8 +1,6 @@
-"""MoCE-IR: mixture of complexity experts for all-in-one restoration (Zamfir et al., CVPR 2025).
+"""MoCE-IR (Zamfir et al., CVPR 2025): a U-Net whose decoder routes each image to low-rank experts.
 
-A Restormer-style U-Net whose decoder blocks route each image to ``top_k`` of several low-rank
-FFT-attention experts of increasing rank ("complexity"). Official code: eduardzamfir/MoCE-IR,
-``src/net/moce_ir.py`` (Apache-2.0); the attribute (state-dict) names are the official ones.
+Official code: eduardzamfir/MoCE-IR, ``src/net/moce_ir.py`` (Apache-2.0); official state-dict names.
 """
 
 from __future__ import annotations
@@ -30,15 +28,15 @@ __all__ = ["MoCEIR"]
 
 RANK_TYPES = ("spread", "constant", "lin", "double", "exp")
 
-#: Weight of the routers' load-balancing loss in the official recipe (``--balance_loss_weight 0.01``).
-DEFAULT_BALANCE_WEIGHT: float = 0.01
-
 
 def expert_ranks(dim: int, rank: int, num_experts: int, rank_type: str) -> list[int]:
-    """Ranks of the experts of one level, as the official ``rank_type`` defines them.
+    """Ranks of the ``num_experts`` experts of one level.
 
-    ``"spread"``: ``dim / 2^(E-1-i)`` (the released models), ``"constant"``: ``rank``, ``"lin"``:
-    ``rank + i``, ``"double"``: ``rank + 2i``, ``"exp"``: ``rank^(i+1)``.
+    ``"spread"``: ``dim / 2^(E-1-i)``, ``"constant"``: ``rank``, ``"lin"``: ``rank + i``, ``"double"``:
+    ``rank + 2i``, ``"exp"``: ``rank^(i+1)``.
+
+    Raises:
+        UsageError: If ``rank_type`` is none of these.
 
     Examples:
         >>> expert_ranks(48, 2, 4, "spread")
@@ -74,7 +72,7 @@ class MoCEEncoderBlock(nn.Module):
 
 
 class MoCEBlockGroup(nn.Module):
-    """Blocks at ``layers.<i>`` (the official keys): a :class:`Stage`, or for decoder blocks a ``ModuleList``."""
+    """Blocks at ``layers.<i>``: a :class:`Stage`, or a ``ModuleList`` for the decoder's blocks."""
 
     def __init__(self, blocks: Sequence[nn.Module], *, stage: bool = True) -> None:
         super().__init__()
@@ -89,14 +87,10 @@ def _channels_last(x: torch.Tensor) -> bool:
 
 
 class FFTAttention(nn.Module):
-    """Patch-wise Fourier attention of the experts: ``proj_out(LN(patch_corr(q, k)) * v)``.
-
-    ``q = q_dwconv(q(x))`` (1x1, depthwise 3x3), ``k, v = kv_dwconv(kv(x))`` (1x1, depthwise 7x7); ``q``
-    and ``k`` are multiplied in the Fourier domain of each ``patch_size`` patch (zero-padded, float32).
+    """The experts' attention: ``proj_out(norm(q * k) * v)``, ``q * k`` in the Fourier domain of each patch (float32).
 
     Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: :math:`(N, C, H, W)`
+        - Input, output: :math:`(N, C, H, W)`
     """
 
     def __init__(self, dim: int, *, patch_size: int) -> None:
@@ -110,7 +104,6 @@ class FFTAttention(nn.Module):
         self.proj_out = nn.Conv2d(dim, dim, kernel_size=1)
 
     def _patches(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` zero-padded and viewed as ``(N, C, H/p, p, W/p, p)``, in float32."""
         p = self.patch_size
         n, c, h, w = x.shape
         x = F.pad(x.float(), (0, (-w) % p, 0, (-h) % p))
@@ -132,11 +125,7 @@ class FFTAttention(nn.Module):
 
 
 class LowRankExpert(nn.Module):
-    """One complexity expert: ``x + proj[2](body(proj[0](x)) * silu(proj[1](shared)))`` (official ``ModExpert``).
-
-    The official ``ModExpert`` repeats this ``depth`` times on the same input and keeps the last result;
-    this is that single computation.
-    """
+    """One expert (official ``ModExpert``, whose ``depth`` repeats give the same): ``x + proj[2](body(proj[0](x)) * silu(proj[1](shared)))``."""
 
     def __init__(self, dim: int, rank: int, *, patch_size: int) -> None:
         super().__init__()
@@ -153,13 +142,11 @@ class LowRankExpert(nn.Module):
 
 
 class ExpertRouter(nn.Module):
-    """MoCE-IR's router (official ``RoutingFunction``): noisy top-k gating and its balancing loss.
+    """Noisy top-k gating (official ``RoutingFunction``) and its load-balancing loss.
 
-    ``logits = gate(x) + freq_gate(freq_emb)``; the gates are the top-k of ``softmax(logits + noise)``,
-    ``noise ~ N(0, (1/E)^2)``, not renormalised. The official code adds the noise in eval mode too; here
-    only with :attr:`eval_noise`. The balancing loss is ``0.5 * importance + 0.5 * load`` (squared
-    coefficients of variation of the summed probabilities, weighted by the experts' relative parameter
-    counts with ``use_complexity_bias``, and of the selection probabilities; Shazeer et al. 2017).
+    ``logits = gate(x) + freq_gate(freq_emb)``; the gates are the top k of ``softmax(logits + noise)``,
+    noise ``N(0, 1/E^2)``, not renormalised. The loss in training: ``0.5 * cv^2(importance) + 0.5 * cv^2(load)``
+    (Shazeer et al. 2017), the importance weighted by the normalised ``complexity`` with ``use_complexity_bias``.
 
     Args:
         dim: Channels of the routed map.
@@ -171,14 +158,14 @@ class ExpertRouter(nn.Module):
 
     Shape:
         - x: :math:`(N, C, H, W)`; freq_emb: :math:`(N, F)`
-        - output: gates :math:`(N, E)` (zero outside the top k), indices :math:`(N, k)`, the loss (scalar)
+        - output: gates :math:`(N, E)`, indices :math:`(N, k)`, the loss (scalar)
     """
 
-    #: Add the routing noise in eval mode too (the official code does; outputs are then random).
+    #: Add the noise in eval mode (the official code does: random outputs).
     eval_noise: bool = False
-    #: Add the routing noise in training (the official code does).
+    #: Add the noise in training.
     train_noise: bool = True
-    #: Experts selected per image in training (``None``: ``k``, as the official code).
+    #: Experts per image in training (``None``: ``k``).
     train_k: int | None = None
     complexity: torch.Tensor
 
@@ -193,19 +180,18 @@ class ExpertRouter(nn.Module):
         complexity_scale: str = "max",
     ) -> None:
         super().__init__()
-        num_experts = int(complexity.numel())
-        self.gate = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(dim, num_experts, bias=False)
-        )
-        self.freq_gate = nn.Linear(freq_dim, num_experts, bias=False)
         if complexity_scale not in ("max", "min"):
             raise UsageError(f"complexity_scale must be 'max' or 'min', got {complexity_scale!r}")
+        self.num_experts = int(complexity.numel())
+        self.gate = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(dim, self.num_experts, bias=False)
+        )
+        self.freq_gate = nn.Linear(freq_dim, self.num_experts, bias=False)
         complexity = complexity.float()
         scale = complexity.min() if complexity_scale == "min" else complexity.max()
         self.register_buffer("complexity", complexity / scale)
         self.k = k
-        self.num_experts = num_experts
-        self.noise_std = 1.0 / num_experts
+        self.noise_std = 1.0 / self.num_experts
         self.use_complexity_bias = use_complexity_bias
 
     def forward(
@@ -217,41 +203,34 @@ class ExpertRouter(nn.Module):
         k = (self.train_k or self.k) if self.training else self.k
         values, indices = noisy_logits.softmax(dim=-1).topk(k, dim=-1)
         gates = torch.zeros_like(logits).scatter(1, indices, values)
-        if self.training and self.num_experts > 1:
-            loss = 0.5 * self._importance_loss(logits) + 0.5 * self._load_loss(logits, noisy_logits, k)
-        else:
-            loss = logits.new_zeros(())
-        return gates, indices, loss
-
-    def _importance_loss(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.num_experts == 1:
+            return gates, indices, logits.new_zeros(())
         importance = logits.softmax(dim=-1).sum(dim=0)
         if self.use_complexity_bias:
             importance = importance * self.complexity
-        return (importance.std() / (importance.mean() + 1e-8)) ** 2
+        threshold = noisy_logits.topk(k, dim=-1).values[:, -1:]
+        load = (1.0 - torch.special.ndtr((threshold - logits) / self.noise_std)).mean(dim=0)
+        return gates, indices, 0.5 * _cv_squared(importance) + 0.5 * _cv_squared(load)
 
-    def _load_loss(self, logits: torch.Tensor, noisy_logits: torch.Tensor, k: int) -> torch.Tensor:
-        kth = noisy_logits.topk(k, dim=-1).indices[:, -1:]
-        threshold = noisy_logits.gather(1, kth)
-        p = 1.0 - torch.special.ndtr((threshold - logits) / self.noise_std)
-        p_mean = p.mean(dim=0)
-        return (p_mean.std() / (p_mean.mean() + 1e-8)) ** 2
+
+def _cv_squared(v: torch.Tensor) -> torch.Tensor:
+    return (v.std() / (v.mean() + 1e-8)) ** 2
 
 
 class ComplexityExperts(nn.Module):
     """Mixture of complexity experts (official ``AdapterLayer``): route, run the selected experts, project.
 
-    Expert ``i`` has rank ``ranks[i]`` and FFT patch size ``2^(i+2)``. Each image runs its ``top_k``
-    experts, weighted by their gates; under ``torch.compile`` (and on ``meta``) every expert runs on the
-    whole batch with zero gates for the others. In training an expert no image selected enters the graph
-    with weight 0, so every parameter gets a gradient (DDP without ``find_unused_parameters``).
+    Expert ``i`` has rank ``ranks[i]`` and FFT patch ``2^(i+2)``; each image runs its ``top_k`` experts,
+    weighted by their gates. Under ``torch.compile`` (and on ``meta``) every expert runs on the whole
+    batch, the others with gate 0. In training an expert no image selected enters the graph with weight
+    0, so every parameter gets a gradient (DDP without ``find_unused_parameters``).
 
     Args:
         dim: Channels.
         ranks: Rank of each expert (see :func:`expert_ranks`).
         freq_dim: Size of the frequency embedding.
         top_k: Experts per image.
-        use_complexity_bias: See :class:`ExpertRouter`.
-        complexity_scale: See :class:`ExpertRouter`.
+        router_kwargs: ``use_complexity_bias`` and ``complexity_scale`` of :class:`ExpertRouter`.
 
     Shape:
         - x, shared: :math:`(N, C, H, W)`; freq_emb: :math:`(N, F)`
@@ -259,14 +238,7 @@ class ComplexityExperts(nn.Module):
     """
 
     def __init__(
-        self,
-        dim: int,
-        ranks: Sequence[int],
-        *,
-        freq_dim: int,
-        top_k: int = 1,
-        use_complexity_bias: bool = False,
-        complexity_scale: str = "max",
+        self, dim: int, ranks: Sequence[int], *, freq_dim: int, top_k: int = 1, **router_kwargs: Any
     ) -> None:
         super().__init__()
         self.num_experts = len(ranks)
@@ -277,10 +249,7 @@ class ComplexityExperts(nn.Module):
         )
         self.proj_out = nn.Conv2d(dim, dim, kernel_size=1, bias=False)
         complexity = torch.tensor([sum(p.numel() for p in e.parameters()) for e in self.experts])
-        self.routing = ExpertRouter(
-            dim, freq_dim, complexity, k=top_k,
-            use_complexity_bias=use_complexity_bias, complexity_scale=complexity_scale,
-        )  # fmt: skip
+        self.routing = ExpertRouter(dim, freq_dim, complexity, k=top_k, **router_kwargs)
 
     def _expert(self, i: int) -> LowRankExpert:
         return self.experts[i][0]  # type: ignore[index,return-value]
@@ -289,34 +258,26 @@ class ComplexityExperts(nn.Module):
         self, x: torch.Tensor, freq_emb: torch.Tensor, shared: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         gates, indices, loss = self.routing(x, freq_emb)
-        if torch.compiler.is_compiling() or x.is_meta:  # no data-dependent shapes / no decision to read
-            out = torch.zeros_like(x)
+        out = torch.zeros_like(x)
+        if torch.compiler.is_compiling() or x.is_meta:  # no data-dependent shapes
             for i in range(self.num_experts):
                 out = out + gates[:, i].view(-1, 1, 1, 1).to(x.dtype) * self._expert(i)(x, shared)
             return self.proj_out(out), loss
-        out, unused = torch.zeros_like(x), x.new_zeros(())
-        n = x.shape[0]
         selected = (indices.unsqueeze(-1) == torch.arange(self.num_experts, device=x.device)).any(dim=1)
         for i, rows in enumerate(selected.t().tolist()):
-            idx = [b for b, s in enumerate(rows) if s]
             expert = self._expert(i)
-            if not idx:
-                if self.training and torch.is_grad_enabled():  # zero-weighted: a gradient for DDP
-                    unused = unused + torch.stack([p.reshape(-1)[0] for p in expert.parameters()]).sum().to(
-                        x.dtype
-                    )
-                continue
-            if len(idx) == n:
-                out = out + expert(x, shared) * gates[:, i].view(-1, 1, 1, 1).to(x.dtype)
-                continue
-            sel = torch.tensor(idx, device=x.device)
-            y = expert(x[sel], shared[sel]) * gates[sel, i].view(-1, 1, 1, 1).to(x.dtype)
-            out = out.index_add(0, sel, y.to(out.dtype))
-        return self.proj_out(out + 0.0 * unused), loss
+            if any(rows):
+                sel = torch.tensor([b for b, s in enumerate(rows) if s], device=x.device)
+                y = expert(x[sel], shared[sel]) * gates[sel, i].view(-1, 1, 1, 1).to(x.dtype)
+                out = out.index_add(0, sel, y.to(out.dtype))
+            elif self.training and torch.is_grad_enabled():  # weight 0: a gradient for DDP
+                idle = torch.stack([p.reshape(-1)[0] for p in expert.parameters()]).sum()
+                out = out + 0.0 * idle.to(x.dtype)
+        return self.proj_out(out), loss
 
 
 class MoCEDecoderBlock(nn.Module):
-    """Decoder block: shared attention and complexity experts, joined by cross attention, then GDFN.
+    """Decoder block: a shared MDTA path and the experts, joined by cross attention, then a GDFN.
 
     ``x_s = shared(proj[0](LN(x)))``, ``x_a = adapter(proj[1](LN(x)), freq_emb, x_s)``,
     ``x = x + mixer(x_a, x_s)``, ``x = x + ffn(LN(x))``.
@@ -333,12 +294,7 @@ class MoCEDecoderBlock(nn.Module):
         ffn_expansion_factor: float,
         bias: bool,
         layer_norm_type: NormKind,
-        *,
-        ranks: Sequence[int],
-        freq_dim: int,
-        top_k: int = 1,
-        use_complexity_bias: bool = False,
-        complexity_scale: str = "max",
+        **expert_kwargs: Any,
     ) -> None:
         super().__init__()
         self.norms = nn.ModuleList([RestormerLayerNorm(dim, layer_norm_type) for _ in range(2)])
@@ -346,22 +302,18 @@ class MoCEDecoderBlock(nn.Module):
         self.shared = MDTA(dim, num_heads, bias)
         self.mixer = CrossChannelAttention(dim, dim, num_heads, bias, kv_kernel=7)
         self.ffn = GDFN(dim, ffn_expansion_factor, bias)
-        self.adapter = ComplexityExperts(
-            dim, ranks, freq_dim=freq_dim, top_k=top_k,
-            use_complexity_bias=use_complexity_bias, complexity_scale=complexity_scale,
-        )  # fmt: skip
+        self.adapter = ComplexityExperts(dim, **expert_kwargs)
 
     def forward(self, x: torch.Tensor, freq_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.norms[0](x)
-        x_s, x_a = self.proj[0](h), self.proj[1](h)
-        x_s = self.shared(x_s)
-        x_a, loss = self.adapter(x_a, freq_emb, x_s)
+        x_s = self.shared(self.proj[0](h))
+        x_a, loss = self.adapter(self.proj[1](h), freq_emb, x_s)
         x = x + self.mixer(x_a, x_s)
         return x + self.ffn(self.norms[1](x)), loss
 
 
 class _HighPass(nn.Module):
-    """Depthwise 3x3 convolution initialised to the Laplacian kernel (trainable, as in the official code)."""
+    """Depthwise 3x3 convolution initialised to the Laplacian (trainable: the official freeze does not take)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -376,10 +328,7 @@ class _HighPass(nn.Module):
 
 
 class FrequencyEmbedding(nn.Module):
-    """``mlp(mean_hw(gelu(highpass(x))))``: the bottleneck's high frequencies, conditioning the routers.
-
-    The official code means to freeze the high-pass but assigns ``requires_grad_``, so it trains; so does this one.
-    """
+    """``mlp(mean_hw(gelu(highpass(x))))``: the latent's high frequencies, which condition the routers."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -393,26 +342,23 @@ class FrequencyEmbedding(nn.Module):
 def _balance_term(
     model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]
 ) -> torch.Tensor:
-    """The ``balance`` term: the routers' load-balancing loss of the training forward."""
-    loss = extras.get("balance")
-    if loss is None:
+    """The routers' load-balancing loss of the training forward (``extras["balance"]``)."""
+    if "balance" not in extras:
         raise UsageError(
-            "the 'balance' term needs the routers' loss in extras['balance']: run "
-            "forward(x, **model.training_forward_kwargs(batch)) and split it with model.split_training_output"
+            "the 'balance' term needs extras['balance']: run forward(x, **model.training_forward_kwargs(batch)) "
+            "and split it with model.split_training_output"
         )
-    return loss
+    return extras["balance"]
 
 
 @register_architecture
 class MoCEIR(RestorationModel):
-    """MoCE-IR: a U-Net with mixtures of complexity experts in its decoder (CVPR 2025).
+    """MoCE-IR: Restormer encoder, latent and refinement; decoder blocks with mixtures of complexity experts.
 
-    Encoder, latent and refinement: Restormer blocks (with biases, as the official code). Each decoder
-    block (:class:`MoCEDecoderBlock`) has a shared MDTA path and ``num_experts`` low-rank FFT-attention
-    experts, joined by cross attention; the routers see a frequency embedding of the latent. Defaults
-    are the official MoCE-IR (25,353,796 parameters; ``dim=32``: MoCE-IR-S, 11,477,752). State-dict keys
-    equal the official ones. Any ``H, W >= 1`` works (reflect padding to a multiple of
-    ``2^(levels-1)``, output cropped back). Training adds the routers' balancing loss (``balance``).
+    Each decoder block (:class:`MoCEDecoderBlock`) has a shared MDTA path and ``num_experts`` low-rank
+    FFT-attention experts; the routers see a frequency embedding of the latent. Defaults: the official
+    MoCE-IR (``dim=32``: MoCE-IR-S); official key names. Any ``H, W >= 1`` works (reflect padding to a
+    multiple of ``2^(levels-1)``, cropped back). Training adds the routers' balancing loss ``balance``.
 
     Args:
         in_channels: Input image channels.
@@ -423,10 +369,10 @@ class MoCEIR(RestorationModel):
         num_refinement_blocks: Blocks after the decoder.
         heads: Attention heads per level.
         ffn_expansion_factor: GDFN width factor.
-        bias: Bias of the decoder's convolutions and the output convolution (the encoder's always have one).
+        bias: Bias of the decoder's and the output's convolutions (the encoder's always have one).
         layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
         num_experts: Experts per decoder block.
-        rank: Base expert rank (official ``latent_dim``; unused by ``rank_type="spread"``).
+        rank: Base expert rank (official ``latent_dim``; unused by ``"spread"``).
         rank_type: How expert ranks grow (see :func:`expert_ranks`).
         top_k: Experts selected per image.
         with_complexity: Weight the routers' importance loss by the experts' parameter counts.
@@ -482,8 +428,6 @@ class MoCEIR(RestorationModel):
             )
         if train_top_k is not None and not 1 <= train_top_k <= num_experts:
             raise UsageError(f"train_top_k must be in [1, {num_experts}] or None, got {train_top_k}")
-        if rank_type not in RANK_TYPES:
-            raise UsageError(f"rank_type must be one of {RANK_TYPES}, got {rank_type!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.pad_multiple = 2 ** (levels - 1)
         self.num_dec_blocks = list(num_dec_blocks)
@@ -541,22 +485,18 @@ class MoCEIR(RestorationModel):
         return out
 
     def low_precision_flags(self) -> list[tuple[str, nn.Module, str]]:
-        """The modules kept in float32 under bf16/fp16 (Restormer's choice, on MoCE-IR's names)."""
+        """The modules kept in float32 under bf16/fp16 (Restormer's choice)."""
         return restormer_low_precision_flags(self)
 
     def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """Ask the training forward for the routers' balancing loss as well (one forward, as DDP needs)."""
+        """Ask the training forward for the routers' balancing loss too."""
         return {"return_balance_loss": True}
 
     def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Split ``(image, balance_loss)`` into the image and ``{"balance": balance_loss}``."""
         if isinstance(output, torch.Tensor):
             return output, {}
-        if (
-            isinstance(output, tuple)
-            and len(output) == 2
-            and all(isinstance(t, torch.Tensor) for t in output)
-        ):
+        if isinstance(output, tuple) and len(output) == 2:
             return output[0], {"balance": output[1]}
         raise UsageError(
             "expected the output of forward(x, **training_forward_kwargs(batch)): an image tensor or "
@@ -568,39 +508,33 @@ class MoCEIR(RestorationModel):
 
         Change the weight with ``trainer.aux_weights: {balance: ...}``.
         """
-        return [AuxiliaryLoss("balance", DEFAULT_BALANCE_WEIGHT, _balance_term)]
+        return [AuxiliaryLoss("balance", 0.01, _balance_term)]  # the official --balance_loss_weight
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Constructor arguments of a MoCE-IR state dict, else ``None``.
-
-        ``top_k``, ``with_complexity`` and ``complexity_scale`` are not stored: the official defaults.
+        """Constructor arguments of a MoCE-IR state dict (``top_k`` and the loss options: defaults), else ``None``.
 
         Raises:
-            CheckpointError: If the expert ranks follow none of the known rank types.
+            CheckpointError: If the expert ranks follow none of the rank types.
         """
-        embed = state_dict.get("patch_embed.proj.weight")
-        out = state_dict.get("output.weight")
+        embed, out = state_dict.get("patch_embed.proj.weight"), state_dict.get("output.weight")
         if embed is None or out is None or "freq_embed.mlp.0.weight" not in state_dict:
             return None
         levels = count_blocks(state_dict, "enc") + 1
         if levels < 2 or count_blocks(state_dict, "dec") != levels - 1:
             return None
         dim = int(embed.shape[0])
+        enc = [f"enc.{i}.0" for i in range(levels - 1)] + ["latent"]
+        dec = [f"dec.{levels - 2 - i}.2" for i in range(levels - 1)]
 
-        def heads(prefix: str, default: int) -> int:
-            t = state_dict.get(f"{prefix}.layers.0.mixer.temperature")
-            return default if t is None else int(t.shape[0])
+        def heads(level: int) -> int:  # the encoder's temperature, or the decoder's where it has no blocks
+            for prefix in [enc[level], *dec[level : level + 1]]:
+                t = state_dict.get(f"{prefix}.layers.0.mixer.temperature")
+                if t is not None:
+                    return int(t.shape[0])
+            return 1
 
-        num_blocks = [count_blocks(state_dict, f"enc.{i}.0.layers") for i in range(levels - 1)]
-        num_blocks.append(count_blocks(state_dict, "latent.layers"))
-        num_dec = [count_blocks(state_dict, f"dec.{levels - 2 - i}.2.layers") for i in range(levels - 1)]
-        head_list = [heads(f"enc.{i}.0", 1) for i in range(levels - 1)] + [heads("latent", 1)]
-        for level in range(levels - 1):
-            if num_blocks[level] == 0:
-                head_list[level] = heads(f"dec.{levels - 2 - level}.2", head_list[level])
         ffn = state_dict.get("latent.layers.0.ffn.project_out.weight")
-        factor = 2.0 if ffn is None else int(ffn.shape[1]) / (dim * 2 ** (levels - 1))
         prefix = f"dec.{levels - 2}.2.layers.0.adapter.experts"
         num_experts = count_blocks(state_dict, prefix)
         ranks = [int(state_dict[f"{prefix}.{i}.0.proj.0.weight"].shape[0]) for i in range(num_experts)]
@@ -608,11 +542,11 @@ class MoCEIR(RestorationModel):
             "in_channels": int(embed.shape[1]),
             "out_channels": int(out.shape[0]),
             "dim": dim,
-            "num_blocks": num_blocks,
-            "num_dec_blocks": num_dec,
+            "num_blocks": [count_blocks(state_dict, f"{p}.layers") for p in enc],
+            "num_dec_blocks": [count_blocks(state_dict, f"{p}.layers") for p in dec],
             "num_refinement_blocks": count_blocks(state_dict, "refinement.layers"),
-            "heads": head_list,
-            "ffn_expansion_factor": factor,
+            "heads": [heads(level) for level in range(levels)],
+            "ffn_expansion_factor": 2.0 if ffn is None else int(ffn.shape[1]) / (dim * 2 ** (levels - 1)),
             "bias": "output.bias" in state_dict,
             "layer_norm_type": "WithBias"
             if "refinement.layers.0.norms.0.body.bias" in state_dict
@@ -624,8 +558,7 @@ class MoCEIR(RestorationModel):
         for rank_type in RANK_TYPES:
             base = 2 if rank_type == "spread" else ranks[0]
             if expert_ranks(dim, base, num_experts, rank_type) == ranks:
-                config.update(rank=base, rank_type=rank_type)
-                return config
+                return {**config, "rank": base, "rank_type": rank_type}
         raise CheckpointError(
             f"MoCE-IR checkpoint: expert ranks {ranks} at dim {dim} follow no known rank_type"
         )
@@ -643,14 +576,9 @@ def moce_ir_s(**kwargs: Any) -> MoCEIR:
     return MoCEIR(**{"dim": 32, **kwargs})
 
 
-# --------------------------------------------------------------------------- released weights
-# Facts from the official repository github.com/eduardzamfir/MoCE-IR (snapshot a1a6e74, 2025-03-14):
-# README.md ("03/04/2025: Full code & models release"; checkpoints and visual results in one Google Drive
-# folder, placed as checkpoints/<checkpoint_id>/last.ckpt by src/test.py; "Evaluation" names the ids
-# [MODEL]_AIO3 and [MODEL]_AIO5 for MODEL in MoCE_IR, MoCE_IR_S, tested without --with_complexity),
-# src/options.py (MoCE_IR dim 48, MoCE_IR_S dim 32, otherwise the same options), LICENSE (Apache 2.0).
-# The three-task file was replaced on 2025-03-13 (the repository's issue 3; not readable from here).
-# The files inside the folder could not be listed from here. No hash or size is published.
+# Released weights. Facts: github.com/eduardzamfir/MoCE-IR (snapshot a1a6e74) README.md (one Google Drive
+# folder; src/test.py reads checkpoints/<id>/last.ckpt; ids MoCE_IR[_S]_AIO3 / _AIO5, tested without
+# --with_complexity), src/options.py (dim 48 / 32), LICENSE (Apache 2.0). No hash or size is published.
 _MOCE_DRIVE = WeightsSource(
     "page",
     "https://drive.google.com/drive/folders/1pQBceb8cCPdIzbqbNNGqV5qNXzzqL4uK",

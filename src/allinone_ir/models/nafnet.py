@@ -26,12 +26,10 @@ def _simple_gate(x: torch.Tensor) -> torch.Tensor:
 
 
 class NAFBlock(nn.Module):
-    """NAFNet block: norm, 1x1, depthwise 3x3, SimpleGate, channel attention, 1x1, scaled residual; then a gated FFN.
+    """NAFNet block: a gated depthwise branch with channel attention, then a gated FFN, both scaled residuals.
 
     Args:
-        c: Number of channels.
-        dw_expand: Expansion of the first branch.
-        ffn_expand: Expansion of the feed-forward branch.
+        c: Channels.
         drop_out_rate: Dropout after each branch.
 
     Shape:
@@ -43,19 +41,14 @@ class NAFBlock(nn.Module):
         torch.Size([1, 8, 5, 5])
     """
 
-    def __init__(self, c: int, dw_expand: int = 2, ffn_expand: int = 2, drop_out_rate: float = 0.0) -> None:
+    def __init__(self, c: int, drop_out_rate: float = 0.0) -> None:
         super().__init__()
-        dw = c * dw_expand
-        self.conv1 = nn.Conv2d(c, dw, kernel_size=1, bias=True)
-        self.conv2 = nn.Conv2d(dw, dw, kernel_size=3, padding=1, groups=dw, bias=True)
-        self.conv3 = nn.Conv2d(dw // 2, c, kernel_size=1, bias=True)
-        # simplified channel attention (official keys sca.1.*)
-        self.sca = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, kernel_size=1, bias=True)
-        )
-        ffn = ffn_expand * c
-        self.conv4 = nn.Conv2d(c, ffn, kernel_size=1, bias=True)
-        self.conv5 = nn.Conv2d(ffn // 2, c, kernel_size=1, bias=True)
+        self.conv1 = nn.Conv2d(c, 2 * c, kernel_size=1)
+        self.conv2 = nn.Conv2d(2 * c, 2 * c, kernel_size=3, padding=1, groups=2 * c)
+        self.conv3 = nn.Conv2d(c, c, kernel_size=1)
+        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c, kernel_size=1))
+        self.conv4 = nn.Conv2d(c, 2 * c, kernel_size=1)
+        self.conv5 = nn.Conv2d(c, c, kernel_size=1)
         self.norm1 = LayerNorm2d(c, eps=1e-6)
         self.norm2 = LayerNorm2d(c, eps=1e-6)
         self.dropout1 = nn.Dropout(drop_out_rate) if drop_out_rate > 0 else nn.Identity()
@@ -71,25 +64,23 @@ class NAFBlock(nn.Module):
         return y + x * self.gamma
 
 
-def naf_stage(channels: int, depth: int, drop_out_rate: float = 0.0) -> Stage:
-    """``depth`` NAF blocks in a row (one U-Net level)."""
+def _naf_stage(channels: int, depth: int, drop_out_rate: float) -> Stage:
     return Stage(*[NAFBlock(channels, drop_out_rate=drop_out_rate) for _ in range(depth)])
 
 
 @register_architecture
 class NAFNet(UNetHooks, RestorationModel):
-    """NAFNet: U-Net of NAF blocks with additive skips and a global residual.
+    """NAFNet: U-Net of NAF blocks with additive skips and a global residual; official key names.
 
-    Key names equal the official ones. The default is the SIDD width-32 configuration (29,159,715
-    parameters). Any ``H, W >= 1`` works (zero padding to a multiple of ``2 ** len(enc_blk_nums)``, as
-    the official code, cropped back).
+    Defaults: the SIDD width-32 configuration. Any ``H, W >= 1`` works (zero padding to a multiple of
+    ``2 ** len(enc_blk_nums)``, as the official code, cropped back).
 
     Args:
         in_channels: Image channels (input and output).
         width: Channels of the first level (doubled at each level).
         middle_blk_num: NAF blocks in the bottleneck.
         enc_blk_nums: NAF blocks per encoder level.
-        dec_blk_nums: NAF blocks per decoder level (same length as ``enc_blk_nums``).
+        dec_blk_nums: NAF blocks per decoder level (as many levels as ``enc_blk_nums``).
         drop_out_rate: Dropout inside the blocks.
 
     Shape:
@@ -102,7 +93,7 @@ class NAFNet(UNetHooks, RestorationModel):
         torch.Size([1, 3, 11, 7])
     """
 
-    pad_mode = "constant"  # zeros, as the official check_image_size: official weights give official outputs
+    pad_mode = "constant"  # zeros, as the official check_image_size
 
     def __init__(
         self,
@@ -130,23 +121,22 @@ class NAFNet(UNetHooks, RestorationModel):
         self.ups = nn.ModuleList()
         chan = width
         for num in enc_blk_nums:
-            self.encoders.append(naf_stage(chan, num, drop_out_rate))
+            self.encoders.append(_naf_stage(chan, num, drop_out_rate))
             self.downs.append(nn.Conv2d(chan, chan * 2, kernel_size=2, stride=2))
             chan *= 2
-        self.middle_blks = naf_stage(chan, middle_blk_num, drop_out_rate)
+        self.middle_blks = _naf_stage(chan, middle_blk_num, drop_out_rate)
         for num in dec_blk_nums:
             self.ups.append(
                 nn.Sequential(nn.Conv2d(chan, chan * 2, kernel_size=1, bias=False), nn.PixelShuffle(2))
             )
             chan //= 2
-            self.decoders.append(naf_stage(chan, num, drop_out_rate))
+            self.decoders.append(_naf_stage(chan, num, drop_out_rate))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp, size = self._pad_input(x)
         return self._crop(self._unet_forward(inp), size)
 
     def _unet_forward(self, x: torch.Tensor, ctx: Any = None) -> torch.Tensor:
-        """The U-Net of NAFNet and PIP-NAFNet with the hooks of :class:`~allinone_ir.models._unet.UNetHooks`."""
         h = self.intro(x)
         skips = []
         for encoder, down in zip(self.encoders, self.downs):
@@ -160,7 +150,6 @@ class NAFNet(UNetHooks, RestorationModel):
             level -= 1
         return self.ending(h) + x
 
-    # ------------------------------------------------------------------ what the family declares
     finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "encoder": ("intro", "encoders", "downs", "middle_blks"),
         "decoder": ("ups", "decoders", "ending"),
@@ -169,119 +158,98 @@ class NAFNet(UNetHooks, RestorationModel):
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
         """Constructor arguments of a NAFNet-layout state dict (``intro`` ... ``ending``), else ``None``."""
-        return _read_nafnet_layout(state_dict)
+        if "intro.weight" not in state_dict or "ending.weight" not in state_dict:
+            return None
+        intro = state_dict["intro.weight"]
+        levels = count_blocks(state_dict, "downs")
+        return dict(
+            in_channels=int(intro.shape[1]),
+            width=int(intro.shape[0]),
+            middle_blk_num=count_blocks(state_dict, "middle_blks"),
+            enc_blk_nums=[count_blocks(state_dict, f"encoders.{i}") for i in range(levels)],
+            dec_blk_nums=[count_blocks(state_dict, f"decoders.{i}") for i in range(levels)],
+        )
+
+
+_SIDD_LAYOUT: dict[str, Any] = dict(enc_blk_nums=(2, 2, 4, 8), middle_blk_num=12, dec_blk_nums=(2, 2, 2, 2))
+_GOPRO_LAYOUT: dict[str, Any] = dict(enc_blk_nums=(1, 1, 1, 28), middle_blk_num=1, dec_blk_nums=(1, 1, 1, 1))
 
 
 @register_model
 def nafnet(**kwargs: Any) -> NAFNet:
-    """NAFNet, SIDD width-32 configuration (enc [2,2,4,8], middle 12, dec [2,2,2,2]; 29,159,715 parameters)."""
+    """NAFNet, SIDD width-32 configuration (29,159,715 parameters)."""
     return NAFNet(**kwargs)
 
 
 @register_model
 def nafnet_width32(**kwargs: Any) -> NAFNet:
-    """NAFNet width 32, enc [2,2,4,8], middle 12, dec [2,2,2,2] (SIDD denoising; 29,159,715 parameters)."""
-    return NAFNet(**{"width": 32, "enc_blk_nums": (2, 2, 4, 8), "middle_blk_num": 12,
-                     "dec_blk_nums": (2, 2, 2, 2), **kwargs})  # fmt: skip
+    """NAFNet width 32, enc [2,2,4,8], middle 12, dec [2,2,2,2] (SIDD; 29,159,715 parameters)."""
+    return NAFNet(**{"width": 32, **_SIDD_LAYOUT, **kwargs})
 
 
 @register_model
 def nafnet_width64(**kwargs: Any) -> NAFNet:
-    """NAFNet width 64, enc [1,1,1,28], middle 1, dec [1,1,1,1] (GoPro deblurring; 67,888,835 parameters)."""
-    return NAFNet(**{"width": 64, "enc_blk_nums": (1, 1, 1, 28), "middle_blk_num": 1,
-                     "dec_blk_nums": (1, 1, 1, 1), **kwargs})  # fmt: skip
+    """NAFNet width 64, enc [1,1,1,28], middle 1, dec [1,1,1,1] (GoPro; 67,888,835 parameters)."""
+    return NAFNet(**{"width": 64, **_GOPRO_LAYOUT, **kwargs})
 
 
 @register_model
 def nafnet_sidd_width64(**kwargs: Any) -> NAFNet:
     """NAFNet width 64, enc [2,2,4,8], middle 12, dec [2,2,2,2] (SIDD; 115,982,915 parameters)."""
-    return NAFNet(**{"width": 64, "enc_blk_nums": (2, 2, 4, 8), "middle_blk_num": 12,
-                     "dec_blk_nums": (2, 2, 2, 2), **kwargs})  # fmt: skip
+    return NAFNet(**{"width": 64, **_SIDD_LAYOUT, **kwargs})
 
 
 @register_model
 def nafnet_gopro_width32(**kwargs: Any) -> NAFNet:
     """NAFNet width 32, enc [1,1,1,28], middle 1, dec [1,1,1,1] (GoPro; 17,111,907 parameters)."""
-    return NAFNet(**{"width": 32, "enc_blk_nums": (1, 1, 1, 28), "middle_blk_num": 1,
-                     "dec_blk_nums": (1, 1, 1, 1), **kwargs})  # fmt: skip
+    return NAFNet(**{"width": 32, **_GOPRO_LAYOUT, **kwargs})
 
 
-def _read_nafnet_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-    """NAFNet's constructor arguments read from a state dict with its layout (shared by PIP-NAFNet)."""
-    if "intro.weight" not in state_dict or "ending.weight" not in state_dict:
-        return None
-    intro = state_dict["intro.weight"]
-    levels = count_blocks(state_dict, "downs")
-    return dict(
-        in_channels=int(intro.shape[1]),
-        width=int(intro.shape[0]),
-        middle_blk_num=count_blocks(state_dict, "middle_blks"),
-        enc_blk_nums=[count_blocks(state_dict, f"encoders.{i}") for i in range(levels)],
-        dec_blk_nums=[count_blocks(state_dict, f"decoders.{i}") for i in range(levels)],
-    )
+_read_nafnet_layout = NAFNet.detect  # PIP-NAFNet reads the same layout
 
 
-# --------------------------------------------------------------------------- released weights
-# Facts from the official repository github.com/megvii-research/NAFNet (snapshot 2b4af71, 2024-03-29):
-# readme.md's model table (file names, PSNR/SSIM, the Google Drive and Baidu links, the configurations
-# options/test/{SIDD,GoPro}/NAFNet-width*.yml) and LICENSE (MIT). SHA-256 and size: the Git LFS pointers of
-# the Hugging Face mirror nyanko7/nafnet-models, commit 08e8c70 ("Upload 5 files", its commit page); the same
-# hashes are on the LFS pointers uploaded by the NAFNet author chuxiaojie to the Space chuxiaojie/NAFNet
-# (commits 3e2d4f9, SIDD-width64, and 1564274, REDS-width64), so they are taken as the authors' files.
-def _nafnet_weights(
-    variant: str, file_name: str, arch: str, num_params: int, drive: str, baidu: str, **facts: Any
-) -> None:
-    register_weights(
-        PretrainedWeights(
-            name=f"nafnet.{variant}",
-            arch=arch,
-            file_name=file_name,
-            sources=(
-                WeightsSource("hf", "nyanko7/nafnet-models", file_name, note="third-party mirror"),
-                WeightsSource("gdrive", drive),
-                WeightsSource("baidu", baidu),
-            ),
-            num_params=num_params,
-            license="MIT (LICENSE of megvii-research/NAFNet)",
-            **facts,
-        )
-    )
-
-
+# Released weights. Facts: github.com/megvii-research/NAFNet (snapshot 2b4af71) readme.md's model table,
+# docs/REDS.md, options/test/*/NAFNet-width*.yml, LICENSE (MIT); SHA-256 and sizes: the Git LFS pointers of
+# the Hugging Face mirror nyanko7/nafnet-models (commit 08e8c70), equal to those of the author's Space
+# chuxiaojie/NAFNet. REDS-width64 is the GoPro width-64 network (NAFNetLocal uses the weights unchanged).
 _SIDD = "PSNR/SSIM on RGB, SIDD validation (1,280 256x256 blocks); readme.md model table"
 _GOPRO = "PSNR/SSIM on RGB, GoPro test set (1,111 images); readme.md model table"
-_nafnet_weights(
-    "sidd_width64", "NAFNet-SIDD-width64.pth", "nafnet_sidd_width64", 115_982_915,
-    "14Fht1QQJ2gMlk4N1ERCRuElg8JfjrWWR", "https://pan.baidu.com/s/198kYyVSrY_xZF0jGv9U0sQ?pwd=dton",
-    tasks=("noise",), training_data="SIDD", reported=("SIDD 40.3045/0.9614",), protocol=_SIDD,
-    sha256="cd685efaae01f7c4e9951f2deab05780079c8eb1e49ed664b72f6db04dabb445", size=464_154_961,
+_REDS = "PSNR/SSIM on RGB, REDS validation (300 images, lmdb) with test-time local statistics (NAFNetLocal); readme.md"
+_NAFNET_WEIGHTS: tuple[tuple[str, str, str, int, str, str, dict[str, Any]], ...] = (
+    ("sidd_width64", "NAFNet-SIDD-width64.pth", "nafnet_sidd_width64", 115_982_915,
+     "14Fht1QQJ2gMlk4N1ERCRuElg8JfjrWWR", "https://pan.baidu.com/s/198kYyVSrY_xZF0jGv9U0sQ?pwd=dton",
+     dict(tasks=("noise",), training_data="SIDD", reported=("SIDD 40.3045/0.9614",), protocol=_SIDD,
+          sha256="cd685efaae01f7c4e9951f2deab05780079c8eb1e49ed664b72f6db04dabb445", size=464_154_961)),
+    ("sidd_width32", "NAFNet-SIDD-width32.pth", "nafnet_width32", 29_159_715,
+     "1lsByk21Xw-6aW7epCwOQxvm6HYCQZPHZ", "https://pan.baidu.com/s/1Xses38SWl-7wuyuhaGNhaw?pwd=um97",
+     dict(tasks=("noise",), training_data="SIDD", reported=("SIDD 39.9672/0.9599",), protocol=_SIDD,
+          sha256="89c70e808d1783b6c07911306e106aaf0d4f7f3da8c61078b99ff7f8929a26f4", size=116_861_841)),
+    ("gopro_width64", "NAFNet-GoPro-width64.pth", "nafnet_width64", 67_888_835,
+     "1S0PVRbyTakYY9a82kujgZLbMihfNBLfC", "https://pan.baidu.com/s/1g-E1x6En-PbYXm94JfI1vg?pwd=wnwh",
+     dict(tasks=("blur",), training_data="GoPro", reported=("GoPro 33.7103/0.9668",), protocol=_GOPRO, default=True,
+          sha256="329d3ab4077b8d6b7ff61de376e483714667960bf85be027bf4335cda701196f", size=271_778_961)),
+    ("gopro_width32", "NAFNet-GoPro-width32.pth", "nafnet_gopro_width32", 17_111_907,
+     "1Fr2QadtDCEXg6iwWX8OzeZLbHOx2t5Bj", "https://pan.baidu.com/s/1AbgG0yoROHmrRQN7dgzDvQ?pwd=so6v",
+     dict(tasks=("blur",), training_data="GoPro", reported=("GoPro 32.8705/0.9606",), protocol=_GOPRO,
+          sha256="19394e6155d12ef6371d1d57496f87f0ec88f92bdffa27c0792690722d5d1a5c", size=68_671_121)),
+    ("reds_width64", "NAFNet-REDS-width64.pth", "nafnet_width64", 67_888_835,
+     "14D4V4raNYIOhETfcuuLI3bGLB-OYIv6X", "https://pan.baidu.com/s/1vg89ccbpIxg3mK9IONBfGg?pwd=9fas",
+     dict(tasks=("blur", "jpeg"), training_data="REDS (blur + JPEG)", reported=("REDS val300 29.0903/0.8671",),
+          protocol=_REDS, sha256="175fe8b3cdf3abedfbc87769779c3d9f491e05bb2e73ea9d627883f90a4b2df3", size=271_756_689)),
 )  # fmt: skip
-_nafnet_weights(
-    "sidd_width32", "NAFNet-SIDD-width32.pth", "nafnet_width32", 29_159_715,
-    "1lsByk21Xw-6aW7epCwOQxvm6HYCQZPHZ", "https://pan.baidu.com/s/1Xses38SWl-7wuyuhaGNhaw?pwd=um97",
-    tasks=("noise",), training_data="SIDD", reported=("SIDD 39.9672/0.9599",), protocol=_SIDD,
-    sha256="89c70e808d1783b6c07911306e106aaf0d4f7f3da8c61078b99ff7f8929a26f4", size=116_861_841,
-)  # fmt: skip
-_nafnet_weights(
-    "gopro_width64", "NAFNet-GoPro-width64.pth", "nafnet_width64", 67_888_835,
-    "1S0PVRbyTakYY9a82kujgZLbMihfNBLfC", "https://pan.baidu.com/s/1g-E1x6En-PbYXm94JfI1vg?pwd=wnwh",
-    tasks=("blur",), training_data="GoPro", reported=("GoPro 33.7103/0.9668",), protocol=_GOPRO, default=True,
-    sha256="329d3ab4077b8d6b7ff61de376e483714667960bf85be027bf4335cda701196f", size=271_778_961,
-)  # fmt: skip
-_nafnet_weights(
-    "gopro_width32", "NAFNet-GoPro-width32.pth", "nafnet_gopro_width32", 17_111_907,
-    "1Fr2QadtDCEXg6iwWX8OzeZLbHOx2t5Bj", "https://pan.baidu.com/s/1AbgG0yoROHmrRQN7dgzDvQ?pwd=so6v",
-    tasks=("blur",), training_data="GoPro", reported=("GoPro 32.8705/0.9606",), protocol=_GOPRO,
-    sha256="19394e6155d12ef6371d1d57496f87f0ec88f92bdffa27c0792690722d5d1a5c", size=68_671_121,
-)  # fmt: skip
-# readme.md's table and docs/REDS.md (the Drive and Baidu links, REDS val 300 "deblurring with JPEG artifacts"),
-# options/test/REDS/NAFNet-width64.yml (NAFNetLocal, width 64, enc [1,1,1,28], middle 1, dec [1,1,1,1]: the
-# GoPro width-64 network, whose weights NAFNetLocal uses unchanged; RGB PSNR/SSIM, crop_border 0). The
-# Baseline-* and NAFSSR-* files are not registered: their networks are not architectures of this library.
-_nafnet_weights(
-    "reds_width64", "NAFNet-REDS-width64.pth", "nafnet_width64", 67_888_835,
-    "14D4V4raNYIOhETfcuuLI3bGLB-OYIv6X", "https://pan.baidu.com/s/1vg89ccbpIxg3mK9IONBfGg?pwd=9fas",
-    tasks=("blur", "jpeg"), training_data="REDS (blur + JPEG)", reported=("REDS val300 29.0903/0.8671",),
-    protocol="PSNR/SSIM on RGB, REDS validation (300 images, lmdb) with test-time local statistics (NAFNetLocal); readme.md",
-    sha256="175fe8b3cdf3abedfbc87769779c3d9f491e05bb2e73ea9d627883f90a4b2df3", size=271_756_689,
-)  # fmt: skip
+for _variant, _file, _arch, _params, _drive, _baidu, _facts in _NAFNET_WEIGHTS:
+    register_weights(
+        PretrainedWeights(
+            name=f"nafnet.{_variant}",
+            arch=_arch,
+            file_name=_file,
+            sources=(
+                WeightsSource("hf", "nyanko7/nafnet-models", _file, note="third-party mirror"),
+                WeightsSource("gdrive", _drive),
+                WeightsSource("baidu", _baidu),
+            ),
+            num_params=_params,
+            license="MIT (LICENSE of megvii-research/NAFNet)",
+            **_facts,
+        )
+    )
