@@ -22,12 +22,7 @@ DTYPE_NAMES: tuple[str, ...] = ("bf16", "fp16", "fp32")
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bool = False) -> None:
-    """Add ``--model``, ``--checkpoint``, ``--weights``, ``--model-args`` and ``--device`` to a parser.
-
-    Args:
-        p: The sub-command's parser.
-        random_weights_option: Also add ``--random-weights`` (``restore``, ``evaluate``).
-    """
+    """Add ``--model``, ``--checkpoint``, ``--weights``, ``--model-args``, ``--device`` (and ``--random-weights``)."""
     g = p.add_argument_group("network")
     g.add_argument(
         "--model",
@@ -42,14 +37,13 @@ def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bo
         metavar="NAME",
         help="official pretrained weights by name (see `allinone-ir weights`), downloaded once into the cache",
     )
-    g.add_argument("--model-args", default=None, help="JSON constructor overrides, e.g. '{\"dim\": 24}'")
+    g.add_argument("--model-args", help="JSON constructor overrides, e.g. '{\"dim\": 24}'")
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     if random_weights_option:
         g.add_argument(
             "--random-weights",
             action="store_true",
-            help="allow --model NAME without --checkpoint: the untrained network, to try the command out "
-            "(its output is not a restoration)",
+            help="allow --model NAME without --checkpoint: the untrained network (its output is no restoration)",
         )
 
 
@@ -66,10 +60,7 @@ def add_restore_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_model_args(text: str | None) -> dict[str, Any]:
-    """The ``--model-args`` JSON object (``{}`` when not given).
-
-    Raises:
-        UsageError: If it is not valid JSON or not an object.
+    """The ``--model-args`` JSON object (``{}`` when not given); ``UsageError`` if it is not one.
 
     Examples:
         >>> parse_model_args('{"dim": 24}'), parse_model_args(None)
@@ -92,8 +83,7 @@ def load_model_from_args(args: argparse.Namespace, *, require_weights: bool) -> 
         require_weights: Refuse an untrained network unless ``--random-weights`` is given.
 
     Raises:
-        UsageError: If the options name no usable network, ``--model-args`` does not fit it, the
-            network would be untrained and that is not allowed, or ``--device`` is not available.
+        UsageError: If the options name no usable network or device, or an untrained one not allowed.
         CheckpointError: If the weights cannot be read or do not fit the network.
     """
     from ..hub import from_pretrained, load_checkpoint

@@ -158,11 +158,9 @@ def run(args: argparse.Namespace) -> int:
             f"{r['input_ssim']:>10.4f} {r['images_per_s']:>7.2f}"
         )
     a = results["average"]
-    label = (
-        f"average ({len(tasks)} of {len(tasks) + len(results['skipped'])})"
-        if results["skipped"]
-        else "average"
-    )
+    label = "average"
+    if results["skipped"]:
+        label += f" ({len(tasks)} of {len(tasks) + len(results['skipped'])})"
     print(
         f"{label:<11s} {'':>6s} {a['psnr']:>8.2f} {a['ssim']:>7.4f} {a['input_psnr']:>10.2f} {a['input_ssim']:>10.4f}"
     )

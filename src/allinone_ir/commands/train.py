@@ -86,12 +86,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     cfg = load_config(path)
-    options = {
-        "resume": args.resume,
-        "max_steps": args.max_steps,
-        "output_dir": args.output_dir,
-        "device": args.device,
-    }
+    options = {k: getattr(args, k) for k in ("resume", "max_steps", "output_dir", "device")}  # trainer.*
     cfg["trainer"] = {**(cfg.get("trainer") or {}), **{k: v for k, v in options.items() if v is not None}}
     trainer = build_from_config(cfg, Path.cwd())
     main = trainer.dist.is_main
