@@ -1,27 +1,120 @@
-"""Training checkpoints on disk: ``checkpoints/step_XXXXXXXX.pt`` (an exact resume) and ``best.pt`` (weights).
-
-Every file is written atomically, so a ``kill -9`` never leaves a half-written checkpoint.
-"""
+"""The run folder on disk: atomic checkpoints (``checkpoints/step_XXXXXXXX.pt``, ``best.pt``) and its lock."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import errno
+import json
 import os
 import pickle
 import random
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UsageError
 from ..io import atomic_write
 
 __all__: list[str] = []
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+try:  # Windows
+    import msvcrt
+except ImportError:
+    msvcrt = None  # type: ignore[assignment]
+
+
+def _try_lock(f: IO[str]) -> bool:
+    """Take the lock on ``f`` without waiting; ``False`` if another open file holds it."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        elif msvcrt is not None:  # pragma: no cover - a byte far past the holder's text, which stays readable
+            f.seek(1 << 20)
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+            f.seek(0)
+    except OSError:
+        return False
+    return True
+
+
+class RunFolderLock:
+    """The lock of one run folder, held while a :class:`~allinone_ir.training.Trainer` runs.
+
+    Examples:
+        >>> import tempfile
+        >>> lock = RunFolderLock(tempfile.mkdtemp())
+        >>> lock.acquire(); lock.path.is_file()
+        True
+        >>> lock.release(); lock.path.is_file()
+        False
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / ".train.lock"
+        self._file: IO[str] | None = None
+        self._created_folder = False
+
+    def acquire(self) -> None:
+        """Take the lock at once, or raise :class:`UsageError` naming the holder."""
+        if self._file is not None:
+            return
+        self._created_folder = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            f = open(self.path, "a+")  # held open while the run lasts
+            if not _try_lock(f):
+                f.close()
+                try:
+                    info = json.loads(self.path.read_text())
+                    holder = f"pid {info['pid']} on {info['host']}, started {info['started']}"
+                except (OSError, ValueError, KeyError, TypeError):  # being written
+                    holder = "another process"
+                raise UsageError(
+                    f"output folder {self.folder} is in use by another training run ({holder}); "
+                    "wait for it to end or stop it, or use another --output-dir (trainer.output_dir)"
+                )
+            with contextlib.suppress(
+                FileNotFoundError
+            ):  # a lock on a file its holder has just removed: again
+                if os.path.samestat(os.fstat(f.fileno()), os.stat(self.path)):
+                    break
+            f.close()
+        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}) + "\n")
+        f.flush()
+        self._file = f
+
+    def release(self, *, remove_empty_folder: bool = False) -> None:
+        """Remove the lock file and release the lock; also the folder if ``acquire`` created it and it is empty."""
+        if self._file is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still holding it: no one can take the removed file
+        finally:
+            self._file.close()
+            self._file = None
+        if remove_empty_folder and self._created_folder:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()
+
+    def __del__(self) -> None:
+        file = getattr(self, "_file", None)
+        if file is not None:  # closing the file releases the lock; the file itself is left
+            file.close()
 
 
 def _periodic(folder: Path) -> list[tuple[int, Path]]:
@@ -150,10 +243,6 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Modu
     return model
 
 
-def _show(items: list[str], limit: int = 3) -> str:
-    return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
-
-
 def _describe_misfit(
     model: nn.Module, state: Mapping[str, torch.Tensor], saved_config: Any = None
 ) -> str | None:
@@ -186,7 +275,11 @@ def _describe_misfit(
         (unexpected, "unexpected keys", 3),
         (mismatched, "shape mismatches", 2),
     ]
-    parts = [f"{len(items)} {what} ({_show(items, limit)})" for items, what, limit in found if items]
+    parts = [
+        f"{len(items)} {what} ({', '.join(items[:n])}{', ...' if len(items) > n else ''})"
+        for items, what, n in found
+        if items
+    ]
     return f"{name}: " + ", ".join(parts)
 
 

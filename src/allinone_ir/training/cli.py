@@ -45,8 +45,9 @@ Every value is checked when the config is read, and every error names its key
 from __future__ import annotations
 
 import functools
-import math
+import inspect
 import os
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -105,23 +106,18 @@ def _no_unknown(sec: Mapping[str, Any], known: set[str], where: str, what: str =
 
 
 def _take(
-    sec: dict[str, Any],
-    key: str,
-    where: str,
-    kind: type | tuple[type, ...],
-    default: Any = ...,
-    *,
-    nullable: bool = False,
+    sec: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...], default: Any = ...
 ) -> Any:
+    """``sec[key]`` checked against ``kind`` (bools are not numbers); ``default`` if absent (``None`` also
+    when the default is ``None``); required without a default."""
     if key not in sec:
         if default is ...:
             raise ConfigError(f"{where}.{key}: missing (required)")
         return default
     v = sec[key]
-    if v is None and nullable:
+    if v is None and default is None:
         return None
-    ok = isinstance(v, kind) and not (isinstance(v, bool) and kind in (int, float, (int, float)))
-    if not ok:
+    if not isinstance(v, kind) or (isinstance(v, bool) and kind in (int, float, (int, float))):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ConfigError(f"{where}.{key}: expected {names}, got {v!r}")
     return v
@@ -135,11 +131,8 @@ def _path(base: Path, value: str) -> str:
 def _folder(sec: dict[str, Any], key: str, where: str, base: Path) -> str:
     path = Path(_path(base, _take(sec, key, where, str)))
     if not path.is_dir():
-        rule = (
-            f"the working directory {base}, not the config file's folder"
-            if base == Path.cwd().resolve()
-            else str(base)
-        )
+        cwd = base == Path.cwd().resolve()
+        rule = f"the working directory {base}, not the config file's folder" if cwd else str(base)
         what = "not a folder" if path.exists() else "folder not found"
         raise ConfigError(f"{where}.{key}: {what}: {path} (relative paths are resolved against {rule})")
     return str(path)
@@ -155,8 +148,7 @@ _DATA_KEYS = {
 
 
 def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tuple[Any, Any]:
-    """The dataset of ``data.train`` or ``data.val`` (whole images without augmentation by default for
-    validation), and the pairs ``val_split`` holds out (or ``None``)."""
+    """The dataset of ``data.train`` or ``data.val`` and the pairs ``val_split`` holds out (or ``None``)."""
     from ..data import PairedImageDataset, SyntheticDegradationDataset, promptir_dataset
     from ..data.datasets import normalize_patch_size
 
@@ -164,22 +156,21 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
     kind = _take(sec, "type", where, str, "paired")
     if kind not in _DATA_KEYS:
         raise ConfigError(f"{where}.type: must be one of {sorted(_DATA_KEYS)}, got {kind!r}")
-    if "val_split" in sec and (is_val or kind != "paired"):
-        raise ConfigError(
-            f"{where}.val_split: only data.train of type 'paired' can hold out pairs"
-            + ("" if is_val else f" (this is type {kind!r}: give a data.val section)")
-        )
+    split = sec.get("val_split")
+    if "val_split" in sec:
+        if is_val or kind != "paired":
+            raise ConfigError(
+                f"{where}.val_split: only data.train of type 'paired' can hold out pairs"
+                + ("" if is_val else f" (this is type {kind!r}: give a data.val section)")
+            )
+        fraction = isinstance(split, float) and 0 < split < 1
+        count = isinstance(split, int) and not isinstance(split, bool) and split > 0
+        if not (fraction or count):
+            raise ConfigError(
+                f"{where}.val_split: val_split must be a fraction in (0, 1) or a whole number of pairs, got {split!r}"
+            )
     _no_unknown(sec, _DATA_KEYS[kind], f"{where}.", f"unknown key for type {kind!r}")
     check = _take(sec, "validate", where, bool, True)
-    split = sec.get("val_split")
-    if "val_split" in sec and (
-        isinstance(split, bool)
-        or not isinstance(split, (int, float))
-        or not 0 < split < (1 if isinstance(split, float) else math.inf)
-    ):  # before the folders are read: the form of the value
-        raise ConfigError(
-            f"{where}.val_split: val_split must be a fraction in (0, 1) or a whole number of pairs, got {split!r}"
-        )
     patch = sec.get("patch_size", None if is_val else 128)
     try:
         common: dict[str, Any] = {"patch_size": normalize_patch_size(patch)}
@@ -195,17 +186,17 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
         common["augment_modes"] = tuple(modes)
     elif is_val:
         common["augment_modes"] = ()
+    classes = _take(sec, "classes", where, (list, dict), None)
     ds: Any
     try:
         if kind == "paired":
-            name_map = _take(sec, "name_map", where, list, None, nullable=True)
+            name_map = _take(sec, "name_map", where, list, None)
             if name_map is not None and (len(name_map) != 2 or not all(isinstance(s, str) for s in name_map)):
                 raise ConfigError(f"{where}.name_map: expected [regex, replacement], got {name_map!r}")
             ds = PairedImageDataset(
                 _folder(sec, "degraded_dir", where, base), _folder(sec, "clean_dir", where, base),
                 name_map=tuple(name_map) if name_map else None,
-                label_from=_take(sec, "label_from", where, (str, dict), "prefix"),
-                classes=_take(sec, "classes", where, (list, dict), None, nullable=True),
+                label_from=_take(sec, "label_from", where, (str, dict), "prefix"), classes=classes,
                 recursive=_take(sec, "recursive", where, bool, False), validate=check, **common,
             )  # fmt: skip
         elif kind == "synthetic":
@@ -213,32 +204,26 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
                 _folder(sec, "clean_dir", where, base),
                 tasks=_take(sec, "tasks", where, list, ["noise", "rain", "haze", "snow"]),
                 repeat=_take(sec, "repeat", where, int, 1), fixed=_take(sec, "fixed", where, bool, is_val),
-                classes=_take(sec, "classes", where, (list, dict), None, nullable=True), **common,
+                classes=classes, **common,
             )  # fmt: skip
         else:
             ds = promptir_dataset(
                 _folder(sec, "root", where, base),
                 tasks=_take(sec, "tasks", where, list, ["denoise", "derain", "dehaze"]),
                 sigmas=_take(sec, "sigmas", where, list, [15, 25, 50]),
-                repeats=_take(sec, "repeats", where, dict, None, nullable=True),
-                layout=_take(sec, "layout", where, dict, None, nullable=True),
+                repeats=_take(sec, "repeats", where, dict, None), layout=_take(sec, "layout", where, dict, None),
                 **common,
             )  # fmt: skip
+        held_out = None
+        if "val_split" in sec:
+            where += ".val_split"
+            ds, held_out = ds.split(sec["val_split"], seed=common["seed"])
+        elif check and kind != "paired" and hasattr(ds, "validate"):  # paired folders are checked when built
+            ds.validate()
     except ConfigError:
         raise
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
-    held_out = None
-    if "val_split" in sec:
-        try:
-            ds, held_out = ds.split(sec["val_split"], seed=common["seed"])
-        except ValueError as exc:
-            raise ConfigError(f"{where}.val_split: {exc}") from exc
-    if check and kind != "paired" and hasattr(ds, "validate"):  # paired folders check every pair when built
-        try:
-            ds.validate()
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
     return ds, held_out
 
 
@@ -252,7 +237,6 @@ def _extra_losses(items: Any, family_terms: dict[str, float], family: str) -> li
 
     if not isinstance(items, list):
         raise ConfigError(f"extra_losses: expected a list of {{name, weight}} mappings, got {items!r}")
-    factories: dict[str, Callable[..., Any]] = {"ddl": DirectionalDecoupledLoss}
     terms = []
     for i, item in enumerate(items):
         where = f"extra_losses[{i}]"
@@ -264,23 +248,19 @@ def _extra_losses(items: Any, family_terms: dict[str, float], family: str) -> li
                 f"{where}.name: {name!r} is already a training term of {family} (weight {family_terms[name]:g}); "
                 f"remove it from extra_losses (set its weight with trainer.aux_weights: {{{name}: ...}})"
             )
-        if name not in factories:
-            raise ConfigError(f"{where}.name: unknown extra loss {name!r}; known: {sorted(factories)}")
-        kwargs = _take(item, "args", where, dict, {})
+        if name != "ddl":
+            raise ConfigError(f"{where}.name: unknown extra loss {name!r}; known: ['ddl']")
         try:
-            fn = factories[name](**kwargs)
+            fn = DirectionalDecoupledLoss(**_take(item, "args", where, dict, {}))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}.args: {exc}") from exc
-        weight = float(_take(item, "weight", where, (int, float), getattr(fn, "alpha", 1.0)))
+        weight = float(_take(item, "weight", where, (int, float), fn.alpha))
         terms.append(LossTerm(functools.partial(_on_model, fn), weight=weight, name=name))
     return terms
 
 
 def _check_model_args(name: str, margs: dict[str, Any]) -> None:
     """Check ``model.args`` against the constructor of the class the network ``name`` builds: names and types."""
-    import inspect
-    import typing
-
     from ..models._registry import _MODELS
     from .config import _describe, _matches
 
@@ -293,14 +273,13 @@ def _check_model_args(name: str, margs: dict[str, Any]) -> None:
         params = inspect.signature(cls, eval_str=True).parameters
     except (NameError, TypeError, ValueError):  # a constructor this cannot read: build and see
         return
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        known = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-        for key in margs:
-            if key not in params:
-                raise ConfigError(
-                    f"model.args.{key}: not an argument of {cls.__name__} ({name}); known: {', '.join(known)}"
-                )
+    kinds = {p.kind for p in params.values()}
+    known = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
     for key, value in margs.items():
+        if key not in params and inspect.Parameter.VAR_KEYWORD not in kinds:
+            raise ConfigError(
+                f"model.args.{key}: not an argument of {cls.__name__} ({name}); known: {', '.join(known)}"
+            )
         hint = params[key].annotation if key in params else inspect.Parameter.empty
         if hint is not inspect.Parameter.empty and not _matches(value, hint):
             raise ConfigError(f"model.args.{key}: expected {_describe(hint)}, got {value!r}")
@@ -341,12 +320,8 @@ def _build_model(name: str, margs: dict[str, Any], train: Any, seed: int) -> Any
 
 
 def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] = ".") -> Any:
-    """Build a :class:`~allinone_ir.training.Trainer` from a parsed config (see the module docstring).
-
-    Args:
-        cfg: The parsed config.
-        base_dir: Folder that relative paths are resolved against (the command line passes the working
-            directory).
+    """Build a :class:`~allinone_ir.training.Trainer` from a parsed config; relative paths are resolved
+    against ``base_dir`` (the command line passes the working directory).
 
     Raises:
         ConfigError: Naming the offending key.
@@ -361,15 +336,13 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
 
     base = Path(base_dir).expanduser().resolve()
     _no_unknown(cfg, {"model", "data", "trainer", "augment", "extra_losses"}, "", "unknown top-level section")
-    tsec = _section(cfg, "trainer", "", required=False)
     try:
-        tcfg = TrainerConfig.from_dict(tsec)
+        tcfg = TrainerConfig.from_dict(_section(cfg, "trainer", "", required=False))
     except (TypeError, ValueError) as exc:
         msg = str(exc)  # "TrainerConfig.lr: expected ..." names the field
+        named = msg.startswith("TrainerConfig.")
         raise ConfigError(
-            "trainer." + msg.removeprefix("TrainerConfig.")
-            if msg.startswith("TrainerConfig.")
-            else f"trainer: {msg}"
+            "trainer." + msg.removeprefix("TrainerConfig.") if named else f"trainer: {msg}"
         ) from None
     tcfg.output_dir = _path(base, tcfg.output_dir)
     if tcfg.init_weights:
@@ -386,16 +359,14 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
     _no_unknown(msec, {"name", "args"}, "model.")
     dsec = _section(cfg, "data", "")
     _no_unknown(dsec, {"train", "val"}, "data.")
-    train_sec = _section(dsec, "train", "data.")
-    if dsec.get("val") is not None and not isinstance(dsec["val"], dict):
-        raise ConfigError("data.val: expected a mapping")
-    if "val_split" in train_sec and dsec.get("val") is not None:
+    train_sec, val_sec = _section(dsec, "train", "data."), _section(dsec, "val", "data.", required=False)
+    if "val_split" in train_sec and val_sec:
         raise ConfigError(
             "data.train.val_split: give either data.train.val_split or a data.val section, not both"
         )
     train, val = _build_dataset(train_sec, "data.train", base, tcfg.seed)
-    if dsec.get("val") is not None:
-        val, _ = _build_dataset(dsec["val"], "data.val", base, tcfg.seed)
+    if val_sec:
+        val, _ = _build_dataset(val_sec, "data.val", base, tcfg.seed)
     model = _build_model(name, margs, train, tcfg.seed)
     if getattr(model, "accepts_degradation", False):
         for where, data in (("data.train", train), ("data.val", val)):
@@ -409,10 +380,8 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
         _no_unknown(asec, {"cutblur", "mixup", "dmix", "num_classes"}, "augment.")
         num_classes = asec.get("num_classes") or getattr(model, "num_degradations", None)
         try:
-            augment = BatchAugment(
-                cutblur=float(asec.get("cutblur", 0.0)), mixup=float(asec.get("mixup", 0.0)),
-                dmix=float(asec.get("dmix", 0.0)), num_classes=num_classes, seed=tcfg.seed,
-            )  # fmt: skip
+            rates = {k: float(asec.get(k, 0.0)) for k in ("cutblur", "mixup", "dmix")}
+            augment = BatchAugment(**rates, num_classes=num_classes, seed=tcfg.seed)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"augment: {exc}") from exc
     family = (

@@ -51,10 +51,7 @@ def _describe(hint: Any) -> str:
 
 
 def _matches(value: Any, hint: Any) -> bool:
-    """Whether ``value`` (as a config file gives it) fits ``hint``; a hint this does not read fits anything.
-
-    Floats must be finite and bools are not numbers; lists stand for tuples, strings are not sequences.
-    """
+    """Whether a config file's ``value`` fits ``hint`` (floats finite, bools not numbers, lists for tuples)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return True
@@ -89,8 +86,7 @@ def _normalize_resume(value: Any) -> str:
         return "never"
     if value is True:
         return "auto"
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
+    value = os.fspath(value) if isinstance(value, os.PathLike) else value
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(
             f"TrainerConfig.resume: expected 'auto', 'never' or a checkpoint path, got {value!r}"
@@ -158,35 +154,24 @@ class TrainerConfig:
         max_steps: Number of optimizer updates; the learning-rate schedule spans them.
         batch_size: Images per batch per process.
         grad_accum_steps: Batches accumulated per update.
-        optimizer: ``"adamw"`` or ``"adam"``.
-        lr: Peak learning rate.
         min_lr: Floor the cosine decays to.
-        weight_decay: Weight decay (decoupled for AdamW).
-        betas: Adam betas.
         warmup_steps: Linear warm-up length in updates.
         warmup_start_factor: Warm-up starts at ``lr * warmup_start_factor``.
         schedule: ``"cosine"`` (warm-up then cosine to ``min_lr``) or ``"constant"``.
         grad_clip: Max global gradient norm (``None``: no clipping).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast (fp16 with a gradient scaler); a CPU that
-            only emulates it (:func:`~allinone_ir.inference.native_low_precision`) is warned about.
+        precision: Autocast precision (fp16 with a gradient scaler); a CPU that only emulates it is warned about.
         ema_decay: Keep an EMA of the weights (``None``: off); validation and ``best.pt`` then use it.
-        channels_last: Use the channels-last memory format.
         grad_checkpointing: Recompute activations in the backward pass (``set_grad_checkpointing``).
-        compile: Wrap the model in ``torch.compile``.
         loss: Name of the main loss (:data:`allinone_ir.training.LOSSES`), unless one is passed in.
-        loss_kwargs: Keyword arguments of that loss.
         val_every: Validate every this many updates (0: only at the end).
         val_batch_size: Batch size of validation (1 allows images of different sizes).
         metric_protocol: ``"promptir"`` or ``"basicsr"`` (see :mod:`allinone_ir.metrics`).
         save_every: Write a checkpoint every this many updates (0: by time, on a signal and at the end).
         save_every_minutes: Also write one after this many minutes since the last (0: off).
         keep_last: How many periodic checkpoints (``checkpoints/step_*.pt``) to keep, besides ``best.pt``.
-        log_every: Log the training loss every this many updates.
         seed: Seed of the data order and augmentation (and the model where the config builds it).
-        num_workers: DataLoader worker processes.
         device: ``"auto"`` (CUDA, else MPS, else CPU), or a device string.
-        resume: ``"auto"`` (the newest checkpoint in ``output_dir`` if any), ``"never"`` (also ``None``,
-            ``False``, ``"none"``, ``"false"``) or a checkpoint path.
+        resume: ``"auto"`` (the newest checkpoint in ``output_dir``), ``"never"`` (also ``None``, ``"none"``) or a path.
         init_weights: Checkpoint whose weights start the run (staged fine-tuning).
         trainable: If set, freeze everything but these module groups (see :func:`~allinone_ir.training.unfreeze`).
         progress_bar: Show a tqdm progress bar on the main process.
@@ -270,7 +255,4 @@ class TrainerConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown TrainerConfig key(s) {unknown}; known keys: {sorted(known)}")
-        data = dict(data)
-        if isinstance(data.get("betas"), list):
-            data["betas"] = tuple(data["betas"])
         return cls(**data)

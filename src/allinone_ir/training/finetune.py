@@ -1,7 +1,6 @@
 """Staged fine-tuning: ``freeze(model); unfreeze(model, ["refinement", "output", "prompt*"])``.
 
-Groups are top-level modules, dotted prefixes, globs, or the selections the family declares
-(:func:`finetune_groups`: PromptIR's ``stage2``, ``prompts``, ``decoder`` ...).
+Groups are top-level modules, dotted prefixes, globs, or the selections a family declares (:func:`finetune_groups`).
 """
 
 from __future__ import annotations
@@ -48,14 +47,13 @@ def module_groups(model: nn.Module) -> dict[str, tuple[int, int]]:
     return groups
 
 
-def _select(model: nn.Module, groups: Iterable[str] | None) -> list[nn.Parameter]:
+def _set_trainable(model: nn.Module, groups: Iterable[str] | None, flag: bool) -> int:
+    """Set ``requires_grad`` of the parameters ``groups`` match (``None``: all); returns their number."""
     params = dict(model.named_parameters())
-    if groups is None:
-        return list(params.values())
     declared = finetune_groups(model)
-    chosen: dict[str, nn.Parameter] = {}
+    chosen = params if groups is None else {}
     unknown = []
-    for pat in [p for g in groups for p in declared.get(g, (g,))]:
+    for pat in [p for g in groups or () for p in declared.get(g, (g,))]:
         hits = [
             n
             for n in params
@@ -72,7 +70,9 @@ def _select(model: nn.Module, groups: Iterable[str] | None) -> list[nn.Parameter
         raise UsageError(
             f"no parameters match {unknown}; module groups are {sorted(module_groups(model))}{named}"
         )
-    return list(chosen.values())
+    for p in chosen.values():
+        p.requires_grad_(flag)
+    return sum(p.numel() for p in chosen.values())
 
 
 def freeze(model: nn.Module, groups: Iterable[str] | None = None) -> int:
@@ -81,10 +81,7 @@ def freeze(model: nn.Module, groups: Iterable[str] | None = None) -> int:
     Raises:
         UsageError: If a name matches nothing (the message lists the groups).
     """
-    params = _select(model, groups)
-    for p in params:
-        p.requires_grad_(False)
-    return sum(p.numel() for p in params)
+    return _set_trainable(model, groups, False)
 
 
 def unfreeze(model: nn.Module, groups: Iterable[str] | None = None) -> int:
@@ -96,7 +93,4 @@ def unfreeze(model: nn.Module, groups: Iterable[str] | None = None) -> int:
         >>> unfreeze(net, ["1"])
         3
     """
-    params = _select(model, groups)
-    for p in params:
-        p.requires_grad_(True)
-    return sum(p.numel() for p in params)
+    return _set_trainable(model, groups, True)

@@ -1,4 +1,4 @@
-"""The run's logs: ``train_log.csv``, ``val_log.csv`` and ``history.json``, cut back to the step a run resumes at."""
+"""The run's logs: ``train_log.csv``, ``val_log.csv`` and ``history.json``."""
 
 from __future__ import annotations
 
@@ -16,12 +16,11 @@ __all__: list[str] = []
 
 
 def _write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, default=float)))
 
 
 def _append_csv(path: Path, row: Mapping[str, Any]) -> None:
-    """Append a row; the first row of a new file writes the header (later rows use that header)."""
+    """Append a row; a new file gets the row's keys as its header."""
     header: list[str] = []
     if path.is_file() and path.stat().st_size > 0:
         with open(path, newline="") as f:
@@ -35,7 +34,7 @@ def _append_csv(path: Path, row: Mapping[str, Any]) -> None:
 
 @dataclass
 class RunLog:
-    """The logs of one run (part of its checkpoints, so a resumed run logs what an uninterrupted one does).
+    """The logs of one run, kept in its checkpoints so that a resumed run logs what an uninterrupted one does.
 
     Attributes:
         folder: The run folder the files are written to.
@@ -56,7 +55,7 @@ class RunLog:
     window: dict[str, float] = field(default_factory=dict)
 
     def accumulate(self, row: Mapping[str, Any]) -> None:
-        """Add one update's losses (the keys ``loss`` and ``loss_*`` of ``row``) to the window."""
+        """Add one update's losses (``loss`` and ``loss_*``) to the window."""
         for k, v in row.items():
             if k == "loss" or k.startswith("loss_"):
                 self.window[k] = self.window.get(k, 0.0) + float(v)
@@ -68,17 +67,17 @@ class RunLog:
         return {k: v / n for k, v in self.window.items() if k != "count"}
 
     def reset_window(self) -> None:
-        """Start a new window (every process, so that all ranks agree)."""
+        """Start a new window (on every process, so that all ranks agree)."""
         self.window = {}
 
     def log_train(self, row: Mapping[str, Any]) -> None:
-        """Append a training row to the history and ``train_log.csv``."""
+        """Append a training row."""
         self.history.append({"kind": "train", **row})
         _append_csv(self.folder / "train_log.csv", row)
         _write_json(self.folder / "history.json", self.history)
 
     def log_val(self, step: int, results: Mapping[str, Mapping[str, float]]) -> None:
-        """Append one validation row per degradation (``results``: ``{group: metrics}``) at ``step``."""
+        """Append one row per degradation of ``results`` (``{group: metrics}``)."""
         for group, metrics in results.items():
             row = {"step": step, "degradation": group, **metrics}
             self.history.append({"kind": "val", **row})
@@ -86,7 +85,7 @@ class RunLog:
         _write_json(self.folder / "history.json", self.history)
 
     def start(self, step: int) -> None:
-        """Before the first update of a run that starts at ``step``: drop the rows of later steps, in the files too."""
+        """Drop the rows after ``step`` (where a run starts), in the files too."""
         self.history = [h for h in self.history if h["step"] <= step]
         for kind in ("train", "val"):
             rows = [{k: v for k, v in h.items() if k != "kind"} for h in self.history if h["kind"] == kind]
@@ -102,6 +101,6 @@ class RunLog:
         return {"history": self.history, "log_window": dict(self.window)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (missing keys: empty)."""
+        """Restore what :meth:`state_dict` returned."""
         self.history = list(state.get("history", []))
         self.window = {str(k): float(v) for k, v in state.get("log_window", {}).items()}

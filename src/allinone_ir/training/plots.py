@@ -13,7 +13,7 @@ __all__: list[str] = []
 
 
 def plot_training_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path | None:
-    """Save the training loss and validation PSNR of ``history`` (:attr:`.RunLog.history`) as a PNG at ``path``.
+    """Save the training loss and validation PSNR of ``history`` (:attr:`.RunLog.history`) as a PNG.
 
     Returns ``path``, or ``None`` without matplotlib or without training rows.
 

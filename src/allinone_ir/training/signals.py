@@ -37,8 +37,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 class _StopSignals:
     """Inside, the first SIGINT / SIGTERM only sets :attr:`requested`; a second of the same kind acts as usual.
 
-    Handlers are installed only in the main thread and not for signals that were ignored; all
-    previous handlers come back on exit.
+    Only in the main thread, and not for ignored signals; the previous handlers come back on exit.
     """
 
     def __init__(self, *, announce: bool) -> None:
@@ -63,7 +62,7 @@ class _StopSignals:
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM):
                 previous = signal.getsignal(s)
-                if previous != signal.SIG_IGN:  # ignored by whoever started us (a background job): left so
+                if previous != signal.SIG_IGN:  # ignored by whoever started us (a background job)
                     self._previous[s] = previous
                     signal.signal(s, self._handle)
         return self

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from .. import losses as L
 from .._runtime import PRECISIONS, autocast, progress_bar
@@ -32,20 +32,7 @@ from ..errors import (
 )
 from ..metrics import get_protocol
 from ..models._base import AuxiliaryLoss, RestorationModel
-from ._lock import RunFolderLock
-from .checkpoint import (
-    _describe_misfit,
-    _periodic,
-    _plain,
-    _read_checkpoint,
-    _remove_stale_temporaries,
-    _rng_state,
-    _rotate,
-    _set_rng_state,
-    best_weights_state,
-    load_init_weights,
-    write_checkpoint,
-)
+from . import checkpoint as ck
 from .config import TrainerConfig
 from .ema import ModelEMA
 from .finetune import freeze, unfreeze
@@ -53,15 +40,7 @@ from .logs import RunLog, _write_json
 from .plots import plot_training_curves
 from .signals import TrainingInterrupted, _StopSignals
 
-__all__ = [
-    "LOSSES",
-    "LossTerm",
-    "Trainer",
-    "TrainingDivergedError",
-    "TrainingInterrupted",
-    "build_loss",
-    "warmup_cosine_factor",
-]
+__all__ = ["LOSSES", "LossTerm", "Trainer", "build_loss", "warmup_cosine_factor"]
 
 #: Main losses by name (``TrainerConfig.loss``).
 LOSSES: dict[str, Callable[..., nn.Module]] = {
@@ -97,7 +76,7 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
 
 @dataclass
 class LossTerm:
-    """An extra loss of your own added to the main one: ``weight * fn(model, batch, output)``.
+    """An extra loss added to the main one: ``weight * fn(model, batch, output)``.
 
     Attributes:
         fn: The term, given the unwrapped network, the batch on the device and the restored image.
@@ -121,8 +100,8 @@ def warmup_cosine_factor(
 ) -> float:
     """Multiplier of the peak learning rate at update ``step`` (0-based).
 
-    Warm-up rises linearly from ``warmup_start_factor`` to 1 over ``warmup_steps``; then the cosine
-    falls from 1 to ``min_factor`` at ``max_steps`` (or stays at 1 with ``cosine=False``).
+    A linear warm-up from ``warmup_start_factor`` to 1 over ``warmup_steps``, then a cosine from 1 to
+    ``min_factor`` at ``max_steps`` (or 1 throughout with ``cosine=False``).
 
     Examples:
         >>> [round(warmup_cosine_factor(s, max_steps=10, warmup_steps=2, min_factor=0.0), 3) for s in (0, 1, 2, 6, 10)]
@@ -138,29 +117,26 @@ def warmup_cosine_factor(
 
 @dataclass(frozen=True)
 class _DistInfo:
-    """Where this process stands: ``rank`` of ``world_size``."""
+    """This process's ``rank`` of ``world_size``; rank 0 logs, validates and writes checkpoints."""
 
     rank: int = 0
     world_size: int = 1
 
     @property
     def enabled(self) -> bool:
-        """Whether more than one process trains."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
-        """Whether this is rank 0 (which logs, validates and writes checkpoints)."""
         return self.rank == 0
 
 
 def _distributed(name: str) -> tuple[torch.device, _DistInfo]:
     """This process's device (``"auto"``: its GPU, else MPS, else CPU) and the ``torchrun`` group it joins."""
-    local = int(os.environ.get("LOCAL_RANK", "0"))
     if name != "auto":
         device = torch.device(name)
     elif torch.cuda.is_available():
-        device = torch.device("cuda", local % torch.cuda.device_count())
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     else:
         device = torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     if not (dist.is_available() and dist.is_initialized()):
@@ -170,34 +146,15 @@ def _distributed(name: str) -> tuple[torch.device, _DistInfo]:
     return device, _DistInfo(dist.get_rank(), dist.get_world_size())
 
 
-class _EpochSampler(Sampler[int]):
-    """Seeded shuffling per epoch, sharded across processes, resumable mid-epoch.
-
-    The permutation of epoch ``e`` depends only on ``(seed, e)``; process ``rank`` takes every
-    ``world_size``-th index, so one process and several see the same global batches. ``start`` skips
-    the indices already consumed (exact resume).
-    """
-
-    def __init__(self, length: int, *, seed: int, rank: int, world_size: int) -> None:
-        self.length, self.seed, self.rank, self.world_size = length, seed, rank, world_size
-        self.epoch = self.start = 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the epoch's permutation and the number of this process's indices to skip."""
-        self.epoch, self.start = epoch, start
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        perm = torch.randperm(self.length, generator=g).tolist()
-        usable = self.length - self.length % self.world_size
-        return iter(perm[:usable][self.rank :: self.world_size][self.start :])
-
-    def __len__(self) -> int:
-        return self.length // self.world_size - self.start
+def _epoch_indices(n: int, *, seed: int, epoch: int, rank: int, world_size: int) -> list[int]:
+    """This process's share of epoch ``epoch``: every ``world_size``-th index of a permutation seeded by
+    ``(seed, epoch)``, so that one process and several see the same global batches."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    return perm[: n - n % world_size][rank::world_size]
 
 
 def _val_line(results: Mapping[str, Mapping[str, float]]) -> str:
-    """``val PSNR: rain 27.10 dB (input 21.00, +6.10), ...``: each group's restored and degraded PSNR."""
+    """``val PSNR: rain 27.10 dB (input 21.00, +6.10), ...``."""
     parts = [
         f"{g} {m['psnr']:.2f} dB (input {m['input_psnr']:.2f}, {m['psnr'] - m['input_psnr']:+.2f})"
         for g, m in results.items()
@@ -219,23 +176,11 @@ def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool)
 class Trainer:
     """Train a restoration network on a dataset of ``{"degraded", "clean", "label", ...}`` samples.
 
-    AdamW / Adam with warm-up and cosine decay, gradient accumulation and clipping, bf16 / fp16
-    autocast, EMA, channels-last, optional ``torch.compile``, validation per degradation with the
-    input PSNR, ``best.pt``, CSV / JSON logs, PNG curves, and DDP when launched by ``torchrun``.
-
-    Checkpoints are written atomically every ``save_every`` updates, every ``save_every_minutes``
-    and on SIGINT / SIGTERM (then :class:`TrainingInterrupted` is raised); ``resume="auto"``
-    continues from the newest intact one, bit for bit, with the logs cut back to its step. One line
-    on standard error says where the run starts. A network family's own training terms
-    (:meth:`~allinone_ir.models.RestorationModel.auxiliary_losses`) are added with their weights
-    (``config.aux_weights`` overrides them), through one forward call so that DDP sees every
-    parameter used.
+    Warm-up and cosine, accumulation, clipping, AMP, EMA, validation per degradation, ``best.pt``, logs,
+    curves, DDP under ``torchrun``; checkpoints every ``save_every`` updates / ``save_every_minutes`` and on
+    SIGINT / SIGTERM, resumed bit for bit; the family's training terms are added (``config.aux_weights``).
 
     Args:
-        model: The network.
-        config: The run's settings.
-        train_data: Training dataset (dict samples).
-        val_data: Optional validation dataset.
         loss: Main loss (default: ``build_loss(config.loss, **config.loss_kwargs)``).
         extra_losses: Extra :class:`LossTerm` s.
         batch_augment: Optional callable applied to every batch on the device; its ``state_dict`` is
@@ -243,7 +188,7 @@ class Trainer:
 
     Attributes:
         start_message: The line printed at construction (where the run starts).
-        aux_losses: The family's training terms with the weights in use.
+        aux_losses: The family's training terms with their weights.
 
     Raises:
         ConfigError: Naming the setting (``trainer.<field>: ...``).
@@ -263,7 +208,7 @@ class Trainer:
         2
     """
 
-    #: Fields that say where a run is and how it shows progress: not compared on resume.
+    #: Not compared on resume: where a run is and how it shows progress.
     _UNCOMPARED = frozenset({"output_dir", "resume", "progress_bar", "plot", "num_workers", "device"})
     #: Fields whose value on resume is the checkpoint's, with the reason.
     _KEPT_ON_RESUME = {"init_weights": "the weights come from the checkpoint"}
@@ -299,7 +244,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.precision = self._resolve_precision(config.precision)
-        self._lock = RunFolderLock(self.out_dir)  # held from before the resume reads it until fit() returns
+        # held from before the resume reads the folder until fit() returns
+        self._lock = ck.RunFolderLock(self.out_dir)
         if self.dist.is_main:
             self._lock.acquire()
         try:
@@ -307,14 +253,31 @@ class Trainer:
             self.optimizer, self.scheduler = self._build_optimization()
             self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
             self.ema = ModelEMA(self.model, config.ema_decay) if config.ema_decay else None
-            self.loss_fn = self._build_main_loss(loss)
+            try:
+                self.loss_fn = loss if loss is not None else build_loss(config.loss, **config.loss_kwargs)
+            except ValueError as exc:
+                raise ConfigError(f"trainer.loss: {exc}") from exc
+            if isinstance(self.loss_fn, nn.Module):
+                self.loss_fn = self.loss_fn.to(self.device)
             self.extra_losses = list(extra_losses)
             self.aux_losses: list[AuxiliaryLoss] = self._family_terms()
             self.batch_augment = batch_augment
             self.train_data, self.val_data = train_data, val_data
             self.protocol = get_protocol(config.metric_protocol)
-            self.net = self._wrap_network()
-            self.sampler = self._build_sampler()
+            self.net: nn.Module = self.model
+            if self.dist.enabled:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+
+                cuda = self.device.type == "cuda"
+                self.net = DDP(self.model, device_ids=[self.device.index] if cuda else None)
+            if config.compile:
+                self.net = torch.compile(self.net)  # type: ignore[assignment]
+            n = len(train_data)  # type: ignore[arg-type]
+            if n // self.dist.world_size < config.batch_size:
+                raise ConfigError(
+                    f"trainer.batch_size: the training set has {n} samples, fewer than one global batch of "
+                    f"{config.batch_size * self.dist.world_size}; lower batch_size or add data"
+                )
             self.step = self.epoch = self.batch_in_epoch = 0
             self.best: dict[str, Any] = {"psnr": -math.inf, "step": -1}
             self.log = RunLog(self.out_dir)
@@ -332,7 +295,6 @@ class Trainer:
             for note in notes:
                 warnings.warn(note, UserWarning, stacklevel=2)
 
-    # ------------------------------------------------------------------ setup
     def _resolve_precision(self, precision: str) -> str:
         if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             warnings.warn("bf16 is not supported on this GPU; training in fp32", stacklevel=3)
@@ -356,7 +318,7 @@ class Trainer:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
         if cfg.init_weights:
-            load_init_weights(model, cfg.init_weights)
+            ck.load_init_weights(model, cfg.init_weights)
         if cfg.grad_checkpointing:
             set_grad_checkpointing = getattr(model, "set_grad_checkpointing", None)
             if set_grad_checkpointing is None:
@@ -390,15 +352,6 @@ class Trainer:
         )  # fmt: skip
         return optimizer, scheduler
 
-    def _build_main_loss(
-        self, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
-    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        try:
-            loss_fn = loss if loss is not None else build_loss(self.config.loss, **self.config.loss_kwargs)
-        except ValueError as exc:
-            raise ConfigError(f"trainer.loss: {exc}") from exc
-        return loss_fn.to(self.device) if isinstance(loss_fn, nn.Module) else loss_fn
-
     def _family_terms(self) -> list[AuxiliaryLoss]:
         declared = self.model.auxiliary_losses() if isinstance(self.model, RestorationModel) else []
         weights = {t.name: t.weight for t in declared}
@@ -416,32 +369,8 @@ class Trainer:
                     f"{weights[term.name]}); remove it from the extra losses and set its weight with "
                     f"trainer.aux_weights = {{{term.name} = ...}} instead"
                 )
-        return [
-            dataclasses.replace(t, weight=float(self.config.aux_weights.get(t.name, t.weight)))
-            for t in declared
-        ]
-
-    def _wrap_network(self) -> nn.Module:
-        """What the training forward pass calls: the network, in DDP under torchrun, compiled if asked."""
-        net: nn.Module = self.model
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if self.config.compile:
-            net = torch.compile(net)  # type: ignore[assignment]
-        return net
-
-    def _build_sampler(self) -> _EpochSampler:
-        """This process's share of every epoch, resumable mid-epoch; at least one global batch per epoch."""
-        cfg, n = self.config, len(self.train_data)  # type: ignore[arg-type]
-        sampler = _EpochSampler(n, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size)
-        if len(sampler) < cfg.batch_size:
-            raise ConfigError(
-                f"trainer.batch_size: the training set has {n} samples, fewer than one global batch of "
-                f"{cfg.batch_size * self.dist.world_size}; lower batch_size or add data"
-            )
-        return sampler
+        aux = self.config.aux_weights
+        return [dataclasses.replace(t, weight=float(aux.get(t.name, t.weight))) for t in declared]
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -454,27 +383,26 @@ class Trainer:
         trainable = sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
         return weights * (2 if self.ema is not None else 1) + trainable * 2
 
-    # ------------------------------------------------------------------ resume
     def _resume(self) -> tuple[str, list[str]]:
         """Where the run starts, and the warnings to give after saying so."""
         mode = self.config.resume
         if mode == "never":
-            self._replaced = [p for _, p in _periodic(self.ckpt_dir)]
+            self._replaced = [p for _, p in ck._periodic(self.ckpt_dir)]
             n = len(self._replaced)
             replaces = (
                 f"; this run replaces the {n} checkpoint(s) and the logs of an earlier run" if n else ""
             )
             return f"resume=never: starting at step 0{replaces} in {self.out_dir}", []
         if mode != "auto":
-            notes = self._load_state(mode, _read_checkpoint(mode))
+            notes = self._load_state(mode, ck._read_checkpoint(mode))
             return f"resumed from {mode} at step {self.step}", notes
-        found = _periodic(self.ckpt_dir)
+        found = ck._periodic(self.ckpt_dir)
         if not found:
             return f"no checkpoint in {self.ckpt_dir}: starting at step 0", []
         bad: list[tuple[Path, str]] = []
         for _, path in reversed(found):  # the newest intact one
             try:
-                state = _read_checkpoint(path)
+                state = ck._read_checkpoint(path)
             except CheckpointError as exc:
                 bad.append((path, str(exc)))
                 continue
@@ -487,7 +415,7 @@ class Trainer:
         )
 
     def _set_aside(self, path: Path, reason: str, used: Path) -> str:
-        """Rename an unreadable checkpoint to ``NAME.unreadable`` (kept, never rotated away); the note."""
+        """Rename an unreadable checkpoint to ``NAME.unreadable`` (never rotated away); the note."""
         kept = path.with_name(path.name + ".unreadable")
         if self.dist.is_main:
             try:
@@ -500,8 +428,8 @@ class Trainer:
         )
 
     def _load_state(self, path: str | os.PathLike[str], state: dict[str, Any]) -> list[str]:
-        """Restore ``state``, read from ``path``, then make this run's settings and it agree; the notes."""
-        misfit = _describe_misfit(self.model, state["model"], state.get("model_config"))
+        """Restore ``state``, read from ``path``, then apply this run's settings; the notes."""
+        misfit = ck._describe_misfit(self.model, state["model"], state.get("model_config"))
         if misfit is not None:
             raise CheckpointError(
                 f"checkpoint {path} does not fit the configured model ({misfit}); start again with "
@@ -527,7 +455,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best = dict(state["best"])
         self.log.load_state_dict(state)
-        _set_rng_state(state["rng"])
+        ck._set_rng_state(state["rng"])
         load_augment = getattr(self.batch_augment, "load_state_dict", None)
         if "batch_augment" in state and load_augment is not None:
             load_augment(state["batch_augment"])
@@ -580,19 +508,21 @@ class Trainer:
             f"the config differs from checkpoint {path}'s: {'; '.join(parts)}; config.json records what runs"
         ]
 
-    # ------------------------------------------------------------------ training
     def _next_batch(self) -> dict[str, Any]:
+        cfg = self.config
         while True:
             if self._iter is None:
                 if hasattr(self.train_data, "set_epoch"):
                     self.train_data.set_epoch(self.epoch)
-                self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.config.batch_size)
-                self._iter = iter(
-                    DataLoader(
-                        self.train_data, batch_size=self.config.batch_size, sampler=self.sampler, drop_last=True,
-                        num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda",
-                    )
+                indices = _epoch_indices(
+                    len(self.train_data), seed=cfg.seed, epoch=self.epoch,  # type: ignore[arg-type]
+                    rank=self.dist.rank, world_size=self.dist.world_size,
+                )[self.batch_in_epoch * cfg.batch_size :]  # fmt: skip
+                loader = DataLoader(
+                    self.train_data, batch_size=cfg.batch_size, sampler=indices, drop_last=True,
+                    num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
                 )  # fmt: skip
+                self._iter = iter(loader)
             try:
                 batch = next(self._iter)
             except StopIteration:
@@ -640,8 +570,7 @@ class Trainer:
             no_sync = getattr(self.net, "no_sync", None) if self.dist.enabled and not last else None
             sync = no_sync() if no_sync is not None else contextlib.nullcontext()
             with sync, warnings.catch_warnings():
-                # channels-last: gradients of weights whose layout is the same either way come in either stride
-                # order, and DDP then copies them into its buckets and warns
+                # channels-last: DDP copies gradients that come in either stride order into its buckets, and warns
                 warnings.filterwarnings("ignore", message=".*Grad strides do not match bucket view strides")
                 loss, parts = self._loss(batch)
                 self._check_finite(loss)
@@ -668,7 +597,7 @@ class Trainer:
         if self.dist.enabled:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if bad.item() > 0:
-            good = self.last_checkpoint or next((p for _, p in reversed(_periodic(self.ckpt_dir))), None)
+            good = self.last_checkpoint or next((p for _, p in reversed(ck._periodic(self.ckpt_dir))), None)
             where = f"the last good checkpoint is {good}" if good else "no checkpoint had been written yet"
             raise TrainingDivergedError(
                 f"loss is {float(loss.detach())} at step {self.step + 1} (epoch {self.epoch}); training stopped "
@@ -678,15 +607,13 @@ class Trainer:
     def fit(self, steps: int | None = None) -> dict[str, Any]:
         """Train until ``config.max_steps`` (or only until update ``steps``, to simulate an interruption).
 
-        The output folder is locked (``OUTPUT_DIR/.train.lock``) while the run lasts.
-
         Returns:
             ``step``, ``loss``, ``best`` (validation PSNR and step), ``val``, ``output_dir`` and ``checkpoint``.
 
         Raises:
             TrainingInterrupted: On SIGINT / SIGTERM, after writing the checkpoint (every process raises it).
             TrainingDivergedError: If the loss becomes NaN or infinite.
-            UsageError: If another run holds the output folder.
+            UsageError: If another run holds the output folder (``OUTPUT_DIR/.train.lock``).
             OSError: With ``errno.ENOSPC`` when the disk fills up (the earlier checkpoints are intact).
         """
         if self.dist.is_main:
@@ -699,24 +626,22 @@ class Trainer:
     def _fit(self, stop_at: int) -> dict[str, Any]:
         cfg, main = self.config, self.dist.is_main
         if main:  # the config, no stale temporaries, the logs cut back to this step
-            _write_json(
-                self.out_dir / "config.json",
-                {"trainer": cfg.to_dict(), "model": getattr(self.model, "config", None)},
-            )
-            _remove_stale_temporaries(self.ckpt_dir)
+            model_config = getattr(self.model, "config", None)
+            _write_json(self.out_dir / "config.json", {"trainer": cfg.to_dict(), "model": model_config})
+            ck._remove_stale_temporaries(self.ckpt_dir)
             for p in self._replaced:
                 p.unlink(missing_ok=True)
             self._replaced = []
             self.log.start(self.step)
-        if main and cfg.progress_bar:
-            self._bar = progress_bar(
-                total=stop_at,
-                initial=self.step,
-                desc="train",
-                unit="step",
-                dynamic_ncols=True,
-                file=sys.stderr,
-            )
+            if cfg.progress_bar:
+                self._bar = progress_bar(
+                    total=stop_at,
+                    initial=self.step,
+                    desc="train",
+                    unit="step",
+                    dynamic_ncols=True,
+                    file=sys.stderr,
+                )
         t0, seen = time.perf_counter(), 0
         self._last_save_time = time.monotonic()
         last_val: dict[str, Any] = {}
@@ -735,12 +660,12 @@ class Trainer:
                         )
                     if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                         if main:
-                            self.log.log_train(
-                                {**row, **self.log.window_means(), "epoch": self.epoch, "images_per_s": speed}
-                            )
+                            means = self.log.window_means()
+                            self.log.log_train({**row, **means, "epoch": self.epoch, "images_per_s": speed})
                         self.log.reset_window()
+                    at_end = self.step == cfg.max_steps
                     if self.val_data is not None and (
-                        (cfg.val_every and self.step % cfg.val_every == 0) or self.step == cfg.max_steps
+                        (cfg.val_every and self.step % cfg.val_every == 0) or at_end
                     ):
                         last_val = self._validate()
                     minutes = (time.monotonic() - self._last_save_time) / 60
@@ -756,9 +681,8 @@ class Trainer:
                         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                         signum = int(flag.item())
                     if signum:
-                        path = (
-                            self._save_checkpoint() if self._saved_step != self.step else self.last_checkpoint
-                        )
+                        saved = self._saved_step == self.step
+                        path = self.last_checkpoint if saved else self._save_checkpoint()
                         raise TrainingInterrupted(signum, self.step, path if main else None)
         finally:
             if self._bar is not None:
@@ -769,7 +693,6 @@ class Trainer:
         return {"step": self.step, "loss": row.get("loss"), "best": dict(self.best), "val": last_val,
                 "output_dir": str(self.out_dir), "checkpoint": self.last_checkpoint}  # fmt: skip
 
-    # ------------------------------------------------------------------ validation
     @torch.no_grad()
     def evaluate(self, dataset: Dataset | None = None) -> dict[str, dict[str, float]]:
         """PSNR / SSIM of the (EMA) model and of the inputs on ``dataset`` (default: the validation set).
@@ -784,23 +707,22 @@ class Trainer:
         net = self.ema.module if self.ema is not None else self.model
         was_training = net.training
         net.eval()
-        loader = DataLoader(
-            data, batch_size=self.config.val_batch_size, shuffle=False, num_workers=self.config.num_workers
-        )
+        cfg = self.config
+        loader = DataLoader(data, batch_size=cfg.val_batch_size, shuffle=False, num_workers=cfg.num_workers)
         sums: dict[str, dict[str, float]] = {}
         for batch in loader:
-            batch = _to_device(batch, self.device, self.config.channels_last)
+            batch = _to_device(batch, self.device, cfg.channels_last)
             with autocast(self.device, self.precision):
                 out = self._forward(net, batch)
             m = self.protocol.compute_per_image(out.float(), batch["clean"])
             mi = self.protocol.compute_per_image(batch["degraded"], batch["clean"])
-            groups = batch.get("task", batch.get("degradation", ["all"] * out.shape[0]))
             values = {
                 "psnr": m["psnr"],
                 "ssim": m["ssim"],
                 "input_psnr": mi["psnr"],
                 "input_ssim": mi["ssim"],
             }
+            groups = batch.get("task", batch.get("degradation", ["all"] * out.shape[0]))
             for i, g in enumerate(groups):
                 for key in {str(g), "all"}:
                     s = sums.setdefault(key, {**dict.fromkeys(values, 0.0), "count": 0})
@@ -829,11 +751,12 @@ class Trainer:
                     print(line, file=sys.stderr)
             if res["all"]["psnr"] > self.best["psnr"]:
                 self.best = {"psnr": res["all"]["psnr"], "ssim": res["all"]["ssim"], "step": self.step}
+                ema = self.ema is not None
                 weights = self.ema.module if self.ema is not None else self.model
-                state = best_weights_state(
-                    weights, self.model, step=self.step, best=self.best, ema_weights=self.ema is not None
+                state = ck.best_weights_state(
+                    weights, self.model, step=self.step, best=self.best, ema_weights=ema
                 )
-                write_checkpoint(self.ckpt_dir / "best.pt", state)
+                ck.write_checkpoint(self.ckpt_dir / "best.pt", state)
         if self.dist.enabled:
             dist.barrier()
         return res
@@ -842,7 +765,6 @@ class Trainer:
         """Save ``curves.png`` (loss, validation PSNR); ``None`` without matplotlib or logged values."""
         return plot_training_curves(self.history, self.out_dir / "curves.png")
 
-    # ------------------------------------------------------------------ checkpoints
     def _state_dict(self) -> dict[str, Any]:
         """Everything an exact resume needs."""
         state = {
@@ -854,8 +776,8 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
-            "best": _plain(self.best),
-            "rng": _rng_state(),
+            "best": ck._plain(self.best),
+            "rng": ck._rng_state(),
             "config": self.config.to_dict(),
             "model_config": getattr(self.model, "config", None),
             "arch": type(self.model).__name__,
@@ -874,8 +796,8 @@ class Trainer:
         self._saved_step = self.step
         if not self.dist.is_main:
             return None
-        self.last_checkpoint = write_checkpoint(
+        self.last_checkpoint = ck.write_checkpoint(
             self.ckpt_dir / f"step_{self.step:08d}.pt", self._state_dict()
         )
-        _rotate(self.ckpt_dir, self.step, self.config.keep_last)
+        ck._rotate(self.ckpt_dir, self.step, self.config.keep_last)
         return self.last_checkpoint
