@@ -218,6 +218,9 @@ def resolve_degradation_weights(
         names: Degradation names of the network, in label order.
         device: Device of the result (default the tensor's own or the CPU).
 
+    Returns:
+        ``omega``.
+
     Raises:
         UsageError: Wrong shape or length, negative or non-finite weights, labels out of range,
             unknown names.
