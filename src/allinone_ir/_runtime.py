@@ -16,7 +16,7 @@ PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloa
 
 
 def low_precision_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """The autocast dtype of a compute dtype (a name of :data:`PRECISIONS`, a torch dtype or ``None``): ``None`` for float32.
+    """The autocast dtype of a name of :data:`PRECISIONS`, a torch dtype or ``None``: ``None`` for float32.
 
     Raises:
         UsageError: For an unknown name.
@@ -35,7 +35,7 @@ def low_precision_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 def autocast(
     device: str | torch.device, dtype: str | torch.dtype | None
 ) -> contextlib.AbstractContextManager[Any]:
-    """``torch.autocast`` on ``device``'s type for a low ``dtype`` (see :func:`low_precision_dtype`); a null context for float32.
+    """``torch.autocast`` on ``device``'s type for a low ``dtype`` (:func:`low_precision_dtype`), else a null context.
 
     Examples:
         >>> with autocast("cpu", "bf16"):
@@ -51,7 +51,7 @@ def autocast(
 def progress_bar(
     iterable: Iterable[Any] | None = None, *, warn: bool = False, stacklevel: int = 2, **options: Any
 ) -> Any:
-    """A tqdm progress bar over ``iterable`` (``None``: give ``total``, update by hand), or ``None`` without tqdm.
+    """A tqdm bar over ``iterable`` (``None``: give ``total``, update by hand), or ``None`` without tqdm.
 
     Args:
         iterable: What the bar iterates over.

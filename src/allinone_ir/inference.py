@@ -39,8 +39,6 @@ def tta_transforms(mode: TTAMode | bool) -> list[Transform]:
         >>> x = torch.arange(6.0).view(1, 1, 2, 3)
         >>> all(torch.equal(inv(fwd(x)), x) for fwd, inv in tta_transforms("x8"))
         True
-        >>> len(tta_transforms("flip"))
-        4
     """
     rotations = {False: (0,), True: (0, 1, 2, 3), "x8": (0, 1, 2, 3), "flip": (0, 2)}
     if mode not in (False, True, "x8", "flip"):
@@ -201,7 +199,7 @@ def _runner(
     model: nn.Module, device: torch.device, dtype: torch.dtype | None, tta: TTAMode | bool, degradation: Any,
     compile: bool,
 ) -> Callable[[torch.Tensor, Sequence[int]], torch.Tensor]:  # fmt: skip
-    """A function restoring a CPU float32 batch of images ``index`` (device, layout, autocast, degradation, TTA)."""
+    """A function restoring a CPU float32 batch of images ``index``: device, layout, autocast, TTA."""
     takes_degradation = bool(getattr(model, "accepts_degradation", False))
     if degradation is not None and not takes_degradation:
         raise UsageError(
@@ -375,7 +373,8 @@ def restore(
         tile: Tile size (``int`` or ``(height, width)``); ``None``: the whole image at once.
         overlap: Overlap of neighbouring tiles in pixels, ``< tile``.
         tta: ``False``, ``"flip"`` (4 flips), ``"x8"`` or ``True`` (flips and 90-degree rotations).
-        degradation: For PIP networks: ``None`` (blind), a name, an int label, one per image, or ``(N, T)`` weights.
+        degradation: For PIP networks: ``None`` (blind), a name, an int label, one per image or
+            ``(N, T)`` weights.
         batch_size: Tiles (or images) per forward pass.
         device: Where the network runs (it is moved there); ``None``: its device.
         dtype: Autocast dtype (bf16 / fp16) under :func:`low_precision_policy`; warns where it is emulated.
@@ -394,9 +393,8 @@ def restore(
         UsageError: On NaN/infinite input, a wrong shape or channel count, a bad tile/overlap, or a
             degradation given to a network that does not take one.
         UsageTypeError: On an unsupported image type.
-        FileNotFoundError: If a path ``image`` does not exist.
-        ImageReadError: If a path ``image`` is not a readable image.
-        FileExistsError: If ``output`` exists and ``overwrite`` is ``False``.
+        OSError: ``FileNotFoundError`` / ``ImageReadError`` for a missing / unreadable path ``image``,
+            ``FileExistsError`` if ``output`` exists and ``overwrite`` is ``False``.
 
     Shape:
         - tensor image: :math:`(C, H, W)` or :math:`(N, C, H, W)`; output of the same shape.
@@ -450,7 +448,6 @@ def restore(
         raise UsageTypeError(
             "image must be a torch.Tensor, a numpy array, a PIL image or a path, got " + type(image).__name__
         )
-
     if image.ndim not in (3, 4):
         raise UsageError(f"a tensor image must be (C, H, W) or (N, C, H, W), got shape {tuple(image.shape)}")
     if not image.is_floating_point():

@@ -174,7 +174,7 @@ def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = Fals
 
 
 def _check_is_file(p: Path) -> None:
-    """Raise ``FileNotFoundError`` (missing, a link to nothing) or ``ImageReadError`` (a link loop, no access)."""
+    """Raise ``FileNotFoundError`` (missing, a broken link) or ``ImageReadError`` (a link loop, no access)."""
     try:
         os.stat(p)
     except (FileNotFoundError, NotADirectoryError) as exc:
@@ -335,10 +335,8 @@ def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
         arr = arr[:, :, None]
     if arr.ndim != 3:
         raise UsageError(f"expected an (H, W, C) image array, got shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        x = torch.from_numpy(arr.astype(np.float32) / 255.0)
-    elif arr.dtype == np.uint16:
-        x = torch.from_numpy(arr.astype(np.float32) / 65535.0)
+    if arr.dtype in (np.uint8, np.uint16):
+        x = torch.from_numpy(arr.astype(np.float32) / float(np.iinfo(arr.dtype).max))
     elif np.issubdtype(arr.dtype, np.floating):
         x = torch.from_numpy(arr.astype(np.float32, copy=not arr.flags.writeable))
     else:
@@ -352,10 +350,8 @@ def tensor_to_array(x: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.nd
         raise UsageError(f"expected a (C, H, W) tensor, got shape {tuple(x.shape)}")
     arr = x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
     dt = np.dtype(dtype)
-    if dt == np.uint8:
-        return np.rint(arr * 255.0).astype(np.uint8)
-    if dt == np.uint16:
-        return np.rint(arr * 65535.0).astype(np.uint16)
+    if dt in (np.uint8, np.uint16):
+        return np.rint(arr * float(np.iinfo(dt).max)).astype(dt)
     if np.issubdtype(dt, np.floating):
         return arr.astype(dt)
     raise UsageError(f"unsupported output dtype {dt}")
@@ -371,11 +367,7 @@ def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
 
 
 def write_image(
-    path: str | os.PathLike[str],
-    image: torch.Tensor | np.ndarray,
-    *,
-    bits: int = 8,
-    overwrite: bool = False,
+    path: str | os.PathLike[str], image: torch.Tensor | np.ndarray, *, bits: int = 8, overwrite: bool = False
 ) -> Path:
     """Write a float tensor in [0, 1] or an array to an image file (format by extension), atomically.
 

@@ -80,7 +80,7 @@ def _conv_backward_flops(
     _padding: Any, _dilation: Any, transposed: bool, _output_padding: Any, _groups: int,
     output_mask: Sequence[bool], out_shape: Any = None, **kwargs: Any,
 ) -> int:  # fmt: skip
-    """Each of grad-input and grad-weight costs the forward's multiply-adds (torch counts grouped ones as dense)."""
+    """Grad-input and grad-weight each cost the forward's multiply-adds (torch counts grouped ones as dense)."""
     from torch.utils.flop_counter import conv_flop_count
 
     fwd = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
@@ -97,16 +97,10 @@ def measure_latency(
     dtype: torch.dtype | None = None,
     compile: bool = False,
 ) -> float:
-    """Median seconds of :func:`allinone_ir.restore` on a random ``(1, C, H, W)`` image, after one warm-up call.
+    """Median seconds of ``runs`` calls of :func:`allinone_ir.restore` on a random ``(1, C, H, W)`` image.
 
-    Args:
-        model: The network.
-        size: ``(H, W)``.
-        runs: Timed calls.
-        device: Where to run.
-        in_channels: Image channels.
-        dtype: ``None`` (float32) or the autocast dtype.
-        compile: Time the ``torch.compile``'d network.
+    One warm-up call comes first; ``size`` is ``(H, W)``, ``dtype`` ``None`` (float32) or the autocast
+    dtype, ``compile`` times the ``torch.compile``'d network.
     """
     dev = torch.device(device)
     x = torch.rand(1, in_channels, *size, device=dev)

@@ -128,9 +128,8 @@ def _scan(task: _Task, root: Path) -> _Layout:
     target_dir = folder / "target"
     missing = [f"folder {sub}" for sub in (folder / "input", target_dir) if not sub.is_dir()]
     misnamed: list[str] = []
-    targets: dict[str, Path] = {}
-    for t in _images(target_dir):
-        targets.setdefault(t.stem, t)  # a target of another extension than its input too
+    # by stem, so that a target may have another extension than its input; the first of a stem wins
+    targets = {t.stem: t for t in reversed(_images(target_dir))}
     pairs: list[tuple[Path, Path | None]] = []
     for src in _images(folder / "input"):
         stem = src.stem
@@ -172,7 +171,7 @@ def check_suite(name: str, root: str | Path, tasks: Sequence[str] | None = None)
 
     Args:
         name: The suite (see :func:`list_suites`).
-        root: The layout's ``test/`` folder, or the folder holding ``test/``, ``data/test/`` or ``Datasets/test/``.
+        root: The layout's ``test/`` folder, or the one holding ``test/``, ``data/test/`` or ``Datasets/test/``.
         tasks: Task keys to check (default: all).
 
     Returns:
@@ -226,9 +225,9 @@ def _read_rgb(path: Path, crop: int) -> np.ndarray:
 def _noisy_images(
     cleans: Sequence[np.ndarray], sigma: int, order: Sequence[int] = _SIGMA_ORDER
 ) -> Iterator[np.ndarray]:
-    """The official noisy inputs of one sigma: the stream of ``np.random.seed(0)`` after the sigmas before it in ``order``.
+    """The official noisy inputs of one sigma: ``np.random.seed(0)``'s stream after the sigmas before it in ``order``.
 
-    The process's random state is untouched; the noise is truncated to uint8, as ``.astype(np.uint8)``.
+    The process's random state is untouched; the noisy values are truncated to uint8 (``.astype(np.uint8)``).
     """
     rng = np.random.RandomState(0)
     for _earlier in order[: list(order).index(sigma)]:
