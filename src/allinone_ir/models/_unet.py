@@ -1,7 +1,6 @@
-"""The per-level hook points of the U-Net skeletons (:class:`~allinone_ir.models.restormer.RestormerUNet`, NAFNet).
+"""The per-level hook points of the U-Net skeletons (Restormer's and NAFNet's).
 
-Levels are numbered from the shallowest (1, full resolution) to the deepest; ``ctx`` is what the
-network's ``forward`` hands the skeleton (PIP: the degradation weights ``omega``).
+Levels count from the shallowest (1, full resolution); ``ctx`` is what ``forward`` hands the skeleton.
 """
 
 from __future__ import annotations
@@ -12,11 +11,7 @@ import torch
 
 
 class UNetHooks:
-    """Hook points of a U-Net skeleton; each returns its input unchanged unless a subclass overrides it.
-
-    A hook returns a tensor the skeleton's next module accepts. Hooks are plain method calls with
-    Python ints for ``level``, so ``torch.compile(fullgraph=True)`` and ``torch.export`` trace them.
-    """
+    """Hook points of a U-Net skeleton; each returns its input unchanged unless a subclass overrides it."""
 
     def _latent_hook(self, x: torch.Tensor, ctx: Any) -> torch.Tensor:
         """Transform the latent (bottleneck) feature before the decoder upsamples it."""

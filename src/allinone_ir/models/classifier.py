@@ -1,4 +1,4 @@
-"""A small ResNet-style degradation classifier that predicts PIP's degradation weights from an image."""
+"""A small ResNet-style classifier that predicts PIP's degradation weights from an image."""
 
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ __all__ = ["DegradationClassifier", "degradation_classification_loss"]
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3x3 convolutions with batch norm, a (projected) shortcut, ReLU.
 
-    The strided 1x1 shortcut runs as a stride-1 convolution on every ``s``-th pixel (same values): on
-    CPU, oneDNN's backward of a strided 1x1 channels-last convolution with under 8 input channels
-    corrupts the heap.
+    The strided 1x1 shortcut subsamples first (same values): oneDNN's backward of a strided 1x1
+    channels-last convolution with under 8 input channels corrupts the heap.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
@@ -32,8 +31,7 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, bias=False),  # stride: subsampled in forward
-                nn.BatchNorm2d(out_channels),
+                nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,15 +43,12 @@ class BasicBlock(nn.Module):
 class DegradationClassifier(RecordsConfig, nn.Module):
     """Predict which degradation an image suffers from (PIP paper, supplementary C.1).
 
-    A 3x3 stem at full resolution, one stage of :class:`BasicBlock` s per entry of ``widths`` (each
-    halving the resolution), global average pooling and a linear layer to ``T`` logits;
-    ``softmax(logits)`` serves as PIP's ``omega`` when the user gives none. Any ``H, W >= 1`` works.
+    A 3x3 stem, one stage of basic blocks per entry of ``widths`` (each halving the resolution), global
+    average pooling and a linear layer to ``T`` logits; ``softmax(logits)`` is PIP's blind ``omega``.
 
     Args:
-        in_channels: Image channels.
         num_degradations: Number of classes ``T``.
         widths: Channels of the stages (the stem has ``widths[0]``).
-        blocks_per_stage: Basic blocks per stage.
 
     Shape:
         - Input: :math:`(N, C, H, W)`
@@ -76,8 +71,7 @@ class DegradationClassifier(RecordsConfig, nn.Module):
         super().__init__()
         if not widths or blocks_per_stage < 1 or num_degradations < 1:
             raise UsageError(
-                f"need at least one stage width, blocks_per_stage >= 1 and num_degradations >= 1, got "
-                f"{list(widths)}, {blocks_per_stage}, {num_degradations}"
+                f"need widths and sizes >= 1, got {list(widths)}, {blocks_per_stage=}, {num_degradations=}"
             )
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
@@ -87,35 +81,25 @@ class DegradationClassifier(RecordsConfig, nn.Module):
         stages = []
         chan = widths[0]
         for w in widths:
-            blocks = [BasicBlock(chan, w, stride=2)]
-            blocks += [BasicBlock(w, w) for _ in range(blocks_per_stage - 1)]
+            blocks = [BasicBlock(chan, w, stride=2)] + [BasicBlock(w, w) for _ in range(blocks_per_stage - 1)]
             stages.append(nn.Sequential(*blocks))
             chan = w
         self.stages = nn.Sequential(*stages)
         self.head = nn.Linear(chan, num_degradations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stages(self.stem(x))
-        return self.head(h.mean(dim=(-2, -1)))
+        return self.head(self.stages(self.stem(x)).mean(dim=(-2, -1)))
 
 
 def degradation_classification_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the classifier's logits against labels or (mixed) degradation weights.
-
-    Args:
-        logits: Classifier output.
-        target: Integer labels, or non-negative weights (rows are normalised to sum to 1,
-            so a rain + noise mixture targets 0.5 / 0.5).
-
-    Returns:
-        The mean cross-entropy (a scalar).
+    """Mean cross-entropy of the classifier's logits against labels or weights (rows normalised to sum 1).
 
     Raises:
         UsageError: If the shapes do not match.
 
     Shape:
-        - logits: :math:`(N, T)`
-        - target: :math:`(N,)` labels or :math:`(N, T)` weights
+        - logits: :math:`(N, T)`; target: :math:`(N,)` labels or :math:`(N, T)` weights
+        - output: scalar
 
     Examples:
         >>> logits = torch.tensor([[10.0, 0.0], [0.0, 10.0]])

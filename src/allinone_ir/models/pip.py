@@ -1,16 +1,8 @@
-"""PIP (Prompt-In-Prompt, Li et al.): PIP's blocks and the networks built with them.
+"""PIP (Prompt-In-Prompt, Li et al.): its blocks and the networks built with them.
 
-PIP modulates the skip connections of a U-Net. For one skip feature ``Z`` and degradation weights
-``omega`` (one weight per degradation type), :class:`PromptInPrompt` makes the universal restoration
-prompt ``U`` from learnable degradation-aware prompts, ``Z`` and a basic restoration prompt, and
-:class:`PromptToFeature` modulates ``Z`` with ``U`` by a selective (top-m) cross attention;
-:class:`PIPBlock` bundles the two. The networks (:class:`PIPRestormer`, :class:`PIPNAFNet`,
-:class:`PIPUNet` on a U-Net of your own) take ``model(image, degradation=None, *, return_weights=False,
-return_logits=False)``: ``degradation`` is a label, labels, a name (``"rain+noise"``), names, a mapping
-or ``(N, T)`` weights (:func:`~allinone_ir.degradation_types.resolve_degradation_weights`); ``None``
-restores blind with the built-in :class:`~allinone_ir.models.classifier.DegradationClassifier`.
-Training adds the ``ddl`` (directional decoupled loss) and ``classifier`` terms. Module names are the
-official ones (longzilicart/pip_universal), so official checkpoints load without renaming.
+The networks take ``model(image, degradation=None, *, return_weights=False, return_logits=False)``;
+``None`` restores blind with the built-in degradation classifier. Module names are the official ones
+(longzilicart/pip_universal), so official checkpoints load without renaming.
 """
 
 from __future__ import annotations
@@ -36,37 +28,21 @@ from ..layers.feedforward import GDFN
 from ..layers.norm import NormKind, RestormerLayerNorm
 from ..losses.decoupled import DEFAULT_DDL_ALPHA, collect_degradation_prompts, directional_decoupled_loss
 from ._base import AuxiliaryLoss, RestorationModel, drop_unused_modules, official_5d_keys
+from ._detect import count_blocks, ffn_expansion_factor
 from ._registry import register_architecture, register_model
+from ._weights import register_weights_note
 from .classifier import DegradationClassifier, degradation_classification_loss
-from .nafnet import NAFNet
-from .restormer import RestormerUNet
+from .nafnet import NAFNet, _read_nafnet_layout
+from .restormer import RESTORMER_GROUPS, RestormerUNet, _read_restormer_layout
 
 __all__ = ["PIPBlock", "PIPNAFNet", "PIPRestormer", "PIPUNet", "PromptInPrompt", "PromptToFeature"]
 
-PIPOutput = torch.Tensor | tuple[torch.Tensor, ...]
-
-#: Modules the official PIP-Restormer builds but never uses in ``forward``; their checkpoint keys are dropped on load.
-_OFFICIAL_UNUSED_MODULES: tuple[str, ...] = (
-    "reduce_noise_channel_1",
-    "reduce_noise_channel_2",
-    "reduce_noise_channel_3",
-)
-
-#: Weight of the degradation classifier's cross-entropy in the family's training recipe (small, so that
-#: the restoration gradient dominates what ``grad_clip`` clips; measured in docs/benchmarks.md).
+#: Weight of the degradation classifier's cross-entropy in the family's training recipe.
 DEFAULT_CLASSIFIER_WEIGHT: float = 0.1
 
-#: Degradation types of a PIP block by default: the five of the paper.
-_PIP_NUM_DEGRADATIONS = 5
 
-
-# ----------------------------------------------------------------------------------------------------------
-# The blocks
-# ----------------------------------------------------------------------------------------------------------
 class PromptToPrompt(nn.Module):
-    """Prompt-to-prompt (P2P): ``U = B + CAtt(LN(B), LN(D))``, then ``U + GDFN(LN(U))`` (paper Eq. 5-6).
-
-    The basic restoration prompt ``B`` queries the degradation-modulated feature ``D`` (official ``LGM``).
+    """Prompt-to-prompt (official ``LGM``): ``U = B + CAtt(LN(B), LN(D))``, then ``U + GDFN(LN(U))`` (Eq. 5-6).
 
     Shape:
         - basic: :math:`(1, C, S, S)` or :math:`(N, C, S, S)`; degradation: :math:`(N, C, S, S)`
@@ -106,21 +82,17 @@ def _align_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 class PromptInPrompt(nn.Module):
     """The prompt of one skip connection, from the feature and the degradation weights ``omega``.
 
-    ``D = mean_t(omega_t d_t) * Z_s`` (the degradation-aware prompts ``d_t``, ``detask_prompt_param``,
-    scale the feature resized to ``S x S``, its channels truncated or zero-padded to ``C_p``);
-    ``U = P2P(B, D)`` (:class:`PromptToPrompt`, ``LGM``) with the basic restoration prompt ``B``
-    (``low_prompt_param``); ``U`` resized to ``H x W`` and convolved (``outconv``).
-    ``detask_prompt_param`` is stored ``(T, C_p, 1, 1)`` (channels-last works) and shows the official
-    ``(1, T, C_p, 1, 1)`` in the state dict; both shapes load.
+    ``D = mean_t(omega_t d_t) * Z_s`` (``d_t``: ``detask_prompt_param``; ``Z_s``: the feature resized to
+    ``S x S``, channels cut or zero-padded to ``C_p``); ``U = P2P(B, D)`` (``LGM``, with the basic
+    prompt ``B``, ``low_prompt_param``), resized to ``H x W`` and convolved (``outconv``).
+    ``detask_prompt_param`` is stored ``(T, C_p, 1, 1)``; the state dict shows the official
+    ``(1, T, C_p, 1, 1)``; both load.
 
     Args:
         prompt_dim: Prompt channels ``C_p``.
         prompt_size: Spatial size ``S`` of the basic restoration prompt.
         num_degradations: Number of degradation types ``T``.
         p2p_heads: Heads of the prompt-to-prompt attention.
-        ffn_expansion_factor: GDFN width factor of the P2P block.
-        bias: Whether the P2P convolutions have a bias.
-        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
 
     Shape:
         - feature: :math:`(N, C_f, H, W)`; omega: :math:`(N, T)`
@@ -138,7 +110,7 @@ class PromptInPrompt(nn.Module):
         self,
         prompt_dim: int,
         prompt_size: int,
-        num_degradations: int = _PIP_NUM_DEGRADATIONS,
+        num_degradations: int = 5,
         *,
         p2p_heads: int = 2,
         ffn_expansion_factor: float = 2.66,
@@ -147,10 +119,7 @@ class PromptInPrompt(nn.Module):
     ) -> None:
         super().__init__()
         if min(prompt_dim, prompt_size, num_degradations) < 1:
-            raise UsageError(
-                f"need prompt_dim, prompt_size and num_degradations >= 1, got {prompt_dim}, {prompt_size}, "
-                f"{num_degradations}"
-            )
+            raise UsageError(f"need sizes >= 1, got {prompt_dim=}, {prompt_size=}, {num_degradations=}")
         self.prompt_dim, self.prompt_size = prompt_dim, prompt_size
         self.detask_prompt_param = nn.Parameter(torch.randn(num_degradations, prompt_dim, 1, 1))
         self.low_prompt_param = nn.Parameter(torch.randn(1, prompt_dim, prompt_size, prompt_size))
@@ -189,9 +158,6 @@ class PromptInPrompt(nn.Module):
             u = u.contiguous(memory_format=torch.channels_last)
         return self.outconv(u)
 
-    def extra_repr(self) -> str:
-        return f"prompt_dim={self.prompt_dim}, prompt_size={self.prompt_size}"
-
 
 class _TopMCrossAttention(CrossChannelAttention):
     """Top-m cross attention (:func:`~allinone_ir.layers.attention.top_m_channel_attention`), mask weights ``attn1..4``."""
@@ -220,13 +186,16 @@ class _DualGateFeedForward(GDFN):
 
 
 class SelectivePromptToFeature(nn.Module):
-    """Selective prompt-to-feature (P2F): modulate a feature ``Z`` with the prompt ``U`` (paper Eq. 7-8).
+    """Selective prompt-to-feature (official ``Topm_CrossTransformerRestormer_Block_PIM``, Eq. 7-8).
 
-    ``X = Z_n + CAtt_s(Z_n, LN(U))`` with ``Z_n = LN(Z)`` cut or zero-padded to the prompt width
-    ``C_p`` and the top-m cross attention (masks keeping 1/2, 2/3, 3/4, 4/5 of the per-head channels);
-    a wider feature's other channels pass as ``Z_n``, a narrower one is mapped back by
-    ``reduce_channel``. Then ``X + FFN(LN(X))`` with the dual-gated feed-forward network. Official
-    ``Topm_CrossTransformerRestormer_Block_PIM``.
+    ``X = Z_n + CAtt_s(Z_n, LN(U))``, ``Z_n = LN(Z)`` cut or zero-padded to ``C_p``, with top-m cross
+    attention; a wider feature's other channels pass as ``Z_n``, a narrower one is mapped back by
+    ``reduce_channel``. Then ``X + FFN(LN(X))`` with the dual-gated feed-forward network.
+
+    Args:
+        feature_dim: Feature channels ``C_f``.
+        prompt_dim: Prompt channels ``C_p``.
+        num_heads: Attention heads; must divide ``prompt_dim``.
 
     Shape:
         - feature: :math:`(N, C_f, H, W)`; prompt: :math:`(N, C_p, H, W)`
@@ -264,34 +233,14 @@ class SelectivePromptToFeature(nn.Module):
 
 
 class PromptToFeature(nn.Module):
-    """The official ``PromptToFeature`` holder: a :class:`SelectivePromptToFeature` at ``prompt_transformer_cross``.
+    """The official holder of a :class:`SelectivePromptToFeature` (built with the same arguments).
 
-    Args:
-        feature_dim: Feature channels ``C_f``.
-        prompt_dim: Prompt channels ``C_p``.
-        num_heads: Attention heads; must divide ``prompt_dim``.
-        ffn_expansion_factor: Feed-forward width factor.
-        bias: Whether the convolutions have a bias.
-        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
-
-    Shape:
-        - feature: :math:`(N, C_f, H, W)`; prompt: :math:`(N, C_p, H, W)`
-        - output: :math:`(N, C_f, H, W)`
+    Its key prefix is ``prompt_transformer_cross``; ``forward(feature, prompt)`` runs it.
     """
 
-    def __init__(
-        self,
-        feature_dim: int,
-        prompt_dim: int,
-        num_heads: int = 4,
-        ffn_expansion_factor: float = 2.66,
-        bias: bool = False,
-        layer_norm_type: NormKind = "WithBias",
-    ) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
-        self.prompt_transformer_cross = SelectivePromptToFeature(
-            feature_dim, prompt_dim, num_heads, ffn_expansion_factor, bias, layer_norm_type
-        )
+        self.prompt_transformer_cross = SelectivePromptToFeature(*args, **kwargs)
 
     def forward(self, feature: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         return self.prompt_transformer_cross(feature, prompt)
@@ -300,9 +249,8 @@ class PromptToFeature(nn.Module):
 class PIPBlock(nn.Module):
     """Prompt-In-Prompt on one skip connection: ``block(feature, omega) -> modulated feature``.
 
-    ``prompt`` (:class:`PromptInPrompt`) makes the prompt, ``low_prompt_interaction``
-    (:class:`PromptToFeature`) modulates the feature with it: the official PIP-Restormer's
-    ``prompt<L>`` and ``low_prompt_interaction_level<L>``. Each sample uses its own row of ``omega``.
+    ``prompt`` (:class:`PromptInPrompt`) makes the prompt and ``low_prompt_interaction``
+    (:class:`PromptToFeature`) modulates the feature with it. Each sample uses its own row of ``omega``.
 
     Args:
         feature_dim: Channels ``C_f`` of the skip feature.
@@ -311,9 +259,6 @@ class PIPBlock(nn.Module):
         num_degradations: Number of degradation types ``T``.
         p2p_heads: Heads of the prompt-to-prompt attention.
         p2f_heads: Heads of the prompt-to-feature attention; must divide ``prompt_dim``.
-        ffn_expansion_factor: Feed-forward width factor.
-        bias: Whether the convolutions have a bias.
-        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
 
     Shape:
         - feature: :math:`(N, C_f, H, W)`; omega: :math:`(N, T)`
@@ -331,23 +276,19 @@ class PIPBlock(nn.Module):
         feature_dim: int,
         prompt_dim: int,
         prompt_size: int,
-        num_degradations: int = _PIP_NUM_DEGRADATIONS,
+        num_degradations: int = 5,
         *,
         p2p_heads: int = 2,
         p2f_heads: int = 4,
         ffn_expansion_factor: float = 2.66,
-        bias: bool = False,
-        layer_norm_type: NormKind = "WithBias",
     ) -> None:
         super().__init__()
         self.feature_dim = feature_dim
+        ffn = ffn_expansion_factor
         self.prompt = PromptInPrompt(
-            prompt_dim, prompt_size, num_degradations, p2p_heads=p2p_heads, ffn_expansion_factor=ffn_expansion_factor,
-            bias=bias, layer_norm_type=layer_norm_type,
-        )  # fmt: skip
-        self.low_prompt_interaction = PromptToFeature(
-            feature_dim, prompt_dim, p2f_heads, ffn_expansion_factor, bias, layer_norm_type
+            prompt_dim, prompt_size, num_degradations, p2p_heads=p2p_heads, ffn_expansion_factor=ffn
         )
+        self.low_prompt_interaction = PromptToFeature(feature_dim, prompt_dim, p2f_heads, ffn)
 
     def forward(self, feature: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
         if feature.ndim != 4 or feature.shape[1] != self.feature_dim:
@@ -356,13 +297,7 @@ class PIPBlock(nn.Module):
             )
         return self.low_prompt_interaction(feature, self.prompt(feature, omega))
 
-    def extra_repr(self) -> str:
-        return f"feature_dim={self.feature_dim}"
 
-
-# ----------------------------------------------------------------------------------------------------------
-# The networks
-# ----------------------------------------------------------------------------------------------------------
 def _ddl_term(model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The ``ddl`` term: paper Eq. 4 on the network's degradation-aware prompts, summed over its blocks."""
     return directional_decoupled_loss(collect_degradation_prompts(model))
@@ -371,10 +306,7 @@ def _ddl_term(model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, t
 def _classifier_term(
     model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]
 ) -> torch.Tensor:
-    """The ``classifier`` term: cross-entropy of the logits against ``batch["label"]`` (0 without labels).
-
-    Labels of any form (integer labels, ``(N, T)`` weights, names) become normalised target weights.
-    """
+    """The ``classifier`` term: cross-entropy of the logits against ``batch["label"]`` (0 without labels)."""
     label = batch.get("label")
     if label is None:
         return batch["degraded"].new_zeros((), dtype=torch.float32)
@@ -389,12 +321,12 @@ def _classifier_term(
     return degradation_classification_loss(logits, target)
 
 
-class _PIPControl:
-    """Degradation control shared by the PIP networks: names, the optional classifier, ``omega``."""
+class _PIPControl(RestorationModel):
+    """What the PIP networks share: degradation names, the optional classifier, ``forward``, the recipe."""
 
+    accepts_degradation = True
     degradations: tuple[str, ...]
     classifier: DegradationClassifier | None
-    in_channels: int
 
     def _build_control(
         self, degradations: Sequence[str], classifier: bool, classifier_widths: Sequence[int]
@@ -403,13 +335,15 @@ class _PIPControl:
         if not names or len(set(names)) != len(names):
             raise UsageError(f"degradations must be distinct names, got {list(degradations)}")
         self.degradations = names
-        self.classifier = (
-            DegradationClassifier(
+        self.classifier = None
+        if classifier:
+            self.classifier = DegradationClassifier(
                 in_channels=self.in_channels, num_degradations=len(names), widths=classifier_widths
             )
-            if classifier
-            else None
-        )
+
+    def _restore(self, x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+        """The network on a padded input under the degradation weights ``omega``."""
+        raise NotImplementedError
 
     @property
     def num_degradations(self) -> int:
@@ -417,38 +351,75 @@ class _PIPControl:
         return len(self.degradations)
 
     def classify(self, image: torch.Tensor) -> torch.Tensor:
-        """Degradation logits ``(N, T)`` of the built-in classifier."""
+        """Degradation logits ``(N, T)`` of the built-in classifier.
+
+        Raises:
+            UsageError: If the network was built with ``classifier=False``.
+        """
         if self.classifier is None:
-            raise RuntimeError("this network has no degradation classifier (built with classifier=False)")
+            raise UsageError(
+                "this network was built with classifier=False, so it has no degradation classifier; pass "
+                f"degradation= one of {list(self.degradations)}, labels or weights"
+            )
         return self.classifier(image)
 
-    def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """The batch's labels drive the prompts; with a classifier, its logits come out of the same forward.
+    def forward(
+        self,
+        x: torch.Tensor,
+        degradation: DegradationSpec | None = None,
+        *,
+        return_weights: bool = False,
+        return_logits: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Restore ``x``; ``degradation=None``: under the classifier's ``softmax(logits)``.
 
-        Without labels: ``{}``, blind training (the classifier's ``omega`` drives the prompts).
+        Args:
+            x: The degraded images.
+            degradation: A label, labels, a name (``"rain+noise"``), names, a mapping or ``(N, T)``
+                weights (:func:`~allinone_ir.degradation_types.resolve_degradation_weights`).
+            return_weights: Also return ``omega``, the ``(N, T)`` weights used.
+            return_logits: Also return the classifier's logits (last).
+        """
+        inp, size = self._pad_input(x)
+        logits: torch.Tensor | None
+        if degradation is None:
+            logits = self.classify(x)
+            omega = logits.float().softmax(dim=-1)
+        else:
+            logits = self.classify(x) if return_logits else None
+            omega = resolve_degradation_weights(
+                degradation, batch_size=x.shape[0], names=self.degradations, device=x.device
+            )
+        out = self._crop(self._restore(inp, omega), size)
+        extra = [omega] if return_weights else []
+        if logits is not None and return_logits:
+            extra.append(logits)
+        return (out, *extra) if extra else out
+
+    def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The batch's labels drive the prompts (and the classifier's logits come out); none: ``{}``, blind.
 
         Raises:
             DatasetError: Without labels when the network has no classifier.
         """
         label = batch.get("label")
-        if label is None:
-            if self.classifier is None:
-                raise DatasetError(
-                    f"training {type(self).__name__} (built with classifier=False) needs degradation labels, "
-                    f"but the batch has no 'label' (keys: {sorted(batch)}); use a dataset that labels its "
-                    "samples, or build the network with classifier=True to train blind"
-                )
-            return {}
+        if label is not None:
+            return (
+                {"degradation": label, "return_logits": True} if self.classifier else {"degradation": label}
+            )
         if self.classifier is None:
-            return {"degradation": label}
-        return {"degradation": label, "return_logits": True}
+            raise DatasetError(
+                f"training {type(self).__name__} (built with classifier=False) needs degradation labels, "
+                f"but the batch has no 'label' (keys: {sorted(batch)}); use a dataset that labels its "
+                "samples, or build the network with classifier=True to train blind"
+            )
+        return {}
 
     def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Split the training forward's output (the image or ``(image, logits)``) into the image and extras."""
         if isinstance(output, torch.Tensor):
             return output, {}
-        pair = isinstance(output, tuple) and len(output) == 2
-        if pair and all(isinstance(t, torch.Tensor) for t in output):
+        if isinstance(output, tuple) and len(output) == 2:
             return output[0], {"logits": output[1]}
         kind = f"a tuple of {len(output)}" if isinstance(output, tuple) else type(output).__name__
         raise UsageError(
@@ -457,49 +428,11 @@ class _PIPControl:
         )
 
     def auxiliary_losses(self) -> list[AuxiliaryLoss]:
-        """PIP's training terms: ``ddl`` (weight 0.002, paper Eq. 10) and, with a classifier, ``classifier`` (0.1).
-
-        ``ddl``: the directional decoupled loss on the degradation-aware prompts of every block;
-        ``classifier``: the classifier's cross-entropy against the labels (0 without labels). Change a
-        weight by name (``trainer.aux_weights: {classifier: 0.5}``).
-        """
+        """``ddl`` (0.002, paper Eq. 10) on the degradation-aware prompts and, with a classifier, ``classifier`` (0.1)."""
         terms = [AuxiliaryLoss("ddl", DEFAULT_DDL_ALPHA, _ddl_term)]
         if self.classifier is not None:
             terms.append(AuxiliaryLoss("classifier", DEFAULT_CLASSIFIER_WEIGHT, _classifier_term))
         return terms
-
-    def _omega(
-        self, image: torch.Tensor, degradation: DegradationSpec | None, need_logits: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        logits = None
-        if degradation is None or need_logits:
-            if self.classifier is None:
-                raise UsageError(
-                    "degradation=None needs the degradation classifier, but this network was built with "
-                    f"classifier=False; pass degradation= one of {list(self.degradations)}, labels or weights"
-                )
-            logits = self.classifier(image)
-        if degradation is None:
-            assert logits is not None
-            return logits.float().softmax(dim=-1), logits
-        omega = resolve_degradation_weights(
-            degradation, batch_size=image.shape[0], names=self.degradations, device=image.device
-        )
-        return omega, logits
-
-    @staticmethod
-    def _pack(
-        out: torch.Tensor,
-        omega: torch.Tensor,
-        logits: torch.Tensor | None,
-        return_weights: bool,
-        return_logits: bool,
-    ) -> PIPOutput:
-        extra = [omega] if return_weights else []
-        if return_logits:
-            assert logits is not None
-            extra.append(logits)
-        return (out, *extra) if extra else out
 
 
 def _check_levels(name: str, values: Sequence[Any], n: int) -> list[Any]:
@@ -509,27 +442,17 @@ def _check_levels(name: str, values: Sequence[Any], n: int) -> list[Any]:
 
 
 @register_architecture
-class PIPRestormer(_PIPControl, RestormerUNet):
+class PIPRestormer(_PIPControl, RestormerUNet):  # type: ignore[misc]  # forward takes a degradation
     """PIP on Restormer, the official PIP network (longzilicart/pip_universal, ``pip_cross_topm``).
 
-    Restormer's U-Net (:class:`~allinone_ir.models.restormer.RestormerUNet`) whose skips ``e1, e2, e3``
-    are modulated before the decoder concatenates them: ``prompt<L>`` (:class:`PromptInPrompt`) and
-    ``low_prompt_interaction_level<L>`` (:class:`PromptToFeature`). As in the official network the
+    Restormer's U-Net whose skips are modulated before the decoder concatenates them: ``prompt<L>``
+    (:class:`PromptInPrompt`) and ``low_prompt_interaction_level<L>`` (:class:`PromptToFeature`); the
     latent is reduced ``8 dim -> 4 dim`` by ``chnl_reduce3`` before ``up4_3``. The official unused
-    ``reduce_noise_channel_1..3`` are not built and their keys are dropped. Any ``H, W >= 1`` works
-    (reflect padding to a multiple of 8, output cropped back). Defaults: the official network
-    (27,316,614 parameters) and the degradation classifier (78,005; ``classifier=False``: none).
+    ``reduce_noise_channel_1..3`` are not built and their keys are dropped. Defaults: the official
+    network (27,316,614 parameters) and the degradation classifier (78,005). The first nine arguments
+    are :class:`~allinone_ir.models.restormer.Restormer`'s.
 
     Args:
-        in_channels: Input image channels.
-        out_channels: Output image channels.
-        dim: Channels of the first level.
-        num_blocks: Transformer blocks per level (encoder/decoder levels 1-3 and the latent).
-        num_refinement_blocks: Transformer blocks after the decoder.
-        heads: Attention heads per level.
-        ffn_expansion_factor: GDFN width factor.
-        bias: Whether the convolutions have a bias.
-        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
         prompt_dims: Prompt channels at skips 1, 2, 3 (shallow to deep).
         prompt_sizes: Basic-restoration-prompt sizes at skips 1, 2, 3.
         degradations: Degradation names in label order (their number is ``T``).
@@ -552,9 +475,6 @@ class PIPRestormer(_PIPControl, RestormerUNet):
         >>> omega.shape
         torch.Size([1, 5])
     """
-
-    accepts_degradation = True
-    pad_multiple = 8
 
     def __init__(
         self,
@@ -583,17 +503,14 @@ class PIPRestormer(_PIPControl, RestormerUNet):
         args = (ffn_expansion_factor, bias, layer_norm_type)
         self._build_encoder(in_channels, dim, num_blocks, heads, *args)
         self._build_control(degradations, classifier, classifier_widths)
-        for level, (fdim, pdim, size) in enumerate(
-            zip((dim, dim * 2, dim * 4), prompt_dims, prompt_sizes), 1
-        ):
+        for level, (pdim, size) in enumerate(zip(prompt_dims, prompt_sizes), 1):
             prompt = PromptInPrompt(
                 pdim, size, self.num_degradations, p2p_heads=p2p_heads, ffn_expansion_factor=ffn_expansion_factor,
                 bias=bias, layer_norm_type=layer_norm_type,
             )  # fmt: skip
             self.add_module(f"prompt{level}", prompt)
-            self.add_module(
-                f"low_prompt_interaction_level{level}", PromptToFeature(fdim, pdim, p2f_heads, *args)
-            )
+            p2f = PromptToFeature(dim * 2 ** (level - 1), pdim, p2f_heads, *args)
+            self.add_module(f"low_prompt_interaction_level{level}", p2f)
         self.chnl_reduce3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
         for level in (3, 2, 1):
             up = dim * 4 if level == 3 else None  # the latent, reduced by chnl_reduce3
@@ -607,24 +524,12 @@ class PIPRestormer(_PIPControl, RestormerUNet):
         prompt = getattr(self, f"prompt{level}")(skip, ctx)
         return getattr(self, f"low_prompt_interaction_level{level}")(skip, prompt)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        degradation: DegradationSpec | None = None,
-        *,
-        return_weights: bool = False,
-        return_logits: bool = False,
-    ) -> PIPOutput:
-        inp, size = self._pad_input(x)
-        omega, logits = self._omega(x, degradation, return_logits)
-        out = self._unet_forward(inp, omega)
-        return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
+    def _restore(self, x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+        return self._unet_forward(x, omega)
 
-    # ------------------------------------------------------------------ what the family declares
-    #: Restormer's ``encoder`` and ``decoder`` (with ``chnl_reduce3``) and ``prompts`` (the PIP modules).
     finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
-        "decoder": ("chnl_reduce3", "up*", "reduce_chan_level*", "decoder_level*", "refinement", "output"),
+        "encoder": RESTORMER_GROUPS["encoder"],
+        "decoder": ("chnl_reduce3", *RESTORMER_GROUPS["decoder"]),
         "prompts": ("prompt1", "prompt2", "prompt3", "low_prompt_interaction_level*"),
     }
     demo_choices: ClassVar[Mapping[str, str]] = {"pip": "pip_restormer"}
@@ -653,67 +558,38 @@ class PIPRestormer(_PIPControl, RestormerUNet):
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
         """Restormer's layout plus ``prompt1..3`` and ``low_prompt_interaction_level1..3``, else ``None``.
 
-        Degradation names are not stored in weights: the defaults are assumed (a warning when their
-        number differs).
-
         Raises:
             CheckpointError: If no feed-forward factor fits the hidden widths, or the weights have the
                 PIP blocks of a development version (``pip_level1..3``).
         """
-        from .restormer import _read_restormer_layout
-
-        config = _read_restormer_layout(state_dict)
-        _reject_earlier_layout(state_dict, "pip_level1.basic_prompt.prompt")
-        if config is None or "prompt1.low_prompt_param" not in state_dict:
-            return None
         prompts = [f"prompt{i}" for i in (1, 2, 3)]
         interactions = [f"low_prompt_interaction_level{i}" for i in (1, 2, 3)]
-        return {**config, **_read_pip_blocks(state_dict, prompts, interactions)}
+        config = _read_restormer_layout(state_dict)
+        return _read_pip_blocks(state_dict, config, prompts, interactions, "pip_level1.basic_prompt.prompt")
 
     @classmethod
     def filter_state_dict(
         cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
     ) -> dict[str, torch.Tensor]:
         """Drop the keys of ``reduce_noise_channel_1..3``: modules the official code builds and never uses."""
-        return drop_unused_modules(state_dict, model, _OFFICIAL_UNUSED_MODULES)
+        unused = ("reduce_noise_channel_1", "reduce_noise_channel_2", "reduce_noise_channel_3")
+        return drop_unused_modules(state_dict, model, unused)
 
 
 @register_architecture
-class PIPNAFNet(_PIPControl, NAFNet):
-    """PIP on NAFNet: a :class:`PIPBlock` on each skip connection (paper Table S3).
+class PIPNAFNet(_PIPControl, NAFNet):  # type: ignore[misc]  # forward takes a degradation
+    """PIP on NAFNet: a :class:`PIPBlock` on each skip connection (paper Table S3; not in the official code).
 
     NAFNet's modules keep their official names; the blocks are ``pips.0`` (shallowest) to
-    ``pips.{L-1}``, applied to each encoder output before it is added to the decoder feature. The
-    official code has no PIP-NAFNet. Defaults: 120,510,960 parameters.
-
-    Args:
-        in_channels: Image channels (input and output).
-        width: Channels of the first level (doubled at each level).
-        middle_blk_num: NAF blocks in the bottleneck.
-        enc_blk_nums: NAF blocks per encoder level.
-        dec_blk_nums: NAF blocks per decoder level.
-        drop_out_rate: Dropout inside the blocks.
-        prompt_dims: Prompt channels per skip (shallow to deep), one per encoder level.
-        prompt_sizes: Basic-restoration-prompt sizes per skip.
-        degradations: Degradation names in label order.
-        p2p_heads: Heads of the prompt-to-prompt attention.
-        p2f_heads: Heads of the prompt-to-feature attention (must divide every prompt dim).
-        ffn_expansion_factor: GDFN width factor inside the PIP blocks.
-        classifier: Build the degradation classifier used when ``degradation=None``.
-        classifier_widths: Stage widths of the classifier.
+    ``pips.{L-1}``, applied to each encoder output before it is added to the decoder feature.
+    Defaults: 120,510,960 parameters. The first six arguments are
+    :class:`~allinone_ir.models.nafnet.NAFNet`'s, the others :class:`PIPRestormer`'s (one prompt dim
+    and size per encoder level) and ``ffn_expansion_factor`` of the PIP blocks.
 
     Shape:
         - image: :math:`(N, C, H, W)`
         - output: :math:`(N, C, H, W)`
-
-    Examples:
-        >>> net = PIPNAFNet(width=8, middle_blk_num=1, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1),
-        ...                 prompt_dims=(8, 8), prompt_sizes=(8, 4), p2f_heads=2, classifier_widths=(4,))
-        >>> net(torch.rand(2, 3, 13, 9), degradation=torch.tensor([0, 4])).shape
-        torch.Size([2, 3, 13, 9])
     """
-
-    accepts_degradation = True
 
     def __init__(
         self,
@@ -749,24 +625,12 @@ class PIPNAFNet(_PIPControl, NAFNet):
             )  # fmt: skip
             self.pips.append(block)
 
-    def forward(  # type: ignore[override]
-        self,
-        x: torch.Tensor,
-        degradation: DegradationSpec | None = None,
-        *,
-        return_weights: bool = False,
-        return_logits: bool = False,
-    ) -> PIPOutput:
-        inp, size = self._pad_input(x)
-        omega, logits = self._omega(x, degradation, return_logits)
-        out = self._unet_forward(inp, omega)
-        return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
-
     def _skip_hook(self, level: int, skip: torch.Tensor, ctx: Any) -> torch.Tensor:
         return self.pips[level - 1](skip, ctx)
 
-    # ------------------------------------------------------------------ what the family declares
-    #: NAFNet's ``encoder`` and ``decoder`` and ``prompts`` (the PIP blocks).
+    def _restore(self, x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+        return self._unet_forward(x, omega)
+
     finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
         **NAFNet.finetune_groups,
         "prompts": ("pips",),
@@ -774,26 +638,20 @@ class PIPNAFNet(_PIPControl, NAFNet):
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """NAFNet's layout plus ``pips.0..L-1``, else ``None`` (degradation names: the defaults).
+        """NAFNet's layout plus ``pips.0..L-1``, else ``None``.
 
         Raises:
             CheckpointError: If no feed-forward factor fits the hidden widths, or the weights have the
                 PIP blocks of a development version (``pips.<i>.basic_prompt``).
         """
-        from ._detect import ffn_expansion_factor
-        from .nafnet import _read_nafnet_layout
-
         config = _read_nafnet_layout(state_dict)
-        _reject_earlier_layout(state_dict, "pips.0.basic_prompt.prompt")
-        if config is None or "pips.0.prompt.low_prompt_param" not in state_dict:
+        levels = range(len(config["enc_blk_nums"])) if config else range(0)
+        prompts = [f"pips.{i}.prompt" for i in levels]
+        interactions = [f"pips.{i}.low_prompt_interaction" for i in levels]
+        pip = _read_pip_blocks(state_dict, config, prompts, interactions, "pips.0.basic_prompt.prompt")
+        if pip is None:
             return None
-        levels = range(len(config["enc_blk_nums"]))
-        pips = _read_pip_blocks(
-            state_dict,
-            [f"pips.{i}.prompt" for i in levels],
-            [f"pips.{i}.low_prompt_interaction" for i in levels],
-        )
-        return {**config, **pips, "ffn_expansion_factor": ffn_expansion_factor(state_dict)}
+        return {**pip, "ffn_expansion_factor": ffn_expansion_factor(state_dict)}
 
 
 #: Attribute of a tapped backbone module that holds ``(PIP block, omega)`` while :meth:`PIPUNet.forward` runs.
@@ -809,7 +667,7 @@ def _pip_tap_hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch
     return block(output, omega)
 
 
-class PIPUNet(_PIPControl, RestorationModel):
+class PIPUNet(_PIPControl):
     """Plug PIP into a U-Net of your own, without touching its code.
 
     Name the sub-modules of your network whose **outputs** are the skip features: the wrapper builds
@@ -819,32 +677,20 @@ class PIPUNet(_PIPControl, RestorationModel):
     pickling, DDP, ``torch.compile``) apply their own blocks. The backbone keeps its state-dict keys
     (``backbone.<name>.*``).
 
-    The named module's output is replaced wherever it is used: to modulate only the skip, give the skip
-    path its own module (``self.skip1 = nn.Identity()``, ``torch.cat([up, self.skip1(e1)], 1)``) and
+    To modulate only the skip, give the skip path its own module (``self.skip1 = nn.Identity()``) and
     name it. Each named module must run once per forward, be called as ``module(x)`` and lie outside
     activation-checkpointed regions. ``config`` does not record the backbone, and the wrapper is not in
-    the model registry: wrap the same backbone again and use ``load_state_dict``.
+    the model registry: wrap the same backbone again and use ``load_state_dict``. The PIP arguments
+    are :class:`PIPNAFNet`'s.
 
     Args:
         backbone: Your network; ``backbone(x)`` must return the restored image.
         skips: ``{module name: feature channels}`` for each skip (names as in ``named_modules()``).
         prompt_dims: Prompt channels per skip, in the order of ``skips`` (default: the feature channels).
         prompt_sizes: Basic-restoration-prompt size per skip, or one size for all.
-        degradations: Degradation names in label order.
         in_channels: Image channels of the input (checked).
         out_channels: Image channels of the output.
-        pad_multiple: Pad ``H, W`` to a multiple of this before the backbone (e.g. ``2 ** levels``)
-            and crop back; 1 for no padding.
-        p2p_heads: Heads of the prompt-to-prompt attention.
-        p2f_heads: Heads of the prompt-to-feature attention (must divide every prompt dim).
-        ffn_expansion_factor: GDFN width factor inside the PIP blocks.
-        classifier: Build the degradation classifier used when ``degradation=None``.
-        classifier_widths: Stage widths of the classifier.
-
-    Attributes:
-        backbone: Your network, its named modules tapped.
-        pips: The PIP blocks, ``{block name: PIPBlock}``.
-        taps: ``(module name in the backbone, block name in pips)`` of each skip.
+        pad_multiple: Pad ``H, W`` to a multiple of this before the backbone and crop back.
 
     Raises:
         UsageError: If a name is not a sub-module of ``backbone``, two names are the same module
@@ -871,8 +717,6 @@ class PIPUNet(_PIPControl, RestorationModel):
         >>> net(torch.rand(2, 3, 15, 12), degradation=["rain", "haze"]).shape
         torch.Size([2, 3, 15, 12])
     """
-
-    accepts_degradation = True
 
     def __init__(
         self,
@@ -924,40 +768,22 @@ class PIPUNet(_PIPControl, RestorationModel):
             if not any(hook is _pip_tap_hook for hook in module._forward_hooks.values()):
                 module.register_forward_hook(_pip_tap_hook)  # once, even if wrapped again
 
-    def _tapped_modules(self) -> list[nn.Module]:
-        found = []
-        for name, _ in self.taps:
-            module = self.backbone.get_submodule(name)
+    def _restore(self, x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+        tapped = [(self.backbone.get_submodule(name), name, key) for name, key in self.taps]
+        for module, name, _ in tapped:
             if not hasattr(module, _TAP_ATTR):
                 raise RuntimeError(
                     f"backbone module {name!r} was replaced after PIPUNet wrapped the backbone, so it has no "
                     "PIP tap; wrap the modified backbone again"
                 )
-            found.append(module)
-        return found
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        degradation: DegradationSpec | None = None,
-        *,
-        return_weights: bool = False,
-        return_logits: bool = False,
-    ) -> PIPOutput:
-        inp, size = self._pad_input(x)
-        omega, logits = self._omega(x, degradation, return_logits)
-        tapped = self._tapped_modules()
-        for module, (_, key) in zip(tapped, self.taps):
+        for module, _, key in tapped:
             setattr(module, _TAP_ATTR, (self.pips[key], omega))
         try:
-            out = self.backbone(inp)
+            return self.backbone(x)
         finally:
-            for module in tapped:
+            for module, _, _ in tapped:
                 setattr(module, _TAP_ATTR, None)
-        return self._pack(self._crop(out, size), omega, logits, return_weights, return_logits)
 
-    # ------------------------------------------------------------------ what the family declares
-    #: ``prompts``: the PIP blocks (the backbone is ``backbone``, the classifier ``classifier``).
     finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {"prompts": ("pips",)}
 
 
@@ -973,26 +799,30 @@ def pip_nafnet(**kwargs: Any) -> PIPNAFNet:
     return PIPNAFNet(**kwargs)
 
 
-def _reject_earlier_layout(state_dict: Mapping[str, torch.Tensor], key: str) -> None:
-    """Refuse the weights of the PIP blocks of development versions (another function)."""
-    if key in state_dict:
+def _read_pip_blocks(
+    state_dict: Mapping[str, torch.Tensor],
+    config: dict[str, Any] | None,
+    prompts: list[str],
+    interactions: list[str],
+    old_key: str,
+) -> dict[str, Any] | None:
+    """``config`` plus what the PIP modules ``prompts`` and ``interactions`` say; ``None`` without them.
+
+    Degradation names are not stored in weights: the defaults (a warning when their number differs).
+    Weights with ``old_key``, of a development version's PIP blocks (another function), are refused.
+    """
+    if old_key in state_dict:
         raise CheckpointError(
-            f"these PIP weights ({key!r}) come from a development version of allinone-ir whose PIP blocks "
+            f"these PIP weights ({old_key!r}) come from a development version of allinone-ir whose PIP blocks "
             "differ from the official ones built now; they cannot be converted: train the network again"
         )
-
-
-def _read_pip_blocks(
-    state_dict: Mapping[str, torch.Tensor], prompts: list[str], interactions: list[str]
-) -> dict[str, Any]:
-    """Prompt sizes, degradation count, heads and classifier of the PIP modules ``prompts`` and ``interactions``."""
-    from ._detect import count_blocks
-
+    if config is None or f"{prompts[0]}.low_prompt_param" not in state_dict:
+        return None
     basic = [state_dict[f"{p}.low_prompt_param"] for p in prompts]
     num = int(state_dict[f"{prompts[0]}.detask_prompt_param"].shape[-4])  # (1, T, C, 1, 1) or (T, C, 1, 1)
     names = list(DEFAULT_DEGRADATIONS)
     if num != len(names):
-        names = list(default_names(num))  # the vocabulary's names in label order (snow is the sixth)
+        names = list(default_names(num))
         warnings.warn(
             f"the checkpoint has {num} degradation prompts; their names are not stored in the weights, "
             f"calling them {names} (pass degradations=[...] to name them)",
@@ -1002,7 +832,8 @@ def _read_pip_blocks(
         int(state_dict[f"classifier.stages.{i}.0.conv1.weight"].shape[0])
         for i in range(count_blocks(state_dict, "classifier.stages"))
     ]
-    config: dict[str, Any] = dict(
+    config = dict(
+        config,
         prompt_dims=[int(p.shape[1]) for p in basic],
         prompt_sizes=[int(p.shape[-1]) for p in basic],
         degradations=names,
@@ -1015,8 +846,5 @@ def _read_pip_blocks(
     return config
 
 
-# The PIP authors released no weights (github.com/longzilicart/pip_universal: no release, no checkpoint
-# link in the README; its issue 6 asks for them): the weights listing says so.
-from ._weights import register_weights_note  # noqa: E402
-
+# The PIP authors released no weights (github.com/longzilicart/pip_universal): the weights listing says so.
 register_weights_note("PIP (pip_restormer, pip_nafnet)", "the authors released no weights; train your own")

@@ -13,9 +13,10 @@ from ..errors import UsageError
 from ..layers.norm import NormKind
 from ..layers.transformer import TransformerBlock
 from ._base import drop_unused_modules, official_5d_keys
+from ._detect import attention_heads
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
-from .restormer import RestormerUNet
+from .restormer import RESTORMER_GROUPS, RestormerUNet, _read_restormer_layout
 
 __all__ = ["PROMPTIR_UNUSED_MODULES", "PromptGenBlock", "PromptIR", "PromptInteraction"]
 
@@ -29,16 +30,15 @@ PROMPTIR_UNUSED_MODULES: tuple[str, ...] = (
 class PromptGenBlock(nn.Module):
     """Prompt generation block: an input-conditioned mixture of learnable prompt components.
 
-    ``P = conv3x3(resize(sum_l softmax(W GAP(F))_l P_l))``: the feature's global average pool gives
-    ``prompt_len`` weights of the components ``P_l`` (``C_p x S x S``), the mixture is resized to the
-    feature's ``H x W``. ``prompt_param`` is stored ``(L, C_p, S, S)`` (channels-last works) and shows
-    the official ``(1, L, C_p, S, S)`` in the state dict; both shapes load.
+    ``P = conv3x3(resize(sum_l softmax(W GAP(F))_l P_l))``, resized to the feature's ``H x W``.
+    ``prompt_param`` is stored ``(L, C_p, S, S)`` and shows the official ``(1, L, C_p, S, S)`` in the
+    state dict; both shapes load.
 
     Args:
         prompt_dim: Channels ``C_p`` of the prompt.
         prompt_len: Number of prompt components ``L``.
         prompt_size: Spatial size ``S`` of each component.
-        lin_dim: Channels of the input feature map.
+        lin_dim: Channels ``C_{lin}`` of the input feature map.
 
     Shape:
         - Input: :math:`(N, C_{lin}, H, W)`
@@ -58,8 +58,7 @@ class PromptGenBlock(nn.Module):
         super().__init__()
         if prompt_len < 1 or prompt_size < 1 or prompt_dim < 1:
             raise UsageError(
-                f"PromptGenBlock needs positive prompt_dim, prompt_len and prompt_size, got "
-                f"{prompt_dim}, {prompt_len}, {prompt_size}"
+                f"PromptGenBlock needs positive sizes, got {prompt_dim=}, {prompt_len=}, {prompt_size=}"
             )
         self.prompt_param = nn.Parameter(torch.rand(prompt_len, prompt_dim, prompt_size, prompt_size))
         self.linear_layer = nn.Linear(lin_dim, prompt_len)
@@ -95,19 +94,13 @@ class PromptGenBlock(nn.Module):
 
 
 class PromptInteraction(nn.Module):
-    """Prompt interaction block: ``reduce(transformer(cat[feature, prompt]))`` (:meth:`interact`).
+    """Prompt interaction block: ``reduce(transformer(cat[feature, prompt]))``.
 
-    :class:`PromptIR` runs :meth:`interact` on its modules under the official names ``noise_level{l}``
-    and ``reduce_noise_level{l}``.
+    :class:`PromptIR` runs :meth:`interact` on its modules ``noise_level{l}`` and ``reduce_noise_level{l}``.
 
     Args:
-        feature_dim: Channels of the feature map.
-        prompt_dim: Channels of the prompt.
         out_dim: Channels after the 1x1 reduction (defaults to ``feature_dim``).
         num_heads: Heads of the transformer block (must divide ``feature_dim + prompt_dim``).
-        ffn_expansion_factor: GDFN width factor.
-        bias: Whether the convolutions have a bias.
-        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
 
     Shape:
         - feature: :math:`(N, C_f, H, W)`; prompt: :math:`(N, C_p, H, W)`
@@ -141,12 +134,7 @@ class PromptInteraction(nn.Module):
     def interact(
         feature: torch.Tensor, prompt: torch.Tensor, transformer: nn.Module, reduce: nn.Module
     ) -> torch.Tensor:
-        """The block's computation with the given modules: ``reduce(transformer(cat[feature, prompt]))``.
-
-        Shape:
-            - feature: :math:`(N, C_f, H, W)`; prompt: :math:`(N, C_p, H, W)`
-            - output: :math:`(N, C_{out}, H, W)`
-        """
+        """The block's computation with the given modules (shapes as the block's)."""
         return reduce(transformer(torch.cat([feature, prompt], dim=1)))
 
 
@@ -154,23 +142,14 @@ class PromptInteraction(nn.Module):
 class PromptIR(RestormerUNet):
     """PromptIR: all-in-one restoration with prompt generation and interaction in the decoder.
 
-    Restormer's U-Net (:class:`~allinone_ir.models.restormer.RestormerUNet`); on the latent and after
-    decoder levels 3 and 2 a :class:`PromptGenBlock` (``prompt{l}``) makes a prompt that
-    :class:`PromptInteraction` mixes in (``noise_level{l}``, ``reduce_noise_level{l}``). Defaults are
-    the official configuration (35,376,967 parameters; the six modules the official code builds but
-    never uses are not built). State-dict keys equal the official ones. Any ``H, W >= 1`` works
-    (reflect padding to a multiple of 8, output cropped back).
+    Restormer's U-Net; on the latent and after decoder levels 3 and 2 a :class:`PromptGenBlock`
+    (``prompt{l}``) makes a prompt that :class:`PromptInteraction` mixes in (``noise_level{l}``,
+    ``reduce_noise_level{l}``). Defaults are the official configuration (35,376,967 parameters; the six
+    modules the official code builds but never uses are not built); the keys are the official ones.
+    Any ``H, W >= 1`` works. The first nine arguments are
+    :class:`~allinone_ir.models.restormer.Restormer`'s.
 
     Args:
-        in_channels: Input image channels.
-        out_channels: Output image channels.
-        dim: Channels of the first level.
-        num_blocks: Transformer blocks per level (encoder/decoder levels 1-3 and the latent).
-        num_refinement_blocks: Transformer blocks after the decoder.
-        heads: Attention heads per level.
-        ffn_expansion_factor: GDFN width factor.
-        bias: Whether the convolutions have a bias.
-        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
         prompt_dims: Prompt channels at decoder levels 1, 2, 3.
         prompt_sizes: Spatial size of the prompt components at levels 1, 2, 3.
         prompt_len: Number of prompt components per level.
@@ -179,15 +158,7 @@ class PromptIR(RestormerUNet):
     Shape:
         - Input: :math:`(N, C_{in}, H, W)`, float, values nominally in [0, 1]
         - Output: :math:`(N, C_{out}, H, W)`
-
-    Examples:
-        >>> net = PromptIR(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1,
-        ...                prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 2), prompt_len=3)
-        >>> net(torch.rand(2, 3, 17, 30)).shape
-        torch.Size([2, 3, 17, 30])
     """
-
-    pad_multiple = 8
 
     def __init__(
         self,
@@ -239,19 +210,11 @@ class PromptIR(RestormerUNet):
         # decoder levels 3 and 2 get prompt levels 2 and 1; level 1 goes to the refinement
         return self._prompt(level - 1, x) if level > 1 else x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inp, size = self._pad_input(x)
-        return self._crop(self._unet_forward(inp), size)
-
-    # ``stage2``: the output end (refinement, output, decoder level 1 and its prompt), for a second stage
-    _STAGE2: ClassVar[tuple[str, ...]] = (
-        "refinement", "output", "decoder_level1", "prompt1", "noise_level1", "reduce_noise_level1",
-    )  # fmt: skip
+    _STAGE2 = ("refinement", "output", "decoder_level1", "prompt1", "noise_level1", "reduce_noise_level1")
     finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
-        "decoder": ("up*", "reduce_chan_level*", "decoder_level*", "refinement", "output"),
+        **RESTORMER_GROUPS,
         "prompts": ("prompt*", "noise_level*", "reduce_noise_level*"),
-        "stage2": _STAGE2,
+        "stage2": _STAGE2,  # the output end, for a second stage
     }
     demo_choices: ClassVar[Mapping[str, str]] = {"promptir": "promptir"}
 
@@ -274,9 +237,6 @@ class PromptIR(RestormerUNet):
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
         """Restormer's layout plus ``prompt1..3.prompt_param`` (prompt channels, sizes and length)."""
-        from ._detect import attention_heads
-        from .restormer import _read_restormer_layout
-
         config = _read_restormer_layout(state_dict)
         keys = [f"prompt{i}.prompt_param" for i in (1, 2, 3)]
         if config is None or not all(k in state_dict for k in keys):
@@ -307,10 +267,8 @@ def promptir(**kwargs: Any) -> PromptIR:
     return PromptIR(**kwargs)
 
 
-# --------------------------------------------------------------------------- released weights
-# Facts from the official README (github.com/va1shn9v/PromptIR, README.md "Testing": the Drive link and
-# "also available under the releases tab"), LICENSE.md (Academic Public License, non-commercial) and the
-# paper (arXiv 2306.13090, Table 1: all-in-one, three degradations). No hash or size is published.
+# Released weights: facts from github.com/va1shn9v/PromptIR (README "Testing", LICENSE.md) and the paper
+# (arXiv 2306.13090, Table 1). No hash or size is published.
 register_weights(
     PretrainedWeights(
         name="promptir.three_task",

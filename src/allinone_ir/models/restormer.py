@@ -21,6 +21,12 @@ from ._weights import PretrainedWeights, WeightsSource, register_weights
 
 __all__ = ["Restormer", "RestormerUNet"]
 
+#: The ``finetune_groups`` of Restormer's modules.
+RESTORMER_GROUPS: Mapping[str, tuple[str, ...]] = {
+    "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
+    "decoder": ("up*", "reduce_chan_level*", "decoder_level*", "refinement", "output"),
+}
+
 
 def transformer_stage(
     dim: int, num_heads: int, depth: int, ffn_expansion_factor: float, bias: bool, layer_norm_type: NormKind
@@ -34,9 +40,7 @@ def transformer_stage(
 def restormer_low_precision_flags(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """The float32 flags of a Restormer-layout network under bf16/fp16, as ``(name, module, attribute)``.
 
-    The family's precision policy: the patch embedding (:attr:`OverlapPatchEmbed.float32
-    <allinone_ir.layers.OverlapPatchEmbed.float32>`) and the attention's depthwise convolution at the
-    full-resolution levels (:attr:`MDTA.float32_dwconv <allinone_ir.layers.MDTA.float32_dwconv>`) run in
+    The patch embedding and the attention's depthwise convolution at the full-resolution levels run in
     float32; :func:`~allinone_ir.inference.low_precision_policy` sets the flags while it runs.
     """
     flags: list[tuple[str, nn.Module, str]] = []
@@ -53,22 +57,14 @@ def restormer_low_precision_flags(model: nn.Module) -> list[tuple[str, nn.Module
 
 
 class RestormerUNet(UNetHooks, RestorationModel):
-    """Restormer's U-Net, written once for Restormer, PromptIR, AdaIR and PIP-Restormer, with per-level hooks.
+    """Restormer's U-Net with per-level hooks, shared by Restormer, PromptIR, AdaIR and PIP-Restormer.
 
-    A network builds the official modules with :meth:`_build_encoder` (``patch_embed``,
-    ``encoder_level1..3``, ``down*``, ``latent``), :meth:`_build_decoder_level` and :meth:`_build_head`
-    where its official constructor builds them (keeping the key order and the seeded initialisation),
-    adds its own and overrides the :class:`~allinone_ir.models._unet.UNetHooks` it needs.
-    :meth:`_unet_forward` is the loop::
-
-        e1, e2, e3, h = encoder(x)
-        h = _latent_hook(h)
-        h = decoder_level3(reduce_chan_level3(cat(up4_3(h), _skip_hook(3, e3))));  h = _decoder_hook(3, h)
-        h = decoder_level2(reduce_chan_level2(cat(up3_2(h), _skip_hook(2, e2))));  h = _decoder_hook(2, h)
-        h = decoder_level1(cat(up2_1(h), _skip_hook(1, e1)));                     h = _decoder_hook(1, h)
-        out = output(refinement(h)) (+ x when the input and output channels agree)
+    A network builds the official modules with :meth:`_build_encoder`, :meth:`_build_decoder_level` and
+    :meth:`_build_head` in the official order (keeping key order and seeded initialisation) and
+    overrides the :class:`~allinone_ir.models._unet.UNetHooks` it needs; :meth:`_unet_forward` runs them.
     """
 
+    pad_multiple = 8
     up4_3: nn.Module
     reduce_chan_level3: nn.Module
     decoder_level3: nn.Module
@@ -81,54 +77,39 @@ class RestormerUNet(UNetHooks, RestorationModel):
     output: nn.Module
 
     def _build_encoder(
-        self,
-        in_channels: int,
-        dim: int,
-        num_blocks: Sequence[int],
-        heads: Sequence[int],
-        ffn_expansion_factor: float,
-        bias: bool,
-        layer_norm_type: NormKind,
+        self, in_channels: int, dim: int, blocks: Sequence[int], heads: Sequence[int], *opts: Any
     ) -> None:
-        if len(num_blocks) != 4 or len(heads) != 4:
-            raise UsageError(f"num_blocks and heads need 4 entries, got {list(num_blocks)} and {list(heads)}")
-        args = (ffn_expansion_factor, bias, layer_norm_type)
-        # the official networks build OverlapPatchEmbed(in_c, dim) without passing `bias`: no bias even
-        # with bias=True, so that official bias=True checkpoints (no patch_embed.proj.bias) load
+        """Build ``patch_embed``, ``encoder_level1..3``, ``down*`` and ``latent``.
+
+        ``opts``: the transformer blocks' ``ffn_expansion_factor, bias, layer_norm_type``.
+        """
+        if len(blocks) != 4 or len(heads) != 4:
+            raise UsageError(f"num_blocks and heads need 4 entries, got {list(blocks)} and {list(heads)}")
+        # no bias even with bias=True, as the official networks: their checkpoints have no patch_embed bias
         self.patch_embed = OverlapPatchEmbed(in_channels, dim)
-        self.encoder_level1 = transformer_stage(dim, heads[0], num_blocks[0], *args)
+        self.encoder_level1 = transformer_stage(dim, heads[0], blocks[0], *opts)
         self.down1_2 = Downsample(dim)
-        self.encoder_level2 = transformer_stage(dim * 2, heads[1], num_blocks[1], *args)
+        self.encoder_level2 = transformer_stage(dim * 2, heads[1], blocks[1], *opts)
         self.down2_3 = Downsample(dim * 2)
-        self.encoder_level3 = transformer_stage(dim * 4, heads[2], num_blocks[2], *args)
+        self.encoder_level3 = transformer_stage(dim * 4, heads[2], blocks[2], *opts)
         self.down3_4 = Downsample(dim * 4)
-        self.latent = transformer_stage(dim * 8, heads[3], num_blocks[3], *args)
+        self.latent = transformer_stage(dim * 8, heads[3], blocks[3], *opts)
 
-    def low_precision_flags(self) -> list[tuple[str, nn.Module, str]]:
-        """The modules kept in float32 under bf16/fp16 (see :func:`restormer_low_precision_flags`)."""
-        return restormer_low_precision_flags(self)
-
-    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return the three skip features and the latent."""
-        e1 = self.encoder_level1(self.patch_embed(x))
-        e2 = self.encoder_level2(self.down1_2(e1))
-        e3 = self.encoder_level3(self.down2_3(e2))
-        latent = self.latent(self.down3_4(e3))
-        return e1, e2, e3, latent
+    low_precision_flags = restormer_low_precision_flags
 
     def _build_decoder_level(
         self,
         level: int,
         dim: int,
-        num_blocks: Sequence[int],
+        blocks: Sequence[int],
         heads: Sequence[int],
-        ffn_expansion_factor: float,
+        ffn: float,
         bias: bool,
-        layer_norm_type: NormKind,
+        norm: NormKind,
         *,
         up_channels: int | None = None,
     ) -> None:
-        """Build decoder ``level`` (1 to 3): ``up{level+1}_{level}``, ``reduce_chan_level{level}`` (levels 2, 3), blocks.
+        """Build ``up{level+1}_{level}``, ``reduce_chan_level{level}`` (levels 2, 3) and ``decoder_level{level}``.
 
         ``up_channels``: the channels reaching the upsampling (default twice the level's).
         """
@@ -139,30 +120,29 @@ class RestormerUNet(UNetHooks, RestorationModel):
         if level > 1:
             self.add_module(f"reduce_chan_level{level}", nn.Conv2d(width, channels, kernel_size=1, bias=bias))
             width = channels
-        stage = transformer_stage(
-            width, heads[level - 1], num_blocks[level - 1], ffn_expansion_factor, bias, layer_norm_type
-        )
+        stage = transformer_stage(width, heads[level - 1], blocks[level - 1], ffn, bias, norm)
         self.add_module(f"decoder_level{level}", stage)
 
     def _build_head(
         self,
         dim: int,
-        num_refinement_blocks: int,
+        depth: int,
         heads: Sequence[int],
         out_channels: int,
-        ffn_expansion_factor: float,
+        ffn: float,
         bias: bool,
-        layer_norm_type: NormKind,
+        norm: NormKind,
     ) -> None:
-        """Build ``refinement`` (transformer blocks at ``2 dim``) and ``output`` (3x3 conv to the image)."""
-        args = (ffn_expansion_factor, bias, layer_norm_type)
-        self.refinement = transformer_stage(dim * 2, heads[0], num_refinement_blocks, *args)
+        """Build ``refinement`` (``depth`` transformer blocks at ``2 dim``) and ``output`` (3x3 conv to the image)."""
+        self.refinement = transformer_stage(dim * 2, heads[0], depth, ffn, bias, norm)
         self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
 
     def _unet_forward(self, x: torch.Tensor, ctx: Any = None) -> torch.Tensor:
         """Run the U-Net on a padded input, calling the hooks with ``ctx``."""
-        e1, e2, e3, h = self._encode(x)
-        h = self._latent_hook(h, ctx)
+        e1 = self.encoder_level1(self.patch_embed(x))
+        e2 = self.encoder_level2(self.down1_2(e1))
+        e3 = self.encoder_level3(self.down2_3(e2))
+        h = self._latent_hook(self.latent(self.down3_4(e3)), ctx)
         h = self.reduce_chan_level3(torch.cat([self.up4_3(h), self._skip_hook(3, e3, ctx)], 1))
         h = self._decoder_hook(3, self.decoder_level3(h), ctx)
         h = self.reduce_chan_level2(torch.cat([self.up3_2(h), self._skip_hook(2, e2, ctx)], 1))
@@ -173,6 +153,10 @@ class RestormerUNet(UNetHooks, RestorationModel):
         if self.in_channels == self.out_channels:
             out = out + x
         return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inp, size = self._pad_input(x)
+        return self._crop(self._unet_forward(inp), size)
 
 
 @register_architecture
@@ -203,8 +187,6 @@ class Restormer(RestormerUNet):
         torch.Size([1, 3, 13, 21])
     """
 
-    pad_multiple = 8
-
     def __init__(
         self,
         *,
@@ -226,14 +208,7 @@ class Restormer(RestormerUNet):
             self._build_decoder_level(level, dim, num_blocks, heads, *args)
         self._build_head(dim, num_refinement_blocks, heads, out_channels, *args)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inp, size = self._pad_input(x)
-        return self._crop(self._unet_forward(inp), size)
-
-    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
-        "decoder": ("up*", "reduce_chan_level*", "decoder_level*", "refinement", "output"),
-    }
+    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = RESTORMER_GROUPS
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
@@ -262,12 +237,11 @@ def _read_restormer_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
     if "patch_embed.proj.weight" not in state_dict or "output.weight" not in state_dict:
         return None
     embed = state_dict["patch_embed.proj.weight"]
-    default_heads = (1, 2, 4, 8)
     heads = [
-        attention_heads(state_dict, ("encoder_level1", "decoder_level1", "refinement"), default_heads[0]),
-        attention_heads(state_dict, ("encoder_level2", "decoder_level2"), default_heads[1]),
-        attention_heads(state_dict, ("encoder_level3", "decoder_level3"), default_heads[2]),
-        attention_heads(state_dict, ("latent",), default_heads[3]),
+        attention_heads(state_dict, ("encoder_level1", "decoder_level1", "refinement"), 1),
+        attention_heads(state_dict, ("encoder_level2", "decoder_level2"), 2),
+        attention_heads(state_dict, ("encoder_level3", "decoder_level3"), 4),
+        attention_heads(state_dict, ("latent",), 8),
     ]
     levels = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
     return dict(
@@ -283,25 +257,14 @@ def _read_restormer_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
     )
 
 
-# --------------------------------------------------------------------------- released weights
-# Facts from the official repository github.com/swz30/Restormer (snapshot df766d5, 2024-04-18): the GitHub
-# release "v1.0" assets (https://github.com/swz30/Restormer/releases/tag/v1.0; file names as demo.py and
-# the task READMEs use them) and the Google Drive folders each task's README links (Deraining/README.md,
-# Motion_Deblurring/README.md, Defocus_Deblurring/README.md, Denoising/README.md),
-# the task options (LayerNorm_type BiasFree for denoising, inp_channels 1 for grayscale)
-# and the paper (arXiv 2111.09881). Hugging Face mirror: deepinv/Restormer (commit aa2667c "Upload 12 files",
-# same file names, about 105 MB each). No hash or size is published by the authors, and no entry records one:
-# the mirror's pages show its SHA-256s (e.g. real_denoising.pth 4cae18bed8a291b9a5deeeab48756bbe6f61fcf7f31a4cca
-# 0969b24608601387) but not the exact sizes, and the GitHub release (fetched first) may not be the same bytes. License: the repository's LICENSE.md
-# (Academic Public License, non-commercial use). The scores are the paper's tables (Table 1 deraining,
-# Table 2 motion deblurring, Table 6 real denoising, as the task READMEs name them; the README shows
-# them as images).
+# Released weights: facts from github.com/swz30/Restormer (release v1.0, the task READMEs' Google Drive
+# folders, LICENSE.md) and the paper's tables (arXiv 2111.09881). Hugging Face mirror: deepinv/Restormer.
+# No hash or size is published by the authors.
 _RELEASE = "https://github.com/swz30/Restormer/releases/download/v1.0/"
 _LICENSE = "Academic Public License (non-commercial; LICENSE.md of swz30/Restormer)"
 
 
 def _folder(folder_id: str) -> WeightsSource:
-    """A Google Drive folder of a task's files (the task README's link)."""
     return WeightsSource(
         "page", f"https://drive.google.com/drive/folders/{folder_id}", note="Google Drive folder"
     )
@@ -315,14 +278,9 @@ _REAL_DRIVE = WeightsSource("gdrive", "1FF_4NTboTWQ7sHCq4xhyLZsSl0U0JfjH")  # De
 
 
 def _restormer_weights(
-    variant: str,
-    file_name: str,
-    arch: str,
-    config: dict[str, Any],
-    num_params: int,
-    drive: WeightsSource,
-    **facts: Any,
+    variant: str, arch: str, config: dict[str, Any], num_params: int, drive: WeightsSource, **facts: Any
 ) -> None:
+    file_name = f"{variant}.pth"
     register_weights(
         PretrainedWeights(
             name=f"restormer.{variant}",
@@ -342,34 +300,33 @@ def _restormer_weights(
 
 
 _restormer_weights(
-    "deraining", "deraining.pth", "restormer", {}, 26_126_644, _DERAIN_DRIVE, tasks=("rain",),
+    "deraining", "restormer", {}, 26_126_644, _DERAIN_DRIVE, tasks=("rain",),
     training_data="Rain13K", reported=("average of Test100, Rain100H, Rain100L, Test2800, Test1200 33.96/0.935",),
     protocol="PSNR/SSIM on the Y channel (Deraining/evaluate_PSNR_SSIM.m); allinone-ir benchmark --suite restormer-deraining",
     default=True,
 )  # fmt: skip
 _restormer_weights(
-    "motion_deblurring", "motion_deblurring.pth", "restormer", {}, 26_126_644, _MOTION_DRIVE, tasks=("blur",),
+    "motion_deblurring", "restormer", {}, 26_126_644, _MOTION_DRIVE, tasks=("blur",),
     training_data="GoPro", reported=("GoPro 32.92/0.961",), protocol="PSNR/SSIM on RGB (GoPro test set)",
 )  # fmt: skip
 _restormer_weights(
-    "single_image_defocus_deblurring", "single_image_defocus_deblurring.pth", "restormer", {}, 26_126_644, _DEFOCUS_DRIVE,
+    "single_image_defocus_deblurring", "restormer", {}, 26_126_644, _DEFOCUS_DRIVE,
     tasks=("defocus",), training_data="DPDD (single image)", protocol="DPDD test set, 76 scenes",
 )  # fmt: skip
 # dual_pixel_defocus_deblurring.pth is not registered: its network (dual_pixel_task, a skip_conv module)
 # is not an architecture of this library, so it would fail the architecture check.
 _restormer_weights(
-    "real_denoising", "real_denoising.pth", "restormer_biasfree", {}, 26_111_668, _REAL_DRIVE, tasks=("noise",),
+    "real_denoising", "restormer_biasfree", {}, 26_111_668, _REAL_DRIVE, tasks=("noise",),
     training_data="SIDD", reported=("SIDD 40.02/0.960",), protocol="PSNR/SSIM on RGB (SIDD validation blocks)",
 )  # fmt: skip
 for _variant in ("blind", "sigma15", "sigma25", "sigma50"):
     _restormer_weights(
-        f"gaussian_color_denoising_{_variant}", f"gaussian_color_denoising_{_variant}.pth",
-        "restormer_biasfree", {}, 26_111_668, _GAUSSIAN_DRIVE, tasks=("noise",), training_data="DFWB (DIV2K, Flickr2K, BSD400, WED)",
+        f"gaussian_color_denoising_{_variant}", "restormer_biasfree", {}, 26_111_668, _GAUSSIAN_DRIVE,
+        tasks=("noise",), training_data="DFWB (DIV2K, Flickr2K, BSD400, WED)",
         protocol="PSNR on RGB (CBSD68, Kodak24, McMaster, Urban100), Gaussian noise of the given sigma",
     )  # fmt: skip
     _restormer_weights(
-        f"gaussian_gray_denoising_{_variant}", f"gaussian_gray_denoising_{_variant}.pth", "restormer_biasfree",
-        {"in_channels": 1, "out_channels": 1}, 26_109_076, _GAUSSIAN_DRIVE, tasks=("noise",),
-        training_data="DFWB (DIV2K, Flickr2K, BSD400, WED), grayscale",
+        f"gaussian_gray_denoising_{_variant}", "restormer_biasfree", {"in_channels": 1, "out_channels": 1},
+        26_109_076, _GAUSSIAN_DRIVE, tasks=("noise",), training_data="DFWB (DIV2K, Flickr2K, BSD400, WED), grayscale",
         protocol="PSNR on grayscale images (Set12, BSD68, Urban100), Gaussian noise of the given sigma",
     )  # fmt: skip
