@@ -144,24 +144,6 @@ def _name_index(name: str, names: Sequence[str]) -> int:
     return table[key]
 
 
-def _match_names(classes: Sequence[str], names: Sequence[str]) -> dict[str, int]:
-    """Each of ``classes`` (a dataset's degradations) -> its position in a network's ``names``."""
-    out: dict[str, int] = {}
-    missing: list[str] = []
-    for c in classes:
-        try:
-            out[c] = _name_index(c, names)
-        except ValueError:
-            missing.append(c)
-    if missing:
-        raise UsageError(
-            f"the network cannot represent the degradation(s) {missing} of the data: the data's degradations "
-            f"are {list(classes)}, the network's are {list(names)} (labels are matched by name, aliases "
-            "included)"
-        )
-    return out
-
-
 def _label_index(label: int, names: Sequence[str]) -> int:
     if not 0 <= label < len(names):
         raise UsageError(

@@ -16,7 +16,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-from ..degradation_types import DEGRADATION_LABELS, _match_names, parse_degradation
+from ..degradation_types import DEGRADATION_LABELS, _name_index, parse_degradation
 from ..errors import DatasetError, UnknownNameError, UsageError, UsageTypeError
 from ..io import list_images, read_image
 from .augment import AUGMENT_MODES, augment_mode, paired_random_crop
@@ -69,10 +69,7 @@ def _class_table(classes: Mapping[str, int] | Sequence[str], names: Sequence[str
 
 def _vocabulary_label(name: str) -> int | None:
     """The vocabulary's label of a degradation specification (``derain``, ``noise_25``), or ``None``."""
-    try:
-        return DEGRADATION_LABELS[parse_degradation(name)[0]]
-    except (TypeError, ValueError):
-        return None
+    return DEGRADATION_LABELS.get(_task_degradation(name))
 
 
 def _problems_error(problems: Sequence[str], what: str = "problem(s) in the dataset") -> DatasetError:
@@ -455,7 +452,7 @@ def _task_degradation(task: str) -> str:
     """The degradation of a layout task (``"derain"`` -> ``"rain"``); a user's own task keeps its name."""
     try:
         return parse_degradation(task)[0]
-    except ValueError:
+    except (TypeError, ValueError):
         return task
 
 
@@ -560,9 +557,18 @@ def _match_labels(dataset: Any, names: Sequence[str], network: str = "the networ
     classes = _label_classes(dataset, network)
     if classes is None:
         return
-    try:
-        mapping = _match_names(classes, names)
-    except ValueError as exc:
-        raise DatasetError(f"{network}: {exc}") from None
+    mapping: dict[str, int] = {}
+    missing = []
+    for c in classes:
+        try:
+            mapping[c] = _name_index(c, names)
+        except ValueError:
+            missing.append(c)
+    if missing:
+        raise DatasetError(
+            f"{network}: the network cannot represent the degradation(s) {missing} of the data: the data's "
+            f"degradations are {list(classes)}, the network's are {list(names)} (labels are matched by name, "
+            "aliases included)"
+        )
     for ds in _parts(dataset):
         ds.classes = {name: mapping[name] for name in _part_classes(ds) or {}}
