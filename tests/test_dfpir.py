@@ -175,7 +175,7 @@ def test_selective_attention_keeps_ninety_percent_of_each_row() -> None:
     assert SelectiveCrossAttention(40, 2).top_k == 18  # int(20 * 9 / 10)
     assert SelectiveCrossAttention(48, 1).top_k == 43
     assert SelectiveCrossAttention(2, 2).top_k == 1  # the official int(0.9) = 0 would mask every entry
-    with pytest.raises(UsageError, match="must divide"):
+    with pytest.raises(UsageError, match="must be divisible by num_heads"):
         SelectiveCrossAttention(6, 4)
 
 

@@ -1,7 +1,4 @@
-"""Building blocks shared by the networks of :mod:`allinone_ir.models` (Restormer's blocks, norms, attention).
-
-The layers import nothing of the package but :mod:`allinone_ir.errors`.
-"""
+"""Building blocks shared by the networks of :mod:`allinone_ir.models`; they import only :mod:`allinone_ir.errors`."""
 
 from .attention import MDTA, CrossChannelAttention, channel_attention
 from .feedforward import GDFN

@@ -42,36 +42,21 @@ def _is_channels_last(x: torch.Tensor) -> bool:
 
 
 def _heads_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """``(N, C, H, W) -> (N, heads, C/heads, H*W)`` as a view for NCHW and channels-last storage."""
     n, c, h, w = x.shape
-    return x.reshape(n, num_heads, c // num_heads, h * w)
+    return x.reshape(n, num_heads, c // num_heads, h * w)  # a view for NCHW and channels-last
 
 
 def _head_gram(qh: torch.Tensor, kh: torch.Tensor) -> torch.Tensor:
-    """``qh @ kh^T`` with one batched matmul per head, so that strided views are never copied.
-
-    ``torch.matmul`` folds the ``(N, heads)`` batch axes into one, which copies both operands when
-    ``N > 1``; per head the batch axis is ``N`` alone and BLAS reads the views directly.
-    """
-    if qh.shape[1] == 1:
-        return (qh[:, 0] @ kh[:, 0].transpose(-2, -1)).unsqueeze(1)
+    """``qh @ kh^T`` with one matmul per head: batching ``(N, heads)`` together would copy strided views."""
     return torch.stack([qh[:, i] @ kh[:, i].transpose(-2, -1) for i in range(qh.shape[1])], dim=1)
 
 
-def _cosine_logits(
-    qh: torch.Tensor,
-    kh: torch.Tensor,
-    sq_q: torch.Tensor,
-    sq_k: torch.Tensor,
-    temperature: torch.Tensor,
-    eps: float,
-) -> torch.Tensor:
-    """``normalize(qh) @ normalize(kh)^T * temperature`` from the Gram matrix and the squared row norms (>= fp32)."""
-    acc = sq_q.dtype
-    qn = sq_q.sqrt().clamp_min(eps).unsqueeze(-1)
-    kn = sq_k.sqrt().clamp_min(eps).unsqueeze(-2)
-    gram = _head_gram(qh, kh).to(acc)
-    return gram * (temperature.to(acc) / (qn * kn))
+def _cosine_logits(qh: torch.Tensor, kh: torch.Tensor, temperature: torch.Tensor, eps: float) -> torch.Tensor:
+    """``normalize(qh) @ normalize(kh)^T * temperature`` from the Gram matrix and the row norms, in >= fp32."""
+    acc = torch.promote_types(qh.dtype, torch.float32)  # bf16/fp16 safe
+    qn = qh.square().sum(dim=-1, dtype=acc).sqrt().clamp_min(eps).unsqueeze(-1)
+    kn = kh.square().sum(dim=-1, dtype=acc).sqrt().clamp_min(eps).unsqueeze(-2)
+    return _head_gram(qh, kh).to(acc) * (temperature.to(acc) / (qn * kn))
 
 
 def channel_attention(
@@ -82,28 +67,11 @@ def channel_attention(
     num_heads: int,
     eps: float = 1e-12,
 ) -> torch.Tensor:
-    """Transposed (channel-to-channel) attention with L2-normalised queries and keys.
-
-    Per head, ``q``, ``k`` and ``v`` are read as ``(C / heads, H*W)`` matrices and
-
-    .. math:: \\mathrm{out} = \\mathrm{softmax}(\\hat q \\hat k^T \\cdot \\tau)\\, v
-
-    NCHW and channels-last inputs work without copies; the output has the memory format of ``v``.
-
-    Args:
-        q: Queries.
-        k: Keys.
-        v: Values.
-        temperature: Learnable per-head scale of shape ``(heads, 1, 1)``.
-        num_heads: Number of heads; must divide ``C``.
-        eps: Lower bound on the row norms (as ``F.normalize``).
-
-    Returns:
-        Attention output with the shape of ``q``.
+    """Transposed attention per head, ``softmax(normalize(q) normalize(k)^T * temperature) v``, copy-free.
 
     Shape:
-        - q, k, v: :math:`(N, C, H, W)`
-        - output: :math:`(N, C, H, W)`
+        - q, k, v: :math:`(N, C, H, W)`; temperature: :math:`(heads, 1, 1)`
+        - output: :math:`(N, C, H, W)`, in the memory format of ``v``
 
     Examples:
         >>> q, k, v = torch.randn(3, 2, 8, 5, 5).unbind(0)
@@ -111,11 +79,8 @@ def channel_attention(
         torch.Size([2, 8, 5, 5])
     """
     n, c, h, w = q.shape
-    acc = torch.promote_types(q.dtype, torch.float32)  # statistics in at least fp32 (bf16/fp16 safe)
     qh, kh, vh = _heads_view(q, num_heads), _heads_view(k, num_heads), _heads_view(v, num_heads)
-    sq_q = qh.square().sum(dim=-1, dtype=acc)
-    sq_k = kh.square().sum(dim=-1, dtype=acc)
-    attn = _cosine_logits(qh, kh, sq_q, sq_k, temperature, eps).softmax(dim=-1)
+    attn = _cosine_logits(qh, kh, temperature, eps).softmax(dim=-1)
     if _is_channels_last(v):
         # out^T = v^T attn^T per head, written straight into channels-last order
         vt = v.permute(0, 2, 3, 1).reshape(n, h * w, num_heads, c // num_heads)
@@ -132,22 +97,11 @@ def projected_channel_attention(
     proj_bias: torch.Tensor | None = None,
     eps: float = 1e-12,
 ) -> torch.Tensor:
-    """:func:`channel_attention` on the stacked ``qkv`` followed by a 1x1 projection, fused.
-
-    Equal to ``conv1x1(channel_attention(*qkv.chunk(3, 1)), proj_weight, proj_bias)``; the projection is
-    folded into the ``C x C`` attention matrix. The output keeps ``qkv``'s memory format.
-
-    Args:
-        qkv: Queries, keys and values stacked along channels.
-        temperature: Per-head scale of shape ``(heads, 1, 1)``.
-        num_heads: Number of heads; must divide ``C``.
-        proj_weight: Weight of the 1x1 output projection, ``(C_out, C, 1, 1)`` or ``(C_out, C)``.
-        proj_bias: Its bias ``(C_out,)`` or ``None``.
-        eps: Lower bound on the row norms.
+    """``conv1x1(channel_attention(*qkv.chunk(3, 1)), proj_weight, proj_bias)``, the projection folded in.
 
     Shape:
-        - qkv: :math:`(N, 3C, H, W)`
-        - output: :math:`(N, C_{out}, H, W)`
+        - qkv: :math:`(N, 3C, H, W)`; proj_weight: :math:`(C_{out}, C, 1, 1)` or :math:`(C_{out}, C)`
+        - output: :math:`(N, C_{out}, H, W)`, in the memory format of ``qkv``
 
     Examples:
         >>> qkv = torch.randn(2, 12, 5, 6)
@@ -158,21 +112,18 @@ def projected_channel_attention(
     c = c3 // 3
     cp = c // num_heads
     p = h * w
-    acc = torch.promote_types(qkv.dtype, torch.float32)
     weight = proj_weight.reshape(proj_weight.shape[0], num_heads, cp)
     if _is_channels_last(qkv):
         t = qkv.permute(0, 2, 3, 1).reshape(n, p, 3, num_heads, cp)  # a view
         qh = t[:, :, 0].permute(0, 2, 3, 1)  # (N, heads, c, P)
         kh = t[:, :, 1].permute(0, 2, 3, 1)
-        sq = t[:, :, :2].square().sum(dim=1).to(acc)  # (N, 2, heads, c)
-        attn = _cosine_logits(qh, kh, sq[:, 0], sq[:, 1], temperature, eps).softmax(dim=-1)
+        attn = _cosine_logits(qh, kh, temperature, eps).softmax(dim=-1)
         mix = torch.einsum("ohi,nhij->nhjo", weight.to(attn.dtype), attn).reshape(n, c, -1)
         vt = t[:, :, 2].reshape(n, p, c)  # (N, P, C), a strided view
         out = (vt @ mix.to(vt.dtype)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
     else:
         t = qkv.reshape(n, 3, num_heads, cp, p)
-        sq = t[:, :2].square().sum(dim=-1).to(acc)
-        attn = _cosine_logits(t[:, 0], t[:, 1], sq[:, 0], sq[:, 1], temperature, eps).softmax(dim=-1)
+        attn = _cosine_logits(t[:, 0], t[:, 1], temperature, eps).softmax(dim=-1)
         mix = torch.einsum("ohi,nhij->nohj", weight.to(attn.dtype), attn).reshape(n, -1, c)
         out = (mix.to(qkv.dtype) @ t[:, 2].reshape(n, c, p)).reshape(n, -1, h, w)
     if proj_bias is not None:
@@ -181,28 +132,17 @@ def projected_channel_attention(
 
 
 class MDTA(nn.Module):
-    """Multi-Dconv head transposed attention (Restormer, Zamir et al. 2022).
-
-    ``qkv`` (1x1 conv C->3C) and ``qkv_dwconv`` (depthwise 3x3) give queries, keys and values; the
-    attention runs across channels per head (cost linear in the pixels); ``project_out`` (1x1) maps back.
-
-    Args:
-        dim: Number of channels ``C``.
-        num_heads: Number of heads; must divide ``dim``.
-        bias: Whether the convolutions have a bias.
+    """Multi-Dconv head transposed attention (Restormer): ``qkv`` 1x1, ``qkv_dwconv`` 3x3, ``project_out`` 1x1.
 
     Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: :math:`(N, C, H, W)`
+        - Input, output: :math:`(N, C, H, W)`
 
     Examples:
-        >>> attn = MDTA(16, num_heads=2)
-        >>> attn(torch.randn(1, 16, 9, 7)).shape
+        >>> MDTA(16, num_heads=2)(torch.randn(1, 16, 9, 7)).shape
         torch.Size([1, 16, 9, 7])
     """
 
-    #: Run the depthwise convolution in float32 under bf16/fp16 autocast (its few weights per channel set
-    #: the attention logits). Set by the family's ``low_precision_flags``.
+    #: Run the depthwise convolution in float32 under bf16/fp16 autocast (set by ``low_precision_flags``).
     float32_dwconv: bool = False
 
     def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
@@ -235,8 +175,6 @@ def top_m_sizes(channels_per_head: int, fractions: Sequence[tuple[int, int]] = T
     Examples:
         >>> top_m_sizes(16)
         [8, 10, 12, 12]
-        >>> top_m_sizes(1)
-        [1, 1, 1, 1]
     """
     return [max(1, (channels_per_head * a) // b) for a, b in fractions]
 
@@ -251,62 +189,32 @@ def top_m_channel_attention(
     weights: torch.Tensor,
     eps: float = 1e-12,
 ) -> torch.Tensor:
-    """Selective transposed attention (PIP): several top-m masked softmaxes, summed with learnable weights.
+    """PIP's selective attention: ``sum_i weights[i] softmax(A masked to the top top_m[i] of each row) v``.
 
-    ``A = normalize(q) normalize(k)^T * temperature`` per head; for each ``m`` the entries of a row
-    below its ``m``-th largest get ``-inf`` before the softmax (paper Eq. 7-8). The output is
-    ``sum_i weights_i softmax(A masked by M_i) v``.
-
-    Args:
-        q: Queries.
-        k: Keys.
-        v: Values.
-        temperature: Per-head scale, shape ``(heads, 1, 1)``.
-        num_heads: Heads; must divide ``C``.
-        top_m: The ``m`` of each mask (each ``1 <= m <= C / heads``).
-        weights: One weight per mask, shape ``(len(top_m),)``.
-        eps: Lower bound on the row norms.
-
-    Returns:
-        The attention output with the shape of ``q``.
+    ``A`` are the logits of :func:`channel_attention`.
 
     Shape:
-        - q, k, v: :math:`(N, C, H, W)` (``k`` and ``v`` may have any size with ``H*W`` pixels)
-        - output: :math:`(N, C, H, W)`
+        - q, output: :math:`(N, C, H, W)`; k, v: :math:`(N, C, H', W')` with :math:`H'W' = HW`
     """
     n, c, h, w = q.shape
     qh, kh, vh = _heads_view(q, num_heads), _heads_view(k, num_heads), _heads_view(v, num_heads)
-    acc = torch.promote_types(q.dtype, torch.float32)  # logits, masks and softmax in >= fp32
-    sq_q, sq_k = qh.square().sum(dim=-1, dtype=acc), kh.square().sum(dim=-1, dtype=acc)
-    attn = _cosine_logits(qh, kh, sq_q, sq_k, temperature, eps)
+    attn = _cosine_logits(qh, kh, temperature, eps)  # logits, masks and softmax in >= fp32
     # thresholds: the m-th largest value of each row, from one sorted top-k with the largest m
     kth = torch.topk(attn, max(top_m), dim=-1).values.detach()
     probs = torch.zeros_like(attn)
     for i, m in enumerate(top_m):
         masked = attn.masked_fill(attn < kth[..., m - 1 : m], float("-inf"))
-        probs = probs + masked.softmax(dim=-1) * weights[i].to(acc)
+        probs = probs + masked.softmax(dim=-1) * weights[i].to(attn.dtype)
     return (probs.to(vh.dtype) @ vh).reshape(n, c, h, w)
 
 
 class CrossChannelAttention(nn.Module):
-    """MDTA-style transposed cross attention: queries from one map, keys and values from another.
-
-    ``q = q_dwconv(q(query))`` (1x1 ``query_dim -> dim``, depthwise 3x3), ``k, v = kv_dwconv(kv(context))``
-    (1x1 ``dim -> 2 dim``, depthwise ``kv_kernel``), :func:`channel_attention`, ``project_out``
-    (1x1 ``dim -> out_dim``). Used by AdaIR, MoCE-IR and PIP.
-
-    Args:
-        query_dim: Channels of the query map.
-        dim: Channels of the context map and of the attention.
-        num_heads: Heads; must divide ``dim``.
-        bias: Whether the convolutions have a bias.
-        out_dim: Output channels (default ``query_dim``).
-        kv_kernel: Kernel size of the keys' and values' depthwise convolution (3; 7 in MoCE-IR).
+    """Transposed cross attention: ``q = q_dwconv(q(query))``, ``k, v = kv_dwconv(kv(context))``, ``project_out``.
 
     Shape:
         - query: :math:`(N_q, C_q, H, W)` with :math:`N_q \\in \\{1, N\\}` (a shared query is broadcast)
-        - context: :math:`(N, C, H', W')` with :math:`H'W' = HW`
-        - output: :math:`(N, C_{out}, H, W)`
+        - context: :math:`(N, C, H', W')` with :math:`H'W' = HW` (``C = dim``)
+        - output: :math:`(N, C_{out}, H, W)` (``C_out = out_dim or query_dim``)
 
     Examples:
         >>> attn = CrossChannelAttention(6, 8, num_heads=2)
@@ -346,6 +254,3 @@ class CrossChannelAttention(nn.Module):
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q, k, v = self._qkv(query, context)
         return self.project_out(channel_attention(q, k, v, self.temperature, self.num_heads))
-
-    def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}"

@@ -10,16 +10,10 @@ __all__ = ["GDFN"]
 
 
 class GDFN(nn.Module):
-    """Gated-Dconv feed-forward network: ``project_out(gelu(x1) * x2)``, ``x1, x2 = dwconv(project_in(x))``.
-
-    Args:
-        dim: Number of channels ``C``.
-        ffn_expansion_factor: Hidden width ``int(dim * factor)`` (2.66 in Restormer).
-        bias: Whether the convolutions have a bias.
+    """Gated-Dconv feed-forward: ``project_out(gelu(x1) * x2)``, ``x1, x2 = dwconv(project_in(x))``.
 
     Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: :math:`(N, C, H, W)`
+        - Input, output: :math:`(N, C, H, W)`
 
     Examples:
         >>> GDFN(16)(torch.randn(1, 16, 8, 8)).shape

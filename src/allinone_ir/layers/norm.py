@@ -1,4 +1,4 @@
-"""Layer normalisation over the channels of NCHW maps, computed on a channels-last view (no copy for channels-last)."""
+"""Layer normalisation over the channels of NCHW maps, computed on a channels-last view."""
 
 from __future__ import annotations
 
@@ -18,11 +18,7 @@ NormKind = Literal["WithBias", "BiasFree"]
 def layer_norm_2d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-5
 ) -> torch.Tensor:
-    """Normalise an NCHW map over its channels at every pixel.
-
-    With ``bias``: ``(x - mean) / sqrt(var + eps) * weight + bias``. With ``bias=None``, Restormer's
-    bias-free kind: ``x / sqrt(var + eps) * weight`` (the mean is not subtracted). A bf16/fp16 map is
-    normalised in float32 and rounded once.
+    """Normalise over the channels (``bias=None``: ``x / sqrt(var + eps) * weight``); bf16/fp16 in float32.
 
     Shape:
         - x: :math:`(N, C, H, W)`; weight, bias: :math:`(C,)`
@@ -38,20 +34,13 @@ def layer_norm_2d(
 
 
 class LayerNorm2d(nn.Module):
-    """Layer normalisation over the channels of an NCHW map (NAFNet / Restormer style).
-
-    Args:
-        num_channels: Number of channels ``C``.
-        bias: ``True``: subtract the mean, learnable shift; ``False``: Restormer's bias-free kind.
-        eps: Added to the variance (``1e-5`` in Restormer, ``1e-6`` in NAFNet).
+    """Layer normalisation over the channels of an NCHW map; ``bias=False``: Restormer's bias-free kind.
 
     Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: :math:`(N, C, H, W)`, same memory format as the input.
+        - Input, output: :math:`(N, C, H, W)`, the output in the memory format of the input
 
     Examples:
-        >>> norm = LayerNorm2d(8)
-        >>> norm(torch.randn(2, 8, 5, 5)).shape
+        >>> LayerNorm2d(8)(torch.randn(2, 8, 5, 5)).shape
         torch.Size([2, 8, 5, 5])
     """
 
@@ -70,15 +59,10 @@ class LayerNorm2d(nn.Module):
 
 
 class RestormerLayerNorm(nn.Module):
-    """Restormer's channel layer norm: a :class:`LayerNorm2d` at ``body`` (the official key names).
-
-    Args:
-        dim: Number of channels.
-        kind: ``"WithBias"`` or ``"BiasFree"`` (the official ``LayerNorm_type``).
+    """Restormer's channel layer norm of ``kind`` ``"WithBias"`` or ``"BiasFree"``: a :class:`LayerNorm2d` at ``body``.
 
     Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: :math:`(N, C, H, W)`
+        - Input, output: :math:`(N, C, H, W)`
     """
 
     def __init__(self, dim: int, kind: NormKind = "WithBias") -> None:

@@ -11,18 +11,9 @@ __all__ = ["pad_to_multiple"]
 def pad_to_multiple(
     x: torch.Tensor, multiple: int, mode: str = "reflect"
 ) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad the bottom and right of an image so that ``H`` and ``W`` are multiples of ``multiple``.
+    """Pad the bottom and right to multiples of ``multiple``; returns the padded tensor and the original ``(H, W)``.
 
-    Reflect padding falls back to replicating the edge where the image is too small for it, so any
-    ``H, W >= 1`` works.
-
-    Args:
-        x: Image batch.
-        multiple: The required multiple (e.g. 8 for three 2x downsamplings).
-        mode: ``"reflect"``, ``"replicate"`` or ``"constant"`` (zeros).
-
-    Returns:
-        The padded tensor and the original ``(H, W)`` to crop back to.
+    ``mode``: ``"reflect"`` (``"replicate"`` where the image is too small for it), ``"replicate"``, ``"constant"``.
 
     Shape:
         - x: :math:`(N, C, H, W)`

@@ -10,10 +10,7 @@ __all__: list[str] = []
 
 
 class Stage(nn.Sequential):
-    """``nn.Sequential`` of blocks (keys ``<name>.0...``) that can recompute its activations in the backward.
-
-    ``grad_checkpointing = True`` trades compute for memory; networks switch it on per level with
-    ``model.set_grad_checkpointing()``.
+    """``nn.Sequential`` of blocks that recomputes its activations in the backward when ``grad_checkpointing``.
 
     Examples:
         >>> stage = Stage(nn.Conv2d(4, 4, 3, padding=1), nn.GELU())

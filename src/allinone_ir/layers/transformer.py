@@ -13,18 +13,10 @@ __all__ = ["Downsample", "OverlapPatchEmbed", "TransformerBlock", "Upsample"]
 
 
 class TransformerBlock(nn.Module):
-    """Restormer transformer block: ``x + MDTA(LN(x))`` then ``x + GDFN(LN(x))``.
-
-    Args:
-        dim: Number of channels.
-        num_heads: Attention heads (must divide ``dim``).
-        ffn_expansion_factor: GDFN hidden width relative to ``dim``.
-        bias: Whether the convolutions have a bias.
-        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
+    """Restormer's block: ``x + attn(norm1(x))`` then ``x + ffn(norm2(x))`` with :class:`MDTA` and :class:`GDFN`.
 
     Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: :math:`(N, C, H, W)`
+        - Input, output: :math:`(N, C, H, W)`
 
     Examples:
         >>> TransformerBlock(16, num_heads=2)(torch.randn(1, 16, 8, 8)).shape
@@ -51,20 +43,9 @@ class TransformerBlock(nn.Module):
 
 
 class OverlapPatchEmbed(nn.Module):
-    """Overlapping patch embedding: a 3x3 convolution ``in_channels -> embed_dim``.
+    """Restormer's patch embedding: a 3x3 convolution ``in_channels -> embed_dim`` at ``proj``."""
 
-    Args:
-        in_channels: Image channels.
-        embed_dim: Output channels.
-        bias: Whether the convolution has a bias.
-
-    Shape:
-        - Input: :math:`(N, C_{in}, H, W)`
-        - Output: :math:`(N, C_{embed}, H, W)`
-    """
-
-    #: Run in float32 under bf16/fp16 autocast (the output, and so the residual stream it starts, stays
-    #: float32). Set by the family's ``low_precision_flags``.
+    #: Run in float32 under bf16/fp16 autocast (set by ``low_precision_flags``).
     float32: bool = False
 
     def __init__(self, in_channels: int = 3, embed_dim: int = 48, bias: bool = False) -> None:
@@ -79,36 +60,18 @@ class OverlapPatchEmbed(nn.Module):
 
 
 class Downsample(nn.Sequential):
-    """Halve the resolution, double the channels: 3x3 conv ``C -> C/2`` then PixelUnshuffle(2).
-
-    Args:
-        n_feat: Input channels ``C`` (even).
-
-    Shape:
-        - Input: :math:`(N, C, H, W)` with even ``H`` and ``W``
-        - Output: :math:`(N, 2C, H/2, W/2)`
-    """
+    """``(N, C, H, W) -> (N, 2C, H/2, W/2)``: 3x3 conv ``C -> C/2`` then PixelUnshuffle(2) at ``body``."""
 
     def __init__(self, n_feat: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(n_feat, n_feat // 2, kernel_size=3, padding=1, bias=False), nn.PixelUnshuffle(2)
+            nn.Conv2d(n_feat, n_feat // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2)
         )
 
 
 class Upsample(nn.Sequential):
-    """Double the resolution, halve the channels: 3x3 conv ``C -> 2C`` then PixelShuffle(2).
-
-    Args:
-        n_feat: Input channels ``C`` (even).
-
-    Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: :math:`(N, C/2, 2H, 2W)`
-    """
+    """``(N, C, H, W) -> (N, C/2, 2H, 2W)``: 3x3 conv ``C -> 2C`` then PixelShuffle(2) at ``body``."""
 
     def __init__(self, n_feat: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(n_feat, n_feat * 2, kernel_size=3, padding=1, bias=False), nn.PixelShuffle(2)
-        )
+        self.body = nn.Sequential(nn.Conv2d(n_feat, n_feat * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))

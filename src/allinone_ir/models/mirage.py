@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -11,50 +11,27 @@ from torch import nn
 
 from ..errors import UsageError
 from ..layers.attention import channel_attention
+from ..layers.feedforward import GDFN
 from ..layers.norm import NormKind, RestormerLayerNorm
 from ..layers.stage import Stage
 from ..layers.transformer import Downsample, OverlapPatchEmbed, Upsample
-from ._base import AuxiliaryLoss, RestorationModel
-from ._detect import attention_heads, count_blocks, ffn_expansion_factor
+from ._base import AuxiliaryLoss, RestorationModel, drop_unused_modules
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
+from .restormer import _read_restormer_layout
 
-#: Channels of the shallow and latent features the SPD head reduces to (official ``reduce_shallow`` 12,
-#: ``reduce_latent`` 24) and the width of its projections (``spd_proj_*``: 64).
+#: Channels of the shallow and latent features the SPD head reduces to, and the width of its projections.
 SPD_CHANNELS: tuple[int, int] = (12, 24)
 SPD_DIM = 64
-#: Weight of the spectrum L1 term (official ``--fft_loss_weight 0.1`` of every train_*.sh).
+SPD_HEAD = ("reduce_shallow", "reduce_latent", "spd_proj_shallow", "spd_proj_latent")
+#: Weights of the spectrum L1 term (official ``--fft_loss_weight``) and of the SPD contrastive term.
 DEFAULT_FFT_WEIGHT = 0.1
-#: Weight of the SPD contrastive term (official ``loss_ctr_spd = 0.01 * loss_ctr``) and its temperature.
 DEFAULT_SPD_WEIGHT = 0.01
 SPD_TEMPERATURE = 0.1
 
 
-def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth per sample (timm's ``DropPath``, kept values rescaled by ``1 / (1 - p)``)."""
-    if p == 0.0 or not training:
-        return x
-    keep = 1.0 - p
-    return x * x.new_empty((x.shape[0], 1, 1, 1)).bernoulli_(keep).div_(keep)
-
-
-class GatedCNNBlock(nn.Module):
-    """MIRAGE's convolution branch: a gated block with a per-sample dynamic depthwise 7x7 convolution.
-
-    ``BatchNorm``, ``gic1`` (1x1, C -> 2 hidden, ``hidden = int(8/3 C)``) split into a gate ``g``
-    (hidden), an identity part ``i`` and a part ``c`` (C channels) convolved depthwise with kernels
-    that ``kernel_generator`` predicts from ``c``'s global average, ``gic2(gelu(g / t) * [i, c])``,
-    a residual with stochastic depth, then ``proj_out`` (1x1).
-
-    Args:
-        dim: Channels ``C``.
-        drop_path: Stochastic-depth rate of the residual branch (official 0.1).
-        kernel_size: Size of the dynamic kernels.
-
-    Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: :math:`(N, C, H, W)`
-    """
+class _GatedCNNBlock(nn.Module):
+    """MIRAGE's gated branch with a per-sample dynamic depthwise convolution (kernels from ``kernel_generator``)."""
 
     def __init__(self, dim: int, drop_path: float = 0.1, kernel_size: int = 7) -> None:
         super().__init__()
@@ -81,41 +58,25 @@ class GatedCNNBlock(nn.Module):
         kernel = self.kernel_generator(c).reshape(n * ch, 1, k, k)
         c = F.conv2d(c.reshape(1, n * ch, h, w), kernel, padding=k // 2, groups=n * ch).reshape(n, ch, h, w)
         y = self.gic2(F.gelu(g / self.temperature) * torch.cat((i, c), dim=1))
-        return self.proj_out(_drop_path(y, self.drop_path, self.training) + x)
+        if self.training and self.drop_path > 0:  # stochastic depth per sample (timm's DropPath)
+            keep = 1.0 - self.drop_path
+            y = y * y.new_empty((n, 1, 1, 1)).bernoulli_(keep).div_(keep)
+        return self.proj_out(y + x)
 
 
-class MirageAttention(nn.Module):
-    """MIRAGE's token mixer: the channels split into attention, gated-convolution and MLP branches.
-
-    The first third of the channels goes through Restormer's transposed attention (``qkv``,
-    ``qkv_dwconv``, per-head cosine attention), the second through a
-    :class:`GatedCNNBlock` (``gatedcnn``), the last through a per-pixel MLP (``mlp``, 1x1
-    convolutions with a doubled hidden width). Each branch adds ``alpha * sigmoid(sum of the other
-    two)``; ``project_out`` mixes the concatenation.
-
-    Args:
-        dim: Channels ``C``.
-        num_heads: Heads of the attention branch (``C`` must be 3 x a multiple of them).
-        bias: Whether the convolutions have a bias.
-        drop_path: Stochastic-depth rate of the gated branch.
-
-    Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: :math:`(N, C, H, W)`
-    """
+class _MirageAttention(nn.Module):
+    """Thirds of the channels to channel attention, the gated branch and an MLP, each modulated by the others."""
 
     def __init__(self, dim: int, num_heads: int, bias: bool = False, drop_path: float = 0.1) -> None:
         super().__init__()
         a = dim // 3
         if dim % 3 or a % num_heads:
-            raise UsageError(
-                f"MIRAGE: the channels ({dim}) must be 3 x a multiple of the heads ({num_heads})"
-            )
+            raise UsageError(f"MIRAGE: channels ({dim}) must be 3 x a multiple of the heads ({num_heads})")
         self.num_heads = num_heads
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.qkv = nn.Conv2d(a, a * 3, kernel_size=1, bias=bias)
         self.qkv_dwconv = nn.Conv2d(a * 3, a * 3, kernel_size=3, padding=1, groups=a * 3, bias=bias)
-        self.gatedcnn = GatedCNNBlock(a, drop_path=drop_path)
+        self.gatedcnn = _GatedCNNBlock(a, drop_path=drop_path)
         self.mlp = nn.Sequential(
             nn.Conv1d(a, a * 2, 1, bias=bias), nn.GELU(), nn.Conv1d(a * 2, a, 1, bias=bias)
         )
@@ -129,13 +90,7 @@ class MirageAttention(nn.Module):
         q, k, v = self.qkv_dwconv(self.qkv(x_attn)).chunk(3, dim=1)
         att = channel_attention(q, k, v, self.temperature, self.num_heads)
         gated = self.gatedcnn(x_gated)
-        fc1, fc2 = (
-            cast(nn.Conv1d, self.mlp[0]),
-            cast(nn.Conv1d, self.mlp[2]),
-        )  # Conv1d over pixels, as 1x1 Conv2d
-        mlp = F.conv2d(
-            F.gelu(F.conv2d(x_mlp, fc1.weight.unsqueeze(-1), fc1.bias)), fc2.weight.unsqueeze(-1), fc2.bias
-        )
+        mlp = self.mlp(x_mlp.flatten(2)).reshape(x_mlp.shape)
         out = torch.cat(
             (
                 att + self.alpha_att * torch.sigmoid(gated + mlp),
@@ -147,48 +102,16 @@ class MirageAttention(nn.Module):
         return self.project_out(out)
 
 
-class MirageFeedForward(nn.Module):
-    """MIRAGE's feed-forward: Restormer's GDFN with a GELU between ``project_in`` and ``dwconv``.
-
-    Args:
-        dim: Channels ``C``.
-        ffn_expansion_factor: Hidden width ``int(C * factor)``.
-        bias: Whether the convolutions have a bias.
-
-    Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: :math:`(N, C, H, W)`
-    """
-
-    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool) -> None:
-        super().__init__()
-        hidden = int(dim * ffn_expansion_factor)
-        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
-        self.dwconv = nn.Conv2d(
-            hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias
-        )
-        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
+class _MirageFeedForward(GDFN):
+    """GDFN with a GELU between ``project_in`` and ``dwconv``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.dwconv(F.gelu(self.project_in(x))).chunk(2, dim=1)
         return self.project_out(F.gelu(x1) * x2)
 
 
-class MirageBlock(nn.Module):
-    """``x + attn(norm1(x))`` then ``x + ffn(norm2(x))`` with :class:`MirageAttention` and :class:`MirageFeedForward`.
-
-    Args:
-        dim: Channels.
-        num_heads: Heads of the attention branch.
-        ffn_expansion_factor: Feed-forward width factor.
-        bias: Whether the convolutions have a bias.
-        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
-        drop_path: Stochastic-depth rate of the gated branch.
-
-    Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: :math:`(N, C, H, W)`
-    """
+class _MirageBlock(nn.Module):
+    """``x + attn(norm1(x))`` then ``x + ffn(norm2(x))`` with MIRAGE's mixer and feed-forward."""
 
     def __init__(
         self,
@@ -201,9 +124,9 @@ class MirageBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.norm1 = RestormerLayerNorm(dim, layer_norm_type)
-        self.attn = MirageAttention(dim, num_heads, bias, drop_path)
+        self.attn = _MirageAttention(dim, num_heads, bias, drop_path)
         self.norm2 = RestormerLayerNorm(dim, layer_norm_type)
-        self.ffn = MirageFeedForward(dim, ffn_expansion_factor, bias)
+        self.ffn = _MirageFeedForward(dim, ffn_expansion_factor, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -211,13 +134,10 @@ class MirageBlock(nn.Module):
 
 
 def spd_feature(x: torch.Tensor) -> torch.Tensor:
-    """Flattened channel covariance ``cov + 1e-5 I`` (unbiased, over the pixels), the SPD descriptor.
-
-    Computed in at least float32 (not autocast).
+    """Flattened channel covariance ``cov + 1e-5 I`` (unbiased, over the pixels), in at least float32.
 
     Shape:
-        - x: :math:`(N, C, H, W)` with ``H * W >= 2``
-        - output: :math:`(N, C^2)`
+        - x: :math:`(N, C, H, W)` with ``H * W >= 2``; output: :math:`(N, C^2)`
     """
     with torch.autocast(x.device.type, enabled=False):
         x = x.to(torch.promote_types(x.dtype, torch.float32)).flatten(2)
@@ -228,13 +148,10 @@ def spd_feature(x: torch.Tensor) -> torch.Tensor:
 
 
 def spd_contrastive_loss(z_shallow: torch.Tensor, z_latent: torch.Tensor) -> torch.Tensor:
-    """NT-Xent between the shallow and latent SPD embeddings of a batch (sample ``i`` pairs with ``i``).
-
-    ``cross_entropy(normalize(z_s) @ normalize(z_l)^T / 0.1, arange(N))``; 0 for a batch of one.
+    """NT-Xent of the shallow and latent SPD embeddings (sample ``i`` pairs with ``i``); 0 for a batch of one.
 
     Shape:
-        - z_shallow, z_latent: :math:`(N, D)`
-        - output: scalar
+        - z_shallow, z_latent: :math:`(N, D)`; output: scalar
     """
     logits = F.normalize(z_shallow, dim=1) @ F.normalize(z_latent, dim=1).T / SPD_TEMPERATURE
     return F.cross_entropy(logits, torch.arange(z_shallow.shape[0], device=z_shallow.device))
@@ -243,11 +160,8 @@ def spd_contrastive_loss(z_shallow: torch.Tensor, z_latent: torch.Tensor) -> tor
 def spectrum_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference of the real and imaginary parts of the ``rfft2`` spectra (official ``FFTLoss``).
 
-    Computed in float32 at least.
-
     Shape:
-        - pred, target: :math:`(N, C, H, W)`
-        - output: scalar
+        - pred, target: :math:`(N, C, H, W)`; output: scalar, at least float32
     """
     acc = torch.promote_types(pred.dtype, torch.float32)
     return torch.view_as_real(torch.fft.rfft2(pred.to(acc)) - torch.fft.rfft2(target.to(acc))).abs().mean()
@@ -265,39 +179,15 @@ def _spd_term(model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, t
 
 @register_architecture
 class MIRAGE(RestorationModel):
-    """MIRAGE: a Restormer-style U-Net whose blocks split their channels into three branches.
+    """MIRAGE: a Restormer-style U-Net of three-branch blocks (official keys; defaults: MIRAGE-S).
 
-    Every block's token mixer (:class:`MirageAttention`) gives a third of the channels to
-    transposed attention (global context), a third to a gated dynamic convolution (local
-    texture) and the rest to a per-pixel MLP (channel statistics), each modulated by the
-    others. The latent is reduced to ``4 dim`` (``reduce_dim_level3``) before the decoder.
-    For training, an SPD head (``reduce_shallow``, ``reduce_latent``, ``spd_proj_*``) embeds
-    the channel covariances of the first encoder level and of the reduced latent; the ``spd``
-    term (:meth:`auxiliary_losses`) aligns the two across the batch by a contrastive loss.
-    The head does not touch the image: ``spd_head=False`` leaves it out (official checkpoints
-    still load, its keys dropped).
-
-    Defaults are the official MIRAGE-S (9,678,983 parameters and 2,656 BatchNorm buffer values,
-    as the official network; nothing is built and left unused). State-dict keys equal the official
-    ones. Any ``H, W >= 1`` works (reflect padding to a multiple of 8, output cropped back).
-
-    Args:
-        in_channels: Input image channels.
-        out_channels: Output image channels.
-        dim: Channels of the first level (a multiple of 6; doubled per level).
-        num_blocks: Blocks per level (encoder/decoder levels 1-3 and the latent).
-        num_refinement_blocks: Blocks after the decoder.
-        heads: Attention heads per level (each must divide the level's channels / 3).
-        ffn_expansion_factor: Feed-forward width factor.
-        bias: Whether the convolutions have a bias.
-        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
-        drop_path: Stochastic-depth rate of the gated branches (training only).
-        spd_head: Build the SPD head of the training term.
+    ``spd_head`` builds the SPD head of the ``spd`` training term (``reduce_shallow``, ``reduce_latent``,
+    ``spd_proj_*``); without it, official checkpoints still load. ``dim`` is a multiple of 6, each level's
+    heads divide its channels / 3, ``num_blocks`` are per level (1-3 and the latent).
 
     Shape:
-        - Input: :math:`(N, C_{in}, H, W)`, float, values nominally in [0, 1]
-        - Output: :math:`(N, C_{out}, H, W)`; with ``return_spd=True`` also the two
-          :math:`(N, 64)` unit embeddings.
+        - Input: :math:`(N, C_{in}, H, W)`, any ``H, W >= 1``
+        - Output: :math:`(N, C_{out}, H, W)`; with ``return_spd=True`` also the two :math:`(N, 64)` embeddings
 
     Examples:
         >>> net = MIRAGE(**MIRAGE.small_config(smoke=True))
@@ -327,15 +217,15 @@ class MIRAGE(RestorationModel):
             raise UsageError(f"num_blocks and heads need 4 entries, got {list(num_blocks)} and {list(heads)}")
         if dim % 6:
             raise UsageError(
-                f"MIRAGE needs dim to be a multiple of 6 (three equal branches, even levels), got {dim}"
+                f"MIRAGE needs dim to be a multiple of 6 (three branches, even levels), got {dim}"
             )
         self.in_channels, self.out_channels = in_channels, out_channels
 
         def stage(channels: int, level: int, depth: int) -> Stage:
             args = (ffn_expansion_factor, bias, layer_norm_type, drop_path)
-            return Stage(*[MirageBlock(channels, heads[level], *args) for _ in range(depth)])
+            return Stage(*[_MirageBlock(channels, heads[level], *args) for _ in range(depth)])
 
-        # official construction order (seeded initialisation and key order as the official network)
+        # the official construction order (keys in the official order)
         self.patch_embed = OverlapPatchEmbed(in_channels, dim)
         self.encoder_level1 = stage(dim, 0, num_blocks[0])
         self.down1_2 = Downsample(dim)
@@ -385,7 +275,6 @@ class MIRAGE(RestorationModel):
         z_l = F.normalize(self.spd_proj_latent(spd_feature(self.reduce_latent(latent))), dim=1)
         return out, z_s, z_l
 
-    # ------------------------------------------------------------------ what the family declares
     finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
         "decoder": (
@@ -400,34 +289,22 @@ class MIRAGE(RestorationModel):
     }
 
     def low_precision_flags(self) -> list[tuple[str, nn.Module, str]]:
-        """Under bf16/fp16 autocast the patch embedding runs in float32 (as Restormer's, see
-        :func:`~allinone_ir.models.restormer.restormer_low_precision_flags`)."""
+        """Under bf16/fp16 autocast the patch embedding runs in float32."""
         return [("patch_embed", self.patch_embed, "float32")]
 
     def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """Ask the training forward for the SPD embeddings too (when the network has the head)."""
+        """``{"return_spd": True}`` when the network has the SPD head."""
         return {"return_spd": True} if self.config["spd_head"] else {}
 
     def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Split ``(image, z_shallow, z_latent)`` into the image and ``{"image", "spd_shallow", "spd_latent"}``.
-
-        Shape:
-            - image: :math:`(N, C_{out}, H, W)`
-        """
+        """The image and ``{"image", "spd_shallow", "spd_latent"}``."""
         if isinstance(output, torch.Tensor):
             return output, {"image": output}
         image, z_s, z_l = output
         return image, {"image": image, "spd_shallow": z_s, "spd_latent": z_l}
 
     def auxiliary_losses(self) -> list[AuxiliaryLoss]:
-        """MIRAGE's training terms, added to the main L1 loss as in the official ``train_small.py``.
-
-        - ``fft``, weight 0.1 (the official ``--fft_loss_weight``): :func:`spectrum_l1_loss` of the
-          restored and clean images;
-        - ``spd``, weight 0.01: :func:`spd_contrastive_loss` of the SPD embeddings (0 without the head).
-
-        Change a weight with ``trainer.aux_weights`` (``{fft = 0.0}`` switches a term off).
-        """
+        """``fft`` (weight 0.1, :func:`spectrum_l1_loss`) and ``spd`` (0.01, :func:`spd_contrastive_loss`)."""
         return [
             AuxiliaryLoss("fft", DEFAULT_FFT_WEIGHT, _fft_term),
             AuxiliaryLoss("spd", DEFAULT_SPD_WEIGHT, _spd_term),
@@ -435,105 +312,43 @@ class MIRAGE(RestorationModel):
 
     @classmethod
     def small_config(cls, *, degradations: Sequence[str] = (), smoke: bool = False) -> dict[str, Any]:
-        """A small MIRAGE (one block per level, width 24); ``smoke``: width 12, for tests.
-
-        Args:
-            degradations: Unused: MIRAGE restores blind.
-            smoke: The smallest configuration.
-        """
+        """One block per level, width 24 (``smoke``: 12); MIRAGE is blind to the degradation."""
         return dict(dim=12 if smoke else 24, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Constructor arguments of a MIRAGE state dict (official or ours), else ``None``.
-
-        Recognised by ``reduce_dim_level3`` and the blocks' ``attn.gatedcnn``; the widths, blocks,
-        heads, feed-forward factor, biases, norm kind and SPD head are read from the keys and shapes
-        (``drop_path`` is not stored in the weights: not returned, so the default applies).
-
-        Args:
-            state_dict: Weights with the wrapper prefixes removed.
-
-        Returns:
-            Keyword arguments for ``MIRAGE(**kwargs)``, or ``None``.
-
-        Raises:
-            CheckpointError: If the blocks disagree on a hyper-parameter.
-        """
-        embed = state_dict.get("patch_embed.proj.weight")
-        if (
-            embed is None
-            or "reduce_dim_level3.weight" not in state_dict
-            or "output.weight" not in state_dict
-            or not any(".attn.gatedcnn.gic1.weight" in k for k in state_dict)
-        ):
+        """Constructor arguments (all but ``drop_path``) of a MIRAGE state dict, else ``None``."""
+        if "reduce_dim_level3.weight" not in state_dict:
             return None
-        levels: tuple[tuple[str, ...], ...] = (
-            ("encoder_level1", "decoder_level1", "refinement"),
-            ("encoder_level2", "decoder_level2"),
-            ("encoder_level3", "decoder_level3"),
-            ("latent",),
-        )
-        return dict(
-            in_channels=int(embed.shape[1]),
-            out_channels=int(state_dict["output.weight"].shape[0]),
-            dim=int(embed.shape[0]),
-            num_blocks=[
-                count_blocks(state_dict, n)
-                for n in ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
-            ],
-            num_refinement_blocks=count_blocks(state_dict, "refinement"),
-            heads=[attention_heads(state_dict, names, d) for names, d in zip(levels, (1, 2, 4, 8))],
-            ffn_expansion_factor=ffn_expansion_factor(state_dict, default=2.0),
-            bias="output.bias" in state_dict,
-            layer_norm_type="WithBias"
-            if any(k.endswith("norm1.body.bias") for k in state_dict)
-            else "BiasFree",
-            spd_head="spd_proj_latent.weight" in state_dict,
-        )
+        if not any(".attn.gatedcnn.gic1.weight" in k for k in state_dict):
+            return None
+        config = _read_restormer_layout(state_dict)
+        if config is not None:
+            config["spd_head"] = "spd_proj_latent.weight" in state_dict
+        return config
 
     @classmethod
     def filter_state_dict(
         cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
     ) -> dict[str, torch.Tensor]:
-        """Drop the SPD head's keys when ``model`` is built without it (``spd_head=False``).
-
-        Args:
-            state_dict: Weights with the wrapper prefixes removed.
-            model: The network they are loaded into.
-
-        Returns:
-            A new dict.
-        """
-        head = ("reduce_shallow", "reduce_latent", "spd_proj_shallow", "spd_proj_latent")
-        own = {name for name, _ in model.named_children()}
-        return {k: v for k, v in state_dict.items() if k.split(".")[0] in own or k.split(".")[0] not in head}
+        """Drop the SPD head's keys when ``model`` is built without it."""
+        return drop_unused_modules(state_dict, model, SPD_HEAD)
 
 
 @register_model
 def mirage_s(**kwargs: Any) -> MIRAGE:
-    """MIRAGE-S, official configuration (``net/mirage_small.py``: dim 30; 9,678,983 parameters)."""
+    """MIRAGE-S, official configuration (dim 30; 9,678,983 parameters)."""
     return MIRAGE(**kwargs)
 
 
 @register_model
 def mirage_t(**kwargs: Any) -> MIRAGE:
-    """MIRAGE-T, official configuration (``net/mirage_tiny.py``: dim 24; 6,207,412 parameters)."""
+    """MIRAGE-T, official configuration (dim 24; 6,207,412 parameters)."""
     return MIRAGE(**{"dim": 24, "num_refinement_blocks": 2, **kwargs})
 
 
-# --------------------------------------------------------------------------- released weights
-# Facts from the official repository github.com/Amazingren/MIRAGE (snapshot 926dc83): README.md "Checkpoints", a
-# table of five Google Drive files (the ids below) with the sizes Drive shows ("72.1M" tiny, "111.8M" small); the
-# test scripts test_{3,5}deg_{tiny,small}.sh name the files 3Deg_small.ckpt etc. and load them with Lightning's
-# MIRAGEModel.load_from_checkpoint (wrapper "state_dict", keys "net."-prefixed); LICENSE: MIT. No hash or exact
-# size is published. Training (train_{3,5}deg_*.sh): three tasks denoise sigma 15/25/50, derain, dehaze; five
-# tasks + deblur, enhance. Test (test_small.py, test_tiny.py): images centre-cropped to a multiple of 16
-# (crop_img(base=16)), no padding; --mode 5 (three tasks); --mode 6 --avg_denoise_sigma 25 (five tasks: the
-# average counts BSD68 sigma 25 only). The CDD11 checkpoint has no test script (README: "TODO"): its file name
-# here is ours. Reported averages (PSNR, dB), as issue 24 lists them from the repository's result figure and the
-# paper (arXiv 2505.18679 v2): three tasks S 32.91, T 32.77; five tasks S 30.68. The per-task numbers, the
-# five-task T and the CDD11 averages were not checked against the paper's tables here.
+# Released weights: github.com/Amazingren/MIRAGE (snapshot 926dc83): README "Checkpoints", test scripts, LICENSE;
+# the averages of the README's result figure and the paper (arXiv 2505.18679 v2); the CDD11 file name is ours.
 _THREE = "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)"
 _P3 = "PromptIR's three-task protocol (RGB PSNR/SSIM, centre crop to a multiple of 16; test_*.py --mode 5)"
 _P5 = "AdaIR's five-task protocol, denoising at sigma 25 in the average (test_*.py --mode 6 --avg_denoise_sigma 25)"
