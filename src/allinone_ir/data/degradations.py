@@ -186,9 +186,7 @@ def add_haze(
         ramp = torch.linspace(1.0, 0.0, h).view(1, 1, h, 1).expand(n, 1, h, w)
         d = 0.2 + 0.8 * (0.6 * ramp + 0.4 * (f - lo) / (hi - lo + 1e-8))
     else:
-        d = depth.float()
-        while d.ndim < 4:
-            d = d.unsqueeze(0)
+        d = depth.float().reshape(-1, 1, *depth.shape[-2:])
         if d.shape[-2:] != (h, w):
             raise UsageError(f"add_haze: depth has size {tuple(d.shape[-2:])}, the image {(h, w)}")
     t = torch.exp(-beta * d.to(x.device))
