@@ -99,35 +99,11 @@ def frequency_split(x: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Ten
     return high, low
 
 
-class SpatialGate(nn.Module):
-    """``sigmoid(conv7x7([max_c x, mean_c x]))``, a ``(N, 1, H, W)`` gate."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.spatial = nn.Conv2d(2, 1, kernel_size=7, padding=3, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = torch.cat((x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)), dim=1)
-        return torch.sigmoid(self.spatial(scale))
-
-
-class ChannelGate(nn.Module):
-    """``sigmoid(mlp(avgpool x) + mlp(maxpool x))``, mlp ``C -> C/16 -> C``, a ``(N, C, 1, 1)`` gate."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Conv2d(dim, dim // 16, 1, bias=False), nn.ReLU(), nn.Conv2d(dim // 16, dim, 1, bias=False)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        avg = self.mlp(x.mean(dim=(-2, -1), keepdim=True))
-        mx = self.mlp(x.amax(dim=(-2, -1), keepdim=True))
-        return torch.sigmoid(avg + mx)
-
-
 class FrequencyRefine(nn.Module):
-    """Frequency modulation (official ``FreRefine``): ``proj(low * SpatialGate(high) + high * ChannelGate(low))``.
+    """Frequency modulation (official ``FreRefine``): ``proj(low * spatial_gate(high) + high * channel_gate(low))``.
+
+    The spatial gate is ``sigmoid(conv7x7([max_c, mean_c]))``, the channel gate
+    ``sigmoid(mlp(avgpool) + mlp(maxpool))`` with an mlp ``C -> C/16 -> C``.
 
     Shape:
         - low, high, output: :math:`(N, C, H, W)`
@@ -135,12 +111,21 @@ class FrequencyRefine(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.SpatialGate = SpatialGate()
-        self.ChannelGate = ChannelGate(dim)
+        self.SpatialGate = nn.ModuleDict({"spatial": nn.Conv2d(2, 1, kernel_size=7, padding=3, bias=False)})
+        mlp = nn.Sequential(
+            nn.Conv2d(dim, dim // 16, 1, bias=False), nn.ReLU(), nn.Conv2d(dim // 16, dim, 1, bias=False)
+        )
+        self.ChannelGate = nn.ModuleDict({"mlp": mlp})
         self.proj = nn.Conv2d(dim, dim, kernel_size=1)
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        return self.proj(low * self.SpatialGate(high) + high * self.ChannelGate(low))
+        pooled = torch.cat((high.amax(dim=1, keepdim=True), high.mean(dim=1, keepdim=True)), dim=1)
+        spatial = torch.sigmoid(self.SpatialGate["spatial"](pooled))
+        mlp = self.ChannelGate["mlp"]
+        channel = torch.sigmoid(
+            mlp(low.mean(dim=(-2, -1), keepdim=True)) + mlp(low.amax(dim=(-2, -1), keepdim=True))
+        )
+        return self.proj(low * spatial + high * channel)
 
 
 def _as_buffers(module: nn.Module, names: tuple[str, ...] | None = None) -> nn.Module:

@@ -1,10 +1,8 @@
-"""MoCE-IR (Zamfir et al., CVPR 2025): a U-Net whose decoder routes each image to low-rank experts.
-
-Official code: eduardzamfir/MoCE-IR, ``src/net/moce_ir.py`` (Apache-2.0); official state-dict names.
-"""
+"""MoCE-IR (Zamfir et al., CVPR 2025; eduardzamfir/MoCE-IR): a U-Net whose decoder routes images to experts."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -30,13 +28,7 @@ RANK_TYPES = ("spread", "constant", "lin", "double", "exp")
 
 
 def expert_ranks(dim: int, rank: int, num_experts: int, rank_type: str) -> list[int]:
-    """Ranks of the ``num_experts`` experts of one level.
-
-    ``"spread"``: ``dim / 2^(E-1-i)``, ``"constant"``: ``rank``, ``"lin"``: ``rank + i``, ``"double"``:
-    ``rank + 2i``, ``"exp"``: ``rank^(i+1)``.
-
-    Raises:
-        UsageError: If ``rank_type`` is none of these.
+    """Ranks of one level's experts, ``i < E``: ``dim / 2^(E-1-i)``, ``rank``, ``rank + i``, ``rank + 2i``, ``rank^(i+1)``.
 
     Examples:
         >>> expert_ranks(48, 2, 4, "spread")
@@ -71,27 +63,13 @@ class MoCEEncoderBlock(nn.Module):
         return x + self.ffn(self.norms[1](x))
 
 
-class MoCEBlockGroup(nn.Module):
-    """Blocks at ``layers.<i>``: a :class:`Stage`, or a ``ModuleList`` for the decoder's blocks."""
-
-    def __init__(self, blocks: Sequence[nn.Module], *, stage: bool = True) -> None:
-        super().__init__()
-        self.layers: nn.Sequential | nn.ModuleList = Stage(*blocks) if stage else nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+def _stage(blocks: Sequence[nn.Module]) -> nn.Sequential:
+    """``blocks`` at the official keys ``layers.<i>``, in a checkpointable :class:`Stage`."""
+    return nn.Sequential(OrderedDict(layers=Stage(*blocks)))
 
 
 class FFTAttention(nn.Module):
-    """The experts' attention: ``proj_out(norm(q * k) * v)``, ``q * k`` in the Fourier domain of each patch (float32).
-
-    Shape:
-        - Input, output: :math:`(N, C, H, W)`
-    """
+    """The experts' attention: ``proj_out(norm(q * k) * v)``, ``q * k`` in the Fourier domain of each patch."""
 
     def __init__(self, dim: int, *, patch_size: int) -> None:
         super().__init__()
@@ -120,12 +98,11 @@ class FFTAttention(nn.Module):
         n, c, hp, _, wp, _ = out.shape
         out = out.reshape(n, c, hp * p, wp * p)[:, :, :h, :w]
         out = out.to(torch.promote_types(out.dtype, v.dtype))  # float64 networks: back to float64
-        out = self.norm(out.contiguous(memory_format=torch.channels_last) if _channels_last(v) else out)
-        return self.proj_out(out * v)
+        return self.proj_out(self.norm(out) * v)
 
 
 class LowRankExpert(nn.Module):
-    """One expert (official ``ModExpert``, whose ``depth`` repeats give the same): ``x + proj[2](body(proj[0](x)) * silu(proj[1](shared)))``."""
+    """One expert (official ``ModExpert``): ``x + proj[2](body(proj[0](x)) * silu(proj[1](shared)))``."""
 
     def __init__(self, dim: int, rank: int, *, patch_size: int) -> None:
         super().__init__()
@@ -144,9 +121,8 @@ class LowRankExpert(nn.Module):
 class ExpertRouter(nn.Module):
     """Noisy top-k gating (official ``RoutingFunction``) and its load-balancing loss.
 
-    ``logits = gate(x) + freq_gate(freq_emb)``; the gates are the top k of ``softmax(logits + noise)``,
-    noise ``N(0, 1/E^2)``, not renormalised. The loss in training: ``0.5 * cv^2(importance) + 0.5 * cv^2(load)``
-    (Shazeer et al. 2017), the importance weighted by the normalised ``complexity`` with ``use_complexity_bias``.
+    The gates are the top k of ``softmax(gate(x) + freq_gate(freq_emb) + noise)``, noise ``N(0, 1/E^2)``;
+    the training loss is ``0.5 * cv^2(importance) + 0.5 * cv^2(load)`` (Shazeer et al. 2017).
 
     Args:
         dim: Channels of the routed map.
@@ -220,17 +196,15 @@ def _cv_squared(v: torch.Tensor) -> torch.Tensor:
 class ComplexityExperts(nn.Module):
     """Mixture of complexity experts (official ``AdapterLayer``): route, run the selected experts, project.
 
-    Expert ``i`` has rank ``ranks[i]`` and FFT patch ``2^(i+2)``; each image runs its ``top_k`` experts,
-    weighted by their gates. Under ``torch.compile`` (and on ``meta``) every expert runs on the whole
-    batch, the others with gate 0. In training an expert no image selected enters the graph with weight
-    0, so every parameter gets a gradient (DDP without ``find_unused_parameters``).
+    Expert ``i`` has FFT patch ``2^(i+2)``. Under ``torch.compile`` every expert runs on the whole batch;
+    in training the experts no image selected enter the graph with weight 0 (a gradient for DDP).
 
     Args:
         dim: Channels.
         ranks: Rank of each expert (see :func:`expert_ranks`).
         freq_dim: Size of the frequency embedding.
         top_k: Experts per image.
-        router_kwargs: ``use_complexity_bias`` and ``complexity_scale`` of :class:`ExpertRouter`.
+        router_kwargs: Options of :class:`ExpertRouter`.
 
     Shape:
         - x, shared: :math:`(N, C, H, W)`; freq_emb: :math:`(N, F)`
@@ -279,9 +253,6 @@ class ComplexityExperts(nn.Module):
 class MoCEDecoderBlock(nn.Module):
     """Decoder block: a shared MDTA path and the experts, joined by cross attention, then a GDFN.
 
-    ``x_s = shared(proj[0](LN(x)))``, ``x_a = adapter(proj[1](LN(x)), freq_emb, x_s)``,
-    ``x = x + mixer(x_a, x_s)``, ``x = x + ffn(LN(x))``.
-
     Shape:
         - x: :math:`(N, C, H, W)`; freq_emb: :math:`(N, F)`
         - output: ``(x, loss)``: :math:`(N, C, H, W)` and the router's balancing loss
@@ -312,27 +283,16 @@ class MoCEDecoderBlock(nn.Module):
         return x + self.ffn(self.norms[1](x)), loss
 
 
-class _HighPass(nn.Module):
-    """Depthwise 3x3 convolution initialised to the Laplacian (trainable: the official freeze does not take)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=False)
-        kernel = torch.full((3, 3), -1.0)
-        kernel[1, 1] = 8.0
-        with torch.no_grad():
-            self.conv.weight.copy_(kernel.expand(dim, 1, 3, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-
 class FrequencyEmbedding(nn.Module):
     """``mlp(mean_hw(gelu(highpass(x))))``: the latent's high frequencies, which condition the routers."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.high_conv = nn.Sequential(_HighPass(dim), nn.GELU())
+        conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=False)
+        with torch.no_grad():  # the Laplacian, trainable (the official freeze does not take)
+            conv.weight.fill_(-1.0)
+            conv.weight[:, :, 1, 1] = 8.0
+        self.high_conv = nn.Sequential(nn.Sequential(OrderedDict(conv=conv)), nn.GELU())
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -353,32 +313,21 @@ def _balance_term(
 
 @register_architecture
 class MoCEIR(RestorationModel):
-    """MoCE-IR: Restormer encoder, latent and refinement; decoder blocks with mixtures of complexity experts.
+    """MoCE-IR: Restormer encoder and refinement; decoder blocks (:class:`MoCEDecoderBlock`) with experts.
 
-    Each decoder block (:class:`MoCEDecoderBlock`) has a shared MDTA path and ``num_experts`` low-rank
-    FFT-attention experts; the routers see a frequency embedding of the latent. Defaults: the official
-    MoCE-IR (``dim=32``: MoCE-IR-S); official key names. Any ``H, W >= 1`` works (reflect padding to a
-    multiple of ``2^(levels-1)``, cropped back). Training adds the routers' balancing loss ``balance``.
+    Defaults: the official MoCE-IR (``dim=32``: MoCE-IR-S); official key names. Any ``H, W >= 1`` works
+    (reflect padding to a multiple of ``2^(levels-1)``, cropped back).
 
     Args:
-        in_channels: Input image channels.
-        out_channels: Output image channels.
-        dim: Channels of the first level.
         num_blocks: Encoder blocks per level, the last entry the latent's.
         num_dec_blocks: Decoder blocks per level (first entry: the full-resolution level).
-        num_refinement_blocks: Blocks after the decoder.
-        heads: Attention heads per level.
-        ffn_expansion_factor: GDFN width factor.
-        bias: Bias of the decoder's and the output's convolutions (the encoder's always have one).
-        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
-        num_experts: Experts per decoder block.
+        bias: Bias of the decoder's and the output's convolutions.
         rank: Base expert rank (official ``latent_dim``; unused by ``"spread"``).
-        rank_type: How expert ranks grow (see :func:`expert_ranks`).
-        top_k: Experts selected per image.
+        rank_type: ``"spread"``, ``"constant"``, ``"lin"``, ``"double"`` or ``"exp"`` (:func:`expert_ranks`).
         with_complexity: Weight the routers' importance loss by the experts' parameter counts.
         complexity_scale: ``"max"`` or ``"min"`` normalisation of the complexities.
         eval_routing_noise: Add the routing noise in eval mode too, as the official code does.
-        routing_noise: Add the routing noise in training, as the official code does.
+        routing_noise: Add the routing noise in training.
         train_top_k: Experts selected per image in training (``None``: ``top_k``).
 
     Shape:
@@ -433,9 +382,9 @@ class MoCEIR(RestorationModel):
         self.num_dec_blocks = list(num_dec_blocks)
         dims = [dim * 2**i for i in range(levels)]
 
-        def encoder_group(level: int, n: int) -> MoCEBlockGroup:
+        def encoder_group(level: int, n: int) -> nn.Sequential:
             args = (dims[level], heads[level], ffn_expansion_factor, True, layer_norm_type)
-            return MoCEBlockGroup([MoCEEncoderBlock(*args) for _ in range(n)])
+            return _stage([MoCEEncoderBlock(*args) for _ in range(n)])
 
         self.patch_embed = OverlapPatchEmbed(in_channels, dim, bias=False)
         self.freq_embed = FrequencyEmbedding(dims[-1])
@@ -453,7 +402,7 @@ class MoCEIR(RestorationModel):
             args = (d, heads[level], ffn_expansion_factor, bias, layer_norm_type)
             blocks = [MoCEDecoderBlock(*args, **experts) for _ in range(num_dec_blocks[level])]
             up, fusion = Upsample(dims[level + 1]), nn.Conv2d(2 * d, d, 1, bias=bias)
-            self.dec.append(nn.ModuleList([up, fusion, MoCEBlockGroup(blocks, stage=False)]))
+            self.dec.append(nn.ModuleList([up, fusion, nn.ModuleDict({"layers": nn.ModuleList(blocks)})]))
         self.refinement = encoder_group(0, num_refinement_blocks)
         self.output = nn.Conv2d(dim, out_channels, kernel_size=3, padding=1, bias=bias)
         for m in self.modules():
@@ -476,7 +425,7 @@ class MoCEIR(RestorationModel):
         for level in self.dec:
             up, fusion, group = cast(nn.ModuleList, level)
             feats = fusion(torch.cat([up(feats), skips.pop()], dim=1))
-            for block in cast(MoCEBlockGroup, group).layers:
+            for block in cast(nn.ModuleList, group.get_submodule("layers")):
                 feats, loss = block(feats, freq_emb)
                 balance = balance + loss
         out = self._crop(self.output(self.refinement(feats)) + inp, size)
@@ -494,29 +443,17 @@ class MoCEIR(RestorationModel):
 
     def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Split ``(image, balance_loss)`` into the image and ``{"balance": balance_loss}``."""
-        if isinstance(output, torch.Tensor):
-            return output, {}
-        if isinstance(output, tuple) and len(output) == 2:
+        if isinstance(output, tuple):
             return output[0], {"balance": output[1]}
-        raise UsageError(
-            "expected the output of forward(x, **training_forward_kwargs(batch)): an image tensor or "
-            f"(image, balance_loss), got {type(output).__name__}"
-        )
+        return output, {}
 
     def auxiliary_losses(self) -> list[AuxiliaryLoss]:
-        """``balance``: the routers' load-balancing loss averaged over the decoder blocks, weight 0.01.
-
-        Change the weight with ``trainer.aux_weights: {balance: ...}``.
-        """
+        """``balance``: the routers' load-balancing loss averaged over the decoder blocks, weight 0.01."""
         return [AuxiliaryLoss("balance", 0.01, _balance_term)]  # the official --balance_loss_weight
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Constructor arguments of a MoCE-IR state dict (``top_k`` and the loss options: defaults), else ``None``.
-
-        Raises:
-            CheckpointError: If the expert ranks follow none of the rank types.
-        """
+        """Constructor arguments of a MoCE-IR state dict (``top_k`` and the loss options: defaults), else ``None``."""
         embed, out = state_dict.get("patch_embed.proj.weight"), state_dict.get("output.weight")
         if embed is None or out is None or "freq_embed.mlp.0.weight" not in state_dict:
             return None
@@ -585,10 +522,11 @@ _MOCE_DRIVE = WeightsSource(
     note="Google Drive folder (README 'Usage'); take <checkpoint id>/last.ckpt",
 )
 for _arch, _params, _model in (("moce_ir", 25_353_796, "MoCE_IR"), ("moce_ir_s", 11_477_752, "MoCE_IR_S")):
-    for _variant, _suffix, _tasks, _data in (
-        ("three_task", "AIO3", ("noise", "rain", "haze"), "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor"),
+    for _variant, _suffix, _tasks, _data, _note in (
+        ("three_task", "AIO3", ("noise", "rain", "haze"), "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor",
+         "; the three-task file was replaced on 2025-03-13 (MoCE-IR issue 3)"),
         ("five_task", "AIO5", ("noise", "rain", "haze", "blur", "lowlight"),
-         "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor, GoPro, LOL-v1"),
+         "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor, GoPro, LOL-v1", ""),
     ):  # fmt: skip
         register_weights(
             PretrainedWeights(
@@ -604,11 +542,6 @@ for _arch, _params, _model in (("moce_ir", 25_353_796, "MoCE_IR"), ("moce_ir_s",
                 "a Gaussian window (gaussian_weights=True), crop to a multiple of 16",
                 default=_variant == "three_task",
                 notes="Google Drive only: download <id>/last.ckpt by hand, then `allinone-ir weights import "
-                f"{_arch}.{_variant} FILE`"
-                + (
-                    "; the three-task file was replaced on 2025-03-13 (MoCE-IR issue 3)"
-                    if _suffix == "AIO3"
-                    else ""
-                ),
+                f"{_arch}.{_variant} FILE`{_note}",
             )
         )
