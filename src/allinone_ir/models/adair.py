@@ -128,26 +128,21 @@ class FrequencyRefine(nn.Module):
         return self.proj(low * spatial + high * channel)
 
 
-def _as_buffers(module: nn.Module, names: tuple[str, ...] | None = None) -> nn.Module:
-    """Turn the parameters ``names`` (default all) of ``module`` into buffers of the same names."""
-    for full, p in list(module.named_parameters()):
-        if names is None or full in names:
-            owner_name, _, name = full.rpartition(".")
-            owner = module.get_submodule(owner_name)
-            delattr(owner, name)
-            owner.register_buffer(name, p.detach())
-    return module
+def _as_buffers(module: nn.Module, *names: str) -> None:
+    """Turn the parameters ``names`` of ``module`` into buffers of the same keys."""
+    for full in names:
+        owner_name, _, name = full.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        p = getattr(owner, name)
+        delattr(owner, name)
+        owner.register_buffer(name, p.detach())
 
 
 class FreModule(nn.Module):
     """Adaptive frequency learning block: frequency mining of the image, modulation of a feature.
 
-    The image, resized and embedded (``conv1``), is split by :func:`frequency_split` at a per-sample
-    threshold ``sigmoid(rate_conv(avgpool(.)))``; each band queries the feature (``channel_cross_l`` on
-    the high band, ``channel_cross_h`` on the low band), :class:`FrequencyRefine` merges them and the
-    feature queries the result: ``para1 * channel_cross_agg(y, agg) + para2 * y``. The weights no
-    gradient reaches are buffers of the same keys: ``rate_conv`` and, with ``bias=False``,
-    ``channel_cross_h``'s ``q.weight``, ``q_dwconv.weight`` and ``temperature``.
+    The embedded image is split by :func:`frequency_split`; each band queries the feature, :class:`FrequencyRefine`
+    merges them and the feature queries the result. Weights no gradient reaches are buffers (same keys).
 
     Args:
         dim: Channels of the feature (at least 16).
@@ -176,13 +171,12 @@ class FreModule(nn.Module):
         self.channel_cross_h = CrossChannelAttention(dim, dim, num_heads, bias)
         self.channel_cross_agg = CrossChannelAttention(dim, dim, num_heads, bias)
         self.frequency_refine = FrequencyRefine(dim)
-        if not bias:  # the low band is zero for maps under 2 band pixels
-            _as_buffers(self.channel_cross_h, ("q.weight", "q_dwconv.weight", "temperature"))
-        self.rate_conv = _as_buffers(
-            nn.Sequential(
-                nn.Conv2d(dim, dim // 8, 1, bias=False), nn.GELU(), nn.Conv2d(dim // 8, 2, 1, bias=False)
-            )
+        if not bias:  # no gradient reaches them: the low band is zero on maps under 256 pixels
+            _as_buffers(self.channel_cross_h, "q.weight", "q_dwconv.weight", "temperature")
+        self.rate_conv = nn.Sequential(
+            nn.Conv2d(dim, dim // 8, 1, bias=False), nn.GELU(), nn.Conv2d(dim // 8, 2, 1, bias=False)
         )
+        _as_buffers(self.rate_conv, "0.weight", "2.weight")
 
     def mine(self, image: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The high- and low-frequency maps of ``image`` at ``size``, float32 (embedded in float32 under autocast)."""
@@ -209,15 +203,8 @@ class AdaIR(RestormerUNet):
     built). Any ``H, W >= 1`` works (reflect padding to a multiple of 8, cropped back).
 
     Args:
-        in_channels: Input image channels.
-        out_channels: Output image channels.
         dim: Channels of the first level (at least 8).
         num_blocks: Transformer blocks per level (levels 1-3 and the latent).
-        num_refinement_blocks: Transformer blocks after the decoder.
-        heads: Attention heads per level.
-        ffn_expansion_factor: GDFN width factor.
-        bias: Whether the convolutions have a bias.
-        layer_norm_type: ``"WithBias"`` or ``"BiasFree"``.
         fre_heads: Heads of the frequency blocks' attentions (default ``heads[2]``).
 
     Shape:
