@@ -53,11 +53,8 @@ def progress_bar(
 ) -> Any:
     """A tqdm bar over ``iterable`` (``None``: give ``total``, update by hand), or ``None`` without tqdm.
 
-    Args:
-        iterable: What the bar iterates over.
-        warn: Warn (``RuntimeWarning``, ``stacklevel`` from the caller) when tqdm is missing.
-        stacklevel: The warning's stack level, counted from the caller of this function.
-        **options: Passed to ``tqdm``.
+    ``warn``: a ``RuntimeWarning`` (at ``stacklevel`` from the caller) when tqdm is missing;
+    ``options`` go to ``tqdm``.
     """
     try:
         from tqdm.auto import tqdm

@@ -236,14 +236,10 @@ def _runner(
 
 def _degradation_for(deg: Any, index: Sequence[int], device: torch.device) -> Any:
     """The degradation of the images ``index``: one spec for all, or their rows / entries."""
-    if (
-        deg is None
-        or isinstance(deg, (str, int, Mapping))
-        or (isinstance(deg, torch.Tensor) and deg.ndim == 0)
-    ):
-        return deg
-    if isinstance(deg, torch.Tensor):
+    if isinstance(deg, torch.Tensor) and deg.ndim > 0:
         return deg[torch.as_tensor(index, device=deg.device)].to(device)
+    if deg is None or isinstance(deg, (str, int, Mapping, torch.Tensor)):
+        return deg
     return [deg[i] for i in index]
 
 

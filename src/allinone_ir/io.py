@@ -123,12 +123,9 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"not a folder: {root}")
-    it = root.rglob("*") if recursive else root.iterdir()
-    return sorted(
-        p
-        for p in it
-        if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or (p.is_symlink() and not p.is_dir()))
-    )
+    found = root.rglob("*") if recursive else root.iterdir()
+    named = [p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(p for p in named if p.is_file() or (p.is_symlink() and not p.is_dir()))
 
 
 def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = False) -> np.ndarray:
