@@ -1,6 +1,5 @@
-"""Checkpoints: official files, safetensors and architecture detection.
+"""Checkpoints: official files (each family's ``detect`` and ``filter_state_dict``), safetensors, detection.
 
-Each family reads its own files (its ``detect`` and ``filter_state_dict``); this module names none.
 Every ``torch.load`` uses ``weights_only=True``.
 """
 
@@ -588,7 +587,6 @@ def save_pretrained(
         TypeError: If the network cannot be rebuilt from a config.
         ImportError: Without the safetensors package.
     """
-    _require_safetensors()
     folder = Path(directory)
     config = _model_config(model, protocol)
     existing = [str(p) for p in (folder / WEIGHTS_NAME, folder / CONFIG_NAME) if p.exists()]

@@ -188,9 +188,6 @@ def load_pretrained(
         DownloadError: If the file cannot be fetched (the message says where to get it and how to import it).
         CheckpointError: If the file is not the declared network (it is deleted).
         MissingDependencyError: For ``hf-hub:`` names without ``huggingface_hub``, or without safetensors.
-
-    Examples:
-        >>> net = load_pretrained("promptir.three_task")  # doctest: +SKIP
     """
     if name.startswith(HF_PREFIX):
         hub = require("huggingface_hub", extra="hub", purpose="hf-hub: weights names")
@@ -227,11 +224,6 @@ def create_model(name: str, *, pretrained: bool | str = False, **overrides: Any)
         UnknownNameError: If the model or weights name is unknown, or the weights are another model's.
         ModelArgumentError: If the network does not take one of ``overrides``, or ``overrides`` are
             given with ``pretrained``.
-
-    Examples:
-        >>> net = create_model("promptir", dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
-        >>> net.training
-        True
     """
     if not pretrained or not _registry.is_model(name):  # the registry's one message for an unknown name
         return _registry.create_model(name, **overrides)

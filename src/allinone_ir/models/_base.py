@@ -17,19 +17,6 @@ from ..layers.padding import pad_to_multiple
 from ..layers.stage import Stage
 
 
-def check_image_batch(x: Any, channels: int) -> None:
-    """Raise :class:`~allinone_ir.errors.UsageError` unless ``x`` is a floating ``(N, channels, H, W)`` tensor."""
-    tensor = isinstance(x, torch.Tensor)
-    if tensor and x.ndim == 4 and x.shape[1] == channels and x.is_floating_point() and x.numel():
-        return
-    got = f"{x.dtype} of shape {tuple(x.shape)}" if tensor else type(x).__name__
-    hint = "; add a batch dimension with x.unsqueeze(0)" if tensor and x.ndim == 3 else ""
-    raise UsageError(
-        f"input must be a floating-point torch.Tensor with {channels} channels, shape (N, {channels}, H, W), "
-        f"N, H, W >= 1 and values in [0, 1] (x.float() / 255 for 8-bit images); got {got}{hint}"
-    )
-
-
 @dataclass(frozen=True)
 class AuxiliaryLoss:
     """A training term of a model family, added to the main loss: ``weight * fn(model, batch, extras)``.
@@ -150,7 +137,14 @@ class RestorationModel(RecordsConfig, nn.Module):
     config: dict[str, Any]
 
     def _pad_input(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        check_image_batch(x, self.in_channels)
+        c, tensor = self.in_channels, isinstance(x, torch.Tensor)
+        if not (tensor and x.ndim == 4 and x.shape[1] == c and x.is_floating_point() and x.numel()):
+            got = f"{x.dtype} of shape {tuple(x.shape)}" if tensor else type(x).__name__
+            hint = "; add a batch dimension with x.unsqueeze(0)" if tensor and x.ndim == 3 else ""
+            raise UsageError(
+                f"input must be a floating-point torch.Tensor with {c} channels, shape (N, {c}, H, W), "
+                f"N, H, W >= 1 and values in [0, 1] (x.float() / 255 for 8-bit images); got {got}{hint}"
+            )
         x, size = pad_to_multiple(x, self.pad_multiple, self.pad_mode)
         if self.uses_channels_last() and not x.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)  # keep the whole network in one layout

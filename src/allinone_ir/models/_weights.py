@@ -1,7 +1,4 @@
-"""The pretrained weights registry: each family file declares the files its authors released.
-
-:mod:`allinone_ir.weights` downloads, verifies and loads them; it names no family.
-"""
+"""The pretrained weights registry: each family file declares the files its authors released."""
 
 from __future__ import annotations
 
