@@ -259,20 +259,11 @@ def evaluate_folders(
     restore_fn: Callable[[Any, str], Any] | None = None,
     inputs: dict[Path, Path] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Mean PSNR / SSIM per degradation of ``Pairing.groups``, and ``"average"`` over several groups.
+    """``{degradation: {"n", "psnr", "ssim"}}`` of ``Pairing.groups``, and ``"average"`` over several groups.
 
-    Args:
-        pairs: ``Pairing.groups``.
-        protocol: Metric protocol name.
-        restore_fn: ``(image, group) -> image`` restores each source image (a degraded input) first.
-        inputs: The degraded input of each source image (a prediction).
-
-    Returns:
-        ``{degradation: {"n", "psnr", "ssim"}}``; with ``restore_fn`` or ``inputs`` also the inputs'
-        ``"input_psnr"``, ``"input_ssim"`` and ``"gain_db"``.
-
-    Raises:
-        DatasetError: If an image and its target differ in size.
+    ``restore_fn(image, group)`` restores each source image (a degraded input) first; ``inputs`` maps
+    each source image (a prediction) to its degraded input. With either, the inputs' ``input_psnr``,
+    ``input_ssim`` and the ``gain_db`` are given too. ``DatasetError`` if an image and its target differ in size.
     """
     from ..io import read_image
     from ..metrics import get_protocol
