@@ -305,7 +305,10 @@ def evaluate_folders(
 
 def _degraded_inputs(pairing: Pairing, pred_root: Path, root: Path) -> dict[Path, Path]:
     """Each prediction's degraded input in ``root``: the same relative name, or the same stem (any image type)."""
-    found = pair_images(pred_root, root, group_by=pairing.group_by, skip_unpaired=True).groups
+    try:
+        found = pair_images(pred_root, root, group_by=pairing.group_by, skip_unpaired=True).groups
+    except DatasetError:  # not one prediction has its degraded input: said below
+        found = {}
     inputs = {pred: degraded for pairs in found.values() for pred, degraded in pairs}
     missing = [
         str(p.relative_to(pred_root))
