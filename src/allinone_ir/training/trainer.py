@@ -745,10 +745,8 @@ class Trainer:
             self.log.log_val(self.step, res)
             if self.config.progress_bar:
                 line = f"[step {self.step}] {_val_line(res)}"
-                if self._bar is not None and hasattr(self._bar, "write"):  # above the progress bar
-                    self._bar.write(line, file=sys.stderr)
-                else:
-                    print(line, file=sys.stderr)
+                write = self._bar.write if self._bar is not None else print  # above the progress bar
+                write(line, file=sys.stderr)
             if res["all"]["psnr"] > self.best["psnr"]:
                 self.best = {"psnr": res["all"]["psnr"], "ssim": res["all"]["ssim"], "step": self.step}
                 ema = self.ema is not None
