@@ -27,10 +27,7 @@ def low_precision_autocast(device_type: str) -> torch.dtype | None:
         >>> low_precision_autocast("meta") is None  # a device type autocast does not know
         True
     """
-    try:
-        if not torch.is_autocast_enabled(device_type):
-            return None
-    except RuntimeError:  # "meta" and other device types without autocast
+    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
         return None
     dtype = torch.get_autocast_dtype(device_type)
     return dtype if dtype in (torch.bfloat16, torch.float16) else None
