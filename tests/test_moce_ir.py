@@ -1,7 +1,6 @@
 """MoCE-IR (CVPR 2025): parameter counts, official checkpoints, routing, the balance term, gradients.
 
-Parity with the official code (eduardzamfir/MoCE-IR, ``src/net/moce_ir.py``) was measured in a
-scratch folder (the official file is not part of this repository); see ``docs/_moce_ir_notes.md``.
+Parity with the official code is checked by tests/test_parity.py on stored fixtures.
 """
 
 from __future__ import annotations

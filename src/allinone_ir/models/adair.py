@@ -32,22 +32,14 @@ def _autocast_off(device_type: str) -> AbstractContextManager[Any]:
 
 
 def low_frequency_mask(threshold: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """AdaIR's low-frequency mask in the unshifted layout of ``torch.fft.fft2``, without a loop over the batch.
+    """AdaIR's centred low-frequency rectangle as a 0/1 mask in the unshifted layout of ``torch.fft.fft2``.
 
     One on the rows ``-h' <= f < h'`` and columns ``-w' <= f < w'``, ``h' = floor((H // 128) * t_0)``,
-    ``w' = floor((W // 128) * t_1)``: the official centred rectangle.
-
-    Args:
-        threshold: The predicted fractions ``t``.
-        height: ``H``.
-        width: ``W``.
-
-    Returns:
-        The 0/1 mask, with the dtype of ``threshold``.
+    ``w' = floor((W // 128) * t_1)``, for the predicted fractions ``t = threshold``.
 
     Shape:
         - threshold: :math:`(N, 2, 1, 1)`
-        - output: :math:`(N, 1, H, W)`
+        - output: :math:`(N, 1, H, W)`, the dtype of ``threshold``
 
     Examples:
         >>> m = low_frequency_mask(torch.full((1, 2, 1, 1), 0.9), 256, 384)
@@ -67,14 +59,7 @@ def low_frequency_mask(threshold: torch.Tensor, height: int, width: int) -> torc
 
 
 def frequency_split(x: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The magnitudes of the high- and low-frequency parts of ``x`` under :func:`low_frequency_mask`, in float32.
-
-    Args:
-        x: The map to split.
-        threshold: The predicted fractions of :func:`low_frequency_mask`.
-
-    Returns:
-        ``(high, low)``, as the official code orders them.
+    """``(high, low)``: the magnitudes of the two parts of ``x`` under :func:`low_frequency_mask`, in float32.
 
     Shape:
         - x: :math:`(N, C, H, W)`; threshold: :math:`(N, 2, 1, 1)`
@@ -100,7 +85,7 @@ def frequency_split(x: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Ten
 
 
 class FrequencyRefine(nn.Module):
-    """Frequency modulation (official ``FreRefine``): ``proj(low * spatial_gate(high) + high * channel_gate(low))``.
+    """Frequency modulation (official ``FreRefine``): ``proj(low * spatial(high) + high * channel(low))``.
 
     The spatial gate is ``sigmoid(conv7x7([max_c, mean_c]))``, the channel gate
     ``sigmoid(mlp(avgpool) + mlp(maxpool))`` with an mlp ``C -> C/16 -> C``.
@@ -141,8 +126,9 @@ def _as_buffers(module: nn.Module, *names: str) -> None:
 class FreModule(nn.Module):
     """Adaptive frequency learning block: frequency mining of the image, modulation of a feature.
 
-    The embedded image is split by :func:`frequency_split`; each band queries the feature, :class:`FrequencyRefine`
-    merges them and the feature queries the result. Weights no gradient reaches are buffers (same keys).
+    The embedded image is split by :func:`frequency_split`; each band queries the feature,
+    :class:`FrequencyRefine` merges them and the feature queries the result. Weights no gradient reaches
+    are buffers (same keys).
 
     Args:
         dim: Channels of the feature (at least 16).
@@ -179,7 +165,7 @@ class FreModule(nn.Module):
         _as_buffers(self.rate_conv, "0.weight", "2.weight")
 
     def mine(self, image: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The high- and low-frequency maps of ``image`` at ``size``, float32 (embedded in float32 under autocast)."""
+        """The high- and low-frequency maps of ``image`` at ``size``, in float32."""
         if low_precision_autocast(image.device.type) is not None:
             image = image.float()
         with _autocast_off(image.device.type):
@@ -274,7 +260,7 @@ class AdaIR(RestormerUNet):
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Restormer's layout plus ``fre1..3.conv1.weight``; the frequency heads from ``fre1``'s temperature."""
+        """Restormer's layout plus ``fre1..3.conv1.weight``; ``fre_heads`` from ``fre1``'s temperature."""
         if not all(f"fre{i}.conv1.weight" in state_dict for i in (1, 2, 3)):
             return None
         config = _read_restormer_layout(state_dict)

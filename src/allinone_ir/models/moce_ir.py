@@ -1,4 +1,4 @@
-"""MoCE-IR (Zamfir et al., CVPR 2025; eduardzamfir/MoCE-IR): a U-Net whose decoder routes images to experts."""
+"""MoCE-IR (Zamfir et al., CVPR 2025; eduardzamfir/MoCE-IR): a U-Net whose decoder routes to experts."""
 
 from __future__ import annotations
 
@@ -28,23 +28,25 @@ RANK_TYPES = ("spread", "constant", "lin", "double", "exp")
 
 
 def expert_ranks(dim: int, rank: int, num_experts: int, rank_type: str) -> list[int]:
-    """Ranks of one level's experts, ``i < E``: ``dim / 2^(E-1-i)``, ``rank``, ``rank + i``, ``rank + 2i``, ``rank^(i+1)``.
+    """Ranks of one level's ``num_experts`` experts under ``rank_type``.
+
+    ``spread``: ``dim / 2^(E-1-i)``, ``constant``: ``rank``, ``lin``: ``rank + i``, ``double``: ``rank + 2i``,
+    ``exp``: ``rank^(i+1)``.
 
     Examples:
         >>> expert_ranks(48, 2, 4, "spread")
         [6, 12, 24, 48]
     """
-    if rank_type == "spread":
-        return [dim // 2**i for i in range(num_experts)][::-1]
-    if rank_type == "constant":
-        return [rank] * num_experts
-    if rank_type == "lin":
-        return [rank + i for i in range(num_experts)]
-    if rank_type == "double":
-        return [rank + 2 * i for i in range(num_experts)]
-    if rank_type == "exp":
-        return [rank ** (i + 1) for i in range(num_experts)]
-    raise UsageError(f"rank_type must be one of {RANK_TYPES}, got {rank_type!r}")
+    ranks = {
+        "spread": [dim // 2 ** (num_experts - 1 - i) for i in range(num_experts)],
+        "constant": [rank] * num_experts,
+        "lin": [rank + i for i in range(num_experts)],
+        "double": [rank + 2 * i for i in range(num_experts)],
+        "exp": [rank ** (i + 1) for i in range(num_experts)],
+    }
+    if rank_type not in ranks:
+        raise UsageError(f"rank_type must be one of {RANK_TYPES}, got {rank_type!r}")
+    return ranks[rank_type]
 
 
 class MoCEEncoderBlock(nn.Module):
@@ -69,7 +71,7 @@ def _stage(blocks: Sequence[nn.Module]) -> nn.Sequential:
 
 
 class FFTAttention(nn.Module):
-    """The experts' attention: ``proj_out(norm(q * k) * v)``, ``q * k`` in the Fourier domain of each patch."""
+    """The experts' attention: ``proj_out(norm(q * k) * v)``, ``q * k`` in each patch's Fourier domain."""
 
     def __init__(self, dim: int, *, patch_size: int) -> None:
         super().__init__()
@@ -92,9 +94,8 @@ class FFTAttention(nn.Module):
         q = self.q_dwconv(self.q(x))
         k, v = self.kv_dwconv(self.kv(x)).chunk(2, dim=1)
         p = self.patch_size
-        dims = (3, 5)
-        prod = torch.fft.rfft2(self._patches(q), dim=dims) * torch.fft.rfft2(self._patches(k), dim=dims)
-        out = torch.fft.irfft2(prod, s=(p, p), dim=dims)
+        prod = torch.fft.rfft2(self._patches(q), dim=(3, 5)) * torch.fft.rfft2(self._patches(k), dim=(3, 5))
+        out = torch.fft.irfft2(prod, s=(p, p), dim=(3, 5))
         n, c, hp, _, wp, _ = out.shape
         out = out.reshape(n, c, hp * p, wp * p)[:, :, :h, :w]
         out = out.to(torch.promote_types(out.dtype, v.dtype))  # float64 networks: back to float64
@@ -137,11 +138,8 @@ class ExpertRouter(nn.Module):
         - output: gates :math:`(N, E)`, indices :math:`(N, k)`, the loss (scalar)
     """
 
-    #: Add the noise in eval mode (the official code does: random outputs).
-    eval_noise: bool = False
-    #: Add the noise in training.
+    eval_noise: bool = False  # set by MoCEIR's eval_routing_noise, routing_noise and train_top_k
     train_noise: bool = True
-    #: Experts per image in training (``None``: ``k``).
     train_k: int | None = None
     complexity: torch.Tensor
 
@@ -259,21 +257,15 @@ class MoCEDecoderBlock(nn.Module):
     """
 
     def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        ffn_expansion_factor: float,
-        bias: bool,
-        layer_norm_type: NormKind,
-        **expert_kwargs: Any,
+        self, dim: int, num_heads: int, ffn_factor: float, bias: bool, norm_type: NormKind, **experts: Any
     ) -> None:
         super().__init__()
-        self.norms = nn.ModuleList([RestormerLayerNorm(dim, layer_norm_type) for _ in range(2)])
+        self.norms = nn.ModuleList([RestormerLayerNorm(dim, norm_type) for _ in range(2)])
         self.proj = nn.ModuleList([nn.Conv2d(dim, dim, kernel_size=1) for _ in range(2)])
         self.shared = MDTA(dim, num_heads, bias)
         self.mixer = CrossChannelAttention(dim, dim, num_heads, bias, kv_kernel=7)
-        self.ffn = GDFN(dim, ffn_expansion_factor, bias)
-        self.adapter = ComplexityExperts(dim, **expert_kwargs)
+        self.ffn = GDFN(dim, ffn_factor, bias)
+        self.adapter = ComplexityExperts(dim, **experts)
 
     def forward(self, x: torch.Tensor, freq_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.norms[0](x)
@@ -453,7 +445,7 @@ class MoCEIR(RestorationModel):
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Constructor arguments of a MoCE-IR state dict (``top_k`` and the loss options: defaults), else ``None``."""
+        """Constructor arguments of a MoCE-IR state dict (``top_k``, loss options: defaults), else ``None``."""
         embed, out = state_dict.get("patch_embed.proj.weight"), state_dict.get("output.weight")
         if embed is None or out is None or "freq_embed.mlp.0.weight" not in state_dict:
             return None

@@ -115,10 +115,7 @@ class NAFNet(UNetHooks, RestorationModel):
         self.pad_multiple = 2 ** len(enc_blk_nums)
         self.intro = nn.Conv2d(in_channels, width, kernel_size=3, padding=1, bias=True)
         self.ending = nn.Conv2d(width, in_channels, kernel_size=3, padding=1, bias=True)
-        self.encoders = nn.ModuleList()
-        self.downs = nn.ModuleList()
-        self.decoders = nn.ModuleList()
-        self.ups = nn.ModuleList()
+        self.encoders, self.downs, self.decoders, self.ups = (nn.ModuleList() for _ in range(4))
         chan = width
         for num in enc_blk_nums:
             self.encoders.append(_naf_stage(chan, num, drop_out_rate))
