@@ -107,11 +107,8 @@ class LowRankExpert(nn.Module):
 
     def __init__(self, dim: int, rank: int, *, patch_size: int) -> None:
         super().__init__()
-        self.proj = nn.ModuleList([
-            nn.Conv2d(dim, rank, kernel_size=1, bias=False),
-            nn.Conv2d(dim, rank, kernel_size=1, bias=False),
-            nn.Conv2d(rank, dim, kernel_size=1, bias=False),
-        ])  # fmt: skip
+        sizes = ((dim, rank), (dim, rank), (rank, dim))
+        self.proj = nn.ModuleList([nn.Conv2d(i, o, kernel_size=1, bias=False) for i, o in sizes])
         self.body = FFTAttention(rank, patch_size=patch_size)
 
     def forward(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
@@ -126,8 +123,6 @@ class ExpertRouter(nn.Module):
     the training loss is ``0.5 * cv^2(importance) + 0.5 * cv^2(load)`` (Shazeer et al. 2017).
 
     Args:
-        dim: Channels of the routed map.
-        freq_dim: Size of the frequency embedding.
         complexity: Parameter count of each expert, ``(E,)``.
         k: Experts selected per image.
         use_complexity_bias: Weight the importance term by the experts' complexity.
@@ -198,10 +193,7 @@ class ComplexityExperts(nn.Module):
     in training the experts no image selected enter the graph with weight 0 (a gradient for DDP).
 
     Args:
-        dim: Channels.
         ranks: Rank of each expert (see :func:`expert_ranks`).
-        freq_dim: Size of the frequency embedding.
-        top_k: Experts per image.
         router_kwargs: Options of :class:`ExpertRouter`.
 
     Shape:
