@@ -403,17 +403,17 @@ class _PIPControl(RestorationModel):
             DatasetError: Without labels when the network has no classifier.
         """
         label = batch.get("label")
-        if label is not None:
-            return (
-                {"degradation": label, "return_logits": True} if self.classifier else {"degradation": label}
-            )
+        if label is None:
+            if self.classifier is None:
+                raise DatasetError(
+                    f"training {type(self).__name__} (built with classifier=False) needs degradation labels, "
+                    f"but the batch has no 'label' (keys: {sorted(batch)}); use a dataset that labels its "
+                    "samples, or build the network with classifier=True to train blind"
+                )
+            return {}
         if self.classifier is None:
-            raise DatasetError(
-                f"training {type(self).__name__} (built with classifier=False) needs degradation labels, "
-                f"but the batch has no 'label' (keys: {sorted(batch)}); use a dataset that labels its "
-                "samples, or build the network with classifier=True to train blind"
-            )
-        return {}
+            return {"degradation": label}
+        return {"degradation": label, "return_logits": True}
 
     def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Split the training forward's output (the image or ``(image, logits)``) into the image and extras."""
@@ -670,18 +670,13 @@ def _pip_tap_hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch
 class PIPUNet(_PIPControl):
     """Plug PIP into a U-Net of your own, without touching its code.
 
-    Name the sub-modules of your network whose **outputs** are the skip features: the wrapper builds
-    one :class:`PIPBlock` per name (``pips.<name>``, ``.`` written ``_``) and taps each named module
-    with a stateless forward hook that, during :meth:`forward` only, replaces the module's output by
-    ``pip(output, omega)``. Called directly, the backbone runs unmodified; copies (``deepcopy``, EMA,
-    pickling, DDP, ``torch.compile``) apply their own blocks. The backbone keeps its state-dict keys
-    (``backbone.<name>.*``).
-
-    To modulate only the skip, give the skip path its own module (``self.skip1 = nn.Identity()``) and
-    name it. Each named module must run once per forward, be called as ``module(x)`` and lie outside
-    activation-checkpointed regions. ``config`` does not record the backbone, and the wrapper is not in
-    the model registry: wrap the same backbone again and use ``load_state_dict``. The PIP arguments
-    are :class:`PIPNAFNet`'s.
+    Name the sub-modules whose **outputs** are the skip features: each gets a :class:`PIPBlock`
+    (``pips.<name>``, ``.`` written ``_``) applied to its output by a forward hook during
+    :meth:`forward` only; the backbone called directly is unmodified, and copies (``deepcopy``, EMA,
+    pickling, DDP, ``torch.compile``) apply their own blocks. To modulate only a skip, give the skip
+    path its own module (``nn.Identity()``). A named module must run once per forward, be called as
+    ``module(x)`` and lie outside activation checkpointing. The backbone is not in ``config``: to
+    reload, wrap the same backbone and ``load_state_dict``. The PIP arguments are :class:`PIPNAFNet`'s.
 
     Args:
         backbone: Your network; ``backbone(x)`` must return the restored image.
