@@ -167,14 +167,11 @@ class Restormer(RestormerUNet):
     padding to a multiple of 8, output cropped back). A global residual when the channel counts agree.
 
     Args:
-        in_channels: Input image channels.
-        out_channels: Output image channels.
         dim: Channels of the first level (doubled at each level).
         num_blocks: Transformer blocks per level (encoder/decoder levels 1-3 and the latent).
         num_refinement_blocks: Transformer blocks after the decoder.
         heads: Attention heads per level.
         ffn_expansion_factor: GDFN width factor.
-        bias: Whether the convolutions have a bias.
         layer_norm_type: ``"WithBias"`` or ``"BiasFree"`` (Gaussian denoising models).
 
     Shape:
