@@ -303,6 +303,8 @@ class TestPIPNetworks:
         assert model(torch.rand(1, 3, 8, 8), "rain").shape == (1, 3, 8, 8)
         with pytest.raises(ValueError, match="classifier=False"):
             model(torch.rand(1, 3, 8, 8))
+        with pytest.raises(ValueError, match="classifier=False"):
+            model.classify(torch.rand(1, 3, 8, 8))
         with pytest.raises(ValueError, match="unknown degradation name"):
             model(torch.rand(1, 3, 8, 8), "smog")
 
