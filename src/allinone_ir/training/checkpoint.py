@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, UsageError
+from ..hub import load_checkpoint
 from ..io import atomic_write
 
 __all__: list[str] = []
@@ -227,8 +228,6 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Modu
     Raises:
         CheckpointError: One line naming the file, if it cannot be read or its weights do not fit.
     """
-    from ..hub import load_checkpoint
-
     training = model.training
     try:
         load_checkpoint(path, model, strict=True)

@@ -52,7 +52,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ..data import BatchAugment, PairedImageDataset, SyntheticDegradationDataset, promptir_dataset
+from ..data.datasets import _label_classes, _match_labels, _vocabulary_label, normalize_patch_size
+from ..degradation_types import parse_degradation
 from ..errors import ConfigError, DatasetError, require
+from ..losses import DirectionalDecoupledLoss
+from ..models import _registry, create_model, list_models
+from ..models._base import RestorationModel
+from .config import TrainerConfig, _describe, _matches
+from .trainer import LossTerm, Trainer
 
 __all__ = ["build_from_config", "load_config"]
 
@@ -149,9 +159,6 @@ _DATA_KEYS = {
 
 def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tuple[Any, Any]:
     """The dataset of ``data.train`` or ``data.val`` and the pairs ``val_split`` holds out (or ``None``)."""
-    from ..data import PairedImageDataset, SyntheticDegradationDataset, promptir_dataset
-    from ..data.datasets import normalize_patch_size
-
     is_val = where.endswith(".val")
     kind = _take(sec, "type", where, str, "paired")
     if kind not in _DATA_KEYS:
@@ -232,9 +239,6 @@ def _on_model(fn: Callable[[Any], Any], model: Any, batch: Any, out: Any) -> Any
 
 
 def _extra_losses(items: Any, family_terms: dict[str, float], family: str) -> list[Any]:
-    from ..losses import DirectionalDecoupledLoss
-    from .trainer import LossTerm
-
     if not isinstance(items, list):
         raise ConfigError(f"extra_losses: expected a list of {{name, weight}} mappings, got {items!r}")
     terms = []
@@ -261,10 +265,7 @@ def _extra_losses(items: Any, family_terms: dict[str, float], family: str) -> li
 
 def _check_model_args(name: str, margs: dict[str, Any]) -> None:
     """Check ``model.args`` against the constructor of the class the network ``name`` builds: names and types."""
-    from ..models._registry import _MODELS
-    from .config import _describe, _matches
-
-    factory = _MODELS.get(name)
+    factory = _registry._MODELS.get(name)
     try:
         cls = typing.get_type_hints(factory).get("return") if factory is not None else None
         own = inspect.signature(factory).parameters.values() if factory is not None else ()
@@ -287,12 +288,6 @@ def _check_model_args(name: str, margs: dict[str, Any]) -> None:
 
 def _build_model(name: str, margs: dict[str, Any], train: Any, seed: int) -> Any:
     """The network of ``model``; one told the degradation (PIP) takes the data's degradations as its own."""
-    import torch
-
-    from ..data.datasets import _label_classes, _vocabulary_label
-    from ..degradation_types import parse_degradation
-    from ..models import create_model
-
     _check_model_args(name, margs)
 
     def build(args: dict[str, Any]) -> Any:
@@ -327,13 +322,6 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
         ConfigError: Naming the offending key.
         CheckpointError: If the checkpoint to resume from is missing or does not fit the model.
     """
-    from ..data import BatchAugment
-    from ..data.datasets import _match_labels
-    from ..models import list_models
-    from ..models._base import RestorationModel
-    from .config import TrainerConfig
-    from .trainer import Trainer
-
     base = Path(base_dir).expanduser().resolve()
     _no_unknown(cfg, {"model", "data", "trainer", "augment", "extra_losses"}, "", "unknown top-level section")
     try:

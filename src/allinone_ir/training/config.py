@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
+
 from ..errors import ConfigError, UsageTypeError
 
 __all__ = ["TrainerConfig"]
@@ -101,8 +103,6 @@ def _check_device(name: str) -> str:
     """``"auto"`` or a device string that torch reads and this machine has (:class:`ConfigError` otherwise)."""
     if name == "auto":
         return name
-    import torch
-
     try:
         dev = torch.device(name)
     except (RuntimeError, ValueError, TypeError):

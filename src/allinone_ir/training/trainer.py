@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 
 from .. import losses as L
@@ -266,8 +267,6 @@ class Trainer:
             self.protocol = get_protocol(config.metric_protocol)
             self.net: nn.Module = self.model
             if self.dist.enabled:
-                from torch.nn.parallel import DistributedDataParallel as DDP
-
                 cuda = self.device.type == "cuda"
                 self.net = DDP(self.model, device_ids=[self.device.index] if cuda else None)
             if config.compile:
@@ -300,7 +299,7 @@ class Trainer:
             warnings.warn("bf16 is not supported on this GPU; training in fp32", stacklevel=3)
             return "fp32"
         if precision != "fp32" and self.device.type == "cpu":
-            from ..inference import native_low_precision
+            from ..inference import native_low_precision  # late: tests decide what this CPU supports
 
             if not native_low_precision(PRECISIONS[precision], self.device):
                 warnings.warn(
