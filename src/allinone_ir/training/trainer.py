@@ -633,14 +633,8 @@ class Trainer:
             self._replaced = []
             self.log.start(self.step)
             if cfg.progress_bar:
-                self._bar = progress_bar(
-                    total=stop_at,
-                    initial=self.step,
-                    desc="train",
-                    unit="step",
-                    dynamic_ncols=True,
-                    file=sys.stderr,
-                )
+                options: dict[str, Any] = {"desc": "train", "unit": "step", "dynamic_ncols": True}
+                self._bar = progress_bar(total=stop_at, initial=self.step, file=sys.stderr, **options)
         t0, seen = time.perf_counter(), 0
         self._last_save_time = time.monotonic()
         last_val: dict[str, Any] = {}
@@ -662,10 +656,8 @@ class Trainer:
                             means = self.log.window_means()
                             self.log.log_train({**row, **means, "epoch": self.epoch, "images_per_s": speed})
                         self.log.reset_window()
-                    at_end = self.step == cfg.max_steps
-                    if self.val_data is not None and (
-                        (cfg.val_every and self.step % cfg.val_every == 0) or at_end
-                    ):
+                    every = cfg.val_every and self.step % cfg.val_every == 0
+                    if self.val_data is not None and (every or self.step == cfg.max_steps):
                         last_val = self._validate()
                     minutes = (time.monotonic() - self._last_save_time) / 60
                     if (
