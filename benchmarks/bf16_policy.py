@@ -106,7 +106,7 @@ def policy(name: str, model: torch.nn.Module | None = None) -> Iterator[None]:
         def embed_only(model: torch.nn.Module) -> list:
             return [f for f in real_flags(model) if f[0] == "patch_embed"]
 
-        with mock.patch.object(restormer, "restormer_low_precision_flags", embed_only):
+        with mock.patch.object(restormer.RestormerUNet, "low_precision_flags", embed_only):
             yield
     else:
         raise ValueError(f"policy must be one of {POLICIES} or float32:MODULES, got {name!r}")
