@@ -115,17 +115,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--variants", default="official,ours_nchw,ours_cl,compile")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (CUDA: wall time and max_memory_allocated)")
+    p.add_argument(
+        "--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: every variant under autocast"
+    )
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    ref = official(a.model, a.official)
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    ref = official(a.model, a.official).to(dev)
     nets: dict[str, nn.Module] = {}
     for v in a.variants.split(","):
         if v == "official":
             nets[v] = ref
             continue
-        net = load_checkpoint(ref.state_dict(), a.model)
+        net = load_checkpoint(ref.state_dict(), a.model).to(dev)
         if v in ("ours_cl", "ours_nchw", "compile"):
             fmt = torch.channels_last if v == "ours_cl" else torch.contiguous_format
             net = net.to(memory_format=fmt)  # type: ignore[call-overload]
@@ -134,23 +140,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         net.train(a.mode == "train")
     opts = {v: torch.optim.AdamW(n.parameters(), lr=0.0) for v, n in nets.items()}
     g = torch.Generator().manual_seed(1)
-    x = torch.rand(a.batch, 3, a.size, a.size, generator=g)
-    target = torch.rand(a.batch, 3, a.size, a.size, generator=g)
+    x = torch.rand(a.batch, 3, a.size, a.size, generator=g).to(dev)
+    target = torch.rand(a.batch, 3, a.size, a.size, generator=g).to(dev)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.dtype == "bf16")
 
     def call(v: str) -> torch.Tensor:
         if a.mode == "infer":
-            with torch.inference_mode():
-                return nets[v](x)
-        out = nets[v](x)
-        F.l1_loss(out, target).backward()
-        opts[v].step()
-        opts[v].zero_grad(set_to_none=True)
+            with torch.inference_mode(), autocast:
+                out = nets[v](x)
+        else:
+            with autocast:
+                out = nets[v](x)
+            F.l1_loss(out.float(), target).backward()
+            opts[v].step()
+            opts[v].zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize(dev)
         return out.detach()
 
     outs, first = {}, {}
-    for v in nets:  # warm-up: compilation, optimizer state
+    for v in nets:  # warm-up: compilation, optimizer state, cuDNN's algorithm search
         t0 = time.perf_counter()
         outs[v] = call(v)
+        if cuda:
+            call(v)
         first[v] = time.perf_counter() - t0
         print(f"first call {v}: {first[v]:.1f} s", flush=True)
     wall: dict[str, list[float]] = {v: [] for v in nets}
@@ -158,6 +171,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     peak: dict[str, list[float]] = {v: [] for v in nets}
     for r in range(a.repeats):
         for v in nets:
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(dev)
+                base_mem = torch.cuda.memory_allocated(dev)
+                t0 = time.perf_counter()
+                call(v)
+                wall[v].append(time.perf_counter() - t0)
+                cpu[v].append(wall[v][-1])  # on a GPU the wall time is what counts
+                peak[v].append((torch.cuda.max_memory_allocated(dev) - base_mem) / 2**20)
+                continue
             _trim()
             with _PeakRSS() as mem:
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -165,28 +187,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 wall[v].append(time.perf_counter() - t0)
                 cpu[v].append(time.process_time() - c0)
             peak[v].append((mem.peak - mem.base) / 2**20)
-        print(
-            f"repeat {r}: " + ", ".join(f"{v} {wall[v][-1]:.2f}/{cpu[v][-1]:.2f} s" for v in nets), flush=True
-        )
+        if not cuda:
+            print(
+                f"repeat {r}: " + ", ".join(f"{v} {wall[v][-1]:.2f}/{cpu[v][-1]:.2f} s" for v in nets),
+                flush=True,
+            )
     base = "official" if "official" in nets else next(iter(nets))
     ref_out = outs[base].float()
     load = open("/proc/loadavg").read().split()[:3]
     res: dict[str, Any] = {
         "package": str(Path(allinone_ir.__file__).parent),
         "model": a.model, "mode": a.mode, "size": a.size, "batch": a.batch, "threads": a.threads,
-        "torch": torch.__version__, "load": load, "first_call_s": first, "wall_s": wall, "cpu_s": cpu,
+        "device": torch.cuda.get_device_name(dev) if cuda else "cpu", "dtype": a.dtype,
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32, "torch": torch.__version__, "load": load, "first_call_s": first, "wall_s": wall, "cpu_s": cpu,
         "peak_rss_mib": peak,
     }  # fmt: skip
-    print(f"\n{res['package']}: {a.model} {a.mode} {a.batch}x3x{a.size}x{a.size}, {a.threads} thread(s), torch {torch.__version__}, "
-          f"load average {' '.join(load)}\n")  # fmt: skip
-    print(f"| variant | median wall | median CPU | {base} / variant (CPU) | peak RSS rise | max abs diff |")
+    print(f"\n{res['package']}: {a.model} {a.mode} {a.dtype} {a.batch}x3x{a.size}x{a.size} on {res['device']}, "
+          f"{a.threads} thread(s), torch {torch.__version__}, load average {' '.join(load)}\n")  # fmt: skip
+    clock, mem = ("wall", "peak allocated") if cuda else ("CPU", "peak RSS rise")
+    print(f"| variant | median wall | median {clock} | {base} / variant ({clock}) | {mem} | max abs diff |")
     print("|---|---|---|---|---|---|")
     med_base = statistics.median(cpu[base])
+    unit, scale = ("ms", 1e3) if cuda else ("s", 1.0)
     for v in nets:
         med = statistics.median(cpu[v])
         diff = (outs[v].float() - ref_out).abs().max().item()
-        print(f"| {v} | {statistics.median(wall[v]):.2f} s | {med:.2f} s | {med_base / med:.2f}x | "
-              f"{statistics.median(peak[v]):,.0f} MiB | {diff:.1e} |")  # fmt: skip
+        print(f"| {v} | {statistics.median(wall[v]) * scale:.2f} {unit} | {med * scale:.2f} {unit} | "
+              f"{med_base / med:.2f}x | {statistics.median(peak[v]):,.0f} MiB | {diff:.1e} |")  # fmt: skip
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))
     return res
