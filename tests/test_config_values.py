@@ -36,7 +36,7 @@ TINY_NAFNET = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1], "dec_blk_nu
         ("batch_size", "eight", "TrainerConfig.batch_size: expected an integer >= 1, got 'eight'"),
         ("batch_size", True, "TrainerConfig.batch_size: expected an integer >= 1, got True"),
         ("seed", -1, "TrainerConfig.seed: expected an integer >= 0, got -1"),
-        ("channels_last", "yes", "TrainerConfig.channels_last: expected true or false, got 'yes'"),
+        ("channels_last", "yes", "TrainerConfig.channels_last: expected true or false or null, got 'yes'"),
         ("output_dir", 3, "TrainerConfig.output_dir: expected a string, got 3"),
         ("schedule", "linear", "TrainerConfig.schedule: expected one of 'cosine', 'constant', got 'linear'"),
         ("trainable", "output", "TrainerConfig.trainable: expected a list of strings or null, got 'output'"),

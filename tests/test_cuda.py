@@ -129,7 +129,7 @@ def test_cuda_low_precision_training_learns(precision: str) -> None:
 
 
 def test_cuda_restore_default_fast_path_and_tiling() -> None:
-    assert not prefers_channels_last(DEV)  # CUDA runs the plain NCHW network until a GPU measures otherwise
+    assert not prefers_channels_last(DEV)  # channels-last paid 0.89-1.09x on an H200 (docs/benchmarks.md)
     net = create_model("promptir", **TINY["promptir"]).eval()
     x = torch.rand(1, 3, 40, 56)
     with torch.no_grad():
@@ -222,7 +222,14 @@ def test_cuda_bench_row() -> None:
 # ----------------------------------------------------------------------------- the Trainer and the command line
 
 
-def _trainer_run(folder: str, device: str, steps: int, fit_steps: int | None = None, seed: int = 0):  # type: ignore[no-untyped-def]
+def _trainer_run(
+    folder: str,
+    device: str,
+    steps: int,
+    fit_steps: int | None = None,
+    seed: int = 0,
+    channels_last: bool | None = True,
+):  # type: ignore[no-untyped-def]
     from allinone_ir.data import SyntheticDegradationDataset
     from allinone_ir.training import Trainer, TrainerConfig
 
@@ -232,7 +239,8 @@ def _trainer_run(folder: str, device: str, steps: int, fit_steps: int | None = N
     )
     torch.manual_seed(seed)
     cfg = TrainerConfig(output_dir=folder, max_steps=steps, batch_size=2, save_every=2, lr=1e-3, device=device,
-                        precision="bf16" if device.startswith("cuda") else "fp32", ema_decay=0.9,
+                        channels_last=channels_last, precision="bf16" if device.startswith("cuda") else "fp32",
+                        ema_decay=0.9,
                         progress_bar=False, plot=False, log_every=1)  # fmt: skip
     trainer = Trainer(tiny_model("nafnet"), cfg, data)
     trainer.fit(steps=fit_steps)
@@ -253,6 +261,9 @@ def test_cuda_trainer_bf16_channels_last_resumes_and_loads_on_cpu(tmp_path) -> N
         torch.backends.cudnn.deterministic = saved
     assert next(full.model.parameters()).is_cuda, "the Trainer left the network on the CPU"
     assert full.model.uses_channels_last(), "the Trainer did not store the network channels-last"
+    assert not _trainer_run(
+        str(tmp_path / "c"), "cuda", steps=1, channels_last=None
+    ).model.uses_channels_last()  # the CUDA default
     assert resumed.step == 6
     for k, v in full.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[k], v, atol=1e-5, rtol=0, msg=k)

@@ -161,6 +161,8 @@ class TrainerConfig:
         grad_clip: Max global gradient norm (``None``: no clipping).
         precision: Autocast precision (fp16 with a gradient scaler); a CPU that only emulates it is warned about.
         ema_decay: Keep an EMA of the weights (``None``: off); validation and ``best.pt`` then use it.
+        channels_last: Store the network and its batches channels-last; ``None``: where
+            :func:`~allinone_ir.inference.prefers_channels_last` says so (on a CPU).
         grad_checkpointing: Recompute activations in the backward pass (``set_grad_checkpointing``).
         loss: Name of the main loss (:data:`allinone_ir.training.LOSSES`), unless one is passed in.
         val_every: Validate every this many updates (0: only at the end).
@@ -198,7 +200,7 @@ class TrainerConfig:
     grad_clip: float | None = None
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     ema_decay: float | None = None
-    channels_last: bool = True
+    channels_last: bool | None = None
     grad_checkpointing: bool = False
     compile: bool = False
     loss: str = "l1"

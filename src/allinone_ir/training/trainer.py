@@ -31,6 +31,7 @@ from ..errors import (
     UsageError,
     UsageTypeError,
 )
+from ..inference import prefers_channels_last
 from ..metrics import get_protocol
 from ..models._base import AuxiliaryLoss, RestorationModel
 from . import checkpoint as ck
@@ -245,6 +246,10 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.precision = self._resolve_precision(config.precision)
+        #: Whether the network and batches are channels-last (``config.channels_last``, else the device's choice).
+        self.channels_last = (
+            prefers_channels_last(self.device) if config.channels_last is None else config.channels_last
+        )
         # held from before the resume reads the folder until fit() returns
         self._lock = ck.RunFolderLock(self.out_dir)
         if self.dist.is_main:
@@ -314,7 +319,7 @@ class Trainer:
         """The network on the device and layout, with its initial weights, recomputation and frozen parts."""
         cfg = self.config
         model = model.to(self.device)
-        if cfg.channels_last:
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
         if cfg.init_weights:
             ck.load_init_weights(model, cfg.init_weights)
@@ -562,7 +567,7 @@ class Trainer:
             set_progress(self.step / cfg.max_steps)
         parts_sum: dict[str, float] = {}
         for micro in range(cfg.grad_accum_steps):
-            batch = _to_device(self._next_batch(), self.device, cfg.channels_last)
+            batch = _to_device(self._next_batch(), self.device, self.channels_last)
             if self.batch_augment is not None:
                 batch = self.batch_augment(batch)
             last = micro == cfg.grad_accum_steps - 1
@@ -702,7 +707,7 @@ class Trainer:
         loader = DataLoader(data, batch_size=cfg.val_batch_size, shuffle=False, num_workers=cfg.num_workers)
         sums: dict[str, dict[str, float]] = {}
         for batch in loader:
-            batch = _to_device(batch, self.device, cfg.channels_last)
+            batch = _to_device(batch, self.device, self.channels_last)
             with autocast(self.device, self.precision):
                 out = self._forward(net, batch)
             m = self.protocol.compute_per_image(out.float(), batch["clean"])
