@@ -1,7 +1,7 @@
 """Every fast path gives the outputs (and gradients) of the plain fp32 NCHW computation.
 
 No timing thresholds here: speed is measured by ``benchmarks/bench.py``; these tests only pin
-down that channels-last, the fused attention, the split GDFN, the prompt-basis mixing, bf16
+down that channels-last, the split GDFN, the prompt-basis mixing, bf16
 autocast, activation checkpointing and ``torch.compile`` compute the same function.
 """
 
@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from allinone_ir.layers import GDFN, MDTA, TransformerBlock, channel_attention
-from allinone_ir.layers.attention import projected_channel_attention
 from allinone_ir.models.promptir import PromptGenBlock
 
 from .test_layers import _reference_mdta_attention
@@ -36,35 +35,7 @@ CL = torch.channels_last
 FAST_MODELS = ["restormer", "promptir", "nafnet"]
 
 
-class TestProjectedAttention:
-    @pytest.mark.parametrize("heads", [1, 3])
-    @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-    def test_equals_attention_then_projection(self, heads: int, layout: str) -> None:
-        n, c, h, w = 2, 6 * heads, 5, 7
-        qkv = torch.randn(n, 3 * c, h, w, dtype=torch.float64)
-        temp = torch.rand(heads, 1, 1, dtype=torch.float64) + 0.5
-        weight = torch.randn(c + 2, c, 1, 1, dtype=torch.float64)  # C_out != C also works
-        bias = torch.randn(c + 2, dtype=torch.float64)
-        q, k, v = qkv.chunk(3, 1)
-        ref = F.conv2d(_reference_mdta_attention(q, k, v, temp, heads), weight, bias)
-        inp = qkv.contiguous(memory_format=CL) if layout == "channels_last" else qkv
-        out = projected_channel_attention(inp, temp, heads, weight, bias)
-        torch.testing.assert_close(out, ref)
-        if layout == "channels_last":
-            assert out.is_contiguous(memory_format=CL)
-
-    def test_gradients_equal_reference(self) -> None:
-        heads, c = 2, 8
-        qkv = torch.randn(2, 3 * c, 6, 5, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
-        temp = (torch.rand(heads, 1, 1, dtype=torch.float64) + 0.5).requires_grad_()
-        weight = torch.randn(c, c, 1, 1, dtype=torch.float64, requires_grad=True)
-        grads = torch.autograd.grad(projected_channel_attention(qkv, temp, heads, weight).square().sum(),
-                                    (qkv, temp, weight))  # fmt: skip
-        q, k, v = qkv.chunk(3, 1)
-        ref = F.conv2d(_reference_mdta_attention(q, k, v, temp, heads), weight)
-        for g, r in zip(grads, torch.autograd.grad(ref.square().sum(), (qkv, temp, weight)), strict=True):
-            torch.testing.assert_close(g, r)
-
+class TestChannelAttention:
     def test_channel_attention_channels_last_slices(self) -> None:
         qkv = torch.randn(3, 24, 4, 6, dtype=torch.float64)
         temp = torch.rand(4, 1, 1, dtype=torch.float64) + 0.5
@@ -81,7 +52,13 @@ class TestProjectedAttention:
         attn = _reference_mdta_attention(*qkv.chunk(3, 1), m.temperature, 2)
         ref = F.conv2d(attn, m.project_out.weight, m.project_out.bias)
         torch.testing.assert_close(m(x), ref)
-        torch.testing.assert_close(m.to(memory_format=CL)(x.contiguous(memory_format=CL)), ref)
+        xc = x.contiguous(memory_format=CL).requires_grad_()
+        out = m.to(memory_format=CL)(xc)
+        torch.testing.assert_close(out, ref)
+        (grad,) = torch.autograd.grad(out.square().sum(), xc)
+        x.requires_grad_()
+        (ref_grad,) = torch.autograd.grad(m.to(memory_format=torch.contiguous_format)(x).square().sum(), x)
+        torch.testing.assert_close(grad, ref_grad)
 
 
 @pytest.mark.parametrize("grad", [False, True])

@@ -1,10 +1,11 @@
-"""Channel ("transposed") attention: dense, fused with the output projection, top-m; MDTA and cross attention."""
+"""Channel ("transposed") attention: dense and top-m; MDTA and cross attention, as the official code computes them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
@@ -33,27 +34,16 @@ def low_precision_autocast(device_type: str) -> torch.dtype | None:
     return dtype if dtype in (torch.bfloat16, torch.float16) else None
 
 
-def _is_channels_last(x: torch.Tensor) -> bool:
-    """Whether the channels of a 4-D map (or a channel slice of one) are its innermost, unit-stride axis."""
-    return x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1 and not x.is_contiguous()
-
-
 def _heads_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     n, c, h, w = x.shape
-    return x.reshape(n, num_heads, c // num_heads, h * w)  # a view for NCHW and channels-last
-
-
-def _head_gram(qh: torch.Tensor, kh: torch.Tensor) -> torch.Tensor:
-    """``qh @ kh^T`` with one matmul per head: batching ``(N, heads)`` together would copy strided views."""
-    return torch.stack([qh[:, i] @ kh[:, i].transpose(-2, -1) for i in range(qh.shape[1])], dim=1)
+    return x.reshape(n, num_heads, c // num_heads, h * w)
 
 
 def _cosine_logits(qh: torch.Tensor, kh: torch.Tensor, temperature: torch.Tensor, eps: float) -> torch.Tensor:
-    """``normalize(qh) @ normalize(kh)^T * temperature`` from the Gram matrix and the row norms, in >= fp32."""
-    acc = torch.promote_types(qh.dtype, torch.float32)  # bf16/fp16 safe
-    qn = qh.square().sum(dim=-1, dtype=acc).sqrt().clamp_min(eps).unsqueeze(-1)
-    kn = kh.square().sum(dim=-1, dtype=acc).sqrt().clamp_min(eps).unsqueeze(-2)
-    return _head_gram(qh, kh).to(acc) * (temperature.to(acc) / (qn * kn))
+    """``normalize(qh) @ normalize(kh)^T * temperature``, per head."""
+    return (
+        F.normalize(qh, dim=-1, eps=eps) @ F.normalize(kh, dim=-1, eps=eps).transpose(-2, -1)
+    ) * temperature
 
 
 def channel_attention(
@@ -64,11 +54,11 @@ def channel_attention(
     num_heads: int,
     eps: float = 1e-12,
 ) -> torch.Tensor:
-    """Transposed attention per head, ``softmax(normalize(q) normalize(k)^T * temperature) v``, copy-free.
+    """Transposed attention per head, ``softmax(normalize(q) normalize(k)^T * temperature) v``.
 
     Shape:
         - q, k, v: :math:`(N, C, H, W)`; temperature: :math:`(heads, 1, 1)`
-        - output: :math:`(N, C, H, W)`, in the memory format of ``v``
+        - output: :math:`(N, C, H, W)`
 
     Examples:
         >>> q, k, v = torch.randn(3, 2, 8, 5, 5).unbind(0)
@@ -78,54 +68,7 @@ def channel_attention(
     n, c, h, w = q.shape
     qh, kh, vh = _heads_view(q, num_heads), _heads_view(k, num_heads), _heads_view(v, num_heads)
     attn = _cosine_logits(qh, kh, temperature, eps).softmax(dim=-1)
-    if _is_channels_last(v):
-        # out^T = v^T attn^T per head, written straight into channels-last order
-        vt = v.permute(0, 2, 3, 1).reshape(n, h * w, num_heads, c // num_heads)
-        out = torch.einsum("nphj,nhij->nphi", vt, attn.to(vt.dtype))
-        return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
     return (attn.to(vh.dtype) @ vh).reshape(n, c, h, w)
-
-
-def projected_channel_attention(
-    qkv: torch.Tensor,
-    temperature: torch.Tensor,
-    num_heads: int,
-    proj_weight: torch.Tensor,
-    proj_bias: torch.Tensor | None = None,
-    eps: float = 1e-12,
-) -> torch.Tensor:
-    """``conv1x1(channel_attention(*qkv.chunk(3, 1)), proj_weight, proj_bias)``, the projection folded in.
-
-    Shape:
-        - qkv: :math:`(N, 3C, H, W)`; proj_weight: :math:`(C_{out}, C, 1, 1)` or :math:`(C_{out}, C)`
-        - output: :math:`(N, C_{out}, H, W)`, in the memory format of ``qkv``
-
-    Examples:
-        >>> qkv = torch.randn(2, 12, 5, 6)
-        >>> projected_channel_attention(qkv, torch.ones(2, 1, 1), 2, torch.randn(4, 4, 1, 1)).shape
-        torch.Size([2, 4, 5, 6])
-    """
-    n, c3, h, w = qkv.shape
-    c = c3 // 3
-    cp = c // num_heads
-    p = h * w
-    weight = proj_weight.reshape(proj_weight.shape[0], num_heads, cp)
-    if _is_channels_last(qkv):
-        t = qkv.permute(0, 2, 3, 1).reshape(n, p, 3, num_heads, cp)  # a view
-        qh = t[:, :, 0].permute(0, 2, 3, 1)  # (N, heads, c, P)
-        kh = t[:, :, 1].permute(0, 2, 3, 1)
-        attn = _cosine_logits(qh, kh, temperature, eps).softmax(dim=-1)
-        mix = torch.einsum("ohi,nhij->nhjo", weight.to(attn.dtype), attn).reshape(n, c, -1)
-        vt = t[:, :, 2].reshape(n, p, c)  # (N, P, C), a strided view
-        out = (vt @ mix.to(vt.dtype)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
-    else:
-        t = qkv.reshape(n, 3, num_heads, cp, p)
-        attn = _cosine_logits(t[:, 0], t[:, 1], temperature, eps).softmax(dim=-1)
-        mix = torch.einsum("ohi,nhij->nohj", weight.to(attn.dtype), attn).reshape(n, -1, c)
-        out = (mix.to(qkv.dtype) @ t[:, 2].reshape(n, c, p)).reshape(n, -1, h, w)
-    if proj_bias is not None:
-        out = out + proj_bias.to(out.dtype).view(1, -1, 1, 1)
-    return out
 
 
 class MDTA(nn.Module):
@@ -161,9 +104,8 @@ class MDTA(nn.Module):
             qkv = qkv.to(low)
         else:
             qkv = self.qkv_dwconv(qkv)
-        return projected_channel_attention(
-            qkv, self.temperature, self.num_heads, self.project_out.weight, self.project_out.bias
-        )
+        q, k, v = qkv.chunk(3, dim=1)
+        return self.project_out(channel_attention(q, k, v, self.temperature, self.num_heads))
 
 
 def top_m_sizes(channels_per_head: int, fractions: Sequence[tuple[int, int]] = TOP_M_FRACTIONS) -> list[int]:
@@ -195,7 +137,7 @@ def top_m_channel_attention(
     """
     n, c, h, w = q.shape
     qh, kh, vh = _heads_view(q, num_heads), _heads_view(k, num_heads), _heads_view(v, num_heads)
-    attn = _cosine_logits(qh, kh, temperature, eps)  # logits, masks and softmax in >= fp32
+    attn = _cosine_logits(qh, kh, temperature, eps)
     # thresholds: the m-th largest value of each row, from one sorted top-k with the largest m
     kth = torch.topk(attn, max(top_m), dim=-1).values.detach()
     probs = torch.zeros_like(attn)
