@@ -29,6 +29,7 @@ follows live tensors)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import json
@@ -174,19 +175,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if cuda:
                 torch.cuda.reset_peak_memory_stats(dev)
                 base_mem = torch.cuda.memory_allocated(dev)
-                t0 = time.perf_counter()
-                call(v)
-                wall[v].append(time.perf_counter() - t0)
-                cpu[v].append(wall[v][-1])  # on a GPU the wall time is what counts
-                peak[v].append((torch.cuda.max_memory_allocated(dev) - base_mem) / 2**20)
-                continue
-            _trim()
-            with _PeakRSS() as mem:
+            else:
+                _trim()
+            with contextlib.nullcontext() if cuda else _PeakRSS() as mem:
                 t0, c0 = time.perf_counter(), time.process_time()
                 call(v)
                 wall[v].append(time.perf_counter() - t0)
                 cpu[v].append(time.process_time() - c0)
-            peak[v].append((mem.peak - mem.base) / 2**20)
+            rise = torch.cuda.max_memory_allocated(dev) - base_mem if cuda else mem.peak - mem.base
+            peak[v].append(rise / 2**20)
         if not cuda:
             print(
                 f"repeat {r}: " + ", ".join(f"{v} {wall[v][-1]:.2f}/{cpu[v][-1]:.2f} s" for v in nets),
@@ -199,18 +196,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "package": str(Path(allinone_ir.__file__).parent),
         "model": a.model, "mode": a.mode, "size": a.size, "batch": a.batch, "threads": a.threads,
         "device": torch.cuda.get_device_name(dev) if cuda else "cpu", "dtype": a.dtype,
-        "cudnn_tf32": torch.backends.cudnn.allow_tf32, "torch": torch.__version__, "load": load, "first_call_s": first, "wall_s": wall, "cpu_s": cpu,
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32, "torch": torch.__version__, "load": load,
+        "first_call_s": first, "wall_s": wall, "cpu_s": cpu,
         "peak_rss_mib": peak,
     }  # fmt: skip
     print(f"\n{res['package']}: {a.model} {a.mode} {a.dtype} {a.batch}x3x{a.size}x{a.size} on {res['device']}, "
           f"{a.threads} thread(s), torch {torch.__version__}, load average {' '.join(load)}\n")  # fmt: skip
-    clock, mem = ("wall", "peak allocated") if cuda else ("CPU", "peak RSS rise")
-    print(f"| variant | median wall | median {clock} | {base} / variant ({clock}) | {mem} | max abs diff |")
+    # on a GPU the wall time is what counts; on a shared CPU the process's CPU time
+    clock, times, mem_name = ("wall", wall, "peak allocated") if cuda else ("CPU", cpu, "peak RSS rise")
+    print(
+        f"| variant | median wall | median {clock} | {base} / variant ({clock}) | {mem_name} | max abs diff |"
+    )
     print("|---|---|---|---|---|---|")
-    med_base = statistics.median(cpu[base])
+    med_base = statistics.median(times[base])
     unit, scale = ("ms", 1e3) if cuda else ("s", 1.0)
     for v in nets:
-        med = statistics.median(cpu[v])
+        med = statistics.median(times[v])
         diff = (outs[v].float() - ref_out).abs().max().item()
         print(f"| {v} | {statistics.median(wall[v]) * scale:.2f} {unit} | {med * scale:.2f} {unit} | "
               f"{med_base / med:.2f}x | {statistics.median(peak[v]):,.0f} MiB | {diff:.1e} |")  # fmt: skip

@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from allinone_ir import create_model, restore
+from allinone_ir import create_model, load_checkpoint, restore
+from allinone_ir.data import SyntheticDegradationDataset
 from allinone_ir.inference import native_low_precision, prefers_channels_last
+from allinone_ir.io import read_image, write_image
+from allinone_ir.training import Trainer, TrainerConfig
 
+from .journeys.conftest import cli_command, journey_env
 from .tiny_configs import TINY, tiny_model
 
 pytestmark = [
@@ -209,7 +215,6 @@ def test_cuda_ddp_nccl_single_process_matches_plain() -> None:
 
 def test_cuda_bench_row() -> None:
     import sys
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from harness import benchmark
@@ -223,57 +228,46 @@ def test_cuda_bench_row() -> None:
 
 
 def _trainer_run(
-    folder: str,
-    device: str,
-    steps: int,
-    fit_steps: int | None = None,
-    seed: int = 0,
+    folder: Path, device: str, steps: int, fit_steps: int | None = None, seed: int = 0,
     channels_last: bool | None = True,
-):  # type: ignore[no-untyped-def]
-    from allinone_ir.data import SyntheticDegradationDataset
-    from allinone_ir.training import Trainer, TrainerConfig
-
+) -> Trainer:  # fmt: skip
     g = torch.Generator().manual_seed(0)
     data = SyntheticDegradationDataset(
         [torch.rand(3, 24, 24, generator=g) for _ in range(4)], tasks=["noise_25", "rain"], patch_size=16
     )
     torch.manual_seed(seed)
-    cfg = TrainerConfig(output_dir=folder, max_steps=steps, batch_size=2, save_every=2, lr=1e-3, device=device,
-                        channels_last=channels_last, precision="bf16" if device.startswith("cuda") else "fp32",
-                        ema_decay=0.9,
+    cfg = TrainerConfig(output_dir=str(folder), max_steps=steps, batch_size=2, save_every=2, lr=1e-3,
+                        device=device, channels_last=channels_last,
+                        precision="bf16" if device.startswith("cuda") else "fp32", ema_decay=0.9,
                         progress_bar=False, plot=False, log_every=1)  # fmt: skip
     trainer = Trainer(tiny_model("nafnet"), cfg, data)
     trainer.fit(steps=fit_steps)
     return trainer
 
 
-def test_cuda_trainer_bf16_channels_last_resumes_and_loads_on_cpu(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cuda_trainer_bf16_channels_last_resumes_and_loads_on_cpu(tmp_path: Path) -> None:
     """The Trainer on CUDA (bf16 autocast, channels-last): a resumed run equals an uninterrupted one, and its
     checkpoint restores on the CPU to what the GPU computes. NAFNet: its CUDA kernels are deterministic with
     cuDNN's deterministic algorithms (PromptIR's bilinear upsampling backward is not)."""
     saved = torch.backends.cudnn.deterministic
     torch.backends.cudnn.deterministic = True
     try:
-        full = _trainer_run(str(tmp_path / "a"), "cuda", steps=6)
-        _trainer_run(str(tmp_path / "b"), "cuda", steps=6, fit_steps=4)
-        resumed = _trainer_run(str(tmp_path / "b"), "cuda", steps=6, seed=123)
+        full = _trainer_run(tmp_path / "a", "cuda", steps=6)
+        _trainer_run(tmp_path / "b", "cuda", steps=6, fit_steps=4)
+        resumed = _trainer_run(tmp_path / "b", "cuda", steps=6, seed=123)
     finally:
         torch.backends.cudnn.deterministic = saved
     assert next(full.model.parameters()).is_cuda, "the Trainer left the network on the CPU"
-    assert full.model.uses_channels_last(), "the Trainer did not store the network channels-last"
-    assert not _trainer_run(
-        str(tmp_path / "c"), "cuda", steps=1, channels_last=None
-    ).model.uses_channels_last()  # the CUDA default
+    assert full.model.uses_channels_last(), "the Trainer did not store the network channels-last"  # type: ignore[operator]
+    default = _trainer_run(tmp_path / "c", "cuda", steps=1, channels_last=None)
+    assert not default.model.uses_channels_last()  # type: ignore[operator]  # the CUDA default
     assert resumed.step == 6
     for k, v in full.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[k], v, atol=1e-5, rtol=0, msg=k)
+    assert full.ema is not None and resumed.ema is not None
     for k, v in full.ema.module.state_dict().items():
         torch.testing.assert_close(resumed.ema.module.state_dict()[k], v, atol=1e-5, rtol=0, msg=k)
-    from allinone_ir import load_checkpoint
-
-    cpu_net = load_checkpoint(
-        tmp_path / "a" / "checkpoints" / "step_00000006.pt", "promptir", **TINY["promptir"]
-    )
+    cpu_net = load_checkpoint(tmp_path / "a" / "checkpoints" / "step_00000006.pt", "nafnet", **TINY["nafnet"])
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         gpu_out = full.ema.module.eval()(x.to(DEV)).cpu()  # a checkpoint restores its EMA weights
@@ -281,13 +275,8 @@ def test_cuda_trainer_bf16_channels_last_resumes_and_loads_on_cpu(tmp_path) -> N
     torch.testing.assert_close(cpu_out, gpu_out, atol=1e-4, rtol=1e-4)
 
 
-def test_cuda_cli_train_then_restore_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cuda_cli_train_then_restore_folder(tmp_path: Path) -> None:
     """The journey on a GPU: ``train --config`` with ``device = "cuda"``, then ``restore --device cuda``."""
-    import subprocess
-    import sys
-
-    from allinone_ir.io import read_image, write_image
-
     g = torch.Generator().manual_seed(0)
     for i in range(3):
         write_image(tmp_path / "photos" / f"p{i}.png", torch.rand(3, 24, 24, generator=g))
@@ -297,15 +286,19 @@ def test_cuda_cli_train_then_restore_folder(tmp_path) -> None:  # type: ignore[n
         '[trainer]\noutput_dir = "run"\nmax_steps = 4\nbatch_size = 2\nprogress_bar = false\nplot = false\n'
         'device = "cuda"\nprecision = "bf16"\n'
     )
-    cli = [sys.executable, "-m", "allinone_ir.cli"]
-    done = subprocess.run([*cli, "train", "--config", "c.toml"], cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [*cli_command(), *args], cwd=tmp_path, env=journey_env(), capture_output=True, text=True
+        )
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        return done
+
+    run("train", "--config", "c.toml")
     ckpt = tmp_path / "run" / "checkpoints" / "step_00000004.pt"
     assert ckpt.is_file()
     for device in ("cuda", "cpu"):
-        done = subprocess.run([*cli, "restore", "--checkpoint", str(ckpt), "photos", "--out", f"out_{device}",
-                               "--device", device], cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
-        assert done.returncode == 0, done.stderr
+        run("restore", "--checkpoint", str(ckpt), "photos", "--out", f"out_{device}", "--device", device)
     for i in range(3):
         a = read_image(tmp_path / "out_cuda" / f"p{i}.png")
         b = read_image(tmp_path / "out_cpu" / f"p{i}.png")
