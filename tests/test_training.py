@@ -380,6 +380,27 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, kind: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.parametrize(
+    ("name", "local_rank", "expected"),
+    [("cuda", None, "cuda:0"), ("cuda", "3", "cuda:1"), ("cuda:1", "0", "cuda:1"), ("cpu", None, "cpu")],
+)
+def test_device_name_resolves_to_one_gpu(
+    monkeypatch: pytest.MonkeyPatch, name: str, local_rank: str | None, expected: str
+) -> None:
+    """``device = "cuda"`` names this process's GPU (torchrun's ``LOCAL_RANK`` modulo the count): nccl and
+    ``DistributedDataParallel(device_ids=...)`` need an index, which a bare ``"cuda"`` lacks."""
+    from allinone_ir.training.trainer import _distributed
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    if local_rank is None:
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+    device, info = _distributed(name)
+    assert str(device) == expected and not info.enabled
+
+
 @pytest.mark.slow  # two training processes
 @pytest.mark.parametrize("kind", ["nafnet", "family"])
 def test_ddp_two_gloo_processes_match_one_process(tmp_path: Path, kind: str) -> None:

@@ -135,12 +135,11 @@ class _DistInfo:
 
 def _distributed(name: str) -> tuple[torch.device, _DistInfo]:
     """This process's device (``"auto"``: its GPU, else MPS, else CPU) and the ``torchrun`` group it joins."""
-    if name != "auto":
-        device = torch.device(name)
-    elif torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    else:
+    device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else name)
+    if name == "auto" and device.type != "cuda":
         device = torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    if device.type == "cuda" and device.index is None:  # "cuda": this process's GPU (torchrun's LOCAL_RANK)
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     if not (dist.is_available() and dist.is_initialized()):
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return device, _DistInfo()
@@ -243,8 +242,10 @@ class Trainer:
         self.out_dir = Path(config.output_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.device, self.dist = _distributed(config.device)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            torch.cuda.set_device(
+                self.device
+            )  # nccl's collectives use the current device; torchrun owns the process
         self.precision = self._resolve_precision(config.precision)
         #: Whether the network and batches are channels-last (``config.channels_last``, else the device's choice).
         self.channels_last = (
