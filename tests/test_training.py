@@ -382,7 +382,13 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, kind: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "local_rank", "expected"),
-    [("cuda", None, "cuda:0"), ("cuda", "3", "cuda:1"), ("cuda:1", "0", "cuda:1"), ("cpu", None, "cpu")],
+    [
+        ("cuda", None, "cuda:0"),
+        ("cuda", "3", "cuda:1"),
+        ("cuda:1", "0", "cuda:1"),
+        ("cpu", None, "cpu"),
+        ("auto", "1", "cpu"),
+    ],
 )
 def test_device_name_resolves_to_one_gpu(
     monkeypatch: pytest.MonkeyPatch, name: str, local_rank: str | None, expected: str

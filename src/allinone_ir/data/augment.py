@@ -5,6 +5,7 @@ Batch augmentations take a batch dict ``{"degraded", "clean", "label", ...}`` an
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,18 +23,11 @@ AUGMENT_MODES = 8
 
 
 def augment_mode(x: torch.Tensor, mode: int) -> torch.Tensor:
-    """Mode ``m`` of PromptIR's ``data_augmentation``: ``m // 2`` quarter turns, then a vertical flip if odd.
-
-    Shape:
-        - x: :math:`(*, H, W)` -> :math:`(*, H, W)` or :math:`(*, W, H)`
-
-    Examples:
-        >>> augment_mode(torch.arange(4.0).view(1, 2, 2), 1).tolist()
-        [[[2.0, 3.0], [0.0, 1.0]]]
-    """
-    if not 0 <= int(mode) < AUGMENT_MODES:
-        raise UsageError(f"augment mode must be in 0..7, got {mode}")
+    """Mode ``m`` of PromptIR's ``data_augmentation`` on ``(*, H, W)``: ``m // 2`` quarter turns, then a
+    vertical flip if odd."""
     mode = int(mode)
+    if not 0 <= mode < AUGMENT_MODES:
+        raise UsageError(f"augment mode must be in 0..7, got {mode}")
     x = torch.rot90(x, k=mode // 2, dims=(-2, -1)) if mode // 2 else x
     return torch.flip(x, dims=(-2,)) if mode % 2 else x
 
@@ -78,8 +72,11 @@ def _label_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return F.one_hot(labels.long(), num_classes).float()
 
 
+_PAIR = ("degraded", "clean")
+
+
 def _check_batch(batch: dict[str, Any], name: str) -> None:
-    for key in ("degraded", "clean"):
+    for key in _PAIR:
         t = batch.get(key)
         if not isinstance(t, torch.Tensor) or t.ndim != 4:
             raise UsageError(f"{name}: batch[{key!r}] must be an (N, C, H, W) tensor")
@@ -88,25 +85,16 @@ def _check_batch(batch: dict[str, Any], name: str) -> None:
 
 
 def channel_shuffle(batch: dict[str, Any], *, rng: Rng = None) -> dict[str, Any]:
-    """Permute the colour channels of every pair at random, the same way for its degraded and clean image.
-
-    Exact for degradations that treat the channels alike (every synthetic one).
-
-    Examples:
-        >>> b = {"degraded": torch.arange(3.0).view(1, 3, 1, 1), "clean": torch.arange(3.0).view(1, 3, 1, 1)}
-        >>> out = channel_shuffle(b, rng=1)
-        >>> sorted(out["clean"].flatten().tolist()), torch.equal(out["degraded"], out["clean"])
-        ([0.0, 1.0, 2.0], True)
-    """
+    """Permute the colour channels of every pair at random, the same way for its degraded and clean image
+    (exact for degradations that treat the channels alike: every synthetic one)."""
     _check_batch(batch, "channel_shuffle")
     g = make_generator(rng)
     n, c = batch["clean"].shape[:2]
-    order = torch.stack([torch.randperm(c, generator=g) for _ in range(n)])
-    out = dict(batch)
-    for key in ("degraded", "clean"):
-        t = batch[key]
-        out[key] = torch.gather(t, 1, order.to(t.device).view(n, c, 1, 1).expand_as(t))
-    return out
+    order = torch.stack([torch.randperm(c, generator=g) for _ in range(n)]).view(n, c, 1, 1)
+    return {
+        **batch,
+        **{k: torch.gather(batch[k], 1, order.to(batch[k].device).expand_as(batch[k])) for k in _PAIR},
+    }
 
 
 def mixup(
@@ -129,10 +117,7 @@ def mixup(
     # Beta drawn reproducibly: numpy's sampler seeded from the torch generator
     lam = float(np.random.default_rng(int(torch.randint(2**62, (), generator=g))).beta(alpha, alpha))
     perm = torch.randperm(batch["degraded"].shape[0], generator=g)
-    out = dict(batch)
-    for key in ("degraded", "clean"):
-        t = batch[key]
-        out[key] = lam * t + (1 - lam) * t[perm.to(t.device)]
+    out = {**batch, **{k: lam * batch[k] + (1 - lam) * batch[k][perm.to(batch[k].device)] for k in _PAIR}}
     if num_classes is not None and "label" in batch:
         w = _label_weights(torch.as_tensor(batch["label"]), num_classes)
         out["label"] = lam * w + (1 - lam) * w[perm]
@@ -181,7 +166,7 @@ def dmix(batch: dict[str, Any], *, num_classes: int, rng: Rng = None) -> dict[st
     perm = torch.randperm(batch["degraded"].shape[0], generator=g)
     dim = -2 if bool(torch.rand((), generator=g) < 0.5) else -1
     out = dict(batch)
-    for key in ("degraded", "clean"):
+    for key in _PAIR:
         t = batch[key].clone()
         half, size = t.shape[dim] // 2, t.shape[dim]
         t.narrow(dim, half, size - half).copy_(batch[key][perm.to(t.device)].narrow(dim, half, size - half))
@@ -228,10 +213,8 @@ class BatchAugment:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         u = float(torch.rand((), generator=self.generator))
-        acc = 0.0
-        for name, p in self.probs.items():
-            acc += p
-            if u < acc:
+        for name, edge in zip(self.probs, itertools.accumulate(self.probs.values())):
+            if u < edge:
                 if name == "cutblur":
                     return cutblur(batch, rng=self.generator)
                 if name == "mixup":
@@ -244,6 +227,6 @@ class BatchAugment:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the generator state."""
+        """Restore what :meth:`state_dict` returned."""
         if "generator" in state:
             self.generator.set_state(state["generator"])

@@ -37,19 +37,14 @@ Classes = Mapping[str, int] | Sequence[str] | None
 
 
 def normalize_patch_size(value: Any) -> int | None:
-    """A crop side in pixels, or ``None`` for whole images (``"full"`` means ``None``, for TOML).
-
-    Examples:
-        >>> normalize_patch_size(128), normalize_patch_size("full"), normalize_patch_size(None)
-        (128, None, None)
-    """
+    """A crop side in pixels, or ``None`` for whole images (``"full"`` means ``None``, for TOML)."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "full"):
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UsageError(
             f'patch_size must be a positive integer, "full" or None (whole images), got {value!r}'
         )
-    return int(value)
+    return value
 
 
 def _sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -67,9 +62,23 @@ def _class_table(classes: Mapping[str, int] | Sequence[str], names: Sequence[str
     return table
 
 
-def _vocabulary_label(name: str) -> int | None:
-    """The vocabulary's label of a degradation specification (``derain``, ``noise_25``), or ``None``."""
-    return DEGRADATION_LABELS.get(_task_degradation(name))
+def _task_degradation(task: str, strict: bool = False) -> str:
+    """The degradation of a task (``"noise_25"`` -> ``"noise"``, ``"derain"`` -> ``"rain"``); a user's own
+    task keeps its name, unless ``strict`` (:class:`UnknownNameError`)."""
+    try:
+        return parse_degradation(task)[0]
+    except (TypeError, ValueError) as exc:
+        if strict:
+            raise UnknownNameError(f"unknown task {task!r}: {exc}") from None
+        return task
+
+
+def _check_val_split(val_split: Any) -> None:
+    fraction = isinstance(val_split, float) and 0 < val_split < 1
+    if not (fraction or (isinstance(val_split, int) and not isinstance(val_split, bool) and val_split > 0)):
+        raise UsageError(
+            f"val_split must be a fraction in (0, 1) or a whole number of pairs, got {val_split!r}"
+        )
 
 
 def _problems_error(problems: Sequence[str], what: str = "problem(s) in the dataset") -> DatasetError:
@@ -83,10 +92,9 @@ def _problems_error(problems: Sequence[str], what: str = "problem(s) in the data
 class _Geometry:
     """The random crop and flip / rotation of the datasets."""
 
-    patch_size: int | None
-    augment_modes: tuple[int, ...]
-    seed: int
-    epoch: int = 0
+    def __init__(self, patch_size: PatchSize, augment_modes: Sequence[int], seed: int) -> None:
+        self.patch_size = normalize_patch_size(patch_size)
+        self.augment_modes, self.seed, self.epoch = tuple(augment_modes), seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch, which changes the random crops and augmentations (called by the trainer)."""
@@ -130,8 +138,7 @@ class PairedImageDataset(Dataset, _Geometry):
     """Degraded / clean image pairs from two folders, with a degradation label per pair.
 
     A degraded file pairs with the clean file of the same name (or stem), after ``name_map``. A
-    ``"prefix"`` class that names no degradation (``img`` of ``img_001.png``) is kept in
-    ``unrecognised_prefixes``; a network told the degradation (PIP) refuses it.
+    ``"prefix"`` naming no degradation (``img`` of ``img_001.png``) is kept in ``unrecognised_prefixes``.
 
     Args:
         name_map: A ``(regex, replacement)`` pair for :func:`re.sub` of the file name.
@@ -167,9 +174,7 @@ class PairedImageDataset(Dataset, _Geometry):
         for what, d in (("degraded_dir", self.degraded_dir), ("clean_dir", self.clean_dir)):
             if not d.is_dir():
                 raise DatasetError(f"{what} is not a folder: {d}")
-        self.patch_size = normalize_patch_size(patch_size)
-        self.augment_modes = tuple(augment_modes)
-        self.seed = seed
+        _Geometry.__init__(self, patch_size, augment_modes, seed)
         if name_map is not None and (not isinstance(name_map, (tuple, list)) or len(name_map) != 2):
             raise UsageTypeError(f"name_map must be a (regex, replacement) pair, got {name_map!r}")
         recursive = recursive or label_from == "subfolder"
@@ -202,7 +207,7 @@ class PairedImageDataset(Dataset, _Geometry):
         names = sorted({p.degradation for p in self.pairs})
         self.unrecognised_prefixes: dict[str, Path] = {}
         if classes is None:
-            labels = {n: _vocabulary_label(n) for n in names}
+            labels = {n: DEGRADATION_LABELS.get(_task_degradation(n)) for n in names}
             known = {n: v for n, v in labels.items() if v is not None}
             classes = known if len(known) == len(names) else names
             if label_from == "prefix":
@@ -252,12 +257,8 @@ class PairedImageDataset(Dataset, _Geometry):
         Raises:
             UsageError: If ``val_split`` is not a fraction in (0, 1) or a count in ``[1, len - 1]``.
         """
+        _check_val_split(val_split)
         n = len(self.pairs)
-        what = f"val_split must be a fraction in (0, 1) or a whole number of pairs, got {val_split!r}"
-        if isinstance(val_split, bool) or not isinstance(val_split, (int, float)):
-            raise UsageError(what)
-        if isinstance(val_split, float) and not 0 < val_split < 1:
-            raise UsageError(what)
         total = max(1, round(val_split * n)) if isinstance(val_split, float) else val_split
         if n < 2:
             raise UsageError(f"val_split needs at least 2 pairs (one to train on), the dataset has {n}")
@@ -301,14 +302,6 @@ class PairedImageDataset(Dataset, _Geometry):
         if problems and raise_on_error:
             raise _problems_error(problems)
         return problems
-
-
-def _task_name(task: str) -> str:
-    """The degradation of a synthetic task: ``"noise_25"`` -> ``"noise"``, ``"derain"`` -> ``"rain"``."""
-    try:
-        return parse_degradation(task)[0]
-    except (TypeError, ValueError) as exc:
-        raise UnknownNameError(f"unknown task {task!r}: {exc}") from None
 
 
 class SyntheticDegradationDataset(Dataset, _Geometry):
@@ -356,10 +349,9 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         if repeat < 1:
             raise UsageError(f"repeat must be >= 1, got {repeat}")
         self.tasks = tuple(tasks)
-        names = [_task_name(t) for t in self.tasks]
+        names = [_task_degradation(t, strict=True) for t in self.tasks]
         self.classes = _class_table(DEGRADATION_LABELS if classes is None else classes, names)
-        self.patch_size = normalize_patch_size(patch_size)
-        self.augment_modes, self.seed = tuple(augment_modes), seed
+        _Geometry.__init__(self, patch_size, augment_modes, seed)
         self.repeat, self.fixed, self.cache = repeat, fixed, cache
         self._cache: dict[int, torch.Tensor] = {}
 
@@ -385,7 +377,7 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         clean, name = self._clean(img_i)
         g = _sample_generator(self.seed, 0 if self.fixed else self.epoch, index)
         (clean,) = self._geometry([clean], g, (name,))
-        degradation = _task_name(task)
+        degradation = _task_degradation(task, strict=True)
         return {
             "degraded": synthesize(clean, task, rng=g),
             "clean": clean,
@@ -446,14 +438,6 @@ PROMPTIR_LAYOUT: dict[str, Any] = {
 
 #: Resampling ratios of the PIP paper (Table S1); PromptIR uses the same for its three tasks.
 PROMPTIR_REPEATS: dict[str, int] = {"denoise": 1, "derain": 120, "dehaze": 1, "deblur": 5, "lowlight": 20}
-
-
-def _task_degradation(task: str) -> str:
-    """The degradation of a layout task (``"derain"`` -> ``"rain"``); a user's own task keeps its name."""
-    try:
-        return parse_degradation(task)[0]
-    except (TypeError, ValueError):
-        return task
 
 
 def promptir_dataset(
@@ -524,7 +508,7 @@ def _part_classes(ds: Any) -> dict[str, int] | None:
     if isinstance(ds, PairedImageDataset):
         return {p.degradation: ds.classes[p.degradation] for p in ds.pairs}
     if isinstance(ds, SyntheticDegradationDataset):
-        return {b: ds.classes[b] for b in map(_task_name, ds.tasks)}
+        return {b: ds.classes[b] for b in map(_task_degradation, ds.tasks)}
     return None
 
 

@@ -1,5 +1,6 @@
 """Synthetic degradations of float images in [0, 1]: noise, rain, haze, snow, motion blur, low light.
 
+Each function takes a ``(C, H, W)`` or ``(N, C, H, W)`` image and returns one of the same shape and dtype.
 Randomness comes only from ``rng``: an ``int`` seed, a ``torch.Generator``, or ``None`` (torch's global one).
 """
 
@@ -46,21 +47,8 @@ def _out(x: torch.Tensor, like: torch.Tensor, single: bool) -> torch.Tensor:
     return x[0] if single else x
 
 
-def _uniform(g: Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=g))
-
-
 def add_gaussian_noise(image: torch.Tensor, sigma: float = 25.0, *, rng: Rng = None) -> torch.Tensor:
-    """Gaussian noise of ``sigma`` (0-255 scale) on 8-bit levels, clipped and truncated as PromptIR / PIP.
-
-    Shape:
-        - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
-
-    Examples:
-        >>> y = add_gaussian_noise(torch.full((3, 32, 32), 0.5), 25, rng=0)
-        >>> bool(torch.all(y * 255 == torch.round(y * 255)))  # 8-bit levels
-        True
-    """
+    """Gaussian noise of ``sigma`` (0-255 scale) on 8-bit levels, clipped and truncated as PromptIR / PIP."""
     x, single = _check(image, "add_gaussian_noise")
     if sigma < 0:
         raise UsageError(f"add_gaussian_noise: sigma must be >= 0, got {sigma}")
@@ -73,11 +61,6 @@ def motion_kernel(length: float, angle: float) -> torch.Tensor:
     """A float32 ``(s, s)`` kernel summing to one: a line of ``length`` pixels at ``angle`` degrees.
 
     ``s`` is the smallest odd size holding the line; 0 degrees is horizontal, counter-clockwise.
-
-    Examples:
-        >>> k = motion_kernel(5, 0)
-        >>> k.shape, round(float(k.sum()), 6), int((k[2] > 0).sum())
-        (torch.Size([5, 5]), 1.0, 5)
     """
     if length < 1:
         raise UsageError(f"motion_kernel: length must be >= 1 pixel, got {length}")
@@ -102,16 +85,7 @@ def _filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 
 def motion_blur(image: torch.Tensor, length: float = 9.0, angle: float = 0.0) -> torch.Tensor:
-    """Linear motion blur of ``length`` pixels at ``angle`` degrees (:func:`motion_kernel`), reflect-padded.
-
-    Shape:
-        - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
-
-    Examples:
-        >>> x = torch.rand(3, 16, 16)
-        >>> bool(motion_blur(x, 7, 30).std() < x.std())
-        True
-    """
+    """Linear motion blur of ``length`` pixels at ``angle`` degrees (:func:`motion_kernel`), reflect-padded."""
     x, single = _check(image, "motion_blur")
     return _out(_filter(x.float(), motion_kernel(length, angle)), image, single)
 
@@ -132,14 +106,6 @@ def add_rain(
         length: Streak length in pixels.
         angle: Streak direction in degrees (90 = vertical).
         intensity: Streak brightness.
-
-    Shape:
-        - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
-
-    Examples:
-        >>> x = torch.full((3, 32, 32), 0.3)
-        >>> bool((add_rain(x, rng=0) >= x).all())
-        True
     """
     x, single = _check(image, "add_rain")
     if not 0 <= density <= 1:
@@ -168,14 +134,6 @@ def add_haze(
         airlight: Grey atmospheric light ``A``.
         depth: Depth in [0, 1], ``(H, W)``, ``(1, H, W)`` or ``(N, 1, H, W)``; default a smooth random
             map in [0.2, 1], far at the top.
-
-    Shape:
-        - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
-
-    Examples:
-        >>> y = add_haze(torch.zeros(3, 8, 8), beta=1.0, airlight=1.0, depth=torch.ones(8, 8))
-        >>> round(float(y.mean()), 4)  # 1 - exp(-1)
-        0.6321
     """
     x, single = _check(image, "add_haze")
     n, _, h, w = x.shape
@@ -211,14 +169,6 @@ def add_snow(
         motion: Falling-motion smear in pixels (below 1: none).
         angle: Falling direction in degrees.
         opacity: How white the flake cores get.
-
-    Shape:
-        - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
-
-    Examples:
-        >>> y = add_snow(torch.zeros(3, 32, 32), density=0.02, rng=1)
-        >>> bool(y.max() > 0.5 and (y >= 0).all())
-        True
     """
     x, single = _check(image, "add_snow")
     g = make_generator(rng)
@@ -240,15 +190,7 @@ def add_snow(
 def low_light(
     image: torch.Tensor, *, gamma: float = 2.0, scale: float = 0.4, noise_sigma: float = 0.0, rng: Rng = None
 ) -> torch.Tensor:
-    r"""Low light: :math:`y = s \cdot x^{\gamma} + \mathcal{N}(0, \sigma)` (``noise_sigma`` on [0, 1]).
-
-    Shape:
-        - image: :math:`(C, H, W)` or :math:`(N, C, H, W)`
-
-    Examples:
-        >>> round(float(low_light(torch.full((3, 2, 2), 0.5), gamma=2.0, scale=0.4).mean()), 6)
-        0.1
-    """
+    r"""Low light: :math:`y = s \cdot x^{\gamma} + \mathcal{N}(0, \sigma)` (``noise_sigma`` on [0, 1])."""
     x, single = _check(image, "low_light")
     if gamma <= 0 or scale <= 0:
         raise UsageError(f"low_light: gamma and scale must be positive, got {gamma}, {scale}")
@@ -262,42 +204,31 @@ def _random_noise(x: torch.Tensor, g: Generator) -> torch.Tensor:
     return add_gaussian_noise(x, (15.0, 25.0, 50.0)[int(torch.randint(3, (), generator=g))], rng=g)
 
 
-def _random_rain(x: torch.Tensor, g: Generator) -> torch.Tensor:
-    return add_rain(
-        x, density=_uniform(g, 0.002, 0.008), length=_uniform(g, 8, 25), angle=_uniform(g, 60, 120),
-        intensity=_uniform(g, 0.5, 0.9), rng=g,
-    )  # fmt: skip
+def _drawn(fn: Callable[..., torch.Tensor], seeded: bool = True, **ranges: tuple[float, float]) -> Callable:
+    """``fn`` with each keyword drawn uniformly from its range, in order (and ``rng=g`` when ``seeded``)."""
 
+    def apply(x: torch.Tensor, g: Generator) -> torch.Tensor:
+        kwargs = {k: lo + (hi - lo) * float(torch.rand((), generator=g)) for k, (lo, hi) in ranges.items()}
+        return fn(x, **kwargs, rng=g) if seeded else fn(x, **kwargs)
 
-def _random_haze(x: torch.Tensor, g: Generator) -> torch.Tensor:
-    return add_haze(x, beta=_uniform(g, 0.6, 1.8), airlight=_uniform(g, 0.7, 1.0), rng=g)
-
-
-def _random_snow(x: torch.Tensor, g: Generator) -> torch.Tensor:
-    return add_snow(
-        x, density=_uniform(g, 0.001, 0.006), flake_size=_uniform(g, 0.8, 1.8), motion=_uniform(g, 1, 6),
-        angle=_uniform(g, 60, 120), opacity=_uniform(g, 0.7, 1.0), rng=g,
-    )  # fmt: skip
-
-
-def _random_blur(x: torch.Tensor, g: Generator) -> torch.Tensor:
-    return motion_blur(x, length=_uniform(g, 5, 17), angle=_uniform(g, 0, 180))
-
-
-def _random_lowlight(x: torch.Tensor, g: Generator) -> torch.Tensor:
-    return low_light(
-        x, gamma=_uniform(g, 1.5, 3.0), scale=_uniform(g, 0.25, 0.6), noise_sigma=_uniform(g, 0.0, 0.02), rng=g,
-    )  # fmt: skip
+    return apply
 
 
 #: Name -> ``f(image, generator)`` with random parameters; one per degradation of the vocabulary.
 DEGRADATIONS: dict[str, Callable[[torch.Tensor, Generator], torch.Tensor]] = {
     "noise": _random_noise,
-    "rain": _random_rain,
-    "haze": _random_haze,
-    "blur": _random_blur,
-    "lowlight": _random_lowlight,
-    "snow": _random_snow,
+    "rain": _drawn(add_rain, density=(0.002, 0.008), length=(8, 25), angle=(60, 120), intensity=(0.5, 0.9)),
+    "haze": _drawn(add_haze, beta=(0.6, 1.8), airlight=(0.7, 1.0)),
+    "blur": _drawn(motion_blur, False, length=(5, 17), angle=(0, 180)),
+    "lowlight": _drawn(low_light, gamma=(1.5, 3.0), scale=(0.25, 0.6), noise_sigma=(0.0, 0.02)),
+    "snow": _drawn(
+        add_snow,
+        density=(0.001, 0.006),
+        flake_size=(0.8, 1.8),
+        motion=(1, 6),
+        angle=(60, 120),
+        opacity=(0.7, 1.0),
+    ),
 }
 
 

@@ -11,6 +11,7 @@ import pickle
 import random
 import re
 import socket
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -23,43 +24,30 @@ from ..errors import CheckpointError, UsageError
 from ..hub import load_checkpoint
 from ..io import atomic_write
 
-__all__: list[str] = []
-
-try:  # POSIX
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-try:  # Windows
+if sys.platform == "win32":
     import msvcrt
-except ImportError:
-    msvcrt = None  # type: ignore[assignment]
+else:
+    import fcntl
+
+__all__: list[str] = []
 
 
 def _try_lock(f: IO[str]) -> bool:
     """Take the lock on ``f`` without waiting; ``False`` if another open file holds it."""
     try:
-        if fcntl is not None:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        elif msvcrt is not None:  # pragma: no cover - a byte far past the holder's text, which stays readable
+        if sys.platform == "win32":  # a byte far past the holder's text, which stays readable
             f.seek(1 << 20)
             msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
             f.seek(0)
+        else:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return False
     return True
 
 
 class RunFolderLock:
-    """The lock of one run folder, held while a :class:`~allinone_ir.training.Trainer` runs.
-
-    Examples:
-        >>> import tempfile
-        >>> lock = RunFolderLock(tempfile.mkdtemp())
-        >>> lock.acquire(); lock.path.is_file()
-        True
-        >>> lock.release(); lock.path.is_file()
-        False
-    """
+    """The lock (``FOLDER/.train.lock``, naming its holder) of a run folder, held while a Trainer runs."""
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
@@ -86,15 +74,13 @@ class RunFolderLock:
                     f"output folder {self.folder} is in use by another training run ({holder}); "
                     "wait for it to end or stop it, or use another --output-dir (trainer.output_dir)"
                 )
-            with contextlib.suppress(
-                FileNotFoundError
-            ):  # a lock on a file its holder has just removed: again
+            # a lock on a file its holder has just removed: again
+            with contextlib.suppress(FileNotFoundError):
                 if os.path.samestat(os.fstat(f.fileno()), os.stat(self.path)):
                     break
             f.close()
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        f.seek(0)
-        f.truncate()
+        f.truncate(0)
         f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}) + "\n")
         f.flush()
         self._file = f
@@ -136,19 +122,13 @@ def _rotate(folder: Path, step: int, keep_last: int) -> None:
 
 def _remove_stale_temporaries(folder: Path) -> None:
     """Remove the temporary files of checkpoints whose writing was killed."""
-    if folder.is_dir():
-        for p in folder.iterdir():
-            if re.fullmatch(r"\.(step_\d+|best)\.pt\..+\.tmp", p.name):
-                p.unlink(missing_ok=True)
+    for p in folder.iterdir() if folder.is_dir() else ():
+        if re.fullmatch(r"\.(step_\d+|best)\.pt\..+\.tmp", p.name):
+            p.unlink(missing_ok=True)
 
 
 def format_bytes(n: float) -> str:
-    """``1234567`` -> ``'1.2 MB'`` (powers of 1000).
-
-    Examples:
-        >>> format_bytes(566_000_000), format_bytes(2048)
-        ('566 MB', '2.0 kB')
-    """
+    """``1234567`` -> ``'1.2 MB'`` (powers of 1000)."""
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             break
@@ -191,9 +171,7 @@ def write_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> 
         return atomic_write(path, save)
     except (RuntimeError, OSError) as exc:
         cause: BaseException | None = exc  # torch reports a full disk as a RuntimeError raised from it
-        while cause is not None and not (
-            isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
-        ):
+        while cause is not None and getattr(cause, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
             cause = cause.__cause__ or cause.__context__
         if cause is None:
             raise
@@ -210,8 +188,8 @@ def _plain(best: Mapping[str, Any]) -> dict[str, Any]:
 def best_weights_state(
     weights: nn.Module, model: nn.Module, *, step: int, best: Mapping[str, Any], ema_weights: bool
 ) -> dict[str, Any]:
-    """What ``best.pt`` holds: ``weights`` (the EMA copy when there is one) on the CPU, ``model``'s class and
-    config, the step and the metrics; :func:`allinone_ir.load_checkpoint` reads it."""
+    """What ``best.pt`` holds (read by :func:`allinone_ir.load_checkpoint`): ``weights`` on the CPU,
+    ``model``'s class and config, the step and the metrics."""
     return {
         "model": {k: v.detach().cpu().contiguous() for k, v in weights.state_dict().items()},
         "arch": type(model).__name__,
@@ -223,11 +201,8 @@ def best_weights_state(
 
 
 def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
-    """Load the weights of any file :func:`allinone_ir.load_checkpoint` reads into ``model``, in place.
-
-    Raises:
-        CheckpointError: One line naming the file, if it cannot be read or its weights do not fit.
-    """
+    """Load the weights of any file :func:`allinone_ir.load_checkpoint` reads into ``model``, in place;
+    a :class:`CheckpointError` naming the file if they cannot be read or do not fit."""
     training = model.training
     try:
         load_checkpoint(path, model, strict=True)
@@ -245,40 +220,30 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Modu
 def _describe_misfit(
     model: nn.Module, state: Mapping[str, torch.Tensor], saved_config: Any = None
 ) -> str | None:
-    """What keeps ``state`` from loading into ``model``, in one line; ``None`` if it fits.
-
-    Examples:
-        >>> _describe_misfit(nn.Linear(2, 3), nn.Linear(2, 4).state_dict())
-        'Linear: 2 shape mismatches (weight: (4, 2) vs (3, 2), bias: (4,) vs (3,))'
-    """
+    """What keeps ``state`` from loading into ``model``, in one line; ``None`` if it fits."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
     mismatched = [
         f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
         for k, v in expected.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
-    if not (missing or unexpected or mismatched):
-        return None
-    cfg = getattr(model, "config", None)
-    name = type(model).__name__
-    if isinstance(cfg, Mapping) and isinstance(saved_config, Mapping):
-        diff = [k for k in cfg if k in saved_config and saved_config[k] != cfg[k]]
-        if diff:
-            ours = ", ".join(f"{k}={cfg[k]}" for k in diff)
-            theirs = ", ".join(f"{k}={saved_config[k]}" for k in diff)
-            name = f"{name} with {ours}; the checkpoint has {theirs}"
-    found = [
-        (missing, "missing keys", 3),
-        (unexpected, "unexpected keys", 3),
-        (mismatched, "shape mismatches", 2),
-    ]
+    found = (
+        ("missing keys", [k for k in expected if k not in state], 3),
+        ("unexpected keys", [k for k in state if k not in expected], 3),
+        ("shape mismatches", mismatched, 2),
+    )
     parts = [
         f"{len(items)} {what} ({', '.join(items[:n])}{', ...' if len(items) > n else ''})"
-        for items, what, n in found
+        for what, items, n in found
         if items
     ]
+    if not parts:
+        return None
+    cfg, name = getattr(model, "config", None), type(model).__name__
+    if isinstance(cfg, Mapping) and isinstance(saved_config, Mapping):
+        if diff := [k for k in cfg if k in saved_config and saved_config[k] != cfg[k]]:
+            ours = ", ".join(f"{k}={cfg[k]}" for k in diff)
+            name += f" with {ours}; the checkpoint has {', '.join(f'{k}={saved_config[k]}' for k in diff)}"
     return f"{name}: " + ", ".join(parts)
 
 

@@ -54,10 +54,8 @@ from typing import Any
 
 import torch
 
-from ..data import BatchAugment, PairedImageDataset, SyntheticDegradationDataset, promptir_dataset
-from ..data.datasets import _label_classes, _match_labels, _vocabulary_label, normalize_patch_size
-from ..degradation_types import parse_degradation
-from ..errors import ConfigError, DatasetError, require
+from ..data import BatchAugment, PairedImageDataset, SyntheticDegradationDataset, datasets, promptir_dataset
+from ..errors import ConfigError, DatasetError, UsageError, require
 from ..losses import DirectionalDecoupledLoss
 from ..models import _registry, create_model, list_models
 from ..models._base import RestorationModel
@@ -163,24 +161,21 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
     kind = _take(sec, "type", where, str, "paired")
     if kind not in _DATA_KEYS:
         raise ConfigError(f"{where}.type: must be one of {sorted(_DATA_KEYS)}, got {kind!r}")
-    split = sec.get("val_split")
     if "val_split" in sec:
         if is_val or kind != "paired":
             raise ConfigError(
                 f"{where}.val_split: only data.train of type 'paired' can hold out pairs"
                 + ("" if is_val else f" (this is type {kind!r}: give a data.val section)")
             )
-        fraction = isinstance(split, float) and 0 < split < 1
-        count = isinstance(split, int) and not isinstance(split, bool) and split > 0
-        if not (fraction or count):
-            raise ConfigError(
-                f"{where}.val_split: val_split must be a fraction in (0, 1) or a whole number of pairs, got {split!r}"
-            )
+        try:
+            datasets._check_val_split(sec["val_split"])
+        except UsageError as exc:
+            raise ConfigError(f"{where}.val_split: {exc}") from None
     _no_unknown(sec, _DATA_KEYS[kind], f"{where}.", f"unknown key for type {kind!r}")
     check = _take(sec, "validate", where, bool, True)
     patch = sec.get("patch_size", None if is_val else 128)
     try:
-        common: dict[str, Any] = {"patch_size": normalize_patch_size(patch)}
+        common: dict[str, Any] = {"patch_size": datasets.normalize_patch_size(patch)}
     except ValueError:
         raise ConfigError(
             f'{where}.patch_size: expected int or "full" (whole images), got {patch!r}'
@@ -238,7 +233,9 @@ def _on_model(fn: Callable[[Any], Any], model: Any, batch: Any, out: Any) -> Any
     return fn(model)
 
 
-def _extra_losses(items: Any, family_terms: dict[str, float], family: str) -> list[Any]:
+def _extra_losses(items: Any, model: Any) -> list[LossTerm]:
+    declared = model.auxiliary_losses() if isinstance(model, RestorationModel) else []
+    family, family_terms = type(model).__name__, {t.name: t.weight for t in declared}
     if not isinstance(items, list):
         raise ConfigError(f"extra_losses: expected a list of {{name, weight}} mappings, got {items!r}")
     terms = []
@@ -301,14 +298,12 @@ def _build_model(name: str, margs: dict[str, Any], train: Any, seed: int) -> Any
     if "degradations" in margs or not getattr(model, "accepts_degradation", False):
         return model
     try:
-        classes = _label_classes(train, type(model).__name__)
+        classes = datasets._label_classes(train, type(model).__name__)
     except DatasetError as exc:
         raise ConfigError(f"data.train.label_from: {exc}") from None
     if classes is None:
         return model
-    names = list(
-        dict.fromkeys(parse_degradation(c)[0] if _vocabulary_label(c) is not None else c for c in classes)
-    )
+    names = list(dict.fromkeys(map(datasets._task_degradation, classes)))  # canonical names, aliases merged
     if names == list(model.degradations):
         return model
     return build({**margs, "degradations": names})
@@ -359,7 +354,7 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
     if getattr(model, "accepts_degradation", False):
         for where, data in (("data.train", train), ("data.val", val)):
             try:
-                _match_labels(data, model.degradations, type(model).__name__)
+                datasets._match_labels(data, model.degradations, type(model).__name__)
             except DatasetError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
     asec = _section(cfg, "augment", "", required=False)
@@ -372,10 +367,5 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
             augment = BatchAugment(**rates, num_classes=num_classes, seed=tcfg.seed)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"augment: {exc}") from exc
-    family = (
-        {t.name: t.weight for t in model.auxiliary_losses()} if isinstance(model, RestorationModel) else {}
-    )
-    extra = (
-        _extra_losses(cfg["extra_losses"], family, type(model).__name__) if cfg.get("extra_losses") else []
-    )
+    extra = _extra_losses(cfg["extra_losses"], model) if cfg.get("extra_losses") else []
     return Trainer(model, tcfg, train, val, extra_losses=extra, batch_augment=augment)

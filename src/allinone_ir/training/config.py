@@ -32,12 +32,9 @@ _PLURALS = {
 def _describe(hint: Any) -> str:
     """How a message says what a type hint expects: ``an integer``, ``a list of integers``, ``one of 'a', 'b'``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is type(None):
-        return "null"
-    if hint is float:
-        return "a finite number"
     if isinstance(hint, type):
-        return {int: "an integer", str: "a string", bool: "true or false"}.get(hint, hint.__name__)
+        names = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
+        return "null" if hint is type(None) else names.get(hint, hint.__name__)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (typing.Union, types.UnionType):
@@ -57,13 +54,11 @@ def _matches(value: Any, hint: Any) -> bool:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return True
-    if hint is type(None):
-        return value is None
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if hint in (str, bool):
+    if hint in (str, bool, type(None)):
         return isinstance(value, hint)
     if origin is Literal:
         return any(value == a and type(value) is type(a) for a in args)

@@ -34,24 +34,12 @@ def _append_csv(path: Path, row: Mapping[str, Any]) -> None:
 
 @dataclass
 class RunLog:
-    """The logs of one run, kept in its checkpoints so that a resumed run logs what an uninterrupted one does.
-
-    Attributes:
-        folder: The run folder the files are written to.
-        history: Every logged row, ``{"kind": "train" | "val", "step": ..., ...}``, in order.
-        window: Sums of the losses (``loss``, ``loss_*``) since the last training row, and ``count``.
-
-    Examples:
-        >>> import tempfile
-        >>> log = RunLog(Path(tempfile.mkdtemp()))
-        >>> log.accumulate({"step": 1, "loss": 0.5}); log.accumulate({"step": 2, "loss": 0.25})
-        >>> log.log_train({"step": 2, "loss": 0.25, **log.window_means()})
-        >>> log.history, (log.folder / "train_log.csv").read_text().splitlines()
-        ([{'kind': 'train', 'step': 2, 'loss': 0.375}], ['step,loss', '2,0.375'])
-    """
+    """The logs of one run, kept in its checkpoints so that a resumed run logs what an uninterrupted one does."""
 
     folder: Path
+    #: Every logged row, ``{"kind": "train" | "val", "step": ..., ...}``, in order.
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: Sums of the losses (``loss``, ``loss_*``) since the last training row, and ``count``.
     window: dict[str, float] = field(default_factory=dict)
 
     def accumulate(self, row: Mapping[str, Any]) -> None:
@@ -88,11 +76,11 @@ class RunLog:
         """Drop the rows after ``step`` (where a run starts), in the files too."""
         self.history = [h for h in self.history if h["step"] <= step]
         for kind in ("train", "val"):
-            rows = [{k: v for k, v in h.items() if k != "kind"} for h in self.history if h["kind"] == kind]
             path = self.folder / f"{kind}_log.csv"
             path.unlink(missing_ok=True)
-            for row in rows:
-                _append_csv(path, row)
+            for h in self.history:
+                if h["kind"] == kind:
+                    _append_csv(path, {k: v for k, v in h.items() if k != "kind"})
         if self.history or (self.folder / "history.json").is_file():
             _write_json(self.folder / "history.json", self.history)
 

@@ -13,17 +13,8 @@ __all__: list[str] = []
 
 
 def plot_training_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path | None:
-    """Save the training loss and validation PSNR of ``history`` (:attr:`.RunLog.history`) as a PNG.
-
-    Returns ``path``, or ``None`` without matplotlib or without training rows.
-
-    Examples:
-        >>> import tempfile
-        >>> rows = [{"kind": "train", "step": s, "loss": 1 / s} for s in (1, 2, 3)]
-        >>> rows.append({"kind": "val", "step": 3, "degradation": "rain", "psnr": 30.0})
-        >>> plot_training_curves(rows, Path(tempfile.mkdtemp()) / "curves.png").name
-        'curves.png'
-    """
+    """Save the training loss and validation PSNR of ``history`` (:attr:`.RunLog.history`) as a PNG at ``path``
+    (returned); ``None`` without matplotlib or without training rows."""
     try:
         import matplotlib
 

@@ -35,14 +35,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class _StopSignals:
-    """Inside, the first SIGINT / SIGTERM only sets :attr:`requested`; a second of the same kind acts as usual.
-
-    Only in the main thread, and not for ignored signals; the previous handlers come back on exit.
-    """
+    """Inside, the first SIGINT / SIGTERM (in the main thread, unless ignored) only sets :attr:`requested`;
+    a second of the same kind acts as usual. The previous handlers come back on exit."""
 
     def __init__(self, *, announce: bool) -> None:
-        self.announce = announce
-        self.requested = 0
+        self.announce, self.requested = announce, 0
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 
+from .. import inference
 from .. import losses as L
 from .._runtime import PRECISIONS, autocast, progress_bar
 from ..data.datasets import _match_labels
@@ -31,7 +32,6 @@ from ..errors import (
     UsageError,
     UsageTypeError,
 )
-from ..inference import prefers_channels_last
 from ..metrics import get_protocol
 from ..models._base import AuxiliaryLoss, RestorationModel
 from . import checkpoint as ck
@@ -135,9 +135,9 @@ class _DistInfo:
 
 def _distributed(name: str) -> tuple[torch.device, _DistInfo]:
     """This process's device (``"auto"``: its GPU, else MPS, else CPU) and the ``torchrun`` group it joins."""
-    device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else name)
-    if name == "auto" and device.type != "cuda":
-        device = torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    device = torch.device(name)
     if device.type == "cuda" and device.index is None:  # "cuda": this process's GPU (torchrun's LOCAL_RANK)
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     if not (dist.is_available() and dist.is_initialized()):
@@ -148,30 +148,20 @@ def _distributed(name: str) -> tuple[torch.device, _DistInfo]:
 
 
 def _epoch_indices(n: int, *, seed: int, epoch: int, rank: int, world_size: int) -> list[int]:
-    """This process's share of epoch ``epoch``: every ``world_size``-th index of a permutation seeded by
+    """This process's share of an epoch: every ``world_size``-th index of a permutation seeded by
     ``(seed, epoch)``, so that one process and several see the same global batches."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
     return perm[: n - n % world_size][rank::world_size]
 
 
-def _val_line(results: Mapping[str, Mapping[str, float]]) -> str:
-    """``val PSNR: rain 27.10 dB (input 21.00, +6.10), ...``."""
-    parts = [
-        f"{g} {m['psnr']:.2f} dB (input {m['input_psnr']:.2f}, {m['psnr'] - m['input_psnr']:+.2f})"
-        for g, m in results.items()
-    ]
-    return "val PSNR: " + ", ".join(parts)
-
-
 def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, non_blocking=True)
-            if channels_last and v.ndim == 4:
-                v = v.contiguous(memory_format=torch.channels_last)
-        out[k] = v
-    return out
+    def move(v: Any) -> Any:
+        if not isinstance(v, torch.Tensor):
+            return v
+        layout = torch.channels_last if channels_last and v.ndim == 4 else torch.preserve_format
+        return v.to(device, non_blocking=True, memory_format=layout)
+
+    return {k: move(v) for k, v in batch.items()}
 
 
 class Trainer:
@@ -183,9 +173,7 @@ class Trainer:
 
     Args:
         loss: Main loss (default: ``build_loss(config.loss, **config.loss_kwargs)``).
-        extra_losses: Extra :class:`LossTerm` s.
-        batch_augment: Optional callable applied to every batch on the device; its ``state_dict`` is
-            checkpointed when it has one.
+        batch_augment: Applied to every batch on the device; its ``state_dict`` (if any) is checkpointed.
 
     Attributes:
         start_message: The line printed at construction (where the run starts).
@@ -238,19 +226,29 @@ class Trainer:
         if getattr(model, "accepts_degradation", False) and degradations:
             for data in (train_data, val_data):  # labels become positions in the network's degradations
                 _match_labels(data, degradations, type(model).__name__)
-        self.config = config
+        self.config, self.train_data, self.val_data = config, train_data, val_data
+        self.extra_losses, self.batch_augment = list(extra_losses), batch_augment
         self.out_dir = Path(config.output_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.device, self.dist = _distributed(config.device)
-        if self.device.type == "cuda" and self.dist.enabled:
-            torch.cuda.set_device(
-                self.device
-            )  # nccl's collectives use the current device; torchrun owns the process
-        self.precision = self._resolve_precision(config.precision)
+        if self.device.type == "cuda" and self.dist.enabled:  # nccl's collectives use the current device
+            torch.cuda.set_device(self.device)
+        self.precision = config.precision
+        if self.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            warnings.warn("bf16 is not supported on this GPU; training in fp32", stacklevel=2)
+            self.precision = "fp32"
+        elif self.device.type == "cpu" and not inference.native_low_precision(
+            PRECISIONS[self.precision], "cpu"
+        ):
+            warnings.warn(
+                f"{self.precision} is emulated on this CPU (no native support), so training runs much slower "
+                "than in fp32; use precision fp32 here (trainer: {precision: fp32} in a config)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         #: Whether the network and batches are channels-last (``config.channels_last``, else the device's choice).
-        self.channels_last = (
-            prefers_channels_last(self.device) if config.channels_last is None else config.channels_last
-        )
+        last = config.channels_last
+        self.channels_last = inference.prefers_channels_last(self.device) if last is None else last
         # held from before the resume reads the folder until fit() returns
         self._lock = ck.RunFolderLock(self.out_dir)
         if self.dist.is_main:
@@ -266,10 +264,7 @@ class Trainer:
                 raise ConfigError(f"trainer.loss: {exc}") from exc
             if isinstance(self.loss_fn, nn.Module):
                 self.loss_fn = self.loss_fn.to(self.device)
-            self.extra_losses = list(extra_losses)
             self.aux_losses: list[AuxiliaryLoss] = self._family_terms()
-            self.batch_augment = batch_augment
-            self.train_data, self.val_data = train_data, val_data
             self.protocol = get_protocol(config.metric_protocol)
             self.net: nn.Module = self.model
             if self.dist.enabled:
@@ -299,22 +294,6 @@ class Trainer:
             print(self.start_message, file=sys.stderr, flush=True)
             for note in notes:
                 warnings.warn(note, UserWarning, stacklevel=2)
-
-    def _resolve_precision(self, precision: str) -> str:
-        if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            warnings.warn("bf16 is not supported on this GPU; training in fp32", stacklevel=3)
-            return "fp32"
-        if precision != "fp32" and self.device.type == "cpu":
-            from ..inference import native_low_precision  # late: tests decide what this CPU supports
-
-            if not native_low_precision(PRECISIONS[precision], self.device):
-                warnings.warn(
-                    f"{precision} is emulated on this CPU (no native support), so training runs much slower "
-                    "than in fp32; use precision fp32 here (trainer: {precision: fp32} in a config)",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-        return precision
 
     def _prepare_model(self, model: nn.Module) -> nn.Module:
         """The network on the device and layout, with its initial weights, recomputation and frozen parts."""
@@ -359,9 +338,9 @@ class Trainer:
 
     def _family_terms(self) -> list[AuxiliaryLoss]:
         declared = self.model.auxiliary_losses() if isinstance(self.model, RestorationModel) else []
-        weights = {t.name: t.weight for t in declared}
+        weights, aux = {t.name: t.weight for t in declared}, self.config.aux_weights
         family = type(self.model).__name__
-        unknown = sorted(set(self.config.aux_weights) - set(weights))
+        unknown = sorted(set(aux) - set(weights))
         if unknown:
             raise ConfigError(
                 f"trainer.aux_weights: {unknown[0]!r} is not a training term of {family}; "
@@ -374,7 +353,6 @@ class Trainer:
                     f"{weights[term.name]}); remove it from the extra losses and set its weight with "
                     f"trainer.aux_weights = {{{term.name} = ...}} instead"
                 )
-        aux = self.config.aux_weights
         return [dataclasses.replace(t, weight=float(aux.get(t.name, t.weight))) for t in declared]
 
     @property
@@ -394,10 +372,8 @@ class Trainer:
         if mode == "never":
             self._replaced = [p for _, p in ck._periodic(self.ckpt_dir)]
             n = len(self._replaced)
-            replaces = (
-                f"; this run replaces the {n} checkpoint(s) and the logs of an earlier run" if n else ""
-            )
-            return f"resume=never: starting at step 0{replaces} in {self.out_dir}", []
+            old = f"; this run replaces the {n} checkpoint(s) and the logs of an earlier run" if n else ""
+            return f"resume=never: starting at step 0{old} in {self.out_dir}", []
         if mode != "auto":
             notes = self._load_state(mode, ck._read_checkpoint(mode))
             return f"resumed from {mode} at step {self.step}", notes
@@ -452,18 +428,16 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler") or not self.scaler.is_enabled():  # empty: saved by a run without fp16
             self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            if state.get("ema") is not None:
-                self.ema.module.load_state_dict(state["ema"])
-            else:  # EMA switched on at this resume: it starts from the restored weights
-                self.ema = ModelEMA(self.model, self.ema.decay)
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        elif self.ema is not None:  # EMA switched on at this resume: it starts from the restored weights
+            self.ema = ModelEMA(self.model, self.ema.decay)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best = dict(state["best"])
         self.log.load_state_dict(state)
         ck._set_rng_state(state["rng"])
-        load_augment = getattr(self.batch_augment, "load_state_dict", None)
-        if "batch_augment" in state and load_augment is not None:
-            load_augment(state["batch_augment"])
+        if "batch_augment" in state and hasattr(self.batch_augment, "load_state_dict"):
+            self.batch_augment.load_state_dict(state["batch_augment"])  # type: ignore[union-attr]
         saved = state.get("config") or {}
         same_loss = saved.get("loss", self.config.loss) == self.config.loss
         if "loss" in state and isinstance(self.loss_fn, nn.Module) and same_loss:
@@ -490,28 +464,18 @@ class Trainer:
                 group.update({k: v for k, v in fresh.items() if k != "lr"})  # this run's betas, decay, ...
                 group["lr"] = group["initial_lr"] * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
             self.scheduler.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
-            self.scheduler._last_lr = [
-                g["lr"] for g in self.optimizer.param_groups
-            ]  # what get_last_lr() says
+            self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]  # get_last_lr()
         if "batch_size" in used:
             self.batch_in_epoch = self.batch_in_epoch * int(saved["batch_size"]) // self.config.batch_size
-
-        def show(k: str) -> str:
-            return f"{k} {saved[k]!r} -> {ours[k]!r}"
-
-        parts = []
+        shown = {k: f"{k} {saved[k]!r} -> {ours[k]!r}" for k in changed}
+        parts = [f"{shown[k]}: the checkpoint's value is kept ({self._KEPT_ON_RESUME[k]})" for k in kept]
         if used:
-            schedule = (
-                f" (the learning-rate schedule is this run's, continued at step {self.step}: "
-                f"lr {self.optimizer.param_groups[0]['lr']:.3g} now)"
-            )
-            parts.append(
-                f"{', '.join(map(show, used))}: this run's values are used{schedule if optimization else ''}"
-            )
-        parts += [f"{show(k)}: the checkpoint's value is kept ({self._KEPT_ON_RESUME[k]})" for k in kept]
-        return [
-            f"the config differs from checkpoint {path}'s: {'; '.join(parts)}; config.json records what runs"
-        ]
+            lr = self.optimizer.param_groups[0]["lr"]
+            how = f"the learning-rate schedule is this run's, continued at step {self.step}: lr {lr:.3g} now"
+            values = ", ".join(shown[k] for k in used)
+            parts.insert(0, f"{values}: this run's values are used" + (f" ({how})" if optimization else ""))
+        text = "; ".join(parts)
+        return [f"the config differs from checkpoint {path}'s: {text}; config.json records what runs"]
 
     def _next_batch(self) -> dict[str, Any]:
         cfg = self.config
@@ -537,7 +501,6 @@ class Trainer:
             return batch
 
     def _forward(self, net: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-        """``net`` on ``batch["degraded"]``, with ``batch["label"]`` for networks told the degradation."""
         if getattr(self.model, "accepts_degradation", False) and "label" in batch:
             return net(batch["degraded"], degradation=batch["label"])
         return net(batch["degraded"])
@@ -561,27 +524,25 @@ class Trainer:
 
     def _train_step(self) -> dict[str, float]:
         """One optimizer update (``grad_accum_steps`` batches); returns the logged values."""
-        cfg = self.config
+        cfg, n = self.config, self.config.grad_accum_steps
         self.net.train()
-        set_progress = getattr(self.loss_fn, "set_progress", None)
-        if set_progress is not None:
-            set_progress(self.step / cfg.max_steps)
-        parts_sum: dict[str, float] = {}
-        for micro in range(cfg.grad_accum_steps):
+        if hasattr(self.loss_fn, "set_progress"):
+            self.loss_fn.set_progress(self.step / cfg.max_steps)  # type: ignore[operator]
+        sums: dict[str, float] = {}
+        for micro in range(n):
             batch = _to_device(self._next_batch(), self.device, self.channels_last)
             if self.batch_augment is not None:
                 batch = self.batch_augment(batch)
-            last = micro == cfg.grad_accum_steps - 1
-            no_sync = getattr(self.net, "no_sync", None) if self.dist.enabled and not last else None
-            sync = no_sync() if no_sync is not None else contextlib.nullcontext()
+            no_sync = getattr(self.net, "no_sync", contextlib.nullcontext)
+            sync = no_sync() if self.dist.enabled and micro < n - 1 else contextlib.nullcontext()
             with sync, warnings.catch_warnings():
                 # channels-last: DDP copies gradients that come in either stride order into its buckets, and warns
                 warnings.filterwarnings("ignore", message=".*Grad strides do not match bucket view strides")
                 loss, parts = self._loss(batch)
                 self._check_finite(loss)
-                self.scaler.scale(loss / cfg.grad_accum_steps).backward()
+                self.scaler.scale(loss / n).backward()
             for k, v in {"loss": float(loss.detach()), **parts}.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + v / cfg.grad_accum_steps
+                sums[k] = sums.get(k, 0.0) + v / n
         row: dict[str, float] = {}
         if cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
@@ -595,7 +556,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
-        return {"step": self.step, "loss": parts_sum.pop("loss"), "lr": lr, **parts_sum, **row}
+        return {"step": self.step, "loss": sums.pop("loss"), "lr": lr, **sums, **row}
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=self.device)
@@ -621,31 +582,25 @@ class Trainer:
             UsageError: If another run holds the output folder (``OUTPUT_DIR/.train.lock``).
             OSError: With ``errno.ENOSPC`` when the disk fills up (the earlier checkpoints are intact).
         """
-        if self.dist.is_main:
-            self._lock.acquire()
-        try:
-            return self._fit(self.config.max_steps if steps is None else min(steps, self.config.max_steps))
-        finally:
-            self._lock.release()
-
-    def _fit(self, stop_at: int) -> dict[str, Any]:
         cfg, main = self.config, self.dist.is_main
-        if main:  # the config, no stale temporaries, the logs cut back to this step
-            model_config = getattr(self.model, "config", None)
-            _write_json(self.out_dir / "config.json", {"trainer": cfg.to_dict(), "model": model_config})
-            ck._remove_stale_temporaries(self.ckpt_dir)
-            for p in self._replaced:
-                p.unlink(missing_ok=True)
-            self._replaced = []
-            self.log.start(self.step)
-            if cfg.progress_bar:
-                options: dict[str, Any] = {"desc": "train", "unit": "step", "dynamic_ncols": True}
-                self._bar = progress_bar(total=stop_at, initial=self.step, file=sys.stderr, **options)
-        t0, seen = time.perf_counter(), 0
-        self._last_save_time = time.monotonic()
+        stop_at = cfg.max_steps if steps is None else min(steps, cfg.max_steps)
+        if main:
+            self._lock.acquire()
         last_val: dict[str, Any] = {}
         row: dict[str, Any] = {}
         try:
+            if main:  # the config, no stale temporaries, the logs cut back to this step
+                model_config = getattr(self.model, "config", None)
+                _write_json(self.out_dir / "config.json", {"trainer": cfg.to_dict(), "model": model_config})
+                ck._remove_stale_temporaries(self.ckpt_dir)
+                for p in self._replaced:
+                    p.unlink(missing_ok=True)
+                self._replaced = []
+                self.log.start(self.step)
+                if cfg.progress_bar:
+                    options: dict[str, Any] = {"desc": "train", "unit": "step", "dynamic_ncols": True}
+                    self._bar = progress_bar(total=stop_at, initial=self.step, file=sys.stderr, **options)
+            t0, seen, self._last_save_time = time.perf_counter(), 0, time.monotonic()
             with _StopSignals(announce=main) as stop:
                 while self.step < stop_at:
                     row = self._train_step()
@@ -681,12 +636,13 @@ class Trainer:
                         saved = self._saved_step == self.step
                         path = self.last_checkpoint if saved else self._save_checkpoint()
                         raise TrainingInterrupted(signum, self.step, path if main else None)
+            if main and cfg.plot:
+                self.plot_curves()
         finally:
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
-        if main and cfg.plot:
-            self.plot_curves()
+            self._lock.release()
         return {"step": self.step, "loss": row.get("loss"), "best": dict(self.best), "val": last_val,
                 "output_dir": str(self.out_dir), "checkpoint": self.last_checkpoint}  # fmt: skip
 
@@ -704,34 +660,26 @@ class Trainer:
         net = self.ema.module if self.ema is not None else self.model
         was_training = net.training
         net.eval()
-        cfg = self.config
-        loader = DataLoader(data, batch_size=cfg.val_batch_size, shuffle=False, num_workers=cfg.num_workers)
-        sums: dict[str, dict[str, float]] = {}
+        loader = DataLoader(data, batch_size=self.config.val_batch_size, num_workers=self.config.num_workers)
+        keys = ("psnr", "ssim", "input_psnr", "input_ssim")
+        rows: dict[str, list[list[float]]] = {}  # per group, the values of each image
         for batch in loader:
             batch = _to_device(batch, self.device, self.channels_last)
             with autocast(self.device, self.precision):
                 out = self._forward(net, batch)
             m = self.protocol.compute_per_image(out.float(), batch["clean"])
             mi = self.protocol.compute_per_image(batch["degraded"], batch["clean"])
-            values = {
-                "psnr": m["psnr"],
-                "ssim": m["ssim"],
-                "input_psnr": mi["psnr"],
-                "input_ssim": mi["ssim"],
-            }
+            values = torch.stack([m["psnr"], m["ssim"], mi["psnr"], mi["ssim"]], dim=1).tolist()
             groups = batch.get("task", batch.get("degradation", ["all"] * out.shape[0]))
-            for i, g in enumerate(groups):
+            for g, v in zip(groups, values, strict=True):
                 for key in {str(g), "all"}:
-                    s = sums.setdefault(key, {**dict.fromkeys(values, 0.0), "count": 0})
-                    for k, v in values.items():
-                        s[k] += float(v[i])
-                    s["count"] += 1
+                    rows.setdefault(key, []).append(v)
         net.train(was_training)
-        order = [*sorted(g for g in sums if g != "all"), "all"]
+        order = [*sorted(g for g in rows if g != "all"), "all"]
         return {
-            g: {k: v if k == "count" else v / sums[g]["count"] for k, v in sums[g].items()}
+            g: {**{k: sum(c) / len(c) for k, c in zip(keys, zip(*rows[g]))}, "count": len(rows[g])}
             for g in order
-            if g in sums
+            if g in rows
         }
 
     def _validate(self) -> dict[str, Any]:
@@ -741,15 +689,17 @@ class Trainer:
             res = self.evaluate()
             self.log.log_val(self.step, res)
             if self.config.progress_bar:
-                line = f"[step {self.step}] {_val_line(res)}"
+                gains = [
+                    f"{g} {m['psnr']:.2f} dB (input {m['input_psnr']:.2f}, {m['psnr'] - m['input_psnr']:+.2f})"
+                    for g, m in res.items()
+                ]
                 write = self._bar.write if self._bar is not None else print  # above the progress bar
-                write(line, file=sys.stderr)
+                write(f"[step {self.step}] val PSNR: {', '.join(gains)}", file=sys.stderr)
             if res["all"]["psnr"] > self.best["psnr"]:
                 self.best = {"psnr": res["all"]["psnr"], "ssim": res["all"]["ssim"], "step": self.step}
-                ema = self.ema is not None
                 weights = self.ema.module if self.ema is not None else self.model
                 state = ck.best_weights_state(
-                    weights, self.model, step=self.step, best=self.best, ema_weights=ema
+                    weights, self.model, step=self.step, best=self.best, ema_weights=self.ema is not None
                 )
                 ck.write_checkpoint(self.ckpt_dir / "best.pt", state)
         if self.dist.enabled:
@@ -778,9 +728,8 @@ class Trainer:
             "arch": type(self.model).__name__,
             **self.log.state_dict(),
         }
-        augment_state = getattr(self.batch_augment, "state_dict", None)
-        if augment_state is not None:
-            state["batch_augment"] = augment_state()
+        if hasattr(self.batch_augment, "state_dict"):
+            state["batch_augment"] = self.batch_augment.state_dict()  # type: ignore[union-attr]
         if isinstance(self.loss_fn, nn.Module):
             state["loss"] = self.loss_fn.state_dict()
         return state
