@@ -16,15 +16,7 @@ PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloa
 
 
 def low_precision_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """The autocast dtype of a name of :data:`PRECISIONS`, a torch dtype or ``None``: ``None`` for float32.
-
-    Raises:
-        UsageError: For an unknown name.
-
-    Examples:
-        >>> low_precision_dtype("bf16"), low_precision_dtype(torch.float32), low_precision_dtype(None)
-        (torch.bfloat16, None, None)
-    """
+    """The autocast dtype of a name of :data:`PRECISIONS` or a torch dtype (``None`` for float32 or None)."""
     if isinstance(dtype, str):
         if dtype not in PRECISIONS:
             raise UsageError(f"dtype must be one of {sorted(PRECISIONS)}, got {dtype!r}")
@@ -35,27 +27,16 @@ def low_precision_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 def autocast(
     device: str | torch.device, dtype: str | torch.dtype | None
 ) -> contextlib.AbstractContextManager[Any]:
-    """``torch.autocast`` on ``device``'s type for a low ``dtype`` (:func:`low_precision_dtype`), else a null context.
-
-    Examples:
-        >>> with autocast("cpu", "bf16"):
-        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
-        torch.bfloat16
-    """
+    """``torch.autocast`` on ``device``'s type for a low ``dtype``, else a null context."""
     low = low_precision_dtype(dtype)
-    if low is None:
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=low)
+    return contextlib.nullcontext() if low is None else torch.autocast(torch.device(device).type, dtype=low)
 
 
 def progress_bar(
     iterable: Iterable[Any] | None = None, *, warn: bool = False, stacklevel: int = 2, **options: Any
 ) -> Any:
-    """A tqdm bar over ``iterable`` (``None``: give ``total``, update by hand), or ``None`` without tqdm.
-
-    ``warn``: a ``RuntimeWarning`` (at ``stacklevel`` from the caller) when tqdm is missing;
-    ``options`` go to ``tqdm``.
-    """
+    """A tqdm bar over ``iterable`` (``None``: give ``total``, update by hand), or ``None`` without tqdm
+    (with a ``RuntimeWarning`` at ``stacklevel`` from the caller if ``warn``)."""
     try:
         from tqdm.auto import tqdm
     except ImportError:

@@ -95,8 +95,7 @@ def parse_degradation(spec: str) -> tuple[str, float | None]:
     """
     if not isinstance(spec, str):
         raise UsageTypeError(f"a degradation specification must be a string, got {type(spec).__name__}")
-    found = _LOOKUP.get(_normalise_name(spec))
-    if found is not None:
+    if found := _LOOKUP.get(_normalise_name(spec)):
         return found.name, None
     m = _WITH_LEVEL.match(spec.strip())
     base = _LOOKUP.get(_normalise_name(m.group(1))) if m else None
@@ -111,12 +110,7 @@ def parse_degradation(spec: str) -> tuple[str, float | None]:
 
 
 def default_names(count: int) -> tuple[str, ...]:
-    """Names for ``count`` unnamed classes: the table's, then ``degradation6``, ...
-
-    Examples:
-        >>> default_names(7)[-2:]
-        ('snow', 'degradation6')
-    """
+    """Names for ``count`` unnamed classes: the table's, then ``degradation6``, ..."""
     if count < 0:
         raise UsageError(f"count must be >= 0, got {count}")
     names = list(DEGRADATION_LABELS)
@@ -131,17 +125,13 @@ def _canonical_or_self(name: str) -> str:
 
 
 def _name_index(name: str, names: Sequence[str]) -> int:
-    """Position of ``name`` in ``names``: exact match first, then through the vocabulary."""
+    """Position of ``name`` in ``names``: exact match first, then the first through the vocabulary."""
     exact = {_normalise_name(n): i for i, n in enumerate(names)}
-    if _normalise_name(name) in exact:
-        return exact[_normalise_name(name)]
-    table: dict[str, int] = {}
-    for i, n in enumerate(names):
-        table.setdefault(_canonical_or_self(n), i)
-    key = _canonical_or_self(name)
-    if key not in table:
-        raise _unknown(name, names, "this network knows")
-    return table[key]
+    canonical = {_canonical_or_self(n): i for i, n in reversed(list(enumerate(names)))}
+    for table, key in ((exact, _normalise_name(name)), (canonical, _canonical_or_self(name))):
+        if key in table:
+            return table[key]
+    raise _unknown(name, names, "this network knows")
 
 
 def _label_index(label: int, names: Sequence[str]) -> int:

@@ -81,13 +81,6 @@ class ImageReadError(AllInOneIRError, OSError):
         self.path = path
         self.reason = reason or message
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_image_read_error, (str(self), self.path, self.reason))
-
-
-def _rebuild_image_read_error(message: str, path: Any, reason: str) -> ImageReadError:
-    return ImageReadError(message, path=path, reason=reason)
-
 
 class TrainingDivergedError(AllInOneIRError, RuntimeError):
     """The loss became NaN or infinite; the message says at which step and which checkpoint is good."""
@@ -119,20 +112,16 @@ class MissingDependencyError(AllInOneIRError, ImportError):
         self.extra = extra
 
 
+#: Import name -> distribution name, where they differ.
+_PACKAGE_NAMES = {"PIL": "Pillow", "png": "pypng", "yaml": "PyYAML", "skimage": "scikit-image"}
+#: Import name -> the smallest ``allinone-ir`` extra that installs it (see ``pyproject.toml``).
+_EXTRAS = {"PIL": "data", "png": "data", "tqdm": "progress", "safetensors": "hub", "yaml": "train"}
+_EXTRAS.update(matplotlib="train", onnx="export", onnxscript="export", onnxruntime="export")
+_EXTRAS.update(skimage="test", sphinx="docs")
+
+
 def require(module: str, *, extra: str, purpose: str) -> Any:
-    """Import an optional dependency, or raise :class:`MissingDependencyError` naming the extra to install.
-
-    Args:
-        module: The module to import, e.g. ``"PIL.Image"``.
-        extra: The ``allinone-ir`` extra that installs it, e.g. ``"data"``.
-        purpose: What needs it, for the message.
-
-    Examples:
-        >>> require("no_such_module_xyz", extra="data", purpose="testing")
-        Traceback (most recent call last):
-        ...
-        allinone_ir.errors.MissingDependencyError: testing needs no_such_module_xyz: pip install 'allinone-ir[data]'
-    """
+    """Import an optional dependency, or raise :class:`MissingDependencyError` naming the extra to install."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
@@ -145,23 +134,9 @@ def require(module: str, *, extra: str, purpose: str) -> Any:
 
 
 def install_hint(module: str | None) -> str:
-    """What to run to install the package providing ``module`` (``None``: unknown): its extra, else the package.
-
-    Examples:
-        >>> install_hint("PIL.Image"), install_hint("somethingelse")
-        ("pip install 'allinone-ir[data]'", 'pip install somethingelse')
-    """
+    """What installs the package providing ``module`` (``None``: unknown): its extra, else the package."""
     if not module:
         return "pip install 'allinone-ir[all]'"
     top = module.split(".")[0]
     extra = _EXTRAS.get(top)
     return f"pip install 'allinone-ir[{extra}]'" if extra else f"pip install {_PACKAGE_NAMES.get(top, top)}"
-
-
-#: Import name -> distribution name, where they differ.
-_PACKAGE_NAMES = {"PIL": "Pillow", "png": "pypng", "yaml": "PyYAML", "skimage": "scikit-image"}
-
-#: Import name -> the smallest ``allinone-ir`` extra that installs it (see ``pyproject.toml``).
-_EXTRAS = {"PIL": "data", "png": "data", "tqdm": "progress", "safetensors": "hub", "yaml": "train"}
-_EXTRAS.update(matplotlib="train", onnx="export", onnxscript="export", onnxruntime="export")
-_EXTRAS.update(skimage="test", sphinx="docs")

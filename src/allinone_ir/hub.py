@@ -1,4 +1,4 @@
-"""Checkpoints: official files (each family's ``detect`` and ``filter_state_dict``), safetensors, detection.
+"""Checkpoints: official files (read through each family's ``detect`` and ``filter_state_dict``) and ours.
 
 Every ``torch.load`` uses ``weights_only=True``.
 """
@@ -22,6 +22,7 @@ from torch import nn
 from ._version import __version__
 from .errors import CheckpointError, ModelArgumentError, UnknownNameError, UsageError, UsageTypeError, require
 from .io import atomic_write
+from .metrics import get_protocol
 from .models import create_model, get_model_class, list_architectures, list_models
 from .models._registry import _unknown, is_model
 
@@ -50,28 +51,22 @@ _NON_NETWORK = re.compile(
 _Misfit = tuple[str, tuple[int, ...], tuple[int, ...]]
 
 
-def _require_safetensors() -> Any:
-    return require("safetensors.torch", extra="hub", purpose="safetensors files")
-
-
 def _torch_load(path: Path, head: bytes, map_location: str | torch.device) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        unsafe = _disallowed_globals(path, exc)
-        if unsafe:
+        if unsafe := _disallowed_globals(path, exc):
             raise CheckpointError(
                 f"{path} contains Python objects that torch.load(weights_only=True) refuses to load"
                 f" ({', '.join(unsafe)}). If you trust the file, extract the weights once: "
                 "torch.save(torch.load(path, weights_only=False)['state_dict'], 'weights.pth')"
             ) from exc
+        corrupt = "truncated or corrupt PyTorch checkpoint"
         if head.startswith(b"PK\x03\x04"):
             first = " ".join(str(exc).split()).split(". ")[0] or type(exc).__name__
-            problem = f"truncated or corrupt PyTorch checkpoint (a zip archive that cannot be read: {first})"
+            problem = f"{corrupt} (a zip archive that cannot be read: {first})"
         elif head[:1] == b"\x80":
-            problem = (
-                "truncated or corrupt PyTorch checkpoint (a pickle in the legacy format that cannot be read)"
-            )
+            problem = f"{corrupt} (a pickle in the legacy format that cannot be read)"
         else:
             problem = (
                 f"not a PyTorch checkpoint: neither a zip archive nor a pickle (it starts with {head[:8]!r}); "
@@ -100,9 +95,7 @@ def _disallowed_globals(path: Path, exc: Exception) -> list[str]:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    _require_safetensors()
-    from safetensors import safe_open
-
+    safe_open = require("safetensors", extra="hub", purpose="safetensors files").safe_open
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -134,14 +127,15 @@ def _parse_config(text: str, where: str) -> dict[str, Any]:
 
 
 def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str, Any] | None, str]:
-    """The raw checkpoint, its saved config (safetensors metadata, a ``config.json`` or a Trainer
-    checkpoint's ``arch`` + ``model_config``; ``None`` if none) and a description for messages."""
+    """The raw checkpoint, its saved config (safetensors metadata, ``config.json`` or a Trainer checkpoint's
+    ``arch`` + ``model_config``; else ``None``) and its description for messages."""
+    config = None
     if isinstance(source, Mapping):
-        raw, config = source, None
+        raw, where = source, "the given state dict"
     elif not isinstance(source, (str, os.PathLike)):
         raise UsageTypeError(f"expected a path or a state dict, got {type(source).__name__}")
     else:
-        path, config = Path(source), None
+        path, where = Path(source), str(source)
         if path.is_dir():
             if not (path / WEIGHTS_NAME).is_file() or not (path / CONFIG_NAME).is_file():
                 raise CheckpointError(
@@ -161,15 +155,12 @@ def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str,
             sidecar = path.with_name(CONFIG_NAME)
             if config is None and meta is None and sidecar.is_file():
                 meta = _parse_config(sidecar.read_text(), str(sidecar))
-            return raw, config or meta, str(source)
+            return raw, config or meta, where
         raw = _torch_load(path, head, map_location)
-    if (
-        isinstance(raw, Mapping)
-        and isinstance(raw.get("arch"), str)
-        and isinstance(raw.get("model_config"), Mapping)
-    ):
-        config = {"architecture": raw["arch"], "config": raw["model_config"]}
-    return raw, config, "the given state dict" if isinstance(source, Mapping) else str(source)
+    arch, cfg = (raw.get("arch"), raw.get("model_config")) if isinstance(raw, Mapping) else (None, None)
+    if isinstance(arch, str) and isinstance(cfg, Mapping):  # a Trainer checkpoint
+        config = {"architecture": arch, "config": cfg}
+    return raw, config, where
 
 
 def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
@@ -204,13 +195,9 @@ def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
                 )
             break
         obj = inner
-    return _strip_prefixes({str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)})
-
-
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove wrapper prefixes, in any nesting; never drop a key silently."""
+    state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     changed = True
-    while changed:
+    while changed:  # wrapper prefixes, in any nesting; a key is never dropped silently
         changed = False
         for prefix in _PREFIXES:
             stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
@@ -219,8 +206,7 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 continue  # absent, or mostly other keys: ``net.`` is then a module of the network
             dropped = [k for k in rest if _NON_NETWORK.match(k)]
             kept = [k for k in rest if k not in dropped]
-            clash = sorted(k for k in kept if k in stripped)
-            if clash:
+            if clash := sorted(k for k in kept if k in stripped):
                 raise CheckpointError(
                     f"the checkpoint has both {prefix}{clash[0]} and {clash[0]} ({len(clash)} such keys): "
                     "it holds two networks; extract the one you want and pass its state dict"
@@ -229,7 +215,7 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 warnings.warn(
                     f"ignored {len(dropped)} checkpoint entries beside the network's {prefix!r} weights that "
                     f"belong to the training wrapper (losses, metrics): {_show(dropped, 6)}",
-                    stacklevel=3,
+                    stacklevel=2,
                 )
             state = {**stripped, **{k: state[k] for k in kept}}
             changed = True
@@ -242,16 +228,14 @@ def _show(items: list[str], limit: int = 12) -> str:
 
 def _detect(cls: type[nn.Module], state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     """What ``cls.detect`` reads from the state dict (``None``: not its keys, or no ``detect``)."""
-    detect = getattr(cls, "detect", None)
-    config = None if detect is None else detect(state_dict)
+    config = cls.detect(state_dict) if hasattr(cls, "detect") else None
     return None if config is None else dict(config)
 
 
 def _claims(
     state_dict: Mapping[str, torch.Tensor],
 ) -> tuple[list[tuple[type[nn.Module], dict[str, Any]]], list[tuple[str, str]]]:
-    """``(class, config)`` of every registered class that recognises the state dict; ``(name, error)`` of
-    those that recognise it but cannot read it."""
+    """``(class, config)`` of each registered class reading the keys; ``(name, error)`` of each failing."""
     claims, errors = [], []
     for name in list_architectures():
         cls = get_model_class(name)
@@ -284,7 +268,7 @@ def _misfits(
     wrong = [
         (k, tuple(state[k].shape), tuple(v.shape))
         for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
+        if k in state and state[k].shape != v.shape
     ]
     return len(expected.keys() ^ state.keys()), wrong
 
@@ -322,7 +306,7 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
             by_reason.setdefault(reason, []).append(name)
         raise CheckpointError("; ".join(f"{', '.join(names)}: {why}" for why, names in by_reason.items()))
     keys = sorted(state_dict)
-    known = [n for n in list_architectures() if getattr(get_model_class(n), "detect", None) is not None]
+    known = [n for n in list_architectures() if hasattr(get_model_class(n), "detect")]
     raise CheckpointError(
         f"cannot detect the architecture of this checkpoint (known: {', '.join(known)}; register "
         "yours with @register_architecture and a detect() classmethod, or pass arch= for others); "
@@ -338,30 +322,21 @@ def _load_into(
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and state[k].shape != expected[k].shape
+        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
     ]
     if mismatched or (strict and (missing or unexpected)):
         cls, cfg = type(model), getattr(model, "config", None)
-        odd = _explain_odd_tensors(cls, dict(cfg), raw) if detected and mismatched and cfg else None
-        if odd is not None:
+        if detected and mismatched and cfg and (odd := _explain_odd_tensors(cls, dict(cfg), raw)):
             raise CheckpointError(f"{source}: {odd}; the file is corrupt or was edited")
-        problems = [
-            f"{len(items)} {what} [{_show(items)}]"
-            for what, items in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches", mismatched),
-            )
-            if items
-        ]
-        raise CheckpointError(
-            f"{source} does not match {cls.__name__}"
-            + (f" with config {cfg}" if cfg else "")
-            + f": {'; '.join(problems)}."
-            + ("" if detected else " Is it a checkpoint of another architecture? Try arch=None to detect it.")
+        found = {"missing keys": missing, "unexpected keys": unexpected, "shape mismatches": mismatched}
+        problems = "; ".join(
+            f"{len(items)} {what} [{_show(items)}]" for what, items in found.items() if items
         )
+        with_config = f" with config {cfg}" if cfg else ""
+        hint = "" if detected else " Is it a checkpoint of another architecture? Try arch=None to detect it."
+        raise CheckpointError(f"{source} does not match {cls.__name__}{with_config}: {problems}.{hint}")
     model.load_state_dict(state, strict=strict)
     return model
 
@@ -370,13 +345,9 @@ def _votes(config: dict[str, Any], wrong: list[_Misfit]) -> Counter[tuple[str, i
     """For each integer hyper-parameter (or list entry), the values that would fit the mismatched tensors."""
     votes: Counter[tuple[str, int | None, int]] = Counter()
     for field, value in config.items():
-        if isinstance(value, int) and not isinstance(value, bool):
-            entries: list[tuple[int | None, int]] = [(None, value)]
-        elif isinstance(value, list):
-            entries = [(i, v) for i, v in enumerate(value) if isinstance(v, int) and not isinstance(v, bool)]
-        else:
-            continue
-        for idx, v in entries:
+        for idx, v in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            if not isinstance(v, int) or isinstance(v, bool):
+                continue
             for _, ours, theirs in wrong:
                 for a, b in zip(ours, theirs) if len(ours) == len(theirs) else ():
                     if a != b and b > 0 and v * a % b == 0 and v * a // b > 0:
@@ -411,15 +382,15 @@ def _explain_odd_tensors(
             found = _misfits(c, candidate, state)
             if found is None or not 0 < len(found[1]) <= 3:
                 continue
-            if base is not None and (found[0] > base[0] or len(found[1]) >= len(base[1])):
+            score = (found[0], len(found[1]))
+            if base is not None and (score[0] > base[0] or score[1] >= len(base[1])):
                 continue
-            if best is None or (found[0], len(found[1])) < best[0]:
+            if best is None or score < best[0]:
                 wrong = ", ".join(
                     f"key {k} has shape {ours}, expected {theirs}" for k, ours, theirs in found[1]
                 )
-                n_fit = len(state) - len(found[1])
-                fit = f"the other {n_fit} tensors fit {c.__name__} with {field}={candidate[field]}"
-                best = ((found[0], len(found[1])), f"{wrong} ({fit})")
+                fit = f"{len(state) - score[1]} tensors fit {c.__name__} with {field}={candidate[field]}"
+                best = (score, f"{wrong} (the other {fit})")
     return None if best is None else best[1]
 
 
@@ -442,9 +413,6 @@ def load_checkpoint(
         strict: Require every key to match (shape mismatches always fail).
         **overrides: Constructor arguments replacing detected / default ones.
 
-    Returns:
-        The network with the checkpoint's weights, in eval mode.
-
     Raises:
         CheckpointError: If the file cannot be read safely, the architecture cannot be detected, or
             the weights do not match the network (the message names the file and the keys).
@@ -459,22 +427,25 @@ def load_checkpoint(
         >>> type(load_checkpoint(official)).__name__
         'Restormer'
     """
-    raw, saved, source = _read(path_or_state_dict, map_location)
-    if isinstance(arch, nn.Module):
-        return _load_into(arch, extract_state_dict(raw), source, strict).eval()
-    return _load(raw, saved, source, arch, strict, map_location, overrides)
+    return _load(path_or_state_dict, arch, strict, map_location, overrides)
 
 
 def _load(
-    raw: Any,
-    saved: dict | None,
-    source: str,
-    arch: str | None,
+    source: Any,
+    arch: str | nn.Module | None,
     strict: bool,
     map_location: Any,
     overrides: dict,
+    saved_only: bool = False,
 ) -> nn.Module:
+    raw, saved, source = _read(source, map_location)
+    if saved is None and saved_only:
+        raise CheckpointError(
+            f"{source} has no saved config; use load_checkpoint() to detect the architecture"
+        )
     state = extract_state_dict(raw)
+    if isinstance(arch, nn.Module):
+        return _load_into(arch, state, source, strict).eval()
     detected = arch is None and saved is None
     if arch is None and saved is not None:
         try:
@@ -488,15 +459,15 @@ def _load(
         name, config = detect_architecture(state)
         model = _build(get_model_class(name), {**config, **overrides}, source, detected=True)
     else:
-        if not is_model(arch) and arch not in list_architectures():
-            raise UnknownNameError(
-                _unknown("model or architecture", arch, [*list_models(), *list_architectures()])
-            )
         if is_model(arch):
             with torch.device("meta"):
                 cls = type(create_model(arch))
-        else:
+        elif arch in list_architectures():
             cls = get_model_class(arch)
+        else:
+            raise UnknownNameError(
+                _unknown("model or architecture", arch, [*list_models(), *list_architectures()])
+            )
         if saved is not None:
             found = dict(saved["config"]) if saved["architecture"] == cls.__name__ else None
         else:
@@ -521,24 +492,16 @@ def _build(cls: type[nn.Module], config: dict[str, Any], source: str, *, detecte
             f"{source}: {where} name {cls.__name__} with arguments it refuses: {exc}"
         ) from exc
     except (ValueError, TypeError) as exc:  # a constructor's check (heads dividing the width, ...)
-        what = (
-            f"the hyper-parameters read from its weights {config}"
-            if detected
-            else f"its saved config {config}"
-        )
-        raise CheckpointError(f"{source}: {cls.__name__} cannot be built with {what}: {exc}") from exc
+        what = "the hyper-parameters read from its weights" if detected else "its saved config"
+        raise CheckpointError(
+            f"{source}: {cls.__name__} cannot be built with {what} {config}: {exc}"
+        ) from exc
 
 
 def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
-    from .metrics import get_protocol
-
-    name = type(model).__name__
-    cfg = getattr(model, "config", None)
-    if (
-        not isinstance(cfg, Mapping)
-        or name not in list_architectures()
-        or get_model_class(name) is not type(model)
-    ):
+    name, cfg = type(model).__name__, getattr(model, "config", None)
+    registered = name in list_architectures() and get_model_class(name) is type(model)
+    if not isinstance(cfg, Mapping) or not registered:
         raise UsageTypeError(
             f"{type(model)} cannot be saved for rebuilding: it needs a `config` dict of its constructor "
             "arguments and registration with @register_architecture"
@@ -561,15 +524,18 @@ def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
     return out
 
 
-def _save_safetensors(path: Path, model: nn.Module, config: dict[str, Any], overwrite: bool) -> None:
-    st = _require_safetensors()
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"refusing to overwrite {path} (pass overwrite=True)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _save_safetensors(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
+    st = require("safetensors.torch", extra="hub", purpose="safetensors files")
     # clone: safetensors refuses tensors sharing storage and non-contiguous views
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {"format": "pt", _META_KEY: json.dumps(config)}
     atomic_write(path, lambda tmp: st.save_file(tensors, tmp, metadata=meta))
+
+
+def _refuse_overwrite(paths: list[Path], overwrite: bool) -> None:
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True)")
 
 
 def save_pretrained(
@@ -592,10 +558,8 @@ def save_pretrained(
     """
     folder = Path(directory)
     config = _model_config(model, protocol)
-    existing = [str(p) for p in (folder / WEIGHTS_NAME, folder / CONFIG_NAME) if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True)")
-    _save_safetensors(folder / WEIGHTS_NAME, model, config, overwrite=True)
+    _refuse_overwrite([folder / WEIGHTS_NAME, folder / CONFIG_NAME], overwrite)
+    _save_safetensors(folder / WEIGHTS_NAME, model, config)
     text = json.dumps(config, indent=2) + "\n"
     atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
     return folder
@@ -610,12 +574,7 @@ def from_pretrained(
         CheckpointError: If there is no saved config, a file cannot be read, or the weights do not
             match (the message names the file).
     """
-    raw, saved, source = _read(directory, map_location)
-    if saved is None:
-        raise CheckpointError(
-            f"{source} has no saved config; use load_checkpoint() to detect the architecture"
-        )
-    return _load(raw, saved, source, None, strict, map_location, {})
+    return _load(directory, None, strict, map_location, {}, saved_only=True)
 
 
 def convert_checkpoint(
@@ -643,5 +602,6 @@ def convert_checkpoint(
     model = load_checkpoint(src_p, arch, **overrides)
     if dst_p.suffix != ".safetensors":
         return save_pretrained(model, dst_p, overwrite=overwrite, protocol=protocol)
-    _save_safetensors(dst_p, model, _model_config(model, protocol), overwrite)
+    _refuse_overwrite([dst_p], overwrite)
+    _save_safetensors(dst_p, model, _model_config(model, protocol))
     return dst_p

@@ -32,8 +32,10 @@ def tta_transforms(mode: TTAMode | bool) -> list[Transform]:
     """``(forward, inverse)`` pairs of a TTA mode, the identity first.
 
     ``"x8"`` (or ``True``): the eight flips and 90-degree rotations; ``"flip"``: identity, horizontal,
-    vertical and both flips; ``False``: the identity. Raises :class:`~allinone_ir.errors.UsageError`
-    on another mode.
+    vertical and both flips; ``False``: the identity.
+
+    Raises:
+        UsageError: On another mode.
 
     Examples:
         >>> x = torch.arange(6.0).view(1, 1, 2, 3)
@@ -60,39 +62,19 @@ def tta_transforms(mode: TTAMode | bool) -> list[Transform]:
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles covering ``length`` pixels, overlapping by at least ``overlap``.
-
-    Examples:
-        >>> tile_starts(100, 40, 8)
-        [0, 32, 60]
-        >>> tile_starts(30, 40, 8)
-        [0]
-    """
-    if tile >= length:
-        return [0]
-    return [*range(0, length - tile, tile - overlap), length - tile]
+    """Start offsets of tiles covering ``length`` pixels, overlapping by at least ``overlap``."""
+    return [0] if tile >= length else [*range(0, length - tile, tile - overlap), length - tile]
 
 
 def blend_window(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> torch.Tensor:
-    """One axis of the tile blending window, float32 of shape ``(size,)``.
-
-    On an edge that borders another tile the outer ``overlap // 4`` pixels get weight 0, the rest of
-    the overlap a raised-cosine ramp to 1; the ramps of neighbouring tiles sum to one.
-
-    Examples:
-        >>> w = blend_window(16, 8, True, False)
-        >>> [round(float(v), 3) for v in w[:8]]
-        [0.0, 0.0, 0.038, 0.309, 0.691, 0.962, 1.0, 1.0]
-        >>> float(w[2] + w[5])  # neighbouring ramps sum to one
-        1.0
-    """
+    """One axis of the tile blending window: where it borders another tile, weight 0 on the outer
+    ``overlap // 4`` pixels, then a raised-cosine ramp to 1 that sums to one with the neighbour's."""
     w = torch.ones(size, dtype=torch.float64)
     if overlap > 0:
-        margin = overlap // 4
+        margin, n = overlap // 4, min(overlap, size)
         j = torch.arange(overlap, dtype=torch.float64)
         ramp = torch.sin(0.5 * math.pi * ((j - margin + 0.5) / (overlap - 2 * margin)).clamp(0, 1)) ** 2
         ramp[:margin] = 0.0
-        n = min(overlap, size)
         if ramp_start:
             w[:n] *= ramp[:n]
         if ramp_end:
@@ -105,12 +87,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def prefers_channels_last(device: str | torch.device) -> bool:
-    """Whether :func:`restore` stores a network channels-last on ``device`` by default (CPU only).
-
-    Examples:
-        >>> prefers_channels_last("cpu"), prefers_channels_last("cuda")
-        (True, False)
-    """
+    """Whether :func:`restore` stores a network channels-last on ``device`` by default (CPU only)."""
     return torch.device(device).type == "cpu"
 
 
@@ -121,31 +98,22 @@ def native_low_precision(dtype: torch.dtype, device: str | torch.device) -> bool
         >>> native_low_precision(torch.float32, "cpu")
         True
     """
-    dev = torch.device(device)
+    kind = torch.device(device).type
     if dtype in (torch.float32, torch.float64):
         return True
-    if dev.type == "cpu":
+    if kind == "cpu":
         if dtype == torch.bfloat16:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         return dtype == torch.float16 and bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    if dev.type == "cuda":
-        return dtype == torch.float16 or (dtype == torch.bfloat16 and torch.cuda.is_bf16_supported())
-    return False
+    return kind == "cuda" and (
+        dtype == torch.float16 or (dtype == torch.bfloat16 and torch.cuda.is_bf16_supported())
+    )
 
 
 def prepare_for_inference(
     model: nn.Module, device: str | torch.device | None = None, *, channels_last: bool | None = None
 ) -> nn.Module:
-    """Move a network to ``device`` (``None``: keep) and set its memory format, in place; returns it.
-
-    ``channels_last``: store 4-D weights channels-last; ``None``: :func:`prefers_channels_last`.
-
-    Examples:
-        >>> from allinone_ir import create_model
-        >>> net = create_model("nafnet", width=8, middle_blk_num=1, enc_blk_nums=(1,), dec_blk_nums=(1,))
-        >>> prepare_for_inference(net, "cpu").uses_channels_last()
-        True
-    """
+    """Move a network to ``device`` (``None``: keep) and to channels-last (``None``: if preferred there)."""
     dev = _device_of(model) if device is None else torch.device(device)
     want = prefers_channels_last(dev) if channels_last is None else channels_last
     fmt = torch.channels_last if want else torch.contiguous_format
@@ -153,19 +121,12 @@ def prepare_for_inference(
     return model
 
 
-def _is_channels_last(model: nn.Module) -> bool:
-    for p in model.parameters():  # the first 4-D parameter whose layout is unambiguous
-        if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) != p.is_contiguous():
-            return p.is_contiguous(memory_format=torch.channels_last)
-    return False
-
-
 @contextlib.contextmanager
 def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[list[str]]:
     """Keep the parts of a network that bf16/fp16 perturbs most in float32 while autocast runs the rest.
 
-    ``model.low_precision_flags()`` declares ``(name, module, attribute)`` triples; each
-    ``module.attribute`` is ``True`` inside the context (unless ``enabled`` is ``False``).
+    ``model.low_precision_flags()`` declares ``(name, module, attribute)`` triples; each ``module.attribute``
+    is ``True`` inside the context, if ``enabled``.
 
     Yields:
         The names of the modules kept in float32.
@@ -197,7 +158,7 @@ _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDict
 
 def _runner(
     model: nn.Module, device: torch.device, dtype: torch.dtype | None, tta: TTAMode | bool, degradation: Any,
-    compile: bool,
+    compile: bool, channels_last: bool,
 ) -> Callable[[torch.Tensor, Sequence[int]], torch.Tensor]:  # fmt: skip
     """A function restoring a CPU float32 batch of images ``index``: device, layout, autocast, TTA."""
     takes_degradation = bool(getattr(model, "accepts_degradation", False))
@@ -217,14 +178,12 @@ def _runner(
     if compile and model not in _COMPILED:
         _COMPILED[model] = torch.compile(model)  # type: ignore[assignment]  # once per network
     net = _COMPILED[model] if compile else model
-    fmt = torch.channels_last if _is_channels_last(model) else torch.contiguous_format
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     transforms = tta_transforms(tta)
 
     def run(x: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
         x = x.to(device).contiguous(memory_format=fmt)
-        kwargs = {}
-        if takes_degradation:
-            kwargs["degradation"] = _degradation_for(degradation, index, device)
+        kwargs = {"degradation": _degradation_for(degradation, index, device)} if takes_degradation else {}
         out = torch.zeros((), device=device)
         with autocast(device, low), low_precision_policy(model, enabled=low is not None):
             for fwd, inv in transforms:
@@ -244,7 +203,7 @@ def _degradation_for(deg: Any, index: Sequence[int], device: torch.device) -> An
 
 
 def _restore_tiled(
-    x: torch.Tensor, run: Callable[[torch.Tensor, Sequence[int]], torch.Tensor], tile: tuple[int, int],
+    x: torch.Tensor, run: Callable[[torch.Tensor, Sequence[int]], torch.Tensor], tile: Sequence[int],
     overlap: int, batch_size: int, progress: bool | None,
 ) -> torch.Tensor:  # fmt: skip
     """Restore ``x`` in blended tiles, ``batch_size`` at a time (a tile of the image's size: whole images)."""
@@ -270,9 +229,8 @@ def _restore_tiled(
     acc = torch.zeros(0)
     for i in range(0, len(jobs), batch_size):
         chunk = jobs[i : i + batch_size]
-        out = run(
-            torch.stack([x[b, :, y : y + th, s : s + tw] for b, y, s in chunk]), [b for b, _, _ in chunk]
-        )
+        tiles = torch.stack([x[b, :, y : y + th, s : s + tw] for b, y, s in chunk])
+        out = run(tiles, [b for b, _, _ in chunk])
         if i == 0:
             acc = torch.zeros(n, out.shape[1], h, w)
         for (b, y, s), o in zip(chunk, out):
@@ -296,7 +254,6 @@ def restore_array(
     Grayscale goes to a 3-channel network as three equal channels and back through :data:`LUMA_WEIGHTS`.
 
     Args:
-        model: The network.
         arr: Pixels as stored: uint8, uint16 or float32 in [0, 1].
         restore_fn: ``(C, H, W) tensor -> (C, H, W) tensor`` running the network (default: :func:`restore`).
 
@@ -378,8 +335,8 @@ def restore(
         compile: Run the network through ``torch.compile`` (cached per network).
         clamp: Clamp the result to [0, 1] (integer outputs are always clamped).
         progress: tqdm progress bar: ``None`` on a terminal for more than one step, ``True``, ``False``.
-        output: For a path ``image``: write the result there as a PNG of the input's bit depth and channels.
-        overwrite: Allow ``output`` to replace an existing file.
+        output: For a path ``image``: write the result there as a PNG of the input's bit depth and channels
+            (replacing a file only if ``overwrite``).
 
     Returns:
         The kind of ``image`` (same shape, dtype, device or PIL mode; palette and bilevel images come back
@@ -389,8 +346,7 @@ def restore(
         UsageError: On NaN/infinite input, a wrong shape or channel count, a bad tile/overlap, or a
             degradation given to a network that does not take one.
         UsageTypeError: On an unsupported image type.
-        OSError: ``FileNotFoundError`` / ``ImageReadError`` for a missing / unreadable path ``image``,
-            ``FileExistsError`` if ``output`` exists and ``overwrite`` is ``False``.
+        OSError: For a missing or unreadable path ``image``, or an existing ``output`` without ``overwrite``.
 
     Shape:
         - tensor image: :math:`(C, H, W)` or :math:`(N, C, H, W)`; output of the same shape.
@@ -413,8 +369,6 @@ def restore(
         dtype=dtype, channels_last=channels_last, compile=compile, clamp=clamp, progress=progress,
     )  # fmt: skip
     in_ch = int(getattr(model, "in_channels", 3))
-    if output is not None and not isinstance(image, (str, os.PathLike)):
-        raise UsageError("output= is only used with a path input; write the returned image yourself")
     if isinstance(image, (str, os.PathLike)):
         if output is not None and os.path.realpath(output) == os.path.realpath(image):
             raise UsageError(f"output {output} is the input file; refusing to overwrite an input")
@@ -423,10 +377,10 @@ def restore(
         if output is None:
             return res
         return write_image(output, res, bits=8 if res.dtype == np.uint8 else 16, overwrite=overwrite)
+    if output is not None:
+        raise UsageError("output= is only used with a path input; write the returned image yourself")
     if isinstance(image, np.ndarray):
-        if image.ndim not in (2, 3):
-            raise UsageError(f"a numpy image must be (H, W, C) or (H, W), got shape {image.shape}")
-        x = array_to_tensor(image)
+        x = array_to_tensor(image)  # (H, W, C) or (H, W)
         if x.shape[0] != in_ch:
             raise UsageError(
                 f"the network takes {in_ch} channels, the array has shape {image.shape} (H, W, C)"
@@ -453,10 +407,7 @@ def restore(
     x = image if image.ndim == 4 else image.unsqueeze(0)
     if x.shape[1] != in_ch:
         raise UsageError(f"the network takes {in_ch} channels, the image has shape {tuple(image.shape)}")
-    if tile is None:
-        size = [x.shape[2], x.shape[3]]
-    else:
-        size = [tile, tile] if isinstance(tile, int) else [int(t) for t in tile]
+    size = [tile, tile] if isinstance(tile, int) else list(x.shape[2:] if tile is None else map(int, tile))
     if len(size) != 2 or min(size) < 1:
         raise UsageError(f"tile must be a positive int or (height, width), got {tile!r}")
     if overlap < 0:
@@ -469,14 +420,14 @@ def restore(
         bad = "NaN" if bool(torch.isnan(x).any()) else "infinite"
         raise UsageError(f"the input image contains {bad} values; restore() needs finite values in [0, 1]")
     dev = _device_of(model) if device is None else torch.device(device)
+    channels_last = prefers_channels_last(dev) if channels_last is None else channels_last
     prepare_for_inference(model, dev, channels_last=channels_last)
-    run = _runner(model, dev, dtype, tta, degradation, compile)
+    run = _runner(model, dev, dtype, tta, degradation, compile, channels_last)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            x = x.detach().to("cpu", torch.float32)
-            out = _restore_tiled(x, run, (size[0], size[1]), overlap, batch_size, progress)
+            out = _restore_tiled(x.detach().float().cpu(), run, size, overlap, batch_size, progress)
     finally:
         model.train(was_training)
     out = out.clamp_(0, 1) if clamp else out
@@ -493,10 +444,7 @@ def _restore_pil(model: nn.Module, image: Any, restore_fn: Callable[[Any], Any])
     except ImageReadError as exc:
         raise UsageError(f"cannot restore the PIL image: {exc.reason}") from exc
     _, res = restore_array(model, arr[:, :, None] if arr.ndim == 2 else arr, restore_fn)
-    if res.shape[2] == 1:
-        pil = Image.fromarray(res[:, :, 0])
-    else:
-        pil = Image.fromarray(res, "LA" if res.shape[2] == 2 else None)
+    pil = Image.fromarray(res[:, :, 0] if res.shape[2] == 1 else res, "LA" if res.shape[2] == 2 else None)
     if pil.mode != mode and (mode in ("CMYK", "YCbCr", "LAB", "HSV", "I", "RGBX") or mode.startswith("I;16")):
         pil = pil.convert(mode)
     return pil

@@ -38,22 +38,19 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error)
 
 
-def require_pillow() -> Any:
-    """``PIL.Image``, or a :class:`~allinone_ir.errors.MissingDependencyError` saying how to install it."""
+def _pillow() -> Any:
     return require("PIL.Image", extra="data", purpose="reading and writing image files")
 
 
+def _pypng() -> Any:  # Pillow reads 16-bit colour PNG as 8-bit and cannot write it
+    return require("png", extra="data", purpose="reading and writing 16-bit colour PNG files")
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
-    """Write a file atomically: ``write(tmp)`` fills a temporary file in the same folder, renamed to ``path``.
+    """Write ``path`` through ``write(tmp)`` on a temporary file beside it, then renamed: never half-written.
 
-    Nothing half-written is left behind; parent folders are created; the permissions are
-    :func:`file_mode_for`'s. A full disk raises ``OSError`` "no space left on device while writing PATH".
-
-    Examples:
-        >>> import tempfile
-        >>> p = atomic_write(Path(tempfile.mkdtemp()) / "a.txt", lambda tmp: Path(tmp).write_text("hi"))
-        >>> p.read_text()
-        'hi'
+    Parent folders are created, permissions are :func:`file_mode_for`'s; a full disk raises ``OSError``
+    "no space left on device while writing PATH".
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -65,8 +62,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
         os.chmod(tmp, file_mode_for(p))
         os.replace(tmp, p)
     except OSError as exc:
-        full = _disk_full(exc, p)
-        if full is None:
+        if (full := _disk_full(exc, p)) is None:
             raise
         raise full from exc
     finally:
@@ -87,14 +83,7 @@ def _disk_full(exc: BaseException, path: str | os.PathLike[str]) -> OSError | No
 
 
 def file_mode_for(path: str | os.PathLike[str]) -> int:
-    """The permission bits ``open(path, "w")`` would give: an existing file's own, else ``0o666 & ~umask``.
-
-    Examples:
-        >>> import tempfile
-        >>> new = Path(tempfile.mkdtemp()) / "new.txt"
-        >>> file_mode_for(new) == 0o666 & ~_current_umask()
-        True
-    """
+    """The permission bits ``open(path, "w")`` would give: an existing file's own, else ``0o666 & ~umask``."""
     try:
         return os.stat(path).st_mode & 0o777
     except OSError:
@@ -148,7 +137,7 @@ def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = Fals
         >>> int(read_image_array(p, keep_channels=True)[2, 3, 0])
         55000
     """
-    Image = require_pillow()
+    Image = _pillow()
     p = Path(path)
     _check_is_file(p)
     try:
@@ -175,48 +164,34 @@ def _check_is_file(p: Path) -> None:
     try:
         os.stat(p)
     except (FileNotFoundError, NotADirectoryError) as exc:
-        if p.is_symlink():
-            target = os.readlink(p)
-            raise FileNotFoundError(
-                f"image file not found: {p} is a link to {target}, which does not exist"
-            ) from exc
-        raise FileNotFoundError(f"image file not found: {p}") from exc
+        link = f" is a link to {os.readlink(p)}, which does not exist" if p.is_symlink() else ""
+        raise FileNotFoundError(f"image file not found: {p}{link}") from exc
     except OSError as exc:
-        reason = "symbolic link loop" if exc.errno == errno.ELOOP else _read_failure(exc, p)
-        raise _refuse(p, reason) from exc
+        raise _refuse(p, "symbolic link loop" if exc.errno == errno.ELOOP else _read_failure(exc, p)) from exc
     if not p.is_file():
         raise FileNotFoundError(f"image file not found: {p}")
 
 
-#: EXIF orientation -> how to turn the stored (H, W, C) pixels into the picture viewers show.
-_ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: a.swapaxes(0, 1),
-    6: lambda a: np.rot90(a, -1),
-    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
-    8: lambda a: np.rot90(a, 1),
-}
+#: EXIF orientation -> (quarter turns, mirrored first) that give the picture viewers show.
+_ORIENT = {2: (0, 1), 3: (2, 0), 4: (2, 1), 5: (1, 1), 6: (3, 0), 7: (3, 1), 8: (1, 0)}
 
 
 def _oriented(arr: np.ndarray, im: Any) -> np.ndarray:
     """``arr`` turned by the EXIF orientation of ``im`` (Pillow drops a loaded TIFF's tag: turned once)."""
     try:
-        turn = _ORIENT.get(int(im.getexif().get(0x0112, 1)))
+        turns, mirror = _ORIENT.get(int(im.getexif().get(0x0112, 1)), (0, 0))
     except Exception:  # a damaged EXIF block: the pixels as stored
         return arr
-    return arr if turn is None else np.ascontiguousarray(turn(arr))
+    return np.ascontiguousarray(np.rot90(arr[:, ::-1] if mirror else arr, turns)) if turns or mirror else arr
 
 
 def _pixels(im: Any, p: Path) -> np.ndarray:
     """The stored pixels of an open Pillow image: (H, W) or (H, W, C), uint8, uint16 or float32."""
-    mode = im.mode
     if im.format == "PNG" and _is_png16_colour(p):
         arr = _read_png16(p)  # Pillow keeps only 8 of the 16 bits
         im.load()  # for the EXIF block, which may follow the pixels
         return arr
-    if mode in ("RGB", "RGBA") and _stored_16bit(im):  # Pillow would keep 8 of the 16 bits
+    if im.mode in ("RGB", "RGBA") and _stored_16bit(im):  # Pillow would keep 8 of the 16 bits
         if im.format != "TIFF":
             raise _refuse(p, f"16-bit colour {im.format}, which Pillow reads as 8-bit; save it as 16-bit PNG")
         return _read_tiff16(p)  # not loaded: the caller applies the orientation tag
@@ -248,35 +223,28 @@ def _read_tiff16(p: Path) -> np.ndarray:
 
 def _mode_pixels(im: Any, where: str | os.PathLike[str]) -> np.ndarray:
     """The pixels of a loaded Pillow image by its mode: (H, W) or (H, W, C), uint8, uint16 or float32."""
-    p = Path(where)
-    mode = im.mode
+    p, mode = Path(where), im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return np.asarray(im).astype(np.uint16)  # native byte order
-    if mode == "I" or mode.startswith("I;"):  # 32-bit integer grayscale: 16-bit samples, if they fit
-        ints = np.asarray(im, dtype=np.int64)
-        lo, hi = (int(ints.min()), int(ints.max())) if ints.size else (0, 0)
-        if lo < 0 or hi > 65535:
-            raise _refuse(
-                p,
-                f"32-bit integer pixels (mode {mode}) from {lo} to {hi}; integer pixels must be in 0..65535 "
-                "(16-bit); save the image as 16-bit or as float in [0, 1]",
-            )
-        return ints.astype(np.uint16)
-    if mode == "F" or mode.startswith("F;"):  # 32-bit float grayscale: values in [0, 1]
-        arr = np.asarray(im, dtype=np.float32)
-        if arr.size and not np.isfinite(arr).all():
+    if mode[0] in "IF" and (len(mode) == 1 or mode[1] == ";"):  # 32-bit integer or float grayscale
+        is_int = mode[0] == "I"
+        arr = np.asarray(im, dtype=np.int64 if is_int else np.float32)
+        what = f"32-bit {'integer' if is_int else 'float'} pixels (mode {mode})"
+        if not is_int and arr.size and not np.isfinite(arr).all():
             bad = "NaN" if np.isnan(arr).any() else "infinite"
-            raise _refuse(
-                p, f"32-bit float pixels (mode {mode}) contain {bad} values; expected values in [0, 1]"
-            )
-        lo_f, hi_f = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
-        if lo_f < 0 or hi_f > 1:
+            raise _refuse(p, f"{what} contain {bad} values; expected values in [0, 1]")
+        lo, hi = (arr.min(), arr.max()) if arr.size else (0, 0)
+        if is_int and (lo < 0 or hi > 65535):
             raise _refuse(
                 p,
-                f"32-bit float pixels (mode {mode}) from {lo_f:g} to {hi_f:g}; float images must hold values in "
-                "[0, 1] (scale them first)",
+                f"{what} from {lo} to {hi}; integer pixels must be in 0..65535 (16-bit); save the image as "
+                "16-bit or as float in [0, 1]",
             )
-        return arr
+        if not is_int and (lo < 0 or hi > 1):
+            raise _refuse(
+                p, f"{what} from {lo:g} to {hi:g}; float images must hold values in [0, 1] (scale them first)"
+            )
+        return arr.astype(np.uint16) if is_int else arr
     if mode in ("L", "LA", "RGB", "RGBA"):
         return np.asarray(im)
     if mode == "1":
@@ -307,23 +275,18 @@ def _read_failure(exc: BaseException, p: Path) -> str:
     """Why ``p`` could not be read, in words and without the file name."""
     if isinstance(exc, PermissionError):
         return "permission denied"
-    try:
+    with contextlib.suppress(OSError):
         if p.stat().st_size == 0:
             return "empty file (0 bytes)"
-    except OSError:
-        pass
     if type(exc).__name__ == "UnidentifiedImageError":
-        is_tiff = False
         with contextlib.suppress(OSError), open(p, "rb") as f:
-            is_tiff = f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-        if is_tiff:
-            return (
-                "a TIFF layout Pillow cannot read (e.g. colour with 32-bit float samples); save it as "
-                "16-bit PNG or one float channel"
-            )
+            if f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+                return (
+                    "a TIFF layout Pillow cannot read (e.g. colour with 32-bit float samples); save it as "
+                    "16-bit PNG or one float channel"
+                )
         return "not an image file (or a format Pillow cannot read)"
-    text = " ".join(str(exc).replace(str(p), "").split()).strip(" :")
-    return text or type(exc).__name__
+    return " ".join(str(exc).replace(str(p), "").split()).strip(" :") or type(exc).__name__
 
 
 def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
@@ -386,18 +349,16 @@ def write_image(
         >>> back.dtype, back.shape, int(back[1, 2, 0])
         (dtype('uint16'), (2, 3, 3), 40000)
     """
-    Image = require_pillow()
+    Image = _pillow()
     p = Path(path)
     if p.exists() and not overwrite:
         raise FileExistsError(f"refusing to overwrite existing file {p} (pass overwrite=True)")
     if bits not in (8, 16):
         raise UsageError(f"bits must be 8 or 16, got {bits}")
-    if isinstance(image, torch.Tensor):
-        arr = tensor_to_array(image, np.uint16 if bits == 16 else np.uint8)
-    else:
-        arr = np.asarray(image)
-        if np.issubdtype(arr.dtype, np.floating):
-            arr = tensor_to_array(array_to_tensor(arr), np.uint16 if bits == 16 else np.uint8)
+    depth = np.uint16 if bits == 16 else np.uint8
+    arr = tensor_to_array(image, depth) if isinstance(image, torch.Tensor) else np.asarray(image)
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = tensor_to_array(array_to_tensor(arr), depth)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.dtype not in (np.uint8, np.uint16):
@@ -406,9 +367,9 @@ def write_image(
             f"and dtype {arr.dtype}"
         )
     image_format = Image.registered_extensions().get(p.suffix.lower())
-    if arr.dtype == np.uint16 and image_format == "PNG" and arr.shape[2] != 1:
-        return atomic_write(p, lambda tmp: _write_png16(tmp, arr))
     if arr.dtype == np.uint16 and arr.shape[2] != 1:
+        if image_format == "PNG":
+            return atomic_write(p, lambda tmp: _write_png16(tmp, arr))
         warnings.warn(f"{p}: 16-bit colour can only be written as PNG; writing 8-bit", stacklevel=2)
         arr = ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
@@ -426,14 +387,9 @@ def _is_png16_colour(p: Path) -> bool:
     return head[24] == 16 and head[25] in (2, 4, 6)
 
 
-def _require_png() -> Any:
-    """pypng (Pillow reads 16-bit colour PNG as 8-bit and cannot write it)."""
-    return require("png", extra="data", purpose="reading and writing 16-bit colour PNG files")
-
-
 def _read_png16(p: Path) -> np.ndarray:
     """Pixels of a 16-bit PNG file, ``(H, W, C)`` uint16, decoded by pypng (``ValueError`` if damaged)."""
-    png = _require_png()
+    png = _pypng()
     try:
         with open(p, "rb") as f:
             width, height, rows, info = png.Reader(file=f).read()
@@ -442,17 +398,15 @@ def _read_png16(p: Path) -> np.ndarray:
         raise ValueError(f"corrupt or truncated PNG file ({' '.join(map(str, exc.args))})") from exc
     if info["bitdepth"] != 16:
         raise ValueError(f"expected a 16-bit PNG file, got {info['bitdepth']}-bit")
-    planes = info["planes"]
-    if len(data) != width * height * planes * 2:
+    if len(data) != width * height * info["planes"] * 2:
         raise ValueError("truncated PNG file (too little image data)")
-    return np.frombuffer(data, dtype=np.uint16).reshape(height, width, planes).copy()
+    return np.frombuffer(data, dtype=np.uint16).reshape(height, width, info["planes"]).copy()
 
 
 def _write_png16(path: str, arr: np.ndarray) -> None:
     """Write an ``(H, W, C)`` uint16 array, C in 1..4, as a 16-bit PNG file with pypng."""
-    png = _require_png()
     h, w, c = arr.shape
-    writer = png.Writer(w, h, greyscale=c <= 2, alpha=c in (2, 4), bitdepth=16, compression=6)
+    writer = _pypng().Writer(w, h, greyscale=c <= 2, alpha=c in (2, 4), bitdepth=16, compression=6)
     rows = np.ascontiguousarray(arr, dtype=">u2").reshape(h, w * c)  # PNG samples are big-endian
     with open(path, "wb") as f:
         writer.write_packed(f, (row.tobytes() for row in rows))

@@ -23,8 +23,6 @@ __all__ = [
 Reduction = Literal["mean", "none"]
 Window = Literal["uniform", "gaussian"]
 
-_Y_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
-
 
 def rgb_to_y(x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """BT.601 luma (studio swing) in the value scale of ``x``, as BasicSR's ``rgb2ycbcr(y_only=True)``.
@@ -39,8 +37,8 @@ def rgb_to_y(x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """
     if x.ndim != 4 or x.shape[1] != 3:
         raise UsageError(f"rgb_to_y expects (N, 3, H, W) RGB images, got shape {tuple(x.shape)}")
-    w = torch.tensor(_Y_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True) + 16.0 / 255.0 * data_range
+    w = torch.tensor([v / 255.0 for v in (65.481, 128.553, 24.966)], dtype=x.dtype, device=x.device)
+    return (x * w.view(1, 3, 1, 1)).sum(dim=1, keepdim=True) + 16.0 / 255.0 * data_range
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
@@ -122,30 +120,28 @@ def psnr(
 
 
 def ssim_map(
-    pred: torch.Tensor, target: torch.Tensor, *, data_range: float = 1.0, window: Window = "uniform"
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    data_range: float = 1.0,
+    window: Window = "uniform",
+    sample_covariance: bool | None = None,
 ) -> torch.Tensor:
-    """The differentiable SSIM map over the valid region, in the dtype of ``pred``.
-
-    Uniform 7x7 window with sample covariance (scikit-image), or Gaussian 11x11, sigma 1.5, with
-    population covariance (BasicSR).
-
-    Shape:
-        - pred, target: :math:`(N, C, H, W)`
-        - output: :math:`(N, C, H - s + 1, W - s + 1)` for window size ``s``
-    """
-    if window == "uniform":
-        s, w1 = 7, torch.full((7,), 1.0 / 7, dtype=torch.float64)
-    elif window == "gaussian":
-        s, r = 11, torch.arange(11, dtype=torch.float64) - 5
-        w1 = torch.exp(-(r**2) / (2 * 1.5**2))
-        w1 = w1 / w1.sum()
-    else:
+    """The differentiable SSIM map over the valid region, in ``pred``'s dtype: a uniform 7x7 window with
+    sample covariance (scikit-image) or a Gaussian 11x11 one, sigma 1.5, with population covariance (BasicSR),
+    unless ``sample_covariance`` says otherwise."""
+    if window not in ("uniform", "gaussian"):
         raise UsageError(f"window must be 'uniform' or 'gaussian', got {window!r}")
+    s = 7 if window == "uniform" else 11
+    r = torch.arange(s, dtype=torch.float64) - s // 2
+    w1 = torch.ones(s, dtype=torch.float64) if s == 7 else torch.exp(-(r**2) / (2 * 1.5**2))
+    w1 = w1 / w1.sum()
     c, h, w = pred.shape[1:]
     if h < s or w < s:
         raise UsageError(f"SSIM with a {s}x{s} {window} window needs images of at least {s}x{s}, got {h}x{w}")
     kernel = torch.outer(w1, w1).to(device=pred.device, dtype=pred.dtype).expand(c, 1, s, s)
-    cov_norm = s * s / (s * s - 1.0) if window == "uniform" else 1.0
+    sample = window == "uniform" if sample_covariance is None else sample_covariance
+    cov_norm = s * s / (s * s - 1.0) if sample else 1.0
     stacked = torch.cat([pred, target, pred * pred, target * target, pred * target])
     mu_x, mu_y, xx, yy, xy = F.conv2d(stacked, kernel, groups=c).chunk(5)
     vx, vy, vxy = cov_norm * (xx - mu_x * mu_x), cov_norm * (yy - mu_y * mu_y), cov_norm * (xy - mu_x * mu_y)
@@ -221,7 +217,7 @@ class MetricProtocol:
         p, t = p * self.data_range, t * self.data_range
         if p.ndim == 3:
             p, t = p.unsqueeze(0), t.unsqueeze(0)
-        kw: dict[str, Any] = {"data_range": self.data_range, "crop_border": self.crop_border}
+        kw: dict[str, Any] = dict(data_range=self.data_range, crop_border=self.crop_border)
         kw.update(y_channel=self.y_channel, reduction="none")
         return {"psnr": psnr(p, t, **kw), "ssim": ssim(p, t, window=self.ssim_window, **kw)}
 

@@ -28,7 +28,6 @@ def count_flops(
     Args:
         target: A function with no arguments, called once; or a network, counted on the ``meta`` device.
         size: ``(H, W)`` of the image; required for a network, not allowed for a function.
-        in_channels: Channels of the image given to a network.
 
     Raises:
         UsageTypeError: If ``size`` is missing for a network, or given with a function.
@@ -48,11 +47,7 @@ def count_flops(
             raise UsageTypeError("count_flops(network, size): give the image size (H, W)")
         meta, x = _on_meta(target), torch.zeros(1, in_channels, *size, device="meta")
         meta.requires_grad_(False)  # FlopCounterMode cannot hook an output that is a view of a grad parameter
-
-        def call() -> None:
-            with torch.no_grad():
-                meta(x)
-
+        call = torch.no_grad()(lambda: meta(x))
     elif size is not None:
         raise UsageTypeError("count_flops(fn): size is only for a network; the function is called as it is")
     else:
@@ -97,11 +92,8 @@ def measure_latency(
     dtype: torch.dtype | None = None,
     compile: bool = False,
 ) -> float:
-    """Median seconds of ``runs`` calls of :func:`allinone_ir.restore` on a random ``(1, C, H, W)`` image.
-
-    One warm-up call comes first; ``size`` is ``(H, W)``, ``dtype`` ``None`` (float32) or the autocast
-    dtype, ``compile`` times the ``torch.compile``'d network.
-    """
+    """Median seconds of ``runs`` calls of :func:`allinone_ir.restore` on a random ``(1, C, H, W)`` image,
+    after one warm-up call; ``size`` is ``(H, W)``, ``dtype`` and ``compile`` as ``restore``'s."""
     dev = torch.device(device)
     x = torch.rand(1, in_channels, *size, device=dev)
 
@@ -113,7 +105,7 @@ def measure_latency(
     call()
     times = []
     for _ in range(runs):
-        t = time.perf_counter()
+        start = time.perf_counter()
         call()
-        times.append(time.perf_counter() - t)
+        times.append(time.perf_counter() - start)
     return statistics.median(times)

@@ -16,8 +16,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ._runtime import low_precision_dtype
 from .errors import DatasetError, UnknownNameError
-from .io import read_image_array, write_image
+from .inference import restore
+from .io import array_to_tensor, read_image_array, write_image
+from .metrics import PROMPTIR_PROTOCOL, psnr, ssim, ssim_map
 
 __all__ = ["check_suite", "list_suites", "published_rows", "run_suite"]
 
@@ -28,13 +31,11 @@ _SIGMA_ORDER = (15, 25, 50)
 
 
 @dataclass(frozen=True)
-class _Task:
-    """One column of a suite's table: its JSON key, folder under the root, test-set size and pairing rule."""
-
+class _Task:  # one column of a suite's table
     key: str
     folder: str
     expected: int
-    pairing: str  # "noise" (clean images only), "same_name" (input/ and target/), "sots" (prefix to "_")
+    pairing: str  # "noise" (clean images only), "same_name" (input/ and target/), "sots" (the id before "_")
     sigma: int | None = None
 
 
@@ -85,30 +86,22 @@ def list_suites() -> dict[str, list[str]]:
     return {name: [t.key for t in suite.tasks] for name, suite in _SUITES.items()}
 
 
-def _suite(name: str) -> _Suite:
+def _suite(name: str, tasks: Sequence[str] | None = None) -> tuple[_Suite, list[_Task]]:
+    """The suite and its ``tasks`` (default: all) in the suite's order, whatever the order asked."""
     if name not in _SUITES:
         raise UnknownNameError(f"unknown benchmark suite {name!r}; known: {', '.join(_SUITES)}")
-    return _SUITES[name]
-
-
-def _suite_tasks(name: str, tasks: Sequence[str] | None) -> list[_Task]:
-    all_tasks = _suite(name).tasks
-    if tasks is None:
-        return list(all_tasks)
-    keys = [t.key for t in all_tasks]
-    unknown = [t for t in tasks if t not in keys]
-    if unknown:
+    keys = [t.key for t in _SUITES[name].tasks]
+    if unknown := [t for t in tasks or () if t not in keys]:
         raise UnknownNameError(
             f"suite {name!r} has no task {', '.join(map(repr, unknown))}; its tasks: {', '.join(keys)}"
         )
-    return [t for t in all_tasks if t.key in tasks]  # the suite's order, whatever the order asked
+    return _SUITES[name], [t for t in _SUITES[name].tasks if tasks is None or t.key in tasks]
 
 
 def _images(folder: Path) -> list[Path]:
     """The image files of a folder, sorted by name (the official code takes ``os.listdir``'s order)."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+    found = folder.iterdir() if folder.is_dir() else ()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
 
 
 @dataclass
@@ -158,12 +151,9 @@ def _root(root: str | Path, tasks: Sequence[_Task]) -> Path:
     if not root.is_dir():
         raise DatasetError(f"benchmark root {root} is not a folder (expected the test/ folder of the layout)")
     # accept the folder above test/ (PromptIR: test/..., AdaIR: data/test/..., Restormer: Datasets/test/...)
-    tops = {t.folder.split("/")[0] for t in tasks}
-    if not any((root / top).is_dir() for top in tops):
-        for above in ("test", "data/test", "Datasets/test"):
-            if (root / above).is_dir():
-                return root / above
-    return root
+    if any((root / t.folder.split("/")[0]).is_dir() for t in tasks):
+        return root
+    return next((root / a for a in ("test", "data/test", "Datasets/test") if (root / a).is_dir()), root)
 
 
 def check_suite(name: str, root: str | Path, tasks: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -188,7 +178,7 @@ def check_suite(name: str, root: str | Path, tasks: Sequence[str] | None = None)
         >>> check_suite("three-task", tempfile.mkdtemp())["derain"]["found"]
         0
     """
-    chosen = _suite_tasks(name, tasks)
+    _, chosen = _suite(name, tasks)
     base = _root(root, chosen)
     report: dict[str, dict[str, Any]] = {}
     for task in chosen:
@@ -225,10 +215,8 @@ def _read_rgb(path: Path, crop: int) -> np.ndarray:
 def _noisy_images(
     cleans: Sequence[np.ndarray], sigma: int, order: Sequence[int] = _SIGMA_ORDER
 ) -> Iterator[np.ndarray]:
-    """The official noisy inputs of one sigma: ``np.random.seed(0)``'s stream after the sigmas before it in ``order``.
-
-    The process's random state is untouched; the noisy values are truncated to uint8 (``.astype(np.uint8)``).
-    """
+    """The official noisy inputs of one sigma, truncated to uint8: the stream of ``np.random.seed(0)`` after
+    the sigmas before it in ``order`` (the process's random state is untouched)."""
     rng = np.random.RandomState(0)
     for _earlier in order[: list(order).index(sigma)]:
         for clean in cleans:
@@ -244,9 +232,9 @@ def _task_inputs(
     """``(name, degraded, clean)`` cropped uint8 arrays of a task, in sorted name order."""
     if lay.task.pairing == "noise":
         cleans = [_read_rgb(p, crop) for p, _ in lay.pairs]
-        noisy_images = _noisy_images(cleans, lay.task.sigma or 0, order)
-        for (path, _), clean, noisy in zip(lay.pairs, cleans, noisy_images):
-            yield path.stem, noisy, clean
+        yield from zip(
+            (p.stem for p, _ in lay.pairs), _noisy_images(cleans, lay.task.sigma or 0, order), cleans
+        )
         return
     for src, tgt in lay.pairs:
         assert tgt is not None  # paired tasks always have a target
@@ -266,33 +254,15 @@ def _matlab_y(image: torch.Tensor) -> torch.Tensor:
     return torch.floor(y + 0.5)[None, None]  # MATLAB rounds halves away from zero
 
 
-def _ssim_gaussian_sample(output: torch.Tensor, target: torch.Tensor) -> float:
-    """scikit-image's ``structural_similarity(gaussian_weights=True, data_range=1)`` of two RGB images.
-
-    An 11x11 Gaussian window (sigma 1.5) with the sample covariance (121 / 120), as MoCE-IR's ``calc_ssim``.
-    """
-    r = torch.arange(11, dtype=torch.float64) - 5
-    g = torch.exp(-(r**2) / (2 * 1.5**2))
-    kernel = torch.outer(g, g).div(torch.outer(g, g).sum()).expand(3, 1, 11, 11)
-    x, y = output.double().clamp(0, 1)[None], target.double()[None]
-    mx, my, xx, yy, xy = torch.nn.functional.conv2d(torch.cat([x, y, x * x, y * y, x * y]), kernel, groups=3)
-    norm = 121 / 120
-    vx, vy, vxy = norm * (xx - mx * mx), norm * (yy - my * my), norm * (xy - mx * my)
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return float(s.mean())
-
-
 def _scores(protocol: str, output: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
     """PSNR and SSIM of a ``(3, H, W)`` output in [0, 1] against its target, under the protocol."""
-    from .metrics import PROMPTIR_PROTOCOL, psnr, ssim
-
     if protocol == "matlab_y":
         a, b = _matlab_y(output), _matlab_y(target)
         return float(psnr(a, b, data_range=255.0)), float(ssim(a, b, data_range=255.0, window="gaussian"))
     scores = PROMPTIR_PROTOCOL.compute(output, target)
-    if protocol == "moce_ir":  # src/test.py: the same PSNR, SSIM with gaussian_weights=True
-        return scores["psnr"], _ssim_gaussian_sample(output, target)
+    if protocol == "moce_ir":  # src/test.py's calc_ssim: scikit-image's SSIM with gaussian_weights=True
+        pair = output.double().clamp(0, 1)[None], target.double()[None]
+        return scores["psnr"], float(ssim_map(*pair, window="gaussian", sample_covariance=True).mean())
     return scores["psnr"], scores["ssim"]
 
 
@@ -336,14 +306,10 @@ def run_suite(
         DatasetError: If no task of ``tasks`` has an image, or a pair's sizes differ.
         UnknownNameError: If the suite, a task or the protocol is unknown.
     """
-    from ._runtime import low_precision_dtype
-    from .inference import restore
-
     opts: dict[str, Any] = dict(
         tile=tile, overlap=overlap, tta=tta, device=device, dtype=low_precision_dtype(dtype)
     )
-    suite = _suite(name)
-    chosen = _suite_tasks(name, tasks)
+    suite, chosen = _suite(name, tasks)
     protocol = protocol or suite.protocol
     allowed = ("promptir", "moce_ir") if suite.protocol == "promptir" else (suite.protocol,)
     if protocol not in allowed:
@@ -366,8 +332,7 @@ def run_suite(
         sums = np.zeros(4)
         start = time.perf_counter()
         for done, (stem, degraded, clean) in enumerate(_task_inputs(lay, suite.crop, order), 1):
-            x = torch.from_numpy(degraded.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
-            target = torch.from_numpy(clean.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
+            x, target = array_to_tensor(degraded), array_to_tensor(clean)
             if isinstance(model, torch.nn.Module):
                 y = restore(model, x, progress=False, **opts)
             else:
@@ -450,7 +415,7 @@ def published_rows(name: str, results: dict[str, Any] | None = None) -> list[dic
         >>> [r["method"] for r in published_rows("three-task")][-4:]
         ['PromptIR', 'PIP-Restormer', 'DFPIR', 'BaryIR']
     """
-    keys = {t.key for t in _suite(name).tasks}
+    keys = {t.key for t in _suite(name)[0].tasks}
     measured = (results or {}).get("tasks", {})
     rows = []
     for method, source, text in _PUBLISHED.get(name, ()):

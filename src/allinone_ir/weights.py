@@ -121,8 +121,7 @@ def download_weights(
             message names the URLs tried, the other sources and the ``weights import`` command).
         CheckpointError: If the file's size, SHA-256 or architecture is wrong (it is deleted).
     """
-    entry = get_weights(name)
-    folder = _entry_dir(name, cache_dir)
+    entry, folder = get_weights(name), _entry_dir(name, cache_dir)
     target = folder / entry.file_name
     if cached_state(name, cache_dir) == "converted":
         return folder
