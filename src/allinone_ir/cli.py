@@ -42,23 +42,21 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
         except ModuleNotFoundError as exc:
             if exc.name is not None and exc.name.startswith("allinone_ir"):
                 continue  # command not part of this build
+            message = f"this command needs the optional package {exc.name!r}: {install_hint(exc.name)}"
             sub.add_parser(name, help=f"{help_text} (unavailable: {exc})").set_defaults(
-                func=lambda _a, _e=exc: _missing(_e)
+                func=lambda _a, _m=message: _raise(MissingDependencyError(_m))
             )
     return parser
 
 
-def _missing(exc: ModuleNotFoundError) -> int:
-    print(f"error: this command needs the optional package {exc.name!r}: {install_hint(exc.name)}",
-          file=sys.stderr)  # fmt: skip
-    return 2
+def _raise(exc: Exception) -> int:
+    raise exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``allinone-ir``; returns the exit status.
+    """Run ``allinone-ir``: library errors, ``OSError`` and a missing package become one ``error:`` line.
 
-    The library's errors, ``OSError`` and a missing optional package become one ``error: ...``
-    line, warnings one ``warning: ...`` line each (``ALLINONE_IR_TRACEBACK=1``: tracebacks).
+    Warnings become one ``warning:`` line each; ``ALLINONE_IR_TRACEBACK=1`` shows tracebacks instead.
 
     Returns:
         0 on success, 1 when the command ran but something failed (files skipped, training

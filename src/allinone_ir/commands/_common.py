@@ -1,4 +1,4 @@
-"""What the sub-commands share: the network options, option types, the progress over files, help text."""
+"""What the sub-commands share: the network options, option types, progress, JSON reports, help text."""
 
 from __future__ import annotations
 
@@ -29,9 +29,7 @@ def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bo
         help="registered model name (see `allinone-ir models`) or a save_pretrained folder; with --checkpoint "
         "it names the architecture",
     )
-    g.add_argument(
-        "--checkpoint", help="weights: official .ckpt/.pth, .safetensors or a save_pretrained folder"
-    )
+    g.add_argument("--checkpoint", help="weights: .ckpt/.pth, .safetensors or a save_pretrained folder")
     g.add_argument(
         "--weights",
         metavar="NAME",
@@ -50,9 +48,7 @@ def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bo
 def add_restore_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``--tile``, ``--overlap`` and ``--tta``, the options of :func:`~allinone_ir.inference.restore`."""
     p.add_argument("--tile", type=positive_int, help="tile size in pixels (default: whole images)")
-    p.add_argument(
-        "--overlap", type=non_negative_int, default=32, help="tile overlap in pixels (default: 32)"
-    )
+    p.add_argument("--overlap", type=non_negative_int, default=32, help="tile overlap in px (default: 32)")
     p.add_argument(
         "--tta", nargs="?", const="x8", choices=("flip", "x8"),
         help="test-time augmentation: x8 self-ensemble (default when given) or flip",
@@ -60,12 +56,7 @@ def add_restore_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_model_args(text: str | None) -> dict[str, Any]:
-    """The ``--model-args`` JSON object (``{}`` when not given); ``UsageError`` if it is not one.
-
-    Examples:
-        >>> parse_model_args('{"dim": 24}'), parse_model_args(None)
-        ({'dim': 24}, {})
-    """
+    """The ``--model-args`` JSON object (``{}`` when not given); ``UsageError`` if it is not one."""
     try:
         overrides = json.loads(text) if text else {}
     except json.JSONDecodeError as exc:
@@ -76,123 +67,87 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
 
 
 def load_model_from_args(args: argparse.Namespace, *, require_weights: bool) -> Any:
-    """The network the options of :func:`add_model_arguments` choose, in eval mode on ``--device``.
+    """The network the options of :func:`add_model_arguments` choose, in eval mode on ``--device``."""
+    import torch
 
-    Args:
-        args: The parsed options.
-        require_weights: Refuse an untrained network unless ``--random-weights`` is given.
+    overrides = parse_model_args(args.model_args)
+    model = _weights_model(args, overrides)
+    if model is None:
+        model = _named_model(args, overrides, require_weights)
+    try:
+        return model.to(torch.device(args.device)).eval()
+    except (RuntimeError, AssertionError, ValueError) as exc:  # unknown device, or no CUDA in this torch
+        raise UsageError(f"--device {args.device}: {' '.join(str(exc).split())}") from exc
 
-    Raises:
-        UsageError: If the options name no usable network or device, or an untrained one not allowed.
-        CheckpointError: If the weights cannot be read or do not fit the network.
-    """
+
+def _weights_model(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
+    """The registered weights of ``--weights NAME`` (or ``--checkpoint NAME`` when no such file exists)."""
+    from ..models._weights import get_weights
+    from ..weights import HF_PREFIX, _is_weights_name, load_pretrained
+
+    if args.weights and args.checkpoint:
+        raise UsageError("give --weights NAME or --checkpoint PATH, not both")
+    name = args.weights or (
+        args.checkpoint if args.checkpoint and _is_weights_name(args.checkpoint) else None
+    )
+    if name is None:
+        return None
+    if overrides:
+        raise UsageError(f"--weights {name} loads the released network as it is; drop --model-args")
+    if args.model and not name.startswith(HF_PREFIX) and get_weights(name).arch != args.model:
+        raise UsageError(f"--weights {name} is a {get_weights(name).arch} network, not --model {args.model}")
+    return load_pretrained(name)
+
+
+def _named_model(args: argparse.Namespace, overrides: dict[str, Any], require_weights: bool) -> Any:
     from ..hub import from_pretrained, load_checkpoint
     from ..models import create_model
 
-    overrides = parse_model_args(args.model_args)
-    weights = _weights_name(args)
-    if weights is not None:
-        return _on_device(_load_weights(weights, args.model, overrides), args.device)
     model_path = Path(args.model) if args.model else None
     try:
         if args.checkpoint:
-            model = load_checkpoint(args.checkpoint, args.model, **overrides)
-        elif model_path is not None and model_path.is_dir():
-            model = from_pretrained(model_path)
-        elif model_path is not None and model_path.is_file():
-            raise UsageError(f"--model {args.model} is a file; pass weights as --checkpoint {args.model}")
-        elif args.model:
-            if os.sep in args.model or "/" in args.model:
-                raise UsageError(f"--model {args.model}: no such folder (and not a registered model name)")
-            if require_weights and not getattr(args, "random_weights", False):
-                raise UsageError(
-                    f"--model {args.model} without --checkpoint would run the network with random weights; "
-                    "pass --checkpoint PATH (or a save_pretrained folder as --model), or --random-weights "
-                    "to run it untrained anyway"
-                )
-            model = create_model(args.model, **overrides)
-            print(
-                f"warning: {args.model} has random weights; pass --checkpoint for trained ones",
-                file=sys.stderr,
-            )
-        else:
+            return load_checkpoint(args.checkpoint, args.model, **overrides)
+        if model_path is None:
             raise UsageError("give --model NAME|FOLDER or --checkpoint PATH")
+        if model_path.is_dir():
+            return from_pretrained(model_path)
+        if model_path.is_file():
+            raise UsageError(f"--model {args.model} is a file; pass weights as --checkpoint {args.model}")
+        if os.sep in args.model or "/" in args.model:
+            raise UsageError(f"--model {args.model}: no such folder (and not a registered model name)")
+        if require_weights and not getattr(args, "random_weights", False):
+            raise UsageError(
+                f"--model {args.model} without --checkpoint would run the network with random weights; "
+                "pass --checkpoint PATH (or a save_pretrained folder as --model), or --random-weights "
+                "to run it untrained anyway"
+            )
+        model = create_model(args.model, **overrides)
     except AllInOneIRError:
         raise
     except (ValueError, TypeError, KeyError) as exc:  # unknown name, constructor arguments it does not take
         what = f"--model {args.model}" if args.model else f"--checkpoint {args.checkpoint}"
         raise UsageError(f"{what}: {exc}") from exc
-    return _on_device(model, args.device)
+    print(f"warning: {args.model} has random weights; pass --checkpoint for trained ones", file=sys.stderr)
+    return model
 
 
-def _on_device(model: Any, device: str) -> Any:
-    import torch
-
-    try:
-        return model.to(torch.device(device)).eval()
-    except (RuntimeError, AssertionError, ValueError) as exc:  # unknown device, or no CUDA in this torch
-        raise UsageError(f"--device {device}: {' '.join(str(exc).split())}") from exc
-
-
-def _weights_name(args: argparse.Namespace) -> str | None:
-    """The weights name of ``--weights``, or of ``--checkpoint NAME`` when no such file exists."""
-    from ..weights import _is_weights_name
-
-    if args.weights and args.checkpoint:
-        raise UsageError("give --weights NAME or --checkpoint PATH, not both")
-    if not args.weights and args.checkpoint and _is_weights_name(args.checkpoint):
-        return str(args.checkpoint)
-    return args.weights
-
-
-def _load_weights(name: str, arch: str | None, overrides: dict[str, Any]) -> Any:
-    from ..models._weights import get_weights
-    from ..weights import HF_PREFIX, load_pretrained
-
-    if overrides:
-        raise UsageError(f"--weights {name} loads the released network as it is; drop --model-args")
-    if arch and not name.startswith(HF_PREFIX) and get_weights(name).arch != arch:
-        raise UsageError(f"--weights {name} is a {get_weights(name).arch} network, not --model {arch}")
-    return load_pretrained(name)
-
-
-def _int_at_least(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
-    if value < low:
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        with contextlib.suppress(ValueError):
+            if int(text) >= low:
+                return int(text)
         raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
-    return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """Option type: an integer >= 1.
-
-    Examples:
-        >>> positive_int("3")
-        3
-    """
-    return _int_at_least(text, 1)
-
-
-def non_negative_int(text: str) -> int:
-    """Option type: an integer >= 0."""
-    return _int_at_least(text, 0)
+#: Option types: an integer >= 1, an integer >= 0.
+positive_int, non_negative_int = _at_least(1), _at_least(0)
 
 
 def comma_list(kind: Callable[[str], T]) -> Callable[[str], list[T]]:
-    """Option type: a comma-separated list of ``kind`` (empty items skipped).
-
-    Examples:
-        >>> comma_list(int)("64,128,")
-        [64, 128]
-    """
-
-    def parse(text: str) -> list[T]:
-        return [kind(t) for t in text.split(",") if t]
-
-    return parse
+    """Option type: a comma-separated list of ``kind`` (empty items skipped)."""
+    return lambda text: [kind(t) for t in text.split(",") if t]
 
 
 def with_progress(
@@ -207,14 +162,7 @@ def with_progress(
 
 @contextlib.contextmanager
 def overwrite_flag(flag: str = "--overwrite") -> Iterator[None]:
-    """Inside, a library refusal to replace a file says ``pass --overwrite``, not ``pass overwrite=True``.
-
-    Examples:
-        >>> with overwrite_flag():
-        ...     raise FileExistsError("refusing to overwrite out.png (pass overwrite=True)")
-        Traceback (most recent call last):
-        FileExistsError: refusing to overwrite out.png (pass --overwrite)
-    """
+    """Inside, a library refusal to replace a file says ``pass --overwrite``, not ``pass overwrite=True``."""
     try:
         yield
     except FileExistsError as exc:
@@ -223,13 +171,23 @@ def overwrite_flag(flag: str = "--overwrite") -> Iterator[None]:
         raise FileExistsError(str(exc).replace("pass overwrite=True", f"pass {flag}")) from exc
 
 
-def _plain_text(text: str, width: int = 100) -> str:
-    """A docstring's reST as plain terminal text: markup dropped, prose refilled, indented blocks kept.
+def new_json_path(text: str | None) -> Path | None:
+    """The ``--json`` report file, refused before any work if it exists."""
+    if text and Path(text).exists():
+        raise FileExistsError(f"{Path(text)} exists; not overwritten (choose another --json file)")
+    return Path(text) if text else None
 
-    Examples:
-        >>> _plain_text("Use ``--tile`` (:func:`~allinone_ir.inference.restore`) or ``type: paired``; schema::")
-        "Use --tile (restore) or 'type: paired'; schema:"
-    """
+
+def write_json(path: Path, doc: Any) -> None:
+    """Write ``doc`` as indented JSON, atomically."""
+    from ..io import atomic_write
+
+    text = json.dumps(doc, indent=2) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _plain_text(text: str, width: int = 100) -> str:
+    """A docstring's reST as plain terminal text: markup dropped, prose refilled, indented blocks kept."""
 
     def code(m: re.Match[str]) -> str:
         span = " ".join(m.group(1).split())
@@ -240,10 +198,9 @@ def _plain_text(text: str, width: int = 100) -> str:
     )
     text = re.sub(r"``(.+?)``", code, text, flags=re.S)
     text = re.sub(r"::$", ":", text, flags=re.M)
-    blocks = text.strip("\n").split("\n\n")
     return "\n\n".join(
         b
         if any(line.startswith(" ") for line in b.splitlines())
         else textwrap.fill(" ".join(b.split()), width)
-        for b in blocks
+        for b in text.strip("\n").split("\n\n")
     )

@@ -22,9 +22,7 @@ See docs/tutorials/benchmarks.md for the protocol and its sources.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
@@ -35,6 +33,8 @@ from ._common import (
     add_restore_arguments,
     comma_list,
     load_model_from_args,
+    new_json_path,
+    write_json,
 )
 
 __all__ = ["add_parser"]
@@ -50,12 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--suite", required=True, help="three-task, five-task or restormer-deraining")
     p.add_argument("--root", required=True, help="the test/ folder of the layout (see above)")
-    p.add_argument(
-        "--tasks", type=comma_list(str), help="comma-separated task keys (default: all), e.g. derain,dehaze"
-    )
-    p.add_argument(
-        "--check", action="store_true", help="only say what of the layout is there; run no network"
-    )
+    p.add_argument("--tasks", type=comma_list(str), help="task keys (default: all), e.g. derain,dehaze")
+    p.add_argument("--check", action="store_true", help="say what of the layout is there; run no network")
     add_model_arguments(p)
     add_restore_arguments(p)
     p.add_argument(
@@ -67,9 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=("promptir", "moce_ir", "matlab_y"),
         help="scoring (default: the suite's; moce_ir: MoCE-IR's Gaussian-window SSIM and noise order)",
     )
-    p.add_argument(
-        "--compare", action="store_true", help="print the papers' published rows and the differences"
-    )
+    p.add_argument("--compare", action="store_true", help="print the papers' rows and the differences")
     p.add_argument("--json", help="also write the results to this JSON file (a new file)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -98,23 +92,18 @@ def _print_compare(rows: list[dict[str, Any]], keys: list[str]) -> None:
         cells = []
         for key in [*keys, "average"]:
             cell = row["average"] if key == "average" else row["tasks"].get(key)
-            if cell is None:
-                cells.append(f"{key} -")
-                continue
-            diff = f" [{cell['diff_psnr']:+.2f}]" if "diff_psnr" in cell else ""
-            cells.append(f"{key} {cell['psnr']:.2f}/{cell['ssim']:.3f}{diff}")
+            diff = f" [{cell['diff_psnr']:+.2f}]" if cell and "diff_psnr" in cell else ""
+            cells.append(f"{key} {cell['psnr']:.2f}/{cell['ssim']:.3f}{diff}" if cell else f"{key} -")
         print(f"  {row['method']:<14s} " + "  ".join(cells) + f"  ({row['source']})")
 
 
 def run(args: argparse.Namespace) -> int:
     """Check a suite's layout, or score a network on it and print the table. Returns the exit status."""
+    from .._runtime import progress_bar
     from .._version import __version__
-    from ..io import atomic_write
     from ..suites import PROTOCOL_TEXT, check_suite, published_rows, run_suite
 
-    report_path = Path(args.json) if args.json else None
-    if report_path is not None and report_path.exists():
-        raise FileExistsError(f"{report_path} exists; not overwritten (choose another --json file)")
+    report_path = new_json_path(args.json)
     report = check_suite(args.suite, args.root, args.tasks)
     if args.check:
         complete = _print_check(report)
@@ -127,12 +116,9 @@ def run(args: argparse.Namespace) -> int:
     if not (args.model or args.checkpoint or args.weights):
         raise UsageError("give the network: --weights NAME, --checkpoint PATH or --model FOLDER")
     model = load_model_from_args(args, require_weights=True)
-
     bars: dict[str, Any] = {}
 
     def progress(key: str, done: int, total: int) -> None:
-        from .._runtime import progress_bar
-
         if key not in bars:
             bars[key] = None if args.quiet else progress_bar(total=total, desc=key, unit="img")
         if bars[key] is not None:
@@ -147,39 +133,37 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for key, reason in results["skipped"].items():
         print(f"skipped {key}: {reason}", file=sys.stderr)
-    tasks = results["tasks"]
+    tasks, average = results["tasks"], results["average"]
     print(f"suite: {args.suite}  protocol: {PROTOCOL_TEXT[results['protocol']]}")
     print(
         f"{'task':<11s} {'images':>6s} {'PSNR':>8s} {'SSIM':>7s} {'input PSNR':>10s} {'input SSIM':>10s} {'img/s':>7s}"
     )
-    for key, r in tasks.items():
-        print(
-            f"{key:<11s} {int(r['count']):>6d} {r['psnr']:>8.2f} {r['ssim']:>7.4f} {r['input_psnr']:>10.2f} "
-            f"{r['input_ssim']:>10.4f} {r['images_per_s']:>7.2f}"
-        )
-    a = results["average"]
-    label = "average"
-    if results["skipped"]:
-        label += f" ({len(tasks)} of {len(tasks) + len(results['skipped'])})"
-    print(
-        f"{label:<11s} {'':>6s} {a['psnr']:>8.2f} {a['ssim']:>7.4f} {a['input_psnr']:>10.2f} {a['input_ssim']:>10.4f}"
+    label = "average" + (
+        f" ({len(tasks)} of {len(tasks) + len(results['skipped'])})" if results["skipped"] else ""
     )
+
+    def row(label: str, count: str, r: dict[str, float]) -> str:
+        return (
+            f"{label:<11s} {count:>6s} {r['psnr']:>8.2f} {r['ssim']:>7.4f} {r['input_psnr']:>10.2f} "
+            f"{r['input_ssim']:>10.4f}"
+        )
+
+    for key, r in tasks.items():
+        print(row(key, str(int(r["count"])), r) + f" {r['images_per_s']:>7.2f}")
+    print(row(label, "", average))
     compare = published_rows(args.suite, results) if args.compare else None
     if compare is not None:
         _print_compare(compare, list(tasks))
     if report_path is not None:
-        doc: dict[str, Any] = {
+        doc = {
             "suite": args.suite,
             "protocol": results["protocol"],
             "weights": args.weights or args.checkpoint or args.model,
             "version": __version__,
             "dtype": args.dtype,
             **tasks,
-            "average": a,
+            "average": average,
             "skipped": results["skipped"],
         }
-        if compare is not None:
-            doc["compare"] = compare
-        text = json.dumps(doc, indent=2) + "\n"
-        atomic_write(report_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        write_json(report_path, doc if compare is None else {**doc, "compare": compare})
     return 0

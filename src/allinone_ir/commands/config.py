@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from importlib import resources
@@ -74,10 +75,8 @@ def _resolve_config(value: str) -> tuple[Path, bool]:
     if path.exists():
         return path, False
     if os.sep not in value and "/" not in value:
-        try:
+        with contextlib.suppress(ConfigError):
             return _shipped(value), True
-        except ConfigError:
-            pass
     raise ConfigError(
         f"config file not found: {path}; give a config file or a shipped config's name "
         f"({', '.join(_shipped_configs()) or 'none'}; allinone-ir config list)"

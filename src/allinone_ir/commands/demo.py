@@ -35,13 +35,12 @@ def _choices(smoke: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
     """``--model`` choice -> (registered model, small configuration), for every family that offers a demo."""
     from ..models import RestorationModel, get_model_class, list_architectures
 
-    offered = {}
-    for arch in list_architectures():
-        cls = get_model_class(arch)
-        if issubclass(cls, RestorationModel):
-            for choice, name in cls.demo_choices.items():
-                offered[choice] = (name, cls.small_config(degradations=_DEGRADATIONS, smoke=smoke))
-    return offered
+    families = [c for c in map(get_model_class, list_architectures()) if issubclass(c, RestorationModel)]
+    return {
+        choice: (name, cls.small_config(degradations=_DEGRADATIONS, smoke=smoke))
+        for cls in families
+        for choice, name in cls.demo_choices.items()
+    }
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -59,9 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="promptir (default; restores blind) or pip (told each image's degradation)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, crops and degradations")
-    p.add_argument(
-        "--overwrite", action="store_true", help="reuse a non-empty --out (replaces the demo's files)"
-    )
+    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out (replacing demo files)")
     p.add_argument(
         "--smoke", action="store_true", help=f"tiny network, {_SMOKE_STEPS} updates: checks the pipeline"
     )

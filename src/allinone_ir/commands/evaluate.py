@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -12,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError, UnknownNameError, UsageError
-from ._common import add_model_arguments, add_restore_arguments, load_model_from_args
+from ._common import (
+    add_model_arguments,
+    add_restore_arguments,
+    load_model_from_args,
+    new_json_path,
+    write_json,
+)
 
 __all__ = ["add_parser"]
 
@@ -40,6 +45,8 @@ GROUP_BY: tuple[str, ...] = ("auto", "folder", "prefix", "none")
 #: Where a file name's degradation prefix ends: the rule of ``PairedImageDataset(label_from="prefix")``.
 _PREFIX_END = re.compile(r"[-_ .]")
 
+_GROUPING_WORDS = {"folder": "sub-folder", "prefix": "file-name prefix", "none": "none"}
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``evaluate`` sub-command."""
@@ -52,12 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True, help="folder of clean images (targets)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred", help="folder of restored images to score")
-    src.add_argument(
-        "--input", help="folder of degraded images to restore with --model/--checkpoint, then score"
-    )
-    p.add_argument(
-        "--degraded", metavar="DIR", help="with --pred: the degraded inputs, scored too (same names)"
-    )
+    src.add_argument("--input", help="folder of degraded images to restore with the network, then score")
+    p.add_argument("--degraded", metavar="DIR", help="with --pred: degraded inputs to score too (same names)")
     p.add_argument(
         "--name-map",
         nargs=2,
@@ -66,12 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="map a prediction's file name to its target's with re.sub (may be repeated)",
     )
     p.add_argument("--group-by", choices=GROUP_BY, default="auto", help="how images are grouped (see above)")
-    p.add_argument(
-        "--skip-unpaired", action="store_true", help="score the images that have a target, list the others"
-    )
-    p.add_argument(
-        "--all-targets", action="store_true", help="fail unless every target image has a prediction"
-    )
+    p.add_argument("--skip-unpaired", action="store_true", help="score images with a target, list the others")
+    p.add_argument("--all-targets", action="store_true", help="fail unless every target has a prediction")
     add_model_arguments(p, random_weights_option=True)
     p.add_argument("--protocol", default="promptir", help="metric protocol: promptir (default) or basicsr")
     add_restore_arguments(p)
@@ -88,14 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 @dataclass
 class Pairing:
-    """Source images (predictions or degraded inputs) paired with their targets, grouped by degradation.
-
-    Attributes:
-        groups: ``{degradation: [(source_image, target_image), ...]}``, groups and images sorted.
-        group_by: The grouping used: ``"folder"``, ``"prefix"`` or ``"none"``.
-        unpaired: Source images without a target (only with ``skip_unpaired=True``).
-        unmatched_targets: Target images no source image was paired with.
-    """
+    """``groups``: ``{degradation: [(source, target), ...]}``, sorted; the grouping used; what is unpaired."""
 
     groups: dict[str, list[tuple[Path, Path]]]
     group_by: str
@@ -104,46 +96,32 @@ class Pairing:
 
     @property
     def n_pairs(self) -> int:
-        """How many pairs will be scored."""
         return sum(len(v) for v in self.groups.values())
 
 
 def group_of(rel: Path, group_by: str) -> str:
-    """The degradation of an image from its path ``rel`` under the source folder (``"all"`` if none).
-
-    Examples:
-        >>> group_of(Path("rain-6.png"), "prefix"), group_of(Path("haze/0001.png"), "folder")
-        ('rain', 'haze')
-    """
+    """The degradation of an image from its path ``rel`` under the source folder (``"all"`` if none)."""
     if group_by == "folder" and len(rel.parts) > 1:
         return rel.parts[0]
-    if group_by == "prefix":
-        return _PREFIX_END.split(rel.stem, maxsplit=1)[0]
-    return "all"
+    return _PREFIX_END.split(rel.stem, maxsplit=1)[0] if group_by == "prefix" else "all"
 
 
 def _auto_group_by(rels: list[Path]) -> str:
     if any(len(r.parts) > 1 for r in rels):
         return "folder"
-    prefixes = set()
-    for r in rels:
-        parts = _PREFIX_END.split(r.stem, maxsplit=1)
-        if len(parts) < 2 or not any(ch.isalpha() for ch in parts[0]):
-            return "none"
-        prefixes.add(parts[0])
-    return "prefix" if len(prefixes) >= 2 else "none"
+    parts = [_PREFIX_END.split(r.stem, maxsplit=1) for r in rels]
+    has_prefix = all(len(p) == 2 and any(ch.isalpha() for ch in p[0]) for p in parts)
+    return "prefix" if has_prefix and len({p[0] for p in parts}) >= 2 else "none"
 
 
 def _name_mapper(name_map: Sequence[tuple[str, str]]) -> Callable[[str], str]:
     """A name takes the first ``(regex, replacement)`` whose regex matches it (else it is kept)."""
     compiled = []
-    for pattern_text, replacement in name_map:
+    for pattern, replacement in name_map:
         try:
-            compiled.append((re.compile(pattern_text), replacement))
+            compiled.append((re.compile(pattern), replacement))
         except re.error as exc:
-            raise UsageError(
-                f"--name-map: {pattern_text!r} is not a valid regular expression ({exc})"
-            ) from exc
+            raise UsageError(f"--name-map: {pattern!r} is not a valid regular expression ({exc})") from exc
 
     def mapped(name: str) -> str:
         for pattern, replacement in compiled:
@@ -168,32 +146,7 @@ def pair_images(
     skip_unpaired: bool = False,
     all_targets: bool = False,
 ) -> Pairing:
-    """Pair every image of ``source`` (and of its sub-folders, unless grouping by prefix) with its target.
-
-    A target is looked for in the source image's sub-folder of ``target``, then in ``target``, under
-    the name ``name_map`` gives (the first ``(regex, replacement)`` that matches, for :func:`re.sub`);
-    the same stem with another extension also matches.
-
-    Raises:
-        FileNotFoundError: If a folder is missing.
-        DatasetError: If ``source`` has no images, a source image has no target (unless
-            ``skip_unpaired``), nothing pairs, or (``all_targets``) a target has no source image.
-        UsageError: If ``name_map`` is not a valid regular expression and replacement.
-
-    Examples:
-        >>> import tempfile
-        >>> import numpy as np
-        >>> from allinone_ir.io import write_image
-        >>> root = Path(tempfile.mkdtemp())
-        >>> for name in ("pred/rain-6.png", "pred/snow-3.png", "clean/rain_clean-6.png",
-        ...              "clean/snow_clean-3.png", "clean/rain_clean-7.png"):
-        ...     _ = write_image(root / name, np.zeros((4, 4, 3), np.uint8))
-        >>> pairing = pair_images(root / "pred", root / "clean", name_map=[(r"^(\\w+)-(\\d+)", r"\\1_clean-\\2")])
-        >>> pairing.group_by, {g: [(s.name, t.name) for s, t in v] for g, v in pairing.groups.items()}
-        ('prefix', {'rain': [('rain-6.png', 'rain_clean-6.png')], 'snow': [('snow-3.png', 'snow_clean-3.png')]})
-        >>> [t.name for t in pairing.unmatched_targets]
-        ['rain_clean-7.png']
-    """
+    """Pair every image of ``source`` (and its sub-folders, unless by prefix) with its target."""
     from ..io import IMAGE_EXTENSIONS, list_images
 
     src_root, tgt_root = Path(source), Path(target)
@@ -229,8 +182,8 @@ def pair_images(
             found = next((by_stem(f)[stem] for f in folders if stem in by_stem(f)), None)
         if found is None:
             unpaired.append((src, str(tgt_root / rel.parent / wanted)))
-            continue
-        groups.setdefault(group_of(rel, group_by), []).append((src, found))
+        else:
+            groups.setdefault(group_of(rel, group_by), []).append((src, found))
     if unpaired and not skip_unpaired:
         shown = _first([f"{s} -> {t}" for s, t in unpaired], sep="; ")
         hint = "" if name_map else " (pass --name-map REGEX REPLACEMENT if the names differ)"
@@ -246,10 +199,7 @@ def pair_images(
         names = _first([str(t.relative_to(tgt_root)) for t in unmatched])
         raise DatasetError(f"{len(unmatched)} target image(s) in {tgt_root} have no prediction: {names}")
     return Pairing(
-        groups={g: sorted(groups[g]) for g in sorted(groups)},
-        group_by=group_by,
-        unpaired=[s for s, _ in unpaired],
-        unmatched_targets=unmatched,
+        {g: sorted(groups[g]) for g in sorted(groups)}, group_by, [s for s, _ in unpaired], unmatched
     )
 
 
@@ -259,12 +209,7 @@ def evaluate_folders(
     restore_fn: Callable[[Any, str], Any] | None = None,
     inputs: dict[Path, Path] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """``{degradation: {"n", "psnr", "ssim"}}`` of ``Pairing.groups``, and ``"average"`` over several groups.
-
-    ``restore_fn(image, group)`` restores each source image (a degraded input) first; ``inputs`` maps
-    each source image (a prediction) to its degraded input. With either, the inputs' ``input_psnr``,
-    ``input_ssim`` and the ``gain_db`` are given too. ``DatasetError`` if an image and its target differ in size.
-    """
+    """``{degradation: {"n", "psnr", "ssim"}}``; the inputs' scores too with ``restore_fn`` or ``inputs``."""
     from ..io import read_image
     from ..metrics import get_protocol
 
@@ -324,21 +269,15 @@ def _degraded_inputs(pairing: Pairing, pred_root: Path, root: Path) -> dict[Path
     return inputs
 
 
-_GROUPING_WORDS = {"folder": "sub-folder", "prefix": "file-name prefix", "none": "none"}
-
-
 def run(args: argparse.Namespace) -> int:
     """Score predictions (or restore ``--input`` first) and print a table. Returns the exit status."""
-    from ..io import atomic_write
     from ..metrics import get_protocol
 
     try:
         get_protocol(args.protocol)
     except UnknownNameError as exc:
         raise UsageError(f"--protocol: {exc}") from exc
-    report = Path(args.json) if args.json else None
-    if report is not None and report.exists():
-        raise FileExistsError(f"{report} exists; not overwritten (choose another --json file)")
+    report = new_json_path(args.json)
     if args.degraded and not args.pred:
         raise UsageError("--degraded goes with --pred (with --input the inputs are scored anyway)")
     source = args.pred or args.input
@@ -375,8 +314,7 @@ def run(args: argparse.Namespace) -> int:
             "targets_without_prediction": len(pairing.unmatched_targets),
             "results": results,
         }
-        text = json.dumps(doc, indent=2) + "\n"
-        atomic_write(report, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        write_json(report, doc)
     return 0
 
 

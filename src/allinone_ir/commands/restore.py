@@ -11,7 +11,6 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -26,32 +25,6 @@ from ._common import (
 )
 
 __all__ = ["add_parser"]
-
-
-def collect_inputs(items: Iterable[str]) -> list[Path]:
-    """Image files named by paths, folders (their images, sorted) and glob patterns, without duplicates.
-
-    Raises:
-        FileNotFoundError: If an item matches nothing.
-    """
-    from ..io import IMAGE_EXTENSIONS, list_images
-
-    found: dict[str, Path] = {}
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            paths = list_images(p)
-        elif p.is_file():
-            paths = [p]
-        else:
-            paths = sorted(
-                Path(m) for m in glob.glob(item, recursive=True) if Path(m).suffix.lower() in IMAGE_EXTENSIONS
-            )
-        if not paths:
-            raise FileNotFoundError(f"no images found for {item!r}")
-        for path in paths:
-            found.setdefault(os.path.realpath(path), path)
-    return list(found.values())
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -72,9 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also write all results to this .npz archive, keyed by input file name (the network's output "
         "channels; only the images restored)",
     )
-    p.add_argument(
-        "--layout", choices=("chw", "hwc"), default="hwc", help="array layout in the npz (default: hwc)"
-    )
+    p.add_argument("--layout", choices=("chw", "hwc"), default="hwc", help="npz array layout (default: hwc)")
     p.add_argument(
         "--npz-dtype",
         choices=("uint8", "uint16", "float32"),
@@ -87,6 +58,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def collect_inputs(items: Iterable[str]) -> list[Path]:
+    """Image files named by paths, folders and glob patterns, without duplicates."""
+    from ..io import IMAGE_EXTENSIONS, list_images
+
+    found: dict[str, Path] = {}
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            paths = list_images(p)
+        elif p.is_file():
+            paths = [p]
+        else:
+            paths = sorted(
+                Path(m) for m in glob.glob(item, recursive=True) if Path(m).suffix.lower() in IMAGE_EXTENSIONS
+            )
+        if not paths:
+            raise FileNotFoundError(f"no images found for {item!r}")
+        for path in paths:
+            found.setdefault(os.path.realpath(path), path)
+    return list(found.values())
 
 
 def _check_outputs(inputs: list[Path], outs: list[Path], npz: Path | None, overwrite: bool) -> None:
@@ -171,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args, require_weights=True)
     device = torch.device(args.device)
 
-    def run_network(x: Any) -> Any:
+    def run_network(x: torch.Tensor) -> torch.Tensor:
         return restore(
             model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False,
             degradation=args.degradation, batch_size=args.batch_size, device=device,
@@ -184,15 +177,14 @@ def run(args: argparse.Namespace) -> int:
         for i, src in enumerate(files):
             try:
                 arr = read_image_array(src, keep_channels=True)
-            except (ImageReadError, FileNotFoundError) as exc:  # unreadable, or gone since it was listed
+            except ImageReadError as exc:
                 skipped.append(src)
-                if isinstance(exc, ImageReadError):
-                    reason = exc.reason
-                elif src.is_symlink():
-                    reason = f"a link to {os.readlink(src)}, which does not exist"
-                else:
-                    reason = "no such file (removed?)"
-                say(f"skipped {src}: {reason}", file=sys.stderr)
+                say(f"skipped {src}: {exc.reason}", file=sys.stderr)
+                continue
+            except FileNotFoundError:  # gone since it was listed
+                skipped.append(src)
+                gone = f"a link to {os.readlink(src)}, which does not exist" if src.is_symlink() else None
+                say(f"skipped {src}: {gone or 'no such file (removed?)'}", file=sys.stderr)
                 continue
             try:
                 y, pixels = restore_array(model, arr, run_network)
@@ -200,9 +192,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"cannot restore {src}: {exc}") from exc
             if outs:  # float files (values in [0, 1]) as 16-bit PNG
                 with overwrite_flag():  # a file that appeared since the check above
-                    write_image(
-                        outs[i], pixels, bits=8 if pixels.dtype == np.uint8 else 16, overwrite=args.overwrite
-                    )
+                    bits = 8 if pixels.dtype == np.uint8 else 16
+                    write_image(outs[i], pixels, bits=bits, overwrite=args.overwrite)
             if add is not None:
                 a = tensor_to_array(y, np.dtype(args.npz_dtype))
                 add(src.name, a.transpose(2, 0, 1) if args.layout == "chw" else a)

@@ -12,7 +12,6 @@ from ._common import _plain_text
 
 __all__ = ["add_parser"]
 
-
 _FIRST_LINE = """``allinone-ir train --config FILE|NAME``: training driven by a config file, a ``.yaml``, ``.yml`` or
 ``.toml`` file or the name of a config shipped with the package (``allinone-ir config list``; a file that
 exists wins over a name).
@@ -55,8 +54,7 @@ def _write_held_out(trainer: Any) -> str:
     pairs = trainer.val_data.pairs
     path = Path(trainer.out_dir) / "held_out.txt"
     atomic_write(path, lambda tmp: Path(tmp).write_text("".join(f"{p.degraded}\n" for p in pairs)))
-    counts = Counter(p.degradation for p in pairs)
-    per = ", ".join(f"{n} {d}" for d, n in sorted(counts.items()))
+    per = ", ".join(f"{n} {d}" for d, n in sorted(Counter(p.degradation for p in pairs).items()))
     total = len(pairs) + len(trainer.train_data)
     return f"held out {len(pairs)} of {total} pairs for validation ({per}) on whole images; listed in {path}"
 

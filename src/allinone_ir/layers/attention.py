@@ -17,33 +17,20 @@ TOP_M_FRACTIONS: tuple[tuple[int, int], ...] = ((1, 2), (2, 3), (3, 4), (4, 5))
 
 
 def low_precision_autocast(device_type: str) -> torch.dtype | None:
-    """The autocast dtype if autocast to a 16-bit type is on for ``device_type``, else ``None``.
-
-    Examples:
-        >>> low_precision_autocast("cpu") is None
-        True
-        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
-        ...     low_precision_autocast("cpu")
-        torch.bfloat16
-        >>> low_precision_autocast("meta") is None  # a device type autocast does not know
-        True
-    """
+    """The autocast dtype if autocast to a 16-bit type is on for ``device_type``, else ``None``."""
     if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
         return None
     dtype = torch.get_autocast_dtype(device_type)
     return dtype if dtype in (torch.bfloat16, torch.float16) else None
 
 
-def _heads_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    n, c, h, w = x.shape
-    return x.reshape(n, num_heads, c // num_heads, h * w)
-
-
-def _cosine_logits(qh: torch.Tensor, kh: torch.Tensor, temperature: torch.Tensor, eps: float) -> torch.Tensor:
-    """``normalize(qh) @ normalize(kh)^T * temperature``, per head."""
-    return (
-        F.normalize(qh, dim=-1, eps=eps) @ F.normalize(kh, dim=-1, eps=eps).transpose(-2, -1)
-    ) * temperature
+def _logits(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, num_heads: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``normalize(q) @ normalize(k)^T * temperature`` per head, and ``v`` per head."""
+    qh, kh, vh = (t.flatten(2).unflatten(1, (num_heads, -1)) for t in (q, k, v))
+    attn = F.normalize(qh, dim=-1, eps=eps) @ F.normalize(kh, dim=-1, eps=eps).transpose(-2, -1)
+    return attn * temperature, vh
 
 
 def channel_attention(
@@ -65,10 +52,8 @@ def channel_attention(
         >>> channel_attention(q, k, v, torch.ones(2, 1, 1), num_heads=2).shape
         torch.Size([2, 8, 5, 5])
     """
-    n, c, h, w = q.shape
-    qh, kh, vh = _heads_view(q, num_heads), _heads_view(k, num_heads), _heads_view(v, num_heads)
-    attn = _cosine_logits(qh, kh, temperature, eps).softmax(dim=-1)
-    return (attn.to(vh.dtype) @ vh).reshape(n, c, h, w)
+    attn, vh = _logits(q, k, v, temperature, num_heads, eps)
+    return (attn.softmax(dim=-1).to(vh.dtype) @ vh).reshape(q.shape)
 
 
 class MDTA(nn.Module):
@@ -100,8 +85,7 @@ class MDTA(nn.Module):
         low = low_precision_autocast(qkv.device.type)
         if self.float32_dwconv and low is not None:
             with torch.autocast(qkv.device.type, enabled=False):
-                qkv = self.qkv_dwconv(qkv.float())
-            qkv = qkv.to(low)
+                qkv = self.qkv_dwconv(qkv.float()).to(low)
         else:
             qkv = self.qkv_dwconv(qkv)
         q, k, v = qkv.chunk(3, dim=1)
@@ -109,12 +93,7 @@ class MDTA(nn.Module):
 
 
 def top_m_sizes(channels_per_head: int, fractions: Sequence[tuple[int, int]] = TOP_M_FRACTIONS) -> list[int]:
-    """The ``m`` of each top-m mask: ``int(c * a / b)`` for each fraction ``a/b``, at least 1.
-
-    Examples:
-        >>> top_m_sizes(16)
-        [8, 10, 12, 12]
-    """
+    """The ``m`` of each top-m mask: ``int(c * a / b)`` for each fraction ``a/b``, at least 1."""
     return [max(1, (channels_per_head * a) // b) for a, b in fractions]
 
 
@@ -128,23 +107,15 @@ def top_m_channel_attention(
     weights: torch.Tensor,
     eps: float = 1e-12,
 ) -> torch.Tensor:
-    """PIP's selective attention: ``sum_i weights[i] softmax(A masked to the top top_m[i] of each row) v``.
-
-    ``A`` are the logits of :func:`channel_attention`.
-
-    Shape:
-        - q, output: :math:`(N, C, H, W)`; k, v: :math:`(N, C, H', W')` with :math:`H'W' = HW`
-    """
-    n, c, h, w = q.shape
-    qh, kh, vh = _heads_view(q, num_heads), _heads_view(k, num_heads), _heads_view(v, num_heads)
-    attn = _cosine_logits(qh, kh, temperature, eps)
+    """PIP's selective attention: ``sum_i weights[i] softmax(logits masked to each row's top top_m[i]) v``."""
+    attn, vh = _logits(q, k, v, temperature, num_heads, eps)
     # thresholds: the m-th largest value of each row, from one sorted top-k with the largest m
     kth = torch.topk(attn, max(top_m), dim=-1).values.detach()
     probs = torch.zeros_like(attn)
     for i, m in enumerate(top_m):
         masked = attn.masked_fill(attn < kth[..., m - 1 : m], float("-inf"))
         probs = probs + masked.softmax(dim=-1) * weights[i].to(attn.dtype)
-    return (probs.to(vh.dtype) @ vh).reshape(n, c, h, w)
+    return (probs.to(vh.dtype) @ vh).reshape(q.shape)
 
 
 class CrossChannelAttention(nn.Module):
@@ -185,9 +156,7 @@ class CrossChannelAttention(nn.Module):
 
     def _qkv(self, query: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
         k, v = self.kv_dwconv(self.kv(context)).chunk(2, dim=1)
-        q = self.q_dwconv(self.q(query))
-        if q.shape[0] != k.shape[0]:
-            q = q.expand(k.shape[0], -1, -1, -1)
+        q = self.q_dwconv(self.q(query)).expand(k.shape[0], -1, -1, -1)
         return q.to(v.dtype), k, v  # MoCE-IR's experts may hand a float32 query under autocast
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -18,12 +18,7 @@ NormKind = Literal["WithBias", "BiasFree"]
 def layer_norm_2d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-5
 ) -> torch.Tensor:
-    """Normalise over the channels (``bias=None``: ``x / sqrt(var + eps) * weight``); bf16/fp16 in float32.
-
-    Shape:
-        - x: :math:`(N, C, H, W)`; weight, bias: :math:`(C,)`
-        - output: :math:`(N, C, H, W)`, in the dtype and memory format of ``x``
-    """
+    """Normalise over the channels (``bias=None``: ``x / sqrt(var + eps) * weight``, in at least float32)."""
     xp = x.permute(0, 2, 3, 1)  # (N, H, W, C); a free view for channels-last storage
     if bias is not None:
         out = F.layer_norm(xp, (xp.shape[-1],), weight, bias, eps)
@@ -46,8 +41,7 @@ class LayerNorm2d(nn.Module):
 
     def __init__(self, num_channels: int, *, bias: bool = True, eps: float = 1e-5) -> None:
         super().__init__()
-        self.num_channels = num_channels
-        self.eps = eps
+        self.num_channels, self.eps = num_channels, eps
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels)) if bias else None
 
@@ -69,7 +63,7 @@ class RestormerLayerNorm(nn.Module):
         super().__init__()
         if kind not in ("WithBias", "BiasFree"):
             raise UsageError(f"LayerNorm kind must be 'WithBias' or 'BiasFree', got {kind!r}")
-        self.body = LayerNorm2d(dim, bias=kind == "WithBias", eps=1e-5)
+        self.body = LayerNorm2d(dim, bias=kind == "WithBias")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

@@ -25,8 +25,7 @@ def pad_to_multiple(
         ((1, 3, 40, 56), 37, 53)
     """
     h, w = x.shape[-2:]
-    ph = (multiple - h % multiple) % multiple
-    pw = (multiple - w % multiple) % multiple
+    ph, pw = -h % multiple, -w % multiple
     if ph == 0 and pw == 0:
         return x, (h, w)
     if mode == "reflect" and (ph >= h or pw >= w):

@@ -10,14 +10,7 @@ __all__: list[str] = []
 
 
 class Stage(nn.Sequential):
-    """``nn.Sequential`` of blocks that recomputes its activations in the backward when ``grad_checkpointing``.
-
-    Examples:
-        >>> stage = Stage(nn.Conv2d(4, 4, 3, padding=1), nn.GELU())
-        >>> stage.grad_checkpointing = True
-        >>> stage(torch.randn(1, 4, 8, 8, requires_grad=True)).shape
-        torch.Size([1, 4, 8, 8])
-    """
+    """``nn.Sequential`` that recomputes its activations in the backward when ``grad_checkpointing``."""
 
     grad_checkpointing: bool = False
 

@@ -62,8 +62,7 @@ def directional_decoupled_loss(
     With ``theta_ij`` the angle between prompts ``i < j``, a pair costs ``max(0, theta_thre - theta_ij)``
     in radians (``"angle_hinge"``), ``max(0, cos theta_ij - cos theta_thre)`` (``"cosine_hinge"``) or
     ``|cos theta_ij|`` (``"abs_cosine"``, threshold 90 only), averaged or summed over pairs; the losses of
-    a sequence of prompt tensors are summed. Computed in at least fp32, with a finite gradient for
-    (nearly) parallel prompts.
+    several prompt tensors are summed. Computed in at least fp32; finite gradient for parallel prompts.
 
     Args:
         prompts: A ``(T, ...)`` tensor (flattened per prompt), or a sequence of them.
@@ -71,7 +70,7 @@ def directional_decoupled_loss(
         eps: Lower bound of the product of norms in the cosine.
 
     Raises:
-        UsageError: For fewer than two prompts, an empty sequence, or bad options.
+        UsageError: For fewer than two prompts, no prompts, or bad options.
 
     Shape:
         - prompts: :math:`(T, *)`
@@ -90,10 +89,8 @@ def directional_decoupled_loss(
     tensors = [prompts] if isinstance(prompts, torch.Tensor) else list(prompts)
     if not tensors:
         raise UsageError("no prompts given; does the model contain PIP blocks?")
-    total = _ddl_one(tensors[0], threshold, form, eps, reduction)
-    for p in tensors[1:]:
-        total = total + _ddl_one(p, threshold, form, eps, reduction).to(total.device)
-    return total
+    losses = [_ddl_one(p, threshold, form, eps, reduction) for p in tensors]
+    return sum((t.to(losses[0].device) for t in losses[1:]), losses[0])
 
 
 def _ddl_one(prompts: torch.Tensor, threshold: float, form: str, eps: float, reduction: str) -> torch.Tensor:

@@ -15,21 +15,12 @@ __all__ = ["FFTLoss", "GuidedFrequencyLoss"]
 
 
 def laplacian_pyramid(x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
-    """Band-pass levels of a Laplacian pyramid (5x5 binomial blur, factor-2 steps), then the residual.
-
-    Shape:
-        - x: :math:`(N, C, H, W)`
-
-    Examples:
-        >>> [t.shape[-1] for t in laplacian_pyramid(torch.rand(1, 3, 32, 32), 3)]
-        [32, 16, 8, 4]
-    """
+    """Band-pass levels of a Laplacian pyramid (5x5 binomial blur, factor-2 steps), then the residual."""
     if levels < 1:
         raise UsageError(f"laplacian_pyramid: levels must be >= 1, got {levels}")
     k1 = torch.tensor((1.0, 4.0, 6.0, 4.0, 1.0), dtype=x.dtype, device=x.device) / 16.0
     kernel = torch.outer(k1, k1).expand(x.shape[1], 1, 5, 5)
-    out = []
-    cur = x
+    out, cur = [], x
     for _ in range(levels):
         if min(cur.shape[-2:]) < 2:
             break
@@ -42,12 +33,7 @@ def laplacian_pyramid(x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
 
 
 def gradual_cutoff(progress: float, omega0: float, omega_final: float, num_stages: int) -> float:
-    """The frequency cutoff at training ``progress`` in [0, 1]: ``omega0`` to ``omega_final`` in equal steps.
-
-    Examples:
-        >>> gradual_cutoff(0.0, 0.1, 0.5, 5), gradual_cutoff(0.99, 0.1, 0.5, 5)
-        (0.1, 0.5)
-    """
+    """The cutoff at training ``progress`` in [0, 1]: ``omega0`` to ``omega_final`` in equal steps."""
     if num_stages < 1:
         raise UsageError(f"num_stages must be >= 1, got {num_stages}")
     if num_stages == 1:

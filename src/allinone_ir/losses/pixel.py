@@ -92,7 +92,7 @@ class CharbonnierLoss(_ElementwiseLoss):
 
 
 class PSNRLoss(nn.Module):
-    """Minus the mean PSNR of [0, 1] images (up to ``eps`` in the MSE), as BasicSR's ``PSNRLoss``.
+    """Minus the mean PSNR of [0, 1] images (``eps`` added to the MSE), as BasicSR's ``PSNRLoss``.
 
     Args:
         eps: Keeps the logarithm finite.
@@ -111,9 +111,8 @@ class PSNRLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_loss_inputs(pred, target, "PSNRLoss")
-        mse = (
-            (pred - target).pow(2).flatten(1).mean(dim=1) if pred.ndim > 1 else (pred - target).pow(2).mean()
-        )
+        sq = (pred - target).pow(2)
+        mse = sq.flatten(1).mean(dim=1) if sq.ndim > 1 else sq.mean()
         return (10.0 / math.log(10.0)) * torch.log(mse + self.eps).mean()
 
 
