@@ -413,6 +413,9 @@ def load_checkpoint(
         strict: Require every key to match (shape mismatches always fail).
         **overrides: Constructor arguments replacing detected / default ones.
 
+    Returns:
+        The network with the checkpoint's weights, in eval mode.
+
     Raises:
         CheckpointError: If the file cannot be read safely, the architecture cannot be detected, or
             the weights do not match the network (the message names the file and the keys).
