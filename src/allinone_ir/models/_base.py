@@ -7,7 +7,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -16,15 +16,17 @@ from ..errors import ModelArgumentError, UsageError
 from ..layers.padding import pad_to_multiple
 from ..layers.stage import Stage
 
+M = TypeVar("M", bound=nn.Module)
+
 
 @dataclass(frozen=True)
 class AuxiliaryLoss:
     """A training term of a model family, added to the main loss: ``weight * fn(model, batch, extras)``.
 
     Attributes:
-        name: Name in the logs (``loss_<name>``) and in config overrides (``trainer.aux_weights``).
-        fn: Gets the unwrapped network, the batch on the device and what
-            :meth:`RestorationModel.split_training_output` returned besides the image; returns a scalar.
+        name: Name in the logs (``loss_<name>``) and in ``trainer.aux_weights``.
+        fn: Gets the unwrapped network, the batch on the device and the extras of
+            :meth:`RestorationModel.split_training_output`; returns a scalar.
     """
 
     name: str
@@ -33,7 +35,7 @@ class AuxiliaryLoss:
 
 
 def _plain(value: Any) -> Any:
-    """A config value as JSON writes it back: sequences (not strings) as lists, mappings as dicts."""
+    """A config value as JSON gives it back: sequences as lists, mappings as dicts."""
     if isinstance(value, Mapping):
         return dict(value)
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
@@ -44,7 +46,7 @@ def _plain(value: Any) -> Any:
 def _argument_problem(
     init: Callable[..., None], sig: inspect.Signature, kwargs: Mapping[str, Any], exc: Exception
 ) -> str:
-    """Why a constructor call does not bind, with the keyword arguments it takes (and close matches)."""
+    """Why a constructor call does not bind, with the arguments it takes and close matches."""
     owner = init.__qualname__.rsplit(".", 2)[-2] if "." in init.__qualname__ else init.__qualname__
     takes = [n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = [k for k in kwargs if k not in sig.parameters]
@@ -58,7 +60,7 @@ def _argument_problem(
 
 
 def _recording(init: Callable[..., None]) -> Callable[..., None]:
-    """Wrap a constructor so that it stores its keyword-only arguments (defaults filled in) as ``self.config``."""
+    """Wrap a constructor so that it stores its keyword-only arguments as ``self.config``."""
     sig = inspect.signature(init)
     names = [n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
@@ -71,16 +73,13 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
             raise ModelArgumentError(_argument_problem(init, sig, kwargs, exc)) from None
         bound.apply_defaults()
         own = {n: _plain(bound.arguments[n]) for n in names}
-        # the outermost constructor records; one it reaches through super() only adds the arguments
-        # that the outer one forwarded as ``**kwargs``
+        # the outermost constructor records; an inner one adds what the outer forwarded as **kwargs
         outer = "config" not in self.__dict__
         if outer:
             object.__setattr__(self, "config", own)
-            if var_kw:
-                object.__setattr__(self, "_config_merge", True)
+            object.__setattr__(self, "_config_merge", var_kw)
         elif self.__dict__.pop("_config_merge", False):
-            config = self.__dict__["config"]
-            config.update({k: v for k, v in own.items() if k not in config})
+            self.config.update({k: v for k, v in own.items() if k not in self.config})
         init(self, *args, **kwargs)
         if outer:
             self.__dict__.pop("_config_merge", None)
@@ -92,8 +91,7 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
 class RecordsConfig:
     """Mixin: every subclass's constructor records its keyword-only arguments as ``self.config``.
 
-    Defaults filled in, sequences as lists (as JSON gives them back): ``type(model)(**model.config)``
-    rebuilds the network.
+    Defaults filled in, sequences as lists: ``type(model)(**model.config)`` rebuilds the network.
 
     Examples:
         >>> class Net(RecordsConfig, nn.Module):
@@ -116,19 +114,22 @@ class RecordsConfig:
 class RestorationModel(RecordsConfig, nn.Module):
     """Base class of the networks: validates inputs, pads to ``pad_multiple``, records its config.
 
-    Subclasses set ``in_channels`` and ``out_channels`` and implement ``forward``; a family declares what the
-    hub, the trainer and the CLI need to know about it (the methods and class attributes below).
+    Subclasses set ``in_channels`` and ``out_channels`` and implement ``forward``; the methods and class
+    attributes below declare what the hub, the trainer and the CLI need to know about the family.
 
     Attributes:
         accepts_degradation: Whether ``forward`` takes a ``degradation`` argument (PIP networks).
         finetune_groups: Module groups for staged fine-tuning: ``{name: (pattern, ...)}``
             (see :func:`~allinone_ir.training.finetune.unfreeze`); names must not be module names.
         demo_choices: How ``allinone-ir demo`` offers the family: ``{"--model choice": "registered model"}``.
+        unused_modules: Modules the official network builds but never uses; :meth:`filter_state_dict`
+            drops their checkpoint keys.
     """
 
     accepts_degradation: ClassVar[bool] = False
     finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     demo_choices: ClassVar[Mapping[str, str]] = {}
+    unused_modules: ClassVar[Sequence[str]] = ()
 
     in_channels: int
     out_channels: int
@@ -175,7 +176,7 @@ class RestorationModel(RecordsConfig, nn.Module):
         return [name for name, m in self.named_modules() if isinstance(m, Stage)]
 
     def set_grad_checkpointing(self, enable: bool = True, stages: Iterable[str] | None = None) -> None:
-        """Recompute the activations of U-Net levels (``stages``, default all) in the backward pass to save memory.
+        """Recompute the activations of the levels ``stages`` (default all) in the backward pass.
 
         Raises:
             UsageError: If a name is not a level of this network.
@@ -193,11 +194,7 @@ class RestorationModel(RecordsConfig, nn.Module):
         return {}
 
     def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Split what ``forward(**training_forward_kwargs(batch))`` returned into the image and extras.
-
-        Shape:
-            - image: :math:`(N, C_{out}, H, W)`
-        """
+        """Split what ``forward(**training_forward_kwargs(batch))`` returned into the image and extras."""
         return output, {}
 
     def auxiliary_losses(self) -> list[AuxiliaryLoss]:
@@ -206,8 +203,8 @@ class RestorationModel(RecordsConfig, nn.Module):
 
     @classmethod
     def small_config(cls, *, degradations: Sequence[str], smoke: bool = False) -> dict[str, Any]:
-        """Constructor overrides of a small network that learns ``degradations`` (in label order) in minutes
-        on a CPU; ``smoke``: the smallest configuration that runs. ``NotImplementedError`` if none."""
+        """Overrides of a small network that learns ``degradations`` in minutes on a CPU (``smoke``: the
+        smallest that runs); ``NotImplementedError`` if none."""
         raise NotImplementedError(f"{cls.__name__} declares no small configuration")
 
     @property
@@ -220,8 +217,8 @@ class RestorationModel(RecordsConfig, nn.Module):
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Constructor arguments read from a state dict (prefixes removed, possibly official, possibly on
-        ``meta``), or ``None`` if the keys are not of this class.
+        """Constructor arguments read from a state dict (prefixes removed, maybe official or on ``meta``), or
+        ``None`` if the keys are not of this class.
 
         Raises:
             CheckpointError: If the keys are of this class but a hyper-parameter cannot be read.
@@ -233,10 +230,10 @@ class RestorationModel(RecordsConfig, nn.Module):
         cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
     ) -> dict[str, torch.Tensor]:
         """A new dict of a checkpoint's weights under ``model``'s keys (official renames, dropped modules)."""
-        return dict(state_dict)
+        return drop_unused_modules(state_dict, model, cls.unused_modules)
 
 
-def _to_official_5d(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+def _to_official_5d(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
     key = prefix + str(module.official_5d)
     if key in state_dict and state_dict[key].dim() == 4:
         state_dict[key] = state_dict[key].unsqueeze(0)
@@ -261,3 +258,14 @@ def drop_unused_modules(
     own = dict(model.named_modules())
     drop = tuple(f"{m}." for m in modules if m not in own)
     return {k: v for k, v in state_dict.items() if not k.startswith(drop)}
+
+
+def as_buffers(module: M, *names: str) -> M:
+    """``module`` with its parameters ``names`` turned into buffers of the same keys (weights no gradient reaches)."""
+    for full in names:
+        owner_name, _, name = full.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        p = getattr(owner, name)
+        delattr(owner, name)
+        owner.register_buffer(name, p.detach())
+    return module

@@ -12,27 +12,14 @@ from ..errors import CheckpointError
 
 
 def count_blocks(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
-    """Number of blocks ``prefix.<i>.`` in a state dict (1 + the largest index; 0 if none).
-
-    Examples:
-        >>> count_blocks({"latent.0.w": torch.zeros(1), "latent.3.w": torch.zeros(1)}, "latent")
-        4
-    """
+    """Number of blocks ``prefix.<i>.`` in a state dict (1 + the largest index; 0 if none)."""
     pat = re.compile(re.escape(prefix) + r"\.(\d+)\.")
     idx = [int(m.group(1)) for k in state_dict if (m := pat.match(k))]
     return max(idx) + 1 if idx else 0
 
 
 def attention_heads(state_dict: Mapping[str, torch.Tensor], names: Sequence[str], default: int) -> int:
-    """Heads of the attentions (``attn.temperature``, ``(heads, 1, 1)``) of the stages or blocks ``names``.
-
-    Raises:
-        CheckpointError: If the attentions disagree (the message names the odd tensors).
-
-    Examples:
-        >>> attention_heads({"latent.0.attn.temperature": torch.ones(8, 1, 1)}, ["latent"], 1)
-        8
-    """
+    """Heads of the attentions (``attn.temperature``) of ``names``; a ``CheckpointError`` names odd tensors."""
     pats = [re.compile(re.escape(name) + r"(\.\d+)?\.attn\.temperature$") for name in names]
     found = {k: int(v.shape[0]) for k, v in state_dict.items() if any(p.match(k) for p in pats)}
     if not found:
@@ -55,15 +42,7 @@ def attention_heads(state_dict: Mapping[str, torch.Tensor], names: Sequence[str]
 
 
 def ffn_expansion_factor(state_dict: Mapping[str, torch.Tensor], default: float = 2.66) -> float:
-    """The GDFN width factor ``f`` with ``int(channels * f) == hidden`` for every ``ffn.project_out``.
-
-    Raises:
-        CheckpointError: If no factor fits every block (the message names the odd blocks).
-
-    Examples:
-        >>> ffn_expansion_factor({"b.ffn.project_out.weight": torch.zeros(48, 127, 1, 1)})
-        2.66
-    """
+    """The GDFN factor ``f``, ``int(channels * f) == hidden`` for every ``ffn.project_out``; else ``CheckpointError``."""
     pairs = {
         k: (int(v.shape[0]), int(v.shape[1]))
         for k, v in state_dict.items()

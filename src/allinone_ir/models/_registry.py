@@ -32,11 +32,8 @@ def register_model(fn: F) -> F:
 
 
 def register_architecture(cls: C) -> C:
-    """Register a network class under ``cls.__name__`` (decorator).
-
-    Saved configs rebuild it by name; :func:`~allinone_ir.hub.load_checkpoint` recognises its state dicts
-    through its ``detect`` and ``filter_state_dict``.
-    """
+    """Register a network class under ``cls.__name__`` (decorator): saved configs rebuild it by name and
+    :func:`~allinone_ir.hub.load_checkpoint` recognises its state dicts (``detect``, ``filter_state_dict``)."""
     _ARCHITECTURES[cls.__name__] = cls
     return cls
 
@@ -72,7 +69,6 @@ def _unknown(kind: str, name: object, known: Iterable[str]) -> str:
 
 
 def is_model(name: str) -> bool:
-    """Whether a factory called ``name`` is registered."""
     return name in _MODELS
 
 

@@ -20,8 +20,8 @@ class WeightsSource:
     """Where a released file can be fetched.
 
     Args:
-        kind: ``"url"`` or ``"hf"`` (fetched by the library); ``"gdrive"``, ``"baidu"`` or ``"page"`` (a
-            page that links the file) need a person.
+        kind: ``"url"`` or ``"hf"`` (fetched by the library); ``"gdrive"``, ``"baidu"`` or ``"page"`` (a page
+            that links the file) need a person.
         location: The URL, the Hugging Face ``owner/repo``, the Drive file id, the Baidu link or the page.
         file: The file name inside a Hugging Face repository.
         note: Anything a user should know about this copy.
@@ -38,7 +38,7 @@ class WeightsSource:
 
     @property
     def downloadable(self) -> bool:
-        """Whether the library can fetch it over HTTP (``url`` and ``hf``)."""
+        """Whether the library can fetch it (``url`` and ``hf``)."""
         return self.kind in ("url", "hf")
 
     @property
@@ -60,8 +60,7 @@ class PretrainedWeights:
         arch: The registered model name; ``create_model(arch, **config)`` builds the network.
         sources: Every known copy, the library-fetchable ones first.
         sha256: SHA-256 of the file, and ``size`` its bytes, where published.
-        reported: The paper's scores for this file, e.g. ``("Rain100L 36.37 dB / 0.972",)``, measured
-            as ``protocol`` says.
+        reported: The paper's scores for this file, measured as ``protocol`` says.
         default: The file that ``create_model(arch, pretrained=True)`` loads.
     """
 
@@ -89,7 +88,7 @@ class PretrainedWeights:
 
     @property
     def downloadable(self) -> bool:
-        """Whether some source can be fetched by the library (not only by a person)."""
+        """Whether some source can be fetched by the library."""
         return any(s.downloadable for s in self.sources)
 
 
@@ -106,12 +105,11 @@ def register_weights(entry: PretrainedWeights) -> PretrainedWeights:
 
 
 def register_weights_note(family: str, text: str) -> None:
-    """Record a line of the weights listing about a family: ``("PIP", "the authors released no weights")``."""
+    """Record a line of the weights listing about a family that has no entries."""
     _NOTES[family] = text
 
 
 def weights_notes() -> dict[str, str]:
-    """``{family: note}`` of the families that declared a note."""
     return dict(_NOTES)
 
 
@@ -126,7 +124,6 @@ def list_pretrained(pattern: str | None = None) -> list[str]:
 
 
 def is_pretrained(name: str) -> bool:
-    """Whether ``name`` is a registered weights name."""
     return name in _WEIGHTS
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +13,10 @@ from torch import nn
 from ..errors import UsageError
 from ..layers.attention import CrossChannelAttention, low_precision_autocast
 from ..layers.norm import NormKind
-from ._base import drop_unused_modules
+from ._base import as_buffers
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
-from .restormer import RestormerUNet, _read_restormer_layout
+from .restormer import RESTORMER_GROUPS, RestormerUNet, _read_restormer_layout
 
 __all__ = ["AdaIR"]
 
@@ -32,19 +32,8 @@ def _autocast_off(device_type: str) -> AbstractContextManager[Any]:
 
 
 def low_frequency_mask(threshold: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """AdaIR's centred low-frequency rectangle as a 0/1 mask in the unshifted layout of ``torch.fft.fft2``.
-
-    One on the rows ``-h' <= f < h'`` and columns ``-w' <= f < w'``, ``h' = floor((H // 128) * t_0)``,
-    ``w' = floor((W // 128) * t_1)``, for the predicted fractions ``t = threshold``.
-
-    Shape:
-        - threshold: :math:`(N, 2, 1, 1)`
-        - output: :math:`(N, 1, H, W)`, the dtype of ``threshold``
-
-    Examples:
-        >>> m = low_frequency_mask(torch.full((1, 2, 1, 1), 0.9), 256, 384)
-        >>> m.sum().item(), m[0, 0, 0, 0].item(), m[0, 0, -1, -2].item(), m[0, 0, 1, 0].item()
-        (8.0, 1.0, 1.0, 0.0)
+    """AdaIR's ``(N, 1, H, W)`` low-frequency mask in ``fft2``'s layout: one where ``-h' <= f_y < h'`` and
+    ``-w' <= f_x < w'``, ``h' = floor((H // 128) * t_0)``, ``w' = floor((W // 128) * t_1)``, ``t = threshold``.
     """
     half_h = torch.floor((height // 128) * threshold[:, 0:1])
     half_w = torch.floor((width // 128) * threshold[:, 1:2])
@@ -59,18 +48,7 @@ def low_frequency_mask(threshold: torch.Tensor, height: int, width: int) -> torc
 
 
 def frequency_split(x: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(high, low)``: the magnitudes of the two parts of ``x`` under :func:`low_frequency_mask`, in float32.
-
-    Shape:
-        - x: :math:`(N, C, H, W)`; threshold: :math:`(N, 2, 1, 1)`
-        - output: two :math:`(N, C, H, W)` maps
-
-    Examples:
-        >>> x = torch.randn(2, 4, 256, 128)
-        >>> high, low = frequency_split(x, torch.full((2, 2, 1, 1), 0.7))
-        >>> torch.allclose(torch.fft.ifft2(torch.fft.fft2(x)).real, x, atol=1e-5), high.shape
-        (True, torch.Size([2, 4, 256, 128]))
-    """
+    """``(high, low)``: float32 magnitudes of the two parts of ``x`` under :func:`low_frequency_mask`."""
     h, w = x.shape[-2:]
     with _autocast_off(x.device.type):  # torch.fft has no bfloat16 kernels
         x = x.float()
@@ -85,14 +63,7 @@ def frequency_split(x: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Ten
 
 
 class FrequencyRefine(nn.Module):
-    """Frequency modulation (official ``FreRefine``): ``proj(low * spatial(high) + high * channel(low))``.
-
-    The spatial gate is ``sigmoid(conv7x7([max_c, mean_c]))``, the channel gate
-    ``sigmoid(mlp(avgpool) + mlp(maxpool))`` with an mlp ``C -> C/16 -> C``.
-
-    Shape:
-        - low, high, output: :math:`(N, C, H, W)`
-    """
+    """Frequency modulation (official ``FreRefine``): ``proj(low * spatial_gate(high) + high * channel_gate(low))``."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -113,38 +84,8 @@ class FrequencyRefine(nn.Module):
         return self.proj(low * spatial + high * channel)
 
 
-def _as_buffers(module: nn.Module, *names: str) -> None:
-    """Turn the parameters ``names`` of ``module`` into buffers of the same keys."""
-    for full in names:
-        owner_name, _, name = full.rpartition(".")
-        owner = module.get_submodule(owner_name)
-        p = getattr(owner, name)
-        delattr(owner, name)
-        owner.register_buffer(name, p.detach())
-
-
 class FreModule(nn.Module):
-    """Adaptive frequency learning block: frequency mining of the image, modulation of a feature.
-
-    The embedded image is split by :func:`frequency_split`; each band queries the feature,
-    :class:`FrequencyRefine` merges them and the feature queries the result. Weights no gradient reaches
-    are buffers (same keys).
-
-    Args:
-        dim: Channels of the feature (at least 16).
-        num_heads: Heads of the three cross attentions.
-        bias: Whether the attention convolutions have a bias.
-        in_dim: Channels of the image.
-
-    Shape:
-        - image: :math:`(N, C_{in}, H_0, W_0)`; y: :math:`(N, C, H, W)`
-        - output: :math:`(N, C, H, W)`
-
-    Examples:
-        >>> block = FreModule(16, num_heads=2)
-        >>> block(torch.rand(2, 3, 32, 32), torch.randn(2, 16, 8, 8)).shape
-        torch.Size([2, 16, 8, 8])
-    """
+    """Frequency mining of the image (:func:`frequency_split`) and modulation of the feature ``y`` by its bands."""
 
     def __init__(self, dim: int, num_heads: int, bias: bool = False, in_dim: int = 3) -> None:
         super().__init__()
@@ -158,11 +99,11 @@ class FreModule(nn.Module):
         self.channel_cross_agg = CrossChannelAttention(dim, dim, num_heads, bias)
         self.frequency_refine = FrequencyRefine(dim)
         if not bias:  # no gradient reaches them: the low band is zero on maps under 256 pixels
-            _as_buffers(self.channel_cross_h, "q.weight", "q_dwconv.weight", "temperature")
+            as_buffers(self.channel_cross_h, "q.weight", "q_dwconv.weight", "temperature")
         self.rate_conv = nn.Sequential(
             nn.Conv2d(dim, dim // 8, 1, bias=False), nn.GELU(), nn.Conv2d(dim // 8, 2, 1, bias=False)
         )
-        _as_buffers(self.rate_conv, "0.weight", "2.weight")
+        as_buffers(self.rate_conv, "0.weight", "2.weight")
 
     def mine(self, image: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The high- and low-frequency maps of ``image`` at ``size``, in float32."""
@@ -185,8 +126,8 @@ class FreModule(nn.Module):
 class AdaIR(RestormerUNet):
     """AdaIR: Restormer's U-Net with a :class:`FreModule` on the latent and after decoder levels 3 and 2.
 
-    Defaults: the official configuration; official key names (:data:`ADAIR_UNUSED_MODULES` are not
-    built). Any ``H, W >= 1`` works (reflect padding to a multiple of 8, cropped back).
+    Defaults and keys: the official ones (:data:`ADAIR_UNUSED_MODULES` are not built). Any ``H, W >= 1``
+    works.
 
     Args:
         dim: Channels of the first level (at least 8).
@@ -203,7 +144,7 @@ class AdaIR(RestormerUNet):
         torch.Size([2, 3, 17, 30])
     """
 
-    pad_multiple = 8
+    unused_modules = tuple(f"fre{i}.{m}" for i in (1, 2, 3) for m in ADAIR_UNUSED_MODULES)
 
     def __init__(
         self,
@@ -237,19 +178,15 @@ class AdaIR(RestormerUNet):
         return self.fre1(ctx, x)
 
     def _decoder_hook(self, level: int, x: torch.Tensor, ctx: Any) -> torch.Tensor:
-        if level == 1:  # goes to the refinement
-            return x
-        return (self.fre2 if level == 3 else self.fre3)(ctx, x)
+        return (
+            x if level == 1 else (self.fre2 if level == 3 else self.fre3)(ctx, x)
+        )  # level 1: the refinement
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp, size = self._pad_input(x)
         return self._crop(self._unet_forward(inp, inp), size)
 
-    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
-        "decoder": ("up*", "reduce_chan_level*", "decoder_level*", "refinement", "output"),
-        "frequency": ("fre1", "fre2", "fre3"),
-    }
+    finetune_groups = {**RESTORMER_GROUPS, "frequency": ("fre1", "fre2", "fre3")}
 
     @classmethod
     def small_config(cls, *, degradations: Sequence[str] = (), smoke: bool = False) -> dict[str, Any]:
@@ -261,23 +198,13 @@ class AdaIR(RestormerUNet):
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
         """Restormer's layout plus ``fre1..3.conv1.weight``; ``fre_heads`` from ``fre1``'s temperature."""
-        if not all(f"fre{i}.conv1.weight" in state_dict for i in (1, 2, 3)):
-            return None
-        config = _read_restormer_layout(state_dict)
+        config = _read_restormer_layout(state_dict, *(f"fre{i}.conv1.weight" for i in (1, 2, 3)))
         if config is None:
             return None
         temp = state_dict.get("fre1.channel_cross_l.temperature")
         fh = config["heads"][2] if temp is None else int(temp.shape[0])
         config["fre_heads"] = None if fh == config["heads"][2] else fh
         return config
-
-    @classmethod
-    def filter_state_dict(
-        cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
-    ) -> dict[str, torch.Tensor]:
-        """Drop the keys of the unused ``fre*.conv`` and ``fre*.score_gen`` (:data:`ADAIR_UNUSED_MODULES`)."""
-        unused = [f"fre{i}.{m}" for i in (1, 2, 3) for m in ADAIR_UNUSED_MODULES]
-        return drop_unused_modules(state_dict, model, unused)
 
 
 @register_model
@@ -286,9 +213,8 @@ def adair(**kwargs: Any) -> AdaIR:
     return AdaIR(**kwargs)
 
 
-# Released weights. Facts: github.com/c-yn/AdaIR README.md "Testing" (a Google Drive folder; test.py
-# --mode 5: three degradations, --mode 6: five), test.py (--ckpt_name "adair5d.ckpt"; adair3d.ckpt inferred
-# from it), LICENSE (MIT). No hash or size is published.
+# Released weights. Facts: github.com/c-yn/AdaIR README.md "Testing" (a Google Drive folder), test.py
+# (--mode 5 / 6; --ckpt_name "adair5d.ckpt", adair3d.ckpt inferred from it), LICENSE.
 for _variant, _file, _tasks, _data, _mode in (
     ("three_task", "adair3d.ckpt", ("noise", "rain", "haze"),
      "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)", 5),

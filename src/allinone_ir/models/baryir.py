@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, UsageError
-from ..layers import Downsample, OverlapPatchEmbed, RestormerLayerNorm, TransformerBlock, Upsample
+from ..layers import RestormerLayerNorm, TransformerBlock, Upsample
 from ..layers.norm import NormKind
-from ._base import AuxiliaryLoss, RestorationModel, drop_unused_modules
+from ._base import AuxiliaryLoss
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
-from .restormer import _read_restormer_layout, transformer_stage
+from .restormer import RestormerUNet, _read_restormer_layout, transformer_stage
 
 #: Modules the official ``BaryNet`` builds but never uses (215,296 parameters); their keys are dropped on load.
 BARYIR_UNUSED_MODULES: tuple[str, ...] = (
@@ -41,11 +41,8 @@ def barycenter_latent_loss(
 ) -> torch.Tensor:
     """BaryIR's latent terms of ``trainer_bary.py`` (alignment, orthogonality, residual contrast), float32.
 
-    The official adversarial potentials are not part of it. Without labels the contrast is 0.
-
-    Shape:
-        - source, bary, residual: :math:`(N, C, h, w)`
-        - labels: :math:`(N,)` integers or :math:`(N, T)` weights (their argmax)
+    The official adversarial potentials are not part of it; without ``labels`` (:math:`(N,)` or
+    :math:`(N, T)` weights) the contrast is 0.
 
     Examples:
         >>> s, b = torch.randn(4, 8, 2, 2), torch.randn(4, 8, 2, 2)
@@ -84,15 +81,16 @@ def _conv1x1(cin: int, cout: int, bias: bool) -> nn.Conv2d:
 
 
 @register_architecture
-class BaryIR(RestorationModel):
+class BaryIR(RestormerUNet):
     """BaryIR with the Restormer backbone (official ``BaryNet(decoder=True)``; official defaults and keys).
 
-    ``barylatent`` has as many blocks as the latent, the residual decoder (``res*``) as the main one.
+    Restormer's encoder; ``barylatent`` has as many blocks as the latent, the residual decoder (``res*``) as
+    the main one.
 
     Shape:
         - x: :math:`(N, C_{in}, H, W)`, any ``H, W >= 1``; output: :math:`(N, C_{out}, H, W)`
-        - with ``return_latents``, also source, barycenter and residual: :math:`(N, 8 dim, H_p / 8, W_p / 8)`
-          (:math:`H_p, W_p`: the padded size)
+        - with ``return_latents`` also source, barycenter and residual, :math:`(N, 8 dim, H_p / 8, W_p / 8)`
+          for the padded size :math:`H_p, W_p`
 
     Examples:
         >>> net = BaryIR(**BaryIR.small_config(smoke=True))
@@ -100,7 +98,7 @@ class BaryIR(RestorationModel):
         torch.Size([2, 3, 17, 30])
     """
 
-    pad_multiple = 8
+    unused_modules = BARYIR_UNUSED_MODULES
 
     def __init__(
         self,
@@ -116,21 +114,12 @@ class BaryIR(RestorationModel):
         layer_norm_type: NormKind = "WithBias",
     ) -> None:
         super().__init__()
-        if len(num_blocks) != 4 or len(heads) != 4:
-            raise UsageError(f"num_blocks and heads need 4 entries, got {list(num_blocks)} and {list(heads)}")
         self.in_channels, self.out_channels = in_channels, out_channels
         a = (ffn_expansion_factor, bias, layer_norm_type)
-        d1, d2, d3, d4 = dim, dim * 2, dim * 4, dim * 8
-        h1, h2, h3, h4 = heads
         # the official construction order (keys in the official order)
-        self.patch_embed = OverlapPatchEmbed(in_channels, dim)
-        self.encoder_level1 = transformer_stage(d1, h1, num_blocks[0], *a)
-        self.down1_2 = Downsample(d1)
-        self.encoder_level2 = transformer_stage(d2, h2, num_blocks[1], *a)
-        self.down2_3 = Downsample(d2)
-        self.encoder_level3 = transformer_stage(d3, h3, num_blocks[2], *a)
-        self.down3_4 = Downsample(d3)
-        self.latent = transformer_stage(d4, h4, num_blocks[3], *a)
+        self._build_encoder(in_channels, dim, num_blocks, heads, *a)
+        d2, d3, d4 = dim * 2, dim * 4, dim * 8
+        h1, h2, h3, h4 = heads
         self.barylatent = transformer_stage(d4, h4, num_blocks[3], *a)
         self.LN = RestormerLayerNorm(d4, layer_norm_type)
         # level 3: main (from cat(b, r), 2 * d4 channels) and residual (from r) branches
@@ -143,7 +132,6 @@ class BaryIR(RestorationModel):
         self.resreduce_chan_level3 = _conv1x1(d3, d3, bias)
         self.resreduce_noise_level3 = _conv1x1(d4, d4, bias)
         self.resdecoder_level3 = transformer_stage(d3, h3, num_blocks[2], *a)
-        # level 2
         self.up3_2 = Upsample(d3)
         self.reduce_chan_level2 = _conv1x1(d3, d2, bias)
         self.noise_level2 = TransformerBlock(d3, h3, *a)
@@ -153,7 +141,6 @@ class BaryIR(RestorationModel):
         self.resreduce_chan_level2 = _conv1x1(d2, d2, bias)
         self.resreduce_noise_level2 = _conv1x1(d3, d3, bias)
         self.resdecoder_level2 = transformer_stage(d2, h2, num_blocks[1], *a)
-        # level 1
         self.up2_1 = Upsample(d2)
         self.resup2_1 = Upsample(d2)
         self.noise_level1 = TransformerBlock(d2, h3, *a)
@@ -163,7 +150,7 @@ class BaryIR(RestorationModel):
         self.refinement = transformer_stage(d2, h1, num_refinement_blocks, *a)
         self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)
 
-    def forward(
+    def forward(  # type: ignore[override]
         self, x: torch.Tensor, return_latents: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The restored images, or with ``return_latents`` ``(images, source, barycenter, residual)``."""
@@ -191,7 +178,11 @@ class BaryIR(RestorationModel):
             return out, source, bary, residual
         return out
 
-    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
+    def low_precision_flags(self) -> list[tuple[str, nn.Module, str]]:
+        """None: BaryIR runs wholly in the autocast dtype."""
+        return []
+
+    finetune_groups = {
         "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
         "barycenter": ("barylatent", "LN"),
         "decoder": (
@@ -227,14 +218,7 @@ class BaryIR(RestorationModel):
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
         """Constructor arguments of a BaryIR state dict (``barylatent``, ``LN``, ``resup4_3``), else ``None``."""
         needed = ("LN.body.weight", "resup4_3.body.0.weight", "barylatent.0.norm1.body.weight")
-        return _read_restormer_layout(state_dict) if all(k in state_dict for k in needed) else None
-
-    @classmethod
-    def filter_state_dict(
-        cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
-    ) -> dict[str, torch.Tensor]:
-        """Drop the keys of :data:`BARYIR_UNUSED_MODULES`."""
-        return drop_unused_modules(state_dict, model, BARYIR_UNUSED_MODULES)
+        return _read_restormer_layout(state_dict, *needed)
 
 
 #: Classes of the official ``model_bary.py`` that a training checkpoint pickles.
@@ -245,9 +229,8 @@ _OFFICIAL_CLASSES = (
 
 
 def baryir_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The network weights of an official BaryIR training file (a pickled ``BaryNet``), read without its code.
-
-    ``weights_only=True`` with stand-ins for the ``model_bary`` classes: no code of the file runs.
+    """The network weights of an official BaryIR training file (a pickled ``BaryNet``), read without its code
+    (``weights_only=True`` with stand-ins for the ``model_bary`` classes).
 
     Raises:
         CheckpointError: If the file cannot be read this way or holds no ``BaryIR`` network.

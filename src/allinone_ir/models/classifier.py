@@ -15,11 +15,7 @@ __all__ = ["DegradationClassifier", "degradation_classification_loss"]
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block: two 3x3 convolutions with batch norm, a (projected) shortcut, ReLU.
-
-    The strided 1x1 shortcut subsamples first (same values): oneDNN's backward of a strided 1x1
-    channels-last convolution with under 8 input channels corrupts the heap.
-    """
+    """ResNet basic block: two 3x3 convolutions with batch norm, a (projected) shortcut, ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
@@ -36,6 +32,8 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
+        # the strided 1x1 shortcut subsamples first (same values): oneDNN's backward of a strided 1x1
+        # channels-last convolution with under 8 input channels corrupts the heap
         skip = x if self.stride == 1 else x[:, :, :: self.stride, :: self.stride]
         return F.relu(self.bn2(self.conv2(y)) + self.shortcut(skip))
 
@@ -43,16 +41,15 @@ class BasicBlock(nn.Module):
 class DegradationClassifier(RecordsConfig, nn.Module):
     """Predict which degradation an image suffers from (PIP paper, supplementary C.1).
 
-    A 3x3 stem, one stage of basic blocks per entry of ``widths`` (each halving the resolution), global
-    average pooling and a linear layer to ``T`` logits; ``softmax(logits)`` is PIP's blind ``omega``.
+    A 3x3 stem, a stage of ``blocks_per_stage`` basic blocks per entry of ``widths`` (each halving the
+    resolution), global average pooling and a linear layer; ``softmax(logits)`` is PIP's blind ``omega``.
 
     Args:
         num_degradations: Number of classes ``T``.
         widths: Channels of the stages (the stem has ``widths[0]``).
 
     Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: :math:`(N, T)` logits
+        - Input: :math:`(N, C, H, W)`; output: :math:`(N, T)` logits
 
     Examples:
         >>> clf = DegradationClassifier(num_degradations=5, widths=(8, 16))
@@ -98,8 +95,7 @@ def degradation_classification_loss(logits: torch.Tensor, target: torch.Tensor) 
         UsageError: If the shapes do not match.
 
     Shape:
-        - logits: :math:`(N, T)`; target: :math:`(N,)` labels or :math:`(N, T)` weights
-        - output: scalar
+        - logits: :math:`(N, T)`; target: :math:`(N,)` labels or :math:`(N, T)` weights; output: scalar
 
     Examples:
         >>> logits = torch.tensor([[10.0, 0.0], [0.0, 10.0]])

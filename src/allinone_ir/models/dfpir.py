@@ -6,7 +6,7 @@ import contextlib
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,9 +16,10 @@ from ..layers.attention import CrossChannelAttention, top_m_channel_attention
 from ..layers.feedforward import GDFN
 from ..layers.norm import NormKind, RestormerLayerNorm
 from ..layers.transformer import Downsample, OverlapPatchEmbed
+from ._base import as_buffers
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
-from .restormer import RestormerUNet, _read_restormer_layout, transformer_stage
+from .restormer import RESTORMER_GROUPS, RestormerUNet, _read_restormer_layout, transformer_stage
 
 #: The sentences the official scripts encode with CLIP ViT-B/32 for each degradation (the "detailed"
 #: prompts of ``train_3D_DFPIR.py``; the second three-task checkpoint used "Noise", "Rain", "Haze").
@@ -33,21 +34,8 @@ DFPIR_PROMPTS: Mapping[str, str] = {
 }
 
 
-def _frozen_linear(in_features: int, out_features: int) -> nn.Linear:
-    """An ``nn.Linear`` whose weight and bias are buffers (the same keys, no gradient)."""
-    layer = nn.Linear(in_features, out_features)
-    for name, p in list(layer.named_parameters()):
-        delattr(layer, name)
-        layer.register_buffer(name, p.detach())
-    return layer
-
-
 class SelectiveCrossAttention(CrossChannelAttention):
-    """DFPIR's cross attention keeping the top 90 % of each row, times ``attn4`` (``Topm_CrossAttention_Restormer``).
-
-    Shape:
-        - query, context, output: :math:`(N, C, H, W)`
-    """
+    """DFPIR's cross attention keeping the top 90 % of each row, times ``attn4`` (``Topm_CrossAttention_Restormer``)."""
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__(dim, dim, num_heads)
@@ -63,12 +51,9 @@ class SelectiveCrossAttention(CrossChannelAttention):
 class DegradationGuidedPerturbation(nn.Module):
     """DFPIR's degradation-guided perturbation block (DGPB; official ``ch_shuffle_high_text``).
 
-    The text embedding chooses a channel permutation of ``conv1x1(x)`` (:meth:`permutation`); the permuted
-    feature queries a :class:`SelectiveCrossAttention` on ``x``, then a GDFN with a residual. No gradient
-    reaches the text projections: they are buffers.
-
-    Shape:
-        - x, output: :math:`(N, C, H, W)`; text: :math:`(N, T)` or :math:`(1, T)` (``T = text_dim``)
+    The text embedding (``(N, T)`` or ``(1, T)``) chooses a channel permutation of ``conv1x1(x)``; the
+    permuted feature queries a :class:`SelectiveCrossAttention` on ``x``, then a GDFN with a residual. The
+    text projections are buffers (no gradient reaches them).
 
     Examples:
         >>> block = DegradationGuidedPerturbation(8, 2, text_dim=16)
@@ -87,8 +72,8 @@ class DegradationGuidedPerturbation(nn.Module):
     ) -> None:
         super().__init__()
         self.dim = dim
-        self.linear_layer1 = _frozen_linear(text_dim, text_dim)
-        self.linear_layer3 = _frozen_linear(text_dim, 2 * dim)
+        self.linear_layer1 = as_buffers(nn.Linear(text_dim, text_dim), "weight", "bias")
+        self.linear_layer3 = as_buffers(nn.Linear(text_dim, 2 * dim), "weight", "bias")
         self.conv1x1 = nn.Conv2d(dim, 2 * dim, kernel_size=1)
         self.conv_out = nn.Conv2d(2 * dim, dim, kernel_size=1)
         self.norm1 = RestormerLayerNorm(dim, layer_norm_type)
@@ -98,11 +83,7 @@ class DegradationGuidedPerturbation(nn.Module):
         self.ffn = GDFN(dim, ffn_expansion_factor, bias)
 
     def permutation(self, text: torch.Tensor) -> torch.Tensor:
-        """The ``2C`` channel indices, highest ``linear_layer3(linear_layer1(text))`` first (float32, no autocast).
-
-        Shape:
-            - text: :math:`(N, T)`; output: :math:`(N, 2C)`, int64
-        """
+        """The ``(N, 2C)`` channel indices, highest ``linear_layer3(linear_layer1(text))`` first (float32)."""
         device = text.device.type  # the meta device (FLOP counting) has no autocast
         off = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else None
         with off or contextlib.nullcontext():
@@ -122,8 +103,8 @@ class DFPIR(RestormerUNet):
     """DFPIR: a Restormer whose skips and latent pass through :class:`DegradationGuidedPerturbation` blocks.
 
     DFPIR is told the degradation as a text embedding: released weights need the CLIP embedding of their
-    training sentence (:func:`dfpir_text_embedding`, :data:`DFPIR_PROMPTS`); without one the zero
-    embedding is used. Defaults and state-dict keys are the official ones (text projections as buffers).
+    training sentence (:func:`dfpir_text_embedding`, :data:`DFPIR_PROMPTS`); without one the zero embedding
+    is used. Defaults and state-dict keys are the official ones (text projections as buffers).
 
     Shape:
         - x: :math:`(N, C_{in}, H, W)`, any ``H, W >= 1``; output: :math:`(N, C_{out}, H, W)`
@@ -134,8 +115,6 @@ class DFPIR(RestormerUNet):
         >>> net(torch.rand(2, 3, 17, 30), text_embedding=torch.randn(2, 16)).shape
         torch.Size([2, 3, 17, 30])
     """
-
-    pad_multiple = 8
 
     def __init__(
         self,
@@ -158,20 +137,17 @@ class DFPIR(RestormerUNet):
         self.text_dim = text_dim
         self._told_no_text = False  # the missing-embedding warning is given once per network
         args = (ffn_expansion_factor, bias, layer_norm_type)
-        # the official order: each encoder level, then its perturbation block, then the downsampling
         self.patch_embed = OverlapPatchEmbed(in_channels, dim)
-        for level, channels in enumerate((dim, dim * 2, dim * 4), 1):
-            blocks, n_heads = num_blocks[level - 1], heads[level - 1]
-            self.add_module(f"encoder_level{level}", transformer_stage(channels, n_heads, blocks, *args))
-            self.add_module(
-                f"encoder_shuffle_channel{level}",
-                DegradationGuidedPerturbation(channels, n_heads, *args, text_dim=text_dim),
-            )
-            self.add_module(f"down{level}_{level + 1}", Downsample(channels))
-        self.latent = transformer_stage(dim * 8, heads[3], num_blocks[3], *args)
-        self.latent_shuffle_channel = DegradationGuidedPerturbation(
-            dim * 8, heads[3], *args, text_dim=text_dim
-        )
+        for level in (1, 2, 3, 4):  # the official order: a level, its perturbation block, the downsampling
+            channels, n_heads = dim * 2 ** (level - 1), heads[level - 1]
+            stage = transformer_stage(channels, n_heads, num_blocks[level - 1], *args)
+            block = DegradationGuidedPerturbation(channels, n_heads, *args, text_dim=text_dim)
+            if level == 4:
+                self.latent, self.latent_shuffle_channel = stage, block
+            else:
+                self.add_module(f"encoder_level{level}", stage)
+                self.add_module(f"encoder_shuffle_channel{level}", block)
+                self.add_module(f"down{level}_{level + 1}", Downsample(channels))
         for level in (3, 2, 1):
             self._build_decoder_level(level, dim, num_blocks, heads, *args)
         self._build_head(dim, num_refinement_blocks, heads, out_channels, *args)
@@ -208,9 +184,8 @@ class DFPIR(RestormerUNet):
         inp, size = self._pad_input(x)
         return self._crop(self._unet_forward(inp, self._text(text_embedding, x.shape[0])), size)
 
-    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
-        "decoder": ("up*", "reduce_chan_level*", "decoder_level*", "refinement", "output"),
+    finetune_groups = {
+        **RESTORMER_GROUPS,
         "perturbation": ("encoder_shuffle_channel*", "latent_shuffle_channel"),
     }
 
@@ -225,9 +200,7 @@ class DFPIR(RestormerUNet):
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
         """Constructor arguments of a DFPIR state dict (Restormer's plus the perturbation blocks), else ``None``."""
         names = [f"encoder_shuffle_channel{i}" for i in (1, 2, 3)] + ["latent_shuffle_channel"]
-        if not all(f"{n}.linear_layer1.weight" in state_dict for n in names):
-            return None
-        config = _read_restormer_layout(state_dict)
+        config = _read_restormer_layout(state_dict, *(f"{n}.linear_layer1.weight" for n in names))
         if config is None:
             return None
         config["text_dim"] = int(state_dict["latent_shuffle_channel.linear_layer1.weight"].shape[1])
@@ -237,12 +210,9 @@ class DFPIR(RestormerUNet):
 def dfpir_text_embedding(
     prompts: str | Sequence[str], clip_checkpoint: str | Path, *, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
-    """The CLIP ViT-B/32 text embeddings of ``prompts`` (e.g. ``DFPIR_PROMPTS["rain"]``), as the official scripts.
+    """The ``(P, 512)`` float32 CLIP ViT-B/32 embeddings of ``prompts`` (e.g. ``DFPIR_PROMPTS["rain"]``).
 
     Needs ``pip install openai-clip`` and the ViT-B/32 weights as a local file (``ViT-B-32.pt``).
-
-    Shape:
-        - output: :math:`(P, 512)`, float32, one row per prompt
 
     Raises:
         MissingDependencyError: If the ``clip`` package is not installed.

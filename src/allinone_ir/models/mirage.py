@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -14,11 +14,11 @@ from ..layers.attention import channel_attention
 from ..layers.feedforward import GDFN
 from ..layers.norm import NormKind, RestormerLayerNorm
 from ..layers.stage import Stage
-from ..layers.transformer import Downsample, OverlapPatchEmbed, Upsample
-from ._base import AuxiliaryLoss, RestorationModel, drop_unused_modules
+from ..layers.transformer import Upsample
+from ._base import AuxiliaryLoss
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
-from .restormer import _read_restormer_layout
+from .restormer import RESTORMER_GROUPS, RestormerUNet, _read_restormer_layout
 
 #: Channels of the shallow and latent features the SPD head reduces to, and the width of its projections.
 SPD_CHANNELS: tuple[int, int] = (12, 24)
@@ -134,11 +134,7 @@ class _MirageBlock(nn.Module):
 
 
 def spd_feature(x: torch.Tensor) -> torch.Tensor:
-    """Flattened channel covariance ``cov + 1e-5 I`` (unbiased, over the pixels), in at least float32.
-
-    Shape:
-        - x: :math:`(N, C, H, W)` with ``H * W >= 2``; output: :math:`(N, C^2)`
-    """
+    """Flattened channel covariance ``cov + 1e-5 I`` (unbiased, over ``H * W >= 2`` pixels), ``(N, C^2)``, at least float32."""
     with torch.autocast(x.device.type, enabled=False):
         x = x.to(torch.promote_types(x.dtype, torch.float32)).flatten(2)
         x = x - x.mean(dim=2, keepdim=True)
@@ -148,21 +144,13 @@ def spd_feature(x: torch.Tensor) -> torch.Tensor:
 
 
 def spd_contrastive_loss(z_shallow: torch.Tensor, z_latent: torch.Tensor) -> torch.Tensor:
-    """NT-Xent of the shallow and latent SPD embeddings (sample ``i`` pairs with ``i``); 0 for a batch of one.
-
-    Shape:
-        - z_shallow, z_latent: :math:`(N, D)`; output: scalar
-    """
+    """NT-Xent of the ``(N, D)`` shallow and latent SPD embeddings (sample ``i`` pairs with ``i``); 0 for one sample."""
     logits = F.normalize(z_shallow, dim=1) @ F.normalize(z_latent, dim=1).T / SPD_TEMPERATURE
     return F.cross_entropy(logits, torch.arange(z_shallow.shape[0], device=z_shallow.device))
 
 
 def spectrum_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of the real and imaginary parts of the ``rfft2`` spectra (official ``FFTLoss``).
-
-    Shape:
-        - pred, target: :math:`(N, C, H, W)`; output: scalar, at least float32
-    """
+    """Mean absolute difference of the real and imaginary parts of the ``rfft2`` spectra (official ``FFTLoss``)."""
     acc = torch.promote_types(pred.dtype, torch.float32)
     return torch.view_as_real(torch.fft.rfft2(pred.to(acc)) - torch.fft.rfft2(target.to(acc))).abs().mean()
 
@@ -178,12 +166,12 @@ def _spd_term(model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, t
 
 
 @register_architecture
-class MIRAGE(RestorationModel):
+class MIRAGE(RestormerUNet):
     """MIRAGE: a Restormer-style U-Net of three-branch blocks (official keys; defaults: MIRAGE-S).
 
     ``spd_head`` builds the SPD head of the ``spd`` training term (``reduce_shallow``, ``reduce_latent``,
-    ``spd_proj_*``); without it, official checkpoints still load. ``dim`` is a multiple of 6, each level's
-    heads divide its channels / 3, ``num_blocks`` are per level (1-3 and the latent).
+    ``spd_proj_*``); official checkpoints load either way. ``dim`` is a multiple of 6, each level's heads
+    divide its channels / 3.
 
     Shape:
         - Input: :math:`(N, C_{in}, H, W)`, any ``H, W >= 1``
@@ -195,7 +183,7 @@ class MIRAGE(RestorationModel):
         torch.Size([2, 3, 17, 30])
     """
 
-    pad_multiple = 8
+    unused_modules = SPD_HEAD  # dropped when the network is built without the SPD head
 
     def __init__(
         self,
@@ -213,38 +201,21 @@ class MIRAGE(RestorationModel):
         spd_head: bool = True,
     ) -> None:
         super().__init__()
-        if len(num_blocks) != 4 or len(heads) != 4:
-            raise UsageError(f"num_blocks and heads need 4 entries, got {list(num_blocks)} and {list(heads)}")
         if dim % 6:
             raise UsageError(
                 f"MIRAGE needs dim to be a multiple of 6 (three branches, even levels), got {dim}"
             )
         self.in_channels, self.out_channels = in_channels, out_channels
-
-        def stage(channels: int, level: int, depth: int) -> Stage:
-            args = (ffn_expansion_factor, bias, layer_norm_type, drop_path)
-            return Stage(*[_MirageBlock(channels, heads[level], *args) for _ in range(depth)])
-
+        opts = (ffn_expansion_factor, bias, layer_norm_type, drop_path)
         # the official construction order (keys in the official order)
-        self.patch_embed = OverlapPatchEmbed(in_channels, dim)
-        self.encoder_level1 = stage(dim, 0, num_blocks[0])
-        self.down1_2 = Downsample(dim)
-        self.encoder_level2 = stage(dim * 2, 1, num_blocks[1])
-        self.down2_3 = Downsample(dim * 2)
-        self.encoder_level3 = stage(dim * 4, 2, num_blocks[2])
-        self.down3_4 = Downsample(dim * 4)
-        self.latent = stage(dim * 8, 3, num_blocks[3])
+        self._build_encoder(in_channels, dim, num_blocks, heads, *opts)
         self.up4_3 = Upsample(dim * 4)
         self.reduce_chan_level3 = nn.Conv2d(dim * 6, dim * 4, kernel_size=1, bias=bias)
         self.reduce_dim_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
-        self.decoder_level3 = stage(dim * 4, 2, num_blocks[2])
-        self.up3_2 = Upsample(dim * 4)
-        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
-        self.decoder_level2 = stage(dim * 2, 1, num_blocks[1])
-        self.up2_1 = Upsample(dim * 2)
-        self.decoder_level1 = stage(dim * 2, 0, num_blocks[0])
-        self.refinement = stage(dim * 2, 0, num_refinement_blocks)
-        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
+        self.decoder_level3 = self._stage(dim * 4, heads[2], num_blocks[2], *opts)
+        for level in (2, 1):
+            self._build_decoder_level(level, dim, num_blocks, heads, *opts)
+        self._build_head(dim, num_refinement_blocks, heads, out_channels, *opts)
         if spd_head:
             s, t = SPD_CHANNELS
             self.reduce_shallow = nn.Conv2d(dim, s, 1)
@@ -252,7 +223,10 @@ class MIRAGE(RestorationModel):
             self.spd_proj_shallow = nn.Linear(s * s, SPD_DIM)
             self.spd_proj_latent = nn.Linear(t * t, SPD_DIM)
 
-    def forward(
+    def _stage(self, dim: int, num_heads: int, depth: int, *opts: Any) -> Stage:
+        return Stage(*[_MirageBlock(dim, num_heads, *opts) for _ in range(depth)])
+
+    def forward(  # type: ignore[override]
         self, x: torch.Tensor, *, return_spd: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         inp, size = self._pad_input(x)
@@ -275,16 +249,9 @@ class MIRAGE(RestorationModel):
         z_l = F.normalize(self.spd_proj_latent(spd_feature(self.reduce_latent(latent))), dim=1)
         return out, z_s, z_l
 
-    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
-        "decoder": (
-            "reduce_dim_level3",
-            "up*",
-            "reduce_chan_level*",
-            "decoder_level*",
-            "refinement",
-            "output",
-        ),
+    finetune_groups = {
+        "encoder": RESTORMER_GROUPS["encoder"],
+        "decoder": ("reduce_dim_level3", *RESTORMER_GROUPS["decoder"]),
         "spd": ("reduce_shallow", "reduce_latent", "spd_proj_*"),
     }
 
@@ -318,21 +285,12 @@ class MIRAGE(RestorationModel):
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
         """Constructor arguments (all but ``drop_path``) of a MIRAGE state dict, else ``None``."""
-        if "reduce_dim_level3.weight" not in state_dict:
-            return None
         if not any(".attn.gatedcnn.gic1.weight" in k for k in state_dict):
             return None
-        config = _read_restormer_layout(state_dict)
+        config = _read_restormer_layout(state_dict, "reduce_dim_level3.weight")
         if config is not None:
             config["spd_head"] = "spd_proj_latent.weight" in state_dict
         return config
-
-    @classmethod
-    def filter_state_dict(
-        cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
-    ) -> dict[str, torch.Tensor]:
-        """Drop the SPD head's keys when ``model`` is built without it."""
-        return drop_unused_modules(state_dict, model, SPD_HEAD)
 
 
 @register_model

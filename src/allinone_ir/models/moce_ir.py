@@ -28,15 +28,7 @@ RANK_TYPES = ("spread", "constant", "lin", "double", "exp")
 
 
 def expert_ranks(dim: int, rank: int, num_experts: int, rank_type: str) -> list[int]:
-    """Ranks of one level's ``num_experts`` experts under ``rank_type``.
-
-    ``spread``: ``dim / 2^(E-1-i)``, ``constant``: ``rank``, ``lin``: ``rank + i``, ``double``: ``rank + 2i``,
-    ``exp``: ``rank^(i+1)``.
-
-    Examples:
-        >>> expert_ranks(48, 2, 4, "spread")
-        [6, 12, 24, 48]
-    """
+    """Ranks of one level's experts: ``dim / 2^(E-1-i)``, ``rank``, ``rank + i``, ``rank + 2i`` or ``rank^(i+1)``."""
     ranks = {
         "spread": [dim // 2 ** (num_experts - 1 - i) for i in range(num_experts)],
         "constant": [rank] * num_experts,
@@ -117,21 +109,7 @@ class LowRankExpert(nn.Module):
 
 
 class ExpertRouter(nn.Module):
-    """Noisy top-k gating (official ``RoutingFunction``) and its load-balancing loss.
-
-    The gates are the top k of ``softmax(gate(x) + freq_gate(freq_emb) + noise)``, noise ``N(0, 1/E^2)``;
-    the training loss is ``0.5 * cv^2(importance) + 0.5 * cv^2(load)`` (Shazeer et al. 2017).
-
-    Args:
-        complexity: Parameter count of each expert, ``(E,)``.
-        k: Experts selected per image.
-        use_complexity_bias: Weight the importance term by the experts' complexity.
-        complexity_scale: ``"max"`` or ``"min"``: complexity divided by its maximum or minimum.
-
-    Shape:
-        - x: :math:`(N, C, H, W)`; freq_emb: :math:`(N, F)`
-        - output: gates :math:`(N, E)`, indices :math:`(N, k)`, the loss (scalar)
-    """
+    """Noisy top-k gating (official ``RoutingFunction``) and its load-balancing loss (Shazeer et al. 2017)."""
 
     eval_noise: bool = False  # set by MoCEIR's eval_routing_noise, routing_noise and train_top_k
     train_noise: bool = True
@@ -187,19 +165,7 @@ def _cv_squared(v: torch.Tensor) -> torch.Tensor:
 
 
 class ComplexityExperts(nn.Module):
-    """Mixture of complexity experts (official ``AdapterLayer``): route, run the selected experts, project.
-
-    Expert ``i`` has FFT patch ``2^(i+2)``. Under ``torch.compile`` every expert runs on the whole batch;
-    in training the experts no image selected enter the graph with weight 0 (a gradient for DDP).
-
-    Args:
-        ranks: Rank of each expert (see :func:`expert_ranks`).
-        router_kwargs: Options of :class:`ExpertRouter`.
-
-    Shape:
-        - x, shared: :math:`(N, C, H, W)`; freq_emb: :math:`(N, F)`
-        - output: ``(out, loss)``: :math:`(N, C, H, W)` and a scalar
-    """
+    """Mixture of complexity experts (official ``AdapterLayer``): route, run the selected experts, project."""
 
     def __init__(
         self, dim: int, ranks: Sequence[int], *, freq_dim: int, top_k: int = 1, **router_kwargs: Any
@@ -241,12 +207,7 @@ class ComplexityExperts(nn.Module):
 
 
 class MoCEDecoderBlock(nn.Module):
-    """Decoder block: a shared MDTA path and the experts, joined by cross attention, then a GDFN.
-
-    Shape:
-        - x: :math:`(N, C, H, W)`; freq_emb: :math:`(N, F)`
-        - output: ``(x, loss)``: :math:`(N, C, H, W)` and the router's balancing loss
-    """
+    """Decoder block: a shared MDTA path and the experts, joined by cross attention, then a GDFN."""
 
     def __init__(
         self, dim: int, num_heads: int, ffn_factor: float, bias: bool, norm_type: NormKind, **experts: Any
@@ -286,7 +247,6 @@ class FrequencyEmbedding(nn.Module):
 def _balance_term(
     model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]
 ) -> torch.Tensor:
-    """The routers' load-balancing loss of the training forward (``extras["balance"]``)."""
     if "balance" not in extras:
         raise UsageError(
             "the 'balance' term needs extras['balance']: run forward(x, **model.training_forward_kwargs(batch)) "
@@ -299,8 +259,7 @@ def _balance_term(
 class MoCEIR(RestorationModel):
     """MoCE-IR: Restormer encoder and refinement; decoder blocks (:class:`MoCEDecoderBlock`) with experts.
 
-    Defaults: the official MoCE-IR (``dim=32``: MoCE-IR-S); official key names. Any ``H, W >= 1`` works
-    (reflect padding to a multiple of ``2^(levels-1)``, cropped back).
+    Defaults and keys: the official MoCE-IR (``dim=32``: MoCE-IR-S). Any ``H, W >= 1`` works.
 
     Args:
         num_blocks: Encoder blocks per level, the last entry the latent's.
@@ -394,7 +353,7 @@ class MoCEIR(RestorationModel):
                 m.eval_noise, m.train_noise, m.train_k = eval_routing_noise, routing_noise, train_top_k
 
     def forward(self, x: torch.Tensor, *, return_balance_loss: bool = False) -> Any:
-        """Restore ``x``; with ``return_balance_loss`` return ``(image, balance_loss)``."""
+        """The restored image, or with ``return_balance_loss`` ``(image, balance_loss)``."""
         inp, size = self._pad_input(x)
         feats = self.patch_embed(inp)
         skips = []
@@ -417,16 +376,14 @@ class MoCEIR(RestorationModel):
             return out, balance / max(sum(self.num_dec_blocks), 1)
         return out
 
-    def low_precision_flags(self) -> list[tuple[str, nn.Module, str]]:
-        """The modules kept in float32 under bf16/fp16 (Restormer's choice)."""
-        return restormer_low_precision_flags(self)
+    low_precision_flags = restormer_low_precision_flags
 
     def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """Ask the training forward for the routers' balancing loss too."""
+        """``{"return_balance_loss": True}``: the ``balance`` term needs the routers' loss."""
         return {"return_balance_loss": True}
 
     def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Split ``(image, balance_loss)`` into the image and ``{"balance": balance_loss}``."""
+        """The image and ``{"balance": balance_loss}``."""
         if isinstance(output, tuple):
             return output[0], {"balance": output[1]}
         return output, {}
@@ -498,8 +455,7 @@ def moce_ir_s(**kwargs: Any) -> MoCEIR:
 
 
 # Released weights. Facts: github.com/eduardzamfir/MoCE-IR (snapshot a1a6e74) README.md (one Google Drive
-# folder; src/test.py reads checkpoints/<id>/last.ckpt; ids MoCE_IR[_S]_AIO3 / _AIO5, tested without
-# --with_complexity), src/options.py (dim 48 / 32), LICENSE (Apache 2.0). No hash or size is published.
+# folder; checkpoints/<id>/last.ckpt, tested without --with_complexity), src/options.py, LICENSE.
 _MOCE_DRIVE = WeightsSource(
     "page",
     "https://drive.google.com/drive/folders/1pQBceb8cCPdIzbqbNNGqV5qNXzzqL4uK",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,8 +33,7 @@ class NAFBlock(nn.Module):
         drop_out_rate: Dropout after each branch.
 
     Shape:
-        - Input: :math:`(N, C, H, W)`
-        - Output: :math:`(N, C, H, W)`
+        - Input, output: :math:`(N, C, H, W)`
 
     Examples:
         >>> NAFBlock(8)(torch.randn(1, 8, 5, 5)).shape
@@ -72,8 +71,8 @@ def _naf_stage(channels: int, depth: int, drop_out_rate: float) -> Stage:
 class NAFNet(UNetHooks, RestorationModel):
     """NAFNet: U-Net of NAF blocks with additive skips and a global residual; official key names.
 
-    Defaults: the SIDD width-32 configuration. Any ``H, W >= 1`` works (zero padding to a multiple of
-    ``2 ** len(enc_blk_nums)``, as the official code, cropped back).
+    Defaults: the SIDD width-32 configuration. Any ``H, W >= 1`` works (zero padding, as the official
+    code, to a multiple of ``2 ** len(enc_blk_nums)``).
 
     Args:
         in_channels: Image channels (input and output).
@@ -81,11 +80,9 @@ class NAFNet(UNetHooks, RestorationModel):
         middle_blk_num: NAF blocks in the bottleneck.
         enc_blk_nums: NAF blocks per encoder level.
         dec_blk_nums: NAF blocks per decoder level (as many levels as ``enc_blk_nums``).
-        drop_out_rate: Dropout inside the blocks.
 
     Shape:
-        - Input: :math:`(N, C, H, W)`, float, values nominally in [0, 1]
-        - Output: :math:`(N, C, H, W)`
+        - Input, output: :math:`(N, C, H, W)`, float, values nominally in [0, 1]
 
     Examples:
         >>> net = NAFNet(width=8, middle_blk_num=1, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1))
@@ -108,8 +105,7 @@ class NAFNet(UNetHooks, RestorationModel):
         super().__init__()
         if len(enc_blk_nums) != len(dec_blk_nums):
             raise UsageError(
-                f"enc_blk_nums and dec_blk_nums need the same length, got {list(enc_blk_nums)} and "
-                f"{list(dec_blk_nums)}"
+                f"enc_blk_nums and dec_blk_nums need the same length, got {list(enc_blk_nums)} and {list(dec_blk_nums)}"
             )
         self.in_channels = self.out_channels = in_channels
         self.pad_multiple = 2 ** len(enc_blk_nums)
@@ -147,7 +143,7 @@ class NAFNet(UNetHooks, RestorationModel):
             level -= 1
         return self.ending(h) + x
 
-    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
+    finetune_groups = {
         "encoder": ("intro", "encoders", "downs", "middle_blks"),
         "decoder": ("ups", "decoders", "ending"),
     }
@@ -205,10 +201,10 @@ def nafnet_gopro_width32(**kwargs: Any) -> NAFNet:
 _read_nafnet_layout = NAFNet.detect  # PIP-NAFNet reads the same layout
 
 
-# Released weights. Facts: github.com/megvii-research/NAFNet (snapshot 2b4af71) readme.md's model table,
-# docs/REDS.md, options/test/*/NAFNet-width*.yml, LICENSE (MIT); SHA-256 and sizes: the Git LFS pointers of
-# the Hugging Face mirror nyanko7/nafnet-models (commit 08e8c70), equal to those of the author's Space
-# chuxiaojie/NAFNet. REDS-width64 is the GoPro width-64 network (NAFNetLocal uses the weights unchanged).
+# Released weights. Facts: github.com/megvii-research/NAFNet (snapshot 2b4af71) readme.md, docs/REDS.md,
+# options/test/*/NAFNet-width*.yml, LICENSE; SHA-256 and sizes: the Git LFS pointers of the mirror
+# nyanko7/nafnet-models (commit 08e8c70), equal to the author's Space chuxiaojie/NAFNet. REDS-width64 is
+# the GoPro width-64 network (NAFNetLocal uses the weights unchanged).
 _SIDD = "PSNR/SSIM on RGB, SIDD validation (1,280 256x256 blocks); readme.md model table"
 _GOPRO = "PSNR/SSIM on RGB, GoPro test set (1,111 images); readme.md model table"
 _REDS = "PSNR/SSIM on RGB, REDS validation (300 images, lmdb) with test-time local statistics (NAFNetLocal); readme.md"

@@ -1,16 +1,11 @@
-"""PIP (Prompt-In-Prompt, Li et al.): its blocks and the networks built with them.
-
-The networks take ``model(image, degradation=None, *, return_weights=False, return_logits=False)``;
-``None`` restores blind with the built-in degradation classifier. Module names are the official ones
-(longzilicart/pip_universal), so official checkpoints load without renaming.
-"""
+"""PIP (Prompt-In-Prompt, Li et al.): its blocks and the networks built with them (official module names)."""
 
 from __future__ import annotations
 
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +22,7 @@ from ..layers.attention import CrossChannelAttention, top_m_channel_attention, t
 from ..layers.feedforward import GDFN
 from ..layers.norm import NormKind, RestormerLayerNorm
 from ..losses.decoupled import DEFAULT_DDL_ALPHA, collect_degradation_prompts, directional_decoupled_loss
-from ._base import AuxiliaryLoss, RestorationModel, drop_unused_modules, official_5d_keys
+from ._base import AuxiliaryLoss, RestorationModel, official_5d_keys
 from ._detect import count_blocks, ffn_expansion_factor
 from ._registry import register_architecture, register_model
 from ._weights import register_weights_note
@@ -42,12 +37,7 @@ DEFAULT_CLASSIFIER_WEIGHT: float = 0.1
 
 
 class PromptToPrompt(nn.Module):
-    """Prompt-to-prompt (official ``LGM``): ``U = B + CAtt(LN(B), LN(D))``, then ``U + GDFN(LN(U))`` (Eq. 5-6).
-
-    Shape:
-        - basic: :math:`(1, C, S, S)` or :math:`(N, C, S, S)`; degradation: :math:`(N, C, S, S)`
-        - output: :math:`(N, C, S, S)`
-    """
+    """Prompt-to-prompt (official ``LGM``, Eq. 5-6): ``U = B + CAtt(LN(B), LN(D))``, then ``U + GDFN(LN(U))``."""
 
     def __init__(
         self,
@@ -70,23 +60,18 @@ class PromptToPrompt(nn.Module):
 
 
 def _align_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """Keep the first ``channels`` channels, or zero-pad at the end up to ``channels``."""
+    """The first ``channels`` channels of ``x``, zero-padded at the end if it has fewer."""
     c = x.shape[1]
-    if c > channels:
-        return x[:, :channels]
-    if c < channels:
-        return F.pad(x, (0, 0, 0, 0, 0, channels - c))
-    return x
+    return x[:, :channels] if c >= channels else F.pad(x, (0, 0, 0, 0, 0, channels - c))
 
 
 class PromptInPrompt(nn.Module):
     """The prompt of one skip connection, from the feature and the degradation weights ``omega``.
 
-    ``D = mean_t(omega_t d_t) * Z_s`` (``d_t``: ``detask_prompt_param``; ``Z_s``: the feature resized to
-    ``S x S``, channels cut or zero-padded to ``C_p``); ``U = P2P(B, D)`` (``LGM``, with the basic
-    prompt ``B``, ``low_prompt_param``), resized to ``H x W`` and convolved (``outconv``).
-    ``detask_prompt_param`` is stored ``(T, C_p, 1, 1)``; the state dict shows the official
-    ``(1, T, C_p, 1, 1)``; both load.
+    ``D = mean_t(omega_t d_t) * Z_s`` (``d_t``: ``detask_prompt_param``, stored ``(T, C_p, 1, 1)``, shown as
+    the official ``(1, T, C_p, 1, 1)``; ``Z_s``: the feature resized to ``S x S``, channels cut or zero-padded
+    to ``C_p``); ``U = LGM(B, D)`` with the basic prompt ``B`` (``low_prompt_param``), resized to ``H x W``
+    and convolved (``outconv``).
 
     Args:
         prompt_dim: Prompt channels ``C_p``.
@@ -95,8 +80,7 @@ class PromptInPrompt(nn.Module):
         p2p_heads: Heads of the prompt-to-prompt attention.
 
     Shape:
-        - feature: :math:`(N, C_f, H, W)`; omega: :math:`(N, T)`
-        - output: :math:`(N, C_p, H, W)`
+        - feature: :math:`(N, C_f, H, W)`; omega: :math:`(N, T)`; output: :math:`(N, C_p, H, W)`
 
     Examples:
         >>> prompt = PromptInPrompt(prompt_dim=8, prompt_size=4, num_degradations=3)
@@ -129,16 +113,16 @@ class PromptInPrompt(nn.Module):
 
     @property
     def num_degradations(self) -> int:
-        """``T``."""
+        """Number of degradation types ``T``."""
         return self.detask_prompt_param.shape[0]
 
     @property
     def degradation_prompts(self) -> torch.Tensor:
-        """The degradation-aware prompts as a ``(T, C_p)`` view."""
+        """The degradation-aware prompts, a ``(T, C_p)`` view."""
         return self.detask_prompt_param.reshape(self.num_degradations, self.prompt_dim)
 
     def degradation_prompt(self, omega: torch.Tensor) -> torch.Tensor:
-        """``mean_t(omega_t d_t)``, shape ``(N, C_p, 1, 1)``; ``omega`` must be ``(N, T)``."""
+        """``mean_t(omega_t d_t)``, ``(N, C_p, 1, 1)``, of ``(N, T)`` weights."""
         t = self.num_degradations
         if omega.ndim != 2 or omega.shape[1] != t:
             raise UsageError(f"omega must have shape (N, {t}), got {tuple(omega.shape)}")
@@ -160,25 +144,23 @@ class PromptInPrompt(nn.Module):
 
 
 class _TopMCrossAttention(CrossChannelAttention):
-    """Top-m cross attention (:func:`~allinone_ir.layers.attention.top_m_channel_attention`), mask weights ``attn1..4``."""
+    """Top-m cross attention (:func:`~allinone_ir.layers.attention.top_m_channel_attention`), weights ``attn1..4``."""
 
     def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
         super().__init__(dim, dim, num_heads, bias)
         self.top_m = top_m_sizes(dim // num_heads)
-        self.attn1 = nn.Parameter(torch.tensor([0.2]))
-        self.attn2 = nn.Parameter(torch.tensor([0.2]))
-        self.attn3 = nn.Parameter(torch.tensor([0.2]))
-        self.attn4 = nn.Parameter(torch.tensor([0.2]))
+        for i in range(1, 5):
+            self.register_parameter(f"attn{i}", nn.Parameter(torch.tensor([0.2])))
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q, k, v = self._qkv(query, context)
-        weights = torch.cat([self.attn1, self.attn2, self.attn3, self.attn4])
+        weights = torch.cat([getattr(self, f"attn{i}") for i in range(1, 5)])
         out = top_m_channel_attention(q, k, v, self.temperature, self.num_heads, self.top_m, weights)
         return self.project_out(out)
 
 
 class _DualGateFeedForward(GDFN):
-    """GDFN's modules with both halves gating each other: ``gelu(x2) x1 + gelu(x1) x2``."""
+    """GDFN with both halves gating each other: ``gelu(x2) x1 + gelu(x1) x2``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
@@ -186,21 +168,7 @@ class _DualGateFeedForward(GDFN):
 
 
 class SelectivePromptToFeature(nn.Module):
-    """Selective prompt-to-feature (official ``Topm_CrossTransformerRestormer_Block_PIM``, Eq. 7-8).
-
-    ``X = Z_n + CAtt_s(Z_n, LN(U))``, ``Z_n = LN(Z)`` cut or zero-padded to ``C_p``, with top-m cross
-    attention; a wider feature's other channels pass as ``Z_n``, a narrower one is mapped back by
-    ``reduce_channel``. Then ``X + FFN(LN(X))`` with the dual-gated feed-forward network.
-
-    Args:
-        feature_dim: Feature channels ``C_f``.
-        prompt_dim: Prompt channels ``C_p``.
-        num_heads: Attention heads; must divide ``prompt_dim``.
-
-    Shape:
-        - feature: :math:`(N, C_f, H, W)`; prompt: :math:`(N, C_p, H, W)`
-        - output: :math:`(N, C_f, H, W)`
-    """
+    """Selective prompt-to-feature (official ``Topm_CrossTransformerRestormer_Block_PIM``, Eq. 7-8)."""
 
     def __init__(
         self,
@@ -233,9 +201,8 @@ class SelectivePromptToFeature(nn.Module):
 
 
 class PromptToFeature(nn.Module):
-    """The official holder of a :class:`SelectivePromptToFeature` (built with the same arguments).
-
-    Its key prefix is ``prompt_transformer_cross``; ``forward(feature, prompt)`` runs it.
+    """The official holder (key prefix ``prompt_transformer_cross``) of a :class:`SelectivePromptToFeature`
+    built with the same arguments; ``forward(feature, prompt)`` runs it.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -247,10 +214,8 @@ class PromptToFeature(nn.Module):
 
 
 class PIPBlock(nn.Module):
-    """Prompt-In-Prompt on one skip connection: ``block(feature, omega) -> modulated feature``.
-
-    ``prompt`` (:class:`PromptInPrompt`) makes the prompt and ``low_prompt_interaction``
-    (:class:`PromptToFeature`) modulates the feature with it. Each sample uses its own row of ``omega``.
+    """Prompt-In-Prompt on one skip connection: ``prompt`` (:class:`PromptInPrompt`) makes each sample's
+    prompt from its row of ``omega``, ``low_prompt_interaction`` (:class:`PromptToFeature`) applies it.
 
     Args:
         feature_dim: Channels ``C_f`` of the skip feature.
@@ -261,8 +226,7 @@ class PIPBlock(nn.Module):
         p2f_heads: Heads of the prompt-to-feature attention; must divide ``prompt_dim``.
 
     Shape:
-        - feature: :math:`(N, C_f, H, W)`; omega: :math:`(N, T)`
-        - output: :math:`(N, C_f, H, W)`
+        - feature: :math:`(N, C_f, H, W)`; omega: :math:`(N, T)`; output: :math:`(N, C_f, H, W)`
 
     Examples:
         >>> block = PIPBlock(feature_dim=16, prompt_dim=8, prompt_size=4, num_degradations=5, p2f_heads=2)
@@ -299,14 +263,14 @@ class PIPBlock(nn.Module):
 
 
 def _ddl_term(model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The ``ddl`` term: paper Eq. 4 on the network's degradation-aware prompts, summed over its blocks."""
+    """Paper Eq. 4 on the network's degradation-aware prompts, summed over its blocks."""
     return directional_decoupled_loss(collect_degradation_prompts(model))
 
 
 def _classifier_term(
     model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, torch.Tensor]
 ) -> torch.Tensor:
-    """The ``classifier`` term: cross-entropy of the logits against ``batch["label"]`` (0 without labels)."""
+    """Cross-entropy of the classifier's logits against ``batch["label"]`` (0 without labels)."""
     label = batch.get("label")
     if label is None:
         return batch["degraded"].new_zeros((), dtype=torch.float32)
@@ -342,8 +306,8 @@ class _PIPControl(RestorationModel):
             )
 
     def _restore(self, x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
-        """The network on a padded input under the degradation weights ``omega``."""
-        raise NotImplementedError
+        """The network on a padded input under the degradation weights ``omega`` (a U-Net's by default)."""
+        return self._unet_forward(x, omega)  # type: ignore[operator]
 
     @property
     def num_degradations(self) -> int:
@@ -371,12 +335,11 @@ class _PIPControl(RestorationModel):
         return_weights: bool = False,
         return_logits: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """Restore ``x``; ``degradation=None``: under the classifier's ``softmax(logits)``.
+        """Restore ``x`` under ``degradation``, or blind (the classifier's ``softmax(logits)``) if ``None``.
 
         Args:
-            x: The degraded images.
-            degradation: A label, labels, a name (``"rain+noise"``), names, a mapping or ``(N, T)``
-                weights (:func:`~allinone_ir.degradation_types.resolve_degradation_weights`).
+            degradation: A label, labels, a name (``"rain+noise"``), names, a mapping or ``(N, T)`` weights
+                (:func:`~allinone_ir.degradation_types.resolve_degradation_weights`).
             return_weights: Also return ``omega``, the ``(N, T)`` weights used.
             return_logits: Also return the classifier's logits (last).
         """
@@ -391,13 +354,13 @@ class _PIPControl(RestorationModel):
                 degradation, batch_size=x.shape[0], names=self.degradations, device=x.device
             )
         out = self._crop(self._restore(inp, omega), size)
-        extra = [omega] if return_weights else []
-        if logits is not None and return_logits:
-            extra.append(logits)
+        extra = ([omega] if return_weights else []) + (
+            [logits] if logits is not None and return_logits else []
+        )
         return (out, *extra) if extra else out
 
     def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """The batch's labels drive the prompts (and the classifier's logits come out); none: ``{}``, blind.
+        """The batch's labels drive the prompts (the classifier's logits come out too); none: blind.
 
         Raises:
             DatasetError: Without labels when the network has no classifier.
@@ -416,7 +379,7 @@ class _PIPControl(RestorationModel):
         return {"degradation": label, "return_logits": True}
 
     def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Split the training forward's output (the image or ``(image, logits)``) into the image and extras."""
+        """The image and ``{"logits"}`` of ``(image, logits)``; an image alone has no extras."""
         if isinstance(output, torch.Tensor):
             return output, {}
         if isinstance(output, tuple) and len(output) == 2:
@@ -428,7 +391,7 @@ class _PIPControl(RestorationModel):
         )
 
     def auxiliary_losses(self) -> list[AuxiliaryLoss]:
-        """``ddl`` (0.002, paper Eq. 10) on the degradation-aware prompts and, with a classifier, ``classifier`` (0.1)."""
+        """``ddl`` (0.002, paper Eq. 10) and, with a classifier, ``classifier`` (0.1)."""
         terms = [AuxiliaryLoss("ddl", DEFAULT_DDL_ALPHA, _ddl_term)]
         if self.classifier is not None:
             terms.append(AuxiliaryLoss("classifier", DEFAULT_CLASSIFIER_WEIGHT, _classifier_term))
@@ -446,11 +409,9 @@ class PIPRestormer(_PIPControl, RestormerUNet):  # type: ignore[misc]  # forward
     """PIP on Restormer, the official PIP network (longzilicart/pip_universal, ``pip_cross_topm``).
 
     Restormer's U-Net whose skips are modulated before the decoder concatenates them: ``prompt<L>``
-    (:class:`PromptInPrompt`) and ``low_prompt_interaction_level<L>`` (:class:`PromptToFeature`); the
-    latent is reduced ``8 dim -> 4 dim`` by ``chnl_reduce3`` before ``up4_3``. The official unused
-    ``reduce_noise_channel_1..3`` are not built and their keys are dropped. Defaults: the official
-    network (27,316,614 parameters) and the degradation classifier (78,005). The first nine arguments
-    are :class:`~allinone_ir.models.restormer.Restormer`'s.
+    (:class:`PromptInPrompt`) and ``low_prompt_interaction_level<L>`` (:class:`PromptToFeature`); the latent
+    is reduced ``8 dim -> 4 dim`` by ``chnl_reduce3`` before ``up4_3``. Defaults: the official network plus
+    the degradation classifier. The first nine arguments are :class:`~allinone_ir.models.restormer.Restormer`'s.
 
     Args:
         prompt_dims: Prompt channels at skips 1, 2, 3 (shallow to deep).
@@ -462,8 +423,8 @@ class PIPRestormer(_PIPControl, RestormerUNet):  # type: ignore[misc]  # forward
         classifier_widths: Stage widths of the classifier.
 
     Shape:
-        - image: :math:`(N, C_{in}, H, W)`, float, values nominally in [0, 1]
-        - output: :math:`(N, C_{out}, H, W)`; with ``return_weights`` also ``omega`` :math:`(N, T)`
+        - image: :math:`(N, C_{in}, H, W)`; output: :math:`(N, C_{out}, H, W)`, with ``return_weights`` also
+          ``omega`` :math:`(N, T)`
 
     Examples:
         >>> net = PIPRestormer(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1,
@@ -524,15 +485,13 @@ class PIPRestormer(_PIPControl, RestormerUNet):  # type: ignore[misc]  # forward
         prompt = getattr(self, f"prompt{level}")(skip, ctx)
         return getattr(self, f"low_prompt_interaction_level{level}")(skip, prompt)
 
-    def _restore(self, x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
-        return self._unet_forward(x, omega)
-
-    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
+    finetune_groups = {
         "encoder": RESTORMER_GROUPS["encoder"],
         "decoder": ("chnl_reduce3", *RESTORMER_GROUPS["decoder"]),
         "prompts": ("prompt1", "prompt2", "prompt3", "low_prompt_interaction_level*"),
     }
-    demo_choices: ClassVar[Mapping[str, str]] = {"pip": "pip_restormer"}
+    demo_choices = {"pip": "pip_restormer"}
+    unused_modules = ("reduce_noise_channel_1", "reduce_noise_channel_2", "reduce_noise_channel_3")
 
     @classmethod
     def small_config(
@@ -559,36 +518,25 @@ class PIPRestormer(_PIPControl, RestormerUNet):  # type: ignore[misc]  # forward
         """Restormer's layout plus ``prompt1..3`` and ``low_prompt_interaction_level1..3``, else ``None``.
 
         Raises:
-            CheckpointError: If no feed-forward factor fits the hidden widths, or the weights have the
-                PIP blocks of a development version (``pip_level1..3``).
+            CheckpointError: If no feed-forward factor fits, or the PIP blocks are a development version's.
         """
         prompts = [f"prompt{i}" for i in (1, 2, 3)]
-        interactions = [f"low_prompt_interaction_level{i}" for i in (1, 2, 3)]
         config = _read_restormer_layout(state_dict)
-        return _read_pip_blocks(state_dict, config, prompts, interactions, "pip_level1.basic_prompt.prompt")
-
-    @classmethod
-    def filter_state_dict(
-        cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
-    ) -> dict[str, torch.Tensor]:
-        """Drop the keys of ``reduce_noise_channel_1..3``: modules the official code builds and never uses."""
-        unused = ("reduce_noise_channel_1", "reduce_noise_channel_2", "reduce_noise_channel_3")
-        return drop_unused_modules(state_dict, model, unused)
+        return _read_pip_blocks(
+            state_dict, config, prompts, "low_prompt_interaction_level1", "pip_level1.basic_prompt.prompt"
+        )
 
 
 @register_architecture
 class PIPNAFNet(_PIPControl, NAFNet):  # type: ignore[misc]  # forward takes a degradation
-    """PIP on NAFNet: a :class:`PIPBlock` on each skip connection (paper Table S3; not in the official code).
+    """PIP on NAFNet: a :class:`PIPBlock` (``pips.0`` shallowest) on each encoder output before it is added to
+    the decoder feature (paper Table S3; not in the official code).
 
-    NAFNet's modules keep their official names; the blocks are ``pips.0`` (shallowest) to
-    ``pips.{L-1}``, applied to each encoder output before it is added to the decoder feature.
-    Defaults: 120,510,960 parameters. The first six arguments are
-    :class:`~allinone_ir.models.nafnet.NAFNet`'s, the others :class:`PIPRestormer`'s (one prompt dim
-    and size per encoder level) and ``ffn_expansion_factor`` of the PIP blocks.
+    The first six arguments are :class:`~allinone_ir.models.nafnet.NAFNet`'s, the others
+    :class:`PIPRestormer`'s (one prompt dim and size per level) and the PIP blocks' ``ffn_expansion_factor``.
 
     Shape:
-        - image: :math:`(N, C, H, W)`
-        - output: :math:`(N, C, H, W)`
+        - image, output: :math:`(N, C, H, W)`
     """
 
     def __init__(
@@ -628,27 +576,20 @@ class PIPNAFNet(_PIPControl, NAFNet):  # type: ignore[misc]  # forward takes a d
     def _skip_hook(self, level: int, skip: torch.Tensor, ctx: Any) -> torch.Tensor:
         return self.pips[level - 1](skip, ctx)
 
-    def _restore(self, x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
-        return self._unet_forward(x, omega)
-
-    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        **NAFNet.finetune_groups,
-        "prompts": ("pips",),
-    }
+    finetune_groups = {**NAFNet.finetune_groups, "prompts": ("pips",)}
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
         """NAFNet's layout plus ``pips.0..L-1``, else ``None``.
 
         Raises:
-            CheckpointError: If no feed-forward factor fits the hidden widths, or the weights have the
-                PIP blocks of a development version (``pips.<i>.basic_prompt``).
+            CheckpointError: If no feed-forward factor fits, or the PIP blocks are a development version's.
         """
         config = _read_nafnet_layout(state_dict)
-        levels = range(len(config["enc_blk_nums"])) if config else range(0)
-        prompts = [f"pips.{i}.prompt" for i in levels]
-        interactions = [f"pips.{i}.low_prompt_interaction" for i in levels]
-        pip = _read_pip_blocks(state_dict, config, prompts, interactions, "pips.0.basic_prompt.prompt")
+        prompts = [f"pips.{i}.prompt" for i in range(len(config["enc_blk_nums"]) if config else 0)]
+        pip = _read_pip_blocks(
+            state_dict, config, prompts, "pips.0.low_prompt_interaction", "pips.0.basic_prompt.prompt"
+        )
         if pip is None:
             return None
         return {**pip, "ffn_expansion_factor": ffn_expansion_factor(state_dict)}
@@ -659,41 +600,34 @@ _TAP_ATTR = "_allinone_ir_pip_tap"
 
 
 def _pip_tap_hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
-    """Forward hook of a tapped module: apply the PIP block :meth:`PIPUNet.forward` stored on it, if any."""
+    """Apply the PIP block that :meth:`PIPUNet.forward` stored on the module (none: the backbone alone)."""
     active = getattr(module, _TAP_ATTR, None)
-    if active is None:  # the backbone was called on its own
-        return None
-    block, omega = active
-    return block(output, omega)
+    return None if active is None else active[0](output, active[1])
 
 
 class PIPUNet(_PIPControl):
     """Plug PIP into a U-Net of your own, without touching its code.
 
     Name the sub-modules whose **outputs** are the skip features: each gets a :class:`PIPBlock`
-    (``pips.<name>``, ``.`` written ``_``) applied to its output by a forward hook during
-    :meth:`forward` only; the backbone called directly is unmodified, and copies (``deepcopy``, EMA,
-    pickling, DDP, ``torch.compile``) apply their own blocks. To modulate only a skip, give the skip
-    path its own module (``nn.Identity()``). A named module must run once per forward, be called as
-    ``module(x)`` and lie outside activation checkpointing. The backbone is not in ``config``: to
-    reload, wrap the same backbone and ``load_state_dict``. The PIP arguments are :class:`PIPNAFNet`'s.
+    (``pips.<name>``, ``.`` written ``_``) applied to its output by a forward hook during :meth:`forward`
+    only (the backbone called directly is unmodified; copies apply their own blocks). To modulate only a
+    skip, give the skip path its own module (``nn.Identity()``). A named module must run once per forward,
+    be called as ``module(x)`` and lie outside activation checkpointing. The backbone is not in ``config``:
+    to reload, wrap the same backbone and ``load_state_dict``. The PIP arguments are :class:`PIPNAFNet`'s.
 
     Args:
         backbone: Your network; ``backbone(x)`` must return the restored image.
         skips: ``{module name: feature channels}`` for each skip (names as in ``named_modules()``).
         prompt_dims: Prompt channels per skip, in the order of ``skips`` (default: the feature channels).
         prompt_sizes: Basic-restoration-prompt size per skip, or one size for all.
-        in_channels: Image channels of the input (checked).
-        out_channels: Image channels of the output.
         pad_multiple: Pad ``H, W`` to a multiple of this before the backbone and crop back.
 
     Raises:
-        UsageError: If a name is not a sub-module of ``backbone``, two names are the same module
-            or give the same block name, or the lengths disagree.
+        UsageError: If a name is not a sub-module of ``backbone``, two names are the same module or give
+            the same block name, or the lengths disagree.
 
     Shape:
-        - image: :math:`(N, C_{in}, H, W)`
-        - output: whatever ``backbone`` returns, cropped to :math:`H \\times W`
+        - image: :math:`(N, C_{in}, H, W)`; output: what ``backbone`` returns, cropped to ``H x W``
 
     Examples:
         >>> class TinyUNet(nn.Module):
@@ -779,7 +713,7 @@ class PIPUNet(_PIPControl):
             for module, _, _ in tapped:
                 setattr(module, _TAP_ATTR, None)
 
-    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {"prompts": ("pips",)}
+    finetune_groups = {"prompts": ("pips",)}
 
 
 @register_model
@@ -798,13 +732,11 @@ def _read_pip_blocks(
     state_dict: Mapping[str, torch.Tensor],
     config: dict[str, Any] | None,
     prompts: list[str],
-    interactions: list[str],
+    interaction: str,
     old_key: str,
 ) -> dict[str, Any] | None:
-    """``config`` plus what the PIP modules ``prompts`` and ``interactions`` say; ``None`` without them.
-
-    Degradation names are not stored in weights: the defaults (a warning when their number differs).
-    Weights with ``old_key``, of a development version's PIP blocks (another function), are refused.
+    """``config`` plus what the PIP modules say (degradation names: the defaults, with a warning if their number
+    differs); ``None`` without them. Weights with ``old_key`` (a development version's) are refused.
     """
     if old_key in state_dict:
         raise CheckpointError(
@@ -833,7 +765,7 @@ def _read_pip_blocks(
         prompt_sizes=[int(p.shape[-1]) for p in basic],
         degradations=names,
         p2p_heads=int(state_dict[f"{prompts[0]}.LGM.attn.temperature"].shape[0]),
-        p2f_heads=int(state_dict[f"{interactions[0]}.prompt_transformer_cross.attn.temperature"].shape[0]),
+        p2f_heads=int(state_dict[f"{interaction}.prompt_transformer_cross.attn.temperature"].shape[0]),
         classifier=bool(widths),
     )
     if widths:
@@ -841,5 +773,4 @@ def _read_pip_blocks(
     return config
 
 
-# The PIP authors released no weights (github.com/longzilicart/pip_universal): the weights listing says so.
 register_weights_note("PIP (pip_restormer, pip_nafnet)", "the authors released no weights; train your own")

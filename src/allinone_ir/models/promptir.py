@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import UsageError
 from ..layers.norm import NormKind
 from ..layers.transformer import TransformerBlock
-from ._base import drop_unused_modules, official_5d_keys
+from ._base import official_5d_keys
 from ._detect import attention_heads
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
@@ -31,8 +31,7 @@ class PromptGenBlock(nn.Module):
     """Prompt generation block: an input-conditioned mixture of learnable prompt components.
 
     ``P = conv3x3(resize(sum_l softmax(W GAP(F))_l P_l))``, resized to the feature's ``H x W``.
-    ``prompt_param`` is stored ``(L, C_p, S, S)`` and shows the official ``(1, L, C_p, S, S)`` in the
-    state dict; both shapes load.
+    ``prompt_param`` is stored ``(L, C_p, S, S)`` and shown as the official ``(1, L, C_p, S, S)``.
 
     Args:
         prompt_dim: Channels ``C_p`` of the prompt.
@@ -56,7 +55,7 @@ class PromptGenBlock(nn.Module):
         self, prompt_dim: int = 128, prompt_len: int = 5, prompt_size: int = 96, lin_dim: int = 192
     ) -> None:
         super().__init__()
-        if prompt_len < 1 or prompt_size < 1 or prompt_dim < 1:
+        if min(prompt_len, prompt_size, prompt_dim) < 1:
             raise UsageError(
                 f"PromptGenBlock needs positive sizes, got {prompt_dim=}, {prompt_len=}, {prompt_size=}"
             )
@@ -144,9 +143,8 @@ class PromptIR(RestormerUNet):
 
     Restormer's U-Net; on the latent and after decoder levels 3 and 2 a :class:`PromptGenBlock`
     (``prompt{l}``) makes a prompt that :class:`PromptInteraction` mixes in (``noise_level{l}``,
-    ``reduce_noise_level{l}``). Defaults are the official configuration (35,376,967 parameters; the six
-    modules the official code builds but never uses are not built); the keys are the official ones.
-    Any ``H, W >= 1`` works. The first nine arguments are
+    ``reduce_noise_level{l}``). Defaults and keys are the official ones (the six modules the official
+    code never uses are not built). The first nine arguments are
     :class:`~allinone_ir.models.restormer.Restormer`'s.
 
     Args:
@@ -211,12 +209,13 @@ class PromptIR(RestormerUNet):
         return self._prompt(level - 1, x) if level > 1 else x
 
     _STAGE2 = ("refinement", "output", "decoder_level1", "prompt1", "noise_level1", "reduce_noise_level1")
-    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = {
+    finetune_groups = {
         **RESTORMER_GROUPS,
         "prompts": ("prompt*", "noise_level*", "reduce_noise_level*"),
         "stage2": _STAGE2,  # the output end, for a second stage
     }
-    demo_choices: ClassVar[Mapping[str, str]] = {"promptir": "promptir"}
+    demo_choices = {"promptir": "promptir"}
+    unused_modules = PROMPTIR_UNUSED_MODULES
 
     @classmethod
     def small_config(cls, *, degradations: Sequence[str] = (), smoke: bool = False) -> dict[str, Any]:
@@ -255,7 +254,7 @@ class PromptIR(RestormerUNet):
         cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
     ) -> dict[str, torch.Tensor]:
         """Drop the keys of :data:`PROMPTIR_UNUSED_MODULES`; give ``prompt_param`` the official 5-D shape."""
-        out = drop_unused_modules(state_dict, model, PROMPTIR_UNUSED_MODULES)
+        out = super().filter_state_dict(state_dict, model)
         return {
             k: v.unsqueeze(0) if k.endswith("prompt_param") and v.dim() == 4 else v for k, v in out.items()
         }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,10 +38,8 @@ def transformer_stage(
 
 
 def restormer_low_precision_flags(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
-    """The float32 flags of a Restormer-layout network under bf16/fp16, as ``(name, module, attribute)``.
-
-    The patch embedding and the attention's depthwise convolution at the full-resolution levels run in
-    float32; :func:`~allinone_ir.inference.low_precision_policy` sets the flags while it runs.
+    """The ``(name, module, attribute)`` float32 flags of a Restormer-layout network under bf16/fp16: the patch
+    embedding and the depthwise convolutions of the full-resolution attentions.
     """
     flags: list[tuple[str, nn.Module, str]] = []
     embed = getattr(model, "patch_embed", None)
@@ -57,11 +55,13 @@ def restormer_low_precision_flags(model: nn.Module) -> list[tuple[str, nn.Module
 
 
 class RestormerUNet(UNetHooks, RestorationModel):
-    """Restormer's U-Net with per-level hooks, shared by Restormer, PromptIR, AdaIR and PIP-Restormer.
+    """Restormer's U-Net with per-level hooks, shared by Restormer, PromptIR, AdaIR, PIP-Restormer and DFPIR.
 
     A network builds the official modules with :meth:`_build_encoder`, :meth:`_build_decoder_level` and
     :meth:`_build_head` in the official order (keeping key order and seeded initialisation) and
     overrides the :class:`~allinone_ir.models._unet.UNetHooks` it needs; :meth:`_unet_forward` runs them.
+    ``opts`` are the options of :meth:`_stage` (the transformer blocks' ``ffn_expansion_factor, bias,
+    layer_norm_type``); MIRAGE and BaryIR build with it and run a forward of their own.
     """
 
     pad_multiple = 8
@@ -73,29 +73,28 @@ class RestormerUNet(UNetHooks, RestorationModel):
     decoder_level2: nn.Module
     up2_1: nn.Module
     decoder_level1: nn.Module
-    refinement: nn.Module
-    output: nn.Module
+
+    low_precision_flags = restormer_low_precision_flags
+
+    def _stage(self, dim: int, num_heads: int, depth: int, *opts: Any) -> Stage:
+        """One level of ``depth`` blocks: :func:`transformer_stage`."""
+        return transformer_stage(dim, num_heads, depth, *opts)
 
     def _build_encoder(
         self, in_channels: int, dim: int, blocks: Sequence[int], heads: Sequence[int], *opts: Any
     ) -> None:
-        """Build ``patch_embed``, ``encoder_level1..3``, ``down*`` and ``latent``.
-
-        ``opts``: the transformer blocks' ``ffn_expansion_factor, bias, layer_norm_type``.
-        """
+        """Build ``patch_embed``, ``encoder_level1..3``, ``down*`` and ``latent``."""
         if len(blocks) != 4 or len(heads) != 4:
             raise UsageError(f"num_blocks and heads need 4 entries, got {list(blocks)} and {list(heads)}")
         # no bias even with bias=True, as the official networks: their checkpoints have no patch_embed bias
         self.patch_embed = OverlapPatchEmbed(in_channels, dim)
-        self.encoder_level1 = transformer_stage(dim, heads[0], blocks[0], *opts)
+        self.encoder_level1 = self._stage(dim, heads[0], blocks[0], *opts)
         self.down1_2 = Downsample(dim)
-        self.encoder_level2 = transformer_stage(dim * 2, heads[1], blocks[1], *opts)
+        self.encoder_level2 = self._stage(dim * 2, heads[1], blocks[1], *opts)
         self.down2_3 = Downsample(dim * 2)
-        self.encoder_level3 = transformer_stage(dim * 4, heads[2], blocks[2], *opts)
+        self.encoder_level3 = self._stage(dim * 4, heads[2], blocks[2], *opts)
         self.down3_4 = Downsample(dim * 4)
-        self.latent = transformer_stage(dim * 8, heads[3], blocks[3], *opts)
-
-    low_precision_flags = restormer_low_precision_flags
+        self.latent = self._stage(dim * 8, heads[3], blocks[3], *opts)
 
     def _build_decoder_level(
         self,
@@ -103,10 +102,7 @@ class RestormerUNet(UNetHooks, RestorationModel):
         dim: int,
         blocks: Sequence[int],
         heads: Sequence[int],
-        ffn: float,
-        bias: bool,
-        norm: NormKind,
-        *,
+        *opts: Any,
         up_channels: int | None = None,
     ) -> None:
         """Build ``up{level+1}_{level}``, ``reduce_chan_level{level}`` (levels 2, 3) and ``decoder_level{level}``.
@@ -118,24 +114,18 @@ class RestormerUNet(UNetHooks, RestorationModel):
         self.add_module(f"up{level + 1}_{level}", Upsample(up_in))
         width = up_in // 2 + channels
         if level > 1:
-            self.add_module(f"reduce_chan_level{level}", nn.Conv2d(width, channels, kernel_size=1, bias=bias))
+            self.add_module(
+                f"reduce_chan_level{level}", nn.Conv2d(width, channels, kernel_size=1, bias=opts[1])
+            )
             width = channels
-        stage = transformer_stage(width, heads[level - 1], blocks[level - 1], ffn, bias, norm)
-        self.add_module(f"decoder_level{level}", stage)
+        self.add_module(
+            f"decoder_level{level}", self._stage(width, heads[level - 1], blocks[level - 1], *opts)
+        )
 
-    def _build_head(
-        self,
-        dim: int,
-        depth: int,
-        heads: Sequence[int],
-        out_channels: int,
-        ffn: float,
-        bias: bool,
-        norm: NormKind,
-    ) -> None:
-        """Build ``refinement`` (``depth`` transformer blocks at ``2 dim``) and ``output`` (3x3 conv to the image)."""
-        self.refinement = transformer_stage(dim * 2, heads[0], depth, ffn, bias, norm)
-        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
+    def _build_head(self, dim: int, depth: int, heads: Sequence[int], out_channels: int, *opts: Any) -> None:
+        """Build ``refinement`` (``depth`` blocks at ``2 dim``) and ``output`` (3x3 conv to the image)."""
+        self.refinement = self._stage(dim * 2, heads[0], depth, *opts)
+        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=opts[1])
 
     def _unet_forward(self, x: torch.Tensor, ctx: Any = None) -> torch.Tensor:
         """Run the U-Net on a padded input, calling the hooks with ``ctx``."""
@@ -150,9 +140,7 @@ class RestormerUNet(UNetHooks, RestorationModel):
         h = torch.cat([self.up2_1(h), self._skip_hook(1, e1, ctx)], 1)
         h = self._decoder_hook(1, self.decoder_level1(h), ctx)
         out = self.output(self.refinement(h))
-        if self.in_channels == self.out_channels:
-            out = out + x
-        return out
+        return out + x if self.in_channels == self.out_channels else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp, size = self._pad_input(x)
@@ -163,8 +151,8 @@ class RestormerUNet(UNetHooks, RestorationModel):
 class Restormer(RestormerUNet):
     """Restormer: a four-level transformer U-Net with MDTA attention and GDFN feed-forward blocks.
 
-    Defaults are the official configuration (26,126,644 parameters). Any ``H, W >= 1`` works (reflect
-    padding to a multiple of 8, output cropped back). A global residual when the channel counts agree.
+    Defaults are the official configuration. Any ``H, W >= 1`` works (reflect padding to a multiple of
+    8, output cropped back); a global residual when the channel counts agree.
 
     Args:
         dim: Channels of the first level (doubled at each level).
@@ -205,7 +193,7 @@ class Restormer(RestormerUNet):
             self._build_decoder_level(level, dim, num_blocks, heads, *args)
         self._build_head(dim, num_refinement_blocks, heads, out_channels, *args)
 
-    finetune_groups: ClassVar[Mapping[str, tuple[str, ...]]] = RESTORMER_GROUPS
+    finetune_groups = RESTORMER_GROUPS
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
@@ -229,9 +217,9 @@ def restormer_biasfree(**kwargs: Any) -> Restormer:
     return Restormer(**{"layer_norm_type": "BiasFree", **kwargs})
 
 
-def _read_restormer_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-    """Restormer's constructor arguments read from a state dict with its layout (shared by PromptIR, PIP)."""
-    if "patch_embed.proj.weight" not in state_dict or "output.weight" not in state_dict:
+def _read_restormer_layout(state_dict: Mapping[str, torch.Tensor], *required: str) -> dict[str, Any] | None:
+    """Restormer's constructor arguments read from a state dict with its layout and the keys ``required``."""
+    if not all(k in state_dict for k in ("patch_embed.proj.weight", "output.weight", *required)):
         return None
     embed = state_dict["patch_embed.proj.weight"]
     heads = [
@@ -256,74 +244,52 @@ def _read_restormer_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
 
 # Released weights: facts from github.com/swz30/Restormer (release v1.0, the task READMEs' Google Drive
 # folders, LICENSE.md) and the paper's tables (arXiv 2111.09881). Hugging Face mirror: deepinv/Restormer.
-# No hash or size is published by the authors.
-_RELEASE = "https://github.com/swz30/Restormer/releases/download/v1.0/"
-_LICENSE = "Academic Public License (non-commercial; LICENSE.md of swz30/Restormer)"
-
-
+# dual_pixel_defocus_deblurring.pth is not registered: its network (dual_pixel_task) is not of this library.
 def _folder(folder_id: str) -> WeightsSource:
     return WeightsSource(
         "page", f"https://drive.google.com/drive/folders/{folder_id}", note="Google Drive folder"
     )
 
 
-_DERAIN_DRIVE = _folder("1ZEDDEVW0UgkpWi-N4Lj_JUoVChGXCu_u")  # Deraining/README.md
-_MOTION_DRIVE = _folder("1czMyfRTQDX3j3ErByYeZ1PM4GVLbJeGK")  # Motion_Deblurring/README.md
-_DEFOCUS_DRIVE = _folder("1bRBG8DG_72AGA6-eRePvChlT5ZO4cwJ4")  # Defocus_Deblurring/README.md
 _GAUSSIAN_DRIVE = _folder("1Qwsjyny54RZWa7zC4Apg7exixLBo4uF0")  # Denoising/README.md, Gaussian models
-_REAL_DRIVE = WeightsSource("gdrive", "1FF_4NTboTWQ7sHCq4xhyLZsSl0U0JfjH")  # Denoising/README.md, real
-
-
-def _restormer_weights(
-    variant: str, arch: str, config: dict[str, Any], num_params: int, drive: WeightsSource, **facts: Any
-) -> None:
-    file_name = f"{variant}.pth"
+_DFWB = "DFWB (DIV2K, Flickr2K, BSD400, WED)"
+_RELEASE = "https://github.com/swz30/Restormer/releases/download/v1.0/"
+_RESTORMER_WEIGHTS: list[tuple[str, str, int, WeightsSource, dict[str, Any]]] = [  # variant, arch, params, Drive, facts
+    ("deraining", "restormer", 26_126_644, _folder("1ZEDDEVW0UgkpWi-N4Lj_JUoVChGXCu_u"), dict(
+        tasks=("rain",), training_data="Rain13K", default=True,
+        reported=("average of Test100, Rain100H, Rain100L, Test2800, Test1200 33.96/0.935",),
+        protocol="PSNR/SSIM on the Y channel (Deraining/evaluate_PSNR_SSIM.m); allinone-ir benchmark --suite restormer-deraining")),
+    ("motion_deblurring", "restormer", 26_126_644, _folder("1czMyfRTQDX3j3ErByYeZ1PM4GVLbJeGK"), dict(
+        tasks=("blur",), training_data="GoPro", reported=("GoPro 32.92/0.961",), protocol="PSNR/SSIM on RGB (GoPro test set)")),
+    ("single_image_defocus_deblurring", "restormer", 26_126_644, _folder("1bRBG8DG_72AGA6-eRePvChlT5ZO4cwJ4"), dict(
+        tasks=("defocus",), training_data="DPDD (single image)", protocol="DPDD test set, 76 scenes")),
+    ("real_denoising", "restormer_biasfree", 26_111_668, WeightsSource("gdrive", "1FF_4NTboTWQ7sHCq4xhyLZsSl0U0JfjH"), dict(
+        tasks=("noise",), training_data="SIDD", reported=("SIDD 40.02/0.960",), protocol="PSNR/SSIM on RGB (SIDD validation blocks)")),
+]  # fmt: skip
+for _sigma in ("blind", "sigma15", "sigma25", "sigma50"):
+    _RESTORMER_WEIGHTS += [
+        (f"gaussian_color_denoising_{_sigma}", "restormer_biasfree", 26_111_668, _GAUSSIAN_DRIVE, dict(
+            tasks=("noise",), training_data=_DFWB,
+            protocol="PSNR on RGB (CBSD68, Kodak24, McMaster, Urban100), Gaussian noise of the given sigma")),
+        (f"gaussian_gray_denoising_{_sigma}", "restormer_biasfree", 26_109_076, _GAUSSIAN_DRIVE, dict(
+            config={"in_channels": 1, "out_channels": 1}, tasks=("noise",), training_data=_DFWB + ", grayscale",
+            protocol="PSNR on grayscale images (Set12, BSD68, Urban100), Gaussian noise of the given sigma")),
+    ]  # fmt: skip
+for _variant, _arch, _params, _drive, _facts in _RESTORMER_WEIGHTS:
     register_weights(
         PretrainedWeights(
-            name=f"restormer.{variant}",
-            arch=arch,
-            config=config,
-            file_name=file_name,
+            name=f"restormer.{_variant}",
+            arch=_arch,
+            file_name=f"{_variant}.pth",
             sources=(
-                WeightsSource("url", _RELEASE + file_name),
-                WeightsSource("hf", "deepinv/Restormer", file_name, note="third-party mirror (deepinv)"),
-                drive,
+                WeightsSource("url", f"{_RELEASE}{_variant}.pth"),
+                WeightsSource(
+                    "hf", "deepinv/Restormer", f"{_variant}.pth", note="third-party mirror (deepinv)"
+                ),
+                _drive,
             ),
-            num_params=num_params,
-            license=_LICENSE,
-            **facts,
+            num_params=_params,
+            license="Academic Public License (non-commercial; LICENSE.md of swz30/Restormer)",
+            **_facts,
         )
     )
-
-
-_restormer_weights(
-    "deraining", "restormer", {}, 26_126_644, _DERAIN_DRIVE, tasks=("rain",),
-    training_data="Rain13K", reported=("average of Test100, Rain100H, Rain100L, Test2800, Test1200 33.96/0.935",),
-    protocol="PSNR/SSIM on the Y channel (Deraining/evaluate_PSNR_SSIM.m); allinone-ir benchmark --suite restormer-deraining",
-    default=True,
-)  # fmt: skip
-_restormer_weights(
-    "motion_deblurring", "restormer", {}, 26_126_644, _MOTION_DRIVE, tasks=("blur",),
-    training_data="GoPro", reported=("GoPro 32.92/0.961",), protocol="PSNR/SSIM on RGB (GoPro test set)",
-)  # fmt: skip
-_restormer_weights(
-    "single_image_defocus_deblurring", "restormer", {}, 26_126_644, _DEFOCUS_DRIVE,
-    tasks=("defocus",), training_data="DPDD (single image)", protocol="DPDD test set, 76 scenes",
-)  # fmt: skip
-# dual_pixel_defocus_deblurring.pth is not registered: its network (dual_pixel_task, a skip_conv module)
-# is not an architecture of this library, so it would fail the architecture check.
-_restormer_weights(
-    "real_denoising", "restormer_biasfree", {}, 26_111_668, _REAL_DRIVE, tasks=("noise",),
-    training_data="SIDD", reported=("SIDD 40.02/0.960",), protocol="PSNR/SSIM on RGB (SIDD validation blocks)",
-)  # fmt: skip
-for _variant in ("blind", "sigma15", "sigma25", "sigma50"):
-    _restormer_weights(
-        f"gaussian_color_denoising_{_variant}", "restormer_biasfree", {}, 26_111_668, _GAUSSIAN_DRIVE,
-        tasks=("noise",), training_data="DFWB (DIV2K, Flickr2K, BSD400, WED)",
-        protocol="PSNR on RGB (CBSD68, Kodak24, McMaster, Urban100), Gaussian noise of the given sigma",
-    )  # fmt: skip
-    _restormer_weights(
-        f"gaussian_gray_denoising_{_variant}", "restormer_biasfree", {"in_channels": 1, "out_channels": 1},
-        26_109_076, _GAUSSIAN_DRIVE, tasks=("noise",), training_data="DFWB (DIV2K, Flickr2K, BSD400, WED), grayscale",
-        protocol="PSNR on grayscale images (Set12, BSD68, Urban100), Gaussian noise of the given sigma",
-    )  # fmt: skip
