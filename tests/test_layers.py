@@ -99,6 +99,12 @@ class TestLayerNorm2d:
         assert out_cl.is_contiguous(memory_format=CL)
         torch.testing.assert_close(out_cl, norm(x))
 
+    @pytest.mark.parametrize("bias", [True, False])
+    def test_nchw_stays_nchw(self, bias: bool) -> None:
+        """F.layer_norm runs on a channels-last view; the output must not leave in that layout."""
+        out = LayerNorm2d(8, bias=bias)(torch.randn(2, 8, 6, 5))
+        assert out.is_contiguous() and not out.is_contiguous(memory_format=CL)
+
     def test_restormer_norm_key_names(self) -> None:
         assert set(RestormerLayerNorm(4).state_dict()) == {"body.weight", "body.bias"}
         assert set(RestormerLayerNorm(4, "BiasFree").state_dict()) == {"body.weight"}
@@ -284,3 +290,42 @@ class TestPadding:
         x = torch.arange(6.0).view(1, 1, 1, 6).expand(1, 1, 6, 6)
         y, _ = pad_to_multiple(x, 8)
         assert y[0, 0, 0, 6:].tolist() == [4.0, 3.0]  # reflected, not repeated
+
+
+_ONE_LAYOUT = ["restormer", "promptir", "nafnet", "baryir"]  # channels-last end to end as well
+_NCHW_ONLY = ["adair", "moce_ir", "mirage_s", "dfpir", "pip_restormer", "pip_nafnet"]
+
+
+@pytest.mark.parametrize(
+    ("name", "channels_last"),
+    [(n, False) for n in _ONE_LAYOUT + _NCHW_ONLY] + [(n, True) for n in _ONE_LAYOUT],
+)
+def test_the_network_runs_in_the_layout_it_is_given(name: str, channels_last: bool) -> None:
+    """Every convolution of a network in NCHW sees NCHW maps (the official code's layout, what CUDA runs);
+    in channels-last, Restormer, PromptIR, NAFNet and BaryIR see channels-last maps only (the other
+    families' own blocks still hand some NCHW maps to their convolutions in channels-last)."""
+    import warnings
+
+    from allinone_ir import create_model
+
+    from .tiny_configs import TINY
+
+    net = create_model(name, **TINY[name]).eval()
+    x = torch.rand(1, 3, 32, 32)
+    if channels_last:
+        net, x = net.to(memory_format=CL), x.contiguous(memory_format=CL)
+    fmt = CL if channels_last else torch.contiguous_format
+    seen: list[str] = []
+
+    def check(name: str, inp: torch.Tensor) -> None:
+        if inp.shape[2] * inp.shape[3] > 1 and inp.shape[1] > 1 and not inp.is_contiguous(memory_format=fmt):
+            seen.append(name)
+
+    for n, m in net.named_modules():
+        # the classifier's strided shortcut takes a subsampled view on purpose
+        if isinstance(m, torch.nn.Conv2d) and "shortcut" not in n:
+            m.register_forward_pre_hook(lambda m, inp, n=n: check(n, inp[0]))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DFPIR without a text embedding
+        net(x)
+    assert seen == []

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
+from .norm import memory_format_of
 
 __all__ = ["MDTA", "CrossChannelAttention", "channel_attention"]
 
@@ -45,7 +46,7 @@ def channel_attention(
 
     Shape:
         - q, k, v: :math:`(N, C, H, W)`; temperature: :math:`(heads, 1, 1)`
-        - output: :math:`(N, C, H, W)`
+        - output: :math:`(N, C, H, W)`, in the memory layout of ``v``
 
     Examples:
         >>> q, k, v = torch.randn(3, 2, 8, 5, 5).unbind(0)
@@ -53,7 +54,11 @@ def channel_attention(
         torch.Size([2, 8, 5, 5])
     """
     attn, vh = _logits(q, k, v, temperature, num_heads, eps)
-    return (attn.softmax(dim=-1).to(vh.dtype) @ vh).reshape(q.shape)
+    return (
+        (attn.softmax(dim=-1).to(vh.dtype) @ vh)
+        .reshape(q.shape)
+        .contiguous(memory_format=memory_format_of(v))
+    )
 
 
 class MDTA(nn.Module):
@@ -115,7 +120,7 @@ def top_m_channel_attention(
     for i, m in enumerate(top_m):
         masked = attn.masked_fill(attn < kth[..., m - 1 : m], float("-inf"))
         probs = probs + masked.softmax(dim=-1) * weights[i].to(attn.dtype)
-    return (probs.to(vh.dtype) @ vh).reshape(q.shape)
+    return (probs.to(vh.dtype) @ vh).reshape(q.shape).contiguous(memory_format=memory_format_of(v))
 
 
 class CrossChannelAttention(nn.Module):

@@ -15,17 +15,24 @@ __all__ = ["LayerNorm2d", "RestormerLayerNorm"]
 NormKind = Literal["WithBias", "BiasFree"]
 
 
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """The layout of a 4-D map: ``torch.channels_last`` where its channels are adjacent in memory."""
+    cl = x.dim() == 4 and x.stride(1) == 1 and x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1
+    return torch.channels_last if cl else torch.contiguous_format
+
+
 def layer_norm_2d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-5
 ) -> torch.Tensor:
-    """Normalise over the channels (``bias=None``: ``x / sqrt(var + eps) * weight``, in at least float32)."""
+    """Normalise over the channels (``bias=None``: ``x / sqrt(var + eps) * weight``, in at least float32);
+    the output in the layout of ``x``."""
     xp = x.permute(0, 2, 3, 1)  # (N, H, W, C); a free view for channels-last storage
     if bias is not None:
         out = F.layer_norm(xp, (xp.shape[-1],), weight, bias, eps)
     else:
         xa = xp.to(torch.promote_types(xp.dtype, torch.float32))
         out = (xa * torch.rsqrt(xa.var(dim=-1, keepdim=True, unbiased=False) + eps) * weight).to(xp.dtype)
-    return out.permute(0, 3, 1, 2)
+    return out.permute(0, 3, 1, 2).contiguous(memory_format=memory_format_of(x))
 
 
 class LayerNorm2d(nn.Module):
