@@ -61,8 +61,7 @@ def _prepare(
         raise UsageError(f"{name}: data_range must be positive, got {data_range}")
     if crop_border < 0:
         raise UsageError(f"{name}: crop_border must be >= 0, got {crop_border}")
-    single = pred.ndim == 3
-    if single:
+    if single := pred.ndim == 3:
         pred, target = pred.unsqueeze(0), target.unsqueeze(0)
     if crop_border:
         h, w = pred.shape[-2:]

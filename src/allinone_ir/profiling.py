@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
+import timeit
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -103,9 +103,4 @@ def measure_latency(
             torch.cuda.synchronize(dev)
 
     call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timeit.repeat(call, number=1, repeat=runs))

@@ -19,13 +19,11 @@ import torch
 from ._runtime import low_precision_dtype
 from .errors import DatasetError, UnknownNameError
 from .inference import restore
-from .io import array_to_tensor, read_image_array, write_image
+from .io import array_to_tensor, list_images, read_image, tensor_to_array, write_image
 from .metrics import PROMPTIR_PROTOCOL, psnr, ssim, ssim_map
 
 __all__ = ["check_suite", "list_suites", "published_rows", "run_suite"]
 
-#: The image extensions a task's folders are searched for.
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: The order the official ``test.py`` draws the noise in, after ``np.random.seed(0)``.
 _SIGMA_ORDER = (15, 25, 50)
 
@@ -100,8 +98,7 @@ def _suite(name: str, tasks: Sequence[str] | None = None) -> tuple[_Suite, list[
 
 def _images(folder: Path) -> list[Path]:
     """The image files of a folder, sorted by name (the official code takes ``os.listdir``'s order)."""
-    found = folder.iterdir() if folder.is_dir() else ()
-    return sorted(p for p in found if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+    return list_images(folder) if folder.is_dir() else []
 
 
 @dataclass
@@ -205,10 +202,7 @@ def _crop(arr: np.ndarray, base: int = 16) -> np.ndarray:
 
 def _read_rgb(path: Path, crop: int) -> np.ndarray:
     """An image as cropped ``(H, W, 3)`` uint8 (16-bit and float files scaled to 8 bits)."""
-    arr = read_image_array(path)
-    if arr.dtype != np.uint8:
-        scale = 255 / (65535.0 if arr.dtype == np.uint16 else 1.0)
-        arr = np.clip(np.rint(arr.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+    arr = tensor_to_array(read_image(path))
     return _crop(arr, crop) if crop else arr
 
 
@@ -417,21 +411,17 @@ def published_rows(name: str, results: dict[str, Any] | None = None) -> list[dic
     """
     keys = {t.key for t in _suite(name)[0].tasks}
     measured = (results or {}).get("tasks", {})
+    whole = results["average"] if results is not None and set(measured) == keys else None
+
+    def cell(text: str, got: dict[str, float] | None) -> dict[str, float]:
+        p, q = map(float, text.split("/"))
+        diff = {} if got is None else {"diff_psnr": got["psnr"] - p, "diff_ssim": got["ssim"] - q}
+        return {"psnr": p, "ssim": q, **diff}
+
     rows = []
     for method, source, text in _PUBLISHED.get(name, ()):
         *cells, avg = text.split()
-        tasks: dict[str, dict[str, float]] = {}
-        for key, cell in zip(_COLUMNS.get(name, ()), cells):
-            p, q = map(float, cell.split("/"))
-            tasks[key] = {"psnr": p, "ssim": q}
-            if key in measured:
-                tasks[key].update(diff_psnr=measured[key]["psnr"] - p, diff_ssim=measured[key]["ssim"] - q)
-        average: dict[str, float] | None = None
-        if avg != "-":
-            p, q = map(float, avg.split("/"))
-            average = {"psnr": p, "ssim": q}
-            if results is not None and set(measured) == keys:
-                got = results["average"]
-                average.update(diff_psnr=got["psnr"] - p, diff_ssim=got["ssim"] - q)
+        tasks = {key: cell(c, measured.get(key)) for key, c in zip(_COLUMNS.get(name, ()), cells)}
+        average = None if avg == "-" else cell(avg, whole)
         rows.append({"method": method, "source": source, "tasks": tasks, "average": average})
     return rows

@@ -131,26 +131,18 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, dtype=args.dtype, save_images=args.save_images, progress=progress,
         protocol=args.protocol,
     )  # fmt: skip
-    for key, reason in results["skipped"].items():
+    tasks, average, skipped = results["tasks"], results["average"], results["skipped"]
+    for key, reason in skipped.items():
         print(f"skipped {key}: {reason}", file=sys.stderr)
-    tasks, average = results["tasks"], results["average"]
     print(f"suite: {args.suite}  protocol: {PROTOCOL_TEXT[results['protocol']]}")
     print(
         f"{'task':<11s} {'images':>6s} {'PSNR':>8s} {'SSIM':>7s} {'input PSNR':>10s} {'input SSIM':>10s} {'img/s':>7s}"
     )
-    label = "average" + (
-        f" ({len(tasks)} of {len(tasks) + len(results['skipped'])})" if results["skipped"] else ""
-    )
-
-    def row(label: str, count: str, r: dict[str, float]) -> str:
-        return (
-            f"{label:<11s} {count:>6s} {r['psnr']:>8.2f} {r['ssim']:>7.4f} {r['input_psnr']:>10.2f} "
-            f"{r['input_ssim']:>10.4f}"
-        )
-
-    for key, r in tasks.items():
-        print(row(key, str(int(r["count"])), r) + f" {r['images_per_s']:>7.2f}")
-    print(row(label, "", average))
+    label = "average" + (f" ({len(tasks)} of {len(tasks) + len(skipped)})" if skipped else "")
+    for key, r in [*tasks.items(), (label, average)]:
+        count, speed = (str(int(r["count"])), f" {r['images_per_s']:>7.2f}") if key in tasks else ("", "")
+        scores = f"{r['psnr']:>8.2f} {r['ssim']:>7.4f} {r['input_psnr']:>10.2f} {r['input_ssim']:>10.4f}"
+        print(f"{key:<11s} {count:>6s} {scores}{speed}")
     compare = published_rows(args.suite, results) if args.compare else None
     if compare is not None:
         _print_compare(compare, list(tasks))
@@ -163,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             "dtype": args.dtype,
             **tasks,
             "average": average,
-            "skipped": results["skipped"],
+            "skipped": skipped,
         }
         write_json(report_path, doc if compare is None else {**doc, "compare": compare})
     return 0

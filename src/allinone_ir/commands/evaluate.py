@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +93,8 @@ class Pairing:
 
     groups: dict[str, list[tuple[Path, Path]]]
     group_by: str
-    unpaired: list[Path] = field(default_factory=list)
-    unmatched_targets: list[Path] = field(default_factory=list)
-
-    @property
-    def n_pairs(self) -> int:
-        return sum(len(v) for v in self.groups.values())
+    unpaired: list[Path]
+    unmatched_targets: list[Path]
 
 
 def group_of(rel: Path, group_by: str) -> str:
@@ -116,12 +114,10 @@ def _auto_group_by(rels: list[Path]) -> str:
 
 def _name_mapper(name_map: Sequence[tuple[str, str]]) -> Callable[[str], str]:
     """A name takes the first ``(regex, replacement)`` whose regex matches it (else it is kept)."""
-    compiled = []
-    for pattern, replacement in name_map:
-        try:
-            compiled.append((re.compile(pattern), replacement))
-        except re.error as exc:
-            raise UsageError(f"--name-map: {pattern!r} is not a valid regular expression ({exc})") from exc
+    try:
+        compiled = [(re.compile(pattern), replacement) for pattern, replacement in name_map]
+    except re.error as exc:
+        raise UsageError(f"--name-map: {exc.pattern!r} is not a valid regular expression ({exc})") from exc
 
     def mapped(name: str) -> str:
         for pattern, replacement in compiled:
@@ -137,6 +133,28 @@ def _name_mapper(name_map: Sequence[tuple[str, str]]) -> Callable[[str], str]:
     return mapped
 
 
+def _finder(root: Path) -> Callable[[Path, str], Path | None]:
+    """``find(rel, name)``: the image ``name`` in ``root``'s folder of ``rel`` or at its top, else one of its stem."""
+    from ..io import IMAGE_EXTENSIONS, list_images
+
+    if not root.is_dir():
+        raise FileNotFoundError(f"not a folder: {root}")
+
+    @functools.cache
+    def by_stem(folder: Path) -> dict[str, Path]:  # the first of a stem wins
+        return {p.stem: p for p in reversed(list_images(folder))} if folder.is_dir() else {}
+
+    def find(rel: Path, name: str) -> Path | None:
+        folders = (root / rel.parent, root)
+        found = next((f / name for f in folders if (f / name).is_file()), None)
+        if found is not None and found.suffix.lower() in IMAGE_EXTENSIONS:
+            return found
+        stem = Path(name).stem
+        return next((by_stem(f)[stem] for f in folders if stem in by_stem(f)), None)
+
+    return find
+
+
 def pair_images(
     source: str | Path,
     target: str | Path,
@@ -147,40 +165,24 @@ def pair_images(
     all_targets: bool = False,
 ) -> Pairing:
     """Pair every image of ``source`` (and its sub-folders, unless by prefix) with its target."""
-    from ..io import IMAGE_EXTENSIONS, list_images
+    from ..io import list_images
 
     src_root, tgt_root = Path(source), Path(target)
-    for r in (src_root, tgt_root):
-        if not r.is_dir():
-            raise FileNotFoundError(f"not a folder: {r}")
     sources = list_images(src_root)
+    find = _finder(tgt_root)
     if group_by in ("auto", "folder"):
         sources += [p for d in sorted(src_root.iterdir()) if d.is_dir() for p in list_images(d)]
-    rels = [p.relative_to(src_root) for p in sources]
     if not sources:
         raise DatasetError(f"no images in {src_root}")
+    rels = [p.relative_to(src_root) for p in sources]
     if group_by == "auto":
         group_by = _auto_group_by(rels)
     mapper = _name_mapper(name_map)
-    stems: dict[Path, dict[str, Path]] = {}
-
-    def by_stem(folder: Path) -> dict[str, Path]:
-        if folder not in stems:
-            stems[folder] = {}
-            for p in list_images(folder) if folder.is_dir() else []:
-                stems[folder].setdefault(p.stem, p)
-        return stems[folder]
-
     groups: dict[str, list[tuple[Path, Path]]] = {}
     unpaired: list[tuple[Path, str]] = []
     for src, rel in zip(sources, rels):
         wanted = mapper(src.name)
-        folders = [tgt_root / rel.parent, tgt_root] if rel.parent != Path() else [tgt_root]
-        found = next((f / wanted for f in folders if (f / wanted).is_file()), None)
-        if found is None or found.suffix.lower() not in IMAGE_EXTENSIONS:
-            stem = Path(wanted).stem
-            found = next((by_stem(f)[stem] for f in folders if stem in by_stem(f)), None)
-        if found is None:
+        if (found := find(rel, wanted)) is None:
             unpaired.append((src, str(tgt_root / rel.parent / wanted)))
         else:
             groups.setdefault(group_of(rel, group_by), []).append((src, found))
@@ -214,59 +216,48 @@ def evaluate_folders(
     from ..metrics import get_protocol
 
     proto = get_protocol(protocol)
-    with_input = restore_fn is not None or inputs is not None
-    keys = ("psnr", "ssim", "input_psnr", "input_ssim") if with_input else ("psnr", "ssim")
+
+    def scores(path: Path, image: Any, tgt: Path, target: Any, prefix: str = "") -> dict[str, float]:
+        if image.shape != target.shape:
+            raise DatasetError(
+                f"size mismatch: {path} is {image.shape[2]}x{image.shape[1]} but its target {tgt} is "
+                f"{target.shape[2]}x{target.shape[1]}"
+            )
+        return {prefix + k: v for k, v in proto.compute(image, target).items()}
+
+    def mean(rows: list[dict[str, float]]) -> dict[str, float]:  # with the gain in dB over the inputs
+        m = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k not in ("n", "gain_db")}
+        return m | ({"gain_db": m["psnr"] - m["input_psnr"]} if "input_psnr" in m else {})
+
     results: dict[str, dict[str, float]] = {}
     for name, items in pairs.items():
-        sums = dict.fromkeys(keys, 0.0)
+        rows = []
         for src, tgt in items:
             source, target = read_image(src), read_image(tgt)
-            scored = [(src, restore_fn(source, name) if restore_fn is not None else source, "")]
+            row = scores(src, restore_fn(source, name) if restore_fn is not None else source, tgt, target)
             if restore_fn is not None:
-                scored.append((src, source, "input_"))
+                row |= scores(src, source, tgt, target, "input_")
             elif inputs is not None:
-                scored.append((inputs[src], read_image(inputs[src]), "input_"))
-            for path, image, prefix in scored:
-                if image.shape != target.shape:
-                    raise DatasetError(
-                        f"size mismatch: {path} is {image.shape[2]}x{image.shape[1]} but its target {tgt} is "
-                        f"{target.shape[2]}x{target.shape[1]}"
-                    )
-                m = proto.compute(image, target)
-                sums[prefix + "psnr"] += m["psnr"]
-                sums[prefix + "ssim"] += m["ssim"]
-        results[name] = {"n": len(items), **{k: v / len(items) for k, v in sums.items()}}
+                row |= scores(inputs[src], read_image(inputs[src]), tgt, target, "input_")
+            rows.append(row)
+        results[name] = {"n": len(items), **mean(rows)}
     if len(results) > 1:
-        groups = list(results.values())
-        results["average"] = {
-            "n": sum(g["n"] for g in groups),
-            **{k: sum(g[k] for g in groups) / len(groups) for k in keys},
-        }
-    if with_input:
-        for r in results.values():
-            r["gain_db"] = r["psnr"] - r["input_psnr"]
+        results["average"] = {"n": sum(r["n"] for r in results.values()), **mean(list(results.values()))}
     return results
 
 
 def _degraded_inputs(pairing: Pairing, pred_root: Path, root: Path) -> dict[Path, Path]:
     """Each prediction's degraded input in ``root``: the same relative name, or the same stem (any image type)."""
-    try:
-        found = pair_images(pred_root, root, group_by=pairing.group_by, skip_unpaired=True).groups
-    except DatasetError:  # not one prediction has its degraded input: said below
-        found = {}
-    inputs = {pred: degraded for pairs in found.values() for pred, degraded in pairs}
-    missing = [
-        str(p.relative_to(pred_root))
-        for pairs in pairing.groups.values()
-        for p, _ in pairs
-        if p not in inputs
-    ]
-    if missing:
+    find = _finder(root)
+    inputs = {
+        p: find(p.relative_to(pred_root), p.name) for pairs in pairing.groups.values() for p, _ in pairs
+    }
+    if missing := [str(p.relative_to(pred_root)) for p, found in inputs.items() if found is None]:
         raise DatasetError(
             f"{len(missing)} prediction(s) have no degraded input in {root} (the same file name, any image "
             f"type): {_first(missing)}"
         )
-    return inputs
+    return {p: d for p, d in inputs.items() if d is not None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -288,7 +279,8 @@ def run(args: argparse.Namespace) -> int:
     restore_fn = _restorer(args) if args.input else None
     inputs = _degraded_inputs(pairing, Path(args.pred), Path(args.degraded)) if args.degraded else None
     results = evaluate_folders(pairing.groups, args.protocol, restore_fn, inputs)
-    summary = f"scored {pairing.n_pairs} image(s) of {source} against {args.target}"
+    scored = sum(map(len, pairing.groups.values()))
+    summary = f"scored {scored} image(s) of {source} against {args.target}"
     summary += f" (degradation from: {_GROUPING_WORDS[pairing.group_by]})"
     if pairing.unmatched_targets:
         summary += f"; {len(pairing.unmatched_targets)} target image(s) have no prediction"
@@ -297,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
         names = _first([p.name for p in pairing.unpaired], 10)
         print(f"skipped {len(pairing.unpaired)} image(s) without a target: {names}", file=sys.stderr)
     print(f"{summary}\nprotocol: {args.protocol}")
-    with_input = restore_fn is not None or inputs is not None
+    with_input = bool(args.input or args.degraded)
     header = f"{'degradation':<16s} {'images':>6s} {'PSNR':>8s} {'SSIM':>7s}"
     print(header + (f" {'input PSNR':>10s} {'gain dB':>8s} {'input SSIM':>10s}" if with_input else ""))
     for name, r in results.items():
@@ -309,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
         doc = {
             "protocol": args.protocol,
             "group_by": pairing.group_by,
-            "scored": pairing.n_pairs,
+            "scored": scored,
             "skipped_without_target": [str(p) for p in pairing.unpaired],
             "targets_without_prediction": len(pairing.unmatched_targets),
             "results": results,
@@ -332,12 +324,10 @@ def _restorer(args: argparse.Namespace) -> Callable[[Any, str], Any]:
         )
 
     def restore_fn(x: Any, group: str) -> Any:
-        degradation = None
+        degradation = group if by_group else None
         if by_group:  # noise_25 -> noise; a name of the network's own is passed as it is
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 degradation = parse_degradation(group)[0]
-            except (TypeError, ValueError):
-                degradation = group
         try:
             return restore(
                 model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False, progress=False,

@@ -86,21 +86,16 @@ def _check_outputs(inputs: list[Path], outs: list[Path], npz: Path | None, overw
     """Refuse outputs that clash with each other or with an input, and existing ones without ``overwrite``."""
     sources: dict[Path, Path] = {}
     for src, dst in zip(inputs, outs):
-        if dst in sources:
-            raise UsageError(
-                f"{sources[dst]} and {src} would both be written to {dst}; restore them separately"
-            )
-        sources[dst] = src
+        if (first := sources.setdefault(dst, src)) != src:
+            raise UsageError(f"{first} and {src} would both be written to {dst}; restore them separately")
     real_inputs = {os.path.realpath(p) for p in inputs}
-    clash = [str(d) for d in outs if os.path.realpath(d) in real_inputs]
-    if clash:
+    if clash := [str(d) for d in outs if os.path.realpath(d) in real_inputs]:
         raise UsageError(
             f"refusing to overwrite input files: {', '.join(clash)}; choose another --out folder"
         )
     if npz is not None:
         names = [p.name for p in inputs]
-        dup = sorted({k for k in names if names.count(k) > 1})
-        if dup:
+        if dup := sorted({k for k in names if names.count(k) > 1}):
             raise UsageError(f"several inputs share the file name(s) {dup}; the npz is keyed by file name")
         if os.path.realpath(npz) in real_inputs:
             raise UsageError(f"refusing to overwrite input file {npz}")
@@ -108,8 +103,7 @@ def _check_outputs(inputs: list[Path], outs: list[Path], npz: Path | None, overw
             raise UsageError(f"--npz must end with .npz, got {npz}")
         if npz.exists() and not overwrite:
             raise FileExistsError(f"{npz} exists; pass --overwrite to replace it")
-    existing = [str(o) for o in outs if o.exists()]
-    if existing and not overwrite:
+    if (existing := [str(o) for o in outs if o.exists()]) and not overwrite:
         raise FileExistsError(f"output files exist ({', '.join(existing[:5])}); pass --overwrite")
 
 
