@@ -5,6 +5,7 @@ Every ``torch.load`` uses ``weights_only=True``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .errors import CheckpointError, ModelArgumentError, UnknownNameError, UsageError, UsageTypeError, require
+from .errors import CheckpointError, UnknownNameError, UsageError, UsageTypeError, require
 from .io import atomic_write
 from .metrics import get_protocol
 from .models import create_model, get_model_class, list_architectures, list_models
@@ -127,8 +128,7 @@ def _parse_config(text: str, where: str) -> dict[str, Any]:
 
 
 def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str, Any] | None, str]:
-    """The raw checkpoint, its saved config (safetensors metadata, ``config.json`` or a Trainer checkpoint's
-    ``arch`` + ``model_config``; else ``None``) and its description for messages."""
+    """The raw checkpoint, its saved config (metadata, ``config.json``, a Trainer's ``arch``) and its name."""
     config = None
     if isinstance(source, Mapping):
         raw, where = source, "the given state dict"
@@ -136,12 +136,11 @@ def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str,
         raise UsageTypeError(f"expected a path or a state dict, got {type(source).__name__}")
     else:
         path, where = Path(source), str(source)
-        if path.is_dir():
+        if folder := path.is_dir():
             if not (path / WEIGHTS_NAME).is_file() or not (path / CONFIG_NAME).is_file():
                 raise CheckpointError(
                     f"{path} is not a save_pretrained folder (needs {WEIGHTS_NAME} and {CONFIG_NAME})"
                 )
-            config = _parse_config((path / CONFIG_NAME).read_text(), str(path / CONFIG_NAME))
             path = path / WEIGHTS_NAME
         elif not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -151,11 +150,11 @@ def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str,
         with open(path, "rb") as f:
             head = f.read(9)  # safetensors: an 8-byte header length, then a JSON object
         if path.suffix == ".safetensors" or (head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size):
-            raw, meta = _read_safetensors(path)
-            sidecar = path.with_name(CONFIG_NAME)
-            if config is None and meta is None and sidecar.is_file():
-                meta = _parse_config(sidecar.read_text(), str(sidecar))
-            return raw, config or meta, where
+            raw, config = _read_safetensors(path)
+            sidecar = path.with_name(CONFIG_NAME)  # a folder's config.json wins over the metadata
+            if (folder or config is None) and sidecar.is_file():
+                config = _parse_config(sidecar.read_text(), str(sidecar))
+            return raw, config, where
         raw = _torch_load(path, head, map_location)
     arch, cfg = (raw.get("arch"), raw.get("model_config")) if isinstance(raw, Mapping) else (None, None)
     if isinstance(arch, str) and isinstance(cfg, Mapping):  # a Trainer checkpoint
@@ -181,21 +180,21 @@ def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
         >>> list(extract_state_dict(ckpt))
         ['conv.weight', 'conv.bias']
     """
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(
+            f"expected a dict of tensors in the checkpoint, got {type(checkpoint).__name__}"
+        )
     obj = checkpoint
-    for _ in range(3):
-        if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            break
-        if not isinstance(obj, Mapping):
-            raise CheckpointError(f"expected a dict of tensors in the checkpoint, got {type(obj).__name__}")
+    for _ in range(3):  # nested wrappers
         inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
-            if not any(isinstance(v, torch.Tensor) for v in obj.values()):
-                raise CheckpointError(
-                    f"no weights found in the checkpoint; its top-level keys are {sorted(map(str, obj))[:20]}"
-                )
             break
         obj = inner
     state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise CheckpointError(
+            f"no weights found in the checkpoint; its top-level keys are {sorted(map(str, obj))[:20]}"
+        )
     changed = True
     while changed:  # wrapper prefixes, in any nesting; a key is never dropped silently
         changed = False
@@ -249,28 +248,31 @@ def _claims(
     return claims, errors
 
 
-def _filter(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _fit(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], list[str], list[str], list[_Misfit]]:
+    """The weights under ``model``'s keys (``filter_state_dict``), the missing, unexpected and misshapen keys."""
     filt = getattr(type(model), "filter_state_dict", None)
-    return dict(state_dict) if filt is None else dict(filt(state_dict, model))
-
-
-def _misfits(
-    cls: type[nn.Module], config: dict[str, Any], state_dict: Mapping[str, torch.Tensor]
-) -> tuple[int, list[_Misfit]] | None:
-    """Missing + unexpected key count and the wrongly shaped keys of ``cls(**config)`` built on ``meta``."""
-    try:
-        with torch.device("meta"):
-            model = cls(**config)
-        state = _filter(model, state_dict)
-    except Exception:  # a candidate that does not build
-        return None
-    expected = model.state_dict()
+    state, expected = dict(state_dict) if filt is None else dict(filt(state_dict, model)), model.state_dict()
     wrong = [
         (k, tuple(state[k].shape), tuple(v.shape))
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     ]
-    return len(expected.keys() ^ state.keys()), wrong
+    return state, [k for k in expected if k not in state], [k for k in state if k not in expected], wrong
+
+
+def _misfits(
+    cls: type[nn.Module], config: dict[str, Any], state_dict: Mapping[str, torch.Tensor]
+) -> tuple[int, list[_Misfit]] | None:
+    """Missing + unexpected key count and the misshapen keys of ``cls(**config)`` built on ``meta``."""
+    try:
+        with torch.device("meta"):
+            model = cls(**config)
+        _, missing, unexpected, wrong = _fit(model, state_dict)
+    except Exception:  # a candidate that does not build
+        return None
+    return len(missing) + len(unexpected), wrong
 
 
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
@@ -315,17 +317,10 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
 
 
 def _load_into(
-    model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool, *, detected: bool = False
+    model: nn.Module, raw: dict[str, torch.Tensor], source: str, strict: bool, *, detected: bool = False
 ) -> nn.Module:
-    raw, state = state, _filter(model, state)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
+    state, missing, unexpected, wrong = _fit(model, raw)
+    mismatched = [f"{k}: checkpoint {ours} vs network {theirs}" for k, ours, theirs in wrong]
     if mismatched or (strict and (missing or unexpected)):
         cls, cfg = type(model), getattr(model, "config", None)
         if detected and mismatched and cfg and (odd := _explain_odd_tensors(cls, dict(cfg), raw)):
@@ -358,11 +353,10 @@ def _votes(config: dict[str, Any], wrong: list[_Misfit]) -> Counter[tuple[str, i
 def _explain_odd_tensors(
     cls: type[nn.Module], config: dict[str, Any], state: Mapping[str, torch.Tensor]
 ) -> str | None:
-    """Name the few tensors whose shapes disagree with the rest, when a detected config does not fit.
+    """The few (at most three) tensors whose shapes disagree with the rest, when a detected config does not fit.
 
-    A family reads a hyper-parameter from one tensor; when that tensor alone is wrong, the network built
-    from it mismatches nearly every key. Each mismatch votes for a value of an integer hyper-parameter;
-    the candidate leaving the fewest (at most three) tensors mismatched names them.
+    A hyper-parameter read from one wrong tensor mismatches nearly every key: each mismatch votes for a
+    value of an integer hyper-parameter, and the candidate leaving the fewest tensors mismatched names them.
     """
     claims = [(cls, config)] + [(c, cfg) for c, cfg in _claims(state)[0] if c is not cls]
     bases = [_misfits(c, cfg, state) for c, cfg in claims]
@@ -450,17 +444,22 @@ def _load(
     if isinstance(arch, nn.Module):
         return _load_into(arch, state, source, strict).eval()
     detected = arch is None and saved is None
-    if arch is None and saved is not None:
+    if arch is None:
+        name, read = detect_architecture(state) if saved is None else (saved["architecture"], saved["config"])
+        config = {**read, **overrides}
         try:
-            cls = get_model_class(saved["architecture"])
+            cls = get_model_class(name)
         except UnknownNameError as exc:
             raise CheckpointError(
                 f"{source} was saved from {exc}; is the module that registers it imported?"
             ) from exc
-        model = _build(cls, {**saved["config"], **overrides}, source, detected=False)
-    elif arch is None:
-        name, config = detect_architecture(state)
-        model = _build(get_model_class(name), {**config, **overrides}, source, detected=True)
+        try:
+            model = cls(**config)
+        except (ValueError, TypeError) as exc:  # arguments it does not take, a check (heads dividing width)
+            what = "the hyper-parameters read from its weights" if detected else "its saved config"
+            raise CheckpointError(
+                f"{source}: {cls.__name__} cannot be built with {what} {config}: {exc}"
+            ) from exc
     else:
         if is_model(arch):
             with torch.device("meta"):
@@ -471,34 +470,15 @@ def _load(
             raise UnknownNameError(
                 _unknown("model or architecture", arch, [*list_models(), *list_architectures()])
             )
-        if saved is not None:
-            found = dict(saved["config"]) if saved["architecture"] == cls.__name__ else None
-        else:
-            try:
+        found = saved["config"] if saved is not None and saved["architecture"] == cls.__name__ else None
+        if saved is None:
+            with contextlib.suppress(CheckpointError):  # the class's defaults, then
                 found = _detect(cls, state)
-            except CheckpointError:
-                found = None
         kwargs = {**(found or {}), **overrides}
         model = create_model(arch, **kwargs) if is_model(arch) else cls(**kwargs)
     if saved is not None and saved.get("model_name"):
         model.model_name = saved["model_name"]
     return _load_into(model, state, source, strict, detected=detected).eval().to(map_location)
-
-
-def _build(cls: type[nn.Module], config: dict[str, Any], source: str, *, detected: bool) -> nn.Module:
-    """``cls(**config)``; a config read from the file that the class refuses is the file's problem."""
-    try:
-        return cls(**config)
-    except ModelArgumentError as exc:
-        where = "the weights" if detected else "its saved config"
-        raise CheckpointError(
-            f"{source}: {where} name {cls.__name__} with arguments it refuses: {exc}"
-        ) from exc
-    except (ValueError, TypeError) as exc:  # a constructor's check (heads dividing the width, ...)
-        what = "the hyper-parameters read from its weights" if detected else "its saved config"
-        raise CheckpointError(
-            f"{source}: {cls.__name__} cannot be built with {what} {config}: {exc}"
-        ) from exc
 
 
 def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
@@ -527,18 +507,20 @@ def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
     return out
 
 
-def _save_safetensors(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
+def _save(model: nn.Module, path: Path, protocol: str, overwrite: bool, *, folder: bool) -> Path:
+    """Write ``path`` (a folder: its safetensors file and ``config.json``; else the file) atomically."""
+    config = _model_config(model, protocol)
+    files = [path / WEIGHTS_NAME, path / CONFIG_NAME] if folder else [path]
+    if (existing := [str(p) for p in files if p.exists()]) and not overwrite:
+        raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True)")
     st = require("safetensors.torch", extra="hub", purpose="safetensors files")
     # clone: safetensors refuses tensors sharing storage and non-contiguous views
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {"format": "pt", _META_KEY: json.dumps(config)}
-    atomic_write(path, lambda tmp: st.save_file(tensors, tmp, metadata=meta))
-
-
-def _refuse_overwrite(paths: list[Path], overwrite: bool) -> None:
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True)")
+    atomic_write(files[0], lambda tmp: st.save_file(tensors, tmp, metadata=meta))
+    if folder:
+        atomic_write(files[1], lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    return path
 
 
 def save_pretrained(
@@ -559,13 +541,7 @@ def save_pretrained(
         TypeError: If the network cannot be rebuilt from a config.
         ImportError: Without the safetensors package.
     """
-    folder = Path(directory)
-    config = _model_config(model, protocol)
-    _refuse_overwrite([folder / WEIGHTS_NAME, folder / CONFIG_NAME], overwrite)
-    _save_safetensors(folder / WEIGHTS_NAME, model, config)
-    text = json.dumps(config, indent=2) + "\n"
-    atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
-    return folder
+    return _save(model, Path(directory), protocol, overwrite, folder=True)
 
 
 def from_pretrained(
@@ -603,8 +579,4 @@ def convert_checkpoint(
     if dst_p.resolve() == src_p.resolve():
         raise UsageError("the converted checkpoint must not replace its source")
     model = load_checkpoint(src_p, arch, **overrides)
-    if dst_p.suffix != ".safetensors":
-        return save_pretrained(model, dst_p, overwrite=overwrite, protocol=protocol)
-    _refuse_overwrite([dst_p], overwrite)
-    _save_safetensors(dst_p, model, _model_config(model, protocol))
-    return dst_p
+    return _save(model, dst_p, protocol, overwrite, folder=dst_p.suffix != ".safetensors")

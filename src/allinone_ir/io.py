@@ -34,8 +34,7 @@ __all__ = [
 
 #: File endings treated as images when scanning folders.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-#: What decoders raise on a damaged or unsupported file.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error)  # damaged files
 
 
 def _pillow() -> Any:
@@ -147,14 +146,11 @@ def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = Fals
         raise
     except (*_DECODE_ERRORS, Image.DecompressionBombError) as exc:
         raise _refuse(p, _read_failure(exc, p)) from exc
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if keep_channels:
-        return np.ascontiguousarray(arr)
-    if arr.shape[2] in (2, 4):
+    arr = np.atleast_3d(arr)
+    if not keep_channels and arr.shape[2] in (2, 4):
         warnings.warn(f"{p}: alpha channel dropped", stacklevel=2)
         arr = arr[:, :, : arr.shape[2] - 1]
-    if arr.shape[2] == 1:
+    if not keep_channels and arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     return np.ascontiguousarray(arr)
 

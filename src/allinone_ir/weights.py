@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,8 +19,9 @@ import torch
 from ._runtime import progress_bar
 from .errors import CheckpointError, DownloadError, ModelArgumentError, UnknownNameError, require
 from .hub import CONFIG_NAME, WEIGHTS_NAME, from_pretrained, load_checkpoint, save_pretrained
+from .io import atomic_write
 from .models import _registry
-from .models._weights import PretrainedWeights, default_weights, get_weights, is_pretrained, list_pretrained
+from .models._weights import PretrainedWeights, default_weights, get_weights, list_pretrained
 
 __all__ = [
     "cache_dir",
@@ -57,13 +57,12 @@ def cached_state(name: str, directory: str | os.PathLike[str] | None = None) -> 
 
 
 def _fetch(url: str, target: Path, entry: PretrainedWeights, progress: bool) -> None:
-    """Download ``url`` to ``target`` through a temporary file beside it, checked before the rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    request = urllib.request.Request(url, headers={"User-Agent": "allinone-ir"})
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    digest, received = hashlib.sha256(), 0
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=60) as response:
+    """Download ``url`` to ``target`` atomically, its size and SHA-256 checked before the rename."""
+
+    def download(tmp: str) -> None:
+        request = urllib.request.Request(url, headers={"User-Agent": "allinone-ir"})
+        digest, received = hashlib.sha256(), 0
+        with open(tmp, "wb") as out, urllib.request.urlopen(request, timeout=60) as response:
             header = response.headers.get("Content-Length")
             length = int(header) if header and header.isdigit() else None
             bar = None
@@ -89,10 +88,8 @@ def _fetch(url: str, target: Path, entry: PretrainedWeights, progress: bool) -> 
                 f"{url}: SHA-256 {digest.hexdigest()} does not match the published {entry.sha256} of "
                 f"{entry.name}: the file was deleted"
             )
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+
+    atomic_write(target, download)
 
 
 def _verify_and_convert(entry: PretrainedWeights, path: Path, origin: str, *, delete: bool = True) -> None:
@@ -107,7 +104,6 @@ def _verify_and_convert(entry: PretrainedWeights, path: Path, origin: str, *, de
         raise CheckpointError(
             f"{origin} is not the {entry.arch} network that {entry.name} declares ({fate}): {exc}"
         ) from exc
-    model.model_name = entry.arch  # type: ignore[assignment]
     save_pretrained(model, path.parent, overwrite=True)
 
 
@@ -142,7 +138,7 @@ def download_weights(
     for url in urls:
         try:
             _fetch(url, target, entry, progress)
-        except (OSError, DownloadError) as exc:  # urllib's URLError and HTTPError are OSErrors
+        except OSError as exc:  # DownloadError, urllib's URLError and HTTPError
             reason = getattr(exc, "reason", exc)  # URLError: why the connection failed
             if isinstance(exc, urllib.error.HTTPError):
                 reason = f"HTTP {exc.code} {exc.reason}"
@@ -202,10 +198,8 @@ def load_pretrained(
     entry = get_weights(name)
     folder = download_weights(name, cache_dir=cache_dir, progress=progress)
     model = from_pretrained(folder, map_location=device)
-    with torch.device("meta"):
-        expected = type(_registry.create_model(entry.arch, **entry.config))
-    if type(model) is not expected:
-        raise CheckpointError(f"{folder} does not hold {entry.name}'s {expected.__name__}; delete the folder")
+    if getattr(model, "model_name", None) != entry.arch:  # set by _verify_and_convert
+        raise CheckpointError(f"{folder} does not hold the {entry.name} weights; delete the folder")
     return model
 
 
@@ -241,4 +235,4 @@ def create_model(name: str, *, pretrained: bool | str = False, **overrides: Any)
 
 def _is_weights_name(text: str) -> bool:
     """Whether ``text`` names registered weights or an ``hf-hub:`` repository (and no existing path)."""
-    return (is_pretrained(text) or text.startswith(HF_PREFIX)) and not Path(text).exists()
+    return (text in list_pretrained() or text.startswith(HF_PREFIX)) and not Path(text).exists()

@@ -230,7 +230,9 @@ class RestorationModel(RecordsConfig, nn.Module):
         cls, state_dict: Mapping[str, torch.Tensor], model: nn.Module
     ) -> dict[str, torch.Tensor]:
         """A new dict of a checkpoint's weights under ``model``'s keys (official renames, dropped modules)."""
-        return drop_unused_modules(state_dict, model, cls.unused_modules)
+        own = dict(model.named_modules())
+        drop = tuple(f"{m}." for m in cls.unused_modules if m not in own)
+        return {k: v for k, v in state_dict.items() if not k.startswith(drop)}
 
 
 def _to_official_5d(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
@@ -249,15 +251,6 @@ def official_5d_keys(module: nn.Module) -> None:
     """Show the 4-D parameter ``module.official_5d`` as the official ``(1, ...)`` tensor in state dicts."""
     module.register_state_dict_post_hook(_to_official_5d)
     module.register_load_state_dict_pre_hook(_from_official_5d)
-
-
-def drop_unused_modules(
-    state_dict: Mapping[str, torch.Tensor], model: nn.Module, modules: Iterable[str]
-) -> dict[str, torch.Tensor]:
-    """``state_dict`` without the keys of the official ``modules`` (never used) that ``model`` lacks."""
-    own = dict(model.named_modules())
-    drop = tuple(f"{m}." for m in modules if m not in own)
-    return {k: v for k, v in state_dict.items() if not k.startswith(drop)}
 
 
 def as_buffers(module: M, *names: str) -> M:

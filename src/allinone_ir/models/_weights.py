@@ -123,10 +123,6 @@ def list_pretrained(pattern: str | None = None) -> list[str]:
     return [n for n in sorted(_WEIGHTS) if pattern is None or fnmatch.fnmatchcase(n, pattern)]
 
 
-def is_pretrained(name: str) -> bool:
-    return name in _WEIGHTS
-
-
 def get_weights(name: str) -> PretrainedWeights:
     """The registered entry called ``name``.
 
