@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -58,15 +56,10 @@ def _describe(path: Path) -> str:
     return ""
 
 
-def _shipped(name: str) -> Path:
-    """The shipped config called ``name`` (with or without its extension)."""
+def _shipped(name: str) -> Path | None:
+    """The shipped config called ``name`` (with or without its extension), if any."""
     configs = _shipped_configs()
-    stem = Path(name).stem if Path(name).suffix in _SUFFIXES else name
-    if stem in configs and name in (stem, configs[stem].name):
-        return configs[stem]
-    raise ConfigError(
-        f"no shipped config named {name!r}; shipped: {', '.join(configs) or 'none'} (allinone-ir config list)"
-    )
+    return {**{p.name: p for p in configs.values()}, **configs}.get(name)
 
 
 def _resolve_config(value: str) -> tuple[Path, bool]:
@@ -74,9 +67,8 @@ def _resolve_config(value: str) -> tuple[Path, bool]:
     path = Path(value).expanduser()
     if path.exists():
         return path, False
-    if os.sep not in value and "/" not in value:
-        with contextlib.suppress(ConfigError):
-            return _shipped(value), True
+    if (shipped := _shipped(value)) is not None:
+        return shipped, True
     raise ConfigError(
         f"config file not found: {path}; give a config file or a shipped config's name "
         f"({', '.join(_shipped_configs()) or 'none'}; allinone-ir config list)"
@@ -85,10 +77,15 @@ def _resolve_config(value: str) -> tuple[Path, bool]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``allinone-ir config list`` or ``allinone-ir config show NAME``; returns the exit status."""
-    if args.action == "show":
-        sys.stdout.write(_shipped(args.name).read_text(encoding="utf-8"))
-        return 0
     configs = _shipped_configs()
+    if args.action == "show":
+        if (path := _shipped(args.name)) is None:
+            raise ConfigError(
+                f"no shipped config named {args.name!r}; shipped: {', '.join(configs) or 'none'} "
+                "(allinone-ir config list)"
+            )
+        sys.stdout.write(path.read_text(encoding="utf-8"))
+        return 0
     width = max(map(len, configs), default=0)
     for name, path in configs.items():
         print(f"{name:<{width}}  {path.suffix[1:].upper():<4}  {_describe(path)}".rstrip())

@@ -12,21 +12,14 @@ from ._common import _plain_text
 
 __all__ = ["add_parser"]
 
-_FIRST_LINE = """``allinone-ir train --config FILE|NAME``: training driven by a config file, a ``.yaml``, ``.yml`` or
-``.toml`` file or the name of a config shipped with the package (``allinone-ir config list``; a file that
-exists wins over a name).
-
-"""
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``train`` on the ``allinone-ir`` dispatcher."""
     from ..training import cli as config_schema
 
-    schema = (config_schema.__doc__ or "").split("\n\n", 1)[-1]  # its first line names the old form
     p = subparsers.add_parser(
         "train", help="train a network from a YAML/TOML config file",
-        description=_plain_text(_FIRST_LINE + schema), formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_plain_text(config_schema.__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     p.add_argument(
         "--config", required=True, metavar="FILE|NAME",
@@ -73,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``allinone-ir train``; returns the exit status (128 + the signal when interrupted)."""
     from ..training.checkpoint import format_bytes
     from ..training.cli import build_from_config, load_config
-    from ..training.signals import TrainingInterrupted, signal_name
+    from ..training.signals import TrainingInterrupted
     from .config import _resolve_config
 
     path, shipped = _resolve_config(args.config)
@@ -95,25 +88,20 @@ def run(args: argparse.Namespace) -> int:
             f"{format_bytes(trainer.checkpoint_size())} (the newest {trainer.config.keep_last} kept, plus best.pt)",
             file=sys.stderr,
         )
-        if hasattr(trainer.val_data, "pairs") and "val_split" in ((cfg.get("data") or {}).get("train") or {}):
+        if "val_split" in cfg["data"]["train"]:  # built: the held-out pairs are the validation set
             print(_write_held_out(trainer), file=sys.stderr)
     try:
         summary = trainer.fit()
     except TrainingInterrupted as exc:
         _leave_process_group(barrier=False)
         if main:
-            print(
-                f"interrupted by {signal_name(exc.signum)} at step {exc.step}: saved {exc.checkpoint}; "
-                "run the same command to resume",
-                file=sys.stderr,
-            )
+            print(f"{exc}; run the same command to resume", file=sys.stderr)
         return exc.exit_status
     _leave_process_group(barrier=True)
     if main:
         best, ckpt = summary["best"], summary["checkpoint"]
-        extra = ""
-        if best.get("step", -1) >= 0:
-            extra = f", best val PSNR {best['psnr']:.2f} dB at step {best['step']} ({trainer.ckpt_dir / 'best.pt'})"
         size = f" ({format_bytes(Path(ckpt).stat().st_size)})" if ckpt and Path(ckpt).is_file() else ""
-        print(f"done: {summary['step']} steps in {summary['output_dir']}; checkpoint {ckpt}{size}{extra}")
+        if best["step"] >= 0:
+            size += f", best val PSNR {best['psnr']:.2f} dB at step {best['step']} ({trainer.ckpt_dir / 'best.pt'})"
+        print(f"done: {summary['step']} steps in {summary['output_dir']}; checkpoint {ckpt}{size}")
     return 0

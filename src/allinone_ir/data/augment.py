@@ -59,36 +59,35 @@ def paired_random_crop(
     return [im[..., top : top + ch, left : left + cw] for im in images]
 
 
-def _label_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Integer labels ``(N,)`` -> one-hot weights ``(N, T)``; weights ``(N, T)`` pass through."""
-    if labels.ndim == 2:
-        if labels.shape[1] != num_classes:
-            raise UsageError(f"label weights have {labels.shape[1]} classes, expected {num_classes}")
-        return labels.float()
-    if labels.ndim != 1:
-        raise UsageError(f"labels must be (N,) integers or (N, T) weights, got shape {tuple(labels.shape)}")
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+def _mixed_labels(labels: Any, num_classes: int, perm: torch.Tensor, lam: float) -> torch.Tensor:
+    """``lam`` of each label's weights ``(N, T)`` (one-hot from integers) plus ``1 - lam`` of ``perm``'s."""
+    labels = torch.as_tensor(labels)
+    if labels.ndim == 1 and labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
         raise UsageError(f"labels must be in [0, {num_classes}), got {labels.tolist()}")
-    return F.one_hot(labels.long(), num_classes).float()
+    w = F.one_hot(labels.long(), num_classes).float() if labels.ndim == 1 else labels.float()
+    if w.ndim != 2 or w.shape[1] != num_classes:
+        raise UsageError(f"labels must be (N,) integers or (N, {num_classes}) weights, got {tuple(w.shape)}")
+    return lam * w + (1 - lam) * w[perm]
 
 
 _PAIR = ("degraded", "clean")
 
 
-def _check_batch(batch: dict[str, Any], name: str) -> None:
+def _generator(batch: dict[str, Any], name: str, rng: Rng) -> torch.Generator | None:
+    """The generator of ``rng``, once the batch's image pairs are checked."""
     for key in _PAIR:
         t = batch.get(key)
         if not isinstance(t, torch.Tensor) or t.ndim != 4:
             raise UsageError(f"{name}: batch[{key!r}] must be an (N, C, H, W) tensor")
     if batch["degraded"].shape != batch["clean"].shape:
         raise UsageError(f"{name}: degraded and clean batches differ in shape")
+    return make_generator(rng)
 
 
 def channel_shuffle(batch: dict[str, Any], *, rng: Rng = None) -> dict[str, Any]:
     """Permute the colour channels of every pair at random, the same way for its degraded and clean image
     (exact for degradations that treat the channels alike: every synthetic one)."""
-    _check_batch(batch, "channel_shuffle")
-    g = make_generator(rng)
+    g = _generator(batch, "channel_shuffle", rng)
     n, c = batch["clean"].shape[:2]
     order = torch.stack([torch.randperm(c, generator=g) for _ in range(n)]).view(n, c, 1, 1)
     return {
@@ -110,17 +109,15 @@ def mixup(
         >>> torch.equal(mixup(b, rng=0)["clean"], b["clean"])  # clean images are all ones
         True
     """
-    _check_batch(batch, "mixup")
+    g = _generator(batch, "mixup", rng)
     if alpha <= 0:
         raise UsageError(f"mixup: alpha must be positive, got {alpha}")
-    g = make_generator(rng)
     # Beta drawn reproducibly: numpy's sampler seeded from the torch generator
     lam = float(np.random.default_rng(int(torch.randint(2**62, (), generator=g))).beta(alpha, alpha))
     perm = torch.randperm(batch["degraded"].shape[0], generator=g)
     out = {**batch, **{k: lam * batch[k] + (1 - lam) * batch[k][perm.to(batch[k].device)] for k in _PAIR}}
     if num_classes is not None and "label" in batch:
-        w = _label_weights(torch.as_tensor(batch["label"]), num_classes)
-        out["label"] = lam * w + (1 - lam) * w[perm]
+        out["label"] = _mixed_labels(batch["label"], num_classes, perm, lam)
     return out
 
 
@@ -134,8 +131,7 @@ def cutblur(batch: dict[str, Any], *, alpha: float = 0.7, rng: Rng = None) -> di
         >>> 0 < float(cutblur(b, rng=0)["degraded"].mean()) < 1
         True
     """
-    _check_batch(batch, "cutblur")
-    g = make_generator(rng)
+    g = _generator(batch, "cutblur", rng)
     deg, clean = batch["degraded"], batch["clean"]
     h, w = deg.shape[-2:]
     ratio = min(max(alpha + 0.01 * float(torch.randn((), generator=g)), 0.1), 1.0)
@@ -159,10 +155,9 @@ def dmix(batch: dict[str, Any], *, num_classes: int, rng: Rng = None) -> dict[st
         >>> dmix(b, num_classes=2, rng=0)["label"].sum(dim=1).tolist()
         [1.0, 1.0]
     """
-    _check_batch(batch, "dmix")
+    g = _generator(batch, "dmix", rng)
     if "label" not in batch:
         raise UsageError("dmix needs batch['label'] (degradation labels) to mix")
-    g = make_generator(rng)
     perm = torch.randperm(batch["degraded"].shape[0], generator=g)
     dim = -2 if bool(torch.rand((), generator=g) < 0.5) else -1
     out = dict(batch)
@@ -171,8 +166,7 @@ def dmix(batch: dict[str, Any], *, num_classes: int, rng: Rng = None) -> dict[st
         half, size = t.shape[dim] // 2, t.shape[dim]
         t.narrow(dim, half, size - half).copy_(batch[key][perm.to(t.device)].narrow(dim, half, size - half))
         out[key] = t
-    w = _label_weights(torch.as_tensor(batch["label"]), num_classes)
-    out["label"] = 0.5 * w + 0.5 * w[perm]
+    out["label"] = _mixed_labels(batch["label"], num_classes, perm, 0.5)
     return out
 
 
@@ -207,8 +201,7 @@ class BatchAugment:
             raise UsageError(f"BatchAugment: probabilities sum to more than 1: {probs}")
         if dmix > 0 and num_classes is None:
             raise UsageError("BatchAugment: dmix needs num_classes")
-        self.probs = probs
-        self.num_classes = num_classes
+        self.probs, self.num_classes = probs, num_classes
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:

@@ -63,8 +63,7 @@ def _class_table(classes: Mapping[str, int] | Sequence[str], names: Sequence[str
 
 
 def _task_degradation(task: str, strict: bool = False) -> str:
-    """The degradation of a task (``"noise_25"`` -> ``"noise"``, ``"derain"`` -> ``"rain"``); a user's own
-    task keeps its name, unless ``strict`` (:class:`UnknownNameError`)."""
+    """``"noise_25"`` -> ``"noise"``, ``"derain"`` -> ``"rain"``; a user's own task as is, unless ``strict``."""
     try:
         return parse_degradation(task)[0]
     except (TypeError, ValueError) as exc:
@@ -81,12 +80,13 @@ def _check_val_split(val_split: Any) -> None:
         )
 
 
-def _problems_error(problems: Sequence[str], what: str = "problem(s) in the dataset") -> DatasetError:
-    """``N <what>: (1) ...; (2) ...; ... and M more`` on one line."""
-    shown = [f"({i}) {p}" for i, p in enumerate(problems[:20], 1)]
-    if len(problems) > 20:
-        shown.append(f"... and {len(problems) - 20} more")
-    return DatasetError(f"{len(problems)} {what}: " + "; ".join(shown))
+def _report(problems: list[str], raising: bool = True, what: str = "problem(s) in the dataset") -> list[str]:
+    """``problems``; if ``raising``, any raised as ``N <what>: (1) ...; (2) ...; ... and M more`` on one line."""
+    if problems and raising:
+        shown = [f"({i}) {p}" for i, p in enumerate(problems[:20], 1)]
+        more = [f"... and {len(problems) - 20} more"] if len(problems) > 20 else []
+        raise DatasetError(f"{len(problems)} {what}: " + "; ".join(shown + more))
+    return problems
 
 
 class _Geometry:
@@ -181,29 +181,22 @@ class PairedImageDataset(Dataset, _Geometry):
         degraded = list_images(self.degraded_dir, recursive=recursive)
         if not degraded:
             raise DatasetError(f"no images found in {self.degraded_dir}")
-        clean_index: dict[str, Path] = {}
-        for p in list_images(self.clean_dir, recursive=recursive):
-            clean_index.setdefault(p.stem, p)
+        by_stem = {p.stem: p for p in reversed(list_images(self.clean_dir, recursive=recursive))}
         self.pairs: list[_Pair] = []
         missing: list[str] = []
         for d in degraded:
             rel = d.relative_to(self.degraded_dir)
             target = re.sub(name_map[0], name_map[1], d.name) if name_map else d.name
-            c = self.clean_dir / rel.parent / target
-            if not c.is_file():
-                c = self.clean_dir / target
-            if not c.is_file():
-                c = clean_index.get(Path(target).stem, c)
-            if not c.is_file():
+            # the partner beside it (same sub-folder), at the top of clean_dir, or the first with its stem
+            here, top = self.clean_dir / rel.parent / target, self.clean_dir / target
+            c = next((p for p in (here, top, by_stem.get(Path(target).stem)) if p and p.is_file()), None)
+            if c is None:
                 missing.append(f"{d} -> expected clean partner {self.clean_dir / target}")
-                continue
-            self.pairs.append(_Pair(d, c, _degradation_of(d, rel, label_from)))
+            else:
+                self.pairs.append(_Pair(d, c, _degradation_of(d, rel, label_from)))
         if validate:
-            problems = [f"no clean partner: {m}" for m in missing] + self.validate(raise_on_error=False)
-            if problems:
-                raise _problems_error(problems)
-        elif missing:
-            raise _problems_error(missing, "degraded image(s) without a clean partner")
+            _report([f"no clean partner: {m}" for m in missing] + self.validate(raise_on_error=False))
+        _report(missing, what="degraded image(s) without a clean partner")
         names = sorted({p.degradation for p in self.pairs})
         self.unrecognised_prefixes: dict[str, Path] = {}
         if classes is None:
@@ -299,9 +292,7 @@ class PairedImageDataset(Dataset, _Geometry):
                 problems.append(
                     f"{pair.degraded}: {deg.shape[2]}x{deg.shape[1]} is smaller than patch_size {self.patch_size}"
                 )
-        if problems and raise_on_error:
-            raise _problems_error(problems)
-        return problems
+        return _report(problems, raise_on_error)
 
 
 class SyntheticDegradationDataset(Dataset, _Geometry):
@@ -418,12 +409,8 @@ class MixedDataset(ConcatDataset):
 
     def validate(self, raise_on_error: bool = True) -> list[str]:
         """Run ``validate`` on every part that has it; report all problems together."""
-        problems = [
-            q for ds, _ in self.parts if hasattr(ds, "validate") for q in ds.validate(raise_on_error=False)
-        ]
-        if problems and raise_on_error:
-            raise _problems_error(problems)
-        return problems
+        parts = [ds for ds, _ in self.parts if hasattr(ds, "validate")]
+        return _report([q for ds in parts for q in ds.validate(raise_on_error=False)], raise_on_error)
 
 
 #: Each task's folders under the official PromptIR ``data/`` root: clean images to add noise to, or
@@ -533,11 +520,7 @@ def _label_classes(dataset: Any, network: str = "the network") -> list[str] | No
 
 
 def _match_labels(dataset: Any, names: Sequence[str], network: str = "the network") -> None:
-    """Relabel ``dataset`` by name (aliases included) for a network whose degradations are ``names``.
-
-    Raises:
-        DatasetError: For a class the network cannot represent, or a file-name prefix naming none.
-    """
+    """Relabel ``dataset`` by name (aliases too) for a network of degradations ``names``, or a DatasetError."""
     classes = _label_classes(dataset, network)
     if classes is None:
         return

@@ -38,8 +38,7 @@ def _check(image: torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:
             f"{name}: image must be a float tensor (C, H, W) or (N, C, H, W) in [0, 1], "
             f"got {image.dtype} of shape {tuple(image.shape)}"
         )
-    single = image.ndim == 3
-    return (image.unsqueeze(0) if single else image), single
+    return (image.unsqueeze(0) if image.ndim == 3 else image), image.ndim == 3
 
 
 def _out(x: torch.Tensor, like: torch.Tensor, single: bool) -> torch.Tensor:

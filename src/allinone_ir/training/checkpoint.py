@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
 import json
 import os
 import pickle
@@ -22,7 +21,7 @@ from torch import nn
 
 from ..errors import CheckpointError, UsageError
 from ..hub import load_checkpoint
-from ..io import atomic_write
+from ..io import _disk_full, atomic_write
 
 if sys.platform == "win32":
     import msvcrt
@@ -112,18 +111,10 @@ def _periodic(folder: Path) -> list[tuple[int, Path]]:
 
 
 def _rotate(folder: Path, step: int, keep_last: int) -> None:
-    """Keep the ``keep_last`` newest periodic checkpoints up to ``step``; remove the rest (and any later)."""
-    found = _periodic(folder)
-    keep = {p for _, p in [x for x in found if x[0] <= step][-keep_last:]}
-    for _, p in found:
-        if p not in keep:
-            p.unlink(missing_ok=True)
-
-
-def _remove_stale_temporaries(folder: Path) -> None:
-    """Remove the temporary files of checkpoints whose writing was killed."""
+    """Keep the newest ``keep_last`` step_*.pt up to ``step``; remove the others and killed writes' leftovers."""
+    kept = [p for s, p in _periodic(folder) if s <= step][-keep_last:]
     for p in folder.iterdir() if folder.is_dir() else ():
-        if re.fullmatch(r"\.(step_\d+|best)\.pt\..+\.tmp", p.name):
+        if re.fullmatch(r"step_\d+\.pt|\.(step_\d+|best)\.pt\..+\.tmp", p.name) and p not in kept:
             p.unlink(missing_ok=True)
 
 
@@ -170,19 +161,14 @@ def write_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> 
     try:
         return atomic_write(path, save)
     except (RuntimeError, OSError) as exc:
-        cause: BaseException | None = exc  # torch reports a full disk as a RuntimeError raised from it
-        while cause is not None and getattr(cause, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
+        # torch reports a full disk as a RuntimeError raised from the system's error
+        full, cause = None, exc  # type: tuple[OSError | None, BaseException | None]
+        while full is None and cause is not None:
+            full, cause = _disk_full(cause, path), cause.__cause__ or cause.__context__
+        if full is None:
             raise
-        full = OSError(f"no space left on device while writing {path}; earlier checkpoints are intact")
-        full.errno = errno.ENOSPC
+        full.args = (f"{full}; earlier checkpoints are intact",)
         raise full from exc
-
-
-def _plain(best: Mapping[str, Any]) -> dict[str, Any]:
-    """The best-metrics record with plain floats (numpy's do not load with ``weights_only``)."""
-    return {k: float(v) if isinstance(v, float) else v for k, v in best.items()}
 
 
 def best_weights_state(
@@ -195,7 +181,7 @@ def best_weights_state(
         "arch": type(model).__name__,
         "model_config": getattr(model, "config", None),
         "step": step,
-        "best": _plain(best),
+        "best": dict(best),
         "ema_weights": ema_weights,
     }
 

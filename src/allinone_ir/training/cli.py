@@ -1,4 +1,6 @@
-"""``allinone-ir train --config FILE.yaml|.toml``: training driven by a config file.
+"""``allinone-ir train --config FILE|NAME``: training driven by a config file, a ``.yaml``, ``.yml`` or
+``.toml`` file or the name of a config shipped with the package (``allinone-ir config list``; a file that
+exists wins over a name).
 
 Schema (YAML shown; TOML has the same tables)::
 
@@ -55,6 +57,7 @@ from typing import Any
 import torch
 
 from ..data import BatchAugment, PairedImageDataset, SyntheticDegradationDataset, datasets, promptir_dataset
+from ..data.augment import AUGMENT_MODES
 from ..errors import ConfigError, DatasetError, UsageError, require
 from ..losses import DirectionalDecoupledLoss
 from ..models import _registry, create_model, list_models
@@ -63,6 +66,8 @@ from .config import TrainerConfig, _describe, _matches
 from .trainer import LossTerm, Trainer
 
 __all__ = ["build_from_config", "load_config"]
+
+_MAPPING = dict[str, Any]  # a section of a config, as a type hint
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -79,32 +84,19 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     if suffix == ".toml":
         import tomllib
 
-        try:
-            data = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+        parse, error, kind = tomllib.loads, tomllib.TOMLDecodeError, "TOML"
     elif suffix in (".yaml", ".yml"):
         yaml = require("yaml", extra="train", purpose="YAML configs (or use TOML)")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
+        parse, error, kind = yaml.safe_load, yaml.YAMLError, "YAML"
     else:
         raise ConfigError(f"{p}: config files must end in .yaml, .yml or .toml")
+    try:
+        data = parse(p.read_text())
+    except error as exc:
+        raise ConfigError(f"{p}: invalid {kind}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping with model, data and trainer sections")
     return data
-
-
-def _section(cfg: Mapping[str, Any], key: str, where: str, required: bool = True) -> dict[str, Any]:
-    v = cfg.get(key)
-    if v is None:
-        if required:
-            raise ConfigError(f"{where}{key}: missing (required section)")
-        return {}
-    if not isinstance(v, dict):
-        raise ConfigError(f"{where}{key}: expected a mapping, got {type(v).__name__}")
-    return v
 
 
 def _no_unknown(sec: Mapping[str, Any], known: set[str], where: str, what: str = "unknown key") -> None:
@@ -113,22 +105,31 @@ def _no_unknown(sec: Mapping[str, Any], known: set[str], where: str, what: str =
         raise ConfigError(f"{where}{bad[0]}: {what}; known: {', '.join(sorted(known))}")
 
 
-def _take(
-    sec: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...], default: Any = ...
-) -> Any:
-    """``sec[key]`` checked against ``kind`` (bools are not numbers); ``default`` if absent (``None`` also
-    when the default is ``None``); required without a default."""
-    if key not in sec:
-        if default is ...:
-            raise ConfigError(f"{where}.{key}: missing (required)")
-        return default
-    v = sec[key]
-    if v is None and default is None:
-        return None
-    if not isinstance(v, kind) or (isinstance(v, bool) and kind in (int, float, (int, float))):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConfigError(f"{where}.{key}: expected {names}, got {v!r}")
-    return v
+def _check(value: Any, hint: Any, where: str) -> Any:
+    """``value``, if it fits the type ``hint``; else a :class:`ConfigError` naming ``where``."""
+    if not _matches(value, hint):
+        raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
+    return value
+
+
+def _take(sec: Mapping[str, Any], key: str, where: str, hint: Any, default: Any = ...) -> Any:
+    """``sec[key]`` checked against ``hint``; ``default`` if absent or null, required without one."""
+    name, value = f"{where}.{key}".lstrip("."), sec.get(key)
+    if value is None and default is ...:
+        raise ConfigError(f"{name}: missing (required)")
+    return default if value is None else _check(value, hint, name)
+
+
+def _check_args(
+    params: Mapping[str, inspect.Parameter], args: Mapping[str, Any], where: str, unknown: str = "unknown key"
+) -> None:
+    """Check ``args`` against a signature's ``params``: their names, and their values against the annotations."""
+    named = [k for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    for key, value in args.items():
+        if key in named and params[key].annotation is not inspect.Parameter.empty:
+            _check(value, params[key].annotation, f"{where}{key}")
+        elif key not in named and all(p.kind is not p.VAR_KEYWORD for p in params.values()):
+            raise ConfigError(f"{where}{key}: {unknown}; known: {', '.join(named)}")
 
 
 def _path(base: Path, value: str) -> str:
@@ -146,22 +147,25 @@ def _folder(sec: dict[str, Any], key: str, where: str, base: Path) -> str:
     return str(path)
 
 
-_DATA_KEYS = {
-    "paired": {"type", "degraded_dir", "clean_dir", "name_map", "label_from", "classes", "patch_size", "augment_modes",
-               "recursive", "seed", "validate", "val_split"},
-    "synthetic": {"type", "clean_dir", "tasks", "patch_size", "augment_modes", "repeat", "fixed", "seed", "classes"},
-    "promptir": {"type", "root", "tasks", "patch_size", "sigmas", "repeats", "layout", "augment_modes", "seed",
-                 "validate"},
+#: The dataset of each ``data.*.type``: its builder, and the keys a config gives it.
+_DATASETS: dict[str, tuple[Callable[..., Any], set[str]]] = {
+    "paired": (PairedImageDataset, {"type", "degraded_dir", "clean_dir", "name_map", "label_from", "classes",
+                                    "patch_size", "augment_modes", "recursive", "seed", "validate", "val_split"}),
+    "synthetic": (SyntheticDegradationDataset, {"type", "clean_dir", "tasks", "patch_size", "augment_modes",
+                                                "repeat", "fixed", "seed", "classes"}),
+    "promptir": (promptir_dataset, {"type", "root", "tasks", "patch_size", "sigmas", "repeats", "layout",
+                                    "augment_modes", "seed", "validate"}),
 }  # fmt: skip
 
 
 def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tuple[Any, Any]:
-    """The dataset of ``data.train`` or ``data.val`` and the pairs ``val_split`` holds out (or ``None``)."""
+    """The dataset of a ``data`` section (values checked against its annotations) and any held-out pairs."""
     is_val = where.endswith(".val")
     kind = _take(sec, "type", where, str, "paired")
-    if kind not in _DATA_KEYS:
-        raise ConfigError(f"{where}.type: must be one of {sorted(_DATA_KEYS)}, got {kind!r}")
-    if "val_split" in sec:
+    if kind not in _DATASETS:
+        raise ConfigError(f"{where}.type: must be one of {sorted(_DATASETS)}, got {kind!r}")
+    build, keys = _DATASETS[kind]
+    if "val_split" in sec:  # checked before the folders are read
         if is_val or kind != "paired":
             raise ConfigError(
                 f"{where}.val_split: only data.train of type 'paired' can hold out pairs"
@@ -171,59 +175,36 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
             datasets._check_val_split(sec["val_split"])
         except UsageError as exc:
             raise ConfigError(f"{where}.val_split: {exc}") from None
-    _no_unknown(sec, _DATA_KEYS[kind], f"{where}.", f"unknown key for type {kind!r}")
+    _no_unknown(sec, keys, f"{where}.", f"unknown key for type {kind!r}")
     check = _take(sec, "validate", where, bool, True)
-    patch = sec.get("patch_size", None if is_val else 128)
+    args = {k: v for k, v in sec.items() if k not in ("type", "validate", "val_split")}
+    patch = args.get("patch_size", None if is_val else 128)
     try:
-        common: dict[str, Any] = {"patch_size": datasets.normalize_patch_size(patch)}
+        args["patch_size"] = datasets.normalize_patch_size(patch)
     except ValueError:
         raise ConfigError(
             f'{where}.patch_size: expected int or "full" (whole images), got {patch!r}'
         ) from None
-    common["seed"] = _take(sec, "seed", where, int, seed)
-    if "augment_modes" in sec:
-        modes = _take(sec, "augment_modes", where, list)
-        if not all(isinstance(m, int) and 0 <= m < 8 for m in modes):
-            raise ConfigError(f"{where}.augment_modes: expected integers in 0..7, got {modes!r}")
-        common["augment_modes"] = tuple(modes)
-    elif is_val:
-        common["augment_modes"] = ()
-    classes = _take(sec, "classes", where, (list, dict), None)
-    ds: Any
+    args.setdefault("seed", seed)
+    if is_val:
+        args.setdefault("augment_modes", ())
+        if kind == "synthetic":
+            args.setdefault("fixed", True)
+    args.update({k: _folder(sec, k, where, base) for k in ("degraded_dir", "clean_dir", "root") if k in keys})
+    if kind == "synthetic":
+        args["clean"] = args.pop("clean_dir")
+    if kind == "paired":
+        args["validate"] = check
+    _check_args(inspect.signature(build, eval_str=True).parameters, args, f"{where}.")
+    if not all(0 <= m < AUGMENT_MODES for m in args.get("augment_modes", ())):
+        raise ConfigError(f"{where}.augment_modes: expected integers in 0..7, got {args['augment_modes']!r}")
     try:
-        if kind == "paired":
-            name_map = _take(sec, "name_map", where, list, None)
-            if name_map is not None and (len(name_map) != 2 or not all(isinstance(s, str) for s in name_map)):
-                raise ConfigError(f"{where}.name_map: expected [regex, replacement], got {name_map!r}")
-            ds = PairedImageDataset(
-                _folder(sec, "degraded_dir", where, base), _folder(sec, "clean_dir", where, base),
-                name_map=tuple(name_map) if name_map else None,
-                label_from=_take(sec, "label_from", where, (str, dict), "prefix"), classes=classes,
-                recursive=_take(sec, "recursive", where, bool, False), validate=check, **common,
-            )  # fmt: skip
-        elif kind == "synthetic":
-            ds = SyntheticDegradationDataset(
-                _folder(sec, "clean_dir", where, base),
-                tasks=_take(sec, "tasks", where, list, ["noise", "rain", "haze", "snow"]),
-                repeat=_take(sec, "repeat", where, int, 1), fixed=_take(sec, "fixed", where, bool, is_val),
-                classes=classes, **common,
-            )  # fmt: skip
-        else:
-            ds = promptir_dataset(
-                _folder(sec, "root", where, base),
-                tasks=_take(sec, "tasks", where, list, ["denoise", "derain", "dehaze"]),
-                sigmas=_take(sec, "sigmas", where, list, [15, 25, 50]),
-                repeats=_take(sec, "repeats", where, dict, None), layout=_take(sec, "layout", where, dict, None),
-                **common,
-            )  # fmt: skip
-        held_out = None
+        ds, held_out = build(**args), None
         if "val_split" in sec:
             where += ".val_split"
-            ds, held_out = ds.split(sec["val_split"], seed=common["seed"])
-        elif check and kind != "paired" and hasattr(ds, "validate"):  # paired folders are checked when built
+            ds, held_out = ds.split(sec["val_split"], seed=args["seed"])
+        elif check and kind == "promptir":  # paired folders are checked when built
             ds.validate()
-    except ConfigError:
-        raise
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     return ds, held_out
@@ -241,9 +222,7 @@ def _extra_losses(items: Any, model: Any) -> list[LossTerm]:
     terms = []
     for i, item in enumerate(items):
         where = f"extra_losses[{i}]"
-        if not isinstance(item, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {item!r}")
-        name = _take(item, "name", where, str)
+        name = _take(_check(item, _MAPPING, where), "name", where, str)
         if name in family_terms:
             raise ConfigError(
                 f"{where}.name: {name!r} is already a training term of {family} (weight {family_terms[name]:g}); "
@@ -252,35 +231,27 @@ def _extra_losses(items: Any, model: Any) -> list[LossTerm]:
         if name != "ddl":
             raise ConfigError(f"{where}.name: unknown extra loss {name!r}; known: ['ddl']")
         try:
-            fn = DirectionalDecoupledLoss(**_take(item, "args", where, dict, {}))
+            fn = DirectionalDecoupledLoss(**_take(item, "args", where, _MAPPING, {}))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}.args: {exc}") from exc
-        weight = float(_take(item, "weight", where, (int, float), fn.alpha))
+        weight = float(_take(item, "weight", where, float, fn.alpha))
         terms.append(LossTerm(functools.partial(_on_model, fn), weight=weight, name=name))
     return terms
 
 
 def _check_model_args(name: str, margs: dict[str, Any]) -> None:
-    """Check ``model.args`` against the constructor of the class the network ``name`` builds: names and types."""
-    factory = _registry._MODELS.get(name)
+    """Check ``model.args`` against the constructor of the class the network ``name`` builds."""
+    factory = _registry._MODELS[name]
     try:
-        cls = typing.get_type_hints(factory).get("return") if factory is not None else None
-        own = inspect.signature(factory).parameters.values() if factory is not None else ()
-        if not isinstance(cls, type) or any(p.kind is not inspect.Parameter.VAR_KEYWORD for p in own):
+        cls = typing.get_type_hints(factory).get("return")
+        if not isinstance(cls, type) or any(
+            p.kind is not p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values()
+        ):
             return  # a factory with arguments of its own: build and see
         params = inspect.signature(cls, eval_str=True).parameters
     except (NameError, TypeError, ValueError):  # a constructor this cannot read: build and see
         return
-    kinds = {p.kind for p in params.values()}
-    known = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    for key, value in margs.items():
-        if key not in params and inspect.Parameter.VAR_KEYWORD not in kinds:
-            raise ConfigError(
-                f"model.args.{key}: not an argument of {cls.__name__} ({name}); known: {', '.join(known)}"
-            )
-        hint = params[key].annotation if key in params else inspect.Parameter.empty
-        if hint is not inspect.Parameter.empty and not _matches(value, hint):
-            raise ConfigError(f"model.args.{key}: expected {_describe(hint)}, got {value!r}")
+    _check_args(params, margs, "model.args.", f"not an argument of {cls.__name__} ({name})")
 
 
 def _build_model(name: str, margs: dict[str, Any], train: Any, seed: int) -> Any:
@@ -320,13 +291,10 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
     base = Path(base_dir).expanduser().resolve()
     _no_unknown(cfg, {"model", "data", "trainer", "augment", "extra_losses"}, "", "unknown top-level section")
     try:
-        tcfg = TrainerConfig.from_dict(_section(cfg, "trainer", "", required=False))
+        tcfg = TrainerConfig.from_dict(_take(cfg, "trainer", "", _MAPPING, {}))
     except (TypeError, ValueError) as exc:
-        msg = str(exc)  # "TrainerConfig.lr: expected ..." names the field
-        named = msg.startswith("TrainerConfig.")
-        raise ConfigError(
-            "trainer." + msg.removeprefix("TrainerConfig.") if named else f"trainer: {msg}"
-        ) from None
+        field = str(exc).removeprefix("TrainerConfig.")  # "TrainerConfig.lr: expected ...": named by field
+        raise ConfigError(("trainer: " if field == str(exc) else "trainer.") + field) from None
     tcfg.output_dir = _path(base, tcfg.output_dir)
     if tcfg.init_weights:
         tcfg.init_weights = _path(base, tcfg.init_weights)
@@ -334,15 +302,15 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
             raise ConfigError(f"trainer.init_weights: file not found: {tcfg.init_weights}")
     if tcfg.resume not in ("auto", "never"):
         tcfg.resume = _path(base, tcfg.resume)
-    msec = _section(cfg, "model", "")
+    msec = _take(cfg, "model", "", _MAPPING)
     name = _take(msec, "name", "model", str)
     if name not in list_models():
         raise ConfigError(f"model.name: unknown model {name!r}; registered: {list_models()}")
-    margs = _take(msec, "args", "model", dict, {})
+    margs = _take(msec, "args", "model", _MAPPING, {})
     _no_unknown(msec, {"name", "args"}, "model.")
-    dsec = _section(cfg, "data", "")
+    dsec = _take(cfg, "data", "", _MAPPING)
     _no_unknown(dsec, {"train", "val"}, "data.")
-    train_sec, val_sec = _section(dsec, "train", "data."), _section(dsec, "val", "data.", required=False)
+    train_sec, val_sec = _take(dsec, "train", "data", _MAPPING), _take(dsec, "val", "data", _MAPPING, {})
     if "val_split" in train_sec and val_sec:
         raise ConfigError(
             "data.train.val_split: give either data.train.val_split or a data.val section, not both"
@@ -357,15 +325,14 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
                 datasets._match_labels(data, model.degradations, type(model).__name__)
             except DatasetError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
-    asec = _section(cfg, "augment", "", required=False)
     augment = None
-    if asec:
+    if asec := _take(cfg, "augment", "", _MAPPING, {}):
         _no_unknown(asec, {"cutblur", "mixup", "dmix", "num_classes"}, "augment.")
+        _check_args(inspect.signature(BatchAugment, eval_str=True).parameters, asec, "augment.")
         num_classes = asec.get("num_classes") or getattr(model, "num_degradations", None)
         try:
-            rates = {k: float(asec.get(k, 0.0)) for k in ("cutblur", "mixup", "dmix")}
-            augment = BatchAugment(**rates, num_classes=num_classes, seed=tcfg.seed)
-        except (TypeError, ValueError) as exc:
+            augment = BatchAugment(**{**asec, "num_classes": num_classes}, seed=tcfg.seed)
+        except ValueError as exc:
             raise ConfigError(f"augment: {exc}") from exc
     extra = _extra_losses(cfg["extra_losses"], model) if cfg.get("extra_losses") else []
     return Trainer(model, tcfg, train, val, extra_losses=extra, batch_augment=augment)

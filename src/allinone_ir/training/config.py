@@ -79,10 +79,8 @@ def _matches(value: Any, hint: Any) -> bool:
 
 def _normalize_resume(value: Any) -> str:
     """``"auto"``, ``"never"`` (also ``None``, ``False``, ``none``, ``false``, ``no``, ``off``) or a path."""
-    if value is None or value is False:
-        return "never"
-    if value is True:
-        return "auto"
+    if value is None or isinstance(value, bool):
+        return "auto" if value else "never"
     value = os.fspath(value) if isinstance(value, os.PathLike) else value
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(

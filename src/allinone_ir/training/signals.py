@@ -12,11 +12,6 @@ from typing import Any
 __all__ = ["TrainingInterrupted"]
 
 
-def signal_name(signum: int) -> str:
-    """``2`` -> ``'SIGINT'``."""
-    return signal.Signals(signum).name
-
-
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on a signal after writing a checkpoint (a :class:`KeyboardInterrupt`).
 
@@ -30,13 +25,12 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, signum: int, step: int, checkpoint: os.PathLike[str] | str | None) -> None:
         self.signum, self.step, self.checkpoint = int(signum), int(step), checkpoint
         self.exit_status = 128 + self.signum
-        where = f"; saved {checkpoint}" if checkpoint is not None else ""
-        super().__init__(f"interrupted by {signal_name(signum)} at step {step}{where}")
+        where = f": saved {checkpoint}" if checkpoint is not None else ""
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}{where}")
 
 
 class _StopSignals:
-    """Inside, the first SIGINT / SIGTERM (in the main thread, unless ignored) only sets :attr:`requested`;
-    a second of the same kind acts as usual. The previous handlers come back on exit."""
+    """Inside, a first SIGINT / SIGTERM (main thread, unless ignored) only sets ``requested``; a second acts."""
 
     def __init__(self, *, announce: bool) -> None:
         self.announce, self.requested = announce, 0
@@ -49,7 +43,7 @@ class _StopSignals:
         signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # the next one of this kind aborts
         if self.announce:
             print(
-                f"received {signal_name(signum)}: finishing this update, then writing a checkpoint "
+                f"received {signal.Signals(signum).name}: finishing this update, then writing a checkpoint "
                 "(send it again to abort without one)",
                 file=sys.stderr,
                 flush=True,

@@ -147,13 +147,6 @@ def _distributed(name: str) -> tuple[torch.device, _DistInfo]:
     return device, _DistInfo(dist.get_rank(), dist.get_world_size())
 
 
-def _epoch_indices(n: int, *, seed: int, epoch: int, rank: int, world_size: int) -> list[int]:
-    """This process's share of an epoch: every ``world_size``-th index of a permutation seeded by
-    ``(seed, epoch)``, so that one process and several see the same global batches."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-    return perm[: n - n % world_size][rank::world_size]
-
-
 def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
     def move(v: Any) -> Any:
         if not isinstance(v, torch.Tensor):
@@ -240,12 +233,11 @@ class Trainer:
         elif self.device.type == "cpu" and not inference.native_low_precision(
             PRECISIONS[self.precision], "cpu"
         ):
-            warnings.warn(
+            slow = (
                 f"{self.precision} is emulated on this CPU (no native support), so training runs much slower "
-                "than in fp32; use precision fp32 here (trainer: {precision: fp32} in a config)",
-                RuntimeWarning,
-                stacklevel=2,
+                "than in fp32; use precision fp32 here (trainer: {precision: fp32} in a config)"
             )
+            warnings.warn(slow, RuntimeWarning, stacklevel=2)
         #: Whether the network and batches are channels-last (``config.channels_last``, else the device's choice).
         last = config.channels_last
         self.channels_last = inference.prefers_channels_last(self.device) if last is None else last
@@ -284,7 +276,6 @@ class Trainer:
             self.last_checkpoint: Path | None = None
             self._iter: Iterator[dict[str, Any]] | None = None
             self._saved_step = -1
-            self._replaced: list[Path] = []
             self._bar: Any = None
             self.start_message, notes = self._resume()
         except BaseException:
@@ -370,8 +361,7 @@ class Trainer:
         """Where the run starts, and the warnings to give after saying so."""
         mode = self.config.resume
         if mode == "never":
-            self._replaced = [p for _, p in ck._periodic(self.ckpt_dir)]
-            n = len(self._replaced)
+            n = len(ck._periodic(self.ckpt_dir))  # removed when fit() starts
             old = f"; this run replaces the {n} checkpoint(s) and the logs of an earlier run" if n else ""
             return f"resume=never: starting at step 0{old} in {self.out_dir}", []
         if mode != "auto":
@@ -483,15 +473,14 @@ class Trainer:
             if self._iter is None:
                 if hasattr(self.train_data, "set_epoch"):
                     self.train_data.set_epoch(self.epoch)
-                indices = _epoch_indices(
-                    len(self.train_data), seed=cfg.seed, epoch=self.epoch,  # type: ignore[arg-type]
-                    rank=self.dist.rank, world_size=self.dist.world_size,
-                )[self.batch_in_epoch * cfg.batch_size :]  # fmt: skip
-                loader = DataLoader(
-                    self.train_data, batch_size=cfg.batch_size, sampler=indices, drop_last=True,
-                    num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
-                )  # fmt: skip
-                self._iter = iter(loader)
+                # one permutation per (seed, epoch) dealt to the processes: the same batches at any world size
+                n, world = len(self.train_data), self.dist.world_size  # type: ignore[arg-type]
+                g = torch.Generator().manual_seed(cfg.seed * 100_003 + self.epoch)
+                indices = torch.randperm(n, generator=g).tolist()[: n - n % world][self.dist.rank :: world]
+                self._iter = iter(DataLoader(
+                    self.train_data, cfg.batch_size, sampler=indices[self.batch_in_epoch * cfg.batch_size :],
+                    drop_last=True, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+                ))  # fmt: skip
             try:
                 batch = next(self._iter)
             except StopIteration:
@@ -589,13 +578,10 @@ class Trainer:
         last_val: dict[str, Any] = {}
         row: dict[str, Any] = {}
         try:
-            if main:  # the config, no stale temporaries, the logs cut back to this step
+            if main:  # the config; the checkpoints (resume=never: none) and logs cut back to this step
                 model_config = getattr(self.model, "config", None)
                 _write_json(self.out_dir / "config.json", {"trainer": cfg.to_dict(), "model": model_config})
-                ck._remove_stale_temporaries(self.ckpt_dir)
-                for p in self._replaced:
-                    p.unlink(missing_ok=True)
-                self._replaced = []
+                ck._rotate(self.ckpt_dir, self.step, cfg.keep_last)
                 self.log.start(self.step)
                 if cfg.progress_bar:
                     options: dict[str, Any] = {"desc": "train", "unit": "step", "dynamic_ncols": True}
@@ -620,12 +606,9 @@ class Trainer:
                     every = cfg.val_every and self.step % cfg.val_every == 0
                     if self.val_data is not None and (every or self.step == cfg.max_steps):
                         last_val = self._validate()
-                    minutes = (time.monotonic() - self._last_save_time) / 60
-                    if (
-                        (cfg.save_every and self.step % cfg.save_every == 0)
-                        or self.step == stop_at
-                        or (cfg.save_every_minutes and minutes >= cfg.save_every_minutes)
-                    ):
+                    due = cfg.save_every and self.step % cfg.save_every == 0
+                    late = 0 < cfg.save_every_minutes <= (time.monotonic() - self._last_save_time) / 60
+                    if due or late or self.step == stop_at:
                         self._save_checkpoint()
                     signum = stop.requested
                     if self.dist.enabled:  # every process stops at the same update
@@ -721,7 +704,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
-            "best": ck._plain(self.best),
+            "best": dict(self.best),
             "rng": ck._rng_state(),
             "config": self.config.to_dict(),
             "model_config": getattr(self.model, "config", None),
