@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from allinone_ir import create_model
 from allinone_ir.layers import (
     GDFN,
     MDTA,
@@ -22,6 +25,7 @@ from allinone_ir.layers import (
 from allinone_ir.models.nafnet import NAFBlock
 from allinone_ir.models.promptir import PromptGenBlock, PromptInteraction
 
+from .tiny_configs import TINY
 from .tiny_configs import randomise as _randomise
 
 CL = torch.channels_last
@@ -304,12 +308,6 @@ def test_the_network_runs_in_the_layout_it_is_given(name: str, channels_last: bo
     """Every convolution of a network in NCHW sees NCHW maps (the official code's layout, what CUDA runs);
     in channels-last, Restormer, PromptIR, NAFNet and BaryIR see channels-last maps only (the other
     families' own blocks still hand some NCHW maps to their convolutions in channels-last)."""
-    import warnings
-
-    from allinone_ir import create_model
-
-    from .tiny_configs import TINY
-
     net = create_model(name, **TINY[name]).eval()
     x = torch.rand(1, 3, 32, 32)
     if channels_last:

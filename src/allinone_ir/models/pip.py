@@ -20,7 +20,7 @@ from ..degradation_types import (
 from ..errors import CheckpointError, DatasetError, UsageError
 from ..layers.attention import CrossChannelAttention, top_m_channel_attention, top_m_sizes
 from ..layers.feedforward import GDFN
-from ..layers.norm import NormKind, RestormerLayerNorm
+from ..layers.norm import NormKind, RestormerLayerNorm, memory_format_of
 from ..losses.decoupled import DEFAULT_DDL_ALPHA, collect_degradation_prompts, directional_decoupled_loss
 from ._base import AuxiliaryLoss, RestorationModel, official_5d_keys
 from ._detect import count_blocks, ffn_expansion_factor
@@ -138,9 +138,7 @@ class PromptInPrompt(nn.Module):
         d = self.degradation_prompt(omega).to(z.dtype) * _align_channels(z, self.prompt_dim)
         u = self.LGM(self.low_prompt_param, d)
         u = F.interpolate(u, size=feature.shape[-2:], mode="bilinear", align_corners=False)
-        if feature.is_contiguous(memory_format=torch.channels_last):
-            u = u.contiguous(memory_format=torch.channels_last)
-        return self.outconv(u)
+        return self.outconv(u.contiguous(memory_format=memory_format_of(feature)))
 
 
 class _TopMCrossAttention(CrossChannelAttention):

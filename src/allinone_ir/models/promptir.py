@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
-from ..layers.norm import NormKind
+from ..layers.norm import NormKind, memory_format_of
 from ..layers.transformer import TransformerBlock
 from ._base import official_5d_keys
 from ._detect import attention_heads
@@ -72,7 +72,7 @@ class PromptGenBlock(nn.Module):
         h, w = x.shape[-2:]
         weights = self.prompt_weights(x)
         components = self.prompt_param  # (L, C, S, S)
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        channels_last = memory_format_of(x) == torch.channels_last
         if x.shape[0] > components.shape[0]:
             # resizing and the bias-free convolution are linear: for batches larger than L, resize and
             # convolve the L components once and mix the results per sample
