@@ -477,10 +477,15 @@ class Trainer:
                 n, world = len(self.train_data), self.dist.world_size  # type: ignore[arg-type]
                 g = torch.Generator().manual_seed(cfg.seed * 100_003 + self.epoch)
                 indices = torch.randperm(n, generator=g).tolist()[: n - n % world][self.dist.rank :: world]
-                self._iter = iter(DataLoader(
-                    self.train_data, cfg.batch_size, sampler=indices[self.batch_in_epoch * cfg.batch_size :],
-                    drop_last=True, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
-                ))  # fmt: skip
+                loader = DataLoader(
+                    self.train_data,
+                    batch_size=cfg.batch_size,
+                    sampler=indices[self.batch_in_epoch * cfg.batch_size :],
+                    drop_last=True,
+                    num_workers=cfg.num_workers,
+                    pin_memory=self.device.type == "cuda",
+                )
+                self._iter = iter(loader)
             try:
                 batch = next(self._iter)
             except StopIteration:
