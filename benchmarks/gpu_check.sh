@@ -15,7 +15,7 @@ T0=$(date +%s)
 stamp() { echo "$1 at $(( $(date +%s) - T0 )) s" >> "$OUT/env.txt"; }
 { nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name())"; } > "$OUT/env.txt" 2>&1
-timeout 240 python3 -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider -p no:logging --tb=short \
+timeout 360 python3 -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider -p no:logging --tb=short \
     > "$OUT/cuda_tests.log" 2>&1
 stamp "tests done"
 B="python3 benchmarks/compare_reference.py --official $OFFICIAL --device cuda --repeats 10 --threads 8"
