@@ -22,7 +22,7 @@ from torch import nn
 from allinone_ir import create_model
 from allinone_ir.cli import main
 from allinone_ir.data import SyntheticDegradationDataset
-from allinone_ir.errors import CheckpointError
+from allinone_ir.errors import CheckpointError, DatasetError
 from allinone_ir.io import read_image, write_image
 from allinone_ir.models import AuxiliaryLoss, RestorationModel
 from allinone_ir.training import (
@@ -488,6 +488,19 @@ def test_pip_config_extra_ddl_is_refused_and_validation_passes_labels(tmp_path: 
     assert train_kwargs["return_logits"] is True and train_kwargs["degradation"].tolist() in ([0, 1], [1, 0])
     assert "return_logits" not in val_kwargs and val_kwargs["degradation"].tolist() in ([0], [1])
     assert t.val_data.patch_size is None and t.val_data.fixed  # whole images, the same every time
+
+
+def test_a_degradation_the_network_lacks_is_refused_naming_the_data(tmp_path: Path) -> None:
+    """The Trainer's check names the data set as a config does (data.train / data.val), before any file."""
+    net = create_model("pip_restormer", **dict(TINY["pip_restormer"], degradations=["rain", "haze"]))
+    train = SyntheticDegradationDataset([torch.rand(3, 16, 16)] * 2, tasks=["haze", "rain"], patch_size=16)
+    val = SyntheticDegradationDataset([torch.rand(3, 16, 16)], tasks=["rain", "snow"], patch_size=None)
+    with pytest.raises(
+        DatasetError,
+        match=r"^data\.val: PIPRestormer: the network cannot represent the degradation\(s\) \['snow'\]",
+    ):
+        Trainer(net, _cfg(tmp_path / "run"), train, val)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("native", [False, True])

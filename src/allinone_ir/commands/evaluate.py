@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import re
 import sys
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.datasets import _name_prefix, _task_degradation
 from ..errors import DatasetError, UnknownNameError, UsageError
 from ._common import (
     add_model_arguments,
@@ -43,9 +43,6 @@ derain, noise_25, ...).
 
 #: The ways of grouping images into degradations (see the description).
 GROUP_BY: tuple[str, ...] = ("auto", "folder", "prefix", "none")
-
-#: Where a file name's degradation prefix ends: the rule of ``PairedImageDataset(label_from="prefix")``.
-_PREFIX_END = re.compile(r"[-_ .]")
 
 _GROUPING_WORDS = {"folder": "sub-folder", "prefix": "file-name prefix", "none": "none"}
 
@@ -98,18 +95,22 @@ class Pairing:
 
 
 def group_of(rel: Path, group_by: str) -> str:
-    """The degradation of an image from its path ``rel`` under the source folder (``"all"`` if none)."""
+    """The degradation of an image from its path ``rel`` under the source folder (``"all"`` if none).
+
+    By prefix, the rule of ``PairedImageDataset(label_from="prefix")``.
+    """
     if group_by == "folder" and len(rel.parts) > 1:
         return rel.parts[0]
-    return _PREFIX_END.split(rel.stem, maxsplit=1)[0] if group_by == "prefix" else "all"
+    return _name_prefix(rel.stem) if group_by == "prefix" else "all"
 
 
 def _auto_group_by(rels: list[Path]) -> str:
     if any(len(r.parts) > 1 for r in rels):
         return "folder"
-    parts = [_PREFIX_END.split(r.stem, maxsplit=1) for r in rels]
-    has_prefix = all(len(p) == 2 and any(ch.isalpha() for ch in p[0]) for p in parts)
-    return "prefix" if has_prefix and len({p[0] for p in parts}) >= 2 else "none"
+    prefixes = [_name_prefix(r.stem) for r in rels]
+    # a name has a prefix when a separator ends it (the prefix is then shorter than the stem)
+    has_prefix = all(p != r.stem and any(ch.isalpha() for ch in p) for p, r in zip(prefixes, rels))
+    return "prefix" if has_prefix and len(set(prefixes)) >= 2 else "none"
 
 
 def _name_mapper(name_map: Sequence[tuple[str, str]]) -> Callable[[str], str]:
@@ -312,7 +313,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _restorer(args: argparse.Namespace) -> Callable[[Any, str], Any]:
     """``(image, group) -> restored image`` with the network of the options (told the group with PIP)."""
-    from ..degradation_types import parse_degradation
     from ..inference import restore
 
     model = load_model_from_args(args, require_weights=True)
@@ -324,10 +324,8 @@ def _restorer(args: argparse.Namespace) -> Callable[[Any, str], Any]:
         )
 
     def restore_fn(x: Any, group: str) -> Any:
-        degradation = group if by_group else None
-        if by_group:  # noise_25 -> noise; a name of the network's own is passed as it is
-            with contextlib.suppress(TypeError, ValueError):
-                degradation = parse_degradation(group)[0]
+        # noise_25 -> noise; a name of the network's own is passed as it is
+        degradation = _task_degradation(group) if by_group else None
         try:
             return restore(
                 model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False, progress=False,

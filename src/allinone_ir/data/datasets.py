@@ -117,6 +117,11 @@ class _Pair(NamedTuple):
     degradation: str
 
 
+def _name_prefix(stem: str) -> str:
+    """The degradation ``label_from="prefix"`` reads: ``stem`` up to the first ``-``, ``_``, space or dot."""
+    return re.split(r"[-_ .]", stem, maxsplit=1)[0]
+
+
 def _degradation_of(path: Path, rel: Path, label_from: str | Mapping[str, str]) -> str:
     if isinstance(label_from, Mapping):
         for key in (path.name, path.stem, str(rel)):
@@ -130,7 +135,7 @@ def _degradation_of(path: Path, rel: Path, label_from: str | Mapping[str, str]) 
             )
         return rel.parts[0]
     if label_from == "prefix":
-        return re.split(r"[-_ .]", path.stem, maxsplit=1)[0]
+        return _name_prefix(path.stem)
     return str(label_from)
 
 

@@ -319,12 +319,6 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
     if val_sec:
         val, _ = _build_dataset(val_sec, "data.val", base, tcfg.seed)
     model = _build_model(name, margs, train, tcfg.seed)
-    if getattr(model, "accepts_degradation", False):
-        for where, data in (("data.train", train), ("data.val", val)):
-            try:
-                datasets._match_labels(data, model.degradations, type(model).__name__)
-            except DatasetError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
     augment = None
     if asec := _take(cfg, "augment", "", _MAPPING, {}):
         _no_unknown(asec, {"cutblur", "mixup", "dmix", "num_classes"}, "augment.")
@@ -335,4 +329,7 @@ def build_from_config(cfg: Mapping[str, Any], base_dir: str | os.PathLike[str] =
         except ValueError as exc:
             raise ConfigError(f"augment: {exc}") from exc
     extra = _extra_losses(cfg["extra_losses"], model) if cfg.get("extra_losses") else []
-    return Trainer(model, tcfg, train, val, extra_losses=extra, batch_augment=augment)
+    try:
+        return Trainer(model, tcfg, train, val, extra_losses=extra, batch_augment=augment)
+    except DatasetError as exc:  # the data's degradations are not the network's (data.train / data.val)
+        raise ConfigError(str(exc)) from None

@@ -27,6 +27,7 @@ from ..data.datasets import _match_labels
 from ..errors import (
     CheckpointError,
     ConfigError,
+    DatasetError,
     TrainingDivergedError,
     UnknownNameError,
     UsageError,
@@ -177,7 +178,8 @@ class Trainer:
         CheckpointError: If the checkpoint to resume from is missing, unreadable or does not fit (with
             ``resume="auto"`` an unreadable newest one is renamed ``NAME.unreadable`` and an older one used).
         UsageError: If another run holds the output folder (locked until :meth:`fit` returns).
-        DatasetError: When a degradation of the data is not one of a PIP network's.
+        DatasetError: When a degradation of the data is not one of a PIP network's (``data.train: ...``,
+            ``data.val: ...``).
 
     Examples:
         >>> import tempfile
@@ -217,8 +219,12 @@ class Trainer:
             raise UsageTypeError(f"model must be an nn.Module, got {type(model).__name__}")
         degradations = getattr(model, "degradations", None)
         if getattr(model, "accepts_degradation", False) and degradations:
-            for data in (train_data, val_data):  # labels become positions in the network's degradations
-                _match_labels(data, degradations, type(model).__name__)
+            # labels become positions in the network's degradations; an error names the data as a config does
+            for where, data in (("data.train", train_data), ("data.val", val_data)):
+                try:
+                    _match_labels(data, degradations, type(model).__name__)
+                except DatasetError as exc:
+                    raise DatasetError(f"{where}: {exc}") from None
         self.config, self.train_data, self.val_data = config, train_data, val_data
         self.extra_losses, self.batch_augment = list(extra_losses), batch_augment
         self.out_dir = Path(config.output_dir)
