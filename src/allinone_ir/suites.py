@@ -19,7 +19,7 @@ import torch
 from ._runtime import low_precision_dtype
 from .errors import DatasetError, UnknownNameError
 from .inference import restore
-from .io import array_to_tensor, list_images, read_image, tensor_to_array, write_image
+from .io import _images_by_stem, array_to_tensor, list_images, read_image, tensor_to_array, write_image
 from .metrics import PROMPTIR_PROTOCOL, psnr, ssim, ssim_map
 
 __all__ = ["check_suite", "list_suites", "published_rows", "run_suite"]
@@ -118,8 +118,8 @@ def _scan(task: _Task, root: Path) -> _Layout:
     target_dir = folder / "target"
     missing = [f"folder {sub}" for sub in (folder / "input", target_dir) if not sub.is_dir()]
     misnamed: list[str] = []
-    # by stem, so that a target may have another extension than its input; the first of a stem wins
-    targets = {t.stem: t for t in reversed(_images(target_dir))}
+    # by stem, so that a target may have another extension than its input
+    targets = _images_by_stem(target_dir) if target_dir.is_dir() else {}
     pairs: list[tuple[Path, Path | None]] = []
     for src in _images(folder / "input"):
         stem = src.stem

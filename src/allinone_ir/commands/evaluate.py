@@ -136,14 +136,14 @@ def _name_mapper(name_map: Sequence[tuple[str, str]]) -> Callable[[str], str]:
 
 def _finder(root: Path) -> Callable[[Path, str], Path | None]:
     """``find(rel, name)``: the image ``name`` in ``root``'s folder of ``rel`` or at its top, else one of its stem."""
-    from ..io import IMAGE_EXTENSIONS, list_images
+    from ..io import IMAGE_EXTENSIONS, _images_by_stem
 
     if not root.is_dir():
         raise FileNotFoundError(f"not a folder: {root}")
 
     @functools.cache
-    def by_stem(folder: Path) -> dict[str, Path]:  # the first of a stem wins
-        return {p.stem: p for p in reversed(list_images(folder))} if folder.is_dir() else {}
+    def by_stem(folder: Path) -> dict[str, Path]:
+        return _images_by_stem(folder) if folder.is_dir() else {}
 
     def find(rel: Path, name: str) -> Path | None:
         folders = (root / rel.parent, root)
