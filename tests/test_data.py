@@ -21,6 +21,7 @@ from allinone_ir.data import (
 )
 from allinone_ir.data.augment import augment_mode
 from allinone_ir.data.datasets import normalize_patch_size
+from allinone_ir.errors import UsageError
 from allinone_ir.io import write_image
 
 
@@ -175,6 +176,10 @@ def test_bad_folders_and_name_map(tmp_path: Path) -> None:
     _write(tmp_path / "a" / "x.png", torch.rand(3, 4, 4))
     with pytest.raises(TypeError, match="name_map"):
         PairedImageDataset(tmp_path / "a", tmp_path / "a", name_map=42)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"^name_map: '\(' is not a valid regular expression"):
+        PairedImageDataset(tmp_path / "a", tmp_path / "a", name_map=("(", "y"))
+    with pytest.raises(UsageError, match=r"^name_map: cannot apply the replacement '\\\\3' to 'x.png'"):
+        PairedImageDataset(tmp_path / "a", tmp_path / "a", name_map=("x", r"\3"))
 
 
 def test_synthetic_dataset_seeded_and_fixed() -> None:

@@ -757,6 +757,19 @@ def test_cli_config_errors_name_the_key(tmp_path: Path, patch: dict[str, Any], m
     assert message.format(tmp=tmp_path.resolve()) in str(exc.value)
 
 
+def test_cli_config_name_map_errors_are_config_errors(tmp_path: Path) -> None:
+    """A name_map regex that does not compile is a ConfigError naming the section, not a bare re.error."""
+    _photos(tmp_path / "photos", 1)
+    train = {"type": "paired", "degraded_dir": "photos", "clean_dir": "photos", "name_map": ["(", "x"]}
+    cfg: dict[str, Any] = {
+        "model": {"name": "nafnet", "args": TINY["nafnet"]},
+        "data": {"train": train},
+        "trainer": {"max_steps": 1, "batch_size": 1, "output_dir": "run"},
+    }
+    with pytest.raises(ConfigError, match=r"^data\.train: name_map: '\(' is not a valid regular expression"):
+        build_from_config(cfg, tmp_path)
+
+
 def test_cli_reports_errors_with_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "bad.toml").write_text('[trainer]\nbatch_size = "eight"\n[model]\nname = "nafnet"\n')
     assert main(["train", "--config", str(tmp_path / "bad.toml")]) == 2

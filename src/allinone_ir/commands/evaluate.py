@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data.datasets import _name_prefix, _task_degradation
+from ..data.datasets import _name_mapper, _name_prefix, _task_degradation
 from ..errors import DatasetError, UnknownNameError, UsageError
 from ._common import (
     add_model_arguments,
@@ -113,27 +112,6 @@ def _auto_group_by(rels: list[Path]) -> str:
     return "prefix" if has_prefix and len(set(prefixes)) >= 2 else "none"
 
 
-def _name_mapper(name_map: Sequence[tuple[str, str]]) -> Callable[[str], str]:
-    """A name takes the first ``(regex, replacement)`` whose regex matches it (else it is kept)."""
-    try:
-        compiled = [(re.compile(pattern), replacement) for pattern, replacement in name_map]
-    except re.error as exc:
-        raise UsageError(f"--name-map: {exc.pattern!r} is not a valid regular expression ({exc})") from exc
-
-    def mapped(name: str) -> str:
-        for pattern, replacement in compiled:
-            if pattern.search(name) is not None:
-                try:
-                    return pattern.sub(replacement, name)
-                except (re.error, IndexError) as exc:
-                    raise UsageError(
-                        f"--name-map: cannot apply the replacement {replacement!r} to {name!r} ({exc})"
-                    ) from exc
-        return name
-
-    return mapped
-
-
 def _finder(root: Path) -> Callable[[Path, str], Path | None]:
     """``find(rel, name)``: the image ``name`` in ``root``'s folder of ``rel`` or at its top, else one of its stem."""
     from ..io import IMAGE_EXTENSIONS, _images_by_stem
@@ -178,7 +156,7 @@ def pair_images(
     rels = [p.relative_to(src_root) for p in sources]
     if group_by == "auto":
         group_by = _auto_group_by(rels)
-    mapper = _name_mapper(name_map)
+    mapper = _name_mapper(name_map, "--name-map")
     groups: dict[str, list[tuple[Path, Path]]] = {}
     unpaired: list[tuple[Path, str]] = []
     for src, rel in zip(sources, rels):

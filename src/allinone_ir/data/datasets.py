@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -117,6 +117,32 @@ class _Pair(NamedTuple):
     degradation: str
 
 
+def _name_mapper(name_map: Sequence[tuple[str, str]], option: str = "name_map") -> Callable[[str], str]:
+    """A name mapped by the first ``(regex, replacement)`` whose regex matches it (:func:`re.sub`), else kept.
+
+    Raises:
+        UsageError: Naming ``option``, for a regex that does not compile, or (when a name is mapped) a
+            replacement that does not apply.
+    """
+    try:
+        compiled = [(re.compile(pattern), replacement) for pattern, replacement in name_map]
+    except re.error as exc:
+        raise UsageError(f"{option}: {exc.pattern!r} is not a valid regular expression ({exc})") from exc
+
+    def mapped(name: str) -> str:
+        for pattern, replacement in compiled:
+            if pattern.search(name) is not None:
+                try:
+                    return pattern.sub(replacement, name)
+                except (re.error, IndexError) as exc:
+                    raise UsageError(
+                        f"{option}: cannot apply the replacement {replacement!r} to {name!r} ({exc})"
+                    ) from exc
+        return name
+
+    return mapped
+
+
 def _name_prefix(stem: str) -> str:
     """The degradation ``label_from="prefix"`` reads: ``stem`` up to the first ``-``, ``_``, space or dot."""
     return re.split(r"[-_ .]", stem, maxsplit=1)[0]
@@ -159,6 +185,7 @@ class PairedImageDataset(Dataset, _Geometry):
     Raises:
         DatasetError: For a missing folder, no images, missing partners (all in one error), a class
             outside ``classes``, and (``validate=True``) every unreadable or mismatched pair.
+        UsageError: For a ``name_map`` whose regex does not compile or whose replacement does not apply.
     """
 
     def __init__(
@@ -187,11 +214,12 @@ class PairedImageDataset(Dataset, _Geometry):
         if not degraded:
             raise DatasetError(f"no images found in {self.degraded_dir}")
         by_stem = _images_by_stem(self.clean_dir, recursive=recursive)
+        mapped = _name_mapper([name_map] if name_map else [])
         self.pairs: list[_Pair] = []
         missing: list[str] = []
         for d in degraded:
             rel = d.relative_to(self.degraded_dir)
-            target = re.sub(name_map[0], name_map[1], d.name) if name_map else d.name
+            target = mapped(d.name)
             # the partner beside it (same sub-folder), at the top of clean_dir, or the first with its stem
             here, top = self.clean_dir / rel.parent / target, self.clean_dir / target
             c = next((p for p in (here, top, by_stem.get(Path(target).stem)) if p and p.is_file()), None)
