@@ -112,6 +112,13 @@ def test_frequency_split_equals_the_official_loop(size: tuple[int, int]) -> None
     assert low_frequency_mask(t, *size).sum() > 0 or min(size) < 256
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_frequency_split_keeps_the_layout(memory_format: torch.memory_format) -> None:
+    x = torch.randn(1, 4, 256, 256).contiguous(memory_format=memory_format)
+    for part in frequency_split(x, torch.full((1, 2, 1, 1), 0.5)):
+        assert part.is_contiguous(memory_format=memory_format)
+
+
 def test_small_maps_have_an_empty_low_band() -> None:
     x = torch.randn(2, 4, 255, 127)
     high, low = frequency_split(x, torch.full((2, 2, 1, 1), 0.99))

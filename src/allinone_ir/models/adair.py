@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..layers.attention import CrossChannelAttention, low_precision_autocast
-from ..layers.norm import NormKind
+from ..layers.norm import NormKind, memory_format_of
 from ._base import as_buffers
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
@@ -48,8 +48,10 @@ def low_frequency_mask(threshold: torch.Tensor, height: int, width: int) -> torc
 
 
 def frequency_split(x: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(high, low)``: float32 magnitudes of the two parts of ``x`` under :func:`low_frequency_mask`."""
+    """``(high, low)``: float32 magnitudes of the two parts of ``x`` under :func:`low_frequency_mask`, in the
+    layout of ``x``."""
     h, w = x.shape[-2:]
+    fmt = memory_format_of(x)
     with _autocast_off(x.device.type):  # torch.fft has no bfloat16 kernels
         x = x.float()
         if h < 128 or w < 128:
@@ -59,7 +61,7 @@ def frequency_split(x: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Ten
         low_spec = spec * mask
         high = torch.fft.ifft2(spec - low_spec, norm="forward", dim=(-2, -1)).abs()
         low = torch.fft.ifft2(low_spec, norm="forward", dim=(-2, -1)).abs()
-    return high, low
+    return high.contiguous(memory_format=fmt), low.contiguous(memory_format=fmt)
 
 
 class FrequencyRefine(nn.Module):
@@ -76,6 +78,7 @@ class FrequencyRefine(nn.Module):
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat((high.amax(dim=1, keepdim=True), high.mean(dim=1, keepdim=True)), dim=1)
+        pooled = pooled.contiguous(memory_format=memory_format_of(high))
         spatial = torch.sigmoid(self.SpatialGate["spatial"](pooled))
         mlp = self.ChannelGate["mlp"]
         channel = torch.sigmoid(

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
+from ..layers.norm import memory_format_of
 from ._base import RecordsConfig
 
 __all__ = ["DegradationClassifier", "degradation_classification_loss"]
@@ -32,9 +33,11 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
-        # the strided 1x1 shortcut subsamples first (same values): oneDNN's backward of a strided 1x1
-        # channels-last convolution with under 8 input channels corrupts the heap
-        skip = x if self.stride == 1 else x[:, :, :: self.stride, :: self.stride]
+        # the strided 1x1 shortcut subsamples first (same values), into a map in the layout of x: oneDNN's
+        # backward of a strided 1x1 channels-last convolution with under 8 input channels corrupts the heap
+        skip = x
+        if self.stride != 1:
+            skip = x[:, :, :: self.stride, :: self.stride].contiguous(memory_format=memory_format_of(x))
         return F.relu(self.bn2(self.conv2(y)) + self.shortcut(skip))
 
 

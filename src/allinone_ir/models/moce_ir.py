@@ -13,7 +13,7 @@ from torch import nn
 from ..errors import CheckpointError, UsageError
 from ..layers.attention import MDTA, CrossChannelAttention
 from ..layers.feedforward import GDFN
-from ..layers.norm import NormKind, RestormerLayerNorm
+from ..layers.norm import NormKind, RestormerLayerNorm, memory_format_of
 from ..layers.stage import Stage
 from ..layers.transformer import Downsample, OverlapPatchEmbed, Upsample
 from ._base import AuxiliaryLoss, RestorationModel
@@ -91,6 +91,7 @@ class FFTAttention(nn.Module):
         n, c, hp, _, wp, _ = out.shape
         out = out.reshape(n, c, hp * p, wp * p)[:, :, :h, :w]
         out = out.to(torch.promote_types(out.dtype, v.dtype))  # float64 networks: back to float64
+        out = out.contiguous(memory_format=memory_format_of(x))
         return self.proj_out(self.norm(out) * v)
 
 
@@ -203,7 +204,8 @@ class ComplexityExperts(nn.Module):
             elif self.training and torch.is_grad_enabled():  # weight 0: a gradient for DDP
                 idle = torch.stack([p.reshape(-1)[0] for p in expert.parameters()]).sum()
                 out = out + 0.0 * idle.to(x.dtype)
-        return self.proj_out(out), loss
+        # index_add returns a contiguous (NCHW) tensor whatever the layout of out
+        return self.proj_out(out.contiguous(memory_format=memory_format_of(x))), loss
 
 
 class MoCEDecoderBlock(nn.Module):

@@ -189,7 +189,7 @@ class SelectivePromptToFeature(nn.Module):
 
     def forward(self, feature: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         z, p = self.norm11(feature), self.norm12(prompt)
-        zi = _align_channels(z, self.prompt_dim)
+        zi = _align_channels(z, self.prompt_dim).contiguous(memory_format=memory_format_of(z))
         x = zi + self.attn(zi, p)
         if self.feature_dim > self.prompt_dim:
             x = torch.cat([x, z[:, self.prompt_dim :]], dim=1)
