@@ -27,8 +27,9 @@ _TASKS = ("noise", "rain", "haze", "haze", "snow", "snow")
 _TONES, _GAMMA_LOW, _GAMMA_HIGH = 8, 1 / 1.5, 1.2
 _MIN_GAIN_DB, _COLOUR_TOLERANCE = 1.0, 6.0  # "restored": PSNR +1 dB, SSIM not lower, mean colour within 6/255
 _COLUMNS = ("clean", "degraded", "restored")
-_OUTPUTS = ("grid.png", "metrics.md", "metrics.json", "curves.png", "model", "inputs", "restored",
-            "train_log.csv", "val_log.csv", "history.json", "config.json", "checkpoints")  # fmt: skip
+# the files --overwrite replaces: the demo's own, then the Trainer's
+_DEMO_FILES = ("grid.png", "metrics.md", "metrics.json", "curves.png", "model", "inputs", "restored")
+_TRAINER_FILES = ("train_log.csv", "val_log.csv", "history.json", "config.json", "checkpoints")
 
 
 def _choices(smoke: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -54,8 +55,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--steps", type=int, help=f"training updates (default: {_STEPS}; --smoke: {_SMOKE_STEPS})")
-    p.add_argument("--model", choices=sorted(_choices()), default="promptir",
-                   help="promptir (default; restores blind) or pip (told each image's degradation)")  # fmt: skip
+    p.add_argument(
+        "--model",
+        choices=sorted(_choices()),
+        default="promptir",
+        help="promptir (default; restores blind) or pip (told each image's degradation)",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, crops and degradations")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out (replacing demo files)")
@@ -98,26 +103,37 @@ def run(args: argparse.Namespace) -> int:
     tone_rng = torch.Generator().manual_seed(args.seed + 3)
     log_range = math.log(_GAMMA_HIGH / _GAMMA_LOW)
     gammas = _GAMMA_LOW * torch.exp(log_range * torch.rand(len(train_images), _TONES - 1, generator=tone_rng))
+    toned = [img.pow(g) for img, gs in zip(train_images, gammas.tolist()) for g in [1.0, *gs]]
     train_set = SyntheticDegradationDataset(
-        [img.pow(g) for img, gs in zip(train_images, gammas.tolist()) for g in [1.0, *gs]], tasks=_TASKS,
-        patch_size=patch,
-        seed=args.seed, repeat=8, classes=_DEGRADATIONS,
-    )  # fmt: skip
+        toned, tasks=_TASKS, patch_size=patch, seed=args.seed, repeat=8, classes=_DEGRADATIONS
+    )
+    holdout = [p for p in photos if p.stem == _HOLDOUT]  # restored whole, once per degradation
     test_set = SyntheticDegradationDataset(
-        [p for p in photos if p.stem == _HOLDOUT], tasks=_DEGRADATIONS, patch_size=None, augment_modes=(0,),
-        seed=args.seed + 1, fixed=True, classes=_DEGRADATIONS,
-    )  # fmt: skip
+        holdout, tasks=_DEGRADATIONS, patch_size=None, augment_modes=(0,), seed=args.seed + 1, fixed=True
+    )
     how = "told each image's degradation" if told else "blind: not told the degradation"
-    print(f"allinone-ir demo: {model_name} ({net.num_parameters:,} parameters; {how}); {steps} updates of "
-          f"{batch} crops of {patch} px from {len(train_images)} photos; testing on '{_HOLDOUT}', "
-          "which training never sees", flush=True)  # fmt: skip
+    print(
+        f"allinone-ir demo: {model_name} ({net.num_parameters:,} parameters; {how}); {steps} updates of "
+        f"{batch} crops of {patch} px from {len(train_images)} photos; testing on '{_HOLDOUT}', "
+        "which training never sees",
+        flush=True,
+    )
     shuffle_rng = torch.Generator().manual_seed(args.seed + 2)
     config = TrainerConfig(
-        output_dir=str(out), max_steps=steps, batch_size=batch, lr=_LR, min_lr=_LR / 100,
-        warmup_steps=min(50, steps // 10), grad_clip=1.0, loss=_LOSS, seed=args.seed, device=args.device,
-        ema_decay=max(0.5, min(0.98, 1 - 10 / steps)), log_every=max(1, min(10, steps // 20)),
+        output_dir=str(out),
+        max_steps=steps,
+        batch_size=batch,
+        lr=_LR,
+        min_lr=_LR / 100,
+        warmup_steps=min(50, steps // 10),
+        grad_clip=1.0,
+        loss=_LOSS,
+        seed=args.seed,
+        device=args.device,
+        ema_decay=max(0.5, min(0.98, 1 - 10 / steps)),
+        log_every=max(1, min(10, steps // 20)),
         progress_bar=not args.no_progress,
-    )  # fmt: skip
+    )
     trainer = Trainer(net, config, train_set, batch_augment=lambda b: channel_shuffle(b, rng=shuffle_rng))
     trainer.fit()
     train_seconds = time.perf_counter() - t_start
@@ -132,39 +148,55 @@ def run(args: argparse.Namespace) -> int:
             degraded, clean = degraded[:, :64, :96], clean[:, :64, :96]
         restored = restore(trained, degraded, progress=False, **({"degradation": name} if told else {}))
         before, after = PROMPTIR_PROTOCOL.compute(degraded, clean), PROMPTIR_PROTOCOL.compute(restored, clean)
-        rgb = {k: (v.clamp(0, 1).mean(dim=(1, 2)) * 255).tolist() for k, v in
-               (("clean", clean), ("degraded", degraded), ("restored", restored))}  # fmt: skip
+        images = {"clean": clean, "degraded": degraded, "restored": restored}
+        rgb = {k: (v.clamp(0, 1).mean(dim=(1, 2)) * 255).tolist() for k, v in images.items()}
         metrics[name] = {
-            "psnr_in": before["psnr"], "psnr_out": after["psnr"], "gain_db": after["psnr"] - before["psnr"],
-            "ssim_in": before["ssim"], "ssim_out": after["ssim"], "ssim_change": after["ssim"] - before["ssim"],
-            "colour_error": max(abs(a - b) for a, b in zip(rgb["restored"], rgb["clean"])), "mean_rgb": rgb,
-        }  # fmt: skip
-        rows.append((name, (clean, degraded, restored)))
+            "psnr_in": before["psnr"],
+            "psnr_out": after["psnr"],
+            "gain_db": after["psnr"] - before["psnr"],
+            "ssim_in": before["ssim"],
+            "ssim_out": after["ssim"],
+            "ssim_change": after["ssim"] - before["ssim"],
+            "colour_error": max(abs(a - b) for a, b in zip(rgb["restored"], rgb["clean"])),
+            "mean_rgb": rgb,
+        }
+        rows.append((name, tuple(images.values())))
         write_image(out / "inputs" / f"{_HOLDOUT}_{name}.png", degraded)
     title = (
         f"allinone-ir demo: {model_name} ({how}), {trainer.step} updates; test photo '{_HOLDOUT}' (unseen)"
     )
     _grid(rows, metrics, title).save(out / "grid.png")
     save_pretrained(trained, out / "model")
+    rounded = {
+        d: {k: v if k == "mean_rgb" else round(v, 4) for k, v in m.items()} for d, m in metrics.items()
+    }
     report = {
-        "model": model_name, "parameters": net.num_parameters, "told_degradation": told, "steps": trainer.step,
-        "batch_size": batch, "patch_size": patch, "train_seconds": round(train_seconds, 1),
-        "test_image": _HOLDOUT, "protocol": "promptir", "colour_tolerance": _COLOUR_TOLERANCE,
-        "metrics": {d: {k: v if k == "mean_rgb" else round(v, 4) for k, v in m.items()} for d, m in metrics.items()},
-    }  # fmt: skip
+        "model": model_name,
+        "parameters": net.num_parameters,
+        "told_degradation": told,
+        "steps": trainer.step,
+        "batch_size": batch,
+        "patch_size": patch,
+        "train_seconds": round(train_seconds, 1),
+        "test_image": _HOLDOUT,
+        "protocol": "promptir",
+        "colour_tolerance": _COLOUR_TOLERANCE,
+        "metrics": rounded,
+    }
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     lines = _summary(metrics)
-    (out / "metrics.md").write_text(
-        f"# allinone-ir demo: {model_name}, {trainer.step} updates\n\n{how.capitalize()}. Test image "
-        f"`{_HOLDOUT}` (not used for training). PSNR / SSIM: PromptIR protocol (RGB, data range 1). "
-        "Mean colour: RGB, 0-255.\n\n" + _table(metrics) + "\n" + "\n".join(lines[1:]) + "\n", encoding="utf-8"
-    )  # fmt: skip
+    intro = (
+        f"{how.capitalize()}. Test image `{_HOLDOUT}` (not used for training). "
+        "PSNR / SSIM: PromptIR protocol (RGB, data range 1). Mean colour: RGB, 0-255."
+    )
+    page = [f"# allinone-ir demo: {model_name}, {trainer.step} updates", "", intro, "", *_table(metrics), ""]
+    (out / "metrics.md").write_text("\n".join(page + lines[1:]) + "\n", encoding="utf-8")
     minutes = (time.perf_counter() - t_start) / 60
-    print("\n".join(["", *lines, "", f"wrote to {out}/ in {minutes:.1f} min ({trainer.step} updates):",
-                     f"  grid.png      rows {', '.join(metrics)}; columns {' | '.join(_COLUMNS)}, PSNR/SSIM under each",
-                     "  metrics.md    this table (also metrics.json); curves.png: the training loss",
-                     f"  model/        try: allinone-ir restore --checkpoint {out / 'model'} {out / 'inputs'} "
-                     f"--out {out / 'restored'}"]))  # fmt: skip
+    command = f"allinone-ir restore --checkpoint {out / 'model'} {out / 'inputs'} --out {out / 'restored'}"
+    print("", *lines, "", f"wrote to {out}/ in {minutes:.1f} min ({trainer.step} updates):", sep="\n")
+    print(f"  grid.png      rows {', '.join(metrics)}; columns {' | '.join(_COLUMNS)}, PSNR/SSIM under each")
+    print("  metrics.md    this table (also metrics.json); curves.png: the training loss")
+    print(f"  model/        try: {command}")
     return 0
 
 
@@ -173,9 +205,11 @@ def _prepare(out: Path, overwrite: bool) -> None:
         raise UsageError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise UsageError(f"output folder {out} is not empty; choose another --out or pass --overwrite "
-                             "(which replaces only the demo's own files)")  # fmt: skip
-        for p in (out / name for name in _OUTPUTS):
+            raise UsageError(
+                f"output folder {out} is not empty; choose another --out or pass --overwrite "
+                "(which replaces only the demo's own files)"
+            )
+        for p in (out / name for name in (*_DEMO_FILES, *_TRAINER_FILES)):
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -183,8 +217,8 @@ def _prepare(out: Path, overwrite: bool) -> None:
 def _problems(m: dict[str, Any]) -> list[str]:
     problems = []
     if m["gain_db"] < _MIN_GAIN_DB:
-        problems.append(f"PSNR {'worse than the input' if m['gain_db'] < 0 else 'gain under 1 dB'} "
-                        f"({m['gain_db']:+.2f} dB)")  # fmt: skip
+        how = "worse than the input" if m["gain_db"] < 0 else "gain under 1 dB"
+        problems.append(f"PSNR {how} ({m['gain_db']:+.2f} dB)")
     if m["ssim_change"] < 0:
         problems.append(f"SSIM dropped {m['ssim_in']:.3f} -> {m['ssim_out']:.3f}")
     if m["colour_error"] > _COLOUR_TOLERANCE:
@@ -195,26 +229,32 @@ def _problems(m: dict[str, Any]) -> list[str]:
 def _summary(metrics: dict[str, dict[str, Any]]) -> list[str]:
     lines = [f"Test photo '{_HOLDOUT}' (never seen in training), before -> after restoration:"]
     for d, m in metrics.items():
-        lines.append(f"  {d:6s} PSNR {m['psnr_in']:6.2f} -> {m['psnr_out']:6.2f} dB ({m['gain_db']:+.2f})   "
-                     f"SSIM {m['ssim_in']:.3f} -> {m['ssim_out']:.3f} ({m['ssim_change']:+.3f})   "
-                     f"mean colour off by {m['colour_error']:.1f}")  # fmt: skip
+        psnr = f"PSNR {m['psnr_in']:6.2f} -> {m['psnr_out']:6.2f} dB ({m['gain_db']:+.2f})"
+        ssim = f"SSIM {m['ssim_in']:.3f} -> {m['ssim_out']:.3f} ({m['ssim_change']:+.3f})"
+        lines.append(f"  {d:6s} {psnr}   {ssim}   mean colour off by {m['colour_error']:.1f}")
     bad = {d: p for d, m in metrics.items() if (p := _problems(m))}
     lines += [f"  note: {d}: {'; '.join(p)}" for d, p in bad.items()]
+    gain, colour = f"PSNR +{_MIN_GAIN_DB:g} dB or more", f"mean colour within {_COLOUR_TOLERANCE:g} levels"
     if bad:
-        lines.append(f"restored {len(metrics) - len(bad)} of {len(metrics)} (PSNR +{_MIN_GAIN_DB:g} dB or more, "
-                     f"SSIM not lower, mean colour within {_COLOUR_TOLERANCE:g} levels); not {', '.join(bad)}")  # fmt: skip
+        restored = f"restored {len(metrics) - len(bad)} of {len(metrics)}"
+        lines.append(f"{restored} ({gain}, SSIM not lower, {colour}); not {', '.join(bad)}")
     else:
-        lines.append(f"every degradation restored: PSNR +{_MIN_GAIN_DB:g} dB or more, SSIM higher, "
-                     f"mean colour within {_COLOUR_TOLERANCE:g} levels")  # fmt: skip
+        lines.append(f"every degradation restored: {gain}, SSIM higher, {colour}")
     return lines
 
 
-def _table(metrics: dict[str, dict[str, Any]]) -> str:
-    rows = ["| degradation | PSNR before | PSNR after | gain (dB) | SSIM before | SSIM after | SSIM change "
-            "| mean colour error |", "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    rows += [f"| {d} | {m['psnr_in']:.2f} | {m['psnr_out']:.2f} | {m['gain_db']:+.2f} | {m['ssim_in']:.4f} | "
-             f"{m['ssim_out']:.4f} | {m['ssim_change']:+.4f} | {m['colour_error']:.1f} |" for d, m in metrics.items()]  # fmt: skip
-    return "\n".join(rows) + "\n"
+def _table(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    rows = [
+        "| degradation | PSNR before | PSNR after | gain (dB) | SSIM before | SSIM after | SSIM change "
+        "| mean colour error |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for d, m in metrics.items():
+        rows.append(
+            f"| {d} | {m['psnr_in']:.2f} | {m['psnr_out']:.2f} | {m['gain_db']:+.2f} | {m['ssim_in']:.4f} | "
+            f"{m['ssim_out']:.4f} | {m['ssim_change']:+.4f} | {m['colour_error']:.1f} |"
+        )
+    return rows
 
 
 def _grid(
@@ -242,12 +282,16 @@ def _grid(
     for r, (name, images) in enumerate(rows):
         y, m = top + r * (cell_h + pad), metrics[name]
         draw.text((pad, y + h // 2 - line // 2), name, fill="black", font=font)
+        psnr_colour = "#b00000" if m["gain_db"] < 0 else "black"  # a score that got worse is red
+        ssim_colour = "#b00000" if m["ssim_change"] < 0 else "black"
         captions = [
             [("reference", "black")],
             [(f"PSNR {m['psnr_in']:.2f} dB", "black"), (f"SSIM {m['ssim_in']:.3f}", "black")],
-            [(f"PSNR {m['psnr_out']:.2f} dB ({m['gain_db']:+.2f})", "#b00000" if m["gain_db"] < 0 else "black"),
-             (f"SSIM {m['ssim_out']:.3f} ({m['ssim_change']:+.3f})", "#b00000" if m["ssim_change"] < 0 else "black")],
-        ]  # fmt: skip
+            [
+                (f"PSNR {m['psnr_out']:.2f} dB ({m['gain_db']:+.2f})", psnr_colour),
+                (f"SSIM {m['ssim_out']:.3f} ({m['ssim_change']:+.3f})", ssim_colour),
+            ],
+        ]
         for j, (img, caption) in enumerate(zip(images, captions)):
             x = label_w + j * (cell_w + pad)
             pixels = img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
