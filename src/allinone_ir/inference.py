@@ -157,9 +157,14 @@ _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDict
 
 
 def _runner(
-    model: nn.Module, device: torch.device, dtype: torch.dtype | None, tta: TTAMode | bool, degradation: Any,
-    compile: bool, channels_last: bool,
-) -> Callable[[torch.Tensor, Sequence[int]], torch.Tensor]:  # fmt: skip
+    model: nn.Module,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    tta: TTAMode | bool,
+    degradation: Any,
+    compile: bool,
+    channels_last: bool,
+) -> Callable[[torch.Tensor, Sequence[int]], torch.Tensor]:
     """A function restoring a CPU float32 batch of images ``index``: device, layout, autocast, TTA."""
     takes_degradation = bool(getattr(model, "accepts_degradation", False))
     if degradation is not None and not takes_degradation:
@@ -203,9 +208,13 @@ def _degradation_for(deg: Any, index: Sequence[int], device: torch.device) -> An
 
 
 def _restore_tiled(
-    x: torch.Tensor, run: Callable[[torch.Tensor, Sequence[int]], torch.Tensor], tile: Sequence[int],
-    overlap: int, batch_size: int, progress: bool | None,
-) -> torch.Tensor:  # fmt: skip
+    x: torch.Tensor,
+    run: Callable[[torch.Tensor, Sequence[int]], torch.Tensor],
+    tile: Sequence[int],
+    overlap: int,
+    batch_size: int,
+    progress: bool | None,
+) -> torch.Tensor:
     """Restore ``x`` in blended tiles, ``batch_size`` at a time (a tile of the image's size: whole images)."""
     n, _, h, w = x.shape
     th, tw = min(tile[0], h), min(tile[1], w)
@@ -223,9 +232,14 @@ def _restore_tiled(
     bar = None
     if progress or (progress is None and len(jobs) > batch_size):  # None: on a terminal, more than one step
         bar = progress_bar(
-            total=len(jobs), desc="tiles", unit="tile", disable=None if progress is None else False, leave=False,
-            warn=bool(progress), stacklevel=3,
-        )  # fmt: skip
+            total=len(jobs),
+            desc="tiles",
+            unit="tile",
+            disable=None if progress is None else False,
+            leave=False,
+            warn=bool(progress),
+            stacklevel=3,
+        )
     acc = torch.zeros(0)
     for i in range(0, len(jobs), batch_size):
         chunk = jobs[i : i + batch_size]
@@ -365,9 +379,18 @@ def restore(
         ((20, 30, 1), dtype('uint16'))
     """
     opts: dict[str, Any] = dict(
-        tile=tile, overlap=overlap, tta=tta, degradation=degradation, batch_size=batch_size, device=device,
-        dtype=dtype, channels_last=channels_last, compile=compile, clamp=clamp, progress=progress,
-    )  # fmt: skip
+        tile=tile,
+        overlap=overlap,
+        tta=tta,
+        degradation=degradation,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        channels_last=channels_last,
+        compile=compile,
+        clamp=clamp,
+        progress=progress,
+    )
     in_ch = int(getattr(model, "in_channels", 3))
     if isinstance(image, (str, os.PathLike)):
         if output is not None and os.path.realpath(output) == os.path.realpath(image):

@@ -71,10 +71,20 @@ def _on_meta(model: nn.Module) -> nn.Module:
 
 
 def _conv_backward_flops(
-    grad_out_shape: list[int], x_shape: list[int], w_shape: list[int], _bias: Any, _stride: Any,
-    _padding: Any, _dilation: Any, transposed: bool, _output_padding: Any, _groups: int,
-    output_mask: Sequence[bool], out_shape: Any = None, **kwargs: Any,
-) -> int:  # fmt: skip
+    grad_out_shape: list[int],
+    x_shape: list[int],
+    w_shape: list[int],
+    _bias: Any,
+    _stride: Any,
+    _padding: Any,
+    _dilation: Any,
+    transposed: bool,
+    _output_padding: Any,
+    _groups: int,
+    output_mask: Sequence[bool],
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
     """Grad-input and grad-weight each cost the forward's multiply-adds (torch counts grouped ones as dense)."""
     from torch.utils.flop_counter import conv_flop_count
 

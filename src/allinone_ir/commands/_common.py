@@ -50,9 +50,12 @@ def add_restore_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=positive_int, help="tile size in pixels (default: whole images)")
     p.add_argument("--overlap", type=non_negative_int, default=32, help="tile overlap in px (default: 32)")
     p.add_argument(
-        "--tta", nargs="?", const="x8", choices=("flip", "x8"),
+        "--tta",
+        nargs="?",
+        const="x8",
+        choices=("flip", "x8"),
         help="test-time augmentation: x8 self-ensemble (default when given) or flip",
-    )  # fmt: skip
+    )
 
 
 def parse_model_args(text: str | None) -> dict[str, Any]:

@@ -127,10 +127,19 @@ def run(args: argparse.Namespace) -> int:
                 bars[key].close()
 
     results = run_suite(
-        model, args.suite, args.root, args.tasks, tile=args.tile, overlap=args.overlap, tta=args.tta or False,
-        device=args.device, dtype=args.dtype, save_images=args.save_images, progress=progress,
+        model,
+        args.suite,
+        args.root,
+        args.tasks,
+        tile=args.tile,
+        overlap=args.overlap,
+        tta=args.tta or False,
+        device=args.device,
+        dtype=args.dtype,
+        save_images=args.save_images,
+        progress=progress,
         protocol=args.protocol,
-    )  # fmt: skip
+    )
     tasks, average, skipped = results["tasks"], results["average"], results["skipped"]
     for key, reason in skipped.items():
         print(f"skipped {key}: {reason}", file=sys.stderr)

@@ -252,9 +252,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--degraded goes with --pred (with --input the inputs are scored anyway)")
     source = args.pred or args.input
     pairing = pair_images(
-        source, args.target, name_map=[(m[0], m[1]) for m in args.name_map or ()],
-        group_by=args.group_by, skip_unpaired=args.skip_unpaired, all_targets=args.all_targets,
-    )  # fmt: skip
+        source,
+        args.target,
+        name_map=[(m[0], m[1]) for m in args.name_map or ()],
+        group_by=args.group_by,
+        skip_unpaired=args.skip_unpaired,
+        all_targets=args.all_targets,
+    )
     restore_fn = _restorer(args) if args.input else None
     inputs = _degraded_inputs(pairing, Path(args.pred), Path(args.degraded)) if args.degraded else None
     results = evaluate_folders(pairing.groups, args.protocol, restore_fn, inputs)
@@ -306,9 +310,14 @@ def _restorer(args: argparse.Namespace) -> Callable[[Any, str], Any]:
         degradation = _task_degradation(group) if by_group else None
         try:
             return restore(
-                model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False, progress=False,
+                model,
+                x,
+                tile=args.tile,
+                overlap=args.overlap,
+                tta=args.tta or False,
+                progress=False,
                 degradation=degradation,
-            )  # fmt: skip
+            )
         except UsageError as exc:  # the network's own checks (channels, degradation name, tile)
             raise UsageError(f"cannot restore an image of group {group!r}: {exc}") from exc
 

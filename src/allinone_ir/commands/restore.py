@@ -160,10 +160,16 @@ def run(args: argparse.Namespace) -> int:
 
     def run_network(x: torch.Tensor) -> torch.Tensor:
         return restore(
-            model, x, tile=args.tile, overlap=args.overlap, tta=args.tta or False,
-            degradation=args.degradation, batch_size=args.batch_size, device=device,
+            model,
+            x,
+            tile=args.tile,
+            overlap=args.overlap,
+            tta=args.tta or False,
+            degradation=args.degradation,
+            batch_size=args.batch_size,
+            device=device,
             progress=False if args.quiet else None,
-        )  # fmt: skip
+        )
 
     files, say = with_progress(inputs, quiet=args.quiet, desc="images", unit="img")
     skipped: list[Path] = []

@@ -18,22 +18,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     from ..training import cli as config_schema
 
     p = subparsers.add_parser(
-        "train", help="train a network from a YAML/TOML config file",
-        description=_plain_text(config_schema.__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+        "train",
+        help="train a network from a YAML/TOML config file",
+        description=_plain_text(config_schema.__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
-        "--config", required=True, metavar="FILE|NAME",
+        "--config",
+        required=True,
+        metavar="FILE|NAME",
         help="training config: a .yaml, .yml or .toml file, or the name of a shipped one (allinone-ir config list); "
         "an existing file wins over a name",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--resume", default=None, metavar="auto|never|PATH",
+        "--resume",
+        metavar="auto|never|PATH",
         help="auto: continue from the newest checkpoint in the output folder (default); never: start at step 0; "
         "PATH: continue from that checkpoint (overrides trainer.resume)",
-    )  # fmt: skip
-    p.add_argument("--max-steps", type=int, default=None, help="override trainer.max_steps")
-    p.add_argument("--output-dir", default=None, help="override trainer.output_dir")
-    p.add_argument("--device", default=None, help="override trainer.device (auto, cpu, cuda, mps)")
+    )
+    p.add_argument("--max-steps", type=int, help="override trainer.max_steps")
+    p.add_argument("--output-dir", help="override trainer.output_dir")
+    p.add_argument("--device", help="override trainer.device (auto, cpu, cuda, mps)")
     p.set_defaults(func=run)
     return p
 

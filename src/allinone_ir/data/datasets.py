@@ -495,21 +495,22 @@ def promptir_dataset(
     for i, task in enumerate(tasks):
         if task not in lay:
             raise UnknownNameError(f"unknown task {task!r}; known: {sorted(PROMPTIR_LAYOUT)}")
+        geometry: dict[str, Any] = dict(
+            patch_size=patch_size, augment_modes=augment_modes, seed=seed + 1000 * i
+        )
         ds: Any
         if task == "denoise":
             folder = root / lay["denoise"]
             if not folder.is_dir():
                 raise DatasetError(f"denoise task: clean image folder not found: {folder}")
-            ds = SyntheticDegradationDataset(
-                folder, tasks=[f"noise_{s:g}" for s in sigmas], cache=False, patch_size=patch_size,
-                augment_modes=augment_modes, seed=seed + 1000 * i,
-            )  # fmt: skip
+            noise = [f"noise_{s:g}" for s in sigmas]
+            ds = SyntheticDegradationDataset(folder, tasks=noise, cache=False, **geometry)
         else:
             deg, clean, name_map = lay[task]
+            label = _task_degradation(task)
             ds = PairedImageDataset(
-                root / deg, root / clean, name_map=name_map, label_from=_task_degradation(task),
-                recursive=True, patch_size=patch_size, augment_modes=augment_modes, seed=seed + 1000 * i,
-            )  # fmt: skip
+                root / deg, root / clean, name_map=name_map, label_from=label, recursive=True, **geometry
+            )
         parts.append((ds, int(reps.get(task, 1))))
     return MixedDataset(parts)
 

@@ -218,12 +218,12 @@ def adair(**kwargs: Any) -> AdaIR:
 
 # Released weights. Facts: github.com/c-yn/AdaIR README.md "Testing" (a Google Drive folder), test.py
 # (--mode 5 / 6; --ckpt_name "adair5d.ckpt", adair3d.ckpt inferred from it), LICENSE.
+_THREE_TASK_DATA = "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)"
+_FIVE_TASK_DATA = "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor, GoPro, LOL-v1"
 for _variant, _file, _tasks, _data, _mode in (
-    ("three_task", "adair3d.ckpt", ("noise", "rain", "haze"),
-     "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)", 5),
-    ("five_task", "adair5d.ckpt", ("noise", "rain", "haze", "blur", "lowlight"),
-     "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor, GoPro, LOL-v1", 6),
-):  # fmt: skip
+    ("three_task", "adair3d.ckpt", ("noise", "rain", "haze"), _THREE_TASK_DATA, 5),
+    ("five_task", "adair5d.ckpt", ("noise", "rain", "haze", "blur", "lowlight"), _FIVE_TASK_DATA, 6),
+):
     register_weights(
         PretrainedWeights(
             name=f"adair.{_variant}",

@@ -16,13 +16,17 @@ from ..layers.norm import NormKind
 from ._base import AuxiliaryLoss
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
-from .restormer import RestormerUNet, _read_restormer_layout, transformer_stage
+from .restormer import RESTORMER_GROUPS, RestormerUNet, _read_restormer_layout, transformer_stage
 
 #: Modules the official ``BaryNet`` builds but never uses (215,296 parameters); their keys are dropped on load.
 BARYIR_UNUSED_MODULES: tuple[str, ...] = (
-    "chnl_reduce1", "chnl_reduce2", "chnl_reduce3",
-    "reduce_noise_channel_1", "reduce_noise_channel_2", "reduce_noise_channel_3",
-)  # fmt: skip
+    "chnl_reduce1",
+    "chnl_reduce2",
+    "chnl_reduce3",
+    "reduce_noise_channel_1",
+    "reduce_noise_channel_2",
+    "reduce_noise_channel_3",
+)
 
 #: Weight of the residual decoder's features added to the main decoder's skips (official constant).
 RESIDUAL_SKIP_SCALE = 0.8
@@ -183,14 +187,11 @@ class BaryIR(RestormerUNet):
         return []
 
     finetune_groups = {
-        "encoder": ("patch_embed", "encoder_level*", "down*", "latent"),
+        "encoder": RESTORMER_GROUPS["encoder"],
         "barycenter": ("barylatent", "LN"),
-        "decoder": (
-            "up*", "reduce_chan_level*", "noise_level*", "reduce_noise_level*", "decoder_level*",
-            "refinement", "output",
-        ),
+        "decoder": (*RESTORMER_GROUPS["decoder"], "noise_level*", "reduce_noise_level*"),
         "residual": ("res*",),
-    }  # fmt: skip
+    }
 
     def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """``{"return_latents": True}``: the ``barycenter`` term needs the latents."""
@@ -223,9 +224,19 @@ class BaryIR(RestormerUNet):
 
 #: Classes of the official ``model_bary.py`` that a training checkpoint pickles.
 _OFFICIAL_CLASSES = (
-    "BaryNet", "Potentials", "TransformerBlock", "Attention", "FeedForward", "LayerNorm", "WithBias_LayerNorm",
-    "BiasFree_LayerNorm", "Downsample", "Upsample", "OverlapPatchEmbed", "resblock",
-)  # fmt: skip
+    "BaryNet",
+    "Potentials",
+    "TransformerBlock",
+    "Attention",
+    "FeedForward",
+    "LayerNorm",
+    "WithBias_LayerNorm",
+    "BiasFree_LayerNorm",
+    "Downsample",
+    "Upsample",
+    "OverlapPatchEmbed",
+    "resblock",
+)
 
 
 def baryir_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -237,9 +248,17 @@ def baryir_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     stand_ins = [(type(name, (nn.Module,), {}), f"model_bary.{name}") for name in _OFFICIAL_CLASSES]
     layers = [
-        nn.Conv2d, nn.Sequential, nn.ModuleList, nn.PixelShuffle, nn.PixelUnshuffle, nn.PReLU,
-        nn.LeakyReLU, nn.Flatten, nn.Linear, nn.Identity,
-    ]  # fmt: skip
+        nn.Conv2d,
+        nn.Sequential,
+        nn.ModuleList,
+        nn.PixelShuffle,
+        nn.PixelUnshuffle,
+        nn.PReLU,
+        nn.LeakyReLU,
+        nn.Flatten,
+        nn.Linear,
+        nn.Identity,
+    ]
     try:
         with torch.serialization.safe_globals([*stand_ins, *layers]):
             ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
@@ -267,36 +286,55 @@ _DRIVE = WeightsSource(
 _PROTOCOL = (
     "tester_bary.py: RGB PSNR/SSIM of the output PNG, each image cropped (not padded) to a multiple of 8"
 )
-_RELEASED = (  # name, file, tasks, training data, protocol, reported
-    ("three_task", "baryir_restormer_3d.pt", ("noise", "rain", "haze"),
-     "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)",
-     "PromptIR's three-task protocol (BSD68, Rain100L, SOTS); " + _PROTOCOL,
-     ("SOTS 31.40/0.980", "Rain100L 39.02/0.985", "BSD68 sigma15 34.16/0.935", "BSD68 sigma25 31.54/0.892",
-      "BSD68 sigma50 28.25/0.802", "average 32.86/0.919")),
-    ("five_task", "baryir_restormer_5d.pt", ("noise", "rain", "haze", "blur", "lowlight"),
-     "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze), GoPro (blur), LOL-v1 (low light)",
-     "the five-task protocol (BSD68 sigma 25, Rain100L, SOTS, GoPro, LOL-v1); " + _PROTOCOL,
-     ("SOTS 31.20/0.979", "Rain100L 38.10/0.982", "BSD68 sigma25 31.43/0.891", "GoPro 29.51/0.889",
-      "LOL-v1 23.37/0.854", "average 30.72/0.919")),
-)  # fmt: skip
-for _name, _file, _tasks, _data, _protocol, _reported in _RELEASED:
+
+
+def _register(name: str, file: str, **facts: Any) -> None:
     register_weights(
         PretrainedWeights(
-            name=f"baryir.{_name}",
+            name=f"baryir.{name}",
             arch="baryir",
-            file_name=_file,
+            file_name=file,
             sources=(_DRIVE,),
             num_params=53_549_774,  # + 215,296 of unused modules in the file: the official 53,765,070
-            tasks=_tasks,
             license="MIT (LICENSE of xl-tang3/BaryIR)",
-            training_data=_data,
-            reported=_reported,
-            protocol=_protocol,
-            default=_name == "three_task",
+            default=name == "three_task",
             notes="Google Drive only: download by hand. The official file pickles the whole network "
             "({'epoch', 'BaryIR': BaryNet, 'Pots': Potentials}), which torch.load(weights_only=True) refuses: "
             "extract the weights once with allinone_ir.models.baryir.baryir_official_state_dict (no official "
             "code needed), torch.save(baryir_official_state_dict(path), 'baryir.pth'), "
-            f"then `allinone-ir weights import baryir.{_name} baryir.pth`.",
+            f"then `allinone-ir weights import baryir.{name} baryir.pth`.",
+            **facts,
         )
     )
+
+
+_register(
+    "three_task",
+    "baryir_restormer_3d.pt",
+    tasks=("noise", "rain", "haze"),
+    training_data="BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)",
+    protocol="PromptIR's three-task protocol (BSD68, Rain100L, SOTS); " + _PROTOCOL,
+    reported=(
+        "SOTS 31.40/0.980",
+        "Rain100L 39.02/0.985",
+        "BSD68 sigma15 34.16/0.935",
+        "BSD68 sigma25 31.54/0.892",
+        "BSD68 sigma50 28.25/0.802",
+        "average 32.86/0.919",
+    ),
+)
+_register(
+    "five_task",
+    "baryir_restormer_5d.pt",
+    tasks=("noise", "rain", "haze", "blur", "lowlight"),
+    training_data="BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze), GoPro (blur), LOL-v1 (low light)",
+    protocol="the five-task protocol (BSD68 sigma 25, Rain100L, SOTS, GoPro, LOL-v1); " + _PROTOCOL,
+    reported=(
+        "SOTS 31.20/0.979",
+        "Rain100L 38.10/0.982",
+        "BSD68 sigma25 31.43/0.891",
+        "GoPro 29.51/0.889",
+        "LOL-v1 23.37/0.854",
+        "average 30.72/0.919",
+    ),
+)

@@ -250,22 +250,55 @@ _DRIVE = WeightsSource(
 _THREE_DATA = "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)"
 _THREE_PROTOCOL = "PromptIR's three-task protocol (RGB PSNR/SSIM, test_3D_DFPIR.py: BSD68, Rain100L, SOTS)"
 _RELEASED = (  # name, file, Baidu link, extraction code, tasks, training data, protocol, reported, prompts
-    ("three_task", "dfpir_3d_detail.pth.tar", "1hk5JgOpl3VYEsWEecPpJkg?pwd=tjkd", "tjkd", ("noise", "rain", "haze"),
-     _THREE_DATA, _THREE_PROTOCOL,
-     ("SOTS 31.87/0.980", "Rain100L 38.65/0.982", "CBSD68 sigma15 34.14/0.935", "CBSD68 sigma25 31.47/0.893",
-      "CBSD68 sigma50 28.25/0.806", "average 32.88/0.919"),
-     "the detailed sentences 'Gaussian noise with a standard deviation of 15/25/50', "
-     "'Rain degradation with rain lines', 'Hazy degradation with normal haze' (the scripts' default)."),
-    ("three_task_simple", "dfpir_3d_simple.pth.tar", "1W8mjjSB4XiL70cVK9B9Eng", "pa3a", ("noise", "rain", "haze"),
-     _THREE_DATA, _THREE_PROTOCOL, (),
-     "the simple sentences 'Noise', 'Rain', 'Haze' (the scripts' commented-out alternative)."),
-    ("five_task", "dfpir_5d.pth.tar", "1LhAsRq8t4dvaD-hC6yDZrA?pwd=q0sm", "q0sm", ("noise", "rain", "haze", "blur", "lowlight"),
-     "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze), GoPro (blur), LOL (low light)",
-     "the five-task protocol (RGB PSNR/SSIM, test_5D_DFPIR.py: CBSD68 sigma 25, Rain100L, SOTS, GoPro, LOL)",
-     ("SOTS 31.64/0.979", "Rain100L 37.62/0.978", "CBSD68 sigma25 31.29/0.889", "GoPro 28.82/0.873",
-      "LOL 23.82/0.843", "average 30.64/0.913"),
-     "the detailed sentences of DFPIR_PROMPTS for noise_25, rain, haze, blur and lowlight."),
-)  # fmt: skip
+    (
+        "three_task",
+        "dfpir_3d_detail.pth.tar",
+        "1hk5JgOpl3VYEsWEecPpJkg?pwd=tjkd",
+        "tjkd",
+        ("noise", "rain", "haze"),
+        _THREE_DATA,
+        _THREE_PROTOCOL,
+        (
+            "SOTS 31.87/0.980",
+            "Rain100L 38.65/0.982",
+            "CBSD68 sigma15 34.14/0.935",
+            "CBSD68 sigma25 31.47/0.893",
+            "CBSD68 sigma50 28.25/0.806",
+            "average 32.88/0.919",
+        ),
+        "the detailed sentences 'Gaussian noise with a standard deviation of 15/25/50', "
+        "'Rain degradation with rain lines', 'Hazy degradation with normal haze' (the scripts' default).",
+    ),
+    (
+        "three_task_simple",
+        "dfpir_3d_simple.pth.tar",
+        "1W8mjjSB4XiL70cVK9B9Eng",
+        "pa3a",
+        ("noise", "rain", "haze"),
+        _THREE_DATA,
+        _THREE_PROTOCOL,
+        (),
+        "the simple sentences 'Noise', 'Rain', 'Haze' (the scripts' commented-out alternative).",
+    ),
+    (
+        "five_task",
+        "dfpir_5d.pth.tar",
+        "1LhAsRq8t4dvaD-hC6yDZrA?pwd=q0sm",
+        "q0sm",
+        ("noise", "rain", "haze", "blur", "lowlight"),
+        "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze), GoPro (blur), LOL (low light)",
+        "the five-task protocol (RGB PSNR/SSIM, test_5D_DFPIR.py: CBSD68 sigma 25, Rain100L, SOTS, GoPro, LOL)",
+        (
+            "SOTS 31.64/0.979",
+            "Rain100L 37.62/0.978",
+            "CBSD68 sigma25 31.29/0.889",
+            "GoPro 28.82/0.873",
+            "LOL 23.82/0.843",
+            "average 30.64/0.913",
+        ),
+        "the detailed sentences of DFPIR_PROMPTS for noise_25, rain, haze, blur and lowlight.",
+    ),
+)
 for _name, _file, _baidu, _code, _tasks, _data, _protocol, _reported, _prompts in _RELEASED:
     register_weights(
         PretrainedWeights(

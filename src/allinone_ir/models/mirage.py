@@ -310,23 +310,28 @@ def mirage_t(**kwargs: Any) -> MIRAGE:
 # Released weights: github.com/Amazingren/MIRAGE (snapshot 926dc83): README "Checkpoints", test scripts, LICENSE;
 # the averages of the README's result figure and the paper (arXiv 2505.18679 v2); the CDD11 file name is ours.
 _THREE = "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)"
+_FIVE = _THREE + ", GoPro (blur), LOL-v1 (low light)"
+_CDD11 = "CDD-11 (single, double and triple mixtures of the four)"
 _P3 = "PromptIR's three-task protocol (RGB PSNR/SSIM, centre crop to a multiple of 16; test_*.py --mode 5)"
 _P5 = "AdaIR's five-task protocol, denoising at sigma 25 in the average (test_*.py --mode 6 --avg_denoise_sigma 25)"
+_P_CDD11 = "CDD-11 test set (test_small.py --trainset CDD11_<subset>)"
 _FIVE_TASKS = ("noise", "rain", "haze", "blur", "lowlight")
-_RELEASED = (  # name, arch, file, Drive id (README "Checkpoints"), parameters, tasks, training data, protocol, reported
-    ("s_three_task", "mirage_s", "3Deg_small.ckpt", "1kZqS7AQE93QX9tBtc2Aa8mqFEbauXLZy", 9_678_983,
-     ("noise", "rain", "haze"), _THREE, _P3, ("three-task average 32.91 dB",)),
-    ("t_three_task", "mirage_t", "3Deg_tiny.ckpt", "1HH6ZkKr-e-kChrgHUc8nuEPDjXcj5H5E", 6_207_412,
-     ("noise", "rain", "haze"), _THREE, _P3, ("three-task average 32.77 dB",)),
-    ("s_five_task", "mirage_s", "5Deg_small.ckpt", "13C-eso1XB5VlTUCmubzrEAB4b_aSsHzb", 9_678_983,
-     _FIVE_TASKS, _THREE + ", GoPro (blur), LOL-v1 (low light)", _P5, ("five-task average 30.68 dB",)),
-    ("t_five_task", "mirage_t", "5Deg_tiny.ckpt", "1GNjqXsVE7uik5wWpnuPAzC-C05S9DpgO", 6_207_412,
-     _FIVE_TASKS, _THREE + ", GoPro (blur), LOL-v1 (low light)", _P5, ()),
-    ("s_cdd11", "mirage_s", "CDD11_small.ckpt", "1GLRMUDfjgWR7aW4DqnUDJzsPO98-cw5G", 9_678_983,
-     ("lowlight", "haze", "rain", "snow"), "CDD-11 (single, double and triple mixtures of the four)",
-     "CDD-11 test set (test_small.py --trainset CDD11_<subset>)", ()),
-)  # fmt: skip
-for _name, _arch, _file, _drive, _params, _tasks, _data, _protocol, _reported in _RELEASED:
+_FILES = {  # name: architecture, file, Google Drive id (README "Checkpoints"), parameters
+    "s_three_task": ("mirage_s", "3Deg_small.ckpt", "1kZqS7AQE93QX9tBtc2Aa8mqFEbauXLZy", 9_678_983),
+    "t_three_task": ("mirage_t", "3Deg_tiny.ckpt", "1HH6ZkKr-e-kChrgHUc8nuEPDjXcj5H5E", 6_207_412),
+    "s_five_task": ("mirage_s", "5Deg_small.ckpt", "13C-eso1XB5VlTUCmubzrEAB4b_aSsHzb", 9_678_983),
+    "t_five_task": ("mirage_t", "5Deg_tiny.ckpt", "1GNjqXsVE7uik5wWpnuPAzC-C05S9DpgO", 6_207_412),
+    "s_cdd11": ("mirage_s", "CDD11_small.ckpt", "1GLRMUDfjgWR7aW4DqnUDJzsPO98-cw5G", 9_678_983),
+}
+_FACTS = {  # name: tasks, training data, protocol, reported
+    "s_three_task": (("noise", "rain", "haze"), _THREE, _P3, ("three-task average 32.91 dB",)),
+    "t_three_task": (("noise", "rain", "haze"), _THREE, _P3, ("three-task average 32.77 dB",)),
+    "s_five_task": (_FIVE_TASKS, _FIVE, _P5, ("five-task average 30.68 dB",)),
+    "t_five_task": (_FIVE_TASKS, _FIVE, _P5, ()),
+    "s_cdd11": (("lowlight", "haze", "rain", "snow"), _CDD11, _P_CDD11, ()),
+}
+for _name, (_arch, _file, _drive, _params) in _FILES.items():
+    _tasks, _data, _protocol, _reported = _FACTS[_name]
     register_weights(
         PretrainedWeights(
             name=f"mirage.{_name}",

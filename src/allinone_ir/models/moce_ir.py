@@ -341,9 +341,12 @@ class MoCEIR(RestorationModel):
         for level in reversed(range(levels - 1)):  # deepest first, as the official modules are ordered
             d = dims[level]
             experts = dict(
-                ranks=expert_ranks(d, rank, num_experts, rank_type), freq_dim=dims[-1], top_k=top_k,
-                use_complexity_bias=with_complexity, complexity_scale=complexity_scale,
-            )  # fmt: skip
+                ranks=expert_ranks(d, rank, num_experts, rank_type),
+                freq_dim=dims[-1],
+                top_k=top_k,
+                use_complexity_bias=with_complexity,
+                complexity_scale=complexity_scale,
+            )
             args = (d, heads[level], ffn_expansion_factor, bias, layer_norm_type)
             blocks = [MoCEDecoderBlock(*args, **experts) for _ in range(num_dec_blocks[level])]
             up, fusion = Upsample(dims[level + 1]), nn.Conv2d(2 * d, d, 1, bias=bias)
@@ -463,13 +466,14 @@ _MOCE_DRIVE = WeightsSource(
     "https://drive.google.com/drive/folders/1pQBceb8cCPdIzbqbNNGqV5qNXzzqL4uK",
     note="Google Drive folder (README 'Usage'); take <checkpoint id>/last.ckpt",
 )
+_THREE_TASK_DATA = "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor"
+_FIVE_TASK_DATA = "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor, GoPro, LOL-v1"
+_REPLACED = "; the three-task file was replaced on 2025-03-13 (MoCE-IR issue 3)"
 for _arch, _params, _model in (("moce_ir", 25_353_796, "MoCE_IR"), ("moce_ir_s", 11_477_752, "MoCE_IR_S")):
     for _variant, _suffix, _tasks, _data, _note in (
-        ("three_task", "AIO3", ("noise", "rain", "haze"), "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor",
-         "; the three-task file was replaced on 2025-03-13 (MoCE-IR issue 3)"),
-        ("five_task", "AIO5", ("noise", "rain", "haze", "blur", "lowlight"),
-         "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor, GoPro, LOL-v1", ""),
-    ):  # fmt: skip
+        ("three_task", "AIO3", ("noise", "rain", "haze"), _THREE_TASK_DATA, _REPLACED),
+        ("five_task", "AIO5", ("noise", "rain", "haze", "blur", "lowlight"), _FIVE_TASK_DATA, ""),
+    ):
         register_weights(
             PretrainedWeights(
                 name=f"{_arch}.{_variant}",

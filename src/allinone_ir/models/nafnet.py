@@ -208,41 +208,94 @@ _read_nafnet_layout = NAFNet.detect  # PIP-NAFNet reads the same layout
 _SIDD = "PSNR/SSIM on RGB, SIDD validation (1,280 256x256 blocks); readme.md model table"
 _GOPRO = "PSNR/SSIM on RGB, GoPro test set (1,111 images); readme.md model table"
 _REDS = "PSNR/SSIM on RGB, REDS validation (300 images, lmdb) with test-time local statistics (NAFNetLocal); readme.md"
-_NAFNET_WEIGHTS: tuple[tuple[str, str, str, int, str, str, dict[str, Any]], ...] = (
-    ("sidd_width64", "NAFNet-SIDD-width64.pth", "nafnet_sidd_width64", 115_982_915,
-     "14Fht1QQJ2gMlk4N1ERCRuElg8JfjrWWR", "https://pan.baidu.com/s/198kYyVSrY_xZF0jGv9U0sQ?pwd=dton",
-     dict(tasks=("noise",), training_data="SIDD", reported=("SIDD 40.3045/0.9614",), protocol=_SIDD,
-          sha256="cd685efaae01f7c4e9951f2deab05780079c8eb1e49ed664b72f6db04dabb445", size=464_154_961)),
-    ("sidd_width32", "NAFNet-SIDD-width32.pth", "nafnet_width32", 29_159_715,
-     "1lsByk21Xw-6aW7epCwOQxvm6HYCQZPHZ", "https://pan.baidu.com/s/1Xses38SWl-7wuyuhaGNhaw?pwd=um97",
-     dict(tasks=("noise",), training_data="SIDD", reported=("SIDD 39.9672/0.9599",), protocol=_SIDD,
-          sha256="89c70e808d1783b6c07911306e106aaf0d4f7f3da8c61078b99ff7f8929a26f4", size=116_861_841)),
-    ("gopro_width64", "NAFNet-GoPro-width64.pth", "nafnet_width64", 67_888_835,
-     "1S0PVRbyTakYY9a82kujgZLbMihfNBLfC", "https://pan.baidu.com/s/1g-E1x6En-PbYXm94JfI1vg?pwd=wnwh",
-     dict(tasks=("blur",), training_data="GoPro", reported=("GoPro 33.7103/0.9668",), protocol=_GOPRO, default=True,
-          sha256="329d3ab4077b8d6b7ff61de376e483714667960bf85be027bf4335cda701196f", size=271_778_961)),
-    ("gopro_width32", "NAFNet-GoPro-width32.pth", "nafnet_gopro_width32", 17_111_907,
-     "1Fr2QadtDCEXg6iwWX8OzeZLbHOx2t5Bj", "https://pan.baidu.com/s/1AbgG0yoROHmrRQN7dgzDvQ?pwd=so6v",
-     dict(tasks=("blur",), training_data="GoPro", reported=("GoPro 32.8705/0.9606",), protocol=_GOPRO,
-          sha256="19394e6155d12ef6371d1d57496f87f0ec88f92bdffa27c0792690722d5d1a5c", size=68_671_121)),
-    ("reds_width64", "NAFNet-REDS-width64.pth", "nafnet_width64", 67_888_835,
-     "14D4V4raNYIOhETfcuuLI3bGLB-OYIv6X", "https://pan.baidu.com/s/1vg89ccbpIxg3mK9IONBfGg?pwd=9fas",
-     dict(tasks=("blur", "jpeg"), training_data="REDS (blur + JPEG)", reported=("REDS val300 29.0903/0.8671",),
-          protocol=_REDS, sha256="175fe8b3cdf3abedfbc87769779c3d9f491e05bb2e73ea9d627883f90a4b2df3", size=271_756_689)),
-)  # fmt: skip
-for _variant, _file, _arch, _params, _drive, _baidu, _facts in _NAFNET_WEIGHTS:
+
+
+def _register(variant: str, file: str, arch: str, params: int, drive: str, baidu: str, **facts: Any) -> None:
     register_weights(
         PretrainedWeights(
-            name=f"nafnet.{_variant}",
-            arch=_arch,
-            file_name=_file,
+            name=f"nafnet.{variant}",
+            arch=arch,
+            file_name=file,
             sources=(
-                WeightsSource("hf", "nyanko7/nafnet-models", _file, note="third-party mirror"),
-                WeightsSource("gdrive", _drive),
-                WeightsSource("baidu", _baidu),
+                WeightsSource("hf", "nyanko7/nafnet-models", file, note="third-party mirror"),
+                WeightsSource("gdrive", drive),
+                WeightsSource("baidu", f"https://pan.baidu.com/s/{baidu}"),
             ),
-            num_params=_params,
+            num_params=params,
             license="MIT (LICENSE of megvii-research/NAFNet)",
-            **_facts,
+            **facts,
         )
     )
+
+
+_register(
+    "sidd_width64",
+    "NAFNet-SIDD-width64.pth",
+    "nafnet_sidd_width64",
+    115_982_915,
+    drive="14Fht1QQJ2gMlk4N1ERCRuElg8JfjrWWR",
+    baidu="198kYyVSrY_xZF0jGv9U0sQ?pwd=dton",
+    sha256="cd685efaae01f7c4e9951f2deab05780079c8eb1e49ed664b72f6db04dabb445",
+    size=464_154_961,
+    tasks=("noise",),
+    training_data="SIDD",
+    reported=("SIDD 40.3045/0.9614",),
+    protocol=_SIDD,
+)
+_register(
+    "sidd_width32",
+    "NAFNet-SIDD-width32.pth",
+    "nafnet_width32",
+    29_159_715,
+    drive="1lsByk21Xw-6aW7epCwOQxvm6HYCQZPHZ",
+    baidu="1Xses38SWl-7wuyuhaGNhaw?pwd=um97",
+    sha256="89c70e808d1783b6c07911306e106aaf0d4f7f3da8c61078b99ff7f8929a26f4",
+    size=116_861_841,
+    tasks=("noise",),
+    training_data="SIDD",
+    reported=("SIDD 39.9672/0.9599",),
+    protocol=_SIDD,
+)
+_register(
+    "gopro_width64",
+    "NAFNet-GoPro-width64.pth",
+    "nafnet_width64",
+    67_888_835,
+    drive="1S0PVRbyTakYY9a82kujgZLbMihfNBLfC",
+    baidu="1g-E1x6En-PbYXm94JfI1vg?pwd=wnwh",
+    sha256="329d3ab4077b8d6b7ff61de376e483714667960bf85be027bf4335cda701196f",
+    size=271_778_961,
+    tasks=("blur",),
+    training_data="GoPro",
+    reported=("GoPro 33.7103/0.9668",),
+    protocol=_GOPRO,
+    default=True,
+)
+_register(
+    "gopro_width32",
+    "NAFNet-GoPro-width32.pth",
+    "nafnet_gopro_width32",
+    17_111_907,
+    drive="1Fr2QadtDCEXg6iwWX8OzeZLbHOx2t5Bj",
+    baidu="1AbgG0yoROHmrRQN7dgzDvQ?pwd=so6v",
+    sha256="19394e6155d12ef6371d1d57496f87f0ec88f92bdffa27c0792690722d5d1a5c",
+    size=68_671_121,
+    tasks=("blur",),
+    training_data="GoPro",
+    reported=("GoPro 32.8705/0.9606",),
+    protocol=_GOPRO,
+)
+_register(
+    "reds_width64",
+    "NAFNet-REDS-width64.pth",
+    "nafnet_width64",
+    67_888_835,
+    drive="14D4V4raNYIOhETfcuuLI3bGLB-OYIv6X",
+    baidu="1vg89ccbpIxg3mK9IONBfGg?pwd=9fas",
+    sha256="175fe8b3cdf3abedfbc87769779c3d9f491e05bb2e73ea9d627883f90a4b2df3",
+    size=271_756_689,
+    tasks=("blur", "jpeg"),
+    training_data="REDS (blur + JPEG)",
+    reported=("REDS val300 29.0903/0.8671",),
+    protocol=_REDS,
+)

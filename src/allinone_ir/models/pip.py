@@ -464,9 +464,14 @@ class PIPRestormer(_PIPControl, RestormerUNet):  # type: ignore[misc]  # forward
         self._build_control(degradations, classifier, classifier_widths)
         for level, (pdim, size) in enumerate(zip(prompt_dims, prompt_sizes), 1):
             prompt = PromptInPrompt(
-                pdim, size, self.num_degradations, p2p_heads=p2p_heads, ffn_expansion_factor=ffn_expansion_factor,
-                bias=bias, layer_norm_type=layer_norm_type,
-            )  # fmt: skip
+                pdim,
+                size,
+                self.num_degradations,
+                p2p_heads=p2p_heads,
+                ffn_expansion_factor=ffn_expansion_factor,
+                bias=bias,
+                layer_norm_type=layer_norm_type,
+            )
             self.add_module(f"prompt{level}", prompt)
             p2f = PromptToFeature(dim * 2 ** (level - 1), pdim, p2f_heads, *args)
             self.add_module(f"low_prompt_interaction_level{level}", p2f)
@@ -503,10 +508,16 @@ class PIPRestormer(_PIPControl, RestormerUNet):  # type: ignore[misc]  # forward
             (('noise', 'rain'), True)
         """
         config: dict[str, Any] = dict(
-            dim=16, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 4, 8),
-            prompt_dims=(16, 32, 64), prompt_sizes=(16, 8, 4), p2f_heads=2, classifier_widths=(8, 16, 32),
+            dim=16,
+            num_blocks=(1, 1, 1, 1),
+            num_refinement_blocks=1,
+            heads=(1, 2, 4, 8),
+            prompt_dims=(16, 32, 64),
+            prompt_sizes=(16, 8, 4),
+            p2f_heads=2,
+            classifier_widths=(8, 16, 32),
             degradations=tuple(degradations),
-        )  # fmt: skip
+        )
         if smoke:
             config.update(dim=8, prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 4), classifier_widths=(4, 8))
         return config
@@ -556,20 +567,23 @@ class PIPNAFNet(_PIPControl, NAFNet):  # type: ignore[misc]  # forward takes a d
         classifier_widths: Sequence[int] = (16, 32, 64),
     ) -> None:
         super().__init__(
-            in_channels=in_channels, width=width, middle_blk_num=middle_blk_num, enc_blk_nums=enc_blk_nums,
-            dec_blk_nums=dec_blk_nums, drop_out_rate=drop_out_rate,
-        )  # fmt: skip
+            in_channels=in_channels,
+            width=width,
+            middle_blk_num=middle_blk_num,
+            enc_blk_nums=enc_blk_nums,
+            dec_blk_nums=dec_blk_nums,
+            drop_out_rate=drop_out_rate,
+        )
         levels = len(enc_blk_nums)
         prompt_dims = _check_levels("prompt_dims", prompt_dims, levels)
         prompt_sizes = _check_levels("prompt_sizes", prompt_sizes, levels)
         self._build_control(degradations, classifier, classifier_widths)
+        options: dict[str, Any] = dict(
+            p2p_heads=p2p_heads, p2f_heads=p2f_heads, ffn_expansion_factor=ffn_expansion_factor
+        )
         self.pips = nn.ModuleList()
         for i, (pdim, size) in enumerate(zip(prompt_dims, prompt_sizes)):
-            block = PIPBlock(
-                width * 2**i, pdim, size, self.num_degradations, p2p_heads=p2p_heads, p2f_heads=p2f_heads,
-                ffn_expansion_factor=ffn_expansion_factor,
-            )  # fmt: skip
-            self.pips.append(block)
+            self.pips.append(PIPBlock(width * 2**i, pdim, size, self.num_degradations, **options))
 
     def _skip_hook(self, level: int, skip: torch.Tensor, ctx: Any) -> torch.Tensor:
         return self.pips[level - 1](skip, ctx)
@@ -685,11 +699,11 @@ class PIPUNet(_PIPControl):
         self._build_control(degradations, classifier, classifier_widths)
         self.pips = nn.ModuleDict()
         self.taps: tuple[tuple[str, str], ...] = tuple(zip(names, keys))
+        options: dict[str, Any] = dict(
+            p2p_heads=p2p_heads, p2f_heads=p2f_heads, ffn_expansion_factor=ffn_expansion_factor
+        )
         for name, key, c, pdim, size in zip(names, keys, channels, dims, sizes):
-            self.pips[key] = PIPBlock(
-                c, pdim, size, self.num_degradations, p2p_heads=p2p_heads, p2f_heads=p2f_heads,
-                ffn_expansion_factor=ffn_expansion_factor,
-            )  # fmt: skip
+            self.pips[key] = PIPBlock(c, pdim, size, self.num_degradations, **options)
             module = modules[name]
             setattr(module, _TAP_ATTR, None)
             if not any(hook is _pip_tap_hook for hook in module._forward_hooks.values()):

@@ -22,9 +22,13 @@ __all__ = ["PROMPTIR_UNUSED_MODULES", "PromptGenBlock", "PromptIR", "PromptInter
 
 #: Modules the official PromptIR builds but never uses; their checkpoint keys are dropped on load.
 PROMPTIR_UNUSED_MODULES: tuple[str, ...] = (
-    "chnl_reduce1", "chnl_reduce2", "chnl_reduce3",
-    "reduce_noise_channel_1", "reduce_noise_channel_2", "reduce_noise_channel_3",
-)  # fmt: skip
+    "chnl_reduce1",
+    "chnl_reduce2",
+    "chnl_reduce3",
+    "reduce_noise_channel_1",
+    "reduce_noise_channel_2",
+    "reduce_noise_channel_3",
+)
 
 
 class PromptGenBlock(nn.Module):
@@ -226,9 +230,14 @@ class PromptIR(RestormerUNet):
             1280755
         """
         config: dict[str, Any] = dict(
-            dim=16, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 4, 8),
-            prompt_dims=(16, 32, 64), prompt_sizes=(16, 8, 4), prompt_len=4,
-        )  # fmt: skip
+            dim=16,
+            num_blocks=(1, 1, 1, 1),
+            num_refinement_blocks=1,
+            heads=(1, 2, 4, 8),
+            prompt_dims=(16, 32, 64),
+            prompt_sizes=(16, 8, 4),
+            prompt_len=4,
+        )
         if smoke:
             config.update(dim=8, prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 4))
         return config

@@ -254,42 +254,86 @@ def _folder(folder_id: str) -> WeightsSource:
 _GAUSSIAN_DRIVE = _folder("1Qwsjyny54RZWa7zC4Apg7exixLBo4uF0")  # Denoising/README.md, Gaussian models
 _DFWB = "DFWB (DIV2K, Flickr2K, BSD400, WED)"
 _RELEASE = "https://github.com/swz30/Restormer/releases/download/v1.0/"
-_RESTORMER_WEIGHTS: list[tuple[str, str, int, WeightsSource, dict[str, Any]]] = [  # variant, arch, params, Drive, facts
-    ("deraining", "restormer", 26_126_644, _folder("1ZEDDEVW0UgkpWi-N4Lj_JUoVChGXCu_u"), dict(
-        tasks=("rain",), training_data="Rain13K", default=True,
-        reported=("average of Test100, Rain100H, Rain100L, Test2800, Test1200 33.96/0.935",),
-        protocol="PSNR/SSIM on the Y channel (Deraining/evaluate_PSNR_SSIM.m); allinone-ir benchmark --suite restormer-deraining")),
-    ("motion_deblurring", "restormer", 26_126_644, _folder("1czMyfRTQDX3j3ErByYeZ1PM4GVLbJeGK"), dict(
-        tasks=("blur",), training_data="GoPro", reported=("GoPro 32.92/0.961",), protocol="PSNR/SSIM on RGB (GoPro test set)")),
-    ("single_image_defocus_deblurring", "restormer", 26_126_644, _folder("1bRBG8DG_72AGA6-eRePvChlT5ZO4cwJ4"), dict(
-        tasks=("defocus",), training_data="DPDD (single image)", protocol="DPDD test set, 76 scenes")),
-    ("real_denoising", "restormer_biasfree", 26_111_668, WeightsSource("gdrive", "1FF_4NTboTWQ7sHCq4xhyLZsSl0U0JfjH"), dict(
-        tasks=("noise",), training_data="SIDD", reported=("SIDD 40.02/0.960",), protocol="PSNR/SSIM on RGB (SIDD validation blocks)")),
-]  # fmt: skip
-for _sigma in ("blind", "sigma15", "sigma25", "sigma50"):
-    _RESTORMER_WEIGHTS += [
-        (f"gaussian_color_denoising_{_sigma}", "restormer_biasfree", 26_111_668, _GAUSSIAN_DRIVE, dict(
-            tasks=("noise",), training_data=_DFWB,
-            protocol="PSNR on RGB (CBSD68, Kodak24, McMaster, Urban100), Gaussian noise of the given sigma")),
-        (f"gaussian_gray_denoising_{_sigma}", "restormer_biasfree", 26_109_076, _GAUSSIAN_DRIVE, dict(
-            config={"in_channels": 1, "out_channels": 1}, tasks=("noise",), training_data=_DFWB + ", grayscale",
-            protocol="PSNR on grayscale images (Set12, BSD68, Urban100), Gaussian noise of the given sigma")),
-    ]  # fmt: skip
-for _variant, _arch, _params, _drive, _facts in _RESTORMER_WEIGHTS:
+
+
+def _register(variant: str, arch: str, params: int, drive: WeightsSource, **facts: Any) -> None:
     register_weights(
         PretrainedWeights(
-            name=f"restormer.{_variant}",
-            arch=_arch,
-            file_name=f"{_variant}.pth",
+            name=f"restormer.{variant}",
+            arch=arch,
+            file_name=f"{variant}.pth",
             sources=(
-                WeightsSource("url", f"{_RELEASE}{_variant}.pth"),
+                WeightsSource("url", f"{_RELEASE}{variant}.pth"),
                 WeightsSource(
-                    "hf", "deepinv/Restormer", f"{_variant}.pth", note="third-party mirror (deepinv)"
+                    "hf", "deepinv/Restormer", f"{variant}.pth", note="third-party mirror (deepinv)"
                 ),
-                _drive,
+                drive,
             ),
-            num_params=_params,
+            num_params=params,
             license="Academic Public License (non-commercial; LICENSE.md of swz30/Restormer)",
-            **_facts,
+            **facts,
         )
+    )
+
+
+_register(
+    "deraining",
+    "restormer",
+    26_126_644,
+    _folder("1ZEDDEVW0UgkpWi-N4Lj_JUoVChGXCu_u"),
+    tasks=("rain",),
+    training_data="Rain13K",
+    default=True,
+    reported=("average of Test100, Rain100H, Rain100L, Test2800, Test1200 33.96/0.935",),
+    protocol="PSNR/SSIM on the Y channel (Deraining/evaluate_PSNR_SSIM.m); "
+    "allinone-ir benchmark --suite restormer-deraining",
+)
+_register(
+    "motion_deblurring",
+    "restormer",
+    26_126_644,
+    _folder("1czMyfRTQDX3j3ErByYeZ1PM4GVLbJeGK"),
+    tasks=("blur",),
+    training_data="GoPro",
+    reported=("GoPro 32.92/0.961",),
+    protocol="PSNR/SSIM on RGB (GoPro test set)",
+)
+_register(
+    "single_image_defocus_deblurring",
+    "restormer",
+    26_126_644,
+    _folder("1bRBG8DG_72AGA6-eRePvChlT5ZO4cwJ4"),
+    tasks=("defocus",),
+    training_data="DPDD (single image)",
+    protocol="DPDD test set, 76 scenes",
+)
+_register(
+    "real_denoising",
+    "restormer_biasfree",
+    26_111_668,
+    WeightsSource("gdrive", "1FF_4NTboTWQ7sHCq4xhyLZsSl0U0JfjH"),
+    tasks=("noise",),
+    training_data="SIDD",
+    reported=("SIDD 40.02/0.960",),
+    protocol="PSNR/SSIM on RGB (SIDD validation blocks)",
+)
+for _sigma in ("blind", "sigma15", "sigma25", "sigma50"):
+    _register(
+        f"gaussian_color_denoising_{_sigma}",
+        "restormer_biasfree",
+        26_111_668,
+        _GAUSSIAN_DRIVE,
+        tasks=("noise",),
+        training_data=_DFWB,
+        protocol="PSNR on RGB (CBSD68, Kodak24, McMaster, Urban100), Gaussian noise of the given sigma",
+    )
+    _register(
+        f"gaussian_gray_denoising_{_sigma}",
+        "restormer_biasfree",
+        26_109_076,
+        _GAUSSIAN_DRIVE,
+        config={"in_channels": 1, "out_channels": 1},
+        tasks=("noise",),
+        training_data=_DFWB + ", grayscale",
+        protocol="PSNR on grayscale images (Set12, BSD68, Urban100), Gaussian noise of the given sigma",
     )

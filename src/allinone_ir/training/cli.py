@@ -147,15 +147,26 @@ def _folder(sec: dict[str, Any], key: str, where: str, base: Path) -> str:
     return str(path)
 
 
-#: The dataset of each ``data.*.type``: its builder, and the keys a config gives it.
+#: The keys a ``data`` section of any type may give.
+_COMMON_KEYS = {"type", "patch_size", "augment_modes", "seed"}
+#: The dataset of each ``data.*.type``: its builder, and the keys a config gives it besides the common ones.
 _DATASETS: dict[str, tuple[Callable[..., Any], set[str]]] = {
-    "paired": (PairedImageDataset, {"type", "degraded_dir", "clean_dir", "name_map", "label_from", "classes",
-                                    "patch_size", "augment_modes", "recursive", "seed", "validate", "val_split"}),
-    "synthetic": (SyntheticDegradationDataset, {"type", "clean_dir", "tasks", "patch_size", "augment_modes",
-                                                "repeat", "fixed", "seed", "classes"}),
-    "promptir": (promptir_dataset, {"type", "root", "tasks", "patch_size", "sigmas", "repeats", "layout",
-                                    "augment_modes", "seed", "validate"}),
-}  # fmt: skip
+    "paired": (
+        PairedImageDataset,
+        {
+            "degraded_dir",
+            "clean_dir",
+            "name_map",
+            "label_from",
+            "classes",
+            "recursive",
+            "validate",
+            "val_split",
+        },
+    ),
+    "synthetic": (SyntheticDegradationDataset, {"clean_dir", "tasks", "repeat", "fixed", "classes"}),
+    "promptir": (promptir_dataset, {"root", "tasks", "sigmas", "repeats", "layout", "validate"}),
+}
 
 
 def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tuple[Any, Any]:
@@ -164,7 +175,8 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
     kind = _take(sec, "type", where, str, "paired")
     if kind not in _DATASETS:
         raise ConfigError(f"{where}.type: must be one of {sorted(_DATASETS)}, got {kind!r}")
-    build, keys = _DATASETS[kind]
+    build, own_keys = _DATASETS[kind]
+    keys = _COMMON_KEYS | own_keys
     if "val_split" in sec:  # checked before the folders are read
         if is_val or kind != "paired":
             raise ConfigError(

@@ -198,9 +198,9 @@ class Trainer:
     _KEPT_ON_RESUME = {"init_weights": "the weights come from the checkpoint"}
     #: Fields that shape the optimizer's hyper-parameters and the learning-rate schedule.
     _OPTIMIZATION = frozenset(
-        {"optimizer", "lr", "min_lr", "weight_decay", "betas", "warmup_steps", "warmup_start_factor", "schedule",
-         "max_steps"}
-    )  # fmt: skip
+        {"optimizer", "lr", "weight_decay", "betas"}  # the optimizer's
+        | {"min_lr", "max_steps", "warmup_steps", "warmup_start_factor", "schedule"}  # the schedule's
+    )
 
     def __init__(
         self,
@@ -326,11 +326,14 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             lambda s: warmup_cosine_factor(
-                s, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps,
-                warmup_start_factor=cfg.warmup_start_factor, min_factor=cfg.min_lr / cfg.lr,
+                s,
+                max_steps=cfg.max_steps,
+                warmup_steps=cfg.warmup_steps,
+                warmup_start_factor=cfg.warmup_start_factor,
+                min_factor=cfg.min_lr / cfg.lr,
                 cosine=cfg.schedule == "cosine",
             ),
-        )  # fmt: skip
+        )
         return optimizer, scheduler
 
     def _family_terms(self) -> list[AuxiliaryLoss]:
@@ -637,8 +640,14 @@ class Trainer:
                 self._bar.close()
                 self._bar = None
             self._lock.release()
-        return {"step": self.step, "loss": row.get("loss"), "best": dict(self.best), "val": last_val,
-                "output_dir": str(self.out_dir), "checkpoint": self.last_checkpoint}  # fmt: skip
+        return {
+            "step": self.step,
+            "loss": row.get("loss"),
+            "best": dict(self.best),
+            "val": last_val,
+            "output_dir": str(self.out_dir),
+            "checkpoint": self.last_checkpoint,
+        }
 
     @torch.no_grad()
     def evaluate(self, dataset: Dataset | None = None) -> dict[str, dict[str, float]]:
