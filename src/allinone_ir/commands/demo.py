@@ -234,7 +234,8 @@ def _summary(metrics: dict[str, dict[str, Any]]) -> list[str]:
         lines.append(f"  {d:6s} {psnr}   {ssim}   mean colour off by {m['colour_error']:.1f}")
     bad = {d: p for d, m in metrics.items() if (p := _problems(m))}
     lines += [f"  note: {d}: {'; '.join(p)}" for d, p in bad.items()]
-    gain, colour = f"PSNR +{_MIN_GAIN_DB:g} dB or more", f"mean colour within {_COLOUR_TOLERANCE:g} levels"
+    gain = f"PSNR +{_MIN_GAIN_DB:g} dB or more"
+    colour = f"mean colour within {_COLOUR_TOLERANCE:g} levels"
     if bad:
         restored = f"restored {len(metrics) - len(bad)} of {len(metrics)}"
         lines.append(f"{restored} ({gain}, SSIM not lower, {colour}); not {', '.join(bad)}")
