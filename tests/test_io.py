@@ -50,6 +50,15 @@ def test_corrupt_file_named(tmp_path: Path) -> None:
         read_image(tmp_path / "missing.png")
 
 
+def test_image_first_is_refused_with_the_order(tmp_path: Path) -> None:
+    from allinone_ir.errors import UsageTypeError
+
+    for image in (torch.zeros(3, 2, 2), np.zeros((2, 2, 3), np.uint8)):
+        with pytest.raises(UsageTypeError, match=r"takes the path first, got a (Tensor|ndarray) as the path"):
+            write_image(image, tmp_path / "x.png")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_never_overwrites(tmp_path: Path) -> None:
     p = write_image(tmp_path / "x.png", torch.zeros(3, 2, 2))
     with pytest.raises(FileExistsError, match="refusing"):

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ImageReadError, UsageError, require
+from .errors import ImageReadError, UsageError, UsageTypeError, require
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -342,6 +342,9 @@ def write_image(
         bits: 8 or 16: the bit depth of a tensor or float array.
         overwrite: Replace an existing file; otherwise ``FileExistsError``.
 
+    Raises:
+        UsageTypeError: If ``path`` is an image (the arguments in torchvision's ``save_image`` order).
+
     Examples:
         >>> import tempfile
         >>> rgb16 = np.full((2, 3, 3), 40000, dtype=np.uint16)
@@ -350,6 +353,10 @@ def write_image(
         >>> back.dtype, back.shape, int(back[1, 2, 0])
         (dtype('uint16'), (2, 3, 3), 40000)
     """
+    if isinstance(path, (torch.Tensor, np.ndarray)):  # torchvision's save_image takes the image first
+        raise UsageTypeError(
+            f"write_image(path, image) takes the path first, got a {type(path).__name__} as the path"
+        )
     Image = _pillow()
     p = Path(path)
     if p.exists() and not overwrite:
