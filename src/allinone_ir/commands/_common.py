@@ -53,6 +53,7 @@ def add_restore_arguments(p: argparse.ArgumentParser) -> None:
         "--tta",
         nargs="?",
         const="x8",
+        default=False,
         choices=("flip", "x8"),
         help="test-time augmentation: x8 self-ensemble (default when given) or flip",
     )

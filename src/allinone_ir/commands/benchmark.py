@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         args.tasks,
         tile=args.tile,
         overlap=args.overlap,
-        tta=args.tta or False,
+        tta=args.tta,
         device=args.device,
         dtype=args.dtype,
         save_images=args.save_images,

@@ -314,7 +314,7 @@ def _restorer(args: argparse.Namespace) -> Callable[[Any, str], Any]:
                 x,
                 tile=args.tile,
                 overlap=args.overlap,
-                tta=args.tta or False,
+                tta=args.tta,
                 progress=False,
                 degradation=degradation,
             )

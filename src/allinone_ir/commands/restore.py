@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
             x,
             tile=args.tile,
             overlap=args.overlap,
-            tta=args.tta or False,
+            tta=args.tta,
             degradation=args.degradation,
             batch_size=args.batch_size,
             device=device,
