@@ -59,6 +59,11 @@ def add_restore_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def restore_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :func:`~allinone_ir.inference.restore` arguments of the :func:`add_restore_arguments` options."""
+    return {"tile": args.tile, "overlap": args.overlap, "tta": args.tta}
+
+
 def parse_model_args(text: str | None) -> dict[str, Any]:
     """The ``--model-args`` JSON object (``{}`` when not given); ``UsageError`` if it is not one."""
     try:

@@ -34,6 +34,7 @@ from ._common import (
     comma_list,
     load_model_from_args,
     new_json_path,
+    restore_options,
     write_json,
 )
 
@@ -131,9 +132,7 @@ def run(args: argparse.Namespace) -> int:
         args.suite,
         args.root,
         args.tasks,
-        tile=args.tile,
-        overlap=args.overlap,
-        tta=args.tta,
+        **restore_options(args),
         device=args.device,
         dtype=args.dtype,
         save_images=args.save_images,

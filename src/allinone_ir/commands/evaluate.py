@@ -17,6 +17,7 @@ from ._common import (
     add_restore_arguments,
     load_model_from_args,
     new_json_path,
+    restore_options,
     write_json,
 )
 
@@ -312,9 +313,7 @@ def _restorer(args: argparse.Namespace) -> Callable[[Any, str], Any]:
             return restore(
                 model,
                 x,
-                tile=args.tile,
-                overlap=args.overlap,
-                tta=args.tta,
+                **restore_options(args),
                 progress=False,
                 degradation=degradation,
             )

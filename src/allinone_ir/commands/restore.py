@@ -21,6 +21,7 @@ from ._common import (
     load_model_from_args,
     overwrite_flag,
     positive_int,
+    restore_options,
     with_progress,
 )
 
@@ -162,9 +163,7 @@ def run(args: argparse.Namespace) -> int:
         return restore(
             model,
             x,
-            tile=args.tile,
-            overlap=args.overlap,
-            tta=args.tta,
+            **restore_options(args),
             degradation=args.degradation,
             batch_size=args.batch_size,
             device=device,
