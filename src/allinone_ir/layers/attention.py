@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
-from .norm import memory_format_of
+from .norm import in_layout_of
 
 __all__ = ["MDTA", "CrossChannelAttention", "channel_attention"]
 
@@ -54,11 +54,7 @@ def channel_attention(
         torch.Size([2, 8, 5, 5])
     """
     attn, vh = _logits(q, k, v, temperature, num_heads, eps)
-    return (
-        (attn.softmax(dim=-1).to(vh.dtype) @ vh)
-        .reshape(q.shape)
-        .contiguous(memory_format=memory_format_of(v))
-    )
+    return in_layout_of((attn.softmax(dim=-1).to(vh.dtype) @ vh).reshape(q.shape), v)
 
 
 class MDTA(nn.Module):
@@ -120,7 +116,7 @@ def top_m_channel_attention(
     for i, m in enumerate(top_m):
         masked = attn.masked_fill(attn < kth[..., m - 1 : m], float("-inf"))
         probs = probs + masked.softmax(dim=-1) * weights[i].to(attn.dtype)
-    return (probs.to(vh.dtype) @ vh).reshape(q.shape).contiguous(memory_format=memory_format_of(v))
+    return in_layout_of((probs.to(vh.dtype) @ vh).reshape(q.shape), v)
 
 
 class CrossChannelAttention(nn.Module):

@@ -21,6 +21,11 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if cl else torch.contiguous_format
 
 
+def in_layout_of(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``x`` in the memory layout of ``ref`` (:func:`memory_format_of`), copied only if it is not."""
+    return x.contiguous(memory_format=memory_format_of(ref))
+
+
 def layer_norm_2d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-5
 ) -> torch.Tensor:
@@ -32,7 +37,7 @@ def layer_norm_2d(
     else:
         xa = xp.to(torch.promote_types(xp.dtype, torch.float32))
         out = (xa * torch.rsqrt(xa.var(dim=-1, keepdim=True, unbiased=False) + eps) * weight).to(xp.dtype)
-    return out.permute(0, 3, 1, 2).contiguous(memory_format=memory_format_of(x))
+    return in_layout_of(out.permute(0, 3, 1, 2), x)
 
 
 class LayerNorm2d(nn.Module):

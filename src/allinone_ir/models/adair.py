@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..layers.attention import CrossChannelAttention, low_precision_autocast
-from ..layers.norm import NormKind, memory_format_of
+from ..layers.norm import NormKind, in_layout_of, memory_format_of
 from ._base import as_buffers
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
@@ -78,7 +78,7 @@ class FrequencyRefine(nn.Module):
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat((high.amax(dim=1, keepdim=True), high.mean(dim=1, keepdim=True)), dim=1)
-        pooled = pooled.contiguous(memory_format=memory_format_of(high))
+        pooled = in_layout_of(pooled, high)
         spatial = torch.sigmoid(self.SpatialGate["spatial"](pooled))
         mlp = self.ChannelGate["mlp"]
         channel = torch.sigmoid(

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
-from ..layers.norm import memory_format_of
+from ..layers.norm import in_layout_of
 from ._base import RecordsConfig
 
 __all__ = ["DegradationClassifier", "degradation_classification_loss"]
@@ -37,7 +37,7 @@ class BasicBlock(nn.Module):
         # backward of a strided 1x1 channels-last convolution with under 8 input channels corrupts the heap
         skip = x
         if self.stride != 1:
-            skip = x[:, :, :: self.stride, :: self.stride].contiguous(memory_format=memory_format_of(x))
+            skip = in_layout_of(x[:, :, :: self.stride, :: self.stride], x)
         return F.relu(self.bn2(self.conv2(y)) + self.shortcut(skip))
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import MissingDependencyError, UsageError
 from ..layers.attention import CrossChannelAttention, top_m_channel_attention
 from ..layers.feedforward import GDFN
-from ..layers.norm import NormKind, RestormerLayerNorm, memory_format_of
+from ..layers.norm import NormKind, RestormerLayerNorm, in_layout_of
 from ..layers.transformer import Downsample, OverlapPatchEmbed
 from ._base import as_buffers
 from ._registry import register_architecture, register_model
@@ -94,7 +94,7 @@ class DegradationGuidedPerturbation(nn.Module):
         n, _, h, w = x.shape
         order = self.permutation(text)
         shuffled = torch.gather(self.conv1x1(x), 1, order[:, :, None, None].expand(n, -1, h, w))
-        shuffled = shuffled.contiguous(memory_format=memory_format_of(x))  # gather returns NCHW
+        shuffled = in_layout_of(shuffled, x)  # gather returns NCHW
         att = self.select_attn(self.norm1(self.conv_out(shuffled)), self.norm2(x))
         return att + self.ffn(self.norm3(att))
 

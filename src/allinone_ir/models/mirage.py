@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import UsageError
 from ..layers.attention import channel_attention
 from ..layers.feedforward import GDFN
-from ..layers.norm import NormKind, RestormerLayerNorm, memory_format_of
+from ..layers.norm import NormKind, RestormerLayerNorm, in_layout_of
 from ..layers.stage import Stage
 from ..layers.transformer import Upsample
 from ._base import AuxiliaryLoss
@@ -56,7 +56,7 @@ class _GatedCNNBlock(nn.Module):
         n, ch, h, w = c.shape
         k = self.kernel_size
         kernel = self.kernel_generator(c).reshape(n * ch, 1, k, k)
-        stacked = c.reshape(1, n * ch, h, w).contiguous(memory_format=memory_format_of(c))
+        stacked = in_layout_of(c.reshape(1, n * ch, h, w), c)
         c = F.conv2d(stacked, kernel, padding=k // 2, groups=n * ch).reshape(n, ch, h, w)
         y = self.gic2(F.gelu(g / self.temperature) * torch.cat((i, c), dim=1))
         if self.training and self.drop_path > 0:  # stochastic depth per sample (timm's DropPath)
@@ -87,12 +87,11 @@ class _MirageAttention(nn.Module):
         self.alpha_mlp = nn.Parameter(torch.ones(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fmt = memory_format_of(x)
         x_attn, x_gated, x_mlp = x.chunk(3, dim=1)
-        q, k, v = self.qkv_dwconv(self.qkv(x_attn.contiguous(memory_format=fmt))).chunk(3, dim=1)
+        q, k, v = self.qkv_dwconv(self.qkv(in_layout_of(x_attn, x))).chunk(3, dim=1)
         att = channel_attention(q, k, v, self.temperature, self.num_heads)
         gated = self.gatedcnn(x_gated)
-        mlp = self.mlp(x_mlp.flatten(2)).reshape(x_mlp.shape).contiguous(memory_format=fmt)
+        mlp = in_layout_of(self.mlp(x_mlp.flatten(2)).reshape(x_mlp.shape), x)
         out = torch.cat(
             (
                 att + self.alpha_att * torch.sigmoid(gated + mlp),

@@ -13,7 +13,7 @@ from torch import nn
 from ..errors import CheckpointError, UsageError
 from ..layers.attention import MDTA, CrossChannelAttention
 from ..layers.feedforward import GDFN
-from ..layers.norm import NormKind, RestormerLayerNorm, memory_format_of
+from ..layers.norm import NormKind, RestormerLayerNorm, in_layout_of
 from ..layers.stage import Stage
 from ..layers.transformer import Downsample, OverlapPatchEmbed, Upsample
 from ._base import AuxiliaryLoss, RestorationModel
@@ -91,7 +91,7 @@ class FFTAttention(nn.Module):
         n, c, hp, _, wp, _ = out.shape
         out = out.reshape(n, c, hp * p, wp * p)[:, :, :h, :w]
         out = out.to(torch.promote_types(out.dtype, v.dtype))  # float64 networks: back to float64
-        out = out.contiguous(memory_format=memory_format_of(x))
+        out = in_layout_of(out, x)
         return self.proj_out(self.norm(out) * v)
 
 
@@ -205,7 +205,7 @@ class ComplexityExperts(nn.Module):
                 idle = torch.stack([p.reshape(-1)[0] for p in expert.parameters()]).sum()
                 out = out + 0.0 * idle.to(x.dtype)
         # index_add returns a contiguous (NCHW) tensor whatever the layout of out
-        return self.proj_out(out.contiguous(memory_format=memory_format_of(x))), loss
+        return self.proj_out(in_layout_of(out, x)), loss
 
 
 class MoCEDecoderBlock(nn.Module):

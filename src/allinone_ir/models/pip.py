@@ -20,7 +20,7 @@ from ..degradation_types import (
 from ..errors import CheckpointError, DatasetError, UsageError
 from ..layers.attention import CrossChannelAttention, top_m_channel_attention, top_m_sizes
 from ..layers.feedforward import GDFN
-from ..layers.norm import NormKind, RestormerLayerNorm, memory_format_of
+from ..layers.norm import NormKind, RestormerLayerNorm, in_layout_of
 from ..losses.decoupled import DEFAULT_DDL_ALPHA, collect_degradation_prompts, directional_decoupled_loss
 from ._base import AuxiliaryLoss, RestorationModel, official_5d_keys
 from ._detect import count_blocks, ffn_expansion_factor
@@ -138,7 +138,7 @@ class PromptInPrompt(nn.Module):
         d = self.degradation_prompt(omega).to(z.dtype) * _align_channels(z, self.prompt_dim)
         u = self.LGM(self.low_prompt_param, d)
         u = F.interpolate(u, size=feature.shape[-2:], mode="bilinear", align_corners=False)
-        return self.outconv(u.contiguous(memory_format=memory_format_of(feature)))
+        return self.outconv(in_layout_of(u, feature))
 
 
 class _TopMCrossAttention(CrossChannelAttention):
@@ -189,7 +189,7 @@ class SelectivePromptToFeature(nn.Module):
 
     def forward(self, feature: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         z, p = self.norm11(feature), self.norm12(prompt)
-        zi = _align_channels(z, self.prompt_dim).contiguous(memory_format=memory_format_of(z))
+        zi = in_layout_of(_align_channels(z, self.prompt_dim), z)
         x = zi + self.attn(zi, p)
         if self.feature_dim > self.prompt_dim:
             x = torch.cat([x, z[:, self.prompt_dim :]], dim=1)
