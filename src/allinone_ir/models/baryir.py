@@ -16,12 +16,17 @@ from ..layers.norm import NormKind
 from ._base import AuxiliaryLoss
 from ._registry import register_architecture, register_model
 from ._weights import PretrainedWeights, WeightsSource, register_weights
-from .promptir import PROMPTIR_UNUSED_MODULES
 from .restormer import RESTORMER_GROUPS, RestormerUNet, _read_restormer_layout, transformer_stage
 
-#: Modules the official ``BaryNet`` builds but never uses (215,296 parameters), PromptIR's; their keys
-#: are dropped on load.
-BARYIR_UNUSED_MODULES: tuple[str, ...] = PROMPTIR_UNUSED_MODULES
+#: Modules the official ``BaryNet`` builds but never uses (215,296 parameters); their keys are dropped on load.
+BARYIR_UNUSED_MODULES: tuple[str, ...] = (
+    "chnl_reduce1",
+    "chnl_reduce2",
+    "chnl_reduce3",
+    "reduce_noise_channel_1",
+    "reduce_noise_channel_2",
+    "reduce_noise_channel_3",
+)
 
 #: Weight of the residual decoder's features added to the main decoder's skips (official constant).
 RESIDUAL_SKIP_SCALE = 0.8
