@@ -1,7 +1,6 @@
 """The degradation vocabulary: names, aliases (the official task names) and labels (PIP's 0-4, snow 5).
 
-Names are matched without regard to case, spaces, ``-`` and ``_``.
-"""
+Names are matched without regard to case, spaces, ``-`` and ``_``."""
 
 from __future__ import annotations
 
@@ -60,7 +59,7 @@ DegradationSpec = int | str | Mapping[Any, float] | Sequence[Any] | torch.Tensor
 
 
 def _normalise_name(name: str) -> str:
-    return "".join(ch for ch in name.strip().lower() if ch not in " -_")
+    return re.sub(r"[\s_-]", "", name.lower())
 
 
 _LOOKUP: dict[str, Degradation] = {
@@ -83,11 +82,10 @@ def parse_degradation(spec: str) -> tuple[str, float | None]:
     """Read ``<name>`` or ``noise_<sigma>`` (0-255 scale; ``_``, ``-``, a space or nothing between).
 
     Returns:
-        ``(canonical name, level)``; the level is ``None`` when the specification has none.
+        ``(canonical name, level or None)``.
 
     Raises:
-        UsageError: For an unknown name (with the closest known names), or a level on another
-            degradation than noise (``"rain_15"``).
+        UsageError: For an unknown name (with the closest known names), or a level on another than noise.
 
     Examples:
         >>> parse_degradation("noise_15"), parse_degradation("Denoise 50"), parse_degradation("derain")
@@ -126,11 +124,10 @@ def _canonical_or_self(name: str) -> str:
 
 def _name_index(name: str, names: Sequence[str]) -> int:
     """Position of ``name`` in ``names``: exact match first, then the first through the vocabulary."""
-    exact = {_normalise_name(n): i for i, n in enumerate(names)}
-    canonical = {_canonical_or_self(n): i for i, n in reversed(list(enumerate(names)))}
-    for table, key in ((exact, _normalise_name(name)), (canonical, _canonical_or_self(name))):
-        if key in table:
-            return table[key]
+    for key in (_normalise_name, _canonical_or_self):
+        table = {key(n): i for i, n in reversed(list(enumerate(names)))}
+        if key(name) in table:
+            return table[key(name)]
     raise _unknown(name, names, "this network knows")
 
 
@@ -182,20 +179,15 @@ def resolve_degradation_weights(
 ) -> torch.Tensor:
     """Turn the user's degradation control into PIP's non-negative degradation weights ``omega``.
 
-    Accepted: an ``int`` label, a name or alias (``"rain+noise"``: an equal mixture) or a mapping
-    ``{"rain": 0.5, "noise": 0.5}`` for the whole batch; a list of ``N`` such entries; an integer
-    tensor ``(N,)`` of labels; float weights ``(N, T)``, ``(1, T)`` or ``(T,)`` (not renormalised).
-
     Args:
+        degradation: An ``int`` label, a name or alias (``"rain+noise"``: an equal mixture) or a mapping
+            ``{"rain": 0.5, "noise": 0.5}`` for the whole batch; a list of ``N`` such entries; an integer
+            tensor ``(N,)`` of labels; float weights ``(N, T)``, ``(1, T)`` or ``(T,)`` (not renormalised).
         names: Degradation names of the network, in label order.
         device: Device of the result (default the tensor's own or the CPU).
 
-    Returns:
-        ``omega``.
-
     Raises:
-        UsageError: Wrong shape or length, negative or non-finite weights, labels out of range,
-            unknown names.
+        UsageError: Wrong shape or length, negative or non-finite weights, labels out of range, unknown names.
         UsageTypeError: An unsupported type (e.g. ``None`` or a bool tensor).
 
     Shape:

@@ -1,13 +1,14 @@
-"""Synthetic degradations of float images in [0, 1]: noise, rain, haze, snow, motion blur, low light.
+"""Synthetic degradations of float ``(C, H, W)`` or ``(N, C, H, W)`` images in [0, 1], shape and dtype kept.
 
-Each function takes a ``(C, H, W)`` or ``(N, C, H, W)`` image and returns one of the same shape and dtype.
 Randomness comes only from ``rng``: an ``int`` seed, a ``torch.Generator``, or ``None`` (torch's global one).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,37 +31,36 @@ def make_generator(rng: Rng) -> Generator:
     return torch.Generator().manual_seed(rng)
 
 
-def _check(image: torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:
-    if not isinstance(image, torch.Tensor):
-        raise UsageTypeError(f"{name}: image must be a torch.Tensor, got {type(image).__name__}")
-    if image.ndim not in (3, 4) or not image.is_floating_point():
-        raise UsageError(
-            f"{name}: image must be a float tensor (C, H, W) or (N, C, H, W) in [0, 1], "
-            f"got {image.dtype} of shape {tuple(image.shape)}"
-        )
-    return (image.unsqueeze(0) if image.ndim == 3 else image), image.ndim == 3
+def _on_images(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``fn`` of a float32 ``(N, C, H, W)`` batch, taking and giving either layout, clamped, in its dtype."""
+
+    @functools.wraps(fn)
+    def apply(image: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if not isinstance(image, torch.Tensor):
+            raise UsageTypeError(f"{fn.__name__}: image must be a torch.Tensor, got {type(image).__name__}")
+        if image.ndim not in (3, 4) or not image.is_floating_point():
+            raise UsageError(
+                f"{fn.__name__}: image must be a float tensor (C, H, W) or (N, C, H, W) in [0, 1], "
+                f"got {image.dtype} of shape {tuple(image.shape)}"
+            )
+        out = fn(image.float().reshape(-1, *image.shape[-3:]), *args, **kwargs)
+        return out.clamp(0, 1).to(image.dtype).reshape(image.shape)
+
+    return apply
 
 
-def _out(x: torch.Tensor, like: torch.Tensor, single: bool) -> torch.Tensor:
-    x = x.clamp(0, 1).to(like.dtype)
-    return x[0] if single else x
-
-
+@_on_images
 def add_gaussian_noise(image: torch.Tensor, sigma: float = 25.0, *, rng: Rng = None) -> torch.Tensor:
     """Gaussian noise of ``sigma`` (0-255 scale) on 8-bit levels, clipped and truncated as PromptIR / PIP."""
-    x, single = _check(image, "add_gaussian_noise")
     if sigma < 0:
         raise UsageError(f"add_gaussian_noise: sigma must be >= 0, got {sigma}")
-    noise = torch.randn(x.shape, generator=make_generator(rng), dtype=torch.float32).to(x.device)
-    levels = torch.round(x.float() * 255.0)
-    return _out(torch.floor(torch.clamp(levels + noise * sigma, 0.0, 255.0)) / 255.0, image, single)
+    noise = torch.randn(image.shape, generator=make_generator(rng), dtype=torch.float32).to(image.device)
+    return torch.floor(torch.clamp(torch.round(image * 255.0) + noise * sigma, 0.0, 255.0)) / 255.0
 
 
 def motion_kernel(length: float, angle: float) -> torch.Tensor:
-    """A float32 ``(s, s)`` kernel summing to one: a line of ``length`` pixels at ``angle`` degrees.
-
-    ``s`` is the smallest odd size holding the line; 0 degrees is horizontal, counter-clockwise.
-    """
+    """A float32 ``(s, s)`` kernel summing to one, ``s`` odd: a line of ``length`` pixels at ``angle`` degrees
+    (0 horizontal, counter-clockwise)."""
     if length < 1:
         raise UsageError(f"motion_kernel: length must be >= 1 pixel, got {length}")
     size = math.ceil(length) // 2 * 2 + 1
@@ -83,12 +83,13 @@ def _filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (p, p, p, p), mode=mode), w, groups=c)
 
 
+@_on_images
 def motion_blur(image: torch.Tensor, length: float = 9.0, angle: float = 0.0) -> torch.Tensor:
     """Linear motion blur of ``length`` pixels at ``angle`` degrees (:func:`motion_kernel`), reflect-padded."""
-    x, single = _check(image, "motion_blur")
-    return _out(_filter(x.float(), motion_kernel(length, angle)), image, single)
+    return _filter(image, motion_kernel(length, angle))
 
 
+@_on_images
 def add_rain(
     image: torch.Tensor,
     *,
@@ -98,26 +99,20 @@ def add_rain(
     intensity: float = 0.7,
     rng: Rng = None,
 ) -> torch.Tensor:
-    """Rain streaks: sparse drops smeared by a motion kernel, screen-blended (``1 - (1 - x)(1 - s)``).
-
-    Args:
-        density: Fraction of pixels seeding a streak.
-        length: Streak length in pixels.
-        angle: Streak direction in degrees (90 = vertical).
-        intensity: Streak brightness.
-    """
-    x, single = _check(image, "add_rain")
+    """Rain streaks screen-blended (``1 - (1 - x)(1 - s)``): a ``density`` share of the pixels seeds a streak
+    of ``length`` pixels at ``angle`` degrees (90 vertical) and brightness ``intensity``."""
     if not 0 <= density <= 1:
         raise UsageError(f"add_rain: density must be in [0, 1], got {density}")
     g = make_generator(rng)
-    n, _, h, w = x.shape
+    n, _, h, w = image.shape
     seeds = (torch.rand(n, 1, h, w, generator=g) < density).float()
     seeds = seeds * (0.5 + 0.5 * torch.rand(n, 1, h, w, generator=g))
     streaks = _filter(seeds, motion_kernel(length, angle)) * length
-    s = (streaks * intensity).clamp(0, 1).to(x.device)
-    return _out(1 - (1 - x.float()) * (1 - s), image, single)
+    s = (streaks * intensity).clamp(0, 1).to(image.device)
+    return 1 - (1 - image) * (1 - s)
 
 
+@_on_images
 def add_haze(
     image: torch.Tensor,
     *,
@@ -128,14 +123,10 @@ def add_haze(
 ) -> torch.Tensor:
     r"""Haze by the atmospheric scattering model, :math:`I = J t + A (1 - t)`, :math:`t = e^{-\beta d}`.
 
-    Args:
-        beta: Scattering coefficient (larger is denser haze).
-        airlight: Grey atmospheric light ``A``.
-        depth: Depth in [0, 1], ``(H, W)``, ``(1, H, W)`` or ``(N, 1, H, W)``; default a smooth random
-            map in [0.2, 1], far at the top.
+    ``airlight`` is the grey ``A``; ``depth`` ``d`` in [0, 1] is ``(H, W)``, ``(1, H, W)`` or ``(N, 1, H, W)``,
+    by default a smooth random map in [0.2, 1], far at the top.
     """
-    x, single = _check(image, "add_haze")
-    n, _, h, w = x.shape
+    n, _, h, w = image.shape
     if depth is None:
         coarse = torch.rand(n, 1, 4, 4, generator=make_generator(rng))
         f = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
@@ -146,10 +137,11 @@ def add_haze(
         d = depth.float().reshape(-1, 1, *depth.shape[-2:])
         if d.shape[-2:] != (h, w):
             raise UsageError(f"add_haze: depth has size {tuple(d.shape[-2:])}, the image {(h, w)}")
-    t = torch.exp(-beta * d.to(x.device))
-    return _out(x.float() * t + airlight * (1 - t), image, single)
+    t = torch.exp(-beta * d.to(image.device))
+    return image * t + airlight * (1 - t)
 
 
+@_on_images
 def add_snow(
     image: torch.Tensor,
     *,
@@ -160,18 +152,11 @@ def add_snow(
     opacity: float = 0.9,
     rng: Rng = None,
 ) -> torch.Tensor:
-    """Snow: two layers of soft white flakes (small, and large at a quarter of the density), smeared.
-
-    Args:
-        density: Fraction of pixels seeding a small flake.
-        flake_size: Gaussian radius of the small flakes in pixels (large ones are twice as big).
-        motion: Falling-motion smear in pixels (below 1: none).
-        angle: Falling direction in degrees.
-        opacity: How white the flake cores get.
-    """
-    x, single = _check(image, "add_snow")
+    """Snow: soft white flakes of Gaussian radius ``flake_size`` seeded at a ``density`` share of the pixels,
+    twice as large at a quarter of it, smeared ``motion`` pixels (below 1: none) at ``angle`` degrees, of
+    core whiteness ``opacity``."""
     g = make_generator(rng)
-    n, _, h, w = x.shape
+    n, _, h, w = image.shape
     mask = torch.zeros(n, 1, h, w)
     for dens, sigma in ((density, flake_size), (density / 4, flake_size * 2)):
         seeds = (torch.rand(n, 1, h, w, generator=g) < dens).float()
@@ -182,21 +167,21 @@ def add_snow(
         if motion >= 1:
             layer = _filter(layer, motion_kernel(motion, angle)) * (0.5 + 0.5 * math.sqrt(motion))
         mask = torch.maximum(mask, layer.clamp(0, 1))
-    m = (mask * opacity).to(x.device)
-    return _out(x.float() * (1 - m) + m, image, single)
+    m = (mask * opacity).to(image.device)
+    return image * (1 - m) + m
 
 
+@_on_images
 def low_light(
     image: torch.Tensor, *, gamma: float = 2.0, scale: float = 0.4, noise_sigma: float = 0.0, rng: Rng = None
 ) -> torch.Tensor:
-    r"""Low light: :math:`y = s \cdot x^{\gamma} + \mathcal{N}(0, \sigma)` (``noise_sigma`` on [0, 1])."""
-    x, single = _check(image, "low_light")
+    r"""Low light: :math:`y = s \cdot image^{\gamma} + \mathcal{N}(0, \sigma)` (``noise_sigma`` on [0, 1])."""
     if gamma <= 0 or scale <= 0:
         raise UsageError(f"low_light: gamma and scale must be positive, got {gamma}, {scale}")
-    y = scale * x.float().clamp(0, 1).pow(gamma)
+    y = scale * image.clamp(0, 1).pow(gamma)
     if noise_sigma > 0:
-        y = y + noise_sigma * torch.randn(x.shape, generator=make_generator(rng)).to(x.device)
-    return _out(y, image, single)
+        y = y + noise_sigma * torch.randn(image.shape, generator=make_generator(rng)).to(image.device)
+    return y
 
 
 def _random_noise(x: torch.Tensor, g: Generator) -> torch.Tensor:
