@@ -1,7 +1,6 @@
 """Paired augmentations: identical crops, flips and rotations; channel shuffle, CutBlur, Mixup, D-Mix.
 
-Batch augmentations take a batch dict ``{"degraded", "clean", "label", ...}`` and return a new one.
-"""
+Batch augmentations take a batch dict ``{"degraded", "clean", "label", ...}`` and return a new one."""
 
 from __future__ import annotations
 
@@ -85,8 +84,7 @@ def _generator(batch: dict[str, Any], name: str, rng: Rng) -> torch.Generator | 
 
 
 def channel_shuffle(batch: dict[str, Any], *, rng: Rng = None) -> dict[str, Any]:
-    """Permute the colour channels of every pair at random, the same way for its degraded and clean image
-    (exact for degradations that treat the channels alike: every synthetic one)."""
+    """Permute the colour channels of each pair at random, alike in its degraded and clean image."""
     g = _generator(batch, "channel_shuffle", rng)
     n, c = batch["clean"].shape[:2]
     order = torch.stack([torch.randperm(c, generator=g) for _ in range(n)]).view(n, c, 1, 1)
@@ -99,10 +97,9 @@ def channel_shuffle(batch: dict[str, Any], *, rng: Rng = None) -> dict[str, Any]
 def mixup(
     batch: dict[str, Any], *, alpha: float = 1.2, num_classes: int | None = None, rng: Rng = None
 ) -> dict[str, Any]:
-    """Mixup of restoration pairs (Restormer's ``Mixing_Augment``): blend each pair with a shuffled one.
+    """Mixup of pairs (Restormer's ``Mixing_Augment``): blend each with a shuffled one by ``lam ~ Beta(alpha, alpha)``.
 
-    ``lam ~ Beta(alpha, alpha)`` for degraded and clean images; with ``num_classes`` the labels become
-    mixed weights ``(N, T)``.
+    With ``num_classes`` the labels become mixed weights ``(N, T)``.
 
     Examples:
         >>> b = {"degraded": torch.zeros(2, 3, 4, 4), "clean": torch.ones(2, 3, 4, 4)}
@@ -122,9 +119,8 @@ def mixup(
 
 
 def cutblur(batch: dict[str, Any], *, alpha: float = 0.7, rng: Rng = None) -> dict[str, Any]:
-    """CutBlur (Yoo et al., 2020): paste a box of the clean image into the degraded one, or the reverse.
-
-    The box sides are ``ratio * (H, W)``, ``ratio ~ N(alpha, 0.01)`` clipped to [0.1, 1].
+    """CutBlur (Yoo et al., 2020): paste a box of sides ``ratio * (H, W)``, ``ratio ~ N(alpha, 0.01)`` in
+    [0.1, 1], of the clean image into the degraded one, or the reverse.
 
     Examples:
         >>> b = {"degraded": torch.zeros(1, 3, 8, 8), "clean": torch.ones(1, 3, 8, 8)}
@@ -145,10 +141,8 @@ def cutblur(batch: dict[str, Any], *, alpha: float = 0.7, rng: Rng = None) -> di
 
 
 def dmix(batch: dict[str, Any], *, num_classes: int, rng: Rng = None) -> dict[str, Any]:
-    """Degradation-Mix (PIP, supplementary Sec. B): swap image halves across the batch, mix the labels.
-
-    The second halves (along the height or the width, drawn once per batch) are shuffled with one
-    permutation; each label becomes the mean of its halves' labels, weights ``(N, num_classes)``.
+    """Degradation-Mix (PIP, supplementary Sec. B): shuffle the second halves (of the height or the width) across
+    the batch; each label becomes the mean of its halves' labels, weights ``(N, num_classes)``.
 
     Examples:
         >>> b = {"degraded": torch.rand(2, 3, 4, 4), "clean": torch.rand(2, 3, 4, 4), "label": torch.tensor([0, 1])}
@@ -173,9 +167,7 @@ def dmix(batch: dict[str, Any], *, num_classes: int, rng: Rng = None) -> dict[st
 class BatchAugment:
     """Apply :func:`cutblur`, :func:`mixup` or :func:`dmix` with these probabilities (a trainer hook).
 
-    Args:
-        num_classes: Number of degradation classes, to mix the labels (needed by ``dmix``).
-        seed: Seed of the augmentation's own generator.
+    ``num_classes`` (needed by ``dmix``) mixes the labels; ``seed`` seeds the augmentation's own generator.
 
     Examples:
         >>> aug = BatchAugment(dmix=1.0, num_classes=3, seed=0)
