@@ -1,7 +1,6 @@
 """Image files in and out: float32 ``(C, H, W)`` tensors in [0, 1], 8-bit, 16-bit and float files.
 
-Pillow reads and writes; 16-bit colour PNG goes through pypng and 16-bit colour TIFF through tifffile.
-"""
+Pillow reads and writes; 16-bit colour PNG goes through pypng and 16-bit colour TIFF through tifffile."""
 
 from __future__ import annotations
 
@@ -46,11 +45,8 @@ def _pypng() -> Any:  # Pillow reads 16-bit colour PNG as 8-bit and cannot write
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
-    """Write ``path`` through ``write(tmp)`` on a temporary file beside it, then renamed: never half-written.
-
-    Parent folders are created, permissions are :func:`file_mode_for`'s; a full disk raises ``OSError``
-    "no space left on device while writing PATH".
-    """
+    """Write ``path`` by ``write(tmp)`` of a temporary file beside it, renamed: never half-written, parents
+    created, permissions :func:`file_mode_for`'s; a full disk raises :func:`_disk_full`'s ``OSError``."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = ""
@@ -124,9 +120,8 @@ def _images_by_stem(folder: str | os.PathLike[str], recursive: bool = False) -> 
 def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = False) -> np.ndarray:
     """Read an image file as EXIF-oriented ``(H, W, C)`` pixels, ``uint8``, ``uint16`` or ``float32`` as stored.
 
-    ``C`` is 3 (grayscale as RGB, alpha dropped with a warning), or with ``keep_channels`` the stored
-    1 to 4 (palette images as RGB or RGBA). 32-bit integer grayscale must fit 16 bits, float
-    grayscale [0, 1]: other values are refused, never rescaled.
+    ``C`` is 3 (grayscale as RGB, alpha dropped with a warning), or with ``keep_channels`` the stored 1 to 4.
+    32-bit integer grayscale must fit 16 bits, float grayscale [0, 1]: other values are refused.
 
     Raises:
         FileNotFoundError: If the file does not exist (or is a link to nothing).
@@ -188,11 +183,11 @@ def _oriented(arr: np.ndarray, im: Any) -> np.ndarray:
 
 def _pixels(im: Any, p: Path) -> np.ndarray:
     """The stored pixels of an open Pillow image: (H, W) or (H, W, C), uint8, uint16 or float32."""
-    if im.format == "PNG" and _is_png16_colour(p):
-        arr = _read_png16(p)  # Pillow keeps only 8 of the 16 bits
-        im.load()  # for the EXIF block, which may follow the pixels
-        return arr
     if im.mode in ("RGB", "RGBA") and _stored_16bit(im):  # Pillow would keep 8 of the 16 bits
+        if im.format == "PNG":  # 16-bit colour, grey with alpha (mode RGBA) too
+            arr = _read_png16(p)
+            im.load()  # for the EXIF block, which may follow the pixels
+            return arr
         if im.format != "TIFF":
             raise _refuse(p, f"16-bit colour {im.format}, which Pillow reads as 8-bit; save it as 16-bit PNG")
         return _read_tiff16(p)  # not loaded: the caller applies the orientation tag
@@ -236,26 +231,21 @@ def _mode_pixels(im: Any, where: str | os.PathLike[str]) -> np.ndarray:
             raise _refuse(p, f"{what} contain {bad} values; expected values in [0, 1]")
         lo, hi = (arr.min(), arr.max()) if arr.size else (0, 0)
         if is_int and (lo < 0 or hi > 65535):
-            raise _refuse(
-                p,
-                f"{what} from {lo} to {hi}; integer pixels must be in 0..65535 (16-bit); save the image as "
-                "16-bit or as float in [0, 1]",
+            rule = (
+                "integer pixels must be in 0..65535 (16-bit); save the image as 16-bit or as float in [0, 1]"
             )
+            raise _refuse(p, f"{what} from {lo} to {hi}; {rule}")
         if not is_int and (lo < 0 or hi > 1):
-            raise _refuse(
-                p, f"{what} from {lo:g} to {hi:g}; float images must hold values in [0, 1] (scale them first)"
-            )
+            rule = "float images must hold values in [0, 1] (scale them first)"
+            raise _refuse(p, f"{what} from {lo:g} to {hi:g}; {rule}")
         return arr.astype(np.uint16) if is_int else arr
     if mode in ("L", "LA", "RGB", "RGBA"):
         return np.asarray(im)
-    if mode == "1":
-        return np.asarray(im.convert("L"))
-    if mode == "La":  # premultiplied alpha: Pillow converts it to LA only
-        return np.asarray(im.convert("LA"))
     has_alpha = "A" in mode or "a" in mode or "transparency" in im.info
     if mode == "P" and has_alpha and im.palette is not None and im.palette.mode.startswith("L"):
         return np.asarray(im.convert("LA"))
-    return np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+    # premultiplied La: Pillow converts it to LA only
+    return np.asarray(im.convert({"1": "L", "La": "LA"}.get(mode, "RGBA" if has_alpha else "RGB")))
 
 
 def _refuse(p: Path, reason: str) -> ImageReadError:
@@ -332,13 +322,12 @@ def write_image(
 ) -> Path:
     """Write a float tensor in [0, 1] or an array to an image file (format by extension), atomically.
 
-    ``C`` is 1 to 4 (grayscale, +alpha, RGB, RGBA). 16-bit colour is written as 16-bit PNG, in other
-    formats as 8-bit with a warning.
+    16-bit colour is written as 16-bit PNG, in other formats as 8-bit with a warning.
 
     Args:
         path: Destination.
-        image: Tensor ``(C, H, W)`` or array ``(H, W, C)`` / ``(H, W)`` (uint8, uint16 or float in
-            [0, 1]); an integer array is written at its own bit depth.
+        image: Tensor ``(C, H, W)`` or array ``(H, W, C)`` / ``(H, W)``, ``C`` in 1..4 (uint8, uint16 or float
+            in [0, 1]); an integer array is written at its own bit depth.
         bits: 8 or 16: the bit depth of a tensor or float array.
         overwrite: Replace an existing file; otherwise ``FileExistsError``.
 
@@ -384,15 +373,6 @@ def write_image(
     if arr.dtype == np.uint16 and im.mode != "I;16":
         im = im.convert("I;16")
     return atomic_write(p, lambda tmp: im.save(tmp, format=image_format))
-
-
-def _is_png16_colour(p: Path) -> bool:
-    """Whether the header of ``p`` says 16-bit PNG with colour or alpha (colour types 2, 4, 6)."""
-    with open(p, "rb") as f:
-        head = f.read(33)  # the signature and the IHDR chunk
-    if len(head) < 33 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        return False
-    return head[24] == 16 and head[25] in (2, 4, 6)
 
 
 def _read_png16(p: Path) -> np.ndarray:

@@ -1,8 +1,7 @@
 """Datasets of degraded / clean pairs: paired folders, the PromptIR layout, on-the-fly synthesis.
 
 Samples are dicts ``{"degraded", "clean", "label", "degradation", "task", "name"}``; their randomness
-comes from ``(seed, epoch, index)`` only, the same in any worker or after a resume.
-"""
+comes from ``(seed, epoch, index)`` only, the same in any worker or after a resume."""
 
 from __future__ import annotations
 
@@ -90,7 +89,7 @@ def _report(problems: list[str], raising: bool = True, what: str = "problem(s) i
 
 
 class _Geometry:
-    """The random crop and flip / rotation of the datasets."""
+    """The datasets' random crop and flip / rotation."""
 
     def __init__(self, patch_size: PatchSize, augment_modes: Sequence[int], seed: int) -> None:
         self.patch_size = normalize_patch_size(patch_size)
@@ -118,12 +117,7 @@ class _Pair(NamedTuple):
 
 
 def _name_mapper(name_map: Sequence[tuple[str, str]], option: str = "name_map") -> Callable[[str], str]:
-    """A name mapped by the first ``(regex, replacement)`` whose regex matches it (:func:`re.sub`), else kept.
-
-    Raises:
-        UsageError: Naming ``option``, for a regex that does not compile, or (when a name is mapped) a
-            replacement that does not apply.
-    """
+    """A name mapped by the first ``(regex, replacement)`` that matches it (:func:`re.sub`), else kept."""
     try:
         compiled = [(re.compile(pattern), replacement) for pattern, replacement in name_map]
     except re.error as exc:
@@ -166,26 +160,21 @@ def _degradation_of(path: Path, rel: Path, label_from: str | Mapping[str, str]) 
 
 
 class PairedImageDataset(Dataset, _Geometry):
-    """Degraded / clean image pairs from two folders, with a degradation label per pair.
-
-    A degraded file pairs with the clean file of the same name (or stem), after ``name_map``. A
-    ``"prefix"`` naming no degradation (``img`` of ``img_001.png``) is kept in ``unrecognised_prefixes``.
+    """Degraded / clean image pairs from two folders (of one name or stem, after ``name_map``), each labelled.
 
     Args:
         name_map: A ``(regex, replacement)`` pair for :func:`re.sub` of the file name.
-        label_from: ``"subfolder"``, ``"prefix"`` (the name up to the first ``-``, ``_``, space or dot),
-            a mapping from file name or stem to degradation, or one degradation name for all.
-        classes: Degradation name -> label, or a sequence (its order); default the vocabulary's labels
-            where every name is in it, else the sorted names.
+        label_from: ``"subfolder"``, ``"prefix"`` (the name up to the first ``-``, ``_``, space or dot; one
+            naming no degradation is kept in ``unrecognised_prefixes``), a mapping from name or stem, or a name.
+        classes: Degradation name -> label, or a sequence (its order); default the vocabulary's, else sorted.
         patch_size: Random crop side (``None`` or ``"full"``: whole images).
         augment_modes: Flip / rot90 modes to draw from (:func:`~allinone_ir.data.augment.augment_mode`).
         recursive: Scan the folders recursively (always on with ``label_from="subfolder"``).
         validate: Read every pair now and report all problems in one error.
 
     Raises:
-        DatasetError: For a missing folder, no images, missing partners (all in one error), a class
-            outside ``classes``, and (``validate=True``) every unreadable or mismatched pair.
-        UsageError: For a ``name_map`` whose regex does not compile or whose replacement does not apply.
+        DatasetError: For missing folders, images or partners, a class outside ``classes``, bad pairs (``validate``).
+        UsageError: For a ``name_map`` that does not compile or apply.
     """
 
     def __init__(
@@ -236,10 +225,10 @@ class PairedImageDataset(Dataset, _Geometry):
             labels = {n: DEGRADATION_LABELS.get(_task_degradation(n)) for n in names}
             known = {n: v for n, v in labels.items() if v is not None}
             classes = known if len(known) == len(names) else names
-            if label_from == "prefix":
-                for pair in self.pairs:
-                    if labels[pair.degradation] is None:
-                        self.unrecognised_prefixes.setdefault(pair.degradation, pair.degraded)
+            unknown = [
+                p for p in reversed(self.pairs) if label_from == "prefix" and labels[p.degradation] is None
+            ]
+            self.unrecognised_prefixes = {p.degradation: p.degraded for p in unknown}
         self.classes = _class_table(classes, names)
 
     def __len__(self) -> int:
@@ -271,10 +260,9 @@ class PairedImageDataset(Dataset, _Geometry):
     def split(
         self, val_split: float | int, *, seed: int | None = None
     ) -> tuple[PairedImageDataset, PairedImageDataset]:
-        """Hold out a deterministic share of the pairs, per degradation, as ``(train, val)``.
+        """Hold out a deterministic share of the pairs as ``(train, val)``, ``val`` whole and unaugmented.
 
-        Each degradation gives a share proportional to its size (largest remainders) and keeps at
-        least one training pair; ``val`` gives whole images without augmentation.
+        Each degradation gives a share proportional to its size (largest remainders), keeping one pair.
 
         Args:
             val_split: A fraction in (0, 1) (at least one pair) or a number of pairs.
@@ -329,14 +317,11 @@ class PairedImageDataset(Dataset, _Geometry):
 
 
 class SyntheticDegradationDataset(Dataset, _Geometry):
-    """Degraded / clean pairs synthesised on the fly (:func:`~allinone_ir.data.synthesize`) from clean photos.
-
-    Each clean image appears once per task and ``repeat``; a task is a degradation specification
-    (:func:`~allinone_ir.degradation_types.parse_degradation`). The crop and augmentation come first.
+    """Degraded / clean pairs synthesised (:func:`~allinone_ir.data.synthesize`) from cropped, augmented photos.
 
     Args:
         clean: A folder of clean images, a list of image paths, or a list of ``(3, H, W)`` tensors.
-        tasks: Degradations to synthesise.
+        tasks: Degradation specifications (:func:`~allinone_ir.degradation_types.parse_degradation`).
         repeat: How many times each (image, task) appears per epoch.
         classes: Degradation name -> label (default the vocabulary's labels).
         fixed: Ignore the epoch (the same samples every epoch: validation).
@@ -473,15 +458,11 @@ def promptir_dataset(
 ) -> MixedDataset:
     """The all-in-one training mix of PromptIR (three tasks) or PIP (five tasks), with PIP's labels.
 
-    Denoising adds noise of each sigma to clean images (tasks ``noise_15``, ...); the other tasks read
-    paired folders (:data:`PROMPTIR_LAYOUT`, repeated by :data:`PROMPTIR_REPEATS`).
-
     Args:
         root: Data root (the official ``data/`` folder).
-        tasks: Any of ``"denoise"``, ``"derain"``, ``"dehaze"``, ``"deblur"``, ``"lowlight"``.
-        sigmas: Noise levels of the denoising tasks.
-        repeats: Repeat factor per task (overrides the defaults).
-        layout: Folder layout per task (overrides :data:`PROMPTIR_LAYOUT` entries).
+        tasks: Any of ``"denoise"`` (noise of each of ``sigmas`` on clean images), ``"derain"``, ``"dehaze"``,
+            ``"deblur"``, ``"lowlight"`` (paired folders of ``layout`` over :data:`PROMPTIR_LAYOUT`).
+        repeats: Repeat factor per task (over :data:`PROMPTIR_REPEATS`).
         augment_modes: Flip / rotation modes (default the 7 non-identity ones, as the official code).
 
     Raises:
@@ -525,7 +506,7 @@ def _parts(dataset: Any) -> list[Any]:
 
 
 def _part_classes(ds: Any) -> dict[str, int] | None:
-    """The degradations one dataset's samples carry, with their labels; ``None`` for a foreign dataset."""
+    """The degradations and labels of one dataset's samples; ``None`` for a foreign dataset."""
     if isinstance(ds, PairedImageDataset):
         return {p.degradation: ds.classes[p.degradation] for p in ds.pairs}
     if isinstance(ds, SyntheticDegradationDataset):
