@@ -5,7 +5,7 @@ Batch augmentations take a batch dict ``{"degraded", "clean", "label", ...}`` an
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,7 @@ _PAIR = ("degraded", "clean")
 
 
 def _generator(batch: dict[str, Any], name: str, rng: Rng) -> torch.Generator | None:
-    """The generator of ``rng``, once the batch's image pairs are checked."""
+    """The generator of ``rng``, once the batch's pairs are checked."""
     for key in _PAIR:
         t = batch.get(key)
         if not isinstance(t, torch.Tensor) or t.ndim != 4:
@@ -198,13 +198,11 @@ class BatchAugment:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         u = float(torch.rand((), generator=self.generator))
-        for name, edge in zip(self.probs, itertools.accumulate(self.probs.values())):
+        augments: list[Callable[..., dict[str, Any]]] = [cutblur, mixup, dmix]
+        for augment, edge in zip(augments, itertools.accumulate(self.probs.values())):
             if u < edge:
-                if name == "cutblur":
-                    return cutblur(batch, rng=self.generator)
-                if name == "mixup":
-                    return mixup(batch, num_classes=self.num_classes, rng=self.generator)
-                return dmix(batch, num_classes=int(self.num_classes or 0), rng=self.generator)
+                labels: dict[str, Any] = {} if augment is cutblur else {"num_classes": self.num_classes}
+                return augment(batch, rng=self.generator, **labels)
         return batch
 
     def state_dict(self) -> dict[str, Any]:
