@@ -1,6 +1,4 @@
-"""The degradation vocabulary: names, aliases (the official task names) and labels (PIP's 0-4, snow 5).
-
-Names are matched without regard to case, spaces, ``-`` and ``_``."""
+"""The degradation vocabulary: names and aliases (any case, spaces, ``-``, ``_``), labels (PIP's 0-4, snow 5)."""
 
 from __future__ import annotations
 
@@ -62,9 +60,7 @@ def _normalise_name(name: str) -> str:
     return re.sub(r"[\s_-]", "", name.lower())
 
 
-_LOOKUP: dict[str, Degradation] = {
-    _normalise_name(k): d for d in DEGRADATION_TABLE for k in (d.name, *d.aliases)
-}
+_LOOKUP = {_normalise_name(k): d for d in DEGRADATION_TABLE for k in (d.name, *d.aliases)}
 
 
 def _unknown(name: str, known: Sequence[str], what: str) -> UnknownNameError:

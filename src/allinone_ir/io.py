@@ -1,6 +1,4 @@
-"""Image files in and out: float32 ``(C, H, W)`` tensors in [0, 1], 8-bit, 16-bit and float files.
-
-Pillow reads and writes; 16-bit colour PNG goes through pypng and 16-bit colour TIFF through tifffile."""
+"""Image files (Pillow; 16-bit colour by pypng, tifffile) in and out as float32 ``(C, H, W)`` tensors in [0, 1]."""
 
 from __future__ import annotations
 
@@ -196,7 +194,6 @@ def _pixels(im: Any, p: Path) -> np.ndarray:
 
 
 def _read_tiff16(p: Path) -> np.ndarray:
-    """The ``(H, W, C)`` uint16 pixels of a 16-bit colour TIFF, decoded by tifffile."""
     try:
         import tifffile
     except ImportError:
@@ -325,7 +322,6 @@ def write_image(
     16-bit colour is written as 16-bit PNG, in other formats as 8-bit with a warning.
 
     Args:
-        path: Destination.
         image: Tensor ``(C, H, W)`` or array ``(H, W, C)`` / ``(H, W)``, ``C`` in 1..4 (uint8, uint16 or float
             in [0, 1]); an integer array is written at its own bit depth.
         bits: 8 or 16: the bit depth of a tensor or float array.
@@ -376,7 +372,7 @@ def write_image(
 
 
 def _read_png16(p: Path) -> np.ndarray:
-    """Pixels of a 16-bit PNG file, ``(H, W, C)`` uint16, decoded by pypng (``ValueError`` if damaged)."""
+    """``(H, W, C)`` uint16 pixels decoded by pypng; ``ValueError`` if damaged."""
     png = _pypng()
     try:
         with open(p, "rb") as f:
@@ -392,7 +388,6 @@ def _read_png16(p: Path) -> np.ndarray:
 
 
 def _write_png16(path: str, arr: np.ndarray) -> None:
-    """Write an ``(H, W, C)`` uint16 array, C in 1..4, as a 16-bit PNG file with pypng."""
     h, w, c = arr.shape
     writer = _pypng().Writer(w, h, greyscale=c <= 2, alpha=c in (2, 4), bitdepth=16, compression=6)
     rows = np.ascontiguousarray(arr, dtype=">u2").reshape(h, w * c)  # PNG samples are big-endian

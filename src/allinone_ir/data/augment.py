@@ -1,6 +1,4 @@
-"""Paired augmentations: identical crops, flips and rotations; channel shuffle, CutBlur, Mixup, D-Mix.
-
-Batch augmentations take a batch dict ``{"degraded", "clean", "label", ...}`` and return a new one."""
+"""Paired crops, flips and rotations; channel shuffle, CutBlur, Mixup, D-Mix of batch dicts (a new one back)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Datasets of degraded / clean pairs: paired folders, the PromptIR layout, on-the-fly synthesis.
 
-Samples are dicts ``{"degraded", "clean", "label", "degradation", "task", "name"}``; their randomness
-comes from ``(seed, epoch, index)`` only, the same in any worker or after a resume."""
+Samples are dicts ``{"degraded", "clean", "label", "degradation", "task", "name"}``, random by
+``(seed, epoch, index)`` only: the same in any worker or after a resume."""
 
 from __future__ import annotations
 
@@ -51,7 +51,6 @@ def _sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 def _class_table(classes: Mapping[str, int] | Sequence[str], names: Sequence[str]) -> dict[str, int]:
-    """``classes`` as name -> label, checked to hold every one of ``names``."""
     table = dict(classes) if isinstance(classes, Mapping) else {n: i for i, n in enumerate(classes)}
     for name in names:
         if name not in table:
@@ -89,8 +88,6 @@ def _report(problems: list[str], raising: bool = True, what: str = "problem(s) i
 
 
 class _Geometry:
-    """The datasets' random crop and flip / rotation."""
-
     def __init__(self, patch_size: PatchSize, augment_modes: Sequence[int], seed: int) -> None:
         self.patch_size = normalize_patch_size(patch_size)
         self.augment_modes, self.seed, self.epoch = tuple(augment_modes), seed, 0
@@ -371,9 +368,7 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         item = self.images[i]
         if isinstance(item, torch.Tensor):
             return item.float(), f"image{i:04d}"
-        if i in self._cache:
-            return self._cache[i], item.stem
-        img = read_image(item)
+        img = self._cache[i] if i in self._cache else read_image(item)
         if self.cache:
             self._cache[i] = img
         return img, item.stem

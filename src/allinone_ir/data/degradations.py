@@ -1,7 +1,4 @@
-"""Synthetic degradations of float ``(C, H, W)`` or ``(N, C, H, W)`` images in [0, 1], shape and dtype kept.
-
-Randomness comes only from ``rng``: an ``int`` seed, a ``torch.Generator``, or ``None`` (torch's global one).
-"""
+"""Synthetic degradations of float ``(C, H, W)`` or ``(N, C, H, W)`` images in [0, 1], random only by ``rng``."""
 
 from __future__ import annotations
 
