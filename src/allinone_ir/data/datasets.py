@@ -257,13 +257,10 @@ class PairedImageDataset(Dataset, _Geometry):
     def split(
         self, val_split: float | int, *, seed: int | None = None
     ) -> tuple[PairedImageDataset, PairedImageDataset]:
-        """Hold out a deterministic share of the pairs as ``(train, val)``, ``val`` whole and unaugmented.
+        """Hold out ``val_split`` (a fraction, at least one pair, or a count) of the pairs as ``(train, val)``.
 
-        Each degradation gives a share proportional to its size (largest remainders), keeping one pair.
-
-        Args:
-            val_split: A fraction in (0, 1) (at least one pair) or a number of pairs.
-            seed: Seed of the shuffle (default: the dataset's seed).
+        Each degradation gives a share proportional to its size (largest remainders), keeping one pair; ``val``
+        gives whole, unaugmented images; ``seed`` (default the dataset's) seeds the shuffle.
 
         Raises:
             UsageError: If ``val_split`` is not a fraction in (0, 1) or a count in ``[1, len - 1]``.
