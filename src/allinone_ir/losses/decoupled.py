@@ -1,8 +1,4 @@
-"""PIP's directional decoupled loss: keep the degradation-aware prompts pointing in different directions.
-
-The official trainer's ``--high_reg_loss angle`` is ``0.01 * directional_decoupled_loss(d,
-form="cosine_hinge", reduction="sum")``, its ``cosine`` ``0.02 * ...(d, form="abs_cosine", reduction="sum")``.
-"""
+"""PIP's directional decoupled loss: keep the degradation-aware prompts pointing in different directions."""
 
 from __future__ import annotations
 
@@ -57,17 +53,18 @@ def directional_decoupled_loss(
     eps: float = 1e-8,
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    """Directional decoupled loss (PIP paper, Eq. 4) on ``T`` degradation-aware prompts.
+    """Directional decoupled loss (PIP paper, Eq. 4) on ``T`` degradation-aware prompts, in at least float32.
 
-    With ``theta_ij`` the angle between prompts ``i < j``, a pair costs ``max(0, theta_thre - theta_ij)``
-    in radians (``"angle_hinge"``), ``max(0, cos theta_ij - cos theta_thre)`` (``"cosine_hinge"``) or
-    ``|cos theta_ij|`` (``"abs_cosine"``, threshold 90 only), averaged or summed over pairs; the losses of
-    several prompt tensors are summed. Computed in at least fp32; finite gradient for parallel prompts.
+    The official trainer's ``--high_reg_loss angle`` is ``0.01 * directional_decoupled_loss(d, form="cosine_hinge",
+    reduction="sum")``, its ``cosine`` ``0.02 * ...(d, form="abs_cosine", reduction="sum")``.
 
     Args:
-        prompts: A ``(T, ...)`` tensor (flattened per prompt), or a sequence of them.
+        prompts: A ``(T, ...)`` tensor (flattened per prompt), or a sequence of them (their losses summed).
         threshold: ``theta_thre`` in degrees.
+        form: The cost of a pair ``i < j`` at angle ``theta``: ``max(0, theta_thre - theta)`` in radians
+            (``"angle_hinge"``), ``max(0, cos theta - cos theta_thre)`` or ``|cos theta|`` (threshold 90 only).
         eps: Lower bound of the product of norms in the cosine.
+        reduction: Over the pairs.
 
     Raises:
         UsageError: For fewer than two prompts, no prompts, or bad options.
