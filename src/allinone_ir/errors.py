@@ -74,8 +74,7 @@ class ImageReadError(AllInOneIRError, OSError):
 
     def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, reason: str = "") -> None:
         super().__init__(message)
-        self.path = path
-        self.reason = reason or message
+        self.path, self.reason = path, reason or message
 
 
 class TrainingDivergedError(AllInOneIRError, RuntimeError):
@@ -104,8 +103,7 @@ class MissingDependencyError(AllInOneIRError, ImportError):
 
     def __init__(self, message: str, *, package: str = "", extra: str = "") -> None:
         super().__init__(message, name=package or None)
-        self.package = package
-        self.extra = extra
+        self.package, self.extra = package, extra
 
 
 #: Import name -> distribution name, where they differ.

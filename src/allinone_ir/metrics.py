@@ -51,9 +51,7 @@ def check_pair(
         if floating and not t.is_floating_point():
             raise UsageTypeError(f"{name}: {arg} must be a floating-point tensor, got {t.dtype}")
     if pred.shape != target.shape:
-        raise UsageError(
-            f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}"
-        )
+        raise UsageError(f"{name}: shapes differ: pred {tuple(pred.shape)}, target {tuple(target.shape)}")
     if ndim is not None and pred.ndim != ndim:
         raise UsageError(f"{name} expects (N, C, H, W) tensors, got shape {tuple(pred.shape)}")
 
@@ -68,9 +66,7 @@ def _prepare(
         raise UsageError(f"{name}: data_range must be positive, got {data_range}")
     h, w = pred.shape[-2:]
     if not 0 <= 2 * crop_border < min(h, w):
-        raise UsageError(
-            f"{name}: crop_border must be >= 0 and leave some of the {h}x{w} image, got {crop_border}"
-        )
+        raise UsageError(f"{name}: crop_border {crop_border} is negative or crops all of {h}x{w}")
     cut = (..., slice(crop_border, h - crop_border), slice(crop_border, w - crop_border))
     p, t = pred[cut].double(), target[cut].double()
     if pred.ndim == 3:

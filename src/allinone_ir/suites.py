@@ -69,6 +69,7 @@ _SUITES: dict[str, _Suite] = {
 
 # SOTS outdoor hazy images are named <clean id>_<atmospheric light>_<beta>: 0001_0.8_0.2.jpg -> 0001.png.
 _SOTS_NAME = re.compile(r"^(\d+)_[\d.]+_[\d.]+$")
+_SOTS_HINT = "SOTS hazy images are named <id>_<A>_<beta> (0001_0.8_0.2.jpg pairs with 0001.png)"
 # Rain100L as downloaded names the pairs rain-001.png / norain-001.png; the PromptIR layout wants equal names.
 _RAIN100L_NAME = re.compile(r"^(?:no)?rain-(\d+)$")
 
@@ -84,14 +85,11 @@ def list_suites() -> dict[str, list[str]]:
 
 
 def _suite(name: str, tasks: Sequence[str] | None = None) -> tuple[_Suite, list[_Task]]:
-    """The suite and its ``tasks`` (default: all) in the suite's order, whatever the order asked."""
     if name not in _SUITES:
         raise UnknownNameError(f"unknown benchmark suite {name!r}; known: {', '.join(_SUITES)}")
     keys = [t.key for t in _SUITES[name].tasks]
     if unknown := [t for t in tasks or () if t not in keys]:
-        raise UnknownNameError(
-            f"suite {name!r} has no task {', '.join(map(repr, unknown))}; its tasks: {', '.join(keys)}"
-        )
+        raise UnknownNameError(f"suite {name!r} has no task {', '.join(map(repr, unknown))}; tasks: {keys}")
     return _SUITES[name], [t for t in _SUITES[name].tasks if tasks is None or t.key in tasks]
 
 
@@ -109,17 +107,12 @@ def _scan(task: _Task, root: Path) -> tuple[list[tuple[Path, Path]], list[str], 
     targets = _images_by_stem(subs[1]) if subs[1].is_dir() else {}
     pairs: list[tuple[Path, Path]] = []
     for src in sources:
-        stem = src.stem
-        if task.pairing == "sots":
-            sots = _SOTS_NAME.match(stem)
-            if sots is None:
-                misnamed.append(
-                    f"{src.name}: SOTS hazy images are named <id>_<A>_<beta> (0001_0.8_0.2.jpg pairs with 0001.png)"
-                )
-                continue
-            stem = sots.group(1)
+        sots = _SOTS_NAME.match(src.stem) if task.pairing == "sots" else None
+        stem = sots.group(1) if sots else src.stem
         rain = _RAIN100L_NAME.match(stem)
-        if stem in targets:
+        if task.pairing == "sots" and sots is None:
+            misnamed.append(f"{src.name}: {_SOTS_HINT}")
+        elif stem in targets:
             pairs.append((src, targets[stem]))
         elif rain is not None:
             misnamed.append(
@@ -144,7 +137,6 @@ def check_suite(name: str, root: str | Path, tasks: Sequence[str] | None = None)
     """What of a suite's layout is under ``root``: per task, the images found, missing and misnamed.
 
     Args:
-        name: The suite (see :func:`list_suites`).
         root: The layout's ``test/`` folder, or the one holding ``test/``, ``data/test/`` or ``Datasets/test/``.
         tasks: Task keys to check (default: all).
 
@@ -184,11 +176,6 @@ def _crop(arr: np.ndarray, base: int = 16) -> np.ndarray:
     return arr[ch // 2 : h - ch + ch // 2, cw // 2 : w - cw + cw // 2]
 
 
-def _read_rgb(path: Path, crop: int) -> np.ndarray:
-    """An image as cropped ``(H, W, 3)`` uint8 (16-bit and float files scaled to 8 bits)."""
-    return _crop(tensor_to_array(read_image(path)), crop)
-
-
 def _noisy_images(
     cleans: Sequence[np.ndarray], sigma: int, order: Sequence[int] = _SIGMA_ORDER
 ) -> Iterator[np.ndarray]:
@@ -204,13 +191,12 @@ def _noisy_images(
 def _task_inputs(
     task: _Task, pairs: list[tuple[Path, Path]], crop: int, order: Sequence[int]
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """``(name, degraded, clean)`` cropped uint8 arrays of a task, in sorted name order."""
     if task.pairing == "noise":
-        cleans = [_read_rgb(p, crop) for p, _ in pairs]
+        cleans = [_crop(tensor_to_array(read_image(p)), crop) for p, _ in pairs]
         yield from zip((p.stem for p, _ in pairs), _noisy_images(cleans, task.sigma or 0, order), cleans)
         return
     for src, tgt in pairs:
-        degraded, clean = _read_rgb(src, crop), _read_rgb(tgt, crop)
+        degraded, clean = (_crop(tensor_to_array(read_image(p)), crop) for p in (src, tgt))
         if degraded.shape != clean.shape:
             raise DatasetError(
                 f"size mismatch{f' after the crop to a multiple of {crop}' if crop > 1 else ''}: {src} is "
@@ -227,7 +213,6 @@ def _matlab_y(image: torch.Tensor) -> torch.Tensor:
 
 
 def _scores(protocol: str, output: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """PSNR and SSIM of a ``(3, H, W)`` output in [0, 1] against its target, under the protocol."""
     if protocol == "matlab_y":
         a, b = _matlab_y(output), _matlab_y(target)
         return float(psnr(a, b, data_range=255.0)), float(ssim(a, b, data_range=255.0, window="gaussian"))
@@ -258,7 +243,6 @@ def run_suite(
     Args:
         model: The network (run blind with :func:`~allinone_ir.inference.restore`, whose ``tile``,
             ``overlap``, ``tta``, ``device`` these are), or a function ``(1, 3, H, W) tensor -> tensor``.
-        name: The suite (see :func:`list_suites`).
         root: The layout's ``test/`` folder (see :func:`check_suite`).
         tasks: Task keys to run (default: all).
         dtype: ``None`` / ``"fp32"`` (as the papers), ``"bf16"`` or ``"fp16"`` (autocast).
@@ -360,7 +344,6 @@ def published_rows(name: str, results: dict[str, Any] | None = None) -> list[dic
     """The papers' published rows of a suite, with their differences from a run's results.
 
     Args:
-        name: The suite (see :func:`list_suites`).
         results: What :func:`run_suite` returned: adds ``diff_psnr`` / ``diff_ssim`` (measured minus
             published) to every column both have, and to the average when the run covers every column.
 

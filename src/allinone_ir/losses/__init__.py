@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Literal, get_args
 
@@ -38,8 +37,6 @@ Reduction = Literal["mean", "sum", "none"]
 
 
 class _ElementwiseLoss(nn.Module):
-    """A loss of ``pred - target`` element by element (``elementwise``), reduced by ``reduction``."""
-
     elementwise: Callable[[torch.Tensor], torch.Tensor]
 
     def __init__(self, reduction: Reduction = "mean") -> None:
@@ -77,10 +74,7 @@ class MSELoss(_ElementwiseLoss):
 
 
 class CharbonnierLoss(_ElementwiseLoss):
-    r"""Charbonnier loss :math:`\sqrt{(p - t)^2 + \epsilon^2}`, a smooth L1.
-
-    Args:
-        eps: Smoothing constant.
+    r"""Charbonnier loss :math:`\sqrt{(p - t)^2 + \epsilon^2}` (``eps``: :math:`\epsilon`), a smooth L1.
 
     Examples:
         >>> round(float(CharbonnierLoss(eps=0.4)(torch.zeros(4), torch.full((4,), 0.3))), 6)
@@ -100,9 +94,6 @@ class CharbonnierLoss(_ElementwiseLoss):
 class PSNRLoss(nn.Module):
     """Minus the mean PSNR of [0, 1] images (``eps`` added to the MSE), as BasicSR's ``PSNRLoss``.
 
-    Args:
-        eps: Keeps the logarithm finite.
-
     Shape:
         - pred, target: :math:`(N, *)`
 
@@ -119,15 +110,11 @@ class PSNRLoss(nn.Module):
         check_pair(pred, target, "PSNRLoss", floating=True)
         sq = (pred - target).pow(2)
         mse = sq.flatten(1).mean(dim=1) if sq.ndim > 1 else sq.mean()
-        return (10.0 / math.log(10.0)) * torch.log(mse + self.eps).mean()
+        return 10.0 * torch.log10(mse + self.eps).mean()
 
 
 class SSIMLoss(nn.Module):
-    """``1 - SSIM`` (:func:`~allinone_ir.metrics.ssim_map`), in at least float32 (safe under autocast).
-
-    Args:
-        window: ``"gaussian"`` (11x11) or ``"uniform"`` (7x7).
-        data_range: Value span of the images.
+    """``1 - SSIM`` (:func:`~allinone_ir.metrics.ssim_map`, ``window`` ``"gaussian"`` or ``"uniform"``), in float32.
 
     Shape:
         - pred, target: :math:`(N, C, H, W)`
@@ -144,16 +131,12 @@ class SSIMLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_pair(pred, target, type(self).__name__, floating=True, ndim=4)
-        dtype = torch.promote_types(pred.dtype, torch.float32)
-        p, t = pred.to(dtype), target.to(dtype)
+        p, t = (x.to(torch.promote_types(pred.dtype, torch.float32)) for x in (pred, target))
         return 1.0 - ssim_map(p, t, data_range=self.data_range, window=self.window).mean()
 
 
 class L1SSIMLoss(SSIMLoss):
-    """``alpha * L1 + (1 - alpha) * (1 - SSIM)`` (Zhao et al., "Loss Functions for Image Restoration").
-
-    Args:
-        alpha: Weight of the L1 term, in [0, 1]; ``window`` and ``data_range`` as :class:`SSIMLoss`'s.
+    """``alpha * L1 + (1 - alpha) * (1 - SSIM)``, ``alpha`` in [0, 1] (Zhao et al., 2017).
 
     Shape:
         - pred, target: :math:`(N, C, H, W)`
@@ -198,9 +181,7 @@ def gradual_cutoff(progress: float, omega0: float, omega_final: float, num_stage
 
 
 class FFTLoss(nn.Module):
-    """Mean L1 distance between the real and imaginary parts of the 2-D spectra (BasicSR's ``FFTLoss``).
-
-    The FFT (unnormalised) runs in float32 even under autocast.
+    """Mean L1 distance between the real and imaginary parts of the 2-D spectra in float32, as BasicSR's ``FFTLoss``.
 
     Shape:
         - pred, target: :math:`(N, C, H, W)`
@@ -220,15 +201,9 @@ class FFTLoss(nn.Module):
 class GuidedFrequencyLoss(nn.Module):
     r"""Guided Frequency Loss (Benjdira et al., 2023): :math:`\sqrt{C_{ch}^2 + C_{lap} + C_{freq}}`, in float32.
 
-    :math:`C_{ch}` is the Charbonnier loss, :math:`C_{lap}` the MSE between Laplacian pyramids and
-    :math:`C_{freq}` the mean squared spectrum difference (orthonormal FFT) below a cutoff that widens with
-    the training progress, which the trainer sets every step with :meth:`set_progress`.
-
-    Args:
-        eps: Charbonnier constant.
-        omega0: First cutoff (cycles per pixel); ``omega_final``: the last (``sqrt(0.5)``: the whole spectrum).
-        num_stages: Number of cutoff steps.
-        levels: Laplacian pyramid levels.
+    Charbonnier (``eps``), ``levels``-level Laplacian-pyramid MSE and the spectrum MSE below a cutoff (cycles
+    per pixel) rising from ``omega0`` to ``omega_final`` (``sqrt(0.5)``: all) in ``num_stages`` steps as the
+    trainer calls :meth:`set_progress`.
 
     Shape:
         - pred, target: :math:`(N, C, H, W)`
@@ -243,7 +218,7 @@ class GuidedFrequencyLoss(nn.Module):
         self,
         eps: float = 1e-3,
         omega0: float = 0.1,
-        omega_final: float = math.sqrt(0.5),
+        omega_final: float = 0.5**0.5,
         num_stages: int = 5,
         levels: int = 3,
     ) -> None:
@@ -262,11 +237,8 @@ class GuidedFrequencyLoss(nn.Module):
         ch = torch.sqrt((p - t).pow(2) + self.eps * self.eps).mean()
         pairs = zip(laplacian_pyramid(p, self.levels), laplacian_pyramid(t, self.levels))
         lap = torch.stack([(a - b).pow(2).mean() for a, b in pairs]).mean()
-        h, w = p.shape[-2:]
-        freq = torch.hypot(
-            torch.fft.fftfreq(h, device=p.device)[:, None], torch.fft.fftfreq(w, device=p.device)
-        )
+        fy, fx = (torch.fft.fftfreq(n, device=p.device) for n in p.shape[-2:])
         cutoff = gradual_cutoff(self.progress, self.omega0, self.omega_final, self.num_stages)
-        mask = (freq <= cutoff + 1e-9).to(p.dtype)
+        mask = (torch.hypot(fy[:, None], fx) <= cutoff + 1e-9).to(p.dtype)
         diff = torch.fft.fft2(p, norm="ortho") - torch.fft.fft2(t, norm="ortho")
         return torch.sqrt(ch * ch + lap + (diff.abs().pow(2) * mask).mean())
