@@ -19,8 +19,9 @@ from allinone_ir.losses import (
     MSELoss,
     PSNRLoss,
     SSIMLoss,
+    gradual_cutoff,
+    laplacian_pyramid,
 )
-from allinone_ir.losses.frequency import gradual_cutoff, laplacian_pyramid
 from allinone_ir.metrics import psnr
 
 

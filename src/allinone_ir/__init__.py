@@ -1,7 +1,4 @@
-"""allinone-ir: all-in-one image restoration in PyTorch.
-
-Networks (PromptIR, PIP, Restormer, NAFNet, AdaIR, MoCE-IR), their building blocks, training,
-tiled inference and checkpoint tools. Importing the package imports nothing beyond PyTorch and NumPy.
+"""allinone-ir: all-in-one image restoration networks in PyTorch, with training and tiled inference.
 
 Examples:
     >>> import torch

@@ -1,13 +1,4 @@
-"""The library's error types: one base class, :class:`AllInOneIRError`, each also a fitting built-in exception.
-
-Examples:
-    >>> from allinone_ir.errors import AllInOneIRError, CheckpointError
-    >>> try:
-    ...     raise CheckpointError("model.ckpt: 3 missing keys: a, b, c")
-    ... except AllInOneIRError as exc:
-    ...     print(type(exc).__name__, "-", exc)
-    CheckpointError - model.ckpt: 3 missing keys: a, b, c
-"""
+"""The library's error types: one base class, :class:`AllInOneIRError`, each also a fitting built-in exception."""
 
 from __future__ import annotations
 
@@ -32,7 +23,12 @@ __all__ = [
 
 
 class AllInOneIRError(Exception):
-    """Base class of the errors this library raises on purpose; the message says what was expected."""
+    """Base class of the errors this library raises on purpose; the message says what was expected.
+
+    Examples:
+        >>> isinstance(CheckpointError("model.ckpt: 3 missing keys"), (AllInOneIRError, ValueError))
+        True
+    """
 
 
 class ConfigError(AllInOneIRError, ValueError):
@@ -68,7 +64,7 @@ class ImageReadError(AllInOneIRError, OSError):
 
     Attributes:
         path: The file (``None`` if not given).
-        reason: Why, without the file name; the whole message if not given.
+        reason: Why, without the file name (default: the whole message).
 
     Examples:
         >>> exc = ImageReadError("cannot read image file a.png: empty file", path="a.png", reason="empty file")
@@ -78,8 +74,7 @@ class ImageReadError(AllInOneIRError, OSError):
 
     def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, reason: str = "") -> None:
         super().__init__(message)
-        self.path = path
-        self.reason = reason or message
+        self.path, self.reason = path, reason or message
 
 
 class TrainingDivergedError(AllInOneIRError, RuntimeError):
@@ -108,8 +103,7 @@ class MissingDependencyError(AllInOneIRError, ImportError):
 
     def __init__(self, message: str, *, package: str = "", extra: str = "") -> None:
         super().__init__(message, name=package or None)
-        self.package = package
-        self.extra = extra
+        self.package, self.extra = package, extra
 
 
 #: Import name -> distribution name, where they differ.

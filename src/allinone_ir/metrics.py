@@ -41,38 +41,39 @@ def rgb_to_y(x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     return (x * w.view(1, 3, 1, 1)).sum(dim=1, keepdim=True) + 16.0 / 255.0 * data_range
 
 
-def _check_pair(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
+def check_pair(
+    pred: torch.Tensor, target: torch.Tensor, name: str, *, floating: bool = False, ndim: int | None = None
+) -> None:
+    """Raise unless ``pred`` and ``target`` are tensors of one shape (``floating`` point, ``ndim``-D)."""
     for arg, t in (("pred", pred), ("target", target)):
         if not isinstance(t, torch.Tensor):
             raise UsageTypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
+        if floating and not t.is_floating_point():
+            raise UsageTypeError(f"{name}: {arg} must be a floating-point tensor, got {t.dtype}")
     if pred.shape != target.shape:
-        raise UsageError(
-            f"{name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}"
-        )
+        raise UsageError(f"{name}: shapes differ: pred {tuple(pred.shape)}, target {tuple(target.shape)}")
+    if ndim is not None and pred.ndim != ndim:
+        raise UsageError(f"{name} expects (N, C, H, W) tensors, got shape {tuple(pred.shape)}")
 
 
 def _prepare(
     pred: torch.Tensor, target: torch.Tensor, data_range: float, crop_border: int, y_channel: bool, name: str
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    _check_pair(pred, target, name)
+    check_pair(pred, target, name)
     if pred.ndim not in (3, 4):
         raise UsageError(f"{name}: images must have shape (N, C, H, W) or (C, H, W), got {tuple(pred.shape)}")
     if data_range <= 0:
         raise UsageError(f"{name}: data_range must be positive, got {data_range}")
-    if crop_border < 0:
-        raise UsageError(f"{name}: crop_border must be >= 0, got {crop_border}")
-    if single := pred.ndim == 3:
-        pred, target = pred.unsqueeze(0), target.unsqueeze(0)
-    if crop_border:
-        h, w = pred.shape[-2:]
-        if 2 * crop_border >= min(h, w):
-            raise UsageError(f"{name}: crop_border {crop_border} leaves nothing of a {h}x{w} image")
-        pred = pred[..., crop_border:-crop_border, crop_border:-crop_border]
-        target = target[..., crop_border:-crop_border, crop_border:-crop_border]
-    pred, target = pred.to(torch.float64), target.to(torch.float64)
+    h, w = pred.shape[-2:]
+    if not 0 <= 2 * crop_border < min(h, w):
+        raise UsageError(f"{name}: crop_border {crop_border} is negative or crops all of {h}x{w}")
+    cut = (..., slice(crop_border, h - crop_border), slice(crop_border, w - crop_border))
+    p, t = pred[cut].double(), target[cut].double()
+    if pred.ndim == 3:
+        p, t = p[None], t[None]
     if y_channel:
-        pred, target = rgb_to_y(pred, data_range), rgb_to_y(target, data_range)
-    return pred, target, single
+        p, t = rgb_to_y(p, data_range), rgb_to_y(t, data_range)
+    return p, t, pred.ndim == 3
 
 
 def _reduce(values: torch.Tensor, reduction: str, single: bool) -> torch.Tensor:
@@ -92,15 +93,13 @@ def psnr(
     y_channel: bool = False,
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB per image (float64), as scikit-image's ``peak_signal_noise_ratio``.
-
-    Identical images give ``inf``; ``"mean"`` averages the per-image PSNRs.
+    """Peak signal-to-noise ratio in dB per image (float64; ``inf`` for identical images), as scikit-image's.
 
     Args:
         data_range: Value span of the images (1 for [0, 1], 255 for 8-bit values).
         crop_border: Pixels removed on every side first.
         y_channel: Measure the BT.601 luma instead of RGB.
-        reduction: ``"mean"`` (a scalar) or ``"none"`` (``(N,)``).
+        reduction: ``"mean"`` (of the per-image values, a scalar) or ``"none"`` (``(N,)``).
 
     Raises:
         UsageError: On mismatched shapes or bad options.
@@ -126,9 +125,8 @@ def ssim_map(
     window: Window = "uniform",
     sample_covariance: bool | None = None,
 ) -> torch.Tensor:
-    """The differentiable SSIM map over the valid region, in ``pred``'s dtype: a uniform 7x7 window with
-    sample covariance (scikit-image) or a Gaussian 11x11 one, sigma 1.5, with population covariance (BasicSR),
-    unless ``sample_covariance`` says otherwise."""
+    """The differentiable SSIM map of ``(N, C, H, W)`` images over the valid region, in ``pred``'s dtype;
+    covariance by default: sample for the uniform window (scikit-image), population for the Gaussian (BasicSR)."""
     if window not in ("uniform", "gaussian"):
         raise UsageError(f"window must be 'uniform' or 'gaussian', got {window!r}")
     s = 7 if window == "uniform" else 11
@@ -160,8 +158,9 @@ def ssim(
 ) -> torch.Tensor:
     """Structural similarity per image (float64), as scikit-image's ``structural_similarity``.
 
-    ``window="uniform"`` is its default; ``"gaussian"`` is ``gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False`` (BasicSR / MATLAB). Other arguments as :func:`psnr`.
+    Args:
+        window: ``"uniform"`` (7x7, its default) or ``"gaussian"`` (11x11, sigma 1.5, population covariance, as
+            BasicSR / MATLAB); the other arguments as :func:`psnr`'s.
 
     Raises:
         UsageError: On mismatched shapes, images smaller than the window, bad options.
@@ -208,14 +207,12 @@ class MetricProtocol:
 
     def compute_per_image(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """PSNR and SSIM of every image of a batch of [0, 1] images: ``{"psnr": (N,), "ssim": (N,)}``."""
-        p, t = pred.detach().to(torch.float64), target.detach().to(torch.float64)
+        p, t = (x.detach().double().reshape(-1, *x.shape[-3:]) for x in (pred, target))
         if self.clamp:
             p = p.clamp(0, 1)
         if self.quantize:
             p, t = torch.round(p * 255.0) / 255.0, torch.round(t * 255.0) / 255.0
         p, t = p * self.data_range, t * self.data_range
-        if p.ndim == 3:
-            p, t = p.unsqueeze(0), t.unsqueeze(0)
         kw: dict[str, Any] = dict(data_range=self.data_range, crop_border=self.crop_border)
         kw.update(y_channel=self.y_channel, reduction="none")
         return {"psnr": psnr(p, t, **kw), "ssim": ssim(p, t, window=self.ssim_window, **kw)}

@@ -1,7 +1,6 @@
 """Benchmark suites: the all-in-one papers' test sets, laid out and scored as their official test code does.
 
-The protocols (PromptIR's ``test.py``, kept by AdaIR; MoCE-IR's ``src/test.py``; Restormer's
-``evaluate_PSNR_SSIM.m``) are described in ``docs/tutorials/benchmarks.md``.
+The protocols are described in ``docs/tutorials/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ _RESTORMER_DERAIN = tuple(_Task(n.lower(), n, count, "same_name") for n, count i
 class _Suite:
     tasks: tuple[_Task, ...]
     protocol: str  # "promptir" (RGB, scikit-image) or "matlab_y" (Restormer's evaluate_PSNR_SSIM.m)
-    crop: int  # centre crop to a multiple of this (0: none)
+    crop: int  # centre crop to a multiple of this (1: none)
 
 
 #: What each protocol measures, for the tables' headers.
@@ -65,11 +64,12 @@ PROTOCOL_TEXT = {
 _SUITES: dict[str, _Suite] = {
     "three-task": _Suite((_DENOISE[15], _DENOISE[25], _DENOISE[50], _DERAIN, _DEHAZE), "promptir", 16),
     "five-task": _Suite((_DENOISE[25], _DERAIN, _DEHAZE, _DEBLUR, _LOWLIGHT), "promptir", 16),
-    "restormer-deraining": _Suite(_RESTORMER_DERAIN, "matlab_y", 0),
+    "restormer-deraining": _Suite(_RESTORMER_DERAIN, "matlab_y", 1),
 }
 
 # SOTS outdoor hazy images are named <clean id>_<atmospheric light>_<beta>: 0001_0.8_0.2.jpg -> 0001.png.
 _SOTS_NAME = re.compile(r"^(\d+)_[\d.]+_[\d.]+$")
+_SOTS_HINT = "SOTS hazy images are named <id>_<A>_<beta> (0001_0.8_0.2.jpg pairs with 0001.png)"
 # Rain100L as downloaded names the pairs rain-001.png / norain-001.png; the PromptIR layout wants equal names.
 _RAIN100L_NAME = re.compile(r"^(?:no)?rain-(\d+)$")
 
@@ -85,62 +85,42 @@ def list_suites() -> dict[str, list[str]]:
 
 
 def _suite(name: str, tasks: Sequence[str] | None = None) -> tuple[_Suite, list[_Task]]:
-    """The suite and its ``tasks`` (default: all) in the suite's order, whatever the order asked."""
     if name not in _SUITES:
         raise UnknownNameError(f"unknown benchmark suite {name!r}; known: {', '.join(_SUITES)}")
     keys = [t.key for t in _SUITES[name].tasks]
     if unknown := [t for t in tasks or () if t not in keys]:
-        raise UnknownNameError(
-            f"suite {name!r} has no task {', '.join(map(repr, unknown))}; its tasks: {', '.join(keys)}"
-        )
+        raise UnknownNameError(f"suite {name!r} has no task {', '.join(map(repr, unknown))}; tasks: {keys}")
     return _SUITES[name], [t for t in _SUITES[name].tasks if tasks is None or t.key in tasks]
 
 
-def _images(folder: Path) -> list[Path]:
-    """The image files of a folder, sorted by name (the official code takes ``os.listdir``'s order)."""
-    return list_images(folder) if folder.is_dir() else []
-
-
-@dataclass
-class _Layout:
-    task: _Task
-    folder: Path
-    pairs: list[tuple[Path, Path | None]]  # (degraded or clean image, target); target None for noise tasks
-    missing: list[str]
-    misnamed: list[str]
-
-
-def _scan(task: _Task, root: Path) -> _Layout:
+def _scan(task: _Task, root: Path) -> tuple[list[tuple[Path, Path]], list[str], list[str]]:
+    """``(pairs (degraded, target), missing, misnamed)`` of a task; a noise task's clean image is its target."""
     folder = root / task.folder
+    subs = [folder] if task.pairing == "noise" else [folder / "input", folder / "target"]
+    missing = [f"folder {sub}" for sub in subs if not sub.is_dir()]
+    # sorted by name: the official code takes os.listdir's order
+    sources = list_images(subs[0]) if subs[0].is_dir() else []
     if task.pairing == "noise":
-        missing = [] if folder.is_dir() else [f"folder {folder}"]
-        return _Layout(task, folder, [(p, None) for p in _images(folder)], missing, [])
-    target_dir = folder / "target"
-    missing = [f"folder {sub}" for sub in (folder / "input", target_dir) if not sub.is_dir()]
+        return [(p, p) for p in sources], missing, []
     misnamed: list[str] = []
     # by stem, so that a target may have another extension than its input
-    targets = _images_by_stem(target_dir) if target_dir.is_dir() else {}
-    pairs: list[tuple[Path, Path | None]] = []
-    for src in _images(folder / "input"):
-        stem = src.stem
-        if task.pairing == "sots":
-            sots = _SOTS_NAME.match(stem)
-            if sots is None:
-                misnamed.append(
-                    f"{src.name}: SOTS hazy images are named <id>_<A>_<beta> (0001_0.8_0.2.jpg pairs with 0001.png)"
-                )
-                continue
-            stem = sots.group(1)
+    targets = _images_by_stem(subs[1]) if subs[1].is_dir() else {}
+    pairs: list[tuple[Path, Path]] = []
+    for src in sources:
+        sots = _SOTS_NAME.match(src.stem) if task.pairing == "sots" else None
+        stem = sots.group(1) if sots else src.stem
         rain = _RAIN100L_NAME.match(stem)
-        if stem in targets:
+        if task.pairing == "sots" and sots is None:
+            misnamed.append(f"{src.name}: {_SOTS_HINT}")
+        elif stem in targets:
             pairs.append((src, targets[stem]))
         elif rain is not None:
             misnamed.append(
                 f"{src.name}: rename the pair to the same name in input/ and target/ (e.g. {rain.group(1)}.png)"
             )
         else:
-            missing.append(f"target {target_dir / (stem + '.png')} (for {src.name})")
-    return _Layout(task, folder, pairs, missing, misnamed)
+            missing.append(f"target {subs[1] / (stem + '.png')} (for {src.name})")
+    return pairs, missing, misnamed
 
 
 def _root(root: str | Path, tasks: Sequence[_Task]) -> Path:
@@ -157,14 +137,11 @@ def check_suite(name: str, root: str | Path, tasks: Sequence[str] | None = None)
     """What of a suite's layout is under ``root``: per task, the images found, missing and misnamed.
 
     Args:
-        name: The suite (see :func:`list_suites`).
         root: The layout's ``test/`` folder, or the one holding ``test/``, ``data/test/`` or ``Datasets/test/``.
         tasks: Task keys to check (default: all).
 
     Returns:
-        ``{task key: {"folder", "expected", "found", "missing", "misnamed", "ready", "complete"}}`` in the
-        suite's order: ``found`` counts usable images or pairs, ``missing`` and ``misnamed`` are lines
-        naming a folder or file, ``ready`` means at least one image, ``complete`` the full test set.
+        ``{task key: {"folder", "expected", "found", "missing", "misnamed", "ready", "complete"}}``, in order.
 
     Raises:
         DatasetError: If ``root`` is not a folder.
@@ -179,16 +156,15 @@ def check_suite(name: str, root: str | Path, tasks: Sequence[str] | None = None)
     base = _root(root, chosen)
     report: dict[str, dict[str, Any]] = {}
     for task in chosen:
-        lay = _scan(task, base)
-        found = len(lay.pairs)
+        pairs, missing, misnamed = _scan(task, base)
         report[task.key] = {
-            "folder": str(lay.folder),
+            "folder": str(base / task.folder),
             "expected": task.expected,
-            "found": found,
-            "missing": lay.missing,
-            "misnamed": lay.misnamed,
-            "ready": found > 0,
-            "complete": found == task.expected and not lay.missing and not lay.misnamed,
+            "found": len(pairs),
+            "missing": missing,
+            "misnamed": misnamed,
+            "ready": bool(pairs),
+            "complete": len(pairs) == task.expected and not missing and not misnamed,
         }
     return report
 
@@ -200,42 +176,30 @@ def _crop(arr: np.ndarray, base: int = 16) -> np.ndarray:
     return arr[ch // 2 : h - ch + ch // 2, cw // 2 : w - cw + cw // 2]
 
 
-def _read_rgb(path: Path, crop: int) -> np.ndarray:
-    """An image as cropped ``(H, W, 3)`` uint8 (16-bit and float files scaled to 8 bits)."""
-    arr = tensor_to_array(read_image(path))
-    return _crop(arr, crop) if crop else arr
-
-
 def _noisy_images(
     cleans: Sequence[np.ndarray], sigma: int, order: Sequence[int] = _SIGMA_ORDER
 ) -> Iterator[np.ndarray]:
     """The official noisy inputs of one sigma, truncated to uint8: the stream of ``np.random.seed(0)`` after
     the sigmas before it in ``order`` (the process's random state is untouched)."""
     rng = np.random.RandomState(0)
-    for _earlier in order[: list(order).index(sigma)]:
-        for clean in cleans:
-            rng.randn(*clean.shape)
+    for clean in list(cleans) * order.index(sigma):  # the draws of the sigmas before
+        rng.randn(*clean.shape)
     for clean in cleans:
-        noise = rng.randn(*clean.shape)
-        yield np.clip(clean + noise * sigma, 0, 255).astype(np.uint8)
+        yield np.clip(clean + rng.randn(*clean.shape) * sigma, 0, 255).astype(np.uint8)
 
 
 def _task_inputs(
-    lay: _Layout, crop: int, order: Sequence[int]
+    task: _Task, pairs: list[tuple[Path, Path]], crop: int, order: Sequence[int]
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """``(name, degraded, clean)`` cropped uint8 arrays of a task, in sorted name order."""
-    if lay.task.pairing == "noise":
-        cleans = [_read_rgb(p, crop) for p, _ in lay.pairs]
-        yield from zip(
-            (p.stem for p, _ in lay.pairs), _noisy_images(cleans, lay.task.sigma or 0, order), cleans
-        )
+    if task.pairing == "noise":
+        cleans = [_crop(tensor_to_array(read_image(p)), crop) for p, _ in pairs]
+        yield from zip((p.stem for p, _ in pairs), _noisy_images(cleans, task.sigma or 0, order), cleans)
         return
-    for src, tgt in lay.pairs:
-        assert tgt is not None  # paired tasks always have a target
-        degraded, clean = _read_rgb(src, crop), _read_rgb(tgt, crop)
+    for src, tgt in pairs:
+        degraded, clean = (_crop(tensor_to_array(read_image(p)), crop) for p in (src, tgt))
         if degraded.shape != clean.shape:
             raise DatasetError(
-                f"size mismatch{f' after the crop to a multiple of {crop}' if crop else ''}: {src} is "
+                f"size mismatch{f' after the crop to a multiple of {crop}' if crop > 1 else ''}: {src} is "
                 f"{degraded.shape[1]}x{degraded.shape[0]}, its target {tgt} {clean.shape[1]}x{clean.shape[0]}"
             )
         yield src.stem, degraded, clean
@@ -249,7 +213,6 @@ def _matlab_y(image: torch.Tensor) -> torch.Tensor:
 
 
 def _scores(protocol: str, output: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """PSNR and SSIM of a ``(3, H, W)`` output in [0, 1] against its target, under the protocol."""
     if protocol == "matlab_y":
         a, b = _matlab_y(output), _matlab_y(target)
         return float(psnr(a, b, data_range=255.0)), float(ssim(a, b, data_range=255.0, window="gaussian"))
@@ -278,23 +241,18 @@ def run_suite(
     """Score a network on a suite's tasks with the official protocol; tasks without images are skipped.
 
     Args:
-        model: The network (run blind with :func:`allinone_ir.inference.restore`), or a function
-            ``(1, 3, H, W) tensor -> tensor`` used as it is.
-        name: The suite (see :func:`list_suites`).
+        model: The network (run blind with :func:`~allinone_ir.inference.restore`, whose ``tile``,
+            ``overlap``, ``tta``, ``device`` these are), or a function ``(1, 3, H, W) tensor -> tensor``.
         root: The layout's ``test/`` folder (see :func:`check_suite`).
         tasks: Task keys to run (default: all).
-        tile: Tile size (``None``: whole images, as the papers); ``overlap``, ``tta``, ``device`` as
-            :func:`~allinone_ir.inference.restore`'s.
         dtype: ``None`` / ``"fp32"`` (as the papers), ``"bf16"`` or ``"fp16"`` (autocast).
         save_images: A folder to write the outputs to as ``<task key>/<name>.png`` (8-bit; no file replaced).
         progress: Called as ``progress(task key, done, total)`` after each image.
-        protocol: ``None`` (the suite's), or ``"moce_ir"`` for the all-in-one suites (MoCE-IR's
-            ``src/test.py``: Gaussian-window SSIM, the noise of the suite's own sigmas only).
+        protocol: ``None`` (the suite's), or ``"moce_ir"`` for the all-in-one suites (MoCE-IR's SSIM and noise).
 
     Returns:
-        ``{"tasks": {key: {"psnr", "ssim", "count", "input_psnr", "input_ssim", "seconds", "images_per_s"}},
-        "average": {"psnr", "ssim", "input_psnr", "input_ssim", "count"} (mean over the tasks run),
-        "skipped": {key: reason}, "suite": name, "protocol": the protocol's name}``.
+        ``{"suite", "protocol", "tasks": {key: {"psnr", "ssim", "input_psnr", "input_ssim", "count", "seconds",
+        "images_per_s"}}, "average": {"psnr", "ssim", "input_psnr", "input_ssim", "count"}, "skipped"}``.
 
     Raises:
         DatasetError: If no task of ``tasks`` has an image, or a pair's sizes differ.
@@ -310,22 +268,20 @@ def run_suite(
         raise UnknownNameError(f"suite {name!r} is scored with {' or '.join(allowed)}, not {protocol!r}")
     order = _SIGMA_ORDER if protocol == "promptir" else tuple(t.sigma for t in suite.tasks if t.sigma)
     base = _root(root, chosen)
-    layouts = [_scan(t, base) for t in chosen]
-    skipped = {lay.task.key: f"no images under {lay.folder}" for lay in layouts if not lay.pairs}
-    if len(skipped) == len(layouts):
+    found = {task: pairs for task in chosen if (pairs := _scan(task, base)[0])}
+    skipped = {task.key: f"no images under {base / task.folder}" for task in chosen if task not in found}
+    if not found:
         raise DatasetError(
             f"no task of suite {name!r} has images under {base}; run `allinone-ir benchmark --suite {name} "
             f"--root {root} --check` to see the layout expected"
         )
     metric_keys = ("psnr", "ssim", "input_psnr", "input_ssim")
     results: dict[str, dict[str, float]] = {}
-    for lay in layouts:
-        if not lay.pairs:
-            continue
-        key, total = lay.task.key, len(lay.pairs)
+    for task, pairs in found.items():
+        key, total = task.key, len(pairs)
         sums = np.zeros(4)
         start = time.perf_counter()
-        for done, (stem, degraded, clean) in enumerate(_task_inputs(lay, suite.crop, order), 1):
+        for done, (stem, degraded, clean) in enumerate(_task_inputs(task, pairs, suite.crop, order), 1):
             x, target = array_to_tensor(degraded), array_to_tensor(clean)
             if isinstance(model, torch.nn.Module):
                 y = restore(model, x, progress=False, **opts)
@@ -350,42 +306,36 @@ def run_suite(
     return {"suite": name, "protocol": protocol, "tasks": results, "average": average, "skipped": skipped}
 
 
-# The papers' published rows: (method, source, "PSNR/SSIM" per column of _COLUMNS[suite], then the average or
+# The papers' published rows: (method, source, "PSNR/SSIM" per task of the suite in its order, then the average or
 # "-" where the paper averages other columns). AdaIR's and MoCE-IR's tables could not be read: no row of theirs.
-_COLUMNS = {
-    "three-task": ("denoise_15", "denoise_25", "denoise_50", "dehaze", "derain"),
-    "five-task": ("denoise_25", "dehaze", "derain", "deblur", "lowlight"),
-}
 _PIP1, _PIP2 = "PIP paper, Table 1", "PIP paper, Table 2 (trained on five tasks by PIP's authors)"
 _PROMPTIR1 = "PromptIR paper, Table 1 (as in PIP's Table 1)"
 _DFPIR3 = "DFPIR paper (TxpHome/DFPIR README, fig/3D.png)"
 _DFPIR5 = "DFPIR paper (TxpHome/DFPIR README, fig/5D.jpg)"
 _BARYIR1 = "BaryIR paper, Table 1, Restormer backbone (xl-tang3/BaryIR README, figs/5Dquant.png)"
 _BARYIR2 = "BaryIR paper, Table 2, Restormer backbone (xl-tang3/BaryIR README, figs/5Dquant.png)"
-_THREE_TASK_ROWS = (
-    ("BRDNet", _PIP1, "32.26/0.898 29.76/0.836 26.34/0.836 23.23/0.895 27.42/0.895 27.80/0.843"),
-    ("LPNet", _PIP1, "26.47/0.778 24.77/0.748 21.26/0.552 20.84/0.828 24.88/0.784 23.64/0.738"),
-    ("FDGAN", _PIP1, "30.25/0.910 28.81/0.868 26.43/0.776 24.71/0.924 29.89/0.933 28.02/0.883"),
-    ("MPRNet", _PIP1, "33.54/0.927 30.89/0.880 27.56/0.779 25.28/0.954 33.57/0.954 30.17/0.899"),
-    ("DL", _PIP1, "33.05/0.914 30.41/0.861 26.90/0.740 26.92/0.391 32.62/0.931 29.98/0.875"),
-    ("AirNet", _PIP1, "33.92/0.933 31.26/0.888 28.00/0.797 27.94/0.962 34.90/0.967 31.20/0.910"),
-    ("PromptIR", _PROMPTIR1, "33.98/0.933 31.31/0.888 28.06/0.799 30.58/0.974 36.37/0.972 32.06/0.913"),
-    ("PIP-Restormer", _PIP1, "34.24/0.936 31.60/0.893 28.35/0.806 32.09/0.981 38.29/0.984 32.91/0.920"),
-    ("DFPIR", _DFPIR3, "34.14/0.935 31.47/0.893 28.25/0.806 31.87/0.980 38.65/0.982 32.88/0.919"),
-    ("BaryIR", _BARYIR1, "34.16/0.935 31.54/0.892 28.25/0.802 31.40/0.980 39.02/0.985 32.86/0.919"),
-)
-_FIVE_TASK_ROWS = (
-    ("Restormer", _PIP2, "30.96/0.879 29.50/0.973 36.53/0.974 27.31/0.835 23.00/0.841 -"),
-    ("NAFNet", _PIP2, "31.12/0.884 30.67/0.975 37.17/0.976 28.32/0.863 23.18/0.856 -"),
-    ("PromptIR", _PIP2, "31.08/0.883 30.16/0.977 37.16/0.977 28.73/0.868 23.91/0.848 -"),
-    ("PIP-NAFNet", _PIP2, "31.45/0.893 31.75/0.978 37.67/0.980 28.08/0.853 23.37/0.854 -"),
-    ("PIP-Restormer", _PIP2, "31.48/0.891 32.11/0.979 38.09/0.983 28.61/0.861 24.06/0.859 -"),
-    ("DFPIR", _DFPIR5, "31.29/0.889 31.64/0.979 37.62/0.978 28.82/0.873 23.82/0.843 30.64/0.913"),
-    ("BaryIR", _BARYIR2, "31.43/0.891 31.20/0.979 38.10/0.982 29.51/0.889 23.37/0.854 30.72/0.919"),
-)
 _PUBLISHED = {
-    "three-task": _THREE_TASK_ROWS,
-    "five-task": _FIVE_TASK_ROWS,
+    "three-task": (
+        ("BRDNet", _PIP1, "32.26/0.898 29.76/0.836 26.34/0.836 27.42/0.895 23.23/0.895 27.80/0.843"),
+        ("LPNet", _PIP1, "26.47/0.778 24.77/0.748 21.26/0.552 24.88/0.784 20.84/0.828 23.64/0.738"),
+        ("FDGAN", _PIP1, "30.25/0.910 28.81/0.868 26.43/0.776 29.89/0.933 24.71/0.924 28.02/0.883"),
+        ("MPRNet", _PIP1, "33.54/0.927 30.89/0.880 27.56/0.779 33.57/0.954 25.28/0.954 30.17/0.899"),
+        ("DL", _PIP1, "33.05/0.914 30.41/0.861 26.90/0.740 32.62/0.931 26.92/0.391 29.98/0.875"),
+        ("AirNet", _PIP1, "33.92/0.933 31.26/0.888 28.00/0.797 34.90/0.967 27.94/0.962 31.20/0.910"),
+        ("PromptIR", _PROMPTIR1, "33.98/0.933 31.31/0.888 28.06/0.799 36.37/0.972 30.58/0.974 32.06/0.913"),
+        ("PIP-Restormer", _PIP1, "34.24/0.936 31.60/0.893 28.35/0.806 38.29/0.984 32.09/0.981 32.91/0.920"),
+        ("DFPIR", _DFPIR3, "34.14/0.935 31.47/0.893 28.25/0.806 38.65/0.982 31.87/0.980 32.88/0.919"),
+        ("BaryIR", _BARYIR1, "34.16/0.935 31.54/0.892 28.25/0.802 39.02/0.985 31.40/0.980 32.86/0.919"),
+    ),
+    "five-task": (
+        ("Restormer", _PIP2, "30.96/0.879 36.53/0.974 29.50/0.973 27.31/0.835 23.00/0.841 -"),
+        ("NAFNet", _PIP2, "31.12/0.884 37.17/0.976 30.67/0.975 28.32/0.863 23.18/0.856 -"),
+        ("PromptIR", _PIP2, "31.08/0.883 37.16/0.977 30.16/0.977 28.73/0.868 23.91/0.848 -"),
+        ("PIP-NAFNet", _PIP2, "31.45/0.893 37.67/0.980 31.75/0.978 28.08/0.853 23.37/0.854 -"),
+        ("PIP-Restormer", _PIP2, "31.48/0.891 38.09/0.983 32.11/0.979 28.61/0.861 24.06/0.859 -"),
+        ("DFPIR", _DFPIR5, "31.29/0.889 37.62/0.978 31.64/0.979 28.82/0.873 23.82/0.843 30.64/0.913"),
+        ("BaryIR", _BARYIR2, "31.43/0.891 38.10/0.982 31.20/0.979 29.51/0.889 23.37/0.854 30.72/0.919"),
+    ),
     "restormer-deraining": (("Restormer", "Restormer paper, Table 1", "33.96/0.935"),),
 }
 
@@ -394,13 +344,12 @@ def published_rows(name: str, results: dict[str, Any] | None = None) -> list[dic
     """The papers' published rows of a suite, with their differences from a run's results.
 
     Args:
-        name: The suite (see :func:`list_suites`).
         results: What :func:`run_suite` returned: adds ``diff_psnr`` / ``diff_ssim`` (measured minus
             published) to every column both have, and to the average when the run covers every column.
 
     Returns:
-        ``[{"method", "source", "tasks": {key: {"psnr", "ssim"[, "diff_psnr", "diff_ssim"]}}, "average"}]``;
-        ``average`` is ``None`` where the paper averages other columns than the suite's.
+        ``[{"method", "source", "tasks": {key: {"psnr", "ssim"}}, "average"}]``; ``average`` is ``None`` where
+        the paper averages other columns than the suite's.
 
     Raises:
         UnknownNameError: If the suite is unknown.
@@ -409,9 +358,9 @@ def published_rows(name: str, results: dict[str, Any] | None = None) -> list[dic
         >>> [r["method"] for r in published_rows("three-task")][-4:]
         ['PromptIR', 'PIP-Restormer', 'DFPIR', 'BaryIR']
     """
-    keys = {t.key for t in _suite(name)[0].tasks}
+    keys = [t.key for t in _suite(name)[0].tasks]
     measured = (results or {}).get("tasks", {})
-    whole = results["average"] if results is not None and set(measured) == keys else None
+    whole = results["average"] if results is not None and set(measured) == set(keys) else None
 
     def cell(text: str, got: dict[str, float] | None) -> dict[str, float]:
         p, q = map(float, text.split("/"))
@@ -421,7 +370,7 @@ def published_rows(name: str, results: dict[str, Any] | None = None) -> list[dic
     rows = []
     for method, source, text in _PUBLISHED.get(name, ()):
         *cells, avg = text.split()
-        tasks = {key: cell(c, measured.get(key)) for key, c in zip(_COLUMNS.get(name, ()), cells)}
+        tasks = {key: cell(c, measured.get(key)) for key, c in zip(keys, cells)}
         average = None if avg == "-" else cell(avg, whole)
         rows.append({"method": method, "source": source, "tasks": tasks, "average": average})
     return rows

@@ -23,9 +23,7 @@ def sample_images() -> list[Path]:
     folder = resources.files(__name__)
     paths = sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".png"))
     if not paths:
-        raise FileNotFoundError(
-            f"no sample images found in {folder}; the package was installed without its data files"
-        )
+        raise FileNotFoundError(f"no sample images in {folder}: the package was installed without them")
     return paths
 
 

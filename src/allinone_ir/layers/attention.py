@@ -13,22 +13,17 @@ from .norm import in_layout_of
 
 __all__ = ["MDTA", "CrossChannelAttention", "channel_attention"]
 
-#: Fractions of the per-head channels kept by the four top-m masks of PIP's selective P2F (paper B.2).
-TOP_M_FRACTIONS: tuple[tuple[int, int], ...] = ((1, 2), (2, 3), (3, 4), (4, 5))
-
 
 def low_precision_autocast(device_type: str) -> torch.dtype | None:
     """The autocast dtype if autocast to a 16-bit type is on for ``device_type``, else ``None``."""
-    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
-        return None
-    dtype = torch.get_autocast_dtype(device_type)
+    on = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    dtype = torch.get_autocast_dtype(device_type) if on else None
     return dtype if dtype in (torch.bfloat16, torch.float16) else None
 
 
 def _logits(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, num_heads: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``normalize(q) @ normalize(k)^T * temperature`` per head, and ``v`` per head."""
     qh, kh, vh = (t.flatten(2).unflatten(1, (num_heads, -1)) for t in (q, k, v))
     attn = F.normalize(qh, dim=-1, eps=eps) @ F.normalize(kh, dim=-1, eps=eps).transpose(-2, -1)
     return attn * temperature, vh
@@ -93,9 +88,9 @@ class MDTA(nn.Module):
         return self.project_out(channel_attention(q, k, v, self.temperature, self.num_heads))
 
 
-def top_m_sizes(channels_per_head: int, fractions: Sequence[tuple[int, int]] = TOP_M_FRACTIONS) -> list[int]:
-    """The ``m`` of each top-m mask: ``int(c * a / b)`` for each fraction ``a/b``, at least 1."""
-    return [max(1, (channels_per_head * a) // b) for a, b in fractions]
+def top_m_sizes(channels_per_head: int) -> list[int]:
+    """The ``m`` of PIP's four top-m masks (paper B.2): ``c * a // b`` for ``a/b`` in 1/2, 2/3, 3/4, 4/5, at least 1."""
+    return [max(1, channels_per_head * a // b) for a, b in ((1, 2), (2, 3), (3, 4), (4, 5))]
 
 
 def top_m_channel_attention(
@@ -106,10 +101,9 @@ def top_m_channel_attention(
     num_heads: int,
     top_m: Sequence[int],
     weights: torch.Tensor,
-    eps: float = 1e-12,
 ) -> torch.Tensor:
     """PIP's selective attention: ``sum_i weights[i] softmax(logits masked to each row's top top_m[i]) v``."""
-    attn, vh = _logits(q, k, v, temperature, num_heads, eps)
+    attn, vh = _logits(q, k, v, temperature, num_heads, 1e-12)
     # thresholds: the m-th largest value of each row, from one sorted top-k with the largest m
     kth = torch.topk(attn, max(top_m), dim=-1).values.detach()
     probs = torch.zeros_like(attn)
@@ -151,7 +145,7 @@ class CrossChannelAttention(nn.Module):
         self.q_dwconv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=bias)
         self.kv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
         self.kv_dwconv = nn.Conv2d(
-            dim * 2, dim * 2, kernel_size=kv_kernel, padding=kv_kernel // 2, groups=dim * 2, bias=bias
+            2 * dim, 2 * dim, kv_kernel, padding=kv_kernel // 2, groups=2 * dim, bias=bias
         )
         self.project_out = nn.Conv2d(dim, out_dim or query_dim, kernel_size=1, bias=bias)
 

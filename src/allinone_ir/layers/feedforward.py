@@ -23,10 +23,8 @@ class GDFN(nn.Module):
     def __init__(self, dim: int, ffn_expansion_factor: float = 2.66, bias: bool = False) -> None:
         super().__init__()
         hidden = int(dim * ffn_expansion_factor)
-        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
-        self.dwconv = nn.Conv2d(
-            hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias
-        )
+        self.project_in = nn.Conv2d(dim, 2 * hidden, kernel_size=1, bias=bias)
+        self.dwconv = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

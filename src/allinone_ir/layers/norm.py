@@ -29,8 +29,7 @@ def in_layout_of(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 def layer_norm_2d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-5
 ) -> torch.Tensor:
-    """Normalise over the channels (``bias=None``: ``x / sqrt(var + eps) * weight``, in at least float32);
-    the output in the layout of ``x``."""
+    """Normalise over the channels (``bias=None``: ``x / sqrt(var + eps) * weight``, in at least float32)."""
     xp = x.permute(0, 2, 3, 1)  # (N, H, W, C); a free view for channels-last storage
     if bias is not None:
         out = F.layer_norm(xp, (xp.shape[-1],), weight, bias, eps)
@@ -64,7 +63,7 @@ class LayerNorm2d(nn.Module):
         return f"{self.num_channels}, bias={self.bias is not None}, eps={self.eps}"
 
 
-class RestormerLayerNorm(nn.Module):
+class RestormerLayerNorm(nn.Sequential):
     """Restormer's channel layer norm of ``kind`` ``"WithBias"`` or ``"BiasFree"``: a :class:`LayerNorm2d` at ``body``.
 
     Shape:
@@ -72,10 +71,7 @@ class RestormerLayerNorm(nn.Module):
     """
 
     def __init__(self, dim: int, kind: NormKind = "WithBias") -> None:
-        super().__init__()
         if kind not in ("WithBias", "BiasFree"):
             raise UsageError(f"LayerNorm kind must be 'WithBias' or 'BiasFree', got {kind!r}")
+        super().__init__()
         self.body = LayerNorm2d(dim, bias=kind == "WithBias")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)

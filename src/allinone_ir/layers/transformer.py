@@ -64,9 +64,8 @@ class Downsample(nn.Sequential):
 
     def __init__(self, n_feat: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(n_feat, n_feat // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2)
-        )
+        conv = nn.Conv2d(n_feat, n_feat // 2, 3, padding=1, bias=False)
+        self.body = nn.Sequential(conv, nn.PixelUnshuffle(2))
 
 
 class Upsample(nn.Sequential):

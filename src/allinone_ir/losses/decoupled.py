@@ -1,14 +1,10 @@
-"""PIP's directional decoupled loss: keep the degradation-aware prompts pointing in different directions.
-
-The official trainer's ``--high_reg_loss angle`` is ``0.01 * directional_decoupled_loss(d,
-form="cosine_hinge", reduction="sum")``, its ``cosine`` ``0.02 * ...(d, form="abs_cosine", reduction="sum")``.
-"""
+"""PIP's directional decoupled loss: keep the degradation-aware prompts pointing in different directions."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -39,14 +35,12 @@ def _acos_bounded_grad(c: torch.Tensor, min_sq: float) -> torch.Tensor:
 def _check_options(threshold: float, form: str, reduction: str) -> None:
     if form not in get_args(Form):
         raise UsageError(f"form must be one of {list(get_args(Form))}, got {form!r}")
-    if reduction not in ("mean", "sum"):
+    if reduction not in get_args(Reduction):
         raise UsageError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     if not 0.0 <= threshold <= 180.0:
         raise UsageError(f"threshold must be an angle in degrees in [0, 180], got {threshold}")
     if form == "abs_cosine" and threshold != 90.0:
-        raise UsageError(
-            f"form='abs_cosine' pushes every pair to 90 degrees; threshold must be 90, got {threshold}"
-        )
+        raise UsageError(f"form='abs_cosine' aims at 90 degrees: threshold must be 90, got {threshold}")
 
 
 def directional_decoupled_loss(
@@ -57,17 +51,18 @@ def directional_decoupled_loss(
     eps: float = 1e-8,
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    """Directional decoupled loss (PIP paper, Eq. 4) on ``T`` degradation-aware prompts.
+    """Directional decoupled loss (PIP paper, Eq. 4) on ``T`` degradation-aware prompts, in at least float32.
 
-    With ``theta_ij`` the angle between prompts ``i < j``, a pair costs ``max(0, theta_thre - theta_ij)``
-    in radians (``"angle_hinge"``), ``max(0, cos theta_ij - cos theta_thre)`` (``"cosine_hinge"``) or
-    ``|cos theta_ij|`` (``"abs_cosine"``, threshold 90 only), averaged or summed over pairs; the losses of
-    several prompt tensors are summed. Computed in at least fp32; finite gradient for parallel prompts.
+    The official trainer's ``--high_reg_loss angle`` is ``0.01 * directional_decoupled_loss(d, form="cosine_hinge",
+    reduction="sum")``, its ``cosine`` ``0.02 * ...(d, form="abs_cosine", reduction="sum")``.
 
     Args:
-        prompts: A ``(T, ...)`` tensor (flattened per prompt), or a sequence of them.
+        prompts: A ``(T, ...)`` tensor (flattened per prompt), or a sequence of them (their losses summed).
         threshold: ``theta_thre`` in degrees.
+        form: The cost of a pair ``i < j`` at angle ``theta``: ``max(0, theta_thre - theta)`` in radians
+            (``"angle_hinge"``), ``max(0, cos theta - cos theta_thre)`` or ``|cos theta|`` (threshold 90 only).
         eps: Lower bound of the product of norms in the cosine.
+        reduction: Over the pairs.
 
     Raises:
         UsageError: For fewer than two prompts, no prompts, or bad options.
@@ -123,10 +118,9 @@ def collect_degradation_prompts(model: nn.Module) -> list[torch.Tensor]:
 
 
 class DirectionalDecoupledLoss(nn.Module):
-    """Module form of :func:`directional_decoupled_loss` (same options); also takes a model's prompts.
+    """Module form of :func:`directional_decoupled_loss` (same options), also taking a model's prompts.
 
-    Args:
-        alpha: The weight the caller should give the loss (stored, not applied).
+    ``alpha`` is the weight the caller should give the loss (stored, not applied).
 
     Shape:
         - input: a model, a :math:`(T, C)` tensor or a sequence of them
@@ -148,12 +142,10 @@ class DirectionalDecoupledLoss(nn.Module):
     ) -> None:
         super().__init__()
         _check_options(threshold, form, reduction)
-        self.threshold, self.form, self.eps, self.reduction = threshold, form, eps, reduction
+        self.options: dict[str, Any] = dict(threshold=threshold, form=form, eps=eps, reduction=reduction)
         self.alpha = alpha
 
     def forward(self, prompts: nn.Module | torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         if isinstance(prompts, nn.Module):
             prompts = collect_degradation_prompts(prompts)
-        return directional_decoupled_loss(
-            prompts, threshold=self.threshold, form=self.form, eps=self.eps, reduction=self.reduction
-        )
+        return directional_decoupled_loss(prompts, **self.options)
