@@ -36,12 +36,8 @@ A PIP network without ``model.args.degradations`` takes the training data's degr
 A family's own training terms (PIP: ``classifier``, ``ddl``) are always added; ``trainer.aux_weights:
 {ddl: 0.004}`` changes their weights (0 switches one off).
 
-Resume (``--resume`` or ``trainer.resume``): ``auto`` (default) continues from the newest checkpoint in
-``OUTPUT_DIR/checkpoints``, ``never`` starts at step 0, a path continues from that file. Checkpoints are
-written every ``save_every`` steps, every ``save_every_minutes`` (default 5) and on Ctrl-C / SIGTERM.
-
-Every value is checked when the config is read, and every error names its key
-(``data.train.patch_size: expected int or "full", got 'big'``).
+Checkpoints are written every ``save_every`` steps, every ``save_every_minutes`` (default 5) and on Ctrl-C /
+SIGTERM; ``--resume`` (``trainer.resume``: ``auto``, ``never`` or a path) says where a run continues from.
 """
 
 from __future__ import annotations
@@ -147,25 +143,11 @@ def _folder(sec: dict[str, Any], key: str, where: str, base: Path) -> str:
     return str(path)
 
 
-#: The keys a ``data`` section of any type may give.
-_COMMON_KEYS = {"type", "patch_size", "augment_modes", "seed"}
-#: The dataset of each ``data.*.type``: its builder, and the keys a config gives it besides the common ones.
-_DATASETS: dict[str, tuple[Callable[..., Any], set[str]]] = {
-    "paired": (
-        PairedImageDataset,
-        {
-            "degraded_dir",
-            "clean_dir",
-            "name_map",
-            "label_from",
-            "classes",
-            "recursive",
-            "validate",
-            "val_split",
-        },
-    ),
-    "synthetic": (SyntheticDegradationDataset, {"clean_dir", "tasks", "repeat", "fixed", "classes"}),
-    "promptir": (promptir_dataset, {"root", "tasks", "sigmas", "repeats", "layout", "validate"}),
+#: The dataset of each ``data.*.type``: its builder, the arguments a config does not give, its own extra keys.
+_DATASETS: dict[str, tuple[Callable[..., Any], set[str], set[str]]] = {
+    "paired": (PairedImageDataset, set(), {"val_split"}),
+    "synthetic": (SyntheticDegradationDataset, {"clean", "cache"}, {"clean_dir"}),
+    "promptir": (promptir_dataset, set(), {"validate"}),
 }
 
 
@@ -175,8 +157,9 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
     kind = _take(sec, "type", where, str, "paired")
     if kind not in _DATASETS:
         raise ConfigError(f"{where}.type: must be one of {sorted(_DATASETS)}, got {kind!r}")
-    build, own_keys = _DATASETS[kind]
-    keys = _COMMON_KEYS | own_keys
+    build, hidden, extra = _DATASETS[kind]
+    params = inspect.signature(build, eval_str=True).parameters
+    keys = ({"type"} | set(params) | extra) - hidden
     if "val_split" in sec:  # checked before the folders are read
         if is_val or kind != "paired":
             raise ConfigError(
@@ -207,7 +190,7 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
         args["clean"] = args.pop("clean_dir")
     if kind == "paired":
         args["validate"] = check
-    _check_args(inspect.signature(build, eval_str=True).parameters, args, f"{where}.")
+    _check_args(params, args, f"{where}.")
     if not all(0 <= m < AUGMENT_MODES for m in args.get("augment_modes", ())):
         raise ConfigError(f"{where}.augment_modes: expected integers in 0..7, got {args['augment_modes']!r}")
     try:
