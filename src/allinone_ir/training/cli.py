@@ -1,6 +1,4 @@
-"""``allinone-ir train --config FILE|NAME``: training driven by a config file, a ``.yaml``, ``.yml`` or
-``.toml`` file or the name of a config shipped with the package (``allinone-ir config list``; a file that
-exists wins over a name).
+"""``allinone-ir train --config FILE|NAME``: training driven by a ``.yaml`` / ``.toml`` config file.
 
 Schema (YAML shown; TOML has the same tables)::
 
@@ -17,7 +15,8 @@ Schema (YAML shown; TOML has the same tables)::
         classes: [rain, snow]   # optional: the degradations, in label order
         patch_size: 128         # crop side, or "full" for whole images
         augment_modes: [0, 1]   # optional flip/rot90 modes (default all 8)
-        val_split: 0.05         # optional (paired): hold out this fraction (or number) of the pairs
+        val_split: 0.05         # optional (paired): hold out this share (or number) of each degradation's
+                                # pairs as data.val, listed in OUTPUT_DIR/held_out.txt
         validate: true          # read every pair before training (default true)
       val: {...}                # optional, same keys; default patch_size "full", no augmentation
     trainer: {...}              # TrainerConfig fields (max_steps, batch_size, lr, precision, resume, ...)
@@ -29,13 +28,8 @@ Schema (YAML shown; TOML has the same tables)::
 ``deblur``, ``lowlight``), ``patch_size``, ``sigmas``, ``repeats``, ``layout``. Relative paths are resolved
 against the working directory, not the config file's folder.
 
-``val_split`` holds out a deterministic (by ``seed``) share of every degradation's pairs, validated on
-whole images and listed in ``OUTPUT_DIR/held_out.txt``; it replaces ``data.val``.
-
-A PIP network without ``model.args.degradations`` takes the training data's degradations as its own.
-A family's own training terms (PIP: ``classifier``, ``ddl``) are always added; ``trainer.aux_weights:
-{ddl: 0.004}`` changes their weights (0 switches one off).
-
+A PIP network without ``model.args.degradations`` takes the training data's; a family's own training terms
+(PIP: ``classifier``, ``ddl``) are added, weighted by ``trainer.aux_weights: {ddl: 0.004}`` (0: off).
 Checkpoints are written every ``save_every`` steps, every ``save_every_minutes`` (default 5) and on Ctrl-C /
 SIGTERM; ``--resume`` (``trainer.resume``: ``auto``, ``never`` or a path) says where a run continues from.
 """

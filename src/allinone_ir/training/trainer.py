@@ -315,7 +315,6 @@ class Trainer:
             self.log = RunLog(self.out_dir)
             self.last_checkpoint: Path | None = None
             self._iter: Iterator[dict[str, Any]] | None = None
-            self._saved_step = -1
             self._bar: Any = None
             self.start_message, notes = self._resume()
         except BaseException:
@@ -418,24 +417,19 @@ class Trainer:
                 bad.append((path, str(exc)))
                 continue
             notes = self._load_state(path, state)  # first why this checkpoint, then what differs from it
-            notes[:0] = [self._set_aside(p, reason, path) for p, reason in bad]
+            for p, reason in reversed(bad):  # set aside as NAME.unreadable, never rotated away
+                kept = p.with_name(p.name + ".unreadable")
+                try:
+                    if self.dist.is_main:
+                        os.replace(p, kept)
+                except OSError:  # another process of the run moved it, or the folder is read-only
+                    kept = p
+                used = f"resumed from the newest intact checkpoint {path} instead"
+                notes.insert(0, f"{reason}; {used}; the unreadable file is kept as {kept}")
             return f"resumed from {path} at step {self.step}", notes
         raise CheckpointError(
             f"no readable checkpoint in {self.ckpt_dir} ({'; '.join(r for _, r in bad)}); start again with "
             "--resume never (resume='never') or use another --output-dir"
-        )
-
-    def _set_aside(self, path: Path, reason: str, used: Path) -> str:
-        """Rename an unreadable checkpoint to ``NAME.unreadable`` (never rotated away); the note."""
-        kept = path.with_name(path.name + ".unreadable")
-        if self.dist.is_main:
-            try:
-                os.replace(path, kept)
-            except OSError:  # another process of the run moved it, or the folder is read-only
-                kept = path
-        return (
-            f"{reason}; resumed from the newest intact checkpoint {used} instead; the unreadable file is kept "
-            f"as {kept}"
         )
 
     def _load_state(self, path: str | os.PathLike[str], state: dict[str, Any]) -> list[str]:
@@ -471,7 +465,6 @@ class Trainer:
         if "loss" in state and isinstance(self.loss_fn, nn.Module) and same_loss:
             self.loss_fn.load_state_dict(state["loss"])
         self.last_checkpoint = Path(path)
-        self._saved_step = self.step
         return self._reconcile_config(path, saved, fresh_groups)
 
     def _reconcile_config(
@@ -578,8 +571,7 @@ class Trainer:
         row: dict[str, float] = {}
         if cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+            row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
         lr = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -656,13 +648,11 @@ class Trainer:
                         last_val = self._validate()
                     due = cfg.save_every and self.step % cfg.save_every == 0
                     late = 0 < cfg.save_every_minutes <= (time.monotonic() - self._last_save_time) / 60
-                    if due or late or self.step == stop_at:
+                    if saved := bool(due or late or self.step == stop_at):
                         self._save_checkpoint()
-                    signum = int(self._max_over_ranks(stop.requested))
-                    if signum:
-                        saved = self._saved_step == self.step
+                    if signum := int(self._max_over_ranks(stop.requested)):
                         path = self.last_checkpoint if saved else self._save_checkpoint()
-                        raise TrainingInterrupted(signum, self.step, path if main else None)
+                        raise TrainingInterrupted(signum, self.step, path)
             if main and cfg.plot:
                 self.plot_curves()
         finally:
@@ -766,7 +756,7 @@ class Trainer:
 
     def _save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/step_XXXXXXXX.pt`` and rotate down to ``keep_last`` (main process only)."""
-        self._last_save_time, self._saved_step = time.monotonic(), self.step
+        self._last_save_time = time.monotonic()
         if not self.dist.is_main:
             return None
         path = self.ckpt_dir / f"step_{self.step:08d}.pt"
