@@ -30,8 +30,7 @@ from allinone_ir.models import (
 from allinone_ir.profiling import count_flops, measure_latency
 from allinone_ir.training import Trainer, TrainerConfig
 from allinone_ir.training.checkpoint import best_weights_state, load_init_weights, write_checkpoint
-from allinone_ir.training.logs import RunLog
-from allinone_ir.training.plots import plot_training_curves
+from allinone_ir.training.logs import RunLog, plot_training_curves
 
 from .tiny_configs import TINY
 

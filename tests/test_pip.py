@@ -33,7 +33,7 @@ from allinone_ir.models.pip import (
     PromptToPrompt,
     SelectivePromptToFeature,
 )
-from allinone_ir.training.ema import ModelEMA
+from allinone_ir.training import ModelEMA
 
 from .test_layers import _reference_top_m_attention
 from .tiny_configs import TINY, randomise, tiny_model

@@ -105,15 +105,13 @@ class RunFolderLock:
 
 def _periodic(folder: Path) -> list[tuple[int, Path]]:
     """The ``(step, path)`` of every ``step_*.pt`` in ``folder``, by increasing step."""
-    if not folder.is_dir():
-        return []
-    return sorted((int(m[1]), p) for p in folder.iterdir() if (m := re.fullmatch(r"step_(\d+)\.pt", p.name)))
+    return sorted((int(p.stem[5:]), p) for p in folder.glob("step_*.pt") if p.stem[5:].isdigit())
 
 
 def _rotate(folder: Path, step: int, keep_last: int) -> None:
     """Keep the newest ``keep_last`` step_*.pt up to ``step``; remove the others and killed writes' leftovers."""
     kept = [p for s, p in _periodic(folder) if s <= step][-keep_last:]
-    for p in folder.iterdir() if folder.is_dir() else ():
+    for p in folder.glob("*"):
         if re.fullmatch(r"step_\d+\.pt|\.(step_\d+|best)\.pt\..+\.tmp", p.name) and p not in kept:
             p.unlink(missing_ok=True)
 
@@ -239,14 +237,12 @@ def _rng_state() -> dict[str, Any]:
     assert isinstance(np_state, tuple)  # the legacy form
     kind, keys, pos, has_gauss, gauss = np_state
     version, internal, py_gauss = random.getstate()
-    state: dict[str, Any] = {
+    return {
         "torch": torch.get_rng_state(),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), float(pos), float(has_gauss), float(gauss)],
         "python": {"version": version, "state": list(internal), "gauss": py_gauss},
+        **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
 
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:

@@ -1,6 +1,4 @@
-"""``allinone-ir train --config FILE|NAME``: training driven by a config file, a ``.yaml``, ``.yml`` or
-``.toml`` file or the name of a config shipped with the package (``allinone-ir config list``; a file that
-exists wins over a name).
+"""``allinone-ir train --config FILE|NAME``: training driven by a ``.yaml`` / ``.toml`` config file.
 
 Schema (YAML shown; TOML has the same tables)::
 
@@ -17,7 +15,8 @@ Schema (YAML shown; TOML has the same tables)::
         classes: [rain, snow]   # optional: the degradations, in label order
         patch_size: 128         # crop side, or "full" for whole images
         augment_modes: [0, 1]   # optional flip/rot90 modes (default all 8)
-        val_split: 0.05         # optional (paired): hold out this fraction (or number) of the pairs
+        val_split: 0.05         # optional (paired): hold out this share (or number) of each degradation's
+                                # pairs as data.val, listed in OUTPUT_DIR/held_out.txt
         validate: true          # read every pair before training (default true)
       val: {...}                # optional, same keys; default patch_size "full", no augmentation
     trainer: {...}              # TrainerConfig fields (max_steps, batch_size, lr, precision, resume, ...)
@@ -29,19 +28,10 @@ Schema (YAML shown; TOML has the same tables)::
 ``deblur``, ``lowlight``), ``patch_size``, ``sigmas``, ``repeats``, ``layout``. Relative paths are resolved
 against the working directory, not the config file's folder.
 
-``val_split`` holds out a deterministic (by ``seed``) share of every degradation's pairs, validated on
-whole images and listed in ``OUTPUT_DIR/held_out.txt``; it replaces ``data.val``.
-
-A PIP network without ``model.args.degradations`` takes the training data's degradations as its own.
-A family's own training terms (PIP: ``classifier``, ``ddl``) are always added; ``trainer.aux_weights:
-{ddl: 0.004}`` changes their weights (0 switches one off).
-
-Resume (``--resume`` or ``trainer.resume``): ``auto`` (default) continues from the newest checkpoint in
-``OUTPUT_DIR/checkpoints``, ``never`` starts at step 0, a path continues from that file. Checkpoints are
-written every ``save_every`` steps, every ``save_every_minutes`` (default 5) and on Ctrl-C / SIGTERM.
-
-Every value is checked when the config is read, and every error names its key
-(``data.train.patch_size: expected int or "full", got 'big'``).
+A PIP network without ``model.args.degradations`` takes the training data's; a family's own training terms
+(PIP: ``classifier``, ``ddl``) are added, weighted by ``trainer.aux_weights: {ddl: 0.004}`` (0: off).
+Checkpoints are written every ``save_every`` steps, every ``save_every_minutes`` (default 5) and on Ctrl-C /
+SIGTERM; ``--resume`` (``trainer.resume``: ``auto``, ``never`` or a path) says where a run continues from.
 """
 
 from __future__ import annotations
@@ -147,25 +137,11 @@ def _folder(sec: dict[str, Any], key: str, where: str, base: Path) -> str:
     return str(path)
 
 
-#: The keys a ``data`` section of any type may give.
-_COMMON_KEYS = {"type", "patch_size", "augment_modes", "seed"}
-#: The dataset of each ``data.*.type``: its builder, and the keys a config gives it besides the common ones.
-_DATASETS: dict[str, tuple[Callable[..., Any], set[str]]] = {
-    "paired": (
-        PairedImageDataset,
-        {
-            "degraded_dir",
-            "clean_dir",
-            "name_map",
-            "label_from",
-            "classes",
-            "recursive",
-            "validate",
-            "val_split",
-        },
-    ),
-    "synthetic": (SyntheticDegradationDataset, {"clean_dir", "tasks", "repeat", "fixed", "classes"}),
-    "promptir": (promptir_dataset, {"root", "tasks", "sigmas", "repeats", "layout", "validate"}),
+#: The dataset of each ``data.*.type``: its builder, the arguments a config does not give, its own extra keys.
+_DATASETS: dict[str, tuple[Callable[..., Any], set[str], set[str]]] = {
+    "paired": (PairedImageDataset, set(), {"val_split"}),
+    "synthetic": (SyntheticDegradationDataset, {"clean", "cache"}, {"clean_dir"}),
+    "promptir": (promptir_dataset, set(), {"validate"}),
 }
 
 
@@ -175,8 +151,9 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
     kind = _take(sec, "type", where, str, "paired")
     if kind not in _DATASETS:
         raise ConfigError(f"{where}.type: must be one of {sorted(_DATASETS)}, got {kind!r}")
-    build, own_keys = _DATASETS[kind]
-    keys = _COMMON_KEYS | own_keys
+    build, hidden, extra = _DATASETS[kind]
+    params = inspect.signature(build, eval_str=True).parameters
+    keys = ({"type"} | set(params) | extra) - hidden
     if "val_split" in sec:  # checked before the folders are read
         if is_val or kind != "paired":
             raise ConfigError(
@@ -207,7 +184,7 @@ def _build_dataset(sec: dict[str, Any], where: str, base: Path, seed: int) -> tu
         args["clean"] = args.pop("clean_dir")
     if kind == "paired":
         args["validate"] = check
-    _check_args(inspect.signature(build, eval_str=True).parameters, args, f"{where}.")
+    _check_args(params, args, f"{where}.")
     if not all(0 <= m < AUGMENT_MODES for m in args.get("augment_modes", ())):
         raise ConfigError(f"{where}.augment_modes: expected integers in 0..7, got {args['augment_modes']!r}")
     try:

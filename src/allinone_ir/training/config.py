@@ -103,8 +103,7 @@ def _check_device(name: str) -> str:
             f"TrainerConfig.device: expected 'auto' or a device such as 'cpu', 'cuda', 'cuda:1' or 'mps', "
             f"got {name!r}"
         ) from None
-    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    count = {"cpu": 1, "cuda": cuda, "mps": int(torch.backends.mps.is_available())}
+    count = {"cpu": 1, "cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}
     if dev.type not in count:
         raise ConfigError(
             f"TrainerConfig.device: {name!r} is not a device the Trainer runs on (cpu, cuda, mps)"
@@ -154,8 +153,7 @@ class TrainerConfig:
         grad_clip: Max global gradient norm (``None``: no clipping).
         precision: Autocast precision (fp16 with a gradient scaler); a CPU that only emulates it is warned about.
         ema_decay: Keep an EMA of the weights (``None``: off); validation and ``best.pt`` then use it.
-        channels_last: Store the network and its batches channels-last; ``None``: where
-            :func:`~allinone_ir.inference.prefers_channels_last` says so (on a CPU).
+        channels_last: Store the network and its batches channels-last (``None``: on a CPU).
         grad_checkpointing: Recompute activations in the backward pass (``set_grad_checkpointing``).
         loss: Name of the main loss (:data:`allinone_ir.training.LOSSES`), unless one is passed in.
         val_every: Validate every this many updates (0: only at the end).

@@ -54,14 +54,8 @@ def _set_trainable(model: nn.Module, groups: Iterable[str] | None, flag: bool) -
     chosen = params if groups is None else {}
     unknown = []
     for pat in [p for g in groups or () for p in declared.get(g, (g,))]:
-        hits = [
-            n
-            for n in params
-            if n == pat
-            or n.startswith(pat + ".")
-            or fnmatch.fnmatchcase(n.split(".", 1)[0], pat)
-            or fnmatch.fnmatchcase(n, pat)
-        ]
+        # a name, a dotted prefix, or a glob of either
+        hits = [n for n in params if fnmatch.fnmatchcase(n, pat) or fnmatch.fnmatchcase(n, f"{pat}.*")]
         if not hits:
             unknown.append(pat)
         chosen.update((n, params[n]) for n in hits)

@@ -1,11 +1,11 @@
-"""The run's logs: ``train_log.csv``, ``val_log.csv`` and ``history.json``."""
+"""The run's logs: ``train_log.csv``, ``val_log.csv``, ``history.json`` and ``curves.png``."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,33 +43,29 @@ class RunLog:
     window: dict[str, float] = field(default_factory=dict)
 
     def accumulate(self, row: Mapping[str, Any]) -> None:
-        """Add one update's losses (``loss`` and ``loss_*``) to the window."""
         for k, v in row.items():
             if k == "loss" or k.startswith("loss_"):
                 self.window[k] = self.window.get(k, 0.0) + float(v)
         self.window["count"] = self.window.get("count", 0.0) + 1
 
     def window_means(self) -> dict[str, float]:
-        """Every loss averaged over the updates since the last training row."""
         n = self.window.get("count", 0.0) or 1.0
         return {k: v / n for k, v in self.window.items() if k != "count"}
 
     def reset_window(self) -> None:
-        """Start a new window (on every process, so that all ranks agree)."""
         self.window = {}
 
     def log_train(self, row: Mapping[str, Any]) -> None:
-        """Append a training row."""
-        self.history.append({"kind": "train", **row})
-        _append_csv(self.folder / "train_log.csv", row)
-        _write_json(self.folder / "history.json", self.history)
+        self._append("train", [row])
 
     def log_val(self, step: int, results: Mapping[str, Mapping[str, float]]) -> None:
         """Append one row per degradation of ``results`` (``{group: metrics}``)."""
-        for group, metrics in results.items():
-            row = {"step": step, "degradation": group, **metrics}
-            self.history.append({"kind": "val", **row})
-            _append_csv(self.folder / "val_log.csv", row)
+        self._append("val", [{"step": step, "degradation": g, **metrics} for g, metrics in results.items()])
+
+    def _append(self, kind: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.history.append({"kind": kind, **row})
+            _append_csv(self.folder / f"{kind}_log.csv", row)
         _write_json(self.folder / "history.json", self.history)
 
     def start(self, step: int) -> None:
@@ -85,10 +81,40 @@ class RunLog:
             _write_json(self.folder / "history.json", self.history)
 
     def state_dict(self) -> dict[str, Any]:
-        """The history and the window, as a training checkpoint holds them."""
         return {"history": self.history, "log_window": dict(self.window)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
         self.history = list(state.get("history", []))
         self.window = {str(k): float(v) for k, v in state.get("log_window", {}).items()}
+
+
+def plot_training_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path | None:
+    """Save the training loss and validation PSNR per degradation of ``history`` as a PNG at ``path``
+    (returned); ``None`` without matplotlib or without training rows."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    train = [h for h in history if h["kind"] == "train"]
+    val = [h for h in history if h["kind"] == "val"]
+    if not train:
+        return None
+    fig, axes = plt.subplots(1, 2 if val else 1, figsize=(10 if val else 5, 3.5), squeeze=False)
+    losses = [h["loss"] for h in train]
+    axes[0][0].plot([h["step"] for h in train], losses)
+    axes[0][0].set(
+        xlabel="step", ylabel="training loss", yscale="log" if min(losses) > 0 else "linear", title="loss"
+    )
+    for g in sorted({h["degradation"] for h in val}):
+        pts = [h for h in val if h["degradation"] == g]
+        axes[0][1].plot([h["step"] for h in pts], [h["psnr"] for h in pts], marker="o", label=g)
+    if val:
+        axes[0][1].set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR")
+        axes[0][1].legend(fontsize=8)
+    fig.tight_layout()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -37,13 +38,11 @@ from ..metrics import get_protocol
 from ..models._base import AuxiliaryLoss, RestorationModel
 from . import checkpoint as ck
 from .config import TrainerConfig
-from .ema import ModelEMA
 from .finetune import freeze, unfreeze
-from .logs import RunLog, _write_json
-from .plots import plot_training_curves
+from .logs import RunLog, _write_json, plot_training_curves
 from .signals import TrainingInterrupted, _StopSignals
 
-__all__ = ["LOSSES", "LossTerm", "Trainer", "build_loss", "warmup_cosine_factor"]
+__all__ = ["LOSSES", "LossTerm", "ModelEMA", "Trainer", "build_loss", "warmup_cosine_factor"]
 
 #: Main losses by name (``TrainerConfig.loss``).
 LOSSES: dict[str, Callable[..., nn.Module]] = {
@@ -101,10 +100,8 @@ def warmup_cosine_factor(
     min_factor: float = 0.0,
     cosine: bool = True,
 ) -> float:
-    """Multiplier of the peak learning rate at update ``step`` (0-based).
-
-    A linear warm-up from ``warmup_start_factor`` to 1 over ``warmup_steps``, then a cosine from 1 to
-    ``min_factor`` at ``max_steps`` (or 1 throughout with ``cosine=False``).
+    """Multiplier of the peak learning rate at update ``step`` (0-based): a linear warm-up from
+    ``warmup_start_factor`` over ``warmup_steps``, then a cosine to ``min_factor`` at ``max_steps`` (or 1).
 
     Examples:
         >>> [round(warmup_cosine_factor(s, max_steps=10, warmup_steps=2, min_factor=0.0), 3) for s in (0, 1, 2, 6, 10)]
@@ -116,6 +113,46 @@ def warmup_cosine_factor(
         return 1.0
     t = min(max(step - warmup_steps, 0) / max(max_steps - warmup_steps, 1), 1.0)
     return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class ModelEMA(nn.Module):
+    r"""A frozen copy of a model whose floating-point weights track :math:`w_{ema} \leftarrow d\,w_{ema} + (1 - d)\,w`
+    (other buffers are copied); calling it runs the copy.
+
+    Args:
+        model: The model to track (its current weights start the average).
+        decay: The decay ``d``, in (0, 1).
+
+    Examples:
+        >>> net = nn.Linear(1, 1, bias=False)
+        >>> ema = ModelEMA(net, decay=0.5)
+        >>> w0 = float(ema.module.weight)
+        >>> with torch.no_grad():
+        ...     _ = net.weight.fill_(1.0)
+        >>> ema.update(net)
+        >>> round(float(ema.module.weight), 4) == round(0.5 * w0 + 0.5, 4)
+        True
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+        super().__init__()
+        if not 0.0 < decay < 1.0:
+            raise UsageError(f"EMA decay must be in (0, 1), got {decay}")
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average towards ``model``'s current weights."""
+        src = model.state_dict()
+        for name, v in self.module.state_dict().items():
+            if v.is_floating_point():
+                v.lerp_(src[name].detach().to(v.dtype), 1.0 - self.decay)
+            else:
+                v.copy_(src[name])
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -161,9 +198,8 @@ def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool)
 class Trainer:
     """Train a restoration network on a dataset of ``{"degraded", "clean", "label", ...}`` samples.
 
-    Warm-up and cosine, accumulation, clipping, AMP, EMA, validation per degradation, ``best.pt``, logs,
-    curves, DDP under ``torchrun``; checkpoints every ``save_every`` updates / ``save_every_minutes`` and on
-    SIGINT / SIGTERM, resumed bit for bit; the family's training terms are added (``config.aux_weights``).
+    Checkpoints are written every ``save_every`` updates / ``save_every_minutes`` and on SIGINT / SIGTERM, and
+    resumed bit for bit; the family's training terms are added (``config.aux_weights``).
 
     Args:
         loss: Main loss (default: ``build_loss(config.loss, **config.loss_kwargs)``).
@@ -175,11 +211,9 @@ class Trainer:
 
     Raises:
         ConfigError: Naming the setting (``trainer.<field>: ...``).
-        CheckpointError: If the checkpoint to resume from is missing, unreadable or does not fit (with
-            ``resume="auto"`` an unreadable newest one is renamed ``NAME.unreadable`` and an older one used).
+        CheckpointError: If the checkpoint to resume from is missing, unreadable or does not fit.
         UsageError: If another run holds the output folder (locked until :meth:`fit` returns).
-        DatasetError: When a degradation of the data is not one of a PIP network's (``data.train: ...``,
-            ``data.val: ...``).
+        DatasetError: When a degradation of the data is not one of a PIP network's (``data.train: ...``).
 
     Examples:
         >>> import tempfile
@@ -281,7 +315,6 @@ class Trainer:
             self.log = RunLog(self.out_dir)
             self.last_checkpoint: Path | None = None
             self._iter: Iterator[dict[str, Any]] | None = None
-            self._saved_step = -1
             self._bar: Any = None
             self.start_message, notes = self._resume()
         except BaseException:
@@ -316,7 +349,6 @@ class Trainer:
         return model
 
     def _build_optimization(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-        """The optimizer of the trainable weights and its warm-up / cosine schedule."""
         cfg = self.config
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
@@ -368,43 +400,36 @@ class Trainer:
 
     def _resume(self) -> tuple[str, list[str]]:
         """Where the run starts, and the warnings to give after saying so."""
-        mode = self.config.resume
-        if mode == "never":
-            n = len(ck._periodic(self.ckpt_dir))  # removed when fit() starts
+        mode, found = self.config.resume, [p for _, p in reversed(ck._periodic(self.ckpt_dir))]
+        if mode == "never":  # they are removed when fit() starts
+            n = len(found)
             old = f"; this run replaces the {n} checkpoint(s) and the logs of an earlier run" if n else ""
             return f"resume=never: starting at step 0{old} in {self.out_dir}", []
-        if mode != "auto":
-            notes = self._load_state(mode, ck._read_checkpoint(mode))
-            return f"resumed from {mode} at step {self.step}", notes
-        found = ck._periodic(self.ckpt_dir)
-        if not found:
+        if mode == "auto" and not found:
             return f"no checkpoint in {self.ckpt_dir}: starting at step 0", []
         bad: list[tuple[Path, str]] = []
-        for _, path in reversed(found):  # the newest intact one
+        for path in found if mode == "auto" else [Path(mode)]:  # auto: the newest intact one
             try:
                 state = ck._read_checkpoint(path)
             except CheckpointError as exc:
+                if mode != "auto":
+                    raise
                 bad.append((path, str(exc)))
                 continue
             notes = self._load_state(path, state)  # first why this checkpoint, then what differs from it
-            notes[:0] = [self._set_aside(p, reason, path) for p, reason in bad]
+            for p, reason in reversed(bad):  # set aside as NAME.unreadable, never rotated away
+                kept = p.with_name(p.name + ".unreadable")
+                try:
+                    if self.dist.is_main:
+                        os.replace(p, kept)
+                except OSError:  # another process of the run moved it, or the folder is read-only
+                    kept = p
+                used = f"resumed from the newest intact checkpoint {path} instead"
+                notes.insert(0, f"{reason}; {used}; the unreadable file is kept as {kept}")
             return f"resumed from {path} at step {self.step}", notes
         raise CheckpointError(
             f"no readable checkpoint in {self.ckpt_dir} ({'; '.join(r for _, r in bad)}); start again with "
             "--resume never (resume='never') or use another --output-dir"
-        )
-
-    def _set_aside(self, path: Path, reason: str, used: Path) -> str:
-        """Rename an unreadable checkpoint to ``NAME.unreadable`` (never rotated away); the note."""
-        kept = path.with_name(path.name + ".unreadable")
-        if self.dist.is_main:
-            try:
-                os.replace(path, kept)
-            except OSError:  # another process of the run moved it, or the folder is read-only
-                kept = path
-        return (
-            f"{reason}; resumed from the newest intact checkpoint {used} instead; the unreadable file is kept "
-            f"as {kept}"
         )
 
     def _load_state(self, path: str | os.PathLike[str], state: dict[str, Any]) -> list[str]:
@@ -427,10 +452,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler") or not self.scaler.is_enabled():  # empty: saved by a run without fp16
             self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.module.load_state_dict(state["ema"])
-        elif self.ema is not None:  # EMA switched on at this resume: it starts from the restored weights
-            self.ema = ModelEMA(self.model, self.ema.decay)
+        if self.ema is not None:  # switched on at this resume: it starts from the restored weights
+            self.ema.module.load_state_dict(state.get("ema") or self.model.state_dict())
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best = dict(state["best"])
         self.log.load_state_dict(state)
@@ -442,7 +465,6 @@ class Trainer:
         if "loss" in state and isinstance(self.loss_fn, nn.Module) and same_loss:
             self.loss_fn.load_state_dict(state["loss"])
         self.last_checkpoint = Path(path)
-        self._saved_step = self.step
         return self._reconcile_config(path, saved, fresh_groups)
 
     def _reconcile_config(
@@ -549,8 +571,7 @@ class Trainer:
         row: dict[str, float] = {}
         if cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+            row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
         lr = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -561,11 +582,16 @@ class Trainer:
         self.step += 1
         return {"step": self.step, "loss": sums.pop("loss"), "lr": lr, **sums, **row}
 
+    def _max_over_ranks(self, value: float) -> float:
+        """``value``'s maximum over the processes, so that they all stop at the same update."""
+        if not self.dist.enabled:
+            return value
+        flag = torch.tensor(float(value), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return flag.item()
+
     def _check_finite(self, loss: torch.Tensor) -> None:
-        bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=self.device)
-        if self.dist.enabled:
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if bad.item() > 0:
+        if self._max_over_ranks(0.0 if torch.isfinite(loss.detach()).all() else 1.0):
             good = self.last_checkpoint or next((p for _, p in reversed(ck._periodic(self.ckpt_dir))), None)
             where = f"the last good checkpoint is {good}" if good else "no checkpoint had been written yet"
             raise TrainingDivergedError(
@@ -622,17 +648,11 @@ class Trainer:
                         last_val = self._validate()
                     due = cfg.save_every and self.step % cfg.save_every == 0
                     late = 0 < cfg.save_every_minutes <= (time.monotonic() - self._last_save_time) / 60
-                    if due or late or self.step == stop_at:
+                    if saved := bool(due or late or self.step == stop_at):
                         self._save_checkpoint()
-                    signum = stop.requested
-                    if self.dist.enabled:  # every process stops at the same update
-                        flag = torch.tensor(float(signum), device=self.device)
-                        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                        signum = int(flag.item())
-                    if signum:
-                        saved = self._saved_step == self.step
+                    if signum := int(self._max_over_ranks(stop.requested)):
                         path = self.last_checkpoint if saved else self._save_checkpoint()
-                        raise TrainingInterrupted(signum, self.step, path if main else None)
+                        raise TrainingInterrupted(signum, self.step, path)
             if main and cfg.plot:
                 self.plot_curves()
         finally:
@@ -664,25 +684,23 @@ class Trainer:
         was_training = net.training
         net.eval()
         loader = DataLoader(data, batch_size=self.config.val_batch_size, num_workers=self.config.num_workers)
-        keys = ("psnr", "ssim", "input_psnr", "input_ssim")
-        rows: dict[str, list[list[float]]] = {}  # per group, the values of each image
+        rows: dict[str, list[torch.Tensor]] = {}  # per group, the values of each image
         for batch in loader:
             batch = _to_device(batch, self.device, self.channels_last)
             with autocast(self.device, self.precision):
                 out = self._forward(net, batch)
             m = self.protocol.compute_per_image(out.float(), batch["clean"])
             mi = self.protocol.compute_per_image(batch["degraded"], batch["clean"])
-            values = torch.stack([m["psnr"], m["ssim"], mi["psnr"], mi["ssim"]], dim=1).tolist()
+            values = torch.stack([m["psnr"], m["ssim"], mi["psnr"], mi["ssim"]], dim=1).double().cpu()
             groups = batch.get("task", batch.get("degradation", ["all"] * out.shape[0]))
             for g, v in zip(groups, values, strict=True):
                 for key in {str(g), "all"}:
                     rows.setdefault(key, []).append(v)
         net.train(was_training)
-        order = [*sorted(g for g in rows if g != "all"), "all"]
+        keys = ("psnr", "ssim", "input_psnr", "input_ssim")
         return {
-            g: {**{k: sum(c) / len(c) for k, c in zip(keys, zip(*rows[g]))}, "count": len(rows[g])}
-            for g in order
-            if g in rows
+            g: {**dict(zip(keys, torch.stack(rows[g]).mean(0).tolist())), "count": len(rows[g])}
+            for g in sorted(rows, key=lambda g: (g == "all", g))
         }
 
     def _validate(self) -> dict[str, Any]:
@@ -714,7 +732,6 @@ class Trainer:
         return plot_training_curves(self.history, self.out_dir / "curves.png")
 
     def _state_dict(self) -> dict[str, Any]:
-        """Everything an exact resume needs."""
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -740,11 +757,9 @@ class Trainer:
     def _save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/step_XXXXXXXX.pt`` and rotate down to ``keep_last`` (main process only)."""
         self._last_save_time = time.monotonic()
-        self._saved_step = self.step
         if not self.dist.is_main:
             return None
-        self.last_checkpoint = ck.write_checkpoint(
-            self.ckpt_dir / f"step_{self.step:08d}.pt", self._state_dict()
-        )
+        path = self.ckpt_dir / f"step_{self.step:08d}.pt"
+        self.last_checkpoint = ck.write_checkpoint(path, self._state_dict())
         ck._rotate(self.ckpt_dir, self.step, self.config.keep_last)
         return self.last_checkpoint
