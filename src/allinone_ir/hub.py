@@ -330,28 +330,23 @@ def _explain_odd_tensors(
     for (_, cfg), base in zip(claims, bases):
         if base is not None:
             votes.update(_votes(cfg, base[1]))
-    best: tuple[tuple[int, int], str] | None = None
+    found: list[tuple[tuple[int, int], str]] = []  # (missing + unexpected, misshapen), the explanation
     for (c, cfg), base in zip(claims, bases):
-        if best is not None and best[0] == (0, 1):  # one odd tensor, every key known: nothing explains more
-            break
         for (field, idx, new), _ in votes.most_common(6):
             value = cfg.get(field)
             if value is None or (idx is not None and not (isinstance(value, list) and idx < len(value))):
                 continue
             candidate = {**cfg, field: new if idx is None else [*value[:idx], new, *value[idx + 1 :]]}
-            found = _misfits(c, candidate, state)
-            if found is None or not 0 < len(found[1]) <= 3:
+            fit = _misfits(c, candidate, state)
+            if fit is None or not 0 < len(fit[1]) <= 3:
                 continue
-            score = (found[0], len(found[1]))
-            if base is not None and (score[0] > base[0] or score[1] >= len(base[1])):
-                continue
-            if best is None or score < best[0]:
+            if base is None or (fit[0] <= base[0] and len(fit[1]) < len(base[1])):
                 wrong = ", ".join(
-                    f"key {k} has shape {ours}, expected {theirs}" for k, ours, theirs in found[1]
+                    f"key {k} has shape {ours}, expected {theirs}" for k, ours, theirs in fit[1]
                 )
-                fit = f"{len(state) - score[1]} tensors fit {c.__name__} with {field}={candidate[field]}"
-                best = (score, f"{wrong} (the other {fit})")
-    return None if best is None else best[1]
+                rest = f"{len(state) - len(fit[1])} tensors fit {c.__name__} with {field}={candidate[field]}"
+                found.append(((fit[0], len(fit[1])), f"{wrong} (the other {rest})"))
+    return min(found, key=lambda f: f[0])[1] if found else None
 
 
 def load_checkpoint(
@@ -383,18 +378,13 @@ def load_checkpoint(
         >>> type(load_checkpoint(official)).__name__
         'Restormer'
     """
-    return _load(path_or_state_dict, arch, strict, map_location, overrides)
+    return _load(path_or_state_dict, arch, strict, map_location, overrides, saved_only=False)
 
 
 def _load(
-    source: Any,
-    arch: str | nn.Module | None,
-    strict: bool,
-    map_location: Any,
-    overrides: dict,
-    saved_only: bool = False,
+    source: Any, arch: str | nn.Module | None, strict: bool, device: Any, overrides: dict, saved_only: bool
 ) -> nn.Module:
-    raw, saved, source = _read(source, map_location)
+    raw, saved, source = _read(source, device)
     if saved is None and saved_only:
         raise CheckpointError(
             f"{source} has no saved config; use load_checkpoint() to detect the architecture"
@@ -437,7 +427,7 @@ def _load(
         model = create_model(arch, **kwargs) if is_model(arch) else cls(**kwargs)
     if saved is not None and saved.get("model_name"):
         model.model_name = saved["model_name"]
-    return _load_into(model, state, source, strict, detected=detected).eval().to(map_location)
+    return _load_into(model, state, source, strict, detected=detected).eval().to(device)
 
 
 def _save(model: nn.Module, path: Path, protocol: str, overwrite: bool, *, folder: bool) -> Path:

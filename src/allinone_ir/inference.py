@@ -342,7 +342,19 @@ def restore(
         return res[:, :, 0] if image.ndim == 2 else res
     pil = sys.modules.get("PIL.Image")  # an image of it exists only once it is imported
     if pil is not None and isinstance(image, pil.Image):
-        return _restore_pil(model, image, lambda t: restore(model, t, **{**opts, "clamp": True}))
+        try:
+            arr = _mode_pixels(image, "the PIL image")
+        except ImageReadError as exc:
+            raise UsageError(f"cannot restore the PIL image: {exc.reason}") from exc
+        arr = arr[:, :, None] if arr.ndim == 2 else arr
+        _, res = restore_array(model, arr, lambda t: restore(model, t, **{**opts, "clamp": True}))
+        out = pil.fromarray(res[:, :, 0] if res.shape[2] == 1 else res, "LA" if res.shape[2] == 2 else None)
+        mode = image.mode  # back to it where Pillow can convert
+        if out.mode != mode and (
+            mode in ("CMYK", "YCbCr", "LAB", "HSV", "I", "RGBX") or mode.startswith("I;16")
+        ):
+            out = out.convert(mode)
+        return out
     if not isinstance(image, torch.Tensor):
         raise UsageTypeError(
             "image must be a torch.Tensor, a numpy array, a PIL image or a path, got " + type(image).__name__
@@ -409,19 +421,3 @@ def restore(
         model.train(was_training)
     out = out.clamp_(0, 1) if clamp else out
     return (out if image.ndim == 4 else out[0]).to(device=image.device, dtype=image.dtype)
-
-
-def _restore_pil(model: nn.Module, image: Any, restore_fn: Callable[[Any], Any]) -> Any:
-    """Restore a PIL image through its pixels; the same mode where Pillow can convert back."""
-    from PIL import Image
-
-    mode = image.mode
-    try:
-        arr = _mode_pixels(image, "the PIL image")
-    except ImageReadError as exc:
-        raise UsageError(f"cannot restore the PIL image: {exc.reason}") from exc
-    _, res = restore_array(model, arr[:, :, None] if arr.ndim == 2 else arr, restore_fn)
-    pil = Image.fromarray(res[:, :, 0] if res.shape[2] == 1 else res, "LA" if res.shape[2] == 2 else None)
-    if pil.mode != mode and (mode in ("CMYK", "YCbCr", "LAB", "HSV", "I", "RGBX") or mode.startswith("I;16")):
-        pil = pil.convert(mode)
-    return pil
