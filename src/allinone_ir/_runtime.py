@@ -35,8 +35,7 @@ def autocast(
 def progress_bar(
     iterable: Iterable[Any] | None = None, *, warn: bool = False, stacklevel: int = 2, **options: Any
 ) -> Any:
-    """A tqdm bar over ``iterable`` (``None``: give ``total``, update by hand), or ``None`` without tqdm
-    (with a ``RuntimeWarning`` at ``stacklevel`` from the caller if ``warn``)."""
+    """A tqdm bar over ``iterable`` (or ``total``), or ``None`` without tqdm (then warns if ``warn``)."""
     try:
         from tqdm.auto import tqdm
     except ImportError:

@@ -1,15 +1,12 @@
-"""Checkpoints: official files (read through each family's ``detect`` and ``filter_state_dict``) and ours.
-
-Every ``torch.load`` uses ``weights_only=True``.
-"""
+"""Loading official checkpoints and ours (``torch.load`` always with ``weights_only=True``); saving ours."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import pickle
+import pkgutil
 import re
 import warnings
 from collections import Counter
@@ -83,15 +80,13 @@ def _disallowed_globals(path: Path, exc: Exception) -> list[str]:
     try:
         found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:  # a legacy (non-zip) file: read the message
-        found = []
-    found = found or re.findall(r"Unsupported global: GLOBAL (\S+) was not an allowed global", str(exc))
-    for name in found:
-        module, _, attr = name.rpartition(".")
-        try:
-            if module.startswith("torch") and not hasattr(importlib.import_module(module), attr):
-                return []
-        except ImportError:
-            return []
+        found = re.findall(r"Unsupported global: GLOBAL (\S+) was not an allowed global", str(exc))
+    try:
+        for name in found:
+            if name.startswith("torch"):
+                pkgutil.resolve_name(name)
+    except (ImportError, AttributeError, ValueError):
+        return []
     return found
 
 
@@ -112,7 +107,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 
 def _parse_config(text: str, where: str) -> dict[str, Any]:
-    """A saved config (``{"architecture": ..., "config": {...}}``) read from JSON text, checked."""
     try:
         saved = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -144,8 +138,7 @@ def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str,
             path = path / WEIGHTS_NAME
         elif not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
-        size = path.stat().st_size
-        if size == 0:
+        if (size := path.stat().st_size) == 0:
             raise CheckpointError(f"cannot read checkpoint {path}: empty file (0 bytes)")
         with open(path, "rb") as f:
             head = f.read(9)  # safetensors: an 8-byte header length, then a JSON object
@@ -163,16 +156,10 @@ def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str,
 
 
 def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
-    """The network weights inside a checkpoint object (or a state dict), with wrapper prefixes removed.
-
-    Unwraps ``params_ema`` / ``params`` (BasicSR, EMA preferred), ``ema`` (Trainer), ``state_dict``
-    (Lightning), ``model_state_dict`` / ``model`` / ``net``; strips ``module.`` / ``_orig_mod.`` and a
-    training wrapper's ``net.`` / ``model.``. The wrapper's losses and metrics are dropped with a
-    warning; any other key is kept (loading reports it as unexpected).
+    """The network weights in a checkpoint or state dict, without wrappers (``params_ema``, ``module.``...).
 
     Raises:
-        CheckpointError: If no tensors are found, or a key is there with and without the wrapper
-            prefix (two networks in one file).
+        CheckpointError: If no tensors are found, or a key is there with and without the wrapper prefix.
 
     Examples:
         >>> w = torch.zeros(1)
@@ -186,10 +173,7 @@ def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
         )
     obj = checkpoint
     for _ in range(3):  # nested wrappers
-        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
-            break
-        obj = inner
+        obj = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), obj)
     state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not state:
         raise CheckpointError(
@@ -225,26 +209,20 @@ def _show(items: list[str], limit: int = 12) -> str:
     return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-def _detect(cls: type[nn.Module], state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-    """What ``cls.detect`` reads from the state dict (``None``: not its keys, or no ``detect``)."""
-    config = cls.detect(state_dict) if hasattr(cls, "detect") else None
-    return None if config is None else dict(config)
-
-
 def _claims(
     state_dict: Mapping[str, torch.Tensor],
-) -> tuple[list[tuple[type[nn.Module], dict[str, Any]]], list[tuple[str, str]]]:
-    """``(class, config)`` of each registered class reading the keys; ``(name, error)`` of each failing."""
-    claims, errors = [], []
+) -> tuple[list[tuple[type[nn.Module], dict[str, Any]]], dict[str, list[str]]]:
+    claims = []
+    errors: dict[str, list[str]] = {}
     for name in list_architectures():
         cls = get_model_class(name)
         try:
-            config = _detect(cls, state_dict)
+            config = cls.detect(state_dict) if hasattr(cls, "detect") else None
         except CheckpointError as exc:
-            errors.append((name, str(exc)))
+            errors.setdefault(str(exc), []).append(name)
             continue
         if config is not None:
-            claims.append((cls, config))
+            claims.append((cls, dict(config)))
     return claims, errors
 
 
@@ -265,7 +243,6 @@ def _fit(
 def _misfits(
     cls: type[nn.Module], config: dict[str, Any], state_dict: Mapping[str, torch.Tensor]
 ) -> tuple[int, list[_Misfit]] | None:
-    """Missing + unexpected key count and the misshapen keys of ``cls(**config)`` built on ``meta``."""
     try:
         with torch.device("meta"):
             model = cls(**config)
@@ -278,15 +255,11 @@ def _misfits(
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
     """Recognise the network of a state dict (prefixes removed) and recover its constructor arguments.
 
-    Every registered class's ``detect`` reads the key names and shapes; when several recognise the keys,
-    the network (built on ``meta``) that fits them best wins.
-
     Returns:
         ``(class_name, config)`` for ``get_model_class(class_name)(**config)``.
 
     Raises:
-        CheckpointError: If no registered architecture recognises the keys, or one does but cannot
-            read a hyper-parameter.
+        CheckpointError: If no registered architecture recognises the keys, or one cannot read them.
 
     Examples:
         >>> from allinone_ir import create_model
@@ -303,10 +276,7 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, di
         if scores[best] == 0 or not errors:
             return claims[best][0].__name__, claims[best][1]
     if errors:  # families sharing a layout give the same reason once
-        by_reason: dict[str, list[str]] = {}
-        for name, reason in errors:
-            by_reason.setdefault(reason, []).append(name)
-        raise CheckpointError("; ".join(f"{', '.join(names)}: {why}" for why, names in by_reason.items()))
+        raise CheckpointError("; ".join(f"{', '.join(names)}: {why}" for why, names in errors.items()))
     keys = sorted(state_dict)
     known = [n for n in list_architectures() if hasattr(get_model_class(n), "detect")]
     raise CheckpointError(
@@ -353,39 +323,30 @@ def _votes(config: dict[str, Any], wrong: list[_Misfit]) -> Counter[tuple[str, i
 def _explain_odd_tensors(
     cls: type[nn.Module], config: dict[str, Any], state: Mapping[str, torch.Tensor]
 ) -> str | None:
-    """The few (at most three) tensors whose shapes disagree with the rest, when a detected config does not fit.
-
-    A hyper-parameter read from one wrong tensor mismatches nearly every key: each mismatch votes for a
-    value of an integer hyper-parameter, and the candidate leaving the fewest tensors mismatched names them.
-    """
+    """The (at most three) tensors whose shapes disagree with the rest: mismatches vote for hyper-parameters."""
     claims = [(cls, config)] + [(c, cfg) for c, cfg in _claims(state)[0] if c is not cls]
     bases = [_misfits(c, cfg, state) for c, cfg in claims]
     votes: Counter[tuple[str, int | None, int]] = Counter()
     for (_, cfg), base in zip(claims, bases):
         if base is not None:
             votes.update(_votes(cfg, base[1]))
-    best: tuple[tuple[int, int], str] | None = None
+    found: list[tuple[tuple[int, int], str]] = []  # (missing + unexpected, misshapen), the explanation
     for (c, cfg), base in zip(claims, bases):
-        if best is not None and best[0] == (0, 1):  # one odd tensor, every key known: nothing explains more
-            break
         for (field, idx, new), _ in votes.most_common(6):
             value = cfg.get(field)
             if value is None or (idx is not None and not (isinstance(value, list) and idx < len(value))):
                 continue
             candidate = {**cfg, field: new if idx is None else [*value[:idx], new, *value[idx + 1 :]]}
-            found = _misfits(c, candidate, state)
-            if found is None or not 0 < len(found[1]) <= 3:
+            fit = _misfits(c, candidate, state)
+            if fit is None or not 0 < len(fit[1]) <= 3:
                 continue
-            score = (found[0], len(found[1]))
-            if base is not None and (score[0] > base[0] or score[1] >= len(base[1])):
-                continue
-            if best is None or score < best[0]:
+            if base is None or (fit[0] <= base[0] and len(fit[1]) < len(base[1])):
                 wrong = ", ".join(
-                    f"key {k} has shape {ours}, expected {theirs}" for k, ours, theirs in found[1]
+                    f"key {k} has shape {ours}, expected {theirs}" for k, ours, theirs in fit[1]
                 )
-                fit = f"{len(state) - score[1]} tensors fit {c.__name__} with {field}={candidate[field]}"
-                best = (score, f"{wrong} (the other {fit})")
-    return None if best is None else best[1]
+                rest = f"{len(state) - len(fit[1])} tensors fit {c.__name__} with {field}={candidate[field]}"
+                found.append(((fit[0], len(fit[1])), f"{wrong} (the other {rest})"))
+    return min(found, key=lambda f: f[0])[1] if found else None
 
 
 def load_checkpoint(
@@ -399,20 +360,13 @@ def load_checkpoint(
     """Build a network from a checkpoint (an official file or one of ours), in eval mode on ``map_location``.
 
     Args:
-        path_or_state_dict: A ``.ckpt`` / ``.pth`` / ``.safetensors`` file, a :func:`save_pretrained`
-            folder, or a loaded checkpoint / state dict.
-        arch: ``None``: the file's saved config, else the architecture detected from the weights; a
-            registered model or class name (hyper-parameters from its ``detect`` or a saved config of
-            the same class); or a network to load into.
+        path_or_state_dict: A ``.ckpt`` / ``.pth`` / ``.safetensors`` file, a save_pretrained folder, or a dict.
+        arch: ``None``: the saved config, else detected; a registered model or class name; or a network.
         strict: Require every key to match (shape mismatches always fail).
         **overrides: Constructor arguments replacing detected / default ones.
 
-    Returns:
-        The network with the checkpoint's weights, in eval mode.
-
     Raises:
-        CheckpointError: If the file cannot be read safely, the architecture cannot be detected, or
-            the weights do not match the network (the message names the file and the keys).
+        CheckpointError: If the file cannot be read safely, the network is not detected or does not fit.
         UnknownNameError: If ``arch`` names no registered model or class.
         ModelArgumentError: If the network does not take one of ``overrides``.
         FileNotFoundError: If the path does not exist.
@@ -424,18 +378,13 @@ def load_checkpoint(
         >>> type(load_checkpoint(official)).__name__
         'Restormer'
     """
-    return _load(path_or_state_dict, arch, strict, map_location, overrides)
+    return _load(path_or_state_dict, arch, strict, map_location, overrides, saved_only=False)
 
 
 def _load(
-    source: Any,
-    arch: str | nn.Module | None,
-    strict: bool,
-    map_location: Any,
-    overrides: dict,
-    saved_only: bool = False,
+    source: Any, arch: str | nn.Module | None, strict: bool, device: Any, overrides: dict, saved_only: bool
 ) -> nn.Module:
-    raw, saved, source = _read(source, map_location)
+    raw, saved, source = _read(source, device)
     if saved is None and saved_only:
         raise CheckpointError(
             f"{source} has no saved config; use load_checkpoint() to detect the architecture"
@@ -471,17 +420,17 @@ def _load(
                 _unknown("model or architecture", arch, [*list_models(), *list_architectures()])
             )
         found = saved["config"] if saved is not None and saved["architecture"] == cls.__name__ else None
-        if saved is None:
+        if saved is None and hasattr(cls, "detect"):
             with contextlib.suppress(CheckpointError):  # the class's defaults, then
-                found = _detect(cls, state)
+                found = cls.detect(state)
         kwargs = {**(found or {}), **overrides}
         model = create_model(arch, **kwargs) if is_model(arch) else cls(**kwargs)
     if saved is not None and saved.get("model_name"):
         model.model_name = saved["model_name"]
-    return _load_into(model, state, source, strict, detected=detected).eval().to(map_location)
+    return _load_into(model, state, source, strict, detected=detected).eval().to(device)
 
 
-def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
+def _save(model: nn.Module, path: Path, protocol: str, overwrite: bool, *, folder: bool) -> Path:
     name, cfg = type(model).__name__, getattr(model, "config", None)
     registered = name in list_architectures() and get_model_class(name) is type(model)
     if not isinstance(cfg, Mapping) or not registered:
@@ -490,7 +439,7 @@ def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
             "arguments and registration with @register_architecture"
         )
     get_protocol(protocol)  # validate the name
-    out = {
+    config = {
         "architecture": name,
         "config": dict(cfg),
         "model_name": getattr(model, "model_name", None),
@@ -501,22 +450,15 @@ def _model_config(model: nn.Module, protocol: str) -> dict[str, Any]:
         "metric_protocol": protocol,
     }
     try:
-        json.dumps(out)
+        meta = {"format": "pt", _META_KEY: json.dumps(config)}
     except TypeError as exc:
         raise UsageTypeError(f"{name}.config is not JSON-serialisable: {exc}") from exc
-    return out
-
-
-def _save(model: nn.Module, path: Path, protocol: str, overwrite: bool, *, folder: bool) -> Path:
-    """Write ``path`` (a folder: its safetensors file and ``config.json``; else the file) atomically."""
-    config = _model_config(model, protocol)
     files = [path / WEIGHTS_NAME, path / CONFIG_NAME] if folder else [path]
     if (existing := [str(p) for p in files if p.exists()]) and not overwrite:
         raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True)")
     st = require("safetensors.torch", extra="hub", purpose="safetensors files")
     # clone: safetensors refuses tensors sharing storage and non-contiguous views
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    meta = {"format": "pt", _META_KEY: json.dumps(config)}
     atomic_write(files[0], lambda tmp: st.save_file(tensors, tmp, metadata=meta))
     if folder:
         atomic_write(files[1], lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
@@ -532,10 +474,6 @@ def save_pretrained(
 ) -> Path:
     """Save a registered network as ``directory/model.safetensors`` + ``config.json`` (written atomically).
 
-    The config (also in the safetensors metadata) holds the class name, the constructor arguments, the
-    registered model name, the library version, the input range and the metric ``protocol`` (see
-    :func:`allinone_ir.metrics.get_protocol`).
-
     Raises:
         FileExistsError: If a file would be replaced and ``overwrite`` is ``False``.
         TypeError: If the network cannot be rebuilt from a config.
@@ -550,8 +488,7 @@ def from_pretrained(
     """Rebuild a network saved by :func:`save_pretrained` (or a self-describing ``.safetensors``), in eval mode.
 
     Raises:
-        CheckpointError: If there is no saved config, a file cannot be read, or the weights do not
-            match (the message names the file).
+        CheckpointError: If there is no saved config, a file cannot be read, or the weights do not match.
     """
     return _load(directory, None, strict, map_location, {}, saved_only=True)
 
@@ -575,8 +512,8 @@ def convert_checkpoint(
         FileExistsError: If ``dst`` exists and ``overwrite`` is ``False``.
         UsageError: If ``dst`` is ``src``.
     """
-    src_p, dst_p = Path(src), Path(dst)
-    if dst_p.resolve() == src_p.resolve():
+    dst_path = Path(dst)
+    if dst_path.resolve() == Path(src).resolve():
         raise UsageError("the converted checkpoint must not replace its source")
-    model = load_checkpoint(src_p, arch, **overrides)
-    return _save(model, dst_p, protocol, overwrite, folder=dst_p.suffix != ".safetensors")
+    model = load_checkpoint(src, arch, **overrides)
+    return _save(model, dst_path, protocol, overwrite, folder=dst_path.suffix != ".safetensors")

@@ -1,7 +1,4 @@
-"""Restoring whole images: seamless overlapping tiles, test-time augmentation, any input kind.
-
-:func:`restore` changes no process-wide state (allocator, threads, environment, backend flags).
-"""
+"""Restoring whole images of any kind: seamless overlapping tiles, test-time augmentation."""
 
 from __future__ import annotations
 
@@ -17,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ._runtime import autocast, low_precision_dtype, progress_bar
 from .errors import ImageReadError, UsageError, UsageTypeError
@@ -29,10 +27,7 @@ Transform = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor
 
 
 def tta_transforms(mode: TTAMode | bool) -> list[Transform]:
-    """``(forward, inverse)`` pairs of a TTA mode, the identity first.
-
-    ``"x8"`` (or ``True``): the eight flips and 90-degree rotations; ``"flip"``: identity, horizontal,
-    vertical and both flips; ``False``: the identity.
+    """``(forward, inverse)`` pairs of a TTA mode (``"x8"`` or ``True``, ``"flip"``, ``False``), identity first.
 
     Raises:
         UsageError: On another mode.
@@ -67,8 +62,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def blend_window(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> torch.Tensor:
-    """One axis of the tile blending window: where it borders another tile, weight 0 on the outer
-    ``overlap // 4`` pixels, then a raised-cosine ramp to 1 that sums to one with the neighbour's."""
+    """One axis of a tile's weight: beside a neighbour, 0 then a raised-cosine ramp summing to 1 with its."""
     w = torch.ones(size, dtype=torch.float64)
     if overlap > 0:
         margin, n = overlap // 4, min(overlap, size)
@@ -125,8 +119,7 @@ def prepare_for_inference(
 def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[list[str]]:
     """Keep the parts of a network that bf16/fp16 perturbs most in float32 while autocast runs the rest.
 
-    ``model.low_precision_flags()`` declares ``(name, module, attribute)`` triples; each ``module.attribute``
-    is ``True`` inside the context, if ``enabled``.
+    Each ``(name, module, attribute)`` of ``model.low_precision_flags()`` is ``True`` inside the context.
 
     Yields:
         The names of the modules kept in float32.
@@ -156,50 +149,7 @@ def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[lis
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
 
 
-def _runner(
-    model: nn.Module,
-    device: torch.device,
-    dtype: torch.dtype | None,
-    tta: TTAMode | bool,
-    degradation: Any,
-    compile: bool,
-    channels_last: bool,
-) -> Callable[[torch.Tensor, Sequence[int]], torch.Tensor]:
-    """A function restoring a CPU float32 batch of images ``index``: device, layout, autocast, TTA."""
-    takes_degradation = bool(getattr(model, "accepts_degradation", False))
-    if degradation is not None and not takes_degradation:
-        raise UsageError(
-            f"{type(model).__name__} does not take a degradation (only PIP networks do); "
-            "drop the degradation argument"
-        )
-    low = low_precision_dtype(dtype)
-    if low is not None and not native_low_precision(low, device):
-        warnings.warn(
-            f"{low} is emulated on this {device.type} (no native support), so it runs much slower than "
-            "float32; use dtype=None here",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    if compile and model not in _COMPILED:
-        _COMPILED[model] = torch.compile(model)  # type: ignore[assignment]  # once per network
-    net = _COMPILED[model] if compile else model
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    transforms = tta_transforms(tta)
-
-    def run(x: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
-        x = x.to(device).contiguous(memory_format=fmt)
-        kwargs = {"degradation": _degradation_for(degradation, index, device)} if takes_degradation else {}
-        out = torch.zeros((), device=device)
-        with autocast(device, low), low_precision_policy(model, enabled=low is not None):
-            for fwd, inv in transforms:
-                out = out + inv(net(fwd(x), **kwargs).float())
-        return (out / len(transforms)).contiguous().cpu()
-
-    return run
-
-
 def _degradation_for(deg: Any, index: Sequence[int], device: torch.device) -> Any:
-    """The degradation of the images ``index``: one spec for all, or their rows / entries."""
     if isinstance(deg, torch.Tensor) and deg.ndim > 0:
         return deg[torch.as_tensor(index, device=deg.device)].to(device)
     if deg is None or isinstance(deg, (str, int, Mapping, torch.Tensor)):
@@ -223,11 +173,8 @@ def _restore_tiled(
     wy = {y: blend_window(th, oy, y > 0, y + th < h) for y in ys}
     wx = {s: blend_window(tw, ox, s > 0, s + tw < w) for s in xs}
     # separable window on a grid of tiles: the accumulated weight is the outer product of the axis sums
-    norm_y, norm_x = torch.zeros(h), torch.zeros(w)
-    for y in ys:
-        norm_y[y : y + th] += wy[y]
-    for s in xs:
-        norm_x[s : s + tw] += wx[s]
+    norm_y = sum((F.pad(wy[y], (y, h - th - y)) for y in ys), torch.zeros(h))
+    norm_x = sum((F.pad(wx[s], (s, w - tw - s)) for s in xs), torch.zeros(w))
     jobs = [(b, y, s) for b in range(n) for y in ys for s in xs]
     bar = None
     if progress or (progress is None and len(jobs) > batch_size):  # None: on a terminal, more than one step
@@ -265,21 +212,18 @@ def restore_array(
 ) -> tuple[Any, np.ndarray]:
     """Restore the pixels of one file, keeping its bit depth and channels (alpha copied back untouched).
 
-    Grayscale goes to a 3-channel network as three equal channels and back through :data:`LUMA_WEIGHTS`.
-
     Args:
         arr: Pixels as stored: uint8, uint16 or float32 in [0, 1].
         restore_fn: ``(C, H, W) tensor -> (C, H, W) tensor`` running the network (default: :func:`restore`).
 
     Returns:
-        The network's float output, and the pixels to write (the input's channels and dtype).
+        The network's float output, and the pixels to write (grayscale through :data:`LUMA_WEIGHTS`).
 
     Raises:
         UsageError: If the network takes another number of channels than the image has.
 
     Shape:
-        - arr: :math:`(H, W, C)`, C in 1..4
-        - outputs: :math:`(C_{out}, H, W)` and :math:`(H, W, C)`
+        - arr: :math:`(H, W, C)`, C in 1..4; outputs: :math:`(C_{out}, H, W)` and :math:`(H, W, C)`
 
     Examples:
         >>> class Identity(torch.nn.Module):
@@ -335,30 +279,25 @@ def restore(
 
     Args:
         model: A network taking ``(N, C, H, W)`` images in [0, 1].
-        image: A float tensor in [0, 1]; a numpy array ``(H, W, C)`` or ``(H, W)`` (uint8, uint16 or
-            float in [0, 1]); a ``PIL.Image.Image``; or a path.
+        image: A float tensor in [0, 1]; a uint8, uint16 or float numpy array; a PIL image; or a path.
         tile: Tile size (``int`` or ``(height, width)``); ``None``: the whole image at once.
         overlap: Overlap of neighbouring tiles in pixels, ``< tile``.
         tta: ``False``, ``"flip"`` (4 flips), ``"x8"`` or ``True`` (flips and 90-degree rotations).
-        degradation: For PIP networks: ``None`` (blind), a name, an int label, one per image or
-            ``(N, T)`` weights.
+        degradation: For PIP networks: ``None`` (blind), a name, an int label, one per image or weights.
         batch_size: Tiles (or images) per forward pass.
         device: Where the network runs (it is moved there); ``None``: its device.
-        dtype: Autocast dtype (bf16 / fp16) under :func:`low_precision_policy`; warns where it is emulated.
+        dtype: Autocast dtype (bf16 / fp16) under :func:`low_precision_policy`.
         channels_last: Memory format; ``None``: :func:`prefers_channels_last`.
         compile: Run the network through ``torch.compile`` (cached per network).
         clamp: Clamp the result to [0, 1] (integer outputs are always clamped).
         progress: tqdm progress bar: ``None`` on a terminal for more than one step, ``True``, ``False``.
-        output: For a path ``image``: write the result there as a PNG of the input's bit depth and channels
-            (replacing a file only if ``overwrite``).
+        output: For a path ``image``: write the result there as a PNG (an existing file if ``overwrite``).
 
     Returns:
-        The kind of ``image`` (same shape, dtype, device or PIL mode; palette and bilevel images come back
-        as RGB / RGBA / ``L``); for a path, the pixels :func:`restore_array` gives, or the path written.
+        The kind of ``image`` (same shape, dtype, device or PIL mode); for a path, its pixels or ``output``.
 
     Raises:
-        UsageError: On NaN/infinite input, a wrong shape or channel count, a bad tile/overlap, or a
-            degradation given to a network that does not take one.
+        UsageError: On NaN/infinite input, a wrong shape, channel count, tile or overlap, or a stray degradation.
         UsageTypeError: On an unsupported image type.
         OSError: For a missing or unreadable path ``image``, or an existing ``output`` without ``overwrite``.
 
@@ -371,26 +310,13 @@ def restore(
         >>> restore(net, torch.rand(3, 40, 50), tile=24, overlap=8).shape
         torch.Size([3, 40, 50])
         >>> import tempfile
-        >>> from pathlib import Path
-        >>> from allinone_ir.io import write_image
-        >>> gray = write_image(Path(tempfile.mkdtemp()) / "gray16.png", np.zeros((20, 30), np.uint16))
+        >>> gray = write_image(os.path.join(tempfile.mkdtemp(), "gray16.png"), np.zeros((20, 30), np.uint16))
         >>> pixels = restore(net, gray)  # a file: its restored pixels, its channels and depth
         >>> pixels.shape, pixels.dtype
         ((20, 30, 1), dtype('uint16'))
     """
-    opts: dict[str, Any] = dict(
-        tile=tile,
-        overlap=overlap,
-        tta=tta,
-        degradation=degradation,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        channels_last=channels_last,
-        compile=compile,
-        clamp=clamp,
-        progress=progress,
-    )
+    # the options for the tensor path that a path, an array or a PIL image comes back through
+    opts = {k: v for k, v in locals().items() if k not in ("model", "image", "output", "overwrite")}
     in_ch = int(getattr(model, "in_channels", 3))
     if isinstance(image, (str, os.PathLike)):
         if output is not None and os.path.realpath(output) == os.path.realpath(image):
@@ -416,7 +342,19 @@ def restore(
         return res[:, :, 0] if image.ndim == 2 else res
     pil = sys.modules.get("PIL.Image")  # an image of it exists only once it is imported
     if pil is not None and isinstance(image, pil.Image):
-        return _restore_pil(model, image, lambda t: restore(model, t, **{**opts, "clamp": True}))
+        try:
+            arr = _mode_pixels(image, "the PIL image")
+        except ImageReadError as exc:
+            raise UsageError(f"cannot restore the PIL image: {exc.reason}") from exc
+        arr = arr[:, :, None] if arr.ndim == 2 else arr
+        _, res = restore_array(model, arr, lambda t: restore(model, t, **{**opts, "clamp": True}))
+        out = pil.fromarray(res[:, :, 0] if res.shape[2] == 1 else res, "LA" if res.shape[2] == 2 else None)
+        mode = image.mode  # back to it where Pillow can convert
+        if out.mode != mode and (
+            mode in ("CMYK", "YCbCr", "LAB", "HSV", "I", "RGBX") or mode.startswith("I;16")
+        ):
+            out = out.convert(mode)
+        return out
     if not isinstance(image, torch.Tensor):
         raise UsageTypeError(
             "image must be a torch.Tensor, a numpy array, a PIL image or a path, got " + type(image).__name__
@@ -442,10 +380,38 @@ def restore(
     if not bool(torch.isfinite(x).all()):
         bad = "NaN" if bool(torch.isnan(x).any()) else "infinite"
         raise UsageError(f"the input image contains {bad} values; restore() needs finite values in [0, 1]")
+    takes_degradation = bool(getattr(model, "accepts_degradation", False))
+    if degradation is not None and not takes_degradation:
+        raise UsageError(
+            f"{type(model).__name__} does not take a degradation (only PIP networks do); "
+            "drop the degradation argument"
+        )
     dev = _device_of(model) if device is None else torch.device(device)
+    low = low_precision_dtype(dtype)
+    if low is not None and not native_low_precision(low, dev):
+        warnings.warn(
+            f"{low} is emulated on this {dev.type} (no native support), so it runs much slower than "
+            "float32; use dtype=None here",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     channels_last = prefers_channels_last(dev) if channels_last is None else channels_last
-    prepare_for_inference(model, dev, channels_last=channels_last)
-    run = _runner(model, dev, dtype, tta, degradation, compile, channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device=dev, memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs lack memory_format
+    if compile and model not in _COMPILED:
+        _COMPILED[model] = torch.compile(model)  # type: ignore[assignment]  # once per network
+    net = _COMPILED[model] if compile else model
+    transforms = tta_transforms(tta)
+
+    def run(x: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
+        x = x.to(dev).contiguous(memory_format=fmt)
+        kwargs = {"degradation": _degradation_for(degradation, index, dev)} if takes_degradation else {}
+        out = torch.zeros((), device=dev)
+        with autocast(dev, low), low_precision_policy(model, enabled=low is not None):
+            for fwd, inv in transforms:
+                out = out + inv(net(fwd(x), **kwargs).float())
+        return (out / len(transforms)).contiguous().cpu()
+
     was_training = model.training
     model.eval()
     try:
@@ -455,19 +421,3 @@ def restore(
         model.train(was_training)
     out = out.clamp_(0, 1) if clamp else out
     return (out if image.ndim == 4 else out[0]).to(device=image.device, dtype=image.dtype)
-
-
-def _restore_pil(model: nn.Module, image: Any, restore_fn: Callable[[Any], Any]) -> Any:
-    """Restore a PIL image through its pixels; the same mode where Pillow can convert back."""
-    from PIL import Image
-
-    mode = image.mode
-    try:
-        arr = _mode_pixels(image, "the PIL image")
-    except ImageReadError as exc:
-        raise UsageError(f"cannot restore the PIL image: {exc.reason}") from exc
-    _, res = restore_array(model, arr[:, :, None] if arr.ndim == 2 else arr, restore_fn)
-    pil = Image.fromarray(res[:, :, 0] if res.shape[2] == 1 else res, "LA" if res.shape[2] == 2 else None)
-    if pil.mode != mode and (mode in ("CMYK", "YCbCr", "LAB", "HSV", "I", "RGBX") or mode.startswith("I;16")):
-        pil = pil.convert(mode)
-    return pil

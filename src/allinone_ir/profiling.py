@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import statistics
 import timeit
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,9 +21,7 @@ __all__ = ["count_flops", "measure_latency"]
 def count_flops(
     target: Callable[[], Any] | nn.Module, size: tuple[int, int] | None = None, in_channels: int = 3
 ) -> int:
-    """FLOPs of one call of a function, or of a network's forward pass on one ``(1, C, H, W)`` image.
-
-    A multiply-add counts 2 FLOPs; a backward inside the call is counted too.
+    """FLOPs of one call of a function (a backward too), or of a network's forward pass on one image.
 
     Args:
         target: A function with no arguments, called once; or a network, counted on the ``meta`` device.
@@ -45,7 +43,13 @@ def count_flops(
     if isinstance(target, nn.Module):
         if size is None:
             raise UsageTypeError("count_flops(network, size): give the image size (H, W)")
-        meta, x = _on_meta(target), torch.zeros(1, in_channels, *size, device="meta")
+        config: Any = getattr(target, "config", None)
+        try:  # rebuilt on meta from its config (no memory), else a copy moved there
+            with torch.device("meta"):
+                meta = get_model_class(type(target).__name__)(**config)
+        except (KeyError, TypeError):  # not registered, no config, or one its class does not take
+            meta = copy.deepcopy(target).to("meta")
+        x = torch.zeros(1, in_channels, *size, device="meta")
         meta.requires_grad_(False)  # FlopCounterMode cannot hook an output that is a view of a grad parameter
         call = torch.no_grad()(lambda: meta(x))
     elif size is not None:
@@ -58,36 +62,13 @@ def count_flops(
     return int(counter.get_total_flops())
 
 
-def _on_meta(model: nn.Module) -> nn.Module:
-    """The network on the meta device: rebuilt there from its config (no memory), else a copy moved there."""
-    cfg = getattr(model, "config", None)
-    if isinstance(cfg, Mapping):
-        try:
-            with torch.device("meta"):
-                return get_model_class(type(model).__name__)(**cfg)
-        except (KeyError, TypeError):  # not registered, or a config its class does not take
-            pass
-    return copy.deepcopy(model).to("meta")
-
-
 def _conv_backward_flops(
-    grad_out_shape: list[int],
-    x_shape: list[int],
-    w_shape: list[int],
-    _bias: Any,
-    _stride: Any,
-    _padding: Any,
-    _dilation: Any,
-    transposed: bool,
-    _output_padding: Any,
-    _groups: int,
-    output_mask: Sequence[bool],
-    out_shape: Any = None,
-    **kwargs: Any,
+    grad_out_shape: list[int], x_shape: list[int], w_shape: list[int], *args: Any, **_: Any
 ) -> int:
     """Grad-input and grad-weight each cost the forward's multiply-adds (torch counts grouped ones as dense)."""
     from torch.utils.flop_counter import conv_flop_count
 
+    transposed, output_mask = args[4], args[7]  # of aten.convolution_backward's arguments after the weight
     fwd = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
     return fwd * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
@@ -102,8 +83,7 @@ def measure_latency(
     dtype: torch.dtype | None = None,
     compile: bool = False,
 ) -> float:
-    """Median seconds of ``runs`` calls of :func:`allinone_ir.restore` on a random ``(1, C, H, W)`` image,
-    after one warm-up call; ``size`` is ``(H, W)``, ``dtype`` and ``compile`` as ``restore``'s."""
+    """Median seconds of ``runs`` calls of :func:`allinone_ir.restore` on a random image of ``size`` (H, W)."""
     dev = torch.device(device)
     x = torch.rand(1, in_channels, *size, device=dev)
 

@@ -1,8 +1,6 @@
 """Official pretrained weights by name: downloaded once into the cache, verified, converted, loaded.
 
-The cache is ``$ALLINONE_IR_CACHE``, else ``<torch.hub.get_dir()>/allinone_ir``, one folder an entry.
-``ALLINONE_IR_MIRROR=BASE_URL`` fetches ``BASE_URL/<name>/<file name>`` instead of the sources. These
-downloads are the library's only network access.
+``ALLINONE_IR_MIRROR=BASE_URL`` fetches ``BASE_URL/<name>/<file name>`` instead of the sources.
 """
 
 from __future__ import annotations
@@ -65,10 +63,10 @@ def _fetch(url: str, target: Path, entry: PretrainedWeights, progress: bool) -> 
         with open(tmp, "wb") as out, urllib.request.urlopen(request, timeout=60) as response:
             header = response.headers.get("Content-Length")
             length = int(header) if header and header.isdigit() else None
-            bar = None
-            if progress:
-                total = length or entry.size
-                bar = progress_bar(None, total=total, desc=entry.name, unit="B", unit_scale=True, leave=False)
+            total = length or entry.size
+            bar = progress_bar(
+                total=total, desc=entry.name, unit="B", unit_scale=True, leave=False, disable=not progress
+            )
             while chunk := response.read(1 << 20):
                 out.write(chunk)
                 digest.update(chunk)
@@ -113,8 +111,7 @@ def download_weights(
     """Make sure the weights called ``name`` are in the cache, verified and converted; return their folder.
 
     Raises:
-        DownloadError: If no source could be fetched, or the file is only on Google Drive / Baidu (the
-            message names the URLs tried, the other sources and the ``weights import`` command).
+        DownloadError: If no source could be fetched, or the file is only on Google Drive / Baidu.
         CheckpointError: If the file's size, SHA-256 or architecture is wrong (it is deleted).
     """
     entry, folder = get_weights(name), _entry_dir(name, cache_dir)
@@ -180,7 +177,7 @@ def load_pretrained(
             :func:`~allinone_ir.hub.save_pretrained` folder, or any checkpoint file, on the Hugging Face Hub).
 
     Raises:
-        DownloadError: If the file cannot be fetched (the message says where to get it and how to import it).
+        DownloadError: If the file cannot be fetched.
         CheckpointError: If the file is not the declared network (it is deleted).
         MissingDependencyError: For ``hf-hub:`` names without ``huggingface_hub``, or without safetensors.
     """
@@ -208,15 +205,13 @@ def create_model(name: str, *, pretrained: bool | str = False, **overrides: Any)
 
     Args:
         name: A name from :func:`~allinone_ir.models.list_models`.
-        pretrained: ``True`` loads the model's released weights (downloaded once into the cache) and returns
-            the network in ``eval()`` mode; a weights name (``"restormer.real_denoising"``) picks one when
-            the model has several. ``False``: random weights.
+        pretrained: ``True``: the released weights, in ``eval()`` mode; a weights name (such as
+            ``"restormer.real_denoising"``) picks one of several; ``False``: random weights.
         **overrides: Constructor arguments, e.g. ``dim=24`` (not with ``pretrained``).
 
     Raises:
         UnknownNameError: If the model or weights name is unknown, or the weights are another model's.
-        ModelArgumentError: If the network does not take one of ``overrides``, or ``overrides`` are
-            given with ``pretrained``.
+        ModelArgumentError: If the network does not take one of ``overrides``, or they come with ``pretrained``.
     """
     if not pretrained or not _registry.is_model(name):  # the registry's one message for an unknown name
         return _registry.create_model(name, **overrides)
