@@ -14,14 +14,23 @@ from ._registry import _unknown
 _WEIGHTS: dict[str, PretrainedWeights] = {}
 _NOTES: dict[str, str] = {}
 
+_THREE = "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)"
+#: ``(tasks, training data)`` of the three-task (PromptIR's) and five-task (AdaIR's) all-in-one settings.
+ALL_IN_ONE: dict[str, tuple[tuple[str, ...], str]] = {
+    "three_task": (("noise", "rain", "haze"), _THREE),
+    "five_task": (
+        ("noise", "rain", "haze", "blur", "lowlight"),
+        _THREE + ", GoPro (blur), LOL-v1 (low light)",
+    ),
+}
+
 
 @dataclass(frozen=True)
 class WeightsSource:
     """Where a released file can be fetched.
 
     Args:
-        kind: ``"url"`` or ``"hf"`` (fetched by the library); ``"gdrive"``, ``"baidu"`` or ``"page"`` (a page
-            that links the file) need a person.
+        kind: ``"url"``, ``"hf"`` (fetched by the library), ``"gdrive"``, ``"baidu"`` or ``"page"`` (by hand).
         location: The URL, the Hugging Face ``owner/repo``, the Drive file id, the Baidu link or the page.
         file: The file name inside a Hugging Face repository.
         note: Anything a user should know about this copy.
@@ -38,7 +47,7 @@ class WeightsSource:
 
     @property
     def downloadable(self) -> bool:
-        """Whether the library can fetch it (``url`` and ``hf``)."""
+        """Whether the library can fetch it."""
         return self.kind in ("url", "hf")
 
     @property

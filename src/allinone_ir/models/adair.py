@@ -15,7 +15,7 @@ from ..layers.attention import CrossChannelAttention, low_precision_autocast
 from ..layers.norm import NormKind, in_layout_of, memory_format_of
 from ._base import as_buffers
 from ._registry import register_architecture, register_model
-from ._weights import PretrainedWeights, WeightsSource, register_weights
+from ._weights import ALL_IN_ONE, PretrainedWeights, WeightsSource, register_weights
 from .restormer import RESTORMER_GROUPS, RestormerUNet, _read_restormer_layout
 
 __all__ = ["AdaIR"]
@@ -110,10 +110,9 @@ class FreModule(nn.Module):
 
     def mine(self, image: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The high- and low-frequency maps of ``image`` at ``size``, in float32."""
-        if low_precision_autocast(image.device.type) is not None:
-            image = image.float()
         with _autocast_off(image.device.type):
-            x = self.conv1(F.interpolate(image, size, mode="bilinear", align_corners=False))
+            x = F.interpolate(image.to(self.conv1.weight.dtype), size, mode="bilinear", align_corners=False)
+            x = self.conv1(x)
             threshold = torch.sigmoid(self.rate_conv(x.mean(dim=(-2, -1), keepdim=True)))
         return frequency_split(x, threshold)
 
@@ -129,8 +128,7 @@ class FreModule(nn.Module):
 class AdaIR(RestormerUNet):
     """AdaIR: Restormer's U-Net with a :class:`FreModule` on the latent and after decoder levels 3 and 2.
 
-    Defaults and keys: the official ones (:data:`ADAIR_UNUSED_MODULES` are not built). Any ``H, W >= 1``
-    works.
+    Official defaults and keys (:data:`ADAIR_UNUSED_MODULES` are not built). Any ``H, W >= 1`` works.
 
     Args:
         dim: Channels of the first level (at least 8).
@@ -181,9 +179,9 @@ class AdaIR(RestormerUNet):
         return self.fre1(ctx, x)
 
     def _decoder_hook(self, level: int, x: torch.Tensor, ctx: Any) -> torch.Tensor:
-        return (
-            x if level == 1 else (self.fre2 if level == 3 else self.fre3)(ctx, x)
-        )  # level 1: the refinement
+        if level == 1:  # the refinement follows
+            return x
+        return (self.fre2 if level == 3 else self.fre3)(ctx, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp, size = self._pad_input(x)
@@ -218,12 +216,8 @@ def adair(**kwargs: Any) -> AdaIR:
 
 # Released weights. Facts: github.com/c-yn/AdaIR README.md "Testing" (a Google Drive folder), test.py
 # (--mode 5 / 6; --ckpt_name "adair5d.ckpt", adair3d.ckpt inferred from it), LICENSE.
-_THREE_TASK_DATA = "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)"
-_FIVE_TASK_DATA = "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor, GoPro, LOL-v1"
-for _variant, _file, _tasks, _data, _mode in (
-    ("three_task", "adair3d.ckpt", ("noise", "rain", "haze"), _THREE_TASK_DATA, 5),
-    ("five_task", "adair5d.ckpt", ("noise", "rain", "haze", "blur", "lowlight"), _FIVE_TASK_DATA, 6),
-):
+for _variant, _file, _mode in (("three_task", "adair3d.ckpt", 5), ("five_task", "adair5d.ckpt", 6)):
+    _tasks, _data = ALL_IN_ONE[_variant]
     register_weights(
         PretrainedWeights(
             name=f"adair.{_variant}",

@@ -15,17 +15,12 @@ from ..layers import RestormerLayerNorm, TransformerBlock, Upsample
 from ..layers.norm import NormKind
 from ._base import AuxiliaryLoss
 from ._registry import register_architecture, register_model
-from ._weights import PretrainedWeights, WeightsSource, register_weights
+from ._weights import ALL_IN_ONE, PretrainedWeights, WeightsSource, register_weights
 from .restormer import RESTORMER_GROUPS, RestormerUNet, _read_restormer_layout, transformer_stage
 
 #: Modules the official ``BaryNet`` builds but never uses (215,296 parameters); their keys are dropped on load.
-BARYIR_UNUSED_MODULES: tuple[str, ...] = (
-    "chnl_reduce1",
-    "chnl_reduce2",
-    "chnl_reduce3",
-    "reduce_noise_channel_1",
-    "reduce_noise_channel_2",
-    "reduce_noise_channel_3",
+BARYIR_UNUSED_MODULES = tuple(
+    f"{name}{i}" for name in ("chnl_reduce", "reduce_noise_channel_") for i in (1, 2, 3)
 )
 
 #: Weight of the residual decoder's features added to the main decoder's skips (official constant).
@@ -45,8 +40,10 @@ def barycenter_latent_loss(
 ) -> torch.Tensor:
     """BaryIR's latent terms of ``trainer_bary.py`` (alignment, orthogonality, residual contrast), float32.
 
-    The official adversarial potentials are not part of it; without ``labels`` (:math:`(N,)` or
-    :math:`(N, T)` weights) the contrast is 0.
+    The official adversarial potentials are not part of it; without ``labels`` the contrast is 0.
+
+    Args:
+        labels: :math:`(N,)` degradation labels or :math:`(N, T)` weights.
 
     Examples:
         >>> s, b = torch.randn(4, 8, 2, 2), torch.randn(4, 8, 2, 2)
@@ -87,9 +84,6 @@ def _conv1x1(cin: int, cout: int, bias: bool) -> nn.Conv2d:
 @register_architecture
 class BaryIR(RestormerUNet):
     """BaryIR with the Restormer backbone (official ``BaryNet(decoder=True)``; official defaults and keys).
-
-    Restormer's encoder; ``barylatent`` has as many blocks as the latent, the residual decoder (``res*``) as
-    the main one.
 
     Shape:
         - x: :math:`(N, C_{in}, H, W)`, any ``H, W >= 1``; output: :math:`(N, C_{out}, H, W)`
@@ -222,45 +216,21 @@ class BaryIR(RestormerUNet):
         return _read_restormer_layout(state_dict, *needed)
 
 
-#: Classes of the official ``model_bary.py`` that a training checkpoint pickles.
-_OFFICIAL_CLASSES = (
-    "BaryNet",
-    "Potentials",
-    "TransformerBlock",
-    "Attention",
-    "FeedForward",
-    "LayerNorm",
-    "WithBias_LayerNorm",
-    "BiasFree_LayerNorm",
-    "Downsample",
-    "Upsample",
-    "OverlapPatchEmbed",
-    "resblock",
-)
-
-
 def baryir_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The network weights of an official BaryIR training file (a pickled ``BaryNet``), read without its code
-    (``weights_only=True`` with stand-ins for the ``model_bary`` classes).
+    """The network weights of an official BaryIR training file (a pickled ``BaryNet``), read without its code.
 
     Raises:
         CheckpointError: If the file cannot be read this way or holds no ``BaryIR`` network.
     """
-    stand_ins = [(type(name, (nn.Module,), {}), f"model_bary.{name}") for name in _OFFICIAL_CLASSES]
-    layers = [
-        nn.Conv2d,
-        nn.Sequential,
-        nn.ModuleList,
-        nn.PixelShuffle,
-        nn.PixelUnshuffle,
-        nn.PReLU,
-        nn.LeakyReLU,
-        nn.Flatten,
-        nn.Linear,
-        nn.Identity,
-    ]
+    # weights_only=True with stand-ins for the classes of the official model_bary.py that the file pickles
+    official = "BaryNet Potentials TransformerBlock Attention FeedForward LayerNorm WithBias_LayerNorm "
+    official += "BiasFree_LayerNorm Downsample Upsample OverlapPatchEmbed resblock"
+    stand_ins = [(type(name, (nn.Module,), {}), f"model_bary.{name}") for name in official.split()]
+    torch_layers = (
+        "Conv2d Sequential ModuleList PixelShuffle PixelUnshuffle PReLU LeakyReLU Flatten Linear Identity"
+    )
     try:
-        with torch.serialization.safe_globals([*stand_ins, *layers]):
+        with torch.serialization.safe_globals([*stand_ins, *(getattr(nn, n) for n in torch_layers.split())]):
             ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"cannot read {path} as an official BaryIR training file: {exc}") from exc
@@ -288,22 +258,26 @@ _PROTOCOL = (
 )
 
 
-def _register(name: str, file: str, **facts: Any) -> None:
+def _register(variant: str, file: str, protocol: str, reported: tuple[str, ...]) -> None:
+    tasks, data = ALL_IN_ONE[variant]
     register_weights(
         PretrainedWeights(
-            name=f"baryir.{name}",
+            name=f"baryir.{variant}",
             arch="baryir",
             file_name=file,
             sources=(_DRIVE,),
             num_params=53_549_774,  # + 215,296 of unused modules in the file: the official 53,765,070
+            tasks=tasks,
             license="MIT (LICENSE of xl-tang3/BaryIR)",
-            default=name == "three_task",
+            training_data=data,
+            reported=reported,
+            protocol=protocol + _PROTOCOL,
+            default=variant == "three_task",
             notes="Google Drive only: download by hand. The official file pickles the whole network "
             "({'epoch', 'BaryIR': BaryNet, 'Pots': Potentials}), which torch.load(weights_only=True) refuses: "
             "extract the weights once with allinone_ir.models.baryir.baryir_official_state_dict (no official "
             "code needed), torch.save(baryir_official_state_dict(path), 'baryir.pth'), "
-            f"then `allinone-ir weights import baryir.{name} baryir.pth`.",
-            **facts,
+            f"then `allinone-ir weights import baryir.{variant} baryir.pth`.",
         )
     )
 
@@ -311,10 +285,8 @@ def _register(name: str, file: str, **facts: Any) -> None:
 _register(
     "three_task",
     "baryir_restormer_3d.pt",
-    tasks=("noise", "rain", "haze"),
-    training_data="BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)",
-    protocol="PromptIR's three-task protocol (BSD68, Rain100L, SOTS); " + _PROTOCOL,
-    reported=(
+    "PromptIR's three-task protocol (BSD68, Rain100L, SOTS); ",
+    (
         "SOTS 31.40/0.980",
         "Rain100L 39.02/0.985",
         "BSD68 sigma15 34.16/0.935",
@@ -326,10 +298,8 @@ _register(
 _register(
     "five_task",
     "baryir_restormer_5d.pt",
-    tasks=("noise", "rain", "haze", "blur", "lowlight"),
-    training_data="BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze), GoPro (blur), LOL-v1 (low light)",
-    protocol="the five-task protocol (BSD68 sigma 25, Rain100L, SOTS, GoPro, LOL-v1); " + _PROTOCOL,
-    reported=(
+    "the five-task protocol (BSD68 sigma 25, Rain100L, SOTS, GoPro, LOL-v1); ",
+    (
         "SOTS 31.20/0.979",
         "Rain100L 38.10/0.982",
         "BSD68 sigma25 31.43/0.891",

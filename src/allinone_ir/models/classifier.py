@@ -42,14 +42,11 @@ class BasicBlock(nn.Module):
 
 
 class DegradationClassifier(RecordsConfig, nn.Module):
-    """Predict which degradation an image suffers from (PIP paper, supplementary C.1).
-
-    A 3x3 stem, a stage of ``blocks_per_stage`` basic blocks per entry of ``widths`` (each halving the
-    resolution), global average pooling and a linear layer; ``softmax(logits)`` is PIP's blind ``omega``.
+    """Predict which degradation an image suffers from (PIP paper, supplementary C.1); softmax: PIP's ``omega``.
 
     Args:
         num_degradations: Number of classes ``T``.
-        widths: Channels of the stages (the stem has ``widths[0]``).
+        widths: Channels of the stages, each of ``blocks_per_stage`` ResNet blocks halving the resolution.
 
     Shape:
         - Input: :math:`(N, C, H, W)`; output: :math:`(N, T)` logits

@@ -18,7 +18,7 @@ from ..layers.norm import NormKind, RestormerLayerNorm, in_layout_of
 from ..layers.transformer import Downsample, OverlapPatchEmbed
 from ._base import as_buffers
 from ._registry import register_architecture, register_model
-from ._weights import PretrainedWeights, WeightsSource, register_weights
+from ._weights import ALL_IN_ONE, PretrainedWeights, WeightsSource, register_weights
 from .restormer import RESTORMER_GROUPS, RestormerUNet, _read_restormer_layout, transformer_stage
 
 #: The sentences the official scripts encode with CLIP ViT-B/32 for each degradation (the "detailed"
@@ -51,9 +51,8 @@ class SelectiveCrossAttention(CrossChannelAttention):
 class DegradationGuidedPerturbation(nn.Module):
     """DFPIR's degradation-guided perturbation block (DGPB; official ``ch_shuffle_high_text``).
 
-    The text embedding (``(N, T)`` or ``(1, T)``) chooses a channel permutation of ``conv1x1(x)``; the
-    permuted feature queries a :class:`SelectiveCrossAttention` on ``x``, then a GDFN with a residual. The
-    text projections are buffers (no gradient reaches them).
+    The text embedding (``(N, T)`` or ``(1, T)``) picks a channel permutation of ``conv1x1(x)``, which queries
+    a :class:`SelectiveCrossAttention` on ``x``; then a GDFN with a residual.
 
     Examples:
         >>> block = DegradationGuidedPerturbation(8, 2, text_dim=16)
@@ -103,9 +102,8 @@ class DegradationGuidedPerturbation(nn.Module):
 class DFPIR(RestormerUNet):
     """DFPIR: a Restormer whose skips and latent pass through :class:`DegradationGuidedPerturbation` blocks.
 
-    DFPIR is told the degradation as a text embedding: released weights need the CLIP embedding of their
-    training sentence (:func:`dfpir_text_embedding`, :data:`DFPIR_PROMPTS`); without one the zero embedding
-    is used. Defaults and state-dict keys are the official ones (text projections as buffers).
+    Released weights need the CLIP embedding of their training sentence (:func:`dfpir_text_embedding`,
+    :data:`DFPIR_PROMPTS`); without one the zero embedding is used. Official defaults and keys.
 
     Shape:
         - x: :math:`(N, C_{in}, H, W)`, any ``H, W >= 1``; output: :math:`(N, C_{out}, H, W)`
@@ -247,77 +245,72 @@ _DRIVE = WeightsSource(
     "https://drive.google.com/drive/folders/15bOk4xrsK1b3nIu3-OzUj4O_ZssdFN5Y",
     note="Google Drive folder with every DFPIR checkpoint (README)",
 )
-_THREE_DATA = "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)"
 _THREE_PROTOCOL = "PromptIR's three-task protocol (RGB PSNR/SSIM, test_3D_DFPIR.py: BSD68, Rain100L, SOTS)"
-_RELEASED = (  # name, file, Baidu link, extraction code, tasks, training data, protocol, reported, prompts
-    (
-        "three_task",
-        "dfpir_3d_detail.pth.tar",
-        "1hk5JgOpl3VYEsWEecPpJkg?pwd=tjkd",
-        "tjkd",
-        ("noise", "rain", "haze"),
-        _THREE_DATA,
-        _THREE_PROTOCOL,
-        (
-            "SOTS 31.87/0.980",
-            "Rain100L 38.65/0.982",
-            "CBSD68 sigma15 34.14/0.935",
-            "CBSD68 sigma25 31.47/0.893",
-            "CBSD68 sigma50 28.25/0.806",
-            "average 32.88/0.919",
-        ),
-        "the detailed sentences 'Gaussian noise with a standard deviation of 15/25/50', "
-        "'Rain degradation with rain lines', 'Hazy degradation with normal haze' (the scripts' default).",
-    ),
-    (
-        "three_task_simple",
-        "dfpir_3d_simple.pth.tar",
-        "1W8mjjSB4XiL70cVK9B9Eng",
-        "pa3a",
-        ("noise", "rain", "haze"),
-        _THREE_DATA,
-        _THREE_PROTOCOL,
-        (),
-        "the simple sentences 'Noise', 'Rain', 'Haze' (the scripts' commented-out alternative).",
-    ),
-    (
-        "five_task",
-        "dfpir_5d.pth.tar",
-        "1LhAsRq8t4dvaD-hC6yDZrA?pwd=q0sm",
-        "q0sm",
-        ("noise", "rain", "haze", "blur", "lowlight"),
-        "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze), GoPro (blur), LOL (low light)",
-        "the five-task protocol (RGB PSNR/SSIM, test_5D_DFPIR.py: CBSD68 sigma 25, Rain100L, SOTS, GoPro, LOL)",
-        (
-            "SOTS 31.64/0.979",
-            "Rain100L 37.62/0.978",
-            "CBSD68 sigma25 31.29/0.889",
-            "GoPro 28.82/0.873",
-            "LOL 23.82/0.843",
-            "average 30.64/0.913",
-        ),
-        "the detailed sentences of DFPIR_PROMPTS for noise_25, rain, haze, blur and lowlight.",
-    ),
-)
-for _name, _file, _baidu, _code, _tasks, _data, _protocol, _reported, _prompts in _RELEASED:
+
+
+def _register(name: str, file: str, baidu: str, code: str, protocol: str, prompts: str, **facts: Any) -> None:
+    tasks, data = ALL_IN_ONE[name.removesuffix("_simple")]
     register_weights(
         PretrainedWeights(
-            name=f"dfpir.{_name}",
+            name=f"dfpir.{name}",
             arch="dfpir",
-            file_name=_file,
+            file_name=file,
             sources=(
-                WeightsSource("baidu", f"https://pan.baidu.com/s/{_baidu}", note=f"extraction code {_code}"),
+                WeightsSource("baidu", f"https://pan.baidu.com/s/{baidu}", note=f"extraction code {code}"),
                 _DRIVE,
             ),
             num_params=29_315_417,  # + 1,789,344 buffer values (the text projections): the official 31,104,761
-            tasks=_tasks,
+            tasks=tasks,
             license="none stated (the repository has no LICENSE file)",
-            training_data=_data,
-            reported=_reported,
-            protocol=_protocol,
-            default=_name == "three_task",
-            notes=f"Baidu Pan or Google Drive only: download by hand, then `allinone-ir weights import dfpir.{_name} "
+            training_data=data,
+            protocol=protocol,
+            default=name == "three_task",
+            notes=f"Baidu Pan or Google Drive only: download by hand, then `allinone-ir weights import dfpir.{name} "
             "FILE`. The network needs, per image, the CLIP ViT-B/32 embedding of its degradation's sentence "
-            f"(dfpir_text_embedding, DFPIR_PROMPTS): {_prompts}",
+            f"(dfpir_text_embedding, DFPIR_PROMPTS): {prompts}",
+            **facts,
         )
     )
+
+
+_register(
+    "three_task",
+    "dfpir_3d_detail.pth.tar",
+    "1hk5JgOpl3VYEsWEecPpJkg?pwd=tjkd",
+    "tjkd",
+    _THREE_PROTOCOL,
+    "the detailed sentences 'Gaussian noise with a standard deviation of 15/25/50', "
+    "'Rain degradation with rain lines', 'Hazy degradation with normal haze' (the scripts' default).",
+    reported=(
+        "SOTS 31.87/0.980",
+        "Rain100L 38.65/0.982",
+        "CBSD68 sigma15 34.14/0.935",
+        "CBSD68 sigma25 31.47/0.893",
+        "CBSD68 sigma50 28.25/0.806",
+        "average 32.88/0.919",
+    ),
+)
+_register(
+    "three_task_simple",
+    "dfpir_3d_simple.pth.tar",
+    "1W8mjjSB4XiL70cVK9B9Eng",
+    "pa3a",
+    _THREE_PROTOCOL,
+    "the simple sentences 'Noise', 'Rain', 'Haze' (the scripts' commented-out alternative).",
+)
+_register(
+    "five_task",
+    "dfpir_5d.pth.tar",
+    "1LhAsRq8t4dvaD-hC6yDZrA?pwd=q0sm",
+    "q0sm",
+    "the five-task protocol (RGB PSNR/SSIM, test_5D_DFPIR.py: CBSD68 sigma 25, Rain100L, SOTS, GoPro, LOL)",
+    "the detailed sentences of DFPIR_PROMPTS for noise_25, rain, haze, blur and lowlight.",
+    reported=(
+        "SOTS 31.64/0.979",
+        "Rain100L 37.62/0.978",
+        "CBSD68 sigma25 31.29/0.889",
+        "GoPro 28.82/0.873",
+        "LOL 23.82/0.843",
+        "average 30.64/0.913",
+    ),
+)

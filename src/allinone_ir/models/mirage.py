@@ -17,7 +17,7 @@ from ..layers.stage import Stage
 from ..layers.transformer import Upsample
 from ._base import AuxiliaryLoss
 from ._registry import register_architecture, register_model
-from ._weights import PretrainedWeights, WeightsSource, register_weights
+from ._weights import ALL_IN_ONE, PretrainedWeights, WeightsSource, register_weights
 from .restormer import RESTORMER_GROUPS, RestormerUNet, _read_restormer_layout
 
 #: Channels of the shallow and latent features the SPD head reduces to, and the width of its projections.
@@ -112,22 +112,14 @@ class _MirageFeedForward(GDFN):
 
 
 class _MirageBlock(nn.Module):
-    """``x + attn(norm1(x))`` then ``x + ffn(norm2(x))`` with MIRAGE's mixer and feed-forward."""
-
     def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        ffn_expansion_factor: float,
-        bias: bool,
-        layer_norm_type: NormKind,
-        drop_path: float,
+        self, dim: int, num_heads: int, ffn_factor: float, bias: bool, norm: NormKind, drop_path: float
     ) -> None:
         super().__init__()
-        self.norm1 = RestormerLayerNorm(dim, layer_norm_type)
+        self.norm1 = RestormerLayerNorm(dim, norm)
         self.attn = _MirageAttention(dim, num_heads, bias, drop_path)
-        self.norm2 = RestormerLayerNorm(dim, layer_norm_type)
-        self.ffn = _MirageFeedForward(dim, ffn_expansion_factor, bias)
+        self.norm2 = RestormerLayerNorm(dim, norm)
+        self.ffn = _MirageFeedForward(dim, ffn_factor, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -170,9 +162,9 @@ def _spd_term(model: nn.Module, batch: Mapping[str, Any], extras: Mapping[str, t
 class MIRAGE(RestormerUNet):
     """MIRAGE: a Restormer-style U-Net of three-branch blocks (official keys; defaults: MIRAGE-S).
 
-    ``spd_head`` builds the SPD head of the ``spd`` training term (``reduce_shallow``, ``reduce_latent``,
-    ``spd_proj_*``); official checkpoints load either way. ``dim`` is a multiple of 6, each level's heads
-    divide its channels / 3.
+    Args:
+        dim: A multiple of 6; each level's heads divide its channels / 3.
+        spd_head: Build the SPD head of the ``spd`` training term (official checkpoints load either way).
 
     Shape:
         - Input: :math:`(N, C_{in}, H, W)`, any ``H, W >= 1``
@@ -227,27 +219,26 @@ class MIRAGE(RestormerUNet):
     def _stage(self, dim: int, num_heads: int, depth: int, *opts: Any) -> Stage:
         return Stage(*[_MirageBlock(dim, num_heads, *opts) for _ in range(depth)])
 
+    def _latent_hook(self, x: torch.Tensor, ctx: dict[str, torch.Tensor]) -> torch.Tensor:
+        ctx["latent"] = self.reduce_dim_level3(x)
+        return ctx["latent"]
+
+    def _skip_hook(self, level: int, skip: torch.Tensor, ctx: dict[str, torch.Tensor]) -> torch.Tensor:
+        ctx[f"e{level}"] = skip
+        return skip
+
     def forward(  # type: ignore[override]
         self, x: torch.Tensor, *, return_spd: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if return_spd and not self.config["spd_head"]:
+            raise UsageError("return_spd=True needs the SPD head; this MIRAGE was built with spd_head=False")
         inp, size = self._pad_input(x)
-        e1 = self.encoder_level1(self.patch_embed(inp))
-        e2 = self.encoder_level2(self.down1_2(e1))
-        e3 = self.encoder_level3(self.down2_3(e2))
-        latent = self.reduce_dim_level3(self.latent(self.down3_4(e3)))
-        h = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), e3], 1)))
-        h = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(h), e2], 1)))
-        h = self.decoder_level1(torch.cat([self.up2_1(h), e1], 1))
-        out = self.output(self.refinement(h))
-        if self.in_channels == self.out_channels:
-            out = out + inp
-        out = self._crop(out, size)
+        feats: dict[str, torch.Tensor] = {}
+        out = self._crop(self._unet_forward(inp, feats), size)
         if not return_spd:
             return out
-        if not self.config["spd_head"]:
-            raise UsageError("return_spd=True needs the SPD head; this MIRAGE was built with spd_head=False")
-        z_s = F.normalize(self.spd_proj_shallow(spd_feature(self.reduce_shallow(e1))), dim=1)
-        z_l = F.normalize(self.spd_proj_latent(spd_feature(self.reduce_latent(latent))), dim=1)
+        z_s = F.normalize(self.spd_proj_shallow(spd_feature(self.reduce_shallow(feats["e1"]))), dim=1)
+        z_l = F.normalize(self.spd_proj_latent(spd_feature(self.reduce_latent(feats["latent"]))), dim=1)
         return out, z_s, z_l
 
     finetune_groups = {
@@ -261,7 +252,7 @@ class MIRAGE(RestormerUNet):
         return [("patch_embed", self.patch_embed, "float32")]
 
     def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """``{"return_spd": True}`` when the network has the SPD head."""
+        """``{"return_spd": True}`` with the SPD head."""
         return {"return_spd": True} if self.config["spd_head"] else {}
 
     def split_training_output(self, output: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -308,13 +299,10 @@ def mirage_t(**kwargs: Any) -> MIRAGE:
 
 # Released weights: github.com/Amazingren/MIRAGE (snapshot 926dc83): README "Checkpoints", test scripts, LICENSE;
 # the averages of the README's result figure and the paper (arXiv 2505.18679 v2); the CDD11 file name is ours.
-_THREE = "BSD400 + WED (noise), Rain100L (rain), SOTS/RESIDE outdoor (haze)"
-_FIVE = _THREE + ", GoPro (blur), LOL-v1 (low light)"
 _CDD11 = "CDD-11 (single, double and triple mixtures of the four)"
 _P3 = "PromptIR's three-task protocol (RGB PSNR/SSIM, centre crop to a multiple of 16; test_*.py --mode 5)"
 _P5 = "AdaIR's five-task protocol, denoising at sigma 25 in the average (test_*.py --mode 6 --avg_denoise_sigma 25)"
 _P_CDD11 = "CDD-11 test set (test_small.py --trainset CDD11_<subset>)"
-_FIVE_TASKS = ("noise", "rain", "haze", "blur", "lowlight")
 _FILES = {  # name: architecture, file, Google Drive id (README "Checkpoints"), parameters
     "s_three_task": ("mirage_s", "3Deg_small.ckpt", "1kZqS7AQE93QX9tBtc2Aa8mqFEbauXLZy", 9_678_983),
     "t_three_task": ("mirage_t", "3Deg_tiny.ckpt", "1HH6ZkKr-e-kChrgHUc8nuEPDjXcj5H5E", 6_207_412),
@@ -322,15 +310,15 @@ _FILES = {  # name: architecture, file, Google Drive id (README "Checkpoints"), 
     "t_five_task": ("mirage_t", "5Deg_tiny.ckpt", "1GNjqXsVE7uik5wWpnuPAzC-C05S9DpgO", 6_207_412),
     "s_cdd11": ("mirage_s", "CDD11_small.ckpt", "1GLRMUDfjgWR7aW4DqnUDJzsPO98-cw5G", 9_678_983),
 }
-_FACTS = {  # name: tasks, training data, protocol, reported
-    "s_three_task": (("noise", "rain", "haze"), _THREE, _P3, ("three-task average 32.91 dB",)),
-    "t_three_task": (("noise", "rain", "haze"), _THREE, _P3, ("three-task average 32.77 dB",)),
-    "s_five_task": (_FIVE_TASKS, _FIVE, _P5, ("five-task average 30.68 dB",)),
-    "t_five_task": (_FIVE_TASKS, _FIVE, _P5, ()),
-    "s_cdd11": (("lowlight", "haze", "rain", "snow"), _CDD11, _P_CDD11, ()),
+_FACTS = {  # name: tasks and training data, protocol, reported
+    "s_three_task": (ALL_IN_ONE["three_task"], _P3, ("three-task average 32.91 dB",)),
+    "t_three_task": (ALL_IN_ONE["three_task"], _P3, ("three-task average 32.77 dB",)),
+    "s_five_task": (ALL_IN_ONE["five_task"], _P5, ("five-task average 30.68 dB",)),
+    "t_five_task": (ALL_IN_ONE["five_task"], _P5, ()),
+    "s_cdd11": ((("lowlight", "haze", "rain", "snow"), _CDD11), _P_CDD11, ()),
 }
 for _name, (_arch, _file, _drive, _params) in _FILES.items():
-    _tasks, _data, _protocol, _reported = _FACTS[_name]
+    (_tasks, _data), _protocol, _reported = _FACTS[_name]
     register_weights(
         PretrainedWeights(
             name=f"mirage.{_name}",

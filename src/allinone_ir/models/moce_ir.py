@@ -19,7 +19,7 @@ from ..layers.transformer import Downsample, OverlapPatchEmbed, Upsample
 from ._base import AuxiliaryLoss, RestorationModel
 from ._detect import count_blocks
 from ._registry import register_architecture, register_model
-from ._weights import PretrainedWeights, WeightsSource, register_weights
+from ._weights import ALL_IN_ONE, PretrainedWeights, WeightsSource, register_weights
 from .restormer import restormer_low_precision_flags
 
 __all__ = ["MoCEIR"]
@@ -55,11 +55,6 @@ class MoCEEncoderBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.mixer(self.norms[0](x))
         return x + self.ffn(self.norms[1](x))
-
-
-def _stage(blocks: Sequence[nn.Module]) -> nn.Sequential:
-    """``blocks`` at the official keys ``layers.<i>``, in a checkpointable :class:`Stage`."""
-    return nn.Sequential(OrderedDict(layers=Stage(*blocks)))
 
 
 class FFTAttention(nn.Module):
@@ -259,9 +254,7 @@ def _balance_term(
 
 @register_architecture
 class MoCEIR(RestorationModel):
-    """MoCE-IR: Restormer encoder and refinement; decoder blocks (:class:`MoCEDecoderBlock`) with experts.
-
-    Defaults and keys: the official MoCE-IR (``dim=32``: MoCE-IR-S). Any ``H, W >= 1`` works.
+    """MoCE-IR: Restormer encoder and refinement; decoder blocks with routed experts (official defaults, keys).
 
     Args:
         num_blocks: Encoder blocks per level, the last entry the latent's.
@@ -327,9 +320,9 @@ class MoCEIR(RestorationModel):
         self.num_dec_blocks = list(num_dec_blocks)
         dims = [dim * 2**i for i in range(levels)]
 
-        def encoder_group(level: int, n: int) -> nn.Sequential:
+        def encoder_group(level: int, n: int) -> nn.Sequential:  # the official keys: layers.<i>
             args = (dims[level], heads[level], ffn_expansion_factor, True, layer_norm_type)
-            return _stage([MoCEEncoderBlock(*args) for _ in range(n)])
+            return nn.Sequential(OrderedDict(layers=Stage(*[MoCEEncoderBlock(*args) for _ in range(n)])))
 
         self.patch_embed = OverlapPatchEmbed(in_channels, dim, bias=False)
         self.freq_embed = FrequencyEmbedding(dims[-1])
@@ -338,17 +331,15 @@ class MoCEIR(RestorationModel):
         )
         self.latent = encoder_group(levels - 1, num_blocks[-1])
         self.dec = nn.ModuleList()
+        router: dict[str, Any] = dict(use_complexity_bias=with_complexity, complexity_scale=complexity_scale)
         for level in reversed(range(levels - 1)):  # deepest first, as the official modules are ordered
             d = dims[level]
-            experts = dict(
-                ranks=expert_ranks(d, rank, num_experts, rank_type),
-                freq_dim=dims[-1],
-                top_k=top_k,
-                use_complexity_bias=with_complexity,
-                complexity_scale=complexity_scale,
-            )
+            ranks = expert_ranks(d, rank, num_experts, rank_type)
             args = (d, heads[level], ffn_expansion_factor, bias, layer_norm_type)
-            blocks = [MoCEDecoderBlock(*args, **experts) for _ in range(num_dec_blocks[level])]
+            blocks = [
+                MoCEDecoderBlock(*args, ranks=ranks, freq_dim=dims[-1], top_k=top_k, **router)
+                for _ in range(num_dec_blocks[level])
+            ]
             up, fusion = Upsample(dims[level + 1]), nn.Conv2d(2 * d, d, 1, bias=bias)
             self.dec.append(nn.ModuleList([up, fusion, nn.ModuleDict({"layers": nn.ModuleList(blocks)})]))
         self.refinement = encoder_group(0, num_refinement_blocks)
@@ -411,11 +402,8 @@ class MoCEIR(RestorationModel):
         dec = [f"dec.{levels - 2 - i}.2" for i in range(levels - 1)]
 
         def heads(level: int) -> int:  # the encoder's temperature, or the decoder's where it has no blocks
-            for prefix in [enc[level], *dec[level : level + 1]]:
-                t = state_dict.get(f"{prefix}.layers.0.mixer.temperature")
-                if t is not None:
-                    return int(t.shape[0])
-            return 1
+            keys = [f"{p}.layers.0.mixer.temperature" for p in [enc[level], *dec[level : level + 1]]]
+            return next((int(state_dict[k].shape[0]) for k in keys if k in state_dict), 1)
 
         ffn = state_dict.get("latent.layers.0.ffn.project_out.weight")
         prefix = f"dec.{levels - 2}.2.layers.0.adapter.experts"
@@ -466,14 +454,10 @@ _MOCE_DRIVE = WeightsSource(
     "https://drive.google.com/drive/folders/1pQBceb8cCPdIzbqbNNGqV5qNXzzqL4uK",
     note="Google Drive folder (README 'Usage'); take <checkpoint id>/last.ckpt",
 )
-_THREE_TASK_DATA = "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor"
-_FIVE_TASK_DATA = "BSD400 + WED, Rain100L, SOTS/RESIDE outdoor, GoPro, LOL-v1"
 _REPLACED = "; the three-task file was replaced on 2025-03-13 (MoCE-IR issue 3)"
 for _arch, _params, _model in (("moce_ir", 25_353_796, "MoCE_IR"), ("moce_ir_s", 11_477_752, "MoCE_IR_S")):
-    for _variant, _suffix, _tasks, _data, _note in (
-        ("three_task", "AIO3", ("noise", "rain", "haze"), _THREE_TASK_DATA, _REPLACED),
-        ("five_task", "AIO5", ("noise", "rain", "haze", "blur", "lowlight"), _FIVE_TASK_DATA, ""),
-    ):
+    for _variant, _suffix, _note in (("three_task", "AIO3", _REPLACED), ("five_task", "AIO5", "")):
+        _tasks, _data = ALL_IN_ONE[_variant]
         register_weights(
             PretrainedWeights(
                 name=f"{_arch}.{_variant}",
