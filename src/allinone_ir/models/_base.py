@@ -89,8 +89,8 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
 
 
 class RecordsConfig:
-    """Mixin: every subclass's constructor records its keyword-only arguments (defaults filled in, sequences as
-    lists) as ``self.config``: ``type(model)(**model.config)`` rebuilds the network.
+    """Mixin: every subclass's constructor records its keyword-only arguments (defaults filled in, sequences
+    as lists) as ``self.config``: ``type(model)(**model.config)`` rebuilds the network.
 
     Examples:
         >>> class Net(RecordsConfig, nn.Module):
@@ -132,7 +132,6 @@ class RestorationModel(RecordsConfig, nn.Module):
     out_channels: int
     pad_multiple: int = 1
     pad_mode: str = "reflect"
-    config: dict[str, Any]
 
     def _pad_input(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         c, tensor = self.in_channels, isinstance(x, torch.Tensor)
@@ -199,7 +198,7 @@ class RestorationModel(RecordsConfig, nn.Module):
 
     @classmethod
     def small_config(cls, *, degradations: Sequence[str], smoke: bool = False) -> dict[str, Any]:
-        """Overrides of a small network that learns ``degradations`` in minutes on a CPU (``smoke``: smallest)."""
+        """Overrides for a small network learning ``degradations`` in minutes on a CPU (``smoke``: smallest)."""
         raise NotImplementedError(f"{cls.__name__} declares no small configuration")
 
     @property

@@ -197,7 +197,7 @@ def nafnet_gopro_width32(**kwargs: Any) -> NAFNet:
     return NAFNet(**{"width": 32, **_GOPRO_LAYOUT, **kwargs})
 
 
-# Released weights. Facts: github.com/megvii-research/NAFNet (snapshot 2b4af71: readme.md, docs/REDS.md, LICENSE);
+# Released weights. Facts: github.com/megvii-research/NAFNet (2b4af71: readme.md, docs/REDS.md, LICENSE);
 # SHA-256 and sizes: the Git LFS pointers of nyanko7/nafnet-models (08e8c70), equal to the author's Space.
 # REDS-width64 is the GoPro width-64 network (NAFNetLocal uses the weights unchanged).
 _SIDD = "PSNR/SSIM on RGB, SIDD validation (1,280 256x256 blocks); readme.md model table"

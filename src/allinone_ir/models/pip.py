@@ -68,9 +68,8 @@ def _align_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 class PromptInPrompt(nn.Module):
     """The prompt of one skip connection, from the feature and the degradation weights ``omega``.
 
-    ``D = mean_t(omega_t d_t) * Z_s`` (``d_t``: ``detask_prompt_param``; ``Z_s``: the feature resized to
-    ``S x S``, channels cut or zero-padded to ``C_p``); ``U = LGM(B, D)`` with the basic prompt ``B``
-    (``low_prompt_param``), resized to ``H x W`` and convolved (``outconv``).
+    ``D = mean_t(omega_t d_t) * Z`` (``Z``: the feature at ``S x S`` with ``C_p`` channels), then
+    ``outconv(resize(LGM(B, D)))`` with the basic prompt ``B``.
 
     Args:
         prompt_dim: Prompt channels ``C_p``.
@@ -212,11 +211,7 @@ class PIPBlock(nn.Module):
     """Prompt-In-Prompt on one skip: :class:`PromptInPrompt` then :class:`PromptToFeature`.
 
     Args:
-        feature_dim: Channels ``C_f`` of the skip feature.
-        prompt_dim: Prompt channels ``C_p``.
-        prompt_size: Spatial size ``S`` of the basic restoration prompt.
-        num_degradations: Number of degradation types ``T``.
-        p2p_heads: Heads of the prompt-to-prompt attention.
+        feature_dim: Channels ``C_f`` of the skip feature (the next four: :class:`PromptInPrompt`'s).
         p2f_heads: Heads of the prompt-to-feature attention; must divide ``prompt_dim``.
 
     Shape:
@@ -347,7 +342,9 @@ class _PIPControl(RestorationModel):
                 degradation, batch_size=x.shape[0], names=self.degradations, device=x.device
             )
         out = self._crop(self._restore(inp, omega), size)
-        extra = ([omega] if return_weights else []) + ([logits] if return_logits else [])
+        extra = ([omega] if return_weights else []) + (
+            [logits] if logits is not None and return_logits else []
+        )
         return (out, *extra) if extra else out
 
     def training_forward_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -508,17 +505,15 @@ class PIPRestormer(_PIPControl, RestormerUNet):  # type: ignore[misc]  # forward
         """
         prompts = [f"prompt{i}" for i in (1, 2, 3)]
         config = _read_restormer_layout(state_dict)
-        return _read_pip_blocks(
-            state_dict, config, prompts, "low_prompt_interaction_level1", "pip_level1.basic_prompt.prompt"
-        )
+        return _read_pip_blocks(state_dict, config, prompts, "pip_level1.basic_prompt.prompt")
 
 
 @register_architecture
 class PIPNAFNet(_PIPControl, NAFNet):  # type: ignore[misc]  # forward takes a degradation
     """PIP on NAFNet: a :class:`PIPBlock` (``pips.0`` shallowest) on each skip (paper Table S3; not official).
 
-    The first six arguments are :class:`~allinone_ir.models.nafnet.NAFNet`'s, the others :class:`PIPRestormer`'s
-    (one prompt dim and size per level) and the PIP blocks' ``ffn_expansion_factor``.
+    The first six arguments are :class:`~allinone_ir.models.nafnet.NAFNet`'s, the others
+    :class:`PIPRestormer`'s (one prompt dim and size per level) and the PIP blocks' ``ffn_expansion_factor``.
 
     Shape:
         - image, output: :math:`(N, C, H, W)`
@@ -573,9 +568,7 @@ class PIPNAFNet(_PIPControl, NAFNet):  # type: ignore[misc]  # forward takes a d
         """
         config = super().detect(state_dict)
         prompts = [f"pips.{i}.prompt" for i in range(len(config["enc_blk_nums"]) if config else 0)]
-        pip = _read_pip_blocks(
-            state_dict, config, prompts, "pips.0.low_prompt_interaction", "pips.0.basic_prompt.prompt"
-        )
+        pip = _read_pip_blocks(state_dict, config, prompts, "pips.0.basic_prompt.prompt")
         if pip is None:
             return None
         return {**pip, "ffn_expansion_factor": ffn_expansion_factor(state_dict)}
@@ -594,8 +587,8 @@ class PIPUNet(_PIPControl):
     """Plug PIP into a U-Net of your own, without touching its code.
 
     Each module named in ``skips`` (run once per forward as ``module(x)``, not checkpointed) gets a
-    :class:`PIPBlock` (``pips.<name>``, ``.`` written ``_``) applied to its **output** by a forward hook during
-    :meth:`forward` only. ``config`` omits the backbone: to reload, wrap the same backbone and
+    :class:`PIPBlock` (``pips.<name>``, ``.`` written ``_``) applied to its **output** by a forward hook
+    during :meth:`forward` only. ``config`` omits the backbone: to reload, wrap the same backbone and
     ``load_state_dict``. The PIP arguments are :class:`PIPNAFNet`'s.
 
     Args:
@@ -612,19 +605,8 @@ class PIPUNet(_PIPControl):
         - image: :math:`(N, C_{in}, H, W)`; output: what ``backbone`` returns, cropped to ``H x W``
 
     Examples:
-        >>> class TinyUNet(nn.Module):
-        ...     def __init__(self):
-        ...         super().__init__()
-        ...         self.enc = nn.Conv2d(3, 8, 3, padding=1)
-        ...         self.skip = nn.Identity()
-        ...         self.down = nn.Conv2d(8, 8, 2, stride=2)
-        ...         self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
-        ...         self.out = nn.Conv2d(16, 3, 3, padding=1)
-        ...     def forward(self, x):
-        ...         e = self.enc(x)
-        ...         return x + self.out(torch.cat([self.up(self.down(e)), self.skip(e)], 1))
-        >>> net = PIPUNet(TinyUNet(), skips={"skip": 8}, prompt_sizes=8, p2f_heads=2,
-        ...               pad_multiple=2, classifier_widths=(4,))
+        >>> backbone = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Identity(), nn.Conv2d(8, 3, 1))
+        >>> net = PIPUNet(backbone, skips={"1": 8}, prompt_sizes=8, p2f_heads=2, classifier_widths=(4,))
         >>> net(torch.rand(2, 3, 15, 12), degradation=["rain", "haze"]).shape
         torch.Size([2, 3, 15, 12])
     """
@@ -711,11 +693,7 @@ def pip_nafnet(**kwargs: Any) -> PIPNAFNet:
 
 
 def _read_pip_blocks(
-    state_dict: Mapping[str, torch.Tensor],
-    config: dict[str, Any] | None,
-    prompts: list[str],
-    interaction: str,
-    old_key: str,
+    state_dict: Mapping[str, torch.Tensor], config: dict[str, Any] | None, prompts: list[str], old_key: str
 ) -> dict[str, Any] | None:
     """``config`` plus the PIP modules' arguments (``None`` without them); refuses a development version's."""
     if old_key in state_dict:
@@ -739,13 +717,14 @@ def _read_pip_blocks(
         int(state_dict[f"classifier.stages.{i}.0.conv1.weight"].shape[0])
         for i in range(count_blocks(state_dict, "classifier.stages"))
     ]
+    p2f = next(v for k, v in state_dict.items() if k.endswith("prompt_transformer_cross.attn.temperature"))
     config = dict(
         config,
         prompt_dims=[int(p.shape[1]) for p in basic],
         prompt_sizes=[int(p.shape[-1]) for p in basic],
         degradations=names,
         p2p_heads=int(state_dict[f"{prompts[0]}.LGM.attn.temperature"].shape[0]),
-        p2f_heads=int(state_dict[f"{interaction}.prompt_transformer_cross.attn.temperature"].shape[0]),
+        p2f_heads=int(p2f.shape[0]),
         classifier=bool(widths),
     )
     if widths:

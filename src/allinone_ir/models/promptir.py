@@ -53,7 +53,7 @@ class PromptGenBlock(nn.Module):
         super().__init__()
         if min(prompt_len, prompt_size, prompt_dim) < 1:
             raise UsageError(
-                f"PromptGenBlock needs sizes >= 1, got {prompt_dim=}, {prompt_len=}, {prompt_size=}"
+                f"PromptGenBlock needs positive sizes, got {prompt_dim=}, {prompt_len=}, {prompt_size=}"
             )
         self.prompt_param = nn.Parameter(torch.rand(prompt_len, prompt_dim, prompt_size, prompt_size))
         self.linear_layer = nn.Linear(lin_dim, prompt_len)
@@ -254,7 +254,7 @@ def promptir(**kwargs: Any) -> PromptIR:
     return PromptIR(**kwargs)
 
 
-# Released weights: facts from github.com/va1shn9v/PromptIR (README, LICENSE.md) and arXiv 2306.13090, Table 1.
+# Released weights: facts from github.com/va1shn9v/PromptIR (README, LICENSE.md) and arXiv 2306.13090 Table 1.
 register_weights(
     PretrainedWeights(
         name="promptir.three_task",

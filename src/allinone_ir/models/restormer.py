@@ -40,9 +40,11 @@ def restormer_low_precision_flags(model: nn.Module) -> list[tuple[str, nn.Module
     """The float32 flags of a Restormer-layout network under bf16/fp16: the patch embedding and the
     depthwise convolutions of the full-resolution attentions."""
     full_resolution = ("encoder_level1.", "decoder_level1.", "refinement.")
-    flags = [(n, m, "float32") for n, m in model.named_children() if isinstance(m, OverlapPatchEmbed)]
+    flags: list[tuple[str, nn.Module, str]] = []
     for n, m in model.named_modules():
-        if isinstance(m, MDTA) and n.startswith(full_resolution):
+        if n == "patch_embed" and isinstance(m, OverlapPatchEmbed):
+            flags.append((n, m, "float32"))
+        elif isinstance(m, MDTA) and n.startswith(full_resolution):
             flags.append((n, m, "float32_dwconv"))
     return flags
 
@@ -56,6 +58,14 @@ class RestormerUNet(UNetHooks, RestorationModel):
     """
 
     pad_multiple = 8
+    up4_3: nn.Module
+    reduce_chan_level3: nn.Module
+    decoder_level3: nn.Module
+    up3_2: nn.Module
+    reduce_chan_level2: nn.Module
+    decoder_level2: nn.Module
+    up2_1: nn.Module
+    decoder_level1: nn.Module
 
     low_precision_flags = restormer_low_precision_flags
 
@@ -82,7 +92,7 @@ class RestormerUNet(UNetHooks, RestorationModel):
     def _build_decoder_level(
         self, level: int, dim: int, blocks: Sequence[int], heads: Sequence[int], *opts: Any, up: int = 0
     ) -> None:
-        """Build ``up{level+1}_{level}``, ``reduce_chan_level{level}`` (levels 2, 3) and ``decoder_level{level}``
+        """Build ``up{level+1}_{level}``, ``reduce_chan_level{level}`` (levels 2, 3), ``decoder_level{level}``
         (``up``: the channels reaching the upsampling if not twice the level's)."""
         channels = dim * 2 ** (level - 1)
         up_in = up or 2 * channels
@@ -108,11 +118,12 @@ class RestormerUNet(UNetHooks, RestorationModel):
         e2 = self.encoder_level2(self.down1_2(e1))
         e3 = self.encoder_level3(self.down2_3(e2))
         h = self._latent_hook(self.latent(self.down3_4(e3)), ctx)
-        for level, skip in ((3, e3), (2, e2), (1, e1)):
-            h = torch.cat([getattr(self, f"up{level + 1}_{level}")(h), self._skip_hook(level, skip, ctx)], 1)
-            if level > 1:
-                h = getattr(self, f"reduce_chan_level{level}")(h)
-            h = self._decoder_hook(level, getattr(self, f"decoder_level{level}")(h), ctx)
+        h = self.reduce_chan_level3(torch.cat([self.up4_3(h), self._skip_hook(3, e3, ctx)], 1))
+        h = self._decoder_hook(3, self.decoder_level3(h), ctx)
+        h = self.reduce_chan_level2(torch.cat([self.up3_2(h), self._skip_hook(2, e2, ctx)], 1))
+        h = self._decoder_hook(2, self.decoder_level2(h), ctx)
+        h = torch.cat([self.up2_1(h), self._skip_hook(1, e1, ctx)], 1)
+        h = self._decoder_hook(1, self.decoder_level1(h), ctx)
         out = self.output(self.refinement(h))
         return out + x if self.in_channels == self.out_channels else out
 
@@ -214,30 +225,28 @@ def _read_restormer_layout(state_dict: Mapping[str, torch.Tensor], *required: st
     )
 
 
-# Released weights: facts from github.com/swz30/Restormer (release v1.0, READMEs, LICENSE.md) and arXiv 2111.09881.
+# Released weights: facts from github.com/swz30/Restormer (release v1.0, READMEs, LICENSE.md), arXiv 2111.09881.
 # dual_pixel_defocus_deblurring.pth is not registered: its network (dual_pixel_task) is not of this library.
 _GAUSSIAN_DRIVE = "1Qwsjyny54RZWa7zC4Apg7exixLBo4uF0"  # Denoising/README.md, Gaussian models
 _DFWB = "DFWB (DIV2K, Flickr2K, BSD400, WED)"
 _RELEASE = "https://github.com/swz30/Restormer/releases/download/v1.0/"
+_DRIVE_FOLDERS = "https://drive.google.com/drive/folders/"
 _PARAMS = {"restormer": 26_126_644, "restormer_biasfree": 26_111_668}
 
 
 def _register(variant: str, arch: str, drive: str | WeightsSource, **facts: Any) -> None:
     """Register ``{variant}.pth``; ``drive``: a Google Drive folder id, or the source itself."""
+    file = f"{variant}.pth"
     if isinstance(drive, str):
-        drive = WeightsSource(
-            "page", f"https://drive.google.com/drive/folders/{drive}", note="Google Drive folder"
-        )
+        drive = WeightsSource("page", _DRIVE_FOLDERS + drive, note="Google Drive folder")
     register_weights(
         PretrainedWeights(
             name=f"restormer.{variant}",
             arch=arch,
-            file_name=f"{variant}.pth",
+            file_name=file,
             sources=(
-                WeightsSource("url", f"{_RELEASE}{variant}.pth"),
-                WeightsSource(
-                    "hf", "deepinv/Restormer", f"{variant}.pth", note="third-party mirror (deepinv)"
-                ),
+                WeightsSource("url", _RELEASE + file),
+                WeightsSource("hf", "deepinv/Restormer", file, note="third-party mirror (deepinv)"),
                 drive,
             ),
             num_params=facts.pop("num_params", _PARAMS[arch]),
