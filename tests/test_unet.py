@@ -11,7 +11,7 @@ from torch import nn
 from allinone_ir import PIPUNet
 from allinone_ir.degradation_types import resolve_degradation_weights
 from allinone_ir.models import NAFNet, Restormer
-from allinone_ir.models._unet import UNetHooks
+from allinone_ir.models._base import UNetHooks
 from allinone_ir.models.promptir import PromptGenBlock, PromptInteraction
 from allinone_ir.models.restormer import RestormerUNet
 
@@ -188,9 +188,7 @@ class _TappedPIPRestormerBackbone(RestormerUNet):
         self._build_encoder(3, dim, num_blocks, heads, *args)
         self.chnl_reduce3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=False)
         for level in (3, 2, 1):
-            self._build_decoder_level(
-                level, dim, num_blocks, heads, *args, up_channels=dim * 4 if level == 3 else None
-            )
+            self._build_decoder_level(level, dim, num_blocks, heads, *args, up=dim * 4 if level == 3 else 0)
         self._build_head(dim, refinement, heads, 3, *args)
         self.taps = nn.ModuleList(nn.Identity() for _ in range(3))
 

@@ -1,4 +1,5 @@
-"""Common behaviour of the restoration networks: input checks, padding, recorded config, family declarations."""
+"""Common behaviour of the restoration networks: input checks, padding, recorded config, family declarations,
+the per-level hook points of the U-Net skeletons."""
 
 from __future__ import annotations
 
@@ -25,8 +26,7 @@ class AuxiliaryLoss:
 
     Attributes:
         name: Name in the logs (``loss_<name>``) and in ``trainer.aux_weights``.
-        fn: Gets the unwrapped network, the batch on the device and the extras of
-            :meth:`RestorationModel.split_training_output`; returns a scalar.
+        fn: ``(unwrapped network, batch on the device, extras of split_training_output) -> scalar``.
     """
 
     name: str
@@ -47,7 +47,7 @@ def _argument_problem(
     init: Callable[..., None], sig: inspect.Signature, kwargs: Mapping[str, Any], exc: Exception
 ) -> str:
     """Why a constructor call does not bind, with the arguments it takes and close matches."""
-    owner = init.__qualname__.rsplit(".", 2)[-2] if "." in init.__qualname__ else init.__qualname__
+    owner = init.__qualname__.split(".")[-2]  # Class.__init__
     takes = [n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = [k for k in kwargs if k not in sig.parameters]
     if not unknown:
@@ -89,9 +89,8 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
 
 
 class RecordsConfig:
-    """Mixin: every subclass's constructor records its keyword-only arguments as ``self.config``.
-
-    Defaults filled in, sequences as lists: ``type(model)(**model.config)`` rebuilds the network.
+    """Mixin: every subclass's constructor records its keyword-only arguments (defaults filled in, sequences
+    as lists) as ``self.config``: ``type(model)(**model.config)`` rebuilds the network.
 
     Examples:
         >>> class Net(RecordsConfig, nn.Module):
@@ -114,16 +113,14 @@ class RecordsConfig:
 class RestorationModel(RecordsConfig, nn.Module):
     """Base class of the networks: validates inputs, pads to ``pad_multiple``, records its config.
 
-    Subclasses set ``in_channels`` and ``out_channels`` and implement ``forward``; the methods and class
-    attributes below declare what the hub, the trainer and the CLI need to know about the family.
+    Subclasses set ``in_channels`` and ``out_channels`` and implement ``forward``; the members below declare
+    what the hub, the trainer and the CLI need to know about the family.
 
     Attributes:
         accepts_degradation: Whether ``forward`` takes a ``degradation`` argument (PIP networks).
-        finetune_groups: Module groups for staged fine-tuning: ``{name: (pattern, ...)}``
-            (see :func:`~allinone_ir.training.finetune.unfreeze`); names must not be module names.
+        finetune_groups: ``{name: (pattern, ...)}`` for :func:`~allinone_ir.training.finetune.unfreeze`.
         demo_choices: How ``allinone-ir demo`` offers the family: ``{"--model choice": "registered model"}``.
-        unused_modules: Modules the official network builds but never uses; :meth:`filter_state_dict`
-            drops their checkpoint keys.
+        unused_modules: Modules the official network builds but never uses (checkpoint keys dropped).
     """
 
     accepts_degradation: ClassVar[bool] = False
@@ -135,7 +132,6 @@ class RestorationModel(RecordsConfig, nn.Module):
     out_channels: int
     pad_multiple: int = 1
     pad_mode: str = "reflect"
-    config: dict[str, Any]
 
     def _pad_input(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         c, tensor = self.in_channels, isinstance(x, torch.Tensor)
@@ -161,10 +157,9 @@ class RestorationModel(RecordsConfig, nn.Module):
             (False, True)
         """
         for p in self.parameters():
-            if p.dim() == 4:  # 1x1 kernels are both NCHW and channels-last contiguous: look further
-                channels_last, nchw = p.is_contiguous(memory_format=torch.channels_last), p.is_contiguous()
-                if channels_last != nchw:
-                    return channels_last
+            # 1x1 kernels are both NCHW and channels-last contiguous: look further
+            if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) != p.is_contiguous():
+                return p.is_contiguous(memory_format=torch.channels_last)
         return False
 
     @staticmethod
@@ -203,8 +198,7 @@ class RestorationModel(RecordsConfig, nn.Module):
 
     @classmethod
     def small_config(cls, *, degradations: Sequence[str], smoke: bool = False) -> dict[str, Any]:
-        """Overrides of a small network that learns ``degradations`` in minutes on a CPU (``smoke``: the
-        smallest that runs); ``NotImplementedError`` if none."""
+        """Overrides for a small network learning ``degradations`` in minutes on a CPU (``smoke``: smallest)."""
         raise NotImplementedError(f"{cls.__name__} declares no small configuration")
 
     @property
@@ -217,8 +211,7 @@ class RestorationModel(RecordsConfig, nn.Module):
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Constructor arguments read from a state dict (prefixes removed, maybe official or on ``meta``), or
-        ``None`` if the keys are not of this class.
+        """Constructor arguments read from a state dict (prefixes removed), or ``None`` if not of this class.
 
         Raises:
             CheckpointError: If the keys are of this class but a hyper-parameter cannot be read.
@@ -254,7 +247,7 @@ def official_5d_keys(module: nn.Module) -> None:
 
 
 def as_buffers(module: M, *names: str) -> M:
-    """``module`` with its parameters ``names`` turned into buffers of the same keys (weights no gradient reaches)."""
+    """``module`` with its parameters ``names`` turned into buffers of the same keys."""
     for full in names:
         owner_name, _, name = full.rpartition(".")
         owner = module.get_submodule(owner_name)
@@ -262,3 +255,20 @@ def as_buffers(module: M, *names: str) -> M:
         delattr(owner, name)
         owner.register_buffer(name, p.detach())
     return module
+
+
+class UNetHooks:
+    """Hook points of a U-Net skeleton (levels count from 1, full resolution; ``ctx``: what ``forward`` hands
+    the skeleton); each returns its input unchanged unless a subclass overrides it."""
+
+    def _latent_hook(self, x: torch.Tensor, ctx: Any) -> torch.Tensor:
+        """Transform the latent (bottleneck) feature before the decoder upsamples it."""
+        return x
+
+    def _skip_hook(self, level: int, skip: torch.Tensor, ctx: Any) -> torch.Tensor:
+        """Transform the encoder's skip feature of ``level`` before the decoder merges it."""
+        return skip
+
+    def _decoder_hook(self, level: int, x: torch.Tensor, ctx: Any) -> torch.Tensor:
+        """Transform the output of decoder ``level`` before it is upsampled (or refined, at level 1)."""
+        return x

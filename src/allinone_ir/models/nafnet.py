@@ -11,10 +11,9 @@ from torch import nn
 from ..errors import UsageError
 from ..layers.norm import LayerNorm2d
 from ..layers.stage import Stage
-from ._base import RestorationModel
+from ._base import RestorationModel, UNetHooks
 from ._detect import count_blocks
 from ._registry import register_architecture, register_model
-from ._unet import UNetHooks
 from ._weights import PretrainedWeights, WeightsSource, register_weights
 
 __all__ = ["NAFBlock", "NAFNet"]
@@ -71,8 +70,8 @@ def _naf_stage(channels: int, depth: int, drop_out_rate: float) -> Stage:
 class NAFNet(UNetHooks, RestorationModel):
     """NAFNet: U-Net of NAF blocks with additive skips and a global residual; official key names.
 
-    Defaults: the SIDD width-32 configuration. Any ``H, W >= 1`` works (zero padding, as the official
-    code, to a multiple of ``2 ** len(enc_blk_nums)``).
+    Defaults: the SIDD width-32 configuration. Any ``H, W >= 1`` works (zero-padded to a multiple of
+    ``2 ** len(enc_blk_nums)``, as the official code).
 
     Args:
         in_channels: Image channels (input and output).
@@ -198,19 +197,38 @@ def nafnet_gopro_width32(**kwargs: Any) -> NAFNet:
     return NAFNet(**{"width": 32, **_GOPRO_LAYOUT, **kwargs})
 
 
-_read_nafnet_layout = NAFNet.detect  # PIP-NAFNet reads the same layout
-
-
-# Released weights. Facts: github.com/megvii-research/NAFNet (snapshot 2b4af71) readme.md, docs/REDS.md,
-# options/test/*/NAFNet-width*.yml, LICENSE; SHA-256 and sizes: the Git LFS pointers of the mirror
-# nyanko7/nafnet-models (commit 08e8c70), equal to the author's Space chuxiaojie/NAFNet. REDS-width64 is
-# the GoPro width-64 network (NAFNetLocal uses the weights unchanged).
+# Released weights. Facts: github.com/megvii-research/NAFNet (2b4af71: readme.md, docs/REDS.md, LICENSE);
+# SHA-256 and sizes: the Git LFS pointers of nyanko7/nafnet-models (08e8c70), equal to the author's Space.
+# REDS-width64 is the GoPro width-64 network (NAFNetLocal uses the weights unchanged).
 _SIDD = "PSNR/SSIM on RGB, SIDD validation (1,280 256x256 blocks); readme.md model table"
 _GOPRO = "PSNR/SSIM on RGB, GoPro test set (1,111 images); readme.md model table"
 _REDS = "PSNR/SSIM on RGB, REDS validation (300 images, lmdb) with test-time local statistics (NAFNetLocal); readme.md"
+_SIDD_FACTS = dict(tasks=("noise",), training_data="SIDD", protocol=_SIDD)
+_GOPRO_FACTS = dict(tasks=("blur",), training_data="GoPro", protocol=_GOPRO)
+_REDS_FACTS = dict(tasks=("blur", "jpeg"), training_data="REDS (blur + JPEG)", protocol=_REDS)
+#: variant: (Google Drive file id, Baidu share)
+_DOWNLOADS = {
+    "sidd_width64": ("14Fht1QQJ2gMlk4N1ERCRuElg8JfjrWWR", "198kYyVSrY_xZF0jGv9U0sQ?pwd=dton"),
+    "sidd_width32": ("1lsByk21Xw-6aW7epCwOQxvm6HYCQZPHZ", "1Xses38SWl-7wuyuhaGNhaw?pwd=um97"),
+    "gopro_width64": ("1S0PVRbyTakYY9a82kujgZLbMihfNBLfC", "1g-E1x6En-PbYXm94JfI1vg?pwd=wnwh"),
+    "gopro_width32": ("1Fr2QadtDCEXg6iwWX8OzeZLbHOx2t5Bj", "1AbgG0yoROHmrRQN7dgzDvQ?pwd=so6v"),
+    "reds_width64": ("14D4V4raNYIOhETfcuuLI3bGLB-OYIv6X", "1vg89ccbpIxg3mK9IONBfGg?pwd=9fas"),
+}
+#: variant: (SHA-256, size in bytes) of the file
+_FILES = {
+    "sidd_width64": ("cd685efaae01f7c4e9951f2deab05780079c8eb1e49ed664b72f6db04dabb445", 464_154_961),
+    "sidd_width32": ("89c70e808d1783b6c07911306e106aaf0d4f7f3da8c61078b99ff7f8929a26f4", 116_861_841),
+    "gopro_width64": ("329d3ab4077b8d6b7ff61de376e483714667960bf85be027bf4335cda701196f", 271_778_961),
+    "gopro_width32": ("19394e6155d12ef6371d1d57496f87f0ec88f92bdffa27c0792690722d5d1a5c", 68_671_121),
+    "reds_width64": ("175fe8b3cdf3abedfbc87769779c3d9f491e05bb2e73ea9d627883f90a4b2df3", 271_756_689),
+}
 
 
-def _register(variant: str, file: str, arch: str, params: int, drive: str, baidu: str, **facts: Any) -> None:
+def _register(dataset: str, width: int, arch: str, params: int, reported: str, **facts: Any) -> None:
+    variant = f"{dataset.lower()}_width{width}"
+    file = f"NAFNet-{dataset}-width{width}.pth"
+    drive, baidu = _DOWNLOADS[variant]
+    sha256, size = _FILES[variant]
     register_weights(
         PretrainedWeights(
             name=f"nafnet.{variant}",
@@ -221,81 +239,18 @@ def _register(variant: str, file: str, arch: str, params: int, drive: str, baidu
                 WeightsSource("gdrive", drive),
                 WeightsSource("baidu", f"https://pan.baidu.com/s/{baidu}"),
             ),
+            sha256=sha256,
+            size=size,
             num_params=params,
             license="MIT (LICENSE of megvii-research/NAFNet)",
+            reported=(reported,),
             **facts,
         )
     )
 
 
-_register(
-    "sidd_width64",
-    "NAFNet-SIDD-width64.pth",
-    "nafnet_sidd_width64",
-    115_982_915,
-    drive="14Fht1QQJ2gMlk4N1ERCRuElg8JfjrWWR",
-    baidu="198kYyVSrY_xZF0jGv9U0sQ?pwd=dton",
-    sha256="cd685efaae01f7c4e9951f2deab05780079c8eb1e49ed664b72f6db04dabb445",
-    size=464_154_961,
-    tasks=("noise",),
-    training_data="SIDD",
-    reported=("SIDD 40.3045/0.9614",),
-    protocol=_SIDD,
-)
-_register(
-    "sidd_width32",
-    "NAFNet-SIDD-width32.pth",
-    "nafnet_width32",
-    29_159_715,
-    drive="1lsByk21Xw-6aW7epCwOQxvm6HYCQZPHZ",
-    baidu="1Xses38SWl-7wuyuhaGNhaw?pwd=um97",
-    sha256="89c70e808d1783b6c07911306e106aaf0d4f7f3da8c61078b99ff7f8929a26f4",
-    size=116_861_841,
-    tasks=("noise",),
-    training_data="SIDD",
-    reported=("SIDD 39.9672/0.9599",),
-    protocol=_SIDD,
-)
-_register(
-    "gopro_width64",
-    "NAFNet-GoPro-width64.pth",
-    "nafnet_width64",
-    67_888_835,
-    drive="1S0PVRbyTakYY9a82kujgZLbMihfNBLfC",
-    baidu="1g-E1x6En-PbYXm94JfI1vg?pwd=wnwh",
-    sha256="329d3ab4077b8d6b7ff61de376e483714667960bf85be027bf4335cda701196f",
-    size=271_778_961,
-    tasks=("blur",),
-    training_data="GoPro",
-    reported=("GoPro 33.7103/0.9668",),
-    protocol=_GOPRO,
-    default=True,
-)
-_register(
-    "gopro_width32",
-    "NAFNet-GoPro-width32.pth",
-    "nafnet_gopro_width32",
-    17_111_907,
-    drive="1Fr2QadtDCEXg6iwWX8OzeZLbHOx2t5Bj",
-    baidu="1AbgG0yoROHmrRQN7dgzDvQ?pwd=so6v",
-    sha256="19394e6155d12ef6371d1d57496f87f0ec88f92bdffa27c0792690722d5d1a5c",
-    size=68_671_121,
-    tasks=("blur",),
-    training_data="GoPro",
-    reported=("GoPro 32.8705/0.9606",),
-    protocol=_GOPRO,
-)
-_register(
-    "reds_width64",
-    "NAFNet-REDS-width64.pth",
-    "nafnet_width64",
-    67_888_835,
-    drive="14D4V4raNYIOhETfcuuLI3bGLB-OYIv6X",
-    baidu="1vg89ccbpIxg3mK9IONBfGg?pwd=9fas",
-    sha256="175fe8b3cdf3abedfbc87769779c3d9f491e05bb2e73ea9d627883f90a4b2df3",
-    size=271_756_689,
-    tasks=("blur", "jpeg"),
-    training_data="REDS (blur + JPEG)",
-    reported=("REDS val300 29.0903/0.8671",),
-    protocol=_REDS,
-)
+_register("SIDD", 64, "nafnet_sidd_width64", 115_982_915, "SIDD 40.3045/0.9614", **_SIDD_FACTS)
+_register("SIDD", 32, "nafnet_width32", 29_159_715, "SIDD 39.9672/0.9599", **_SIDD_FACTS)
+_register("GoPro", 64, "nafnet_width64", 67_888_835, "GoPro 33.7103/0.9668", **_GOPRO_FACTS, default=True)
+_register("GoPro", 32, "nafnet_gopro_width32", 17_111_907, "GoPro 32.8705/0.9606", **_GOPRO_FACTS)
+_register("REDS", 64, "nafnet_width64", 67_888_835, "REDS val300 29.0903/0.8671", **_REDS_FACTS)

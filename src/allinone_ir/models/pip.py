@@ -27,7 +27,7 @@ from ._detect import count_blocks, ffn_expansion_factor
 from ._registry import register_architecture, register_model
 from ._weights import register_weights_note
 from .classifier import DegradationClassifier, degradation_classification_loss
-from .nafnet import NAFNet, _read_nafnet_layout
+from .nafnet import NAFNet
 from .restormer import RESTORMER_GROUPS, RestormerUNet, _read_restormer_layout
 
 __all__ = ["PIPBlock", "PIPNAFNet", "PIPRestormer", "PIPUNet", "PromptInPrompt", "PromptToFeature"]
@@ -68,10 +68,8 @@ def _align_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 class PromptInPrompt(nn.Module):
     """The prompt of one skip connection, from the feature and the degradation weights ``omega``.
 
-    ``D = mean_t(omega_t d_t) * Z_s`` (``d_t``: ``detask_prompt_param``, stored ``(T, C_p, 1, 1)``, shown as
-    the official ``(1, T, C_p, 1, 1)``; ``Z_s``: the feature resized to ``S x S``, channels cut or zero-padded
-    to ``C_p``); ``U = LGM(B, D)`` with the basic prompt ``B`` (``low_prompt_param``), resized to ``H x W``
-    and convolved (``outconv``).
+    ``D = mean_t(omega_t d_t) * Z`` (``Z``: the feature at ``S x S`` with ``C_p`` channels), then
+    ``outconv(resize(LGM(B, D)))`` with the basic prompt ``B``.
 
     Args:
         prompt_dim: Prompt channels ``C_p``.
@@ -199,9 +197,7 @@ class SelectivePromptToFeature(nn.Module):
 
 
 class PromptToFeature(nn.Module):
-    """The official holder (key prefix ``prompt_transformer_cross``) of a :class:`SelectivePromptToFeature`
-    built with the same arguments; ``forward(feature, prompt)`` runs it.
-    """
+    """The official holder (keys ``prompt_transformer_cross.*``) of a :class:`SelectivePromptToFeature`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
@@ -212,15 +208,10 @@ class PromptToFeature(nn.Module):
 
 
 class PIPBlock(nn.Module):
-    """Prompt-In-Prompt on one skip connection: ``prompt`` (:class:`PromptInPrompt`) makes each sample's
-    prompt from its row of ``omega``, ``low_prompt_interaction`` (:class:`PromptToFeature`) applies it.
+    """Prompt-In-Prompt on one skip: :class:`PromptInPrompt` then :class:`PromptToFeature`.
 
     Args:
-        feature_dim: Channels ``C_f`` of the skip feature.
-        prompt_dim: Prompt channels ``C_p``.
-        prompt_size: Spatial size ``S`` of the basic restoration prompt.
-        num_degradations: Number of degradation types ``T``.
-        p2p_heads: Heads of the prompt-to-prompt attention.
+        feature_dim: Channels ``C_f`` of the skip feature (the next four: :class:`PromptInPrompt`'s).
         p2f_heads: Heads of the prompt-to-feature attention; must divide ``prompt_dim``.
 
     Shape:
@@ -304,7 +295,6 @@ class _PIPControl(RestorationModel):
             )
 
     def _restore(self, x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
-        """The network on a padded input under the degradation weights ``omega`` (a U-Net's by default)."""
         return self._unet_forward(x, omega)  # type: ignore[operator]
 
     @property
@@ -396,20 +386,19 @@ class _PIPControl(RestorationModel):
         return terms
 
 
-def _check_levels(name: str, values: Sequence[Any], n: int) -> list[Any]:
-    if len(values) != n:
-        raise UsageError(f"{name} needs {n} entries (one per skip connection), got {list(values)}")
-    return list(values)
+def _check_levels(n: int, prompt_dims: Sequence[int], prompt_sizes: Sequence[int]) -> None:
+    for name, values in (("prompt_dims", prompt_dims), ("prompt_sizes", prompt_sizes)):
+        if len(values) != n:
+            raise UsageError(f"{name} needs {n} entries (one per skip connection), got {list(values)}")
 
 
 @register_architecture
 class PIPRestormer(_PIPControl, RestormerUNet):  # type: ignore[misc]  # forward takes a degradation
     """PIP on Restormer, the official PIP network (longzilicart/pip_universal, ``pip_cross_topm``).
 
-    Restormer's U-Net whose skips are modulated before the decoder concatenates them: ``prompt<L>``
-    (:class:`PromptInPrompt`) and ``low_prompt_interaction_level<L>`` (:class:`PromptToFeature`); the latent
-    is reduced ``8 dim -> 4 dim`` by ``chnl_reduce3`` before ``up4_3``. Defaults: the official network plus
-    the degradation classifier. The first nine arguments are :class:`~allinone_ir.models.restormer.Restormer`'s.
+    Restormer's U-Net with skips modulated by ``prompt<L>`` (:class:`PromptInPrompt`) and
+    ``low_prompt_interaction_level<L>`` (:class:`PromptToFeature`). Defaults: the official network plus the
+    degradation classifier. The first nine arguments are :class:`~allinone_ir.models.restormer.Restormer`'s.
 
     Args:
         prompt_dims: Prompt channels at skips 1, 2, 3 (shallow to deep).
@@ -421,13 +410,10 @@ class PIPRestormer(_PIPControl, RestormerUNet):  # type: ignore[misc]  # forward
         classifier_widths: Stage widths of the classifier.
 
     Shape:
-        - image: :math:`(N, C_{in}, H, W)`; output: :math:`(N, C_{out}, H, W)`, with ``return_weights`` also
-          ``omega`` :math:`(N, T)`
+        - image: :math:`(N, C_{in}, H, W)`; output: :math:`(N, C_{out}, H, W)` (and omega :math:`(N, T)`)
 
     Examples:
-        >>> net = PIPRestormer(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1,
-        ...                    prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 4), p2f_heads=2,
-        ...                    classifier_widths=(4, 8))
+        >>> net = PIPRestormer(**PIPRestormer.small_config(smoke=True))
         >>> net(torch.rand(2, 3, 17, 30), degradation="rain").shape
         torch.Size([2, 3, 17, 30])
         >>> out, omega = net(torch.rand(1, 3, 16, 16), return_weights=True)  # blind
@@ -456,29 +442,20 @@ class PIPRestormer(_PIPControl, RestormerUNet):  # type: ignore[misc]  # forward
         classifier_widths: Sequence[int] = (16, 32, 64),
     ) -> None:
         super().__init__()
-        prompt_dims = _check_levels("prompt_dims", prompt_dims, 3)
-        prompt_sizes = _check_levels("prompt_sizes", prompt_sizes, 3)
+        _check_levels(3, prompt_dims, prompt_sizes)
         self.in_channels, self.out_channels = in_channels, out_channels
         args = (ffn_expansion_factor, bias, layer_norm_type)
         self._build_encoder(in_channels, dim, num_blocks, heads, *args)
         self._build_control(degradations, classifier, classifier_widths)
+        p2p: dict[str, Any] = dict(p2p_heads=p2p_heads, ffn_expansion_factor=ffn_expansion_factor, bias=bias)
         for level, (pdim, size) in enumerate(zip(prompt_dims, prompt_sizes), 1):
-            prompt = PromptInPrompt(
-                pdim,
-                size,
-                self.num_degradations,
-                p2p_heads=p2p_heads,
-                ffn_expansion_factor=ffn_expansion_factor,
-                bias=bias,
-                layer_norm_type=layer_norm_type,
-            )
+            prompt = PromptInPrompt(pdim, size, self.num_degradations, layer_norm_type=layer_norm_type, **p2p)
             self.add_module(f"prompt{level}", prompt)
             p2f = PromptToFeature(dim * 2 ** (level - 1), pdim, p2f_heads, *args)
             self.add_module(f"low_prompt_interaction_level{level}", p2f)
         self.chnl_reduce3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
-        for level in (3, 2, 1):
-            up = dim * 4 if level == 3 else None  # the latent, reduced by chnl_reduce3
-            self._build_decoder_level(level, dim, num_blocks, heads, *args, up_channels=up)
+        for level in (3, 2, 1):  # level 3 upsamples the latent reduced by chnl_reduce3
+            self._build_decoder_level(level, dim, num_blocks, heads, *args, up=dim * 4 if level == 3 else 0)
         self._build_head(dim, num_refinement_blocks, heads, out_channels, *args)
 
     def _latent_hook(self, x: torch.Tensor, ctx: Any) -> torch.Tensor:
@@ -507,20 +484,17 @@ class PIPRestormer(_PIPControl, RestormerUNet):  # type: ignore[misc]  # forward
             >>> net.degradations, net.num_parameters > 500_000
             (('noise', 'rain'), True)
         """
-        config: dict[str, Any] = dict(
-            dim=16,
+        return dict(
+            dim=8 if smoke else 16,
             num_blocks=(1, 1, 1, 1),
             num_refinement_blocks=1,
             heads=(1, 2, 4, 8),
-            prompt_dims=(16, 32, 64),
-            prompt_sizes=(16, 8, 4),
+            prompt_dims=(8, 8, 16) if smoke else (16, 32, 64),
+            prompt_sizes=(8, 4, 4) if smoke else (16, 8, 4),
             p2f_heads=2,
-            classifier_widths=(8, 16, 32),
+            classifier_widths=(4, 8) if smoke else (8, 16, 32),
             degradations=tuple(degradations),
         )
-        if smoke:
-            config.update(dim=8, prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 4), classifier_widths=(4, 8))
-        return config
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
@@ -531,15 +505,12 @@ class PIPRestormer(_PIPControl, RestormerUNet):  # type: ignore[misc]  # forward
         """
         prompts = [f"prompt{i}" for i in (1, 2, 3)]
         config = _read_restormer_layout(state_dict)
-        return _read_pip_blocks(
-            state_dict, config, prompts, "low_prompt_interaction_level1", "pip_level1.basic_prompt.prompt"
-        )
+        return _read_pip_blocks(state_dict, config, prompts, "pip_level1.basic_prompt.prompt")
 
 
 @register_architecture
 class PIPNAFNet(_PIPControl, NAFNet):  # type: ignore[misc]  # forward takes a degradation
-    """PIP on NAFNet: a :class:`PIPBlock` (``pips.0`` shallowest) on each encoder output before it is added to
-    the decoder feature (paper Table S3; not in the official code).
+    """PIP on NAFNet: a :class:`PIPBlock` (``pips.0`` shallowest) on each skip (paper Table S3; not official).
 
     The first six arguments are :class:`~allinone_ir.models.nafnet.NAFNet`'s, the others
     :class:`PIPRestormer`'s (one prompt dim and size per level) and the PIP blocks' ``ffn_expansion_factor``.
@@ -574,9 +545,7 @@ class PIPNAFNet(_PIPControl, NAFNet):  # type: ignore[misc]  # forward takes a d
             dec_blk_nums=dec_blk_nums,
             drop_out_rate=drop_out_rate,
         )
-        levels = len(enc_blk_nums)
-        prompt_dims = _check_levels("prompt_dims", prompt_dims, levels)
-        prompt_sizes = _check_levels("prompt_sizes", prompt_sizes, levels)
+        _check_levels(len(enc_blk_nums), prompt_dims, prompt_sizes)
         self._build_control(degradations, classifier, classifier_widths)
         options: dict[str, Any] = dict(
             p2p_heads=p2p_heads, p2f_heads=p2f_heads, ffn_expansion_factor=ffn_expansion_factor
@@ -597,22 +566,19 @@ class PIPNAFNet(_PIPControl, NAFNet):  # type: ignore[misc]  # forward takes a d
         Raises:
             CheckpointError: If no feed-forward factor fits, or the PIP blocks are a development version's.
         """
-        config = _read_nafnet_layout(state_dict)
+        config = super().detect(state_dict)
         prompts = [f"pips.{i}.prompt" for i in range(len(config["enc_blk_nums"]) if config else 0)]
-        pip = _read_pip_blocks(
-            state_dict, config, prompts, "pips.0.low_prompt_interaction", "pips.0.basic_prompt.prompt"
-        )
+        pip = _read_pip_blocks(state_dict, config, prompts, "pips.0.basic_prompt.prompt")
         if pip is None:
             return None
         return {**pip, "ffn_expansion_factor": ffn_expansion_factor(state_dict)}
 
 
-#: Attribute of a tapped backbone module that holds ``(PIP block, omega)`` while :meth:`PIPUNet.forward` runs.
+#: Holds ``(PIP block, omega)`` on a tapped backbone module while :meth:`PIPUNet.forward` runs.
 _TAP_ATTR = "_allinone_ir_pip_tap"
 
 
 def _pip_tap_hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
-    """Apply the PIP block that :meth:`PIPUNet.forward` stored on the module (none: the backbone alone)."""
     active = getattr(module, _TAP_ATTR, None)
     return None if active is None else active[0](output, active[1])
 
@@ -620,12 +586,10 @@ def _pip_tap_hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch
 class PIPUNet(_PIPControl):
     """Plug PIP into a U-Net of your own, without touching its code.
 
-    Name the sub-modules whose **outputs** are the skip features: each gets a :class:`PIPBlock`
-    (``pips.<name>``, ``.`` written ``_``) applied to its output by a forward hook during :meth:`forward`
-    only (the backbone called directly is unmodified; copies apply their own blocks). To modulate only a
-    skip, give the skip path its own module (``nn.Identity()``). A named module must run once per forward,
-    be called as ``module(x)`` and lie outside activation checkpointing. The backbone is not in ``config``:
-    to reload, wrap the same backbone and ``load_state_dict``. The PIP arguments are :class:`PIPNAFNet`'s.
+    Each module named in ``skips`` (run once per forward as ``module(x)``, not checkpointed) gets a
+    :class:`PIPBlock` (``pips.<name>``, ``.`` written ``_``) applied to its **output** by a forward hook
+    during :meth:`forward` only. ``config`` omits the backbone: to reload, wrap the same backbone and
+    ``load_state_dict``. The PIP arguments are :class:`PIPNAFNet`'s.
 
     Args:
         backbone: Your network; ``backbone(x)`` must return the restored image.
@@ -635,26 +599,14 @@ class PIPUNet(_PIPControl):
         pad_multiple: Pad ``H, W`` to a multiple of this before the backbone and crop back.
 
     Raises:
-        UsageError: If a name is not a sub-module of ``backbone``, two names are the same module or give
-            the same block name, or the lengths disagree.
+        UsageError: If the names are not distinct sub-modules of ``backbone`` or the lengths disagree.
 
     Shape:
         - image: :math:`(N, C_{in}, H, W)`; output: what ``backbone`` returns, cropped to ``H x W``
 
     Examples:
-        >>> class TinyUNet(nn.Module):
-        ...     def __init__(self):
-        ...         super().__init__()
-        ...         self.enc = nn.Conv2d(3, 8, 3, padding=1)
-        ...         self.skip = nn.Identity()
-        ...         self.down = nn.Conv2d(8, 8, 2, stride=2)
-        ...         self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
-        ...         self.out = nn.Conv2d(16, 3, 3, padding=1)
-        ...     def forward(self, x):
-        ...         e = self.enc(x)
-        ...         return x + self.out(torch.cat([self.up(self.down(e)), self.skip(e)], 1))
-        >>> net = PIPUNet(TinyUNet(), skips={"skip": 8}, prompt_sizes=8, p2f_heads=2,
-        ...               pad_multiple=2, classifier_widths=(4,))
+        >>> backbone = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Identity(), nn.Conv2d(8, 3, 1))
+        >>> net = PIPUNet(backbone, skips={"1": 8}, prompt_sizes=8, p2f_heads=2, classifier_widths=(4,))
         >>> net(torch.rand(2, 3, 15, 12), degradation=["rain", "haze"]).shape
         torch.Size([2, 3, 15, 12])
     """
@@ -691,9 +643,9 @@ class PIPUNet(_PIPControl):
             raise UsageError(f"skips {names} give the same PIP block names {keys}; name distinct modules")
         if len({id(modules[name]) for name in names}) != len(names):
             raise UsageError(f"skips {names} name the same module twice; each skip needs a module of its own")
-        dims = channels if prompt_dims is None else _check_levels("prompt_dims", prompt_dims, len(names))
-        sizes = [prompt_sizes] * len(names) if isinstance(prompt_sizes, int) else list(prompt_sizes)
-        sizes = _check_levels("prompt_sizes", sizes, len(names))
+        dims = channels if prompt_dims is None else prompt_dims
+        sizes = [prompt_sizes] * len(names) if isinstance(prompt_sizes, int) else prompt_sizes
+        _check_levels(len(names), dims, sizes)
         self.in_channels, self.out_channels, self.pad_multiple = in_channels, out_channels, pad_multiple
         self.backbone = backbone
         self._build_control(degradations, classifier, classifier_widths)
@@ -741,15 +693,9 @@ def pip_nafnet(**kwargs: Any) -> PIPNAFNet:
 
 
 def _read_pip_blocks(
-    state_dict: Mapping[str, torch.Tensor],
-    config: dict[str, Any] | None,
-    prompts: list[str],
-    interaction: str,
-    old_key: str,
+    state_dict: Mapping[str, torch.Tensor], config: dict[str, Any] | None, prompts: list[str], old_key: str
 ) -> dict[str, Any] | None:
-    """``config`` plus what the PIP modules say (degradation names: the defaults, with a warning if their number
-    differs); ``None`` without them. Weights with ``old_key`` (a development version's) are refused.
-    """
+    """``config`` plus the PIP modules' arguments (``None`` without them); refuses a development version's."""
     if old_key in state_dict:
         raise CheckpointError(
             f"these PIP weights ({old_key!r}) come from a development version of allinone-ir whose PIP blocks "
@@ -771,13 +717,14 @@ def _read_pip_blocks(
         int(state_dict[f"classifier.stages.{i}.0.conv1.weight"].shape[0])
         for i in range(count_blocks(state_dict, "classifier.stages"))
     ]
+    p2f = next(v for k, v in state_dict.items() if k.endswith("prompt_transformer_cross.attn.temperature"))
     config = dict(
         config,
         prompt_dims=[int(p.shape[1]) for p in basic],
         prompt_sizes=[int(p.shape[-1]) for p in basic],
         degradations=names,
         p2p_heads=int(state_dict[f"{prompts[0]}.LGM.attn.temperature"].shape[0]),
-        p2f_heads=int(state_dict[f"{interaction}.prompt_transformer_cross.attn.temperature"].shape[0]),
+        p2f_heads=int(p2f.shape[0]),
         classifier=bool(widths),
     )
     if widths:

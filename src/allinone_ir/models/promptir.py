@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
-from ..layers.norm import NormKind, memory_format_of
+from ..layers.norm import NormKind, in_layout_of, memory_format_of
 from ..layers.transformer import TransformerBlock
 from ._base import official_5d_keys
 from ._detect import attention_heads
@@ -21,21 +21,13 @@ from .restormer import RESTORMER_GROUPS, RestormerUNet, _read_restormer_layout
 __all__ = ["PROMPTIR_UNUSED_MODULES", "PromptGenBlock", "PromptIR", "PromptInteraction"]
 
 #: Modules the official PromptIR builds but never uses; their checkpoint keys are dropped on load.
-PROMPTIR_UNUSED_MODULES: tuple[str, ...] = (
-    "chnl_reduce1",
-    "chnl_reduce2",
-    "chnl_reduce3",
-    "reduce_noise_channel_1",
-    "reduce_noise_channel_2",
-    "reduce_noise_channel_3",
+PROMPTIR_UNUSED_MODULES: tuple[str, ...] = tuple(
+    f"{name}{i}" for name in ("chnl_reduce", "reduce_noise_channel_") for i in (1, 2, 3)
 )
 
 
 class PromptGenBlock(nn.Module):
-    """Prompt generation block: an input-conditioned mixture of learnable prompt components.
-
-    ``P = conv3x3(resize(sum_l softmax(W GAP(F))_l P_l))``, resized to the feature's ``H x W``.
-    ``prompt_param`` is stored ``(L, C_p, S, S)`` and shown as the official ``(1, L, C_p, S, S)``.
+    """Prompt generation block: ``conv3x3(resize(sum_l softmax(W GAP(F))_l P_l))`` at the feature's ``H x W``.
 
     Args:
         prompt_dim: Channels ``C_p`` of the prompt.
@@ -76,30 +68,23 @@ class PromptGenBlock(nn.Module):
         h, w = x.shape[-2:]
         weights = self.prompt_weights(x)
         components = self.prompt_param  # (L, C, S, S)
-        channels_last = memory_format_of(x) == torch.channels_last
-        if x.shape[0] > components.shape[0]:
-            # resizing and the bias-free convolution are linear: for batches larger than L, resize and
-            # convolve the L components once and mix the results per sample
-            basis = F.interpolate(components, size=(h, w), mode="bilinear", align_corners=False)
-            if channels_last:
-                basis = basis.contiguous(memory_format=torch.channels_last)
-            basis = self.conv3x3(basis)
-            weights = weights.to(basis.dtype)
-            if channels_last:  # mix on the (L, H*W*C) view of channels-last storage: no copy
-                mixed = weights @ basis.permute(0, 2, 3, 1).reshape(basis.shape[0], -1)
-                return mixed.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
-            return (weights @ basis.reshape(basis.shape[0], -1)).reshape(x.shape[0], -1, h, w)
-        prompt = torch.einsum("nl,lchw->nchw", weights.to(components.dtype), components)
-        prompt = F.interpolate(prompt, size=(h, w), mode="bilinear", align_corners=False)
-        if channels_last:
-            prompt = prompt.contiguous(memory_format=torch.channels_last)
-        return self.conv3x3(prompt)
+        if x.shape[0] <= components.shape[0]:
+            prompt = torch.einsum("nl,lchw->nchw", weights.to(components.dtype), components)
+            prompt = F.interpolate(prompt, size=(h, w), mode="bilinear", align_corners=False)
+            return self.conv3x3(in_layout_of(prompt, x))
+        # resizing and the bias-free convolution are linear: for batches larger than L, resize and
+        # convolve the L components once and mix the results per sample
+        basis = F.interpolate(components, size=(h, w), mode="bilinear", align_corners=False)
+        basis = self.conv3x3(in_layout_of(basis, x))
+        weights = weights.to(basis.dtype)
+        if memory_format_of(x) == torch.channels_last:  # mix on the (L, H*W*C) view of its storage: no copy
+            mixed = weights @ basis.permute(0, 2, 3, 1).reshape(basis.shape[0], -1)
+            return mixed.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
+        return (weights @ basis.reshape(basis.shape[0], -1)).reshape(x.shape[0], -1, h, w)
 
 
 class PromptInteraction(nn.Module):
     """Prompt interaction block: ``reduce(transformer(cat[feature, prompt]))``.
-
-    :class:`PromptIR` runs :meth:`interact` on its modules ``noise_level{l}`` and ``reduce_noise_level{l}``.
 
     Args:
         out_dim: Channels after the 1x1 reduction (defaults to ``feature_dim``).
@@ -145,11 +130,9 @@ class PromptInteraction(nn.Module):
 class PromptIR(RestormerUNet):
     """PromptIR: all-in-one restoration with prompt generation and interaction in the decoder.
 
-    Restormer's U-Net; on the latent and after decoder levels 3 and 2 a :class:`PromptGenBlock`
-    (``prompt{l}``) makes a prompt that :class:`PromptInteraction` mixes in (``noise_level{l}``,
-    ``reduce_noise_level{l}``). Defaults and keys are the official ones (the six modules the official
-    code never uses are not built). The first nine arguments are
-    :class:`~allinone_ir.models.restormer.Restormer`'s.
+    Restormer's U-Net; on the latent and after decoder levels 3 and 2 a :class:`PromptGenBlock` makes a prompt
+    that a :class:`PromptInteraction` mixes in. Defaults and keys are the official ones. The first nine
+    arguments are :class:`~allinone_ir.models.restormer.Restormer`'s.
 
     Args:
         prompt_dims: Prompt channels at decoder levels 1, 2, 3.
@@ -158,8 +141,7 @@ class PromptIR(RestormerUNet):
         interaction_heads: Heads of the prompt-interaction blocks (default ``heads[2]``, as the official code).
 
     Shape:
-        - Input: :math:`(N, C_{in}, H, W)`, float, values nominally in [0, 1]
-        - Output: :math:`(N, C_{out}, H, W)`
+        - Input: :math:`(N, C_{in}, H, W)`, float, values in [0, 1]; output: :math:`(N, C_{out}, H, W)`
     """
 
     def __init__(
@@ -196,8 +178,7 @@ class PromptIR(RestormerUNet):
             self.add_module(f"prompt{level}", PromptGenBlock(pdim, prompt_len, size, feature))
             self.add_module(f"noise_level{level}", TransformerBlock(joint, ih, *args))
             self.add_module(f"reduce_noise_level{level}", nn.Conv2d(joint, out, kernel_size=1, bias=bias))
-            up = dim * 4 if level == 3 else None
-            self._build_decoder_level(level, dim, num_blocks, heads, *args, up_channels=up)
+            self._build_decoder_level(level, dim, num_blocks, heads, *args, up=dim * 4 if level == 3 else 0)
         self._build_head(dim, num_refinement_blocks, heads, out_channels, *args)
 
     def _prompt(self, level: int, x: torch.Tensor) -> torch.Tensor:
@@ -229,18 +210,15 @@ class PromptIR(RestormerUNet):
             >>> PromptIR(**PromptIR.small_config()).num_parameters
             1280755
         """
-        config: dict[str, Any] = dict(
-            dim=16,
+        return dict(
+            dim=8 if smoke else 16,
             num_blocks=(1, 1, 1, 1),
             num_refinement_blocks=1,
             heads=(1, 2, 4, 8),
-            prompt_dims=(16, 32, 64),
-            prompt_sizes=(16, 8, 4),
+            prompt_dims=(8, 8, 16) if smoke else (16, 32, 64),
+            prompt_sizes=(8, 4, 4) if smoke else (16, 8, 4),
             prompt_len=4,
         )
-        if smoke:
-            config.update(dim=8, prompt_dims=(8, 8, 16), prompt_sizes=(8, 4, 4))
-        return config
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
@@ -249,8 +227,9 @@ class PromptIR(RestormerUNet):
         keys = [f"prompt{i}.prompt_param" for i in (1, 2, 3)]
         if config is None or not all(k in state_dict for k in keys):
             return None
-        params = [state_dict[k] for k in keys]
-        params = [p[0] if p.dim() == 5 else p for p in params]  # official (1, L, C, S, S)
+        params = [
+            state_dict[k][0] if state_dict[k].dim() == 5 else state_dict[k] for k in keys
+        ]  # (1, L, C, S, S)
         config["prompt_dims"] = [int(p.shape[1]) for p in params]
         config["prompt_sizes"] = [int(p.shape[-1]) for p in params]
         config["prompt_len"] = int(params[0].shape[0])
@@ -275,8 +254,7 @@ def promptir(**kwargs: Any) -> PromptIR:
     return PromptIR(**kwargs)
 
 
-# Released weights: facts from github.com/va1shn9v/PromptIR (README "Testing", LICENSE.md) and the paper
-# (arXiv 2306.13090, Table 1). No hash or size is published.
+# Released weights: facts from github.com/va1shn9v/PromptIR (README, LICENSE.md) and arXiv 2306.13090 Table 1.
 register_weights(
     PretrainedWeights(
         name="promptir.three_task",

@@ -13,10 +13,9 @@ from ..layers.attention import MDTA
 from ..layers.norm import NormKind
 from ..layers.stage import Stage
 from ..layers.transformer import Downsample, OverlapPatchEmbed, TransformerBlock, Upsample
-from ._base import RestorationModel
+from ._base import RestorationModel, UNetHooks
 from ._detect import attention_heads, count_blocks, ffn_expansion_factor
 from ._registry import register_architecture, register_model
-from ._unet import UNetHooks
 from ._weights import PretrainedWeights, WeightsSource, register_weights
 
 __all__ = ["Restormer", "RestormerUNet"]
@@ -38,30 +37,24 @@ def transformer_stage(
 
 
 def restormer_low_precision_flags(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
-    """The ``(name, module, attribute)`` float32 flags of a Restormer-layout network under bf16/fp16: the patch
-    embedding and the depthwise convolutions of the full-resolution attentions.
-    """
+    """The float32 flags of a Restormer-layout network under bf16/fp16: the patch embedding and the
+    depthwise convolutions of the full-resolution attentions."""
+    full_resolution = ("encoder_level1.", "decoder_level1.", "refinement.")
     flags: list[tuple[str, nn.Module, str]] = []
-    embed = getattr(model, "patch_embed", None)
-    if isinstance(embed, OverlapPatchEmbed):
-        flags.append(("patch_embed", embed, "float32"))
-    for level in ("encoder_level1", "decoder_level1", "refinement"):
-        stage = getattr(model, level, None)
-        if isinstance(stage, nn.Module):
-            flags += [
-                (f"{level}.{n}", m, "float32_dwconv") for n, m in stage.named_modules() if isinstance(m, MDTA)
-            ]
+    for n, m in model.named_modules():
+        if n == "patch_embed" and isinstance(m, OverlapPatchEmbed):
+            flags.append((n, m, "float32"))
+        elif isinstance(m, MDTA) and n.startswith(full_resolution):
+            flags.append((n, m, "float32_dwconv"))
     return flags
 
 
 class RestormerUNet(UNetHooks, RestorationModel):
     """Restormer's U-Net with per-level hooks, shared by Restormer, PromptIR, AdaIR, PIP-Restormer and DFPIR.
 
-    A network builds the official modules with :meth:`_build_encoder`, :meth:`_build_decoder_level` and
-    :meth:`_build_head` in the official order (keeping key order and seeded initialisation) and
-    overrides the :class:`~allinone_ir.models._unet.UNetHooks` it needs; :meth:`_unet_forward` runs them.
-    ``opts`` are the options of :meth:`_stage` (the transformer blocks' ``ffn_expansion_factor, bias,
-    layer_norm_type``); MIRAGE and BaryIR build with it and run a forward of their own.
+    A network builds the official modules in the official order with the ``_build_*`` methods (``opts``:
+    the blocks' ``ffn_expansion_factor, bias, layer_norm_type``) and overrides the
+    :class:`~allinone_ir.models._unet.UNetHooks` it needs; :meth:`_unet_forward` runs them.
     """
 
     pad_multiple = 8
@@ -97,20 +90,12 @@ class RestormerUNet(UNetHooks, RestorationModel):
         self.latent = self._stage(dim * 8, heads[3], blocks[3], *opts)
 
     def _build_decoder_level(
-        self,
-        level: int,
-        dim: int,
-        blocks: Sequence[int],
-        heads: Sequence[int],
-        *opts: Any,
-        up_channels: int | None = None,
+        self, level: int, dim: int, blocks: Sequence[int], heads: Sequence[int], *opts: Any, up: int = 0
     ) -> None:
-        """Build ``up{level+1}_{level}``, ``reduce_chan_level{level}`` (levels 2, 3) and ``decoder_level{level}``.
-
-        ``up_channels``: the channels reaching the upsampling (default twice the level's).
-        """
+        """Build ``up{level+1}_{level}``, ``reduce_chan_level{level}`` (levels 2, 3), ``decoder_level{level}``
+        (``up``: the channels reaching the upsampling if not twice the level's)."""
         channels = dim * 2 ** (level - 1)
-        up_in = 2 * channels if up_channels is None else up_channels
+        up_in = up or 2 * channels
         self.add_module(f"up{level + 1}_{level}", Upsample(up_in))
         width = up_in // 2 + channels
         if level > 1:
@@ -151,8 +136,7 @@ class RestormerUNet(UNetHooks, RestorationModel):
 class Restormer(RestormerUNet):
     """Restormer: a four-level transformer U-Net with MDTA attention and GDFN feed-forward blocks.
 
-    Defaults are the official configuration. Any ``H, W >= 1`` works (reflect padding to a multiple of
-    8, output cropped back); a global residual when the channel counts agree.
+    Defaults: the official configuration. Any ``H, W >= 1`` works (reflect-padded to a multiple of 8).
 
     Args:
         dim: Channels of the first level (doubled at each level).
@@ -163,8 +147,7 @@ class Restormer(RestormerUNet):
         layer_norm_type: ``"WithBias"`` or ``"BiasFree"`` (Gaussian denoising models).
 
     Shape:
-        - Input: :math:`(N, C_{in}, H, W)`, float, values nominally in [0, 1]
-        - Output: :math:`(N, C_{out}, H, W)`
+        - Input: :math:`(N, C_{in}, H, W)`, float, values in [0, 1]; output: :math:`(N, C_{out}, H, W)`
 
     Examples:
         >>> net = Restormer(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
@@ -197,7 +180,7 @@ class Restormer(RestormerUNet):
 
     @classmethod
     def detect(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
-        """Constructor arguments of a Restormer-layout state dict (``patch_embed`` ... ``output``), else ``None``.
+        """Constructor arguments of a Restormer-layout state dict, else ``None``.
 
         Raises:
             CheckpointError: If no feed-forward factor fits the hidden widths.
@@ -242,34 +225,31 @@ def _read_restormer_layout(state_dict: Mapping[str, torch.Tensor], *required: st
     )
 
 
-# Released weights: facts from github.com/swz30/Restormer (release v1.0, the task READMEs' Google Drive
-# folders, LICENSE.md) and the paper's tables (arXiv 2111.09881). Hugging Face mirror: deepinv/Restormer.
+# Released weights: facts from github.com/swz30/Restormer (release v1.0, READMEs, LICENSE.md), arXiv 2111.09881.
 # dual_pixel_defocus_deblurring.pth is not registered: its network (dual_pixel_task) is not of this library.
-def _folder(folder_id: str) -> WeightsSource:
-    return WeightsSource(
-        "page", f"https://drive.google.com/drive/folders/{folder_id}", note="Google Drive folder"
-    )
-
-
-_GAUSSIAN_DRIVE = _folder("1Qwsjyny54RZWa7zC4Apg7exixLBo4uF0")  # Denoising/README.md, Gaussian models
+_GAUSSIAN_DRIVE = "1Qwsjyny54RZWa7zC4Apg7exixLBo4uF0"  # Denoising/README.md, Gaussian models
 _DFWB = "DFWB (DIV2K, Flickr2K, BSD400, WED)"
 _RELEASE = "https://github.com/swz30/Restormer/releases/download/v1.0/"
+_DRIVE_FOLDERS = "https://drive.google.com/drive/folders/"
+_PARAMS = {"restormer": 26_126_644, "restormer_biasfree": 26_111_668}
 
 
-def _register(variant: str, arch: str, params: int, drive: WeightsSource, **facts: Any) -> None:
+def _register(variant: str, arch: str, drive: str | WeightsSource, **facts: Any) -> None:
+    """Register ``{variant}.pth``; ``drive``: a Google Drive folder id, or the source itself."""
+    file = f"{variant}.pth"
+    if isinstance(drive, str):
+        drive = WeightsSource("page", _DRIVE_FOLDERS + drive, note="Google Drive folder")
     register_weights(
         PretrainedWeights(
             name=f"restormer.{variant}",
             arch=arch,
-            file_name=f"{variant}.pth",
+            file_name=file,
             sources=(
-                WeightsSource("url", f"{_RELEASE}{variant}.pth"),
-                WeightsSource(
-                    "hf", "deepinv/Restormer", f"{variant}.pth", note="third-party mirror (deepinv)"
-                ),
+                WeightsSource("url", _RELEASE + file),
+                WeightsSource("hf", "deepinv/Restormer", file, note="third-party mirror (deepinv)"),
                 drive,
             ),
-            num_params=params,
+            num_params=facts.pop("num_params", _PARAMS[arch]),
             license="Academic Public License (non-commercial; LICENSE.md of swz30/Restormer)",
             **facts,
         )
@@ -279,8 +259,7 @@ def _register(variant: str, arch: str, params: int, drive: WeightsSource, **fact
 _register(
     "deraining",
     "restormer",
-    26_126_644,
-    _folder("1ZEDDEVW0UgkpWi-N4Lj_JUoVChGXCu_u"),
+    "1ZEDDEVW0UgkpWi-N4Lj_JUoVChGXCu_u",
     tasks=("rain",),
     training_data="Rain13K",
     default=True,
@@ -291,8 +270,7 @@ _register(
 _register(
     "motion_deblurring",
     "restormer",
-    26_126_644,
-    _folder("1czMyfRTQDX3j3ErByYeZ1PM4GVLbJeGK"),
+    "1czMyfRTQDX3j3ErByYeZ1PM4GVLbJeGK",
     tasks=("blur",),
     training_data="GoPro",
     reported=("GoPro 32.92/0.961",),
@@ -301,8 +279,7 @@ _register(
 _register(
     "single_image_defocus_deblurring",
     "restormer",
-    26_126_644,
-    _folder("1bRBG8DG_72AGA6-eRePvChlT5ZO4cwJ4"),
+    "1bRBG8DG_72AGA6-eRePvChlT5ZO4cwJ4",
     tasks=("defocus",),
     training_data="DPDD (single image)",
     protocol="DPDD test set, 76 scenes",
@@ -310,7 +287,6 @@ _register(
 _register(
     "real_denoising",
     "restormer_biasfree",
-    26_111_668,
     WeightsSource("gdrive", "1FF_4NTboTWQ7sHCq4xhyLZsSl0U0JfjH"),
     tasks=("noise",),
     training_data="SIDD",
@@ -321,7 +297,6 @@ for _sigma in ("blind", "sigma15", "sigma25", "sigma50"):
     _register(
         f"gaussian_color_denoising_{_sigma}",
         "restormer_biasfree",
-        26_111_668,
         _GAUSSIAN_DRIVE,
         tasks=("noise",),
         training_data=_DFWB,
@@ -330,8 +305,8 @@ for _sigma in ("blind", "sigma15", "sigma25", "sigma50"):
     _register(
         f"gaussian_gray_denoising_{_sigma}",
         "restormer_biasfree",
-        26_109_076,
         _GAUSSIAN_DRIVE,
+        num_params=26_109_076,
         config={"in_channels": 1, "out_channels": 1},
         tasks=("noise",),
         training_data=_DFWB + ", grayscale",
