@@ -315,8 +315,19 @@ def restore(
         >>> pixels.shape, pixels.dtype
         ((20, 30, 1), dtype('uint16'))
     """
-    # the options for the tensor path that a path, an array or a PIL image comes back through
-    opts = {k: v for k, v in locals().items() if k not in ("model", "image", "output", "overwrite")}
+    opts = dict(
+        tile=tile,
+        overlap=overlap,
+        tta=tta,
+        degradation=degradation,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        channels_last=channels_last,
+        compile=compile,
+        clamp=clamp,
+        progress=progress,
+    )  # for the tensor path that a path, an array or a PIL image comes back through
     in_ch = int(getattr(model, "in_channels", 3))
     if isinstance(image, (str, os.PathLike)):
         if output is not None and os.path.realpath(output) == os.path.realpath(image):
