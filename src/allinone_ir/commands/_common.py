@@ -80,10 +80,8 @@ def _weights_model(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
 
     if args.weights and args.checkpoint:
         raise UsageError("give --weights NAME or --checkpoint PATH, not both")
-    name = args.weights or (
-        args.checkpoint if args.checkpoint and _is_weights_name(args.checkpoint) else None
-    )
-    if name is None:
+    name = args.weights or args.checkpoint
+    if not name or not (args.weights or _is_weights_name(name)):
         return None
     if overrides:
         raise UsageError(f"--weights {name} loads the released network as it is; drop --model-args")

@@ -12,17 +12,7 @@ import sys
 from typing import Any
 
 from ..errors import UsageError
-from ._common import (
-    DTYPE_NAMES,
-    _plain_text,
-    add_model_arguments,
-    add_restore_arguments,
-    comma_list,
-    load_model_from_args,
-    new_json_path,
-    restore_options,
-    write_json,
-)
+from . import _common
 
 __all__ = ["add_parser"]
 
@@ -32,16 +22,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "benchmark",
         help="a paper's table on the standard test sets",
-        description=_plain_text(__doc__ or ""),
+        description=_common._plain_text(__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--suite", required=True, help="three-task, five-task or restormer-deraining")
     p.add_argument("--root", required=True, help="the test/ folder of the layout")
-    p.add_argument("--tasks", type=comma_list(str), help="task keys (default: all), e.g. derain,dehaze")
+    p.add_argument(
+        "--tasks", type=_common.comma_list(str), help="task keys (default: all), e.g. derain,dehaze"
+    )
     p.add_argument("--check", action="store_true", help="say what of the layout is there; run no network")
-    add_model_arguments(p)
-    add_restore_arguments(p)
-    p.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32", help="compute dtype (default: fp32)")
+    _common.add_model_arguments(p)
+    _common.add_restore_arguments(p)
+    p.add_argument(
+        "--dtype", choices=_common.DTYPE_NAMES, default="fp32", help="compute dtype (default: fp32)"
+    )
     p.add_argument("--save-images", metavar="DIR", help="write the outputs to DIR/<task>/<name>.png")
     p.add_argument("--protocol", choices=("promptir", "moce_ir", "matlab_y"), help="default: the suite's")
     p.add_argument("--compare", action="store_true", help="print the papers' rows and the differences")
@@ -83,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from .._version import __version__
     from ..suites import PROTOCOL_TEXT, check_suite, published_rows, run_suite
 
-    report_path = new_json_path(args.json)
+    report_path = _common.new_json_path(args.json)
     report = check_suite(args.suite, args.root, args.tasks)
     if args.check:
         complete = _print_check(report)
@@ -93,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if not any(r["ready"] for r in report.values()):
         _print_check(report)
         raise UsageError(f"no task of {args.suite} has images under {args.root} (the layout is above)")
-    model = load_model_from_args(args, require_weights=True)
+    model = _common.load_model_from_args(args, require_weights=True)
     bars: dict[str, Any] = {}
 
     def progress(key: str, done: int, total: int) -> None:
@@ -105,9 +99,8 @@ def run(args: argparse.Namespace) -> int:
                 bars[key].close()
 
     options = {k: getattr(args, k) for k in ("device", "dtype", "save_images", "protocol")}
-    results = run_suite(
-        model, args.suite, args.root, args.tasks, progress=progress, **options, **restore_options(args)
-    )
+    options |= _common.restore_options(args)
+    results = run_suite(model, args.suite, args.root, args.tasks, progress=progress, **options)
     tasks, average, skipped = results["tasks"], results["average"], results["skipped"]
     for key, reason in skipped.items():
         print(f"skipped {key}: {reason}", file=sys.stderr)
@@ -134,5 +127,5 @@ def run(args: argparse.Namespace) -> int:
             "average": average,
             "skipped": skipped,
         }
-        write_json(report_path, doc if compare is None else {**doc, "compare": compare})
+        _common.write_json(report_path, doc if compare is None else {**doc, "compare": compare})
     return 0

@@ -28,8 +28,8 @@ _TONES, _GAMMA_LOW, _GAMMA_HIGH = 8, 1 / 1.5, 1.2
 _MIN_GAIN_DB, _COLOUR_TOLERANCE = 1.0, 6.0  # "restored": PSNR +1 dB, SSIM not lower, mean colour within 6/255
 _COLUMNS = ("clean", "degraded", "restored")
 # the files --overwrite replaces: the demo's own, then the Trainer's
-_OUTPUTS = ("grid.png", "metrics.md", "metrics.json", "curves.png", "model", "inputs", "restored")
-_OUTPUTS += ("train_log.csv", "val_log.csv", "history.json", "config.json", "checkpoints")
+_DEMO_FILES = ("grid.png", "metrics.md", "metrics.json", "curves.png", "model", "inputs", "restored")
+_TRAINER_FILES = ("train_log.csv", "val_log.csv", "history.json", "config.json", "checkpoints")
 
 
 def _choices(smoke: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     rounded = {
         d: {k: v if k == "mean_rgb" else round(v, 4) for k, v in m.items()} for d, m in metrics.items()
     }
-    report = {
+    doc = {
         "model": model_name,
         "parameters": net.num_parameters,
         "told_degradation": told,
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         "colour_tolerance": _COLOUR_TOLERANCE,
         "metrics": rounded,
     }
-    write_json(out / "metrics.json", report)
+    write_json(out / "metrics.json", doc)
     lines = _summary(metrics)
     intro = (
         f"{how.capitalize()}. Test image `{_HOLDOUT}` (not used for training). "
@@ -206,7 +206,7 @@ def _prepare(out: Path, overwrite: bool) -> None:
                 f"output folder {out} is not empty; choose another --out or pass --overwrite "
                 "(which replaces only the demo's own files)"
             )
-        for p in (out / name for name in _OUTPUTS):
+        for p in (out / name for name in (*_DEMO_FILES, *_TRAINER_FILES)):
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -242,17 +242,13 @@ def _summary(metrics: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _table(metrics: dict[str, dict[str, Any]]) -> list[str]:
-    rows = [
-        "| degradation | PSNR before | PSNR after | gain (dB) | SSIM before | SSIM after | SSIM change "
-        "| mean colour error |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    head = "degradation | PSNR before | PSNR after | gain (dB) | SSIM before | SSIM after | SSIM change"
+    rows = [f"| {head} | mean colour error |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    return rows + [
+        f"| {d} | {m['psnr_in']:.2f} | {m['psnr_out']:.2f} | {m['gain_db']:+.2f} | {m['ssim_in']:.4f} | "
+        f"{m['ssim_out']:.4f} | {m['ssim_change']:+.4f} | {m['colour_error']:.1f} |"
+        for d, m in metrics.items()
     ]
-    for d, m in metrics.items():
-        rows.append(
-            f"| {d} | {m['psnr_in']:.2f} | {m['psnr_out']:.2f} | {m['gain_db']:+.2f} | {m['ssim_in']:.4f} | "
-            f"{m['ssim_out']:.4f} | {m['ssim_change']:+.4f} | {m['colour_error']:.1f} |"
-        )
-    return rows
 
 
 def _grid(rows: dict[str, tuple[torch.Tensor, ...]], metrics: dict[str, dict[str, Any]], title: str) -> Any:

@@ -12,14 +12,7 @@ from typing import Any
 
 from ..data.datasets import _name_mapper, _name_prefix, _task_degradation
 from ..errors import DatasetError, UnknownNameError, UsageError
-from ._common import (
-    add_model_arguments,
-    add_restore_arguments,
-    load_model_from_args,
-    new_json_path,
-    restore_options,
-    write_json,
-)
+from . import _common
 
 __all__ = ["add_parser"]
 
@@ -56,9 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--group-by", choices=("auto", *_GROUPING_WORDS), default="auto", help="(see above)")
     p.add_argument("--skip-unpaired", action="store_true", help="score images with a target, list the others")
     p.add_argument("--all-targets", action="store_true", help="fail unless every target has a prediction")
-    add_model_arguments(p, random_weights_option=True)
+    _common.add_model_arguments(p, random_weights_option=True)
     p.add_argument("--protocol", default="promptir", help="metric protocol: promptir (default) or basicsr")
-    add_restore_arguments(p)
+    _common.add_restore_arguments(p)
     p.add_argument(
         "--degradation-from-group",
         "--degradation-from-folder",
@@ -93,10 +86,7 @@ def _finder(root: Path) -> Callable[[Path, str], Path | None]:
 
     if not root.is_dir():
         raise FileNotFoundError(f"not a folder: {root}")
-
-    @functools.cache
-    def by_stem(folder: Path) -> dict[str, Path]:
-        return _images_by_stem(folder) if folder.is_dir() else {}
+    by_stem = functools.cache(lambda folder: _images_by_stem(folder) if folder.is_dir() else {})
 
     def find(rel: Path, name: str) -> Path | None:
         folders = (root / rel.parent, root)
@@ -225,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         get_protocol(args.protocol)
     except UnknownNameError as exc:
         raise UsageError(f"--protocol: {exc}") from exc
-    report = new_json_path(args.json)
+    report = _common.new_json_path(args.json)
     if args.degraded and not args.pred:
         raise UsageError("--degraded goes with --pred (with --input the inputs are scored anyway)")
     source = args.pred or args.input
@@ -254,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             row += f" {r['input_psnr']:>10.3f} {r['gain_db']:>+8.3f} {r['input_ssim']:>10.4f}"
         print(row)
     if report is not None:
-        write_json(
+        _common.write_json(
             report,
             {
                 "protocol": args.protocol,
@@ -272,7 +262,7 @@ def _restorer(args: argparse.Namespace) -> Callable[[Any, str], Any]:
     """``(image, group) -> restored image`` with the network of the options (told the group with PIP)."""
     from ..inference import restore
 
-    model = load_model_from_args(args, require_weights=True)
+    model = _common.load_model_from_args(args, require_weights=True)
     by_group = args.degradation_from_folder
     if by_group and not getattr(model, "accepts_degradation", False):
         raise UsageError(
@@ -284,7 +274,7 @@ def _restorer(args: argparse.Namespace) -> Callable[[Any, str], Any]:
         # noise_25 -> noise; a name of the network's own is passed as it is
         degradation = _task_degradation(group) if by_group else None
         try:
-            return restore(model, x, **restore_options(args), progress=False, degradation=degradation)
+            return restore(model, x, **_common.restore_options(args), progress=False, degradation=degradation)
         except UsageError as exc:  # the network's own checks (channels, degradation name, tile)
             raise UsageError(f"cannot restore an image of group {group!r}: {exc}") from exc
 

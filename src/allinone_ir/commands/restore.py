@@ -16,15 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageReadError, UsageError
-from ._common import (
-    add_model_arguments,
-    add_restore_arguments,
-    load_model_from_args,
-    overwrite_flag,
-    positive_int,
-    restore_options,
-    with_progress,
-)
+from . import _common
 
 __all__ = ["add_parser"]
 
@@ -39,16 +31,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "'skipped FILE: reason', the others are still restored, and the exit status is 1.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    add_model_arguments(p, random_weights_option=True)
+    _common.add_model_arguments(p, random_weights_option=True)
     p.add_argument("--out", help="output folder for PNG files (<input stem>.png)")
     p.add_argument("--npz", help="also write the results to this .npz archive, keyed by input file name")
     p.add_argument("--layout", choices=("chw", "hwc"), default="hwc", help="npz array layout (default: hwc)")
     p.add_argument(
         "--npz-dtype", choices=("uint8", "uint16", "float32"), default="uint8", help="npz array type"
     )
-    add_restore_arguments(p)
+    _common.add_restore_arguments(p)
     p.add_argument("--degradation", help="degradation name for PIP networks, e.g. rain")
-    p.add_argument("--batch-size", type=positive_int, default=4, help="tiles per forward pass")
+    p.add_argument("--batch-size", type=_common.positive_int, default=4, help="tiles per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -144,10 +136,14 @@ def run(args: argparse.Namespace) -> int:
     outs = [Path(args.out) / f"{p.stem}.png" for p in inputs] if args.out else []
     npz = Path(args.npz) if args.npz else None
     _check_outputs(inputs, outs, npz, args.overwrite)
-    model = load_model_from_args(args, require_weights=True)
-    options = {"degradation": args.degradation, "batch_size": args.batch_size, **restore_options(args)}
+    model = _common.load_model_from_args(args, require_weights=True)
+    options = {
+        "degradation": args.degradation,
+        "batch_size": args.batch_size,
+        **_common.restore_options(args),
+    }
     network = functools.partial(restore, model, **options, progress=False if args.quiet else None)
-    files, say = with_progress(inputs, quiet=args.quiet, desc="images", unit="img")
+    files, say = _common.with_progress(inputs, quiet=args.quiet, desc="images", unit="img")
     skipped: list[Path] = []
     with _npz_writer(npz) if npz is not None else contextlib.nullcontext() as add:
         for i, src in enumerate(files):
@@ -164,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
             except UsageError as exc:  # the network's or restore()'s own checks: not the file's fault
                 raise UsageError(f"cannot restore {src}: {exc}") from exc
             if outs:  # float files (values in [0, 1]) as 16-bit PNG
-                with overwrite_flag():  # a file that appeared since the check above
+                with _common.overwrite_flag():  # a file that appeared since the check above
                     bits = 8 if pixels.dtype == np.uint8 else 16
                     write_image(outs[i], pixels, bits=bits, overwrite=args.overwrite)
             if add is not None:
