@@ -42,21 +42,16 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
         except ModuleNotFoundError as exc:
             if exc.name is not None and exc.name.startswith("allinone_ir"):
                 continue  # command not part of this build
-            message = f"this command needs the optional package {exc.name!r}: {install_hint(exc.name)}"
-            sub.add_parser(name, help=f"{help_text} (unavailable: {exc})").set_defaults(
-                func=lambda _a, _m=message: _raise(MissingDependencyError(_m))
+            missing = MissingDependencyError(
+                f"this command needs the optional package {exc.name!r}: {install_hint(exc.name)}"
             )
+            sub.add_parser(name, help=f"{help_text} (unavailable: {exc})").set_defaults(missing=missing)
     return parser
 
 
-def _raise(exc: Exception) -> int:
-    raise exc
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``allinone-ir``: library errors, ``OSError`` and a missing package become one ``error:`` line.
-
-    Warnings become one ``warning:`` line each; ``ALLINONE_IR_TRACEBACK=1`` shows tracebacks instead.
+    """Run ``allinone-ir``: errors become one ``error:`` line, warnings one ``warning:`` line (unless
+    ``ALLINONE_IR_TRACEBACK=1``).
 
     Returns:
         0 on success, 1 when the command ran but something failed (files skipped, training
@@ -75,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 warnings.showwarning = _show_warning
             parser = build_parser([argv[0]] if argv and argv[0] in COMMANDS else None)
             args = parser.parse_args(argv)
+            if getattr(args, "missing", None) is not None:
+                raise args.missing
             if getattr(args, "func", None) is None:
                 parser.print_help()
                 return 0 if not argv else 2

@@ -25,24 +25,14 @@ def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bo
     """Add ``--model``, ``--checkpoint``, ``--weights``, ``--model-args``, ``--device`` (and ``--random-weights``)."""
     g = p.add_argument_group("network")
     g.add_argument(
-        "--model",
-        help="registered model name (see `allinone-ir models`) or a save_pretrained folder; with --checkpoint "
-        "it names the architecture",
+        "--model", help="registered name or save_pretrained folder; with --checkpoint, the architecture"
     )
     g.add_argument("--checkpoint", help="weights: .ckpt/.pth, .safetensors or a save_pretrained folder")
-    g.add_argument(
-        "--weights",
-        metavar="NAME",
-        help="official pretrained weights by name (see `allinone-ir weights`), downloaded once into the cache",
-    )
+    g.add_argument("--weights", metavar="NAME", help="official pretrained weights (allinone-ir weights)")
     g.add_argument("--model-args", help="JSON constructor overrides, e.g. '{\"dim\": 24}'")
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     if random_weights_option:
-        g.add_argument(
-            "--random-weights",
-            action="store_true",
-            help="allow --model NAME without --checkpoint: the untrained network (its output is no restoration)",
-        )
+        g.add_argument("--random-weights", action="store_true", help="allow --model NAME untrained")
 
 
 def add_restore_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,12 +40,7 @@ def add_restore_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=positive_int, help="tile size in pixels (default: whole images)")
     p.add_argument("--overlap", type=non_negative_int, default=32, help="tile overlap in px (default: 32)")
     p.add_argument(
-        "--tta",
-        nargs="?",
-        const="x8",
-        default=False,
-        choices=("flip", "x8"),
-        help="test-time augmentation: x8 self-ensemble (default when given) or flip",
+        "--tta", nargs="?", const="x8", default=False, choices=("flip", "x8"), help="test-time augmentation"
     )
 
 
@@ -80,8 +65,7 @@ def load_model_from_args(args: argparse.Namespace, *, require_weights: bool) -> 
     import torch
 
     overrides = parse_model_args(args.model_args)
-    model = _weights_model(args, overrides)
-    if model is None:
+    if (model := _weights_model(args, overrides)) is None:
         model = _named_model(args, overrides, require_weights)
     try:
         return model.to(torch.device(args.device)).eval()
@@ -96,15 +80,13 @@ def _weights_model(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
 
     if args.weights and args.checkpoint:
         raise UsageError("give --weights NAME or --checkpoint PATH, not both")
-    name = args.weights or (
-        args.checkpoint if args.checkpoint and _is_weights_name(args.checkpoint) else None
-    )
-    if name is None:
+    name = args.weights or args.checkpoint
+    if not name or not (args.weights or _is_weights_name(name)):
         return None
     if overrides:
         raise UsageError(f"--weights {name} loads the released network as it is; drop --model-args")
-    if args.model and not name.startswith(HF_PREFIX) and get_weights(name).arch != args.model:
-        raise UsageError(f"--weights {name} is a {get_weights(name).arch} network, not --model {args.model}")
+    if args.model and not name.startswith(HF_PREFIX) and (arch := get_weights(name).arch) != args.model:
+        raise UsageError(f"--weights {name} is a {arch} network, not --model {args.model}")
     return load_pretrained(name)
 
 
@@ -117,7 +99,7 @@ def _named_model(args: argparse.Namespace, overrides: dict[str, Any], require_we
         if args.checkpoint:
             return load_checkpoint(args.checkpoint, args.model, **overrides)
         if model_path is None:
-            raise UsageError("give --model NAME|FOLDER or --checkpoint PATH")
+            raise UsageError("give the network: --weights NAME, --checkpoint PATH or --model NAME|FOLDER")
         if model_path.is_dir():
             return from_pretrained(model_path)
         if model_path.is_file():

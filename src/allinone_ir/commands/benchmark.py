@@ -1,22 +1,8 @@
 """``allinone-ir benchmark``: a paper's table on the standard test sets, with the official layout and protocol.
 
-Suites: ``three-task`` (CBSD68 at sigma 15, 25 and 50, Rain100L, SOTS outdoor), ``five-task``
-(CBSD68 sigma 25, Rain100L, SOTS outdoor, GoPro, LOL-v1) and ``restormer-deraining`` (Test100,
-Rain100H, Rain100L, Test2800, Test1200 in Restormer's Datasets/test/<set>/{input,target}/, scored on
-the Y channel as its evaluate_PSNR_SSIM.m). ``--root`` is the ``test/`` folder of the PromptIR / AdaIR
-layout (or the folder holding ``test/``, ``data/test/`` or ``Datasets/test/``)::
-
-    denoise/bsd68/*.png                       68 clean images; the noise is drawn as the official test.py
-    derain/Rain100L/{input,target}/N.png      100 pairs, equal names
-    dehaze/{input,target}/                    500 pairs: input/0001_0.8_0.2.jpg -> target/0001.png
-    deblur/gopro/{input,target}/              1111 pairs, equal names (five-task)
-    enhance/lol/{input,target}/               15 pairs, equal names (five-task)
-
-``--check`` says, per task, what is there, what is missing and what is misnamed, and runs no network.
-Without it the tasks that have images are scored (the others are listed as skipped) and the table is
-printed in the paper's column order, with the degraded inputs' scores and the average over the columns;
-``--compare`` adds the papers' published rows and the differences (measured minus published).
-See docs/tutorials/benchmarks.md for the protocol and its sources.
+Suites: ``three-task``, ``five-task``, ``restormer-deraining``. ``--root`` is the ``test/`` folder of the PromptIR
+layout (``denoise/bsd68``, ``derain/Rain100L``, ``dehaze``, ...); ``--check`` reports what of it is there and runs
+no network. The layouts and the protocols: docs/tutorials/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -26,17 +12,7 @@ import sys
 from typing import Any
 
 from ..errors import UsageError
-from ._common import (
-    DTYPE_NAMES,
-    _plain_text,
-    add_model_arguments,
-    add_restore_arguments,
-    comma_list,
-    load_model_from_args,
-    new_json_path,
-    restore_options,
-    write_json,
-)
+from . import _common
 
 __all__ = ["add_parser"]
 
@@ -46,24 +22,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "benchmark",
         help="a paper's table on the standard test sets",
-        description=_plain_text(__doc__ or ""),
+        description=_common._plain_text(__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--suite", required=True, help="three-task, five-task or restormer-deraining")
-    p.add_argument("--root", required=True, help="the test/ folder of the layout (see above)")
-    p.add_argument("--tasks", type=comma_list(str), help="task keys (default: all), e.g. derain,dehaze")
-    p.add_argument("--check", action="store_true", help="say what of the layout is there; run no network")
-    add_model_arguments(p)
-    add_restore_arguments(p)
+    p.add_argument("--root", required=True, help="the test/ folder of the layout")
     p.add_argument(
-        "--dtype", choices=DTYPE_NAMES, default="fp32", help="compute dtype (default: fp32, as the papers)"
+        "--tasks", type=_common.comma_list(str), help="task keys (default: all), e.g. derain,dehaze"
+    )
+    p.add_argument("--check", action="store_true", help="say what of the layout is there; run no network")
+    _common.add_model_arguments(p)
+    _common.add_restore_arguments(p)
+    p.add_argument(
+        "--dtype", choices=_common.DTYPE_NAMES, default="fp32", help="compute dtype (default: fp32)"
     )
     p.add_argument("--save-images", metavar="DIR", help="write the outputs to DIR/<task>/<name>.png")
-    p.add_argument(
-        "--protocol",
-        choices=("promptir", "moce_ir", "matlab_y"),
-        help="scoring (default: the suite's; moce_ir: MoCE-IR's Gaussian-window SSIM and noise order)",
-    )
+    p.add_argument("--protocol", choices=("promptir", "moce_ir", "matlab_y"), help="default: the suite's")
     p.add_argument("--compare", action="store_true", help="print the papers' rows and the differences")
     p.add_argument("--json", help="also write the results to this JSON file (a new file)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -99,12 +73,11 @@ def _print_compare(rows: list[dict[str, Any]], keys: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check a suite's layout, or score a network on it and print the table. Returns the exit status."""
     from .._runtime import progress_bar
     from .._version import __version__
     from ..suites import PROTOCOL_TEXT, check_suite, published_rows, run_suite
 
-    report_path = new_json_path(args.json)
+    report_path = _common.new_json_path(args.json)
     report = check_suite(args.suite, args.root, args.tasks)
     if args.check:
         complete = _print_check(report)
@@ -114,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if not any(r["ready"] for r in report.values()):
         _print_check(report)
         raise UsageError(f"no task of {args.suite} has images under {args.root} (the layout is above)")
-    if not (args.model or args.checkpoint or args.weights):
-        raise UsageError("give the network: --weights NAME, --checkpoint PATH or --model FOLDER")
-    model = load_model_from_args(args, require_weights=True)
+    model = _common.load_model_from_args(args, require_weights=True)
     bars: dict[str, Any] = {}
 
     def progress(key: str, done: int, total: int) -> None:
@@ -127,18 +98,9 @@ def run(args: argparse.Namespace) -> int:
             if done == total:
                 bars[key].close()
 
-    results = run_suite(
-        model,
-        args.suite,
-        args.root,
-        args.tasks,
-        **restore_options(args),
-        device=args.device,
-        dtype=args.dtype,
-        save_images=args.save_images,
-        progress=progress,
-        protocol=args.protocol,
-    )
+    options = {k: getattr(args, k) for k in ("device", "dtype", "save_images", "protocol")}
+    options |= _common.restore_options(args)
+    results = run_suite(model, args.suite, args.root, args.tasks, progress=progress, **options)
     tasks, average, skipped = results["tasks"], results["average"], results["skipped"]
     for key, reason in skipped.items():
         print(f"skipped {key}: {reason}", file=sys.stderr)
@@ -165,5 +127,5 @@ def run(args: argparse.Namespace) -> int:
             "average": average,
             "skipped": skipped,
         }
-        write_json(report_path, doc if compare is None else {**doc, "compare": compare})
+        _common.write_json(report_path, doc if compare is None else {**doc, "compare": compare})
     return 0

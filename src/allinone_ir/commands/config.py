@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from importlib import resources
 from pathlib import Path
@@ -12,18 +13,16 @@ from ..errors import ConfigError
 __all__ = ["add_parser"]
 
 _DESCRIPTION = (
-    "The package ships ready-made training configs (the official recipes of the networks and a worked example "
-    "on a small rain + snow task). 'allinone-ir config list' names them, 'allinone-ir config show NAME' prints "
-    "one (redirect it into a file to edit a copy), and 'allinone-ir train --config NAME' uses one as is. "
-    "Relative paths inside a config are resolved against the working directory, whether the config is given "
-    "by name or as a file: run from the folder that holds the data."
+    "Ready-made training configs (the networks' official recipes, a small rain + snow example): 'list' names "
+    "them, 'show NAME' prints one (redirect it into a file to edit a copy), 'allinone-ir train --config NAME' "
+    "uses one as is. Relative paths in a config are resolved against the working directory."
 )
 _SUFFIXES = (".yaml", ".yml", ".toml")
 #: The header lines every shipped config starts with (how to use it), not its description.
 _BOILERPLATE = ("Shipped with allinone-ir", "`allinone-ir config show", "paths below")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``config`` (with ``list`` and ``show``) on the ``allinone-ir`` dispatcher."""
     p = subparsers.add_parser(
         "config", help="list the shipped training configs, or print one", description=_DESCRIPTION
@@ -35,7 +34,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     show.add_argument("name", metavar="NAME", help="a shipped config's name (see allinone-ir config list)")
     show.set_defaults(func=run)
-    return p
 
 
 def _shipped_configs() -> dict[str, Path]:
@@ -47,13 +45,9 @@ def _shipped_configs() -> dict[str, Path]:
 
 def _describe(path: Path) -> str:
     """The first line of a config's header comment that says what it is."""
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.startswith("#"):
-            break
-        text = line.lstrip("#").strip()
-        if text and not text.startswith(_BOILERPLATE):
-            return text
-    return ""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = [line.lstrip("#").strip() for line in itertools.takewhile(lambda x: x.startswith("#"), lines)]
+    return next((text for text in header if text and not text.startswith(_BOILERPLATE)), "")
 
 
 def _shipped(name: str) -> Path | None:
@@ -76,7 +70,6 @@ def _resolve_config(value: str) -> tuple[Path, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``allinone-ir config list`` or ``allinone-ir config show NAME``; returns the exit status."""
     configs = _shipped_configs()
     if args.action == "show":
         if (path := _shipped(args.name)) is None:

@@ -29,20 +29,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Convert ``src`` to ``dst`` and print what was detected; returns the exit status."""
     from ..hub import convert_checkpoint, from_pretrained
 
     overrides = parse_model_args(args.model_args)
     try:
         with overwrite_flag():
-            out = convert_checkpoint(
-                args.src,
-                args.dst,
-                arch=args.arch,
-                overwrite=args.overwrite,
-                protocol=args.protocol,
-                **overrides,
-            )
+            options = {k: getattr(args, k) for k in ("arch", "overwrite", "protocol")}
+            out = convert_checkpoint(args.src, args.dst, **options, **overrides)
     except (AllInOneIRError, OSError):
         raise
     except (ValueError, TypeError, KeyError) as exc:  # unknown --arch, arguments the network does not take

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import time
@@ -13,6 +12,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError, require
+from ._common import write_json
 
 __all__ = ["add_parser"]
 
@@ -72,7 +72,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo from parsed arguments; returns the exit status."""
     require(
         "PIL.Image", extra="train", purpose="allinone-ir demo (reading the bundled photos, drawing grid.png)"
     )
@@ -140,16 +139,15 @@ def run(args: argparse.Namespace) -> int:
     trained = trainer.ema.module if trainer.ema is not None else trainer.model
 
     metrics: dict[str, dict[str, Any]] = {}
-    rows: list[tuple[str, tuple[torch.Tensor, ...]]] = []
-    (out / "inputs").mkdir()
+    rows: dict[str, tuple[torch.Tensor, ...]] = {}
     for sample in (test_set[i] for i in range(len(test_set))):
         degraded, clean, name = sample["degraded"], sample["clean"], sample["degradation"]
         if args.smoke:  # a corner is enough to check the pipeline
             degraded, clean = degraded[:, :64, :96], clean[:, :64, :96]
         restored = restore(trained, degraded, progress=False, **({"degradation": name} if told else {}))
-        before, after = PROMPTIR_PROTOCOL.compute(degraded, clean), PROMPTIR_PROTOCOL.compute(restored, clean)
-        images = {"clean": clean, "degraded": degraded, "restored": restored}
-        rgb = {k: (v.clamp(0, 1).mean(dim=(1, 2)) * 255).tolist() for k, v in images.items()}
+        before, after = (PROMPTIR_PROTOCOL.compute(x, clean) for x in (degraded, restored))
+        rows[name] = (clean, degraded, restored)
+        rgb = {k: (v.clamp(0, 1).mean(dim=(1, 2)) * 255).tolist() for k, v in zip(_COLUMNS, rows[name])}
         metrics[name] = {
             "psnr_in": before["psnr"],
             "psnr_out": after["psnr"],
@@ -160,7 +158,6 @@ def run(args: argparse.Namespace) -> int:
             "colour_error": max(abs(a - b) for a, b in zip(rgb["restored"], rgb["clean"])),
             "mean_rgb": rgb,
         }
-        rows.append((name, tuple(images.values())))
         write_image(out / "inputs" / f"{_HOLDOUT}_{name}.png", degraded)
     title = (
         f"allinone-ir demo: {model_name} ({how}), {trainer.step} updates; test photo '{_HOLDOUT}' (unseen)"
@@ -170,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     rounded = {
         d: {k: v if k == "mean_rgb" else round(v, 4) for k, v in m.items()} for d, m in metrics.items()
     }
-    report = {
+    doc = {
         "model": model_name,
         "parameters": net.num_parameters,
         "told_degradation": told,
@@ -183,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         "colour_tolerance": _COLOUR_TOLERANCE,
         "metrics": rounded,
     }
-    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "metrics.json", doc)
     lines = _summary(metrics)
     intro = (
         f"{how.capitalize()}. Test image `{_HOLDOUT}` (not used for training). "
@@ -245,33 +242,29 @@ def _summary(metrics: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _table(metrics: dict[str, dict[str, Any]]) -> list[str]:
-    rows = [
-        "| degradation | PSNR before | PSNR after | gain (dB) | SSIM before | SSIM after | SSIM change "
-        "| mean colour error |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    head = "degradation | PSNR before | PSNR after | gain (dB) | SSIM before | SSIM after | SSIM change"
+    rows = [f"| {head} | mean colour error |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    return rows + [
+        f"| {d} | {m['psnr_in']:.2f} | {m['psnr_out']:.2f} | {m['gain_db']:+.2f} | {m['ssim_in']:.4f} | "
+        f"{m['ssim_out']:.4f} | {m['ssim_change']:+.4f} | {m['colour_error']:.1f} |"
+        for d, m in metrics.items()
     ]
-    for d, m in metrics.items():
-        rows.append(
-            f"| {d} | {m['psnr_in']:.2f} | {m['psnr_out']:.2f} | {m['gain_db']:+.2f} | {m['ssim_in']:.4f} | "
-            f"{m['ssim_out']:.4f} | {m['ssim_change']:+.4f} | {m['colour_error']:.1f} |"
-        )
-    return rows
 
 
-def _grid(
-    rows: list[tuple[str, tuple[torch.Tensor, ...]]], metrics: dict[str, dict[str, Any]], title: str
-) -> Any:
+def _grid(rows: dict[str, tuple[torch.Tensor, ...]], metrics: dict[str, dict[str, Any]], title: str) -> Any:
     """The comparison figure: a row per degradation, columns clean | degraded | restored, scores under each."""
     from PIL import Image, ImageDraw, ImageFont
+
+    from ..io import tensor_to_array
 
     try:
         font = ImageFont.load_default(size=14)
     except (TypeError, OSError, ImportError):  # Pillow < 10.1 or without FreeType
         font = ImageFont.load_default()
-    pad, line = 6, 18
-    h, w = (max(img.shape[i] for _, imgs in rows for img in imgs) for i in (1, 2))
+    pad, line, red = 6, 18, "#b00000"  # a score that got worse is red
+    h, w = (max(img.shape[i] for imgs in rows.values() for img in imgs) for i in (1, 2))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_w = max(int(probe.textlength(name, font=font)) for name, _ in rows) + 2 * pad
+    label_w = max(int(probe.textlength(name, font=font)) for name in rows) + 2 * pad
     cell_w, cell_h = max(w, 170), h + 2 * line + pad
     width = max(label_w + 3 * (cell_w + pad), int(probe.textlength(title, font=font)) + 2 * pad)
     top = pad + 2 * line
@@ -280,23 +273,23 @@ def _grid(
     draw.text((pad, pad), title, fill="black", font=font)
     for j, col in enumerate(_COLUMNS):
         draw.text((label_w + j * (cell_w + pad), pad + line), col, fill="black", font=font)
-    for r, (name, images) in enumerate(rows):
+    for r, (name, images) in enumerate(rows.items()):
         y, m = top + r * (cell_h + pad), metrics[name]
         draw.text((pad, y + h // 2 - line // 2), name, fill="black", font=font)
-        psnr_colour = "#b00000" if m["gain_db"] < 0 else "black"  # a score that got worse is red
-        ssim_colour = "#b00000" if m["ssim_change"] < 0 else "black"
         captions = [
             [("reference", "black")],
             [(f"PSNR {m['psnr_in']:.2f} dB", "black"), (f"SSIM {m['ssim_in']:.3f}", "black")],
             [
-                (f"PSNR {m['psnr_out']:.2f} dB ({m['gain_db']:+.2f})", psnr_colour),
-                (f"SSIM {m['ssim_out']:.3f} ({m['ssim_change']:+.3f})", ssim_colour),
+                (f"PSNR {m['psnr_out']:.2f} dB ({m['gain_db']:+.2f})", red if m["gain_db"] < 0 else "black"),
+                (
+                    f"SSIM {m['ssim_out']:.3f} ({m['ssim_change']:+.3f})",
+                    red if m["ssim_change"] < 0 else "black",
+                ),
             ],
         ]
         for j, (img, caption) in enumerate(zip(images, captions)):
             x = label_w + j * (cell_w + pad)
-            pixels = img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-            canvas.paste(Image.fromarray(pixels, "RGB"), (x, y))
+            canvas.paste(Image.fromarray(tensor_to_array(img), "RGB"), (x, y))
             for k, (text, colour) in enumerate(caption):
                 draw.text((x, y + img.shape[1] + 2 + k * line), text, fill=colour, font=font)
     return canvas

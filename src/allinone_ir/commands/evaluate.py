@@ -12,37 +12,20 @@ from typing import Any
 
 from ..data.datasets import _name_mapper, _name_prefix, _task_degradation
 from ..errors import DatasetError, UnknownNameError, UsageError
-from ._common import (
-    add_model_arguments,
-    add_restore_arguments,
-    load_model_from_args,
-    new_json_path,
-    restore_options,
-    write_json,
-)
+from . import _common
 
 __all__ = ["add_parser"]
 
 _DESCRIPTION = """\
 Each prediction (--pred) or degraded input (--input) is scored against the target of the same file
-name, or of the name --name-map REGEX REPLACEMENT gives (re.sub, as the training data's name_map:
---name-map '^(\\w+)-(\\d+)' '\\1_clean-\\2' pairs rain-6.png with rain_clean-6.png); repeated, a
-name takes the first REGEX that matches. A target with the same stem and another extension also
-matches. A prediction without a target is an error unless --skip-unpaired; --all-targets demands a
-prediction for every target.
+name (any image type), or of the name --name-map REGEX REPLACEMENT gives with re.sub (repeated: the
+first REGEX that matches); --name-map '^(\\w+)-(\\d+)' '\\1_clean-\\2' pairs rain-6.png with rain_clean-6.png.
 
 Degradations (--group-by): folder takes the first sub-folder (pred/rain/*.png); prefix the file name
 up to the first -, _, space or dot (rain-6.png -> rain); none scores everything as one group; auto
 (default) uses folder when there are sub-folders, prefix when every name has a prefix with a letter
 and there are at least two of them, else none.
-
-With --input (or --pred and --degraded) the degraded inputs' own scores and the gain in dB are shown
-too. --degradation-from-group gives a PIP network each group's name as its degradation (rain,
-derain, noise_25, ...).
 """
-
-#: The ways of grouping images into degradations (see the description).
-GROUP_BY: tuple[str, ...] = ("auto", "folder", "prefix", "none")
 
 _GROUPING_WORDS = {"folder": "sub-folder", "prefix": "file-name prefix", "none": "none"}
 
@@ -59,20 +42,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred", help="folder of restored images to score")
     src.add_argument("--input", help="folder of degraded images to restore with the network, then score")
-    p.add_argument("--degraded", metavar="DIR", help="with --pred: degraded inputs to score too (same names)")
+    p.add_argument("--degraded", metavar="DIR", help="with --pred: the degraded inputs, scored too")
     p.add_argument(
-        "--name-map",
-        nargs=2,
-        action="append",
-        metavar=("REGEX", "REPLACEMENT"),
-        help="map a prediction's file name to its target's with re.sub (may be repeated)",
+        "--name-map", nargs=2, action="append", metavar=("REGEX", "REPLACEMENT"), help="(may be repeated)"
     )
-    p.add_argument("--group-by", choices=GROUP_BY, default="auto", help="how images are grouped (see above)")
+    p.add_argument("--group-by", choices=("auto", *_GROUPING_WORDS), default="auto", help="(see above)")
     p.add_argument("--skip-unpaired", action="store_true", help="score images with a target, list the others")
     p.add_argument("--all-targets", action="store_true", help="fail unless every target has a prediction")
-    add_model_arguments(p, random_weights_option=True)
+    _common.add_model_arguments(p, random_weights_option=True)
     p.add_argument("--protocol", default="promptir", help="metric protocol: promptir (default) or basicsr")
-    add_restore_arguments(p)
+    _common.add_restore_arguments(p)
     p.add_argument(
         "--degradation-from-group",
         "--degradation-from-folder",
@@ -80,13 +59,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="with --input and a PIP network: each group's name is the degradation (not blind)",
     )
-    p.add_argument("--json", default=None, help="also write the results to this JSON file (a new file)")
+    p.add_argument("--json", help="also write the results to this JSON file (a new file)")
     p.set_defaults(func=run)
 
 
 @dataclass
 class Pairing:
-    """``groups``: ``{degradation: [(source, target), ...]}``, sorted; the grouping used; what is unpaired."""
+    """Sorted ``{degradation: [(source, target), ...]}``, the grouping used and what is unpaired."""
 
     groups: dict[str, list[tuple[Path, Path]]]
     group_by: str
@@ -95,22 +74,10 @@ class Pairing:
 
 
 def group_of(rel: Path, group_by: str) -> str:
-    """The degradation of an image from its path ``rel`` under the source folder (``"all"`` if none).
-
-    By prefix, the rule of ``PairedImageDataset(label_from="prefix")``.
-    """
+    """The degradation of the image at ``rel`` under the source folder (``"all"`` if none)."""
     if group_by == "folder" and len(rel.parts) > 1:
         return rel.parts[0]
     return _name_prefix(rel.stem) if group_by == "prefix" else "all"
-
-
-def _auto_group_by(rels: list[Path]) -> str:
-    if any(len(r.parts) > 1 for r in rels):
-        return "folder"
-    prefixes = [_name_prefix(r.stem) for r in rels]
-    # a name has a prefix when a separator ends it (the prefix is then shorter than the stem)
-    has_prefix = all(p != r.stem and any(ch.isalpha() for ch in p) for p, r in zip(prefixes, rels))
-    return "prefix" if has_prefix and len(set(prefixes)) >= 2 else "none"
 
 
 def _finder(root: Path) -> Callable[[Path, str], Path | None]:
@@ -119,10 +86,7 @@ def _finder(root: Path) -> Callable[[Path, str], Path | None]:
 
     if not root.is_dir():
         raise FileNotFoundError(f"not a folder: {root}")
-
-    @functools.cache
-    def by_stem(folder: Path) -> dict[str, Path]:
-        return _images_by_stem(folder) if folder.is_dir() else {}
+    by_stem = functools.cache(lambda folder: _images_by_stem(folder) if folder.is_dir() else {})
 
     def find(rel: Path, name: str) -> Path | None:
         folders = (root / rel.parent, root)
@@ -156,7 +120,11 @@ def pair_images(
         raise DatasetError(f"no images in {src_root}")
     rels = [p.relative_to(src_root) for p in sources]
     if group_by == "auto":
-        group_by = _auto_group_by(rels)
+        prefixes = [_name_prefix(r.stem) for r in rels]
+        # a name has a prefix when a separator ends it (the prefix is then shorter than the stem)
+        has_prefix = all(p != r.stem and any(ch.isalpha() for ch in p) for p, r in zip(prefixes, rels))
+        by_prefix = "prefix" if has_prefix and len(set(prefixes)) >= 2 else "none"
+        group_by = "folder" if any(len(r.parts) > 1 for r in rels) else by_prefix
     mapper = _name_mapper(name_map, "--name-map")
     groups: dict[str, list[tuple[Path, Path]]] = {}
     unpaired: list[tuple[Path, str]] = []
@@ -187,9 +155,9 @@ def pair_images(
 
 def evaluate_folders(
     pairs: dict[str, list[tuple[Path, Path]]],
-    protocol: str = "promptir",
-    restore_fn: Callable[[Any, str], Any] | None = None,
-    inputs: dict[Path, Path] | None = None,
+    protocol: str,
+    restore_fn: Callable[[Any, str], Any] | None,
+    inputs: dict[Path, Path] | None,
 ) -> dict[str, dict[str, float]]:
     """``{degradation: {"n", "psnr", "ssim"}}``; the inputs' scores too with ``restore_fn`` or ``inputs``."""
     from ..io import read_image
@@ -241,25 +209,19 @@ def _degraded_inputs(pairing: Pairing, pred_root: Path, root: Path) -> dict[Path
 
 
 def run(args: argparse.Namespace) -> int:
-    """Score predictions (or restore ``--input`` first) and print a table. Returns the exit status."""
     from ..metrics import get_protocol
 
     try:
         get_protocol(args.protocol)
     except UnknownNameError as exc:
         raise UsageError(f"--protocol: {exc}") from exc
-    report = new_json_path(args.json)
+    report = _common.new_json_path(args.json)
     if args.degraded and not args.pred:
         raise UsageError("--degraded goes with --pred (with --input the inputs are scored anyway)")
     source = args.pred or args.input
-    pairing = pair_images(
-        source,
-        args.target,
-        name_map=[(m[0], m[1]) for m in args.name_map or ()],
-        group_by=args.group_by,
-        skip_unpaired=args.skip_unpaired,
-        all_targets=args.all_targets,
-    )
+    options = {k: getattr(args, k) for k in ("group_by", "skip_unpaired", "all_targets")}
+    name_map = [(m[0], m[1]) for m in args.name_map or ()]
+    pairing = pair_images(source, args.target, name_map=name_map, **options)
     restore_fn = _restorer(args) if args.input else None
     inputs = _degraded_inputs(pairing, Path(args.pred), Path(args.degraded)) if args.degraded else None
     results = evaluate_folders(pairing.groups, args.protocol, restore_fn, inputs)
@@ -282,15 +244,17 @@ def run(args: argparse.Namespace) -> int:
             row += f" {r['input_psnr']:>10.3f} {r['gain_db']:>+8.3f} {r['input_ssim']:>10.4f}"
         print(row)
     if report is not None:
-        doc = {
-            "protocol": args.protocol,
-            "group_by": pairing.group_by,
-            "scored": scored,
-            "skipped_without_target": [str(p) for p in pairing.unpaired],
-            "targets_without_prediction": len(pairing.unmatched_targets),
-            "results": results,
-        }
-        write_json(report, doc)
+        _common.write_json(
+            report,
+            {
+                "protocol": args.protocol,
+                "group_by": pairing.group_by,
+                "scored": scored,
+                "skipped_without_target": [str(p) for p in pairing.unpaired],
+                "targets_without_prediction": len(pairing.unmatched_targets),
+                "results": results,
+            },
+        )
     return 0
 
 
@@ -298,7 +262,7 @@ def _restorer(args: argparse.Namespace) -> Callable[[Any, str], Any]:
     """``(image, group) -> restored image`` with the network of the options (told the group with PIP)."""
     from ..inference import restore
 
-    model = load_model_from_args(args, require_weights=True)
+    model = _common.load_model_from_args(args, require_weights=True)
     by_group = args.degradation_from_folder
     if by_group and not getattr(model, "accepts_degradation", False):
         raise UsageError(
@@ -310,13 +274,7 @@ def _restorer(args: argparse.Namespace) -> Callable[[Any, str], Any]:
         # noise_25 -> noise; a name of the network's own is passed as it is
         degradation = _task_degradation(group) if by_group else None
         try:
-            return restore(
-                model,
-                x,
-                **restore_options(args),
-                progress=False,
-                degradation=degradation,
-            )
+            return restore(model, x, **_common.restore_options(args), progress=False, degradation=degradation)
         except UsageError as exc:  # the network's own checks (channels, degradation name, tile)
             raise UsageError(f"cannot restore an image of group {group!r}: {exc}") from exc
 
@@ -324,5 +282,4 @@ def _restorer(args: argparse.Namespace) -> Callable[[Any, str], Any]:
 
 
 def _first(items: list[str], n: int = 5, sep: str = ", ") -> str:
-    """The first ``n`` items joined, ``...`` when there are more."""
     return sep.join(items[:n]) + (f"{sep}..." if len(items) > n else "")

@@ -20,11 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Parameters, FLOPs and the latency of restore() on the default fast path.",
     )
     p.add_argument(
-        "name",
-        nargs="?",
-        metavar="MODEL",
-        help="a registered model name (see `allinone-ir models`), a checkpoint or a save_pretrained folder "
-        "(the same as --model NAME, --checkpoint FILE or --model FOLDER)",
+        "name", nargs="?", metavar="MODEL", help="a model name, checkpoint or save_pretrained folder"
     )
     add_model_arguments(p)
     p.add_argument("--size", type=int, nargs="+", default=[256], metavar="PX", help="H [W] (default 256)")
@@ -36,7 +32,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print parameters, FLOPs and latency. Returns the exit status."""
     import torch
 
     from .._runtime import low_precision_dtype
@@ -74,8 +69,7 @@ def _resolve_positional(args: argparse.Namespace) -> None:
     from ..models._registry import _unknown
     from ..weights import _is_weights_name
 
-    name = args.name
-    if name is None:
+    if (name := args.name) is None:
         return
     if args.model or args.checkpoint:
         raise UsageError(f"give the network once: {name!r} or --model/--checkpoint, not both")

@@ -19,7 +19,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print one registered model name per line (with parameter counts if asked); returns the exit status."""
     import torch
 
     names = list_models(args.pattern)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import glob
 import os
 import sys
@@ -15,15 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageReadError, UsageError
-from ._common import (
-    add_model_arguments,
-    add_restore_arguments,
-    load_model_from_args,
-    overwrite_flag,
-    positive_int,
-    restore_options,
-    with_progress,
-)
+from . import _common
 
 __all__ = ["add_parser"]
 
@@ -33,29 +26,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "restore",
         help="restore images, folders or globs (tiling, TTA, npz export)",
-        description="Restore images with a network. Inputs are never overwritten. Each PNG written keeps "
-        "its input's bit depth (8/16) and channels (grayscale stays grayscale, alpha is copied back). "
-        "A file that cannot be read is reported as 'skipped FILE: reason' and the others are still "
-        "restored; the exit status is then 1.",
+        description="Restore images with a network; inputs are never overwritten. Each PNG keeps its input's "
+        "bit depth (8/16) and channels (alpha is copied back). An unreadable file is reported as "
+        "'skipped FILE: reason', the others are still restored, and the exit status is 1.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    add_model_arguments(p, random_weights_option=True)
+    _common.add_model_arguments(p, random_weights_option=True)
     p.add_argument("--out", help="output folder for PNG files (<input stem>.png)")
-    p.add_argument(
-        "--npz",
-        help="also write all results to this .npz archive, keyed by input file name (the network's output "
-        "channels; only the images restored)",
-    )
+    p.add_argument("--npz", help="also write the results to this .npz archive, keyed by input file name")
     p.add_argument("--layout", choices=("chw", "hwc"), default="hwc", help="npz array layout (default: hwc)")
     p.add_argument(
-        "--npz-dtype",
-        choices=("uint8", "uint16", "float32"),
-        default="uint8",
-        help="array type in the npz (default: uint8, whatever the inputs' bit depth; float32 in [0, 1])",
+        "--npz-dtype", choices=("uint8", "uint16", "float32"), default="uint8", help="npz array type"
     )
-    add_restore_arguments(p)
-    p.add_argument("--degradation", default=None, help="degradation name for PIP networks, e.g. rain")
-    p.add_argument("--batch-size", type=positive_int, default=4, help="tiles per forward pass")
+    _common.add_restore_arguments(p)
+    p.add_argument("--degradation", help="degradation name for PIP networks, e.g. rain")
+    p.add_argument("--batch-size", type=_common.positive_int, default=4, help="tiles per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -116,37 +101,32 @@ def _npz_writer(path: Path) -> Iterator[Callable[[str, np.ndarray], None]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    try:
-        zf = zipfile.ZipFile(tmp, "w", allowZip64=True)
+    zf = zipfile.ZipFile(tmp, "w", allowZip64=True)
 
-        def add(key: str, array: np.ndarray) -> None:
-            try:
-                with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
-            except OSError as exc:
-                raise _disk_full(exc, path) or exc from exc
-
+    def add(key: str, array: np.ndarray) -> None:
         try:
-            yield add
-            try:
-                zf.close()  # writes the central directory: may fail on a full disk too
-            except OSError as exc:
-                raise _disk_full(exc, path) or exc from exc
-            if zf.namelist():
-                os.chmod(tmp, file_mode_for(path))  # mkstemp made it 0600
-                os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError, ValueError):
-                zf.close()  # after a failure: closed quietly
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+        except OSError as exc:
+            raise _disk_full(exc, path) or exc from exc
+
+    try:
+        yield add
+        try:
+            zf.close()  # writes the central directory: may fail on a full disk too
+        except OSError as exc:
+            raise _disk_full(exc, path) or exc from exc
+        if zf.namelist():
+            os.chmod(tmp, file_mode_for(path))  # mkstemp made it 0600
+            os.replace(tmp, path)
     finally:
+        with contextlib.suppress(OSError, ValueError):
+            zf.close()  # after a failure: closed quietly
         if os.path.lexists(tmp):
             os.unlink(tmp)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Restore every input to ``--out`` and/or ``--npz``; returns 0, or 1 when some file was skipped (unreadable)."""
-    import torch
-
     from ..inference import restore, restore_array
     from ..io import read_image_array, tensor_to_array, write_image
 
@@ -156,41 +136,31 @@ def run(args: argparse.Namespace) -> int:
     outs = [Path(args.out) / f"{p.stem}.png" for p in inputs] if args.out else []
     npz = Path(args.npz) if args.npz else None
     _check_outputs(inputs, outs, npz, args.overwrite)
-    model = load_model_from_args(args, require_weights=True)
-    device = torch.device(args.device)
-
-    def run_network(x: torch.Tensor) -> torch.Tensor:
-        return restore(
-            model,
-            x,
-            **restore_options(args),
-            degradation=args.degradation,
-            batch_size=args.batch_size,
-            device=device,
-            progress=False if args.quiet else None,
-        )
-
-    files, say = with_progress(inputs, quiet=args.quiet, desc="images", unit="img")
+    model = _common.load_model_from_args(args, require_weights=True)
+    options = {
+        "degradation": args.degradation,
+        "batch_size": args.batch_size,
+        **_common.restore_options(args),
+    }
+    network = functools.partial(restore, model, **options, progress=False if args.quiet else None)
+    files, say = _common.with_progress(inputs, quiet=args.quiet, desc="images", unit="img")
     skipped: list[Path] = []
     with _npz_writer(npz) if npz is not None else contextlib.nullcontext() as add:
         for i, src in enumerate(files):
             try:
                 arr = read_image_array(src, keep_channels=True)
-            except ImageReadError as exc:
-                skipped.append(src)
-                say(f"skipped {src}: {exc.reason}", file=sys.stderr)
-                continue
-            except FileNotFoundError:  # gone since it was listed
+            except (ImageReadError, FileNotFoundError) as exc:  # FileNotFoundError: gone since it was listed
                 skipped.append(src)
                 gone = f"a link to {os.readlink(src)}, which does not exist" if src.is_symlink() else None
-                say(f"skipped {src}: {gone or 'no such file (removed?)'}", file=sys.stderr)
+                reason = exc.reason if isinstance(exc, ImageReadError) else gone or "no such file (removed?)"
+                say(f"skipped {src}: {reason}", file=sys.stderr)
                 continue
             try:
-                y, pixels = restore_array(model, arr, run_network)
+                y, pixels = restore_array(model, arr, network)
             except UsageError as exc:  # the network's or restore()'s own checks: not the file's fault
                 raise UsageError(f"cannot restore {src}: {exc}") from exc
             if outs:  # float files (values in [0, 1]) as 16-bit PNG
-                with overwrite_flag():  # a file that appeared since the check above
+                with _common.overwrite_flag():  # a file that appeared since the check above
                     bits = 8 if pixels.dtype == np.uint8 else 16
                     write_image(outs[i], pixels, bits=bits, overwrite=args.overwrite)
             if add is not None:

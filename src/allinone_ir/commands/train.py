@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from ._common import _plain_text
 
 __all__ = ["add_parser"]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train`` on the ``allinone-ir`` dispatcher."""
     from ..training import cli as config_schema
 
@@ -24,37 +24,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--config",
-        required=True,
-        metavar="FILE|NAME",
-        help="training config: a .yaml, .yml or .toml file, or the name of a shipped one (allinone-ir config list); "
-        "an existing file wins over a name",
+        "--config", required=True, metavar="FILE|NAME", help="a config file, or a shipped config's name"
     )
     p.add_argument(
         "--resume",
         metavar="auto|never|PATH",
-        help="auto: continue from the newest checkpoint in the output folder (default); never: start at step 0; "
-        "PATH: continue from that checkpoint (overrides trainer.resume)",
+        help="auto: from the newest checkpoint in the output folder (default); never: from step 0; "
+        "PATH: from that checkpoint (overrides trainer.resume)",
     )
     p.add_argument("--max-steps", type=int, help="override trainer.max_steps")
     p.add_argument("--output-dir", help="override trainer.output_dir")
     p.add_argument("--device", help="override trainer.device (auto, cpu, cuda, mps)")
     p.set_defaults(func=run)
-    return p
-
-
-def _write_held_out(trainer: Any) -> str:
-    """List the held-out pairs' degraded files in ``OUTPUT_DIR/held_out.txt``; returns the summary line."""
-    from collections import Counter
-
-    from ..io import atomic_write
-
-    pairs = trainer.val_data.pairs
-    path = Path(trainer.out_dir) / "held_out.txt"
-    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(f"{p.degraded}\n" for p in pairs)))
-    per = ", ".join(f"{n} {d}" for d, n in sorted(Counter(p.degradation for p in pairs).items()))
-    total = len(pairs) + len(trainer.train_data)
-    return f"held out {len(pairs)} of {total} pairs for validation ({per}) on whole images; listed in {path}"
 
 
 def _leave_process_group(*, barrier: bool) -> None:
@@ -68,7 +49,7 @@ def _leave_process_group(*, barrier: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``allinone-ir train``; returns the exit status (128 + the signal when interrupted)."""
+    from ..io import atomic_write
     from ..training.checkpoint import format_bytes
     from ..training.cli import build_from_config, load_config
     from ..training.signals import TrainingInterrupted
@@ -94,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         if "val_split" in cfg["data"]["train"]:  # built: the held-out pairs are the validation set
-            print(_write_held_out(trainer), file=sys.stderr)
+            pairs, listed = trainer.val_data.pairs, Path(trainer.out_dir) / "held_out.txt"
+            atomic_write(listed, lambda tmp: Path(tmp).write_text("".join(f"{p.degraded}\n" for p in pairs)))
+            per = ", ".join(f"{n} {d}" for d, n in sorted(Counter(p.degradation for p in pairs).items()))
+            held = f"held out {len(pairs)} of {len(pairs) + len(trainer.train_data)} pairs for validation"
+            print(f"{held} ({per}) on whole images; listed in {listed}", file=sys.stderr)
     try:
         summary = trainer.fit()
     except TrainingInterrupted as exc:

@@ -14,15 +14,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "weights",
         help="list, download or import the official pretrained weights",
-        description="Without an action: list the registered weights (optionally filtered by a pattern). "
-        "The cache is $ALLINONE_IR_CACHE or <torch hub dir>/allinone_ir; $ALLINONE_IR_MIRROR=BASE_URL "
-        "fetches BASE_URL/<name>/<file> instead of the sources.",
+        description="Without an action: list the registered weights (those matching PATTERN). "
+        "$ALLINONE_IR_MIRROR=BASE_URL fetches BASE_URL/<name>/<file> instead of the sources.",
     )
     p.add_argument(
-        "action",
-        nargs="?",
-        default="list",
-        help="list [PATTERN] (default), download NAME, or import NAME FILE",
+        "action", nargs="?", default="list", help="list [PATTERN] (default), download NAME, import NAME FILE"
     )
     p.add_argument("args", nargs="*", help="PATTERN, NAME or NAME FILE")
     p.add_argument("--cache-dir", help="cache folder (default: $ALLINONE_IR_CACHE or the torch hub dir)")
@@ -31,7 +27,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """List, download or import; returns the exit status."""
     action, rest = args.action, list(args.args)
     if action not in ("list", "download", "import"):  # `weights PATTERN`
         action, rest = "list", [action, *rest]
