@@ -24,7 +24,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--config", required=True, metavar="FILE|NAME", help="a config file, or a shipped config's name"
+        "--config",
+        required=True,
+        metavar="FILE|NAME",
+        help="a config file, or a name from allinone-ir config list",
     )
     p.add_argument(
         "--resume",

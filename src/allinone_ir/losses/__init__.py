@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal, get_args
 
 import torch
@@ -37,7 +36,8 @@ Reduction = Literal["mean", "sum", "none"]
 
 
 class _ElementwiseLoss(nn.Module):
-    elementwise: Callable[[torch.Tensor], torch.Tensor]
+    def elementwise(self, diff: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def __init__(self, reduction: Reduction = "mean") -> None:
         super().__init__()
@@ -59,7 +59,8 @@ class L1Loss(_ElementwiseLoss):
         0.5
     """
 
-    elementwise = staticmethod(torch.abs)
+    def elementwise(self, diff: torch.Tensor) -> torch.Tensor:
+        return diff.abs()
 
 
 class MSELoss(_ElementwiseLoss):
@@ -70,7 +71,8 @@ class MSELoss(_ElementwiseLoss):
         0.25
     """
 
-    elementwise = staticmethod(torch.square)
+    def elementwise(self, diff: torch.Tensor) -> torch.Tensor:
+        return diff.square()
 
 
 class CharbonnierLoss(_ElementwiseLoss):
