@@ -306,3 +306,21 @@ def test_info_counts_flops_of_every_registered_network(name: str) -> None:
     net = create_model(name, **TINY[name])
     small, large = count_flops(net, size=(32, 32)), count_flops(net, size=(64, 64))
     assert small > 0 and 3.5 * small < large < 4.5 * small  # convolutions scale with the pixels
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_train_quiet_turns_the_progress_bar_off(
+    shallow_family: str, quiet: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_image(
+        tmp_path / "photos" / "p0.png", torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(0))
+    )
+    (tmp_path / "c.toml").write_text(
+        f'[model]\nname = "{shallow_family}"\n'
+        '[data.train]\ntype = "synthetic"\nclean_dir = "photos"\ntasks = ["rain"]\npatch_size = 16\n'
+        '[trainer]\nmax_steps = 1\nbatch_size = 1\noutput_dir = "run"\nplot = false\n'
+    )
+    assert main(["train", "--config", "c.toml", *(["--quiet"] if quiet else [])]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["trainer"]["progress_bar"] is not quiet

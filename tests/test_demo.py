@@ -16,7 +16,7 @@ from allinone_ir.hub import from_pretrained
 from allinone_ir.io import read_image
 
 DEGRADATIONS = ["noise", "rain", "haze", "snow"]
-ARGS = ["demo", "--smoke", "--no-progress", "--device", "cpu"]
+ARGS = ["demo", "--smoke", "--quiet", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")

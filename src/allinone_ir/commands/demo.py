@@ -67,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--smoke", action="store_true", help=f"tiny network, {_SMOKE_STEPS} updates: checks the pipeline"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         ema_decay=max(0.5, min(0.98, 1 - 10 / steps)),
         log_every=max(1, min(10, steps // 20)),
-        progress_bar=not args.no_progress,
+        progress_bar=not args.quiet,
     )
     trainer = Trainer(net, config, train_set, batch_augment=lambda b: channel_shuffle(b, rng=shuffle_rng))
     trainer.fit()

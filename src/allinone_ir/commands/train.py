@@ -38,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, help="override trainer.max_steps")
     p.add_argument("--output-dir", help="override trainer.output_dir")
     p.add_argument("--device", help="override trainer.device (auto, cpu, cuda, mps)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (trainer.progress_bar = false)")
     p.set_defaults(func=run)
 
 
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         )
     cfg = load_config(path)
     options = {k: getattr(args, k) for k in ("resume", "max_steps", "output_dir", "device")}  # trainer.*
+    options["progress_bar"] = False if args.quiet else None
     cfg["trainer"] = {**(cfg.get("trainer") or {}), **{k: v for k, v in options.items() if v is not None}}
     trainer = build_from_config(cfg, Path.cwd())
     main = trainer.dist.is_main
