@@ -54,7 +54,7 @@ class RestormerUNet(UNetHooks, RestorationModel):
 
     A network builds the official modules in the official order with the ``_build_*`` methods (``opts``:
     the blocks' ``ffn_expansion_factor, bias, layer_norm_type``) and overrides the
-    :class:`~allinone_ir.models._unet.UNetHooks` it needs; :meth:`_unet_forward` runs them.
+    :class:`~allinone_ir.models._base.UNetHooks` it needs; :meth:`_unet_forward` runs them.
     """
 
     pad_multiple = 8
