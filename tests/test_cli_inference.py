@@ -79,6 +79,9 @@ def test_restore_never_overwrites(tmp_path, model_dir, capsys) -> None:
     )
     assert "no images" in capsys.readouterr().err
     assert main(["restore", str(src), "--model", str(model_dir)]) == 2  # neither --out nor --npz
+    # --out naming an existing file (an image, not a folder): refused by name, the file kept
+    assert main(["restore", str(src), "--model", str(model_dir), "--out", str(out / "a.png")]) == 2
+    assert f"--out {out / 'a.png'} is a file; give a folder" in capsys.readouterr().err
 
 
 def test_evaluate_per_degradation(tmp_path, capsys) -> None:
@@ -179,6 +182,9 @@ def test_info_counts(model_dir, capsys) -> None:
         net(torch.rand(1, 3, 32, 48))
     assert f"{fc.get_total_flops() / 1e9:.2f} G at 1x3x32x48" in out
     assert "latency" in out
+    with pytest.raises(SystemExit):
+        main(["info", "--model", str(model_dir), "--size", "0"])
+    assert "argument --size: expected an integer >= 1, got '0'" in capsys.readouterr().err
 
 
 def test_info_full_promptir_flops(capsys) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..profiling import count_flops, measure_latency
-from ._common import DTYPE_NAMES, add_model_arguments, load_model_from_args
+from ._common import DTYPE_NAMES, add_model_arguments, load_model_from_args, non_negative_int, positive_int
 
 __all__ = ["add_parser"]
 
@@ -23,9 +23,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "name", nargs="?", metavar="MODEL", help="a model name, checkpoint or save_pretrained folder"
     )
     add_model_arguments(p)
-    p.add_argument("--size", type=int, nargs="+", default=[256], metavar="PX", help="H [W] (default 256)")
-    p.add_argument("--runs", type=int, default=3, help="timed forward passes for the latency (0: skip)")
-    p.add_argument("--threads", type=int, help="torch CPU threads for the latency")
+    p.add_argument(
+        "--size",
+        type=positive_int,
+        nargs="+",
+        default=[256],
+        metavar="PX",
+        help="H [W] (default 256)",
+    )
+    p.add_argument(
+        "--runs", type=non_negative_int, default=3, help="timed forward passes for the latency (0: skip)"
+    )
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads for the latency")
     p.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32", help="compute dtype (bf16/fp16: autocast)")
     p.add_argument("--compile", action="store_true", help="time the torch.compile'd network")
     p.set_defaults(func=run)

@@ -132,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.out and not args.npz:
         raise UsageError("give --out DIR and/or --npz FILE")
+    if args.out and os.path.lexists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(
+            f"--out {args.out} is a file; give a folder (an image is written as <its stem>.png in it)"
+        )
     inputs = collect_inputs(args.inputs)
     outs = [Path(args.out) / f"{p.stem}.png" for p in inputs] if args.out else []
     npz = Path(args.npz) if args.npz else None
