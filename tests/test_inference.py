@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from allinone_ir import create_model, restore
+from allinone_ir.errors import UsageError
 from allinone_ir.inference import (
     blend_window,
     native_low_precision,
@@ -396,6 +397,25 @@ def test_mode_restored_and_bad_inputs() -> None:
         restore(net, torch.rand(3, 8, 8), degradation="rain")
     with pytest.raises(TypeError, match="numpy"):
         restore(net, [[0.0]])
+    # another scale than [0, 1] (8-bit values, [-1, 1]) is refused; a small overshoot is not
+    with pytest.raises(UsageError, match=r"holds values from 0 to 255; restore\(\) expects \[0, 1\]"):
+        restore(net, torch.linspace(0, 255, 192).reshape(3, 8, 8))
+    with pytest.raises(UsageError, match=r"from -1 to 1;.*\(x \+ 1\) / 2"):
+        restore(net, torch.linspace(-1, 1, 192).reshape(3, 8, 8))
+    restore(net, torch.linspace(-0.1, 1.1, 192).reshape(3, 8, 8))
+    with pytest.raises(UsageError, match=r"the image is empty: shape \(3, 0, 8\)"):
+        restore(net, torch.rand(3, 0, 8))
+    with pytest.raises(UsageError, match="tile must be a positive int or"):
+        restore(net, torch.rand(3, 8, 8), tile="a")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"dtype must be torch\.float32, torch\.bfloat16 or torch\.float16"):
+        restore(net, torch.rand(3, 8, 8), dtype=torch.int8)
+    with pytest.raises(UsageError, match="device: expected a device such as 'cpu'"):
+        restore(net, torch.rand(3, 8, 8), device="tpu")
+    with pytest.raises(UsageError, match="is not a device the library runs on"):
+        restore(net, torch.rand(3, 8, 8), device="meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match=r"'cuda:0' is not available \(this machine has no CUDA\)"):
+            restore(net, torch.rand(3, 8, 8), device="cuda:0")
 
 
 def test_degradation_follows_tiles() -> None:

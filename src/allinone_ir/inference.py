@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._runtime import autocast, low_precision_dtype, progress_bar
+from ._runtime import autocast, device_problem, low_precision_dtype, progress_bar
 from .errors import ImageReadError, UsageError, UsageTypeError
 from .io import _mode_pixels, array_to_tensor, read_image_array, tensor_to_array, write_image
 
@@ -108,6 +108,8 @@ def prepare_for_inference(
     model: nn.Module, device: str | torch.device | None = None, *, channels_last: bool | None = None
 ) -> nn.Module:
     """Move a network to ``device`` (``None``: keep) and to channels-last (``None``: if preferred there)."""
+    if device is not None and (problem := device_problem(device)) is not None:
+        raise UsageError(f"device: {problem}")
     dev = _device_of(model) if device is None else torch.device(device)
     want = prefers_channels_last(dev) if channels_last is None else channels_last
     fmt = torch.channels_last if want else torch.contiguous_format
@@ -146,6 +148,8 @@ def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[lis
                 setattr(m, attr, old)
 
 
+# how far outside [0, 1] an input may reach (a resampled image overshoots a little) before it is refused
+_RANGE_SLACK = 0.25
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
 
 
@@ -297,7 +301,8 @@ def restore(
         The kind of ``image`` (same shape, dtype, device or PIL mode); for a path, its pixels or ``output``.
 
     Raises:
-        UsageError: On NaN/infinite input, a wrong shape, channel count, tile or overlap, or a stray degradation.
+        UsageError: On NaN/infinite input or values far outside [0, 1], a wrong shape, channel count, tile,
+            overlap, device or dtype, or a stray degradation.
         UsageTypeError: On an unsupported image type.
         OSError: For a missing or unreadable path ``image``, or an existing ``output`` without ``overwrite``.
 
@@ -379,7 +384,14 @@ def restore(
     x = image if image.ndim == 4 else image.unsqueeze(0)
     if x.shape[1] != in_ch:
         raise UsageError(f"the network takes {in_ch} channels, the image has shape {tuple(image.shape)}")
-    size = [tile, tile] if isinstance(tile, int) else list(x.shape[2:] if tile is None else map(int, tile))
+    if min(x.shape) < 1:
+        raise UsageError(f"the image is empty: shape {tuple(image.shape)}")
+    try:
+        size = (
+            [tile, tile] if isinstance(tile, int) else list(x.shape[2:] if tile is None else map(int, tile))
+        )
+    except (TypeError, ValueError):
+        size = []
     if len(size) != 2 or min(size) < 1:
         raise UsageError(f"tile must be a positive int or (height, width), got {tile!r}")
     if overlap < 0:
@@ -391,12 +403,20 @@ def restore(
     if not bool(torch.isfinite(x).all()):
         bad = "NaN" if bool(torch.isnan(x).any()) else "infinite"
         raise UsageError(f"the input image contains {bad} values; restore() needs finite values in [0, 1]")
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if lo < -_RANGE_SLACK or hi > 1 + _RANGE_SLACK:  # another scale: 0-255, 0-65535, [-1, 1]
+        raise UsageError(
+            f"the input image holds values from {lo:.4g} to {hi:.4g}; restore() expects [0, 1] "
+            "(x / 255 for 8-bit, (x + 1) / 2 for [-1, 1])"
+        )
     takes_degradation = bool(getattr(model, "accepts_degradation", False))
     if degradation is not None and not takes_degradation:
         raise UsageError(
             f"{type(model).__name__} does not take a degradation (only PIP networks do); "
             "drop the degradation argument"
         )
+    if device is not None and (problem := device_problem(device)) is not None:
+        raise UsageError(f"device: {problem}")
     dev = _device_of(model) if device is None else torch.device(device)
     low = low_precision_dtype(dtype)
     if low is not None and not native_low_precision(low, dev):

@@ -64,13 +64,14 @@ def load_model_from_args(args: argparse.Namespace, *, require_weights: bool) -> 
     """The network the options of :func:`add_model_arguments` choose, in eval mode on ``--device``."""
     import torch
 
+    from .._runtime import device_problem
+
     overrides = parse_model_args(args.model_args)
     if (model := _weights_model(args, overrides)) is None:
         model = _named_model(args, overrides, require_weights)
-    try:
-        return model.to(torch.device(args.device)).eval()
-    except (RuntimeError, AssertionError, ValueError) as exc:  # unknown device, or no CUDA in this torch
-        raise UsageError(f"--device {args.device}: {' '.join(str(exc).split())}") from exc
+    if (problem := device_problem(args.device)) is not None:
+        raise UsageError(f"--device {args.device}: {problem}")
+    return model.to(torch.device(args.device)).eval()
 
 
 def _weights_model(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:

@@ -12,8 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import torch
-
+from .._runtime import device_problem
 from ..errors import ConfigError, UsageTypeError
 
 __all__ = ["TrainerConfig"]
@@ -94,24 +93,8 @@ def _normalize_resume(value: Any) -> str:
 
 def _check_device(name: str) -> str:
     """``"auto"`` or a device string that torch reads and this machine has (:class:`ConfigError` otherwise)."""
-    if name == "auto":
-        return name
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(
-            f"TrainerConfig.device: expected 'auto' or a device such as 'cpu', 'cuda', 'cuda:1' or 'mps', "
-            f"got {name!r}"
-        ) from None
-    count = {"cpu": 1, "cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}
-    if dev.type not in count:
-        raise ConfigError(
-            f"TrainerConfig.device: {name!r} is not a device the Trainer runs on (cpu, cuda, mps)"
-        )
-    if dev.type != "cpu" and (dev.index or 0) >= count[dev.type]:
-        kind = dev.type.upper()
-        have = f"{count[dev.type]} {kind} device(s)" if count[dev.type] else f"no {kind}"
-        raise ConfigError(f"TrainerConfig.device: {name!r} is not available (this machine has {have})")
+    if (problem := device_problem(name, "the Trainer", auto=True)) is not None:
+        raise ConfigError(f"TrainerConfig.device: {problem}")
     return name
 
 
