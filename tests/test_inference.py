@@ -398,7 +398,7 @@ def test_mode_restored_and_bad_inputs() -> None:
     with pytest.raises(TypeError, match="numpy"):
         restore(net, [[0.0]])
     # another scale than [0, 1] (8-bit values, [-1, 1]) is refused; a small overshoot is not
-    with pytest.raises(UsageError, match=r"holds values from 0 to 255; restore\(\) expects \[0, 1\]"):
+    with pytest.raises(UsageError, match=r"the input image holds values from 0 to 255; expected \[0, 1\]"):
         restore(net, torch.linspace(0, 255, 192).reshape(3, 8, 8))
     with pytest.raises(UsageError, match=r"from -1 to 1;.*\(x \+ 1\) / 2"):
         restore(net, torch.linspace(-1, 1, 192).reshape(3, 8, 8))

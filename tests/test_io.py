@@ -59,6 +59,36 @@ def test_image_first_is_refused_with_the_order(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_what_cannot_be_written_faithfully_is_refused(tmp_path: Path) -> None:
+    from allinone_ir.errors import UsageError
+
+    nan = torch.zeros(3, 2, 2)
+    nan[0, 0, 0] = float("nan")
+    cases = [
+        (nan, "x.png", r"the image contains NaN values; expected finite values in \[0, 1\]"),
+        (torch.full((3, 2, 2), 200.0), "x.png", r"the image holds values from 200 to 200; expected \[0, 1\]"),
+        (
+            np.full((2, 2, 3), -1.0),
+            "x.png",
+            r"from -1 to -1; expected \[0, 1\] \(x / 255 for 8-bit, \(x \+ 1\) / 2",
+        ),
+        (torch.rand(5, 2, 2), "x.png", r"1 to 4 channels .* got shape \(5, 2, 2\) and dtype torch.float32"),
+        (
+            torch.zeros(3, 2, 2, dtype=torch.uint8),
+            "x.png",
+            r"expected a float \(C, H, W\) tensor in \[0, 1\]",
+        ),
+        (torch.zeros(3, 2, 2), "x.xyz", r"x.xyz: unknown image file extension '.xyz'; use .png, .jpg"),
+    ]
+    for image, name, message in cases:
+        with pytest.raises(UsageError, match=message):
+            write_image(tmp_path / name, image)
+    assert list(tmp_path.iterdir()) == []
+    # a small overshoot (a network's unclamped output) is clamped, as before
+    p = write_image(tmp_path / "over.png", torch.full((3, 2, 2), 1.1))
+    assert read_image_array(p).min() == 255
+
+
 def test_never_overwrites(tmp_path: Path) -> None:
     p = write_image(tmp_path / "x.png", torch.zeros(3, 2, 2))
     with pytest.raises(FileExistsError, match="refusing"):

@@ -18,7 +18,14 @@ from torch.nn import functional as F
 
 from ._runtime import autocast, device_problem, low_precision_dtype, progress_bar
 from .errors import ImageReadError, UsageError, UsageTypeError
-from .io import _mode_pixels, array_to_tensor, read_image_array, tensor_to_array, write_image
+from .io import (
+    _check_unit_range,
+    _mode_pixels,
+    array_to_tensor,
+    read_image_array,
+    tensor_to_array,
+    write_image,
+)
 
 __all__ = ["low_precision_policy", "native_low_precision", "restore", "restore_array", "tta_transforms"]
 
@@ -148,8 +155,6 @@ def low_precision_policy(model: nn.Module, enabled: bool = True) -> Iterator[lis
                 setattr(m, attr, old)
 
 
-# how far outside [0, 1] an input may reach (a resampled image overshoots a little) before it is refused
-_RANGE_SLACK = 0.25
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
 
 
@@ -400,15 +405,7 @@ def restore(
         raise UsageError(f"overlap ({overlap}) must be smaller than the tile size ({tuple(size)})")
     if batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    if not bool(torch.isfinite(x).all()):
-        bad = "NaN" if bool(torch.isnan(x).any()) else "infinite"
-        raise UsageError(f"the input image contains {bad} values; restore() needs finite values in [0, 1]")
-    lo, hi = (float(v) for v in torch.aminmax(x))
-    if lo < -_RANGE_SLACK or hi > 1 + _RANGE_SLACK:  # another scale: 0-255, 0-65535, [-1, 1]
-        raise UsageError(
-            f"the input image holds values from {lo:.4g} to {hi:.4g}; restore() expects [0, 1] "
-            "(x / 255 for 8-bit, (x + 1) / 2 for [-1, 1])"
-        )
+    _check_unit_range(x, "the input image")
     takes_degradation = bool(getattr(model, "accepts_degradation", False))
     if degradation is not None and not takes_degradation:
         raise UsageError(

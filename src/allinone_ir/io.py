@@ -292,6 +292,23 @@ def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
     return x.permute(2, 0, 1).contiguous()
 
 
+# how far outside [0, 1] an image may reach (a resampled image overshoots a little) before it is refused
+_RANGE_SLACK = 0.25
+
+
+def _check_unit_range(x: torch.Tensor, what: str) -> None:
+    """Refuse NaN or infinite values, and values far outside [0, 1] (another scale), with a UsageError."""
+    if not bool(torch.isfinite(x).all()):
+        bad = "NaN" if bool(torch.isnan(x).any()) else "infinite"
+        raise UsageError(f"{what} contains {bad} values; expected finite values in [0, 1]")
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    if lo < -_RANGE_SLACK or hi > 1 + _RANGE_SLACK:
+        raise UsageError(
+            f"{what} holds values from {lo:.4g} to {hi:.4g}; expected [0, 1] "
+            "(x / 255 for 8-bit, (x + 1) / 2 for [-1, 1])"
+        )
+
+
 def tensor_to_array(x: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.ndarray:
     """Float ``(C, H, W)`` tensor in [0, 1] -> ``(H, W, C)`` array of ``dtype`` (clamped, rounded to levels)."""
     if x.ndim != 3:
@@ -349,17 +366,29 @@ def write_image(
     if bits not in (8, 16):
         raise UsageError(f"bits must be 8 or 16, got {bits}")
     depth = np.uint16 if bits == 16 else np.uint8
-    arr = tensor_to_array(image, depth) if isinstance(image, torch.Tensor) else np.asarray(image)
+    image_format = Image.registered_extensions().get(p.suffix.lower())
+    if image_format is None:
+        raise UsageError(
+            f"{p}: unknown image file extension {p.suffix!r}; use .png, .jpg, .tif, .bmp or .webp"
+        )
+    if isinstance(image, torch.Tensor):
+        given = f"shape {tuple(image.shape)} and dtype {image.dtype}"
+        if image.ndim != 3 or not image.is_floating_point():
+            raise UsageError(f"expected a float (C, H, W) tensor in [0, 1], got {given}")
+        arr = image.detach().float().cpu().permute(1, 2, 0).numpy()
+    else:
+        arr = np.asarray(image)
+        given = f"shape {arr.shape} and dtype {arr.dtype}"
     if np.issubdtype(arr.dtype, np.floating):
-        arr = tensor_to_array(array_to_tensor(arr), depth)
+        _check_unit_range(torch.from_numpy(np.ascontiguousarray(arr)), "the image")
+        arr = np.rint(np.clip(arr, 0, 1) * float(np.iinfo(depth).max)).astype(depth)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.dtype not in (np.uint8, np.uint16):
         raise UsageError(
-            f"expected an (H, W, C) image with C in 1..4 of uint8, uint16 or float, got shape {arr.shape} "
-            f"and dtype {arr.dtype}"
+            f"expected an image with 1 to 4 channels (a (C, H, W) tensor, an (H, W, C) or (H, W) array) of "
+            f"uint8, uint16 or float, got {given}"
         )
-    image_format = Image.registered_extensions().get(p.suffix.lower())
     if arr.dtype == np.uint16 and arr.shape[2] != 1:
         if image_format == "PNG":
             return atomic_write(p, lambda tmp: _write_png16(tmp, arr))
