@@ -111,6 +111,14 @@ def test_errors_name_the_problem() -> None:
         ssim(x, x, window="box")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         psnr(x.numpy(), x)  # type: ignore[arg-type]
+    # 8-bit values with the default data_range 1 (a PSNR near -40 dB): refused, with the fix
+    with pytest.raises(
+        ValueError, match=r"psnr: target holds values from 0 to 255, not in \[0, data_range=1\]"
+    ):
+        psnr(x * 255, torch.linspace(0, 255, 768).reshape(1, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"ssim: target .* pass data_range=255 for 8-bit values"):
+        ssim(x * 255, x * 255)
+    assert float(psnr(x * 255, x * 255 + 1, data_range=255)) == pytest.approx(48.1308, abs=1e-4)
 
 
 def test_protocols() -> None:

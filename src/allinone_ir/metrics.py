@@ -64,6 +64,14 @@ def _prepare(
         raise UsageError(f"{name}: images must have shape (N, C, H, W) or (C, H, W), got {tuple(pred.shape)}")
     if data_range <= 0:
         raise UsageError(f"{name}: data_range must be positive, got {data_range}")
+    if (
+        target.numel()
+        and not -0.25 * data_range <= float(target.min()) <= float(target.max()) <= 1.25 * data_range
+    ):
+        raise UsageError(
+            f"{name}: target holds values from {float(target.min()):.4g} to {float(target.max()):.4g}, not in "
+            f"[0, data_range={data_range:g}]; pass data_range=255 for 8-bit values"
+        )
     h, w = pred.shape[-2:]
     if not 0 <= 2 * crop_border < min(h, w):
         raise UsageError(f"{name}: crop_border {crop_border} is negative or crops all of {h}x{w}")
@@ -102,7 +110,7 @@ def psnr(
         reduction: ``"mean"`` (of the per-image values, a scalar) or ``"none"`` (``(N,)``).
 
     Raises:
-        UsageError: On mismatched shapes or bad options.
+        UsageError: On mismatched shapes, bad options, or a ``target`` outside ``[0, data_range]`` (NaN too).
 
     Shape:
         - pred, target: :math:`(N, C, H, W)` or :math:`(C, H, W)`
@@ -163,7 +171,8 @@ def ssim(
             BasicSR / MATLAB); the other arguments as :func:`psnr`'s.
 
     Raises:
-        UsageError: On mismatched shapes, images smaller than the window, bad options.
+        UsageError: On mismatched shapes, images smaller than the window, bad options, or a ``target``
+            outside ``[0, data_range]``.
 
     Shape:
         - pred, target: :math:`(N, C, H, W)` or :math:`(C, H, W)`
