@@ -265,3 +265,16 @@ def test_full_size_promptir_with_one_wrong_width_names_the_tensor() -> None:
         "the given state dict: key patch_embed.proj.weight has shape (49, 3, 3, 3), expected (48, 3, 3, 3) "
         f"(the other {len(state) - 1} tensors fit PromptIR with dim=48); the file is corrupt or was edited"
     )
+
+
+def test_the_network_given_first_is_told_the_order(tmp_path: Path) -> None:
+    from allinone_ir.errors import UsageTypeError
+    from allinone_ir.hub import load_checkpoint
+
+    net = create_model("nafnet", width=8, enc_blk_nums=(1,), middle_blk_num=1, dec_blk_nums=(1,))
+    torch.save(net.state_dict(), tmp_path / "n.pth")
+    with pytest.raises(
+        UsageTypeError, match=r"got NAFNet; the checkpoint comes first: load_checkpoint\(path, model\)"
+    ):
+        load_checkpoint(net, tmp_path / "n.pth")  # type: ignore[arg-type]
+    assert isinstance(load_checkpoint(tmp_path / "n.pth", net), type(net))

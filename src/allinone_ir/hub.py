@@ -127,7 +127,12 @@ def _read(source: Any, map_location: str | torch.device) -> tuple[Any, dict[str,
     if isinstance(source, Mapping):
         raw, where = source, "the given state dict"
     elif not isinstance(source, (str, os.PathLike)):
-        raise UsageTypeError(f"expected a path or a state dict, got {type(source).__name__}")
+        order = (
+            "; the checkpoint comes first: load_checkpoint(path, model)"
+            if isinstance(source, nn.Module)
+            else ""
+        )
+        raise UsageTypeError(f"expected a path or a state dict, got {type(source).__name__}{order}")
     else:
         path, where = Path(source), str(source)
         if folder := path.is_dir():
