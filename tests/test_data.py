@@ -383,3 +383,17 @@ def test_one_spec_grammar_for_synthetic_tasks() -> None:
         ValueError, match=r"unknown task 'rain_15': degradation 'rain_15': rain takes no level"
     ):
         SyntheticDegradationDataset(x, tasks=["rain_15"])
+
+
+def test_synthetic_dataset_refuses_tensors_on_another_scale() -> None:
+    with pytest.raises(
+        UsageError,
+        match=r"clean image 1: expected a float \(C, H, W\) tensor .* torch.uint8 \(x.float\(\) / 255",
+    ):
+        SyntheticDegradationDataset(
+            [torch.rand(3, 8, 8), torch.zeros(3, 8, 8, dtype=torch.uint8)], tasks=["rain"]
+        )
+    with pytest.raises(UsageError, match=r"clean image 0 holds values from 0 to 255; expected \[0, 1\]"):
+        SyntheticDegradationDataset([torch.linspace(0, 255, 192).reshape(3, 8, 8)], tasks=["rain"])
+    ds = SyntheticDegradationDataset([torch.rand(3, 8, 8)], tasks=["rain"], patch_size=8)
+    assert float(ds[0]["clean"].max()) <= 1.0
