@@ -962,3 +962,45 @@ def test_validation_prints_the_input_psnr_and_the_gain(
         f"[step 1] val PSNR: rain {r['psnr']:.2f} dB (input {r['input_psnr']:.2f}, {r['psnr'] - r['input_psnr']:+.2f}), "
         f"all {a['psnr']:.2f} dB (input {a['input_psnr']:.2f}, {a['psnr'] - a['input_psnr']:+.2f})"
     )
+
+
+class _Samples(torch.utils.data.Dataset):
+    def __init__(self, make: Any) -> None:
+        self.make = make
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> Any:
+        return self.make()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: {"input": torch.rand(3, 8, 8), "target": torch.rand(3, 8, 8)},
+            r"got keys \['input', 'target'\]",
+        ),
+        (
+            lambda: (torch.rand(3, 8, 8), torch.rand(3, 8, 8)),
+            "mapping with 'degraded' and 'clean' .* got a tuple",
+        ),
+        (
+            lambda: {"degraded": torch.zeros(3, 8, 8, dtype=torch.uint8), "clean": torch.rand(3, 8, 8)},
+            "torch.uint8",
+        ),
+        (
+            lambda: {"degraded": torch.rand(3, 8, 8), "clean": torch.full((3, 8, 8), 200.0)},
+            "'clean' holds values",
+        ),
+    ],
+)
+def test_a_dataset_of_another_shape_or_scale_is_refused_before_training(
+    make: Any, message: str, tmp_path: Path
+) -> None:
+    cfg = TrainerConfig(output_dir=str(tmp_path / "run"), max_steps=1, batch_size=1, progress_bar=False)
+    net = create_model("nafnet", width=8, enc_blk_nums=(1,), middle_blk_num=1, dec_blk_nums=(1,))
+    with pytest.raises(ValueError, match=r"^data\.train: .*" + message):
+        Trainer(net, cfg, _Samples(make))
+    assert not (tmp_path / "run").exists()

@@ -34,6 +34,7 @@ from ..errors import (
     UsageError,
     UsageTypeError,
 )
+from ..io import _check_unit_range
 from ..metrics import get_protocol
 from ..models._base import AuxiliaryLoss, RestorationModel
 from . import checkpoint as ck
@@ -195,6 +196,31 @@ def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool)
     return {k: move(v) for k, v in batch.items()}
 
 
+def _check_sample(data: Any, where: str) -> None:
+    """The first sample of ``data``: a mapping with float ``"degraded"`` and ``"clean"`` images in [0, 1]."""
+    sample = data[0] if data is not None and len(data) else None
+    if sample is None:
+        return
+    if not isinstance(sample, Mapping) or not {"degraded", "clean"} <= set(sample):
+        got = (
+            f"keys {sorted(map(str, sample))}"
+            if isinstance(sample, Mapping)
+            else f"a {type(sample).__name__}"
+        )
+        raise DatasetError(
+            f"{where}: a sample must be a mapping with 'degraded' and 'clean' image tensors (and 'label' for "
+            f"PIP), got {got}"
+        )
+    for key in ("degraded", "clean"):
+        image = sample[key]
+        if not isinstance(image, torch.Tensor) or not image.is_floating_point():
+            kind = image.dtype if isinstance(image, torch.Tensor) else type(image).__name__
+            raise DatasetError(
+                f"{where}: a sample's {key!r} must be a float image tensor in [0, 1], got {kind}"
+            )
+        _check_unit_range(image, f"{where}: sample 0's {key!r}")
+
+
 class Trainer:
     """Train a restoration network on a dataset of ``{"degraded", "clean", "label", ...}`` samples.
 
@@ -251,6 +277,8 @@ class Trainer:
             raise UsageTypeError(f"config must be a TrainerConfig, got {type(config).__name__}")
         if not isinstance(model, nn.Module):
             raise UsageTypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        for where, data in (("data.train", train_data), ("data.val", val_data)):
+            _check_sample(data, where)
         degradations = getattr(model, "degradations", None)
         if getattr(model, "accepts_degradation", False) and degradations:
             # labels become positions in the network's degradations; an error names the data as a config does
