@@ -171,8 +171,7 @@ def ssim(
             BasicSR / MATLAB); the other arguments as :func:`psnr`'s.
 
     Raises:
-        UsageError: On mismatched shapes, images smaller than the window, bad options, or a ``target``
-            outside ``[0, data_range]``.
+        UsageError: As :func:`psnr`'s, and for images smaller than the window.
 
     Shape:
         - pred, target: :math:`(N, C, H, W)` or :math:`(C, H, W)`
