@@ -412,8 +412,7 @@ def restore(
             f"{type(model).__name__} does not take a degradation (only PIP networks do); "
             "drop the degradation argument"
         )
-    if device is not None and (problem := device_problem(device)) is not None:
-        raise UsageError(f"device: {problem}")
+    prepare_for_inference(model, device, channels_last=channels_last)
     dev = _device_of(model) if device is None else torch.device(device)
     low = low_precision_dtype(dtype)
     if low is not None and not native_low_precision(low, dev):
@@ -425,7 +424,6 @@ def restore(
         )
     channels_last = prefers_channels_last(dev) if channels_last is None else channels_last
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(device=dev, memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs lack memory_format
     if compile and model not in _COMPILED:
         _COMPILED[model] = torch.compile(model)  # type: ignore[assignment]  # once per network
     net = _COMPILED[model] if compile else model

@@ -309,6 +309,20 @@ def _check_unit_range(x: torch.Tensor, what: str) -> None:
         )
 
 
+def _check_float_image(x: Any, what: str) -> None:
+    """Refuse anything but a float ``(C, H, W)`` tensor in [0, 1] (as :func:`_check_unit_range`)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 3 or not x.is_floating_point():
+        got = (
+            f"shape {tuple(x.shape)} and dtype {x.dtype}"
+            if isinstance(x, torch.Tensor)
+            else f"a {type(x).__name__}"
+        )
+        raise UsageError(
+            f"{what}: expected a float (C, H, W) tensor in [0, 1], got {got} (x.float() / 255 for 8-bit images)"
+        )
+    _check_unit_range(x, what)
+
+
 def tensor_to_array(x: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.ndarray:
     """Float ``(C, H, W)`` tensor in [0, 1] -> ``(H, W, C)`` array of ``dtype`` (clamped, rounded to levels)."""
     if x.ndim != 3:
@@ -373,14 +387,14 @@ def write_image(
         )
     if isinstance(image, torch.Tensor):
         given = f"shape {tuple(image.shape)} and dtype {image.dtype}"
-        if image.ndim != 3 or not image.is_floating_point():
-            raise UsageError(f"expected a float (C, H, W) tensor in [0, 1], got {given}")
+        _check_float_image(image, "the image")
         arr = image.detach().float().cpu().permute(1, 2, 0).numpy()
     else:
         arr = np.asarray(image)
         given = f"shape {arr.shape} and dtype {arr.dtype}"
+        if np.issubdtype(arr.dtype, np.floating):
+            _check_unit_range(torch.from_numpy(np.ascontiguousarray(arr)), "the image")
     if np.issubdtype(arr.dtype, np.floating):
-        _check_unit_range(torch.from_numpy(np.ascontiguousarray(arr)), "the image")
         arr = np.rint(np.clip(arr, 0, 1) * float(np.iinfo(depth).max)).astype(depth)
     if arr.ndim == 2:
         arr = arr[:, :, None]

@@ -64,13 +64,11 @@ def _prepare(
         raise UsageError(f"{name}: images must have shape (N, C, H, W) or (C, H, W), got {tuple(pred.shape)}")
     if data_range <= 0:
         raise UsageError(f"{name}: data_range must be positive, got {data_range}")
-    if (
-        target.numel()
-        and not -0.25 * data_range <= float(target.min()) <= float(target.max()) <= 1.25 * data_range
-    ):
+    lo, hi = (float(v) for v in torch.aminmax(target)) if target.numel() else (0.0, 0.0)
+    if not -0.25 * data_range <= lo <= hi <= 1.25 * data_range:  # NaN fails too
         raise UsageError(
-            f"{name}: target holds values from {float(target.min()):.4g} to {float(target.max()):.4g}, not in "
-            f"[0, data_range={data_range:g}]; pass data_range=255 for 8-bit values"
+            f"{name}: target holds values from {lo:.4g} to {hi:.4g}, not in [0, data_range={data_range:g}]; "
+            "pass data_range=255 for 8-bit values"
         )
     h, w = pred.shape[-2:]
     if not 0 <= 2 * crop_border < min(h, w):

@@ -17,7 +17,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from ..degradation_types import DEGRADATION_LABELS, _name_index, parse_degradation
 from ..errors import DatasetError, UnknownNameError, UsageError, UsageTypeError
-from ..io import _check_unit_range, _images_by_stem, list_images, read_image
+from ..io import _check_float_image, _images_by_stem, list_images, read_image
 from .augment import AUGMENT_MODES, augment_mode, paired_random_crop
 from .degradations import synthesize
 
@@ -349,12 +349,7 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
             raise DatasetError(f"no images found in {clean}")
         for i, item in enumerate(self.images):
             if isinstance(item, torch.Tensor):
-                if item.ndim != 3 or not item.is_floating_point():
-                    raise UsageError(
-                        f"clean image {i}: expected a float (C, H, W) tensor in [0, 1], got shape "
-                        f"{tuple(item.shape)} and dtype {item.dtype} (x.float() / 255 for 8-bit images)"
-                    )
-                _check_unit_range(item, f"clean image {i}")
+                _check_float_image(item, f"clean image {i}")
         if not tasks:
             raise UsageError("tasks must name at least one degradation")
         if repeat < 1:

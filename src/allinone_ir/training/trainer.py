@@ -34,7 +34,7 @@ from ..errors import (
     UsageError,
     UsageTypeError,
 )
-from ..io import _check_unit_range
+from ..io import _check_float_image
 from ..metrics import get_protocol
 from ..models._base import AuxiliaryLoss, RestorationModel
 from . import checkpoint as ck
@@ -212,13 +212,7 @@ def _check_sample(data: Any, where: str) -> None:
             f"PIP), got {got}"
         )
     for key in ("degraded", "clean"):
-        image = sample[key]
-        if not isinstance(image, torch.Tensor) or not image.is_floating_point():
-            kind = image.dtype if isinstance(image, torch.Tensor) else type(image).__name__
-            raise DatasetError(
-                f"{where}: a sample's {key!r} must be a float image tensor in [0, 1], got {kind}"
-            )
-        _check_unit_range(image, f"{where}: sample 0's {key!r}")
+        _check_float_image(sample[key], f"{where}: sample 0's {key!r}")
 
 
 class Trainer:
