@@ -180,6 +180,22 @@ def test_partial_layout_skips_absent_tasks_and_refuses_an_empty_one(tmp_path: Pa
         run_suite(_identity, "five-task", root, ["deblur", "lowlight"])
 
 
+def test_inputs_left_out_of_a_task_are_warned_about(tmp_path: Path) -> None:
+    root = make_root(tmp_path, sots_bad=True)
+    (root / "derain/Rain100L/target/2.png").unlink()
+    with pytest.warns(UserWarning) as caught:
+        res = run_suite(_identity, "three-task", root, ["derain", "dehaze"])
+    assert res["tasks"]["derain"]["count"] == 1 and res["tasks"]["dehaze"]["count"] == 1
+    messages = [str(w.message) for w in caught]
+    assert messages[0].startswith(
+        "derain: 1 image(s) left out, the scores are of the other 1 (not the papers' set)"
+    )
+    assert "target" in messages[0] and "2.png" in messages[0]
+    assert (
+        messages[1].startswith("dehaze: 1 image(s) left out") and "0002.png: SOTS hazy images" in messages[1]
+    )
+
+
 def _matlab_scores(out: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     """Restormer's evaluate_PSNR_SSIM.m written out: rgb2ycbcr luma (uint8), compute_psnr, SSIM_index."""
     from scipy.signal import correlate2d
