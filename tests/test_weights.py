@@ -168,6 +168,17 @@ def test_download_verify_convert_and_cache_hit_without_network(tmp_path, server,
     assert server.hits == 1
 
 
+def test_a_damaged_converted_cache_says_to_delete_the_folder(tmp_path, server, entry_factory):
+    server.files["/files/tiny.pth"] = _official_bytes(tmp_path)[0]
+    entry_factory(server.base)
+    folder = download_weights(NAME, cache_dir=tmp_path / "c", progress=False)
+    (folder / "model.safetensors").write_bytes(b"\0" * 100)
+    with pytest.raises(
+        CheckpointError, match=f"not a valid safetensors file.*; delete {folder} to fetch {NAME} again$"
+    ):
+        load_pretrained(NAME, cache_dir=tmp_path / "c")
+
+
 def test_mirror_variable_replaces_the_sources(tmp_path, server, entry_factory, monkeypatch):
     body, _ = _official_bytes(tmp_path)
     server.files[f"/{NAME}/tiny.pth"] = body

@@ -189,15 +189,24 @@ def _noisy_images(
         yield np.clip(clean + rng.randn(*clean.shape) * sigma, 0, 255).astype(np.uint8)
 
 
+def _read_cropped(path: Path, crop: int) -> np.ndarray:
+    arr = _crop(tensor_to_array(read_image(path)), crop)
+    if arr.size == 0:
+        raise DatasetError(
+            f"{path} is smaller than {crop}x{crop}: nothing is left after the crop to a multiple of {crop}"
+        )
+    return arr
+
+
 def _task_inputs(
     task: _Task, pairs: list[tuple[Path, Path]], crop: int, order: Sequence[int]
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     if task.pairing == "noise":
-        cleans = [_crop(tensor_to_array(read_image(p)), crop) for p, _ in pairs]
+        cleans = [_read_cropped(p, crop) for p, _ in pairs]
         yield from zip((p.stem for p, _ in pairs), _noisy_images(cleans, task.sigma or 0, order), cleans)
         return
     for src, tgt in pairs:
-        degraded, clean = (_crop(tensor_to_array(read_image(p)), crop) for p in (src, tgt))
+        degraded, clean = (_read_cropped(p, crop) for p in (src, tgt))
         if degraded.shape != clean.shape:
             raise DatasetError(
                 f"size mismatch{f' after the crop to a multiple of {crop}' if crop > 1 else ''}: {src} is "

@@ -221,7 +221,10 @@ def load_pretrained(
         return from_pretrained(Path(weights).parent, map_location=device)
     entry = get_weights(name)
     folder = download_weights(name, cache_dir=cache_dir, progress=progress)
-    model = from_pretrained(folder, map_location=device)
+    try:
+        model = from_pretrained(folder, map_location=device)
+    except CheckpointError as exc:  # edited or damaged on disk: the cache is written atomically
+        raise CheckpointError(f"{exc}; delete {folder} to fetch {name} again") from exc
     if getattr(model, "model_name", None) != entry.arch:  # set by _verify_and_convert
         raise CheckpointError(f"{folder} does not hold the {entry.name} weights; delete the folder")
     return model
