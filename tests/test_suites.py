@@ -180,6 +180,47 @@ def test_partial_layout_skips_absent_tasks_and_refuses_an_empty_one(tmp_path: Pa
         run_suite(_identity, "five-task", root, ["deblur", "lowlight"])
 
 
+def test_inputs_left_out_of_a_task_are_warned_about(tmp_path: Path) -> None:
+    root = make_root(tmp_path, sots_bad=True)
+    (root / "derain/Rain100L/target/2.png").unlink()
+    with pytest.warns(UserWarning) as caught:
+        res = run_suite(_identity, "three-task", root, ["derain", "dehaze"])
+    assert res["tasks"]["derain"]["count"] == 1 and res["tasks"]["dehaze"]["count"] == 1
+    messages = [str(w.message) for w in caught]
+    assert messages[0].startswith(
+        "derain: 1 image(s) left out, the scores are of the other 1 (not the papers' set)"
+    )
+    assert "target" in messages[0] and "2.png" in messages[0]
+    assert (
+        messages[1].startswith("dehaze: 1 image(s) left out") and "0002.png: SOTS hazy images" in messages[1]
+    )
+
+
+def test_save_images_into_a_used_folder_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    from allinone_ir import cli
+
+    make_root(tmp_path / "test")
+    (tmp_path / "out/dehaze").mkdir(parents=True)
+    (tmp_path / "out/dehaze/0001_0.8_0.2.png").write_bytes(b"an earlier run's output")
+    argv = ["benchmark", "--suite", "three-task", "--root", str(tmp_path), "--model", "no-such-model"]
+    assert cli.main([*argv, "--save-images", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err  # refused before the network is even looked up
+    assert (
+        err == f"error: {tmp_path / 'out/dehaze'} holds outputs already; choose a new --save-images folder\n"
+    )
+
+
+def test_an_image_smaller_than_the_crop_is_named(tmp_path: Path) -> None:
+    _save(tmp_path / "derain/Rain100L/input/1.png", _rand(0, 40, 40))
+    _save(tmp_path / "derain/Rain100L/target/1.png", _rand(1, 40, 40))
+    _save(tmp_path / "denoise/bsd68/thumb.png", _rand(2, 12, 40))
+    with pytest.raises(
+        DatasetError, match=r"thumb.png is smaller than 16x16: nothing is left after the crop"
+    ):
+        run_suite(_identity, "three-task", tmp_path, ["denoise_15"])
+    assert run_suite(_identity, "three-task", tmp_path, ["derain"])["tasks"]["derain"]["count"] == 1
+
+
 def _matlab_scores(out: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     """Restormer's evaluate_PSNR_SSIM.m written out: rgb2ycbcr luma (uint8), compute_psnr, SSIM_index."""
     from scipy.signal import correlate2d

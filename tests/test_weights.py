@@ -30,11 +30,13 @@ NAME = "restormer.tiny_test"
 
 
 class _Server:
-    """A loopback HTTP server serving ``files`` (path -> bytes); ``cut`` sends only part of a body."""
+    """A loopback HTTP server serving ``files`` (path -> bytes); ``cut`` sends only part of a body
+    (``chunked``: in one chunk that declares the whole body)."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.cut: int | None = None
+        self.chunked = False
         self.hits = 0
         outer = self
 
@@ -46,8 +48,13 @@ class _Server:
                     self.send_error(404)
                     return
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
+                if outer.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(f"{len(body):x}\r\n".encode())
+                else:
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
                 self.wfile.write(body if outer.cut is None else body[: outer.cut])
                 self.wfile.flush()
                 if outer.cut is not None:
@@ -161,6 +168,17 @@ def test_download_verify_convert_and_cache_hit_without_network(tmp_path, server,
     assert server.hits == 1
 
 
+def test_a_damaged_converted_cache_says_to_delete_the_folder(tmp_path, server, entry_factory):
+    server.files["/files/tiny.pth"] = _official_bytes(tmp_path)[0]
+    entry_factory(server.base)
+    folder = download_weights(NAME, cache_dir=tmp_path / "c", progress=False)
+    (folder / "model.safetensors").write_bytes(b"\0" * 100)
+    with pytest.raises(
+        CheckpointError, match=f"not a valid safetensors file.*; delete {folder} to fetch {NAME} again$"
+    ):
+        load_pretrained(NAME, cache_dir=tmp_path / "c")
+
+
 def test_mirror_variable_replaces_the_sources(tmp_path, server, entry_factory, monkeypatch):
     body, _ = _official_bytes(tmp_path)
     server.files[f"/{NAME}/tiny.pth"] = body
@@ -204,6 +222,60 @@ def test_interrupted_download_leaves_no_file_then_retry_works(tmp_path, server, 
     assert list((cache / NAME).iterdir()) == []
     server.cut = None
     assert (download_weights(NAME, cache_dir=cache, progress=False) / "model.safetensors").is_file()
+
+
+def test_chunked_download_cut_off_is_a_download_error(tmp_path, server, entry_factory, capsys):
+    body, _ = _official_bytes(tmp_path)
+    server.files["/files/tiny.pth"] = body
+    server.chunked, server.cut = True, 5000
+    entry_factory(server.base)
+    cache = tmp_path / "c"
+    with pytest.raises(DownloadError, match=r"tiny.pth \(the connection closed in the middle of the file\)"):
+        download_weights(NAME, cache_dir=cache, progress=False)
+    assert list((cache / NAME).iterdir()) == []
+    assert cli.main(["weights", "download", NAME, "--quiet", "--cache-dir", str(cache)]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot download restormer.tiny_test:")
+
+
+def test_a_file_put_in_the_cache_by_hand_is_checked_against_the_published_sha(tmp_path, entry_factory):
+    body, _ = _official_bytes(tmp_path)
+    other = _official_bytes(tmp_path, seed=1)[0]  # the same network, other weights (another variant)
+    entry_factory("http://127.0.0.1:9", sha256=hashlib.sha256(body).hexdigest())
+    placed = tmp_path / "c" / NAME / "tiny.pth"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(other)
+    with pytest.raises(
+        CheckpointError, match=f"does not match the published {hashlib.sha256(body).hexdigest()}"
+    ):
+        load_pretrained(NAME, cache_dir=tmp_path / "c")
+    assert placed.read_bytes() == other and not (placed.parent / "model.safetensors").exists()
+    placed.write_bytes(body)
+    assert (download_weights(NAME, cache_dir=tmp_path / "c") / "model.safetensors").is_file()
+
+
+def test_a_cache_that_cannot_be_written_is_not_called_a_download_failure(tmp_path, server, entry_factory):
+    server.files["/files/tiny.pth"] = _official_bytes(tmp_path)[0]
+    entry_factory(server.base)
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(DownloadError, match=f"^cannot write to the weights cache {blocker / NAME} ") as info:
+        download_weights(NAME, cache_dir=blocker, progress=False)
+    assert "ALLINONE_IR_CACHE" in str(info.value) and "weights import" not in str(info.value)
+    assert server.hits == 0
+
+
+def test_an_html_page_instead_of_the_file_is_named(tmp_path, server, entry_factory, capsys):
+    page = b"<!DOCTYPE html><html><title>Google Drive - Virus scan warning</title></html>"
+    server.files["/files/tiny.pth"] = page
+    entry_factory(server.base)
+    with pytest.raises(CheckpointError, match="an HTML page, not a checkpoint"):
+        download_weights(NAME, cache_dir=tmp_path / "c", progress=False)
+    saved = tmp_path / "model.ckpt"  # wget on a Drive link saves the warning page
+    saved.write_bytes(page)
+    assert cli.main(["weights", "import", NAME, str(saved), "--cache-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "an HTML page, not a checkpoint" in err and f"{saved} itself is unchanged" in err
+    assert saved.read_bytes() == page
 
 
 def test_http_404_and_unreachable_name_the_urls(tmp_path, server, entry_factory):
@@ -316,6 +388,9 @@ def test_checkpoint_option_takes_a_weights_name_and_refuses_both(
     assert "give --weights NAME or --checkpoint PATH, not both" in capsys.readouterr().err
     assert cli.main(["restore", "in.png", "--out", "o3", "--weights", NAME, "--model", "promptir"]) == 2
     assert f"--weights {NAME} is a restormer network, not --model promptir" in capsys.readouterr().err
+    torch.save({}, tmp_path / "mine.pth")
+    assert cli.main(["restore", "in.png", "--out", "o4", "--weights", "mine.pth"]) == 2
+    assert "pass the file or folder mine.pth as --checkpoint mine.pth" in capsys.readouterr().err
 
 
 def test_docs_table_is_generated_from_the_registry(tmp_path: Path) -> None:

@@ -65,6 +65,11 @@ def _torch_load(path: Path, head: bytes, map_location: str | torch.device) -> An
             problem = f"{corrupt} (a zip archive that cannot be read: {first})"
         elif head[:1] == b"\x80":
             problem = f"{corrupt} (a pickle in the legacy format that cannot be read)"
+        elif head.lstrip().lower().startswith((b"<!doc", b"<html")):
+            problem = (
+                "an HTML page, not a checkpoint: a web page (such as Google Drive's download warning) "
+                "was saved instead of the file"
+            )
         else:
             problem = (
                 f"not a PyTorch checkpoint: neither a zip archive nor a pickle (it starts with {head[:8]!r}); "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,15 +189,24 @@ def _noisy_images(
         yield np.clip(clean + rng.randn(*clean.shape) * sigma, 0, 255).astype(np.uint8)
 
 
+def _read_cropped(path: Path, crop: int) -> np.ndarray:
+    arr = _crop(tensor_to_array(read_image(path)), crop)
+    if arr.size == 0:
+        raise DatasetError(
+            f"{path} is smaller than {crop}x{crop}: nothing is left after the crop to a multiple of {crop}"
+        )
+    return arr
+
+
 def _task_inputs(
     task: _Task, pairs: list[tuple[Path, Path]], crop: int, order: Sequence[int]
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     if task.pairing == "noise":
-        cleans = [_crop(tensor_to_array(read_image(p)), crop) for p, _ in pairs]
+        cleans = [_read_cropped(p, crop) for p, _ in pairs]
         yield from zip((p.stem for p, _ in pairs), _noisy_images(cleans, task.sigma or 0, order), cleans)
         return
     for src, tgt in pairs:
-        degraded, clean = (_crop(tensor_to_array(read_image(p)), crop) for p in (src, tgt))
+        degraded, clean = (_read_cropped(p, crop) for p in (src, tgt))
         if degraded.shape != clean.shape:
             raise DatasetError(
                 f"size mismatch{f' after the crop to a multiple of {crop}' if crop > 1 else ''}: {src} is "
@@ -268,7 +278,16 @@ def run_suite(
         raise UnknownNameError(f"suite {name!r} is scored with {' or '.join(allowed)}, not {protocol!r}")
     order = _SIGMA_ORDER if protocol == "promptir" else tuple(t.sigma for t in suite.tasks if t.sigma)
     base = _root(root, chosen)
-    found = {task: pairs for task in chosen if (pairs := _scan(task, base)[0])}
+    scans = {task: _scan(task, base) for task in chosen}
+    found = {task: pairs for task, (pairs, _, _) in scans.items() if pairs}
+    for task, pairs in found.items():
+        if left_out := [*scans[task][1], *scans[task][2]]:  # inputs without a target, misnamed inputs
+            more = f" and {len(left_out) - 1} more" if len(left_out) > 1 else ""
+            warnings.warn(
+                f"{task.key}: {len(left_out)} image(s) left out, the scores are of the other {len(pairs)} "
+                f"(not the papers' set): {left_out[0]}{more}; check_suite() or `--check` lists them",
+                stacklevel=2,
+            )
     skipped = {task.key: f"no images under {base / task.folder}" for task in chosen if task not in found}
     if not found:
         raise DatasetError(

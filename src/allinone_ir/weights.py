@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -90,6 +92,14 @@ def _fetch(url: str, target: Path, entry: PretrainedWeights, progress: bool) -> 
     atomic_write(target, download)
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _verify_and_convert(entry: PretrainedWeights, path: Path, origin: str, *, delete: bool = True) -> None:
     """Load ``path`` as the declared network (exact keys; else deleted if ``delete``); save it as safetensors."""
     model = _registry.create_model(entry.arch, **entry.config)
@@ -119,6 +129,11 @@ def download_weights(
     if cached_state(name, cache_dir) == "converted":
         return folder
     if target.is_file():  # placed there by hand
+        if entry.sha256 is not None and (digest := _sha256(target)) != entry.sha256.lower():
+            raise CheckpointError(
+                f"{target}: SHA-256 {digest} does not match the published {entry.sha256} of "
+                f"{entry.name}: remove it or replace it with the right file"
+            )
         _verify_and_convert(entry, target, str(target), delete=False)
         return folder
     urls = [s.url for s in entry.sources if s.downloadable]
@@ -131,14 +146,24 @@ def download_weights(
     )
     if not urls:
         raise DownloadError(f"{name} cannot be downloaded by the library: {manual}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:  # not a download problem: another source or a file fetched by hand fails alike
+        raise DownloadError(
+            f"cannot write to the weights cache {folder} ({exc.strerror or exc}); set {CACHE_ENV} "
+            "(or cache_dir=, --cache-dir) to a writable folder"
+        ) from exc
     problems = []
     for url in urls:
         try:
             _fetch(url, target, entry, progress)
-        except OSError as exc:  # DownloadError, urllib's URLError and HTTPError
+        except (OSError, http.client.HTTPException) as exc:  # URLError, HTTPError; IncompleteRead (chunked)
             reason = getattr(exc, "reason", exc)  # URLError: why the connection failed
             if isinstance(exc, urllib.error.HTTPError):
                 reason = f"HTTP {exc.code} {exc.reason}"
+            elif isinstance(exc, http.client.IncompleteRead):
+                reason = "the connection closed in the middle of the file"
             problems.append(f"{url} ({reason})")
             continue
         _verify_and_convert(entry, target, url)
@@ -161,9 +186,11 @@ def import_weights(
     target = _entry_dir(name, cache_dir) / entry.file_name
     try:
         _fetch(src.resolve().as_uri(), target, entry, progress=False)
+        _verify_and_convert(entry, target, str(src))
     except urllib.error.URLError as exc:
         raise OSError(f"cannot read {src}: {exc.reason}") from exc
-    _verify_and_convert(entry, target, str(src))
+    except CheckpointError as exc:  # "the file was deleted": the copy
+        raise CheckpointError(f"{exc}; {src} itself is unchanged") from exc
     return target.parent
 
 
@@ -194,7 +221,10 @@ def load_pretrained(
         return from_pretrained(Path(weights).parent, map_location=device)
     entry = get_weights(name)
     folder = download_weights(name, cache_dir=cache_dir, progress=progress)
-    model = from_pretrained(folder, map_location=device)
+    try:
+        model = from_pretrained(folder, map_location=device)
+    except CheckpointError as exc:  # edited or damaged on disk: the cache is written atomically
+        raise CheckpointError(f"{exc}; delete {folder} to fetch {name} again") from exc
     if getattr(model, "model_name", None) != entry.arch:  # set by _verify_and_convert
         raise CheckpointError(f"{folder} does not hold the {entry.name} weights; delete the folder")
     return model

@@ -76,11 +76,16 @@ def load_model_from_args(args: argparse.Namespace, *, require_weights: bool) -> 
 
 def _weights_model(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
     """The registered weights of ``--weights NAME`` (or ``--checkpoint NAME`` when no such file exists)."""
-    from ..models._weights import get_weights
+    from ..models._weights import get_weights, list_pretrained
     from ..weights import HF_PREFIX, _is_weights_name, load_pretrained
 
     if args.weights and args.checkpoint:
         raise UsageError("give --weights NAME or --checkpoint PATH, not both")
+    if args.weights and Path(args.weights).exists() and args.weights not in list_pretrained():
+        raise UsageError(
+            f"--weights takes a registered name (see `allinone-ir weights`); pass the file or folder "
+            f"{args.weights} as --checkpoint {args.weights}"
+        )
     name = args.weights or args.checkpoint
     if not name or not (args.weights or _is_weights_name(name)):
         return None

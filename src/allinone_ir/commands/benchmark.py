@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
@@ -87,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
     if not any(r["ready"] for r in report.values()):
         _print_check(report)
         raise UsageError(f"no task of {args.suite} has images under {args.root} (the layout is above)")
+    if args.save_images:  # refused now, not after the tasks before a used folder have run
+        out = Path(args.save_images)
+        if taken := [k for k in report if (out / k).is_dir() and any((out / k).iterdir())]:
+            raise FileExistsError(
+                f"{out / taken[0]} holds outputs already; choose a new --save-images folder"
+            )
     model = _common.load_model_from_args(args, require_weights=True)
     bars: dict[str, Any] = {}
 
