@@ -448,6 +448,27 @@ def test_evaluate_pairing_errors(tmp_path, capsys) -> None:
     assert "size mismatch" in capsys.readouterr().err
 
 
+def test_evaluate_grayscale_against_colour_the_same_folder_and_equal_images(tmp_path, capsys) -> None:
+    clean = _images(tmp_path / "clean", ["x.png", "y.png"], size=(16, 16))
+    pred = tmp_path / "pred"
+    for c in clean:  # grayscale predictions of colour targets: ~12 dB, and the cause is said
+        write_image(pred / c.name, read_image_array(c, keep_channels=True)[:, :, 1])
+    assert main(["evaluate", "--pred", str(pred), "--target", str(tmp_path / "clean")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: 2 grayscale image(s) scored against colour targets: {pred / 'x.png'}, " in err
+    # the same folder as --pred and --target: every image against itself (inf dB), refused
+    assert main(["evaluate", "--pred", str(tmp_path / "clean"), "--target", str(tmp_path / "clean/")]) == 2
+    assert "--pred and --target are the same folder" in capsys.readouterr().err
+    # a prediction equal to its target makes its group's mean inf: the image is named
+    (pred / "x.png").unlink()
+    (pred / "x.png").write_bytes(clean[0].read_bytes())
+    write_image(pred / "y.png", read_image(clean[1]) * 0.9, overwrite=True)
+    assert main(["evaluate", "--pred", str(pred), "--target", str(tmp_path / "clean")]) == 0
+    captured = capsys.readouterr()
+    assert "inf" in captured.out
+    assert "warning: 1 image(s) equal their target" in captured.err and str(pred / "x.png") in captured.err
+
+
 def test_evaluate_prefix_rule_is_the_datasets(tmp_path) -> None:
     from allinone_ir.commands.evaluate import group_of, pair_images
     from allinone_ir.data import PairedImageDataset

@@ -213,6 +213,7 @@ class MetricProtocol:
 
     def compute_per_image(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """PSNR and SSIM of every image of a batch of [0, 1] images: ``{"psnr": (N,), "ssim": (N,)}``."""
+        check_pair(pred, target, f"{self.name} protocol", floating=True)
         p, t = (x.detach().double().reshape(-1, *x.shape[-3:]) for x in (pred, target))
         if self.clamp:
             p = p.clamp(0, 1)
