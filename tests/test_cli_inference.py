@@ -469,6 +469,26 @@ def test_evaluate_grayscale_against_colour_the_same_folder_and_equal_images(tmp_
     assert "warning: 1 image(s) equal their target" in captured.err and str(pred / "x.png") in captured.err
 
 
+def test_evaluate_nested_pred_and_target_folders(tmp_path, capsys) -> None:
+    # the targets in a sub-folder of the predictions: not a degradation scored against itself (inf dB)
+    clean = _images(tmp_path / "res" / "gt", ["x.png", "y.png"], size=(16, 16))
+    for c in clean:
+        write_image(tmp_path / "res" / c.name, read_image(c) * 0.9)
+    assert main(["evaluate", "--pred", str(tmp_path / "res"), "--target", str(tmp_path / "res" / "gt")]) == 0
+    captured = capsys.readouterr()
+    assert "scored 2 image(s)" in captured.out and "\ngt " not in captured.out and "inf" not in captured.out
+    assert captured.err == ""
+    # the predictions in a sub-folder of the targets: they are not targets without a prediction
+    pred = tmp_path / "res" / "gt" / "out"
+    for c in clean:
+        write_image(pred / c.name, read_image(c) * 0.9)
+    assert (
+        main(["evaluate", "--pred", str(pred), "--target", str(tmp_path / "res" / "gt"), "--all-targets"])
+        == 0
+    )
+    assert "have no prediction" not in capsys.readouterr().out
+
+
 def test_evaluate_prefix_rule_is_the_datasets(tmp_path) -> None:
     from allinone_ir.commands.evaluate import group_of, pair_images
     from allinone_ir.data import PairedImageDataset

@@ -116,8 +116,9 @@ def pair_images(
     src_root, tgt_root = Path(source), Path(target)
     sources = list_images(src_root)
     find = _finder(tgt_root)
-    if group_by in ("auto", "folder"):
-        sources += [p for d in sorted(src_root.iterdir()) if d.is_dir() for p in list_images(d)]
+    if group_by in ("auto", "folder"):  # the target folder is no degradation when it lies in the source's
+        folders = [d for d in sorted(src_root.iterdir()) if d.is_dir() and d.resolve() != tgt_root.resolve()]
+        sources += [p for d in folders for p in list_images(d)]
     if not sources:
         raise DatasetError(f"no images in {src_root}")
     rels = [p.relative_to(src_root) for p in sources]
@@ -145,7 +146,7 @@ def pair_images(
         )
     if not groups:
         raise DatasetError(f"no image in {src_root} has a target in {tgt_root}")
-    used = {t.resolve() for pairs in groups.values() for _, t in pairs}
+    used = {t.resolve() for pairs in groups.values() for _, t in pairs} | {s.resolve() for s in sources}
     unmatched = [t for t in list_images(tgt_root, recursive=True) if t.resolve() not in used]
     if all_targets and unmatched:
         names = _first([str(t.relative_to(tgt_root)) for t in unmatched])
