@@ -489,6 +489,20 @@ def test_evaluate_nested_pred_and_target_folders(tmp_path, capsys) -> None:
     assert "have no prediction" not in capsys.readouterr().out
 
 
+def test_evaluate_json_path_problems_are_said_before_the_work(tmp_path, capsys) -> None:
+    clean = _images(tmp_path / "clean", ["x.png"], size=(16, 16))
+    write_image(tmp_path / "pred" / "x.png", read_image(clean[0]) * 0.9)
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "clean"), "--json"]
+    assert main([*args, str(clean[0] / "r.json")]) == 2  # "File exists" after the scores before
+    captured = capsys.readouterr()
+    assert (
+        captured.out == ""
+        and f"--json {clean[0] / 'r.json'}: {clean[0]} is a file, not a folder" in captured.err
+    )
+    assert main([*args, ""]) == 2  # an empty --json (an unset shell variable) wrote no report
+    assert "--json needs a file name" in capsys.readouterr().err
+
+
 def test_evaluate_prefix_rule_is_the_datasets(tmp_path) -> None:
     from allinone_ir.commands.evaluate import group_of, pair_images
     from allinone_ir.data import PairedImageDataset
