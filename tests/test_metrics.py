@@ -105,6 +105,11 @@ def test_errors_name_the_problem() -> None:
         ssim(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), window="gaussian")
     with pytest.raises(ValueError, match="crop_border"):
         psnr(x, x, crop_border=8)
+    with pytest.raises(TypeError, match=r"ssim: crop_border must be a whole number of pixels, got 4\.0"):
+        ssim(x, x, crop_border=4.0)  # type: ignore[arg-type]
+    assert float(psnr(x, x * 0.5, crop_border=np.int64(4))) == float(
+        psnr(x[..., 4:12, 4:12], x[..., 4:12, 4:12] * 0.5)
+    )
     with pytest.raises(ValueError, match="reduction"):
         psnr(x, x, reduction="sum")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="window"):
