@@ -489,7 +489,7 @@ def test_evaluate_nested_pred_and_target_folders(tmp_path, capsys) -> None:
     assert "have no prediction" not in capsys.readouterr().out
 
 
-def test_evaluate_json_path_problems_are_said_before_the_work(tmp_path, capsys) -> None:
+def test_evaluate_json_path_and_small_image_problems_are_named(tmp_path, capsys) -> None:
     clean = _images(tmp_path / "clean", ["x.png"], size=(16, 16))
     write_image(tmp_path / "pred" / "x.png", read_image(clean[0]) * 0.9)
     args = ["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "clean"), "--json"]
@@ -501,6 +501,11 @@ def test_evaluate_json_path_problems_are_said_before_the_work(tmp_path, capsys) 
     )
     assert main([*args, ""]) == 2  # an empty --json (an unset shell variable) wrote no report
     assert "--json needs a file name" in capsys.readouterr().err
+    # an image smaller than the SSIM window is named among the others
+    write_image(tmp_path / "clean" / "y.png", torch.zeros(3, 5, 5))
+    write_image(tmp_path / "pred" / "y.png", torch.zeros(3, 5, 5))
+    assert main(args[:-1]) == 2
+    assert f"{tmp_path / 'pred' / 'y.png'}: SSIM with a 7x7 uniform window" in capsys.readouterr().err
 
 
 def test_evaluate_prefix_rule_is_the_datasets(tmp_path) -> None:

@@ -176,7 +176,10 @@ def evaluate_folders(
             )
         if _is_gray(image) and not _is_gray(target):
             gray.append(str(path))
-        row = {prefix + k: v for k, v in proto.compute(image, target).items()}
+        try:
+            row = {prefix + k: v for k, v in proto.compute(image, target).items()}
+        except UsageError as exc:  # an image smaller than the SSIM window: which one
+            raise DatasetError(f"{path}: {exc}") from exc
         if math.isinf(row[prefix + "psnr"]):
             equal.append(str(path))
         return row
