@@ -508,6 +508,16 @@ def test_evaluate_json_path_and_small_image_problems_are_named(tmp_path, capsys)
     assert f"{tmp_path / 'pred' / 'y.png'}: SSIM with a 7x7 uniform window" in capsys.readouterr().err
 
 
+def test_evaluate_group_by_none_scores_the_sub_folders_too(tmp_path, capsys) -> None:
+    for deg in ("rain", "haze"):  # "none scores everything as one group": it said "no images" here
+        for c in _images(tmp_path / "clean" / deg, ["x.png"], size=(16, 16)):
+            write_image(tmp_path / "pred" / deg / c.name, read_image(c) * 0.9)
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "clean")]
+    assert main([*args, "--group-by", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "scored 2 image(s)" in out and "\nall                   2 " in out and "no prediction" not in out
+
+
 def test_evaluate_prefix_rule_is_the_datasets(tmp_path) -> None:
     from allinone_ir.commands.evaluate import group_of, pair_images
     from allinone_ir.data import PairedImageDataset

@@ -116,7 +116,7 @@ def pair_images(
     src_root, tgt_root = Path(source), Path(target)
     sources = list_images(src_root)
     find = _finder(tgt_root)
-    if group_by in ("auto", "folder"):  # the target folder is no degradation when it lies in the source's
+    if group_by != "prefix":  # the target folder is no degradation when it lies in the source's
         folders = [d for d in sorted(src_root.iterdir()) if d.is_dir() and d.resolve() != tgt_root.resolve()]
         sources += [p for d in folders for p in list_images(d)]
     if not sources:
