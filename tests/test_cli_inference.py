@@ -448,6 +448,76 @@ def test_evaluate_pairing_errors(tmp_path, capsys) -> None:
     assert "size mismatch" in capsys.readouterr().err
 
 
+def test_evaluate_grayscale_against_colour_the_same_folder_and_equal_images(tmp_path, capsys) -> None:
+    clean = _images(tmp_path / "clean", ["x.png", "y.png"], size=(16, 16))
+    pred = tmp_path / "pred"
+    for c in clean:  # grayscale predictions of colour targets: ~12 dB, and the cause is said
+        write_image(pred / c.name, read_image_array(c, keep_channels=True)[:, :, 1])
+    assert main(["evaluate", "--pred", str(pred), "--target", str(tmp_path / "clean")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: 2 grayscale image(s) scored against colour targets: {pred / 'x.png'}, " in err
+    # the same folder as --pred and --target: every image against itself (inf dB), refused
+    assert main(["evaluate", "--pred", str(tmp_path / "clean"), "--target", str(tmp_path / "clean/")]) == 2
+    assert "--pred and --target are the same folder" in capsys.readouterr().err
+    # a prediction equal to its target makes its group's mean inf: the image is named
+    (pred / "x.png").unlink()
+    (pred / "x.png").write_bytes(clean[0].read_bytes())
+    write_image(pred / "y.png", read_image(clean[1]) * 0.9, overwrite=True)
+    assert main(["evaluate", "--pred", str(pred), "--target", str(tmp_path / "clean")]) == 0
+    captured = capsys.readouterr()
+    assert "inf" in captured.out
+    assert "warning: 1 image(s) equal their target" in captured.err and str(pred / "x.png") in captured.err
+
+
+def test_evaluate_nested_pred_and_target_folders(tmp_path, capsys) -> None:
+    # the targets in a sub-folder of the predictions: not a degradation scored against itself (inf dB)
+    clean = _images(tmp_path / "res" / "gt", ["x.png", "y.png"], size=(16, 16))
+    for c in clean:
+        write_image(tmp_path / "res" / c.name, read_image(c) * 0.9)
+    assert main(["evaluate", "--pred", str(tmp_path / "res"), "--target", str(tmp_path / "res" / "gt")]) == 0
+    captured = capsys.readouterr()
+    assert "scored 2 image(s)" in captured.out and "\ngt " not in captured.out and "inf" not in captured.out
+    assert captured.err == ""
+    # the predictions in a sub-folder of the targets: they are not targets without a prediction
+    pred = tmp_path / "res" / "gt" / "out"
+    for c in clean:
+        write_image(pred / c.name, read_image(c) * 0.9)
+    assert (
+        main(["evaluate", "--pred", str(pred), "--target", str(tmp_path / "res" / "gt"), "--all-targets"])
+        == 0
+    )
+    assert "have no prediction" not in capsys.readouterr().out
+
+
+def test_evaluate_json_path_and_small_image_problems_are_named(tmp_path, capsys) -> None:
+    clean = _images(tmp_path / "clean", ["x.png"], size=(16, 16))
+    write_image(tmp_path / "pred" / "x.png", read_image(clean[0]) * 0.9)
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "clean"), "--json"]
+    assert main([*args, str(clean[0] / "r.json")]) == 2  # "File exists" after the scores before
+    captured = capsys.readouterr()
+    assert (
+        captured.out == ""
+        and f"--json {clean[0] / 'r.json'}: {clean[0]} is a file, not a folder" in captured.err
+    )
+    assert main([*args, ""]) == 2  # an empty --json (an unset shell variable) wrote no report
+    assert "--json needs a file name" in capsys.readouterr().err
+    # an image smaller than the SSIM window is named among the others
+    write_image(tmp_path / "clean" / "y.png", torch.zeros(3, 5, 5))
+    write_image(tmp_path / "pred" / "y.png", torch.zeros(3, 5, 5))
+    assert main(args[:-1]) == 2
+    assert f"{tmp_path / 'pred' / 'y.png'}: SSIM with a 7x7 uniform window" in capsys.readouterr().err
+
+
+def test_evaluate_group_by_none_scores_the_sub_folders_too(tmp_path, capsys) -> None:
+    for deg in ("rain", "haze"):  # "none scores everything as one group": it said "no images" here
+        for c in _images(tmp_path / "clean" / deg, ["x.png"], size=(16, 16)):
+            write_image(tmp_path / "pred" / deg / c.name, read_image(c) * 0.9)
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "clean")]
+    assert main([*args, "--group-by", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "scored 2 image(s)" in out and "\nall                   2 " in out and "no prediction" not in out
+
+
 def test_evaluate_prefix_rule_is_the_datasets(tmp_path) -> None:
     from allinone_ir.commands.evaluate import group_of, pair_images
     from allinone_ir.data import PairedImageDataset

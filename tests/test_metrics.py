@@ -105,6 +105,11 @@ def test_errors_name_the_problem() -> None:
         ssim(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), window="gaussian")
     with pytest.raises(ValueError, match="crop_border"):
         psnr(x, x, crop_border=8)
+    with pytest.raises(TypeError, match=r"ssim: crop_border must be a whole number of pixels, got 4\.0"):
+        ssim(x, x, crop_border=4.0)  # type: ignore[arg-type]
+    assert float(psnr(x, x * 0.5, crop_border=np.int64(4))) == float(
+        psnr(x[..., 4:12, 4:12], x[..., 4:12, 4:12] * 0.5)
+    )
     with pytest.raises(ValueError, match="reduction"):
         psnr(x, x, reduction="sum")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="window"):
@@ -142,6 +147,13 @@ def test_protocols() -> None:
     ya, yb = color.rgb2ycbcr(a8 / 255)[..., 0], color.rgb2ycbcr(b8 / 255)[..., 0]
     res = BASICSR_PROTOCOL.compute(_t(b), _t(a))
     assert res["psnr"] == pytest.approx(sk_psnr(ya, yb, data_range=255), abs=1e-4)
+    # numpy arrays and 8-bit tensors are refused by name (an AttributeError and a silent ~5 dB before)
+    with pytest.raises(TypeError, match=r"promptir protocol: pred must be a torch\.Tensor, got ndarray"):
+        PROMPTIR_PROTOCOL.compute(b, a)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"basicsr protocol: pred must be a floating-point tensor, got torch\.uint8"
+    ):
+        BASICSR_PROTOCOL.compute(_t(b8.astype(np.uint8))[0], _t(a)[0])
     # predictions outside [0, 1] are clamped before measuring, as the official test scripts do
     over = MetricProtocol("x").compute(_t(a) + 2.0, torch.ones_like(_t(a)))
     assert math.isinf(over["psnr"])

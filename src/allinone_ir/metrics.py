@@ -70,6 +70,8 @@ def _prepare(
             f"{name}: target holds values from {lo:.4g} to {hi:.4g}, not in [0, data_range={data_range:g}]; "
             "pass data_range=255 for 8-bit values"
         )
+    if not hasattr(crop_border, "__index__"):  # 4.0 was a TypeError of slicing
+        raise UsageTypeError(f"{name}: crop_border must be a whole number of pixels, got {crop_border!r}")
     h, w = pred.shape[-2:]
     if not 0 <= 2 * crop_border < min(h, w):
         raise UsageError(f"{name}: crop_border {crop_border} is negative or crops all of {h}x{w}")
@@ -213,6 +215,7 @@ class MetricProtocol:
 
     def compute_per_image(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """PSNR and SSIM of every image of a batch of [0, 1] images: ``{"psnr": (N,), "ssim": (N,)}``."""
+        check_pair(pred, target, f"{self.name} protocol", floating=True)
         p, t = (x.detach().double().reshape(-1, *x.shape[-3:]) for x in (pred, target))
         if self.clamp:
             p = p.clamp(0, 1)

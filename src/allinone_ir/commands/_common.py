@@ -169,9 +169,13 @@ def overwrite_flag(flag: str = "--overwrite") -> Iterator[None]:
 
 
 def new_json_path(text: str | None) -> Path | None:
-    """The ``--json`` report file, refused before any work if it exists."""
+    """The ``--json`` report file, refused before any work if it exists or cannot be made."""
+    if text == "":
+        raise UsageError("--json needs a file name, got ''")
     if text and Path(text).exists():
         raise FileExistsError(f"{Path(text)} exists; not overwritten (choose another --json file)")
+    if text and (blocker := next((p for p in Path(text).parents if p.is_file()), None)):
+        raise UsageError(f"--json {text}: {blocker} is a file, not a folder")
     return Path(text) if text else None
 
 

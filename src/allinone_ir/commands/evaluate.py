@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,8 +116,9 @@ def pair_images(
     src_root, tgt_root = Path(source), Path(target)
     sources = list_images(src_root)
     find = _finder(tgt_root)
-    if group_by in ("auto", "folder"):
-        sources += [p for d in sorted(src_root.iterdir()) if d.is_dir() for p in list_images(d)]
+    if group_by != "prefix":  # the target folder is no degradation when it lies in the source's
+        folders = [d for d in sorted(src_root.iterdir()) if d.is_dir() and d.resolve() != tgt_root.resolve()]
+        sources += [p for d in folders for p in list_images(d)]
     if not sources:
         raise DatasetError(f"no images in {src_root}")
     rels = [p.relative_to(src_root) for p in sources]
@@ -143,7 +146,7 @@ def pair_images(
         )
     if not groups:
         raise DatasetError(f"no image in {src_root} has a target in {tgt_root}")
-    used = {t.resolve() for pairs in groups.values() for _, t in pairs}
+    used = {t.resolve() for pairs in groups.values() for _, t in pairs} | {s.resolve() for s in sources}
     unmatched = [t for t in list_images(tgt_root, recursive=True) if t.resolve() not in used]
     if all_targets and unmatched:
         names = _first([str(t.relative_to(tgt_root)) for t in unmatched])
@@ -171,13 +174,23 @@ def evaluate_folders(
                 f"size mismatch: {path} is {image.shape[2]}x{image.shape[1]} but its target {tgt} is "
                 f"{target.shape[2]}x{target.shape[1]}"
             )
-        return {prefix + k: v for k, v in proto.compute(image, target).items()}
+        if _is_gray(image) and not _is_gray(target):
+            gray.append(str(path))
+        try:
+            row = {prefix + k: v for k, v in proto.compute(image, target).items()}
+        except UsageError as exc:  # an image smaller than the SSIM window: which one
+            raise DatasetError(f"{path}: {exc}") from exc
+        if math.isinf(row[prefix + "psnr"]):
+            equal.append(str(path))
+        return row
 
     def mean(rows: list[dict[str, float]]) -> dict[str, float]:  # with the gain in dB over the inputs
         m = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k not in ("n", "gain_db")}
         return m | ({"gain_db": m["psnr"] - m["input_psnr"]} if "input_psnr" in m else {})
 
     results: dict[str, dict[str, float]] = {}
+    equal: list[str] = []
+    gray: list[str] = []
     for name, items in pairs.items():
         rows = []
         for src, tgt in items:
@@ -189,6 +202,12 @@ def evaluate_folders(
                 row |= scores(inputs[src], read_image(inputs[src]), tgt, target, "input_")
             rows.append(row)
         results[name] = {"n": len(items), **mean(rows)}
+    if gray:
+        warnings.warn(
+            f"{len(gray)} grayscale image(s) scored against colour targets: {_first(gray)}", stacklevel=2
+        )
+    if equal:
+        warnings.warn(f"{len(equal)} image(s) equal their target (PSNR inf): {_first(equal)}", stacklevel=2)
     if len(results) > 1:
         results["average"] = {"n": sum(r["n"] for r in results.values()), **mean(list(results.values()))}
     return results
@@ -219,6 +238,10 @@ def run(args: argparse.Namespace) -> int:
     if args.degraded and not args.pred:
         raise UsageError("--degraded goes with --pred (with --input the inputs are scored anyway)")
     source = args.pred or args.input
+    if args.pred and Path(args.pred).resolve() == Path(args.target).resolve():
+        raise UsageError(
+            f"--pred and --target are the same folder ({args.target}): every image is its own target"
+        )
     options = {k: getattr(args, k) for k in ("group_by", "skip_unpaired", "all_targets")}
     name_map = [(m[0], m[1]) for m in args.name_map or ()]
     pairing = pair_images(source, args.target, name_map=name_map, **options)
@@ -279,6 +302,12 @@ def _restorer(args: argparse.Namespace) -> Callable[[Any, str], Any]:
             raise UsageError(f"cannot restore an image of group {group!r}: {exc}") from exc
 
     return restore_fn
+
+
+def _is_gray(image: Any) -> bool:
+    """Whether the ``(3, H, W)`` image is one grey picture in all its channels (as a grayscale file reads)."""
+    same = (image[0] == image[1]).all() and (image[1] == image[2]).all()
+    return bool(same and image.amax() > image.amin())
 
 
 def _first(items: list[str], n: int = 5, sep: str = ", ") -> str:
