@@ -158,6 +158,10 @@ def test_restormer_deraining_in_its_own_layout_scored_on_the_y_channel(run_cli, 
     assert (
         "Restormer      rain100h -  average 33.96/0.935  (Restormer paper, Table 1)" in result.stdout
     )  # one set of five: no difference
+    header, task_row, average_row = result.stdout.splitlines()[1:4]
+    end = header.index("PSNR") + len("PSNR")  # a wide "average (1 of 5)" label keeps the columns aligned
+    assert average_row.startswith("average (1 of 5)") and task_row.startswith("rain100h")
+    assert float(task_row[end - 8 : end]) == float(average_row[end - 8 : end]) == float(task_row.split()[2])
     doc = json.loads((tmp_path / "derain.json").read_text())
     assert doc["protocol"] == "matlab_y" and list(doc["skipped"]) == [
         "test100",

@@ -112,14 +112,15 @@ def run(args: argparse.Namespace) -> int:
     for key, reason in skipped.items():
         print(f"skipped {key}: {reason}", file=sys.stderr)
     print(f"suite: {args.suite}  protocol: {PROTOCOL_TEXT[results['protocol']]}")
-    print(
-        f"{'task':<11s} {'images':>6s} {'PSNR':>8s} {'SSIM':>7s} {'input PSNR':>10s} {'input SSIM':>10s} {'img/s':>7s}"
-    )
     label = "average" + (f" ({len(tasks)} of {len(tasks) + len(skipped)})" if skipped else "")
+    w = max(11, len(label))
+    print(
+        f"{'task':<{w}s} {'images':>6s} {'PSNR':>8s} {'SSIM':>7s} {'input PSNR':>10s} {'input SSIM':>10s} {'img/s':>7s}"
+    )
     for key, r in [*tasks.items(), (label, average)]:
         count, speed = (str(int(r["count"])), f" {r['images_per_s']:>7.2f}") if key in tasks else ("", "")
         scores = f"{r['psnr']:>8.2f} {r['ssim']:>7.4f} {r['input_psnr']:>10.2f} {r['input_ssim']:>10.4f}"
-        print(f"{key:<11s} {count:>6s} {scores}{speed}")
+        print(f"{key:<{w}s} {count:>6s} {scores}{speed}")
     compare = published_rows(args.suite, results) if args.compare else None
     if compare is not None:
         _print_compare(compare, list(tasks))
