@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from allinone_ir.errors import DatasetError, UnknownNameError
+from allinone_ir.errors import DatasetError, UnknownNameError, UsageError
 from allinone_ir.suites import _crop, _noisy_images, check_suite, list_suites, published_rows, run_suite
 
 
@@ -90,6 +90,8 @@ def test_unknown_suite_and_task(tmp_path: Path) -> None:
         check_suite("four-task", tmp_path)
     with pytest.raises(UnknownNameError, match="suite 'three-task' has no task 'deblur'"):
         check_suite("three-task", tmp_path, ["deblur"])
+    with pytest.raises(UsageError, match="no task given; the tasks of 'three-task': denoise_15, "):
+        check_suite("three-task", tmp_path, [])  # `--tasks ,` was "0 of 0 task(s) can run", exit 0
     with pytest.raises(DatasetError, match="is not a folder"):
         check_suite("three-task", tmp_path / "nope")
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ._runtime import low_precision_dtype
-from .errors import DatasetError, UnknownNameError
+from .errors import DatasetError, UnknownNameError, UsageError
 from .inference import restore
 from .io import _images_by_stem, array_to_tensor, list_images, read_image, tensor_to_array, write_image
 from .metrics import PROMPTIR_PROTOCOL, psnr, ssim, ssim_map
@@ -89,6 +89,8 @@ def _suite(name: str, tasks: Sequence[str] | None = None) -> tuple[_Suite, list[
     if name not in _SUITES:
         raise UnknownNameError(f"unknown benchmark suite {name!r}; known: {', '.join(_SUITES)}")
     keys = [t.key for t in _SUITES[name].tasks]
+    if tasks is not None and not tasks:
+        raise UsageError(f"no task given; the tasks of {name!r}: {', '.join(keys)}")
     if unknown := [t for t in tasks or () if t not in keys]:
         raise UnknownNameError(f"suite {name!r} has no task {', '.join(map(repr, unknown))}; tasks: {keys}")
     return _SUITES[name], [t for t in _SUITES[name].tasks if tasks is None or t.key in tasks]
