@@ -314,6 +314,8 @@ def test_import_copies_verifies_and_converts(tmp_path, entry_factory):
     with pytest.raises(CheckpointError, match="SHA-256"):
         import_weights(NAME, wrong, cache_dir=tmp_path / "d")
     assert wrong.is_file() and list((tmp_path / "d" / NAME).iterdir()) == []
+    with pytest.raises(FileNotFoundError, match=r"is a folder; give the file tiny\.pth in it"):
+        import_weights(NAME, tmp_path, cache_dir=tmp_path / "e")  # was "no such file"
 
 
 def test_create_model_pretrained(tmp_path, server, entry_factory, monkeypatch):

@@ -182,7 +182,12 @@ def import_weights(
     """
     entry, src = get_weights(name), Path(file)
     if not src.is_file():
-        raise FileNotFoundError(f"no such file: {src}")
+        what = (
+            f"{src} is a folder; give the file {entry.file_name} in it"
+            if src.is_dir()
+            else f"no such file: {src}"
+        )
+        raise FileNotFoundError(what)
     target = _entry_dir(name, cache_dir) / entry.file_name
     try:
         _fetch(src.resolve().as_uri(), target, entry, progress=False)
