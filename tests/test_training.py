@@ -778,6 +778,41 @@ def test_cli_reports_errors_with_exit_status(tmp_path: Path, capsys: pytest.Capt
     assert main(["train", "--config", str(tmp_path / "c.json")]) == 2
 
 
+def test_yaml_numbers_in_exponent_notation_are_numbers(tmp_path: Path) -> None:
+    """YAML 1.1 (PyYAML) reads 2e-4 as text; a config means the number, as YAML 1.2 and TOML do."""
+    (tmp_path / "c.yaml").write_text("trainer: {lr: 2e-4, min_lr: 1E-6, weight_decay: 1.0e-2, seed: 3}\n")
+    trainer = load_config(tmp_path / "c.yaml")["trainer"]
+    assert trainer == {"lr": 2e-4, "min_lr": 1e-6, "weight_decay": 1e-2, "seed": 3}
+    assert TrainerConfig.from_dict({"lr": trainer["lr"]}).lr == 2e-4
+
+
+def test_output_dir_that_is_a_file_names_the_key(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    for out in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "run"):
+        with pytest.raises(
+            ConfigError, match=rf"^trainer\.output_dir: {re.escape(str(out))} is not a folder"
+        ):
+            Trainer(_tiny_nafnet(), _cfg(out), _data())
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_data_loader_workers_error_keeps_its_own_message(tmp_path: Path) -> None:
+    """An unreadable image met by a DataLoader worker is one line naming the file, not the worker's traceback."""
+    from allinone_ir.data import PairedImageDataset
+    from allinone_ir.errors import ImageReadError
+
+    for sub in ("deg", "clean"):
+        _photos(tmp_path / sub, 2)
+    (tmp_path / "deg" / "p1.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    data = PairedImageDataset(tmp_path / "deg", tmp_path / "clean", label_from="rain", patch_size=16)
+    trainer = Trainer(_tiny_nafnet(), _cfg(tmp_path / "run", batch_size=1, num_workers=1), data)
+    pattern = rf"^cannot read image file {re.escape(str(tmp_path / 'deg' / 'p1.png'))}: [^\n]*$"
+    with pytest.raises(ImageReadError, match=pattern):
+        trainer.fit()
+    with pytest.raises(ImageReadError, match=pattern):
+        trainer.evaluate(data)
+
+
 @pytest.mark.parametrize("name", ["promptir_three_task.yaml", "pip_five_task.yaml", "course_rain_snow.toml"])
 def test_sample_configs_are_valid(name: str) -> None:
     from allinone_ir.models import list_models

@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -77,7 +78,13 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         parse, error, kind = tomllib.loads, tomllib.TOMLDecodeError, "TOML"
     elif suffix in (".yaml", ".yml"):
         yaml = require("yaml", extra="train", purpose="YAML configs (or use TOML)")
-        parse, error, kind = yaml.safe_load, yaml.YAMLError, "YAML"
+
+        class Loader(yaml.SafeLoader):  # reads 2e-4 as a number, as YAML 1.2 and TOML do (YAML 1.1: text)
+            pass
+
+        exponent = re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$")
+        Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789"))
+        parse, error, kind = functools.partial(yaml.load, Loader=Loader), yaml.YAMLError, "YAML"
     else:
         raise ConfigError(f"{p}: config files must end in .yaml, .yml or .toml")
     try:

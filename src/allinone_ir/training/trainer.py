@@ -26,6 +26,7 @@ from .. import losses as L
 from .._runtime import PRECISIONS, autocast, progress_bar
 from ..data.datasets import _match_labels
 from ..errors import (
+    AllInOneIRError,
     CheckpointError,
     ConfigError,
     DatasetError,
@@ -194,6 +195,22 @@ def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool)
         return v.to(device, non_blocking=True, memory_format=layout)
 
     return {k: move(v) for k, v in batch.items()}
+
+
+def _batches(loader: DataLoader) -> Iterator[Any]:
+    """``loader``'s batches; an error of a worker is raised with its own message, not the worker's traceback."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (AllInOneIRError, OSError) as exc:  # torch's message: "Caught ... Traceback ... Type: message"
+            text = str(exc).strip()
+            if "in DataLoader worker process" not in text:
+                raise
+            raise type(exc)(text.splitlines()[-1].split(": ", 1)[-1]) from exc
+        yield batch
 
 
 def _check_sample(data: Any, where: str) -> None:
@@ -538,7 +555,7 @@ class Trainer:
                     num_workers=cfg.num_workers,
                     pin_memory=self.device.type == "cuda",
                 )
-                self._iter = iter(loader)
+                self._iter = _batches(loader)
             try:
                 batch = next(self._iter)
             except StopIteration:
@@ -707,7 +724,7 @@ class Trainer:
         net.eval()
         loader = DataLoader(data, batch_size=self.config.val_batch_size, num_workers=self.config.num_workers)
         rows: dict[str, list[torch.Tensor]] = {}  # per group, the values of each image
-        for batch in loader:
+        for batch in _batches(loader):
             batch = _to_device(batch, self.device, self.channels_last)
             with autocast(self.device, self.precision):
                 out = self._forward(net, batch)
