@@ -796,6 +796,24 @@ def test_output_dir_that_is_a_file_names_the_key(tmp_path: Path) -> None:
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_whole_images_of_different_sizes_in_one_batch_are_one_line(tmp_path: Path) -> None:
+    from allinone_ir.data import PairedImageDataset
+
+    for i, (h, w) in enumerate([(24, 24), (20, 28)]):
+        for sub in ("deg", "clean"):
+            write_image(tmp_path / sub / f"p{i}.png", torch.rand(3, h, w))
+    data = PairedImageDataset(tmp_path / "deg", tmp_path / "clean", label_from="rain", augment_modes=())
+    message = (
+        r"^p\d is \d+x\d+ but p\d is \d+x\d+: images of different sizes cannot share a batch; set trainer\."
+    )
+    trainer = Trainer(_tiny_nafnet(), _cfg(tmp_path / "run", val_batch_size=2), _data(), data)
+    with pytest.raises(DatasetError, match=message + r"val_batch_size to 1"):
+        trainer.fit()
+    trainer = Trainer(_tiny_nafnet(), _cfg(tmp_path / "run2", batch_size=2, num_workers=1), data)
+    with pytest.raises(DatasetError, match=message + r"batch_size to 1"):
+        trainer.fit()
+
+
 def test_a_data_loader_workers_error_keeps_its_own_message(tmp_path: Path) -> None:
     """An unreadable image met by a DataLoader worker is one line naming the file, not the worker's traceback."""
     from allinone_ir.data import PairedImageDataset

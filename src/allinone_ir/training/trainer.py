@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -19,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .. import inference
 from .. import losses as L
@@ -211,6 +212,19 @@ def _batches(loader: DataLoader) -> Iterator[Any]:
                 raise
             raise type(exc)(text.splitlines()[-1].split(": ", 1)[-1]) from exc
         yield batch
+
+
+def _collate(samples: list[Any], *, batch_size: str) -> Any:
+    """``default_collate``, or one line naming two images of different sizes (whole images in a batch of 2+)."""
+    first, name = samples[0]["degraded"], samples[0].get("name", "sample 0")
+    for i, sample in enumerate(samples[1:], 1):
+        if (image := sample["degraded"]).shape != first.shape:
+            raise DatasetError(
+                f"{name} is {first.shape[-1]}x{first.shape[-2]} but {sample.get('name', f'sample {i}')} is "
+                f"{image.shape[-1]}x{image.shape[-2]}: images of different sizes cannot share a batch; set "
+                f"{batch_size} to 1, or a patch_size"
+            )
+    return default_collate(samples)
 
 
 def _check_sample(data: Any, where: str) -> None:
@@ -553,6 +567,7 @@ class Trainer:
                     sampler=indices[self.batch_in_epoch * cfg.batch_size :],
                     drop_last=True,
                     num_workers=cfg.num_workers,
+                    collate_fn=functools.partial(_collate, batch_size="trainer.batch_size"),
                     pin_memory=self.device.type == "cuda",
                 )
                 self._iter = _batches(loader)
@@ -722,7 +737,13 @@ class Trainer:
         net = self.ema.module if self.ema is not None else self.model
         was_training = net.training
         net.eval()
-        loader = DataLoader(data, batch_size=self.config.val_batch_size, num_workers=self.config.num_workers)
+        collate = functools.partial(_collate, batch_size="trainer.val_batch_size")
+        loader = DataLoader(
+            data,
+            batch_size=self.config.val_batch_size,
+            num_workers=self.config.num_workers,
+            collate_fn=collate,
+        )
         rows: dict[str, list[torch.Tensor]] = {}  # per group, the values of each image
         for batch in _batches(loader):
             batch = _to_device(batch, self.device, self.channels_last)
