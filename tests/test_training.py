@@ -225,6 +225,26 @@ def test_resume_never_path_and_errors(tmp_path: Path) -> None:
         Trainer(_tiny_nafnet(), _cfg(tmp_path / "q", resume=str(tmp_path / "junk.pt")), _data())
 
 
+def test_resuming_from_a_path_says_which_checkpoints_of_the_folder_it_replaces(tmp_path: Path) -> None:
+    """A checkpoint of the output folder that a resume from a given path removes or rotates away is warned about."""
+    Trainer(_tiny_nafnet(), _cfg(tmp_path / "a", max_steps=2), _data()).fit()
+    Trainer(_tiny_nafnet(), _cfg(tmp_path / "b", max_steps=3, save_every=1, keep_last=2), _data()).fit()
+    other, ours = tmp_path / "a" / "checkpoints" / "step_00000002.pt", tmp_path / "b" / "checkpoints"
+    for path, replaced in (
+        (other, "2 other checkpoint(s)"),
+        (ours / "step_00000002.pt", "1 other checkpoint(s)"),
+    ):
+        message = (
+            rf"^{re.escape(str(tmp_path / 'b'))} holds {re.escape(replaced)} \(newest step_00000003\.pt\)"
+        )
+        with pytest.warns(UserWarning, match=message):
+            Trainer(_tiny_nafnet(), _cfg(tmp_path / "b", max_steps=3, resume=str(path)), _data())
+    with warnings.catch_warnings():  # a new folder, or the newest checkpoint of the folder: nothing replaced
+        warnings.simplefilter("error")
+        Trainer(_tiny_nafnet(), _cfg(tmp_path / "c", max_steps=2, resume=str(other)), _data())
+        Trainer(_tiny_nafnet(), _cfg(tmp_path / "a", max_steps=2, resume=str(other)), _data())
+
+
 def _best_weights(folder: Path) -> Path:
     path = folder / "best.pt"
     torch.save({"model": _tiny_nafnet().state_dict(), "step": 1}, path)
