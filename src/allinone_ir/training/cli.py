@@ -79,12 +79,12 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     elif suffix in (".yaml", ".yml"):
         yaml = require("yaml", extra="train", purpose="YAML configs (or use TOML)")
 
-        class Loader(yaml.SafeLoader):  # reads 2e-4 as a number, as YAML 1.2 and TOML do (YAML 1.1: text)
-            pass
-
+        loader: Any = type(
+            "Loader", (yaml.SafeLoader,), {}
+        )  # reads 2e-4 as a number, as YAML 1.2 and TOML do
         exponent = re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$")
-        Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789"))
-        parse, error, kind = functools.partial(yaml.load, Loader=Loader), yaml.YAMLError, "YAML"
+        loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789"))
+        parse, error, kind = functools.partial(yaml.load, Loader=loader), yaml.YAMLError, "YAML"
     else:
         raise ConfigError(f"{p}: config files must end in .yaml, .yml or .toml")
     try:
