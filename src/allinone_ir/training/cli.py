@@ -78,10 +78,8 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         parse, error, kind = tomllib.loads, tomllib.TOMLDecodeError, "TOML"
     elif suffix in (".yaml", ".yml"):
         yaml = require("yaml", extra="train", purpose="YAML configs (or use TOML)")
-
-        loader: Any = type(
-            "Loader", (yaml.SafeLoader,), {}
-        )  # reads 2e-4 as a number, as YAML 1.2 and TOML do
+        # a loader that reads 2e-4 as a number, as YAML 1.2 and TOML do (YAML 1.1: as text)
+        loader: Any = type("Loader", (yaml.SafeLoader,), {})
         exponent = re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$")
         loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789"))
         parse, error, kind = functools.partial(yaml.load, Loader=loader), yaml.YAMLError, "YAML"
