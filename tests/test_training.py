@@ -806,6 +806,19 @@ def test_yaml_numbers_in_exponent_notation_are_numbers(tmp_path: Path) -> None:
     assert TrainerConfig.from_dict({"lr": trainer["lr"]}).lr == 2e-4
 
 
+def test_yaml_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    """A second ``trainer:`` section (or key) would silently replace the first: refused, with its line."""
+    (tmp_path / "c.yaml").write_text(
+        "trainer: {max_steps: 5, batch_size: 2}\nmodel: {name: nafnet}\ntrainer: {lr: 1.0e-3}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"(?s)c\.yaml: invalid YAML: duplicate key 'trainer'.* line 3, column 1"
+    ):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "c.yaml").write_text("base: &b {lr: 1.0e-3}\ntrainer: {<<: *b, lr: 2.0e-3}\n")
+    assert load_config(tmp_path / "c.yaml")["trainer"] == {"lr": 2e-3}  # a merge key may be overridden
+
+
 def test_output_dir_that_is_a_file_names_the_key(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     for out in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "run"):
