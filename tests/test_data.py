@@ -140,6 +140,29 @@ def test_label_from_subfolder_mapping_and_default_classes(tmp_path: Path) -> Non
         )
 
 
+def test_a_partner_found_only_by_stem_must_be_the_only_one_of_that_stem(tmp_path: Path) -> None:
+    """deg/snow/1.png must not pair with clean/rain_gt/1.png because clean/snow_gt/1.png shares its stem."""
+    for sub in ("rain", "snow"):
+        _write(tmp_path / "deg" / sub / "1.png", torch.rand(3, 8, 8))
+        _write(tmp_path / "clean" / f"{sub}_gt" / "1.png", torch.rand(3, 8, 8))
+    with pytest.raises(DatasetError) as exc:
+        PairedImageDataset(tmp_path / "deg", tmp_path / "clean", label_from="subfolder")
+    msg = str(exc.value)
+    assert msg.startswith("2 degraded image(s) without a clean partner: (1) ")
+    assert (
+        "; ambiguous: 2 images of its stem (" in msg and str(tmp_path / "clean" / "snow_gt" / "1.png") in msg
+    )
+    _write(tmp_path / "flat" / "rain_1.jpg", torch.rand(3, 8, 8))
+    for ext in ("png", "bmp"):
+        _write(tmp_path / "flat_clean" / f"rain_1.{ext}", torch.rand(3, 8, 8))
+    with pytest.raises(
+        DatasetError, match=r"rain_1\.jpg -> expected clean partner .*rain_1\.jpg; ambiguous: 2 images"
+    ):
+        PairedImageDataset(tmp_path / "flat", tmp_path / "flat_clean")
+    (tmp_path / "flat_clean" / "rain_1.bmp").unlink()
+    assert PairedImageDataset(tmp_path / "flat", tmp_path / "flat_clean").pairs[0].clean.suffix == ".png"
+
+
 def test_missing_partners_are_all_named(course: Path) -> None:
     (course / "clean" / "rain_clean-2.png").unlink()
     (course / "clean" / "snow_clean-1.png").unlink()

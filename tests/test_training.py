@@ -225,6 +225,26 @@ def test_resume_never_path_and_errors(tmp_path: Path) -> None:
         Trainer(_tiny_nafnet(), _cfg(tmp_path / "q", resume=str(tmp_path / "junk.pt")), _data())
 
 
+def test_resuming_from_a_path_says_which_checkpoints_of_the_folder_it_replaces(tmp_path: Path) -> None:
+    """A checkpoint of the output folder that a resume from a given path removes or rotates away is warned about."""
+    Trainer(_tiny_nafnet(), _cfg(tmp_path / "a", max_steps=2), _data()).fit()
+    Trainer(_tiny_nafnet(), _cfg(tmp_path / "b", max_steps=3, save_every=1, keep_last=2), _data()).fit()
+    other, ours = tmp_path / "a" / "checkpoints" / "step_00000002.pt", tmp_path / "b" / "checkpoints"
+    for path, replaced in (
+        (other, "2 other checkpoint(s)"),
+        (ours / "step_00000002.pt", "1 other checkpoint(s)"),
+    ):
+        message = (
+            rf"^{re.escape(str(tmp_path / 'b'))} holds {re.escape(replaced)} \(newest step_00000003\.pt\)"
+        )
+        with pytest.warns(UserWarning, match=message):
+            Trainer(_tiny_nafnet(), _cfg(tmp_path / "b", max_steps=3, resume=str(path)), _data())
+    with warnings.catch_warnings():  # a new folder, or the newest checkpoint of the folder: nothing replaced
+        warnings.simplefilter("error")
+        Trainer(_tiny_nafnet(), _cfg(tmp_path / "c", max_steps=2, resume=str(other)), _data())
+        Trainer(_tiny_nafnet(), _cfg(tmp_path / "a", max_steps=2, resume=str(other)), _data())
+
+
 def _best_weights(folder: Path) -> Path:
     path = folder / "best.pt"
     torch.save({"model": _tiny_nafnet().state_dict(), "step": 1}, path)
@@ -776,6 +796,72 @@ def test_cli_reports_errors_with_exit_status(tmp_path: Path, capsys: pytest.Capt
     assert "trainer.batch_size" in capsys.readouterr().err
     (tmp_path / "c.json").write_text("{}")
     assert main(["train", "--config", str(tmp_path / "c.json")]) == 2
+
+
+def test_yaml_numbers_in_exponent_notation_are_numbers(tmp_path: Path) -> None:
+    """YAML 1.1 (PyYAML) reads 2e-4 as text; a config means the number, as YAML 1.2 and TOML do."""
+    (tmp_path / "c.yaml").write_text("trainer: {lr: 2e-4, min_lr: 1E-6, weight_decay: 1.0e-2, seed: 3}\n")
+    trainer = load_config(tmp_path / "c.yaml")["trainer"]
+    assert trainer == {"lr": 2e-4, "min_lr": 1e-6, "weight_decay": 1e-2, "seed": 3}
+    assert TrainerConfig.from_dict({"lr": trainer["lr"]}).lr == 2e-4
+
+
+def test_yaml_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    """A second ``trainer:`` section (or key) would silently replace the first: refused, with its line."""
+    (tmp_path / "c.yaml").write_text(
+        "trainer: {max_steps: 5, batch_size: 2}\nmodel: {name: nafnet}\ntrainer: {lr: 1.0e-3}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"(?s)c\.yaml: invalid YAML: duplicate key 'trainer'.* line 3, column 1"
+    ):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "c.yaml").write_text("base: &b {lr: 1.0e-3}\ntrainer: {<<: *b, lr: 2.0e-3}\n")
+    assert load_config(tmp_path / "c.yaml")["trainer"] == {"lr": 2e-3}  # a merge key may be overridden
+
+
+def test_output_dir_that_is_a_file_names_the_key(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    for out in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "run"):
+        with pytest.raises(
+            ConfigError, match=rf"^trainer\.output_dir: {re.escape(str(out))} is not a folder"
+        ):
+            Trainer(_tiny_nafnet(), _cfg(out), _data())
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_whole_images_of_different_sizes_in_one_batch_are_one_line(tmp_path: Path) -> None:
+    from allinone_ir.data import PairedImageDataset
+
+    for i, (h, w) in enumerate([(24, 24), (20, 28)]):
+        for sub in ("deg", "clean"):
+            write_image(tmp_path / sub / f"p{i}.png", torch.rand(3, h, w))
+    data = PairedImageDataset(tmp_path / "deg", tmp_path / "clean", label_from="rain", augment_modes=())
+    message = (
+        r"^p\d is \d+x\d+ but p\d is \d+x\d+: images of different sizes cannot share a batch; set trainer\."
+    )
+    trainer = Trainer(_tiny_nafnet(), _cfg(tmp_path / "run", val_batch_size=2), _data(), data)
+    with pytest.raises(DatasetError, match=message + r"val_batch_size to 1"):
+        trainer.fit()
+    trainer = Trainer(_tiny_nafnet(), _cfg(tmp_path / "run2", batch_size=2, num_workers=1), data)
+    with pytest.raises(DatasetError, match=message + r"batch_size to 1"):
+        trainer.fit()
+
+
+def test_a_data_loader_workers_error_keeps_its_own_message(tmp_path: Path) -> None:
+    """An unreadable image met by a DataLoader worker is one line naming the file, not the worker's traceback."""
+    from allinone_ir.data import PairedImageDataset
+    from allinone_ir.errors import ImageReadError
+
+    for sub in ("deg", "clean"):
+        _photos(tmp_path / sub, 2)
+    (tmp_path / "deg" / "p1.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    data = PairedImageDataset(tmp_path / "deg", tmp_path / "clean", label_from="rain", patch_size=16)
+    trainer = Trainer(_tiny_nafnet(), _cfg(tmp_path / "run", batch_size=1, num_workers=1), data)
+    pattern = rf"^cannot read image file {re.escape(str(tmp_path / 'deg' / 'p1.png'))}: [^\n]*$"
+    with pytest.raises(ImageReadError, match=pattern):
+        trainer.fit()
+    with pytest.raises(ImageReadError, match=pattern):
+        trainer.evaluate(data)
 
 
 @pytest.mark.parametrize("name", ["promptir_three_task.yaml", "pip_five_task.yaml", "course_rain_snow.toml"])

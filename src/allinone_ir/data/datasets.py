@@ -17,7 +17,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from ..degradation_types import DEGRADATION_LABELS, _name_index, parse_degradation
 from ..errors import DatasetError, UnknownNameError, UsageError, UsageTypeError
-from ..io import _check_float_image, _images_by_stem, list_images, read_image
+from ..io import _check_float_image, list_images, read_image
 from .augment import AUGMENT_MODES, augment_mode, paired_random_crop
 from .degradations import synthesize
 
@@ -199,18 +199,24 @@ class PairedImageDataset(Dataset, _Geometry):
         degraded = list_images(self.degraded_dir, recursive=recursive)
         if not degraded:
             raise DatasetError(f"no images found in {self.degraded_dir}")
-        by_stem = _images_by_stem(self.clean_dir, recursive=recursive)
+        by_stem: dict[str, list[Path]] = {}
+        for p in list_images(self.clean_dir, recursive=recursive):
+            by_stem.setdefault(p.stem, []).append(p)
         mapped = _name_mapper([name_map] if name_map else [])
         self.pairs: list[_Pair] = []
         missing: list[str] = []
         for d in degraded:
             rel = d.relative_to(self.degraded_dir)
             target = mapped(d.name)
-            # the partner beside it (same sub-folder), at the top of clean_dir, or the first with its stem
+            # the partner beside it (same sub-folder), at the top of clean_dir, or the only one of its stem
             here, top = self.clean_dir / rel.parent / target, self.clean_dir / target
-            c = next((p for p in (here, top, by_stem.get(Path(target).stem)) if p and p.is_file()), None)
+            stem = by_stem.get(Path(target).stem, [])
+            c = next((p for p in (here, top) if p.is_file()), stem[0] if len(stem) == 1 else None)
             if c is None:
-                missing.append(f"{d} -> expected clean partner {self.clean_dir / target}")
+                many = f"; ambiguous: {len(stem)} images of its stem ({', '.join(map(str, stem))})"
+                missing.append(
+                    f"{d} -> expected clean partner {self.clean_dir / target}{many if stem else ''}"
+                )
             else:
                 self.pairs.append(_Pair(d, c, _degradation_of(d, rel, label_from)))
         if validate:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, UsageError
+from ..errors import CheckpointError, ConfigError, UsageError
 from ..hub import load_checkpoint
 from ..io import _disk_full, atomic_write
 
@@ -55,11 +55,16 @@ class RunFolderLock:
         self._created_folder = False
 
     def acquire(self) -> None:
-        """Take the lock at once, or raise :class:`UsageError` naming the holder."""
+        """Take the lock at once, or raise :class:`UsageError` naming the holder (:class:`ConfigError`: not a folder)."""
         if self._file is not None:
             return
         self._created_folder = not self.folder.exists()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ConfigError(
+                f"trainer.output_dir: {self.folder} is not a folder (a file of that name or above it is in the way)"
+            ) from None
         while True:
             f = open(self.path, "a+")  # held open while the run lasts
             if not _try_lock(f):

@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -77,7 +78,23 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         parse, error, kind = tomllib.loads, tomllib.TOMLDecodeError, "TOML"
     elif suffix in (".yaml", ".yml"):
         yaml = require("yaml", extra="train", purpose="YAML configs (or use TOML)")
-        parse, error, kind = yaml.safe_load, yaml.YAMLError, "YAML"
+
+        def unique_keys(self: Any, node: Any, deep: bool = False) -> Any:
+            seen: set[tuple[str, str]] = set()
+            for key in (k for k, _ in node.value if isinstance(k, yaml.ScalarNode)):
+                if (key.tag, key.value) in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key.value!r}", key.start_mark
+                    )
+                seen.add((key.tag, key.value))
+            return yaml.SafeLoader.construct_mapping(self, node, deep)
+
+        # a loader that reads 2e-4 as a number, as YAML 1.2 and TOML do (YAML 1.1: as text), and refuses a key
+        # given twice (YAML 1.1: the second value silently replaces the first)
+        loader: Any = type("Loader", (yaml.SafeLoader,), {"construct_mapping": unique_keys})
+        exponent = re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$")
+        loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789"))
+        parse, error, kind = functools.partial(yaml.load, Loader=loader), yaml.YAMLError, "YAML"
     else:
         raise ConfigError(f"{p}: config files must end in .yaml, .yml or .toml")
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -19,13 +20,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .. import inference
 from .. import losses as L
 from .._runtime import PRECISIONS, autocast, progress_bar
 from ..data.datasets import _match_labels
 from ..errors import (
+    AllInOneIRError,
     CheckpointError,
     ConfigError,
     DatasetError,
@@ -194,6 +196,35 @@ def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool)
         return v.to(device, non_blocking=True, memory_format=layout)
 
     return {k: move(v) for k, v in batch.items()}
+
+
+def _batches(loader: DataLoader) -> Iterator[Any]:
+    """``loader``'s batches; an error of a worker is raised with its own message, not the worker's traceback."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (AllInOneIRError, OSError) as exc:  # torch's message: "Caught ... Traceback ... Type: message"
+            text = str(exc).strip()
+            if "in DataLoader worker process" not in text:
+                raise
+            raise type(exc)(text.splitlines()[-1].split(": ", 1)[-1]) from exc
+        yield batch
+
+
+def _collate(samples: list[Any], *, batch_size: str) -> Any:
+    """``default_collate``, or one line naming two images of different sizes (whole images in a batch of 2+)."""
+    first, name = samples[0]["degraded"], samples[0].get("name", "sample 0")
+    for i, sample in enumerate(samples[1:], 1):
+        if (image := sample["degraded"]).shape != first.shape:
+            raise DatasetError(
+                f"{name} is {first.shape[-1]}x{first.shape[-2]} but {sample.get('name', f'sample {i}')} is "
+                f"{image.shape[-1]}x{image.shape[-2]}: images of different sizes cannot share a batch; set "
+                f"{batch_size} to 1, or a patch_size"
+            )
+    return default_collate(samples)
 
 
 def _check_sample(data: Any, where: str) -> None:
@@ -439,6 +470,16 @@ class Trainer:
                 bad.append((path, str(exc)))
                 continue
             notes = self._load_state(path, state)  # first why this checkpoint, then what differs from it
+            foreign = (
+                path.resolve().parent != self.ckpt_dir.resolve()
+            )  # another run's: fit() rotates them away
+            if others := [
+                p for s, p in ck._periodic(self.ckpt_dir) if mode != "auto" and (foreign or s > self.step)
+            ]:
+                notes.append(
+                    f"{self.out_dir} holds {len(others)} other checkpoint(s) (newest {others[-1].name}); resuming "
+                    f"from {path}, this run replaces them and cuts the logs back to step {self.step}"
+                )
             for p, reason in reversed(bad):  # set aside as NAME.unreadable, never rotated away
                 kept = p.with_name(p.name + ".unreadable")
                 try:
@@ -536,9 +577,10 @@ class Trainer:
                     sampler=indices[self.batch_in_epoch * cfg.batch_size :],
                     drop_last=True,
                     num_workers=cfg.num_workers,
+                    collate_fn=functools.partial(_collate, batch_size="trainer.batch_size"),
                     pin_memory=self.device.type == "cuda",
                 )
-                self._iter = iter(loader)
+                self._iter = _batches(loader)
             try:
                 batch = next(self._iter)
             except StopIteration:
@@ -705,9 +747,15 @@ class Trainer:
         net = self.ema.module if self.ema is not None else self.model
         was_training = net.training
         net.eval()
-        loader = DataLoader(data, batch_size=self.config.val_batch_size, num_workers=self.config.num_workers)
+        collate = functools.partial(_collate, batch_size="trainer.val_batch_size")
+        loader = DataLoader(
+            data,
+            batch_size=self.config.val_batch_size,
+            num_workers=self.config.num_workers,
+            collate_fn=collate,
+        )
         rows: dict[str, list[torch.Tensor]] = {}  # per group, the values of each image
-        for batch in loader:
+        for batch in _batches(loader):
             batch = _to_device(batch, self.device, self.channels_last)
             with autocast(self.device, self.precision):
                 out = self._forward(net, batch)
