@@ -470,12 +470,10 @@ class Trainer:
                 bad.append((path, str(exc)))
                 continue
             notes = self._load_state(path, state)  # first why this checkpoint, then what differs from it
-            foreign = (
-                path.resolve().parent != self.ckpt_dir.resolve()
-            )  # another run's: fit() rotates them away
-            if others := [
-                p for s, p in ck._periodic(self.ckpt_dir) if mode != "auto" and (foreign or s > self.step)
-            ]:
+            # a path given: fit() rotates away the folder's newer checkpoints (all of them: another run's path)
+            foreign = path.resolve().parent != self.ckpt_dir.resolve()
+            others = [p for s, p in ck._periodic(self.ckpt_dir) if foreign or s > self.step]
+            if mode != "auto" and others:
                 notes.append(
                     f"{self.out_dir} holds {len(others)} other checkpoint(s) (newest {others[-1].name}); resuming "
                     f"from {path}, this run replaces them and cuts the logs back to step {self.step}"
