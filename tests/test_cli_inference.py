@@ -489,6 +489,16 @@ def test_evaluate_nested_pred_and_target_folders(tmp_path, capsys) -> None:
     assert "have no prediction" not in capsys.readouterr().out
 
 
+def test_evaluate_a_target_found_by_stem_must_be_the_only_one(tmp_path, capsys) -> None:
+    clean = _images(
+        tmp_path / "clean", ["x.jpg", "x.bmp"], size=(16, 16)
+    )  # which one was "x"? (one was taken)
+    write_image(tmp_path / "pred" / "x.png", read_image(clean[0]) * 0.9)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "clean")]) == 2
+    err = capsys.readouterr().err
+    assert f"x.png: 2 images of its name in {tmp_path / 'clean'} (x.bmp, x.jpg); keep the target only" in err
+
+
 def test_evaluate_json_path_and_small_image_problems_are_named(tmp_path, capsys) -> None:
     clean = _images(tmp_path / "clean", ["x.png"], size=(16, 16))
     write_image(tmp_path / "pred" / "x.png", read_image(clean[0]) * 0.9)

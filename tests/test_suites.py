@@ -65,6 +65,10 @@ def test_check_counts_missing_and_misnamed(tmp_path: Path) -> None:
     assert report["dehaze"]["misnamed"] == [
         "0002.png: SOTS hazy images are named <id>_<A>_<beta> (0001_0.8_0.2.jpg pairs with 0001.png)"
     ]
+    _save(tmp_path / "dehaze/target/0001.jpg", _rand(0, 33, 35))  # two targets of one name: which one?
+    assert check_suite("three-task", tmp_path, ["dehaze"])["dehaze"]["misnamed"][0] == (
+        "0001_0.8_0.2.png: 2 targets of its name (0001.jpg, 0001.png); keep one"
+    )
     five = check_suite("five-task", tmp_path, ["deblur", "lowlight"])
     assert five["deblur"]["expected"] == 1111 and five["lowlight"]["expected"] == 15
     assert five["deblur"]["missing"] == [

@@ -110,9 +110,12 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list
     return sorted(p for p in named if p.is_file() or (p.is_symlink() and not p.is_dir()))
 
 
-def _images_by_stem(folder: str | os.PathLike[str], recursive: bool = False) -> dict[str, Path]:
-    """:func:`list_images` by stem (to find a partner of any extension); of one stem, the first wins."""
-    return {p.stem: p for p in reversed(list_images(folder, recursive=recursive))}
+def _images_by_stem(folder: str | os.PathLike[str], recursive: bool = False) -> dict[str, list[Path]]:
+    """:func:`list_images` by stem (to find a partner of any extension; more than one is ambiguous)."""
+    by_stem: dict[str, list[Path]] = {}
+    for p in list_images(folder, recursive=recursive):
+        by_stem.setdefault(p.stem, []).append(p)
+    return by_stem
 
 
 def read_image_array(path: str | os.PathLike[str], *, keep_channels: bool = False) -> np.ndarray:

@@ -115,8 +115,11 @@ def _scan(task: _Task, root: Path) -> tuple[list[tuple[Path, Path]], list[str], 
         rain = _RAIN100L_NAME.match(stem)
         if task.pairing == "sots" and sots is None:
             misnamed.append(f"{src.name}: {_SOTS_HINT}")
+        elif len(targets.get(stem, [])) > 1:
+            names = ", ".join(t.name for t in targets[stem])
+            misnamed.append(f"{src.name}: {len(targets[stem])} targets of its name ({names}); keep one")
         elif stem in targets:
-            pairs.append((src, targets[stem]))
+            pairs.append((src, targets[stem][0]))
         elif rain is not None:
             misnamed.append(
                 f"{src.name}: rename the pair to the same name in input/ and target/ (e.g. {rain.group(1)}.png)"

@@ -95,8 +95,15 @@ def _finder(root: Path) -> Callable[[Path, str], Path | None]:
         found = next((f / name for f in folders if (f / name).is_file()), None)
         if found is not None and found.suffix.lower() in IMAGE_EXTENSIONS:
             return found
-        stem = Path(name).stem
-        return next((by_stem(f)[stem] for f in folders if stem in by_stem(f)), None)
+        for f in folders:
+            if len(hits := by_stem(f).get(Path(name).stem, [])) > 1:
+                names = ", ".join(h.name for h in hits)
+                raise DatasetError(
+                    f"{rel}: {len(hits)} images of its name in {f} ({names}); keep the target only"
+                )
+            if hits:
+                return hits[0]
+        return None
 
     return find
 

@@ -17,7 +17,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from ..degradation_types import DEGRADATION_LABELS, _name_index, parse_degradation
 from ..errors import DatasetError, UnknownNameError, UsageError, UsageTypeError
-from ..io import _check_float_image, list_images, read_image
+from ..io import _check_float_image, _images_by_stem, list_images, read_image
 from .augment import AUGMENT_MODES, augment_mode, paired_random_crop
 from .degradations import synthesize
 
@@ -199,9 +199,7 @@ class PairedImageDataset(Dataset, _Geometry):
         degraded = list_images(self.degraded_dir, recursive=recursive)
         if not degraded:
             raise DatasetError(f"no images found in {self.degraded_dir}")
-        by_stem: dict[str, list[Path]] = {}
-        for p in list_images(self.clean_dir, recursive=recursive):
-            by_stem.setdefault(p.stem, []).append(p)
+        by_stem = _images_by_stem(self.clean_dir, recursive=recursive)
         mapped = _name_mapper([name_map] if name_map else [])
         self.pairs: list[_Pair] = []
         missing: list[str] = []
