@@ -278,3 +278,16 @@ def test_the_network_given_first_is_told_the_order(tmp_path: Path) -> None:
     ):
         load_checkpoint(net, tmp_path / "n.pth")  # type: ignore[arg-type]
     assert isinstance(load_checkpoint(tmp_path / "n.pth", net), type(net))
+
+
+def test_strict_false_with_no_key_in_common_is_refused_not_a_random_network(tmp_path: Path) -> None:
+    path = tmp_path / "restormer.pth"
+    torch.save(_restormer().state_dict(), path)
+    with pytest.raises(
+        CheckpointError, match=r"restormer\.pth shares no key with NAFNet: strict=False would load"
+    ):
+        load_checkpoint(path, "nafnet", strict=False)
+    partial = {k: v for k, v in _restormer().state_dict().items() if not k.startswith("output.")}
+    assert (
+        type(load_checkpoint(partial, "restormer", strict=False, **TINY["restormer"])).__name__ == "Restormer"
+    )

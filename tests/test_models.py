@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from allinone_ir import NAFNet, PromptIR, Restormer, create_model, list_models
+from allinone_ir.errors import UsageError
 from allinone_ir.models import PROMPTIR_UNUSED_MODULES, get_model_class, register_model
 
 from .tiny_configs import TINY
@@ -156,6 +157,19 @@ class TestErrors:
     def test_not_a_tensor(self) -> None:
         with pytest.raises(ValueError, match=r"torch\.Tensor"):
             self.model([[1.0]])  # type: ignore[arg-type]
+
+    def test_input_of_another_dtype_or_device_than_the_weights(self) -> None:
+        with pytest.raises(
+            UsageError, match=r"input is torch\.float64 on cpu.*weights are torch\.float32 on cpu"
+        ):
+            self.model(torch.rand(1, 3, 8, 8, dtype=torch.float64))
+        with pytest.raises(
+            UsageError, match=r"input is torch\.float32 on meta.*weights are torch\.float32 on cpu"
+        ):
+            self.model(torch.rand(1, 3, 8, 8, device="meta"))
+        assert self.model.double()(torch.rand(1, 3, 8, 8, dtype=torch.float64)).dtype == torch.float64
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast mixes dtypes on purpose
+            self.model.float()(torch.rand(1, 3, 8, 8).bfloat16())
 
     def test_bad_configs(self) -> None:
         with pytest.raises(ValueError, match="same length"):

@@ -307,6 +307,11 @@ def _load_into(
         with_config = f" with config {cfg}" if cfg else ""
         hint = "" if detected else " Is it a checkpoint of another architecture? Try arch=None to detect it."
         raise CheckpointError(f"{source} does not match {cls.__name__}{with_config}: {problems}.{hint}")
+    if missing and len(unexpected) == len(state):
+        raise CheckpointError(
+            f"{source} shares no key with {type(model).__name__}: strict=False would load none of its "
+            f"{len(state)} tensors (it has e.g. {_show(sorted(state), 4)}); is it another architecture?"
+        )
     model.load_state_dict(state, strict=strict)
     return model
 

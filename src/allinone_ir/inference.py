@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._runtime import autocast, device_problem, low_precision_dtype, progress_bar
+from .degradation_types import resolve_degradation_weights
 from .errors import ImageReadError, UsageError, UsageTypeError
 from .io import (
     _check_unit_range,
@@ -160,6 +161,8 @@ _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDict
 
 def _degradation_for(deg: Any, index: Sequence[int], device: torch.device) -> Any:
     if isinstance(deg, torch.Tensor) and deg.ndim > 0:
+        if deg.is_floating_point() and (deg.ndim == 1 or deg.shape[0] == 1):
+            return deg  # (T,) or (1, T) weights: the same for every image
         return deg[torch.as_tensor(index, device=deg.device)].to(device)
     if deg is None or isinstance(deg, (str, int, Mapping, torch.Tensor)):
         return deg
@@ -397,10 +400,10 @@ def restore(
         )
     except (TypeError, ValueError):
         size = []
-    if len(size) != 2 or min(size) < 1:
+    if len(size) != 2 or min(size) < 1 or isinstance(tile, (str, bytes, bool)):
         raise UsageError(f"tile must be a positive int or (height, width), got {tile!r}")
-    if overlap < 0:
-        raise UsageError(f"overlap must be >= 0, got {overlap}")
+    if not isinstance(overlap, int) or overlap < 0:
+        raise UsageError(f"overlap must be an int >= 0, got {overlap!r}")
     if tile is not None and overlap >= min(size):
         raise UsageError(f"overlap ({overlap}) must be smaller than the tile size ({tuple(size)})")
     if batch_size < 1:
@@ -412,6 +415,8 @@ def restore(
             f"{type(model).__name__} does not take a degradation (only PIP networks do); "
             "drop the degradation argument"
         )
+    if degradation is not None and hasattr(model, "degradations"):  # refused before any tile runs
+        resolve_degradation_weights(degradation, batch_size=x.shape[0], names=model.degradations)
     prepare_for_inference(model, device, channels_last=channels_last)
     dev = _device_of(model) if device is None else torch.device(device)
     low = low_precision_dtype(dtype)
@@ -429,8 +434,10 @@ def restore(
     net = _COMPILED[model] if compile else model
     transforms = tta_transforms(tta)
 
+    weights_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
     def run(x: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
-        x = x.to(dev).contiguous(memory_format=fmt)
+        x = x.to(dev, weights_dtype).contiguous(memory_format=fmt)
         kwargs = {"degradation": _degradation_for(degradation, index, dev)} if takes_degradation else {}
         out = torch.zeros((), device=dev)
         with autocast(dev, low), low_precision_policy(model, enabled=low is not None):

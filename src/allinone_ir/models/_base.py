@@ -142,6 +142,13 @@ class RestorationModel(RecordsConfig, nn.Module):
                 f"input must be a floating-point torch.Tensor with {c} channels, shape (N, {c}, H, W), "
                 f"N, H, W >= 1 and values in [0, 1] (x.float() / 255 for 8-bit images); got {got}{hint}"
             )
+        w, kind = next(self.parameters(), x), x.device.type
+        mixed = torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)  # casts on purpose
+        if w.device != x.device or (w.dtype != x.dtype and not mixed):
+            raise UsageError(
+                f"the input is {x.dtype} on {x.device}, the network's weights are {w.dtype} on {w.device}; "
+                "move one to the other with x.to(...) or net.to(...)"
+            )
         x, size = pad_to_multiple(x, self.pad_multiple, self.pad_mode)
         if self.uses_channels_last() and not x.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)  # keep the whole network in one layout
