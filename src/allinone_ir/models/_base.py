@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
-from ..errors import ModelArgumentError, UsageError
+from ..errors import AllInOneIRError, ModelArgumentError, UsageError
 from ..layers.padding import pad_to_multiple
 from ..layers.stage import Stage
 
@@ -80,7 +80,13 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
             object.__setattr__(self, "_config_merge", var_kw)
         elif self.__dict__.pop("_config_merge", False):
             self.config.update({k: v for k, v in own.items() if k not in self.config})
-        init(self, *args, **kwargs)
+        try:
+            init(self, *args, **kwargs)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            if not outer or isinstance(exc, (AllInOneIRError, torch.cuda.OutOfMemoryError)):
+                raise
+            given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "its defaults"
+            raise ModelArgumentError(f"{type(self).__name__} cannot be built with {given}: {exc}") from exc
         if outer:
             self.__dict__.pop("_config_merge", None)
 
