@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._runtime import device_problem
 from ._version import __version__
 from .errors import CheckpointError, UnknownNameError, UsageError, UsageTypeError, require
 from .io import atomic_write
@@ -394,6 +395,8 @@ def load_checkpoint(
 def _load(
     source: Any, arch: str | nn.Module | None, strict: bool, device: Any, overrides: dict, saved_only: bool
 ) -> nn.Module:
+    if str(device) != "meta" and (problem := device_problem(device)) is not None:  # meta: shapes only
+        raise UsageError(f"map_location: {problem}")
     raw, saved, source = _read(source, device)
     if saved is None and saved_only:
         raise CheckpointError(
