@@ -624,3 +624,15 @@ def test_tile_and_overlap_types() -> None:
             restore(net, torch.rand(3, 20, 20), tile=tile, overlap=0)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match=r"overlap must be an int >= 0, got 4\.5"):
         restore(net, torch.rand(3, 20, 20), tile=16, overlap=4.5)  # type: ignore[arg-type]
+
+
+def test_grayscale_and_rgba_arrays_restore_as_their_pil_images_do() -> None:
+    net = create_model("nafnet", **TINY["nafnet"]).eval()
+    rgba = np.random.default_rng(0).integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    for arr, mode in ((rgba[:, :, 0], "L"), (rgba, "RGBA")):
+        out = restore(net, arr)
+        assert out.shape == arr.shape and out.dtype == np.uint8
+        assert np.array_equal(out, np.asarray(restore(net, PIL.fromarray(arr, mode))))
+    assert restore(net, rgba[:, :, :1].astype(np.float32) / 255).shape == (20, 30, 1)
+    with pytest.raises(UsageError, match=r"the network takes 3 channels, the array has shape \(3, 20, 30\)"):
+        restore(net, rgba[:, :, :3].transpose(2, 0, 1))

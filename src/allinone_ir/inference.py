@@ -291,7 +291,8 @@ def restore(
 
     Args:
         model: A network taking ``(N, C, H, W)`` images in [0, 1].
-        image: A float tensor in [0, 1]; a uint8, uint16 or float numpy array; a PIL image; or a path.
+        image: A float tensor in [0, 1]; a uint8, uint16 or float ``(H, W[, C])`` numpy array (grayscale and
+            alpha handled as in a file); a PIL image; or a path.
         tile: Tile size (``int`` or ``(height, width)``); ``None``: the whole image at once.
         overlap: Overlap of neighbouring tiles in pixels, ``< tile``.
         tta: ``False``, ``"flip"`` (4 flips), ``"x8"`` or ``True`` (flips and 90-degree rotations).
@@ -353,6 +354,10 @@ def restore(
     if output is not None:
         raise UsageError("output= is only used with a path input; write the returned image yourself")
     if isinstance(image, np.ndarray):
+        arr = image[:, :, None] if image.ndim == 2 else image
+        if arr.ndim == 3 and arr.shape[2] != in_ch and arr.shape[2] <= 4:  # grayscale, alpha: as a file's
+            res = restore_array(model, arr, lambda t: restore(model, t, **opts))[1]
+            return res[:, :, 0] if image.ndim == 2 else res
         x = array_to_tensor(image)  # (H, W, C) or (H, W)
         if x.shape[0] != in_ch:
             raise UsageError(
