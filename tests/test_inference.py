@@ -624,6 +624,14 @@ def test_tile_and_overlap_types() -> None:
             restore(net, torch.rand(3, 20, 20), tile=tile, overlap=0)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match=r"overlap must be an int >= 0, got 4\.5"):
         restore(net, torch.rand(3, 20, 20), tile=16, overlap=4.5)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"batch_size must be an int >= 1, got 2\.0"):
+        restore(net, torch.rand(3, 20, 20), tile=16, overlap=4, batch_size=2.0)  # type: ignore[arg-type]
+    x = torch.rand(3, 20, 20)
+    size = np.int64(16)  # numpy integers, as a computed size is
+    assert torch.equal(
+        restore(net, x, tile=size, overlap=size // 4, batch_size=size // 8),
+        restore(net, x, tile=16, overlap=4, batch_size=2),
+    )
 
 
 def test_grayscale_and_rgba_arrays_restore_as_their_pil_images_do() -> None:

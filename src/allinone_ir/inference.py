@@ -401,18 +401,20 @@ def restore(
         raise UsageError(f"the image is empty: shape {tuple(image.shape)}")
     try:
         size = (
-            [tile, tile] if isinstance(tile, int) else list(x.shape[2:] if tile is None else map(int, tile))
+            [tile, tile]
+            if isinstance(tile, (int, np.integer))
+            else list(x.shape[2:] if tile is None else map(int, tile))
         )
     except (TypeError, ValueError):
         size = []
     if len(size) != 2 or min(size) < 1 or isinstance(tile, (str, bytes, bool)):
         raise UsageError(f"tile must be a positive int or (height, width), got {tile!r}")
-    if not isinstance(overlap, int) or overlap < 0:
+    if not isinstance(overlap, (int, np.integer)) or overlap < 0:
         raise UsageError(f"overlap must be an int >= 0, got {overlap!r}")
     if tile is not None and overlap >= min(size):
         raise UsageError(f"overlap ({overlap}) must be smaller than the tile size ({tuple(size)})")
-    if batch_size < 1:
-        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise UsageError(f"batch_size must be an int >= 1, got {batch_size!r}")
     _check_unit_range(x, "the input image")
     takes_degradation = bool(getattr(model, "accepts_degradation", False))
     if degradation is not None and not takes_degradation:
@@ -420,8 +422,9 @@ def restore(
             f"{type(model).__name__} does not take a degradation (only PIP networks do); "
             "drop the degradation argument"
         )
-    if degradation is not None and hasattr(model, "degradations"):  # refused before any tile runs
-        resolve_degradation_weights(degradation, batch_size=x.shape[0], names=model.degradations)
+    names = getattr(model, "degradations", None)
+    if degradation is not None and names is not None:  # refused before any tile runs
+        resolve_degradation_weights(degradation, batch_size=x.shape[0], names=names)
     prepare_for_inference(model, device, channels_last=channels_last)
     dev = _device_of(model) if device is None else torch.device(device)
     low = low_precision_dtype(dtype)
