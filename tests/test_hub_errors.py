@@ -18,7 +18,13 @@ import pytest
 import torch
 
 from allinone_ir import create_model
-from allinone_ir.errors import AllInOneIRError, CheckpointError, ModelArgumentError, UnknownNameError
+from allinone_ir.errors import (
+    AllInOneIRError,
+    CheckpointError,
+    ModelArgumentError,
+    UnknownNameError,
+    UsageError,
+)
 from allinone_ir.hub import (
     convert_checkpoint,
     extract_state_dict,
@@ -278,3 +284,29 @@ def test_the_network_given_first_is_told_the_order(tmp_path: Path) -> None:
     ):
         load_checkpoint(net, tmp_path / "n.pth")  # type: ignore[arg-type]
     assert isinstance(load_checkpoint(tmp_path / "n.pth", net), type(net))
+
+
+def test_strict_false_with_no_key_in_common_is_refused_not_a_random_network(tmp_path: Path) -> None:
+    path = tmp_path / "restormer.pth"
+    torch.save(_restormer().state_dict(), path)
+    with pytest.raises(
+        CheckpointError, match=r"restormer\.pth shares no key with NAFNet: strict=False would load"
+    ):
+        load_checkpoint(path, "nafnet", strict=False)
+    partial = {k: v for k, v in _restormer().state_dict().items() if not k.startswith("output.")}
+    assert (
+        type(load_checkpoint(partial, "restormer", strict=False, **TINY["restormer"])).__name__ == "Restormer"
+    )
+
+
+def test_an_unavailable_map_location_is_named_not_a_corrupt_file(tmp_path: Path) -> None:
+    torch.save(_restormer().state_dict(), tmp_path / "w.pth")
+    save_pretrained(_restormer(), tmp_path / "folder")
+    for source in (tmp_path / "w.pth", tmp_path / "folder"):
+        with pytest.raises(UsageError, match=r"^map_location: expected a device such as 'cpu'.*got 'gpu'$"):
+            load_checkpoint(source, map_location="gpu")
+        if not torch.cuda.is_available():
+            with pytest.raises(UsageError, match=r"^map_location: 'cuda' is not available"):
+                from_pretrained(source if source.is_dir() else tmp_path / "folder", map_location="cuda")
+            with pytest.raises(UsageError, match=r"^map_location: 'cuda' is not available"):
+                load_checkpoint(source, map_location="cuda")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from allinone_ir import create_model, restore
-from allinone_ir.errors import UsageError
+from allinone_ir.errors import AllInOneIRError, UsageError
 from allinone_ir.inference import (
     blend_window,
     native_low_precision,
@@ -580,3 +580,67 @@ def test_restore_leaves_the_process_as_it_found_it(monkeypatch) -> None:
     assert out.shape == (1, 3, 32, 32)
     assert torch.get_num_threads() == threads and dict(os.environ) == env
     assert {s: signal.getsignal(s) for s in handlers} == handlers
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_network_of_another_dtype_gets_its_inputs_in_that_dtype(dtype: torch.dtype) -> None:
+    net = create_model("nafnet", **TINY["nafnet"]).eval()
+    x = torch.rand(2, 3, 20, 28)
+    with torch.no_grad():
+        ref = net.to(dtype)(x.to(dtype)).float().clamp(0, 1)
+    assert restore(net, x, tile=16, overlap=4).dtype == torch.float32
+    assert next(net.parameters()).dtype == dtype  # the network is left in its dtype
+    torch.testing.assert_close(restore(net, x), ref, atol=1e-2 if dtype == torch.bfloat16 else 1e-6, rtol=0)
+
+
+def test_pip_degradation_forms_and_batch_length_under_tiles() -> None:
+    net = create_model("pip_nafnet", **TINY["pip_nafnet"]).eval()
+    x = torch.rand(2, 3, 24, 24)
+    rain = restore(net, x, degradation="rain", tile=16, overlap=4, batch_size=3, clamp=False)
+    weights = torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0])
+    for same in (weights, weights[None], weights.expand(2, 5), torch.tensor([1, 1]), ["rain", "derain"]):
+        out = restore(net, x, degradation=same, tile=16, overlap=4, batch_size=3, clamp=False)
+        torch.testing.assert_close(out, rain)
+    wrong = {
+        "got 3 degradations for a batch of 2 images": ["rain", "noise", "haze"],
+        "got 1 degradations for a batch of 2 images": ["rain"],
+        r"integer degradation labels must have shape \(2,\) for a batch of 2, got \(3,\)": torch.tensor(
+            [1, 2, 0]
+        ),
+        r"degradation weights must have shape \(2, 5\), \(1, 5\) or \(5,\)": torch.rand(3, 5),
+        "cannot read degradation weights from float": 1.0,
+    }
+    for message, degradation in wrong.items():
+        with pytest.raises(AllInOneIRError, match=message):
+            restore(net, x, degradation=degradation, tile=16, overlap=4, batch_size=3)
+
+
+def test_tile_and_overlap_types() -> None:
+    net = LocalNet()
+    for tile in ("16", True, b"16"):
+        with pytest.raises(
+            UsageError, match=f"tile must be a positive int or \\(height, width\\), got {tile!r}"
+        ):
+            restore(net, torch.rand(3, 20, 20), tile=tile, overlap=0)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"overlap must be an int >= 0, got 4\.5"):
+        restore(net, torch.rand(3, 20, 20), tile=16, overlap=4.5)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"batch_size must be an int >= 1, got 2\.0"):
+        restore(net, torch.rand(3, 20, 20), tile=16, overlap=4, batch_size=2.0)  # type: ignore[arg-type]
+    x = torch.rand(3, 20, 20)
+    size = np.int64(16)  # numpy integers, as a computed size is
+    assert torch.equal(
+        restore(net, x, tile=size, overlap=size // 4, batch_size=size // 8),
+        restore(net, x, tile=16, overlap=4, batch_size=2),
+    )
+
+
+def test_grayscale_and_rgba_arrays_restore_as_their_pil_images_do() -> None:
+    net = create_model("nafnet", **TINY["nafnet"]).eval()
+    rgba = np.random.default_rng(0).integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    for arr, mode in ((rgba[:, :, 0], "L"), (rgba, "RGBA")):
+        out = restore(net, arr)
+        assert out.shape == arr.shape and out.dtype == np.uint8
+        assert np.array_equal(out, np.asarray(restore(net, PIL.fromarray(arr, mode))))
+    assert restore(net, rgba[:, :, :1].astype(np.float32) / 255).shape == (20, 30, 1)
+    with pytest.raises(UsageError, match=r"the network takes 3 channels, the array has shape \(3, 20, 30\)"):
+        restore(net, rgba[:, :, :3].transpose(2, 0, 1))

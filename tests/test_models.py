@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from allinone_ir import NAFNet, PromptIR, Restormer, create_model, list_models
+from allinone_ir.errors import ModelArgumentError, UsageError
 from allinone_ir.models import PROMPTIR_UNUSED_MODULES, get_model_class, register_model
 
 from .tiny_configs import TINY
@@ -156,6 +157,34 @@ class TestErrors:
     def test_not_a_tensor(self) -> None:
         with pytest.raises(ValueError, match=r"torch\.Tensor"):
             self.model([[1.0]])  # type: ignore[arg-type]
+
+    def test_arguments_of_a_wrong_type_or_value_name_the_network_and_the_arguments(self) -> None:
+        wrong = [
+            (dict(width="8"), r"NAFNet cannot be built with width='8': not all arguments converted"),
+            (
+                dict(enc_blk_nums=2),
+                r"NAFNet cannot be built with enc_blk_nums=2: object of type 'int' has no len",
+            ),
+            (dict(width=-8), r"NAFNet cannot be built with width=-8: "),  # torch's words follow
+        ]
+        for kwargs, message in wrong:
+            with pytest.raises(ModelArgumentError, match=message):
+                create_model("nafnet", **kwargs)
+        with pytest.raises(UsageError, match="same length"):  # the library's own errors pass unchanged
+            NAFNet(enc_blk_nums=(1, 1), dec_blk_nums=(1,))
+
+    def test_input_of_another_dtype_or_device_than_the_weights(self) -> None:
+        with pytest.raises(
+            UsageError, match=r"input is torch\.float64 on cpu.*weights are torch\.float32 on cpu"
+        ):
+            self.model(torch.rand(1, 3, 8, 8, dtype=torch.float64))
+        with pytest.raises(
+            UsageError, match=r"input is torch\.float32 on meta.*weights are torch\.float32 on cpu"
+        ):
+            self.model(torch.rand(1, 3, 8, 8, device="meta"))
+        assert self.model.double()(torch.rand(1, 3, 8, 8, dtype=torch.float64)).dtype == torch.float64
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast mixes dtypes on purpose
+            self.model.float()(torch.rand(1, 3, 8, 8).bfloat16())
 
     def test_bad_configs(self) -> None:
         with pytest.raises(ValueError, match="same length"):

@@ -846,3 +846,8 @@ def test_saved_weights_load_with_their_configuration(kind: str, tmp_path: Path) 
     x = torch.rand(2, 3, 12, 16)
     with torch.no_grad():
         assert torch.equal(loaded(x, torch.tensor([0, 2])), net(x, torch.tensor([0, 2])))
+
+
+def test_degradations_given_as_one_string_is_refused_not_split_into_letters() -> None:
+    with pytest.raises(ValueError, match=r"degradations must be a sequence of names, got the string 'rain'"):
+        create_model("pip_nafnet", **{**TINY["pip_nafnet"], "degradations": "rain"})

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._runtime import device_problem
 from ._version import __version__
 from .errors import CheckpointError, UnknownNameError, UsageError, UsageTypeError, require
 from .io import atomic_write
@@ -312,6 +313,11 @@ def _load_into(
         with_config = f" with config {cfg}" if cfg else ""
         hint = "" if detected else " Is it a checkpoint of another architecture? Try arch=None to detect it."
         raise CheckpointError(f"{source} does not match {cls.__name__}{with_config}: {problems}.{hint}")
+    if missing and len(unexpected) == len(state):
+        raise CheckpointError(
+            f"{source} shares no key with {type(model).__name__}: strict=False would load none of its "
+            f"{len(state)} tensors (it has e.g. {_show(sorted(state), 4)}); is it another architecture?"
+        )
     model.load_state_dict(state, strict=strict)
     return model
 
@@ -394,6 +400,8 @@ def load_checkpoint(
 def _load(
     source: Any, arch: str | nn.Module | None, strict: bool, device: Any, overrides: dict, saved_only: bool
 ) -> nn.Module:
+    if str(device) != "meta" and (problem := device_problem(device)) is not None:  # meta: shapes only
+        raise UsageError(f"map_location: {problem}")
     raw, saved, source = _read(source, device)
     if saved is None and saved_only:
         raise CheckpointError(

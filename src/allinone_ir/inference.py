@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._runtime import autocast, device_problem, low_precision_dtype, progress_bar
+from .degradation_types import resolve_degradation_weights
 from .errors import ImageReadError, UsageError, UsageTypeError
 from .io import (
     _check_unit_range,
@@ -160,6 +161,8 @@ _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDict
 
 def _degradation_for(deg: Any, index: Sequence[int], device: torch.device) -> Any:
     if isinstance(deg, torch.Tensor) and deg.ndim > 0:
+        if deg.is_floating_point() and (deg.ndim == 1 or deg.shape[0] == 1):
+            return deg  # (T,) or (1, T) weights: the same for every image
         return deg[torch.as_tensor(index, device=deg.device)].to(device)
     if deg is None or isinstance(deg, (str, int, Mapping, torch.Tensor)):
         return deg
@@ -288,7 +291,8 @@ def restore(
 
     Args:
         model: A network taking ``(N, C, H, W)`` images in [0, 1].
-        image: A float tensor in [0, 1]; a uint8, uint16 or float numpy array; a PIL image; or a path.
+        image: A float tensor in [0, 1]; a uint8, uint16 or float ``(H, W[, C])`` numpy array (grayscale and
+            alpha handled as in a file); a PIL image; or a path.
         tile: Tile size (``int`` or ``(height, width)``); ``None``: the whole image at once.
         overlap: Overlap of neighbouring tiles in pixels, ``< tile``.
         tta: ``False``, ``"flip"`` (4 flips), ``"x8"`` or ``True`` (flips and 90-degree rotations).
@@ -350,6 +354,10 @@ def restore(
     if output is not None:
         raise UsageError("output= is only used with a path input; write the returned image yourself")
     if isinstance(image, np.ndarray):
+        arr = image[:, :, None] if image.ndim == 2 else image
+        if arr.ndim == 3 and arr.shape[2] != in_ch and arr.shape[2] <= 4:  # grayscale, alpha: as a file's
+            res = restore_array(model, arr, lambda t: restore(model, t, **opts))[1]
+            return res[:, :, 0] if image.ndim == 2 else res
         x = array_to_tensor(image)  # (H, W, C) or (H, W)
         if x.shape[0] != in_ch:
             raise UsageError(
@@ -393,18 +401,20 @@ def restore(
         raise UsageError(f"the image is empty: shape {tuple(image.shape)}")
     try:
         size = (
-            [tile, tile] if isinstance(tile, int) else list(x.shape[2:] if tile is None else map(int, tile))
+            [tile, tile]
+            if isinstance(tile, (int, np.integer))
+            else list(x.shape[2:] if tile is None else map(int, tile))
         )
     except (TypeError, ValueError):
         size = []
-    if len(size) != 2 or min(size) < 1:
+    if len(size) != 2 or min(size) < 1 or isinstance(tile, (str, bytes, bool)):
         raise UsageError(f"tile must be a positive int or (height, width), got {tile!r}")
-    if overlap < 0:
-        raise UsageError(f"overlap must be >= 0, got {overlap}")
+    if not isinstance(overlap, (int, np.integer)) or overlap < 0:
+        raise UsageError(f"overlap must be an int >= 0, got {overlap!r}")
     if tile is not None and overlap >= min(size):
         raise UsageError(f"overlap ({overlap}) must be smaller than the tile size ({tuple(size)})")
-    if batch_size < 1:
-        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise UsageError(f"batch_size must be an int >= 1, got {batch_size!r}")
     _check_unit_range(x, "the input image")
     takes_degradation = bool(getattr(model, "accepts_degradation", False))
     if degradation is not None and not takes_degradation:
@@ -412,6 +422,9 @@ def restore(
             f"{type(model).__name__} does not take a degradation (only PIP networks do); "
             "drop the degradation argument"
         )
+    names = getattr(model, "degradations", None)
+    if degradation is not None and names is not None:  # refused before any tile runs
+        resolve_degradation_weights(degradation, batch_size=x.shape[0], names=names)
     prepare_for_inference(model, device, channels_last=channels_last)
     dev = _device_of(model) if device is None else torch.device(device)
     low = low_precision_dtype(dtype)
@@ -429,8 +442,10 @@ def restore(
     net = _COMPILED[model] if compile else model
     transforms = tta_transforms(tta)
 
+    weights_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
     def run(x: torch.Tensor, index: Sequence[int]) -> torch.Tensor:
-        x = x.to(dev).contiguous(memory_format=fmt)
+        x = x.to(dev, weights_dtype).contiguous(memory_format=fmt)
         kwargs = {"degradation": _degradation_for(degradation, index, dev)} if takes_degradation else {}
         out = torch.zeros((), device=dev)
         with autocast(dev, low), low_precision_policy(model, enabled=low is not None):

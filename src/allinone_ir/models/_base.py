@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
-from ..errors import ModelArgumentError, UsageError
+from ..errors import AllInOneIRError, ModelArgumentError, UsageError
 from ..layers.padding import pad_to_multiple
 from ..layers.stage import Stage
 
@@ -80,7 +80,13 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
             object.__setattr__(self, "_config_merge", var_kw)
         elif self.__dict__.pop("_config_merge", False):
             self.config.update({k: v for k, v in own.items() if k not in self.config})
-        init(self, *args, **kwargs)
+        try:
+            init(self, *args, **kwargs)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            if not outer or isinstance(exc, (AllInOneIRError, torch.cuda.OutOfMemoryError)):
+                raise
+            given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "its defaults"
+            raise ModelArgumentError(f"{type(self).__name__} cannot be built with {given}: {exc}") from exc
         if outer:
             self.__dict__.pop("_config_merge", None)
 
@@ -141,6 +147,13 @@ class RestorationModel(RecordsConfig, nn.Module):
             raise UsageError(
                 f"input must be a floating-point torch.Tensor with {c} channels, shape (N, {c}, H, W), "
                 f"N, H, W >= 1 and values in [0, 1] (x.float() / 255 for 8-bit images); got {got}{hint}"
+            )
+        w, kind = next(self.parameters(), x), x.device.type
+        mixed = torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)  # casts on purpose
+        if w.device != x.device or (w.dtype != x.dtype and not mixed):
+            raise UsageError(
+                f"the input is {x.dtype} on {x.device}, the network's weights are {w.dtype} on {w.device}; "
+                "move one to the other with x.to(...) or net.to(...)"
             )
         x, size = pad_to_multiple(x, self.pad_multiple, self.pad_mode)
         if self.uses_channels_last() and not x.is_contiguous(memory_format=torch.channels_last):

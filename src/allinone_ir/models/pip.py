@@ -284,6 +284,11 @@ class _PIPControl(RestorationModel):
     def _build_control(
         self, degradations: Sequence[str], classifier: bool, classifier_widths: Sequence[int]
     ) -> None:
+        if isinstance(degradations, str):
+            raise UsageError(
+                f"degradations must be a sequence of names, got the string {degradations!r}; "
+                f"e.g. {list(DEFAULT_DEGRADATIONS[:3])}"
+            )
         names = tuple(str(n) for n in degradations)
         if not names or len(set(names)) != len(names):
             raise UsageError(f"degradations must be distinct names, got {list(degradations)}")
