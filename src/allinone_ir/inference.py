@@ -162,7 +162,7 @@ _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDict
 def _degradation_for(deg: Any, index: Sequence[int], device: torch.device) -> Any:
     if isinstance(deg, torch.Tensor) and deg.ndim > 0:
         if deg.is_floating_point() and (deg.ndim == 1 or deg.shape[0] == 1):
-            return deg  # (T,) or (1, T) weights: the same for every image
+            return deg.to(device)  # (T,) or (1, T) weights: the same for every image
         return deg[torch.as_tensor(index, device=deg.device)].to(device)
     if deg is None or isinstance(deg, (str, int, Mapping, torch.Tensor)):
         return deg
