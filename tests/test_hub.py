@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from allinone_ir import __version__, create_model, list_models
+from allinone_ir.errors import UsageError
 from allinone_ir.hub import (
     CheckpointError,
     convert_checkpoint,
@@ -213,6 +214,14 @@ def test_save_pretrained_round_trip(tmp_path) -> None:
     _same_outputs(from_pretrained(folder), other)
     with pytest.raises(ValueError, match="protocol"):
         save_pretrained(net, tmp_path / "x", protocol="nope")
+    # a file name: a folder of that name was made (x.safetensors/model.safetensors), or "File exists"
+    (tmp_path / "f.txt").write_text("mine")
+    for name, what in (("x.safetensors", "ends in .safetensors"), ("f.txt", "is a file")):
+        with pytest.raises(UsageError, match=rf"{name} {what}: give a folder, in which model\.safetensors"):
+            save_pretrained(net, tmp_path / name)
+    with pytest.raises(UsageError, match=r"out\.pth ends in \.pth: give a folder"):
+        convert_checkpoint(folder, tmp_path / "out.pth")
+    assert not (tmp_path / "x.safetensors").exists() and (tmp_path / "f.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize(

@@ -413,6 +413,10 @@ def test_mode_restored_and_bad_inputs() -> None:
         restore(net, torch.rand(3, 8, 8), device="tpu")
     with pytest.raises(UsageError, match="is not a device the library runs on"):
         restore(net, torch.rand(3, 8, 8), device="meta")
+    with pytest.raises(
+        UsageError, match="the network's weights are on the meta device"
+    ):  # NotImplementedError
+        restore(net.to("meta"), torch.rand(3, 8, 8))
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match=r"'cuda:0' is not available \(this machine has no CUDA\)"):
             restore(net, torch.rand(3, 8, 8), device="cuda:0")

@@ -471,6 +471,12 @@ def _save(model: nn.Module, path: Path, protocol: str, overwrite: bool, *, folde
         meta = {"format": "pt", _META_KEY: json.dumps(config)}
     except TypeError as exc:
         raise UsageTypeError(f"{name}.config is not JSON-serialisable: {exc}") from exc
+    if folder and (path.is_file() or path.suffix in (".pth", ".pt", ".ckpt", ".safetensors")):
+        what = "is a file" if path.is_file() else f"ends in {path.suffix}"
+        raise UsageError(
+            f"{path} {what}: give a folder, in which model.safetensors and config.json are written "
+            "(convert_checkpoint also writes one .safetensors file)"
+        )
     files = [path / WEIGHTS_NAME, path / CONFIG_NAME] if folder else [path]
     if (existing := [str(p) for p in files if p.exists()]) and not overwrite:
         raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True)")

@@ -119,6 +119,10 @@ def prepare_for_inference(
     if device is not None and (problem := device_problem(device)) is not None:
         raise UsageError(f"device: {problem}")
     dev = _device_of(model) if device is None else torch.device(device)
+    if any(t.is_meta for t in model.state_dict().values()):
+        raise UsageError(
+            "the network's weights are on the meta device (shapes without values); load weights first"
+        )
     want = prefers_channels_last(dev) if channels_last is None else channels_last
     fmt = torch.channels_last if want else torch.contiguous_format
     model.to(device=dev, memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs lack memory_format
