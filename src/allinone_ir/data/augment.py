@@ -35,7 +35,8 @@ def paired_random_crop(
     """The same random crop of every image (all of one size); ``size`` is a side or ``(height, width)``.
 
     Raises:
-        UsageError: If the sizes differ or an image is smaller than the crop (naming ``names``).
+        UsageError: If the sizes differ, an image is smaller than the crop (naming ``names``) or ``size`` is
+            not positive.
 
     Examples:
         >>> a = torch.rand(3, 10, 12)
