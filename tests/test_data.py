@@ -420,3 +420,25 @@ def test_synthetic_dataset_refuses_tensors_on_another_scale() -> None:
         SyntheticDegradationDataset([torch.linspace(0, 255, 192).reshape(3, 8, 8)], tasks=["rain"])
     ds = SyntheticDegradationDataset([torch.rand(3, 8, 8)], tasks=["rain"], patch_size=8)
     assert float(ds[0]["clean"].max()) <= 1.0
+
+
+def test_paired_crops_are_aligned_and_sizes_checked() -> None:
+    a = torch.arange(2 * 3 * 7 * 9.0).view(2, 3, 7, 9)
+    for seed in range(5):
+        c1, c2 = paired_random_crop([a, a + 1000], (3, 4), rng=seed)
+        assert c1.shape == (2, 3, 3, 4) and torch.equal(c2 - 1000, c1)
+    assert paired_random_crop([a], (7, 9), rng=0)[0].shape == a.shape
+    # a size of 0 or below gave empty crops; a float size was a TypeError of unpacking
+    for bad in (0, -2, (3, 0), 4.0, (2, 3, 4)):
+        with pytest.raises(ValueError, match="crop size"):
+            paired_random_crop([a, a], bad, rng=0)  # type: ignore[arg-type]
+
+
+def test_mixup_checks_alpha_and_the_label_count() -> None:
+    b = _batch()
+    # alpha=nan gave NaN images; labels of another length an IndexError
+    with pytest.raises(ValueError, match="alpha"):
+        mixup(b, alpha=float("nan"), rng=0)
+    for fn in (mixup, dmix):
+        with pytest.raises(ValueError, match="4 images"):
+            fn({**b, "label": torch.tensor([0, 1])}, num_classes=5, rng=0)

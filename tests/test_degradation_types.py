@@ -137,3 +137,11 @@ class TestSpecGrammar:
         assert resolve_degradation_weights("fog", batch_size=1, names=("fog", "rain")).tolist() == [
             [1.0, 0.0]
         ]
+
+
+def test_a_negative_noise_level_is_refused() -> None:
+    # "noise_-5" read the minus as a separator: Gaussian noise of sigma 5, silently
+    for spec in ("noise_-5", "noise -5", "denoise--25"):
+        with pytest.raises(ValueError, match="sigma"):
+            parse_degradation(spec)
+    assert parse_degradation("noise-5") == ("noise", 5.0)

@@ -136,3 +136,46 @@ def test_channel_shuffle_draws_every_order_and_checks_the_batch() -> None:
     assert torch.equal(channel_shuffle({"degraded": x, "clean": x}, rng=3)["clean"], out["clean"])
     with pytest.raises(ValueError, match="channel_shuffle"):
         channel_shuffle({"degraded": torch.zeros(3, 2, 2), "clean": torch.zeros(3, 2, 2)})
+
+
+@pytest.mark.parametrize("name", [*sorted(DEGRADATIONS), "noise_25"])
+def test_images_outside_the_unit_range_are_refused(name: str) -> None:
+    # an image in 0-255 came back all white (clamped), a NaN image all NaN, without a word
+    with pytest.raises(ValueError, match=r"expected \[0, 1\]"):
+        synthesize(_img() * 255, name, rng=0)
+    with pytest.raises(ValueError, match="NaN"):
+        synthesize(torch.full((3, 8, 8), float("nan")), name, rng=0)
+
+
+def test_noise_level_is_measured_and_library_calls_keep_the_global_rng() -> None:
+    flat = torch.full((2, 3, 96, 96), 0.5)
+    for sigma in (15, 25):
+        y = synthesize(flat, f"noise_{sigma}", rng=1)
+        assert float((y - 128 / 255).std()) == pytest.approx(sigma / 255, rel=0.02)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    for name in DEGRADATIONS:
+        synthesize(_img(), name, rng=2)
+    assert torch.equal(torch.rand(3), expected)
+    x = _img()
+    assert torch.equal(synthesize(x[None], "rain", rng=4)[0], synthesize(x, "rain", rng=4))
+
+
+def test_bad_parameters_name_themselves() -> None:
+    x = _img()
+    # flake_size=0 turned the whole image into NaN; a NaN or infinite blur length was a bare ValueError
+    with pytest.raises(ValueError, match="flake_size"):
+        add_snow(x, flake_size=0, rng=0)
+    for length in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="length"):
+            motion_blur(x, length)
+    # depths of a numpy array or of another batch size were an AttributeError / RuntimeError
+    with pytest.raises(TypeError, match="depth"):
+        add_haze(x, depth=np.ones((40, 48)))
+    with pytest.raises(ValueError, match="depth"):
+        add_haze(_img(2), depth=torch.rand(3, 1, 40, 48))
+    assert add_haze(_img(2), depth=torch.rand(2, 1, 40, 48)).shape == (2, 3, 40, 48)
+    # an image without pixels was a RuntimeError of reshape
+    with pytest.raises(ValueError, match="empty"):
+        synthesize(torch.rand(3, 0, 8), "rain", rng=0)

@@ -144,3 +144,44 @@ def test_loss_input_errors() -> None:
         L1Loss("avg")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         FFTLoss()(torch.rand(3, 4, 4), torch.rand(3, 4, 4))
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        L1Loss(),
+        MSELoss(),
+        CharbonnierLoss(),
+        PSNRLoss(),
+        SSIMLoss(),
+        L1SSIMLoss(),
+        FFTLoss(),
+        GuidedFrequencyLoss(),
+    ],
+)
+def test_empty_batches_are_refused(fn) -> None:  # type: ignore[no-untyped-def]
+    # an empty batch was a silent NaN (pixel, PSNR, SSIM losses) or an MKL RuntimeError (FFT, GFL)
+    with pytest.raises(ValueError, match="empty"):
+        fn(torch.rand(0, 3, 16, 16), torch.rand(0, 3, 16, 16))
+
+
+def test_loss_options_are_checked_when_built() -> None:
+    # PSNRLoss(eps=-1) gave NaN (or a wrong value), SSIMLoss(data_range=0) a loss above 1, eps=nan NaN
+    with pytest.raises(ValueError, match="eps"):
+        PSNRLoss(eps=-1e-3)
+    with pytest.raises(ValueError, match="eps"):
+        CharbonnierLoss(eps=float("nan"))
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="data_range"):
+            SSIMLoss(data_range=bad)
+    assert float(PSNRLoss(eps=0)(torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.1))) == pytest.approx(
+        -20
+    )
+
+
+@pytest.mark.parametrize("fn", [L1Loss(), MSELoss(), CharbonnierLoss(), PSNRLoss(), SSIMLoss(), FFTLoss()])
+def test_gradients_are_finite_at_the_optimum(fn) -> None:  # type: ignore[no-untyped-def]
+    t = torch.rand(2, 3, 16, 16)
+    x = t.clone().requires_grad_(True)
+    fn(x, t).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -71,7 +71,7 @@ def _unknown(name: str, known: Sequence[str], what: str) -> UnknownNameError:
 
 
 # a name followed by a number: "noise_25", "denoise-50", "Noise 15", "noise25"
-_WITH_LEVEL = re.compile(r"^(.*?[^\d\s_-])[\s_-]*(\d+(?:\.\d+)?)$")
+_WITH_LEVEL = re.compile(r"^(.*?[^\d\s_-])([\s_-]*)(\d+(?:\.\d+)?)$")
 
 
 def parse_degradation(spec: str) -> tuple[str, float | None]:
@@ -100,7 +100,9 @@ def parse_degradation(spec: str) -> tuple[str, float | None]:
         raise UsageError(
             f"degradation {spec!r}: {base.name} takes no level; only noise_<sigma> does (e.g. noise_25)"
         )
-    return base.name, float(m.group(2))
+    if len(m.group(2)) > 1 and m.group(2).endswith("-"):  # "noise_-5": a minus sign, not a separator
+        raise UsageError(f"degradation {spec!r}: the noise sigma must be >= 0, e.g. noise_25")
+    return base.name, float(m.group(3))
 
 
 def default_names(count: int) -> tuple[str, ...]:

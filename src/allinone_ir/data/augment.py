@@ -35,7 +35,8 @@ def paired_random_crop(
     """The same random crop of every image (all of one size); ``size`` is a side or ``(height, width)``.
 
     Raises:
-        UsageError: If the sizes differ or an image is smaller than the crop (naming ``names``).
+        UsageError: If the sizes differ, an image is smaller than the crop (naming ``names``) or ``size`` is
+            not positive.
 
     Examples:
         >>> a = torch.rand(3, 10, 12)
@@ -43,7 +44,16 @@ def paired_random_crop(
         >>> c1.shape, torch.equal(c1, c2)
         (torch.Size([3, 4, 4]), True)
     """
-    ch, cw = (size, size) if isinstance(size, int) else size
+    sides = (size, size) if isinstance(size, (int, np.integer)) else size
+    if (
+        not isinstance(sides, (tuple, list))
+        or len(sides) != 2
+        or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in sides)
+    ):
+        raise UsageError(f"crop size must be a positive int or (height, width), got {size!r}")
+    if not images:
+        raise UsageError("paired_random_crop: no images given")
+    ch, cw = int(sides[0]), int(sides[1])
     h, w = images[0].shape[-2:]
     label = f" ({', '.join(map(str, names))})" if names else ""
     if any(im.shape[-2:] != (h, w) for im in images):
@@ -59,6 +69,10 @@ def paired_random_crop(
 def _mixed_labels(labels: Any, num_classes: int, perm: torch.Tensor, lam: float) -> torch.Tensor:
     """``lam`` of each label's weights ``(N, T)`` (one-hot from integers) plus ``1 - lam`` of ``perm``'s."""
     labels = torch.as_tensor(labels)
+    if labels.ndim == 0 or labels.shape[0] != len(perm):
+        raise UsageError(
+            f"labels of shape {tuple(labels.shape)} for {len(perm)} images; expected one per image"
+        )
     if labels.ndim == 1 and labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
         raise UsageError(f"labels must be in [0, {num_classes}), got {labels.tolist()}")
     w = F.one_hot(labels.long(), num_classes).float() if labels.ndim == 1 else labels.float()
@@ -105,7 +119,7 @@ def mixup(
         True
     """
     g = _generator(batch, "mixup", rng)
-    if alpha <= 0:
+    if not alpha > 0:
         raise UsageError(f"mixup: alpha must be positive, got {alpha}")
     # Beta drawn reproducibly: numpy's sampler seeded from the torch generator
     lam = float(np.random.default_rng(int(torch.randint(2**62, (), generator=g))).beta(alpha, alpha))

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..degradation_types import DEGRADATION_LABELS, parse_degradation
 from ..errors import UsageError, UsageTypeError
+from ..io import _check_unit_range
 
 __all__ = ["DEGRADATIONS", "DEGRADATION_LABELS", "synthesize"]
 
@@ -40,7 +41,11 @@ def _on_images(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
                 f"{fn.__name__}: image must be a float tensor (C, H, W) or (N, C, H, W) in [0, 1], "
                 f"got {image.dtype} of shape {tuple(image.shape)}"
             )
-        out = fn(image.float().reshape(-1, *image.shape[-3:]), *args, **kwargs)
+        if 0 in image.shape[-3:]:
+            raise UsageError(f"{fn.__name__}: image is empty, of shape {tuple(image.shape)}")
+        if image.numel():
+            _check_unit_range(image, f"{fn.__name__}: image")
+        out = fn((image[None] if image.ndim == 3 else image).float(), *args, **kwargs)
         return out.clamp(0, 1).to(image.dtype).reshape(image.shape)
 
     return apply
@@ -58,8 +63,8 @@ def add_gaussian_noise(image: torch.Tensor, sigma: float = 25.0, *, rng: Rng = N
 def motion_kernel(length: float, angle: float) -> torch.Tensor:
     """A float32 ``(s, s)`` kernel summing to one, ``s`` odd: a line of ``length`` pixels at ``angle`` degrees
     (0 horizontal, counter-clockwise)."""
-    if length < 1:
-        raise UsageError(f"motion_kernel: length must be >= 1 pixel, got {length}")
+    if not 1 <= length < float("inf"):
+        raise UsageError(f"motion_kernel: length must be a finite number >= 1 pixel, got {length}")
     size = math.ceil(length) // 2 * 2 + 1
     k = torch.zeros(size, size, dtype=torch.float64)
     c = (size - 1) / 2
@@ -131,9 +136,14 @@ def add_haze(
         ramp = torch.linspace(1.0, 0.0, h).view(1, 1, h, 1).expand(n, 1, h, w)
         d = 0.2 + 0.8 * (0.6 * ramp + 0.4 * (f - lo) / (hi - lo + 1e-8))
     else:
+        if not isinstance(depth, torch.Tensor):
+            raise UsageTypeError(f"add_haze: depth must be a torch.Tensor, got {type(depth).__name__}")
         d = depth.float().reshape(-1, 1, *depth.shape[-2:])
-        if d.shape[-2:] != (h, w):
-            raise UsageError(f"add_haze: depth has size {tuple(d.shape[-2:])}, the image {(h, w)}")
+        if d.shape[-2:] != (h, w) or d.shape[0] not in (1, n):
+            raise UsageError(
+                f"add_haze: depth has shape {tuple(depth.shape)}; expected (H, W), (1, H, W) or (N, 1, H, W) "
+                f"for {n} image(s) of size {(h, w)}"
+            )
     t = torch.exp(-beta * d.to(image.device))
     return image * t + airlight * (1 - t)
 
@@ -152,6 +162,8 @@ def add_snow(
     """Snow: soft white flakes of Gaussian radius ``flake_size`` seeded at a ``density`` share of the pixels,
     twice as large at a quarter of it, smeared ``motion`` pixels (below 1: none) at ``angle`` degrees, of
     core whiteness ``opacity``."""
+    if not flake_size > 0:
+        raise UsageError(f"add_snow: flake_size must be positive, got {flake_size}")
     g = make_generator(rng)
     n, _, h, w = image.shape
     mask = torch.zeros(n, 1, h, w)

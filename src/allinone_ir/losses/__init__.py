@@ -35,6 +35,15 @@ __all__ = [
 Reduction = Literal["mean", "sum", "none"]
 
 
+def _check_inputs(pred: torch.Tensor, target: torch.Tensor, name: str, ndim: int | None = None) -> None:
+    """:func:`~allinone_ir.metrics.check_pair` of float tensors, and refuse empty ones (a NaN or FFT error)."""
+    check_pair(pred, target, name, floating=True, ndim=ndim)
+    if pred.numel() == 0:
+        raise UsageError(
+            f"{name}: got empty tensors of shape {tuple(pred.shape)}; expected at least one element"
+        )
+
+
 class _ElementwiseLoss(nn.Module):
     def elementwise(self, diff: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -46,7 +55,7 @@ class _ElementwiseLoss(nn.Module):
         self.reduction = reduction
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_pair(pred, target, type(self).__name__, floating=True)
+        _check_inputs(pred, target, type(self).__name__)
         x = self.elementwise(pred - target)
         return x if self.reduction == "none" else getattr(x, self.reduction)()
 
@@ -85,7 +94,7 @@ class CharbonnierLoss(_ElementwiseLoss):
 
     def __init__(self, eps: float = 1e-3, reduction: Reduction = "mean") -> None:
         super().__init__(reduction)
-        if eps <= 0:
+        if not eps > 0:
             raise UsageError(f"CharbonnierLoss: eps must be positive, got {eps}")
         self.eps = eps
 
@@ -106,10 +115,12 @@ class PSNRLoss(nn.Module):
 
     def __init__(self, eps: float = 1e-8) -> None:
         super().__init__()
+        if not 0 <= eps < float("inf"):
+            raise UsageError(f"PSNRLoss: eps must be finite and >= 0, got {eps}")
         self.eps = eps
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_pair(pred, target, "PSNRLoss", floating=True)
+        _check_inputs(pred, target, "PSNRLoss")
         sq = (pred - target).pow(2)
         mse = sq.flatten(1).mean(dim=1) if sq.ndim > 1 else sq.mean()
         return 10.0 * torch.log10(mse + self.eps).mean()
@@ -129,10 +140,12 @@ class SSIMLoss(nn.Module):
 
     def __init__(self, window: Window = "gaussian", data_range: float = 1.0) -> None:
         super().__init__()
+        if not 0 < data_range < float("inf"):
+            raise UsageError(f"{type(self).__name__}: data_range must be positive, got {data_range}")
         self.window, self.data_range = window, data_range
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_pair(pred, target, type(self).__name__, floating=True, ndim=4)
+        _check_inputs(pred, target, type(self).__name__, ndim=4)
         p, t = (x.to(torch.promote_types(pred.dtype, torch.float32)) for x in (pred, target))
         return 1.0 - ssim_map(p, t, data_range=self.data_range, window=self.window).mean()
 
@@ -195,7 +208,7 @@ class FFTLoss(nn.Module):
     """
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_pair(pred, target, "FFTLoss", floating=True, ndim=4)
+        _check_inputs(pred, target, "FFTLoss", ndim=4)
         diff = torch.fft.fft2(pred.float()) - torch.fft.fft2(target.float())
         return torch.view_as_real(diff).abs().mean()
 
@@ -234,7 +247,7 @@ class GuidedFrequencyLoss(nn.Module):
         self.progress = float(min(max(progress, 0.0), 1.0))
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_pair(pred, target, "GuidedFrequencyLoss", floating=True, ndim=4)
+        _check_inputs(pred, target, "GuidedFrequencyLoss", ndim=4)
         p, t = pred.float(), target.float()
         ch = torch.sqrt((p - t).pow(2) + self.eps * self.eps).mean()
         pairs = zip(laplacian_pyramid(p, self.levels), laplacian_pyramid(t, self.levels))
