@@ -218,9 +218,8 @@ def _prepare(out: Path, overwrite: bool) -> None:
                 "(which replaces only the demo's own files)"
             )
         folders = [(out / name, own) for name, own in _OWN_IN_FOLDER.items() if (out / name).is_dir()]
-        if foreign := [
-            p for d, own in folders for p in sorted(d.rglob("*")) if not re.fullmatch(own, p.name)
-        ]:
+        foreign = [p for d, own in folders for p in sorted(d.rglob("*")) if not re.fullmatch(own, p.name)]
+        if foreign:
             raise UsageError(
                 f"--overwrite would delete {foreign[0]} ({len(foreign)} such), which the demo did not write; "
                 "choose another --out"
