@@ -756,3 +756,17 @@ def test_overwrite_flag_translates_only_the_library_hint() -> None:
         raise FileExistsError("refusing to overwrite x (pass overwrite=True)")
     with pytest.raises(FileExistsError, match=r"^output files exist; pass --overwrite$"), overwrite_flag():
         raise FileExistsError("output files exist; pass --overwrite")
+
+
+def test_weights_of_another_architecture_name_the_flag_to_drop(tmp_path, model_dir, capsys) -> None:
+    src = _images(tmp_path / "in", ["a.png"], size=(8, 8))[0]
+    weights = str(model_dir / "model.safetensors")
+    args = ["restore", str(src), "--checkpoint", weights, "--model", "promptir", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {weights} does not match PromptIR") and "arch=None" not in err
+    assert err.endswith("Is it a checkpoint of another architecture? Drop --model promptir to detect it.\n")
+    assert main(["convert", weights, str(tmp_path / "c.safetensors"), "--arch", "restormer"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("Is it a checkpoint of another architecture? Drop --arch restormer to detect it.\n")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c.safetensors").exists()

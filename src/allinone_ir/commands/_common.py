@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import AllInOneIRError, UsageError
+from ..errors import AllInOneIRError, CheckpointError, UsageError
 
 T = TypeVar("T")
 
@@ -103,7 +103,8 @@ def _named_model(args: argparse.Namespace, overrides: dict[str, Any], require_we
     model_path = Path(args.model) if args.model else None
     try:
         if args.checkpoint:
-            return load_checkpoint(args.checkpoint, args.model, **overrides)
+            with architecture_flag(f"--model {args.model}"):
+                return load_checkpoint(args.checkpoint, args.model, **overrides)
         if model_path is None:
             raise UsageError("give the network: --weights NAME, --checkpoint PATH or --model NAME|FOLDER")
         if model_path.is_dir():
@@ -166,6 +167,17 @@ def overwrite_flag(flag: str = "--overwrite") -> Iterator[None]:
         if "pass overwrite=True" not in str(exc) or exc.filename is not None:
             raise
         raise FileExistsError(str(exc).replace("pass overwrite=True", f"pass {flag}")) from exc
+
+
+@contextlib.contextmanager
+def architecture_flag(flag: str) -> Iterator[None]:
+    """Inside, weights that do not fit the architecture named by ``flag`` say ``drop FLAG``, not ``arch=None``."""
+    try:
+        yield
+    except CheckpointError as exc:
+        if "Try arch=None to detect it." not in str(exc):
+            raise
+        raise CheckpointError(str(exc).replace("Try arch=None", f"Drop {flag}")) from exc
 
 
 def new_json_path(text: str | None) -> Path | None:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..errors import AllInOneIRError, UsageError
-from ._common import overwrite_flag, parse_model_args
+from ._common import architecture_flag, overwrite_flag, parse_model_args
 
 __all__ = ["add_parser"]
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = parse_model_args(args.model_args)
     try:
-        with overwrite_flag():
+        with overwrite_flag(), architecture_flag(f"--arch {args.arch}"):
             options = {k: getattr(args, k) for k in ("arch", "overwrite", "protocol")}
             out = convert_checkpoint(args.src, args.dst, **options, **overrides)
     except (AllInOneIRError, OSError):
