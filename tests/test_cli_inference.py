@@ -770,3 +770,30 @@ def test_weights_of_another_architecture_name_the_flag_to_drop(tmp_path, model_d
     err = capsys.readouterr().err
     assert err.endswith("Is it a checkpoint of another architecture? Drop --arch restormer to detect it.\n")
     assert not (tmp_path / "o").exists() and not (tmp_path / "c.safetensors").exists()
+
+
+def test_outputs_where_a_file_is_in_the_way_are_refused_by_name(tmp_path, model_dir, capsys) -> None:
+    src = _images(tmp_path / "in", ["a.png"], size=(8, 8))[0]
+    before = src.read_bytes()
+    restore_args = ["restore", str(src), "--model", str(model_dir), "--quiet"]
+    assert main([*restore_args, "--out", str(src / "sub")]) == 2
+    assert capsys.readouterr().err == f"error: --out {src / 'sub'}: {src} is a file, not a folder\n"
+    assert main([*restore_args, "--npz", str(src / "x.npz")]) == 2
+    assert capsys.readouterr().err == f"error: --npz {src / 'x.npz'}: {src} is a file, not a folder\n"
+    (tmp_path / "d.npz").mkdir()
+    assert main([*restore_args, "--npz", str(tmp_path / "d.npz"), "--overwrite"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: --npz {tmp_path / 'd.npz'} is a folder; give a file name ending in .npz\n"
+    )
+    weights = str(model_dir / "model.safetensors")
+    assert main(["convert", weights, str(src), "--overwrite"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: dst {src}: convert writes safetensors; give a .safetensors file name or a folder\n"
+    )
+    assert main(["convert", weights, str(src / "x.safetensors")]) == 2
+    assert capsys.readouterr().err == f"error: dst {src / 'x.safetensors'}: {src} is a file, not a folder\n"
+    assert main(["convert", weights, str(tmp_path / "new.pth")]) == 2  # not a folder named new.pth
+    assert "convert writes safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "new.pth").exists() and src.read_bytes() == before
+    assert list((tmp_path / "d.npz").iterdir()) == []

@@ -180,6 +180,12 @@ def architecture_flag(flag: str) -> Iterator[None]:
         raise CheckpointError(str(exc).replace("Try arch=None", f"Drop {flag}")) from exc
 
 
+def check_parents(flag: str, text: str) -> None:
+    """Refuse ``flag TEXT`` when a folder on its path is a file (making it would say only 'File exists')."""
+    if blocker := next((p for p in Path(text).parents if p.is_file()), None):
+        raise UsageError(f"{flag} {text}: {blocker} is a file, not a folder")
+
+
 def new_json_path(text: str | None) -> Path | None:
     """The ``--json`` report file, refused before any work if it exists or cannot be made."""
     if text == "":

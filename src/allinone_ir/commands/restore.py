@@ -136,6 +136,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--out {args.out} is a file; give a folder (an image is written as <its stem>.png in it)"
         )
+    for flag, value in (("--out", args.out), ("--npz", args.npz)):
+        if value:
+            _common.check_parents(flag, value)
+    if args.npz and os.path.isdir(args.npz):
+        raise UsageError(f"--npz {args.npz} is a folder; give a file name ending in .npz")
     inputs = collect_inputs(args.inputs)
     outs = [Path(args.out) / f"{p.stem}.png" for p in inputs] if args.out else []
     npz = Path(args.npz) if args.npz else None
