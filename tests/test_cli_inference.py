@@ -797,3 +797,14 @@ def test_outputs_where_a_file_is_in_the_way_are_refused_by_name(tmp_path, model_
     assert "convert writes safetensors" in capsys.readouterr().err
     assert not (tmp_path / "new.pth").exists() and src.read_bytes() == before
     assert list((tmp_path / "d.npz").iterdir()) == []
+
+
+def test_a_tile_not_larger_than_the_overlap_is_refused_by_its_options(tmp_path, model_dir, capsys) -> None:
+    src = _images(tmp_path / "in", ["a.png"], size=(8, 8))[0]
+    args = ["restore", str(src), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--tile", "16"]
+    assert main(args) == 2
+    assert capsys.readouterr().err == "error: --overlap 32 (the default) must be smaller than --tile 16\n"
+    assert main([*args, "--overlap", "16"]) == 2
+    assert capsys.readouterr().err == "error: --overlap 16 must be smaller than --tile 16\n"
+    assert not (tmp_path / "o").exists()
+    assert main([*args, "--overlap", "4", "--quiet"]) == 0

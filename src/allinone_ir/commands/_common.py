@@ -19,6 +19,8 @@ T = TypeVar("T")
 
 #: Compute dtypes by option value (bf16/fp16 run under autocast).
 DTYPE_NAMES: tuple[str, ...] = ("bf16", "fp16", "fp32")
+#: The ``--overlap`` of tiles by default, in pixels.
+DEFAULT_OVERLAP = 32
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bool = False) -> None:
@@ -38,7 +40,12 @@ def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bo
 def add_restore_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``--tile``, ``--overlap`` and ``--tta``, the options of :func:`~allinone_ir.inference.restore`."""
     p.add_argument("--tile", type=positive_int, help="tile size in pixels (default: whole images)")
-    p.add_argument("--overlap", type=non_negative_int, default=32, help="tile overlap in px (default: 32)")
+    p.add_argument(
+        "--overlap",
+        type=non_negative_int,
+        default=DEFAULT_OVERLAP,
+        help=f"tile overlap in px (default: {DEFAULT_OVERLAP})",
+    )
     p.add_argument(
         "--tta", nargs="?", const="x8", default=False, choices=("flip", "x8"), help="test-time augmentation"
     )
@@ -46,6 +53,9 @@ def add_restore_arguments(p: argparse.ArgumentParser) -> None:
 
 def restore_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :func:`~allinone_ir.inference.restore` arguments of the :func:`add_restore_arguments` options."""
+    if args.tile is not None and args.overlap >= args.tile:
+        default = " (the default)" if args.overlap == DEFAULT_OVERLAP else ""
+        raise UsageError(f"--overlap {args.overlap}{default} must be smaller than --tile {args.tile}")
     return {"tile": args.tile, "overlap": args.overlap, "tta": args.tta}
 
 

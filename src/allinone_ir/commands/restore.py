@@ -145,12 +145,12 @@ def run(args: argparse.Namespace) -> int:
     outs = [Path(args.out) / f"{p.stem}.png" for p in inputs] if args.out else []
     npz = Path(args.npz) if args.npz else None
     _check_outputs(inputs, outs, npz, args.overwrite)
-    model = _common.load_model_from_args(args, require_weights=True)
     options = {
         "degradation": args.degradation,
         "batch_size": args.batch_size,
         **_common.restore_options(args),
     }
+    model = _common.load_model_from_args(args, require_weights=True)
     network = functools.partial(restore, model, **options, progress=False if args.quiet else None)
     files, say = _common.with_progress(inputs, quiet=args.quiet, desc="images", unit="img")
     skipped: list[Path] = []
