@@ -808,3 +808,13 @@ def test_a_tile_not_larger_than_the_overlap_is_refused_by_its_options(tmp_path, 
     assert capsys.readouterr().err == "error: --overlap 16 must be smaller than --tile 16\n"
     assert not (tmp_path / "o").exists()
     assert main([*args, "--overlap", "4", "--quiet"]) == 0
+
+
+def test_restore_glob_leaves_out_folders_named_like_images(tmp_path, model_dir, capsys) -> None:
+    _images(tmp_path / "in", ["a.png"], size=(8, 8))
+    (tmp_path / "in" / "album.png").mkdir()
+    out = tmp_path / "o"
+    assert (
+        main(["restore", str(tmp_path / "in" / "*.png"), "--model", str(model_dir), "--out", str(out)]) == 0
+    )
+    assert capsys.readouterr().err == f"restored 1 image(s) -> {out}\n"

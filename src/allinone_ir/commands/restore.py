@@ -58,9 +58,8 @@ def collect_inputs(items: Iterable[str]) -> list[Path]:
         elif p.is_file():
             paths = [p]
         else:
-            paths = sorted(
-                Path(m) for m in glob.glob(item, recursive=True) if Path(m).suffix.lower() in IMAGE_EXTENSIONS
-            )
+            matches = [Path(m) for m in glob.glob(item, recursive=True) if not os.path.isdir(m)]
+            paths = sorted(m for m in matches if m.suffix.lower() in IMAGE_EXTENSIONS)
         if not paths:
             raise FileNotFoundError(f"no images found for {item!r}")
         for path in paths:
