@@ -756,3 +756,65 @@ def test_overwrite_flag_translates_only_the_library_hint() -> None:
         raise FileExistsError("refusing to overwrite x (pass overwrite=True)")
     with pytest.raises(FileExistsError, match=r"^output files exist; pass --overwrite$"), overwrite_flag():
         raise FileExistsError("output files exist; pass --overwrite")
+
+
+def test_weights_of_another_architecture_name_the_flag_to_drop(tmp_path, model_dir, capsys) -> None:
+    src = _images(tmp_path / "in", ["a.png"], size=(8, 8))[0]
+    weights = str(model_dir / "model.safetensors")
+    args = ["restore", str(src), "--checkpoint", weights, "--model", "promptir", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {weights} does not match PromptIR") and "arch=None" not in err
+    assert err.endswith("Is it a checkpoint of another architecture? Drop --model promptir to detect it.\n")
+    assert main(["convert", weights, str(tmp_path / "c.safetensors"), "--arch", "restormer"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("Is it a checkpoint of another architecture? Drop --arch restormer to detect it.\n")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c.safetensors").exists()
+
+
+def test_outputs_where_a_file_is_in_the_way_are_refused_by_name(tmp_path, model_dir, capsys) -> None:
+    src = _images(tmp_path / "in", ["a.png"], size=(8, 8))[0]
+    before = src.read_bytes()
+    restore_args = ["restore", str(src), "--model", str(model_dir), "--quiet"]
+    assert main([*restore_args, "--out", str(src / "sub")]) == 2
+    assert capsys.readouterr().err == f"error: --out {src / 'sub'}: {src} is a file, not a folder\n"
+    assert main([*restore_args, "--npz", str(src / "x.npz")]) == 2
+    assert capsys.readouterr().err == f"error: --npz {src / 'x.npz'}: {src} is a file, not a folder\n"
+    (tmp_path / "d.npz").mkdir()
+    assert main([*restore_args, "--npz", str(tmp_path / "d.npz"), "--overwrite"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: --npz {tmp_path / 'd.npz'} is a folder; give a file name ending in .npz\n"
+    )
+    weights = str(model_dir / "model.safetensors")
+    assert main(["convert", weights, str(src), "--overwrite"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: dst {src}: convert writes safetensors; give a .safetensors file name or a folder\n"
+    )
+    assert main(["convert", weights, str(src / "x.safetensors")]) == 2
+    assert capsys.readouterr().err == f"error: dst {src / 'x.safetensors'}: {src} is a file, not a folder\n"
+    assert main(["convert", weights, str(tmp_path / "new.pth")]) == 2  # not a folder named new.pth
+    assert "convert writes safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "new.pth").exists() and src.read_bytes() == before
+    assert list((tmp_path / "d.npz").iterdir()) == []
+
+
+def test_a_tile_not_larger_than_the_overlap_is_refused_by_its_options(tmp_path, model_dir, capsys) -> None:
+    src = _images(tmp_path / "in", ["a.png"], size=(8, 8))[0]
+    args = ["restore", str(src), "--model", str(model_dir), "--out", str(tmp_path / "o"), "--tile", "16"]
+    assert main(args) == 2
+    assert capsys.readouterr().err == "error: --overlap 32 (the default) must be smaller than --tile 16\n"
+    assert main([*args, "--overlap", "16"]) == 2
+    assert capsys.readouterr().err == "error: --overlap 16 must be smaller than --tile 16\n"
+    assert not (tmp_path / "o").exists()
+    assert main([*args, "--overlap", "4", "--quiet"]) == 0
+
+
+def test_restore_glob_leaves_out_folders_named_like_images(tmp_path, model_dir, capsys) -> None:
+    _images(tmp_path / "in", ["a.png"], size=(8, 8))
+    (tmp_path / "in" / "album.png").mkdir()
+    out = tmp_path / "o"
+    assert (
+        main(["restore", str(tmp_path / "in" / "*.png"), "--model", str(model_dir), "--out", str(out)]) == 0
+    )
+    assert capsys.readouterr().err == f"restored 1 image(s) -> {out}\n"

@@ -95,6 +95,32 @@ def test_demo_refuses_a_used_folder_and_overwrites_only_its_files(
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 1
 
 
+def test_demo_overwrite_keeps_folders_of_the_users_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "project"
+    assert main([*ARGS, "--steps", "1", "--out", str(out)]) == 0
+    assert main([*ARGS, "--steps", "1", "--out", str(out), "--overwrite"]) == 0  # its own files: replaced
+    (out / "inputs" / "my_photo.jpg").write_bytes(b"user data")
+    (out / "checkpoints" / "best.pt").write_bytes(b"user data")
+    capsys.readouterr()
+    assert main([*ARGS, "--out", str(out), "--overwrite"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --overwrite would delete {out / 'inputs' / 'my_photo.jpg'} (2 such), which the demo did not "
+        "write; choose another --out\n"
+    )
+    assert (out / "inputs" / "my_photo.jpg").read_bytes() == (out / "checkpoints" / "best.pt").read_bytes()
+    assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_demo_refuses_a_device_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*ARGS[:-2], "--device", "bogus", "--out", str(tmp_path / "o")]) == 2
+    out, err = capsys.readouterr()
+    expected = "expected 'auto' or a device such as 'cpu', 'cuda', 'cuda:1' or 'mps', got 'bogus'"
+    assert (out, err) == ("", f"error: --device bogus: {expected}\n")
+    assert not (tmp_path / "o").exists()
+
+
 def test_demo_rejects_bad_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*ARGS, "--steps", "0", "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err == "error: --steps must be a positive integer, got 0\n"

@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import AllInOneIRError, UsageError
+from ..errors import AllInOneIRError, CheckpointError, UsageError
 
 T = TypeVar("T")
 
 #: Compute dtypes by option value (bf16/fp16 run under autocast).
 DTYPE_NAMES: tuple[str, ...] = ("bf16", "fp16", "fp32")
+#: The ``--overlap`` of tiles by default, in pixels.
+DEFAULT_OVERLAP = 32
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bool = False) -> None:
@@ -38,7 +40,12 @@ def add_model_arguments(p: argparse.ArgumentParser, *, random_weights_option: bo
 def add_restore_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``--tile``, ``--overlap`` and ``--tta``, the options of :func:`~allinone_ir.inference.restore`."""
     p.add_argument("--tile", type=positive_int, help="tile size in pixels (default: whole images)")
-    p.add_argument("--overlap", type=non_negative_int, default=32, help="tile overlap in px (default: 32)")
+    p.add_argument(
+        "--overlap",
+        type=non_negative_int,
+        default=DEFAULT_OVERLAP,
+        help=f"tile overlap in px (default: {DEFAULT_OVERLAP})",
+    )
     p.add_argument(
         "--tta", nargs="?", const="x8", default=False, choices=("flip", "x8"), help="test-time augmentation"
     )
@@ -46,6 +53,9 @@ def add_restore_arguments(p: argparse.ArgumentParser) -> None:
 
 def restore_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :func:`~allinone_ir.inference.restore` arguments of the :func:`add_restore_arguments` options."""
+    if args.tile is not None and args.overlap >= args.tile:
+        default = " (the default)" if args.overlap == DEFAULT_OVERLAP else ""
+        raise UsageError(f"--overlap {args.overlap}{default} must be smaller than --tile {args.tile}")
     return {"tile": args.tile, "overlap": args.overlap, "tta": args.tta}
 
 
@@ -103,7 +113,8 @@ def _named_model(args: argparse.Namespace, overrides: dict[str, Any], require_we
     model_path = Path(args.model) if args.model else None
     try:
         if args.checkpoint:
-            return load_checkpoint(args.checkpoint, args.model, **overrides)
+            with architecture_flag(f"--model {args.model}"):
+                return load_checkpoint(args.checkpoint, args.model, **overrides)
         if model_path is None:
             raise UsageError("give the network: --weights NAME, --checkpoint PATH or --model NAME|FOLDER")
         if model_path.is_dir():
@@ -166,6 +177,23 @@ def overwrite_flag(flag: str = "--overwrite") -> Iterator[None]:
         if "pass overwrite=True" not in str(exc) or exc.filename is not None:
             raise
         raise FileExistsError(str(exc).replace("pass overwrite=True", f"pass {flag}")) from exc
+
+
+@contextlib.contextmanager
+def architecture_flag(flag: str) -> Iterator[None]:
+    """Inside, weights that do not fit the architecture named by ``flag`` say ``drop FLAG``, not ``arch=None``."""
+    try:
+        yield
+    except CheckpointError as exc:
+        if "Try arch=None to detect it." not in str(exc):
+            raise
+        raise CheckpointError(str(exc).replace("Try arch=None", f"Drop {flag}")) from exc
+
+
+def check_parents(flag: str, text: str) -> None:
+    """Refuse ``flag TEXT`` when a folder on its path is a file (making it would say only 'File exists')."""
+    if blocker := next((p for p in Path(text).parents if p.is_file()), None):
+        raise UsageError(f"{flag} {text}: {blocker} is a file, not a folder")
 
 
 def new_json_path(text: str | None) -> Path | None:

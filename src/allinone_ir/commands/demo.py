@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import shutil
 import time
 from pathlib import Path
@@ -30,6 +31,13 @@ _COLUMNS = ("clean", "degraded", "restored")
 # the files --overwrite replaces: the demo's own, then the Trainer's
 _DEMO_FILES = ("grid.png", "metrics.md", "metrics.json", "curves.png", "model", "inputs", "restored")
 _TRAINER_FILES = ("train_log.csv", "val_log.csv", "history.json", "config.json", "checkpoints")
+# what the demo (and `allinone-ir restore` of its inputs) writes in those folders: --overwrite removes no other
+_OWN_IN_FOLDER = {
+    "inputs": rf"{_HOLDOUT}_\w+\.png",
+    "restored": rf"{_HOLDOUT}_\w+\.png",
+    "model": r"model\.safetensors|config\.json",
+    "checkpoints": r"\.?step_\d+\.pt(\..+\.tmp)?",
+}
 
 
 def _choices(smoke: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -76,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         "PIL.Image", extra="train", purpose="allinone-ir demo (reading the bundled photos, drawing grid.png)"
     )
     require("safetensors.torch", extra="train", purpose="allinone-ir demo (saving the trained model)")
+    from .._runtime import device_problem
     from ..assets import sample_images
     from ..data import SyntheticDegradationDataset
     from ..data.augment import channel_shuffle
@@ -89,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else _SMOKE_STEPS if args.smoke else _STEPS
     if steps < 1:
         raise UsageError(f"--steps must be a positive integer, got {steps}")
+    if (problem := device_problem(args.device, "the demo", auto=True)) is not None:
+        raise UsageError(f"--device {args.device}: {problem}")
     patch, batch = (32, 4) if args.smoke else (_PATCH, _BATCH)
     out = Path(args.out)
     _prepare(out, args.overwrite)
@@ -205,6 +216,13 @@ def _prepare(out: Path, overwrite: bool) -> None:
             raise UsageError(
                 f"output folder {out} is not empty; choose another --out or pass --overwrite "
                 "(which replaces only the demo's own files)"
+            )
+        folders = [(out / name, own) for name, own in _OWN_IN_FOLDER.items() if (out / name).is_dir()]
+        foreign = [p for d, own in folders for p in sorted(d.rglob("*")) if not re.fullmatch(own, p.name)]
+        if foreign:
+            raise UsageError(
+                f"--overwrite would delete {foreign[0]} ({len(foreign)} such), which the demo did not write; "
+                "choose another --out"
             )
         for p in (out / name for name in (*_DEMO_FILES, *_TRAINER_FILES)):
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)

@@ -58,9 +58,8 @@ def collect_inputs(items: Iterable[str]) -> list[Path]:
         elif p.is_file():
             paths = [p]
         else:
-            paths = sorted(
-                Path(m) for m in glob.glob(item, recursive=True) if Path(m).suffix.lower() in IMAGE_EXTENSIONS
-            )
+            matches = [Path(m) for m in glob.glob(item, recursive=True) if not os.path.isdir(m)]
+            paths = sorted(m for m in matches if m.suffix.lower() in IMAGE_EXTENSIONS)
         if not paths:
             raise FileNotFoundError(f"no images found for {item!r}")
         for path in paths:
@@ -136,16 +135,21 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--out {args.out} is a file; give a folder (an image is written as <its stem>.png in it)"
         )
+    for flag, value in (("--out", args.out), ("--npz", args.npz)):
+        if value:
+            _common.check_parents(flag, value)
+    if args.npz and os.path.isdir(args.npz):
+        raise UsageError(f"--npz {args.npz} is a folder; give a file name ending in .npz")
     inputs = collect_inputs(args.inputs)
     outs = [Path(args.out) / f"{p.stem}.png" for p in inputs] if args.out else []
     npz = Path(args.npz) if args.npz else None
     _check_outputs(inputs, outs, npz, args.overwrite)
-    model = _common.load_model_from_args(args, require_weights=True)
     options = {
         "degradation": args.degradation,
         "batch_size": args.batch_size,
         **_common.restore_options(args),
     }
+    model = _common.load_model_from_args(args, require_weights=True)
     network = functools.partial(restore, model, **options, progress=False if args.quiet else None)
     files, say = _common.with_progress(inputs, quiet=args.quiet, desc="images", unit="img")
     skipped: list[Path] = []
