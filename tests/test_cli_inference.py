@@ -789,12 +789,12 @@ def test_outputs_where_a_file_is_in_the_way_are_refused_by_name(tmp_path, model_
     weights = str(model_dir / "model.safetensors")
     assert main(["convert", weights, str(src), "--overwrite"]) == 2
     assert capsys.readouterr().err == (
-        f"error: dst {src}: convert writes safetensors; give a .safetensors file name or a folder\n"
+        f"error: {src} is a file: give a .safetensors file or a folder (for model.safetensors and config.json)\n"
     )
     assert main(["convert", weights, str(src / "x.safetensors")]) == 2
     assert capsys.readouterr().err == f"error: dst {src / 'x.safetensors'}: {src} is a file, not a folder\n"
     assert main(["convert", weights, str(tmp_path / "new.pth")]) == 2  # not a folder named new.pth
-    assert "convert writes safetensors" in capsys.readouterr().err
+    assert "new.pth ends in .pth: give a .safetensors file or a folder" in capsys.readouterr().err
     assert not (tmp_path / "new.pth").exists() and src.read_bytes() == before
     assert list((tmp_path / "d.npz").iterdir()) == []
 

@@ -217,9 +217,13 @@ def test_save_pretrained_round_trip(tmp_path) -> None:
     # a file name: a folder of that name was made (x.safetensors/model.safetensors), or "File exists"
     (tmp_path / "f.txt").write_text("mine")
     for name, what in (("x.safetensors", "ends in .safetensors"), ("f.txt", "is a file")):
-        with pytest.raises(UsageError, match=rf"{name} {what}: give a folder, in which model\.safetensors"):
+        with pytest.raises(
+            UsageError, match=rf"{name} {what}: give a folder \(for model\.safetensors and config"
+        ):
             save_pretrained(net, tmp_path / name)
-    with pytest.raises(UsageError, match=r"out\.pth ends in \.pth: give a folder"):
+    with pytest.raises(
+        UsageError, match=r"out\.pth ends in \.pth: give a \.safetensors file or a folder \(for"
+    ):
         convert_checkpoint(folder, tmp_path / "out.pth")
     assert not (tmp_path / "x.safetensors").exists() and (tmp_path / "f.txt").read_text() == "mine"
 

@@ -48,6 +48,7 @@ _NON_NETWORK = re.compile(
     r"^(loss|losses|loss_fn|\w*_loss|criterion\w*|metrics?|\w*discriminator\w*|net_d|perceptual\w*|lpips)\."
 )
 _Misfit = tuple[str, tuple[int, ...], tuple[int, ...]]
+_FOLDER = f"a folder (for {WEIGHTS_NAME} and {CONFIG_NAME})"
 
 
 def _torch_load(path: Path, head: bytes, map_location: str | torch.device) -> Any:
@@ -448,7 +449,9 @@ def _load(
     return _load_into(model, state, source, strict, detected=detected).eval().to(device)
 
 
-def _save(model: nn.Module, path: Path, protocol: str, overwrite: bool, *, folder: bool) -> Path:
+def _save(
+    model: nn.Module, path: Path, protocol: str, overwrite: bool, *, folder: bool, accepts: str
+) -> Path:
     name, cfg = type(model).__name__, getattr(model, "config", None)
     registered = name in list_architectures() and get_model_class(name) is type(model)
     if not isinstance(cfg, Mapping) or not registered:
@@ -473,10 +476,7 @@ def _save(model: nn.Module, path: Path, protocol: str, overwrite: bool, *, folde
         raise UsageTypeError(f"{name}.config is not JSON-serialisable: {exc}") from exc
     if folder and (path.is_file() or path.suffix in (".pth", ".pt", ".ckpt", ".safetensors")):
         what = "is a file" if path.is_file() else f"ends in {path.suffix}"
-        raise UsageError(
-            f"{path} {what}: give a folder, in which model.safetensors and config.json are written "
-            "(convert_checkpoint also writes one .safetensors file)"
-        )
+        raise UsageError(f"{path} {what}: give {accepts}")
     files = [path / WEIGHTS_NAME, path / CONFIG_NAME] if folder else [path]
     if (existing := [str(p) for p in files if p.exists()]) and not overwrite:
         raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True)")
@@ -503,7 +503,7 @@ def save_pretrained(
         TypeError: If the network cannot be rebuilt from a config.
         ImportError: Without the safetensors package.
     """
-    return _save(model, Path(directory), protocol, overwrite, folder=True)
+    return _save(model, Path(directory), protocol, overwrite, folder=True, accepts=_FOLDER)
 
 
 def from_pretrained(
@@ -540,4 +540,7 @@ def convert_checkpoint(
     if dst_path.resolve() == Path(src).resolve():
         raise UsageError("the converted checkpoint must not replace its source")
     model = load_checkpoint(src, arch, **overrides)
-    return _save(model, dst_path, protocol, overwrite, folder=dst_path.suffix != ".safetensors")
+    folder = dst_path.suffix != ".safetensors"
+    return _save(
+        model, dst_path, protocol, overwrite, folder=folder, accepts=f"a .safetensors file or {_FOLDER}"
+    )

@@ -202,8 +202,8 @@ def new_json_path(text: str | None) -> Path | None:
         raise UsageError("--json needs a file name, got ''")
     if text and Path(text).exists():
         raise FileExistsError(f"{Path(text)} exists; not overwritten (choose another --json file)")
-    if text and (blocker := next((p for p in Path(text).parents if p.is_file()), None)):
-        raise UsageError(f"--json {text}: {blocker} is a file, not a folder")
+    if text:
+        check_parents("--json", text)
     return Path(text) if text else None
 
 

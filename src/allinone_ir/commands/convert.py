@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ..errors import AllInOneIRError, UsageError
 from ._common import architecture_flag, check_parents, overwrite_flag, parse_model_args
@@ -34,10 +33,6 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = parse_model_args(args.model_args)
     check_parents("dst", args.dst)
-    dst = Path(args.dst)
-    named_as_checkpoint = dst.suffix in (".pth", ".pt", ".ckpt") and not dst.is_dir()
-    if dst.suffix != ".safetensors" and (dst.is_file() or named_as_checkpoint):
-        raise UsageError(f"dst {dst}: convert writes safetensors; give a .safetensors file name or a folder")
     try:
         with overwrite_flag(), architecture_flag(f"--arch {args.arch}"):
             options = {k: getattr(args, k) for k in ("arch", "overwrite", "protocol")}
