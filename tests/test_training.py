@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import textwrap
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -396,6 +397,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, kind: str) -> None:
     trainer.fit()
     if rank == 0:
         torch.save(trainer.model.state_dict(), Path(out) / "ddp_weights.pt")
+        (Path(out) / "ddp_history.json").write_text(json.dumps(trainer.history))
     torch.distributed.barrier()  # both leave together: gloo aborts a process whose peer closes mid-write
     torch.distributed.destroy_process_group()
 
@@ -444,6 +446,96 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path: Path, kind: str) -> 
     if kind == "family":
         assert not torch.allclose(init["head.weight"], ddp["head.weight"])  # through the family's term only
     assert _same(single.model.state_dict(), ddp, atol=1e-6)
+    # the logged losses are the global batch's (not rank 0's half), as in one process
+    logged = json.loads((tmp_path / "ddp_history.json").read_text())
+    keys = [k for k in single.history[0] if k.startswith("loss")]
+    assert [row[k] for row in logged for k in keys] == pytest.approx(
+        [row[k] for row in single.history for k in keys], rel=1e-5
+    )
+
+
+def _interrupted_ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    from allinone_ir.commands.train import _leave_process_group
+    from allinone_ir.training import checkpoint as ck
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
+    torch.set_num_threads(1)
+    write = ck.write_checkpoint
+    if rank == 0:  # a slow disk: the other process must wait for the checkpoint before it leaves
+
+        def slow_write(path: Any, state: Any) -> Path:
+            time.sleep(1.0)
+            return write(path, state)
+
+        ck.write_checkpoint = slow_write  # type: ignore[assignment]
+    torch.manual_seed(0)
+    cfg = _cfg(Path(out) / "run", batch_size=1, max_steps=4, device="cpu")
+    trainer = Trainer(_tiny_nafnet(), cfg, _data(), loss=_signal_loss(signal.SIGTERM, at=2))
+    with pytest.raises(TrainingInterrupted) as exc:
+        trainer.fit()
+    saved = sorted(p.name for p in (Path(out) / "run" / "checkpoints").glob("step_*.pt"))
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps([exc.value.step, saved]))
+    _leave_process_group(barrier=False)  # as the command line does
+
+
+@pytest.mark.slow  # two training processes
+def test_ddp_signal_stops_every_process_after_the_checkpoint(tmp_path: Path) -> None:
+    """SIGTERM under torchrun: every process leaves fit() once rank 0 has written the checkpoint (a process
+    that left first aborted in gloo, "terminate called without an active exception", exit status 134)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_interrupted_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [2, ["step_00000002.pt"]]
+
+
+class _FailsOnRankOne(torch.utils.data.Dataset):
+    """Four samples; process 1 of the run cannot read its third one (a corrupt image)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        self.reads += 1
+        if os.environ["RANK"] == "1" and self.reads == 3:
+            raise DatasetError("cannot read image file bad.png")
+        clean = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(i))
+        return {"degraded": clean * 0.5, "clean": clean}
+
+
+def _lost_peer_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))  # a buffer: DDP broadcasts it in the forward
+    trainer = Trainer(
+        net, _cfg(Path(out) / "run", batch_size=1, max_steps=4, device="cpu"), _FailsOnRankOne()
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:
+        (Path(out) / f"rank{rank}.json").write_text(json.dumps([type(exc).__name__, str(exc)]))
+    os._exit(0)  # without leaving the group: the other process finds its peer gone
+
+
+@pytest.mark.slow  # two training processes
+def test_ddp_a_process_that_fails_is_one_line_in_the_others(tmp_path: Path) -> None:
+    """The processes that lose a peer say so in one line (an OSError, as the command line prints it), not
+    with gloo's "Connection closed by peer" traceback."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_lost_peer_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert json.loads((tmp_path / "rank1.json").read_text()) == [
+        "DatasetError",
+        "cannot read image file bad.png",
+    ]
+    kind, message = json.loads((tmp_path / "rank0.json").read_text())
+    assert kind == "ConnectionError" and message.startswith(
+        "training process 0 of 2 lost another process of the run at step 2 (that process's own error says why"
+    )
 
 
 def test_family_terms_are_added_weighted_logged_and_checked(tmp_path: Path) -> None:
@@ -1090,3 +1182,28 @@ def test_a_dataset_of_another_shape_or_scale_is_refused_before_training(
     with pytest.raises(ValueError, match=r"^data\.train: .*" + message):
         Trainer(net, cfg, _Samples(make))
     assert not (tmp_path / "run").exists()
+
+
+class _TwoOutputs(nn.Module):
+    """A user's network that returns its features with the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.conv(x), x
+
+
+def test_a_network_that_returns_a_tuple_is_one_line(tmp_path: Path) -> None:
+    """Not AttributeError: 'tuple' object has no attribute 'float' from inside the loss."""
+    from allinone_ir.errors import UsageTypeError
+
+    t = Trainer(_TwoOutputs(), _cfg(tmp_path, max_steps=1), _data())
+    match = (
+        r"^_TwoOutputs's forward must return the restored image tensor, got a tuple; return the image alone"
+    )
+    with pytest.raises(UsageTypeError, match=match):
+        t.fit()
+    with pytest.raises(UsageTypeError, match=match):
+        t.evaluate(_data())

@@ -589,8 +589,16 @@ class Trainer:
 
     def _forward(self, net: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
         if getattr(self.model, "accepts_degradation", False) and "label" in batch:
-            return net(batch["degraded"], degradation=batch["label"])
-        return net(batch["degraded"])
+            out = net(batch["degraded"], degradation=batch["label"])
+        else:
+            out = net(batch["degraded"])
+        if not isinstance(out, torch.Tensor):
+            raise UsageTypeError(
+                f"{type(self.model).__name__}'s forward must return the restored image tensor, got a "
+                f"{type(out).__name__}; return the image alone (or subclass RestorationModel and split the "
+                "outputs in split_training_output)"
+            )
+        return out
 
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """The training forward pass through the (DDP) wrapper, and the weighted loss with its parts."""
@@ -630,6 +638,10 @@ class Trainer:
                 self.scaler.scale(loss / n).backward()
             for k, v in {"loss": float(loss.detach()), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v / n
+        if self.dist.enabled:  # the logged losses are the global batch's, as in one process
+            values = torch.tensor(list(sums.values()), dtype=torch.float64, device=self.device)
+            dist.all_reduce(values)
+            sums = dict(zip(sums, (values / self.dist.world_size).tolist(), strict=True))
         row: dict[str, float] = {}
         if cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
@@ -714,9 +726,20 @@ class Trainer:
                         self._save_checkpoint()
                     if signum := int(self._max_over_ranks(stop.requested)):
                         path = self.last_checkpoint if saved else self._save_checkpoint()
+                        if self.dist.enabled:  # gloo aborts a process that leaves before rank 0 has saved
+                            dist.barrier()
                         raise TrainingInterrupted(signum, self.step, path)
             if main and cfg.plot:
                 self.plot_curves()
+        except RuntimeError as exc:
+            if not self.dist.enabled or not (isinstance(exc, dist.DistError) or "by peer" in str(exc)):
+                raise
+            good = self.last_checkpoint or next((p for _, p in reversed(ck._periodic(self.ckpt_dir))), None)
+            where = f"the last checkpoint is {good}" if good else "no checkpoint had been written yet"
+            raise ConnectionError(
+                f"training process {self.dist.rank} of {self.dist.world_size} lost another process of the run at "
+                f"step {self.step + 1} (that process's own error says why it stopped); {where}"
+            ) from exc
         finally:
             if self._bar is not None:
                 self._bar.close()
