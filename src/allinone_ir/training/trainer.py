@@ -664,13 +664,15 @@ class Trainer:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return flag.item()
 
+    def _last_good(self, prefix: str) -> str:
+        good = self.last_checkpoint or next((p for _, p in reversed(ck._periodic(self.ckpt_dir))), None)
+        return f"{prefix} {good}" if good else "no checkpoint had been written yet"
+
     def _check_finite(self, loss: torch.Tensor) -> None:
         if self._max_over_ranks(0.0 if torch.isfinite(loss.detach()).all() else 1.0):
-            good = self.last_checkpoint or next((p for _, p in reversed(ck._periodic(self.ckpt_dir))), None)
-            where = f"the last good checkpoint is {good}" if good else "no checkpoint had been written yet"
             raise TrainingDivergedError(
                 f"loss is {float(loss.detach())} at step {self.step + 1} (epoch {self.epoch}); training stopped "
-                f"without saving the broken weights; {where}. Try a lower lr, grad_clip, or bf16/fp32 instead of fp16."
+                f"without saving the broken weights; {self._last_good('the last good checkpoint is')}. Try a lower lr, grad_clip, or bf16/fp32 instead of fp16."
             )
 
     def fit(self, steps: int | None = None) -> dict[str, Any]:
@@ -734,11 +736,10 @@ class Trainer:
         except RuntimeError as exc:
             if not self.dist.enabled or not (isinstance(exc, dist.DistError) or "by peer" in str(exc)):
                 raise
-            good = self.last_checkpoint or next((p for _, p in reversed(ck._periodic(self.ckpt_dir))), None)
-            where = f"the last checkpoint is {good}" if good else "no checkpoint had been written yet"
             raise ConnectionError(
                 f"training process {self.dist.rank} of {self.dist.world_size} lost another process of the run at "
-                f"step {self.step + 1} (that process's own error says why it stopped); {where}"
+                f"step {self.step + 1} (that process's own error says why it stopped); "
+                f"{self._last_good('the last checkpoint is')}"
             ) from exc
         finally:
             if self._bar is not None:
