@@ -619,6 +619,27 @@ def test_pip_degradation_forms_and_batch_length_under_tiles() -> None:
             restore(net, x, degradation=degradation, tile=16, overlap=4, batch_size=3)
 
 
+def test_blind_pip_in_tiles_classifies_each_image_once() -> None:
+    torch.manual_seed(0)
+    net = create_model("pip_nafnet", **TINY["pip_nafnet"]).eval().requires_grad_(False)
+    net.classifier.head.weight.mul_(100)  # confident, as a trained classifier
+    x = torch.rand(2, 3, 24, 24)
+    x[1, :, :, 12:] = 0.5  # half flat: its tiles alone look different
+    tiles = [x[:, :, y : y + 16, s : s + 16] for y in (0, 8) for s in (0, 8)]  # tile 16, overlap 8
+    expected = torch.stack([net.classify(t) for t in tiles], dim=1).mean(dim=1).softmax(dim=-1)
+    seen: list[torch.Tensor] = []
+    hook = net.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["degradation"]), with_kwargs=True)
+    blind = restore(net, x, tile=16, overlap=8, batch_size=3, clamp=False)
+    hook.remove()
+    torch.testing.assert_close(seen[0], expected[:2].index_select(0, torch.tensor([0, 0, 0])))
+    given = restore(net, x, tile=16, overlap=8, batch_size=3, clamp=False, degradation=expected)
+    torch.testing.assert_close(blind, given)  # not one guess per tile (the tiles' own weights differ)
+    per_tile = torch.stack([net.classify(t).softmax(dim=-1) for t in tiles], dim=1)[1]
+    assert (per_tile - per_tile.mean(dim=0)).abs().max() > 0.02
+    whole = restore(net, x, clamp=False)  # no tiles: the network's own blind forward
+    torch.testing.assert_close(whole, net(x).clamp(-1e9, 1e9))
+
+
 def test_tile_and_overlap_types() -> None:
     net = LocalNet()
     for tile in ("16", True, b"16"):

@@ -219,6 +219,27 @@ def _restore_tiled(
     return acc.div_(norm_y[:, None] * norm_x[None, :])
 
 
+def _blind_weights(
+    classify: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    tile: Sequence[int],
+    overlap: int,
+    batch_size: int,
+) -> torch.Tensor:
+    """``(N, T)`` degradation weights of each image: the softmax of its classifier logits averaged over its tiles."""
+    n, _, h, w = x.shape
+    th, tw = min(tile[0], h), min(tile[1], w)
+    ys, xs = tile_starts(h, th, min(overlap, th - 1)), tile_starts(w, tw, min(overlap, tw - 1))
+    jobs = [(b, y, s) for b in range(n) for y in ys for s in xs]
+    logits = []
+    for i in range(0, len(jobs), batch_size):
+        logits.append(
+            classify(torch.stack([x[b, :, y : y + th, s : s + tw] for b, y, s in jobs[i : i + batch_size]]))
+        )
+    per_tile = torch.cat(logits).view(n, len(ys) * len(xs), -1)
+    return per_tile.mean(dim=1).softmax(dim=-1)
+
+
 #: ITU-R BT.601 luma weights (R, G, B): how a colour network's output becomes a grayscale file.
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 
@@ -300,7 +321,8 @@ def restore(
         tile: Tile size (``int`` or ``(height, width)``); ``None``: the whole image at once.
         overlap: Overlap of neighbouring tiles in pixels, ``< tile``.
         tta: ``False``, ``"flip"`` (4 flips), ``"x8"`` or ``True`` (flips and 90-degree rotations).
-        degradation: For PIP networks: ``None`` (blind), a name, an int label, one per image or weights.
+        degradation: For PIP networks: ``None`` (blind: in tiles, each image's classifier logits are averaged
+            over its tiles), a name, an int label, one per image or weights.
         batch_size: Tiles (or images) per forward pass.
         device: Where the network runs (it is moved there); ``None``: its device.
         dtype: Autocast dtype (bf16 / fp16) under :func:`low_precision_policy`.
@@ -457,10 +479,19 @@ def restore(
                 out = out + inv(net(fwd(x), **kwargs).float())
         return (out / len(transforms)).contiguous().cpu()
 
+    def classify(x: torch.Tensor) -> torch.Tensor:
+        with autocast(dev, low):
+            logits = model.classify(x.to(dev, weights_dtype).contiguous(memory_format=fmt))  # type: ignore[operator]
+            return logits.float().cpu()
+
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
+            tiled = size[0] < x.shape[2] or size[1] < x.shape[3]
+            if tiled and degradation is None and getattr(model, "classifier", None) is not None:
+                # blind PIP in tiles: one degradation per image, not one guessed from each tile
+                degradation = _blind_weights(classify, x.detach().float().cpu(), size, overlap, batch_size)
             out = _restore_tiled(x.detach().float().cpu(), run, size, overlap, batch_size, progress)
     finally:
         model.train(was_training)
