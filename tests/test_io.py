@@ -13,7 +13,14 @@ import torch
 
 PIL = pytest.importorskip("PIL.Image")
 
-from allinone_ir.io import ImageReadError, list_images, read_image, read_image_array, write_image  # noqa: E402
+from allinone_ir.io import (  # noqa: E402
+    ImageReadError,
+    list_images,
+    read_image,
+    read_image_array,
+    tensor_to_array,
+    write_image,
+)
 
 
 def test_round_trip_8bit(tmp_path: Path) -> None:
@@ -567,3 +574,104 @@ def test_full_disk_removes_the_temporary_and_says_so(tmp_path: Path, monkeypatch
     with pytest.raises(PermissionError):  # other failures pass through as they are
         aio.atomic_write(tmp_path / "out.bin", denied)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- files users have: macOS leftovers, formats that cannot hold what is written -------------------------
+
+
+def test_hidden_files_and_folders_are_not_listed(tmp_path: Path) -> None:
+    """macOS leaves ``._x.png`` (AppleDouble, not an image) and ``.DS_Store`` beside copied pictures."""
+    for name in (
+        "b.png",
+        "a.PNG",
+        "c d é.jpeg",
+        ".hidden.png",
+        "sub/z.png",
+        ".thumbs/t.png",
+        "__MACOSX/._b.png",
+    ):
+        write_image(tmp_path / name, torch.rand(3, 4, 4))
+    (tmp_path / "._b.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(60))
+    (tmp_path / ".DS_Store").write_bytes(bytes(64))
+    assert [p.name for p in list_images(tmp_path)] == ["a.PNG", "b.png", "c d é.jpeg"]
+    listed = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path, recursive=True)]
+    assert listed == ["a.PNG", "b.png", "c d é.jpeg", "sub/z.png"]
+    assert list_images(tmp_path / ".thumbs") == [tmp_path / ".thumbs" / "t.png"]  # asked for by name
+
+
+def test_16bit_grayscale_in_formats_without_16_bits_written_as_8bit(tmp_path: Path) -> None:
+    gray = np.array([[0, 1000, 30000, 65535]], np.uint16)
+    want = np.array([[0, 4, 117, 255]], np.uint8)  # rounded, not clipped at 255
+    for ext in ("webp", "bmp", "jpg"):
+        with pytest.warns(
+            UserWarning, match=rf"g\.{ext}: 16-bit grayscale can only be written as PNG or TIFF"
+        ):
+            p = write_image(tmp_path / f"g.{ext}", gray)
+        back = read_image_array(p)[:, :, 0]
+        assert back.dtype == np.uint8
+        assert np.abs(back.astype(int) - want).max() <= (0 if ext != "jpg" else 10), ext  # JPEG: lossy
+    for ext in ("png", "tif"):  # kept at 16 bits
+        np.testing.assert_array_equal(
+            read_image_array(write_image(tmp_path / f"g.{ext}", gray))[:, :, 0], gray
+        )
+
+
+@pytest.mark.parametrize(("channels", "ext"), [(4, "jpg"), (2, "jpeg"), (4, "bmp"), (2, "bmp")])
+def test_alpha_in_formats_without_alpha_refused_by_name(tmp_path: Path, channels: int, ext: str) -> None:
+    from allinone_ir.errors import UsageError
+
+    old = write_image(tmp_path / f"x.{ext}", torch.zeros(3, 4, 4))
+    before = old.read_bytes()
+    with pytest.raises(UsageError, match=rf"x\.{ext}: (JPEG|BMP) files cannot hold an alpha channel; write"):
+        write_image(old, torch.rand(channels, 4, 4), overwrite=True)
+    assert old.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [old.name]
+    for ok in ("png", "tif", "webp"):
+        assert (
+            read_image_array(
+                write_image(tmp_path / f"a.{ok}", torch.rand(4, 4, 4)), keep_channels=True
+            ).shape[2]
+            == 4
+        )
+
+
+def test_webp_written_losslessly(tmp_path: Path) -> None:
+    x = torch.rand(3, 16, 16)
+    np.testing.assert_array_equal(read_image_array(write_image(tmp_path / "x.webp", x)), tensor_to_array(x))
+    rgba = np.random.default_rng(0).integers(0, 256, (5, 6, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        read_image_array(write_image(tmp_path / "a.webp", rgba), keep_channels=True), rgba
+    )
+
+
+def test_rounding_to_8_and_16_bits_is_to_the_nearest_level(tmp_path: Path) -> None:
+    levels = torch.tensor([0.0, 0.49, 0.51, 127.5, 254.49, 254.51, 255.0]) / 255
+    x = levels.view(1, 1, -1).expand(3, 2, -1).contiguous()
+    want = [0, 0, 1, 128, 254, 255, 255]
+    for ext in ("png", "tif", "bmp", "webp"):
+        assert read_image_array(write_image(tmp_path / f"r.{ext}", x))[0, :, 0].tolist() == want, ext
+    assert tensor_to_array(x)[0, :, 0].tolist() == want
+    x16 = torch.tensor([0.49, 0.51, 65534.49, 65534.51], dtype=torch.float64).div(65535).float()
+    x16 = x16.view(1, 1, -1).expand(3, 1, -1).contiguous()
+    assert read_image_array(write_image(tmp_path / "r16.png", x16, bits=16))[0, :, 0].tolist() == [
+        0,
+        1,
+        65534,
+        65535,
+    ]
+
+
+def test_empty_image_refused_in_words(tmp_path: Path) -> None:
+    from allinone_ir.errors import UsageError
+
+    for image in (torch.rand(3, 0, 5), np.zeros((4, 0, 3), np.float32)):
+        with pytest.raises(UsageError, match=r"the image is empty: shape \("):
+            write_image(tmp_path / "e.png", image)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writing_over_a_folder_names_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "out.png").mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        write_image(tmp_path / "out.png", torch.rand(3, 4, 4), overwrite=True)
+    assert info.value.filename == str(tmp_path / "out.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"] and (tmp_path / "out.png").is_dir()

@@ -47,6 +47,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     created, permissions :func:`file_mode_for`'s; a full disk raises :func:`_disk_full`'s ``OSError``."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    if p.is_dir():  # else os.replace names the temporary file
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(p))
     tmp = ""
     try:
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
@@ -99,6 +101,8 @@ def _current_umask() -> int:
 def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
     """Sorted image files in ``folder`` (by extension; broken links too, to be reported), ``recursive`` or not.
 
+    Hidden files and folders (``.DS_Store``, macOS's ``._x.png``) are left out.
+
     Raises:
         FileNotFoundError: If ``folder`` is not a folder.
     """
@@ -107,6 +111,7 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list
         raise FileNotFoundError(f"not a folder: {root}")
     found = root.rglob("*") if recursive else root.iterdir()
     named = [p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS]
+    named = [p for p in named if not any(part.startswith(".") for part in p.relative_to(root).parts)]
     return sorted(p for p in named if p.is_file() or (p.is_symlink() and not p.is_dir()))
 
 
@@ -301,6 +306,8 @@ _RANGE_SLACK = 0.25
 
 def _check_unit_range(x: torch.Tensor, what: str) -> None:
     """Refuse NaN or infinite values, and values far outside [0, 1] (another scale), with a UsageError."""
+    if x.numel() == 0:
+        raise UsageError(f"{what} is empty: shape {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
         bad = "NaN" if bool(torch.isnan(x).any()) else "infinite"
         raise UsageError(f"{what} contains {bad} values; expected finite values in [0, 1]")
@@ -353,7 +360,8 @@ def write_image(
 ) -> Path:
     """Write a float tensor in [0, 1] or an array to an image file (format by extension), atomically.
 
-    16-bit colour is written as 16-bit PNG, in other formats as 8-bit with a warning.
+    16-bit colour is written as 16-bit PNG, 16-bit grayscale as PNG or TIFF, in other formats as 8-bit with
+    a warning. An alpha channel needs PNG, TIFF or WebP; WebP is written lossless.
 
     Args:
         image: Tensor ``(C, H, W)`` or array ``(H, W, C)`` / ``(H, W)``, ``C`` in 1..4 (uint8, uint16 or float
@@ -363,6 +371,7 @@ def write_image(
 
     Raises:
         UsageTypeError: If ``path`` is an image (the arguments in torchvision's ``save_image`` order).
+        UsageError: If the image cannot be written faithfully (NaN, another scale, alpha in JPEG or BMP).
 
     Examples:
         >>> import tempfile
@@ -406,15 +415,27 @@ def write_image(
             f"expected an image with 1 to 4 channels (a (C, H, W) tensor, an (H, W, C) or (H, W) array) of "
             f"uint8, uint16 or float, got {given}"
         )
-    if arr.dtype == np.uint16 and arr.shape[2] != 1:
-        if image_format == "PNG":
-            return atomic_write(p, lambda tmp: _write_png16(tmp, arr))
-        warnings.warn(f"{p}: 16-bit colour can only be written as PNG; writing 8-bit", stacklevel=2)
+    if arr.shape[2] in (2, 4) and image_format not in ("PNG", "TIFF", "WEBP"):
+        raise UsageError(
+            f"{p}: {image_format} files cannot hold an alpha channel; write .png, .tif or .webp, "
+            "or drop the alpha channel"
+        )
+    if arr.dtype == np.uint16 and arr.shape[2] != 1 and image_format == "PNG":
+        return atomic_write(p, lambda tmp: _write_png16(tmp, arr))
+    keeps_16bit = ("PNG", "TIFF") if arr.shape[2] == 1 else ()
+    if arr.dtype == np.uint16 and image_format not in keeps_16bit:
+        kind = (
+            "grayscale can only be written as PNG or TIFF"
+            if arr.shape[2] == 1
+            else "colour can only be written as PNG"
+        )
+        warnings.warn(f"{p}: 16-bit {kind}; writing 8-bit", stacklevel=2)
         arr = ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
     if arr.dtype == np.uint16 and im.mode != "I;16":
         im = im.convert("I;16")
-    return atomic_write(p, lambda tmp: im.save(tmp, format=image_format))
+    options = {"lossless": True, "exact": True} if image_format == "WEBP" else {}
+    return atomic_write(p, lambda tmp: im.save(tmp, format=image_format, **options))
 
 
 def _read_png16(p: Path) -> np.ndarray:
