@@ -643,6 +643,13 @@ def test_webp_written_losslessly(tmp_path: Path) -> None:
     )
 
 
+def test_jpeg_written_at_high_quality_without_chroma_subsampling(tmp_path: Path) -> None:
+    stripes = np.zeros((16, 16, 3), np.uint8)
+    stripes[:, ::2, 0], stripes[:, 1::2, 2] = 255, 255  # one-pixel red and blue columns
+    back = read_image_array(write_image(tmp_path / "s.jpg", stripes)).astype(int)
+    assert np.abs(back - stripes).max() <= 2  # Pillow's defaults (75, 4:2:0): mean error 89, max 152
+
+
 def test_rounding_to_8_and_16_bits_is_to_the_nearest_level(tmp_path: Path) -> None:
     levels = torch.tensor([0.0, 0.49, 0.51, 127.5, 254.49, 254.51, 255.0]) / 255
     x = levels.view(1, 1, -1).expand(3, 2, -1).contiguous()
