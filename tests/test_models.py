@@ -63,6 +63,16 @@ class TestEveryModel:
         assert torch.isfinite(out).all()
         assert (out.float() - ref).abs().max() < 0.1
 
+    def test_fp16_autocast_close_to_fp32_also_on_a_black_image(self, name: str) -> None:
+        model = _tiny(name).eval()
+        for x in (torch.rand(1, 3, 16, 24), torch.zeros(1, 3, 8, 8)):
+            with torch.no_grad():
+                ref = model(x)
+                with torch.autocast("cpu", dtype=torch.float16):
+                    out = model(x)
+            assert torch.isfinite(out).all()
+            assert (out.float() - ref).abs().max() < 0.1
+
     def test_config_rebuilds_same_architecture(self, name: str) -> None:
         model = _tiny(name)
         clone = get_model_class(type(model).__name__)(**model.config)
