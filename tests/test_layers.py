@@ -138,6 +138,19 @@ class TestMDTA:
         torch.testing.assert_close(channel_attention(q, k, v, temp, heads), ref)
         torch.testing.assert_close(_reference_mdta_attention(q, k, v, temp, heads), ref)
 
+    def test_all_zero_rows_in_float16_attend_uniformly(self) -> None:
+        """A channel that is zero over the image (a black image, AdaIR's empty low band) has no direction:
+        its logits are 0 in every dtype, not 0/0 (1e-12 is 0 in float16)."""
+        q, k, v = torch.randn(3, 1, 4, 5, 6).unbind(0)
+        q[:, :2], k[:, 1] = 0.0, 0.0
+        temp = torch.ones(2, 1, 1)
+        ref = channel_attention(q, k, v, temp, 2)
+        out = channel_attention(q.half(), k.half(), v.half(), temp.half(), 2)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out.float(), ref, atol=1e-2, rtol=1e-2)
+        mean_v = v[:, :2].mean(dim=1, keepdim=True)  # head 0: q is zero, every channel gets the mean of v
+        torch.testing.assert_close(ref[:, :2], mean_v.expand(1, 2, 5, 6))
+
     def test_module_structure_and_keys(self) -> None:
         m = MDTA(12, num_heads=3)
         assert m.temperature.shape == (3, 1, 1)

@@ -63,6 +63,26 @@ class TestEveryModel:
         assert torch.isfinite(out).all()
         assert (out.float() - ref).abs().max() < 0.1
 
+    def test_fp16_autocast_close_to_fp32_also_on_a_black_image(self, name: str) -> None:
+        model = _tiny(name).eval()
+        for x in (torch.rand(1, 3, 16, 24), torch.zeros(1, 3, 8, 8)):
+            with torch.no_grad():
+                ref = model(x)
+                with torch.autocast("cpu", dtype=torch.float16):
+                    out = model(x)
+            assert torch.isfinite(out).all()
+            assert (out.float() - ref).abs().max() < 0.1
+
+    def test_output_channels_other_than_input_channels(self, name: str) -> None:
+        model = _tiny(name)
+        if "out_channels" not in model.config:
+            pytest.skip(f"{name} takes no out_channels")
+        for c_in, c_out in [(3, 1), (4, 3)]:
+            config = dict(model.config, in_channels=c_in, out_channels=c_out)
+            other = get_model_class(type(model).__name__)(**config).eval()
+            with torch.no_grad():
+                assert other(torch.rand(2, c_in, 17, 33)).shape == (2, c_out, 17, 33)
+
     def test_config_rebuilds_same_architecture(self, name: str) -> None:
         model = _tiny(name)
         clone = get_model_class(type(model).__name__)(**model.config)

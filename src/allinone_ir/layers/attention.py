@@ -25,6 +25,7 @@ def _logits(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor, num_heads: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     qh, kh, vh = (t.flatten(2).unflatten(1, (num_heads, -1)) for t in (q, k, v))
+    eps = max(eps, torch.finfo(q.dtype).tiny)  # 1e-12 is 0 in float16: an all-zero row would give 0 / 0
     attn = F.normalize(qh, dim=-1, eps=eps) @ F.normalize(kh, dim=-1, eps=eps).transpose(-2, -1)
     return attn * temperature, vh
 

@@ -171,7 +171,8 @@ class BaryIR(RestormerUNet):
         main = self.reduce_noise_level1(self.noise_level1(main))
         res = self.resup2_1(self.resreduce_noise_level1(res))
         main = self.refinement(self.decoder_level1(torch.cat([self.up2_1(main), enc1 + s * res], 1)))
-        out = self._crop(self.output(main) + inp, size)
+        out = self.output(main)
+        out = self._crop(out + inp if self.in_channels == self.out_channels else out, size)
         if return_latents:
             return out, source, bary, residual
         return out

@@ -367,7 +367,8 @@ class MoCEIR(RestorationModel):
             for block in cast(nn.ModuleList, group.get_submodule("layers")):
                 feats, loss = block(feats, freq_emb)
                 balance = balance + loss
-        out = self._crop(self.output(self.refinement(feats)) + inp, size)
+        out = self.output(self.refinement(feats))
+        out = self._crop(out + inp if self.in_channels == self.out_channels else out, size)
         if return_balance_loss:
             return out, balance / max(sum(self.num_dec_blocks), 1)
         return out
