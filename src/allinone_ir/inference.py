@@ -330,7 +330,8 @@ def restore(
         compile: Run the network through ``torch.compile`` (cached per network).
         clamp: Clamp the result to [0, 1] (integer outputs are always clamped).
         progress: tqdm progress bar: ``None`` on a terminal for more than one step, ``True``, ``False``.
-        output: For a path ``image``: write the result there as a PNG (an existing file if ``overwrite``).
+        output: For a path ``image``: write the result there in the format of its extension
+            (:func:`~allinone_ir.io.write_image`; an existing file if ``overwrite``).
 
     Returns:
         The kind of ``image`` (same shape, dtype, device or PIL mode); for a path, its pixels or ``output``.

@@ -255,7 +255,7 @@ def _summary(metrics: dict[str, dict[str, Any]]) -> list[str]:
         restored = f"restored {len(metrics) - len(bad)} of {len(metrics)}"
         lines.append(f"{restored} ({gain}, SSIM not lower, {colour}); not {', '.join(bad)}")
     else:
-        lines.append(f"every degradation restored: {gain}, SSIM higher, {colour}")
+        lines.append(f"every degradation restored: {gain}, SSIM not lower, {colour}")
     return lines
 
 
