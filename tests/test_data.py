@@ -442,3 +442,18 @@ def test_mixup_checks_alpha_and_the_label_count() -> None:
     for fn in (mixup, dmix):
         with pytest.raises(ValueError, match="4 images"):
             fn({**b, "label": torch.tensor([0, 1])}, num_classes=5, rng=0)
+
+
+def test_alpha_dropped_is_one_warning_for_the_dataset_not_one_per_file(tmp_path: Path) -> None:
+    import warnings
+
+    for i in range(3):
+        for sub in ("deg", "clean"):
+            write_image(tmp_path / sub / f"rain_{i}.png", torch.rand(4, 16, 16))  # RGBA
+    ds = PairedImageDataset(tmp_path / "deg", tmp_path / "clean")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # two epochs
+            assert all(ds[i]["degraded"].shape == (3, 16, 16) for i in range(len(ds)))
+    # one text, which Python's warning registry shows once per process (a worker's epoch): was 6 per epoch
+    assert {str(w.message) for w in caught} == {"images with an alpha channel: it is dropped"}

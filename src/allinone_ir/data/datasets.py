@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -156,6 +157,20 @@ def _degradation_of(path: Path, rel: Path, label_from: str | Mapping[str, str]) 
     return str(label_from)
 
 
+def _read(path: str | os.PathLike[str]) -> torch.Tensor:
+    """:func:`read_image`, its per-file alpha warning given as one for the dataset (once per process, not per
+    file in every worker and epoch)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = read_image(path)
+    for w in caught:
+        alpha = str(w.message).endswith(": alpha channel dropped")
+        warnings.warn(
+            "images with an alpha channel: it is dropped" if alpha else w.message, w.category, stacklevel=3
+        )
+    return image
+
+
 class PairedImageDataset(Dataset, _Geometry):
     """Degraded / clean image pairs from two folders (of one name or stem, after ``name_map``), each labelled.
 
@@ -236,7 +251,7 @@ class PairedImageDataset(Dataset, _Geometry):
         return len(self.pairs)
 
     def _load(self, pair: _Pair) -> tuple[torch.Tensor, torch.Tensor]:
-        deg, clean = read_image(pair.degraded), read_image(pair.clean)
+        deg, clean = _read(pair.degraded), _read(pair.clean)
         if deg.shape != clean.shape:
             raise DatasetError(
                 f"size mismatch: {pair.degraded} is {deg.shape[2]}x{deg.shape[1]} but its clean partner "
@@ -372,7 +387,7 @@ class SyntheticDegradationDataset(Dataset, _Geometry):
         item = self.images[i]
         if isinstance(item, torch.Tensor):
             return item.float(), f"image{i:04d}"
-        img = self._cache[i] if i in self._cache else read_image(item)
+        img = self._cache[i] if i in self._cache else _read(item)
         if self.cache:
             self._cache[i] = img
         return img, item.stem
