@@ -113,19 +113,19 @@ def test_laplacian_pyramid_reconstructs() -> None:
     assert torch.allclose(rec, x, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "fn",
-    [
-        L1Loss(),
-        MSELoss(),
-        CharbonnierLoss(),
-        PSNRLoss(),
-        SSIMLoss(),
-        L1SSIMLoss(),
-        FFTLoss(),
-        GuidedFrequencyLoss(),
-    ],
-)
+EVERY_LOSS = [
+    L1Loss(),
+    MSELoss(),
+    CharbonnierLoss(),
+    PSNRLoss(),
+    SSIMLoss(),
+    L1SSIMLoss(),
+    FFTLoss(),
+    GuidedFrequencyLoss(),
+]
+
+
+@pytest.mark.parametrize("fn", EVERY_LOSS)
 def test_gradients_and_bf16_inputs(fn, pair) -> None:  # type: ignore[no-untyped-def]
     p, t = pair
     x = p.clone().requires_grad_(True)
@@ -146,19 +146,7 @@ def test_loss_input_errors() -> None:
         FFTLoss()(torch.rand(3, 4, 4), torch.rand(3, 4, 4))
 
 
-@pytest.mark.parametrize(
-    "fn",
-    [
-        L1Loss(),
-        MSELoss(),
-        CharbonnierLoss(),
-        PSNRLoss(),
-        SSIMLoss(),
-        L1SSIMLoss(),
-        FFTLoss(),
-        GuidedFrequencyLoss(),
-    ],
-)
+@pytest.mark.parametrize("fn", EVERY_LOSS)
 def test_empty_batches_are_refused(fn) -> None:  # type: ignore[no-untyped-def]
     # an empty batch was a silent NaN (pixel, PSNR, SSIM losses) or an MKL RuntimeError (FFT, GFL)
     with pytest.raises(ValueError, match="empty"):

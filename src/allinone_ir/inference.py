@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import sys
@@ -119,7 +120,7 @@ def prepare_for_inference(
     if device is not None and (problem := device_problem(device)) is not None:
         raise UsageError(f"device: {problem}")
     dev = _device_of(model) if device is None else torch.device(device)
-    if any(t.is_meta for t in model.state_dict().values()):
+    if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
         raise UsageError(
             "the network's weights are on the meta device (shapes without values); load weights first"
         )
@@ -173,6 +174,15 @@ def _degradation_for(deg: Any, index: Sequence[int], device: torch.device) -> An
     return [deg[i] for i in index]
 
 
+def _tile_grid(
+    h: int, w: int, tile: Sequence[int], overlap: int
+) -> tuple[int, int, int, int, list[int], list[int]]:
+    """Tile height and width, their overlaps, and the tiles' top and left edges in an ``h x w`` image."""
+    th, tw = min(tile[0], h), min(tile[1], w)
+    oy, ox = min(overlap, th - 1), min(overlap, tw - 1)
+    return th, tw, oy, ox, tile_starts(h, th, oy), tile_starts(w, tw, ox)
+
+
 def _restore_tiled(
     x: torch.Tensor,
     run: Callable[[torch.Tensor, Sequence[int]], torch.Tensor],
@@ -183,9 +193,7 @@ def _restore_tiled(
 ) -> torch.Tensor:
     """Restore ``x`` in blended tiles, ``batch_size`` at a time (a tile of the image's size: whole images)."""
     n, _, h, w = x.shape
-    th, tw = min(tile[0], h), min(tile[1], w)
-    oy, ox = min(overlap, th - 1), min(overlap, tw - 1)
-    ys, xs = tile_starts(h, th, oy), tile_starts(w, tw, ox)
+    th, tw, oy, ox, ys, xs = _tile_grid(h, w, tile, overlap)
     wy = {y: blend_window(th, oy, y > 0, y + th < h) for y in ys}
     wx = {s: blend_window(tw, ox, s > 0, s + tw < w) for s in xs}
     # separable window on a grid of tiles: the accumulated weight is the outer product of the axis sums
@@ -228,8 +236,7 @@ def _blind_weights(
 ) -> torch.Tensor:
     """``(N, T)`` degradation weights of each image: the softmax of its classifier logits averaged over its tiles."""
     n, _, h, w = x.shape
-    th, tw = min(tile[0], h), min(tile[1], w)
-    ys, xs = tile_starts(h, th, min(overlap, th - 1)), tile_starts(w, tw, min(overlap, tw - 1))
+    th, tw, _, _, ys, xs = _tile_grid(h, w, tile, overlap)
     jobs = [(b, y, s) for b in range(n) for y in ys for s in xs]
     logits = []
     for i in range(0, len(jobs), batch_size):

@@ -670,9 +670,10 @@ class Trainer:
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if self._max_over_ranks(0.0 if torch.isfinite(loss.detach()).all() else 1.0):
+            good = self._last_good("the last good checkpoint is")
             raise TrainingDivergedError(
                 f"loss is {float(loss.detach())} at step {self.step + 1} (epoch {self.epoch}); training stopped "
-                f"without saving the broken weights; {self._last_good('the last good checkpoint is')}. Try a lower lr, grad_clip, or bf16/fp32 instead of fp16."
+                f"without saving the broken weights; {good}. Try a lower lr, grad_clip, or bf16/fp32 instead of fp16."
             )
 
     def fit(self, steps: int | None = None) -> dict[str, Any]:
