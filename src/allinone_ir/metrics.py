@@ -70,7 +70,7 @@ def _prepare(
             f"{name}: target holds values from {lo:.4g} to {hi:.4g}, not in [0, data_range={data_range:g}]; "
             "pass data_range=255 for 8-bit values"
         )
-    if not hasattr(crop_border, "__index__"):  # 4.0 was a TypeError of slicing
+    if not hasattr(crop_border, "__index__"):  # a slice needs an integer
         raise UsageTypeError(f"{name}: crop_border must be a whole number of pixels, got {crop_border!r}")
     h, w = pred.shape[-2:]
     if not 0 <= 2 * crop_border < min(h, w):

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if not any(r["ready"] for r in report.values()):
         _print_check(report)
         raise UsageError(f"no task of {args.suite} has images under {args.root} (the layout is above)")
-    if args.save_images:  # refused now, not after the tasks before a used folder have run
+    if args.save_images:  # checked before the first task runs
         out = Path(args.save_images)
         if taken := [k for k in report if (out / k).is_dir() and any((out / k).iterdir())]:
             raise FileExistsError(
